@@ -1,0 +1,253 @@
+//! The per-container supervisor (strata's equivalent of containerd's runc shim).
+//!
+//! [`spawn`] starts `strata __shim CONFIG` and returns once the container is *created*. The
+//! shim daemonizes (forks, `setsid`), makes itself a child subreaper, runs
+//! `<runtime> create` with pipes as the container's stdout and stderr, and reports the init
+//! pid on a ready pipe. It then copies the pipes into the log file, serves published ports,
+//! reaps the container's init when it exits, and records the exit status in `exit.json`
+//! (written atomically). Because the shim is not a child of the CLI or agent that created it,
+//! the container outlives them; whoever comes next finds its state on disk.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{self, LogWriter, Stream};
+use crate::network::{self, PortForward};
+use crate::runtime::{last_error_line, OciRuntime};
+use crate::util;
+
+/// The argument that makes the `strata` binary run [`main`].
+pub const SHIM_ARG: &str = "__shim";
+/// The file descriptor the ready message is written to.
+const READY_FD: i32 = 3;
+
+/// Everything the shim needs, written by the driver next to the bundle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShimConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime_binary: PathBuf,
+    pub runtime_name: String,
+    pub runtime_root: PathBuf,
+    /// Where the runtime's own JSON log goes (its errors for `create`).
+    pub runtime_log: PathBuf,
+    pub pid_file: PathBuf,
+    pub log_path: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    pub exit_file: PathBuf,
+    /// Published ports, proxied to the container while it runs.
+    pub ports: Vec<PortForward>,
+    /// cgroup path (as in the spec) used to tell an OOM kill from another SIGKILL.
+    pub cgroups_path: String,
+}
+
+/// How the container's init process ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code as a shell reports it: the code, or 128 + signal number.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// The created container, as reported by the shim.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    pub init_pid: i32,
+    pub shim_pid: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("cannot start container supervisor: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("{0}")]
+    Create(String),
+    #[error("container supervisor exited without reporting (see {0})")]
+    Silent(PathBuf),
+}
+
+/// Start the supervisor for a prepared bundle; returns when the container is created.
+/// `exe` is the `strata` binary; `config` the shim config file; `shim_log` receives the
+/// supervisor's own diagnostics.
+pub fn spawn(exe: &Path, config: &Path, shim_log: &Path) -> Result<Started, ShimError> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ShimError::Spawn(e.into()))?;
+    let log = File::create(shim_log).map_err(ShimError::Spawn)?;
+    let ready_w_raw = ready_w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg(SHIM_ARG)
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(ShimError::Spawn)?)
+        .stderr(log)
+        .env_remove("RUST_LOG");
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(ready_w_raw, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
+    drop(ready_w);
+    // The first process only forks the daemon and exits; reap it so it is no zombie.
+    let _ = child.wait();
+    let mut msg = String::new();
+    File::from(ready_r).read_to_string(&mut msg).map_err(ShimError::Spawn)?;
+    let msg = msg.trim();
+    if let Some(rest) = msg.strip_prefix("ok ") {
+        let mut it = rest.split_whitespace().map(str::parse::<i32>);
+        if let (Some(Ok(init_pid)), Some(Ok(shim_pid))) = (it.next(), it.next()) {
+            return Ok(Started { init_pid, shim_pid });
+        }
+    }
+    if let Some(err) = msg.strip_prefix("error ") {
+        return Err(ShimError::Create(err.to_string()));
+    }
+    Err(ShimError::Silent(shim_log.to_path_buf()))
+}
+
+/// The supervisor process. Never returns.
+pub fn main(config_path: &Path) -> ! {
+    // SAFETY: fcntl on a descriptor number we own by convention; failure is harmless.
+    unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: fork before any thread exists in this process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => fail(&format!("fork: {e}")),
+    }
+    let _ = nix::unistd::setsid();
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    let config: ShimConfig = match std::fs::read(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => fail(&format!("reading {}: {e}", config_path.display())),
+    };
+    let code = match run(&config) {
+        Ok(()) => 0,
+        Err(msg) => fail(&msg),
+    };
+    std::process::exit(code)
+}
+
+/// Report an error on the ready pipe (if still open) and exit.
+fn fail(msg: &str) -> ! {
+    eprintln!("strata shim: {msg}");
+    // SAFETY: READY_FD is ours; if it was already closed this write just fails.
+    let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+    let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
+    std::process::exit(1)
+}
+
+fn run(config: &ShimConfig) -> Result<(), String> {
+    // Bind published ports before creating anything so a busy port fails the create.
+    let listeners = network::bind_ports(&config.ports).map_err(|e| e.to_string())?;
+
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let runtime = OciRuntime::new(&config.runtime_binary.to_string_lossy(), &config.runtime_root)
+        .map_err(|e| e.to_string())?;
+    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log);
+    create.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let status = {
+        let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
+        drop(create); // close our copies of the write ends
+        child.wait().map_err(|e| format!("waiting for {} create: {e}", config.runtime_name))?
+    };
+    if !status.success() {
+        let log = std::fs::read_to_string(&config.runtime_log).unwrap_or_default();
+        let errors: String = log.lines().filter(|l| l.contains("\"error\"")).collect::<Vec<_>>().join("\n");
+        return Err(last_error_line(if errors.is_empty() { &log } else { &errors }));
+    }
+    let init_pid: i32 = std::fs::read_to_string(&config.pid_file)
+        .map_err(|e| format!("reading pid file: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad pid file: {e}"))?;
+
+    let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
+        .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
+    let writer = Arc::new(Mutex::new(writer));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+        let writer = writer.clone();
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let _ = logs::copy_stream(File::from(fd), stream, writer);
+            let _ = done.send(());
+        });
+    }
+    drop(done_tx);
+    network::serve_ports(listeners);
+
+    {
+        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
+        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+        let _ = writeln!(ready, "ok {init_pid} {}", std::process::id());
+    }
+
+    let status = reap_until(init_pid);
+    // Give the log copiers a moment to drain what init wrote last; processes that escaped
+    // the pid namespace could hold the pipes open forever, so do not wait longer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    let (code, signal) = match status {
+        Some(nix::sys::wait::WaitStatus::Exited(_, code)) => (code, None),
+        Some(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
+        _ => (255, None),
+    };
+    let record = ExitRecord {
+        code,
+        signal,
+        oom_killed: signal == Some(libc::SIGKILL) && crate::cgroups::oom_killed(&config.cgroups_path),
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    util::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))?;
+    Ok(())
+}
+
+/// Reap children (the runtime's leftovers and re-parented orphans) until `init` exits.
+fn reap_until(init: i32) -> Option<nix::sys::wait::WaitStatus> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        match waitpid(None, None) {
+            Ok(s @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) if pid.as_raw() == init => {
+                return Some(s)
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Read a container's exit record, if it has exited.
+pub fn read_exit(path: &Path) -> Option<ExitRecord> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

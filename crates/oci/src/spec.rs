@@ -1,0 +1,340 @@
+//! Building a bundle's `config.json` (an OCI runtime [`Spec`]) from what a user asked for.
+//!
+//! The defaults are the secure ones Docker ships: its default capability set, a default
+//! seccomp profile, masked and read-only `/proc` paths, `no_new_privs`, private pid, ipc, uts,
+//! mount and network namespaces. `privileged` opts out of all of them at once.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+
+use crate::seccomp;
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// How the container's network namespace is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetNs {
+    /// Share the host's network namespace.
+    Host,
+    /// A fresh namespace with only loopback, created by the runtime.
+    New,
+    /// Join a namespace prepared beforehand (bind-mounted at this path).
+    Path(PathBuf),
+}
+
+/// Resource limits, already validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory limit in bytes; swap is limited to the same value so the limit is real.
+    pub memory_bytes: Option<i64>,
+    /// CPU quota in microseconds per 100 ms period (`--cpus 0.5` = 50_000).
+    pub cpu_quota_us: Option<i64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+}
+
+/// CPU period used with [`Limits::cpu_quota_us`], as Docker does.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Everything needed to write one container's `config.json`; image defaults already merged.
+#[derive(Clone, Debug)]
+pub struct SpecInput {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    pub privileged: bool,
+    pub read_only_rootfs: bool,
+    pub netns: NetNs,
+    pub limits: Limits,
+    /// cgroup path relative to the hierarchy roots, e.g. `/strata/<id>`.
+    pub cgroups_path: String,
+    /// Host files bind-mounted read-only or read-write at a container path
+    /// (e.g. generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`).
+    pub bind_files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Errors building a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid runtime spec: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+/// Build the runtime spec for a bundle whose root filesystem is `rootfs` (relative to the bundle).
+pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
+    let caps: Vec<Capability> = if input.privileged {
+        all_capabilities()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
+    let cap_set: oci_spec::runtime::Capabilities = caps.iter().copied().collect();
+    // A non-root process starts with empty effective/permitted sets, as with Docker:
+    // it can only gain capabilities through file capabilities within the bounding set.
+    let (effective, permitted) = if input.uid == 0 {
+        (cap_set.clone(), cap_set.clone())
+    } else {
+        (Default::default(), Default::default())
+    };
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(cap_set)
+        .effective(effective)
+        .permitted(permitted)
+        .inheritable(oci_spec::runtime::Capabilities::default())
+        .ambient(oci_spec::runtime::Capabilities::default())
+        .build()?;
+
+    let mut user = UserBuilder::default().uid(input.uid).gid(input.gid);
+    if !input.additional_gids.is_empty() {
+        user = user.additional_gids(input.additional_gids.clone());
+    }
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(input.args.clone())
+        .env(input.env.clone())
+        .cwd(input.cwd.clone())
+        .user(user.build()?)
+        .capabilities(capabilities)
+        .no_new_privileges(!input.privileged)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(1024u64)
+            .hard(1024u64)
+            .build()?])
+        .build()?;
+
+    let mut namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ]
+    .into_iter()
+    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
+    .collect::<Result<_, _>>()?;
+    match &input.netns {
+        NetNs::Host => {}
+        NetNs::New => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+        NetNs::Path(path) => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path.clone())
+                .build()?,
+        ),
+    }
+
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(bytes) = input.limits.memory_bytes {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).swap(bytes).build()?);
+    }
+    if let Some(quota) = input.limits.cpu_quota_us {
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()?,
+        );
+    }
+    if let Some(pids) = input.limits.pids {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
+    }
+    // Deny every device node by default; runc adds its own allow-list for the standard ones
+    // (null, zero, full, random, urandom, tty, ptmx, pts). Privileged containers get all.
+    resources = resources.devices(vec![LinuxDeviceCgroupBuilder::default()
+        .allow(input.privileged)
+        .access("rwm")
+        .build()?]);
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build()?)
+        .cgroups_path(PathBuf::from(&input.cgroups_path));
+    if input.privileged {
+        linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
+    } else {
+        linux = linux
+            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .seccomp(seccomp::default_profile()?);
+    }
+
+    let mut spec = Spec::default();
+    spec.set_process(Some(process));
+    spec.set_hostname(Some(input.hostname.clone()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(rootfs.to_path_buf())
+            .readonly(input.read_only_rootfs)
+            .build()?,
+    ));
+    spec.set_mounts(Some(mounts(input)?));
+    spec.set_linux(Some(linux.build()?));
+    Ok(spec)
+}
+
+/// `/proc` and `/sys` paths hidden from unprivileged containers (runc/Docker defaults).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// `/proc` paths mounted read-only in unprivileged containers.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
+    let m = |dest: &str, typ: &str, src: &str, opts: &[&str]| {
+        MountBuilder::default()
+            .destination(dest)
+            .typ(typ)
+            .source(src)
+            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    let sys_mode = if input.privileged { "rw" } else { "ro" };
+    let mut mounts = vec![
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        m("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        m("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        m("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode])?,
+        m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
+    ];
+    for (host, dest) in &input.bind_files {
+        mounts.push(
+            MountBuilder::default()
+                .destination(dest.clone())
+                .typ("bind")
+                .source(host.clone())
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()?,
+        );
+    }
+    Ok(mounts)
+}
+
+fn all_capabilities() -> Vec<Capability> {
+    use Capability::*;
+    vec![
+        AuditControl, AuditRead, AuditWrite, BlockSuspend, Bpf, CheckpointRestore, Chown,
+        DacOverride, DacReadSearch, Fowner, Fsetid, IpcLock, IpcOwner, Kill, Lease,
+        LinuxImmutable, MacAdmin, MacOverride, Mknod, NetAdmin, NetBindService, NetBroadcast,
+        NetRaw, Perfmon, Setgid, Setfcap, Setpcap, Setuid, SysAdmin, SysBoot, SysChroot,
+        SysModule, SysNice, SysPacct, SysPtrace, SysRawio, SysResource, SysTime, SysTtyConfig,
+        Syslog, WakeAlarm,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> SpecInput {
+        SpecInput {
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "h".into(),
+            privileged: false,
+            read_only_rootfs: false,
+            netns: NetNs::New,
+            limits: Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(100) },
+            cgroups_path: "/strata/x".into(),
+            bind_files: vec![],
+        }
+    }
+
+    #[test]
+    fn default_spec_is_locked_down() {
+        let spec = build(&input(), Path::new("rootfs")).expect("spec");
+        let json = serde_json::to_value(&spec).expect("json");
+        let bounding = json["process"]["capabilities"]["bounding"].as_array().expect("caps");
+        assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
+        assert!(!bounding.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert!(json["linux"]["seccomp"]["syscalls"].as_array().is_some_and(|s| !s.is_empty()));
+        assert!(json["linux"]["readonlyPaths"]
+            .as_array()
+            .expect("ro paths")
+            .iter()
+            .any(|p| p == "/proc/sysrq-trigger"));
+        assert_eq!(json["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(json["linux"]["resources"]["pids"]["limit"], 100);
+    }
+
+    #[test]
+    fn privileged_opts_out() {
+        let mut i = input();
+        i.privileged = true;
+        let json = serde_json::to_value(build(&i, Path::new("rootfs")).expect("spec")).expect("json");
+        assert!(json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("caps")
+            .iter()
+            .any(|c| c == "CAP_SYS_ADMIN"));
+        assert!(json["linux"].get("seccomp").is_none_or(|s| s.is_null()));
+        assert_eq!(json["process"]["noNewPrivileges"], false);
+    }
+
+    #[test]
+    fn non_root_user_has_no_effective_caps() {
+        let mut i = input();
+        i.uid = 1000;
+        let json = serde_json::to_value(build(&i, Path::new("rootfs")).expect("spec")).expect("json");
+        let eff = &json["process"]["capabilities"]["effective"];
+        assert!(eff.is_null() || eff.as_array().is_some_and(|a| a.is_empty()));
+    }
+}

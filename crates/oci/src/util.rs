@@ -1,0 +1,117 @@
+//! Small host helpers shared by the engine: atomic writes and process liveness.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The start time of a process (field 22 of `/proc/PID/stat`, in clock ticks since boot),
+/// which together with the pid identifies it across pid reuse.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process `pid` that started at `start_time` still alive (and not a zombie)?
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(close) = stat.rfind(')') else { return false };
+    let mut fields = stat[close + 2..].split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+    state != "Z" && state != "X" && started == Some(start_time)
+}
+
+/// Wait until `pid` exits or `timeout` passes; true if it exited. Uses a pidfd, so the process
+/// need not be our child; falls back to polling on kernels without `pidfd_open`.
+pub fn wait_pid_exit(pid: i32, start_time: u64, timeout: Option<Duration>) -> bool {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd >= 0 {
+        // SAFETY: fd was just returned to us and is closed below.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        if !process_alive(pid, start_time) {
+            return true;
+        }
+        loop {
+            let ms = match deadline {
+                None => -1,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return !process_alive(pid, start_time);
+                    }
+                    left.as_millis().min(i32::MAX as u128) as i32
+                }
+            };
+            let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&owned), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                return true;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+    }
+    loop {
+        if !process_alive(pid, start_time) {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_and_wait() {
+        let mut child = std::process::Command::new("sleep").arg("0.2").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        let st = process_start_time(pid).expect("start time");
+        assert!(process_alive(pid, st));
+        assert!(!process_alive(pid, st + 1), "a different start time is a different process");
+        assert!(!wait_pid_exit(pid, st, Some(Duration::from_millis(20))));
+        let waiter = std::thread::spawn(move || wait_pid_exit(pid, st, Some(Duration::from_secs(5))));
+        child.wait().expect("wait");
+        assert!(waiter.join().expect("join"));
+    }
+
+    #[test]
+    fn atomic_write_replaces() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("f.json");
+        write_atomic(&p, b"one").expect("w1");
+        write_atomic(&p, b"two").expect("w2");
+        assert_eq!(std::fs::read(&p).expect("read"), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1, "no temp file left");
+    }
+}
