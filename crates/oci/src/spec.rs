@@ -262,16 +262,33 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
     Ok(mounts)
 }
 
-fn all_capabilities() -> Vec<Capability> {
+/// Every capability in kernel numbering order (`capability.h`), so index = number.
+const CAPABILITIES_BY_NUMBER: &[Capability] = {
     use Capability::*;
-    vec![
-        AuditControl, AuditRead, AuditWrite, BlockSuspend, Bpf, CheckpointRestore, Chown,
-        DacOverride, DacReadSearch, Fowner, Fsetid, IpcLock, IpcOwner, Kill, Lease,
-        LinuxImmutable, MacAdmin, MacOverride, Mknod, NetAdmin, NetBindService, NetBroadcast,
-        NetRaw, Perfmon, Setgid, Setfcap, Setpcap, Setuid, SysAdmin, SysBoot, SysChroot,
-        SysModule, SysNice, SysPacct, SysPtrace, SysRawio, SysResource, SysTime, SysTtyConfig,
-        Syslog, WakeAlarm,
+    &[
+        Chown, DacOverride, DacReadSearch, Fowner, Fsetid, Kill, Setgid, Setuid, Setpcap,
+        LinuxImmutable, NetBindService, NetBroadcast, NetAdmin, NetRaw, IpcLock, IpcOwner,
+        SysModule, SysRawio, SysChroot, SysPtrace, SysPacct, SysAdmin, SysBoot, SysNice,
+        SysResource, SysTime, SysTtyConfig, Mknod, Lease, AuditWrite, AuditControl, Setfcap,
+        MacOverride, MacAdmin, Syslog, WakeAlarm, BlockSuspend, AuditRead, Perfmon, Bpf,
+        CheckpointRestore,
     ]
+};
+
+/// "All" capabilities for a privileged container: every capability in strata's own bounding
+/// set (as Docker grants the daemon's), since a runtime cannot grant more than it has.
+fn all_capabilities() -> Vec<Capability> {
+    let bounding = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    });
+    CAPABILITIES_BY_NUMBER
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| bounding.is_none_or(|b| b & (1u64 << n) != 0))
+        .map(|(_, c)| *c)
+        .collect()
 }
 
 #[cfg(test)]

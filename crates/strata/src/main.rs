@@ -1,1 +1,22 @@
-fn main() {}
+//! The `strata` binary: the command line over the driver interface, and (hidden) the
+//! per-container supervisor, which is the same executable started as `strata __shim CONFIG`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // The supervisor must fork before any thread exists, so it is dispatched before anything
+    // else (argument parsing included) runs.
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(strata_driver::SHIM_ARG)) {
+        match args.next() {
+            Some(config) => strata_driver::run_shim(std::path::Path::new(&config)),
+            None => {
+                eprintln!("strata: {} needs a config path", strata_driver::SHIM_ARG);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    cli::main()
+}

@@ -1,0 +1,655 @@
+//! The container driver: OCI images run by an OCI runtime, each under its own supervisor.
+//!
+//! On-disk layout under the strata root:
+//! ```text
+//! containers/<id>/record.json    what was asked for and what was set up (see `Record`)
+//! containers/<id>/bundle/        config.json + rootfs/ (the overlay mount point)
+//! containers/<id>/upper, work    the overlay's writable layer
+//! containers/<id>/ctr.log        output, CRI log format; exit.json once it has exited
+//! names/<name>                   the id owning a name (created with O_EXCL: names are unique)
+//! run/<runtime>/                 the OCI runtime's own state
+//! ```
+//! Everything the driver knows is in these files, so any process (a later CLI, a restarted
+//! agent) that opens the same root sees the same containers.
+
+mod config;
+mod rootfs;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_image::ImageStore;
+use strata_oci::network::{self, BridgeNetwork, PortForward};
+use strata_oci::shim::{self, ShimConfig};
+use strata_oci::spec::{self, Limits, NetNs, SpecInput};
+use strata_oci::{cgroups, logs, util, OciRuntime};
+
+use crate::{
+    Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
+    LogStream, NetworkMode, Stats, Status, WorkloadState,
+};
+
+pub use config::{resolve_user, ImageDefaults};
+
+/// What the driver persists per container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    name: String,
+    request: CreateRequest,
+    image_id: String,
+    args: Vec<String>,
+    created_at: String,
+    started_at: Option<String>,
+    runtime: String,
+    cgroups_path: String,
+    stop_signal: i32,
+    netns: Option<PathBuf>,
+    ip: Option<IpAddr>,
+    init_pid: Option<i32>,
+    init_start: Option<u64>,
+    shim_pid: Option<i32>,
+    shim_start: Option<u64>,
+    paused: bool,
+}
+
+/// The container driver over one strata root.
+pub struct ContainerDriver {
+    root: PathBuf,
+    images: Arc<ImageStore>,
+    runtime: OciRuntime,
+    exe: PathBuf,
+}
+
+impl ContainerDriver {
+    /// Open the driver over `root`, using the OCI runtime `runtime` (`runc`, `crun`, `youki` or
+    /// a path) and `exe` as the supervisor binary (the `strata` executable).
+    pub fn open(root: &Path, runtime: &str, images: Arc<ImageStore>, exe: PathBuf) -> Result<Self, Error> {
+        for d in ["containers", "names"] {
+            std::fs::create_dir_all(root.join(d)).map_err(Error::io(format!("creating {}", root.join(d).display())))?;
+        }
+        let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
+        Ok(Self { root: root.to_path_buf(), images, runtime, exe })
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// Ids of images used by any container (for `rmi` and garbage collection).
+    pub fn image_ids_in_use(&self) -> Result<HashSet<String>, Error> {
+        Ok(self.records()?.into_iter().map(|r| r.image_id).collect())
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    fn load(&self, id: &str) -> Result<Record, Error> {
+        let path = self.dir(id).join("record.json");
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
+            _ => Error::Io { context: format!("reading {}", path.display()), source: e },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt record {}: {e}", path.display())))
+    }
+
+    fn save(&self, r: &Record) -> Result<(), Error> {
+        let path = self.dir(&r.id).join("record.json");
+        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+        util::write_atomic(&path, &json).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    fn records(&self) -> Result<Vec<Record>, Error> {
+        let dir = self.root.join("containers");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
+            if let Ok(r) = self.load(&entry.file_name().to_string_lossy()) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+
+    fn exit_record(&self, id: &str) -> Option<ExitStatus> {
+        shim::read_exit(&self.dir(id).join("exit.json")).map(|e| ExitStatus {
+            code: e.code,
+            signal: e.signal,
+            oom_killed: e.oom_killed,
+            finished_at: e.finished_at,
+        })
+    }
+
+    fn status(&self, r: &Record) -> Status {
+        if self.exit_record(&r.id).is_some() {
+            return Status::Exited;
+        }
+        let init_alive = matches!((r.init_pid, r.init_start), (Some(p), Some(s)) if util::process_alive(p, s));
+        let shim_alive = matches!((r.shim_pid, r.shim_start), (Some(p), Some(s)) if util::process_alive(p, s));
+        match (init_alive, r.started_at.is_some()) {
+            (true, false) => Status::Created,
+            (true, true) if r.paused => Status::Paused,
+            (true, true) => Status::Running,
+            // init is gone and the supervisor is about to record how: still running for us.
+            (false, _) if shim_alive => Status::Running,
+            (false, false) if r.init_pid.is_none() => Status::Created,
+            (false, _) => Status::Unknown,
+        }
+    }
+
+    fn to_state(&self, r: &Record) -> WorkloadState {
+        let status = self.status(r);
+        WorkloadState {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: "container".into(),
+            image: r.request.container.image.clone(),
+            image_id: r.image_id.clone(),
+            command: r.args.clone(),
+            status,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            exit: self.exit_record(&r.id),
+            pid: if matches!(status, Status::Running | Status::Paused | Status::Created) { r.init_pid } else { None },
+            ip: r.ip,
+            ports: r.request.ports.clone(),
+            labels: r.request.labels.clone(),
+        }
+    }
+
+    /// Reserve `name` for `id`; names are files created with O_EXCL, so two concurrent
+    /// creates cannot both win.
+    fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
+        validate_name(name)?;
+        let path = self.root.join("names").join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(Error::AlreadyExists(format!(
+                    "the container name \"{name}\" is already in use by container {}; remove it or pick another name",
+                    &owner[..owner.len().min(12)]
+                )))
+            }
+            Err(e) => Err(Error::Io { context: format!("reserving name {name}"), source: e }),
+        }
+    }
+
+    fn create_inner(&self, id: &str, req: &CreateRequest, record: &mut Record) -> Result<(), Error> {
+        let dir = self.dir(id);
+        let image = self.images.get(&req.container.image)?;
+        record.image_id = image.id.clone();
+        let defaults = ImageDefaults::from_config(&image.config);
+        record.stop_signal = defaults
+            .stop_signal
+            .as_deref()
+            .map(crate::parse_signal)
+            .transpose()?
+            .unwrap_or(libc::SIGTERM);
+        self.save(record)?;
+
+        let layers = self.images.layers(&image)?;
+        let bundle = dir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        for d in [&dir.join("upper"), &dir.join("work"), &rootfs] {
+            std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
+        }
+        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+
+        let hostname = req.container.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let process = config::resolve(&defaults, &req.container, &hostname, &rootfs)?;
+        rootfs::ensure_dir(&rootfs, &process.cwd, process.uid, process.gid)?;
+        record.args = process.args.clone();
+
+        let netns = match req.network {
+            NetworkMode::Host => NetNs::Host,
+            NetworkMode::None => NetNs::New,
+            NetworkMode::Bridge => {
+                let net = BridgeNetwork::discover()?;
+                let path = Path::new(network::NETNS_DIR).join(id);
+                record.netns = Some(path.clone());
+                self.save(record)?;
+                network::create_netns(&path)?;
+                record.ip = Some(net.add(id, &path)?);
+                self.save(record)?;
+                NetNs::Path(path)
+            }
+        };
+        let ports = req
+            .ports
+            .iter()
+            .map(|p| {
+                let host = SocketAddr::new(p.host_ip.unwrap_or(network::ANY_V4), p.host_port);
+                let container_ip = match req.network {
+                    NetworkMode::Bridge => record.ip.unwrap_or(network::ANY_V4),
+                    _ => network::ANY_V4,
+                };
+                PortForward { host, container: SocketAddr::new(container_ip, p.container_port) }
+            })
+            .collect::<Vec<_>>();
+
+        let input = SpecInput {
+            args: process.args,
+            env: process.env,
+            cwd: process.cwd,
+            uid: process.uid,
+            gid: process.gid,
+            additional_gids: process.additional_gids,
+            hostname: hostname.clone(),
+            privileged: req.container.privileged,
+            read_only_rootfs: req.container.read_only,
+            netns,
+            limits: Limits {
+                memory_bytes: req.resources.memory_bytes.map(|b| b as i64),
+                cpu_quota_us: req.resources.cpus.map(|c| (c * spec::CPU_PERIOD_US as f64).round() as i64),
+                pids: req.resources.pids.map(i64::from),
+            },
+            cgroups_path: record.cgroups_path.clone(),
+            bind_files: rootfs::etc_files(&dir, &hostname, record.ip)?,
+        };
+        let spec = spec::build(&input, Path::new("rootfs")).map_err(|e| Error::Internal(e.to_string()))?;
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(bundle.join("config.json"), spec_json).map_err(Error::io("writing config.json"))?;
+
+        let shim_config = ShimConfig {
+            id: id.to_string(),
+            bundle,
+            runtime_binary: self.runtime.binary().to_path_buf(),
+            runtime_name: self.runtime.name().to_string(),
+            runtime_root: self.runtime.state_root().to_path_buf(),
+            runtime_log: dir.join("runtime.log"),
+            pid_file: dir.join("init.pid"),
+            log_path: dir.join("ctr.log"),
+            log_max_size: logs::DEFAULT_MAX_SIZE,
+            log_max_files: logs::DEFAULT_MAX_FILES,
+            exit_file: dir.join("exit.json"),
+            ports,
+            cgroups_path: record.cgroups_path.clone(),
+        };
+        let shim_path = dir.join("shim.json");
+        let json = serde_json::to_vec_pretty(&shim_config).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
+        let started = shim::spawn(&self.exe, &shim_path, &dir.join("shim.log")).map_err(|e| match e {
+            shim::ShimError::Create(msg) => Error::FailedPrecondition(format!("cannot create container: {msg}")),
+            other => Error::Internal(other.to_string()),
+        })?;
+        record.init_pid = Some(started.init_pid);
+        record.init_start = util::process_start_time(started.init_pid);
+        record.shim_pid = Some(started.shim_pid);
+        record.shim_start = util::process_start_time(started.shim_pid);
+        self.save(record)
+    }
+
+    /// Remove every trace of a container. Idempotent, and tolerant of half-created ones: each
+    /// step checks what exists. The order matters: runtime (processes, cgroups), supervisor,
+    /// mounts, network, files, name.
+    fn cleanup(&self, id: &str, record: Option<&Record>) -> Result<(), Error> {
+        let dir = self.dir(id);
+        let mut errors: Vec<Error> = Vec::new();
+        let note = |errors: &mut Vec<Error>, r: Result<(), Error>| {
+            if let Err(e) = r {
+                tracing::warn!(container = id, error = %e, "cleanup step failed");
+                errors.push(e);
+            }
+        };
+        note(&mut errors, self.runtime.delete(id, true).map_err(Error::from));
+        if let Some(r) = record {
+            if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
+                if !util::wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        note(&mut errors, rootfs::unmount(&dir.join("bundle/rootfs")));
+        if let Some(netns) = record.and_then(|r| r.netns.clone()) {
+            if let Ok(net) = BridgeNetwork::discover() {
+                note(&mut errors, net.del(id, &netns).map_err(Error::from));
+            }
+            note(&mut errors, network::remove_netns(&netns).map_err(Error::from));
+        }
+        if errors.is_empty() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => note(&mut errors, Err(Error::Io { context: format!("removing {}", dir.display()), source: e })),
+            }
+        }
+        if let Some(r) = record {
+            let name_file = self.root.join("names").join(&r.name);
+            if std::fs::read_to_string(&name_file).is_ok_and(|owner| owner == id) {
+                let _ = std::fs::remove_file(&name_file);
+            }
+        }
+        errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn running_record(&self, id: &str, verb: &str) -> Result<Record, Error> {
+        let r = self.load(id)?;
+        match self.status(&r) {
+            Status::Running | Status::Paused => Ok(r),
+            s => Err(Error::FailedPrecondition(format!("cannot {verb} container {}: it is {}", r.name, s.as_str()))),
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Driver for ContainerDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "container".into(),
+            isolation: "namespaces".into(),
+            exec: true,
+            pause: true,
+            stats: true,
+            port_publishing: true,
+            network_modes: vec![NetworkMode::Bridge, NetworkMode::Host, NetworkMode::None],
+        }
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<String, Error> {
+        if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
+            return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
+        }
+        for e in &req.container.env {
+            config::set_env(&mut Vec::new(), e.clone())?;
+        }
+        let id = random_id();
+        let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+        self.reserve_name(&name, &id)?;
+        let dir = self.dir(&id);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            let _ = std::fs::remove_file(self.root.join("names").join(&name));
+            return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
+        }
+        let mut record = Record {
+            id: id.clone(),
+            name,
+            request: req.clone(),
+            image_id: String::new(),
+            args: Vec::new(),
+            created_at: now(),
+            started_at: None,
+            runtime: self.runtime.name().to_string(),
+            cgroups_path: format!("/strata/{id}"),
+            stop_signal: libc::SIGTERM,
+            netns: None,
+            ip: None,
+            init_pid: None,
+            init_start: None,
+            shim_pid: None,
+            shim_start: None,
+            paused: false,
+        };
+        match self.create_inner(&id, req, &mut record) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if let Err(ce) = self.cleanup(&id, Some(&record)) {
+                    tracing::warn!(container = %id, error = %ce, "cleanup after failed create");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn start(&self, id: &str) -> Result<(), Error> {
+        let mut r = self.load(id)?;
+        match self.status(&r) {
+            Status::Created => {}
+            s => return Err(Error::FailedPrecondition(format!("cannot start container {}: it is {}", r.name, s.as_str()))),
+        }
+        // Record the start first: once runc start returns the process may already be gone.
+        r.started_at = Some(now());
+        self.save(&r)?;
+        if let Err(e) = self.runtime.start(id) {
+            r.started_at = None;
+            let _ = self.save(&r);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn stop(&self, id: &str, timeout: Duration) -> Result<ExitStatus, Error> {
+        let r = self.load(id)?;
+        if let Some(exit) = self.exit_record(id) {
+            return Ok(exit);
+        }
+        if r.paused {
+            let _ = self.runtime.resume(id);
+        }
+        let signal = if self.status(&r) == Status::Created { libc::SIGKILL } else { r.stop_signal };
+        if let Err(e) = self.runtime.kill(id, &signal.to_string(), false) {
+            tracing::debug!(container = id, error = %e, "stop signal not delivered");
+        }
+        match self.wait(id, Some(timeout)) {
+            Ok(exit) => Ok(exit),
+            Err(Error::Timeout(_)) => {
+                let _ = self.runtime.kill(id, "KILL", true);
+                self.wait(id, Some(Duration::from_secs(30)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<(), Error> {
+        let r = self.running_record(id, "kill")?;
+        if r.paused && signal == libc::SIGKILL {
+            self.runtime.kill(id, &signal.to_string(), false)?;
+            return self.resume(id);
+        }
+        Ok(self.runtime.kill(id, &signal.to_string(), false)?)
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        let r = self.load(id)?;
+        match self.status(&r) {
+            Status::Running | Status::Paused if !force => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot remove container {}: it is running; stop it first or force the removal",
+                    r.name
+                )))
+            }
+            Status::Running | Status::Paused | Status::Created => {
+                let _ = self.runtime.kill(id, "KILL", true);
+                if r.paused {
+                    let _ = self.runtime.resume(id);
+                }
+                let _ = self.wait(id, Some(Duration::from_secs(10)));
+            }
+            Status::Exited | Status::Unknown => {}
+        }
+        self.cleanup(id, Some(&r))
+    }
+
+    fn state(&self, id: &str) -> Result<WorkloadState, Error> {
+        Ok(self.to_state(&self.load(id)?))
+    }
+
+    fn list(&self) -> Result<Vec<WorkloadState>, Error> {
+        Ok(self.records()?.iter().map(|r| self.to_state(r)).collect())
+    }
+
+    fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
+        if validate_name(name_or_id).is_ok() {
+            if let Ok(id) = std::fs::read_to_string(self.root.join("names").join(name_or_id)) {
+                if self.dir(&id).exists() {
+                    return Ok(id);
+                }
+            }
+        }
+        if name_or_id.len() >= 3 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let dir = self.root.join("containers");
+            let matches: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(Error::io(format!("reading {}", dir.display())))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(name_or_id))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches[0].clone()),
+                0 => {}
+                _ => return Err(Error::InvalidArgument(format!("container id prefix {name_or_id} is ambiguous"))),
+            }
+        }
+        Err(Error::NotFound(name_or_id.to_string()))
+    }
+
+    fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitStatus, Error> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        loop {
+            if let Some(exit) = self.exit_record(id) {
+                return Ok(exit);
+            }
+            let r = self.load(id)?;
+            if left().is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout(format!("container {} to exit", r.name)));
+            }
+            match (r.shim_pid, r.shim_start) {
+                (Some(p), Some(s)) if util::process_alive(p, s) => {
+                    util::wait_pid_exit(p, s, left());
+                }
+                _ => {
+                    if let (Some(p), Some(s)) = (r.init_pid, r.init_start) {
+                        if util::process_alive(p, s) {
+                            util::wait_pid_exit(p, s, left().map(|l| l.min(Duration::from_millis(200))));
+                            continue;
+                        }
+                    }
+                    if let Some(exit) = self.exit_record(id) {
+                        return Ok(exit);
+                    }
+                    if r.init_pid.is_none() {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    return Err(Error::FailedPrecondition(format!(
+                        "the supervisor of container {} is gone; its exit status was lost",
+                        r.name
+                    )));
+                }
+            }
+        }
+    }
+
+    fn logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
+        let r = self.load(id)?;
+        let path = self.dir(id).join("ctr.log");
+        let done = || {
+            self.exit_record(id).is_some()
+                || !matches!((r.shim_pid, r.shim_start), (Some(p), Some(s)) if util::process_alive(p, s))
+        };
+        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &done, &mut |l| {
+            sink(&LogRecord {
+                time: l.time.clone(),
+                stream: match l.stream {
+                    logs::Stream::Stdout => LogStream::Stdout,
+                    logs::Stream::Stderr => LogStream::Stderr,
+                },
+                partial: l.partial,
+                content: l.content.clone(),
+            })
+        })
+        .map_err(Error::io(format!("reading logs of {}", r.name)))
+    }
+
+    fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error> {
+        let r = self.running_record(id, "exec in")?;
+        if req.command.is_empty() {
+            return Err(Error::InvalidArgument("no command given to exec".into()));
+        }
+        let dir = self.dir(id);
+        let spec = oci_spec::runtime::Spec::load(dir.join("bundle/config.json"))
+            .map_err(|e| Error::Internal(format!("reading config.json of {}: {e}", r.name)))?;
+        let mut process = spec.process().clone().ok_or_else(|| Error::Internal("config.json without process".into()))?;
+        let mut env = process.env().clone().unwrap_or_default();
+        for e in &req.env {
+            config::set_env(&mut env, e.clone())?;
+        }
+        process.set_env(Some(env));
+        process.set_args(Some(req.command.clone()));
+        if let Some(cwd) = &req.workdir {
+            process.set_cwd(cwd.into());
+        }
+        if let Some(user) = &req.user {
+            let u = resolve_user(user, &dir.join("bundle/rootfs"))?;
+            let mut ou = process.user().clone();
+            ou.set_uid(u.uid);
+            ou.set_gid(u.gid);
+            ou.set_additional_gids(if u.groups.is_empty() { None } else { Some(u.groups) });
+            process.set_user(ou);
+        }
+        let file = tempfile::Builder::new()
+            .prefix("exec-")
+            .suffix(".json")
+            .tempfile_in(&dir)
+            .map_err(Error::io("creating exec process file"))?;
+        serde_json::to_writer(file.as_file(), &process).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut cmd = self.runtime.exec_command(id, file.path());
+        let out = if req.capture {
+            cmd.stdin(std::process::Stdio::null());
+            cmd.output().map_err(Error::io(format!("running {} exec", self.runtime.name())))?
+        } else {
+            let status = cmd.status().map_err(Error::io(format!("running {} exec", self.runtime.name())))?;
+            std::process::Output { status, stdout: Vec::new(), stderr: Vec::new() }
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        Ok(ExecResult { code, stdout: out.stdout, stderr: out.stderr })
+    }
+
+    fn stats(&self, id: &str) -> Result<Stats, Error> {
+        let r = self.running_record(id, "read stats of")?;
+        let u = cgroups::usage(&r.cgroups_path)
+            .ok_or_else(|| Error::FailedPrecondition(format!("container {} has no cgroup", r.name)))?;
+        Ok(Stats {
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            cpu_usage_ns: u.cpu_usage_ns,
+            pids: u.pids,
+        })
+    }
+
+    fn pause(&self, id: &str) -> Result<(), Error> {
+        let mut r = self.running_record(id, "pause")?;
+        self.runtime.pause(id)?;
+        r.paused = true;
+        self.save(&r)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), Error> {
+        let mut r = self.load(id)?;
+        self.runtime.resume(id)?;
+        r.paused = false;
+        self.save(&r)
+    }
+}

@@ -1,0 +1,181 @@
+//! The data the driver interface speaks: requests, states, exit statuses, stats.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to create a workload.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    /// Unique name; generated when absent.
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub network: NetworkMode,
+    pub ports: Vec<PortMapping>,
+    pub container: ContainerSpec,
+}
+
+/// What runs: an OCI image and how to run it. Unset fields come from the image config,
+/// merged as Docker does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Image reference or id; must already be in the image store.
+    pub image: String,
+    /// Replaces the image's entrypoint (and then also drops the image's cmd).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's cmd when non-empty.
+    pub command: Vec<String>,
+    /// `KEY=VALUE`, overriding the image's values for the same keys.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    /// `user`, `uid`, `user:group` or `uid:gid`, resolved in the image's /etc/passwd.
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub privileged: bool,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory_bytes: Option<u64>,
+    /// CPUs, possibly fractional (`0.5`).
+    pub cpus: Option<f64>,
+    pub pids: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Own network namespace on the node bridge (the default).
+    #[default]
+    Bridge,
+    /// The host's network namespace.
+    Host,
+    /// Own network namespace with loopback only.
+    None,
+}
+
+/// `-p [ip:]host_port:container_port[/tcp]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Exited,
+    /// The supervisor is gone and the outcome could not be recorded.
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Exited => "exited",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a workload ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// As a shell reports it: the exit code, or 128 + the signal number.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub finished_at: String,
+}
+
+/// A workload as seen now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkloadState {
+    pub id: String,
+    pub name: String,
+    /// `container` (later `microvm`, `vm`).
+    pub kind: String,
+    pub image: String,
+    pub image_id: String,
+    pub command: Vec<String>,
+    pub status: Status,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub exit: Option<ExitStatus>,
+    pub pid: Option<i32>,
+    pub ip: Option<IpAddr>,
+    pub ports: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One line (or a piece of a long line, `partial`) of workload output.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    pub time: String,
+    pub stream: LogStream,
+    pub partial: bool,
+    pub content: Vec<u8>,
+}
+
+/// Run another process in a workload.
+#[derive(Clone, Debug, Default)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    /// Added to (and overriding) the workload's environment.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// Capture stdout and stderr instead of inheriting the caller's stdio.
+    pub capture: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ExecResult {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_usage_ns: u64,
+    pub pids: u64,
+}
+
+/// What a driver supports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub kind: String,
+    /// How workloads are isolated: `namespaces`, `microvm`, `vm`.
+    pub isolation: String,
+    pub exec: bool,
+    pub pause: bool,
+    pub stats: bool,
+    pub port_publishing: bool,
+    pub network_modes: Vec<NetworkMode>,
+}

@@ -1,0 +1,219 @@
+//! Command-line parsing and dispatch. Front end only: every action goes through the driver
+//! interface (`strata_driver::Driver`) or the image store it re-exports.
+
+mod container;
+mod image;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_driver::images::ImageStore;
+use strata_driver::ContainerDriver;
+
+/// Containers and virtual machines side by side.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where strata keeps its state (images, containers).
+    #[arg(long, global = true, env = "STRATA_ROOT", default_value = "/var/lib/strata")]
+    root: PathBuf,
+    /// OCI runtime: runc, crun, youki, or a path to a compatible binary.
+    #[arg(long, global = true, env = "STRATA_RUNTIME", default_value = "runc")]
+    runtime: String,
+    /// Log level for strata's own diagnostics (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull an image from a registry.
+    Pull(image::PullArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Remove images.
+    Rmi(image::RmiArgs),
+    /// Manage images (import, ls, rm, gc).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Create and start a container.
+    Run(container::RunArgs),
+    /// Create a container without starting it.
+    Create(container::CreateArgs),
+    /// Start created containers.
+    Start(container::NamesArgs),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Print a container's output.
+    Logs(container::LogsArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a grace period.
+    Stop(container::StopArgs),
+    /// Send a signal to containers.
+    Kill(container::KillArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(container::NamesArgs),
+    /// Show a container's full state as JSON.
+    Inspect(container::NamesArgs),
+    /// Show resource usage of running containers.
+    Stats(container::NamesArgs),
+    /// Freeze all processes of containers.
+    Pause(container::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(container::NamesArgs),
+}
+
+/// A container's exit code to pass through, as opposed to an error of strata's own.
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// Exit code for errors of strata itself (Docker uses 125 the same way).
+const EXIT_STRATA_ERROR: u8 = 125;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(ExitWith(code)) = e.downcast_ref::<ExitWith>() {
+                return ExitCode::from(*code);
+            }
+            // One line: the whole cause chain, outermost first.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = String::new();
+            for c in chain {
+                if !line.contains(&c) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&c);
+                }
+            }
+            eprintln!("strata: {line}");
+            ExitCode::from(EXIT_STRATA_ERROR)
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// The pieces commands need, opened on demand so that image commands work without a runtime.
+pub struct Ctx {
+    root: PathBuf,
+    runtime: String,
+}
+
+impl Ctx {
+    fn images(&self) -> anyhow::Result<Arc<ImageStore>> {
+        let dir = self.root.join("images");
+        Ok(Arc::new(ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?))
+    }
+
+    fn driver(&self) -> anyhow::Result<Arc<ContainerDriver>> {
+        let exe = std::env::current_exe().context("locating the strata executable")?;
+        Ok(Arc::new(ContainerDriver::open(&self.root, &self.runtime, self.images()?, exe)?))
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx { root: cli.root, runtime: cli.runtime };
+    match cli.command {
+        Command::Pull(a) => image::pull(&ctx, a),
+        Command::Images(a) => image::images(&ctx, a),
+        Command::Rmi(a) => image::rmi(&ctx, a),
+        Command::Image(c) => image::image(&ctx, c),
+        Command::Run(a) => container::run(&ctx, a),
+        Command::Create(a) => container::create(&ctx, a),
+        Command::Start(a) => container::start(&ctx, a),
+        Command::Ps(a) => container::ps(&ctx, a),
+        Command::Logs(a) => container::logs(&ctx, a),
+        Command::Exec(a) => container::exec(&ctx, a),
+        Command::Stop(a) => container::stop(&ctx, a),
+        Command::Kill(a) => container::kill(&ctx, a),
+        Command::Rm(a) => container::rm(&ctx, a),
+        Command::Wait(a) => container::wait(&ctx, a),
+        Command::Inspect(a) => container::inspect(&ctx, a),
+        Command::Stats(a) => container::stats(&ctx, a),
+        Command::Pause(a) => container::pause(&ctx, a, true),
+        Command::Unpause(a) => container::pause(&ctx, a, false),
+    }
+}
+
+/// Print rows as left-aligned columns separated by three spaces (like `docker ps`).
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// "3 minutes ago" style ages.
+pub fn ago(rfc3339: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(rfc3339) else { return rfc3339.to_string() };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let (n, unit) = match secs {
+        0..=59 => (secs, "second"),
+        60..=3599 => (secs / 60, "minute"),
+        3600..=86399 => (secs / 3600, "hour"),
+        _ => (secs / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// Human-readable byte counts (`1.2MB`), decimal units like Docker.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
