@@ -1,0 +1,144 @@
+//! Shared end-to-end fixture: a real `docker-registry` holding a busybox image built from the
+//! host's static busybox, a private strata root, and helpers to run the real `strata` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_testkit::{busybox_image, Registry};
+
+pub struct Env {
+    pub registry: Registry,
+    pub root: tempfile::TempDir,
+    /// `127.0.0.1:PORT/busybox:latest`
+    pub image: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let registry = Registry::start();
+        registry.push(&busybox_image(), "busybox", "latest");
+        let image = format!("{}/busybox:latest", registry.addr);
+        // Not /tmp: the overlay upper dir must be on a filesystem overlayfs accepts.
+        let root = tempfile::Builder::new().prefix("strata-e2e-").tempdir_in("/var/tmp").expect("root tempdir");
+        Env { registry, root, image }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.arg("--root").arg(self.root.path()).stdin(Stdio::null());
+        c
+    }
+
+    /// Run `strata ARGS` and return its output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run strata")
+    }
+
+    /// Run `strata ARGS`, assert success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed with {}: stdout={} stderr={}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `strata ARGS`, assert failure, return (exit code, stderr).
+    pub fn fail(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(!out.status.success(), "strata {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The container's state from `strata inspect`.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+        v[0].clone()
+    }
+
+    pub fn container_dirs(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.root().join("containers")) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![],
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Remove whatever a failed test left running.
+        if let Ok(out) = self.cmd().args(["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.cmd().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Every trace a container with this id could leave on the host.
+pub fn host_traces(root: &Path, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mounts.lines() {
+        if l.contains(id) || l.contains(&root.display().to_string()) {
+            found.push(format!("mount: {l}"));
+        }
+    }
+    for dir in strata_cgroup_dirs(id) {
+        if dir.exists() {
+            found.push(format!("cgroup: {}", dir.display()));
+        }
+    }
+    let netns = Path::new("/run/strata/netns").join(id);
+    if netns.exists() {
+        found.push(format!("netns: {}", netns.display()));
+    }
+    if root.join("containers").join(id).exists() {
+        found.push(format!("dir: containers/{id}"));
+    }
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read_to_string(p.path().join("cmdline")) {
+            if cmd.contains(id) {
+                found.push(format!("process {}: {}", p.file_name().to_string_lossy(), cmd.replace('\0', " ")));
+            }
+        }
+    }
+    found
+}
+
+fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("/sys/fs/cgroup/strata").join(id)];
+    for c in ["memory", "cpu", "cpuacct", "pids", "devices", "freezer", "blkio", "cpuset", "systemd", "unified"] {
+        v.push(Path::new("/sys/fs/cgroup").join(c).join("strata").join(id));
+    }
+    v
+}

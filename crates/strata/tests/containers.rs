@@ -1,0 +1,254 @@
+//! End-to-end tests of `strata` containers: the real binary, real runc, a real registry.
+//! Run as root (CI does); see README.md for the packages they need.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{eventually, free_port, host_traces, Env};
+
+#[test]
+fn pull_images_run_and_exit_codes() {
+    let env = Env::new();
+    env.ok(&["pull", &env.image]);
+    let images = env.ok(&["images"]);
+    let repo = env.image.trim_end_matches(":latest");
+    assert!(images.lines().any(|l| l.starts_with(repo) && l.contains("latest")), "images: {images}");
+    assert_eq!(env.ok(&["run", "--rm", &env.image, "echo", "hello"]), "hello\n");
+    let out = env.run(&["run", "--rm", &env.image, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = env.run(&["run", "--rm", &env.image, "sh", "-c", "echo to-stderr >&2; exit 0"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
+    assert!(env.container_dirs().is_empty(), "--rm leaves nothing: {:?}", env.container_dirs());
+}
+
+#[test]
+fn env_workdir_user_hostname() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "run", "--rm", "-e", "GREETING=hi there", "-w", "/data/sub", "-u", "app", "--hostname", "box", &env.image,
+        "sh", "-c", "echo \"$GREETING\"; pwd; id -u; id -g; echo $HOME; hostname",
+    ]);
+    assert_eq!(out, "hi there\n/data/sub\n1000\n1000\n/home/app\nbox\n");
+    let out = env.ok(&["run", "--rm", "-u", "4242:4343", &env.image, "sh", "-c", "id -u; id -g"]);
+    assert_eq!(out, "4242\n4343\n");
+    let (code, err) = env.fail(&["run", "--rm", "-u", "nosuchuser", &env.image, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("unable to find user nosuchuser"), "{err}");
+}
+
+#[test]
+fn detached_logs_exec_stop_kill() {
+    let env = Env::new();
+    let script = "trap 'echo got TERM; exit 0' TERM; echo started; echo warn >&2; while true; do sleep 0.1; done";
+    let id = env.ok(&["run", "-d", "--name", "svc", &env.image, "sh", "-c", script]);
+    assert_eq!(id.trim().len(), 64);
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "svc"]).contains("started")));
+    let ps = env.ok(&["ps"]);
+    assert!(ps.lines().any(|l| l.contains("svc") && l.contains("Up")), "{ps}");
+
+    assert_eq!(env.ok(&["exec", "svc", "cat", "/etc/hostname"]).trim(), &id.trim()[..12]);
+    let out = env.run(&["exec", "-e", "X=42", "svc", "sh", "-c", "echo $X; exit 7"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(7), "42\n".into()));
+
+    // Graceful: the trap runs and the container exits 0 well before the 30 s grace period.
+    env.ok(&["stop", "--time", "30", "svc"]);
+    let state = env.inspect("svc");
+    assert_eq!(state["status"], "exited");
+    assert_eq!(state["exit"]["code"], 0, "{state}");
+    assert!(env.ok(&["logs", "svc"]).contains("got TERM"));
+    let out = env.run(&["logs", "svc"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "warn\n");
+    assert!(env.ok(&["logs", "-t", "--tail", "1", "svc"]).contains("Z got TERM"));
+
+    // A process ignoring SIGTERM is killed after the grace period.
+    env.ok(&["run", "-d", "--name", "stubborn", &env.image, "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]);
+    env.ok(&["stop", "-t", "1", "stubborn"]);
+    assert_eq!(env.inspect("stubborn")["exit"]["code"], 137);
+
+    env.ok(&["run", "-d", "--name", "victim", &env.image, "sleep", "1000"]);
+    env.ok(&["kill", "victim"]);
+    assert_eq!(env.ok(&["wait", "victim"]).trim(), "137");
+    let (_, err) = env.fail(&["kill", "victim"]);
+    assert!(err.contains("victim") && err.contains("exited"), "{err}");
+
+    // Removing a running container needs force.
+    env.ok(&["run", "-d", "--name", "busy", &env.image, "sleep", "1000"]);
+    let (_, err) = env.fail(&["rm", "busy"]);
+    assert!(err.contains("running"), "{err}");
+    env.ok(&["rm", "-f", "busy", "svc", "stubborn", "victim"]);
+    assert!(env.ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+fn memory_limit_oom_kills() {
+    let env = Env::new();
+    let out = env.run(&[
+        "run", "--name", "hog", "--memory", "16m", "--network", "none", &env.image, "sh", "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.inspect("hog")["exit"]["oom_killed"], true);
+    // Within the limit the same program is fine.
+    let out = env.ok(&["run", "--rm", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "--network", "none", &env.image, "sh", "-c", "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo ${#x}"]);
+    assert_eq!(out.trim(), "1000000");
+}
+
+#[test]
+fn published_port_reached_from_host() {
+    let env = Env::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    env.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, &env.image, "sh", "-c",
+        "mkdir -p /www && echo hello-from-container > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let state = env.inspect("web");
+    assert!(state["ip"].as_str().is_some_and(|ip| ip.starts_with("10.")), "{state}");
+    let mut body = String::new();
+    let reached = eventually(Duration::from_secs(10), || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.contains("hello-from-container")
+    });
+    assert!(reached, "no answer through the published port: {body:?}");
+    // The port is taken while the container runs: a second one cannot publish it.
+    let (code, err) = env.fail(&["run", "-d", "--name", "web2", "-p", &publish, &env.image, "sleep", "10"]);
+    assert_eq!(code, 125);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(env.container_dirs().len(), 1, "the failed create left nothing");
+}
+
+#[test]
+fn containers_outlive_the_cli() {
+    let env = Env::new();
+    // A foreground `run` whose CLI is killed: the container keeps running under its supervisor.
+    let mut fg = env.cmd().args(["run", "--name", "fg", &env.image, "sh", "-c", "echo up; sleep 1000"]).stdout(std::process::Stdio::null()).spawn().expect("spawn");
+    let logs_say_up = || {
+        let out = env.run(&["logs", "fg"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("up")
+    };
+    assert!(eventually(Duration::from_secs(20), logs_say_up));
+    let cli_pid = fg.id();
+    fg.kill().expect("kill -9 the CLI");
+    let _ = fg.wait();
+    let state = env.inspect("fg");
+    assert_eq!(state["status"], "running", "{state}");
+    let pid = state["pid"].as_i64().expect("pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // The supervisor is not the CLI's child: its parent is init or a subreaper, not cli_pid.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(state["id"].as_str().expect("id")).join("record.json")).expect("record"),
+    )
+    .expect("json");
+    let shim = record["shim_pid"].as_i64().expect("shim pid");
+    let stat = std::fs::read_to_string(format!("/proc/{shim}/stat")).expect("shim alive");
+    let ppid: u32 = stat[stat.rfind(')').expect(")") + 2..].split_whitespace().nth(1).expect("ppid").parse().expect("num");
+    assert_ne!(ppid, cli_pid);
+
+    // A new CLI process sees and controls it, and its exit is still recorded.
+    assert!(env.ok(&["ps"]).contains("fg"));
+    assert_eq!(env.ok(&["exec", "fg", "echo", "still here"]), "still here\n");
+    // pid 1 of a pid namespace ignores signals it has no handler for, so use KILL.
+    env.ok(&["kill", "-s", "KILL", "fg"]);
+    assert_eq!(env.ok(&["wait", "fg"]).trim(), "137");
+}
+
+#[test]
+fn isolation_and_secure_defaults() {
+    let env = Env::new();
+    let host_procs = std::fs::read_dir("/proc").expect("proc").flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count();
+    let out = env.ok(&["run", "--rm", &env.image, "sh", "-c", "ls /proc | grep -c '^[0-9]'; cat /proc/1/cmdline | tr '\\0' ' '; echo"]);
+    let mut lines = out.lines();
+    let seen: usize = lines.next().expect("count").trim().parse().expect("number");
+    assert!(seen <= 3 && host_procs > seen, "container sees {seen} processes, host has {host_procs}");
+    assert!(lines.next().expect("cmdline").starts_with("sh -c"), "pid 1 is the container's own command");
+
+    let out = env.ok(&["run", "--rm", &env.image, "sh", "-c", "(echo h > /proc/sysrq-trigger) 2>/dev/null && echo WROTE || echo DENIED"]);
+    assert_eq!(out.trim(), "DENIED");
+
+    let status = env.ok(&["run", "--rm", &env.image, "cat", "/proc/self/status"]);
+    let field = |s: &str, k: &str| s.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).expect(k);
+    let cap_eff = u64::from_str_radix(&field(&status, "CapEff:"), 16).expect("hex");
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    assert_eq!(cap_eff & CAP_SYS_ADMIN, 0, "no CAP_SYS_ADMIN by default");
+    assert_eq!(field(&status, "NoNewPrivs:"), "1");
+    assert_eq!(field(&status, "Seccomp:"), "2", "a seccomp filter is installed");
+    let out = env.run(&["run", "--rm", &env.image, "sh", "-c", "mount -t tmpfs none /mnt"]);
+    assert_ne!(out.status.code(), Some(0), "mount must be denied");
+
+    let status = env.ok(&["run", "--rm", "--privileged", &env.image, "cat", "/proc/self/status"]);
+    let cap_eff = u64::from_str_radix(&field(&status, "CapEff:"), 16).expect("hex");
+    assert_ne!(cap_eff & CAP_SYS_ADMIN, 0, "--privileged grants CAP_SYS_ADMIN");
+    assert_eq!(field(&status, "Seccomp:"), "0");
+}
+
+#[test]
+fn bad_input_is_refused_cleanly() {
+    let env = Env::new();
+    let missing = format!("{}/nope:latest", env.registry.addr);
+    let (code, err) = env.fail(&["run", "--rm", &missing, "true"]);
+    assert_eq!(code, 125);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("strata:")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {err}");
+    assert!(errors[0].contains("image not found") && errors[0].contains("nope"), "{err}");
+
+    let (_, err) = env.fail(&["pull", "127.0.0.1:1/busybox:latest"]);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+
+    let (_, err) = env.fail(&["run", "--memory", "lots", &env.image, "true"]);
+    assert!(err.contains("invalid memory value \"lots\""), "{err}");
+    let (_, err) = env.fail(&["run", "--cpus=-1", &env.image, "true"]);
+    assert!(err.contains("invalid cpus value"), "{err}");
+    let (_, err) = env.fail(&["run", "-p", "99999:80", &env.image, "true"]);
+    assert!(err.contains("invalid port mapping"), "{err}");
+    let (_, err) = env.fail(&["--runtime", "no-such-runtime", "run", &env.image, "true"]);
+    assert!(err.contains("OCI runtime 'no-such-runtime' not found"), "{err}");
+    let (_, err) = env.fail(&["run", "--name", "bad/name", &env.image, "true"]);
+    assert!(err.contains("invalid container name"), "{err}");
+    let (_, err) = env.fail(&["run", "--rm", &env.image, "/no/such/binary"]);
+    assert!(err.contains("/no/such/binary"), "{err}");
+    assert!(env.container_dirs().is_empty(), "failed creates leave nothing: {:?}", env.container_dirs());
+    let names: Vec<_> = std::fs::read_dir(env.root().join("names")).expect("names").collect();
+    assert!(names.is_empty(), "no name stays reserved");
+
+    env.ok(&["run", "-d", "--name", "taken", &env.image, "sleep", "100"]);
+    let (_, err) = env.fail(&["run", "-d", "--name", "taken", &env.image, "sleep", "100"]);
+    assert!(err.contains("\"taken\" is already in use"), "{err}");
+    assert_eq!(env.container_dirs().len(), 1);
+    let (_, err) = env.fail(&["logs", "nobody"]);
+    assert!(err.contains("no such container: nobody"), "{err}");
+}
+
+#[test]
+fn lifecycle_leaves_no_traces() {
+    let env = Env::new();
+    env.ok(&["pull", &env.image]);
+    for i in 0..6 {
+        let network = ["bridge", "none", "host"][i % 3];
+        let mut args = vec!["run", "-d", "--network", network];
+        let publish = format!("{}:80", free_port());
+        if network == "bridge" {
+            args.extend(["-p", publish.as_str()]);
+        }
+        args.extend([env.image.as_str(), "sleep", "100"]);
+        let id = env.ok(&args).trim().to_string();
+        env.ok(&["exec", &id, "true"]);
+        if i % 2 == 0 {
+            env.ok(&["stop", "-t", "1", &id]);
+            env.ok(&["rm", &id]);
+        } else {
+            env.ok(&["rm", "-f", &id]);
+        }
+        let traces = host_traces(env.root(), &id);
+        assert!(traces.is_empty(), "container {id} ({network}) left {traces:?}");
+    }
+    assert!(env.container_dirs().is_empty());
+    assert!(env.ok(&["ps", "-aq"]).trim().is_empty());
+}
