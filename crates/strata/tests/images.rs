@@ -1,0 +1,92 @@
+//! End-to-end tests of `strata` image commands: imports, hostile layers, rmi and gc.
+
+mod common;
+
+use common::Env;
+use strata_testkit::{
+    busybox_image, busybox_layer_tar_gz, image_from_layers, raw_entry, tar_dir, tar_gz, write_docker_archive,
+    write_oci_layout,
+};
+
+#[test]
+fn import_oci_layouts_and_docker_archives_then_run() {
+    let env = Env::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let img = busybox_image();
+
+    let layout = work.path().join("layout");
+    write_oci_layout(&img, &layout, "v1");
+    let out = env.ok(&["image", "import", layout.to_str().expect("path"), "--tag", "local/bb:dir"]);
+    assert!(out.contains("localhost/local/bb:dir") || out.contains("local/bb:dir"), "{out}");
+
+    let layout_tar = work.path().join("layout.tar");
+    tar_dir(&layout, &layout_tar);
+    env.ok(&["image", "import", layout_tar.to_str().expect("path"), "--tag", "local/bb:tar"]);
+
+    let archive = work.path().join("docker.tar");
+    write_docker_archive(&img, &archive, "example.com/team/bb:saved");
+    env.ok(&["image", "import", archive.to_str().expect("path")]);
+
+    let images = env.ok(&["images"]);
+    for name in ["local/bb", "example.com/team/bb"] {
+        assert!(images.contains(name), "{name} missing from:\n{images}");
+    }
+    // All three are the same image (same config digest): one id.
+    let ids = env.ok(&["images", "-q"]);
+    let mut uniq: Vec<&str> = ids.lines().collect();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 1, "{ids}");
+
+    assert_eq!(env.ok(&["run", "--rm", "--pull", "never", "example.com/team/bb:saved", "echo", "imported"]), "imported\n");
+
+    let (_, err) = env.fail(&["image", "import", work.path().join("nothing-here").to_str().expect("p")]);
+    assert!(err.contains("nothing-here"), "{err}");
+}
+
+#[test]
+fn hostile_layers_are_refused_and_write_nothing_outside() {
+    let env = Env::new();
+    let work = tempfile::tempdir().expect("tmp");
+    // A directory outside the store that the layers try to reach.
+    let outside = tempfile::tempdir().expect("outside");
+    let target = outside.path().to_str().expect("path").to_string();
+
+    let dotdot = tar_gz(|b| {
+        raw_entry(b, tar::EntryType::Regular, b"../../../../../../../../../../tmp/strata-escape-dotdot", None, b"x");
+    });
+    let symlink_then_write = tar_gz(|b| {
+        raw_entry(b, tar::EntryType::Symlink, b"link", Some(target.as_bytes()), b"");
+        raw_entry(b, tar::EntryType::Regular, b"link/pwned", None, b"x");
+    });
+    for (name, layer) in [("dotdot", dotdot), ("symlink", symlink_then_write)] {
+        let img = image_from_layers(vec![busybox_layer_tar_gz(), layer], &["sh"]);
+        let archive = work.path().join(format!("{name}.tar"));
+        write_docker_archive(&img, &archive, &format!("evil/{name}:latest"));
+        env.ok(&["image", "import", archive.to_str().expect("path")]);
+        let (code, err) = env.fail(&["run", "--rm", "--pull", "never", &format!("evil/{name}:latest"), "true"]);
+        assert_eq!(code, 125);
+        assert!(err.to_lowercase().contains("unsafe"), "{name}: {err}");
+        assert!(env.container_dirs().is_empty(), "{name}: no container left");
+    }
+    assert!(!std::path::Path::new("/tmp/strata-escape-dotdot").exists());
+    assert!(!outside.path().join("pwned").exists());
+    assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+}
+
+#[test]
+fn rmi_refuses_images_in_use_and_gc_reclaims() {
+    let env = Env::new();
+    env.ok(&["run", "-d", "--name", "user", &env.image, "sleep", "100"]);
+    let (_, err) = env.fail(&["rmi", &env.image]);
+    assert!(err.contains("in use"), "{err}");
+    env.ok(&["rm", "-f", "user"]);
+    let blobs = env.root().join("images/blobs/sha256");
+    assert!(std::fs::read_dir(&blobs).expect("blobs").count() >= 3);
+    env.ok(&["rmi", &env.image]);
+    assert!(env.ok(&["images", "-q"]).trim().is_empty());
+    assert_eq!(std::fs::read_dir(&blobs).expect("blobs").count(), 0, "rmi collects unreferenced blobs");
+    let snaps = env.root().join("images/snapshots");
+    assert_eq!(std::fs::read_dir(&snaps).map(|d| d.count()).unwrap_or(0), 0, "and unpacked layers");
+    let (_, err) = env.fail(&["rmi", &env.image]);
+    assert!(err.contains("image not found"), "{err}");
+}
