@@ -150,6 +150,10 @@ pub struct ExecRequest {
     pub user: Option<String>,
     /// Capture stdout and stderr instead of inheriting the caller's stdio.
     pub capture: bool,
+    /// Connect the caller's stdin (otherwise the process reads from /dev/null).
+    pub interactive: bool,
+    /// Allocate a terminal for the process (the caller's stdin must be a terminal).
+    pub tty: bool,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -52,6 +52,29 @@ fn detached_logs_exec_stop_kill() {
     let out = env.run(&["exec", "-e", "X=42", "svc", "sh", "-c", "echo $X; exit 7"]);
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(7), "42\n".into()));
 
+    // -i connects stdin; without it the process reads EOF at once.
+    let mut child = env
+        .cmd()
+        .args(["exec", "-i", "svc", "sh", "-c", "read line; echo got:$line"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("exec -i");
+    child.stdin.take().expect("stdin").write_all(b"typed\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:typed\n");
+    // -t gives the process a terminal (util-linux `script` provides one to the CLI).
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let root = env.root().display().to_string();
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{strata} --root {root} exec -it svc sh -c 'test -t 0 && echo IS-A-TTY'"), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("IS-A-TTY"), "{}", String::from_utf8_lossy(&out.stdout));
+    let (_, err) = env.fail(&["exec", "-t", "svc", "true"]);
+    assert!(err.contains("not a TTY"), "{err}");
+
     // Graceful: the trap runs and the container exits 0 well before the 30 s grace period.
     env.ok(&["stop", "--time", "30", "svc"]);
     let state = env.inspect("svc");

@@ -597,6 +597,10 @@ impl Driver for ContainerDriver {
         }
         process.set_env(Some(env));
         process.set_args(Some(req.command.clone()));
+        if req.tty && req.capture {
+            return Err(Error::InvalidArgument("a terminal cannot be captured".into()));
+        }
+        process.set_terminal(Some(req.tty));
         if let Some(cwd) = &req.workdir {
             process.set_cwd(cwd.into());
         }
@@ -619,6 +623,9 @@ impl Driver for ContainerDriver {
             cmd.stdin(std::process::Stdio::null());
             cmd.output().map_err(Error::io(format!("running {} exec", self.runtime.name())))?
         } else {
+            if !req.interactive {
+                cmd.stdin(std::process::Stdio::null());
+            }
             let status = cmd.status().map_err(Error::io(format!("running {} exec", self.runtime.name())))?;
             std::process::Output { status, stdout: Vec::new(), stderr: Vec::new() }
         };

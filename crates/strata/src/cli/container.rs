@@ -353,6 +353,12 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
+    /// Keep stdin open and connected to the process.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal (needs a terminal on stdin).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
     #[arg(short = 'w', long)]
@@ -367,9 +373,20 @@ pub struct ExecArgs {
 pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
     let id = driver.resolve(&a.container)?;
+    if a.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!("the input device is not a TTY: drop -t, or run from a terminal");
+    }
     let r = driver.exec(
         &id,
-        &ExecRequest { command: a.command, env: a.env, workdir: a.workdir, user: a.user, capture: false },
+        &ExecRequest {
+            command: a.command,
+            env: a.env,
+            workdir: a.workdir,
+            user: a.user,
+            capture: false,
+            interactive: a.interactive,
+            tty: a.tty,
+        },
     )?;
     if r.code == 0 {
         Ok(())
