@@ -4,6 +4,7 @@
 mod container;
 mod image;
 mod progress;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ enum Command {
     Pause(container::NamesArgs),
     /// Thaw paused containers.
     Unpause(container::NamesArgs),
+    /// Run the control plane: a Kubernetes-compatible API server (HTTPS) on the embedded store
+    /// or etcd, writing a CA and an admin kubeconfig on first start.
+    Server(server::ServerArgs),
 }
 
 /// A container's exit code to pass through, as opposed to an error of strata's own.
@@ -157,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(a) => container::stats(&ctx, a),
         Command::Pause(a) => container::pause(&ctx, a, true),
         Command::Unpause(a) => container::pause(&ctx, a, false),
+        Command::Server(a) => server::run(a),
     }
 }
 

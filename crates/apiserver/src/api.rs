@@ -1,0 +1,723 @@
+//! Request handling: parse a request into a [`RequestInfo`] (resource, namespace, name,
+//! subresource, verb), authorize it, and carry it out against the store with Kubernetes REST
+//! semantics (resourceVersion, optimistic concurrency, finalizers, namespaces, watch, lists
+//! with selectors and pagination, Table output, dryRun).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use strata_store::{EventKind, Store};
+
+use crate::auth::{Authorizer, User};
+use crate::object::{self, name_of, with_rv};
+use crate::resources::{self, Resource};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::{self, ApiError};
+use crate::{discovery, patch, table};
+
+
+/// Largest request body accepted (Kubernetes' limit is 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Shared state of the API.
+pub struct Api {
+    pub store: Arc<dyn Store>,
+    pub authz: Authorizer,
+}
+
+/// What a resource request addresses.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub resource: &'static Resource,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+type Query = HashMap<String, String>;
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [("content-type", "application/json")], v.to_string()).into_response()
+}
+
+fn parse_query(q: Option<&str>) -> Query {
+    let mut m = HashMap::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            let s = s.replace('+', " ");
+            let mut out = Vec::new();
+            let b = s.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                        out.push(x);
+                        i += 3;
+                        continue;
+                    }
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        m.insert(dec(k), dec(v));
+    }
+    m
+}
+
+fn truthy(q: &Query, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+/// Parse `/api/v1/...` and `/apis/<g>/<v>/...` resource paths.
+pub fn parse_path(path: &str) -> Result<Option<RequestInfo>, ApiError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let lookup = |plural: &str| resources::find(group, version, plural).ok_or_else(not_found);
+    let info = |r, ns: Option<&str>, name: Option<&str>, sub: Option<&str>| RequestInfo {
+        resource: r,
+        namespace: ns.map(str::to_string),
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+    };
+    Ok(Some(match rest {
+        ["namespaces", ns, plural, tail @ ..] if resources::find(group, version, plural).is_some_and(|r| r.namespaced) => {
+            let r = lookup(plural)?;
+            match tail {
+                [] => info(r, Some(ns), None, None),
+                [name] => info(r, Some(ns), Some(name), None),
+                [name, sub] => info(r, Some(ns), Some(name), Some(sub)),
+                _ => return Err(not_found()),
+            }
+        }
+        [plural] => info(lookup(plural)?, None, None, None),
+        [plural, name] => info(lookup(plural)?, None, Some(name), None),
+        [plural, name, sub] => info(lookup(plural)?, None, Some(name), Some(sub)),
+        _ => return Err(not_found()),
+    }))
+}
+
+fn verb_of(method: &Method, info: &RequestInfo, q: &Query) -> Result<&'static str, ApiError> {
+    Ok(match (method.as_str(), info.name.is_some()) {
+        ("GET", true) => "get",
+        ("GET", false) if truthy(q, "watch") => "watch",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("POST", true) if info.subresource.is_some() => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        (m, _) => return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({m}) on the requested resource"))),
+    })
+}
+
+impl Api {
+    /// Handle one authenticated request.
+    pub async fn handle(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Response {
+        match self.route(user, method, path, query, headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let q = parse_query(query);
+        let path = path.trim_end_matches('/');
+        if method == Method::GET {
+            if let Some(r) = self.non_resource(path, accept).await {
+                return Ok(r);
+            }
+        }
+        let Some(info) = parse_path(path)? else {
+            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        };
+        let verb = verb_of(&method, &info, &q)?;
+        if !self.authz.allowed(self.store.as_ref(), user, verb, &info).await? {
+            return Err(ApiError::forbidden(&user.name, verb, info.resource, info.namespace.as_deref()));
+        }
+        if let Some(sub) = &info.subresource {
+            if !info.resource.subresources.contains(&sub.as_str()) {
+                return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            }
+        }
+        let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
+        if info.subresource.as_deref() == Some("scale") {
+            return self.scale(&info, verb, headers, &body, dry_run).await;
+        }
+        match verb {
+            "get" => self.get(&info, accept).await,
+            "list" => self.list(&info, &q, accept).await,
+            "watch" => self.watch(&info, &q, table::wants_table(accept)).await,
+            "create" => {
+                let obj = parse_body(headers, &body)?;
+                self.create(&info, obj, dry_run).await
+            }
+            "update" => {
+                let obj = parse_body(headers, &body)?;
+                self.update(&info, obj, dry_run).await
+            }
+            "patch" => self.patch(&info, headers, &body, dry_run).await,
+            "delete" => self.delete(&info, &body, dry_run).await,
+            "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
+            _ => Err(ApiError::method_not_allowed("unsupported verb")),
+        }
+    }
+
+    async fn non_resource(&self, path: &str, accept: &str) -> Option<Response> {
+        let ok = |v: Value| Some(json_response(StatusCode::OK, &v));
+        match path {
+            "/version" => ok(discovery::version()),
+            "/healthz" | "/livez" | "/readyz" => {
+                let healthy = self.store.revision().await.is_ok();
+                Some(if healthy { (StatusCode::OK, "ok").into_response() } else { (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable").into_response() })
+            }
+            "/api" | "/apis" => {
+                let core = path == "/api";
+                match discovery::wants_aggregated(accept) {
+                    Some(v) => {
+                        let ct = if v == "v2" { discovery::AGGREGATED_V2 } else { discovery::AGGREGATED_V2BETA1 };
+                        Some((StatusCode::OK, [("content-type", ct)], discovery::aggregated(core, v).to_string()).into_response())
+                    }
+                    None if core => ok(discovery::api_versions()),
+                    None => ok(discovery::api_group_list()),
+                }
+            }
+            "/api/v1" => discovery::resource_list("", "v1").and_then(ok),
+            "/openapi/v3" => ok(crate::openapi::index()),
+            p if p.starts_with("/openapi/v3/") => crate::openapi::document(&p["/openapi/v3/".len()..]).and_then(ok),
+            _ => {
+                let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+                match segs.as_slice() {
+                    ["apis", g] => discovery::api_group(g).and_then(ok),
+                    ["apis", g, v] => discovery::resource_list(g, v).and_then(ok),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    async fn load(&self, info: &RequestInfo) -> Result<(Value, u64), ApiError> {
+        let name = info.name.as_deref().unwrap_or("");
+        let key = info.resource.key(info.namespace.as_deref(), name);
+        match self.store.get(&key).await? {
+            Some(kv) => {
+                let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
+                Ok((v, kv.mod_revision))
+            }
+            None => Err(ApiError::not_found(info.resource, name)),
+        }
+    }
+
+    async fn get(&self, info: &RequestInfo, accept: &str) -> Result<Response, ApiError> {
+        let (obj, rev) = self.load(info).await?;
+        let obj = with_rv(obj, rev);
+        if table::wants_table(accept) {
+            return Ok(json_response(StatusCode::OK, &table::table(info.resource.kind, &[obj], json!({ "resourceVersion": rev.to_string() }))));
+        }
+        Ok(json_response(StatusCode::OK, &obj))
+    }
+
+    async fn list(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let limit: usize = match q.get("limit") {
+            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+            None => 0,
+        };
+        let prefix = r.list_prefix(info.namespace.as_deref());
+        let (mut start_after, mut list_rev) = match q.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => {
+                let (k, rv) = decode_continue(token)?;
+                if !k.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("continue token does not belong to this list"));
+                }
+                (Some(k), Some(rv))
+            }
+            None => (None, None),
+        };
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
+            let page = self.store.list(&prefix, start_after.as_deref(), want).await?;
+            list_rev.get_or_insert(page.revision);
+            let last_key = page.items.last().map(|kv| kv.key.clone());
+            for kv in page.items {
+                let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
+                if labels.matches(&v) && fields.matches(&v) {
+                    items.push(with_rv(v, kv.mod_revision));
+                }
+            }
+            if !page.more {
+                break;
+            }
+            start_after = last_key;
+            if limit > 0 && items.len() >= limit {
+                next = start_after.clone();
+                break;
+            }
+        }
+        let rev = list_rev.unwrap_or(0);
+        let mut meta = json!({ "resourceVersion": rev.to_string() });
+        if let Some(k) = &next {
+            meta["continue"] = json!(encode_continue(k, rev));
+            let remaining = self.store.count(&prefix).await.unwrap_or(0) as i64;
+            let _ = remaining;
+        }
+        if table::wants_table(accept) {
+            return Ok(json_response(StatusCode::OK, &table::table(r.kind, &items, meta)));
+        }
+        let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items });
+        Ok(json_response(StatusCode::OK, &list))
+    }
+
+    /// A watch stream; with `as_table`, each event's object is a one-row Table (what
+    /// `kubectl get -w` asks for).
+    async fn watch(&self, info: &RequestInfo, q: &Query, as_table: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let prefix = r.list_prefix(info.namespace.as_deref());
+        let bookmarks = truthy(q, "allowWatchBookmarks");
+        let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+        // Without a resourceVersion (or "0"), a watch starts with the current state as ADDED.
+        let (initial, from) = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") | Some("0") => {
+                let page = self.store.list(&prefix, None, 0).await?;
+                let mut init = Vec::new();
+                for kv in page.items {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                        if labels.matches(&v) && fields.matches(&v) {
+                            init.push(json!({ "type": "ADDED", "object": with_rv(v, kv.mod_revision) }));
+                        }
+                    }
+                }
+                (init, page.revision)
+            }
+            Some(rv) => (Vec::new(), rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+        };
+        let stream = self.store.watch(&prefix, from).await?;
+        let api_version = r.api_version();
+        let kind = r.kind;
+        let events = stream.filter_map(move |ev| {
+            let labels = labels.clone();
+            let fields = fields.clone();
+            let api_version = api_version.clone();
+            async move {
+                let line = match ev {
+                    Ok(ev) => {
+                        let v: Value = serde_json::from_slice(&ev.kv.value).ok()?;
+                        if !(labels.matches(&v) && fields.matches(&v)) {
+                            return None;
+                        }
+                        let ty = match (ev.kind, ev.prev.is_some()) {
+                            (EventKind::Delete, _) => "DELETED",
+                            (EventKind::Put, true) => "MODIFIED",
+                            (EventKind::Put, false) => "ADDED",
+                        };
+                        json!({ "type": ty, "object": with_rv(v, ev.kv.mod_revision) })
+                    }
+                    Err(e) => {
+                        let err = ApiError::from(e);
+                        let _ = (&api_version, kind);
+                        json!({ "type": "ERROR", "object": err.to_status() })
+                    }
+                };
+                Some(line)
+            }
+        });
+        let initial = futures_util::stream::iter(initial);
+        let mut combined = initial.chain(events).boxed();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+        let store = self.store.clone();
+        let bookmark_kind = r.kind;
+        let bookmark_api = r.api_version();
+        tokio::spawn(async move {
+            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+                let line = tokio::select! {
+                    ev = combined.next() => match ev {
+                        Some(v) => v,
+                        None => return,
+                    },
+                    _ = tick.tick(), if bookmarks => {
+                        let rev = store.revision().await.unwrap_or(0);
+                        json!({ "type": "BOOKMARK", "object": { "kind": bookmark_kind, "apiVersion": bookmark_api, "metadata": { "resourceVersion": rev.to_string() } } })
+                    }
+                    _ = tokio::time::sleep_until(sleep_until) => return,
+                };
+                let line = if as_table && line["type"] != "ERROR" && line["type"] != "BOOKMARK" {
+                    let rv = line["object"]["metadata"]["resourceVersion"].clone();
+                    json!({ "type": line["type"], "object": table::table(bookmark_kind, std::slice::from_ref(&line["object"]), json!({ "resourceVersion": rv })) })
+                } else {
+                    line
+                };
+                let mut bytes = line.to_string().into_bytes();
+                bytes.push(b'\n');
+                if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("transfer-encoding", "chunked")
+            .body(body)
+            .unwrap_or_else(|_| ApiError::internal("building watch response").into_response()))
+    }
+
+    async fn namespace_usable(&self, ns: &str) -> Result<(), ApiError> {
+        let nsr = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+        match self.store.get(&nsr.key(None, ns)).await? {
+            None => Err(ApiError::not_found(nsr, ns)),
+            Some(kv) => {
+                let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+                if v["status"]["phase"] == "Terminating" {
+                    return Err(ApiError::new(403, "Forbidden", format!("unable to create new content in namespace {ns} because it is being terminated")));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        if info.subresource.is_some() {
+            return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
+        }
+        object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
+        crate::validate::validate(r, &mut obj)?;
+        let name = name_of(&obj).to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        if r.namespaced {
+            self.namespace_usable(ns.as_deref().unwrap_or("default")).await?;
+        }
+        let key = r.key(ns.as_deref(), &name);
+        if dry_run {
+            if self.store.get(&key).await?.is_some() {
+                return Err(ApiError::already_exists(r, &name));
+            }
+            return Ok(json_response(StatusCode::CREATED, &obj));
+        }
+        match self.store.create(&key, object::for_storage(&obj)).await {
+            Ok(rev) => Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev))),
+            Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        let status_only = info.subresource.as_deref() == Some("status");
+        if info.subresource.is_some() && !status_only {
+            return Err(ApiError::method_not_allowed(format!("update of {}/{} is not supported yet", r.plural, info.subresource.as_deref().unwrap_or(""))));
+        }
+        if name_of(&obj) != name {
+            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&obj))));
+        }
+        let (old, rev) = self.load(info).await?;
+        let expected = match obj["metadata"]["resourceVersion"].as_str() {
+            Some(rv) if !rv.is_empty() => rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            _ => rev,
+        };
+        if expected != rev {
+            return Err(ApiError::conflict(r, &name));
+        }
+        object::prepare_update(r, &mut obj, &old, status_only)?;
+        crate::validate::validate(r, &mut obj)?;
+        self.write_update(info, obj, &old, expected, dry_run).await
+    }
+
+    /// Store an updated object; an object being deleted whose last finalizer went away is
+    /// deleted now.
+    async fn write_update(&self, info: &RequestInfo, obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = name_of(&obj).to_string();
+        let key = r.key(info.namespace.as_deref(), &name);
+        if dry_run {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        let finalized = obj["metadata"]["deletionTimestamp"].is_string()
+            && obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+        if finalized {
+            return match self.store.delete(&key, expected).await {
+                Ok(kv) => Ok(json_response(StatusCode::OK, &with_rv(obj, kv.mod_revision))),
+                Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+                Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
+                Err(e) => Err(e.into()),
+            };
+        }
+        if obj == *old {
+            // No change: no new revision, as in Kubernetes.
+            return Ok(json_response(StatusCode::OK, &with_rv(obj, expected)));
+        }
+        match self.store.update(&key, object::for_storage(&obj), expected).await {
+            Ok(rev) => Ok(json_response(StatusCode::OK, &with_rv(obj, rev))),
+            Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn patch(&self, info: &RequestInfo, headers: &HeaderMap, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        let status_only = info.subresource.as_deref() == Some("status");
+        let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+        let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        // Retry on conflicts: a patch applies to whatever is current.
+        for _ in 0..5 {
+            let (old, rev) = self.load(info).await?;
+            let mut new = with_rv(old.clone(), rev);
+            match ct.as_str() {
+                "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
+                "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
+                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p).map_err(ApiError::bad_request)?,
+                "application/apply-patch+yaml" => return Err(ApiError::unsupported_media_type(&ct)),
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+            let expected = match new["metadata"]["resourceVersion"].as_str() {
+                Some(rv) if rv != rev.to_string() => return Err(ApiError::conflict(r, &name)),
+                _ => rev,
+            };
+            object::prepare_update(r, &mut new, &old, status_only)?;
+            crate::validate::validate(r, &mut new)?;
+            match self.write_update(info, new, &old, expected, dry_run).await {
+                Err(e) if e.reason == "Conflict" => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(r, &name))
+    }
+
+    /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and
+    /// StatefulSets: read, replace or patch `spec.replicas`.
+    async fn scale(&self, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        for _ in 0..5 {
+            let (obj, rev) = self.load(info).await?;
+            let current = to_scale(&obj, rev);
+            let wanted = match verb {
+                "get" => return Ok(json_response(StatusCode::OK, &current)),
+                "update" => parse_body(headers, body)?,
+                "patch" => {
+                    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+                    let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                    let mut s = current.clone();
+                    match ct.as_str() {
+                        "application/merge-patch+json" | "application/strategic-merge-patch+json" => patch::merge_patch(&mut s, &p),
+                        "application/json-patch+json" => patch::json_patch(&mut s, &p).map_err(ApiError::bad_request)?,
+                        other => return Err(ApiError::unsupported_media_type(other)),
+                    }
+                    s
+                }
+                _ => return Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}/scale", r.plural))),
+            };
+            if let Some(rv) = wanted["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) {
+                if rv != rev.to_string() {
+                    return Err(ApiError::conflict(r, &name));
+                }
+            }
+            let Some(replicas) = wanted["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
+                let c = crate::status::Cause { reason: "FieldValueInvalid", field: "spec.replicas".into(), message: format!("Invalid value: {}: must be greater than or equal to 0", wanted["spec"]["replicas"]) };
+                return Err(ApiError::invalid(r, &name, vec![c]));
+            };
+            let mut new = obj.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            object::prepare_update(r, &mut new, &obj, false)?;
+            match self.write_update(info, new, &obj, rev, dry_run).await {
+                Err(e) if e.reason == "Conflict" && verb == "patch" => continue,
+                Err(e) => return Err(e),
+                Ok(_) => {
+                    let (obj, rev) = self.load(info).await?;
+                    return Ok(json_response(StatusCode::OK, &to_scale(&obj, rev)));
+                }
+            }
+        }
+        Err(ApiError::conflict(r, &name))
+    }
+
+    async fn delete(&self, info: &RequestInfo, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(json!({})) };
+        let (mut obj, rev) = self.load(info).await?;
+        if let Some(want) = opts["preconditions"]["resourceVersion"].as_str() {
+            if want != rev.to_string() {
+                return Err(ApiError::conflict(r, &name));
+            }
+        }
+        if let Some(want) = opts["preconditions"]["uid"].as_str() {
+            if obj["metadata"]["uid"].as_str() != Some(want) {
+                return Err(ApiError::conflict(r, &name));
+            }
+        }
+        let key = r.key(info.namespace.as_deref(), &name);
+        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let is_ns = r.kind == "Namespace";
+        if has_finalizers || is_ns {
+            if obj["metadata"]["deletionTimestamp"].is_null() {
+                obj["metadata"]["deletionTimestamp"] = json!(object::now());
+                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                if is_ns {
+                    obj["status"]["phase"] = json!("Terminating");
+                }
+                if dry_run {
+                    return Ok(json_response(StatusCode::OK, &obj));
+                }
+                let new_rev = match self.store.update(&key, object::for_storage(&obj), rev).await {
+                    Ok(n) => n,
+                    Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
+                    Err(e) => return Err(e.into()),
+                };
+                if is_ns {
+                    let store = self.store.clone();
+                    tokio::spawn(async move { finalize_namespace(store, name).await });
+                }
+                return Ok(json_response(StatusCode::OK, &with_rv(obj, new_rev)));
+            }
+            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+        }
+        if dry_run {
+            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+        }
+        match self.store.delete(&key, rev).await {
+            Ok(_) => {
+                let uid = obj["metadata"]["uid"].clone();
+                let mut d = json!({ "name": name, "kind": r.plural, "uid": uid });
+                if !r.group.is_empty() {
+                    d["group"] = json!(r.group);
+                }
+                Ok(json_response(StatusCode::OK, &status::success(Some(d))))
+            }
+            Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let page = self.store.list(&r.list_prefix(info.namespace.as_deref()), None, 0).await?;
+        let mut items = Vec::new();
+        for kv in page.items {
+            let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+            if !(labels.matches(&v) && fields.matches(&v)) {
+                continue;
+            }
+            if !dry_run {
+                let one = RequestInfo { resource: r, namespace: v["metadata"]["namespace"].as_str().map(str::to_string), name: Some(name_of(&v).to_string()), subresource: None };
+                let _ = self.delete(&one, &Bytes::new(), false).await;
+            }
+            items.push(with_rv(v, kv.mod_revision));
+        }
+        let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": { "resourceVersion": page.revision.to_string() }, "items": items });
+        Ok(json_response(StatusCode::OK, &list))
+    }
+}
+
+fn to_scale(obj: &Value, rev: u64) -> Value {
+    let selector = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"], "resourceVersion": rev.to_string(),
+        },
+        "spec": { "replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1) },
+        "status": { "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector },
+    })
+}
+
+/// Delete everything in a terminating namespace, then the namespace itself.
+async fn finalize_namespace(store: Arc<dyn Store>, ns: String) {
+    for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        let Ok(page) = store.list(&r.list_prefix(Some(&ns)), None, 0).await else { continue };
+        for kv in page.items {
+            if let Err(e) = store.delete(&kv.key, 0).await {
+                tracing::warn!(key = %kv.key, error = %e, "namespace cleanup");
+            }
+        }
+    }
+    if let Some(nsr) = resources::find("", "v1", "namespaces") {
+        let _ = store.delete(&nsr.key(None, &ns), 0).await;
+    }
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if !matches!(base, "application/json" | "" | "*/*") {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body could not be decoded as JSON: {e}")))
+}
+
+fn encode_continue(key: &str, rev: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({ "k": key, "rv": rev }).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, u64), ApiError> {
+    let bad = || ApiError::bad_request("continue key is not valid: the token was not issued by this server");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((v["k"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let i = parse_path("/api/v1/namespaces/default/configmaps/x").expect("ok").expect("res");
+        assert_eq!((i.resource.plural, i.namespace.as_deref(), i.name.as_deref()), ("configmaps", Some("default"), Some("x")));
+        let i = parse_path("/api/v1/namespaces/kube-system").expect("ok").expect("res");
+        assert_eq!((i.resource.plural, i.name.as_deref()), ("namespaces", Some("kube-system")));
+        let i = parse_path("/api/v1/namespaces/x/status").expect("ok").expect("res");
+        assert_eq!((i.resource.plural, i.name.as_deref(), i.subresource.as_deref()), ("namespaces", Some("x"), Some("status")));
+        let i = parse_path("/apis/apps/v1/namespaces/d/deployments/web/scale").expect("ok").expect("res");
+        assert_eq!(i.subresource.as_deref(), Some("scale"));
+        let i = parse_path("/apis/apps/v1/deployments").expect("ok").expect("res");
+        assert!(i.namespace.is_none() && i.name.is_none());
+        assert!(parse_path("/api/v1/nothings").is_err());
+        assert!(parse_path("/version").expect("ok").is_none());
+        let (k, rv) = decode_continue(&encode_continue("/a/b", 7)).expect("token");
+        assert_eq!((k.as_str(), rv), ("/a/b", 7));
+        assert!(decode_continue("garbage!").is_err());
+        assert_eq!(parse_query(Some("labelSelector=app%3Dweb&watch=1"))["labelSelector"], "app=web");
+    }
+}

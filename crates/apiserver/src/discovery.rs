@@ -1,0 +1,171 @@
+//! Discovery documents: `/api`, `/apis` (plain and the aggregated `apidiscovery.k8s.io/v2`
+//! form kubectl asks for first), `/api/v1`, `/apis/<group>[/<version>]` and `/version`.
+
+use serde_json::{json, Value};
+
+use crate::resources::{self, Resource};
+
+/// The Kubernetes version strata's API corresponds to (kubectl picks its client by this).
+pub const KUBE_VERSION: &str = "v1.32.0";
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": KUBE_VERSION,
+        "gitCommit": "strata",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-24T00:00:00Z",
+        "goVersion": "go1.23.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub fn api_versions() -> Value {
+    json!({ "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}] })
+}
+
+fn group_json(group: &str) -> Value {
+    let v = resources::group_version(group).unwrap_or("v1");
+    let gv = json!({ "groupVersion": format!("{group}/{v}"), "version": v });
+    json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv })
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups().into_iter().filter(|g| !g.is_empty()).map(group_json).collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    resources::group_version(group)?;
+    let mut g = group_json(group);
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
+}
+
+fn resource_json(r: &Resource) -> Value {
+    let mut v = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": r.verbs(),
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    v
+}
+
+fn subresource_json(r: &Resource, sub: &str) -> Value {
+    let (kind, verbs): (&str, &[&str]) = match sub {
+        "scale" => ("Scale", &["get", "patch", "update"]),
+        "binding" => ("Binding", &["create"]),
+        "log" => ("Pod", &["get"]),
+        "exec" => ("PodExecOptions", &["create", "get"]),
+        "console" => ("VirtualMachineConsoleOptions", &["get"]),
+        _ => (r.kind, &["get", "patch", "update"]),
+    };
+    json!({ "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs })
+}
+
+/// `APIResourceList` for one group/version, or `None` if not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&Resource> = resources::RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for r in rs {
+        list.push(resource_json(r));
+        for sub in r.subresources {
+            list.push(subresource_json(r, sub));
+        }
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list }))
+}
+
+/// The media type of aggregated discovery documents.
+pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+
+/// Which aggregated version (if any) an Accept header asks for, most preferred first.
+pub fn wants_aggregated(accept: &str) -> Option<&'static str> {
+    for part in accept.split(',') {
+        let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
+        if p.contains("g=apidiscovery.k8s.io") && p.contains("as=APIGroupDiscoveryList") {
+            if p.contains("v=v2beta1") {
+                return Some("v2beta1");
+            }
+            if p.contains("v=v2") {
+                return Some("v2");
+            }
+        }
+    }
+    None
+}
+
+/// Aggregated discovery for the legacy core group (`/api`) or the named groups (`/apis`).
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| g.is_empty() == core)
+        .map(|g| {
+            let v = resources::group_version(g).unwrap_or("v1");
+            let rs: Vec<Value> = resources::RESOURCES
+                .iter()
+                .filter(|r| r.group == g)
+                .map(|r| {
+                    let mut e = json!({
+                        "resource": r.plural,
+                        "responseKind": { "group": r.group, "version": r.version, "kind": r.kind },
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": r.singular,
+                        "verbs": r.verbs(),
+                    });
+                    if !r.short_names.is_empty() {
+                        e["shortNames"] = json!(r.short_names);
+                    }
+                    if !r.categories.is_empty() {
+                        e["categories"] = json!(r.categories);
+                    }
+                    let subs: Vec<Value> = r
+                        .subresources
+                        .iter()
+                        .map(|s| {
+                            let sj = subresource_json(r, s);
+                            json!({ "subresource": s, "responseKind": { "group": r.group, "version": r.version, "kind": sj["kind"] }, "verbs": sj["verbs"] })
+                        })
+                        .collect();
+                    if !subs.is_empty() {
+                        e["subresources"] = json!(subs);
+                    }
+                    e
+                })
+                .collect();
+            json!({ "metadata": { "name": g }, "versions": [{ "version": v, "resources": rs, "freshness": "Current" }] })
+        })
+        .collect();
+    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(wants_aggregated(kubectl), Some("v2"));
+        assert_eq!(wants_aggregated("application/json"), None);
+        let core = aggregated(true, "v2");
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        assert!(resource_list("apps", "v1").is_some() && resource_list("apps", "v9").is_none());
+    }
+}

@@ -1,0 +1,26 @@
+//! strata's API server: the Kubernetes REST API that `kubectl` and client libraries speak,
+//! served over TLS from a [`strata_store::Store`].
+//!
+//! Read in this order: [`resources`] (the kinds), [`api`] (request handling), [`server`]
+//! (TLS, authentication), then the helpers: [`object`] (metadata rules), [`validate`],
+//! [`patch`], [`selector`], [`table`], [`discovery`], [`status`] (errors), [`auth`], [`pki`].
+//!
+//! **Invariant:** only this crate knows HTTP; the store knows nothing of Kubernetes objects
+//! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
+//! the store's revision, added on the way out.
+
+pub mod api;
+pub mod auth;
+pub mod discovery;
+pub mod object;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod validate;
+
+pub use server::{Server, ServerConfig, ServerError};

@@ -1,0 +1,189 @@
+//! Label and field selectors, with the grammar of `kubectl -l` and `--field-selector`.
+
+use serde_json::Value;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Req {
+    Eq(String, String),
+    NotEq(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector; empty matches everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSelector(Vec<Req>);
+
+/// Split on commas that are not inside parentheses.
+fn split_top(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut cur = String::new();
+    for c in s.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    if !cur.trim().is_empty() || !out.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+}
+
+impl LabelSelector {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for part in split_top(s) {
+            let p = part.trim();
+            if p.is_empty() {
+                return Err(format!("invalid label selector {s:?}: empty requirement"));
+            }
+            let bad = || format!("unable to parse requirement: {p:?}");
+            let set = |rest: &str| -> Result<Vec<String>, String> {
+                let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
+                Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+            };
+            let req = if let Some(k) = p.strip_prefix('!') {
+                Req::NotExists(k.trim().to_string())
+            } else if let Some((k, v)) = p.split_once("!=") {
+                Req::NotEq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some(i) = p.find(" notin ") {
+                Req::NotIn(p[..i].trim().into(), set(&p[i + 7..])?)
+            } else if let Some(i) = p.find(" in ") {
+                Req::In(p[..i].trim().into(), set(&p[i + 4..])?)
+            } else {
+                Req::Exists(p.to_string())
+            };
+            let key = match &req {
+                Req::Eq(k, _) | Req::NotEq(k, _) | Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => k,
+            };
+            if !valid_key(key) {
+                return Err(bad());
+            }
+            reqs.push(req);
+        }
+        Ok(Self(reqs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Does an object (its `metadata.labels`) match?
+    pub fn matches(&self, obj: &Value) -> bool {
+        let labels = &obj["metadata"]["labels"];
+        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Req::Eq(k, v) => get(k) == Some(v.as_str()),
+            Req::NotEq(k, v) => get(k) != Some(v.as_str()),
+            Req::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+            Req::NotIn(k, vs) => get(k).is_none_or(|x| !vs.iter().any(|v| v == x)),
+            Req::Exists(k) => get(k).is_some(),
+            Req::NotExists(k) => get(k).is_none(),
+        })
+    }
+}
+
+/// A field selector over the fields Kubernetes supports for the built-in kinds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+/// Fields every kind supports, plus per-kind ones.
+fn supported(kind: &str, field: &str) -> bool {
+    matches!(field, "metadata.name" | "metadata.namespace")
+        || matches!((kind, field), ("Pod", "spec.nodeName" | "status.phase" | "spec.restartPolicy" | "spec.schedulerName" | "spec.serviceAccountName" | "status.podIP"))
+        || matches!((kind, field), ("Event", "involvedObject.name" | "involvedObject.kind" | "involvedObject.namespace" | "involvedObject.uid" | "reason" | "type"))
+        || matches!((kind, field), ("Secret", "type") | ("Namespace", "status.phase") | ("Node", "spec.unschedulable"))
+}
+
+impl FieldSelector {
+    pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
+            };
+            let field = field.trim();
+            if !supported(kind, field) {
+                return Err(format!("field label not supported: {field}"));
+            }
+            out.push((field.to_string(), eq, value.trim().to_string()));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0.iter().all(|(field, eq, want)| {
+            let mut v = obj;
+            for part in field.split('.') {
+                v = &v[part];
+            }
+            let have = match v {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (have == *want) == *eq
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(sel: &str, labels: Value, want: bool) {
+        let s = LabelSelector::parse(sel).expect(sel);
+        assert_eq!(s.matches(&json!({"metadata": {"labels": labels}})), want, "{sel}");
+    }
+
+    #[test]
+    fn label_selectors() {
+        check("app=web", json!({"app": "web"}), true);
+        check("app==web,tier!=db", json!({"app": "web", "tier": "fe"}), true);
+        check("app in (web, api)", json!({"app": "api"}), true);
+        check("app notin (web,api)", json!({"app": "api"}), false);
+        check("app notin (web)", json!({}), true);
+        check("app,!legacy", json!({"app": "x"}), true);
+        check("!app", json!({"app": "x"}), false);
+        check("app=web", json!({}), false);
+        for bad in ["app in web", "a b c", ",", "x=y,,z"] {
+            assert!(LabelSelector::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn field_selectors() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        assert!(FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", "Pod").expect("ok").matches(&pod));
+        assert!(!FieldSelector::parse("metadata.name=q", "Pod").expect("ok").matches(&pod));
+        assert!(FieldSelector::parse("spec.nodeName=", "Pod").expect("ok").matches(&json!({"spec": {}})));
+        assert!(FieldSelector::parse("spec.foo=1", "Pod").expect_err("unsupported").contains("not supported"));
+        assert!(FieldSelector::parse("spec.nodeName=x", "ConfigMap").is_err());
+    }
+}

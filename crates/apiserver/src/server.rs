@@ -1,0 +1,186 @@
+//! The HTTPS listener: TLS (rustls) with optional client certificates, HTTP/1.1 and HTTP/2
+//! (hyper), authentication, the body size limit, then [`Api::handle`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+use strata_store::Store;
+use tokio::net::TcpListener;
+
+use crate::api::{Api, MAX_BODY};
+use crate::auth::{user_from_cert, Authorizer, Tokens, User};
+use crate::pki::Pki;
+use crate::resources;
+use crate::status::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bootstrapping the store: {0}")]
+    Bootstrap(String),
+}
+
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub pki: Pki,
+    /// Optional token file (`token,user,uid,"groups"`).
+    pub token_file: Option<PathBuf>,
+    pub store: Arc<dyn Store>,
+}
+
+fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
+    let data = std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))?;
+    rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(&pki.ca_cert())? {
+        roots.add(c).map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let key_pem = std::fs::read(pki.server_key()).map_err(|e| ServerError::Tls(format!("{}: {e}", pki.server_key().display())))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .ok_or_else(|| ServerError::Tls("no private key in apiserver.key".into()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&pki.server_cert())?, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Create what every cluster has: the four system namespaces.
+pub async fn bootstrap(store: &dyn Store) -> Result<(), ServerError> {
+    let ns = resources::find("", "v1", "namespaces").ok_or_else(|| ServerError::Bootstrap("namespaces not registered".into()))?;
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let key = ns.key(None, name);
+        if store.get(&key).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?.is_some() {
+            continue;
+        }
+        let obj = json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": { "name": name, "uid": crate::object::uuid(), "creationTimestamp": crate::object::now(),
+                          "labels": { "kubernetes.io/metadata.name": name } },
+            "spec": { "finalizers": ["kubernetes"] },
+            "status": { "phase": "Active" }
+        });
+        match store.create(&key, serde_json::to_vec(&obj).unwrap_or_default()).await {
+            Ok(_) | Err(strata_store::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    api: Arc<Api>,
+    tokens: Arc<Tokens>,
+}
+
+impl Server {
+    pub async fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg.pki)?));
+        bootstrap(cfg.store.as_ref()).await?;
+        let tokens = match &cfg.token_file {
+            Some(p) if p.exists() => Tokens::load(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))?,
+            _ => Tokens::default(),
+        };
+        let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
+        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz: Authorizer }), tokens: Arc::new(tokens) })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serve until the process ends.
+    pub async fn run(self) {
+        loop {
+            let Ok((tcp, peer)) = self.listener.accept().await else { continue };
+            let _ = tcp.set_nodelay(true);
+            let tls = self.tls.clone();
+            let api = self.api.clone();
+            let tokens = self.tokens.clone();
+            tokio::spawn(async move {
+                let stream = match tls.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let cert_user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c.as_ref()));
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let api = api.clone();
+                    let tokens = tokens.clone();
+                    let cert_user = cert_user.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, tokens, cert_user, req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
+        }
+    }
+}
+
+fn authenticate(tokens: &Tokens, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Option<User> {
+    if let Some(auth) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) {
+        // A presented token decides alone: a bad one is not rescued by a certificate.
+        return auth.strip_prefix("Bearer ").and_then(|t| tokens.user(t.trim()));
+    }
+    cert_user
+}
+
+async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let public = matches!(path.as_str(), "/version" | "/healthz" | "/livez" | "/readyz");
+    let user = match authenticate(&tokens, cert_user, &req) {
+        Some(u) => u,
+        None if public => User::new("system:anonymous", &["system:unauthenticated"]),
+        None => return ApiError::unauthorized().into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    if parts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY) {
+        return ApiError::too_large().into_response();
+    }
+    let bytes = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::too_large().into_response(),
+    };
+    let started = std::time::Instant::now();
+    let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes).await;
+    tracing::debug!(method = %parts.method, %path, user = %user.name, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+    if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(method = %parts.method, %path, "internal error");
+    }
+    resp
+}

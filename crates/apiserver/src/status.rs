@@ -1,0 +1,173 @@
+//! Errors as Kubernetes `metav1.Status` objects: the one place error classes become HTTP
+//! codes and `reason`s, with the messages kubectl and client libraries show.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::resources::Resource;
+
+/// An API error, rendered as a `Status`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+/// One field problem of an `Invalid` error.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { code, reason, message: message.into(), details: None }
+    }
+
+    fn with_details(mut self, r: &Resource, name: &str) -> Self {
+        let mut d = json!({ "name": name, "kind": r.plural });
+        if !r.group.is_empty() {
+            d["group"] = json!(r.group);
+        }
+        self.details = Some(d);
+        self
+    }
+
+    pub fn not_found(r: &Resource, name: &str) -> Self {
+        Self::new(404, "NotFound", format!("{} \"{name}\" not found", r.group_resource())).with_details(r, name)
+    }
+
+    pub fn already_exists(r: &Resource, name: &str) -> Self {
+        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", r.group_resource())).with_details(r, name)
+    }
+
+    pub fn conflict(r: &Resource, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                r.group_resource()
+            ),
+        )
+        .with_details(r, name)
+    }
+
+    pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
+        let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let kind = if r.group.is_empty() { r.kind.to_string() } else { format!("{}.{}", r.kind, r.group) };
+        let message = if summary.len() == 1 {
+            format!("{kind} \"{name}\" is invalid: {}", summary[0])
+        } else {
+            format!("{kind} \"{name}\" is invalid: [{}]", summary.join(", "))
+        };
+        let mut e = Self::new(422, "Invalid", message);
+        let mut d = json!({ "name": name, "kind": r.kind, "causes": causes.iter().map(|c| json!({
+            "reason": c.reason, "message": c.message, "field": c.field })).collect::<Vec<_>>() });
+        if !r.group.is_empty() {
+            d["group"] = json!(r.group);
+        }
+        e.details = Some(d);
+        e
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    pub fn forbidden(user: &str, verb: &str, r: &Resource, namespace: Option<&str>) -> Self {
+        let scope = match namespace {
+            Some(ns) if r.namespaced => format!("in the namespace \"{ns}\""),
+            _ => "at the cluster scope".to_string(),
+        };
+        let group = if r.group.is_empty() { "\"\"".to_string() } else { format!("\"{}\"", r.group) };
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!("{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group {group} {scope}", r.group_resource(), r.plural),
+        );
+        e.details = Some(json!({ "kind": r.plural, "group": r.group }));
+        e
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn unsupported_media_type(ct: &str) -> Self {
+        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"))
+    }
+
+    pub fn too_large() -> Self {
+        Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
+    }
+
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(410, "Gone", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
+    pub fn to_status(&self) -> Value {
+        let mut v = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            v["details"] = d.clone();
+        }
+        v
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (code, [("content-type", "application/json")], self.to_status().to_string()).into_response()
+    }
+}
+
+impl From<strata_store::Error> for ApiError {
+    fn from(e: strata_store::Error) -> Self {
+        match e {
+            strata_store::Error::Compacted { requested, compacted } => Self::expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            strata_store::Error::Unavailable(m) => Self::unavailable(m),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+/// A success `Status` (returned by deletes of collections and some subresources).
+pub fn success(details: Option<Value>) -> Value {
+    let mut v = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" });
+    if let Some(d) = details {
+        v["details"] = d;
+    }
+    v
+}

@@ -1,0 +1,168 @@
+//! The `meta.k8s.io/v1 Table` form of lists and objects, which `kubectl get` asks for and
+//! prints as is: per-kind columns like the Kubernetes printers, with `NAME` and `AGE`.
+
+use serde_json::{json, Value};
+
+/// Does an Accept header ask for a Table?
+pub fn wants_table(accept: &str) -> bool {
+    accept.split(',').any(|p| p.replace(' ', "").contains("as=Table"))
+}
+
+fn age(obj: &Value) -> String {
+    let Some(ts) = obj["metadata"]["creationTimestamp"].as_str() else { return "<unknown>".into() };
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return "<unknown>".into() };
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=599 => format!("{}m{}s", s / 60, s % 60),
+        600..=10799 => format!("{}m", s / 60),
+        10800..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn count(v: &Value) -> usize {
+    v.as_object().map_or(0, |m| m.len())
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// Columns (name, type) and the cells of one object, for a kind.
+fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
+    let mut c = vec![("Name", "string")];
+    c.extend(match kind {
+        "Pod" => vec![("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string"), ("IP", "string"), ("Node", "string")],
+        "Deployment" => vec![("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
+        "ReplicaSet" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
+        "StatefulSet" => vec![("Ready", "string"), ("Age", "string")],
+        "DaemonSet" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
+        "Service" => vec![("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string"), ("Age", "string")],
+        "ConfigMap" => vec![("Data", "integer"), ("Age", "string")],
+        "Secret" => vec![("Type", "string"), ("Data", "integer"), ("Age", "string")],
+        "Namespace" => vec![("Status", "string"), ("Age", "string")],
+        "Node" => vec![("Status", "string"), ("Roles", "string"), ("Age", "string"), ("Version", "string")],
+        "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
+        "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
+        "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
+        "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        _ => vec![("Age", "string")],
+    });
+    c
+}
+
+fn cells(kind: &str, o: &Value) -> Vec<Value> {
+    let name = json!(s(&o["metadata"]["name"]));
+    let st = &o["status"];
+    let sp = &o["spec"];
+    let mut c = vec![name];
+    match kind {
+        "Pod" => {
+            let statuses = st["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let total = sp["containers"].as_array().map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|c| c["ready"].as_bool() == Some(true)).count();
+            let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
+            let phase = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating".into() } else { s(&st["phase"]) };
+            let ip = st["podIP"].as_str().unwrap_or("<none>").to_string();
+            let node = sp["nodeName"].as_str().unwrap_or("<none>").to_string();
+            c.extend([json!(format!("{ready}/{total}")), json!(phase), json!(restarts.to_string()), json!(age(o)), json!(ip), json!(node)]);
+        }
+        "Deployment" => c.extend([
+            json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))),
+            json!(int(&st["updatedReplicas"])),
+            json!(int(&st["availableReplicas"])),
+            json!(age(o)),
+        ]),
+        "ReplicaSet" => c.extend([json!(sp["replicas"].as_i64().unwrap_or(1)), json!(int(&st["replicas"])), json!(int(&st["readyReplicas"])), json!(age(o))]),
+        "StatefulSet" => c.extend([json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))), json!(age(o))]),
+        "DaemonSet" => c.extend([
+            json!(int(&st["desiredNumberScheduled"])),
+            json!(int(&st["currentNumberScheduled"])),
+            json!(int(&st["numberReady"])),
+            json!(int(&st["updatedNumberScheduled"])),
+            json!(int(&st["numberAvailable"])),
+            json!(age(o)),
+        ]),
+        "Service" => {
+            let ports: Vec<String> = sp["ports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| format!("{}/{}", int(&p["port"]), p["protocol"].as_str().unwrap_or("TCP")))
+                .collect();
+            c.extend([
+                json!(sp["type"].as_str().unwrap_or("ClusterIP")),
+                json!(sp["clusterIP"].as_str().unwrap_or("<none>")),
+                json!("<none>"),
+                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                json!(age(o)),
+            ]);
+        }
+        "ConfigMap" => c.extend([json!(count(&o["data"]) + count(&o["binaryData"])), json!(age(o))]),
+        "Secret" => c.extend([json!(o["type"].as_str().unwrap_or("Opaque")), json!(count(&o["data"]) + count(&o["stringData"])), json!(age(o))]),
+        "Namespace" => c.extend([json!(st["phase"].as_str().unwrap_or("Active")), json!(age(o))]),
+        "Node" => {
+            let ready = st["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True");
+            let status = match ready {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            };
+            c.extend([json!(status), json!("<none>"), json!(age(o)), json!(s(&st["nodeInfo"]["kubeletVersion"]))]);
+        }
+        "Job" => {
+            let done = int(&st["succeeded"]);
+            let want = sp["completions"].as_i64().unwrap_or(1);
+            let status = if done >= want { "Complete" } else if int(&st["failed"]) > 0 { "Failed" } else { "Running" };
+            c.extend([json!(status), json!(format!("{done}/{want}")), json!(age(o))]);
+        }
+        "CronJob" => c.extend([
+            json!(s(&sp["schedule"])),
+            json!(sp["suspend"].as_bool().unwrap_or(false)),
+            json!(st["active"].as_array().map_or(0, Vec::len)),
+            json!(st["lastScheduleTime"].as_str().unwrap_or("<none>")),
+            json!(age(o)),
+        ]),
+        "Event" => c.extend([
+            json!(s(&o["type"])),
+            json!(s(&o["reason"])),
+            json!(format!("{}/{}", s(&o["involvedObject"]["kind"]).to_lowercase(), s(&o["involvedObject"]["name"]))),
+            json!(s(&o["message"])),
+        ]),
+        "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        _ => c.push(json!(age(o))),
+    }
+    c
+}
+
+/// Render objects as a Table. `list_meta` carries resourceVersion/continue of the list.
+pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
+    let defs: Vec<Value> = columns(kind)
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| {
+            let priority = if kind == "Pod" && (*name == "IP" || *name == "Node") { 1 } else { 0 };
+            json!({ "name": name, "type": ty, "format": if i == 0 { "name" } else { "" }, "description": "", "priority": priority })
+        })
+        .collect();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            json!({
+                "cells": cells(kind, o),
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"].clone(),
+                }
+            })
+        })
+        .collect();
+    json!({ "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": defs, "rows": rows })
+}

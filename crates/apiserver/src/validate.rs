@@ -1,0 +1,291 @@
+//! Defaulting and validation of the built-in kinds, as the Kubernetes API does them, for the
+//! fields clients rely on: workload selectors and templates, containers, service ports,
+//! secret data. Errors are `Invalid` with one cause per field.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::resources::Resource;
+use crate::status::{ApiError, Cause};
+
+fn required(field: &str) -> Cause {
+    Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+}
+
+fn invalid(field: &str, value: &Value, why: &str) -> Cause {
+    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
+}
+
+/// Default and validate `obj` (already carrying apiVersion/kind/metadata).
+pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    match r.kind {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => workload(r.kind, obj, &mut causes),
+        "Job" => {
+            if obj["spec"]["template"].is_null() {
+                causes.push(required("spec.template"));
+            } else {
+                default_pod_spec(&mut obj["spec"]["template"]["spec"], "spec.template.spec", &mut causes);
+                if obj["spec"]["template"]["spec"]["restartPolicy"] == "Always" {
+                    causes.push(Cause { reason: "FieldValueNotSupported", field: "spec.template.spec.restartPolicy".into(), message: "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"".into() });
+                }
+                if obj["spec"]["template"]["spec"]["restartPolicy"].is_null() {
+                    causes.push(required("spec.template.spec.restartPolicy"));
+                }
+            }
+            for (k, d) in [("backoffLimit", 6), ("completions", 1), ("parallelism", 1)] {
+                if obj["spec"][k].is_null() {
+                    obj["spec"][k] = json!(d);
+                }
+            }
+        }
+        "CronJob" => {
+            if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
+                causes.push(required("spec.schedule"));
+            }
+            if obj["spec"]["jobTemplate"].is_null() {
+                causes.push(required("spec.jobTemplate"));
+            }
+        }
+        "Pod" => default_pod_spec(&mut obj["spec"], "spec", &mut causes),
+        "Service" => service(obj, &mut causes),
+        "Secret" => secret(obj, &mut causes),
+        "ConfigMap" => {
+            if let Some(data) = obj["data"].as_object() {
+                for (k, v) in data {
+                    if !v.is_string() {
+                        causes.push(invalid(&format!("data[{k}]"), v, "must be a string"));
+                    }
+                }
+            }
+        }
+        "Namespace" => {
+            if obj["status"]["phase"].is_null() {
+                obj["status"] = json!({ "phase": "Active" });
+            }
+        }
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        Err(ApiError::invalid(r, &name, causes))
+    }
+}
+
+fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
+    let spec = &mut obj["spec"];
+    if spec.is_null() {
+        causes.push(required("spec"));
+        return;
+    }
+    if kind != "DaemonSet" && spec["replicas"].is_null() {
+        spec["replicas"] = json!(1);
+    }
+    if let Some(n) = spec["replicas"].as_i64() {
+        if n < 0 {
+            causes.push(invalid("spec.replicas", &spec["replicas"], "must be greater than or equal to 0"));
+        }
+    }
+    let selector = spec["selector"].clone();
+    let labels = spec["template"]["metadata"]["labels"].clone();
+    if selector.is_null() {
+        causes.push(required("spec.selector"));
+    } else if !selector_matches(&selector, &labels) {
+        causes.push(invalid("spec.template.metadata.labels", &labels, "`selector` does not match template `labels`"));
+    }
+    if spec["template"].is_null() {
+        causes.push(required("spec.template"));
+    } else {
+        default_pod_spec(&mut spec["template"]["spec"], "spec.template.spec", causes);
+        if spec["template"]["spec"]["restartPolicy"].as_str().is_some_and(|p| p != "Always") {
+            causes.push(Cause { reason: "FieldValueNotSupported", field: "spec.template.spec.restartPolicy".into(), message: "Unsupported value: only \"Always\" is supported".into() });
+        }
+        if spec["template"]["spec"]["restartPolicy"].is_null() {
+            spec["template"]["spec"]["restartPolicy"] = json!("Always");
+        }
+    }
+    if kind == "Deployment" {
+        if spec["strategy"].is_null() {
+            spec["strategy"] = json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" } });
+        }
+        for (k, d) in [("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600)] {
+            if spec[k].is_null() {
+                spec[k] = json!(d);
+            }
+        }
+    }
+}
+
+/// Does a LabelSelector (matchLabels + matchExpressions) select these labels?
+pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let ml = selector["matchLabels"].as_object();
+    let me = selector["matchExpressions"].as_array();
+    if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|m| m.is_empty()) {
+        return false;
+    }
+    let labels_ok = ml.is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let exprs_ok = me.is_none_or(|es| {
+        es.iter().all(|e| {
+            let key = e["key"].as_str().unwrap_or("");
+            let values: Vec<&str> = e["values"].as_array().map(|v| v.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            match e["operator"].as_str().unwrap_or("") {
+                "In" => get(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => get(key).is_some(),
+                "DoesNotExist" => get(key).is_none(),
+                _ => false,
+            }
+        })
+    });
+    labels_ok && exprs_ok
+}
+
+fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec["containers"].as_array().cloned().unwrap_or_default();
+    if containers.is_empty() {
+        causes.push(required(&format!("{path}.containers")));
+    }
+    let mut names = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let name = c["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            causes.push(required(&format!("{path}.containers[{i}].name")));
+        } else if names.contains(&name) {
+            causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{path}.containers[{i}].name"), message: format!("Duplicate value: \"{name}\"") });
+        }
+        names.push(name);
+        if c["image"].as_str().unwrap_or("").is_empty() {
+            causes.push(required(&format!("{path}.containers[{i}].image")));
+        }
+    }
+    if let Some(cs) = spec["containers"].as_array_mut() {
+        for c in cs {
+            if c["terminationMessagePath"].is_null() {
+                c["terminationMessagePath"] = json!("/dev/termination-log");
+            }
+            if c["imagePullPolicy"].is_null() {
+                let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
+                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+            }
+            if let Some(ports) = c["ports"].as_array_mut() {
+                for p in ports {
+                    if p["protocol"].is_null() {
+                        p["protocol"] = json!("TCP");
+                    }
+                }
+            }
+        }
+    }
+    if spec.is_object() {
+        for (k, d) in [("dnsPolicy", json!("ClusterFirst")), ("schedulerName", json!("default-scheduler")), ("terminationGracePeriodSeconds", json!(30))] {
+            if spec[k].is_null() {
+                spec[k] = d;
+            }
+        }
+    }
+}
+
+fn service(obj: &mut Value, causes: &mut Vec<Cause>) {
+    let spec = &mut obj["spec"];
+    if spec["type"].is_null() {
+        spec["type"] = json!("ClusterIP");
+    }
+    let ty = spec["type"].as_str().unwrap_or("").to_string();
+    if !matches!(ty.as_str(), "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        causes.push(Cause { reason: "FieldValueNotSupported", field: "spec.type".into(), message: format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"") });
+    }
+    let headless = spec["clusterIP"] == "None";
+    let ports = spec["ports"].as_array().cloned().unwrap_or_default();
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        causes.push(required("spec.ports"));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        match p["port"].as_i64() {
+            Some(n) if (1..=65535).contains(&n) => {}
+            Some(_) => causes.push(invalid(&format!("spec.ports[{i}].port"), &p["port"], "must be between 1 and 65535, inclusive")),
+            None => causes.push(required(&format!("spec.ports[{i}].port"))),
+        }
+        if ports.len() > 1 && p["name"].as_str().unwrap_or("").is_empty() {
+            causes.push(required(&format!("spec.ports[{i}].name")));
+        }
+    }
+    if let Some(ps) = spec["ports"].as_array_mut() {
+        for p in ps {
+            if p["protocol"].is_null() {
+                p["protocol"] = json!("TCP");
+            }
+            if p["targetPort"].is_null() {
+                p["targetPort"] = p["port"].clone();
+            }
+        }
+    }
+    if spec["sessionAffinity"].is_null() {
+        spec["sessionAffinity"] = json!("None");
+    }
+}
+
+fn secret(obj: &mut Value, causes: &mut Vec<Cause>) {
+    if obj["type"].is_null() {
+        obj["type"] = json!("Opaque");
+    }
+    if let Some(data) = obj["data"].as_object() {
+        for (k, v) in data {
+            let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+            if !ok {
+                causes.push(invalid(&format!("data[{k}]"), v, "must be base64-encoded bytes"));
+            }
+        }
+    }
+    // stringData is write-only: it is merged into data, as the API server does.
+    if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
+        for (k, v) in sd {
+            let enc = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or("").as_bytes());
+            obj["data"][k] = json!(enc);
+        }
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("stringData");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    #[test]
+    fn deployment_without_selector_is_rejected_like_kubernetes() {
+        let d = find("apps", "v1", "deployments").expect("d");
+        let mut o = json!({"metadata": {"name": "web"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        let e = validate(d, &mut o).expect_err("invalid");
+        assert_eq!(e.code, 422);
+        assert!(e.message.starts_with("Deployment.apps \"web\" is invalid: spec.selector: Required value"), "{}", e.message);
+        let mut ok = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        validate(d, &mut ok).expect("valid");
+        assert_eq!(ok["spec"]["replicas"], 1);
+        assert_eq!(ok["spec"]["strategy"]["type"], "RollingUpdate");
+        let mut mismatch = ok.clone();
+        mismatch["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+        assert!(validate(d, &mut mismatch).expect_err("mismatch").message.contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn secrets_and_services() {
+        let s = find("", "v1", "secrets").expect("s");
+        let mut o = json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}});
+        validate(s, &mut o).expect("ok");
+        assert_eq!(o["data"]["k"], "dg==");
+        assert!(o.get("stringData").is_none());
+        let mut bad = json!({"metadata": {"name": "s"}, "data": {"k": "%%%"}});
+        assert_eq!(validate(s, &mut bad).expect_err("bad").code, 422);
+        let svc = find("", "v1", "services").expect("svc");
+        let mut o = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+        validate(svc, &mut o).expect("ok");
+        assert_eq!(o["spec"]["ports"][0]["targetPort"], 80);
+        let mut bad = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 70000}]}});
+        assert!(validate(svc, &mut bad).is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! The control plane's store: one [`Store`] trait with revisions, compare-and-swap,
+//! transactions and watch, the semantics of etcd v3 that Kubernetes relies on.
+//!
+//! - Every successful write bumps one global revision; each key remembers the revision that
+//!   created it and the one that last modified it (its `resourceVersion`).
+//! - [`Store::watch`] delivers every change under a prefix after a given revision, in
+//!   revision order, first from history and then live; a revision older than the last
+//!   compaction is [`Error::Compacted`] ("too old, relist").
+//! - A write is acknowledged only once it is durable.
+//!
+//! Backends: [`embedded::Embedded`] (redb, the default) and [`etcd::Etcd`] (an etcd v3
+//! cluster). `tests/conformance.rs` runs one suite of checks against both.
+
+pub mod embedded;
+pub mod etcd;
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+
+/// A stored value with its revisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+}
+
+/// A page of a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListResult {
+    pub items: Vec<KeyValue>,
+    /// The store's revision when the list was read.
+    pub revision: u64,
+    /// More keys follow the last item.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change. For a delete, `kv` is the value as it was before deletion and
+/// `kv.mod_revision` is the revision of the delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// For puts that replaced a value, the previous value.
+    pub prev: Option<KeyValue>,
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Event>> + Send>>;
+
+/// A condition on a key for [`Store::txn`].
+#[derive(Clone, Debug)]
+pub enum Compare {
+    /// The key's mod revision equals this (0 = the key does not exist).
+    ModRevision(String, u64),
+}
+
+/// One write in a transaction.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    #[error("key {0} not found")]
+    NotFound(String),
+    /// The compare-and-swap failed: `current` is the key's mod revision now (0 = absent).
+    #[error("key {key} was modified (now at revision {current})")]
+    Conflict { key: String, current: u64 },
+    #[error("transaction conditions failed")]
+    TxnFailed,
+    /// The requested revision is older than the oldest one kept.
+    #[error("revision {requested} has been compacted (oldest kept is {compacted})")]
+    Compacted { requested: u64, compacted: u64 },
+    /// A watcher fell too far behind the live stream and must relist.
+    #[error("watch fell behind; relist")]
+    Lagged,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The store interface. Keys are `/`-separated strings; values opaque bytes.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Keys starting with `prefix`, in key order, after `start_after` (exclusive), at most
+    /// `limit` (0 = all).
+    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
+    /// Count keys under a prefix.
+    async fn count(&self, prefix: &str) -> Result<u64>;
+    /// Create if absent; returns the new revision.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64>;
+    /// Replace if the key's mod revision is `expected` (0 = any existing value).
+    async fn update(&self, key: &str, value: Vec<u8>, expected: u64) -> Result<u64>;
+    /// Delete if the key's mod revision is `expected` (0 = any); returns the deleted value with
+    /// `mod_revision` set to the delete's revision.
+    async fn delete(&self, key: &str, expected: u64) -> Result<KeyValue>;
+    /// Apply `ops` atomically if every compare holds; returns the new revision.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<u64>;
+    /// Changes under `prefix` with revision > `after`, history first, then live.
+    ///
+    /// If `after + 1` has been compacted away this is [`Error::Compacted`]; a compaction racing
+    /// with the call may instead arrive as the stream's first item, so watchers handle both.
+    /// A stream that fails yields one error and ends.
+    async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream>;
+    /// The current revision.
+    async fn revision(&self) -> Result<u64>;
+    /// Forget history up to (and excluding) `revision`.
+    async fn compact(&self, revision: u64) -> Result<()>;
+}

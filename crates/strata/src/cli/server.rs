@@ -1,0 +1,69 @@
+//! `strata server`: the control plane in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use strata_apiserver::{pki, Server, ServerConfig};
+use strata_store::Store;
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Holds the store, the CA, certificates and the kubeconfig.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "/var/lib/strata")]
+    pub data_dir: PathBuf,
+    /// Address and port of the HTTPS API.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    pub listen: SocketAddr,
+    /// Store: `embedded` (default, in the data dir) or `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// Run the control plane only (no node agent on this machine).
+    #[arg(long)]
+    pub no_agent: bool,
+    /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+}
+
+pub fn run(a: ServerArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(serve(a))
+}
+
+async fn serve(a: ServerArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let store: Arc<dyn Store> = match a.store.as_str() {
+        "embedded" => {
+            let path = a.data_dir.join("store.redb");
+            Arc::new(strata_store::embedded::Embedded::open(&path).with_context(|| format!("opening the store {}", path.display()))?)
+        }
+        other if other.starts_with("etcd://") => {
+            anyhow::bail!("the etcd store backend is not available in this build yet ({other})")
+        }
+        other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
+    };
+    let pki = pki::ensure(&a.data_dir.join("pki"), &a.tls_san)?;
+    let server = Server::bind(ServerConfig { listen: a.listen, pki: pki.clone(), token_file: a.token_file, store }).await?;
+    let addr = server.local_addr().unwrap_or(a.listen);
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let kubeconfig = a.data_dir.join("kubeconfig");
+    pki::write_kubeconfig(&pki, &kubeconfig, &format!("https://{host}:{}", addr.port()))?;
+    if !a.no_agent {
+        tracing::info!("the node agent is not part of this build yet; running the control plane only");
+    }
+    eprintln!("strata server listening on https://{addr}");
+    eprintln!("kubeconfig: {}", kubeconfig.display());
+    eprintln!("  export KUBECONFIG={}", kubeconfig.display());
+    tokio::select! {
+        _ = server.run() => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("strata server: shutting down"),
+    }
+    Ok(())
+}
