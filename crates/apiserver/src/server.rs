@@ -160,6 +160,26 @@ fn authenticate(tokens: &Tokens, cert_user: Option<User>, req: &Request<hyper::b
     cert_user
 }
 
+/// Read a request body of at most [`MAX_BODY`] bytes. A larger one is read on (and dropped)
+/// up to a hard cap so that the client receives the 413 instead of a reset connection.
+async fn read_body(body: Body) -> Option<axum::body::Bytes> {
+    use futures_util::StreamExt;
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return None };
+        total += chunk.len();
+        if total <= MAX_BODY {
+            buf.extend_from_slice(&chunk);
+        } else if total > DRAIN_CAP {
+            return None;
+        }
+    }
+    (total <= MAX_BODY).then(|| buf.into())
+}
+
 async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let public = matches!(path.as_str(), "/version" | "/healthz" | "/livez" | "/readyz");
@@ -169,12 +189,9 @@ async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, 
         None => return ApiError::unauthorized().into_response(),
     };
     let (parts, body) = req.into_parts();
-    if parts.headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY) {
-        return ApiError::too_large().into_response();
-    }
-    let bytes = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::too_large().into_response(),
+    let bytes = match read_body(Body::new(body)).await {
+        Some(b) => b,
+        None => return ApiError::too_large().into_response(),
     };
     let started = std::time::Instant::now();
     let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes).await;

@@ -142,3 +142,5 @@ fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
     }
     v
 }
+
+pub mod server;

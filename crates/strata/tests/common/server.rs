@@ -1,0 +1,181 @@
+//! A real `strata server` process on a free loopback port with a private data dir, and
+//! helpers to drive it with the real `kubectl`, `curl` and the Python `kubernetes` client.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ApiServer {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `strata server` flags (e.g. `--token-file`).
+    pub fn start_with(extra: &[&str]) -> ApiServer {
+        let dir = tempfile::Builder::new().prefix("strata-api-").tempdir_in("/var/tmp").expect("tempdir");
+        let port = super::free_port();
+        let mut s = ApiServer { dir, port, child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn strata server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.kubeconfig().exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("strata server did not come up: {}", std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default());
+    }
+
+    /// Stop with SIGTERM (or SIGKILL with `hard`) and start again on the same data dir.
+    pub fn restart(&mut self, hard: bool) {
+        self.stop(hard);
+        self.spawn();
+    }
+
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut c) = self.child.take() {
+            if hard {
+                let _ = c.kill();
+            } else {
+                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut c = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(s) = stdin {
+            c.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
+        }
+        c.wait_with_output().expect("kubectl output")
+    }
+
+    /// `kubectl ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_stdin(args, None)
+    }
+
+    pub fn ok_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl ARGS`, asserting failure; returns stderr.
+    pub fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(args, stdin);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A raw HTTPS request with curl as the admin (client certificate) or with a token or
+    /// anonymously. Returns (HTTP status, body).
+    pub fn curl(&self, method: &str, path: &str, auth: Auth, content_type: Option<&str>, body: Option<&[u8]>) -> (u16, String) {
+        use std::io::Write;
+        let pki = self.dir.path().join("pki");
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(pki.join("ca.crt"));
+        match auth {
+            Auth::Admin => {
+                c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+            }
+            Auth::Token(t) => {
+                c.arg("-H").arg(format!("Authorization: Bearer {t}"));
+            }
+            Auth::Anonymous => {}
+        }
+        if let Some(ct) = content_type {
+            c.arg("-H").arg(format!("Content-Type: {ct}"));
+        }
+        if body.is_some() {
+            c.args(["--data-binary", "@-"]);
+        }
+        c.arg(format!("{}{path}", self.url())).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("curl");
+        if let Some(b) = body {
+            let mut stdin = child.stdin.take().expect("stdin");
+            let _ = stdin.write_all(b);
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = child.wait_with_output().expect("curl output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Run a Python script from tests/python with the kubeconfig; asserts it succeeds.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+        let out = Command::new("python3").arg(path).args(args).env("KUBECONFIG", self.kubeconfig()).output().expect("python3");
+        assert!(out.status.success(), "{script} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    Admin,
+    Token(&'a str),
+    Anonymous,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
