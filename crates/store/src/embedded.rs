@@ -510,7 +510,6 @@ impl Store for Embedded {
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
         // Subscribe before reading history so nothing committed in between is missed; events
         // seen in both are dropped by revision.
-        let mut live = self.inner.events.subscribe();
         let db = self.inner.db.clone();
         let p = prefix.to_string();
         let (history, compacted) = tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64)> {
@@ -539,6 +538,7 @@ impl Store for Embedded {
         if after + 1 < compacted {
             return Err(Error::Compacted { requested: after, compacted });
         }
+        let mut live = self.inner.events.subscribe();
         // Live events at or below the last revision replayed from history were already sent.
         let cutoff = history.last().map_or(after, |e| e.kv.mod_revision);
         let prefix = prefix.to_string();

@@ -100,6 +100,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The first key of the range of keys starting with `prefix`: etcd refuses an empty key, and
+/// `"\0"` is the smallest non-empty one.
+fn range_start(prefix: Vec<u8>) -> Vec<u8> {
+    if prefix.is_empty() {
+        vec![0]
+    } else {
+        prefix
+    }
+}
+
 impl Etcd {
     /// Connect to an etcd cluster (`http://host:port` endpoints) and check it answers.
     pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
@@ -179,6 +189,7 @@ impl Etcd {
     async fn compacted_revision(&self, start: i64) -> Option<u64> {
         let key = self.full("");
         let opts = WatchOptions::new().with_range(prefix_end(&key)).with_start_revision(start);
+        let key = range_start(key);
         let mut ws = self.client.watch_client().watch(key, Some(opts)).await.ok()?;
         let wait = async {
             while let Ok(Some(resp)) = ws.message().await {
@@ -274,7 +285,7 @@ impl Store for Etcd {
                 k.push(0);
                 k
             }
-            _ => full.clone(),
+            _ => range_start(full.clone()),
         };
         let opts = GetOptions::new()
             .with_range(prefix_end(&full))
@@ -290,7 +301,7 @@ impl Store for Etcd {
     async fn count(&self, prefix: &str) -> Result<u64> {
         let full = self.full(prefix);
         let opts = GetOptions::new().with_range(prefix_end(&full)).with_count_only();
-        let resp = self.client.kv_client().get(full, Some(opts)).await.map_err(map_err)?;
+        let resp = self.client.kv_client().get(range_start(full), Some(opts)).await.map_err(map_err)?;
         Ok(rev_u64(resp.count()))
     }
 
@@ -365,14 +376,14 @@ impl Store for Etcd {
         // does. (A compaction between this check and the watch still arrives, as the stream's
         // first item.) A future revision is fine for a watch: its error is ignored.
         let probe = GetOptions::new().with_revision(start).with_count_only();
-        if let Err(e) = self.client.kv_client().get(full.clone(), Some(probe)).await {
+        if let Err(e) = self.client.kv_client().get(range_start(full.clone()), Some(probe)).await {
             if is_compacted(&e) {
                 let compacted = self.compacted_revision(start).await.unwrap_or(0);
                 return Err(Error::Compacted { requested: after, compacted });
             }
         }
         let opts = WatchOptions::new().with_range(prefix_end(&full)).with_start_revision(start).with_prev_key();
-        let mut stream = self.client.watch_client().watch(full, Some(opts)).await.map_err(map_err)?;
+        let mut stream = self.client.watch_client().watch(range_start(full), Some(opts)).await.map_err(map_err)?;
         // etcd answers a watch request with a "created" response first (or an immediate
         // cancellation); wait for it, so the watch is registered when this returns.
         match stream.message().await.map_err(map_err)? {
@@ -390,7 +401,7 @@ impl Store for Etcd {
     }
 
     async fn revision(&self) -> Result<u64> {
-        let key = if self.namespace.is_empty() { vec![0] } else { self.full("") };
+        let key = range_start(self.full(""));
         let resp = self.client.kv_client().get(key, Some(GetOptions::new().with_count_only())).await.map_err(map_err)?;
         header_revision(resp.header())
     }

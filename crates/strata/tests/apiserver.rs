@@ -3,11 +3,13 @@
 
 mod common;
 
+on_both_backends!(system_namespaces_and_discovery, apply_edit_patch_scale_delete_with_kubectl, watch_streams_added_modified_deleted, python_client_pagination_conflicts_watch, rbac_allows_and_denies, bad_input_gets_kubernetes_errors_and_stores_nothing, restart_keeps_everything_and_kill9_loses_no_acknowledged_write);
+
 use std::io::BufRead;
 use std::time::Duration;
 
 use common::eventually;
-use common::server::{ApiServer, Auth};
+use common::server::{ApiServer, Auth, Backend};
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -56,9 +58,8 @@ spec:
       containers: [{name: once, image: busybox, command: ["true"]}]
 "#;
 
-#[test]
-fn system_namespaces_and_discovery() {
-    let s = ApiServer::start();
+fn system_namespaces_and_discovery(backend: Backend) {
+    let s = ApiServer::start(backend);
     let ns = s.ok(&["get", "ns", "-o", "name"]);
     for want in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(&format!("namespace/{want}")), "{ns}");
@@ -72,9 +73,8 @@ fn system_namespaces_and_discovery() {
     assert_eq!(code, 200);
 }
 
-#[test]
-fn apply_edit_patch_scale_delete_with_kubectl() {
-    let s = ApiServer::start();
+fn apply_edit_patch_scale_delete_with_kubectl(backend: Backend) {
+    let s = ApiServer::start(backend);
     let out = s.ok_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT));
     for want in ["deployment.apps/web created", "service/web created", "configmap/settings created", "secret/creds created", "job.batch/once created"] {
         assert!(out.contains(want), "{out}");
@@ -120,9 +120,8 @@ fn apply_edit_patch_scale_delete_with_kubectl() {
     assert!(s.ok(&["get", "deploy,svc,cm,secrets,jobs", "-o", "name"]).trim().is_empty());
 }
 
-#[test]
-fn watch_streams_added_modified_deleted() {
-    let s = ApiServer::start();
+fn watch_streams_added_modified_deleted(backend: Backend) {
+    let s = ApiServer::start(backend);
     let mut w = std::process::Command::new("kubectl")
         .args(["get", "cm", "-w", "--output-watch-events"])
         .env("KUBECONFIG", s.kubeconfig())
@@ -155,21 +154,19 @@ fn watch_streams_added_modified_deleted() {
     assert_eq!(events, ["ADDED watched", "MODIFIED watched", "DELETED watched"]);
 }
 
-#[test]
-fn python_client_pagination_conflicts_watch() {
-    let s = ApiServer::start();
+fn python_client_pagination_conflicts_watch(backend: Backend) {
+    let s = ApiServer::start(backend);
     assert_eq!(s.python("pagination_conflict.py", &[]).trim(), "ok");
     // kubectl pages too (--chunk-size) and sees everything.
     let s2 = s.ok(&["get", "ns", "--chunk-size", "1", "-o", "name"]);
     assert_eq!(s2.lines().count(), 4, "{s2}");
 }
 
-#[test]
-fn rbac_allows_and_denies() {
+fn rbac_allows_and_denies(backend: Backend) {
     let dir = tempfile::tempdir().expect("tmp");
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, "alice-token,alice,1001,\"dev\"\n").expect("tokens");
-    let s = ApiServer::start_with(&["--token-file", tokens.to_str().expect("path")]);
+    let s = ApiServer::start_with(backend, &["--token-file", tokens.to_str().expect("path")]);
     s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n"));
     s.ok_stdin(&["apply", "-f", "-"], Some(r#"
 apiVersion: rbac.authorization.k8s.io/v1
@@ -206,9 +203,8 @@ metadata: {name: visible, namespace: team}
     assert!(!s.ok(&["get", "cm", "-n", "team", "-o", "name"]).contains("nope"));
 }
 
-#[test]
-fn bad_input_gets_kubernetes_errors_and_stores_nothing() {
-    let s = ApiServer::start();
+fn bad_input_gets_kubernetes_errors_and_stores_nothing(backend: Backend) {
+    let s = ApiServer::start(backend);
     let post = |path: &str, ct: &str, body: &[u8]| s.curl("POST", path, Auth::Admin, Some(ct), Some(body));
     let cms = "/api/v1/namespaces/default/configmaps";
     let (code, body) = post(cms, "application/json", b"{not json");
@@ -242,9 +238,8 @@ fn bad_input_gets_kubernetes_errors_and_stores_nothing() {
     assert!(body.contains("AlreadyExists"));
 }
 
-#[test]
-fn restart_keeps_everything_and_kill9_loses_no_acknowledged_write() {
-    let mut s = ApiServer::start();
+fn restart_keeps_everything_and_kill9_loses_no_acknowledged_write(backend: Backend) {
+    let mut s = ApiServer::start(backend);
     s.ok_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT));
     s.restart(false);
     let names = s.ok(&["get", "deploy,svc,cm,secret,job", "-o", "name"]);

@@ -44,7 +44,13 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
             Arc::new(strata_store::embedded::Embedded::open(&path).with_context(|| format!("opening the store {}", path.display()))?)
         }
         other if other.starts_with("etcd://") => {
-            anyhow::bail!("the etcd store backend is not available in this build yet ({other})")
+            let endpoints: Vec<String> = other["etcd://".len()..]
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(|e| if e.contains("://") { e.to_string() } else { format!("http://{e}") })
+                .collect();
+            let etcd = strata_store::etcd::Etcd::connect(&endpoints).await.with_context(|| format!("connecting to {other}"))?;
+            Arc::new(etcd.with_namespace("/strata"))
         }
         other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
     };

@@ -7,23 +7,79 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Which store the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// A real etcd (Debian's `etcd-server`) on free loopback ports, killed on drop.
+pub struct EtcdProcess {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    pub fn start() -> EtcdProcess {
+        let dir = tempfile::tempdir().expect("etcd dir");
+        let (cp, pp) = (super::free_port(), super::free_port());
+        let client = format!("http://127.0.0.1:{cp}");
+        let peer = format!("http://127.0.0.1:{pp}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd must be installed (apt-get install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", cp)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        EtcdProcess { child, endpoint: format!("127.0.0.1:{cp}"), _dir: dir }
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    _etcd: Option<EtcdProcess>,
 }
 
 impl ApiServer {
-    pub fn start() -> ApiServer {
-        Self::start_with(&[])
+    pub fn start(backend: Backend) -> ApiServer {
+        Self::start_with(backend, &[])
     }
 
     /// Start with extra `strata server` flags (e.g. `--token-file`).
-    pub fn start_with(extra: &[&str]) -> ApiServer {
+    pub fn start_with(backend: Backend, extra: &[&str]) -> ApiServer {
         let dir = tempfile::Builder::new().prefix("strata-api-").tempdir_in("/var/tmp").expect("tempdir");
         let port = super::free_port();
-        let mut s = ApiServer { dir, port, child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let etcd = match backend {
+            Backend::Embedded => None,
+            Backend::Etcd => {
+                let e = EtcdProcess::start();
+                extra.extend(["--store".to_string(), format!("etcd://{}", e.endpoint)]);
+                Some(e)
+            }
+        };
+        let mut s = ApiServer { dir, port, child: None, extra, _etcd: etcd };
         s.spawn();
         s
     }
@@ -178,4 +234,23 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop(true);
     }
+}
+
+/// Run a test body once per store backend, as two separate tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn embedded() {
+                    super::$name($crate::common::server::Backend::Embedded)
+                }
+                #[test]
+                fn etcd() {
+                    super::$name($crate::common::server::Backend::Etcd)
+                }
+            }
+        )*
+    };
 }
