@@ -16,12 +16,16 @@ use serde_json::{json, Value};
 use strata_store::{EventKind, Store};
 
 use crate::auth::{Authorizer, User};
+use crate::fields::FieldValidation;
 use crate::object::{self, name_of, with_rv};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError};
 use crate::{discovery, patch, table};
 
+
+/// Most keys read from the store at once.
+const STORE_PAGE: usize = 1000;
 
 /// Largest request body accepted (Kubernetes' limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -163,19 +167,20 @@ impl Api {
         if info.subresource.as_deref() == Some("scale") {
             return self.scale(&info, verb, headers, &body, dry_run).await;
         }
+        let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         match verb {
             "get" => self.get(&info, accept).await,
             "list" => self.list(&info, &q, accept).await,
             "watch" => self.watch(&info, &q, table::wants_table(accept)).await,
             "create" => {
                 let obj = parse_body(headers, &body)?;
-                self.create(&info, obj, dry_run).await
+                self.create(&info, obj, dry_run, fv).await
             }
             "update" => {
                 let obj = parse_body(headers, &body)?;
-                self.update(&info, obj, dry_run).await
+                self.update(&info, obj, dry_run, fv).await
             }
-            "patch" => self.patch(&info, headers, &body, dry_run).await,
+            "patch" => self.patch(&info, headers, &body, dry_run, fv).await,
             "delete" => self.delete(&info, &body, dry_run).await,
             "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
             _ => Err(ApiError::method_not_allowed("unsupported verb")),
@@ -258,7 +263,8 @@ impl Api {
         let mut items = Vec::new();
         let mut next: Option<String> = None;
         loop {
-            let want = if limit == 0 { 0 } else { (limit - items.len()).max(1) };
+            // Read the store in bounded pages even for unlimited lists (etcd caps message sizes).
+            let want = if limit == 0 { STORE_PAGE } else { (limit - items.len()).clamp(1, STORE_PAGE) };
             let page = self.store.list(&prefix, start_after.as_deref(), want).await?;
             list_rev.get_or_insert(page.revision);
             let last_key = page.items.last().map(|kv| kv.key.clone());
@@ -405,11 +411,12 @@ impl Api {
         }
     }
 
-    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
         let r = info.resource;
         if info.subresource.is_some() {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
         }
+        let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
         let name = name_of(&obj).to_string();
@@ -425,13 +432,13 @@ impl Api {
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
         match self.store.create(&key, object::for_storage(&obj)).await {
-            Ok(rev) => Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev))),
+            Ok(rev) => Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings)),
             Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
@@ -449,9 +456,10 @@ impl Api {
         if expected != rev {
             return Err(ApiError::conflict(r, &name));
         }
+        let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_update(r, &mut obj, &old, status_only)?;
         crate::validate::validate(r, &mut obj)?;
-        self.write_update(info, obj, &old, expected, dry_run).await
+        Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
     }
 
     /// Store an updated object; an object being deleted whose last finalizer went away is
@@ -485,7 +493,7 @@ impl Api {
         }
     }
 
-    async fn patch(&self, info: &RequestInfo, headers: &HeaderMap, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+    async fn patch(&self, info: &RequestInfo, headers: &HeaderMap, body: &Bytes, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
@@ -506,11 +514,12 @@ impl Api {
                 Some(rv) if rv != rev.to_string() => return Err(ApiError::conflict(r, &name)),
                 _ => rev,
             };
+            let warnings = crate::fields::check(r, &mut new, fv)?;
             object::prepare_update(r, &mut new, &old, status_only)?;
             crate::validate::validate(r, &mut new)?;
             match self.write_update(info, new, &old, expected, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
-                other => return other,
+                other => return other.map(|resp| with_warnings(resp, &warnings)),
             }
         }
         Err(ApiError::conflict(r, &name))
@@ -677,9 +686,23 @@ async fn finalize_namespace(store: Arc<dyn Store>, ns: String) {
     }
 }
 
+/// Add a `Warning` header (RFC 7234 code 299, as Kubernetes sends) per message.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(h) = axum::http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append("warning", h);
+        }
+    }
+    resp
+}
+
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let base = ct.split(';').next().unwrap_or("").trim();
+    if base == crate::protobuf::CONTENT_TYPE {
+        return Ok(crate::protobuf::decode(body)?);
+    }
     if !matches!(base, "application/json" | "" | "*/*") {
         return Err(ApiError::unsupported_media_type(ct));
     }

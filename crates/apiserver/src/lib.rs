@@ -12,10 +12,12 @@
 pub mod api;
 pub mod auth;
 pub mod discovery;
+pub mod fields;
 pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

@@ -260,7 +260,7 @@ async fn run_backend(backend: &str, store: &str, clients: usize, pods: usize) ->
     for _ in 0..10 {
         let t = Instant::now();
         let (code, body) = call(&mut c0, "GET", "/api/v1/namespaces/default/pods", None).await;
-        assert_eq!(code, 200);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
         list.push(t.elapsed());
         let v: serde_json::Value = serde_json::from_slice(&body).expect("list json");
         assert_eq!(v["items"].as_array().map(Vec::len), Some(pods));
