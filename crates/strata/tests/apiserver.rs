@@ -228,6 +228,13 @@ fn bad_input_gets_kubernetes_errors_and_stores_nothing(backend: Backend) {
     let (code, body) = post("/api/v1/namespaces/missing/configmaps", "application/json", br#"{"metadata":{"name":"x"}}"#);
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("namespaces \\\"missing\\\" not found"));
+    // Unknown fields: kubectl asks for Strict validation and gets the server's error.
+    let typo = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typo, lables: {a: b}}\ndtaa: {a: b}\n";
+    let err = s.fails(&["apply", "-f", "-"], Some(typo));
+    assert!(err.contains("strict decoding error: unknown field \"dtaa\", unknown field \"metadata.lables\""), "{err}");
+    let out = s.kubectl_stdin(&["apply", "--validate=warn", "-f", "-"], Some(typo));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"dtaa\""));
+    s.ok(&["delete", "cm", "typo"]);
     // An unknown kind is refused (kubectl cannot map it; the message is kubectl's own).
     s.fails(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n"));
     assert!(s.ok(&["get", "cm", "-o", "name"]).trim().is_empty(), "nothing was stored");
