@@ -172,6 +172,10 @@ impl Api {
             "get" => self.get(&info, accept).await,
             "list" => self.list(&info, &q, accept).await,
             "watch" => self.watch(&info, &q, table::wants_table(accept)).await,
+            "create" if info.subresource.as_deref() == Some("binding") => {
+                let obj = parse_body(headers, &body)?;
+                self.bind(&info, obj, dry_run).await
+            }
             "create" => {
                 let obj = parse_body(headers, &body)?;
                 self.create(&info, obj, dry_run, fv).await
@@ -523,6 +527,25 @@ impl Api {
             }
         }
         Err(ApiError::conflict(r, &name))
+    }
+
+    /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once.
+    async fn bind(&self, info: &RequestInfo, binding: Value, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+        if node.is_empty() {
+            let c = crate::status::Cause { reason: "FieldValueRequired", field: "target.name".into(), message: "Required value".into() };
+            return Err(ApiError::invalid(r, &name, vec![c]));
+        }
+        let (pod, rev) = self.load(info).await?;
+        if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"")));
+        }
+        let mut new = pod.clone();
+        new["spec"]["nodeName"] = json!(node);
+        self.write_update(info, new, &pod, rev, dry_run).await?;
+        Ok(json_response(StatusCode::CREATED, &status::success(None)))
     }
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and

@@ -69,6 +69,9 @@ pub enum K {
     Bytes,
     /// A message of the schema, by name.
     Msg(&'static str),
+    /// A message whose fields Go embeds in the parent's JSON (`ProbeHandler` in `Probe`,
+    /// `VolumeSource` in `Volume`, `LocalObjectReference` in `ConfigMapKeySelector`, ...).
+    Inline(&'static str),
     /// `meta/v1.Time` {seconds=1, nanos=2}: RFC 3339 to the second (Kubernetes drops nanos).
     Time,
     /// `meta/v1.MicroTime`: RFC 3339 with microseconds.
@@ -282,10 +285,12 @@ fn message(name: &'static str, buf: &[u8], depth: usize) -> Result<Value, Fault>
                     m.insert(key, val);
                 }
             }
-            C::Omit | C::Keep => {
-                let v = value(name, k, wire, &mut r, depth)?;
-                out.insert(json.to_string(), v);
-            }
+            C::Omit | C::Keep => match value(name, k, wire, &mut r, depth)? {
+                Value::Object(inner) if matches!(k, K::Inline(_)) => out.extend(inner),
+                v => {
+                    out.insert(json.to_string(), v);
+                }
+            },
         }
     }
     for f in fields.iter().filter(|f| f.3 == C::Omit) {
@@ -327,7 +332,7 @@ fn value(name: &'static str, k: K, wire: u8, r: &mut Reader<'_>, depth: usize) -
         K::Bool | K::I32 | K::I64 => scalar(k, r.varint().map_err(bad)?),
         K::Str => Value::String(utf8(r.bytes().map_err(bad)?).map_err(bad)?),
         K::Bytes => Value::String(base64::engine::general_purpose::STANDARD.encode(r.bytes().map_err(bad)?)),
-        K::Msg(m) => message(m, r.bytes().map_err(bad)?, depth + 1)?,
+        K::Msg(m) | K::Inline(m) => message(m, r.bytes().map_err(bad)?, depth + 1)?,
         K::Time | K::MicroTime => time(r.bytes().map_err(bad)?, k == K::MicroTime).map_err(|w| Fault::Malformed("Time", w))?,
         K::IntOrStr => int_or_string(r.bytes().map_err(bad)?).map_err(|w| Fault::Malformed("IntOrString", w))?,
         K::Quantity => one_field(r.bytes().map_err(bad)?).and_then(utf8).map(Value::String).map_err(|w| Fault::Malformed("Quantity", w))?,
@@ -343,7 +348,7 @@ fn value(name: &'static str, k: K, wire: u8, r: &mut Reader<'_>, depth: usize) -
 fn zero_of(k: K) -> Value {
     match k {
         K::Str | K::Bytes | K::Quantity => Value::String(String::new()),
-        K::Msg(_) => Value::Object(Map::new()),
+        K::Msg(_) | K::Inline(_) => Value::Object(Map::new()),
         K::Bool => Value::Bool(false),
         K::I32 | K::I64 | K::IntOrStr => Value::from(0),
         K::Time | K::MicroTime | K::Raw => Value::Null,
@@ -440,7 +445,7 @@ pub mod schema {
     ("PortStatus", &[F(1, "port", I32, Keep), F(2, "protocol", Str, Keep), F(3, "error", Str, Keep)]),
     ("Pod", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("PodSpec"), Keep), F(3, "status", Msg("PodStatus"), Keep)]),
     ("PodSpec", &[F(1, "volumes", Msg("Volume"), Rep), F(20, "initContainers", Msg("Container"), Rep), F(2, "containers", Msg("Container"), Rep), F(34, "ephemeralContainers", Msg("EphemeralContainer"), Rep), F(3, "restartPolicy", Str, Omit), F(4, "terminationGracePeriodSeconds", I64, Keep), F(5, "activeDeadlineSeconds", I64, Keep), F(6, "dnsPolicy", Str, Omit), F(7, "nodeSelector", Str, Map), F(8, "serviceAccountName", Str, Omit), F(9, "serviceAccount", Str, Omit), F(21, "automountServiceAccountToken", Bool, Keep), F(10, "nodeName", Str, Omit), F(11, "hostNetwork", Bool, Omit), F(12, "hostPID", Bool, Omit), F(13, "hostIPC", Bool, Omit), F(27, "shareProcessNamespace", Bool, Keep), F(14, "securityContext", Msg("PodSecurityContext"), Keep), F(15, "imagePullSecrets", Msg("LocalObjectReference"), Rep), F(16, "hostname", Str, Omit), F(17, "subdomain", Str, Omit), F(18, "affinity", Msg("Affinity"), Keep), F(19, "schedulerName", Str, Omit), F(22, "tolerations", Msg("Toleration"), Rep), F(23, "hostAliases", Msg("HostAlias"), Rep), F(24, "priorityClassName", Str, Omit), F(25, "priority", I32, Keep), F(26, "dnsConfig", Msg("PodDNSConfig"), Keep), F(28, "readinessGates", Msg("PodReadinessGate"), Rep), F(29, "runtimeClassName", Str, Keep), F(30, "enableServiceLinks", Bool, Keep), F(31, "preemptionPolicy", Str, Keep), F(32, "overhead", Quantity, Map), F(33, "topologySpreadConstraints", Msg("TopologySpreadConstraint"), Rep), F(35, "setHostnameAsFQDN", Bool, Keep), F(36, "os", Msg("PodOS"), Keep), F(37, "hostUsers", Bool, Keep), F(38, "schedulingGates", Msg("PodSchedulingGate"), Rep), F(39, "resourceClaims", Msg("PodResourceClaim"), Rep), F(40, "resources", Msg("ResourceRequirements"), Keep), F(41, "hostnameOverride", Str, Keep), F(43, "schedulingGroup", Msg("PodSchedulingGroup"), Keep), F(44, "evictionResponders", Msg("EvictionResponder"), Rep)]),
-    ("Volume", &[F(1, "name", Str, Keep), F(2, "volumeSource", Msg("VolumeSource"), Keep)]),
+    ("Volume", &[F(1, "name", Str, Keep), F(2, "volumeSource", Inline("VolumeSource"), Keep)]),
     ("VolumeSource", &[F(1, "hostPath", Msg("HostPathVolumeSource"), Keep), F(2, "emptyDir", Msg("EmptyDirVolumeSource"), Keep), F(3, "gcePersistentDisk", Msg("GCEPersistentDiskVolumeSource"), Keep), F(4, "awsElasticBlockStore", Msg("AWSElasticBlockStoreVolumeSource"), Keep), F(5, "gitRepo", Msg("GitRepoVolumeSource"), Keep), F(6, "secret", Msg("SecretVolumeSource"), Keep), F(7, "nfs", Msg("NFSVolumeSource"), Keep), F(8, "iscsi", Msg("ISCSIVolumeSource"), Keep), F(9, "glusterfs", Msg("GlusterfsVolumeSource"), Keep), F(10, "persistentVolumeClaim", Msg("PersistentVolumeClaimVolumeSource"), Keep), F(11, "rbd", Msg("RBDVolumeSource"), Keep), F(12, "flexVolume", Msg("FlexVolumeSource"), Keep), F(13, "cinder", Msg("CinderVolumeSource"), Keep), F(14, "cephfs", Msg("CephFSVolumeSource"), Keep), F(15, "flocker", Msg("FlockerVolumeSource"), Keep), F(16, "downwardAPI", Msg("DownwardAPIVolumeSource"), Keep), F(17, "fc", Msg("FCVolumeSource"), Keep), F(18, "azureFile", Msg("AzureFileVolumeSource"), Keep), F(19, "configMap", Msg("ConfigMapVolumeSource"), Keep), F(20, "vsphereVolume", Msg("VsphereVirtualDiskVolumeSource"), Keep), F(21, "quobyte", Msg("QuobyteVolumeSource"), Keep), F(22, "azureDisk", Msg("AzureDiskVolumeSource"), Keep), F(23, "photonPersistentDisk", Msg("PhotonPersistentDiskVolumeSource"), Keep), F(26, "projected", Msg("ProjectedVolumeSource"), Keep), F(24, "portworxVolume", Msg("PortworxVolumeSource"), Keep), F(25, "scaleIO", Msg("ScaleIOVolumeSource"), Keep), F(27, "storageos", Msg("StorageOSVolumeSource"), Keep), F(28, "csi", Msg("CSIVolumeSource"), Keep), F(29, "ephemeral", Msg("EphemeralVolumeSource"), Keep), F(30, "image", Msg("ImageVolumeSource"), Keep)]),
     ("HostPathVolumeSource", &[F(1, "path", Str, Keep), F(2, "type", Str, Keep)]),
     ("EmptyDirVolumeSource", &[F(1, "medium", Str, Omit), F(2, "sizeLimit", Quantity, Keep), F(3, "mode", I32, Keep)]),
@@ -464,16 +469,16 @@ pub mod schema {
     ("ResourceFieldSelector", &[F(1, "containerName", Str, Omit), F(2, "resource", Str, Keep), F(3, "divisor", Quantity, Omit)]),
     ("FCVolumeSource", &[F(1, "targetWWNs", Str, Rep), F(2, "lun", I32, Keep), F(3, "fsType", Str, Omit), F(4, "readOnly", Bool, Omit), F(5, "wwids", Str, Rep)]),
     ("AzureFileVolumeSource", &[F(1, "secretName", Str, Keep), F(2, "shareName", Str, Keep), F(3, "readOnly", Bool, Omit)]),
-    ("ConfigMapVolumeSource", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(3, "defaultMode", I32, Keep), F(4, "optional", Bool, Keep), F(5, "defaultUser", I64, Keep)]),
+    ("ConfigMapVolumeSource", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(3, "defaultMode", I32, Keep), F(4, "optional", Bool, Keep), F(5, "defaultUser", I64, Keep)]),
     ("VsphereVirtualDiskVolumeSource", &[F(1, "volumePath", Str, Keep), F(2, "fsType", Str, Omit), F(3, "storagePolicyName", Str, Omit), F(4, "storagePolicyID", Str, Omit)]),
     ("QuobyteVolumeSource", &[F(1, "registry", Str, Keep), F(2, "volume", Str, Keep), F(3, "readOnly", Bool, Omit), F(4, "user", Str, Omit), F(5, "group", Str, Omit), F(6, "tenant", Str, Omit)]),
     ("AzureDiskVolumeSource", &[F(1, "diskName", Str, Keep), F(2, "diskURI", Str, Keep), F(3, "cachingMode", Str, Keep), F(4, "fsType", Str, Keep), F(5, "readOnly", Bool, Keep), F(6, "kind", Str, Keep)]),
     ("PhotonPersistentDiskVolumeSource", &[F(1, "pdID", Str, Keep), F(2, "fsType", Str, Omit)]),
     ("ProjectedVolumeSource", &[F(1, "sources", Msg("VolumeProjection"), Rep), F(2, "defaultMode", I32, Keep), F(3, "defaultUser", I64, Keep)]),
     ("VolumeProjection", &[F(1, "secret", Msg("SecretProjection"), Keep), F(2, "downwardAPI", Msg("DownwardAPIProjection"), Keep), F(3, "configMap", Msg("ConfigMapProjection"), Keep), F(4, "serviceAccountToken", Msg("ServiceAccountTokenProjection"), Keep), F(5, "clusterTrustBundle", Msg("ClusterTrustBundleProjection"), Keep), F(6, "podCertificate", Msg("PodCertificateProjection"), Keep)]),
-    ("SecretProjection", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(4, "optional", Bool, Keep)]),
+    ("SecretProjection", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(4, "optional", Bool, Keep)]),
     ("DownwardAPIProjection", &[F(1, "items", Msg("DownwardAPIVolumeFile"), Rep)]),
-    ("ConfigMapProjection", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(4, "optional", Bool, Keep)]),
+    ("ConfigMapProjection", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "items", Msg("KeyToPath"), Rep), F(4, "optional", Bool, Keep)]),
     ("ServiceAccountTokenProjection", &[F(1, "audience", Str, Omit), F(2, "expirationSeconds", I64, Keep), F(3, "path", Str, Keep), F(4, "user", I64, Keep)]),
     ("ClusterTrustBundleProjection", &[F(1, "name", Str, Keep), F(2, "signerName", Str, Keep), F(3, "labelSelector", Msg("LabelSelector"), Keep), F(5, "optional", Bool, Keep), F(4, "path", Str, Keep), F(6, "user", I64, Keep)]),
     ("PodCertificateProjection", &[F(1, "signerName", Str, Omit), F(2, "keyType", Str, Omit), F(3, "maxExpirationSeconds", I32, Keep), F(4, "credentialBundlePath", Str, Omit), F(5, "keyPath", Str, Omit), F(6, "certificateChainPath", Str, Omit), F(7, "userAnnotations", Str, Map), F(8, "user", I64, Keep)]),
@@ -491,12 +496,12 @@ pub mod schema {
     ("Container", &[F(1, "name", Str, Keep), F(2, "image", Str, Omit), F(3, "command", Str, Rep), F(4, "args", Str, Rep), F(5, "workingDir", Str, Omit), F(6, "ports", Msg("ContainerPort"), Rep), F(19, "envFrom", Msg("EnvFromSource"), Rep), F(7, "env", Msg("EnvVar"), Rep), F(8, "resources", Msg("ResourceRequirements"), Keep), F(23, "resizePolicy", Msg("ContainerResizePolicy"), Rep), F(24, "restartPolicy", Str, Keep), F(25, "restartPolicyRules", Msg("ContainerRestartRule"), Rep), F(9, "volumeMounts", Msg("VolumeMount"), Rep), F(21, "volumeDevices", Msg("VolumeDevice"), Rep), F(10, "livenessProbe", Msg("Probe"), Keep), F(11, "readinessProbe", Msg("Probe"), Keep), F(22, "startupProbe", Msg("Probe"), Keep), F(12, "lifecycle", Msg("Lifecycle"), Keep), F(13, "terminationMessagePath", Str, Omit), F(20, "terminationMessagePolicy", Str, Omit), F(14, "imagePullPolicy", Str, Omit), F(15, "securityContext", Msg("SecurityContext"), Keep), F(16, "stdin", Bool, Omit), F(17, "stdinOnce", Bool, Omit), F(18, "tty", Bool, Omit)]),
     ("ContainerPort", &[F(1, "name", Str, Omit), F(2, "hostPort", I32, Omit), F(3, "containerPort", I32, Keep), F(4, "protocol", Str, Omit), F(5, "hostIP", Str, Omit)]),
     ("EnvFromSource", &[F(1, "prefix", Str, Omit), F(2, "configMapRef", Msg("ConfigMapEnvSource"), Keep), F(3, "secretRef", Msg("SecretEnvSource"), Keep)]),
-    ("ConfigMapEnvSource", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "optional", Bool, Keep)]),
-    ("SecretEnvSource", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "optional", Bool, Keep)]),
+    ("ConfigMapEnvSource", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "optional", Bool, Keep)]),
+    ("SecretEnvSource", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "optional", Bool, Keep)]),
     ("EnvVar", &[F(1, "name", Str, Keep), F(2, "value", Str, Omit), F(3, "valueFrom", Msg("EnvVarSource"), Keep)]),
     ("EnvVarSource", &[F(1, "fieldRef", Msg("ObjectFieldSelector"), Keep), F(2, "resourceFieldRef", Msg("ResourceFieldSelector"), Keep), F(3, "configMapKeyRef", Msg("ConfigMapKeySelector"), Keep), F(4, "secretKeyRef", Msg("SecretKeySelector"), Keep), F(5, "fileKeyRef", Msg("FileKeySelector"), Keep)]),
-    ("ConfigMapKeySelector", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "key", Str, Keep), F(3, "optional", Bool, Keep)]),
-    ("SecretKeySelector", &[F(1, "localObjectReference", Msg("LocalObjectReference"), Keep), F(2, "key", Str, Keep), F(3, "optional", Bool, Keep)]),
+    ("ConfigMapKeySelector", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "key", Str, Keep), F(3, "optional", Bool, Keep)]),
+    ("SecretKeySelector", &[F(1, "localObjectReference", Inline("LocalObjectReference"), Keep), F(2, "key", Str, Keep), F(3, "optional", Bool, Keep)]),
     ("FileKeySelector", &[F(1, "volumeName", Str, Keep), F(2, "path", Str, Keep), F(3, "key", Str, Keep), F(4, "optional", Bool, Keep)]),
     ("ResourceRequirements", &[F(1, "limits", Quantity, Map), F(2, "requests", Quantity, Map), F(3, "claims", Msg("ResourceClaim"), Rep)]),
     ("ResourceClaim", &[F(1, "name", Str, Keep), F(2, "request", Str, Omit)]),
@@ -505,7 +510,7 @@ pub mod schema {
     ("ContainerRestartRuleOnExitCodes", &[F(1, "operator", Str, Omit), F(2, "values", I32, Rep)]),
     ("VolumeMount", &[F(1, "name", Str, Keep), F(2, "readOnly", Bool, Omit), F(7, "recursiveReadOnly", Str, Keep), F(3, "mountPath", Str, Keep), F(4, "subPath", Str, Omit), F(5, "mountPropagation", Str, Keep), F(6, "subPathExpr", Str, Omit), F(8, "bindMountOptions", Str, Rep)]),
     ("VolumeDevice", &[F(1, "name", Str, Keep), F(2, "devicePath", Str, Keep)]),
-    ("Probe", &[F(1, "handler", Msg("ProbeHandler"), Keep), F(2, "initialDelaySeconds", I32, Omit), F(3, "timeoutSeconds", I32, Omit), F(4, "periodSeconds", I32, Omit), F(5, "successThreshold", I32, Omit), F(6, "failureThreshold", I32, Omit), F(7, "terminationGracePeriodSeconds", I64, Keep)]),
+    ("Probe", &[F(1, "handler", Inline("ProbeHandler"), Keep), F(2, "initialDelaySeconds", I32, Omit), F(3, "timeoutSeconds", I32, Omit), F(4, "periodSeconds", I32, Omit), F(5, "successThreshold", I32, Omit), F(6, "failureThreshold", I32, Omit), F(7, "terminationGracePeriodSeconds", I64, Keep)]),
     ("ProbeHandler", &[F(1, "exec", Msg("ExecAction"), Keep), F(2, "httpGet", Msg("HTTPGetAction"), Keep), F(3, "tcpSocket", Msg("TCPSocketAction"), Keep), F(4, "grpc", Msg("GRPCAction"), Keep)]),
     ("ExecAction", &[F(1, "command", Str, Rep)]),
     ("HTTPGetAction", &[F(1, "path", Str, Omit), F(2, "port", IntOrStr, Keep), F(3, "host", Str, Omit), F(4, "scheme", Str, Omit), F(5, "httpHeaders", Msg("HTTPHeader"), Rep), F(6, "protocol", Str, Keep)]),
@@ -521,7 +526,7 @@ pub mod schema {
     ("WindowsSecurityContextOptions", &[F(1, "gmsaCredentialSpecName", Str, Keep), F(2, "gmsaCredentialSpec", Str, Keep), F(3, "runAsUserName", Str, Keep), F(4, "hostProcess", Bool, Keep)]),
     ("SeccompProfile", &[F(1, "type", Str, Keep), F(2, "localhostProfile", Str, Keep)]),
     ("AppArmorProfile", &[F(1, "type", Str, Keep), F(2, "localhostProfile", Str, Keep)]),
-    ("EphemeralContainer", &[F(1, "ephemeralContainerCommon", Msg("EphemeralContainerCommon"), Keep), F(2, "targetContainerName", Str, Omit)]),
+    ("EphemeralContainer", &[F(1, "ephemeralContainerCommon", Inline("EphemeralContainerCommon"), Keep), F(2, "targetContainerName", Str, Omit)]),
     ("EphemeralContainerCommon", &[F(1, "name", Str, Keep), F(2, "image", Str, Omit), F(3, "command", Str, Rep), F(4, "args", Str, Rep), F(5, "workingDir", Str, Omit), F(6, "ports", Msg("ContainerPort"), Rep), F(19, "envFrom", Msg("EnvFromSource"), Rep), F(7, "env", Msg("EnvVar"), Rep), F(8, "resources", Msg("ResourceRequirements"), Keep), F(23, "resizePolicy", Msg("ContainerResizePolicy"), Rep), F(24, "restartPolicy", Str, Keep), F(25, "restartPolicyRules", Msg("ContainerRestartRule"), Rep), F(9, "volumeMounts", Msg("VolumeMount"), Rep), F(21, "volumeDevices", Msg("VolumeDevice"), Rep), F(10, "livenessProbe", Msg("Probe"), Keep), F(11, "readinessProbe", Msg("Probe"), Keep), F(22, "startupProbe", Msg("Probe"), Keep), F(12, "lifecycle", Msg("Lifecycle"), Keep), F(13, "terminationMessagePath", Str, Omit), F(20, "terminationMessagePolicy", Str, Omit), F(14, "imagePullPolicy", Str, Omit), F(15, "securityContext", Msg("SecurityContext"), Keep), F(16, "stdin", Bool, Omit), F(17, "stdinOnce", Bool, Omit), F(18, "tty", Bool, Omit)]),
     ("PodSecurityContext", &[F(1, "seLinuxOptions", Msg("SELinuxOptions"), Keep), F(8, "windowsOptions", Msg("WindowsSecurityContextOptions"), Keep), F(2, "runAsUser", I64, Keep), F(6, "runAsGroup", I64, Keep), F(3, "runAsNonRoot", Bool, Keep), F(4, "supplementalGroups", I64, Rep), F(12, "supplementalGroupsPolicy", Str, Keep), F(5, "fsGroup", I64, Keep), F(7, "sysctls", Msg("Sysctl"), Rep), F(9, "fsGroupChangePolicy", Str, Keep), F(10, "seccompProfile", Msg("SeccompProfile"), Keep), F(11, "appArmorProfile", Msg("AppArmorProfile"), Keep), F(13, "seLinuxChangePolicy", Str, Keep)]),
     ("Sysctl", &[F(1, "name", Str, Keep), F(2, "value", Str, Keep)]),
@@ -672,4 +677,249 @@ pub mod schema {
     ("DeleteOptions", &[F(1, "gracePeriodSeconds", I64, Keep), F(2, "preconditions", Msg("Preconditions"), Keep), F(3, "orphanDependents", Bool, Keep), F(4, "propagationPolicy", Str, Keep), F(5, "dryRun", Str, Rep), F(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Bool, Keep)]),
     ("Preconditions", &[F(1, "uid", Str, Keep), F(2, "resourceVersion", Str, Keep)]),
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    // Request bodies captured from kubectl v1.32 (`kubectl create ... `), as hex.
+    const DEPLOYMENT: &str = concat!(
+        "6b3873000a150a07617070732f7631120a4465706c6f796d656e7412bc010a1f0a0377656212001a0022002a00320038",
+        "0042005a0a0a036170701203776562128a010803120c0a0a0a0361707012037765621a700a1c0a0012001a0022002a00",
+        "3200380042005a0a0a036170701203776562125012320a0762757379626f78120762757379626f782a00320a0a001000",
+        "185022002a0042006a007200800100880100900100a201001a00320042004a0052005800600068008201008a01009a01",
+        "00c2010022020a00280038001a0c0800100018002000280038001a002200",
+    );
+    const SERVICE: &str = concat!(
+        "6b3873000a0d0a02763112075365727669636512690a1f0a0377656212001a0022002a003200380042005a0a0a036170",
+        "70120377656212420a1b0a0738302d38303830120354435018502207080010903f1a002800120a0a0361707012037765",
+        "621a002209436c757374657249503a00420052005a00600068001a020a001a002200",
+    );
+    const SECRET: &str = concat!(
+        "6b3873000a0c0a0276311206536563726574122c0a130a0373656312001a0022002a0032003800420012130a08706173",
+        "73776f7264120768756e746572321a001a002200",
+    );
+    const CRONJOB: &str = concat!(
+        "6b3873000a130a0862617463682f7631120743726f6e4a6f6212a8010a120a02636a12001a0022002a00320038004200",
+        "128f010a0b2a2f35202a202a202a202a1a002a7e0a120a02636a12001a0022002a00320038004200126832660a100a00",
+        "12001a0022002a003200380042001252122b0a02636a120762757379626f781a046563686f1a0268692a0042006a0072",
+        "00800100880100900100a201001a094f6e4661696c757265320042004a0052005800600068008201008a01009a0100c2",
+        "01001a001a002200",
+    );
+    const CLUSTER_ROLE_BINDING: &str = concat!(
+        "6b3873000a320a1c726261632e617574686f72697a6174696f6e2e6b38732e696f2f76311212436c7573746572526f6c",
+        "6542696e64696e6712740a130a0363726212001a0022002a00320038004200122a0a0547726f75701219726261632e61",
+        "7574686f72697a6174696f6e2e6b38732e696f1a046465767322001a310a19726261632e617574686f72697a6174696f",
+        "6e2e6b38732e696f120b436c7573746572526f6c651a07637265616465721a002200",
+    );
+    const QUOTA: &str = concat!(
+        "6b3873000a130a027631120d5265736f7572636551756f746112310a110a017112001a0022002a00320038004200121a",
+        "0a0a0a0363707512030a01320a0c0a04706f647312040a0231301a001a002200",
+    );
+    const NAMESPACE: &str = concat!(
+        "6b3873000a0f0a02763112094e616d657370616365121d0a150a056361706e7312001a0022002a003200380042001200",
+        "1a020a001a002200",
+    );
+    const ROLE: &str = concat!(
+        "6b3873000a240a1c726261632e617574686f72697a6174696f6e2e6b38732e696f2f76311204526f6c6512390a160a06",
+        "72656164657212001a0022002a00320038004200121f0a036765740a046c69737412001a04706f64731a0a636f6e6669",
+        "676d6170731a002200",
+    );
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    // A tiny protobuf encoder for hand-built bodies.
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn vi(n: u64, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(n << 3, &mut out);
+        varint(v, &mut out);
+        out
+    }
+    fn ld(n: u64, b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint((n << 3) | 2, &mut out);
+        varint(b.len() as u64, &mut out);
+        out.extend_from_slice(b);
+        out
+    }
+    fn s(n: u64, v: &str) -> Vec<u8> {
+        ld(n, v.as_bytes())
+    }
+    fn msg(n: u64, parts: &[Vec<u8>]) -> Vec<u8> {
+        ld(n, &parts.concat())
+    }
+    fn entry(n: u64, k: &str, v: &[u8]) -> Vec<u8> {
+        msg(n, &[s(1, k), ld(2, v)])
+    }
+    fn body(api_version: &str, kind: &str, raw: &[Vec<u8>]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend(msg(1, &[s(1, api_version), s(2, kind)]));
+        b.extend(ld(2, &raw.concat()));
+        b
+    }
+
+    #[test]
+    fn schema_is_closed_and_consistent() {
+        for (name, fields) in schema::MESSAGES {
+            for (i, f) in fields.iter().enumerate() {
+                if let K::Msg(m) | K::Inline(m) = f.2 {
+                    assert!(schema_of(m).is_some(), "{name}.{} refers to unknown message {m}", f.1);
+                }
+                assert!(fields[i + 1..].iter().all(|g| g.0 != f.0 && g.1 != f.1), "{name}: duplicate field {} {}", f.0, f.1);
+            }
+        }
+        for (_, kind) in KINDS {
+            assert!(schema_of(kind).is_some(), "{kind} has no message");
+        }
+        assert_eq!(schema::MESSAGES.len(), schema_of_count());
+    }
+
+    fn schema_of_count() -> usize {
+        schema::MESSAGES.iter().map(|(n, _)| *n).collect::<std::collections::HashSet<_>>().len()
+    }
+
+    #[test]
+    fn kubectl_create_namespace() {
+        let v = decode(&unhex(NAMESPACE)).expect("decode");
+        assert_eq!(v, json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "capns" }, "spec": {}, "status": {} }));
+    }
+
+    #[test]
+    fn kubectl_create_deployment() {
+        let v = decode(&unhex(DEPLOYMENT)).expect("decode");
+        assert_eq!((v["apiVersion"].as_str(), v["kind"].as_str()), (Some("apps/v1"), Some("Deployment")));
+        assert_eq!(v["metadata"], json!({ "name": "web", "labels": { "app": "web" } }));
+        assert_eq!(v["spec"]["replicas"], 3);
+        assert_eq!(v["spec"]["selector"], json!({ "matchLabels": { "app": "web" } }));
+        assert_eq!(v["spec"]["strategy"], json!({}));
+        let tpl = &v["spec"]["template"];
+        assert_eq!(tpl["metadata"], json!({ "labels": { "app": "web" } }));
+        assert_eq!(tpl["spec"]["containers"], json!([{ "name": "busybox", "image": "busybox", "ports": [{ "containerPort": 80 }], "resources": {} }]));
+        assert_eq!(v["status"], json!({}));
+    }
+
+    #[test]
+    fn kubectl_create_service_secret_quota() {
+        let v = decode(&unhex(SERVICE)).expect("service");
+        assert_eq!(v["spec"]["ports"], json!([{ "name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080 }]));
+        assert_eq!((v["spec"]["type"].as_str(), v["spec"]["selector"]["app"].as_str()), (Some("ClusterIP"), Some("web")));
+        let v = decode(&unhex(SECRET)).expect("secret");
+        assert_eq!(v["data"], json!({ "password": "aHVudGVyMg==" }));
+        let v = decode(&unhex(QUOTA)).expect("quota");
+        assert_eq!(v["spec"]["hard"], json!({ "cpu": "2", "pods": "10" }));
+    }
+
+    #[test]
+    fn kubectl_create_cronjob_and_rbac() {
+        let v = decode(&unhex(CRONJOB)).expect("cronjob");
+        assert_eq!(v["spec"]["schedule"], "*/5 * * * *");
+        let pod = &v["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "OnFailure");
+        assert_eq!(pod["containers"][0]["command"], json!(["echo", "hi"]));
+        let v = decode(&unhex(ROLE)).expect("role");
+        assert_eq!(v["rules"], json!([{ "verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "configmaps"] }]));
+        let v = decode(&unhex(CLUSTER_ROLE_BINDING)).expect("crb");
+        assert_eq!(
+            v,
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": { "name": "crb" },
+                "subjects": [{ "kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs" }],
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "creader" },
+            })
+        );
+    }
+
+    #[test]
+    fn hand_built_kinds_of_fields() {
+        let meta = msg(1, &[
+            s(1, "p"),
+            s(2, ""),
+            msg(8, &[vi(1, 1_700_000_000), vi(2, 5)]),
+            entry(12, "note", b"x"),
+            s(14, "f1"),
+            s(14, "f2"),
+            msg(13, &[s(5, "apps/v1"), s(1, "ReplicaSet"), s(3, "rs"), s(4, "u1"), vi(6, 1)]),
+        ]);
+        // Probe embeds ProbeHandler (field 1) in its JSON.
+        let probe = msg(10, &[msg(1, &[msg(2, &[msg(2, &[vi(1, 1), s(3, "http")])])]), vi(2, 0)]);
+        let container = msg(2, &[s(1, "c"), msg(8, &[entry(1, "cpu", &s(1, "500m")), entry(2, "memory", &s(1, "64Mi"))]), vi(16, 0), probe]);
+        // Volume embeds VolumeSource (field 2), ConfigMapVolumeSource its LocalObjectReference.
+        let volume = msg(1, &[s(1, "v"), msg(2, &[msg(19, &[msg(1, &[s(1, "cm")]), vi(3, 420)])])]);
+        let spec = msg(2, &[container, vi(4, 0), s(6, ""), volume]);
+        let raw = [meta, spec];
+        let v = decode(&body("v1", "Pod", &raw)).expect("pod");
+        assert_eq!(
+            v["metadata"],
+            json!({
+                "name": "p", "creationTimestamp": "2023-11-14T22:13:20Z", "annotations": { "note": "x" }, "finalizers": ["f1", "f2"],
+                "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true }],
+            })
+        );
+        let c = &v["spec"]["containers"][0];
+        assert_eq!(c["resources"], json!({ "limits": { "cpu": "500m" }, "requests": { "memory": "64Mi" } }));
+        assert_eq!(c["livenessProbe"], json!({ "httpGet": { "port": "http" } }));
+        assert!(c.get("stdin").is_none(), "Go value bool false is omitted: {c}");
+        // terminationGracePeriodSeconds is a Go pointer: a sent 0 is kept.
+        assert_eq!(v["spec"]["terminationGracePeriodSeconds"], 0);
+        assert!(v["spec"].get("dnsPolicy").is_none());
+        assert_eq!(v["spec"]["volumes"], json!([{ "name": "v", "configMap": { "name": "cm", "defaultMode": 420 } }]));
+
+        // Bytes maps are base64; a present zero of a pointer field is kept; negative int32.
+        let v = decode(&body("v1", "ConfigMap", &[msg(1, &[s(1, "c")]), entry(3, "bin", &[0, 255]), vi(4, 0)])).expect("cm");
+        assert_eq!(v["binaryData"], json!({ "bin": "AP8=" }));
+        assert_eq!(v["immutable"], false);
+        let v = decode(&body("apps/v1", "Deployment", &[msg(2, &[vi(1, 0), vi(9, u64::MAX)])])).expect("deploy");
+        assert_eq!((v["spec"]["replicas"].as_i64(), v["spec"]["progressDeadlineSeconds"].as_i64()), (Some(0), Some(-1)));
+        // Packed and unpacked repeated int32 both decode.
+        let req = |values: Vec<u8>| {
+            let rule = msg(1, &[s(1, "FailJob"), msg(2, &[s(2, "In"), values])]);
+            body("batch/v1", "Job", &[msg(2, &[msg(11, &[rule])])])
+        };
+        let packed = decode(&req(ld(3, &[1, 2]))).expect("packed");
+        let unpacked = decode(&req([vi(3, 1), vi(3, 2)].concat())).expect("unpacked");
+        assert_eq!(packed["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"], json!([1, 2]));
+        assert_eq!(packed, unpacked);
+        // Scale (kubectl scale's PUT) and DeleteOptions under a resource's apiVersion.
+        let v = decode(&body("autoscaling/v1", "Scale", &[msg(1, &[s(1, "web"), s(6, "12")]), msg(2, &[vi(1, 5)])])).expect("scale");
+        assert_eq!((v["spec"]["replicas"].as_i64(), v["metadata"]["resourceVersion"].as_str()), (Some(5), Some("12")));
+        let v = decode(&body("apps/v1", "DeleteOptions", &[s(4, "Foreground"), msg(2, &[s(1, "u")])])).expect("delete options");
+        assert_eq!(v["preconditions"], json!({ "uid": "u" }));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_decode_faithfully() {
+        let err = |b: Vec<u8>| ApiError::from(decode(&b).expect_err("must fail"));
+        let e = err(body("v1", "Namespace", &[msg(1, &[s(1, "x"), vi(99, 1)])]));
+        assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
+        assert!(e.message.contains("Namespace") && e.message.contains("99") && e.message.contains("ObjectMeta"), "{}", e.message);
+        let e = err(body("policy/v1", "PodDisruptionBudget", &[]));
+        assert_eq!(e.code, 415);
+        assert!(e.message.contains("PodDisruptionBudget"), "{}", e.message);
+        let e = err(body("v2", "Namespace", &[]));
+        assert_eq!(e.code, 415);
+        let mut gz = body("v1", "Namespace", &[]);
+        gz.extend(s(3, "gzip"));
+        assert_eq!(err(gz).code, 415);
+        assert_eq!(err(b"{\"kind\":\"Namespace\"}".to_vec()).code, 400);
+        // Truncated: the declared length runs past the end.
+        let mut cut = body("v1", "ConfigMap", &[msg(1, &[s(1, "c")])]);
+        cut.pop();
+        assert_eq!(err(cut).code, 400);
+        // Wrong wire type, invalid UTF-8, an over-long varint.
+        assert_eq!(err(body("v1", "ConfigMap", &[vi(1, 3)])).code, 400);
+        assert_eq!(err(body("v1", "ConfigMap", &[msg(1, &[ld(1, &[0xff])])])).code, 400);
+        assert_eq!(err(body("v1", "ConfigMap", &[vec![0x08; 1], vec![0xff; 11]])).code, 400);
+    }
 }

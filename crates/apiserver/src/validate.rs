@@ -47,7 +47,15 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                 causes.push(required("spec.jobTemplate"));
             }
         }
-        "Pod" => default_pod_spec(&mut obj["spec"], "spec", &mut causes),
+        "Pod" => {
+            default_pod_spec(&mut obj["spec"], "spec", &mut causes);
+            if obj["spec"]["restartPolicy"].is_null() {
+                obj["spec"]["restartPolicy"] = json!("Always");
+            }
+            if obj["status"]["phase"].is_null() {
+                obj["status"]["phase"] = json!("Pending");
+            }
+        }
         "Service" => service(obj, &mut causes),
         "Secret" => secret(obj, &mut causes),
         "ConfigMap" => {

@@ -3,7 +3,7 @@
 
 mod common;
 
-on_both_backends!(system_namespaces_and_discovery, apply_edit_patch_scale_delete_with_kubectl, watch_streams_added_modified_deleted, python_client_pagination_conflicts_watch, rbac_allows_and_denies, bad_input_gets_kubernetes_errors_and_stores_nothing, restart_keeps_everything_and_kill9_loses_no_acknowledged_write);
+on_both_backends!(system_namespaces_and_discovery, pod_binding_assigns_a_node_once, apply_edit_patch_scale_delete_with_kubectl, watch_streams_added_modified_deleted, python_client_pagination_conflicts_watch, rbac_allows_and_denies, bad_input_gets_kubernetes_errors_and_stores_nothing, restart_keeps_everything_and_kill9_loses_no_acknowledged_write);
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -279,4 +279,22 @@ fn restart_keeps_everything_and_kill9_loses_no_acknowledged_write(backend: Backe
     let stored = s.ok(&["get", "cm", "-o", "name"]);
     let missing: Vec<&String> = acked.iter().filter(|n| !stored.contains(&format!("configmap/{n}\n"))).collect();
     assert!(missing.is_empty(), "{} acknowledged creates lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+}
+
+fn pod_binding_assigns_a_node_once(backend: Backend) {
+    let s = ApiServer::start(backend);
+    s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n"));
+    assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.status.phase}|{.spec.nodeName}"]), "Pending|");
+    let bind = |node: &str| {
+        let body = format!(r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"p"}},"target":{{"kind":"Node","name":"{node}"}}}}"#);
+        s.curl("POST", "/api/v1/namespaces/default/pods/p/binding", Auth::Admin, Some("application/json"), Some(body.as_bytes()))
+    };
+    let (code, body) = bind("node-a");
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
+    let (code, body) = bind("node-b");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("already assigned to node"), "{body}");
+    // Defaults were applied on create.
+    assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.restartPolicy}{.spec.containers[0].imagePullPolicy}"]), "AlwaysAlways");
 }
