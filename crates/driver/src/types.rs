@@ -14,7 +14,47 @@ pub struct CreateRequest {
     pub resources: Resources,
     pub network: NetworkMode,
     pub ports: Vec<PortMapping>,
-    pub container: ContainerSpec,
+    /// What runs; a driver refuses workloads of another kind.
+    pub workload: Workload,
+}
+
+/// The kind-specific part of a [`CreateRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// An OCI image run as a container.
+    Container(ContainerSpec),
+    /// A full virtual machine.
+    Vm(VmSpec),
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload::Container(ContainerSpec::default())
+    }
+}
+
+impl Workload {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Workload::Container(_) => "container",
+            Workload::Vm(_) => "vm",
+        }
+    }
+}
+
+/// A virtual machine: boot from a kernel (+ initrd) or from a disk image. Memory and CPUs come
+/// from [`Resources`] (defaults 256 MiB, 1 CPU).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub kernel: Option<std::path::PathBuf>,
+    pub initrd: Option<std::path::PathBuf>,
+    /// Kernel command line.
+    pub append: Option<String>,
+    /// A base disk image (qcow2 or raw); the VM writes to its own overlay, never to the base.
+    pub disk: Option<std::path::PathBuf>,
+    /// cloud-init user-data file, served as a NoCloud seed.
+    pub cloud_init: Option<std::path::PathBuf>,
 }
 
 /// What runs: an OCI image and how to run it. Unset fields come from the image config,

@@ -150,7 +150,7 @@ impl ContainerDriver {
             id: r.id.clone(),
             name: r.name.clone(),
             kind: "container".into(),
-            image: r.request.container.image.clone(),
+            image: container_spec(&r.request).map(|c| c.image.clone()).unwrap_or_default(),
             image_id: r.image_id.clone(),
             command: r.args.clone(),
             status,
@@ -184,7 +184,8 @@ impl ContainerDriver {
 
     fn create_inner(&self, id: &str, req: &CreateRequest, record: &mut Record) -> Result<(), Error> {
         let dir = self.dir(id);
-        let image = self.images.get(&req.container.image)?;
+        let spec = container_spec(req)?;
+        let image = self.images.get(&spec.image)?;
         record.image_id = image.id.clone();
         let defaults = ImageDefaults::from_config(&image.config);
         record.stop_signal = defaults
@@ -203,8 +204,8 @@ impl ContainerDriver {
         }
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
 
-        let hostname = req.container.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-        let process = config::resolve(&defaults, &req.container, &hostname, &rootfs)?;
+        let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+        let process = config::resolve(&defaults, spec, &hostname, &rootfs)?;
         rootfs::ensure_dir(&rootfs, &process.cwd, process.uid, process.gid)?;
         record.args = process.args.clone();
 
@@ -243,8 +244,8 @@ impl ContainerDriver {
             gid: process.gid,
             additional_gids: process.additional_gids,
             hostname: hostname.clone(),
-            privileged: req.container.privileged,
-            read_only_rootfs: req.container.read_only,
+            privileged: spec.privileged,
+            read_only_rootfs: spec.read_only,
             netns,
             limits: Limits {
                 memory_bytes: req.resources.memory_bytes.map(|b| b as i64),
@@ -339,6 +340,14 @@ impl ContainerDriver {
     }
 }
 
+/// The container part of a request; other workload kinds are not for this driver.
+fn container_spec(req: &CreateRequest) -> Result<&crate::ContainerSpec, Error> {
+    match &req.workload {
+        crate::Workload::Container(c) => Ok(c),
+        other => Err(Error::InvalidArgument(format!("the container driver cannot run a {} workload", other.kind()))),
+    }
+}
+
 fn validate_name(name: &str) -> Result<(), Error> {
     let ok = name.len() <= 128
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -380,7 +389,7 @@ impl Driver for ContainerDriver {
         if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
             return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
         }
-        for e in &req.container.env {
+        for e in &container_spec(req)?.env {
             config::set_env(&mut Vec::new(), e.clone())?;
         }
         let id = random_id();

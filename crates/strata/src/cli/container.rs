@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use strata_driver::{
-    parse_cpus, parse_memory, parse_signal, ContainerDriver, ContainerSpec, CreateRequest, Driver, ExecRequest,
+    parse_cpus, parse_memory, parse_signal, ContainerDriver, ContainerSpec, CreateRequest, Driver, ExecRequest, Workload,
     LogOptions, LogStream, NetworkMode, PortMapping, Resources, Status,
 };
 
@@ -113,7 +113,7 @@ impl CreateArgs {
             },
             network,
             ports: self.publish.iter().map(|p| p.parse::<PortMapping>()).collect::<Result<_, _>>()?,
-            container: ContainerSpec {
+            workload: Workload::Container(ContainerSpec {
                 image: self.image.clone(),
                 entrypoint: self.entrypoint.as_ref().map(|e| if e.is_empty() { vec![] } else { vec![e.clone()] }),
                 command: self.command.clone(),
@@ -123,7 +123,7 @@ impl CreateArgs {
                 hostname: self.hostname.clone(),
                 privileged: self.privileged,
                 read_only: self.read_only,
-            },
+            }),
         })
     }
 }
