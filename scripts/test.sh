@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(runc busybox-static docker-registry containernetworking-plugins etcd-server curl)
+PACKAGES=(runc busybox-static docker-registry containernetworking-plugins etcd-server curl protobuf-compiler)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

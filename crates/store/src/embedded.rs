@@ -6,11 +6,12 @@
 //!
 //! All writes go through one writer thread. It takes every request waiting in its queue, applies
 //! them in one redb write transaction (each request sees the effects of the ones before it and
-//! gets its own revision, or fails alone), commits once, and only then answers the callers and
+//! gets its own revision, or is refused alone: refusals are decided before anything is written;
+//! a storage error fails the whole batch), commits once, and only then answers the callers and
 //! publishes the events. Many concurrent writers thus share one fsync.
 //!
 //! Dropping the last handle stops the writer thread and waits for it, so the file can be
-//! opened again at once (redb refuses a second open of a file in the same process).
+//! opened again at once (redb refuses to open a file that is already open).
 
 use std::path::Path;
 use std::sync::{mpsc, Arc};
@@ -510,6 +511,7 @@ impl Store for Embedded {
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
         // Subscribe before reading history so nothing committed in between is missed; events
         // seen in both are dropped by revision.
+        let mut live = self.inner.events.subscribe();
         let db = self.inner.db.clone();
         let p = prefix.to_string();
         let (history, compacted) = tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64)> {
@@ -538,7 +540,6 @@ impl Store for Embedded {
         if after + 1 < compacted {
             return Err(Error::Compacted { requested: after, compacted });
         }
-        let mut live = self.inner.events.subscribe();
         // Live events at or below the last revision replayed from history were already sent.
         let cutoff = history.last().map_or(after, |e| e.kv.mod_revision);
         let prefix = prefix.to_string();
