@@ -71,7 +71,13 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
         _ => (r.kind, &["get", "patch", "update"]),
     };
-    json!({ "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs })
+    let mut v = json!({ "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs });
+    if sub == "scale" {
+        // Scale lives in autoscaling/v1 whatever group its parent is in.
+        v["group"] = json!("autoscaling");
+        v["version"] = json!("v1");
+    }
+    v
 }
 
 /// `APIResourceList` for one group/version, or `None` if not served.
@@ -140,7 +146,8 @@ pub fn aggregated(core: bool, version: &str) -> Value {
                         .iter()
                         .map(|s| {
                             let sj = subresource_json(r, s);
-                            json!({ "subresource": s, "responseKind": { "group": r.group, "version": r.version, "kind": sj["kind"] }, "verbs": sj["verbs"] })
+                            let (g, v) = if *s == "scale" { ("autoscaling", "v1") } else { (r.group, r.version) };
+                            json!({ "subresource": s, "responseKind": { "group": g, "version": v, "kind": sj["kind"] }, "verbs": sj["verbs"] })
                         })
                         .collect();
                     if !subs.is_empty() {

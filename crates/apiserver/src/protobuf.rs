@@ -11,8 +11,10 @@
 //! JSON follows what Kubernetes itself stores after decoding into its Go types: Go writes
 //! every non-pointer field, so a zero value of a field marked [`C::Omit`] (a Go value field
 //! with `omitempty`) is left out; pointer fields ([`C::Keep`], e.g. `replicas`) keep a zero that
-//! was sent; absent fields stay absent. Nothing is dropped silently: an unknown kind or field
-//! number is an error (415), as is malformed input (400).
+//! was sent; absent fields stay absent; messages Go embeds (`ProbeHandler` in `Probe`,
+//! `VolumeSource` in `Volume`) are flattened into their parent ([`K::Inline`]). Nothing is
+//! dropped silently: an unknown kind or field number is refused with 415 naming the kind, and
+//! malformed input with 400.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -45,6 +47,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("v1", "Event"),
     ("v1", "Node"),
     ("v1", "PersistentVolumeClaim"),
+    ("v1", "Binding"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
     ("apps/v1", "StatefulSet"),
@@ -143,7 +146,8 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
         return Err(DecodeError::Encoding(encoding));
     }
     let known = kind == "DeleteOptions" || KINDS.iter().any(|(v, k)| *v == api_version && *k == kind);
-    let Some(name) = schema::MESSAGES.iter().map(|(n, _)| *n).find(|n| known && *n == kind) else {
+    let name = if known { schema::MESSAGES.iter().map(|(n, _)| *n).find(|n| *n == kind) } else { None };
+    let Some(name) = name else {
         return Err(DecodeError::UnknownKind { api_version, kind });
     };
     let mut obj = message(name, raw, 0).map_err(|f| match f {
@@ -418,7 +422,9 @@ fn int_or_string(b: &[u8]) -> Result<Value, String> {
 /// The schema: every message reachable from [`KINDS`], by name, with its fields (numbers and
 /// JSON names from k8s.io/api and k8s.io/apimachinery; [`C::Omit`] vs [`C::Keep`] from whether
 /// the Go field is a value with `omitempty`). Fields whose types strata does not know (newer
-/// alpha APIs) are absent, so they are refused rather than dropped.
+/// alpha APIs) are absent, so they are refused rather than dropped. One deliberate exception:
+/// `ScaleSpec.replicas` is [`C::Keep`] although Go's is a plain `int32`, because a `Scale` PUT
+/// means "set replicas to this", 0 included, and strata's scale handler needs it present.
 pub mod schema {
     use super::{C::*, F, K::*};
 
@@ -612,6 +618,7 @@ pub mod schema {
     ("NodeRuntimeHandler", &[F(1, "name", Str, Keep), F(2, "features", Msg("NodeRuntimeHandlerFeatures"), Keep)]),
     ("NodeRuntimeHandlerFeatures", &[F(1, "recursiveReadOnlyMounts", Bool, Keep), F(2, "userNamespaces", Bool, Keep)]),
     ("NodeFeatures", &[F(1, "supplementalGroupsPolicy", Bool, Keep)]),
+    ("Binding", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "target", Msg("ObjectReference"), Keep)]),
     // apps/v1
     ("Deployment", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("DeploymentSpec"), Keep), F(3, "status", Msg("DeploymentStatus"), Keep)]),
     ("DeploymentSpec", &[F(1, "replicas", I32, Keep), F(2, "selector", Msg("LabelSelector"), Keep), F(3, "template", Msg("PodTemplateSpec"), Keep), F(4, "strategy", Msg("DeploymentStrategy"), Keep), F(5, "minReadySeconds", I32, Omit), F(6, "revisionHistoryLimit", I32, Keep), F(7, "paused", Bool, Omit), F(9, "progressDeadlineSeconds", I32, Keep)]),
@@ -665,7 +672,7 @@ pub mod schema {
     ("ClusterRoleBinding", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "subjects", Msg("Subject"), Rep), F(3, "roleRef", Msg("RoleRef"), Keep)]),
     // autoscaling/v1
     ("Scale", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("ScaleSpec"), Keep), F(3, "status", Msg("ScaleStatus"), Keep)]),
-    ("ScaleSpec", &[F(1, "replicas", I32, Omit)]),
+    ("ScaleSpec", &[F(1, "replicas", I32, Keep)]),
     ("ScaleStatus", &[F(1, "replicas", I32, Keep), F(2, "selector", Str, Omit)]),
     // meta/v1
     ("ObjectMeta", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
@@ -894,6 +901,8 @@ mod tests {
         // Scale (kubectl scale's PUT) and DeleteOptions under a resource's apiVersion.
         let v = decode(&body("autoscaling/v1", "Scale", &[msg(1, &[s(1, "web"), s(6, "12")]), msg(2, &[vi(1, 5)])])).expect("scale");
         assert_eq!((v["spec"]["replicas"].as_i64(), v["metadata"]["resourceVersion"].as_str()), (Some(5), Some("12")));
+        let v = decode(&body("autoscaling/v1", "Scale", &[msg(1, &[s(1, "web")]), msg(2, &[vi(1, 0)])])).expect("scale to 0");
+        assert_eq!(v["spec"]["replicas"], 0);
         let v = decode(&body("apps/v1", "DeleteOptions", &[s(4, "Foreground"), msg(2, &[s(1, "u")])])).expect("delete options");
         assert_eq!(v["preconditions"], json!({ "uid": "u" }));
     }

@@ -67,11 +67,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                 }
             }
         }
-        "Namespace" => {
-            if obj["status"]["phase"].is_null() {
-                obj["status"] = json!({ "phase": "Active" });
-            }
-        }
+        "Namespace" if obj["status"]["phase"].is_null() => obj["status"] = json!({ "phase": "Active" }),
         _ => {}
     }
     if causes.is_empty() {
@@ -169,7 +165,7 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(required(&format!("{path}.containers[{i}].image")));
         }
     }
-    if let Some(cs) = spec["containers"].as_array_mut() {
+    if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
         for c in cs {
             if c["terminationMessagePath"].is_null() {
                 c["terminationMessagePath"] = json!("/dev/termination-log");
@@ -178,7 +174,7 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
                 let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
                 c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
             }
-            if let Some(ports) = c["ports"].as_array_mut() {
+            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     if p["protocol"].is_null() {
                         p["protocol"] = json!("TCP");
@@ -220,7 +216,7 @@ fn service(obj: &mut Value, causes: &mut Vec<Cause>) {
             causes.push(required(&format!("spec.ports[{i}].name")));
         }
     }
-    if let Some(ps) = spec["ports"].as_array_mut() {
+    if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ps {
             if p["protocol"].is_null() {
                 p["protocol"] = json!("TCP");

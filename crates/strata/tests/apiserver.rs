@@ -151,6 +151,7 @@ fn watch_streams_added_modified_deleted(backend: Backend) {
         }
     }
     let _ = w.kill();
+    let _ = w.wait();
     assert_eq!(events, ["ADDED watched", "MODIFIED watched", "DELETED watched"]);
 }
 
