@@ -185,7 +185,10 @@ impl Api {
                 self.update(&info, obj, dry_run, fv).await
             }
             "patch" => self.patch(&info, headers, &body, dry_run, fv).await,
-            "delete" => self.delete(&info, &body, dry_run).await,
+            "delete" => {
+                let opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
+                self.delete(&info, &opts, dry_run).await
+            }
             "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
             _ => Err(ApiError::method_not_allowed("unsupported verb")),
         }
@@ -596,10 +599,9 @@ impl Api {
         Err(ApiError::conflict(r, &name))
     }
 
-    async fn delete(&self, info: &RequestInfo, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+    async fn delete(&self, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
-        let opts: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(json!({})) };
         let (mut obj, rev) = self.load(info).await?;
         if let Some(want) = opts["preconditions"]["resourceVersion"].as_str() {
             if want != rev.to_string() {
@@ -668,7 +670,7 @@ impl Api {
             }
             if !dry_run {
                 let one = RequestInfo { resource: r, namespace: v["metadata"]["namespace"].as_str().map(str::to_string), name: Some(name_of(&v).to_string()), subresource: None };
-                let _ = self.delete(&one, &Bytes::new(), false).await;
+                let _ = self.delete(&one, &json!({}), false).await;
             }
             items.push(with_rv(v, kv.mod_revision));
         }
