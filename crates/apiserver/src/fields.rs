@@ -1,12 +1,13 @@
 //! `fieldValidation` (Strict, Warn, Ignore) for fields a kind does not have.
 //!
-//! Checked today: the top level of every kind and `metadata` (ObjectMeta), which have fixed
-//! field sets; nested `spec`/`status` fields are not checked yet. As in Kubernetes, unknown
-//! fields are dropped unless the request asked for `Strict`, which refuses it (400), and `Warn`
-//! returns a `Warning` header for each.
+//! Kinds in the schema table ([`crate::protobuf::schema`], the k8s.io/api message definitions)
+//! are checked at every depth (`spec.template.spec.containers[0].imagee`); the others at the
+//! top level and in `metadata`. As in Kubernetes, unknown fields are dropped unless the request
+//! asked for `Strict`, which refuses it (400), and `Warn` returns a `Warning` header for each.
 
 use serde_json::Value;
 
+use crate::protobuf::{schema_of, C, F, K};
 use crate::resources::Resource;
 use crate::status::ApiError;
 
@@ -53,10 +54,60 @@ fn top_level(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// The JSON field `name` of message `msg`, looking through fields Go embeds (inlined).
+fn field_of(msg: &str, name: &str) -> Option<F> {
+    for f in schema_of(msg)? {
+        match f.2 {
+            K::Inline(inner) => {
+                if let Some(found) = field_of(inner, name) {
+                    return Some(found);
+                }
+            }
+            _ if f.1 == name => return Some(*f),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Remove unknown fields of `v` (an instance of message `msg`) at every depth.
+fn walk(msg: &str, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
+    let Some(map) = v.as_object_mut() else { return };
+    let keys: Vec<String> = map.keys().cloned().collect();
+    for key in keys {
+        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        if path.is_empty() && (key == "apiVersion" || key == "kind") {
+            continue;
+        }
+        let Some(f) = field_of(msg, &key) else {
+            map.remove(&key);
+            unknown.push(here);
+            continue;
+        };
+        let (K::Msg(inner), Some(child)) = (f.2, map.get_mut(&key)) else { continue };
+        match (f.3, child) {
+            (C::Rep, Value::Array(items)) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(inner, item, &format!("{here}[{i}]"), unknown);
+                }
+            }
+            (C::Map, Value::Object(entries)) => {
+                for (k, item) in entries.iter_mut() {
+                    walk(inner, item, &format!("{here}[{k}]"), unknown);
+                }
+            }
+            (C::Keep | C::Omit, child) => walk(inner, child, &here, unknown),
+            _ => {}
+        }
+    }
+}
+
 /// Remove (or, with Strict, refuse) fields `r`'s kind does not have. Returns warnings.
 pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     let mut unknown = Vec::new();
-    if let Some(map) = obj.as_object_mut() {
+    if schema_of(r.kind).is_some() {
+        walk(r.kind, obj, "", &mut unknown);
+    } else if let Some(map) = obj.as_object_mut() {
         let allowed = top_level(r.kind);
         let extra: Vec<String> = map
             .keys()
@@ -106,5 +157,16 @@ mod tests {
         assert!(check(cm, &mut i, FieldValidation::Ignore).expect("ignore").is_empty());
         let d = find("apps", "v1", "deployments").expect("d");
         assert!(check(d, &mut json!({"metadata": {}, "spec": {}, "status": {}}), FieldValidation::Strict).is_ok());
+        // Nested fields, through lists, maps and inlined messages.
+        let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "labels": {"a": "b"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "livenessProbe": {"httpGet": {"path": "/", "port": 80}},
+            "resources": {"limits": {"cpu": "1"}}}], "volumes": [{"name": "v", "emptyDir": {}}]}}}});
+        assert!(check(d, &mut good.clone(), FieldValidation::Strict).is_ok());
+        let mut bad = good.clone();
+        bad["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
+        bad["spec"]["template"]["spec"]["volumes"][0]["emptyDirr"] = json!({});
+        let e = check(d, &mut bad, FieldValidation::Strict).expect_err("nested");
+        assert_eq!(e.message, "strict decoding error: unknown field \"spec.template.spec.containers[0].imagee\", unknown field \"spec.template.spec.volumes[0].emptyDirr\"");
     }
 }

@@ -186,7 +186,7 @@ fn envelope(b: &[u8]) -> Result<(String, String, &[u8], String), String> {
     Ok((api_version, kind, raw, encoding))
 }
 
-fn schema_of(name: &str) -> Option<&'static [F]> {
+pub(crate) fn schema_of(name: &str) -> Option<&'static [F]> {
     static INDEX: OnceLock<HashMap<&'static str, &'static [F]>> = OnceLock::new();
     INDEX.get_or_init(|| schema::MESSAGES.iter().copied().collect()).get(name).copied()
 }

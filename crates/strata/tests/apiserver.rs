@@ -69,6 +69,8 @@ fn system_namespaces_and_discovery(backend: Backend) {
         assert!(resources.contains(want), "{want} missing from api-resources:\n{resources}");
     }
     assert!(s.ok(&["version", "-o", "json"]).contains("v1.32.0"));
+    let explain = s.ok(&["explain", "deployment.spec.template.spec.containers"]);
+    assert!(explain.contains("KIND:       Deployment") && explain.contains("image\t<string>"), "{explain}");
     let (code, _) = s.curl("GET", "/healthz", Auth::Anonymous, None, None);
     assert_eq!(code, 200);
 }
