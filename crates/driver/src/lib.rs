@@ -32,6 +32,15 @@ pub trait Driver: Send + Sync {
     /// On error nothing is left behind.
     fn create(&self, req: &CreateRequest) -> Result<String, Error>;
     fn start(&self, id: &str) -> Result<(), Error>;
+    /// Create and start in one step (drivers may do it faster than the two calls).
+    fn run(&self, req: &CreateRequest) -> Result<String, Error> {
+        let id = self.create(req)?;
+        if let Err(e) = self.start(&id) {
+            let _ = self.delete(&id, true);
+            return Err(e);
+        }
+        Ok(id)
+    }
     /// Ask the workload to stop (its stop signal, ACPI powerdown for VMs), then force it after
     /// `timeout`. Returns how it ended. Stopping a stopped workload is not an error.
     fn stop(&self, id: &str, timeout: Duration) -> Result<ExitStatus, Error>;

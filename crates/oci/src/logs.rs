@@ -164,11 +164,14 @@ pub struct ReadOptions {
 }
 
 /// Read the log at `path` (rotated files first). Each record goes to `sink`; returning `false`
-/// stops. With `follow`, polls for growth and rotation until `done()` is true, then drains.
+/// stops. With `follow`, keeps reading as the file grows (and rotates) until the writer is done,
+/// then drains. `wait_done(d)` blocks for at most `d` and says whether the writer has finished;
+/// it should return as soon as it finishes (e.g. by waiting on the writer's pidfd), so that a
+/// follower sees the end without a polling delay.
 pub fn read(
     path: &Path,
     opts: &ReadOptions,
-    done: &dyn Fn() -> bool,
+    wait_done: &dyn Fn(Duration) -> bool,
     sink: &mut dyn FnMut(&LogLine) -> bool,
 ) -> io::Result<()> {
     let mut rotated_files: Vec<PathBuf> =
@@ -222,8 +225,8 @@ pub fn read(
     if !opts.follow {
         return Ok(());
     }
+    let mut finished = wait_done(Duration::ZERO);
     loop {
-        let finished = done();
         match cursor.as_mut() {
             Some(c) => {
                 if !c.drain(sink)? {
@@ -235,7 +238,7 @@ pub fn read(
         if finished {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        finished = wait_done(Duration::from_millis(20));
         if let (Some(c), Ok(meta)) = (cursor.as_mut(), std::fs::metadata(path)) {
             if meta.ino() != c.ino {
                 // Rotated: finish the old file, then continue with the new one.
@@ -286,7 +289,7 @@ mod tests {
 
     fn collect(path: &Path, tail: Option<usize>) -> Vec<String> {
         let mut out = Vec::new();
-        read(path, &ReadOptions { tail, follow: false }, &|| true, &mut |l| {
+        read(path, &ReadOptions { tail, follow: false }, &|_| true, &mut |l| {
             out.push(String::from_utf8_lossy(&l.content).into_owned());
             true
         })
@@ -324,7 +327,7 @@ mod tests {
         input.push(b'\n');
         copy_stream(&input[..], Stream::Stdout, w).expect("copy");
         let mut recs = Vec::new();
-        read(&path, &ReadOptions::default(), &|| true, &mut |l| {
+        read(&path, &ReadOptions::default(), &|_| true, &mut |l| {
             recs.push((l.partial, l.content.len()));
             true
         })

@@ -65,17 +65,22 @@ impl OciRuntime {
         cmd
     }
 
-    /// `create --bundle B --pid-file P ID`, with the runtime's own errors logged as JSON to `log`.
-    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path) -> Command {
+    /// `create --bundle B --pid-file P ID` (or, with `start`, `run --detach ...`, which creates
+    /// and starts in one runtime invocation), with the runtime's own errors logged as JSON to `log`.
+    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path, start: bool) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
             .arg(&self.state_root)
             .arg("--log")
             .arg(log)
             .arg("--log-format")
-            .arg("json")
-            .arg("create")
-            .arg("--bundle")
+            .arg("json");
+        if start {
+            cmd.arg("run").arg("--detach");
+        } else {
+            cmd.arg("create");
+        }
+        cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)

@@ -48,6 +48,9 @@ pub struct ShimConfig {
     pub ports: Vec<PortForward>,
     /// cgroup path (as in the spec) used to tell an OOM kill from another SIGKILL.
     pub cgroups_path: String,
+    /// Start the container right away (`run --detach`) instead of only creating it.
+    #[serde(default)]
+    pub start: bool,
 }
 
 /// How the container's init process ended.
@@ -166,7 +169,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let runtime = OciRuntime::new(&config.runtime_binary.to_string_lossy(), &config.runtime_root)
         .map_err(|e| e.to_string())?;
-    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log);
+    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log, config.start);
     create.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
     let status = {
         let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
@@ -227,7 +230,8 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    util::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))?;
+    // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.
+    util::replace_file(&config.exit_file, &json, false).map_err(|e| format!("writing exit record: {e}"))?;
     Ok(())
 }
 

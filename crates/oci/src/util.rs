@@ -6,13 +6,22 @@ use std::time::{Duration, Instant};
 
 /// Write `data` to `path` atomically: a temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace_file(path, data, true)
+}
+
+/// Replace `path` with `data` through a temp file and a rename, so readers see the old or the
+/// new content, never a mix; `durable` also fsyncs before the rename (needed only for what
+/// must survive a power loss, not a process crash).
+pub fn replace_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

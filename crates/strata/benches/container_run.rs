@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     let strata_bin = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
     println!("container_run: strata binary {}", strata_bin.display());
     println!("container_run: {iters} latency iterations, {loop_n} leak-loop containers");
+    println!("container_run: load average at start: {}", loadavg());
 
     let registry = Registry::start();
     registry.push(&busybox_image(), "busybox", "latest");
@@ -72,6 +73,8 @@ fn main() -> ExitCode {
     measure_latency(iters, &strata, &image, &runc, podman.as_ref());
     let leaks = leak_loop(loop_n, &strata, &image);
 
+    println!();
+    println!("container_run: load average at end: {}", loadavg());
     drop(guard);
     drop(registry);
     if leaks {
@@ -86,6 +89,11 @@ fn env_usize(name: &str, default: usize) -> usize {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
     }
+}
+
+/// The 1/5/15-minute load averages: other work on a 2-core machine skews every peer.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
 fn stderr(o: &Output) -> String {
@@ -472,6 +480,10 @@ fn measure_latency(iters: usize, strata: &Strata, image: &str, runc: &RuncBundle
 /// Returns true if leaks were found.
 fn leak_loop(n: usize, strata: &Strata, image: &str) -> bool {
     println!();
+    if n == 0 {
+        println!("## Leak loop: skipped (BENCH_LOOP=0)");
+        return false;
+    }
     println!("## Leak loop: {n} containers (run -d sleep 60; rm -f or stop -t 0 + rm; every 10th on the bridge)");
     let mut ids: Vec<String> = Vec::with_capacity(n);
     let mut failures: Vec<String> = Vec::new();

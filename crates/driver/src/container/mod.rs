@@ -103,7 +103,9 @@ impl ContainerDriver {
     fn save(&self, r: &Record) -> Result<(), Error> {
         let path = self.dir(&r.id).join("record.json");
         let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
-        util::write_atomic(&path, &json).map_err(Error::io(format!("writing {}", path.display())))
+        // Atomic but not fsync'd: a record only matters while the host is up (containers do
+        // not survive a reboot), and a process crash cannot tear a rename.
+        util::replace_file(&path, &json, false).map_err(Error::io(format!("writing {}", path.display())))
     }
 
     fn records(&self) -> Result<Vec<Record>, Error> {
@@ -182,7 +184,7 @@ impl ContainerDriver {
         }
     }
 
-    fn create_inner(&self, id: &str, req: &CreateRequest, record: &mut Record) -> Result<(), Error> {
+    fn create_inner(&self, id: &str, req: &CreateRequest, record: &mut Record, start: bool) -> Result<(), Error> {
         let dir = self.dir(id);
         let spec = container_spec(req)?;
         let image = self.images.get(&spec.image)?;
@@ -273,7 +275,11 @@ impl ContainerDriver {
             exit_file: dir.join("exit.json"),
             ports,
             cgroups_path: record.cgroups_path.clone(),
+            start,
         };
+        if start {
+            record.started_at = Some(now());
+        }
         let shim_path = dir.join("shim.json");
         let json = serde_json::to_vec_pretty(&shim_config).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
@@ -331,6 +337,52 @@ impl ContainerDriver {
         errors.into_iter().next().map_or(Ok(()), Err)
     }
 
+    /// Create a container, and with `start` also start it (one runtime invocation).
+    fn create_with(&self, req: &CreateRequest, start: bool) -> Result<String, Error> {
+        if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
+            return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
+        }
+        for e in &container_spec(req)?.env {
+            config::set_env(&mut Vec::new(), e.clone())?;
+        }
+        let id = random_id();
+        let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+        self.reserve_name(&name, &id)?;
+        let dir = self.dir(&id);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            let _ = std::fs::remove_file(self.root.join("names").join(&name));
+            return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
+        }
+        let mut record = Record {
+            id: id.clone(),
+            name,
+            request: req.clone(),
+            image_id: String::new(),
+            args: Vec::new(),
+            created_at: now(),
+            started_at: None,
+            runtime: self.runtime.name().to_string(),
+            cgroups_path: format!("/strata/{id}"),
+            stop_signal: libc::SIGTERM,
+            netns: None,
+            ip: None,
+            init_pid: None,
+            init_start: None,
+            shim_pid: None,
+            shim_start: None,
+            paused: false,
+        };
+        match self.create_inner(&id, req, &mut record, start) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                if let Err(ce) = self.cleanup(&id, Some(&record)) {
+                    tracing::warn!(container = %id, error = %ce, "cleanup after failed create");
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn running_record(&self, id: &str, verb: &str) -> Result<Record, Error> {
         let r = self.load(id)?;
         match self.status(&r) {
@@ -386,48 +438,11 @@ impl Driver for ContainerDriver {
     }
 
     fn create(&self, req: &CreateRequest) -> Result<String, Error> {
-        if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
-            return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
-        }
-        for e in &container_spec(req)?.env {
-            config::set_env(&mut Vec::new(), e.clone())?;
-        }
-        let id = random_id();
-        let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
-        self.reserve_name(&name, &id)?;
-        let dir = self.dir(&id);
-        if let Err(e) = std::fs::create_dir(&dir) {
-            let _ = std::fs::remove_file(self.root.join("names").join(&name));
-            return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
-        }
-        let mut record = Record {
-            id: id.clone(),
-            name,
-            request: req.clone(),
-            image_id: String::new(),
-            args: Vec::new(),
-            created_at: now(),
-            started_at: None,
-            runtime: self.runtime.name().to_string(),
-            cgroups_path: format!("/strata/{id}"),
-            stop_signal: libc::SIGTERM,
-            netns: None,
-            ip: None,
-            init_pid: None,
-            init_start: None,
-            shim_pid: None,
-            shim_start: None,
-            paused: false,
-        };
-        match self.create_inner(&id, req, &mut record) {
-            Ok(()) => Ok(id),
-            Err(e) => {
-                if let Err(ce) = self.cleanup(&id, Some(&record)) {
-                    tracing::warn!(container = %id, error = %ce, "cleanup after failed create");
-                }
-                Err(e)
-            }
-        }
+        self.create_with(req, false)
+    }
+
+    fn run(&self, req: &CreateRequest) -> Result<String, Error> {
+        self.create_with(req, true)
     }
 
     fn start(&self, id: &str) -> Result<(), Error> {
@@ -573,11 +588,12 @@ impl Driver for ContainerDriver {
     fn logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
         let r = self.load(id)?;
         let path = self.dir(id).join("ctr.log");
-        let done = || {
-            self.exit_record(id).is_some()
-                || !matches!((r.shim_pid, r.shim_start), (Some(p), Some(s)) if util::process_alive(p, s))
+        // The supervisor writes exit.json and then exits: its exit is the end of the log.
+        let wait_done = |d: Duration| match (r.shim_pid, r.shim_start) {
+            (Some(p), Some(s)) => util::wait_pid_exit(p, s, Some(d)),
+            _ => true,
         };
-        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &done, &mut |l| {
+        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &wait_done, &mut |l| {
             sink(&LogRecord {
                 time: l.time.clone(),
                 stream: match l.stream {

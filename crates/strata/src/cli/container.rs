@@ -128,8 +128,8 @@ impl CreateArgs {
     }
 }
 
-/// Create a container, pulling its image first if the pull policy says so.
-fn create_container(ctx: &Ctx, driver: &ContainerDriver, a: &CreateArgs) -> anyhow::Result<String> {
+/// The request for `a`, pulling its image first if the pull policy says so.
+fn prepare(ctx: &Ctx, driver: &ContainerDriver, a: &CreateArgs) -> anyhow::Result<CreateRequest> {
     let req = a.request()?;
     let have = driver.images().get(&a.image);
     match (a.pull.as_str(), have) {
@@ -140,12 +140,13 @@ fn create_container(ctx: &Ctx, driver: &ContainerDriver, a: &CreateArgs) -> anyh
         ("never" | "missing", Err(e)) => return Err(e.into()),
         (other, _) => anyhow::bail!("unknown pull policy {other:?}: use missing, always or never"),
     }
-    Ok(driver.create(&req)?)
+    Ok(req)
 }
 
 pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
-    println!("{}", create_container(ctx, &driver, &a)?);
+    let req = prepare(ctx, &driver, &a)?;
+    println!("{}", driver.create(&req)?);
     Ok(())
 }
 
@@ -155,11 +156,8 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
         tracing::debug!("--rm with -d: removal happens on the next ps/rm after exit");
     }
     let driver = ctx.driver()?;
-    let id = create_container(ctx, &driver, &a.create)?;
-    if let Err(e) = driver.start(&id) {
-        let _ = driver.delete(&id, true);
-        return Err(e.into());
-    }
+    let req = prepare(ctx, &driver, &a.create)?;
+    let id = driver.run(&req)?;
     if a.detach {
         println!("{id}");
         return Ok(());
