@@ -16,6 +16,9 @@ pub struct CreateRequest {
     pub ports: Vec<PortMapping>,
     /// What runs; a driver refuses workloads of another kind.
     pub workload: Workload,
+    /// Remove the workload once it has exited (`run --rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 /// The kind-specific part of a [`CreateRequest`].

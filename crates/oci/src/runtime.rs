@@ -22,6 +22,21 @@ pub enum RuntimeError {
     Failed { runtime: String, verb: &'static str, id: String, message: String },
 }
 
+/// How the supervisor starts a container with the runtime.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Launch {
+    /// `create`: created, started later with `start`.
+    #[default]
+    Create,
+    /// `run --detach`: created and started by one runtime call.
+    RunDetached,
+    /// `run` in the foreground: the runtime stays the container's parent, waits for it and
+    /// deletes its own state when it exits (one runtime process for the whole life; used for
+    /// containers removed on exit).
+    RunForeground,
+}
+
 /// A runtime binary plus the state directory it keeps its container records in.
 #[derive(Clone, Debug)]
 pub struct OciRuntime {
@@ -65,9 +80,9 @@ impl OciRuntime {
         cmd
     }
 
-    /// `create --bundle B --pid-file P ID` (or, with `start`, `run --detach ...`, which creates
-    /// and starts in one runtime invocation), with the runtime's own errors logged as JSON to `log`.
-    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path, start: bool) -> Command {
+    /// `create|run [--detach] --bundle B --pid-file P ID` as `launch` says, with the runtime's
+    /// own errors logged as JSON to `log`.
+    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path, launch: Launch) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
             .arg(&self.state_root)
@@ -75,11 +90,11 @@ impl OciRuntime {
             .arg(log)
             .arg("--log-format")
             .arg("json");
-        if start {
-            cmd.arg("run").arg("--detach");
-        } else {
-            cmd.arg("create");
-        }
+        match launch {
+            Launch::Create => cmd.arg("create"),
+            Launch::RunDetached => cmd.arg("run").arg("--detach"),
+            Launch::RunForeground => cmd.arg("run"),
+        };
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")

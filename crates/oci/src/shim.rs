@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::logs::{self, LogWriter, Stream};
 use crate::network::{self, PortForward};
-use crate::runtime::{last_error_line, OciRuntime};
+use crate::runtime::{last_error_line, Launch, OciRuntime};
 use crate::util;
 
 /// The argument that makes the `strata` binary run [`main`].
@@ -48,9 +48,9 @@ pub struct ShimConfig {
     pub ports: Vec<PortForward>,
     /// cgroup path (as in the spec) used to tell an OOM kill from another SIGKILL.
     pub cgroups_path: String,
-    /// Start the container right away (`run --detach`) instead of only creating it.
+    /// How the runtime is asked to start the container.
     #[serde(default)]
-    pub start: bool,
+    pub launch: Launch,
 }
 
 /// How the container's init process ended.
@@ -62,6 +62,9 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     /// RFC 3339.
     pub finished_at: String,
+    /// The runtime already deleted its record and cgroups (foreground launch).
+    #[serde(default)]
+    pub runtime_deleted: bool,
 }
 
 /// The created container, as reported by the shim.
@@ -169,23 +172,37 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let runtime = OciRuntime::new(&config.runtime_binary.to_string_lossy(), &config.runtime_root)
         .map_err(|e| e.to_string())?;
-    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log, config.start);
+    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log, config.launch);
     create.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-    let status = {
-        let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
-        drop(create); // close our copies of the write ends
-        child.wait().map_err(|e| format!("waiting for {} create: {e}", config.runtime_name))?
-    };
-    if !status.success() {
+    let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
+    drop(create); // close our copies of the write ends
+    let runtime_failed = || {
         let log = std::fs::read_to_string(&config.runtime_log).unwrap_or_default();
         let errors: String = log.lines().filter(|l| l.contains("\"error\"")).collect::<Vec<_>>().join("\n");
-        return Err(last_error_line(if errors.is_empty() { &log } else { &errors }));
-    }
-    let init_pid: i32 = std::fs::read_to_string(&config.pid_file)
-        .map_err(|e| format!("reading pid file: {e}"))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("bad pid file: {e}"))?;
+        last_error_line(if errors.is_empty() { &log } else { &errors })
+    };
+    let read_pid = || -> Option<i32> { std::fs::read_to_string(&config.pid_file).ok()?.trim().parse().ok() };
+    let runtime_pid = child.id() as i32;
+    let init_pid: i32 = if config.launch == Launch::RunForeground {
+        // The runtime stays in the foreground: the container is running once the pid file
+        // exists (written atomically); if the runtime exits first without one, it failed.
+        loop {
+            if let Some(pid) = read_pid() {
+                break pid;
+            }
+            match child.try_wait() {
+                Ok(Some(_)) => return Err(read_pid().map_or_else(runtime_failed, |_| "container exited at once".into())),
+                Ok(None) => std::thread::sleep(Duration::from_micros(500)),
+                Err(e) => return Err(format!("waiting for {} run: {e}", config.runtime_name)),
+            }
+        }
+    } else {
+        let status = child.wait().map_err(|e| format!("waiting for {} create: {e}", config.runtime_name))?;
+        if !status.success() {
+            return Err(runtime_failed());
+        }
+        read_pid().ok_or_else(|| "the runtime wrote no pid file".to_string())?
+    };
 
     let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
@@ -208,7 +225,10 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         let _ = writeln!(ready, "ok {init_pid} {}", std::process::id());
     }
 
-    let status = reap_until(init_pid);
+    // In the foreground launch the runtime is init's parent and reports its exit status as its
+    // own (128 + signal for a killed process) after deleting the container.
+    let foreground = config.launch == Launch::RunForeground;
+    let status = reap_until(if foreground { runtime_pid } else { init_pid });
     // Give the log copiers a moment to drain what init wrote last; processes that escaped
     // the pid namespace could hold the pipes open forever, so do not wait longer.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
@@ -219,6 +239,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         }
     }
     let (code, signal) = match status {
+        Some(nix::sys::wait::WaitStatus::Exited(_, code)) if foreground && code > 128 => (code, Some(code - 128)),
         Some(nix::sys::wait::WaitStatus::Exited(_, code)) => (code, None),
         Some(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => (128 + sig as i32, Some(sig as i32)),
         _ => (255, None),
@@ -228,6 +249,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         signal,
         oom_killed: signal == Some(libc::SIGKILL) && crate::cgroups::oom_killed(&config.cgroups_path),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        runtime_deleted: foreground,
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
     // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.

@@ -27,6 +27,7 @@ use strata_image::ImageStore;
 use strata_oci::network::{self, BridgeNetwork, PortForward};
 use strata_oci::shim::{self, ShimConfig};
 use strata_oci::spec::{self, Limits, NetNs, SpecInput};
+use strata_oci::runtime::Launch;
 use strata_oci::{cgroups, logs, util, OciRuntime};
 
 use crate::{
@@ -199,12 +200,14 @@ impl ContainerDriver {
         self.save(record)?;
 
         let layers = self.images.layers(&image)?;
+        tracing::debug!(container = id, "layers ready");
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         for d in [&dir.join("upper"), &dir.join("work"), &rootfs] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
         }
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        tracing::debug!(container = id, "rootfs mounted");
 
         let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         let process = config::resolve(&defaults, spec, &hostname, &rootfs)?;
@@ -275,11 +278,16 @@ impl ContainerDriver {
             exit_file: dir.join("exit.json"),
             ports,
             cgroups_path: record.cgroups_path.clone(),
-            start,
+            launch: match (start, req.auto_remove) {
+                (false, _) => Launch::Create,
+                (true, false) => Launch::RunDetached,
+                (true, true) => Launch::RunForeground,
+            },
         };
         if start {
             record.started_at = Some(now());
         }
+        tracing::debug!(container = id, "bundle written");
         let shim_path = dir.join("shim.json");
         let json = serde_json::to_vec_pretty(&shim_config).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
@@ -287,6 +295,7 @@ impl ContainerDriver {
             shim::ShimError::Create(msg) => Error::FailedPrecondition(format!("cannot create container: {msg}")),
             other => Error::Internal(other.to_string()),
         })?;
+        tracing::debug!(container = id, init = started.init_pid, "supervisor reports the container up");
         record.init_pid = Some(started.init_pid);
         record.init_start = util::process_start_time(started.init_pid);
         record.shim_pid = Some(started.shim_pid);
@@ -306,7 +315,11 @@ impl ContainerDriver {
                 errors.push(e);
             }
         };
-        note(&mut errors, self.runtime.delete(id, true).map_err(Error::from));
+        // A runtime that ran in the foreground deleted its own state when the container exited.
+        let runtime_deleted = shim::read_exit(&dir.join("exit.json")).is_some_and(|e| e.runtime_deleted);
+        if !runtime_deleted {
+            note(&mut errors, self.runtime.delete(id, true).map_err(Error::from));
+        }
         if let Some(r) = record {
             if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
                 if !util::wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
@@ -519,7 +532,17 @@ impl Driver for ContainerDriver {
     }
 
     fn list(&self) -> Result<Vec<WorkloadState>, Error> {
-        Ok(self.records()?.iter().map(|r| self.to_state(r)).collect())
+        let mut out = Vec::new();
+        for r in self.records()? {
+            let state = self.to_state(&r);
+            // Exited containers created with auto-remove whose remover is gone (`run -d --rm`,
+            // or a killed CLI) are removed by whoever lists next.
+            if r.request.auto_remove && state.status == Status::Exited && self.cleanup(&r.id, Some(&r)).is_ok() {
+                continue;
+            }
+            out.push(state);
+        }
+        Ok(out)
     }
 
     fn resolve(&self, name_or_id: &str) -> Result<String, Error> {

@@ -104,6 +104,7 @@ impl CreateArgs {
             labels.insert(k.to_string(), v.to_string());
         }
         Ok(CreateRequest {
+            auto_remove: false,
             name: self.name.clone(),
             labels,
             resources: Resources {
@@ -151,12 +152,14 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
 }
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
+    tracing::debug!("run: start");
     if a.detach && a.rm {
         // Allowed by Docker too: the container is removed when it exits, by whoever notices.
         tracing::debug!("--rm with -d: removal happens on the next ps/rm after exit");
     }
     let driver = ctx.driver()?;
-    let req = prepare(ctx, &driver, &a.create)?;
+    let mut req = prepare(ctx, &driver, &a.create)?;
+    req.auto_remove = a.rm;
     let id = driver.run(&req)?;
     if a.detach {
         println!("{id}");
@@ -165,8 +168,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     forward_signals(driver.clone(), id.clone());
     attach_output(&*driver, &id, true)?;
     let exit = driver.wait(&id, None)?;
+    tracing::debug!(container = %id, code = exit.code, "exited");
     if a.rm {
         driver.delete(&id, true)?;
+        tracing::debug!(container = %id, "removed");
     }
     Err(ExitWith(exit.code.clamp(0, 255) as u8).into())
 }
