@@ -275,3 +275,26 @@ fn lifecycle_leaves_no_traces() {
     assert!(env.container_dirs().is_empty());
     assert!(env.ok(&["ps", "-aq"]).trim().is_empty());
 }
+
+#[test]
+fn auto_remove_containers_go_away() {
+    let env = Env::new();
+    // Foreground --rm: the exit code comes through and nothing stays.
+    let out = env.run(&["run", "--rm", "--network", "none", &env.image, "sh", "-c", "echo bye; exit 5"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(5), "bye\n".to_string()));
+    assert!(env.container_dirs().is_empty());
+    // A signal from outside: 128 + 9.
+    let mut fg = env.cmd().args(["run", "--rm", "--name", "victim", "--network", "none", &env.image, "sleep", "100"]).spawn().expect("spawn");
+    let running = || {
+        let out = env.run(&["inspect", "victim"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"status\": \"running\"")
+    };
+    assert!(eventually(Duration::from_secs(10), running));
+    env.ok(&["kill", "victim"]);
+    assert_eq!(fg.wait().expect("wait").code(), Some(137));
+    // -d --rm: once it has exited, the next listing removes it.
+    let id = env.ok(&["run", "-d", "--rm", "--network", "none", &env.image, "true"]).trim().to_string();
+    assert!(eventually(Duration::from_secs(10), || !env.ok(&["ps", "-aq", "--no-trunc"]).contains(&id)));
+    assert!(host_traces(env.root(), &id).is_empty());
+    assert!(env.container_dirs().is_empty());
+}
