@@ -14,6 +14,16 @@ if ((${#missing[@]})); then
   apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; }
 fi
 
+# VMs: QEMU 7.2 from Debian. Installing qemu-system-x86 removes the preinstalled (backported)
+# qemu-utils, so qemu-img is installed from the same release in the same command.
+if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null || ! command -v cpio >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  vm_pkgs=(qemu-system-x86 qemu-utils/bookworm cpio)
+  apt-get install -y --allow-downgrades "${vm_pkgs[@]}" || { apt-get update && apt-get install -y --allow-downgrades "${vm_pkgs[@]}"; }
+fi
+# The guest kernel and initramfs the VM tests boot (cached under /var/tmp/strata-vm-assets).
+scripts/vm-assets.sh >/dev/null
+
 # The Python Kubernetes client drives the API server in the end-to-end tests.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
 

@@ -9,11 +9,13 @@
 //! running workloads instead of starting them again (see `ARCHITECTURE.md`, "Survival").
 
 pub mod container;
+pub mod vm;
 mod error;
 mod parse;
 mod types;
 
 pub use container::ContainerDriver;
+pub use vm::VmDriver;
 pub use error::Error;
 pub use parse::{parse_cpus, parse_memory, parse_signal};
 pub use types::*;
@@ -60,6 +62,11 @@ pub trait Driver: Send + Sync {
     /// Run another process inside the workload.
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error>;
     fn stats(&self, id: &str) -> Result<Stats, Error>;
+    /// Connect to the workload's stdin/terminal (created with `stdin` or `tty`). Output is read
+    /// with [`Driver::logs`].
+    fn attach(&self, id: &str) -> Result<Box<dyn AttachInput>, Error> {
+        Err(Error::Unsupported(format!("attach to {id}")))
+    }
     fn pause(&self, id: &str) -> Result<(), Error> {
         Err(Error::Unsupported(format!("pause of {id}")))
     }

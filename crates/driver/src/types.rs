@@ -78,6 +78,12 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     pub privileged: bool,
     pub read_only: bool,
+    /// Keep stdin open for [`crate::Driver::attach`] (`-i`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Give the process a terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -181,6 +187,14 @@ pub struct LogRecord {
     pub stream: LogStream,
     pub partial: bool,
     pub content: Vec<u8>,
+}
+
+/// Input to a running workload: its stdin (or terminal) and the terminal's size.
+pub trait AttachInput: Send {
+    fn input(&mut self, data: &[u8]) -> std::io::Result<()>;
+    fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()>;
+    /// End of input (EOF on stdin; the EOF character on a terminal).
+    fn close_input(&mut self) -> std::io::Result<()>;
 }
 
 /// Run another process in a workload.

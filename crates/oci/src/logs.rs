@@ -119,8 +119,10 @@ fn rotated(path: &Path, i: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Copy a stream (a container's stdout or stderr pipe) into the log until EOF.
-pub fn copy_stream(mut reader: impl Read, stream: Stream, writer: Arc<Mutex<LogWriter>>) -> io::Result<()> {
+/// Copy a stream (a container's stdout or stderr pipe) into the log until EOF. With
+/// `immediate` (a terminal: prompts have no newline) whatever was read is written at once, as
+/// partial records, instead of waiting for the end of the line.
+pub fn copy_stream(mut reader: impl Read, stream: Stream, writer: Arc<Mutex<LogWriter>>, immediate: bool) -> io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     let flush = |pending: &mut Vec<u8>, partial: bool| -> io::Result<()> {
@@ -145,6 +147,9 @@ pub fn copy_stream(mut reader: impl Read, stream: Stream, writer: Arc<Mutex<LogW
                     flush(&mut pending, true)?;
                 }
             }
+        }
+        if immediate && !pending.is_empty() {
+            flush(&mut pending, true)?;
         }
     }
     if !pending.is_empty() {
@@ -303,7 +308,7 @@ mod tests {
         let path = dir.path().join("ctr.log");
         let w = Arc::new(Mutex::new(LogWriter::open(&path, 200, 2).expect("open")));
         let input = b"one\ntwo\nthree-without-newline".to_vec();
-        copy_stream(&input[..], Stream::Stdout, w.clone()).expect("copy");
+        copy_stream(&input[..], Stream::Stdout, w.clone(), false).expect("copy");
         assert_eq!(collect(&path, None), ["one", "two", "three-without-newline"]);
         assert_eq!(collect(&path, Some(1)), ["three-without-newline"]);
         for i in 0..20 {
@@ -325,7 +330,7 @@ mod tests {
         let w = Arc::new(Mutex::new(LogWriter::open(&path, DEFAULT_MAX_SIZE, 1).expect("open")));
         let mut input = vec![b'x'; MAX_LINE + 10];
         input.push(b'\n');
-        copy_stream(&input[..], Stream::Stdout, w).expect("copy");
+        copy_stream(&input[..], Stream::Stdout, w, false).expect("copy");
         let mut recs = Vec::new();
         read(&path, &ReadOptions::default(), &|_| true, &mut |l| {
             recs.push((l.partial, l.content.len()));

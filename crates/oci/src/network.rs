@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 /// Where network namespaces are bind-mounted.
 pub const NETNS_DIR: &str = "/run/strata/netns";
+/// Where supervisors put their unix sockets (console, attach).
+pub const SOCKET_DIR: &str = "/run/strata/sock";
 /// Where host-local IPAM keeps its leases (shared by every strata root on the host).
 pub const IPAM_DIR: &str = "/run/strata/ipam";
 /// Where the CNI plugins are looked for, first to last.

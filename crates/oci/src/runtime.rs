@@ -82,7 +82,7 @@ impl OciRuntime {
 
     /// `create|run [--detach] --bundle B --pid-file P ID` as `launch` says, with the runtime's
     /// own errors logged as JSON to `log`.
-    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path, launch: Launch) -> Command {
+    pub fn create_command(&self, id: &str, bundle: &Path, pid_file: &Path, log: &Path, launch: Launch, console_socket: Option<&Path>) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
             .arg(&self.state_root)
@@ -95,6 +95,9 @@ impl OciRuntime {
             Launch::RunDetached => cmd.arg("run").arg("--detach"),
             Launch::RunForeground => cmd.arg("run"),
         };
+        if let Some(sock) = console_socket {
+            cmd.arg("--console-socket").arg(sock);
+        }
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")

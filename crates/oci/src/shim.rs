@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,18 @@ pub struct ShimConfig {
     /// How the runtime is asked to start the container.
     #[serde(default)]
     pub launch: Launch,
+    /// Keep the container's stdin open, fed through the attach socket.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The container has a terminal; the runtime sends its master over `console_socket`.
+    #[serde(default)]
+    pub tty: bool,
+    /// Where the runtime sends the terminal master (short path: unix socket names are limited).
+    #[serde(default)]
+    pub console_socket: PathBuf,
+    /// Where clients send input and terminal resizes (see [`AttachClient`]).
+    #[serde(default)]
+    pub attach_socket: PathBuf,
 }
 
 /// How the container's init process ended.
@@ -172,10 +185,38 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let runtime = OciRuntime::new(&config.runtime_binary.to_string_lossy(), &config.runtime_root)
         .map_err(|e| e.to_string())?;
-    let mut create = runtime.create_command(&config.id, &config.bundle, &config.pid_file, &config.runtime_log, config.launch);
-    create.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let console = if config.tty {
+        let _ = std::fs::remove_file(&config.console_socket);
+        Some(UnixListener::bind(&config.console_socket).map_err(|e| format!("console socket {}: {e}", config.console_socket.display()))?)
+    } else {
+        None
+    };
+    let attach = if config.stdin || config.tty {
+        let _ = std::fs::remove_file(&config.attach_socket);
+        Some(UnixListener::bind(&config.attach_socket).map_err(|e| format!("attach socket {}: {e}", config.attach_socket.display()))?)
+    } else {
+        None
+    };
+    let mut create = runtime.create_command(
+        &config.id,
+        &config.bundle,
+        &config.pid_file,
+        &config.runtime_log,
+        config.launch,
+        console.as_ref().map(|_| config.console_socket.as_path()),
+    );
+    // Interactive without a terminal: the container reads a pipe the attach socket feeds.
+    let stdin_writer = if config.stdin && !config.tty {
+        let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        create.stdin(Stdio::from(in_r));
+        Some(File::from(in_w))
+    } else {
+        create.stdin(Stdio::null());
+        None
+    };
+    create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
     let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
-    drop(create); // close our copies of the write ends
+    drop(create); // close our copies of the pipe ends the runtime holds
     let runtime_failed = || {
         let log = std::fs::read_to_string(&config.runtime_log).unwrap_or_default();
         let errors: String = log.lines().filter(|l| l.contains("\"error\"")).collect::<Vec<_>>().join("\n");
@@ -204,19 +245,39 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         read_pid().ok_or_else(|| "the runtime wrote no pid file".to_string())?
     };
 
+    // The runtime connected and sent the terminal master before `create`/`run -d` returned.
+    let master = match &console {
+        Some(listener) => {
+            let (conn, _) = listener.accept().map_err(|e| format!("console socket: {e}"))?;
+            Some(receive_fd(&conn)?)
+        }
+        None => None,
+    };
+
     let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
     let writer = Arc::new(Mutex::new(writer));
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    for (fd, stream) in [(out_r, Stream::Stdout), (err_r, Stream::Stderr)] {
+    let mut sources: Vec<(File, Stream, bool)> = vec![(File::from(out_r), Stream::Stdout, false), (File::from(err_r), Stream::Stderr, false)];
+    let mut input: Option<File> = stdin_writer;
+    if let Some(m) = &master {
+        let read_side = m.try_clone().map_err(|e| format!("terminal: {e}"))?;
+        sources.push((read_side, Stream::Stdout, true));
+        input = Some(m.try_clone().map_err(|e| format!("terminal: {e}"))?);
+    }
+    let expected = sources.len();
+    for (file, stream, immediate) in sources {
         let writer = writer.clone();
         let done = done_tx.clone();
         std::thread::spawn(move || {
-            let _ = logs::copy_stream(File::from(fd), stream, writer);
+            let _ = logs::copy_stream(file, stream, writer, immediate);
             let _ = done.send(());
         });
     }
     drop(done_tx);
+    if let Some(listener) = attach {
+        serve_attach(listener, Arc::new(Mutex::new(input)), master, config.tty);
+    }
     network::serve_ports(listeners);
 
     {
@@ -232,7 +293,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     // Give the log copiers a moment to drain what init wrote last; processes that escaped
     // the pid namespace could hold the pipes open forever, so do not wait longer.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    for _ in 0..2 {
+    for _ in 0..expected {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if done_rx.recv_timeout(left).is_err() {
             break;
@@ -255,6 +316,124 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.
     util::replace_file(&config.exit_file, &json, false).map_err(|e| format!("writing exit record: {e}"))?;
     Ok(())
+}
+
+/// Receive one file descriptor (SCM_RIGHTS) on a unix stream, as runc's `--console-socket`
+/// sends the terminal master.
+fn receive_fd(conn: &UnixStream) -> Result<File, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("receiving the terminal: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| format!("receiving the terminal: {e}"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor for us.
+                return Ok(unsafe { File::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err("the runtime sent no terminal".into())
+}
+
+/// Frame types on the attach socket: `[type u8][len u32 LE][payload]`.
+const FRAME_INPUT: u8 = 0;
+const FRAME_RESIZE: u8 = 1;
+const FRAME_CLOSE: u8 = 2;
+
+/// Serve the attach socket: input to the container's stdin (or terminal), resizes, end of input.
+fn serve_attach(listener: UnixListener, input: Arc<Mutex<Option<File>>>, master: Option<File>, tty: bool) {
+    let master = master.map(Arc::new);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let input = input.clone();
+            let master = master.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                loop {
+                    let mut head = [0u8; 5];
+                    if conn.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+                    if len > 1 << 20 {
+                        return;
+                    }
+                    let mut payload = vec![0u8; len];
+                    if conn.read_exact(&mut payload).is_err() {
+                        return;
+                    }
+                    let Ok(mut slot) = input.lock() else { return };
+                    match head[0] {
+                        FRAME_INPUT => {
+                            if let Some(f) = slot.as_mut() {
+                                let _ = f.write_all(&payload);
+                            }
+                        }
+                        FRAME_RESIZE if payload.len() == 4 => {
+                            if let Some(m) = &master {
+                                let ws = libc::winsize {
+                                    ws_row: u16::from_le_bytes([payload[0], payload[1]]),
+                                    ws_col: u16::from_le_bytes([payload[2], payload[3]]),
+                                    ws_xpixel: 0,
+                                    ws_ypixel: 0,
+                                };
+                                // SAFETY: TIOCSWINSZ on a terminal master with a valid winsize.
+                                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                            }
+                        }
+                        FRAME_CLOSE => {
+                            if tty {
+                                // End of input on a terminal is the EOF character.
+                                if let Some(f) = slot.as_mut() {
+                                    let _ = f.write_all(&[4]);
+                                }
+                            } else {
+                                *slot = None;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// The client side of a container's attach socket.
+pub struct AttachClient(UnixStream);
+
+impl AttachClient {
+    pub fn connect(path: &Path) -> std::io::Result<Self> {
+        UnixStream::connect(path).map(Self)
+    }
+
+    fn frame(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(5 + payload.len());
+        buf.push(kind);
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(payload);
+        self.0.write_all(&buf)
+    }
+
+    /// Bytes for the container's stdin (or terminal).
+    pub fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.frame(FRAME_INPUT, data)
+    }
+
+    /// The terminal's new size.
+    pub fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
+        let mut p = rows.to_le_bytes().to_vec();
+        p.extend_from_slice(&cols.to_le_bytes());
+        self.frame(FRAME_RESIZE, &p)
+    }
+
+    /// End of input.
+    pub fn close_input(&mut self) -> std::io::Result<()> {
+        self.frame(FRAME_CLOSE, &[])
+    }
 }
 
 /// Reap children (the runtime's leftovers and re-parented orphans) until `init` exits.

@@ -70,6 +70,8 @@ pub struct SpecInput {
     pub hostname: String,
     pub privileged: bool,
     pub read_only_rootfs: bool,
+    /// Give the process a terminal (the runtime hands its master to the supervisor).
+    pub terminal: bool,
     pub netns: NetNs,
     pub limits: Limits,
     /// cgroup path relative to the hierarchy roots, e.g. `/strata/<id>`.
@@ -114,7 +116,7 @@ pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
         user = user.additional_gids(input.additional_gids.clone());
     }
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(input.terminal)
         .args(input.args.clone())
         .env(input.env.clone())
         .cwd(input.cwd.clone())
@@ -306,6 +308,7 @@ mod tests {
             hostname: "h".into(),
             privileged: false,
             read_only_rootfs: false,
+            terminal: false,
             netns: NetNs::New,
             limits: Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(100) },
             cgroups_path: "/strata/x".into(),

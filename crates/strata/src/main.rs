@@ -1,5 +1,6 @@
 //! The `strata` binary: the command line over the driver interface, and (hidden) the
-//! per-container supervisor, which is the same executable started as `strata __shim CONFIG`.
+//! per-container supervisor, which is the same executable started as `strata __shim CONFIG`, and
+//! the per-VM supervisor (`strata __vmlog CONFIG`).
 
 mod cli;
 
@@ -9,7 +10,17 @@ fn main() -> ExitCode {
     // The supervisor must fork before any thread exists, so it is dispatched before anything
     // else (argument parsing included) runs.
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(strata_driver::SHIM_ARG)) {
+    let mode = args.nth(1);
+    if mode.as_deref() == Some(std::ffi::OsStr::new(strata_driver::vm::SUPERVISOR_ARG)) {
+        match args.next() {
+            Some(config) => strata_driver::vm::run_supervisor(std::path::Path::new(&config)),
+            None => {
+                eprintln!("strata: {} needs a config path", strata_driver::vm::SUPERVISOR_ARG);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if mode.as_deref() == Some(std::ffi::OsStr::new(strata_driver::SHIM_ARG)) {
         match args.next() {
             Some(config) => strata_driver::run_shim(std::path::Path::new(&config)),
             None => {

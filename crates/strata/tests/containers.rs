@@ -298,3 +298,46 @@ fn auto_remove_containers_go_away() {
     assert!(host_traces(env.root(), &id).is_empty());
     assert!(env.container_dirs().is_empty());
 }
+
+#[test]
+fn interactive_run_with_stdin_and_terminal() {
+    let env = Env::new();
+    env.ok(&["pull", &env.image]);
+    // -i: our stdin is the container's.
+    let mut child = env
+        .cmd()
+        .args(["run", "--rm", "-i", "--network", "none", &env.image, "sh", "-c", "read a; read b; echo \"$b $a\"; cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run -i");
+    child.stdin.take().expect("stdin").write_all(b"first\nsecond\nrest\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second first\nrest\n");
+    assert_eq!(out.status.code(), Some(0), "EOF on stdin ends cat");
+
+    // -it: a terminal, typed input and the exit code (util-linux `script` gives us a pty).
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let root = env.root().display().to_string();
+    let cmd = format!("{strata} --root {root} run --rm -it --network none {} sh", env.image);
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"tty; echo typed-$((20+22))\n").expect("type");
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"exit 3\n").expect("exit");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/0") && text.contains("typed-42"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(env.container_dirs().is_empty());
+
+    // -t needs a terminal; attach needs -i or -t.
+    let (_, err) = env.fail(&["run", "-t", &env.image, "true"]);
+    assert!(err.contains("not a TTY"), "{err}");
+}

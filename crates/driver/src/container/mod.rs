@@ -31,7 +31,7 @@ use strata_oci::runtime::Launch;
 use strata_oci::{cgroups, logs, util, OciRuntime};
 
 use crate::{
-    Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
+    AttachInput, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
     LogStream, NetworkMode, Stats, Status, WorkloadState,
 };
 
@@ -250,6 +250,7 @@ impl ContainerDriver {
             additional_gids: process.additional_gids,
             hostname: hostname.clone(),
             privileged: spec.privileged,
+            terminal: spec.tty,
             read_only_rootfs: spec.read_only,
             netns,
             limits: Limits {
@@ -278,16 +279,24 @@ impl ContainerDriver {
             exit_file: dir.join("exit.json"),
             ports,
             cgroups_path: record.cgroups_path.clone(),
-            launch: match (start, req.auto_remove) {
+            // A terminal needs the runtime's console socket, which only create/run -d use.
+            launch: match (start, req.auto_remove && !container_spec(req)?.tty) {
                 (false, _) => Launch::Create,
                 (true, false) => Launch::RunDetached,
                 (true, true) => Launch::RunForeground,
             },
+            stdin: container_spec(req)?.stdin,
+            tty: container_spec(req)?.tty,
+            console_socket: socket_path(id, "console"),
+            attach_socket: socket_path(id, "attach"),
         };
         if start {
             record.started_at = Some(now());
         }
         tracing::debug!(container = id, "bundle written");
+        if container_spec(req)?.stdin || container_spec(req)?.tty {
+            std::fs::create_dir_all(network::SOCKET_DIR).map_err(Error::io(format!("creating {}", network::SOCKET_DIR)))?;
+        }
         let shim_path = dir.join("shim.json");
         let json = serde_json::to_vec_pretty(&shim_config).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
@@ -328,6 +337,9 @@ impl ContainerDriver {
             }
         }
         note(&mut errors, rootfs::unmount(&dir.join("bundle/rootfs")));
+        for what in ["console", "attach"] {
+            let _ = std::fs::remove_file(socket_path(id, what));
+        }
         if let Some(netns) = record.and_then(|r| r.netns.clone()) {
             if let Ok(net) = BridgeNetwork::discover() {
                 note(&mut errors, net.del(id, &netns).map_err(Error::from));
@@ -403,6 +415,25 @@ impl ContainerDriver {
             s => Err(Error::FailedPrecondition(format!("cannot {verb} container {}: it is {}", r.name, s.as_str()))),
         }
     }
+}
+
+struct ShimAttach(shim::AttachClient);
+
+impl AttachInput for ShimAttach {
+    fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.input(data)
+    }
+    fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.0.resize(rows, cols)
+    }
+    fn close_input(&mut self) -> std::io::Result<()> {
+        self.0.close_input()
+    }
+}
+
+/// Unix socket paths are limited to 108 bytes, so sockets live under a short directory.
+fn socket_path(id: &str, what: &str) -> PathBuf {
+    Path::new(network::SOCKET_DIR).join(format!("{}.{what}", &id[..32.min(id.len())]))
 }
 
 /// The container part of a request; other workload kinds are not for this driver.
@@ -692,6 +723,17 @@ impl Driver for ContainerDriver {
             cpu_usage_ns: u.cpu_usage_ns,
             pids: u.pids,
         })
+    }
+
+    fn attach(&self, id: &str) -> Result<Box<dyn AttachInput>, Error> {
+        let r = self.load(id)?;
+        let spec = container_spec(&r.request)?;
+        if !spec.stdin && !spec.tty {
+            return Err(Error::FailedPrecondition(format!("container {} was created without -i or -t: it has no input to attach to", r.name)));
+        }
+        let client = shim::AttachClient::connect(&socket_path(id, "attach"))
+            .map_err(Error::io(format!("attaching to container {}", r.name)))?;
+        Ok(Box::new(ShimAttach(client)))
     }
 
     fn pause(&self, id: &str) -> Result<(), Error> {

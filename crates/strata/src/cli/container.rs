@@ -16,6 +16,12 @@ use super::{ago, print_table, Ctx, ExitWith};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
+    /// Keep stdin open (attach it with `run`).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Name of the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -124,6 +130,8 @@ impl CreateArgs {
                 hostname: self.hostname.clone(),
                 privileged: self.privileged,
                 read_only: self.read_only,
+                stdin: self.interactive,
+                tty: self.tty,
             }),
         })
     }
@@ -157,6 +165,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
         // Allowed by Docker too: the container is removed when it exits, by whoever notices.
         tracing::debug!("--rm with -d: removal happens on the next ps/rm after exit");
     }
+    let interactive = a.create.interactive && !a.detach;
+    if a.create.tty && !a.detach && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!("the input device is not a TTY: drop -t, or run from a terminal");
+    }
     let driver = ctx.driver()?;
     let mut req = prepare(ctx, &driver, &a.create)?;
     req.auto_remove = a.rm;
@@ -165,8 +177,22 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
         println!("{id}");
         return Ok(());
     }
-    forward_signals(driver.clone(), id.clone());
+    let input = if interactive || a.create.tty { Some(driver.attach(&id)?) } else { None };
+    // A terminal in raw mode for the whole session (restored when the guard drops).
+    let _raw = if a.create.tty { RawTerminal::enter() } else { None };
+    let input = input.map(|i| Arc::new(std::sync::Mutex::new(i)));
+    if let Some(input) = &input {
+        if a.create.tty {
+            resize(input);
+        }
+        if interactive {
+            let input = input.clone();
+            std::thread::spawn(move || pump_stdin(&input));
+        }
+    }
+    forward_signals(driver.clone(), id.clone(), if a.create.tty { input.clone() } else { None });
     attach_output(&*driver, &id, true)?;
+    drop(_raw);
     let exit = driver.wait(&id, None)?;
     tracing::debug!(container = %id, code = exit.code, "exited");
     if a.rm {
@@ -194,11 +220,14 @@ fn attach_output(driver: &dyn Driver, id: &str, follow: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// Pass SIGINT, SIGTERM and SIGHUP on to the container while attached, as `docker run` does.
-fn forward_signals(driver: Arc<ContainerDriver>, id: String) {
+type SharedInput = Arc<std::sync::Mutex<Box<dyn strata_driver::AttachInput>>>;
+
+/// Pass SIGINT, SIGTERM and SIGHUP on to the container while attached, as `docker run` does;
+/// with a terminal, SIGWINCH resizes the container's terminal instead.
+fn forward_signals(driver: Arc<ContainerDriver>, id: String, tty: Option<SharedInput>) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGWINCH] {
         set.add(s);
     }
     if set.thread_block().is_err() {
@@ -206,12 +235,71 @@ fn forward_signals(driver: Arc<ContainerDriver>, id: String) {
     }
     std::thread::spawn(move || loop {
         match set.wait() {
+            Ok(Signal::SIGWINCH) => {
+                if let Some(t) = &tty {
+                    resize(t);
+                }
+            }
             Ok(sig) => {
                 let _ = driver.kill(&id, sig as i32);
             }
             Err(_) => return,
         }
     });
+}
+
+/// Copy our stdin to the container until EOF, then close its input.
+fn pump_stdin(input: &SharedInput) {
+    use std::io::Read;
+    let mut buf = [0u8; 8192];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let ok = input.lock().map(|mut i| i.input(&buf[..n]).is_ok()).unwrap_or(false);
+                if !ok {
+                    return;
+                }
+            }
+        }
+    }
+    if let Ok(mut i) = input.lock() {
+        let _ = i.close_input();
+    }
+}
+
+/// Tell the container's terminal our terminal's size.
+fn resize(input: &SharedInput) {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ fills a winsize for a terminal fd; failure leaves it zeroed.
+    let ok = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_row > 0 {
+        if let Ok(mut i) = input.lock() {
+            let _ = i.resize(ws.ws_row, ws.ws_col);
+        }
+    }
+}
+
+/// Our terminal in raw mode; restored on drop.
+struct RawTerminal(nix::sys::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.0);
+    }
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ mod container;
 mod image;
 mod progress;
 mod server;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ enum Command {
     /// Run the control plane: a Kubernetes-compatible API server (HTTPS) on the embedded store
     /// or etcd, writing a CA and an admin kubeconfig on first start.
     Server(server::ServerArgs),
+    /// Manage virtual machines (QEMU): create, list, start, stop, console, snapshot, ...
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
 }
 
 /// A container's exit code to pass through, as opposed to an error of strata's own.
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(a) => container::pause(&ctx, a, true),
         Command::Unpause(a) => container::pause(&ctx, a, false),
         Command::Server(a) => server::run(a),
+        Command::Vm(c) => vm::run(&ctx, c),
     }
 }
 

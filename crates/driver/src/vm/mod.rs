@@ -1,0 +1,721 @@
+//! The VM driver: QEMU virtual machines (strata-vm) behind the [`Driver`] interface.
+//!
+//! On-disk layout under the strata root:
+//! ```text
+//! vms/<id>/record.json       what was asked for and what was set up (see `Record`)
+//! vms/<id>/supervisor.json   the supervisor's config (QEMU binary and command line)
+//! vms/<id>/state.qcow2       an empty qcow2 disk that holds `savevm` snapshots
+//! vms/<id>/console.log       the serial console, CRI log format, rotated
+//! vms/<id>/qemu.log          QEMU's own diagnostics; supervisor.log the supervisor's
+//! vms/<id>/{qmp,serial,console}.sock   while QEMU runs; exit.json once it has exited
+//! vm-names/<name>            the id owning a name (created with O_EXCL: names are unique)
+//! vm-accel.json              the cached acceleration verdict (see strata_vm::accel)
+//! ```
+//! QEMU is a child of its supervisor (`strata __vmlog`), which is nobody's child: both
+//! outlive the process that created them. Any later process finds the VM from these files,
+//! checks QEMU by pid *and* start time, and reconnects to its QMP socket (re-adoption); it
+//! never starts a second QEMU for a VM whose QEMU is alive.
+//!
+//! `create` launches QEMU with its vCPUs stopped (`-S`); `start` runs them (`cont`), or
+//! relaunches QEMU for a VM that has exited.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_oci::logs;
+use strata_vm::accel::{self, Accel};
+use strata_vm::qemu::{self, Machine};
+use strata_vm::qmp::{Qmp, QmpError};
+use strata_vm::supervisor::{self, SpawnError};
+use strata_vm::{process_alive, process_start_time, wait_pid_exit};
+
+use crate::{
+    Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
+    LogStream, NetworkMode, Stats, Status, VmSpec, WorkloadState,
+};
+
+/// The argument that makes the `strata` binary run as a VM supervisor.
+pub use strata_vm::supervisor::SUPERVISOR_ARG;
+
+/// Run as a VM supervisor (the binary's hidden `__vmlog` mode). Never returns.
+pub fn run_supervisor(config: &Path) -> ! {
+    strata_vm::supervisor::main(config)
+}
+
+const DEFAULT_MEMORY_MIB: u64 = 256;
+/// Size of the snapshot disk. qcow2 allocates lazily: it costs what the snapshots hold.
+const STATE_DISK_MIB: u64 = 64;
+/// How long a QMP answer may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long QEMU may take to build the machine before `create` gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the driver persists per VM.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    name: String,
+    request: CreateRequest,
+    machine: Machine,
+    accel_reason: String,
+    created_at: String,
+    started_at: Option<String>,
+    qemu_pid: Option<i32>,
+    qemu_start: Option<u64>,
+    supervisor_pid: Option<i32>,
+    supervisor_start: Option<u64>,
+}
+
+/// VM facts beyond [`WorkloadState`] (for `strata vm list`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmDetails {
+    /// `kvm` or `tcg`.
+    pub accelerator: String,
+    /// Why that accelerator.
+    pub accelerator_reason: String,
+    /// QEMU's run state (`running`, `paused`, `prelaunch`, ...) when it answered on QMP.
+    pub qemu_status: Option<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+}
+
+/// The VM driver over one strata root.
+pub struct VmDriver {
+    root: PathBuf,
+    exe: PathBuf,
+}
+
+impl VmDriver {
+    /// Open the driver over `root`; `exe` is the supervisor binary (the `strata` executable).
+    pub fn open(root: &Path, exe: PathBuf) -> Result<Self, Error> {
+        for d in ["vms", "vm-names"] {
+            std::fs::create_dir_all(root.join(d)).map_err(Error::io(format!("creating {}", root.join(d).display())))?;
+        }
+        Ok(Self { root: root.to_path_buf(), exe })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("vms").join(id)
+    }
+
+    fn load(&self, id: &str) -> Result<Record, Error> {
+        let path = self.dir(id).join("record.json");
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
+            _ => Error::Io { context: format!("reading {}", path.display()), source: e },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt record {}: {e}", path.display())))
+    }
+
+    fn save(&self, r: &Record) -> Result<(), Error> {
+        let path = self.dir(&r.id).join("record.json");
+        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+        strata_vm::write_atomic(&path, &json).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    fn records(&self) -> Result<Vec<Record>, Error> {
+        let dir = self.root.join("vms");
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
+            if let Ok(r) = self.load(&entry.file_name().to_string_lossy()) {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+
+    fn exit_record(&self, id: &str) -> Option<ExitStatus> {
+        supervisor::read_exit(&self.dir(id).join("exit.json")).map(|e| ExitStatus {
+            code: e.code,
+            signal: e.signal,
+            oom_killed: false,
+            finished_at: e.finished_at,
+        })
+    }
+
+    fn qemu_alive(r: &Record) -> bool {
+        matches!((r.qemu_pid, r.qemu_start), (Some(p), Some(s)) if process_alive(p, s))
+    }
+
+    fn supervisor_alive(r: &Record) -> bool {
+        matches!((r.supervisor_pid, r.supervisor_start), (Some(p), Some(s)) if process_alive(p, s))
+    }
+
+    fn qmp(&self, id: &str) -> Result<Qmp, Error> {
+        Qmp::connect(&self.dir(id).join(qemu::QMP_SOCKET), QMP_TIMEOUT).map_err(qmp_error)
+    }
+
+    /// QEMU's run state over QMP, if it answers quickly (another client may hold the socket).
+    fn qemu_status(&self, r: &Record) -> Option<String> {
+        if !Self::qemu_alive(r) {
+            return None;
+        }
+        let mut q = Qmp::connect(&self.dir(&r.id).join(qemu::QMP_SOCKET), Duration::from_secs(1)).ok()?;
+        q.query_status().ok().map(|s| s.status)
+    }
+
+    fn status_of(&self, r: &Record, qemu_status: Option<&str>) -> Status {
+        if Self::qemu_alive(r) {
+            return match qemu_status {
+                Some("prelaunch") => Status::Created,
+                Some("paused" | "suspended") => Status::Paused,
+                Some(_) => Status::Running,
+                None if r.started_at.is_some() => Status::Running,
+                None => Status::Created,
+            };
+        }
+        if self.exit_record(&r.id).is_some() {
+            return Status::Exited;
+        }
+        if Self::supervisor_alive(r) {
+            // QEMU is gone and the supervisor is about to record how.
+            return Status::Running;
+        }
+        if r.qemu_pid.is_none() {
+            return Status::Created;
+        }
+        Status::Unknown
+    }
+
+    fn to_state(&self, r: &Record, qemu_status: Option<&str>) -> WorkloadState {
+        let status = self.status_of(r, qemu_status);
+        let spec = vm_spec(&r.request).ok();
+        WorkloadState {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: "vm".into(),
+            image: spec.and_then(|s| s.kernel.as_ref()).map(|k| k.display().to_string()).unwrap_or_default(),
+            image_id: String::new(),
+            command: vec![r.machine.append.clone()],
+            status,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            exit: if status == Status::Exited { self.exit_record(&r.id) } else { None },
+            pid: if matches!(status, Status::Running | Status::Paused | Status::Created) { r.qemu_pid } else { None },
+            ip: None,
+            ports: Vec::new(),
+            labels: r.request.labels.clone(),
+        }
+    }
+
+    /// The state plus VM-only facts, with one QMP round trip.
+    pub fn details(&self, id: &str) -> Result<(WorkloadState, VmDetails), Error> {
+        let r = self.load(id)?;
+        let qs = self.qemu_status(&r);
+        let details = VmDetails {
+            accelerator: r.machine.accel.as_str().to_string(),
+            accelerator_reason: r.accel_reason.clone(),
+            qemu_status: qs.clone(),
+            memory_mib: r.machine.memory_mib,
+            cpus: r.machine.cpus,
+        };
+        Ok((self.to_state(&r, qs.as_deref()), details))
+    }
+
+    /// The VM's serial console as a byte stream (what the guest writes, and what it reads).
+    pub fn console(&self, id: &str) -> Result<UnixStream, Error> {
+        let r = self.running(id, "attach to")?;
+        strata_vm::connect_unix(&self.dir(id).join(qemu::CONSOLE_SOCKET))
+            .map_err(Error::io(format!("connecting to the console of {}", r.name)))
+    }
+
+    /// Save the running VM (devices and memory) as snapshot `tag`.
+    pub fn snapshot(&self, id: &str, tag: &str) -> Result<(), Error> {
+        let r = self.running(id, "snapshot")?;
+        let mut q = self.qmp(id)?;
+        q.savevm(tag).map_err(|e| Error::FailedPrecondition(format!("snapshot {tag} of {}: {}", r.name, e)))
+    }
+
+    /// Return the running VM to snapshot `tag`. A failed restore leaves the VM as it was.
+    pub fn restore(&self, id: &str, tag: &str) -> Result<(), Error> {
+        let r = self.running(id, "restore")?;
+        let mut q = self.qmp(id)?;
+        let was_running = q.query_status().map(|s| s.running).unwrap_or(true);
+        let result = q.loadvm(tag);
+        // loadvm stops the vCPUs and, on failure, leaves them stopped.
+        if result.is_err() && was_running {
+            let _ = q.cont();
+        }
+        result.map_err(|e| match &e {
+            QmpError::Command { desc, .. } if desc.contains("does not exist") => {
+                Error::NotFound(format!("snapshot {tag} of VM {}", r.name))
+            }
+            _ => Error::FailedPrecondition(format!("restore {tag} of {}: {e}", r.name)),
+        })
+    }
+
+    /// Names of the VM's snapshots.
+    pub fn snapshots(&self, id: &str) -> Result<Vec<String>, Error> {
+        self.running(id, "list snapshots of")?;
+        let out = self.qmp(id)?.human("info snapshots").map_err(qmp_error)?;
+        // Rows: ID TAG VM-SIZE DATE TIME VM-CLOCK [ICOUNT], after two header lines.
+        Ok(out.lines().skip(2).filter_map(|l| l.split_whitespace().nth(1).map(str::to_string)).collect())
+    }
+
+    fn running(&self, id: &str, verb: &str) -> Result<Record, Error> {
+        let r = self.load(id)?;
+        match self.status_of(&r, None) {
+            Status::Running | Status::Paused | Status::Created if Self::qemu_alive(&r) => Ok(r),
+            s => Err(Error::FailedPrecondition(format!("cannot {verb} VM {}: it is {}", r.name, s.as_str()))),
+        }
+    }
+
+    fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
+        validate_name(name)?;
+        let path = self.root.join("vm-names").join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists(format!(
+                "the VM name \"{name}\" is already in use; remove that VM or pick another name"
+            ))),
+            Err(e) => Err(Error::Io { context: format!("reserving name {name}"), source: e }),
+        }
+    }
+
+    /// Launch QEMU (vCPUs stopped) under a new supervisor and record its pids.
+    fn launch(&self, r: &mut Record, qemu_bin: &Path) -> Result<(), Error> {
+        let dir = self.dir(&r.id);
+        let _ = std::fs::remove_file(dir.join("exit.json"));
+        let mut machine = r.machine.clone();
+        machine.start_paused = true;
+        let config = supervisor::Config {
+            dir: dir.clone(),
+            qemu: qemu_bin.to_path_buf(),
+            args: qemu::args(&machine),
+            qemu_log: dir.join("qemu.log"),
+            console_log: dir.join("console.log"),
+            log_max_size: logs::DEFAULT_MAX_SIZE,
+            log_max_files: logs::DEFAULT_MAX_FILES,
+            exit_file: dir.join("exit.json"),
+            ready_timeout: READY_TIMEOUT,
+        };
+        let path = dir.join("supervisor.json");
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&path, json).map_err(Error::io("writing supervisor.json"))?;
+        let started = supervisor::spawn(&self.exe, &path, &dir.join("supervisor.log")).map_err(|e| match e {
+            SpawnError::Qemu(msg) => Error::FailedPrecondition(format!("QEMU failed to start VM {}: {msg}", r.name)),
+            other => Error::Internal(other.to_string()),
+        })?;
+        r.qemu_pid = Some(started.qemu_pid);
+        r.qemu_start = process_start_time(started.qemu_pid);
+        r.supervisor_pid = Some(started.supervisor_pid);
+        r.supervisor_start = process_start_time(started.supervisor_pid);
+        r.started_at = None;
+        self.save(r)
+    }
+
+    fn create_inner(&self, r: &mut Record, qemu_bin: &Path) -> Result<(), Error> {
+        let dir = self.dir(&r.id);
+        let img = qemu::qemu_img_binary().map_err(Error::FailedPrecondition)?;
+        let disk = dir.join("state.qcow2");
+        qemu::create_qcow2(&img, &disk, STATE_DISK_MIB).map_err(Error::FailedPrecondition)?;
+        r.machine.state_disk = Some(disk);
+        self.save(r)?;
+        self.launch(r, qemu_bin)
+    }
+
+    /// Remove every trace of a VM. Idempotent: each step checks what exists.
+    fn cleanup(&self, id: &str, r: Option<&Record>) -> Result<(), Error> {
+        if let Some(r) = r {
+            if let (Some(p), Some(s)) = (r.qemu_pid, r.qemu_start) {
+                if process_alive(p, s) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                    wait_pid_exit(p, s, Some(Duration::from_secs(10)));
+                }
+            }
+            if let (Some(p), Some(s)) = (r.supervisor_pid, r.supervisor_start) {
+                if !wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        let dir = self.dir(id);
+        let result = match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io { context: format!("removing {}", dir.display()), source: e }),
+        };
+        if let Some(r) = r {
+            let name_file = self.root.join("vm-names").join(&r.name);
+            if std::fs::read_to_string(&name_file).is_ok_and(|owner| owner == id) {
+                let _ = std::fs::remove_file(&name_file);
+            }
+        }
+        result
+    }
+}
+
+fn qmp_error(e: QmpError) -> Error {
+    match e {
+        QmpError::Command { desc, .. } => Error::FailedPrecondition(desc),
+        QmpError::Timeout(_) => Error::Timeout("QEMU to answer on QMP".into()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn vm_spec(req: &CreateRequest) -> Result<&VmSpec, Error> {
+    match &req.workload {
+        crate::Workload::Vm(v) => Ok(v),
+        other => Err(Error::InvalidArgument(format!("the VM driver cannot run a {} workload", other.kind()))),
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("invalid VM name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")))
+    }
+}
+
+/// A file the VM boots from: it must exist now (QEMU reads it at launch), as an absolute path
+/// (QEMU runs in the VM directory).
+fn boot_file(what: &str, p: &Path) -> Result<PathBuf, Error> {
+    let abs = std::fs::canonicalize(p).map_err(|e| Error::InvalidArgument(format!("{what} {}: {e}", p.display())))?;
+    if !abs.is_file() {
+        return Err(Error::InvalidArgument(format!("{what} {}: not a regular file", p.display())));
+    }
+    Ok(abs)
+}
+
+fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Driver for VmDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kind: "vm".into(),
+            isolation: "vm".into(),
+            exec: false,
+            pause: true,
+            stats: false,
+            port_publishing: false,
+            network_modes: vec![NetworkMode::None],
+        }
+    }
+
+    fn create(&self, req: &CreateRequest) -> Result<String, Error> {
+        // Everything that can be checked without side effects is checked first: a bad request
+        // leaves no file, name or process behind.
+        let spec = vm_spec(req)?;
+        if spec.disk.is_some() || spec.cloud_init.is_some() {
+            return Err(Error::Unsupported("booting VMs from disk images (and cloud-init) is not implemented yet".into()));
+        }
+        if !req.ports.is_empty() {
+            return Err(Error::Unsupported("VM port forwarding is not implemented yet".into()));
+        }
+        let kernel = boot_file("kernel", spec.kernel.as_deref().ok_or_else(|| {
+            Error::InvalidArgument("a VM needs a kernel (--kernel)".into())
+        })?)?;
+        let initrd = spec.initrd.as_deref().map(|p| boot_file("initrd", p)).transpose()?;
+        let qemu_bin = qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
+        let memory_mib = req.resources.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
+        if memory_mib < 32 {
+            return Err(Error::InvalidArgument(format!("a VM needs at least 32 MiB of memory, not {memory_mib} MiB")));
+        }
+        let cpus = req.resources.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1);
+
+        let id = random_id();
+        let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+        self.reserve_name(&name, &id)?;
+        let dir = self.dir(&id);
+        if let Err(e) = std::fs::create_dir(&dir) {
+            let _ = std::fs::remove_file(self.root.join("vm-names").join(&name));
+            return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
+        }
+        let decision = accel::decide(&qemu_bin, &kernel, &self.root.join("vm-accel.json"));
+        let mut record = Record {
+            id: id.clone(),
+            name: name.clone(),
+            request: req.clone(),
+            machine: Machine {
+                name,
+                accel: decision.accel,
+                memory_mib,
+                cpus,
+                kernel,
+                initrd,
+                append: spec.append.clone().unwrap_or_else(|| qemu::DEFAULT_APPEND.to_string()),
+                state_disk: None,
+                start_paused: true,
+            },
+            accel_reason: decision.reason,
+            created_at: now(),
+            started_at: None,
+            qemu_pid: None,
+            qemu_start: None,
+            supervisor_pid: None,
+            supervisor_start: None,
+        };
+        let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &qemu_bin));
+        match result {
+            Ok(()) => {
+                if record.machine.accel == Accel::Tcg {
+                    tracing::warn!(
+                        "KVM is not usable ({}); VM {} runs with TCG software emulation, which is much slower",
+                        record.accel_reason,
+                        record.name
+                    );
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                if let Err(ce) = self.cleanup(&id, Some(&record)) {
+                    tracing::warn!(vm = %id, error = %ce, "cleanup after failed create");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn start(&self, id: &str) -> Result<(), Error> {
+        let mut r = self.load(id)?;
+        match self.status_of(&r, self.qemu_status(&r).as_deref()) {
+            Status::Created => {}
+            Status::Exited | Status::Unknown => {
+                let qemu_bin = qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
+                self.launch(&mut r, &qemu_bin)?;
+            }
+            s => return Err(Error::FailedPrecondition(format!("cannot start VM {}: it is {}", r.name, s.as_str()))),
+        }
+        self.qmp(id)?.cont().map_err(qmp_error)?;
+        r.started_at = Some(now());
+        self.save(&r)
+    }
+
+    fn stop(&self, id: &str, timeout: Duration) -> Result<ExitStatus, Error> {
+        let r = self.load(id)?;
+        if !Self::qemu_alive(&r) {
+            return self.wait(id, Some(Duration::from_secs(5)));
+        }
+        let (Some(pid), Some(start)) = (r.qemu_pid, r.qemu_start) else {
+            return self.wait(id, Some(Duration::from_secs(5)));
+        };
+        let graceful = (|| -> Result<bool, QmpError> {
+            let mut q = Qmp::connect(&self.dir(id).join(qemu::QMP_SOCKET), QMP_TIMEOUT)?;
+            let st = q.query_status()?;
+            if st.status == "prelaunch" {
+                // Never booted: nothing to shut down gracefully.
+                return Ok(false);
+            }
+            if !st.running {
+                // A paused guest cannot see the power button.
+                q.cont()?;
+            }
+            q.system_powerdown()?;
+            Ok(true)
+        })();
+        let exited = match graceful {
+            Ok(true) => wait_pid_exit(pid, start, Some(timeout)),
+            Ok(false) => false,
+            Err(e) => {
+                tracing::debug!(vm = id, error = %e, "powerdown not delivered");
+                false
+            }
+        };
+        if !exited {
+            let quit = self.qmp(id).and_then(|mut q| q.quit().map_err(qmp_error));
+            if quit.is_err() || !wait_pid_exit(pid, start, Some(Duration::from_secs(10))) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        self.wait(id, Some(Duration::from_secs(30)))
+    }
+
+    fn kill(&self, id: &str, signal: i32) -> Result<(), Error> {
+        let r = self.running(id, "kill")?;
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        let pid = r.qemu_pid.ok_or_else(|| Error::Internal("running VM without a pid".into()))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .map_err(|e| Error::Internal(format!("signalling QEMU of {}: {e}", r.name)))
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        let r = self.load(id)?;
+        if Self::qemu_alive(&r) && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot remove VM {}: it is running; stop it first or force the removal",
+                r.name
+            )));
+        }
+        self.cleanup(id, Some(&r))
+    }
+
+    fn state(&self, id: &str) -> Result<WorkloadState, Error> {
+        let r = self.load(id)?;
+        let qs = self.qemu_status(&r);
+        Ok(self.to_state(&r, qs.as_deref()))
+    }
+
+    fn list(&self) -> Result<Vec<WorkloadState>, Error> {
+        Ok(self
+            .records()?
+            .iter()
+            .map(|r| {
+                let qs = self.qemu_status(r);
+                self.to_state(r, qs.as_deref())
+            })
+            .collect())
+    }
+
+    fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
+        if validate_name(name_or_id).is_ok() {
+            if let Ok(id) = std::fs::read_to_string(self.root.join("vm-names").join(name_or_id)) {
+                if self.dir(&id).exists() {
+                    return Ok(id);
+                }
+            }
+        }
+        if name_or_id.len() >= 3 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let dir = self.root.join("vms");
+            let matches: Vec<String> = std::fs::read_dir(&dir)
+                .map_err(Error::io(format!("reading {}", dir.display())))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(name_or_id))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches[0].clone()),
+                0 => {}
+                _ => return Err(Error::InvalidArgument(format!("VM id prefix {name_or_id} is ambiguous"))),
+            }
+        }
+        Err(Error::NotFound(name_or_id.to_string()))
+    }
+
+    fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitStatus, Error> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let left = || deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+        loop {
+            let r = self.load(id)?;
+            if !Self::qemu_alive(&r) {
+                if let Some(exit) = self.exit_record(id) {
+                    return Ok(exit);
+                }
+            }
+            if left().is_some_and(|l| l.is_zero()) {
+                return Err(Error::Timeout(format!("VM {} to exit", r.name)));
+            }
+            let slice = left().map_or(Duration::from_millis(200), |l| l.min(Duration::from_millis(200)));
+            match ((r.qemu_pid, r.qemu_start), (r.supervisor_pid, r.supervisor_start)) {
+                ((Some(p), Some(s)), _) if process_alive(p, s) => {
+                    wait_pid_exit(p, s, left());
+                }
+                (_, (Some(p), Some(s))) if process_alive(p, s) => {
+                    wait_pid_exit(p, s, Some(slice));
+                }
+                _ => {
+                    if let Some(exit) = self.exit_record(id) {
+                        return Ok(exit);
+                    }
+                    return Err(Error::FailedPrecondition(format!(
+                        "the supervisor of VM {} is gone; its exit status was lost",
+                        r.name
+                    )));
+                }
+            }
+        }
+    }
+
+    fn logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
+        let r = self.load(id)?;
+        let path = self.dir(id).join("console.log");
+        if !path.exists() {
+            return Ok(());
+        }
+        let wait_done = |d: Duration| -> bool {
+            match (r.supervisor_pid, r.supervisor_start) {
+                (Some(p), Some(s)) => wait_pid_exit(p, s, Some(d)),
+                _ => true,
+            }
+        };
+        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &wait_done, &mut |l| {
+            sink(&LogRecord {
+                time: l.time.clone(),
+                stream: match l.stream {
+                    logs::Stream::Stdout => LogStream::Stdout,
+                    logs::Stream::Stderr => LogStream::Stderr,
+                },
+                partial: l.partial,
+                content: l.content.clone(),
+            })
+        })
+        .map_err(Error::io(format!("reading the console log of {}", r.name)))
+    }
+
+    fn exec(&self, id: &str, _req: &ExecRequest) -> Result<ExecResult, Error> {
+        Err(Error::Unsupported(format!("exec in VM {id}: use the console")))
+    }
+
+    fn stats(&self, id: &str) -> Result<Stats, Error> {
+        Err(Error::Unsupported(format!("stats of VM {id}")))
+    }
+
+    fn pause(&self, id: &str) -> Result<(), Error> {
+        let r = self.running(id, "pause")?;
+        let mut q = self.qmp(id)?;
+        let st = q.query_status().map_err(qmp_error)?;
+        if st.status != "running" {
+            return Err(Error::FailedPrecondition(format!("cannot pause VM {}: it is {}", r.name, st.status)));
+        }
+        q.stop().map_err(qmp_error)
+    }
+
+    fn resume(&self, id: &str) -> Result<(), Error> {
+        let r = self.running(id, "resume")?;
+        let mut q = self.qmp(id)?;
+        let st = q.query_status().map_err(qmp_error)?;
+        if st.status != "paused" {
+            return Err(Error::FailedPrecondition(format!("cannot resume VM {}: it is {}", r.name, st.status)));
+        }
+        q.cont().map_err(qmp_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("demo-1.a_b").is_ok());
+        for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_requests_leave_nothing_behind() {
+        let root = tempfile::tempdir().expect("tmp");
+        let d = VmDriver::open(root.path(), PathBuf::from("/nonexistent/strata")).expect("open");
+        let req = |kernel: &str| CreateRequest {
+            name: Some("x".into()),
+            workload: crate::Workload::Vm(VmSpec { kernel: Some(kernel.into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let err = d.create(&req("/nonexistent/vmlinuz")).expect_err("missing kernel");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err}");
+        let err = d.create(&CreateRequest::default()).expect_err("a container request");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert_eq!(std::fs::read_dir(root.path().join("vms")).expect("ls").count(), 0);
+        assert_eq!(std::fs::read_dir(root.path().join("vm-names")).expect("ls").count(), 0);
+        assert!(matches!(d.resolve("nope"), Err(Error::NotFound(_))));
+    }
+}

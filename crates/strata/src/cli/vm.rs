@@ -1,0 +1,387 @@
+//! `strata vm ...`: virtual machine commands. Each is a thin translation of flags into a call on
+//! the VM driver (`strata_driver::VmDriver`), like the container commands.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use strata_driver::{
+    parse_cpus, parse_memory, parse_signal, CreateRequest, Driver, Error, LogOptions, Resources, VmDriver, VmSpec,
+    Workload,
+};
+
+use super::{print_table, Ctx};
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create and boot a VM from a kernel (and initrd).
+    Create(CreateArgs),
+    /// List VMs.
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// Boot created or stopped VMs.
+    Start(NamesArgs),
+    /// Stop VMs: ACPI power button, then quit after the grace period.
+    Stop(StopArgs),
+    /// Send a signal to VMs' QEMU processes (default SIGKILL).
+    Kill(KillArgs),
+    /// Pause VMs' vCPUs.
+    Pause(NamesArgs),
+    /// Resume paused VMs.
+    Resume(NamesArgs),
+    /// Remove VMs.
+    Rm(RmArgs),
+    /// Attach the terminal to a VM's serial console (detach with Ctrl-]).
+    Console(NameArg),
+    /// Print a VM's serial console output.
+    Logs(LogsArgs),
+    /// Save a running VM (memory and devices) as a named snapshot.
+    Snapshot(SnapshotArgs),
+    /// Return a running VM to a snapshot.
+    Restore(SnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Name of the VM.
+    pub name: String,
+    /// Kernel to boot (bzImage).
+    #[arg(long)]
+    pub kernel: std::path::PathBuf,
+    /// Initial ramdisk.
+    #[arg(long)]
+    pub initrd: Option<std::path::PathBuf>,
+    /// Kernel command line (default: console=ttyS0 earlyprintk=ttyS0 panic=-1).
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Memory (e.g. 256M, 1G).
+    #[arg(short = 'm', long, default_value = "256M")]
+    pub memory: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value = "1")]
+    pub cpus: String,
+    /// Set a label (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Stay attached to the console after booting (detach with Ctrl-] on a terminal).
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Output format: table or json.
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait for the guest to power off before quitting QEMU.
+    #[arg(short = 't', long = "time", default_value = "60")]
+    pub time: u64,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send (name or number).
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill running VMs first.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing output until the VM stops.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    pub name: String,
+    /// Snapshot name.
+    pub snapshot: String,
+}
+
+fn driver(ctx: &Ctx) -> anyhow::Result<VmDriver> {
+    let exe = std::env::current_exe().context("locating the strata executable")?;
+    Ok(VmDriver::open(&ctx.root, exe)?)
+}
+
+/// The CLI's one place for VM-specific wording of driver errors.
+fn vm_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::NotFound(what) if !what.contains(' ') => anyhow::anyhow!("no such VM: {what}"),
+        Error::NotFound(what) => anyhow::anyhow!("no such {what}"),
+        other => other.into(),
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: VmCommand) -> anyhow::Result<()> {
+    let d = driver(ctx)?;
+    let each = |names: &[String], f: &dyn Fn(&str) -> Result<(), Error>| -> anyhow::Result<()> {
+        if let [n] = names {
+            d.resolve(n).and_then(|id| f(&id)).map_err(vm_error)?;
+            println!("{n}");
+            return Ok(());
+        }
+        let mut failed = 0;
+        for n in names {
+            match d.resolve(n).and_then(|id| f(&id)) {
+                Ok(()) => println!("{n}"),
+                Err(e) => {
+                    eprintln!("strata: {n}: {:#}", vm_error(e));
+                    failed += 1;
+                }
+            }
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} VMs failed", names.len());
+        }
+        Ok(())
+    };
+    match cmd {
+        VmCommand::Create(a) => create(&d, a),
+        VmCommand::List(a) => list(&d, a),
+        VmCommand::Start(a) => each(&a.names, &|id| d.start(id)),
+        VmCommand::Stop(a) => each(&a.names, &|id| d.stop(id, Duration::from_secs(a.time)).map(drop)),
+        VmCommand::Kill(a) => {
+            let sig = parse_signal(&a.signal)?;
+            each(&a.names, &|id| d.kill(id, sig))
+        }
+        VmCommand::Pause(a) => each(&a.names, &|id| d.pause(id)),
+        VmCommand::Resume(a) => each(&a.names, &|id| d.resume(id)),
+        VmCommand::Rm(a) => each(&a.names, &|id| d.delete(id, a.force)),
+        VmCommand::Console(a) => {
+            let id = d.resolve(&a.name).map_err(vm_error)?;
+            attach(&d, &id)
+        }
+        VmCommand::Logs(a) => {
+            let id = d.resolve(&a.name).map_err(vm_error)?;
+            let stdout = std::io::stdout();
+            d.logs(&id, &LogOptions { follow: a.follow, tail: a.tail }, &mut |rec| {
+                let mut out = stdout.lock();
+                out.write_all(&rec.content).is_ok() && (rec.partial || out.write_all(b"\n").is_ok())
+            })
+            .map_err(vm_error)
+        }
+        VmCommand::Snapshot(a) => {
+            let id = d.resolve(&a.name).map_err(vm_error)?;
+            d.snapshot(&id, &a.snapshot).map_err(vm_error)
+        }
+        VmCommand::Restore(a) => {
+            let id = d.resolve(&a.name).map_err(vm_error)?;
+            d.restore(&id, &a.snapshot).map_err(vm_error)
+        }
+    }
+}
+
+fn create(d: &VmDriver, a: CreateArgs) -> anyhow::Result<()> {
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let req = CreateRequest {
+        name: Some(a.name.clone()),
+        labels,
+        resources: Resources { memory_bytes: Some(parse_memory(&a.memory)?), cpus: Some(parse_cpus(&a.cpus)?), pids: None },
+        workload: Workload::Vm(VmSpec { kernel: Some(a.kernel), initrd: a.initrd, append: a.append, ..Default::default() }),
+        ..Default::default()
+    };
+    let id = d.create(&req).map_err(vm_error)?;
+    // Attach before the vCPUs run, so not a byte of the boot is missed.
+    let console = if a.attach { Some(d.console(&id).map_err(vm_error)?) } else { None };
+    if let Err(e) = d.start(&id) {
+        let _ = d.delete(&id, true);
+        return Err(vm_error(e));
+    }
+    match console {
+        Some(c) => relay(c),
+        None => {
+            println!("{}", a.name);
+            Ok(())
+        }
+    }
+}
+
+fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for s in d.list()? {
+        let (state, details) = match d.details(&s.id) {
+            Ok(x) => x,
+            Err(_) => continue, // removed meanwhile
+        };
+        let uptime = state
+            .started_at
+            .as_deref()
+            .filter(|_| state.pid.is_some())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0));
+        rows.push((state, details, uptime));
+    }
+    if a.output == "json" {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(s, d, up)| {
+                serde_json::json!({
+                    "name": s.name,
+                    "id": s.id,
+                    "state": s.status.as_str(),
+                    "accelerator": d.accelerator,
+                    "accelerator_reason": d.accelerator_reason,
+                    "qemu_status": d.qemu_status,
+                    "pid": s.pid,
+                    "ip": s.ip,
+                    "uptime_seconds": up,
+                    "memory_mib": d.memory_mib,
+                    "cpus": d.cpus,
+                    "exit_code": s.exit.as_ref().map(|e| e.code),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if a.output != "table" {
+        anyhow::bail!("unknown output format {:?}: use table or json", a.output);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(s, d, up)| {
+            vec![
+                s.name.clone(),
+                match &s.exit {
+                    Some(e) => format!("exited ({})", e.code),
+                    None => s.status.as_str().to_string(),
+                },
+                d.accelerator.clone(),
+                s.pid.map(|p| p.to_string()).unwrap_or_default(),
+                up.map(|u| format!("{u}s")).unwrap_or_default(),
+                format!("{}M/{}cpu", d.memory_mib, d.cpus),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "STATE", "ACCEL", "PID", "UPTIME", "SIZE"], &table);
+    Ok(())
+}
+
+/// Ctrl-]: detach from the console, as telnet and virsh do.
+const DETACH: u8 = 0x1d;
+
+fn attach(d: &VmDriver, id: &str) -> anyhow::Result<()> {
+    let console = d.console(id).map_err(vm_error)?;
+    relay(console)
+}
+
+/// Copy the console to stdout and stdin to the console. On a terminal, the terminal is raw
+/// (restored on the way out) and Ctrl-] detaches; otherwise output is copied until the VM
+/// stops.
+fn relay(console: std::os::unix::net::UnixStream) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let raw = RawMode::enter(&stdin);
+    if raw.is_some() {
+        eprint!("[attached to the serial console; detach with Ctrl-]]\r\n");
+    }
+    let mut from_vm = console.try_clone()?;
+    let out = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout();
+        while let Ok(n) = from_vm.read(&mut buf) {
+            if n == 0 || stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let tty = raw.is_some();
+    let mut to_vm = console.try_clone()?;
+    let input = std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    let chunk = &buf[..n];
+                    if tty {
+                        if let Some(pos) = chunk.iter().position(|&b| b == DETACH) {
+                            let _ = to_vm.write_all(&chunk[..pos]);
+                            return true;
+                        }
+                    }
+                    if to_vm.write_all(chunk).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    });
+    if tty {
+        // A terminal user ends the session with Ctrl-] (or the VM ends it).
+        loop {
+            if input.is_finished() || out.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = console.shutdown(std::net::Shutdown::Both);
+    }
+    let _ = out.join();
+    drop(raw);
+    if tty {
+        eprintln!();
+    }
+    Ok(())
+}
+
+/// The terminal in raw mode for as long as this lives.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter(stdin: &std::io::Stdin) -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let saved = tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin().as_fd(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}

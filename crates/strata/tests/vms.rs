@@ -1,0 +1,301 @@
+//! End-to-end VM tests: the real `strata` binary, real QEMU (TCG here), a Debian guest kernel
+//! and a busybox initramfs built by `scripts/vm-assets.sh` (cached in /var/tmp). Run as root.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn assets() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/vm-assets.sh");
+        let out = Command::new("bash").arg(script).output().expect("run vm-assets.sh");
+        assert!(out.status.success(), "vm-assets.sh: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+struct Env {
+    root: tempfile::TempDir,
+    names: Vec<String>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// One VM test at a time: TCG guests on a loaded 2-core machine boot slowly, and Debian's
+/// kernel on `microvm,acpi=on` can stall in early timer calibration when starved of CPU.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Env {
+    fn new() -> Env {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        assets();
+        // A short root: QEMU's socket paths must fit in sun_path.
+        let root = tempfile::Builder::new().prefix("svm-").tempdir_in("/var/tmp").expect("root");
+        Env { root, names: Vec::new(), _serial: serial }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.arg("--root").arg(self.root.path()).stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run strata")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?}: {}\nstdout={}\nstderr={}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "strata {args:?} unexpectedly succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn create_args(&mut self, name: &str) -> Vec<String> {
+        self.names.push(name.to_string());
+        let a = assets();
+        vec![
+            "vm".into(),
+            "create".into(),
+            name.into(),
+            "--kernel".into(),
+            a.join("vmlinuz").display().to_string(),
+            "--initrd".into(),
+            a.join("initrd.gz").display().to_string(),
+            "--append".into(),
+            "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1".into(),
+            "--memory".into(),
+            "256M".into(),
+        ]
+    }
+
+    fn logs(&self, name: &str) -> String {
+        self.ok(&["vm", "logs", name])
+    }
+
+    fn wait_log(&self, name: &str, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            // Empty until `create` has written the VM's record.
+            let out = self.run(&["vm", "logs", name]);
+            let l = String::from_utf8_lossy(&out.stdout).into_owned();
+            if pred(&l) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; console log:\n{l}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn info(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["vm", "list", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v.as_array().expect("array").iter().find(|x| x["name"] == name).cloned().unwrap_or(serde_json::Value::Null)
+    }
+
+    fn console(&self, name: &str) -> Child {
+        self.cmd().args(["vm", "console", name]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("console")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = self.run(&["vm", "rm", "-f", n]);
+        }
+    }
+}
+
+/// QEMU processes whose command line carries `-name NAME`.
+fn qemu_processes(name: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_qemu = args.first().is_some_and(|a| String::from_utf8_lossy(a).contains("qemu-system"));
+        if is_qemu && args.windows(2).any(|w| w[0] == b"-name" && w[1] == name.as_bytes()) {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn ticks(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("TICK "))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn vm_lifecycle_console_pause_snapshot_stop() {
+    let mut env = Env::new();
+    let name = format!("life{}", std::process::id());
+    let args = env.create_args(&name);
+    let out = env.cmd().args(&args).output().expect("create");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "create: {stderr}");
+    assert!(stderr.contains("TCG"), "the TCG fallback is announced: {stderr}");
+    env.wait_log(&name, |l| l.contains("STRATA-GUEST-UP"), "the guest marker");
+
+    let info = env.info(&name);
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["accelerator"], "tcg", "{info}");
+    assert!(info["pid"].as_i64().is_some_and(|p| p > 0), "{info}");
+    assert!(info["uptime_seconds"].as_i64().is_some(), "{info}");
+    assert_eq!(qemu_processes(&name), 1);
+
+    // Console input reaches the guest.
+    let mut console = env.console(&name);
+    let mut stdin = console.stdin.take().expect("stdin");
+    stdin.write_all(b"hello strata\n").expect("write");
+    env.wait_log(&name, |l| l.contains("GOT: hello strata"), "the echoed console line");
+
+    // Pause: QEMU reports paused and the guest clock stops.
+    stdin.write_all(b"ticker\n").expect("write");
+    env.wait_log(&name, |l| ticks(l).len() >= 3, "ticks");
+    env.ok(&["vm", "pause", &name]);
+    let info = env.info(&name);
+    assert_eq!(info["state"], "paused", "{info}");
+    assert_eq!(info["qemu_status"], "paused", "{info}");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ticks(&env.logs(&name)).len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ticks(&env.logs(&name)).len(), before, "no guest output while paused");
+    env.fail(&["vm", "pause", &name]);
+    env.ok(&["vm", "resume", &name]);
+    env.wait_log(&name, |l| ticks(l).len() >= before + 3, "ticks after resume");
+    assert_eq!(env.info(&name)["state"], "running");
+
+    // Snapshot and restore: the guest's tick counter (in guest memory) goes back.
+    env.ok(&["vm", "snapshot", &name, "s1"]);
+    let at_snapshot = *ticks(&env.logs(&name)).last().expect("a tick");
+    let n = ticks(&env.logs(&name)).len();
+    env.wait_log(&name, |l| ticks(l).len() >= n + 10, "ticks after the snapshot");
+    let latest = *ticks(&env.logs(&name)).last().expect("a tick");
+    assert!(latest >= at_snapshot + 5.0, "{latest} vs {at_snapshot}");
+    env.ok(&["vm", "restore", &name, "s1"]);
+    let n = ticks(&env.logs(&name)).len();
+    let log = env.wait_log(&name, |l| ticks(l).len() >= n + 2, "ticks after the restore");
+    let after = ticks(&log)[n..].to_vec();
+    assert!(after.last().is_some_and(|&t| t < latest), "the counter went back: {after:?} vs {latest}");
+    let err = env.fail(&["vm", "restore", &name, "nope"]);
+    assert!(err.contains("no such snapshot nope"), "{err}");
+    assert_eq!(env.info(&name)["state"], "running", "a failed restore leaves the VM running");
+
+    // Graceful stop: the guest sees the ACPI power button and powers off.
+    drop(stdin);
+    let t = Instant::now();
+    env.ok(&["vm", "stop", "--time", "60", &name]);
+    assert!(t.elapsed() < Duration::from_secs(60), "powered off before the timeout");
+    assert!(env.logs(&name).contains("STRATA-POWER-BUTTON"), "the guest saw the power button");
+    let info = env.info(&name);
+    assert_eq!(info["state"], "exited", "{info}");
+    assert_eq!(info["exit_code"], 0, "{info}");
+    assert_eq!(qemu_processes(&name), 0);
+    let _ = console.wait();
+
+    // Start again (a new QEMU), then kill it.
+    env.ok(&["vm", "start", &name]);
+    env.wait_log(&name, |l| l.matches("STRATA-GUEST-UP").count() >= 2, "the second boot");
+    assert_eq!(qemu_processes(&name), 1);
+    env.ok(&["vm", "kill", &name]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.info(&name)["state"] != "exited" {
+        assert!(Instant::now() < deadline, "kill took effect");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(env.info(&name)["exit_code"], 137);
+    assert_eq!(qemu_processes(&name), 0);
+
+    env.ok(&["vm", "rm", &name]);
+    assert!(env.info(&name).is_null());
+    assert_eq!(std::fs::read_dir(env.root.path().join("vms")).expect("ls").count(), 0);
+    assert_eq!(std::fs::read_dir(env.root.path().join("vm-names")).expect("ls").count(), 0);
+}
+
+#[test]
+fn vm_outlives_a_killed_cli_and_is_readopted() {
+    let mut env = Env::new();
+    let name = format!("surv{}", std::process::id());
+    let mut args = env.create_args(&name);
+    args.push("--attach".into());
+    let mut cli = env.cmd().args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("create");
+    env.wait_log(&name, |l| l.contains("STRATA-GUEST-UP"), "the guest marker");
+    cli.kill().expect("SIGKILL the CLI");
+    let _ = cli.wait();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let info = env.info(&name);
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["qemu_status"], "running", "re-adopted over QMP: {info}");
+    assert_eq!(qemu_processes(&name), 1);
+    let err = env.fail(&["vm", "start", &name]);
+    assert!(err.contains("running"), "{err}");
+    let out = env.run(&args[..args.len() - 1].iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success(), "a second create with the same name fails");
+    assert_eq!(qemu_processes(&name), 1, "never a second QEMU");
+
+    // Still controllable from a new process.
+    let mut console = env.console(&name);
+    console.stdin.take().expect("stdin").write_all(b"still here\n").expect("write");
+    env.wait_log(&name, |l| l.contains("GOT: still here"), "console after re-adoption");
+    env.ok(&["vm", "rm", "-f", &name]);
+    assert_eq!(qemu_processes(&name), 0);
+    let _ = console.wait();
+}
+
+#[test]
+fn vm_errors_are_clear_and_leave_nothing() {
+    let mut env = Env::new();
+    let a = assets();
+    let name = format!("bad{}", std::process::id());
+    env.names.push(name.clone());
+    let empty = |env: &Env| {
+        for d in ["vms", "vm-names"] {
+            let p = env.root.path().join(d);
+            let n = std::fs::read_dir(&p).map(|r| r.count()).unwrap_or(0);
+            assert_eq!(n, 0, "{} is empty", p.display());
+        }
+        assert_eq!(qemu_processes(&name), 0);
+    };
+
+    let err = env.fail(&["vm", "create", &name, "--kernel", "/nonexistent/vmlinuz"]);
+    assert!(err.contains("kernel /nonexistent/vmlinuz") && err.lines().count() == 1, "{err}");
+    empty(&env);
+
+    let kernel = a.join("vmlinuz").display().to_string();
+    let out = env.cmd().args(["vm", "create", &name, "--kernel", &kernel]).env("STRATA_QEMU", "/nonexistent/qemu").output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/nonexistent/qemu") && err.lines().count() == 1, "{err}");
+    empty(&env);
+
+    // A file QEMU cannot boot: QEMU itself refuses, and everything is cleaned up.
+    let junk = env.root.path().join("junk");
+    std::fs::write(&junk, b"not a kernel").expect("junk");
+    let err = env.fail(&["vm", "create", &name, "--kernel", &junk.display().to_string()]);
+    assert!(err.contains("QEMU failed to start") && err.lines().count() == 1, "{err}");
+    std::fs::remove_file(&junk).expect("rm junk");
+    empty(&env);
+
+    for verb in ["stop", "kill", "rm", "logs", "console", "pause", "start"] {
+        let err = env.fail(&["vm", verb, "nosuchvm"]);
+        assert!(err.contains("no such VM: nosuchvm"), "{verb}: {err}");
+    }
+    empty(&env);
+}

@@ -1,0 +1,340 @@
+//! The per-VM supervisor (`strata __vmlog CONFIG`), the VM counterpart of the container shim.
+//!
+//! [`spawn`] starts it and returns once QEMU answers on its QMP socket. The supervisor forks
+//! and `setsid`s (so it is nobody's child and outlives the CLI), launches QEMU as its own child
+//! in the VM directory, and waits for QEMU to be ready (QMP greeting) or to fail (then QEMU's
+//! last diagnostic line is reported and nothing keeps running). It is then the one client of
+//! QEMU's serial socket: every byte the guest writes goes into a rotated CRI-format log and to
+//! every client attached to [`CONSOLE_SOCKET`](crate::qemu::CONSOLE_SOCKET); what clients write
+//! goes to the guest. When QEMU exits (the serial socket closes) it reaps QEMU and records the
+//! exit status in the exit file, written atomically.
+//!
+//! It is one thread around `poll(2)`, so its memory is a few MiB whatever the guest does.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use strata_oci::logs::{LogWriter, Stream, MAX_LINE};
+
+use crate::qemu::{CONSOLE_SOCKET, QMP_SOCKET, SERIAL_SOCKET};
+use crate::qmp::Qmp;
+
+/// The argument that makes the `strata` binary run [`main`].
+pub const SUPERVISOR_ARG: &str = "__vmlog";
+/// The file descriptor the ready message is written to.
+const READY_FD: i32 = 3;
+/// A console line without a newline is logged (as a partial record) after this much quiet,
+/// so prompts show up in the log.
+const PARTIAL_FLUSH: Duration = Duration::from_millis(300);
+
+/// Everything the supervisor needs, written by the driver into the VM directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// The VM directory: QEMU's working directory, where the sockets live.
+    pub dir: PathBuf,
+    pub qemu: PathBuf,
+    pub args: Vec<String>,
+    /// QEMU's own stdout/stderr.
+    pub qemu_log: PathBuf,
+    pub console_log: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: usize,
+    pub exit_file: PathBuf,
+    /// How long QEMU may take to answer on QMP.
+    pub ready_timeout: Duration,
+}
+
+/// How QEMU ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// As a shell reports it: the exit code, or 128 + the signal number.
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// The running VM, as reported by the supervisor.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    pub qemu_pid: i32,
+    pub supervisor_pid: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start the VM supervisor: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// QEMU refused to start; the message is QEMU's.
+    #[error("{0}")]
+    Qemu(String),
+    #[error("the VM supervisor exited without reporting (see {0})")]
+    Silent(PathBuf),
+}
+
+/// Start the supervisor for `config` (a [`Config`] file); returns when QEMU is ready.
+/// `exe` is the `strata` binary; `log` receives the supervisor's own diagnostics.
+pub fn spawn(exe: &Path, config: &Path, log: &Path) -> Result<Started, SpawnError> {
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Spawn(e.into()))?;
+    let log_file = File::create(log).map_err(SpawnError::Spawn)?;
+    let ready_w_raw = ready_w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg(SUPERVISOR_ARG)
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(SpawnError::Spawn)?)
+        .stderr(log_file);
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(ready_w_raw, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(SpawnError::Spawn)?;
+    drop(ready_w);
+    // The first process only forks the daemon and exits; reap it so it is no zombie.
+    let _ = child.wait();
+    let mut msg = String::new();
+    File::from(ready_r).read_to_string(&mut msg).map_err(SpawnError::Spawn)?;
+    let msg = msg.trim();
+    if let Some(rest) = msg.strip_prefix("ok ") {
+        let mut it = rest.split_whitespace().map(str::parse::<i32>);
+        if let (Some(Ok(qemu_pid)), Some(Ok(supervisor_pid))) = (it.next(), it.next()) {
+            return Ok(Started { qemu_pid, supervisor_pid });
+        }
+    }
+    if let Some(err) = msg.strip_prefix("error ") {
+        return Err(SpawnError::Qemu(err.to_string()));
+    }
+    Err(SpawnError::Silent(log.to_path_buf()))
+}
+
+/// Read an exit file written by the supervisor.
+pub fn read_exit(path: &Path) -> Option<Exit> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The supervisor process. Never returns.
+pub fn main(config_path: &Path) -> ! {
+    // SAFETY: fcntl on a descriptor number we own by convention; failure is harmless.
+    unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: fork before any thread exists in this process.
+    match unsafe { nix::unistd::fork() } {
+        // SAFETY: _exit in the parent of a fork is always sound.
+        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => fail(&format!("fork: {e}")),
+    }
+    let _ = nix::unistd::setsid();
+    let config: Config = match std::fs::read(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => fail(&format!("reading {}: {e}", config_path.display())),
+    };
+    if let Err(e) = std::env::set_current_dir(&config.dir) {
+        fail(&format!("entering {}: {e}", config.dir.display()));
+    }
+    match run(&config) {
+        Ok(()) => std::process::exit(0),
+        Err(msg) => fail(&msg),
+    }
+}
+
+/// Report an error on the ready pipe (if still open) and exit.
+fn fail(msg: &str) -> ! {
+    eprintln!("strata vm supervisor: {msg}");
+    // SAFETY: READY_FD is ours; if it was already closed this write just fails.
+    let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+    let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
+    std::process::exit(1)
+}
+
+fn run(config: &Config) -> Result<(), String> {
+    let qemu_log = File::create(&config.qemu_log).map_err(|e| format!("creating {}: {e}", config.qemu_log.display()))?;
+    let qemu_log2 = qemu_log.try_clone().map_err(|e| e.to_string())?;
+    for s in [QMP_SOCKET, SERIAL_SOCKET, CONSOLE_SOCKET] {
+        let _ = std::fs::remove_file(s);
+    }
+    let mut child = Command::new(&config.qemu)
+        .args(&config.args)
+        .current_dir(&config.dir)
+        .stdin(Stdio::null())
+        .stdout(qemu_log)
+        .stderr(qemu_log2)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", config.qemu.display()))?;
+    let qemu_pid = child.id() as i32;
+    let serial = match wait_ready(config, &mut child) {
+        Ok(s) => s,
+        Err(msg) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            for s in [QMP_SOCKET, SERIAL_SOCKET] {
+                let _ = std::fs::remove_file(s);
+            }
+            return Err(msg);
+        }
+    };
+    let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
+        .map_err(|e| format!("opening {}: {e}", config.console_log.display()))?;
+    {
+        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
+        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+        let _ = writeln!(ready, "ok {qemu_pid} {}", std::process::id());
+    }
+    if let Err(e) = relay(serial, &listener, writer) {
+        eprintln!("strata vm supervisor: console: {e}");
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match (status.code(), status.signal()) {
+        (Some(c), _) => (c, None),
+        (None, Some(s)) => (128 + s, Some(s)),
+        _ => (255, None),
+    };
+    for s in [QMP_SOCKET, SERIAL_SOCKET] {
+        let _ = std::fs::remove_file(s);
+    }
+    let exit = Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true) };
+    let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
+    crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
+}
+
+/// Wait until QEMU greets on QMP (the machine is built: kernel loaded, devices up), then
+/// connect to its serial socket. If QEMU exits first, its last diagnostic is the error.
+fn wait_ready(config: &Config, child: &mut Child) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + config.ready_timeout;
+    let failed = || {
+        let text = std::fs::read_to_string(&config.qemu_log).unwrap_or_default();
+        crate::qemu::last_line(&text)
+    };
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(failed());
+        }
+        if Path::new(QMP_SOCKET).exists() {
+            if let Ok(stream) = UnixStream::connect(QMP_SOCKET) {
+                match Qmp::handshake(stream, Duration::from_secs(2)) {
+                    Ok(_) => break,
+                    Err(_) => {
+                        if let Ok(Some(_)) = child.try_wait() {
+                            return Err(failed());
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("QEMU did not answer on QMP within {:?}", config.ready_timeout));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    UnixStream::connect(SERIAL_SOCKET).map_err(|e| format!("connecting to the serial console: {e}"))
+}
+
+/// Copy the serial console into the log and to attached clients, and clients' input to the
+/// guest, until QEMU closes the serial socket.
+fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) -> std::io::Result<()> {
+    let mut clients: Vec<UnixStream> = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    let mut last_byte = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut fds = vec![
+            libc::pollfd { fd: serial.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        fds.extend(clients.iter().map(|c| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        let timeout = if line.is_empty() { -1 } else { PARTIAL_FLUSH.as_millis() as i32 };
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if !line.is_empty() && last_byte.elapsed() >= PARTIAL_FLUSH {
+            log.write_record(Stream::Stdout, true, &line)?;
+            line.clear();
+        }
+        // Clients first, while `fds[2..]` still lines up with `clients`.
+        let mut dead = vec![false; clients.len()];
+        for (i, pfd) in fds[2..].iter().enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            match clients[i].read(&mut buf) {
+                Ok(0) | Err(_) => dead[i] = true,
+                Ok(n) => serial.write_all(&buf[..n])?,
+            }
+        }
+        if fds[0].revents != 0 {
+            let n = loop {
+                match serial.read(&mut buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break 0,
+                }
+            };
+            if n == 0 {
+                if !line.is_empty() {
+                    log.write_record(Stream::Stdout, true, &line)?;
+                }
+                return Ok(());
+            }
+            last_byte = Instant::now();
+            for (i, c) in clients.iter_mut().enumerate() {
+                if !dead[i] && c.write_all(&buf[..n]).is_err() {
+                    dead[i] = true;
+                }
+            }
+            for &b in &buf[..n] {
+                match b {
+                    b'\n' => {
+                        log.write_record(Stream::Stdout, false, &line)?;
+                        line.clear();
+                    }
+                    b'\r' => {}
+                    _ => {
+                        line.push(b);
+                        if line.len() >= MAX_LINE {
+                            log.write_record(Stream::Stdout, true, &line)?;
+                            line.clear();
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<usize> = dead.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i).collect();
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
+        }
+        if fds[1].revents != 0 {
+            while let Ok((c, _)) = listener.accept() {
+                let _ = c.set_nonblocking(false);
+                // A client that stops reading is dropped rather than stalling the guest.
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                clients.push(c);
+            }
+        }
+    }
+}
