@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "STRATA-GUEST-UP";
-const APPEND: &str = "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1";
+const APPEND: &str = "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1 tsc_early_khz=2000000 no_timer_check";
 
 fn strata_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strata"))

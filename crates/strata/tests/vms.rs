@@ -78,7 +78,7 @@ impl Env {
             "--initrd".into(),
             a.join("initrd.gz").display().to_string(),
             "--append".into(),
-            "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1".into(),
+            "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1 tsc_early_khz=2000000 no_timer_check".into(),
             "--memory".into(),
             "256M".into(),
         ]

@@ -53,7 +53,7 @@ pub struct CreateArgs {
     /// Initial ramdisk.
     #[arg(long)]
     pub initrd: Option<std::path::PathBuf>,
-    /// Kernel command line (default: console=ttyS0 earlyprintk=ttyS0 panic=-1).
+    /// Kernel command line (default: console=ttyS0 earlyprintk=ttyS0 panic=-1 tsc_early_khz=2000000 no_timer_check).
     #[arg(long)]
     pub append: Option<String>,
     /// Memory (e.g. 256M, 1G).
