@@ -12,6 +12,7 @@ pub mod container;
 pub mod vm;
 mod error;
 mod parse;
+mod registry;
 mod types;
 
 pub use container::ContainerDriver;

@@ -16,7 +16,6 @@ mod config;
 mod rootfs;
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +29,7 @@ use strata_oci::spec::{self, Limits, NetNs, SpecInput};
 use strata_oci::runtime::Launch;
 use strata_oci::{cgroups, logs, util, OciRuntime};
 
+use crate::registry::{now, random_id, Registry};
 use crate::{
     AttachInput, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
     LogStream, NetworkMode, Stats, Status, WorkloadState,
@@ -61,7 +61,7 @@ struct Record {
 
 /// The container driver over one strata root.
 pub struct ContainerDriver {
-    root: PathBuf,
+    registry: Registry,
     images: Arc<ImageStore>,
     runtime: OciRuntime,
     exe: PathBuf,
@@ -71,12 +71,10 @@ impl ContainerDriver {
     /// Open the driver over `root`, using the OCI runtime `runtime` (`runc`, `crun`, `youki` or
     /// a path) and `exe` as the supervisor binary (the `strata` executable).
     pub fn open(root: &Path, runtime: &str, images: Arc<ImageStore>, exe: PathBuf) -> Result<Self, Error> {
-        for d in ["containers", "names"] {
-            std::fs::create_dir_all(root.join(d)).map_err(Error::io(format!("creating {}", root.join(d).display())))?;
-        }
+        let registry = Registry::open(root, "containers", "names", "container")?;
         let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
-        Ok(Self { root: root.to_path_buf(), images, runtime, exe })
+        Ok(Self { registry, images, runtime, exe })
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {
@@ -89,7 +87,7 @@ impl ContainerDriver {
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        self.root.join("containers").join(id)
+        self.registry.dir.join(id)
     }
 
     fn load(&self, id: &str) -> Result<Record, Error> {
@@ -110,9 +108,9 @@ impl ContainerDriver {
     }
 
     fn records(&self) -> Result<Vec<Record>, Error> {
-        let dir = self.root.join("containers");
+        let dir = &self.registry.dir;
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
+        for entry in std::fs::read_dir(dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
             if let Ok(r) = self.load(&entry.file_name().to_string_lossy()) {
                 out.push(r);
             }
@@ -164,24 +162,6 @@ impl ContainerDriver {
             ip: r.ip,
             ports: r.request.ports.clone(),
             labels: r.request.labels.clone(),
-        }
-    }
-
-    /// Reserve `name` for `id`; names are files created with O_EXCL, so two concurrent
-    /// creates cannot both win.
-    fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
-        validate_name(name)?;
-        let path = self.root.join("names").join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                Err(Error::AlreadyExists(format!(
-                    "the container name \"{name}\" is already in use by container {}; remove it or pick another name",
-                    &owner[..owner.len().min(12)]
-                )))
-            }
-            Err(e) => Err(Error::Io { context: format!("reserving name {name}"), source: e }),
         }
     }
 
@@ -354,10 +334,7 @@ impl ContainerDriver {
             }
         }
         if let Some(r) = record {
-            let name_file = self.root.join("names").join(&r.name);
-            if std::fs::read_to_string(&name_file).is_ok_and(|owner| owner == id) {
-                let _ = std::fs::remove_file(&name_file);
-            }
+            self.registry.release(&r.name, id);
         }
         errors.into_iter().next().map_or(Ok(()), Err)
     }
@@ -372,10 +349,10 @@ impl ContainerDriver {
         }
         let id = random_id();
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
-        self.reserve_name(&name, &id)?;
+        self.registry.reserve(&name, &id)?;
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir(&dir) {
-            let _ = std::fs::remove_file(self.root.join("names").join(&name));
+            self.registry.release(&name, &id);
             return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
         }
         let mut record = Record {
@@ -442,30 +419,6 @@ fn container_spec(req: &CreateRequest) -> Result<&crate::ContainerSpec, Error> {
         crate::Workload::Container(c) => Ok(c),
         other => Err(Error::InvalidArgument(format!("the container driver cannot run a {} workload", other.kind()))),
     }
-}
-
-fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = name.len() <= 128
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )))
-    }
-}
-
-fn random_id() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 impl Driver for ContainerDriver {
@@ -577,28 +530,7 @@ impl Driver for ContainerDriver {
     }
 
     fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
-        if validate_name(name_or_id).is_ok() {
-            if let Ok(id) = std::fs::read_to_string(self.root.join("names").join(name_or_id)) {
-                if self.dir(&id).exists() {
-                    return Ok(id);
-                }
-            }
-        }
-        if name_or_id.len() >= 3 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
-            let dir = self.root.join("containers");
-            let matches: Vec<String> = std::fs::read_dir(&dir)
-                .map_err(Error::io(format!("reading {}", dir.display())))?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(name_or_id))
-                .collect();
-            match matches.len() {
-                1 => return Ok(matches[0].clone()),
-                0 => {}
-                _ => return Err(Error::InvalidArgument(format!("container id prefix {name_or_id} is ambiguous"))),
-            }
-        }
-        Err(Error::NotFound(name_or_id.to_string()))
+        self.registry.resolve(name_or_id)
     }
 
     fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitStatus, Error> {

@@ -19,7 +19,6 @@
 //! `create` launches QEMU with its vCPUs stopped (`-S`); `start` runs them (`cont`), or
 //! relaunches QEMU for a VM that has exited.
 
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +31,7 @@ use strata_vm::qmp::{Qmp, QmpError};
 use strata_vm::supervisor::{self, SpawnError};
 use strata_vm::{process_alive, process_start_time, wait_pid_exit};
 
+use crate::registry::{self, now, random_id, Registry};
 use crate::{
     Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
     LogStream, NetworkMode, Stats, Status, VmSpec, WorkloadState,
@@ -85,20 +85,19 @@ pub struct VmDetails {
 /// The VM driver over one strata root.
 pub struct VmDriver {
     root: PathBuf,
+    registry: Registry,
     exe: PathBuf,
 }
 
 impl VmDriver {
     /// Open the driver over `root`; `exe` is the supervisor binary (the `strata` executable).
     pub fn open(root: &Path, exe: PathBuf) -> Result<Self, Error> {
-        for d in ["vms", "vm-names"] {
-            std::fs::create_dir_all(root.join(d)).map_err(Error::io(format!("creating {}", root.join(d).display())))?;
-        }
-        Ok(Self { root: root.to_path_buf(), exe })
+        let registry = Registry::open(root, "vms", "vm-names", "VM")?;
+        Ok(Self { root: root.to_path_buf(), registry, exe })
     }
 
     fn dir(&self, id: &str) -> PathBuf {
-        self.root.join("vms").join(id)
+        self.registry.dir.join(id)
     }
 
     fn load(&self, id: &str) -> Result<Record, Error> {
@@ -117,9 +116,9 @@ impl VmDriver {
     }
 
     fn records(&self) -> Result<Vec<Record>, Error> {
-        let dir = self.root.join("vms");
+        let dir = &self.registry.dir;
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
+        for entry in std::fs::read_dir(dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
             if let Ok(r) = self.load(&entry.file_name().to_string_lossy()) {
                 out.push(r);
             }
@@ -266,14 +265,7 @@ impl VmDriver {
 
     fn reserve_name(&self, name: &str, id: &str) -> Result<(), Error> {
         validate_name(name)?;
-        let path = self.root.join("vm-names").join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists(format!(
-                "the VM name \"{name}\" is already in use; remove that VM or pick another name"
-            ))),
-            Err(e) => Err(Error::Io { context: format!("reserving name {name}"), source: e }),
-        }
+        self.registry.reserve(name, id)
     }
 
     /// Launch QEMU (vCPUs stopped) under a new supervisor and record its pids.
@@ -340,10 +332,7 @@ impl VmDriver {
             Err(e) => Err(Error::Io { context: format!("removing {}", dir.display()), source: e }),
         };
         if let Some(r) = r {
-            let name_file = self.root.join("vm-names").join(&r.name);
-            if std::fs::read_to_string(&name_file).is_ok_and(|owner| owner == id) {
-                let _ = std::fs::remove_file(&name_file);
-            }
+            self.registry.release(&r.name, id);
         }
         result
     }
@@ -364,15 +353,12 @@ fn vm_spec(req: &CreateRequest) -> Result<&VmSpec, Error> {
     }
 }
 
+/// VM names also name QEMU processes (`-name`): at most 64 characters.
 fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("invalid VM name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")))
+    if name.len() > 64 {
+        return Err(Error::InvalidArgument(format!("invalid VM name {name:?}: at most 64 characters")));
     }
+    registry::validate_name(name, "VM")
 }
 
 /// A file the VM boots from: it must exist now (QEMU reads it at launch), as an absolute path
@@ -383,17 +369,6 @@ fn boot_file(what: &str, p: &Path) -> Result<PathBuf, Error> {
         return Err(Error::InvalidArgument(format!("{what} {}: not a regular file", p.display())));
     }
     Ok(abs)
-}
-
-fn random_id() -> String {
-    use rand::RngCore;
-    let mut b = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 impl Driver for VmDriver {
@@ -435,7 +410,7 @@ impl Driver for VmDriver {
         self.reserve_name(&name, &id)?;
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir(&dir) {
-            let _ = std::fs::remove_file(self.root.join("vm-names").join(&name));
+            self.registry.release(&name, &id);
             return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
         }
         let decision = accel::decide(&qemu_bin, &kernel, &self.root.join("vm-accel.json"));
@@ -575,28 +550,7 @@ impl Driver for VmDriver {
     }
 
     fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
-        if validate_name(name_or_id).is_ok() {
-            if let Ok(id) = std::fs::read_to_string(self.root.join("vm-names").join(name_or_id)) {
-                if self.dir(&id).exists() {
-                    return Ok(id);
-                }
-            }
-        }
-        if name_or_id.len() >= 3 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
-            let dir = self.root.join("vms");
-            let matches: Vec<String> = std::fs::read_dir(&dir)
-                .map_err(Error::io(format!("reading {}", dir.display())))?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(name_or_id))
-                .collect();
-            match matches.len() {
-                1 => return Ok(matches[0].clone()),
-                0 => {}
-                _ => return Err(Error::InvalidArgument(format!("VM id prefix {name_or_id} is ambiguous"))),
-            }
-        }
-        Err(Error::NotFound(name_or_id.to_string()))
+        self.registry.resolve(name_or_id)
     }
 
     fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<ExitStatus, Error> {

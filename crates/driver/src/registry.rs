@@ -1,0 +1,129 @@
+//! Workload names and ids on disk, shared by every driver: random 64-hex ids, one directory per
+//! workload, and unique names reserved as files created with `O_EXCL` (two concurrent creates
+//! cannot both take a name). A name file holds the id that owns it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// The records of one kind of workload under a root.
+pub(crate) struct Registry {
+    /// One directory per workload id.
+    pub dir: PathBuf,
+    /// One file per name.
+    pub names: PathBuf,
+    /// What the workloads are called in messages (`container`, `VM`).
+    pub what: &'static str,
+}
+
+impl Registry {
+    pub fn open(root: &Path, dir: &str, names: &str, what: &'static str) -> Result<Self, Error> {
+        let r = Self { dir: root.join(dir), names: root.join(names), what };
+        for d in [&r.dir, &r.names] {
+            std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
+        }
+        Ok(r)
+    }
+
+    /// Reserve `name` for `id`.
+    pub fn reserve(&self, name: &str, id: &str) -> Result<(), Error> {
+        validate_name(name, self.what)?;
+        let path = self.names.join(name);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(Error::AlreadyExists(format!(
+                    "the {} name \"{name}\" is already in use by {} {}; remove it or pick another name",
+                    self.what,
+                    self.what,
+                    &owner[..owner.len().min(12)]
+                )))
+            }
+            Err(e) => Err(Error::Io { context: format!("reserving name {name}"), source: e }),
+        }
+    }
+
+    /// Give `name` up if `id` owns it.
+    pub fn release(&self, name: &str, id: &str) {
+        let path = self.names.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|owner| owner == id) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Map a name, an id, or an unambiguous id prefix (3+ hex digits) to an id.
+    pub fn resolve(&self, name_or_id: &str) -> Result<String, Error> {
+        if validate_name(name_or_id, self.what).is_ok() {
+            if let Ok(id) = std::fs::read_to_string(self.names.join(name_or_id)) {
+                if self.dir.join(&id).exists() {
+                    return Ok(id);
+                }
+            }
+        }
+        if name_or_id.len() >= 3 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let matches: Vec<String> = std::fs::read_dir(&self.dir)
+                .map_err(Error::io(format!("reading {}", self.dir.display())))?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(name_or_id))
+                .collect();
+            match matches.len() {
+                1 => return Ok(matches[0].clone()),
+                0 => {}
+                _ => return Err(Error::InvalidArgument(format!("{} id prefix {name_or_id} is ambiguous", self.what))),
+            }
+        }
+        Err(Error::NotFound(name_or_id.to_string()))
+    }
+}
+
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters (Docker's rule).
+pub(crate) fn validate_name(name: &str, what: &str) -> Result<(), Error> {
+    let ok = name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!("invalid {what} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")))
+    }
+}
+
+/// A new random 64-hex-digit id.
+pub(crate) fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Now, RFC 3339 with nanoseconds.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_resolve() {
+        let root = tempfile::tempdir().expect("tmp");
+        let reg = Registry::open(root.path(), "things", "thing-names", "thing").expect("open");
+        let id = random_id();
+        std::fs::create_dir(reg.dir.join(&id)).expect("dir");
+        reg.reserve("web", &id).expect("reserve");
+        let e = reg.reserve("web", "other").expect_err("taken");
+        assert!(e.to_string().contains("\"web\" is already in use by thing"), "{e}");
+        assert_eq!(reg.resolve("web").expect("name"), id);
+        assert_eq!(reg.resolve(&id[..6]).expect("prefix"), id);
+        assert!(matches!(reg.resolve("nope"), Err(Error::NotFound(_))));
+        assert!(reg.reserve("bad/name", &id).is_err());
+        reg.release("web", "someone-else");
+        assert!(reg.names.join("web").exists(), "only the owner releases");
+        reg.release("web", &id);
+        assert!(!reg.names.join("web").exists());
+    }
+}
