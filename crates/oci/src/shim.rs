@@ -233,7 +233,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
             }
             match child.try_wait() {
                 Ok(Some(_)) => return Err(read_pid().map_or_else(runtime_failed, |_| "container exited at once".into())),
-                Ok(None) => std::thread::sleep(Duration::from_micros(500)),
+                Ok(None) => std::thread::sleep(Duration::from_micros(200)),
                 Err(e) => return Err(format!("waiting for {} run: {e}", config.runtime_name)),
             }
         }
