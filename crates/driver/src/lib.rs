@@ -13,6 +13,7 @@ pub mod vm;
 mod error;
 mod parse;
 mod registry;
+mod workload_log;
 mod types;
 
 pub use container::ContainerDriver;

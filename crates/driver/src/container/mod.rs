@@ -32,7 +32,7 @@ use strata_oci::{cgroups, logs, util, OciRuntime};
 use crate::registry::{now, random_id, Registry};
 use crate::{
     AttachInput, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
-    LogStream, NetworkMode, Stats, Status, WorkloadState,
+    NetworkMode, Stats, Status, WorkloadState,
 };
 
 pub use config::{resolve_user, ImageDefaults};
@@ -575,22 +575,8 @@ impl Driver for ContainerDriver {
         let r = self.load(id)?;
         let path = self.dir(id).join("ctr.log");
         // The supervisor writes exit.json and then exits: its exit is the end of the log.
-        let wait_done = |d: Duration| match (r.shim_pid, r.shim_start) {
-            (Some(p), Some(s)) => util::wait_pid_exit(p, s, Some(d)),
-            _ => true,
-        };
-        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &wait_done, &mut |l| {
-            sink(&LogRecord {
-                time: l.time.clone(),
-                stream: match l.stream {
-                    logs::Stream::Stdout => LogStream::Stdout,
-                    logs::Stream::Stderr => LogStream::Stderr,
-                },
-                partial: l.partial,
-                content: l.content.clone(),
-            })
-        })
-        .map_err(Error::io(format!("reading logs of {}", r.name)))
+        let supervisor = r.shim_pid.zip(r.shim_start);
+        crate::workload_log::read(&path, supervisor, opts, &format!("logs of {}", r.name), sink)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error> {

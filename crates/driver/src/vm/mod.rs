@@ -34,7 +34,7 @@ use strata_vm::{process_alive, process_start_time, wait_pid_exit};
 use crate::registry::{self, now, random_id, Registry};
 use crate::{
     Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
-    LogStream, NetworkMode, Stats, Status, VmSpec, WorkloadState,
+    NetworkMode, Stats, Status, VmSpec, WorkloadState,
 };
 
 /// The argument that makes the `strata` binary run as a VM supervisor.
@@ -593,24 +593,8 @@ impl Driver for VmDriver {
         if !path.exists() {
             return Ok(());
         }
-        let wait_done = |d: Duration| -> bool {
-            match (r.supervisor_pid, r.supervisor_start) {
-                (Some(p), Some(s)) => wait_pid_exit(p, s, Some(d)),
-                _ => true,
-            }
-        };
-        logs::read(&path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &wait_done, &mut |l| {
-            sink(&LogRecord {
-                time: l.time.clone(),
-                stream: match l.stream {
-                    logs::Stream::Stdout => LogStream::Stdout,
-                    logs::Stream::Stderr => LogStream::Stderr,
-                },
-                partial: l.partial,
-                content: l.content.clone(),
-            })
-        })
-        .map_err(Error::io(format!("reading the console log of {}", r.name)))
+        let supervisor = r.supervisor_pid.zip(r.supervisor_start);
+        crate::workload_log::read(&path, supervisor, opts, &format!("the console log of {}", r.name), sink)
     }
 
     fn exec(&self, id: &str, _req: &ExecRequest) -> Result<ExecResult, Error> {
