@@ -12,9 +12,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -27,8 +26,7 @@ use crate::util;
 
 /// The argument that makes the `strata` binary run [`main`].
 pub const SHIM_ARG: &str = "__shim";
-/// The file descriptor the ready message is written to.
-const READY_FD: i32 = 3;
+use util::READY_FD;
 
 /// Everything the shim needs, written by the driver next to the bundle.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -101,33 +99,8 @@ pub enum ShimError {
 /// `exe` is the `strata` binary; `config` the shim config file; `shim_log` receives the
 /// supervisor's own diagnostics.
 pub fn spawn(exe: &Path, config: &Path, shim_log: &Path) -> Result<Started, ShimError> {
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ShimError::Spawn(e.into()))?;
-    let log = File::create(shim_log).map_err(ShimError::Spawn)?;
-    let ready_w_raw = ready_w.as_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.arg(SHIM_ARG)
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(ShimError::Spawn)?)
-        .stderr(log)
-        .env_remove("RUST_LOG");
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(ready_w_raw, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
-    drop(ready_w);
-    // The first process only forks the daemon and exits; reap it so it is no zombie.
-    let _ = child.wait();
-    let mut msg = String::new();
-    File::from(ready_r).read_to_string(&mut msg).map_err(ShimError::Spawn)?;
-    let msg = msg.trim();
+    let msg = util::spawn_supervisor(exe, SHIM_ARG, config, shim_log).map_err(ShimError::Spawn)?;
+    let msg = msg.as_str();
     if let Some(rest) = msg.strip_prefix("ok ") {
         let mut it = rest.split_whitespace().map(str::parse::<i32>);
         if let (Some(Ok(init_pid)), Some(Ok(shim_pid))) = (it.next(), it.next()) {

@@ -97,6 +97,44 @@ pub fn wait_pid_exit(pid: i32, start_time: u64, timeout: Option<Duration>) -> bo
     }
 }
 
+/// The descriptor a supervisor reports readiness on (see [`spawn_supervisor`]).
+pub const READY_FD: i32 = 3;
+
+/// Start `exe MODE CONFIG`, a supervisor that daemonizes (forks, the first process exits),
+/// with stdout and stderr to `log` and the write end of a ready pipe as [`READY_FD`]. Returns,
+/// trimmed, what the daemon wrote before closing its end (`ok ...` or `error ...`).
+pub fn spawn_supervisor(exe: &Path, mode: &str, config: &Path, log: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let log = std::fs::File::create(log)?;
+    let ready_w_raw = ready_w.as_raw_fd();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(mode)
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env_remove("RUST_LOG");
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(ready_w_raw, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(ready_w);
+    // The first process only forks the daemon and exits; reap it so it is no zombie.
+    let _ = child.wait();
+    let mut msg = String::new();
+    std::fs::File::from(ready_r).read_to_string(&mut msg)?;
+    Ok(msg.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

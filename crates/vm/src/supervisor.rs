@@ -15,7 +15,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,8 +27,7 @@ use crate::qmp::Qmp;
 
 /// The argument that makes the `strata` binary run [`main`].
 pub const SUPERVISOR_ARG: &str = "__vmlog";
-/// The file descriptor the ready message is written to.
-const READY_FD: i32 = 3;
+use strata_oci::util::READY_FD;
 /// A console line without a newline is logged (as a partial record) after this much quiet,
 /// so prompts show up in the log.
 const PARTIAL_FLUSH: Duration = Duration::from_millis(300);
@@ -82,32 +80,8 @@ pub enum SpawnError {
 /// Start the supervisor for `config` (a [`Config`] file); returns when QEMU is ready.
 /// `exe` is the `strata` binary; `log` receives the supervisor's own diagnostics.
 pub fn spawn(exe: &Path, config: &Path, log: &Path) -> Result<Started, SpawnError> {
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Spawn(e.into()))?;
-    let log_file = File::create(log).map_err(SpawnError::Spawn)?;
-    let ready_w_raw = ready_w.as_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.arg(SUPERVISOR_ARG)
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(SpawnError::Spawn)?)
-        .stderr(log_file);
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(ready_w_raw, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(SpawnError::Spawn)?;
-    drop(ready_w);
-    // The first process only forks the daemon and exits; reap it so it is no zombie.
-    let _ = child.wait();
-    let mut msg = String::new();
-    File::from(ready_r).read_to_string(&mut msg).map_err(SpawnError::Spawn)?;
-    let msg = msg.trim();
+    let msg = strata_oci::util::spawn_supervisor(exe, SUPERVISOR_ARG, config, log).map_err(SpawnError::Spawn)?;
+    let msg = msg.as_str();
     if let Some(rest) = msg.strip_prefix("ok ") {
         let mut it = rest.split_whitespace().map(str::parse::<i32>);
         if let (Some(Ok(qemu_pid)), Some(Ok(supervisor_pid))) = (it.next(), it.next()) {
