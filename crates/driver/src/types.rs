@@ -58,6 +58,9 @@ pub struct VmSpec {
     pub disk: Option<std::path::PathBuf>,
     /// cloud-init user-data file, served as a NoCloud seed.
     pub cloud_init: Option<std::path::PathBuf>,
+    /// Virtual size of the VM's disk (at least the base image's); default: the base's.
+    #[serde(default)]
+    pub disk_size_bytes: Option<u64>,
 }
 
 /// What runs: an OCI image and how to run it. Unset fields come from the image config,
@@ -102,8 +105,21 @@ pub enum NetworkMode {
     Bridge,
     /// The host's network namespace.
     Host,
-    /// Own network namespace with loopback only.
+    /// Own network namespace with loopback only (a VM: no NIC).
     None,
+    /// VMs only: QEMU's user-mode network (no privileges; ports forwarded by QEMU).
+    User,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Host => "host",
+            NetworkMode::None => "none",
+            NetworkMode::User => "user",
+        }
+    }
 }
 
 /// `-p [ip:]host_port:container_port[/tcp]`.

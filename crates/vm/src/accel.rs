@@ -4,7 +4,10 @@
 //! `KVM_CREATE_VCPU` succeed and a real kernel still hangs. So the probe boots the VM's own
 //! kernel under KVM with no root filesystem (`root=/dev/strata-probe`, `panic=-1`,
 //! `-no-reboot`): a kernel that runs reaches "Kernel panic" and QEMU exits by itself within a
-//! few seconds; anything else (QEMU errors, a hang past the timeout) means TCG. The verdict is
+//! few seconds; anything else (QEMU errors, a hang past the timeout) means TCG. A VM that boots
+//! from a disk image has no kernel to probe with; then a 16-byte boot sector of ours runs under
+//! KVM behind SeaBIOS and must write to the `isa-debug-exit` port (a weaker proof: it does not
+//! exercise a kernel's timer setup, where broken nested KVM usually hangs). The verdict is
 //! cached per host boot and QEMU binary, so one probe serves every later VM.
 
 use std::path::{Path, PathBuf};
@@ -47,8 +50,8 @@ struct Cached {
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Decide the accelerator. `STRATA_VM_ACCEL=kvm|tcg` forces it; otherwise a cached verdict
-/// (in `cache`) or a probe boot of `kernel` decides.
-pub fn decide(qemu: &Path, kernel: &Path, cache: &Path) -> Decision {
+/// (in `cache`) or a probe boot of `kernel` (or of a boot sector without one) decides.
+pub fn decide(qemu: &Path, kernel: Option<&Path>, cache: &Path) -> Decision {
     match std::env::var("STRATA_VM_ACCEL").as_deref() {
         Ok("tcg") => return Decision { accel: Accel::Tcg, reason: "forced by STRATA_VM_ACCEL".into() },
         Ok("kvm") => return Decision { accel: Accel::Kvm, reason: "forced by STRATA_VM_ACCEL".into() },
@@ -63,7 +66,10 @@ pub fn decide(qemu: &Path, kernel: &Path, cache: &Path) -> Decision {
             return c.decision;
         }
     }
-    let (decision, conclusive) = probe(qemu, kernel, cache.with_extension("probe.log").as_path());
+    let (decision, conclusive) = match kernel {
+        Some(k) => probe(qemu, k, cache.with_extension("probe.log").as_path()),
+        None => probe_boot_sector(qemu, cache.with_extension("probe.img").as_path()),
+    };
     if !conclusive {
         return decision;
     }
@@ -89,28 +95,12 @@ fn probe(qemu: &Path, kernel: &Path, serial_log: &Path) -> (Decision, bool) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    let (status, stderr) = match run_probe(cmd) {
+        Ok(r) => r,
         Err(e) => return tcg(format!("cannot run the KVM probe: {e}"), false),
-    };
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
     };
     let serial = std::fs::read_to_string(serial_log).unwrap_or_default();
     let _ = std::fs::remove_file(serial_log);
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
-    }
     match status {
         None => tcg(format!("a probe guest did not finish booting under KVM within {PROBE_TIMEOUT:?}"), true),
         Some(_) if serial.contains("Kernel panic") => {
@@ -126,6 +116,62 @@ fn probe(qemu: &Path, kernel: &Path, serial_log: &Path) -> (Decision, bool) {
     }
 }
 
+/// Real-mode code: `mov al,0x10; out 0xf4,al` (QEMU exits with status 0x10 << 1 | 1 = 33),
+/// then `hlt` in a loop; padded to a sector with the 0x55AA boot signature.
+const BOOT_SECTOR_CODE: [u8; 7] = [0xb0, 0x10, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd];
+const BOOT_SECTOR_EXIT: i32 = 33;
+
+fn probe_boot_sector(qemu: &Path, image: &Path) -> (Decision, bool) {
+    let tcg = |reason: String, conclusive: bool| (Decision { accel: Accel::Tcg, reason }, conclusive);
+    let mut sector = [0u8; 512];
+    sector[..BOOT_SECTOR_CODE.len()].copy_from_slice(&BOOT_SECTOR_CODE);
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    if let Err(e) = std::fs::write(image, sector) {
+        return tcg(format!("cannot write the KVM probe image {}: {e}", image.display()), false);
+    }
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-machine", "pc,accel=kvm", "-cpu", "host", "-m", "16M", "-nodefaults", "-no-user-config"])
+        .args(["-display", "none", "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x4", "-drive"])
+        .arg(format!("file={},format=raw,if=ide", image.display().to_string().replace(',', ",,")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let outcome = run_probe(cmd);
+    let _ = std::fs::remove_file(image);
+    match outcome {
+        Err(e) => tcg(format!("cannot run the KVM probe: {e}"), false),
+        Ok((None, _)) => tcg(format!("a probe boot sector did not run under KVM within {PROBE_TIMEOUT:?}"), true),
+        Ok((Some(status), _)) if status.code() == Some(BOOT_SECTOR_EXIT) => {
+            (Decision { accel: Accel::Kvm, reason: "a probe boot sector ran under KVM".into() }, true)
+        }
+        Ok((Some(_), stderr)) => tcg(format!("KVM probe failed: {}", crate::qemu::last_line(&stderr)), true),
+    }
+}
+
+/// Run a probe QEMU for at most [`PROBE_TIMEOUT`]: its exit status (`None` after a kill at the
+/// deadline) and its stderr.
+fn run_probe(mut cmd: Command) -> std::io::Result<(Option<std::process::ExitStatus>, String)> {
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    Ok((status, stderr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +185,31 @@ mod tests {
         // `false` exits at once without a panic message: not proof of a running guest.
         let (d, _) = probe(Path::new("/bin/false"), Path::new("/nonexistent/k"), &dir.path().join("p.log"));
         assert_eq!(d.accel, Accel::Tcg, "{d:?}");
+        let (d, conclusive) = probe_boot_sector(Path::new("/nonexistent/qemu"), &dir.path().join("p.img"));
+        assert_eq!(d.accel, Accel::Tcg);
+        assert!(!conclusive);
+        assert!(!dir.path().join("p.img").exists(), "the probe image is removed");
+    }
+
+    /// The boot sector really runs and exits through isa-debug-exit (checked under TCG, which
+    /// every machine has; the probe itself asks for KVM).
+    #[test]
+    fn the_probe_boot_sector_exits_qemu() {
+        let qemu = crate::qemu::qemu_binary().expect("QEMU (scripts/test.sh installs it)");
+        let dir = tempfile::tempdir().expect("tmp");
+        let img = dir.path().join("p.img");
+        let mut sector = [0u8; 512];
+        sector[..BOOT_SECTOR_CODE.len()].copy_from_slice(&BOOT_SECTOR_CODE);
+        sector[510..].copy_from_slice(&[0x55, 0xaa]);
+        std::fs::write(&img, sector).expect("write");
+        let mut cmd = Command::new(qemu);
+        cmd.args(["-machine", "pc,accel=tcg", "-m", "16M", "-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4", "-drive"])
+            .arg(format!("file={},format=raw,if=ide", img.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let (status, stderr) = run_probe(cmd).expect("run");
+        assert_eq!(status.and_then(|s| s.code()), Some(BOOT_SECTOR_EXIT), "{stderr}");
     }
 }

@@ -3,6 +3,7 @@
 //! - [`qemu`] builds QEMU command lines and finds the binaries (`STRATA_QEMU`, `STRATA_QEMU_IMG`).
 //! - [`qmp`] is a small typed QMP client (greeting, capabilities, commands, events).
 //! - [`accel`] decides KVM or TCG by a real probe boot, never by the mere presence of `/dev/kvm`.
+//! - [`seed`] writes cloud-init NoCloud seeds (a FAT image labelled CIDATA).
 //! - [`supervisor`] is the per-VM process (`strata __vmlog CONFIG`) that launches QEMU, keeps its
 //!   serial console in a rotated CRI-format log, multiplexes the console to attached clients and
 //!   records how QEMU exited.
@@ -13,6 +14,7 @@
 pub mod accel;
 pub mod qemu;
 pub mod qmp;
+pub mod seed;
 pub mod supervisor;
 
 use std::os::unix::net::UnixStream;

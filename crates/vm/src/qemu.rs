@@ -3,6 +3,8 @@
 //! Every VM runs with its state directory as QEMU's working directory, so the sockets are
 //! given by short relative names ([`QMP_SOCKET`], [`SERIAL_SOCKET`]) whatever the root's depth.
 
+use std::ffi::OsStr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,13 +33,52 @@ pub struct Machine {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
-    pub kernel: PathBuf,
+    /// Direct kernel boot on the `microvm` machine. Without a kernel the VM boots its `disk`
+    /// through firmware (SeaBIOS) on `q35`.
+    pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
+    /// The kernel command line (direct kernel boot only).
     pub append: String,
-    /// A qcow2 disk the guest need not use: it holds `savevm` snapshots.
+    /// The VM's own qcow2 overlay over its base image (the base is only read).
+    #[serde(default)]
+    pub disk: Option<PathBuf>,
+    /// A cloud-init NoCloud seed, attached read-only.
+    #[serde(default)]
+    pub seed: Option<PathBuf>,
+    /// The NIC, if any.
+    #[serde(default)]
+    pub net: Option<Nic>,
+    /// A qcow2 disk the guest need not use: it holds `savevm` snapshots (VMs without a disk).
     pub state_disk: Option<PathBuf>,
     /// Start with the vCPUs stopped (`-S`); `cont` starts them.
     pub start_paused: bool,
+}
+
+/// A virtio NIC and its backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// `52:54:00:xx:xx:xx` (QEMU's locally administered prefix).
+    pub mac: String,
+    pub backend: NetBackend,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetBackend {
+    /// QEMU's user-mode network (slirp): guest 10.0.2.15, gateway 10.0.2.2, no privileges;
+    /// host ports reach the guest through `hostfwd` rules.
+    User { forwards: Vec<Forward> },
+    /// A tap device (created beforehand) that QEMU opens by name.
+    Tap { ifname: String },
+}
+
+/// A host TCP port forwarded into the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// `None`: every host address.
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub guest_port: u16,
 }
 
 /// The `-sandbox` policy: seccomp on, and no obsolete syscalls, privilege changes, process
@@ -49,11 +90,13 @@ pub fn args(m: &Machine) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
     push(&["-name", &m.name]);
-    // microvm boots a kernel directly (no firmware, no PCI): the fastest path. ACPI on gives the
-    // guest a power button, which graceful stop presses.
+    // microvm boots a kernel directly (no firmware, no PCI): the fastest path. A disk image
+    // boots through firmware on q35. ACPI gives the guest a power button, which graceful stop
+    // presses.
+    let (machine, bus) = if m.kernel.is_some() { ("microvm", "device") } else { ("q35", "pci") };
     match m.accel {
-        Accel::Kvm => push(&["-machine", "microvm,accel=kvm,acpi=on", "-cpu", "host"]),
-        Accel::Tcg => push(&["-machine", "microvm,accel=tcg,acpi=on"]),
+        Accel::Kvm => push(&["-machine", &format!("{machine},accel=kvm{}", acpi(machine)), "-cpu", "host"]),
+        Accel::Tcg => push(&["-machine", &format!("{machine},accel=tcg{}", acpi(machine))]),
     }
     push(&["-m", &format!("{}M", m.memory_mib), "-smp", &m.cpus.to_string()]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
@@ -62,18 +105,72 @@ pub fn args(m: &Machine) -> Vec<String> {
     }
     push(&["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
     push(&["-chardev", &format!("socket,id=ser0,path={SERIAL_SOCKET},server=on,wait=off"), "-serial", "chardev:ser0"]);
-    push(&["-kernel", &m.kernel.to_string_lossy()]);
-    if let Some(i) = &m.initrd {
-        push(&["-initrd", &i.to_string_lossy()]);
+    if let Some(k) = &m.kernel {
+        push(&["-kernel", &k.to_string_lossy()]);
+        if let Some(i) = &m.initrd {
+            push(&["-initrd", &i.to_string_lossy()]);
+        }
+        push(&["-append", &m.append]);
     }
-    push(&["-append", &m.append]);
+    // Commas in a -drive value are escaped by doubling.
+    let file = |p: &Path| p.to_string_lossy().replace(',', ",,");
+    if let Some(d) = &m.disk {
+        push(&["-drive", &format!("if=none,id=disk0,format=qcow2,discard=unmap,file={}", file(d))]);
+        let boot = if bus == "pci" { ",bootindex=0" } else { "" };
+        push(&["-device", &format!("virtio-blk-{bus},drive=disk0{boot}")]);
+    }
+    if let Some(seed) = &m.seed {
+        push(&["-drive", &format!("if=none,id=seed,format=raw,readonly=on,file={}", file(seed))]);
+        push(&["-device", &format!("virtio-blk-{bus},drive=seed")]);
+    }
     if let Some(d) = &m.state_disk {
-        // Commas in a -drive value are escaped by doubling.
-        let file = d.to_string_lossy().replace(',', ",,");
-        push(&["-drive", &format!("if=none,id=state,format=qcow2,file={file}"), "-device", "virtio-blk-device,drive=state"]);
+        push(&["-drive", &format!("if=none,id=state,format=qcow2,file={}", file(d))]);
+        push(&["-device", &format!("virtio-blk-{bus},drive=state")]);
+    }
+    if let Some(nic) = &m.net {
+        push(&["-netdev", &netdev(&nic.backend)]);
+        push(&["-device", &format!("virtio-net-{bus},netdev=net0,mac={}", nic.mac)]);
     }
     push(&["-sandbox", SANDBOX]);
     a
+}
+
+fn acpi(machine: &str) -> &'static str {
+    if machine == "microvm" {
+        ",acpi=on"
+    } else {
+        ""
+    }
+}
+
+/// The `-netdev` value for a backend.
+fn netdev(b: &NetBackend) -> String {
+    match b {
+        NetBackend::User { forwards } => {
+            let mut v = "user,id=net0".to_string();
+            for f in forwards {
+                let ip = match f.host_ip {
+                    None => String::new(),
+                    Some(IpAddr::V4(ip)) if ip.is_unspecified() => String::new(),
+                    Some(IpAddr::V4(ip)) => ip.to_string(),
+                    Some(IpAddr::V6(ip)) => format!("[{ip}]"),
+                };
+                v.push_str(&format!(",hostfwd=tcp:{ip}:{}-:{}", f.host_port, f.guest_port));
+            }
+            v
+        }
+        NetBackend::Tap { ifname } => format!("tap,id=net0,ifname={ifname},script=no,downscript=no"),
+    }
+}
+
+/// A stable MAC address for a VM id (hex): QEMU's 52:54:00 prefix and three bytes of the id.
+pub fn mac_for(id: &str) -> String {
+    let b = id.as_bytes();
+    let byte = |i: usize| -> u8 {
+        let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        (hex(*b.get(2 * i).unwrap_or(&b'0')) << 4) | hex(*b.get(2 * i + 1).unwrap_or(&b'0'))
+    };
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", byte(0), byte(1), byte(2))
 }
 
 /// Resolve a binary: the environment override `env` if set, else `default` on `PATH`.
@@ -111,16 +208,52 @@ pub fn qemu_img_binary() -> Result<PathBuf, String> {
 
 /// Create an empty qcow2 image of `size_mib`.
 pub fn create_qcow2(qemu_img: &Path, path: &Path, size_mib: u64) -> Result<(), String> {
-    let out = Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(format!("{size_mib}M"))
-        .output()
-        .map_err(|e| format!("running {}: {e}", qemu_img.display()))?;
+    let size = format!("{size_mib}M");
+    qemu_img_run(qemu_img, &[OsStr::new("create"), OsStr::new("-q"), OsStr::new("-f"), OsStr::new("qcow2"), path.as_os_str(), OsStr::new(&size)])
+        .map(drop)
+        .map_err(|e| format!("qemu-img create {}: {e}", path.display()))
+}
+
+/// What `qemu-img info` says about a disk image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `qcow2`, `raw`, `vmdk`, ...
+    pub format: String,
+    pub virtual_size: u64,
+}
+
+/// Inspect a disk image (format probing is done once here, then always passed explicitly, so a
+/// raw image whose content looks like another format can never be misread later).
+pub fn image_info(qemu_img: &Path, path: &Path) -> Result<ImageInfo, String> {
+    let out = qemu_img_run(qemu_img, &[OsStr::new("info"), OsStr::new("--output=json"), OsStr::new("-U"), path.as_os_str()])?;
+    #[derive(Deserialize)]
+    struct Info {
+        format: String,
+        #[serde(rename = "virtual-size")]
+        virtual_size: u64,
+    }
+    let info: Info = serde_json::from_slice(&out).map_err(|e| format!("unreadable qemu-img info output: {e}"))?;
+    Ok(ImageInfo { format: info.format, virtual_size: info.virtual_size })
+}
+
+/// Create a qcow2 overlay at `path` whose backing file is `base` (read, never written).
+/// `size` (bytes) grows the virtual disk; `None` keeps the base's size.
+pub fn create_overlay(qemu_img: &Path, path: &Path, base: &Path, base_format: &str, size: Option<u64>) -> Result<(), String> {
+    let mut args = vec![OsStr::new("create"), OsStr::new("-q"), OsStr::new("-f"), OsStr::new("qcow2"), OsStr::new("-b")];
+    args.extend([base.as_os_str(), OsStr::new("-F"), OsStr::new(base_format), path.as_os_str()]);
+    let size = size.map(|s| s.to_string());
+    if let Some(s) = &size {
+        args.push(OsStr::new(s));
+    }
+    qemu_img_run(qemu_img, &args).map(drop).map_err(|e| format!("qemu-img create {}: {e}", path.display()))
+}
+
+fn qemu_img_run(qemu_img: &Path, args: &[&OsStr]) -> Result<Vec<u8>, String> {
+    let out = Command::new(qemu_img).args(args).output().map_err(|e| format!("running {}: {e}", qemu_img.display()))?;
     if out.status.success() {
-        Ok(())
+        Ok(out.stdout)
     } else {
-        Err(format!("qemu-img create {}: {}", path.display(), last_line(&String::from_utf8_lossy(&out.stderr))))
+        Err(last_line(&String::from_utf8_lossy(&out.stderr)))
     }
 }
 
@@ -143,9 +276,12 @@ mod tests {
             accel: Accel::Tcg,
             memory_mib: 256,
             cpus: 1,
-            kernel: "/k/vmlinuz".into(),
+            kernel: Some("/k/vmlinuz".into()),
             initrd: Some("/k/initrd".into()),
             append: DEFAULT_APPEND.into(),
+            disk: None,
+            seed: None,
+            net: None,
             state_disk: Some("/v/a,b/state.qcow2".into()),
             start_paused: true,
         }
@@ -171,6 +307,38 @@ mod tests {
         m.start_paused = false;
         let a = args(&m);
         assert!(has(&a, ["-cpu", "host"]) && !a.contains(&"-S".to_string()));
+    }
+
+    #[test]
+    fn disk_boot_and_networks() {
+        let mut m = machine();
+        m.kernel = None;
+        m.state_disk = None;
+        m.disk = Some("/v/disk.qcow2".into());
+        m.seed = Some("/v/seed.img".into());
+        m.net = Some(Nic {
+            mac: mac_for("0a1b2c3d"),
+            backend: NetBackend::User {
+                forwards: vec![
+                    Forward { host_ip: None, host_port: 2222, guest_port: 22 },
+                    Forward { host_ip: Some([127, 0, 0, 1].into()), host_port: 8080, guest_port: 80 },
+                ],
+            },
+        });
+        let a = args(&m);
+        assert!(has(&a, ["-machine", "q35,accel=tcg"]));
+        assert!(!a.contains(&"-kernel".to_string()) && !a.contains(&"-append".to_string()));
+        assert!(has(&a, ["-drive", "if=none,id=disk0,format=qcow2,discard=unmap,file=/v/disk.qcow2"]));
+        assert!(has(&a, ["-device", "virtio-blk-pci,drive=disk0,bootindex=0"]));
+        assert!(has(&a, ["-drive", "if=none,id=seed,format=raw,readonly=on,file=/v/seed.img"]));
+        assert!(has(&a, ["-netdev", "user,id=net0,hostfwd=tcp::2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"]));
+        assert!(has(&a, ["-device", "virtio-net-pci,netdev=net0,mac=52:54:00:0a:1b:2c"]));
+        m.kernel = Some("/k".into());
+        m.net = Some(Nic { mac: mac_for("ff"), backend: NetBackend::Tap { ifname: "vt1".into() } });
+        let a = args(&m);
+        assert!(has(&a, ["-device", "virtio-blk-device,drive=disk0"]));
+        assert!(has(&a, ["-netdev", "tap,id=net0,ifname=vt1,script=no,downscript=no"]));
+        assert!(has(&a, ["-device", "virtio-net-device,netdev=net0,mac=52:54:00:ff:00:00"]));
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl ContainerDriver {
 
         let netns = match req.network {
             NetworkMode::Host => NetNs::Host,
-            NetworkMode::None => NetNs::New,
+            NetworkMode::None | NetworkMode::User => NetNs::New,
             NetworkMode::Bridge => {
                 let net = BridgeNetwork::discover()?;
                 let path = Path::new(network::NETNS_DIR).join(id);
@@ -343,6 +343,9 @@ impl ContainerDriver {
     fn create_with(&self, req: &CreateRequest, start: bool) -> Result<String, Error> {
         if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
             return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
+        }
+        if req.network == NetworkMode::User {
+            return Err(Error::InvalidArgument("user-mode networking is for VMs; containers use bridge, host or none".into()));
         }
         for e in &container_spec(req)?.env {
             config::set_env(&mut Vec::new(), e.clone())?;

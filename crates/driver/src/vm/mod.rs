@@ -26,7 +26,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strata_oci::logs;
 use strata_vm::accel::{self, Accel};
-use strata_vm::qemu::{self, Machine};
+use strata_vm::qemu::{self, Forward, Machine, NetBackend, Nic};
+use strata_vm::seed;
 use strata_vm::qmp::{Qmp, QmpError};
 use strata_vm::supervisor::{self, SpawnError};
 use strata_vm::{process_alive, process_start_time, wait_pid_exit};
@@ -80,6 +81,10 @@ pub struct VmDetails {
     pub qemu_status: Option<String>,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// `user`, `bridge` or `none`.
+    pub network: String,
+    /// The VM's NIC address, where strata knows it.
+    pub mac: Option<String>,
 }
 
 /// The VM driver over one strata root.
@@ -187,7 +192,10 @@ impl VmDriver {
             id: r.id.clone(),
             name: r.name.clone(),
             kind: "vm".into(),
-            image: spec.and_then(|s| s.kernel.as_ref()).map(|k| k.display().to_string()).unwrap_or_default(),
+            image: spec
+                .and_then(|s| s.disk.as_ref().or(s.kernel.as_ref()))
+                .map(|k| k.display().to_string())
+                .unwrap_or_default(),
             image_id: String::new(),
             command: vec![r.machine.append.clone()],
             status,
@@ -196,7 +204,13 @@ impl VmDriver {
             exit: if status == Status::Exited { self.exit_record(&r.id) } else { None },
             pid: if matches!(status, Status::Running | Status::Paused | Status::Created) { r.qemu_pid } else { None },
             ip: None,
-            ports: Vec::new(),
+            ports: match r.machine.net.as_ref().map(|n| &n.backend) {
+                Some(NetBackend::User { forwards }) => forwards
+                    .iter()
+                    .map(|f| crate::PortMapping { host_ip: f.host_ip, host_port: f.host_port, container_port: f.guest_port })
+                    .collect(),
+                _ => Vec::new(),
+            },
             labels: r.request.labels.clone(),
         }
     }
@@ -211,6 +225,14 @@ impl VmDriver {
             qemu_status: qs.clone(),
             memory_mib: r.machine.memory_mib,
             cpus: r.machine.cpus,
+            network: match r.machine.net.as_ref().map(|n| &n.backend) {
+                None => NetworkMode::None,
+                Some(NetBackend::User { .. }) => NetworkMode::User,
+                Some(NetBackend::Tap { .. }) => NetworkMode::Bridge,
+            }
+            .as_str()
+            .to_string(),
+            mac: r.machine.net.as_ref().map(|n| n.mac.clone()),
         };
         Ok((self.to_state(&r, qs.as_deref()), details))
     }
@@ -300,14 +322,31 @@ impl VmDriver {
         self.save(r)
     }
 
-    fn create_inner(&self, r: &mut Record, qemu_bin: &Path) -> Result<(), Error> {
+    /// Create the VM's files (overlay or snapshot disk, cloud-init seed), then launch QEMU.
+    fn create_inner(&self, r: &mut Record, setup: &Setup) -> Result<(), Error> {
         let dir = self.dir(&r.id);
-        let img = qemu::qemu_img_binary().map_err(Error::FailedPrecondition)?;
-        let disk = dir.join("state.qcow2");
-        qemu::create_qcow2(&img, &disk, STATE_DISK_MIB).map_err(Error::FailedPrecondition)?;
-        r.machine.state_disk = Some(disk);
+        match setup.base {
+            Some((base, info)) => {
+                let overlay = dir.join("disk.qcow2");
+                qemu::create_overlay(setup.qemu_img, &overlay, base, &info.format, setup.disk_size)
+                    .map_err(Error::FailedPrecondition)?;
+                r.machine.disk = Some(overlay);
+            }
+            None => {
+                let disk = dir.join("state.qcow2");
+                qemu::create_qcow2(setup.qemu_img, &disk, STATE_DISK_MIB).map_err(Error::FailedPrecondition)?;
+                r.machine.state_disk = Some(disk);
+            }
+        }
+        if let Some(user_data) = setup.user_data {
+            let path = dir.join("seed.img");
+            let meta = seed::meta_data(&r.id, &r.name);
+            seed::write(&path, &seed::Seed { user_data, meta_data: &meta, network_config: None })
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            r.machine.seed = Some(path);
+        }
         self.save(r)?;
-        self.launch(r, qemu_bin)
+        self.launch(r, setup.qemu)
     }
 
     /// Remove every trace of a VM. Idempotent: each step checks what exists.
@@ -336,6 +375,47 @@ impl VmDriver {
         }
         result
     }
+}
+
+/// What `create` prepared before the VM's directory exists.
+struct Setup<'a> {
+    qemu: &'a Path,
+    qemu_img: &'a Path,
+    base: Option<&'a (PathBuf, qemu::ImageInfo)>,
+    user_data: Option<&'a [u8]>,
+    disk_size: Option<u64>,
+}
+
+/// Read a cloud-init user-data file (any format cloud-init knows; only its size is checked).
+fn read_user_data(path: &Path) -> Result<Vec<u8>, Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::InvalidArgument(format!("cloud-init user-data {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidArgument(format!("cloud-init user-data {}: not a regular file", path.display())));
+    }
+    if meta.len() > seed::MAX_USER_DATA as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "cloud-init user-data {}: {} bytes, at most {} accepted",
+            path.display(),
+            meta.len(),
+            seed::MAX_USER_DATA
+        )));
+    }
+    std::fs::read(path).map_err(|e| Error::InvalidArgument(format!("cloud-init user-data {}: {e}", path.display())))
+}
+
+/// Port mappings as QEMU host forwards; each host port must be free now (QEMU would fail
+/// later with a vaguer message).
+fn forwards(ports: &[crate::PortMapping]) -> Result<Vec<Forward>, Error> {
+    ports
+        .iter()
+        .map(|p| {
+            let ip = p.host_ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            std::net::TcpListener::bind((ip, p.host_port)).map_err(|e| {
+                Error::InvalidArgument(format!("host port {ip}:{} cannot be published: {e}", p.host_port))
+            })?;
+            Ok(Forward { host_ip: p.host_ip, host_port: p.host_port, guest_port: p.container_port })
+        })
+        .collect()
 }
 
 fn qmp_error(e: QmpError) -> Error {
@@ -379,8 +459,8 @@ impl Driver for VmDriver {
             exec: false,
             pause: true,
             stats: false,
-            port_publishing: false,
-            network_modes: vec![NetworkMode::None],
+            port_publishing: true,
+            network_modes: vec![NetworkMode::User, NetworkMode::None],
         }
     }
 
@@ -388,17 +468,51 @@ impl Driver for VmDriver {
         // Everything that can be checked without side effects is checked first: a bad request
         // leaves no file, name or process behind.
         let spec = vm_spec(req)?;
-        if spec.disk.is_some() || spec.cloud_init.is_some() {
-            return Err(Error::Unsupported("booting VMs from disk images (and cloud-init) is not implemented yet".into()));
+        let kernel = spec.kernel.as_deref().map(|k| boot_file("kernel", k)).transpose()?;
+        let base = spec.disk.as_deref().map(|d| boot_file("disk image", d)).transpose()?;
+        if kernel.is_none() && base.is_none() {
+            return Err(Error::InvalidArgument("a VM needs a kernel (--kernel) or a disk image (--disk)".into()));
         }
-        if !req.ports.is_empty() {
-            return Err(Error::Unsupported("VM port forwarding is not implemented yet".into()));
+        if kernel.is_none() && (spec.initrd.is_some() || spec.append.is_some()) {
+            return Err(Error::InvalidArgument("an initrd or a kernel command line needs a kernel (--kernel)".into()));
         }
-        let kernel = boot_file("kernel", spec.kernel.as_deref().ok_or_else(|| {
-            Error::InvalidArgument("a VM needs a kernel (--kernel)".into())
-        })?)?;
         let initrd = spec.initrd.as_deref().map(|p| boot_file("initrd", p)).transpose()?;
+        let user_data = spec.cloud_init.as_deref().map(read_user_data).transpose()?;
         let qemu_bin = qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
+        let qemu_img = qemu::qemu_img_binary().map_err(Error::FailedPrecondition)?;
+        let base = match base {
+            Some(path) => {
+                let info = qemu::image_info(&qemu_img, &path)
+                    .map_err(|e| Error::InvalidArgument(format!("disk image {}: {e}", path.display())))?;
+                if let Some(size) = spec.disk_size_bytes {
+                    if size < info.virtual_size {
+                        return Err(Error::InvalidArgument(format!(
+                            "disk size {size} bytes is smaller than the image {} ({} bytes); disks only grow",
+                            path.display(),
+                            info.virtual_size
+                        )));
+                    }
+                }
+                Some((path, info))
+            }
+            None if spec.disk_size_bytes.is_some() => {
+                return Err(Error::InvalidArgument("a disk size needs a disk image (--disk)".into()));
+            }
+            None => None,
+        };
+        let backend = match req.network {
+            NetworkMode::None if !req.ports.is_empty() => {
+                return Err(Error::InvalidArgument("ports cannot be published without a network".into()));
+            }
+            NetworkMode::None => None,
+            NetworkMode::User => Some(NetBackend::User { forwards: forwards(&req.ports)? }),
+            NetworkMode::Bridge => {
+                return Err(Error::Unsupported("bridge (tap) networking for VMs is not implemented yet; use user-mode networking".into()));
+            }
+            NetworkMode::Host => {
+                return Err(Error::InvalidArgument("a VM cannot share the host's network; use user or none".into()));
+            }
+        };
         let memory_mib = req.resources.memory_bytes.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
         if memory_mib < 32 {
             return Err(Error::InvalidArgument(format!("a VM needs at least 32 MiB of memory, not {memory_mib} MiB")));
@@ -413,7 +527,7 @@ impl Driver for VmDriver {
             self.registry.release(&name, &id);
             return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
         }
-        let decision = accel::decide(&qemu_bin, &kernel, &self.root.join("vm-accel.json"));
+        let decision = accel::decide(&qemu_bin, kernel.as_deref(), &self.root.join("vm-accel.json"));
         let mut record = Record {
             id: id.clone(),
             name: name.clone(),
@@ -426,6 +540,9 @@ impl Driver for VmDriver {
                 kernel,
                 initrd,
                 append: spec.append.clone().unwrap_or_else(|| qemu::DEFAULT_APPEND.to_string()),
+                disk: None,
+                seed: None,
+                net: backend.map(|backend| Nic { mac: qemu::mac_for(&id), backend }),
                 state_disk: None,
                 start_paused: true,
             },
@@ -437,7 +554,8 @@ impl Driver for VmDriver {
             supervisor_pid: None,
             supervisor_start: None,
         };
-        let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &qemu_bin));
+        let setup = Setup { qemu: &qemu_bin, qemu_img: &qemu_img, base: base.as_ref(), user_data: user_data.as_deref(), disk_size: spec.disk_size_bytes };
+        let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &setup));
         match result {
             Ok(()) => {
                 if record.machine.accel == Accel::Tcg {

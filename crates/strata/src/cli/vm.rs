@@ -8,15 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use strata_driver::{
-    parse_cpus, parse_memory, parse_signal, CreateRequest, Driver, Error, LogOptions, Resources, VmDriver, VmSpec,
-    Workload,
+    parse_cpus, parse_memory, parse_signal, CreateRequest, Driver, Error, LogOptions, NetworkMode, PortMapping, Resources,
+    VmDriver, VmSpec, Workload,
 };
 
 use super::{print_table, Ctx};
 
 #[derive(Subcommand, Debug)]
 pub enum VmCommand {
-    /// Create and boot a VM from a kernel (and initrd).
+    /// Create and boot a VM from a kernel (and initrd) or from a disk image.
     Create(CreateArgs),
     /// List VMs.
     #[command(alias = "ls")]
@@ -47,9 +47,26 @@ pub enum VmCommand {
 pub struct CreateArgs {
     /// Name of the VM.
     pub name: String,
-    /// Kernel to boot (bzImage).
+    /// Kernel to boot directly (bzImage).
+    #[arg(long, required_unless_present = "disk")]
+    pub kernel: Option<std::path::PathBuf>,
+    /// Disk image to boot (qcow2, raw, ...): the VM writes to its own qcow2 overlay, never to
+    /// this file, so many VMs can share one base image.
     #[arg(long)]
-    pub kernel: std::path::PathBuf,
+    pub disk: Option<std::path::PathBuf>,
+    /// Virtual size of the VM's disk (e.g. 10G); at least the image's size.
+    #[arg(long, requires = "disk")]
+    pub disk_size: Option<String>,
+    /// cloud-init user-data, served to the guest as a NoCloud seed (label CIDATA) with
+    /// meta-data naming the instance and its hostname.
+    #[arg(long)]
+    pub cloud_init: Option<std::path::PathBuf>,
+    /// Network: user (QEMU user-mode networking, the default) or none.
+    #[arg(long, default_value = "user")]
+    pub network: String,
+    /// Forward a host TCP port to the guest ([ip:]host_port:guest_port).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// Initial ramdisk.
     #[arg(long)]
     pub initrd: Option<std::path::PathBuf>,
@@ -212,11 +229,31 @@ fn create(d: &VmDriver, a: CreateArgs) -> anyhow::Result<()> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.to_string(), v.to_string());
     }
+    let network = match a.network.as_str() {
+        "user" => NetworkMode::User,
+        "none" => NetworkMode::None,
+        "bridge" => NetworkMode::Bridge,
+        other => anyhow::bail!("invalid network {other:?}: use user or none"),
+    };
+    let ports = a.publish.iter().map(|p| p.parse::<PortMapping>()).collect::<Result<Vec<_>, _>>()?;
     let req = CreateRequest {
         name: Some(a.name.clone()),
         labels,
         resources: Resources { memory_bytes: Some(parse_memory(&a.memory)?), cpus: Some(parse_cpus(&a.cpus)?), pids: None },
-        workload: Workload::Vm(VmSpec { kernel: Some(a.kernel), initrd: a.initrd, append: a.append, ..Default::default() }),
+        network,
+        ports,
+        workload: Workload::Vm(VmSpec {
+            kernel: a.kernel,
+            initrd: a.initrd,
+            append: a.append,
+            disk: a.disk,
+            cloud_init: a.cloud_init,
+            disk_size_bytes: a
+                .disk_size
+                .as_deref()
+                .map(|s| parse_memory(s).map_err(|_| anyhow::anyhow!("invalid disk size {s:?}: expected a size such as 10G")))
+                .transpose()?,
+        }),
         ..Default::default()
     };
     let id = d.create(&req).map_err(vm_error)?;
@@ -263,6 +300,10 @@ fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
                     "qemu_status": d.qemu_status,
                     "pid": s.pid,
                     "ip": s.ip,
+                    "network": d.network,
+                    "mac": d.mac,
+                    "ports": s.ports.iter().map(|p| format!("{}:{}->{}/tcp", p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()), p.host_port, p.container_port)).collect::<Vec<_>>(),
+                    "image": s.image,
                     "uptime_seconds": up,
                     "memory_mib": d.memory_mib,
                     "cpus": d.cpus,
