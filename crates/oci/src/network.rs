@@ -82,7 +82,9 @@ fn proxy(client: TcpStream, target: SocketAddr) {
         let _ = client.shutdown(Shutdown::Both);
         return;
     };
-    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     let (mut c1, mut u1) = (client, upstream);
     let t = std::thread::spawn(move || {
         let _ = io::copy(&mut c2, &mut u2);
@@ -233,7 +235,11 @@ impl BridgeNetwork {
         if !out.status.success() {
             let msg = value["msg"].as_str().map(str::to_string).unwrap_or_else(|| {
                 let s = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                if s.is_empty() { format!("exited with {}", out.status) } else { s }
+                if s.is_empty() {
+                    format!("exited with {}", out.status)
+                } else {
+                    s
+                }
             });
             let details = value["details"].as_str().map(|d| format!(": {d}")).unwrap_or_default();
             return Err(fail(format!("{msg}{details}")));
@@ -244,3 +250,237 @@ impl BridgeNetwork {
 
 /// The address used for a published port when none is given.
 pub const ANY_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// An IPv4 address leased on the bridge network without a network namespace (for VMs, whose
+/// guest configures the address itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// The placeholder namespace named to IPAM-only plugin calls (VMs have no namespace).
+const NO_NETNS: &str = "/proc/self/ns/net";
+
+impl BridgeNetwork {
+    /// The bridge network's `host-local` IPAM configuration on its own: the same leases as
+    /// containers use, so VMs and containers never collide.
+    fn ipam_conf() -> serde_json::Value {
+        let bridge = Self::bridge_conf();
+        serde_json::json!({ "cniVersion": "1.0.0", "name": bridge["name"], "ipam": bridge["ipam"] })
+    }
+
+    /// Lease an address for `id` from the bridge network's IPAM.
+    pub fn lease(&self, id: &str) -> Result<Lease, NetworkError> {
+        // host-local never enters the namespace, but CNI's ADD requires one to be named.
+        let result = self.exec("host-local", "ADD", id, Path::new(NO_NETNS), "eth0", &Self::ipam_conf())?;
+        let bad = || NetworkError::Plugin {
+            plugin: "host-local".into(),
+            command: "ADD",
+            message: format!("unexpected result: {result}"),
+        };
+        let ip = result["ips"].as_array().and_then(|ips| ips.first()).ok_or_else(bad)?;
+        let (addr, prefix) = ip["address"].as_str().and_then(|a| a.split_once('/')).ok_or_else(bad)?;
+        Ok(Lease {
+            address: addr.parse().map_err(|_| bad())?,
+            prefix: prefix.parse().map_err(|_| bad())?,
+            gateway: ip["gateway"].as_str().and_then(|g| g.parse().ok()).ok_or_else(bad)?,
+        })
+    }
+
+    /// Give `id`'s lease back. Safe to call twice.
+    pub fn release(&self, id: &str) -> Result<(), NetworkError> {
+        self.exec("host-local", "DEL", id, Path::new(NO_NETNS), "eth0", &Self::ipam_conf()).map(drop)
+    }
+}
+
+/// Tap devices on the node bridge, for VMs: created persistent by strata (so QEMU needs no
+/// privilege to create interfaces, only to open this one by name) and removed with the VM.
+pub mod tap {
+    use std::ffi::CString;
+    use std::io;
+    use std::net::Ipv4Addr;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::path::Path;
+
+    // From <linux/sockios.h>; the libc crate does not export the bridge ioctls for Linux.
+    const SIOCBRADDBR: libc::c_ulong = 0x89a0;
+    const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+
+    /// Does a network interface of this name exist?
+    pub fn exists(name: &str) -> bool {
+        Path::new("/sys/class/net").join(name).exists()
+    }
+
+    fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+        let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+        let bytes = c.as_bytes_with_nul();
+        if bytes.len() > libc::IFNAMSIZ {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name {name:?} is too long")));
+        }
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        Ok(req)
+    }
+
+    fn socket() -> io::Result<OwnedFd> {
+        // SAFETY: plain socket(2); the result is checked and owned.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn ioctl(fd: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq, what: &str) -> io::Result<()> {
+        // SAFETY: every request used here takes a struct ifreq, which `req` is.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, req as *mut libc::ifreq) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+        }
+        Ok(())
+    }
+
+    fn set_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
+        let mut req = ifreq(name)?;
+        ioctl(sock, libc::SIOCGIFFLAGS, &mut req, &format!("reading the flags of {name}"))?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        ioctl(sock, libc::SIOCSIFFLAGS, &mut req, &format!("bringing {name} up"))
+    }
+
+    fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in and sockaddr have the same size on Linux; this is how the ioctl
+        // API passes IPv4 addresses.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+    }
+
+    /// Make sure `bridge` exists and is up, with `gateway/prefix` as its address when this
+    /// creates it (the CNI bridge plugin creates the same bridge the same way for containers).
+    pub fn ensure_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let sock = socket()?;
+        if !exists(bridge) {
+            let c =
+                CString::new(bridge).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in bridge name"))?;
+            // SAFETY: SIOCBRADDBR takes the bridge name as a C string.
+            let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRADDBR as _, c.as_ptr()) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(io::Error::new(e.kind(), format!("creating bridge {bridge}: {e}")));
+                }
+            }
+            let mut req = ifreq(bridge)?;
+            req.ifr_ifru.ifru_addr = sockaddr_in(gateway);
+            ioctl(&sock, libc::SIOCSIFADDR, &mut req, &format!("setting the address of {bridge}"))?;
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            let mut req = ifreq(bridge)?;
+            req.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
+            ioctl(&sock, libc::SIOCSIFNETMASK, &mut req, &format!("setting the netmask of {bridge}"))?;
+        }
+        set_up(&sock, bridge)
+    }
+
+    /// Create the persistent tap `name`, attach it to `bridge` and bring it up.
+    pub fn create(name: &str, bridge: &str) -> io::Result<()> {
+        let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // SAFETY: TUNSETIFF takes a struct ifreq.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut libc::ifreq) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("creating tap {name}: {e}")));
+        }
+        // SAFETY: TUNSETPERSIST takes an integer argument.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("making tap {name} persistent: {e}")));
+        }
+        drop(tun);
+        let attach = (|| {
+            let sock = socket()?;
+            let c =
+                CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+            // SAFETY: if_nametoindex reads a C string.
+            let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            if index == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut req = ifreq(bridge)?;
+            req.ifr_ifru.ifru_ifindex = index as libc::c_int;
+            ioctl(&sock, SIOCBRADDIF, &mut req, &format!("attaching {name} to {bridge}"))?;
+            set_up(&sock, name)
+        })();
+        if attach.is_err() {
+            let _ = remove(name);
+        }
+        attach
+    }
+
+    /// Remove the tap `name` if it exists.
+    pub fn remove(name: &str) -> io::Result<()> {
+        if !exists(name) {
+            return Ok(());
+        }
+        let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // SAFETY: as in `create`.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut libc::ifreq) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("opening tap {name}: {e}")));
+        }
+        // SAFETY: as in `create`.
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST as _, 0 as libc::c_ulong) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("removing tap {name}: {e}")));
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Runs as root (like every strata test that touches the host network).
+        #[test]
+        fn tap_on_a_bridge_and_gone_again() {
+            let (bridge, name) =
+                (format!("stbr{}", std::process::id() % 100000), format!("sttap{}", std::process::id() % 100000));
+            ensure_bridge(&bridge, Ipv4Addr::new(10, 231, 0, 1), 24).expect("bridge");
+            ensure_bridge(&bridge, Ipv4Addr::new(10, 231, 0, 1), 24).expect("idempotent");
+            create(&name, &bridge).expect("tap");
+            let master = std::fs::read_link(format!("/sys/class/net/{name}/master")).expect("master");
+            assert_eq!(master.file_name().and_then(|n| n.to_str()), Some(bridge.as_str()));
+            let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/flags")).expect("flags");
+            assert!(u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).expect("hex") & 1 == 1, "up");
+            remove(&name).expect("remove");
+            assert!(!exists(&name));
+            remove(&name).expect("removing twice is fine");
+            assert!(create("x".repeat(20).as_str(), &bridge).is_err(), "too long a name");
+            // Remove the test bridge: down, then SIOCBRDELBR.
+            let sock = socket().expect("socket");
+            let mut r = ifreq(&bridge).expect("ifreq");
+            ioctl(&sock, libc::SIOCGIFFLAGS, &mut r, "flags").expect("flags");
+            // SAFETY: SIOCGIFFLAGS filled the flags member.
+            unsafe { r.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short) };
+            ioctl(&sock, libc::SIOCSIFFLAGS, &mut r, "down").expect("down");
+            let c = CString::new(bridge.clone()).expect("c");
+            // SAFETY: SIOCBRDELBR (0x89a1) takes the bridge name as a C string.
+            unsafe { libc::ioctl(sock.as_raw_fd(), 0x89a1 as _, c.as_ptr()) };
+            assert!(!exists(&bridge));
+        }
+    }
+}

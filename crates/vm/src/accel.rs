@@ -179,7 +179,8 @@ mod tests {
     #[test]
     fn a_qemu_that_cannot_run_means_tcg() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (d, conclusive) = probe(Path::new("/nonexistent/qemu"), Path::new("/nonexistent/k"), &dir.path().join("p.log"));
+        let (d, conclusive) =
+            probe(Path::new("/nonexistent/qemu"), Path::new("/nonexistent/k"), &dir.path().join("p.log"));
         assert_eq!(d.accel, Accel::Tcg);
         assert!(!conclusive, "a missing QEMU is not cached as a verdict");
         // `false` exits at once without a panic message: not proof of a running guest.

@@ -159,7 +159,9 @@ fn netdev(b: &NetBackend) -> String {
             }
             v
         }
-        NetBackend::Tap { ifname } => format!("tap,id=net0,ifname={ifname},script=no,downscript=no"),
+        NetBackend::Tap { ifname } => {
+            format!("tap,id=net0,ifname={ifname},script=no,downscript=no")
+        }
     }
 }
 
@@ -188,7 +190,9 @@ pub fn find_binary(env: &str, default: &str) -> Result<PathBuf, String> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join(&wanted))
         .find(|p| is_executable(p))
-        .ok_or_else(|| format!("{} not found on PATH (install qemu-system-x86 / qemu-utils, or set {env})", wanted.display()))
+        .ok_or_else(|| {
+            format!("{} not found on PATH (install qemu-system-x86 / qemu-utils, or set {env})", wanted.display())
+        })
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -209,9 +213,19 @@ pub fn qemu_img_binary() -> Result<PathBuf, String> {
 /// Create an empty qcow2 image of `size_mib`.
 pub fn create_qcow2(qemu_img: &Path, path: &Path, size_mib: u64) -> Result<(), String> {
     let size = format!("{size_mib}M");
-    qemu_img_run(qemu_img, &[OsStr::new("create"), OsStr::new("-q"), OsStr::new("-f"), OsStr::new("qcow2"), path.as_os_str(), OsStr::new(&size)])
-        .map(drop)
-        .map_err(|e| format!("qemu-img create {}: {e}", path.display()))
+    qemu_img_run(
+        qemu_img,
+        &[
+            OsStr::new("create"),
+            OsStr::new("-q"),
+            OsStr::new("-f"),
+            OsStr::new("qcow2"),
+            path.as_os_str(),
+            OsStr::new(&size),
+        ],
+    )
+    .map(drop)
+    .map_err(|e| format!("qemu-img create {}: {e}", path.display()))
 }
 
 /// What `qemu-img info` says about a disk image.
@@ -225,7 +239,8 @@ pub struct ImageInfo {
 /// Inspect a disk image (format probing is done once here, then always passed explicitly, so a
 /// raw image whose content looks like another format can never be misread later).
 pub fn image_info(qemu_img: &Path, path: &Path) -> Result<ImageInfo, String> {
-    let out = qemu_img_run(qemu_img, &[OsStr::new("info"), OsStr::new("--output=json"), OsStr::new("-U"), path.as_os_str()])?;
+    let out =
+        qemu_img_run(qemu_img, &[OsStr::new("info"), OsStr::new("--output=json"), OsStr::new("-U"), path.as_os_str()])?;
     #[derive(Deserialize)]
     struct Info {
         format: String,
@@ -238,8 +253,15 @@ pub fn image_info(qemu_img: &Path, path: &Path) -> Result<ImageInfo, String> {
 
 /// Create a qcow2 overlay at `path` whose backing file is `base` (read, never written).
 /// `size` (bytes) grows the virtual disk; `None` keeps the base's size.
-pub fn create_overlay(qemu_img: &Path, path: &Path, base: &Path, base_format: &str, size: Option<u64>) -> Result<(), String> {
-    let mut args = vec![OsStr::new("create"), OsStr::new("-q"), OsStr::new("-f"), OsStr::new("qcow2"), OsStr::new("-b")];
+pub fn create_overlay(
+    qemu_img: &Path,
+    path: &Path,
+    base: &Path,
+    base_format: &str,
+    size: Option<u64>,
+) -> Result<(), String> {
+    let mut args =
+        vec![OsStr::new("create"), OsStr::new("-q"), OsStr::new("-f"), OsStr::new("qcow2"), OsStr::new("-b")];
     args.extend([base.as_os_str(), OsStr::new("-F"), OsStr::new(base_format), path.as_os_str()]);
     let size = size.map(|s| s.to_string());
     if let Some(s) = &size {

@@ -83,8 +83,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("seed.img");
         let md = meta_data("i-1", "db");
-        write(&path, &Seed { user_data: b"#cloud-config\nhostname: db\n", meta_data: &md, network_config: Some("version: 2\n") })
-            .expect("write");
+        write(
+            &path,
+            &Seed { user_data: b"#cloud-config\nhostname: db\n", meta_data: &md, network_config: Some("version: 2\n") },
+        )
+        .expect("write");
         let mut f = std::fs::File::open(&path).expect("open");
         let fs = fatfs::FileSystem::new(&mut f, fatfs::FsOptions::new()).expect("fat");
         assert_eq!(fs.volume_label().trim_end(), "CIDATA");

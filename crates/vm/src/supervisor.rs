@@ -47,6 +47,10 @@ pub struct Config {
     pub exit_file: PathBuf,
     /// How long QEMU may take to answer on QMP.
     pub ready_timeout: Duration,
+    /// Host ports proxied to the guest's address (bridge networking; user-mode networking
+    /// forwards inside QEMU instead).
+    #[serde(default)]
+    pub ports: Vec<strata_oci::network::PortForward>,
 }
 
 /// How QEMU ended.
@@ -137,7 +141,10 @@ fn fail(msg: &str) -> ! {
 }
 
 fn run(config: &Config) -> Result<(), String> {
-    let qemu_log = File::create(&config.qemu_log).map_err(|e| format!("creating {}: {e}", config.qemu_log.display()))?;
+    // Ports first: a port in use fails the start cleanly, before QEMU exists.
+    let listeners = strata_oci::network::bind_ports(&config.ports).map_err(|e| e.to_string())?;
+    let qemu_log =
+        File::create(&config.qemu_log).map_err(|e| format!("creating {}: {e}", config.qemu_log.display()))?;
     let qemu_log2 = qemu_log.try_clone().map_err(|e| e.to_string())?;
     for s in [QMP_SOCKET, SERIAL_SOCKET, CONSOLE_SOCKET] {
         let _ = std::fs::remove_file(s);
@@ -171,6 +178,7 @@ fn run(config: &Config) -> Result<(), String> {
         let mut ready = unsafe { File::from_raw_fd(READY_FD) };
         let _ = writeln!(ready, "ok {qemu_pid} {}", std::process::id());
     }
+    strata_oci::network::serve_ports(listeners);
     if let Err(e) = relay(serial, &listener, writer) {
         eprintln!("strata vm supervisor: console: {e}");
     }
@@ -186,7 +194,8 @@ fn run(config: &Config) -> Result<(), String> {
     for s in [QMP_SOCKET, SERIAL_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
-    let exit = Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true) };
+    let exit =
+        Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true) };
     let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
     crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
 }

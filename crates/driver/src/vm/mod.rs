@@ -24,11 +24,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
 use strata_oci::logs;
+use strata_oci::network::{self, tap, BridgeNetwork, Lease, PortForward};
 use strata_vm::accel::{self, Accel};
 use strata_vm::qemu::{self, Forward, Machine, NetBackend, Nic};
-use strata_vm::seed;
 use strata_vm::qmp::{Qmp, QmpError};
+use strata_vm::seed;
 use strata_vm::supervisor::{self, SpawnError};
 use strata_vm::{process_alive, process_start_time, wait_pid_exit};
 
@@ -68,6 +71,9 @@ struct Record {
     qemu_start: Option<u64>,
     supervisor_pid: Option<i32>,
     supervisor_start: Option<u64>,
+    /// The guest's address on the bridge network (bridge networking only).
+    #[serde(default)]
+    lease: Option<Lease>,
 }
 
 /// VM facts beyond [`WorkloadState`] (for `strata vm list`).
@@ -99,6 +105,16 @@ impl VmDriver {
     pub fn open(root: &Path, exe: PathBuf) -> Result<Self, Error> {
         let registry = Registry::open(root, "vms", "vm-names", "VM")?;
         Ok(Self { root: root.to_path_buf(), registry, exe })
+    }
+
+    /// The network a VM gets unless told otherwise: a tap on the node bridge where strata may
+    /// create one (root, CNI plugins installed), else QEMU's user-mode network.
+    pub fn default_network() -> NetworkMode {
+        if nix::unistd::geteuid().is_root() && BridgeNetwork::discover().is_ok() {
+            NetworkMode::Bridge
+        } else {
+            NetworkMode::User
+        }
     }
 
     fn dir(&self, id: &str) -> PathBuf {
@@ -203,13 +219,18 @@ impl VmDriver {
             started_at: r.started_at.clone(),
             exit: if status == Status::Exited { self.exit_record(&r.id) } else { None },
             pid: if matches!(status, Status::Running | Status::Paused | Status::Created) { r.qemu_pid } else { None },
-            ip: None,
+            ip: r.lease.map(|l| l.address.into()),
             ports: match r.machine.net.as_ref().map(|n| &n.backend) {
                 Some(NetBackend::User { forwards }) => forwards
                     .iter()
-                    .map(|f| crate::PortMapping { host_ip: f.host_ip, host_port: f.host_port, container_port: f.guest_port })
+                    .map(|f| crate::PortMapping {
+                        host_ip: f.host_ip,
+                        host_port: f.host_port,
+                        container_port: f.guest_port,
+                    })
                     .collect(),
-                _ => Vec::new(),
+                Some(NetBackend::Tap { .. }) => r.request.ports.clone(),
+                None => Vec::new(),
             },
             labels: r.request.labels.clone(),
         }
@@ -306,6 +327,18 @@ impl VmDriver {
             log_max_files: logs::DEFAULT_MAX_FILES,
             exit_file: dir.join("exit.json"),
             ready_timeout: READY_TIMEOUT,
+            ports: match r.lease {
+                Some(lease) => r
+                    .request
+                    .ports
+                    .iter()
+                    .map(|p| PortForward {
+                        host: SocketAddr::new(p.host_ip.unwrap_or(network::ANY_V4), p.host_port),
+                        container: SocketAddr::new(lease.address.into(), p.container_port),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         let path = dir.join("supervisor.json");
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
@@ -338,10 +371,24 @@ impl VmDriver {
                 r.machine.state_disk = Some(disk);
             }
         }
-        if let Some(user_data) = setup.user_data {
+        let mut network_config = None;
+        if let Some(Nic { mac, backend: NetBackend::Tap { ifname } }) = &r.machine.net {
+            let net = BridgeNetwork::discover().map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+            let lease = net.lease(&r.id).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+            r.lease = Some(lease);
+            self.save(r)?;
+            tap::ensure_bridge(network::BRIDGE, lease.gateway, lease.prefix)
+                .and_then(|()| tap::create(ifname, network::BRIDGE))
+                .map_err(|e| Error::FailedPrecondition(format!("bridge networking for VM {}: {e}", r.name)))?;
+            network_config = Some(network_config_v2(mac, &lease));
+        }
+        // The seed carries the user's user-data and, on the bridge, the guest's address (there
+        // is no DHCP server on the node bridge).
+        if setup.user_data.is_some() || network_config.is_some() {
             let path = dir.join("seed.img");
             let meta = seed::meta_data(&r.id, &r.name);
-            seed::write(&path, &seed::Seed { user_data, meta_data: &meta, network_config: None })
+            let user_data = setup.user_data.unwrap_or(b"#cloud-config\n");
+            seed::write(&path, &seed::Seed { user_data, meta_data: &meta, network_config: network_config.as_deref() })
                 .map_err(|e| Error::Internal(e.to_string()))?;
             r.machine.seed = Some(path);
         }
@@ -364,8 +411,21 @@ impl VmDriver {
                 }
             }
         }
+        let mut result = Ok(());
+        if let Some(r) = r {
+            if let Some(Nic { backend: NetBackend::Tap { ifname }, .. }) = &r.machine.net {
+                if let Err(e) = tap::remove(ifname) {
+                    result = Err(Error::Internal(format!("removing tap {ifname} of VM {}: {e}", r.name)));
+                }
+            }
+            if r.lease.is_some() {
+                if let Err(e) = BridgeNetwork::discover().and_then(|n| n.release(id)) {
+                    result = Err(Error::Internal(format!("releasing the address of VM {}: {e}", r.name)));
+                }
+            }
+        }
         let dir = self.dir(id);
-        let result = match std::fs::remove_dir_all(&dir) {
+        let removed = match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::Io { context: format!("removing {}", dir.display()), source: e }),
@@ -373,8 +433,21 @@ impl VmDriver {
         if let Some(r) = r {
             self.registry.release(&r.name, id);
         }
-        result
+        removed.and(result)
     }
+}
+
+/// The VM's tap device: `stv` and 12 hex digits of its id (interface names hold 15 bytes).
+fn tap_name(id: &str) -> String {
+    format!("stv{}", &id[..12.min(id.len())])
+}
+
+/// cloud-init network-config (version 2): a static address on the NIC with this MAC.
+fn network_config_v2(mac: &str, lease: &Lease) -> String {
+    format!(
+        "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    addresses: [{}/{}]\n    gateway4: {}\n",
+        lease.address, lease.prefix, lease.gateway
+    )
 }
 
 /// What `create` prepared before the VM's directory exists.
@@ -388,7 +461,8 @@ struct Setup<'a> {
 
 /// Read a cloud-init user-data file (any format cloud-init knows; only its size is checked).
 fn read_user_data(path: &Path) -> Result<Vec<u8>, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::InvalidArgument(format!("cloud-init user-data {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::InvalidArgument(format!("cloud-init user-data {}: {e}", path.display())))?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!("cloud-init user-data {}: not a regular file", path.display())));
     }
@@ -460,7 +534,7 @@ impl Driver for VmDriver {
             pause: true,
             stats: false,
             port_publishing: true,
-            network_modes: vec![NetworkMode::User, NetworkMode::None],
+            network_modes: vec![NetworkMode::Bridge, NetworkMode::User, NetworkMode::None],
         }
     }
 
@@ -507,7 +581,9 @@ impl Driver for VmDriver {
             NetworkMode::None => None,
             NetworkMode::User => Some(NetBackend::User { forwards: forwards(&req.ports)? }),
             NetworkMode::Bridge => {
-                return Err(Error::Unsupported("bridge (tap) networking for VMs is not implemented yet; use user-mode networking".into()));
+                BridgeNetwork::discover().map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+                forwards(&req.ports)?;
+                Some(NetBackend::Tap { ifname: String::new() })
             }
             NetworkMode::Host => {
                 return Err(Error::InvalidArgument("a VM cannot share the host's network; use user or none".into()));
@@ -521,6 +597,10 @@ impl Driver for VmDriver {
 
         let id = random_id();
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
+        let backend = backend.map(|b| match b {
+            NetBackend::Tap { .. } => NetBackend::Tap { ifname: tap_name(&id) },
+            other => other,
+        });
         self.reserve_name(&name, &id)?;
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir(&dir) {
@@ -553,8 +633,15 @@ impl Driver for VmDriver {
             qemu_start: None,
             supervisor_pid: None,
             supervisor_start: None,
+            lease: None,
         };
-        let setup = Setup { qemu: &qemu_bin, qemu_img: &qemu_img, base: base.as_ref(), user_data: user_data.as_deref(), disk_size: spec.disk_size_bytes };
+        let setup = Setup {
+            qemu: &qemu_bin,
+            qemu_img: &qemu_img,
+            base: base.as_ref(),
+            user_data: user_data.as_deref(),
+            disk_size: spec.disk_size_bytes,
+        };
         let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &setup));
         match result {
             Ok(()) => {

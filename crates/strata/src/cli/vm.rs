@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use strata_driver::{
-    parse_cpus, parse_memory, parse_signal, CreateRequest, Driver, Error, LogOptions, NetworkMode, PortMapping, Resources,
-    VmDriver, VmSpec, Workload,
+    parse_cpus, parse_memory, parse_signal, CreateRequest, Driver, Error, LogOptions, NetworkMode, PortMapping,
+    Resources, VmDriver, VmSpec, Workload,
 };
 
 use super::{print_table, Ctx};
@@ -17,7 +17,7 @@ use super::{print_table, Ctx};
 #[derive(Subcommand, Debug)]
 pub enum VmCommand {
     /// Create and boot a VM from a kernel (and initrd) or from a disk image.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List VMs.
     #[command(alias = "ls")]
     List(ListArgs),
@@ -61,9 +61,11 @@ pub struct CreateArgs {
     /// meta-data naming the instance and its hostname.
     #[arg(long)]
     pub cloud_init: Option<std::path::PathBuf>,
-    /// Network: user (QEMU user-mode networking, the default) or none.
-    #[arg(long, default_value = "user")]
-    pub network: String,
+    /// Network: bridge (a tap on the node bridge strata0, address from its IPAM, given to the
+    /// guest by cloud-init network-config), user (QEMU user-mode networking) or none. Default:
+    /// bridge when running as root with the CNI plugins installed, else user.
+    #[arg(long)]
+    pub network: Option<String>,
     /// Forward a host TCP port to the guest ([ip:]host_port:guest_port).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
@@ -188,7 +190,7 @@ pub fn run(ctx: &Ctx, cmd: VmCommand) -> anyhow::Result<()> {
         Ok(())
     };
     match cmd {
-        VmCommand::Create(a) => create(&d, a),
+        VmCommand::Create(a) => create(&d, *a),
         VmCommand::List(a) => list(&d, a),
         VmCommand::Start(a) => each(&a.names, &|id| d.start(id)),
         VmCommand::Stop(a) => each(&a.names, &|id| d.stop(id, Duration::from_secs(a.time)).map(drop)),
@@ -229,17 +231,22 @@ fn create(d: &VmDriver, a: CreateArgs) -> anyhow::Result<()> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let network = match a.network.as_str() {
-        "user" => NetworkMode::User,
-        "none" => NetworkMode::None,
-        "bridge" => NetworkMode::Bridge,
-        other => anyhow::bail!("invalid network {other:?}: use user or none"),
+    let network = match a.network.as_deref() {
+        None => VmDriver::default_network(),
+        Some("user") => NetworkMode::User,
+        Some("none") => NetworkMode::None,
+        Some("bridge") => NetworkMode::Bridge,
+        Some(other) => anyhow::bail!("invalid network {other:?}: use bridge, user or none"),
     };
     let ports = a.publish.iter().map(|p| p.parse::<PortMapping>()).collect::<Result<Vec<_>, _>>()?;
     let req = CreateRequest {
         name: Some(a.name.clone()),
         labels,
-        resources: Resources { memory_bytes: Some(parse_memory(&a.memory)?), cpus: Some(parse_cpus(&a.cpus)?), pids: None },
+        resources: Resources {
+            memory_bytes: Some(parse_memory(&a.memory)?),
+            cpus: Some(parse_cpus(&a.cpus)?),
+            pids: None,
+        },
         network,
         ports,
         workload: Workload::Vm(VmSpec {
@@ -251,7 +258,9 @@ fn create(d: &VmDriver, a: CreateArgs) -> anyhow::Result<()> {
             disk_size_bytes: a
                 .disk_size
                 .as_deref()
-                .map(|s| parse_memory(s).map_err(|_| anyhow::anyhow!("invalid disk size {s:?}: expected a size such as 10G")))
+                .map(|s| {
+                    parse_memory(s).map_err(|_| anyhow::anyhow!("invalid disk size {s:?}: expected a size such as 10G"))
+                })
                 .transpose()?,
         }),
         ..Default::default()
