@@ -307,6 +307,16 @@ fn vm_errors_are_clear_and_leave_nothing() {
     empty(&env);
 }
 
+/// QEMU dropped root once the machine was built: a uid of its own, no capabilities.
+fn assert_unprivileged(pid: i64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("QEMU's status");
+    let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("").to_string();
+    let uid: u64 = field("Uid:").split_whitespace().next().and_then(|u| u.parse().ok()).expect("uid");
+    assert!(uid >= 1_900_000_000, "QEMU runs as uid {uid}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "QEMU has no capabilities");
+    assert_eq!(field("NoNewPrivs:"), "1", "seccomp sandbox implies no_new_privs");
+}
+
 fn sha256(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().expect("sha256sum");
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
@@ -372,6 +382,7 @@ fn vm_boots_a_disk_image_with_cloud_init_and_port_forward() {
     assert_eq!(info["image"], base_s.as_str(), "{info}");
     assert_eq!(info["ports"][0], format!("127.0.0.1:{port}->80/tcp"), "{info}");
     assert_eq!(info["state"], "running", "{info}");
+    assert_unprivileged(info["pid"].as_i64().expect("pid"));
     // The VM's disk is an overlay on the base, grown to the asked size.
     let id = info["id"].as_str().expect("id");
     let overlay = env.root.path().join("vms").join(id).join("disk.qcow2");
@@ -456,6 +467,7 @@ fn vm_on_the_node_bridge_is_reachable_and_cleaned_up() {
     assert!(ip.starts_with("10.89."), "{ip}");
     assert!(log.contains(&format!("STRATA-NET-UP {ip}/16")), "the guest configured its leased address: {log}");
     let id = info["id"].as_str().expect("id").to_string();
+    assert_unprivileged(info["pid"].as_i64().expect("pid"));
     let tap = format!("stv{}", &id[..12]);
     let master = std::fs::read_link(format!("/sys/class/net/{tap}/master")).expect("the tap is on a bridge");
     assert_eq!(master.file_name().and_then(|n| n.to_str()), Some("strata0"));

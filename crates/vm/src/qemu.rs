@@ -52,6 +52,10 @@ pub struct Machine {
     pub state_disk: Option<PathBuf>,
     /// Start with the vCPUs stopped (`-S`); `cont` starts them.
     pub start_paused: bool,
+    /// Drop to this uid (and the same gid) once the machine is built (`-runas`): files, taps
+    /// and sockets are opened as root before.
+    #[serde(default)]
+    pub run_as: Option<u32>,
 }
 
 /// A virtio NIC and its backend.
@@ -84,6 +88,19 @@ pub struct Forward {
 /// The `-sandbox` policy: seccomp on, and no obsolete syscalls, privilege changes, process
 /// spawning or resource-control calls (all sub-options QEMU 7.2 knows).
 pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// The policy when QEMU drops to an unprivileged user with `-runas`: its own setuid happens
+/// after the filter is installed, so set*id stays allowed; having dropped every privilege it
+/// cannot regain any, and `spawn=deny` keeps it from executing set-uid programs.
+pub const SANDBOX_RUNAS: &str = "on,obsolete=deny,spawn=deny,resourcecontrol=deny";
+
+/// First uid/gid of the range unprivileged QEMUs run as (one per VM, none in /etc/passwd),
+/// so that a compromised QEMU can touch neither the host nor another VM's QEMU.
+pub const RUNAS_BASE: u32 = 1_900_000_000;
+
+/// The uid (= gid) VM `id` (hex) runs QEMU as: [`RUNAS_BASE`] plus 24 bits of the id.
+pub fn runas_id(id: &str) -> u32 {
+    RUNAS_BASE + u32::from_str_radix(id.get(..6).unwrap_or("0"), 16).unwrap_or(0)
+}
 
 /// QEMU's arguments (without the binary) for `m`.
 pub fn args(m: &Machine) -> Vec<String> {
@@ -131,7 +148,10 @@ pub fn args(m: &Machine) -> Vec<String> {
         push(&["-netdev", &netdev(&nic.backend)]);
         push(&["-device", &format!("virtio-net-{bus},netdev=net0,mac={}", nic.mac)]);
     }
-    push(&["-sandbox", SANDBOX]);
+    match m.run_as {
+        Some(uid) => push(&["-runas", &format!("{uid}:{uid}"), "-sandbox", SANDBOX_RUNAS]),
+        None => push(&["-sandbox", SANDBOX]),
+    }
     a
 }
 
@@ -306,6 +326,7 @@ mod tests {
             net: None,
             state_disk: Some("/v/a,b/state.qcow2".into()),
             start_paused: true,
+            run_as: None,
         }
     }
 
@@ -361,6 +382,9 @@ mod tests {
         assert!(has(&a, ["-device", "virtio-blk-device,drive=disk0"]));
         assert!(has(&a, ["-netdev", "tap,id=net0,ifname=vt1,script=no,downscript=no"]));
         assert!(has(&a, ["-device", "virtio-net-device,netdev=net0,mac=52:54:00:ff:00:00"]));
+        m.run_as = Some(runas_id("0000ff"));
+        let a = args(&m);
+        assert!(has(&a, ["-runas", "1900000255:1900000255"]) && has(&a, ["-sandbox", SANDBOX_RUNAS]));
     }
 
     #[test]

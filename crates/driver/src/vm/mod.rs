@@ -625,6 +625,8 @@ impl Driver for VmDriver {
                 net: backend.map(|backend| Nic { mac: qemu::mac_for(&id), backend }),
                 state_disk: None,
                 start_paused: true,
+                // Only root can give QEMU another user; others run it as themselves.
+                run_as: nix::unistd::geteuid().is_root().then(|| qemu::runas_id(&id)),
             },
             accel_reason: decision.reason,
             created_at: now(),
