@@ -35,6 +35,8 @@ pub trait Driver: Send + Sync {
     /// Prepare a workload (image unpacked, isolation set up, process created but not started).
     /// On error nothing is left behind.
     fn create(&self, req: &CreateRequest) -> Result<String, Error>;
+    /// Start a created workload, or start again one that has exited (same id, same state on
+    /// disk, output appended to its log).
     fn start(&self, id: &str) -> Result<(), Error>;
     /// Create and start in one step (drivers may do it faster than the two calls).
     fn run(&self, req: &CreateRequest) -> Result<String, Error> {
@@ -48,6 +50,12 @@ pub trait Driver: Send + Sync {
     /// Ask the workload to stop (its stop signal, ACPI powerdown for VMs), then force it after
     /// `timeout`. Returns how it ended. Stopping a stopped workload is not an error.
     fn stop(&self, id: &str, timeout: Duration) -> Result<ExitStatus, Error>;
+    /// Stop the workload (as [`Driver::stop`], also fine when it has already exited) and start
+    /// it again.
+    fn restart(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        self.stop(id, timeout)?;
+        self.start(id)
+    }
     /// Send a signal to the workload's main process.
     fn kill(&self, id: &str, signal: i32) -> Result<(), Error>;
     /// Remove a workload and everything it owns. A running one needs `force` (which kills it).
@@ -65,9 +73,19 @@ pub trait Driver: Send + Sync {
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error>;
     fn stats(&self, id: &str) -> Result<Stats, Error>;
     /// Connect to the workload's stdin/terminal (created with `stdin` or `tty`). Output is read
-    /// with [`Driver::logs`].
+    /// with [`Driver::logs`] (everything since the start) or [`Driver::attach_session`].
     fn attach(&self, id: &str) -> Result<Box<dyn AttachInput>, Error> {
         Err(Error::Unsupported(format!("attach to {id}")))
+    }
+    /// Attach to a running workload's main process (`strata attach`): its output from this
+    /// moment on, until it exits, and its input when it has any. Output caused by input sent
+    /// after this returns is never missed.
+    fn attach_session(&self, id: &str) -> Result<Attachment, Error> {
+        Err(Error::Unsupported(format!("attach to {id}")))
+    }
+    /// The processes running in the workload (`top`), by pid.
+    fn processes(&self, id: &str) -> Result<Vec<ProcessInfo>, Error> {
+        Err(Error::Unsupported(format!("listing the processes of {id}")))
     }
     fn pause(&self, id: &str) -> Result<(), Error> {
         Err(Error::Unsupported(format!("pause of {id}")))

@@ -213,6 +213,46 @@ pub trait AttachInput: Send {
     fn close_input(&mut self) -> std::io::Result<()>;
 }
 
+/// A connection to a workload's main process (see [`crate::Driver::attach_session`]).
+pub struct Attachment {
+    /// The workload has a terminal: its output is the terminal's and its input is keystrokes.
+    pub tty: bool,
+    /// The workload reads stdin (created with `stdin`), so input is worth sending.
+    pub stdin: bool,
+    /// Input and terminal resizes; `None` for a workload created with neither stdin nor a
+    /// terminal.
+    pub input: Option<Box<dyn AttachInput>>,
+    /// The output from the moment of attaching, in the order it was produced, until the
+    /// workload exits.
+    pub output: Box<dyn Iterator<Item = std::io::Result<OutputChunk>> + Send>,
+}
+
+/// A piece of a workload's output, as it was read (not split into lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: LogStream,
+    pub data: Vec<u8>,
+}
+
+/// One process of a workload (`top`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessInfo {
+    /// Pid inside the workload.
+    pub pid: i32,
+    /// The parent's pid inside the workload; 0 for a parent outside it.
+    pub ppid: i32,
+    pub host_pid: i32,
+    /// The user's name in the workload's own user database, else the uid.
+    pub user: String,
+    /// Controlling terminal (`pts/0`).
+    pub tty: Option<String>,
+    /// User plus system CPU time.
+    pub cpu_time: std::time::Duration,
+    /// Time since the process started.
+    pub elapsed: std::time::Duration,
+    pub command: String,
+}
+
 /// Run another process in a workload.
 #[derive(Clone, Debug, Default)]
 pub struct ExecRequest {

@@ -25,13 +25,18 @@ pub(crate) fn read(
     logs::read(path, &logs::ReadOptions { tail: opts.tail, follow: opts.follow }, &wait_done, &mut |l| {
         sink(&LogRecord {
             time: l.time.clone(),
-            stream: match l.stream {
-                logs::Stream::Stdout => LogStream::Stdout,
-                logs::Stream::Stderr => LogStream::Stderr,
-            },
+            stream: stream(l.stream),
             partial: l.partial,
             content: l.content.clone(),
         })
     })
     .map_err(Error::io(format!("reading {what}")))
+}
+
+/// The driver interface's name for an engine's output stream.
+pub(crate) fn stream(s: logs::Stream) -> LogStream {
+    match s {
+        logs::Stream::Stdout => LogStream::Stdout,
+        logs::Stream::Stderr => LogStream::Stderr,
+    }
 }

@@ -1,4 +1,5 @@
-//! Reading a container's cgroup: resource usage and whether the OOM killer struck.
+//! Reading a container's cgroup: its processes, resource usage and whether the OOM killer
+//! struck.
 //!
 //! The runtime creates and removes cgroups; strata only reads them. Both layouts are handled:
 //! cgroup v1 (and hybrid, as on Debian hosts with systemd's legacy mode), where each controller
@@ -41,6 +42,14 @@ pub fn oom_killed(cgroup: &str) -> bool {
         keyed(&v1("memory", cgroup).join("memory.oom_control"), "oom_kill")
     };
     count.unwrap_or(0) > 0
+}
+
+/// The processes (thread-group ids) in a container's cgroup, in no particular order; empty
+/// once the cgroup is gone.
+pub fn pids(cgroup: &str) -> Vec<i32> {
+    let dirs = if is_unified() { vec![v2(cgroup)] } else { vec![v1("pids", cgroup), v1("memory", cgroup)] };
+    let Some(text) = dirs.iter().find_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok()) else { return vec![] };
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
 /// Resource usage of a container.

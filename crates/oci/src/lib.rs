@@ -6,9 +6,11 @@
 //! This crate knows nothing about images (the `strata-image` crate) or about the driver
 //! interface above it (`strata-driver`); it takes paths and plain values.
 
+pub mod attach;
 pub mod cgroups;
 pub mod logs;
 pub mod network;
+pub mod procs;
 pub mod runtime;
 pub mod seccomp;
 pub mod shim;

@@ -35,6 +35,17 @@ pub enum Launch {
     /// deletes its own state when it exits (one runtime process for the whole life; used for
     /// containers removed on exit).
     RunForeground,
+    /// `run --keep` in the foreground: as `RunForeground`, but the runtime leaves its record and
+    /// the container's cgroups to `delete`, so that the supervisor can still read an OOM kill
+    /// from the cgroup after the container has exited.
+    RunForegroundKeep,
+}
+
+impl Launch {
+    /// The runtime stays in the foreground as the container's parent.
+    pub fn foreground(self) -> bool {
+        matches!(self, Launch::RunForeground | Launch::RunForegroundKeep)
+    }
 }
 
 /// A runtime binary plus the state directory it keeps its container records in.
@@ -94,6 +105,7 @@ impl OciRuntime {
             Launch::Create => cmd.arg("create"),
             Launch::RunDetached => cmd.arg("run").arg("--detach"),
             Launch::RunForeground => cmd.arg("run"),
+            Launch::RunForegroundKeep => cmd.arg("run").arg("--keep"),
         };
         if let Some(sock) = console_socket {
             cmd.arg("--console-socket").arg(sock);

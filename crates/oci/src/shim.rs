@@ -5,11 +5,13 @@
 //! `<runtime> create` with pipes as the container's stdout and stderr, and reports the init
 //! pid on a ready pipe. It then copies the pipes into the log file, serves published ports,
 //! reaps the container's init when it exits, and records the exit status in `exit.json`
-//! (written atomically). Because the shim is not a child of the CLI or agent that created it,
-//! the container outlives them; whoever comes next finds its state on disk.
+//! (written atomically). Its attach socket (see [`crate::attach`]) takes input for the
+//! container and streams its output to attached clients. Because the shim is not a child of
+//! the CLI or agent that created it, the container outlives them; whoever comes next finds its
+//! state on disk.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attach::{self, Followers, Tee};
 use crate::logs::{self, LogWriter, Stream};
 use crate::network::{self, PortForward};
 use crate::runtime::{last_error_line, Launch, OciRuntime};
@@ -59,7 +62,8 @@ pub struct ShimConfig {
     /// Where the runtime sends the terminal master (short path: unix socket names are limited).
     #[serde(default)]
     pub console_socket: PathBuf,
-    /// Where clients send input and terminal resizes (see [`AttachClient`]).
+    /// Where clients send input and terminal resizes and follow the output (see
+    /// [`crate::attach`]); always served.
     #[serde(default)]
     pub attach_socket: PathBuf,
 }
@@ -164,7 +168,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     } else {
         None
     };
-    let attach = if config.stdin || config.tty {
+    let attach = if !config.attach_socket.as_os_str().is_empty() {
         let _ = std::fs::remove_file(&config.attach_socket);
         Some(UnixListener::bind(&config.attach_socket).map_err(|e| format!("attach socket {}: {e}", config.attach_socket.display()))?)
     } else {
@@ -197,7 +201,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     };
     let read_pid = || -> Option<i32> { std::fs::read_to_string(&config.pid_file).ok()?.trim().parse().ok() };
     let runtime_pid = child.id() as i32;
-    let init_pid: i32 = if config.launch == Launch::RunForeground {
+    let init_pid: i32 = if config.launch.foreground() {
         // The runtime stays in the foreground: the container is running once the pid file
         // exists (written atomically); if the runtime exits first without one, it failed.
         loop {
@@ -230,6 +234,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
     let writer = Arc::new(Mutex::new(writer));
+    let followers = Arc::new(Followers::default());
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut sources: Vec<(File, Stream, bool)> = vec![(File::from(out_r), Stream::Stdout, false), (File::from(err_r), Stream::Stderr, false)];
     let mut input: Option<File> = stdin_writer;
@@ -242,14 +247,15 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     for (file, stream, immediate) in sources {
         let writer = writer.clone();
         let done = done_tx.clone();
+        let tee = Tee { inner: file, stream, followers: followers.clone() };
         std::thread::spawn(move || {
-            let _ = logs::copy_stream(file, stream, writer, immediate);
+            let _ = logs::copy_stream(tee, stream, writer, immediate);
             let _ = done.send(());
         });
     }
     drop(done_tx);
     if let Some(listener) = attach {
-        serve_attach(listener, Arc::new(Mutex::new(input)), master, config.tty);
+        attach::serve(listener, input, master, config.tty, followers.clone());
     }
     network::serve_ports(listeners);
 
@@ -261,7 +267,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
 
     // In the foreground launch the runtime is init's parent and reports its exit status as its
     // own (128 + signal for a killed process) after deleting the container.
-    let foreground = config.launch == Launch::RunForeground;
+    let foreground = config.launch.foreground();
     let status = reap_until(if foreground { runtime_pid } else { init_pid });
     // Give the log copiers a moment to drain what init wrote last; processes that escaped
     // the pid namespace could hold the pipes open forever, so do not wait longer.
@@ -283,12 +289,14 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         signal,
         oom_killed: signal == Some(libc::SIGKILL) && crate::cgroups::oom_killed(&config.cgroups_path),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        runtime_deleted: foreground,
+        runtime_deleted: config.launch == Launch::RunForeground,
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
     // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.
-    util::replace_file(&config.exit_file, &json, false).map_err(|e| format!("writing exit record: {e}"))?;
-    Ok(())
+    let written = util::replace_file(&config.exit_file, &json, false).map_err(|e| format!("writing exit record: {e}"));
+    // Attached clients see the end of the output once the exit status can be read.
+    followers.close();
+    written
 }
 
 /// Receive one file descriptor (SCM_RIGHTS) on a unix stream, as runc's `--console-socket`
@@ -309,104 +317,6 @@ fn receive_fd(conn: &UnixStream) -> Result<File, String> {
         }
     }
     Err("the runtime sent no terminal".into())
-}
-
-/// Frame types on the attach socket: `[type u8][len u32 LE][payload]`.
-const FRAME_INPUT: u8 = 0;
-const FRAME_RESIZE: u8 = 1;
-const FRAME_CLOSE: u8 = 2;
-
-/// Serve the attach socket: input to the container's stdin (or terminal), resizes, end of input.
-fn serve_attach(listener: UnixListener, input: Arc<Mutex<Option<File>>>, master: Option<File>, tty: bool) {
-    let master = master.map(Arc::new);
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let input = input.clone();
-            let master = master.clone();
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                loop {
-                    let mut head = [0u8; 5];
-                    if conn.read_exact(&mut head).is_err() {
-                        return;
-                    }
-                    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-                    if len > 1 << 20 {
-                        return;
-                    }
-                    let mut payload = vec![0u8; len];
-                    if conn.read_exact(&mut payload).is_err() {
-                        return;
-                    }
-                    let Ok(mut slot) = input.lock() else { return };
-                    match head[0] {
-                        FRAME_INPUT => {
-                            if let Some(f) = slot.as_mut() {
-                                let _ = f.write_all(&payload);
-                            }
-                        }
-                        FRAME_RESIZE if payload.len() == 4 => {
-                            if let Some(m) = &master {
-                                let ws = libc::winsize {
-                                    ws_row: u16::from_le_bytes([payload[0], payload[1]]),
-                                    ws_col: u16::from_le_bytes([payload[2], payload[3]]),
-                                    ws_xpixel: 0,
-                                    ws_ypixel: 0,
-                                };
-                                // SAFETY: TIOCSWINSZ on a terminal master with a valid winsize.
-                                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-                            }
-                        }
-                        FRAME_CLOSE => {
-                            if tty {
-                                // End of input on a terminal is the EOF character.
-                                if let Some(f) = slot.as_mut() {
-                                    let _ = f.write_all(&[4]);
-                                }
-                            } else {
-                                *slot = None;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// The client side of a container's attach socket.
-pub struct AttachClient(UnixStream);
-
-impl AttachClient {
-    pub fn connect(path: &Path) -> std::io::Result<Self> {
-        UnixStream::connect(path).map(Self)
-    }
-
-    fn frame(&mut self, kind: u8, payload: &[u8]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(5 + payload.len());
-        buf.push(kind);
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(payload);
-        self.0.write_all(&buf)
-    }
-
-    /// Bytes for the container's stdin (or terminal).
-    pub fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.frame(FRAME_INPUT, data)
-    }
-
-    /// The terminal's new size.
-    pub fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
-        let mut p = rows.to_le_bytes().to_vec();
-        p.extend_from_slice(&cols.to_le_bytes());
-        self.frame(FRAME_RESIZE, &p)
-    }
-
-    /// End of input.
-    pub fn close_input(&mut self) -> std::io::Result<()> {
-        self.frame(FRAME_CLOSE, &[])
-    }
 }
 
 /// Reap children (the runtime's leftovers and re-parented orphans) until `init` exits.

@@ -4,7 +4,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{eventually, free_port, host_traces, Env};
 
@@ -113,6 +115,17 @@ fn memory_limit_oom_kills() {
     ]);
     assert_eq!(out.status.code(), Some(137), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.inspect("hog")["exit"]["oom_killed"], true);
+    env.ok(&["rm", "hog"]);
+    // Removed on exit (the runtime in the foreground): still 137, and while the record is there
+    // it says OOM; removing it then leaves nothing behind.
+    let hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}";
+    let out = env.run(&["run", "--rm", "--memory", "16m", "--network", "none", &env.image, "sh", "-c", hog]);
+    assert_eq!(out.status.code(), Some(137), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let id = env.ok(&["run", "-d", "--rm", "--memory", "16m", "--network", "none", &env.image, "sh", "-c", hog]).trim().to_string();
+    assert_eq!(env.ok(&["wait", &id]).trim(), "137");
+    assert_eq!(env.inspect(&id)["exit"]["oom_killed"], true, "{}", env.inspect(&id));
+    assert!(!env.ok(&["ps", "-aq", "--no-trunc"]).contains(&id), "the next listing removes it");
+    assert!(host_traces(env.root(), &id).is_empty(), "{:?}", host_traces(env.root(), &id));
     // Within the limit the same program is fine.
     let out = env.ok(&["run", "--rm", "--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "--network", "none", &env.image, "sh", "-c", "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo ${#x}"]);
     assert_eq!(out.trim(), "1000000");
@@ -340,4 +353,241 @@ fn interactive_run_with_stdin_and_terminal() {
     // -t needs a terminal; attach needs -i or -t.
     let (_, err) = env.fail(&["run", "-t", &env.image, "true"]);
     assert!(err.contains("not a TTY"), "{err}");
+}
+
+
+/// A child's output gathered on a thread, to wait for text while the child runs.
+struct Collected(Arc<Mutex<Vec<u8>>>);
+
+impl Collected {
+    fn new(mut from: impl Read + Send + 'static) -> Collected {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut chunk) {
+                sink.lock().expect("lock").extend_from_slice(&chunk[..n]);
+            }
+        });
+        Collected(buf)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    fn wait_for(&self, needle: &str) -> bool {
+        eventually(Duration::from_secs(20), || self.text().contains(needle))
+    }
+}
+
+/// Wait for a child to exit, killing it after `timeout`.
+fn exit_code_within(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn attach_pipes_input_and_output_and_passes_the_exit_code() {
+    let env = Env::new();
+    let script = "echo before-attach; while read l; do echo got:$l; echo err:$l >&2; done; echo bye; exit 4";
+    env.ok(&["run", "-d", "-i", "--name", "echo", "--network", "none", &env.image, "sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "echo"]).contains("before-attach")));
+
+    let mut child = env
+        .cmd()
+        .args(["attach", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("attach");
+    // EOF on our stdin closes the container's, which ends its loop.
+    child.stdin.take().expect("stdin").write_all(b"one\ntwo\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:one\ngot:two\nbye\n", "only output from the moment of attaching");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err:one\nerr:two\n");
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(env.inspect("echo")["exit"]["code"], 4);
+
+    for (args, expected) in [(["attach", "echo"], "cannot attach to container echo: it is exited"), (["attach", "nobody"], "no such container: nobody")] {
+        let (code, err) = env.fail(&args);
+        assert_eq!(code, 125, "{err}");
+        assert_eq!(err.trim_end(), format!("strata: {expected}"), "one line");
+    }
+}
+
+#[test]
+fn attach_without_stdin_follows_the_output_to_the_end() {
+    let env = Env::new();
+    // Reads stdin in the background: anything forwarded would show up as got:/stdin-closed.
+    let script = "trap 'echo stopping; exit 7' TERM; (while read l; do echo got:$l; done; echo stdin-closed) & \
+                  echo early; while true; do echo tick; sleep 0.1; done";
+    env.ok(&["run", "-d", "-i", "--name", "ticker", "--network", "none", &env.image, "sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "ticker"]).contains("early")));
+    let mut child = env
+        .cmd()
+        .args(["attach", "--no-stdin", "ticker"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("attach");
+    child.stdin.take().expect("stdin").write_all(b"ignored\n").expect("write");
+    let out = Collected::new(child.stdout.take().expect("stdout"));
+    assert!(out.wait_for("tick"), "{}", out.text());
+    env.ok(&["stop", "ticker"]);
+    assert_eq!(exit_code_within(&mut child, Duration::from_secs(20)), Some(7), "{}", out.text());
+    let text = out.text();
+    assert!(text.ends_with("tick\nstopping\n") && !text.contains("early"), "{text}");
+    assert!(!text.contains("got:") && !text.contains("stdin-closed"), "--no-stdin forwards nothing: {text}");
+}
+
+#[test]
+fn attach_to_a_terminal_and_detach_with_ctrl_p_ctrl_q() {
+    let env = Env::new();
+    env.ok(&["run", "-d", "-it", "--name", "shell", "--network", "none", &env.image, "sh"]);
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let root = env.root().display().to_string();
+    // util-linux `script` gives strata a terminal; keystrokes typed before strata reads them
+    // wait in that terminal.
+    let in_terminal = |args: &str| {
+        let mut child = Command::new("script")
+            .args(["-qec", &format!("{strata} --root {root} {args}"), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script");
+        let out = Collected::new(child.stdout.take().expect("stdout"));
+        (child, out)
+    };
+    let attach = || in_terminal("attach shell");
+
+    let (mut child, out) = attach();
+    let mut keys = child.stdin.take().expect("stdin");
+    keys.write_all(b"echo hello-$((6*7)); tty\n").expect("type");
+    assert!(out.wait_for("hello-42"), "{}", out.text());
+    assert!(out.wait_for("/dev/pts/0"), "{}", out.text());
+    let top = env.ok(&["top", "shell"]);
+    assert!(top.lines().any(|l| l.contains("pts/0") && l.ends_with(" sh")), "{top}");
+    keys.write_all(&[0x10, 0x11]).expect("detach keys");
+    assert_eq!(exit_code_within(&mut child, Duration::from_secs(10)), Some(0), "{}", out.text());
+    drop(keys);
+    assert_eq!(env.inspect("shell")["status"], "running", "detaching leaves it running");
+
+    // Attached again, the shell's exit code becomes ours.
+    let (mut child, out) = attach();
+    let mut keys = child.stdin.take().expect("stdin");
+    keys.write_all(b"echo again-$((1+1))\n").expect("type");
+    assert!(out.wait_for("again-2"), "{}", out.text());
+    keys.write_all(b"exit 5\n").expect("type");
+    assert_eq!(exit_code_within(&mut child, Duration::from_secs(10)), Some(5), "{}", out.text());
+    assert_eq!(env.inspect("shell")["exit"]["code"], 5);
+
+    // A terminal container needs a terminal on stdin, unless stdin stays out of it.
+    env.ok(&["run", "-d", "-it", "--name", "shell2", "--network", "none", &env.image, "sh"]);
+    let (code, err) = env.fail(&["attach", "shell2"]);
+    assert!(code == 125 && err.contains("not a TTY"), "{err}");
+    let (_, err) = env.fail(&["attach", "--detach-keys", "ctrl-", "shell2"]);
+    assert!(err.contains("invalid detach keys"), "{err}");
+
+    // `run -it` is the same session: other detach keys work there too.
+    let (mut child, out) = in_terminal(&format!("run -it --detach-keys ctrl-x --name fg --network none {} sh", env.image));
+    let mut keys = child.stdin.take().expect("stdin");
+    keys.write_all(b"echo fg-$((2*3))\n").expect("type");
+    assert!(out.wait_for("fg-6"), "{}", out.text());
+    keys.write_all(&[0x18]).expect("ctrl-x");
+    assert_eq!(exit_code_within(&mut child, Duration::from_secs(10)), Some(0), "{}", out.text());
+    assert_eq!(env.inspect("fg")["status"], "running");
+}
+
+#[test]
+fn restart_keeps_the_container_and_appends_to_its_log() {
+    let env = Env::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    // Counts its runs in its own filesystem and serves the count on the published port.
+    let script = "n=$(( $(cat /runs 2>/dev/null || echo 0) + 1 )); echo $n > /runs; echo run-$n; \
+                  mkdir -p /www; echo run-$n > /www/index.html; exec httpd -f -p 80 -h /www";
+    env.ok(&["run", "-d", "--name", "web", "-p", &publish, &env.image, "sh", "-c", script]);
+    let served = |text: &str| {
+        eventually(Duration::from_secs(10), || {
+            let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut body = String::new();
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").is_ok() && s.read_to_string(&mut body).is_ok() && body.contains(text)
+        })
+    };
+    assert!(served("run-1"));
+    let first = env.inspect("web");
+
+    // httpd as pid 1 ignores SIGTERM: --time 1 kills it after a second, not the default ten.
+    let started = Instant::now();
+    assert_eq!(env.ok(&["restart", "--time", "1", "web"]), "web\n");
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(served("run-2"), "the new run publishes the port again");
+    let second = env.inspect("web");
+    assert_eq!((second["id"].clone(), second["status"].clone()), (first["id"].clone(), "running".into()));
+    assert_ne!(second["pid"], first["pid"]);
+    assert_ne!(second["started_at"], first["started_at"]);
+
+    // An exited container restarts too (as `start` does).
+    env.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(env.inspect("web")["status"], "exited");
+    env.ok(&["restart", "web"]);
+    assert!(served("run-3"));
+    let logs = env.ok(&["logs", "web"]);
+    assert_eq!(logs.lines().filter(|l| l.starts_with("run-")).collect::<Vec<_>>(), ["run-1", "run-2", "run-3"], "{logs}");
+    env.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(env.ok(&["start", "web"]), "web\n");
+    assert!(served("run-4"));
+
+    let (_, err) = env.fail(&["restart", "nobody"]);
+    assert!(err.contains("no such container: nobody"), "{err}");
+    // Containers removed on exit are refused before they are stopped.
+    env.ok(&["run", "-d", "--rm", "--name", "temp", "--network", "none", &env.image, "sleep", "100"]);
+    let (_, err) = env.fail(&["restart", "-t", "0", "temp"]);
+    assert!(err.contains("--rm"), "{err}");
+    assert_eq!(env.inspect("temp")["status"], "running");
+}
+
+#[test]
+fn port_and_top() {
+    let env = Env::new();
+    let (p1, p2) = (free_port(), free_port());
+    let (local, any) = (format!("127.0.0.1:{p1}:80"), format!("{p2}:8080"));
+    env.ok(&["run", "-d", "--name", "svc", "-u", "app", "-p", &local, "-p", &any, &env.image, "sh", "-c", "sleep 1000 & exec sleep 1001"]);
+    assert_eq!(env.ok(&["port", "svc"]), format!("80/tcp -> 127.0.0.1:{p1}\n8080/tcp -> 0.0.0.0:{p2}\n"));
+    assert_eq!(env.ok(&["port", "svc", "8080/tcp"]), format!("0.0.0.0:{p2}\n"));
+    let (code, err) = env.fail(&["port", "svc", "81"]);
+    assert!(code == 125 && err.contains("no public port 81/tcp published for svc"), "{err}");
+
+    // Pids as the container sees them: the exec'd sleep is pid 1, its child's parent.
+    let mut top = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        top = env.ok(&["top", "svc"]);
+        top.contains("sleep 1000") && top.contains("sleep 1001")
+    }));
+    let rows: Vec<Vec<&str>> = top.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"]);
+    let row = |cmd: &str| rows.iter().find(|r| r.ends_with(&["sleep", cmd])).cloned().unwrap_or_else(|| panic!("{top}"));
+    let (init, child) = (row("1001"), row("1000"));
+    assert_eq!((init[0], init[1], init[2], init[5]), ("app", "1", "0", "?"), "{top}");
+    assert_eq!((child[0], child[2]), ("app", "1"), "{top}");
+    assert!(init[4].ends_with('s') && init[3].parse::<f64>().is_ok(), "{top}");
+    assert_eq!(rows.len(), 3, "nothing from outside the container: {top}");
+
+    env.ok(&["run", "-d", "--name", "quiet", "--network", "none", &env.image, "sleep", "100"]);
+    assert_eq!(env.ok(&["port", "quiet"]), "");
+    env.ok(&["kill", "quiet"]);
+    env.ok(&["wait", "quiet"]);
+    let (code, err) = env.fail(&["top", "quiet"]);
+    assert!(code == 125 && err.contains("it is exited"), "{err}");
 }

@@ -165,6 +165,16 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<ResolvedUser, Error> {
     Ok(ResolvedUser { uid, gid, groups: extra, home })
 }
 
+/// The name of `uid` in the container's /etc/passwd.
+pub fn user_name(uid: u32, rootfs: &Path) -> Option<String> {
+    let uid = uid.to_string();
+    read_image_file(rootfs, "etc/passwd")
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[2] == uid)
+        .map(|f| f[0].to_string())
+}
+
 /// Read a small file of the image without following symlinks out of the rootfs: a symlinked
 /// `/etc` or `/etc/passwd` in an image could otherwise make strata read a host file.
 fn read_image_file(rootfs: &Path, rel: &str) -> String {
@@ -238,6 +248,8 @@ mod tests {
         assert_eq!(resolve_user("app:wheel", d.path()).expect("group").gid, 10);
         assert!(resolve_user("nobody-here", d.path()).is_err());
         assert!(resolve_user("app:nogroup", d.path()).is_err());
+        assert_eq!(user_name(1000, d.path()).as_deref(), Some("app"));
+        assert_eq!(user_name(4242, d.path()), None);
     }
 
     #[test]

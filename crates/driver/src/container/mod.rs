@@ -15,7 +15,7 @@
 mod config;
 mod rootfs;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,15 +24,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strata_image::ImageStore;
 use strata_oci::network::{self, BridgeNetwork, PortForward};
+use strata_oci::attach::AttachClient;
 use strata_oci::shim::{self, ShimConfig};
 use strata_oci::spec::{self, Limits, NetNs, SpecInput};
 use strata_oci::runtime::Launch;
-use strata_oci::{cgroups, logs, util, OciRuntime};
+use strata_oci::{cgroups, logs, procs, util, OciRuntime};
 
 use crate::registry::{now, random_id, Registry};
 use crate::{
-    AttachInput, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
-    NetworkMode, Stats, Status, WorkloadState,
+    workload_log, AttachInput, Attachment, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus,
+    LogOptions, LogRecord, NetworkMode, OutputChunk, ProcessInfo, Stats, Status, WorkloadState,
 };
 
 pub use config::{resolve_user, ImageDefaults};
@@ -263,6 +264,9 @@ impl ContainerDriver {
             launch: match (start, req.auto_remove && !container_spec(req)?.tty) {
                 (false, _) => Launch::Create,
                 (true, false) => Launch::RunDetached,
+                // With a memory limit the cgroup must outlive the container for its OOM kill to
+                // be read (an extra runtime call, paid only by containers likely to be killed).
+                (true, true) if req.resources.memory_bytes.is_some() => Launch::RunForegroundKeep,
                 (true, true) => Launch::RunForeground,
             },
             stdin: container_spec(req)?.stdin,
@@ -274,22 +278,62 @@ impl ContainerDriver {
             record.started_at = Some(now());
         }
         tracing::debug!(container = id, "bundle written");
-        if container_spec(req)?.stdin || container_spec(req)?.tty {
-            std::fs::create_dir_all(network::SOCKET_DIR).map_err(Error::io(format!("creating {}", network::SOCKET_DIR)))?;
-        }
+        self.launch(record, &shim_config)
+    }
+
+    /// Write the supervisor's config and start it; returns once the container is created (or
+    /// running, as `config.launch` says), with the new processes in the record.
+    fn launch(&self, record: &mut Record, config: &ShimConfig) -> Result<(), Error> {
+        let dir = self.dir(&record.id);
+        std::fs::create_dir_all(network::SOCKET_DIR).map_err(Error::io(format!("creating {}", network::SOCKET_DIR)))?;
         let shim_path = dir.join("shim.json");
-        let json = serde_json::to_vec_pretty(&shim_config).map_err(|e| Error::Internal(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
         let started = shim::spawn(&self.exe, &shim_path, &dir.join("shim.log")).map_err(|e| match e {
             shim::ShimError::Create(msg) => Error::FailedPrecondition(format!("cannot create container: {msg}")),
             other => Error::Internal(other.to_string()),
         })?;
-        tracing::debug!(container = id, init = started.init_pid, "supervisor reports the container up");
+        tracing::debug!(container = %record.id, init = started.init_pid, "supervisor reports the container up");
         record.init_pid = Some(started.init_pid);
         record.init_start = util::process_start_time(started.init_pid);
         record.shim_pid = Some(started.shim_pid);
         record.shim_start = util::process_start_time(started.shim_pid);
         self.save(record)
+    }
+
+    /// Start an exited container again under a new supervisor: same id, rootfs, network and
+    /// log (appended to). The old exit record is kept aside until the new start succeeds.
+    fn relaunch(&self, r: &Record) -> Result<(), Error> {
+        refuse_auto_remove(r)?;
+        let dir = self.dir(&r.id);
+        let exit_file = dir.join("exit.json");
+        let runtime_deleted = shim::read_exit(&exit_file).is_some_and(|e| e.runtime_deleted);
+        // The old supervisor still holds the published ports until it is gone.
+        reap_supervisor(r);
+        if !runtime_deleted {
+            self.runtime.delete(&r.id, true)?;
+        }
+        let shim_path = dir.join("shim.json");
+        let bytes = std::fs::read(&shim_path).map_err(Error::io(format!("reading {}", shim_path.display())))?;
+        let mut config: ShimConfig =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt {}: {e}", shim_path.display())))?;
+        config.launch = Launch::RunDetached;
+        let _ = std::fs::remove_file(&config.pid_file);
+        let previous = dir.join("exit.json.previous");
+        std::fs::rename(&exit_file, &previous).map_err(Error::io(format!("moving {}", exit_file.display())))?;
+        let mut next = r.clone();
+        next.started_at = Some(now());
+        next.paused = false;
+        match self.launch(&mut next, &config) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&previous);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::rename(&previous, &exit_file);
+                Err(e)
+            }
+        }
     }
 
     /// Remove every trace of a container. Idempotent, and tolerant of half-created ones: each
@@ -310,11 +354,7 @@ impl ContainerDriver {
             note(&mut errors, self.runtime.delete(id, true).map_err(Error::from));
         }
         if let Some(r) = record {
-            if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
-                if !util::wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-                }
-            }
+            reap_supervisor(r);
         }
         note(&mut errors, rootfs::unmount(&dir.join("bundle/rootfs")));
         for what in ["console", "attach"] {
@@ -397,7 +437,29 @@ impl ContainerDriver {
     }
 }
 
-struct ShimAttach(shim::AttachClient);
+/// Containers removed when they exit (`--rm`) are not started again: whoever removes them
+/// would remove the new run.
+fn refuse_auto_remove(r: &Record) -> Result<(), Error> {
+    if r.request.auto_remove {
+        return Err(Error::FailedPrecondition(format!(
+            "cannot start container {} again: it is removed when it exits (--rm)",
+            r.name
+        )));
+    }
+    Ok(())
+}
+
+/// Wait a little for a container's supervisor to finish (it exits right after recording the
+/// exit), then kill it.
+fn reap_supervisor(r: &Record) {
+    if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
+        if !util::wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+struct ShimAttach(AttachClient);
 
 impl AttachInput for ShimAttach {
     fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
@@ -449,6 +511,7 @@ impl Driver for ContainerDriver {
         let mut r = self.load(id)?;
         match self.status(&r) {
             Status::Created => {}
+            Status::Exited => return self.relaunch(&r),
             s => return Err(Error::FailedPrecondition(format!("cannot start container {}: it is {}", r.name, s.as_str()))),
         }
         // Record the start first: once runc start returns the process may already be gone.
@@ -482,6 +545,13 @@ impl Driver for ContainerDriver {
             }
             Err(e) => Err(e),
         }
+    }
+
+    fn restart(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        // Checked before stopping, so that a refused restart leaves the container running.
+        refuse_auto_remove(&self.load(id)?)?;
+        self.stop(id, timeout)?;
+        self.start(id)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), Error> {
@@ -579,7 +649,7 @@ impl Driver for ContainerDriver {
         let path = self.dir(id).join("ctr.log");
         // The supervisor writes exit.json and then exits: its exit is the end of the log.
         let supervisor = r.shim_pid.zip(r.shim_start);
-        crate::workload_log::read(&path, supervisor, opts, &format!("logs of {}", r.name), sink)
+        workload_log::read(&path, supervisor, opts, &format!("logs of {}", r.name), sink)
     }
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error> {
@@ -652,9 +722,50 @@ impl Driver for ContainerDriver {
         if !spec.stdin && !spec.tty {
             return Err(Error::FailedPrecondition(format!("container {} was created without -i or -t: it has no input to attach to", r.name)));
         }
-        let client = shim::AttachClient::connect(&socket_path(id, "attach"))
+        let client = AttachClient::connect(&socket_path(id, "attach"))
             .map_err(Error::io(format!("attaching to container {}", r.name)))?;
         Ok(Box::new(ShimAttach(client)))
+    }
+
+    fn attach_session(&self, id: &str) -> Result<Attachment, Error> {
+        let r = self.running_record(id, "attach to")?;
+        let spec = container_spec(&r.request)?;
+        // Follow first: once the supervisor has acknowledged, no output of our input is missed.
+        let output = AttachClient::connect(&socket_path(id, "attach")).and_then(AttachClient::follow).map_err(|source| {
+            // It may have exited since we looked.
+            match self.load(id).map(|now| self.status(&now)) {
+                Ok(Status::Running | Status::Paused) => Error::Io { context: format!("attaching to container {}", r.name), source },
+                Ok(s) => Error::FailedPrecondition(format!("cannot attach to container {}: it is {}", r.name, s.as_str())),
+                Err(e) => e,
+            }
+        })?;
+        let input = if spec.stdin || spec.tty { Some(self.attach(id)?) } else { None };
+        Ok(Attachment {
+            tty: spec.tty,
+            stdin: spec.stdin,
+            input,
+            output: Box::new(output.map(|chunk| chunk.map(|(stream, data)| OutputChunk { stream: workload_log::stream(stream), data }))),
+        })
+    }
+
+    fn processes(&self, id: &str) -> Result<Vec<ProcessInfo>, Error> {
+        let r = self.running_record(id, "list the processes of")?;
+        let rootfs = self.dir(id).join("bundle/rootfs");
+        let procs = procs::in_cgroup(&r.cgroups_path);
+        let in_container: HashMap<i32, i32> = procs.iter().map(|p| (p.pid, p.ns_pid)).collect();
+        Ok(procs
+            .into_iter()
+            .map(|p| ProcessInfo {
+                pid: p.ns_pid,
+                ppid: in_container.get(&p.ppid).copied().unwrap_or(0),
+                host_pid: p.pid,
+                user: config::user_name(p.uid, &rootfs).unwrap_or_else(|| p.uid.to_string()),
+                tty: p.tty,
+                cpu_time: p.cpu_time,
+                elapsed: p.elapsed,
+                command: p.command,
+            })
+            .collect())
     }
 
     fn pause(&self, id: &str) -> Result<(), Error> {

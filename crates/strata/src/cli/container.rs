@@ -1,18 +1,20 @@
-//! Container commands: run, create, start, ps, logs, exec, stop, kill, rm, wait, inspect,
-//! stats, pause. Each is a thin translation of flags into a driver call.
+//! Container commands: run, create, start, attach, ps, logs, exec, stop, restart, kill, rm,
+//! wait, inspect, stats, top, port, pause. Each is a thin translation of flags into a driver
+//! call.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
 use strata_driver::{
     parse_cpus, parse_memory, parse_signal, ContainerDriver, ContainerSpec, CreateRequest, Driver, ExecRequest, Workload,
-    LogOptions, LogStream, NetworkMode, PortMapping, Resources, Status,
+    LogOptions, LogStream, NetworkMode, OutputChunk, PortMapping, Resources, Status,
 };
 
+use super::attach::{self, Ended, Session};
 use super::image::{pull_image, RegistryArgs};
-use super::{ago, print_table, Ctx, ExitWith};
+use super::{ago, exit_code, print_table, Ctx};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -84,6 +86,9 @@ pub struct RunArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Keys that detach from a terminal, leaving the container running ("" for none).
+    #[arg(long, default_value = attach::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -166,9 +171,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
         tracing::debug!("--rm with -d: removal happens on the next ps/rm after exit");
     }
     let interactive = a.create.interactive && !a.detach;
-    if a.create.tty && !a.detach && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        anyhow::bail!("the input device is not a TTY: drop -t, or run from a terminal");
+    if a.create.tty && !a.detach {
+        attach::require_terminal("drop -t, or run from a terminal")?;
     }
+    let detach_keys = attach::parse_detach_keys(&a.detach_keys)?;
     let driver = ctx.driver()?;
     let mut req = prepare(ctx, &driver, &a.create)?;
     req.auto_remove = a.rm;
@@ -178,128 +184,87 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = if interactive || a.create.tty { Some(driver.attach(&id)?) } else { None };
-    // A terminal in raw mode for the whole session (restored when the guard drops).
-    let _raw = if a.create.tty { RawTerminal::enter() } else { None };
-    let input = input.map(|i| Arc::new(std::sync::Mutex::new(i)));
-    if let Some(input) = &input {
-        if a.create.tty {
-            resize(input);
-        }
-        if interactive {
-            let input = input.clone();
-            std::thread::spawn(move || pump_stdin(&input));
-        }
+    let session = Session { input, stdin: interactive, tty: a.create.tty, detach_keys };
+    // All the output since the start: the container started before we could attach.
+    let (d, log_id) = (driver.clone(), id.clone());
+    let output = move || print_logs(&*d, &log_id, &LogOptions { follow: true, tail: None }, false);
+    if attach::run(driver.clone(), &id, session, output)? == Ended::Detached {
+        return Ok(());
     }
-    forward_signals(driver.clone(), id.clone(), if a.create.tty { input.clone() } else { None });
-    attach_output(&*driver, &id, true)?;
-    drop(_raw);
     let exit = driver.wait(&id, None)?;
     tracing::debug!(container = %id, code = exit.code, "exited");
     if a.rm {
         driver.delete(&id, true)?;
         tracing::debug!(container = %id, "removed");
     }
-    Err(ExitWith(exit.code.clamp(0, 255) as u8).into())
+    exit_code(exit.code)
 }
 
-/// Copy the container's output to our stdout/stderr until it exits.
-fn attach_output(driver: &dyn Driver, id: &str, follow: bool) -> anyhow::Result<()> {
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin (output only).
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Keys that detach from a terminal, leaving the container running ("" for none).
+    #[arg(long, default_value = attach::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
+    pub container: String,
+}
+
+/// Attach to a running container: its output from now on, our stdin to it when it was created
+/// with -i; exits with its exit code, or 0 when detached.
+pub fn attach(ctx: &Ctx, a: AttachArgs) -> anyhow::Result<()> {
+    let detach_keys = attach::parse_detach_keys(&a.detach_keys)?;
+    let driver = ctx.driver()?;
+    let id = driver.resolve(&a.container)?;
+    let attached = driver.attach_session(&id)?;
+    let stdin = attached.stdin && !a.no_stdin;
+    if attached.tty && stdin {
+        attach::require_terminal("attach with --no-stdin, or from a terminal")?;
+    }
+    let output = attached.output;
+    let session = Session { input: attached.input, stdin, tty: attached.tty, detach_keys };
+    if attach::run(driver.clone(), &id, session, move || print_chunks(output))? == Ended::Detached {
+        return Ok(());
+    }
+    exit_code(driver.wait(&id, None)?.code)
+}
+
+/// Copy output chunks to our stdout/stderr as they come.
+fn print_chunks(chunks: impl Iterator<Item = std::io::Result<OutputChunk>>) -> anyhow::Result<()> {
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    for chunk in chunks {
+        let chunk = chunk?;
+        match chunk.stream {
+            LogStream::Stdout => stdout.write_all(&chunk.data).and_then(|()| stdout.flush())?,
+            LogStream::Stderr => stderr.write_all(&chunk.data)?,
+        }
+    }
+    Ok(())
+}
+
+/// Copy the container's logged output to our stdout/stderr (with `follow`, until it exits).
+fn print_logs(driver: &dyn Driver, id: &str, opts: &LogOptions, timestamps: bool) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    driver.logs(id, &LogOptions { follow, tail: None }, &mut |rec| {
-        let mut buf = rec.content.clone();
+    driver.logs(id, opts, &mut |rec| {
+        let mut buf = Vec::with_capacity(rec.content.len() + 40);
+        if timestamps {
+            buf.extend_from_slice(rec.time.as_bytes());
+            buf.push(b' ');
+        }
+        buf.extend_from_slice(&rec.content);
         if !rec.partial {
             buf.push(b'\n');
         }
         let ok = match rec.stream {
+            // Flushed at once: a partial record may be a prompt.
             LogStream::Stdout => stdout.lock().write_all(&buf).and_then(|_| stdout.lock().flush()),
             LogStream::Stderr => stderr.lock().write_all(&buf),
         };
         ok.is_ok()
     })?;
     Ok(())
-}
-
-type SharedInput = Arc<std::sync::Mutex<Box<dyn strata_driver::AttachInput>>>;
-
-/// Pass SIGINT, SIGTERM and SIGHUP on to the container while attached, as `docker run` does;
-/// with a terminal, SIGWINCH resizes the container's terminal instead.
-fn forward_signals(driver: Arc<ContainerDriver>, id: String, tty: Option<SharedInput>) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGWINCH] {
-        set.add(s);
-    }
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || loop {
-        match set.wait() {
-            Ok(Signal::SIGWINCH) => {
-                if let Some(t) = &tty {
-                    resize(t);
-                }
-            }
-            Ok(sig) => {
-                let _ = driver.kill(&id, sig as i32);
-            }
-            Err(_) => return,
-        }
-    });
-}
-
-/// Copy our stdin to the container until EOF, then close its input.
-fn pump_stdin(input: &SharedInput) {
-    use std::io::Read;
-    let mut buf = [0u8; 8192];
-    let mut stdin = std::io::stdin().lock();
-    loop {
-        match stdin.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let ok = input.lock().map(|mut i| i.input(&buf[..n]).is_ok()).unwrap_or(false);
-                if !ok {
-                    return;
-                }
-            }
-        }
-    }
-    if let Ok(mut i) = input.lock() {
-        let _ = i.close_input();
-    }
-}
-
-/// Tell the container's terminal our terminal's size.
-fn resize(input: &SharedInput) {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ fills a winsize for a terminal fd; failure leaves it zeroed.
-    let ok = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_row > 0 {
-        if let Ok(mut i) = input.lock() {
-            let _ = i.resize(ws.ws_row, ws.ws_col);
-        }
-    }
-}
-
-/// Our terminal in raw mode; restored on drop.
-struct RawTerminal(nix::sys::termios::Termios);
-
-impl RawTerminal {
-    fn enter() -> Option<RawTerminal> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let saved = tcgetattr(&stdin).ok()?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
-        Some(RawTerminal(saved))
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.0);
-    }
 }
 
 #[derive(Args, Debug)]
@@ -323,10 +288,7 @@ fn each(
             failed = true;
         }
     }
-    if failed {
-        return Err(ExitWith(1).into());
-    }
-    Ok(())
+    exit_code(if failed { 1 } else { 0 })
 }
 
 pub fn start(ctx: &Ctx, a: NamesArgs) -> anyhow::Result<()> {
@@ -384,15 +346,8 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
                 (Status::Paused, _) => "Paused".into(),
                 (s, _) => capitalize(s.as_str()),
             };
-            let ports = c
-                .ports
-                .iter()
-                .map(|p| match p.host_ip {
-                    Some(ip) => format!("{ip}:{}->{}/tcp", p.host_port, p.container_port),
-                    None => format!("0.0.0.0:{}->{}/tcp", p.host_port, p.container_port),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let ports =
+                c.ports.iter().map(|p| format!("{}->{}/tcp", host_addr(p), p.container_port)).collect::<Vec<_>>().join(", ");
             vec![id(&c.id), c.image.clone(), format!("\"{cmd}\""), ago(&c.created_at), status, ports, c.name.clone()]
         })
         .collect();
@@ -422,24 +377,7 @@ pub struct LogsArgs {
 pub fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
     let id = driver.resolve(&a.container)?;
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    driver.logs(&id, &LogOptions { follow: a.follow, tail: a.tail }, &mut |rec| {
-        let mut buf = Vec::new();
-        if a.timestamps {
-            buf.extend_from_slice(rec.time.as_bytes());
-            buf.push(b' ');
-        }
-        buf.extend_from_slice(&rec.content);
-        if !rec.partial {
-            buf.push(b'\n');
-        }
-        match rec.stream {
-            LogStream::Stdout => stdout.lock().write_all(&buf).is_ok(),
-            LogStream::Stderr => stderr.lock().write_all(&buf).is_ok(),
-        }
-    })?;
-    Ok(())
+    print_logs(&*driver, &id, &LogOptions { follow: a.follow, tail: a.tail }, a.timestamps)
 }
 
 #[derive(Args, Debug)]
@@ -464,8 +402,8 @@ pub struct ExecArgs {
 pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
     let id = driver.resolve(&a.container)?;
-    if a.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        anyhow::bail!("the input device is not a TTY: drop -t, or run from a terminal");
+    if a.tty {
+        attach::require_terminal("drop -t, or run from a terminal")?;
     }
     let r = driver.exec(
         &id,
@@ -479,11 +417,7 @@ pub fn exec(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
             tty: a.tty,
         },
     )?;
-    if r.code == 0 {
-        Ok(())
-    } else {
-        Err(ExitWith(r.code.clamp(0, 255) as u8).into())
-    }
+    exit_code(r.code)
 }
 
 #[derive(Args, Debug)]
@@ -498,6 +432,15 @@ pub struct StopArgs {
 pub fn stop(ctx: &Ctx, a: StopArgs) -> anyhow::Result<()> {
     each(ctx, &a.containers, |d, id, name| {
         d.stop(id, Duration::from_secs(a.time))?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+/// Stop (with the same grace period as `stop`) and start again; exited containers just start.
+pub fn restart(ctx: &Ctx, a: StopArgs) -> anyhow::Result<()> {
+    each(ctx, &a.containers, |d, id, name| {
+        d.restart(id, Duration::from_secs(a.time))?;
         println!("{name}");
         Ok(())
     })
@@ -584,3 +527,97 @@ pub fn pause(ctx: &Ctx, a: NamesArgs, pause: bool) -> anyhow::Result<()> {
     })
 }
 
+/// Where a published port listens on the host.
+fn host_addr(p: &PortMapping) -> SocketAddr {
+    SocketAddr::new(p.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), p.host_port)
+}
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    pub container: String,
+    /// Only this container port: PORT[/tcp].
+    pub port: Option<String>,
+}
+
+/// The container's published ports, as `podman port` prints them.
+pub fn port(ctx: &Ctx, a: PortArgs) -> anyhow::Result<()> {
+    let driver = ctx.driver()?;
+    let state = driver.state(&driver.resolve(&a.container)?)?;
+    let Some(wanted) = a.port else {
+        for p in &state.ports {
+            println!("{}/tcp -> {}", p.container_port, host_addr(p));
+        }
+        return Ok(());
+    };
+    let (number, proto) = wanted.split_once('/').unwrap_or((wanted.as_str(), "tcp"));
+    let number: u16 = match (number.parse(), proto) {
+        (Ok(n), "tcp") => n,
+        _ => anyhow::bail!("invalid port {wanted:?}: use PORT or PORT/tcp (only tcp ports are published)"),
+    };
+    let found: Vec<_> = state.ports.iter().filter(|p| p.container_port == number).collect();
+    if found.is_empty() {
+        anyhow::bail!("no public port {number}/tcp published for {}", state.name);
+    }
+    for p in found {
+        println!("{}", host_addr(p));
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+}
+
+/// The container's processes with podman top's default columns.
+pub fn top(ctx: &Ctx, a: TopArgs) -> anyhow::Result<()> {
+    let driver = ctx.driver()?;
+    let procs = driver.processes(&driver.resolve(&a.container)?)?;
+    let rows: Vec<Vec<String>> = procs
+        .into_iter()
+        .map(|p| {
+            let cpu = if p.elapsed.is_zero() { 0.0 } else { 100.0 * p.cpu_time.as_secs_f64() / p.elapsed.as_secs_f64() };
+            vec![
+                p.user,
+                p.pid.to_string(),
+                p.ppid.to_string(),
+                format!("{cpu:.3}"),
+                duration(p.elapsed),
+                p.tty.unwrap_or_else(|| "?".into()),
+                duration(p.cpu_time),
+                p.command,
+            ]
+        })
+        .collect();
+    print_table(&["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"], &rows);
+    Ok(())
+}
+
+/// A duration as podman top (Go) writes one, to the millisecond: `1h2m3.5s`, `8.848s`, `0s`.
+fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    let secs = format!("{s}.{frac:03}");
+    out.push_str(secs.trim_end_matches('0').trim_end_matches('.'));
+    out.push('s');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_podman_top() {
+        for (ms, text) in [(0, "0s"), (8_848, "8.848s"), (62_500, "1m2.5s"), (3_723_000, "1h2m3s"), (3_600_010, "1h0m0.01s")] {
+            assert_eq!(duration(Duration::from_millis(ms)), text);
+        }
+    }
+}

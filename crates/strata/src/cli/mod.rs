@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Front end only: every action goes through the driver
 //! interface (`strata_driver::Driver`) or the image store it re-exports.
 
+mod attach;
 mod container;
 mod image;
 mod progress;
@@ -48,8 +49,16 @@ enum Command {
     Run(container::RunArgs),
     /// Create a container without starting it.
     Create(container::CreateArgs),
-    /// Start created containers.
+    /// Start created or exited containers.
     Start(container::NamesArgs),
+    /// Attach to a running container's output and input (detach with ctrl-p ctrl-q).
+    Attach(container::AttachArgs),
+    /// Stop containers (as `stop`) and start them again.
+    Restart(container::StopArgs),
+    /// List the processes of a container.
+    Top(container::TopArgs),
+    /// List a container's published ports.
+    Port(container::PortArgs),
     /// List containers.
     Ps(container::PsArgs),
     /// Print a container's output.
@@ -91,6 +100,15 @@ impl std::fmt::Display for ExitWith {
 }
 
 impl std::error::Error for ExitWith {}
+
+/// Finish with a workload's exit code (passed through as ours).
+pub fn exit_code(code: i32) -> anyhow::Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(ExitWith(code.clamp(0, 255) as u8).into())
+    }
+}
 
 /// Exit code for errors of strata itself (Docker uses 125 the same way).
 const EXIT_STRATA_ERROR: u8 = 125;
@@ -154,6 +172,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => container::run(&ctx, a),
         Command::Create(a) => container::create(&ctx, a),
         Command::Start(a) => container::start(&ctx, a),
+        Command::Attach(a) => container::attach(&ctx, a),
+        Command::Restart(a) => container::restart(&ctx, a),
+        Command::Top(a) => container::top(&ctx, a),
+        Command::Port(a) => container::port(&ctx, a),
         Command::Ps(a) => container::ps(&ctx, a),
         Command::Logs(a) => container::logs(&ctx, a),
         Command::Exec(a) => container::exec(&ctx, a),
