@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use strata_store::{EventKind, Store};
@@ -21,7 +20,7 @@ use crate::object::{self, name_of, with_rv};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError};
-use crate::{discovery, patch, table};
+use crate::{discovery, patch, rv, table};
 
 
 /// Most keys read from the store at once.
@@ -147,7 +146,7 @@ impl Api {
         let q = parse_query(query);
         let path = path.trim_end_matches('/');
         if method == Method::GET {
-            if let Some(r) = self.non_resource(path, accept).await {
+            if let Some(r) = self.non_resource(path, accept, headers).await {
                 return Ok(r);
             }
         }
@@ -169,7 +168,7 @@ impl Api {
         }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         match verb {
-            "get" => self.get(&info, accept).await,
+            "get" => self.get(&info, &q, accept).await,
             "list" => self.list(&info, &q, accept).await,
             "watch" => self.watch(&info, &q, table::wants_table(accept)).await,
             "create" if info.subresource.as_deref() == Some("binding") => {
@@ -194,7 +193,7 @@ impl Api {
         }
     }
 
-    async fn non_resource(&self, path: &str, accept: &str) -> Option<Response> {
+    async fn non_resource(&self, path: &str, accept: &str, headers: &HeaderMap) -> Option<Response> {
         let ok = |v: Value| Some(json_response(StatusCode::OK, &v));
         match path {
             "/version" => ok(discovery::version()),
@@ -214,6 +213,16 @@ impl Api {
                 }
             }
             "/api/v1" => discovery::resource_list("", "v1").and_then(ok),
+            "/openapi/v2" => Some(crate::openapi_v2::serve(headers)),
+            // strata has no CustomResourceDefinitions, and says so: kubectl lists them to
+            // decide how to validate a kind it found in no OpenAPI document, and a 404 here
+            // would fail `kubectl apply` with "failed to check CRD" instead of its usual
+            // "no matches for kind". The group is not in discovery; nothing else is served.
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" => {
+                let rev = self.store.revision().await.unwrap_or(0);
+                ok(json!({ "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+                           "metadata": { "resourceVersion": rev.to_string() }, "items": [] }))
+            }
             "/openapi/v3" => ok(crate::openapi::index()),
             p if p.starts_with("/openapi/v3/") => crate::openapi::document(&p["/openapi/v3/".len()..]).and_then(ok),
             _ => {
@@ -239,7 +248,13 @@ impl Api {
         }
     }
 
-    async fn get(&self, info: &RequestInfo, accept: &str) -> Result<Response, ApiError> {
+    async fn get(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
+        if let rv::Read::NotOlderThan(wanted) = rv::get_read(q.get("resourceVersion").map(String::as_str))? {
+            if wanted > 0 {
+                // The store's revision first: the read that follows is at least as new.
+                rv::not_older_than(wanted, self.store.revision().await?)?;
+            }
+        }
         let (obj, rev) = self.load(info).await?;
         let obj = with_rv(obj, rev);
         if table::wants_table(accept) {
@@ -252,28 +267,19 @@ impl Api {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
-        let limit: usize = match q.get("limit") {
-            Some(l) => l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-            None => 0,
-        };
         let prefix = r.list_prefix(info.namespace.as_deref());
-        let (mut start_after, mut list_rev) = match q.get("continue").filter(|c| !c.is_empty()) {
-            Some(token) => {
-                let (k, rv) = decode_continue(token)?;
-                if !k.starts_with(&prefix) {
-                    return Err(ApiError::bad_request("continue token does not belong to this list"));
-                }
-                (Some(k), Some(rv))
-            }
-            None => (None, None),
-        };
+        let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
+        let limit = opts.limit;
+        let mut start_after = opts.start_after.clone();
+        // The revision the response reports; every store page read must agree with it.
+        let mut list_rev: Option<u64> = None;
         let mut items = Vec::new();
         let mut next: Option<String> = None;
         loop {
             // Read the store in bounded pages even for unlimited lists (etcd caps message sizes).
             let want = if limit == 0 { STORE_PAGE } else { (limit - items.len()).clamp(1, STORE_PAGE) };
             let page = self.store.list(&prefix, start_after.as_deref(), want).await?;
-            list_rev.get_or_insert(page.revision);
+            list_rev = Some(opts.snapshot(page.revision, list_rev)?);
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
                 let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
@@ -293,9 +299,7 @@ impl Api {
         let rev = list_rev.unwrap_or(0);
         let mut meta = json!({ "resourceVersion": rev.to_string() });
         if let Some(k) = &next {
-            meta["continue"] = json!(encode_continue(k, rev));
-            let remaining = self.store.count(&prefix).await.unwrap_or(0) as i64;
-            let _ = remaining;
+            meta["continue"] = json!(rv::encode_continue(&prefix, k, rev));
         }
         if table::wants_table(accept) {
             return Ok(json_response(StatusCode::OK, &table::table(r.kind, &items, meta)));
@@ -327,7 +331,7 @@ impl Api {
                 }
                 (init, page.revision)
             }
-            Some(rv) => (Vec::new(), rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
+            Some(v) => (Vec::new(), rv::resource_version(v)?),
         };
         let stream = self.store.watch(&prefix, from).await?;
         let api_version = r.api_version();
@@ -734,17 +738,6 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body could not be decoded as JSON: {e}")))
 }
 
-fn encode_continue(key: &str, rev: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({ "k": key, "rv": rev }).to_string())
-}
-
-fn decode_continue(token: &str) -> Result<(String, u64), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: the token was not issued by this server");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["k"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,9 +756,6 @@ mod tests {
         assert!(i.namespace.is_none() && i.name.is_none());
         assert!(parse_path("/api/v1/nothings").is_err());
         assert!(parse_path("/version").expect("ok").is_none());
-        let (k, rv) = decode_continue(&encode_continue("/a/b", 7)).expect("token");
-        assert_eq!((k.as_str(), rv), ("/a/b", 7));
-        assert!(decode_continue("garbage!").is_err());
         assert_eq!(parse_query(Some("labelSelector=app%3Dweb&watch=1"))["labelSelector"], "app=web");
     }
 }

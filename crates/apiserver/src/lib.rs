@@ -1,9 +1,11 @@
 //! strata's API server: the Kubernetes REST API that `kubectl` and client libraries speak,
 //! served over TLS from a [`strata_store::Store`].
 //!
-//! Read in this order: [`resources`] (the kinds), [`api`] (request handling), [`server`]
+//! Read in this order: [`resources`] (the kinds), [`api`] (request handling, with [`rv`] for
+//! resourceVersion and continue semantics), [`server`]
 //! (TLS, authentication), then the helpers: [`object`] (metadata rules), [`validate`],
-//! [`patch`], [`selector`], [`table`], [`discovery`], [`status`] (errors), [`auth`], [`pki`].
+//! [`patch`], [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with
+//! [`gnostic`], its protobuf form), [`status`] (errors), [`auth`], [`pki`].
 //!
 //! **Invariant:** only this crate knows HTTP; the store knows nothing of Kubernetes objects
 //! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
@@ -13,12 +15,15 @@ pub mod api;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
+pub mod gnostic;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod resources;
+pub mod rv;
 pub mod selector;
 pub mod server;
 pub mod status;

@@ -1,46 +1,139 @@
-//! OpenAPI v3 documents: the `/openapi/v3` index and one document per group/version.
+//! OpenAPI documents, v3 (`/openapi/v3`: an index and one document per group/version) and v2
+//! (`/openapi/v2`: one document, served by [`crate::openapi_v2`]), both built here from the
+//! same data: the served kinds ([`crate::resources`]) and the k8s.io/api message table
+//! ([`crate::protobuf::schema`]). The two differ only in how a schema refers to another
+//! ([`Flavor`]) and in the shape of parameters and bodies.
 //!
-//! kubectl reads them to learn that the server validates fields itself (a `fieldValidation`
+//! kubectl reads v3 to learn that the server validates fields itself (a `fieldValidation`
 //! query parameter on each kind's PATCH operation, tagged with
 //! `x-kubernetes-group-version-kind`), and then sends `fieldValidation=Strict` instead of
-//! validating on the client; `kubectl explain` walks the schemas. Field schemas come from the
-//! k8s.io/api message table ([`crate::protobuf::schema`]); kinds outside it (Lease,
-//! EndpointSlice, VirtualMachine) get an envelope that preserves unknown fields.
+//! validating on the client; `kubectl explain` walks the schemas. For a kind the server does not
+//! serve, kubectl validates on the client with the v2 document. Definitions carry upstream's
+//! names (`io.k8s.api.apps.v1.Deployment`, `io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`);
+//! kinds outside the message table (Lease, EndpointSlice, VirtualMachine) get an envelope that
+//! preserves unknown fields. The message table has no patch metadata, so no schema carries
+//! `x-kubernetes-patch-merge-key`/`-strategy`: kubectl's client-side apply treats lists as
+//! atomic.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
+use crate::protobuf::schema::MESSAGES;
 use crate::protobuf::{schema_of, C, K};
 use crate::resources::{self, Resource};
 
+/// The package of `ObjectMeta`, `ListMeta`, `Status`, ...
+pub(crate) const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1";
+
+/// Which document a schema is written for: they differ in how one schema refers to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// `{"$ref": "#/definitions/NAME"}`.
+    V2,
+    /// `{"allOf": [{"$ref": "#/components/schemas/NAME"}]}`, as upstream writes it (so that a
+    /// description can sit beside the reference).
+    V3,
+}
+
+impl Flavor {
+    pub(crate) fn reference(self, name: &str) -> Value {
+        match self {
+            Flavor::V2 => json!({ "$ref": format!("#/definitions/{name}") }),
+            Flavor::V3 => json!({ "allOf": [{ "$ref": format!("#/components/schemas/{name}") }] }),
+        }
+    }
+}
+
+/// The package (reversed, as OpenAPI names it) of each part of the message table, by the part's
+/// first message: the table is grouped by Go package in this order.
+const PACKAGES: &[(&str, &str)] = &[
+    ("Namespace", "io.k8s.api.core.v1"),
+    ("Deployment", "io.k8s.api.apps.v1"),
+    ("Job", "io.k8s.api.batch.v1"),
+    ("Role", "io.k8s.api.rbac.v1"),
+    ("Scale", "io.k8s.api.autoscaling.v1"),
+    ("ObjectMeta", META),
+];
+
+/// The definition name of a message of the table (`io.k8s.api.core.v1.PodSpec`).
+pub(crate) fn definition_name(msg: &str) -> Option<&'static str> {
+    static NAMES: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let mut package = PACKAGES[0].1;
+            let mut names = HashMap::new();
+            for (name, _) in MESSAGES {
+                if let Some((_, p)) = PACKAGES.iter().find(|(first, _)| first == name) {
+                    package = p;
+                }
+                names.insert(*name, format!("{package}.{name}"));
+            }
+            names
+        })
+        .get(msg)
+        .map(String::as_str)
+}
+
+/// The package of a served group/version: `io.k8s.api.<first label>.<version>` for
+/// Kubernetes groups, the reversed group for others (`dev.strata.v1`, as for a CRD).
+fn group_package(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        return format!("io.k8s.api.core.{version}");
+    }
+    if group.contains('.') && !group.ends_with(".k8s.io") {
+        let reversed: Vec<&str> = group.split('.').rev().collect();
+        return format!("{}.{version}", reversed.join("."));
+    }
+    format!("io.k8s.api.{}.{version}", group.split('.').next().unwrap_or(group))
+}
+
+/// The definition name of a served kind.
+pub(crate) fn kind_definition(r: &Resource) -> String {
+    format!("{}.{}", group_package(r.group, r.version), r.kind)
+}
+
+fn list_definition(r: &Resource) -> String {
+    format!("{}List", kind_definition(r))
+}
+
+pub(crate) fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!({ "group": group, "version": version, "kind": kind })
+}
+
 /// The JSON schema of one field's value type.
-fn field_type(k: K, prefix: &str, deps: &mut Vec<&'static str>) -> Value {
-    match k {
-        K::Str => json!({ "type": "string" }),
-        K::Bool => json!({ "type": "boolean" }),
-        K::I32 => json!({ "type": "integer", "format": "int32" }),
-        K::I64 => json!({ "type": "integer", "format": "int64" }),
-        K::Bytes => json!({ "type": "string", "format": "byte" }),
-        K::Time | K::MicroTime => json!({ "type": "string", "format": "date-time" }),
-        K::IntOrStr => json!({ "x-kubernetes-int-or-string": true }),
-        K::Quantity => json!({ "x-kubernetes-int-or-string": true, "type": "string" }),
-        K::Raw => json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true }),
-        K::Msg(m) | K::Inline(m) => {
+fn field_type(k: K, flavor: Flavor, deps: &mut Vec<&'static str>) -> Value {
+    match (k, flavor) {
+        (K::Str, _) => json!({ "type": "string" }),
+        (K::Bool, _) => json!({ "type": "boolean" }),
+        (K::I32, _) => json!({ "type": "integer", "format": "int32" }),
+        (K::I64, _) => json!({ "type": "integer", "format": "int64" }),
+        (K::Bytes, _) => json!({ "type": "string", "format": "byte" }),
+        (K::Time | K::MicroTime, _) => json!({ "type": "string", "format": "date-time" }),
+        (K::IntOrStr, Flavor::V3) => json!({ "x-kubernetes-int-or-string": true }),
+        (K::IntOrStr, Flavor::V2) => json!({ "type": "string", "format": "int-or-string" }),
+        (K::Quantity, Flavor::V3) => json!({ "x-kubernetes-int-or-string": true, "type": "string" }),
+        (K::Quantity, Flavor::V2) => json!({ "type": "string" }),
+        (K::Raw, Flavor::V3) => json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true }),
+        (K::Raw, Flavor::V2) => json!({ "type": "object" }),
+        (K::Msg(m) | K::Inline(m), _) => {
             if !deps.contains(&m) {
                 deps.push(m);
             }
-            json!({ "allOf": [{ "$ref": format!("#/components/schemas/{prefix}{m}") }] })
+            flavor.reference(definition_name(m).unwrap_or(m))
         }
     }
 }
 
 /// Properties of message `msg` (inlined messages merged in), recording referenced messages.
-fn properties(msg: &str, prefix: &str, deps: &mut Vec<&'static str>, props: &mut Map<String, Value>) {
+fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &mut Map<String, Value>) {
     for f in schema_of(msg).unwrap_or(&[]) {
         if let K::Inline(inner) = f.2 {
-            properties(inner, prefix, deps, props);
+            properties(inner, flavor, deps, props);
             continue;
         }
-        let t = field_type(f.2, prefix, deps);
+        let t = field_type(f.2, flavor, deps);
         let v = match f.3 {
             C::Rep => json!({ "type": "array", "items": t }),
             C::Map => json!({ "type": "object", "additionalProperties": t }),
@@ -50,20 +143,183 @@ fn properties(msg: &str, prefix: &str, deps: &mut Vec<&'static str>, props: &mut
     }
 }
 
-/// Component schemas for `root` and every message it reaches, named `<prefix><Message>`.
-fn components(root: &'static str, prefix: &str, out: &mut Map<String, Value>) {
+/// Definitions of `root` and of every message it reaches.
+fn message_definitions(root: &'static str, flavor: Flavor, out: &mut Map<String, Value>) {
     let mut todo = vec![root];
     while let Some(m) = todo.pop() {
-        let name = format!("{prefix}{m}");
-        if out.contains_key(&name) {
+        let Some(name) = definition_name(m) else { continue };
+        if out.contains_key(name) {
             continue;
         }
         let mut deps = Vec::new();
         let mut props = Map::new();
-        properties(m, prefix, &mut deps, &mut props);
-        out.insert(name, json!({ "type": "object", "properties": props }));
+        properties(m, flavor, &mut deps, &mut props);
+        out.insert(name.to_string(), json!({ "type": "object", "properties": props }));
         todo.extend(deps);
     }
+}
+
+fn type_meta_properties(props: &mut Value) {
+    props["apiVersion"] = json!({ "type": "string", "description": "APIVersion defines the versioned schema of this representation of an object." });
+    props["kind"] = json!({ "type": "string", "description": "Kind is a string value representing the REST resource this object represents." });
+}
+
+/// The definitions of a served kind, its list and everything they reach.
+fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) {
+    let name = kind_definition(r);
+    let description = format!("{} is a {} object of the {} API.", r.kind, r.kind, r.api_version());
+    match MESSAGES.iter().find(|(m, _)| *m == r.kind) {
+        Some((msg, _)) => {
+            message_definitions(msg, flavor, out);
+            if let Some(s) = out.get_mut(&name) {
+                s["description"] = json!(description);
+                type_meta_properties(&mut s["properties"]);
+                s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
+            }
+        }
+        None => {
+            let open = |description: &str| match flavor {
+                Flavor::V3 => json!({ "type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": true }),
+                Flavor::V2 => json!({ "type": "object", "description": description }),
+            };
+            let mut s = json!({
+                "description": description,
+                "type": "object",
+                "properties": {
+                    "metadata": open("Standard object's metadata."),
+                    "spec": open(""),
+                    "status": open(""),
+                },
+                "x-kubernetes-group-version-kind": [gvk(r.group, r.version, r.kind)],
+            });
+            type_meta_properties(&mut s["properties"]);
+            if flavor == Flavor::V3 {
+                s["x-kubernetes-preserve-unknown-fields"] = json!(true);
+            }
+            out.insert(name.clone(), s);
+        }
+    }
+    let mut list = json!({
+        "description": format!("{}List is a list of {}.", r.kind, r.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "items": { "type": "array", "items": flavor.reference(&name) },
+            "metadata": flavor.reference(&format!("{META}.ListMeta")),
+        },
+        "x-kubernetes-group-version-kind": [gvk(r.group, r.version, &format!("{}List", r.kind))],
+    });
+    type_meta_properties(&mut list["properties"]);
+    out.insert(list_definition(r), list);
+    if r.subresources.contains(&"scale") {
+        message_definitions("Scale", flavor, out);
+        if let Some(s) = out.get_mut("io.k8s.api.autoscaling.v1.Scale") {
+            type_meta_properties(&mut s["properties"]);
+            s["x-kubernetes-group-version-kind"] = json!([gvk("autoscaling", "v1", "Scale")]);
+        }
+    }
+}
+
+/// `ListMeta`, `Status`, `WatchEvent`, `Patch` and what they reach: the envelopes of
+/// responses and request bodies.
+fn meta_definitions(flavor: Flavor, out: &mut Map<String, Value>) {
+    let string = || json!({ "type": "string" });
+    let int32 = || json!({ "type": "integer", "format": "int32" });
+    out.insert(
+        format!("{META}.ListMeta"),
+        json!({ "description": "ListMeta describes metadata that synthetic resources must have, including lists and various status objects.",
+                "type": "object",
+                "properties": { "continue": string(), "remainingItemCount": { "type": "integer", "format": "int64" },
+                                "resourceVersion": string(), "selfLink": string() } }),
+    );
+    let mut status = json!({
+        "description": "Status is a return value for calls that don't return other objects.",
+        "type": "object",
+        "properties": { "code": int32(), "details": flavor.reference(&format!("{META}.StatusDetails")), "message": string(),
+                        "metadata": flavor.reference(&format!("{META}.ListMeta")), "reason": string(), "status": string() },
+        "x-kubernetes-group-version-kind": [gvk("", "v1", "Status")],
+    });
+    type_meta_properties(&mut status["properties"]);
+    out.insert(format!("{META}.Status"), status);
+    out.insert(
+        format!("{META}.StatusDetails"),
+        json!({ "type": "object",
+                "properties": { "causes": { "type": "array", "items": flavor.reference(&format!("{META}.StatusCause")) },
+                                "group": string(), "kind": string(), "name": string(), "retryAfterSeconds": int32(), "uid": string() } }),
+    );
+    out.insert(format!("{META}.StatusCause"), json!({ "type": "object", "properties": { "field": string(), "message": string(), "reason": string() } }));
+    out.insert(
+        format!("{META}.WatchEvent"),
+        json!({ "type": "object", "required": ["type", "object"],
+                "properties": { "object": { "type": "object", "description": "The object of the event: the watched kind, or a Status for ERROR." }, "type": string() } }),
+    );
+    out.insert(format!("{META}.Patch"), json!({ "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object" }));
+    message_definitions("DeleteOptions", flavor, out);
+}
+
+/// A query parameter: name and JSON type.
+type Param = (&'static str, &'static str);
+
+const WRITE_PARAMS: &[Param] = &[("dryRun", "string"), ("fieldManager", "string"), ("fieldValidation", "string")];
+const PATCH_PARAMS: &[Param] = &[("dryRun", "string"), ("fieldManager", "string"), ("fieldValidation", "string"), ("force", "boolean")];
+const LIST_PARAMS: &[Param] = &[
+    ("allowWatchBookmarks", "boolean"),
+    ("continue", "string"),
+    ("fieldSelector", "string"),
+    ("labelSelector", "string"),
+    ("limit", "integer"),
+    ("resourceVersion", "string"),
+    ("resourceVersionMatch", "string"),
+    ("timeoutSeconds", "integer"),
+    ("watch", "boolean"),
+];
+const GET_PARAMS: &[Param] = &[("resourceVersion", "string")];
+const DELETE_PARAMS: &[Param] = &[("dryRun", "string"), ("gracePeriodSeconds", "integer"), ("propagationPolicy", "string")];
+const DELETE_COLLECTION_PARAMS: &[Param] = &[("dryRun", "string"), ("fieldSelector", "string"), ("labelSelector", "string")];
+
+/// One operation of a path, independent of the document's version.
+pub(crate) struct Operation {
+    /// `get`, `put`, `post`, `patch` or `delete`.
+    pub method: &'static str,
+    /// `x-kubernetes-action`: `list`, `post`, `get`, `put`, `patch`, `delete`, `deletecollection`.
+    pub action: &'static str,
+    pub id: String,
+    pub params: &'static [Param],
+    /// The definition of the request body, if any.
+    pub body: Option<String>,
+    /// The definition of the 200 response.
+    pub response: String,
+    pub gvk: Value,
+    pub tag: String,
+}
+
+/// A path and its operations.
+pub(crate) struct PathSpec {
+    pub path: String,
+    /// `namespace`, `name`.
+    pub path_params: Vec<&'static str>,
+    pub ops: Vec<Operation>,
+}
+
+fn camel(group: &str) -> String {
+    if group.is_empty() {
+        return "core".into();
+    }
+    let trimmed = group.strip_suffix(".k8s.io").unwrap_or(group);
+    let mut out = String::new();
+    for (i, part) in trimmed.split('.').enumerate() {
+        let mut cs = part.chars();
+        if let Some(first) = cs.next() {
+            out.push(if i == 0 { first } else { first.to_ascii_uppercase() });
+            out.extend(cs);
+        }
+    }
+    out
+}
+
+fn upper_first(s: &str) -> String {
+    let mut cs = s.chars();
+    cs.next().map(|c| c.to_ascii_uppercase().to_string() + cs.as_str()).unwrap_or_default()
 }
 
 fn gv_path(group: &str, version: &str) -> String {
@@ -74,32 +330,117 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
-fn schema_name(r: &Resource) -> String {
-    let g = if r.group.is_empty() { "core".to_string() } else { r.group.split('.').next().unwrap_or(r.group).to_string() };
-    format!("io.k8s.api.{g}.{}.{}", r.version, r.kind)
+/// The paths of one served resource (collection, object, `status` and `scale`), with
+/// upstream's operation ids (`listAppsV1NamespacedDeployment`, ...).
+pub(crate) fn resource_paths(r: &Resource) -> Vec<PathSpec> {
+    let base = format!("/{}", gv_path(r.group, r.version));
+    let gv = format!("{}{}", upper_first(&camel(r.group)), upper_first(r.version));
+    let tag = format!("{}_{}", camel(r.group), r.version);
+    let kind_gvk = gvk(r.group, r.version, r.kind);
+    let scoped = if r.namespaced { "Namespaced" } else { "" };
+    let kind_def = kind_definition(r);
+    let op = |method, action, id: String, params, body: Option<String>, response: String, g: &Value| Operation {
+        method,
+        action,
+        id,
+        params,
+        body,
+        response,
+        gvk: g.clone(),
+        tag: tag.clone(),
+    };
+    let status = format!("{META}.Status");
+    let (collection, mut scope_params) =
+        if r.namespaced { (format!("{base}/namespaces/{{namespace}}/{}", r.plural), vec!["namespace"]) } else { (format!("{base}/{}", r.plural), vec![]) };
+    let mut out = Vec::new();
+    let mut ops = vec![
+        op("get", "list", format!("list{gv}{scoped}{}", r.kind), LIST_PARAMS, None, list_definition(r), &kind_gvk),
+        op("post", "post", format!("create{gv}{scoped}{}", r.kind), WRITE_PARAMS, Some(kind_def.clone()), kind_def.clone(), &kind_gvk),
+    ];
+    if r.verbs().contains(&"deletecollection") {
+        ops.push(op("delete", "deletecollection", format!("delete{gv}Collection{scoped}{}", r.kind), DELETE_COLLECTION_PARAMS, None, status.clone(), &kind_gvk));
+    }
+    out.push(PathSpec { path: collection.clone(), path_params: scope_params.clone(), ops });
+    if r.namespaced {
+        out.push(PathSpec {
+            path: format!("{base}/{}", r.plural),
+            path_params: vec![],
+            ops: vec![op("get", "list", format!("list{gv}{}ForAllNamespaces", r.kind), LIST_PARAMS, None, list_definition(r), &kind_gvk)],
+        });
+    }
+    scope_params.push("name");
+    let object = format!("{collection}/{{name}}");
+    let patch = Some(format!("{META}.Patch"));
+    out.push(PathSpec {
+        path: object.clone(),
+        path_params: scope_params.clone(),
+        ops: vec![
+            op("get", "get", format!("read{gv}{scoped}{}", r.kind), GET_PARAMS, None, kind_def.clone(), &kind_gvk),
+            op("put", "put", format!("replace{gv}{scoped}{}", r.kind), WRITE_PARAMS, Some(kind_def.clone()), kind_def.clone(), &kind_gvk),
+            op("patch", "patch", format!("patch{gv}{scoped}{}", r.kind), PATCH_PARAMS, patch.clone(), kind_def.clone(), &kind_gvk),
+            op("delete", "delete", format!("delete{gv}{scoped}{}", r.kind), DELETE_PARAMS, Some(format!("{META}.DeleteOptions")), status, &kind_gvk),
+        ],
+    });
+    for sub in r.subresources {
+        let (suffix, def, g) = match *sub {
+            "status" => ("Status", kind_def.clone(), kind_gvk.clone()),
+            "scale" => ("Scale", "io.k8s.api.autoscaling.v1.Scale".to_string(), gvk("autoscaling", "v1", "Scale")),
+            _ => continue,
+        };
+        out.push(PathSpec {
+            path: format!("{object}/{sub}"),
+            path_params: scope_params.clone(),
+            ops: vec![
+                op("get", "get", format!("read{gv}{scoped}{}{suffix}", r.kind), &[], None, def.clone(), &g),
+                op("put", "put", format!("replace{gv}{scoped}{}{suffix}", r.kind), WRITE_PARAMS, Some(def.clone()), def.clone(), &g),
+                op("patch", "patch", format!("patch{gv}{scoped}{}{suffix}", r.kind), PATCH_PARAMS, patch.clone(), def.clone(), &g),
+            ],
+        });
+    }
+    out
+}
+
+/// Definitions of every served kind, their lists and the API's envelopes.
+pub(crate) fn definitions(rs: &[&Resource], flavor: Flavor) -> Map<String, Value> {
+    let mut out = Map::new();
+    for r in rs {
+        kind_definitions(r, flavor, &mut out);
+    }
+    meta_definitions(flavor, &mut out);
+    out
 }
 
 /// `/openapi/v3`: where each group/version's document is.
 pub fn index() -> Value {
     let mut paths = Map::new();
-    let mut seen = Vec::new();
     for r in resources::RESOURCES {
         let p = gv_path(r.group, r.version);
-        if !seen.contains(&p) {
-            paths.insert(p.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash()) }));
-            seen.push(p);
-        }
+        paths.entry(p.clone()).or_insert_with(|| json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash()) }));
     }
     json!({ "paths": paths })
 }
 
-fn hash() -> &'static str {
-    // Documents change only with the binary.
+/// A version of the documents: they change only with the binary.
+pub(crate) fn hash() -> &'static str {
     concat!("strata-", env!("CARGO_PKG_VERSION"))
 }
 
-fn param(name: &str, ty: &str) -> Value {
-    json!({ "name": name, "in": "query", "schema": { "type": ty, "uniqueItems": true } })
+/// The v3 form of one operation.
+fn v3_operation(o: &Operation) -> Value {
+    let params: Vec<Value> = o.params.iter().map(|(name, ty)| json!({ "name": name, "in": "query", "schema": { "type": ty, "uniqueItems": true } })).collect();
+    let content = |def: &str| json!({ "application/json": { "schema": Flavor::V3.reference(def) } });
+    let mut v = json!({
+        "operationId": o.id,
+        "tags": [o.tag],
+        "x-kubernetes-action": o.action,
+        "x-kubernetes-group-version-kind": o.gvk,
+        "parameters": params,
+        "responses": { "200": { "description": "OK", "content": content(&o.response) } },
+    });
+    if let Some(body) = &o.body {
+        v["requestBody"] = json!({ "content": content(body) });
+    }
+    v
 }
 
 /// The document for `api/v1`, `apis/apps/v1`, ... (`None` if unknown).
@@ -110,71 +451,85 @@ pub fn document(path: &str) -> Option<Value> {
         return None;
     }
     let mut paths = Map::new();
-    let mut schemas = Map::new();
-    for r in rs {
-        let gvk = json!([{ "group": r.group, "version": r.version, "kind": r.kind }]);
-        let reference = json!({ "$ref": format!("#/components/schemas/{}", schema_name(r)) });
-        let body = json!({ "content": { "application/json": { "schema": reference } } });
-        let write_params = vec![param("dryRun", "string"), param("fieldManager", "string"), param("fieldValidation", "string")];
-        let op = |action: &str, params: &Vec<Value>, with_body: bool| {
-            let mut o = json!({
-                "operationId": format!("{action}{}", r.kind),
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk[0].clone(),
-                "parameters": params,
-                "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": reference } } } },
-            });
-            if with_body {
-                o["requestBody"] = body.clone();
+    for r in &rs {
+        for p in resource_paths(r) {
+            let mut item = Map::new();
+            for o in &p.ops {
+                item.insert(o.method.to_string(), v3_operation(o));
             }
-            o
-        };
-        let base = format!("/{path}");
-        let collection = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{base}/{}", r.plural) };
-        paths.insert(
-            collection.clone(),
-            json!({ "get": op("list", &vec![param("labelSelector", "string"), param("fieldSelector", "string"), param("limit", "integer"), param("continue", "string"), param("watch", "boolean")], false),
-                    "post": op("post", &write_params, true) }),
-        );
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({ "get": op("get", &vec![], false), "put": op("put", &write_params, true),
-                    "patch": op("patch", &[write_params.clone(), vec![param("force", "boolean")]].concat(), true),
-                    "delete": op("delete", &vec![param("dryRun", "string"), param("gracePeriodSeconds", "integer"), param("propagationPolicy", "string")], false) }),
-        );
-        if let Some((msg, _)) = crate::protobuf::schema::MESSAGES.iter().find(|(m, _)| *m == r.kind) {
-            // The kind's own schema, with its GVK; the messages it reaches beside it.
-            let prefix = format!("{}.", schema_name(r).rsplit_once('.').map_or("", |(p, _)| p));
-            components(msg, &prefix, &mut schemas);
-            if let Some(s) = schemas.get_mut(&schema_name(r)) {
-                s["description"] = json!(format!("{} is a {} object of the {} API.", r.kind, r.kind, r.api_version()));
-                s["properties"]["apiVersion"] = json!({ "type": "string", "description": "APIVersion defines the versioned schema of this representation of an object." });
-                s["properties"]["kind"] = json!({ "type": "string", "description": "Kind is a string value representing the REST resource this object represents." });
-                s["x-kubernetes-group-version-kind"] = gvk.clone();
+            let params: Vec<Value> = p.path_params.iter().map(|n| json!({ "name": n, "in": "path", "required": true, "schema": { "type": "string", "uniqueItems": true } })).collect();
+            if !params.is_empty() {
+                item.insert("parameters".into(), json!(params));
             }
-            continue;
+            paths.insert(p.path, Value::Object(item));
         }
-        schemas.insert(
-            schema_name(r),
-            json!({
-                "description": format!("{} is a {} object of the {} API.", r.kind, r.kind, r.api_version()),
-                "type": "object",
-                "properties": {
-                    "apiVersion": { "type": "string", "description": "APIVersion defines the versioned schema of this representation of an object." },
-                    "kind": { "type": "string", "description": "Kind is a string value representing the REST resource this object represents." },
-                    "metadata": { "type": "object", "description": "Standard object's metadata.", "x-kubernetes-preserve-unknown-fields": true },
-                    "spec": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
-                    "status": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
-                },
-                "x-kubernetes-preserve-unknown-fields": true,
-                "x-kubernetes-group-version-kind": gvk,
-            }),
-        );
     }
     Some(json!({
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": crate::discovery::KUBE_VERSION },
         "paths": paths,
-        "components": { "schemas": schemas },
+        "components": { "schemas": definitions(&rs, Flavor::V3) },
     }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Every `$ref` in `v` names a definition of `defs`.
+    pub(crate) fn refs_resolve(v: &Value, prefix: &str, defs: &Map<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    let name = r.strip_prefix(prefix).unwrap_or_else(|| panic!("{r} does not start with {prefix}"));
+                    assert!(defs.contains_key(name), "dangling reference {r}");
+                }
+                m.values().for_each(|x| refs_resolve(x, prefix, defs));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs_resolve(x, prefix, defs)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn definitions_have_upstream_names() {
+        let mut last = 0;
+        for (first, _) in PACKAGES {
+            let i = MESSAGES.iter().position(|(m, _)| m == first).unwrap_or_else(|| panic!("{first} is not in the message table"));
+            assert!(i >= last, "package sections out of order at {first}");
+            last = i;
+        }
+        assert_eq!(definition_name("ObjectMeta"), Some("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+        assert_eq!(definition_name("PodSpec"), Some("io.k8s.api.core.v1.PodSpec"));
+        assert_eq!(definition_name("DeploymentSpec"), Some("io.k8s.api.apps.v1.DeploymentSpec"));
+        assert_eq!(definition_name("CronJobSpec"), Some("io.k8s.api.batch.v1.CronJobSpec"));
+        assert_eq!(definition_name("PolicyRule"), Some("io.k8s.api.rbac.v1.PolicyRule"));
+        assert_eq!(definition_name("ScaleSpec"), Some("io.k8s.api.autoscaling.v1.ScaleSpec"));
+        for r in resources::RESOURCES {
+            if let Some(n) = definition_name(r.kind) {
+                assert_eq!(n, kind_definition(r), "{} is named two ways", r.kind);
+            }
+        }
+        let vm = resources::RESOURCES.iter().find(|r| r.kind == "VirtualMachine").expect("vm");
+        assert_eq!(kind_definition(vm), "dev.strata.v1.VirtualMachine");
+        assert_eq!(camel("rbac.authorization.k8s.io"), "rbacAuthorization");
+        assert_eq!(camel("strata.dev"), "strataDev");
+    }
+
+    #[test]
+    fn v3_documents_are_closed_and_tagged() {
+        for p in index()["paths"].as_object().expect("paths").keys() {
+            let doc = document(p).unwrap_or_else(|| panic!("no document for {p}"));
+            let defs = doc["components"]["schemas"].as_object().expect("schemas");
+            refs_resolve(&doc, "#/components/schemas/", defs);
+        }
+        let apps = document("apis/apps/v1").expect("apps");
+        let d = &apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(d["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        let patch = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-group-version-kind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
+        assert!(patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"));
+        assert_eq!(apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["get"]["x-kubernetes-group-version-kind"]["kind"], "Scale");
+        assert!(document("apis/apps/v9").is_none());
+    }
 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// The Status's `metadata` (a `continue` token for an expired one).
+    pub metadata: Option<Value>,
 }
 
 /// One field problem of an `Invalid` error.
@@ -26,7 +28,7 @@ pub struct Cause {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self { code, reason, message: message.into(), details: None, metadata: None }
     }
 
     fn with_details(mut self, r: &Resource, name: &str) -> Self {
@@ -59,18 +61,23 @@ impl ApiError {
     }
 
     pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
+        Self::invalid_kind(r.group, r.kind, name, causes)
+    }
+
+    /// `Invalid` for any group and kind (`ListOptions.meta.k8s.io`, ...).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let kind = if r.group.is_empty() { r.kind.to_string() } else { format!("{}.{}", r.kind, r.group) };
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let message = if summary.len() == 1 {
-            format!("{kind} \"{name}\" is invalid: {}", summary[0])
+            format!("{qualified} \"{name}\" is invalid: {}", summary[0])
         } else {
-            format!("{kind} \"{name}\" is invalid: [{}]", summary.join(", "))
+            format!("{qualified} \"{name}\" is invalid: [{}]", summary.join(", "))
         };
         let mut e = Self::new(422, "Invalid", message);
-        let mut d = json!({ "name": name, "kind": r.kind, "causes": causes.iter().map(|c| json!({
+        let mut d = json!({ "name": name, "kind": kind, "causes": causes.iter().map(|c| json!({
             "reason": c.reason, "message": c.message, "field": c.field })).collect::<Vec<_>>() });
-        if !r.group.is_empty() {
-            d["group"] = json!(r.group);
+        if !group.is_empty() {
+            d["group"] = json!(group);
         }
         e.details = Some(d);
         e
@@ -131,7 +138,7 @@ impl ApiError {
         let mut v = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,

@@ -214,10 +214,10 @@ fn resize(input: &SharedInput) {
 }
 
 /// Our terminal in raw mode; restored on drop.
-struct RawTerminal(nix::sys::termios::Termios);
+pub(super) struct RawTerminal(nix::sys::termios::Termios);
 
 impl RawTerminal {
-    fn enter() -> Option<RawTerminal> {
+    pub(super) fn enter() -> Option<RawTerminal> {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;

@@ -2,7 +2,6 @@
 //! the VM driver (`strata_driver::VmDriver`), like the container commands.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -358,8 +357,7 @@ fn attach(d: &VmDriver, id: &str) -> anyhow::Result<()> {
 /// (restored on the way out) and Ctrl-] detaches; otherwise output is copied until the VM
 /// stops.
 fn relay(console: std::os::unix::net::UnixStream) -> anyhow::Result<()> {
-    let stdin = std::io::stdin();
-    let raw = RawMode::enter(&stdin);
+    let raw = super::attach::RawTerminal::enter();
     if raw.is_some() {
         eprint!("[attached to the serial console; detach with Ctrl-]]\r\n");
     }
@@ -414,24 +412,3 @@ fn relay(console: std::os::unix::net::UnixStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The terminal in raw mode for as long as this lives.
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter(stdin: &std::io::Stdin) -> Option<RawMode> {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let saved = tcgetattr(stdin.as_fd()).ok()?;
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = nix::sys::termios::tcsetattr(std::io::stdin().as_fd(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
-    }
-}

@@ -214,6 +214,41 @@ impl ApiServer {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// A GET as the admin with extra request headers (`"Accept: ..."`). Returns (HTTP status,
+    /// response headers, body bytes).
+    pub fn get_with_headers(&self, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
+        let pki = self.dir.path().join("pki");
+        let head = self.dir.path().join(format!("headers-{}", std::process::id()));
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-D"]).arg(&head).arg("--cacert").arg(pki.join("ca.crt"));
+        c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+        for h in headers {
+            c.arg("-H").arg(h);
+        }
+        let out = c.arg(format!("{}{path}", self.url())).stdin(Stdio::null()).output().expect("curl");
+        let head = std::fs::read_to_string(&head).unwrap_or_default();
+        let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (code, head.to_ascii_lowercase(), out.stdout)
+    }
+
+    /// The etcd this server runs on, if any (`127.0.0.1:PORT`).
+    pub fn etcd_endpoint(&self) -> Option<&str> {
+        self._etcd.as_ref().map(|e| e.endpoint.as_str())
+    }
+
+    /// Compact the etcd this server runs on at `revision`, through etcd's JSON gateway (there is
+    /// no `etcdctl` here). Panics without etcd.
+    pub fn compact_etcd(&self, revision: u64) {
+        let ep = self.etcd_endpoint().expect("an etcd backend");
+        let body = format!(r#"{{"revision":"{revision}","physical":true}}"#);
+        let out = Command::new("curl")
+            .args(["-sS", "-X", "POST", "-d", &body, &format!("http://{ep}/v3/kv/compaction")])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && !text.contains("\"error\""), "etcd compaction failed: {text}");
+    }
+
     /// Run a Python script from tests/python with the kubeconfig; asserts it succeeds.
     pub fn python(&self, script: &str, args: &[&str]) -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
