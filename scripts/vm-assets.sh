@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the VM test assets once and cache them:
 # - vmlinuz: a Debian guest kernel (linux-image-*-amd64);
-# - initrd.gz: a busybox initramfs (with the virtio, vfat and ACPI button modules) whose /init
+# - initrd.gz: a busybox initramfs (with the virtio, balloon, vfat and ACPI button modules) whose /init
 #   prints STRATA-GUEST-UP, answers console lines with "GOT: <line>", prints a ticking clock on
 #   "ticker", powers off on "poweroff" or on the ACPI power button, and:
 #     * on a disk labelled STRATABOOT: counts its boots in /bootcount (prints BOOTCOUNT n);
@@ -17,7 +17,7 @@
 set -euo pipefail
 DIR="${1:-/var/tmp/strata-vm-assets}"
 # Bump when the guest's /init or the disk layout changes: stale caches are rebuilt.
-VERSION=2
+VERSION=3
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
 flock 9
@@ -36,7 +36,7 @@ if [[ ! -s vmlinuz || ! -s initrd.gz || ! -s disk.qcow2 || "$(cat version 2>/dev
   cp "$(command -v busybox)" root/bin/busybox
   # Everything the guest needs is a module in Debian's kernel; /init loads them in this order.
   MODULES="evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-    virtio_mmio virtio_blk failover net_failover virtio_net fat vfat nls_cp437 nls_ascii"
+    virtio_mmio virtio_blk failover net_failover virtio_net virtio_balloon fat vfat nls_cp437 nls_ascii"
   for m in $MODULES; do
     f=$(find x/lib/modules -name "$m.ko" | head -n1)
     [[ -n "$f" ]] || { echo "module $m not found in $pkg" >&2; exit 1; }

@@ -137,6 +137,14 @@ fn qemu_processes(name: &str) -> usize {
     n
 }
 
+fn wait_until(mut pred: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while !pred() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn ticks(log: &str) -> Vec<f64> {
     log.lines()
         .filter_map(|l| l.strip_prefix("TICK "))
@@ -167,6 +175,15 @@ fn vm_lifecycle_console_pause_snapshot_stop() {
     let mut stdin = console.stdin.take().expect("stdin");
     stdin.write_all(b"hello strata\n").expect("write");
     env.wait_log(&name, |l| l.contains("GOT: hello strata"), "the echoed console line");
+
+    // The balloon: the guest gives memory back, and takes it again; never above its size.
+    assert_eq!(env.info(&name)["memory_actual_mib"], 256);
+    env.ok(&["vm", "set-memory", &name, "128M"]);
+    wait_until(|| env.info(&name)["memory_actual_mib"] == 128, "the balloon to inflate to 128 MiB");
+    let err = env.fail(&["vm", "set-memory", &name, "1G"]);
+    assert!(err.contains("between 32 MiB and 256 MiB"), "{err}");
+    env.ok(&["vm", "set-memory", &name, "256M"]);
+    wait_until(|| env.info(&name)["memory_actual_mib"] == 256, "the balloon to deflate");
 
     // Pause: QEMU reports paused and the guest clock stops.
     stdin.write_all(b"ticker\n").expect("write");

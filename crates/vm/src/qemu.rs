@@ -144,6 +144,9 @@ pub fn args(m: &Machine) -> Vec<String> {
         push(&["-drive", &format!("if=none,id=state,format=qcow2,file={}", file(d))]);
         push(&["-device", &format!("virtio-blk-{bus},drive=state")]);
     }
+    // A balloon lets the host take memory back from a running guest (`set-memory`); the guest
+    // may deflate it again under memory pressure rather than OOM.
+    push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on")]);
     if let Some(nic) = &m.net {
         push(&["-netdev", &netdev(&nic.backend)]);
         push(&["-device", &format!("virtio-net-{bus},netdev=net0,mac={}", nic.mac)]);
@@ -376,6 +379,7 @@ mod tests {
         assert!(has(&a, ["-drive", "if=none,id=seed,format=raw,readonly=on,file=/v/seed.img"]));
         assert!(has(&a, ["-netdev", "user,id=net0,hostfwd=tcp::2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"]));
         assert!(has(&a, ["-device", "virtio-net-pci,netdev=net0,mac=52:54:00:0a:1b:2c"]));
+        assert!(has(&a, ["-device", "virtio-balloon-pci,deflate-on-oom=on"]));
         m.kernel = Some("/k".into());
         m.net = Some(Nic { mac: mac_for("ff"), backend: NetBackend::Tap { ifname: "vt1".into() } });
         let a = args(&m);

@@ -237,6 +237,20 @@ impl Qmp {
         self.execute_raw("quit", None).map(drop)
     }
 
+    /// Ask the guest's balloon driver to leave the guest `bytes` of memory.
+    pub fn balloon(&mut self, bytes: u64) -> Result<(), QmpError> {
+        self.execute_raw("balloon", Some(json!({ "value": bytes }))).map(drop)
+    }
+
+    /// The memory the guest has now (bytes), as its balloon driver reports it.
+    pub fn query_balloon(&mut self) -> Result<u64, QmpError> {
+        #[derive(Deserialize)]
+        struct Info {
+            actual: u64,
+        }
+        self.execute::<Info>("query-balloon", None).map(|i| i.actual)
+    }
+
     /// Run a human monitor (HMP) command. HMP reports failures as text, so any output starting
     /// with `Error:` becomes a [`QmpError::Command`].
     pub fn human(&mut self, command_line: &str) -> Result<String, QmpError> {

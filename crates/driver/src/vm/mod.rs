@@ -86,6 +86,8 @@ pub struct VmDetails {
     /// QEMU's run state (`running`, `paused`, `prelaunch`, ...) when it answered on QMP.
     pub qemu_status: Option<String>,
     pub memory_mib: u64,
+    /// What the guest has now, after the balloon (while QEMU runs).
+    pub memory_actual_mib: Option<u64>,
     pub cpus: u32,
     /// `user`, `bridge` or `none`.
     pub network: String,
@@ -236,15 +238,22 @@ impl VmDriver {
         }
     }
 
-    /// The state plus VM-only facts, with one QMP round trip.
+    /// The state plus VM-only facts, over one QMP connection.
     pub fn details(&self, id: &str) -> Result<(WorkloadState, VmDetails), Error> {
         let r = self.load(id)?;
-        let qs = self.qemu_status(&r);
+        let mut qmp = if Self::qemu_alive(&r) {
+            Qmp::connect(&self.dir(&r.id).join(qemu::QMP_SOCKET), Duration::from_secs(1)).ok()
+        } else {
+            None
+        };
+        let qs = qmp.as_mut().and_then(|q| q.query_status().ok()).map(|s| s.status);
+        let actual = qmp.as_mut().and_then(|q| q.query_balloon().ok());
         let details = VmDetails {
             accelerator: r.machine.accel.as_str().to_string(),
             accelerator_reason: r.accel_reason.clone(),
             qemu_status: qs.clone(),
             memory_mib: r.machine.memory_mib,
+            memory_actual_mib: actual.map(|b| b >> 20),
             cpus: r.machine.cpus,
             network: match r.machine.net.as_ref().map(|n| &n.backend) {
                 None => NetworkMode::None,
@@ -263,6 +272,23 @@ impl VmDriver {
         let r = self.running(id, "attach to")?;
         strata_vm::connect_unix(&self.dir(id).join(qemu::CONSOLE_SOCKET))
             .map_err(Error::io(format!("connecting to the console of {}", r.name)))
+    }
+
+    /// Resize a running guest's memory with the balloon: between 32 MiB and the memory the VM
+    /// was created with. The guest's balloon driver does the work, so this returns at once;
+    /// [`VmDriver::details`] shows the memory the guest has.
+    pub fn set_memory(&self, id: &str, bytes: u64) -> Result<(), Error> {
+        let r = self.running(id, "resize the memory of")?;
+        let max = r.machine.memory_mib << 20;
+        if bytes < 32 << 20 || bytes > max {
+            return Err(Error::InvalidArgument(format!(
+                "memory of VM {} can be set between 32 MiB and {} MiB (its size), not {} MiB",
+                r.name,
+                r.machine.memory_mib,
+                bytes >> 20
+            )));
+        }
+        self.qmp(id)?.balloon(bytes).map_err(qmp_error)
     }
 
     /// Save the running VM (devices and memory) as snapshot `tag`.

@@ -40,6 +40,15 @@ pub enum VmCommand {
     Snapshot(SnapshotArgs),
     /// Return a running VM to a snapshot.
     Restore(SnapshotArgs),
+    /// Resize a running VM's memory with its balloon (up to its size at creation).
+    SetMemory(SetMemoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetMemoryArgs {
+    pub name: String,
+    /// The memory the guest keeps (e.g. 128M).
+    pub memory: String,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +226,11 @@ pub fn run(ctx: &Ctx, cmd: VmCommand) -> anyhow::Result<()> {
             let id = d.resolve(&a.name).map_err(vm_error)?;
             d.snapshot(&id, &a.snapshot).map_err(vm_error)
         }
+        VmCommand::SetMemory(a) => {
+            let bytes = parse_memory(&a.memory)?;
+            let id = d.resolve(&a.name).map_err(vm_error)?;
+            d.set_memory(&id, bytes).map_err(vm_error)
+        }
         VmCommand::Restore(a) => {
             let id = d.resolve(&a.name).map_err(vm_error)?;
             d.restore(&id, &a.snapshot).map_err(vm_error)
@@ -314,6 +328,7 @@ fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
                     "image": s.image,
                     "uptime_seconds": up,
                     "memory_mib": d.memory_mib,
+                    "memory_actual_mib": d.memory_actual_mib,
                     "cpus": d.cpus,
                     "exit_code": s.exit.as_ref().map(|e| e.code),
                 })
