@@ -33,7 +33,7 @@ fn strata_once(bin: &Path, root: &Path, assets: &Path, i: usize) -> (Duration, D
         .arg(assets.join("vmlinuz"))
         .arg("--initrd")
         .arg(assets.join("initrd.gz"))
-        .args(["--append", APPEND])
+        .args(["--append", APPEND, "--network", "none"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -140,7 +140,7 @@ fn main() {
         .arg(assets.join("vmlinuz"))
         .arg("--initrd")
         .arg(assets.join("initrd.gz"))
-        .args(["--append", APPEND])
+        .args(["--append", APPEND, "--network", "none"])
         .output()
         .expect("create");
     assert!(out.status.success());
