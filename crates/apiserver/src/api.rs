@@ -218,11 +218,11 @@ impl Api {
             // decide how to validate a kind it found in no OpenAPI document, and a 404 here
             // would fail `kubectl apply` with "failed to check CRD" instead of its usual
             // "no matches for kind". The group is not in discovery; nothing else is served.
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" => {
-                let rev = self.store.revision().await.unwrap_or(0);
-                ok(json!({ "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
-                           "metadata": { "resourceVersion": rev.to_string() }, "items": [] }))
-            }
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" => match self.store.revision().await {
+                Ok(rev) => ok(json!({ "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+                                      "metadata": { "resourceVersion": rev.to_string() }, "items": [] })),
+                Err(e) => Some(ApiError::from(e).into_response()),
+            },
             "/openapi/v3" => ok(crate::openapi::index()),
             p if p.starts_with("/openapi/v3/") => crate::openapi::document(&p["/openapi/v3/".len()..]).and_then(ok),
             _ => {

@@ -3,7 +3,19 @@
 
 mod common;
 
-on_both_backends!(system_namespaces_and_discovery, pod_binding_assigns_a_node_once, apply_edit_patch_scale_delete_with_kubectl, watch_streams_added_modified_deleted, python_client_pagination_conflicts_watch, rbac_allows_and_denies, bad_input_gets_kubernetes_errors_and_stores_nothing, restart_keeps_everything_and_kill9_loses_no_acknowledged_write);
+on_both_backends!(
+    system_namespaces_and_discovery,
+    pod_binding_assigns_a_node_once,
+    apply_edit_patch_scale_delete_with_kubectl,
+    watch_streams_added_modified_deleted,
+    python_client_pagination_conflicts_watch,
+    rbac_allows_and_denies,
+    bad_input_gets_kubernetes_errors_and_stores_nothing,
+    restart_keeps_everything_and_kill9_loses_no_acknowledged_write,
+    openapi_v2_serves_kubectl_and_python,
+    resource_version_semantics_of_get_and_list,
+    paginated_lists_are_snapshots_or_expire,
+);
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -239,7 +251,8 @@ fn bad_input_gets_kubernetes_errors_and_stores_nothing(backend: Backend) {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Warning: unknown field \"dtaa\""));
     s.ok(&["delete", "cm", "typo"]);
     // An unknown kind is refused (kubectl cannot map it; the message is kubectl's own).
-    s.fails(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n"));
+    let err = s.fails(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n"));
+    assert!(err.contains("no matches for kind \"Gizmo\" in version \"v1\""), "{err}");
     assert!(s.ok(&["get", "cm", "-o", "name"]).trim().is_empty(), "nothing was stored");
     // Duplicate create: AlreadyExists.
     post(cms, "application/json", br#"{"metadata":{"name":"once"}}"#);
@@ -300,4 +313,176 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     assert!(body.contains("already assigned to node"), "{body}");
     // Defaults were applied on create.
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.restartPolicy}{.spec.containers[0].imagePullPolicy}"]), "AlwaysAlways");
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn openapi_v2_serves_kubectl_and_python(backend: Backend) {
+    let s = ApiServer::start(backend);
+    // kubectl asks for the protobuf form; for a kind found in no OpenAPI document it validates
+    // on the client with v2 (and lists CRDs), then fails to map the kind, with its own message.
+    let gizmo = "apiVersion: v1\nkind: Gizmo\nmetadata: {name: g}\n";
+    let err = s.fails(&["apply", "--validate=strict", "-f", "-"], Some(gizmo));
+    assert!(err.contains("no matches for kind \"Gizmo\" in version \"v1\"") && !err.contains("openapi"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"));
+    assert!(err.contains("no matches for kind \"Widget\" in version \"example.com/v1\""), "{err}");
+    // A `v1 List` is validated on the client against v2 (before v2 existed: "failed to
+    // download openapi"), with upstream's message and definition names.
+    let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: web}\n  spec:\n    selector: {matchLabels: {app: web}}\n    template:\n      metadata: {labels: {app: web}}\n      spec:\n        containers: [{name: web, image: busybox, ports: [{containerPort: 80}], resources: {limits: {cpu: 1}}}]\n- apiVersion: coordination.k8s.io/v1\n  kind: Lease\n  metadata: {name: l}\n  spec: {holderIdentity: me}\n";
+    let err = s.fails(&["apply", "-f", "-"], Some(&list.replace("image: busybox", "imagee: busybox")));
+    assert!(err.contains("ValidationError(Deployment.spec.template.spec.containers[0]): unknown field \"imagee\" in io.k8s.api.core.v1.Container"), "{err}");
+    let out = s.ok_stdin(&["apply", "-f", "-"], Some(list));
+    assert!(out.contains("deployment.apps/web created") && out.contains("lease.coordination.k8s.io/l created"), "{out}");
+    // `explain` reads the v2 protobuf (definitions, references and the GVK extension).
+    let explain = s.ok(&["explain", "--output=plaintext-openapiv2", "deployment.spec.template.spec.containers"]);
+    assert!(explain.contains("KIND:     Deployment") && explain.contains("VERSION:  apps/v1") && explain.contains("image\t<string>"), "{explain}");
+    let explain = s.ok(&["explain", "--output=plaintext-openapiv2", "cronjob.spec.jobTemplate.spec.template.spec.volumes.configMap"]);
+    assert!(explain.contains("KIND:     CronJob") && explain.contains("defaultMode\t<integer>") && explain.contains("name\t<string>"), "{explain}");
+    // The JSON form, read with the Python client.
+    assert_eq!(s.python("openapi_v2.py", &[]).trim(), "ok");
+    // Content negotiation and caching as kube-openapi does them.
+    let (code, head, pb) = s.get_with_headers("/openapi/v2", &["Accept: application/com.github.proto-openapi.spec.v2@v1.0+protobuf"]);
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("content-type: application/com.github.proto-openapi.spec.v2.v1.0+protobuf"), "{head}");
+    assert_eq!(&pb[..5], b"\x0a\x032.0", "field 1 of gnostic's Document is swagger = \"2.0\"");
+    let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).expect("etag").trim().to_string();
+    let (code, _, body) = s.get_with_headers("/openapi/v2", &["Accept: application/json", &format!("If-None-Match: {etag}")]);
+    assert_eq!((code, body.len()), (304, 0));
+    let (code, head, _) = s.get_with_headers("/openapi/v2", &["Accept: text/html"]);
+    assert_eq!(code, 406, "{head}");
+    let (code, _) = s.curl("GET", "/openapi/v2", Auth::Anonymous, None, None);
+    assert_eq!(code, 401, "the document is for authenticated users");
+}
+
+fn resource_version_semantics_of_get_and_list(backend: Backend) {
+    let s = ApiServer::start(backend);
+    s.ok(&["create", "namespace", "rv"]);
+    s.ok(&["create", "configmap", "a", "-n", "rv"]);
+    let get = |path: &str| {
+        let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
+        (code, json_of(&body))
+    };
+    let cms = "/api/v1/namespaces/rv/configmaps";
+    let (_, a) = get(&format!("{cms}/a"));
+    let rv_a: u64 = a["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv of a");
+    s.ok(&["create", "configmap", "b", "-n", "rv"]);
+    let (code, list) = get(cms);
+    assert_eq!(code, 200);
+    let now: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("list rv");
+    assert!(now > rv_a);
+
+    // get: "" and "0" read the latest; N is "not older than N"; a future N is 504.
+    for q in ["", "?resourceVersion=", "?resourceVersion=0", &format!("?resourceVersion={rv_a}"), &format!("?resourceVersion={now}")] {
+        let (code, obj) = get(&format!("{cms}/a{q}"));
+        assert_eq!((code, obj["metadata"]["name"].as_str()), (200, Some("a")), "get{q}");
+    }
+    let (code, st) = get(&format!("{cms}/a?resourceVersion={}", now + 1000));
+    assert_eq!((code, st["reason"].as_str()), (504, Some("Timeout")), "{st}");
+    assert_eq!(st["message"], format!("Timeout: Too large resource version: {}, current: {now}", now + 1000));
+    assert_eq!(st["details"]["causes"][0]["reason"], "ResourceVersionTooLarge");
+    let (code, st) = get(&format!("{cms}/a?resourceVersion=abc"));
+    assert_eq!(code, 400, "{st}");
+    assert_eq!(st["message"], "invalid resource version: resourceVersion: Invalid value: \"abc\": strconv.ParseUint: parsing \"abc\": invalid syntax");
+
+    // list: most recent, any, not older than, exact.
+    let names = |l: &serde_json::Value| l["items"].as_array().map(|i| i.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    for q in ["?resourceVersion=0", &format!("?resourceVersion={rv_a}"), &format!("?resourceVersion={rv_a}&resourceVersionMatch=NotOlderThan"), &format!("?resourceVersion={now}&resourceVersionMatch=Exact"), &format!("?resourceVersion={now}&limit=5")] {
+        let (code, l) = get(&format!("{cms}{q}"));
+        assert_eq!(code, 200, "list{q}: {l}");
+        assert_eq!((names(&l), l["metadata"]["resourceVersion"].as_str()), (vec!["a".to_string(), "b".to_string()], Some(now.to_string().as_str())), "list{q}");
+    }
+    // Exact at an older revision (the legacy form too: a resourceVersion with a limit): the
+    // store reads only its latest state, so that revision is gone.
+    for q in [format!("?resourceVersion={rv_a}&resourceVersionMatch=Exact"), format!("?resourceVersion={rv_a}&limit=1")] {
+        let (code, st) = get(&format!("{cms}{q}"));
+        assert_eq!((code, st["reason"].as_str(), st["message"].as_str()), (410, Some("Expired"), Some("The resourceVersion for the provided list is too old.")), "list{q}");
+    }
+    let (code, st) = get(&format!("{cms}?resourceVersion={}&resourceVersionMatch=NotOlderThan", now + 5));
+    assert_eq!((code, st["reason"].as_str()), (504, Some("Timeout")), "{st}");
+
+    // Invalid combinations: ValidateListOptions' 422s and the storage layer's 400s.
+    let invalid = |q: &str, field_error: &str| {
+        let (code, st) = get(&format!("{cms}?{q}"));
+        assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{q}: {st}");
+        assert_eq!(st["message"], format!("ListOptions.meta.k8s.io \"\" is invalid: {field_error}"), "{q}");
+        assert_eq!((st["details"]["kind"].as_str(), st["details"]["group"].as_str()), (Some("ListOptions"), Some("meta.k8s.io")));
+    };
+    invalid("resourceVersionMatch=NotOlderThan", "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided");
+    invalid("resourceVersion=0&resourceVersionMatch=Exact", "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"");
+    invalid("resourceVersion=5&resourceVersionMatch=Latest", "resourceVersionMatch: Unsupported value: \"Latest\": supported values: \"Exact\", \"NotOlderThan\", \"\"");
+    let (_, page) = get(&format!("{cms}?limit=1"));
+    let token = page["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    invalid(&format!("continue={token}&resourceVersion={now}&resourceVersionMatch=Exact"), "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided");
+    let (code, st) = get(&format!("{cms}?continue={token}&resourceVersion={now}"));
+    assert_eq!((code, st["message"].as_str()), (400, Some("specifying resource version is not allowed when using continue")));
+    let (code, st) = get(&format!("{cms}?continue=bm90LWEtdG9rZW4"));
+    assert_eq!(code, 400, "{st}");
+    assert!(st["message"].as_str().is_some_and(|m| m.starts_with("invalid continue token: continue key is not valid")), "{st}");
+    let (code, st) = get(&format!("{cms}?resourceVersion=-1"));
+    assert_eq!(code, 400, "{st}");
+
+    if backend == Backend::Etcd {
+        // A real compaction: watches from before it are 410 Expired, as are exact lists.
+        s.ok(&["create", "configmap", "c", "-n", "rv"]);
+        let (_, l) = get(cms);
+        let latest: u64 = l["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
+        s.compact_etcd(latest);
+        let (code, st) = get(&format!("{cms}?watch=1&resourceVersion={rv_a}"));
+        assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+        assert!(st["message"].as_str().is_some_and(|m| m.starts_with(&format!("too old resource version: {rv_a} ("))), "{st}");
+        let (code, st) = get(&format!("{cms}?resourceVersion={rv_a}&resourceVersionMatch=Exact"));
+        assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+        let (code, l) = get(&format!("{cms}?resourceVersion={latest}&resourceVersionMatch=Exact"));
+        assert_eq!((code, names(&l).len()), (200, 3), "the compaction revision itself is still readable");
+    }
+}
+
+fn paginated_lists_are_snapshots_or_expire(backend: Backend) {
+    let s = ApiServer::start(backend);
+    s.ok(&["create", "namespace", "pages"]);
+    for i in 0..7 {
+        s.ok(&["create", "configmap", &format!("p{i}"), "-n", "pages"]);
+    }
+    let get = |path: &str| {
+        let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
+        (code, json_of(&body))
+    };
+    let cms = "/api/v1/namespaces/pages/configmaps";
+    let names = |l: &serde_json::Value| l["items"].as_array().map(|i| i.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    let (code, first) = get(&format!("{cms}?limit=3"));
+    assert_eq!(code, 200);
+    let rev = first["metadata"]["resourceVersion"].clone();
+    let t1 = first["metadata"]["continue"].as_str().expect("token").to_string();
+    // The token is Kubernetes' own format: base64 of {"v","rv","start"}.
+    let (code, second) = get(&format!("{cms}?limit=3&continue={t1}"));
+    assert_eq!((code, names(&second)), (200, vec!["p3".to_string(), "p4".into(), "p5".into()]));
+    assert_eq!(second["metadata"]["resourceVersion"], rev, "every page reports the first page's revision");
+    let t2 = second["metadata"]["continue"].as_str().expect("token").to_string();
+    // A write anywhere after the first page: the snapshot cannot be continued consistently.
+    s.ok(&["create", "configmap", "p2a", "-n", "pages"]);
+    let (code, st) = get(&format!("{cms}?limit=3&continue={t2}"));
+    assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+    assert!(st["message"].as_str().is_some_and(|m| m.starts_with("The provided continue parameter is too old to display a consistent list result.")), "{st}");
+    // ... and offers a token that continues at the latest revision, if the client wants that.
+    let t3 = st["metadata"]["continue"].as_str().expect("inconsistent continue token").to_string();
+    let (code, rest) = get(&format!("{cms}?limit=3&continue={t3}"));
+    assert_eq!((code, names(&rest)), (200, vec!["p6".to_string()]));
+    assert_ne!(rest["metadata"]["resourceVersion"], rev);
+    // The first token is stale too; the Python client sees the 410 as an ApiException.
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "from kubernetes import client, config\nfrom kubernetes.client.rest import ApiException\nconfig.load_kube_config()\n\
+             try:\n    client.CoreV1Api().list_namespaced_config_map('pages', limit=3, _continue='{t1}')\n    print('accepted')\n\
+             except ApiException as e:\n    print(e.status, e.reason)\n"
+        ))
+        .env("KUBECONFIG", s.kubeconfig())
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "410 Gone", "{}", String::from_utf8_lossy(&out.stderr));
+    // Without writes in between, kubectl's chunked get sees every object once.
+    let listed = s.ok(&["get", "cm", "-n", "pages", "--chunk-size", "2", "-o", "name"]);
+    assert_eq!(listed.lines().count(), 8, "{listed}");
 }

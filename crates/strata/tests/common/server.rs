@@ -215,7 +215,7 @@ impl ApiServer {
     }
 
     /// A GET as the admin with extra request headers (`"Accept: ..."`). Returns (HTTP status,
-    /// response headers, body bytes).
+    /// response headers in lower case, body bytes).
     pub fn get_with_headers(&self, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
         let pki = self.dir.path().join("pki");
         let head = self.dir.path().join(format!("headers-{}", std::process::id()));
