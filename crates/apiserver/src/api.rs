@@ -271,15 +271,21 @@ impl Api {
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
         let limit = opts.limit;
         let mut start_after = opts.start_after.clone();
-        // The revision the response reports; every store page read must agree with it.
+        // The revision the response reports; every store page after the first is read at it.
         let mut list_rev: Option<u64> = None;
         let mut items = Vec::new();
         let mut next: Option<String> = None;
         loop {
             // Read the store in bounded pages even for unlimited lists (etcd caps message sizes).
             let want = if limit == 0 { STORE_PAGE } else { (limit - items.len()).clamp(1, STORE_PAGE) };
-            let page = self.store.list(&prefix, start_after.as_deref(), want).await?;
-            list_rev = Some(opts.snapshot(page.revision, list_rev)?);
+            let page = match opts.read_at(list_rev) {
+                None => self.store.list(&prefix, start_after.as_deref(), want).await,
+                Some(rev) => self.store.list_at(&prefix, rev, start_after.as_deref(), want).await,
+            }
+            .map_err(|e| opts.read_error(e))?;
+            if list_rev.is_none() {
+                list_rev = Some(opts.snapshot(page.revision)?);
+            }
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
                 let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
@@ -517,7 +523,7 @@ impl Api {
             match ct.as_str() {
                 "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
                 "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
-                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p).map_err(ApiError::bad_request)?,
+                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p).map_err(|e| ApiError::bad_request(e.to_string()))?,
                 "application/apply-patch+yaml" => return Err(ApiError::unsupported_media_type(&ct)),
                 other => return Err(ApiError::unsupported_media_type(other)),
             }

@@ -12,8 +12,11 @@
 //! names (`io.k8s.api.apps.v1.Deployment`, `io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`);
 //! kinds outside the message table (Lease, EndpointSlice, VirtualMachine) get an envelope that
 //! preserves unknown fields. The message table has no patch metadata, so no schema carries
-//! `x-kubernetes-patch-merge-key`/`-strategy`: kubectl's client-side apply treats lists as
-//! atomic.
+//! `x-kubernetes-patch-merge-key`: kubectl's client-side apply treats lists of objects as
+//! atomic. The two lists of primitives with a merge strategy (`ObjectMeta.finalizers`,
+//! `NodeSpec.podCIDRs`, [`crate::patch`]) carry `x-kubernetes-patch-strategy: merge`, as
+//! upstream's do: the server merges what kubectl sends for them, so kubectl must say what to
+//! remove.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -135,6 +138,11 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
         }
         let t = field_type(f.2, flavor, deps);
         let v = match f.3 {
+            // As upstream's schemas mark them, so that kubectl's patches delete from these
+            // lists with `$deleteFromPrimitiveList` instead of sending the whole list.
+            C::Rep if crate::patch::PRIMITIVE_MERGE_LISTS.contains(&(msg, f.1)) => {
+                json!({ "type": "array", "items": t, "x-kubernetes-list-type": "set", "x-kubernetes-patch-strategy": "merge" })
+            }
             C::Rep => json!({ "type": "array", "items": t }),
             C::Map => json!({ "type": "object", "additionalProperties": t }),
             C::Keep | C::Omit => t,
@@ -531,5 +539,21 @@ pub(crate) mod tests {
         assert!(patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"));
         assert_eq!(apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["get"]["x-kubernetes-group-version-kind"]["kind"], "Scale");
         assert!(document("apis/apps/v9").is_none());
+    }
+
+    #[test]
+    fn primitive_lists_that_merge_carry_the_patch_strategy() {
+        for (msg, field) in crate::patch::PRIMITIVE_MERGE_LISTS {
+            assert!(schema_of(msg).unwrap_or(&[]).iter().any(|f| f.1 == *field), "{msg}.{field} is not in the message table");
+        }
+        let core = document("api/v1").expect("core");
+        let defs = &core["components"]["schemas"];
+        for (def, field) in [(format!("{META}.ObjectMeta"), "finalizers"), ("io.k8s.api.core.v1.NodeSpec".to_string(), "podCIDRs")] {
+            let f = &defs[&def]["properties"][field];
+            assert_eq!((f["x-kubernetes-patch-strategy"].as_str(), f["x-kubernetes-list-type"].as_str()), (Some("merge"), Some("set")), "{def}.{field}: {f}");
+            assert_eq!(f["items"]["type"], "string");
+        }
+        let ns = &defs["io.k8s.api.core.v1.NamespaceSpec"]["properties"]["finalizers"];
+        assert!(ns.is_object() && ns.get("x-kubernetes-patch-strategy").is_none(), "a namespace's spec.finalizers is atomic: {ns}");
     }
 }

@@ -1,7 +1,12 @@
 //! The three patch types kubectl and client libraries send: JSON merge patch (RFC 7386),
 //! JSON patch (RFC 6902) and Kubernetes' strategic merge patch, which merges lists of objects
-//! by a per-field key (`containers` by `name`, `ports` by `containerPort`, ...) and honours the
-//! `$patch`, `$retainKeys`, `$deleteFromPrimitiveList` and `$setElementOrder` directives.
+//! by a per-field key (`containers` by `name`, `ports` by `containerPort`, ...), merges the lists
+//! of primitives tagged `patchStrategy:"merge"` (`metadata.finalizers`, `spec.podCIDRs`) as
+//! ordered sets, replaces other lists, and honours the `$patch`, `$retainKeys`,
+//! `$deleteFromPrimitiveList` and `$setElementOrder` directives. The merge and ordering follow
+//! apimachinery's `strategicpatch` (`mergeMap`, `mergeSlice`, `normalizeElementOrder`), so an
+//! item a patch adds without an element order lands before the items it does not mention, as
+//! in Kubernetes.
 
 use serde_json::{Map, Value};
 
@@ -144,6 +149,41 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a strategic merge patch cannot be applied (apimachinery's `strategicpatch` wording).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SmpError {
+    #[error("Unknown patch type: {0} in map")]
+    UnknownDirective(String),
+    #[error("merging lists cannot yet be specified in the patch")]
+    MergeDirectiveInList,
+    #[error("map: {item} does not contain declared merge key: {key}")]
+    NoMergeKey { item: String, key: &'static str },
+    #[error("invalid type for {field}: expected a list, got {got}")]
+    NotAList { field: String, got: String },
+    #[error("cannot merge lists without merge key for {0}")]
+    NoMergeKeyForList(String),
+    #[error("The order in patch list:\n{patch}\n doesn't match $setElementOrder list:\n{order}\n")]
+    OrderMismatch { patch: String, order: String },
+}
+
+/// How a strategic merge patch combines a list field (the field's `patchStrategy` and
+/// `patchMergeKey` Go struct tags in k8s.io/api).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListStrategy {
+    /// No patch strategy: the patch's list replaces the object's.
+    Replace,
+    /// `patchStrategy:"merge"` on a list of objects: merged item by item on this key.
+    MergeByKey(&'static str),
+    /// `patchStrategy:"merge"` on a list of primitives: a union that keeps both lists' order.
+    MergeSet,
+}
+
+/// The lists of primitives with `patchStrategy:"merge"` among the built-in kinds, as (message,
+/// field): every such tag in k8s.io/api and apimachinery's meta/v1. The OpenAPI schemas
+/// advertise them (`x-kubernetes-patch-strategy`), so that kubectl computes patches with
+/// `$deleteFromPrimitiveList` for them rather than sending the whole list.
+pub(crate) const PRIMITIVE_MERGE_LISTS: &[(&str, &str)] = &[("ObjectMeta", "finalizers"), ("NodeSpec", "podCIDRs")];
+
 /// The patch merge key of a list field of the built-in kinds (from their Go struct tags),
 /// chosen by field name and, where names repeat, by the parent field.
 fn merge_key(parent: &str, field: &str) -> Option<&'static str> {
@@ -156,30 +196,52 @@ fn merge_key(parent: &str, field: &str) -> Option<&'static str> {
         (_, "conditions") => "type",
         (_, "hostAliases") => "ip",
         (_, "topologySpreadConstraints") => "topologyKey",
-        (_, "finalizers") => return None,
         (_, "ownerReferences") => "uid",
         (_, "addresses") if parent == "status" => "type",
         _ => return None,
     })
 }
 
-/// Kubernetes strategic merge patch.
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
+/// The strategy of list field `field` of an object that is itself field `parent` ("" for list
+/// items and the root). `metadata` is always an ObjectMeta, `podCIDRs` only in NodeSpec; a
+/// Namespace's `spec.finalizers` is an atomic list.
+fn list_strategy(parent: &str, field: &str) -> ListStrategy {
+    match (parent, field) {
+        ("metadata", "finalizers") | (_, "podCIDRs") => ListStrategy::MergeSet,
+        _ => merge_key(parent, field).map_or(ListStrategy::Replace, ListStrategy::MergeByKey),
+    }
+}
+
+/// Kubernetes strategic merge patch (apimachinery's `StrategicMergePatch` with the built-in
+/// kinds' patch metadata).
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), SmpError> {
     smp(target, patch, "")
 }
 
-fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), String> {
+const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
+const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
+
+fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), SmpError> {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return Ok(());
     };
-    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut v = patch.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("$patch");
+    match p.get("$patch") {
+        None => {}
+        Some(Value::String(d)) if d == "replace" => {
+            let mut v = patch.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("$patch");
+            }
+            strip_directives(&mut v);
+            *target = v;
+            return Ok(());
         }
-        *target = v;
-        return Ok(());
+        Some(Value::String(d)) if d == "delete" => {
+            *target = Value::Object(Map::new());
+            return Ok(());
+        }
+        Some(other) => return Err(SmpError::UnknownDirective(other.to_string())),
     }
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -189,14 +251,31 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), String> {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         t.retain(|k, _| keep.contains(&k.as_str()));
     }
-    for (k, v) in p {
-        if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
-            continue;
+    // Lists with an element order first: merged and put in that order, then skipped below.
+    let mut ordered: Vec<&str> = Vec::new();
+    for (k, order) in p {
+        let Some(field) = k.strip_prefix(SET_ELEMENT_ORDER) else { continue };
+        let order = as_list(field, order)?;
+        let original = t.get(field).map(|v| as_list(field, v).cloned()).transpose()?;
+        let patch_list = p.get(field).map(|v| as_list(field, v)).transpose()?;
+        let strategy = effective(list_strategy(parent, field), [original.as_deref().unwrap_or_default(), patch_list.map_or(&[][..], Vec::as_slice), order]);
+        let key = item_key(strategy);
+        if let Some(pl) = patch_list {
+            check_order(pl, order, key)?;
         }
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Value::Array(del)) = (t.get_mut(field), v) {
-                list.retain(|x| !del.contains(x));
-            }
+        let merged = match (&original, patch_list) {
+            (Some(o), None) => o.clone(),
+            (None, Some(pl)) => without_directives(pl),
+            (Some(o), Some(pl)) => merge_list(o.clone(), pl, strategy, field)?,
+            (None, None) => continue,
+        };
+        let (in_order, server_only) = partition(merged, order, key);
+        let original = original.unwrap_or_default();
+        t.insert(field.to_string(), Value::Array(normalize_order(in_order, server_only, order, &original, key)));
+        ordered.push(field);
+    }
+    for (k, v) in p {
+        if k.starts_with(SET_ELEMENT_ORDER) || k.starts_with(DELETE_FROM_PRIMITIVE_LIST) || k == "$retainKeys" || k == "$patch" || ordered.contains(&k.as_str()) {
             continue;
         }
         if v.is_null() {
@@ -205,11 +284,8 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), String> {
         }
         match (t.get_mut(k), v) {
             (Some(Value::Array(cur)), Value::Array(items)) => {
-                if let Some(key) = merge_key(parent, k).filter(|_| items.iter().all(Value::is_object)) {
-                    merge_list(cur, items, key)?;
-                } else {
-                    *t.get_mut(k).ok_or("vanished")? = Value::Array(items.clone());
-                }
+                let original = std::mem::take(cur);
+                *cur = merge_list(original, items, list_strategy(parent, k), k)?;
             }
             (Some(cur @ Value::Object(_)), Value::Object(_)) => smp(cur, v, k)?,
             _ => {
@@ -220,9 +296,184 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), String> {
             }
         }
     }
+    // Deletions from lists of primitives, whatever the list's strategy; after the merges.
+    for (k, v) in p {
+        let Some(field) = k.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) else { continue };
+        let gone = as_list(field, v)?;
+        if let Some(Value::Array(list)) = t.get_mut(field) {
+            list.retain(|x| !gone.contains(x));
+        }
+    }
     Ok(())
 }
 
+fn as_list<'a>(field: &str, v: &'a Value) -> Result<&'a Vec<Value>, SmpError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(SmpError::NotAList { field: field.to_string(), got: other.to_string() }),
+    }
+}
+
+/// A merge key on a list that does not hold objects: nothing to merge by, so the list is
+/// replaced.
+fn effective<const N: usize>(strategy: ListStrategy, lists: [&[Value]; N]) -> ListStrategy {
+    match strategy {
+        ListStrategy::MergeByKey(_) if !lists.iter().all(|l| l.iter().all(Value::is_object)) => ListStrategy::Replace,
+        other => other,
+    }
+}
+
+/// What identifies an item of a list: its merge key, or (`None`) the item itself.
+fn item_key(strategy: ListStrategy) -> Option<&'static str> {
+    match strategy {
+        ListStrategy::MergeByKey(key) => Some(key),
+        ListStrategy::Replace | ListStrategy::MergeSet => None,
+    }
+}
+
+/// Whether two items are the same item of a list.
+fn same_item(a: &Value, b: &Value, key: Option<&str>) -> bool {
+    match key {
+        Some(key) => a.get(key) == b.get(key),
+        None => a == b,
+    }
+}
+
+/// The position of `item` in `list`.
+fn position(list: &[Value], item: &Value, key: Option<&str>) -> Option<usize> {
+    list.iter().position(|x| same_item(x, item, key))
+}
+
+fn has_directive(item: &Value) -> bool {
+    item.get("$patch").is_some()
+}
+
+/// The merge of list `original` with list `patch` under `strategy` (apimachinery's
+/// `mergeSlice`): merged items keep the patch's order, the others the original's, the two
+/// interleaved as the original had them.
+fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, field: &str) -> Result<Vec<Value>, SmpError> {
+    let key = match effective(strategy, [&original, patch]) {
+        ListStrategy::MergeByKey(key) => key,
+        ListStrategy::Replace => return Ok(without_directives(patch)),
+        ListStrategy::MergeSet => {
+            if original.iter().chain(patch).any(|v| v.is_object() || v.is_array()) {
+                return Err(SmpError::NoMergeKeyForList(field.to_string()));
+            }
+            let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
+            for v in original.iter().chain(patch) {
+                if !merged.contains(v) {
+                    merged.push(v.clone());
+                }
+            }
+            let (in_patch, server_only) = partition(merged, patch, None);
+            return Ok(normalize_order(in_patch, server_only, patch, &original, None));
+        }
+    };
+    // `$patch` items first: `delete` removes every item with its key, `replace` makes the
+    // patch's other items the whole list.
+    let mut original = original;
+    let mut plain = Vec::with_capacity(patch.len());
+    let mut replace = false;
+    for item in patch {
+        match item.get("$patch") {
+            None => plain.push(item.clone()),
+            Some(Value::String(d)) if d == "delete" => {
+                let id = item.get(key).ok_or_else(|| SmpError::NoMergeKey { item: item.to_string(), key })?;
+                original.retain(|o| o.get(key) != Some(id));
+            }
+            Some(Value::String(d)) if d == "replace" => replace = true,
+            Some(Value::String(d)) if d == "merge" => return Err(SmpError::MergeDirectiveInList),
+            Some(other) => return Err(SmpError::UnknownDirective(other.to_string())),
+        }
+    }
+    if replace {
+        return Ok(without_directives(&plain));
+    }
+    let mut merged = original.clone();
+    for item in &plain {
+        let id = item.get(key).ok_or_else(|| SmpError::NoMergeKey { item: item.to_string(), key })?;
+        match merged.iter().position(|m| m.get(key) == Some(id)) {
+            Some(i) => smp(&mut merged[i], item, "")?,
+            None => {
+                let mut v = item.clone();
+                strip_directives(&mut v);
+                merged.push(v);
+            }
+        }
+    }
+    let (in_patch, server_only) = partition(merged, &plain, Some(key));
+    Ok(normalize_order(in_patch, server_only, &plain, &original, Some(key)))
+}
+
+/// Split `merged` into the items found in `by` and the others, each in `merged`'s order.
+fn partition(merged: Vec<Value>, by: &[Value], key: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    merged.into_iter().partition(|v| position(by, v, key).is_some())
+}
+
+/// apimachinery's `normalizeElementOrder`: the patch's items in `patch_order`, the server's in
+/// `server_order`, then interleaved: a server item goes before a patch item only when both are
+/// in `server_order` and it came first there (so new items land before the server's).
+fn normalize_order(mut in_patch: Vec<Value>, mut server_only: Vec<Value>, patch_order: &[Value], server_order: &[Value], key: Option<&str>) -> Vec<Value> {
+    // Every item is found in its order list (see the callers), so these are plain stable sorts.
+    in_patch.sort_by_key(|v| position(patch_order, v, key));
+    server_only.sort_by_key(|v| position(server_order, v, key));
+    let mut out = Vec::with_capacity(in_patch.len() + server_only.len());
+    let mut left = server_only.into_iter().peekable();
+    let mut right = in_patch.into_iter().peekable();
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => matches!(
+                (position(server_order, l, key), position(server_order, r, key)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+        };
+        out.extend(if take_left { left.next() } else { right.next() });
+    }
+    out
+}
+
+/// apimachinery's `validatePatchWithSetOrderList`: the patch's items (`$patch` items aside) are
+/// in the element order list, in the same order.
+fn check_order(patch: &[Value], order: &[Value], key: Option<&'static str>) -> Result<(), SmpError> {
+    if patch.is_empty() || order.is_empty() {
+        return Ok(());
+    }
+    let items: Vec<&Value> = patch.iter().filter(|v| !has_directive(v)).collect();
+    let (mut i, mut j) = (0, 0);
+    while i < items.len() && j < order.len() {
+        if let Some(key) = key {
+            for v in [items[i], &order[j]] {
+                if v.get(key).is_none() {
+                    return Err(SmpError::NoMergeKey { item: v.to_string(), key });
+                }
+            }
+        }
+        if same_item(items[i], &order[j], key) {
+            i += 1;
+        }
+        j += 1;
+    }
+    if i < items.len() {
+        return Err(SmpError::OrderMismatch { patch: Value::Array(patch.to_vec()).to_string(), order: Value::Array(order.to_vec()).to_string() });
+    }
+    Ok(())
+}
+
+/// A patch's list as a value: its `$patch` items dropped, directives removed from the rest.
+fn without_directives(list: &[Value]) -> Vec<Value> {
+    let mut v = Value::Array(list.to_vec());
+    strip_directives(&mut v);
+    match v {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// apimachinery's `removeDirectives`: objects carrying `$patch` leave their lists, other `$`
+/// keys leave their objects.
 fn strip_directives(v: &mut Value) {
     match v {
         Value::Object(m) => {
@@ -232,36 +483,13 @@ fn strip_directives(v: &mut Value) {
             }
         }
         Value::Array(a) => {
-            a.retain(|x| x.get("$patch").and_then(Value::as_str) != Some("delete"));
+            a.retain(|x| !has_directive(x));
             for x in a.iter_mut() {
                 strip_directives(x);
             }
         }
         _ => {}
     }
-}
-
-fn merge_list(cur: &mut Vec<Value>, items: &[Value], key: &str) -> Result<(), String> {
-    for item in items {
-        let id = item.get(key).cloned();
-        let pos = id.as_ref().and_then(|id| cur.iter().position(|c| c.get(key) == Some(id)));
-        match item.get("$patch").and_then(Value::as_str) {
-            Some("delete") => {
-                if let Some(i) = pos {
-                    cur.remove(i);
-                }
-            }
-            _ => match pos {
-                Some(i) => smp(&mut cur[i], item, "")?,
-                None => {
-                    let mut v = item.clone();
-                    strip_directives(&mut v);
-                    cur.push(v);
-                }
-            },
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -307,7 +535,8 @@ mod tests {
         let c = &t["spec"]["template"]["spec"]["containers"];
         assert_eq!(c.as_array().map(Vec::len), Some(1));
         assert_eq!(c[0]["image"], "a:2");
-        assert_eq!(c[0]["env"], json!([{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]));
+        // An item new to a list without an element order goes first, as upstream puts it.
+        assert_eq!(c[0]["env"], json!([{"name": "Y", "value": "2"}, {"name": "X", "value": "1"}]));
         // Lists without a merge key are replaced.
         let mut t = json!({"spec": {"args": ["a", "b"]}});
         strategic_merge_patch(&mut t, &json!({"spec": {"args": ["c"]}})).expect("smp");
@@ -315,5 +544,137 @@ mod tests {
         // Null deletes a field.
         strategic_merge_patch(&mut t, &json!({"spec": {"args": null}})).expect("smp");
         assert_eq!(t, json!({"spec": {}}));
+    }
+
+    /// One strategic merge patch case: `original` patched with `patch` is `expected`.
+    #[track_caller]
+    fn check(original: Value, patch: Value, expected: Value) {
+        let mut got = original.clone();
+        strategic_merge_patch(&mut got, &patch).unwrap_or_else(|e| panic!("{patch} on {original}: {e}"));
+        assert_eq!(got, expected, "{patch} on {original}");
+    }
+
+    #[track_caller]
+    fn check_err(original: Value, patch: Value, expected: &str) {
+        let mut got = original.clone();
+        match strategic_merge_patch(&mut got, &patch) {
+            Err(e) => assert!(e.to_string().contains(expected), "{patch} on {original}: {e}"),
+            Ok(()) => panic!("{patch} on {original} gave {got}, not an error"),
+        }
+    }
+
+    fn finalizers(list: &[&str]) -> Value {
+        json!({"metadata": {"name": "x", "finalizers": list}})
+    }
+
+    #[test]
+    fn primitive_lists_with_a_merge_strategy_are_sets() {
+        // Cases from apimachinery's strategicpatch tests (mergingIntList), on metadata.finalizers.
+        // A union without duplicates; the patch's items in its order, the others kept where they
+        // were relative to them.
+        check(finalizers(&["1", "2"]), json!({"metadata": {"finalizers": ["2", "3"]}}), finalizers(&["1", "2", "3"]));
+        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1", "2"]}}), finalizers(&["3", "1", "2"]));
+        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1"]}}), finalizers(&["2", "3", "1"]));
+        // What `kubectl patch -p '{"metadata":{"finalizers":["b"]}}'` sends: b joins a, first.
+        check(finalizers(&["a"]), json!({"metadata": {"finalizers": ["b"]}}), finalizers(&["b", "a"]));
+        check(finalizers(&["a", "a"]), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
+        check(json!({"metadata": {"name": "x"}}), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
+        // The pod template's metadata is an ObjectMeta too; a node's podCIDRs merge the same way.
+        check(
+            json!({"spec": {"template": {"metadata": {"finalizers": ["a"]}}}}),
+            json!({"spec": {"template": {"metadata": {"finalizers": ["b"]}}}}),
+            json!({"spec": {"template": {"metadata": {"finalizers": ["b", "a"]}}}}),
+        );
+        check(json!({"spec": {"podCIDRs": ["10.0.0.0/24"]}}), json!({"spec": {"podCIDRs": ["fd00::/64"]}}), json!({"spec": {"podCIDRs": ["fd00::/64", "10.0.0.0/24"]}}));
+        // Not every primitive list: a namespace's spec.finalizers and container args are atomic.
+        check(json!({"spec": {"finalizers": ["kubernetes"]}}), json!({"spec": {"finalizers": ["other"]}}), json!({"spec": {"finalizers": ["other"]}}));
+        check(json!({"spec": {"args": ["a"]}}), json!({"spec": {"args": ["b"]}}), json!({"spec": {"args": ["b"]}}));
+        // null still removes the whole list.
+        check(finalizers(&["a"]), json!({"metadata": {"finalizers": null}}), json!({"metadata": {"name": "x"}}));
+        check_err(finalizers(&["a"]), json!({"metadata": {"finalizers": [{"name": "a"}]}}), "cannot merge lists without merge key for finalizers");
+    }
+
+    #[test]
+    fn delete_from_primitive_list() {
+        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["2"]}}), finalizers(&["1", "3"]));
+        check(finalizers(&["1", "2", "3", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
+        check(finalizers(&["1", "2"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
+        // Nothing to delete from: nothing is added.
+        check(json!({"metadata": {"name": "x"}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), json!({"metadata": {"name": "x"}}));
+        // Any list, whatever its strategy.
+        check(json!({"spec": {"args": ["1", "2"]}}), json!({"spec": {"$deleteFromPrimitiveList/args": ["1"]}}), json!({"spec": {"args": ["2"]}}));
+        // Add and delete in one patch (kubectl's two-way patch of [1 2 3] -> [1 2 4]).
+        check(
+            finalizers(&["1", "2", "3"]),
+            json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "4"], "$deleteFromPrimitiveList/finalizers": ["3"], "finalizers": ["4"]}}),
+            finalizers(&["1", "2", "4"]),
+        );
+        check_err(finalizers(&["1"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "1"}}), "expected a list");
+    }
+
+    #[test]
+    fn set_element_order() {
+        // Three-way patches kubectl sends, applied to a live object that has moved on (the
+        // `Current`/`ThreeWay`/`Result` cases of apimachinery's tests).
+        check(
+            finalizers(&["1", "2", "4"]),
+            json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "3"], "finalizers": ["3"]}}),
+            finalizers(&["1", "2", "3", "4"]),
+        );
+        check(
+            finalizers(&["1", "2", "3", "4"]),
+            json!({"metadata": {"$setElementOrder/finalizers": ["1", "2"], "$deleteFromPrimitiveList/finalizers": ["3"]}}),
+            finalizers(&["1", "2", "4"]),
+        );
+        // An order alone reorders; items it does not name are ignored.
+        check(finalizers(&["1", "3"]), json!({"metadata": {"$setElementOrder/finalizers": ["3", "2", "1"]}}), finalizers(&["3", "1"]));
+        // Lists of objects: by merge key.
+        check(
+            json!({"spec": {"containers": [{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]}}),
+            json!({"spec": {
+                "$setElementOrder/containers": [{"name": "4"}, {"name": "1"}, {"name": "2"}, {"name": "3"}],
+                "containers": [{"name": "4", "value": "4"}, {"name": "3", "value": "3"}]
+            }}),
+            json!({"spec": {"containers": [
+                {"name": "4", "value": "4"}, {"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}, {"name": "3", "value": "3"}
+            ]}}),
+        );
+        // The patch's items must follow the order list.
+        check_err(
+            finalizers(&["1", "3", "2"]),
+            json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "3"], "finalizers": ["3", "1"]}}),
+            "doesn't match $setElementOrder list",
+        );
+        check_err(
+            json!({"spec": {"containers": [{"name": "1"}]}}),
+            json!({"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}], "containers": [{"name": "2", "image": "x"}, {"name": "1", "image": "y"}]}}),
+            "doesn't match",
+        );
+    }
+
+    #[test]
+    fn patch_directives() {
+        // $patch on a map: replace it, or empty it; an unknown one is an error.
+        check(json!({"spec": {"a": 1, "b": 2}}), json!({"spec": {"$patch": "replace", "c": 3}}), json!({"spec": {"c": 3}}));
+        check(json!({"spec": {"a": 1}}), json!({"spec": {"$patch": "delete"}}), json!({"spec": {}}));
+        check_err(json!({"spec": {}}), json!({"spec": {"$patch": "explode"}}), "Unknown patch type");
+        // In a list with a merge key: delete every item with the key; replace the whole list.
+        check(
+            json!({"spec": {"volumes": [{"name": "1"}, {"name": "1"}, {"name": "2", "value": "a"}, {"name": "3"}]}}),
+            json!({"spec": {"volumes": [{"name": "1", "$patch": "delete"}, {"name": "3", "$patch": "delete"}]}}),
+            json!({"spec": {"volumes": [{"name": "2", "value": "a"}]}}),
+        );
+        check(json!({"spec": {"volumes": [{"name": "1"}, {"name": "2"}]}}), json!({"spec": {"volumes": [{"$patch": "replace"}]}}), json!({"spec": {"volumes": []}}));
+        check(
+            json!({"spec": {"volumes": [{"name": "1"}]}}),
+            json!({"spec": {"volumes": [{"name": "2"}, {"$patch": "replace"}]}}),
+            json!({"spec": {"volumes": [{"name": "2"}]}}),
+        );
+        check_err(json!({"spec": {"volumes": [{"name": "1"}]}}), json!({"spec": {"volumes": [{"value": "b"}]}}), "does not contain declared merge key: name");
+        check_err(json!({"spec": {"volumes": []}}), json!({"spec": {"volumes": [{"$patch": "merge"}]}}), "merging lists cannot yet be specified");
+        // $retainKeys keeps only the listed keys, then merges.
+        check(json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), json!({"spec": {"strategy": {"type": "Recreate"}}}));
+        // Directives never end up in the object.
+        check(json!({}), json!({"spec": {"volumes": [{"name": "1", "$patch": "delete"}, {"name": "2"}], "$setElementOrder/x": []}}), json!({"spec": {"volumes": [{"name": "2"}]}}));
     }
 }

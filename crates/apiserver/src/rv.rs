@@ -9,18 +9,16 @@
 //! | `N` (get, or list without `limit`), `NotOlderThan` with `N` | at least as new as `N` |
 //! | `N` with `limit` (legacy), `Exact` with `N`, a `continue` token | exactly the state at `N` |
 //!
-//! A revision newer than the store's is `504 Timeout` ("Too large resource version"). A list
-//! at an exact revision the store no longer holds is `410 Expired`; for a continue token the
-//! `Status` carries a token to go on at the latest revision (an inconsistent list, which the
-//! client must ask for).
+//! A revision newer than the store's is `504 Timeout` ("Too large resource version").
 //!
-//! The store answers reads at its current revision only ([`strata_store::Store::list`] has no
-//! revision to read at, on either backend), so an exact read succeeds only while nothing has
-//! been written since that revision. Pages of a paginated list are therefore a consistent
-//! snapshot, or `410 Expired`, never a mix; on a busy server a long paginated list may expire,
-//! and clients fall back to a full list (client-go's pager) or start again. `Store::list_at`
-//! (etcd reads at a revision natively; the embedded store keeps the history it would need in its
-//! watch log) would lift this without changing anything here but [`ListOptions::snapshot`].
+//! Every page of a list shows one state, that of one store revision: the first store page of a
+//! request reads the latest state (or, for an exact read, the state at `N` with
+//! [`strata_store::Store::list_at`]) and every later one reads at that page's revision, as do
+//! the requests that continue it with a token (the token carries the revision). Writes between
+//! pages therefore change nothing in the pages, as with etcd's MVCC reads in Kubernetes. Only a
+//! revision the store no longer holds (compacted away: by etcd's compaction, or beyond the
+//! embedded store's history) is `410 Expired`; for a continue token the `Status` then carries a
+//! token to go on at the latest revision (an inconsistent list, which the client must ask for).
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -152,23 +150,39 @@ impl ListOptions {
         Ok(Self { read, start_after: None, limit, continued_from: None })
     }
 
-    /// The revision a list reports, given a store page read at `current`; `pinned` is what
-    /// earlier pages of the same request reported. Fails when the page cannot be part of the
-    /// state this request must show.
-    pub fn snapshot(&self, current: u64, pinned: Option<u64>) -> Result<u64, ApiError> {
-        match self.read {
-            Read::Latest => Ok(pinned.unwrap_or(current)),
-            Read::NotOlderThan(n) => not_older_than(n, current).map(|()| pinned.unwrap_or(current)),
-            Read::Exact(n) if n == current => Ok(n),
-            Read::Exact(n) if n > current => Err(too_large(n, current)),
-            Read::Exact(_) => Err(match &self.continued_from {
+    /// The revision a store page of this list is read at, given the revision the request's
+    /// earlier pages showed (`pinned`): `None` for the latest state.
+    pub fn read_at(&self, pinned: Option<u64>) -> Option<u64> {
+        match (self.read, pinned) {
+            (Read::Exact(n), _) => Some(n),
+            (_, pinned) => pinned,
+        }
+    }
+
+    /// The revision a list reports, given the revision its first store page showed. Fails when
+    /// that state is older than the request allows.
+    pub fn snapshot(&self, revision: u64) -> Result<u64, ApiError> {
+        if let Read::NotOlderThan(n) = self.read {
+            not_older_than(n, revision)?;
+        }
+        Ok(revision)
+    }
+
+    /// The error a store read of this list failed with, as Kubernetes reports it: a revision
+    /// compacted away is `410 Expired` (for a continued list, with a token to go on at the
+    /// latest revision), one the store has not reached `504`.
+    pub fn read_error(&self, e: strata_store::Error) -> ApiError {
+        match e {
+            strata_store::Error::Compacted { .. } => match &self.continued_from {
                 Some(start) => {
                     let mut e = ApiError::expired(INCONSISTENT_CONTINUE);
                     e.metadata = Some(json!({ "continue": encode_token(start, -1) }));
                     e
                 }
                 None => ApiError::expired(EXPIRED),
-            }),
+            },
+            strata_store::Error::FutureRevision { requested, current } => too_large(requested, current),
+            other => other.into(),
         }
     }
 }
@@ -268,19 +282,31 @@ mod tests {
         let token = encode_continue(prefix, &format!("{prefix}b"), 12);
         let o = parse(&[("continue", &token), ("resourceVersion", "0"), ("limit", "5")]).expect("continue");
         assert_eq!((o.read, o.start_after.as_deref(), o.limit), (Read::Exact(12), Some("/registry/core/configmaps/default/b"), 5));
-        assert_eq!(o.snapshot(12, None).expect("same revision"), 12);
-        let e = o.snapshot(13, None).expect_err("moved on");
+        assert_eq!((o.read_at(None), o.read_at(Some(12))), (Some(12), Some(12)), "every page at the token's revision");
+        assert_eq!(o.snapshot(12).expect("same revision"), 12);
+        // Compacted away: 410 with a token for the rest at the latest revision.
+        let e = o.read_error(strata_store::Error::Compacted { requested: 12, compacted: 20 });
         assert_eq!((e.code, e.reason), (410, "Expired"));
         assert!(e.message.starts_with("The provided continue parameter is too old"));
-        // The 410 carries a token for the rest at the latest revision.
         let next = e.metadata.as_ref().and_then(|m| m["continue"].as_str()).expect("token").to_string();
         let o = parse(&[("continue", &next)]).expect("inconsistent continue");
         assert_eq!((o.read, o.start_after.as_deref()), (Read::Latest, Some("/registry/core/configmaps/default/b")));
-        let e = parse(&[("resourceVersion", "20"), ("resourceVersionMatch", "Exact")]).expect("exact").snapshot(13, None).expect_err("future");
+        assert_eq!((o.read_at(None), o.read_at(Some(30))), (None, Some(30)), "the latest, then pinned");
+
+        let exact = parse(&[("resourceVersion", "20"), ("resourceVersionMatch", "Exact")]).expect("exact");
+        assert_eq!(exact.read_at(None), Some(20));
+        let e = exact.read_error(strata_store::Error::FutureRevision { requested: 20, current: 13 });
         assert_eq!((e.code, e.reason, e.message.as_str()), (504, "Timeout", "Timeout: Too large resource version: 20, current: 13"));
-        let e = parse(&[("resourceVersion", "9"), ("resourceVersionMatch", "Exact")]).expect("exact").snapshot(13, None).expect_err("past");
-        assert_eq!((e.code, e.message.as_str()), (410, EXPIRED));
-        assert_eq!(parse(&[("resourceVersion", "9")]).expect("not older").snapshot(13, None).expect("newer is fine"), 13);
-        assert_eq!(parse(&[]).expect("latest").snapshot(15, Some(13)).expect("pinned"), 13);
+        let e = parse(&[("resourceVersion", "9"), ("resourceVersionMatch", "Exact")]).expect("exact").read_error(strata_store::Error::Compacted { requested: 9, compacted: 11 });
+        assert_eq!((e.code, e.message.as_str(), e.metadata.is_none()), (410, EXPIRED, true));
+        let e = exact.read_error(strata_store::Error::Unavailable("down".into()));
+        assert_eq!(e.code, 503);
+
+        let not_older = parse(&[("resourceVersion", "9")]).expect("not older");
+        assert_eq!((not_older.read_at(None), not_older.snapshot(13).expect("newer is fine")), (None, 13));
+        let e = not_older.snapshot(8).expect_err("older");
+        assert_eq!((e.code, e.reason), (504, "Timeout"));
+        let latest = parse(&[]).expect("latest");
+        assert_eq!((latest.read_at(None), latest.read_at(Some(13))), (None, Some(13)), "later store pages of one request stay at its first");
     }
 }

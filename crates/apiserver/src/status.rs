@@ -164,6 +164,7 @@ impl From<strata_store::Error> for ApiError {
             strata_store::Error::Compacted { requested, compacted } => Self::expired(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
+            strata_store::Error::FutureRevision { requested, current } => crate::rv::too_large(requested, current),
             strata_store::Error::Unavailable(m) => Self::unavailable(m),
             other => Self::internal(other.to_string()),
         }

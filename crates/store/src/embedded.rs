@@ -4,6 +4,19 @@
 //! Tables: `kv` (key -> create rev, mod rev, value), `log` ((rev << 32 | index) -> event, the
 //! history watches replay from) and `meta` (current and compacted revision).
 //!
+//! Every log entry holds the key's new value *and* the one it replaced (`prev`), so the log
+//! serves reads of the past too ([`Store::list_at`]): the state at revision R is the current
+//! state with each key changed after R put back as the `prev` of its first change after R
+//! (no `prev`: the key did not exist at R). Nothing extra is written for this.
+//!
+//! History is bounded by revisions: when the current revision passes the compaction mark by
+//! twice the history size (`history`, [`DEFAULT_HISTORY`] = 50,000 revisions by default), the
+//! writer compacts to `current - history` in the same transaction. So watches and past reads
+//! reach at least the last `history` revisions and the log holds at most `2 * history`
+//! revisions of entries (each one request: a key's value and its previous value, or a txn's
+//! ops), on disk, not in memory. A past read holds in memory the names (not the values) of the
+//! keys changed under its prefix since its revision, and one page of results.
+//!
 //! All writes go through one writer thread. It takes every request waiting in its queue, applies
 //! them in one redb write transaction (each request sees the effects of the ones before it and
 //! gets its own revision, or is refused alone: refusals are decided before anything is written;
@@ -13,6 +26,7 @@
 //! Dropping the last handle stops the writer thread and waits for it, so the file can be
 //! opened again at once (redb refuses to open a file that is already open).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -161,6 +175,15 @@ fn decode_event(bytes: &[u8]) -> Result<Event> {
         None
     };
     Ok(Event { kind, kv, prev })
+}
+
+/// The key of an encoded log entry, without decoding its values.
+fn event_key(bytes: &[u8]) -> Result<&str> {
+    let bad = || Error::Backend("corrupt log entry".into());
+    let len = bytes.get(1..5).ok_or_else(bad)?;
+    let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+    let key = bytes.get(5..5 + len).ok_or_else(bad)?;
+    std::str::from_utf8(key).map_err(|_| bad())
 }
 
 fn log_key(rev: u64, index: u32) -> u128 {
@@ -418,6 +441,92 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// [`Store::list_at`]: one read transaction (a consistent view of `kv`, `log` and `meta`), the
+/// current keys merged in key order with the keys changed since `revision`, the latter as their
+/// first change after `revision` found them.
+fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+    let tx = db.begin_read().map_err(backend)?;
+    let meta = tx.open_table(META).map_err(backend)?;
+    let current = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
+    let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+    if revision > current {
+        return Err(Error::FutureRevision { requested: revision, current });
+    }
+    // As in etcd, the compaction revision itself is the oldest readable one (the log also
+    // holds what reconstructing `compacted - 1` would need, but etcd does not serve it).
+    if revision < compacted {
+        return Err(Error::Compacted { requested: revision, compacted });
+    }
+    let kv = tx.open_table(KV).map_err(backend)?;
+    let log = tx.open_table(LOG).map_err(backend)?;
+    let wanted = |key: &str| key.starts_with(prefix) && !matches!(start_after, Some(after) if key <= after);
+    // Key -> log entry of its first change after `revision` (names only: values are read for
+    // the keys that make it into the page).
+    let mut changed: BTreeMap<String, u128> = BTreeMap::new();
+    if revision < current {
+        for entry in log.range(log_key(revision + 1, 0)..).map_err(backend)? {
+            let (at, ev) = entry.map_err(backend)?;
+            let key = event_key(ev.value())?;
+            if wanted(key) && !changed.contains_key(key) {
+                changed.insert(key.to_string(), at.value());
+            }
+        }
+    }
+    let mut live = prefix_range(&kv, prefix, start_after)?;
+    let mut live_done = false;
+    let mut next_live = || -> Result<Option<KeyValue>> {
+        if live_done {
+            return Ok(None);
+        }
+        for entry in live.by_ref() {
+            let (k, v) = entry.map_err(backend)?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if wanted(key) {
+                return Ok(Some(decode_kv(key, v.value())?));
+            }
+        }
+        live_done = true;
+        Ok(None)
+    };
+    let mut head = next_live()?;
+    let mut changed = changed.into_iter().peekable();
+    let mut items = Vec::new();
+    let mut more = false;
+    loop {
+        let from_log = match (&head, changed.peek()) {
+            (None, None) => break,
+            (Some(l), Some((c, _))) => c.as_str() <= l.key.as_str(),
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        let item = if from_log {
+            let Some((key, at)) = changed.next() else { break };
+            if head.as_ref().is_some_and(|l| l.key == key) {
+                head = next_live()?;
+            }
+            let entry = log.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("log entry of {key} vanished")))?;
+            match decode_event(entry.value())?.prev {
+                Some(then) => then,
+                // Created after `revision`.
+                None => continue,
+            }
+        } else {
+            let Some(kv) = head.take() else { break };
+            head = next_live()?;
+            kv
+        };
+        if limit > 0 && items.len() == limit {
+            more = true;
+            break;
+        }
+        items.push(item);
+    }
+    Ok(ListResult { items, revision, more })
+}
+
 #[async_trait::async_trait]
 impl Store for Embedded {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -458,6 +567,18 @@ impl Store for Embedded {
         })
         .await
         .map_err(backend)?
+    }
+
+    async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+        if revision == 0 {
+            return self.list(prefix, start_after, limit).await;
+        }
+        let db = self.inner.db.clone();
+        let prefix = prefix.to_string();
+        let start_after = start_after.map(str::to_string);
+        tokio::task::spawn_blocking(move || list_at(&db, &prefix, revision, start_after.as_deref(), limit))
+            .await
+            .map_err(backend)?
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {

@@ -6,8 +6,9 @@
 //! - `update`/`delete` with an expected revision compare `mod_revision(key) == expected`
 //!   (expected 0: `create_revision(key) > 0`, the key exists); on failure the txn reads the key
 //!   instead, which tells NotFound from Conflict and gives the current revision;
-//! - `list` is a range over `[prefix, prefix_end)` starting at `start_after + "\0"`, `count` the
-//!   same range with `count_only`, `watch` an etcd watch from `after + 1` with `prev_kv`.
+//! - `list` is a range over `[prefix, prefix_end)` starting at `start_after + "\0"`, `list_at`
+//!   the same range at a `revision` (etcd's MVCC snapshot read), `count` the same range with
+//!   `count_only`, `watch` an etcd watch from `after + 1` with `prev_kv`.
 //!
 //! Keys can live under a namespace (say `/strata`) so that several clusters share one etcd;
 //! the namespace is added to every key sent and stripped from every key received. No namespace
@@ -71,6 +72,12 @@ mod grpc_code {
 /// compacted", gRPC OutOfRange).
 fn is_compacted(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("required revision has been compacted"))
+}
+
+/// etcd's answer to a read at a revision it has not reached ("mvcc: required revision is a
+/// future revision").
+fn is_future(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("required revision is a future revision"))
 }
 
 fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Result<u64> {
@@ -161,6 +168,24 @@ impl Etcd {
 
     async fn run(&self, txn: Txn) -> Result<TxnResponse> {
         self.client.kv_client().txn(txn).await.map_err(map_err)
+    }
+
+    /// The start key and options of a range read of `prefix` after `start_after`, at most
+    /// `limit` keys (0 = all).
+    fn list_range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> (Vec<u8>, GetOptions) {
+        let full = self.full(prefix);
+        let start = match start_after {
+            Some(s) if s >= prefix => {
+                let mut k = self.full(s);
+                k.push(0);
+                k
+            }
+            _ => range_start(full.clone()),
+        };
+        let opts = GetOptions::new()
+            .with_range(prefix_end(&full))
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        (start, opts)
     }
 
     /// The condition for a write expecting `expected` (0 = the key exists in any revision).
@@ -278,24 +303,34 @@ impl Store for Etcd {
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
-        let full = self.full(prefix);
-        let start = match start_after {
-            Some(s) if s >= prefix => {
-                let mut k = self.full(s);
-                k.push(0);
-                k
-            }
-            _ => range_start(full.clone()),
-        };
-        let opts = GetOptions::new()
-            .with_range(prefix_end(&full))
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let (start, opts) = self.list_range(prefix, start_after, limit);
         let resp = self.client.kv_client().get(start, Some(opts)).await.map_err(map_err)?;
         Ok(ListResult {
             items: resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<_>>()?,
             revision: header_revision(resp.header())?,
             more: resp.more(),
         })
+    }
+
+    async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+        if revision == 0 {
+            return self.list(prefix, start_after, limit).await;
+        }
+        let (start, opts) = self.list_range(prefix, start_after, limit);
+        let opts = opts.with_revision(rev_i64(revision));
+        match self.client.kv_client().get(start, Some(opts)).await {
+            Ok(resp) => Ok(ListResult {
+                items: resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<_>>()?,
+                revision,
+                more: resp.more(),
+            }),
+            Err(e) if is_compacted(&e) => {
+                let compacted = self.compacted_revision(rev_i64(revision)).await.unwrap_or(0);
+                Err(Error::Compacted { requested: revision, compacted })
+            }
+            Err(e) if is_future(&e) => Err(Error::FutureRevision { requested: revision, current: self.revision().await? }),
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {

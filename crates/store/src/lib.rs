@@ -6,6 +6,8 @@
 //! - [`Store::watch`] delivers every change under a prefix after a given revision, in
 //!   revision order, first from history and then live; a revision older than the last
 //!   compaction is [`Error::Compacted`] ("too old, relist").
+//! - [`Store::list_at`] reads the state as of an earlier revision (etcd's MVCC snapshot read),
+//!   back to the last compaction; older is [`Error::Compacted`] too.
 //! - A write is acknowledged only once it is durable.
 //!
 //! Backends: [`embedded::Embedded`] (redb, the default) and [`etcd::Etcd`] (an etcd v3
@@ -31,7 +33,8 @@ pub struct KeyValue {
 #[derive(Clone, Debug, Default)]
 pub struct ListResult {
     pub items: Vec<KeyValue>,
-    /// The store's revision when the list was read.
+    /// The revision whose state the page shows: the store's current one for [`Store::list`],
+    /// the requested one for [`Store::list_at`].
     pub revision: u64,
     /// More keys follow the last item.
     pub more: bool,
@@ -83,6 +86,9 @@ pub enum Error {
     /// The requested revision is older than the oldest one kept.
     #[error("revision {requested} has been compacted (oldest kept is {compacted})")]
     Compacted { requested: u64, compacted: u64 },
+    /// A read at a revision the store has not reached.
+    #[error("revision {requested} is in the future (current is {current})")]
+    FutureRevision { requested: u64, current: u64 },
     /// A watcher fell too far behind the live stream and must relist.
     #[error("watch fell behind; relist")]
     Lagged,
@@ -101,6 +107,13 @@ pub trait Store: Send + Sync + 'static {
     /// Keys starting with `prefix`, in key order, after `start_after` (exclusive), at most
     /// `limit` (0 = all).
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
+    /// [`Store::list`] of the state as of `revision`: values and create/mod revisions as they
+    /// were then, keys deleted since present, keys created since absent. The page's
+    /// `revision` is `revision`; `0` reads the current state (as in etcd).
+    ///
+    /// [`Error::Compacted`] when `revision` is older than the last compaction (the compaction
+    /// revision itself is readable), [`Error::FutureRevision`] when the store has not reached it.
+    async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
     /// Count keys under a prefix.
     async fn count(&self, prefix: &str) -> Result<u64>;
     /// Create if absent; returns the new revision.

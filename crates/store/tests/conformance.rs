@@ -63,6 +63,9 @@ conformance!(
     watch_has_no_gap_or_duplicate_at_the_history_live_seam,
     watch_before_compaction_is_compacted,
     concurrent_writers_get_distinct_revisions,
+    list_at_shows_the_state_at_a_revision,
+    list_at_pages_one_snapshot_while_writes_go_on,
+    list_at_before_compaction_is_compacted,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -539,6 +542,129 @@ mod checks {
         assert_eq!(next(&mut w).await.kv.mod_revision, r6);
     }
 
+    pub async fn list_at_shows_the_state_at_a_revision(s: Arc<dyn Store>) {
+        let empty = s.revision().await.unwrap();
+        for k in ["/s/a", "/s/b", "/s/c", "/s/d", "/s/e", "/s/g", "/sx"] {
+            s.create(k, format!("{k} v1").into_bytes()).await.unwrap();
+        }
+        s.update("/s/b", b"b v2".to_vec(), 0).await.unwrap();
+        let (r, at_r) = state(&s, "/s/").await;
+        assert_eq!(keys(&at_r), ["/s/a", "/s/b", "/s/c", "/s/d", "/s/e", "/s/g"]);
+
+        // After R: every kind of change, inside and outside the prefix.
+        let a2 = s.update("/s/a", b"a v2".to_vec(), 0).await.unwrap(); // updated...
+        let (mid, at_mid) = state(&s, "/s/").await;
+        assert_eq!(mid, a2);
+        s.update("/s/a", b"a v3".to_vec(), 0).await.unwrap(); // ... twice
+        s.delete("/s/b", 0).await.unwrap(); // deleted
+        s.create("/s/ba", b"new".to_vec()).await.unwrap(); // created
+        s.delete("/s/c", 0).await.unwrap(); // deleted, then created again (a new life)
+        s.create("/s/c", b"c again".to_vec()).await.unwrap();
+        s.create("/s/f", b"brief".to_vec()).await.unwrap(); // created and deleted after R
+        s.delete("/s/f", 0).await.unwrap();
+        s.txn(vec![], vec![Op::Put("/s/d".into(), b"d v2".to_vec()), Op::Delete("/s/e".into()), Op::Put("/s/0".into(), b"zero".to_vec())]).await.unwrap();
+        s.update("/sx", b"outside".to_vec(), 0).await.unwrap();
+        s.create("/s", b"outside too".to_vec()).await.unwrap();
+        let (now, current) = state(&s, "/s/").await;
+        assert_eq!(keys(&current), ["/s/0", "/s/a", "/s/ba", "/s/c", "/s/d", "/s/g"]);
+
+        let past = s.list_at("/s/", r, None, 0).await.unwrap();
+        assert_eq!((past.revision, past.more), (r, false));
+        // Whole KeyValues: values, create and mod revisions as they were at R.
+        assert_eq!(past.items, at_r, "the state at R");
+        let b = past.items.iter().find(|kv| kv.key == "/s/b").unwrap();
+        assert_eq!(b.value, b"b v2", "a deleted key is there with its value at R");
+        assert!(b.create_revision < b.mod_revision && b.mod_revision <= r);
+        let c = past.items.iter().find(|kv| kv.key == "/s/c").unwrap();
+        assert_eq!((c.value.as_slice(), c.create_revision), (&b"/s/c v1"[..], at_r[2].create_revision), "the first life of a key created again");
+        // The first change after a revision decides, not the last.
+        assert_eq!(s.list_at("/s/", mid, None, 0).await.unwrap().items, at_mid);
+        // Now is now; before anything was written, nothing.
+        assert_eq!(s.list_at("/s/", now, None, 0).await.unwrap().items, current);
+        assert_eq!(s.list_at("/s/", 0, None, 0).await.unwrap().items, current, "0 reads the current state");
+        assert!(s.list_at("/s/", empty, None, 0).await.unwrap().items.is_empty());
+        // Other prefixes see their own past.
+        assert_eq!(s.list_at("/sx", r, None, 0).await.unwrap().items[0].value, b"/sx v1");
+        assert_eq!(keys(&s.list_at("/s", r, None, 0).await.unwrap().items), ["/s/a", "/s/b", "/s/c", "/s/d", "/s/e", "/s/g", "/sx"]);
+        // The future is not there yet.
+        match s.list_at("/s/", now + 10, None, 0).await {
+            Err(Error::FutureRevision { requested, current }) => assert_eq!((requested, current), (now + 10, now)),
+            other => panic!("expected FutureRevision, got {other:?}"),
+        }
+    }
+
+    pub async fn list_at_pages_one_snapshot_while_writes_go_on(s: Arc<dyn Store>) {
+        create_all(&s, (0..60).map(|i| format!("/p/{:03}", i * 2)).collect()).await;
+        s.create("/q", b"neighbour".to_vec()).await.unwrap();
+        let (r, at_r) = state(&s, "/p/").await;
+        assert_eq!(at_r.len(), 60);
+
+        // Change a third of the keys before paging starts...
+        for i in (0..60).step_by(3) {
+            match i % 2 {
+                0 => s.delete(&format!("/p/{:03}", i * 2), 0).await.map(|_| ()).unwrap(),
+                _ => s.update(&format!("/p/{:03}", i * 2), b"changed".to_vec(), 0).await.map(|_| ()).unwrap(),
+            }
+            s.create(&format!("/p/{:03}", i * 2 + 1), b"between".to_vec()).await.unwrap();
+        }
+        // ...and keep writing between pages, all over the key space.
+        let got = pages_at(&s, "/p/", r, 7, |n| {
+            let s = s.clone();
+            async move {
+                s.create(&format!("/p/{:03}x", n * 13 % 120), b"late".to_vec()).await.unwrap();
+                let k = format!("/p/{:03}", (n * 22 + 4) % 120);
+                match s.delete(&k, 0).await {
+                    Ok(_) | Err(Error::NotFound(_)) => {} // may be gone already
+                    Err(e) => panic!("deleting {k}: {e}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, at_r, "the pages together are exactly the state at R");
+
+        // Page boundaries at the edges of the snapshot.
+        let all = s.list_at("/p/", r, None, 60).await.unwrap();
+        assert_eq!((all.items.len(), all.more), (60, false), "limit == count: no more");
+        let short = s.list_at("/p/", r, None, 59).await.unwrap();
+        assert_eq!((short.items.len(), short.more), (59, true));
+        let last = s.list_at("/p/", r, Some(&at_r[58].key), 1).await.unwrap();
+        assert_eq!((last.items.as_slice(), last.more), (&at_r[59..], false));
+        // start_after: a key deleted since R, a key created since R, before and past the prefix.
+        let deleted = &at_r[0].key;
+        assert!(s.get(deleted).await.unwrap().is_none());
+        assert_eq!(s.list_at("/p/", r, Some(deleted), 2).await.unwrap().items, at_r[1..3]);
+        assert_eq!(s.list_at("/p/", r, Some("/p/001"), 2).await.unwrap().items, at_r[1..3]);
+        assert_eq!(s.list_at("/p/", r, Some("/a"), 2).await.unwrap().items, at_r[..2]);
+        let beyond = s.list_at("/p/", r, Some("/z"), 5).await.unwrap();
+        assert!(beyond.items.is_empty() && !beyond.more);
+        // Pages of one make the same list.
+        assert_eq!(pages_at(&s, "/p/", r, 1, |_| async {}).await, at_r);
+    }
+
+    pub async fn list_at_before_compaction_is_compacted(s: Arc<dyn Store>) {
+        let r1 = s.create("/k/a", b"1".to_vec()).await.unwrap();
+        let r2 = s.update("/k/a", b"2".to_vec(), r1).await.unwrap();
+        let r3 = s.update("/k/a", b"3".to_vec(), r2).await.unwrap();
+        let r4 = s.create("/k/b", b"b".to_vec()).await.unwrap();
+        s.compact(r3).await.unwrap();
+        for gone in [r1, r2] {
+            match s.list_at("/k/", gone, None, 0).await {
+                Err(Error::Compacted { requested, compacted }) => {
+                    assert_eq!(requested, gone);
+                    assert_eq!(compacted, r3);
+                }
+                other => panic!("list at {gone}: expected Compacted, got {other:?}"),
+            }
+        }
+        // The compaction revision itself is still readable.
+        let at3 = s.list_at("/k/", r3, None, 0).await.unwrap();
+        assert_eq!(at3.items, vec![KeyValue { key: "/k/a".into(), value: b"3".to_vec(), create_revision: r1, mod_revision: r3 }]);
+        assert_eq!(s.list_at("/k/", r4, None, 0).await.unwrap().items.len(), 2);
+        // Still after more writes.
+        s.delete("/k/a", 0).await.unwrap();
+        assert_eq!(s.list_at("/k/", r3, None, 0).await.unwrap().items, at3.items);
+    }
+
     pub async fn concurrent_writers_get_distinct_revisions(s: Arc<dyn Store>) {
         const TASKS: usize = 16;
         const EACH: usize = 200;
@@ -571,6 +697,38 @@ mod checks {
             assert_eq!(l.items.len(), EACH);
         }
     }
+}
+
+
+/// The state of the keys under a prefix, as `list` shows it now.
+async fn state(s: &Arc<dyn Store>, prefix: &str) -> (u64, Vec<KeyValue>) {
+    let l = s.list(prefix, None, 0).await.unwrap();
+    assert!(!l.more);
+    (l.revision, l.items)
+}
+
+/// Every key under `prefix` at `revision`, read with `list_at` in pages of `limit`, calling
+/// `between` after each page (to write while paging). Checks the page invariants on the way.
+async fn pages_at<F, Fut>(s: &Arc<dyn Store>, prefix: &str, revision: u64, limit: usize, mut between: F) -> Vec<KeyValue>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut got = Vec::new();
+    let mut after: Option<String> = None;
+    for n in 0.. {
+        let page = s.list_at(prefix, revision, after.as_deref(), limit).await.unwrap();
+        assert_eq!(page.revision, revision, "a past page reports the revision it shows");
+        assert!(page.items.len() <= limit);
+        got.extend(page.items.iter().cloned());
+        if !page.more {
+            break;
+        }
+        assert_eq!(page.items.len(), limit, "a page that is not the last one is full");
+        after = page.items.last().map(|kv| kv.key.clone());
+        between(n).await;
+    }
+    got
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -743,6 +901,50 @@ mod embedded_only {
         drop(w);
         drop(s);
         Embedded::open(&path).unwrap();
+    }
+
+    /// Past reads reach exactly as far back as the history the store keeps: at least the last
+    /// `history` revisions, whatever was written, and not beyond the automatic compaction. The
+    /// bound survives reopening.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn list_at_reaches_back_as_far_as_the_history_kept() {
+        const HISTORY: u64 = 10;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let s: Arc<dyn Store> = Arc::new(Embedded::open_with_history(&path, HISTORY).unwrap());
+        let first = s.create("/h/k", b"0".to_vec()).await.unwrap();
+        s.create("/h/gone", b"x".to_vec()).await.unwrap();
+        // value of /h/k by revision
+        let mut values = vec![(first, b"0".to_vec())];
+        for i in 1..=6 * HISTORY {
+            let rev = match i % 7 {
+                0 => s.txn(vec![], vec![Op::Put("/h/k".into(), i.to_string().into_bytes()), Op::Put(format!("/h/t{i}"), vec![])]).await.unwrap(),
+                _ => s.update("/h/k", i.to_string().into_bytes(), 0).await.unwrap(),
+            };
+            values.push((rev, i.to_string().into_bytes()));
+            // Every revision of the last `history` is readable, with the value it had.
+            let now = s.revision().await.unwrap();
+            for (rev, value) in values.iter().filter(|(r, _)| *r + HISTORY >= now) {
+                let page = s.list_at("/h/k", *rev, None, 0).await.unwrap();
+                assert_eq!(page.items.len(), 1, "at {rev} (now {now})");
+                assert_eq!((&page.items[0].value, page.items[0].mod_revision), (value, *rev));
+            }
+        }
+        s.delete("/h/gone", 0).await.unwrap();
+        let now = s.revision().await.unwrap();
+        // Older than twice the history: compacted away.
+        match s.list_at("/h/", first, None, 0).await {
+            Err(Error::Compacted { requested, compacted }) => {
+                assert_eq!(requested, first);
+                assert!(compacted > first && compacted + 2 * HISTORY >= now, "compacted at {compacted}, now {now}");
+            }
+            other => panic!("expected Compacted, got {other:?}"),
+        }
+        drop(s);
+        let s: Arc<dyn Store> = Arc::new(Embedded::open_with_history(&path, HISTORY).unwrap());
+        let before = s.list_at("/h/", now - 1, None, 0).await.unwrap();
+        assert!(before.items.iter().any(|kv| kv.key == "/h/gone"), "history survives reopening");
+        assert!(matches!(s.list_at("/h/", first, None, 0).await, Err(Error::Compacted { .. })));
     }
 
     fn crash_writer() -> PathBuf {

@@ -15,6 +15,7 @@ on_both_backends!(
     openapi_v2_serves_kubectl_and_python,
     resource_version_semantics_of_get_and_list,
     paginated_lists_are_snapshots_or_expire,
+    strategic_patches_merge_finalizers,
 );
 
 use std::io::BufRead;
@@ -357,13 +358,10 @@ fn openapi_v2_serves_kubectl_and_python(backend: Backend) {
 }
 
 fn resource_version_semantics_of_get_and_list(backend: Backend) {
-    let s = ApiServer::start(backend);
+    let mut s = ApiServer::start(backend);
     s.ok(&["create", "namespace", "rv"]);
     s.ok(&["create", "configmap", "a", "-n", "rv"]);
-    let get = |path: &str| {
-        let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
-        (code, json_of(&body))
-    };
+    let get = |path: &str| get_json(&s, path);
     let cms = "/api/v1/namespaces/rv/configmaps";
     let (_, a) = get(&format!("{cms}/a"));
     let rv_a: u64 = a["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv of a");
@@ -394,11 +392,16 @@ fn resource_version_semantics_of_get_and_list(backend: Backend) {
         assert_eq!((names(&l), l["metadata"]["resourceVersion"].as_str()), (vec!["a".to_string(), "b".to_string()], Some(now.to_string().as_str())), "list{q}");
     }
     // Exact at an older revision (the legacy form too: a resourceVersion with a limit): the
-    // store reads only its latest state, so that revision is gone.
+    // state then, read from the store's history, though b was written since.
     for q in [format!("?resourceVersion={rv_a}&resourceVersionMatch=Exact"), format!("?resourceVersion={rv_a}&limit=1")] {
-        let (code, st) = get(&format!("{cms}{q}"));
-        assert_eq!((code, st["reason"].as_str(), st["message"].as_str()), (410, Some("Expired"), Some("The resourceVersion for the provided list is too old.")), "list{q}");
+        let (code, l) = get(&format!("{cms}{q}"));
+        assert_eq!(code, 200, "list{q}: {l}");
+        assert_eq!((names(&l), l["metadata"]["resourceVersion"].as_str()), (vec!["a".to_string()], Some(rv_a.to_string().as_str())), "list{q}");
+        assert_eq!(l["items"][0], a, "list{q}: a as it was");
+        assert!(l["metadata"]["continue"].is_null(), "list{q}: nothing more at {rv_a}: {l}");
     }
+    let (code, l) = get(&format!("{cms}?resourceVersion={}&resourceVersionMatch=Exact", rv_a - 1));
+    assert_eq!((code, names(&l)), (200, Vec::<String>::new()), "before a was created: {l}");
     let (code, st) = get(&format!("{cms}?resourceVersion={}&resourceVersionMatch=NotOlderThan", now + 5));
     assert_eq!((code, st["reason"].as_str()), (504, Some("Timeout")), "{st}");
 
@@ -423,52 +426,92 @@ fn resource_version_semantics_of_get_and_list(backend: Backend) {
     let (code, st) = get(&format!("{cms}?resourceVersion=-1"));
     assert_eq!(code, 400, "{st}");
 
-    if backend == Backend::Etcd {
-        // A real compaction: watches from before it are 410 Expired, as are exact lists.
-        s.ok(&["create", "configmap", "c", "-n", "rv"]);
-        let (_, l) = get(cms);
-        let latest: u64 = l["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
-        s.compact_etcd(latest);
-        let (code, st) = get(&format!("{cms}?watch=1&resourceVersion={rv_a}"));
-        assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
-        assert!(st["message"].as_str().is_some_and(|m| m.starts_with(&format!("too old resource version: {rv_a} ("))), "{st}");
-        let (code, st) = get(&format!("{cms}?resourceVersion={rv_a}&resourceVersionMatch=Exact"));
-        assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
-        let (code, l) = get(&format!("{cms}?resourceVersion={latest}&resourceVersionMatch=Exact"));
-        assert_eq!((code, names(&l).len()), (200, 3), "the compaction revision itself is still readable");
+    // Once the history is gone (etcd: a real compaction; embedded: more writes than its history
+    // keeps), watches and exact lists from before are 410 Expired.
+    s.ok(&["create", "configmap", "c", "-n", "rv"]);
+    let (_, l) = get(cms);
+    let latest: u64 = l["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
+    match backend {
+        Backend::Etcd => s.compact_etcd(latest),
+        Backend::Embedded => s.outlive_embedded_history(),
     }
+    let get = |path: &str| get_json(&s, path);
+    let (code, st) = get(&format!("{cms}?watch=1&resourceVersion={rv_a}"));
+    assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+    assert!(st["message"].as_str().is_some_and(|m| m.starts_with(&format!("too old resource version: {rv_a} ("))), "{st}");
+    for q in [format!("?resourceVersion={rv_a}&resourceVersionMatch=Exact"), format!("?resourceVersion={latest}&limit=1")] {
+        let (code, st) = get(&format!("{cms}{q}"));
+        if backend == Backend::Etcd && q.contains(&latest.to_string()) {
+            assert_eq!((code, names(&st).len()), (200, 1), "the compaction revision itself is still readable: {st}");
+            continue;
+        }
+        assert_eq!((code, st["reason"].as_str(), st["message"].as_str()), (410, Some("Expired"), Some("The resourceVersion for the provided list is too old.")), "list{q}");
+    }
+    let (_, l) = get(cms);
+    let now = l["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    let (code, l) = get(&format!("{cms}?resourceVersion={now}&resourceVersionMatch=Exact"));
+    assert_eq!((code, names(&l)), (200, vec!["a".to_string(), "b".into(), "c".into()]), "{l}");
 }
 
 fn paginated_lists_are_snapshots_or_expire(backend: Backend) {
-    let s = ApiServer::start(backend);
+    let mut s = ApiServer::start(backend);
     s.ok(&["create", "namespace", "pages"]);
     for i in 0..7 {
-        s.ok(&["create", "configmap", &format!("p{i}"), "-n", "pages"]);
+        s.ok(&["create", "configmap", &format!("p{i}"), "-n", "pages", "--from-literal=v=1"]);
     }
-    let get = |path: &str| {
-        let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
-        (code, json_of(&body))
-    };
+    let get = |path: &str| get_json(&s, path);
     let cms = "/api/v1/namespaces/pages/configmaps";
     let names = |l: &serde_json::Value| l["items"].as_array().map(|i| i.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    let items = |l: &serde_json::Value| l["items"].as_array().cloned().unwrap_or_default();
+    // The state the pages must show, whole objects.
+    let (_, full) = get(cms);
     let (code, first) = get(&format!("{cms}?limit=3"));
-    assert_eq!(code, 200);
+    assert_eq!((code, names(&first)), (200, vec!["p0".to_string(), "p1".into(), "p2".into()]));
     let rev = first["metadata"]["resourceVersion"].clone();
-    let t1 = first["metadata"]["continue"].as_str().expect("token").to_string();
+    assert_eq!(rev, full["metadata"]["resourceVersion"], "nothing was written in between");
     // The token is Kubernetes' own format: base64 of {"v","rv","start"}.
+    let t1 = first["metadata"]["continue"].as_str().expect("token").to_string();
+
+    // Writes between pages, all over the list: before the next page (p2a), in it (p4), in the
+    // one after it (p6) and past the end (p7).
+    s.ok(&["create", "configmap", "p2a", "-n", "pages"]);
+    s.ok(&["patch", "configmap", "p4", "-n", "pages", "--type", "merge", "-p", r#"{"data":{"v":"2"}}"#]);
+    s.ok(&["delete", "configmap", "p6", "-n", "pages"]);
+    s.ok(&["create", "configmap", "p7", "-n", "pages"]);
     let (code, second) = get(&format!("{cms}?limit=3&continue={t1}"));
-    assert_eq!((code, names(&second)), (200, vec!["p3".to_string(), "p4".into(), "p5".into()]));
+    assert_eq!((code, names(&second)), (200, vec!["p3".to_string(), "p4".into(), "p5".into()]), "{second}");
     assert_eq!(second["metadata"]["resourceVersion"], rev, "every page reports the first page's revision");
     let t2 = second["metadata"]["continue"].as_str().expect("token").to_string();
-    // A write anywhere after the first page: the snapshot cannot be continued consistently.
-    s.ok(&["create", "configmap", "p2a", "-n", "pages"]);
+    let (code, third) = get(&format!("{cms}?limit=3&continue={t2}"));
+    assert_eq!((code, names(&third)), (200, vec!["p6".to_string()]), "{third}");
+    assert!(third["metadata"]["continue"].is_null(), "{third}");
+    // Together, exactly the state at the first page's revision: p4 unchanged, p6 still there,
+    // neither p2a nor p7.
+    let pages: Vec<serde_json::Value> = [&first, &second, &third].into_iter().flat_map(items).collect();
+    assert_eq!(pages, items(&full));
+    // An exact list at that revision says the same; the latest state has moved on.
+    let (code, exact) = get(&format!("{cms}?resourceVersion={}&resourceVersionMatch=Exact", rev.as_str().expect("rv")));
+    assert_eq!((code, items(&exact)), (200, items(&full)));
+    let (_, now) = get(cms);
+    assert_eq!(names(&now), ["p0", "p1", "p2", "p2a", "p3", "p4", "p5", "p7"]);
+    // kubectl pages through the latest state and sees every object once.
+    let listed = s.ok(&["get", "cm", "-n", "pages", "--chunk-size", "2", "-o", "name"]);
+    assert_eq!(listed.lines().count(), 8, "{listed}");
+
+    // Once the first page's revision is gone, its tokens expire: 410 Expired...
+    let latest: u64 = now["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).expect("rv");
+    match backend {
+        Backend::Etcd => s.compact_etcd(latest),
+        Backend::Embedded => s.outlive_embedded_history(),
+    }
+    let get = |path: &str| get_json(&s, path);
     let (code, st) = get(&format!("{cms}?limit=3&continue={t2}"));
     assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
     assert!(st["message"].as_str().is_some_and(|m| m.starts_with("The provided continue parameter is too old to display a consistent list result.")), "{st}");
-    // ... and offers a token that continues at the latest revision, if the client wants that.
+    // ... with a token that continues at the latest revision, if the client wants that.
     let t3 = st["metadata"]["continue"].as_str().expect("inconsistent continue token").to_string();
     let (code, rest) = get(&format!("{cms}?limit=3&continue={t3}"));
-    assert_eq!((code, names(&rest)), (200, vec!["p6".to_string()]));
+    assert_eq!((code, names(&rest)), (200, vec!["p7".to_string()]));
     assert_ne!(rest["metadata"]["resourceVersion"], rev);
     // The first token is stale too; the Python client sees the 410 as an ApiException.
     let out = std::process::Command::new("python3")
@@ -482,7 +525,37 @@ fn paginated_lists_are_snapshots_or_expire(backend: Backend) {
         .output()
         .expect("python3");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "410 Gone", "{}", String::from_utf8_lossy(&out.stderr));
-    // Without writes in between, kubectl's chunked get sees every object once.
-    let listed = s.ok(&["get", "cm", "-n", "pages", "--chunk-size", "2", "-o", "name"]);
-    assert_eq!(listed.lines().count(), 8, "{listed}");
+}
+
+/// metadata.finalizers is a set under strategic merge patch (`patchStrategy:"merge"`): kubectl
+/// adds to it and removes from it with directives, and `apply` (which learns the strategy from
+/// the OpenAPI schema) removes only what left the manifest.
+fn strategic_patches_merge_finalizers(backend: Backend) {
+    let s = ApiServer::start(backend);
+    let finalizers = || s.ok(&["get", "cm", "fin", "-o", "jsonpath={.metadata.finalizers}"]);
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fin, finalizers: [example.com/a]}\ndata: {k: v}\n"));
+    s.ok(&["patch", "cm", "fin", "--type", "strategic", "-p", r#"{"metadata":{"finalizers":["example.com/b"]}}"#]);
+    assert_eq!(finalizers(), r#"["example.com/b","example.com/a"]"#, "added, the existing one kept (after it, as upstream orders them)");
+    s.ok(&["patch", "cm", "fin", "--type", "strategic", "-p", r#"{"metadata":{"finalizers":["example.com/a"]}}"#]);
+    assert_eq!(finalizers(), r#"["example.com/b","example.com/a"]"#, "adding one already there changes nothing");
+    s.ok(&["patch", "cm", "fin", "--type", "strategic", "-p", r#"{"metadata":{"$deleteFromPrimitiveList/finalizers":["example.com/b"]}}"#]);
+    assert_eq!(finalizers(), r#"["example.com/a"]"#);
+    // A merge patch still replaces the list.
+    s.ok(&["patch", "cm", "fin", "--type", "merge", "-p", r#"{"metadata":{"finalizers":["example.com/c"]}}"#]);
+    assert_eq!(finalizers(), r#"["example.com/c"]"#);
+
+    // Client-side apply: a three-way patch with $setElementOrder and $deleteFromPrimitiveList.
+    let manifest = |list: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: applied, finalizers: [{list}]}}\n");
+    let applied = || s.ok(&["get", "cm", "applied", "-o", "jsonpath={.metadata.finalizers}"]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("example.com/a, example.com/b")));
+    // Someone else's finalizer, added outside the manifest.
+    s.ok(&["patch", "cm", "applied", "--type", "strategic", "-p", r#"{"metadata":{"finalizers":["example.com/other"]}}"#]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("example.com/a")));
+    assert_eq!(applied(), r#"["example.com/other","example.com/a"]"#, "b left the manifest and the object; the other stays");
+}
+
+/// A GET as the admin: (HTTP status, JSON body).
+fn get_json(s: &ApiServer, path: &str) -> (u16, serde_json::Value) {
+    let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
+    (code, json_of(&body))
 }

@@ -249,6 +249,35 @@ impl ApiServer {
         assert!(out.status.success() && !text.contains("\"error\""), "etcd compaction failed: {text}");
     }
 
+    /// Push every revision written so far out of the embedded store's history, the way a busy
+    /// server would (the stand-in for an etcd compaction): stop the server, open its store with
+    /// a history of a few revisions, write more than twice that many (the store compacts by
+    /// itself) and start the server again. Panics on an etcd backend.
+    pub fn outlive_embedded_history(&mut self) {
+        use strata_store::Store;
+        const HISTORY: u64 = 4;
+        assert!(self._etcd.is_none(), "an embedded backend");
+        self.stop(false);
+        let path = self.dir.path().join("store.redb");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let store = strata_store::embedded::Embedded::open_with_history(&path, HISTORY).expect("opening the store");
+            let before = store.revision().await.expect("revision");
+            // Outside every resource's prefix, and gone again at the end.
+            let key = "/strata-test/filler";
+            store.create(key, b"0".to_vec()).await.expect("filler");
+            for i in 1..=3 * HISTORY {
+                store.update(key, i.to_string().into_bytes(), 0).await.expect("filler");
+            }
+            store.delete(key, 0).await.expect("filler");
+            match store.list_at("/", before, None, 1).await {
+                Err(strata_store::Error::Compacted { .. }) => {}
+                other => panic!("revision {before} should be beyond the store's history now: {other:?}"),
+            }
+        });
+        self.spawn();
+    }
+
     /// Run a Python script from tests/python with the kubeconfig; asserts it succeeds.
     pub fn python(&self, script: &str, args: &[&str]) -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
