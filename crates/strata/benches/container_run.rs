@@ -578,7 +578,7 @@ fn leak_loop(n: usize, strata: &Strata, image: &str) -> bool {
         leaks = find_leaks(&strata.root, &ids);
     }
     if leaks.is_empty() {
-        println!("leak check: CLEAN (mounts, cgroups, netns, processes, runc state, containers/, names/, IPAM leases)");
+        println!("leak check: CLEAN (mounts, cgroups, netns, processes, runc state, containers/, names/, trash/, IPAM leases)");
         false
     } else {
         println!("leak check: {} LEAKS", leaks.len());
@@ -631,7 +631,8 @@ fn find_leaks(root: &Path, ids: &HashSet<String>) -> Vec<String> {
             }
         }
     }
-    for sub in ["containers", "names"] {
+    // "trash": removed containers' files, deleted in the background (checked after a retry).
+    for sub in ["containers", "names", "trash"] {
         for e in fs::read_dir(root.join(sub)).into_iter().flatten().flatten() {
             found.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
         }

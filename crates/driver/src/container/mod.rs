@@ -75,6 +75,7 @@ impl ContainerDriver {
         let registry = Registry::open(root, "containers", "names", "container")?;
         let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
+        registry.sweep_trash();
         Ok(Self { registry, images, runtime, exe })
     }
 
@@ -187,7 +188,7 @@ impl ContainerDriver {
         for d in [&dir.join("upper"), &dir.join("work"), &rootfs] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
         }
-        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs)?;
+        rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs, req.auto_remove)?;
         tracing::debug!(container = id, "rootfs mounted");
 
         let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
@@ -367,10 +368,8 @@ impl ContainerDriver {
             note(&mut errors, network::remove_netns(&netns).map_err(Error::from));
         }
         if errors.is_empty() {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => note(&mut errors, Err(Error::Io { context: format!("removing {}", dir.display()), source: e })),
+            if let Err(e) = self.registry.discard(id) {
+                note(&mut errors, Err(Error::Io { context: format!("removing {}", dir.display()), source: e }));
             }
         }
         if let Some(r) = record {

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
-/// Mount `layers` (bottom first) with `upper`/`work` at `target`.
-pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), Error> {
+/// Mount `layers` (bottom first) with `upper`/`work` at `target`. A `volatile` mount (for
+/// containers removed when they exit) skips every sync of the upper directory, including the
+/// one at unmount; its upper directory cannot be mounted again after a host crash, which a
+/// container that never restarts does not need. Kernels before 5.10 get a normal mount.
+pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Path, volatile: bool) -> Result<(), Error> {
     if layers.is_empty() {
         return Err(Error::InvalidArgument("image has no layers".into()));
     }
@@ -21,8 +24,12 @@ pub fn mount_overlay(layers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     if data.len() >= 4000 {
         return Err(Error::Unsupported(format!("images with {} layers (overlay mount options too long)", layers.len())));
     }
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-        .map_err(|e| Error::Io { context: format!("mounting overlay rootfs at {}", target.display()), source: e.into() })
+    let mount = |data: &str| nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data));
+    let result = match volatile {
+        true => mount(&format!("{data},volatile")).or_else(|e| if e == nix::errno::Errno::EINVAL { mount(&data) } else { Err(e) }),
+        false => mount(&data),
+    };
+    result.map_err(|e| Error::Io { context: format!("mounting overlay rootfs at {}", target.display()), source: e.into() })
 }
 
 /// Unmount a rootfs if mounted. Lazy as a last resort so a stuck reference cannot wedge delete.

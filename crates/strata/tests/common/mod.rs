@@ -107,6 +107,17 @@ pub fn free_port() -> u16 {
 /// Every trace a container with this id could leave on the host.
 pub fn host_traces(root: &Path, id: &str) -> Vec<String> {
     let mut found = Vec::new();
+    // Removed workloads' files are deleted in the background (`<root>/trash`): give that a
+    // moment, then count whatever is still there as a trace.
+    let trash = root.join("trash");
+    let trash_entries = || std::fs::read_dir(&trash).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_else(|_| Vec::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !trash_entries().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for e in trash_entries() {
+        found.push(format!("trash: {}", e.display()));
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for l in mounts.lines() {
         if l.contains(id) || l.contains(&root.display().to_string()) {
