@@ -393,22 +393,28 @@ pub mod tap {
         set_up(&sock, bridge)
     }
 
-    /// Create the persistent tap `name`, attach it to `bridge` and bring it up.
-    pub fn create(name: &str, bridge: &str) -> io::Result<()> {
+    /// Open the tap `name` (creating it if needed) and set whether it outlives this descriptor.
+    fn set_persistent(name: &str, persist: bool) -> io::Result<()> {
         let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
         let mut req = ifreq(name)?;
         req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
         // SAFETY: TUNSETIFF takes a struct ifreq.
         if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut libc::ifreq) } < 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("creating tap {name}: {e}")));
+            return Err(io::Error::new(e.kind(), format!("opening tap {name}: {e}")));
         }
         // SAFETY: TUNSETPERSIST takes an integer argument.
-        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST as _, libc::c_ulong::from(persist)) } < 0 {
             let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("making tap {name} persistent: {e}")));
+            let what = if persist { "making tap persistent" } else { "removing tap" };
+            return Err(io::Error::new(e.kind(), format!("{what} {name}: {e}")));
         }
-        drop(tun);
+        Ok(())
+    }
+
+    /// Create the persistent tap `name`, attach it to `bridge` and bring it up.
+    pub fn create(name: &str, bridge: &str) -> io::Result<()> {
+        set_persistent(name, true)?;
         let attach = (|| {
             let sock = socket()?;
             let c =
@@ -434,20 +440,7 @@ pub mod tap {
         if !exists(name) {
             return Ok(());
         }
-        let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-        let mut req = ifreq(name)?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
-        // SAFETY: as in `create`.
-        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut libc::ifreq) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("opening tap {name}: {e}")));
-        }
-        // SAFETY: as in `create`.
-        if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST as _, 0 as libc::c_ulong) } < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("removing tap {name}: {e}")));
-        }
-        Ok(())
+        set_persistent(name, false)
     }
 
     #[cfg(test)]
