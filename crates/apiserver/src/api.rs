@@ -166,6 +166,9 @@ impl Api {
         if info.subresource.as_deref() == Some("scale") {
             return self.scale(&info, verb, headers, &body, dry_run).await;
         }
+        if matches!(info.subresource.as_deref(), Some("log" | "exec" | "console")) {
+            return self.node_subresource(&info, &q).await;
+        }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         match verb {
             "get" => self.get(&info, &q, accept).await,
@@ -559,6 +562,48 @@ impl Api {
         new["spec"]["nodeName"] = json!(node);
         self.write_update(info, new, &pod, rev, dry_run).await?;
         Ok(json_response(StatusCode::CREATED, &status::success(None)))
+    }
+
+    /// `pods/log`, `pods/exec` and `virtualmachines/console` stream from the node agent that
+    /// runs the workload (kube-apiserver proxies them to the kubelet the same way). The request
+    /// is checked as Kubernetes checks it (the workload exists, the container is one of the
+    /// pod's); a workload on no node fails with Kubernetes' "does not have a host assigned", one
+    /// on a node with 503 until a node agent serves it.
+    async fn node_subresource(&self, info: &RequestInfo, q: &Query) -> Result<Response, ApiError> {
+        let (obj, _) = self.load(info).await?;
+        let name = info.name.as_deref().unwrap_or("");
+        if info.resource.kind == "Pod" {
+            let containers: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
+                .iter()
+                .flat_map(|k| obj["spec"][*k].as_array().into_iter().flatten())
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            match q.get("container").filter(|c| !c.is_empty()) {
+                Some(c) if !containers.contains(&c.as_str()) => {
+                    return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
+                }
+                None if obj["spec"]["containers"].as_array().map_or(0, Vec::len) != 1 => {
+                    return Err(ApiError::bad_request(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        containers.join(" ")
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let node = [&obj["spec"]["nodeName"], &obj["status"]["nodeName"]].into_iter().find_map(|n| n.as_str().filter(|n| !n.is_empty()));
+        match node {
+            None => Err(ApiError::bad_request(format!("{} {name} does not have a host assigned", info.resource.singular))),
+            Some(node) => Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "no node agent serves {}/{} on node {node} yet",
+                    info.resource.plural,
+                    info.subresource.as_deref().unwrap_or("")
+                ),
+            )),
+        }
     }
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and

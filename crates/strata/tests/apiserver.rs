@@ -302,6 +302,13 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     let s = ApiServer::start(backend);
     s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n"));
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.status.phase}|{.spec.nodeName}"]), "Pending|");
+    // Logs and exec of a pod on no node fail as Kubernetes' do.
+    for args in [&["logs", "p"][..], &["exec", "p", "--", "true"], &["logs", "p", "-c", "c"]] {
+        let err = s.fails(args, None);
+        assert!(err.contains("(BadRequest): pod p does not have a host assigned"), "{args:?}: {err}");
+    }
+    let err = s.fails(&["logs", "p", "-c", "nope"], None);
+    assert!(err.contains("container nope is not valid for pod p"), "{err}");
     let bind = |node: &str| {
         let body = format!(r#"{{"apiVersion":"v1","kind":"Binding","metadata":{{"name":"p"}},"target":{{"kind":"Node","name":"{node}"}}}}"#);
         s.curl("POST", "/api/v1/namespaces/default/pods/p/binding", Auth::Admin, Some("application/json"), Some(body.as_bytes()))
@@ -309,6 +316,14 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     let (code, body) = bind("node-a");
     assert_eq!(code, 201, "{body}");
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
+    // On a node: the node agent would serve them; until it exists, 503.
+    let err = s.fails(&["logs", "p"], None);
+    assert!(err.contains("no node agent serves pods/log on node node-a"), "{err}");
+    let (code, body) = s.curl("GET", "/api/v1/namespaces/default/pods/p/log", Auth::Admin, None, None);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(json_of(&body)["reason"], "ServiceUnavailable", "{body}");
+    let (code, _) = s.curl("GET", "/api/v1/namespaces/default/pods/nope/log", Auth::Admin, None, None);
+    assert_eq!(code, 404);
     let (code, body) = bind("node-b");
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("already assigned to node"), "{body}");
