@@ -106,6 +106,7 @@ impl VmDriver {
     /// Open the driver over `root`; `exe` is the supervisor binary (the `strata` executable).
     pub fn open(root: &Path, exe: PathBuf) -> Result<Self, Error> {
         let registry = Registry::open(root, "vms", "vm-names", "VM")?;
+        registry.sweep_trash();
         Ok(Self { root: root.to_path_buf(), registry, exe })
     }
 
@@ -451,11 +452,9 @@ impl VmDriver {
             }
         }
         let dir = self.dir(id);
-        let removed = match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io { context: format!("removing {}", dir.display()), source: e }),
-        };
+        // A VM's disk overlay can be large: its files are deleted in the background.
+        let removed =
+            self.registry.discard(id).map_err(|e| Error::Io { context: format!("removing {}", dir.display()), source: e });
         if let Some(r) = r {
             self.registry.release(&r.name, id);
         }
