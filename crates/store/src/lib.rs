@@ -136,3 +136,31 @@ pub trait Store: Send + Sync + 'static {
     /// Forget history up to (and excluding) `revision`.
     async fn compact(&self, revision: u64) -> Result<()>;
 }
+
+/// Compact `store` as kube-apiserver compacts etcd: at every `interval`, forget the history
+/// before the revision seen at the previous tick, so watches and paginated lists always have at
+/// least one interval of history. Runs until the task is dropped. (The embedded store compacts
+/// itself on write and needs none of this.)
+pub async fn compact_periodically(store: std::sync::Arc<dyn Store>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    let mut seen: Option<u64> = None;
+    let mut compacted = 0;
+    loop {
+        tick.tick().await;
+        if let Some(rev) = seen.filter(|r| *r > compacted) {
+            match store.compact(rev).await {
+                Ok(()) | Err(Error::Compacted { .. }) => {
+                    tracing::debug!(revision = rev, "compacted the store");
+                    compacted = rev;
+                }
+                Err(e) => tracing::warn!(revision = rev, error = %e, "compacting the store"),
+            }
+        }
+        match store.revision().await {
+            Ok(r) => seen = Some(r),
+            Err(e) => tracing::warn!(error = %e, "reading the store's revision for compaction"),
+        }
+    }
+}

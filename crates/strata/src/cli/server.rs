@@ -29,6 +29,11 @@ pub struct ServerArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
+    /// With etcd: compact its history every this many seconds, keeping at least one interval
+    /// of it (as kube-apiserver does every 5 minutes); 0 leaves compaction to etcd's own
+    /// settings. The embedded store compacts itself.
+    #[arg(long, default_value = "300")]
+    pub etcd_compaction_interval: u64,
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<()> {
@@ -50,7 +55,12 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
                 .map(|e| if e.contains("://") { e.to_string() } else { format!("http://{e}") })
                 .collect();
             let etcd = strata_store::etcd::Etcd::connect(&endpoints).await.with_context(|| format!("connecting to {other}"))?;
-            Arc::new(etcd.with_namespace("/strata"))
+            let etcd: Arc<dyn Store> = Arc::new(etcd.with_namespace("/strata"));
+            if a.etcd_compaction_interval > 0 {
+                let interval = std::time::Duration::from_secs(a.etcd_compaction_interval);
+                tokio::spawn(strata_store::compact_periodically(etcd.clone(), interval));
+            }
+            etcd
         }
         other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
     };
