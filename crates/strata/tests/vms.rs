@@ -503,6 +503,9 @@ fn vm_on_the_node_bridge_is_reachable_and_cleaned_up() {
 
     env.ok(&["vm", "stop", "--time", "60", &name]);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the port closes with the VM");
+    // A tap that disappeared while the VM was stopped (by hand, or a host reboot) is made again.
+    let del = Command::new("ip").args(["link", "delete", &tap]).status().expect("ip link delete");
+    assert!(del.success() && !Path::new("/sys/class/net").join(&tap).exists());
     env.ok(&["vm", "start", &name]);
     env.wait_log(&name, |l| l.matches("STRATA-GUEST-UP").count() == 2, "the second boot");
     assert_eq!(env.info(&name)["ip"], ip.as_str(), "the address is kept across restarts");

@@ -342,6 +342,15 @@ impl VmDriver {
     fn launch(&self, r: &mut Record, qemu_bin: &Path) -> Result<(), Error> {
         let dir = self.dir(&r.id);
         let _ = std::fs::remove_file(dir.join("exit.json"));
+        // The tap is made at the first launch, and again if it is gone (removed by hand, or the
+        // host rebooted).
+        if let (Some(Nic { backend: NetBackend::Tap { ifname }, .. }), Some(lease)) = (&r.machine.net, r.lease) {
+            if !tap::exists(ifname) {
+                tap::ensure_bridge(network::BRIDGE, lease.gateway, lease.prefix)
+                    .and_then(|()| tap::create(ifname, network::BRIDGE))
+                    .map_err(|e| Error::FailedPrecondition(format!("bridge networking for VM {}: {e}", r.name)))?;
+            }
+        }
         let mut machine = r.machine.clone();
         machine.start_paused = true;
         let config = supervisor::Config {
@@ -399,14 +408,12 @@ impl VmDriver {
             }
         }
         let mut network_config = None;
-        if let Some(Nic { mac, backend: NetBackend::Tap { ifname } }) = &r.machine.net {
+        if let Some(Nic { mac, backend: NetBackend::Tap { .. } }) = &r.machine.net {
+            // The address now (the seed carries it); the tap when QEMU is launched.
             let net = BridgeNetwork::discover().map_err(|e| Error::FailedPrecondition(e.to_string()))?;
             let lease = net.lease(&r.id).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
             r.lease = Some(lease);
             self.save(r)?;
-            tap::ensure_bridge(network::BRIDGE, lease.gateway, lease.prefix)
-                .and_then(|()| tap::create(ifname, network::BRIDGE))
-                .map_err(|e| Error::FailedPrecondition(format!("bridge networking for VM {}: {e}", r.name)))?;
             network_config = Some(network_config_v2(mac, &lease));
         }
         // The seed carries the user's user-data and, on the bridge, the guest's address (there
