@@ -176,7 +176,14 @@ fn vm_lifecycle_console_pause_snapshot_stop() {
     stdin.write_all(b"hello strata\n").expect("write");
     env.wait_log(&name, |l| l.contains("GOT: hello strata"), "the echoed console line");
 
-    // The balloon: the guest gives memory back, and takes it again; never above its size.
+    // QEMU's usage: CPU time spent booting, resident memory, the guest's size.
+    let stats = env.ok(&["vm", "stats", &name]);
+    let row: Vec<&str> = stats.lines().nth(1).expect("a row").split_whitespace().collect();
+    assert_eq!(row[0], name, "{stats}");
+    let cpu: f64 = row[1].trim_end_matches('s').parse().expect("cpu seconds");
+    assert!(cpu > 0.5, "booting under TCG takes CPU: {stats}");
+    assert!(row[2].ends_with("MB") && row[3] == "268.435MB", "{stats}");
+        // The balloon: the guest gives memory back, and takes it again; never above its size.
     assert_eq!(env.info(&name)["memory_actual_mib"], 256);
     env.ok(&["vm", "set-memory", &name, "128M"]);
     wait_until(|| env.info(&name)["memory_actual_mib"] == 128, "the balloon to inflate to 128 MiB");

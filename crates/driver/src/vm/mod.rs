@@ -564,7 +564,7 @@ impl Driver for VmDriver {
             isolation: "vm".into(),
             exec: false,
             pause: true,
-            stats: false,
+            stats: true,
             port_publishing: true,
             network_modes: vec![NetworkMode::Bridge, NetworkMode::User, NetworkMode::None],
         }
@@ -840,8 +840,23 @@ impl Driver for VmDriver {
         Err(Error::Unsupported(format!("exec in VM {id}: use the console")))
     }
 
+    /// QEMU's own usage: CPU time, resident memory (against the guest's size as the limit) and
+    /// threads.
     fn stats(&self, id: &str) -> Result<Stats, Error> {
-        Err(Error::Unsupported(format!("stats of VM {id}")))
+        let r = self.running(id, "read stats of")?;
+        let gone = || Error::FailedPrecondition(format!("the QEMU of VM {} is gone", r.name));
+        let pid = r.qemu_pid.ok_or_else(gone)?;
+        let p = strata_oci::procs::read(pid).ok_or_else(gone)?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone())?;
+        let field = |k: &str| {
+            status.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        };
+        Ok(Stats {
+            memory_bytes: field("VmRSS:").unwrap_or(0) * 1024,
+            memory_limit_bytes: Some(r.machine.memory_mib << 20),
+            cpu_usage_ns: u64::try_from(p.cpu_time.as_nanos()).unwrap_or(u64::MAX),
+            pids: field("Threads:").unwrap_or(1),
+        })
     }
 
     fn pause(&self, id: &str) -> Result<(), Error> {

@@ -42,6 +42,8 @@ pub enum VmCommand {
     Restore(SnapshotArgs),
     /// Resize a running VM's memory with its balloon (up to its size at creation).
     SetMemory(SetMemoryArgs),
+    /// Show QEMU's resource usage for running VMs.
+    Stats(NamesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +227,23 @@ pub fn run(ctx: &Ctx, cmd: VmCommand) -> anyhow::Result<()> {
         VmCommand::Snapshot(a) => {
             let id = d.resolve(&a.name).map_err(vm_error)?;
             d.snapshot(&id, &a.snapshot).map_err(vm_error)
+        }
+        VmCommand::Stats(a) => {
+            let mut rows = Vec::new();
+            for n in &a.names {
+                let id = d.resolve(n).map_err(vm_error)?;
+                let s = d.stats(&id).map_err(vm_error)?;
+                let guest = s.memory_limit_bytes.map(super::human_size).unwrap_or_default();
+                rows.push(vec![
+                    n.clone(),
+                    format!("{:.2}s", s.cpu_usage_ns as f64 / 1e9),
+                    super::human_size(s.memory_bytes),
+                    guest,
+                    s.pids.to_string(),
+                ]);
+            }
+            print_table(&["NAME", "CPU TIME", "QEMU RSS", "GUEST MEMORY", "THREADS"], &rows);
+            Ok(())
         }
         VmCommand::SetMemory(a) => {
             let bytes = parse_memory(&a.memory)?;
