@@ -186,4 +186,39 @@ mod tests {
         reg.release("web", &id);
         assert!(!reg.names.join("web").exists());
     }
+
+    #[test]
+    fn discarded_directories_leave_at_once_and_are_deleted_in_the_background() {
+        let root = tempfile::tempdir().expect("tmp");
+        let reg = Registry::open(root.path(), "things", "thing-names", "thing").expect("open");
+        let id = random_id();
+        let dir = reg.dir.join(&id);
+        std::fs::create_dir_all(dir.join("upper/deep")).expect("dir");
+        std::fs::write(dir.join("upper/deep/file"), b"data").expect("file");
+        reg.discard(&id).expect("discard");
+        assert!(!dir.exists(), "gone from the registry at once");
+        assert!(matches!(reg.resolve(&id), Err(Error::NotFound(_))));
+        let trash = root.path().join("trash");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(std::time::Instant::now() < deadline, "the background removal finishes");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        reg.discard(&id).expect("discarding twice is fine");
+
+        // An interrupted removal's leftovers are swept once they are old enough.
+        let stale = trash.join("stale.1");
+        std::fs::create_dir_all(stale.join("x")).expect("stale");
+        reg.sweep_trash();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(stale.exists(), "a recent entry may still be in removal: left alone");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::open(&stale).and_then(|f| f.set_modified(old)).expect("age it");
+        reg.sweep_trash();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stale.exists() {
+            assert!(std::time::Instant::now() < deadline, "old leftovers are swept");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
