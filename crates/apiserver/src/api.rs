@@ -19,8 +19,8 @@ use crate::fields::FieldValidation;
 use crate::object::{self, name_of, with_rv};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::{self, ApiError};
-use crate::{discovery, patch, rv, table};
+use crate::status::{self, ApiError, Cause};
+use crate::{discovery, managed, patch, rv, table};
 
 
 /// Most keys read from the store at once.
@@ -79,6 +79,41 @@ fn parse_query(q: Option<&str>) -> Query {
 
 fn truthy(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+/// Go's `unicode.IsPrint`, closely enough: no control characters, no spaces but ' '.
+fn printable(c: char) -> bool {
+    c == ' ' || !(c.is_control() || c.is_whitespace())
+}
+
+/// Longest field manager name (`FieldManagerMaxLength`).
+const FIELD_MANAGER_MAX: usize = 128;
+
+/// Who a write is recorded for in managedFields: the `fieldManager` parameter, validated as
+/// `ValidateFieldManager` does (an `Invalid` error of the request's `options` kind), else the
+/// User-Agent up to its first '/' (upstream's `managerOrUserAgent`: `kubectl scale` sends no
+/// fieldManager, so its change is recorded for "kubectl").
+fn field_manager(q: &Query, headers: &HeaderMap, options: &'static str) -> Result<String, ApiError> {
+    let given = q.get("fieldManager").map(String::as_str).unwrap_or("");
+    let invalid = |reason, message: String| ApiError::invalid_kind("meta.k8s.io", options, "", vec![Cause { reason, field: "fieldManager".into(), message }]);
+    if given.len() > FIELD_MANAGER_MAX {
+        return Err(invalid("FieldValueTooLong", format!("Too long: may not be more than {FIELD_MANAGER_MAX} bytes")));
+    }
+    if let Some((i, c)) = given.char_indices().find(|(_, c)| !printable(*c)) {
+        return Err(invalid("FieldValueInvalid", format!("Invalid value: {}: invalid character U+{:04X} (at position {i})", json!(given), c as u32)));
+    }
+    if !given.is_empty() {
+        return Ok(given.to_string());
+    }
+    let agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut out = String::new();
+    for c in agent.split('/').next().unwrap_or("").chars().filter(|c| printable(*c)) {
+        if out.len() + c.len_utf8() > FIELD_MANAGER_MAX {
+            break;
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// Parse `/api/v1/...` and `/apis/<g>/<v>/...` resource paths.
@@ -163,8 +198,18 @@ impl Api {
             }
         }
         let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
+        let options = match verb {
+            "create" => Some("CreateOptions"),
+            "update" => Some("UpdateOptions"),
+            "patch" => Some("PatchOptions"),
+            _ => None,
+        };
+        let manager = match options {
+            Some(kind) => field_manager(&q, headers, kind)?,
+            None => String::new(),
+        };
         if info.subresource.as_deref() == Some("scale") {
-            return self.scale(&info, verb, headers, &body, dry_run).await;
+            return self.scale(&info, verb, headers, &body, dry_run, &manager).await;
         }
         if matches!(info.subresource.as_deref(), Some("log" | "exec" | "console")) {
             return self.node_subresource(&info, &q).await;
@@ -180,13 +225,13 @@ impl Api {
             }
             "create" => {
                 let obj = parse_body(headers, &body)?;
-                self.create(&info, obj, dry_run, fv).await
+                self.create(&info, obj, dry_run, fv, &manager).await
             }
             "update" => {
                 let obj = parse_body(headers, &body)?;
-                self.update(&info, obj, dry_run, fv).await
+                self.update(&info, obj, dry_run, fv, &manager).await
             }
-            "patch" => self.patch(&info, headers, &body, dry_run, fv).await,
+            "patch" => self.patch(&info, &q, headers, &body, dry_run, &manager).await,
             "delete" => {
                 let opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
                 self.delete(&info, &opts, dry_run).await
@@ -431,7 +476,7 @@ impl Api {
         }
     }
 
-    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
+    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         if info.subresource.is_some() {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
@@ -439,6 +484,7 @@ impl Api {
         let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
+        managed::record_update(r, None, None, &mut obj, manager, &object::now());
         let name = name_of(&obj).to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
         if r.namespaced {
@@ -458,7 +504,7 @@ impl Api {
         }
     }
 
-    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
+    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
@@ -479,13 +525,15 @@ impl Api {
         let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_update(r, &mut obj, &old, status_only)?;
         crate::validate::validate(r, &mut obj)?;
+        managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
         Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
     }
 
     /// Store an updated object; an object being deleted whose last finalizer went away is
     /// deleted now.
-    async fn write_update(&self, info: &RequestInfo, obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
+    async fn write_update(&self, info: &RequestInfo, mut obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
+        managed::keep_times_if_unchanged(old, &mut obj);
         let name = name_of(&obj).to_string();
         let key = r.key(info.namespace.as_deref(), &name);
         if dry_run {
@@ -513,11 +561,19 @@ impl Api {
         }
     }
 
-    async fn patch(&self, info: &RequestInfo, headers: &HeaderMap, body: &Bytes, dry_run: bool, fv: FieldValidation) -> Result<Response, ApiError> {
+    async fn patch(&self, info: &RequestInfo, q: &Query, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
         let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+        if ct == "application/apply-patch+yaml" {
+            return self.apply(info, q, body, dry_run, manager).await;
+        }
+        if q.contains_key("force") {
+            let c = Cause { reason: "FieldValueForbidden", field: "force".into(), message: "Forbidden: may not be specified for non-apply patch".into() };
+            return Err(ApiError::invalid_kind("meta.k8s.io", "PatchOptions", "", vec![c]));
+        }
+        let fv = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         let p: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         // Retry on conflicts: a patch applies to whatever is current.
         for _ in 0..5 {
@@ -527,7 +583,6 @@ impl Api {
                 "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
                 "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
                 "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p).map_err(|e| ApiError::bad_request(e.to_string()))?,
-                "application/apply-patch+yaml" => return Err(ApiError::unsupported_media_type(&ct)),
                 other => return Err(ApiError::unsupported_media_type(other)),
             }
             let expected = match new["metadata"]["resourceVersion"].as_str() {
@@ -537,12 +592,112 @@ impl Api {
             let warnings = crate::fields::check(r, &mut new, fv)?;
             object::prepare_update(r, &mut new, &old, status_only)?;
             crate::validate::validate(r, &mut new)?;
+            managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
             match self.write_update(info, new, &old, expected, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
                 other => return other.map(|resp| with_warnings(resp, &warnings)),
             }
         }
         Err(ApiError::conflict(r, &name))
+    }
+
+    /// Server-side apply (`PATCH` with `application/apply-patch+yaml`): merge the applied
+    /// configuration into the object as `manager` (see [`managed`]), creating the object if it
+    /// does not exist. The body is read as JSON, the YAML every client sends (kubectl, client-go
+    /// and the Python client send JSON); other YAML is refused with 400.
+    async fn apply(&self, info: &RequestInfo, q: &Query, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
+        let r = info.resource;
+        let name = info.name.clone().unwrap_or_default();
+        let status_only = info.subresource.as_deref() == Some("status");
+        if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+            // This field is defaulted to "kubectl" by kubectl, but controllers must set it.
+            let c = Cause { reason: "FieldValueRequired", field: "fieldManager".into(), message: "Required value: is required for apply patch".into() };
+            return Err(ApiError::invalid_kind("meta.k8s.io", "PatchOptions", "", vec![c]));
+        }
+        let force = truthy(q, "force");
+        let mut config: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e} (strata reads apply patches written as JSON, which is YAML too)")))?;
+        if !config.is_object() {
+            return Err(ApiError::bad_request("error decoding YAML: the applied configuration must be an object"));
+        }
+        let expected = r.api_version();
+        let version = config["apiVersion"].as_str().unwrap_or("").to_string();
+        if version != expected {
+            return Err(ApiError::bad_request(format!("Incorrect version specified in apply patch. Specified patch version: {version}, expected: {expected}")));
+        }
+        object::check_envelope(r, &mut config)?;
+        if !config["metadata"]["managedFields"].is_null() {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        // A resourceVersion in the configuration is a precondition, not a field.
+        let precondition = config["metadata"].as_object_mut().and_then(|m| m.remove("resourceVersion")).and_then(|v| v.as_str().map(str::to_string)).filter(|v| !v.is_empty());
+        match config["metadata"]["name"].as_str() {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
+            }
+            Some(_) => {}
+            None => config["metadata"]["name"] = json!(name),
+        }
+        if let (Some(sent), Some(ns)) = (config["metadata"]["namespace"].as_str(), info.namespace.as_deref()) {
+            if sent != ns {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+        }
+        let group_version = if r.group.is_empty() { format!("/{expected}") } else { expected.clone() };
+        let object = format!("{}/{name}; {group_version}, Kind={}", info.namespace.as_deref().unwrap_or(""), r.kind);
+        // Unknown fields cannot be typed, whatever fieldValidation asks (as upstream).
+        if let Some(field) = crate::fields::strip_unknown(r, &mut config.clone()).first() {
+            return Err(ApiError::bad_request(format!("failed to create typed patch object ({object}): .{field}: field not declared in schema")));
+        }
+        for _ in 0..5 {
+            let live = match self.load(info).await {
+                Ok(found) => Some(found),
+                Err(e) if e.code == 404 && info.subresource.is_none() => None,
+                Err(e) => return Err(e),
+            };
+            if let (Some((_, rev)), Some(want)) = (&live, &precondition) {
+                if *want != rev.to_string() {
+                    return Err(ApiError::conflict(r, &name));
+                }
+            }
+            let now = object::now();
+            let mut new = managed::apply(r, info.subresource.as_deref(), live.as_ref().map(|(v, _)| v), &config, manager, force, &now)
+                .map_err(|e| ApiError::from_apply(e, &object))?;
+            let Some((old, rev)) = live else {
+                return match self.create_applied(info, new, dry_run).await {
+                    Err(e) if e.reason == "AlreadyExists" => continue,
+                    other => other,
+                };
+            };
+            object::prepare_update(r, &mut new, &old, status_only)?;
+            crate::validate::validate(r, &mut new)?;
+            match self.write_update(info, new, &old, rev, dry_run).await {
+                Err(e) if e.reason == "Conflict" => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::conflict(r, &name))
+    }
+
+    /// Store an object a server-side apply creates (201).
+    async fn create_applied(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+        let r = info.resource;
+        object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
+        crate::validate::validate(r, &mut obj)?;
+        let name = name_of(&obj).to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        if r.namespaced {
+            self.namespace_usable(ns.as_deref().unwrap_or("default")).await?;
+        }
+        let key = r.key(ns.as_deref(), &name);
+        if dry_run {
+            return Ok(json_response(StatusCode::CREATED, &obj));
+        }
+        match self.store.create(&key, object::for_storage(&obj)).await {
+            Ok(rev) => Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev))),
+            Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once.
@@ -608,7 +763,7 @@ impl Api {
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and
     /// StatefulSets: read, replace or patch `spec.replicas`.
-    async fn scale(&self, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool) -> Result<Response, ApiError> {
+    async fn scale(&self, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         for _ in 0..5 {
@@ -642,6 +797,9 @@ impl Api {
             let mut new = obj.clone();
             new["spec"]["replicas"] = json!(replicas);
             object::prepare_update(r, &mut new, &obj, false)?;
+            // Recorded on the parent as an update through the scale subresource (upstream's
+            // ScaleHandler maps the Scale's spec.replicas to the parent's).
+            managed::record_update(r, Some("scale"), Some(&obj), &mut new, manager, &object::now());
             match self.write_update(info, new, &obj, rev, dry_run).await {
                 Err(e) if e.reason == "Conflict" && verb == "patch" => continue,
                 Err(e) => return Err(e),

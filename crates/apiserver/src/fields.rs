@@ -104,6 +104,21 @@ fn walk(msg: &str, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
 
 /// Remove (or, with Strict, refuse) fields `r`'s kind does not have. Returns warnings.
 pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let unknown = strip_unknown(r, obj);
+    if unknown.is_empty() {
+        return Ok(vec![]);
+    }
+    let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    match mode {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", ")))),
+        FieldValidation::Warn => Ok(msgs),
+        FieldValidation::Ignore => Ok(vec![]),
+    }
+}
+
+/// Remove the fields `r`'s kind does not have; returns their paths
+/// (`spec.template.spec.containers[0].imagee`).
+pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
     let mut unknown = Vec::new();
     if schema_of(r.kind).is_some() {
         walk(r.kind, obj, "", &mut unknown);
@@ -126,15 +141,7 @@ pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec
             }
         }
     }
-    if unknown.is_empty() {
-        return Ok(vec![]);
-    }
-    let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-    match mode {
-        FieldValidation::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", ")))),
-        FieldValidation::Warn => Ok(msgs),
-        FieldValidation::Ignore => Ok(vec![]),
-    }
+    unknown
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! Read in this order: [`resources`] (the kinds), [`api`] (request handling, with [`rv`] for
 //! resourceVersion and continue semantics), [`server`]
 //! (TLS, authentication), then the helpers: [`object`] (metadata rules), [`validate`],
-//! [`patch`], [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with
-//! [`gnostic`], its protobuf form), [`status`] (errors), [`auth`], [`pki`].
+//! [`patch`], [`managed`] (managedFields and server-side apply, over [`fieldpath`]),
+//! [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with [`gnostic`],
+//! its protobuf form), [`status`] (errors), [`auth`], [`pki`].
 //!
 //! **Invariant:** only this crate knows HTTP; the store knows nothing of Kubernetes objects
 //! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
@@ -14,8 +15,10 @@
 pub mod api;
 pub mod auth;
 pub mod discovery;
+pub mod fieldpath;
 pub mod fields;
 pub mod gnostic;
+pub mod managed;
 pub mod object;
 pub mod openapi;
 pub mod openapi_v2;

@@ -126,7 +126,8 @@ pub fn prepare_create(r: &Resource, obj: &mut Value, namespace: Option<&str>) ->
     } else if let Some(m) = meta.as_object_mut() {
         m.remove("namespace");
     }
-    for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+    // managedFields stay: field management (`crate::managed`) decides what to keep of them.
+    for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
         if let Some(m) = meta.as_object_mut() {
             m.remove(field);
         }
@@ -149,10 +150,15 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
         return Err(ApiError::invalid(r, &name, vec![c]));
     }
     if status_only {
-        // A status update changes only status; everything else comes from the stored object.
+        // A status update changes only status; everything else comes from the stored object,
+        // but for the resourceVersion and the managedFields a server-side apply worked out.
         let status = new.get("status").cloned();
         let rv = new["metadata"]["resourceVersion"].clone();
+        let managed = new["metadata"].get("managedFields").cloned();
         *new = old.clone();
+        if let (Some(m), Some(meta)) = (managed, new.get_mut("metadata").and_then(Value::as_object_mut)) {
+            meta.insert("managedFields".into(), m);
+        }
         match status {
             Some(s) => new["status"] = s,
             None => {

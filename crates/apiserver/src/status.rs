@@ -114,6 +114,31 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct:?})"))
     }
 
+    /// A server-side apply that would change fields other managers own: 409 with one
+    /// `FieldManagerConflict` cause per field (upstream's `NewApplyConflict`, which names no
+    /// object in its details).
+    pub fn apply_conflict(message: String, conflicts: &[crate::managed::Conflict]) -> Self {
+        let mut e = Self::new(409, "Conflict", message);
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({ "reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field }))
+            .collect();
+        e.details = Some(json!({ "causes": causes }));
+        e
+    }
+
+    /// A failed server-side apply of `object` (`namespace/name; apps/v1, Kind=Deployment`).
+    pub fn from_apply(e: crate::managed::ApplyError, object: &str) -> Self {
+        use crate::managed::ApplyError;
+        match e {
+            ApplyError::Conflicts(ref c) => Self::apply_conflict(e.to_string(), c),
+            // Upstream answers these with a 500 (kubernetes/kubernetes#139253); they are the
+            // client's mistakes.
+            ApplyError::Invalid(why) => Self::bad_request(format!("failed to create typed patch object ({object}): {why}")),
+            ApplyError::Decode(_) => Self::internal(e.to_string()),
+        }
+    }
+
     pub fn too_large() -> Self {
         Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
     }

@@ -16,6 +16,8 @@ on_both_backends!(
     resource_version_semantics_of_get_and_list,
     paginated_lists_are_snapshots_or_expire,
     strategic_patches_merge_finalizers,
+    server_side_apply_merges_prunes_and_conflicts,
+    server_side_apply_options_and_update_managers,
 );
 
 use std::io::BufRead;
@@ -596,4 +598,193 @@ fn etcd_history_is_compacted_periodically() {
     let now_rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
     assert_eq!(exact(&now_rv), 200);
     assert_eq!(list["items"].as_array().map(Vec::len), Some(4));
+}
+
+/// A Deployment for server-side apply; `extras` adds a `tier` label and an env var `B`.
+fn ssa_deployment(replicas: u32, image: &str, extras: bool) -> String {
+    let (label, env) = if extras { (", tier: db", "        - {name: B, value: \"2\"}\n") } else { ("", "") };
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {{app: web{label}}}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: {image}\n        ports: [{{containerPort: 80}}]\n        env:\n        - {{name: A, value: \"1\"}}\n{env}"
+    )
+}
+
+/// (manager, operation, subresource) of each managedFields entry of the object at `path`,
+/// sorted (the server orders entries by time, to the second).
+fn managers(s: &ApiServer, path: &str) -> Vec<(String, String, String)> {
+    let (code, obj) = get_json(s, path);
+    assert_eq!(code, 200, "{obj}");
+    let text = |e: &serde_json::Value, k: &str| e[k].as_str().unwrap_or("").to_string();
+    let mut out: Vec<_> = obj["metadata"]["managedFields"].as_array().map(|a| a.iter().map(|e| (text(e, "manager"), text(e, "operation"), text(e, "subresource"))).collect()).unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The fieldsV1 of `manager`'s entry (operation `op`) of the object at `path`.
+fn fields_v1(s: &ApiServer, path: &str, manager: &str, op: &str) -> serde_json::Value {
+    let (_, obj) = get_json(s, path);
+    obj["metadata"]["managedFields"].as_array().and_then(|a| a.iter().find(|e| e["manager"] == manager && e["operation"] == op)).map(|e| e["fieldsV1"].clone()).unwrap_or_default()
+}
+
+fn own(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter().map(|(m, o, s)| (m.to_string(), o.to_string(), s.to_string())).collect()
+}
+
+/// `kubectl apply --server-side`: creation with kubectl's Apply entry, re-applies that change
+/// and prune what left the manifest, `kubectl scale` taking spec.replicas over (a conflict until
+/// `--force-conflicts`), and a second applier sharing the object.
+fn server_side_apply_merges_prunes_and_conflicts(backend: Backend) {
+    let s = ApiServer::start(backend);
+    let web = "/apis/apps/v1/namespaces/default/deployments/web";
+    let out = s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&ssa_deployment(2, "busybox", true)));
+    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    assert_eq!(managers(&s, web), own(&[("kubectl", "Apply", "")]));
+    let (_, obj) = get_json(&s, web);
+    let entry = &obj["metadata"]["managedFields"][0];
+    assert_eq!((entry["apiVersion"].as_str(), entry["fieldsType"].as_str()), (Some("apps/v1"), Some("FieldsV1")), "{entry}");
+    assert!(entry["time"].is_string(), "{entry}");
+    let f = &entry["fieldsV1"];
+    assert_eq!(f["f:spec"]["f:replicas"], serde_json::json!({}), "{f}");
+    assert_eq!(f["f:spec"]["f:selector"], serde_json::json!({}), "LabelSelector is atomic: {f}");
+    let c = &f["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+    assert_eq!(c["."], serde_json::json!({}), "{f}");
+    assert_eq!(c["f:ports"]["k:{\"containerPort\":80,\"protocol\":\"TCP\"}"]["f:containerPort"], serde_json::json!({}), "{f}");
+    assert!(c["f:env"]["k:{\"name\":\"B\"}"].is_object(), "{f}");
+    assert!(f["f:spec"].get("f:revisionHistoryLimit").is_none(), "defaults belong to nobody: {f}");
+    // Defaulting still happens.
+    assert_eq!(s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.revisionHistoryLimit} {.spec.template.spec.containers[0].ports[0].protocol}"]), "10 TCP");
+
+    // The same manifest again changes nothing, not even the resourceVersion.
+    let rv = |s: &ApiServer| get_json(s, web).1["metadata"]["resourceVersion"].clone();
+    let before = rv(&s);
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&ssa_deployment(2, "busybox", true)));
+    assert_eq!(rv(&s), before);
+    // Also with what `kubectl create --dry-run=client -o yaml` writes, which the server puts back
+    // (a second later, so that a new managedFields time would show).
+    std::thread::sleep(Duration::from_millis(1100));
+    let with_null = ssa_deployment(2, "busybox", true).replace("  name: web\n", "  name: web\n  creationTimestamp: null\n");
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&with_null));
+    assert_eq!(rv(&s), before);
+    // An edit is applied; what left the manifest (env B, the tier label) leaves the object.
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&ssa_deployment(2, "busybox:1.36", false)));
+    assert_eq!(
+        s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].env} {.metadata.labels} {.metadata.generation}"]),
+        r#"busybox:1.36 [{"name":"A","value":"1"}] {"app":"web"} 2"#
+    );
+
+    // kubectl scale sends no fieldManager: the change is "kubectl"'s, through the scale subresource.
+    s.ok(&["scale", "deploy", "web", "--replicas", "5"]);
+    assert_eq!(managers(&s, web), own(&[("kubectl", "Apply", ""), ("kubectl", "Update", "scale")]));
+    assert_eq!(fields_v1(&s, web, "kubectl", "Update"), serde_json::json!({"f:spec": {"f:replicas": {}}}));
+    assert!(fields_v1(&s, web, "kubectl", "Apply")["f:spec"].get("f:replicas").is_none(), "scale took replicas from the applier");
+    let err = s.fails(&["apply", "--server-side", "-f", "-"], Some(&ssa_deployment(3, "busybox:1.36", false)));
+    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas"#), "{err}");
+    assert!(err.contains("--force-conflicts"), "kubectl's advice follows: {err}");
+    assert_eq!(s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "5");
+    // The Status a client sees: 409 Conflict with one FieldManagerConflict cause per field.
+    let body = serde_json::to_vec(&serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 4}})).expect("json");
+    let (code, st) = s.curl("PATCH", &format!("{web}?fieldManager=robot"), Auth::Admin, Some("application/apply-patch+yaml"), Some(&body));
+    let st = json_of(&st);
+    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")), "{st}");
+    assert_eq!(
+        st["details"]["causes"],
+        serde_json::json!([{"reason": "FieldManagerConflict", "message": "conflict with \"kubectl\" with subresource \"scale\" using apps/v1", "field": ".spec.replicas"}])
+    );
+    // A resourceVersion in the configuration is a precondition.
+    let stale = serde_json::to_vec(&serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "1"}, "spec": {"paused": true}})).expect("json");
+    let (code, st) = s.curl("PATCH", &format!("{web}?fieldManager=robot"), Auth::Admin, Some("application/apply-patch+yaml"), Some(&stale));
+    assert_eq!((code, json_of(&st)["message"].as_str().is_some_and(|m| m.contains("the object has been modified"))), (409, true), "{st}");
+    // Forced: the applier takes replicas back, and the scale entry, now empty, goes.
+    let out = s.ok_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&ssa_deployment(3, "busybox:1.36", false)));
+    assert!(out.contains("serverside-applied"), "{out}");
+    assert_eq!(s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+    assert_eq!(managers(&s, web), own(&[("kubectl", "Apply", "")]));
+    assert_eq!(fields_v1(&s, web, "kubectl", "Apply")["f:spec"]["f:replicas"], serde_json::json!({}));
+
+    // A second applier: its own annotation, and the same replicas (shared, so no conflict).
+    let other = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations: {team: blue}\nspec:\n  replicas: 3\n";
+    s.ok_stdin(&["apply", "--server-side", "--field-manager", "other", "-f", "-"], Some(other));
+    assert_eq!(managers(&s, web), own(&[("kubectl", "Apply", ""), ("other", "Apply", "")]));
+    assert_eq!(fields_v1(&s, web, "other", "Apply"), serde_json::json!({"f:metadata": {"f:annotations": {"f:team": {}}}, "f:spec": {"f:replicas": {}}}));
+    // kubectl's manifest never had the annotation: re-applying it leaves the other's field be.
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&ssa_deployment(3, "busybox:1.36", false)));
+    assert_eq!(s.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.annotations.team}"]), "blue");
+    // Both own replicas now: a third manager changing it conflicts with both.
+    let err = s.fails(&["apply", "--server-side", "--field-manager", "third", "-f", "-"], Some(&other.replace("replicas: 3", "replicas: 6")));
+    assert!(err.contains("Apply failed with 2 conflicts: conflicts with \"kubectl\":\n- .spec.replicas\nconflicts with \"other\":\n- .spec.replicas"), "{err}");
+    // kubectl dropping replicas from its manifest keeps the field: "other" still applies it.
+    let without_replicas = ssa_deployment(3, "busybox:1.36", false).replace("  replicas: 3\n", "");
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&without_replicas));
+    assert_eq!(s.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+    assert!(fields_v1(&s, web, "kubectl", "Apply")["f:spec"].get("f:replicas").is_none());
+}
+
+/// PatchOptions checks and refusals of apply requests, and the "Update" entries every other
+/// write records (kubectl's field managers, the User-Agent when there is none), a client
+/// resetting managedFields, and kubectl moving a client-side applied object to server-side apply.
+fn server_side_apply_options_and_update_managers(backend: Backend) {
+    let s = ApiServer::start(backend);
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let apply = |path: &str, body: &[u8]| s.curl("PATCH", path, Auth::Admin, Some("application/apply-patch+yaml"), Some(body));
+    let cm = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"k":"v"}}"#;
+    // fieldManager is required: Kubernetes' 422 for PatchOptions.
+    let (code, st) = apply(&format!("{cms}/x"), cm);
+    let st = json_of(&st);
+    assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
+    assert_eq!(st["message"], "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
+    let (code, st) = s.curl("PATCH", &format!("{cms}/x?force=true"), Auth::Admin, Some("application/merge-patch+json"), Some(b"{}"));
+    assert_eq!(code, 422, "force is for apply patches only: {st}");
+    // Refusals: YAML that is not JSON, managedFields in the configuration, unknown fields, a
+    // configuration of another version.
+    for (body, want) in [
+        (&b"apiVersion: v1\nkind: ConfigMap\n"[..], "error decoding YAML: "),
+        (br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","managedFields":[]}}"#, "metadata.managedFields must be nil"),
+        (br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"dtaa":{}}"#, "failed to create typed patch object (default/x; /v1, Kind=ConfigMap): .dtaa: field not declared in schema"),
+        (br#"{"apiVersion":"v2","kind":"ConfigMap","metadata":{"name":"x"}}"#, "Incorrect version specified in apply patch. Specified patch version: v2, expected: v1"),
+    ] {
+        let (code, st) = apply(&format!("{cms}/x?fieldManager=m"), body);
+        assert_eq!(code, 400, "{st}");
+        assert!(json_of(&st)["message"].as_str().is_some_and(|m| m.starts_with(want)), "{st}");
+    }
+    assert!(s.ok(&["get", "cm", "-o", "name"]).trim().is_empty(), "nothing was stored");
+    // Applying a missing object creates it (201); a subresource of a missing object is 404.
+    let (code, body) = apply(&format!("{cms}/x?fieldManager=m"), cm);
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(managers(&s, &format!("{cms}/x")), own(&[("m", "Apply", "")]));
+    let (code, _) = apply("/api/v1/namespaces/default/pods/p/status?fieldManager=m", br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#);
+    assert_eq!(code, 404);
+    // Through the status subresource an applier owns status fields only, recorded as such.
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n"));
+    let status = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {nodeName: ignored}\nstatus:\n  phase: Running\n  conditions: [{type: Ready, status: 'True'}]\n";
+    s.ok_stdin(&["apply", "--server-side", "--subresource=status", "--field-manager=agent", "-f", "-"], Some(status));
+    let pod = "/api/v1/namespaces/default/pods/p";
+    assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.status.phase} {.status.conditions[0].type} {.spec.nodeName}"]), "Running Ready ");
+    assert_eq!(managers(&s, pod), own(&[("agent", "Apply", "status"), ("kubectl", "Apply", "")]));
+    assert_eq!(fields_v1(&s, pod, "agent", "Apply"), serde_json::json!({"f:status": {"f:phase": {}, "f:conditions": {"k:{\"type\":\"Ready\"}": {".": {}, "f:status": {}, "f:type": {}}}}}));
+
+    // Updates: kubectl names its managers; a client that does not is named by its User-Agent.
+    s.ok(&["create", "configmap", "made", "--from-literal=a=1"]);
+    s.ok(&["label", "configmap", "made", "tier=db"]);
+    let made = format!("{cms}/made");
+    assert_eq!(managers(&s, &made), own(&[("kubectl-create", "Update", ""), ("kubectl-label", "Update", "")]));
+    assert_eq!(fields_v1(&s, &made, "kubectl-label", "Update"), serde_json::json!({"f:metadata": {"f:labels": {".": {}, "f:tier": {}}}}));
+    let (code, _) = s.curl("POST", cms, Auth::Admin, Some("application/json"), Some(br#"{"metadata":{"name":"raw"},"data":{"a":"1"}}"#));
+    assert_eq!(code, 201);
+    assert_eq!(managers(&s, &format!("{cms}/raw")), own(&[("curl", "Update", "")]));
+    // An apply that changes what an updater set conflicts with it.
+    let err = s.fails(&["apply", "--server-side", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: made}\ndata: {a: '2'}\n"));
+    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.a"#), "{err}");
+    // A client resets managedFields with [{}].
+    s.ok(&["patch", "configmap", "made", "--type", "json", "-p", r#"[{"op":"replace","path":"/metadata/managedFields","value":[{}]}]"#]);
+    assert!(managers(&s, &made).is_empty());
+    // Client-side apply, then server-side: kubectl migrates the client-side apply manager, and
+    // the fields last-applied describes are taken over without conflicts.
+    let csa = |v: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: moved}}\ndata: {{a: '{v}', b: '2'}}\n");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&csa("1")));
+    let moved = format!("{cms}/moved");
+    assert_eq!(managers(&s, &moved), own(&[("kubectl-client-side-apply", "Update", "")]));
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&csa("9")));
+    assert_eq!(s.ok(&["get", "cm", "moved", "-o", "jsonpath={.data.a}"]), "9");
+    let now = managers(&s, &moved);
+    assert!(now.contains(&("kubectl".into(), "Apply".into(), String::new())) && !now.iter().any(|m| m.0 == "kubectl-client-side-apply"), "{now:?}");
+    assert_eq!(fields_v1(&s, &moved, "kubectl", "Apply"), serde_json::json!({"f:data": {"f:a": {}, "f:b": {}}}));
 }
