@@ -485,12 +485,7 @@ impl Api {
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
-        let name = name_of(&obj).to_string();
-        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        if r.namespaced {
-            self.namespace_usable(ns.as_deref().unwrap_or("default")).await?;
-        }
-        let key = r.key(ns.as_deref(), &name);
+        let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::already_exists(r, &name));
@@ -679,17 +674,24 @@ impl Api {
         Err(ApiError::conflict(r, &name))
     }
 
+    /// The name and store key of an object about to be created, once its namespace is known to
+    /// accept new objects.
+    async fn new_object_key(&self, r: &'static Resource, obj: &Value) -> Result<(String, String), ApiError> {
+        let name = name_of(obj).to_string();
+        let ns = obj["metadata"]["namespace"].as_str();
+        if r.namespaced {
+            self.namespace_usable(ns.unwrap_or("default")).await?;
+        }
+        let key = r.key(ns, &name);
+        Ok((name, key))
+    }
+
     /// Store an object a server-side apply creates (201).
     async fn create_applied(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
-        let name = name_of(&obj).to_string();
-        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-        if r.namespaced {
-            self.namespace_usable(ns.as_deref().unwrap_or("default")).await?;
-        }
-        let key = r.key(ns.as_deref(), &name);
+        let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
             return Ok(json_response(StatusCode::CREATED, &obj));
         }

@@ -440,7 +440,17 @@ pub mod tap {
         if !exists(name) {
             return Ok(());
         }
-        set_persistent(name, false)
+        set_persistent(name, false)?;
+        // The kernel unregisters the device after our descriptor closes, asynchronously: wait
+        // for it, so that the name is free (and gone from /sys) when this returns.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while exists(name) {
+            if std::time::Instant::now() > deadline {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("tap {name} is still registered")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
     }
 
     #[cfg(test)]
@@ -473,6 +483,10 @@ pub mod tap {
             let c = CString::new(bridge.clone()).expect("c");
             // SAFETY: SIOCBRDELBR (0x89a1) takes the bridge name as a C string.
             unsafe { libc::ioctl(sock.as_raw_fd(), 0x89a1 as _, c.as_ptr()) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while exists(&bridge) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             assert!(!exists(&bridge));
         }
     }
