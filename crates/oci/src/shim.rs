@@ -103,18 +103,11 @@ pub enum ShimError {
 /// `exe` is the `strata` binary; `config` the shim config file; `shim_log` receives the
 /// supervisor's own diagnostics.
 pub fn spawn(exe: &Path, config: &Path, shim_log: &Path) -> Result<Started, ShimError> {
-    let msg = util::spawn_supervisor(exe, SHIM_ARG, config, shim_log).map_err(ShimError::Spawn)?;
-    let msg = msg.as_str();
-    if let Some(rest) = msg.strip_prefix("ok ") {
-        let mut it = rest.split_whitespace().map(str::parse::<i32>);
-        if let (Some(Ok(init_pid)), Some(Ok(shim_pid))) = (it.next(), it.next()) {
-            return Ok(Started { init_pid, shim_pid });
-        }
+    match util::spawn_supervisor(exe, SHIM_ARG, config, shim_log).map_err(ShimError::Spawn)? {
+        util::SupervisorReport::Ready { child_pid, supervisor_pid } => Ok(Started { init_pid: child_pid, shim_pid: supervisor_pid }),
+        util::SupervisorReport::Failed(err) => Err(ShimError::Create(err)),
+        util::SupervisorReport::Silent => Err(ShimError::Silent(shim_log.to_path_buf())),
     }
-    if let Some(err) = msg.strip_prefix("error ") {
-        return Err(ShimError::Create(err.to_string()));
-    }
-    Err(ShimError::Silent(shim_log.to_path_buf()))
 }
 
 /// The supervisor process. Never returns.

@@ -100,10 +100,36 @@ pub fn wait_pid_exit(pid: i32, start_time: u64, timeout: Option<Duration>) -> bo
 /// The descriptor a supervisor reports readiness on (see [`spawn_supervisor`]).
 pub const READY_FD: i32 = 3;
 
+/// What a supervisor wrote on its ready pipe before closing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SupervisorReport {
+    /// `ok CHILD SUPERVISOR`: the supervised process (container init, QEMU) and the supervisor.
+    Ready { child_pid: i32, supervisor_pid: i32 },
+    /// `error MESSAGE`: it could not start what it supervises.
+    Failed(String),
+    /// Nothing readable: it died before reporting (its log says why).
+    Silent,
+}
+
+impl SupervisorReport {
+    fn parse(msg: &str) -> Self {
+        if let Some(rest) = msg.strip_prefix("ok ") {
+            let mut it = rest.split_whitespace().map(str::parse::<i32>);
+            if let (Some(Ok(child_pid)), Some(Ok(supervisor_pid))) = (it.next(), it.next()) {
+                return SupervisorReport::Ready { child_pid, supervisor_pid };
+            }
+        }
+        match msg.strip_prefix("error ") {
+            Some(err) => SupervisorReport::Failed(err.to_string()),
+            None => SupervisorReport::Silent,
+        }
+    }
+}
+
 /// Start `exe MODE CONFIG`, a supervisor that daemonizes (forks, the first process exits),
-/// with stdout and stderr to `log` and the write end of a ready pipe as [`READY_FD`]. Returns,
-/// trimmed, what the daemon wrote before closing its end (`ok ...` or `error ...`).
-pub fn spawn_supervisor(exe: &Path, mode: &str, config: &Path, log: &Path) -> std::io::Result<String> {
+/// with stdout and stderr to `log` and the write end of a ready pipe as [`READY_FD`]. Returns
+/// what the daemon reported before closing its end (`ok CHILD SUPERVISOR` or `error ...`).
+pub fn spawn_supervisor(exe: &Path, mode: &str, config: &Path, log: &Path) -> std::io::Result<SupervisorReport> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -132,12 +158,20 @@ pub fn spawn_supervisor(exe: &Path, mode: &str, config: &Path, log: &Path) -> st
     let _ = child.wait();
     let mut msg = String::new();
     std::fs::File::from(ready_r).read_to_string(&mut msg)?;
-    Ok(msg.trim().to_string())
+    Ok(SupervisorReport::parse(msg.trim()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supervisor_reports() {
+        assert_eq!(SupervisorReport::parse("ok 12 34"), SupervisorReport::Ready { child_pid: 12, supervisor_pid: 34 });
+        assert_eq!(SupervisorReport::parse("error no such file"), SupervisorReport::Failed("no such file".into()));
+        assert_eq!(SupervisorReport::parse("ok x"), SupervisorReport::Silent);
+        assert_eq!(SupervisorReport::parse(""), SupervisorReport::Silent);
+    }
 
     #[test]
     fn liveness_and_wait() {

@@ -84,18 +84,12 @@ pub enum SpawnError {
 /// Start the supervisor for `config` (a [`Config`] file); returns when QEMU is ready.
 /// `exe` is the `strata` binary; `log` receives the supervisor's own diagnostics.
 pub fn spawn(exe: &Path, config: &Path, log: &Path) -> Result<Started, SpawnError> {
-    let msg = strata_oci::util::spawn_supervisor(exe, SUPERVISOR_ARG, config, log).map_err(SpawnError::Spawn)?;
-    let msg = msg.as_str();
-    if let Some(rest) = msg.strip_prefix("ok ") {
-        let mut it = rest.split_whitespace().map(str::parse::<i32>);
-        if let (Some(Ok(qemu_pid)), Some(Ok(supervisor_pid))) = (it.next(), it.next()) {
-            return Ok(Started { qemu_pid, supervisor_pid });
-        }
+    use strata_oci::util::SupervisorReport;
+    match strata_oci::util::spawn_supervisor(exe, SUPERVISOR_ARG, config, log).map_err(SpawnError::Spawn)? {
+        SupervisorReport::Ready { child_pid, supervisor_pid } => Ok(Started { qemu_pid: child_pid, supervisor_pid }),
+        SupervisorReport::Failed(err) => Err(SpawnError::Qemu(err)),
+        SupervisorReport::Silent => Err(SpawnError::Silent(log.to_path_buf())),
     }
-    if let Some(err) = msg.strip_prefix("error ") {
-        return Err(SpawnError::Qemu(err.to_string()));
-    }
-    Err(SpawnError::Silent(log.to_path_buf()))
 }
 
 /// Read an exit file written by the supervisor.
