@@ -26,6 +26,30 @@ impl Registry {
         Ok(r)
     }
 
+    /// Read workload `id`'s `record.json`.
+    pub fn load<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<T, Error> {
+        let path = self.dir.join(id).join("record.json");
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
+            _ => Error::Io { context: format!("reading {}", path.display()), source: e },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt record {}: {e}", path.display())))
+    }
+
+    /// Replace workload `id`'s `record.json` atomically (readers see the old or the new one);
+    /// `durable` also fsyncs it (for what must survive a power loss).
+    pub fn save<T: serde::Serialize>(&self, id: &str, record: &T, durable: bool) -> Result<(), Error> {
+        let path = self.dir.join(id).join("record.json");
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Internal(e.to_string()))?;
+        strata_oci::util::replace_file(&path, &json, durable).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
+    /// Every readable record (a workload being created or removed meanwhile is skipped).
+    pub fn load_all<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
+        let entries = std::fs::read_dir(&self.dir).map_err(Error::io(format!("reading {}", self.dir.display())))?;
+        Ok(entries.flatten().filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok()).collect())
+    }
+
     /// Reserve `name` for `id`.
     pub fn reserve(&self, name: &str, id: &str) -> Result<(), Error> {
         validate_name(name, self.what)?;

@@ -93,30 +93,18 @@ impl ContainerDriver {
     }
 
     fn load(&self, id: &str) -> Result<Record, Error> {
-        let path = self.dir(id).join("record.json");
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(id.to_string()),
-            _ => Error::Io { context: format!("reading {}", path.display()), source: e },
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt record {}: {e}", path.display())))
+        self.registry.load(id)
     }
 
     fn save(&self, r: &Record) -> Result<(), Error> {
-        let path = self.dir(&r.id).join("record.json");
-        let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
-        // Atomic but not fsync'd: a record only matters while the host is up (containers do
-        // not survive a reboot), and a process crash cannot tear a rename.
-        util::replace_file(&path, &json, false).map_err(Error::io(format!("writing {}", path.display())))
+        // Not fsync'd: a record only matters while the host is up (containers do not survive a
+        // reboot), and a process crash cannot tear a rename.
+        self.registry.save(&r.id, r, false)
     }
 
+    /// Newest first.
     fn records(&self) -> Result<Vec<Record>, Error> {
-        let dir = &self.registry.dir;
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(Error::io(format!("reading {}", dir.display())))?.flatten() {
-            if let Ok(r) = self.load(&entry.file_name().to_string_lossy()) {
-                out.push(r);
-            }
-        }
+        let mut out: Vec<Record> = self.registry.load_all()?;
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         Ok(out)
     }
