@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(runc busybox-static docker-registry containernetworking-plugins etcd-server curl protobuf-compiler
+PACKAGES=(runc busybox-static gcc libc6-dev util-linux docker-registry containernetworking-plugins etcd-server curl protobuf-compiler
   syslinux syslinux-common mtools dosfstools iproute2)
 missing=()
 for p in "${PACKAGES[@]}"; do
