@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use strata_store::{EventKind, Store};
 
-use crate::auth::{Authorizer, User};
+use crate::auth::User;
+use crate::rbac::{self, Attributes, Authorizer};
 use crate::fields::FieldValidation;
 use crate::object::{self, name_of, with_rv};
 use crate::resources::{self, Resource};
@@ -42,6 +43,20 @@ pub struct RequestInfo {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<String>,
+}
+
+impl RequestInfo {
+    /// The attributes RBAC decides on. As upstream, a request on a namespace object is
+    /// "in" that namespace (so a RoleBinding there can grant reading it).
+    pub fn attributes(&self, verb: &str) -> Attributes {
+        let name = self.name.as_deref().unwrap_or("");
+        let ns = match (&self.namespace, self.resource.kind) {
+            (Some(ns), _) if self.resource.namespaced => ns.as_str(),
+            (_, "Namespace") => name,
+            _ => "",
+        };
+        Attributes::resource(verb, self.resource.group, self.resource.plural, self.subresource.as_deref().unwrap_or(""), ns, name)
+    }
 }
 
 type Query = HashMap<String, String>;
@@ -189,9 +204,7 @@ impl Api {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         };
         let verb = verb_of(&method, &info, &q)?;
-        if !self.authz.allowed(self.store.as_ref(), user, verb, &info).await? {
-            return Err(ApiError::forbidden(&user.name, verb, info.resource, info.namespace.as_deref()));
-        }
+        self.authorize(user, &info.attributes(verb)).await?;
         if let Some(sub) = &info.subresource {
             if !info.resource.subresources.contains(&sub.as_str()) {
                 return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -225,13 +238,13 @@ impl Api {
             }
             "create" => {
                 let obj = parse_body(headers, &body)?;
-                self.create(&info, obj, dry_run, fv, &manager).await
+                self.create(user, &info, obj, dry_run, fv, &manager).await
             }
             "update" => {
                 let obj = parse_body(headers, &body)?;
-                self.update(&info, obj, dry_run, fv, &manager).await
+                self.update(user, &info, obj, dry_run, fv, &manager).await
             }
-            "patch" => self.patch(&info, &q, headers, &body, dry_run, &manager).await,
+            "patch" => self.patch(user, &info, &q, headers, &body, dry_run, &manager).await,
             "delete" => {
                 let opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
                 self.delete(&info, &opts, dry_run).await
@@ -239,6 +252,74 @@ impl Api {
             "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
             _ => Err(ApiError::method_not_allowed("unsupported verb")),
         }
+    }
+
+    /// Escalation prevention on writes of RBAC objects (upstream's policy-based role and
+    /// binding storage). A Role or ClusterRole may be written only by someone who holds every
+    /// permission it grants (in its namespace) or may `escalate` it; an `aggregationRule` needs
+    /// full authority. A binding may be written only by someone who holds the referenced
+    /// role's permissions in the binding's scope or may `bind` that role. `system:masters` is
+    /// exempt; so are changes of nothing but garbage-collection fields.
+    async fn check_rbac_write(&self, user: &User, info: &RequestInfo, new: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let r = info.resource;
+        if r.group != rbac::GROUP || info.subresource.is_some() || user.groups.iter().any(|g| g == rbac::MASTERS) {
+            return Ok(());
+        }
+        if old.is_some_and(|old| only_gc_fields_differ(old, new)) {
+            return Ok(());
+        }
+        let ns = if r.namespaced { new["metadata"]["namespace"].as_str().or(info.namespace.as_deref()).unwrap_or("") } else { "" };
+        let name = name_of(new);
+        let store = self.store.as_ref();
+        match r.kind {
+            "Role" | "ClusterRole" => {
+                let escalate = Attributes::resource("escalate", r.group, r.plural, "", ns, name);
+                if self.authz.allowed(store, user, &escalate).await? {
+                    return Ok(());
+                }
+                let held = self.authz.rules_for(store, user, ns).await?;
+                let missing = rbac::covers(&held, &rbac::rules_of(new));
+                if !missing.is_empty() {
+                    return Err(ApiError::forbidden(r, name, &rbac::escalation_message(user, &missing)));
+                }
+                let aggregated = |v: &Value| !v["aggregationRule"].is_null();
+                if r.kind == "ClusterRole" && (aggregated(new) || old.is_some_and(aggregated)) && !rbac::covers(&held, &rbac::full_authority()).is_empty() {
+                    return Err(ApiError::forbidden(r, name, "must have cluster-admin privileges to use the aggregationRule"));
+                }
+                Ok(())
+            }
+            _ => {
+                let role_ref = &new["roleRef"];
+                let plural = match role_ref["kind"].as_str() {
+                    Some("ClusterRole") => "clusterroles",
+                    Some("Role") => "roles",
+                    _ => return Ok(()), // validation refuses it
+                };
+                let role_name = role_ref["name"].as_str().unwrap_or("");
+                let group = role_ref["apiGroup"].as_str().unwrap_or(rbac::GROUP);
+                if self.authz.allowed(store, user, &Attributes::resource("bind", group, plural, "", ns, role_name)).await? {
+                    return Ok(());
+                }
+                let Some(rules) = self.authz.role_ref_rules(store, role_ref, ns).await? else {
+                    let rr = resources::find(rbac::GROUP, "v1", plural).ok_or_else(|| ApiError::internal("rbac kinds missing"))?;
+                    return Err(ApiError::not_found(rr, role_name));
+                };
+                let held = self.authz.rules_for(store, user, ns).await?;
+                let missing = rbac::covers(&held, &rules);
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                Err(ApiError::forbidden(r, name, &rbac::escalation_message(user, &missing)))
+            }
+        }
+    }
+
+    /// Allow the request or fail with upstream's Forbidden.
+    async fn authorize(&self, user: &User, a: &Attributes) -> Result<(), ApiError> {
+        if self.authz.allowed(self.store.as_ref(), user, a).await? {
+            return Ok(());
+        }
+        Err(ApiError::forbidden_by(user, a))
     }
 
     async fn non_resource(&self, path: &str, accept: &str, headers: &HeaderMap) -> Option<Response> {
@@ -476,7 +557,7 @@ impl Api {
         }
     }
 
-    async fn create(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
+    async fn create(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         if info.subresource.is_some() {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
@@ -485,6 +566,7 @@ impl Api {
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
+        self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
             if self.store.get(&key).await?.is_some() {
@@ -499,7 +581,7 @@ impl Api {
         }
     }
 
-    async fn update(&self, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
+    async fn update(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
@@ -521,6 +603,7 @@ impl Api {
         object::prepare_update(r, &mut obj, &old, status_only)?;
         crate::validate::validate(r, &mut obj)?;
         managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
+        self.check_rbac_write(user, info, &obj, Some(&old)).await?;
         Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
     }
 
@@ -556,13 +639,14 @@ impl Api {
         }
     }
 
-    async fn patch(&self, info: &RequestInfo, q: &Query, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    async fn patch(&self, user: &User, info: &RequestInfo, q: &Query, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
         let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         if ct == "application/apply-patch+yaml" {
-            return self.apply(info, q, body, dry_run, manager).await;
+            return self.apply(user, info, q, body, dry_run, manager).await;
         }
         if q.contains_key("force") {
             let c = Cause { reason: "FieldValueForbidden", field: "force".into(), message: "Forbidden: may not be specified for non-apply patch".into() };
@@ -588,6 +672,7 @@ impl Api {
             object::prepare_update(r, &mut new, &old, status_only)?;
             crate::validate::validate(r, &mut new)?;
             managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
+            self.check_rbac_write(user, info, &new, Some(&old)).await?;
             match self.write_update(info, new, &old, expected, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
                 other => return other.map(|resp| with_warnings(resp, &warnings)),
@@ -600,7 +685,7 @@ impl Api {
     /// configuration into the object as `manager` (see [`managed`]), creating the object if it
     /// does not exist. The body is read as JSON, the YAML every client sends (kubectl, client-go
     /// and the Python client send JSON); other YAML is refused with 400.
-    async fn apply(&self, info: &RequestInfo, q: &Query, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
+    async fn apply(&self, user: &User, info: &RequestInfo, q: &Query, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = info.subresource.as_deref() == Some("status");
@@ -658,6 +743,7 @@ impl Api {
             let now = object::now();
             let mut new = managed::apply(r, info.subresource.as_deref(), live.as_ref().map(|(v, _)| v), &config, manager, force, &now)
                 .map_err(|e| ApiError::from_apply(e, &object))?;
+            self.check_rbac_write(user, info, &new, live.as_ref().map(|(v, _)| v)).await?;
             let Some((old, rev)) = live else {
                 return match self.create_applied(info, new, dry_run).await {
                     Err(e) if e.reason == "AlreadyExists" => continue,
@@ -892,6 +978,22 @@ impl Api {
         let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": { "resourceVersion": page.revision.to_string() }, "items": items });
         Ok(json_response(StatusCode::OK, &list))
     }
+}
+
+/// Do two versions of an object differ in nothing but the fields garbage collection changes
+/// (upstream's `IsOnlyMutatingGCFields`: owner references and finalizers; bookkeeping that
+/// the server itself writes is ignored too)?
+fn only_gc_fields_differ(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v["metadata"].as_object_mut() {
+            for k in ["ownerReferences", "finalizers", "managedFields", "resourceVersion", "generation"] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    strip(old) == strip(new)
 }
 
 fn to_scale(obj: &Value, rev: u64) -> Value {

@@ -6,7 +6,8 @@
 //! (TLS, authentication), then the helpers: [`object`] (metadata rules), [`validate`],
 //! [`patch`], [`managed`] (managedFields and server-side apply, over [`fieldpath`]),
 //! [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with [`gnostic`],
-//! its protobuf form), [`status`] (errors), [`auth`], [`pki`].
+//! its protobuf form), [`status`] (errors), [`auth`] (who is calling), [`rbac`] (what they may
+//! do), [`pki`].
 //!
 //! **Invariant:** only this crate knows HTTP; the store knows nothing of Kubernetes objects
 //! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
@@ -25,6 +26,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod rv;
 pub mod selector;

@@ -15,7 +15,8 @@ use strata_store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{Api, MAX_BODY};
-use crate::auth::{user_from_cert, Authorizer, Tokens, User};
+use crate::auth::{user_from_cert, Tokens, User};
+use crate::rbac::Authorizer;
 use crate::pki::Pki;
 use crate::resources;
 use crate::status::ApiError;
@@ -113,7 +114,10 @@ impl Server {
             _ => Tokens::default(),
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
-        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz: Authorizer }), tokens: Arc::new(tokens) })
+        let authz = Authorizer::default();
+        authz.index.reload(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        tokio::spawn(authz.index.clone().follow(cfg.store.clone()));
+        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz }), tokens: Arc::new(tokens) })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {

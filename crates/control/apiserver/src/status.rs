@@ -91,19 +91,27 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
-    pub fn forbidden(user: &str, verb: &str, r: &Resource, namespace: Option<&str>) -> Self {
-        let scope = match namespace {
-            Some(ns) if r.namespaced => format!("in the namespace \"{ns}\""),
-            _ => "at the cluster scope".to_string(),
-        };
-        let group = if r.group.is_empty() { "\"\"".to_string() } else { format!("\"{}\"", r.group) };
-        let mut e = Self::new(
-            403,
-            "Forbidden",
-            format!("{} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group {group} {scope}", r.group_resource(), r.plural),
-        );
-        e.details = Some(json!({ "kind": r.plural, "group": r.group }));
+    /// A request RBAC denies (upstream's `ForbiddenStatusError`).
+    pub fn forbidden_by(user: &crate::auth::User, a: &crate::rbac::Attributes) -> Self {
+        let mut e = Self::new(403, "Forbidden", a.forbidden_message(&user.name));
+        if let crate::rbac::Target::Resource { group, resource, name, .. } = &a.kind {
+            let mut d = json!({ "kind": resource, "group": group });
+            if !name.is_empty() {
+                d["name"] = json!(name);
+            }
+            e.details = Some(d);
+        }
         e
+    }
+
+    /// `apierrors.NewForbidden(resource, name, err)`.
+    pub fn forbidden(r: &Resource, name: &str, err: &str) -> Self {
+        let message = if name.is_empty() {
+            format!("{} is forbidden: {err}", r.group_resource())
+        } else {
+            format!("{} \"{name}\" is forbidden: {err}", r.group_resource())
+        };
+        Self::new(403, "Forbidden", message).with_details(r, name)
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {

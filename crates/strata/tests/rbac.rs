@@ -1,0 +1,180 @@
+//! RBAC end to end, as Kubernetes enforces it: escalation prevention and the `escalate` and
+//! `bind` verbs, the bootstrap policy, non-resource URLs, and the review APIs, driven with the
+//! real `kubectl` (as limited users, through bearer tokens) and curl.
+
+mod common;
+
+on_both_backends!(escalation_is_refused_unless_escalate_or_bind_is_granted);
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::server::{ApiServer, Backend};
+
+/// A server with a token file holding `alice-token` (user alice, group dev).
+fn server_with_alice(backend: Backend) -> (ApiServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "alice-token,alice,1001,\"dev\"\nbob-token,bob,1002\n").expect("tokens");
+    let s = ApiServer::start_with(backend, &["--token-file", tokens.to_str().expect("path")]);
+    (s, dir)
+}
+
+/// `kubectl ARGS` as the holder of `token` (no client certificate), with `stdin`.
+fn kubectl_as(s: &ApiServer, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let ca: PathBuf = s.data_dir().join("pki/ca.crt");
+    let mut c = Command::new("kubectl")
+        .args(["--server", &s.url(), "--certificate-authority", ca.to_str().expect("path"), "--token", token])
+        .args(args)
+        .env("KUBECONFIG", s.data_dir().join("no-such-kubeconfig"))
+        .env("HOME", s.data_dir())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(text) = stdin {
+        c.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    c.wait_with_output().expect("kubectl output")
+}
+
+fn ok_as(s: &ApiServer, token: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_as(s, token, args, stdin);
+    assert!(out.status.success(), "kubectl {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails_as(s: &ApiServer, token: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_as(s, token, args, stdin);
+    assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const ALICE_GROUPS: &str = r#"user "alice" (groups=["dev" "system:authenticated"]) is attempting to grant RBAC permissions not currently held:"#;
+
+fn escalation_is_refused_unless_escalate_or_bind_is_granted(backend: Backend) {
+    let (s, _tokens) = server_with_alice(backend);
+    // alice may manage Roles and RoleBindings in "team" and read ConfigMaps there; nothing else.
+    s.ok_stdin(&["apply", "-f", "-"], Some(r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: team}
+stringData: {password: hunter2}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: rbac-manager, namespace: team}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, get, list, update, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-manages, namespace: team}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: Role, name: rbac-manager, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: cluster-admin}
+rules:
+- apiGroups: ["*"]
+  resources: ["*"]
+  verbs: ["*"]
+- nonResourceURLs: ["*"]
+  verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: secret-reader}
+rules:
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list]
+"#));
+    let alice = "alice-token";
+    let everything = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: everything, namespace: team}
+rules:
+- apiGroups: ["*"]
+  resources: ["*"]
+  verbs: ["*"]
+"#;
+    let admin_binding = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-admin, namespace: team}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: cluster-admin, apiGroup: rbac.authorization.k8s.io}
+"#;
+    let secrets_binding = admin_binding.replace("alice-admin", "alice-secrets").replace("name: cluster-admin", "name: secret-reader");
+    let add_secrets = r#"[{"op": "add", "path": "/rules/-", "value": {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}}]"#;
+
+    // 1. A new Role granting more than alice holds.
+    let err = fails_as(&s, alice, &["create", "-f", "-"], Some(everything));
+    assert!(err.contains(&format!("roles.rbac.authorization.k8s.io \"everything\" is forbidden: {ALICE_GROUPS}")), "{err}");
+    assert!(err.contains(r#"{APIGroups:["*"], Resources:["*"], Verbs:["*"]}"#), "{err}");
+    // A Role within what she holds is fine...
+    ok_as(&s, alice, &["create", "role", "cm-reader", "-n", "team", "--verb=get", "--resource=configmaps"], None);
+    // 2. ... but patching it beyond that is not.
+    let err = fails_as(&s, alice, &["patch", "role", "cm-reader", "-n", "team", "--type=json", "-p", add_secrets], None);
+    assert!(err.contains(&format!("roles.rbac.authorization.k8s.io \"cm-reader\" is forbidden: {ALICE_GROUPS}")), "{err}");
+    assert!(err.contains(r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}"#), "{err}");
+    // 3. Binding cluster-admin to herself.
+    let err = fails_as(&s, alice, &["create", "-f", "-"], Some(admin_binding));
+    assert!(err.contains(&format!("rolebindings.rbac.authorization.k8s.io \"alice-admin\" is forbidden: {ALICE_GROUPS}")), "{err}");
+    assert!(err.contains(r#"{APIGroups:["*"], Resources:["*"], Verbs:["*"]}"#) && err.contains(r#"{NonResourceURLs:["*"], Verbs:["*"]}"#), "{err}");
+    // Nothing of it was stored, and the secret stays out of reach.
+    let roles = s.ok(&["get", "roles,rolebindings", "-n", "team", "-o", "name"]);
+    assert!(!roles.contains("everything") && !roles.contains("alice-admin"), "{roles}");
+    let rules = s.ok(&["get", "role", "cm-reader", "-n", "team", "-o", "jsonpath={.rules}"]);
+    assert!(!rules.contains("secrets"), "{rules}");
+    let err = fails_as(&s, alice, &["get", "secret", "creds", "-n", "team"], None);
+    assert!(err.contains(r#"secrets "creds" is forbidden: User "alice" cannot get resource "secrets" in API group "" in the namespace "team""#), "{err}");
+
+    // With `escalate` on roles and `bind` on the cluster-admin ClusterRole (by name), each succeeds.
+    s.ok_stdin(&["apply", "-f", "-"], Some(r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: escalator, namespace: team}
+rules:
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles]
+  verbs: [escalate]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  verbs: [bind]
+  resourceNames: [cluster-admin]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-escalates, namespace: team}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: Role, name: escalator, apiGroup: rbac.authorization.k8s.io}
+"#));
+    ok_as(&s, alice, &["create", "-f", "-"], Some(everything));
+    ok_as(&s, alice, &["patch", "role", "cm-reader", "-n", "team", "--type=json", "-p", add_secrets], None);
+    // `bind` is for cluster-admin only: another ClusterRole she does not hold stays refused
+    // (its rules are not covered by hers until she is bound to cluster-admin).
+    let err = fails_as(&s, alice, &["create", "-f", "-"], Some(&secrets_binding));
+    assert!(err.contains(&format!("rolebindings.rbac.authorization.k8s.io \"alice-secrets\" is forbidden: {ALICE_GROUPS}")), "{err}");
+    ok_as(&s, alice, &["create", "-f", "-"], Some(admin_binding));
+    // Now she holds cluster-admin in "team" (only there).
+    assert!(ok_as(&s, alice, &["get", "secret", "creds", "-n", "team", "-o", "name"], None).contains("secret/creds"));
+    fails_as(&s, alice, &["get", "secrets", "-n", "default"], None);
+    // bob holds nothing: with no escalate and no bind he can do none of it.
+    let err = fails_as(&s, "bob-token", &["create", "-f", "-"], Some(everything));
+    assert!(err.contains(r#"User "bob" cannot create resource "roles""#), "{err}");
+}
