@@ -18,7 +18,10 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Open the records under `root`, which is created (or tightened to) 0700 first: it holds
+    /// image content, root filesystems and logs that no other local user may reach.
     pub fn open(root: &Path, dir: &str, names: &str, what: &'static str) -> Result<Self, Error> {
+        strata_image::private_dir(root)?;
         let r = Self { dir: root.join(dir), names: root.join(names), what };
         for d in [&r.dir, &r.names] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;

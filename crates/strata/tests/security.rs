@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use common::Env;
-use strata_testkit::{add_file, busybox_layer_tar_gz, image_from_layers, tar_gz, write_docker_archive};
+use strata_testkit::{add_file, busybox_layer_tar_gz, header, image_from_layers, tar_gz, write_docker_archive};
 
 /// A static C program that tries to create namespaces every way a process can, and a normal
 /// fork and thread, and prints one `what=ok` or `what=ERRNAME(n)` line for each.
@@ -82,9 +83,13 @@ int main(void) {
 
 /// Compile [`NSPROBE_C`] statically (gcc and libc6-dev: scripts/test.sh installs them).
 fn compile_probe(dir: &Path) -> Vec<u8> {
-    let src = dir.join("nsprobe.c");
-    let bin = dir.join("nsprobe");
-    std::fs::write(&src, NSPROBE_C).expect("write source");
+    compile_c(dir, "nsprobe", NSPROBE_C)
+}
+
+fn compile_c(dir: &Path, name: &str, source: &str) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source).expect("write source");
     let out = Command::new("gcc").args(["-static", "-O1", "-pthread", "-o"]).arg(&bin).arg(&src).output().expect("run gcc");
     assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(&bin).expect("read binary")
@@ -148,4 +153,144 @@ fn default_containers_cannot_create_namespaces() {
     for k in ["clone_newuser_newnet", "clone3_newuser", "unshare_newuser", "fork", "thread"] {
         assert_eq!(r.get(k).map(String::as_str), Some("ok"), "privileged: {k}: {out}");
     }
+}
+
+/// Prints its effective uid: run setuid-root by another user, it would say `euid=0`.
+const EUID_C: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("euid=%d\n", (int)geteuid()); return 0; }
+"#;
+
+/// `strata --root ROOT ARGS`, asserting success.
+fn strata_ok(root: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().expect("run strata");
+    assert!(
+        out.status.success(),
+        "strata {args:?} failed: stdout={} stderr={}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes a container of another root than [`Env`]'s when the test ends, passed or not.
+struct RemoveOnDrop(PathBuf, &'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&self.0).args(["rm", "-f", self.1]).output();
+    }
+}
+
+/// Run `argv` as `nobody` with a login-like switch (`runuser`, as `su nobody -c` would).
+/// Not `setpriv --reuid`: it keeps its capabilities until `execve` has looked the program
+/// up, so it runs programs in directories `nobody` cannot enter.
+fn as_nobody(argv: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv")
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+}
+
+/// Files below `dir` named `name` (as root, which may look everywhere).
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if e.file_name() == name {
+            out.push(p.clone());
+        }
+        if ft.is_dir() && !ft.is_symlink() {
+            out.extend(find_named(&p, name));
+        }
+    }
+    out
+}
+
+/// Issue 13 part 2: the store is private to its owner. A root strata creates is 0700, so no
+/// other local user can list it, run a setuid-root program from a pulled image, open a device
+/// node a layer carried, or read a container's files; a root found with looser modes is
+/// tightened when opened. Containers still run as non-root users over such a store.
+#[test]
+fn store_is_private_to_root() {
+    let env = Env::new();
+    // The test's own directory is reachable by everyone: only strata's modes protect its root.
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let root = env.root().join("fresh");
+    let work = tempfile::tempdir().expect("tmp");
+    let euid = compile_c(work.path(), "euid", EUID_C);
+    let extra = tar_gz(|b| {
+        add_file(b, "rootprog", 0o4755, &euid);
+        for (name, kind, major, minor) in [("charnode", tar::EntryType::Char, 1, 3), ("blocknode", tar::EntryType::Block, 7, 0)] {
+            let mut h = header(kind, 0o666, 0, 0, 0);
+            h.set_device_major(major).expect("major");
+            h.set_device_minor(minor).expect("minor");
+            b.append_data(&mut h, name, std::io::empty()).expect("append node");
+        }
+    });
+    let img = image_from_layers(vec![busybox_layer_tar_gz(), extra], &["sh"]);
+    env.registry.push(&img, "private", "latest");
+    let image = format!("{}/private:latest", env.registry.addr);
+    strata_ok(&root, &["pull", "-q", &image]);
+    // Non-root container users still read and run what the image gives them (no_new_privs:
+    // the setuid bit does not apply inside).
+    assert_eq!(strata_ok(&root, &["run", "--rm", "--user", "1000", &image, "/rootprog"]).trim(), "euid=1000");
+    assert_eq!(strata_ok(&root, &["run", "--rm", "--user", "1000", &image, "cat", "/etc/passwd"]).lines().next().map(|l| l.starts_with("root:")), Some(true));
+    strata_ok(&root, &["run", "-d", "--name", "private-svc", &image, "sh", "-c", "echo secret-output; sleep 1000"]);
+    let _svc = RemoveOnDrop(root.clone(), "private-svc");
+
+    let setuid = find_named(&root.join("images/snapshots"), "rootprog");
+    assert!(!setuid.is_empty(), "the layer was unpacked");
+    assert_ne!(mode_of(&setuid[0]) & 0o4000, 0, "the image's setuid bit is kept (containers may need it)");
+    let nodes = [find_named(&root.join("images/snapshots"), "charnode"), find_named(&root.join("images/snapshots"), "blocknode")].concat();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let logs = find_named(&root.join("containers"), "ctr.log");
+    assert!(!logs.is_empty());
+    let in_rootfs = find_named(&root.join("containers"), "rootprog");
+
+    let s = |p: &Path| p.to_str().expect("path").to_string();
+    for dir in [root.clone(), root.join("images"), root.join("images/snapshots"), root.join("containers")] {
+        let out = as_nobody(&["ls", &s(&dir)]);
+        assert!(!out.status.success(), "nobody listed {}: {}", dir.display(), String::from_utf8_lossy(&out.stdout));
+    }
+    for prog in setuid.iter().chain(&in_rootfs) {
+        let out = as_nobody(&[&s(prog)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && !stdout.contains("euid="), "nobody ran {}: {stdout}", prog.display());
+    }
+    for node in &nodes {
+        let out = as_nobody(&["dd", &format!("if={}", s(node)), "of=/dev/null", "count=1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("Permission denied"), "nobody opened {}: {err}", node.display());
+    }
+    for log in &logs {
+        let out = as_nobody(&["cat", &s(log)]);
+        assert!(!out.status.success(), "nobody read {}", log.display());
+    }
+    assert_eq!(mode_of(&root), 0o700, "the root is created private");
+    strata_ok(&root, &["rm", "-f", "private-svc"]);
+
+    // A root left with loose modes (an older strata, a hand-made directory) is tightened.
+    let loose = env.root().join("loose");
+    std::fs::create_dir_all(loose.join("images")).expect("mkdir");
+    for d in [&loose, &loose.join("images")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    strata_ok(&loose, &["images"]);
+    assert_eq!(mode_of(&loose), 0o700);
+    assert_eq!(mode_of(&loose.join("images")), 0o700);
+    let loose_vm = env.root().join("loose-vm");
+    std::fs::create_dir_all(&loose_vm).expect("mkdir");
+    std::fs::set_permissions(&loose_vm, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    strata_ok(&loose_vm, &["vm", "list"]);
+    assert_eq!(mode_of(&loose_vm), 0o700);
 }

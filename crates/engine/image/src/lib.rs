@@ -12,7 +12,8 @@
 //! locks/                      images.lock, gc.lock, snapshot locks
 //! ```
 //!
-//! **Invariants:** everything under `blobs/` hashes to its name; a snapshot directory exists
+//! **Invariants:** the root is 0700 ([`private_dir`]: image files keep their setuid bits and
+//! device nodes, so no other user may reach them); everything under `blobs/` hashes to its name; a snapshot directory exists
 //! only once it is completely unpacked and verified; nothing in a layer is ever written
 //! outside its snapshot directory.
 //!
@@ -140,6 +141,7 @@ impl ImageStore {
     /// Open (creating if needed) the store at `root`, e.g. `/var/lib/strata/images`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        private_dir(&root)?;
         for d in ["blobs/sha256", "ingest", "snapshots", "tmp", "locks"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
@@ -407,6 +409,35 @@ impl ImageStore {
             config,
         })
     }
+}
+
+/// Create `dir` (and any missing parents) private to its owner, mode 0700, or bring an
+/// existing one to 0700. Image files keep their own modes (setuid programs, device nodes,
+/// world-writable directories: containers need them as the image says), so what keeps other
+/// local users from running or opening them is that no path to them can be entered: the store
+/// root (and the strata root above it) admit their owner only.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(dir, e)),
+    }
+    let meta = fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::io(dir, io::Error::from(io::ErrorKind::NotADirectory)));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
+        if mode & 0o077 != 0 {
+            tracing::info!(dir = %dir.display(), mode = format!("{mode:04o}"), "directory was open to other users; now 0700");
+        }
+    }
+    Ok(())
 }
 
 /// Find the record `reference` denotes.

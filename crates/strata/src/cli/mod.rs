@@ -152,6 +152,8 @@ pub struct Ctx {
 
 impl Ctx {
     fn images(&self) -> anyhow::Result<Arc<ImageStore>> {
+        // The root first: created by the store below, it would get the default 0755.
+        strata_driver::images::private_dir(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         let dir = self.root.join("images");
         Ok(Arc::new(ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?))
     }
