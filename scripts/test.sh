@@ -28,6 +28,10 @@ scripts/vm-assets.sh >/dev/null
 # The Python Kubernetes client drives the API server in the end-to-end tests.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
 
+# The RBAC bootstrap policy is generated from upstream's definitions (k8s.io/kubernetes via the Go
+# module proxy): regenerating it must change nothing.
+python3 scripts/gen-bootstrap-policy.py --check
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -371,7 +371,7 @@ fn openapi_v2_serves_kubectl_and_python(backend: Backend) {
     let (code, head, _) = s.get_with_headers("/openapi/v2", &["Accept: text/html"]);
     assert_eq!(code, 406, "{head}");
     let (code, _) = s.curl("GET", "/openapi/v2", Auth::Anonymous, None, None);
-    assert_eq!(code, 401, "the document is for authenticated users");
+    assert_eq!(code, 403, "the document is for authenticated users (system:discovery), not anonymous ones");
 }
 
 fn resource_version_semantics_of_get_and_list(backend: Backend) {

@@ -4,12 +4,18 @@
 
 mod common;
 
-on_both_backends!(escalation_is_refused_unless_escalate_or_bind_is_granted);
+on_both_backends!(
+    escalation_is_refused_unless_escalate_or_bind_is_granted,
+    bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac,
+);
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use common::server::{ApiServer, Backend};
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Auth, Backend};
 
 /// A server with a token file holding `alice-token` (user alice, group dev).
 fn server_with_alice(backend: Backend) -> (ApiServer, tempfile::TempDir) {
@@ -177,4 +183,98 @@ roleRef: {kind: Role, name: escalator, apiGroup: rbac.authorization.k8s.io}
     // bob holds nothing: with no escalate and no bind he can do none of it.
     let err = fails_as(&s, "bob-token", &["create", "-f", "-"], Some(everything));
     assert!(err.contains(r#"User "bob" cannot create resource "roles""#), "{err}");
+}
+
+fn bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac(backend: Backend) {
+    let (mut s, _tokens) = server_with_alice(backend);
+    // The default ClusterRoles and bindings are there, as kube-apiserver makes them.
+    let roles = s.ok(&["get", "clusterroles", "-o", "name"]);
+    for want in ["cluster-admin", "admin", "edit", "view", "system:basic-user", "system:discovery", "system:public-info-viewer", "system:monitoring", "system:node", "system:kube-scheduler", "system:kube-controller-manager", "system:aggregate-to-view"] {
+        assert!(roles.lines().any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{want}")), "{want} missing: {roles}");
+    }
+    assert_eq!(subjects(&s, "cluster-admin"), "system:masters");
+    assert_eq!(subjects(&s, "system:discovery"), "system:authenticated");
+    assert_eq!(subjects(&s, "system:basic-user"), "system:authenticated");
+    assert_eq!(subjects(&s, "system:public-info-viewer"), "system:authenticated system:unauthenticated");
+    assert_eq!(subjects(&s, "system:monitoring"), "system:monitoring");
+    assert_eq!(subjects(&s, "system:node"), "system:nodes");
+    assert_eq!(subjects(&s, "system:kube-scheduler"), "system:kube-scheduler");
+    // view, edit and admin are aggregated from the aggregate-to-* roles by the server.
+    assert!(eventually(Duration::from_secs(20), || rules_of(&s, "view").contains("configmaps")), "view: {}", rules_of(&s, "view"));
+    assert!(eventually(Duration::from_secs(20), || rules_of(&s, "admin").contains("rolebindings")), "admin: {}", rules_of(&s, "admin"));
+    assert!(!rules_of(&s, "view").contains("secrets") && rules_of(&s, "edit").contains("secrets"));
+    assert_eq!(s.ok(&["get", "clusterrole", "view", "-o", "jsonpath={.metadata.labels}"]).contains("aggregate-to-edit"), true);
+
+    // A user bound to `view` in a namespace reads there but cannot write, nor read Secrets.
+    s.ok(&["create", "namespace", "team"]);
+    s.ok(&["create", "configmap", "settings", "-n", "team", "--from-literal=a=1"]);
+    s.ok(&["create", "rolebinding", "alice-views", "-n", "team", "--clusterrole=view", "--user=alice"]);
+    let alice = "alice-token";
+    assert!(ok_as(&s, alice, &["get", "configmaps", "-n", "team", "-o", "name"], None).contains("configmap/settings"));
+    let err = fails_as(&s, alice, &["create", "configmap", "mine", "-n", "team"], None);
+    assert!(err.contains(r#"configmaps is forbidden: User "alice" cannot create resource "configmaps" in API group "" in the namespace "team""#), "{err}");
+    let err = fails_as(&s, alice, &["delete", "configmap", "settings", "-n", "team"], None);
+    assert!(err.contains("forbidden"), "{err}");
+    fails_as(&s, alice, &["get", "secrets", "-n", "team"], None);
+    fails_as(&s, alice, &["get", "configmaps", "-n", "default"], None);
+    // A new aggregate-to-view role extends `view` at once.
+    s.ok_stdin(&["apply", "-f", "-"], Some(r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: view-leases
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list]
+"#));
+    assert!(eventually(Duration::from_secs(20), || kubectl_as(&s, alice, &["get", "leases", "-n", "team"], None).status.success()), "view aggregates view-leases");
+
+    // Non-resource URLs are RBAC: anonymous may read /version and the health checks
+    // (system:public-info-viewer), not discovery.
+    for path in ["/version", "/healthz", "/livez", "/readyz"] {
+        let (code, body) = s.curl("GET", path, Auth::Anonymous, None, None);
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (code, body) = s.curl("GET", "/api", Auth::Anonymous, None, None);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"forbidden: User \"system:anonymous\" cannot get path \"/api\""#), "{body}");
+    let (code, _) = s.curl("GET", "/openapi/v2", Auth::Anonymous, None, None);
+    assert_eq!(code, 403);
+    // Authenticated users have discovery (system:discovery); other paths are not theirs.
+    let (code, _) = s.curl("GET", "/apis", Auth::Token(alice), None, None);
+    assert_eq!(code, 200);
+    let (code, body) = s.curl("GET", "/no-such-path", Auth::Token(alice), None, None);
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = s.curl("GET", "/no-such-path", Auth::Admin, None, None);
+    assert_eq!(code, 404);
+
+    // Reconciled at every start: user additions stay, missing defaults come back, and
+    // autoupdate=false is respected.
+    s.ok(&["label", "clusterrole", "system:basic-user", "mine=yes"]);
+    s.ok(&["patch", "clusterrole", "system:basic-user", "--type=json", "-p", r#"[{"op": "add", "path": "/rules/-", "value": {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list"]}}]"#]);
+    s.ok(&["patch", "clusterrole", "system:monitoring", "--type=json", "-p", r#"[{"op": "replace", "path": "/rules", "value": []}]"#]);
+    s.ok(&["annotate", "--overwrite", "clusterrole", "system:discovery", "rbac.authorization.kubernetes.io/autoupdate=false"]);
+    s.ok(&["patch", "clusterrole", "system:discovery", "--type=json", "-p", r#"[{"op": "replace", "path": "/rules", "value": []}]"#]);
+    s.ok(&["delete", "clusterrole", "system:public-info-viewer"]);
+    s.ok(&["delete", "clusterrolebinding", "system:basic-user"]);
+    s.restart(false);
+    let basic = rules_of(&s, "system:basic-user");
+    assert!(basic.contains("namespaces") && basic.contains("selfsubjectaccessreviews"), "{basic}");
+    assert!(s.ok(&["get", "clusterrole", "system:basic-user", "--show-labels"]).contains("mine=yes"));
+    assert!(rules_of(&s, "system:monitoring").contains("/metrics"), "missing rules are added back");
+    assert_eq!(rules_of(&s, "system:discovery"), "[]", "autoupdate=false is left alone");
+    assert!(rules_of(&s, "system:public-info-viewer").contains("/version"));
+    assert_eq!(subjects(&s, "system:basic-user"), "system:authenticated");
+    let (code, _) = s.curl("GET", "/version", Auth::Anonymous, None, None);
+    assert_eq!(code, 200);
+}
+
+fn subjects(s: &ApiServer, binding: &str) -> String {
+    s.ok(&["get", "clusterrolebinding", binding, "-o", "jsonpath={.subjects[*].name}"])
+}
+
+fn rules_of(s: &ApiServer, role: &str) -> String {
+    s.ok(&["get", "clusterrole", role, "-o", "jsonpath={.rules}"])
 }

@@ -59,6 +59,17 @@ impl RequestInfo {
     }
 }
 
+/// The CustomResourceDefinition list kubectl asks for (served empty; see `non_resource`).
+const CRD_PATH: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+/// Is `path` outside the resource tree (`/version`, `/healthz`, `/api`, `/apis/g/v`,
+/// `/openapi/...`, `/metrics`, ...)? Those are authorized by nonResourceURLs, and may be asked
+/// for anonymously.
+pub fn is_non_resource(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path != CRD_PATH && matches!(parse_path(path), Ok(None))
+}
+
 type Query = HashMap<String, String>;
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -194,7 +205,18 @@ impl Api {
     async fn route(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
         let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
         let q = parse_query(query);
+        let raw_path = path;
         let path = path.trim_end_matches('/');
+        if path == CRD_PATH {
+            // A resource request of a group strata does not serve (see `non_resource`).
+            self.authorize(user, &Attributes::resource("list", "apiextensions.k8s.io", "customresourcedefinitions", "", "", "")).await?;
+        } else if is_non_resource(path) {
+            // Non-resource paths are authorized by RBAC nonResourceURLs, with the HTTP method
+            // (lower case) as the verb, as upstream.
+            let verb = method.as_str().to_ascii_lowercase();
+            let path_attr = if raw_path.is_empty() { "/" } else { raw_path };
+            self.authorize(user, &Attributes::non_resource(&verb, path_attr)).await?;
+        }
         if method == Method::GET {
             if let Some(r) = self.non_resource(path, accept, headers).await {
                 return Ok(r);
@@ -347,7 +369,7 @@ impl Api {
             // decide how to validate a kind it found in no OpenAPI document, and a 404 here
             // would fail `kubectl apply` with "failed to check CRD" instead of its usual
             // "no matches for kind". The group is not in discovery; nothing else is served.
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" => match self.store.revision().await {
+            CRD_PATH => match self.store.revision().await {
                 Ok(rev) => ok(json!({ "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
                                       "metadata": { "resourceVersion": rev.to_string() }, "items": [] })),
                 Err(e) => Some(ApiError::from(e).into_response()),

@@ -22,6 +22,14 @@ impl User {
     }
 }
 
+impl User {
+    /// The caller who presented no credentials (`system:anonymous`, in
+    /// `system:unauthenticated` only).
+    pub fn anonymous() -> Self {
+        Self { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+    }
+}
+
 /// Static bearer tokens, from a CSV file like kube-apiserver's `--token-auth-file`:
 /// `token,user,uid,"group1,group2"`.
 #[derive(Clone, Debug, Default)]

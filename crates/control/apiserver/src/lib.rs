@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
+pub mod policy;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;

@@ -109,6 +109,7 @@ impl Server {
     pub async fn bind(cfg: ServerConfig) -> Result<Self, ServerError> {
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg.pki)?));
         bootstrap(cfg.store.as_ref()).await?;
+        crate::policy::reconcile(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         let tokens = match &cfg.token_file {
             Some(p) if p.exists() => Tokens::load(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))?,
             _ => Tokens::default(),
@@ -186,10 +187,12 @@ async fn read_body(body: Body) -> Option<axum::body::Bytes> {
 
 async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let public = matches!(path.as_str(), "/version" | "/healthz" | "/livez" | "/readyz");
+    // Anonymous requests are let through to non-resource paths only, where RBAC decides
+    // (system:public-info-viewer grants /version and the health checks).
+    let public = crate::api::is_non_resource(&path);
     let user = match authenticate(&tokens, cert_user, &req) {
         Some(u) => u,
-        None if public => User::new("system:anonymous", &["system:unauthenticated"]),
+        None if public => User::anonymous(),
         None => return ApiError::unauthorized().into_response(),
     };
     let (parts, body) = req.into_parts();

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Generate strata's RBAC bootstrap policy from upstream Kubernetes' own definitions.
+
+kube-apiserver's default roles and bindings are written out by its tests as YAML
+(plugin/pkg/auth/authorizer/rbac/bootstrappolicy/testdata/*.yaml in k8s.io/kubernetes). This
+script fetches the pinned module through the Go module proxy (`go mod download`, about 17 MB,
+a few seconds), reads those files and writes
+crates/control/apiserver/src/bootstrap_policy.json, which the API server embeds and
+reconciles at every start.
+
+strata's one addition: the `system:node` ClusterRoleBinding binds the group `system:nodes`
+(upstream leaves it without subjects and lets its Node authorizer decide; strata has none).
+
+Usage:
+  scripts/gen-bootstrap-policy.py           # regenerate
+  scripts/gen-bootstrap-policy.py --check   # exit 1 if regenerating would change the file
+Needs: go, python3 with PyYAML (installed with the `kubernetes` client).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+MODULE = "k8s.io/kubernetes"
+VERSION = "v1.32.0"  # the version strata reports in /version
+TESTDATA = "plugin/pkg/auth/authorizer/rbac/bootstrappolicy/testdata"
+FILES = [
+    "cluster-roles.yaml",
+    "cluster-role-bindings.yaml",
+    "controller-roles.yaml",
+    "controller-role-bindings.yaml",
+    "namespace-roles.yaml",
+    "namespace-role-bindings.yaml",
+]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "crates/control/apiserver/src/bootstrap_policy.json")
+
+# strata's additions, by (kind, name): extra subjects.
+EXTRA_SUBJECTS = {
+    ("ClusterRoleBinding", "system:node"): [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"},
+    ],
+}
+
+
+def module_dir():
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"],
+        check=True, capture_output=True, text=True, cwd="/",
+    ).stdout
+    info = json.loads(out)
+    if info.get("Error"):
+        sys.exit(f"go mod download {MODULE}@{VERSION}: {info['Error']}")
+    return info["Dir"]
+
+
+def clean(obj):
+    meta = obj.get("metadata", {})
+    meta.pop("creationTimestamp", None)
+    if obj.get("rules", []) is None:
+        obj["rules"] = []
+    extra = EXTRA_SUBJECTS.get((obj["kind"], meta.get("name")))
+    if extra:
+        obj["subjects"] = (obj.get("subjects") or []) + extra
+    return obj
+
+
+def generate():
+    base = os.path.join(module_dir(), TESTDATA)
+    policy = {"ClusterRole": [], "ClusterRoleBinding": [], "Role": [], "RoleBinding": []}
+    for name in FILES:
+        with open(os.path.join(base, name)) as f:
+            doc = yaml.safe_load(f)
+        for item in doc["items"]:
+            policy[item["kind"]].append(clean(item))
+    out = {
+        "source": f"{MODULE}@{VERSION} {TESTDATA}, by scripts/gen-bootstrap-policy.py; do not edit",
+        "clusterRoles": policy["ClusterRole"],
+        "clusterRoleBindings": policy["ClusterRoleBinding"],
+        "roles": policy["Role"],
+        "roleBindings": policy["RoleBinding"],
+    }
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
+
+
+def main():
+    text = generate()
+    if "--check" in sys.argv[1:]:
+        with open(OUT) as f:
+            if f.read() != text:
+                sys.exit(f"{OUT} is out of date: run scripts/gen-bootstrap-policy.py")
+        print("bootstrap policy up to date")
+        return
+    with open(OUT, "w") as f:
+        f.write(text)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
