@@ -7,6 +7,7 @@ mod common;
 on_both_backends!(
     escalation_is_refused_unless_escalate_or_bind_is_granted,
     bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac,
+    invalid_credentials_are_401_on_every_path,
 );
 
 use std::path::PathBuf;
@@ -277,4 +278,17 @@ fn subjects(s: &ApiServer, binding: &str) -> String {
 
 fn rules_of(s: &ApiServer, role: &str) -> String {
     s.ok(&["get", "clusterrole", role, "-o", "jsonpath={.rules}"])
+}
+
+fn invalid_credentials_are_401_on_every_path(backend: Backend) {
+    let (s, _tokens) = server_with_alice(backend);
+    for path in ["/version", "/healthz", "/api", "/apis", "/api/v1/namespaces", "/openapi/v2"] {
+        let (code, body) = s.curl("GET", path, Auth::Token("made-up"), None, None);
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(body.contains(r#""reason":"Unauthorized""#), "{body}");
+    }
+    let (code, _) = s.curl("GET", "/version", Auth::Token("alice-token"), None, None);
+    assert_eq!(code, 200);
+    let (code, _) = s.curl("GET", "/version", Auth::Anonymous, None, None);
+    assert_eq!(code, 200);
 }

@@ -157,12 +157,19 @@ impl Server {
     }
 }
 
-fn authenticate(tokens: &Tokens, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Option<User> {
-    if let Some(auth) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) {
-        // A presented token decides alone: a bad one is not rescued by a certificate.
-        return auth.strip_prefix("Bearer ").and_then(|t| tokens.user(t.trim()));
+/// Who is calling: `Ok(None)` when no credential was presented, `Err(())` when a presented one
+/// is invalid (401 on every path, `/version` included, as Kubernetes answers).
+fn authenticate(tokens: &Tokens, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Result<Option<User>, ()> {
+    if let Some(auth) = req.headers().get("authorization") {
+        let auth = auth.to_str().map_err(|_| ())?;
+        let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            // A presented token decides alone: a bad one is not rescued by a certificate.
+            return tokens.user(token.trim()).map(Some).ok_or(());
+        }
+        // Other schemes (Basic, ...) are no credential strata knows, as upstream.
     }
-    cert_user
+    Ok(cert_user)
 }
 
 /// Read a request body of at most [`MAX_BODY`] bytes. A larger one is read on (and dropped)
@@ -191,9 +198,9 @@ async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, 
     // (system:public-info-viewer grants /version and the health checks).
     let public = crate::api::is_non_resource(&path);
     let user = match authenticate(&tokens, cert_user, &req) {
-        Some(u) => u,
-        None if public => User::anonymous(),
-        None => return ApiError::unauthorized().into_response(),
+        Ok(Some(u)) => u,
+        Ok(None) if public => User::anonymous(),
+        Ok(None) | Err(()) => return ApiError::unauthorized().into_response(),
     };
     let (parts, body) = req.into_parts();
     let bytes = match read_body(Body::new(body)).await {
