@@ -8,6 +8,7 @@ on_both_backends!(
     escalation_is_refused_unless_escalate_or_bind_is_granted,
     bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac,
     invalid_credentials_are_401_on_every_path,
+    can_i_and_whoami_with_kubectl,
 );
 
 use std::path::PathBuf;
@@ -291,4 +292,50 @@ fn invalid_credentials_are_401_on_every_path(backend: Backend) {
     assert_eq!(code, 200);
     let (code, _) = s.curl("GET", "/version", Auth::Anonymous, None, None);
     assert_eq!(code, 200);
+}
+
+fn can_i_and_whoami_with_kubectl(backend: Backend) {
+    let (s, _tokens) = server_with_alice(backend);
+    s.ok(&["create", "namespace", "team"]);
+    s.ok(&["create", "rolebinding", "alice-views", "-n", "team", "--clusterrole=view", "--user=alice"]);
+    let alice = "alice-token";
+    let can_i = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = kubectl_as(&s, alice, &all, None);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(can_i(&["get", "configmaps", "-n", "team"]), (true, "yes".to_string()));
+    assert_eq!(can_i(&["list", "pods", "-n", "team"]), (true, "yes".to_string()));
+    assert_eq!(can_i(&["create", "configmaps", "-n", "team"]), (false, "no".to_string()));
+    assert_eq!(can_i(&["get", "secrets", "-n", "team"]), (false, "no".to_string()));
+    assert_eq!(can_i(&["get", "configmaps", "-n", "default"]), (false, "no".to_string()));
+    assert_eq!(can_i(&["get", "/version"]), (true, "yes".to_string()));
+    assert_eq!(can_i(&["get", "/metrics"]), (false, "no".to_string()));
+    // The admin (system:masters) may do anything.
+    assert_eq!(s.ok(&["auth", "can-i", "delete", "nodes"]).trim(), "yes");
+    assert_eq!(s.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
+    // --list: what alice may do in team.
+    let list = ok_as(&s, alice, &["auth", "can-i", "--list", "-n", "team"], None);
+    let line = |resource: &str| list.lines().find(|l| l.split_whitespace().next() == Some(resource)).unwrap_or_default().to_string();
+    assert!(line("configmaps").contains("[get list watch]"), "{list}");
+    assert!(line("selfsubjectaccessreviews.authorization.k8s.io").contains("[create]"), "{list}");
+    assert!(line("secrets").is_empty(), "{list}");
+    assert!(list.contains("/version"), "{list}");
+    // SubjectAccessReview, as the admin, about alice.
+    let sar = r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview","spec":{"user":"alice","groups":["dev"],"resourceAttributes":{"namespace":"team","verb":"list","resource":"configmaps"}}}"#;
+    let (code, body) = s.curl("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Auth::Admin, Some("application/json"), Some(sar.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains(r#""allowed":true"#), "{body}");
+    let (code, body) = s.curl("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Auth::Admin, Some("application/json"), Some(sar.replace("list", "delete").as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    assert!(body.contains(r#""allowed":false"#), "{body}");
+    // ... which alice herself may not ask.
+    let (code, _) = s.curl("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Auth::Token(alice), Some("application/json"), Some(sar.as_bytes()));
+    assert_eq!(code, 403);
+    // whoami.
+    let who = ok_as(&s, alice, &["auth", "whoami"], None);
+    assert!(who.contains("alice") && who.contains("[dev system:authenticated]") && who.contains("1001"), "{who}");
+    let who = s.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
+    assert_eq!(who, r#"admin ["system:masters","system:authenticated"]"#);
 }

@@ -34,6 +34,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 pub struct Api {
     pub store: Arc<dyn Store>,
     pub authz: Authorizer,
+    pub authn: crate::auth::Authenticator,
 }
 
 /// What a resource request addresses.
@@ -207,6 +208,15 @@ impl Api {
         let q = parse_query(query);
         let raw_path = path;
         let path = path.trim_end_matches('/');
+        if let Some((review, ns)) = crate::reviews::parse(path) {
+            let a = Attributes::resource("create", review.group(), review.plural(), "", ns.as_deref().unwrap_or(""), "");
+            if method != Method::POST {
+                self.authorize(user, &Attributes { verb: method.as_str().to_ascii_lowercase(), ..a }).await?;
+                return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
+            }
+            self.authorize(user, &a).await?;
+            return self.review(user, review, ns.as_deref(), parse_body(headers, &body)?).await;
+        }
         if path == CRD_PATH {
             // A resource request of a group strata does not serve (see `non_resource`).
             self.authorize(user, &Attributes::resource("list", "apiextensions.k8s.io", "customresourcedefinitions", "", "", "")).await?;

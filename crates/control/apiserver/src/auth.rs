@@ -1,15 +1,22 @@
 //! Authentication: bearer tokens (a static token file, service account tokens) and client
 //! certificates. Authorization is [`crate::rbac`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use strata_store::Store;
+
+/// The audience of tokens meant for this API server (kube-apiserver's usual
+/// `--api-audiences`, the service account issuer).
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub groups: Vec<String>,
+    pub uid: String,
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -18,15 +25,37 @@ impl User {
         if !groups.iter().any(|g| g == "system:authenticated") {
             groups.push("system:authenticated".into());
         }
-        Self { name: name.into(), groups }
+        Self { name: name.into(), groups, uid: String::new(), extra: BTreeMap::new() }
     }
-}
 
-impl User {
     /// The caller who presented no credentials (`system:anonymous`, in
     /// `system:unauthenticated` only).
     pub fn anonymous() -> Self {
-        Self { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()] }
+        Self { name: "system:anonymous".into(), groups: vec!["system:unauthenticated".into()], uid: String::new(), extra: BTreeMap::new() }
+    }
+}
+
+/// Everything that turns a bearer token into a user.
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    pub tokens: Tokens,
+}
+
+impl Authenticator {
+    /// The user a bearer token names and the audiences (of `wanted`, else this API server's)
+    /// it is good for; `Err` says why it is not valid.
+    pub async fn review(&self, _store: &dyn Store, token: &str, wanted: &[String]) -> Result<(User, Vec<String>), String> {
+        let audiences = if wanted.is_empty() { vec![API_AUDIENCE.to_string()] } else { wanted.to_vec() };
+        // Static tokens are good for any audience (as upstream's token file).
+        match self.tokens.user(token) {
+            Some(u) => Ok((u, audiences)),
+            None => Err("invalid bearer token".into()),
+        }
+    }
+
+    /// The user of a bearer token presented to this API server, if it is valid.
+    pub async fn authenticate(&self, store: &dyn Store, token: &str) -> Option<User> {
+        self.review(store, token, &[]).await.ok().map(|(u, _)| u)
     }
 }
 
@@ -57,7 +86,9 @@ impl Tokens {
             fields.push(cur);
             if fields.len() >= 2 && !fields[0].is_empty() {
                 let groups: Vec<&str> = fields.get(3).map(|g| g.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
-                map.insert(fields[0].clone(), User::new(&fields[1], &groups));
+                let mut user = User::new(&fields[1], &groups);
+                user.uid = fields.get(2).cloned().unwrap_or_default();
+                map.insert(fields[0].clone(), user);
             }
         }
         Self(map)

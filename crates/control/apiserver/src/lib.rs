@@ -29,6 +29,7 @@ pub mod policy;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
+pub mod reviews;
 pub mod rv;
 pub mod selector;
 pub mod server;

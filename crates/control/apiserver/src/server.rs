@@ -15,7 +15,7 @@ use strata_store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{Api, MAX_BODY};
-use crate::auth::{user_from_cert, Tokens, User};
+use crate::auth::{user_from_cert, Authenticator, Tokens, User};
 use crate::rbac::Authorizer;
 use crate::pki::Pki;
 use crate::resources;
@@ -102,7 +102,6 @@ pub struct Server {
     listener: TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     api: Arc<Api>,
-    tokens: Arc<Tokens>,
 }
 
 impl Server {
@@ -118,7 +117,8 @@ impl Server {
         let authz = Authorizer::default();
         authz.index.reload(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         tokio::spawn(authz.index.clone().follow(cfg.store.clone()));
-        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz }), tokens: Arc::new(tokens) })
+        let authn = Authenticator { tokens };
+        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn }) })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -132,7 +132,6 @@ impl Server {
             let _ = tcp.set_nodelay(true);
             let tls = self.tls.clone();
             let api = self.api.clone();
-            let tokens = self.tokens.clone();
             tokio::spawn(async move {
                 let stream = match tls.accept(tcp).await {
                     Ok(s) => s,
@@ -144,9 +143,8 @@ impl Server {
                 let cert_user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c.as_ref()));
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let api = api.clone();
-                    let tokens = tokens.clone();
                     let cert_user = cert_user.clone();
-                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, tokens, cert_user, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, cert_user, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
@@ -159,13 +157,13 @@ impl Server {
 
 /// Who is calling: `Ok(None)` when no credential was presented, `Err(())` when a presented one
 /// is invalid (401 on every path, `/version` included, as Kubernetes answers).
-fn authenticate(tokens: &Tokens, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Result<Option<User>, ()> {
+async fn authenticate(api: &Api, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Result<Option<User>, ()> {
     if let Some(auth) = req.headers().get("authorization") {
         let auth = auth.to_str().map_err(|_| ())?;
         let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
             // A presented token decides alone: a bad one is not rescued by a certificate.
-            return tokens.user(token.trim()).map(Some).ok_or(());
+            return api.authn.authenticate(api.store.as_ref(), token.trim()).await.map(Some).ok_or(());
         }
         // Other schemes (Basic, ...) are no credential strata knows, as upstream.
     }
@@ -192,12 +190,12 @@ async fn read_body(body: Body) -> Option<axum::body::Bytes> {
     (total <= MAX_BODY).then(|| buf.into())
 }
 
-async fn serve_one(api: Arc<Api>, tokens: Arc<Tokens>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn serve_one(api: Arc<Api>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     // Anonymous requests are let through to non-resource paths only, where RBAC decides
     // (system:public-info-viewer grants /version and the health checks).
     let public = crate::api::is_non_resource(&path);
-    let user = match authenticate(&tokens, cert_user, &req) {
+    let user = match authenticate(&api, cert_user, &req).await {
         Ok(Some(u)) => u,
         Ok(None) if public => User::anonymous(),
         Ok(None) | Err(()) => return ApiError::unauthorized().into_response(),
