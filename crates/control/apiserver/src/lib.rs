@@ -18,6 +18,7 @@ pub mod auth;
 pub mod discovery;
 pub mod fieldpath;
 pub mod fields;
+pub mod files;
 pub mod gnostic;
 pub mod managed;
 pub mod object;

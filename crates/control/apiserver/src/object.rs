@@ -6,35 +6,176 @@ use serde_json::{json, Value};
 use crate::resources::Resource;
 use crate::status::{ApiError, Cause};
 
-/// RFC 1123 subdomain: what most kinds require of names.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+// Upstream's messages (k8s.io/apimachinery/pkg/util/validation): the length first, then the
+// format, each a separate cause.
+
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+const LABEL_KEY_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// Longest label value and label key name part.
+const LABEL_MAX: usize = 63;
+/// Most bytes of annotations (keys and values) on one object.
+pub const ANNOTATIONS_MAX: usize = 256 * 1024;
+
+fn max_len(n: usize) -> String {
+    format!("must be no more than {n} characters")
 }
 
-/// RFC 1123 label: namespaces, services.
-pub fn is_dns_label(s: &str) -> bool {
-    is_dns_subdomain(s) && s.len() <= 63 && !s.contains('.')
+fn label_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
-fn name_cause(r: &Resource, name: &str) -> Option<Cause> {
-    let label = matches!(r.kind, "Namespace" | "Service");
-    let ok = if label { is_dns_label(name) } else { is_dns_subdomain(name) };
-    if ok {
-        return None;
+fn subdomain_ok(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(label_ok)
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`: a label key's name part, or a label value.
+fn qualified_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// RFC 1123 subdomain (`IsDNS1123Subdomain`): what most kinds require of names.
+pub fn dns_subdomain_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 253 {
+        errs.push(max_len(253));
     }
-    let msg = if label {
-        format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-    } else {
-        format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+    if !subdomain_ok(s) {
+        errs.push(DNS1123_SUBDOMAIN_MSG.to_string());
+    }
+    errs
+}
+
+/// RFC 1123 label (`IsDNS1123Label`): namespaces.
+pub fn dns_label_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push(max_len(63));
+    }
+    if !label_ok(s) {
+        errs.push(if subdomain_ok(s) { "must not contain dots".to_string() } else { DNS1123_LABEL_MSG.to_string() });
+    }
+    errs
+}
+
+/// RFC 1035 label (`IsDNS1035Label`): services.
+pub fn dns1035_label_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push(max_len(63));
+    }
+    if !(label_ok(s) && s.as_bytes()[0].is_ascii_lowercase()) {
+        errs.push(DNS1035_LABEL_MSG.to_string());
+    }
+    errs
+}
+
+/// A path segment (`IsValidPathSegmentName`): RBAC objects, whose names carry ':'.
+pub fn path_segment_errors(s: &str) -> Vec<String> {
+    if s == "." || s == ".." {
+        return vec![format!("may not be '{s}'")];
+    }
+    ["/", "%"].iter().filter(|c| s.contains(**c)).map(|c| format!("may not contain '{c}'")).collect()
+}
+
+pub fn is_dns_subdomain(s: &str) -> bool {
+    dns_subdomain_errors(s).is_empty()
+}
+
+pub fn is_dns_label(s: &str) -> bool {
+    dns_label_errors(s).is_empty()
+}
+
+/// A label key (`IsQualifiedName`): an optional DNS subdomain prefix and '/', then a name.
+pub fn label_key_errors(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = key.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(dns_subdomain_errors(prefix).into_iter().map(|m| format!("prefix part {m}")));
+            }
+            *name
+        }
+        _ => {
+            return vec![format!("a valid label key {LABEL_KEY_NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")];
+        }
     };
-    Some(Cause { reason: "FieldValueInvalid", field: "metadata.name".into(), message: msg })
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > LABEL_MAX {
+        errs.push(format!("name part {}", max_len(LABEL_MAX)));
+    }
+    if !qualified_ok(name) {
+        errs.push(format!("name part {LABEL_KEY_NAME_MSG}"));
+    }
+    errs
+}
+
+/// A label value (`IsValidLabelValue`).
+pub fn label_value_errors(v: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if v.len() > LABEL_MAX {
+        errs.push(max_len(LABEL_MAX));
+    }
+    if !(v.is_empty() || qualified_ok(v)) {
+        errs.push(LABEL_VALUE_MSG.to_string());
+    }
+    errs
+}
+
+fn invalid_value(field: &str, value: &str, why: String) -> Cause {
+    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {}: {why}", json!(value)) }
+}
+
+fn name_cause(r: &Resource, name: &str) -> Vec<Cause> {
+    let errs = match r.kind {
+        "Namespace" => dns_label_errors(name),
+        "Service" => dns1035_label_errors(name),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment_errors(name),
+        _ => dns_subdomain_errors(name),
+    };
+    errs.into_iter().map(|m| invalid_value("metadata.name", name, m)).collect()
+}
+
+/// `ValidateLabels` and `ValidateAnnotations` of `metadata`: label keys and values, and the
+/// annotations' total size.
+pub fn metadata_causes(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(labels) = obj["metadata"]["labels"].as_object() {
+        for (k, v) in labels {
+            causes.extend(label_key_errors(k).into_iter().map(|m| invalid_value("metadata.labels", k, m)));
+            match v.as_str() {
+                Some(v) => causes.extend(label_value_errors(v).into_iter().map(|m| invalid_value("metadata.labels", v, m))),
+                None => causes.push(Cause { reason: "FieldValueInvalid", field: format!("metadata.labels[{k}]"), message: "Invalid value: must be a string".into() }),
+            }
+        }
+    }
+    if let Some(annotations) = obj["metadata"]["annotations"].as_object() {
+        let mut total = 0;
+        for (k, v) in annotations {
+            causes.extend(label_key_errors(&k.to_ascii_lowercase()).into_iter().map(|m| invalid_value("metadata.annotations", k, m)));
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > ANNOTATIONS_MAX {
+            causes.push(Cause { reason: "FieldValueTooLong", field: "metadata.annotations".into(), message: format!("Too long: may not be more than {ANNOTATIONS_MAX} bytes") });
+        }
+    }
+    causes
 }
 
 pub fn name_of(obj: &Value) -> &str {
@@ -111,8 +252,9 @@ pub fn prepare_create(r: &Resource, obj: &mut Value, namespace: Option<&str>) ->
         }
     }
     let name = meta["name"].as_str().unwrap_or("").to_string();
-    if let Some(c) = name_cause(r, &name) {
-        return Err(ApiError::invalid(r, &name, vec![c]));
+    let causes = name_cause(r, &name);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(r, &name, causes));
     }
     if r.namespaced {
         let ns = namespace.unwrap_or("default");
@@ -206,14 +348,29 @@ pub fn with_rv(mut obj: Value, rev: u64) -> Value {
     obj
 }
 
-/// Strip fields never stored (resourceVersion lives in the store's revision).
-pub fn for_storage(obj: &Value) -> Vec<u8> {
+/// Largest stored object: etcd's default request limit (`--max-request-bytes`, 1.5 MiB),
+/// applied to both stores so that a cluster can move from one to the other.
+pub const MAX_STORED: usize = 3 * 512 * 1024;
+
+/// The bytes to store: without the fields never stored (resourceVersion lives in the store's
+/// revision), and at most [`MAX_STORED`] of them (413 otherwise: kube-apiserver passes
+/// etcd's "request is too large" on as a 500, kubernetes/kubernetes#112152; strata says what
+/// it is).
+pub fn for_storage(obj: &Value) -> Result<Vec<u8>, ApiError> {
     let mut o = obj.clone();
     if let Some(m) = o["metadata"].as_object_mut() {
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    serde_json::to_vec(&o).unwrap_or_default()
+    let bytes = serde_json::to_vec(&o).map_err(|e| ApiError::internal(format!("encoding the object: {e}")))?;
+    if bytes.len() > MAX_STORED {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: the object is {} bytes when stored, limit is {MAX_STORED}", bytes.len()),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -60,18 +60,76 @@ fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
         .allow_unauthenticated()
         .build()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let key_pem = std::fs::read(pki.server_key()).map_err(|e| ServerError::Tls(format!("{}: {e}", pki.server_key().display())))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .ok_or_else(|| ServerError::Tls("no private key in apiserver.key".into()))?;
+    let serving = ServingCert::load(pki.clone())?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&pki.server_cert())?, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
+        .with_cert_resolver(Arc::new(serving));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
+}
+
+/// The serving certificate, re-read when `apiserver.crt` is replaced (by `strata certs
+/// rotate`): the file's identity (inode, mtime) is checked at most once a second, on a
+/// handshake; a certificate that fails to load keeps the previous one in service.
+#[derive(Debug)]
+struct ServingCert {
+    pki: Pki,
+    current: std::sync::RwLock<(Option<(u64, std::time::SystemTime)>, std::time::Instant, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl ServingCert {
+    fn identity(pki: &Pki) -> Option<(u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(pki.server_cert()).ok()?;
+        Some((m.ino(), m.modified().ok()?))
+    }
+
+    fn read(pki: &Pki) -> Result<Arc<rustls::sign::CertifiedKey>, ServerError> {
+        let key_pem = std::fs::read(pki.server_key()).map_err(|e| ServerError::Tls(format!("{}: {e}", pki.server_key().display())))?;
+        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .map_err(|e| ServerError::Tls(e.to_string()))?
+            .ok_or_else(|| ServerError::Tls("no private key in apiserver.key".into()))?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| ServerError::Tls(e.to_string()))?;
+        let ck = rustls::sign::CertifiedKey::new(load_certs(&pki.server_cert())?, signer);
+        ck.keys_match().map_err(|e| ServerError::Tls(format!("{}: {e}", pki.server_cert().display())))?;
+        Ok(Arc::new(ck))
+    }
+
+    fn load(pki: Pki) -> Result<Self, ServerError> {
+        let id = Self::identity(&pki);
+        let ck = Self::read(&pki)?;
+        Ok(Self { pki, current: std::sync::RwLock::new((id, std::time::Instant::now(), ck)) })
+    }
+
+    fn get(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        {
+            let cur = self.current.read().ok()?;
+            if cur.1.elapsed() < std::time::Duration::from_secs(1) {
+                return Some(cur.2.clone());
+            }
+        }
+        let mut cur = self.current.write().ok()?;
+        cur.1 = std::time::Instant::now();
+        let id = Self::identity(&self.pki);
+        if id != cur.0 {
+            match Self::read(&self.pki) {
+                Ok(ck) => {
+                    tracing::info!(path = %self.pki.server_cert().display(), "serving certificate reloaded");
+                    *cur = (id, std::time::Instant::now(), ck);
+                }
+                Err(e) => tracing::warn!(error = %e, "new serving certificate not usable (yet); keeping the current one"),
+            }
+        }
+        Some(cur.2.clone())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.get()
+    }
 }
 
 /// Create what every cluster has: the four system namespaces.

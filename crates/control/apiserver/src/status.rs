@@ -64,8 +64,11 @@ impl ApiError {
         Self::invalid_kind(r.group, r.kind, name, causes)
     }
 
-    /// `Invalid` for any group and kind (`ListOptions.meta.k8s.io`, ...).
+    /// `Invalid` for any group and kind (`ListOptions.meta.k8s.io`, ...). Values echoed in the
+    /// name and the causes are bounded ([`bounded`]): a 3 MB invalid object gets a small error.
     pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let name = &bounded(name, MAX_ECHOED_NAME);
+        let causes: Vec<Cause> = causes.into_iter().take(MAX_CAUSES).map(|c| Cause { message: bounded(&c.message, MAX_CAUSE), ..c }).collect();
         let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let message = if summary.len() == 1 {
@@ -173,7 +176,7 @@ impl ApiError {
             "apiVersion": "v1",
             "metadata": self.metadata.clone().unwrap_or_else(|| json!({})),
             "status": "Failure",
-            "message": self.message,
+            "message": bounded(&self.message, MAX_MESSAGE),
             "reason": self.reason,
             "code": self.code,
         });
@@ -204,6 +207,34 @@ impl From<strata_store::Error> for ApiError {
     }
 }
 
+/// Longest object name repeated in an `Invalid` error (names are at most 253 characters).
+const MAX_ECHOED_NAME: usize = 512;
+/// Longest cause message (upstream's longest, a label format message with its value, is
+/// about 400 bytes).
+const MAX_CAUSE: usize = 2048;
+/// Most causes reported (an object with 100,000 bad labels gets the first hundred).
+const MAX_CAUSES: usize = 100;
+/// Longest `Status` message.
+const MAX_MESSAGE: usize = 16 * 1024;
+
+/// `s`, or for a longer one its first and last bytes (at most `max` in all, cut at character
+/// boundaries) around a note of what was left out: the explanation at the end of a message
+/// that echoes a huge value survives.
+pub fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut head = max * 3 / 4;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - max / 4;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}...({} bytes omitted)...{}", &s[..head], tail - head, &s[tail..])
+}
+
 /// A success `Status` (returned by deletes of collections and some subresources).
 pub fn success(details: Option<Value>) -> Value {
     let mut v = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" });
@@ -211,4 +242,17 @@ pub fn success(details: Option<Value>) -> Value {
         v["details"] = d;
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_keeps_both_ends() {
+        assert_eq!(bounded("short", 10), "short");
+        let long = format!("Invalid value: \"{}\": must be base64", "é".repeat(5000));
+        let b = bounded(&long, 200);
+        assert!(b.len() < 260 && b.starts_with("Invalid value: \"é") && b.ends_with("\": must be base64"), "{b}");
+    }
 }

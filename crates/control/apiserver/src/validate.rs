@@ -12,13 +12,20 @@ fn required(field: &str) -> Cause {
     Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
 }
 
+/// Most bytes of data in a ConfigMap or a Secret (`MaxSecretSize`, 1 MiB).
+pub const MAX_DATA: usize = 1024 * 1024;
+
+fn too_long(field: &str, max: usize) -> Cause {
+    Cause { reason: "FieldValueTooLong", field: field.into(), message: format!("Too long: may not be more than {max} bytes") }
+}
+
 fn invalid(field: &str, value: &Value, why: &str) -> Cause {
     Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
 }
 
 /// Default and validate `obj` (already carrying apiVersion/kind/metadata).
 pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    let mut causes = Vec::new();
+    let mut causes = crate::object::metadata_causes(obj);
     match r.kind {
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => workload(r.kind, obj, &mut causes),
         "Job" => {
@@ -59,12 +66,23 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "Service" => service(obj, &mut causes),
         "Secret" => secret(obj, &mut causes),
         "ConfigMap" => {
+            let mut total = 0;
             if let Some(data) = obj["data"].as_object() {
                 for (k, v) in data {
-                    if !v.is_string() {
-                        causes.push(invalid(&format!("data[{k}]"), v, "must be a string"));
+                    match v.as_str() {
+                        Some(s) => total += s.len(),
+                        None => causes.push(invalid(&format!("data[{k}]"), v, "must be a string")),
                     }
                 }
+            }
+            if let Some(data) = obj["binaryData"].as_object() {
+                for v in data.values() {
+                    total += v.as_str().map_or(0, |s| base64::engine::general_purpose::STANDARD.decode(s).map_or(s.len(), |b| b.len()));
+                }
+            }
+            // ValidateConfigMap reports the whole object's size on the empty path ("[]").
+            if total > MAX_DATA {
+                causes.push(too_long("[]", MAX_DATA));
             }
         }
         "Namespace" if obj["status"]["phase"].is_null() => obj["status"] = json!({ "phase": "Active" }),
@@ -235,14 +253,6 @@ fn secret(obj: &mut Value, causes: &mut Vec<Cause>) {
     if obj["type"].is_null() {
         obj["type"] = json!("Opaque");
     }
-    if let Some(data) = obj["data"].as_object() {
-        for (k, v) in data {
-            let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
-            if !ok {
-                causes.push(invalid(&format!("data[{k}]"), v, "must be base64-encoded bytes"));
-            }
-        }
-    }
     // stringData is write-only: it is merged into data, as the API server does.
     if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
         for (k, v) in sd {
@@ -252,6 +262,18 @@ fn secret(obj: &mut Value, causes: &mut Vec<Cause>) {
         if let Some(m) = obj.as_object_mut() {
             m.remove("stringData");
         }
+    }
+    let mut total = 0;
+    if let Some(data) = obj["data"].as_object() {
+        for (k, v) in data {
+            match v.as_str().map(|s| base64::engine::general_purpose::STANDARD.decode(s)) {
+                Some(Ok(bytes)) => total += bytes.len(),
+                _ => causes.push(invalid(&format!("data[{k}]"), v, "must be base64-encoded bytes")),
+            }
+        }
+    }
+    if total > MAX_DATA {
+        causes.push(too_long("data", MAX_DATA));
     }
 }
 

@@ -91,6 +91,21 @@ impl Drop for Inner {
     }
 }
 
+/// The store holds every Secret: its file is the owner's alone (0600). A new file is created
+/// with that mode (redb then initialises the empty file), so it is never readable by others,
+/// not even for a moment; an existing file with looser bits is tightened before it is opened.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable = |e: std::io::Error| Error::Unavailable(format!("{}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(unavailable)?;
+    let mode = file.metadata().map_err(unavailable)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)).map_err(unavailable)?;
+        tracing::warn!(path = %path.display(), "the store file was readable by others; its mode is now {:o}", mode & 0o700);
+    }
+    Ok(())
+}
+
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
@@ -197,6 +212,7 @@ impl Embedded {
     }
 
     pub fn open_with_history(path: &Path, history: u64) -> Result<Self> {
+        create_private(path)?;
         let db = Database::create(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
         {
             let tx = db.begin_write().map_err(backend)?;

@@ -84,6 +84,9 @@ enum Command {
     /// Run the control plane: a Kubernetes-compatible API server (HTTPS) on the embedded store
     /// or etcd, writing a CA and an admin kubeconfig on first start.
     Server(server::ServerArgs),
+    /// Manage the control plane's certificates (`rotate`).
+    #[command(subcommand)]
+    Certs(server::CertsCommand),
     /// Manage virtual machines (QEMU): create, list, start, stop, console, snapshot, ...
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -190,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(a) => container::pause(&ctx, a, true),
         Command::Unpause(a) => container::pause(&ctx, a, false),
         Command::Server(a) => server::run(a),
+        Command::Certs(c) => server::certs(c),
         Command::Vm(c) => vm::run(&ctx, c),
     }
 }

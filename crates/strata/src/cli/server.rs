@@ -34,6 +34,76 @@ pub struct ServerArgs {
     /// settings. The embedded store compacts itself.
     #[arg(long, default_value = "300")]
     pub etcd_compaction_interval: u64,
+    /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
+    /// year (to exercise renewal without waiting for it).
+    #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
+    pub test_only_leaf_lifetime_seconds: Option<i64>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Re-issue the API server's serving certificate and the admin's client certificate from
+    /// the cluster's CA now, and rewrite the admin kubeconfig. A running server presents the
+    /// new serving certificate from its next connection on; the old admin certificate stays
+    /// valid until it expires.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// The server's data directory.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "/var/lib/strata")]
+    pub data_dir: PathBuf,
+    /// TEST ONLY: see `strata server`.
+    #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
+    pub test_only_leaf_lifetime_seconds: Option<i64>,
+}
+
+fn leaf_lifetime(test_only_seconds: Option<i64>) -> time::Duration {
+    match test_only_seconds {
+        Some(s) if s > 0 => {
+            tracing::warn!(seconds = s, "TEST ONLY: short certificate lifetimes");
+            time::Duration::seconds(s)
+        }
+        _ => pki::LEAF_LIFETIME,
+    }
+}
+
+pub fn certs(c: CertsCommand) -> anyhow::Result<()> {
+    match c {
+        CertsCommand::Rotate(a) => {
+            let issue = pki::Issue { leaf_lifetime: leaf_lifetime(a.test_only_leaf_lifetime_seconds), names: Vec::new() };
+            let pki = pki::rotate(&a.data_dir.join("pki"), &issue, &a.data_dir.join("kubeconfig"))?;
+            println!("re-issued {} and {}", pki.server_cert().display(), pki.admin_cert().display());
+            Ok(())
+        }
+    }
+}
+
+/// The names the serving certificate must carry: the listen address (every address of the
+/// host when it listens on all of them), the host name and `--tls-san`.
+fn certificate_names(listen: SocketAddr, tls_san: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    if listen.ip().is_unspecified() {
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs {
+                let Some(addr) = a.address else { continue };
+                let ip: Option<std::net::IpAddr> = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+                    (Some(v4), _) => Some(std::net::Ipv4Addr::from(v4.ip()).into()),
+                    (_, Some(v6)) if listen.is_ipv6() && (v6.ip().segments()[0] & 0xffc0) != 0xfe80 => Some(v6.ip().into()),
+                    _ => None,
+                };
+                if let Some(ip) = ip {
+                    names.push(ip.to_string());
+                }
+            }
+        }
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(pki::hostname());
+    names.extend(tls_san.iter().cloned());
+    names
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<()> {
@@ -42,7 +112,9 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServerArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    // Everything in the data dir is the cluster's state and credentials: 0700, created so.
+    strata_apiserver::files::private_dir(&a.data_dir).context("preparing the data directory")?;
+    strata_apiserver::files::tighten(&a.data_dir.join("kubeconfig"), 0o600)?;
     let store: Arc<dyn Store> = match a.store.as_str() {
         "embedded" => {
             let path = a.data_dir.join("store.redb");
@@ -64,7 +136,11 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
     };
-    let pki = pki::ensure(&a.data_dir.join("pki"), &a.tls_san)?;
+    let issue = pki::Issue { leaf_lifetime: leaf_lifetime(a.test_only_leaf_lifetime_seconds), names: certificate_names(a.listen, &a.tls_san) };
+    let (pki, renewed) = pki::ensure(&a.data_dir.join("pki"), &issue)?;
+    if renewed.server || renewed.admin {
+        tracing::info!(serving = renewed.server, admin = renewed.admin, "issued certificates");
+    }
     let server = Server::bind(ServerConfig { listen: a.listen, pki: pki.clone(), token_file: a.token_file, store }).await?;
     let addr = server.local_addr().unwrap_or(a.listen);
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };

@@ -57,8 +57,27 @@ pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
-    extra: Vec<String>,
+    /// Extra `strata server` flags (the store's included); change them between restarts.
+    pub extra: Vec<String>,
+    /// The server's `--data-dir`: the temporary directory itself, or a directory in it that
+    /// the server creates ([`Options::data_subdir`]).
+    data: PathBuf,
+    /// How the server runs; change `env` or `umask` between restarts.
+    pub opts: Options,
     _etcd: Option<EtcdProcess>,
+}
+
+/// How [`ApiServer::start_opts`] runs the server, beyond its flags.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra `strata server` flags.
+    pub extra: Vec<String>,
+    /// Extra environment variables of the server process.
+    pub env: Vec<(String, String)>,
+    /// Let the server create its data dir as this directory inside the test's one.
+    pub data_subdir: Option<String>,
+    /// The server's umask (e.g. 0 to prove that it sets every mode itself).
+    pub umask: Option<u32>,
 }
 
 impl ApiServer {
@@ -68,9 +87,17 @@ impl ApiServer {
 
     /// Start with extra `strata server` flags (e.g. `--token-file`).
     pub fn start_with(backend: Backend, extra: &[&str]) -> ApiServer {
+        Self::start_opts(backend, Options { extra: extra.iter().map(|s| s.to_string()).collect(), ..Options::default() })
+    }
+
+    pub fn start_opts(backend: Backend, opts: Options) -> ApiServer {
         let dir = tempfile::Builder::new().prefix("strata-api-").tempdir_in("/var/tmp").expect("tempdir");
         let port = super::free_port();
-        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra = opts.extra.clone();
+        let data = match &opts.data_subdir {
+            Some(sub) => dir.path().join(sub),
+            None => dir.path().to_path_buf(),
+        };
         let etcd = match backend {
             Backend::Embedded => None,
             Backend::Etcd => {
@@ -79,17 +106,17 @@ impl ApiServer {
                 Some(e)
             }
         };
-        let mut s = ApiServer { dir, port, child: None, extra, _etcd: etcd };
+        let mut s = ApiServer { dir, port, child: None, extra, data, opts, _etcd: etcd };
         s.spawn();
         s
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
+        self.data.join("kubeconfig")
     }
 
     pub fn url(&self) -> String {
@@ -98,15 +125,25 @@ impl ApiServer {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
-            .arg(self.dir.path())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .arg(&self.data)
             .args(&self.extra)
+            .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn strata server");
+            .stderr(log);
+        if let Some(mask) = self.opts.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn strata server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -182,7 +219,7 @@ impl ApiServer {
     /// anonymously. Returns (HTTP status, body).
     pub fn curl(&self, method: &str, path: &str, auth: Auth, content_type: Option<&str>, body: Option<&[u8]>) -> (u16, String) {
         use std::io::Write;
-        let pki = self.dir.path().join("pki");
+        let pki = self.data.join("pki");
         let mut c = Command::new("curl");
         c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(pki.join("ca.crt"));
         match auth {
@@ -217,7 +254,7 @@ impl ApiServer {
     /// A GET as the admin with extra request headers (`"Accept: ..."`). Returns (HTTP status,
     /// response headers in lower case, body bytes).
     pub fn get_with_headers(&self, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
-        let pki = self.dir.path().join("pki");
+        let pki = self.data.join("pki");
         let head = self.dir.path().join(format!("headers-{}", std::process::id()));
         let mut c = Command::new("curl");
         c.args(["-sS", "-o", "-", "-D"]).arg(&head).arg("--cacert").arg(pki.join("ca.crt"));
@@ -258,7 +295,7 @@ impl ApiServer {
         const HISTORY: u64 = 4;
         assert!(self._etcd.is_none(), "an embedded backend");
         self.stop(false);
-        let path = self.dir.path().join("store.redb");
+        let path = self.data.join("store.redb");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
             let store = strata_store::embedded::Embedded::open_with_history(&path, HISTORY).expect("opening the store");

@@ -1,0 +1,346 @@
+//! End-to-end tests of the API server's hardening (issue 8, parts 4-7): private state at rest,
+//! certificate lifetimes and rotation, request limits, encryption at rest and the audit log,
+//! through the real `strata server` with real kubectl, curl, openssl and the Python client.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::server::{ApiServer, Auth, Backend, Options};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+fn chmod(p: &Path, m: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+/// Files of the data dir that hold credentials or Secrets, with the mode each must have.
+fn private_files(data: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    vec![
+        (data.to_path_buf(), 0o700),
+        (data.join("pki"), 0o700),
+        (data.join("store.redb"), 0o600),
+        (data.join("kubeconfig"), 0o600),
+        (data.join("pki/ca.key"), 0o600),
+        (data.join("pki/apiserver.key"), 0o600),
+        (data.join("pki/admin.key"), 0o600),
+    ]
+}
+
+/// Run `cmd args` as the unprivileged `nobody`; true if it succeeded.
+fn as_nobody(cmd: &str, args: &[&Path]) -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", cmd])
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+        .status
+        .success()
+}
+
+fn assert_private(data: &Path) {
+    for (p, want) in private_files(data) {
+        assert_eq!(mode(&p), want, "mode of {}", p.display());
+    }
+}
+
+/// The server creates its data dir, the store, the PKI and the kubeconfig with private modes
+/// itself: even with a umask of 0 nothing is ever readable by another local user.
+#[test]
+fn state_at_rest_is_private_from_creation() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { data_subdir: Some("data".into()), umask: Some(0), ..Options::default() });
+    // Let `nobody` reach the data dir itself (the test's own temp dir is 0700).
+    chmod(s.dir.path(), 0o755);
+    assert_private(s.data_dir());
+    let store = s.data_dir().join("store.redb");
+    assert!(as_nobody("true", &[]), "setpriv works");
+    assert!(!as_nobody("cat", &[&store]), "nobody read the store");
+    assert!(!as_nobody("cat", &[&s.data_dir().join("pki/admin.key")]), "nobody read the admin key");
+    assert!(!as_nobody("ls", &[s.data_dir()]), "nobody listed the data dir");
+    // The store works.
+    s.ok(&["create", "secret", "generic", "private", "--from-literal=k=v"]);
+}
+
+/// A data dir left readable (by an older version or by hand) is tightened at start.
+#[test]
+fn loose_modes_are_tightened_at_start() {
+    let mut s = ApiServer::start_opts(Backend::Embedded, Options { data_subdir: Some("data".into()), ..Options::default() });
+    s.ok(&["create", "secret", "generic", "kept", "--from-literal=k=v"]);
+    s.stop(false);
+    for (p, want) in private_files(s.data_dir()) {
+        chmod(&p, if want == 0o700 { 0o755 } else { 0o644 });
+    }
+    s.restart(false);
+    assert_private(s.data_dir());
+    assert!(s.ok(&["get", "secret", "kept", "-o", "name"]).contains("secret/kept"));
+}
+
+// ---- certificates ----------------------------------------------------------------------------
+
+/// `openssl x509 -noout ARGS -in CERT`, stdout.
+fn x509(cert: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl").args(["x509", "-noout"]).args(args).arg("-in").arg(cert).output().expect("openssl");
+    assert!(out.status.success(), "openssl x509 {args:?} {}: {}", cert.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Does `cert` stay valid for the next `seconds`?
+fn valid_for(cert: &Path, seconds: i64) -> bool {
+    Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", &seconds.to_string(), "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl")
+        .status
+        .success()
+}
+
+fn serial(cert: &Path) -> String {
+    x509(cert, &["-serial"])
+}
+
+/// `notBefore` of a certificate.
+fn not_before(cert: &Path) -> chrono::DateTime<chrono::Utc> {
+    let line = x509(cert, &["-startdate"]);
+    let date = line.trim_start_matches("notBefore=");
+    let t = chrono::NaiveDateTime::parse_from_str(date, "%b %e %H:%M:%S %Y GMT").unwrap_or_else(|e| panic!("{date}: {e}"));
+    t.and_utc()
+}
+
+/// The serial of the certificate the running server presents.
+fn served_serial(s: &ApiServer) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl s_client -connect 127.0.0.1:{} </dev/null 2>/dev/null | openssl x509 -noout -serial", s.port))
+        .output()
+        .expect("openssl s_client");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const DAY: i64 = 86400;
+
+fn pki(s: &ApiServer, file: &str) -> std::path::PathBuf {
+    s.data_dir().join("pki").join(file)
+}
+
+/// The admin's client certificate as the kubeconfig carries it.
+fn kubeconfig_admin_cert(s: &ApiServer) -> Vec<u8> {
+    use base64::Engine;
+    let kc = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
+    let b64 = kc.lines().find_map(|l| l.trim().strip_prefix("client-certificate-data: ")).expect("client-certificate-data");
+    base64::engine::general_purpose::STANDARD.decode(b64.trim()).expect("base64")
+}
+
+/// CA 10 years, serving and admin certificates 1 year, all from now (backdated a little for
+/// clock skew), the serving certificate naming the host, the listen address and `--tls-san`s.
+#[test]
+fn certificates_have_real_lifetimes_and_names() {
+    let s = ApiServer::start_with(Backend::Embedded, &["--tls-san", "api.strata.test", "--tls-san", "10.9.8.7"]);
+    let now = chrono::Utc::now();
+    let ca = pki(&s, "ca.crt");
+    assert!(valid_for(&ca, 3649 * DAY) && !valid_for(&ca, 3651 * DAY), "CA: {}", x509(&ca, &["-dates"]));
+    for leaf in ["apiserver.crt", "admin.crt"] {
+        let c = pki(&s, leaf);
+        assert!(valid_for(&c, 364 * DAY) && !valid_for(&c, 366 * DAY), "{leaf}: {}", x509(&c, &["-dates"]));
+        let nb = not_before(&c);
+        assert!(nb <= now && now - nb < chrono::Duration::hours(2), "{leaf} not before {nb}, now {now}");
+    }
+    let sans = x509(&pki(&s, "apiserver.crt"), &["-ext", "subjectAltName"]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    for want in ["DNS:localhost", "IP Address:127.0.0.1", "DNS:api.strata.test", "IP Address:10.9.8.7", &format!("DNS:{}", host.trim())] {
+        assert!(sans.contains(want), "{want} missing from {sans}");
+    }
+    s.ok(&["get", "ns", "default"]);
+}
+
+/// Leaf certificates within 90 days of expiry are re-issued from the same CA at start (as k3s
+/// does), the kubeconfig is rewritten with the new admin certificate, and the old admin
+/// certificate keeps working until it expires. Leaf lifetimes are shortened with the
+/// test-only flag.
+#[test]
+fn leaf_certificates_near_expiry_are_renewed_at_start() {
+    let short = ("STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS".to_string(), (30 * DAY).to_string());
+    let mut s = ApiServer::start_opts(Backend::Embedded, Options { env: vec![short], ..Options::default() });
+    let (ca, server, admin) = (pki(&s, "ca.crt"), pki(&s, "apiserver.crt"), pki(&s, "admin.crt"));
+    assert!(valid_for(&server, 29 * DAY) && !valid_for(&server, 31 * DAY), "{}", x509(&server, &["-dates"]));
+    let before = (serial(&ca), serial(&server), serial(&admin));
+    let old_admin = (s.dir.path().join("old-admin.crt"), s.dir.path().join("old-admin.key"));
+    std::fs::copy(&admin, &old_admin.0).expect("copy");
+    std::fs::copy(pki(&s, "admin.key"), &old_admin.1).expect("copy");
+
+    // 30 days left: renewed at the next start, with the normal lifetime now.
+    s.opts.env.clear();
+    s.restart(false);
+    let after = (serial(&ca), serial(&server), serial(&admin));
+    assert_eq!(after.0, before.0, "the CA is kept");
+    assert_ne!(after.1, before.1, "serving certificate renewed");
+    assert_ne!(after.2, before.2, "admin certificate renewed");
+    assert!(valid_for(&server, 364 * DAY) && valid_for(&admin, 364 * DAY));
+    assert_eq!(served_serial(&s), after.1, "the server presents the new certificate");
+    assert_eq!(kubeconfig_admin_cert(&s), std::fs::read(&admin).expect("admin.crt"), "kubeconfig rewritten");
+    s.ok(&["get", "ns", "default"]);
+    // The old admin certificate is still valid (client certificates cannot be revoked; it
+    // expires on its own date).
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&old_admin.0)
+        .arg("--key")
+        .arg(&old_admin.1)
+        .arg(format!("{}/api/v1/namespaces", s.url()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+
+    // A year left: nothing renewed.
+    s.restart(false);
+    assert_eq!((serial(&ca), serial(&server), serial(&admin)), after);
+
+    // A new --tls-san: the serving certificate is re-issued to cover it, the admin's is kept.
+    s.extra.extend(["--tls-san".to_string(), "new-name.strata.test".to_string()]);
+    s.restart(false);
+    assert!(x509(&server, &["-ext", "subjectAltName"]).contains("DNS:new-name.strata.test"));
+    assert_ne!(serial(&server), after.1);
+    assert_eq!(serial(&admin), after.2);
+}
+
+/// `strata certs rotate` re-issues the serving and admin certificates on demand; the running
+/// server presents the new serving certificate without a restart.
+#[test]
+fn certs_rotate_reissues_and_the_running_server_picks_it_up() {
+    let s = ApiServer::start(Backend::Embedded);
+    let (ca, server, admin) = (pki(&s, "ca.crt"), pki(&s, "apiserver.crt"), pki(&s, "admin.crt"));
+    let before = (serial(&ca), serial(&server), serial(&admin));
+    assert_eq!(served_serial(&s), before.1);
+    let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(["certs", "rotate", "--data-dir"]).arg(s.data_dir()).output().expect("strata");
+    assert!(out.status.success(), "certs rotate: {}", String::from_utf8_lossy(&out.stderr));
+    let after = (serial(&ca), serial(&server), serial(&admin));
+    assert_eq!(after.0, before.0);
+    assert_ne!(after.1, before.1);
+    assert_ne!(after.2, before.2);
+    assert!(common::eventually(std::time::Duration::from_secs(10), || served_serial(&s) == after.1), "still serving {}", served_serial(&s));
+    assert_eq!(kubeconfig_admin_cert(&s), std::fs::read(&admin).expect("admin.crt"));
+    s.ok(&["get", "ns", "default"]);
+    assert_private(s.data_dir());
+}
+
+// ---- request limits and validation messages ---------------------------------------------------
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", &body[..body.len().min(500)]))
+}
+
+fn post(s: &ApiServer, path: &str, obj: &serde_json::Value) -> (u16, String) {
+    s.curl("POST", path, Auth::Admin, Some("application/json"), Some(obj.to_string().as_bytes()))
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+
+/// ConfigMaps and Secrets over 1 MiB of data, stored objects over 1.5 MiB and request bodies
+/// over 3 MiB are refused as Kubernetes refuses them, and nothing is stored.
+#[test]
+fn size_limits_match_kubernetes() {
+    use base64::Engine;
+    let s = ApiServer::start(Backend::Embedded);
+    let mib = 1usize << 20;
+    let cm = |name: &str, n: usize| serde_json::json!({"metadata": {"name": name}, "data": {"k": "x".repeat(n)}});
+
+    let (code, body) = post(&s, CMS, &cm("big", mib + 1));
+    assert_eq!(code, 422, "{}", &body[..body.len().min(300)]);
+    let st = json_of(&body);
+    assert_eq!(st["message"], "ConfigMap \"big\" is invalid: []: Too long: may not be more than 1048576 bytes");
+    assert_eq!(st["details"]["causes"][0]["reason"], "FieldValueTooLong");
+    let (code, _) = post(&s, CMS, &cm("exactly-one-mib", mib));
+    assert_eq!(code, 201);
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(vec![7u8; mib + 1]);
+    let (code, body) = post(&s, SECRETS, &serde_json::json!({"metadata": {"name": "bigsecret"}, "data": {"k": b64}}));
+    assert_eq!(code, 422);
+    assert_eq!(json_of(&body)["message"], "Secret \"bigsecret\" is invalid: data: Too long: may not be more than 1048576 bytes");
+
+    // kubectl shows the same.
+    let file = s.dir.path().join("big.txt");
+    std::fs::write(&file, "y".repeat(mib + 1)).expect("write");
+    let err = s.fails(&["create", "configmap", "big-from-file", &format!("--from-file=big.txt={}", file.display())], None);
+    assert!(err.contains("Too long: may not be more than 1048576 bytes"), "{err}");
+
+    // A kind without a data limit: the whole stored object is limited to 1.5 MiB.
+    let pod = serde_json::json!({"metadata": {"name": "huge"}, "spec": {"containers": [{"name": "c", "image": "busybox",
+        "env": [{"name": "BIG", "value": "z".repeat(mib + mib / 2 + 10)}]}]}});
+    let (code, body) = post(&s, "/api/v1/namespaces/default/pods", &pod);
+    assert_eq!(code, 413, "{}", &body[..body.len().min(300)]);
+    assert_eq!(json_of(&body)["reason"], "RequestEntityTooLarge");
+
+    // Request bodies over 3 MiB.
+    let (code, body) = post(&s, CMS, &cm("huge-body", 3 * mib + 100));
+    assert_eq!(code, 413);
+    assert_eq!(json_of(&body)["message"], "Request entity too large: limit is 3145728");
+
+    for gone in ["configmap/big", "configmap/big-from-file", "secret/bigsecret", "pod/huge", "configmap/huge-body"] {
+        assert!(s.fails(&["get", gone], None).contains("NotFound"), "{gone} was stored");
+    }
+}
+
+/// Errors never echo a large input: a 422 for an invalid 3 MB object stays small.
+#[test]
+fn error_bodies_are_bounded() {
+    let s = ApiServer::start(Backend::Embedded);
+    let junk = "%".repeat(3_000_000);
+    let (code, body) = post(&s, SECRETS, &serde_json::json!({"metadata": {"name": "junk"}, "data": {"k": junk}}));
+    assert_eq!(code, 422);
+    assert!(body.len() < 16 * 1024, "a {} byte error body", body.len());
+    assert!(json_of(&body)["message"].as_str().unwrap_or("").contains("must be base64"), "{body}");
+    let name = "n".repeat(1_000_000);
+    let (code, body) = post(&s, CMS, &serde_json::json!({"metadata": {"name": name}}));
+    assert_eq!(code, 422);
+    assert!(body.len() < 16 * 1024, "a {} byte error body", body.len());
+    assert!(body.contains("must be no more than 253 characters"), "{}", &body[..body.len().min(500)]);
+}
+
+/// Names and labels get upstream's messages, the length first.
+#[test]
+fn name_and_label_messages_match_kubernetes() {
+    let s = ApiServer::start(Backend::Embedded);
+    let long = "a".repeat(300);
+    let (code, body) = post(&s, CMS, &serde_json::json!({"metadata": {"name": long}}));
+    assert_eq!(code, 422);
+    let st = json_of(&body);
+    let msg = st["message"].as_str().unwrap_or("");
+    assert_eq!(msg, format!("ConfigMap \"{long}\" is invalid: metadata.name: Invalid value: \"{long}\": must be no more than 253 characters"));
+    // Both problems, length first, when the name is long and malformed.
+    let bad = format!("{}_", "b".repeat(299));
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": bad}})).1);
+    let causes = st["details"]["causes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(causes.len(), 2, "{st}");
+    assert!(causes[0]["message"].as_str().unwrap_or("").ends_with("must be no more than 253 characters"));
+    assert!(causes[1]["message"].as_str().unwrap_or("").contains("a lowercase RFC 1123 subdomain must consist of"));
+    // Namespaces are labels: 63 characters; services DNS-1035 labels.
+    let st = json_of(&post(&s, "/api/v1/namespaces", &serde_json::json!({"metadata": {"name": "c".repeat(64)}})).1);
+    assert!(st["message"].as_str().unwrap_or("").ends_with("must be no more than 63 characters"), "{st}");
+    let svc = serde_json::json!({"metadata": {"name": "1web"}, "spec": {"ports": [{"port": 80}]}});
+    let st = json_of(&post(&s, "/api/v1/namespaces/default/services", &svc).1);
+    assert_eq!(st["message"], "Service \"1web\" is invalid: metadata.name: Invalid value: \"1web\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')");
+
+    // Labels: keys are qualified names, values at most 63 characters.
+    let value = "v".repeat(64);
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": "l1", "labels": {"app": value}}})).1);
+    assert_eq!(st["message"], format!("ConfigMap \"l1\" is invalid: metadata.labels: Invalid value: \"{value}\": must be no more than 63 characters"));
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": "l2", "labels": {"bad key": "ok"}}})).1);
+    assert_eq!(st["message"], "ConfigMap \"l2\" is invalid: metadata.labels: Invalid value: \"bad key\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')");
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": "l3", "labels": {"app": "-x"}}})).1);
+    assert_eq!(st["message"], "ConfigMap \"l3\" is invalid: metadata.labels: Invalid value: \"-x\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": "l4", "labels": {"Example.com/app": "x"}}})).1);
+    assert!(st["message"].as_str().unwrap_or("").contains("prefix part a lowercase RFC 1123 subdomain must consist of"), "{st}");
+    // Annotations: 256 KiB in all.
+    let st = json_of(&post(&s, CMS, &serde_json::json!({"metadata": {"name": "a1", "annotations": {"a": "q".repeat(256 * 1024)}}})).1);
+    assert_eq!(st["message"], "ConfigMap \"a1\" is invalid: metadata.annotations: Too long: may not be more than 262144 bytes");
+    // Valid ones pass.
+    let (code, _) = post(&s, CMS, &serde_json::json!({"metadata": {"name": "fine", "labels": {"example.com/app": "My_value.1", "empty": ""}}}));
+    assert_eq!(code, 201);
+}
