@@ -606,7 +606,7 @@ impl Api {
             }
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        match self.store.create(&key, object::for_storage(&obj)?).await {
+        match self.store.create(&key, object::storable(&obj)?).await {
             Ok(rev) => Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings)),
             Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
             Err(e) => Err(e.into()),
@@ -663,7 +663,7 @@ impl Api {
             // No change: no new revision, as in Kubernetes.
             return Ok(json_response(StatusCode::OK, &with_rv(obj, expected)));
         }
-        match self.store.update(&key, object::for_storage(&obj)?, expected).await {
+        match self.store.update(&key, object::storable(&obj)?, expected).await {
             Ok(rev) => Ok(json_response(StatusCode::OK, &with_rv(obj, rev))),
             Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
             Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
@@ -813,7 +813,7 @@ impl Api {
         if dry_run {
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        match self.store.create(&key, object::for_storage(&obj)?).await {
+        match self.store.create(&key, object::storable(&obj)?).await {
             Ok(rev) => Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev))),
             Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
             Err(e) => Err(e.into()),
@@ -959,7 +959,7 @@ impl Api {
                 if dry_run {
                     return Ok(json_response(StatusCode::OK, &obj));
                 }
-                let new_rev = match self.store.update(&key, object::for_storage(&obj)?, rev).await {
+                let new_rev = match self.store.update(&key, object::storable(&obj)?, rev).await {
                     Ok(n) => n,
                     Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
                     Err(e) => return Err(e.into()),

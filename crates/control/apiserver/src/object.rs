@@ -352,17 +352,21 @@ pub fn with_rv(mut obj: Value, rev: u64) -> Value {
 /// applied to both stores so that a cluster can move from one to the other.
 pub const MAX_STORED: usize = 3 * 512 * 1024;
 
-/// The bytes to store: without the fields never stored (resourceVersion lives in the store's
-/// revision), and at most [`MAX_STORED`] of them (413 otherwise: kube-apiserver passes
-/// etcd's "request is too large" on as a 500, kubernetes/kubernetes#112152; strata says what
-/// it is).
-pub fn for_storage(obj: &Value) -> Result<Vec<u8>, ApiError> {
+/// Strip fields never stored (resourceVersion lives in the store's revision).
+pub fn for_storage(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
     if let Some(m) = o["metadata"].as_object_mut() {
         m.remove("resourceVersion");
         m.remove("selfLink");
     }
-    let bytes = serde_json::to_vec(&o).map_err(|e| ApiError::internal(format!("encoding the object: {e}")))?;
+    serde_json::to_vec(&o).unwrap_or_default()
+}
+
+/// [`for_storage`] for a client's write: at most [`MAX_STORED`] bytes (413 otherwise:
+/// kube-apiserver passes etcd's "request is too large" on as a 500,
+/// kubernetes/kubernetes#112152; strata says what it is).
+pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let bytes = for_storage(obj);
     if bytes.len() > MAX_STORED {
         return Err(ApiError::new(
             413,
