@@ -90,3 +90,33 @@ fn rmi_refuses_images_in_use_and_gc_reclaims() {
     let (_, err) = env.fail(&["rmi", &env.image]);
     assert!(err.contains("image not found"), "{err}");
 }
+
+/// Issue 13 part 3: a gzip bomb (300 MiB of zeros in a few hundred KiB) is refused by a
+/// configured ceiling on a layer's uncompressed size, naming the layer, and leaves no snapshot,
+/// no temporary directory and no container behind.
+#[test]
+fn gzip_bomb_layer_is_refused_and_leaves_nothing() {
+    let env = Env::new();
+    let (bomb, diff_id) = strata_testkit::zeros_layer("bomb", 300 << 20);
+    let base = busybox_layer_tar_gz();
+    let base_diff = strata_testkit::digest(&strata_testkit::gunzip_if_needed(&base));
+    let img = strata_testkit::image_with_diff_ids(vec![base, bomb.clone()], vec![base_diff.clone(), diff_id], &["sh"]);
+    env.registry.push(&img, "bomb", "latest");
+    let image = format!("{}/bomb:latest", env.registry.addr);
+    env.ok(&["pull", "-q", &image]);
+    let out = env.cmd().env("STRATA_MAX_LAYER_SIZE", "64m").args(["run", "--rm", &image, "true"]).output().expect("run strata");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "refused: {err}");
+    assert!(err.contains(&strata_testkit::digest(&bomb)) && err.contains("exceeds the limit of 67108864 uncompressed bytes"), "{err}");
+    assert!(env.container_dirs().is_empty(), "no container left");
+    let snaps: Vec<String> = std::fs::read_dir(env.root().join("images/snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(snaps, vec![strata_testkit::hex_of(&base_diff).to_string()], "only the base layer's snapshot");
+    // The pulled image keeps its verified blobs (the record references them); removing the
+    // image reclaims them.
+    env.ok(&["rmi", &image]);
+    assert_eq!(std::fs::read_dir(env.root().join("images/blobs/sha256")).expect("blobs").count(), 0);
+}

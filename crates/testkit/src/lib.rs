@@ -221,9 +221,50 @@ impl TestImage {
     }
 }
 
+/// A gzip'd layer holding one file `name` of `size` zero bytes, and its diff id, built as a
+/// stream (a gzip bomb: a few hundred KiB that expand to `size`).
+pub fn zeros_layer(name: &str, size: u64) -> (Vec<u8>, String) {
+    struct Tee<W: Write> {
+        gz: W,
+        sha: Sha256,
+    }
+    impl<W: Write> Write for Tee<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.gz.write(buf)?;
+            self.sha.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.gz.flush()
+        }
+    }
+    let mut tee = Tee { gz: GzEncoder::new(Vec::new(), Compression::fast()), sha: Sha256::new() };
+    let mut h = header(tar::EntryType::Regular, 0o644, 0, 0, size);
+    h.set_path(name).expect("name");
+    h.set_cksum();
+    tee.write_all(h.as_bytes()).expect("header");
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        tee.write_all(&chunk[..n]).expect("data");
+        left -= n as u64;
+    }
+    let pad = (512 - (size % 512) as usize) % 512;
+    tee.write_all(&vec![0u8; pad + 1024]).expect("padding and end of archive");
+    let diff_id = format!("sha256:{}", hex::encode(tee.sha.finalize()));
+    (tee.gz.finish().expect("gzip"), diff_id)
+}
+
 /// An image from layers (gzip'd or plain) with a config whose diff ids are correct.
 pub fn image_from_layers(layers: Vec<Vec<u8>>, cmd: &[&str]) -> TestImage {
     let diff_ids: Vec<String> = layers.iter().map(|l| digest(&gunzip_if_needed(l))).collect();
+    image_with_diff_ids(layers, diff_ids, cmd)
+}
+
+/// An image from layers whose diff ids the caller computed (for layers too big to gunzip
+/// in memory).
+pub fn image_with_diff_ids(layers: Vec<Vec<u8>>, diff_ids: Vec<String>, cmd: &[&str]) -> TestImage {
     let config = json!({
         "created": "2023-11-14T22:13:20Z",
         "architecture": "amd64",

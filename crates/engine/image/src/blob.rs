@@ -58,6 +58,9 @@ impl<R: Read> HashReader<R> {
         let (digest, count, _) = self.into_parts();
         Ok((digest, count))
     }
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
     /// `(digest, bytes read, inner reader)` without draining.
     pub(crate) fn into_parts(self) -> (String, u64, R) {
         (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count, self.inner)

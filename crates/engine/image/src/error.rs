@@ -69,6 +69,15 @@ pub enum Error {
     #[error("layer {digest} is unsafe: entry {entry:?} {reason}")]
     UnsafeLayer { digest: String, entry: String, reason: String },
 
+    /// A layer above a configured ceiling (uncompressed bytes or entries); nothing of it is kept.
+    #[error("layer {digest} exceeds the limit of {limit} {what} per layer")]
+    LayerTooLarge { digest: String, what: &'static str, limit: u64 },
+
+    /// Unpacking a layer would have left less free space than the configured reserve; the
+    /// partial snapshot has been removed.
+    #[error("unpacking layer {digest} stopped at {entry:?}: it would leave less than the reserve of {reserve} bytes free on {} ({available} bytes available)", path.display())]
+    UnpackReserve { digest: String, entry: String, path: PathBuf, available: u64, reserve: u64 },
+
     /// A layer that is not a readable tar (or has an unsupported compression).
     #[error("cannot unpack layer {digest}: {detail}")]
     InvalidLayer { digest: String, detail: String },

@@ -15,7 +15,8 @@
 //! **Invariants:** the root is 0700 ([`private_dir`]: image files keep their setuid bits and
 //! device nodes, so no other user may reach them); everything under `blobs/` hashes to its name; a snapshot directory exists
 //! only once it is completely unpacked and verified; nothing in a layer is ever written
-//! outside its snapshot directory.
+//! outside its snapshot directory; unpacking stays within [`UnpackLimits`] (free-space
+//! reserve, size and entry ceilings) or removes what it wrote.
 //!
 //! Concurrency: [`ImageStore`] is `Send + Sync` and keeps no in-memory state; pull, import
 //! and [`ImageStore::layers`] hold a shared `flock` on `locks/gc.lock` and [`ImageStore::gc`]
@@ -26,6 +27,7 @@ mod blob;
 mod db;
 mod error;
 mod import;
+mod limits;
 mod pull;
 pub mod reference;
 mod registry;
@@ -41,6 +43,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
+pub use limits::{parse_size, Reserve, UnpackLimits};
 pub use reference::{normalize, ImageRef};
 pub use unpack::get_xattr;
 
@@ -129,6 +132,7 @@ pub struct ImageStore {
     root: PathBuf,
     blobs: BlobStore,
     db: Db,
+    limits: UnpackLimits,
 }
 
 /// How a reference matched a record (decides what `remove` takes away).
@@ -146,7 +150,13 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        Ok(ImageStore { blobs: BlobStore::new(&root), db: Db::new(&root), root })
+        Ok(ImageStore { blobs: BlobStore::new(&root), db: Db::new(&root), root, limits: UnpackLimits::default() })
+    }
+
+    /// The same store, unpacking layers within `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: UnpackLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The store root.
@@ -266,7 +276,7 @@ impl ImageStore {
         fs::create_dir_all(&fs_dir).map_err(|e| Error::io(&fs_dir, e))?;
         let started = std::time::Instant::now();
         let file = self.blobs.open(digest)?;
-        unpack::unpack_layer(file, digest, diff_id, &fs_dir)?;
+        unpack::unpack_layer(file, digest, diff_id, &fs_dir, &self.snapshots_dir(), self.limits)?;
         let meta = serde_json::json!({ "layer": digest, "diff_id": diff_id });
         let meta_path = tmp.path().join("snapshot.json");
         fs::write(&meta_path, meta.to_string()).map_err(|e| Error::io(&meta_path, e))?;

@@ -29,6 +29,7 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, Unlin
 
 use crate::blob::HashReader;
 use crate::error::{Error, Result};
+use crate::limits::{Budget, UnpackLimits};
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
@@ -56,26 +57,29 @@ pub(crate) fn is_gzip(mut r: impl Read) -> bool {
 }
 
 /// Unpack the layer blob `file` (digest `digest`, uncompressed digest `diff_id`) into the
-/// existing empty directory `dest`.
-pub(crate) fn unpack_layer(file: File, digest: &str, diff_id: &str, dest: &Path) -> Result<()> {
+/// existing empty directory `dest`, within `limits` (free space is measured on `dest`'s
+/// filesystem; errors name it as `store`).
+pub(crate) fn unpack_layer(file: File, digest: &str, diff_id: &str, dest: &Path, store: &Path, limits: UnpackLimits) -> Result<()> {
     let invalid = |detail: String| Error::InvalidLayer { digest: digest.to_string(), detail };
+    let too_large = || Error::LayerTooLarge { digest: digest.to_string(), what: "uncompressed bytes", limit: limits.max_layer_bytes };
+    let budget = Budget::new(limits, digest, dest, store)?;
     let mut buffered = BufReader::with_capacity(256 * 1024, HashReader::new(file));
     let head = buffered.fill_buf().map_err(|e| invalid(e.to_string()))?;
     let compression = sniff(head);
-    let (diff_actual, raw) = match compression {
+    // The uncompressed stream is capped as well as each entry: data after the tar's end
+    // (which the diff id covers) must not let a small blob expand without bound either.
+    let decoded: Box<dyn Read + '_> = match compression {
         Compression::Zstd => return Err(invalid("zstd-compressed layers are not supported".to_string())),
-        Compression::Gzip => {
-            let hr = unpack_tar(HashReader::new(MultiGzDecoder::new(buffered)), digest, dest)?;
-            let (d, _, dec) = hr.finish_inner().map_err(|e| invalid(e.to_string()))?;
-            (d, dec.into_inner())
-        }
-        Compression::None => {
-            let hr = unpack_tar(HashReader::new(buffered), digest, dest)?;
-            let (d, _, b) = hr.finish_inner().map_err(|e| invalid(e.to_string()))?;
-            (d, b)
-        }
+        Compression::Gzip => Box::new(MultiGzDecoder::new(&mut buffered)),
+        Compression::None => Box::new(&mut buffered),
     };
-    let (compressed_actual, _, _) = raw.into_inner().finish_inner().map_err(|e| invalid(e.to_string()))?;
+    let mut hr = HashReader::new(Capped::new(decoded, limits.max_layer_bytes));
+    if let Err(e) = unpack_tar(&mut hr, digest, dest, budget) {
+        return Err(if hr.get_ref().hit { too_large() } else { e });
+    }
+    let (diff_actual, _, _) = hr.finish_inner().map_err(|e| if is_cap(&e) { too_large() } else { invalid(e.to_string()) })?;
+    let raw = buffered.into_inner();
+    let (compressed_actual, _, _) = raw.finish_inner().map_err(|e| invalid(e.to_string()))?;
     if compressed_actual != digest {
         return Err(Error::DigestMismatch { digest: digest.to_string(), actual: compressed_actual });
     }
@@ -83,6 +87,44 @@ pub(crate) fn unpack_layer(file: File, digest: &str, diff_id: &str, dest: &Path)
         return Err(Error::DigestMismatch { digest: diff_id.to_string(), actual: diff_actual });
     }
     Ok(())
+}
+
+/// A reader that fails once more than `limit` bytes were asked of it.
+struct Capped<R> {
+    inner: R,
+    remaining: u64,
+    hit: bool,
+}
+
+/// The message of [`Capped`]'s error, to tell it from other read errors.
+const CAP_MESSAGE: &str = "layer exceeds its uncompressed size limit";
+
+impl<R> Capped<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Capped { inner, remaining: limit, hit: false }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            // One byte more tells a stream of exactly `limit` bytes from a longer one.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.hit = true;
+            return Err(io::Error::other(CAP_MESSAGE));
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn is_cap(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Other && e.to_string() == CAP_MESSAGE
 }
 
 /// Open a directory relative to `dir` without following symlinks.
@@ -96,6 +138,7 @@ struct Unpacker<'a> {
     digest: &'a str,
     dest: &'a Path,
     root: OwnedFd,
+    budget: Budget<'a>,
     /// Directories whose mtime is set at the end (creating children changes it).
     dir_times: Vec<(Vec<OsString>, u64)>,
 }
@@ -190,6 +233,10 @@ impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
         let path: PathBuf = e.path().map_err(|err| Error::InvalidLayer { digest: self.digest.to_string(), detail: err.to_string() })?.into_owned();
         let comps = self.components(&path, "path")?;
+        // Before anything of the entry is written: its declared size against the ceilings and
+        // the free-space reserve.
+        let size = e.header().entry_size().map_err(|err| self.invalid(&path, err))?;
+        self.budget.charge(&path, e.raw_file_position().saturating_add(size), size)?;
         let Some((name, parents)) = comps.split_last() else { return Ok(()) };
         let xattrs = pax_xattrs(&mut e);
         let header = e.header();
@@ -388,9 +435,9 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
-fn unpack_tar<R: Read>(reader: R, digest: &str, dest: &Path) -> Result<R> {
+fn unpack_tar<'a, R: Read>(reader: R, digest: &'a str, dest: &'a Path, budget: Budget<'a>) -> Result<R> {
     let root = File::open(dest).map_err(|e| Error::io(dest, e))?;
-    let mut u = Unpacker { digest, dest, root: OwnedFd::from(root), dir_times: Vec::new() };
+    let mut u = Unpacker { digest, dest, root: OwnedFd::from(root), budget, dir_times: Vec::new() };
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| Error::InvalidLayer { digest: digest.to_string(), detail: e.to_string() })?;
     for entry in entries {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strata_driver::images::ImageStore;
+use strata_driver::images::{parse_size, ImageStore, Reserve, UnpackLimits};
 use strata_driver::ContainerDriver;
 
 /// Containers and virtual machines side by side.
@@ -30,6 +30,16 @@ pub struct Cli {
     /// Log level for strata's own diagnostics (error, warn, info, debug, trace).
     #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn")]
     log_level: String,
+    /// Free space unpacking an image layer must leave on the store's filesystem: a share of
+    /// it (5%) or a size (2GiB).
+    #[arg(long, global = true, env = "STRATA_UNPACK_RESERVE", default_value = "5%")]
+    unpack_reserve: Reserve,
+    /// Largest uncompressed size of one image layer (e.g. 64GiB).
+    #[arg(long, global = true, env = "STRATA_MAX_LAYER_SIZE", default_value = "64GiB", value_parser = parse_size_arg)]
+    max_layer_size: u64,
+    /// Most entries (files, directories, links) in one image layer.
+    #[arg(long, global = true, env = "STRATA_MAX_LAYER_ENTRIES", default_value_t = 1_000_000)]
+    max_layer_entries: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,10 +157,15 @@ fn init_tracing(level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).ok_or_else(|| format!("invalid size {s:?}: expected a number with an optional unit k, m, g or t (e.g. 64GiB)"))
+}
+
 /// The pieces commands need, opened on demand so that image commands work without a runtime.
 pub struct Ctx {
     root: PathBuf,
     runtime: String,
+    limits: UnpackLimits,
 }
 
 impl Ctx {
@@ -158,7 +173,8 @@ impl Ctx {
         // The root first: created by the store below, it would get the default 0755.
         strata_driver::images::private_dir(&self.root).with_context(|| format!("opening {}", self.root.display()))?;
         let dir = self.root.join("images");
-        Ok(Arc::new(ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?))
+        let store = ImageStore::open(&dir).with_context(|| format!("opening image store {}", dir.display()))?;
+        Ok(Arc::new(store.with_limits(self.limits)))
     }
 
     fn driver(&self) -> anyhow::Result<Arc<ContainerDriver>> {
@@ -168,7 +184,12 @@ impl Ctx {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Ctx { root: cli.root, runtime: cli.runtime };
+    let limits = UnpackLimits {
+        reserve: cli.unpack_reserve,
+        max_layer_bytes: cli.max_layer_size,
+        max_layer_entries: cli.max_layer_entries,
+    };
+    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits };
     match cli.command {
         Command::Pull(a) => image::pull(&ctx, a),
         Command::Images(a) => image::images(&ctx, a),
