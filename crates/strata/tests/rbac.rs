@@ -9,6 +9,7 @@ on_both_backends!(
     bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac,
     invalid_credentials_are_401_on_every_path,
     can_i_and_whoami_with_kubectl,
+    service_account_tokens,
 );
 
 use std::path::PathBuf;
@@ -58,6 +59,15 @@ fn fails_as(s: &ApiServer, token: &str, args: &[&str], stdin: Option<&str>) -> S
     let out = kubectl_as(s, token, args, stdin);
     assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `tests/python/sa_token.py`: list ConfigMaps of `ns` with the Python client and a token.
+fn python_with_token(s: &ApiServer, token: &str, ns: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sa_token.py");
+    let ca = s.data_dir().join("pki/ca.crt");
+    let out = Command::new("python3").arg(script).args([&s.url(), ca.to_str().expect("path"), token, ns]).output().expect("python3");
+    assert!(out.status.success(), "sa_token.py: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const ALICE_GROUPS: &str = r#"user "alice" (groups=["dev" "system:authenticated"]) is attempting to grant RBAC permissions not currently held:"#;
@@ -338,4 +348,79 @@ fn can_i_and_whoami_with_kubectl(backend: Backend) {
     assert!(who.contains("alice") && who.contains("[dev system:authenticated]") && who.contains("1001"), "{who}");
     let who = s.ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"]);
     assert_eq!(who, r#"admin ["system:masters","system:authenticated"]"#);
+}
+
+fn service_account_tokens(backend: Backend) {
+    let (s, _tokens) = server_with_alice(backend);
+    let setup = |srv: &ApiServer| {
+        srv.ok(&["create", "namespace", "team"]);
+        srv.ok(&["create", "serviceaccount", "builder", "-n", "team"]);
+        srv.ok(&["create", "rolebinding", "builder-views", "-n", "team", "--clusterrole=view", "--serviceaccount=team:builder"]);
+        srv.ok(&["create", "configmap", "settings", "-n", "team"]);
+    };
+    setup(&s);
+    let token = s.ok(&["create", "token", "builder", "-n", "team"]).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    // It authenticates as the ServiceAccount, with its groups, and RBAC applies.
+    assert!(ok_as(&s, &token, &["get", "configmaps", "-n", "team", "-o", "name"], None).contains("configmap/settings"));
+    let who = ok_as(&s, &token, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"], None);
+    assert_eq!(who, r#"system:serviceaccount:team:builder ["system:serviceaccounts","system:serviceaccounts:team","system:authenticated"]"#);
+    fails_as(&s, &token, &["get", "secrets", "-n", "team"], None);
+    // TokenReview answers for it (and for nonsense).
+    let review = |t: &str| {
+        let body = format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{t}"}}}}"#);
+        let (code, out) = s.curl("POST", "/apis/authentication.k8s.io/v1/tokenreviews", Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+        assert_eq!(code, 201, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let r = review(&token);
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(r["status"]["user"]["username"], "system:serviceaccount:team:builder");
+    assert_eq!(r["status"]["audiences"][0], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(review("made-up")["status"]["authenticated"], false);
+    // The Python client authenticates with it too.
+    assert_eq!(python_with_token(&s, &token, "team").trim(), "settings");
+    // Upstream's minimum lifetime.
+    let err = s.fails(&["create", "token", "builder", "-n", "team", "--duration=1m"], None);
+    assert!(err.contains("spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"), "{err}");
+    // Bound to a Secret: valid while that Secret exists.
+    s.ok(&["create", "secret", "generic", "anchor", "-n", "team"]);
+    let bound = s.ok(&["create", "token", "builder", "-n", "team", "--bound-object-kind=Secret", "--bound-object-name=anchor"]).trim().to_string();
+    assert!(ok_as(&s, &bound, &["get", "configmaps", "-n", "team"], None).contains("settings"));
+    s.ok(&["delete", "secret", "anchor", "-n", "team"]);
+    let err = fails_as(&s, &bound, &["get", "configmaps", "-n", "team"], None);
+    assert!(err.contains("Unauthorized"), "{err}");
+    // Deleting the ServiceAccount ends every token of it, even if one of the same name returns.
+    s.ok(&["delete", "serviceaccount", "builder", "-n", "team"]);
+    let (code, _) = s.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&token), None, None);
+    assert_eq!(code, 401);
+    s.ok(&["create", "serviceaccount", "builder", "-n", "team"]);
+    let (code, _) = s.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&token), None, None);
+    assert_eq!(code, 401);
+    assert_eq!(review(&token)["status"]["authenticated"], false);
+    // Expiry (a server whose minimum lifetime is lowered for this test).
+    let (mut short, _t2) = server_with_alice_and(backend, &["--test-only-service-account-min-token-seconds", "1"]);
+    setup(&short);
+    let brief = short.ok(&["create", "token", "builder", "-n", "team", "--duration=3s"]).trim().to_string();
+    let (code, _) = short.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&brief), None, None);
+    assert_eq!(code, 200);
+    assert!(eventually(Duration::from_secs(20), || short.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&brief), None, None).0 == 401));
+    // The signing key is the server's own, kept (0600) across restarts.
+    let key = short.data_dir().join("pki/sa.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).expect("sa.key").permissions().mode() & 0o777, 0o600);
+    let lasting = short.ok(&["create", "token", "builder", "-n", "team"]).trim().to_string();
+    short.restart(false);
+    let (code, _) = short.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&lasting), None, None);
+    assert_eq!(code, 200);
+}
+
+/// [`server_with_alice`] with extra server flags.
+fn server_with_alice_and(backend: Backend, extra: &[&str]) -> (ApiServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "alice-token,alice,1001,\"dev\"\n").expect("tokens");
+    let mut args = vec!["--token-file", tokens.to_str().expect("path")];
+    args.extend_from_slice(extra);
+    (ApiServer::start_with(backend, &args), dir)
 }

@@ -256,6 +256,12 @@ impl Api {
         if info.subresource.as_deref() == Some("scale") {
             return self.scale(&info, verb, headers, &body, dry_run, &manager).await;
         }
+        if info.subresource.as_deref() == Some("token") {
+            if verb != "create" {
+                return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
+            }
+            return self.token_request(&info, parse_body(headers, &body)?).await;
+        }
         if matches!(info.subresource.as_deref(), Some("log" | "exec" | "console")) {
             return self.node_subresource(&info, &q).await;
         }
@@ -837,6 +843,77 @@ impl Api {
         new["spec"]["nodeName"] = json!(node);
         self.write_update(info, new, &pod, rev, dry_run).await?;
         Ok(json_response(StatusCode::CREATED, &status::success(None)))
+    }
+
+    /// `serviceaccounts/token` (TokenRequest): a JWT for the ServiceAccount, for the asked
+    /// audiences (this API server's by default), living `expirationSeconds` (3600 by default,
+    /// at least 600), optionally bound to a Pod or Secret of the namespace (the token dies with
+    /// it). Checked as upstream's token REST storage checks it.
+    async fn token_request(&self, info: &RequestInfo, req: Value) -> Result<Response, ApiError> {
+        use crate::satoken::{claims, BoundObject};
+        let signer = self.authn.signer.as_ref().ok_or_else(|| ApiError::internal("no service account signing key"))?;
+        let (sa, _) = self.load(info).await?;
+        let ns = info.namespace.clone().unwrap_or_default();
+        let name = info.name.clone().unwrap_or_default();
+        let spec = &req["spec"];
+        let expiration = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        let invalid = |message: String| {
+            let c = Cause { reason: "FieldValueInvalid", field: "spec.expirationSeconds".into(), message };
+            ApiError::invalid_kind("authentication.k8s.io", "TokenRequest", &name, vec![c])
+        };
+        if expiration < signer.min_expiration {
+            let min = if signer.min_expiration == 600 { "10 minutes".to_string() } else { format!("{} seconds", signer.min_expiration) };
+            return Err(invalid(format!("Invalid value: {expiration}: may not specify a duration less than {min}")));
+        }
+        if expiration > 1 << 32 {
+            return Err(invalid(format!("Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds")));
+        }
+        let audiences: Vec<String> = match spec["audiences"].as_array() {
+            Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => vec![crate::auth::API_AUDIENCE.to_string()],
+        };
+        let mut out_spec = json!({ "audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": null });
+        let bound = match spec["boundObjectRef"].as_object() {
+            None => None,
+            Some(r) => {
+                let kind = r.get("kind").and_then(Value::as_str).unwrap_or("");
+                let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+                let obj_name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                let (claim, plural) = match (api_version, kind) {
+                    ("v1", "Pod") => ("pod", "pods"),
+                    ("v1", "Secret") => ("secret", "secrets"),
+                    _ => return Err(ApiError::bad_request(format!("cannot bind token to object of type {kind} (apiVersion {api_version:?})"))),
+                };
+                let res = resources::find("", "v1", plural).ok_or_else(|| ApiError::internal("core kinds missing"))?;
+                let target = RequestInfo { resource: res, namespace: Some(ns.clone()), name: Some(obj_name.to_string()), subresource: None };
+                let (obj, _) = self.load(&target).await?;
+                if kind == "Pod" {
+                    let runs_as = obj["spec"]["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default");
+                    if runs_as != name {
+                        return Err(ApiError::bad_request(format!("cannot bind token for serviceaccount {name:?} to pod running with different serviceaccount name.")));
+                    }
+                }
+                let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+                if let Some(want) = r.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+                    if want != uid {
+                        return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {kind} {obj_name:?}: the UID in the bound object reference ({want}) does not match the UID in record. The object might have been deleted and then recreated")));
+                    }
+                }
+                out_spec["boundObjectRef"] = json!({ "kind": kind, "apiVersion": api_version, "name": obj_name, "uid": uid });
+                Some(BoundObject { kind: claim, name: obj_name.to_string(), uid })
+            }
+        };
+        let sa_uid = sa["metadata"]["uid"].as_str().unwrap_or("");
+        let c = claims(&ns, &name, sa_uid, &audiences, expiration, bound.as_ref());
+        let token = signer.sign(&c).map_err(|e| ApiError::internal(e.to_string()))?;
+        let expires = c["exp"].as_i64().and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let out = json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": { "name": name, "namespace": ns, "creationTimestamp": null },
+            "spec": out_spec,
+            "status": { "token": token, "expirationTimestamp": expires },
+        });
+        Ok(json_response(StatusCode::CREATED, &out))
     }
 
     /// `pods/log`, `pods/exec` and `virtualmachines/console` stream from the node agent that

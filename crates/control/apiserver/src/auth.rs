@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use serde_json::Value;
 use strata_store::Store;
 
 /// The audience of tokens meant for this API server (kube-apiserver's usual
@@ -35,22 +36,68 @@ impl User {
     }
 }
 
-/// Everything that turns a bearer token into a user.
+/// Everything that turns a bearer token into a user: the static token file and
+/// ServiceAccount tokens (JWTs of [`crate::satoken`]).
 #[derive(Debug, Default)]
 pub struct Authenticator {
     pub tokens: Tokens,
+    pub signer: Option<crate::satoken::Signer>,
 }
 
 impl Authenticator {
     /// The user a bearer token names and the audiences (of `wanted`, else this API server's)
     /// it is good for; `Err` says why it is not valid.
-    pub async fn review(&self, _store: &dyn Store, token: &str, wanted: &[String]) -> Result<(User, Vec<String>), String> {
+    pub async fn review(&self, store: &dyn Store, token: &str, wanted: &[String]) -> Result<(User, Vec<String>), String> {
         let audiences = if wanted.is_empty() { vec![API_AUDIENCE.to_string()] } else { wanted.to_vec() };
         // Static tokens are good for any audience (as upstream's token file).
-        match self.tokens.user(token) {
-            Some(u) => Ok((u, audiences)),
-            None => Err("invalid bearer token".into()),
+        if let Some(u) = self.tokens.user(token) {
+            return Ok((u, audiences));
         }
+        match &self.signer {
+            Some(signer) if token.matches('.').count() == 2 => self.service_account(signer, store, token, &audiences).await,
+            _ => Err("invalid bearer token".into()),
+        }
+    }
+
+    /// A ServiceAccount token: signed by this server, for one of `audiences`, not expired, and
+    /// its ServiceAccount and bound object (Pod or Secret) still there with the same uids.
+    async fn service_account(&self, signer: &crate::satoken::Signer, store: &dyn Store, token: &str, audiences: &[String]) -> Result<(User, Vec<String>), String> {
+        let claims = signer.verify(token).map_err(|e| format!("invalid bearer token, {e}"))?;
+        let aud: Vec<&str> = claims["aud"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let good: Vec<String> = audiences.iter().filter(|a| aud.contains(&a.as_str())).cloned().collect();
+        if good.is_empty() {
+            return Err(format!("token audiences {aud:?} is invalid for the target audiences {audiences:?}"));
+        }
+        let k = &claims["kubernetes.io"];
+        let ns = k["namespace"].as_str().unwrap_or("");
+        let sa = &k["serviceaccount"];
+        let (name, uid) = (sa["name"].as_str().unwrap_or(""), sa["uid"].as_str().unwrap_or(""));
+        let mut extra = BTreeMap::new();
+        extra.insert("authentication.kubernetes.io/credential-id".to_string(), vec![format!("JTI={}", claims["jti"].as_str().unwrap_or(""))]);
+        for (kind, plural, live) in [("serviceaccount", "serviceaccounts", sa), ("pod", "pods", &k["pod"]), ("secret", "secrets", &k["secret"])] {
+            if !live.is_object() {
+                continue;
+            }
+            let obj_name = live["name"].as_str().unwrap_or("");
+            let want_uid = live["uid"].as_str().unwrap_or("");
+            let r = crate::resources::find("", "v1", plural).ok_or("kinds missing")?;
+            let found = store.get(&r.key(Some(ns), obj_name)).await.map_err(|e| e.to_string())?;
+            let obj: Value = found.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or(Value::Null);
+            if obj["metadata"]["uid"].as_str() != Some(want_uid) || !obj["metadata"]["deletionTimestamp"].is_null() {
+                return Err(format!("invalid bearer token, {kind} {ns}/{obj_name} (uid {want_uid}) is no longer there"));
+            }
+            if kind == "pod" {
+                extra.insert("authentication.kubernetes.io/pod-name".to_string(), vec![obj_name.to_string()]);
+                extra.insert("authentication.kubernetes.io/pod-uid".to_string(), vec![want_uid.to_string()]);
+            }
+        }
+        let user = User {
+            name: format!("system:serviceaccount:{ns}:{name}"),
+            groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}"), "system:authenticated".into()],
+            uid: uid.to_string(),
+            extra,
+        };
+        Ok((user, good))
     }
 
     /// The user of a bearer token presented to this API server, if it is valid.

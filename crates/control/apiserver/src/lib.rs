@@ -31,6 +31,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod reviews;
+pub mod satoken;
 pub mod rv;
 pub mod selector;
 pub mod server;

@@ -74,6 +74,10 @@ impl Pki {
     pub fn admin_key(&self) -> PathBuf {
         self.dir.join("admin.key")
     }
+    /// The key that signs ServiceAccount tokens (made by [`crate::satoken::Signer`]).
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.join("sa.key")
+    }
 }
 
 /// How certificates are issued: the leaf lifetime (shortened only by tests) and the names the

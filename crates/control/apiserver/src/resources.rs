@@ -88,7 +88,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),
     res!("", "v1", "ConfigMap", "configmaps", "configmap", true, ["cm"], [], []),
     res!("", "v1", "Secret", "secrets", "secret", true, [], [], []),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, ["sa"], [], []),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, ["sa"], [], ["token"]),
     res!("", "v1", "Event", "events", "event", true, ["ev"], [], []),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, ["pvc"], [], ["status"]),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"], ["all"], ["status", "scale"]),

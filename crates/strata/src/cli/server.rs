@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
     pub test_only_leaf_lifetime_seconds: Option<i64>,
+    /// TEST ONLY: the shortest lifetime a TokenRequest may ask for, in seconds, instead of
+    /// upstream's 600 (to watch a token expire).
+    #[arg(long, hide = true, default_value = "600")]
+    pub test_only_service_account_min_token_seconds: i64,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -141,7 +145,14 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
     if renewed.server || renewed.admin {
         tracing::info!(serving = renewed.server, admin = renewed.admin, "issued certificates");
     }
-    let server = Server::bind(ServerConfig { listen: a.listen, pki: pki.clone(), token_file: a.token_file, store }).await?;
+    let server = Server::bind(ServerConfig {
+        listen: a.listen,
+        pki: pki.clone(),
+        token_file: a.token_file,
+        store,
+        service_account_min_token_seconds: a.test_only_service_account_min_token_seconds,
+    })
+    .await?;
     let addr = server.local_addr().unwrap_or(a.listen);
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
