@@ -665,8 +665,9 @@ impl Api {
                 Err(e) => Err(e.into()),
             };
         }
-        if obj == *old {
-            // No change: no new revision, as in Kubernetes.
+        if object::for_storage(&obj) == object::for_storage(old) && !self.store.stale(&key).await? {
+            // No change: no new revision, as in Kubernetes (unless the stored form is stale:
+            // re-writing is how encryption keys are rotated).
             return Ok(json_response(StatusCode::OK, &with_rv(obj, expected)));
         }
         match self.store.update(&key, object::storable(&obj)?, expected).await {

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod discovery;
+pub mod encryption;
 pub mod fieldpath;
 pub mod fields;
 pub mod files;

@@ -34,6 +34,10 @@ pub struct ServerArgs {
     /// settings. The embedded store compacts itself.
     #[arg(long, default_value = "300")]
     pub etcd_compaction_interval: u64,
+    /// Encrypt resources at rest as this kube-apiserver `EncryptionConfiguration` says
+    /// (providers aescbc, aesgcm, secretbox, identity).
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
@@ -139,6 +143,10 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
             etcd
         }
         other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
+    };
+    let store: Arc<dyn Store> = match &a.encryption_provider_config {
+        Some(path) => Arc::new(strata_apiserver::encryption::EncryptedStore::from_file(store, path)?),
+        None => store,
     };
     let issue = pki::Issue { leaf_lifetime: leaf_lifetime(a.test_only_leaf_lifetime_seconds), names: certificate_names(a.listen, &a.tls_san) };
     let (pki, renewed) = pki::ensure(&a.data_dir.join("pki"), &issue)?;
