@@ -195,6 +195,20 @@ roleRef: {kind: Role, name: escalator, apiGroup: rbac.authorization.k8s.io}
     // bob holds nothing: with no escalate and no bind he can do none of it.
     let err = fails_as(&s, "bob-token", &["create", "-f", "-"], Some(everything));
     assert!(err.contains(r#"User "bob" cannot create resource "roles""#), "{err}");
+    // Server-side apply is checked the same way.
+    let err = fails_as(&s, "bob-token", &["apply", "--server-side", "-f", "-"], Some(&everything.replace("name: everything", "name: applied")));
+    assert!(err.contains(r#"User "bob" cannot patch resource "roles""#), "{err}");
+    s.ok(&["create", "role", "role-writer", "-n", "team", "--verb=create,patch,get", "--resource=roles"]);
+    s.ok(&["create", "rolebinding", "bob-writes", "-n", "team", "--role=role-writer", "--user=bob"]);
+    let err = fails_as(&s, "bob-token", &["apply", "--server-side", "-f", "-"], Some(&everything.replace("name: everything", "name: applied")));
+    assert!(err.contains(r#"roles.rbac.authorization.k8s.io "applied" is forbidden: user "bob" (groups=["system:authenticated"]) is attempting to grant RBAC permissions not currently held:"#), "{err}");
+    // An aggregationRule can gather anything: it needs full authority, even with no rules.
+    s.ok(&["create", "clusterrole", "cr-writer", "--verb=create", "--resource=clusterroles"]);
+    s.ok(&["create", "clusterrolebinding", "bob-writes-cr", "--clusterrole=cr-writer", "--user=bob"]);
+    let aggregated = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: gatherer}\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {x: y}}]\n";
+    let err = fails_as(&s, "bob-token", &["create", "-f", "-"], Some(aggregated));
+    assert!(err.contains(r#"clusterroles.rbac.authorization.k8s.io "gatherer" is forbidden: must have cluster-admin privileges to use the aggregationRule"#), "{err}");
+    s.ok_stdin(&["create", "-f", "-"], Some(aggregated));
 }
 
 fn bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac(backend: Backend) {
@@ -383,6 +397,16 @@ fn service_account_tokens(backend: Backend) {
     // Upstream's minimum lifetime.
     let err = s.fails(&["create", "token", "builder", "-n", "team", "--duration=1m"], None);
     assert!(err.contains("spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"), "{err}");
+    // Bound to a Pod: valid while that Pod exists, and it says which Pod.
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: worker, namespace: team}\nspec:\n  serviceAccountName: builder\n  containers: [{name: c, image: busybox}]\n"));
+    let pod_bound = s.ok(&["create", "token", "builder", "-n", "team", "--bound-object-kind=Pod", "--bound-object-name=worker"]).trim().to_string();
+    let who = ok_as(&s, &pod_bound, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.extra.authentication\\.kubernetes\\.io/pod-name}"], None);
+    assert_eq!(who, r#"["worker"]"#);
+    s.ok(&["create", "serviceaccount", "other", "-n", "team"]);
+    let err = s.fails(&["create", "token", "other", "-n", "team", "--bound-object-kind=Pod", "--bound-object-name=worker"], None);
+    assert!(err.contains(r#"cannot bind token for serviceaccount "other" to pod running with different serviceaccount name."#), "{err}");
+    s.ok(&["delete", "pod", "worker", "-n", "team", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(20), || s.curl("GET", "/api/v1/namespaces/team/configmaps", Auth::Token(&pod_bound), None, None).0 == 401));
     // Bound to a Secret: valid while that Secret exists.
     s.ok(&["create", "secret", "generic", "anchor", "-n", "team"]);
     let bound = s.ok(&["create", "token", "builder", "-n", "team", "--bound-object-kind=Secret", "--bound-object-name=anchor"]).trim().to_string();
