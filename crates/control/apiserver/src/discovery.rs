@@ -69,12 +69,17 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "log" => ("Pod", &["get"]),
         "exec" => ("PodExecOptions", &["create", "get"]),
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
+        "token" => ("TokenRequest", &["create"]),
         _ => (r.kind, &["get", "patch", "update"]),
     };
     let mut v = json!({ "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs });
     if sub == "scale" {
         // Scale lives in autoscaling/v1 whatever group its parent is in.
         v["group"] = json!("autoscaling");
+        v["version"] = json!("v1");
+    }
+    if sub == "token" {
+        v["group"] = json!("authentication.k8s.io");
         v["version"] = json!("v1");
     }
     v
@@ -146,7 +151,11 @@ pub fn aggregated(core: bool, version: &str) -> Value {
                         .iter()
                         .map(|s| {
                             let sj = subresource_json(r, s);
-                            let (g, v) = if *s == "scale" { ("autoscaling", "v1") } else { (r.group, r.version) };
+                            let (g, v) = match *s {
+                                "scale" => ("autoscaling", "v1"),
+                                "token" => ("authentication.k8s.io", "v1"),
+                                _ => (r.group, r.version),
+                            };
                             json!({ "subresource": s, "responseKind": { "group": g, "version": v, "kind": sj["kind"] }, "verbs": sj["verbs"] })
                         })
                         .collect();
@@ -174,5 +183,8 @@ mod tests {
         let core = aggregated(true, "v2");
         assert_eq!(core["items"][0]["metadata"]["name"], "");
         assert!(resource_list("apps", "v1").is_some() && resource_list("apps", "v9").is_none());
+        let core_list = resource_list("", "v1").expect("core");
+        let token = core_list["resources"].as_array().and_then(|a| a.iter().find(|r| r["name"] == "serviceaccounts/token")).expect("token");
+        assert_eq!((&token["kind"], &token["group"], &token["verbs"]), (&json!("TokenRequest"), &json!("authentication.k8s.io"), &json!(["create"])));
     }
 }
