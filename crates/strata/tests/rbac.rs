@@ -357,6 +357,17 @@ fn can_i_and_whoami_with_kubectl(backend: Backend) {
     // ... which alice herself may not ask.
     let (code, _) = s.curl("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Auth::Token(alice), Some("application/json"), Some(sar.as_bytes()));
     assert_eq!(code, 403);
+    // Impersonation (`--as`): the admin may; alice, who may not impersonate, is refused.
+    assert_eq!(s.ok(&["auth", "can-i", "list", "configmaps", "-n", "team", "--as", "alice"]).trim(), "yes");
+    let out = s.kubectl(&["auth", "can-i", "delete", "configmaps", "-n", "team", "--as", "alice"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    s.ok(&["get", "configmaps", "-n", "team", "--as", "alice", "--as-group", "dev"]);
+    let err = s.fails(&["get", "configmaps", "-n", "default", "--as", "alice"], None);
+    assert!(err.contains(r#"User "alice" cannot list resource "configmaps""#), "{err}");
+    let err = fails_as(&s, alice, &["get", "configmaps", "-n", "team", "--as", "bob"], None);
+    assert!(err.contains(r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#), "{err}");
+    let who = s.ok(&["auth", "whoami", "--as", "system:serviceaccount:team:builder", "-o", "jsonpath={.status.userInfo.groups}"]);
+    assert_eq!(who, r#"["system:serviceaccounts","system:serviceaccounts:team","system:authenticated"]"#);
     // whoami.
     let who = ok_as(&s, alice, &["auth", "whoami"], None);
     assert!(who.contains("alice") && who.contains("[dev system:authenticated]") && who.contains("1001"), "{who}");

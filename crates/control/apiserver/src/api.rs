@@ -104,6 +104,25 @@ fn parse_query(q: Option<&str>) -> Query {
     m
 }
 
+/// `%XX` escapes decoded (impersonated extra keys are percent-encoded in header names).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(x) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(x);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn truthy(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
 }
@@ -204,6 +223,8 @@ impl Api {
     }
 
     async fn route(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let impersonated = self.impersonate(user, headers).await?;
+        let user = impersonated.as_ref().unwrap_or(user);
         let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
         let q = parse_query(query);
         let raw_path = path;
@@ -350,6 +371,63 @@ impl Api {
                 Err(ApiError::forbidden(r, name, &rbac::escalation_message(user, &missing)))
             }
         }
+    }
+
+    /// User impersonation (`Impersonate-User`, `-Group`, `-Uid`, `-Extra-<key>` headers, what
+    /// `kubectl --as`/`--as-group` send), as upstream's filter: the caller must be allowed
+    /// `impersonate` on each (users, groups and serviceaccounts in the core group; uids and
+    /// userextras in authentication.k8s.io); the request then runs as that user.
+    async fn impersonate(&self, user: &User, headers: &HeaderMap) -> Result<Option<User>, ApiError> {
+        let values = |name: &str| -> Vec<String> { headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect() };
+        let name = values("impersonate-user").into_iter().next();
+        let groups = values("impersonate-group");
+        let uid = values("impersonate-uid").into_iter().next();
+        let mut extra: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (k, v) in headers.iter() {
+            if let (Some(key), Ok(v)) = (k.as_str().strip_prefix("impersonate-extra-"), v.to_str()) {
+                let key = percent_decode(key);
+                extra.entry(key).or_default().push(v.to_string());
+            }
+        }
+        let Some(name) = name else {
+            if !groups.is_empty() || uid.is_some() || !extra.is_empty() {
+                return Err(ApiError::internal("requested impersonation of groups, uid or extra fields without impersonating a user"));
+            }
+            return Ok(None);
+        };
+        let check = |a: Attributes| async move {
+            if self.authz.allowed(self.store.as_ref(), user, &a).await? {
+                Ok(())
+            } else {
+                Err(ApiError::forbidden_by(user, &a))
+            }
+        };
+        let mut out_groups = groups.clone();
+        match name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+            Some((ns, sa)) => {
+                check(Attributes::resource("impersonate", "", "serviceaccounts", "", ns, sa)).await?;
+                if groups.is_empty() {
+                    out_groups = vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")];
+                }
+            }
+            None => check(Attributes::resource("impersonate", "", "users", "", "", &name)).await?,
+        }
+        for g in &groups {
+            check(Attributes::resource("impersonate", "", "groups", "", "", g)).await?;
+        }
+        if let Some(u) = &uid {
+            check(Attributes::resource("impersonate", "authentication.k8s.io", "uids", "", "", u)).await?;
+        }
+        for (k, vs) in &extra {
+            for v in vs {
+                check(Attributes::resource("impersonate", "authentication.k8s.io", "userextras", k, "", v)).await?;
+            }
+        }
+        let marker = if name == "system:anonymous" { "system:unauthenticated" } else { "system:authenticated" };
+        if !out_groups.iter().any(|g| g == marker) {
+            out_groups.push(marker.to_string());
+        }
+        Ok(Some(User { name, groups: out_groups, uid: uid.unwrap_or_default(), extra }))
     }
 
     /// Allow the request or fail with upstream's Forbidden.
