@@ -490,6 +490,8 @@ impl Index {
                     }
                 }
             }
+            // A watch that keeps ending at once must not spin.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
