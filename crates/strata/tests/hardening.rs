@@ -441,3 +441,108 @@ fn secrets_are_encrypted_in_etcd() {
     assert!(raw.starts_with(b"k8s:enc:secretbox:v1:box1:"), "{}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
     assert!(!contains(&raw, secret.as_bytes()) && !contains(&raw, b64(secret.as_bytes()).as_bytes()));
 }
+
+// ---- audit log --------------------------------------------------------------------------------
+
+fn audit_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}"))).collect()
+}
+
+fn find_event<'a>(events: &'a [serde_json::Value], verb: &str, resource: &str, name: &str, stage: &str) -> Option<&'a serde_json::Value> {
+    events.iter().find(|e| e["verb"] == verb && e["objectRef"]["resource"] == resource && e["objectRef"]["name"] == name && e["stage"] == stage)
+}
+
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  nonResourceURLs: ["/api*", "/openapi*", /version]
+- level: RequestResponse
+  resources: [{group: "", resources: [configmaps]}]
+- level: Metadata
+"#;
+
+/// `--audit-policy-file` and `--audit-log-path`: a create is logged at the policy's level with
+/// the audit.k8s.io/v1 Event fields, in a file only root can read.
+#[test]
+fn audit_log_records_a_create_at_the_policys_level() {
+    let base = tempfile::Builder::new().prefix("strata-audit-").tempdir_in("/var/tmp").expect("tempdir");
+    let policy = base.path().join("policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY).expect("policy");
+    let log = base.path().join("audit.log");
+    let s = ApiServer::start_with(Backend::Embedded, &["--audit-policy-file", policy.to_str().expect("utf8"), "--audit-log-path", log.to_str().expect("utf8")]);
+    s.ok(&["create", "configmap", "audited", "--from-literal=colour=blue"]);
+    s.ok(&["create", "namespace", "audited-ns"]);
+    let events = audit_events(&log);
+    let done = find_event(&events, "create", "configmaps", "audited", "ResponseComplete").unwrap_or_else(|| panic!("no create event in {events:#?}"));
+    assert_eq!(done["kind"], "Event");
+    assert_eq!(done["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(done["level"], "RequestResponse");
+    assert_eq!(done["user"]["username"], "admin");
+    assert!(done["user"]["groups"].as_array().is_some_and(|g| g.contains(&serde_json::json!("system:masters"))));
+    assert_eq!(done["sourceIPs"], serde_json::json!(["127.0.0.1"]));
+    assert!(done["userAgent"].as_str().unwrap_or("").starts_with("kubectl"), "{done}");
+    assert_eq!(done["objectRef"]["namespace"], "default");
+    assert_eq!(done["objectRef"]["apiVersion"], "v1");
+    assert!(done["requestURI"].as_str().unwrap_or("").starts_with("/api/v1/namespaces/default/configmaps"));
+    assert_eq!(done["responseStatus"]["code"], 201);
+    assert_eq!(done["requestObject"]["data"]["colour"], "blue");
+    assert_eq!(done["responseObject"]["metadata"]["name"], "audited");
+    assert!(done["requestReceivedTimestamp"].is_string() && done["stageTimestamp"].is_string());
+    let received = find_event(&events, "create", "configmaps", "audited", "RequestReceived").expect("RequestReceived stage");
+    assert_eq!(received["auditID"], done["auditID"]);
+    assert!(received.get("responseStatus").is_none());
+    // Namespaces fall to the Metadata rule: no objects logged.
+    let ns = find_event(&events, "create", "namespaces", "audited-ns", "ResponseComplete").expect("namespace create");
+    assert_eq!(ns["level"], "Metadata");
+    assert!(ns.get("requestObject").is_none() && ns.get("responseObject").is_none());
+    // Discovery is at level None.
+    assert!(!events.iter().any(|e| e["requestURI"] == "/api" || e["requestURI"] == "/version"));
+    assert_eq!(mode(&log), 0o600);
+}
+
+/// With only `--audit-log-path`, the default policy logs Secrets at Metadata (their data never
+/// reaches the log), other writes with their request; watches log ResponseStarted and
+/// ResponseComplete; the log rotates by size.
+#[test]
+fn default_audit_policy_keeps_secrets_out_and_the_log_rotates() {
+    let base = tempfile::Builder::new().prefix("strata-audit-").tempdir_in("/var/tmp").expect("tempdir");
+    let log = base.path().join("audit.log");
+    let s = ApiServer::start_with(Backend::Embedded, &["--audit-log-path", log.to_str().expect("utf8"), "--audit-log-maxsize", "1", "--audit-log-maxbackup", "1"]);
+    let secret = format!("s3cr3t-{}", std::process::id());
+    s.ok(&["create", "secret", "generic", "creds", &format!("--from-literal=password={secret}")]);
+    s.ok(&["get", "secret", "creds", "-o", "yaml"]);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(!text.contains(&secret) && !text.contains(&b64(secret.as_bytes())), "the secret is in the audit log");
+    let events = audit_events(&log);
+    let create = find_event(&events, "create", "secrets", "creds", "ResponseComplete").unwrap_or_else(|| panic!("no secret create in {events:#?}"));
+    assert_eq!(create["level"], "Metadata");
+    assert!(find_event(&events, "create", "secrets", "creds", "RequestReceived").is_none(), "RequestReceived is omitted by default");
+
+    // A watch: started, then complete when it ends.
+    let (code, _) = s.curl("GET", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1", Auth::Admin, None, None);
+    assert_eq!(code, 200);
+    assert!(common::eventually(std::time::Duration::from_secs(10), || {
+        let events = audit_events(&log);
+        let watch: Vec<_> = events.iter().filter(|e| e["verb"] == "watch" && e["objectRef"]["resource"] == "configmaps").map(|e| e["stage"].clone()).collect();
+        watch.contains(&serde_json::json!("ResponseStarted")) && watch.contains(&serde_json::json!("ResponseComplete"))
+    }));
+
+    // Writes of other kinds carry their request: ~200 KB each, past 1 MiB in all.
+    for i in 0..7 {
+        let cm = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("big-{i}"), "annotations": {"filler": "f".repeat(200_000)}},
+            "spec": {"selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        let (code, body) = post(&s, "/apis/apps/v1/namespaces/default/deployments", &cm);
+        assert_eq!(code, 201, "{}", &body[..body.len().min(300)]);
+    }
+    let backups: Vec<_> = std::fs::read_dir(base.path()).expect("dir").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("audit-") && n.ends_with(".log")).collect();
+    assert_eq!(backups.len(), 1, "one backup kept: {backups:?}");
+    assert!(std::fs::metadata(&log).expect("log").len() <= 1024 * 1024);
+    let recent = audit_events(&log);
+    let all: Vec<serde_json::Value> = recent.into_iter().chain(audit_events(&base.path().join(&backups[0]))).collect();
+    let d = find_event(&all, "create", "deployments", "big-6", "ResponseComplete").expect("the last deployment");
+    assert_eq!(d["level"], "Request");
+    assert_eq!(d["objectRef"]["apiGroup"], "apps");
+    assert!(d["requestObject"]["metadata"]["annotations"]["filler"].is_string());
+    assert!(d.get("responseObject").is_none());
+}

@@ -213,6 +213,19 @@ fn verb_of(method: &Method, info: &RequestInfo, q: &Query) -> Result<&'static st
     })
 }
 
+/// What a request is, as audit and metrics name it: its Kubernetes verb (`get`, `list`,
+/// `watch`, `create`, ...; for a non-resource path or a method the resource does not take, the
+/// method in lower case) and, for a resource path, what it addresses.
+pub fn classify(method: &Method, path: &str, query: Option<&str>) -> (String, Option<RequestInfo>) {
+    match parse_path(path.trim_end_matches('/')) {
+        Ok(Some(info)) => {
+            let verb = verb_of(method, &info, &parse_query(query)).map(str::to_string).unwrap_or_else(|_| method.as_str().to_ascii_lowercase());
+            (verb, Some(info))
+        }
+        _ => (method.as_str().to_ascii_lowercase(), None),
+    }
+}
+
 impl Api {
     /// Handle one authenticated request.
     pub async fn handle(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Response {

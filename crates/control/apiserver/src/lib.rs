@@ -14,6 +14,7 @@
 //! the store's revision, added on the way out.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod discovery;
 pub mod encryption;

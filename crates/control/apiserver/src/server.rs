@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub store: Arc<dyn Store>,
     /// Shortest lifetime a TokenRequest may ask for (upstream's 600 s; lowered only by tests).
     pub service_account_min_token_seconds: i64,
+    /// The audit log, if any.
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
@@ -162,6 +164,7 @@ pub struct Server {
     listener: TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     api: Arc<Api>,
+    audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 impl Server {
@@ -180,7 +183,7 @@ impl Server {
         let mut signer = crate::satoken::Signer::load_or_create(&cfg.pki.service_account_key()).map_err(|e| ServerError::Tls(e.to_string()))?;
         signer.min_expiration = cfg.service_account_min_token_seconds;
         let authn = Authenticator { tokens, signer: Some(signer) };
-        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn }) })
+        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn }), audit: cfg.audit })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -194,6 +197,7 @@ impl Server {
             let _ = tcp.set_nodelay(true);
             let tls = self.tls.clone();
             let api = self.api.clone();
+            let audit = self.audit.clone();
             tokio::spawn(async move {
                 let stream = match tls.accept(tcp).await {
                     Ok(s) => s,
@@ -206,7 +210,8 @@ impl Server {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let api = api.clone();
                     let cert_user = cert_user.clone();
-                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, cert_user, req).await) }
+                    let audit = audit.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, audit, peer, cert_user, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
@@ -252,7 +257,7 @@ async fn read_body(body: Body) -> Option<axum::body::Bytes> {
     (total <= MAX_BODY).then(|| buf.into())
 }
 
-async fn serve_one(api: Arc<Api>, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn serve_one(api: Arc<Api>, audit: Option<Arc<crate::audit::Auditor>>, peer: SocketAddr, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     // Anonymous requests are let through to non-resource paths only, where RBAC decides
     // (system:public-info-viewer grants /version and the health checks).
@@ -268,7 +273,12 @@ async fn serve_one(api: Arc<Api>, cert_user: Option<User>, req: Request<hyper::b
         None => return ApiError::too_large().into_response(),
     };
     let started = std::time::Instant::now();
+    let audited = audit.and_then(|a| a.begin(&user, &parts, peer, &bytes));
     let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes).await;
+    let resp = match audited {
+        Some(pending) => pending.finish(resp).await,
+        None => resp,
+    };
     tracing::debug!(method = %parts.method, %path, user = %user.name, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::warn!(method = %parts.method, %path, "internal error");

@@ -38,6 +38,20 @@ pub struct ServerArgs {
     /// (providers aescbc, aesgcm, secretbox, identity).
     #[arg(long)]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Write the audit log (JSON lines of audit.k8s.io/v1 Events) here; `-` is standard
+    /// output. Without `--audit-policy-file`, Secrets, ConfigMaps and TokenReviews are logged
+    /// at Metadata only, other reads at Metadata, other writes at Request.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// An audit.k8s.io/v1 Policy deciding what is logged at which level.
+    #[arg(long)]
+    pub audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log when it would grow past this many MiB (0: never).
+    #[arg(long, default_value = "0")]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, default_value = "0")]
+    pub audit_log_maxbackup: usize,
     /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
@@ -153,7 +167,17 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
     if renewed.server || renewed.admin {
         tracing::info!(serving = renewed.server, admin = renewed.admin, "issued certificates");
     }
+    let audit = match &a.audit_log_path {
+        Some(path) => Some(strata_apiserver::audit::Auditor::new(&strata_apiserver::audit::AuditConfig {
+            log_path: path.clone(),
+            policy_file: a.audit_policy_file.clone(),
+            max_size_mb: a.audit_log_maxsize,
+            max_backups: a.audit_log_maxbackup,
+        })?),
+        None => None,
+    };
     let server = Server::bind(ServerConfig {
+        audit,
         listen: a.listen,
         pki: pki.clone(),
         token_file: a.token_file,
