@@ -1,9 +1,22 @@
 //! Workload names and ids on disk, shared by every driver: random 64-hex ids, one directory per
-//! workload, and unique names reserved as files created with `O_EXCL` (two concurrent creates
-//! cannot both take a name). A name file holds the id that owns it.
+//! workload, and unique names reserved as files linked into place with `link(2)` (atomic and
+//! exclusive: two concurrent creates cannot both take a name, and a name file is never seen
+//! half-written). A name file holds the id that owns it.
+//!
+//! Multi-step operations (create, remove) are bracketed by an *intent*: a file
+//! `<root>/intents/<dir>/<id>` naming the operation and the workload's name, written before the
+//! first side effect and removed after the last, and held under an exclusive `flock` by the
+//! process doing the work. A process that finds an intent it can lock knows that its owner died
+//! half-way ([`Registry::orphaned_intents`]); the driver then finishes or rolls back that
+//! workload from what is on disk. Every name file's owner therefore has a directory or an
+//! intent: a name held by neither is stale and is taken over.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
@@ -15,6 +28,38 @@ pub(crate) struct Registry {
     pub names: PathBuf,
     /// What the workloads are called in messages (`container`, `VM`).
     pub what: &'static str,
+    /// One intent file per workload being created or removed.
+    pub intents: PathBuf,
+}
+
+/// What a half-done operation was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Op {
+    Create,
+    Remove,
+}
+
+/// The content of an intent file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct IntentInfo {
+    pub op: Op,
+    pub id: String,
+    pub name: String,
+}
+
+/// An operation in progress: its intent file, locked by this process until [`Intent::finish`]
+/// (or until this process dies, which tells others to recover).
+pub(crate) struct Intent {
+    path: PathBuf,
+    _lock: Flock<std::fs::File>,
+}
+
+impl Intent {
+    /// The operation is complete: forget it.
+    pub fn finish(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Registry {
@@ -22,8 +67,8 @@ impl Registry {
     /// image content, root filesystems and logs that no other local user may reach.
     pub fn open(root: &Path, dir: &str, names: &str, what: &'static str) -> Result<Self, Error> {
         strata_image::private_dir(root)?;
-        let r = Self { dir: root.join(dir), names: root.join(names), what };
-        for d in [&r.dir, &r.names] {
+        let r = Self { dir: root.join(dir), names: root.join(names), what, intents: root.join("intents").join(dir) };
+        for d in [&r.dir, &r.names, &r.intents] {
             std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
         }
         Ok(r)
@@ -53,12 +98,28 @@ impl Registry {
         Ok(entries.flatten().filter_map(|e| self.load(&e.file_name().to_string_lossy()).ok()).collect())
     }
 
-    /// Reserve `name` for `id`.
+    /// Reserve `name` for `id`: the name file is written under a temporary name and linked into
+    /// place, so it exists complete or not at all. A name whose owner has neither a directory
+    /// nor an intent (left by an older strata, or by hand) is stale and taken over.
     pub fn reserve(&self, name: &str, id: &str) -> Result<(), Error> {
         validate_name(name, self.what)?;
         let path = self.names.join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => f.write_all(id.as_bytes()).map_err(Error::io(format!("writing {}", path.display()))),
+        let tmp = self.names.join(format!(".{id}.tmp"));
+        let written = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(id.as_bytes()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Io { context: format!("reserving name {name}"), source: e });
+        }
+        let mut result = std::fs::hard_link(&tmp, &path);
+        if matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists) {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            if !owner.is_empty() && owner != id && self.is_stale_owner(&owner) && self.take_over_stale(&path, &owner) {
+                result = std::fs::hard_link(&tmp, &path);
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+        match result {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let owner = std::fs::read_to_string(&path).unwrap_or_default();
                 Err(Error::AlreadyExists(format!(
@@ -72,7 +133,105 @@ impl Registry {
         }
     }
 
-    /// Give `name` up if `id` owns it.
+    /// An owner with neither a directory nor an intent cannot be found by anyone.
+    fn is_stale_owner(&self, owner: &str) -> bool {
+        !self.dir.join(owner).exists() && !self.intents.join(owner).exists()
+    }
+
+    /// Remove the stale name file `path` if it still names `owner` (moved aside first, so that a
+    /// concurrent taker that got there first is never undone).
+    fn take_over_stale(&self, path: &Path, owner: &str) -> bool {
+        let aside = self.names.join(format!(".stale.{owner}.{}", std::process::id()));
+        if std::fs::rename(path, &aside).is_err() {
+            return false;
+        }
+        let still = std::fs::read_to_string(&aside).is_ok_and(|o| o == owner);
+        if still {
+            tracing::info!(name = %path.display(), owner, "taking over a stale name");
+            let _ = std::fs::remove_file(&aside);
+        } else {
+            // Someone re-reserved it between our read and the rename: put theirs back.
+            let _ = std::fs::hard_link(&aside, path);
+            let _ = std::fs::remove_file(&aside);
+        }
+        still
+    }
+
+    /// Start operation `op` on workload `id` (called `name`): write and lock its intent before
+    /// any side effect.
+    pub fn begin(&self, op: Op, id: &str, name: &str) -> Result<Intent, Error> {
+        let info = IntentInfo { op, id: id.to_string(), name: name.to_string() };
+        let json = serde_json::to_vec(&info).map_err(|e| Error::Internal(e.to_string()))?;
+        let path = self.intents.join(id);
+        // Locked before it appears under its name, so nobody can take it for an orphan.
+        let tmp = self.intents.join(format!(".{id}.{}.tmp", std::process::id()));
+        let io = Error::io(format!("writing intent {}", path.display()));
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, errno)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Io { context: format!("locking intent {}", path.display()), source: errno.into() });
+            }
+        };
+        let written = (&*lock).write_all(&json).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Io { context: format!("writing intent {}", path.display()), source: e });
+        }
+        Ok(Intent { path, _lock: lock })
+    }
+
+    /// Is an operation on `id` in progress in a live process?
+    pub fn busy(&self, id: &str) -> bool {
+        let path = self.intents.join(id);
+        let Ok(file) = std::fs::File::open(&path) else { return false };
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Intents whose owner died half-way, each locked by us: `recover` finishes or rolls back
+    /// the operation; on success the intent is removed. Intents of live processes are skipped.
+    pub fn recover_orphans(&self, recover: &mut dyn FnMut(&IntentInfo) -> Result<(), Error>) {
+        let Ok(entries) = std::fs::read_dir(&self.intents) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if name.starts_with('.') {
+                // A temporary file of a begin() that died before the rename: nothing happened.
+                if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60)) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else { continue };
+            let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            // Still the same file (not finished and removed by its owner meanwhile)?
+            let same = match (lock.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            let info: IntentInfo = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(i) => i,
+                // Never complete when locked and renamed: unreadable means damaged by hand.
+                None => IntentInfo { op: Op::Remove, id: name.clone(), name: String::new() },
+            };
+            tracing::info!(id = %info.id, op = ?info.op, "recovering a half-done operation");
+            match recover(&info) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => tracing::warn!(id = %info.id, error = %e, "recovery failed; retried next time"),
+            }
+            drop(lock);
+        }
+    }
+
     /// Remove the workload directory `id`: it leaves the registry at once (one rename into
     /// `<root>/trash`), and its files are deleted by a detached `rm -rf`, off the caller's
     /// path (a container's upper directory can be large; even a small one costs ~1.5 ms of
@@ -114,6 +273,7 @@ impl Registry {
         self.dir.parent().unwrap_or(&self.dir).join("trash")
     }
 
+    /// Give `name` up if `id` owns it.
     pub fn release(&self, name: &str, id: &str) {
         let path = self.names.join(name);
         if std::fs::read_to_string(&path).is_ok_and(|owner| owner == id) {
@@ -147,7 +307,6 @@ impl Registry {
     }
 }
 
-/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters (Docker's rule).
 /// `rm -rf -- path` in its own session (a Ctrl-C meant for the caller does not stop it), not
 /// waited for by callers that exit; a thread reaps it in long-lived ones.
 fn spawn_remover(path: &Path) -> std::io::Result<()> {
@@ -167,6 +326,7 @@ fn spawn_remover(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters (Docker's rule).
 pub(crate) fn validate_name(name: &str, what: &str) -> Result<(), Error> {
     let ok = name.len() <= 128
         && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -212,6 +372,46 @@ mod tests {
         assert!(reg.names.join("web").exists(), "only the owner releases");
         reg.release("web", &id);
         assert!(!reg.names.join("web").exists());
+    }
+
+    #[test]
+    fn intents_of_dead_owners_are_recovered_and_stale_names_taken_over() {
+        let root = tempfile::tempdir().expect("tmp");
+        let reg = Registry::open(root.path(), "things", "thing-names", "thing").expect("open");
+        let mut seen: Vec<(Op, String, String)> = Vec::new();
+        let intent = reg.begin(Op::Create, "aaa", "web").expect("begin");
+        assert!(reg.busy("aaa"));
+        reg.recover_orphans(&mut |i| {
+            seen.push((i.op, i.id.clone(), i.name.clone()));
+            Ok(())
+        });
+        assert!(seen.is_empty(), "an intent of a live owner is left alone");
+        // Its owner dies: the lock goes, the file stays.
+        drop(intent);
+        assert!(!reg.busy("aaa"));
+        reg.recover_orphans(&mut |_| Err(Error::Internal("not now".into())));
+        assert!(reg.intents.join("aaa").exists(), "a failed recovery is retried later");
+        reg.recover_orphans(&mut |i| {
+            seen.push((i.op, i.id.clone(), i.name.clone()));
+            Ok(())
+        });
+        assert_eq!(seen, [(Op::Create, "aaa".to_string(), "web".to_string())]);
+        assert!(!reg.intents.join("aaa").exists());
+        let done = reg.begin(Op::Remove, "bbb", "x").expect("begin");
+        done.finish();
+        assert_eq!(std::fs::read_dir(&reg.intents).expect("ls").count(), 0, "a finished intent is gone");
+
+        // A name whose owner has neither a directory nor an intent is taken over; others not.
+        std::fs::write(reg.names.join("old"), "deadbeef").expect("stale name");
+        reg.reserve("old", "ccc").expect("stale name taken over");
+        assert_eq!(std::fs::read_to_string(reg.names.join("old")).expect("read"), "ccc");
+        std::fs::create_dir(reg.dir.join("ccc")).expect("dir");
+        assert!(matches!(reg.reserve("old", "ddd"), Err(Error::AlreadyExists(_))));
+        let _busy = reg.begin(Op::Create, "eee", "mid").expect("begin");
+        std::fs::write(reg.names.join("mid"), "eee").expect("name");
+        assert!(matches!(reg.reserve("mid", "fff"), Err(Error::AlreadyExists(_))), "a create in progress keeps its name");
+        let tmp: Vec<_> = std::fs::read_dir(&reg.names).expect("ls").flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+        assert!(tmp.is_empty(), "no temporary name files left");
     }
 
     #[test]

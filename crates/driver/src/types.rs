@@ -158,9 +158,71 @@ impl Status {
 pub struct ExitStatus {
     /// As a shell reports it: the exit code, or 128 + the signal number.
     pub code: i32,
+    /// The signal that killed it (not set for a program that exited with a code above 128).
     pub signal: Option<i32>,
     pub oom_killed: bool,
     pub finished_at: String,
+    /// Why it ended, in one word (see [`ExitReason`]).
+    #[serde(default)]
+    pub reason: ExitReason,
+    /// The signal's name (`SIGKILL`), with `signal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_name: Option<String>,
+}
+
+impl ExitStatus {
+    /// An exit as the supervisor recorded it; the reason follows from the facts (an OOM kill
+    /// before a signal before the code).
+    pub fn new(code: i32, signal: Option<i32>, oom_killed: bool, finished_at: String) -> ExitStatus {
+        let reason = match (oom_killed, signal, code) {
+            (true, _, _) => ExitReason::OomKilled,
+            (false, Some(_), _) => ExitReason::Signaled,
+            (false, None, 0) => ExitReason::Completed,
+            (false, None, _) => ExitReason::Error,
+        };
+        let signal_name = signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok()).map(|s| s.as_str().to_string());
+        ExitStatus { code, signal, oom_killed, finished_at, reason, signal_name }
+    }
+
+    /// What `ps` shows in parentheses: the code, and the signal or the reason when it says
+    /// more than the code (`137, SIGKILL`; `137, OOMKilled`).
+    pub fn summary(&self) -> String {
+        match (&self.reason, &self.signal_name) {
+            (ExitReason::OomKilled | ExitReason::SupervisorLost, _) => format!("{}, {}", self.code, self.reason.as_str()),
+            (_, Some(sig)) => format!("{}, {sig}", self.code),
+            _ => self.code.to_string(),
+        }
+    }
+}
+
+/// Why a workload ended (the words Kubernetes uses for containers where it has one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReason {
+    /// Exit code 0.
+    #[default]
+    Completed,
+    /// Another exit code.
+    Error,
+    /// Killed by a signal (see `signal`).
+    Signaled,
+    /// Killed by the kernel's OOM killer (at its memory limit).
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+    /// Its supervisor died, so how it ended could not be recorded; the driver stopped what was
+    /// left of it (see ARCHITECTURE.md, "Survival").
+    SupervisorLost,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Completed => "Completed",
+            ExitReason::Error => "Error",
+            ExitReason::Signaled => "Signaled",
+            ExitReason::OomKilled => "OOMKilled",
+            ExitReason::SupervisorLost => "SupervisorLost",
+        }
+    }
 }
 
 /// A workload as seen now.

@@ -591,3 +591,414 @@ fn port_and_top() {
     let (code, err) = env.fail(&["top", "quiet"]);
     assert!(code == 125 && err.contains("it is exited"), "{err}");
 }
+
+/// A tiny xorshift generator (the seed is printed so a failure can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn from_time() -> Rng {
+        let seed = std::env::var("STRATA_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+        });
+        eprintln!("random seed: STRATA_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every id that has a workload directory in any strata root under /var/tmp (tests' roots
+/// live there), to tell a leaked host object from one owned by a workload of another test.
+fn ids_with_a_directory() -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    for root in std::fs::read_dir("/var/tmp").into_iter().flatten().flatten() {
+        for kind in ["containers", "vms"] {
+            for e in std::fs::read_dir(root.path().join(kind)).into_iter().flatten().flatten() {
+                ids.insert(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    ids
+}
+
+/// Host-wide objects named by workload id (IPAM leases, network namespaces, cgroups) made
+/// since `since` whose workload has no directory anywhere: leaks.
+fn orphaned_host_objects(since: std::time::SystemTime) -> Vec<String> {
+    let recent = |p: &std::path::Path| std::fs::symlink_metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t >= since);
+    let mut found = Vec::new();
+    // Listed first, directories second: an object made after the listing cannot be missed,
+    // and every create makes the directory before these objects.
+    let mut objects: Vec<(String, String)> = Vec::new();
+    for e in std::fs::read_dir("/run/strata/ipam/strata").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<std::net::Ipv4Addr>().is_ok() && recent(&e.path()) {
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let id = owner.lines().next().unwrap_or("").trim().to_string();
+            objects.push((id, format!("lease {name}")));
+        }
+    }
+    for e in std::fs::read_dir("/run/strata/netns").into_iter().flatten().flatten() {
+        if recent(&e.path()) {
+            objects.push((e.file_name().to_string_lossy().into_owned(), format!("netns {}", e.path().display())));
+        }
+    }
+    for c in ["memory", "pids", "cpu", "freezer", "unified"] {
+        for e in std::fs::read_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join("strata")).into_iter().flatten().flatten() {
+            if e.path().is_dir() && recent(&e.path()) {
+                objects.push((e.file_name().to_string_lossy().into_owned(), format!("cgroup {}", e.path().display())));
+            }
+        }
+    }
+    let live = ids_with_a_directory();
+    for (id, what) in objects {
+        if !live.contains(&id) {
+            found.push(format!("{what} (owner {id})"));
+        }
+    }
+    found
+}
+
+/// What one container could leave on the host (mounts, cgroups, netns, its directory,
+/// processes), other containers of the same root aside.
+fn traces_of(root: &std::path::Path, id: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    found.extend(mounts.lines().filter(|l| l.contains(id)).map(|l| format!("mount: {l}")));
+    for c in ["memory", "pids", "cpu", "freezer", "devices", "unified"] {
+        let d = std::path::Path::new("/sys/fs/cgroup").join(c).join("strata").join(id);
+        if d.exists() {
+            found.push(format!("cgroup: {}", d.display()));
+        }
+    }
+    for p in [std::path::Path::new("/run/strata/netns").join(id), root.join("containers").join(id), root.join("run/runc").join(id)] {
+        if p.exists() {
+            found.push(format!("path: {}", p.display()));
+        }
+    }
+    // Its files are deleted in the background (`<root>/trash`): give that a moment.
+    let in_trash = || {
+        std::fs::read_dir(root.join("trash")).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(id))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_trash() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if in_trash() {
+        found.push(format!("trash: {id}"));
+    }
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read_to_string(p.path().join("cmdline")) {
+            // A remover of the trash whose directory is gone is only exiting.
+            if cmd.contains(id) && !cmd.starts_with("rm\0-rf\0--\0") {
+                found.push(format!("process {}: {}", p.file_name().to_string_lossy(), cmd.replace('\0', " ")));
+            }
+        }
+    }
+    found
+}
+
+/// `kill -9` of `strata run -d` at random moments leaves nothing half-done: every listed
+/// container's state matches the facts (a running one answers exec), each is removable with
+/// `rm -f` at once, no name is held by a container nobody can find, leases belong to listed
+/// containers, and once everything is removed nothing is left on the host.
+#[test]
+fn kill_9_of_run_leaves_nothing_half_done() {
+    let env = Env::new();
+    env.ok(&["pull", &env.image]);
+    let since = std::time::SystemTime::now() - Duration::from_secs(1);
+    let mut rng = Rng::from_time();
+    let marker = format!("{}", 900_000 + std::process::id() % 99_999);
+    let iterations = 75;
+    let names: Vec<String> = (0..iterations).map(|i| format!("k{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut args = vec!["run", "-d", "--name", name.as_str()];
+        let publish = format!("127.0.0.1:{}:80", free_port());
+        match i % 4 {
+            0 => args.extend(["-p", publish.as_str()]),
+            1 => args.extend(["--network", "none"]),
+            _ => {}
+        }
+        args.extend([env.image.as_str(), "sleep", marker.as_str()]);
+        let mut child = env.cmd().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        // 5-150 ms; the last few later, to also reach the end of a create (here it takes a few
+        // hundred milliseconds) and so exercise finishing as well as rolling back.
+        let delay = if i < 60 { 5 + rng.below(146) } else { 150 + rng.below(500) };
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["ps", "-a", "--format", "json"])).expect("ps json");
+    let listed: std::collections::HashMap<String, serde_json::Value> =
+        list.iter().map(|c| (c["id"].as_str().expect("id").to_string(), c.clone())).collect();
+    eprintln!("{} of {iterations} containers listed", listed.len());
+    for c in &list {
+        let (id, name, status) = (c["id"].as_str().expect("id"), c["name"].as_str().expect("name"), c["status"].as_str().expect("status"));
+        assert!(["created", "running"].contains(&status), "{name} is {status}: {c}");
+        // The name resolves to this container.
+        assert_eq!(env.inspect(name)["id"], id, "the name {name} resolves to its container");
+        let pid = c["pid"].as_i64();
+        // The facts: the processes in the container's cgroup.
+        let procs: Vec<String> = ["pids", "memory", "unified"]
+            .iter()
+            .find_map(|c| std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/strata/{id}/cgroup.procs")).ok())
+            .unwrap_or_default()
+            .lines()
+            .map(|p| std::fs::read_to_string(format!("/proc/{}/cmdline", p.trim())).unwrap_or_default().replace('\0', " "))
+            .collect();
+        let runs_program = procs.iter().any(|c| c.contains(&marker));
+        assert_eq!(status == "running", runs_program, "{name} is {status} and its processes are {procs:?}: {c}");
+        if status == "created" && pid.is_none() {
+            assert!(procs.is_empty(), "{name} is created without a process, but has {procs:?}");
+        }
+        match status {
+            "running" => {
+                let pid = pid.unwrap_or_else(|| panic!("running without a pid: {c}"));
+                let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                assert!(cmdline.contains(&marker), "a running container runs its program: {c} {cmdline:?}");
+                assert_eq!(env.ok(&["exec", id, "echo", "in"]), "in\n", "exec in {name}");
+            }
+            _ => {
+                if let Some(pid) = pid {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    assert!(comm.starts_with("runc:[2:INIT]"), "a created container has not started its program: {c} {comm:?}");
+                }
+            }
+        }
+        // Its address is its lease.
+        if let Some(ip) = c["ip"].as_str() {
+            let lease = std::fs::read_to_string(format!("/run/strata/ipam/strata/{ip}")).unwrap_or_default();
+            assert!(lease.starts_with(id), "the lease of {ip} is held by {name}: {lease:?}");
+        }
+    }
+    // Every name is held by a listed container; every other name is free.
+    for e in std::fs::read_dir(env.root().join("names")).expect("names").flatten() {
+        let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+        assert!(listed.contains_key(&owner), "name {:?} is held by {owner:?}, which is not listed", e.file_name());
+    }
+    for name in &names {
+        if !list.iter().any(|c| c["name"] == name.as_str()) {
+            let out = env.run(&["inspect", name]);
+            assert!(!out.status.success(), "an unlisted name resolves: {name}");
+        }
+    }
+    // No lease, namespace or cgroup without its container.
+    let orphans = orphaned_host_objects(since);
+    assert!(orphans.is_empty(), "leaked: {orphans:#?}");
+
+    // Every listed container is removable with rm -f, quickly (nothing waits a stop timeout).
+    for id in listed.keys() {
+        let t = Instant::now();
+        env.ok(&["rm", "-f", id]);
+        assert!(t.elapsed() < Duration::from_secs(5), "rm -f of {} took {:?}", listed[id], t.elapsed());
+        let traces = traces_of(env.root(), id);
+        assert!(traces.is_empty(), "{id} left {traces:?}");
+    }
+    assert!(env.ok(&["ps", "-aq"]).trim().is_empty());
+    // Nothing left anywhere: names, runtime state, mounts, processes, leases, trash.
+    for dir in ["names", "containers", "run/runc"] {
+        let left: Vec<_> = std::fs::read_dir(env.root().join(dir)).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "{dir} still holds {left:?}");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let root = env.root().display().to_string();
+    assert!(!mounts.lines().any(|l| l.contains(&root)), "mounts left under the root");
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmd = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default().replace('\0', " ");
+        assert!(!cmd.contains(&root) && !cmd.contains(&format!("sleep {marker}")), "process left: {cmd}");
+    }
+    let orphans = orphaned_host_objects(since);
+    assert!(orphans.is_empty(), "leaked: {orphans:#?}");
+    assert!(eventually(Duration::from_secs(20), || std::fs::read_dir(env.root().join("trash")).map(|d| d.count() == 0).unwrap_or(true)));
+    // Every name is free again.
+    for name in names.iter().take(5) {
+        env.ok(&["run", "-d", "--name", name, "--network", "none", &env.image, "true"]);
+    }
+}
+
+/// How a container ended is shown with a reason: a signal by name, an OOM kill, an error code.
+#[test]
+fn exit_reasons_in_ps_and_inspect() {
+    let env = Env::new();
+    env.ok(&["run", "-d", "--name", "sig", "--network", "none", &env.image, "sleep", "1000"]);
+    env.ok(&["kill", "sig"]);
+    assert_eq!(env.ok(&["wait", "sig"]).trim(), "137");
+    let exit = &env.inspect("sig")["exit"];
+    assert_eq!((exit["code"].as_i64(), exit["signal"].as_i64()), (Some(137), Some(9)), "{exit}");
+    assert_eq!((exit["reason"].as_str(), exit["signal_name"].as_str()), (Some("Signaled"), Some("SIGKILL")), "{exit}");
+
+    env.run(&["run", "--name", "err", "--network", "none", &env.image, "sh", "-c", "exit 137"]);
+    let exit = &env.inspect("err")["exit"];
+    assert_eq!((exit["code"].as_i64(), exit["reason"].as_str()), (Some(137), Some("Error")), "a code of 137 is not a signal: {exit}");
+    assert!(exit["signal"].is_null() && exit["signal_name"].is_null(), "{exit}");
+    env.ok(&["run", "--name", "done", "--network", "none", &env.image, "true"]);
+    assert_eq!(env.inspect("done")["exit"]["reason"], "Completed");
+
+    let hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}";
+    let out = env.run(&["run", "--name", "hog", "--memory", "16m", "--network", "none", &env.image, "sh", "-c", hog]);
+    assert_eq!(out.status.code(), Some(137));
+    let exit = &env.inspect("hog")["exit"];
+    assert_eq!((exit["reason"].as_str(), exit["oom_killed"].as_bool()), (Some("OOMKilled"), Some(true)), "{exit}");
+
+    let ps = env.ok(&["ps", "-a"]);
+    let row = |name: &str| ps.lines().find(|l| l.trim_end().ends_with(name)).unwrap_or_else(|| panic!("{name} in {ps}")).to_string();
+    assert!(row("sig").contains("Exited (137, SIGKILL)"), "{ps}");
+    assert!(row("hog").contains("Exited (137, OOMKilled)"), "{ps}");
+    assert!(row("err").contains("Exited (137) "), "{ps}");
+    assert!(row("done").contains("Exited (0) "), "{ps}");
+}
+
+fn http_body(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// `kill -9` of a container's supervisor: the container is not killed by SIGPIPE for writing
+/// output nobody reads; its state follows from the facts (stopped, exited with the reason, not
+/// "unknown"); it starts again under a new supervisor, with its log and published port back.
+#[test]
+fn a_container_whose_supervisor_dies_is_stopped_with_a_reason_and_starts_again() {
+    let env = Env::new();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let script = "n=$(( $(cat /runs 2>/dev/null || echo 0) + 1 )); echo $n > /runs; mkdir -p /www; \
+                  echo run-$n > /www/index.html; httpd -p 80 -h /www; while true; do echo tick-$n; sleep 0.02; done";
+    env.ok(&["run", "-d", "--name", "sup", "-p", &publish, &env.image, "sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || http_body(port).is_some_and(|b| b.contains("run-1"))));
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "sup"]).contains("tick-1")));
+    let state = env.inspect("sup");
+    let (id, pid) = (state["id"].as_str().expect("id").to_string(), state["pid"].as_i64().expect("pid"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root().join("containers").join(&id).join("record.json")).expect("record")).expect("json");
+    let shim = record["shim_pid"].as_i64().expect("shim pid");
+    Command::new("kill").args(["-9", &shim.to_string()]).status().expect("kill");
+
+    // It keeps writing with nobody reading: no SIGPIPE.
+    std::thread::sleep(Duration::from_millis(1500));
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(alive, "the container's init died when its supervisor did");
+
+    let state = env.inspect("sup");
+    assert_eq!(state["status"], "exited", "{state}");
+    assert_eq!((state["exit"]["reason"].as_str(), state["exit"]["code"].as_i64()), (Some("SupervisorLost"), Some(137)), "{state}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")), "stopped");
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.lines().any(|l| l.ends_with("sup") && l.contains("Exited (137, SupervisorLost)")), "{ps}");
+
+    env.ok(&["start", "sup"]);
+    assert!(eventually(Duration::from_secs(10), || http_body(port).is_some_and(|b| b.contains("run-2"))), "the published port is back");
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "sup"]).contains("tick-2")), "the log goes on");
+    assert_eq!(env.ok(&["exec", "sup", "echo", "ok"]), "ok\n");
+    env.ok(&["rm", "-f", "sup"]);
+    assert!(host_traces(env.root(), &id).is_empty(), "{:?}", host_traces(env.root(), &id));
+}
+
+/// A strata root on its own small tmpfs (mounted over the test's root directory), so that the
+/// test can fill the disk. Dropping it removes every container and unmounts it.
+struct SmallDisk<'a> {
+    env: &'a Env,
+}
+
+impl<'a> SmallDisk<'a> {
+    fn mount(env: &'a Env, size: &str) -> SmallDisk<'a> {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(env.root())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting a tmpfs");
+        SmallDisk { env }
+    }
+
+    /// Write a file until the disk is full.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.env.root().join("fill")).expect("fill file");
+        let chunk = vec![0u8; 256 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let mut small = [0u8; 512];
+        while f.write_all(&small[..]).is_ok() {
+            small[0] = small[0].wrapping_add(1);
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.env.root().join("fill")).expect("free the disk");
+    }
+}
+
+impl Drop for SmallDisk<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.env.root().join("fill"));
+        if let Ok(out) = self.env.cmd().args(["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.env.cmd().args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.env.root()).status();
+    }
+}
+
+/// A full disk: the log copier keeps draining the container's output (it neither dies of
+/// SIGPIPE nor blocks), resumes when space returns and says what it dropped; the exit status of
+/// a container that ends while the disk is full is recorded and it can start again; a create
+/// that fails for lack of space leaves its name free.
+#[test]
+fn a_full_disk_loses_no_exit_status_log_or_name() {
+    let env = Env::new();
+    let disk = SmallDisk::mount(&env, "40m");
+    env.ok(&["pull", &env.image]);
+    let script = "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.005; done";
+    env.ok(&["run", "-d", "--name", "talker", "--network", "none", &env.image, "sh", "-c", script]);
+    assert!(eventually(Duration::from_secs(10), || env.ok(&["logs", "talker"]).contains("line-5\n")));
+    let pid = env.inspect("talker")["pid"].as_i64().expect("pid");
+    let last_line = || {
+        let logs = env.ok(&["logs", "talker"]);
+        logs.lines().filter_map(|l| l.strip_prefix("line-")?.parse::<u64>().ok()).max().unwrap_or(0)
+    };
+
+    disk.fill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = last_line();
+    // The container goes on writing.
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(alive, "the container died when its log could not be written");
+    assert_eq!(env.inspect("talker")["status"], "running");
+    // A create that fails for lack of space leaves the name free.
+    env.fail(&["run", "-d", "--name", "second", "--network", "none", &env.image, "true"]);
+    assert!(!env.root().join("names/second").exists(), "the name stays free");
+
+    disk.free();
+    // The log resumes, with a marker that says what was dropped.
+    let resumed = eventually(Duration::from_secs(10), || last_line() > before + 50);
+    if !resumed {
+        let logs = env.ok(&["logs", "talker"]);
+        let id = env.inspect("talker")["id"].as_str().unwrap_or_default().to_string();
+        let shim_log = std::fs::read_to_string(env.root().join("containers").join(&id).join("shim.log")).unwrap_or_default();
+        panic!("the log does not resume after line {before}: {}\n{}\nshim log: {shim_log}", &logs[logs.len().saturating_sub(1500)..], env.inspect("talker"));
+    }
+    let logs = env.ok(&["logs", "talker"]);
+    let marker = logs.lines().find(|l| l.contains("were dropped")).unwrap_or_else(|| panic!("no marker in the log: {}", &logs[logs.len().saturating_sub(2000)..]));
+    assert!(marker.contains("No space left on device"), "{marker}");
+    env.ok(&["run", "-d", "--name", "second", "--network", "none", &env.image, "true"]);
+
+    // The container ends while the disk is full: its exit status is recorded all the same.
+    disk.fill();
+    env.ok(&["kill", "talker"]);
+    assert_eq!(env.ok(&["wait", "talker"]).trim(), "137");
+    let state = env.inspect("talker");
+    assert_eq!((state["status"].as_str(), state["exit"]["reason"].as_str()), (Some("exited"), Some("Signaled")), "{state}");
+    disk.free();
+    env.ok(&["start", "talker"]);
+    assert_eq!(env.inspect("talker")["status"], "running");
+    drop(disk);
+}

@@ -30,13 +30,19 @@ use strata_oci::spec::{self, Limits, NetNs, SpecInput};
 use strata_oci::runtime::Launch;
 use strata_oci::{cgroups, logs, procs, util, OciRuntime};
 
-use crate::registry::{now, random_id, Registry};
+use crate::registry::{now, random_id, IntentInfo, Op, Registry};
 use crate::{
     workload_log, AttachInput, Attachment, Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus,
     LogOptions, LogRecord, NetworkMode, OutputChunk, ProcessInfo, Stats, Status, WorkloadState,
 };
 
 pub use config::{resolve_user, ImageDefaults};
+
+/// The supervisor's own record of its pid and the container's (see `ShimConfig::state_file`).
+const SHIM_STATE: &str = "shim.state";
+/// The command name of runc's init until it executes the container's program (`runc create`
+/// done, `start` not yet).
+const RUNTIME_INIT_COMM: &[u8] = b"runc:[2:INIT]";
 
 /// What the driver persists per container.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,7 +82,65 @@ impl ContainerDriver {
         let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
         registry.sweep_trash();
-        Ok(Self { registry, images, runtime, exe })
+        let driver = Self { registry, images, runtime, exe };
+        driver.recover();
+        Ok(driver)
+    }
+
+    /// Finish or roll back every create and remove whose process died half-way (see
+    /// `registry`): a create whose supervisor reported the container up is finished (its
+    /// processes adopted into the record), any other is rolled back; a remove is finished.
+    /// Cheap when there is nothing to do (one directory read).
+    pub fn recover(&self) {
+        self.registry.recover_orphans(&mut |info| match info.op {
+            Op::Create => self.recover_create(info),
+            Op::Remove => {
+                let record = self.load(&info.id).ok();
+                self.cleanup(&info.id, Some(&info.name), record.as_ref())
+            }
+        });
+    }
+
+    fn recover_create(&self, info: &IntentInfo) -> Result<(), Error> {
+        let id = &info.id;
+        let dir = self.dir(id);
+        let record: Option<Record> = self.load(id).ok();
+        let state_file = dir.join(SHIM_STATE);
+        let mut state = util::read_supervisor_state(&state_file);
+        if dir.join("shim.json").exists() {
+            // The supervisor may have been started: give it the time to say so (it writes its
+            // pid at once, the container's once the runtime has created it).
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while state.is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                state = util::read_supervisor_state(&state_file);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while let Some((p, t)) = state.as_ref().filter(|s| s.child_pid.is_none() && s.supervisor_alive()).and_then(|s| s.supervisor()) {
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                util::wait_pid_exit(p, t, Some(Duration::from_millis(50)));
+                state = util::read_supervisor_state(&state_file);
+            }
+        }
+        match (record, state) {
+            (Some(mut r), Some(s)) if s.child_pid.is_some() => {
+                tracing::info!(container = %id, "finishing a create whose container is up");
+                r.init_pid = s.child_pid;
+                r.init_start = s.child_start;
+                r.shim_pid = Some(s.supervisor_pid);
+                r.shim_start = s.supervisor_start;
+                self.save(&r)
+            }
+            (record, state) => {
+                tracing::info!(container = %id, "rolling back a half-done create");
+                if let Some(s) = state.filter(|s| s.supervisor_alive()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.supervisor_pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                self.cleanup(id, Some(&info.name), record.as_ref())
+            }
+        }
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {
@@ -110,12 +174,14 @@ impl ContainerDriver {
     }
 
     fn exit_record(&self, id: &str) -> Option<ExitStatus> {
-        shim::read_exit(&self.dir(id).join("exit.json")).map(|e| ExitStatus {
-            code: e.code,
-            signal: e.signal,
-            oom_killed: e.oom_killed,
-            finished_at: e.finished_at,
-        })
+        shim::read_exit(&self.dir(id).join("exit.json"))
+            .map(|e| {
+                let mut x = ExitStatus::new(e.code, e.signal, e.oom_killed, e.finished_at);
+                if e.supervisor_lost {
+                    x.reason = crate::ExitReason::SupervisorLost;
+                }
+                x
+            })
     }
 
     fn status(&self, r: &Record) -> Status {
@@ -124,14 +190,73 @@ impl ContainerDriver {
         }
         let init_alive = matches!((r.init_pid, r.init_start), (Some(p), Some(s)) if util::process_alive(p, s));
         let shim_alive = matches!((r.shim_pid, r.shim_start), (Some(p), Some(s)) if util::process_alive(p, s));
-        match (init_alive, r.started_at.is_some()) {
-            (true, false) => Status::Created,
-            (true, true) if r.paused => Status::Paused,
-            (true, true) => Status::Running,
+        if init_alive && !shim_alive && r.shim_pid.is_some() && self.settle_lost_supervisor(r) {
+            return Status::Exited;
+        }
+        if init_alive {
+            // The facts, not what the record says was asked: until it is started, the
+            // container's init is still the runtime's, waiting to exec the program.
+            let waiting = r.init_pid.is_some_and(|p| {
+                std::fs::read(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with(RUNTIME_INIT_COMM))
+            }) || (r.started_at.is_none() && r.runtime != "runc");
+            return match (waiting, r.paused) {
+                (true, _) => Status::Created,
+                (false, true) => Status::Paused,
+                (false, false) => Status::Running,
+            };
+        }
+        match r.init_pid {
             // init is gone and the supervisor is about to record how: still running for us.
-            (false, _) if shim_alive => Status::Running,
-            (false, false) if r.init_pid.is_none() => Status::Created,
-            (false, _) => Status::Unknown,
+            _ if shim_alive => Status::Running,
+            None => Status::Created,
+            Some(_) if self.settle_lost_supervisor(r) => Status::Exited,
+            Some(_) => Status::Unknown,
+        }
+    }
+
+    /// A container whose supervisor died (killed, crashed) has nobody to copy its output, serve
+    /// its ports or record its exit: stop what is left of it and record the exit with the
+    /// reason, so that it reads as exited and can be started again under a new supervisor (what
+    /// containerd does when a shim dies). True once the exit is recorded.
+    fn settle_lost_supervisor(&self, r: &Record) -> bool {
+        let exit_file = self.dir(&r.id).join("exit.json");
+        // The supervisor may have recorded the exit just before it went.
+        if shim::read_exit(&exit_file).is_some() {
+            return true;
+        }
+        let init = r.init_pid.zip(r.init_start);
+        let killed = init.is_some_and(|(p, s)| util::process_alive(p, s));
+        tracing::warn!(container = %r.id, running = killed, "the container's supervisor is gone; stopping the container");
+        if let Some((p, s)) = init.filter(|_| killed) {
+            if r.paused {
+                let _ = self.runtime.resume(&r.id);
+            }
+            let _ = self.runtime.kill(&r.id, "KILL", true);
+            if !util::wait_pid_exit(p, s, Some(Duration::from_secs(10))) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                if !util::wait_pid_exit(p, s, Some(Duration::from_secs(5))) {
+                    return false;
+                }
+            }
+        }
+        for what in ["console", "attach"] {
+            let _ = std::fs::remove_file(socket_path(&r.id, what));
+        }
+        let record = shim::ExitRecord {
+            code: if killed { 128 + libc::SIGKILL } else { 255 },
+            signal: killed.then_some(libc::SIGKILL),
+            oom_killed: false,
+            finished_at: now(),
+            runtime_deleted: false,
+            supervisor_lost: true,
+        };
+        let Ok(json) = serde_json::to_vec(&record) else { return false };
+        match util::replace_file(&exit_file, &json, false) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(container = %r.id, error = %e, "cannot record the exit of a container whose supervisor is gone");
+                false
+            }
         }
     }
 
@@ -262,6 +387,7 @@ impl ContainerDriver {
             tty: container_spec(req)?.tty,
             console_socket: socket_path(id, "console"),
             attach_socket: socket_path(id, "attach"),
+            state_file: dir.join(SHIM_STATE),
         };
         if start {
             record.started_at = Some(now());
@@ -277,6 +403,9 @@ impl ContainerDriver {
         std::fs::create_dir_all(network::SOCKET_DIR).map_err(Error::io(format!("creating {}", network::SOCKET_DIR)))?;
         let shim_path = dir.join("shim.json");
         let json = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
+        // What was set up so far (address, command, start) is on disk before the supervisor
+        // exists, so that a recovery after a crash here has the whole record.
+        self.save(record)?;
         std::fs::write(&shim_path, json).map_err(Error::io("writing shim.json"))?;
         let started = shim::spawn(&self.exe, &shim_path, &dir.join("shim.log")).map_err(|e| match e {
             shim::ShimError::Create(msg) => Error::FailedPrecondition(format!("cannot create container: {msg}")),
@@ -298,7 +427,9 @@ impl ContainerDriver {
         let exit_file = dir.join("exit.json");
         let runtime_deleted = shim::read_exit(&exit_file).is_some_and(|e| e.runtime_deleted);
         // The old supervisor still holds the published ports until it is gone.
-        reap_supervisor(r);
+        if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
+            reap_supervisor(p, s);
+        }
         if !runtime_deleted {
             self.runtime.delete(&r.id, true)?;
         }
@@ -307,6 +438,7 @@ impl ContainerDriver {
         let mut config: ShimConfig =
             serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt {}: {e}", shim_path.display())))?;
         config.launch = Launch::RunDetached;
+        config.state_file = dir.join(SHIM_STATE);
         let _ = std::fs::remove_file(&config.pid_file);
         let previous = dir.join("exit.json.previous");
         std::fs::rename(&exit_file, &previous).map_err(Error::io(format!("moving {}", exit_file.display())))?;
@@ -326,9 +458,11 @@ impl ContainerDriver {
     }
 
     /// Remove every trace of a container. Idempotent, and tolerant of half-created ones: each
-    /// step checks what exists. The order matters: runtime (processes, cgroups), supervisor,
+    /// step checks what exists, and works without a record (an interrupted create may not have
+    /// written one): the supervisor is then found through its state file and the network
+    /// namespace by its path. The order matters: runtime (processes, cgroups), supervisor,
     /// mounts, network, files, name.
-    fn cleanup(&self, id: &str, record: Option<&Record>) -> Result<(), Error> {
+    fn cleanup(&self, id: &str, name: Option<&str>, record: Option<&Record>) -> Result<(), Error> {
         let dir = self.dir(id);
         let mut errors: Vec<Error> = Vec::new();
         let note = |errors: &mut Vec<Error>, r: Result<(), Error>| {
@@ -342,14 +476,19 @@ impl ContainerDriver {
         if !runtime_deleted {
             note(&mut errors, self.runtime.delete(id, true).map_err(Error::from));
         }
-        if let Some(r) = record {
-            reap_supervisor(r);
+        let supervisor = record
+            .and_then(|r| r.shim_pid.zip(r.shim_start))
+            .or_else(|| util::read_supervisor_state(&dir.join(SHIM_STATE)).and_then(|s| s.supervisor()));
+        if let Some((p, s)) = supervisor {
+            reap_supervisor(p, s);
         }
         note(&mut errors, rootfs::unmount(&dir.join("bundle/rootfs")));
         for what in ["console", "attach"] {
             let _ = std::fs::remove_file(socket_path(id, what));
         }
-        if let Some(netns) = record.and_then(|r| r.netns.clone()) {
+        let default_netns = Path::new(network::NETNS_DIR).join(id);
+        let netns = record.and_then(|r| r.netns.clone()).or_else(|| default_netns.exists().then_some(default_netns));
+        if let Some(netns) = netns {
             if let Ok(net) = BridgeNetwork::discover() {
                 note(&mut errors, net.del(id, &netns).map_err(Error::from));
             }
@@ -360,10 +499,23 @@ impl ContainerDriver {
                 note(&mut errors, Err(Error::Io { context: format!("removing {}", dir.display()), source: e }));
             }
         }
-        if let Some(r) = record {
-            self.registry.release(&r.name, id);
+        if let Some(name) = record.map(|r| r.name.as_str()).or(name) {
+            if errors.is_empty() {
+                self.registry.release(name, id);
+            }
         }
         errors.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Remove a container (already stopped, or to be killed by the runtime's delete) under a
+    /// remove intent, so that an interrupted removal is finished by the next process.
+    fn remove(&self, id: &str, record: &Record) -> Result<(), Error> {
+        let intent = self.registry.begin(Op::Remove, id, &record.name)?;
+        let result = self.cleanup(id, Some(&record.name), Some(record));
+        if result.is_ok() {
+            intent.finish();
+        }
+        result
     }
 
     /// Create a container, and with `start` also start it (one runtime invocation).
@@ -379,10 +531,18 @@ impl ContainerDriver {
         }
         let id = random_id();
         let name = req.name.clone().unwrap_or_else(|| id[..12].to_string());
-        self.registry.reserve(&name, &id)?;
+        crate::registry::validate_name(&name, "container")?;
+        // Before any side effect: if this process dies half-way, whoever opens the driver next
+        // finishes or rolls back this container.
+        let intent = self.registry.begin(Op::Create, &id, &name)?;
+        if let Err(e) = self.registry.reserve(&name, &id) {
+            intent.finish();
+            return Err(e);
+        }
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir(&dir) {
             self.registry.release(&name, &id);
+            intent.finish();
             return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
         }
         let mut record = Record {
@@ -405,10 +565,15 @@ impl ContainerDriver {
             paused: false,
         };
         match self.create_inner(&id, req, &mut record, start) {
-            Ok(()) => Ok(id),
+            Ok(()) => {
+                intent.finish();
+                Ok(id)
+            }
             Err(e) => {
-                if let Err(ce) = self.cleanup(&id, Some(&record)) {
-                    tracing::warn!(container = %id, error = %ce, "cleanup after failed create");
+                match self.cleanup(&id, Some(&record.name), Some(&record)) {
+                    Ok(()) => intent.finish(),
+                    // The intent stays: the next process to open the driver retries.
+                    Err(ce) => tracing::warn!(container = %id, error = %ce, "cleanup after failed create"),
                 }
                 Err(e)
             }
@@ -438,11 +603,9 @@ fn refuse_auto_remove(r: &Record) -> Result<(), Error> {
 
 /// Wait a little for a container's supervisor to finish (it exits right after recording the
 /// exit), then kill it.
-fn reap_supervisor(r: &Record) {
-    if let (Some(p), Some(s)) = (r.shim_pid, r.shim_start) {
-        if !util::wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-        }
+fn reap_supervisor(pid: i32, start: u64) {
+    if !util::wait_pid_exit(pid, start, Some(Duration::from_secs(3))) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -551,7 +714,9 @@ impl Driver for ContainerDriver {
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        self.recover();
         let r = self.load(id)?;
+        let alive = |p: Option<i32>, s: Option<u64>| matches!((p, s), (Some(p), Some(s)) if util::process_alive(p, s));
         match self.status(&r) {
             Status::Running | Status::Paused if !force => {
                 return Err(Error::FailedPrecondition(format!(
@@ -564,11 +729,15 @@ impl Driver for ContainerDriver {
                 if r.paused {
                     let _ = self.runtime.resume(id);
                 }
-                let _ = self.wait(id, Some(Duration::from_secs(10)));
+                // Only a process that exists is waited for (a container whose create never got
+                // as far as a process has nothing to wait for).
+                if alive(r.shim_pid, r.shim_start) || alive(r.init_pid, r.init_start) {
+                    let _ = self.wait(id, Some(Duration::from_secs(10)));
+                }
             }
             Status::Exited | Status::Unknown => {}
         }
-        self.cleanup(id, Some(&r))
+        self.remove(id, &r)
     }
 
     fn state(&self, id: &str) -> Result<WorkloadState, Error> {
@@ -576,12 +745,13 @@ impl Driver for ContainerDriver {
     }
 
     fn list(&self) -> Result<Vec<WorkloadState>, Error> {
+        self.recover();
         let mut out = Vec::new();
         for r in self.records()? {
             let state = self.to_state(&r);
             // Exited containers created with auto-remove whose remover is gone (`run -d --rm`,
             // or a killed CLI) are removed by whoever lists next.
-            if r.request.auto_remove && state.status == Status::Exited && self.cleanup(&r.id, Some(&r)).is_ok() {
+            if r.request.auto_remove && state.status == Status::Exited && self.remove(&r.id, &r).is_ok() {
                 continue;
             }
             out.push(state);
@@ -619,7 +789,13 @@ impl Driver for ContainerDriver {
                         return Ok(exit);
                     }
                     if r.init_pid.is_none() {
+                        if !self.registry.busy(id) {
+                            return Err(Error::FailedPrecondition(format!("container {} was never started", r.name)));
+                        }
                         std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    if self.settle_lost_supervisor(&r) {
                         continue;
                     }
                     return Err(Error::FailedPrecondition(format!(

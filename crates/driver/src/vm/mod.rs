@@ -35,7 +35,7 @@ use strata_vm::seed;
 use strata_vm::supervisor::{self, SpawnError};
 use strata_vm::{process_alive, process_start_time, wait_pid_exit};
 
-use crate::registry::{self, now, random_id, Registry};
+use crate::registry::{self, now, random_id, IntentInfo, Op, Registry};
 use crate::{
     Capabilities, CreateRequest, Driver, Error, ExecRequest, ExecResult, ExitStatus, LogOptions, LogRecord,
     NetworkMode, Stats, Status, VmSpec, WorkloadState,
@@ -56,6 +56,8 @@ const STATE_DISK_MIB: u64 = 64;
 const QMP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long QEMU may take to build the machine before `create` gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The supervisor's own record of its pid and QEMU's (see `supervisor::Config::state_file`).
+const SUPERVISOR_STATE: &str = "supervisor.state";
 
 /// What the driver persists per VM.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,7 +109,79 @@ impl VmDriver {
     pub fn open(root: &Path, exe: PathBuf) -> Result<Self, Error> {
         let registry = Registry::open(root, "vms", "vm-names", "VM")?;
         registry.sweep_trash();
-        Ok(Self { root: root.to_path_buf(), registry, exe })
+        let driver = Self { root: root.to_path_buf(), registry, exe };
+        driver.recover();
+        Ok(driver)
+    }
+
+    /// Finish or roll back every create and remove whose process died half-way: a create
+    /// whose supervisor reported QEMU ready is finished (QEMU and the supervisor adopted into
+    /// the record), any other is rolled back (QEMU, supervisor, tap, lease, overlay, name); a
+    /// remove is finished.
+    pub fn recover(&self) {
+        self.registry.recover_orphans(&mut |info| match info.op {
+            Op::Create => self.recover_create(info),
+            Op::Remove => {
+                let record = self.load(&info.id).ok();
+                self.cleanup(&info.id, Some(&info.name), record.as_ref())
+            }
+        });
+    }
+
+    fn recover_create(&self, info: &IntentInfo) -> Result<(), Error> {
+        let id = &info.id;
+        let dir = self.dir(id);
+        let record: Option<Record> = self.load(id).ok();
+        let state_file = dir.join(SUPERVISOR_STATE);
+        let mut state = strata_oci::util::read_supervisor_state(&state_file);
+        if dir.join("supervisor.json").exists() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while state.is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                state = strata_oci::util::read_supervisor_state(&state_file);
+            }
+            // QEMU builds the machine in about a second; the supervisor reports it or fails.
+            let deadline = std::time::Instant::now() + READY_TIMEOUT;
+            while let Some((p, t)) =
+                state.as_ref().filter(|s| s.child_pid.is_none() && s.supervisor_alive()).and_then(|s| s.supervisor())
+            {
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                wait_pid_exit(p, t, Some(Duration::from_millis(50)));
+                state = strata_oci::util::read_supervisor_state(&state_file);
+            }
+        }
+        match (record, state) {
+            (Some(mut r), Some(s)) if s.child_pid.is_some() => {
+                tracing::info!(vm = %id, "finishing a create whose QEMU is up");
+                r.qemu_pid = s.child_pid;
+                r.qemu_start = s.child_start;
+                r.supervisor_pid = Some(s.supervisor_pid);
+                r.supervisor_start = s.supervisor_start;
+                self.save(&r)
+            }
+            (mut record, state) => {
+                tracing::info!(vm = %id, "rolling back a half-done create");
+                if let Some(s) = state {
+                    if let (Some(r), Some((p, t))) = (record.as_mut(), s.child()) {
+                        // So that cleanup kills QEMU too.
+                        r.qemu_pid = Some(p);
+                        r.qemu_start = Some(t);
+                    }
+                    if s.supervisor_alive() {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.supervisor_pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                    if let Some((p, t)) = s.child() {
+                        if process_alive(p, t) {
+                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                            wait_pid_exit(p, t, Some(Duration::from_secs(10)));
+                        }
+                    }
+                }
+                self.cleanup(id, Some(&info.name), record.as_ref())
+            }
+        }
     }
 
     /// The network a VM gets unless told otherwise: a tap on the node bridge where strata may
@@ -140,11 +214,12 @@ impl VmDriver {
     }
 
     fn exit_record(&self, id: &str) -> Option<ExitStatus> {
-        supervisor::read_exit(&self.dir(id).join("exit.json")).map(|e| ExitStatus {
-            code: e.code,
-            signal: e.signal,
-            oom_killed: false,
-            finished_at: e.finished_at,
+        supervisor::read_exit(&self.dir(id).join("exit.json")).map(|e| {
+            let mut x = ExitStatus::new(e.code, e.signal, false, e.finished_at);
+            if e.supervisor_lost {
+                x.reason = crate::ExitReason::SupervisorLost;
+            }
+            x
         })
     }
 
@@ -154,6 +229,73 @@ impl VmDriver {
 
     fn supervisor_alive(r: &Record) -> bool {
         matches!((r.supervisor_pid, r.supervisor_start), (Some(p), Some(s)) if process_alive(p, s))
+    }
+
+    /// Load a VM's record, replacing its supervisor first if QEMU runs without one.
+    fn load_live(&self, id: &str) -> Result<Record, Error> {
+        let mut r = self.load(id)?;
+        self.ensure_supervisor(&mut r);
+        Ok(r)
+    }
+
+    /// A VM whose QEMU runs but whose supervisor died (killed, crashed) gets a new supervisor
+    /// that takes QEMU over: the console, its log and the published ports work again. One
+    /// process does it at a time (a lock in the VM directory); failures are logged and retried
+    /// at the next look.
+    fn ensure_supervisor(&self, r: &mut Record) {
+        if r.supervisor_pid.is_none() || Self::supervisor_alive(r) || !Self::qemu_alive(r) {
+            return;
+        }
+        let dir = self.dir(&r.id);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("supervisor.lock"))
+            .ok()
+            .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+        if lock.is_none() {
+            return;
+        }
+        // Someone else may have replaced it while we waited for the lock.
+        if let Ok(now) = self.load(&r.id) {
+            *r = now;
+        }
+        let (Some(qemu_pid), Some(qemu_start)) = (r.qemu_pid, r.qemu_start) else { return };
+        if Self::supervisor_alive(r) || !process_alive(qemu_pid, qemu_start) {
+            return;
+        }
+        tracing::warn!(vm = %r.id, "the VM's supervisor is gone; starting a new one");
+        let path = dir.join("supervisor.json");
+        let config = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<supervisor::Config>(&b).ok())
+            .map(|mut c| {
+                c.adopt = Some(supervisor::Adopt { qemu_pid, qemu_start });
+                c.state_file = dir.join(SUPERVISOR_STATE);
+                c
+            });
+        let Some(config) = config else {
+            tracing::warn!(vm = %r.id, "no readable supervisor.json: cannot replace the supervisor");
+            return;
+        };
+        let written = serde_json::to_vec_pretty(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|json| strata_oci::util::replace_file(&path, &json, false).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::warn!(vm = %r.id, error = %e, "cannot write the replacement supervisor's config");
+            return;
+        }
+        match supervisor::spawn(&self.exe, &path, &dir.join("supervisor.log")) {
+            Ok(started) => {
+                r.supervisor_pid = Some(started.supervisor_pid);
+                r.supervisor_start = process_start_time(started.supervisor_pid);
+                if let Err(e) = self.save(r) {
+                    tracing::warn!(vm = %r.id, error = %e, "recording the replacement supervisor");
+                }
+            }
+            Err(e) => tracing::warn!(vm = %r.id, error = %e, "cannot start a replacement supervisor"),
+        }
     }
 
     fn qmp(&self, id: &str) -> Result<Qmp, Error> {
@@ -189,7 +331,16 @@ impl VmDriver {
         if r.qemu_pid.is_none() {
             return Status::Created;
         }
-        Status::Unknown
+        // QEMU and its supervisor are both gone and nobody recorded how QEMU ended: say so.
+        let exit = supervisor::Exit { code: 255, signal: None, finished_at: now(), supervisor_lost: true };
+        let recorded = serde_json::to_vec(&exit)
+            .ok()
+            .is_some_and(|json| strata_oci::util::replace_file(&self.dir(&r.id).join("exit.json"), &json, false).is_ok());
+        if recorded {
+            Status::Exited
+        } else {
+            Status::Unknown
+        }
     }
 
     fn to_state(&self, r: &Record, qemu_status: Option<&str>) -> WorkloadState {
@@ -229,7 +380,7 @@ impl VmDriver {
 
     /// The state plus VM-only facts, over one QMP connection.
     pub fn details(&self, id: &str) -> Result<(WorkloadState, VmDetails), Error> {
-        let r = self.load(id)?;
+        let r = self.load_live(id)?;
         let mut qmp = if Self::qemu_alive(&r) {
             Qmp::connect(&self.dir(&r.id).join(qemu::QMP_SOCKET), Duration::from_secs(1)).ok()
         } else {
@@ -314,7 +465,7 @@ impl VmDriver {
     }
 
     fn running(&self, id: &str, verb: &str) -> Result<Record, Error> {
-        let r = self.load(id)?;
+        let r = self.load_live(id)?;
         match self.status_of(&r, None) {
             Status::Running | Status::Paused | Status::Created if Self::qemu_alive(&r) => Ok(r),
             s => Err(Error::FailedPrecondition(format!("cannot {verb} VM {}: it is {}", r.name, s.as_str()))),
@@ -351,6 +502,8 @@ impl VmDriver {
             log_max_files: logs::DEFAULT_MAX_FILES,
             exit_file: dir.join("exit.json"),
             ready_timeout: READY_TIMEOUT,
+            state_file: dir.join(SUPERVISOR_STATE),
+            adopt: None,
             ports: match r.lease {
                 Some(lease) => r
                     .request
@@ -366,6 +519,7 @@ impl VmDriver {
         };
         let path = dir.join("supervisor.json");
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        let _ = std::fs::remove_file(dir.join(SUPERVISOR_STATE));
         std::fs::write(&path, json).map_err(Error::io("writing supervisor.json"))?;
         let started = supervisor::spawn(&self.exe, &path, &dir.join("supervisor.log")).map_err(|e| match e {
             SpawnError::Qemu(msg) => Error::FailedPrecondition(format!("QEMU failed to start VM {}: {msg}", r.name)),
@@ -418,42 +572,75 @@ impl VmDriver {
         self.launch(r, setup.qemu)
     }
 
-    /// Remove every trace of a VM. Idempotent: each step checks what exists.
-    fn cleanup(&self, id: &str, r: Option<&Record>) -> Result<(), Error> {
-        if let Some(r) = r {
-            if let (Some(p), Some(s)) = (r.qemu_pid, r.qemu_start) {
-                if process_alive(p, s) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-                    wait_pid_exit(p, s, Some(Duration::from_secs(10)));
-                }
+    /// Remove every trace of a VM. Idempotent: each step checks what exists, and works without
+    /// a record (an interrupted create may not have written one): the tap is named by the id,
+    /// the lease is held under the id, the supervisor and QEMU are in the supervisor's state
+    /// file. The record goes last: if the tap or the lease cannot be removed, the VM stays
+    /// listed and `rm -f` can be retried.
+    fn cleanup(&self, id: &str, name: Option<&str>, r: Option<&Record>) -> Result<(), Error> {
+        let dir = self.dir(id);
+        let state = strata_oci::util::read_supervisor_state(&dir.join(SUPERVISOR_STATE));
+        let qemu = r.and_then(|r| r.qemu_pid.zip(r.qemu_start)).or_else(|| state.as_ref().and_then(|s| s.child()));
+        let supervisor = r
+            .and_then(|r| r.supervisor_pid.zip(r.supervisor_start))
+            .or_else(|| state.as_ref().and_then(|s| s.supervisor()));
+        if let Some((p, s)) = qemu {
+            if process_alive(p, s) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                wait_pid_exit(p, s, Some(Duration::from_secs(10)));
             }
-            if let (Some(p), Some(s)) = (r.supervisor_pid, r.supervisor_start) {
-                if !wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
-                }
+        }
+        if let Some((p, s)) = supervisor {
+            if !wait_pid_exit(p, s, Some(Duration::from_secs(3))) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                wait_pid_exit(p, s, Some(Duration::from_secs(3)));
             }
         }
         let mut result = Ok(());
-        if let Some(r) = r {
-            if let Some(Nic { backend: NetBackend::Tap { ifname }, .. }) = &r.machine.net {
-                if let Err(e) = tap::remove(ifname) {
-                    result = Err(Error::Internal(format!("removing tap {ifname} of VM {}: {e}", r.name)));
-                }
+        let what = r.map(|r| r.name.as_str()).or(name).unwrap_or(id);
+        // Without a record the VM may have had a tap and a lease: both are named by the id.
+        let bridged = r.map_or(true, |r| matches!(&r.machine.net, Some(Nic { backend: NetBackend::Tap { .. }, .. })));
+        if bridged {
+            let ifname = tap_name(id);
+            if let Err(e) = remove_tap(&ifname) {
+                result = Err(Error::Internal(format!("removing tap {ifname} of VM {what}: {e}")));
             }
-            if r.lease.is_some() {
-                if let Err(e) = BridgeNetwork::discover().and_then(|n| n.release(id)) {
-                    result = Err(Error::Internal(format!("releasing the address of VM {}: {e}", r.name)));
-                }
+            if let Err(e) = BridgeNetwork::discover().and_then(|n| n.release(id)) {
+                result = Err(Error::Internal(format!("releasing the address of VM {what}: {e}")));
             }
         }
-        let dir = self.dir(id);
+        result?;
         // A VM's disk overlay can be large: its files are deleted in the background.
-        let removed =
-            self.registry.discard(id).map_err(|e| Error::Io { context: format!("removing {}", dir.display()), source: e });
-        if let Some(r) = r {
-            self.registry.release(&r.name, id);
+        self.registry.discard(id).map_err(|e| Error::Io { context: format!("removing {}", dir.display()), source: e })?;
+        if let Some(name) = r.map(|r| r.name.as_str()).or(name) {
+            self.registry.release(name, id);
         }
-        removed.and(result)
+        Ok(())
+    }
+
+    /// Remove a VM under a remove intent (an interrupted removal is finished by the next
+    /// process that opens the driver).
+    fn remove(&self, id: &str, r: &Record) -> Result<(), Error> {
+        let intent = self.registry.begin(Op::Remove, id, &r.name)?;
+        let result = self.cleanup(id, Some(&r.name), Some(r));
+        if result.is_ok() {
+            intent.finish();
+        }
+        result
+    }
+}
+
+/// Remove a tap, retrying while the kernel still has it attached to a QEMU that is exiting
+/// (`EBUSY`).
+fn remove_tap(ifname: &str) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tap::remove(ifname) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -621,10 +808,18 @@ impl Driver for VmDriver {
             NetBackend::Tap { .. } => NetBackend::Tap { ifname: tap_name(&id) },
             other => other,
         });
-        self.reserve_name(&name, &id)?;
+        validate_name(&name)?;
+        // Before any side effect: if this process dies half-way, whoever opens the driver next
+        // finishes or rolls back this VM.
+        let intent = self.registry.begin(Op::Create, &id, &name)?;
+        if let Err(e) = self.reserve_name(&name, &id) {
+            intent.finish();
+            return Err(e);
+        }
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir(&dir) {
             self.registry.release(&name, &id);
+            intent.finish();
             return Err(Error::Io { context: format!("creating {}", dir.display()), source: e });
         }
         let decision = accel::decide(&qemu_bin, kernel.as_deref(), &self.root.join("vm-accel.json"));
@@ -667,6 +862,7 @@ impl Driver for VmDriver {
         let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &setup));
         match result {
             Ok(()) => {
+                intent.finish();
                 if record.machine.accel == Accel::Tcg {
                     tracing::warn!(
                         "KVM is not usable ({}); VM {} runs with TCG software emulation, which is much slower",
@@ -677,8 +873,10 @@ impl Driver for VmDriver {
                 Ok(id)
             }
             Err(e) => {
-                if let Err(ce) = self.cleanup(&id, Some(&record)) {
-                    tracing::warn!(vm = %id, error = %ce, "cleanup after failed create");
+                match self.cleanup(&id, Some(&record.name), Some(&record)) {
+                    Ok(()) => intent.finish(),
+                    // The intent stays: the next process to open the driver retries.
+                    Err(ce) => tracing::warn!(vm = %id, error = %ce, "cleanup after failed create"),
                 }
                 Err(e)
             }
@@ -749,6 +947,7 @@ impl Driver for VmDriver {
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        self.recover();
         let r = self.load(id)?;
         if Self::qemu_alive(&r) && !force {
             return Err(Error::FailedPrecondition(format!(
@@ -756,20 +955,22 @@ impl Driver for VmDriver {
                 r.name
             )));
         }
-        self.cleanup(id, Some(&r))
+        self.remove(id, &r)
     }
 
     fn state(&self, id: &str) -> Result<WorkloadState, Error> {
-        let r = self.load(id)?;
+        let r = self.load_live(id)?;
         let qs = self.qemu_status(&r);
         Ok(self.to_state(&r, qs.as_deref()))
     }
 
     fn list(&self) -> Result<Vec<WorkloadState>, Error> {
+        self.recover();
         Ok(self
             .records()?
-            .iter()
+            .iter_mut()
             .map(|r| {
+                self.ensure_supervisor(r);
                 let qs = self.qemu_status(r);
                 self.to_state(r, qs.as_deref())
             })

@@ -64,23 +64,76 @@ impl LogLine {
 }
 
 /// Appends records to a log file, rotating it at `max_size`.
+///
+/// A record that cannot be written (a full disk) is counted and dropped, never an error: the
+/// supervisor must keep draining the workload's output, or the workload would block on a full
+/// pipe. The partial write is cut off again, and once writing works again a marker record
+/// says how much was dropped and why.
 pub struct LogWriter {
     path: PathBuf,
     file: File,
     size: u64,
     max_size: u64,
     max_files: usize,
+    dropped: Dropped,
+}
+
+#[derive(Default)]
+struct Dropped {
+    records: u64,
+    bytes: u64,
+    error: String,
 }
 
 impl LogWriter {
     pub fn open(path: &Path, max_size: u64, max_files: usize) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), file, size, max_size, max_files })
+        Ok(Self { path: path.to_path_buf(), file, size, max_size, max_files, dropped: Dropped::default() })
     }
 
-    /// Write one record; `content` must not contain a newline.
+    /// Write one record; `content` must not contain a newline. A record that cannot be written
+    /// is dropped and counted (see [`LogWriter`]); errors are reserved for a broken caller.
     pub fn write_record(&mut self, stream: Stream, partial: bool, content: &[u8]) -> io::Result<()> {
+        if self.dropped.records > 0 {
+            let d = &self.dropped;
+            let marker = format!(
+                "[strata: {} log record(s), {} bytes of output, were dropped: {}]",
+                d.records, d.bytes, d.error
+            );
+            if self.append(stream, false, marker.as_bytes()).is_err() {
+                self.drop_record(content.len(), None);
+                return Ok(());
+            }
+            self.dropped = Dropped::default();
+        }
+        if let Err(e) = self.append(stream, partial, content) {
+            self.drop_record(content.len(), Some(e));
+        }
+        Ok(())
+    }
+
+    /// Records dropped since the last one written.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.records
+    }
+
+    fn drop_record(&mut self, bytes: usize, error: Option<io::Error>) {
+        if self.dropped.records == 0 {
+            if let Some(e) = &error {
+                crate::note!("strata: log {}: {e}; dropping output until it can be written", self.path.display());
+            }
+        }
+        self.dropped.records += 1;
+        self.dropped.bytes += bytes as u64;
+        if let Some(e) = error {
+            self.dropped.error = e.to_string();
+        }
+    }
+
+    /// Append one record, or nothing: a failed write is cut off again so the file never holds a
+    /// torn record.
+    fn append(&mut self, stream: Stream, partial: bool, content: &[u8]) -> io::Result<()> {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.9fZ");
         let mut rec = Vec::with_capacity(content.len() + 48);
         write!(rec, "{now} {} {} ", stream.as_str(), if partial { 'P' } else { 'F' })?;
@@ -89,7 +142,10 @@ impl LogWriter {
         if self.size > 0 && self.size + rec.len() as u64 > self.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&rec)?;
+        if let Err(e) = self.file.write_all(&rec) {
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
         self.size += rec.len() as u64;
         Ok(())
     }

@@ -124,6 +124,12 @@ pub fn create_netns(path: &Path) -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// Is `path` a network namespace (an nsfs bind mount), not just the file it is mounted on?
+pub fn is_netns(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
 /// Unmount and remove a network namespace; absent is fine.
 pub fn remove_netns(path: &Path) -> Result<(), NetworkError> {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
@@ -190,9 +196,11 @@ impl BridgeNetwork {
         Ok(ip)
     }
 
-    /// Detach and release the address. Safe to call twice or after a failed add.
+    /// Detach and release the address. Safe to call twice or after a failed add, and when the
+    /// namespace is gone or was never mounted (a create killed half-way): the plugins are then
+    /// given no namespace, as CNI specifies, and only release the address.
     pub fn del(&self, id: &str, netns: &Path) -> Result<(), NetworkError> {
-        let netns_arg = if netns.exists() { netns.to_path_buf() } else { PathBuf::new() };
+        let netns_arg = if is_netns(netns) { netns.to_path_buf() } else { PathBuf::new() };
         self.exec("bridge", "DEL", id, &netns_arg, "eth0", &Self::bridge_conf()).map(|_| ())
     }
 

@@ -66,6 +66,17 @@ pub struct ShimConfig {
     /// [`crate::attach`]); always served.
     #[serde(default)]
     pub attach_socket: PathBuf,
+    /// Where the shim records its own pid as soon as it runs, and the container's init once it
+    /// is created ([`util::SupervisorState`]), so that a driver that died before hearing the report can
+    /// still find both. Empty: not written.
+    #[serde(default)]
+    pub state_file: PathBuf,
+}
+
+fn write_state(config: &ShimConfig, init_pid: Option<i32>) {
+    if !config.state_file.as_os_str().is_empty() {
+        util::write_supervisor_state(&config.state_file, init_pid);
+    }
 }
 
 /// How the container's init process ended.
@@ -80,6 +91,10 @@ pub struct ExitRecord {
     /// The runtime already deleted its record and cgroups (foreground launch).
     #[serde(default)]
     pub runtime_deleted: bool,
+    /// Not written by the shim: its supervisor died, so the driver stopped the container and
+    /// recorded this instead (the code is 137 if it was killed then, 255 if it was already gone).
+    #[serde(default)]
+    pub supervisor_lost: bool,
 }
 
 /// The created container, as reported by the shim.
@@ -131,6 +146,7 @@ pub fn main(config_path: &Path) -> ! {
         Ok(c) => c,
         Err(e) => fail(&format!("reading {}: {e}", config_path.display())),
     };
+    write_state(&config, None);
     let code = match run(&config) {
         Ok(()) => 0,
         Err(msg) => fail(&msg),
@@ -140,7 +156,7 @@ pub fn main(config_path: &Path) -> ! {
 
 /// Report an error on the ready pipe (if still open) and exit.
 fn fail(msg: &str) -> ! {
-    eprintln!("strata shim: {msg}");
+    crate::note!("strata shim: {msg}");
     // SAFETY: READY_FD is ours; if it was already closed this write just fails.
     let mut ready = unsafe { File::from_raw_fd(READY_FD) };
     let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
@@ -184,7 +200,11 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         create.stdin(Stdio::null());
         None
     };
-    create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    // The container writes to the pipes through descriptors opened read-write: a pipe with a
+    // reader never raises SIGPIPE, so if this supervisor dies the container's writes block once
+    // the pipe is full instead of killing it (the driver then stops it and records why).
+    drop((out_w, err_w));
+    create.stdout(Stdio::from(reopen_read_write(&out_r)?)).stderr(Stdio::from(reopen_read_write(&err_r)?));
     let mut child = create.spawn().map_err(|e| format!("cannot run {}: {e}", config.runtime_name))?;
     drop(create); // close our copies of the pipe ends the runtime holds
     let runtime_failed = || {
@@ -224,6 +244,9 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         None => None,
     };
 
+    // Space for the exit record is taken now: if the container fills the disk, its exit status
+    // is still recorded.
+    let reserve = reserve_exit(&config.exit_file);
     let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
     let writer = Arc::new(Mutex::new(writer));
@@ -252,6 +275,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     }
     network::serve_ports(listeners);
 
+    write_state(config, Some(init_pid));
     {
         // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
         let mut ready = unsafe { File::from_raw_fd(READY_FD) };
@@ -283,13 +307,66 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         oom_killed: signal == Some(libc::SIGKILL) && crate::cgroups::oom_killed(&config.cgroups_path),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         runtime_deleted: config.launch == Launch::RunForeground,
+        supervisor_lost: false,
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
     // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.
-    let written = util::replace_file(&config.exit_file, &json, false).map_err(|e| format!("writing exit record: {e}"));
+    let written = write_exit(&config.exit_file, reserve.as_ref(), &json).map_err(|e| format!("writing exit record: {e}"));
     // Attached clients see the end of the output once the exit status can be read.
     followers.close();
     written
+}
+
+/// Room for the exit record: a file of [`EXIT_RESERVE`] bytes next to it, allocated while there
+/// is space. `None` (with a note in the shim's log) if even that fails.
+fn reserve_exit(exit_file: &Path) -> Option<PathBuf> {
+    let path = reserve_path(exit_file);
+    let made = std::fs::File::create(&path).and_then(|mut f| f.write_all(&[b' '; EXIT_RESERVE]));
+    match made {
+        Ok(()) => Some(path),
+        Err(e) => {
+            crate::note!("strata shim: reserving space for the exit record: {e}");
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// The bytes kept for the exit record (a record is about 150).
+const EXIT_RESERVE: usize = 4096;
+
+fn reserve_path(exit_file: &Path) -> PathBuf {
+    let name = exit_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    exit_file.with_file_name(format!(".{name}.reserve"))
+}
+
+/// Write the exit record atomically: into the reserved file, overwriting blocks it already has
+/// (which needs no free space) and then renamed into place; without a reservation, through a
+/// new temporary file.
+fn write_exit(exit_file: &Path, reserve: Option<&PathBuf>, json: &[u8]) -> std::io::Result<()> {
+    if let Some(path) = reserve.filter(|_| json.len() <= EXIT_RESERVE) {
+        let written = std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| {
+            f.write_all(json)?;
+            f.set_len(json.len() as u64)
+        });
+        if written.is_ok() && std::fs::rename(path, exit_file).is_ok() {
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    util::replace_file(exit_file, json, false)
+}
+
+/// A second descriptor for the pipe `end`, open for reading and writing (Linux lets a pipe be
+/// reopened through `/proc/self/fd` like a FIFO).
+fn reopen_read_write(end: &std::os::fd::OwnedFd) -> Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", end.as_raw_fd()))
+        .map_err(|e| format!("reopening the output pipe: {e}"))
 }
 
 /// Receive one file descriptor (SCM_RIGHTS) on a unix stream, as runc's `--console-socket`

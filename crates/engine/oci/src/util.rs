@@ -1,6 +1,16 @@
 //! Small host helpers shared by the engine: atomic writes and process liveness.
 
 use std::io::Write;
+
+/// `eprintln!` for supervisors, whose stderr is a log file that may be on a full disk:
+/// a failed write is ignored instead of panicking.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -95,6 +105,53 @@ pub fn wait_pid_exit(pid: i32, start_time: u64, timeout: Option<Duration>) -> bo
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// What a supervisor (container shim, VM supervisor) records about itself on disk: its own pid
+/// as soon as it runs, and its child's (container init, QEMU) once that is up. A driver that
+/// died before hearing the supervisor's report finds both here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SupervisorState {
+    pub supervisor_pid: i32,
+    pub supervisor_start: Option<u64>,
+    /// Set once the supervised process is up.
+    pub child_pid: Option<i32>,
+    pub child_start: Option<u64>,
+}
+
+impl SupervisorState {
+    pub fn supervisor(&self) -> Option<(i32, u64)> {
+        self.supervisor_start.map(|s| (self.supervisor_pid, s))
+    }
+
+    pub fn supervisor_alive(&self) -> bool {
+        self.supervisor().is_some_and(|(p, s)| process_alive(p, s))
+    }
+
+    pub fn child(&self) -> Option<(i32, u64)> {
+        self.child_pid.zip(self.child_start)
+    }
+}
+
+/// Record this process as the supervisor (and `child`, once up) in `path`, atomically. A
+/// failure is reported on stderr (the supervisor's log) and is otherwise harmless.
+pub fn write_supervisor_state(path: &Path, child: Option<i32>) {
+    let me = std::process::id() as i32;
+    let state = SupervisorState {
+        supervisor_pid: me,
+        supervisor_start: process_start_time(me),
+        child_pid: child,
+        child_start: child.and_then(process_start_time),
+    };
+    if let Ok(json) = serde_json::to_vec(&state) {
+        if let Err(e) = replace_file(path, &json, false) {
+            crate::note!("strata supervisor: writing {}: {e}", path.display());
+        }
+    }
+}
+
+pub fn read_supervisor_state(path: &Path) -> Option<SupervisorState> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// The descriptor a supervisor reports readiness on (see [`spawn_supervisor`]).

@@ -51,6 +51,24 @@ pub struct Config {
     /// forwards inside QEMU instead).
     #[serde(default)]
     pub ports: Vec<strata_oci::network::PortForward>,
+    /// Where the supervisor records its pid at once and QEMU's once QEMU is ready
+    /// ([`strata_oci::util::SupervisorState`]); empty: not written.
+    #[serde(default)]
+    pub state_file: PathBuf,
+    /// Take over a running QEMU whose supervisor died, instead of launching one: reconnect to
+    /// its serial socket (QEMU listens again once the old supervisor's connection is gone),
+    /// serve the console and the ports again, and record its end. QEMU is not this
+    /// supervisor's child, so how it ended is not known: the exit is recorded with
+    /// `supervisor_lost`.
+    #[serde(default)]
+    pub adopt: Option<Adopt>,
+}
+
+/// The running QEMU a replacement supervisor takes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adopt {
+    pub qemu_pid: i32,
+    pub qemu_start: u64,
 }
 
 /// How QEMU ended.
@@ -61,6 +79,10 @@ pub struct Exit {
     pub signal: Option<i32>,
     /// RFC 3339.
     pub finished_at: String,
+    /// QEMU was supervised by a replacement supervisor, which is not its parent: `code` (255)
+    /// does not tell how it ended.
+    #[serde(default)]
+    pub supervisor_lost: bool,
 }
 
 /// The running VM, as reported by the supervisor.
@@ -119,6 +141,9 @@ pub fn main(config_path: &Path) -> ! {
     if let Err(e) = std::env::set_current_dir(&config.dir) {
         fail(&format!("entering {}: {e}", config.dir.display()));
     }
+    if !config.state_file.as_os_str().is_empty() {
+        strata_oci::util::write_supervisor_state(&config.state_file, None);
+    }
     match run(&config) {
         Ok(()) => std::process::exit(0),
         Err(msg) => fail(&msg),
@@ -127,7 +152,7 @@ pub fn main(config_path: &Path) -> ! {
 
 /// Report an error on the ready pipe (if still open) and exit.
 fn fail(msg: &str) -> ! {
-    eprintln!("strata vm supervisor: {msg}");
+    strata_oci::note!("strata vm supervisor: {msg}");
     // SAFETY: READY_FD is ours; if it was already closed this write just fails.
     let mut ready = unsafe { File::from_raw_fd(READY_FD) };
     let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
@@ -137,6 +162,9 @@ fn fail(msg: &str) -> ! {
 fn run(config: &Config) -> Result<(), String> {
     // Ports first: a port in use fails the start cleanly, before QEMU exists.
     let listeners = strata_oci::network::bind_ports(&config.ports).map_err(|e| e.to_string())?;
+    if let Some(adopt) = config.adopt {
+        return run_adopted(config, adopt, listeners);
+    }
     let qemu_log =
         File::create(&config.qemu_log).map_err(|e| format!("creating {}: {e}", config.qemu_log.display()))?;
     let qemu_log2 = qemu_log.try_clone().map_err(|e| e.to_string())?;
@@ -167,6 +195,9 @@ fn run(config: &Config) -> Result<(), String> {
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening {}: {e}", config.console_log.display()))?;
+    if !config.state_file.as_os_str().is_empty() {
+        strata_oci::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
+    }
     {
         // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
         let mut ready = unsafe { File::from_raw_fd(READY_FD) };
@@ -174,7 +205,7 @@ fn run(config: &Config) -> Result<(), String> {
     }
     strata_oci::network::serve_ports(listeners);
     if let Err(e) = relay(serial, &listener, writer) {
-        eprintln!("strata vm supervisor: console: {e}");
+        strata_oci::note!("strata vm supervisor: console: {e}");
     }
     drop(listener);
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
@@ -188,8 +219,60 @@ fn run(config: &Config) -> Result<(), String> {
     for s in [QMP_SOCKET, SERIAL_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
-    let exit =
-        Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true) };
+    let exit = Exit {
+        code,
+        signal,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        supervisor_lost: false,
+    };
+    let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
+    crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
+}
+
+/// Supervise a QEMU that another (dead) supervisor launched.
+fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<(), String> {
+    let Adopt { qemu_pid, qemu_start } = adopt;
+    if !crate::process_alive(qemu_pid, qemu_start) {
+        return Err("QEMU is no longer running".into());
+    }
+    // QEMU accepts the next client once it has seen the old one's connection close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let serial = loop {
+        match UnixStream::connect(SERIAL_SOCKET) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => return Err(format!("reconnecting to the serial console: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
+        .map_err(|e| format!("opening {}: {e}", config.console_log.display()))?;
+    if !config.state_file.as_os_str().is_empty() {
+        strata_oci::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
+    }
+    {
+        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
+        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+        let _ = writeln!(ready, "ok {qemu_pid} {}", std::process::id());
+    }
+    strata_oci::network::serve_ports(listeners);
+    if let Err(e) = relay(serial, &listener, writer) {
+        strata_oci::note!("strata vm supervisor: console: {e}");
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    crate::wait_pid_exit(qemu_pid, qemu_start, None);
+    for s in [QMP_SOCKET, SERIAL_SOCKET] {
+        let _ = std::fs::remove_file(s);
+    }
+    let exit = Exit {
+        code: 255,
+        signal: None,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        supervisor_lost: true,
+    };
     let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
     crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
 }

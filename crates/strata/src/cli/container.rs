@@ -341,7 +341,7 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
                 cmd = cmd.chars().take(29).collect::<String>() + "…";
             }
             let status = match (&c.status, &c.exit) {
-                (Status::Exited, Some(e)) => format!("Exited ({}) {}", e.code, ago(&e.finished_at)),
+                (Status::Exited, Some(e)) => format!("Exited ({}) {}", e.summary(), ago(&e.finished_at)),
                 (Status::Running, _) => format!("Up {}", ago(c.started_at.as_deref().unwrap_or(&c.created_at)).trim_end_matches(" ago")),
                 (Status::Paused, _) => "Paused".into(),
                 (s, _) => capitalize(s.as_str()),

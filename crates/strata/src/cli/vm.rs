@@ -350,6 +350,8 @@ fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
                     "memory_actual_mib": d.memory_actual_mib,
                     "cpus": d.cpus,
                     "exit_code": s.exit.as_ref().map(|e| e.code),
+                    "exit_signal": s.exit.as_ref().and_then(|e| e.signal_name.clone()),
+                    "exit_reason": s.exit.as_ref().map(|e| e.reason.as_str()),
                 })
             })
             .collect();
@@ -365,7 +367,7 @@ fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
             vec![
                 s.name.clone(),
                 match &s.exit {
-                    Some(e) => format!("exited ({})", e.code),
+                    Some(e) => format!("exited ({})", e.summary()),
                     None => s.status.as_str().to_string(),
                 },
                 d.accelerator.clone(),

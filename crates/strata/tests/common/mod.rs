@@ -118,6 +118,16 @@ pub fn host_traces(root: &Path, id: &str) -> Vec<String> {
     for e in trash_entries() {
         found.push(format!("trash: {}", e.display()));
     }
+    // The remover may still be exiting once its directory is gone.
+    let trash_prefix = format!("rm\0-rf\0--\0{}", trash.display());
+    let removers = || {
+        std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|p| {
+            std::fs::read_to_string(p.path().join("cmdline")).is_ok_and(|c| c.starts_with(&trash_prefix) && c.contains(id))
+        })
+    };
+    while removers() && std::time::Instant::now() < deadline + std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for l in mounts.lines() {
         if l.contains(id) || l.contains(&root.display().to_string()) {
