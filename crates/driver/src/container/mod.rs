@@ -196,9 +196,21 @@ impl ContainerDriver {
         if init_alive {
             // The facts, not what the record says was asked: until it is started, the
             // container's init is still the runtime's, waiting to exec the program.
-            let waiting = r.init_pid.is_some_and(|p| {
-                std::fs::read(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with(RUNTIME_INIT_COMM))
-            }) || (r.started_at.is_none() && r.runtime != "runc");
+            // A start just asked for is taken at its word for a moment (runc's init executes
+            // the program right after `start` returns); one that never reached the runtime (its
+            // caller died) shows as what it is.
+            let start_pending = r.started_at.as_deref().is_some_and(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .is_ok_and(|t| chrono::Utc::now().signed_duration_since(t) < chrono::Duration::seconds(5))
+            });
+            let waiting = if r.runtime == "runc" {
+                !start_pending
+                    && r.init_pid.is_some_and(|p| {
+                        std::fs::read(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with(RUNTIME_INIT_COMM))
+                    })
+            } else {
+                r.started_at.is_none()
+            };
             return match (waiting, r.paused) {
                 (true, _) => Status::Created,
                 (false, true) => Status::Paused,
