@@ -8,7 +8,7 @@
 //! clusterrole-aggregation-controller): a ClusterRole with an `aggregationRule` gets the union
 //! of the rules of every ClusterRole its selectors match.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -310,9 +310,13 @@ struct Snapshot {
     revision: u64,
     /// Every object under the RBAC prefix by store key, with its mod revision.
     objects: BTreeMap<String, (Value, u64)>,
+    /// The parsed rules of every Role and ClusterRole, by store key (parsed once per change,
+    /// not per request).
+    rules: HashMap<String, Arc<Vec<PolicyRule>>>,
 }
 
 impl Snapshot {
+    #[cfg(test)]
     fn get(&self, plural: &str, ns: Option<&str>, name: &str) -> Option<&Value> {
         let key = match ns {
             Some(ns) => format!("{PREFIX}{plural}/{ns}/{name}"),
@@ -327,12 +331,30 @@ impl Snapshot {
     }
 
     /// The rules a roleRef names, or None when the role does not exist.
-    fn role_ref_rules(&self, role_ref: &Value, ns: &str) -> Option<Vec<PolicyRule>> {
+    fn role_ref_rules(&self, role_ref: &Value, ns: &str) -> Option<Arc<Vec<PolicyRule>>> {
         let name = role_ref["name"].as_str().unwrap_or("");
-        match role_ref["kind"].as_str() {
-            Some("ClusterRole") => self.get("clusterroles", None, name).map(rules_of),
-            Some("Role") if !ns.is_empty() => self.get("roles", Some(ns), name).map(rules_of),
-            _ => None,
+        let key = match role_ref["kind"].as_str() {
+            Some("ClusterRole") => format!("{PREFIX}clusterroles/{name}"),
+            Some("Role") if !ns.is_empty() => format!("{PREFIX}roles/{ns}/{name}"),
+            _ => return None,
+        };
+        self.rules.get(&key).cloned()
+    }
+
+    /// Record `key`'s object (None: deleted), with its parsed rules if it is a role.
+    fn set(&mut self, key: String, value: Option<(Value, u64)>) {
+        let is_role = key.starts_with(&format!("{PREFIX}roles/")) || key.starts_with(&format!("{PREFIX}clusterroles/"));
+        match value {
+            Some((v, rev)) => {
+                if is_role {
+                    self.rules.insert(key.clone(), Arc::new(rules_of(&v)));
+                }
+                self.objects.insert(key, (v, rev));
+            }
+            None => {
+                self.rules.remove(&key);
+                self.objects.remove(&key);
+            }
         }
     }
 
@@ -356,7 +378,7 @@ impl Snapshot {
     }
 
     fn rules_for(&self, user: &User, ns: &str) -> Vec<PolicyRule> {
-        self.bindings_for(user, ns).flat_map(|(b, bns)| self.role_ref_rules(&b["roleRef"], bns).unwrap_or_default()).collect()
+        self.bindings_for(user, ns).flat_map(|(b, bns)| self.role_ref_rules(&b["roleRef"], bns).map(|r| r.to_vec()).unwrap_or_default()).collect()
     }
 
     fn apply(&mut self, kind: EventKind, key: String, value: &[u8], rev: u64) {
@@ -365,12 +387,10 @@ impl Snapshot {
         }
         self.revision = rev;
         match kind {
-            EventKind::Delete => {
-                self.objects.remove(&key);
-            }
+            EventKind::Delete => self.set(key, None),
             EventKind::Put => {
                 if let Ok(v) = serde_json::from_slice::<Value>(value) {
-                    self.objects.insert(key, (v, rev));
+                    self.set(key, Some((v, rev)));
                 }
             }
         }
@@ -434,7 +454,7 @@ impl Index {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let mut next = Snapshot { revision: guard.revision, objects: guard.objects.clone() };
+        let mut next = Snapshot { revision: guard.revision, objects: guard.objects.clone(), rules: guard.rules.clone() };
         f(&mut next);
         *guard = Arc::new(next);
     }
@@ -442,16 +462,16 @@ impl Index {
     /// Replace the state with a full list of the RBAC prefix; returns its revision.
     pub async fn reload(&self, store: &dyn Store) -> Result<u64, strata_store::Error> {
         let page = store.list(PREFIX, None, 0).await?;
-        let mut objects = BTreeMap::new();
+        let rev = page.revision;
+        let mut fresh = Snapshot { revision: rev, ..Default::default() };
         for kv in page.items {
             if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                objects.insert(kv.key, (v, kv.mod_revision));
+                fresh.set(kv.key, Some((v, kv.mod_revision)));
             }
         }
-        let rev = page.revision;
         self.update(|s| {
             if rev >= s.revision {
-                *s = Snapshot { revision: rev, objects };
+                *s = fresh;
             }
         });
         Ok(rev)
@@ -545,7 +565,7 @@ impl Authorizer {
     /// The rules a binding's roleRef grants in `ns` (None: no such role).
     pub async fn role_ref_rules(&self, store: &dyn Store, role_ref: &Value, ns: &str) -> Result<Option<Vec<PolicyRule>>, strata_store::Error> {
         self.index.refresh(store).await?;
-        Ok(self.index.current().role_ref_rules(role_ref, ns))
+        Ok(self.index.current().role_ref_rules(role_ref, ns).map(|r| r.to_vec()))
     }
 }
 
@@ -632,6 +652,23 @@ mod tests {
         let a = Attributes::resource("get", "apps", "deployments", "scale", "", "web");
         assert_eq!(a.forbidden_message("bob"), "deployments.apps \"web\" is forbidden: User \"bob\" cannot get resource \"deployments/scale\" in API group \"apps\" at the cluster scope");
         assert_eq!(Attributes::non_resource("get", "/api").forbidden_message("system:anonymous"), "forbidden: User \"system:anonymous\" cannot get path \"/api\"");
+    }
+
+    #[test]
+    fn the_index_follows_changes() {
+        let mut s = Snapshot::default();
+        let put = |s: &mut Snapshot, key: &str, v: Value, rev: u64| s.apply(EventKind::Put, format!("{PREFIX}{key}"), &serde_json::to_vec(&v).expect("json"), rev);
+        let alice = User::new("alice", &[]);
+        let get_cm = res("get", "", "configmaps", "", "x");
+        put(&mut s, "roles/a/r", json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}), 1);
+        assert!(!s.allows(&alice, &get_cm), "no binding yet");
+        put(&mut s, "rolebindings/a/b", json!({"subjects": [{"kind": "User", "name": "alice"}], "roleRef": {"kind": "Role", "name": "r"}}), 2);
+        assert!(s.allows(&alice, &get_cm));
+        assert!(!s.allows(&alice, &Attributes::resource("get", "", "configmaps", "", "b", "x")), "another namespace");
+        put(&mut s, "roles/a/r", json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}), 3);
+        assert!(!s.allows(&alice, &get_cm), "the role's new rules apply");
+        s.apply(EventKind::Delete, format!("{PREFIX}roles/a/r"), b"", 4);
+        assert!(s.rules_for(&alice, "a").is_empty());
     }
 
     #[test]
