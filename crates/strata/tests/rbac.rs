@@ -357,6 +357,14 @@ fn can_i_and_whoami_with_kubectl(backend: Backend) {
     // ... which alice herself may not ask.
     let (code, _) = s.curl("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", Auth::Token(alice), Some("application/json"), Some(sar.as_bytes()));
     assert_eq!(code, 403);
+    // The review kinds are in discovery (create only).
+    let kinds = ok_as(&s, alice, &["api-resources", "--verbs=create", "-o", "name"], None);
+    for want in ["selfsubjectaccessreviews.authorization.k8s.io", "localsubjectaccessreviews.authorization.k8s.io", "selfsubjectreviews.authentication.k8s.io", "tokenreviews.authentication.k8s.io"] {
+        assert!(kinds.lines().any(|l| l == want), "{want}: {kinds}");
+    }
+    let out = kubectl_as(&s, alice, &["auth", "can-i", "create", "selfsubjectaccessreviews"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("doesn't have a resource type"), "{}", String::from_utf8_lossy(&out.stderr));
     // Impersonation (`--as`): the admin may; alice, who may not impersonate, is refused.
     assert_eq!(s.ok(&["auth", "can-i", "list", "configmaps", "-n", "team", "--as", "alice"]).trim(), "yes");
     let out = s.kubectl(&["auth", "can-i", "delete", "configmaps", "-n", "team", "--as", "alice"]);

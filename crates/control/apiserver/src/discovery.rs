@@ -87,7 +87,7 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
 
 /// `APIResourceList` for one group/version, or `None` if not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&Resource> = resources::RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let rs: Vec<&Resource> = resources::discoverable().filter(|r| r.group == group && r.version == version).collect();
     if rs.is_empty() {
         return None;
     }
@@ -129,8 +129,7 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         .filter(|g| g.is_empty() == core)
         .map(|g| {
             let v = resources::group_version(g).unwrap_or("v1");
-            let rs: Vec<Value> = resources::RESOURCES
-                .iter()
+            let rs: Vec<Value> = resources::discoverable()
                 .filter(|r| r.group == g)
                 .map(|r| {
                     let mut e = json!({

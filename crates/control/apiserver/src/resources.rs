@@ -59,6 +59,9 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
+        if REVIEWS.iter().any(|r| r.group == self.group && r.plural == self.plural) {
+            return &["create"];
+        }
         &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
     }
 }
@@ -106,6 +109,22 @@ pub static RESOURCES: &[Resource] = &[
     res!("strata.dev", "v1", "VirtualMachine", "virtualmachines", "virtualmachine", true, ["vm"], ["all"], ["status", "console"]),
 ];
 
+/// The review kinds (`reviews.rs`): create-only, never stored, routed before this table is
+/// consulted; listed in discovery only.
+pub static REVIEWS: &[Resource] = &[
+    res!("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false, [], [], []),
+    res!("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", true, [], [], []),
+    res!("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false, [], [], []),
+    res!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", false, [], [], []),
+];
+
+/// Every kind discovery lists: the served table and the review kinds.
+pub fn discoverable() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().chain(REVIEWS.iter())
+}
+
 /// Look up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
@@ -114,7 +133,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
 /// Groups in discovery order (core first), each with its versions.
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in discoverable() {
         if !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -124,7 +143,7 @@ pub fn groups() -> Vec<&'static str> {
 
 /// The preferred (only) version of a group.
 pub fn group_version(group: &str) -> Option<&'static str> {
-    RESOURCES.iter().find(|r| r.group == group).map(|r| r.version)
+    discoverable().find(|r| r.group == group).map(|r| r.version)
 }
 
 #[cfg(test)]
