@@ -29,6 +29,23 @@ pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<Flock<File>> {
     Flock::lock(file, arg).map_err(|(_, errno)| Error::nix(path, errno))
 }
 
+/// Take an exclusive `flock` on `path` (created if missing) if nobody holds it; `None` if
+/// someone does.
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<File>>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(Error::nix(path, errno)),
+    }
+}
+
 #[derive(Default, Serialize, Deserialize)]
 struct DbFile {
     version: u32,

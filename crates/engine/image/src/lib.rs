@@ -8,6 +8,7 @@
 //! blobs/sha256/<hex>          verified content (manifests, configs, layers)
 //! ingest/<hex>                resumable partial layer downloads (+ <hex>.lock)
 //! snapshots/<chainid-hex>/fs  one unpacked layer per layer chain, an overlayfs lowerdir
+//! snapshots/.tmp-<chainid-hex>-*  an unpack in progress (or killed: removed on open)
 //! tmp/                        temporary files, renamed into place when complete
 //! locks/                      images.lock, gc.lock, snapshot locks
 //! ```
@@ -48,7 +49,10 @@ pub use reference::{normalize, ImageRef};
 pub use unpack::get_xattr;
 
 use blob::{digest_hex, sha256_digest, BlobStore, TempPath};
-use db::{lock_file, Db};
+use db::{lock_file, try_lock_file, Db};
+
+/// Prefix of a snapshot being unpacked: `snapshots/.tmp-<chain hex>-<unique>`.
+const TMP_SNAPSHOT: &str = ".tmp-";
 
 /// Partial downloads untouched for this long are removed by [`ImageStore::gc`].
 const STALE_INGEST: Duration = Duration::from_secs(3600);
@@ -150,7 +154,36 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
-        Ok(ImageStore { blobs: BlobStore::new(&root), db: Db::new(&root), root, limits: UnpackLimits::default() })
+        let store = ImageStore { blobs: BlobStore::new(&root), db: Db::new(&root), root, limits: UnpackLimits::default() };
+        store.sweep_interrupted_unpacks();
+        Ok(store)
+    }
+
+    /// Remove `snapshots/.tmp-<chain>-*` directories left by unpacks that were killed. An
+    /// unpack holds `locks/snap-<chain>.lock` from before its temporary directory exists until
+    /// it is renamed into place, so one whose lock is free is dead; one whose lock is held is
+    /// running in some process and is left alone. Directories named without their chain (by
+    /// older versions) go only when no pull, import or unpack runs at all (`gc.lock` free).
+    fn sweep_interrupted_unpacks(&self) {
+        let snaps = self.snapshots_dir();
+        let Ok(rd) = fs::read_dir(&snaps) else { return };
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(TMP_SNAPSHOT) else { continue };
+            let chain = rest.split('-').next().filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let lock = match chain {
+                Some(hex) => self.root.join("locks").join(format!("snap-{hex}.lock")),
+                None => self.root.join("locks/gc.lock"),
+            };
+            match try_lock_file(&lock) {
+                Ok(Some(_held)) => match remove_any(&entry.path()) {
+                    Ok(()) => tracing::info!(dir = %entry.path().display(), "removed the temporary directory of an interrupted unpack"),
+                    Err(e) => tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove the temporary directory of an interrupted unpack"),
+                },
+                Ok(None) => tracing::debug!(dir = %entry.path().display(), "unpack in progress elsewhere; left alone"),
+                Err(e) => tracing::warn!(lock = %lock.display(), error = %e, "cannot check an unpack's lock"),
+            }
+        }
     }
 
     /// The same store, unpacking layers within `limits` instead of the defaults.
@@ -270,8 +303,11 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// Unpack into `snapshots/.tmp-<chain>-<unique>` and rename it to `dir` (`snapshots/<chain>`);
+    /// the caller holds the chain's lock throughout (see `sweep_interrupted_unpacks`).
     fn unpack_snapshot(&self, digest: &str, diff_id: &str, dir: &Path) -> Result<()> {
-        let tmp = TempPath::new(self.snapshots_dir().join(blob::unique_name(".tmp-")));
+        let chain = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = TempPath::new(self.snapshots_dir().join(blob::unique_name(&format!("{TMP_SNAPSHOT}{chain}-"))));
         let fs_dir = tmp.path().join("fs");
         fs::create_dir_all(&fs_dir).map_err(|e| Error::io(&fs_dir, e))?;
         let started = std::time::Instant::now();

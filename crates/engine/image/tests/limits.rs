@@ -3,6 +3,7 @@
 //! directory behind.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use strata_image::{Error, Image, ImageStore, Reserve, UnpackLimits};
@@ -149,4 +150,54 @@ fn layer_ceilings_refuse_bombs() {
     assert!(s.layers(&image).is_err_and(|e| matches!(e, Error::LayerTooLarge { what: "entries", .. })), "busybox has >100 entries");
     let s = s.with_limits(UnpackLimits::default());
     assert!(s.layers(&image).expect("default ceilings")[0].join("bin/busybox").is_file());
+}
+
+/// Temporary snapshot directories of killed unpacks are removed when the store opens; one
+/// whose chain lock is held (an unpack running in another process: here `flock(1)` holds it
+/// the way an unpacker does) is left alone until the lock is free.
+#[test]
+fn opening_sweeps_killed_unpacks_but_not_running_ones() {
+    let work = tempfile::tempdir().expect("work");
+    let root = work.path().join("images");
+    let s = ImageStore::open(&root).expect("open");
+    let chain = "ab".repeat(32);
+    let running = s.root().join(format!("snapshots/.tmp-{chain}-4242-0-1"));
+    let dead = s.root().join(format!("snapshots/.tmp-{}-4243-0-2", "cd".repeat(32)));
+    let legacy = s.root().join("snapshots/.tmp-4244-0-3");
+    for d in [&running, &dead, &legacy] {
+        fs::create_dir_all(d.join("fs/usr/lib")).expect("mkdir");
+        fs::write(d.join("fs/usr/lib/partial"), vec![0u8; 4096]).expect("write");
+    }
+    let lock = s.root().join(format!("locks/snap-{chain}.lock"));
+    // Its own process group: `sleep` inherits the locked descriptor, so both must go.
+    let mut holder = std::process::Command::new("flock").arg(&lock).args(["sleep", "600"]).process_group(0).spawn().expect("flock");
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let group = KillGroup(holder.id() as i32);
+    let held = || !std::process::Command::new("flock").arg("-n").arg(&lock).arg("true").status().expect("flock -n").success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !held() {
+        assert!(std::time::Instant::now() < deadline, "flock took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    ImageStore::open(&root).expect("reopen");
+    assert!(running.join("fs/usr/lib/partial").exists(), "an unpack in progress is left alone");
+    assert!(!dead.exists(), "a dead unpack's directory is removed");
+    assert!(!legacy.exists(), "so is an old-style one while nothing runs");
+
+    drop(group);
+    holder.wait().expect("reap");
+    // The orphaned `sleep` dies (and drops the lock) asynchronously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while held() {
+        assert!(std::time::Instant::now() < deadline, "the lock was released");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ImageStore::open(&root).expect("reopen");
+    assert!(!running.exists(), "removed once its unpacker is gone");
 }
