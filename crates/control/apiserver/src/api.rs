@@ -10,9 +10,8 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use strata_store::{EventKind, Store};
+use strata_store::Store;
 
 use crate::auth::User;
 use crate::rbac::{self, Attributes, Authorizer};
@@ -35,6 +34,17 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub authz: Authorizer,
     pub authn: crate::auth::Authenticator,
+    /// Every watch is served from it.
+    pub cache: Arc<crate::watchcache::WatchCache>,
+    /// Slots for long-running requests (watches); none free is 429.
+    pub long_running: Arc<tokio::sync::Semaphore>,
+}
+
+/// What a request knows of its connection.
+#[derive(Clone, Default)]
+pub struct Conn {
+    /// Closes the connection (a watcher that fell behind is not read from any more).
+    pub close: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What a resource request addresses.
@@ -228,14 +238,16 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> (String, Op
 
 impl Api {
     /// Handle one authenticated request.
-    pub async fn handle(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Response {
-        match self.route(user, method, path, query, headers, body).await {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn handle(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes, conn: &Conn) -> Response {
+        match self.route(user, method, path, query, headers, body, conn).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         }
     }
 
-    async fn route(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    async fn route(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes, conn: &Conn) -> Result<Response, ApiError> {
         let impersonated = self.impersonate(user, headers).await?;
         let user = impersonated.as_ref().unwrap_or(user);
         let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -303,7 +315,7 @@ impl Api {
         match verb {
             "get" => self.get(&info, &q, accept).await,
             "list" => self.list(&info, &q, accept).await,
-            "watch" => self.watch(&info, &q, table::wants_table(accept)).await,
+            "watch" => self.watch(&info, &q, table::wants_table(accept), conn).await,
             "create" if info.subresource.as_deref() == Some("binding") => {
                 let obj = parse_body(headers, &body)?;
                 self.bind(&info, obj, dry_run).await
@@ -572,98 +584,33 @@ impl Api {
         Ok(json_response(StatusCode::OK, &list))
     }
 
-    /// A watch stream; with `as_table`, each event's object is a one-row Table (what
-    /// `kubectl get -w` asks for).
-    async fn watch(&self, info: &RequestInfo, q: &Query, as_table: bool) -> Result<Response, ApiError> {
+    /// A watch stream, served from the watch cache; with `as_table`, each event's object is a
+    /// one-row Table (what `kubectl get -w` asks for).
+    async fn watch(&self, info: &RequestInfo, q: &Query, as_table: bool, conn: &Conn) -> Result<Response, ApiError> {
+        use crate::watchcache::{Start, WatchRequest};
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
-        let prefix = r.list_prefix(info.namespace.as_deref());
-        let bookmarks = truthy(q, "allowWatchBookmarks");
-        let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
-        // Without a resourceVersion (or "0"), a watch starts with the current state as ADDED.
-        let (initial, from) = match q.get("resourceVersion").map(String::as_str) {
-            None | Some("") | Some("0") => {
-                let page = self.store.list(&prefix, None, 0).await?;
-                let mut init = Vec::new();
-                for kv in page.items {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                        if labels.matches(&v) && fields.matches(&v) {
-                            init.push(json!({ "type": "ADDED", "object": with_rv(v, kv.mod_revision) }));
-                        }
-                    }
-                }
-                (init, page.revision)
-            }
-            Some(v) => (Vec::new(), rv::resource_version(v)?),
+        let start = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") => Start::Latest,
+            Some("0") => Start::Any,
+            Some(v) => Start::After(rv::resource_version(v)?),
         };
-        let stream = self.store.watch(&prefix, from).await?;
-        let api_version = r.api_version();
-        let kind = r.kind;
-        let events = stream.filter_map(move |ev| {
-            let labels = labels.clone();
-            let fields = fields.clone();
-            let api_version = api_version.clone();
-            async move {
-                let line = match ev {
-                    Ok(ev) => {
-                        let v: Value = serde_json::from_slice(&ev.kv.value).ok()?;
-                        if !(labels.matches(&v) && fields.matches(&v)) {
-                            return None;
-                        }
-                        let ty = match (ev.kind, ev.prev.is_some()) {
-                            (EventKind::Delete, _) => "DELETED",
-                            (EventKind::Put, true) => "MODIFIED",
-                            (EventKind::Put, false) => "ADDED",
-                        };
-                        json!({ "type": ty, "object": with_rv(v, ev.kv.mod_revision) })
-                    }
-                    Err(e) => {
-                        let err = ApiError::from(e);
-                        let _ = (&api_version, kind);
-                        json!({ "type": "ERROR", "object": err.to_status() })
-                    }
-                };
-                Some(line)
-            }
-        });
-        let initial = futures_util::stream::iter(initial);
-        let mut combined = initial.chain(events).boxed();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(256);
-        let store = self.store.clone();
-        let bookmark_kind = r.kind;
-        let bookmark_api = r.api_version();
-        tokio::spawn(async move {
-            let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            tick.tick().await;
-            loop {
-                let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
-                let line = tokio::select! {
-                    ev = combined.next() => match ev {
-                        Some(v) => v,
-                        None => return,
-                    },
-                    _ = tick.tick(), if bookmarks => {
-                        let rev = store.revision().await.unwrap_or(0);
-                        json!({ "type": "BOOKMARK", "object": { "kind": bookmark_kind, "apiVersion": bookmark_api, "metadata": { "resourceVersion": rev.to_string() } } })
-                    }
-                    _ = tokio::time::sleep_until(sleep_until) => return,
-                };
-                let line = if as_table && line["type"] != "ERROR" && line["type"] != "BOOKMARK" {
-                    let rv = line["object"]["metadata"]["resourceVersion"].clone();
-                    json!({ "type": line["type"], "object": table::table(bookmark_kind, std::slice::from_ref(&line["object"]), json!({ "resourceVersion": rv })) })
-                } else {
-                    line
-                };
-                let mut bytes = line.to_string().into_bytes();
-                bytes.push(b'\n');
-                if tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }));
+        let permit = self.long_running.clone().try_acquire_owned().map_err(|_| ApiError::too_many_requests())?;
+        let req = WatchRequest {
+            prefix: r.list_prefix(info.namespace.as_deref()),
+            start,
+            labels,
+            fields,
+            kind: r.kind,
+            api_version: r.api_version(),
+            as_table,
+            bookmarks: truthy(q, "allowWatchBookmarks"),
+            timeout: q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
+            permit: Some(permit),
+            close_connection: conn.close.clone(),
+        };
+        let body = Body::from_stream(self.cache.watch(req).await?);
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")
@@ -1217,7 +1164,9 @@ fn to_scale(obj: &Value, rev: u64) -> Value {
 /// Delete everything in a terminating namespace, then the namespace itself.
 async fn finalize_namespace(store: Arc<dyn Store>, ns: String) {
     for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-        let Ok(page) = store.list(&r.list_prefix(Some(&ns)), None, 0).await else { continue };
+        let Ok(page) = store.list(&r.list_prefix(Some(&ns)), None, 0).await else {
+            continue;
+        };
         for kv in page.items {
             if let Err(e) = store.delete(&kv.key, 0).await {
                 tracing::warn!(key = %kv.key, error = %e, "namespace cleanup");

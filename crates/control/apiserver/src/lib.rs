@@ -3,7 +3,7 @@
 //!
 //! Read in this order: [`resources`] (the kinds), [`api`] (request handling, with [`rv`] for
 //! resourceVersion and continue semantics), [`server`]
-//! (TLS, authentication), then the helpers: [`object`] (metadata rules), [`validate`],
+//! (TLS, authentication), [`watchcache`] (every watch is served from it), then the helpers: [`object`] (metadata rules), [`validate`],
 //! [`patch`], [`managed`] (managedFields and server-side apply, over [`fieldpath`]),
 //! [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with [`gnostic`],
 //! its protobuf form), [`status`] (errors), [`auth`] (who is calling), [`rbac`] (what they may
@@ -40,5 +40,6 @@ pub mod server;
 pub mod status;
 pub mod table;
 pub mod validate;
+pub mod watchcache;
 
 pub use server::{Server, ServerConfig, ServerError};

@@ -113,6 +113,37 @@ fn supported(kind: &str, field: &str) -> bool {
         || matches!((kind, field), ("Secret", "type") | ("Namespace", "status.phase") | ("Node", "spec.unschedulable"))
 }
 
+/// Every field path a field selector may name, for any kind.
+const SELECTABLE: &[&str] = &[
+    "spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.podIP",
+    "involvedObject.name", "involvedObject.kind", "involvedObject.namespace", "involvedObject.uid", "reason", "type",
+    "spec.unschedulable",
+];
+
+/// What selectors read of an object: its name, namespace and labels and the fields a field
+/// selector may name, copied out of the object (the watch cache keeps this per object instead
+/// of the whole parsed object). Both selectors match it as they match the whole object.
+pub fn attributes(obj: &Value) -> Value {
+    let meta = &obj["metadata"];
+    let mut out = serde_json::json!({ "metadata": { "name": meta["name"], "namespace": meta["namespace"], "labels": meta["labels"] } });
+    for path in SELECTABLE {
+        let mut v = obj;
+        for part in path.split('.') {
+            v = &v[part];
+        }
+        if v.is_null() {
+            continue;
+        }
+        let mut at = &mut out;
+        let parts: Vec<&str> = path.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            at = &mut at[*part];
+        }
+        at[parts[parts.len() - 1]] = v.clone();
+    }
+    out
+}
+
 impl FieldSelector {
     pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
         let mut out = Vec::new();
@@ -185,5 +216,21 @@ mod tests {
         assert!(FieldSelector::parse("spec.nodeName=", "Pod").expect("ok").matches(&json!({"spec": {}})));
         assert!(FieldSelector::parse("spec.foo=1", "Pod").expect_err("unsupported").contains("not supported"));
         assert!(FieldSelector::parse("spec.nodeName=x", "ConfigMap").is_err());
+    }
+
+    #[test]
+    fn attributes_match_as_the_object_does() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "n", "labels": {"app": "web"}, "annotations": {"a": "b"}},
+                         "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": {"phase": "Running"}});
+        let a = attributes(&pod);
+        assert!(a["spec"]["containers"].is_null() && a["metadata"]["annotations"].is_null(), "{a}");
+        for sel in ["spec.nodeName=n1", "spec.nodeName!=n1", "status.phase=Running,metadata.name=p", "metadata.namespace=m", "spec.nodeName="] {
+            let f = FieldSelector::parse(sel, "Pod").expect(sel);
+            assert_eq!(f.matches(&a), f.matches(&pod), "{sel}");
+        }
+        for sel in ["app=web", "app!=web", "!app", "tier"] {
+            let l = LabelSelector::parse(sel).expect(sel);
+            assert_eq!(l.matches(&a), l.matches(&pod), "{sel}");
+        }
     }
 }

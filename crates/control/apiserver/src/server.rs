@@ -1,5 +1,6 @@
 //! The HTTPS listener: TLS (rustls) with optional client certificates, HTTP/1.1 and HTTP/2
-//! (hyper), authentication, the body size limit, then [`Api::handle`].
+//! (hyper), authentication, the body size limit, then [`Api::handle`]. The watch cache starts
+//! with the server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use serde_json::json;
 use strata_store::Store;
 use tokio::net::TcpListener;
 
-use crate::api::{Api, MAX_BODY};
+use crate::api::{Api, Conn, MAX_BODY};
 use crate::auth::{user_from_cert, Authenticator, Tokens, User};
 use crate::rbac::Authorizer;
 use crate::pki::Pki;
@@ -45,7 +46,14 @@ pub struct ServerConfig {
     pub service_account_min_token_seconds: i64,
     /// The audit log, if any.
     pub audit: Option<Arc<crate::audit::Auditor>>,
+    /// Sizes of the watch cache.
+    pub watch_cache: crate::watchcache::Config,
+    /// Most long-running requests (watches) served at once; more are 429.
+    pub max_long_running: usize,
 }
+
+/// kube-apiserver has no fixed cap on watches; this one bounds what watchers can take.
+pub const DEFAULT_MAX_LONG_RUNNING: usize = 5000;
 
 fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
     let data = std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))?;
@@ -183,7 +191,9 @@ impl Server {
         let mut signer = crate::satoken::Signer::load_or_create(&cfg.pki.service_account_key()).map_err(|e| ServerError::Tls(e.to_string()))?;
         signer.min_expiration = cfg.service_account_min_token_seconds;
         let authn = Authenticator { tokens, signer: Some(signer) };
-        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn }), audit: cfg.audit })
+        let cache = crate::watchcache::WatchCache::start(cfg.store.clone(), cfg.watch_cache);
+        let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
+        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn, cache, long_running }), audit: cfg.audit })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -193,7 +203,9 @@ impl Server {
     /// Serve until the process ends.
     pub async fn run(self) {
         loop {
-            let Ok((tcp, peer)) = self.listener.accept().await else { continue };
+            let Ok((tcp, peer)) = self.listener.accept().await else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let tls = self.tls.clone();
             let api = self.api.clone();
@@ -207,15 +219,25 @@ impl Server {
                     }
                 };
                 let cert_user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c.as_ref()));
+                let close = Arc::new(tokio::sync::Notify::new());
+                let conn = Conn { close: Some(close.clone()) };
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let api = api.clone();
                     let cert_user = cert_user.clone();
                     let audit = audit.clone();
-                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, audit, peer, cert_user, req).await) }
+                    let conn = conn.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, audit, peer, cert_user, conn, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
-                    tracing::debug!(%peer, error = %e, "connection ended");
+                tokio::select! {
+                    r = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc) => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                    }
+                    // A watcher on this connection stopped reading: drop the connection (and
+                    // with it whatever is buffered for it); the client reconnects and re-lists.
+                    () = close.notified() => tracing::info!(%peer, "closed the connection of a watcher that fell behind"),
                 }
             });
         }
@@ -257,7 +279,14 @@ async fn read_body(body: Body) -> Option<axum::body::Bytes> {
     (total <= MAX_BODY).then(|| buf.into())
 }
 
-async fn serve_one(api: Arc<Api>, audit: Option<Arc<crate::audit::Auditor>>, peer: SocketAddr, cert_user: Option<User>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn serve_one(
+    api: Arc<Api>,
+    audit: Option<Arc<crate::audit::Auditor>>,
+    peer: SocketAddr,
+    cert_user: Option<User>,
+    conn: Conn,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     // Anonymous requests are let through to non-resource paths only, where RBAC decides
     // (system:public-info-viewer grants /version and the health checks).
@@ -274,7 +303,7 @@ async fn serve_one(api: Arc<Api>, audit: Option<Arc<crate::audit::Auditor>>, pee
     };
     let started = std::time::Instant::now();
     let audited = audit.and_then(|a| a.begin(&user, &parts, peer, &bytes));
-    let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes).await;
+    let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes, &conn).await;
     let resp = match audited {
         Some(pending) => pending.finish(resp).await,
         None => resp,

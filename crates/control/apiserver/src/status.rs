@@ -166,6 +166,13 @@ impl ApiError {
         Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
 
+    /// 429 for a request beyond a concurrency limit, to be retried after a second.
+    pub fn too_many_requests() -> Self {
+        let mut e = Self::new(429, "TooManyRequests", "Too many requests, please try again later.");
+        e.details = Some(json!({ "retryAfterSeconds": 1 }));
+        e
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }
@@ -190,7 +197,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (code, [("content-type", "application/json")], self.to_status().to_string()).into_response()
+        let mut resp = (code, [("content-type", "application/json")], self.to_status().to_string()).into_response();
+        // As upstream's ErrorNegotiated: a Status that says when to retry says it in the header too.
+        if let Some(secs) = self.details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64()).filter(|s| *s > 0) {
+            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -52,6 +52,14 @@ pub struct ServerArgs {
     /// Rotated audit logs to keep (0: all).
     #[arg(long, default_value = "0")]
     pub audit_log_maxbackup: usize,
+    /// Most long-running requests (watches) served at once; beyond it a watch is refused with
+    /// 429 and Retry-After.
+    #[arg(long, default_value_t = strata_apiserver::server::DEFAULT_MAX_LONG_RUNNING)]
+    pub max_long_running_requests: usize,
+    /// Events queued for one watcher before it counts as too slow and is disconnected (its
+    /// client re-lists).
+    #[arg(long, default_value_t = strata_apiserver::watchcache::Config::default().queue)]
+    pub watch_queue_length: usize,
     /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
@@ -176,6 +184,8 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    anyhow::ensure!(a.watch_queue_length > 0, "--watch-queue-length must be at least 1");
+    let watch_cache = strata_apiserver::watchcache::Config { queue: a.watch_queue_length, ..Default::default() };
     let server = Server::bind(ServerConfig {
         audit,
         listen: a.listen,
@@ -183,6 +193,8 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
         token_file: a.token_file,
         store,
         service_account_min_token_seconds: a.test_only_service_account_min_token_seconds,
+        watch_cache,
+        max_long_running: a.max_long_running_requests,
     })
     .await?;
     let addr = server.local_addr().unwrap_or(a.listen);

@@ -1,0 +1,824 @@
+//! The watch cache (kube-apiserver's cacher): one store watch over the whole keyspace feeds the
+//! current state of every object and a bounded ring of recent events, and every watch is served
+//! from them.
+//!
+//! - Each object is decoded and serialized once, when its change arrives: an [`Object`] holds
+//!   the JSON served to clients (with its `resourceVersion`) as shared [`Bytes`] and the few
+//!   fields selectors read. Watchers hold `Arc`s to objects and events, never copies.
+//! - A watch with resourceVersion "" or "0" starts with the current state: the `Arc`s of the
+//!   objects under its prefix, streamed as ADDED events (filtered as they go). A watch from `N`
+//!   replays the ring after `N`; before the ring (or compacted away in the store) it is
+//!   `410 Expired`; ahead of the cache it waits up to [`FRESHNESS_WAIT`] for the cache to get
+//!   there, then fails with `504` "Too large resource version" and `Retry-After: 1` (upstream's
+//!   `waitUntilFreshAndBlock`).
+//! - Each watcher has a bounded queue. The feeder never waits for a watcher: one whose queue is
+//!   full is closed (its queue dropped at once, its connection closed) and its client re-lists.
+//! - Event types follow the watcher's selectors, as upstream: an object that starts matching is
+//!   ADDED, one that stops matching DELETED (its last matching state, at the change's revision).
+//! - Bookmarks carry the cache's revision, taken when the watcher has nothing queued, so that
+//!   every event up to it has been delivered.
+//!
+//! **Invariant:** the state, the ring and every watcher queue change together under one lock, in
+//! store revision order; a watcher is registered under that lock, so it sees each change
+//! exactly once (in its initial state or replay, or in its queue).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Value};
+use strata_store::{EventKind, Store};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::object::with_rv;
+use crate::selector::{self, FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::{rv, table};
+
+/// How long a watch waits for the cache to reach the revision it asks for.
+pub const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+/// Keys read per store page when the cache (re)loads.
+const LIST_PAGE: usize = 1000;
+/// Only keys under this prefix are Kubernetes objects.
+const OBJECTS: &str = "/registry/";
+/// How often a watch that asked for bookmarks gets one (upstream: every minute, and 2 s before
+/// the watch's deadline).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// Sizes and limits of the cache.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Most events kept in the ring.
+    pub ring_events: usize,
+    /// Most bytes of objects the ring alone keeps alive.
+    pub ring_bytes: usize,
+    /// Events queued per watcher before it counts as slow and is closed.
+    pub queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ring_events: 4096,
+            ring_bytes: 64 << 20,
+            queue: 256,
+        }
+    }
+}
+
+/// One object as the cache holds it.
+#[derive(Debug)]
+pub struct Object {
+    /// The store revision of its last change.
+    pub rev: u64,
+    /// The object as served: JSON with `metadata.resourceVersion`.
+    pub json: Bytes,
+    /// What selectors read ([`selector::attributes`]).
+    attrs: Value,
+}
+
+impl Object {
+    fn decode(key: &str, value: &[u8], rev: u64) -> Option<Object> {
+        match serde_json::from_slice::<Value>(value) {
+            Ok(v) => {
+                let attrs = selector::attributes(&v);
+                let json = Bytes::from(with_rv(v, rev).to_string());
+                Some(Object { rev, json, attrs })
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "the watch cache skips a stored value that is not JSON");
+                None
+            }
+        }
+    }
+}
+
+/// One change, shared by every watcher it concerns.
+#[derive(Debug)]
+pub struct Event {
+    pub rev: u64,
+    key: String,
+    /// The object after the change (`None`: deleted).
+    cur: Option<Arc<Object>>,
+    /// The object before it.
+    prev: Option<Arc<Object>>,
+    /// `prev` at this event's revision: the object of a DELETED event, serialized the first
+    /// time a watcher needs it.
+    prev_at_rev: OnceLock<Bytes>,
+}
+
+impl Event {
+    fn size(&self) -> usize {
+        self.cur.as_ref().map_or(0, |o| o.json.len())
+            + self.prev.as_ref().map_or(0, |o| o.json.len())
+    }
+
+    fn deleted_object(&self) -> Bytes {
+        self.prev_at_rev
+            .get_or_init(|| {
+                let prev = self
+                    .prev
+                    .as_ref()
+                    .map(|p| p.json.clone())
+                    .unwrap_or_default();
+                match serde_json::from_slice::<Value>(&prev) {
+                    Ok(v) => Bytes::from(with_rv(v, self.rev).to_string()),
+                    Err(_) => prev,
+                }
+            })
+            .clone()
+    }
+}
+
+/// A registered watcher: the prefix it watches and its queue.
+struct Watcher {
+    prefix: String,
+    queue: Mutex<VecDeque<Arc<Event>>>,
+    notify: Notify,
+    /// Closed: fell behind (`slow`) or ended by a re-list of the cache.
+    closed: AtomicBool,
+    slow: AtomicBool,
+    /// Closes the watcher's connection (a client that stopped reading is not polled any more).
+    close_connection: Option<Arc<Notify>>,
+}
+
+impl Watcher {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Arc<Event>>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue an event; false when the queue was full and the watcher is now closed.
+    fn push(&self, ev: Arc<Event>, cap: usize) -> bool {
+        let mut q = self.queue();
+        if q.len() >= cap {
+            q.clear();
+            q.shrink_to_fit();
+            drop(q);
+            self.slow.store(true, Ordering::SeqCst);
+            self.close();
+            if let Some(c) = &self.close_connection {
+                c.notify_one();
+            }
+            return false;
+        }
+        q.push_back(ev);
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    ready: bool,
+    /// The store revision the cache reflects.
+    revision: u64,
+    /// Watches from revisions at or after this one can be served from the ring.
+    oldest: u64,
+    objects: BTreeMap<String, Arc<Object>>,
+    ring: VecDeque<Arc<Event>>,
+    ring_bytes: usize,
+    watchers: HashMap<u64, Arc<Watcher>>,
+    next_id: u64,
+}
+
+/// Counts for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub revision: u64,
+    pub objects: usize,
+    pub ring: usize,
+    pub watchers: usize,
+}
+
+/// The cache; see the module documentation.
+pub struct WatchCache {
+    store: Arc<dyn Store>,
+    config: Config,
+    state: Mutex<State>,
+    /// The revision reached, for waiters.
+    reached: tokio::sync::watch::Sender<u64>,
+}
+
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// resourceVersion "": the current state (consistent: at least the store's revision now),
+    /// then changes.
+    Latest,
+    /// "0": any recent state, then changes.
+    Any,
+    /// `N`: the changes after revision `N`.
+    After(u64),
+}
+
+/// What one watch asks for.
+pub struct WatchRequest {
+    pub prefix: String,
+    pub start: Start,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub kind: &'static str,
+    pub api_version: String,
+    /// Objects as one-row Tables (`kubectl get -w`).
+    pub as_table: bool,
+    pub bookmarks: bool,
+    pub timeout: Option<Duration>,
+    /// The long-running request slot the watch holds until it ends.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Closes the connection the watch is served on.
+    pub close_connection: Option<Arc<Notify>>,
+}
+
+impl WatchCache {
+    /// A cache over `store`, loading and following it in the background.
+    pub fn start(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        let (reached, _) = tokio::sync::watch::channel(0);
+        let cache = Arc::new(Self {
+            store,
+            config,
+            state: Mutex::new(State::default()),
+            reached,
+        });
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            loop {
+                let Some(cache) = weak.upgrade() else { return };
+                match cache.follow().await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the watch cache lost the store; reloading")
+                    }
+                }
+                cache.terminate_watchers();
+                drop(cache);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        cache
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let st = self.state();
+        Stats {
+            revision: st.revision,
+            objects: st.objects.len(),
+            ring: st.ring.len(),
+            watchers: st.watchers.len(),
+        }
+    }
+
+    /// Count of cached objects under a prefix.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.state()
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    }
+
+    /// Load everything, then apply the store's changes until the store watch fails.
+    async fn follow(&self) -> Result<(), strata_store::Error> {
+        let first = self.store.list("", None, LIST_PAGE).await?;
+        let revision = first.revision;
+        let mut objects = BTreeMap::new();
+        let mut page = first;
+        loop {
+            let last = page.items.last().map(|kv| kv.key.clone());
+            for kv in page.items {
+                if kv.key.starts_with(OBJECTS) {
+                    if let Some(o) = Object::decode(&kv.key, &kv.value, kv.mod_revision) {
+                        objects.insert(kv.key, Arc::new(o));
+                    }
+                }
+            }
+            if !page.more {
+                break;
+            }
+            page = self
+                .store
+                .list_at("", revision, last.as_deref(), LIST_PAGE)
+                .await?;
+        }
+        let mut stream = self.store.watch("", revision).await?;
+        {
+            let mut st = self.state();
+            for w in st.watchers.drain() {
+                w.1.close();
+            }
+            st.objects = objects;
+            st.revision = revision;
+            st.oldest = revision;
+            st.ring.clear();
+            st.ring_bytes = 0;
+            st.ready = true;
+        }
+        self.reached.send_replace(revision);
+        tracing::debug!(revision, "watch cache loaded");
+        while let Some(ev) = stream.next().await {
+            self.apply(ev?);
+        }
+        Err(strata_store::Error::Unavailable(
+            "the store watch ended".into(),
+        ))
+    }
+
+    fn terminate_watchers(&self) {
+        let mut st = self.state();
+        st.ready = false;
+        for (_, w) in st.watchers.drain() {
+            w.close();
+        }
+    }
+
+    /// Apply one store change: state, ring, watcher queues.
+    fn apply(&self, ev: strata_store::Event) {
+        let rev = ev.kv.mod_revision;
+        let key = ev.kv.key;
+        let cur = match ev.kind {
+            EventKind::Put if key.starts_with(OBJECTS) => {
+                match Object::decode(&key, &ev.kv.value, rev) {
+                    Some(o) => Some(Arc::new(o)),
+                    None => return self.advance(rev),
+                }
+            }
+            EventKind::Put => return self.advance(rev),
+            EventKind::Delete if key.starts_with(OBJECTS) => None,
+            EventKind::Delete => return self.advance(rev),
+        };
+        let mut slow = Vec::new();
+        {
+            let mut st = self.state();
+            let prev = match &cur {
+                Some(o) => st.objects.insert(key.clone(), o.clone()),
+                None => st.objects.remove(&key),
+            };
+            if cur.is_none() && prev.is_none() {
+                st.revision = st.revision.max(rev);
+                drop(st);
+                self.reached.send_replace(rev);
+                return;
+            }
+            let event = Arc::new(Event {
+                rev,
+                key,
+                cur,
+                prev,
+                prev_at_rev: OnceLock::new(),
+            });
+            st.ring_bytes += event.size();
+            st.ring.push_back(event.clone());
+            while st.ring.len() > self.config.ring_events
+                || (st.ring_bytes > self.config.ring_bytes && st.ring.len() > 1)
+            {
+                let Some(old) = st.ring.pop_front() else {
+                    break;
+                };
+                st.ring_bytes -= old.size();
+                st.oldest = st.oldest.max(old.rev);
+            }
+            st.revision = st.revision.max(rev);
+            for (id, w) in &st.watchers {
+                if event.key.starts_with(&w.prefix) && !w.push(event.clone(), self.config.queue) {
+                    slow.push(*id);
+                }
+            }
+            for id in &slow {
+                st.watchers.remove(id);
+            }
+        }
+        if !slow.is_empty() {
+            tracing::info!(
+                watchers = slow.len(),
+                revision = rev,
+                "closed watchers that fell behind"
+            );
+        }
+        self.reached.send_replace(rev);
+    }
+
+    /// A change outside the cached objects: only the revision moves.
+    fn advance(&self, rev: u64) {
+        let mut st = self.state();
+        st.revision = st.revision.max(rev);
+        drop(st);
+        self.reached.send_replace(rev);
+    }
+
+    /// Wait until the cache is loaded and at `revision` or later, for at most `wait`; the
+    /// revision it has reached, or `Err(reached)`.
+    async fn wait_for(&self, revision: u64, wait: Duration) -> Result<u64, u64> {
+        let mut rx = self.reached.subscribe();
+        let deadline = Instant::now() + wait;
+        loop {
+            let (ready, reached) = {
+                let st = self.state();
+                (st.ready, st.revision)
+            };
+            if ready && reached >= revision {
+                return Ok(reached);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(reached),
+            }
+        }
+    }
+
+    /// Start a watch: its event stream, as the lines of a watch response.
+    pub async fn watch(
+        self: &Arc<Self>,
+        req: WatchRequest,
+    ) -> Result<impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static, ApiError> {
+        let wanted = match req.start {
+            Start::Latest => self.store.revision().await?,
+            Start::Any => 0,
+            Start::After(n) => n,
+        };
+        let reached = self.wait_for(wanted, FRESHNESS_WAIT).await;
+        match (req.start, reached) {
+            (_, Ok(_)) => {}
+            (Start::After(n), Err(current)) if self.state().ready => {
+                let mut e = rv::too_large(n, current);
+                if let Some(d) = e.details.as_mut() {
+                    d["retryAfterSeconds"] = json!(1);
+                }
+                return Err(e);
+            }
+            (Start::Latest, Err(current)) if self.state().ready => {
+                // Writes outside strata's keys (a shared etcd) move the store's revision
+                // without an event the cache could see; serve what it has.
+                tracing::debug!(
+                    wanted,
+                    current,
+                    "watch served from a cache behind the store's revision"
+                );
+            }
+            (_, Err(_)) => {
+                let mut e = ApiError::unavailable("the watch cache is not ready yet");
+                e.details = Some(json!({ "retryAfterSeconds": 1 }));
+                return Err(e);
+            }
+        }
+        if let Start::After(n) = req.start {
+            // A revision the store itself has forgotten is gone, as for lists, even while the
+            // ring still holds its changes.
+            if n > 0 {
+                if let Err(e @ strata_store::Error::Compacted { .. }) =
+                    self.store.list_at(&req.prefix, n, None, 1).await
+                {
+                    return Err(e.into());
+                }
+            }
+        }
+        let watcher = Arc::new(Watcher {
+            prefix: req.prefix.clone(),
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
+            close_connection: req.close_connection.clone(),
+        });
+        let (id, phase) = {
+            let mut st = self.state();
+            let phase = match req.start {
+                Start::Latest | Start::Any => {
+                    let objects: Vec<Arc<Object>> = st
+                        .objects
+                        .range(req.prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&req.prefix))
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    Phase::Initial(objects.into_iter())
+                }
+                Start::After(n) => {
+                    if n < st.oldest {
+                        return Err(ApiError::expired(format!(
+                            "too old resource version: {n} ({})",
+                            st.oldest
+                        )));
+                    }
+                    let first = st.ring.partition_point(|e| e.rev <= n);
+                    let replay: Vec<Arc<Event>> = st
+                        .ring
+                        .range(first..)
+                        .filter(|e| e.key.starts_with(&req.prefix))
+                        .cloned()
+                        .collect();
+                    Phase::Replay(replay.into_iter())
+                }
+            };
+            let id = st.next_id;
+            st.next_id += 1;
+            st.watchers.insert(id, watcher.clone());
+            (id, phase)
+        };
+        let now = Instant::now();
+        let deadline = req.timeout.map(|t| now + t);
+        let mut body = WatchBody {
+            cache: self.clone(),
+            id,
+            watcher,
+            phase,
+            pending: VecDeque::new(),
+            next_bookmark: None,
+            deadline,
+            bookmarks: req.bookmarks,
+            encoder: Encoder {
+                labels: req.labels,
+                fields: req.fields,
+                kind: req.kind,
+                api_version: req.api_version,
+                as_table: req.as_table,
+            },
+            _permit: req.permit,
+        };
+        body.next_bookmark = body.bookmark_after(now);
+        Ok(futures_util::stream::unfold(body, |mut b| async move {
+            b.next().await.map(|item| (item, b))
+        }))
+    }
+
+    /// The revision a bookmark for `watcher` may carry: the cache's, if nothing is queued for
+    /// the watcher (so that it has received every event up to it).
+    fn bookmark_revision(&self, watcher: &Watcher) -> Option<u64> {
+        let st = self.state();
+        watcher.queue().is_empty().then_some(st.revision)
+    }
+
+    fn forget(&self, id: u64) {
+        self.state().watchers.remove(&id);
+    }
+}
+
+enum Phase {
+    Initial(std::vec::IntoIter<Arc<Object>>),
+    Replay(std::vec::IntoIter<Arc<Event>>),
+    Live,
+}
+
+/// How one watch filters and writes events.
+struct Encoder {
+    labels: LabelSelector,
+    fields: FieldSelector,
+    kind: &'static str,
+    api_version: String,
+    as_table: bool,
+}
+
+impl Encoder {
+    fn matches(&self, obj: &Object) -> bool {
+        self.labels.matches(&obj.attrs) && self.fields.matches(&obj.attrs)
+    }
+
+    /// The lines of one event, as chunks: the object's shared bytes between a head and a tail
+    /// (or, for a Table, one line rendered for this watch).
+    fn emit(&self, ty: &'static str, object: Bytes, out: &mut VecDeque<Bytes>) {
+        if self.as_table {
+            if let Ok(obj) = serde_json::from_slice::<Value>(&object) {
+                let rv = obj["metadata"]["resourceVersion"].clone();
+                let line = json!({ "type": ty, "object": table::table(self.kind, std::slice::from_ref(&obj), json!({ "resourceVersion": rv })) });
+                out.push_back(Bytes::from(format!("{line}\n")));
+            }
+            return;
+        }
+        let head: &'static [u8] = match ty {
+            "ADDED" => br#"{"type":"ADDED","object":"#,
+            "MODIFIED" => br#"{"type":"MODIFIED","object":"#,
+            _ => br#"{"type":"DELETED","object":"#,
+        };
+        out.push_back(Bytes::from_static(head));
+        out.push_back(object);
+        out.push_back(Bytes::from_static(b"}\n"));
+    }
+
+    /// An event as this watch's selectors see it: ADDED when the object starts matching,
+    /// MODIFIED while it matches, DELETED when it stops (or is deleted).
+    fn event(&self, ev: &Event, out: &mut VecDeque<Bytes>) {
+        let now = ev.cur.as_deref().is_some_and(|o| self.matches(o));
+        let before = ev.prev.as_deref().is_some_and(|o| self.matches(o));
+        match (now, before, &ev.cur) {
+            (true, false, Some(o)) => self.emit("ADDED", o.json.clone(), out),
+            (true, true, Some(o)) => self.emit("MODIFIED", o.json.clone(), out),
+            (false, true, _) => self.emit("DELETED", ev.deleted_object(), out),
+            _ => {}
+        }
+    }
+
+    fn bookmark(&self, rev: u64, out: &mut VecDeque<Bytes>) {
+        let line = json!({ "type": "BOOKMARK", "object": { "kind": self.kind, "apiVersion": self.api_version, "metadata": { "resourceVersion": rev.to_string() } } });
+        out.push_back(Bytes::from(format!("{line}\n")));
+    }
+}
+
+/// One watch's response body.
+struct WatchBody {
+    cache: Arc<WatchCache>,
+    id: u64,
+    watcher: Arc<Watcher>,
+    phase: Phase,
+    /// Chunks ready to go out.
+    pending: VecDeque<Bytes>,
+    next_bookmark: Option<Instant>,
+    deadline: Option<Instant>,
+    bookmarks: bool,
+    encoder: Encoder,
+    /// The long-running request slot, given back when the watch ends.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for WatchBody {
+    fn drop(&mut self) {
+        self.cache.forget(self.id);
+    }
+}
+
+impl WatchBody {
+    fn bookmark_after(&self, now: Instant) -> Option<Instant> {
+        if !self.bookmarks {
+            return None;
+        }
+        let mut at = now + BOOKMARK_EVERY;
+        if let Some(d) = self.deadline {
+            let before = d.checked_sub(Duration::from_secs(2)).unwrap_or(d);
+            if before < at {
+                at = before;
+            }
+        }
+        (at > now).then_some(at)
+    }
+
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some(Ok(b));
+            }
+            match &mut self.phase {
+                Phase::Initial(objects) => match objects.next() {
+                    Some(o) => {
+                        if self.encoder.matches(&o) {
+                            self.encoder
+                                .emit("ADDED", o.json.clone(), &mut self.pending);
+                        }
+                    }
+                    None => self.phase = Phase::Live,
+                },
+                Phase::Replay(events) => match events.next() {
+                    Some(e) => self.encoder.event(&e, &mut self.pending),
+                    None => self.phase = Phase::Live,
+                },
+                Phase::Live => {
+                    let next = self.watcher.queue().pop_front();
+                    if let Some(e) = next {
+                        self.encoder.event(&e, &mut self.pending);
+                        continue;
+                    }
+                    if self.watcher.closed.load(Ordering::SeqCst) {
+                        if self.watcher.slow.load(Ordering::SeqCst) {
+                            return Some(Err(std::io::Error::other("the watcher fell behind")));
+                        }
+                        return None;
+                    }
+                    let far = Instant::now() + Duration::from_secs(86400 * 365);
+                    let bookmark_at = self.next_bookmark;
+                    let deadline = self.deadline;
+                    tokio::select! {
+                        () = self.watcher.notify.notified() => {}
+                        () = tokio::time::sleep_until(bookmark_at.unwrap_or(far)), if bookmark_at.is_some() => {
+                            if let Some(rev) = self.cache.bookmark_revision(&self.watcher) {
+                                self.encoder.bookmark(rev, &mut self.pending);
+                                self.next_bookmark = self.bookmark_after(Instant::now());
+                            }
+                        }
+                        () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(rev: u64, cur: Option<Value>, prev: Option<Value>) -> Event {
+        let obj = |v: Value, r: u64| {
+            Arc::new(
+                Object::decode("/registry/core/configmaps/d/a", v.to_string().as_bytes(), r)
+                    .expect("json"),
+            )
+        };
+        Event {
+            rev,
+            key: "/registry/core/configmaps/d/a".into(),
+            cur: cur.map(|v| obj(v, rev)),
+            prev: prev.map(|v| obj(v, rev - 1)),
+            prev_at_rev: OnceLock::new(),
+        }
+    }
+
+    fn encoder(labels: &str) -> Encoder {
+        Encoder {
+            labels: LabelSelector::parse(labels).expect("selector"),
+            fields: FieldSelector::default(),
+            kind: "ConfigMap",
+            api_version: "v1".into(),
+            as_table: false,
+        }
+    }
+
+    fn lines(out: &mut VecDeque<Bytes>) -> Vec<Value> {
+        let all: Vec<u8> = out.drain(..).flat_map(|b| b.to_vec()).collect();
+        all.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("json line"))
+            .collect()
+    }
+
+    #[test]
+    fn event_types_follow_the_selector() {
+        let web = json!({"metadata": {"name": "a", "labels": {"app": "web"}}});
+        let db = json!({"metadata": {"name": "a", "labels": {"app": "db"}}});
+        let e = encoder("app=web");
+        let mut out = VecDeque::new();
+        for event in [
+            ev(5, Some(db.clone()), None),
+            ev(6, Some(web.clone()), Some(db.clone())),
+            ev(7, Some(web.clone()), Some(web.clone())),
+            ev(8, Some(db.clone()), Some(web.clone())),
+            ev(9, None, Some(db.clone())),
+            ev(10, Some(web.clone()), None),
+            ev(11, None, Some(web.clone())),
+        ] {
+            e.event(&event, &mut out);
+        }
+        let got: Vec<(String, String, String)> = lines(&mut out)
+            .iter()
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap_or("").into(),
+                    l["object"]["metadata"]["labels"]["app"]
+                        .as_str()
+                        .unwrap_or("")
+                        .into(),
+                    l["object"]["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .into(),
+                )
+            })
+            .collect();
+        let want = [
+            ("ADDED", "web", "6"),
+            ("MODIFIED", "web", "7"),
+            ("DELETED", "web", "8"),
+            ("ADDED", "web", "10"),
+            ("DELETED", "web", "11"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        );
+        // Without a selector, a put with a previous value is MODIFIED.
+        let e = encoder("");
+        e.event(&ev(5, Some(db.clone()), None), &mut out);
+        e.event(&ev(6, Some(web), Some(db)), &mut out);
+        let types: Vec<Value> = lines(&mut out).iter().map(|l| l["type"].clone()).collect();
+        assert_eq!(types, [json!("ADDED"), json!("MODIFIED")]);
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_watcher_and_frees_it() {
+        let closer = Arc::new(Notify::new());
+        let w = Watcher {
+            prefix: String::new(),
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
+            close_connection: Some(closer),
+        };
+        let e = Arc::new(ev(2, Some(json!({"metadata": {"name": "a"}})), None));
+        for _ in 0..3 {
+            assert!(w.push(e.clone(), 3));
+        }
+        assert!(!w.push(e.clone(), 3), "the fourth overflows");
+        assert!(w.closed.load(Ordering::SeqCst) && w.slow.load(Ordering::SeqCst));
+        assert!(w.queue().is_empty());
+        assert_eq!(Arc::strong_count(&e), 1, "the queue let go of the events");
+    }
+}
