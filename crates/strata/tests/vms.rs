@@ -696,6 +696,12 @@ fn a_vm_whose_supervisor_dies_gets_a_new_one() {
     let body = http_get(port).expect("the published port answers again");
     assert!(body.contains("served by the strata test guest"), "{body}");
 
+    // Killed again, and removed before anyone looks: the tap still goes.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root.path().join("vms").join(&id).join("record.json")).expect("record")).expect("json");
+    let replacement = record["supervisor_pid"].as_i64().expect("supervisor pid");
+    assert_ne!(replacement, supervisor, "a new supervisor was recorded");
+    Command::new("kill").args(["-9", &replacement.to_string()]).status().expect("kill");
     env.ok(&["vm", "rm", "-f", &name]);
     let _ = console.wait();
     assert_eq!(qemu_processes(&name), 0);

@@ -630,18 +630,39 @@ impl VmDriver {
     }
 }
 
-/// Remove a tap, retrying while the kernel still has it attached to a QEMU that is exiting
-/// (`EBUSY`).
+/// Remove a tap. A tap still attached to a QEMU that is dying cannot be opened (`EBUSY`) until
+/// that QEMU is reaped, which takes as long as its parent takes (a QEMU whose supervisor was
+/// killed belongs to the host's init): after a short retry the device is deleted over
+/// rtnetlink instead (`ip link delete`), which works while it is attached.
 fn remove_tap(ifname: &str) -> std::io::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
     loop {
         match tap::remove(ifname) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => break,
             other => return other,
         }
     }
+    tracing::info!(tap = ifname, "the tap is still attached to an exiting QEMU; deleting the link");
+    let out = std::process::Command::new("ip")
+        .args(["link", "delete", "dev", ifname])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tap::exists(ifname) {
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "tap {ifname} is busy and `ip link delete` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// The VM's tap device: `stv` and 12 hex digits of its id (interface names hold 15 bytes).
