@@ -70,7 +70,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return None,
     };
-    (n.is_finite() && n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// What unpacking one layer may use. The defaults: leave 5% of the filesystem free (it scales
