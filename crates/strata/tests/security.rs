@@ -294,3 +294,31 @@ fn store_is_private_to_root() {
     strata_ok(&loose_vm, &["vm", "list"]);
     assert_eq!(mode_of(&loose_vm), 0o700);
 }
+
+/// The sockets that reach a container's input (attach) live outside the root, in
+/// `/run/strata/sock`: even when strata runs with a umask of 0 no other local user may
+/// connect to them (and so type into a container's shell).
+#[test]
+fn attach_sockets_are_private_whatever_the_umask() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "-d", "-i", "--name", "umask-probe", &env.image, "cat"]);
+    // SAFETY: umask is async-signal-safe and touches nothing but the child's own mask.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run strata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let socket = Path::new("/run/strata/sock").join(format!("{}.attach", &id[..32]));
+    assert!(common::eventually(std::time::Duration::from_secs(10), || socket.exists()), "{} exists", socket.display());
+    let probe = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1]); print('CONNECTED')\nexcept OSError as e:\n print('REFUSED', e)";
+    let out = as_nobody(&["python3", "-c", probe, socket.to_str().expect("path")]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("REFUSED") && said.contains("Permission denied"), "nobody reached the attach socket: {said}");
+    env.ok(&["rm", "-f", "umask-probe"]);
+}

@@ -412,7 +412,8 @@ impl ContainerDriver {
     /// running, as `config.launch` says), with the new processes in the record.
     fn launch(&self, record: &mut Record, config: &ShimConfig) -> Result<(), Error> {
         let dir = self.dir(&record.id);
-        std::fs::create_dir_all(network::SOCKET_DIR).map_err(Error::io(format!("creating {}", network::SOCKET_DIR)))?;
+        // Private (0700) whatever the umask: the attach socket takes the container's input.
+        strata_image::private_dir(Path::new(network::SOCKET_DIR))?;
         let shim_path = dir.join("shim.json");
         let json = serde_json::to_vec_pretty(config).map_err(|e| Error::Internal(e.to_string()))?;
         // What was set up so far (address, command, start) is on disk before the supervisor
