@@ -27,6 +27,8 @@ scripts/vm-assets.sh >/dev/null
 
 # The Python Kubernetes client drives the API server in the end-to-end tests.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
+# The reference Prometheus text parser reads /metrics in the end-to-end tests.
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 # The RBAC bootstrap policy is generated from upstream's definitions (k8s.io/kubernetes via the Go
 # module proxy): regenerating it must change nothing.

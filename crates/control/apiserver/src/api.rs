@@ -467,6 +467,7 @@ impl Api {
         let ok = |v: Value| Some(json_response(StatusCode::OK, &v));
         match path {
             "/version" => ok(discovery::version()),
+            "/metrics" => Some((StatusCode::OK, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&self.cache)).into_response()),
             "/healthz" | "/livez" | "/readyz" => {
                 let healthy = self.store.revision().await.is_ok();
                 Some(if healthy { (StatusCode::OK, "ok").into_response() } else { (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable").into_response() })
@@ -610,7 +611,12 @@ impl Api {
             permit: Some(permit),
             close_connection: conn.close.clone(),
         };
-        let body = Body::from_stream(self.cache.watch(req).await?);
+        let stream = self.cache.watch(req).await?;
+        let counted = crate::metrics::watcher(r);
+        let body = Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
+            let _ = &counted;
+            chunk
+        }));
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "application/json")

@@ -23,6 +23,7 @@ pub mod fields;
 pub mod files;
 pub mod gnostic;
 pub mod managed;
+pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod openapi_v2;

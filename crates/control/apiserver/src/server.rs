@@ -191,9 +191,11 @@ impl Server {
         let mut signer = crate::satoken::Signer::load_or_create(&cfg.pki.service_account_key()).map_err(|e| ServerError::Tls(e.to_string()))?;
         signer.min_expiration = cfg.service_account_min_token_seconds;
         let authn = Authenticator { tokens, signer: Some(signer) };
-        let cache = crate::watchcache::WatchCache::start(cfg.store.clone(), cfg.watch_cache);
+        // Every store call the API makes is timed (etcd_request_duration_seconds).
+        let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore(cfg.store.clone()));
+        let cache = crate::watchcache::WatchCache::start(store.clone(), cfg.watch_cache);
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
-        Ok(Self { listener, tls, api: Arc::new(Api { store: cfg.store, authz, authn, cache, long_running }), audit: cfg.audit })
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running }), audit: cfg.audit })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -308,6 +310,7 @@ async fn serve_one(
         Some(pending) => pending.finish(resp).await,
         None => resp,
     };
+    crate::metrics::record_request(&parts.method, &path, parts.uri.query(), &parts.headers, resp.status().as_u16(), started.elapsed());
     tracing::debug!(method = %parts.method, %path, user = %user.name, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::warn!(method = %parts.method, %path, "internal error");
