@@ -24,14 +24,12 @@ use futures_util::StreamExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use strata_testkit::free_port;
 
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use strata_testkit::free_port;
+
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn assets() -> &'static Path {
@@ -349,9 +351,6 @@ fn sha256(p: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn http_get(port: u16) -> std::io::Result<String> {
     use std::io::Read;

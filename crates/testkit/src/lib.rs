@@ -361,9 +361,37 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// A loopback TCP port that is free now, for a server a test is about to start.
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999): a port the kernel
+/// handed out for `bind(0)` is also what it hands to the next outgoing connection, so with
+/// many clients running in parallel tests, a port picked that way is often taken before the
+/// server binds it. Within one test process no port is handed out twice. A server that still
+/// loses the race should be started again on a new port (see `ApiServer::spawn`).
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 32768 - LOW;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mut x = nanos ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut given = GIVEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..SPAN {
+        // xorshift: a different walk through the range for each process and moment.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let port = (LOW + x % SPAN) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}-32767");
 }
 
 impl Registry {

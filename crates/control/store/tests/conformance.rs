@@ -735,10 +735,11 @@ where
 // Backend fixtures
 
 mod fixtures {
-    use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
+
+    use strata_testkit::free_port;
 
     use super::*;
     use strata_store::embedded::Embedded;
@@ -771,9 +772,6 @@ mod fixtures {
         }
     }
 
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
 
     impl EtcdServer {
         pub async fn start() -> EtcdServer {

@@ -100,8 +100,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    strata_testkit::free_port()
 }
 
 /// Every trace a container with this id could leave on the host.

@@ -24,25 +24,38 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     pub fn start() -> EtcdProcess {
         let dir = tempfile::tempdir().expect("etcd dir");
-        let (cp, pp) = (super::free_port(), super::free_port());
-        let client = format!("http://127.0.0.1:{cp}");
-        let peer = format!("http://127.0.0.1:{pp}");
-        let child = Command::new("etcd")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd must be installed (apt-get install etcd-server)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", cp)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        // A port taken between free_port() and etcd's bind makes etcd exit: try new ports.
+        for _ in 0..5 {
+            let (cp, pp) = (super::free_port(), super::free_port());
+            let client = format!("http://127.0.0.1:{cp}");
+            let peer = format!("http://127.0.0.1:{pp}");
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            let mut child = Command::new("etcd")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("default={peer}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd must be installed (apt-get install etcd-server)");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", cp)).is_ok() {
+                    return EtcdProcess { child, endpoint: format!("127.0.0.1:{cp}"), _dir: dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("etcd did not start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        EtcdProcess { child, endpoint: format!("127.0.0.1:{cp}"), _dir: dir }
+        panic!("etcd exited at start five times (ports in use?)");
     }
 }
 
@@ -143,10 +156,26 @@ impl ApiServer {
                 });
             }
         }
+        // The server writes the kubeconfig once it listens: its presence (with the port
+        // answering) says this run is up, not a previous one.
+        let _ = std::fs::remove_file(self.kubeconfig());
+        let log_len = std::fs::metadata(self.dir.path().join("server.log")).map(|m| m.len()).unwrap_or(0);
         let child = cmd.spawn().expect("spawn strata server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                // Another process took the port between free_port() and the server's bind:
+                // start again on a new one (the server rewrites the kubeconfig's URL).
+                let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                let this_run = log.get(log_len as usize..).unwrap_or_default();
+                if this_run.contains("cannot listen") && this_run.contains("in use") {
+                    self.child = None;
+                    self.port = super::free_port();
+                    return self.spawn();
+                }
+                panic!("strata server exited ({status}): {log}");
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.kubeconfig().exists() {
                 return;
             }
