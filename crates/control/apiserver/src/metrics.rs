@@ -287,6 +287,9 @@ impl Store for MeteredStore {
         observe("compact", "", t);
         r
     }
+    async fn stale(&self, key: &str) -> strata_store::Result<bool> {
+        self.0.stale(key).await
+    }
 }
 
 #[cfg(test)]

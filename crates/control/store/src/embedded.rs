@@ -721,6 +721,10 @@ impl Store for Embedded {
     async fn compact(&self, revision: u64) -> Result<()> {
         self.submit(Request::Compact { revision }).await.map(|_| ())
     }
+
+    async fn stale(&self, _key: &str) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 fn tokio_stream_from(rx: tokio::sync::mpsc::Receiver<Result<Event>>) -> WatchStream {

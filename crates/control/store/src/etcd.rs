@@ -454,4 +454,8 @@ impl Store for Etcd {
             Err(e) => Err(map_err(e)),
         }
     }
+
+    async fn stale(&self, _key: &str) -> Result<bool> {
+        Ok(false)
+    }
 }

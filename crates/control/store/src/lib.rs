@@ -137,12 +137,10 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, revision: u64) -> Result<()>;
     /// Whether the value stored under `key` is in an older storage form than the one a write
     /// would produce now (encryption at rest read it with a key other than the first one), so
-    /// that an unchanged object is written again when a client re-writes it. Decorators that
-    /// wrap a store forward this; plain stores have one form.
-    async fn stale(&self, key: &str) -> Result<bool> {
-        let _ = key;
-        Ok(false)
-    }
+    /// that an unchanged object is written again when a client re-writes it. Plain stores have
+    /// one form (false); a decorator must forward it (there is no default, so that a new
+    /// decorator cannot silently break key rotation).
+    async fn stale(&self, key: &str) -> Result<bool>;
 }
 
 /// Compact `store` as kube-apiserver compacts etcd: at every `interval`, forget the history
