@@ -3,10 +3,10 @@
 //! hold 10 GB of zeros (or millions of empty files), so without bounds one pull could fill the
 //! node's disk.
 //!
-//! The reserve is checked before each entry is written, against the size the tar header
-//! declares, so unpacking stops *before* free space falls under the reserve (other writers on
-//! the same filesystem aside); the ceilings are checked against the tar stream's position
-//! and the entry count. The caller removes the partial snapshot on any of these errors.
+//! The reserve is checked before each entry is written, against the size reading the entry
+//! yields (PAX `size` and GNU sparse lengths included), so unpacking stops *before* free space
+//! falls under the reserve (other writers on the same filesystem aside); the ceilings are
+//! checked against the tar stream's position plus that size, and the entry count. The caller removes the partial snapshot on any of these errors.
 
 use std::path::Path;
 use std::str::FromStr;

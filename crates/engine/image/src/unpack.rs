@@ -233,9 +233,11 @@ impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
         let path: PathBuf = e.path().map_err(|err| Error::InvalidLayer { digest: self.digest.to_string(), detail: err.to_string() })?.into_owned();
         let comps = self.components(&path, "path")?;
-        // Before anything of the entry is written: its declared size against the ceilings and
-        // the free-space reserve.
-        let size = e.header().entry_size().map_err(|err| self.invalid(&path, err))?;
+        // Before anything of the entry is written: its size against the ceilings and the
+        // free-space reserve. That is the size reading the entry yields (a PAX `size` record
+        // overrides the header's; a GNU sparse file reads as its full length, holes as zeros,
+        // and is written so), not the header's size field.
+        let size = e.size();
         self.budget.charge(&path, e.raw_file_position().saturating_add(size), size)?;
         let Some((name, parents)) = comps.split_last() else { return Ok(()) };
         let xattrs = pax_xattrs(&mut e);
@@ -454,5 +456,87 @@ impl<R: Read> HashReader<R> {
         io::copy(&mut self, &mut io::sink())?;
         let (digest, count, inner) = self.into_parts();
         Ok((digest, count, inner))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn octal(field: &mut [u8], v: u64) {
+        let s = format!("{v:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(s.as_bytes());
+    }
+
+    /// Unpack the raw tar `bytes` with a 1 MiB ceiling; the error and whether `name` was
+    /// created.
+    fn unpack_capped(bytes: &[u8], name: &str) -> (Result<()>, bool) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let blob = dir.path().join("blob");
+        std::fs::File::create(&blob).and_then(|mut f| f.write_all(bytes)).expect("blob");
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).expect("dest");
+        let limits = UnpackLimits { max_layer_bytes: 1 << 20, ..UnpackLimits::default() };
+        let r = unpack_layer(File::open(&blob).expect("open"), "sha256:layer", "sha256:diff", &dest, dir.path(), limits);
+        (r, dest.join(name).symlink_metadata().is_ok())
+    }
+
+    fn finish(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+        tar
+    }
+
+    /// A GNU sparse entry of 64 MiB that is all hole: nothing of it is in the stream, but
+    /// reading it yields 64 MiB of zeros, which unpacking writes out. Its size is the one the
+    /// ceiling and the reserve are checked against, not the header's stored size (0).
+    #[test]
+    fn sparse_entries_count_at_their_real_size() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("hole").expect("path");
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let gnu = h.as_gnu_mut().expect("gnu");
+        octal(&mut gnu.realsize, 64 << 20);
+        octal(&mut gnu.sparse[0].offset, 64 << 20);
+        octal(&mut gnu.sparse[0].numbytes, 0);
+        h.set_cksum();
+        let (r, created) = unpack_capped(&finish(h.as_bytes().to_vec()), "hole");
+        assert!(matches!(r, Err(Error::LayerTooLarge { what: "uncompressed bytes", .. })), "{r:?}");
+        assert!(!created, "nothing of an entry over the ceiling is written");
+    }
+
+    /// A PAX `size` record overrides the header's size field (0 here): the entry's data is
+    /// 2 MiB, which the ceiling must see before the file is written.
+    #[test]
+    fn pax_size_is_the_size_checked() {
+        let data = vec![7u8; 2 << 20];
+        let record = format!("16 size={}\n", data.len());
+        let mut x = tar::Header::new_ustar();
+        x.set_path("PaxHeaders/big").expect("path");
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(record.len() as u64);
+        x.set_cksum();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("big").expect("path");
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut tar = x.as_bytes().to_vec();
+        tar.extend_from_slice(record.as_bytes());
+        tar.resize(1024, 0);
+        tar.extend_from_slice(h.as_bytes());
+        tar.extend_from_slice(&data);
+        let (r, created) = unpack_capped(&finish(tar), "big");
+        assert!(matches!(r, Err(Error::LayerTooLarge { what: "uncompressed bytes", .. })), "{r:?}");
+        assert!(!created, "nothing of an entry over the ceiling is written");
     }
 }
