@@ -33,6 +33,11 @@ use crate::limits::{Budget, UnpackLimits};
 
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
+/// Most bytes of tar stream between the end of one entry's data and the start of the next's:
+/// its header and any GNU long name/link and PAX records, which the tar reader holds in memory
+/// (Go's archive/tar allows 1 MiB per record).
+const MAX_ENTRY_METADATA: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compression {
     None,
@@ -437,17 +442,55 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// The tar reader's view of the stream: it may read up to `allowed` (the end of the current
+/// entry's data plus [`MAX_ENTRY_METADATA`]), so what it holds in memory between entries (long
+/// names, PAX records) is bounded.
+struct MetadataBound<R> {
+    inner: R,
+    pos: u64,
+    allowed: std::rc::Rc<std::cell::Cell<u64>>,
+    hit: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for MetadataBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = self.allowed.get().saturating_sub(self.pos);
+        if room == 0 && !buf.is_empty() {
+            self.hit.set(true);
+            return Err(io::Error::other("an entry's headers (long names, PAX records) exceed their limit"));
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 fn unpack_tar<'a, R: Read>(reader: R, digest: &'a str, dest: &'a Path, budget: Budget<'a>) -> Result<R> {
     let root = File::open(dest).map_err(|e| Error::io(dest, e))?;
     let mut u = Unpacker { digest, dest, root: OwnedFd::from(root), budget, dir_times: Vec::new() };
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| Error::InvalidLayer { digest: digest.to_string(), detail: e.to_string() })?;
+    let allowed = std::rc::Rc::new(std::cell::Cell::new(MAX_ENTRY_METADATA));
+    let hit = std::rc::Rc::new(std::cell::Cell::new(false));
+    let bounded = MetadataBound { inner: reader, pos: 0, allowed: allowed.clone(), hit: hit.clone() };
+    let mut archive = tar::Archive::new(bounded);
+    let refuse = |e: io::Error| {
+        if hit.get() {
+            Error::LayerTooLarge { digest: digest.to_string(), what: "bytes of headers for one entry", limit: MAX_ENTRY_METADATA }
+        } else {
+            Error::InvalidLayer { digest: digest.to_string(), detail: e.to_string() }
+        }
+    };
+    let entries = archive.entries().map_err(refuse)?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::InvalidLayer { digest: digest.to_string(), detail: e.to_string() })?;
+        let entry = entry.map_err(refuse)?;
+        // The tar reader may read this entry's data (padded to a block), then the next
+        // entry's headers.
+        let end = entry.raw_file_position().saturating_add(entry.size().saturating_add(511) & !511);
+        allowed.set(end.saturating_add(MAX_ENTRY_METADATA));
         u.entry(entry)?;
     }
     u.finish()?;
-    Ok(archive.into_inner())
+    Ok(archive.into_inner().inner)
 }
 
 impl<R: Read> HashReader<R> {
@@ -538,5 +581,67 @@ mod tests {
         let (r, created) = unpack_capped(&finish(tar), "big");
         assert!(matches!(r, Err(Error::LayerTooLarge { what: "uncompressed bytes", .. })), "{r:?}");
         assert!(!created, "nothing of an entry over the ceiling is written");
+    }
+
+    /// A GNU long name (or PAX record set) is read into memory whole before the entry it
+    /// describes is seen: one of 2 MiB (a few KB of gzip could declare gigabytes) is refused
+    /// as it is read, not held.
+    #[test]
+    fn entry_metadata_is_bounded_in_memory() {
+        let name = vec![b'a'; 2 << 20];
+        let mut l = tar::Header::new_gnu();
+        l.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
+        l.set_entry_type(tar::EntryType::GNULongName);
+        l.set_size(name.len() as u64);
+        l.set_mode(0o644);
+        l.set_uid(0);
+        l.set_gid(0);
+        l.set_mtime(0);
+        l.set_cksum();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("short").expect("path");
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut tar = l.as_bytes().to_vec();
+        tar.extend_from_slice(&name);
+        tar.extend_from_slice(h.as_bytes());
+        let dir = tempfile::tempdir().expect("tmp");
+        let blob = dir.path().join("blob");
+        std::fs::File::create(&blob).and_then(|mut f| f.write_all(&finish(tar))).expect("blob");
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).expect("dest");
+        let r = unpack_layer(File::open(&blob).expect("open"), "sha256:layer", "sha256:diff", &dest, dir.path(), UnpackLimits::default());
+        assert!(matches!(r, Err(Error::LayerTooLarge { limit: MAX_ENTRY_METADATA, .. })), "{r:?}");
+
+        // Ordinary long names, and data larger than the headers' limit, still unpack (the
+        // digests given here are wrong, which is checked after the whole stream was read).
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("{}/file", "d".repeat(200));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3 << 20);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, &long, &vec![1u8; 3 << 20][..]).expect("append");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, "after", &b"x"[..]).expect("append");
+        let bytes = b.into_inner().expect("tar");
+        std::fs::File::create(&blob).and_then(|mut f| f.write_all(&bytes)).expect("blob");
+        let dest = dir.path().join("dest2");
+        std::fs::create_dir(&dest).expect("dest");
+        let r = unpack_layer(File::open(&blob).expect("open"), "sha256:layer", "sha256:diff", &dest, dir.path(), UnpackLimits::default());
+        assert!(matches!(r, Err(Error::DigestMismatch { .. })), "{r:?}");
+        assert_eq!(std::fs::metadata(dest.join(&long)).expect("long").len(), 3 << 20);
+        assert!(dest.join("after").exists());
     }
 }
