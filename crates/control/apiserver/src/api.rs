@@ -377,7 +377,7 @@ impl Api {
                 let plural = match role_ref["kind"].as_str() {
                     Some("ClusterRole") => "clusterroles",
                     Some("Role") => "roles",
-                    _ => return Ok(()), // validation refuses it
+                    _ => return Ok(()), // validation (`validate::role_ref`) refuses it
                 };
                 let role_name = role_ref["name"].as_str().unwrap_or("");
                 let group = role_ref["apiGroup"].as_str().unwrap_or(rbac::GROUP);

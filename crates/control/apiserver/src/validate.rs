@@ -85,6 +85,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                 causes.push(too_long("[]", MAX_DATA));
             }
         }
+        "RoleBinding" | "ClusterRoleBinding" => role_ref(r.kind, obj, &mut causes),
         "Namespace" if obj["status"]["phase"].is_null() => obj["status"] = json!({ "phase": "Active" }),
         _ => {}
     }
@@ -210,6 +211,31 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A binding's `roleRef`, as upstream defaults and validates it: the RBAC group (an empty one
+/// defaults to it), a Role or ClusterRole (only a ClusterRole for a ClusterRoleBinding), a
+/// name. The `bind` check authorizes against the group named here, so it must be RBAC's.
+fn role_ref(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
+    if obj["roleRef"]["apiGroup"].as_str().is_none_or(str::is_empty) && obj["roleRef"].is_object() {
+        obj["roleRef"]["apiGroup"] = json!(crate::rbac::GROUP);
+    }
+    let r = &obj["roleRef"];
+    let not_supported = |field: &str, value: &Value, supported: &[&str]| Cause {
+        reason: "FieldValueNotSupported",
+        field: field.into(),
+        message: format!("Unsupported value: {value}: supported values: {}", supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+    };
+    if r["apiGroup"].as_str() != Some(crate::rbac::GROUP) {
+        causes.push(not_supported("roleRef.apiGroup", &r["apiGroup"], &[crate::rbac::GROUP]));
+    }
+    let kinds: &[&str] = if kind == "ClusterRoleBinding" { &["ClusterRole"] } else { &["Role", "ClusterRole"] };
+    if !r["kind"].as_str().is_some_and(|k| kinds.contains(&k)) {
+        causes.push(not_supported("roleRef.kind", &r["kind"], kinds));
+    }
+    if r["name"].as_str().is_none_or(str::is_empty) {
+        causes.push(required("roleRef.name"));
+    }
+}
+
 fn service(obj: &mut Value, causes: &mut Vec<Cause>) {
     let spec = &mut obj["spec"];
     if spec["type"].is_null() {
@@ -313,5 +339,22 @@ mod tests {
         assert_eq!(o["spec"]["ports"][0]["targetPort"], 80);
         let mut bad = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 70000}]}});
         assert!(validate(svc, &mut bad).is_err());
+    }
+
+    #[test]
+    fn role_refs_name_an_rbac_role() {
+        let rb = find("rbac.authorization.k8s.io", "v1", "rolebindings").expect("rb");
+        let crb = find("rbac.authorization.k8s.io", "v1", "clusterrolebindings").expect("crb");
+        let binding = |role_ref: Value| json!({"metadata": {"name": "b", "namespace": "a"}, "roleRef": role_ref, "subjects": [{"kind": "User", "name": "u"}]});
+        // The bind check is made in the roleRef's group: it must be RBAC's.
+        let e = validate(crb, &mut binding(json!({"apiGroup": "example.com", "kind": "ClusterRole", "name": "cluster-admin"}))).expect_err("foreign group");
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("roleRef.apiGroup: Unsupported value: \"example.com\": supported values: \"rbac.authorization.k8s.io\""), "{}", e.message);
+        let e = validate(crb, &mut binding(json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}))).expect_err("Role in a ClusterRoleBinding");
+        assert!(e.message.contains("roleRef.kind: Unsupported value: \"Role\""), "{}", e.message);
+        assert!(validate(rb, &mut binding(json!({"kind": "Role"}))).expect_err("no name").message.contains("roleRef.name: Required value"));
+        let mut ok = binding(json!({"kind": "Role", "name": "r"}));
+        validate(rb, &mut ok).expect("valid");
+        assert_eq!(ok["roleRef"]["apiGroup"], "rbac.authorization.k8s.io", "defaulted");
     }
 }
