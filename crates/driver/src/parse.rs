@@ -12,22 +12,10 @@ pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 /// `64m`, `1g`, `512k`, `1048576`, `64mb`, `1GiB` -> bytes (binary units).
 pub fn parse_memory(s: &str) -> Result<u64, Error> {
     let bad = || Error::InvalidArgument(format!("invalid memory value {s:?}: expected a number with an optional unit b, k, m or g (e.g. 64m)"));
-    let t = s.trim().to_ascii_lowercase();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits_end);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    if !n.is_finite() || n <= 0.0 {
+    let bytes = strata_image::parse_size(s).ok_or_else(bad)?;
+    if bytes == 0 {
         return Err(bad());
     }
-    let bytes = (n * mult as f64) as u64;
     if bytes < MIN_MEMORY {
         return Err(Error::InvalidArgument(format!(
             "invalid memory value {s:?}: the minimum memory limit is 6m"

@@ -269,25 +269,11 @@ pub fn full_authority() -> Vec<PolicyRule> {
 }
 
 /// Does a `metav1.LabelSelector` (matchLabels, matchExpressions) select `labels`? An empty
-/// selector selects everything.
+/// selector selects everything (as an aggregationRule's does upstream; the workload check in
+/// [`crate::validate::selector_matches`] selects nothing with one).
 pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
-    let label = |k: &str| labels.get(k).and_then(Value::as_str);
-    if let Some(m) = sel["matchLabels"].as_object() {
-        if !m.iter().all(|(k, v)| label(k) == v.as_str()) {
-            return false;
-        }
-    }
-    sel["matchExpressions"].as_array().into_iter().flatten().all(|e| {
-        let key = e["key"].as_str().unwrap_or("");
-        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        match e["operator"].as_str().unwrap_or("") {
-            "In" => label(key).is_some_and(|v| values.contains(&v)),
-            "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
-            "Exists" => label(key).is_some(),
-            "DoesNotExist" => label(key).is_none(),
-            _ => false,
-        }
-    })
+    let empty = sel["matchLabels"].as_object().is_none_or(|m| m.is_empty()) && sel["matchExpressions"].as_array().is_none_or(|e| e.is_empty());
+    empty || crate::validate::selector_matches(sel, labels)
 }
 
 fn subject_matches(subject: &Value, user: &User) -> bool {
@@ -678,6 +664,7 @@ mod tests {
         assert!(!selector_matches(&json!({"matchLabels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"}}), &labels));
         assert!(selector_matches(&json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x", "y"]}]}), &labels));
         assert!(!selector_matches(&json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}), &labels));
+        assert!(selector_matches(&json!({}), &labels), "an empty selector selects everything");
         let mut s = Snapshot::default();
         let put = |s: &mut Snapshot, name: &str, v: Value, rev: u64| s.apply(EventKind::Put, format!("{PREFIX}clusterroles/{name}"), &serde_json::to_vec(&v).expect("json"), rev);
         put(&mut s, "view", json!({"metadata": {"name": "view"}, "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"agg": "view"}}]}, "rules": null}), 1);
