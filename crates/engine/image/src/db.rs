@@ -16,15 +16,14 @@ use crate::blob::write_atomic;
 use crate::error::{Error, Result};
 use crate::Image;
 
+/// The lock file at `path`, created if missing.
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| Error::io(path, e))
+}
+
 /// Take a `flock` on `path` (created if missing); released when the guard drops.
 pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<Flock<File>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = open_lock(path)?;
     let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
     Flock::lock(file, arg).map_err(|(_, errno)| Error::nix(path, errno))
 }
@@ -32,13 +31,7 @@ pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<Flock<File>> {
 /// Take an exclusive `flock` on `path` (created if missing) if nobody holds it; `None` if
 /// someone does.
 pub(crate) fn try_lock_file(path: &Path) -> Result<Option<Flock<File>>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = open_lock(path)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
