@@ -5,7 +5,8 @@
 //! `BENCH_OBJECTS` (60) ConfigMaps of `BENCH_OBJECT_KB` (100) KiB, then opens `BENCH_WATCHES`
 //! (2000) watches with resourceVersion "" (each first receives the whole namespace) over HTTP/2
 //! connections of 100 streams, like client-go. It reports the server's RSS idle, with the
-//! watches, and some seconds after they close, and the delivery latency (time from sending a
+//! watches (and its peak, `VmHWM`, reached while the initial states go out), some seconds after
+//! they close, and the delivery latency (time from sending a
 //! create until a watch reads its event) of `BENCH_EVENTS` (20) creates to every watch.
 //! `STRATA_BIN` measures another `strata` binary (e.g. one built from an older commit).
 
@@ -28,12 +29,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// A `/proc/PID/status` figure in MiB: `VmRSS` (resident now) or `VmHWM` (the peak).
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
         .unwrap_or(0.0)
         / 1024.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS")
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -196,6 +202,7 @@ fn main() {
         let setup = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let loaded = rss_mib(pid);
+        let peak = status_mib(pid, "VmHWM");
 
         for n in 0..events {
             let cm = serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": format!("ev-{n}") }, "data": { "n": n.to_string() } });
@@ -214,10 +221,10 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let after = rss_mib(pid);
 
-        println!("\n| watches | idle RSS MiB | RSS with watches MiB | per watch KiB | RSS 10 s after close MiB | setup s | events delivered | delivery p50 / p99 ms |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("\n| watches | idle RSS MiB | RSS with watches MiB | per watch KiB | peak RSS MiB | RSS 10 s after close MiB | setup s | events delivered | delivery p50 / p99 ms |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {watches} | {idle:.1} | {loaded:.1} | {:.0} | {after:.1} | {setup:.1} | {delivered}/{} | {:.1} / {:.1} |",
+            "| {watches} | {idle:.1} | {loaded:.1} | {:.0} | {peak:.1} | {after:.1} | {setup:.1} | {delivered}/{} | {:.1} / {:.1} |",
             (loaded - idle) * 1024.0 / watches as f64,
             watches * events,
             pct(&lat, 0.5),
@@ -225,8 +232,8 @@ fn main() {
         );
         let mark = |ok: bool| if ok { "PASS" } else { "MISS" };
         println!(
-            "targets: RSS with {watches} watches < 300 MiB: {}; back near idle (< idle + 30 MiB): {}; p99 < 50 ms: {}; load now {}",
-            mark(loaded < 300.0),
+            "targets: RSS with {watches} watches (peak included) < 300 MiB: {}; back near idle (< idle + 30 MiB): {}; p99 < 50 ms: {}; load now {}",
+            mark(loaded.max(peak) < 300.0),
             mark(after < idle + 30.0),
             mark(pct(&lat, 0.99) < 50.0),
             load()
