@@ -276,14 +276,16 @@ pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
     empty || crate::validate::selector_matches(sel, labels)
 }
 
-fn subject_matches(subject: &Value, user: &User) -> bool {
+/// Does a binding's `subject` name `user`? A ServiceAccount subject without a namespace is in
+/// the binding's (`binding_ns`, "" for a ClusterRoleBinding: then it names no one), as upstream.
+fn subject_matches(subject: &Value, user: &User, binding_ns: &str) -> bool {
     let name = subject["name"].as_str().unwrap_or("");
     match subject["kind"].as_str().unwrap_or("") {
         "User" => name == user.name,
         "Group" => user.groups.iter().any(|g| g == name),
         "ServiceAccount" => {
-            let ns = subject["namespace"].as_str().unwrap_or("");
-            user.name == format!("system:serviceaccount:{ns}:{name}")
+            let ns = subject["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+            !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{name}")
         }
         _ => false,
     }
@@ -355,7 +357,7 @@ impl Snapshot {
         };
         cluster
             .chain(local)
-            .filter(move |(b, _)| b["subjects"].as_array().is_some_and(|s| s.iter().any(|s| subject_matches(s, user))))
+            .filter(move |(b, bns)| b["subjects"].as_array().is_some_and(|s| s.iter().any(|s| subject_matches(s, user, bns))))
     }
 
     fn allows(&self, user: &User, a: &Attributes) -> bool {
@@ -678,5 +680,21 @@ mod tests {
         // An old event does not undo a newer state.
         put(&mut s, "c", json!({"metadata": {"name": "c"}}), 2);
         assert_eq!(rules_of(s.get("clusterroles", None, "c").expect("c")).len(), 1);
+    }
+
+    #[test]
+    fn service_account_subjects_default_to_the_bindings_namespace() {
+        let mut s = Snapshot::default();
+        let put = |s: &mut Snapshot, key: &str, v: Value, rev: u64| s.apply(EventKind::Put, format!("{PREFIX}{key}"), &serde_json::to_vec(&v).expect("json"), rev);
+        put(&mut s, "roles/a/r", json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}), 1);
+        put(&mut s, "rolebindings/a/b", json!({"subjects": [{"kind": "ServiceAccount", "name": "builder"}], "roleRef": {"kind": "Role", "name": "r"}}), 2);
+        let sa = User::new("system:serviceaccount:a:builder", &["system:serviceaccounts", "system:serviceaccounts:a"]);
+        assert!(s.allows(&sa, &res("get", "", "configmaps", "", "x")), "a namespace-less ServiceAccount subject is the binding's namespace's");
+        let other = User::new("system:serviceaccount:b:builder", &[]);
+        assert!(!s.allows(&other, &res("get", "", "configmaps", "", "x")));
+        // A ClusterRoleBinding has no namespace to default to: such a subject matches no one.
+        put(&mut s, "clusterroles/c", json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}), 3);
+        put(&mut s, "clusterrolebindings/cb", json!({"subjects": [{"kind": "ServiceAccount", "name": "builder"}], "roleRef": {"kind": "ClusterRole", "name": "c"}}), 4);
+        assert!(!s.allows(&User::new("system:serviceaccount::builder", &[]), &res("get", "", "secrets", "", "x")));
     }
 }
