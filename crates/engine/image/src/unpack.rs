@@ -507,6 +507,16 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A GNU header of a 0644 file owned by root, dated 0.
+    fn header() -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
     fn octal(field: &mut [u8], v: u64) {
         let s = format!("{v:0width$o}\0", width = field.len() - 1);
         field.copy_from_slice(s.as_bytes());
@@ -535,14 +545,10 @@ mod tests {
     /// ceiling and the reserve are checked against, not the header's stored size (0).
     #[test]
     fn sparse_entries_count_at_their_real_size() {
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_path("hole").expect("path");
         h.set_entry_type(tar::EntryType::GNUSparse);
         h.set_size(0);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
         let gnu = h.as_gnu_mut().expect("gnu");
         octal(&mut gnu.realsize, 64 << 20);
         octal(&mut gnu.sparse[0].offset, 64 << 20);
@@ -564,14 +570,10 @@ mod tests {
         x.set_entry_type(tar::EntryType::XHeader);
         x.set_size(record.len() as u64);
         x.set_cksum();
-        let mut h = tar::Header::new_ustar();
+        let mut h = header();
         h.set_path("big").expect("path");
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(0);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
         h.set_cksum();
         let mut tar = x.as_bytes().to_vec();
         tar.extend_from_slice(record.as_bytes());
@@ -589,22 +591,14 @@ mod tests {
     #[test]
     fn entry_metadata_is_bounded_in_memory() {
         let name = vec![b'a'; 2 << 20];
-        let mut l = tar::Header::new_gnu();
+        let mut l = header();
         l.as_gnu_mut().expect("gnu").name[..13].copy_from_slice(b"././@LongLink");
         l.set_entry_type(tar::EntryType::GNULongName);
         l.set_size(name.len() as u64);
-        l.set_mode(0o644);
-        l.set_uid(0);
-        l.set_gid(0);
-        l.set_mtime(0);
         l.set_cksum();
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_path("short").expect("path");
         h.set_size(0);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
         h.set_cksum();
         let mut tar = l.as_bytes().to_vec();
         tar.extend_from_slice(&name);
@@ -621,19 +615,11 @@ mod tests {
         // digests given here are wrong, which is checked after the whole stream was read).
         let mut b = tar::Builder::new(Vec::new());
         let long = format!("{}/file", "d".repeat(200));
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_size(3 << 20);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
         b.append_data(&mut h, &long, &vec![1u8; 3 << 20][..]).expect("append");
-        let mut h = tar::Header::new_gnu();
+        let mut h = header();
         h.set_size(1);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
         b.append_data(&mut h, "after", &b"x"[..]).expect("append");
         let bytes = b.into_inner().expect("tar");
         std::fs::File::create(&blob).and_then(|mut f| f.write_all(&bytes)).expect("blob");
