@@ -1169,19 +1169,42 @@ fn to_scale(obj: &Value, rev: u64) -> Value {
 
 /// Delete everything in a terminating namespace, then the namespace itself.
 async fn finalize_namespace(store: Arc<dyn Store>, ns: String) {
-    for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-        let Ok(page) = store.list(&r.list_prefix(Some(&ns)), None, 0).await else {
-            continue;
-        };
-        for kv in page.items {
-            if let Err(e) = store.delete(&kv.key, 0).await {
-                tracing::warn!(key = %kv.key, error = %e, "namespace cleanup");
+    // A store error (etcd busy or briefly away) must not leave the namespace Terminating for
+    // good: the pass is repeated, with a growing pause, until it gets through.
+    let mut pause = Duration::from_millis(100);
+    for _ in 0..20 {
+        let mut failed = false;
+        for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+            let page = match store.list(&r.list_prefix(Some(&ns)), None, 0).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, resource = r.plural, error = %e, "namespace cleanup: list");
+                    failed = true;
+                    continue;
+                }
+            };
+            for kv in page.items {
+                match store.delete(&kv.key, 0).await {
+                    Ok(_) | Err(strata_store::Error::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %kv.key, error = %e, "namespace cleanup");
+                        failed = true;
+                    }
+                }
             }
         }
+        if !failed {
+            if let Some(nsr) = resources::find("", "v1", "namespaces") {
+                match store.delete(&nsr.key(None, &ns), 0).await {
+                    Ok(_) | Err(strata_store::Error::NotFound(_)) => return,
+                    Err(e) => tracing::warn!(namespace = %ns, error = %e, "namespace cleanup: the namespace"),
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
-    if let Some(nsr) = resources::find("", "v1", "namespaces") {
-        let _ = store.delete(&nsr.key(None, &ns), 0).await;
-    }
+    tracing::error!(namespace = %ns, "namespace cleanup gave up; the namespace stays Terminating");
 }
 
 /// Add a `Warning` header (RFC 7234 code 299, as Kubernetes sends) per message.
