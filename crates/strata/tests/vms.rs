@@ -574,7 +574,8 @@ fn kill_9_of_vm_create_leaves_nothing_half_done() {
         rng ^= rng << 17;
         rng % n
     };
-    let iterations = 20;
+    // Issue 13 asks for at least 50 kill -9 iterations.
+    let iterations = 50;
     let a = assets();
     let (kernel, initrd, disk) = (a.join("vmlinuz").display().to_string(), a.join("initrd.gz").display().to_string(), base.display().to_string());
     for i in 0..iterations {
