@@ -2,6 +2,4 @@
 //! object or a typed error, never a panic or a hang.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = strata_apiserver::protobuf::decode(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| strata_apiserver::fuzzing::protobuf_decode(data));

@@ -2,18 +2,4 @@
 //! matching what parses against an object.
 #![no_main]
 
-use strata_apiserver::selector::{FieldSelector, LabelSelector};
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
-    let obj = serde_json::json!({"metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web", "tier": "front", "v": "1"}},
-        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-    if let Ok(l) = LabelSelector::parse(s) {
-        let _ = l.matches(&obj);
-    }
-    for kind in ["Pod", "Secret", "Event", "Namespace"] {
-        if let Ok(f) = FieldSelector::parse(s, kind) {
-            let _ = f.matches(&obj);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| strata_apiserver::fuzzing::selectors(data));

@@ -21,6 +21,7 @@ pub mod encryption;
 pub mod fieldpath;
 pub mod fields;
 pub mod files;
+pub mod fuzzing;
 pub mod gnostic;
 pub mod managed;
 pub mod metrics;
