@@ -498,6 +498,16 @@ fn audit_log_records_a_create_at_the_policys_level() {
     assert!(ns.get("requestObject").is_none() && ns.get("responseObject").is_none());
     // Discovery is at level None.
     assert!(!events.iter().any(|e| e["requestURI"] == "/api" || e["requestURI"] == "/version"));
+    // An impersonated request (here refused: jane may not create) is logged as its real
+    // requester, with whom it acted as.
+    let out = s.kubectl(&["create", "configmap", "as-someone", "--as", "jane", "--as-group", "devs"]);
+    assert!(!out.status.success(), "jane has no grants");
+    let events = audit_events(&log);
+    let imp = find_event(&events, "create", "configmaps", "as-someone", "ResponseComplete").unwrap_or_else(|| panic!("no impersonated create in {events:#?}"));
+    assert_eq!(imp["responseStatus"]["code"], 403, "{imp}");
+    assert_eq!(imp["user"]["username"], "admin", "{imp}");
+    assert_eq!(imp["impersonatedUser"]["username"], "jane", "{imp}");
+    assert!(imp["impersonatedUser"]["groups"].as_array().is_some_and(|g| g.contains(&serde_json::json!("devs"))), "{imp}");
     assert_eq!(mode(&log), 0o600);
 }
 

@@ -405,6 +405,9 @@ impl Auditor {
             "sourceIPs": [peer.ip().to_string()],
             "requestReceivedTimestamp": timestamp(),
         });
+        if let Some(imp) = impersonated_user(&parts.headers) {
+            event["impersonatedUser"] = imp;
+        }
         if let Some(ua) = parts.headers.get("user-agent").and_then(|v| v.to_str().ok()) {
             event["userAgent"] = json!(ua);
         }
@@ -437,6 +440,23 @@ impl Auditor {
 
 fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Whom a request asks to act as (the `Impersonate-*` headers), as the event's
+/// `impersonatedUser`; `user` stays the authenticated requester. Whether the impersonation was
+/// allowed shows in the response status.
+fn impersonated_user(headers: &axum::http::HeaderMap) -> Option<Value> {
+    let values = |name: &str| -> Vec<String> { headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect() };
+    let name = headers.get("impersonate-user").and_then(|v| v.to_str().ok())?;
+    let mut v = json!({ "username": name });
+    let groups = values("impersonate-group");
+    if !groups.is_empty() {
+        v["groups"] = json!(groups);
+    }
+    if let Some(uid) = headers.get("impersonate-uid").and_then(|v| v.to_str().ok()) {
+        v["uid"] = json!(uid);
+    }
+    Some(v)
 }
 
 fn user_info(u: &User) -> Value {
