@@ -401,7 +401,7 @@ impl Auditor {
             "auditID": crate::object::uuid(),
             "requestURI": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or(path),
             "verb": verb,
-            "user": user_info(user),
+            "user": user.info(),
             "sourceIPs": [peer.ip().to_string()],
             "requestReceivedTimestamp": timestamp(),
         });
@@ -457,17 +457,6 @@ fn impersonated_user(headers: &axum::http::HeaderMap) -> Option<Value> {
         v["uid"] = json!(uid);
     }
     Some(v)
-}
-
-fn user_info(u: &User) -> Value {
-    let mut v = json!({ "username": u.name, "groups": u.groups });
-    if !u.uid.is_empty() {
-        v["uid"] = json!(u.uid);
-    }
-    if !u.extra.is_empty() {
-        v["extra"] = json!(u.extra);
-    }
-    v
 }
 
 /// An audited request in progress.

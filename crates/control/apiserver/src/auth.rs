@@ -21,6 +21,18 @@ pub struct User {
 }
 
 impl User {
+    /// The user as authentication.k8s.io's `UserInfo` (reviews, audit events).
+    pub fn info(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "username": self.name, "groups": self.groups });
+        if !self.uid.is_empty() {
+            v["uid"] = serde_json::json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
+    }
+
     pub fn new(name: &str, groups: &[&str]) -> Self {
         let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         if !groups.iter().any(|g| g == "system:authenticated") {

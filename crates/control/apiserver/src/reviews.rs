@@ -69,17 +69,6 @@ pub fn parse(path: &str) -> Option<(Review, Option<String>)> {
     }
 }
 
-fn user_info(u: &User) -> Value {
-    let mut v = json!({ "username": u.name, "groups": u.groups });
-    if !u.uid.is_empty() {
-        v["uid"] = json!(u.uid);
-    }
-    if !u.extra.is_empty() {
-        v["extra"] = json!(u.extra);
-    }
-    v
-}
-
 fn invalid(kind: &str, field: &str, message: &str) -> ApiError {
     let c = Cause { reason: "FieldValueRequired", field: field.into(), message: message.into() };
     ApiError::invalid_kind("authorization.k8s.io", kind, "", vec![c])
@@ -163,12 +152,12 @@ impl Api {
                     .collect();
                 Ok(respond(body, review, json!({ "resourceRules": resource, "nonResourceRules": non_resource, "incomplete": false })))
             }
-            Review::SelfSubject => Ok(respond(body, review, json!({ "userInfo": user_info(user) }))),
+            Review::SelfSubject => Ok(respond(body, review, json!({ "userInfo": user.info() }))),
             Review::Token => {
                 let token = spec["token"].as_str().unwrap_or("");
                 let wanted: Vec<String> = spec["audiences"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string)).collect();
                 let status = match self.authn.review(self.store.as_ref(), token, &wanted).await {
-                    Ok((who, audiences)) => json!({ "authenticated": true, "user": user_info(&who), "audiences": audiences }),
+                    Ok((who, audiences)) => json!({ "authenticated": true, "user": who.info(), "audiences": audiences }),
                     Err(e) => json!({ "authenticated": false, "user": {}, "error": e }),
                 };
                 Ok(respond(body, review, status))
