@@ -14,7 +14,9 @@
 //! Results print as a table; targets from the issue are marked PASS/MISS (the run itself never
 //! fails on a target).
 
-use std::path::Path;
+#[path = "../tests/common/tls.rs"]
+mod tls;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use futures_util::StreamExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tls::admin_tls;
 use strata_testkit::free_port;
 
 fn env_usize(k: &str, d: usize) -> usize {
@@ -120,24 +123,6 @@ impl Drop for Server {
     }
 }
 
-fn tls(pki: &Path) -> tokio_rustls::TlsConnector {
-    let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut read("ca.crt").as_slice()) {
-        roots.add(c.expect("ca")).expect("add ca");
-    }
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read("admin.crt").as_slice()).map(|c| c.expect("cert")).collect();
-    let key = rustls_pemfile::private_key(&mut read("admin.key").as_slice()).expect("key").expect("key present");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client auth");
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
 async fn connect(port: u16, connector: &tokio_rustls::TlsConnector) -> SendRequest<Body> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
@@ -193,7 +178,7 @@ async fn run_backend(backend: &str, store: &str, clients: usize, pods: usize) ->
     let server = Server::start(store);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kib(server.child.id()) as f64 / 1024.0;
-    let connector = tls(&server.dir.path().join("pki"));
+    let connector = admin_tls(&server.dir.path().join("pki"));
     let mut conns = Vec::new();
     for _ in 0..clients {
         conns.push(connect(server.port, &connector).await);

@@ -10,7 +10,9 @@
 //! create until a watch reads its event) of `BENCH_EVENTS` (20) creates to every watch.
 //! `STRATA_BIN` measures another `strata` binary (e.g. one built from an older commit).
 
-use std::path::Path;
+#[path = "../tests/common/tls.rs"]
+mod tls;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use futures_util::StreamExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tls::admin_tls;
 
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -87,24 +90,6 @@ impl Drop for Server {
     }
 }
 
-fn tls(pki: &Path) -> tokio_rustls::TlsConnector {
-    let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut read("ca.crt").as_slice()) {
-        roots.add(c.expect("ca")).expect("add ca");
-    }
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read("admin.crt").as_slice()).map(|c| c.expect("cert")).collect();
-    let key = rustls_pemfile::private_key(&mut read("admin.key").as_slice()).expect("key").expect("key present");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client auth");
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
 async fn connect(port: u16, connector: &tokio_rustls::TlsConnector) -> SendRequest<Body> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
@@ -170,7 +155,7 @@ fn main() {
     rt.block_on(async {
         let server = Server::start(&bin, watches);
         let pid = server.child.id();
-        let connector = tls(&server.dir.path().join("pki"));
+        let connector = admin_tls(&server.dir.path().join("pki"));
         let mut c = connect(server.port, &connector).await;
         let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#;
         assert_eq!(send(&mut c, "POST", "/api/v1/namespaces", Some(ns.into())).await.status().as_u16(), 201);

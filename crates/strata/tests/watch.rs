@@ -13,8 +13,6 @@ on_both_backends!(
     bookmarks_carry_the_cache_revision,
 );
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -24,6 +22,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use common::server::{ApiServer, Backend};
+use common::tls::admin_tls;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -45,30 +44,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn tls(pki: &Path) -> tokio_rustls::TlsConnector {
-    let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut read("ca.crt").as_slice()) {
-        roots.add(c.expect("ca")).expect("add ca");
-    }
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read("admin.crt").as_slice())
-        .map(|c| c.expect("cert"))
-        .collect();
-    let key = rustls_pemfile::private_key(&mut read("admin.key").as_slice())
-        .expect("key")
-        .expect("key present");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .expect("client auth");
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-}
-
 /// An HTTP/2 connection as the admin; `window` limits what the server may send on one stream
 /// before the client reads it.
 async fn connect(
@@ -80,7 +55,7 @@ async fn connect(
         .expect("connect");
     tcp.set_nodelay(true).expect("nodelay");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let stream = tls(&s.data_dir().join("pki"))
+    let stream = admin_tls(&s.data_dir().join("pki"))
         .connect(name, tcp)
         .await
         .expect("tls");

@@ -164,3 +164,4 @@ fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
 }
 
 pub mod server;
+pub mod tls;
