@@ -191,24 +191,7 @@ fn run(config: &Config) -> Result<(), String> {
             return Err(msg);
         }
     };
-    let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
-        .map_err(|e| format!("opening {}: {e}", config.console_log.display()))?;
-    if !config.state_file.as_os_str().is_empty() {
-        strata_oci::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
-    }
-    {
-        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
-        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-        let _ = writeln!(ready, "ok {qemu_pid} {}", std::process::id());
-    }
-    strata_oci::network::serve_ports(listeners);
-    if let Err(e) = relay(serial, &listener, writer) {
-        strata_oci::note!("strata vm supervisor: console: {e}");
-    }
-    drop(listener);
-    let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    serve_console(config, serial, qemu_pid, listeners)?;
     let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
     let (code, signal) = match (status.code(), status.signal()) {
@@ -216,17 +199,7 @@ fn run(config: &Config) -> Result<(), String> {
         (None, Some(s)) => (128 + s, Some(s)),
         _ => (255, None),
     };
-    for s in [QMP_SOCKET, SERIAL_SOCKET] {
-        let _ = std::fs::remove_file(s);
-    }
-    let exit = Exit {
-        code,
-        signal,
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        supervisor_lost: false,
-    };
-    let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
-    crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
+    finish(config, code, signal, false)
 }
 
 /// Supervise a QEMU that another (dead) supervisor launched.
@@ -245,6 +218,15 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
         }
     };
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    serve_console(config, serial, qemu_pid, listeners)?;
+    crate::wait_pid_exit(qemu_pid, qemu_start, None);
+    // Not QEMU's parent: its exit status is unknown.
+    finish(config, 255, None, true)
+}
+
+/// From the moment QEMU is ready until its console closes: the console socket, the console
+/// log, the state file and the ready report, published ports, then the relay.
+fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<(), String> {
     let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
@@ -263,16 +245,15 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
     }
     drop(listener);
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
-    crate::wait_pid_exit(qemu_pid, qemu_start, None);
+    Ok(())
+}
+
+/// QEMU has ended: remove its sockets and record the exit.
+fn finish(config: &Config, code: i32, signal: Option<i32>, supervisor_lost: bool) -> Result<(), String> {
     for s in [QMP_SOCKET, SERIAL_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
-    let exit = Exit {
-        code: 255,
-        signal: None,
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        supervisor_lost: true,
-    };
+    let exit = Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), supervisor_lost };
     let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
     crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
 }
