@@ -78,6 +78,8 @@ pub struct ApiServer {
     /// How the server runs; change `env` or `umask` between restarts.
     pub opts: Options,
     _etcd: Option<EtcdProcess>,
+    /// Starts retried because the store was unavailable.
+    store_retries: u32,
 }
 
 /// How [`ApiServer::start_opts`] runs the server, beyond its flags.
@@ -119,7 +121,7 @@ impl ApiServer {
                 Some(e)
             }
         };
-        let mut s = ApiServer { dir, port, child: None, extra, data, opts, _etcd: etcd };
+        let mut s = ApiServer { dir, port, child: None, extra, data, opts, _etcd: etcd, store_retries: 0 };
         s.spawn();
         s
     }
@@ -172,6 +174,14 @@ impl ApiServer {
                 if this_run.contains("cannot listen") && this_run.contains("in use") {
                     self.child = None;
                     self.port = super::free_port();
+                    return self.spawn();
+                }
+                // The test's etcd refused the connection at start (seen once in CI under
+                // load): try again a few times before calling it a failure.
+                if this_run.contains("store unavailable") && self.store_retries < 5 {
+                    self.store_retries += 1;
+                    self.child = None;
+                    std::thread::sleep(Duration::from_millis(500));
                     return self.spawn();
                 }
                 panic!("strata server exited ({status}): {log}");
