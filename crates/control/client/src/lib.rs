@@ -1,0 +1,75 @@
+//! How strata's components reach the API server.
+//!
+//! Everything above the API server (node agent, scheduler, controllers) talks to it the way
+//! kubelet, kube-scheduler and kube-controller-manager do: over HTTPS, with its own client
+//! certificate, through a [`kube::Client`]. This crate builds that client from a kubeconfig file
+//! (`strata agent`, `strata scheduler --kubeconfig`) or from in-memory [`Credentials`] (the
+//! components `strata server` runs in its own process, each with its own identity), so the two
+//! paths are one code path above it.
+
+use std::path::Path;
+
+use base64::Engine as _;
+
+pub use kube;
+pub use k8s_openapi;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading kubeconfig {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig { path: String, source: kube::config::KubeconfigError },
+    #[error("building the API client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// Where the API server is and who we are: the cluster CA, and a client certificate and key,
+/// all PEM.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// `https://HOST:PORT`.
+    pub server: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Credentials {
+    /// The same credentials as a kubeconfig document (what `strata agent` writes to disk, 0600).
+    pub fn to_kubeconfig_yaml(&self, user: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: strata\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: strata\n  context:\n    cluster: strata\n    user: {user}\ncurrent-context: strata\n",
+            self.server,
+            b64(&self.ca_pem),
+            b64(&self.cert_pem),
+            b64(&self.key_pem),
+        )
+    }
+
+    /// A client authenticating with these credentials. `user_agent` names the component
+    /// (it becomes the field manager of its writes, as upstream's components).
+    pub async fn client(&self, user_agent: &str) -> Result<kube::Client, Error> {
+        let yaml = self.to_kubeconfig_yaml("component");
+        from_yaml(&yaml, "<in-memory credentials>", user_agent).await
+    }
+}
+
+/// A client from a kubeconfig file (its current context).
+pub async fn from_kubeconfig(path: &Path, user_agent: &str) -> Result<kube::Client, Error> {
+    let shown = path.display().to_string();
+    let yaml = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
+    from_yaml(&yaml, &shown, user_agent).await
+}
+
+async fn from_yaml(yaml: &str, shown: &str, user_agent: &str) -> Result<kube::Client, Error> {
+    let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|source| Error::Kubeconfig { path: shown.to_string(), source })?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|source| Error::Kubeconfig { path: shown.to_string(), source })?;
+    if let Ok(v) = http::HeaderValue::from_str(&format!("{user_agent}/{}", env!("CARGO_PKG_VERSION"))) {
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    Ok(kube::Client::try_from(config)?)
+}

@@ -1,0 +1,1 @@
+//! The controllers: each a level-triggered reconcile loop fed by watches (ReplicaSet, Deployment, ...), idempotent and safe to kill at any line. Only talks to the API server (through `strata-client`).

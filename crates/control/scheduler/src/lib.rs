@@ -1,0 +1,1 @@
+//! The scheduler: watches unbound pods and nodes, picks a node for each pod through filter and score plugins, and binds it with `pods/binding`. Only talks to the API server (through `strata-client`).

@@ -1,0 +1,1 @@
+//! The node agent (strata's kubelet): registers this machine as a Node, keeps its Lease, runs the pods bound to it through the driver interface only, and reports their status. Talks to the API server only over HTTPS with its own node identity.
