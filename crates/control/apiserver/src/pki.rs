@@ -322,6 +322,16 @@ fn client_cert_for(lifetime: Duration, user: &str, groups: &[&str], ca_cert: &rc
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A fresh client certificate (and key) for a component `strata server` runs in its own
+/// process with its own identity (the node agent as `system:node:NAME` in `system:nodes`, the
+/// scheduler as `system:kube-scheduler`, ...), signed by the cluster CA, kept in memory only.
+/// Returns (cert PEM, key PEM, CA PEM).
+pub fn component_identity(pki: &Pki, user: &str, groups: &[&str], lifetime: Duration) -> Result<(String, String, String), PkiError> {
+    let ca = Ca::load(pki)?;
+    let (cert, key) = client_cert_for(lifetime, user, groups, &ca.cert, &ca.key)?;
+    Ok((cert, key, read(&pki.ca_cert())?))
+}
+
 /// Write the admin kubeconfig for `server_url` (e.g. `https://127.0.0.1:6443`).
 pub fn write_kubeconfig(pki: &Pki, path: &Path, server_url: &str) -> Result<(), PkiError> {
     let read = |p: PathBuf| std::fs::read(&p).map_err(|source| PkiError::Io { path: p, source });
