@@ -89,7 +89,7 @@ impl Registry {
     pub fn save<T: serde::Serialize>(&self, id: &str, record: &T, durable: bool) -> Result<(), Error> {
         let path = self.dir.join(id).join("record.json");
         let json = serde_json::to_vec_pretty(record).map_err(|e| Error::Internal(e.to_string()))?;
-        strata_oci::util::replace_file(&path, &json, durable).map_err(Error::io(format!("writing {}", path.display())))
+        strata_supervise::util::replace_file(&path, &json, durable).map_err(Error::io(format!("writing {}", path.display())))
     }
 
     /// Every readable record (a workload being created or removed meanwhile is skipped).

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use strata_oci::{logs, util};
+use strata_supervise::{logs, util};
 
 use crate::{Error, LogOptions, LogRecord, LogStream};
 

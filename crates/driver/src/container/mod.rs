@@ -23,12 +23,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_image::ImageStore;
-use strata_oci::network::{self, BridgeNetwork, PortForward};
+use strata_oci::network::{self, BridgeNetwork};
+use strata_supervise::ports::PortForward;
 use strata_oci::attach::AttachClient;
 use strata_oci::shim::{self, ShimConfig};
 use strata_oci::spec::{self, Limits, NetNs, SpecInput};
 use strata_oci::runtime::Launch;
-use strata_oci::{cgroups, logs, procs, util, OciRuntime};
+use strata_oci::{cgroups, procs, OciRuntime};
+use strata_supervise::{logs, util};
 
 use crate::registry::{now, random_id, IntentInfo, Op, Registry};
 use crate::{
@@ -255,15 +257,10 @@ impl ContainerDriver {
             let _ = std::fs::remove_file(socket_path(&r.id, what));
         }
         let record = shim::ExitRecord {
-            code: if killed { 128 + libc::SIGKILL } else { 255 },
-            signal: killed.then_some(libc::SIGKILL),
-            oom_killed: false,
-            finished_at: now(),
-            runtime_deleted: false,
             supervisor_lost: true,
+            ..shim::ExitRecord::now(if killed { 128 + libc::SIGKILL } else { 255 }, killed.then_some(libc::SIGKILL))
         };
-        let Ok(json) = serde_json::to_vec(&record) else { return false };
-        match util::replace_file(&exit_file, &json, false) {
+        match strata_supervise::exit::write(&exit_file, None, &record) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(container = %r.id, error = %e, "cannot record the exit of a container whose supervisor is gone");

@@ -26,8 +26,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
-use strata_oci::logs;
-use strata_oci::network::{self, tap, BridgeNetwork, Lease, PortForward};
+use strata_oci::network::{self, tap, BridgeNetwork, Lease};
+use strata_supervise::logs;
+use strata_supervise::ports::PortForward;
 use strata_vm::accel::{self, Accel};
 use strata_vm::qemu::{self, Forward, Machine, NetBackend, Nic};
 use strata_vm::qmp::{Qmp, QmpError};
@@ -133,12 +134,12 @@ impl VmDriver {
         let dir = self.dir(id);
         let record: Option<Record> = self.load(id).ok();
         let state_file = dir.join(SUPERVISOR_STATE);
-        let mut state = strata_oci::util::read_supervisor_state(&state_file);
+        let mut state = strata_supervise::util::read_supervisor_state(&state_file);
         if dir.join("supervisor.json").exists() {
             let deadline = std::time::Instant::now() + Duration::from_secs(2);
             while state.is_none() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
-                state = strata_oci::util::read_supervisor_state(&state_file);
+                state = strata_supervise::util::read_supervisor_state(&state_file);
             }
             // QEMU builds the machine in about a second; the supervisor reports it or fails.
             let deadline = std::time::Instant::now() + READY_TIMEOUT;
@@ -149,7 +150,7 @@ impl VmDriver {
                     break;
                 }
                 wait_pid_exit(p, t, Some(Duration::from_millis(50)));
-                state = strata_oci::util::read_supervisor_state(&state_file);
+                state = strata_supervise::util::read_supervisor_state(&state_file);
             }
         }
         match (record, state) {
@@ -281,7 +282,7 @@ impl VmDriver {
         };
         let written = serde_json::to_vec_pretty(&config)
             .map_err(|e| e.to_string())
-            .and_then(|json| strata_oci::util::replace_file(&path, &json, false).map_err(|e| e.to_string()));
+            .and_then(|json| strata_supervise::util::replace_file(&path, &json, false).map_err(|e| e.to_string()));
         if let Err(e) = written {
             tracing::warn!(vm = %r.id, error = %e, "cannot write the replacement supervisor's config");
             return;
@@ -332,10 +333,8 @@ impl VmDriver {
             return Status::Created;
         }
         // QEMU and its supervisor are both gone and nobody recorded how QEMU ended: say so.
-        let exit = supervisor::Exit { code: 255, signal: None, finished_at: now(), supervisor_lost: true };
-        let recorded = serde_json::to_vec(&exit)
-            .ok()
-            .is_some_and(|json| strata_oci::util::replace_file(&self.dir(&r.id).join("exit.json"), &json, false).is_ok());
+        let exit = supervisor::Exit { supervisor_lost: true, ..supervisor::Exit::now(255, None) };
+        let recorded = strata_supervise::exit::write(&self.dir(&r.id).join("exit.json"), None, &exit).is_ok();
         if recorded {
             Status::Exited
         } else {
@@ -579,7 +578,7 @@ impl VmDriver {
     /// listed and `rm -f` can be retried.
     fn cleanup(&self, id: &str, name: Option<&str>, r: Option<&Record>) -> Result<(), Error> {
         let dir = self.dir(id);
-        let state = strata_oci::util::read_supervisor_state(&dir.join(SUPERVISOR_STATE));
+        let state = strata_supervise::util::read_supervisor_state(&dir.join(SUPERVISOR_STATE));
         let qemu = r.and_then(|r| r.qemu_pid.zip(r.qemu_start)).or_else(|| state.as_ref().and_then(|s| s.child()));
         let supervisor = r
             .and_then(|r| r.supervisor_pid.zip(r.supervisor_start))

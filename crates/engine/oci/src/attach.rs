@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::logs::Stream;
+use strata_supervise::logs::Stream;
 
 // Client to supervisor.
 const INPUT: u8 = 0;

@@ -4,11 +4,10 @@
 //! under [`NETNS_DIR`] so it outlives any process), configured by the CNI reference plugins
 //! from Debian's `containernetworking-plugins`: `loopback`, and `bridge` with `host-local`
 //! IPAM on the `strata0` bridge. Published ports (`-p 8080:80`) are served by the container's
-//! supervisor as a userspace TCP proxy to the container's address, the way Docker's
-//! `docker-proxy` does; it needs no iptables and works for connections from the host itself.
+//! supervisor (`strata_supervise::ports`).
 
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -39,60 +38,6 @@ pub enum NetworkError {
     PluginNotFound(String),
     #[error("CNI plugin {plugin} {command}: {message}")]
     Plugin { plugin: String, command: &'static str, message: String },
-    #[error("cannot publish port {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// One published TCP port: connections to `host` are proxied to `container`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortForward {
-    pub host: SocketAddr,
-    pub container: SocketAddr,
-}
-
-/// Bind every published port now, so that a port in use fails early and cleanly.
-pub fn bind_ports(ports: &[PortForward]) -> Result<Vec<(TcpListener, SocketAddr)>, NetworkError> {
-    ports
-        .iter()
-        .map(|p| {
-            TcpListener::bind(p.host)
-                .map(|l| (l, p.container))
-                .map_err(|source| NetworkError::Bind { addr: p.host, source })
-        })
-        .collect()
-}
-
-/// Serve bound ports on background threads for the life of the process.
-pub fn serve_ports(listeners: Vec<(TcpListener, SocketAddr)>) {
-    for (listener, target) in listeners {
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                std::thread::spawn(move || proxy(conn, target));
-            }
-        });
-    }
-}
-
-fn proxy(client: TcpStream, target: SocketAddr) {
-    let Ok(upstream) = TcpStream::connect(target) else {
-        let _ = client.shutdown(Shutdown::Both);
-        return;
-    };
-    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
-        return;
-    };
-    let (mut c1, mut u1) = (client, upstream);
-    let t = std::thread::spawn(move || {
-        let _ = io::copy(&mut c2, &mut u2);
-        let _ = u2.shutdown(Shutdown::Write);
-    });
-    let _ = io::copy(&mut u1, &mut c1);
-    let _ = c1.shutdown(Shutdown::Write);
-    let _ = t.join();
 }
 
 /// Create a network namespace bind-mounted at `path`.

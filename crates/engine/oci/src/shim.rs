@@ -11,7 +11,6 @@
 //! state on disk.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
@@ -22,14 +21,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::attach::{self, Followers, Tee};
-use crate::logs::{self, LogWriter, Stream};
-use crate::network::{self, PortForward};
 use crate::runtime::{last_error_line, Launch, OciRuntime};
-use crate::util;
+use strata_supervise::logs::{self, LogWriter, Stream};
+use strata_supervise::ports::{self, PortForward};
+use strata_supervise::{daemon, exit, util};
 
 /// The argument that makes the `strata` binary run [`main`].
 pub const SHIM_ARG: &str = "__shim";
-use util::READY_FD;
 
 /// Everything the shim needs, written by the driver next to the bundle.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,23 +77,8 @@ fn write_state(config: &ShimConfig, init_pid: Option<i32>) {
     }
 }
 
-/// How the container's init process ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// Exit code as a shell reports it: the code, or 128 + signal number.
-    pub code: i32,
-    pub signal: Option<i32>,
-    pub oom_killed: bool,
-    /// RFC 3339.
-    pub finished_at: String,
-    /// The runtime already deleted its record and cgroups (foreground launch).
-    #[serde(default)]
-    pub runtime_deleted: bool,
-    /// Not written by the shim: its supervisor died, so the driver stopped the container and
-    /// recorded this instead (the code is 137 if it was killed then, 255 if it was already gone).
-    #[serde(default)]
-    pub supervisor_lost: bool,
-}
+/// How the container's init process ended (one record type for every supervisor).
+pub use strata_supervise::exit::ExitRecord;
 
 /// The created container, as reported by the shim.
 #[derive(Clone, Copy, Debug)]
@@ -127,45 +110,18 @@ pub fn spawn(exe: &Path, config: &Path, shim_log: &Path) -> Result<Started, Shim
 
 /// The supervisor process. Never returns.
 pub fn main(config_path: &Path) -> ! {
-    // SAFETY: fcntl on a descriptor number we own by convention; failure is harmless.
-    unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    // SAFETY: fork before any thread exists in this process.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => fail(&format!("fork: {e}")),
-    }
-    let _ = nix::unistd::setsid();
-    // SAFETY: plain prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-
-    let config: ShimConfig = match std::fs::read(config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(c) => c,
-        Err(e) => fail(&format!("reading {}: {e}", config_path.display())),
-    };
-    write_state(&config, None);
-    let code = match run(&config) {
-        Ok(()) => 0,
-        Err(msg) => fail(&msg),
-    };
-    std::process::exit(code)
+    daemon::main(NAME, config_path, true, |config: ShimConfig| {
+        write_state(&config, None);
+        run(&config)
+    })
 }
 
-/// Report an error on the ready pipe (if still open) and exit.
-fn fail(msg: &str) -> ! {
-    crate::note!("strata shim: {msg}");
-    // SAFETY: READY_FD is ours; if it was already closed this write just fails.
-    let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-    let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
-    std::process::exit(1)
-}
+/// How the shim signs its diagnostics.
+const NAME: &str = "strata shim";
 
 fn run(config: &ShimConfig) -> Result<(), String> {
     // Bind published ports before creating anything so a busy port fails the create.
-    let listeners = network::bind_ports(&config.ports).map_err(|e| e.to_string())?;
+    let listeners = ports::bind_ports(&config.ports).map_err(|e| e.to_string())?;
 
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -246,7 +202,7 @@ fn run(config: &ShimConfig) -> Result<(), String> {
 
     // Space for the exit record is taken now: if the container fills the disk, its exit status
     // is still recorded.
-    let reserve = reserve_exit(&config.exit_file);
+    let reserve = exit::reserve(&config.exit_file);
     let writer = LogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening log {}: {e}", config.log_path.display()))?;
     let writer = Arc::new(Mutex::new(writer));
@@ -273,14 +229,10 @@ fn run(config: &ShimConfig) -> Result<(), String> {
     if let Some(listener) = attach {
         attach::serve(listener, input, master, config.tty, followers.clone());
     }
-    network::serve_ports(listeners);
+    ports::serve_ports(listeners);
 
     write_state(config, Some(init_pid));
-    {
-        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
-        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-        let _ = writeln!(ready, "ok {init_pid} {}", std::process::id());
-    }
+    daemon::ready(init_pid);
 
     // In the foreground launch the runtime is init's parent and reports its exit status as its
     // own (128 + signal for a killed process) after deleting the container.
@@ -302,59 +254,14 @@ fn run(config: &ShimConfig) -> Result<(), String> {
         _ => (255, None),
     };
     let record = ExitRecord {
-        code,
-        signal,
         oom_killed: signal == Some(libc::SIGKILL) && crate::cgroups::oom_killed(&config.cgroups_path),
-        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         runtime_deleted: config.launch == Launch::RunForeground,
-        supervisor_lost: false,
+        ..ExitRecord::now(code, signal)
     };
-    let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    // Not fsync'd: it is read while the host is up; a power loss ends the container anyway.
-    let written = write_exit(&config.exit_file, reserve.as_ref(), &json).map_err(|e| format!("writing exit record: {e}"));
+    let written = exit::write(&config.exit_file, reserve.as_ref(), &record).map_err(|e| format!("writing exit record: {e}"));
     // Attached clients see the end of the output once the exit status can be read.
     followers.close();
     written
-}
-
-/// Room for the exit record: a file of [`EXIT_RESERVE`] bytes next to it, allocated while there
-/// is space. `None` (with a note in the shim's log) if even that fails.
-fn reserve_exit(exit_file: &Path) -> Option<PathBuf> {
-    let path = reserve_path(exit_file);
-    let made = std::fs::File::create(&path).and_then(|mut f| f.write_all(&[b' '; EXIT_RESERVE]));
-    match made {
-        Ok(()) => Some(path),
-        Err(e) => {
-            crate::note!("strata shim: reserving space for the exit record: {e}");
-            let _ = std::fs::remove_file(&path);
-            None
-        }
-    }
-}
-
-/// The bytes kept for the exit record (a record is about 150).
-const EXIT_RESERVE: usize = 4096;
-
-fn reserve_path(exit_file: &Path) -> PathBuf {
-    let name = exit_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    exit_file.with_file_name(format!(".{name}.reserve"))
-}
-
-/// Write the exit record atomically: into the reserved file, overwriting blocks it already has
-/// (which needs no free space) and then renamed into place; without a reservation, through a
-/// new temporary file.
-fn write_exit(exit_file: &Path, reserve: Option<&PathBuf>, json: &[u8]) -> std::io::Result<()> {
-    if let Some(path) = reserve.filter(|_| json.len() <= EXIT_RESERVE) {
-        let written = std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| {
-            f.write_all(json)?;
-            f.set_len(json.len() as u64)
-        });
-        if written.is_ok() && std::fs::rename(path, exit_file).is_ok() {
-            return Ok(());
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    util::replace_file(exit_file, json, false)
 }
 
 /// A second descriptor for the pipe `end`, open for reading and writing (Linux lets a pipe be
@@ -406,6 +313,5 @@ fn reap_until(init: i32) -> Option<nix::sys::wait::WaitStatus> {
 
 /// Read a container's exit record, if it has exited.
 pub fn read_exit(path: &Path) -> Option<ExitRecord> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    exit::read(path)
 }

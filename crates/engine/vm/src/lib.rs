@@ -9,7 +9,8 @@
 //!   records how QEMU exited.
 //!
 //! **Invariant:** this crate knows nothing about the driver interface, names or ids: it takes
-//! paths and plain values, like `strata-oci` for containers.
+//! paths and plain values, like `strata-oci` for containers. The supervisor plumbing it shares
+//! with the container shim (spawn protocol, exit records, logs, port proxy) is `strata-supervise`.
 
 pub mod accel;
 pub mod qemu;
@@ -20,7 +21,7 @@ pub mod supervisor;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-pub use strata_oci::util::{process_alive, process_start_time, wait_pid_exit, write_atomic};
+pub use strata_supervise::util::{process_alive, process_start_time, wait_pid_exit, write_atomic};
 
 /// Connect to a Unix socket, also when its path is longer than `sun_path` (108 bytes): deep
 /// state roots are common, so long paths go through `/proc/self/fd/<dir fd>/<name>`.

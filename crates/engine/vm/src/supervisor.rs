@@ -13,21 +13,21 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use strata_oci::logs::{LogWriter, Stream, MAX_LINE};
+use strata_supervise::logs::{LogWriter, Stream, MAX_LINE};
+use strata_supervise::{daemon, exit, ports};
 
 use crate::qemu::{CONSOLE_SOCKET, QMP_SOCKET, SERIAL_SOCKET};
 use crate::qmp::Qmp;
 
 /// The argument that makes the `strata` binary run [`main`].
 pub const SUPERVISOR_ARG: &str = "__vmlog";
-use strata_oci::util::READY_FD;
 /// A console line without a newline is logged (as a partial record) after this much quiet,
 /// so prompts show up in the log.
 const PARTIAL_FLUSH: Duration = Duration::from_millis(300);
@@ -50,9 +50,9 @@ pub struct Config {
     /// Host ports proxied to the guest's address (bridge networking; user-mode networking
     /// forwards inside QEMU instead).
     #[serde(default)]
-    pub ports: Vec<strata_oci::network::PortForward>,
+    pub ports: Vec<ports::PortForward>,
     /// Where the supervisor records its pid at once and QEMU's once QEMU is ready
-    /// ([`strata_oci::util::SupervisorState`]); empty: not written.
+    /// ([`strata_supervise::util::SupervisorState`]); empty: not written.
     #[serde(default)]
     pub state_file: PathBuf,
     /// Take over a running QEMU whose supervisor died, instead of launching one: reconnect to
@@ -71,19 +71,8 @@ pub struct Adopt {
     pub qemu_start: u64,
 }
 
-/// How QEMU ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exit {
-    /// As a shell reports it: the exit code, or 128 + the signal number.
-    pub code: i32,
-    pub signal: Option<i32>,
-    /// RFC 3339.
-    pub finished_at: String,
-    /// QEMU was supervised by a replacement supervisor, which is not its parent: `code` (255)
-    /// does not tell how it ended.
-    #[serde(default)]
-    pub supervisor_lost: bool,
-}
+/// How QEMU ended (the record every supervisor writes).
+pub use strata_supervise::exit::ExitRecord as Exit;
 
 /// The running VM, as reported by the supervisor.
 #[derive(Clone, Copy, Debug)]
@@ -106,8 +95,8 @@ pub enum SpawnError {
 /// Start the supervisor for `config` (a [`Config`] file); returns when QEMU is ready.
 /// `exe` is the `strata` binary; `log` receives the supervisor's own diagnostics.
 pub fn spawn(exe: &Path, config: &Path, log: &Path) -> Result<Started, SpawnError> {
-    use strata_oci::util::SupervisorReport;
-    match strata_oci::util::spawn_supervisor(exe, SUPERVISOR_ARG, config, log).map_err(SpawnError::Spawn)? {
+    use strata_supervise::util::SupervisorReport;
+    match strata_supervise::util::spawn_supervisor(exe, SUPERVISOR_ARG, config, log).map_err(SpawnError::Spawn)? {
         SupervisorReport::Ready { child_pid, supervisor_pid } => Ok(Started { qemu_pid: child_pid, supervisor_pid }),
         SupervisorReport::Failed(err) => Err(SpawnError::Qemu(err)),
         SupervisorReport::Silent => Err(SpawnError::Silent(log.to_path_buf())),
@@ -116,52 +105,26 @@ pub fn spawn(exe: &Path, config: &Path, log: &Path) -> Result<Started, SpawnErro
 
 /// Read an exit file written by the supervisor.
 pub fn read_exit(path: &Path) -> Option<Exit> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    exit::read(path)
 }
 
 /// The supervisor process. Never returns.
 pub fn main(config_path: &Path) -> ! {
-    // SAFETY: fcntl on a descriptor number we own by convention; failure is harmless.
-    unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    // SAFETY: fork before any thread exists in this process.
-    match unsafe { nix::unistd::fork() } {
-        // SAFETY: _exit in the parent of a fork is always sound.
-        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => fail(&format!("fork: {e}")),
-    }
-    let _ = nix::unistd::setsid();
-    let config: Config = match std::fs::read(config_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(c) => c,
-        Err(e) => fail(&format!("reading {}: {e}", config_path.display())),
-    };
-    if let Err(e) = std::env::set_current_dir(&config.dir) {
-        fail(&format!("entering {}: {e}", config.dir.display()));
-    }
-    if !config.state_file.as_os_str().is_empty() {
-        strata_oci::util::write_supervisor_state(&config.state_file, None);
-    }
-    match run(&config) {
-        Ok(()) => std::process::exit(0),
-        Err(msg) => fail(&msg),
-    }
+    daemon::main(NAME, config_path, false, |config: Config| {
+        std::env::set_current_dir(&config.dir).map_err(|e| format!("entering {}: {e}", config.dir.display()))?;
+        if !config.state_file.as_os_str().is_empty() {
+            strata_supervise::util::write_supervisor_state(&config.state_file, None);
+        }
+        run(&config)
+    })
 }
 
-/// Report an error on the ready pipe (if still open) and exit.
-fn fail(msg: &str) -> ! {
-    strata_oci::note!("strata vm supervisor: {msg}");
-    // SAFETY: READY_FD is ours; if it was already closed this write just fails.
-    let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-    let _ = writeln!(ready, "error {}", msg.replace('\n', " "));
-    std::process::exit(1)
-}
+/// How the supervisor signs its diagnostics.
+const NAME: &str = "strata vm supervisor";
 
 fn run(config: &Config) -> Result<(), String> {
     // Ports first: a port in use fails the start cleanly, before QEMU exists.
-    let listeners = strata_oci::network::bind_ports(&config.ports).map_err(|e| e.to_string())?;
+    let listeners = ports::bind_ports(&config.ports).map_err(|e| e.to_string())?;
     if let Some(adopt) = config.adopt {
         return run_adopted(config, adopt, listeners);
     }
@@ -191,6 +154,8 @@ fn run(config: &Config) -> Result<(), String> {
             return Err(msg);
         }
     };
+    // Space for the exit record is taken now: if the disk fills, how QEMU ended is still recorded.
+    let reserve = exit::reserve(&config.exit_file);
     serve_console(config, serial, qemu_pid, listeners)?;
     let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
@@ -199,7 +164,7 @@ fn run(config: &Config) -> Result<(), String> {
         (None, Some(s)) => (128 + s, Some(s)),
         _ => (255, None),
     };
-    finish(config, code, signal, false)
+    finish(config, reserve, Exit::now(code, signal))
 }
 
 /// Supervise a QEMU that another (dead) supervisor launched.
@@ -208,6 +173,7 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
     if !crate::process_alive(qemu_pid, qemu_start) {
         return Err("QEMU is no longer running".into());
     }
+    let reserve = exit::reserve(&config.exit_file);
     // QEMU accepts the next client once it has seen the old one's connection close.
     let deadline = Instant::now() + Duration::from_secs(10);
     let serial = loop {
@@ -221,7 +187,7 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
     serve_console(config, serial, qemu_pid, listeners)?;
     crate::wait_pid_exit(qemu_pid, qemu_start, None);
     // Not QEMU's parent: its exit status is unknown.
-    finish(config, 255, None, true)
+    finish(config, reserve, Exit { supervisor_lost: true, ..Exit::now(255, None) })
 }
 
 /// From the moment QEMU is ready until its console closes: the console socket, the console
@@ -232,16 +198,12 @@ fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: 
     let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
         .map_err(|e| format!("opening {}: {e}", config.console_log.display()))?;
     if !config.state_file.as_os_str().is_empty() {
-        strata_oci::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
+        strata_supervise::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
     }
-    {
-        // SAFETY: READY_FD is ours; this closes it so the waiting driver sees EOF.
-        let mut ready = unsafe { File::from_raw_fd(READY_FD) };
-        let _ = writeln!(ready, "ok {qemu_pid} {}", std::process::id());
-    }
-    strata_oci::network::serve_ports(listeners);
+    daemon::ready(qemu_pid);
+    ports::serve_ports(listeners);
     if let Err(e) = relay(serial, &listener, writer) {
-        strata_oci::note!("strata vm supervisor: console: {e}");
+        strata_supervise::note!("{NAME}: console: {e}");
     }
     drop(listener);
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
@@ -249,13 +211,11 @@ fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: 
 }
 
 /// QEMU has ended: remove its sockets and record the exit.
-fn finish(config: &Config, code: i32, signal: Option<i32>, supervisor_lost: bool) -> Result<(), String> {
+fn finish(config: &Config, reserve: Option<PathBuf>, record: Exit) -> Result<(), String> {
     for s in [QMP_SOCKET, SERIAL_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
-    let exit = Exit { code, signal, finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), supervisor_lost };
-    let json = serde_json::to_vec(&exit).map_err(|e| e.to_string())?;
-    crate::write_atomic(&config.exit_file, &json).map_err(|e| format!("writing exit record: {e}"))
+    exit::write(&config.exit_file, reserve.as_ref(), &record).map_err(|e| format!("writing exit record: {e}"))
 }
 
 /// Wait until QEMU greets on QMP (the machine is built: kernel loaded, devices up), then

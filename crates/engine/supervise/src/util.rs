@@ -1,4 +1,5 @@
-//! Small host helpers shared by the engine: atomic writes and process liveness.
+//! The spawn-and-report protocol, supervisor state files, process identity across pid reuse,
+//! atomic file replacement.
 
 use std::io::Write;
 
