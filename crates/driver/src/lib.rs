@@ -9,6 +9,7 @@
 //! running workloads instead of starting them again (see `ARCHITECTURE.md`, "Survival").
 
 pub mod container;
+pub mod pod;
 pub mod vm;
 mod error;
 mod parse;
@@ -19,6 +20,7 @@ mod types;
 pub use container::ContainerDriver;
 pub use vm::VmDriver;
 pub use error::Error;
+pub use pod::PodRuntime;
 pub use parse::{parse_cpus, parse_memory, parse_signal};
 pub use types::*;
 

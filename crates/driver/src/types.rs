@@ -245,10 +245,22 @@ pub struct WorkloadState {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Which records [`crate::Driver::logs`] and [`crate::PodRuntime::container_logs`] give.
 #[derive(Clone, Debug, Default)]
 pub struct LogOptions {
+    /// Keep giving new records until the workload has exited (or `cancel` is set, or the sink
+    /// returns false).
     pub follow: bool,
+    /// Only the last N records written so far (those at or after `since`).
     pub tail: Option<usize>,
+    /// Only records written at or after this time (RFC 3339; `kubectl logs --since`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Stop after the records' content (plus a newline each) reached this many bytes; the
+    /// record that crosses it is cut, as `kubectl logs --limit-bytes` does.
+    pub limit_bytes: Option<u64>,
+    /// Set from another thread to end a following read within ~20 ms even when no output
+    /// comes (a client that went away).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -617,7 +617,7 @@ impl Rng {
 fn ids_with_a_directory() -> std::collections::HashSet<String> {
     let mut ids = std::collections::HashSet::new();
     for root in std::fs::read_dir("/var/tmp").into_iter().flatten().flatten() {
-        for kind in ["containers", "vms"] {
+        for kind in ["containers", "vms", "sandboxes"] {
             for e in std::fs::read_dir(root.path().join(kind)).into_iter().flatten().flatten() {
                 ids.insert(e.file_name().to_string_lossy().into_owned());
             }

@@ -13,6 +13,7 @@
 //! agent) that opens the same root sees the same containers.
 
 mod config;
+mod pod;
 mod rootfs;
 
 use std::collections::{HashMap, HashSet};
@@ -66,11 +67,16 @@ struct Record {
     shim_pid: Option<i32>,
     shim_start: Option<u64>,
     paused: bool,
+    /// Set for a container created in a pod sandbox (see `pod.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pod: Option<pod::PodPart>,
 }
 
 /// The container driver over one strata root.
 pub struct ContainerDriver {
     registry: Registry,
+    /// Pod sandboxes (see `pod.rs`).
+    sandboxes: Registry,
     images: Arc<ImageStore>,
     runtime: OciRuntime,
     exe: PathBuf,
@@ -81,11 +87,13 @@ impl ContainerDriver {
     /// a path) and `exe` as the supervisor binary (the `strata` executable).
     pub fn open(root: &Path, runtime: &str, images: Arc<ImageStore>, exe: PathBuf) -> Result<Self, Error> {
         let registry = Registry::open(root, "containers", "names", "container")?;
+        let sandboxes = Registry::open(root, "sandboxes", "sandbox-names", "sandbox")?;
         let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
         registry.sweep_trash();
-        let driver = Self { registry, images, runtime, exe };
+        let driver = Self { registry, sandboxes, images, runtime, exe };
         driver.recover();
+        driver.recover_sandboxes();
         Ok(driver)
     }
 
@@ -284,7 +292,7 @@ impl ContainerDriver {
             exit: self.exit_record(&r.id),
             pid: if matches!(status, Status::Running | Status::Paused | Status::Created) { r.init_pid } else { None },
             ip: r.ip,
-            ports: r.request.ports.clone(),
+            ports: r.pod.as_ref().map(|p| p.host_ports()).unwrap_or_else(|| r.request.ports.clone()),
             labels: r.request.labels.clone(),
         }
     }
@@ -313,12 +321,30 @@ impl ContainerDriver {
         rootfs::mount_overlay(&layers, &dir.join("upper"), &dir.join("work"), &rootfs, req.auto_remove)?;
         tracing::debug!(container = id, "rootfs mounted");
 
-        let hostname = spec.hostname.clone().unwrap_or_else(|| id[..12].to_string());
-        let process = config::resolve(&defaults, spec, &hostname, &rootfs)?;
+        let sandbox = match &record.pod {
+            Some(p) => Some(self.ready_sandbox(&p.sandbox_id)?),
+            None => None,
+        };
+        let hostname = match &sandbox {
+            Some(sb) => sb.hostname.clone(),
+            None => spec.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+        };
+        let mut process = config::resolve(&defaults, spec, &hostname, &rootfs)?;
+        if let Some(p) = &record.pod {
+            p.adjust_process(&mut process);
+        }
         rootfs::ensure_dir(&rootfs, &process.cwd, process.uid, process.gid)?;
         record.args = process.args.clone();
 
         let netns = match req.network {
+            _ if sandbox.is_some() => {
+                let sb = sandbox.as_ref().ok_or_else(|| Error::Internal("sandbox vanished".into()))?;
+                record.ip = sb.ip;
+                match &sb.netns {
+                    Some(path) => NetNs::Path(path.clone()),
+                    None => NetNs::Host,
+                }
+            }
             NetworkMode::Host => NetNs::Host,
             NetworkMode::None | NetworkMode::User => NetNs::New,
             NetworkMode::Bridge => {
@@ -359,11 +385,21 @@ impl ContainerDriver {
             netns,
             limits: Limits {
                 memory_bytes: req.resources.memory_bytes.map(|b| b as i64),
-                cpu_quota_us: req.resources.cpus.map(|c| (c * spec::CPU_PERIOD_US as f64).round() as i64),
+                cpu_quota_us: match &record.pod {
+                    Some(p) => p.config.resources.cpu_quota_us,
+                    None => req.resources.cpus.map(|c| (c * spec::CPU_PERIOD_US as f64).round() as i64),
+                },
                 pids: req.resources.pids.map(i64::from),
             },
             cgroups_path: record.cgroups_path.clone(),
-            bind_files: rootfs::etc_files(&dir, &hostname, record.ip)?,
+            bind_files: match &sandbox {
+                Some(sb) => self.sandbox_etc_files(sb),
+                None => rootfs::etc_files(&dir, &hostname, record.ip)?,
+            },
+            extra: match (&record.pod, &sandbox) {
+                (Some(p), Some(sb)) => p.spec_extra(sb)?,
+                _ => Default::default(),
+            },
         };
         let spec = spec::build(&input, Path::new("rootfs")).map_err(|e| Error::Internal(e.to_string()))?;
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
@@ -377,7 +413,7 @@ impl ContainerDriver {
             runtime_root: self.runtime.state_root().to_path_buf(),
             runtime_log: dir.join("runtime.log"),
             pid_file: dir.join("init.pid"),
-            log_path: dir.join("ctr.log"),
+            log_path: self.log_path(record),
             log_max_size: logs::DEFAULT_MAX_SIZE,
             log_max_files: logs::DEFAULT_MAX_FILES,
             exit_file: dir.join("exit.json"),
@@ -405,10 +441,22 @@ impl ContainerDriver {
         self.launch(record, &shim_config)
     }
 
+    /// Where a container's output is logged: `ctr.log` in its directory, or a pod container's
+    /// own log path.
+    fn log_path(&self, r: &Record) -> PathBuf {
+        match &r.pod {
+            Some(p) => p.log_path.clone(),
+            None => self.dir(&r.id).join("ctr.log"),
+        }
+    }
+
     /// Write the supervisor's config and start it; returns once the container is created (or
     /// running, as `config.launch` says), with the new processes in the record.
     fn launch(&self, record: &mut Record, config: &ShimConfig) -> Result<(), Error> {
         let dir = self.dir(&record.id);
+        if let Some(parent) = config.log_path.parent() {
+            std::fs::create_dir_all(parent).map_err(Error::io(format!("creating {}", parent.display())))?;
+        }
         // Private (0700) whatever the umask: the attach socket takes the container's input.
         strata_image::private_dir(Path::new(network::SOCKET_DIR))?;
         let shim_path = dir.join("shim.json");
@@ -530,6 +578,11 @@ impl ContainerDriver {
 
     /// Create a container, and with `start` also start it (one runtime invocation).
     fn create_with(&self, req: &CreateRequest, start: bool) -> Result<String, Error> {
+        self.create_full(req, start, None)
+    }
+
+    /// Create a container; `pod` places it in a sandbox (its cgroup under the pod's).
+    fn create_full(&self, req: &CreateRequest, start: bool, pod: Option<pod::PodPart>) -> Result<String, Error> {
         if !req.ports.is_empty() && req.network != NetworkMode::Bridge {
             return Err(Error::InvalidArgument("ports can only be published on the bridge network".into()));
         }
@@ -564,7 +617,10 @@ impl ContainerDriver {
             created_at: now(),
             started_at: None,
             runtime: self.runtime.name().to_string(),
-            cgroups_path: format!("/strata/{id}"),
+            cgroups_path: match &pod {
+                Some(p) => format!("{}/{id}", p.cgroup_parent),
+                None => format!("/strata/{id}"),
+            },
             stop_signal: libc::SIGTERM,
             netns: None,
             ip: None,
@@ -573,6 +629,7 @@ impl ContainerDriver {
             shim_pid: None,
             shim_start: None,
             paused: false,
+            pod,
         };
         match self.create_inner(&id, req, &mut record, start) {
             Ok(()) => {
@@ -588,6 +645,44 @@ impl ContainerDriver {
                 Err(e)
             }
         }
+    }
+
+    /// The OCI process file for `runc exec` of `req` in container `r`: the container's own
+    /// process (env, user, capabilities, seccomp...) with the command, environment, directory,
+    /// user and terminal of the request.
+    fn exec_process_file(&self, r: &Record, req: &ExecRequest) -> Result<tempfile::NamedTempFile, Error> {
+        if req.command.is_empty() {
+            return Err(Error::InvalidArgument("no command given to exec".into()));
+        }
+        let dir = self.dir(&r.id);
+        let spec = oci_spec::runtime::Spec::load(dir.join("bundle/config.json"))
+            .map_err(|e| Error::Internal(format!("reading config.json of {}: {e}", r.name)))?;
+        let mut process = spec.process().clone().ok_or_else(|| Error::Internal("config.json without process".into()))?;
+        let mut env = process.env().clone().unwrap_or_default();
+        for e in &req.env {
+            config::set_env(&mut env, e.clone())?;
+        }
+        process.set_env(Some(env));
+        process.set_args(Some(req.command.clone()));
+        process.set_terminal(Some(req.tty));
+        if let Some(cwd) = &req.workdir {
+            process.set_cwd(cwd.into());
+        }
+        if let Some(user) = &req.user {
+            let u = resolve_user(user, &dir.join("bundle/rootfs"))?;
+            let mut ou = process.user().clone();
+            ou.set_uid(u.uid);
+            ou.set_gid(u.gid);
+            ou.set_additional_gids(if u.groups.is_empty() { None } else { Some(u.groups) });
+            process.set_user(ou);
+        }
+        let file = tempfile::Builder::new()
+            .prefix("exec-")
+            .suffix(".json")
+            .tempfile_in(&dir)
+            .map_err(Error::io("creating exec process file"))?;
+        serde_json::to_writer(file.as_file(), &process).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(file)
     }
 
     fn running_record(&self, id: &str, verb: &str) -> Result<Record, Error> {
@@ -671,6 +766,12 @@ impl Driver for ContainerDriver {
         let mut r = self.load(id)?;
         match self.status(&r) {
             Status::Created => {}
+            Status::Exited if r.pod.is_some() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot start container {} again: it is a pod container; create its next attempt",
+                    r.name
+                )))
+            }
             Status::Exited => return self.relaunch(&r),
             s => return Err(Error::FailedPrecondition(format!("cannot start container {}: it is {}", r.name, s.as_str()))),
         }
@@ -819,7 +920,7 @@ impl Driver for ContainerDriver {
 
     fn logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
         let r = self.load(id)?;
-        let path = self.dir(id).join("ctr.log");
+        let path = self.log_path(&r);
         // The supervisor writes exit.json and then exits: its exit is the end of the log.
         let supervisor = r.shim_pid.zip(r.shim_start);
         workload_log::read(&path, supervisor, opts, &format!("logs of {}", r.name), sink)
@@ -827,40 +928,10 @@ impl Driver for ContainerDriver {
 
     fn exec(&self, id: &str, req: &ExecRequest) -> Result<ExecResult, Error> {
         let r = self.running_record(id, "exec in")?;
-        if req.command.is_empty() {
-            return Err(Error::InvalidArgument("no command given to exec".into()));
-        }
-        let dir = self.dir(id);
-        let spec = oci_spec::runtime::Spec::load(dir.join("bundle/config.json"))
-            .map_err(|e| Error::Internal(format!("reading config.json of {}: {e}", r.name)))?;
-        let mut process = spec.process().clone().ok_or_else(|| Error::Internal("config.json without process".into()))?;
-        let mut env = process.env().clone().unwrap_or_default();
-        for e in &req.env {
-            config::set_env(&mut env, e.clone())?;
-        }
-        process.set_env(Some(env));
-        process.set_args(Some(req.command.clone()));
         if req.tty && req.capture {
             return Err(Error::InvalidArgument("a terminal cannot be captured".into()));
         }
-        process.set_terminal(Some(req.tty));
-        if let Some(cwd) = &req.workdir {
-            process.set_cwd(cwd.into());
-        }
-        if let Some(user) = &req.user {
-            let u = resolve_user(user, &dir.join("bundle/rootfs"))?;
-            let mut ou = process.user().clone();
-            ou.set_uid(u.uid);
-            ou.set_gid(u.gid);
-            ou.set_additional_gids(if u.groups.is_empty() { None } else { Some(u.groups) });
-            process.set_user(ou);
-        }
-        let file = tempfile::Builder::new()
-            .prefix("exec-")
-            .suffix(".json")
-            .tempfile_in(&dir)
-            .map_err(Error::io("creating exec process file"))?;
-        serde_json::to_writer(file.as_file(), &process).map_err(|e| Error::Internal(e.to_string()))?;
+        let file = self.exec_process_file(&r, req)?;
         let mut cmd = self.runtime.exec_command(id, file.path());
         let out = if req.capture {
             cmd.stdin(std::process::Stdio::null());

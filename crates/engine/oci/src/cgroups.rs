@@ -102,3 +102,69 @@ pub fn all_dirs(cgroup: &str) -> Vec<PathBuf> {
         .map(|e| e.path().join(cgroup.trim_start_matches('/')))
         .collect()
 }
+
+/// Create the cgroup `cgroup` (a pod's, parent of its containers' cgroups) with an optional
+/// memory limit and `cpu.shares` (cgroup v1 units; on v2 converted to `cpu.weight`). Only the
+/// controllers that get a value are created here; the runtime creates the rest of a
+/// container's path. Idempotent.
+pub fn create(cgroup: &str, memory_limit_bytes: Option<u64>, cpu_shares: Option<u64>) -> std::io::Result<()> {
+    let write = |dir: &Path, file: &str, value: String| -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(file), value).map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", dir.join(file).display())))
+    };
+    if is_unified() {
+        let dir = v2(cgroup);
+        // Each ancestor hands the controllers down to its children.
+        let mut path = PathBuf::from(ROOT);
+        for part in cgroup.trim_start_matches('/').split('/').filter(|p| !p.is_empty()) {
+            let _ = std::fs::write(path.join("cgroup.subtree_control"), "+memory +cpu +pids");
+            path.push(part);
+            std::fs::create_dir_all(&path)?;
+        }
+        if let Some(m) = memory_limit_bytes {
+            write(&dir, "memory.max", m.to_string())?;
+        }
+        if let Some(s) = cpu_shares {
+            // runc's conversion of shares (2..262144) to weight (1..10000).
+            let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            write(&dir, "cpu.weight", weight.to_string())?;
+        }
+        return Ok(());
+    }
+    if let Some(m) = memory_limit_bytes {
+        write(&v1("memory", cgroup), "memory.limit_in_bytes", m.to_string())?;
+    }
+    if let Some(s) = cpu_shares {
+        write(&v1("cpu", cgroup), "cpu.shares", s.to_string())?;
+    }
+    Ok(())
+}
+
+/// Remove the (empty) cgroup `cgroup` from every hierarchy, children first; absent is fine.
+pub fn remove(cgroup: &str) -> std::io::Result<()> {
+    fn rmdir_tree(dir: &Path) -> std::io::Result<()> {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path())?;
+                }
+            }
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), format!("removing {}: {e}", dir.display()))),
+        }
+    }
+    let mut first = None;
+    for dir in all_dirs(cgroup) {
+        // Controllers mounted together appear twice (cpu and cpuacct link to cpu,cpuacct).
+        if std::fs::symlink_metadata(dir.parent().unwrap_or(&dir)).is_err() {
+            continue;
+        }
+        if let Err(e) = rmdir_tree(&dir) {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

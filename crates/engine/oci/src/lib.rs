@@ -9,6 +9,7 @@
 pub mod attach;
 pub mod cgroups;
 pub mod network;
+pub mod ns;
 pub mod procs;
 pub mod runtime;
 pub mod seccomp;

@@ -120,8 +120,18 @@ impl OciRuntime {
 
     /// `exec --process FILE ID`: run one more process in the container with the caller's stdio.
     pub fn exec_command(&self, id: &str, process_json: &Path) -> Command {
+        self.exec_command_with_pid_file(id, process_json, None)
+    }
+
+    /// As [`OciRuntime::exec_command`], writing the new process's host pid to `pid_file` (so
+    /// that it can be killed directly: the runtime cannot forward SIGKILL).
+    pub fn exec_command_with_pid_file(&self, id: &str, process_json: &Path, pid_file: Option<&Path>) -> Command {
         let mut cmd = self.command(["exec", "--process"]);
-        cmd.arg(process_json).arg(id);
+        cmd.arg(process_json);
+        if let Some(p) = pid_file {
+            cmd.arg("--pid-file").arg(p);
+        }
+        cmd.arg(id);
         cmd
     }
 

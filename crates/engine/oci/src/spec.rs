@@ -79,6 +79,75 @@ pub struct SpecInput {
     /// Host files bind-mounted read-only or read-write at a container path
     /// (e.g. generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`).
     pub bind_files: Vec<(PathBuf, PathBuf)>,
+    /// What pod containers add (shared namespaces, volumes, security context); the default is
+    /// a plain container's settings.
+    pub extra: SpecExtra,
+}
+
+/// How a container gets one of its namespaces (pid, ipc, uts).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Namespace {
+    /// A new one of its own.
+    #[default]
+    New,
+    /// The host's.
+    Host,
+    /// Join an existing one (a bind-mounted namespace file or `/proc/PID/ns/...`).
+    Path(PathBuf),
+}
+
+/// Mount propagation of a bind mount (Kubernetes' `mountPropagation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// `rprivate`: nothing propagates (Kubernetes `None`).
+    #[default]
+    Private,
+    /// `rslave`: host mounts below the source appear in the container (`HostToContainer`).
+    HostToContainer,
+    /// `rshared`: both ways (`Bidirectional`; privileged containers only in Kubernetes).
+    Bidirectional,
+}
+
+/// One extra mount in the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountSpec {
+    Bind { source: PathBuf, destination: PathBuf, readonly: bool, propagation: Propagation },
+    Tmpfs { destination: PathBuf, size_bytes: Option<u64>, readonly: bool },
+}
+
+/// Which seccomp filter the container runs under.
+#[derive(Clone, Debug, Default)]
+pub enum Seccomp {
+    /// strata's default profile (see [`crate::seccomp`]); none for privileged containers.
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A profile given in the OCI `linux.seccomp` format.
+    Profile(Box<oci_spec::runtime::LinuxSeccomp>),
+}
+
+/// The settings beyond a plain container's (see [`SpecInput::extra`]).
+#[derive(Clone, Debug, Default)]
+pub struct SpecExtra {
+    pub pid_ns: Namespace,
+    pub ipc_ns: Namespace,
+    pub uts_ns: Namespace,
+    pub mounts: Vec<MountSpec>,
+    /// Capabilities added to and then dropped from the default set (or the full set when
+    /// `privileged`); `drop_all` empties it before `cap_add` is applied.
+    pub cap_add: Vec<Capability>,
+    pub cap_drop: Vec<Capability>,
+    pub cap_drop_all: bool,
+    /// `no_new_privs`; `None`: set unless privileged.
+    pub no_new_privileges: Option<bool>,
+    pub seccomp: Seccomp,
+    /// cgroup `cpu.shares` (cgroup v1 units, 2..262144).
+    pub cpu_shares: Option<u64>,
+    /// Period for [`Limits::cpu_quota_us`]; default [`CPU_PERIOD_US`].
+    pub cpu_period_us: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Errors building a spec.
@@ -90,11 +159,22 @@ pub enum SpecError {
 
 /// Build the runtime spec for a bundle whose root filesystem is `rootfs` (relative to the bundle).
 pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
-    let caps: Vec<Capability> = if input.privileged {
+    let x = &input.extra;
+    let mut caps: Vec<Capability> = if input.privileged {
         all_capabilities()
+    } else if x.cap_drop_all {
+        Vec::new()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
     };
+    if !input.privileged {
+        for c in &x.cap_add {
+            if !caps.contains(c) {
+                caps.push(*c);
+            }
+        }
+        caps.retain(|c| !x.cap_drop.contains(c));
+    }
     let cap_set: oci_spec::runtime::Capabilities = caps.iter().copied().collect();
     // A non-root process starts with empty effective/permitted sets, as with Docker:
     // it can only gain capabilities through file capabilities within the bounding set.
@@ -122,23 +202,25 @@ pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
         .cwd(input.cwd.clone())
         .user(user.build()?)
         .capabilities(capabilities)
-        .no_new_privileges(!input.privileged)
+        .no_new_privileges(x.no_new_privileges.unwrap_or(!input.privileged))
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
             .soft(1024u64)
             .hard(1024u64)
             .build()?])
         .build()?;
+    let mut process = process;
+    process.set_oom_score_adj(x.oom_score_adj);
 
-    let mut namespaces: Vec<LinuxNamespace> = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<_, _>>()?;
+    let mut namespaces: Vec<LinuxNamespace> = Vec::new();
+    for (typ, how) in [(LinuxNamespaceType::Pid, &x.pid_ns), (LinuxNamespaceType::Ipc, &x.ipc_ns), (LinuxNamespaceType::Uts, &x.uts_ns)] {
+        match how {
+            Namespace::New => namespaces.push(LinuxNamespaceBuilder::default().typ(typ).build()?),
+            Namespace::Host => {}
+            Namespace::Path(p) => namespaces.push(LinuxNamespaceBuilder::default().typ(typ).path(p.clone()).build()?),
+        }
+    }
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build()?);
     match &input.netns {
         NetNs::Host => {}
         NetNs::New => namespaces.push(
@@ -158,13 +240,15 @@ pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
     if let Some(bytes) = input.limits.memory_bytes {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).swap(bytes).build()?);
     }
-    if let Some(quota) = input.limits.cpu_quota_us {
-        resources = resources.cpu(
-            LinuxCpuBuilder::default()
-                .quota(quota)
-                .period(CPU_PERIOD_US)
-                .build()?,
-        );
+    if input.limits.cpu_quota_us.is_some() || x.cpu_shares.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(quota) = input.limits.cpu_quota_us {
+            cpu = cpu.quota(quota).period(x.cpu_period_us.unwrap_or(CPU_PERIOD_US));
+        }
+        if let Some(shares) = x.cpu_shares {
+            cpu = cpu.shares(shares);
+        }
+        resources = resources.cpu(cpu.build()?);
     }
     if let Some(pids) = input.limits.pids {
         resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
@@ -185,13 +269,31 @@ pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
     } else {
         linux = linux
             .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .seccomp(seccomp::default_profile()?);
+            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        match &x.seccomp {
+            Seccomp::Default => linux = linux.seccomp(seccomp::default_profile()?),
+            Seccomp::Unconfined => {}
+            Seccomp::Profile(p) => linux = linux.seccomp((**p).clone()),
+        }
+    }
+    // A mount that receives (or sends) mounts needs the root's propagation to allow it.
+    let propagations = x.mounts.iter().filter_map(|m| match m {
+        MountSpec::Bind { propagation, .. } => Some(*propagation),
+        MountSpec::Tmpfs { .. } => None,
+    });
+    match propagations.max_by_key(|p| *p as u8) {
+        Some(Propagation::Bidirectional) => linux = linux.rootfs_propagation("rshared"),
+        Some(Propagation::HostToContainer) => linux = linux.rootfs_propagation("rslave"),
+        _ => {}
     }
 
     let mut spec = Spec::default();
     spec.set_process(Some(process));
-    spec.set_hostname(Some(input.hostname.clone()));
+    // A joined or the host's UTS namespace keeps its own hostname.
+    spec.set_hostname((x.uts_ns == Namespace::New).then(|| input.hostname.clone()));
+    if !x.annotations.is_empty() {
+        spec.set_annotations(Some(x.annotations.clone().into_iter().collect()));
+    }
     spec.set_root(Some(
         RootBuilder::default()
             .path(rootfs.to_path_buf())
@@ -251,7 +353,12 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
         m("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode])?,
         m("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", "ro"])?,
     ];
+    let x = &input.extra;
     for (host, dest) in &input.bind_files {
+        // A volume mounted at the same place wins (as a pod's own /etc/hosts does).
+        if x.mounts.iter().any(|m| m.destination() == dest) {
+            continue;
+        }
         mounts.push(
             MountBuilder::default()
                 .destination(dest.clone())
@@ -261,7 +368,44 @@ fn mounts(input: &SpecInput) -> Result<Vec<Mount>, SpecError> {
                 .build()?,
         );
     }
+    for m in &x.mounts {
+        mounts.push(match m {
+            MountSpec::Bind { source, destination, readonly, propagation } => {
+                let mut opts = vec!["rbind".to_string()];
+                opts.push(
+                    match propagation {
+                        Propagation::Private => "rprivate",
+                        Propagation::HostToContainer => "rslave",
+                        Propagation::Bidirectional => "rshared",
+                    }
+                    .to_string(),
+                );
+                if *readonly {
+                    opts.push("ro".into());
+                }
+                MountBuilder::default().destination(destination.clone()).typ("bind").source(source.clone()).options(opts).build()?
+            }
+            MountSpec::Tmpfs { destination, size_bytes, readonly } => {
+                let mut opts: Vec<String> = vec!["nosuid".into(), "nodev".into(), "mode=1777".into()];
+                if let Some(size) = size_bytes {
+                    opts.push(format!("size={size}"));
+                }
+                if *readonly {
+                    opts.push("ro".into());
+                }
+                MountBuilder::default().destination(destination.clone()).typ("tmpfs").source("tmpfs").options(opts).build()?
+            }
+        });
+    }
     Ok(mounts)
+}
+
+impl MountSpec {
+    pub fn destination(&self) -> &Path {
+        match self {
+            MountSpec::Bind { destination, .. } | MountSpec::Tmpfs { destination, .. } => destination,
+        }
+    }
 }
 
 /// Every capability in kernel numbering order (`capability.h`), so index = number.
@@ -313,6 +457,7 @@ mod tests {
             limits: Limits { memory_bytes: Some(64 << 20), cpu_quota_us: Some(50_000), pids: Some(100) },
             cgroups_path: "/strata/x".into(),
             bind_files: vec![],
+            extra: SpecExtra::default(),
         }
     }
 

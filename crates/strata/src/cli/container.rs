@@ -187,7 +187,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     let session = Session { input, stdin: interactive, tty: a.create.tty, detach_keys };
     // All the output since the start: the container started before we could attach.
     let (d, log_id) = (driver.clone(), id.clone());
-    let output = move || print_logs(&*d, &log_id, &LogOptions { follow: true, tail: None }, false);
+    let output = move || print_logs(&*d, &log_id, &LogOptions { follow: true, ..Default::default() }, false);
     if attach::run(driver.clone(), &id, session, output)? == Ended::Detached {
         return Ok(());
     }
@@ -333,6 +333,8 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // Pod containers (made by the node agent) carry their pod and namespace as labels.
+    let with_pods = list.iter().any(|c| c.labels.contains_key(strata_driver::pod::labels::POD_NAME));
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
@@ -348,10 +350,20 @@ pub fn ps(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
             };
             let ports =
                 c.ports.iter().map(|p| format!("{}->{}/tcp", host_addr(p), p.container_port)).collect::<Vec<_>>().join(", ");
-            vec![id(&c.id), c.image.clone(), format!("\"{cmd}\""), ago(&c.created_at), status, ports, c.name.clone()]
+            let mut row = vec![id(&c.id), c.image.clone(), format!("\"{cmd}\""), ago(&c.created_at), status, ports, c.name.clone()];
+            if with_pods {
+                let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+                row.push(label(strata_driver::pod::labels::POD_NAME));
+                row.push(label(strata_driver::pod::labels::POD_NAMESPACE));
+            }
+            row
         })
         .collect();
-    print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows);
+    let mut header = vec!["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
+    if with_pods {
+        header.extend(["POD", "NAMESPACE"]);
+    }
+    print_table(&header, &rows);
     Ok(())
 }
 
@@ -377,7 +389,7 @@ pub struct LogsArgs {
 pub fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
     let id = driver.resolve(&a.container)?;
-    print_logs(&*driver, &id, &LogOptions { follow: a.follow, tail: a.tail }, a.timestamps)
+    print_logs(&*driver, &id, &LogOptions { follow: a.follow, tail: a.tail, ..Default::default() }, a.timestamps)
 }
 
 #[derive(Args, Debug)]

@@ -218,7 +218,7 @@ pub fn run(ctx: &Ctx, cmd: VmCommand) -> anyhow::Result<()> {
         VmCommand::Logs(a) => {
             let id = d.resolve(&a.name).map_err(vm_error)?;
             let stdout = std::io::stdout();
-            d.logs(&id, &LogOptions { follow: a.follow, tail: a.tail }, &mut |rec| {
+            d.logs(&id, &LogOptions { follow: a.follow, tail: a.tail, ..Default::default() }, &mut |rec| {
                 let mut out = stdout.lock();
                 out.write_all(&rec.content).is_ok() && (rec.partial || out.write_all(b"\n").is_ok())
             })

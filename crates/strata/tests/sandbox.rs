@@ -1,0 +1,344 @@
+//! The pod-shaped driver interface (`strata_driver::PodRuntime`) against real runc, real CNI
+//! plugins and a real registry: sandboxes, the containers in them, exec, logs, re-adoption and
+//! leaks. Run as root (CI does).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, host_traces, Env};
+use strata_driver::images::ImageStore;
+use strata_driver::pod::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatus, Mount, MountSource, PodSandboxConfig,
+    PodSandboxMetadata, SandboxFilter, SandboxState,
+};
+use strata_driver::{ContainerDriver, Error, LogOptions, PodRuntime};
+
+/// A strata root with the test image pulled, and a driver over it. Dropping it removes every
+/// sandbox left behind by a failed test.
+struct Pods {
+    rt: ContainerDriver,
+    env: Env,
+}
+
+impl Pods {
+    fn new() -> Pods {
+        let env = Env::new();
+        env.ok(&["pull", &env.image]);
+        let rt = open_driver(env.root());
+        Pods { rt, env }
+    }
+
+    fn sandbox(&self, name: &str) -> String {
+        self.rt.run_pod_sandbox(&sandbox_config(name)).expect("run sandbox")
+    }
+
+    fn container(&self, name: &str, attempt: u32, args: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: ContainerMetadata { name: name.into(), attempt },
+            image: self.env.image.clone(),
+            command: vec![],
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Create and start a container in `sandbox`.
+    fn run(&self, sandbox: &str, config: &ContainerConfig) -> String {
+        let id = self.rt.create_container(sandbox, config).expect("create container");
+        self.rt.start_container(&id).expect("start container");
+        id
+    }
+
+    fn wait_state(&self, id: &str, state: ContainerState) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.rt.container_status(id).expect("status");
+            if s.state == state {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "container {id} never became {state:?}: {s:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn exec(&self, id: &str, cmd: &[&str]) -> String {
+        let cmd: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        let r = self.rt.exec_sync(id, &cmd, Some(Duration::from_secs(30))).expect("exec_sync");
+        assert_eq!(r.exit_code, 0, "{cmd:?}: stdout={} stderr={}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    }
+
+    fn log_lines(&self, id: &str, opts: &LogOptions) -> Vec<String> {
+        let mut out = Vec::new();
+        self.rt
+            .container_logs(id, opts, &mut |r| {
+                out.push(String::from_utf8_lossy(&r.content).into_owned());
+                true
+            })
+            .expect("logs");
+        out
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        if let Ok(all) = self.rt.list_pod_sandboxes(&SandboxFilter::default()) {
+            for s in all {
+                let _ = self.rt.remove_pod_sandbox(&s.id);
+            }
+        }
+    }
+}
+
+fn open_driver(root: &Path) -> ContainerDriver {
+    let images = Arc::new(ImageStore::open(root.join("images")).expect("image store"));
+    ContainerDriver::open(root, "runc", images, PathBuf::from(env!("CARGO_BIN_EXE_strata"))).expect("open driver")
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn sandbox_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: PodSandboxMetadata { name: name.into(), namespace: "team-a".into(), uid: unique("uid"), attempt: 0 },
+        labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+/// Everything a sandbox (and the containers that were in it) could leave on the host.
+fn pod_traces(root: &Path, sandbox: &str, containers: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = containers.iter().flat_map(|c| host_traces(root, c)).collect();
+    found.extend(host_traces(root, sandbox).into_iter().filter(|t| !t.starts_with("dir: containers")));
+    for p in [
+        Path::new("/run/strata/netns").join(sandbox),
+        Path::new("/run/strata/ns").join(format!("{sandbox}.ipc")),
+        Path::new("/run/strata/ns").join(format!("{sandbox}.uts")),
+        root.join("sandboxes").join(sandbox),
+    ] {
+        if p.exists() {
+            found.push(format!("path: {}", p.display()));
+        }
+    }
+    for e in std::fs::read_dir("/run/strata/ipam/strata").into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path()).is_ok_and(|owner| owner.lines().next() == Some(sandbox)) {
+            found.push(format!("lease: {}", e.path().display()));
+        }
+    }
+    for c in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for q in ["guaranteed", "burstable", "besteffort"] {
+            let d = c.path().join("strata-pods").join(q).join(format!("pod{sandbox}"));
+            if d.exists() {
+                found.push(format!("cgroup: {}", d.display()));
+            }
+        }
+    }
+    for e in std::fs::read_dir(root.join("sandbox-names")).into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path()).is_ok_and(|owner| owner == sandbox) {
+            found.push(format!("name: {}", e.path().display()));
+        }
+    }
+    found
+}
+
+#[test]
+fn containers_of_a_pod_share_its_network_ipc_hostname_and_volumes() {
+    let pods = Pods::new();
+    let sb = pods.sandbox("web-0");
+    let status = pods.rt.pod_sandbox_status(&sb).expect("status");
+    assert_eq!(status.state, SandboxState::Ready);
+    let ip = status.ip.expect("the pod has an IP");
+    assert_eq!(status.hostname, "web-0");
+
+    // An emptyDir-like directory shared by both containers.
+    let vol = pods.env.root().join("volumes/www");
+    std::fs::create_dir_all(&vol).expect("volume");
+    let www = Mount { container_path: "/www".into(), source: MountSource::Bind { host_path: vol.clone(), propagation: Default::default() }, readonly: false };
+    let mut server = pods.container("server", 0, &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    server.mounts = vec![Mount { readonly: true, ..www.clone() }];
+    let mut writer = pods.container("writer", 0, &["sh", "-c", "echo shared-content > /www/index.html; exec sleep 1000"]);
+    writer.mounts = vec![www];
+    let server = pods.run(&sb, &server);
+    let writer = pods.run(&sb, &writer);
+    pods.wait_state(&server, ContainerState::Running);
+    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(vol.join("index.html")).is_ok_and(|s| s == "shared-content\n")));
+
+    // Over localhost, from the other container.
+    let got = pods.exec(&writer, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"]);
+    assert_eq!(got, "shared-content\n");
+    // The server's mount is read-only.
+    let r = pods.rt.exec_sync(&server, &["sh".into(), "-c".into(), "echo x > /www/other".into()], Some(Duration::from_secs(30))).expect("exec");
+    assert_ne!(r.exit_code, 0, "a read-only mount refuses writes");
+    // The pod IP answers from the node.
+    let mut body = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&(ip, 8080).into(), Duration::from_secs(2)) else { return false };
+        let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.contains("shared-content")
+    }), "{body}");
+    // One hostname, one IPC namespace, the pod's /etc/hosts naming the pod IP.
+    for c in [&server, &writer] {
+        assert_eq!(pods.exec(c, &["hostname"]).trim(), "web-0");
+        assert!(pods.exec(c, &["cat", "/etc/hosts"]).contains(&format!("{ip}\tweb-0")));
+    }
+    assert_eq!(pods.exec(&server, &["readlink", "/proc/self/ns/ipc"]), pods.exec(&writer, &["readlink", "/proc/self/ns/ipc"]));
+    assert_eq!(pods.exec(&server, &["readlink", "/proc/self/ns/net"]), pods.exec(&writer, &["readlink", "/proc/self/ns/net"]));
+
+    // Status and list as CRI has them; the pod's labels are on its containers.
+    let s = pods.rt.container_status(&server).expect("status");
+    assert_eq!((s.state, s.sandbox_id.as_str(), s.metadata.name.as_str()), (ContainerState::Running, sb.as_str(), "server"));
+    assert!(s.pid.is_some() && s.started_at.is_some() && s.exit_code.is_none());
+    assert!(s.image_ref.starts_with("sha256:"), "{}", s.image_ref);
+    assert_eq!(s.labels.get("io.kubernetes.pod.name").map(String::as_str), Some("web-0"));
+    assert_eq!(s.labels.get("io.kubernetes.pod.namespace").map(String::as_str), Some("team-a"));
+    let listed = pods.rt.list_containers(&ContainerFilter { sandbox_id: Some(sb.clone()), ..Default::default() }).expect("list");
+    assert_eq!(listed.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [server.clone(), writer.clone()], "oldest first");
+    let by_label = pods.rt.list_pod_sandboxes(&SandboxFilter { labels: BTreeMap::from([("app".into(), "web-0".into())]), ..Default::default() });
+    assert_eq!(by_label.expect("list").len(), 1);
+
+    // `strata ps` shows the pod and its namespace.
+    let ps = pods.env.ok(&["ps"]);
+    assert!(ps.lines().next().is_some_and(|h| h.contains("POD") && h.contains("NAMESPACE")), "{ps}");
+    assert!(ps.lines().any(|l| l.starts_with(&server[..12]) && l.contains("web-0") && l.contains("team-a")), "{ps}");
+}
+
+#[test]
+fn a_restarted_container_keeps_the_pod_ip_and_each_attempt_its_log() {
+    let pods = Pods::new();
+    let sb = pods.sandbox("restarts");
+    let ip = pods.rt.pod_sandbox_status(&sb).expect("status").ip.expect("ip");
+    let first = pods.run(&sb, &pods.container("app", 0, &["sh", "-c", "echo attempt-0; exit 3"]));
+    let s = pods.wait_state(&first, ContainerState::Exited);
+    assert_eq!((s.exit_code, s.reason.as_deref()), (Some(3), Some("Error")), "{s:?}");
+    assert!(s.finished_at.is_some());
+    let e = pods.rt.start_container(&first).expect_err("an exited pod container is not started again");
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+
+    let second = pods.run(&sb, &pods.container("app", 1, &["sh", "-c", "echo attempt-1; exec sleep 1000"]));
+    pods.wait_state(&second, ContainerState::Running);
+    assert!(pods.exec(&second, &["ip", "-4", "addr", "show", "eth0"]).contains(&format!("inet {ip}/")));
+    assert_eq!(pods.rt.pod_sandbox_status(&sb).expect("status").ip, Some(ip));
+    // Attempt 0's log is still there while attempt 1 runs (`kubectl logs --previous`).
+    let (s0, s1) = (pods.rt.container_status(&first).expect("s0"), pods.rt.container_status(&second).expect("s1"));
+    assert_ne!(s0.log_path, s1.log_path);
+    assert!(s0.log_path.ends_with("app/0.log") && s1.log_path.ends_with("app/1.log"), "{s0:?} {s1:?}");
+    assert_eq!(pods.log_lines(&first, &LogOptions::default()), ["attempt-0"]);
+    assert!(eventually(Duration::from_secs(10), || pods.log_lines(&second, &LogOptions::default()) == ["attempt-1"]));
+    // The same name and attempt twice in one sandbox is refused.
+    let e = pods.rt.create_container(&sb, &pods.container("app", 1, &["true"])).expect_err("duplicate attempt");
+    assert!(matches!(e, Error::AlreadyExists(_)), "{e}");
+
+    // A container stopped on its own leaves the pod ready; removing it removes its log.
+    pods.rt.stop_container(&second, Duration::from_secs(1)).expect("stop");
+    let s = pods.rt.container_status(&second).expect("status");
+    assert_eq!((s.state, s.exit_code), (ContainerState::Exited, Some(137)));
+    pods.rt.remove_container(&first).expect("remove");
+    assert!(!s0.log_path.exists());
+    assert!(matches!(pods.rt.container_status(&first), Err(Error::NotFound(_))));
+    pods.rt.remove_container(&first).expect("removing twice is fine");
+    assert_eq!(pods.rt.pod_sandbox_status(&sb).expect("status").state, SandboxState::Ready);
+}
+
+#[test]
+fn exec_sync_gives_output_and_exit_code_and_honours_its_timeout() {
+    let pods = Pods::new();
+    let sb = pods.sandbox("probes");
+    let c = pods.run(&sb, &pods.container("app", 0, &["sleep", "1000"]));
+    pods.wait_state(&c, ContainerState::Running);
+    let cmd = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let r = pods.rt.exec_sync(&c, &cmd(&["sh", "-c", "echo out; echo err >&2; exit 7"]), Some(Duration::from_secs(30))).expect("exec");
+    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 7));
+
+    let t = Instant::now();
+    let e = pods.rt.exec_sync(&c, &cmd(&["sh", "-c", "echo before; exec sleep 60"]), Some(Duration::from_secs(1))).expect_err("timeout");
+    assert!(matches!(e, Error::Timeout(_)), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    // The timed-out command was killed, not left running in the container.
+    assert!(eventually(Duration::from_secs(10), || !pods.exec(&c, &["ps", "-o", "args"]).contains("sleep 60")));
+
+    let e = pods.rt.exec_sync(&c, &cmd(&["/no/such/binary"]), Some(Duration::from_secs(30)));
+    assert!(e.is_err() || e.as_ref().is_ok_and(|r| r.exit_code != 0), "{e:?}");
+    pods.rt.stop_container(&c, Duration::from_secs(1)).expect("stop");
+    let e = pods.rt.exec_sync(&c, &cmd(&["true"]), Some(Duration::from_secs(5))).expect_err("not running");
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+}
+
+#[test]
+fn removing_a_sandbox_leaves_nothing_behind() {
+    let pods = Pods::new();
+    let sb = pods.sandbox("leaky");
+    let mut a = pods.container("a", 0, &["sleep", "1000"]);
+    a.mounts = vec![Mount { container_path: "/scratch".into(), source: MountSource::Tmpfs { size_bytes: Some(1 << 20) }, readonly: false }];
+    let a = pods.run(&sb, &a);
+    let b = pods.run(&sb, &pods.container("b", 0, &["sh", "-c", "exit 0"]));
+    pods.wait_state(&a, ContainerState::Running);
+    pods.wait_state(&b, ContainerState::Exited);
+    assert!(pods.exec(&a, &["cat", "/proc/mounts"]).contains("/scratch tmpfs"));
+    // Created but never started.
+    let c = pods.rt.create_container(&sb, &pods.container("c", 0, &["true"])).expect("create");
+    let ids = vec![a.clone(), b.clone(), c.clone()];
+    assert!(pod_traces(pods.env.root(), &sb, &[]).iter().any(|t| t.contains("lease")), "the check sees a live sandbox's lease");
+
+    pods.rt.stop_pod_sandbox(&sb).expect("stop");
+    let st = pods.rt.pod_sandbox_status(&sb).expect("status");
+    assert_eq!((st.state, st.ip), (SandboxState::NotReady, None));
+    assert_eq!(pods.rt.container_status(&a).expect("a").state, ContainerState::Exited);
+    let e = pods.rt.create_container(&sb, &pods.container("d", 0, &["true"])).expect_err("stopped sandbox");
+    assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+    pods.rt.stop_pod_sandbox(&sb).expect("stopping twice is fine");
+
+    pods.rt.remove_pod_sandbox(&sb).expect("remove");
+    let traces = pod_traces(pods.env.root(), &sb, &ids);
+    assert!(traces.is_empty(), "left behind: {traces:#?}");
+    assert!(matches!(pods.rt.pod_sandbox_status(&sb), Err(Error::NotFound(_))));
+    pods.rt.remove_pod_sandbox(&sb).expect("removing twice is fine");
+
+    // Removing a ready sandbox with a running container directly leaves nothing either.
+    let sb2 = pods.sandbox("leaky2");
+    let x = pods.run(&sb2, &pods.container("x", 0, &["sleep", "1000"]));
+    pods.wait_state(&x, ContainerState::Running);
+    pods.rt.remove_pod_sandbox(&sb2).expect("remove");
+    let traces = pod_traces(pods.env.root(), &sb2, &[x]);
+    assert!(traces.is_empty(), "left behind: {traces:#?}");
+}
+
+#[test]
+fn a_new_driver_finds_the_same_sandboxes_and_containers() {
+    let pods = Pods::new();
+    let sb = pods.sandbox("survivor");
+    let ip = pods.rt.pod_sandbox_status(&sb).expect("status").ip;
+    let c = pods.run(&sb, &pods.container("app", 0, &["sh", "-c", "echo up; exec sleep 1000"]));
+    let done = pods.run(&sb, &pods.container("job", 0, &["sh", "-c", "exit 4"]));
+    let pid = pods.wait_state(&c, ContainerState::Running).pid;
+    pods.wait_state(&done, ContainerState::Exited);
+
+    // As a restarted agent would: a new driver over the same root.
+    let again = open_driver(pods.env.root());
+    let listed = again.list_pod_sandboxes(&SandboxFilter::default()).expect("list");
+    assert_eq!(listed.iter().map(|s| (s.id.clone(), s.ip)).collect::<Vec<_>>(), [(sb.clone(), ip)]);
+    let s = again.container_status(&c).expect("status");
+    assert_eq!((s.state, s.pid), (ContainerState::Running, pid), "the same process, not a second one");
+    let s = again.container_status(&done).expect("status");
+    assert_eq!((s.state, s.exit_code), (ContainerState::Exited, Some(4)));
+    let r = again.exec_sync(&c, &["hostname".to_string()], Some(Duration::from_secs(30))).expect("exec");
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "survivor");
+    let mut lines = Vec::new();
+    again
+        .container_logs(&c, &LogOptions::default(), &mut |r| {
+            lines.push(String::from_utf8_lossy(&r.content).into_owned());
+            true
+        })
+        .expect("logs");
+    assert_eq!(lines, ["up"]);
+    again.remove_pod_sandbox(&sb).expect("remove through the new driver");
+    assert!(pod_traces(pods.env.root(), &sb, &[c, done]).is_empty());
+}
