@@ -240,10 +240,15 @@ impl Api {
     /// Handle one authenticated request.
     #[allow(clippy::too_many_arguments)]
     pub async fn handle(self: &Arc<Self>, user: &User, method: Method, path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes, conn: &Conn) -> Response {
-        match self.route(user, method, path, query, headers, body, conn).await {
+        let resp = match self.route(user, method, path, query, headers, body, conn).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
+        };
+        let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if wants_yaml(accept) {
+            return as_yaml(resp).await;
         }
+        resp
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -766,8 +771,8 @@ impl Api {
 
     /// Server-side apply (`PATCH` with `application/apply-patch+yaml`): merge the applied
     /// configuration into the object as `manager` (see [`managed`]), creating the object if it
-    /// does not exist. The body is read as JSON, the YAML every client sends (kubectl, client-go
-    /// and the Python client send JSON); other YAML is refused with 400.
+    /// does not exist. The body is YAML (kubectl, client-go and the Python client send it as
+    /// JSON, which is YAML too and read as such first).
     async fn apply(&self, user: &User, info: &RequestInfo, q: &Query, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
@@ -778,8 +783,10 @@ impl Api {
             return Err(ApiError::invalid_kind("meta.k8s.io", "PatchOptions", "", vec![c]));
         }
         let force = truthy(q, "force");
-        let mut config: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e} (strata reads apply patches written as JSON, which is YAML too)")))?;
+        let mut config: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => decode_yaml(body)?,
+        };
         if !config.is_object() {
             return Err(ApiError::bad_request("error decoding YAML: the applied configuration must be an object"));
         }
@@ -1224,10 +1231,53 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     if base == crate::protobuf::CONTENT_TYPE {
         return Ok(crate::protobuf::decode(body)?);
     }
+    if base == "application/yaml" {
+        return decode_yaml(body);
+    }
     if !matches!(base, "application/json" | "" | "*/*") {
         return Err(ApiError::unsupported_media_type(ct));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body could not be decoded as JSON: {e}")))
+}
+
+/// One YAML document as an object (JSON is YAML too). Several documents, or YAML that does not
+/// parse, is a 400 that says why, as kube-apiserver's YAML serializer answers.
+fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("error decoding YAML: the body must be one object"));
+    }
+    Ok(v)
+}
+
+/// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and
+/// some tools send)? The first listed media type decides, as upstream's negotiation does for
+/// equal weights.
+fn wants_yaml(accept: &str) -> bool {
+    accept.split(',').next().and_then(|t| t.split(';').next()).is_some_and(|t| t.trim() == "application/yaml")
+}
+
+/// A complete JSON response re-encoded as YAML. Streams (watches, logs) are left alone: their
+/// length is not known up front.
+async fn as_yaml(resp: Response) -> Response {
+    use hyper::body::Body as _;
+    let is_json = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json || resp.body().size_hint().exact().is_none() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "reading the response").into_response();
+    };
+    let yaml = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| serde_yaml_ng::to_string(&v).ok());
+    match yaml {
+        Some(text) => {
+            parts.headers.insert("content-type", axum::http::HeaderValue::from_static("application/yaml"));
+            parts.headers.remove("content-length");
+            Response::from_parts(parts, axum::body::Body::from(text))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 #[cfg(test)]
