@@ -46,7 +46,17 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "ConfigMap" => vec![("Data", "integer"), ("Age", "string")],
         "Secret" => vec![("Type", "string"), ("Data", "integer"), ("Age", "string")],
         "Namespace" => vec![("Status", "string"), ("Age", "string")],
-        "Node" => vec![("Status", "string"), ("Roles", "string"), ("Age", "string"), ("Version", "string")],
+        "Node" => vec![
+            ("Status", "string"),
+            ("Roles", "string"),
+            ("Age", "string"),
+            ("Version", "string"),
+            ("Internal-IP", "string"),
+            ("External-IP", "string"),
+            ("OS-Image", "string"),
+            ("Kernel-Version", "string"),
+            ("Container-Runtime", "string"),
+        ],
         "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
         "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
@@ -109,12 +119,46 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         "Namespace" => c.extend([json!(st["phase"].as_str().unwrap_or("Active")), json!(age(o))]),
         "Node" => {
             let ready = st["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"] == "True");
-            let status = match ready {
+            let mut status = match ready {
                 Some(true) => "Ready",
                 Some(false) => "NotReady",
                 None => "Unknown",
+            }
+            .to_string();
+            if sp["unschedulable"] == true {
+                status.push_str(",SchedulingDisabled");
+            }
+            // Roles as upstream's printer: `node-role.kubernetes.io/ROLE` labels and `kubernetes.io/role`.
+            let mut roles: Vec<String> = o["metadata"]["labels"]
+                .as_object()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|(k, v)| match k.strip_prefix("node-role.kubernetes.io/") {
+                            Some(r) if !r.is_empty() => Some(r.to_string()),
+                            _ if k == "kubernetes.io/role" => v.as_str().filter(|v| !v.is_empty()).map(str::to_string),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            roles.sort();
+            roles.dedup();
+            let address = |t: &str| {
+                st["addresses"].as_array().and_then(|a| a.iter().find(|a| a["type"] == t)).and_then(|a| a["address"].as_str()).unwrap_or("<none>").to_string()
             };
-            c.extend([json!(status), json!("<none>"), json!(age(o)), json!(s(&st["nodeInfo"]["kubeletVersion"]))]);
+            let info = &st["nodeInfo"];
+            let or_unknown = |v: &Value| v.as_str().filter(|v| !v.is_empty()).unwrap_or("<unknown>").to_string();
+            c.extend([
+                json!(status),
+                json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+                json!(age(o)),
+                json!(s(&info["kubeletVersion"])),
+                json!(address("InternalIP")),
+                json!(address("ExternalIP")),
+                json!(or_unknown(&info["osImage"])),
+                json!(or_unknown(&info["kernelVersion"])),
+                json!(or_unknown(&info["containerRuntimeVersion"])),
+            ]);
         }
         "Job" => {
             let done = int(&st["succeeded"]);
@@ -147,7 +191,12 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
         .iter()
         .enumerate()
         .map(|(i, (name, ty))| {
-            let priority = if kind == "Pod" && (*name == "IP" || *name == "Node") { 1 } else { 0 };
+            let wide = match kind {
+                "Pod" => matches!(*name, "IP" | "Node"),
+                "Node" => i > 4,
+                _ => false,
+            };
+            let priority = if wide { 1 } else { 0 };
             json!({ "name": name, "type": ty, "format": if i == 0 { "name" } else { "" }, "description": "", "priority": priority })
         })
         .collect();

@@ -115,6 +115,19 @@ impl VmDriver {
         Ok(driver)
     }
 
+    /// Whether VMs on this host run under KVM (`true`) or emulation, and why: the verdict of
+    /// the real probe (`strata_vm::accel`), cached per host boot; the first call may boot a
+    /// probe guest (seconds).
+    pub fn kvm(&self) -> (bool, String) {
+        match qemu::qemu_binary() {
+            Ok(q) => {
+                let d = accel::decide(&q, None, &self.root.join("vm-accel.json"));
+                (d.accel == Accel::Kvm, d.reason)
+            }
+            Err(e) => (false, e),
+        }
+    }
+
     /// Finish or roll back every create and remove whose process died half-way: a create
     /// whose supervisor reported QEMU ready is finished (QEMU and the supervisor adopted into
     /// the record), any other is rolled back (QEMU, supervisor, tap, lease, overlay, name); a

@@ -4,6 +4,7 @@
 mod attach;
 mod container;
 mod image;
+mod node;
 mod progress;
 mod server;
 mod vm;
@@ -213,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(a) => container::stats(&ctx, a),
         Command::Pause(a) => container::pause(&ctx, a, true),
         Command::Unpause(a) => container::pause(&ctx, a, false),
-        Command::Server(a) => server::run(a),
+        Command::Server(a) => server::run(&ctx, a),
         Command::Certs(c) => server::certs(c),
         Command::Vm(c) => vm::run(&ctx, c),
     }

@@ -23,6 +23,15 @@ pub struct ServerArgs {
     /// Run the control plane only (no node agent on this machine).
     #[arg(long)]
     pub no_agent: bool,
+    /// The agent's Node name (default: the host name, lower case).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Most pods the agent runs on this node.
+    #[arg(long, default_value = "110")]
+    pub max_pods: u32,
+    /// The agent's Node InternalIP (default: the address of the default route's interface).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
     /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -136,12 +145,12 @@ fn certificate_names(listen: SocketAddr, tls_san: &[String]) -> Vec<String> {
     names
 }
 
-pub fn run(a: ServerArgs) -> anyhow::Result<()> {
+pub fn run(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(serve(a))
+    rt.block_on(serve(ctx, a))
 }
 
-async fn serve(a: ServerArgs) -> anyhow::Result<()> {
+async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     // Everything in the data dir is the cluster's state and credentials: 0700, created so.
     strata_apiserver::files::private_dir(&a.data_dir).context("preparing the data directory")?;
     strata_apiserver::files::tighten(&a.data_dir.join("kubeconfig"), 0o600)?;
@@ -202,14 +211,32 @@ async fn serve(a: ServerArgs) -> anyhow::Result<()> {
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let kubeconfig = a.data_dir.join("kubeconfig");
     pki::write_kubeconfig(&pki, &kubeconfig, &format!("https://{host}:{}", addr.port()))?;
-    if !a.no_agent {
-        tracing::info!("the node agent is not part of this build yet; running the control plane only");
-    }
+    let agent = if a.no_agent {
+        None
+    } else {
+        // This machine's agent, with its own node identity, over HTTPS like any other node's.
+        let node_name = a.node_name.clone().unwrap_or_else(strata_agent::machine::hostname);
+        let user = format!("system:node:{node_name}");
+        let (cert_pem, key_pem, ca_pem) = pki::component_identity(&pki, &user, &["system:nodes"], pki::LEAF_LIFETIME)?;
+        let creds = strata_client::Credentials { server: format!("https://{host}:{}", addr.port()), ca_pem, cert_pem, key_pem };
+        let client = creds.client("strata-agent").await?;
+        let mut config = strata_agent::Config::new(node_name, ctx.root.join("agent"));
+        config.max_pods = a.max_pods;
+        config.node_ip = a.node_ip;
+        Some(super::node::agent(ctx, config, client)?)
+    };
     eprintln!("strata server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());
     eprintln!("  export KUBECONFIG={}", kubeconfig.display());
+    let agent = async move {
+        match agent {
+            Some(agent) => agent.run().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = server.run() => {}
+        r = agent => r.context("node agent")?,
         _ = tokio::signal::ctrl_c() => eprintln!("strata server: shutting down"),
     }
     Ok(())

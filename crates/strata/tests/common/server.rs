@@ -93,6 +93,9 @@ pub struct Options {
     pub data_subdir: Option<String>,
     /// The server's umask (e.g. 0 to prove that it sets every mode itself).
     pub umask: Option<u32>,
+    /// Run the node agent (without it the server gets `--no-agent`); its strata root (driver
+    /// state) is [`ApiServer::root`].
+    pub agent: bool,
 }
 
 impl ApiServer {
@@ -130,6 +133,16 @@ impl ApiServer {
         &self.data
     }
 
+    /// The strata root of the server's node agent (images, containers, pod volumes).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.data.join("kubeconfig")
     }
@@ -141,7 +154,11 @@ impl ApiServer {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-        cmd.args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+        cmd.arg("--root").arg(self.root()).arg("server");
+        if !self.opts.agent {
+            cmd.arg("--no-agent");
+        }
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data)
             .args(&self.extra)
             .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -373,6 +390,15 @@ pub enum Auth<'a> {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop(true);
+        // Remove whatever the agent left running (containers outlive the server by design).
+        if self.opts.agent {
+            let strata = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.root()).args(args).stdin(Stdio::null()).output();
+            if let Ok(out) = strata(&["ps", "-aq", "--no-trunc"]) {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = strata(&["rm", "-f", id]);
+                }
+            }
+        }
     }
 }
 
