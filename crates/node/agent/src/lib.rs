@@ -6,6 +6,7 @@
 
 pub mod machine;
 pub mod node;
+pub mod pods;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -142,8 +143,9 @@ impl Agent {
         };
         let lease = tokio::spawn(node::lease_loop(shared.clone(), node));
         let status = tokio::spawn(node::status_loop(shared.clone()));
-        let (a, b) = tokio::join!(lease, status);
-        a.and(b).map_err(|e| Error::Internal(format!("agent task ended: {e}")))
+        let pods = tokio::spawn(pods::run(shared.clone()));
+        let (a, b, c) = tokio::join!(lease, status, pods);
+        a.and(b).and(c).map_err(|e| Error::Internal(format!("agent task ended: {e}")))
     }
 }
 

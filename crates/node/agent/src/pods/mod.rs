@@ -1,0 +1,854 @@
+//! Pod sync: the pods bound to this node (a watch with `spec.nodeName=<node>` feeding a
+//! reflector) run through the driver's `PodRuntime`, one worker per pod uid (kubelet's pod
+//! workers), each reconciling level-triggered from the pod and what the driver shows, on every
+//! change of the pod and every second: sandbox, volumes, init containers in order, containers
+//! with restart back-off; status written through `pods/status` only when it changed. A pod that
+//! is gone from the API server (or a sandbox of a pod the API server never heard of, found after
+//! a restart) has its containers stopped and everything removed. Everything the agent needs is
+//! in the API server or the driver, so the agent can be killed at any point and continues.
+
+pub mod spec;
+pub mod status;
+pub mod volumes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::chrono::Utc;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use strata_driver::pod::{
+    labels, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState as DState, ContainerStatus as DStatus, Mount, MountPropagation, MountSource,
+    PodRuntime, PodSandboxConfig, PodSandboxMetadata, QosClass, SandboxFilter, SandboxState, SeccompProfile, SecurityContext,
+};
+use tokio::sync::Notify;
+
+use crate::Shared;
+use status::Observed;
+
+/// Restart back-off, as kubelet's: 10 s doubling to 5 minutes, forgotten after 10 minutes of
+/// running.
+const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often a pod is reconciled without a change (kubelet's relist is 1 s).
+const RESYNC: Duration = Duration::from_secs(1);
+/// How often referenced ConfigMaps and Secrets are read again.
+const REFS_REFRESH: Duration = Duration::from_secs(10);
+
+type Workers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
+
+fn uid_of(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Watch this node's pods and keep a worker per pod (and per orphaned sandbox). Forever.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name));
+    let (reader, writer) = reflector::store();
+    let workers: Workers = Arc::default();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
+    let events = {
+        let workers = workers.clone();
+        async move {
+            futures_util::pin_mut!(stream);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(pod) => {
+                        if let Some(n) = workers.lock().ok().and_then(|w| w.get(&uid_of(&pod)).cloned()) {
+                            n.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "watching this node's pods"),
+                }
+            }
+        }
+    };
+    let sweep = async {
+        if reader.wait_until_ready().await.is_err() {
+            return;
+        }
+        loop {
+            let mut uids: Vec<String> = reader.state().iter().map(|p| uid_of(p)).filter(|u| !u.is_empty()).collect();
+            let driver = shared.driver.clone();
+            if let Some(Ok(sbs)) = blocking(move || driver.list_pod_sandboxes(&SandboxFilter::default())).await {
+                uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
+            }
+            for uid in uids {
+                let mut w = match workers.lock() {
+                    Ok(w) => w,
+                    Err(_) => return,
+                };
+                if !w.contains_key(&uid) {
+                    let notify = Arc::new(Notify::new());
+                    w.insert(uid.clone(), notify.clone());
+                    tokio::spawn(worker(shared.clone(), uid, reader.clone(), notify, workers.clone()));
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::join!(events, sweep);
+}
+
+/// What a worker remembers between syncs (all of it can be lost: it is re-derived).
+#[derive(Default)]
+struct PodState {
+    waiting: HashMap<String, (String, String)>,
+    backoff: HashMap<String, Duration>,
+    image_backoff: HashMap<String, (Instant, Duration)>,
+    refs: Option<(volumes::Refs, Instant)>,
+    volumes: BTreeMap<String, PathBuf>,
+    last_status: Option<PodStatus>,
+    events: HashMap<(String, String), Instant>,
+    grace: Option<i64>,
+    rejected: bool,
+    last_write: Option<Instant>,
+}
+
+async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
+    let mut st = PodState::default();
+    loop {
+        let pod = reader.state().into_iter().find(|p| uid_of(p) == uid);
+        match pod {
+            Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
+                st.grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
+                sync_pod(&shared, &pod, &mut st).await;
+            }
+            _ => {
+                terminate(&shared, &uid, st.grace).await;
+                if let Some(pod) = pod {
+                    // Deleted with a grace period: everything stopped, so the object goes (kubelet).
+                    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+                    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
+                    if let Err(e) = api.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
+                        tracing::warn!(pod = %uid, error = %e, "deleting a terminated pod");
+                    }
+                }
+                if let Ok(mut w) = workers.lock() {
+                    w.remove(&uid);
+                }
+                return;
+            }
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
+    shared.config.root_dir.join("pods").join(uid)
+}
+
+/// Stop every container of the pod `uid` (its grace period, at least 2 s as kubelet's), remove
+/// its sandboxes and volumes.
+async fn terminate(shared: &Arc<Shared>, uid: &str, grace: Option<i64>) {
+    let grace = Duration::from_secs(grace.unwrap_or(30).max(2) as u64);
+    let driver = shared.driver.clone();
+    let uid_owned = uid.to_string();
+    let dir = pod_dir(shared, uid);
+    let done = blocking(move || {
+        let mut filter = SandboxFilter::default();
+        filter.labels.insert(labels::POD_UID.to_string(), uid_owned.clone());
+        let sandboxes = driver.list_pod_sandboxes(&filter)?;
+        for sb in &sandboxes {
+            let cs = driver.list_containers(&ContainerFilter { sandbox_id: Some(sb.id.clone()), ..Default::default() })?;
+            let handles: Vec<_> = cs
+                .into_iter()
+                .filter(|c| c.state == DState::Running)
+                .map(|c| {
+                    let d = driver.clone();
+                    std::thread::spawn(move || d.stop_container(&c.id, grace))
+                })
+                .collect();
+            for h in handles {
+                let _ = h.join();
+            }
+            driver.stop_pod_sandbox(&sb.id)?;
+            driver.remove_pod_sandbox(&sb.id)?;
+        }
+        volumes::remove_pod_dir(&dir);
+        Ok::<usize, strata_driver::Error>(sandboxes.len())
+    })
+    .await;
+    match done {
+        Some(Ok(n)) if n > 0 => tracing::info!(pod = %uid, "pod stopped and removed"),
+        Some(Err(e)) => tracing::warn!(pod = %uid, error = %e, "removing a pod"),
+        _ => {}
+    }
+}
+
+fn container_ref(pod: &Pod, container: Option<&str>) -> ObjectReference {
+    let field_path = container.map(|c| {
+        let init = pod.spec.as_ref().is_some_and(|s| s.init_containers.iter().flatten().any(|i| i.name == c));
+        format!("spec.{}{{{c}}}", if init { "initContainers" } else { "containers" })
+    });
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        field_path,
+    }
+}
+
+/// Record an Event about the pod (or one of its containers), as kubelet does; the same event
+/// again within a minute is not repeated.
+async fn event(shared: &Shared, st: &mut PodState, pod: &Pod, container: Option<&str>, warning: bool, reason: &str, message: String) {
+    let key = (reason.to_string(), message.clone());
+    if st.events.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return;
+    }
+    st.events.insert(key, Instant::now());
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = Time(Utc::now());
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let ev = Event {
+        metadata: ObjectMeta { name: Some(format!("{}.{:x}", pod.metadata.name.as_deref().unwrap_or("pod"), nanos)), namespace: Some(ns.clone()), ..Default::default() },
+        involved_object: container_ref(pod, container),
+        reason: Some(reason.to_string()),
+        message: Some(message),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
+        source: Some(EventSource { component: Some("kubelet".into()), host: Some(shared.config.node_name.clone()) }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(shared.config.node_name.clone()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(shared.client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "recording an event");
+    }
+}
+
+/// Names of the ConfigMaps and Secrets the pod's volumes and environments use.
+fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let (mut cms, mut secrets) = (Vec::new(), Vec::new());
+    let Some(s) = pod.spec.as_ref() else { return (cms, secrets) };
+    for v in s.volumes.iter().flatten() {
+        if let Some(c) = &v.config_map {
+            cms.push(c.name.clone());
+        }
+        if let Some(sec) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.push(sec);
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(c) = &src.config_map {
+                cms.push(c.name.clone());
+            }
+            if let Some(sec) = &src.secret {
+                secrets.push(sec.name.clone());
+            }
+        }
+    }
+    for c in spec::all_containers(pod) {
+        for e in c.env_from.iter().flatten() {
+            if let Some(r) = &e.config_map_ref {
+                cms.push(r.name.clone());
+            }
+            if let Some(r) = &e.secret_ref {
+                secrets.push(r.name.clone());
+            }
+        }
+        for e in c.env.iter().flatten() {
+            if let Some(r) = e.value_from.as_ref().and_then(|v| v.config_map_key_ref.as_ref()) {
+                cms.push(r.name.clone());
+            }
+            if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+                secrets.push(r.name.clone());
+            }
+        }
+    }
+    cms.sort();
+    cms.dedup();
+    secrets.sort();
+    secrets.dedup();
+    (cms, secrets)
+}
+
+async fn fetch_refs(shared: &Shared, pod: &Pod) -> Result<volumes::Refs, kube::Error> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let (cms, secrets) = referenced(pod);
+    let mut refs = volumes::Refs::default();
+    let cm_api: Api<ConfigMap> = Api::namespaced(shared.client.clone(), ns);
+    for n in cms {
+        refs.configmaps.insert(n.clone(), cm_api.get_opt(&n).await?);
+    }
+    let s_api: Api<Secret> = Api::namespaced(shared.client.clone(), ns);
+    for n in secrets {
+        refs.secrets.insert(n.clone(), s_api.get_opt(&n).await?);
+    }
+    Ok(refs)
+}
+
+/// A container's environment (envFrom, then env with valueFrom and `$(VAR)` expansion), or
+/// kubelet's CreateContainerConfigError message.
+fn environment(pod: &Pod, c: &Container, refs: &volumes::Refs, facts: &spec::PodFacts, allocatable: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> Result<Vec<(String, String)>, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+        env.retain(|(n, _)| *n != k);
+        env.push((k, v));
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            match refs.configmaps.get(&r.name).cloned().flatten() {
+                Some(cm) => {
+                    for (k, v) in cm.data.iter().flatten() {
+                        set(&mut env, format!("{prefix}{k}"), v.clone());
+                    }
+                }
+                None if r.optional.unwrap_or(false) => {}
+                None => return Err(format!("configmap \"{}\" not found", r.name)),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            match refs.secrets.get(&r.name).cloned().flatten() {
+                Some(s) => {
+                    for (k, v) in s.data.iter().flatten() {
+                        set(&mut env, format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned());
+                    }
+                }
+                None if r.optional.unwrap_or(false) => {}
+                None => return Err(format!("secret \"{}\" not found", r.name)),
+            }
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = match &e.value_from {
+            None => {
+                let known = env.clone();
+                spec::expand(e.value.as_deref().unwrap_or(""), &|n| known.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+            }
+            Some(vf) => {
+                if let Some(r) = &vf.config_map_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    match refs.configmaps.get(&r.name).cloned().flatten() {
+                        Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
+                            Some(v) => v.clone(),
+                            None if optional => continue,
+                            None => return Err(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
+                        },
+                        None if optional => continue,
+                        None => return Err(format!("configmap \"{}\" not found", r.name)),
+                    }
+                } else if let Some(r) = &vf.secret_key_ref {
+                    let optional = r.optional.unwrap_or(false);
+                    match refs.secrets.get(&r.name).cloned().flatten() {
+                        Some(s) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+                            Some(v) => String::from_utf8_lossy(&v.0).into_owned(),
+                            None if optional => continue,
+                            None => return Err(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)),
+                        },
+                        None if optional => continue,
+                        None => return Err(format!("secret \"{}\" not found", r.name)),
+                    }
+                } else if let Some(f) = &vf.field_ref {
+                    spec::field_ref(f, facts)?
+                } else if let Some(r) = &vf.resource_field_ref {
+                    spec::resource_field_ref(r, pod, Some(c), allocatable)?
+                } else {
+                    return Err(format!("env {:?}: unsupported valueFrom", e.name));
+                }
+            }
+        };
+        set(&mut env, e.name.clone(), value);
+    }
+    Ok(env)
+}
+
+fn security(pod: &Pod, c: &Container, root: &std::path::Path) -> SecurityContext {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let sc = c.security_context.clone().unwrap_or_default();
+    let mut groups: Vec<u32> = psc.supplemental_groups.iter().flatten().map(|g| *g as u32).collect();
+    if let Some(g) = psc.fs_group {
+        groups.push(g as u32);
+    }
+    let seccomp = sc.seccomp_profile.or(psc.seccomp_profile).map(|p| match p.type_.as_str() {
+        "Unconfined" => SeccompProfile::Unconfined,
+        "Localhost" => SeccompProfile::Localhost(root.join("seccomp").join(p.localhost_profile.unwrap_or_default())),
+        _ => SeccompProfile::RuntimeDefault,
+    });
+    SecurityContext {
+        capabilities_add: sc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default(),
+        capabilities_drop: sc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default(),
+        privileged: sc.privileged.unwrap_or(false),
+        run_as_user: sc.run_as_user.or(psc.run_as_user).map(|u| u as u32),
+        run_as_username: None,
+        run_as_group: sc.run_as_group.or(psc.run_as_group).map(|g| g as u32),
+        supplemental_groups: groups,
+        readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+        no_new_privs: sc.allow_privilege_escalation.map(|a| !a),
+        seccomp: seccomp.unwrap_or_default(),
+    }
+}
+
+/// Pull the container's image as its pull policy says. Errors are kubelet's waiting reasons.
+async fn ensure_image(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, c: &Container) -> Result<(), (String, String)> {
+    let image = c.image.clone().unwrap_or_default();
+    if image.is_empty() {
+        return Err(("InvalidImageName".into(), "the container has no image".into()));
+    }
+    let latest = !image.contains('@') && image.rsplit('/').next().is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
+    let policy = c.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always".into() } else { "IfNotPresent".into() });
+    let images = shared.driver.images().clone();
+    let present = {
+        let (images, image) = (images.clone(), image.clone());
+        blocking(move || images.get(&image).is_ok()).await.unwrap_or(false)
+    };
+    let name = c.name.as_str();
+    if policy == "Never" {
+        if present {
+            return Ok(());
+        }
+        let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+        event(shared, st, pod, Some(name), true, "ErrImageNeverPull", msg.clone()).await;
+        return Err(("ErrImageNeverPull".into(), msg));
+    }
+    if present && policy != "Always" {
+        event(shared, st, pod, Some(name), false, "Pulled", format!("Container image \"{image}\" already present on machine")).await;
+        return Ok(());
+    }
+    if let Some((until, _)) = st.image_backoff.get(&image) {
+        if Instant::now() < *until {
+            return Err(("ImagePullBackOff".into(), format!("Back-off pulling image \"{image}\"")));
+        }
+    }
+    event(shared, st, pod, Some(name), false, "Pulling", format!("Pulling image \"{image}\"")).await;
+    let started = Instant::now();
+    let pulled = {
+        let image = image.clone();
+        blocking(move || images.pull(&image, &strata_driver::images::PullOptions::default(), &strata_driver::images::NoProgress).map(|_| ())).await
+    };
+    match pulled {
+        Some(Ok(())) => {
+            st.image_backoff.remove(&image);
+            event(shared, st, pod, Some(name), false, "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64())).await;
+            Ok(())
+        }
+        other => {
+            let why = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "the pull was interrupted".into(),
+            };
+            let delay = st.image_backoff.get(&image).map(|(_, d)| (*d * 2).min(BACKOFF_MAX)).unwrap_or(BACKOFF_INITIAL);
+            st.image_backoff.insert(image.clone(), (Instant::now() + delay, delay));
+            let msg = format!("Failed to pull image \"{image}\": {why}");
+            event(shared, st, pod, Some(name), true, "Failed", msg.clone()).await;
+            event(shared, st, pod, Some(name), true, "Failed", "Error: ErrImagePull".into()).await;
+            Err(("ErrImagePull".into(), msg))
+        }
+    }
+}
+
+/// Everything one container attempt needs from the pod around it.
+struct Ctx<'a> {
+    pod: &'a Pod,
+    sandbox_id: String,
+    facts: spec::PodFacts<'a>,
+    allocatable: BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+}
+
+/// Create and start attempt `attempt` of container `c`. Errors are waiting reasons.
+async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c: &Container, attempt: u32) -> Result<(), (String, String)> {
+    let pod = cx.pod;
+    let refs = st.refs.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+    let env = match environment(pod, c, &refs, &cx.facts, &cx.allocatable) {
+        Ok(e) => e,
+        Err(m) => {
+            event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
+            return Err(("CreateContainerConfigError".into(), m));
+        }
+    };
+    ensure_image(shared, st, pod, c).await?;
+    let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let command: Vec<String> = c.command.iter().flatten().map(|s| spec::expand(s, &lookup)).collect();
+    let args: Vec<String> = c.args.iter().flatten().map(|s| spec::expand(s, &lookup)).collect();
+    let mut mounts = Vec::new();
+    for vm in c.volume_mounts.iter().flatten() {
+        let Some(host) = st.volumes.get(&vm.name) else {
+            let m = format!("volume {:?} not found", vm.name);
+            return Err(("CreateContainerConfigError".into(), m));
+        };
+        let mut host = host.clone();
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            if std::path::Path::new(sub).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(("CreateContainerConfigError".into(), format!("invalid subPath {sub:?}")));
+            }
+            host = host.join(sub);
+            if !host.exists() {
+                let _ = std::fs::create_dir_all(&host);
+            }
+        }
+        let propagation = match vm.mount_propagation.as_deref() {
+            Some("HostToContainer") => MountPropagation::HostToContainer,
+            Some("Bidirectional") => MountPropagation::Bidirectional,
+            _ => MountPropagation::None,
+        };
+        mounts.push(Mount { container_path: vm.mount_path.clone().into(), source: MountSource::Bind { host_path: host, propagation }, readonly: vm.read_only.unwrap_or(false) });
+    }
+    // The termination message file (kubelet bind-mounts one per attempt).
+    let uid = uid_of(pod);
+    let msg_file = termination_file(shared, &uid, &c.name, attempt);
+    if let Some(parent) = msg_file.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if std::fs::write(&msg_file, b"").is_ok() {
+        let path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+        mounts.push(Mount { container_path: path.into(), source: MountSource::Bind { host_path: msg_file, propagation: MountPropagation::None }, readonly: false });
+    }
+    let config = ContainerConfig {
+        metadata: ContainerMetadata { name: c.name.clone(), attempt },
+        image: c.image.clone().unwrap_or_default(),
+        command,
+        args,
+        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        envs: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        mounts,
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        resources: spec::container_resources(c),
+        security: security(pod, c, &shared.config.root_dir),
+        ..Default::default()
+    };
+    let driver = shared.driver.clone();
+    let sandbox = cx.sandbox_id.clone();
+    let created = blocking(move || driver.create_container(&sandbox, &config)).await;
+    let id = match created {
+        Some(Ok(id)) => id,
+        other => {
+            let m = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "interrupted".into(),
+            };
+            event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
+            return Err(("CreateContainerError".into(), m));
+        }
+    };
+    event(shared, st, pod, Some(&c.name), false, "Created", format!("Created container: {}", c.name)).await;
+    let driver = shared.driver.clone();
+    let started = {
+        let id = id.clone();
+        blocking(move || driver.start_container(&id)).await
+    };
+    match started {
+        Some(Ok(())) => {
+            event(shared, st, pod, Some(&c.name), false, "Started", format!("Started container {}", c.name)).await;
+            Ok(())
+        }
+        other => {
+            let m = match other {
+                Some(Err(e)) => e.to_string(),
+                _ => "interrupted".into(),
+            };
+            event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
+            Err(("RunContainerError".into(), m))
+        }
+    }
+}
+
+fn termination_file(shared: &Shared, uid: &str, name: &str, attempt: u32) -> PathBuf {
+    pod_dir(shared, uid).join("containers").join(name).join(attempt.to_string())
+}
+
+fn read_message(shared: &Shared, uid: &str, d: &DStatus) -> Option<String> {
+    let bytes = std::fs::read(termination_file(shared, uid, &d.metadata.name, d.metadata.attempt)).ok()?;
+    let cut = &bytes[..bytes.len().min(4096)];
+    Some(String::from_utf8_lossy(cut).into_owned())
+}
+
+/// How long ago an RFC 3339 time was.
+fn since(t: &Option<String>) -> Option<Duration> {
+    let t = k8s_openapi::chrono::DateTime::parse_from_rfc3339(t.as_deref()?).ok()?;
+    (Utc::now() - t.with_timezone(&Utc)).to_std().ok()
+}
+
+/// One container's next step: start (first or next attempt), wait in back-off, or nothing.
+/// Returns whether the container is done for the purpose of init ordering (exited 0).
+async fn reconcile_container(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c: &Container, attempts: &[DStatus], policy: &str, init: bool) -> bool {
+    let latest = attempts.last();
+    let pod = cx.pod;
+    let next = match latest {
+        None => Some(0),
+        Some(d) if d.state == DState::Running || d.state == DState::Created => {
+            st.waiting.remove(&c.name);
+            if d.state == DState::Created {
+                // Created but never started (the agent died in between): start it now.
+                let driver = shared.driver.clone();
+                let id = d.id.clone();
+                let _ = blocking(move || driver.start_container(&id)).await;
+            }
+            None
+        }
+        Some(d) => {
+            let code = d.exit_code.unwrap_or(0);
+            // Init containers restart on failure unless the pod's policy is Never.
+            let restart = if init { code != 0 && policy != "Never" } else { spec::should_restart(policy, code) };
+            if !restart {
+                st.waiting.remove(&c.name);
+                return code == 0;
+            }
+            let ran = match (since(&d.started_at), since(&d.finished_at)) {
+                (Some(s), Some(f)) => s.saturating_sub(f),
+                _ => Duration::ZERO,
+            };
+            if ran >= BACKOFF_RESET {
+                st.backoff.remove(&c.name);
+            }
+            match st.backoff.get(&c.name) {
+                Some(delay) if since(&d.finished_at).is_some_and(|f| f < *delay) => {
+                    let msg = format!("back-off {}s restarting failed container={} pod={}_{}({})", delay.as_secs(), c.name, pod.metadata.name.as_deref().unwrap_or(""), pod.metadata.namespace.as_deref().unwrap_or(""), uid_of(pod));
+                    if st.waiting.get(&c.name).map(|(r, _)| r.as_str()) != Some("CrashLoopBackOff") {
+                        event(shared, st, pod, Some(&c.name), true, "BackOff", "Back-off restarting failed container".into()).await;
+                    }
+                    st.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
+                    return false;
+                }
+                Some(delay) => {
+                    let d2 = (*delay * 2).min(BACKOFF_MAX);
+                    st.backoff.insert(c.name.clone(), d2);
+                }
+                None => {
+                    st.backoff.insert(c.name.clone(), BACKOFF_INITIAL);
+                }
+            }
+            Some(d.metadata.attempt + 1)
+        }
+    };
+    let Some(attempt) = next else { return false };
+    match start_attempt(shared, st, cx, c, attempt).await {
+        Ok(()) => {
+            st.waiting.remove(&c.name);
+            // Keep the latest exited attempt (for `logs --previous`), remove older ones.
+            let old: Vec<String> = attempts.iter().filter(|a| a.metadata.attempt + 1 < attempt).map(|a| a.id.clone()).collect();
+            if !old.is_empty() {
+                let driver = shared.driver.clone();
+                let _ = blocking(move || old.iter().try_for_each(|id| driver.remove_container(id))).await;
+            }
+        }
+        Err(w) => {
+            st.waiting.insert(c.name.clone(), w);
+        }
+    }
+    false
+}
+
+async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
+    let uid = uid_of(pod);
+    let Some(spec_) = pod.spec.as_ref() else { return };
+    let terminal = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    if terminal || st.rejected {
+        // Nothing runs for a finished pod; its record stays until it is deleted.
+        let driver = shared.driver.clone();
+        let uid2 = uid.clone();
+        let _ = blocking(move || {
+            let mut f = SandboxFilter { state: Some(SandboxState::Ready), ..Default::default() };
+            f.labels.insert(labels::POD_UID.to_string(), uid2);
+            for sb in driver.list_pod_sandboxes(&f)? {
+                driver.stop_pod_sandbox(&sb.id)?;
+            }
+            Ok::<(), strata_driver::Error>(())
+        })
+        .await;
+        return;
+    }
+    let host_ip = shared.config.node_ip.map(|i| i.to_string()).unwrap_or_else(|| crate::machine::internal_ip().to_string());
+    let driver = shared.driver.clone();
+    let (uid2, max_pods) = (uid.clone(), shared.config.max_pods as usize);
+    let sandboxes = blocking(move || {
+        let all = driver.list_pod_sandboxes(&SandboxFilter::default())?;
+        let ready_others = all.iter().filter(|s| s.state == SandboxState::Ready && s.labels.get(labels::POD_UID) != Some(&uid2)).count();
+        let mine: Vec<_> = all.into_iter().filter(|s| s.labels.get(labels::POD_UID) == Some(&uid2)).collect();
+        Ok::<_, strata_driver::Error>((mine, ready_others >= max_pods))
+    })
+    .await;
+    let Some(Ok((mine, full))) = sandboxes else { return };
+    let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
+    let sandbox = match mine.iter().rev().find(|s| s.state == SandboxState::Ready) {
+        Some(s) => s.clone(),
+        None => {
+            if mine.is_empty() && full {
+                // Admission, as kubelet's: the pod is rejected for good.
+                st.rejected = true;
+                let msg = format!("Node didn't have enough resource: pods, requested: 1, used: {max_pods}, capacity: {max_pods}");
+                event(shared, st, pod, None, true, "OutOfpods", msg.clone()).await;
+                let status = PodStatus { phase: Some("Failed".into()), reason: Some("OutOfpods".into()), message: Some(msg), ..Default::default() };
+                write_status(shared, st, pod, status).await;
+                return;
+            }
+            let config = PodSandboxConfig {
+                metadata: PodSandboxMetadata {
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    uid: uid.clone(),
+                    attempt: mine.len() as u32,
+                },
+                hostname: Some(spec_.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())),
+                qos_class: qos,
+                labels: [
+                    (labels::POD_UID.to_string(), uid.clone()),
+                    (labels::POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),
+                    (labels::POD_NAMESPACE.to_string(), pod.metadata.namespace.clone().unwrap_or_default()),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            };
+            let driver = shared.driver.clone();
+            let created = blocking(move || driver.run_pod_sandbox(&config).and_then(|id| driver.pod_sandbox_status(&id))).await;
+            match created {
+                Some(Ok(s)) => s,
+                other => {
+                    let m = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "interrupted".into(),
+                    };
+                    event(shared, st, pod, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {m}")).await;
+                    return;
+                }
+            }
+        }
+    };
+    let pod_ip = sandbox.ip.map(|i| i.to_string());
+    let allocatable = {
+        let cap = crate::machine::capacity(&shared.config.root_dir);
+        let r = crate::node::Readings { capacity: cap, usage: crate::machine::usage(&shared.config.root_dir), info: Default::default(), runtime_error: None };
+        crate::node::status(&shared.config, &r, None, Time(Utc::now())).allocatable.unwrap_or_default()
+    };
+    let facts = spec::PodFacts { pod, pod_ip: pod_ip.clone(), host_ip: host_ip.clone() };
+
+    // ConfigMaps and Secrets, then volumes (again every REFS_REFRESH, so updates reach files).
+    if st.refs.as_ref().is_none_or(|(_, at)| at.elapsed() >= REFS_REFRESH) {
+        match fetch_refs(shared, pod).await {
+            Ok(r) => {
+                let dir = pod_dir(shared, &uid);
+                let (pod2, r2) = (pod.clone(), r.clone());
+                let (pip, hip, alloc) = (pod_ip.clone(), host_ip.clone(), allocatable.clone());
+                let prepared = blocking(move || {
+                    let facts = spec::PodFacts { pod: &pod2, pod_ip: pip, host_ip: hip };
+                    volumes::prepare(&dir, &pod2, &r2, &facts, &alloc)
+                })
+                .await;
+                match prepared {
+                    Some(Ok(v)) => {
+                        st.volumes = v;
+                        st.refs = Some((r, Instant::now()));
+                    }
+                    Some(Err(e)) => {
+                        event(shared, st, pod, None, true, "FailedMount", e.to_string()).await;
+                        if st.refs.is_none() {
+                            st.refs = Some((r, Instant::now()));
+                            st.volumes.clear();
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => tracing::warn!(pod = %uid, error = %e, "reading the pod's ConfigMaps and Secrets"),
+        }
+    }
+
+    let driver = shared.driver.clone();
+    let sid = sandbox.id.clone();
+    let Some(Ok(mut containers)) = blocking(move || driver.list_containers(&ContainerFilter { sandbox_id: Some(sid), ..Default::default() })).await else { return };
+    containers.sort_by_key(|c| c.metadata.attempt);
+    let attempts = |name: &str| -> Vec<DStatus> { containers.iter().filter(|c| c.metadata.name == name).cloned().collect() };
+    let policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let cx = Ctx { pod, sandbox_id: sandbox.id.clone(), facts, allocatable };
+    let volumes_ready = st.refs.is_some() && spec_.volumes.iter().flatten().all(|v| st.volumes.contains_key(&v.name));
+    if volumes_ready {
+        let mut initialized = true;
+        for ic in spec_.init_containers.iter().flatten() {
+            if !reconcile_container(shared, st, &cx, ic, &attempts(&ic.name), &policy, true).await {
+                initialized = false;
+                break;
+            }
+        }
+        if initialized {
+            for c in &spec_.containers {
+                reconcile_container(shared, st, &cx, c, &attempts(&c.name), &policy, false).await;
+            }
+        }
+    } else {
+        for c in spec_.containers.iter().chain(spec_.init_containers.iter().flatten()) {
+            st.waiting.entry(c.name.clone()).or_insert_with(|| ("ContainerCreating".into(), String::new()));
+        }
+    }
+
+    // Status from what the driver shows now.
+    let driver = shared.driver.clone();
+    let sid = sandbox.id.clone();
+    let Some(Ok(mut now)) = blocking(move || driver.list_containers(&ContainerFilter { sandbox_id: Some(sid), ..Default::default() })).await else { return };
+    now.sort_by_key(|c| c.metadata.attempt);
+    let mut observed: HashMap<String, Observed> = HashMap::new();
+    for c in spec::all_containers(pod) {
+        let a: Vec<&DStatus> = now.iter().filter(|d| d.metadata.name == c.name).collect();
+        let latest = a.last().map(|d| (*d).clone());
+        let previous = if a.len() >= 2 { Some(a[a.len() - 2].clone()) } else { None };
+        let o = Observed {
+            message: latest.as_ref().filter(|d| d.state == DState::Exited).and_then(|d| read_message(shared, &uid, d)),
+            previous_message: previous.as_ref().and_then(|d| read_message(shared, &uid, d)),
+            latest,
+            previous,
+            waiting: st.waiting.get(&c.name).cloned(),
+        };
+        observed.insert(c.name.clone(), o);
+    }
+    let status = status::pod_status(&status::Inputs {
+        pod,
+        pod_ip,
+        host_ip,
+        sandbox_ready: sandbox.state == SandboxState::Ready,
+        containers: &observed,
+        qos_class: qos.as_str(),
+        now: status::now(),
+    });
+    let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
+    write_status(shared, st, pod, status).await;
+    if finished {
+        // Release the pod's IP and cgroups once nothing will run again.
+        let driver = shared.driver.clone();
+        let sid = sandbox.id.clone();
+        let _ = blocking(move || driver.stop_pod_sandbox(&sid)).await;
+    }
+}
+
+/// Write the status through `pods/status` when it differs from what the API server has (and
+/// was not just written: the watch may lag behind).
+async fn write_status(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, status: PodStatus) {
+    if pod.status.as_ref() == Some(&status) {
+        return;
+    }
+    if st.last_status.as_ref() == Some(&status) && st.last_write.is_some_and(|t| t.elapsed() < Duration::from_secs(3)) {
+        return;
+    }
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let patch = serde_json::json!({ "status": &status });
+    match api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            st.last_status = Some(status);
+            st.last_write = Some(Instant::now());
+        }
+        Err(e) => tracing::warn!(pod = %uid_of(pod), error = %e, "writing pod status"),
+    }
+}

@@ -1,0 +1,250 @@
+//! Pure translations of a pod spec into what the driver takes: quantities, resources, the
+//! downward API's field paths, `$(VAR)` expansion, environments, and the restart decision.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use strata_driver::pod::{ContainerResourceSpec, ContainerResources};
+
+/// A quantity in thousandths of its unit (`100m` cpu is 100; `1Ki` is 1,024,000), as
+/// apimachinery's `MilliValue`. `None` for what does not parse.
+pub fn milli(q: &Quantity) -> Option<i128> {
+    let s = q.0.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let (mantissa, exp10): (&str, i32) = match suffix {
+        "" => (num, 0),
+        s if s.starts_with(['e', 'E']) => (num, s[1..].parse().ok()?),
+        _ => (num, 0),
+    };
+    let mult: i128 = match suffix {
+        "" => 1,
+        s if s.starts_with(['e', 'E']) => 1,
+        "m" => return decimal_times(mantissa, 1, 0),
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    decimal_times(mantissa, mult * 1000, exp10)
+}
+
+/// `mantissa * mult * 10^exp10`, rounded up (as Kubernetes rounds quantities up).
+fn decimal_times(mantissa: &str, mult: i128, exp10: i32) -> Option<i128> {
+    let (neg, m) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let digits: String = format!("{int}{frac}");
+    let value: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+    let scale = frac.len() as i32 - exp10;
+    let mut v = value.checked_mul(mult)?;
+    if scale > 0 {
+        let d = 10i128.checked_pow(scale as u32)?;
+        v = (v + d - 1) / d;
+    } else if scale < 0 {
+        v = v.checked_mul(10i128.checked_pow((-scale) as u32)?)?;
+    }
+    Some(if neg { -v } else { v })
+}
+
+fn resource(c: &Container, which: &str, name: &str) -> Option<i128> {
+    let r = c.resources.as_ref()?;
+    let m = if which == "limits" { r.limits.as_ref()? } else { r.requests.as_ref()? };
+    milli(m.get(name)?)
+}
+
+/// A container's cpu (millicpu) and memory (bytes) requests and limits; a missing request
+/// defaults to the limit, as the API server's defaulting does.
+pub fn resource_spec(c: &Container) -> ContainerResourceSpec {
+    let cpu_limit = resource(c, "limits", "cpu").map(|v| v.max(0) as u64);
+    let mem_limit = resource(c, "limits", "memory").map(|v| (v / 1000).max(0) as u64);
+    ContainerResourceSpec {
+        cpu_request_millis: resource(c, "requests", "cpu").map(|v| v.max(0) as u64).or(cpu_limit),
+        cpu_limit_millis: cpu_limit,
+        memory_request_bytes: resource(c, "requests", "memory").map(|v| (v / 1000).max(0) as u64).or(mem_limit),
+        memory_limit_bytes: mem_limit,
+    }
+}
+
+/// The cgroup settings of a container, as kubelet computes them: shares from the cpu request
+/// (at least 2), a CFS quota from the cpu limit (period 100 ms), the memory limit.
+pub fn container_resources(c: &Container) -> ContainerResources {
+    let r = resource_spec(c);
+    ContainerResources {
+        cpu_shares: Some(r.cpu_request_millis.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2)),
+        cpu_quota_us: r.cpu_limit_millis.map(|m| (m as i64 * 100).max(1000)),
+        cpu_period_us: r.cpu_limit_millis.map(|_| 100_000),
+        memory_limit_bytes: r.memory_limit_bytes,
+        pids_limit: None,
+        oom_score_adj: None,
+    }
+}
+
+/// Every container of the pod, init containers first (for the QoS class).
+pub fn all_containers(pod: &Pod) -> Vec<&Container> {
+    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect()
+}
+
+/// What the pod's fields resolve to for the downward API (`fieldRef`).
+pub struct PodFacts<'a> {
+    pub pod: &'a Pod,
+    pub pod_ip: Option<String>,
+    pub host_ip: String,
+}
+
+/// A downward API `fieldRef` value, or why it cannot be had.
+pub fn field_ref(f: &ObjectFieldSelector, facts: &PodFacts) -> Result<String, String> {
+    let m = &facts.pod.metadata;
+    let spec = facts.pod.spec.as_ref();
+    let path = f.field_path.as_str();
+    let subscript = |prefix: &str| path.strip_prefix(prefix).and_then(|r| r.strip_prefix("['")).and_then(|r| r.strip_suffix("']"));
+    if let Some(k) = subscript("metadata.labels") {
+        return Ok(m.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default());
+    }
+    if let Some(k) = subscript("metadata.annotations") {
+        return Ok(m.annotations.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default());
+    }
+    let map_text = |l: &Option<BTreeMap<String, String>>| {
+        l.iter().flatten().map(|(k, v)| format!("{k}=\"{}\"\n", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))).collect::<String>()
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "metadata.labels" => map_text(&m.labels),
+        "metadata.annotations" => map_text(&m.annotations),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => facts.host_ip.clone(),
+        "status.podIP" | "status.podIPs" => facts.pod_ip.clone().unwrap_or_default(),
+        other => return Err(format!("unsupported fieldRef {other:?}")),
+    })
+}
+
+/// A downward API `resourceFieldRef` value for `container` (the one named in the selector,
+/// else `default`): a limit falls back to the node's allocatable, as kubelet's.
+pub fn resource_field_ref(r: &ResourceFieldSelector, pod: &Pod, default: Option<&Container>, allocatable: &BTreeMap<String, Quantity>) -> Result<String, String> {
+    let c = match &r.container_name {
+        Some(n) if !n.is_empty() => all_containers(pod).into_iter().find(|c| &c.name == n).ok_or_else(|| format!("no container {n:?} for resourceFieldRef"))?,
+        _ => default.ok_or("resourceFieldRef needs a containerName here")?,
+    };
+    let (which, name) = r.resource.split_once('.').ok_or_else(|| format!("unsupported resource {:?}", r.resource))?;
+    let value = match which {
+        "limits" => resource(c, "limits", name).or_else(|| allocatable.get(name).and_then(milli)),
+        "requests" => resource(c, "requests", name).or_else(|| resource(c, "limits", name)),
+        _ => None,
+    };
+    let value = match (which, name, value) {
+        (_, _, Some(v)) => v,
+        ("requests", _, None) => 0,
+        _ => return Err(format!("unsupported resource {:?}", r.resource)),
+    };
+    let divisor = r.divisor.as_ref().and_then(milli).filter(|d| *d > 0).unwrap_or(1000);
+    // Rounded up, at least 1 for a non-zero value (kubelet's ExtractContainerResourceValue).
+    let n = (value + divisor - 1) / divisor;
+    Ok(n.to_string())
+}
+
+/// `$(VAR)` expansion as kubelet's (`$$` escapes; an undefined variable stays as written).
+pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'(' {
+                if let Some(end) = s[i + 2..].find(')') {
+                    let name = &s[i + 2..i + 2 + end];
+                    match env(name) {
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&s[i..i + 3 + end]),
+                    }
+                    i += 3 + end;
+                    continue;
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// What to do with a container whose last attempt exited with `code`, by restart policy.
+pub fn should_restart(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Option<i128> {
+        milli(&Quantity(s.into()))
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(q("100m"), Some(100));
+        assert_eq!(q("1"), Some(1000));
+        assert_eq!(q("0.5"), Some(500));
+        assert_eq!(q("1Ki"), Some(1024 * 1000));
+        assert_eq!(q("64Mi"), Some(64 * 1024 * 1024 * 1000));
+        assert_eq!(q("1G"), Some(1_000_000_000_000));
+        assert_eq!(q("1e3"), Some(1_000_000));
+        assert_eq!(q("x"), None);
+        assert_eq!(q("1Qi"), None);
+    }
+
+    #[test]
+    fn expansion() {
+        let env = |n: &str| (n == "A").then(|| "x".to_string());
+        assert_eq!(expand("a$(A)b", &env), "axb");
+        assert_eq!(expand("$(B)", &env), "$(B)");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("$(A", &env), "$(A");
+        assert_eq!(expand("ü$(A)", &env), "üx");
+    }
+
+    #[test]
+    fn resources() {
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}})).expect("container");
+        let r = container_resources(&c);
+        assert_eq!(r.cpu_shares, Some(512));
+        assert_eq!(r.cpu_quota_us, Some(50_000));
+        assert_eq!(r.memory_limit_bytes, Some(64 << 20));
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"limits": {"memory": "64Mi"}}}]}})).expect("pod");
+        let sel = ResourceFieldSelector { container_name: Some("c".into()), resource: "limits.memory".into(), divisor: Some(Quantity("1Mi".into())) };
+        assert_eq!(resource_field_ref(&sel, &pod, None, &BTreeMap::new()).as_deref(), Ok("64"));
+        let mut alloc = BTreeMap::new();
+        alloc.insert("cpu".to_string(), Quantity("2".into()));
+        let sel = ResourceFieldSelector { container_name: Some("c".into()), resource: "limits.cpu".into(), divisor: None };
+        assert_eq!(resource_field_ref(&sel, &pod, None, &alloc).as_deref(), Ok("2"));
+    }
+}

@@ -1,0 +1,300 @@
+//! Pods run by the node agent inside `strata server`, driven with the real kubectl, images from
+//! a real local docker-registry: Running with an IP that answers from the node, init
+//! containers, a shared emptyDir, configMap/secret volumes and env, the downward API, restarts,
+//! and bad input turned into pod status.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Backend, Options};
+use serde_json::Value;
+use strata_testkit::{busybox_image, Registry};
+
+struct Cluster {
+    server: ApiServer,
+    _registry: Registry,
+    image: String,
+}
+
+fn cluster(extra: &[&str]) -> Cluster {
+    let registry = Registry::start();
+    registry.push(&busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    extra.extend(["--node-name".to_string(), "node-a".to_string()]);
+    // The VM acceleration probe is tests/nodes.rs' business; here it would only cost time.
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string())];
+    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra, env, ..Options::default() });
+    Cluster { server, _registry: registry, image }
+}
+
+impl Cluster {
+    fn apply(&self, yaml: &str) {
+        self.server.ok_stdin(&["apply", "-f", "-"], Some(yaml));
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        let out = self.server.kubectl(&["get", "pod", name, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Wait until `f(pod)` holds; panics with the pod and the server log otherwise.
+    fn wait_pod(&self, name: &str, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let ok = eventually(timeout, || {
+            last = self.pod(name);
+            f(&last)
+        });
+        if !ok {
+            let events = self.server.kubectl(&["get", "events", "-o", "wide"]);
+            panic!("pod {name}: {what} not reached: {last:#}\nevents: {}\nlog: {}", String::from_utf8_lossy(&events.stdout), self.server.log());
+        }
+        last
+    }
+
+    fn volume_dir(&self, pod: &Value, volume: &str) -> PathBuf {
+        self.server.root().join("agent/pods").join(pod["metadata"]["uid"].as_str().expect("uid")).join("volumes").join(volume)
+    }
+
+    fn events_for(&self, name: &str) -> Vec<(String, String)> {
+        let out = self.server.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={name}"), "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).expect("events json");
+        v["items"].as_array().cloned().unwrap_or_default().iter().map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string())).collect()
+    }
+
+    /// Pod containers the driver still has, from `strata ps -a`.
+    fn driver_containers(&self) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.server.root()).args(["ps", "-a", "--no-trunc"]).output().expect("strata ps");
+        String::from_utf8_lossy(&out.stdout).lines().skip(1).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn condition(p: &Value, t: &str) -> String {
+    p["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == t)).and_then(|c| c["status"].as_str()).unwrap_or("").to_string()
+}
+
+fn waiting_reason(p: &Value, container: usize) -> String {
+    p["status"]["containerStatuses"][container]["state"]["waiting"]["reason"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn pod_runs_and_its_ip_answers_from_the_node() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: httpd\n    image: {}\n    command: [httpd, -f, -p, '8080', -h, /var/www]\n",
+        c.image
+    ));
+    let p = c.wait_pod("web", "Running and Ready", Duration::from_secs(90), |p| phase(p) == "Running" && condition(p, "Ready") == "True" && p["status"]["podIP"].is_string());
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert_eq!(p["status"]["podIPs"][0]["ip"], ip.as_str());
+    assert!(p["status"]["hostIP"].is_string(), "{p}");
+    assert!(p["status"]["startTime"].is_string(), "{p}");
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+    for t in ["PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
+        assert_eq!(condition(&p, t), "True", "{t}: {p}");
+    }
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["name"], "httpd");
+    assert_eq!(cs["ready"], true);
+    assert_eq!(cs["started"], true);
+    assert_eq!(cs["restartCount"], 0);
+    assert!(cs["containerID"].as_str().is_some_and(|id| id.starts_with("strata://") && id.len() == "strata://".len() + 64), "{cs}");
+    assert!(cs["imageID"].as_str().is_some_and(|id| id.contains("sha256:")), "{cs}");
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+
+    // The pod's IP answers from the node.
+    let mut body = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let out = std::process::Command::new("curl").args(["-sS", "--max-time", "5", &format!("http://{ip}:8080/index.html")]).output().expect("curl");
+            body = String::from_utf8_lossy(&out.stdout).into_owned();
+            body.contains("hello from strata")
+        }),
+        "{ip}:8080 answered {body:?}"
+    );
+    // Status is written only when it changes: a running pod's object stays as it is.
+    let rv = c.pod("web")["metadata"]["resourceVersion"].clone();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(c.pod("web")["metadata"]["resourceVersion"], rv, "the pod was rewritten without a change");
+    let wide = c.server.ok(&["get", "pod", "web", "-o", "wide", "--no-headers"]);
+    assert!(wide.contains("1/1") && wide.contains("Running") && wide.contains(&ip) && wide.contains("node-a"), "{wide}");
+    let reasons: Vec<String> = c.events_for("web").into_iter().map(|(r, _)| r).collect();
+    for want in ["Pulling", "Pulled", "Created", "Started"] {
+        assert!(reasons.iter().any(|r| r == want), "no {want} event: {reasons:?}");
+    }
+
+    // Deleted: the agent stops and removes everything of it.
+    let id = cs["containerID"].as_str().expect("id").trim_start_matches("strata://").to_string();
+    assert!(c.driver_containers().contains(&id));
+    c.server.ok(&["delete", "pod", "web", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+    assert!(eventually(Duration::from_secs(10), || !c.server.root().join("agent/pods").join(p["metadata"]["uid"].as_str().expect("uid")).exists()));
+}
+
+#[test]
+fn init_containers_volumes_env_and_the_downward_api() {
+    let c = cluster(&[]);
+    c.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  greeting: hello\n  file.txt: from-configmap\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: sec\nstringData:\n  password: s3cret\n",
+    );
+    let script = "cat /work/log > /work/main-saw; env > /work/env; cat /etc/cfg/file.txt > /work/cfg-copy; cat /etc/sec/password > /work/sec-copy; \
+                  cat /etc/podinfo/labels > /work/labels-copy; cat /etc/podinfo/name > /work/name-copy; stat -c %a /etc/cfg/..data/greeting > /work/cfg-mode; sleep 3600";
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: full
+  labels: {{tier: test}}
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - name: init1
+    image: {img}
+    command: [sh, -c, "echo init1 >> /work/log"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: init2
+    image: {img}
+    command: [sh, -c, "echo init2 >> /work/log"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: {img}
+    command: [sh, -c, "{script}"]
+    env:
+    - {{name: GREETING, valueFrom: {{configMapKeyRef: {{name: cfg, key: greeting}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: sec, key: password}}}}}}
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+    - {{name: MEM, valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}}}
+    - {{name: EXPANDED, value: "$(GREETING)-x"}}
+    envFrom:
+    - {{prefix: CFG_, configMapRef: {{name: cfg}}}}
+    resources: {{limits: {{memory: 64Mi}}}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: cfg, mountPath: /etc/cfg}}
+    - {{name: sec, mountPath: /etc/sec, readOnly: true}}
+    - {{name: podinfo, mountPath: /etc/podinfo}}
+  - name: side
+    image: {img}
+    command: [sh, -c, "while [ ! -s /work/env ]; do sleep 0.2; done; cat /work/log > /work/side-saw; sleep 3600"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0600}}}}
+  - {{name: sec, secret: {{secretName: sec}}}}
+  - name: podinfo
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+"#,
+        img = c.image
+    ));
+    let p = c.wait_pod("full", "Running with both containers ready", Duration::from_secs(120), |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    assert_eq!(p["status"]["qosClass"], "Burstable");
+    assert_eq!(condition(&p, "Initialized"), "True");
+    for (i, name) in ["init1", "init2"].iter().enumerate() {
+        let s = &p["status"]["initContainerStatuses"][i];
+        assert_eq!(s["name"], *name);
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{s}");
+        assert_eq!(s["state"]["terminated"]["reason"], "Completed", "{s}");
+    }
+    let work = c.volume_dir(&p, "work");
+    let read = |f: &str| -> String {
+        let path = work.join(f);
+        assert!(eventually(Duration::from_secs(30), || path.exists()), "{} never written", path.display());
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    };
+    assert_eq!(read("main-saw"), "init1\ninit2\n", "init containers ran once each, in order");
+    assert_eq!(read("side-saw"), "init1\ninit2\n", "the second container sees the same emptyDir");
+    let env = read("env");
+    let ip = p["status"]["podIP"].as_str().expect("ip");
+    for want in ["GREETING=hello", "PASSWORD=s3cret", "POD_NAME=full", &format!("POD_IP={ip}"), "NODE=node-a", "MEM=64", "EXPANDED=hello-x", "CFG_greeting=hello"] {
+        assert!(env.lines().any(|l| l == want), "{want} missing from env:\n{env}");
+    }
+    assert_eq!(read("cfg-copy"), "from-configmap");
+    assert_eq!(read("sec-copy"), "s3cret");
+    assert_eq!(read("labels-copy"), "tier=\"test\"\n");
+    assert_eq!(read("name-copy"), "full");
+    assert_eq!(read("cfg-mode").trim(), "600", "defaultMode");
+
+    // A ConfigMap change reaches the mounted files (through an atomic ..data swap).
+    c.server.ok(&["patch", "configmap", "cfg", "-p", r#"{"data":{"file.txt":"changed"}}"#]);
+    let cfg = c.volume_dir(&p, "cfg");
+    assert!(
+        eventually(Duration::from_secs(60), || std::fs::read_to_string(cfg.join("file.txt")).is_ok_and(|s| s == "changed")),
+        "configmap update not projected"
+    );
+    c.server.ok(&["delete", "pod", "full", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+
+#[test]
+fn exits_restart_with_back_off_and_bad_input_becomes_status() {
+    let c = cluster(&["--max-pods", "3"]);
+    let pod = |name: &str, image: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {image}\n{extra}")
+    };
+    // Exits with 3 each time: restarted, restartCount grows, last state keeps the code and the
+    // termination message, and the waits grow (CrashLoopBackOff).
+    c.apply(&pod("crash", &c.image, "    command: [sh, -c, 'echo bye > /dev/termination-log; exit 3']\n"));
+    // A missing ConfigMap: CreateContainerConfigError.
+    c.apply(&pod("nocfg", &c.image, "    command: [sleep, '3600']\n    env: [{name: X, valueFrom: {configMapKeyRef: {name: missing, key: k}}}]\n"));
+    // An image the registry does not have: ErrImagePull, then ImagePullBackOff.
+    let missing = c.image.replace("busybox:latest", "nothere:v1");
+    c.apply(&pod("noimage", &missing, "    command: [sleep, '3600']\n"));
+
+    let p = c.wait_pod("crash", "a restart with the exit code in lastState", Duration::from_secs(90), |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1 && p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 3
+    });
+    let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["reason"], "Error", "{last}");
+    assert_eq!(last["message"], "bye\n", "termination message: {last}");
+    let p = c.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(90), |p| waiting_reason(p, 0) == "CrashLoopBackOff");
+    assert_eq!(phase(&p), "Running");
+    let backing_off = p["status"]["containerStatuses"][0].clone();
+    let p = c.wait_pod("nocfg", "CreateContainerConfigError", Duration::from_secs(60), |p| waiting_reason(p, 0) == "CreateContainerConfigError");
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["message"], "configmap \"missing\" not found");
+    assert_eq!(phase(&p), "Pending");
+    c.wait_pod("noimage", "ErrImagePull", Duration::from_secs(60), |p| matches!(waiting_reason(p, 0).as_str(), "ErrImagePull" | "ImagePullBackOff"));
+    c.wait_pod("noimage", "ImagePullBackOff", Duration::from_secs(60), |p| waiting_reason(p, 0) == "ImagePullBackOff");
+    let reasons: Vec<String> = c.events_for("noimage").into_iter().map(|(r, _)| r).collect();
+    assert!(reasons.iter().any(|r| r == "Failed") && reasons.iter().any(|r| r == "Pulling"), "{reasons:?}");
+    assert!(c.events_for("crash").iter().any(|(r, _)| r == "BackOff"));
+
+    // A fourth pod on a node for three: rejected as OutOfpods, for good.
+    c.apply(&pod("toomany", &c.image, "    command: [sleep, '3600']\n"));
+    let p = c.wait_pod("toomany", "OutOfpods", Duration::from_secs(60), |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "OutOfpods");
+
+    // The next attempt waits out the back-off (at least 10 s after the last one ended).
+    let rc = backing_off["restartCount"].as_i64().expect("restartCount");
+    let p = c.wait_pod("crash", "the next restart", Duration::from_secs(120), |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) > rc);
+    let cs = &p["status"]["containerStatuses"][0];
+    let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("no time in {cs}"))).expect("rfc3339");
+    let started = if cs["state"]["running"].is_object() {
+        t(&cs["state"]["running"]["startedAt"])
+    } else if cs["state"]["terminated"].is_object() {
+        t(&cs["state"]["terminated"]["startedAt"])
+    } else {
+        t(&cs["lastState"]["terminated"]["startedAt"])
+    };
+    let gap = started - t(&backing_off["lastState"]["terminated"]["finishedAt"]);
+    assert!(gap.num_seconds() >= 9, "restart after {gap} (back-off 10 s): {backing_off} then {cs}");
+
+    // The agent survived all of it: the node is Ready and a good pod still runs... once a slot is free.
+    c.server.ok(&["delete", "pod", "nocfg", "noimage", "toomany", "--wait=false"]);
+    c.apply(&pod("fine", &c.image, "    command: [sleep, '3600']\n"));
+    c.wait_pod("fine", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
+}
