@@ -25,8 +25,9 @@ fn cluster(extra: &[&str]) -> Cluster {
     let image = format!("{}/busybox:latest", registry.addr);
     let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     extra.extend(["--node-name".to_string(), "node-a".to_string()]);
-    // The VM acceleration probe is tests/nodes.rs' business; here it would only cost time.
-    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string())];
+    // The VM acceleration probe is tests/nodes.rs' business; here it would only cost time. The
+    // shared test disk may be fuller than the default unpack reserve (5%) allows.
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
     let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra, env, ..Options::default() });
     Cluster { server, _registry: registry, image }
 }
@@ -238,6 +239,8 @@ spec:
     );
     c.server.ok(&["delete", "pod", "full", "--wait=false"]);
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+    let dir = c.server.root().join("agent/pods").join(p["metadata"]["uid"].as_str().expect("uid"));
+    assert!(eventually(Duration::from_secs(20), || !dir.exists()), "volumes left: {}", dir.display());
 }
 
 #[test]
@@ -297,4 +300,63 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     c.server.ok(&["delete", "pod", "nocfg", "noimage", "toomany", "--wait=false"]);
     c.apply(&pod("fine", &c.image, "    command: [sleep, '3600']\n"));
     c.wait_pod("fine", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
+}
+
+fn container_id(p: &Value, i: usize) -> String {
+    p["status"]["containerStatuses"][i]["containerID"].as_str().unwrap_or("").trim_start_matches("strata://").to_string()
+}
+
+#[test]
+fn kill_9_of_the_server_leaves_pods_running_and_a_new_one_adopts_them() {
+    let mut c = cluster(&[]);
+    let pod = |name: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '3600']\n", c.image)
+    };
+    for name in ["kept", "doomed", "exiter"] {
+        c.apply(&pod(name));
+    }
+    let mut before = std::collections::HashMap::new();
+    for name in ["kept", "doomed", "exiter"] {
+        let p = c.wait_pod(name, "Running", Duration::from_secs(90), |p| phase(p) == "Running" && !container_id(p, 0).is_empty());
+        before.insert(name, p);
+    }
+    let kept_id = container_id(&before["kept"], 0);
+    let doomed_id = container_id(&before["doomed"], 0);
+    let exiter_id = container_id(&before["exiter"], 0);
+
+    // kill -9 of the server and its agent: the containers keep running.
+    c.server.stop(true);
+    let root = c.server.root();
+    let strata = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&root).args(args).output().expect("strata");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let running = strata(&["ps", "--no-trunc"]);
+    for id in [&kept_id, &doomed_id, &exiter_id] {
+        assert!(running.contains(id.as_str()), "{id} stopped with the server: {running}");
+    }
+    // Meanwhile: one container dies, one pod is deleted (through a server without an agent).
+    let pid = serde_json::from_str::<Value>(&strata(&["inspect", &exiter_id])).expect("inspect")[0]["pid"].as_i64().expect("pid");
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    c.server.opts.agent = false;
+    c.server.restart(false);
+    c.server.ok(&["delete", "pod", "doomed", "--wait=false"]);
+    c.server.stop(true);
+    c.server.opts.agent = true;
+    c.server.restart(false);
+
+    // The new agent adopts what runs: same container, same restart count, no second copy.
+    let exited = c.wait_pod("exiter", "the exit reported and the container restarted", Duration::from_secs(90), |p| {
+        p["status"]["containerStatuses"][0]["restartCount"] == 1 && p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 137 && phase(p) == "Running"
+    });
+    assert_ne!(container_id(&exited, 0), exiter_id);
+    assert!(eventually(Duration::from_secs(60), || !strata(&["ps", "-a", "--no-trunc"]).contains(&doomed_id)), "the deleted pod's container is still there");
+    std::thread::sleep(Duration::from_secs(3));
+    let kept = c.pod("kept");
+    assert_eq!(container_id(&kept, 0), kept_id, "{kept}");
+    assert_eq!(kept["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(phase(&kept), "Running");
+    let all = strata(&["ps", "-a", "--no-trunc"]);
+    let kept_rows = all.lines().filter(|l| l.contains("kept")).count();
+    assert_eq!(kept_rows, 1, "one container for the kept pod: {all}");
 }

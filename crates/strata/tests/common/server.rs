@@ -391,12 +391,30 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop(true);
         // Remove whatever the agent left running (containers outlive the server by design).
-        if self.opts.agent {
+        if self.opts.agent && self.root().exists() {
+            // Pod sandboxes (with their containers, netns, IP leases, cgroups), then any other
+            // container, then volume mounts the agent had no time to remove.
+            use strata_driver::PodRuntime;
+            let images = strata_driver::images::ImageStore::open(self.root().join("images")).map(std::sync::Arc::new);
+            if let Ok(driver) = images.and_then(|i| Ok(strata_driver::ContainerDriver::open(&self.root(), "runc", i, env!("CARGO_BIN_EXE_strata").into()))) {
+                if let Ok(driver) = driver {
+                    for sb in driver.list_pod_sandboxes(&strata_driver::pod::SandboxFilter::default()).unwrap_or_default() {
+                        let _ = driver.remove_pod_sandbox(&sb.id);
+                    }
+                }
+            }
             let strata = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.root()).args(args).stdin(Stdio::null()).output();
             if let Ok(out) = strata(&["ps", "-aq", "--no-trunc"]) {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = strata(&["rm", "-f", id]);
                 }
+            }
+            let prefix = format!("{}/", self.dir.path().display());
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+            points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in points {
+                let _ = Command::new("umount").args(["-l", m]).status();
             }
         }
     }

@@ -38,6 +38,8 @@ use status::Observed;
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How soon a failed container start is tried again.
+const WORKER_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a pod is reconciled without a change (kubelet's relist is 1 s).
 const RESYNC: Duration = Duration::from_secs(1);
 /// How often referenced ConfigMaps and Secrets are read again.
@@ -116,6 +118,9 @@ struct PodState {
     grace: Option<i64>,
     rejected: bool,
     last_write: Option<Instant>,
+    /// A container whose last start failed (config, create or run error) is tried again from
+    /// this moment (kubelet's pod worker back-off: 10 s).
+    retry_at: HashMap<String, Instant>,
 }
 
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
@@ -636,9 +641,13 @@ async fn reconcile_container(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'
         }
     };
     let Some(attempt) = next else { return false };
+    if st.waiting.contains_key(&c.name) && st.retry_at.get(&c.name).is_some_and(|t| Instant::now() < *t) {
+        return false;
+    }
     match start_attempt(shared, st, cx, c, attempt).await {
         Ok(()) => {
             st.waiting.remove(&c.name);
+            st.retry_at.remove(&c.name);
             // Keep the latest exited attempt (for `logs --previous`), remove older ones.
             let old: Vec<String> = attempts.iter().filter(|a| a.metadata.attempt + 1 < attempt).map(|a| a.id.clone()).collect();
             if !old.is_empty() {
@@ -647,6 +656,9 @@ async fn reconcile_container(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'
             }
         }
         Err(w) => {
+            if !matches!(w.0.as_str(), "ErrImagePull" | "ImagePullBackOff") {
+                st.retry_at.insert(c.name.clone(), Instant::now() + WORKER_BACKOFF);
+            }
             st.waiting.insert(c.name.clone(), w);
         }
     }
