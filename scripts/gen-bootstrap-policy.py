@@ -8,8 +8,13 @@ a few seconds), reads those files and writes
 crates/control/apiserver/src/bootstrap_policy.json, which the API server embeds and
 reconciles at every start.
 
-strata's one addition: the `system:node` ClusterRoleBinding binds the group `system:nodes`
-(upstream leaves it without subjects and lets its Node authorizer decide; strata has none).
+strata's additions are what kubeadm creates at `kubeadm init` for joining nodes (named
+`strata:` instead of `kubeadm:`): bootstrap tokens (group `system:bootstrappers`) may create
+CertificateSigningRequests (`system:node-bootstrapper`) and have node client CSRs approved
+(`...:nodeclient`), nodes may renew their own (`...:selfnodeclient`), and anyone may read
+`kube-public/cluster-info` (the cluster's CA, which a joining node checks against its token's
+hash). And the `system:node` ClusterRoleBinding binds the group `system:nodes` (upstream
+leaves it without subjects and lets its Node authorizer decide; strata has none yet).
 
 Usage:
   scripts/gen-bootstrap-policy.py           # regenerate
@@ -45,6 +50,42 @@ EXTRA_SUBJECTS = {
     ],
 }
 
+RBAC = "rbac.authorization.k8s.io"
+LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+ANNOTATIONS = {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+
+
+def binding(kind, name, role, subject_kind, subject, namespace=None):
+    meta = {"name": name, "labels": LABELS, "annotations": ANNOTATIONS}
+    if namespace:
+        meta["namespace"] = namespace
+    return {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": kind,
+        "metadata": meta,
+        "roleRef": {"apiGroup": RBAC, "kind": "Role" if kind == "RoleBinding" else "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC, "kind": subject_kind, "name": subject}],
+    }
+
+
+# strata's additional objects (kubeadm's join objects, see above).
+EXTRA_OBJECTS = [
+    binding("ClusterRoleBinding", "strata:kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"),
+    binding("ClusterRoleBinding", "strata:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group", "system:bootstrappers"),
+    binding("ClusterRoleBinding", "strata:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group", "system:nodes"),
+    {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "Role",
+        "metadata": {"name": "strata:bootstrap-signer-clusterinfo", "namespace": "kube-public",
+                     "labels": LABELS, "annotations": ANNOTATIONS},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["cluster-info"], "verbs": ["get"]}],
+    },
+    binding("RoleBinding", "strata:bootstrap-signer-clusterinfo", "strata:bootstrap-signer-clusterinfo",
+            "User", "system:anonymous", namespace="kube-public"),
+]
+
 
 def module_dir():
     out = subprocess.run(
@@ -76,6 +117,8 @@ def generate():
             doc = yaml.safe_load(f)
         for item in doc["items"]:
             policy[item["kind"]].append(clean(item))
+    for item in EXTRA_OBJECTS:
+        policy[item["kind"]].append(item)
     out = {
         "source": f"{MODULE}@{VERSION} {TESTDATA}, by scripts/gen-bootstrap-policy.py; do not edit",
         "clusterRoles": policy["ClusterRole"],

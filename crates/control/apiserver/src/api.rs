@@ -460,6 +460,30 @@ impl Api {
         Ok(Some(User { name, groups: out_groups, uid: uid.unwrap_or_default(), extra }))
     }
 
+    /// Per-kind rules of an update (after [`object::prepare_update`]): a CertificateSigningRequest
+    /// keeps its spec, and approving or signing one needs `approve` or `sign` on its signer
+    /// (upstream's certificate approval and signing admission).
+    async fn prepare_kind_update(&self, user: &User, info: &RequestInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
+        if info.resource.kind != "CertificateSigningRequest" {
+            return Ok(());
+        }
+        crate::csr::prepare_update(new, old, info.subresource.as_deref());
+        let verb = match info.subresource.as_deref() {
+            Some("approval") if new["status"]["conditions"] != old["status"]["conditions"] => "approve",
+            Some("status") if new["status"]["certificate"] != old["status"]["certificate"] => "sign",
+            _ => return Ok(()),
+        };
+        let signer = old["spec"]["signerName"].as_str().unwrap_or("");
+        let domain = format!("{}/*", signer.split('/').next().unwrap_or(""));
+        for name in [signer, domain.as_str()] {
+            if self.authz.allowed(self.store.as_ref(), user, &Attributes::resource(verb, "certificates.k8s.io", "signers", "", "", name)).await? {
+                return Ok(());
+            }
+        }
+        let name = info.name.as_deref().unwrap_or("");
+        Err(ApiError::forbidden(info.resource, name, &format!("user not permitted to {verb} requests with signerName {signer:?}")))
+    }
+
     /// Allow the request or fail with upstream's Forbidden.
     async fn authorize(&self, user: &User, a: &Attributes) -> Result<(), ApiError> {
         if self.authz.allowed(self.store.as_ref(), user, a).await? {
@@ -651,6 +675,9 @@ impl Api {
         }
         let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
+        if r.kind == "CertificateSigningRequest" {
+            crate::csr::prepare_create(user, &mut obj);
+        }
         crate::validate::validate(r, &mut obj)?;
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
@@ -671,7 +698,7 @@ impl Api {
     async fn update(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
-        let status_only = info.subresource.as_deref() == Some("status");
+        let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
         if info.subresource.is_some() && !status_only {
             return Err(ApiError::method_not_allowed(format!("update of {}/{} is not supported yet", r.plural, info.subresource.as_deref().unwrap_or(""))));
         }
@@ -688,6 +715,7 @@ impl Api {
         }
         let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_update(r, &mut obj, &old, status_only)?;
+        self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;
         managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, Some(&old)).await?;
@@ -731,7 +759,7 @@ impl Api {
     async fn patch(&self, user: &User, info: &RequestInfo, q: &Query, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
-        let status_only = info.subresource.as_deref() == Some("status");
+        let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
         let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         if ct == "application/apply-patch+yaml" {
             return self.apply(user, info, q, body, dry_run, manager).await;
@@ -758,6 +786,7 @@ impl Api {
             };
             let warnings = crate::fields::check(r, &mut new, fv)?;
             object::prepare_update(r, &mut new, &old, status_only)?;
+            self.prepare_kind_update(user, info, &mut new, &old).await?;
             crate::validate::validate(r, &mut new)?;
             managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
             self.check_rbac_write(user, info, &new, Some(&old)).await?;

@@ -1,4 +1,4 @@
-//! Authentication: bearer tokens (a static token file, service account tokens) and client
+//! Authentication: bearer tokens (a static token file, service account tokens, bootstrap tokens) and client
 //! certificates. Authorization is [`crate::rbac`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +54,8 @@ impl User {
 pub struct Authenticator {
     pub tokens: Tokens,
     pub signer: Option<crate::satoken::Signer>,
+    /// Bootstrap tokens (`<id>.<secret>`, [`crate::bootstrap`]).
+    pub bootstrap: Option<crate::bootstrap::Tokens>,
 }
 
 impl Authenticator {
@@ -64,6 +66,11 @@ impl Authenticator {
         // Static tokens are good for any audience (as upstream's token file).
         if let Some(u) = self.tokens.user(token) {
             return Ok((u, audiences));
+        }
+        if let Some(b) = &self.bootstrap {
+            if let Some(r) = b.authenticate(token).await {
+                return r.map(|u| (u, audiences)).map_err(|e| format!("invalid bearer token, {e}"));
+            }
         }
         match &self.signer {
             Some(signer) if token.matches('.').count() == 2 => self.service_account(signer, store, token, &audiences).await,

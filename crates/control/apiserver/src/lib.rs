@@ -16,6 +16,8 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
+pub mod csr;
 pub mod discovery;
 pub mod encryption;
 pub mod fieldpath;

@@ -57,6 +57,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("Job", "io.k8s.api.batch.v1"),
     ("Role", "io.k8s.api.rbac.v1"),
     ("Scale", "io.k8s.api.autoscaling.v1"),
+    ("CertificateSigningRequest", "io.k8s.api.certificates.v1"),
     ("ObjectMeta", META),
 ];
 

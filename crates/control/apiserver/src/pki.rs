@@ -47,6 +47,8 @@ pub enum PkiError {
     NoCa(PathBuf),
     #[error("{0}: no server address in the kubeconfig")]
     NoServer(PathBuf),
+    #[error("invalid certificate request: {0}")]
+    BadRequest(String),
 }
 
 /// PEM files of the cluster.
@@ -330,6 +332,29 @@ pub fn component_identity(pki: &Pki, user: &str, groups: &[&str], lifetime: Dura
     let ca = Ca::load(pki)?;
     let (cert, key) = client_cert_for(lifetime, user, groups, &ca.cert, &ca.key)?;
     Ok((cert, key, read(&pki.ca_cert())?))
+}
+
+/// Sign a certificate request (PEM `CERTIFICATE REQUEST`, its signature checked) with the
+/// cluster CA: the request's subject and public key, the given key usages (CertificateSigningRequest
+/// `spec.usages` names), no alternative names, valid for `lifetime` (backdated as every leaf).
+/// Returns the certificate PEM.
+pub fn sign_request(pki: &Pki, request_pem: &str, usages: &[String], lifetime: Duration) -> Result<String, PkiError> {
+    let req = rcgen::CertificateSigningRequestParams::from_pem(request_pem).map_err(|e| PkiError::BadRequest(e.to_string()))?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = req.params.distinguished_name.clone();
+    for u in usages {
+        match u.as_str() {
+            "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),
+            "key encipherment" => p.key_usages.push(KeyUsagePurpose::KeyEncipherment),
+            "client auth" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth),
+            "server auth" => p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth),
+            other => return Err(PkiError::BadRequest(format!("usage {other:?} is not supported"))),
+        }
+    }
+    validity(&mut p, lifetime);
+    let ca = Ca::load(pki)?;
+    let signed = rcgen::CertificateSigningRequestParams { params: p, public_key: req.public_key }.signed_by(&ca.cert, &ca.key)?;
+    Ok(signed.pem())
 }
 
 /// Write the admin kubeconfig for `server_url` (e.g. `https://127.0.0.1:6443`).

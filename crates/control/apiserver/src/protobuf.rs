@@ -66,6 +66,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("authentication.k8s.io/v1", "SelfSubjectReview"),
     ("authentication.k8s.io/v1", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest"),
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"),
 ];
 
 /// What a field holds.
@@ -706,6 +707,11 @@ pub mod schema {
     ("TokenRequestSpec", &[F(1, "audiences", Str, Rep), F(4, "expirationSeconds", I64, Keep), F(3, "boundObjectRef", Msg("BoundObjectReference"), Keep)]),
     ("BoundObjectReference", &[F(1, "kind", Str, Omit), F(2, "apiVersion", Str, Omit), F(3, "name", Str, Omit), F(4, "uid", Str, Omit)]),
     ("TokenRequestStatus", &[F(1, "token", Str, Keep), F(2, "expirationTimestamp", Time, Keep)]),
+    // certificates.k8s.io/v1 (spec.extra is left out: strata never records it)
+    ("CertificateSigningRequest", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("CertificateSigningRequestSpec"), Keep), F(3, "status", Msg("CertificateSigningRequestStatus"), Keep)]),
+    ("CertificateSigningRequestSpec", &[F(1, "request", Bytes, Keep), F(7, "signerName", Str, Keep), F(8, "expirationSeconds", I32, Keep), F(5, "usages", Str, Rep), F(2, "username", Str, Omit), F(3, "uid", Str, Omit), F(4, "groups", Str, Rep)]),
+    ("CertificateSigningRequestStatus", &[F(1, "conditions", Msg("CertificateSigningRequestCondition"), Rep), F(2, "certificate", Bytes, Omit)]),
+    ("CertificateSigningRequestCondition", &[F(1, "type", Str, Keep), F(6, "status", Str, Keep), F(2, "reason", Str, Omit), F(3, "message", Str, Omit), F(4, "lastUpdateTime", Time, Omit), F(5, "lastTransitionTime", Time, Omit)]),
     // meta/v1
     ("ObjectMeta", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
     ("OwnerReference", &[F(5, "apiVersion", Str, Keep), F(1, "kind", Str, Keep), F(3, "name", Str, Keep), F(4, "uid", Str, Keep), F(6, "controller", Bool, Keep), F(7, "blockOwnerDeletion", Bool, Keep)]),

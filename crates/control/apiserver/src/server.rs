@@ -190,12 +190,20 @@ impl Server {
         tokio::spawn(authz.index.clone().follow(cfg.store.clone()));
         let mut signer = crate::satoken::Signer::load_or_create(&cfg.pki.service_account_key()).map_err(|e| ServerError::Tls(e.to_string()))?;
         signer.min_expiration = cfg.service_account_min_token_seconds;
-        let authn = Authenticator { tokens, signer: Some(signer) };
         // Every store call the API makes is timed (etcd_request_duration_seconds).
         let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore(cfg.store.clone()));
         let cache = crate::watchcache::WatchCache::start(store.clone(), cfg.watch_cache);
+        let authn = Authenticator { tokens, signer: Some(signer), bootstrap: Some(crate::bootstrap::Tokens { cache: cache.clone() }) };
+        tokio::spawn(crate::bootstrap::clean_expired(store.clone()));
+        tokio::spawn(crate::csr::run(store.clone(), authz.clone(), cfg.pki.clone()));
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
         Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running }), audit: cfg.audit })
+    }
+
+    /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where
+    /// joining nodes read it (see [`crate::bootstrap`]).
+    pub async fn publish_cluster_info(&self, server_url: &str, ca_pem: &[u8]) -> Result<(), ServerError> {
+        crate::bootstrap::publish_cluster_info(self.api.store.as_ref(), server_url, ca_pem).await.map_err(|e| ServerError::Bootstrap(e.to_string()))
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -290,9 +298,10 @@ async fn serve_one(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
-    // Anonymous requests are let through to non-resource paths only, where RBAC decides
-    // (system:public-info-viewer grants /version and the health checks).
-    let public = crate::api::is_non_resource(&path);
+    // Anonymous requests are let through to non-resource paths and the cluster-info ConfigMap
+    // only, where RBAC decides (system:public-info-viewer grants /version and the health
+    // checks, strata:bootstrap-signer-clusterinfo the ConfigMap to joining nodes).
+    let public = crate::api::is_non_resource(&path) || path == crate::bootstrap::CLUSTER_INFO_PATH;
     let user = match authenticate(&api, cert_user, &req).await {
         Ok(Some(u)) => u,
         Ok(None) if public => User::anonymous(),

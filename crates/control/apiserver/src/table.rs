@@ -61,6 +61,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
     });
     c
@@ -180,6 +181,22 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(&o["message"])),
         ]),
         "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        "CertificateSigningRequest" => {
+            // As upstream's printer: the condition types in order, "Issued" once signed.
+            let mut conds: Vec<String> = st["conditions"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str().map(str::to_string)).collect();
+            if st["certificate"].as_str().is_some_and(|c| !c.is_empty()) {
+                conds.push("Issued".into());
+            }
+            let condition = if conds.is_empty() { "Pending".to_string() } else { conds.join(",") };
+            let duration = match sp["expirationSeconds"].as_i64() {
+                Some(secs) => {
+                    let (h, m) = (secs / 3600, (secs % 3600) / 60);
+                    if h >= 48 { format!("{}d", h / 24) } else if h > 0 { format!("{h}h{m}m") } else { format!("{m}m") }
+                }
+                None => "<none>".into(),
+            };
+            c.extend([json!(age(o)), json!(s(&sp["signerName"])), json!(s(&sp["username"])), json!(duration), json!(condition)]);
+        }
         _ => c.push(json!(age(o))),
     }
     c

@@ -18,6 +18,10 @@
 //! - Bookmarks carry the cache's revision, taken when the watcher has nothing queued, so that
 //!   every event up to it has been delivered.
 //!
+//! - [`Observer`]s (the node authorizer's graph) are told of every change under their prefix
+//!   under the same lock, so what they derive is exactly as current as the cache ([`WatchCache::sync`]
+//!   waits for both to reach the store's revision).
+//!
 //! **Invariant:** the state, the ring and every watcher queue change together under one lock, in
 //! store revision order; a watcher is registered under that lock, so it sees each change
 //! exactly once (in its initial state or replay, or in its queue).
@@ -202,10 +206,21 @@ pub struct Stats {
     pub watchers: usize,
 }
 
+/// Something kept from the cache's changes under one prefix (called under the cache's lock, in
+/// revision order: it must be quick and must not call back into the cache).
+pub trait Observer: Send + Sync {
+    fn prefix(&self) -> &str;
+    /// The whole state under the prefix, after a (re)load: (key, object JSON as served).
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &[u8])>);
+    /// One change: the object JSON after it, or None when the key was deleted.
+    fn changed(&self, key: &str, value: Option<&[u8]>);
+}
+
 /// The cache; see the module documentation.
 pub struct WatchCache {
     store: Arc<dyn Store>,
     config: Config,
+    observers: Vec<Arc<dyn Observer>>,
     state: Mutex<State>,
     /// The revision reached, for waiters.
     reached: tokio::sync::watch::Sender<u64>,
@@ -244,10 +259,16 @@ pub struct WatchRequest {
 impl WatchCache {
     /// A cache over `store`, loading and following it in the background.
     pub fn start(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        Self::start_observed(store, config, Vec::new())
+    }
+
+    /// [`WatchCache::start`] with observers told of every change under their prefixes.
+    pub fn start_observed(store: Arc<dyn Store>, config: Config, observers: Vec<Arc<dyn Observer>>) -> Arc<Self> {
         let (reached, _) = tokio::sync::watch::channel(0);
         let cache = Arc::new(Self {
             store,
             config,
+            observers,
             state: Mutex::new(State::default()),
             reached,
         });
@@ -280,6 +301,20 @@ impl WatchCache {
             objects: st.objects.len(),
             ring: st.ring.len(),
             watchers: st.watchers.len(),
+        }
+    }
+
+    /// The object stored under `key` as served (JSON with its `resourceVersion`), if cached.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.state().objects.get(key).map(|o| o.json.clone())
+    }
+
+    /// Wait (at most `wait`) until the cache, and what its observers derive, reflect the store's
+    /// current revision; false if it did not get there in time.
+    pub async fn sync(&self, wait: Duration) -> bool {
+        match self.store.revision().await {
+            Ok(rev) => self.wait_for(rev, wait).await.is_ok(),
+            Err(_) => false,
         }
     }
 
@@ -322,6 +357,15 @@ impl WatchCache {
                 w.1.close();
             }
             st.objects = objects;
+            for o in &self.observers {
+                let prefix = o.prefix().to_string();
+                let mut items = st
+                    .objects
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, v)| (k.as_str(), &v.json[..]));
+                o.reset(&mut items);
+            }
             st.revision = revision;
             st.oldest = revision;
             st.ring.clear();
@@ -368,6 +412,9 @@ impl WatchCache {
                 Some(o) => st.objects.insert(key.clone(), o.clone()),
                 None => st.objects.remove(&key),
             };
+            for o in self.observers.iter().filter(|o| key.starts_with(o.prefix())) {
+                o.changed(&key, cur.as_ref().map(|c| &c.json[..]));
+            }
             if cur.is_none() && prev.is_none() {
                 st.revision = st.revision.max(rev);
                 drop(st);

@@ -7,6 +7,8 @@
 //! components `strata server` runs in its own process, each with its own identity), so the two
 //! paths are one code path above it.
 
+pub mod join;
+
 use std::path::Path;
 
 use base64::Engine as _;

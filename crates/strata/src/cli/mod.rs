@@ -4,6 +4,7 @@
 mod attach;
 mod container;
 mod image;
+mod join;
 mod node;
 mod progress;
 mod server;
@@ -95,6 +96,11 @@ enum Command {
     /// Run the control plane: a Kubernetes-compatible API server (HTTPS) on the embedded store
     /// or etcd, writing a CA and an admin kubeconfig on first start.
     Server(server::ServerArgs),
+    /// Manage join tokens (bootstrap tokens) for `strata agent`.
+    #[command(subcommand)]
+    Token(join::TokenCommand),
+    /// Join a cluster as a node (with a token from `strata token create`) and run the node agent.
+    Agent(join::AgentArgs),
     /// Manage the control plane's certificates (`rotate`).
     #[command(subcommand)]
     Certs(server::CertsCommand),
@@ -216,6 +222,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Unpause(a) => container::pause(&ctx, a, false),
         Command::Server(a) => server::run(&ctx, a),
         Command::Certs(c) => server::certs(c),
+        Command::Token(c) => join::token(c),
+        Command::Agent(a) => join::agent(&ctx, a),
         Command::Vm(c) => vm::run(&ctx, c),
     }
 }

@@ -211,6 +211,9 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let kubeconfig = a.data_dir.join("kubeconfig");
     pki::write_kubeconfig(&pki, &kubeconfig, &format!("https://{host}:{}", addr.port()))?;
+    // Joining nodes read the CA here (and check it against their token's hash).
+    let ca_pem = std::fs::read(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    server.publish_cluster_info(&format!("https://{host}:{}", addr.port()), &ca_pem).await?;
     let agent = if a.no_agent {
         None
     } else {

@@ -1,0 +1,356 @@
+//! Joining a cluster, end to end against a real `strata server` with the real `kubectl`:
+//! bootstrap tokens (`strata token create|list|delete`, the bootstrap-token authenticator, the
+//! cleaner of expired ones), CertificateSigningRequests (`kubectl certificate approve|deny`,
+//! the node client approver and signer), and `strata agent` (CA pin, refusals, the node's
+//! kubeconfig, reuse on restart).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Backend};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata")).args(args).stdin(Stdio::null()).output().expect("run strata")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `strata token create` against `s`; returns the printed token.
+fn create_token(s: &ApiServer, extra: &[&str]) -> String {
+    let data = s.data_dir().to_str().expect("path").to_string();
+    let mut args = vec!["token", "create", "--data-dir", &data];
+    args.extend_from_slice(extra);
+    let out = strata(&args);
+    assert!(out.status.success(), "strata token create: {}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// sha256 (hex) of the cluster CA in DER, computed with openssl (not strata's code).
+fn ca_hash(s: &ApiServer) -> String {
+    let ca = s.data_dir().join("pki/ca.crt");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("openssl x509 -in {} -outform DER | sha256sum", ca.display()))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    text(&out.stdout).split_whitespace().next().expect("hash").to_string()
+}
+
+/// `kubectl ARGS` with a bearer token only (no client certificate).
+fn kubectl_token(s: &ApiServer, token: &str, args: &[&str]) -> Output {
+    let ca: PathBuf = s.data_dir().join("pki/ca.crt");
+    Command::new("kubectl")
+        .args(["--server", &s.url(), "--certificate-authority", ca.to_str().expect("path"), "--token", token])
+        .args(args)
+        .env("KUBECONFIG", s.data_dir().join("no-such-kubeconfig"))
+        .env("HOME", s.data_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("kubectl")
+}
+
+/// `kubectl ARGS` with another kubeconfig.
+fn kubectl_with(s: &ApiServer, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new("kubectl").args(args).env("KUBECONFIG", kubeconfig).env("HOME", s.data_dir()).stdin(Stdio::null()).output().expect("kubectl")
+}
+
+/// `strata agent` in the background, its output in `<dir>/agent.log`.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(s: &ApiServer, token: Option<&str>, name: &str, data: &Path) -> Agent {
+        let log = data.with_extension("log");
+        let f = std::fs::File::create(&log).expect("log");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.arg("--root").arg(data.with_extension("root"));
+        c.args(["agent", "--server", &s.url(), "--name", name, "--data-dir"]).arg(data);
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        let child = c.stdin(Stdio::null()).stdout(f.try_clone().expect("log")).stderr(f).spawn().expect("strata agent");
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `strata agent` to completion (a refused join ends it); returns (success, stderr).
+fn agent_once(s: &ApiServer, token: &str, name: &str, data: &Path) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_strata"), "--root"])
+        .arg(data.with_extension("root"))
+        .args(["agent", "--server", &s.url(), "--name", name, "--join-timeout", "20s", "--data-dir"])
+        .arg(data)
+        .args(["--token", token])
+        .stdin(Stdio::null())
+        .output()
+        .expect("strata agent");
+    (out.status.success(), text(&out.stderr))
+}
+
+#[test]
+fn tokens_are_created_listed_used_and_deleted() {
+    let s = ApiServer::start(Backend::Embedded);
+    let token = create_token(&s, &["--ttl", "1h", "--description", "for node two"]);
+    // K10<sha256 of the CA (DER)>::<id>.<secret>
+    let hash = ca_hash(&s);
+    let rest = token.strip_prefix(&format!("K10{hash}::")).unwrap_or_else(|| panic!("{token} does not pin the CA {hash}"));
+    let (id, secret) = rest.split_once('.').expect("id.secret");
+    assert!(id.len() == 6 && secret.len() == 16 && rest.bytes().all(|b| b == b'.' || b.is_ascii_lowercase() || b.is_ascii_digit()), "{rest}");
+
+    // Stored as upstream's bootstrap token Secret.
+    let name = format!("bootstrap-token-{id}");
+    let secret_json: serde_json::Value = serde_json::from_str(&s.ok(&["get", "secret", "-n", "kube-system", &name, "-o", "json"])).expect("json");
+    assert_eq!(secret_json["type"], "bootstrap.kubernetes.io/token");
+    let field = |k: &str| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.decode(secret_json["data"][k].as_str().unwrap_or_default()).expect("base64");
+        String::from_utf8(b).expect("utf8")
+    };
+    assert_eq!(field("token-id"), id);
+    assert_eq!(field("token-secret"), secret);
+    assert_eq!(field("usage-bootstrap-authentication"), "true");
+    assert_eq!(field("auth-extra-groups"), "system:bootstrappers:strata:default-node-token");
+    assert_eq!(field("description"), "for node two");
+    let expires = chrono::DateTime::parse_from_rfc3339(&field("expiration")).expect("RFC 3339 expiration");
+    let left = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    assert!((3500..=3600).contains(&left), "expires in {left} s");
+
+    let data = s.data_dir().to_str().expect("path").to_string();
+    let list = strata(&["token", "list", "--data-dir", &data]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let list = text(&list.stdout);
+    assert!(list.lines().any(|l| l.starts_with(id) && l.contains("for node two") && l.contains(&token)), "{list}");
+
+    // The bearer <id>.<secret> is system:bootstrap:<id> in the bootstrappers' groups.
+    let bearer = format!("{id}.{secret}");
+    let who = kubectl_token(&s, &bearer, &["auth", "whoami", "-o", "json"]);
+    assert!(who.status.success(), "{}", text(&who.stderr));
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).expect("json");
+    assert_eq!(who["status"]["userInfo"]["username"], format!("system:bootstrap:{id}"));
+    let groups = who["status"]["userInfo"]["groups"].to_string();
+    assert!(groups.contains("\"system:bootstrappers\"") && groups.contains("system:bootstrappers:strata:default-node-token"), "{groups}");
+    // It may ask for certificates, and nothing else of note.
+    assert_eq!(text(&kubectl_token(&s, &bearer, &["auth", "can-i", "create", "certificatesigningrequests"]).stdout).trim(), "yes");
+    assert_eq!(text(&kubectl_token(&s, &bearer, &["auth", "can-i", "get", "secrets", "-n", "kube-system"]).stdout).trim(), "no");
+
+    // A wrong secret for a real id is 401.
+    let wrong = format!("{id}.{}", "0".repeat(16));
+    let out = kubectl_token(&s, &wrong, &["get", "namespaces"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Unauthorized"), "{}", text(&out.stderr));
+
+    // Deleted (by the whole token): gone from the list, and refused.
+    let out = strata(&["token", "delete", "--data-dir", &data, &token]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = text(&strata(&["token", "list", "--data-dir", &data]).stdout);
+    assert!(!list.contains(id), "{list}");
+    assert!(eventually(Duration::from_secs(10), || text(&kubectl_token(&s, &bearer, &["get", "namespaces"]).stderr).contains("Unauthorized")));
+    // Deleting again says so.
+    let out = strata(&["token", "delete", "--data-dir", &data, id]);
+    assert!(!out.status.success() && text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    // Bad input.
+    let out = strata(&["token", "create", "--data-dir", &data, "--ttl", "5d"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("invalid duration"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn expired_tokens_are_refused_and_cleaned_up() {
+    let s = ApiServer::start(Backend::Embedded);
+    let token = create_token(&s, &["--ttl", "3s"]);
+    let bearer = token.split("::").nth(1).expect("credential").to_string();
+    let id = bearer.split('.').next().expect("id").to_string();
+    // Good while it lasts...
+    let who = kubectl_token(&s, &bearer, &["auth", "whoami"]);
+    assert!(who.status.success(), "{}", text(&who.stderr));
+    // ...then refused, and its Secret deleted by the cleaner.
+    std::thread::sleep(Duration::from_secs(4));
+    let out = kubectl_token(&s, &bearer, &["auth", "whoami"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Unauthorized"), "{}", text(&out.stderr));
+    let name = format!("bootstrap-token-{id}");
+    assert!(
+        eventually(Duration::from_secs(20), || text(&s.kubectl(&["get", "secret", "-n", "kube-system", &name]).stderr).contains("NotFound")),
+        "the expired token's Secret was not deleted"
+    );
+    // An agent with it is refused, and writes nothing.
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("agent");
+    let (ok, err) = agent_once(&s, &token, "expired-node", &data);
+    assert!(!ok && err.contains("refused the token"), "{err}");
+    assert!(!data.exists(), "a refused join wrote {}", data.display());
+}
+
+#[test]
+fn agent_joins_with_a_token_and_refuses_the_wrong_ones() {
+    let s = ApiServer::start(Backend::Embedded);
+    let token = create_token(&s, &[]);
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // A token pinning another CA: refused before the secret is sent; nothing written.
+    let hash = ca_hash(&s);
+    let other = token.replacen(&hash, &"0".repeat(64), 1);
+    let data = dir.path().join("wrong-ca");
+    let (ok, err) = agent_once(&s, &other, "wrong-ca", &data);
+    assert!(!ok && err.contains("is not the one the token pins") && err.contains(&hash), "{err}");
+    assert!(!data.exists());
+    // An unknown token (right CA, made-up credential): refused; nothing written.
+    let unknown = format!("K10{hash}::zzzzzz.0123456789abcdef");
+    let data = dir.path().join("unknown");
+    let (ok, err) = agent_once(&s, &unknown, "unknown", &data);
+    assert!(!ok && err.contains("refused the token"), "{err}");
+    assert!(!data.exists());
+    // Not a token at all.
+    let data = dir.path().join("garbage");
+    let (ok, err) = agent_once(&s, "not-a-token", "garbage", &data);
+    assert!(!ok && err.contains("invalid join token"), "{err}");
+    assert!(!data.exists());
+
+    // A good token: the node's kubeconfig, 0600, for system:node:NAME in system:nodes.
+    let data = dir.path().join("node-2");
+    let agent = Agent::start(&s, Some(&token), "node-2", &data);
+    let kubeconfig = data.join("kubeconfig");
+    assert!(eventually(Duration::from_secs(60), || kubeconfig.exists()), "no kubeconfig: {}", agent.log());
+    assert_eq!(std::fs::metadata(&kubeconfig).expect("kubeconfig").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(&data).expect("data dir").permissions().mode() & 0o777, 0o700);
+    let who = kubectl_with(&s, &kubeconfig, &["auth", "whoami", "-o", "json"]);
+    assert!(who.status.success(), "{}", text(&who.stderr));
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).expect("json");
+    assert_eq!(who["status"]["userInfo"]["username"], "system:node:node-2");
+    assert!(who["status"]["userInfo"]["groups"].to_string().contains("\"system:nodes\""));
+    // The CSR it sent: requested by the token, approved by the approver, issued by the signer.
+    let csrs = s.ok(&["get", "csr"]);
+    let id = token.split("::").nth(1).and_then(|c| c.split('.').next()).expect("id");
+    assert!(
+        csrs.lines().any(|l| l.contains("kubernetes.io/kube-apiserver-client-kubelet") && l.contains(&format!("system:bootstrap:{id}")) && l.contains("Approved,Issued")),
+        "{csrs}"
+    );
+
+    // It runs the node agent as that node: the Node registers.
+    assert!(eventually(Duration::from_secs(60), || s.kubectl(&["get", "node", "node-2"]).status.success()), "{}", agent.log());
+    drop(agent);
+
+    // Restarted without a token, it uses its kubeconfig.
+    let before = std::fs::read(&kubeconfig).expect("kubeconfig");
+    let mut agent = Agent::start(&s, None, "node-2", &data);
+    assert!(eventually(Duration::from_secs(30), || agent.log().contains("running node node-2")), "{}", agent.log());
+    assert!(agent.child.try_wait().expect("wait").is_none(), "{}", agent.log());
+    assert!(!agent.log().contains("joined"), "{}", agent.log());
+    assert_eq!(std::fs::read(&kubeconfig).expect("kubeconfig"), before, "the kubeconfig was replaced");
+    drop(agent);
+    // Without kubeconfig or token: a clear error.
+    let out = strata(&["agent", "--server", &s.url(), "--name", "x", "--data-dir", dir.path().join("none").to_str().expect("path")]);
+    assert!(!out.status.success() && text(&out.stderr).contains("--token is needed"), "{}", text(&out.stderr));
+}
+
+/// A key and a CSR (PEM) for `cn` in `orgs`, made with openssl.
+fn openssl_csr(dir: &Path, name: &str, cn: &str, orgs: &[&str]) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.key"));
+    let subj: String = orgs.iter().map(|o| format!("/O={o}")).collect::<String>() + &format!("/CN={cn}");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
+        .arg(&key)
+        .args(["-subj", &subj])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (key, text(&out.stdout))
+}
+
+fn csr_manifest(name: &str, pem: &str, signer: &str) -> String {
+    use base64::Engine;
+    let req = base64::engine::general_purpose::STANDARD.encode(pem);
+    format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {req}\n  signerName: {signer}\n  expirationSeconds: 86400\n  usages: [\"digital signature\", \"client auth\"]\n")
+}
+
+#[test]
+fn certificate_signing_requests_with_kubectl() {
+    let s = ApiServer::start(Backend::Embedded);
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key, pem) = openssl_csr(dir.path(), "alice", "alice", &["dev"]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&csr_manifest("alice", &pem, "kubernetes.io/kube-apiserver-client")));
+    let row = s.ok(&["get", "csr", "alice"]);
+    assert!(row.contains("SIGNERNAME") && row.contains("REQUESTOR") && row.contains("kubernetes.io/kube-apiserver-client") && row.contains("admin") && row.contains("24h") && row.contains("Pending"), "{row}");
+    // The requester's identity is the server's to set.
+    assert_eq!(s.ok(&["get", "csr", "alice", "-o", "jsonpath={.spec.username}"]), "admin");
+    // Not a node client certificate: nobody approves it on their own.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(s.ok(&["get", "csr", "alice"]).contains("Pending"));
+
+    let out = s.ok(&["certificate", "approve", "alice"]);
+    assert!(out.contains("approved"), "{out}");
+    assert!(eventually(Duration::from_secs(20), || s.ok(&["get", "csr", "alice"]).contains("Approved,Issued")), "{}", s.ok(&["get", "csr", "alice"]));
+    let cert = s.ok(&["get", "csr", "alice", "-o", "jsonpath={.status.certificate}"]);
+    let cert = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(cert.trim()).expect("base64")
+    };
+    let cert_path = dir.path().join("alice.crt");
+    std::fs::write(&cert_path, &cert).expect("cert");
+    // Signed by the cluster CA, for the requested duration; it works as alice.
+    let verify = Command::new("openssl").args(["verify", "-CAfile"]).arg(s.data_dir().join("pki/ca.crt")).arg(&cert_path).output().expect("openssl");
+    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
+    let ca = s.data_dir().join("pki/ca.crt");
+    let who = Command::new("kubectl")
+        .args(["--server", &s.url(), "--certificate-authority", ca.to_str().expect("path"), "--client-certificate", cert_path.to_str().expect("path"), "--client-key", key.to_str().expect("path")])
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("KUBECONFIG", s.data_dir().join("none"))
+        .output()
+        .expect("kubectl");
+    assert_eq!(text(&who.stdout), "alice", "{}", text(&who.stderr));
+    let enddate = Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(&cert_path).output().expect("openssl");
+    let end = text(&enddate.stdout);
+    let end = end.trim().trim_start_matches("notAfter=");
+    let end = chrono::NaiveDateTime::parse_from_str(end.trim_end_matches(" GMT"), "%b %e %H:%M:%S %Y").expect("date").and_utc();
+    let secs = (end - chrono::Utc::now()).num_seconds();
+    assert!((86000..=86400).contains(&secs), "valid for {secs} s, asked for a day");
+
+    // Denied: no certificate, and approving it afterwards is refused.
+    let (_, pem) = openssl_csr(dir.path(), "bob", "bob", &[]);
+    s.ok_stdin(&["create", "-f", "-"], Some(&csr_manifest("bob", &pem, "kubernetes.io/kube-apiserver-client")));
+    s.ok(&["certificate", "deny", "bob"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(s.ok(&["get", "csr", "bob"]).contains("Denied"));
+    assert_eq!(s.ok(&["get", "csr", "bob", "-o", "jsonpath={.status.certificate}"]), "");
+    // (kubectl itself refuses to approve a denied request; the server does too.)
+    let mut bob: serde_json::Value = serde_json::from_str(&s.ok(&["get", "csr", "bob", "-o", "json"])).expect("json");
+    bob["status"]["conditions"].as_array_mut().expect("conditions").push(serde_json::json!({"type": "Approved", "status": "True", "reason": "Because"}));
+    let err = s.fails(&["replace", "--raw", "/apis/certificates.k8s.io/v1/certificatesigningrequests/bob/approval", "-f", "-"], Some(&bob.to_string()));
+    assert!(err.contains("mutually exclusive"), "{err}");
+
+    // Bad input: not a CSR; a node client CSR's shape asked of the wrong signer still needs
+    // a human.
+    let err = s.fails(&["create", "-f", "-"], Some(&csr_manifest("junk", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "kubernetes.io/kube-apiserver-client")));
+    assert!(err.contains("spec.request"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&csr_manifest("nosigner", &pem, "nosigner")));
+    assert!(err.contains("spec.signerName"), "{err}");
+
+    // Approving needs `approve` on the signer: a user allowed to update approvals but not
+    // to approve for the signer is refused.
+    let (_, pem) = openssl_csr(dir.path(), "carol", "carol", &[]);
+    s.ok_stdin(&["create", "-f", "-"], Some(&csr_manifest("carol", &pem, "kubernetes.io/kube-apiserver-client")));
+    s.ok(&["create", "clusterrole", "csr-approval-only", "--verb=get,list,update", "--resource=certificatesigningrequests,certificatesigningrequests/approval"]);
+    s.ok(&["create", "clusterrolebinding", "csr-approval-only", "--clusterrole=csr-approval-only", "--user=system:serviceaccount:default:approver"]);
+    s.ok(&["create", "serviceaccount", "approver"]);
+    let sa_token = s.ok(&["create", "token", "approver"]);
+    let out = kubectl_token(&s, sa_token.trim(), &["certificate", "approve", "carol"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("user not permitted to approve requests with signerName"), "{}", text(&out.stderr));
+}
