@@ -437,6 +437,100 @@ pub struct ExecSyncResult {
     pub exit_code: i32,
 }
 
+/// A streaming exec (`kubectl exec [-i] [-t]`), see [`PodRuntime::exec_session`].
+#[derive(Clone, Debug, Default)]
+pub struct ExecSessionRequest {
+    pub command: Vec<String>,
+    /// Give the process a terminal: its output (stdout and stderr together) is read from
+    /// `stdout`, input is keystrokes, and [`ExecSession::resize`] works.
+    pub tty: bool,
+    /// Connect input (without it the process reads end-of-file at once; a terminal always has
+    /// input).
+    pub stdin: bool,
+    /// The terminal's initial size (rows, columns).
+    pub size: Option<(u16, u16)>,
+}
+
+/// A process running in a container with its stdio as plain files: read and write them from
+/// threads, or register them with an async reactor (they are pipes or a terminal; set them
+/// non-blocking first). Dropping the session does not stop the process; [`ExecSession::kill`]
+/// does.
+pub struct ExecSession {
+    /// Input; drop it to send end of input (on a terminal, write the EOF character `^D`).
+    pub stdin: Option<std::fs::File>,
+    /// Output (with a terminal: everything the process writes; a read error `EIO` there means
+    /// the terminal closed, i.e. the end of output).
+    pub stdout: Option<std::fs::File>,
+    /// Error output (`None` with a terminal).
+    pub stderr: Option<std::fs::File>,
+    pub tty: bool,
+    pub(crate) inner: Box<dyn ExecProcess>,
+}
+
+/// What a driver keeps of a running exec (behind [`ExecSession`]).
+pub(crate) trait ExecProcess: Send {
+    fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()>;
+    fn wait(&mut self) -> std::io::Result<i32>;
+    fn try_wait(&mut self) -> std::io::Result<Option<i32>>;
+    fn kill(&mut self);
+    fn pid(&self) -> u32;
+}
+
+impl ExecSession {
+    /// Set the terminal's size (no-op error without a terminal).
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.inner.resize(rows, cols)
+    }
+
+    /// Block until the process exits; its exit code (128 + signal when killed).
+    pub fn wait(&mut self) -> std::io::Result<i32> {
+        self.inner.wait()
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<i32>> {
+        self.inner.try_wait()
+    }
+
+    /// Kill the process (SIGKILL) and the runtime process carrying it.
+    pub fn kill(&mut self) {
+        self.inner.kill()
+    }
+
+    /// The host pid of the local process that ends when the exec ends (for a pidfd).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSession").field("tty", &self.tty).field("pid", &self.pid()).finish()
+    }
+}
+
+/// Something that happened to a pod container (CRI's container events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    pub container_id: String,
+    pub sandbox_id: String,
+    pub kind: PodEventKind,
+    /// When the driver noticed it (RFC 3339); an exit's own time is in its `ExitStatus`.
+    pub time: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodEventKind {
+    /// Created by this driver (`create_container`).
+    Created,
+    /// Its process runs.
+    Started,
+    /// It ended: code, signal, and why (`reason` is `OOMKilled` for an OOM kill, with
+    /// `oom_killed` set).
+    Exited(ExitStatus),
+    /// Removed by this driver (`remove_container`, or with its sandbox).
+    Removed,
+}
+
 /// Labels the driver puts on every pod container (as kubelet does over CRI), so that `strata
 /// ps` and other readers can tell which pod a container belongs to.
 pub mod labels {
@@ -482,9 +576,20 @@ pub trait PodRuntime: Send + Sync {
     /// Run `cmd` in a running container and collect its output (probes). `timeout`: kill it
     /// and answer `Error::Timeout` when it runs longer.
     fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<ExecSyncResult, Error>;
+    /// Start `req.command` in a running container with its stdio handed to the caller
+    /// (`kubectl exec -i -t`); see [`ExecSession`].
+    fn exec_session(&self, id: &str, req: &ExecSessionRequest) -> Result<ExecSession, Error>;
     /// The container's output (`kubectl logs`): `opts` selects (tail, since, limit) and
     /// follows; see [`LogOptions`].
     fn container_logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error>;
     /// Attach to a running container's main process (`kubectl attach`).
     fn attach_container(&self, id: &str) -> Result<Attachment, Error>;
+
+    /// The events of pod containers from now on, so that a caller need not poll: `Started`
+    /// and `Exited` (with the exit code, signal and OOM kill, as soon as the supervisor has
+    /// recorded it) for every pod container on this root, whoever started it; `Created` and
+    /// `Removed` for what this driver handle did. Subscribe first, then list, to miss nothing.
+    /// The feed ends for a receiver when it is dropped. A blocking receiver: read it on a thread
+    /// of its own (e.g. `spawn_blocking`, forwarding into an async channel).
+    fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<PodEvent>, Error>;
 }

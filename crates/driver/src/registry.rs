@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// The records of one kind of workload under a root.
+#[derive(Clone)]
 pub(crate) struct Registry {
     /// One directory per workload id.
     pub dir: PathBuf,

@@ -342,3 +342,136 @@ fn a_new_driver_finds_the_same_sandboxes_and_containers() {
     again.remove_pod_sandbox(&sb).expect("remove through the new driver");
     assert!(pod_traces(pods.env.root(), &sb, &[c, done]).is_empty());
 }
+
+/// Read `f` until `want` shows up in what was read (or 20 s pass); returns everything read.
+fn read_until(f: &mut std::fs::File, want: &str) -> String {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut f = f.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend(chunk),
+            Err(_) => panic!("never read {want:?}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn streaming_exec_with_pipes_and_with_a_resizable_terminal() {
+    use std::io::{Read, Write};
+    use strata_driver::pod::ExecSessionRequest;
+    let pods = Pods::new();
+    let sb = pods.sandbox("streams");
+    let c = pods.run(&sb, &pods.container("app", 0, &["sleep", "1000"]));
+    pods.wait_state(&c, ContainerState::Running);
+    let cmd = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Pipes: input until end of input, separate output streams, the exit code.
+    let mut s = pods
+        .rt
+        .exec_session(&c, &ExecSessionRequest { command: cmd(&["sh", "-c", "read x; echo got:$x; echo oops >&2; exit 5"]), stdin: true, ..Default::default() })
+        .expect("exec session");
+    assert!(!s.tty && s.stderr.is_some());
+    s.stdin.take().expect("stdin").write_all(b"hello\n").expect("write");
+    let mut out = String::new();
+    s.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
+    let mut err = String::new();
+    s.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    assert_eq!((out.as_str(), err.as_str(), s.wait().expect("wait")), ("got:hello\n", "oops\n", 5));
+
+    // A terminal of the asked size, resized while the process runs.
+    let mut t = pods
+        .rt
+        .exec_session(&c, &ExecSessionRequest { command: cmd(&["sh"]), tty: true, stdin: true, size: Some((24, 80)) })
+        .expect("tty session");
+    assert!(t.tty && t.stderr.is_none());
+    let mut input = t.stdin.take().expect("stdin");
+    let mut output = t.stdout.take().expect("stdout");
+    input.write_all(b"[ -t 0 ] && echo IS-A-TTY; stty size\n").expect("write");
+    let seen = read_until(&mut output, "24 80");
+    assert!(seen.contains("IS-A-TTY"), "{seen}");
+    t.resize(40, 100).expect("resize");
+    // The runtime applies the size when its SIGWINCH arrives: ask until it shows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        input.write_all(b"stty size\n").expect("write");
+        let mut buf = [0u8; 4096];
+        let n = output.read(&mut buf).expect("read");
+        if String::from_utf8_lossy(&buf[..n]).contains("40 100") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the terminal was never resized");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    input.write_all(b"exit 3\n").expect("write");
+    assert_eq!(t.wait().expect("wait"), 3);
+
+    // A session killed from our side ends, and its process is gone from the container.
+    let mut k = pods.rt.exec_session(&c, &ExecSessionRequest { command: cmd(&["sleep", "777"]), ..Default::default() }).expect("session");
+    assert!(eventually(Duration::from_secs(10), || pods.exec(&c, &["ps", "-o", "args"]).contains("sleep 777")));
+    k.kill();
+    assert_eq!(k.wait().expect("wait"), 137);
+    assert!(eventually(Duration::from_secs(10), || !pods.exec(&c, &["ps", "-o", "args"]).contains("sleep 777")));
+}
+
+#[test]
+fn the_events_feed_reports_starts_exits_and_oom_kills() {
+    use strata_driver::pod::{PodEvent, PodEventKind};
+    let pods = Pods::new();
+    let sb = pods.sandbox("events");
+    let events = pods.rt.subscribe().expect("subscribe");
+    let next = |id: &str, what: &dyn Fn(&PodEventKind) -> bool| -> PodEvent {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = events.recv_timeout(left).unwrap_or_else(|_| panic!("no event for {id}"));
+            if e.container_id == id && what(&e.kind) {
+                return e;
+            }
+        }
+    };
+    let job = pods.run(&sb, &pods.container("job", 0, &["sh", "-c", "sleep 1; exit 4"]));
+    next(&job, &|k| *k == PodEventKind::Created);
+    let e = next(&job, &|k| *k == PodEventKind::Started);
+    assert_eq!(e.sandbox_id, sb);
+    let t = Instant::now();
+    let e = next(&job, &|k| matches!(k, PodEventKind::Exited(_)));
+    let PodEventKind::Exited(exit) = e.kind else { unreachable!() };
+    assert_eq!((exit.code, exit.oom_killed), (4, false));
+    assert!(t.elapsed() < Duration::from_secs(10), "reported when it happens, not on a slow poll: {:?}", t.elapsed());
+
+    let mut hog = pods.container("hog", 0, &["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo ${#x}"]);
+    hog.resources.memory_limit_bytes = Some(16 << 20);
+    let hog = pods.run(&sb, &hog);
+    let e = next(&hog, &|k| matches!(k, PodEventKind::Exited(_)));
+    let PodEventKind::Exited(exit) = e.kind else { unreachable!() };
+    assert!(exit.oom_killed && exit.code == 137, "{exit:?}");
+    let s = pods.rt.container_status(&hog).expect("status");
+    assert_eq!((s.reason.as_deref(), s.exit_code), (Some("OOMKilled"), Some(137)));
+
+    // A container killed from outside (the host) is reported too.
+    let victim = pods.run(&sb, &pods.container("victim", 0, &["sleep", "1000"]));
+    let pid = pods.wait_state(&victim, ContainerState::Running).pid.expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let e = next(&victim, &|k| matches!(k, PodEventKind::Exited(_)));
+    assert!(matches!(&e.kind, PodEventKind::Exited(x) if x.code == 137 && x.signal == Some(9)), "{e:?}");
+    pods.rt.remove_container(&victim).expect("remove");
+    next(&victim, &|k| *k == PodEventKind::Removed);
+}

@@ -39,7 +39,7 @@ pub const APPLETS: &[&str] = &[
     "realpath", "tee", "timeout", "nslookup", "ip", "ifconfig", "ping", "netstat", "mkfifo", "mknod", "md5sum",
     "sha256sum", "base64", "od", "hexdump", "less", "more", "which", "expr", "usleep", "watch", "nohup", "setsid",
     "su", "login", "init", "poweroff", "reboot", "halt", "dmesg", "tar", "gzip", "gunzip", "zcat", "unshare", "nsenter",
-    "chroot", "pidof", "pkill", "killall", "logger", "diff", "cmp", "uniq", "rev", "fold", "nproc", "ulimit",
+    "chroot", "pidof", "pkill", "killall", "logger", "diff", "cmp", "uniq", "rev", "fold", "nproc", "ulimit", "stty",
 ];
 
 /// `sha256:<hex>` of `bytes`.

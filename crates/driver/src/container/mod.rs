@@ -13,6 +13,8 @@
 //! agent) that opens the same root sees the same containers.
 
 mod config;
+mod events;
+mod exec;
 mod pod;
 mod rootfs;
 
@@ -72,11 +74,15 @@ struct Record {
     pod: Option<pod::PodPart>,
 }
 
-/// The container driver over one strata root.
+/// The container driver over one strata root. A clone is another handle on the same root
+/// (and the same events feed).
+#[derive(Clone)]
 pub struct ContainerDriver {
     registry: Registry,
     /// Pod sandboxes (see `pod.rs`).
     sandboxes: Registry,
+    /// Subscribers of the pod events feed (see `events.rs`).
+    events: events::SharedHub,
     images: Arc<ImageStore>,
     runtime: OciRuntime,
     exe: PathBuf,
@@ -91,7 +97,7 @@ impl ContainerDriver {
         let name = Path::new(runtime).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let runtime = OciRuntime::new(runtime, root.join("run").join(name))?;
         registry.sweep_trash();
-        let driver = Self { registry, sandboxes, images, runtime, exe };
+        let driver = Self { registry, sandboxes, events: Default::default(), images, runtime, exe };
         driver.recover();
         driver.recover_sandboxes();
         Ok(driver)
@@ -783,6 +789,7 @@ impl Driver for ContainerDriver {
             let _ = self.save(&r);
             return Err(e.into());
         }
+        self.events.poke();
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use strata_supervise::util;
 
 use super::{config, ContainerDriver, Record};
 use crate::pod::{
-    labels, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecSyncResult, MountPropagation, MountSource,
+    labels, ContainerConfig, ContainerFilter, PodEvent, PodEventKind, ContainerState, ContainerStatus, ExecSyncResult, MountPropagation, MountSource,
     NamespaceMode, PodRuntime, PodSandboxConfig, PodSandboxStatus, SandboxFilter, SandboxState, SeccompProfile,
 };
 use crate::registry::{now, random_id, IntentInfo, Op};
@@ -307,7 +307,7 @@ impl ContainerDriver {
 
     fn remove_sandbox_containers(&self, sandbox_id: &str) -> Result<(), Error> {
         for r in self.sandbox_containers(sandbox_id)? {
-            match self.delete(&r.id, true) {
+            match self.remove_container(&r.id) {
                 Ok(()) | Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -421,7 +421,7 @@ impl ContainerDriver {
     }
 
     /// A pod container's status from its record.
-    fn pod_container_status(&self, r: &Record) -> Option<ContainerStatus> {
+    pub(super) fn pod_container_status(&self, r: &Record) -> Option<ContainerStatus> {
         let p = r.pod.as_ref()?;
         let st = self.to_state(r);
         let state = match st.status {
@@ -675,7 +675,10 @@ impl PodRuntime for ContainerDriver {
                 .map(|p| PortMapping { host_ip: p.host_ip, host_port: p.host_port, container_port: p.container_port })
                 .collect(),
         };
-        self.create_full(&req, false, Some(pod))
+        let id = self.create_full(&req, false, Some(pod))?;
+        self.events.publish(PodEvent { container_id: id.clone(), sandbox_id: sb.id.clone(), kind: PodEventKind::Created, time: now() });
+        self.events.poke();
+        Ok(id)
     }
 
     fn start_container(&self, id: &str) -> Result<(), Error> {
@@ -699,6 +702,8 @@ impl PodRuntime for ContainerDriver {
             Err(e) => return Err(e),
         }
         if let Some(p) = &r.pod {
+            self.events.publish(PodEvent { container_id: id.to_string(), sandbox_id: p.sandbox_id.clone(), kind: PodEventKind::Removed, time: now() });
+            self.events.poke();
             let own = self.load_sandbox(&p.sandbox_id).is_ok_and(|sb| sb.own_log_directory);
             if own {
                 for i in 0..=16 {
@@ -778,6 +783,11 @@ impl PodRuntime for ContainerDriver {
         Ok(ExecSyncResult { stdout: take(&out), stderr: take(&err), exit_code: result? })
     }
 
+    fn exec_session(&self, id: &str, req: &crate::pod::ExecSessionRequest) -> Result<crate::pod::ExecSession, Error> {
+        self.pod_record(id)?;
+        self.start_exec_session(id, req)
+    }
+
     fn container_logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
         self.pod_record(id)?;
         self.logs(id, opts, sink)
@@ -786,5 +796,9 @@ impl PodRuntime for ContainerDriver {
     fn attach_container(&self, id: &str) -> Result<Attachment, Error> {
         self.pod_record(id)?;
         self.attach_session(id)
+    }
+
+    fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<PodEvent>, Error> {
+        self.subscribe_events()
     }
 }

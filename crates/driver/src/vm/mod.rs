@@ -1133,3 +1133,60 @@ mod tests {
         assert!(matches!(d.resolve("nope"), Err(Error::NotFound(_))));
     }
 }
+
+/// Pods in VMs (VM-isolated pods) are for a later issue: every pod call is `Unsupported`, so
+/// an agent can hold a `dyn PodRuntime` for any driver.
+impl crate::PodRuntime for VmDriver {
+    fn run_pod_sandbox(&self, _: &crate::pod::PodSandboxConfig) -> Result<String, Error> {
+        Err(unsupported("pod sandboxes"))
+    }
+    fn stop_pod_sandbox(&self, _: &str) -> Result<(), Error> {
+        Err(unsupported("pod sandboxes"))
+    }
+    fn remove_pod_sandbox(&self, _: &str) -> Result<(), Error> {
+        Err(unsupported("pod sandboxes"))
+    }
+    fn pod_sandbox_status(&self, _: &str) -> Result<crate::pod::PodSandboxStatus, Error> {
+        Err(unsupported("pod sandboxes"))
+    }
+    fn list_pod_sandboxes(&self, _: &crate::pod::SandboxFilter) -> Result<Vec<crate::pod::PodSandboxStatus>, Error> {
+        Err(unsupported("pod sandboxes"))
+    }
+    fn create_container(&self, _: &str, _: &crate::pod::ContainerConfig) -> Result<String, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn start_container(&self, _: &str) -> Result<(), Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn stop_container(&self, _: &str, _: Duration) -> Result<(), Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn remove_container(&self, _: &str) -> Result<(), Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn container_status(&self, _: &str) -> Result<crate::pod::ContainerStatus, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn list_containers(&self, _: &crate::pod::ContainerFilter) -> Result<Vec<crate::pod::ContainerStatus>, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn exec_sync(&self, _: &str, _: &[String], _: Option<Duration>) -> Result<crate::pod::ExecSyncResult, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn exec_session(&self, _: &str, _: &crate::pod::ExecSessionRequest) -> Result<crate::pod::ExecSession, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn container_logs(&self, _: &str, _: &LogOptions, _: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn attach_container(&self, _: &str) -> Result<crate::Attachment, Error> {
+        Err(unsupported("pod containers"))
+    }
+    fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<crate::pod::PodEvent>, Error> {
+        Err(unsupported("pod events"))
+    }
+}
+
+fn unsupported(what: &str) -> Error {
+    Error::Unsupported(format!("{what} on the VM driver (VM-isolated pods are not implemented yet)"))
+}
