@@ -101,7 +101,7 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("strata-apibench-").tempdir_in("/var/tmp").expect("tempdir");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--store", store, "--data-dir"])
+            .args(["server", "--no-agent", "--no-scheduler", "--listen", &format!("127.0.0.1:{port}"), "--store", store, "--data-dir"])
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -70,6 +70,10 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir.path());
         let help = Command::new(bin).args(["server", "--help"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        // The API server alone (a scheduler would add its own writes to the pods).
+        if help.contains("--no-scheduler") {
+            cmd.arg("--no-scheduler");
+        }
         if help.contains("--max-long-running-requests") {
             cmd.args(["--max-long-running-requests", &(watches + 100).to_string()]);
         }

@@ -318,6 +318,8 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     let (code, body) = bind("node-a");
     assert_eq!(code, 201, "{body}");
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
+    // As upstream's binding storage: the pod is now PodScheduled=True.
+    assert_eq!(s.ok(&["get", "pod", "p", "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].status}"#]), "True");
     // On a node: the node agent would serve them; until it exists, 503.
     let err = s.fails(&["logs", "p"], None);
     assert!(err.contains("no node agent serves pods/log on node node-a"), "{err}");

@@ -908,6 +908,8 @@ impl Api {
     }
 
     /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once.
+    /// As upstream's binding storage, the pod's PodScheduled condition becomes True, and a
+    /// concurrent write to the pod (its status) is retried over, not reported.
     async fn bind(&self, info: &RequestInfo, binding: Value, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
@@ -916,14 +918,27 @@ impl Api {
             let c = crate::status::Cause { reason: "FieldValueRequired", field: "target.name".into(), message: "Required value".into() };
             return Err(ApiError::invalid(r, &name, vec![c]));
         }
-        let (pod, rev) = self.load(info).await?;
-        if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"")));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (pod, rev) = self.load(info).await?;
+            if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"")));
+            }
+            if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+                if pod["metadata"]["uid"].as_str() != Some(uid) {
+                    return Err(ApiError::conflict(r, &name));
+                }
+            }
+            let mut new = pod.clone();
+            new["spec"]["nodeName"] = json!(node);
+            set_pod_scheduled(&mut new);
+            match self.write_update(info, new, &pod, rev, dry_run).await {
+                Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(None))),
+                Err(e) if e.code == 409 && attempt < 5 => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let mut new = pod.clone();
-        new["spec"]["nodeName"] = json!(node);
-        self.write_update(info, new, &pod, rev, dry_run).await?;
-        Ok(json_response(StatusCode::CREATED, &status::success(None)))
     }
 
     /// `serviceaccounts/token` (TokenRequest): a JWT for the ServiceAccount, for the asked
@@ -1173,6 +1188,28 @@ impl Api {
 /// Do two versions of an object differ in nothing but the fields garbage collection changes
 /// (upstream's `IsOnlyMutatingGCFields`: owner references and finalizers; bookkeeping that
 /// the server itself writes is ignored too)?
+/// The pod's PodScheduled condition becomes True (upstream's `UpdatePodCondition`: the
+/// transition time moves only when the status changes; reason and message are cleared).
+fn set_pod_scheduled(pod: &mut Value) {
+    let now = object::now();
+    let conds = &mut pod["status"]["conditions"];
+    if !conds.is_array() {
+        *conds = json!([]);
+    }
+    let Some(list) = conds.as_array_mut() else { return };
+    let fresh = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
+        Some(c) => {
+            let mut fresh = fresh;
+            if c["status"] == "True" {
+                fresh["lastTransitionTime"] = c["lastTransitionTime"].clone();
+            }
+            *c = fresh;
+        }
+        None => list.push(fresh),
+    }
+}
+
 fn only_gc_fields_differ(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();

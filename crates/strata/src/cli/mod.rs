@@ -7,6 +7,7 @@ mod image;
 mod join;
 mod node;
 mod progress;
+mod scheduler;
 mod server;
 mod vm;
 
@@ -101,6 +102,9 @@ enum Command {
     Token(join::TokenCommand),
     /// Join a cluster as a node (with a token from `strata token create`) and run the node agent.
     Agent(join::AgentArgs),
+    /// Run the scheduler against an API server (`strata server` runs one itself unless
+    /// `--no-scheduler`).
+    Scheduler(scheduler::SchedulerArgs),
     /// Manage the control plane's certificates (`rotate`).
     #[command(subcommand)]
     Certs(server::CertsCommand),
@@ -221,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause(a) => container::pause(&ctx, a, true),
         Command::Unpause(a) => container::pause(&ctx, a, false),
         Command::Server(a) => server::run(&ctx, a),
+        Command::Scheduler(a) => scheduler::run(a),
         Command::Certs(c) => server::certs(c),
         Command::Token(c) => join::token(c),
         Command::Agent(a) => join::agent(&ctx, a),

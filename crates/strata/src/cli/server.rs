@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// The agent's Node InternalIP (default: the address of the default route's interface).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    /// Do not run the scheduler in this process (run `strata scheduler` or kube-scheduler
+    /// elsewhere).
+    #[arg(long)]
+    pub no_scheduler: bool,
     /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -210,10 +214,14 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     let kubeconfig = a.data_dir.join("kubeconfig");
-    pki::write_kubeconfig(&pki, &kubeconfig, &format!("https://{host}:{}", addr.port()))?;
+    let url = format!("https://{host}:{}", addr.port());
+    pki::write_kubeconfig(&pki, &kubeconfig, &url)?;
     // Joining nodes read the CA here (and check it against their token's hash).
     let ca_pem = std::fs::read(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
-    server.publish_cluster_info(&format!("https://{host}:{}", addr.port()), &ca_pem).await?;
+    server.publish_cluster_info(&url, &ca_pem).await?;
+    if !a.no_scheduler {
+        super::scheduler::start_in_server(&pki, &url).await?;
+    }
     let agent = if a.no_agent {
         None
     } else {

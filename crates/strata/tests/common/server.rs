@@ -96,6 +96,9 @@ pub struct Options {
     /// Run the node agent (without it the server gets `--no-agent`); its strata root (driver
     /// state) is [`ApiServer::root`].
     pub agent: bool,
+    /// Run the in-process scheduler (off by default, so that tests of the API server see only
+    /// their own writes to pods).
+    pub scheduler: bool,
 }
 
 impl ApiServer {
@@ -160,6 +163,7 @@ impl ApiServer {
         }
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data)
+            .args(if self.opts.scheduler { &[][..] } else { &["--no-scheduler"][..] })
             .args(&self.extra)
             .envs(self.opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -1,0 +1,221 @@
+//! What the scheduler knows about one pod and one node, computed once from the typed objects
+//! when they arrive (requests, parsed affinity terms, tolerations, ports), so that scheduling
+//! a pod never re-parses anything.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, Toleration};
+
+use crate::labels::{Labels, Selector};
+use crate::resources::{pod_requests, Resources};
+
+/// A pod affinity or anti-affinity term, parsed.
+#[derive(Clone, Debug)]
+pub struct AffinityTerm {
+    pub selector: Selector,
+    /// Namespaces whose pods the term considers (the pod's own when the term names none and
+    /// has no namespace selector).
+    pub namespaces: BTreeSet<String>,
+    /// `None`: no selector (matches no namespace); `Some(empty)`: every namespace.
+    pub namespace_selector: Option<Selector>,
+    pub topology_key: String,
+    pub weight: i64,
+}
+
+impl AffinityTerm {
+    fn parse(t: &PodAffinityTerm, own_ns: &str, weight: i32, own_labels: &Labels) -> AffinityTerm {
+        // A nil label selector matches nothing.
+        let mut selector = t.label_selector.as_ref().map_or_else(Selector::nothing, Selector::parse);
+        for k in t.match_label_keys.iter().flatten() {
+            if let Some(v) = own_labels.get(k) {
+                selector.add_equals(k, v);
+            }
+        }
+        let mut namespaces: BTreeSet<String> = t.namespaces.iter().flatten().cloned().collect();
+        let namespace_selector = t.namespace_selector.as_ref().map(Selector::parse);
+        if namespaces.is_empty() && namespace_selector.is_none() {
+            namespaces.insert(own_ns.to_string());
+        }
+        AffinityTerm { selector, namespaces, namespace_selector, topology_key: t.topology_key.clone(), weight: weight as i64 }
+    }
+
+    /// Whether `pod` (in a namespace labelled `ns_labels`) is one of the pods this term means.
+    pub fn matches(&self, pod: &PodInfo, ns_labels: &Labels) -> bool {
+        let ns_ok = self.namespaces.contains(&pod.namespace) || self.namespace_selector.as_ref().is_some_and(|s| s.matches(ns_labels));
+        ns_ok && self.selector.matches(&pod.labels)
+    }
+}
+
+/// A host port a container asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub ip: String,
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    /// Two uses of one port conflict when protocol and port are equal and either address is
+    /// the wildcard or both are the same.
+    pub fn conflicts(&self, o: &HostPort) -> bool {
+        let wild = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.port == o.port && self.protocol == o.protocol && (wild(&self.ip) || wild(&o.ip) || self.ip == o.ip)
+    }
+}
+
+/// One pod, as the scheduler sees it.
+#[derive(Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub node_name: String,
+    pub priority: i32,
+    pub requests: Resources,
+    /// Requests with the scoring defaults for containers that request nothing.
+    pub non_zero: Resources,
+    pub ports: Vec<HostPort>,
+    pub tolerations: Vec<Toleration>,
+    pub required_affinity: Vec<AffinityTerm>,
+    pub required_anti_affinity: Vec<AffinityTerm>,
+    pub preferred_affinity: Vec<AffinityTerm>,
+    pub preferred_anti_affinity: Vec<AffinityTerm>,
+    pub terminating: bool,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let mut ports = Vec::new();
+        for c in &spec.containers {
+            for p in c.ports.iter().flatten() {
+                if let Some(hp) = p.host_port.filter(|p| *p > 0) {
+                    ports.push(HostPort { ip: p.host_ip.clone().unwrap_or_default(), protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()), port: hp });
+                }
+            }
+        }
+        let (mut ra, mut raa, mut pa, mut paa) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if let Some(aff) = &spec.affinity {
+            if let Some(a) = &aff.pod_affinity {
+                ra = a.required_during_scheduling_ignored_during_execution.iter().flatten().map(|t| AffinityTerm::parse(t, &namespace, 1, &labels)).collect();
+                pa = a.preferred_during_scheduling_ignored_during_execution.iter().flatten().map(|w| AffinityTerm::parse(&w.pod_affinity_term, &namespace, w.weight, &labels)).collect();
+            }
+            if let Some(a) = &aff.pod_anti_affinity {
+                raa = a.required_during_scheduling_ignored_during_execution.iter().flatten().map(|t| AffinityTerm::parse(t, &namespace, 1, &labels)).collect();
+                paa = a.preferred_during_scheduling_ignored_during_execution.iter().flatten().map(|w| AffinityTerm::parse(&w.pod_affinity_term, &namespace, w.weight, &labels)).collect();
+            }
+        }
+        PodInfo {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node_name: spec.node_name.clone().unwrap_or_default(),
+            priority: spec.priority.unwrap_or(0),
+            requests: pod_requests(&spec, false),
+            non_zero: pod_requests(&spec, true),
+            ports,
+            tolerations: spec.tolerations.clone().unwrap_or_default(),
+            required_affinity: ra,
+            required_anti_affinity: raa,
+            preferred_affinity: pa,
+            preferred_anti_affinity: paa,
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            namespace,
+            labels,
+            pod,
+        }
+    }
+
+    /// The same pod placed on `node` (an assumed pod: bound as far as the scheduler is
+    /// concerned before the API server has said so).
+    pub fn on_node(&self, node: &str) -> PodInfo {
+        let mut pod = (*self.pod).clone();
+        pod.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
+        let mut info = PodInfo::new(Arc::new(pod));
+        info.node_name = node.to_string();
+        info
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn has_affinity(&self) -> bool {
+        !(self.required_affinity.is_empty() && self.required_anti_affinity.is_empty() && self.preferred_affinity.is_empty() && self.preferred_anti_affinity.is_empty())
+    }
+
+    pub fn spec(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+        self.pod.spec.as_ref()
+    }
+}
+
+/// One node and the pods on it (bound or assumed).
+#[derive(Debug, Default, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `None` while only pods naming this node have been seen.
+    pub node: Option<Arc<Node>>,
+    pub labels: Labels,
+    pub allocatable: Resources,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
+    pub pods: Vec<Arc<PodInfo>>,
+    pub requested: Resources,
+    pub non_zero_requested: Resources,
+    pub used_ports: Vec<HostPort>,
+    /// Pods on the node with any affinity / with required anti-affinity.
+    pub with_affinity: usize,
+    pub with_required_anti_affinity: usize,
+}
+
+impl NodeInfo {
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        let status = node.status.clone().unwrap_or_default();
+        // A node that reports no allocatable uses its capacity (as kubelet reports both).
+        let list = status.allocatable.or(status.capacity).unwrap_or_default();
+        self.allocatable = Resources::from_list(&list);
+        let spec = node.spec.clone().unwrap_or_default();
+        self.taints = spec.taints.unwrap_or_default();
+        self.unschedulable = spec.unschedulable.unwrap_or(false);
+        self.name = node.metadata.name.clone().unwrap_or_default();
+        self.node = Some(node);
+    }
+
+    pub fn add_pod(&mut self, p: Arc<PodInfo>) {
+        self.requested.add(&p.requests);
+        self.non_zero_requested.add(&p.non_zero);
+        self.used_ports.extend(p.ports.iter().cloned());
+        if p.has_affinity() {
+            self.with_affinity += 1;
+        }
+        if !p.required_anti_affinity.is_empty() {
+            self.with_required_anti_affinity += 1;
+        }
+        self.pods.push(p);
+    }
+
+    /// Remove the pod with this uid; whether it was there.
+    pub fn remove_pod(&mut self, uid: &str) -> bool {
+        let Some(i) = self.pods.iter().position(|p| p.uid == uid) else { return false };
+        let p = self.pods.swap_remove(i);
+        self.requested.sub(&p.requests);
+        self.non_zero_requested.sub(&p.non_zero);
+        for hp in &p.ports {
+            if let Some(j) = self.used_ports.iter().position(|u| u == hp) {
+                self.used_ports.swap_remove(j);
+            }
+        }
+        if p.has_affinity() {
+            self.with_affinity -= 1;
+        }
+        if !p.required_anti_affinity.is_empty() {
+            self.with_required_anti_affinity -= 1;
+        }
+        true
+    }
+}

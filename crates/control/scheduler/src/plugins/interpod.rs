@@ -1,0 +1,206 @@
+//! InterPodAffinity: required pod affinity and anti-affinity of the incoming pod, the
+//! required anti-affinity of pods already placed, and the preferred terms of both sides for
+//! scoring (upstream's `interpodaffinity` plugin: counts per topology pair, computed once per
+//! pod, then a map lookup per node).
+
+use std::collections::HashMap;
+
+use super::Rejection;
+use crate::cache::Cache;
+use crate::info::{AffinityTerm, NodeInfo, PodInfo};
+use crate::labels::{self, Labels};
+
+type Pair = (String, String);
+
+/// Counts over the whole cluster computed before filtering.
+#[derive(Default, Debug)]
+pub struct PreFilter {
+    /// Existing pods whose required anti-affinity matches the incoming pod, per topology pair.
+    existing_anti: HashMap<Pair, i64>,
+    /// Existing pods matching all the incoming pod's required affinity terms.
+    affinity: HashMap<Pair, i64>,
+    /// Existing pods matching one of the incoming pod's required anti-affinity terms.
+    anti: HashMap<Pair, i64>,
+}
+
+fn ns_labels<'a>(cache: &'a Cache, ns: &str) -> &'a Labels {
+    cache.namespaces.get(ns).unwrap_or_else(|| labels::empty())
+}
+
+fn bump(m: &mut HashMap<Pair, i64>, node: &NodeInfo, key: &str, by: i64) {
+    if let Some(v) = node.labels.get(key) {
+        let pair = (key.to_string(), v.clone());
+        let e = m.entry(pair.clone()).or_default();
+        *e += by;
+        if *e == 0 {
+            m.remove(&pair);
+        }
+    }
+}
+
+fn matches_all(terms: &[AffinityTerm], pod: &PodInfo, ns: &Labels) -> bool {
+    terms.iter().all(|t| t.matches(pod, ns))
+}
+
+pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
+    let mut s = PreFilter::default();
+    let own_ns = ns_labels(cache, &pod.namespace);
+    for node in &cache.nodes {
+        if node.node.is_none() || node.with_required_anti_affinity == 0 {
+            continue;
+        }
+        for existing in &node.pods {
+            for t in &existing.required_anti_affinity {
+                if t.matches(pod, own_ns) {
+                    bump(&mut s.existing_anti, node, &t.topology_key, 1);
+                }
+            }
+        }
+    }
+    if pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty() {
+        return s;
+    }
+    for node in &cache.nodes {
+        if node.node.is_none() {
+            continue;
+        }
+        for existing in &node.pods {
+            let ens = ns_labels(cache, &existing.namespace);
+            if !pod.required_affinity.is_empty() && matches_all(&pod.required_affinity, existing, ens) {
+                for t in &pod.required_affinity {
+                    bump(&mut s.affinity, node, &t.topology_key, 1);
+                }
+            }
+            for t in &pod.required_anti_affinity {
+                if t.matches(existing, ens) {
+                    bump(&mut s.anti, node, &t.topology_key, 1);
+                }
+            }
+        }
+    }
+    s
+}
+
+impl PreFilter {
+    /// Account for `existing` appearing on (`delta` 1) or leaving (−1) `node` (preemption's
+    /// what-if).
+    pub fn update(&mut self, cache: &Cache, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, delta: i64) {
+        let own_ns = ns_labels(cache, &pod.namespace);
+        let ens = ns_labels(cache, &existing.namespace);
+        for t in &existing.required_anti_affinity {
+            if t.matches(pod, own_ns) {
+                bump(&mut self.existing_anti, node, &t.topology_key, delta);
+            }
+        }
+        if !pod.required_affinity.is_empty() && matches_all(&pod.required_affinity, existing, ens) {
+            for t in &pod.required_affinity {
+                bump(&mut self.affinity, node, &t.topology_key, delta);
+            }
+        }
+        for t in &pod.required_anti_affinity {
+            if t.matches(existing, ens) {
+                bump(&mut self.anti, node, &t.topology_key, delta);
+            }
+        }
+    }
+}
+
+pub fn filter(s: &PreFilter, cache: &Cache, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+    // Required affinity: every term's topology must be on the node and hold a matching pod,
+    // unless no pod anywhere matches and the pod matches its own terms (the first of a group).
+    let mut exist = true;
+    for t in &pod.required_affinity {
+        match node.labels.get(&t.topology_key) {
+            Some(v) => {
+                if s.affinity.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) <= 0 {
+                    exist = false;
+                }
+            }
+            None => return Err(Rejection::unresolvable("InterPodAffinity", "node(s) didn't match pod affinity rules")),
+        }
+    }
+    let first_of_group = s.affinity.is_empty() && matches_all(&pod.required_affinity, pod, ns_labels(cache, &pod.namespace));
+    if !exist && !first_of_group {
+        return Err(Rejection::unresolvable("InterPodAffinity", "node(s) didn't match pod affinity rules"));
+    }
+    if !s.anti.is_empty() {
+        for t in &pod.required_anti_affinity {
+            if let Some(v) = node.labels.get(&t.topology_key) {
+                if s.anti.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) > 0 {
+                    return Err(Rejection::unschedulable("InterPodAffinity", "node(s) didn't match pod anti-affinity rules"));
+                }
+            }
+        }
+    }
+    if !s.existing_anti.is_empty() {
+        for (k, v) in &node.labels {
+            if s.existing_anti.get(&(k.clone(), v.clone())).copied().unwrap_or(0) > 0 {
+                return Err(Rejection::unschedulable("InterPodAffinity", "node(s) didn't satisfy existing pods anti-affinity rules"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scores per topology key and value, from both sides' preferred terms and existing pods'
+/// required affinity (weight 1, upstream's `hardPodAffinityWeight`).
+#[derive(Default, Debug)]
+pub struct PreScore {
+    scores: HashMap<String, HashMap<String, i64>>,
+}
+
+fn process(m: &mut PreScore, t: &AffinityTerm, weight: i64, target: &PodInfo, target_ns: &Labels, node: &NodeInfo) {
+    if t.matches(target, target_ns) {
+        if let Some(v) = node.labels.get(&t.topology_key) {
+            *m.scores.entry(t.topology_key.clone()).or_default().entry(v.clone()).or_default() += weight;
+        }
+    }
+}
+
+pub fn prescore(cache: &Cache, pod: &PodInfo) -> Option<PreScore> {
+    let has_constraints = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
+    let mut s = PreScore::default();
+    let own_ns = ns_labels(cache, &pod.namespace);
+    let mut any = false;
+    for node in &cache.nodes {
+        if node.node.is_none() || node.labels.is_empty() || (!has_constraints && node.with_affinity == 0) {
+            continue;
+        }
+        for existing in &node.pods {
+            if !has_constraints && !existing.has_affinity() {
+                continue;
+            }
+            any = true;
+            let ens = ns_labels(cache, &existing.namespace);
+            for t in &pod.preferred_affinity {
+                process(&mut s, t, t.weight, existing, ens, node);
+            }
+            for t in &pod.preferred_anti_affinity {
+                process(&mut s, t, -t.weight, existing, ens, node);
+            }
+            for t in &existing.required_affinity {
+                process(&mut s, t, 1, pod, own_ns, node);
+            }
+            for t in &existing.preferred_affinity {
+                process(&mut s, t, t.weight, pod, own_ns, node);
+            }
+            for t in &existing.preferred_anti_affinity {
+                process(&mut s, t, -t.weight, pod, own_ns, node);
+            }
+        }
+    }
+    any.then_some(s)
+}
+
+pub fn score(s: &PreScore, node: &NodeInfo) -> i64 {
+    s.scores.iter().filter_map(|(k, values)| node.labels.get(k).and_then(|v| values.get(v))).sum()
+}
+
+/// Min-max normalization to 0..=100 (upstream's `NormalizeScore` of this plugin).
+pub fn normalize(scores: &mut [i64]) {
+    let (Some(&min), Some(&max)) = (scores.iter().min(), scores.iter().max()) else { return };
+    let diff = max - min;
+    for s in scores.iter_mut() {
+        *s = if diff > 0 { (super::fit::MAX_SCORE as f64 * ((*s - min) as f64 / diff as f64)) as i64 } else { 0 };
+    }
+}

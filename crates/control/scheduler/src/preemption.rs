@@ -1,0 +1,105 @@
+//! Preemption (upstream's DefaultPreemption PostFilter): when no node fits a pod, find nodes
+//! where evicting pods of lower priority would make it fit, keep as many of those pods as
+//! still allow it (highest priority first), and pick the node whose victims matter least.
+//! Pure: the caller deletes the victims and nominates the node.
+
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::info::PodInfo;
+use crate::plugins::{histogram, Cycle, FitError};
+
+#[derive(Debug)]
+pub struct Preemption {
+    pub node: String,
+    pub victims: Vec<Arc<PodInfo>>,
+    /// Pods of lower priority nominated to the same node, whose nomination is cleared.
+    pub cleared_nominations: Vec<Arc<PodInfo>>,
+}
+
+fn start_time(p: &PodInfo) -> String {
+    p.pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_rfc3339()).unwrap_or_default()
+}
+
+/// Upstream's `PodEligibleToPreemptOthers`: the reason a pod may not preempt, if any.
+fn not_eligible(cache: &Cache, pod: &PodInfo) -> Option<String> {
+    let spec = pod.spec()?;
+    if spec.preemption_policy.as_deref() == Some("Never") {
+        return Some("not eligible due to preemptionPolicy=Never.".into());
+    }
+    let nominated = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty())?;
+    let node = cache.node(nominated)?;
+    if node.pods.iter().any(|p| p.terminating && p.priority < pod.priority) {
+        return Some("not eligible due to a terminating pod on the nominated node.".into());
+    }
+    None
+}
+
+/// Try to make room for `pod`. `Err` is the `preemption: ...` message for the FitError.
+pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> Result<Preemption, String> {
+    if let Some(why) = not_eligible(cache, pod) {
+        return Err(format!("preemption: {why}"));
+    }
+    let mut cycle = Cycle::new(cache, pod);
+    let mut reasons: Vec<String> = Vec::new();
+    let mut candidates: Vec<(String, Vec<Arc<PodInfo>>)> = Vec::new();
+    for (name, rejection) in &fit.statuses {
+        if rejection.unresolvable {
+            reasons.push("Preemption is not helpful for scheduling".into());
+            continue;
+        }
+        let Some(node) = cache.node(name) else { continue };
+        let mut trial = node.clone();
+        let mut lower: Vec<Arc<PodInfo>> = node.pods.iter().filter(|p| p.priority < pod.priority).cloned().collect();
+        if lower.is_empty() {
+            reasons.push("No preemption victims found for incoming pod".into());
+            continue;
+        }
+        for v in &lower {
+            trial.remove_pod(&v.uid);
+            cycle.interpod.update(cache, pod, v, node, -1);
+            cycle.spread.update(pod, v, node, -1);
+        }
+        if let Err(r) = cycle.filter(&trial) {
+            reasons.extend(r.reasons);
+            for v in &lower {
+                cycle.interpod.update(cache, pod, v, node, 1);
+                cycle.spread.update(pod, v, node, 1);
+            }
+            continue;
+        }
+        // Reprieve the most important pods first: higher priority, then earlier start.
+        lower.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| start_time(a).cmp(&start_time(b))));
+        let mut victims = Vec::new();
+        for v in lower {
+            trial.add_pod(v.clone());
+            cycle.interpod.update(cache, pod, &v, node, 1);
+            cycle.spread.update(pod, &v, node, 1);
+            if cycle.filter(&trial).is_err() {
+                trial.remove_pod(&v.uid);
+                cycle.interpod.update(cache, pod, &v, node, -1);
+                cycle.spread.update(pod, &v, node, -1);
+                victims.push(v);
+            }
+        }
+        // Restore the what-if state for the next node.
+        for v in &victims {
+            cycle.interpod.update(cache, pod, v, node, 1);
+            cycle.spread.update(pod, v, node, 1);
+        }
+        candidates.push((name.clone(), victims));
+    }
+    // The node whose victims matter least: lowest highest priority, lowest priority sum,
+    // fewest victims.
+    let best = candidates.into_iter().min_by_key(|(_, v)| {
+        let highest = v.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
+        let sum: i64 = v.iter().map(|p| p.priority as i64 + i32::MAX as i64 + 1).sum();
+        (highest, sum, v.len())
+    });
+    let Some((node, victims)) = best else {
+        let n = fit.num_nodes;
+        return Err(format!("preemption: 0/{n} nodes are available: {}.", histogram(reasons.into_iter()).join(", ")));
+    };
+    let cleared_nominations = cache.nominated.values().filter(|(n, p)| *n == node && p.priority < pod.priority && p.uid != pod.uid).map(|(_, p)| p.clone()).collect();
+    Ok(Preemption { node, victims, cleared_nominations })
+}

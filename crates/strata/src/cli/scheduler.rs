@@ -1,0 +1,44 @@
+//! `strata scheduler`: the scheduler against any API server (strata's or another
+//! Kubernetes'), with the identity of its kubeconfig; and how `strata server` starts it in
+//! its own process as `system:kube-scheduler`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// The kubeconfig to reach the API server with (its current context).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Schedule the pods whose `spec.schedulerName` is this.
+    #[arg(long, default_value = "default-scheduler")]
+    pub scheduler_name: String,
+}
+
+pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let client = strata_client::from_kubeconfig(&a.kubeconfig, "strata-scheduler").await?;
+        let config = strata_scheduler::Config { scheduler_name: a.scheduler_name, ..Default::default() };
+        eprintln!("strata scheduler: scheduling pods of {}", config.scheduler_name);
+        strata_scheduler::run(client, config, async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("strata scheduler: shutting down");
+        })
+        .await;
+        Ok(())
+    })
+}
+
+/// Start the scheduler inside `strata server`, as `system:kube-scheduler` with a client
+/// certificate from the cluster CA.
+pub async fn start_in_server(pki: &strata_apiserver::pki::Pki, server_url: &str) -> anyhow::Result<()> {
+    let (cert_pem, key_pem, ca_pem) = strata_apiserver::pki::component_identity(pki, "system:kube-scheduler", &[], strata_apiserver::pki::LEAF_LIFETIME)
+        .context("issuing the scheduler's client certificate")?;
+    let creds = strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem };
+    let client = creds.client("strata-scheduler").await?;
+    tokio::spawn(strata_scheduler::run(client, strata_scheduler::Config::default(), std::future::pending()));
+    Ok(())
+}

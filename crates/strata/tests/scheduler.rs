@@ -1,0 +1,244 @@
+//! The scheduler end to end: a real `strata server` (its in-process scheduler, or `strata
+//! scheduler --kubeconfig` as a separate process), real `kubectl`, and simulated nodes — Node
+//! objects the test registers with capacity, labels and taints, running nothing (named
+//! `sim-*`). Placements follow examples of Kubernetes' documentation.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Backend, Options};
+
+fn server() -> ApiServer {
+    ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, ..Options::default() })
+}
+
+/// A simulated node: a Node object with capacity, labels and taints, and a Ready condition.
+fn sim_node(s: &ApiServer, name: &str, cpu: &str, memory: &str, pods: &str, labels: &[(&str, &str)], taints: &[(&str, &str, &str)]) {
+    let mut l = format!("kubernetes.io/hostname: {name}");
+    for (k, v) in labels {
+        l.push_str(&format!(", {k}: \"{v}\""));
+    }
+    let t: Vec<String> = taints.iter().map(|(k, v, e)| format!("{{key: {k}, value: \"{v}\", effect: {e}}}")).collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{{l}}}}}\nspec: {{taints: [{}]}}\nstatus:\n  capacity: {{cpu: \"{cpu}\", memory: {memory}, pods: \"{pods}\"}}\n  allocatable: {{cpu: \"{cpu}\", memory: {memory}, pods: \"{pods}\"}}\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
+        t.join(", ")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&yaml));
+}
+
+fn node_of(s: &ApiServer, pod: &str) -> String {
+    s.kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"]).stdout.iter().map(|b| *b as char).collect()
+}
+
+/// Wait until the pod is bound; its node.
+fn bound(s: &ApiServer, pod: &str) -> String {
+    let mut node = String::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        node = node_of(s, pod);
+        !node.is_empty()
+    }), "pod {pod} was not bound: {}", s.ok(&["describe", "pod", pod]));
+    node
+}
+
+fn create(s: &ApiServer, yaml: &str) {
+    s.ok_stdin(&["create", "-f", "-"], Some(yaml));
+}
+
+fn plain_pod(name: &str, labels: &str, extra_spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n{extra_spec}  containers: [{{name: c, image: registry.k8s.io/pause:3.9}}]\n")
+}
+
+#[test]
+fn node_affinity_and_node_selector_as_documented() {
+    let s = server();
+    sim_node(&s, "sim-east", "4", "8Gi", "110", &[("topology.kubernetes.io/zone", "antarctica-east1")], &[]);
+    sim_node(&s, "sim-west", "4", "8Gi", "110", &[("topology.kubernetes.io/zone", "antarctica-west1"), ("another-node-label-key", "another-node-label-value")], &[]);
+    sim_node(&s, "sim-north", "4", "8Gi", "110", &[("topology.kubernetes.io/zone", "arctic-1"), ("disktype", "ssd")], &[]);
+    // docs: pods/pod-with-node-affinity.yaml — required zone in east/west, preferring the
+    // other label: west (the only node with both).
+    for i in 0..3 {
+        create(&s, &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: with-node-affinity-{i}}}\nspec:\n  affinity:\n    nodeAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n        nodeSelectorTerms:\n        - matchExpressions:\n          - {{key: topology.kubernetes.io/zone, operator: In, values: [antarctica-east1, antarctica-west1]}}\n      preferredDuringSchedulingIgnoredDuringExecution:\n      - weight: 1\n        preference:\n          matchExpressions:\n          - {{key: another-node-label-key, operator: In, values: [another-node-label-value]}}\n  containers: [{{name: with-node-affinity, image: registry.k8s.io/pause:2.0}}]\n"
+        ));
+    }
+    for i in 0..3 {
+        assert_eq!(bound(&s, &format!("with-node-affinity-{i}")), "sim-west");
+    }
+    // docs: nodeSelector disktype=ssd.
+    create(&s, &plain_pod("nginx", "env: test", "  nodeSelector: {disktype: ssd}\n"));
+    assert_eq!(bound(&s, "nginx"), "sim-north");
+    // A VM-shaped pod that needs KVM asks for it by node selector: only a KVM node takes it.
+    create(&s, &plain_pod("needs-kvm", "", "  nodeSelector: {strata.dev/kvm: \"true\"}\n"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node_of(&s, "needs-kvm"), "");
+    sim_node(&s, "sim-kvm", "4", "8Gi", "110", &[("strata.dev/kvm", "true")], &[]);
+    assert_eq!(bound(&s, "needs-kvm"), "sim-kvm");
+}
+
+#[test]
+fn taints_and_tolerations_as_documented() {
+    let s = server();
+    // docs: kubectl taint nodes node1 key1=value1:NoSchedule
+    sim_node(&s, "sim-node1", "4", "8Gi", "110", &[], &[("key1", "value1", "NoSchedule")]);
+    sim_node(&s, "sim-node2", "4", "8Gi", "110", &[], &[("key1", "value1", "NoExecute")]);
+    let tol = "  tolerations:\n  - {key: key1, operator: Equal, value: value1, effect: NoSchedule}\n";
+    for i in 0..4 {
+        create(&s, &plain_pod(&format!("tolerates-{i}"), "", tol));
+    }
+    for i in 0..4 {
+        assert_eq!(bound(&s, &format!("tolerates-{i}")), "sim-node1");
+    }
+    create(&s, &plain_pod("exists", "", "  tolerations: [{key: key1, operator: Exists}]\n"));
+    assert!(["sim-node1", "sim-node2"].contains(&bound(&s, "exists").as_str()));
+    create(&s, &plain_pod("intolerant", "", ""));
+    let mut msg = String::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        msg = s.ok(&["describe", "pod", "intolerant"]);
+        msg.contains("FailedScheduling")
+    }), "{msg}");
+    // NoSchedule and NoExecute taints both refuse, under one reason.
+    assert!(msg.contains("0/2 nodes are available: 2 node(s) had untolerated taint {key1: value1}. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.."), "{msg}");
+}
+
+#[test]
+fn inter_pod_anti_affinity_as_documented() {
+    let s = server();
+    for n in ["sim-a", "sim-b", "sim-c"] {
+        sim_node(&s, n, "4", "8Gi", "110", &[], &[]);
+    }
+    // docs: the redis-cache Deployment's pods (one per node) and web-store's pods (one per
+    // node, each next to a cache).
+    let cache = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector:\n          matchExpressions: [{key: app, operator: In, values: [store]}]\n        topologyKey: kubernetes.io/hostname\n";
+    for i in 0..3 {
+        create(&s, &plain_pod(&format!("redis-cache-{i}"), "app: store", cache));
+    }
+    let mut nodes: Vec<String> = (0..3).map(|i| bound(&s, &format!("redis-cache-{i}"))).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["sim-a", "sim-b", "sim-c"]);
+    let web = "  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {matchExpressions: [{key: app, operator: In, values: [web-store]}]}\n        topologyKey: kubernetes.io/hostname\n    podAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: {matchExpressions: [{key: app, operator: In, values: [store]}]}\n        topologyKey: kubernetes.io/hostname\n";
+    for i in 0..3 {
+        create(&s, &plain_pod(&format!("web-store-{i}"), "app: web-store", web));
+    }
+    let mut nodes: Vec<String> = (0..3).map(|i| bound(&s, &format!("web-store-{i}"))).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["sim-a", "sim-b", "sim-c"]);
+    // A fourth cache pod has nowhere to go.
+    create(&s, &plain_pod("redis-cache-3", "app: store", cache));
+    let mut msg = String::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        msg = s.ok(&["get", "pod", "redis-cache-3", "-o", "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}"]);
+        !msg.is_empty()
+    }));
+    assert!(msg.starts_with("0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."), "{msg}");
+}
+
+#[test]
+fn topology_spread_with_max_skew_as_documented() {
+    let s = server();
+    // docs: zoneA = node1, node2; zoneB = node3, node4; pods foo=bar on node1..node3.
+    for (n, z) in [("sim-node1", "zoneA"), ("sim-node2", "zoneA"), ("sim-node3", "zoneB"), ("sim-node4", "zoneB")] {
+        sim_node(&s, n, "4", "8Gi", "110", &[("zone", z), ("node", n)], &[]);
+    }
+    for (i, n) in ["sim-node1", "sim-node2", "sim-node3"].iter().enumerate() {
+        create(&s, &plain_pod(&format!("existing-{i}"), "foo: bar", &format!("  nodeName: {n}\n")));
+    }
+    let one = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n";
+    create(&s, &plain_pod("mypod", "foo: bar", one));
+    assert!(["sim-node3", "sim-node4"].contains(&bound(&s, "mypod").as_str()));
+    s.ok(&["delete", "pod", "mypod"]);
+    let two = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n  - {maxSkew: 1, topologyKey: node, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n";
+    create(&s, &plain_pod("mypod2", "foo: bar", two));
+    assert_eq!(bound(&s, "mypod2"), "sim-node4");
+}
+
+#[test]
+fn unfittable_pod_stays_pending_with_the_reason_and_is_scheduled_when_a_node_arrives() {
+    let s = server();
+    // No node at all.
+    create(&s, &plain_pod("early", "", ""));
+    let cond = |pod: &str, field: &str| s.ok(&["get", "pod", pod, "-o", &format!("jsonpath={{.status.conditions[?(@.type==\"PodScheduled\")].{field}}}")]);
+    assert!(eventually(Duration::from_secs(30), || cond("early", "message") == "no nodes available to schedule pods"), "{}", s.ok(&["get", "pod", "early", "-o", "yaml"]));
+    sim_node(&s, "sim-small", "1", "2Gi", "110", &[], &[]);
+    assert_eq!(bound(&s, "early"), "sim-small");
+    sim_node(&s, "sim-infra1", "8", "16Gi", "110", &[], &[("dedicated", "infra", "NoSchedule")]);
+    sim_node(&s, "sim-infra2", "8", "16Gi", "110", &[], &[("dedicated", "infra", "NoSchedule")]);
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: big}\nspec:\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '2', memory: 1Gi}}}]\n");
+    let want = "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: infra}. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling..";
+    assert!(eventually(Duration::from_secs(30), || cond("big", "message") == want), "{}", s.ok(&["get", "pod", "big", "-o", "yaml"]));
+    assert_eq!(cond("big", "status"), "False");
+    assert_eq!(cond("big", "reason"), "Unschedulable");
+    let describe = s.ok(&["describe", "pod", "big"]);
+    assert!(describe.contains("FailedScheduling") && describe.contains(want), "{describe}");
+    assert!(describe.contains("default-scheduler"), "{describe}");
+    assert_eq!(s.ok(&["get", "pod", "big", "-o", "jsonpath={.status.phase}"]), "Pending");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node_of(&s, "big"), "", "an unfittable pod stays unbound");
+    // A node that can hold it arrives: scheduled without waiting out the 5-minute flush.
+    sim_node(&s, "sim-big", "4", "8Gi", "110", &[], &[]);
+    assert_eq!(bound(&s, "big"), "sim-big");
+    let mut describe = String::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        describe = s.ok(&["describe", "pod", "big"]);
+        describe.contains("Successfully assigned default/big to sim-big")
+    }), "{describe}");
+    assert!(describe.contains("Scheduled"), "{describe}");
+}
+
+#[test]
+fn many_pods_bound_concurrently_never_overcommit_a_node() {
+    let s = server();
+    for i in 0..5 {
+        sim_node(&s, &format!("sim-{i}"), "64", "256Gi", "10", &[], &[]);
+    }
+    let mut yaml = String::new();
+    for i in 0..50 {
+        yaml.push_str(&format!("---\n{}", plain_pod(&format!("p{i}"), "app: many", "")));
+    }
+    create(&s, &yaml);
+    let mut out = String::new();
+    assert!(eventually(Duration::from_secs(60), || {
+        out = s.ok(&["get", "pods", "-l", "app=many", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]);
+        out.lines().filter(|l| !l.is_empty()).count() == 50
+    }), "{out}");
+    for i in 0..5 {
+        assert_eq!(out.lines().filter(|l| *l == format!("sim-{i}")).count(), 10, "{out}");
+    }
+    create(&s, &plain_pod("one-too-many", "", ""));
+    assert!(eventually(Duration::from_secs(30), || s.ok(&["describe", "pod", "one-too-many"]).contains("0/5 nodes are available: 5 Too many pods.")));
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
+    // The harness's server runs without its own scheduler (--no-scheduler).
+    let s = ApiServer::start(Backend::Embedded);
+    sim_node(&s, "sim-remote", "4", "8Gi", "110", &[], &[]);
+    create(&s, &plain_pod("waits", "", ""));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node_of(&s, "waits"), "", "--no-scheduler: nobody binds");
+    let log = std::fs::File::create(s.dir.path().join("scheduler.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["scheduler", "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("strata scheduler");
+    let _child = Killed(child);
+    assert_eq!(bound(&s, "waits"), "sim-remote");
+    // Pods for another scheduler are left alone.
+    create(&s, &plain_pod("not-ours", "", "  schedulerName: other-scheduler\n"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node_of(&s, "not-ours"), "");
+}
