@@ -33,6 +33,8 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q p
 # The RBAC bootstrap policy is generated from upstream's definitions (k8s.io/kubernetes via the Go
 # module proxy): regenerating it must change nothing.
 python3 scripts/gen-bootstrap-policy.py --check
+# The patch and list metadata of the built-in types is generated from k8s.io/api the same way.
+python3 scripts/gen-k8s-schema.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked

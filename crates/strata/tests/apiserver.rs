@@ -735,10 +735,10 @@ fn server_side_apply_options_and_update_managers(backend: Backend) {
     assert_eq!(st["message"], "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
     let (code, st) = s.curl("PATCH", &format!("{cms}/x?force=true"), Auth::Admin, Some("application/merge-patch+json"), Some(b"{}"));
     assert_eq!(code, 422, "force is for apply patches only: {st}");
-    // Refusals: YAML that is not JSON, managedFields in the configuration, unknown fields, a
+    // Refusals: YAML that does not parse, managedFields in the configuration, unknown fields, a
     // configuration of another version.
     for (body, want) in [
-        (&b"apiVersion: v1\nkind: ConfigMap\n"[..], "error decoding YAML: "),
+        (&b"apiVersion: v1\nkind: [ConfigMap\n"[..], "error decoding YAML: "),
         (br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","managedFields":[]}}"#, "metadata.managedFields must be nil"),
         (br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"dtaa":{}}"#, "failed to create typed patch object (default/x; /v1, Kind=ConfigMap): .dtaa: field not declared in schema"),
         (br#"{"apiVersion":"v2","kind":"ConfigMap","metadata":{"name":"x"}}"#, "Incorrect version specified in apply patch. Specified patch version: v2, expected: v1"),

@@ -72,3 +72,40 @@ fn yaml_bodies_and_responses() {
     assert_eq!(v["data"]["key"], "changed");
     assert_eq!(v["kind"], "ConfigMap");
 }
+
+fn deployment(env: &[&str], ports: &[u16]) -> String {
+    let env: Vec<String> = env.iter().map(|n| format!("        - {{name: {n}, value: v}}\n")).collect();
+    let ports: Vec<String> = ports.iter().map(|p| format!("        - {{containerPort: {p}}}\n")).collect();
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        env:\n{}        ports:\n{}",
+        env.concat(),
+        ports.concat()
+    )
+}
+
+/// Client-side `kubectl apply` removes list entries a manifest no longer has (env by name,
+/// container ports by port): the published schemas carry upstream's patch merge keys and
+/// strategies, so kubectl computes delete directives — for the oldest, default and newest
+/// installed kubectl, with no warning about the schema.
+#[test]
+fn client_side_apply_removes_list_entries() {
+    let s = ApiServer::start(Backend::Embedded);
+    for v in ["1.27", "1.32", "1.33"] {
+        let kubectl = common::server::kubectl_of(v);
+        let ns = format!("apply-{}", v.replace('.', "-"));
+        let out = s.kubectl(&["create", "namespace", &ns]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for (env, ports) in [(&["A", "B"][..], &[80u16, 443][..]), (&["A"][..], &[80u16][..])] {
+            let out = s.kubectl_bin(&kubectl, &["apply", "-n", &ns, "-f", "-"], Some(&deployment(env, ports)));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "kubectl {v} apply: {stderr}");
+            assert!(!stderr.contains("does not support strategic merge patch"), "kubectl {v}: {stderr}");
+        }
+        let out = s.kubectl(&["get", "deployment", "web", "-n", &ns, "-o", "json"]);
+        let d = json_of(&String::from_utf8_lossy(&out.stdout));
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        let names: Vec<&str> = c["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+        let ports: Vec<i64> = c["ports"].as_array().expect("ports").iter().filter_map(|p| p["containerPort"].as_i64()).collect();
+        assert_eq!((names, ports), (vec!["A"], vec![80]), "kubectl {v}");
+    }
+}

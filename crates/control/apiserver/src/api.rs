@@ -777,7 +777,7 @@ impl Api {
             match ct.as_str() {
                 "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
                 "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
-                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p, crate::protobuf::schema_of(r.kind).map(|_| r.kind)).map_err(|e| ApiError::bad_request(e.to_string()))?,
                 other => return Err(ApiError::unsupported_media_type(other)),
             }
             let expected = match new["metadata"]["resourceVersion"].as_str() {

@@ -25,7 +25,7 @@ pub fn patch(data: &[u8]) {
             let _ = patch::json_patch(&mut doc, &p);
         }
         _ => {
-            let _ = patch::strategic_merge_patch(&mut doc, &p);
+            let _ = patch::strategic_merge_patch(&mut doc, &p, Some("Pod"));
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod fields;
 pub mod files;
 pub mod fuzzing;
 pub mod gnostic;
+pub mod k8s_meta;
 pub mod managed;
 pub mod metrics;
 pub mod object;

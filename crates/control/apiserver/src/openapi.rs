@@ -11,12 +11,12 @@
 //! serve, kubectl validates on the client with the v2 document. Definitions carry upstream's
 //! names (`io.k8s.api.apps.v1.Deployment`, `io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`);
 //! kinds outside the message table (Lease, EndpointSlice, VirtualMachine) get an envelope that
-//! preserves unknown fields. The message table has no patch metadata, so no schema carries
-//! `x-kubernetes-patch-merge-key`: kubectl's client-side apply treats lists of objects as
-//! atomic. The two lists of primitives with a merge strategy (`ObjectMeta.finalizers`,
-//! `NodeSpec.podCIDRs`, [`crate::patch`]) carry `x-kubernetes-patch-strategy: merge`, as
-//! upstream's do: the server merges what kubectl sends for them, so kubectl must say what to
-//! remove.
+//! preserves unknown fields. Fields carry upstream's patch and list metadata
+//! ([`crate::k8s_meta`], generated from k8s.io/api): `x-kubernetes-patch-strategy`,
+//! `x-kubernetes-patch-merge-key`, `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
+//! `x-kubernetes-map-type` (and `atomic` on `+structType=atomic` types), so kubectl's
+//! client-side apply computes strategic merge patches that delete the list entries a manifest
+//! dropped, as against kube-apiserver.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -138,16 +138,31 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
             continue;
         }
         let t = field_type(f.2, flavor, deps);
-        let v = match f.3 {
-            // As upstream's schemas mark them, so that kubectl's patches delete from these
-            // lists with `$deleteFromPrimitiveList` instead of sending the whole list.
-            C::Rep if crate::patch::PRIMITIVE_MERGE_LISTS.contains(&(msg, f.1)) => {
-                json!({ "type": "array", "items": t, "x-kubernetes-list-type": "set", "x-kubernetes-patch-strategy": "merge" })
-            }
+        let mut v = match f.3 {
             C::Rep => json!({ "type": "array", "items": t }),
             C::Map => json!({ "type": "object", "additionalProperties": t }),
             C::Keep | C::Omit => t,
         };
+        if let (Some(meta), Some(o)) = (crate::k8s_meta::field(msg, f.1), v.as_object_mut()) {
+            let mut ext = |k: &str, val: Value| {
+                o.insert(k.to_string(), val);
+            };
+            if !meta.strategy.is_empty() {
+                ext("x-kubernetes-patch-strategy", json!(meta.strategy));
+            }
+            if !meta.merge_key.is_empty() {
+                ext("x-kubernetes-patch-merge-key", json!(meta.merge_key));
+            }
+            if f.3 == C::Rep && !meta.list_type.is_empty() {
+                ext("x-kubernetes-list-type", json!(meta.list_type));
+                if meta.list_type == "map" {
+                    ext("x-kubernetes-list-map-keys", json!(meta.list_map_keys));
+                }
+            }
+            if f.3 == C::Map && !meta.map_type.is_empty() {
+                ext("x-kubernetes-map-type", json!(meta.map_type));
+            }
+        }
         props.insert(f.1.to_string(), v);
     }
 }
@@ -163,7 +178,11 @@ fn message_definitions(root: &'static str, flavor: Flavor, out: &mut Map<String,
         let mut deps = Vec::new();
         let mut props = Map::new();
         properties(m, flavor, &mut deps, &mut props);
-        out.insert(name.to_string(), json!({ "type": "object", "properties": props }));
+        let mut def = json!({ "type": "object", "properties": props });
+        if crate::k8s_meta::ATOMIC_STRUCTS.contains(&m) {
+            def["x-kubernetes-map-type"] = json!("atomic");
+        }
+        out.insert(name.to_string(), def);
         todo.extend(deps);
     }
 }
@@ -543,10 +562,28 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn primitive_lists_that_merge_carry_the_patch_strategy() {
-        for (msg, field) in crate::patch::PRIMITIVE_MERGE_LISTS {
-            assert!(schema_of(msg).unwrap_or(&[]).iter().any(|f| f.1 == *field), "{msg}.{field} is not in the message table");
-        }
+    fn fields_carry_upstreams_patch_and_list_metadata() {
+        // Every field the generated metadata names exists in the message table, so none of it
+        // is silently left out of the schemas (fields of kinds strata does not serve aside).
+        let missing: Vec<String> = crate::k8s_meta::FIELDS
+            .iter()
+            .filter(|(m, _, _)| schema_of(m).is_some())
+            .filter(|(m, f, _)| crate::protobuf::declared(m, f).is_none())
+            .map(|(m, f, _)| format!("{m}.{f}"))
+            .collect();
+        assert!(missing.len() < 20, "fields with patch metadata missing from the message table: {missing:?}");
+        let core = document("api/v1").expect("core");
+        let container = &core["components"]["schemas"]["io.k8s.api.core.v1.Container"]["properties"];
+        assert_eq!(container["env"]["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(container["env"]["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(container["ports"]["x-kubernetes-list-map-keys"], json!(["containerPort", "protocol"]));
+        assert_eq!(container["ports"]["x-kubernetes-patch-merge-key"], "containerPort");
+        assert_eq!(container["args"]["x-kubernetes-list-type"], "atomic");
+        let apps = document("apis/apps/v1").expect("apps");
+        let spec = &apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]["properties"];
+        assert_eq!(spec["strategy"]["x-kubernetes-patch-strategy"], "retainKeys");
+        let selector = &apps["components"]["schemas"][format!("{META}.LabelSelector")];
+        assert_eq!(selector["x-kubernetes-map-type"], "atomic");
         let core = document("api/v1").expect("core");
         let defs = &core["components"]["schemas"];
         for (def, field) in [(format!("{META}.ObjectMeta"), "finalizers"), ("io.k8s.api.core.v1.NodeSpec".to_string(), "podCIDRs")] {

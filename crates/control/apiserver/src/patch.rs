@@ -6,9 +6,13 @@
 //! `$deleteFromPrimitiveList` and `$setElementOrder` directives. The merge and ordering follow
 //! apimachinery's `strategicpatch` (`mergeMap`, `mergeSlice`, `normalizeElementOrder`), so an
 //! item a patch adds without an element order lands before the items it does not mention, as
-//! in Kubernetes.
+//! in Kubernetes. Which list merges how comes from upstream's `patchStrategy`/`patchMergeKey`
+//! tags ([`crate::k8s_meta`]), looked up by the message of each object on the way down from the
+//! kind; lists of kinds outside the message table are replaced whole.
 
 use serde_json::{Map, Value};
+
+use crate::protobuf::K;
 
 /// RFC 7386.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
@@ -178,50 +182,44 @@ enum ListStrategy {
     MergeSet,
 }
 
-/// The lists of primitives with `patchStrategy:"merge"` among the built-in kinds, as (message,
-/// field): every such tag in k8s.io/api and apimachinery's meta/v1. The OpenAPI schemas
-/// advertise them (`x-kubernetes-patch-strategy`), so that kubectl computes patches with
-/// `$deleteFromPrimitiveList` for them rather than sending the whole list.
-pub(crate) const PRIMITIVE_MERGE_LISTS: &[(&str, &str)] = &[("ObjectMeta", "finalizers"), ("NodeSpec", "podCIDRs")];
+/// The message a JSON object has (`None`: untyped, or a type outside the schema table).
+type Msg = Option<&'static str>;
 
-/// The patch merge key of a list field of the built-in kinds (from their Go struct tags),
-/// chosen by field name and, where names repeat, by the parent field.
-fn merge_key(parent: &str, field: &str) -> Option<&'static str> {
-    Some(match (parent, field) {
-        ("spec", "ports") => "port",
-        (_, "ports") => "containerPort",
-        (_, "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets") => "name",
-        (_, "volumeMounts") => "mountPath",
-        (_, "volumeDevices") => "devicePath",
-        (_, "conditions") => "type",
-        (_, "hostAliases") => "ip",
-        (_, "topologySpreadConstraints") => "topologyKey",
-        (_, "ownerReferences") => "uid",
-        (_, "addresses") if parent == "status" => "type",
-        _ => return None,
-    })
-}
-
-/// The strategy of list field `field` of an object that is itself field `parent` ("" for list
-/// items and the root). `metadata` is always an ObjectMeta, `podCIDRs` only in NodeSpec; a
-/// Namespace's `spec.finalizers` is an atomic list.
-fn list_strategy(parent: &str, field: &str) -> ListStrategy {
-    match (parent, field) {
-        ("metadata", "finalizers") | (_, "podCIDRs") => ListStrategy::MergeSet,
-        _ => merge_key(parent, field).map_or(ListStrategy::Replace, ListStrategy::MergeByKey),
-    }
+/// The field `name` of an object of message `msg`: its strategy as a list (upstream's
+/// `patchStrategy`/`patchMergeKey` tags, [`crate::k8s_meta`]) and the message of its value (or
+/// of its items). Untyped fields are replaced whole when they are lists, as upstream does for
+/// types without patch metadata.
+fn field_of(msg: Msg, name: &str) -> (ListStrategy, Msg) {
+    let Some((owner, f)) = msg.and_then(|m| crate::protobuf::declared(m, name)) else {
+        return (ListStrategy::Replace, None);
+    };
+    let child = match f.2 {
+        K::Msg(m) | K::Inline(m) => Some(m),
+        _ => None,
+    };
+    let strategy = match crate::k8s_meta::field(owner, name) {
+        Some(meta) if meta.strategy.split(',').any(|s| s == "merge") => {
+            if meta.merge_key.is_empty() {
+                ListStrategy::MergeSet
+            } else {
+                ListStrategy::MergeByKey(meta.merge_key)
+            }
+        }
+        _ => ListStrategy::Replace,
+    };
+    (strategy, child)
 }
 
 /// Kubernetes strategic merge patch (apimachinery's `StrategicMergePatch` with the built-in
 /// kinds' patch metadata).
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), SmpError> {
-    smp(target, patch, "")
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value, kind: Msg) -> Result<(), SmpError> {
+    smp(target, patch, kind)
 }
 
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
 const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 
-fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), SmpError> {
+fn smp(target: &mut Value, patch: &Value, msg: Msg) -> Result<(), SmpError> {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return Ok(());
@@ -258,7 +256,8 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), SmpError> 
         let order = as_list(field, order)?;
         let original = t.get(field).map(|v| as_list(field, v).cloned()).transpose()?;
         let patch_list = p.get(field).map(|v| as_list(field, v)).transpose()?;
-        let strategy = effective(list_strategy(parent, field), [original.as_deref().unwrap_or_default(), patch_list.map_or(&[][..], Vec::as_slice), order]);
+        let (declared, items) = field_of(msg, field);
+        let strategy = effective(declared, [original.as_deref().unwrap_or_default(), patch_list.map_or(&[][..], Vec::as_slice), order]);
         let key = item_key(strategy);
         if let Some(pl) = patch_list {
             check_order(pl, order, key)?;
@@ -266,7 +265,7 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), SmpError> 
         let merged = match (&original, patch_list) {
             (Some(o), None) => o.clone(),
             (None, Some(pl)) => without_directives(pl),
-            (Some(o), Some(pl)) => merge_list(o.clone(), pl, strategy, field)?,
+            (Some(o), Some(pl)) => merge_list(o.clone(), pl, strategy, field, items)?,
             (None, None) => continue,
         };
         let (in_order, server_only) = partition(merged, order, key);
@@ -282,15 +281,16 @@ fn smp(target: &mut Value, patch: &Value, parent: &str) -> Result<(), SmpError> 
             t.remove(k);
             continue;
         }
+        let (strategy, child) = field_of(msg, k);
         match (t.get_mut(k), v) {
             (Some(Value::Array(cur)), Value::Array(items)) => {
                 let original = std::mem::take(cur);
-                *cur = merge_list(original, items, list_strategy(parent, k), k)?;
+                *cur = merge_list(original, items, strategy, k, child)?;
             }
-            (Some(cur @ Value::Object(_)), Value::Object(_)) => smp(cur, v, k)?,
+            (Some(cur @ Value::Object(_)), Value::Object(_)) => smp(cur, v, child)?,
             _ => {
                 let mut fresh = Value::Null;
-                smp(&mut fresh, v, k)?;
+                smp(&mut fresh, v, child)?;
                 strip_directives(&mut fresh);
                 t.insert(k.clone(), fresh);
             }
@@ -351,7 +351,7 @@ fn has_directive(item: &Value) -> bool {
 /// The merge of list `original` with list `patch` under `strategy` (apimachinery's
 /// `mergeSlice`): merged items keep the patch's order, the others the original's, the two
 /// interleaved as the original had them.
-fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, field: &str) -> Result<Vec<Value>, SmpError> {
+fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, field: &str, items: Msg) -> Result<Vec<Value>, SmpError> {
     let key = match effective(strategy, [&original, patch]) {
         ListStrategy::MergeByKey(key) => key,
         ListStrategy::Replace => return Ok(without_directives(patch)),
@@ -393,7 +393,7 @@ fn merge_list(original: Vec<Value>, patch: &[Value], strategy: ListStrategy, fie
     for item in &plain {
         let id = item.get(key).ok_or_else(|| SmpError::NoMergeKey { item: item.to_string(), key })?;
         match merged.iter().position(|m| m.get(key) == Some(id)) {
-            Some(i) => smp(&mut merged[i], item, "")?,
+            Some(i) => smp(&mut merged[i], item, items)?,
             None => {
                 let mut v = item.clone();
                 strip_directives(&mut v);
@@ -530,7 +530,7 @@ mod tests {
             "containers": [
                 {"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]},
                 {"name": "b", "$patch": "delete"}
-            ]}}}})).expect("smp");
+            ]}}}}), Some("Deployment")).expect("smp");
         assert_eq!(t["spec"]["replicas"], 3);
         let c = &t["spec"]["template"]["spec"]["containers"];
         assert_eq!(c.as_array().map(Vec::len), Some(1));
@@ -539,25 +539,25 @@ mod tests {
         assert_eq!(c[0]["env"], json!([{"name": "Y", "value": "2"}, {"name": "X", "value": "1"}]));
         // Lists without a merge key are replaced.
         let mut t = json!({"spec": {"args": ["a", "b"]}});
-        strategic_merge_patch(&mut t, &json!({"spec": {"args": ["c"]}})).expect("smp");
+        strategic_merge_patch(&mut t, &json!({"spec": {"args": ["c"]}}), Some("Pod")).expect("smp");
         assert_eq!(t["spec"]["args"], json!(["c"]));
         // Null deletes a field.
-        strategic_merge_patch(&mut t, &json!({"spec": {"args": null}})).expect("smp");
+        strategic_merge_patch(&mut t, &json!({"spec": {"args": null}}), Some("Pod")).expect("smp");
         assert_eq!(t, json!({"spec": {}}));
     }
 
     /// One strategic merge patch case: `original` patched with `patch` is `expected`.
     #[track_caller]
-    fn check(original: Value, patch: Value, expected: Value) {
+    fn check(kind: &'static str, original: Value, patch: Value, expected: Value) {
         let mut got = original.clone();
-        strategic_merge_patch(&mut got, &patch).unwrap_or_else(|e| panic!("{patch} on {original}: {e}"));
+        strategic_merge_patch(&mut got, &patch, Some(kind)).unwrap_or_else(|e| panic!("{patch} on {original}: {e}"));
         assert_eq!(got, expected, "{patch} on {original}");
     }
 
     #[track_caller]
-    fn check_err(original: Value, patch: Value, expected: &str) {
+    fn check_err(kind: &'static str, original: Value, patch: Value, expected: &str) {
         let mut got = original.clone();
-        match strategic_merge_patch(&mut got, &patch) {
+        match strategic_merge_patch(&mut got, &patch, Some(kind)) {
             Err(e) => assert!(e.to_string().contains(expected), "{patch} on {original}: {e}"),
             Ok(()) => panic!("{patch} on {original} gave {got}, not an error"),
         }
@@ -572,64 +572,64 @@ mod tests {
         // Cases from apimachinery's strategicpatch tests (mergingIntList), on metadata.finalizers.
         // A union without duplicates; the patch's items in its order, the others kept where they
         // were relative to them.
-        check(finalizers(&["1", "2"]), json!({"metadata": {"finalizers": ["2", "3"]}}), finalizers(&["1", "2", "3"]));
-        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1", "2"]}}), finalizers(&["3", "1", "2"]));
-        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1"]}}), finalizers(&["2", "3", "1"]));
+        check("ConfigMap", finalizers(&["1", "2"]), json!({"metadata": {"finalizers": ["2", "3"]}}), finalizers(&["1", "2", "3"]));
+        check("ConfigMap", finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1", "2"]}}), finalizers(&["3", "1", "2"]));
+        check("ConfigMap", finalizers(&["1", "2", "3"]), json!({"metadata": {"finalizers": ["3", "1"]}}), finalizers(&["2", "3", "1"]));
         // What `kubectl patch -p '{"metadata":{"finalizers":["b"]}}'` sends: b joins a, first.
-        check(finalizers(&["a"]), json!({"metadata": {"finalizers": ["b"]}}), finalizers(&["b", "a"]));
-        check(finalizers(&["a", "a"]), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
-        check(json!({"metadata": {"name": "x"}}), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
+        check("ConfigMap", finalizers(&["a"]), json!({"metadata": {"finalizers": ["b"]}}), finalizers(&["b", "a"]));
+        check("ConfigMap", finalizers(&["a", "a"]), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
+        check("ConfigMap", json!({"metadata": {"name": "x"}}), json!({"metadata": {"finalizers": ["a"]}}), finalizers(&["a"]));
         // The pod template's metadata is an ObjectMeta too; a node's podCIDRs merge the same way.
-        check(
+        check("Deployment", 
             json!({"spec": {"template": {"metadata": {"finalizers": ["a"]}}}}),
             json!({"spec": {"template": {"metadata": {"finalizers": ["b"]}}}}),
             json!({"spec": {"template": {"metadata": {"finalizers": ["b", "a"]}}}}),
         );
-        check(json!({"spec": {"podCIDRs": ["10.0.0.0/24"]}}), json!({"spec": {"podCIDRs": ["fd00::/64"]}}), json!({"spec": {"podCIDRs": ["fd00::/64", "10.0.0.0/24"]}}));
+        check("Node", json!({"spec": {"podCIDRs": ["10.0.0.0/24"]}}), json!({"spec": {"podCIDRs": ["fd00::/64"]}}), json!({"spec": {"podCIDRs": ["fd00::/64", "10.0.0.0/24"]}}));
         // Not every primitive list: a namespace's spec.finalizers and container args are atomic.
-        check(json!({"spec": {"finalizers": ["kubernetes"]}}), json!({"spec": {"finalizers": ["other"]}}), json!({"spec": {"finalizers": ["other"]}}));
-        check(json!({"spec": {"args": ["a"]}}), json!({"spec": {"args": ["b"]}}), json!({"spec": {"args": ["b"]}}));
+        check("Namespace", json!({"spec": {"finalizers": ["kubernetes"]}}), json!({"spec": {"finalizers": ["other"]}}), json!({"spec": {"finalizers": ["other"]}}));
+        check("Pod", json!({"spec": {"args": ["a"]}}), json!({"spec": {"args": ["b"]}}), json!({"spec": {"args": ["b"]}}));
         // null still removes the whole list.
-        check(finalizers(&["a"]), json!({"metadata": {"finalizers": null}}), json!({"metadata": {"name": "x"}}));
-        check_err(finalizers(&["a"]), json!({"metadata": {"finalizers": [{"name": "a"}]}}), "cannot merge lists without merge key for finalizers");
+        check("ConfigMap", finalizers(&["a"]), json!({"metadata": {"finalizers": null}}), json!({"metadata": {"name": "x"}}));
+        check_err("ConfigMap", finalizers(&["a"]), json!({"metadata": {"finalizers": [{"name": "a"}]}}), "cannot merge lists without merge key for finalizers");
     }
 
     #[test]
     fn delete_from_primitive_list() {
-        check(finalizers(&["1", "2", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["2"]}}), finalizers(&["1", "3"]));
-        check(finalizers(&["1", "2", "3", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
-        check(finalizers(&["1", "2"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
+        check("ConfigMap", finalizers(&["1", "2", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["2"]}}), finalizers(&["1", "3"]));
+        check("ConfigMap", finalizers(&["1", "2", "3", "3"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
+        check("ConfigMap", finalizers(&["1", "2"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), finalizers(&["1", "2"]));
         // Nothing to delete from: nothing is added.
-        check(json!({"metadata": {"name": "x"}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), json!({"metadata": {"name": "x"}}));
+        check("ConfigMap", json!({"metadata": {"name": "x"}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["3"]}}), json!({"metadata": {"name": "x"}}));
         // Any list, whatever its strategy.
-        check(json!({"spec": {"args": ["1", "2"]}}), json!({"spec": {"$deleteFromPrimitiveList/args": ["1"]}}), json!({"spec": {"args": ["2"]}}));
+        check("Pod", json!({"spec": {"args": ["1", "2"]}}), json!({"spec": {"$deleteFromPrimitiveList/args": ["1"]}}), json!({"spec": {"args": ["2"]}}));
         // Add and delete in one patch (kubectl's two-way patch of [1 2 3] -> [1 2 4]).
-        check(
+        check("ConfigMap", 
             finalizers(&["1", "2", "3"]),
             json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "4"], "$deleteFromPrimitiveList/finalizers": ["3"], "finalizers": ["4"]}}),
             finalizers(&["1", "2", "4"]),
         );
-        check_err(finalizers(&["1"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "1"}}), "expected a list");
+        check_err("ConfigMap", finalizers(&["1"]), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "1"}}), "expected a list");
     }
 
     #[test]
     fn set_element_order() {
         // Three-way patches kubectl sends, applied to a live object that has moved on (the
         // `Current`/`ThreeWay`/`Result` cases of apimachinery's tests).
-        check(
+        check("ConfigMap", 
             finalizers(&["1", "2", "4"]),
             json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "3"], "finalizers": ["3"]}}),
             finalizers(&["1", "2", "3", "4"]),
         );
-        check(
+        check("ConfigMap", 
             finalizers(&["1", "2", "3", "4"]),
             json!({"metadata": {"$setElementOrder/finalizers": ["1", "2"], "$deleteFromPrimitiveList/finalizers": ["3"]}}),
             finalizers(&["1", "2", "4"]),
         );
         // An order alone reorders; items it does not name are ignored.
-        check(finalizers(&["1", "3"]), json!({"metadata": {"$setElementOrder/finalizers": ["3", "2", "1"]}}), finalizers(&["3", "1"]));
+        check("ConfigMap", finalizers(&["1", "3"]), json!({"metadata": {"$setElementOrder/finalizers": ["3", "2", "1"]}}), finalizers(&["3", "1"]));
         // Lists of objects: by merge key.
-        check(
+        check("Pod", 
             json!({"spec": {"containers": [{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]}}),
             json!({"spec": {
                 "$setElementOrder/containers": [{"name": "4"}, {"name": "1"}, {"name": "2"}, {"name": "3"}],
@@ -640,12 +640,12 @@ mod tests {
             ]}}),
         );
         // The patch's items must follow the order list.
-        check_err(
+        check_err("ConfigMap", 
             finalizers(&["1", "3", "2"]),
             json!({"metadata": {"$setElementOrder/finalizers": ["1", "2", "3"], "finalizers": ["3", "1"]}}),
             "doesn't match $setElementOrder list",
         );
-        check_err(
+        check_err("Pod", 
             json!({"spec": {"containers": [{"name": "1"}]}}),
             json!({"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}], "containers": [{"name": "2", "image": "x"}, {"name": "1", "image": "y"}]}}),
             "doesn't match",
@@ -655,26 +655,26 @@ mod tests {
     #[test]
     fn patch_directives() {
         // $patch on a map: replace it, or empty it; an unknown one is an error.
-        check(json!({"spec": {"a": 1, "b": 2}}), json!({"spec": {"$patch": "replace", "c": 3}}), json!({"spec": {"c": 3}}));
-        check(json!({"spec": {"a": 1}}), json!({"spec": {"$patch": "delete"}}), json!({"spec": {}}));
-        check_err(json!({"spec": {}}), json!({"spec": {"$patch": "explode"}}), "Unknown patch type");
+        check("Pod", json!({"spec": {"a": 1, "b": 2}}), json!({"spec": {"$patch": "replace", "c": 3}}), json!({"spec": {"c": 3}}));
+        check("Pod", json!({"spec": {"a": 1}}), json!({"spec": {"$patch": "delete"}}), json!({"spec": {}}));
+        check_err("Pod", json!({"spec": {}}), json!({"spec": {"$patch": "explode"}}), "Unknown patch type");
         // In a list with a merge key: delete every item with the key; replace the whole list.
-        check(
+        check("Pod", 
             json!({"spec": {"volumes": [{"name": "1"}, {"name": "1"}, {"name": "2", "value": "a"}, {"name": "3"}]}}),
             json!({"spec": {"volumes": [{"name": "1", "$patch": "delete"}, {"name": "3", "$patch": "delete"}]}}),
             json!({"spec": {"volumes": [{"name": "2", "value": "a"}]}}),
         );
-        check(json!({"spec": {"volumes": [{"name": "1"}, {"name": "2"}]}}), json!({"spec": {"volumes": [{"$patch": "replace"}]}}), json!({"spec": {"volumes": []}}));
-        check(
+        check("Pod", json!({"spec": {"volumes": [{"name": "1"}, {"name": "2"}]}}), json!({"spec": {"volumes": [{"$patch": "replace"}]}}), json!({"spec": {"volumes": []}}));
+        check("Pod", 
             json!({"spec": {"volumes": [{"name": "1"}]}}),
             json!({"spec": {"volumes": [{"name": "2"}, {"$patch": "replace"}]}}),
             json!({"spec": {"volumes": [{"name": "2"}]}}),
         );
-        check_err(json!({"spec": {"volumes": [{"name": "1"}]}}), json!({"spec": {"volumes": [{"value": "b"}]}}), "does not contain declared merge key: name");
-        check_err(json!({"spec": {"volumes": []}}), json!({"spec": {"volumes": [{"$patch": "merge"}]}}), "merging lists cannot yet be specified");
+        check_err("Pod", json!({"spec": {"volumes": [{"name": "1"}]}}), json!({"spec": {"volumes": [{"value": "b"}]}}), "does not contain declared merge key: name");
+        check_err("Pod", json!({"spec": {"volumes": []}}), json!({"spec": {"volumes": [{"$patch": "merge"}]}}), "merging lists cannot yet be specified");
         // $retainKeys keeps only the listed keys, then merges.
-        check(json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), json!({"spec": {"strategy": {"type": "Recreate"}}}));
+        check("Deployment", json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}), json!({"spec": {"strategy": {"type": "Recreate"}}}));
         // Directives never end up in the object.
-        check(json!({}), json!({"spec": {"volumes": [{"name": "1", "$patch": "delete"}, {"name": "2"}], "$setElementOrder/x": []}}), json!({"spec": {"volumes": [{"name": "2"}]}}));
+        check("Pod", json!({}), json!({"spec": {"volumes": [{"name": "1", "$patch": "delete"}, {"name": "2"}], "$setElementOrder/x": []}}), json!({"spec": {"volumes": [{"name": "2"}]}}));
     }
 }

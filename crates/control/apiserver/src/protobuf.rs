@@ -194,6 +194,23 @@ fn envelope(b: &[u8]) -> Result<(String, String, &[u8], String), String> {
     Ok((api_version, kind, raw, encoding))
 }
 
+/// The field `name` of message `msg` and the message that declares it, looking through the
+/// messages Go embeds ([`K::Inline`]).
+pub(crate) fn declared(msg: &'static str, name: &str) -> Option<(&'static str, F)> {
+    for f in schema_of(msg)? {
+        match f.2 {
+            K::Inline(inner) => {
+                if let Some(found) = declared(inner, name) {
+                    return Some(found);
+                }
+            }
+            _ if f.1 == name => return Some((msg, *f)),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub(crate) fn schema_of(name: &str) -> Option<&'static [F]> {
     static INDEX: OnceLock<HashMap<&'static str, &'static [F]>> = OnceLock::new();
     INDEX.get_or_init(|| schema::MESSAGES.iter().copied().collect()).get(name).copied()

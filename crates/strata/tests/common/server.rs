@@ -241,8 +241,13 @@ impl ApiServer {
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_bin("kubectl", args, stdin)
+    }
+
+    /// Run a given kubectl binary (e.g. [`kubectl_of`]`("1.27")`) against this server.
+    pub fn kubectl_bin(&self, bin: &str, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut c = Command::new("kubectl")
+        let mut c = Command::new(bin)
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.dir.path())
@@ -441,4 +446,19 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// The installed kubectl of minor version `v` ("1.27" ... "1.33"): the machine's `kubectl` is a
+/// dispatcher that picks one by the server's version; these are the binaries beside it.
+pub fn kubectl_of(v: &str) -> String {
+    let dispatcher = std::fs::canonicalize(which("kubectl")).unwrap_or_else(|e| panic!("kubectl: {e}"));
+    let bin = dispatcher.with_file_name(format!("kubectl.{v}"));
+    assert!(bin.exists(), "{} is not installed", bin.display());
+    bin.to_string_lossy().into_owned()
+}
+
+fn which(cmd: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(cmd)).find(|p| p.exists()))
+        .unwrap_or_else(|| panic!("{cmd} is not on PATH"))
 }
