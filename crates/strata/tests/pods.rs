@@ -360,3 +360,49 @@ fn kill_9_of_the_server_leaves_pods_running_and_a_new_one_adopts_them() {
     let kept_rows = all.lines().filter(|l| l.contains("kept")).count();
     assert_eq!(kept_rows, 1, "one container for the kept pod: {all}");
 }
+
+#[test]
+fn probes_decide_readiness_and_restart_unhealthy_containers() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {img}
+    command: [sh, -c, "(sleep 12; echo ok > /var/www/ready.html) & exec httpd -f -p 8080 -h /var/www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    startupProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1, failureThreshold: 30}}
+    readinessProbe: {{httpGet: {{path: /ready.html, port: http}}, periodSeconds: 1, failureThreshold: 1}}
+  - name: live
+    image: {img}
+    command: [sh, -c, "touch /tmp/healthy; sleep 4; rm /tmp/healthy; sleep 3600"]
+    livenessProbe: {{exec: {{command: [cat, /tmp/healthy]}}, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 2}}
+"#,
+        img = c.image
+    ));
+    // Started (startup probe passed) but not ready: the page the readiness probe asks for is
+    // not there yet.
+    let p = c.wait_pod("probed", "running, web started but unready", Duration::from_secs(90), |p| {
+        let web = &p["status"]["containerStatuses"][0];
+        phase(p) == "Running" && web["state"]["running"].is_object() && web["started"] == true && web["ready"] == false
+    });
+    assert_eq!(condition(&p, "Ready"), "False", "{p}");
+    assert_eq!(condition(&p, "ContainersReady"), "False");
+    let ready = p["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned()).expect("Ready");
+    assert!(ready["message"].as_str().is_some_and(|m| m.contains("web")), "{ready}");
+    // Once the page exists the pod becomes Ready.
+    c.wait_pod("probed", "web ready", Duration::from_secs(60), |p| p["status"]["containerStatuses"][0]["ready"] == true && condition(p, "Ready") == "True");
+    // The liveness probe fails once /tmp/healthy is gone: the container is killed and restarted.
+    let p = c.wait_pod("probed", "live restarted", Duration::from_secs(90), |p| p["status"]["containerStatuses"][1]["restartCount"].as_i64().unwrap_or(0) >= 1);
+    assert!(p["status"]["containerStatuses"][1]["lastState"]["terminated"].is_object(), "{p}");
+    let events = c.events_for("probed");
+    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed")), "{events:?}");
+    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 404")), "{events:?}");
+    assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
+}

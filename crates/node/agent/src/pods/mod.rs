@@ -7,6 +7,7 @@
 //! a restart) has its containers stopped and everything removed. Everything the agent needs is
 //! in the API server or the driver, so the agent can be killed at any point and continues.
 
+pub mod probes;
 pub mod spec;
 pub mod status;
 pub mod volumes;
@@ -121,6 +122,7 @@ struct PodState {
     /// A container whose last start failed (config, create or run error) is tried again from
     /// this moment (kubelet's pod worker back-off: 10 s).
     retry_at: HashMap<String, Instant>,
+    probes: HashMap<(String, probes::Kind), probes::State>,
 }
 
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
@@ -807,6 +809,44 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         }
     }
 
+    // Probes of the running containers (startup first; liveness and readiness once started).
+    let pod_ip_addr = sandbox.ip;
+    for c in &spec_.containers {
+        let Some(d) = attempts(&c.name).last().cloned().filter(|d| d.state == DState::Running) else { continue };
+        let running_for = since(&d.started_at).unwrap_or_default();
+        for kind in [probes::Kind::Startup, probes::Kind::Liveness, probes::Kind::Readiness] {
+            let Some(probe) = kind.of(c) else { continue };
+            let started = c.startup_probe.is_none() || st.probes.get(&(c.name.clone(), probes::Kind::Startup)).is_some_and(|s| s.container_id == d.id && s.ok == Some(true));
+            if kind != probes::Kind::Startup && !started {
+                continue;
+            }
+            let state = st.probes.entry((c.name.clone(), kind)).or_default();
+            if state.container_id != d.id {
+                *state = probes::State { container_id: d.id.clone(), ..Default::default() };
+            }
+            if (kind == probes::Kind::Startup && state.ok == Some(true)) || !state.due(probe, running_for) {
+                continue;
+            }
+            state.last = Some(Instant::now());
+            let result = probes::run(shared, probe, &d.id, c, pod_ip_addr).await;
+            let Some(state) = st.probes.get_mut(&(c.name.clone(), kind)) else { continue };
+            let verdict = state.record(probe, result.is_ok());
+            if let Err(why) = &result {
+                event(shared, st, pod, Some(&c.name), true, "Unhealthy", format!("{} probe failed: {why}", kind.name())).await;
+            }
+            if verdict == Some(false) && kind != probes::Kind::Readiness {
+                let what = if kind == probes::Kind::Liveness { "liveness" } else { "startup" };
+                event(shared, st, pod, Some(&c.name), false, "Killing", format!("Container {} failed {what} probe, will be restarted", c.name)).await;
+                let grace = probe.termination_grace_period_seconds.or(spec_.termination_grace_period_seconds).unwrap_or(30).max(1) as u64;
+                let driver = shared.driver.clone();
+                let id = d.id.clone();
+                let _ = blocking(move || driver.stop_container(&id, Duration::from_secs(grace))).await;
+                st.probes.retain(|(n, _), _| n != &c.name);
+                break;
+            }
+        }
+    }
+
     // Status from what the driver shows now.
     let driver = shared.driver.clone();
     let sid = sandbox.id.clone();
@@ -823,7 +863,16 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
             latest,
             previous,
             waiting: st.waiting.get(&c.name).cloned(),
+            ready: None,
+            started: None,
         };
+        let mut o = o;
+        if let Some(d) = o.latest.as_ref().filter(|d| d.state == DState::Running) {
+            let verdict = |kind| st.probes.get(&(c.name.clone(), kind)).filter(|s: &&probes::State| s.container_id == d.id).and_then(|s| s.ok);
+            let started = c.startup_probe.is_none() || verdict(probes::Kind::Startup) == Some(true);
+            o.started = Some(started);
+            o.ready = Some(started && (c.readiness_probe.is_none() || verdict(probes::Kind::Readiness) == Some(true)));
+        }
         observed.insert(c.name.clone(), o);
     }
     let status = status::pod_status(&status::Inputs {

@@ -22,6 +22,9 @@ pub struct Observed {
     /// The termination message of the latest and the previous attempt.
     pub message: Option<String>,
     pub previous_message: Option<String>,
+    /// Probe verdicts for a running attempt (`None`: no probe says otherwise).
+    pub ready: Option<bool>,
+    pub started: Option<bool>,
 }
 
 /// Everything the status is computed from.
@@ -87,8 +90,8 @@ pub fn container_status(c: &Container, o: &Observed) -> ContainerStatus {
         image: c.image.clone().unwrap_or_default(),
         image_id: latest.map(|d| d.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|d| format!("strata://{}", d.id)),
-        ready: running,
-        started: Some(running),
+        ready: running && o.ready.unwrap_or(true),
+        started: Some(running && o.started.unwrap_or(true)),
         restart_count: latest.map(|d| d.metadata.attempt as i32).unwrap_or(0),
         state: Some(state),
         last_state: Some(ContainerState { terminated: last, ..Default::default() }),

@@ -1,0 +1,190 @@
+//! Container probes as kubelet runs them: startup, liveness and readiness, each exec (through
+//! the driver's `exec_sync`), httpGet (a plain HTTP/1.1 GET from the node to the pod's IP,
+//! success for 200-399) or tcpSocket (a connect), with initialDelaySeconds, periodSeconds,
+//! timeoutSeconds, successThreshold and failureThreshold.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use strata_driver::pod::PodRuntime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Shared;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+
+    pub fn of(self, c: &Container) -> Option<&Probe> {
+        match self {
+            Kind::Startup => c.startup_probe.as_ref(),
+            Kind::Liveness => c.liveness_probe.as_ref(),
+            Kind::Readiness => c.readiness_probe.as_ref(),
+        }
+    }
+}
+
+/// One probe's running tally for one container attempt.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub container_id: String,
+    pub successes: i32,
+    pub failures: i32,
+    /// The verdict once a threshold was reached (`None`: none yet).
+    pub ok: Option<bool>,
+    pub last: Option<Instant>,
+}
+
+impl State {
+    /// Count a result; returns the verdict when it changed.
+    pub fn record(&mut self, probe: &Probe, success: bool) -> Option<bool> {
+        let before = self.ok;
+        if success {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= probe.success_threshold.unwrap_or(1).max(1) {
+                self.ok = Some(true);
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= probe.failure_threshold.unwrap_or(3).max(1) {
+                self.ok = Some(false);
+            }
+        }
+        (self.ok != before).then_some(self.ok).flatten()
+    }
+
+    /// Whether the probe is due for a container running for `running_for`.
+    pub fn due(&self, probe: &Probe, running_for: Duration) -> bool {
+        if running_for < Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64) {
+            return false;
+        }
+        let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+        self.last.is_none_or(|t| t.elapsed() >= period)
+    }
+}
+
+fn port(p: &IntOrString, c: &Container) -> Result<u16, String> {
+    match p {
+        IntOrString::Int(i) => u16::try_from(*i).map_err(|_| format!("invalid port {i}")),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| format!("no port named {name:?}")),
+    }
+}
+
+/// Run `probe` once against container `id` (of `c`, in a pod at `pod_ip`): `Ok` with a note,
+/// or why it failed (kubelet's wording where it has one).
+pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Container, pod_ip: Option<IpAddr>) -> Result<(), String> {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(e) = &probe.exec {
+        let cmd = e.command.clone().unwrap_or_default();
+        let driver = shared.driver.clone();
+        let id = id.to_string();
+        let r = tokio::task::spawn_blocking(move || driver.exec_sync(&id, &cmd, Some(timeout))).await.map_err(|e| e.to_string())?;
+        return match r {
+            Ok(r) if r.exit_code == 0 => Ok(()),
+            Ok(r) => {
+                let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+                out.push_str(&String::from_utf8_lossy(&r.stderr));
+                Err(if out.trim().is_empty() { format!("command exited with {}", r.exit_code) } else { out.trim_end().to_string() })
+            }
+            Err(strata_driver::Error::Timeout(_)) => Err(format!("command timed out after {}s", timeout.as_secs())),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    if let Some(h) = &probe.http_get {
+        if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
+            return Err("HTTPS probes are not supported by this agent".into());
+        }
+        let host: IpAddr = match h.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(h) => h.parse().map_err(|_| format!("host {h:?} is not an IP address"))?,
+            None => pod_ip.ok_or("the pod has no IP")?,
+        };
+        let addr = SocketAddr::new(host, port(&h.port, c)?);
+        let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+        let mut headers = String::new();
+        let mut host_header = addr.to_string();
+        for hd in h.http_headers.iter().flatten() {
+            if hd.name.eq_ignore_ascii_case("host") {
+                host_header = hd.value.clone();
+            } else {
+                headers.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
+            }
+        }
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n{headers}\r\n");
+        let exchange = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
+            s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
+                let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("malformed HTTP response from {addr}"))?;
+            if (200..400).contains(&code) {
+                Ok(())
+            } else {
+                Err(format!("HTTP probe failed with statuscode: {code}"))
+            }
+        };
+        return tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(format!("Get \"http://{addr}{path}\": context deadline exceeded")));
+    }
+    if let Some(t) = &probe.tcp_socket {
+        let host: IpAddr = match t.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(h) => h.parse().map_err(|_| format!("host {h:?} is not an IP address"))?,
+            None => pod_ip.ok_or("the pod has no IP")?,
+        };
+        let addr = SocketAddr::new(host, port(&t.port, c)?);
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
+            Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
+        };
+    }
+    Err("grpc probes are not supported by this agent".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds() {
+        let p = Probe { failure_threshold: Some(2), success_threshold: Some(1), period_seconds: Some(5), initial_delay_seconds: Some(3), ..Default::default() };
+        let mut s = State::default();
+        assert!(!s.due(&p, Duration::from_secs(1)), "initial delay");
+        assert!(s.due(&p, Duration::from_secs(3)));
+        assert_eq!(s.record(&p, false), None);
+        assert_eq!(s.record(&p, false), Some(false));
+        assert_eq!(s.record(&p, false), None, "no change");
+        assert_eq!(s.record(&p, true), Some(true));
+        s.last = Some(Instant::now());
+        assert!(!s.due(&p, Duration::from_secs(60)), "period");
+    }
+}
