@@ -242,3 +242,48 @@ fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(node_of(&s, "not-ours"), "");
 }
+
+#[test]
+fn priority_classes_set_pod_priority_and_preemption_makes_room() {
+    let s = server();
+    // The built-in classes exist from the start.
+    let classes = s.ok(&["get", "priorityclasses"]);
+    assert!(classes.contains("system-cluster-critical") && classes.contains("2000000000"), "{classes}");
+    assert!(classes.contains("system-node-critical") && classes.contains("2000001000"), "{classes}");
+    s.ok(&["create", "priorityclass", "high", "--value=1000", "--description=important"]);
+    s.ok(&["create", "priorityclass", "low", "--value=10", "--global-default=true"]);
+    let err = s.fails(&["create", "priorityclass", "low2", "--value=5", "--global-default=true"], None);
+    assert!(err.contains("PriorityClass low is already marked as default. Only one default can exist"), "{err}");
+    let err = s.fails(&["create", "priorityclass", "huge", "--value=2000000000"], None);
+    assert!(err.contains("maximum allowed value of a user defined priority is 1000000000"), "{err}");
+    let err = s.fails(&["create", "priorityclass", "system-mine", "--value=1"], None);
+    assert!(err.contains("priority class names with 'system-' prefix are reserved for system use only"), "{err}");
+    let err = s.fails(&["patch", "priorityclass", "high", "-p", r#"{"value": 5}"#], None);
+    assert!(err.contains("may not be changed in an update"), "{err}");
+    assert_eq!(s.ok(&["get", "priorityclass", "high", "-o", "jsonpath={.value} {.preemptionPolicy}"]), "1000 PreemptLowerPriority");
+    // Priority admission.
+    let err = s.fails(&["create", "-f", "-"], Some(&plain_pod("nope", "", "  priorityClassName: nope\n")));
+    assert!(err.contains("pods \"nope\" is forbidden: no PriorityClass with name nope was found"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&plain_pod("liar", "", "  priorityClassName: high\n  priority: 5\n")));
+    assert!(err.contains("the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"), "{err}");
+    // One node of 2 CPUs, filled by a pod of the default (low) class.
+    sim_node(&s, "sim-1", "2", "4Gi", "110", &[], &[]);
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: victim}\nspec:\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '2'}}}]\n");
+    assert_eq!(bound(&s, "victim"), "sim-1");
+    assert_eq!(s.ok(&["get", "pod", "victim", "-o", "jsonpath={.spec.priorityClassName} {.spec.priority} {.spec.preemptionPolicy}"]), "low 10 PreemptLowerPriority");
+    // An equal-priority pod waits; a higher-priority one evicts the victim and takes its place.
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: peer}\nspec:\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '1'}}}]\n");
+    let cond = |pod: &str| s.ok(&["get", "pod", pod, "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].message}"#]);
+    assert!(eventually(Duration::from_secs(30), || cond("peer") == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."), "{}", cond("peer"));
+    s.ok(&["delete", "pod", "peer"]);
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: vip}\nspec:\n  priorityClassName: high\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '1'}}}]\n");
+    assert_eq!(bound(&s, "vip"), "sim-1");
+    assert!(eventually(Duration::from_secs(30), || s.kubectl(&["get", "pod", "victim"]).status.code() == Some(1)), "the victim was not deleted");
+    let uid = s.ok(&["get", "pod", "vip", "-o", "jsonpath={.metadata.uid}"]);
+    let mut events = String::new();
+    assert!(eventually(Duration::from_secs(30), || {
+        events = s.ok(&["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].message}"]);
+        events.contains(&format!("Preempted by pod {uid} on node sim-1"))
+    }), "{events}");
+    assert_eq!(s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]), "sim-1");
+}

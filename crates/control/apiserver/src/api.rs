@@ -464,6 +464,14 @@ impl Api {
     /// keeps its spec, and approving or signing one needs `approve` or `sign` on its signer
     /// (upstream's certificate approval and signing admission).
     async fn prepare_kind_update(&self, user: &User, info: &RequestInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
+        match info.resource.kind {
+            "Pod" => crate::priority::keep_pod_priority(new, old),
+            "PriorityClass" => {
+                crate::priority::check_update(info.resource, new, old)?;
+                crate::priority::admit_class(self.store.as_ref(), info.resource, new).await?;
+            }
+            _ => {}
+        }
         if info.resource.kind != "CertificateSigningRequest" {
             return Ok(());
         }
@@ -482,6 +490,16 @@ impl Api {
         }
         let name = info.name.as_deref().unwrap_or("");
         Err(ApiError::forbidden(info.resource, name, &format!("user not permitted to {verb} requests with signerName {signer:?}")))
+    }
+
+    /// Admission of a new object beyond validation: a pod's priority from its PriorityClass,
+    /// a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
+    async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
+        match r.kind {
+            "Pod" => crate::priority::admit_pod(self.store.as_ref(), r, obj).await,
+            "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
+            _ => Ok(()),
+        }
     }
 
     /// Allow the request or fail with upstream's Forbidden.
@@ -679,6 +697,7 @@ impl Api {
             crate::csr::prepare_create(user, &mut obj);
         }
         crate::validate::validate(r, &mut obj)?;
+        self.admit_create(r, &mut obj).await?;
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
@@ -870,6 +889,10 @@ impl Api {
                 };
             };
             object::prepare_update(r, &mut new, &old, status_only)?;
+            if r.kind == "Pod" {
+                crate::priority::keep_pod_priority(&mut new, &old);
+            }
+            crate::priority::check_update(r, &new, &old)?;
             crate::validate::validate(r, &mut new)?;
             match self.write_update(info, new, &old, rev, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
@@ -896,6 +919,7 @@ impl Api {
         let r = info.resource;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
+        self.admit_create(r, &mut obj).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
             return Ok(json_response(StatusCode::CREATED, &obj));

@@ -34,6 +34,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod policy;
+pub mod priority;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;

@@ -67,6 +67,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("authentication.k8s.io/v1", "TokenReview"),
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
 ];
 
 /// What a field holds.
@@ -729,6 +730,8 @@ pub mod schema {
     ("CertificateSigningRequestSpec", &[F(1, "request", Bytes, Keep), F(7, "signerName", Str, Keep), F(8, "expirationSeconds", I32, Keep), F(5, "usages", Str, Rep), F(2, "username", Str, Omit), F(3, "uid", Str, Omit), F(4, "groups", Str, Rep)]),
     ("CertificateSigningRequestStatus", &[F(1, "conditions", Msg("CertificateSigningRequestCondition"), Rep), F(2, "certificate", Bytes, Omit)]),
     ("CertificateSigningRequestCondition", &[F(1, "type", Str, Keep), F(6, "status", Str, Keep), F(2, "reason", Str, Omit), F(3, "message", Str, Omit), F(4, "lastUpdateTime", Time, Omit), F(5, "lastTransitionTime", Time, Omit)]),
+    // scheduling.k8s.io/v1
+    ("PriorityClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "value", I32, Keep), F(3, "globalDefault", Bool, Omit), F(4, "description", Str, Omit), F(5, "preemptionPolicy", Str, Keep)]),
     // meta/v1
     ("ObjectMeta", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
     ("OwnerReference", &[F(5, "apiVersion", Str, Keep), F(1, "kind", Str, Keep), F(3, "name", Str, Keep), F(4, "uid", Str, Keep), F(6, "controller", Bool, Keep), F(7, "blockOwnerDeletion", Bool, Keep)]),

@@ -180,6 +180,7 @@ impl Server {
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg.pki)?));
         bootstrap(cfg.store.as_ref()).await?;
         crate::policy::reconcile(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        crate::priority::ensure_system_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         let tokens = match &cfg.token_file {
             Some(p) if p.exists() => Tokens::load(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))?,
             _ => Tokens::default(),

@@ -61,6 +61,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
     });
@@ -181,6 +182,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(&o["message"])),
         ]),
         "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        "PriorityClass" => c.extend([json!(int(&o["value"])), json!(o["globalDefault"].as_bool().unwrap_or(false)), json!(age(o)), json!(s(&o["preemptionPolicy"]))]),
         "CertificateSigningRequest" => {
             // As upstream's printer: the condition types in order, "Issued" once signed.
             let mut conds: Vec<String> = st["conditions"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str().map(str::to_string)).collect();

@@ -66,6 +66,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "Service" => service(obj, &mut causes),
         "Secret" => secret(obj, &mut causes),
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
+        "PriorityClass" => crate::priority::validate(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
             if let Some(data) = obj["data"].as_object() {
