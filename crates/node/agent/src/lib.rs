@@ -7,6 +7,7 @@
 pub mod machine;
 pub mod node;
 pub mod pods;
+pub mod streams;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
