@@ -320,12 +320,13 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "node-a");
     // As upstream's binding storage: the pod is now PodScheduled=True.
     assert_eq!(s.ok(&["get", "pod", "p", "-o", r#"jsonpath={.status.conditions[?(@.type=="PodScheduled")].status}"#]), "True");
-    // On a node: the node agent would serve them; until it exists, 503.
+    // On a node: its agent serves them (tests/streams.rs); a node that is not registered is
+    // a 404 for the Node, as kube-apiserver answers.
     let err = s.fails(&["logs", "p"], None);
-    assert!(err.contains("no node agent serves pods/log on node node-a"), "{err}");
+    assert!(err.contains(r#"nodes "node-a" not found"#), "{err}");
     let (code, body) = s.curl("GET", "/api/v1/namespaces/default/pods/p/log", Auth::Admin, None, None);
-    assert_eq!(code, 503, "{body}");
-    assert_eq!(json_of(&body)["reason"], "ServiceUnavailable", "{body}");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(json_of(&body)["reason"], "NotFound", "{body}");
     let (code, _) = s.curl("GET", "/api/v1/namespaces/default/pods/nope/log", Auth::Admin, None, None);
     assert_eq!(code, 404);
     let (code, body) = bind("node-b");

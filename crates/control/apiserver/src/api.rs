@@ -38,6 +38,8 @@ pub struct Api {
     pub cache: Arc<crate::watchcache::WatchCache>,
     /// Slots for long-running requests (watches); none free is 429.
     pub long_running: Arc<tokio::sync::Semaphore>,
+    /// TLS to node agents (pod logs, exec, attach, port-forward); `None`: those answer 503.
+    pub kubelet: Option<crate::proxy::KubeletClient>,
 }
 
 /// What a request knows of its connection.
@@ -45,6 +47,8 @@ pub struct Api {
 pub struct Conn {
     /// Closes the connection (a watcher that fell behind is not read from any more).
     pub close: Option<Arc<tokio::sync::Notify>>,
+    /// This request's protocol switch (exec, attach and port-forward upgrade the connection).
+    pub upgrade: Option<Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>>,
 }
 
 /// What a resource request addresses.
@@ -88,7 +92,12 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 }
 
 fn parse_query(q: Option<&str>) -> Query {
-    let mut m = HashMap::new();
+    query_pairs(q).into_iter().collect()
+}
+
+/// The query's `key=value` pairs in order, repeated keys kept (`command=sh&command=-c`).
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    let mut m = Vec::new();
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let dec = |s: &str| {
@@ -109,7 +118,7 @@ fn parse_query(q: Option<&str>) -> Query {
             }
             String::from_utf8_lossy(&out).into_owned()
         };
-        m.insert(dec(k), dec(v));
+        m.push((dec(k), dec(v)));
     }
     m
 }
@@ -288,6 +297,12 @@ impl Api {
         };
         let verb = verb_of(&method, &info, &q)?;
         self.authorize(user, &info.attributes(verb)).await?;
+        // A WebSocket upgrade is a GET, but it starts a process (or a connection) in the pod as
+        // the SPDY POST does: it needs `create` too (upstream's
+        // AuthorizePodWebsocketUpgradeCreatePermission).
+        if verb == "get" && info.resource.kind == "Pod" && matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+            self.authorize(user, &info.attributes("create")).await?;
+        }
         if let Some(sub) = &info.subresource {
             if !info.resource.subresources.contains(&sub.as_str()) {
                 return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -313,8 +328,8 @@ impl Api {
             }
             return self.token_request(&info, parse_body(headers, &body)?).await;
         }
-        if matches!(info.subresource.as_deref(), Some("log" | "exec" | "console")) {
-            return self.node_subresource(&info, &q).await;
+        if matches!(info.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward" | "console")) {
+            return self.node_subresource(&info, &method, query, headers, conn).await;
         }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         match verb {
@@ -1036,15 +1051,20 @@ impl Api {
         Ok(json_response(StatusCode::CREATED, &out))
     }
 
-    /// `pods/log`, `pods/exec` and `virtualmachines/console` stream from the node agent that
-    /// runs the workload (kube-apiserver proxies them to the kubelet the same way). The request
+    /// `pods/log`, `pods/exec`, `pods/attach`, `pods/portforward` and
+    /// `virtualmachines/console` stream from the node agent that runs the workload. The request
     /// is checked as Kubernetes checks it (the workload exists, the container is one of the
-    /// pod's); a workload on no node fails with Kubernetes' "does not have a host assigned", one
-    /// on a node with 503 until a node agent serves it.
-    async fn node_subresource(&self, info: &RequestInfo, q: &Query) -> Result<Response, ApiError> {
+    /// pod's); a workload on no node fails with Kubernetes' "does not have a host assigned"; a
+    /// pod's stream is then proxied to its node's agent (`proxy.rs`): a Node that does not exist
+    /// is 404, one with no address or an agent that cannot be reached 503. VM consoles answer 503
+    /// until the VM-isolated pods issue serves them.
+    async fn node_subresource(&self, info: &RequestInfo, method: &Method, query: Option<&str>, headers: &HeaderMap, conn: &Conn) -> Result<Response, ApiError> {
+        let q = parse_query(query);
         let (obj, _) = self.load(info).await?;
         let name = info.name.as_deref().unwrap_or("");
-        if info.resource.kind == "Pod" {
+        let sub = info.subresource.as_deref().unwrap_or("");
+        let mut container = String::new();
+        if info.resource.kind == "Pod" && sub != "portforward" {
             let containers: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
                 .iter()
                 .flat_map(|k| obj["spec"][*k].as_array().into_iter().flatten())
@@ -1060,22 +1080,69 @@ impl Api {
                         containers.join(" ")
                     )));
                 }
-                _ => {}
+                Some(c) => container = c.clone(),
+                None => container = obj["spec"]["containers"][0]["name"].as_str().unwrap_or("").to_string(),
             }
         }
         let node = [&obj["spec"]["nodeName"], &obj["status"]["nodeName"]].into_iter().find_map(|n| n.as_str().filter(|n| !n.is_empty()));
-        match node {
-            None => Err(ApiError::bad_request(format!("{} {name} does not have a host assigned", info.resource.singular))),
-            Some(node) => Err(ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "no node agent serves {}/{} on node {node} yet",
-                    info.resource.plural,
-                    info.subresource.as_deref().unwrap_or("")
-                ),
-            )),
+        let Some(node) = node else {
+            return Err(ApiError::bad_request(format!("{} {name} does not have a host assigned", info.resource.singular)));
+        };
+        let unavailable = |why: String| ApiError::new(503, "ServiceUnavailable", why);
+        if info.resource.kind != "Pod" {
+            return Err(unavailable(format!("no node agent serves {}/{sub} on node {node} yet", info.resource.plural)));
         }
+        let nodes = resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes not registered"))?;
+        let node_info = RequestInfo { resource: nodes, namespace: None, name: Some(node.to_string()), subresource: None };
+        let (node_obj, _) = self.load(&node_info).await?;
+        let addr = crate::proxy::agent_address(&node_obj)
+            .ok_or_else(|| unavailable(format!("node {node} has no InternalIP or ExternalIP address to reach its agent at")))?;
+        let kubelet = self.kubelet.as_ref().ok_or_else(|| unavailable("this API server has no client certificate for node agents".into()))?;
+        let ns = info.namespace.as_deref().unwrap_or("default");
+        let pairs = query_pairs(query);
+        let mut kq: Vec<(String, String)> = Vec::new();
+        match sub {
+            "log" => {
+                for (k, v) in &pairs {
+                    match k.as_str() {
+                        "follow" | "previous" | "timestamps" if truthy(&q, k) => kq.push((k.clone(), "true".into())),
+                        "sinceSeconds" | "sinceTime" | "tailLines" | "limitBytes" => kq.push((k.clone(), v.clone())),
+                        _ => {}
+                    }
+                }
+                let path = format!("/containerLogs/{ns}/{name}/{container}?{}", crate::proxy::encode_query(&kq));
+                return kubelet.stream(node, addr, &path).await;
+            }
+            "exec" | "attach" => {
+                for (k, v) in &pairs {
+                    match k.as_str() {
+                        "command" if sub == "exec" => kq.push(("command".into(), v.clone())),
+                        "stdin" if truthy(&q, k) => kq.push(("input".into(), "1".into())),
+                        "stdout" if truthy(&q, k) => kq.push(("output".into(), "1".into())),
+                        "stderr" if truthy(&q, k) => kq.push(("error".into(), "1".into())),
+                        "tty" if truthy(&q, k) => kq.push(("tty".into(), "1".into())),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {
+                for (k, v) in &pairs {
+                    if k == "ports" {
+                        kq.push(("port".into(), v.clone()));
+                    }
+                }
+            }
+        }
+        let path = match sub {
+            "portforward" => format!("/portForward/{ns}/{name}"),
+            _ => format!("/{sub}/{ns}/{name}/{container}"),
+        };
+        let path = if kq.is_empty() { path } else { format!("{path}?{}", crate::proxy::encode_query(&kq)) };
+        let upgrade = conn.upgrade.as_ref().and_then(|u| u.lock().ok().and_then(|mut u| u.take()));
+        let Some(upgrade) = upgrade else {
+            return Err(ApiError::bad_request("Upgrade request required"));
+        };
+        kubelet.upgrade(node, addr, method, &path, headers, upgrade).await
     }
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and

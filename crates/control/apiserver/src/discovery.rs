@@ -68,6 +68,8 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "binding" => ("Binding", &["create"]),
         "log" => ("Pod", &["get"]),
         "exec" => ("PodExecOptions", &["create", "get"]),
+        "attach" => ("PodAttachOptions", &["create", "get"]),
+        "portforward" => ("PodPortForwardOptions", &["create", "get"]),
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
         "token" => ("TokenRequest", &["create"]),
         _ => (r.kind, &["get", "patch", "update"]),

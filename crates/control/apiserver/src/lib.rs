@@ -7,7 +7,7 @@
 //! [`patch`], [`managed`] (managedFields and server-side apply, over [`fieldpath`]),
 //! [`selector`], [`table`], [`discovery`], [`openapi`] and [`openapi_v2`] (with [`gnostic`],
 //! its protobuf form), [`status`] (errors), [`auth`] (who is calling), [`rbac`] (what they may
-//! do), [`pki`].
+//! do), [`pki`], [`proxy`] (pod streams to node agents).
 //!
 //! **Invariant:** only this crate knows HTTP; the store knows nothing of Kubernetes objects
 //! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
@@ -36,6 +36,7 @@ pub mod pki;
 pub mod policy;
 pub mod priority;
 pub mod protobuf;
+pub mod proxy;
 pub mod rbac;
 pub mod resources;
 pub mod reviews;

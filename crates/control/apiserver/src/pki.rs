@@ -357,6 +357,28 @@ pub fn sign_request(pki: &Pki, request_pem: &str, usages: &[String], lifetime: D
     Ok(signed.pem())
 }
 
+/// A fresh serving certificate (and key) signed by the cluster CA for `names` (DNS names or IP
+/// addresses), kept in memory: the node agent's stream server, which the API server reaches by
+/// the node's address and verifies against the CA. Returns (cert PEM, key PEM).
+pub fn serving_identity(pki: &Pki, common_name: &str, names: &[String], lifetime: Duration) -> Result<(String, String), PkiError> {
+    let ca = Ca::load(pki)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    for n in names {
+        match n.parse::<IpAddr>() {
+            Ok(ip) => p.subject_alt_names.push(SanType::IpAddress(ip)),
+            Err(_) => p.subject_alt_names.push(SanType::DnsName(n.clone().try_into()?)),
+        }
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    validity(&mut p, lifetime);
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &ca.cert, &ca.key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// Write the admin kubeconfig for `server_url` (e.g. `https://127.0.0.1:6443`).
 pub fn write_kubeconfig(pki: &Pki, path: &Path, server_url: &str) -> Result<(), PkiError> {
     let read = |p: PathBuf| std::fs::read(&p).map_err(|source| PkiError::Io { path: p, source });

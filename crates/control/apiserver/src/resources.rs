@@ -85,7 +85,7 @@ macro_rules! res {
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], ["status"]),
-    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "log", "exec"]),
+    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "log", "exec", "attach", "portforward"]),
     res!("", "v1", "Node", "nodes", "node", false, ["no"], [], ["status"]),
     res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], ["status"]),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),

@@ -198,7 +198,11 @@ impl Server {
         tokio::spawn(crate::bootstrap::clean_expired(store.clone()));
         tokio::spawn(crate::csr::run(store.clone(), authz.clone(), cfg.pki.clone()));
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
-        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running }), audit: cfg.audit })
+        // Node agents serve pod streams only to this identity (kubeadm's name for it).
+        let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
+            .map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?;
+        let kubelet = Some(crate::proxy::KubeletClient::new(&ca, &cert, &key).map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?);
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet }), audit: cfg.audit })
     }
 
     /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where
@@ -231,7 +235,7 @@ impl Server {
                 };
                 let cert_user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| user_from_cert(c.as_ref()));
                 let close = Arc::new(tokio::sync::Notify::new());
-                let conn = Conn { close: Some(close.clone()) };
+                let conn = Conn { close: Some(close.clone()), upgrade: None };
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let api = api.clone();
                     let cert_user = cert_user.clone();
@@ -308,7 +312,9 @@ async fn serve_one(
         Ok(None) if public => User::anonymous(),
         Ok(None) | Err(()) => return ApiError::unauthorized().into_response(),
     };
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // exec, attach and port-forward switch protocols: the handler takes the upgrade.
+    let conn = Conn { upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(|u| Arc::new(std::sync::Mutex::new(Some(u)))), ..conn };
     let bytes = match read_body(Body::new(body)).await {
         Some(b) => b,
         None => return ApiError::too_large().into_response(),

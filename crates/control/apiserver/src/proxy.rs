@@ -1,0 +1,224 @@
+//! Pod streams (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`) proxied to the node
+//! agent that runs the pod, as kube-apiserver proxies them to kubelet: the Node's InternalIP
+//! (else ExternalIP) and `status.daemonEndpoints.kubeletEndpoint.port` (10250 when unset), TLS
+//! that verifies the agent's serving certificate against the cluster CA and presents this
+//! server's own client certificate (`kube-apiserver-kubelet-client`), kubelet's paths and
+//! parameters. Logs stream back as the response body; exec, attach and port-forward are HTTP/1.1
+//! upgrades (WebSocket or SPDY) whose two connections are spliced byte for byte once the agent
+//! has switched protocols, so the agent speaks every protocol itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+use crate::status::ApiError;
+
+/// kubelet's port, used when a Node does not say where its agent listens.
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+/// The identity this server presents to node agents.
+pub const CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// How long reaching an agent may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request headers an upgrade carries to the agent.
+const FORWARDED: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+    "user-agent",
+];
+/// Response headers of a switch of protocols carried back to the client.
+const RETURNED: &[&str] = &["connection", "upgrade", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
+
+/// TLS to node agents.
+#[derive(Clone)]
+pub struct KubeletClient {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for KubeletClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeletClient")
+    }
+}
+
+impl KubeletClient {
+    /// Agents' serving certificates are checked against `ca_pem`; this server presents
+    /// `cert_pem`/`key_pem`.
+    pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        let certs = rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes()).map_err(|e| e.to_string())?.ok_or("no private key")?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self { tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)) })
+    }
+
+    async fn dial(&self, node: &str, addr: SocketAddr) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ApiError> {
+        let unreachable = |e: String| ApiError::new(503, "ServiceUnavailable", format!("error dialing backend: node {node} at {addr}: {e}"));
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            self.tls.connect(name, tcp).await.map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(DIAL_TIMEOUT, connect).await.map_err(|_| unreachable("timed out".into()))?.map_err(unreachable)
+    }
+
+    /// Send `req` to the agent of `node` at `addr`.
+    async fn send(&self, node: &str, addr: SocketAddr, req: Request<Body>) -> Result<Response<hyper::body::Incoming>, ApiError> {
+        let tls = self.dial(node, addr).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| ApiError::new(503, "ServiceUnavailable", format!("error talking to the agent of node {node}: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "agent connection ended");
+            }
+        });
+        sender.send_request(req).await.map_err(|e| ApiError::new(503, "ServiceUnavailable", format!("error talking to the agent of node {node}: {e}")))
+    }
+
+    /// A streamed GET (logs): the agent's body becomes the response's.
+    pub async fn stream(&self, node: &str, addr: SocketAddr, path_and_query: &str) -> Result<Response<Body>, ApiError> {
+        let req = Request::get(path_and_query).header("host", addr.to_string()).body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()))?;
+        let resp = self.send(node, addr, req).await?;
+        if !resp.status().is_success() {
+            return Err(agent_error(resp).await);
+        }
+        let ct = resp.headers().get("content-type").cloned();
+        let mut out = Response::new(Body::new(resp.into_body()));
+        if let Some(ct) = ct {
+            out.headers_mut().insert("content-type", ct);
+        }
+        Ok(out)
+    }
+
+    /// An upgrade (exec, attach, port-forward): forward it; when the agent switches protocols,
+    /// answer the client the same and splice the two connections.
+    pub async fn upgrade(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        client: hyper::upgrade::OnUpgrade,
+    ) -> Result<Response<Body>, ApiError> {
+        let mut b = Request::builder().method(method.clone()).uri(path_and_query).header("host", addr.to_string());
+        for name in FORWARDED {
+            for v in headers.get_all(*name) {
+                b = b.header(*name, v.clone());
+            }
+        }
+        let req = b.body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut resp = self.send(node, addr, req).await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(agent_error(resp).await);
+        }
+        let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+        for name in RETURNED {
+            for v in resp.headers().get_all(*name) {
+                out = out.header(*name, v.clone());
+            }
+        }
+        let agent = hyper::upgrade::on(&mut resp);
+        let node = node.to_string();
+        tokio::spawn(async move {
+            let (client, agent) = match tokio::try_join!(client, agent) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(%node, error = %e, "stream upgrade failed");
+                    return;
+                }
+            };
+            let (mut c, mut a) = (TokioIo::new(client), TokioIo::new(agent));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut a).await {
+                tracing::debug!(%node, error = %e, "stream ended");
+            }
+        });
+        out.body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
+
+/// The agent refused: its status, and its message (plain text, as kubelet writes errors).
+async fn agent_error(resp: Response<hyper::body::Incoming>) -> ApiError {
+    use http_body_util::BodyExt;
+    let code = resp.status().as_u16();
+    let body = match tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Default::default(),
+    };
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).trim().to_string();
+    let reason = match code {
+        400 => "BadRequest",
+        403 => "Forbidden",
+        404 => "NotFound",
+        501 => "NotImplemented",
+        _ => "InternalError",
+    };
+    ApiError::new(code, reason, text)
+}
+
+/// Where the agent of `node` (a Node object) listens: its InternalIP (else ExternalIP) and the
+/// kubelet endpoint port.
+pub fn agent_address(node: &Value) -> Option<SocketAddr> {
+    let addrs = node["status"]["addresses"].as_array()?;
+    let ip = ["InternalIP", "ExternalIP"]
+        .iter()
+        .find_map(|t| addrs.iter().filter(|a| a["type"] == *t).find_map(|a| a["address"].as_str()?.parse::<IpAddr>().ok()))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p > 0 && *p <= u64::from(u16::MAX))
+        .map_or(DEFAULT_KUBELET_PORT, |p| p as u16);
+    Some(SocketAddr::new(ip, port))
+}
+
+/// `key=value` pairs of a query, percent-encoded for kubelet's URL.
+pub fn encode_query(pairs: &[(String, String)]) -> String {
+    fn enc(s: &str) -> String {
+        let mut o = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                o.push(b as char);
+            } else {
+                o.push_str(&format!("%{b:02X}"));
+            }
+        }
+        o
+    }
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn where_the_agent_is() {
+        let n = json!({ "status": { "addresses": [{ "type": "Hostname", "address": "n1" }, { "type": "InternalIP", "address": "10.0.0.5" }],
+                                    "daemonEndpoints": { "kubeletEndpoint": { "Port": 12345 } } } });
+        assert_eq!(agent_address(&n), Some("10.0.0.5:12345".parse().expect("addr")));
+        let n = json!({ "status": { "addresses": [{ "type": "ExternalIP", "address": "192.0.2.1" }] } });
+        assert_eq!(agent_address(&n), Some("192.0.2.1:10250".parse().expect("addr")));
+        assert_eq!(agent_address(&json!({ "status": { "addresses": [{ "type": "Hostname", "address": "n1" }] } })), None);
+        assert_eq!(encode_query(&[("command".into(), "sh -c".into()), ("command".into(), "exit 3".into())]), "command=sh%20-c&command=exit%203");
+    }
+}
