@@ -9,7 +9,6 @@
 //! and score plugins), `preemption.rs`.
 
 pub mod cache;
-pub mod events;
 pub mod info;
 pub mod labels;
 pub mod plugins;

@@ -16,7 +16,7 @@ use kube::runtime::WatchStreamExt;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::cache::{is_bound, Cache, NodeChange};
-use crate::events::Recorder;
+use strata_client::events::{EventType, Recorder};
 use crate::info::PodInfo;
 use crate::labels::Selector;
 use crate::plugins::{self, Search};
@@ -50,7 +50,7 @@ impl Shared {
 
 /// Run until the watches end (never, in practice) or `stop` resolves.
 pub async fn run(client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
-    let events = Recorder::start(client.clone(), config.scheduler_name.clone());
+    let events = Recorder::new(client.clone(), &config.scheduler_name);
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
     let shared = Arc::new(Shared {
         state: Mutex::new(State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false }),
@@ -371,7 +371,7 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
     let result: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status, kube::Error> = api.create_subresource("binding", &pod.name, &PostParams::default(), body).await;
     match result {
         Ok(_) => {
-            shared.events.pod(&pod, "Normal", "Scheduled", format!("Successfully assigned {}/{} to {node}", pod.namespace, pod.name));
+            shared.events.publish(&*pod.pod, EventType::Normal, "Scheduled", format!("Successfully assigned {}/{} to {node}", pod.namespace, pod.name));
         }
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
             // Deleted, or bound by someone else: the watch brings the truth.
@@ -385,7 +385,7 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
                 st.cache.remove_pod(&pod.uid);
                 st.queue.retry(pod.clone(), Instant::now());
             }
-            shared.events.pod(&pod, "Warning", "FailedScheduling", format!("Binding rejected: {e}"));
+            shared.events.publish(&*pod.pod, EventType::Warning, "FailedScheduling", format!("Binding rejected: {e}"));
         }
     }
 }
@@ -394,7 +394,7 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
 /// carry out a preemption.
 async fn report_failure(shared: &Shared, pod: Arc<PodInfo>, message: String, preempted: Option<preemption::Preemption>) {
     tracing::debug!(pod = %pod.key(), %message, "unschedulable");
-    shared.events.pod(&pod, "Warning", "FailedScheduling", message.clone());
+    shared.events.publish(&*pod.pod, EventType::Warning, "FailedScheduling", message.clone());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &pod.namespace);
     let nominated = preempted.as_ref().map(|p| p.node.clone());
     if let Some(p) = &preempted {
@@ -402,7 +402,7 @@ async fn report_failure(shared: &Shared, pod: Arc<PodInfo>, message: String, pre
             let vapi: Api<Pod> = Api::namespaced(shared.client.clone(), &v.namespace);
             let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some(v.uid.clone()), resource_version: None }), ..Default::default() };
             match vapi.delete(&v.name, &dp).await {
-                Ok(_) => shared.events.pod(v, "Normal", "Preempted", format!("Preempted by pod {} on node {}", pod.uid, p.node)),
+                Ok(_) => shared.events.publish(&*v.pod, EventType::Normal, "Preempted", format!("Preempted by pod {} on node {}", pod.uid, p.node)),
                 Err(e) => tracing::warn!(victim = %v.key(), error = %e, "deleting a preemption victim"),
             }
         }
