@@ -406,3 +406,46 @@ spec:
     assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 404")), "{events:?}");
     assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
 }
+
+#[test]
+fn deletion_runs_pre_stop_then_sigterm_then_sigkill_after_the_grace_period() {
+    let c = cluster(&[]);
+    let host = tempfile::Builder::new().prefix("strata-prestop-").tempdir_in("/var/tmp").expect("host dir");
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: graceful
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 6
+  containers:
+  - name: polite
+    image: {img}
+    command: [sh, -c, "trap 'echo term >> /host/log; exit 0' TERM; echo started >> /host/log; while true; do sleep 0.2; done"]
+    lifecycle: {{preStop: {{exec: {{command: [sh, -c, "echo prestop >> /host/log"]}}}}}}
+    volumeMounts: [{{name: host, mountPath: /host}}]
+  - name: stubborn
+    image: {img}
+    command: [sleep, '3600']
+  volumes:
+  - {{name: host, hostPath: {{path: {dir}, type: Directory}}}}
+"#,
+        img = c.image,
+        dir = host.path().display()
+    ));
+    c.wait_pod("graceful", "Running", Duration::from_secs(90), |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    let log = host.path().join("log");
+    assert!(eventually(Duration::from_secs(20), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started"))));
+    let t0 = std::time::Instant::now();
+    c.server.ok(&["delete", "pod", "graceful", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+    let took = t0.elapsed();
+    // The hook ran before the signal; the container that ignores SIGTERM (sleep as pid 1) was
+    // killed once the grace period ran out, not before.
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "started\nprestop\nterm\n");
+    assert!(took >= Duration::from_secs(5), "stopped after {took:?}, before the 6 s grace period");
+    assert!(took < Duration::from_secs(40), "stopping took {took:?}");
+    let events = c.events_for("graceful");
+    assert!(events.iter().any(|(r, m)| r == "Killing" && m == "Stopping container stubborn"), "{events:?}");
+}

@@ -116,7 +116,8 @@ struct PodState {
     volumes: BTreeMap<String, PathBuf>,
     last_status: Option<PodStatus>,
     events: HashMap<(String, String), Instant>,
-    grace: Option<i64>,
+    /// The pod as last seen (its spec holds the preStop hooks when it is gone).
+    last_pod: Option<Arc<Pod>>,
     rejected: bool,
     last_write: Option<Instant>,
     /// A container whose last start failed (config, create or run error) is tried again from
@@ -131,11 +132,12 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
         let pod = reader.state().into_iter().find(|p| uid_of(p) == uid);
         match pod {
             Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
-                st.grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds);
                 sync_pod(&shared, &pod, &mut st).await;
+                st.last_pod = Some(pod);
             }
             _ => {
-                terminate(&shared, &uid, st.grace).await;
+                let last = pod.clone().or(st.last_pod.take());
+                terminate(&shared, &uid, last.as_deref()).await;
                 if let Some(pod) = pod {
                     // Deleted with a grace period: everything stopped, so the object goes (kubelet).
                     let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
@@ -161,35 +163,84 @@ fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
     shared.config.root_dir.join("pods").join(uid)
 }
 
-/// Stop every container of the pod `uid` (its grace period, at least 2 s as kubelet's), remove
-/// its sandboxes and volumes.
-async fn terminate(shared: &Arc<Shared>, uid: &str, grace: Option<i64>) {
-    let grace = Duration::from_secs(grace.unwrap_or(30).max(2) as u64);
+/// Stop every container of the pod `uid` as kubelet does: for each running container at once,
+/// its preStop hook, then the stop signal and SIGKILL when the grace period (the deletion's,
+/// else the pod's, at least 2 s) has run out; then remove its sandboxes and volumes. `pod` is the
+/// last known pod (none after a restart that found only the sandbox).
+async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
+    let grace = pod
+        .and_then(|p| p.metadata.deletion_grace_period_seconds.or(p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)))
+        .unwrap_or(30)
+        .max(2) as u64;
+    let grace = Duration::from_secs(grace);
     let driver = shared.driver.clone();
     let uid_owned = uid.to_string();
-    let dir = pod_dir(shared, uid);
-    let done = blocking(move || {
+    let listed = blocking(move || {
         let mut filter = SandboxFilter::default();
-        filter.labels.insert(labels::POD_UID.to_string(), uid_owned.clone());
+        filter.labels.insert(labels::POD_UID.to_string(), uid_owned);
         let sandboxes = driver.list_pod_sandboxes(&filter)?;
+        let mut running = Vec::new();
         for sb in &sandboxes {
             let cs = driver.list_containers(&ContainerFilter { sandbox_id: Some(sb.id.clone()), ..Default::default() })?;
-            let handles: Vec<_> = cs
-                .into_iter()
-                .filter(|c| c.state == DState::Running)
-                .map(|c| {
-                    let d = driver.clone();
-                    std::thread::spawn(move || d.stop_container(&c.id, grace))
-                })
-                .collect();
-            for h in handles {
-                let _ = h.join();
+            running.extend(cs.into_iter().filter(|c| c.state == DState::Running));
+        }
+        Ok::<_, strata_driver::Error>((sandboxes, running))
+    })
+    .await;
+    let (sandboxes, running) = match listed {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            tracing::warn!(pod = %uid, error = %e, "listing a pod's containers to stop them");
+            return;
+        }
+        None => return,
+    };
+    let stops = running.into_iter().map(|d| {
+        let shared = shared.clone();
+        let spec_container = pod.and_then(|p| spec::all_containers(p).into_iter().find(|c| c.name == d.metadata.name).cloned());
+        let pod_ip = sandboxes.iter().find(|s| s.id == d.sandbox_id).and_then(|s| s.ip);
+        async move {
+            let deadline = Instant::now() + grace;
+            if let (Some(p), Some(c)) = (pod, spec_container.as_ref()) {
+                if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                    let result = match &hook.sleep {
+                        Some(s) => {
+                            tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(grace)).await;
+                            Ok(())
+                        }
+                        None => {
+                            let probe = k8s_openapi::api::core::v1::Probe {
+                                exec: hook.exec.clone(),
+                                http_get: hook.http_get.clone(),
+                                tcp_socket: hook.tcp_socket.clone(),
+                                timeout_seconds: Some(grace.as_secs() as i32),
+                                ..Default::default()
+                            };
+                            probes::run(&shared, &probe, &d.id, c, pod_ip).await
+                        }
+                    };
+                    if let Err(why) = result {
+                        post_event(&shared, p, Some(&c.name), true, "FailedPreStopHook", format!("PreStopHook failed: {why}")).await;
+                    }
+                }
+                post_event(&shared, p, Some(&c.name), false, "Killing", format!("Stopping container {}", c.name)).await;
             }
-            driver.stop_pod_sandbox(&sb.id)?;
-            driver.remove_pod_sandbox(&sb.id)?;
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(2));
+            let driver = shared.driver.clone();
+            let _ = blocking(move || driver.stop_container(&d.id, left)).await;
+        }
+    });
+    futures_util::future::join_all(stops).await;
+    let driver = shared.driver.clone();
+    let dir = pod_dir(shared, uid);
+    let ids: Vec<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+    let done = blocking(move || {
+        for id in &ids {
+            driver.stop_pod_sandbox(id)?;
+            driver.remove_pod_sandbox(id)?;
         }
         volumes::remove_pod_dir(&dir);
-        Ok::<usize, strata_driver::Error>(sandboxes.len())
+        Ok::<usize, strata_driver::Error>(ids.len())
     })
     .await;
     match done {
@@ -223,6 +274,10 @@ async fn event(shared: &Shared, st: &mut PodState, pod: &Pod, container: Option<
         return;
     }
     st.events.insert(key, Instant::now());
+    post_event(shared, pod, container, warning, reason, message).await
+}
+
+async fn post_event(shared: &Shared, pod: &Pod, container: Option<&str>, warning: bool, reason: &str, message: String) {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let now = Time(Utc::now());
     let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
