@@ -350,7 +350,15 @@ impl Api {
             }
             "patch" => self.patch(user, &info, &q, headers, &body, dry_run, &manager).await,
             "delete" => {
-                let opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
+                let mut opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
+                // DeleteOptions may come as query parameters too.
+                for k in ["propagationPolicy", "orphanDependents"] {
+                    if opts.get(k).is_none_or(Value::is_null) {
+                        if let Some(v) = q.get(k) {
+                            opts[k] = if k == "orphanDependents" { json!(v == "true") } else { json!(v) };
+                        }
+                    }
+                }
                 self.delete(&info, &opts, dry_run).await
             }
             "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
@@ -751,6 +759,7 @@ impl Api {
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;
+        crate::validate::validate_update(r, &obj, &old)?;
         managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, Some(&old)).await?;
         Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
@@ -822,6 +831,7 @@ impl Api {
             object::prepare_update(r, &mut new, &old, status_only)?;
             self.prepare_kind_update(user, info, &mut new, &old).await?;
             crate::validate::validate(r, &mut new)?;
+            crate::validate::validate_update(r, &new, &old)?;
             managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
             self.check_rbac_write(user, info, &new, Some(&old)).await?;
             match self.write_update(info, new, &old, expected, dry_run).await {
@@ -909,6 +919,7 @@ impl Api {
             }
             crate::priority::check_update(r, &new, &old)?;
             crate::validate::validate(r, &mut new)?;
+            crate::validate::validate_update(r, &new, &old)?;
             match self.write_update(info, new, &old, rev, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
                 other => return other,
@@ -1211,12 +1222,17 @@ impl Api {
             }
         }
         let key = r.key(info.namespace.as_deref(), &name);
-        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         let is_ns = r.kind == "Namespace";
+        // Garbage collection's finalizers for the propagation policy (the namespace's own
+        // cleanup is done here, not by the collector).
+        let gc_changed = !is_ns && gc_finalizers(&mut obj, opts)?;
+        let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if has_finalizers || is_ns {
-            if obj["metadata"]["deletionTimestamp"].is_null() {
-                obj["metadata"]["deletionTimestamp"] = json!(object::now());
-                obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if obj["metadata"]["deletionTimestamp"].is_null() || gc_changed {
+                if obj["metadata"]["deletionTimestamp"].is_null() {
+                    obj["metadata"]["deletionTimestamp"] = json!(object::now());
+                    obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                }
                 if is_ns {
                     obj["status"]["phase"] = json!("Terminating");
                 }
@@ -1274,6 +1290,55 @@ impl Api {
         let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": { "resourceVersion": page.revision.to_string() }, "items": items });
         Ok(json_response(StatusCode::OK, &list))
     }
+}
+
+/// Apply a delete's propagation policy (`propagationPolicy`, or the legacy `orphanDependents`)
+/// to the object's finalizers as upstream's `deletionFinalizersForGarbageCollection` does:
+/// `Orphan` adds `orphan`, `Foreground` adds `foregroundDeletion`, `Background` (the default
+/// of every served kind) removes both. Returns whether the finalizers changed.
+fn gc_finalizers(obj: &mut Value, opts: &Value) -> Result<bool, ApiError> {
+    const ORPHAN: &str = "orphan";
+    const FOREGROUND: &str = "foregroundDeletion";
+    let policy = match (opts["propagationPolicy"].as_str(), opts["orphanDependents"].as_bool()) {
+        (Some(_), Some(_)) => {
+            let c = Cause { reason: "FieldValueInvalid", field: "propagationPolicy".into(), message: "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into() };
+            return Err(ApiError::invalid_kind("meta.k8s.io", "DeleteOptions", "", vec![c]));
+        }
+        (Some(p @ ("Orphan" | "Foreground" | "Background")), None) => Some(p),
+        (Some(p), None) => {
+            let c = Cause { reason: "FieldValueNotSupported", field: "propagationPolicy".into(), message: format!("Unsupported value: {:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"", p) };
+            return Err(ApiError::invalid_kind("meta.k8s.io", "DeleteOptions", "", vec![c]));
+        }
+        (None, Some(true)) => Some("Orphan"),
+        (None, Some(false)) => Some("Background"),
+        (None, None) => None,
+    };
+    let Some(policy) = policy else { return Ok(false) };
+    let before = obj["metadata"]["finalizers"].clone();
+    let mut f: Vec<String> = before.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let (add, remove): (Option<&str>, &[&str]) = match policy {
+        "Orphan" => (Some(ORPHAN), &[FOREGROUND]),
+        "Foreground" => (Some(FOREGROUND), &[ORPHAN]),
+        _ => (None, &[ORPHAN, FOREGROUND]),
+    };
+    f.retain(|x| !remove.contains(&x.as_str()));
+    if let Some(a) = add {
+        if !f.iter().any(|x| x == a) {
+            f.push(a.to_string());
+        }
+    }
+    let after = if f.is_empty() && before.is_null() { Value::Null } else { json!(f) };
+    if after == before {
+        return Ok(false);
+    }
+    if f.is_empty() {
+        if let Some(m) = obj["metadata"].as_object_mut() {
+            m.remove("finalizers");
+        }
+    } else {
+        obj["metadata"]["finalizers"] = after;
+    }
+    Ok(true)
 }
 
 /// Do two versions of an object differ in nothing but the fields garbage collection changes

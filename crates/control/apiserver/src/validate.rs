@@ -99,6 +99,20 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     }
 }
 
+/// What an update may not change (checked after [`validate`]): the selector of apps/v1
+/// workloads is immutable (upstream's `ValidateDeploymentUpdate` and its siblings).
+pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if r.group == "apps" && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") && new["spec"]["selector"] != old["spec"]["selector"] {
+        causes.push(Cause { reason: "FieldValueInvalid", field: "spec.selector".into(), message: format!("Invalid value: {}: field is immutable", new["spec"]["selector"]) });
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(r, new["metadata"]["name"].as_str().unwrap_or(""), causes))
+    }
+}
+
 fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
     let spec = &mut obj["spec"];
     if spec.is_null() {

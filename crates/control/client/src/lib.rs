@@ -14,6 +14,8 @@ use std::path::Path;
 
 use base64::Engine as _;
 
+pub mod leader;
+
 pub use kube;
 pub use k8s_openapi;
 

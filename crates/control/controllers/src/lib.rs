@@ -1,1 +1,157 @@
-//! The controllers: each a level-triggered reconcile loop fed by watches (ReplicaSet, Deployment, ...), idempotent and safe to kill at any line. Only talks to the API server (through `strata-client`).
+//! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
+//! garbage collection, ReplicaSet, Deployment), idempotent and safe to kill at any line. Only
+//! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
+//! with the manager's own identity (`system:kube-controller-manager`: list and watch on
+//! everything), writes with each controller's identity (the ServiceAccount user names that
+//! upstream's `system:controller:*` ClusterRoles are bound to), status through status
+//! subresources, ownerReferences with `controller: true` and `blockOwnerDeletion`, Events.
+//!
+//! [`run`] stands for leadership of the Lease `kube-system/kube-controller-manager` and runs
+//! every controller while it leads; each controller runs in its own task and is restarted
+//! after a pause if it fails or panics, so one never stops the others or the server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod deployment;
+pub mod events;
+pub mod expectations;
+pub mod gc;
+pub mod replicaset;
+pub mod rollout;
+pub mod serviceaccount;
+
+pub use strata_client::leader;
+
+/// The Lease the controller managers elect their leader with (upstream's name, so an upstream
+/// kube-controller-manager and strata's never both act on one cluster).
+pub const LEASE_NAMESPACE: &str = "kube-system";
+pub const LEASE_NAME: &str = "kube-controller-manager";
+
+/// The manager's own user (watches, leader election), bound by the bootstrap policy to
+/// `system:kube-controller-manager`.
+pub const MANAGER_USER: &str = "system:kube-controller-manager";
+
+/// Every controller, by the ServiceAccount (in kube-system) whose identity it writes with.
+pub const CONTROLLERS: &[&str] = &[
+    serviceaccount::IDENTITY,
+    gc::IDENTITY,
+    replicaset::IDENTITY,
+    deployment::IDENTITY,
+];
+
+/// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
+pub fn user_of(identity: &str) -> String {
+    format!("system:serviceaccount:kube-system:{identity}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    #[error("watch: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The API clients the controllers use.
+#[derive(Clone)]
+pub struct Clients {
+    /// Watches and leader election.
+    pub root: kube::Client,
+    /// Writes, per controller identity; a controller missing here writes with `root`.
+    pub per_controller: HashMap<String, kube::Client>,
+}
+
+impl Clients {
+    /// One identity for everything (a kubeconfig given to `strata controllers`).
+    pub fn single(client: kube::Client) -> Self {
+        Clients { root: client, per_controller: HashMap::new() }
+    }
+
+    pub fn writer(&self, identity: &str) -> kube::Client {
+        self.per_controller.get(identity).cloned().unwrap_or_else(|| self.root.clone())
+    }
+}
+
+/// How the manager runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This candidate's identity in the Lease.
+    pub identity: String,
+    pub timing: leader::Timing,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { identity: leader::default_identity(), timing: leader::Timing::default() }
+    }
+}
+
+/// Stand for leadership and run every controller while leading; never returns.
+pub async fn run(clients: Clients, config: Config) {
+    let elector = leader::LeaderElector::new(clients.root.clone(), LEASE_NAMESPACE, LEASE_NAME, &config.identity, config.timing.clone());
+    elector.run(|| run_controllers(clients.clone())).await
+}
+
+/// Every controller, each in its own task, restarted after a pause when it fails or panics.
+/// Dropping the future (leadership lost) aborts them all.
+pub async fn run_controllers(clients: Clients) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in CONTROLLERS {
+        let clients = clients.clone();
+        tasks.spawn(async move {
+            loop {
+                let c = clients.clone();
+                let one = tokio::spawn(async move {
+                    match *name {
+                        serviceaccount::IDENTITY => serviceaccount::run(c).await,
+                        gc::IDENTITY => gc::run(c).await,
+                        replicaset::IDENTITY => replicaset::run(c).await,
+                        deployment::IDENTITY => deployment::run(c).await,
+                        _ => Ok(()),
+                    }
+                });
+                let abort = one.abort_handle();
+                let _guard = AbortOnDrop(abort);
+                match one.await {
+                    Ok(Ok(())) => tracing::warn!(controller = name, "controller stopped; restarting"),
+                    Ok(Err(e)) => tracing::error!(controller = name, error = %e, "controller failed; restarting"),
+                    Err(e) => tracing::error!(controller = name, error = %e, "controller panicked; restarting"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Shared state a reconcile gets.
+pub struct Context<S> {
+    pub clients: Clients,
+    pub writer: kube::Client,
+    pub recorder: events::Recorder,
+    pub state: S,
+}
+
+impl<S> Context<S> {
+    pub fn new(clients: Clients, identity: &str, state: S) -> Arc<Self> {
+        let writer = clients.writer(identity);
+        Arc::new(Context { recorder: events::Recorder::new(writer.clone(), identity), clients, writer, state })
+    }
+}
+
+/// A watcher config that relists with the default backoff (what every controller uses).
+pub(crate) fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default()
+}

@@ -3,6 +3,7 @@
 
 mod attach;
 mod container;
+mod controllers;
 mod image;
 mod join;
 mod node;
@@ -105,6 +106,10 @@ enum Command {
     /// Run the scheduler against an API server (`strata server` runs one itself unless
     /// `--no-scheduler`).
     Scheduler(scheduler::SchedulerArgs),
+    /// Run the controllers (ReplicaSet, Deployment, garbage collection, ServiceAccount) against
+    /// an API server, as kube-controller-manager; only the leader of the
+    /// `kube-system/kube-controller-manager` Lease acts.
+    Controllers(controllers::ControllersArgs),
     /// Manage the control plane's certificates (`rotate`).
     #[command(subcommand)]
     Certs(server::CertsCommand),
@@ -229,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(c) => server::certs(c),
         Command::Token(c) => join::token(c),
         Command::Agent(a) => join::agent(&ctx, a),
+        Command::Controllers(a) => controllers::run(a),
         Command::Vm(c) => vm::run(&ctx, c),
     }
 }

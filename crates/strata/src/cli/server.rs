@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// elsewhere).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// Do not run the controllers (ReplicaSet, Deployment, garbage collection, ...) in this
+    /// process (run `strata controllers` elsewhere, or none).
+    #[arg(long)]
+    pub no_controllers: bool,
     /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -235,6 +239,11 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         config.max_pods = a.max_pods;
         config.node_ip = a.node_ip;
         Some(super::node::agent(ctx, config, client)?)
+    };
+    let _controllers = if a.no_controllers {
+        None
+    } else {
+        Some(super::controllers::start_in_server(&pki, &url, addr.port(), leaf_lifetime(a.test_only_leaf_lifetime_seconds)).await.context("starting the controllers")?)
     };
     eprintln!("strata server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());

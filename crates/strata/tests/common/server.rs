@@ -99,6 +99,12 @@ pub struct Options {
     /// Run the in-process scheduler (off by default, so that tests of the API server see only
     /// their own writes to pods).
     pub scheduler: bool,
+    /// Run the controllers in the server (off by default: most tests look at the API server
+    /// alone and must not see pods or ServiceAccounts appear).
+    pub controllers: bool,
+    /// Run on this etcd (`127.0.0.1:PORT`) instead of one of its own (a second server on
+    /// another's store).
+    pub etcd_endpoint: Option<String>,
 }
 
 impl ApiServer {
@@ -119,8 +125,15 @@ impl ApiServer {
             Some(sub) => dir.path().join(sub),
             None => dir.path().to_path_buf(),
         };
+        if !opts.controllers {
+            extra.push("--no-controllers".to_string());
+        }
         let etcd = match backend {
             Backend::Embedded => None,
+            Backend::Etcd if opts.etcd_endpoint.is_some() => {
+                extra.extend(["--store".to_string(), format!("etcd://{}", opts.etcd_endpoint.clone().unwrap_or_default())]);
+                None
+            }
             Backend::Etcd => {
                 let e = EtcdProcess::start();
                 extra.extend(["--store".to_string(), format!("etcd://{}", e.endpoint)]);

@@ -1,0 +1,338 @@
+//! The ReplicaSet controller (upstream's `replicaset` controller): keeps `spec.replicas` active
+//! pods matching the selector, named `<replicaset>-<5 random characters>` with the template's
+//! labels and a controller ownerReference, adopts matching orphans and releases pods that stopped
+//! matching, and reports replicas/fullyLabeledReplicas/readyReplicas/availableReplicas/
+//! observedGeneration through `replicasets/status`.
+//!
+//! Creates and deletes are recorded as expectations ([`crate::expectations`]) before they are
+//! sent; while any is unobserved in the pod cache the ReplicaSet is not resized again, so a
+//! slow watch never creates extra pods. A process killed between a create and its
+//! observation starts with an empty cache and no expectations: the relist shows the pod.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::expectations::Expectations;
+use crate::{Clients, Context, Error};
+
+pub const IDENTITY: &str = "replicaset-controller";
+/// Most pods created or deleted in one pass (upstream's `BurstReplicas`).
+const BURST: usize = 500;
+
+pub struct State {
+    pods: Store<Pod>,
+    expectations: Expectations,
+}
+
+pub async fn run(clients: Clients) -> Result<(), Error> {
+    let (pods, writer) = reflector::store::<Pod>();
+    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let ctx = Context::new(clients.clone(), IDENTITY, State { pods, expectations: Expectations::default() });
+    Controller::new(Api::<ReplicaSet>::all(clients.root.clone()), crate::watch_config())
+        .owns_stream(pod_stream)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures_util::future::ready(()))
+        .await;
+    Ok(())
+}
+
+fn error_policy(rs: Arc<ReplicaSet>, e: &Error, _: Arc<Context<State>>) -> Action {
+    tracing::warn!(replicaset = %crate::events::key(rs.as_ref()), error = %e, "replicaset controller");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Does a LabelSelector select these labels? An empty selector selects nothing (a
+/// ReplicaSet's selector is never empty after validation).
+pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let ml = sel.match_labels.as_ref();
+    let me = sel.match_expressions.as_ref();
+    if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|m| m.is_empty()) {
+        return false;
+    }
+    let labels_ok = ml.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = me.is_none_or(|es| {
+        es.iter().all(|e| {
+            let values = e.values.clone().unwrap_or_default();
+            let v = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => v.is_some_and(|v| values.contains(v)),
+                "NotIn" => v.is_none_or(|v| !values.contains(v)),
+                "Exists" => v.is_some(),
+                "DoesNotExist" => v.is_none(),
+                _ => false,
+            }
+        })
+    });
+    labels_ok && exprs_ok
+}
+
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references.iter().flatten().find(|o| o.controller == Some(true))
+}
+
+/// The controller ownerReference for objects `owner` creates.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn is_active(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// When the pod became Ready, if it is.
+pub fn ready_since(p: &Pod) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Ready for at least `min_ready` seconds at `now`.
+pub fn is_available(p: &Pod, min_ready: i32, now: chrono::DateTime<chrono::Utc>) -> bool {
+    match ready_since(p) {
+        None => false,
+        Some(_) if min_ready <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => t + chrono::Duration::seconds(i64::from(min_ready)) <= now,
+    }
+}
+
+/// Upstream's deletion ranking: unscheduled before scheduled, Pending before Unknown before
+/// Running, not ready before ready, ready more recently before longer, more restarts first,
+/// newer before older. The pods to delete come first.
+pub fn deletion_order(pods: &mut [Arc<Pod>]) {
+    let phase_rank = |p: &Pod| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        _ => 2,
+    };
+    let restarts = |p: &Pod| p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>()).unwrap_or(0);
+    pods.sort_by(|a, b| {
+        let assigned = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+        let ready = |p: &Pod| ready_since(p).is_some();
+        let since = |p: &Pod| ready_since(p).flatten();
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        assigned(a)
+            .cmp(&assigned(b))
+            .then(phase_rank(a).cmp(&phase_rank(b)))
+            .then(ready(a).cmp(&ready(b)))
+            .then(since(b).cmp(&since(a)))
+            .then(restarts(b).cmp(&restarts(a)))
+            .then(created(b).cmp(&created(a)))
+    });
+}
+
+/// `<base>-<5 random characters>` (base cut as upstream cuts a generateName prefix).
+pub fn random_name(base: &str) -> String {
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut prefix = format!("{base}-");
+    if prefix.len() > 58 {
+        prefix.truncate(58);
+    }
+    let suffix: String = (0..5).map(|_| ALPHA[rand::random::<usize>() % ALPHA.len()] as char).collect();
+    format!("{prefix}{suffix}")
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let key = format!("{ns}/{name}");
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let Some(spec) = rs.spec.as_ref() else { return Ok(Action::await_change()) };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
+    let in_ns: Vec<Arc<Pod>> = ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(&ns)).collect();
+
+    // Claim: adopt matching orphans, release owned pods that stopped matching.
+    let mut owned: Vec<Arc<Pod>> = Vec::new();
+    for p in &in_ns {
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        let matches = selects(&spec.selector, &labels);
+        match controller_of(&p.metadata) {
+            Some(c) if c.uid == uid => {
+                if matches {
+                    owned.push(p.clone());
+                } else if rs.metadata.deletion_timestamp.is_none() {
+                    let keep: Vec<&OwnerReference> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).collect();
+                    let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": p.metadata.resource_version } });
+                    ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+                }
+            }
+            None if matches && is_active(p) && rs.metadata.deletion_timestamp.is_none() => {
+                let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(controller_ref(rs.as_ref()));
+                let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": p.metadata.resource_version } });
+                if ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)? {
+                    owned.push(p.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
+
+    let mut failure: Option<(String, String)> = None;
+    let in_cache = |n: &str| in_ns.iter().any(|p| p.metadata.name.as_deref() == Some(n));
+    if rs.metadata.deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache) {
+        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+        if active.len() < want {
+            let n = (want - active.len()).min(BURST);
+            if let Err(e) = create_pods(&ctx, &rs, &key, n).await {
+                ctx.recorder.warning(rs.as_ref(), "FailedCreate", &format!("Error creating: {e}")).await;
+                failure = Some(("FailedCreate".into(), e.to_string()));
+            }
+        } else if active.len() > want {
+            let n = (active.len() - want).min(BURST);
+            deletion_order(&mut active);
+            for p in active.iter().take(n) {
+                let pname = p.name_any();
+                ctx.state.expectations.expect_delete(&key, &pname);
+                let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+                match pods_api.delete(&pname, &dp).await {
+                    Ok(_) => ctx.recorder.normal(rs.as_ref(), "SuccessfulDelete", &format!("Deleted pod: {pname}")).await,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        ctx.state.expectations.failed(&key, &pname);
+                        ctx.recorder.warning(rs.as_ref(), "FailedDelete", &format!("Error deleting: {e}")).await;
+                        failure = Some(("FailedDelete".into(), e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    // Status from what the cache shows now (the next event brings the pods just created).
+    let now = chrono::Utc::now();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
+    let fully = active.iter().filter(|p| {
+        let l = p.metadata.labels.clone().unwrap_or_default();
+        template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+    });
+    let ready = active.iter().filter(|p| ready_since(p).is_some()).count() as i32;
+    let available = active.iter().filter(|p| is_available(p, min_ready, now)).count() as i32;
+    let old = rs.status.clone().unwrap_or_default();
+    let mut conditions: Vec<ReplicaSetCondition> = old.conditions.clone().unwrap_or_default().into_iter().filter(|c| c.type_ != "ReplicaFailure").collect();
+    if let Some((reason, message)) = &failure {
+        conditions.push(ReplicaSetCondition { type_: "ReplicaFailure".into(), status: "True".into(), reason: Some(reason.clone()), message: Some(message.clone()), last_transition_time: Some(Time(now)) });
+    }
+    let status = ReplicaSetStatus {
+        replicas: active.len() as i32,
+        fully_labeled_replicas: Some(fully.count() as i32),
+        ready_replicas: Some(ready),
+        available_replicas: Some(available),
+        observed_generation: rs.metadata.generation,
+        conditions: if conditions.is_empty() { None } else { Some(conditions) },
+    };
+    if !same_status(&old, &status) {
+        let mut new = (*rs).clone();
+        new.status = Some(status);
+        let api: Api<ReplicaSet> = Api::namespaced(ctx.writer.clone(), &ns);
+        match api.replace_status(&name, &PostParams::default(), serde_json::to_vec(&new).map_err(|e| Error::Invalid(e.to_string()))?).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => return Ok(Action::requeue(Duration::from_millis(200))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Pods becoming available after minReadySeconds need a later look.
+    if min_ready > 0 && (ready > available) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if failure.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn same_status(a: &ReplicaSetStatus, b: &ReplicaSetStatus) -> bool {
+    let strip = |c: &Option<Vec<ReplicaSetCondition>>| c.iter().flatten().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect::<Vec<_>>();
+    a.replicas == b.replicas
+        && a.fully_labeled_replicas.unwrap_or(0) == b.fully_labeled_replicas.unwrap_or(0)
+        && a.ready_replicas.unwrap_or(0) == b.ready_replicas.unwrap_or(0)
+        && a.available_replicas.unwrap_or(0) == b.available_replicas.unwrap_or(0)
+        && a.observed_generation == b.observed_generation
+        && strip(&a.conditions) == strip(&b.conditions)
+}
+
+/// Ok(true) when the write happened, Ok(false) when the object is gone or changed meanwhile.
+fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<bool, Error> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Create `n` pods in slow-start batches (1, 2, 4, ...), stopping at the first error.
+async fn create_pods(ctx: &Context<State>, rs: &ReplicaSet, key: &str, n: usize) -> Result<(), kube::Error> {
+    let ns = rs.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
+    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let mut left = n;
+    let mut batch = 1;
+    while left > 0 {
+        let size = batch.min(left);
+        let mut futs = Vec::new();
+        for _ in 0..size {
+            let pod = pod_from_template(rs, &template);
+            let pname = pod.metadata.name.clone().unwrap_or_default();
+            ctx.state.expectations.expect_create(key, &pname);
+            let api = api.clone();
+            futs.push(async move { (pname.clone(), api.create(&PostParams::default(), &pod).await) });
+        }
+        let results = futures_util::future::join_all(futs).await;
+        let mut first_err = None;
+        for (pname, r) in results {
+            match r {
+                Ok(_) => ctx.recorder.normal(rs, "SuccessfulCreate", &format!("Created pod: {pname}")).await,
+                Err(e) => {
+                    // Never coming: stop waiting for it.
+                    ctx.state.expectations.failed(key, &pname);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        left -= size;
+        batch *= 2;
+    }
+    Ok(())
+}
+
+fn pod_from_template(rs: &ReplicaSet, template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Pod {
+    let tm = template.metadata.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(random_name(&rs.name_any())),
+            namespace: rs.namespace(),
+            labels: tm.labels,
+            annotations: tm.annotations,
+            finalizers: tm.finalizers,
+            owner_references: Some(vec![controller_ref(rs)]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}

@@ -1,0 +1,65 @@
+//! `strata controllers`: the controller manager against a (remote) API server, and the
+//! in-process start `strata server` uses.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use strata_apiserver::pki;
+
+#[derive(Args, Debug)]
+pub struct ControllersArgs {
+    /// The kubeconfig to reach the API server with (its current context); `$KUBECONFIG` or
+    /// `~/.kube/config` by default.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This manager's identity in the leader-election Lease (default: host name and a random
+    /// suffix).
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let path = match a.kubeconfig.or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from)) {
+            Some(p) => p,
+            None => PathBuf::from(std::env::var_os("HOME").context("no --kubeconfig, $KUBECONFIG or $HOME")?).join(".kube/config"),
+        };
+        let client = strata_client::from_kubeconfig(&path, "kube-controller-manager").await?;
+        let mut config = strata_controllers::Config::default();
+        if let Some(id) = a.identity {
+            config.identity = id;
+        }
+        eprintln!("strata controllers: standing for leadership as {}", config.identity);
+        tokio::select! {
+            _ = strata_controllers::run(strata_controllers::Clients::single(client), config) => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("strata controllers: shutting down"),
+        }
+        Ok(())
+    })
+}
+
+/// The controllers inside `strata server`: the manager watches and elects as
+/// `system:kube-controller-manager`, and each controller writes as its own ServiceAccount user
+/// (`system:serviceaccount:kube-system:<controller>`, which upstream's bootstrap policy binds to
+/// `system:controller:<controller>`), each with a client certificate from the cluster CA.
+pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifetime: time::Duration) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let creds = |user: &str, groups: &[&str]| -> anyhow::Result<strata_client::Credentials> {
+        let (cert_pem, key_pem, ca_pem) = pki::component_identity(pki, user, groups, lifetime)?;
+        Ok(strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem })
+    };
+    let root = creds(strata_controllers::MANAGER_USER, &[])?.client("kube-controller-manager").await?;
+    let mut clients = strata_controllers::Clients::single(root);
+    for id in strata_controllers::CONTROLLERS {
+        let c = creds(&strata_controllers::user_of(id), &["system:serviceaccounts", "system:serviceaccounts:kube-system"])?.client(id).await?;
+        clients.per_controller.insert(id.to_string(), c);
+    }
+    // `<host>_<port>_<random>`: which server of several leads shows in the Lease.
+    let mut config = strata_controllers::Config::default();
+    config.identity = match config.identity.split_once('_') {
+        Some((host, rest)) => format!("{host}_{port}_{rest}"),
+        None => format!("{}_{port}", config.identity),
+    };
+    Ok(tokio::spawn(strata_controllers::run(clients, config)))
+}

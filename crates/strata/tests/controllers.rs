@@ -1,0 +1,401 @@
+//! The controllers end to end: a real `strata server` (its controllers in process, or `strata
+//! controllers` as a separate process) driven by the real `kubectl`. No node agent runs here:
+//! a *simulated node* (a thread of the test) marks pods Running and Ready through `pods/status`
+//! the way a kubelet would, so that rollouts can progress.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Auth, Backend, Options};
+use serde_json::{json, Value};
+
+const IMG: &str = "registry.invalid/web:v1";
+const IMG2: &str = "registry.invalid/web:v2";
+const LONG: Duration = Duration::from_secs(90);
+
+fn server(backend: Backend) -> ApiServer {
+    ApiServer::start_opts(backend, Options { controllers: true, ..Options::default() })
+}
+
+fn get_json(s: &ApiServer, path: &str) -> Value {
+    let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
+    assert!(code == 200 || code == 404, "GET {path}: {code} {body}");
+    if code == 404 {
+        return Value::Null;
+    }
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+fn items(s: &ApiServer, path: &str) -> Vec<Value> {
+    get_json(s, path)["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn pods(s: &ApiServer, ns: &str) -> Vec<Value> {
+    items(s, &format!("/api/v1/namespaces/{ns}/pods"))
+}
+
+fn replicasets(s: &ApiServer, ns: &str) -> Vec<Value> {
+    items(s, &format!("/apis/apps/v1/namespaces/{ns}/replicasets"))
+}
+
+fn name(v: &Value) -> String {
+    v["metadata"]["name"].as_str().unwrap_or("").to_string()
+}
+
+fn controller_ref(v: &Value) -> Option<Value> {
+    v["metadata"]["ownerReferences"].as_array()?.iter().find(|o| o["controller"] == true).cloned()
+}
+
+/// A simulated node: marks every pod of `ns` Running and Ready (through `pods/status`, as a
+/// kubelet reports) until dropped. Counts the most pods it ever saw at once.
+struct SimulatedNode {
+    stop: Arc<AtomicBool>,
+    max_pods: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimulatedNode {
+    fn start(s: &ApiServer, ns: &str) -> SimulatedNode {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_pods = Arc::new(AtomicUsize::new(0));
+        let (url_ns, data, port) = (ns.to_string(), s.data_dir().to_path_buf(), s.port);
+        let (stop2, max2) = (stop.clone(), max_pods.clone());
+        let thread = std::thread::spawn(move || {
+            let curl = |method: &str, path: &str, body: Option<&str>| -> (u16, String) {
+                let pki = data.join("pki");
+                let mut c = Command::new("curl");
+                c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(pki.join("ca.crt"));
+                c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+                if let Some(b) = body {
+                    c.args(["-H", "Content-Type: application/merge-patch+json", "--data-binary", b]);
+                }
+                let out = c.arg(format!("https://127.0.0.1:{port}{path}")).stdin(Stdio::null()).output().expect("curl");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+                (code.trim().parse().unwrap_or(0), body.to_string())
+            };
+            while !stop2.load(Ordering::SeqCst) {
+                let (_, body) = curl("GET", &format!("/api/v1/namespaces/{url_ns}/pods"), None);
+                let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let all = list["items"].as_array().cloned().unwrap_or_default();
+                max2.fetch_max(all.len(), Ordering::SeqCst);
+                for p in all {
+                    if p["status"]["phase"] == "Running" {
+                        continue;
+                    }
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    let body = json!({ "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }] } }).to_string();
+                    curl("PATCH", &format!("/api/v1/namespaces/{url_ns}/pods/{}/status", name(&p)), Some(&body));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        SimulatedNode { stop, max_pods, thread: Some(thread) }
+    }
+
+    fn max_pods(&self) -> usize {
+        self.max_pods.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SimulatedNode {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wait_pods(s: &ApiServer, ns: &str, n: usize) -> Vec<Value> {
+    let mut last = Vec::new();
+    let ok = eventually(LONG, || {
+        last = pods(s, ns).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        last.len() == n
+    });
+    assert!(ok, "expected {n} pods in {ns}, have {}: {:?}", last.len(), last.iter().map(name).collect::<Vec<_>>());
+    last
+}
+
+#[test]
+fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "d1"]);
+    // The ServiceAccount controller gives every namespace its `default`.
+    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d1/serviceaccounts/default")["metadata"]["name"] == "default"), "no default ServiceAccount in d1");
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=3", "-n", "d1"]);
+    let ps = wait_pods(&s, "d1", 3);
+    let rss = replicasets(&s, "d1");
+    assert_eq!(rss.len(), 1, "one ReplicaSet: {rss:?}");
+    let rs = &rss[0];
+    let deploy = get_json(&s, "/apis/apps/v1/namespaces/d1/deployments/web");
+    let hash = rs["metadata"]["labels"]["pod-template-hash"].as_str().expect("pod-template-hash label").to_string();
+    assert_eq!(name(rs), format!("web-{hash}"));
+    let owner = controller_ref(rs).expect("controller ref on the ReplicaSet");
+    assert_eq!((owner["kind"].as_str(), owner["name"].as_str(), owner["uid"].clone()), (Some("Deployment"), Some("web"), deploy["metadata"]["uid"].clone()));
+    assert_eq!(owner["blockOwnerDeletion"], true);
+    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash.as_str());
+    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    for p in &ps {
+        let n = name(p);
+        let suffix = n.strip_prefix(&format!("{}-", name(rs))).unwrap_or_else(|| panic!("pod {n} not named after its ReplicaSet"));
+        assert!(suffix.len() == 5 && suffix.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "pod name {n}");
+        assert_eq!(p["metadata"]["labels"]["app"], "web");
+        assert_eq!(p["metadata"]["labels"]["pod-template-hash"], hash.as_str());
+        let o = controller_ref(p).expect("controller ref on the pod");
+        assert_eq!((o["kind"].as_str(), o["uid"].clone(), o["blockOwnerDeletion"].clone()), (Some("ReplicaSet"), rs["metadata"]["uid"].clone(), json!(true)));
+        assert_eq!(p["spec"]["containers"][0]["image"], IMG);
+    }
+    // Status as `kubectl get rs` shows it, with a simulated node reporting the pods ready.
+    let node = SimulatedNode::start(&s, "d1");
+    assert!(
+        eventually(LONG, || {
+            let rs = get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)));
+            let st = &rs["status"];
+            st["replicas"] == 3 && st["readyReplicas"] == 3 && st["availableReplicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == rs["metadata"]["generation"]
+        }),
+        "ReplicaSet status never reached 3 ready: {}",
+        get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["status"]
+    );
+    assert!(eventually(LONG, || s.ok(&["get", "deploy", "web", "-n", "d1", "--no-headers"]).split_whitespace().nth(1) == Some("3/3")));
+
+    // Scale up and down through the scale subresource (kubectl scale).
+    s.ok(&["scale", "deploy/web", "--replicas=5", "-n", "d1"]);
+    wait_pods(&s, "d1", 5);
+    s.ok(&["scale", "deploy/web", "--replicas=2", "-n", "d1"]);
+    wait_pods(&s, "d1", 2);
+    assert_eq!(replicasets(&s, "d1").len(), 1, "scaling makes no new ReplicaSet");
+    // A ReplicaSet scaled on its own too.
+    s.ok(&["scale", "rs", &name(rs), "--replicas=4", "-n", "d1"]);
+    // ... is brought back by its Deployment (it owns the size).
+    assert!(eventually(LONG, || get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["spec"]["replicas"] == 2));
+    wait_pods(&s, "d1", 2);
+    // A deleted pod is replaced.
+    let victim = name(&pods(&s, "d1")[0]);
+    s.ok(&["delete", "pod", &victim, "-n", "d1", "--wait=false"]);
+    let now = wait_pods(&s, "d1", 2);
+    assert!(now.iter().all(|p| name(p) != victim), "the deleted pod is gone and a new one took its place");
+    drop(node);
+}
+
+#[test]
+fn rolling_update_rollout_status_history_and_undo() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "d2"]);
+    let _node = SimulatedNode::start(&s, "d2");
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=3", "-n", "d2"]);
+    s.ok(&["rollout", "status", "deploy/web", "-n", "d2", "--timeout=90s"]);
+    s.ok(&["annotate", "deploy/web", "kubernetes.io/change-cause=to v2", "-n", "d2"]);
+    s.ok(&["set", "image", "deploy/web", &format!("web={IMG2}"), "-n", "d2"]);
+    let out = s.ok(&["rollout", "status", "deploy/web", "-n", "d2", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let rss = replicasets(&s, "d2");
+    assert_eq!(rss.len(), 2, "{rss:?}");
+    let by_rev = |rev: &str| rss.iter().find(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev).cloned().unwrap_or_else(|| panic!("no revision {rev}"));
+    assert_eq!(by_rev("1")["spec"]["replicas"], 0);
+    assert_eq!(by_rev("2")["spec"]["replicas"], 3);
+    assert_eq!(by_rev("2")["metadata"]["annotations"]["kubernetes.io/change-cause"], "to v2");
+    let ps = wait_pods(&s, "d2", 3);
+    assert!(ps.iter().all(|p| p["spec"]["containers"][0]["image"] == IMG2));
+    let d = get_json(&s, "/apis/apps/v1/namespaces/d2/deployments/web");
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    let conds = d["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let progressing = conds.iter().find(|c| c["type"] == "Progressing").expect("Progressing condition");
+    assert_eq!(progressing["reason"], "NewReplicaSetAvailable");
+    assert!(conds.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
+
+    let hist = s.ok(&["rollout", "history", "deploy/web", "-n", "d2"]);
+    let revs: Vec<&str> = hist.lines().filter_map(|l| l.split_whitespace().next()).filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(revs, ["1", "2"], "{hist}");
+    assert!(hist.contains("to v2"), "{hist}");
+    let r1 = s.ok(&["rollout", "history", "deploy/web", "-n", "d2", "--revision=1"]);
+    assert!(r1.contains(IMG), "{r1}");
+
+    // Undo: kubectl copies revision 1's template back; that ReplicaSet becomes revision 3.
+    s.ok(&["rollout", "undo", "deploy/web", "-n", "d2"]);
+    s.ok(&["rollout", "status", "deploy/web", "-n", "d2", "--timeout=90s"]);
+    assert!(eventually(LONG, || {
+        let rss = replicasets(&s, "d2");
+        rss.len() == 2
+            && rss.iter().any(|r| r["spec"]["template"]["spec"]["containers"][0]["image"] == IMG && r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3" && r["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] == "1" && r["spec"]["replicas"] == 3)
+    }), "{:?}", replicasets(&s, "d2"));
+    assert!(eventually(LONG, || { let ps = wait_pods(&s, "d2", 3); ps.iter().all(|p| p["spec"]["containers"][0]["image"] == IMG) }));
+
+    // Pause: a template change does not roll out until resumed.
+    s.ok(&["rollout", "pause", "deploy/web", "-n", "d2"]);
+    s.ok(&["set", "image", "deploy/web", "web=registry.invalid/web:v3", "-n", "d2"]);
+    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/d2/deployments/web")["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "DeploymentPaused"))));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(replicasets(&s, "d2").len(), 2, "paused: no new ReplicaSet");
+    s.ok(&["rollout", "resume", "deploy/web", "-n", "d2"]);
+    s.ok(&["rollout", "status", "deploy/web", "-n", "d2", "--timeout=90s"]);
+    assert_eq!(replicasets(&s, "d2").len(), 3);
+    // Restart: a template annotation, so a new ReplicaSet and new pods.
+    s.ok(&["rollout", "restart", "deploy/web", "-n", "d2"]);
+    s.ok(&["rollout", "status", "deploy/web", "-n", "d2", "--timeout=90s"]);
+    assert!(eventually(LONG, || replicasets(&s, "d2").iter().any(|r| r["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string() && r["spec"]["replicas"] == 3)));
+}
+
+#[test]
+fn recreate_strategy_and_history_limit() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "d3"]);
+    let _node = SimulatedNode::start(&s, "d3");
+    let manifest = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"rc","namespace":"d3"}},
+        "spec":{{"replicas":2,"revisionHistoryLimit":1,"strategy":{{"type":"Recreate"}},"selector":{{"matchLabels":{{"app":"rc"}}}},
+        "template":{{"metadata":{{"labels":{{"app":"rc"}}}},"spec":{{"containers":[{{"name":"c","image":"{IMG}"}}]}}}}}}}}"#
+    );
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest));
+    s.ok(&["rollout", "status", "deploy/rc", "-n", "d3", "--timeout=90s"]);
+    for img in [IMG2, "registry.invalid/web:v3"] {
+        s.ok(&["set", "image", "deploy/rc", &format!("c={img}"), "-n", "d3"]);
+        s.ok(&["rollout", "status", "deploy/rc", "-n", "d3", "--timeout=90s"]);
+    }
+    // Recreate never runs old and new pods together (at most 2 pods ever).
+    assert!(wait_pods(&s, "d3", 2).iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/web:v3"));
+    // revisionHistoryLimit 1: the current ReplicaSet and one old one.
+    assert!(eventually(LONG, || replicasets(&s, "d3").len() == 2), "{:?}", replicasets(&s, "d3").iter().map(name).collect::<Vec<_>>());
+}
+
+#[test]
+fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "d4"]);
+    for n in ["bg", "fg", "or"] {
+        s.ok(&["create", "deployment", n, "--image", IMG, "--replicas=2", "-n", "d4"]);
+    }
+    wait_pods(&s, "d4", 6);
+    let owned_by = |rs_prefix: &str| pods(&s, "d4").into_iter().filter(|p| name(p).starts_with(rs_prefix)).count();
+
+    s.ok(&["delete", "deploy", "bg", "-n", "d4", "--cascade=background"]);
+    assert!(eventually(LONG, || replicasets(&s, "d4").iter().all(|r| !name(r).starts_with("bg-")) && owned_by("bg-") == 0), "background: ReplicaSet and pods collected");
+
+    // Foreground: kubectl waits until the Deployment is gone, which is after its dependents.
+    s.ok(&["delete", "deploy", "fg", "-n", "d4", "--cascade=foreground", "--timeout=90s"]);
+    assert!(get_json(&s, "/apis/apps/v1/namespaces/d4/deployments/fg").is_null());
+    assert!(eventually(LONG, || replicasets(&s, "d4").iter().all(|r| !name(r).starts_with("fg-")) && owned_by("fg-") == 0), "foreground: dependents gone");
+
+    s.ok(&["delete", "deploy", "or", "-n", "d4", "--cascade=orphan", "--timeout=90s"]);
+    assert!(get_json(&s, "/apis/apps/v1/namespaces/d4/deployments/or").is_null());
+    let rs = replicasets(&s, "d4").into_iter().find(|r| name(r).starts_with("or-")).expect("orphan: the ReplicaSet stays");
+    assert!(eventually(LONG, || get_json(&s, &format!("/apis/apps/v1/namespaces/d4/replicasets/{}", name(&rs)))["metadata"]["ownerReferences"].is_null()), "orphan: no owner reference left");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(owned_by("or-"), 2, "orphan: the pods stay, still owned by the ReplicaSet");
+
+    // A dependent whose owner never existed is collected; one with a live second owner only
+    // loses the dangling reference.
+    let cm = s.ok(&["create", "configmap", "owner", "-n", "d4", "-o", "jsonpath={.metadata.uid}"]);
+    let dep = |n: &str, refs: Value| json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":n,"namespace":"d4","ownerReferences":refs}}).to_string();
+    let gone = json!({"apiVersion":"v1","kind":"ConfigMap","name":"ghost","uid":"00000000-0000-0000-0000-000000000001"});
+    let live = json!({"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":cm});
+    s.ok_stdin(&["create", "-f", "-"], Some(&dep("lonely", json!([gone]))));
+    s.ok_stdin(&["create", "-f", "-"], Some(&dep("shared", json!([gone, live]))));
+    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/lonely").is_null()), "dangling-only dependent collected");
+    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared")["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.len() == 1 && r[0]["name"] == "owner")));
+    // Deleting the owner in the foreground takes the dependent with it.
+    s.ok(&["delete", "configmap", "owner", "-n", "d4", "--cascade=foreground", "--timeout=90s"]);
+    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared").is_null()));
+}
+
+#[test]
+fn workload_selectors_are_validated() {
+    let s = ApiServer::start(Backend::Embedded);
+    let mismatched = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"bad","namespace":"default"},
+        "spec":{"selector":{"matchLabels":{"app":"a"}},"template":{"metadata":{"labels":{"app":"b"}},"spec":{"containers":[{"name":"c","image":"x"}]}}}}"#;
+    let err = s.fails(&["create", "-f", "-"], Some(mismatched));
+    assert!(err.contains("`selector` does not match template `labels`"), "{err}");
+    s.ok(&["create", "deployment", "sel", "--image", IMG]);
+    let err = s.fails(&["patch", "deploy", "sel", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"app":"sel","x":"y"}},"template":{"metadata":{"labels":{"app":"sel","x":"y"}}}}}"#], None);
+    assert!(err.contains("spec.selector") && err.contains("field is immutable"), "{err}");
+}
+
+fn controllers_process(s: &ApiServer, identity: &str, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["controllers", "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .args(["--identity", identity])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("strata controllers")
+}
+
+#[test]
+fn controllers_killed_mid_rollout_finish_it_without_extra_pods() {
+    // The controllers run as their own process here, so they can be killed alone.
+    let s = ApiServer::start(Backend::Embedded);
+    let log = s.dir.path().join("controllers.log");
+    let mut c = controllers_process(&s, "kcm-1", &log);
+    s.ok(&["create", "namespace", "d5"]);
+    let node = SimulatedNode::start(&s, "d5");
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=4", "-n", "d5"]);
+    s.ok(&["rollout", "status", "deploy/web", "-n", "d5", "--timeout=90s"]);
+    s.ok(&["set", "image", "deploy/web", &format!("web={IMG2}"), "-n", "d5"]);
+    // Kill the manager as soon as the rollout has begun (a new ReplicaSet exists).
+    assert!(eventually(LONG, || replicasets(&s, "d5").len() == 2));
+    let _ = c.kill();
+    let _ = c.wait();
+    // A new manager (same identity: it takes its Lease back at once) finishes the rollout.
+    let mut c = controllers_process(&s, "kcm-1", &log);
+    let out = s.ok(&["rollout", "status", "deploy/web", "-n", "d5", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let ps = wait_pods(&s, "d5", 4);
+    assert!(ps.iter().all(|p| p["spec"]["containers"][0]["image"] == IMG2));
+    // 4 replicas, maxSurge 25% = 1: never more than 5 pods at once.
+    assert!(node.max_pods() <= 5, "at most replicas + maxSurge pods at any time, saw {}", node.max_pods());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(wait_pods(&s, "d5", 4).len(), 4, "no extra pods afterwards");
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn lease_holder(s: &ApiServer) -> (String, i64) {
+    let l = get_json(s, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager");
+    (l["spec"]["holderIdentity"].as_str().unwrap_or("").to_string(), l["spec"]["leaseTransitions"].as_i64().unwrap_or(-1))
+}
+
+#[test]
+fn two_servers_on_one_etcd_elect_one_leader_and_a_killed_leader_is_replaced() {
+    // Two servers on one etcd, each running its controllers (identity `<host>_<port>_<random>`).
+    let a = server(Backend::Etcd);
+    let ep = a.etcd_endpoint().expect("etcd").to_string();
+    let b = ApiServer::start_opts(Backend::Etcd, Options { controllers: true, etcd_endpoint: Some(ep), ..Options::default() });
+    assert!(eventually(LONG, || !lease_holder(&a).0.is_empty()), "nobody took the lease");
+    let (first, transitions) = lease_holder(&a);
+    let lease_path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager";
+    let lease = get_json(&a, lease_path);
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+    assert!(lease["spec"]["acquireTime"].is_string() && lease["spec"]["renewTime"].is_string());
+    // Only the leader acts: exactly the replicas asked for, never two sets.
+    a.ok(&["create", "deployment", "one", "--image", IMG, "--replicas=3"]);
+    wait_pods(&a, "default", 3);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(wait_pods(&b, "default", 3).len(), 3);
+    assert_eq!(replicasets(&b, "default").len(), 1);
+    // The holder keeps renewing, and nobody else takes over meanwhile.
+    let renewed = lease["spec"]["renewTime"].clone();
+    assert!(eventually(Duration::from_secs(20), || get_json(&a, lease_path)["spec"]["renewTime"] != renewed));
+    assert_eq!(lease_holder(&a).0, first, "no change of leader while it renews");
+
+    // Kill the leader's server; the other one takes over within the lease duration.
+    let (mut leader, survivor) = if first.contains(&format!("_{}_", a.port)) { (a, b) } else { (b, a) };
+    assert!(first.contains(&format!("_{}_", leader.port)), "holder {first} names neither server");
+    leader.stop(true);
+    let killed_at = std::time::Instant::now();
+    let mine = format!("_{}_", survivor.port);
+    assert!(eventually(Duration::from_secs(45), || lease_holder(&survivor).0.contains(&mine)), "no takeover: {:?}", lease_holder(&survivor));
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(35), "replaced within the lease duration and a retry or two: {took:?}");
+    assert_eq!(lease_holder(&survivor).1, transitions + 1, "a change of holder counts one transition");
+    // The new leader acts.
+    survivor.ok(&["scale", "deploy/one", "--replicas=1"]);
+    wait_pods(&survivor, "default", 1);
+}
