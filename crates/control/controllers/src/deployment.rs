@@ -115,6 +115,9 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context<State>>) -> Result<Actio
     }
     let ns = d.namespace().unwrap_or_default();
     let Some(spec) = d.spec.as_ref() else { return Ok(Action::await_change()) };
+    if !crate::synced(&ctx.state.replicasets) {
+        return Ok(crate::not_synced());
+    }
     let selector_empty = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
     if selector_empty {
         ctx.recorder.warning(d.as_ref(), "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.").await;

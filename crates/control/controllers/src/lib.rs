@@ -151,6 +151,20 @@ impl<S> Context<S> {
     }
 }
 
+/// Has this store had its first complete list? A controller acts on nothing before its caches
+/// are synced (as upstream's `WaitForCacheSync`): an empty cache would look like missing pods.
+pub(crate) fn synced<K: kube::runtime::reflector::Lookup + Clone + 'static>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(futures_util::FutureExt::now_or_never(store.wait_until_ready()), Some(Ok(())))
+}
+
+/// Requeue soon: a cache is not synced yet.
+pub(crate) fn not_synced() -> kube::runtime::controller::Action {
+    kube::runtime::controller::Action::requeue(Duration::from_millis(300))
+}
+
 /// A watcher config that relists with the default backoff (what every controller uses).
 pub(crate) fn watch_config() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default()

@@ -157,6 +157,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
     let key = format!("{ns}/{name}");
     let uid = rs.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = rs.spec.as_ref() else { return Ok(Action::await_change()) };
+    if !crate::synced(&ctx.state.pods) {
+        return Ok(crate::not_synced());
+    }
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
     let in_ns: Vec<Arc<Pod>> = ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(&ns)).collect();
 

@@ -38,6 +38,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context<Store<ServiceAccount>>>)
     if terminating {
         return Ok(Action::await_change());
     }
+    if !crate::synced(&ctx.state) {
+        return Ok(crate::not_synced());
+    }
     if ctx.state.get(&ObjectRef::new(DEFAULT).within(&name)).is_some() {
         return Ok(Action::await_change());
     }
