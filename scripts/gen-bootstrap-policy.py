@@ -13,8 +13,8 @@ strata's additions are what kubeadm creates at `kubeadm init` for joining nodes 
 CertificateSigningRequests (`system:node-bootstrapper`) and have node client CSRs approved
 (`...:nodeclient`), nodes may renew their own (`...:selfnodeclient`), and anyone may read
 `kube-public/cluster-info` (the cluster's CA, which a joining node checks against its token's
-hash). And the `system:node` ClusterRoleBinding binds the group `system:nodes` (upstream
-leaves it without subjects and lets its Node authorizer decide; strata has none yet).
+hash). Nodes themselves are authorized by strata's Node authorizer, as upstream: the
+`system:node` ClusterRoleBinding keeps upstream's empty subjects.
 
 Usage:
   scripts/gen-bootstrap-policy.py           # regenerate
@@ -42,13 +42,6 @@ FILES = [
 ]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/control/apiserver/src/bootstrap_policy.json")
-
-# strata's additions, by (kind, name): extra subjects.
-EXTRA_SUBJECTS = {
-    ("ClusterRoleBinding", "system:node"): [
-        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"},
-    ],
-}
 
 RBAC = "rbac.authorization.k8s.io"
 LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
@@ -103,9 +96,6 @@ def clean(obj):
     meta.pop("creationTimestamp", None)
     if obj.get("rules", []) is None:
         obj["rules"] = []
-    extra = EXTRA_SUBJECTS.get((obj["kind"], meta.get("name")))
-    if extra:
-        obj["subjects"] = (obj.get("subjects") or []) + extra
     return obj
 
 

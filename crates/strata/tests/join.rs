@@ -354,3 +354,158 @@ fn certificate_signing_requests_with_kubectl() {
     let out = kubectl_token(&s, sa_token.trim(), &["certificate", "approve", "carol"]);
     assert!(!out.status.success() && text(&out.stderr).contains("user not permitted to approve requests with signerName"), "{}", text(&out.stderr));
 }
+
+/// Node credentials for `node` (key and certificate files) through a CSR that the cluster's
+/// approver approves (the admin may create node client CSRs) and its signer signs.
+fn node_credentials(s: &ApiServer, dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+    let (key, pem) = openssl_csr(dir, node, &format!("system:node:{node}"), &["system:nodes"]);
+    let name = format!("creds-{node}");
+    s.ok_stdin(&["create", "-f", "-"], Some(&csr_manifest(&name, &pem, "kubernetes.io/kube-apiserver-client-kubelet")));
+    let mut cert = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            cert = s.ok(&["get", "csr", &name, "-o", "jsonpath={.status.certificate}"]);
+            !cert.is_empty()
+        }),
+        "no certificate for {node}: {}",
+        s.ok(&["get", "csr", &name])
+    );
+    use base64::Engine;
+    let crt = dir.join(format!("{node}.crt"));
+    std::fs::write(&crt, base64::engine::general_purpose::STANDARD.decode(cert.trim()).expect("base64")).expect("cert");
+    (key, crt)
+}
+
+/// `kubectl ARGS` as a node (its client certificate), with `stdin`.
+fn kubectl_node(s: &ApiServer, creds: &(PathBuf, PathBuf), args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let ca = s.data_dir().join("pki/ca.crt");
+    let mut c = Command::new("kubectl")
+        .args(["--server", &s.url(), "--certificate-authority", ca.to_str().expect("path")])
+        .arg("--client-certificate")
+        .arg(&creds.1)
+        .arg("--client-key")
+        .arg(&creds.0)
+        .args(args)
+        .env("KUBECONFIG", s.data_dir().join("none"))
+        .env("HOME", s.data_dir())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(t) = stdin {
+        c.stdin.take().expect("stdin").write_all(t.as_bytes()).expect("stdin");
+    }
+    c.wait_with_output().expect("kubectl")
+}
+
+/// A merge PATCH as a node (with curl: kubectl's patch reads the subresource first, which
+/// kubelet never does and nodes may not); returns the HTTP code.
+fn patch_node(s: &ApiServer, creds: &(PathBuf, PathBuf), path: &str, body: &str) -> u16 {
+    let ca = s.data_dir().join("pki/ca.crt");
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", ca.to_str().expect("path")])
+        .arg("--cert")
+        .arg(&creds.1)
+        .arg("--key")
+        .arg(&creds.0)
+        .args(["-X", "PATCH", "-H", "Content-Type: application/merge-patch+json", "--data", body, &format!("{}{path}", s.url())])
+        .output()
+        .expect("curl");
+    text(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+fn pod_manifest(name: &str, node: &str, secret: &str, configmap: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n    env:\n    - name: FROM_CM\n      valueFrom:\n        configMapKeyRef: {{name: {configmap}, key: k}}\n  volumes:\n  - name: s\n    secret:\n      secretName: {secret}\n"
+    )
+}
+
+#[test]
+fn node_credentials_reach_only_their_own_node_and_pods() {
+    let s = ApiServer::start(Backend::Embedded);
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = node_credentials(&s, dir.path(), "node-a");
+    let b = node_credentials(&s, dir.path(), "node-b");
+    s.ok(&["create", "namespace", "team"]);
+    for (kind, name) in [("secret generic", "secret-a"), ("secret generic", "secret-b"), ("secret generic", "unused"), ("configmap", "cm-a"), ("configmap", "cm-b")] {
+        let mut args: Vec<&str> = vec!["create"];
+        args.extend(kind.split(' '));
+        args.extend([name, "-n", "team", "--from-literal=k=v"]);
+        s.ok(&args);
+    }
+    s.ok_stdin(&["apply", "-f", "-"], Some(&pod_manifest("pod-a", "node-a", "secret-a", "cm-a")));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&pod_manifest("pod-b", "node-b", "secret-b", "cm-b")));
+    let ok = |creds, args: &[&str], stdin: Option<&str>| {
+        let out = kubectl_node(&s, creds, args, stdin);
+        assert!(out.status.success(), "kubectl {args:?} as a node: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let forbidden = |creds, args: &[&str], stdin: Option<&str>| {
+        let out = kubectl_node(&s, creds, args, stdin);
+        assert!(!out.status.success(), "kubectl {args:?} as a node was allowed: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("forbidden"), "kubectl {args:?}: {}", text(&out.stderr));
+    };
+
+    // Secrets and ConfigMaps: those of its own pods only.
+    ok(&a, &["get", "secret", "secret-a", "-n", "team"], None);
+    ok(&a, &["get", "configmap", "cm-a", "-n", "team"], None);
+    forbidden(&a, &["get", "secret", "secret-b", "-n", "team"], None);
+    forbidden(&a, &["get", "configmap", "cm-b", "-n", "team"], None);
+    forbidden(&a, &["get", "secret", "unused", "-n", "team"], None);
+    forbidden(&a, &["get", "secrets", "-n", "team"], None);
+    ok(&b, &["get", "secret", "secret-b", "-n", "team"], None);
+    forbidden(&b, &["get", "secret", "secret-a", "-n", "team"], None);
+
+    // Pods: its own; a list only of those bound to it.
+    ok(&a, &["get", "pod", "pod-a", "-n", "team"], None);
+    forbidden(&a, &["get", "pod", "pod-b", "-n", "team"], None);
+    let listed = ok(&a, &["get", "pods", "-A", "--field-selector", "spec.nodeName=node-a", "-o", "name"], None);
+    assert_eq!(listed.trim(), "pod/pod-a");
+    forbidden(&a, &["get", "pods", "-A"], None);
+    forbidden(&a, &["get", "pods", "-A", "--field-selector", "spec.nodeName=node-b"], None);
+    // Status of its own pods; not of others'; deletes likewise.
+    let status = r#"{"status":{"message":"hi"}}"#;
+    assert_eq!(patch_node(&s, &a, "/api/v1/namespaces/team/pods/pod-a/status", status), 200);
+    assert_eq!(patch_node(&s, &a, "/api/v1/namespaces/team/pods/pod-b/status", status), 403);
+    assert_eq!(s.ok(&["get", "pod", "pod-a", "-n", "team", "-o", "jsonpath={.status.message}"]), "hi");
+    forbidden(&a, &["delete", "pod", "pod-b", "-n", "team", "--wait=false"], None);
+    // A pod it is not bound to cannot be created by it.
+    forbidden(&a, &["apply", "-f", "-"], Some(&pod_manifest("pod-c", "node-a", "secret-b", "cm-b")));
+
+    // Nodes: its own, not another's.
+    ok(&a, &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-a\n"));
+    ok(&b, &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-b\n"));
+    forbidden(&a, &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: node-c\n"));
+    ok(&a, &["label", "node", "node-a", "mine=yes"], None);
+    forbidden(&a, &["label", "node", "node-b", "mine=yes"], None);
+    let phase = r#"{"status":{"phase":"Running"}}"#;
+    assert_eq!(patch_node(&s, &b, "/api/v1/nodes/node-a/status", phase), 403);
+    assert_eq!(patch_node(&s, &a, "/api/v1/nodes/node-a/status", phase), 200);
+    ok(&a, &["get", "node", "node-a"], None);
+    forbidden(&a, &["get", "node", "node-b"], None);
+    forbidden(&a, &["get", "nodes"], None);
+    assert!(!s.ok(&["get", "node", "node-b", "--show-labels"]).contains("mine=yes"));
+
+    // Leases: its own in kube-node-lease.
+    let lease = |n: &str| format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: {n}\n  namespace: kube-node-lease\nspec:\n  holderIdentity: {n}\n");
+    ok(&a, &["create", "-f", "-"], Some(&lease("node-a")));
+    forbidden(&a, &["create", "-f", "-"], Some(&lease("node-b")));
+    ok(&b, &["create", "-f", "-"], Some(&lease("node-b")));
+    forbidden(&a, &["get", "lease", "node-b", "-n", "kube-node-lease"], None);
+    // Events, as kubelet writes them.
+    ok(&a, &["create", "-f", "-"], Some("apiVersion: v1\nkind: Event\nmetadata:\n  name: ev-a\n  namespace: team\ninvolvedObject:\n  kind: Pod\n  name: pod-a\n  namespace: team\nreason: Started\nmessage: hi\n"));
+
+    // The graph follows pods: a new pod bound to node-a that uses secret-b opens it to node-a,
+    // and deleting the pod closes it again.
+    s.ok_stdin(&["apply", "-f", "-"], Some(&pod_manifest("pod-a2", "node-a", "secret-b", "cm-a")));
+    ok(&a, &["get", "secret", "secret-b", "-n", "team"], None);
+    s.ok(&["delete", "pod", "pod-a2", "-n", "team", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(10), || !kubectl_node(&s, &a, &["get", "secret", "secret-b", "-n", "team"], None).status.success()));
+    // Its own pods it may delete.
+    ok(&a, &["delete", "pod", "pod-a", "-n", "team", "--wait=false"], None);
+
+    // RBAC no longer grants nodes anything by itself.
+    assert_eq!(s.ok(&["get", "clusterrolebinding", "system:node", "-o", "jsonpath={.subjects}"]), "");
+}

@@ -223,7 +223,7 @@ fn bootstrap_policy_is_reconciled_and_non_resource_urls_are_rbac(backend: Backen
     assert_eq!(subjects(&s, "system:basic-user"), "system:authenticated");
     assert_eq!(subjects(&s, "system:public-info-viewer"), "system:authenticated system:unauthenticated");
     assert_eq!(subjects(&s, "system:monitoring"), "system:monitoring");
-    assert_eq!(subjects(&s, "system:node"), "system:nodes");
+    assert_eq!(subjects(&s, "system:node"), "", "nodes are the Node authorizer's, as upstream");
     assert_eq!(subjects(&s, "system:kube-scheduler"), "system:kube-scheduler");
     // view, edit and admin are aggregated from the aggregate-to-* roles by the server.
     assert!(eventually(Duration::from_secs(20), || rules_of(&s, "view").contains("configmaps")), "view: {}", rules_of(&s, "view"));

@@ -296,13 +296,16 @@ impl Api {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         };
         let verb = verb_of(&method, &info, &q)?;
-        self.authorize(user, &info.attributes(verb)).await?;
+        let mut attrs = info.attributes(verb);
+        attrs.field_selector = q.get("fieldSelector").cloned().unwrap_or_default();
+        self.authorize(user, &attrs).await?;
         // A WebSocket upgrade is a GET, but it starts a process (or a connection) in the pod as
         // the SPDY POST does: it needs `create` too (upstream's
         // AuthorizePodWebsocketUpgradeCreatePermission).
         if verb == "get" && info.resource.kind == "Pod" && matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
             self.authorize(user, &info.attributes("create")).await?;
         }
+        self.node_restriction(user, &info, verb, headers, &body).await?;
         if let Some(sub) = &info.subresource {
             if !info.resource.subresources.contains(&sub.as_str()) {
                 return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -523,6 +526,22 @@ impl Api {
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
             _ => Ok(()),
         }
+    }
+
+    /// NodeRestriction admission: a node's writes must be about itself or pods bound to it
+    /// (see [`crate::node`]).
+    async fn node_restriction(&self, user: &User, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
+        let (Some(node), Some(nodes)) = (crate::node::identity(user), &self.authz.nodes) else { return Ok(()) };
+        if !matches!(verb, "create" | "update" | "patch" | "delete") || !matches!(info.resource.plural, "nodes" | "pods" | "leases") {
+            return Ok(());
+        }
+        let obj = if verb == "create" && info.subresource.is_none() { Some(parse_body(headers, body)?) } else { None };
+        let name = info.name.as_deref().unwrap_or("");
+        let sub = info.subresource.as_deref().unwrap_or("");
+        nodes
+            .admit(node, verb, info.resource.plural, sub, info.namespace.as_deref().unwrap_or(""), name, obj.as_ref())
+            .await
+            .map_err(|why| ApiError::forbidden(info.resource, if name.is_empty() { object::name_of(obj.as_ref().unwrap_or(&Value::Null)) } else { name }, &why))
     }
 
     /// Allow the request or fail with upstream's Forbidden.

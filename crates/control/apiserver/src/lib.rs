@@ -28,6 +28,7 @@ pub mod gnostic;
 pub mod k8s_meta;
 pub mod managed;
 pub mod metrics;
+pub mod node;
 pub mod object;
 pub mod openapi;
 pub mod openapi_v2;

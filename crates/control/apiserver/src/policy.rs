@@ -48,6 +48,14 @@ pub fn cluster_role_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The rules of a default ClusterRole (the Node authorizer's static rules are `system:node`'s).
+pub fn cluster_role_rules(name: &str) -> Vec<PolicyRule> {
+    defaults()
+        .ok()
+        .and_then(|d| d["clusterRoles"].as_array().and_then(|a| a.iter().find(|r| r["metadata"]["name"] == name).map(rbac::rules_of)))
+        .unwrap_or_default()
+}
+
 /// `a` with every entry of `b` that `a` lacks (existing values win, as upstream's merge).
 fn merge_map(expected: &Value, existing: &Value) -> Value {
     let mut out: Map<String, Value> = expected.as_object().cloned().unwrap_or_default();
@@ -114,6 +122,21 @@ fn reconcile_binding(expected: &Value, existing: &Value) -> Option<(Value, bool)
     (out != *existing).then_some((out, false))
 }
 
+/// `system:node` without the `system:nodes` group earlier strata versions added, if it has it.
+fn drop_old_node_subject(kind: &str, name: &str, binding: &Value) -> Option<Value> {
+    if kind != "ClusterRoleBinding" || name != "system:node" {
+        return None;
+    }
+    let subjects = binding["subjects"].as_array()?;
+    let kept: Vec<Value> = subjects.iter().filter(|s| !(s["kind"] == "Group" && s["name"] == "system:nodes")).cloned().collect();
+    if kept.len() == subjects.len() {
+        return None;
+    }
+    let mut out = binding.clone();
+    out["subjects"] = json!(kept);
+    Some(out)
+}
+
 fn new_object(mut obj: Value) -> Value {
     obj["metadata"]["uid"] = json!(crate::object::uuid());
     obj["metadata"]["creationTimestamp"] = json!(crate::object::now());
@@ -150,8 +173,13 @@ pub async fn reconcile(store: &dyn Store) -> Result<(), PolicyError> {
             if current["metadata"]["annotations"][AUTOUPDATE] == "false" {
                 continue;
             }
+            // Earlier strata bound `system:nodes` to `system:node` itself (before it had a Node
+            // authorizer); that subject is taken away again, so nodes get only what the Node
+            // authorizer gives them, as upstream.
+            let migrated = drop_old_node_subject(r.kind, name, current);
+            let current = migrated.as_ref().unwrap_or(current);
             let write = if r.kind.ends_with("Binding") {
-                match reconcile_binding(expected, current) {
+                match reconcile_binding(expected, current).or(migrated.clone().map(|m| (m, false))) {
                     Some((obj, true)) => {
                         // A changed roleRef: delete and create again (as upstream).
                         match store.delete(&key, *rev).await {
@@ -196,7 +224,9 @@ mod tests {
         let d = defaults().expect("policy");
         let binding = |name: &str| d["clusterRoleBindings"].as_array().and_then(|a| a.iter().find(|b| b["metadata"]["name"] == name).cloned()).expect(name);
         assert_eq!(binding("cluster-admin")["subjects"][0]["name"], "system:masters");
-        assert_eq!(binding("system:node")["subjects"][0]["name"], "system:nodes");
+        // Nodes are the Node authorizer's: upstream's binding has no subjects.
+        assert!(binding("system:node")["subjects"].as_array().is_none_or(|s| s.is_empty()));
+        assert_eq!(binding("strata:node-autoapprove-bootstrap")["subjects"][0]["name"], "system:bootstrappers");
         let viewer = binding("system:public-info-viewer");
         let public: Vec<&str> = viewer["subjects"].as_array().expect("subjects").iter().filter_map(|s| s["name"].as_str()).collect();
         assert_eq!(public, ["system:authenticated", "system:unauthenticated"]);
@@ -219,6 +249,9 @@ mod tests {
         let (out, recreate) = reconcile_binding(&b, &mine).expect("changes");
         assert!(!recreate);
         assert_eq!(out["subjects"].as_array().map(Vec::len), Some(2));
+        let old_node = json!({"metadata": {"name": "system:node"}, "subjects": [{"kind": "Group", "name": "system:nodes"}, {"kind": "User", "name": "u"}]});
+        assert_eq!(drop_old_node_subject("ClusterRoleBinding", "system:node", &old_node).expect("migrated")["subjects"], json!([{"kind": "User", "name": "u"}]));
+        assert!(drop_old_node_subject("ClusterRoleBinding", "other", &old_node).is_none());
         let other = json!({"metadata": {"name": "b"}, "roleRef": {"kind": "ClusterRole", "name": "y"}});
         assert!(reconcile_binding(&b, &other).expect("changes").1);
     }

@@ -56,6 +56,8 @@ pub fn rules_of(obj: &Value) -> Vec<PolicyRule> {
 pub struct Attributes {
     pub verb: String,
     pub kind: Target,
+    /// The request's `fieldSelector` (list and watch), which the Node authorizer reads.
+    pub field_selector: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,11 +77,12 @@ impl Attributes {
                 namespace: namespace.into(),
                 name: name.into(),
             },
+            field_selector: String::new(),
         }
     }
 
     pub fn non_resource(verb: &str, path: &str) -> Self {
-        Self { verb: verb.into(), kind: Target::NonResource { path: path.into() } }
+        Self { verb: verb.into(), kind: Target::NonResource { path: path.into() }, field_selector: String::new() }
     }
 
     pub fn namespace(&self) -> &str {
@@ -524,10 +527,13 @@ impl Index {
     }
 }
 
-/// The authorizer: `system:masters` may do everything; everyone else what RBAC grants.
+/// The authorizer: `system:masters` may do everything; nodes what the Node authorizer
+/// ([`crate::node`]) allows; everyone (nodes included) what RBAC grants.
 #[derive(Clone, Debug, Default)]
 pub struct Authorizer {
     pub index: Arc<Index>,
+    /// The Node authorizer, asked first for node identities (as upstream's `Node,RBAC`).
+    pub nodes: Option<Arc<crate::node::NodeAuthorizer>>,
 }
 
 impl Authorizer {
@@ -536,6 +542,11 @@ impl Authorizer {
     pub async fn allowed(&self, store: &dyn Store, user: &User, a: &Attributes) -> Result<bool, strata_store::Error> {
         if user.groups.iter().any(|g| g == MASTERS) {
             return Ok(true);
+        }
+        if let Some(nodes) = &self.nodes {
+            if nodes.allows(user, a).await {
+                return Ok(true);
+            }
         }
         if self.index.current().allows(user, a) {
             return Ok(true);

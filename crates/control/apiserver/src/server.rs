@@ -186,14 +186,16 @@ impl Server {
             _ => Tokens::default(),
         };
         let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen { addr: cfg.listen, source })?;
-        let authz = Authorizer::default();
+        let mut authz = Authorizer::default();
         authz.index.reload(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         tokio::spawn(authz.index.clone().follow(cfg.store.clone()));
         let mut signer = crate::satoken::Signer::load_or_create(&cfg.pki.service_account_key()).map_err(|e| ServerError::Tls(e.to_string()))?;
         signer.min_expiration = cfg.service_account_min_token_seconds;
         // Every store call the API makes is timed (etcd_request_duration_seconds).
         let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore(cfg.store.clone()));
-        let cache = crate::watchcache::WatchCache::start(store.clone(), cfg.watch_cache);
+        let graph = Arc::new(crate::node::Graph::default());
+        let cache = crate::watchcache::WatchCache::start_observed(store.clone(), cfg.watch_cache, vec![graph.clone()]);
+        authz.nodes = Some(Arc::new(crate::node::NodeAuthorizer { graph, cache: cache.clone() }));
         let authn = Authenticator { tokens, signer: Some(signer), bootstrap: Some(crate::bootstrap::Tokens { cache: cache.clone() }) };
         tokio::spawn(crate::bootstrap::clean_expired(store.clone()));
         tokio::spawn(crate::csr::run(store.clone(), authz.clone(), cfg.pki.clone()));

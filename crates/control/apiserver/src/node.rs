@@ -1,0 +1,378 @@
+//! The Node authorizer and NodeRestriction admission (upstream's, simplified): what a node's
+//! own credentials (`system:node:NAME` in `system:nodes`) may do.
+//!
+//! - Secrets, ConfigMaps and PersistentVolumeClaims: read (get, or list/watch naming one object)
+//!   only those referenced by a pod bound to the node (volumes, projected sources, env and
+//!   envFrom, image pull secrets); ServiceAccounts: only `token` for the service accounts of
+//!   its pods.
+//! - Pods: get those bound to it; list/watch only with the field selector
+//!   `spec.nodeName=NAME` (what kubelet asks); create (mirror pods bound to it), delete, update
+//!   status and evict only pods bound to it (admission).
+//! - Nodes: get/list/watch its own Node only (by name or `metadata.name=NAME`); create, update
+//!   and patch it and its status (admission: only its own name).
+//! - Leases: get/create/update/patch/delete its own in `kube-node-lease`.
+//! - Everything else: the static rules of upstream's `system:node` ClusterRole (events, CSRs,
+//!   services, token and access reviews, ...), taken from the bootstrap policy.
+//! A request none of these allow falls through to RBAC, as upstream's "no opinion".
+//!
+//! Which object a pod references is a graph kept from the watch cache ([`Graph`], a
+//! [`crate::watchcache::Observer`] of every pod): no scan per request. A denial by the graph is
+//! checked again once the cache has reached the store's revision, so a pod bound a moment ago
+//! counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::auth::User;
+use crate::rbac::{Attributes, PolicyRule, Target};
+use crate::watchcache::{Observer, WatchCache};
+
+pub const NODES_GROUP: &str = "system:nodes";
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+const PODS: &str = "/registry/core/pods/";
+/// How long a graph denial waits for the cache to catch up with the store.
+const SYNC_WAIT: Duration = Duration::from_secs(2);
+
+/// The node a user is, if it is a node (`system:node:NAME` in `system:nodes`).
+pub fn identity(user: &User) -> Option<&str> {
+    let name = user.name.strip_prefix("system:node:")?;
+    (user.groups.iter().any(|g| g == NODES_GROUP) && !name.is_empty()).then_some(name)
+}
+
+/// Kinds of objects a pod references.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ref {
+    Secret,
+    ConfigMap,
+    Claim,
+    ServiceAccount,
+}
+
+/// What one pod says: its node and (kind, namespace, name) of every object it references.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct PodRefs {
+    node: String,
+    refs: Vec<(Ref, String)>,
+}
+
+fn pod_refs(pod: &Value) -> Option<PodRefs> {
+    let spec = &pod["spec"];
+    let node = spec["nodeName"].as_str().filter(|n| !n.is_empty())?.to_string();
+    let mut refs = Vec::new();
+    let mut add = |kind: Ref, name: &Value| {
+        if let Some(n) = name.as_str().filter(|n| !n.is_empty()) {
+            if !refs.iter().any(|(k, have)| *k == kind && have == n) {
+                refs.push((kind, n.to_string()));
+            }
+        }
+    };
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or("");
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        add(Ref::Secret, &v["secret"]["secretName"]);
+        add(Ref::ConfigMap, &v["configMap"]["name"]);
+        add(Ref::Claim, &v["persistentVolumeClaim"]["claimName"]);
+        add(Ref::Secret, &v["csi"]["nodePublishSecretRef"]["name"]);
+        for s in v["projected"]["sources"].as_array().into_iter().flatten() {
+            add(Ref::Secret, &s["secret"]["name"]);
+            add(Ref::ConfigMap, &s["configMap"]["name"]);
+        }
+        if v["ephemeral"].is_object() {
+            // A generic ephemeral volume's claim is named <pod>-<volume>.
+            add(Ref::Claim, &Value::String(format!("{pod_name}-{}", v["name"].as_str().unwrap_or(""))));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in spec[list].as_array().into_iter().flatten() {
+            for e in c["env"].as_array().into_iter().flatten() {
+                add(Ref::Secret, &e["valueFrom"]["secretKeyRef"]["name"]);
+                add(Ref::ConfigMap, &e["valueFrom"]["configMapKeyRef"]["name"]);
+            }
+            for e in c["envFrom"].as_array().into_iter().flatten() {
+                add(Ref::Secret, &e["secretRef"]["name"]);
+                add(Ref::ConfigMap, &e["configMapRef"]["name"]);
+            }
+        }
+    }
+    for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+        add(Ref::Secret, &s["name"]);
+    }
+    add(Ref::ServiceAccount, &spec["serviceAccountName"]);
+    Some(PodRefs { node, refs })
+}
+
+#[derive(Default)]
+struct GraphState {
+    /// Bound pods by "ns/name".
+    pods: HashMap<String, PodRefs>,
+    /// How many bound pods of a node reference (kind, "ns/name").
+    uses: HashMap<(String, Ref, String), usize>,
+}
+
+impl GraphState {
+    fn remove(&mut self, pod: &str) {
+        let Some(old) = self.pods.remove(pod) else { return };
+        let ns = pod.split('/').next().unwrap_or("");
+        for (kind, name) in old.refs {
+            let k = (old.node.clone(), kind, format!("{ns}/{name}"));
+            if let Some(n) = self.uses.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.uses.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, pod: String, refs: PodRefs) {
+        let ns = pod.split('/').next().unwrap_or("").to_string();
+        for (kind, name) in &refs.refs {
+            *self.uses.entry((refs.node.clone(), *kind, format!("{ns}/{name}"))).or_default() += 1;
+        }
+        self.pods.insert(pod, refs);
+    }
+
+    fn set(&mut self, key: &str, value: Option<&[u8]>) {
+        let Some(pod) = key.strip_prefix(PODS) else { return };
+        let refs = value.and_then(|v| serde_json::from_slice::<Value>(v).ok()).and_then(|v| pod_refs(&v));
+        if self.pods.get(pod) == refs.as_ref() {
+            return;
+        }
+        self.remove(pod);
+        if let Some(r) = refs {
+            self.insert(pod.to_string(), r);
+        }
+    }
+}
+
+/// Which node each pod is bound to and which objects it references.
+#[derive(Default)]
+pub struct Graph {
+    state: RwLock<GraphState>,
+}
+
+impl Graph {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, GraphState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, GraphState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node pod `ns/name` is bound to.
+    pub fn pod_node(&self, ns: &str, name: &str) -> Option<String> {
+        self.read().pods.get(&format!("{ns}/{name}")).map(|p| p.node.clone())
+    }
+
+    /// Does a pod bound to `node` reference `kind` `ns/name`?
+    pub fn uses(&self, node: &str, kind: Ref, ns: &str, name: &str) -> bool {
+        self.read().uses.contains_key(&(node.to_string(), kind, format!("{ns}/{name}")))
+    }
+}
+
+impl Observer for Graph {
+    fn prefix(&self) -> &str {
+        PODS
+    }
+
+    fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &[u8])>) {
+        let mut fresh = GraphState::default();
+        for (key, value) in objects {
+            fresh.set(key, Some(value));
+        }
+        *self.write() = fresh;
+    }
+
+    fn changed(&self, key: &str, value: Option<&[u8]>) {
+        self.write().set(key, value);
+    }
+}
+
+/// What the node authorizer says about one request.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Allow,
+    /// No opinion: RBAC decides (with upstream's policy, a node gets nothing more there).
+    NoOpinion,
+    /// No opinion because the graph knows no path (worth asking again once it is current).
+    NoPath,
+}
+
+/// The requirements `field=value` of a field selector.
+fn field_equals<'a>(selector: &'a str, field: &str) -> Option<&'a str> {
+    selector.split(',').find_map(|req| {
+        let (k, v) = req.split_once("==").or_else(|| req.split_once('=')).filter(|(k, _)| !k.ends_with('!'))?;
+        (k.trim() == field).then_some(v.trim())
+    })
+}
+
+/// The Node authorizer.
+pub struct NodeAuthorizer {
+    pub graph: Arc<Graph>,
+    pub cache: Arc<WatchCache>,
+}
+
+impl std::fmt::Debug for NodeAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeAuthorizer")
+    }
+}
+
+/// The static rules of upstream's `system:node` ClusterRole.
+fn node_rules() -> &'static [PolicyRule] {
+    static RULES: OnceLock<Vec<PolicyRule>> = OnceLock::new();
+    RULES.get_or_init(|| crate::policy::cluster_role_rules("system:node"))
+}
+
+impl NodeAuthorizer {
+    /// Does the node authorizer allow `a` for `user`? Some(false) never happens: a request it
+    /// does not allow is left to RBAC (None).
+    pub async fn allows(&self, user: &User, a: &Attributes) -> bool {
+        let Some(node) = identity(user) else { return false };
+        match self.decide(node, a) {
+            Decision::Allow => true,
+            Decision::NoOpinion => false,
+            Decision::NoPath => self.cache.sync(SYNC_WAIT).await && self.decide(node, a) == Decision::Allow,
+        }
+    }
+
+    fn decide(&self, node: &str, a: &Attributes) -> Decision {
+        let Target::Resource { group, resource, subresource, namespace, name } = &a.kind else {
+            return self.static_rules(a);
+        };
+        let (verb, sub) = (a.verb.as_str(), subresource.as_str());
+        let selected_name = || if name.is_empty() { field_equals(&a.field_selector, "metadata.name").unwrap_or("").to_string() } else { name.clone() };
+        let path = |kind: Ref, ns: &str, name: &str| if !name.is_empty() && self.graph.uses(node, kind, ns, name) { Decision::Allow } else { Decision::NoPath };
+        match (group.as_str(), resource.as_str()) {
+            ("", "secrets") | ("", "configmaps") => {
+                if !matches!(verb, "get" | "list" | "watch") || !sub.is_empty() || namespace.is_empty() {
+                    return Decision::NoOpinion;
+                }
+                let kind = if resource == "secrets" { Ref::Secret } else { Ref::ConfigMap };
+                path(kind, namespace, &selected_name())
+            }
+            ("", "persistentvolumeclaims") => match (verb, sub) {
+                ("get", "") => path(Ref::Claim, namespace, name),
+                _ => Decision::NoOpinion,
+            },
+            ("", "serviceaccounts") => match (verb, sub) {
+                ("create", "token") => path(Ref::ServiceAccount, namespace, name),
+                _ => Decision::NoOpinion,
+            },
+            ("coordination.k8s.io", "leases") => {
+                let ok = matches!(verb, "get" | "create" | "update" | "patch" | "delete") && sub.is_empty() && namespace == LEASE_NAMESPACE && (verb == "create" || name == node);
+                if ok { Decision::Allow } else { Decision::NoOpinion }
+            }
+            ("", "nodes") => match (sub, verb) {
+                ("", "create" | "update" | "patch") | ("status", "update" | "patch") => Decision::Allow,
+                ("", "get" | "list" | "watch") if selected_name() == node => Decision::Allow,
+                _ => Decision::NoOpinion,
+            },
+            ("", "pods") => match (sub, verb) {
+                ("", "get") => match self.graph.pod_node(namespace, name) {
+                    Some(n) if n == node => Decision::Allow,
+                    _ => Decision::NoPath,
+                },
+                ("", "list" | "watch") if field_equals(&a.field_selector, "spec.nodeName") == Some(node) => Decision::Allow,
+                ("", "create" | "delete") | ("status", "update" | "patch") | ("eviction", "create") => Decision::Allow,
+                _ => Decision::NoOpinion,
+            },
+            _ => self.static_rules(a),
+        }
+    }
+
+    fn static_rules(&self, a: &Attributes) -> Decision {
+        if node_rules().iter().any(|r| crate::rbac::rule_allows(r, a)) {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion
+        }
+    }
+
+    /// NodeRestriction admission: a write the authorizer let through for node `node` must be
+    /// about the node itself or pods bound to it. `obj` is the body of a create. Err is why not.
+    pub async fn admit(&self, node: &str, verb: &str, resource: &str, subresource: &str, namespace: &str, name: &str, obj: Option<&Value>) -> Result<(), String> {
+        let body_name = obj.and_then(|o| o["metadata"]["name"].as_str()).unwrap_or("");
+        match (resource, subresource, verb) {
+            ("nodes", "", "create") if body_name != node => Err(format!("node {node:?} is not allowed to modify node {body_name:?}")),
+            ("nodes", _, "update" | "patch" | "delete") if name != node => Err(format!("node {node:?} is not allowed to modify node {name:?}")),
+            ("leases", "", "create") if body_name != node => Err("can only access node lease with the same name as the requesting node".to_string()),
+            ("pods", "", "create") => {
+                let o = obj.unwrap_or(&Value::Null);
+                if o["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_null() {
+                    return Err(format!("pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods"));
+                }
+                if o["spec"]["nodeName"].as_str() != Some(node) {
+                    return Err(format!("node {node:?} can only create pods with spec.nodeName set to itself"));
+                }
+                Ok(())
+            }
+            ("pods", "" | "status" | "eviction", "delete" | "update" | "patch" | "create") => {
+                let mut bound = self.graph.pod_node(namespace, name);
+                if bound.as_deref() != Some(node) && self.cache.sync(SYNC_WAIT).await {
+                    bound = self.graph.pod_node(namespace, name);
+                }
+                match bound {
+                    Some(n) if n == node => Ok(()),
+                    _ => Err(format!("node {node:?} can only {} pods with spec.nodeName set to itself", if subresource == "status" { "update status of" } else if verb == "delete" { "delete" } else { "evict" })),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_graph_follows_pods() {
+        let g = Graph::default();
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "a", "serviceAccountName": "sa",
+            "volumes": [{"name": "v", "secret": {"secretName": "s1"}}, {"name": "c", "configMap": {"name": "c1"}}, {"name": "e", "ephemeral": {}},
+                        {"name": "pr", "projected": {"sources": [{"secret": {"name": "s2"}}]}}],
+            "containers": [{"name": "x", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "c2"}}]}],
+            "imagePullSecrets": [{"name": "pull"}]}});
+        g.changed("/registry/core/pods/ns/p", Some(pod.to_string().as_bytes()));
+        for s in ["s1", "s2", "s3", "pull"] {
+            assert!(g.uses("a", Ref::Secret, "ns", s), "{s}");
+            assert!(!g.uses("b", Ref::Secret, "ns", s), "{s}");
+            assert!(!g.uses("a", Ref::Secret, "other", s), "{s}");
+        }
+        assert!(g.uses("a", Ref::ConfigMap, "ns", "c1") && g.uses("a", Ref::ConfigMap, "ns", "c2"));
+        assert!(g.uses("a", Ref::Claim, "ns", "p-e"));
+        assert!(g.uses("a", Ref::ServiceAccount, "ns", "sa"));
+        assert_eq!(g.pod_node("ns", "p").as_deref(), Some("a"));
+        // Two pods sharing a secret: it stays reachable until both are gone.
+        let other = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "a", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
+        g.changed("/registry/core/pods/ns/q", Some(other.to_string().as_bytes()));
+        g.changed("/registry/core/pods/ns/p", None);
+        assert!(g.uses("a", Ref::Secret, "ns", "s1") && !g.uses("a", Ref::Secret, "ns", "s2"));
+        // Rebound (a new pod of the same name on another node).
+        let moved = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "b", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
+        g.changed("/registry/core/pods/ns/q", Some(moved.to_string().as_bytes()));
+        assert!(!g.uses("a", Ref::Secret, "ns", "s1") && g.uses("b", Ref::Secret, "ns", "s1"));
+        // Unbound pods give nothing.
+        let pending = json!({"metadata": {"name": "r", "namespace": "ns"}, "spec": {"volumes": [{"name": "v", "secret": {"secretName": "s9"}}]}});
+        g.changed("/registry/core/pods/ns/r", Some(pending.to_string().as_bytes()));
+        assert!(g.pod_node("ns", "r").is_none());
+        g.reset(&mut std::iter::empty());
+        assert!(!g.uses("b", Ref::Secret, "ns", "s1"));
+    }
+
+    #[test]
+    fn identities_and_selectors() {
+        assert_eq!(identity(&User::new("system:node:a", &["system:nodes"])), Some("a"));
+        assert_eq!(identity(&User::new("system:node:a", &[])), None);
+        assert_eq!(identity(&User::new("alice", &["system:nodes"])), None);
+        assert_eq!(field_equals("spec.nodeName=a", "spec.nodeName"), Some("a"));
+        assert_eq!(field_equals("metadata.namespace=x,spec.nodeName==a", "spec.nodeName"), Some("a"));
+        assert_eq!(field_equals("spec.nodeName!=a", "spec.nodeName"), None);
+        assert!(!node_rules().is_empty(), "system:node's rules come from the bootstrap policy");
+    }
+}
