@@ -151,6 +151,11 @@ fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
         assert_eq!((o["kind"].as_str(), o["uid"].clone(), o["blockOwnerDeletion"].clone()), (Some("ReplicaSet"), rs["metadata"]["uid"].clone(), json!(true)));
         assert_eq!(p["spec"]["containers"][0]["image"], IMG);
     }
+    // Events as kube-controller-manager records them.
+    assert!(eventually(LONG, || {
+        let ev = s.ok(&["get", "events", "-n", "d1"]);
+        ev.contains("SuccessfulCreate") && ev.contains(&format!("Created pod: {}", name(&ps[0]))) && ev.contains("ScalingReplicaSet")
+    }), "{}", s.ok(&["get", "events", "-n", "d1"]));
     // Status as `kubectl get rs` shows it, with a simulated node reporting the pods ready.
     let node = SimulatedNode::start(&s, "d1");
     assert!(

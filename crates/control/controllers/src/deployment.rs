@@ -25,6 +25,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
+use strata_client::events::EventType;
 use crate::replicaset::{controller_of, controller_ref, selects};
 use crate::rollout;
 use crate::{Clients, Context, Error};
@@ -62,7 +63,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
 }
 
 fn error_policy(d: Arc<Deployment>, e: &Error, _: Arc<Context<State>>) -> Action {
-    tracing::warn!(deployment = %crate::events::key(d.as_ref()), error = %e, "deployment controller");
+    tracing::warn!(deployment = %crate::key(d.as_ref()), error = %e, "deployment controller");
     Action::requeue(Duration::from_secs(2))
 }
 
@@ -120,7 +121,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context<State>>) -> Result<Actio
     }
     let selector_empty = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
     if selector_empty {
-        ctx.recorder.warning(d.as_ref(), "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.").await;
+        ctx.recorder.publish(d.as_ref(), EventType::Warning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.");
         return Ok(Action::await_change());
     }
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.writer.clone(), &ns);
@@ -298,7 +299,7 @@ impl Sync<'_> {
         self.set_rs_annotations(&mut rs, Some(max_old + 1));
         match self.rs_api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
-                self.ctx.recorder.normal(&self.d, "ScalingReplicaSet", &format!("Scaled up replica set {name} from 0 to {size}")).await;
+                self.ctx.recorder.publish(&self.d, EventType::Normal, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {size}"));
                 self.all.push(created.clone());
                 self.set_deployment_revision(max_old + 1).await?;
                 self.progress_note = Some(("True".into(), "NewReplicaSetCreated".into(), format!("Created new replica set \"{name}\"")));
@@ -320,7 +321,7 @@ impl Sync<'_> {
                 Err(Error::Invalid(format!("hash collision for replica set {name}; collisionCount raised")))
             }
             Err(e) => {
-                self.ctx.recorder.warning(&self.d, "FailedCreate", &format!("Failed to create new replica set \"{name}\": {e}")).await;
+                self.ctx.recorder.publish(&self.d, EventType::Warning, "FailedCreate", format!("Failed to create new replica set \"{name}\": {e}"));
                 let mut st = self.d.status.clone().unwrap_or_default();
                 set_condition(&mut st, "ReplicaFailure", "True", "FailedRSCreate", &format!("Failed to create new replica set \"{name}\": {e}"));
                 self.write_status(st).await?;
@@ -374,7 +375,7 @@ impl Sync<'_> {
         };
         if from != size {
             let dir = if size > from { "up" } else { "down" };
-            self.ctx.recorder.normal(&self.d, "ScalingReplicaSet", &format!("Scaled {dir} replica set {} from {from} to {size}", rs.name_any())).await;
+            self.ctx.recorder.publish(&self.d, EventType::Normal, "ScalingReplicaSet", format!("Scaled {dir} replica set {} from {from} to {size}", rs.name_any()));
         }
         self.replace_in_all(&updated);
         Ok(from != size)
@@ -646,7 +647,7 @@ impl Sync<'_> {
                 if c.reason.as_deref() != Some("NewReplicaSetAvailable") && c.reason.as_deref() != Some("ProgressDeadlineExceeded") {
                     if now >= until {
                         set_condition(&mut st, "Progressing", "False", "ProgressDeadlineExceeded", &format!("ReplicaSet \"{new_name}\" has timed out progressing."));
-                        self.ctx.recorder.warning(&self.d, "ProgressDeadlineExceeded", &format!("Deployment \"{}\" has timed out progressing.", self.d.name_any())).await;
+                        self.ctx.recorder.publish(&self.d, EventType::Warning, "ProgressDeadlineExceeded", format!("Deployment \"{}\" has timed out progressing.", self.d.name_any()));
                     } else {
                         requeue = Some((until - now).to_std().unwrap_or(Duration::from_secs(1)) + Duration::from_millis(100));
                     }

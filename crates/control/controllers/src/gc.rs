@@ -29,6 +29,7 @@ use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::watcher;
 use serde_json::json;
 
+use strata_client::events::EventType;
 use crate::{Clients, Error};
 
 pub const IDENTITY: &str = "generic-garbage-collector";
@@ -132,7 +133,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
         }
     }
     let writer = clients.writer(IDENTITY);
-    let recorder = crate::events::Recorder::new(writer.clone(), IDENTITY);
+    let recorder = strata_client::events::Recorder::new(writer.clone(), IDENTITY);
     let mut streams = futures_util::stream::SelectAll::new();
     for (i, k) in kinds.iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(clients.root.clone(), &k.ar);
@@ -174,7 +175,7 @@ fn collectable(ar: &ApiResource, caps: &ApiCapabilities) -> bool {
 struct Collector {
     kinds: Vec<Kind>,
     writer: kube::Client,
-    recorder: crate::events::Recorder,
+    recorder: strata_client::events::Recorder,
     graph: Graph,
     /// Uids seen during a relist of a kind, to drop the ones that vanished meanwhile.
     relisting: HashMap<usize, HashSet<String>>,
@@ -324,7 +325,7 @@ impl Collector {
             namespace: node.namespace.clone(),
             ..Default::default()
         };
-        self.recorder.record_ref(r, "Warning", reason, message).await
+        self.recorder.publish_ref(r, EventType::Warning, reason, message.to_string())
     }
 
     /// `orphan`: take this owner's references off its dependents, then the finalizer.

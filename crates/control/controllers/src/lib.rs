@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod deployment;
-pub mod events;
 pub mod expectations;
 pub mod gc;
 pub mod replicaset;
@@ -136,18 +135,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `namespace/name` of an object, for logs.
+pub fn key<K: kube::ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
 /// Shared state a reconcile gets.
 pub struct Context<S> {
     pub clients: Clients,
     pub writer: kube::Client,
-    pub recorder: events::Recorder,
+    pub recorder: strata_client::events::Recorder,
     pub state: S,
 }
 
 impl<S> Context<S> {
     pub fn new(clients: Clients, identity: &str, state: S) -> Arc<Self> {
         let writer = clients.writer(identity);
-        Arc::new(Context { recorder: events::Recorder::new(writer.clone(), identity), clients, writer, state })
+        Arc::new(Context { recorder: strata_client::events::Recorder::new(writer.clone(), identity), clients, writer, state })
     }
 }
 

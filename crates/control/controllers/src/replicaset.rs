@@ -24,6 +24,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use strata_client::events::EventType;
 use crate::expectations::Expectations;
 use crate::{Clients, Context, Error};
 
@@ -49,7 +50,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, e: &Error, _: Arc<Context<State>>) -> Action {
-    tracing::warn!(replicaset = %crate::events::key(rs.as_ref()), error = %e, "replicaset controller");
+    tracing::warn!(replicaset = %crate::key(rs.as_ref()), error = %e, "replicaset controller");
     Action::requeue(Duration::from_secs(2))
 }
 
@@ -198,7 +199,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
             if let Err(e) = create_pods(&ctx, &rs, &key, n).await {
-                ctx.recorder.warning(rs.as_ref(), "FailedCreate", &format!("Error creating: {e}")).await;
+                ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
                 failure = Some(("FailedCreate".into(), e.to_string()));
             }
         } else if active.len() > want {
@@ -209,11 +210,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
                 ctx.state.expectations.expect_delete(&key, &pname);
                 let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() };
                 match pods_api.delete(&pname, &dp).await {
-                    Ok(_) => ctx.recorder.normal(rs.as_ref(), "SuccessfulDelete", &format!("Deleted pod: {pname}")).await,
+                    Ok(_) => ctx.recorder.publish(rs.as_ref(), EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {pname}")),
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {
                         ctx.state.expectations.failed(&key, &pname);
-                        ctx.recorder.warning(rs.as_ref(), "FailedDelete", &format!("Error deleting: {e}")).await;
+                        ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedDelete", format!("Error deleting: {e}"));
                         failure = Some(("FailedDelete".into(), e.to_string()));
                         break;
                     }
@@ -306,7 +307,7 @@ async fn create_pods(ctx: &Context<State>, rs: &ReplicaSet, key: &str, n: usize)
         let mut first_err = None;
         for (pname, r) in results {
             match r {
-                Ok(_) => ctx.recorder.normal(rs, "SuccessfulCreate", &format!("Created pod: {pname}")).await,
+                Ok(_) => ctx.recorder.publish(rs, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pname}")),
                 Err(e) => {
                     // Never coming: stop waiting for it.
                     ctx.state.expectations.failed(key, &pname);
