@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::eventually;
-use common::server::{ApiServer, Backend};
+use common::server::{ApiServer, Backend, Options};
 
 fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata")).args(args).stdin(Stdio::null()).output().expect("run strata")
@@ -508,4 +508,165 @@ fn node_credentials_reach_only_their_own_node_and_pods() {
 
     // RBAC no longer grants nodes anything by itself.
     assert_eq!(s.ok(&["get", "clusterrolebinding", "system:node", "-o", "jsonpath={.subjects}"]), "");
+}
+
+/// A network namespace with a veth to a bridge on this host: the bridge has `<net>.1/24`, the
+/// namespace `<net>.2/24` (and a default route through the bridge). Removed on drop.
+struct NetnsNode {
+    ns: String,
+    bridge: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+}
+
+impl NetnsNode {
+    fn new() -> NetnsNode {
+        let tag = format!("{:x}", std::process::id() as u64 * 1000 + (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").subsec_millis() as u64));
+        let tag = &tag[tag.len().saturating_sub(8)..];
+        let third = 1 + (std::process::id() % 250);
+        let n = NetnsNode { ns: format!("sjn{tag}"), bridge: format!("sjb{tag}"), host_ip: format!("10.251.{third}.1"), ns_ip: format!("10.251.{third}.2") };
+        let (vh, vp) = (format!("sjh{tag}"), format!("sjp{tag}"));
+        ip(&["link", "add", &n.bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{}/24", n.host_ip), "dev", &n.bridge]);
+        ip(&["link", "set", &n.bridge, "up"]);
+        ip(&["netns", "add", &n.ns]);
+        ip(&["link", "add", &vh, "type", "veth", "peer", "name", &vp]);
+        ip(&["link", "set", &vp, "netns", &n.ns]);
+        ip(&["link", "set", &vh, "master", &n.bridge, "up"]);
+        ip(&["-n", &n.ns, "addr", "add", &format!("{}/24", n.ns_ip), "dev", &vp]);
+        ip(&["-n", &n.ns, "link", "set", &vp, "up"]);
+        ip(&["-n", &n.ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &n.ns, "route", "add", "default", "via", &n.host_ip]);
+        n
+    }
+}
+
+impl Drop for NetnsNode {
+    fn drop(&mut self) {
+        // The veth goes with the namespace.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+/// The second node's agent process and its strata root: on drop (a failed assertion
+/// included) the agent is killed and whatever it left running is removed, before the
+/// namespace goes.
+struct NodeGuard {
+    agent: Option<Child>,
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        use strata_driver::PodRuntime;
+        let images = strata_driver::images::ImageStore::open(self.root.join("images")).map(std::sync::Arc::new);
+        if let Ok(Ok(driver)) = images.map(|i| strata_driver::ContainerDriver::open(&self.root, "runc", i, env!("CARGO_BIN_EXE_strata").into())) {
+            for sb in driver.list_pod_sandboxes(&strata_driver::pod::SandboxFilter::default()).unwrap_or_default() {
+                let _ = driver.remove_pod_sandbox(&sb.id);
+            }
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&self.root).args(["ps", "-aq", "--no-trunc"]).output();
+        for id in out.map(|o| text(&o.stdout)).unwrap_or_default().split_whitespace() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&self.root).args(["rm", "-f", id]).output();
+        }
+        let prefix = format!("{}/", self.dir.display());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+#[test]
+fn a_second_agent_joins_from_a_network_namespace_and_runs_a_pod() {
+    let net = NetnsNode::new();
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let s = ApiServer::start_opts(Backend::Embedded, Options { listen_host: Some(net.host_ip.clone()), ..Options::default() });
+    let token = create_token(&s, &["--ttl", "10m"]);
+    let dir = tempfile::Builder::new().prefix("strata-join-").tempdir_in("/var/tmp").expect("tmp");
+    let (root, data) = (dir.path().join("root"), dir.path().join("agent"));
+    let strata_in = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&root).args(args).env("STRATA_UNPACK_RESERVE", "512MiB").stdin(Stdio::null()).output().expect("strata");
+    // The registry listens on the host's loopback, which the namespace cannot reach: the
+    // image is pulled into the second node's store beforehand (the pod says Never).
+    let out = strata_in(&["pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The agent runs inside the namespace: the API server only at the bridge's address.
+    let log = dir.path().join("agent.log");
+    let f = std::fs::File::create(&log).expect("log");
+    // nsenter, not `ip netns exec`: that one mounts a sysfs of its own, without the cgroup
+    // hierarchies pods need.
+    let netns = format!("--net=/run/netns/{}", net.ns);
+    let agent = Command::new("nsenter")
+        .args([netns.as_str(), env!("CARGO_BIN_EXE_strata"), "--root"])
+        .arg(&root)
+        .args(["agent", "--server", &s.url(), "--name", "ns-node", "--node-ip", &net.ns_ip, "--data-dir"])
+        .arg(&data)
+        .args(["--token", &token])
+        .env("STRATA_VM_ACCEL", "tcg")
+        .env("STRATA_UNPACK_RESERVE", "512MiB")
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("log"))
+        .stderr(f)
+        .spawn()
+        .expect("strata agent");
+    let _guard = NodeGuard { agent: Some(agent), root: root.clone(), dir: dir.path().to_path_buf() };
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ready = eventually(Duration::from_secs(90), || {
+        let out = s.kubectl(&["get", "node", "ns-node", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.addresses[?(@.type==\"InternalIP\")].address}"]);
+        text(&out.stdout) == format!("True {}", net.ns_ip)
+    });
+    if !ready {
+        panic!("the node in the namespace is not Ready at {}: {}\n{}", net.ns_ip, s.ok(&["get", "node", "ns-node", "-o", "yaml"]), agent_log());
+    }
+
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: far\nspec:\n  nodeName: ns-node\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: Never\n    command: [httpd, -f, -p, '8080', -h, /var/www]\n"
+    );
+    s.ok_stdin(&["apply", "-f", "-"], Some(&pod));
+    let mut last = String::new();
+    let running = eventually(Duration::from_secs(90), || {
+        last = s.ok(&["get", "pod", "far", "-o", "jsonpath={.status.phase} {.status.hostIP} {.status.podIP}"]);
+        last.starts_with("Running ") && last.split(' ').nth(2).is_some_and(|ip| !ip.is_empty())
+    });
+    if !running {
+        let events = s.kubectl(&["get", "events", "-o", "wide"]);
+        panic!("pod not running: {last}\n{}\n{}", text(&events.stdout), agent_log());
+    }
+    assert_eq!(last.split(' ').nth(1), Some(net.ns_ip.as_str()), "{last}");
+    // Its IP answers from its node (inside the namespace).
+    let pod_ip = last.split(' ').nth(2).expect("pod ip").to_string();
+    let mut body = String::new();
+    let answered = eventually(Duration::from_secs(20), || {
+        let out = Command::new("nsenter").args([netns.as_str(), "curl", "-sS", "--max-time", "5", &format!("http://{pod_ip}:8080/index.html")]).output().expect("curl");
+        body = text(&out.stdout);
+        body.contains("hello from strata")
+    });
+    assert!(answered, "{pod_ip}:8080 answered {body:?} in the namespace");
+
+    // Deleted: the agent in the namespace stops it and removes it.
+    s.ok(&["delete", "pod", "far", "--wait=false"]);
+    let gone = eventually(Duration::from_secs(60), || text(&s.kubectl(&["get", "pod", "far"]).stderr).contains("NotFound"));
+    assert!(gone, "the pod was not removed: {}", agent_log());
+    let mut left = String::new();
+    let cleaned = eventually(Duration::from_secs(30), || {
+        left = text(&strata_in(&["ps", "-a"]).stdout);
+        left.lines().count() <= 1
+    });
+    assert!(cleaned, "containers left behind: {left}");
 }

@@ -105,6 +105,9 @@ pub struct Options {
     /// Run on this etcd (`127.0.0.1:PORT`) instead of one of its own (a second server on
     /// another's store).
     pub etcd_endpoint: Option<String>,
+    /// Listen on this address instead of 127.0.0.1 (an address of this host the test made,
+    /// e.g. on a bridge to a network namespace).
+    pub listen_host: Option<String>,
 }
 
 impl ApiServer {
@@ -163,8 +166,12 @@ impl ApiServer {
         self.data.join("kubeconfig")
     }
 
+    fn host(&self) -> &str {
+        self.opts.listen_host.as_deref().unwrap_or("127.0.0.1")
+    }
+
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host(), self.port)
     }
 
     fn spawn(&mut self) {
@@ -174,7 +181,7 @@ impl ApiServer {
         if !self.opts.agent {
             cmd.arg("--no-agent");
         }
-        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+        cmd.args(["--listen", &format!("{}:{}", self.host(), self.port), "--data-dir"])
             .arg(&self.data)
             .args(if self.opts.scheduler { &[][..] } else { &["--no-scheduler"][..] })
             .args(&self.extra)
@@ -220,7 +227,7 @@ impl ApiServer {
                 }
                 panic!("strata server exited ({status}): {log}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.kubeconfig().exists() {
+            if std::net::TcpStream::connect((self.host(), self.port)).is_ok() && self.kubeconfig().exists() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
