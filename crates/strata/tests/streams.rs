@@ -350,3 +350,79 @@ fn tls_client_identity(s: &ApiServer) -> (String, String) {
     (pki.join("admin.crt").to_string_lossy().into_owned(), pki.join("admin.key").to_string_lossy().into_owned())
 }
 
+
+/// A pod run by the real node agent (inside `strata server`) from a local registry's busybox:
+/// logs, exec (exit code, stdin, terminal), cp and port-forward to its HTTP server, with
+/// kubectl 1.32 and 1.27, through the agent's stream endpoint over the driver.
+#[test]
+fn streams_of_a_pod_the_agent_runs() {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let extra = vec!["--node-name".to_string(), "node-s".to_string(), "--kubelet-port".to_string(), "0".to_string()];
+    let s = ApiServer::start_opts(Backend::Embedded, common::server::Options { agent: true, extra, env, ..Default::default() });
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  nodeName: node-s\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, 'echo one; echo two; echo three; mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www']\n"
+        )),
+    );
+    let running = common::eventually(Duration::from_secs(120), || {
+        s.kubectl(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]).stdout == b"Running"
+    });
+    assert!(running, "pod not Running: {}\n{}", text(&s.kubectl(&["get", "pod", "web", "-o", "yaml"]).stdout), s.log());
+    assert!(common::eventually(Duration::from_secs(30), || s.kubectl(&["logs", "web"]).stdout == b"one\ntwo\nthree\n"), "logs: {}", text(&s.kubectl(&["logs", "web"]).stderr));
+    assert_eq!(s.ok(&["logs", "web", "--tail", "1"]), "three\n");
+    let ts = s.ok(&["logs", "web", "--tail", "1", "--timestamps"]);
+    let (time, line) = ts.split_once(' ').expect("timestamped line");
+    assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && line == "three\n", "{ts}");
+    for v in [None, Some(OLD)] {
+        let out = run(&s, v, &["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+        assert_eq!(out.status.code(), Some(3), "{v:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(text(&out.stdout), "out\n", "{v:?}");
+        let out = run(&s, v, &["exec", "-i", "web", "--", "sh", "-c", "while read l; do echo got:$l; done; echo eof"], Some(b"one\ntwo\n"));
+        assert_eq!(text(&out.stdout), "got:one\ngot:two\neof\n", "{v:?}: {}", text(&out.stderr));
+        let cmd = format!(
+            "{} exec -it web -- sh -c 'tty; exit 4'",
+            v.map(|v| format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}")).unwrap_or("kubectl".into())
+        );
+        let c = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("KUBECONFIG", s.kubeconfig())
+            .env("HOME", s.data_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script");
+        let out = wait_bounded(c, Duration::from_secs(120));
+        assert!(text(&out.stdout).contains("/dev/pts/"), "{v:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(4), "{v:?}: {}", text(&out.stdout));
+        // cp in and back out (tar over exec).
+        let local = tempfile::tempdir().expect("tmp");
+        let data: Vec<u8> = (0..50_000u32).flat_map(|n| n.to_le_bytes()).collect();
+        std::fs::write(local.path().join("in.bin"), &data).expect("write");
+        let out = run(&s, v, &["cp", local.path().join("in.bin").to_str().expect("path"), "web:/tmp/in.bin"], None);
+        assert!(out.status.success(), "{v:?}: {}", text(&out.stderr));
+        let back = local.path().join("back.bin");
+        let out = run(&s, v, &["cp", "web:/tmp/in.bin", back.to_str().expect("path")], None);
+        assert!(out.status.success(), "{v:?}: {}", text(&out.stderr));
+        assert_eq!(std::fs::read(&back).expect("back"), data, "{v:?}");
+        // port-forward to the pod's HTTP server.
+        let port = common::free_port();
+        let mut pf = kubectl_cmd(&s, v).args(["port-forward", "pod/web", &format!("{port}:8080")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
+        let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(first.contains("Forwarding from"), "{v:?}: {first}");
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        write!(c, "GET /index.html HTTP/1.0\r\n\r\n").expect("request");
+        let mut resp = String::new();
+        let _ = c.read_to_string(&mut resp);
+        let _ = pf.kill();
+        let _ = pf.wait();
+        assert!(resp.contains("200") && resp.ends_with("hello-from-pod\n"), "{v:?}: {resp}");
+    }
+    s.ok(&["delete", "pod", "web", "--grace-period=1", "--wait=false"]);
+}

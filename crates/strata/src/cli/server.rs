@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// The agent's Node InternalIP (default: the address of the default route's interface).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    /// Port of the agent's stream endpoint (logs, exec, attach, port-forward; kubelet's 10250).
+    /// When it is taken, a free port is used (the Node publishes the one in use); 0: any.
+    #[arg(long, default_value_t = strata_agent::streams::DEFAULT_PORT)]
+    pub kubelet_port: u16,
     /// Do not run the scheduler in this process (run `strata scheduler` or kube-scheduler
     /// elsewhere).
     #[arg(long)]
@@ -238,7 +242,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         let mut config = strata_agent::Config::new(node_name, ctx.root.join("agent"));
         config.max_pods = a.max_pods;
         config.node_ip = a.node_ip;
-        Some(super::node::agent(ctx, config, client)?)
+        Some(super::node::agent_serving_streams(ctx, config, client, &pki, a.kubelet_port).await?)
     };
     let _controllers = if a.no_controllers {
         None

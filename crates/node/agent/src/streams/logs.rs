@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{flag, full, query, Body, PodError, PodStreams, Target};
 
 /// What to read of a container's log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct LogRequest {
     pub follow: bool,
     /// The previous attempt's log (the container restarted).
@@ -27,6 +27,8 @@ pub struct LogRequest {
     pub limit_bytes: Option<u64>,
     /// Each line starts with its RFC 3339 time (nanoseconds) and a space.
     pub timestamps: bool,
+    /// Set once the client has gone away (a following read ends).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl LogRequest {
@@ -82,7 +84,7 @@ pub fn format_line(time: &str, content: &[u8], partial: bool, timestamps: bool) 
 }
 
 pub(super) async fn serve(pods: Arc<dyn PodStreams>, target: Target, req: &Request<hyper::body::Incoming>) -> Response<Body> {
-    let r = match LogRequest::parse(&query(req), Utc::now()) {
+    let mut r = match LogRequest::parse(&query(req), Utc::now()) {
         Ok(r) => r,
         Err(e) => return full(StatusCode::BAD_REQUEST, e),
     };
@@ -90,6 +92,23 @@ pub(super) async fn serve(pods: Arc<dyn PodStreams>, target: Target, req: &Reque
     // status, so a missing container is a 404 rather than an empty 200.
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, PodError>>(32);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Option<PodError>>();
+    // A client that goes away cancels a following read, even when no output comes.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    r.cancel = Some(cancel.clone());
+    let weak = tx.downgrade();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match weak.upgrade() {
+                None => return,
+                Some(s) if s.is_closed() => {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+    });
     tokio::task::spawn_blocking(move || {
         let mut first = Some(first_tx);
         let mut remaining = r.limit_bytes;
@@ -158,7 +177,8 @@ mod tests {
         for bad in ["tailLines=-1", "limitBytes=0", "sinceSeconds=0", "tailLines=x", "sinceTime=yesterday", "sinceSeconds=5&sinceTime=2026-01-01T00:00:30Z"] {
             assert!(LogRequest::parse(&q(bad), now).is_err(), "{bad}");
         }
-        assert_eq!(LogRequest::parse(&q(""), now).expect("empty"), LogRequest::default());
+        let r = LogRequest::parse(&q(""), now).expect("empty");
+        assert!(!r.follow && !r.previous && !r.timestamps && r.since.is_none() && r.tail_lines.is_none() && r.limit_bytes.is_none());
     }
 
     #[test]

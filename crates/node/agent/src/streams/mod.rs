@@ -16,6 +16,7 @@
 
 mod exec;
 mod logs;
+mod pods;
 mod portforward;
 pub mod spdy;
 pub mod ws;
@@ -32,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub use logs::{format_line, LogRequest};
+pub use pods::DriverPods;
 pub use strata_driver::{AttachInput, LogStream, OutputChunk};
 
 /// The user the API server presents (kubeadm's name for the same certificate).
