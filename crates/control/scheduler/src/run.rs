@@ -60,19 +60,27 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         events,
         bindings,
     });
-    let tasks = vec![
+    // Aborted when this future ends or is dropped (a leader that lost its lease stops at once).
+    let _tasks = AbortOnDrop(vec![
         tokio::spawn(watch_nodes(shared.clone())),
         tokio::spawn(watch_pods(shared.clone())),
         tokio::spawn(watch_namespaces(shared.clone())),
         tokio::spawn(watch_selectors(shared.clone())),
         tokio::spawn(flush_periodically(shared.clone())),
-    ];
+    ]);
     tokio::select! {
         _ = schedule_loop(shared.clone()) => {}
         _ = stop => {}
     }
-    for t in tasks {
-        t.abort();
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 

@@ -1,0 +1,287 @@
+//! Scheduler throughput and latency on simulated nodes, strata's scheduler against upstream
+//! kube-scheduler on the same API server in the same run (issue 10).
+//!
+//! `cargo bench -p strata --bench scheduler` starts, for each cluster size and workload, a
+//! fresh optimized `strata server --no-scheduler --no-agent`, registers `BENCH_NODES` (default
+//! "1000,5000") simulated nodes — Node objects named `sim-N` with capacity (32 CPU, 128 GiB,
+//! 110 pods), a hostname and a zone label (10 zones), running nothing and not heartbeating
+//! (no component here reads heartbeats) — starts one scheduler as its own process (`strata
+//! scheduler --kubeconfig`, or kube-scheduler), then creates `BENCH_PODS` (default 10000) pods
+//! from 64 concurrent clients while a watch records when each is bound. Workloads
+//! (`BENCH_WORKLOADS`, default "plain,anti,spread"):
+//!
+//! - plain: 100m CPU / 128 MiB requests;
+//! - anti: pods in groups of 100, required anti-affinity to their group on the hostname;
+//! - spread: groups of 100, topology spread maxSkew 1 over zones (DoNotSchedule) and over
+//!   hostnames (ScheduleAnyway).
+//!
+//! Reported: pods/s (pods ÷ time from the first create to the last binding seen) and the p50 /
+//! p99 of create-to-bound latency. The peer: `KUBE_SCHEDULER=/path/to/kube-scheduler`, or,
+//! when `go` is installed, `scripts/kube-scheduler-peer.sh` builds k8s.io/kubernetes
+//! v1.32.0's `cmd/kube-scheduler` from the Go module proxy (cached after the first build;
+//! `BENCH_PEER=0` skips it). kube-scheduler runs with its volume plugins and DefaultPreemption
+//! disabled (strata serves no PersistentVolumes, StorageClasses, CSI kinds or
+//! PodDisruptionBudgets, and kube-scheduler waits for every informer it starts) and client QPS
+//! raised to 5000 (its default 50 would measure the rate limiter); the ratio printed is
+//! strata's pods/s over kube-scheduler's.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use strata_client::k8s_openapi::api::core::v1::{Node, Pod};
+use strata_client::kube::api::{Api, PostParams};
+use strata_client::kube::runtime::watcher;
+use strata_testkit::free_port;
+
+fn env_list(k: &str, d: &str) -> Vec<String> {
+    std::env::var(k).unwrap_or_else(|_| d.to_string()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))))
+        .unwrap_or(0)
+        / 1024
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    proc: Proc,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::Builder::new().prefix("strata-schedbench-").tempdir_in("/var/tmp").expect("tempdir");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["server", "--no-agent", "--no-scheduler", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .expect("strata server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(dir.path().join("kubeconfig").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { proc: Proc(child), dir }
+    }
+    fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+}
+
+fn node(i: usize) -> Node {
+    let name = format!("sim-{i}");
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": format!("zone-{}", i % 10), "strata.dev/simulated": "true"}},
+        "status": {
+            "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+            "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True"}]
+        }
+    }))
+    .expect("node")
+}
+
+fn pod(i: usize, workload: &str) -> Pod {
+    let group = format!("g{}", i / 100);
+    let mut p = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("p{i}"), "namespace": "default", "labels": {"group": group}},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
+    });
+    let sel = serde_json::json!({"matchLabels": {"group": group}});
+    match workload {
+        "anti" => {
+            p["spec"]["affinity"] = serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": sel, "topologyKey": "kubernetes.io/hostname"}]}});
+        }
+        "spread" => {
+            p["spec"]["topologySpreadConstraints"] = serde_json::json!([
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": sel},
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": sel}
+            ]);
+        }
+        _ => {}
+    }
+    serde_json::from_value(p).expect("pod")
+}
+
+/// The stock kube-scheduler binary, if there is one or it can be built.
+fn kube_scheduler() -> Option<String> {
+    if let Ok(p) = std::env::var("KUBE_SCHEDULER") {
+        return Some(p);
+    }
+    if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") || Command::new("go").arg("version").stdout(Stdio::null()).status().is_err() {
+        return None;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-scheduler-peer.sh");
+    eprintln!("building kube-scheduler with {script} (cached after the first time)...");
+    let out = Command::new(script).stderr(Stdio::inherit()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn start_scheduler(which: &str, server: &Server) -> Proc {
+    let log = std::fs::File::create(server.dir.path().join(format!("{which}.log"))).expect("log");
+    let child = if which == "strata" {
+        Command::new(env!("CARGO_BIN_EXE_strata")).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn()
+    } else {
+        let config = server.dir.path().join("kube-scheduler.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}, qps: 5000, burst: 5000}}\nleaderElection: {{leaderElect: false}}\nprofiles:\n- schedulerName: default-scheduler\n  plugins:\n    multiPoint:\n      disabled: [{{name: VolumeBinding}}, {{name: VolumeRestrictions}}, {{name: VolumeZone}}, {{name: NodeVolumeLimits}}, {{name: DefaultPreemption}}]\n",
+                server.kubeconfig().display()
+            ),
+        )
+        .expect("config");
+        Command::new(which).arg("--config").arg(&config).args(["--secure-port=0", "-v=1"]).stdout(Stdio::null()).stderr(log).spawn()
+    };
+    Proc(child.expect("start the scheduler"))
+}
+
+struct Result {
+    pods_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    bound: usize,
+    server_mib: u64,
+}
+
+async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> Result {
+    let server = Server::start();
+    let client = strata_client::from_kubeconfig(&server.kubeconfig(), "scheduler-bench").await.expect("client");
+    let node_api: Api<Node> = Api::all(client.clone());
+    futures_util::stream::iter(0..nodes)
+        .for_each_concurrent(64, |i| {
+            let api = node_api.clone();
+            async move {
+                api.create(&PostParams::default(), &node(i)).await.expect("create node");
+            }
+        })
+        .await;
+    let _sched = start_scheduler(scheduler, &server);
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Warm up: the scheduler has synced once a pod is bound.
+    let mut warm = pod(usize::MAX / 2, "plain");
+    warm.metadata.name = Some("warmup".into());
+    pod_api.create(&PostParams::default(), &warm).await.expect("warmup pod");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let p = pod_api.get("warmup").await.expect("get warmup");
+        if p.spec.and_then(|s| s.node_name).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{scheduler} did not bind the warm-up pod");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let b2 = bound.clone();
+    let api2 = pod_api.clone();
+    let watch = tokio::spawn(async move {
+        let mut s = std::pin::pin!(watcher::watcher(api2, watcher::Config::default()));
+        while let Some(ev) = s.next().await {
+            let pods: Vec<Pod> = match ev {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],
+                _ => continue,
+            };
+            let now = Instant::now();
+            for p in pods {
+                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                    if let Some(n) = p.metadata.name {
+                        b2.lock().expect("lock").entry(n).or_insert(now);
+                    }
+                }
+            }
+        }
+    });
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    futures_util::stream::iter(0..pods)
+        .for_each_concurrent(64, |i| {
+            let (api, created) = (pod_api.clone(), created.clone());
+            let p = pod(i, workload);
+            async move {
+                api.create(&PostParams::default(), &p).await.expect("create pod");
+                created.lock().expect("lock").insert(format!("p{i}"), Instant::now());
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let n = bound.lock().expect("lock").keys().filter(|k| k.starts_with('p')).count();
+        if n >= pods || Instant::now() > deadline || last_progress.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        if n != last_count {
+            last_count = n;
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watch.abort();
+    let bound = bound.lock().expect("lock").clone();
+    let created = created.lock().expect("lock").clone();
+    let mut lat: Vec<Duration> = created.iter().filter_map(|(n, c)| bound.get(n).map(|b| b.saturating_duration_since(*c))).collect();
+    lat.sort();
+    let last = bound.iter().filter(|(n, _)| n.starts_with('p')).map(|(_, t)| *t).max().unwrap_or(start);
+    let count = lat.len();
+    Result {
+        pods_per_s: count as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9),
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        bound: count,
+        server_mib: rss_mib(server.proc.0.id()),
+    }
+}
+
+fn main() {
+    let nodes: Vec<usize> = env_list("BENCH_NODES", "1000,5000").iter().filter_map(|s| s.parse().ok()).collect();
+    let pods: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let workloads = env_list("BENCH_WORKLOADS", "plain,anti,spread");
+    let peer = kube_scheduler();
+    if peer.is_none() {
+        eprintln!("no kube-scheduler (set KUBE_SCHEDULER or install go): strata only");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    println!("{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>7} {:>10}", "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "bound", "server MiB");
+    for &n in &nodes {
+        for w in &workloads {
+            let mut rates = Vec::new();
+            let mut which = vec!["strata".to_string()];
+            which.extend(peer.clone());
+            for s in &which {
+                let r = rt.block_on(run_one(n, pods, w, s));
+                let label = if s == "strata" { "strata" } else { "kube-scheduler" };
+                println!("{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>7} {:>10}", r.pods_per_s, r.p50_ms, r.p99_ms, r.bound, r.server_mib);
+                rates.push(r.pods_per_s);
+            }
+            if let [a, b] = rates[..] {
+                println!("{n:>6} {pods:>6} {w:>8} {:>16} {:>9.2}", "ratio strata/k-s", a / b.max(1e-9));
+            }
+        }
+    }
+}
