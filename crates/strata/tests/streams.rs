@@ -351,17 +351,78 @@ fn tls_client_identity(s: &ApiServer) -> (String, String) {
 }
 
 
+/// `strata server` with its agent serving streams, and a busybox image in a local registry.
+fn agent_cluster(node: &str) -> (ApiServer, strata_testkit::Registry, String) {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let extra = vec!["--node-name".to_string(), node.to_string(), "--kubelet-port".to_string(), "0".to_string()];
+    let s = ApiServer::start_opts(Backend::Embedded, common::server::Options { agent: true, extra, env, ..Default::default() });
+    (s, registry, image)
+}
+
+/// Attach to a real pod's main process (stdin: true), follow a log as it grows, the previous
+/// attempt's log after a restart, and the Python client's exec, on pods the agent runs.
+#[test]
+fn attach_follow_previous_and_python_on_agent_pods() {
+    let (s, _registry, image) = agent_cluster("node-t");
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: talk}}\nspec:\n  nodeName: node-t\n  containers:\n  - name: c\n    image: {image}\n    stdin: true\n    command: [sh, -c, 'echo ready; while read l; do echo main:$l; done']\n  - name: ticker\n    image: {image}\n    command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: crash}}\nspec:\n  nodeName: node-t\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, 'echo attempt started; sleep 1; exit 1']\n"
+        )),
+    );
+    let running = common::eventually(Duration::from_secs(120), || s.kubectl(&["get", "pod", "talk", "-o", "jsonpath={.status.phase}"]).stdout == b"Running");
+    assert!(running, "pod not Running: {}\n{}", text(&s.kubectl(&["get", "pod", "talk", "-o", "yaml"]).stdout), s.log());
+    for v in [None, Some(OLD)] {
+        let mut a = kubectl_cmd(&s, v).args(["attach", "-i", "talk", "-c", "c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("attach");
+        let mut stdin = a.stdin.take().expect("stdin");
+        let stdout = a.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            let _ = stdin.write_all(b"hello\n").and_then(|_| stdin.flush());
+            if let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+                seen = l == "main:hello";
+            }
+        }
+        let _ = a.kill();
+        let out = a.wait_with_output().expect("attach");
+        assert!(seen, "{v:?}: no echo from the main process: {}", text(&out.stderr));
+    }
+    // Follow: ticks keep coming; the stream ends when kubectl goes.
+    let mut f = kubectl_cmd(&s, None).args(["logs", "-f", "talk", "-c", "ticker", "--tail", "1"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("logs -f");
+    let mut lines = BufReader::new(f.stdout.take().expect("stdout")).lines();
+    let n = |l: Option<String>| l.and_then(|l| l.strip_prefix("tick ").and_then(|n| n.parse::<u64>().ok()));
+    let first = n(lines.next().and_then(Result::ok)).expect("a tick");
+    let later = (0..5).filter_map(|_| n(lines.next().and_then(Result::ok))).last().expect("more ticks");
+    assert!(later >= first + 5, "{first} then {later}");
+    let _ = f.kill();
+    let _ = f.wait();
+    // The previous attempt's log once the container restarted.
+    let restarted = common::eventually(Duration::from_secs(90), || {
+        text(&s.kubectl(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]).stdout).parse::<u32>().unwrap_or(0) >= 1
+    });
+    assert!(restarted, "crash did not restart: {}", text(&s.kubectl(&["get", "pod", "crash", "-o", "yaml"]).stdout));
+    assert_eq!(s.ok(&["logs", "crash", "-p"]), "attempt started\n");
+    // The Python client's exec (WebSocket) on a real container.
+    let out = s.python("stream_exec.py", &["default", "talk", "c"]);
+    assert_eq!(out, "stdout=hi from python\nreturncode=7\n");
+}
+
 /// A pod run by the real node agent (inside `strata server`) from a local registry's busybox:
 /// logs, exec (exit code, stdin, terminal), cp and port-forward to its HTTP server, with
 /// kubectl 1.32 and 1.27, through the agent's stream endpoint over the driver.
 #[test]
 fn streams_of_a_pod_the_agent_runs() {
-    let registry = strata_testkit::Registry::start();
-    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
-    let image = format!("{}/busybox:latest", registry.addr);
-    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
-    let extra = vec!["--node-name".to_string(), "node-s".to_string(), "--kubelet-port".to_string(), "0".to_string()];
-    let s = ApiServer::start_opts(Backend::Embedded, common::server::Options { agent: true, extra, env, ..Default::default() });
+    let (s, _registry, image) = agent_cluster("node-s");
     s.ok_stdin(
         &["apply", "-f", "-"],
         Some(&format!(

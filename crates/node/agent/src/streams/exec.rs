@@ -100,12 +100,16 @@ struct Opts {
 /// Run the process to its end: input from `input`, output to `out`; the outcome.
 async fn pump(process: Process, input: mpsc::Receiver<Input>, out: mpsc::Sender<strata_driver::OutputChunk>) -> Outcome {
     let Process { input: sink, output, wait, .. } = process;
+    // An attached client shares the container's stdin: its end of input or its leaving does not
+    // close it for the container (that is the container's `stdinOnce`, the runtime's business).
+    let attach = wait.is_none();
     if let Some(mut sink) = sink {
         let mut input = input;
         tokio::task::spawn_blocking(move || {
             while let Some(i) = input.blocking_recv() {
                 let r = match i {
                     Input::Data(d) => sink.input(&d),
+                    Input::Eof if attach => Ok(()),
                     Input::Eof => sink.close_input(),
                     Input::Resize { width, height } => sink.resize(height, width),
                 };
@@ -113,7 +117,9 @@ async fn pump(process: Process, input: mpsc::Receiver<Input>, out: mpsc::Sender<
                     tracing::debug!(error = %e, "exec input");
                 }
             }
-            let _ = sink.close_input();
+            if !attach {
+                let _ = sink.close_input();
+            }
         });
     }
     let copied = tokio::task::spawn_blocking(move || {
