@@ -23,6 +23,8 @@ use common::server::{ApiServer, Auth, Backend};
 const NODE: &str = "host-sim";
 /// The oldest kubectl installed: SPDY/3.1 for exec, attach and port-forward.
 const OLD: &str = "1.27";
+/// The newest installed.
+const NEWEST: &str = "1.33";
 
 /// kubectl of `version` (None: the dispatcher's default, 1.32) as the admin.
 fn kubectl_cmd(s: &ApiServer, version: Option<&str>) -> Command {
@@ -105,7 +107,7 @@ fn exec_carries_stdin_output_and_the_exit_code_over_websocket_and_spdy() {
     // kubectl 1.32 speaks WebSocket v5 (it would fall back to SPDY silently: check).
     let out = run(&s, None, &["exec", "-v=4", "p", "-c", "c", "--", "true"], None);
     assert!(out.status.success() && text(&out.stderr).contains("The subprotocol is v5.channel.k8s.io"), "{}", text(&out.stderr));
-    for v in [None, Some(OLD)] {
+    for v in [None, Some(OLD), Some(NEWEST)] {
         let out = run(&s, v, &["exec", "p", "-c", "c", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
         assert_eq!(out.status.code(), Some(3), "{v:?}: {}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(text(&out.stdout), "out\n", "{v:?}");
@@ -248,7 +250,7 @@ fn http_server() -> u16 {
 fn port_forward_reaches_a_server_in_the_pod() {
     let (s, _node) = cluster();
     let target = http_server();
-    for v in [None, Some(OLD)] {
+    for v in [None, Some(OLD), Some(NEWEST)] {
         let local = common::free_port();
         let mut pf = kubectl_cmd(&s, v)
             .args(["port-forward", "-v=4", "pod/p", &format!("{local}:{target}")])
@@ -277,10 +279,13 @@ fn port_forward_reaches_a_server_in_the_pod() {
 }
 
 #[test]
-fn the_python_client_streams_exec() {
+fn the_python_client_streams_exec_and_port_forward() {
     let (s, _node) = cluster();
     let out = s.python("stream_exec.py", &["default", "p", "c"]);
     assert_eq!(out, "stdout=hi from python\nreturncode=7\n");
+    let target = http_server();
+    let out = s.python("port_forward.py", &["default", "p", &target.to_string()]);
+    assert_eq!(out, "hello from the pod, you asked for /py\n");
 }
 
 #[test]
