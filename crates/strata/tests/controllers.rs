@@ -61,6 +61,12 @@ struct SimulatedNode {
 
 impl SimulatedNode {
     fn start(s: &ApiServer, ns: &str) -> SimulatedNode {
+        Self::start_as(s, ns, "Running")
+    }
+
+    /// Like [`SimulatedNode::start`], but every pod ends in `phase` (Running and Ready,
+    /// Succeeded or Failed, as its containers would).
+    fn start_as(s: &ApiServer, ns: &str, phase: &'static str) -> SimulatedNode {
         let stop = Arc::new(AtomicBool::new(false));
         let max_pods = Arc::new(AtomicUsize::new(0));
         let (url_ns, data, port) = (ns.to_string(), s.data_dir().to_path_buf(), s.port);
@@ -85,11 +91,12 @@ impl SimulatedNode {
                 let all = list["items"].as_array().cloned().unwrap_or_default();
                 max2.fetch_max(all.len(), Ordering::SeqCst);
                 for p in all {
-                    if p["status"]["phase"] == "Running" {
+                    if p["status"]["phase"] == phase || !p["metadata"]["deletionTimestamp"].is_null() {
                         continue;
                     }
                     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    let body = json!({ "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": "True", "lastTransitionTime": now }] } }).to_string();
+                    let ready = if phase == "Running" { "True" } else { "False" };
+                    let body = json!({ "status": { "phase": phase, "conditions": [{ "type": "Ready", "status": ready, "lastTransitionTime": now }] } }).to_string();
                     curl("PATCH", &format!("/api/v1/namespaces/{url_ns}/pods/{}/status", name(&p)), Some(&body));
                 }
                 std::thread::sleep(Duration::from_millis(200));
@@ -403,4 +410,56 @@ fn two_servers_on_one_etcd_elect_one_leader_and_a_killed_leader_is_replaced() {
     // The new leader acts.
     survivor.ok(&["scale", "deploy/one", "--replicas=1"]);
     wait_pods(&survivor, "default", 1);
+}
+
+fn job_manifest(name: &str, ns: &str, spec: Value) -> String {
+    let mut spec = spec;
+    spec["template"] = json!({ "spec": { "restartPolicy": "Never", "containers": [{ "name": "c", "image": IMG, "command": ["sh", "-c", "echo done"] }] } });
+    json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": name, "namespace": ns }, "spec": spec }).to_string()
+}
+
+#[test]
+fn jobs_complete_fail_after_backoff_and_index_their_pods() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "j1"]);
+    s.ok(&["create", "namespace", "j2"]);
+    let _ok = SimulatedNode::start_as(&s, "j1", "Succeeded");
+    let _bad = SimulatedNode::start_as(&s, "j2", "Failed");
+
+    // kubectl create job: one pod, Complete.
+    s.ok(&["create", "job", "once", "--image", IMG, "-n", "j1", "--", "sh", "-c", "echo done"]);
+    let out = s.ok(&["wait", "--for=condition=complete", "job/once", "-n", "j1", "--timeout=90s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let job = get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/once");
+    assert_eq!(job["status"]["succeeded"], 1);
+    assert!(job["status"]["completionTime"].is_string() && job["status"]["startTime"].is_string());
+    let uid = job["metadata"]["uid"].as_str().expect("uid").to_string();
+    assert_eq!(job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid.as_str(), "selector generated from the uid");
+    let ps: Vec<Value> = pods(&s, "j1").into_iter().filter(|p| p["metadata"]["labels"]["job-name"] == "once").collect();
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert_eq!(controller_ref(&ps[0]).expect("owner")["uid"], uid.as_str());
+    assert!(eventually(LONG, || pods(&s, "j1").iter().all(|p| p["metadata"]["finalizers"].as_array().is_none_or(|f| f.iter().all(|f| f != "batch.kubernetes.io/job-tracking")))), "tracking finalizers removed once counted");
+
+    // completions 3, parallelism 2, Indexed: three indexes, each once.
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("idx", "j1", json!({ "completions": 3, "parallelism": 2, "completionMode": "Indexed" }))));
+    s.ok(&["wait", "--for=condition=complete", "job/idx", "-n", "j1", "--timeout=90s"]);
+    let job = get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/idx");
+    assert_eq!((job["status"]["succeeded"].clone(), job["status"]["completedIndexes"].clone()), (json!(3), json!("0-2")));
+    let mut idx: Vec<String> = pods(&s, "j1").into_iter().filter(|p| p["metadata"]["labels"]["job-name"] == "idx").map(|p| p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string()).collect();
+    idx.sort();
+    assert_eq!(idx, ["0", "1", "2"], "one pod per index");
+
+    // Every pod fails: backoffLimit 1 allows one retry, then Failed.
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("doomed", "j2", json!({ "backoffLimit": 1 }))));
+    s.ok(&["wait", "--for=condition=failed", "job/doomed", "-n", "j2", "--timeout=90s"]);
+    assert!(eventually(LONG, || get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]["failed"] == 2), "{}", get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]);
+    let job = get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed");
+    let failed = job["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Failed").cloned()).expect("Failed condition");
+    assert_eq!(failed["reason"], "BackoffLimitExceeded");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pods(&s, "j2").len(), 2, "no pod after the job failed");
+
+    // Deleting a Job takes its pods (their tracking finalizers are released).
+    s.ok(&["delete", "job", "once", "idx", "-n", "j1"]);
+    assert!(eventually(LONG, || pods(&s, "j1").is_empty()), "{:?}", pods(&s, "j1").iter().map(name).collect::<Vec<_>>());
 }

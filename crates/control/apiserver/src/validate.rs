@@ -45,6 +45,24 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                     obj["spec"][k] = json!(d);
                 }
             }
+            if obj["spec"]["completionMode"].is_null() {
+                obj["spec"]["completionMode"] = json!("NonIndexed");
+            }
+            if obj["spec"]["suspend"].is_null() {
+                obj["spec"]["suspend"] = json!(false);
+            }
+            // Upstream's generated selector: the Job's own uid (unless spec.manualSelector).
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            if obj["spec"]["selector"].is_null() && obj["spec"]["manualSelector"] != true && !uid.is_empty() && obj["spec"]["template"].is_object() {
+                let job = obj["metadata"]["name"].clone();
+                obj["spec"]["selector"] = json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } });
+                let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
+                for (k, v) in [("batch.kubernetes.io/controller-uid", json!(uid)), ("batch.kubernetes.io/job-name", job.clone()), ("controller-uid", json!(uid)), ("job-name", job)] {
+                    if labels.get(k).is_none() {
+                        labels[k] = v;
+                    }
+                }
+            }
         }
         "CronJob" => {
             if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {

@@ -17,6 +17,7 @@ use std::time::Duration;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
@@ -38,6 +39,7 @@ pub const CONTROLLERS: &[&str] = &[
     gc::IDENTITY,
     replicaset::IDENTITY,
     deployment::IDENTITY,
+    job::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -110,6 +112,7 @@ pub async fn run_controllers(clients: Clients) {
                         gc::IDENTITY => gc::run(c).await,
                         replicaset::IDENTITY => replicaset::run(c).await,
                         deployment::IDENTITY => deployment::run(c).await,
+                        job::IDENTITY => job::run(c).await,
                         _ => Ok(()),
                     }
                 });

@@ -1,0 +1,439 @@
+//! The Job controller (upstream's `job` controller): runs pods until `completions` succeed
+//! (`parallelism` at a time; `Indexed` mode gives each pod its completion index), fails the Job
+//! after `backoffLimit` failed pods or `activeDeadlineSeconds`, honours `suspend`, and reports
+//! active/ready/succeeded/failed, startTime/completionTime, `completedIndexes` and the
+//! `Complete`/`Failed` conditions `kubectl wait --for=condition=complete` reads.
+//!
+//! Pods are counted with the job tracking finalizer (`batch.kubernetes.io/job-tracking`), as
+//! upstream counts them: a finished pod's uid goes into `status.uncountedTerminatedPods` first,
+//! then its finalizer is removed, then it moves into the counters — each step a separate write,
+//! so a controller killed between any two counts every pod exactly once, and a deleted pod is
+//! never lost from the counts. Not done: podFailurePolicy, ttlSecondsAfterFinished, successPolicy.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::ResourceExt;
+use serde_json::json;
+use strata_client::events::EventType;
+
+use crate::expectations::Expectations;
+use crate::replicaset::{controller_of, controller_ref, random_name, ready_since};
+use crate::{Clients, Context, Error};
+
+pub const IDENTITY: &str = "job-controller";
+pub const TRACKING: &str = "batch.kubernetes.io/job-tracking";
+pub const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+pub struct State {
+    pods: Store<Pod>,
+    expectations: Expectations,
+}
+
+pub async fn run(clients: Clients) -> Result<(), Error> {
+    let (pods, writer) = reflector::store::<Pod>();
+    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default() });
+    let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config()).owns_stream(pod_stream);
+    let jobs = controller.store();
+    // Pods whose Job is gone keep their tracking finalizer until someone removes it: this loop.
+    let orphans = release_orphans(ctx.clone(), jobs);
+    let main = controller.run(reconcile, error_policy, ctx).for_each(|_| futures_util::future::ready(()));
+    tokio::select! {
+        _ = main => {}
+        _ = orphans => {}
+    }
+    Ok(())
+}
+
+async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !crate::synced(&ctx.state.pods) || !crate::synced(&jobs) {
+            continue;
+        }
+        for p in ctx.state.pods.state() {
+            if !has_tracking(&p) {
+                continue;
+            }
+            let Some(owner) = controller_of(&p.metadata).filter(|o| o.kind == "Job") else { continue };
+            let live = jobs.state().into_iter().any(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str()) && j.metadata.deletion_timestamp.is_none());
+            if live {
+                continue;
+            }
+            // Gone from the cache: make sure it is gone from the server too.
+            let api: Api<Job> = Api::namespaced(ctx.clients.root.clone(), &p.namespace().unwrap_or_default());
+            match api.get_opt(&owner.name).await {
+                Ok(Some(j)) if j.metadata.uid.as_deref() == Some(owner.uid.as_str()) && j.metadata.deletion_timestamp.is_none() => continue,
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            let _ = remove_tracking(&ctx, &p).await;
+        }
+    }
+}
+
+fn error_policy(job: Arc<Job>, e: &Error, _: Arc<Context<State>>) -> Action {
+    tracing::warn!(job = %crate::key(job.as_ref()), error = %e, "job controller");
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn has_tracking(p: &Pod) -> bool {
+    p.metadata.finalizers.iter().flatten().any(|f| f == TRACKING)
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+fn finished(p: &Pod) -> bool {
+    matches!(phase(p), "Succeeded" | "Failed")
+}
+
+/// A pod deleted before it finished counts as failed (upstream, once its finalizer is held).
+fn failed(p: &Pod) -> bool {
+    phase(p) == "Failed" || (p.metadata.deletion_timestamp.is_some() && phase(p) != "Succeeded")
+}
+
+fn index_of(p: &Pod) -> Option<i32> {
+    p.metadata.annotations.as_ref()?.get(INDEX)?.parse().ok()
+}
+
+async fn remove_tracking(ctx: &Context<State>, p: &Pod) -> Result<(), Error> {
+    let keep: Vec<&String> = p.metadata.finalizers.iter().flatten().filter(|f| *f != TRACKING).collect();
+    let f = if keep.is_empty() { json!(null) } else { json!(keep) };
+    let patch = json!({ "metadata": { "finalizers": f, "resourceVersion": p.metadata.resource_version } });
+    let api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &p.namespace().unwrap_or_default());
+    match api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `1,3-5` as upstream writes completedIndexes.
+pub fn format_indexes(set: &BTreeSet<i32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let v: Vec<i32> = set.iter().copied().collect();
+    let mut i = 0;
+    while i < v.len() {
+        let start = v[i];
+        let mut end = start;
+        while i + 1 < v.len() && v[i + 1] == end + 1 {
+            i += 1;
+            end = v[i];
+        }
+        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    out.join(",")
+}
+
+pub fn parse_indexes(s: &str) -> BTreeSet<i32> {
+    let mut set = BTreeSet::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>()) {
+                    set.extend(a..=b);
+                }
+            }
+            None => {
+                if let Ok(a) = part.parse() {
+                    set.insert(a);
+                }
+            }
+        }
+    }
+    set
+}
+
+fn condition_true(st: &JobStatus, type_: &str) -> bool {
+    st.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn set_condition(st: &mut JobStatus, type_: &str, status: &str, reason: &str, message: &str) {
+    let now = Time(chrono::Utc::now());
+    let conds = st.conditions.get_or_insert_with(Vec::new);
+    if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = Some(now.clone());
+        }
+        c.status = status.into();
+        c.reason = Some(reason.into());
+        c.message = Some(message.into());
+        c.last_probe_time = Some(now);
+        return;
+    }
+    conds.push(JobCondition { type_: type_.into(), status: status.into(), reason: Some(reason.into()), message: Some(message.into()), last_probe_time: Some(now.clone()), last_transition_time: Some(now) });
+}
+
+async fn write_status(ctx: &Context<State>, job: &Job, st: JobStatus) -> Result<Job, Error> {
+    let mut j = job.clone();
+    j.status = Some(st);
+    let api: Api<Job> = Api::namespaced(ctx.writer.clone(), &job.namespace().unwrap_or_default());
+    let body = serde_json::to_vec(&j).map_err(|e| Error::Invalid(e.to_string()))?;
+    match api.replace_status(&job.name_any(), &PostParams::default(), body).await {
+        Ok(j) => Ok(j),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Invalid("job changed; retrying".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
+    if !crate::synced(&ctx.state.pods) {
+        return Ok(crate::not_synced());
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let key = crate::key(job.as_ref());
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let Some(spec) = job.spec.as_ref() else { return Ok(Action::await_change()) };
+    let mut job = (*job).clone();
+    let pods: Vec<Arc<Pod>> = ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && controller_of(&p.metadata).is_some_and(|o| o.uid == uid)).collect();
+    let mut st = job.status.clone().unwrap_or_default();
+    let done = condition_true(&st, "Complete") || condition_true(&st, "Failed");
+
+    // Counting, step 1: finished pods still holding the finalizer become "uncounted".
+    let mut uncounted = st.uncounted_terminated_pods.clone().unwrap_or_default();
+    let mut u_succ: BTreeSet<String> = uncounted.succeeded.clone().unwrap_or_default().into_iter().collect();
+    let mut u_fail: BTreeSet<String> = uncounted.failed.clone().unwrap_or_default().into_iter().collect();
+    let mut added = false;
+    // Pods the controller itself deleted (the Job finished or was suspended) are not failures.
+    let count_deleted = !done && !spec.suspend.unwrap_or(false);
+    for p in &pods {
+        let puid = p.metadata.uid.clone().unwrap_or_default();
+        if !has_tracking(p) || u_succ.contains(&puid) || u_fail.contains(&puid) {
+            continue;
+        }
+        if !count_deleted && !finished(p) && p.metadata.deletion_timestamp.is_some() {
+            remove_tracking(&ctx, p).await?;
+            continue;
+        }
+        if phase(p) == "Succeeded" {
+            u_succ.insert(puid);
+            added = true;
+        } else if failed(p) && (finished(p) || p.metadata.deletion_timestamp.is_some()) {
+            u_fail.insert(puid);
+            added = true;
+        }
+    }
+    if added {
+        uncounted.succeeded = Some(u_succ.iter().cloned().collect());
+        uncounted.failed = Some(u_fail.iter().cloned().collect());
+        st.uncounted_terminated_pods = Some(uncounted.clone());
+        job = write_status(&ctx, &job, st.clone()).await?;
+        st = job.status.clone().unwrap_or_default();
+    }
+    // Step 2: their finalizers go.
+    for p in &pods {
+        let puid = p.metadata.uid.clone().unwrap_or_default();
+        if has_tracking(p) && (u_succ.contains(&puid) || u_fail.contains(&puid)) {
+            remove_tracking(&ctx, p).await?;
+        }
+    }
+    // Step 3: uncounted pods whose finalizer is gone (or that are gone) enter the counters.
+    let still_tracked = |puid: &str| pods.iter().any(|p| p.metadata.uid.as_deref() == Some(puid) && has_tracking(p));
+    let mut completed: BTreeSet<i32> = parse_indexes(st.completed_indexes.as_deref().unwrap_or(""));
+    let mut moved = false;
+    for puid in u_succ.clone() {
+        if !still_tracked(&puid) {
+            u_succ.remove(&puid);
+            st.succeeded = Some(st.succeeded.unwrap_or(0) + 1);
+            if let Some(i) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(puid.as_str())).and_then(|p| index_of(p)) {
+                completed.insert(i);
+            }
+            moved = true;
+        }
+    }
+    for puid in u_fail.clone() {
+        if !still_tracked(&puid) {
+            u_fail.remove(&puid);
+            st.failed = Some(st.failed.unwrap_or(0) + 1);
+            moved = true;
+        }
+    }
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    if indexed {
+        // An index counts once, whatever number of pods succeeded for it.
+        let completions = spec.completions.unwrap_or(1);
+        completed.retain(|i| *i < completions);
+        st.succeeded = Some(completed.len() as i32);
+    }
+    st.uncounted_terminated_pods = Some(UncountedTerminatedPods { succeeded: Some(u_succ.iter().cloned().collect()), failed: Some(u_fail.iter().cloned().collect()) });
+    if indexed {
+        st.completed_indexes = Some(format_indexes(&completed));
+    }
+
+    let active: Vec<Arc<Pod>> = pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_none()).cloned().collect();
+    let now = chrono::Utc::now();
+    if st.start_time.is_none() && !spec.suspend.unwrap_or(false) {
+        st.start_time = Some(Time(now));
+    }
+    let succeeded = st.succeeded.unwrap_or(0);
+    // Failures being counted count already (else a replacement would be created for them).
+    let failed_n = st.failed.unwrap_or(0) + u_fail.len() as i32;
+    let completions = spec.completions;
+    let parallelism = spec.parallelism.unwrap_or(1).max(0);
+    let mut requeue: Option<Duration> = None;
+    let mut delete_active = false;
+    if !done {
+        let deadline_hit = spec.active_deadline_seconds.zip(st.start_time.as_ref()).is_some_and(|(d, t)| t.0 + chrono::Duration::seconds(d) <= now);
+        if failed_n > spec.backoff_limit.unwrap_or(6) {
+            set_condition(&mut st, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
+            set_condition(&mut st, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
+            ctx.recorder.publish(&job, EventType::Warning, "BackoffLimitExceeded", "Job has reached the specified backoff limit");
+            delete_active = true;
+        } else if deadline_hit {
+            set_condition(&mut st, "FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
+            set_condition(&mut st, "Failed", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
+            ctx.recorder.publish(&job, EventType::Warning, "DeadlineExceeded", "Job was active longer than specified deadline");
+            delete_active = true;
+        } else if completions.is_some_and(|c| succeeded >= c) || (completions.is_none() && succeeded > 0 && active.is_empty()) {
+            set_condition(&mut st, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods");
+            set_condition(&mut st, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods");
+            st.completion_time = Some(Time(now));
+            ctx.recorder.publish(&job, EventType::Normal, "Completed", "Job completed");
+            delete_active = true;
+        } else if let Some(d) = spec.active_deadline_seconds {
+            if let Some(t) = st.start_time.as_ref() {
+                requeue = (t.0 + chrono::Duration::seconds(d) - now).to_std().ok();
+            }
+        }
+    }
+    let finished_now = condition_true(&st, "Complete") || condition_true(&st, "Failed");
+    let suspended = spec.suspend.unwrap_or(false);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
+    let in_cache = |n: &str| pods.iter().any(|p| p.metadata.name.as_deref() == Some(n));
+    if finished_now || suspended || delete_active {
+        for p in &active {
+            let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+            match pods_api.delete(&p.name_any(), &dp).await {
+                Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if suspended && !finished_now {
+            set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended");
+        }
+    } else if ctx.state.expectations.satisfied(&key, in_cache) {
+        if st.conditions.iter().flatten().any(|c| c.type_ == "Suspended" && c.status == "True") {
+            set_condition(&mut st, "Suspended", "False", "JobResumed", "Job resumed");
+        }
+        // How many should run now.
+        // Indexes done or about to be counted (a succeeded pod still being counted).
+        let succeeded_idx: BTreeSet<i32> = completed.iter().copied().chain(pods.iter().filter(|p| phase(p) == "Succeeded").filter_map(|p| index_of(p))).collect();
+        let want = match completions {
+            Some(c) if indexed => parallelism.min(c - succeeded_idx.len() as i32).max(0),
+            Some(c) => parallelism.min(c - succeeded - u_succ.len() as i32).max(0),
+            None => if succeeded > 0 { 0 } else { parallelism },
+        } as usize;
+        if active.len() < want {
+            let mut indexes: Vec<Option<i32>> = Vec::new();
+            if indexed {
+                let c = completions.unwrap_or(1);
+                let running: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+                for i in 0..c {
+                    if indexes.len() + active.len() >= want {
+                        break;
+                    }
+                    if !succeeded_idx.contains(&i) && !running.contains(&i) {
+                        indexes.push(Some(i));
+                    }
+                }
+            } else {
+                indexes = vec![None; want - active.len()];
+            }
+            for idx in indexes {
+                let pod = pod_for(&job, idx);
+                let pname = pod.metadata.name.clone().unwrap_or_default();
+                ctx.state.expectations.expect_create(&key, &pname);
+                match pods_api.create(&PostParams::default(), &pod).await {
+                    Ok(_) => ctx.recorder.publish(&job, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pname}")),
+                    Err(e) => {
+                        ctx.state.expectations.failed(&key, &pname);
+                        ctx.recorder.publish(&job, EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
+                        return Err(e.into());
+                    }
+                }
+            }
+        } else if active.len() > want {
+            let mut extra = active.clone();
+            extra.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+            for p in extra.iter().take(active.len() - want) {
+                ctx.state.expectations.expect_delete(&key, &p.name_any());
+                let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+                match pods_api.delete(&p.name_any(), &dp).await {
+                    Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    st.active = Some(if finished_now { 0 } else { active.len() as i32 });
+    st.ready = Some(active.iter().filter(|p| ready_since(p).is_some()).count() as i32);
+    st.succeeded = Some(st.succeeded.unwrap_or(0));
+    st.failed = Some(st.failed.unwrap_or(0));
+    if moved || job.status.as_ref() != Some(&st) {
+        write_status(&ctx, &job, st).await?;
+    }
+    Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(300))))
+}
+
+/// A pod of the Job from its template: tracking finalizer, controller reference, and for
+/// Indexed Jobs the completion index (annotation, label, `JOB_COMPLETION_INDEX`, hostname).
+fn pod_for(job: &Job, index: Option<i32>) -> Pod {
+    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let tm = template.metadata.clone().unwrap_or_default();
+    let mut labels = tm.labels.unwrap_or_default();
+    let mut annotations = tm.annotations.unwrap_or_default();
+    let mut spec = template.spec.unwrap_or_default();
+    let name = match index {
+        Some(i) => {
+            labels.insert(INDEX.into(), i.to_string());
+            annotations.insert(INDEX.into(), i.to_string());
+            spec.hostname = Some(format!("{}-{i}", job.name_any()));
+            for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+                c.env.get_or_insert_with(Vec::new).push(EnvVar { name: "JOB_COMPLETION_INDEX".into(), value: Some(i.to_string()), value_from: None });
+            }
+            random_name(&format!("{}-{i}", job.name_any()))
+        }
+        None => random_name(&job.name_any()),
+    };
+    let mut finalizers = tm.finalizers.unwrap_or_default();
+    finalizers.push(TRACKING.into());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: job.namespace(),
+            labels: Some(labels),
+            annotations: if annotations.is_empty() { None } else { Some(annotations) },
+            finalizers: Some(finalizers),
+            owner_references: Some(vec![controller_ref(job)]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_indexes_round_trip() {
+        let s: BTreeSet<i32> = [0, 1, 2, 4, 6, 7].into_iter().collect();
+        assert_eq!(format_indexes(&s), "0-2,4,6-7");
+        assert_eq!(parse_indexes("0-2,4,6-7"), s);
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
+    }
+}
