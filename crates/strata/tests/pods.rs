@@ -449,3 +449,26 @@ spec:
     let events = c.events_for("graceful");
     assert!(events.iter().any(|(r, m)| r == "Killing" && m == "Stopping container stubborn"), "{events:?}");
 }
+
+#[test]
+fn image_pull_secrets_authenticate_and_a_wrong_one_is_err_image_pull() {
+    let c = cluster(&[]);
+    let private = Registry::start_with_htpasswd("puller", "pull-pass");
+    private.push(&busybox_image(), "private/busybox", "v1");
+    let image = format!("{}/private/busybox:v1", private.addr);
+    let server = format!("--docker-server={}", private.addr);
+    c.server.ok(&["create", "secret", "docker-registry", "regcred", &server, "--docker-username=puller", "--docker-password=pull-pass"]);
+    c.server.ok(&["create", "secret", "docker-registry", "badcred", &server, "--docker-username=puller", "--docker-password=wrong"]);
+    let pod = |name: &str, secret: Option<&str>| {
+        let secrets = secret.map(|s| format!("  imagePullSecrets: [{{name: {s}}}]\n")).unwrap_or_default();
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n{secrets}  containers:\n  - name: c\n    image: {image}\n    command: [sleep, '3600']\n")
+    };
+    c.apply(&pod("nocred", None));
+    c.apply(&pod("badcred", Some("badcred")));
+    let p = c.wait_pod("nocred", "ErrImagePull", Duration::from_secs(60), |p| matches!(waiting_reason(p, 0).as_str(), "ErrImagePull" | "ImagePullBackOff"));
+    assert_eq!(phase(&p), "Pending");
+    c.wait_pod("badcred", "ErrImagePull", Duration::from_secs(60), |p| matches!(waiting_reason(p, 0).as_str(), "ErrImagePull" | "ImagePullBackOff"));
+    assert!(c.events_for("badcred").iter().any(|(r, m)| r == "Failed" && m.contains("denied")), "{:?}", c.events_for("badcred"));
+    c.apply(&pod("withcred", Some("regcred")));
+    c.wait_pod("withcred", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
+}

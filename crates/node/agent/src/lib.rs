@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub driver: Arc<ContainerDriver>,
     /// Whether VMs here run under KVM, once the probe has answered.
     pub kvm: std::sync::OnceLock<bool>,
+    /// The Event recorder (`kubelet`), started by [`Agent::run`] on its runtime.
+    pub events: std::sync::OnceLock<strata_client::events::Recorder>,
 }
 
 /// The node agent. Construct with [`Agent::new`], optionally give it the VM driver (for the
@@ -92,7 +94,7 @@ pub struct Agent {
 impl Agent {
     /// `client` must authenticate as `system:node:<config.node_name>` (group `system:nodes`).
     pub fn new(config: Config, client: kube::Client, driver: Arc<ContainerDriver>) -> Agent {
-        Agent { shared: Arc::new(Shared { config, client, driver, kvm: std::sync::OnceLock::new() }), vms: None }
+        Agent { shared: Arc::new(Shared { config, client, driver, kvm: std::sync::OnceLock::new(), events: std::sync::OnceLock::new() }), vms: None }
     }
 
     /// The VM driver whose KVM probe decides the `strata.dev/kvm` label (`false` without one).
@@ -106,6 +108,7 @@ impl Agent {
     /// answers is retried, not an error).
     pub async fn run(self) -> Result<(), Error> {
         let shared = self.shared;
+        let _ = shared.events.set(strata_client::events::Recorder::new(shared.client.clone(), "kubelet"));
         std::fs::create_dir_all(&shared.config.root_dir).map_err(|source| Error::Io { context: format!("creating {}", shared.config.root_dir.display()), source })?;
         // The KVM probe may boot a guest (seconds, once per host boot): register without the
         // label and add it when the probe answers.

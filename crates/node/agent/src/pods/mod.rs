@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, EventSource, ObjectReference, Pod, PodStatus, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::Utc;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
@@ -278,26 +278,9 @@ async fn event(shared: &Shared, st: &mut PodState, pod: &Pod, container: Option<
 }
 
 async fn post_event(shared: &Shared, pod: &Pod, container: Option<&str>, warning: bool, reason: &str, message: String) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let now = Time(Utc::now());
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let ev = Event {
-        metadata: ObjectMeta { name: Some(format!("{}.{:x}", pod.metadata.name.as_deref().unwrap_or("pod"), nanos)), namespace: Some(ns.clone()), ..Default::default() },
-        involved_object: container_ref(pod, container),
-        reason: Some(reason.to_string()),
-        message: Some(message),
-        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
-        source: Some(EventSource { component: Some("kubelet".into()), host: Some(shared.config.node_name.clone()) }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(shared.config.node_name.clone()),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(shared.client.clone(), &ns);
-    if let Err(e) = api.create(&PostParams::default(), &ev).await {
-        tracing::debug!(error = %e, "recording an event");
+    use strata_client::events::EventType;
+    if let Some(r) = shared.events.get() {
+        r.publish_ref(container_ref(pod, container), if warning { EventType::Warning } else { EventType::Normal }, reason, message);
     }
 }
 
@@ -320,6 +303,9 @@ fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
                 secrets.push(sec.name.clone());
             }
         }
+    }
+    for r in s.image_pull_secrets.iter().flatten() {
+        secrets.push(r.name.clone());
     }
     for c in spec::all_containers(pod) {
         for e in c.env_from.iter().flatten() {
@@ -497,9 +483,27 @@ async fn ensure_image(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, c: &Co
     }
     event(shared, st, pod, Some(name), false, "Pulling", format!("Pulling image \"{image}\"")).await;
     let started = Instant::now();
+    let refs = st.refs.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+    let credentials = spec::pull_credentials(pod, &refs.secrets, &image);
     let pulled = {
         let image = image.clone();
-        blocking(move || images.pull(&image, &strata_driver::images::PullOptions::default(), &strata_driver::images::NoProgress).map(|_| ())).await
+        blocking(move || {
+            // Each matching imagePullSecrets credential in turn, as kubelet; none: anonymous.
+            let mut tries: Vec<Option<(String, String)>> = credentials.into_iter().map(Some).collect();
+            if tries.is_empty() {
+                tries.push(None);
+            }
+            let mut last = Ok(());
+            for cred in tries {
+                let opts = strata_driver::images::PullOptions { username: cred.as_ref().map(|c| c.0.clone()), password: cred.map(|c| c.1), ..Default::default() };
+                last = images.pull(&image, &opts, &strata_driver::images::NoProgress).map(|_| ());
+                if last.is_ok() {
+                    break;
+                }
+            }
+            last
+        })
+        .await
     };
     match pulled {
         Some(Ok(())) => {

@@ -192,6 +192,56 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// The registry host of an image reference (`docker.io` for short names), as Docker reads it.
+pub fn registry_host(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first.to_string(),
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// The (username, password) pairs the pod's `imagePullSecrets` hold for `image`'s registry, in
+/// order: `kubernetes.io/dockerconfigjson` (`auths`) and `kubernetes.io/dockercfg` secrets, with
+/// `username`/`password` or `auth` (base64 `user:pass`).
+pub fn pull_credentials(pod: &Pod, secrets: &std::collections::HashMap<String, Option<k8s_openapi::api::core::v1::Secret>>, image: &str) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let host = registry_host(image);
+    let same = |key: &str| {
+        let k = key.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k.split('/').next().unwrap_or(k);
+        k == host || (host == "docker.io" && matches!(k, "index.docker.io" | "registry-1.docker.io"))
+    };
+    let mut out = Vec::new();
+    for r in pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()) {
+        let Some(Some(secret)) = secrets.get(&r.name) else { continue };
+        let data = secret.data.clone().unwrap_or_default();
+        let auths: Option<serde_json::Value> = if let Some(v) = data.get(".dockerconfigjson") {
+            serde_json::from_slice::<serde_json::Value>(&v.0).ok().map(|j| j["auths"].clone())
+        } else {
+            data.get(".dockercfg").and_then(|v| serde_json::from_slice(&v.0).ok())
+        };
+        let Some(serde_json::Value::Object(auths)) = auths else { continue };
+        for (key, entry) in auths {
+            if !same(&key) {
+                continue;
+            }
+            let (mut user, mut pass) = (entry["username"].as_str().unwrap_or("").to_string(), entry["password"].as_str().unwrap_or("").to_string());
+            if user.is_empty() {
+                if let Some(decoded) = entry["auth"].as_str().and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok()) {
+                    if let Some((u, p)) = String::from_utf8_lossy(&decoded).split_once(':') {
+                        user = u.to_string();
+                        pass = p.to_string();
+                    }
+                }
+            }
+            if !user.is_empty() {
+                out.push((user, pass));
+            }
+        }
+    }
+    out
+}
+
 /// What to do with a container whose last attempt exited with `code`, by restart policy.
 pub fn should_restart(policy: &str, code: i32) -> bool {
     match policy {
@@ -220,6 +270,28 @@ mod tests {
         assert_eq!(q("1e3"), Some(1_000_000));
         assert_eq!(q("x"), None);
         assert_eq!(q("1Qi"), None);
+    }
+
+    #[test]
+    fn pull_secrets() {
+        use base64::Engine as _;
+        assert_eq!(registry_host("busybox"), "docker.io");
+        assert_eq!(registry_host("library/busybox:1"), "docker.io");
+        assert_eq!(registry_host("127.0.0.1:5000/busybox"), "127.0.0.1:5000");
+        let cfg = serde_json::json!({"auths": {"127.0.0.1:5000": {"username": "u", "password": "p"}, "other:1": {"username": "x", "password": "y"}}});
+        let cfg2 = serde_json::json!({"https://127.0.0.1:5000/v1/": {"auth": base64::engine::general_purpose::STANDARD.encode("a:b:c")}});
+        let secret = |key: &str, v: &serde_json::Value| -> k8s_openapi::api::core::v1::Secret {
+            let mut data = BTreeMap::new();
+            data.insert(key.to_string(), k8s_openapi::ByteString(serde_json::to_vec(v).expect("json")));
+            k8s_openapi::api::core::v1::Secret { data: Some(data), ..Default::default() }
+        };
+        let mut secrets = std::collections::HashMap::new();
+        secrets.insert("one".to_string(), Some(secret(".dockerconfigjson", &cfg)));
+        secrets.insert("two".to_string(), Some(secret(".dockercfg", &cfg2)));
+        secrets.insert("gone".to_string(), None);
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [], "imagePullSecrets": [{"name": "gone"}, {"name": "one"}, {"name": "two"}]}})).expect("pod");
+        assert_eq!(pull_credentials(&pod, &secrets, "127.0.0.1:5000/busybox:latest"), vec![("u".to_string(), "p".to_string()), ("a".to_string(), "b:c".to_string())]);
+        assert!(pull_credentials(&pod, &secrets, "busybox").is_empty());
     }
 
     #[test]
