@@ -269,6 +269,22 @@ fn port_forward_reaches_a_server_in_the_pod() {
             c.read_to_string(&mut resp).expect("response");
             assert!(resp.ends_with(&format!("hello from the pod, you asked for /try-{i}")), "{v:?}: {resp}");
         }
+        // A port nothing listens on in the pod: the connection closes and kubectl says why.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let local2 = common::free_port();
+        let mut pf2 = kubectl_cmd(&s, v).args(["port-forward", "pod/p", &format!("{local2}:{closed}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
+        let mut lines2 = BufReader::new(pf2.stdout.take().expect("stdout")).lines();
+        let _ = lines2.next();
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", local2)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let _ = write!(c, "GET / HTTP/1.0\r\n\r\n");
+        let mut resp = Vec::new();
+        let _ = c.read_to_end(&mut resp);
+        assert!(resp.is_empty(), "{v:?}: {}", text(&resp));
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = pf2.kill();
+        let out2 = pf2.wait_with_output().expect("port-forward");
+        assert!(text(&out2.stderr).contains(&format!("error forwarding port {closed} to pod p")), "{v:?}: {}", text(&out2.stderr));
         let _ = pf.kill();
         let out = pf.wait_with_output().expect("port-forward");
         if v.is_none() {
