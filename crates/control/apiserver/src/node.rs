@@ -13,6 +13,7 @@
 //! - Leases: get/create/update/patch/delete its own in `kube-node-lease`.
 //! - Everything else: the static rules of upstream's `system:node` ClusterRole (events, CSRs,
 //!   services, token and access reviews, ...), taken from the bootstrap policy.
+//!
 //! A request none of these allow falls through to RBAC, as upstream's "no opinion".
 //!
 //! Which object a pod references is a graph kept from the watch cache ([`Graph`], a
@@ -228,8 +229,8 @@ fn node_rules() -> &'static [PolicyRule] {
 }
 
 impl NodeAuthorizer {
-    /// Does the node authorizer allow `a` for `user`? Some(false) never happens: a request it
-    /// does not allow is left to RBAC (None).
+    /// Does the node authorizer allow `a` for `user`? A request it does not allow is left to
+    /// RBAC.
     pub async fn allows(&self, user: &User, a: &Attributes) -> bool {
         let Some(node) = identity(user) else { return false };
         match self.decide(node, a) {
@@ -294,6 +295,7 @@ impl NodeAuthorizer {
 
     /// NodeRestriction admission: a write the authorizer let through for node `node` must be
     /// about the node itself or pods bound to it. `obj` is the body of a create. Err is why not.
+    #[allow(clippy::too_many_arguments)]
     pub async fn admit(&self, node: &str, verb: &str, resource: &str, subresource: &str, namespace: &str, name: &str, obj: Option<&Value>) -> Result<(), String> {
         let body_name = obj.and_then(|o| o["metadata"]["name"].as_str()).unwrap_or("");
         match (resource, subresource, verb) {
