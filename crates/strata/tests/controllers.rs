@@ -459,6 +459,20 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pods(&s, "j2").len(), 2, "no pod after the job failed");
 
+    // ttlSecondsAfterFinished: the finished Job and its pod go by themselves.
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("brief", "j1", json!({ "ttlSecondsAfterFinished": 2 }))));
+    s.ok(&["wait", "--for=condition=complete", "job/brief", "-n", "j1", "--timeout=90s"]);
+    assert!(eventually(LONG, || get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/brief").is_null()), "job not deleted after its TTL");
+    assert!(eventually(LONG, || pods(&s, "j1").iter().all(|p| p["metadata"]["labels"]["job-name"] != "brief")));
+
+    // activeDeadlineSeconds: a job whose pod never finishes fails with DeadlineExceeded.
+    s.ok(&["create", "namespace", "j3"]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("slow", "j3", json!({ "activeDeadlineSeconds": 2 }))));
+    s.ok(&["wait", "--for=condition=failed", "job/slow", "-n", "j3", "--timeout=90s"]);
+    let job = get_json(&s, "/apis/batch/v1/namespaces/j3/jobs/slow");
+    assert!(job["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Failed" && c["reason"] == "DeadlineExceeded")), "{}", job["status"]);
+    assert!(eventually(LONG, || pods(&s, "j3").is_empty()), "the running pod is deleted at the deadline");
+
     // Deleting a Job takes its pods (their tracking finalizers are released).
     s.ok(&["delete", "job", "once", "idx", "-n", "j1"]);
     assert!(eventually(LONG, || pods(&s, "j1").is_empty()), "{:?}", pods(&s, "j1").iter().map(name).collect::<Vec<_>>());

@@ -8,7 +8,8 @@
 //! upstream counts them: a finished pod's uid goes into `status.uncountedTerminatedPods` first,
 //! then its finalizer is removed, then it moves into the counters — each step a separate write,
 //! so a controller killed between any two counts every pod exactly once, and a deleted pod is
-//! never lost from the counts. Not done: podFailurePolicy, ttlSecondsAfterFinished, successPolicy.
+//! never lost from the counts. Not done: podFailurePolicy, successPolicy (`ttl.rs` does
+//! ttlSecondsAfterFinished).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

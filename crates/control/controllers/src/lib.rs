@@ -21,6 +21,7 @@ pub mod job;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+pub mod ttl;
 
 pub use strata_client::leader;
 
@@ -40,6 +41,7 @@ pub const CONTROLLERS: &[&str] = &[
     replicaset::IDENTITY,
     deployment::IDENTITY,
     job::IDENTITY,
+    ttl::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -113,6 +115,7 @@ pub async fn run_controllers(clients: Clients) {
                         replicaset::IDENTITY => replicaset::run(c).await,
                         deployment::IDENTITY => deployment::run(c).await,
                         job::IDENTITY => job::run(c).await,
+                        ttl::IDENTITY => ttl::run(c).await,
                         _ => Ok(()),
                     }
                 });
