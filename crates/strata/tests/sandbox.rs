@@ -478,3 +478,169 @@ fn the_events_feed_reports_starts_exits_and_oom_kills() {
     pods.rt.remove_container(&victim).expect("remove");
     next(&victim, &|k| *k == PodEventKind::Removed);
 }
+
+/// The value of `key:` in a container's `/proc/self/status`.
+fn proc_status(pods: &Pods, id: &str, key: &str) -> String {
+    let status = pods.exec(id, &["cat", "/proc/self/status"]);
+    status.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+/// A cgroup v1 file of a pod container (this machine's cgroups are hybrid).
+fn cgroup_file(controller: &str, cgroup: &str, file: &str) -> String {
+    let p = Path::new("/sys/fs/cgroup").join(controller).join(cgroup.trim_start_matches('/')).join(file);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+}
+
+#[test]
+fn security_context_command_and_resources_apply() {
+    use strata_driver::pod::{ContainerResources, QosClass, SeccompProfile, SecurityContext};
+    let pods = Pods::new();
+    let mut cfg = sandbox_config("secure");
+    cfg.qos_class = QosClass::Burstable;
+    cfg.memory_limit_bytes = Some(256 << 20);
+    cfg.cpu_shares = Some(512);
+    cfg.dns = Some(strata_driver::pod::DnsConfig { servers: vec!["10.96.0.10".into()], searches: vec!["team-a.svc.cluster.local".into()], options: vec!["ndots:5".into()] });
+    cfg.host_aliases = vec![("10.1.2.3".parse().expect("ip"), vec!["db.local".into()])];
+    let sb = pods.rt.run_pod_sandbox(&cfg).expect("sandbox");
+    let parent = pods.rt.pod_sandbox_status(&sb).expect("status").cgroup_parent;
+    assert_eq!(parent, format!("/strata-pods/burstable/pod{sb}"));
+
+    // Command and args as Kubernetes merges them with the image; env; working directory.
+    let mut app = pods.container("app", 0, &["-c", "echo $0:$GREETING:$(pwd); exec sleep 1000"]);
+    app.command = vec!["sh".into()];
+    app.envs = vec!["GREETING=hi".into()];
+    app.working_dir = Some("/work/dir".into());
+    app.security = SecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(3000),
+        supplemental_groups: vec![4000],
+        readonly_rootfs: true,
+        capabilities_drop: vec!["ALL".into()],
+        capabilities_add: vec!["NET_BIND_SERVICE".into()],
+        ..Default::default()
+    };
+    app.mounts = vec![Mount { container_path: "/tmp".into(), source: MountSource::Tmpfs { size_bytes: None }, readonly: false }];
+    app.resources = ContainerResources { cpu_shares: Some(256), cpu_quota_us: Some(50_000), memory_limit_bytes: Some(64 << 20), pids_limit: Some(64), ..Default::default() };
+    app.annotations = BTreeMap::from([("note".to_string(), "kept".to_string())]);
+    let app = pods.run(&sb, &app);
+    pods.wait_state(&app, ContainerState::Running);
+    let mut lines = Vec::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        lines = pods.log_lines(&app, &LogOptions::default());
+        !lines.is_empty()
+    }));
+    assert_eq!(lines, ["sh:hi:/work/dir"]);
+    assert_eq!(pods.exec(&app, &["id", "-u"]).trim(), "1000");
+    assert_eq!(pods.exec(&app, &["id", "-g"]).trim(), "3000");
+    assert!(pods.exec(&app, &["id", "-G"]).split_whitespace().any(|g| g == "4000"));
+    let r = pods.rt.exec_sync(&app, &["touch".into(), "/rootfs-file".into()], Some(Duration::from_secs(30))).expect("exec");
+    assert_ne!(r.exit_code, 0, "read-only root filesystem");
+    pods.exec(&app, &["touch", "/tmp/ok"]);
+    // Only CAP_NET_BIND_SERVICE (bit 10) is left, and a non-root user has none effective.
+    assert_eq!(proc_status(&pods, &app, "CapBnd"), "0000000000000400");
+    assert_eq!(proc_status(&pods, &app, "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(&pods, &app, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(&pods, &app, "Seccomp"), "2");
+    // The pod's DNS settings and host aliases.
+    let resolv = pods.exec(&app, &["cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv, "search team-a.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+    assert!(pods.exec(&app, &["cat", "/etc/hosts"]).contains("10.1.2.3\tdb.local"));
+    // Resources in the container's cgroup, under the pod's, which has the pod's limits.
+    let cg = format!("{parent}/{app}");
+    assert_eq!(cgroup_file("memory", &cg, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(cgroup_file("cpu", &cg, "cpu.shares"), "256");
+    assert_eq!(cgroup_file("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file("pids", &cg, "pids.max"), "64");
+    assert_eq!(cgroup_file("memory", &parent, "memory.limit_in_bytes"), (256u64 << 20).to_string());
+    assert_eq!(cgroup_file("cpu", &parent, "cpu.shares"), "512");
+    let bundle = pods.env.root().join("containers").join(&app).join("bundle/config.json");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle).expect("config.json")).expect("json");
+    assert_eq!(spec["annotations"]["note"], "kept");
+
+    // Root with privilege escalation allowed, no seccomp filter.
+    let mut loose = pods.container("loose", 0, &["sleep", "1000"]);
+    loose.security.no_new_privs = Some(false);
+    loose.security.seccomp = SeccompProfile::Unconfined;
+    let loose = pods.run(&sb, &loose);
+    pods.wait_state(&loose, ContainerState::Running);
+    assert_eq!(proc_status(&pods, &loose, "NoNewPrivs"), "0");
+    assert_eq!(proc_status(&pods, &loose, "Seccomp"), "0");
+
+    // A profile from the node: everything allowed but mkdir.
+    let profile = pods.env.root().join("no-mkdir.json");
+    std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#).expect("profile");
+    let mut custom = pods.container("custom", 0, &["sleep", "1000"]);
+    custom.security.seccomp = SeccompProfile::Localhost(profile);
+    let custom = pods.run(&sb, &custom);
+    pods.wait_state(&custom, ContainerState::Running);
+    let r = pods.rt.exec_sync(&custom, &["mkdir".into(), "/tmp/d".into()], Some(Duration::from_secs(30))).expect("exec");
+    assert_ne!(r.exit_code, 0, "mkdir is refused by the profile");
+    pods.exec(&custom, &["touch", "/tmp/f"]);
+
+    // Bad input: a clear error and nothing left behind.
+    let before = std::fs::read_dir(pods.env.root().join("containers")).expect("ls").count();
+    let mut bad = pods.container("bad", 0, &["true"]);
+    bad.security.capabilities_add = vec!["NOT_A_CAP".into()];
+    let e = pods.rt.create_container(&sb, &bad).expect_err("unknown capability");
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("NOT_A_CAP")), "{e}");
+    let mut bad = pods.container("bad", 0, &["true"]);
+    bad.mounts = vec![Mount { container_path: "/data".into(), source: MountSource::Bind { host_path: "/no/such/dir".into(), propagation: Default::default() }, readonly: false }];
+    let e = pods.rt.create_container(&sb, &bad).expect_err("missing host path");
+    assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("/no/such/dir")), "{e}");
+    let mut bad = pods.container("bad", 0, &["true"]);
+    bad.security.seccomp = SeccompProfile::Localhost(pods.env.root().join("missing.json"));
+    assert!(matches!(pods.rt.create_container(&sb, &bad), Err(Error::InvalidArgument(_))));
+    let mut bad = pods.container("bad", 0, &["true"]);
+    bad.image = "no-such-image:latest".into();
+    assert!(pods.rt.create_container(&sb, &bad).is_err());
+    assert!(matches!(pods.rt.create_container("0000000000000000000000000000000000000000000000000000000000000000", &pods.container("x", 0, &["true"])), Err(Error::NotFound(_))));
+    assert_eq!(std::fs::read_dir(pods.env.root().join("containers")).expect("ls").count(), before, "refused creates leave no container");
+}
+
+#[test]
+fn logs_select_by_tail_since_and_bytes_and_a_follower_can_be_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pods = Pods::new();
+    let sb = pods.sandbox("logs");
+    let c = pods.run(&sb, &pods.container("app", 0, &["sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; done; sleep 2; echo late >&2; exec sleep 1000"]));
+    assert!(eventually(Duration::from_secs(20), || pods.log_lines(&c, &LogOptions::default()).len() == 6));
+    let all = {
+        let mut v = Vec::new();
+        pods.rt.container_logs(&c, &LogOptions::default(), &mut |r| {
+            v.push(r.clone());
+            true
+        }).expect("logs");
+        v
+    };
+    assert_eq!(all.last().map(|r| r.stream), Some(strata_driver::LogStream::Stderr));
+    assert!(all.iter().all(|r| chrono::DateTime::parse_from_rfc3339(&r.time).is_ok()), "every record has its time");
+    assert_eq!(pods.log_lines(&c, &LogOptions { tail: Some(2), ..Default::default() }), ["line-5", "late"]);
+    let late: chrono::DateTime<chrono::Utc> = all[5].time.parse().expect("time");
+    let since = late - chrono::Duration::milliseconds(500);
+    assert_eq!(pods.log_lines(&c, &LogOptions { since: Some(since), ..Default::default() }), ["late"]);
+    let first: chrono::DateTime<chrono::Utc> = all[0].time.parse().expect("time");
+    assert_eq!(pods.log_lines(&c, &LogOptions { since: Some(first), tail: Some(2), ..Default::default() }), ["line-5", "late"]);
+    // 7 bytes for "line-1\n", then the next record is cut.
+    assert_eq!(pods.log_lines(&c, &LogOptions { limit_bytes: Some(10), ..Default::default() }), ["line-1", "lin"]);
+
+    // A follower of a silent container ends when its client goes away.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let rt = open_driver(pods.env.root());
+    let (id, flag) = (c.clone(), cancel.clone());
+    let follower = std::thread::spawn(move || {
+        let mut n = 0;
+        rt.container_logs(&id, &LogOptions { follow: true, cancel: Some(flag), ..Default::default() }, &mut |_| {
+            n += 1;
+            true
+        }).map(|()| n)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!follower.is_finished(), "follows while the container runs");
+    let t = Instant::now();
+    cancel.store(true, Ordering::Relaxed);
+    while !follower.is_finished() {
+        assert!(t.elapsed() < Duration::from_secs(5), "the follower did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(follower.join().expect("join").expect("logs"), 6);
+}
