@@ -103,6 +103,15 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The argument that makes the `strata` binary run as a container supervisor.
 pub use strata_oci::shim::SHIM_ARG;
 
+/// The argument that makes the `strata` binary run as a pod sandbox's supervisor.
+pub use strata_oci::infra::POD_ARG;
+
+/// Run as a pod sandbox's supervisor (the binary's hidden `__pod` mode: host ports, the pod's
+/// PID namespace init). Never returns.
+pub fn run_pod_supervisor(config: &std::path::Path) -> ! {
+    strata_oci::infra::main(config)
+}
+
 /// Run as a container supervisor (the binary's hidden `__shim` mode). Never returns.
 pub fn run_shim(config: &std::path::Path) -> ! {
     strata_oci::shim::main(config)

@@ -20,6 +20,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    if mode.as_deref() == Some(std::ffi::OsStr::new(strata_driver::POD_ARG)) {
+        match args.next() {
+            Some(config) => strata_driver::run_pod_supervisor(std::path::Path::new(&config)),
+            None => {
+                eprintln!("strata: {} needs a config path", strata_driver::POD_ARG);
+                return ExitCode::from(2);
+            }
+        }
+    }
     if mode.as_deref() == Some(std::ffi::OsStr::new(strata_driver::SHIM_ARG)) {
         match args.next() {
             Some(config) => strata_driver::run_shim(std::path::Path::new(&config)),

@@ -644,3 +644,79 @@ fn logs_select_by_tail_since_and_bytes_and_a_follower_can_be_cancelled() {
     }
     assert_eq!(follower.join().expect("join").expect("logs"), 6);
 }
+
+#[test]
+fn host_ports_reach_the_pod_and_a_taken_port_is_refused_cleanly() {
+    use strata_driver::pod::HostPortMapping;
+    let pods = Pods::new();
+    let port = common::free_port();
+    let mut cfg = sandbox_config("ported");
+    cfg.port_mappings = vec![HostPortMapping { container_port: 8080, host_port: port, host_ip: Some("127.0.0.1".parse().expect("ip")) }];
+    let sb = pods.rt.run_pod_sandbox(&cfg).expect("sandbox");
+    let web = pods.run(&sb, &pods.container("web", 0, &["httpd", "-f", "-p", "8080", "-h", "/var/www"]));
+    pods.wait_state(&web, ContainerState::Running);
+    let mut body = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.contains("hello from strata")
+    }), "{body}");
+    assert_eq!(pods.rt.pod_sandbox_status(&sb).expect("status").port_mappings, cfg.port_mappings);
+    let ps = pods.env.ok(&["ps"]);
+    assert!(ps.lines().any(|l| l.starts_with(&web[..12]) && l.contains(&format!("127.0.0.1:{port}->8080/tcp"))), "{ps}");
+
+    // The same host port for another pod: refused, and nothing of that sandbox is left.
+    let mut other = sandbox_config("ported-2");
+    other.port_mappings = cfg.port_mappings.clone();
+    let e = pods.rt.run_pod_sandbox(&other).expect_err("port in use");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
+    assert_eq!(pods.rt.list_pod_sandboxes(&SandboxFilter::default()).expect("list").len(), 1);
+    assert_eq!(std::fs::read_dir(pods.env.root().join("sandboxes")).expect("ls").count(), 1);
+    assert_eq!(std::fs::read_dir(pods.env.root().join("sandbox-names")).expect("ls").count(), 1);
+
+    // Stopping the sandbox frees its port.
+    pods.rt.stop_pod_sandbox(&sb).expect("stop");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
+    pods.rt.remove_pod_sandbox(&sb).expect("remove");
+    let traces = pod_traces(pods.env.root(), &sb, &[web]);
+    assert!(traces.is_empty(), "left behind: {traces:#?}");
+}
+
+#[test]
+fn a_shared_pid_namespace_shows_every_container_process() {
+    use strata_driver::pod::{NamespaceMode, PodNamespaces};
+    let pods = Pods::new();
+    let mut cfg = sandbox_config("shared-pids");
+    cfg.namespaces = PodNamespaces { pid: NamespaceMode::Pod, ..Default::default() };
+    let sb = pods.rt.run_pod_sandbox(&cfg).expect("sandbox");
+    let a = pods.run(&sb, &pods.container("a", 0, &["sleep", "4242"]));
+    let b = pods.run(&sb, &pods.container("b", 0, &["sleep", "1000"]));
+    pods.wait_state(&a, ContainerState::Running);
+    pods.wait_state(&b, ContainerState::Running);
+    let ps = pods.exec(&b, &["ps", "-o", "pid,args"]);
+    assert!(ps.contains("sleep 4242"), "b sees a's process: {ps}");
+    // Neither container is pid 1: the pod's init is.
+    assert!(!ps.lines().any(|l| l.split_whitespace().next() == Some("1") && l.contains("sleep")), "{ps}");
+    assert_eq!(pods.exec(&a, &["readlink", "/proc/self/ns/pid"]), pods.exec(&b, &["readlink", "/proc/self/ns/pid"]));
+    // Without sharing, a container sees only its own.
+    let sb2 = pods.sandbox("own-pids");
+    let c = pods.run(&sb2, &pods.container("c", 0, &["sleep", "1000"]));
+    pods.wait_state(&c, ContainerState::Running);
+    assert!(!pods.exec(&c, &["ps", "-o", "args"]).contains("sleep 4242"));
+
+    // A new driver finds the pod's PID namespace: containers created later join it.
+    let again = open_driver(pods.env.root());
+    let late = again.create_container(&sb, &pods.container("late", 0, &["sleep", "1000"])).expect("create");
+    again.start_container(&late).expect("start");
+    pods.wait_state(&late, ContainerState::Running);
+    assert!(pods.exec(&late, &["ps", "-o", "args"]).contains("sleep 4242"));
+
+    // (Every mount under the root counts as a trace: the other pod goes first.)
+    pods.rt.remove_pod_sandbox(&sb2).expect("remove");
+    pods.rt.remove_pod_sandbox(&sb).expect("remove");
+    let mut traces = pod_traces(pods.env.root(), &sb, &[a, b, late]);
+    traces.extend(pod_traces(pods.env.root(), &sb2, &[c]));
+    assert!(traces.is_empty(), "left behind: {traces:#?}");
+}

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use strata_oci::network::{self, BridgeNetwork};
 use strata_oci::spec::{MountSpec, Namespace, Propagation, Seccomp, SpecExtra};
-use strata_oci::{cgroups, ns};
+use std::net::SocketAddr;
+use strata_oci::{cgroups, infra, ns};
+use strata_supervise::ports::PortForward;
 use strata_supervise::util;
 
 use super::{config, ContainerDriver, Record};
@@ -83,9 +85,15 @@ impl PodPart {
             pid_ns: match sb.config.namespaces.pid {
                 NamespaceMode::Node => Namespace::Host,
                 NamespaceMode::Container => Namespace::New,
-                NamespaceMode::Pod => {
-                    return Err(Error::Unsupported("a PID namespace shared by the pod (shareProcessNamespace)".into()))
-                }
+                NamespaceMode::Pod => match sb.pid_init.filter(|(p, s)| util::process_alive(*p, *s)) {
+                    Some((pid, _)) => Namespace::Path(PathBuf::from(format!("/proc/{pid}/ns/pid"))),
+                    None => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "the PID namespace of pod sandbox {} is gone (its init died)",
+                            sb.id
+                        )))
+                    }
+                },
             },
             ipc_ns: sb.ipc_ns.clone().map_or(Namespace::Host, Namespace::Path),
             uts_ns: sb.uts_ns.clone().map_or(Namespace::Host, Namespace::Path),
@@ -195,7 +203,18 @@ pub(crate) struct SandboxRecord {
     /// The log directory is the sandbox's own (inside its directory).
     pub own_log_directory: bool,
     pub stopped: bool,
+    /// The pod supervisor (host ports, PID namespace init), when the pod needs one.
+    #[serde(default)]
+    pub supervisor: Option<(i32, u64)>,
+    /// The init of the pod's PID namespace (`namespaces.pid == Pod`).
+    #[serde(default)]
+    pub pid_init: Option<(i32, u64)>,
 }
+
+/// The pod supervisor's files in the sandbox directory.
+const POD_CONFIG: &str = "pod.json";
+const POD_STATE: &str = "pod.state";
+const POD_LOG: &str = "pod.log";
 
 /// The name reserved for a pod sandbox: one ready sandbox per pod attempt.
 fn sandbox_name(m: &crate::pod::PodSandboxMetadata) -> String {
@@ -337,6 +356,7 @@ impl ContainerDriver {
                 first.get_or_insert(e);
             }
         };
+        self.stop_pod_supervisor(id, record);
         note(&mut first, self.release_sandbox_network(id, record));
         for kind in [ns::Kind::Ipc, ns::Kind::Uts] {
             let path = ns::pin_path(id, kind);
@@ -391,6 +411,7 @@ impl ContainerDriver {
         if sb.uts_ns.is_none() {
             sb.hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| sb.hostname.clone());
         }
+        self.start_pod_supervisor(sb)?;
         let hosts = hosts_file(sb);
         for (name, content) in [("hostname", format!("{}\n", sb.hostname)), ("hosts", hosts), ("resolv.conf", resolv_conf(sb.config.dns.as_ref()))] {
             let path = dir.join(name);
@@ -400,6 +421,60 @@ impl ContainerDriver {
         cgroups::create(&sb.cgroup_parent, sb.config.memory_limit_bytes, Some(self::pod_cpu_shares(&sb.config)))
             .map_err(Error::io(format!("creating pod cgroup {}", sb.cgroup_parent)))?;
         self.save_sandbox(sb)
+    }
+
+    /// Start the pod supervisor when the pod has host ports or one PID namespace; its
+    /// processes go into the record.
+    fn start_pod_supervisor(&self, sb: &mut SandboxRecord) -> Result<(), Error> {
+        let forwards: Vec<PortForward> = match (sb.ip, sb.config.namespaces.network) {
+            (Some(ip), NamespaceMode::Pod) => sb
+                .config
+                .port_mappings
+                .iter()
+                .map(|p| PortForward {
+                    host: SocketAddr::new(p.host_ip.unwrap_or(network::ANY_V4), p.host_port),
+                    container: SocketAddr::new(ip, p.container_port),
+                })
+                .collect(),
+            // On the node's network a host port is the container's own: nothing to forward.
+            _ => Vec::new(),
+        };
+        let pid_namespace = sb.config.namespaces.pid == NamespaceMode::Pod;
+        if forwards.is_empty() && !pid_namespace {
+            return Ok(());
+        }
+        let dir = self.sandbox_dir(&sb.id);
+        let config = infra::PodConfig { ports: forwards, pid_namespace, state_file: dir.join(POD_STATE) };
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+        let path = dir.join(POD_CONFIG);
+        std::fs::write(&path, json).map_err(Error::io(format!("writing {}", path.display())))?;
+        match util::spawn_supervisor(&self.exe, infra::POD_ARG, &path, &dir.join(POD_LOG)).map_err(Error::io("starting the pod supervisor"))? {
+            util::SupervisorReport::Ready { child_pid, supervisor_pid } => {
+                sb.supervisor = util::process_start_time(supervisor_pid).map(|s| (supervisor_pid, s));
+                if pid_namespace {
+                    sb.pid_init = util::process_start_time(child_pid).map(|s| (child_pid, s));
+                }
+                self.save_sandbox(sb)
+            }
+            util::SupervisorReport::Failed(msg) => Err(Error::FailedPrecondition(format!("cannot start pod sandbox: {msg}"))),
+            util::SupervisorReport::Silent => {
+                Err(Error::Internal(format!("the pod supervisor exited without reporting (see {})", dir.join(POD_LOG).display())))
+            }
+        }
+    }
+
+    /// Kill the pod supervisor and its PID namespace's init (which takes every process in that
+    /// namespace with it), found in the record or, for a half-created sandbox, its state file.
+    fn stop_pod_supervisor(&self, id: &str, record: Option<&SandboxRecord>) {
+        let state = util::read_supervisor_state(&self.sandbox_dir(id).join(POD_STATE));
+        let init = record.and_then(|r| r.pid_init).or_else(|| state.as_ref().and_then(|s| s.child()));
+        let sup = record.and_then(|r| r.supervisor).or_else(|| state.as_ref().and_then(|s| s.supervisor()));
+        for (pid, start) in [init, sup].into_iter().flatten() {
+            if util::process_alive(pid, start) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                util::wait_pid_exit(pid, start, Some(Duration::from_secs(10)));
+            }
+        }
     }
 
     fn sandbox_status(&self, sb: &SandboxRecord) -> PodSandboxStatus {
@@ -505,11 +580,11 @@ impl PodRuntime for ContainerDriver {
         if ns.network == NamespaceMode::Container || ns.ipc == NamespaceMode::Container {
             return Err(Error::InvalidArgument("a pod's network and IPC namespaces are the pod's or the node's".into()));
         }
-        if ns.pid == NamespaceMode::Pod {
-            return Err(Error::Unsupported("a PID namespace shared by the pod (shareProcessNamespace)".into()));
+        if ns.network == NamespaceMode::Node && config.port_mappings.iter().any(|p| p.host_port != p.container_port) {
+            return Err(Error::InvalidArgument("a pod on the node's network has its host ports as its container ports".into()));
         }
-        if !config.port_mappings.is_empty() {
-            return Err(Error::Unsupported("host ports of a pod sandbox".into()));
+        if config.port_mappings.iter().any(|p| p.host_port == 0 || p.container_port == 0) {
+            return Err(Error::InvalidArgument("host and container ports must be 1-65535".into()));
         }
         if config.metadata.name.is_empty() {
             return Err(Error::InvalidArgument("a pod sandbox needs a name".into()));
@@ -547,6 +622,8 @@ impl PodRuntime for ContainerDriver {
             log_directory,
             own_log_directory,
             stopped: false,
+            supervisor: None,
+            pid_init: None,
         };
         let result = self.save_sandbox(&sb).and_then(|()| self.sandbox_setup(&mut sb));
         match result {
@@ -577,9 +654,12 @@ impl PodRuntime for ContainerDriver {
         if sb.stopped {
             return Ok(());
         }
+        self.stop_pod_supervisor(id, Some(&sb));
         self.release_sandbox_network(id, Some(&sb))?;
         sb.stopped = true;
         sb.netns = None;
+        sb.supervisor = None;
+        sb.pid_init = None;
         self.save_sandbox(&sb)
     }
 

@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod cgroups;
+pub mod infra;
 pub mod network;
 pub mod ns;
 pub mod procs;
