@@ -310,6 +310,12 @@ fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
     s.ok_stdin(&["create", "-f", "-"], Some(&dep("shared", json!([gone, live]))));
     assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/lonely").is_null()), "dangling-only dependent collected");
     assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared")["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.len() == 1 && r[0]["name"] == "owner")));
+    // An owner of a kind the server does not serve: a Warning Event, the object left alone, and
+    // the collector goes on with the rest.
+    let alien = json!({"apiVersion":"example.com/v1","kind":"Widget","name":"w","uid":"00000000-0000-0000-0000-000000000002"});
+    s.ok_stdin(&["create", "-f", "-"], Some(&dep("alien", json!([alien]))));
+    assert!(eventually(LONG, || s.ok(&["get", "events", "-n", "d4", "--field-selector", "involvedObject.name=alien"]).contains("OwnerRefInvalid")), "{}", s.ok(&["get", "events", "-n", "d4"]));
+    assert!(!get_json(&s, "/api/v1/namespaces/d4/configmaps/alien").is_null(), "left alone");
     // Deleting the owner in the foreground takes the dependent with it.
     s.ok(&["delete", "configmap", "owner", "-n", "d4", "--cascade=foreground", "--timeout=90s"]);
     assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared").is_null()));
