@@ -593,3 +593,21 @@ pub trait PodRuntime: Send + Sync {
     /// of its own (e.g. `spawn_blocking`, forwarding into an async channel).
     fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<PodEvent>, Error>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_classes_as_kubernetes_gives_them() {
+        let c = |cr, cl, mr, ml| ContainerResourceSpec { cpu_request_millis: cr, cpu_limit_millis: cl, memory_request_bytes: mr, memory_limit_bytes: ml };
+        assert_eq!(QosClass::of(&[]), QosClass::BestEffort);
+        assert_eq!(QosClass::of(&[c(None, None, None, None)]), QosClass::BestEffort);
+        // Limits only: requests default to them.
+        assert_eq!(QosClass::of(&[c(None, Some(500), None, Some(64))]), QosClass::Guaranteed);
+        assert_eq!(QosClass::of(&[c(Some(500), Some(500), Some(64), Some(64)), c(None, Some(100), None, Some(8))]), QosClass::Guaranteed);
+        assert_eq!(QosClass::of(&[c(Some(100), Some(500), Some(64), Some(64))]), QosClass::Burstable);
+        assert_eq!(QosClass::of(&[c(Some(500), Some(500), Some(64), Some(64)), c(None, None, None, None)]), QosClass::Burstable);
+        assert_eq!(QosClass::of(&[c(None, None, Some(64), None)]), QosClass::Burstable);
+    }
+}

@@ -495,6 +495,40 @@ mod tests {
     }
 
     #[test]
+    fn pod_extras_join_namespaces_mount_volumes_and_adjust_capabilities() {
+        let mut i = input();
+        i.extra = SpecExtra {
+            ipc_ns: Namespace::Path("/run/strata/ns/x.ipc".into()),
+            uts_ns: Namespace::Path("/run/strata/ns/x.uts".into()),
+            pid_ns: Namespace::Host,
+            mounts: vec![
+                MountSpec::Bind { source: "/srv/v".into(), destination: "/data".into(), readonly: true, propagation: Propagation::HostToContainer },
+                MountSpec::Tmpfs { destination: "/etc/hosts".into(), size_bytes: Some(4096), readonly: false },
+            ],
+            cap_drop_all: true,
+            cap_add: vec![Capability::NetBindService],
+            cpu_shares: Some(256),
+            ..Default::default()
+        };
+        i.bind_files = vec![("/sb/hosts".into(), "/etc/hosts".into()), ("/sb/resolv.conf".into(), "/etc/resolv.conf".into())];
+        let json = serde_json::to_value(build(&i, Path::new("rootfs")).expect("spec")).expect("json");
+        let ns = json["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns.iter().any(|n| n["type"] == "ipc" && n["path"] == "/run/strata/ns/x.ipc"));
+        assert!(!ns.iter().any(|n| n["type"] == "pid"), "the host's PID namespace: none listed");
+        assert!(json.get("hostname").is_none_or(|h| h.is_null()), "a joined UTS namespace keeps its hostname");
+        assert_eq!(json["linux"]["rootfsPropagation"], "rslave");
+        let mounts = json["mounts"].as_array().expect("mounts");
+        let data = mounts.iter().find(|m| m["destination"] == "/data").expect("/data");
+        assert_eq!(data["options"], serde_json::json!(["rbind", "rslave", "ro"]));
+        let hosts: Vec<_> = mounts.iter().filter(|m| m["destination"] == "/etc/hosts").collect();
+        assert_eq!(hosts.len(), 1, "a volume at /etc/hosts replaces the pod's file");
+        assert_eq!(hosts[0]["type"], "tmpfs");
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/resolv.conf"));
+        assert_eq!(json["process"]["capabilities"]["bounding"], serde_json::json!(["CAP_NET_BIND_SERVICE"]));
+        assert_eq!(json["linux"]["resources"]["cpu"]["shares"], 256);
+    }
+
+    #[test]
     fn non_root_user_has_no_effective_caps() {
         let mut i = input();
         i.uid = 1000;
