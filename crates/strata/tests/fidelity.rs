@@ -109,3 +109,57 @@ fn client_side_apply_removes_list_entries() {
         assert_eq!((names, ports), (vec!["A"], vec![80]), "kubectl {v}");
     }
 }
+
+/// Deleting a pod bound to a node is graceful, as kube-apiserver's pod strategy makes it: the
+/// object stays with `deletionTimestamp` (now + the grace period) and
+/// `deletionGracePeriodSeconds` (the request's, else the pod's `terminationGracePeriodSeconds`)
+/// until the node's agent deletes it with grace 0; a shorter grace period shortens it, a longer
+/// one does not; an unbound pod, or one that has finished, goes at once. (The node here is
+/// simulated: no agent runs, the test acts as one.)
+#[test]
+fn deleting_a_bound_pod_is_graceful_until_its_node_confirms() {
+    let s = ApiServer::start(Backend::Embedded);
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, node: Option<&str>| {
+        let mut p = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 45, "containers": [{"name": "c", "image": "busybox"}]}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = serde_json::json!(n);
+        }
+        let (code, body) = s.curl("POST", pods, Auth::Admin, Some("application/json"), Some(p.to_string().as_bytes()));
+        assert_eq!(code, 201, "{body}");
+    };
+    let get = |name: &str| s.curl("GET", &format!("{pods}/{name}"), Auth::Admin, None, None);
+    let delete = |name: &str, query: &str| s.curl("DELETE", &format!("{pods}/{name}{query}"), Auth::Admin, None, None);
+
+    pod("bound", Some("simulated-node-1"));
+    let (code, body) = delete("bound", "");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get("bound");
+    assert_eq!(code, 200, "a bound pod stays until its node confirms: {body}");
+    let p = json_of(&body);
+    assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 45, "{body}");
+    let ts = chrono::DateTime::parse_from_rfc3339(p["metadata"]["deletionTimestamp"].as_str().expect("deletionTimestamp")).expect("RFC 3339");
+    let left = ts.signed_duration_since(chrono::Utc::now()).num_seconds();
+    assert!((30..=46).contains(&left), "deletionTimestamp is now + the grace period: {left} s left");
+    // A longer grace period changes nothing; a shorter one shortens it.
+    delete("bound", "?gracePeriodSeconds=100");
+    assert_eq!(json_of(&get("bound").1)["metadata"]["deletionGracePeriodSeconds"], 45);
+    delete("bound", "?gracePeriodSeconds=5");
+    assert_eq!(json_of(&get("bound").1)["metadata"]["deletionGracePeriodSeconds"], 5);
+    // The node's agent confirms with grace 0: gone.
+    let (code, body) = delete("bound", "?gracePeriodSeconds=0");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(get("bound").0, 404);
+
+    // Unbound, and finished, pods go at once.
+    pod("unbound", None);
+    delete("unbound", "");
+    assert_eq!(get("unbound").0, 404);
+    pod("done", Some("simulated-node-1"));
+    let status = serde_json::json!({"status": {"phase": "Succeeded"}});
+    let (code, body) = s.curl("PATCH", &format!("{pods}/done/status"), Auth::Admin, Some("application/merge-patch+json"), Some(status.to_string().as_bytes()));
+    assert_eq!(code, 200, "{body}");
+    delete("done", "");
+    assert_eq!(get("done").0, 404);
+}

@@ -148,7 +148,9 @@ fn topology_spread_with_max_skew_as_documented() {
     let one = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n";
     create(&s, &plain_pod("mypod", "foo: bar", one));
     assert!(["sim-node3", "sim-node4"].contains(&bound(&s, "mypod").as_str()));
-    s.ok(&["delete", "pod", "mypod"]);
+    // A bound pod's deletion is graceful until its node confirms it; no agent runs these
+    // simulated nodes, so the test confirms (force), as one would for a lost node.
+    s.ok(&["delete", "pod", "mypod", "--grace-period=0", "--force"]);
     let two = "  topologySpreadConstraints:\n  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n  - {maxSkew: 1, topologyKey: node, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}\n";
     create(&s, &plain_pod("mypod2", "foo: bar", two));
     assert_eq!(bound(&s, "mypod2"), "sim-node4");
@@ -277,6 +279,13 @@ fn priority_classes_set_pod_priority_and_preemption_makes_room() {
     assert!(eventually(Duration::from_secs(30), || cond("peer") == "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."), "{}", cond("peer"));
     s.ok(&["delete", "pod", "peer"]);
     create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: vip}\nspec:\n  priorityClassName: high\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '1'}}}]\n");
+    // The victim is deleted gracefully; sim-1, a simulated node, confirms its end as its agent
+    // would, and only then does the preemptor fit.
+    let terminating = || s.ok(&["get", "pod", "victim", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+    assert!(eventually(Duration::from_secs(30), || !terminating().is_empty()), "the victim was not deleted");
+    let nominated = || s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]);
+    assert!(eventually(Duration::from_secs(30), || nominated() == "sim-1"), "nominated: {}", nominated());
+    s.ok(&["delete", "pod", "victim", "--grace-period=0", "--force"]);
     assert_eq!(bound(&s, "vip"), "sim-1");
     assert!(eventually(Duration::from_secs(30), || s.kubectl(&["get", "pod", "victim"]).status.code() == Some(1)), "the victim was not deleted");
     let uid = s.ok(&["get", "pod", "vip", "-o", "jsonpath={.metadata.uid}"]);
@@ -285,5 +294,4 @@ fn priority_classes_set_pod_priority_and_preemption_makes_room() {
         events = s.ok(&["get", "events", "--field-selector", "reason=Preempted", "-o", "jsonpath={.items[*].message}"]);
         events.contains(&format!("Preempted by pod {uid} on node sim-1"))
     }), "{events}");
-    assert_eq!(s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]), "sim-1");
 }

@@ -355,10 +355,14 @@ impl Api {
             "delete" => {
                 let mut opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
                 // DeleteOptions may come as query parameters too.
-                for k in ["propagationPolicy", "orphanDependents"] {
+                for k in ["propagationPolicy", "orphanDependents", "gracePeriodSeconds"] {
                     if opts.get(k).is_none_or(Value::is_null) {
                         if let Some(v) = q.get(k) {
-                            opts[k] = if k == "orphanDependents" { json!(v == "true") } else { json!(v) };
+                            opts[k] = match k {
+                                "orphanDependents" => json!(v == "true"),
+                                "gracePeriodSeconds" => json!(v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {v:?}")))?),
+                                _ => json!(v),
+                            };
                         }
                     }
                 }
@@ -1241,6 +1245,9 @@ impl Api {
             }
         }
         let key = r.key(info.namespace.as_deref(), &name);
+        if let Some(grace) = graceful_pod_delete(r, &obj, opts) {
+            return self.delete_gracefully(r, &key, obj, rev, grace, dry_run).await;
+        }
         let is_ns = r.kind == "Namespace";
         // Garbage collection's finalizers for the propagation policy (the namespace's own
         // cleanup is done here, not by the collector).
@@ -1289,6 +1296,28 @@ impl Api {
         }
     }
 
+    /// Mark a pod deleted with `grace` seconds to go (kube-apiserver's graceful deletion): its
+    /// node's agent stops it and then deletes it with grace 0. A grace period only ever
+    /// shortens: a later delete with a longer one changes nothing.
+    async fn delete_gracefully(&self, r: &'static Resource, key: &str, mut obj: Value, rev: u64, grace: i64, dry_run: bool) -> Result<Response, ApiError> {
+        let name = name_of(&obj).to_string();
+        let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+        if obj["metadata"]["deletionTimestamp"].is_string() && current.is_some_and(|c| c <= grace) {
+            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+        }
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        obj["metadata"]["deletionTimestamp"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if dry_run {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        match self.store.update(key, object::storable(&obj)?, rev).await {
+            Ok(new_rev) => Ok(json_response(StatusCode::OK, &with_rv(obj, new_rev))),
+            Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
@@ -1308,6 +1337,27 @@ impl Api {
         }
         let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": { "resourceVersion": page.revision.to_string() }, "items": items });
         Ok(json_response(StatusCode::OK, &list))
+    }
+}
+
+/// The grace period of deleting `obj` when that is graceful (kube-apiserver's pod strategy,
+/// `CheckGracefulDelete`): a pod bound to a node that has not finished, with the request's
+/// `gracePeriodSeconds`, else its `terminationGracePeriodSeconds`, else 30 (a negative one
+/// counts as 1). `None`: delete at once (grace 0, an unbound or finished pod, other kinds).
+fn graceful_pod_delete(r: &Resource, obj: &Value, opts: &Value) -> Option<i64> {
+    if r.kind != "Pod" || !r.group.is_empty() {
+        return None;
+    }
+    let bound = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !bound || finished {
+        return None;
+    }
+    let grace = opts["gracePeriodSeconds"].as_i64().or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
+    match grace {
+        0 => None,
+        g if g < 0 => Some(1),
+        g => Some(g),
     }
 }
 
