@@ -295,3 +295,36 @@ fn priority_classes_set_pod_priority_and_preemption_makes_room() {
         events.contains(&format!("Preempted by pod {uid} on node sim-1"))
     }), "{events}");
 }
+
+fn start_scheduler(s: &ApiServer, identity: &str) -> Killed {
+    let log = std::fs::File::create(s.dir.path().join(format!("scheduler-{identity}.log"))).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["scheduler", "--identity", identity, "--kubeconfig"])
+        .arg(s.kubeconfig())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("strata scheduler");
+    Killed(child)
+}
+
+#[test]
+fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
+    let s = ApiServer::start(Backend::Embedded);
+    sim_node(&s, "sim-le", "4", "8Gi", "110", &[], &[]);
+    let holder = || s.kubectl(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "jsonpath={.spec.holderIdentity}"]).stdout.iter().map(|b| *b as char).collect::<String>();
+    let mut a = start_scheduler(&s, "sched-a");
+    assert!(eventually(Duration::from_secs(30), || holder() == "sched-a"), "holder: {}", holder());
+    let _b = start_scheduler(&s, "sched-b");
+    create(&s, &plain_pod("first", "", ""));
+    assert_eq!(bound(&s, "first"), "sim-le");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(holder(), "sched-a", "the leader keeps its lease while it renews");
+    // The leader dies without releasing its lease: the other takes over once it expires (15 s).
+    let _ = a.0.kill();
+    let _ = a.0.wait();
+    create(&s, &plain_pod("second", "", ""));
+    assert!(eventually(Duration::from_secs(60), || holder() == "sched-b"), "holder: {}", holder());
+    assert_eq!(bound(&s, "second"), "sim-le");
+}

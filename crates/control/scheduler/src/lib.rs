@@ -27,10 +27,43 @@ pub struct Config {
     pub scheduler_name: String,
     /// Bindings sent and not yet answered, at most.
     pub max_bindings_in_flight: usize,
+    /// Stand for leadership of the Lease `kube-system/kube-scheduler` (kube-scheduler's) and
+    /// schedule only while leading; `None` schedules right away.
+    pub leader_election: Option<Election>,
 }
+
+/// Who stands for leadership, and the Lease's timing.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub identity: String,
+    pub timing: strata_client::leader::Timing,
+}
+
+impl Default for Election {
+    fn default() -> Self {
+        Election { identity: strata_client::leader::default_identity(), timing: Default::default() }
+    }
+}
+
+/// kube-scheduler's leader-election Lease.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+pub const LEASE_NAME: &str = "kube-scheduler";
 
 impl Default for Config {
     fn default() -> Self {
-        Config { scheduler_name: "default-scheduler".into(), max_bindings_in_flight: 64 }
+        Config { scheduler_name: "default-scheduler".into(), max_bindings_in_flight: 64, leader_election: Some(Election::default()) }
+    }
+}
+
+/// Run the scheduler (while leading, with leader election) until `stop` resolves.
+pub async fn run_elected(client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
+    let Some(election) = config.leader_election.clone() else {
+        return run(client, config, stop).await;
+    };
+    let elector = strata_client::leader::LeaderElector::new(client.clone(), LEASE_NAMESPACE, LEASE_NAME, &election.identity, election.timing.clone());
+    let lead = elector.run(|| run(client.clone(), config.clone(), std::future::pending()));
+    tokio::select! {
+        _ = lead => {}
+        _ = stop => {}
     }
 }

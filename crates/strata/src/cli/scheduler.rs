@@ -15,15 +15,32 @@ pub struct SchedulerArgs {
     /// Schedule the pods whose `spec.schedulerName` is this.
     #[arg(long, default_value = "default-scheduler")]
     pub scheduler_name: String,
+    /// Stand for leadership of the Lease kube-system/kube-scheduler and schedule only while
+    /// leading (as kube-scheduler's `--leader-elect`), so several schedulers can run.
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// This scheduler's identity in the Lease (default: host name and a random suffix).
+    #[arg(long)]
+    pub identity: Option<String>,
 }
 
 pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_client::from_kubeconfig(&a.kubeconfig, "strata-scheduler").await?;
-        let config = strata_scheduler::Config { scheduler_name: a.scheduler_name, ..Default::default() };
-        eprintln!("strata scheduler: scheduling pods of {}", config.scheduler_name);
-        strata_scheduler::run(client, config, async {
+        let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, ..Default::default() };
+        config.leader_election = a.leader_elect.then(|| {
+            let mut e = strata_scheduler::Election::default();
+            if let Some(id) = a.identity {
+                e.identity = id;
+            }
+            e
+        });
+        match &config.leader_election {
+            Some(e) => eprintln!("strata scheduler: scheduling pods of {} while leading (identity {})", config.scheduler_name, e.identity),
+            None => eprintln!("strata scheduler: scheduling pods of {}", config.scheduler_name),
+        }
+        strata_scheduler::run_elected(client, config, async {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("strata scheduler: shutting down");
         })
@@ -39,6 +56,7 @@ pub async fn start_in_server(pki: &strata_apiserver::pki::Pki, server_url: &str)
         .context("issuing the scheduler's client certificate")?;
     let creds = strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem };
     let client = creds.client("strata-scheduler").await?;
-    tokio::spawn(strata_scheduler::run(client, strata_scheduler::Config::default(), std::future::pending()));
+    // Servers sharing one etcd elect one scheduler among them.
+    tokio::spawn(strata_scheduler::run_elected(client, strata_scheduler::Config::default(), std::future::pending()));
     Ok(())
 }
