@@ -24,10 +24,11 @@ Needs: go, python3 with PyYAML (installed with the `kubernetes` client).
 
 import json
 import os
-import subprocess
 import sys
 
 import yaml
+
+import gomod
 
 MODULE = "k8s.io/kubernetes"
 VERSION = "v1.32.0"  # the version strata reports in /version
@@ -81,14 +82,7 @@ EXTRA_OBJECTS = [
 
 
 def module_dir():
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{MODULE}@{VERSION}"],
-        check=True, capture_output=True, text=True, cwd="/",
-    ).stdout
-    info = json.loads(out)
-    if info.get("Error"):
-        sys.exit(f"go mod download {MODULE}@{VERSION}: {info['Error']}")
-    return info["Dir"]
+    return gomod.module_dir(MODULE, VERSION)
 
 
 def clean(obj):
@@ -120,16 +114,7 @@ def generate():
 
 
 def main():
-    text = generate()
-    if "--check" in sys.argv[1:]:
-        with open(OUT) as f:
-            if f.read() != text:
-                sys.exit(f"{OUT} is out of date: run scripts/gen-bootstrap-policy.py")
-        print("bootstrap policy up to date")
-        return
-    with open(OUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUT}")
+    gomod.write_or_check(OUT, generate(), "scripts/gen-bootstrap-policy.py")
 
 
 if __name__ == "__main__":

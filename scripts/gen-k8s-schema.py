@@ -25,8 +25,9 @@ Needs: go, python3.
 import json
 import os
 import re
-import subprocess
 import sys
+
+import gomod
 
 API = ("k8s.io/api", "v0.32.0")  # the Kubernetes v1.32.0 API strata reports in /version
 APIMACHINERY = ("k8s.io/apimachinery", "v0.32.0")
@@ -39,14 +40,6 @@ API_PACKAGES = [
 ]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/control/apiserver/src/k8s_meta.rs")
-
-
-def module_dir(module, version):
-    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], check=True, capture_output=True, text=True, cwd="/").stdout
-    info = json.loads(out)
-    if info.get("Error"):
-        sys.exit(f"go mod download {module}@{version}: {info['Error']}")
-    return info["Dir"]
 
 
 TYPE_RE = re.compile(r"^type (\w+) struct \{\s*$")
@@ -109,8 +102,8 @@ def parse(path, package):
 
 
 def collect():
-    api = module_dir(*API)
-    machinery = module_dir(*APIMACHINERY)
+    api = gomod.module_dir(*API)
+    machinery = gomod.module_dir(*APIMACHINERY)
     sources = [(os.path.join(machinery, "pkg/apis/meta/v1/types.go"), "meta/v1")]
     sources += [(os.path.join(api, p, "types.go"), p) for p in API_PACKAGES]
     merged = {}
@@ -186,15 +179,7 @@ def render(types):
 
 
 def main():
-    text = render(collect())
-    if "--check" in sys.argv[1:]:
-        with open(OUT) as f:
-            if f.read() != text:
-                sys.exit(f"{OUT} is out of date: run scripts/gen-k8s-schema.py")
-        return
-    with open(OUT, "w") as f:
-        f.write(text)
-    print(f"wrote {OUT}")
+    gomod.write_or_check(OUT, render(collect()), "scripts/gen-k8s-schema.py")
 
 
 if __name__ == "__main__":
