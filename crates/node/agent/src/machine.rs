@@ -119,23 +119,26 @@ pub fn meminfo_field(meminfo: &str, field: &str) -> Option<u64> {
     })
 }
 
+// statvfs fields are u64 here but narrower on 32-bit targets.
+#[allow(clippy::useless_conversion)]
 pub fn capacity(data_dir: &Path) -> Capacity {
     let cpus = match count_cpu_list(&read("/sys/devices/system/cpu/online")) {
         0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         n => n,
     };
     let memory_bytes = meminfo_field(&read("/proc/meminfo"), "MemTotal").unwrap_or(0);
-    let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(data_dir).map(|s| s.blocks() as u64 * s.fragment_size() as u64).unwrap_or(0);
+    let ephemeral_storage_bytes = nix::sys::statvfs::statvfs(data_dir).map(|s| u64::from(s.blocks()) * u64::from(s.fragment_size())).unwrap_or(0);
     Capacity { cpus, memory_bytes, ephemeral_storage_bytes }
 }
 
+#[allow(clippy::useless_conversion)]
 pub fn usage(data_dir: &Path) -> Usage {
     let meminfo = read("/proc/meminfo");
     let memory_available_bytes = meminfo_field(&meminfo, "MemAvailable").or_else(|| meminfo_field(&meminfo, "MemFree")).unwrap_or(0);
     let (disk_available_bytes, disk_total_bytes, inodes_free, inodes_total) = match nix::sys::statvfs::statvfs(data_dir) {
         Ok(s) => {
-            let f = s.fragment_size() as u64;
-            (s.blocks_available() as u64 * f, s.blocks() as u64 * f, s.files_available() as u64, s.files() as u64)
+            let f = u64::from(s.fragment_size());
+            (u64::from(s.blocks_available()) * f, u64::from(s.blocks()) * f, u64::from(s.files_available()), u64::from(s.files()))
         }
         Err(_) => (0, 0, 0, 0),
     };

@@ -164,7 +164,6 @@ fn condition(kind: &str, ok: bool, reason: Option<String>, message: Option<Strin
         message: if ok { None } else { message },
         last_transition_time,
         last_probe_time: None,
-        ..Default::default()
     }
 }
 

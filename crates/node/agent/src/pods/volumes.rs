@@ -89,7 +89,7 @@ fn write_atomic(dir: &Path, files: &Files) -> Result<(), String> {
     let data = dir.join("..data");
     let current: Option<Files> = std::fs::read_link(&data).ok().map(|target| {
         let mut have = Files::new();
-        for (rel, _) in files {
+        for rel in files.keys() {
             if let (Ok(content), Ok(meta)) = (std::fs::read(dir.join(&target).join(rel)), std::fs::metadata(dir.join(&target).join(rel))) {
                 have.insert(rel.clone(), (content, meta.permissions().mode() & 0o7777));
             }
@@ -162,6 +162,7 @@ fn chrono_stamp() -> String {
 }
 
 /// Project `data` (key -> bytes) through `items` (or every key) with modes.
+#[allow(clippy::too_many_arguments)]
 fn project(volume: &str, kind: &str, name: &str, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyToPath>>, default_mode: u32, optional: bool, out: &mut Files) -> Result<(), VolumeError> {
     match items {
         None => {
@@ -373,7 +374,7 @@ mod tests {
         std::fs::write(&f, b"").expect("f");
         let fs = f.display().to_string();
         assert!(host_path("v", &fs, "File").is_ok());
-        assert!(host_path("v", &fs, "Directory").unwrap_err().message.contains("is not a directory"));
+        assert!(host_path("v", &fs, "Directory").is_err_and(|e| e.message.contains("is not a directory")));
         let new = dir.path().join("new/dir").display().to_string();
         assert!(host_path("v", &new, "DirectoryOrCreate").is_ok());
         assert!(Path::new(&new).is_dir());
