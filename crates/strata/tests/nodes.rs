@@ -143,7 +143,7 @@ fn lease_renews_and_status_is_written_only_on_change() {
     // itself is not rewritten (nothing about it changed).
     assert!(eventually(Duration::from_secs(60), || !json(&s, &["get", "node", &name, "-o", "json"])["metadata"]["labels"]["strata.dev/kvm"].is_null()));
     std::thread::sleep(Duration::from_secs(1));
-    let node_rv = json(&s, &["get", "node", &name, "-o", "json"])["metadata"]["resourceVersion"].clone();
+    let before = json(&s, &["get", "node", &name, "-o", "json"]);
     let first = json(&s, &["get", "lease", "-n", "kube-node-lease", &name, "-o", "json"])["spec"]["renewTime"].clone();
     let mut renewals = vec![first.clone()];
     assert!(
@@ -156,7 +156,15 @@ fn lease_renews_and_status_is_written_only_on_change() {
         }),
         "the lease was not renewed twice: {renewals:?}"
     );
-    assert_eq!(json(&s, &["get", "node", &name, "-o", "json"])["metadata"]["resourceVersion"], node_rv, "node status rewritten without a change");
+    // Written again only if a reading really changed (this shared disk's free space can cross
+    // the 10% DiskPressure line meanwhile): then the conditions say so.
+    let after = json(&s, &["get", "node", &name, "-o", "json"]);
+    if after["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"] {
+        let states = |n: &Value| -> Vec<(String, String)> {
+            n["status"]["conditions"].as_array().into_iter().flatten().map(|c| (c["type"].to_string(), c["status"].to_string())).collect()
+        };
+        assert_ne!(states(&before), states(&after), "node status rewritten without a change: {before} then {after}");
+    }
 }
 
 #[test]
