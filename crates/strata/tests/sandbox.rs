@@ -407,9 +407,21 @@ fn streaming_exec_with_pipes_and_with_a_resizable_terminal() {
     assert!(t.tty && t.stderr.is_none());
     let mut input = t.stdin.take().expect("stdin");
     let mut output = t.stdout.take().expect("stdout");
-    input.write_all(b"[ -t 0 ] && echo IS-A-TTY; stty size\n").expect("write");
-    let seen = read_until(&mut output, "24 80");
-    assert!(seen.contains("IS-A-TTY"), "{seen}");
+    // Wait for the shell's prompt first: input typed before the shell runs is only echoed by
+    // the terminal, and a `stty` racing the terminal's set-up once failed ("stty: standard
+    // input") under load; then ask until the asked size shows.
+    // (read_until's reader may still take one more chunk after it returns: the loop asks again.)
+    read_until(&mut output, "# ");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while !(seen.contains("IS-A-TTY") && seen.contains("24 80")) {
+        assert!(Instant::now() < deadline, "the terminal never had the asked size: {seen:?}");
+        input.write_all(b"[ -t 0 ] && echo IS-A-TTY; stty size\n").expect("write");
+        let mut buf = [0u8; 4096];
+        let n = output.read(&mut buf).expect("read");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     t.resize(40, 100).expect("resize");
     // The runtime applies the size when its SIGWINCH arrives: ask until it shows.
     let deadline = Instant::now() + Duration::from_secs(20);
