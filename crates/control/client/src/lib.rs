@@ -15,6 +15,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 pub mod leader;
+pub mod quantity;
 
 pub use kube;
 pub use k8s_openapi;

@@ -13,7 +13,6 @@ pub mod info;
 pub mod labels;
 pub mod plugins;
 pub mod preemption;
-pub mod quantity;
 pub mod queue;
 pub mod resources;
 mod run;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity;
+use strata_client::quantity;
 
 /// CPU a container without a CPU request is counted with when scoring (upstream's
 /// `DefaultMilliCPURequest`).

@@ -10,56 +10,7 @@ use strata_driver::pod::{ContainerResourceSpec, ContainerResources};
 /// A quantity in thousandths of its unit (`100m` cpu is 100; `1Ki` is 1,024,000), as
 /// apimachinery's `MilliValue`. `None` for what does not parse.
 pub fn milli(q: &Quantity) -> Option<i128> {
-    let s = q.0.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let (mantissa, exp10): (&str, i32) = match suffix {
-        "" => (num, 0),
-        s if s.starts_with(['e', 'E']) => (num, s[1..].parse().ok()?),
-        _ => (num, 0),
-    };
-    let mult: i128 = match suffix {
-        "" => 1,
-        s if s.starts_with(['e', 'E']) => 1,
-        "m" => return decimal_times(mantissa, 1, 0),
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "P" => 1_000_000_000_000_000,
-        "E" => 1_000_000_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "Pi" => 1 << 50,
-        "Ei" => 1 << 60,
-        _ => return None,
-    };
-    decimal_times(mantissa, mult * 1000, exp10)
-}
-
-/// `mantissa * mult * 10^exp10`, rounded up (as Kubernetes rounds quantities up).
-fn decimal_times(mantissa: &str, mult: i128, exp10: i32) -> Option<i128> {
-    let (neg, m) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
-    };
-    let (int, frac) = m.split_once('.').unwrap_or((m, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let digits: String = format!("{int}{frac}");
-    let value: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
-    let scale = frac.len() as i32 - exp10;
-    let mut v = value.checked_mul(mult)?;
-    if scale > 0 {
-        let d = 10i128.checked_pow(scale as u32)?;
-        v = (v + d - 1) / d;
-    } else if scale < 0 {
-        v = v.checked_mul(10i128.checked_pow((-scale) as u32)?)?;
-    }
-    Some(if neg { -v } else { v })
+    strata_client::quantity::parse_milli(&q.0)
 }
 
 fn resource(c: &Container, which: &str, name: &str) -> Option<i128> {
