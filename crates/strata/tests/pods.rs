@@ -245,7 +245,7 @@ spec:
 
 #[test]
 fn exits_restart_with_back_off_and_bad_input_becomes_status() {
-    let c = cluster(&["--max-pods", "3"]);
+    let c = cluster(&["--max-pods", "4"]);
     let pod = |name: &str, image: &str, extra: &str| {
         format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {image}\n{extra}")
     };
@@ -257,6 +257,9 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     // An image the registry does not have: ErrImagePull, then ImagePullBackOff.
     let missing = c.image.replace("busybox:latest", "nothere:v1");
     c.apply(&pod("noimage", &missing, "    command: [sleep, '3600']\n"));
+    // Over its memory limit: OOM-killed (137), and lastState says OOMKilled.
+    let hog = "    command: [sh, -c, 'x=$(head -c 100000000 /dev/zero | tr \"\\\\0\" a); echo ${#x}']\n    resources: {limits: {memory: 16Mi}}\n";
+    c.apply(&pod("hog", &c.image, hog));
 
     let p = c.wait_pod("crash", "a restart with the exit code in lastState", Duration::from_secs(90), |p| {
         p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1 && p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 3
@@ -264,6 +267,9 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
     assert_eq!(last["reason"], "Error", "{last}");
     assert_eq!(last["message"], "bye\n", "termination message: {last}");
+    let p = c.wait_pod("hog", "an OOM kill in lastState", Duration::from_secs(90), |p| !p["status"]["containerStatuses"][0]["lastState"]["terminated"].is_null());
+    let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!((last["reason"].as_str(), last["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{last}");
     let p = c.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(90), |p| waiting_reason(p, 0) == "CrashLoopBackOff");
     assert_eq!(phase(&p), "Running");
     let backing_off = p["status"]["containerStatuses"][0].clone();
@@ -276,7 +282,7 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     assert!(reasons.iter().any(|r| r == "Failed") && reasons.iter().any(|r| r == "Pulling"), "{reasons:?}");
     assert!(c.events_for("crash").iter().any(|(r, _)| r == "BackOff"));
 
-    // A fourth pod on a node for three: rejected as OutOfpods, for good.
+    // A fifth pod on a node for four: rejected as OutOfpods, for good.
     c.apply(&pod("toomany", &c.image, "    command: [sleep, '3600']\n"));
     let p = c.wait_pod("toomany", "OutOfpods", Duration::from_secs(60), |p| phase(p) == "Failed");
     assert_eq!(p["status"]["reason"], "OutOfpods");
@@ -297,7 +303,7 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     assert!(gap.num_seconds() >= 9, "restart after {gap} (back-off 10 s): {backing_off} then {cs}");
 
     // The agent survived all of it: the node is Ready and a good pod still runs... once a slot is free.
-    c.server.ok(&["delete", "pod", "nocfg", "noimage", "toomany", "--wait=false"]);
+    c.server.ok(&["delete", "pod", "nocfg", "noimage", "toomany", "hog", "--wait=false"]);
     c.apply(&pod("fine", &c.image, "    command: [sleep, '3600']\n"));
     c.wait_pod("fine", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
 }
