@@ -52,6 +52,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("apps/v1", "ReplicaSet"),
     ("apps/v1", "StatefulSet"),
     ("apps/v1", "DaemonSet"),
+    ("apps/v1", "ControllerRevision"),
     ("batch/v1", "Job"),
     ("batch/v1", "CronJob"),
     ("rbac.authorization.k8s.io/v1", "Role"),
@@ -670,6 +671,7 @@ pub mod schema {
     ("RollingUpdateDaemonSet", &[F(1, "maxUnavailable", IntOrStr, Keep), F(2, "maxSurge", IntOrStr, Keep)]),
     ("DaemonSetStatus", &[F(1, "currentNumberScheduled", I32, Keep), F(2, "numberMisscheduled", I32, Keep), F(3, "desiredNumberScheduled", I32, Keep), F(4, "numberReady", I32, Keep), F(5, "observedGeneration", I64, Omit), F(6, "updatedNumberScheduled", I32, Omit), F(7, "numberAvailable", I32, Omit), F(8, "numberUnavailable", I32, Omit), F(9, "collisionCount", I32, Keep), F(10, "conditions", Msg("DaemonSetCondition"), Rep)]),
     ("DaemonSetCondition", &[F(1, "type", Str, Keep), F(2, "status", Str, Keep), F(3, "lastTransitionTime", Time, Omit), F(4, "reason", Str, Omit), F(5, "message", Str, Omit)]),
+    ("ControllerRevision", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "data", Raw, Keep), F(3, "revision", I64, Keep)]),
     // batch/v1
     ("Job", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("JobSpec"), Keep), F(3, "status", Msg("JobStatus"), Keep)]),
     ("JobSpec", &[F(1, "parallelism", I32, Keep), F(2, "completions", I32, Keep), F(3, "activeDeadlineSeconds", I64, Keep), F(11, "podFailurePolicy", Msg("PodFailurePolicy"), Keep), F(16, "successPolicy", Msg("SuccessPolicy"), Keep), F(7, "backoffLimit", I32, Keep), F(12, "backoffLimitPerIndex", I32, Keep), F(13, "maxFailedIndexes", I32, Keep), F(4, "selector", Msg("LabelSelector"), Keep), F(5, "manualSelector", Bool, Keep), F(6, "template", Msg("PodTemplateSpec"), Keep), F(8, "ttlSecondsAfterFinished", I32, Keep), F(9, "completionMode", Str, Keep), F(10, "suspend", Bool, Keep), F(14, "podReplacementPolicy", Str, Keep), F(15, "managedBy", Str, Keep), F(17, "scheduling", Msg("JobSchedulingConfiguration"), Keep)]),

@@ -98,6 +98,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, ["rs"], ["all"], ["status", "scale"]),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, ["ds"], ["all"], ["status"]),
     res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, ["sts"], ["all"], ["status", "scale"]),
+    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, [], [], []),
     res!("batch", "v1", "Job", "jobs", "job", true, [], ["all"], ["status"]),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, ["cj"], ["all"], ["status"]),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, [], [], []),

@@ -61,6 +61,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        "ControllerRevision" => vec![("Controller", "string"), ("Revision", "integer"), ("Age", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
@@ -182,6 +183,20 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(&o["message"])),
         ]),
         "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        "ControllerRevision" => {
+            // As upstream's printer: the controller as `kind.group/name`.
+            let controller = o["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| {
+                    let group = s(&r["apiVersion"]).rsplit_once('/').map(|(g, _)| g.to_string()).unwrap_or_default();
+                    let kind = s(&r["kind"]).to_lowercase();
+                    let gk = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+                    format!("{gk}/{}", s(&r["name"]))
+                })
+                .unwrap_or_else(|| "<none>".into());
+            c.extend([json!(controller), json!(int(&o["revision"])), json!(age(o))]);
+        }
         "PriorityClass" => c.extend([json!(int(&o["value"])), json!(o["globalDefault"].as_bool().unwrap_or(false)), json!(age(o)), json!(s(&o["preemptionPolicy"]))]),
         "CertificateSigningRequest" => {
             // As upstream's printer: the condition types in order, "Issued" once signed.

@@ -85,6 +85,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "Secret" => secret(obj, &mut causes),
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
         "PriorityClass" => crate::priority::validate(obj, &mut causes),
+        "ControllerRevision" => controller_revision(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
             if let Some(data) = obj["data"].as_object() {
@@ -123,6 +124,10 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
     let mut causes = Vec::new();
     if r.group == "apps" && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") && new["spec"]["selector"] != old["spec"]["selector"] {
         causes.push(Cause { reason: "FieldValueInvalid", field: "spec.selector".into(), message: format!("Invalid value: {}: field is immutable", new["spec"]["selector"]) });
+    }
+    // A ControllerRevision's data is a snapshot: it never changes (`ValidateControllerRevisionUpdate`).
+    if r.kind == "ControllerRevision" && new["data"] != old["data"] {
+        causes.push(Cause { reason: "FieldValueInvalid", field: "data".into(), message: "Invalid value: \"<value omitted>\": field is immutable".into() });
     }
     if causes.is_empty() {
         Ok(())
@@ -163,6 +168,24 @@ fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
             spec["template"]["spec"]["restartPolicy"] = json!("Always");
         }
     }
+    // Upstream's apps/v1 defaults (`SetDefaults_DaemonSet`, `SetDefaults_StatefulSet`).
+    if kind == "DaemonSet" {
+        if spec["updateStrategy"]["type"].is_null() {
+            spec["updateStrategy"]["type"] = json!("RollingUpdate");
+        }
+        if spec["updateStrategy"]["type"] == "RollingUpdate" {
+            let ru = &mut spec["updateStrategy"]["rollingUpdate"];
+            if ru["maxUnavailable"].is_null() {
+                ru["maxUnavailable"] = json!(1);
+            }
+            if ru["maxSurge"].is_null() {
+                ru["maxSurge"] = json!(0);
+            }
+        }
+        if spec["revisionHistoryLimit"].is_null() {
+            spec["revisionHistoryLimit"] = json!(10);
+        }
+    }
     if kind == "Deployment" {
         if spec["strategy"].is_null() {
             spec["strategy"] = json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" } });
@@ -172,6 +195,21 @@ fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
                 spec[k] = json!(d);
             }
         }
+    }
+}
+
+/// A ControllerRevision (upstream's `ValidateControllerRevisionCreate`): `data` a JSON object,
+/// `revision` not negative.
+fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
+    match &obj["data"] {
+        Value::Null => causes.push(Cause { reason: "FieldValueRequired", field: "data".into(), message: "Required value: data is mandatory".into() }),
+        Value::Object(_) => {}
+        _ => causes.push(Cause { reason: "FieldValueRequired", field: "data".into(), message: "Required value: data must be a valid JSON object".into() }),
+    }
+    match &obj["revision"] {
+        Value::Null => {}
+        v if v.as_i64().is_some_and(|n| n >= 0) => {}
+        v => causes.push(invalid("revision", v, "must be greater than or equal to 0")),
     }
 }
 
