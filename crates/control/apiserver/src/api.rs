@@ -74,15 +74,12 @@ impl RequestInfo {
     }
 }
 
-/// The CustomResourceDefinition list kubectl asks for (served empty; see `non_resource`).
-const CRD_PATH: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-
 /// Is `path` outside the resource tree (`/version`, `/healthz`, `/api`, `/apis/g/v`,
 /// `/openapi/...`, `/metrics`, ...)? Those are authorized by nonResourceURLs, and may be asked
 /// for anonymously.
 pub fn is_non_resource(path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    path != CRD_PATH && matches!(parse_path(path), Ok(None))
+    matches!(parse_path(path), Ok(None))
 }
 
 type Query = HashMap<String, String>;
@@ -277,10 +274,7 @@ impl Api {
             self.authorize(user, &a).await?;
             return self.review(user, review, ns.as_deref(), parse_body(headers, &body)?).await;
         }
-        if path == CRD_PATH {
-            // A resource request of a group strata does not serve (see `non_resource`).
-            self.authorize(user, &Attributes::resource("list", "apiextensions.k8s.io", "customresourcedefinitions", "", "", "")).await?;
-        } else if is_non_resource(path) {
+        if is_non_resource(path) {
             // Non-resource paths are authorized by RBAC nonResourceURLs, with the HTTP method
             // (lower case) as the verb, as upstream.
             let verb = method.as_str().to_ascii_lowercase();
@@ -335,6 +329,38 @@ impl Api {
             return self.node_subresource(&info, &method, query, headers, conn).await;
         }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+        if info.resource.custom && verb == "create" {
+            if let Some(d) = crate::crd::definition(info.resource).filter(|d| d.terminating) {
+                let _ = d;
+                return Err(ApiError::method_not_allowed("create not allowed while custom resource definition is terminating"));
+            }
+        }
+        let result = self.verb(user, &info, verb, &q, headers, &body, dry_run, fv, &manager, accept, conn).await;
+        if info.resource.builtin() == "CustomResourceDefinition" && !matches!(verb, "get" | "list" | "watch") && !dry_run {
+            // This server's next request already sees the change (others' follow the watch).
+            crate::crd::refresh(self.store.as_ref()).await;
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn verb(
+        self: &Arc<Self>,
+        user: &User,
+        info: &RequestInfo,
+        verb: &str,
+        q: &Query,
+        headers: &HeaderMap,
+        body: &Bytes,
+        dry_run: bool,
+        fv: FieldValidation,
+        manager: &str,
+        accept: &str,
+        conn: &Conn,
+    ) -> Result<Response, ApiError> {
+        let info = info.clone();
+        let q = q.clone();
+        let manager = manager.to_string();
         match verb {
             "get" => self.get(&info, &q, accept).await,
             "list" => self.list(&info, &q, accept).await,
@@ -351,9 +377,9 @@ impl Api {
                 let obj = parse_body(headers, &body)?;
                 self.update(user, &info, obj, dry_run, fv, &manager).await
             }
-            "patch" => self.patch(user, &info, &q, headers, &body, dry_run, &manager).await,
+            "patch" => self.patch(user, &info, &q, headers, body, dry_run, &manager).await,
             "delete" => {
-                let mut opts = if body.is_empty() { json!({}) } else { parse_body(headers, &body)? };
+                let mut opts = if body.is_empty() { json!({}) } else { parse_body(headers, body)? };
                 // DeleteOptions may come as query parameters too.
                 for k in ["propagationPolicy", "orphanDependents", "gracePeriodSeconds"] {
                     if opts.get(k).is_none_or(Value::is_null) {
@@ -494,7 +520,7 @@ impl Api {
     /// keeps its spec, and approving or signing one needs `approve` or `sign` on its signer
     /// (upstream's certificate approval and signing admission).
     async fn prepare_kind_update(&self, user: &User, info: &RequestInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
-        match info.resource.kind {
+        match info.resource.builtin() {
             "Pod" => crate::priority::keep_pod_priority(new, old),
             "PriorityClass" => {
                 crate::priority::check_update(info.resource, new, old)?;
@@ -502,7 +528,7 @@ impl Api {
             }
             _ => {}
         }
-        if info.resource.kind != "CertificateSigningRequest" {
+        if info.resource.builtin() != "CertificateSigningRequest" {
             return Ok(());
         }
         crate::csr::prepare_update(new, old, info.subresource.as_deref());
@@ -525,7 +551,7 @@ impl Api {
     /// Admission of a new object beyond validation: a pod's priority from its PriorityClass,
     /// a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
     async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
-        match r.kind {
+        match r.builtin() {
             "Pod" => crate::priority::admit_pod(self.store.as_ref(), r, obj).await,
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
             _ => Ok(()),
@@ -578,15 +604,6 @@ impl Api {
             }
             "/api/v1" => discovery::resource_list("", "v1").and_then(ok),
             "/openapi/v2" => Some(crate::openapi_v2::serve(headers)),
-            // strata has no CustomResourceDefinitions, and says so: kubectl lists them to
-            // decide how to validate a kind it found in no OpenAPI document, and a 404 here
-            // would fail `kubectl apply` with "failed to check CRD" instead of its usual
-            // "no matches for kind". The group is not in discovery; nothing else is served.
-            CRD_PATH => match self.store.revision().await {
-                Ok(rev) => ok(json!({ "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
-                                      "metadata": { "resourceVersion": rev.to_string() }, "items": [] })),
-                Err(e) => Some(ApiError::from(e).into_response()),
-            },
             "/openapi/v3" => ok(crate::openapi::index()),
             p if p.starts_with("/openapi/v3/") => crate::openapi::document(&p["/openapi/v3/".len()..]).and_then(ok),
             _ => {
@@ -605,7 +622,8 @@ impl Api {
         let key = info.resource.key(info.namespace.as_deref(), name);
         match self.store.get(&key).await? {
             Some(kv) => {
-                let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
+                let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
+                crate::crd::served_form(info.resource, &mut v);
                 Ok((v, kv.mod_revision))
             }
             None => Err(ApiError::not_found(info.resource, name)),
@@ -622,7 +640,7 @@ impl Api {
         let (obj, rev) = self.load(info).await?;
         let obj = with_rv(obj, rev);
         if table::wants_table(accept) {
-            return Ok(json_response(StatusCode::OK, &table::table(info.resource.kind, &[obj], json!({ "resourceVersion": rev.to_string() }))));
+            return Ok(json_response(StatusCode::OK, &table::for_resource(info.resource, &[obj], json!({ "resourceVersion": rev.to_string() }))));
         }
         Ok(json_response(StatusCode::OK, &obj))
     }
@@ -630,7 +648,7 @@ impl Api {
     async fn list(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
         let limit = opts.limit;
@@ -652,7 +670,8 @@ impl Api {
             }
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
-                let v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
+                let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
+                crate::crd::served_form(r, &mut v);
                 if labels.matches(&v) && fields.matches(&v) {
                     items.push(with_rv(v, kv.mod_revision));
                 }
@@ -672,7 +691,7 @@ impl Api {
             meta["continue"] = json!(rv::encode_continue(&prefix, k, rev));
         }
         if table::wants_table(accept) {
-            return Ok(json_response(StatusCode::OK, &table::table(r.kind, &items, meta)));
+            return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
         }
         let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items });
         Ok(json_response(StatusCode::OK, &list))
@@ -684,7 +703,7 @@ impl Api {
         use crate::watchcache::{Start, WatchRequest};
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
         let start = match q.get("resourceVersion").map(String::as_str) {
             None | Some("") => Start::Latest,
             Some("0") => Start::Any,
@@ -698,6 +717,7 @@ impl Api {
             fields,
             kind: r.kind,
             api_version: r.api_version(),
+            custom: r.custom.then_some(r),
             as_table,
             bookmarks: truthy(q, "allowWatchBookmarks"),
             timeout: q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
@@ -739,7 +759,7 @@ impl Api {
         }
         let warnings = crate::fields::check(r, &mut obj, fv)?;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
-        if r.kind == "CertificateSigningRequest" {
+        if r.builtin() == "CertificateSigningRequest" {
             crate::csr::prepare_create(user, &mut obj);
         }
         crate::validate::validate(r, &mut obj)?;
@@ -843,6 +863,7 @@ impl Api {
             match ct.as_str() {
                 "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
                 "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
+                "application/strategic-merge-patch+json" if r.custom => return Err(ApiError::new(415, "UnsupportedMediaType", crate::crd::PATCH_TYPES_MESSAGE)),
                 "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p, crate::protobuf::schema_of(r.kind).map(|_| r.kind)).map_err(|e| ApiError::bad_request(e.to_string()))?,
                 other => return Err(ApiError::unsupported_media_type(other)),
             }
@@ -937,7 +958,7 @@ impl Api {
                 };
             };
             object::prepare_update(r, &mut new, &old, status_only)?;
-            if r.kind == "Pod" {
+            if r.builtin() == "Pod" {
                 crate::priority::keep_pod_priority(&mut new, &old);
             }
             crate::priority::check_update(r, &new, &old)?;
@@ -1248,7 +1269,11 @@ impl Api {
         if let Some(grace) = graceful_pod_delete(r, &obj, opts) {
             return self.delete_gracefully(r, &key, obj, rev, grace, dry_run).await;
         }
-        let is_ns = r.kind == "Namespace";
+        let is_ns = r.builtin() == "Namespace";
+        if r.builtin() == "CustomResourceDefinition" && obj["metadata"]["deletionTimestamp"].is_null() {
+            // Its objects go first (the controller in `crate::crd`), then the definition.
+            crate::crd::begin_deletion(&mut obj);
+        }
         // Garbage collection's finalizers for the propagation policy (the namespace's own
         // cleanup is done here, not by the collector).
         let gc_changed = !is_ns && gc_finalizers(&mut obj, opts)?;
@@ -1321,7 +1346,7 @@ impl Api {
     async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.kind).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
         let page = self.store.list(&r.list_prefix(info.namespace.as_deref()), None, 0).await?;
         let mut items = Vec::new();
         for kv in page.items {
@@ -1472,7 +1497,7 @@ async fn finalize_namespace(store: Arc<dyn Store>, ns: String) {
     let mut pause = Duration::from_millis(100);
     for _ in 0..20 {
         let mut failed = false;
-        for r in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        for r in resources::served().into_iter().filter(|r| r.namespaced) {
             let page = match store.list(&r.list_prefix(Some(&ns)), None, 0).await {
                 Ok(page) => page,
                 Err(e) => {

@@ -27,9 +27,9 @@ pub fn api_versions() -> Value {
 }
 
 fn group_json(group: &str) -> Value {
-    let v = resources::group_version(group).unwrap_or("v1");
-    let gv = json!({ "groupVersion": format!("{group}/{v}"), "version": v });
-    json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv })
+    let versions: Vec<Value> = resources::group_versions(group).into_iter().map(|v| json!({ "groupVersion": format!("{group}/{v}"), "version": v })).collect();
+    let preferred = versions.first().cloned().unwrap_or_else(|| json!({ "groupVersion": format!("{group}/v1"), "version": "v1" }));
+    json!({ "name": group, "versions": versions, "preferredVersion": preferred })
 }
 
 pub fn api_group_list() -> Value {
@@ -130,46 +130,51 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         .into_iter()
         .filter(|g| g.is_empty() == core)
         .map(|g| {
-            let v = resources::group_version(g).unwrap_or("v1");
-            let rs: Vec<Value> = resources::discoverable()
-                .filter(|r| r.group == g)
-                .map(|r| {
-                    let mut e = json!({
-                        "resource": r.plural,
-                        "responseKind": { "group": r.group, "version": r.version, "kind": r.kind },
-                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                        "singularResource": r.singular,
-                        "verbs": r.verbs(),
-                    });
-                    if !r.short_names.is_empty() {
-                        e["shortNames"] = json!(r.short_names);
-                    }
-                    if !r.categories.is_empty() {
-                        e["categories"] = json!(r.categories);
-                    }
-                    let subs: Vec<Value> = r
-                        .subresources
-                        .iter()
-                        .map(|s| {
-                            let sj = subresource_json(r, s);
-                            let (g, v) = match *s {
-                                "scale" => ("autoscaling", "v1"),
-                                "token" => ("authentication.k8s.io", "v1"),
-                                _ => (r.group, r.version),
-                            };
-                            json!({ "subresource": s, "responseKind": { "group": g, "version": v, "kind": sj["kind"] }, "verbs": sj["verbs"] })
-                        })
-                        .collect();
-                    if !subs.is_empty() {
-                        e["subresources"] = json!(subs);
-                    }
-                    e
-                })
-                .collect();
-            json!({ "metadata": { "name": g }, "versions": [{ "version": v, "resources": rs, "freshness": "Current" }] })
+            let versions: Vec<Value> = resources::group_versions(g).into_iter().map(|v| aggregated_version(g, v)).collect();
+            json!({ "metadata": { "name": g }, "versions": versions })
         })
         .collect();
     json!({ "kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"), "metadata": {}, "items": groups })
+}
+
+/// One version of a group in aggregated discovery.
+fn aggregated_version(g: &str, v: &str) -> Value {
+    let rs: Vec<Value> = resources::discoverable()
+        .filter(|r| r.group == g && r.version == v)
+        .map(|r| {
+            let mut e = json!({
+                "resource": r.plural,
+                "responseKind": { "group": r.group, "version": r.version, "kind": r.kind },
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": r.singular,
+                "verbs": r.verbs(),
+            });
+            if !r.short_names.is_empty() {
+                e["shortNames"] = json!(r.short_names);
+            }
+            if !r.categories.is_empty() {
+                e["categories"] = json!(r.categories);
+            }
+            let subs: Vec<Value> = r
+                .subresources
+                .iter()
+                .map(|s| {
+                    let sj = subresource_json(r, s);
+                    let (g, v) = match *s {
+                        "scale" => ("autoscaling", "v1"),
+                        "token" => ("authentication.k8s.io", "v1"),
+                        _ => (r.group, r.version),
+                    };
+                    json!({ "subresource": s, "responseKind": { "group": g, "version": v, "kind": sj["kind"] }, "verbs": sj["verbs"] })
+                })
+                .collect();
+            if !subs.is_empty() {
+                e["subresources"] = json!(subs);
+            }
+            e
+        })
+        .collect();
+    json!({ "version": v, "resources": rs, "freshness": "Current" })
 }
 
 #[cfg(test)]

@@ -120,6 +120,10 @@ pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec
 /// (`spec.template.spec.containers[0].imagee`).
 pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
     let mut unknown = Vec::new();
+    if r.custom {
+        // Custom kinds are pruned by their definitions' structural schemas.
+        return crate::crd::prune(r, obj);
+    }
     if schema_of(r.kind).is_some() {
         walk(r.kind, obj, "", &mut unknown);
     } else if let Some(map) = obj.as_object_mut() {

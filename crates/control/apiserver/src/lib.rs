@@ -1,7 +1,7 @@
 //! strata's API server: the Kubernetes REST API that `kubectl` and client libraries speak,
 //! served over TLS from a [`strata_store::Store`].
 //!
-//! Read in this order: [`resources`] (the kinds), [`api`] (request handling, with [`rv`] for
+//! Read in this order: [`resources`] (the kinds, with [`crd`]'s custom kinds and [`structural`], their schemas), [`api`] (request handling, with [`rv`] for
 //! resourceVersion and continue semantics), [`server`]
 //! (TLS, authentication), [`watchcache`] (every watch is served from it), then the helpers: [`object`] (metadata rules), [`validate`],
 //! [`patch`], [`managed`] (managedFields and server-side apply, over [`fieldpath`]),
@@ -17,6 +17,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod crd;
 pub mod csr;
 pub mod discovery;
 pub mod encryption;
@@ -24,6 +25,7 @@ pub mod fieldpath;
 pub mod fields;
 pub mod files;
 pub mod fuzzing;
+pub mod jsonpath;
 pub mod gnostic;
 pub mod k8s_meta;
 pub mod managed;
@@ -46,6 +48,7 @@ pub mod rv;
 pub mod selector;
 pub mod server;
 pub mod status;
+pub mod structural;
 pub mod table;
 pub mod validate;
 pub mod watchcache;

@@ -132,7 +132,7 @@ impl Ty {
 
 /// The type of a kind's objects.
 fn object_ty(r: &Resource) -> Ty {
-    Ty::Root(schema_of(r.kind).map(|_| r.kind))
+    Ty::Root(schema_of(r.builtin()).map(|_| r.kind))
 }
 
 /// How a value of a type is walked.

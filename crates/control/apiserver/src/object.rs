@@ -143,7 +143,7 @@ fn invalid_value(field: &str, value: &str, why: String) -> Cause {
 }
 
 fn name_cause(r: &Resource, name: &str) -> Vec<Cause> {
-    let errs = match r.kind {
+    let errs = match r.builtin() {
         "Namespace" => dns_label_errors(name),
         "Service" => dns1035_label_errors(name),
         "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment_errors(name),
@@ -366,7 +366,12 @@ pub fn for_storage(obj: &Value) -> Vec<u8> {
 /// kube-apiserver passes etcd's "request is too large" on as a 500,
 /// kubernetes/kubernetes#112152; strata says what it is).
 pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
-    let bytes = for_storage(obj);
+    let mut obj = std::borrow::Cow::Borrowed(obj);
+    if obj["apiVersion"].as_str().is_some_and(|v| v.contains('.')) {
+        // A custom object is stored at its definition's storage version.
+        crate::crd::storage_form(obj.to_mut());
+    }
+    let bytes = for_storage(&obj);
     if bytes.len() > MAX_STORED {
         return Err(ApiError::new(
             413,

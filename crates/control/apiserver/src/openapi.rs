@@ -87,6 +87,9 @@ fn group_package(group: &str, version: &str) -> String {
     if group.is_empty() {
         return format!("io.k8s.api.core.{version}");
     }
+    if group == crate::crd::GROUP {
+        return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}");
+    }
     if group.contains('.') && !group.ends_with(".k8s.io") {
         let reversed: Vec<&str> = group.split('.').rev().collect();
         return format!("{}.{version}", reversed.join("."));
@@ -197,7 +200,7 @@ fn type_meta_properties(props: &mut Value) {
 fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) {
     let name = kind_definition(r);
     let description = format!("{} is a {} object of the {} API.", r.kind, r.kind, r.api_version());
-    match MESSAGES.iter().find(|(m, _)| *m == r.kind) {
+    match MESSAGES.iter().find(|(m, _)| *m == r.builtin()) {
         Some((msg, _)) => {
             message_definitions(msg, flavor, out);
             if let Some(s) = out.get_mut(&name) {
@@ -442,16 +445,17 @@ pub(crate) fn definitions(rs: &[&Resource], flavor: Flavor) -> Map<String, Value
 /// `/openapi/v3`: where each group/version's document is.
 pub fn index() -> Value {
     let mut paths = Map::new();
-    for r in resources::RESOURCES {
+    for r in resources::served() {
         let p = gv_path(r.group, r.version);
         paths.entry(p.clone()).or_insert_with(|| json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash()) }));
     }
     json!({ "paths": paths })
 }
 
-/// A version of the documents: they change only with the binary.
-pub(crate) fn hash() -> &'static str {
-    concat!("strata-", env!("CARGO_PKG_VERSION"))
+/// A version of the documents: they change with the binary and with the custom kinds served
+/// (kubectl caches each document by it).
+pub(crate) fn hash() -> String {
+    format!("strata-{}-{}", env!("CARGO_PKG_VERSION"), crate::crd::generation())
 }
 
 /// The v3 form of one operation.
@@ -475,7 +479,7 @@ fn v3_operation(o: &Operation) -> Value {
 /// The document for `api/v1`, `apis/apps/v1`, ... (`None` if unknown).
 pub fn document(path: &str) -> Option<Value> {
     let path = path.trim_matches('/');
-    let rs: Vec<&Resource> = resources::RESOURCES.iter().filter(|r| gv_path(r.group, r.version) == path).collect();
+    let rs: Vec<&Resource> = resources::served().into_iter().filter(|r| gv_path(r.group, r.version) == path).collect();
     if rs.is_empty() {
         return None;
     }

@@ -6,7 +6,7 @@
 //! without it, `kubectl apply` of such a kind fails with "failed to download openapi" instead of
 //! "no matches for kind". The definitions and paths come from [`crate::openapi`], like v3's.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,7 +56,7 @@ fn operation(o: &Operation) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let rs: Vec<&Resource> = resources::RESOURCES.iter().collect();
+    let rs: Vec<&Resource> = resources::served();
     let mut paths = Map::new();
     for r in &rs {
         for p in openapi::resource_paths(r) {
@@ -86,16 +86,24 @@ pub fn document() -> Value {
     })
 }
 
-/// Both encodings, made once: the documents change only with the binary.
+/// Both encodings, made once per set of served kinds (the custom kinds' [`crate::crd::generation`]).
 struct Encoded {
     json: Vec<u8>,
     protobuf: Result<Vec<u8>, String>,
     etag: String,
 }
 
-fn encoded() -> &'static Encoded {
-    static ENCODED: OnceLock<Encoded> = OnceLock::new();
-    ENCODED.get_or_init(|| {
+fn encoded() -> Arc<Encoded> {
+    static ENCODED: OnceLock<Mutex<(u64, Option<Arc<Encoded>>)>> = OnceLock::new();
+    let cell = ENCODED.get_or_init(|| Mutex::new((0, None)));
+    let generation = crate::crd::generation();
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let (g, Some(enc)) = &*guard {
+        if *g == generation {
+            return enc.clone();
+        }
+    }
+    let enc = Arc::new({
         let doc = document();
         let json = doc.to_string().into_bytes();
         let protobuf = crate::gnostic::convert(&doc).map(|d| d.encode_to_vec()).map_err(|e| e.to_string());
@@ -105,7 +113,9 @@ fn encoded() -> &'static Encoded {
         // Any value that changes with the content will do; clients only compare it.
         let etag = format!("\"{:016x}\"", fnv1a(&json));
         Encoded { json, protobuf, etag }
-    })
+    });
+    *guard = (generation, Some(enc.clone()));
+    enc
 }
 
 fn fnv1a(b: &[u8]) -> u64 {

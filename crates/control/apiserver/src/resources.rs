@@ -1,8 +1,9 @@
-//! The kinds the API server serves: one static table, from which discovery, routing, storage
-//! keys and the Table printer all derive.
+//! The kinds the API server serves: one static table of built-in kinds plus the live set of
+//! kinds CustomResourceDefinitions define ([`crate::crd`]), read on every request; discovery,
+//! routing, storage keys, OpenAPI and the Table printer all derive from them.
 
 /// One resource type (a kind at a group/version).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Resource {
     /// API group; "" is the legacy core group served under `/api`.
     pub group: &'static str,
@@ -16,6 +17,9 @@ pub struct Resource {
     pub categories: &'static [&'static str],
     /// Subresources served (`status`, `scale`, ...).
     pub subresources: &'static [&'static str],
+    /// Defined by a CustomResourceDefinition: no built-in defaulting, validation, schema table
+    /// or printer applies, whatever its kind is called ([`Resource::builtin`]).
+    pub custom: bool,
 }
 
 impl Resource {
@@ -58,6 +62,16 @@ impl Resource {
         }
     }
 
+    /// The kind, for choosing built-in behaviour (validation, printers, schemas, field
+    /// selectors): "" for a custom kind, which may share a built-in kind's name.
+    pub fn builtin(&self) -> &'static str {
+        if self.custom {
+            ""
+        } else {
+            self.kind
+        }
+    }
+
     pub fn verbs(&self) -> &'static [&'static str] {
         if REVIEWS.iter().any(|r| r.group == self.group && r.plural == self.plural) {
             return &["create"];
@@ -78,6 +92,7 @@ macro_rules! res {
             short_names: &[$($short),*],
             categories: &[$($cat),*],
             subresources: &[$($sub),*],
+            custom: false,
         }
     };
 }
@@ -108,6 +123,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, [], [], []),
     res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, [], [], []),
     res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, ["csr"], [], ["status", "approval"]),
+    res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, ["crd", "crds"], ["api-extensions"], ["status"]),
     res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"], [], []),
     res!("strata.dev", "v1", "VirtualMachine", "virtualmachines", "virtualmachine", true, ["vm"], ["all"], ["status", "console"]),
 ];
@@ -123,17 +139,24 @@ pub static REVIEWS: &[Resource] = &[
     res!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", false, [], [], []),
 ];
 
-/// Every kind discovery lists: the served table and the review kinds.
-pub fn discoverable() -> impl Iterator<Item = &'static Resource> {
-    RESOURCES.iter().chain(REVIEWS.iter())
+/// Every served kind: the built-in table, then the custom kinds of the moment.
+pub fn served() -> Vec<&'static Resource> {
+    RESOURCES.iter().chain(crate::crd::resources()).collect()
 }
 
-/// Look up by group, version and plural.
+/// Every kind discovery lists: the served kinds and the review kinds.
+pub fn discoverable() -> std::vec::IntoIter<&'static Resource> {
+    let mut all = served();
+    all.extend(REVIEWS.iter());
+    all.into_iter()
+}
+
+/// Look up by group, version and plural (a built-in kind first, then the custom kinds).
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural).or_else(|| crate::crd::find(group, version, plural))
 }
 
-/// Groups in discovery order (core first), each with its versions.
+/// Groups in discovery order (core first, custom groups last).
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for r in discoverable() {
@@ -144,9 +167,50 @@ pub fn groups() -> Vec<&'static str> {
     out
 }
 
-/// The preferred (only) version of a group.
+/// The versions a group serves, preferred first (Kubernetes' version priority: GA before beta
+/// before alpha, higher numbers first; custom groups may serve several).
+pub fn group_versions(group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in discoverable().filter(|r| r.group == group) {
+        if !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out.sort_by(|a, b| version_priority(a, b));
+    out
+}
+
+/// The preferred version of a group.
 pub fn group_version(group: &str) -> Option<&'static str> {
-    discoverable().find(|r| r.group == group).map(|r| r.version)
+    group_versions(group).into_iter().next()
+}
+
+/// Kubernetes' version ordering (apimachinery's `CompareKubeAwareVersionStrings`), most
+/// preferred first: `v2` < `v1` < `v1beta2` < `v1beta1` < `v1alpha1` < anything else (by name).
+pub fn version_priority(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parse(v: &str) -> Option<(u8, u64, u64)> {
+        let rest = v.strip_prefix('v')?;
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let major: u64 = rest[..digits].parse().ok()?;
+        if rest[..digits].starts_with('0') {
+            return None;
+        }
+        let tail = &rest[digits..];
+        if tail.is_empty() {
+            return Some((2, major, 0));
+        }
+        let (level, num) = if let Some(n) = tail.strip_prefix("beta") { (1, n) } else { (0, tail.strip_prefix("alpha")?) };
+        if num.is_empty() || num.starts_with('0') || !num.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        Some((level, major, num.parse().ok()?))
+    }
+    match (parse(a), parse(b)) {
+        (Some(x), Some(y)) => y.cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +225,12 @@ mod tests {
         let ns = find("", "v1", "namespaces").expect("ns");
         assert_eq!(ns.key(Some("ignored"), "default"), "/registry/core/namespaces/default");
         assert_eq!(find("apps", "v1", "deployments").expect("d").group_resource(), "deployments.apps");
+    }
+
+    #[test]
+    fn kube_version_order() {
+        let mut v = vec!["v1alpha1", "foo", "v1", "v2beta1", "v1beta2", "v11alpha2", "v2", "v10", "v1beta1", "bar", "v12alpha1"];
+        v.sort_by(|a, b| version_priority(a, b));
+        assert_eq!(v, ["v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v12alpha1", "v11alpha2", "v1alpha1", "bar", "foo"]);
     }
 }

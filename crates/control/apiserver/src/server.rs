@@ -199,6 +199,9 @@ impl Server {
         let authn = Authenticator { tokens, signer: Some(signer), bootstrap: Some(crate::bootstrap::Tokens { cache: cache.clone() }) };
         tokio::spawn(crate::bootstrap::clean_expired(store.clone()));
         tokio::spawn(crate::csr::run(store.clone(), authz.clone(), cfg.pki.clone()));
+        // Custom kinds are served from the first request on.
+        crate::crd::refresh(store.as_ref()).await;
+        tokio::spawn(crate::crd::run(store.clone()));
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
         // Node agents serve pod streams only to this identity (kubeadm's name for it).
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)

@@ -249,3 +249,56 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
         .collect();
     json!({ "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": defs, "rows": rows })
 }
+
+/// The Table of objects of `r`: a built-in kind's printer, or a custom kind's
+/// `additionalPrinterColumns` (`Name` and `Age` when it declares none), as upstream.
+pub fn for_resource(r: &crate::resources::Resource, objects: &[Value], list_meta: Value) -> Value {
+    if !r.custom {
+        return table(r.kind, objects, list_meta);
+    }
+    let columns = crate::crd::definition(r).and_then(|d| d.version(r.version).map(|v| v.columns.clone())).unwrap_or_default();
+    if columns.is_empty() {
+        return table("", objects, list_meta);
+    }
+    let mut defs = vec![json!({ "name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", "priority": 0 })];
+    let mut paths = Vec::new();
+    for c in &columns {
+        let ty = c["type"].as_str().unwrap_or("string");
+        defs.push(json!({
+            "name": c["name"], "type": ty, "format": c["format"].as_str().unwrap_or(""),
+            "description": c["description"].as_str().unwrap_or(""), "priority": c["priority"].as_i64().unwrap_or(0),
+        }));
+        paths.push((crate::jsonpath::parse(c["jsonPath"].as_str().unwrap_or("")).unwrap_or_default(), ty));
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![json!(s(&o["metadata"]["name"]))];
+            for (steps, ty) in &paths {
+                cells.push(custom_cell(&crate::jsonpath::eval(steps, o), ty));
+            }
+            json!({ "cells": cells, "object": { "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"].clone() } })
+        })
+        .collect();
+    json!({ "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": defs, "rows": rows })
+}
+
+/// One printer-column cell (upstream's CRD table convertor): nothing found is null; a `date`
+/// column shows the time since the timestamp; several results are joined with commas.
+fn custom_cell(found: &[&Value], ty: &str) -> Value {
+    match found {
+        [] => Value::Null,
+        [one] if ty == "date" => match one.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+            Some(_) => json!(age(&json!({ "metadata": { "creationTimestamp": one } }))),
+            None => Value::Null,
+        },
+        [one] => match (ty, one) {
+            ("integer", Value::Number(n)) if n.is_i64() || n.is_u64() => (*one).clone(),
+            ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) | ("string", Value::String(_)) => (*one).clone(),
+            ("string", Value::Null) => Value::Null,
+            ("string", other) => json!(other.to_string()),
+            _ => Value::Null,
+        },
+        many => json!(many.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")),
+    }
+}

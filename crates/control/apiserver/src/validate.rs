@@ -26,7 +26,7 @@ fn invalid(field: &str, value: &Value, why: &str) -> Cause {
 /// Default and validate `obj` (already carrying apiVersion/kind/metadata).
 pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     let mut causes = crate::object::metadata_causes(obj);
-    match r.kind {
+    match r.builtin() {
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => workload(r.kind, obj, &mut causes),
         "Job" => {
             if obj["spec"]["template"].is_null() {
@@ -107,6 +107,11 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             }
         }
         "RoleBinding" | "ClusterRoleBinding" => role_ref(r.kind, obj, &mut causes),
+        "CustomResourceDefinition" => {
+            crate::crd::default(obj);
+            crate::crd::validate(obj, &mut causes);
+        }
+        "" if r.custom => crate::crd::default_and_validate(r, obj, &mut causes),
         "Namespace" if obj["status"]["phase"].is_null() => obj["status"] = json!({ "phase": "Active" }),
         _ => {}
     }
@@ -128,6 +133,9 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
     // A ControllerRevision's data is a snapshot: it never changes (`ValidateControllerRevisionUpdate`).
     if r.kind == "ControllerRevision" && new["data"] != old["data"] {
         causes.push(Cause { reason: "FieldValueInvalid", field: "data".into(), message: "Invalid value: \"<value omitted>\": field is immutable".into() });
+    }
+    if r.builtin() == "CustomResourceDefinition" {
+        crate::crd::validate_update(new, old, &mut causes);
     }
     if causes.is_empty() {
         Ok(())

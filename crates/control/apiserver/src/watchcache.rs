@@ -246,6 +246,9 @@ pub struct WatchRequest {
     pub fields: FieldSelector,
     pub kind: &'static str,
     pub api_version: String,
+    /// A custom kind's resource: objects are converted to its version (and pruned) on the way
+    /// out, and printed with its columns ([`crate::crd::served_form`]).
+    pub custom: Option<&'static crate::resources::Resource>,
     /// Objects as one-row Tables (`kubectl get -w`).
     pub as_table: bool,
     pub bookmarks: bool,
@@ -591,6 +594,7 @@ impl WatchCache {
                 fields: req.fields,
                 kind: req.kind,
                 api_version: req.api_version,
+                custom: req.custom,
                 as_table: req.as_table,
             },
             _permit: req.permit,
@@ -625,6 +629,7 @@ struct Encoder {
     fields: FieldSelector,
     kind: &'static str,
     api_version: String,
+    custom: Option<&'static crate::resources::Resource>,
     as_table: bool,
 }
 
@@ -636,10 +641,25 @@ impl Encoder {
     /// The lines of one event, as chunks: the object's shared bytes between a head and a tail
     /// (or, for a Table, one line rendered for this watch).
     fn emit(&self, ty: &'static str, object: Bytes, out: &mut VecDeque<Bytes>) {
+        let object = match self.custom {
+            Some(r) => match serde_json::from_slice::<Value>(&object) {
+                Ok(mut obj) => {
+                    crate::crd::served_form(r, &mut obj);
+                    Bytes::from(obj.to_string())
+                }
+                Err(_) => object,
+            },
+            None => object,
+        };
         if self.as_table {
             if let Ok(obj) = serde_json::from_slice::<Value>(&object) {
                 let rv = obj["metadata"]["resourceVersion"].clone();
-                let line = json!({ "type": ty, "object": table::table(self.kind, std::slice::from_ref(&obj), json!({ "resourceVersion": rv })) });
+                let rows = std::slice::from_ref(&obj);
+                let t = match self.custom {
+                    Some(r) => table::for_resource(r, rows, json!({ "resourceVersion": rv })),
+                    None => table::table(self.kind, rows, json!({ "resourceVersion": rv })),
+                };
+                let line = json!({ "type": ty, "object": t });
                 out.push_back(Bytes::from(format!("{line}\n")));
             }
             return;
@@ -797,6 +817,7 @@ mod tests {
             fields: FieldSelector::default(),
             kind: "ConfigMap",
             api_version: "v1".into(),
+            custom: None,
             as_table: false,
         }
     }

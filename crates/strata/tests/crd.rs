@@ -1,0 +1,392 @@
+//! CustomResourceDefinitions (issue 12 part 2), driven by real kubectl 1.27, 1.32 and 1.33 and
+//! the Python client: definitions shaped like popular operators' (several versions, status and
+//! scale subresources, printer columns, nested schemas with preserve-unknown-fields and
+//! int-or-string) are created, served, validated, defaulted, pruned, listed with their columns,
+//! watched, scaled and deleted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::server::{kubectl_of, ApiServer, Auth, Backend};
+use serde_json::{json, Value};
+
+fn json_of(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {}", &s[..s.len().min(800)]))
+}
+
+/// An operator-like definition: `v1beta1` (served, schemaless) and `v1` (storage) with status
+/// and scale subresources, printer columns and a nested schema.
+fn redis_crd(group: &str, extra_finalizer: bool) -> String {
+    let finalizers = if extra_finalizer { "\n  finalizers: [example.com/hold]" } else { "" };
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: redisclusters.{group}{finalizers}
+spec:
+  group: {group}
+  scope: Namespaced
+  names:
+    plural: redisclusters
+    singular: rediscluster
+    kind: RedisCluster
+    shortNames: [rdc]
+    categories: [all]
+  versions:
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {{}}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.selector
+    additionalPrinterColumns:
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    - name: Image
+      type: string
+      jsonPath: .spec.image
+    - name: Ready
+      type: string
+      jsonPath: .status.conditions[?(@.type=="Ready")].status
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [image]
+            properties:
+              replicas: {{type: integer, format: int32, minimum: 0, maximum: 100, default: 3}}
+              image: {{type: string, pattern: '^[a-z0-9./:-]+$'}}
+              mode: {{type: string, enum: [standalone, cluster], default: cluster}}
+              port: {{x-kubernetes-int-or-string: true}}
+              resources:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+              config:
+                type: object
+                additionalProperties: {{type: string}}
+              storage:
+                type: object
+                nullable: true
+                properties:
+                  size: {{type: string, pattern: '^[0-9]+(Gi|Mi)$'}}
+                  class: {{type: string, maxLength: 20}}
+              nodes:
+                type: array
+                maxItems: 5
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string, minLength: 1}}
+                    weight: {{type: number, minimum: 0, exclusiveMinimum: true}}
+          status:
+            type: object
+            properties:
+              replicas: {{type: integer}}
+              selector: {{type: string}}
+              conditions:
+                type: array
+                items:
+                  type: object
+                  properties:
+                    type: {{type: string}}
+                    status: {{type: string}}
+"#
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(s: &ApiServer, bin: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let out = s.kubectl_bin(bin, args, stdin);
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ok(s: &ApiServer, bin: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (good, out, err) = run(s, bin, args, stdin);
+    assert!(good, "kubectl {args:?} failed: {out}{err}");
+    out
+}
+
+fn fails(s: &ApiServer, bin: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let (good, out, err) = run(s, bin, args, stdin);
+    assert!(!good, "kubectl {args:?} unexpectedly succeeded: {out}");
+    err
+}
+
+fn condition<'a>(crd: &'a Value, ty: &str) -> &'a Value {
+    crd["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == ty)).unwrap_or(&Value::Null)
+}
+
+/// The definition is accepted and established, its kind is in discovery under its plural,
+/// short name, singular and kind, objects are served at both versions (stored at the storage
+/// version, `apiVersion` rewritten), patched (merge, JSON; strategic refused with upstream's
+/// 415), applied client- and server-side, listed, watched (Python client) and deleted one by one
+/// and as a collection; deleting the definition shows Terminating and removes its objects, and
+/// the kind leaves discovery.
+#[test]
+fn definitions_are_served_converted_and_deleted() {
+    let s = ApiServer::start(Backend::Embedded);
+    let k = kubectl_of("1.32");
+    let group = "cache.example.com";
+    let crd_name = format!("redisclusters.{group}");
+    let out = ok(&s, &k, &["create", "-f", "-"], Some(&redis_crd(group, true)));
+    assert!(out.contains(&format!("customresourcedefinition.apiextensions.k8s.io/{crd_name} created")), "{out}");
+    ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/{crd_name}"), "--timeout=30s"], None);
+    let crd = json_of(&ok(&s, &k, &["get", "crd", &crd_name, "-o", "json"], None));
+    assert_eq!(condition(&crd, "NamesAccepted")["status"], "True", "{crd}");
+    assert_eq!(condition(&crd, "NamesAccepted")["reason"], "NoConflicts");
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "RedisCluster");
+    assert_eq!(crd["status"]["acceptedNames"]["listKind"], "RedisClusterList");
+    assert_eq!(crd["status"]["storedVersions"], json!(["v1"]));
+    assert_eq!(crd["spec"]["conversion"]["strategy"], "None", "defaulted");
+
+    let resources = ok(&s, &k, &["api-resources", "--api-group", group, "--no-headers"], None);
+    assert!(resources.contains("redisclusters") && resources.contains("rdc") && resources.contains("RedisCluster"), "{resources}");
+    // Plain discovery lists both versions, the storage one preferred.
+    let (code, body) = s.curl("GET", &format!("/apis/{group}"), Auth::Admin, None, None);
+    assert_eq!(code, 200, "{body}");
+    let g = json_of(&body);
+    assert_eq!(g["preferredVersion"]["version"], "v1");
+    assert_eq!(g["versions"].as_array().map(Vec::len), Some(2), "{g}");
+
+    // Created at v1beta1, served at either version.
+    let alpha = format!("apiVersion: {group}/v1beta1\nkind: RedisCluster\nmetadata:\n  name: alpha\nspec:\n  replicas: 2\n  image: redis:7\n");
+    ok(&s, &k, &["create", "-f", "-"], Some(&alpha));
+    assert_eq!(ok(&s, &k, &["get", "rdc", "alpha", "-o", "jsonpath={.apiVersion}"], None), format!("{group}/v1"));
+    assert_eq!(ok(&s, &k, &["get", &format!("redisclusters.v1beta1.{group}"), "alpha", "-o", "jsonpath={.apiVersion}"], None), format!("{group}/v1beta1"));
+    for name in ["redisclusters", "rediscluster", "RedisCluster", "rdc", &format!("redisclusters.{group}")] {
+        let out = ok(&s, &k, &["get", name], None);
+        assert!(out.contains("alpha"), "kubectl get {name}: {out}");
+    }
+
+    // Patches: merge and JSON; strategic merge is refused as upstream refuses it.
+    ok(&s, &k, &["patch", "rdc", "alpha", "--type=merge", "-p", r#"{"spec":{"replicas":5}}"#], None);
+    ok(&s, &k, &["patch", "rdc", "alpha", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/image","value":"redis:8"}]"#], None);
+    let got = json_of(&ok(&s, &k, &["get", "rdc", "alpha", "-o", "json"], None));
+    assert_eq!((got["spec"]["replicas"].as_i64(), got["spec"]["image"].as_str()), (Some(5), Some("redis:8")), "{got}");
+    let err = fails(&s, &k, &["patch", "rdc", "alpha", "-p", r#"{"spec":{"replicas":1}}"#], None);
+    assert!(
+        err.contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+        "{err}"
+    );
+
+    // Server-side apply creates and then changes an object; client-side apply too.
+    let beta = |replicas: i64| format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: beta\nspec:\n  replicas: {replicas}\n  image: redis:7\n");
+    assert!(ok(&s, &k, &["apply", "--server-side", "-f", "-"], Some(&beta(1))).contains("serverside-applied"));
+    ok(&s, &k, &["apply", "--server-side", "-f", "-"], Some(&beta(6)));
+    let got = json_of(&ok(&s, &k, &["get", "rdc", "beta", "-o", "json", "--show-managed-fields"], None));
+    assert_eq!(got["spec"]["replicas"], 6);
+    assert!(got["metadata"]["managedFields"].as_array().is_some_and(|m| m.iter().any(|e| e["manager"] == "kubectl" && e["operation"] == "Apply")), "{got}");
+    let gamma = |image: &str| format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: gamma\nspec:\n  replicas: 1\n  image: {image}\n");
+    ok(&s, &k, &["apply", "-f", "-"], Some(&gamma("redis:7")));
+    assert!(ok(&s, &k, &["apply", "-f", "-"], Some(&gamma("redis:9"))).contains("configured"));
+    assert_eq!(ok(&s, &k, &["get", "rdc", "gamma", "-o", "jsonpath={.spec.image}"], None), "redis:9");
+
+    // The Python client: create, patch, get, list, delete, and a watch that sees all three.
+    let py = json_of(s.python("crd_client.py", &[group, "v1", "redisclusters", "default", "py-object"]).trim());
+    assert_eq!(py["created_api_version"], format!("{group}/v1"));
+    assert_eq!((py["patched_replicas"].as_i64(), py["got_replicas"].as_i64()), (Some(4), Some(4)), "{py}");
+    assert!(py["listed"].as_array().is_some_and(|l| l.iter().any(|n| n == "py-object")), "{py}");
+    assert_eq!(py["events"], json!(["ADDED", "MODIFIED", "DELETED"]), "{py}");
+
+    // Delete one, then the rest as a collection.
+    ok(&s, &k, &["delete", "rdc", "gamma"], None);
+    ok(&s, &k, &["delete", "rdc", "--all"], None);
+    assert_eq!(ok(&s, &k, &["get", "rdc", "-o", "name"], None).trim(), "");
+
+    // Deleting the definition: Terminating while its objects go; a create meanwhile is refused.
+    // The definition's own extra finalizer keeps it visible once the objects are gone.
+    ok(&s, &k, &["create", "-f", "-"], Some(&alpha));
+    ok(&s, &k, &["delete", "crd", &crd_name, "--wait=false"], None);
+    let path = format!("/apis/{group}/v1/namespaces/default/redisclusters");
+    wait_for("the definition's objects to be deleted", Duration::from_secs(30), || {
+        let (code, body) = s.curl("GET", &path, Auth::Admin, None, None);
+        code == 200 && json_of(&body)["items"].as_array().is_some_and(Vec::is_empty)
+    });
+    let crd = json_of(&ok(&s, &k, &["get", "crd", &crd_name, "-o", "json"], None));
+    assert_eq!(condition(&crd, "Terminating")["status"], "True", "{crd}");
+    assert_eq!(condition(&crd, "Terminating")["reason"], "InstanceDeletionInProgress");
+    assert_eq!(crd["metadata"]["finalizers"], json!(["example.com/hold"]), "the cleanup finalizer is gone: {crd}");
+    let body = format!(r#"{{"apiVersion":"{group}/v1","kind":"RedisCluster","metadata":{{"name":"late"}},"spec":{{"image":"redis"}}}}"#);
+    let (code, resp) = s.curl("POST", &path, Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+    assert_eq!(code, 405, "{resp}");
+    assert!(resp.contains("create not allowed while custom resource definition is terminating"), "{resp}");
+    ok(&s, &k, &["patch", "crd", &crd_name, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#], None);
+    wait_for("the definition to go", Duration::from_secs(30), || !run(&s, &k, &["get", "crd", &crd_name], None).0);
+    // (A fresh discovery cache: kubectl's own would still name the kind for hours.)
+    let cache = s.dir.path().join("fresh-cache");
+    let err = fails(&s, &k, &["--cache-dir", cache.to_str().unwrap_or_default(), "get", "rdc"], None);
+    assert!(err.contains("the server doesn't have a resource type \"rdc\""), "{err}");
+    let (code, _) = s.curl("GET", &path, Auth::Admin, None, None);
+    assert_eq!(code, 404);
+}
+
+/// kubectl 1.27 and 1.33 see a new kind at once (aggregated discovery), create, get by short
+/// name and kind, patch and apply server-side.
+#[test]
+fn kubectl_versions_serve_custom_kinds() {
+    let s = ApiServer::start(Backend::Embedded);
+    for (i, v) in ["1.27", "1.33"].iter().enumerate() {
+        let k = kubectl_of(v);
+        let group = format!("v{i}.cache.example.com");
+        ok(&s, &k, &["apply", "-f", "-"], Some(&redis_crd(&group, false)));
+        ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/redisclusters.{group}"), "--timeout=30s"], None);
+        let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: one\nspec:\n  replicas: 2\n  image: redis:7\n");
+        ok(&s, &k, &["create", "-f", "-"], Some(&obj));
+        let full = format!("redisclusters.{group}");
+        assert!(ok(&s, &k, &["get", &full, "one", "-o", "name"], None).contains("one"), "kubectl {v}");
+        ok(&s, &k, &["patch", &full, "one", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#], None);
+        let applied = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: two\nspec:\n  replicas: 1\n  image: redis:7\n");
+        ok(&s, &k, &["apply", "--server-side", "-f", "-"], Some(&applied));
+        let names = ok(&s, &k, &["get", &full, "-o", "jsonpath={.items[*].spec.replicas}"], None);
+        assert_eq!(names, "3 1", "kubectl {v}");
+        ok(&s, &k, &["delete", "crd", &full], None);
+    }
+}
+
+/// Definitions Kubernetes refuses are refused with its messages, and nothing is stored: a group
+/// without a dot, a non-structural schema, names a built-in kind of the group has, two storage
+/// versions, a bad printer column, CEL rules (not supported here), a name that is not
+/// plural.group.
+#[test]
+fn bad_definitions_are_refused_with_upstreams_messages() {
+    let s = ApiServer::start(Backend::Embedded);
+    let k = kubectl_of("1.32");
+    let good = redis_crd("refused.example.com", false);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("group: refused.example.com", "group: example").replace("redisclusters.refused.example.com", "redisclusters.example"),
+            "spec.group: Invalid value: \"example\": should be a domain with at least one dot",
+        ),
+        (
+            good.replace("          spec:\n            type: object\n            required: [image]\n", "          spec:\n            required: [image]\n"),
+            "spec.versions[1].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+        ),
+        (
+            good.replace("group: refused.example.com", "group: strata.dev").replace("redisclusters.refused.example.com", "virtualmachines.strata.dev").replace("plural: redisclusters", "plural: virtualmachines"),
+            "spec.names.plural: Invalid value: \"virtualmachines\": \"virtualmachines\" is already in use by a built-in resource of group \"strata.dev\"",
+        ),
+        (good.replace("    served: true\n    storage: false\n", "    served: true\n    storage: true\n"), "must have exactly one version marked as storage version"),
+        (
+            good.replace("      jsonPath: .spec.image", "      jsonPath: spec.image"),
+            "spec.versions[1].additionalPrinterColumns[1].jsonPath: Invalid value: \"spec.image\": must be a simple json path starting with .",
+        ),
+        (
+            good.replace("            required: [image]\n", "            required: [image]\n            x-kubernetes-validations:\n            - rule: self.replicas >= 0\n"),
+            "spec.versions[1].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations: Forbidden: CEL validation rules are not supported",
+        ),
+        (
+            good.replace("name: redisclusters.refused.example.com", "name: caches.refused.example.com"),
+            "metadata.name: Invalid value: \"caches.refused.example.com\": must be spec.names.plural+\".\"+spec.group",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&yaml));
+        assert!(err.contains("is invalid") && err.contains(want), "want {want:?} in: {err}");
+    }
+    let left = ok(&s, &k, &["get", "crd", "-o", "name"], None);
+    assert_eq!(left.trim(), "", "nothing stored");
+}
+
+/// Custom objects against the schema: unknown fields pruned (refused under kubectl's Strict
+/// validation), defaults applied, every failing field listed in one 422 (kubectl 1.27 and 1.33,
+/// and the Python client's Status), updates validated too, and objects read from storage pruned
+/// and defaulted by the version they are read at.
+#[test]
+fn custom_objects_are_validated_defaulted_and_pruned() {
+    let s = ApiServer::start(Backend::Embedded);
+    let group = "valid.example.com";
+    let k27 = kubectl_of("1.27");
+    let k33 = kubectl_of("1.33");
+    ok(&s, &k33, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    ok(&s, &k33, &["wait", "--for", "condition=Established", &format!("crd/redisclusters.{group}"), "--timeout=30s"], None);
+
+    // Pruned and defaulted (fieldValidation=Ignore).
+    let loose = format!(
+        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: loose\nspec:\n  image: redis:7\n  unknownField: 1\n  port: \"6379\"\n  resources:\n    limits: {{cpu: '1'}}\n  nodes:\n  - name: a\n    junk: 1\n  storage: null\n"
+    );
+    ok(&s, &k33, &["create", "--validate=false", "-f", "-"], Some(&loose));
+    let got = json_of(&ok(&s, &k33, &["get", &format!("redisclusters.{group}"), "loose", "-o", "json"], None));
+    let spec = &got["spec"];
+    assert_eq!((spec["replicas"].as_i64(), spec["mode"].as_str()), (Some(3), Some("cluster")), "defaults: {got}");
+    assert!(spec.get("unknownField").is_none() && spec["nodes"][0].get("junk").is_none(), "pruned: {got}");
+    assert_eq!(spec["resources"]["limits"]["cpu"], "1", "preserve-unknown-fields keeps: {got}");
+    assert_eq!(spec["port"], "6379");
+    assert!(spec.get("storage").is_some_and(Value::is_null), "nullable null kept: {got}");
+    // kubectl's default validation (Strict) refuses the unknown field instead.
+    for k in [&k27, &k33] {
+        let err = fails(&s, k, &["create", "-f", "-"], Some(&loose.replace("name: loose", "name: strict")));
+        assert!(err.contains("unknown field \"spec.unknownField\""), "{err}");
+    }
+
+    // Every failing field, in one 422.
+    let bad = format!(
+        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: bad\nspec:\n  replicas: \"three\"\n  mode: other\n  port: true\n  storage: {{size: 10G, class: a-storage-class-name-too-long}}\n  nodes: [{{weight: 0}}]\n"
+    );
+    let wanted = [
+        "spec.image: Required value",
+        "spec.mode: Unsupported value: \"other\": supported values: \"standalone\", \"cluster\"",
+        "spec.nodes[0].name: Required value",
+        "spec.nodes[0].weight: Invalid value: 0: spec.nodes[0].weight in body should be greater than 0",
+        "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\"",
+        "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"",
+        "spec.storage.class: Too long: may not be more than 20 bytes",
+        "spec.storage.size: Invalid value: \"10G\": spec.storage.size in body should match '^[0-9]+(Gi|Mi)$'",
+    ];
+    for k in [&k27, &k33] {
+        let err = fails(&s, k, &["create", "-f", "-"], Some(&bad));
+        assert!(err.contains("The RedisCluster \"bad\" is invalid"), "{err}");
+        for w in wanted {
+            assert!(err.contains(w), "missing {w:?} in {err}");
+        }
+    }
+    let bad_json = json!({ "apiVersion": format!("{group}/v1"), "kind": "RedisCluster", "metadata": { "name": "bad" },
+        "spec": { "replicas": "three", "mode": "other", "port": true, "storage": { "size": "10G", "class": "a-storage-class-name-too-long" }, "nodes": [{ "weight": 0 }] } });
+    let py = json_of(s.python("crd_client.py", &[group, "v1", "redisclusters", "default", "py-valid", &bad_json.to_string()]).trim());
+    assert_eq!(py["bad_status"], 422, "{py}");
+    assert_eq!(py["bad"]["reason"], "Invalid");
+    assert_eq!(py["bad"]["message"], format!("RedisCluster.{group} \"bad\" is invalid: [{}]", wanted.join(", ")), "{py}");
+    assert_eq!(py["bad"]["details"]["causes"].as_array().map(Vec::len), Some(wanted.len()));
+    assert_eq!(py["bad"]["details"]["group"], group);
+    let (code, _) = s.curl("GET", &format!("/apis/{group}/v1/namespaces/default/redisclusters/bad"), Auth::Admin, None, None);
+    assert_eq!(code, 404, "nothing stored");
+
+    // Updates are validated (a merge patch here).
+    let err = fails(&s, &k33, &["patch", &format!("redisclusters.{group}"), "loose", "--type=merge", "-p", r#"{"spec":{"replicas":101}}"#], None);
+    assert!(err.contains("spec.replicas: Invalid value: 101: spec.replicas in body should be less than or equal to 100"), "{err}");
+
+    // Read from storage: an object written through v1beta1 (which keeps unknown fields) is
+    // pruned and defaulted when read at v1, and still whole at v1beta1.
+    let old = format!("apiVersion: {group}/v1beta1\nkind: RedisCluster\nmetadata:\n  name: old\nspec:\n  image: redis:6\n  legacyField: keep-me\n");
+    ok(&s, &k33, &["create", "-f", "-"], Some(&old));
+    let v1 = json_of(&ok(&s, &k33, &["get", &format!("redisclusters.v1.{group}"), "old", "-o", "json"], None));
+    assert!(v1["spec"].get("legacyField").is_none(), "{v1}");
+    assert_eq!((v1["spec"]["mode"].as_str(), v1["spec"]["replicas"].as_i64()), (Some("cluster"), Some(3)), "{v1}");
+    let beta = json_of(&ok(&s, &k33, &["get", &format!("redisclusters.v1beta1.{group}"), "old", "-o", "json"], None));
+    assert_eq!(beta["spec"]["legacyField"], "keep-me", "{beta}");
+    assert!(beta["spec"].get("mode").is_none(), "v1beta1 has no defaults: {beta}");
+}
