@@ -56,21 +56,46 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
+/// The worker of pod `uid`, started if there is none: its wake-up.
+fn ensure_worker(shared: &Arc<Shared>, workers: &Workers, reader: &Store<Pod>, uid: &str) -> Option<Arc<Notify>> {
+    let mut w = workers.lock().ok()?;
+    if let Some(n) = w.get(uid) {
+        return Some(n.clone());
+    }
+    let notify = Arc::new(Notify::new());
+    w.insert(uid.to_string(), notify.clone());
+    tokio::spawn(worker(shared.clone(), uid.to_string(), reader.clone(), notify.clone(), workers.clone()));
+    Some(notify)
+}
+
 /// Watch this node's pods and keep a worker per pod (and per orphaned sandbox). Forever.
+///
+/// A worker wakes when the watch changes its pod, when the driver reports one of its
+/// containers started or exited (`PodRuntime::subscribe`), and every [`RESYNC`]. A pod seen
+/// by the watch gets its worker at once; the sweep (every 1 s) also finds sandboxes whose pod
+/// is gone. Workers only start once the first list is complete: a worker that does not find
+/// its pod stops the pod's containers.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name));
     let (reader, writer) = reflector::store();
     let workers: Workers = Arc::default();
+    let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
     let events = {
-        let workers = workers.clone();
+        let (workers, reader, shared, synced) = (workers.clone(), reader.clone(), shared.clone(), synced.clone());
         async move {
             futures_util::pin_mut!(stream);
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(pod) => {
-                        if let Some(n) = workers.lock().ok().and_then(|w| w.get(&uid_of(&pod)).cloned()) {
+                        let uid = uid_of(&pod);
+                        let n = if synced.load(std::sync::atomic::Ordering::Acquire) && !uid.is_empty() {
+                            ensure_worker(&shared, &workers, &reader, &uid)
+                        } else {
+                            workers.lock().ok().and_then(|w| w.get(&uid).cloned())
+                        };
+                        if let Some(n) = n {
                             n.notify_one();
                         }
                     }
@@ -79,10 +104,56 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     };
+    // The driver's container events wake the pod's worker (its sandbox's pod-uid label).
+    let driver_events = {
+        let (workers, shared) = (workers.clone(), shared.clone());
+        async move {
+            let feed = match shared.driver.subscribe() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no container events from the driver; pods are resynced every second only");
+                    return;
+                }
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let reader = std::thread::Builder::new().name("agent-pod-events".into()).spawn(move || {
+                while let Ok(ev) = feed.recv() {
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = reader {
+                tracing::warn!(error = %e, "starting the container event reader");
+                return;
+            }
+            let mut owners: HashMap<String, String> = HashMap::new();
+            while let Some(ev) = rx.recv().await {
+                let uid = match owners.get(&ev.sandbox_id) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let driver = shared.driver.clone();
+                        let id = ev.sandbox_id.clone();
+                        let found = blocking(move || driver.list_pod_sandboxes(&SandboxFilter { id: Some(id), ..Default::default() })).await;
+                        let Some(uid) = found.and_then(Result::ok).and_then(|v| v.into_iter().next()).and_then(|s| s.labels.get(labels::POD_UID).cloned()) else { continue };
+                        if owners.len() > 10_000 {
+                            owners.clear();
+                        }
+                        owners.insert(ev.sandbox_id.clone(), uid.clone());
+                        uid
+                    }
+                };
+                if let Some(n) = workers.lock().ok().and_then(|w| w.get(&uid).cloned()) {
+                    n.notify_one();
+                }
+            }
+        }
+    };
     let sweep = async {
         if reader.wait_until_ready().await.is_err() {
             return;
         }
+        synced.store(true, std::sync::atomic::Ordering::Release);
         loop {
             let mut uids: Vec<String> = reader.state().iter().map(|p| uid_of(p)).filter(|u| !u.is_empty()).collect();
             let driver = shared.driver.clone();
@@ -90,20 +161,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
             }
             for uid in uids {
-                let mut w = match workers.lock() {
-                    Ok(w) => w,
-                    Err(_) => return,
-                };
-                if !w.contains_key(&uid) {
-                    let notify = Arc::new(Notify::new());
-                    w.insert(uid.clone(), notify.clone());
-                    tokio::spawn(worker(shared.clone(), uid, reader.clone(), notify, workers.clone()));
+                if ensure_worker(&shared, &workers, &reader, &uid).is_none() {
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
-    tokio::join!(events, sweep);
+    tokio::join!(events, driver_events, sweep);
 }
 
 /// What a worker remembers between syncs (all of it can be lost: it is re-derived).
@@ -124,6 +189,14 @@ struct PodState {
     /// this moment (kubelet's pod worker back-off: 10 s).
     retry_at: HashMap<String, Instant>,
     probes: HashMap<(String, probes::Kind), probes::State>,
+    /// The pod's ready sandbox once known: later syncs read its record only, not every
+    /// sandbox on the node.
+    sandbox_id: Option<String>,
+    /// The pod's containers (of `sandbox_id`) once listed: later syncs read their records only.
+    /// Forgotten when a container is created.
+    container_ids: Option<(String, Vec<String>)>,
+    /// The node's allocatable resources (for resourceFieldRef), read every REFS_REFRESH.
+    allocatable: Option<(BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, Instant)>,
 }
 
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
@@ -600,6 +673,8 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
     let driver = shared.driver.clone();
     let sandbox = cx.sandbox_id.clone();
     let created = blocking(move || driver.create_container(&sandbox, &config)).await;
+    // The next listing reads the sandbox's containers afresh (this one among them).
+    st.container_ids = None;
     let id = match created {
         Some(Ok(id)) => id,
         other => {
@@ -746,6 +821,32 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         return;
     }
     let host_ip = shared.config.node_ip.map(|i| i.to_string()).unwrap_or_else(|| crate::machine::internal_ip().to_string());
+    let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
+    let known = match st.sandbox_id.clone() {
+        Some(id) => {
+            let driver = shared.driver.clone();
+            let found = blocking(move || driver.list_pod_sandboxes(&SandboxFilter { id: Some(id), ..Default::default() })).await;
+            found.and_then(Result::ok).and_then(|v| v.into_iter().find(|s| s.state == SandboxState::Ready))
+        }
+        None => None,
+    };
+    let sandbox = match known {
+        Some(s) => s,
+        None => match find_or_create_sandbox(shared, st, pod, &uid, qos).await {
+            Some(s) => s,
+            None => return,
+        },
+    };
+    st.sandbox_id = Some(sandbox.id.clone());
+    sync_in_sandbox(shared, st, pod, &uid, spec_, sandbox, host_ip, qos).await;
+}
+
+/// The pod's ready sandbox from a list of all (the node's pod count decides admission), or a
+/// new one. None when the pod is rejected or the sandbox could not be made (status and events
+/// say why).
+async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid: &str, qos: QosClass) -> Option<strata_driver::pod::PodSandboxStatus> {
+    let uid = uid.to_string();
+    let spec_ = pod.spec.as_ref()?;
     let driver = shared.driver.clone();
     let (uid2, max_pods) = (uid.clone(), shared.config.max_pods as usize);
     let sandboxes = blocking(move || {
@@ -755,8 +856,7 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         Ok::<_, strata_driver::Error>((mine, ready_others >= max_pods))
     })
     .await;
-    let Some(Ok((mine, full))) = sandboxes else { return };
-    let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
+    let Some(Ok((mine, full))) = sandboxes else { return None };
     let sandbox = match mine.iter().rev().find(|s| s.state == SandboxState::Ready) {
         Some(s) => s.clone(),
         None => {
@@ -767,7 +867,7 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
                 event(shared, st, pod, None, true, "OutOfpods", msg.clone()).await;
                 let status = PodStatus { phase: Some("Failed".into()), reason: Some("OutOfpods".into()), message: Some(msg), ..Default::default() };
                 write_status(shared, st, pod, status).await;
-                return;
+                return None;
             }
             let config = PodSandboxConfig {
                 metadata: PodSandboxMetadata {
@@ -797,16 +897,51 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
                         _ => "interrupted".into(),
                     };
                     event(shared, st, pod, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {m}")).await;
-                    return;
+                    return None;
                 }
             }
         }
     };
+    Some(sandbox)
+}
+
+/// This pod's containers in `sandbox_id`: the records of those already known, or (the first
+/// time, and after a container was created) every container of the sandbox.
+async fn pod_containers(shared: &Arc<Shared>, st: &mut PodState, sandbox_id: &str) -> Option<Vec<DStatus>> {
+    let driver = shared.driver.clone();
+    let sid = sandbox_id.to_string();
+    let known = st.container_ids.clone().filter(|(s, _)| s == sandbox_id).map(|(_, ids)| ids);
+    let list = blocking(move || match known {
+        Some(ids) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(driver.list_containers(&ContainerFilter { id: Some(id), sandbox_id: Some(sid.clone()), ..Default::default() })?);
+            }
+            Ok::<_, strata_driver::Error>(out)
+        }
+        None => driver.list_containers(&ContainerFilter { sandbox_id: Some(sid), ..Default::default() }),
+    })
+    .await?
+    .ok()?;
+    st.container_ids = Some((sandbox_id.to_string(), list.iter().map(|c| c.id.clone()).collect()));
+    Some(list)
+}
+
+/// The rest of a sync, once the pod has its sandbox: volumes, containers, probes, status.
+#[allow(clippy::too_many_arguments)]
+async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid: &str, spec_: &k8s_openapi::api::core::v1::PodSpec, sandbox: strata_driver::pod::PodSandboxStatus, host_ip: String, qos: QosClass) {
+    let uid = uid.to_string();
     let pod_ip = sandbox.ip.map(|i| i.to_string());
-    let allocatable = {
-        let cap = crate::machine::capacity(&shared.config.root_dir);
-        let r = crate::node::Readings { capacity: cap, usage: crate::machine::usage(&shared.config.root_dir), info: Default::default(), runtime_error: None };
-        crate::node::status(&shared.config, &r, None, Time(Utc::now())).allocatable.unwrap_or_default()
+    let allocatable = match &st.allocatable {
+        Some((a, at)) if at.elapsed() < REFS_REFRESH => a.clone(),
+        _ => {
+            let root = shared.config.root_dir.clone();
+            let Some((cap, usage)) = blocking(move || (crate::machine::capacity(&root), crate::machine::usage(&root))).await else { return };
+            let r = crate::node::Readings { capacity: cap, usage, info: Default::default(), runtime_error: None };
+            let a = crate::node::status(&shared.config, &r, None, Time(Utc::now())).allocatable.unwrap_or_default();
+            st.allocatable = Some((a.clone(), Instant::now()));
+            a
+        }
     };
     let facts = spec::PodFacts { pod, pod_ip: pod_ip.clone(), host_ip: host_ip.clone() };
 
@@ -841,9 +976,7 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         }
     }
 
-    let driver = shared.driver.clone();
-    let sid = sandbox.id.clone();
-    let Some(Ok(mut containers)) = blocking(move || driver.list_containers(&ContainerFilter { sandbox_id: Some(sid), ..Default::default() })).await else { return };
+    let Some(mut containers) = pod_containers(shared, st, &sandbox.id).await else { return };
     containers.sort_by_key(|c| c.metadata.attempt);
     let attempts = |name: &str| -> Vec<DStatus> { containers.iter().filter(|c| c.metadata.name == name).cloned().collect() };
     let policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
@@ -907,9 +1040,7 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
     }
 
     // Status from what the driver shows now.
-    let driver = shared.driver.clone();
-    let sid = sandbox.id.clone();
-    let Some(Ok(mut now)) = blocking(move || driver.list_containers(&ContainerFilter { sandbox_id: Some(sid), ..Default::default() })).await else { return };
+    let Some(mut now) = pod_containers(shared, st, &sandbox.id).await else { return };
     now.sort_by_key(|c| c.metadata.attempt);
     let mut observed: HashMap<String, Observed> = HashMap::new();
     for c in spec::all_containers(pod) {
