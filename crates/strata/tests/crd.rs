@@ -390,3 +390,99 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
     assert_eq!(beta["spec"]["legacyField"], "keep-me", "{beta}");
     assert!(beta["spec"].get("mode").is_none(), "v1beta1 has no defaults: {beta}");
 }
+
+/// The status and scale subresources (spec and status changed only through their own
+/// endpoints, generation moving with spec; `kubectl scale` through the definition's paths,
+/// checked against the schema), printer columns in `kubectl get`, the `all` category, `kubectl
+/// explain` from the published OpenAPI v3 (documents re-hashed when a definition comes), v2 with
+/// the kind, and field selectors on metadata.name and metadata.namespace.
+#[test]
+fn subresources_columns_categories_explain_and_field_selectors() {
+    let s = ApiServer::start(Backend::Embedded);
+    let group = "sub.example.com";
+    let k = kubectl_of("1.33");
+    let k27 = kubectl_of("1.27");
+    let (_, index_before) = s.curl("GET", "/openapi/v3", Auth::Admin, None, None);
+    let etag = |s: &ApiServer| {
+        let (_, headers, _) = s.get_with_headers("/openapi/v2", &["Accept: application/json"]);
+        headers.lines().find(|l| l.starts_with("etag:")).map(str::to_string).unwrap_or_default()
+    };
+    let v2_before = etag(&s);
+    assert!(!v2_before.is_empty());
+    ok(&s, &k, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/redisclusters.{group}"), "--timeout=30s"], None);
+    let rdc = format!("redisclusters.{group}");
+    for (name, replicas) in [("alpha", 2), ("beta", 1)] {
+        let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  image: redis:7\n");
+        ok(&s, &k, &["create", "-f", "-"], Some(&obj));
+    }
+    let get = |name: &str| json_of(&ok(&s, &k, &["get", &rdc, name, "-o", "json"], None));
+
+    // status: only status changes through /status, only the rest through the object.
+    ok(&s, &k, &["patch", &rdc, "alpha", "--subresource=status", "--type=merge", "-p",
+        r#"{"spec":{"replicas":9},"status":{"replicas":2,"selector":"app=alpha","conditions":[{"type":"Ready","status":"True"}]}}"#], None);
+    let a = get("alpha");
+    assert_eq!((a["spec"]["replicas"].as_i64(), a["status"]["replicas"].as_i64(), a["metadata"]["generation"].as_i64()), (Some(2), Some(2), Some(1)), "{a}");
+    ok(&s, &k, &["patch", &rdc, "alpha", "--type=merge", "-p", r#"{"spec":{"replicas":4},"status":{"replicas":100}}"#], None);
+    let a = get("alpha");
+    assert_eq!((a["spec"]["replicas"].as_i64(), a["status"]["replicas"].as_i64(), a["metadata"]["generation"].as_i64()), (Some(4), Some(2), Some(2)), "{a}");
+    ok(&s, &k, &["label", &rdc, "alpha", "tier=cache"], None);
+    assert_eq!(get("alpha")["metadata"]["generation"], 2, "metadata changes leave generation");
+    // A status that does not fit the schema is refused at /status too.
+    let err = fails(&s, &k, &["patch", &rdc, "alpha", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":"two"}}"#], None);
+    assert!(err.contains("status.replicas: Invalid value: \"string\": status.replicas in body must be of type integer"), "{err}");
+
+    // scale, through the definition's paths, with kubectl 1.33 and 1.27.
+    ok(&s, &k, &["scale", &rdc, "alpha", "--replicas=5"], None);
+    assert_eq!(get("alpha")["spec"]["replicas"], 5);
+    ok(&s, &k27, &["scale", &rdc, "alpha", "--replicas=6"], None);
+    let (code, body) = s.curl("GET", &format!("/apis/{group}/v1/namespaces/default/redisclusters/alpha/scale"), Auth::Admin, None, None);
+    assert_eq!(code, 200, "{body}");
+    let scale = json_of(&body);
+    assert_eq!((scale["kind"].as_str(), scale["apiVersion"].as_str()), (Some("Scale"), Some("autoscaling/v1")));
+    assert_eq!((scale["spec"]["replicas"].as_i64(), scale["status"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some(6), Some(2), Some("app=alpha")), "{scale}");
+    let err = fails(&s, &k, &["scale", &rdc, "alpha", "--replicas=500"], None);
+    assert!(err.contains("spec.replicas in body should be less than or equal to 100"), "{err}");
+    assert_eq!(get("alpha")["spec"]["replicas"], 6);
+
+    // Printer columns.
+    let table = ok(&s, &k, &["get", &rdc], None);
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["NAME", "REPLICAS", "IMAGE", "READY", "AGE"], "{table}");
+    assert_eq!(&lines[1][..4], ["alpha", "6", "redis:7", "True"], "{table}");
+    // A path that finds nothing is an empty cell (a null, as upstream's table convertor sends).
+    assert_eq!((&lines[2][..3], lines[2].len()), (&["beta", "1", "redis:7"][..], 4), "{table}");
+    // The `all` category.
+    let all = ok(&s, &k, &["get", "all"], None);
+    assert!(all.contains(&format!("rediscluster.{group}/alpha")) && all.contains(&format!("rediscluster.{group}/beta")), "{all}");
+
+    // Field selectors.
+    assert_eq!(ok(&s, &k, &["get", &rdc, "--field-selector", "metadata.name=beta", "-o", "name"], None).trim(), format!("rediscluster.{group}/beta"));
+    assert_eq!(ok(&s, &k, &["get", &rdc, "--field-selector", "metadata.namespace=default", "-o", "name"], None).lines().count(), 2);
+    let err = fails(&s, &k, &["get", &rdc, "--field-selector", "spec.image=redis:7"], None);
+    assert!(err.contains("field label not supported: spec.image"), "{err}");
+
+    // OpenAPI: re-hashed documents, the kind's schema; kubectl explain reads it.
+    let (_, index_after) = s.curl("GET", "/openapi/v3", Auth::Admin, None, None);
+    let index_after = json_of(&index_after);
+    let url = index_after["paths"][format!("apis/{group}/v1")]["serverRelativeURL"].as_str().unwrap_or_default().to_string();
+    assert!(!url.is_empty(), "{index_after}");
+    let old_core = json_of(&index_before)["paths"]["api/v1"]["serverRelativeURL"].clone();
+    assert_ne!(old_core, index_after["paths"]["api/v1"]["serverRelativeURL"], "the hash moves with the served kinds");
+    let (code, doc) = s.curl("GET", &url, Auth::Admin, None, None);
+    assert_eq!(code, 200);
+    let doc = json_of(&doc);
+    let def = &doc["components"]["schemas"]["com.example.sub.v1.RedisCluster"];
+    assert_eq!(def["properties"]["spec"]["properties"]["replicas"]["maximum"], 100, "{def}");
+    assert_eq!(def["x-kubernetes-group-version-kind"][0]["kind"], "RedisCluster");
+    assert_ne!(etag(&s), v2_before, "the v2 ETag moves too");
+    let (code, v2) = s.curl("GET", "/openapi/v2", Auth::Admin, None, None);
+    assert_eq!(code, 200);
+    assert!(json_of(&v2)["definitions"]["com.example.sub.v1.RedisCluster"]["properties"]["spec"]["properties"]["image"]["type"] == "string");
+    for kb in [&k, &k27] {
+        let out = ok(&s, kb, &["explain", &format!("{rdc}.spec.replicas")], None);
+        assert!(out.contains("replicas") && out.contains("<integer>"), "{out}");
+        let out = ok(&s, kb, &["explain", &format!("{rdc}.spec")], None);
+        assert!(out.contains("nodes") && out.contains("image") && out.contains("-required-"), "{out}");
+    }
+}

@@ -693,7 +693,8 @@ impl Api {
         if table::wants_table(accept) {
             return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
         }
-        let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items });
+        let list_kind = crate::crd::definition(r).map(|d| d.list_kind.clone()).unwrap_or_else(|| format!("{}List", r.kind));
+        let list = json!({ "kind": list_kind, "apiVersion": r.api_version(), "metadata": meta, "items": items });
         Ok(json_response(StatusCode::OK, &list))
     }
 
@@ -1207,7 +1208,7 @@ impl Api {
         let name = info.name.clone().unwrap_or_default();
         for _ in 0..5 {
             let (obj, rev) = self.load(info).await?;
-            let current = to_scale(&obj, rev);
+            let current = scale_of(r, &obj, rev);
             let wanted = match verb {
                 "get" => return Ok(json_response(StatusCode::OK, &current)),
                 "update" => parse_body(headers, body)?,
@@ -1234,7 +1235,14 @@ impl Api {
                 return Err(ApiError::invalid(r, &name, vec![c]));
             };
             let mut new = obj.clone();
-            new["spec"]["replicas"] = json!(replicas);
+            match crate::crd::scale_paths(r) {
+                Some((spec_path, _, _)) => {
+                    crate::crd::set_path(&mut new, &spec_path, json!(replicas));
+                    // The custom object with its new replicas must still fit its schema.
+                    crate::validate::validate(r, &mut new)?;
+                }
+                None => new["spec"]["replicas"] = json!(replicas),
+            }
             object::prepare_update(r, &mut new, &obj, false)?;
             // Recorded on the parent as an update through the scale subresource (upstream's
             // ScaleHandler maps the Scale's spec.replicas to the parent's).
@@ -1244,7 +1252,7 @@ impl Api {
                 Err(e) => return Err(e),
                 Ok(_) => {
                     let (obj, rev) = self.load(info).await?;
-                    return Ok(json_response(StatusCode::OK, &to_scale(&obj, rev)));
+                    return Ok(json_response(StatusCode::OK, &scale_of(r, &obj, rev)));
                 }
             }
         }
@@ -1471,6 +1479,31 @@ fn only_gc_fields_differ(old: &Value, new: &Value) -> bool {
         v
     };
     strip(old) == strip(new)
+}
+
+/// The `autoscaling/v1 Scale` of an object: a custom kind's from its definition's
+/// `specReplicasPath`, `statusReplicasPath` and `labelSelectorPath` (missing replicas are 0, as
+/// upstream), a built-in kind's from `spec.replicas` and its selector.
+fn scale_of(r: &Resource, obj: &Value, rev: u64) -> Value {
+    let Some((spec_path, status_path, selector_path)) = crate::crd::scale_paths(r) else { return to_scale(obj, rev) };
+    let at = |p: &[String]| {
+        let mut v = obj;
+        for f in p {
+            v = &v[f.as_str()];
+        }
+        v
+    };
+    let selector = selector_path.as_deref().map(at).and_then(Value::as_str).unwrap_or("");
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"], "resourceVersion": rev.to_string(),
+        },
+        "spec": { "replicas": at(&spec_path).as_i64().unwrap_or(0) },
+        "status": { "replicas": at(&status_path).as_i64().unwrap_or(0), "selector": selector },
+    })
 }
 
 fn to_scale(obj: &Value, rev: u64) -> Value {

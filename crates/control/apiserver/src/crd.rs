@@ -533,6 +533,27 @@ pub fn served_form(r: &Resource, obj: &mut Value) {
     }
 }
 
+/// A custom kind's scale paths (`specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`)
+/// as field names, if its version has the scale subresource.
+pub fn scale_paths(r: &Resource) -> Option<(Vec<String>, Vec<String>, Option<Vec<String>>)> {
+    let d = definition(r)?;
+    let scale = d.version(r.version)?.scale.clone()?;
+    let fields = |k: &str| scale[k].as_str().and_then(crate::jsonpath::simple_fields);
+    Some((fields("specReplicasPath")?, fields("statusReplicasPath")?, fields("labelSelectorPath")))
+}
+
+/// Set the value at a field path, creating the objects on the way.
+pub fn set_path(obj: &mut Value, path: &[String], value: Value) {
+    let mut at = obj;
+    for f in path {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        at = &mut at[f.as_str()];
+    }
+    *at = value;
+}
+
 /// Remove the fields `r`'s schema does not declare; returns their paths.
 pub fn prune(r: &Resource, obj: &mut Value) -> Vec<String> {
     let Some(d) = definition(r) else { return Vec::new() };

@@ -200,6 +200,53 @@ fn type_meta_properties(props: &mut Value) {
 fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) {
     let name = kind_definition(r);
     let description = format!("{} is a {} object of the {} API.", r.kind, r.kind, r.api_version());
+    let custom_schema = crate::crd::definition(r).and_then(|d| d.version(r.version).map(|v| v.schema.clone())).filter(Value::is_object);
+    if let Some(schema) = custom_schema {
+        // A custom kind: its definition's schema, with the envelope every object has.
+        let mut s = match flavor {
+            Flavor::V3 => schema,
+            Flavor::V2 => v2_schema(&schema),
+        };
+        s["type"] = json!("object");
+        if s["description"].is_null() {
+            s["description"] = json!(description);
+        }
+        if !s["properties"].is_object() {
+            s["properties"] = json!({});
+        }
+        type_meta_properties(&mut s["properties"]);
+        s["properties"]["metadata"] = flavor.reference(&format!("{META}.ObjectMeta"));
+        s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
+        message_definitions("ObjectMeta", flavor, out);
+        out.insert(name.clone(), s);
+    } else {
+        builtin_kind_definitions(r, flavor, &name, &description, out);
+    }
+    list_and_scale_definitions(r, flavor, &name, out);
+}
+
+/// A custom kind's schema as Swagger 2.0 can say it (what kube-apiserver publishes in v2 for
+/// a CRD): types, formats, descriptions, structure, `required` and the `x-kubernetes-*`
+/// extensions; value validations, defaults and `nullable` dropped.
+fn v2_schema(s: &Value) -> Value {
+    let Some(m) = s.as_object() else { return s.clone() };
+    let mut out = Map::new();
+    for (k, v) in m {
+        let v = match k.as_str() {
+            "type" | "format" | "title" | "description" | "required" => v.clone(),
+            "items" if v.is_object() => v2_schema(v),
+            "additionalProperties" => if v.is_object() { v2_schema(v) } else { v.clone() },
+            "properties" => Value::Object(v.as_object().map(|p| p.iter().map(|(n, x)| (n.clone(), v2_schema(x))).collect()).unwrap_or_default()),
+            x if x.starts_with("x-") && x != "x-kubernetes-validations" => v.clone(),
+            _ => continue,
+        };
+        out.insert(k.clone(), v);
+    }
+    Value::Object(out)
+}
+
+fn builtin_kind_definitions(r: &Resource, flavor: Flavor, name: &str, description: &str, out: &mut Map<String, Value>) {
+    let name = name.to_string();
     match MESSAGES.iter().find(|(m, _)| *m == r.builtin()) {
         Some((msg, _)) => {
             message_definitions(msg, flavor, out);
@@ -231,6 +278,10 @@ fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) 
             out.insert(name.clone(), s);
         }
     }
+}
+
+/// The list kind of a served kind, and `Scale` if it has the subresource.
+fn list_and_scale_definitions(r: &Resource, flavor: Flavor, name: &str, out: &mut Map<String, Value>) {
     let mut list = json!({
         "description": format!("{}List is a list of {}.", r.kind, r.kind),
         "type": "object",
