@@ -262,8 +262,15 @@ fn kubectl_versions_serve_custom_kinds() {
         ok(&s, &k, &["patch", &full, "one", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#], None);
         let applied = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: two\nspec:\n  replicas: 1\n  image: redis:7\n");
         ok(&s, &k, &["apply", "--server-side", "-f", "-"], Some(&applied));
+        // Client-side apply computes a merge patch for a custom kind (its OpenAPI PATCH takes
+        // no strategic merge), as against kube-apiserver.
+        let three = |r: u32| format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: three\nspec:\n  replicas: {r}\n  image: redis:7\n  nodes: [{{name: a}}, {{name: b}}]\n");
+        ok(&s, &k, &["apply", "-f", "-"], Some(&three(1)));
+        let out = ok(&s, &k, &["apply", "-f", "-"], Some(&three(4).replace(", {name: b}", "")));
+        assert!(out.contains("configured"), "kubectl {v}: {out}");
         let names = ok(&s, &k, &["get", &full, "-o", "jsonpath={.items[*].spec.replicas}"], None);
-        assert_eq!(names, "3 1", "kubectl {v}");
+        assert_eq!(names, "3 4 1", "kubectl {v}");
+        assert_eq!(ok(&s, &k, &["get", &full, "three", "-o", "jsonpath={.spec.nodes[*].name}"], None), "a", "kubectl {v}");
         ok(&s, &k, &["delete", "crd", &full], None);
     }
 }

@@ -374,6 +374,9 @@ pub(crate) struct Operation {
     pub response: String,
     pub gvk: Value,
     pub tag: String,
+    /// Takes strategic merge patches (built-in kinds; kubectl's client-side apply picks its
+    /// patch type by this).
+    pub strategic: bool,
 }
 
 /// A path and its operations.
@@ -431,6 +434,7 @@ pub(crate) fn resource_paths(r: &Resource) -> Vec<PathSpec> {
         response,
         gvk: g.clone(),
         tag: tag.clone(),
+        strategic: !r.custom,
     };
     let status = format!("{META}.Status");
     let (collection, mut scope_params) =

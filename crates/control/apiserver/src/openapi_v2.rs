@@ -31,7 +31,9 @@ fn operation(o: &Operation) -> Value {
         params.insert(0, json!({ "name": "body", "in": "body", "required": o.method != "delete", "schema": Flavor::V2.reference(body) }));
     }
     let consumes = match o.method {
-        "patch" => json!(["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"]),
+        "patch" if o.strategic => json!(["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"]),
+        // Custom kinds (upstream's CRD handler): kubectl's client-side apply sends a merge patch.
+        "patch" => json!(["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]),
         _ => json!(["*/*"]),
     };
     let produces = match o.action {
