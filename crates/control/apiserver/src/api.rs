@@ -40,6 +40,8 @@ pub struct Api {
     pub long_running: Arc<tokio::sync::Semaphore>,
     /// TLS to node agents (pod logs, exec, attach, port-forward); `None`: those answer 503.
     pub kubelet: Option<crate::proxy::KubeletClient>,
+    /// The tolerations of not-ready and unreachable nodes every pod gets (DefaultTolerationSeconds).
+    pub default_tolerations: crate::tolerations::Defaults,
 }
 
 /// What a request knows of its connection.
@@ -521,7 +523,12 @@ impl Api {
     /// (upstream's certificate approval and signing admission).
     async fn prepare_kind_update(&self, user: &User, info: &RequestInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
         match info.resource.builtin() {
-            "Pod" => crate::priority::keep_pod_priority(new, old),
+            "Pod" => {
+                crate::priority::keep_pod_priority(new, old);
+                if info.subresource.is_none() {
+                    crate::tolerations::admit_pod(new, self.default_tolerations);
+                }
+            }
             "PriorityClass" => {
                 crate::priority::check_update(info.resource, new, old)?;
                 crate::priority::admit_class(self.store.as_ref(), info.resource, new).await?;
@@ -552,7 +559,10 @@ impl Api {
     /// a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
     async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
-            "Pod" => crate::priority::admit_pod(self.store.as_ref(), r, obj).await,
+            "Pod" => {
+                crate::tolerations::admit_pod(obj, self.default_tolerations);
+                crate::priority::admit_pod(self.store.as_ref(), r, obj).await
+            }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
             _ => Ok(()),
         }
@@ -961,6 +971,9 @@ impl Api {
             object::prepare_update(r, &mut new, &old, status_only)?;
             if r.builtin() == "Pod" {
                 crate::priority::keep_pod_priority(&mut new, &old);
+                if info.subresource.is_none() {
+                    crate::tolerations::admit_pod(&mut new, self.default_tolerations);
+                }
             }
             crate::priority::check_update(r, &new, &old)?;
             crate::validate::validate(r, &mut new)?;

@@ -50,6 +50,7 @@ pub mod server;
 pub mod status;
 pub mod structural;
 pub mod table;
+pub mod tolerations;
 pub mod validate;
 pub mod watchcache;
 

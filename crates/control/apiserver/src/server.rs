@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub watch_cache: crate::watchcache::Config,
     /// Most long-running requests (watches) served at once; more are 429.
     pub max_long_running: usize,
+    /// The tolerationSeconds of the default not-ready and unreachable tolerations of pods.
+    pub default_tolerations: crate::tolerations::Defaults,
 }
 
 /// kube-apiserver has no fixed cap on watches; this one bounds what watchers can take.
@@ -207,7 +209,7 @@ impl Server {
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
             .map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?;
         let kubelet = Some(crate::proxy::KubeletClient::new(&ca, &cert, &key).map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?);
-        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet }), audit: cfg.audit })
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations }), audit: cfg.audit })
     }
 
     /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where

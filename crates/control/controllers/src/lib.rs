@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod expectations;
 pub mod gc;
 pub mod job;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
@@ -42,6 +43,7 @@ pub const CONTROLLERS: &[&str] = &[
     deployment::IDENTITY,
     job::IDENTITY,
     ttl::IDENTITY,
+    nodelifecycle::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -85,29 +87,38 @@ pub struct Config {
     /// This candidate's identity in the Lease.
     pub identity: String,
     pub timing: leader::Timing,
+    pub settings: Settings,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { identity: leader::default_identity(), timing: leader::Timing::default() }
+        Config { identity: leader::default_identity(), timing: leader::Timing::default(), settings: Settings::default() }
     }
+}
+
+/// The controllers' own settings (kube-controller-manager's flags).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub node_lifecycle: nodelifecycle::Settings,
 }
 
 /// Stand for leadership and run every controller while leading; never returns.
 pub async fn run(clients: Clients, config: Config) {
     let elector = leader::LeaderElector::new(clients.root.clone(), LEASE_NAMESPACE, LEASE_NAME, &config.identity, config.timing.clone());
-    elector.run(|| run_controllers(clients.clone())).await
+    elector.run(|| run_controllers(clients.clone(), config.settings.clone())).await
 }
 
 /// Every controller, each in its own task, restarted after a pause when it fails or panics.
 /// Dropping the future (leadership lost) aborts them all.
-pub async fn run_controllers(clients: Clients) {
+pub async fn run_controllers(clients: Clients, settings: Settings) {
     let mut tasks = tokio::task::JoinSet::new();
     for name in CONTROLLERS {
         let clients = clients.clone();
+        let settings = settings.clone();
         tasks.spawn(async move {
             loop {
                 let c = clients.clone();
+                let settings = settings.clone();
                 let one = tokio::spawn(async move {
                     match *name {
                         serviceaccount::IDENTITY => serviceaccount::run(c).await,
@@ -116,6 +127,7 @@ pub async fn run_controllers(clients: Clients) {
                         deployment::IDENTITY => deployment::run(c).await,
                         job::IDENTITY => job::run(c).await,
                         ttl::IDENTITY => ttl::run(c).await,
+                        nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
                         _ => Ok(()),
                     }
                 });

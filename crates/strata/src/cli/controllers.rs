@@ -17,6 +17,61 @@ pub struct ControllersArgs {
     /// suffix).
     #[arg(long)]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// kube-controller-manager's flags of the same names.
+#[derive(Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// How long a node may stay silent (no status, no Lease renewal) before it is marked
+    /// Unknown, e.g. `40s`.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The same for a node that never posted its Ready condition.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub node_startup_grace_period: std::time::Duration,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: std::time::Duration,
+    /// Nodes per second that get NoExecute taints (so their pods are evicted), per zone.
+    #[arg(long, default_value = "0.1")]
+    pub node_eviction_rate: f64,
+    /// The same in an unhealthy zone of a large cluster.
+    #[arg(long, default_value = "0.01")]
+    pub secondary_node_eviction_rate: f64,
+}
+
+impl SettingsArgs {
+    pub fn settings(&self) -> strata_controllers::Settings {
+        strata_controllers::Settings {
+            node_lifecycle: strata_controllers::nodelifecycle::Settings {
+                monitor_grace_period: self.node_monitor_grace_period,
+                startup_grace_period: self.node_startup_grace_period,
+                monitor_period: self.node_monitor_period,
+                eviction_rate: self.node_eviction_rate,
+                secondary_eviction_rate: self.secondary_node_eviction_rate,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A duration as kube-controller-manager's flags take it: `40s`, `500ms`, `2m`, `1h` (a bare
+/// number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: the unit must be ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
 }
 
 pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
@@ -28,6 +83,7 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
         };
         let client = strata_client::from_kubeconfig(&path, "kube-controller-manager").await?;
         let mut config = strata_controllers::Config::default();
+        config.settings = a.settings.settings();
         if let Some(id) = a.identity {
             config.identity = id;
         }
@@ -44,7 +100,7 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
 /// `system:kube-controller-manager`, and each controller writes as its own ServiceAccount user
 /// (`system:serviceaccount:kube-system:<controller>`, which upstream's bootstrap policy binds to
 /// `system:controller:<controller>`), each with a client certificate from the cluster CA.
-pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifetime: time::Duration) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifetime: time::Duration, settings: strata_controllers::Settings) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let creds = |user: &str, groups: &[&str]| -> anyhow::Result<strata_client::Credentials> {
         let (cert_pem, key_pem, ca_pem) = pki::component_identity(pki, user, groups, lifetime)?;
         Ok(strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem })
@@ -57,6 +113,7 @@ pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifeti
     }
     // `<host>_<port>_<random>`: which server of several leads shows in the Lease.
     let mut config = strata_controllers::Config::default();
+    config.settings = settings;
     config.identity = match config.identity.split_once('_') {
         Some((host, rest)) => format!("{host}_{port}_{rest}"),
         None => format!("{}_{port}", config.identity),

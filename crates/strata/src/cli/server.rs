@@ -44,6 +44,17 @@ pub struct ServerArgs {
     /// process (run `strata controllers` elsewhere, or none).
     #[arg(long)]
     pub no_controllers: bool,
+    /// The controllers' settings.
+    #[command(flatten)]
+    pub controller_settings: super::controllers::SettingsArgs,
+    /// tolerationSeconds of the `node.kubernetes.io/not-ready:NoExecute` toleration every pod
+    /// without one gets.
+    #[arg(long, default_value = "300")]
+    pub default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the `node.kubernetes.io/unreachable:NoExecute` toleration every pod
+    /// without one gets.
+    #[arg(long, default_value = "300")]
+    pub default_unreachable_toleration_seconds: i64,
     /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -216,6 +227,10 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         service_account_min_token_seconds: a.test_only_service_account_min_token_seconds,
         watch_cache,
         max_long_running: a.max_long_running_requests,
+        default_tolerations: strata_apiserver::tolerations::Defaults {
+            not_ready_seconds: a.default_not_ready_toleration_seconds,
+            unreachable_seconds: a.default_unreachable_toleration_seconds,
+        },
     })
     .await?;
     let addr = server.local_addr().unwrap_or(a.listen);
@@ -247,7 +262,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let _controllers = if a.no_controllers {
         None
     } else {
-        Some(super::controllers::start_in_server(&pki, &url, addr.port(), leaf_lifetime(a.test_only_leaf_lifetime_seconds)).await.context("starting the controllers")?)
+        Some(super::controllers::start_in_server(&pki, &url, addr.port(), leaf_lifetime(a.test_only_leaf_lifetime_seconds), a.controller_settings.settings()).await.context("starting the controllers")?)
     };
     eprintln!("strata server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());

@@ -164,4 +164,5 @@ fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
 }
 
 pub mod server;
+pub mod simnode;
 pub mod tls;
