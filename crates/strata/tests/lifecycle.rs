@@ -71,7 +71,7 @@ fn a_node_that_stops_heartbeating_has_its_pods_evicted_and_recreated_on_another_
     // A healthy node: no taints from the lifecycle controller.
     std::thread::sleep(Duration::from_secs(4));
     assert!(taints(&s, "sim-lc-a").is_empty(), "{:?}", taints(&s, "sim-lc-a"));
-    let b = SimNode::start(&s, "sim-lc-b");
+    let _b = SimNode::start(&s, "sim-lc-b");
 
     // Node a goes silent.
     a.pause();
