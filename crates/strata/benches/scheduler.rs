@@ -5,7 +5,7 @@
 //! fresh optimized `strata server --no-scheduler --no-agent`, registers `BENCH_NODES` (default
 //! "1000,5000") simulated nodes — Node objects named `sim-N` with capacity (32 CPU, 128 GiB,
 //! 110 pods), a hostname and a zone label (10 zones), running nothing and not heartbeating
-//! (no component here reads heartbeats) — starts one scheduler as its own process (`strata
+//! (the server's node lifecycle controller is given a 24 h grace period) — starts one scheduler as its own process (`strata
 //! scheduler --kubeconfig`, or kube-scheduler), then creates `BENCH_PODS` (default 10000) pods
 //! from 64 concurrent clients while a watch records when each is bound. Workloads
 //! (`BENCH_WORKLOADS`, default "plain,anti,spread"):
@@ -75,6 +75,9 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["server", "--no-agent", "--no-scheduler", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.path())
+            // The simulated nodes do not heartbeat: keep the node lifecycle controller from
+            // marking them Unknown (and tainting them) during a long run.
+            .args(["--node-monitor-grace-period", "24h", "--node-startup-grace-period", "24h"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()))
             .spawn()
