@@ -75,3 +75,253 @@ fn controller_revisions_are_served_validated_and_printed() {
     s.ok(&["delete", "controllerrevision", "web-1", "web-2", "-n", "cr1"]);
     assert!(items(&s, "/apis/apps/v1/namespaces/cr1/controllerrevisions").is_empty());
 }
+
+fn server() -> ApiServer {
+    ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() })
+}
+
+/// Register a simulated node (a Node object with capacity and a Ready condition, running nothing).
+fn sim_node(s: &ApiServer, name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) {
+    let mut l = format!("kubernetes.io/hostname: {name}");
+    for (k, v) in labels {
+        l.push_str(&format!(", {k}: \"{v}\""));
+    }
+    let t: Vec<String> = taints.iter().map(|(k, e)| format!("{{key: {k}, effect: {e}}}")).collect();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}, labels: {{{l}}}}}\nspec: {{taints: [{}]}}\nstatus:\n  capacity: {{cpu: \"8\", memory: 16Gi, pods: \"110\"}}\n  allocatable: {{cpu: \"8\", memory: 16Gi, pods: \"110\"}}\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
+        t.join(", ")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&yaml));
+}
+
+/// The kubelets of the simulated nodes (`sim-*`) of one namespace: pods bound to them become
+/// Running and Ready (through `pods/status`); pods marked for deletion are confirmed deleted
+/// (grace 0), as a kubelet does once it has stopped them. Records every pod name it saw Ready,
+/// in order.
+struct SimKubelets {
+    stop: Arc<AtomicBool>,
+    ready_order: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimKubelets {
+    fn start(s: &ApiServer, ns: &str) -> SimKubelets {
+        Self::start_with(s, ns, |_| true)
+    }
+
+    /// `make_ready(pod name)` decides whether a Running pod is reported Ready now.
+    fn start_with(s: &ApiServer, ns: &str, make_ready: impl Fn(&str) -> bool + Send + 'static) -> SimKubelets {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready_order = Arc::new(Mutex::new(Vec::new()));
+        let (ns, data, port) = (ns.to_string(), s.data_dir().to_path_buf(), s.port);
+        let (stop2, order2) = (stop.clone(), ready_order.clone());
+        let thread = std::thread::spawn(move || {
+            let curl = |method: &str, path: &str, body: Option<&str>| -> (u16, String) {
+                let pki = data.join("pki");
+                let mut c = std::process::Command::new("curl");
+                c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(pki.join("ca.crt"));
+                c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+                if let Some(b) = body {
+                    let ct = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
+                    c.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", b]);
+                }
+                let out = c.arg(format!("https://127.0.0.1:{port}{path}")).stdin(std::process::Stdio::null()).output().expect("curl");
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+                (code.trim().parse().unwrap_or(0), body.to_string())
+            };
+            while !stop2.load(Ordering::SeqCst) {
+                let (_, body) = curl("GET", &format!("/api/v1/namespaces/{ns}/pods"), None);
+                let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                for p in list["items"].as_array().cloned().unwrap_or_default() {
+                    let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+                    if !node.starts_with("sim-") {
+                        continue;
+                    }
+                    let pname = name(&p);
+                    if !p["metadata"]["deletionTimestamp"].is_null() {
+                        curl("DELETE", &format!("/api/v1/namespaces/{ns}/pods/{pname}"), Some(r#"{"gracePeriodSeconds":0}"#));
+                        continue;
+                    }
+                    let is_ready = p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                    if p["status"]["phase"] == "Running" && (is_ready || !make_ready(&pname)) {
+                        continue;
+                    }
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    let ready = if make_ready(&pname) { "True" } else { "False" };
+                    let body = json!({ "status": { "phase": "Running", "conditions": [{ "type": "Ready", "status": ready, "lastTransitionTime": now }] } }).to_string();
+                    let (code, _) = curl("PATCH", &format!("/api/v1/namespaces/{ns}/pods/{pname}/status"), Some(&body));
+                    if code == 200 && ready == "True" {
+                        order2.lock().expect("order").push(pname);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        SimKubelets { stop, ready_order, thread: Some(thread) }
+    }
+
+    fn ready_order(&self) -> Vec<String> {
+        self.ready_order.lock().expect("order").clone()
+    }
+}
+
+impl Drop for SimKubelets {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Live (not terminating) pods of a namespace.
+fn live_pods(s: &ApiServer, ns: &str) -> Vec<Value> {
+    items(s, &format!("/api/v1/namespaces/{ns}/pods")).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
+}
+
+/// Wait until the live pods' nodes are exactly `nodes` (one pod each); the pods.
+fn wait_daemon_pods(s: &ApiServer, ns: &str, nodes: &[&str]) -> Vec<Value> {
+    let mut want: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    let mut last = Vec::new();
+    let ok = eventually(LONG, || {
+        last = live_pods(s, ns);
+        let mut have: Vec<String> = last.iter().map(|p| p["spec"]["nodeName"].as_str().unwrap_or("<unbound>").to_string()).collect();
+        have.sort();
+        have == want
+    });
+    let seen: Vec<(String, String)> = last.iter().map(|p| (name(p), p["spec"]["nodeName"].as_str().unwrap_or("<unbound>").to_string())).collect();
+    assert!(ok, "expected one pod on each of {want:?}, have {seen:?}");
+    last
+}
+
+fn daemonset_yaml(ns: &str, image: &str, strategy: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n{strategy}  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      nodeSelector: {{role: worker}}\n      containers: [{{name: c, image: \"{image}\"}}]\n"
+    )
+}
+
+#[test]
+fn daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
+    let s = server();
+    s.ok(&["create", "namespace", "ds1"]);
+    sim_node(&s, "sim-a", &[("role", "worker")], &[]);
+    sim_node(&s, "sim-b", &[("role", "worker")], &[("node.kubernetes.io/unschedulable", "NoSchedule")]);
+    sim_node(&s, "sim-tainted", &[("role", "worker")], &[("dedicated", "NoSchedule")]);
+    sim_node(&s, "sim-other", &[("role", "db")], &[]);
+    let _kubelets = SimKubelets::start(&s, "ds1");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&daemonset_yaml("ds1", "registry.invalid/agent:v1", "")));
+    // One pod on each worker the template fits: not on the tainted node, nor on the db node;
+    // the cordoned node (unschedulable taint) is tolerated, as upstream's daemon tolerations say.
+    let pods = wait_daemon_pods(&s, "ds1", &["sim-a", "sim-b"]);
+    let ds = get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent");
+    let revs = items(&s, "/apis/apps/v1/namespaces/ds1/controllerrevisions");
+    assert_eq!(revs.len(), 1, "one ControllerRevision: {revs:?}");
+    let hash = revs[0]["metadata"]["labels"]["controller-revision-hash"].as_str().expect("hash label").to_string();
+    assert_eq!(name(&revs[0]), format!("agent-{hash}"));
+    assert_eq!(revs[0]["revision"], 1);
+    assert_eq!(revs[0]["data"]["spec"]["template"]["$patch"], "replace");
+    for p in &pods {
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+        assert!(name(p).starts_with("agent-"), "{}", name(p));
+        assert_eq!(p["metadata"]["labels"]["controller-revision-hash"], hash.as_str());
+        let owner = &p["metadata"]["ownerReferences"][0];
+        assert_eq!((owner["kind"].as_str(), owner["uid"].clone(), owner["controller"].clone()), (Some("DaemonSet"), ds["metadata"]["uid"].clone(), json!(true)));
+        // Pinned to its node by a required node affinity on metadata.name, bound by the scheduler.
+        let term = &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0];
+        assert_eq!((term["key"].as_str(), term["operator"].as_str(), term["values"].clone()), (Some("metadata.name"), Some("In"), json!([node])));
+        let tols: Vec<(String, String)> = p["spec"]["tolerations"].as_array().cloned().unwrap_or_default().iter().map(|t| (t["key"].as_str().unwrap_or("").to_string(), t["effect"].as_str().unwrap_or("").to_string())).collect();
+        for (k, e) in [("not-ready", "NoExecute"), ("unreachable", "NoExecute"), ("disk-pressure", "NoSchedule"), ("memory-pressure", "NoSchedule"), ("pid-pressure", "NoSchedule"), ("unschedulable", "NoSchedule")] {
+            assert!(tols.contains(&(format!("node.kubernetes.io/{k}"), e.to_string())), "toleration {k}:{e} in {tols:?}");
+        }
+    }
+    // Status as `kubectl get ds` and `kubectl rollout status` read it.
+    let out = s.ok(&["rollout", "status", "ds/agent", "-n", "ds1", "--timeout=80s"]);
+    assert!(out.contains("daemon set \"agent\" successfully rolled out"), "{out}");
+    let row: Vec<String> = s.ok(&["get", "ds", "agent", "-n", "ds1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
+    assert_eq!(&row[1..6], ["2", "2", "2", "2", "2"], "DESIRED CURRENT READY UP-TO-DATE AVAILABLE: {row:?}");
+    let st = get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"].clone();
+    assert_eq!((st["numberMisscheduled"].clone(), st["observedGeneration"].clone(), st["numberUnavailable"].clone()), (json!(0), json!(1), json!(0)), "{st}");
+
+    // A new eligible node gets a pod.
+    sim_node(&s, "sim-new", &[("role", "worker")], &[]);
+    wait_daemon_pods(&s, "ds1", &["sim-a", "sim-b", "sim-new"]);
+    // A node that stops matching the selector loses its pod.
+    s.ok(&["label", "node", "sim-a", "role=db", "--overwrite"]);
+    wait_daemon_pods(&s, "ds1", &["sim-b", "sim-new"]);
+    // An untolerated NoExecute taint evicts it too.
+    s.ok(&["taint", "node", "sim-b", "evict=now:NoExecute"]);
+    wait_daemon_pods(&s, "ds1", &["sim-new"]);
+    // A deleted node's pod goes.
+    s.ok(&["delete", "node", "sim-new"]);
+    wait_daemon_pods(&s, "ds1", &[]);
+    // And the tolerated node comes back into the set when its label does.
+    s.ok(&["label", "node", "sim-a", "role=worker", "--overwrite"]);
+    wait_daemon_pods(&s, "ds1", &["sim-a"]);
+    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"]["desiredNumberScheduled"] == 1));
+    // A deleted pod is replaced on its node.
+    let victim = name(&live_pods(&s, "ds1")[0]);
+    s.ok(&["delete", "pod", &victim, "-n", "ds1", "--wait=false"]);
+    let now = wait_daemon_pods(&s, "ds1", &["sim-a"]);
+    assert_ne!(name(&now[0]), victim);
+    let events = s.ok(&["get", "events", "-n", "ds1"]);
+    assert!(events.contains("SuccessfulCreate") && events.contains("SuccessfulDelete"), "{events}");
+}
+
+#[test]
+fn daemonset_rolling_update_history_undo_and_on_delete() {
+    let s = server();
+    s.ok(&["create", "namespace", "ds2"]);
+    for n in ["sim-r1", "sim-r2", "sim-r3"] {
+        sim_node(&s, n, &[("role", "worker")], &[]);
+    }
+    let kubelets = SimKubelets::start(&s, "ds2");
+    let strategy = "  updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0, maxSurge: 1}}\n";
+    s.ok_stdin(&["apply", "-f", "-"], Some(&daemonset_yaml("ds2", "registry.invalid/agent:v1", strategy)));
+    wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
+    s.ok(&["rollout", "status", "ds/agent", "-n", "ds2", "--timeout=80s"]);
+    let first: Vec<String> = live_pods(&s, "ds2").iter().map(name).collect();
+    // A new template rolls out with maxSurge 1: a new pod beside the old one, the old one
+    // deleted once the new one is available.
+    s.ok(&["set", "image", "ds/agent", "c=registry.invalid/agent:v2", "-n", "ds2"]);
+    let out = s.ok(&["rollout", "status", "ds/agent", "-n", "ds2", "--timeout=80s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let pods = wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
+    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v2" && !first.contains(&name(p))), "{pods:?}");
+    assert!(kubelets.ready_order().len() >= 6, "each replacement was made ready: {:?}", kubelets.ready_order());
+    let revs = items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions");
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    let history = s.ok(&["rollout", "history", "ds/agent", "-n", "ds2"]);
+    let lines: Vec<&str> = history.lines().filter(|l| l.starts_with(char::is_numeric)).collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    let r1 = s.ok(&["rollout", "history", "ds/agent", "-n", "ds2", "--revision=1"]);
+    assert!(r1.contains("registry.invalid/agent:v1"), "{r1}");
+    // Undo: back to v1 as revision 3.
+    let undo = s.ok(&["rollout", "undo", "ds/agent", "-n", "ds2"]);
+    assert!(undo.contains("rolled back"), "{undo}");
+    s.ok(&["rollout", "status", "ds/agent", "-n", "ds2", "--timeout=80s"]);
+    let pods = wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
+    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1"), "{pods:?}");
+    assert!(eventually(LONG, || {
+        let revs = items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions");
+        revs.len() == 2 && revs.iter().any(|r| r["revision"] == 3 && r["data"]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1")
+    }), "{:?}", items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions"));
+
+    // OnDelete: a new template changes no pod until one is deleted.
+    s.ok(&["patch", "ds", "agent", "-n", "ds2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
+    s.ok(&["set", "image", "ds/agent", "c=registry.invalid/agent:v3", "-n", "ds2"]);
+    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["observedGeneration"] == get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["metadata"]["generation"]));
+    std::thread::sleep(Duration::from_secs(3));
+    let pods = live_pods(&s, "ds2");
+    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1"), "OnDelete leaves pods alone: {pods:?}");
+    assert_eq!(get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["updatedNumberScheduled"], 0);
+    let victim = pods.iter().find(|p| p["spec"]["nodeName"] == "sim-r2").map(name).expect("pod on sim-r2");
+    s.ok(&["delete", "pod", &victim, "-n", "ds2", "--wait=false"]);
+    assert!(eventually(LONG, || live_pods(&s, "ds2").iter().any(|p| p["spec"]["nodeName"] == "sim-r2" && p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v3")));
+    let pods = wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
+    assert_eq!(pods.iter().filter(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1").count(), 2, "{pods:?}");
+    // Deleting the DaemonSet takes its pods and revisions (garbage collection).
+    s.ok(&["delete", "ds", "agent", "-n", "ds2"]);
+    assert!(eventually(LONG, || live_pods(&s, "ds2").is_empty() && items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions").is_empty()));
+}

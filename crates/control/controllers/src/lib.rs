@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -14,9 +14,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -44,6 +46,7 @@ pub const CONTROLLERS: &[&str] = &[
     job::IDENTITY,
     ttl::IDENTITY,
     nodelifecycle::IDENTITY,
+    daemonset::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -128,6 +131,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         job::IDENTITY => job::run(c).await,
                         ttl::IDENTITY => ttl::run(c).await,
                         nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
+                        daemonset::IDENTITY => daemonset::run(c).await,
                         _ => Ok(()),
                     }
                 });
