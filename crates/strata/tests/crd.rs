@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{kubectl_of, ApiServer, Auth, Backend};
+use common::server::{kubectl_of, ApiServer, Auth, Backend, Options};
 use serde_json::{json, Value};
 
 fn json_of(s: &str) -> Value {
@@ -81,6 +81,10 @@ spec:
               config:
                 type: object
                 additionalProperties: {{type: string}}
+              template:
+                type: object
+                x-kubernetes-embedded-resource: true
+                x-kubernetes-preserve-unknown-fields: true
               storage:
                 type: object
                 nullable: true
@@ -334,7 +338,7 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
 
     // Pruned and defaulted (fieldValidation=Ignore).
     let loose = format!(
-        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: loose\nspec:\n  image: redis:7\n  unknownField: 1\n  port: \"6379\"\n  resources:\n    limits: {{cpu: '1'}}\n  nodes:\n  - name: a\n    junk: 1\n  storage: null\n"
+        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: loose\nspec:\n  image: redis:7\n  unknownField: 1\n  port: \"6379\"\n  resources:\n    limits: {{cpu: '1'}}\n  nodes:\n  - name: a\n    junk: 1\n  storage: null\n  template:\n    apiVersion: v1\n    kind: Pod\n    metadata: {{name: p, labels: {{a: b}}, junk: 1}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n"
     );
     ok(&s, &k33, &["create", "--validate=false", "-f", "-"], Some(&loose));
     let got = json_of(&ok(&s, &k33, &["get", &format!("redisclusters.{group}"), "loose", "-o", "json"], None));
@@ -344,6 +348,9 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
     assert_eq!(spec["resources"]["limits"]["cpu"], "1", "preserve-unknown-fields keeps: {got}");
     assert_eq!(spec["port"], "6379");
     assert!(spec.get("storage").is_some_and(Value::is_null), "nullable null kept: {got}");
+    // An embedded resource keeps its own kind and spec; its metadata is ObjectMeta.
+    assert_eq!((spec["template"]["kind"].as_str(), spec["template"]["spec"]["containers"][0]["image"].as_str()), (Some("Pod"), Some("busybox")), "{got}");
+    assert!(spec["template"]["metadata"].get("junk").is_none() && spec["template"]["metadata"]["labels"]["a"] == "b", "{got}");
     // kubectl's default validation (Strict) refuses the unknown field instead.
     for k in [&k27, &k33] {
         let err = fails(&s, k, &["create", "-f", "-"], Some(&loose.replace("name: loose", "name: strict")));
@@ -352,7 +359,7 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
 
     // Every failing field, in one 422.
     let bad = format!(
-        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: bad\nspec:\n  replicas: \"three\"\n  mode: other\n  port: true\n  storage: {{size: 10G, class: a-storage-class-name-too-long}}\n  nodes: [{{weight: 0}}]\n"
+        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: bad\nspec:\n  replicas: \"three\"\n  mode: other\n  port: true\n  storage: {{size: 10G, class: a-storage-class-name-too-long}}\n  nodes: [{{weight: 0}}]\n  template: {{kind: Pod}}\n"
     );
     let wanted = [
         "spec.image: Required value",
@@ -363,6 +370,7 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
         "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"",
         "spec.storage.class: Too long: may not be more than 20 bytes",
         "spec.storage.size: Invalid value: \"10G\": spec.storage.size in body should match '^[0-9]+(Gi|Mi)$'",
+        "spec.template.apiVersion: Required value: must not be empty",
     ];
     for k in [&k27, &k33] {
         let err = fails(&s, k, &["create", "-f", "-"], Some(&bad));
@@ -372,7 +380,7 @@ fn custom_objects_are_validated_defaulted_and_pruned() {
         }
     }
     let bad_json = json!({ "apiVersion": format!("{group}/v1"), "kind": "RedisCluster", "metadata": { "name": "bad" },
-        "spec": { "replicas": "three", "mode": "other", "port": true, "storage": { "size": "10G", "class": "a-storage-class-name-too-long" }, "nodes": [{ "weight": 0 }] } });
+        "spec": { "replicas": "three", "mode": "other", "port": true, "storage": { "size": "10G", "class": "a-storage-class-name-too-long" }, "nodes": [{ "weight": 0 }], "template": { "kind": "Pod" } } });
     let py = json_of(s.python("crd_client.py", &[group, "v1", "redisclusters", "default", "py-valid", &bad_json.to_string()]).trim());
     assert_eq!(py["bad_status"], 422, "{py}");
     assert_eq!(py["bad"]["reason"], "Invalid");
@@ -459,6 +467,22 @@ fn subresources_columns_categories_explain_and_field_selectors() {
     assert_eq!(&lines[1][..4], ["alpha", "6", "redis:7", "True"], "{table}");
     // A path that finds nothing is an empty cell (a null, as upstream's table convertor sends).
     assert_eq!((&lines[2][..3], lines[2].len()), (&["beta", "1", "redis:7"][..], 4), "{table}");
+    // A watch at v1beta1 converts each object; one as a Table carries the columns.
+    let (code, _, body) = s.get_with_headers(&format!("/apis/{group}/v1beta1/namespaces/default/redisclusters?watch=1&timeoutSeconds=1"), &[]);
+    assert_eq!(code, 200);
+    let events: Vec<Value> = String::from_utf8_lossy(&body).lines().map(json_of).collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e["type"] == "ADDED" && e["object"]["apiVersion"] == format!("{group}/v1beta1")), "{events:?}");
+    let (code, _, body) = s.get_with_headers(
+        &format!("/apis/{group}/v1/namespaces/default/redisclusters?watch=1&timeoutSeconds=1"),
+        &["Accept: application/json;as=Table;v=v1;g=meta.k8s.io"],
+    );
+    assert_eq!(code, 200);
+    let first = json_of(String::from_utf8_lossy(&body).lines().next().unwrap_or("{}"));
+    let cols: Vec<&str> = first["object"]["columnDefinitions"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(cols, ["Name", "Replicas", "Image", "Ready", "Age"], "{first}");
+    assert_eq!(first["object"]["rows"][0]["cells"][1], 6, "{first}");
+
     // The `all` category.
     let all = ok(&s, &k, &["get", "all"], None);
     assert!(all.contains(&format!("rediscluster.{group}/alpha")) && all.contains(&format!("rediscluster.{group}/beta")), "{all}");
@@ -492,4 +516,60 @@ fn subresources_columns_categories_explain_and_field_selectors() {
         let out = ok(&s, kb, &["explain", &format!("{rdc}.spec")], None);
         assert!(out.contains("nodes") && out.contains("image") && out.contains("-required-"), "{out}");
     }
+}
+
+/// A definition whose names another definition of the group already has is stored but not
+/// accepted (NamesAccepted False with upstream's reason, not Established, not served); the
+/// first keeps its names. Deleting a namespace deletes the custom objects in it.
+#[test]
+fn name_conflicts_and_namespace_deletion() {
+    let s = ApiServer::start(Backend::Embedded);
+    let k = kubectl_of("1.32");
+    let group = "names.example.com";
+    ok(&s, &k, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/redisclusters.{group}"), "--timeout=30s"], None);
+    let second = redis_crd(group, false)
+        .replace("redisclusters", "memcacheds")
+        .replace("singular: rediscluster", "singular: memcached")
+        .replace("kind: RedisCluster", "kind: Memcached")
+        .replace("categories: [all]", "categories: []");
+    ok(&s, &k, &["create", "-f", "-"], Some(&second));
+    let mut crd = Value::Null;
+    wait_for("NamesAccepted on the second definition", Duration::from_secs(30), || {
+        crd = json_of(&ok(&s, &k, &["get", "crd", &format!("memcacheds.{group}"), "-o", "json"], None));
+        !condition(&crd, "NamesAccepted").is_null()
+    });
+    let names = condition(&crd, "NamesAccepted");
+    assert_eq!((names["status"].as_str(), names["reason"].as_str(), names["message"].as_str()), (Some("False"), Some("ShortNamesConflict"), Some("\"rdc\" is already in use")), "{crd}");
+    assert_eq!(condition(&crd, "Established")["status"], "False", "{crd}");
+    let (code, _) = s.curl("GET", &format!("/apis/{group}/v1/namespaces/default/memcacheds"), Auth::Admin, None, None);
+    assert_eq!(code, 404, "not served");
+
+    ok(&s, &k, &["create", "namespace", "doomed"], None);
+    let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: inside\n  namespace: doomed\nspec:\n  image: redis:7\n");
+    ok(&s, &k, &["create", "-f", "-"], Some(&obj));
+    ok(&s, &k, &["delete", "namespace", "doomed", "--wait=false"], None);
+    wait_for("the namespace to go", Duration::from_secs(30), || !run(&s, &k, &["get", "namespace", "doomed"], None).0);
+    let (code, body) = s.curl("GET", &format!("/apis/{group}/v1/redisclusters"), Auth::Admin, None, None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_of(&body)["items"], json!([]), "{body}");
+}
+
+/// Two servers on one etcd: a definition created through one is served by the other (its
+/// registry follows the store's watch), and goes from both when deleted.
+#[test]
+fn a_second_server_on_the_same_etcd_serves_the_kinds() {
+    let a = ApiServer::start(Backend::Etcd);
+    let ep = a.etcd_endpoint().expect("etcd").to_string();
+    let b = ApiServer::start_opts(Backend::Etcd, Options { etcd_endpoint: Some(ep), ..Options::default() });
+    let k = kubectl_of("1.32");
+    let group = "shared.example.com";
+    ok(&a, &k, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    let path = format!("/apis/{group}/v1/namespaces/default/redisclusters");
+    wait_for("the second server to serve the kind", Duration::from_secs(30), || b.curl("GET", &path, Auth::Admin, None, None).0 == 200);
+    let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: from-b\nspec:\n  image: redis:7\n");
+    ok(&b, &k, &["create", "-f", "-"], Some(&obj));
+    assert_eq!(ok(&a, &k, &["get", &format!("redisclusters.{group}"), "from-b", "-o", "jsonpath={.spec.replicas}"], None), "3", "defaulted, seen by both");
+    ok(&a, &k, &["delete", "crd", &format!("redisclusters.{group}")], None);
+    wait_for("the second server to stop serving the kind", Duration::from_secs(30), || b.curl("GET", &path, Auth::Admin, None, None).0 == 404);
 }

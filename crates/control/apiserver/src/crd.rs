@@ -177,13 +177,17 @@ impl Names {
     }
 }
 
-/// Which names of each definition are accepted: the first definition (by creation time, then
-/// name) to claim a kind, singular, short name or list kind in its group keeps it; a later one
-/// that conflicts is not served, with upstream's reason and message. Built-in kinds of a group
-/// count as claimed (such definitions are also refused at create: see [`validate`]).
+/// Which names of each definition are accepted: definitions whose names were accepted before
+/// keep them, then the first (by creation time, then name) to claim a kind, singular, short
+/// name or list kind in its group gets it; one that conflicts is not served, with upstream's
+/// reason and message. Built-in kinds of a group count as claimed (such definitions are also
+/// refused at create: see [`validate`]).
 fn accept(crds: &[Value]) -> Vec<Result<Names, (&'static str, String)>> {
     let mut order: Vec<usize> = (0..crds.len()).collect();
-    let created = |i: usize| (crds[i]["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string(), crds[i]["metadata"]["name"].as_str().unwrap_or("").to_string());
+    let created = |i: usize| {
+        let accepted = crds[i]["status"]["acceptedNames"]["kind"].as_str().is_some_and(|k| !k.is_empty());
+        (!accepted, crds[i]["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string(), crds[i]["metadata"]["name"].as_str().unwrap_or("").to_string())
+    };
     order.sort_by_key(|i| created(*i));
     let mut out: Vec<Result<Names, (&'static str, String)>> = crds.iter().map(|_| Err(("", String::new()))).collect();
     // (group, name) -> taken; resource names (plural, singular, short) and kinds apart.
@@ -614,8 +618,7 @@ fn dns1035(s: &str) -> Vec<String> {
 /// Upstream's defaults for a v1 definition (`SetDefaults_CustomResourceDefinition`).
 pub fn default(crd: &mut Value) {
     let names = Names::of(crd);
-    let n = &mut crd["spec"]["names"];
-    if n.is_object() && !names.kind.is_empty() {
+    if let Some(n) = crd.get_mut("spec").and_then(|s| s.get_mut("names")).filter(|n| n.is_object() && !names.kind.is_empty()) {
         if n["singular"].as_str().is_none_or(str::is_empty) {
             n["singular"] = json!(names.singular);
         }
@@ -623,12 +626,14 @@ pub fn default(crd: &mut Value) {
             n["listKind"] = json!(names.list_kind);
         }
     }
-    if crd["spec"].is_object() && crd["spec"]["conversion"].is_null() {
-        crd["spec"]["conversion"] = json!({ "strategy": "None" });
+    if let Some(spec) = crd.get_mut("spec").and_then(Value::as_object_mut) {
+        if spec.get("conversion").is_none_or(Value::is_null) {
+            spec.insert("conversion".into(), json!({ "strategy": "None" }));
+        }
     }
-    if let Some(vs) = crd["spec"]["versions"].as_array_mut() {
+    if let Some(vs) = crd.get_mut("spec").and_then(|s| s.get_mut("versions")).and_then(Value::as_array_mut) {
         for v in vs {
-            if let Some(cols) = v["additionalPrinterColumns"].as_array_mut() {
+            if let Some(cols) = v.get_mut("additionalPrinterColumns").and_then(Value::as_array_mut) {
                 for c in cols {
                     if c.is_object() && c["priority"].is_null() {
                         c["priority"] = json!(0);
@@ -1061,5 +1066,14 @@ mod tests {
         let v = accept(&[b, a]);
         assert!(v[1].is_ok());
         assert_eq!(v[0].as_ref().err().map(|(r, m)| (*r, m.as_str())), Some(("ShortNamesConflict", "\"wd\" is already in use")));
+        // Created in the same second and first by name, a newcomer still does not take the
+        // names of a definition that has them accepted.
+        let mut a = crd();
+        a["status"]["acceptedNames"] = json!({ "plural": "widgets", "kind": "Widget" });
+        let mut c = crd();
+        c["metadata"]["name"] = json!("aardvarks.example.com");
+        c["spec"]["names"] = json!({ "plural": "aardvarks", "kind": "Aardvark", "shortNames": ["wd"] });
+        let v = accept(&[c, a]);
+        assert!(v[1].is_ok() && v[0].is_err());
     }
 }
