@@ -573,3 +573,30 @@ fn a_second_server_on_the_same_etcd_serves_the_kinds() {
     ok(&a, &k, &["delete", "crd", &format!("redisclusters.{group}")], None);
     wait_for("the second server to stop serving the kind", Duration::from_secs(30), || b.curl("GET", &path, Auth::Admin, None, None).0 == 404);
 }
+
+/// Changing a definition changes what is served at once: a version no longer served leaves
+/// discovery and answers 404, and a default added to the schema shows on objects already
+/// stored when they are next read. `kubectl get crd` prints upstream's columns.
+#[test]
+fn changing_a_definition_changes_what_is_served() {
+    let s = ApiServer::start(Backend::Embedded);
+    let k = kubectl_of("1.32");
+    let group = "live.example.com";
+    let crd_name = format!("redisclusters.{group}");
+    ok(&s, &k, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/{crd_name}"), "--timeout=30s"], None);
+    let header = ok(&s, &k, &["get", "crd"], None);
+    assert_eq!(header.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["NAME", "CREATED", "AT"]), "{header}");
+    let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: kept\nspec:\n  image: redis:7\n");
+    ok(&s, &k, &["create", "-f", "-"], Some(&obj));
+    let beta = format!("/apis/{group}/v1beta1/namespaces/default/redisclusters/kept");
+    assert_eq!(s.curl("GET", &beta, Auth::Admin, None, None).0, 200);
+
+    ok(&s, &k, &["patch", "crd", &crd_name, "--type=json", "-p", r#"[{"op":"replace","path":"/spec/versions/0/served","value":false},
+        {"op":"add","path":"/spec/versions/1/schema/openAPIV3Schema/properties/spec/properties/tier","value":{"type":"string","default":"gold"}}]"#], None);
+    assert_eq!(s.curl("GET", &beta, Auth::Admin, None, None).0, 404, "v1beta1 is no longer served");
+    let (_, body) = s.curl("GET", &format!("/apis/{group}"), Auth::Admin, None, None);
+    assert_eq!(json_of(&body)["versions"], json!([{ "groupVersion": format!("{group}/v1"), "version": "v1" }]), "{body}");
+    let kept = json_of(&ok(&s, &k, &["get", &format!("redisclusters.{group}"), "kept", "-o", "json"], None));
+    assert_eq!(kept["spec"]["tier"], "gold", "the new default applies on read: {kept}");
+}

@@ -472,6 +472,26 @@ mod tests {
                 "spec.when: Invalid value: \"yesterday\": spec.when in body must be of type date-time: \"yesterday\"",
             ]
         );
+        // Formats: int32 range, byte (base64), date, and numbers of any size for float/double.
+        let formats = json!({ "type": "object", "properties": {
+            "small": { "type": "integer", "format": "int32" }, "raw": { "type": "string", "format": "byte" },
+            "day": { "type": "string", "format": "date" }, "ratio": { "type": "number", "format": "double" },
+            "set": { "type": "array", "x-kubernetes-list-type": "set", "items": { "type": "string" } } } });
+        let msgs: Vec<String> = validate_object(&formats, &json!({ "small": 3_000_000_000u64, "raw": "not base64!", "day": "2026-13-01", "ratio": 1e300, "set": ["a", "b", "a"] }))
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "day: Invalid value: \"2026-13-01\": day in body must be of type date: \"2026-13-01\"",
+                "raw: Invalid value: \"not base64!\": raw in body must be of type byte: \"not base64!\"",
+                "set[2]: Duplicate value: \"a\"",
+                "small: Invalid value: \"integer\": small in body must be of type int32: \"integer\"",
+            ]
+        );
+        assert!(validate_object(&formats, &json!({ "small": -5, "raw": "aGk=", "day": "2026-11-29", "ratio": 0.5, "set": ["a"] })).is_empty());
+
         let mut big = json!({ "spec": { "image": "BAD IMAGE", "replicas": 101 } });
         default(&schema(), &mut big);
         let msgs: Vec<String> = validate_object(&schema(), &big).iter().map(|c| format!("{}: {}", c.field, c.message)).collect();

@@ -61,6 +61,8 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        // As upstream's printer: the creation time itself, not an age.
+        "CustomResourceDefinition" => vec![("Created At", "date")],
         "ControllerRevision" => vec![("Controller", "string"), ("Revision", "integer"), ("Age", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
@@ -183,6 +185,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(s(&o["message"])),
         ]),
         "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        "CustomResourceDefinition" => c.push(o["metadata"]["creationTimestamp"].clone()),
         "ControllerRevision" => {
             // As upstream's printer: the controller as `kind.group/name`.
             let controller = o["metadata"]["ownerReferences"]
