@@ -130,7 +130,19 @@ impl SimKubelets {
                 let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
                 (code.trim().parse().unwrap_or(0), body.to_string())
             };
+            let mut beat = std::time::Instant::now() - Duration::from_secs(60);
             while !stop2.load(Ordering::SeqCst) {
+                // Heartbeats, so the node lifecycle controller keeps the simulated nodes Ready.
+                if beat.elapsed() > Duration::from_secs(5) {
+                    beat = std::time::Instant::now();
+                    let (_, body) = curl("GET", "/api/v1/nodes", None);
+                    let nodes: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    for n in nodes["items"].as_array().cloned().unwrap_or_default().iter().filter(|n| name(n).starts_with("sim-")) {
+                        let body = json!({ "status": { "conditions": [{ "type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now }] } }).to_string();
+                        curl("PATCH", &format!("/api/v1/nodes/{}/status", name(n)), Some(&body));
+                    }
+                }
                 let (_, body) = curl("GET", &format!("/api/v1/namespaces/{ns}/pods"), None);
                 let list: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 for p in list["items"].as_array().cloned().unwrap_or_default() {
@@ -324,4 +336,136 @@ fn daemonset_rolling_update_history_undo_and_on_delete() {
     // Deleting the DaemonSet takes its pods and revisions (garbage collection).
     s.ok(&["delete", "ds", "agent", "-n", "ds2"]);
     assert!(eventually(LONG, || live_pods(&s, "ds2").is_empty() && items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions").is_empty()));
+}
+
+fn statefulset_yaml(ns: &str, replicas: i32, policy: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  serviceName: nginx\n  replicas: {replicas}\n  podManagementPolicy: {policy}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: c, image: \"{image}\", volumeMounts: [{{name: www, mountPath: /data}}]}}]\n  volumeClaimTemplates:\n  - metadata: {{name: www}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}\n"
+    )
+}
+
+fn pod_names(s: &ApiServer, ns: &str) -> Vec<String> {
+    let mut n: Vec<String> = live_pods(s, ns).iter().map(name).collect();
+    n.sort();
+    n
+}
+
+fn wait_names(s: &ApiServer, ns: &str, want: &[&str]) {
+    let mut last = Vec::new();
+    assert!(eventually(LONG, || {
+        last = pod_names(s, ns);
+        last == want
+    }), "expected pods {want:?}, have {last:?}");
+}
+
+#[test]
+fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
+    let s = server();
+    s.ok(&["create", "namespace", "st1"]);
+    sim_node(&s, "sim-s1", &[], &[]);
+    // web-1 is held not Ready until the test releases it: web-2 must not be created before.
+    let release = Arc::new(AtomicBool::new(false));
+    let r2 = release.clone();
+    let kubelets = SimKubelets::start_with(&s, "st1", move |pod| pod != "web-1" || r2.load(Ordering::SeqCst));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&statefulset_yaml("st1", 3, "OrderedReady", "registry.invalid/web:v1")));
+    // While web-1 is not Ready there are exactly web-0 and web-1.
+    assert!(eventually(LONG, || pod_names(&s, "st1") == ["web-0", "web-1"] && get_json(&s, "/api/v1/namespaces/st1/pods/web-1")["status"]["phase"] == "Running"), "{:?}", pod_names(&s, "st1"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pod_names(&s, "st1"), ["web-0", "web-1"], "web-2 waits for web-1 to be Ready");
+    assert_eq!(get_json(&s, "/apis/apps/v1/namespaces/st1/statefulsets/web")["status"]["readyReplicas"], 1);
+    release.store(true, Ordering::SeqCst);
+    wait_names(&s, "st1", &["web-0", "web-1", "web-2"]);
+    let out = s.ok(&["rollout", "status", "sts/web", "-n", "st1", "--timeout=80s"]);
+    assert!(out.contains("partitioned roll out complete") || out.contains("rolling update complete"), "{out}");
+    // Ready in ordinal order.
+    let order: Vec<String> = kubelets.ready_order().into_iter().filter(|n| n.starts_with("web-")).collect();
+    assert_eq!(&order[..3], ["web-0", "web-1", "web-2"], "{order:?}");
+    let set = get_json(&s, "/apis/apps/v1/namespaces/st1/statefulsets/web");
+    for (i, p) in live_pods(&s, "st1").iter().enumerate() {
+        let n = format!("web-{i}");
+        let p = live_pods(&s, "st1").into_iter().find(|x| name(x) == n).unwrap_or_else(|| p.clone());
+        assert_eq!(p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"], n.as_str());
+        assert_eq!(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"], i.to_string().as_str());
+        assert_eq!((p["spec"]["hostname"].as_str(), p["spec"]["subdomain"].as_str()), (Some(n.as_str()), Some("nginx")));
+        assert_eq!(p["metadata"]["labels"]["controller-revision-hash"], set["status"]["updateRevision"]);
+        let claim = p["spec"]["volumes"].as_array().and_then(|v| v.iter().find(|v| v["name"] == "www")).map(|v| v["persistentVolumeClaim"]["claimName"].clone());
+        assert_eq!(claim, Some(json!(format!("www-web-{i}"))));
+        assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], set["metadata"]["uid"]);
+    }
+    // A claim per pod, made before it, labelled with the selector.
+    let claims: Vec<String> = items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
+    assert_eq!(claims, ["www-web-0", "www-web-1", "www-web-2"]);
+    assert_eq!(get_json(&s, "/api/v1/namespaces/st1/persistentvolumeclaims/www-web-1")["metadata"]["labels"]["app"], "web");
+    let row: Vec<String> = s.ok(&["get", "sts", "web", "-n", "st1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
+    assert_eq!(row[1], "3/3", "{row:?}");
+
+    // A deleted pod comes back under the same name.
+    let uid = get_json(&s, "/api/v1/namespaces/st1/pods/web-1")["metadata"]["uid"].clone();
+    s.ok(&["delete", "pod", "web-1", "-n", "st1", "--wait=false"]);
+    assert!(eventually(LONG, || {
+        let p = get_json(&s, "/api/v1/namespaces/st1/pods/web-1");
+        !p.is_null() && p["metadata"]["uid"] != uid && p["metadata"]["deletionTimestamp"].is_null()
+    }), "web-1 was not recreated");
+    // Scale down: the highest ordinal goes first, one at a time; claims stay.
+    s.ok(&["scale", "sts/web", "--replicas=1", "-n", "st1"]);
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    assert!(eventually(LONG, || {
+        let n = pod_names(&s, "st1");
+        if seen.last() != Some(&n) {
+            seen.push(n.clone());
+        }
+        n == ["web-0"]
+    }), "{seen:?}");
+    assert!(seen.iter().all(|n| n.as_slice() != ["web-0", "web-2"]), "web-1 never went before web-2: {seen:?}");
+    let claims: Vec<String> = items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
+    assert_eq!(claims, ["www-web-0", "www-web-1", "www-web-2"], "claims are kept on scale-down");
+    // Scaling up again reuses the names (and the claims).
+    s.ok(&["scale", "sts/web", "--replicas=2", "-n", "st1"]);
+    wait_names(&s, "st1", &["web-0", "web-1"]);
+    assert_eq!(items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").len(), 3);
+}
+
+#[test]
+fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
+    let s = server();
+    s.ok(&["create", "namespace", "st2"]);
+    sim_node(&s, "sim-s2", &[], &[]);
+    let _kubelets = SimKubelets::start(&s, "st2");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&statefulset_yaml("st2", 3, "Parallel", "registry.invalid/web:v1")));
+    wait_names(&s, "st2", &["web-0", "web-1", "web-2"]);
+    s.ok(&["rollout", "status", "sts/web", "-n", "st2", "--timeout=80s"]);
+    let image = |n: &str| get_json(&s, &format!("/api/v1/namespaces/st2/pods/{n}"))["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string();
+    // Partition 2: only web-2 is updated.
+    s.ok(&["patch", "sts", "web", "-n", "st2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#]);
+    s.ok(&["set", "image", "sts/web", "c=registry.invalid/web:v2", "-n", "st2"]);
+    assert!(eventually(LONG, || image("web-2") == "registry.invalid/web:v2"), "web-2 was not updated");
+    let out = s.ok(&["rollout", "status", "sts/web", "-n", "st2", "--timeout=80s"]);
+    assert!(out.contains("partitioned roll out complete: 1 new pods have been updated"), "{out}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((image("web-0"), image("web-1")), ("registry.invalid/web:v1".to_string(), "registry.invalid/web:v1".to_string()), "below the partition nothing changes");
+    let st = get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
+    assert_ne!(st["currentRevision"], st["updateRevision"], "{st}");
+    assert_eq!(st["updatedReplicas"], 1, "{st}");
+    // Partition 0: the rest roll, highest first; the update revision becomes current.
+    s.ok(&["patch", "sts", "web", "-n", "st2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#]);
+    s.ok(&["rollout", "status", "sts/web", "-n", "st2", "--timeout=80s"]);
+    assert!(eventually(LONG, || (0..3).all(|i| image(&format!("web-{i}")) == "registry.invalid/web:v2")));
+    assert!(eventually(LONG, || {
+        let st = get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
+        st["currentRevision"] == st["updateRevision"] && st["currentReplicas"] == 3
+    }), "{}", get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"]);
+    let history = s.ok(&["rollout", "history", "sts/web", "-n", "st2"]);
+    assert_eq!(history.lines().filter(|l| l.starts_with(char::is_numeric)).count(), 2, "{history}");
+    // OnDelete: nothing changes until a pod is deleted; its replacement has the new template.
+    s.ok(&["patch", "sts", "web", "-n", "st2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
+    s.ok(&["set", "image", "sts/web", "c=registry.invalid/web:v3", "-n", "st2"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!((0..3).all(|i| image(&format!("web-{i}")) == "registry.invalid/web:v2"));
+    s.ok(&["delete", "pod", "web-0", "-n", "st2", "--wait=false"]);
+    assert!(eventually(LONG, || image("web-0") == "registry.invalid/web:v3"));
+    assert_eq!(image("web-2"), "registry.invalid/web:v2");
+    // Parallel scale-down removes every extra pod at once; claims stay.
+    s.ok(&["scale", "sts/web", "--replicas=0", "-n", "st2"]);
+    wait_names(&s, "st2", &[]);
+    assert_eq!(items(&s, "/api/v1/namespaces/st2/persistentvolumeclaims").len(), 3);
 }

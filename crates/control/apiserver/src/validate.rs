@@ -194,6 +194,32 @@ fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
             spec["revisionHistoryLimit"] = json!(10);
         }
     }
+    if kind == "StatefulSet" {
+        if spec["podManagementPolicy"].is_null() {
+            spec["podManagementPolicy"] = json!("OrderedReady");
+        }
+        if spec["updateStrategy"]["type"].is_null() {
+            spec["updateStrategy"]["type"] = json!("RollingUpdate");
+        }
+        if spec["updateStrategy"]["type"] == "RollingUpdate" && spec["updateStrategy"]["rollingUpdate"]["partition"].is_null() {
+            spec["updateStrategy"]["rollingUpdate"]["partition"] = json!(0);
+        }
+        if spec["revisionHistoryLimit"].is_null() {
+            spec["revisionHistoryLimit"] = json!(10);
+        }
+        for k in ["whenDeleted", "whenScaled"] {
+            if spec["persistentVolumeClaimRetentionPolicy"][k].is_null() {
+                spec["persistentVolumeClaimRetentionPolicy"][k] = json!("Retain");
+            }
+        }
+        if let Some(ts) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
+            for t in ts {
+                if t["spec"]["volumeMode"].is_null() {
+                    t["spec"]["volumeMode"] = json!("Filesystem");
+                }
+            }
+        }
+    }
     if kind == "Deployment" {
         if spec["strategy"].is_null() {
             spec["strategy"] = json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" } });

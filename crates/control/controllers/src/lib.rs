@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -24,6 +24,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 pub mod rollout;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttl;
 
 pub use strata_client::leader;
@@ -47,6 +48,7 @@ pub const CONTROLLERS: &[&str] = &[
     ttl::IDENTITY,
     nodelifecycle::IDENTITY,
     daemonset::IDENTITY,
+    statefulset::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -132,6 +134,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         ttl::IDENTITY => ttl::run(c).await,
                         nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
                         daemonset::IDENTITY => daemonset::run(c).await,
+                        statefulset::IDENTITY => statefulset::run(c).await,
                         _ => Ok(()),
                     }
                 });
