@@ -661,6 +661,53 @@ fn a_second_agent_joins_from_a_network_namespace_and_runs_a_pod() {
     });
     assert!(answered, "{pod_ip}:8080 answered {body:?} in the namespace");
 
+    // Streams through the API server reach the joined node: it asked for a serving certificate
+    // (kubelet-serving) for its own address, which was approved and signed.
+    let mut out = String::new();
+    let exec = eventually(Duration::from_secs(90), || {
+        let o = s.kubectl(&["exec", "far", "--", "cat", "/var/www/index.html"]);
+        out = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        out.contains("hello from strata")
+    });
+    assert!(exec, "kubectl exec on the joined node: {out}\n{}", agent_log());
+    let logs = s.kubectl(&["logs", "far"]);
+    assert!(logs.status.success(), "kubectl logs on the joined node: {}", text(&logs.stderr));
+    let csrs = s.ok(&["get", "csr", "-o", "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.spec.username} {.status.conditions[0].type} {.status.certificate}{\"\\n\"}{end}"]);
+    assert!(csrs.lines().any(|l| l.starts_with("system:node:ns-node Approved ") && l.len() > "system:node:ns-node Approved ".len() + 100), "{csrs}");
+    // The same node asking for an address that is not its own is not approved.
+    let key = dir.path().join("other.key");
+    let req = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
+        .arg(&key)
+        .args(["-subj", "/O=system:nodes/CN=system:node:ns-node", "-addext", "subjectAltName=IP:10.9.9.9"])
+        .output()
+        .expect("openssl");
+    assert!(req.status.success(), "openssl: {}", text(&req.stderr));
+    use base64::Engine as _;
+    let csr = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: not-mine\nspec:\n  signerName: kubernetes.io/kubelet-serving\n  usages: [digital signature, key encipherment, server auth]\n  request: {}\n",
+        base64::engine::general_purpose::STANDARD.encode(&req.stdout)
+    );
+    let node_kubeconfig = data.join("kubeconfig");
+    let created = Command::new(common::server::kubectl_of("1.32"))
+        .arg("--kubeconfig")
+        .arg(&node_kubeconfig)
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().expect("stdin").write_all(csr.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("kubectl");
+    assert!(created.status.success(), "the node creates a CSR: {}", text(&created.stderr));
+    std::thread::sleep(Duration::from_secs(3));
+    let other = s.ok(&["get", "csr", "not-mine", "-o", "jsonpath={.status}"]);
+    assert!(!other.contains("Approved") && !other.contains("certificate"), "a serving certificate for another address: {other}");
+
     // Deleted: the agent in the namespace stops it and removes it.
     s.ok(&["delete", "pod", "far", "--wait=false"]);
     let gone = eventually(Duration::from_secs(60), || text(&s.kubectl(&["get", "pod", "far"]).stderr).contains("NotFound"));

@@ -6,6 +6,13 @@
 //! `.../selfnodeclient` when a node renews its own) and the signer (csrsigning: an approved
 //! CSR of a kube-apiserver client signer gets a certificate from the cluster CA).
 //!
+//! Node serving certificates (`kubernetes.io/kubelet-serving`, what a joined agent's stream
+//! endpoint presents to the API server) are signed here too. Upstream leaves their approval to
+//! the cluster admin or an add-on; strata approves one, as k3s signs its agents' serving
+//! certificates, only when the requester is the node named in the subject (its own client
+//! certificate, not a bootstrap token) and every name it asks for is one of that Node's own
+//! addresses (or its name) and no other Node's.
+//!
 //! The controllers follow the CSRs with one list and a watch of their prefix and write through
 //! the store with compare-and-swap, as the RBAC index does.
 
@@ -26,6 +33,9 @@ use crate::status::Cause;
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// Other clients of the API server.
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// Kubelets' serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+const NODE_PREFIX: &str = "/registry/core/nodes/";
 const PREFIX: &str = "/registry/certificates.k8s.io/certificatesigningrequests/";
 /// Longest certificate the signer issues (kube-controller-manager's `--cluster-signing-duration`).
 pub const SIGNING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -44,8 +54,32 @@ pub fn request_pem(obj: &Value) -> Option<String> {
     String::from_utf8(b).ok()
 }
 
+/// A parsed request, its signature checked.
+#[derive(Debug, Default)]
+struct Request {
+    cn: String,
+    orgs: Vec<String>,
+    dns: Vec<String>,
+    ips: Vec<std::net::IpAddr>,
+    /// Alternative names other than DNS names and IP addresses (emails, URIs, ...).
+    other_sans: bool,
+}
+
+impl Request {
+    fn has_sans(&self) -> bool {
+        self.other_sans || !self.dns.is_empty() || !self.ips.is_empty()
+    }
+}
+
 /// The parsed request: (common name, organizations, has alternative names), signature checked.
 fn parse_request(pem: &str) -> Result<(String, Vec<String>, bool), String> {
+    parse(pem).map(|r| {
+        let sans = r.has_sans();
+        (r.cn, r.orgs, sans)
+    })
+}
+
+fn parse(pem: &str) -> Result<Request, String> {
     let der = rustls_pemfile::csr(&mut pem.as_bytes())
         .map_err(|e| e.to_string())?
         .ok_or("PEM block type must be CERTIFICATE REQUEST")?;
@@ -55,8 +89,22 @@ fn parse_request(pem: &str) -> Result<(String, Vec<String>, bool), String> {
     let subject = &req.certification_request_info.subject;
     let cn = subject.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("").to_string();
     let orgs = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
-    let sans = req.requested_extensions().into_iter().flatten().any(|e| matches!(e, x509_parser::extensions::ParsedExtension::SubjectAlternativeName(_)));
-    Ok((cn, orgs, sans))
+    let mut out = Request { cn, orgs, ..Default::default() };
+    for e in req.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = e {
+            for n in &san.general_names {
+                match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => out.dns.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b).map(std::net::IpAddr::from).or_else(|_| <[u8; 16]>::try_from(*b).map(std::net::IpAddr::from)) {
+                        Ok(ip) => out.ips.push(ip),
+                        Err(_) => out.other_sans = true,
+                    },
+                    _ => out.other_sans = true,
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Is `obj` Approved / Denied / Failed (a condition of that type with status True)?
@@ -165,6 +213,79 @@ pub fn check_kubelet_client(cn: &str, orgs: &[String], sans: bool, usages: &[Str
     Ok(())
 }
 
+/// Does a request have the shape of a kubelet serving certificate (upstream's
+/// `ValidateKubeletServingCSR`)? Err says what is wrong.
+fn check_kubelet_serving(r: &Request, usages: &[String]) -> Result<(), String> {
+    if r.orgs != ["system:nodes"] {
+        return Err("subject organization is not system:nodes".into());
+    }
+    if !r.cn.starts_with("system:node:") || r.cn.len() == "system:node:".len() {
+        return Err("subject common name does not begin with system:node:".into());
+    }
+    if r.other_sans {
+        return Err("only DNS names and IP addresses are allowed as alternative names".into());
+    }
+    if r.dns.is_empty() && r.ips.is_empty() {
+        return Err("at least one DNS name or IP address is required".into());
+    }
+    let allowed = ["digital signature", "key encipherment", "server auth"];
+    if let Some(u) = usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+        return Err(format!("usage {u:?} is not allowed"));
+    }
+    if !usages.iter().any(|u| u == "server auth") {
+        return Err("usages must include \"server auth\"".into());
+    }
+    Ok(())
+}
+
+/// The names a Node may have in its serving certificate: its name and its addresses.
+fn node_names(node: &Value) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    let mut dns = vec![node["metadata"]["name"].as_str().unwrap_or("").to_string()];
+    let mut ips = Vec::new();
+    for a in node["status"]["addresses"].as_array().into_iter().flatten() {
+        let addr = a["address"].as_str().unwrap_or("");
+        match a["type"].as_str().unwrap_or("") {
+            "InternalIP" | "ExternalIP" => ips.extend(addr.parse::<std::net::IpAddr>().ok()),
+            "Hostname" | "InternalDNS" | "ExternalDNS" => dns.push(addr.to_string()),
+            _ => {}
+        }
+    }
+    (dns, ips)
+}
+
+/// May `requester` have a serving certificate for `r`? Only the node itself, only for its own
+/// name and addresses, none of which another Node has.
+async fn serving_approvable(store: &dyn Store, requester: &User, r: &Request) -> Result<(), String> {
+    if requester.name != r.cn || !requester.groups.iter().any(|g| g == "system:nodes") {
+        return Err(format!("requested by {:?}, not by the node {:?} itself", requester.name, r.cn));
+    }
+    let name = &r.cn["system:node:".len()..];
+    let node = match store.get(&format!("{NODE_PREFIX}{name}")).await {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).map_err(|e| e.to_string())?,
+        Ok(None) => return Err(format!("node {name:?} is not registered")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (dns, ips) = node_names(&node);
+    if let Some(d) = r.dns.iter().find(|d| !dns.contains(d)) {
+        return Err(format!("{d:?} is not a name of node {name:?}"));
+    }
+    if let Some(ip) = r.ips.iter().find(|ip| !ips.contains(ip)) {
+        return Err(format!("{ip} is not an address of node {name:?}"));
+    }
+    let others = store.list(NODE_PREFIX, None, 0).await.map_err(|e| e.to_string())?;
+    for kv in &others.items {
+        let Ok(other) = serde_json::from_slice::<Value>(&kv.value) else { continue };
+        if other["metadata"]["name"].as_str() == Some(name) {
+            continue;
+        }
+        let (_, their) = node_names(&other);
+        if let Some(ip) = r.ips.iter().find(|ip| their.contains(ip)) {
+            return Err(format!("{ip} is also an address of node {:?}", other["metadata"]["name"].as_str().unwrap_or("")));
+        }
+    }
+    Ok(())
+}
+
 fn usages(obj: &Value) -> Vec<String> {
     obj["spec"]["usages"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_string)).collect()
 }
@@ -182,12 +303,7 @@ async fn reconcile(obj: &Value, store: &dyn Store, authz: &Authorizer, pki: &Pki
     }
     let pem = request_pem(obj)?;
     if !has_condition(obj, "Approved") {
-        // The approver: node client certificates only.
-        if signer != KUBELET_CLIENT_SIGNER {
-            return None;
-        }
-        let (cn, orgs, sans) = parse_request(&pem).ok()?;
-        check_kubelet_client(&cn, &orgs, sans, &usages(obj)).ok()?;
+        // The approver: node client and serving certificates only.
         let spec = &obj["spec"];
         let groups: Vec<String> = spec["groups"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
         let requester = User {
@@ -196,6 +312,24 @@ async fn reconcile(obj: &Value, store: &dyn Store, authz: &Authorizer, pki: &Pki
             uid: spec["uid"].as_str().unwrap_or("").to_string(),
             extra: Default::default(),
         };
+        if signer == KUBELET_SERVING_SIGNER {
+            let r = parse(&pem).ok()?;
+            check_kubelet_serving(&r, &usages(obj)).ok()?;
+            if let Err(why) = serving_approvable(store, &requester, &r).await {
+                tracing::info!(csr = obj["metadata"]["name"].as_str().unwrap_or(""), %why, "not approving a serving certificate request");
+                return None;
+            }
+            let mut out = obj.clone();
+            let mut conditions = out["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            conditions.push(condition("Approved", "AutoApproved", "Auto approving the node's serving certificate for its own name and addresses."));
+            out["status"]["conditions"] = json!(conditions);
+            return Some(out);
+        }
+        if signer != KUBELET_CLIENT_SIGNER {
+            return None;
+        }
+        let (cn, orgs, sans) = parse_request(&pem).ok()?;
+        check_kubelet_client(&cn, &orgs, sans, &usages(obj)).ok()?;
         let may = |sub: &'static str| Attributes::resource("create", "certificates.k8s.io", "certificatesigningrequests", sub, "", "");
         let mut allowed = false;
         if requester.name == cn {
@@ -213,13 +347,14 @@ async fn reconcile(obj: &Value, store: &dyn Store, authz: &Authorizer, pki: &Pki
         out["status"]["conditions"] = json!(conditions);
         return Some(out);
     }
-    // The signer: the API server's client signers.
-    if signer != KUBELET_CLIENT_SIGNER && signer != CLIENT_SIGNER {
+    // The signer: the API server's client signers and the kubelet serving signer.
+    if signer != KUBELET_CLIENT_SIGNER && signer != CLIENT_SIGNER && signer != KUBELET_SERVING_SIGNER {
         return None;
     }
     let usages = usages(obj);
     let shape = match signer {
         KUBELET_CLIENT_SIGNER => parse_request(&pem).and_then(|(cn, orgs, sans)| check_kubelet_client(&cn, &orgs, sans, &usages)),
+        KUBELET_SERVING_SIGNER => parse(&pem).and_then(|r| check_kubelet_serving(&r, &usages)),
         _ => Ok(()),
     };
     let lifetime = match obj["spec"]["expirationSeconds"].as_i64() {
@@ -304,6 +439,20 @@ mod tests {
         assert!(check_kubelet_client("system:node:", &nodes, false, &u(&["digital signature", "client auth"])).is_err());
         assert!(check_kubelet_client("system:node:a", &nodes, true, &u(&["digital signature", "client auth"])).is_err());
         assert!(check_kubelet_client("system:node:a", &nodes, false, &u(&["digital signature", "server auth", "client auth"])).is_err());
+    }
+
+    #[test]
+    fn kubelet_serving_shape() {
+        let u = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = Request { cn: "system:node:a".into(), orgs: u(&["system:nodes"]), ips: vec!["10.0.0.2".parse().expect("ip")], ..Default::default() };
+        let serving = u(&["digital signature", "key encipherment", "server auth"]);
+        assert!(check_kubelet_serving(&ok, &serving).is_ok());
+        assert!(check_kubelet_serving(&ok, &u(&["digital signature", "client auth"])).is_err());
+        assert!(check_kubelet_serving(&ok, &u(&["digital signature"])).is_err());
+        assert!(check_kubelet_serving(&Request { ips: vec![], ..Request { cn: ok.cn.clone(), orgs: ok.orgs.clone(), ..Default::default() } }, &serving).is_err());
+        assert!(check_kubelet_serving(&Request { other_sans: true, cn: ok.cn.clone(), orgs: ok.orgs.clone(), ips: ok.ips.clone(), ..Default::default() }, &serving).is_err());
+        assert!(check_kubelet_serving(&Request { cn: "admin".into(), orgs: ok.orgs.clone(), ips: ok.ips.clone(), ..Default::default() }, &serving).is_err());
+        assert!(check_kubelet_serving(&Request { cn: ok.cn.clone(), orgs: u(&["system:masters"]), ips: ok.ips.clone(), ..Default::default() }, &serving).is_err());
     }
 
     #[test]

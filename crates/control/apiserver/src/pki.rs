@@ -342,6 +342,9 @@ pub fn sign_request(pki: &Pki, request_pem: &str, usages: &[String], lifetime: D
     let req = rcgen::CertificateSigningRequestParams::from_pem(request_pem).map_err(|e| PkiError::BadRequest(e.to_string()))?;
     let mut p = CertificateParams::default();
     p.distinguished_name = req.params.distinguished_name.clone();
+    // The names asked for (the signers check them before this: none for client certificates,
+    // the node's own for kubelet serving certificates).
+    p.subject_alt_names = req.params.subject_alt_names.clone();
     for u in usages {
         match u.as_str() {
             "digital signature" => p.key_usages.push(KeyUsagePurpose::DigitalSignature),

@@ -21,6 +21,8 @@ use sha2::Digest;
 
 use crate::Credentials;
 
+/// The signer of kubelet serving certificates.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// The signer of kubelet client certificates.
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
@@ -147,22 +149,51 @@ pub async fn bootstrap(server: &str, token: &JoinToken, node_name: &str, wait: D
     params.distinguished_name.push(rcgen::DnType::CommonName, user.as_str());
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
     let request = params.serialize_request(&key)?.pem()?;
+    let cert_pem = request_certificate(&client, "node-csr", request, KUBELET_CLIENT_SIGNER, &["digital signature", "client auth"], wait).await?;
+    Ok(Credentials { server: server.to_string(), ca_pem, cert_pem, key_pem: key.serialize_pem() })
+}
+
+/// A serving certificate for node `node_name` naming `names` (its addresses and host name),
+/// from the cluster's `kubernetes.io/kubelet-serving` signer, as kubelet's server TLS bootstrap
+/// gets one: (certificate PEM, key PEM). `client` is the node's own (its client certificate):
+/// the API server approves only a node's request for its own Node's addresses, so the Node
+/// must be registered first.
+pub async fn serving_certificate(client: &kube::Client, node_name: &str, names: &[String], wait: Duration) -> Result<(String, String), JoinError> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{node_name}"));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+    for n in names {
+        match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => params.subject_alt_names.push(rcgen::SanType::IpAddress(ip)),
+            Err(_) => params.subject_alt_names.push(rcgen::SanType::DnsName(n.clone().try_into()?)),
+        }
+    }
+    let request = params.serialize_request(&key)?.pem()?;
+    let cert = request_certificate(client, "csr", request, KUBELET_SERVING_SIGNER, &["digital signature", "key encipherment", "server auth"], wait).await?;
+    Ok((cert, key.serialize_pem()))
+}
+
+/// Send a CertificateSigningRequest (named `<prefix>-<random>`) and wait until it is issued,
+/// denied or failed, or `wait` has passed.
+async fn request_certificate(client: &kube::Client, prefix: &str, request: String, signer: &str, usages: &[&str], wait: Duration) -> Result<String, JoinError> {
     let suffix: String = {
         let mut rng = rand::thread_rng();
         (0..5).map(|_| (b'a' + rng.gen_range(0..26u8)) as char).collect()
     };
-    let name = format!("node-csr-{suffix}");
+    let name = format!("{prefix}-{suffix}");
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.into_bytes()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
     };
-    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     match api.create(&PostParams::default(), &csr).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => return Err(JoinError::Refused(e.message)),
@@ -179,8 +210,7 @@ pub async fn bootstrap(server: &str, token: &JoinToken, node_name: &str, wait: D
                 }
             }
             if let Some(cert) = &st.certificate {
-                let cert_pem = String::from_utf8(cert.0.clone()).map_err(|e| JoinError::Csr { name: name.clone(), why: e.to_string() })?;
-                return Ok(Credentials { server: server.to_string(), ca_pem, cert_pem, key_pem: key.serialize_pem() });
+                return String::from_utf8(cert.0.clone()).map_err(|e| JoinError::Csr { name: name.clone(), why: e.to_string() });
             }
         }
         if tokio::time::Instant::now() >= deadline {

@@ -28,6 +28,8 @@ pub enum Error {
     Kubeconfig { path: String, source: kube::config::KubeconfigError },
     #[error("building the API client: {0}")]
     Client(#[from] kube::Error),
+    #[error("kubeconfig {0}: no certificate-authority-data for its current context")]
+    NoCa(String),
 }
 
 /// Where the API server is and who we are: the cluster CA, and a client certificate and key,
@@ -67,6 +69,19 @@ pub async fn from_kubeconfig(path: &Path, user_agent: &str) -> Result<kube::Clie
     let shown = path.display().to_string();
     let yaml = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
     from_yaml(&yaml, &shown, user_agent).await
+}
+
+/// The cluster CA (PEM) of a kubeconfig file's current context.
+pub fn ca_of_kubeconfig(path: &Path) -> Result<String, Error> {
+    let shown = path.display().to_string();
+    let yaml = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|source| Error::Kubeconfig { path: shown.clone(), source })?;
+    let missing = || Error::NoCa(shown.clone());
+    let context = kc.current_context.as_deref().ok_or_else(missing)?;
+    let cluster = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()).map(|c| c.cluster.clone()).ok_or_else(missing)?;
+    let data = kc.clusters.iter().find(|c| c.name == cluster).and_then(|c| c.cluster.as_ref()).and_then(|c| c.certificate_authority_data.clone()).ok_or_else(missing)?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|_| missing())?;
+    String::from_utf8(pem).map_err(|_| missing())
 }
 
 async fn from_yaml(yaml: &str, shown: &str, user_agent: &str) -> Result<kube::Client, Error> {

@@ -252,6 +252,10 @@ pub struct AgentArgs {
     /// The Node's InternalIP (default: the address of the default route's interface).
     #[arg(long)]
     pub node_ip: Option<std::net::IpAddr>,
+    /// The port of the agent's stream endpoint (logs, exec, attach, port-forward through the
+    /// API server; kubelet's 10250). A taken port is replaced by a free one.
+    #[arg(long, default_value_t = strata_agent::streams::DEFAULT_PORT)]
+    pub kubelet_port: u16,
 }
 
 /// A node name: a DNS subdomain (lower case letters, digits, '-' and '.').
@@ -290,7 +294,8 @@ pub fn agent(ctx: &super::Ctx, a: AgentArgs) -> anyhow::Result<()> {
         let mut config = strata_agent::Config::new(name.clone(), a.data_dir.clone());
         config.max_pods = a.max_pods;
         config.node_ip = a.node_ip;
-        let agent = super::node::agent(ctx, config, client)?;
+        let ca_pem = strata_client::ca_of_kubeconfig(&kubeconfig)?;
+        let agent = super::node::joined_agent(ctx, config, client, ca_pem, a.kubelet_port).await?;
         eprintln!("strata agent: running node {name}");
         tokio::select! {
             r = agent.run() => r.context("node agent"),

@@ -14,31 +14,20 @@ pub fn agent(ctx: &super::Ctx, config: strata_agent::Config, client: strata_clie
     Ok(strata_agent::Agent::new(config, client, driver).with_vm_driver(Arc::new(vms)))
 }
 
-/// The agent for this machine, as [`agent`], serving its stream endpoint (`kubectl logs`,
-/// `exec`, `attach`, `port-forward` through the API server) on `port` with a serving
-/// certificate for the node's address signed by the cluster CA (the API server verifies it).
-/// A taken port is replaced by a free one (the Node publishes the port in use).
-pub async fn agent_serving_streams(
-    ctx: &super::Ctx,
-    mut config: strata_agent::Config,
-    client: strata_client::kube::Client,
-    pki: &strata_apiserver::pki::Pki,
-    port: u16,
-) -> anyhow::Result<strata_agent::Agent> {
+/// Bind the stream endpoint (`kubectl logs`, `exec`, `attach`, `port-forward` through the API
+/// server) on `port` for the pods of `ctx`'s driver, presenting `serving` (cert, key PEM) if
+/// given. A taken port is replaced by a free one (the Node publishes the port in use).
+async fn bind_streams(ctx: &super::Ctx, ca_pem: String, serving: Option<(String, String)>, port: u16) -> anyhow::Result<strata_agent::streams::StreamServer> {
     use strata_agent::streams;
-    let driver = ctx.driver()?;
-    let ip = config.node_ip.unwrap_or_else(strata_agent::machine::internal_ip);
-    let names = vec![ip.to_string(), "127.0.0.1".to_string()];
-    let (cert, key) = strata_apiserver::pki::serving_identity(pki, &format!("system:node:{}", config.node_name), &names, strata_apiserver::pki::LEAF_LIFETIME)?;
-    let ca = std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    let (serving_cert_pem, serving_key_pem) = serving.unwrap_or_default();
     let mut cfg = streams::Config {
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], port)),
-        serving_cert_pem: cert,
-        serving_key_pem: key,
-        client_ca_pem: ca,
+        serving_cert_pem,
+        serving_key_pem,
+        client_ca_pem: ca_pem,
         allowed_users: vec![streams::API_SERVER_USER.to_string()],
     };
-    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(driver.clone()));
+    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(ctx.driver()?));
     let server = match streams::bind(cfg.clone(), pods.clone()).await {
         Ok(s) => s,
         Err(streams::Error::Listen { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
@@ -48,10 +37,93 @@ pub async fn agent_serving_streams(
         }
         Err(e) => return Err(e.into()),
     };
-    config.kubelet_port = server.local_addr().port();
     tracing::info!(addr = %server.local_addr(), "node agent stream endpoint");
+    Ok(server)
+}
+
+/// The agent for this machine, as [`agent`], serving its stream endpoint on `port` with a
+/// serving certificate for the node's address signed by the cluster CA (the API server
+/// verifies it): `strata server`'s own node.
+pub async fn agent_serving_streams(
+    ctx: &super::Ctx,
+    mut config: strata_agent::Config,
+    client: strata_client::kube::Client,
+    pki: &strata_apiserver::pki::Pki,
+    port: u16,
+) -> anyhow::Result<strata_agent::Agent> {
+    let ip = config.node_ip.unwrap_or_else(strata_agent::machine::internal_ip);
+    let names = vec![ip.to_string(), "127.0.0.1".to_string()];
+    let serving = strata_apiserver::pki::serving_identity(pki, &format!("system:node:{}", config.node_name), &names, strata_apiserver::pki::LEAF_LIFETIME)?;
+    let ca = std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    let server = bind_streams(ctx, ca, Some(serving), port).await?;
+    config.kubelet_port = server.local_addr().port();
     tokio::spawn(server.run());
-    let exe = std::env::current_exe().context("locating the strata executable")?;
-    let vms = strata_driver::VmDriver::open(&ctx.root, exe)?;
-    Ok(strata_agent::Agent::new(config, client, driver).with_vm_driver(Arc::new(vms)))
+    agent(ctx, config, client)
+}
+
+/// The agent of a joined machine (`strata agent`), serving its stream endpoint on `port`. Its
+/// serving certificate comes from the cluster (`kubernetes.io/kubelet-serving`, as kubelet's
+/// server TLS bootstrap): requested once the Node is registered, for the node's InternalIP and
+/// name, kept in `<data dir>/serving.{crt,key}` (0600) and reused while it is valid for those
+/// names. Until it is issued the endpoint refuses handshakes (the API server reports the node
+/// unreachable for streams).
+pub async fn joined_agent(ctx: &super::Ctx, mut config: strata_agent::Config, client: strata_client::kube::Client, ca_pem: String, port: u16) -> anyhow::Result<strata_agent::Agent> {
+    let ip = config.node_ip.unwrap_or_else(strata_agent::machine::internal_ip);
+    let names = vec![ip.to_string(), config.node_name.clone()];
+    let (crt, key) = (config.root_dir.join("serving.crt"), config.root_dir.join("serving.key"));
+    let stored = stored_serving(&crt, &key, &names);
+    let have = stored.is_some();
+    let server = bind_streams(ctx, ca_pem, stored, port).await?;
+    config.kubelet_port = server.local_addr().port();
+    let slot = server.certificate();
+    tokio::spawn(server.run());
+    if !have {
+        let (client, node) = (client.clone(), config.node_name.clone());
+        tokio::spawn(async move {
+            let nodes: strata_client::kube::Api<strata_client::k8s_openapi::api::core::v1::Node> = strata_client::kube::Api::all(client.clone());
+            let mut delay = std::time::Duration::from_millis(200);
+            loop {
+                // Approval checks the names against the registered Node's addresses.
+                if matches!(nodes.get_opt(&node).await, Ok(Some(_))) {
+                    match strata_client::join::serving_certificate(&client, &node, &names, std::time::Duration::from_secs(60)).await {
+                        Ok((cert, key_pem)) => match slot.set(&cert, &key_pem) {
+                            Ok(()) => {
+                                if let Err(e) = store_serving(&crt, &key, &cert, &key_pem, &names) {
+                                    tracing::warn!(error = %e, "keeping the serving certificate");
+                                }
+                                tracing::info!(node = %node, "serving certificate issued; the stream endpoint is up");
+                                return;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "the issued serving certificate does not load"),
+                        },
+                        Err(e) => tracing::warn!(error = %e, "requesting a serving certificate"),
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        });
+    }
+    agent(ctx, config, client)
+}
+
+/// The kept serving certificate, if it names exactly `names` and is less than half its
+/// lifetime (the signer's, one year) old.
+fn stored_serving(crt: &std::path::Path, key: &std::path::Path, names: &[String]) -> Option<(String, String)> {
+    let meta = std::fs::read_to_string(crt.with_extension("names")).ok()?;
+    if meta.lines().map(str::to_string).collect::<Vec<_>>() != names {
+        return None;
+    }
+    let age = std::fs::metadata(crt).ok()?.modified().ok()?.elapsed().ok()?;
+    if age > strata_apiserver::csr::SIGNING_DURATION / 2 {
+        return None;
+    }
+    Some((std::fs::read_to_string(crt).ok()?, std::fs::read_to_string(key).ok()?))
+}
+
+fn store_serving(crt: &std::path::Path, key: &std::path::Path, cert: &str, key_pem: &str, names: &[String]) -> anyhow::Result<()> {
+    strata_apiserver::files::write_atomic(key, key_pem.as_bytes(), true)?;
+    strata_apiserver::files::write_atomic(crt, cert.as_bytes(), true)?;
+    strata_apiserver::files::write_atomic(&crt.with_extension("names"), names.join("\n").as_bytes(), true)?;
+    Ok(())
 }

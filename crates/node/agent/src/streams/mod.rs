@@ -47,6 +47,8 @@ pub struct Config {
     /// Address and port (port 0: any free port; see [`StreamServer::local_addr`]).
     pub listen: SocketAddr,
     /// Serving certificate (PEM, signed by the cluster CA, naming the node's addresses) and key.
+    /// Empty: none yet (handshakes fail) until [`StreamServer::certificate`] is given one, as a
+    /// joined agent's is once its certificate request is signed.
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
     /// The CA that signs the API server's client certificate (the cluster CA).
@@ -151,13 +153,47 @@ pub struct StreamServer {
     tls: tokio_rustls::TlsAcceptor,
     allowed: Arc<Vec<String>>,
     pods: Arc<dyn PodStreams>,
+    serving: ServingCert,
 }
 
 fn certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Error> {
     rustls_pemfile::certs(&mut pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| Error::Tls(e.to_string()))
 }
 
-fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, Error> {
+/// The serving certificate the stream server presents; replaceable while it runs (a joined
+/// node's arrives after it starts; renewals).
+#[derive(Clone, Debug, Default)]
+pub struct ServingCert(Arc<std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>>);
+
+impl ServingCert {
+    /// Present this certificate (PEM chain) and key from the next handshake on.
+    pub fn set(&self, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| Error::Tls(format!("serving key: {e}")))?
+            .ok_or_else(|| Error::Tls("no private key in the serving key".into()))?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| Error::Tls(format!("serving key: {e}")))?;
+        let chain = certs(cert_pem)?;
+        if chain.is_empty() {
+            return Err(Error::Tls("no certificate in the serving certificate".into()));
+        }
+        let mut slot = self.0.write().map_err(|_| Error::Tls("serving certificate lock poisoned".into()))?;
+        *slot = Some(Arc::new(rustls::sign::CertifiedKey::new(chain, key)));
+        Ok(())
+    }
+
+    /// Is there a certificate to present?
+    pub fn is_set(&self) -> bool {
+        self.0.read().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.read().ok().and_then(|s| s.clone())
+    }
+}
+
+fn tls_config(cfg: &Config, serving: &ServingCert) -> Result<rustls::ServerConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&cfg.client_ca_pem)? {
@@ -166,15 +202,14 @@ fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, Error> {
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| Error::Tls(format!("client CA: {e}")))?;
-    let key = rustls_pemfile::private_key(&mut cfg.serving_key_pem.as_bytes())
-        .map_err(|e| Error::Tls(format!("serving key: {e}")))?
-        .ok_or_else(|| Error::Tls("no private key in the serving key".into()))?;
+    if !cfg.serving_cert_pem.is_empty() {
+        serving.set(&cfg.serving_cert_pem, &cfg.serving_key_pem)?;
+    }
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs(&cfg.serving_cert_pem)?, key)
-        .map_err(|e| Error::Tls(format!("serving certificate: {e}")))?;
+        .with_cert_resolver(Arc::new(serving.clone()));
     // Upgrades (SPDY, WebSocket) are HTTP/1.1.
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
@@ -182,9 +217,10 @@ fn tls_config(cfg: &Config) -> Result<rustls::ServerConfig, Error> {
 
 /// Bind the stream server (the port is taken now; a taken port is an error here).
 pub async fn bind(cfg: Config, pods: Arc<dyn PodStreams>) -> Result<StreamServer, Error> {
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg)?));
+    let serving = ServingCert::default();
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg, &serving)?));
     let listener = TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
-    Ok(StreamServer { listener, tls, allowed: Arc::new(cfg.allowed_users), pods })
+    Ok(StreamServer { listener, tls, allowed: Arc::new(cfg.allowed_users), pods, serving })
 }
 
 /// The common name of a client certificate.
@@ -197,6 +233,11 @@ fn common_name(der: &[u8]) -> Option<String> {
 impl StreamServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The certificate it presents (set it to replace it).
+    pub fn certificate(&self) -> ServingCert {
+        self.serving.clone()
     }
 
     /// Serve until the task is dropped.
