@@ -131,6 +131,26 @@ fn pod_runs_and_its_ip_answers_from_the_node() {
         assert!(reasons.iter().any(|r| r == want), "no {want} event: {reasons:?}");
     }
 
+    // Two containers of one pod talk over localhost.
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pair\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: server\n    image: {img}\n    command: [httpd, -f, -p, '8081', -h, /var/www]\n  - name: client\n    image: {img}\n    command: [sh, -c, 'until wget -qO- http://127.0.0.1:8081/index.html; do sleep 0.2; done; sleep 3600']\n",
+        img = c.image
+    ));
+    c.wait_pod("pair", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
+    let mut got = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            got = String::from_utf8_lossy(&c.server.kubectl(&["logs", "pair", "-c", "client"]).stdout).into_owned();
+            got.contains("hello from strata")
+        }),
+        "the client container's log: {got:?}"
+    );
+    // The Python client: create, a watch of the phase changes, the log.
+    let out = c.server.python("pod_watch.py", &["default", "watched", "node-a", &c.image]);
+    assert!(out.contains("phases=Pending,Running,Succeeded\n"), "{out}");
+    assert!(out.contains("log=from-python-pod"), "{out}");
+    c.server.ok(&["delete", "pod", "pair", "watched", "--wait=false"]);
+
     // Deleted: the agent stops and removes everything of it.
     let id = cs["containerID"].as_str().expect("id").trim_start_matches("strata://").to_string();
     assert!(c.driver_containers().contains(&id));
