@@ -585,6 +585,11 @@ pub trait PodRuntime: Send + Sync {
     /// Attach to a running container's main process (`kubectl attach`).
     fn attach_container(&self, id: &str) -> Result<Attachment, Error>;
 
+    /// A TCP connection to `port` on the loopback of the sandbox's network namespace (CRI's
+    /// `PortForward`, what `kubectl port-forward` reaches: a server listening on the pod's
+    /// 127.0.0.1 only is reached too).
+    fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream, Error>;
+
     /// The events of pod containers from now on, so that a caller need not poll: `Started`
     /// and `Exited` (with the exit code, signal and OOM kill, as soon as the supervisor has
     /// recorded it) for every pod container on this root, whoever started it; `Created` and

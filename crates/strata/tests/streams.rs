@@ -447,7 +447,7 @@ fn streams_of_a_pod_the_agent_runs() {
     s.ok_stdin(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  nodeName: node-s\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, 'echo one; echo two; echo three; mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 8080 -h /www']\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  nodeName: node-s\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, 'echo one; echo two; echo three; mkdir -p /www; echo hello-from-pod > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www']\n"
         )),
     );
     let running = common::eventually(Duration::from_secs(120), || {
@@ -491,7 +491,7 @@ fn streams_of_a_pod_the_agent_runs() {
         let out = run(&s, v, &["cp", "web:/tmp/in.bin", back.to_str().expect("path")], None);
         assert!(out.status.success(), "{v:?}: {}", text(&out.stderr));
         assert_eq!(std::fs::read(&back).expect("back"), data, "{v:?}");
-        // port-forward to the pod's HTTP server.
+        // port-forward to the pod's HTTP server, which listens on the pod's loopback only.
         let port = common::free_port();
         let mut pf = kubectl_cmd(&s, v).args(["port-forward", "pod/web", &format!("{port}:8080")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
         let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();

@@ -881,4 +881,26 @@ impl PodRuntime for ContainerDriver {
     fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<PodEvent>, Error> {
         self.subscribe_events()
     }
+
+    fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream, Error> {
+        let sb = self.ready_sandbox(sandbox_id)?;
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        let dial = move || -> Result<std::net::TcpStream, Error> {
+            // A socket stays in the namespace it was made in: this thread enters the pod's
+            // (a thread of its own, which ends right after), connects, and hands it back.
+            if let Some(netns) = &sb.netns {
+                let f = std::fs::File::open(netns).map_err(Error::io(format!("opening {}", netns.display())))?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| Error::Io { context: format!("entering {}", netns.display()), source: e.into() })?;
+            }
+            std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10))
+                .map_err(|e| Error::Io { context: format!("dial tcp {target} in pod sandbox {}", sb.id), source: e })
+        };
+        std::thread::Builder::new()
+            .name("strata-port-forward".into())
+            .spawn(dial)
+            .map_err(Error::io("starting a port-forward dialer"))?
+            .join()
+            .map_err(|_| Error::Internal("the port-forward dialer panicked".into()))?
+    }
 }

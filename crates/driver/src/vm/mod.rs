@@ -1185,6 +1185,9 @@ impl crate::PodRuntime for VmDriver {
     fn subscribe(&self) -> Result<std::sync::mpsc::Receiver<crate::pod::PodEvent>, Error> {
         Err(unsupported("pod events"))
     }
+    fn port_forward(&self, _sandbox_id: &str, _port: u16) -> Result<std::net::TcpStream, Error> {
+        Err(unsupported("port forwarding"))
+    }
 }
 
 fn unsupported(what: &str) -> Error {

@@ -179,10 +179,7 @@ impl PodStreams for DriverPods {
         f.labels.insert(labels::POD_NAMESPACE.into(), namespace.into());
         f.labels.insert(labels::POD_NAME.into(), pod.into());
         let sandbox = self.runtime.list_pod_sandboxes(&f).map_err(driver_error)?.pop().ok_or_else(|| PodError::NotFound("pod does not exist".into()))?;
-        let ip = sandbox.ip.ok_or_else(|| PodError::BadRequest(format!("pod {pod} has no IP address")))?;
-        // The pod's address on the node bridge (reachable from the node); a server listening
-        // on the pod's loopback only is not reached this way.
-        std::net::TcpStream::connect_timeout(&std::net::SocketAddr::new(ip, port), std::time::Duration::from_secs(10))
-            .map_err(|e| PodError::Internal(format!("dial tcp {ip}:{port}: {e}")))
+        // On the pod's loopback, as kubelet does: a server listening on 127.0.0.1 only is reached.
+        self.runtime.port_forward(&sandbox.id, port).map_err(driver_error)
     }
 }
