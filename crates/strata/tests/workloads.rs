@@ -396,6 +396,8 @@ fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
     let claims: Vec<String> = items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
     assert_eq!(claims, ["www-web-0", "www-web-1", "www-web-2"]);
     assert_eq!(get_json(&s, "/api/v1/namespaces/st1/persistentvolumeclaims/www-web-1")["metadata"]["labels"]["app"], "web");
+    // The default class provisions a volume for each, and they are bound.
+    assert!(eventually(LONG, || (0..3).all(|i| phase_of(&s, &format!("/api/v1/namespaces/st1/persistentvolumeclaims/www-web-{i}")) == "Bound")), "{}", s.ok(&["get", "pvc,pv", "-A"]));
     let row: Vec<String> = s.ok(&["get", "sts", "web", "-n", "st1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
     assert_eq!(row[1], "3/3", "{row:?}");
 
@@ -468,4 +470,67 @@ fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
     s.ok(&["scale", "sts/web", "--replicas=0", "-n", "st2"]);
     wait_names(&s, "st2", &[]);
     assert_eq!(items(&s, "/api/v1/namespaces/st2/persistentvolumeclaims").len(), 3);
+}
+
+fn phase_of(s: &ApiServer, path: &str) -> String {
+    get_json(s, path)["status"]["phase"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { controllers: true, ..Options::default() });
+    s.ok(&["create", "namespace", "vol1"]);
+    // The built-in default class.
+    let sc = s.ok(&["get", "storageclass", "--no-headers"]);
+    let row: Vec<&str> = sc.split_whitespace().collect();
+    assert_eq!(&row[..6], ["strata-local", "(default)", "strata.dev/local", "Delete", "Immediate", "false"], "{sc}");
+    let class = get_json(&s, "/apis/storage.k8s.io/v1/storageclasses/strata-local");
+    let base = class["parameters"]["path"].as_str().expect("path parameter").to_string();
+    assert_eq!(std::path::Path::new(&base), s.data_dir().join("volumes"));
+    // Bad input, as upstream refuses it.
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: bad}\nspec: {accessModes: [ReadWriteOnce]}\n"));
+    assert!(err.contains("spec.capacity: Required value") && err.contains("must specify a volume type"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: bad}\n"));
+    assert!(err.contains("provisioner: Required value"), "{err}");
+
+    // Two manual volumes; a claim takes the smallest that fits.
+    for (n, size) in [("pv-small", "1Gi"), ("pv-big", "5Gi")] {
+        s.ok_stdin(&["create", "-f", "-"], Some(&format!("apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {n}}}\nspec:\n  capacity: {{storage: {size}}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  hostPath: {{path: /var/tmp/strata-test-{n}}}\n")));
+    }
+    assert!(eventually(LONG, || phase_of(&s, "/api/v1/persistentvolumes/pv-small") == "Available"));
+    let claim = |n: &str, size: &str, class: Option<&str>| {
+        let class = class.map(|c| format!("  storageClassName: \"{c}\"\n")).unwrap_or_default();
+        format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {n}, namespace: vol1}}\nspec:\n  accessModes: [ReadWriteOnce]\n{class}  resources: {{requests: {{storage: {size}}}}}\n")
+    };
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim("claim-a", "500Mi", Some(""))));
+    assert!(eventually(LONG, || phase_of(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-a") == "Bound"), "{}", s.ok(&["describe", "pvc", "claim-a", "-n", "vol1"]));
+    let pvc = get_json(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-a");
+    assert_eq!((pvc["spec"]["volumeName"].as_str(), pvc["status"]["capacity"]["storage"].as_str()), (Some("pv-small"), Some("1Gi")));
+    let pv = get_json(&s, "/api/v1/persistentvolumes/pv-small");
+    assert_eq!((pv["status"]["phase"].as_str(), pv["spec"]["claimRef"]["name"].as_str(), pv["spec"]["claimRef"]["uid"].clone()), (Some("Bound"), Some("claim-a"), pvc["metadata"]["uid"].clone()));
+    let row: Vec<String> = s.ok(&["get", "pvc", "claim-a", "-n", "vol1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
+    assert_eq!(&row[..4], ["claim-a", "Bound", "pv-small", "1Gi"], "{row:?}");
+    let row: Vec<String> = s.ok(&["get", "pv", "pv-small", "--no-headers"]).split_whitespace().map(str::to_string).collect();
+    assert_eq!(&row[..6], ["pv-small", "1Gi", "RWO", "Retain", "Bound", "vol1/claim-a"], "{row:?}");
+    // Nothing fits and no class: Pending, with upstream's event.
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim("claim-huge", "50Gi", Some(""))));
+    assert!(eventually(LONG, || s.ok(&["get", "events", "-n", "vol1"]).contains("no persistent volumes available for this claim and no storage class is set")));
+    assert_eq!(phase_of(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-huge"), "Pending");
+    assert_eq!(phase_of(&s, "/api/v1/persistentvolumes/pv-big"), "Available", "too small for it, left alone");
+
+    // No class named: the default class is filled in and a volume provisioned for the claim.
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim("claim-c", "64Mi", None)));
+    let c = get_json(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-c");
+    assert_eq!(c["spec"]["storageClassName"], "strata-local", "DefaultStorageClass admission");
+    assert!(eventually(LONG, || phase_of(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-c") == "Bound"), "{}", s.ok(&["describe", "pvc", "claim-c", "-n", "vol1"]));
+    let pv_name = format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap_or(""));
+    let pv = get_json(&s, &format!("/api/v1/persistentvolumes/{pv_name}"));
+    assert_eq!(pv["spec"]["hostPath"]["path"].as_str().map(std::path::PathBuf::from), Some(std::path::Path::new(&base).join(&pv_name)));
+    assert_eq!((pv["spec"]["hostPath"]["type"].as_str(), pv["spec"]["persistentVolumeReclaimPolicy"].as_str(), pv["spec"]["storageClassName"].as_str()), (Some("DirectoryOrCreate"), Some("Delete"), Some("strata-local")));
+    assert_eq!(pv["status"]["phase"], "Bound");
+    assert!(s.ok(&["get", "events", "-n", "vol1"]).contains(&format!("Successfully provisioned volume {pv_name}")));
+    // Deleting claims: a Delete volume goes, a Retain one is Released.
+    s.ok(&["delete", "pvc", "claim-c", "claim-a", "-n", "vol1"]);
+    assert!(eventually(LONG, || get_json(&s, &format!("/api/v1/persistentvolumes/{pv_name}")).is_null()), "the provisioned volume was not deleted");
+    assert!(eventually(LONG, || phase_of(&s, "/api/v1/persistentvolumes/pv-small") == "Released"));
 }

@@ -533,6 +533,7 @@ impl Api {
                 crate::priority::check_update(info.resource, new, old)?;
                 crate::priority::admit_class(self.store.as_ref(), info.resource, new).await?;
             }
+            "StorageClass" => crate::storage::check_update(info.resource, new, old)?,
             _ => {}
         }
         if info.resource.builtin() != "CertificateSigningRequest" {
@@ -564,6 +565,7 @@ impl Api {
                 crate::priority::admit_pod(self.store.as_ref(), r, obj).await
             }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
+            "PersistentVolumeClaim" => crate::storage::admit_pvc(self.store.as_ref(), obj).await,
             _ => Ok(()),
         }
     }
@@ -976,6 +978,7 @@ impl Api {
                 }
             }
             crate::priority::check_update(r, &new, &old)?;
+            crate::storage::check_update(r, &new, &old)?;
             crate::validate::validate(r, &mut new)?;
             crate::validate::validate_update(r, &new, &old)?;
             match self.write_update(info, new, &old, rev, dry_run).await {

@@ -38,6 +38,7 @@ pub mod patch;
 pub mod pki;
 pub mod policy;
 pub mod priority;
+pub mod storage;
 pub mod protobuf;
 pub mod proxy;
 pub mod rbac;

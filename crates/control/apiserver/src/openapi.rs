@@ -59,6 +59,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("Scale", "io.k8s.api.autoscaling.v1"),
     ("CertificateSigningRequest", "io.k8s.api.certificates.v1"),
     ("PriorityClass", "io.k8s.api.scheduling.v1"),
+    ("StorageClass", "io.k8s.api.storage.v1"),
     ("ObjectMeta", META),
 ];
 

@@ -47,6 +47,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("v1", "Event"),
     ("v1", "Node"),
     ("v1", "PersistentVolumeClaim"),
+    ("v1", "PersistentVolume"),
     ("v1", "Binding"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "ReplicaSet"),
@@ -69,6 +70,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("authentication.k8s.io/v1", "TokenRequest"),
     ("certificates.k8s.io/v1", "CertificateSigningRequest"),
     ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("storage.k8s.io/v1", "StorageClass"),
 ];
 
 /// What a field holds.
@@ -617,6 +619,15 @@ pub mod schema {
     ("PersistentVolumeClaim", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("PersistentVolumeClaimSpec"), Keep), F(3, "status", Msg("PersistentVolumeClaimStatus"), Keep)]),
     ("PersistentVolumeClaimStatus", &[F(1, "phase", Str, Omit), F(2, "accessModes", Str, Rep), F(3, "capacity", Quantity, Map), F(4, "conditions", Msg("PersistentVolumeClaimCondition"), Rep), F(5, "allocatedResources", Quantity, Map), F(7, "allocatedResourceStatuses", Str, Map), F(8, "currentVolumeAttributesClassName", Str, Keep), F(9, "modifyVolumeStatus", Msg("ModifyVolumeStatus"), Keep), F(10, "healthStatus", Msg("VolumeHealthStatus"), Keep)]),
     ("PersistentVolumeClaimCondition", &[F(1, "type", Str, Keep), F(2, "status", Str, Keep), F(3, "lastProbeTime", Time, Omit), F(4, "lastTransitionTime", Time, Omit), F(5, "reason", Str, Omit), F(6, "message", Str, Omit)]),
+    // (PersistentVolumeSource holds the sources strata can mount or name: hostPath, nfs, local.)
+    ("PersistentVolume", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("PersistentVolumeSpec"), Keep), F(3, "status", Msg("PersistentVolumeStatus"), Keep)]),
+    ("PersistentVolumeSpec", &[F(1, "capacity", Quantity, Map), F(2, "persistentVolumeSource", Inline("PersistentVolumeSource"), Keep), F(3, "accessModes", Str, Rep), F(4, "claimRef", Msg("ObjectReference"), Keep), F(5, "persistentVolumeReclaimPolicy", Str, Omit), F(6, "storageClassName", Str, Omit), F(7, "mountOptions", Str, Rep), F(8, "volumeMode", Str, Keep), F(9, "nodeAffinity", Msg("VolumeNodeAffinity"), Keep), F(10, "volumeAttributesClassName", Str, Keep)]),
+    ("PersistentVolumeSource", &[F(3, "hostPath", Msg("HostPathVolumeSource"), Keep), F(5, "nfs", Msg("NFSVolumeSource"), Keep), F(20, "local", Msg("LocalVolumeSource"), Keep)]),
+    ("LocalVolumeSource", &[F(1, "path", Str, Keep), F(2, "fsType", Str, Keep)]),
+    ("VolumeNodeAffinity", &[F(1, "required", Msg("NodeSelector"), Keep)]),
+    ("PersistentVolumeStatus", &[F(1, "phase", Str, Omit), F(2, "message", Str, Omit), F(3, "reason", Str, Omit), F(4, "lastPhaseTransitionTime", Time, Keep)]),
+    ("TopologySelectorTerm", &[F(1, "matchLabelExpressions", Msg("TopologySelectorLabelRequirement"), Rep)]),
+    ("TopologySelectorLabelRequirement", &[F(1, "key", Str, Keep), F(2, "values", Str, Rep)]),
     ("ModifyVolumeStatus", &[F(1, "targetVolumeAttributesClassName", Str, Omit), F(2, "status", Str, Keep)]),
     ("VolumeHealthStatus", &[F(1, "healthConditions", Msg("VolumeHealthCondition"), Rep), F(2, "lastTransitionTime", Time, Omit)]),
     ("Endpoints", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "subsets", Msg("EndpointSubset"), Rep)]),
@@ -734,6 +745,8 @@ pub mod schema {
     ("CertificateSigningRequestCondition", &[F(1, "type", Str, Keep), F(6, "status", Str, Keep), F(2, "reason", Str, Omit), F(3, "message", Str, Omit), F(4, "lastUpdateTime", Time, Omit), F(5, "lastTransitionTime", Time, Omit)]),
     // scheduling.k8s.io/v1
     ("PriorityClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "value", I32, Keep), F(3, "globalDefault", Bool, Omit), F(4, "description", Str, Omit), F(5, "preemptionPolicy", Str, Keep)]),
+    // storage.k8s.io/v1
+    ("StorageClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "provisioner", Str, Keep), F(3, "parameters", Str, Map), F(4, "reclaimPolicy", Str, Keep), F(5, "mountOptions", Str, Rep), F(6, "allowVolumeExpansion", Bool, Keep), F(7, "volumeBindingMode", Str, Keep), F(8, "allowedTopologies", Msg("TopologySelectorTerm"), Rep)]),
     // meta/v1
     ("ObjectMeta", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
     ("OwnerReference", &[F(5, "apiVersion", Str, Keep), F(1, "kind", Str, Keep), F(3, "name", Str, Keep), F(4, "uid", Str, Keep), F(6, "controller", Bool, Keep), F(7, "blockOwnerDeletion", Bool, Keep)]),

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub max_long_running: usize,
     /// The tolerationSeconds of the default not-ready and unreachable tolerations of pods.
     pub default_tolerations: crate::tolerations::Defaults,
+    /// Where the built-in default StorageClass (`strata-local`) provisions its hostPath volumes.
+    pub local_volumes: PathBuf,
 }
 
 /// kube-apiserver has no fixed cap on watches; this one bounds what watchers can take.
@@ -183,6 +185,7 @@ impl Server {
         bootstrap(cfg.store.as_ref()).await?;
         crate::policy::reconcile(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         crate::priority::ensure_system_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        crate::storage::ensure_local_class(cfg.store.as_ref(), &cfg.local_volumes).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         let tokens = match &cfg.token_file {
             Some(p) if p.exists() => Tokens::load(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))?,
             _ => Tokens::default(),

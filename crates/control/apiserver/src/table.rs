@@ -33,6 +33,18 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap_or("").to_string()
 }
 
+/// Access modes as kubectl prints them (`RWO,ROX,RWX,RWOP`).
+fn access_modes(v: &Value) -> String {
+    let short = |m: &str| match m {
+        "ReadWriteOnce" => "RWO".to_string(),
+        "ReadOnlyMany" => "ROX".to_string(),
+        "ReadWriteMany" => "RWX".to_string(),
+        "ReadWriteOncePod" => "RWOP".to_string(),
+        other => other.to_string(),
+    };
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(short).collect::<Vec<_>>().join(",")).unwrap_or_default()
+}
+
 /// Columns (name, type) and the cells of one object, for a kind.
 fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
     let mut c = vec![("Name", "string")];
@@ -64,6 +76,29 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         // As upstream's printer: the creation time itself, not an age.
         "CustomResourceDefinition" => vec![("Created At", "date")],
         "ControllerRevision" => vec![("Controller", "string"), ("Revision", "integer"), ("Age", "string")],
+        "PersistentVolume" => vec![
+            ("Capacity", "string"),
+            ("Access Modes", "string"),
+            ("Reclaim Policy", "string"),
+            ("Status", "string"),
+            ("Claim", "string"),
+            ("StorageClass", "string"),
+            ("VolumeAttributesClass", "string"),
+            ("Reason", "string"),
+            ("Age", "string"),
+            ("VolumeMode", "string"),
+        ],
+        "PersistentVolumeClaim" => vec![
+            ("Status", "string"),
+            ("Volume", "string"),
+            ("Capacity", "string"),
+            ("Access Modes", "string"),
+            ("StorageClass", "string"),
+            ("VolumeAttributesClass", "string"),
+            ("Age", "string"),
+            ("VolumeMode", "string"),
+        ],
+        "StorageClass" => vec![("Provisioner", "string"), ("ReclaimPolicy", "string"), ("VolumeBindingMode", "string"), ("AllowVolumeExpansion", "string"), ("Age", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
@@ -186,6 +221,48 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         ]),
         "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
         "CustomResourceDefinition" => c.push(o["metadata"]["creationTimestamp"].clone()),
+        "PersistentVolume" => {
+            let claim = if sp["claimRef"].is_object() { format!("{}/{}", s(&sp["claimRef"]["namespace"]), s(&sp["claimRef"]["name"])) } else { String::new() };
+            c.extend([
+                json!(s(&sp["capacity"]["storage"])),
+                json!(access_modes(&sp["accessModes"])),
+                json!(s(&sp["persistentVolumeReclaimPolicy"])),
+                json!(s(&st["phase"])),
+                json!(claim),
+                json!(s(&sp["storageClassName"])),
+                json!(sp["volumeAttributesClassName"].as_str().unwrap_or("<unset>")),
+                json!(s(&st["reason"])),
+                json!(age(o)),
+                json!(s(&sp["volumeMode"])),
+            ]);
+        }
+        "PersistentVolumeClaim" => {
+            let bound = st["phase"] == "Bound";
+            let phase = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating".to_string() } else { s(&st["phase"]) };
+            c.extend([
+                json!(phase),
+                json!(s(&sp["volumeName"])),
+                json!(if bound { s(&st["capacity"]["storage"]) } else { String::new() }),
+                json!(if bound { access_modes(&st["accessModes"]) } else { String::new() }),
+                json!(sp["storageClassName"].as_str().unwrap_or("<unset>")),
+                json!(sp["volumeAttributesClassName"].as_str().unwrap_or("<unset>")),
+                json!(age(o)),
+                json!(s(&sp["volumeMode"])),
+            ]);
+        }
+        "StorageClass" => {
+            // As upstream's printer: the default class's name says so.
+            if o["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true" {
+                c[0] = json!(format!("{} (default)", s(&o["metadata"]["name"])));
+            }
+            c.extend([
+                json!(s(&o["provisioner"])),
+                json!(o["reclaimPolicy"].as_str().unwrap_or("Delete")),
+                json!(o["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+                json!(o["allowVolumeExpansion"].as_bool().unwrap_or(false).to_string()),
+                json!(age(o)),
+            ]);
+        }
         "ControllerRevision" => {
             // As upstream's printer: the controller as `kind.group/name`.
             let controller = o["metadata"]["ownerReferences"]
@@ -231,6 +308,7 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
             let wide = match kind {
                 "Pod" => matches!(*name, "IP" | "Node"),
                 "Node" => i > 4,
+                "PersistentVolume" | "PersistentVolumeClaim" => *name == "VolumeMode",
                 _ => false,
             };
             let priority = if wide { 1 } else { 0 };

@@ -86,6 +86,9 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
         "PriorityClass" => crate::priority::validate(obj, &mut causes),
         "ControllerRevision" => controller_revision(obj, &mut causes),
+        "PersistentVolume" => crate::storage::validate_pv(obj, &mut causes),
+        "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
+        "StorageClass" => crate::storage::validate_sc(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
             if let Some(data) = obj["data"].as_object() {

@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -26,6 +26,7 @@ pub mod rollout;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
+pub mod volume;
 
 pub use strata_client::leader;
 
@@ -49,6 +50,7 @@ pub const CONTROLLERS: &[&str] = &[
     nodelifecycle::IDENTITY,
     daemonset::IDENTITY,
     statefulset::IDENTITY,
+    volume::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -135,6 +137,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
                         daemonset::IDENTITY => daemonset::run(c).await,
                         statefulset::IDENTITY => statefulset::run(c).await,
+                        volume::IDENTITY => volume::run(c).await,
                         _ => Ok(()),
                     }
                 });

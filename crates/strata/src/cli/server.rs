@@ -231,6 +231,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
             not_ready_seconds: a.default_not_ready_toleration_seconds,
             unreachable_seconds: a.default_unreachable_toleration_seconds,
         },
+        local_volumes: a.data_dir.join("volumes"),
     })
     .await?;
     let addr = server.local_addr().unwrap_or(a.listen);
