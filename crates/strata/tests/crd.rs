@@ -600,3 +600,34 @@ fn changing_a_definition_changes_what_is_served() {
     let kept = json_of(&ok(&s, &k, &["get", &format!("redisclusters.{group}"), "kept", "-o", "json"], None));
     assert_eq!(kept["spec"]["tier"], "gold", "the new default applies on read: {kept}");
 }
+
+/// Garbage collection follows custom kinds defined after the controllers started: a ConfigMap
+/// owned by a custom object goes when its owner is deleted, and a custom object owned by a
+/// ConfigMap goes with the ConfigMap (owner references at the non-preferred version too).
+#[test]
+fn garbage_collection_follows_custom_kinds() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { controllers: true, ..Options::default() });
+    let k = kubectl_of("1.32");
+    let group = "gc.example.com";
+    ok(&s, &k, &["create", "-f", "-"], Some(&redis_crd(group, false)));
+    ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/redisclusters.{group}"), "--timeout=30s"], None);
+    let rdc = format!("redisclusters.{group}");
+    let obj = format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: owner\nspec:\n  image: redis:7\n");
+    ok(&s, &k, &["create", "-f", "-"], Some(&obj));
+    let owner_uid = ok(&s, &k, &["get", &rdc, "owner", "-o", "jsonpath={.metadata.uid}"], None);
+    let dependent = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dependent\n  ownerReferences:\n  - {{apiVersion: {group}/v1beta1, kind: RedisCluster, name: owner, uid: {owner_uid}}}\ndata: {{a: b}}\n"
+    );
+    ok(&s, &k, &["create", "-f", "-"], Some(&dependent));
+    ok(&s, &k, &["create", "configmap", "parent"], None);
+    let parent_uid = ok(&s, &k, &["get", "configmap", "parent", "-o", "jsonpath={.metadata.uid}"], None);
+    let child = format!(
+        "apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: child\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: parent, uid: {parent_uid}}}\nspec:\n  image: redis:7\n"
+    );
+    ok(&s, &k, &["create", "-f", "-"], Some(&child));
+
+    ok(&s, &k, &["delete", &rdc, "owner"], None);
+    wait_for("the custom object's dependent to be collected", Duration::from_secs(60), || !run(&s, &k, &["get", "configmap", "dependent"], None).0);
+    ok(&s, &k, &["delete", "configmap", "parent"], None);
+    wait_for("the ConfigMap's custom dependent to be collected", Duration::from_secs(60), || !run(&s, &k, &["get", &rdc, "child"], None).0);
+}

@@ -14,11 +14,16 @@
 //! - an owner deleted with `propagationPolicy=Orphan` (the `orphan` finalizer) has its
 //!   references removed from its dependents, then loses the finalizer.
 //!
+//! Kinds are discovered again every 30 s, and at once (at most every 2 s) when an owner of an
+//! unknown kind is met, so custom kinds defined after the start are collected (and own) too,
+//! as upstream's monitors follow discovery.
+//!
 //! Namespace deletion is not here: the API server owns it.
 //! Every write carries the uid (deletes) or resourceVersion (patches) it decided on, so a
 //! decision made on a stale view fails instead of hitting a different object.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -121,8 +126,9 @@ fn node_of(kind: usize, obj: &DynamicObject) -> Option<(String, Node)> {
     ))
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
-    let discovery = Discovery::new(clients.root.clone()).run().await?;
+/// Every collectable kind the API server serves now.
+async fn discover(client: &kube::Client) -> Result<Vec<Kind>, Error> {
+    let discovery = Discovery::new(client.clone()).run().await?;
     let mut kinds: Vec<Kind> = Vec::new();
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
@@ -132,15 +138,27 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
             kinds.push(Kind { namespaced: caps.scope == Scope::Namespaced, ar });
         }
     }
+    Ok(kinds)
+}
+
+type Events = futures_util::stream::BoxStream<'static, (usize, Result<watcher::Event<DynamicObject>, watcher::Error>)>;
+
+fn watch_kind(client: &kube::Client, i: usize, k: &Kind) -> Events {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &k.ar);
+    kube::runtime::WatchStreamExt::default_backoff(watcher(api, crate::watch_config())).map(move |e| (i, e)).boxed()
+}
+
+pub async fn run(clients: Clients) -> Result<(), Error> {
+    let kinds = discover(&clients.root).await?;
     let writer = clients.writer(IDENTITY);
     let recorder = strata_client::events::Recorder::new(writer.clone(), IDENTITY);
     let mut streams = futures_util::stream::SelectAll::new();
     for (i, k) in kinds.iter().enumerate() {
-        let api: Api<DynamicObject> = Api::all_with(clients.root.clone(), &k.ar);
-        let s = kube::runtime::WatchStreamExt::default_backoff(watcher(api, crate::watch_config())).map(move |e| (i, e));
-        streams.push(s.boxed());
+        streams.push(watch_kind(&clients.root, i, k));
     }
-    let mut gc = Collector { kinds, writer, recorder, graph: Graph::default(), relisting: HashMap::new() };
+    let mut gc = Collector { kinds, writer, recorder, graph: Graph::default(), relisting: HashMap::new(), undiscovered: AtomicBool::new(false) };
+    let mut discovered_at = tokio::time::Instant::now();
+    let mut rediscover = tokio::time::interval(Duration::from_millis(500));
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -154,7 +172,27 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
                 }
             }
             _ = resync.tick() => {
+                gc.undiscovered.store(true, Ordering::Relaxed);
                 dirty.extend(gc.graph.nodes.iter().filter(|(_, n)| !n.owners.is_empty() || n.deleting).map(|(u, _)| u.clone()));
+            }
+            _ = rediscover.tick(), if gc.undiscovered.load(Ordering::Relaxed) && discovered_at.elapsed() >= Duration::from_secs(2) => {
+                // New kinds (custom ones defined since): watch them too.
+                gc.undiscovered.store(false, Ordering::Relaxed);
+                discovered_at = tokio::time::Instant::now();
+                match discover(&clients.root).await {
+                    Ok(found) => {
+                        for k in found {
+                            if !gc.kinds.iter().any(|x| x.ar.group == k.ar.group && x.ar.version == k.ar.version && x.ar.plural == k.ar.plural) {
+                                tracing::info!(group = %k.ar.group, version = %k.ar.version, plural = %k.ar.plural, "garbage collector: watching a new kind");
+                                streams.push(watch_kind(&clients.root, gc.kinds.len(), &k));
+                                gc.kinds.push(k);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "garbage collector discovery"),
+                }
+                // Objects whose owners were of unknown kinds are looked at again.
+                dirty.extend(gc.graph.nodes.iter().filter(|(_, n)| !n.owners.is_empty()).map(|(u, _)| u.clone()));
             }
             _ = tick.tick(), if !dirty.is_empty() => {
                 let batch = std::mem::take(&mut dirty);
@@ -179,6 +217,8 @@ struct Collector {
     graph: Graph,
     /// Uids seen during a relist of a kind, to drop the ones that vanished meanwhile.
     relisting: HashMap<usize, HashSet<String>>,
+    /// An owner of an unknown kind was met (or the periodic resync came): discover again.
+    undiscovered: AtomicBool,
 }
 
 /// How an owner reference stands.
@@ -234,9 +274,14 @@ impl Collector {
         }
     }
 
+    /// The watched kind of an owner reference: its version, else the same kind at the version
+    /// discovery prefers (an object is one object whatever version names it).
     fn kind_of(&self, api_version: &str, kind: &str) -> Option<usize> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        self.kinds.iter().position(|k| k.ar.group == group && k.ar.version == version && k.ar.kind == kind)
+        self.kinds
+            .iter()
+            .position(|k| k.ar.group == group && k.ar.version == version && k.ar.kind == kind)
+            .or_else(|| self.kinds.iter().position(|k| k.ar.group == group && k.ar.kind == kind))
     }
 
     async fn attempt(&mut self, uid: &str) -> Result<(), Error> {
@@ -299,6 +344,7 @@ impl Collector {
             return Ok(Owner::Solid);
         }
         let Some(kind) = self.kind_of(&o.api_version, &o.kind) else {
+            self.undiscovered.store(true, Ordering::Relaxed);
             self.warn(node, "OwnerRefInvalid", &format!("owner {} {} of unknown kind {}; left alone", o.api_version, o.name, o.kind)).await;
             return Ok(Owner::Unknown);
         };
