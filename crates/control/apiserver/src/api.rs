@@ -1510,16 +1510,7 @@ fn scale_of(r: &Resource, obj: &Value, rev: u64) -> Value {
         v
     };
     let selector = selector_path.as_deref().map(at).and_then(Value::as_str).unwrap_or("");
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
-            "creationTimestamp": obj["metadata"]["creationTimestamp"], "resourceVersion": rev.to_string(),
-        },
-        "spec": { "replicas": at(&spec_path).as_i64().unwrap_or(0) },
-        "status": { "replicas": at(&status_path).as_i64().unwrap_or(0), "selector": selector },
-    })
+    scale_json(obj, rev, at(&spec_path).as_i64().unwrap_or(0), at(&status_path).as_i64().unwrap_or(0), selector)
 }
 
 fn to_scale(obj: &Value, rev: u64) -> Value {
@@ -1527,6 +1518,11 @@ fn to_scale(obj: &Value, rev: u64) -> Value {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
         .unwrap_or_default();
+    scale_json(obj, rev, obj["spec"]["replicas"].as_i64().unwrap_or(1), obj["status"]["replicas"].as_i64().unwrap_or(0), &selector)
+}
+
+/// The `autoscaling/v1 Scale` of `obj` at revision `rev`.
+fn scale_json(obj: &Value, rev: u64, replicas: i64, status_replicas: i64, selector: &str) -> Value {
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -1534,8 +1530,8 @@ fn to_scale(obj: &Value, rev: u64) -> Value {
             "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
             "creationTimestamp": obj["metadata"]["creationTimestamp"], "resourceVersion": rev.to_string(),
         },
-        "spec": { "replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1) },
-        "status": { "replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector },
+        "spec": { "replicas": replicas },
+        "status": { "replicas": status_replicas, "selector": selector },
     })
 }
 
