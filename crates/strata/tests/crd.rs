@@ -192,6 +192,16 @@ fn definitions_are_served_converted_and_deleted() {
     ok(&s, &k, &["patch", "rdc", "alpha", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/image","value":"redis:8"}]"#], None);
     let got = json_of(&ok(&s, &k, &["get", "rdc", "alpha", "-o", "json"], None));
     assert_eq!((got["spec"]["replicas"].as_i64(), got["spec"]["image"].as_str()), (Some(5), Some("redis:8")), "{got}");
+    // v1beta1 has no status subresource: a status change there is a change like any other and
+    // moves the generation (metadata changes do not).
+    let beta_path = format!("/apis/{group}/v1beta1/namespaces/default/redisclusters/alpha");
+    let generation = |s: &ApiServer| json_of(&s.curl("GET", &beta_path, Auth::Admin, None, None).1)["metadata"]["generation"].as_i64();
+    let before = generation(&s).unwrap_or(0);
+    let (code, body) = s.curl("PATCH", &beta_path, Auth::Admin, Some("application/merge-patch+json"), Some(br#"{"status":{"note":"x"},"metadata":{"labels":{"a":"b"}}}"#));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(generation(&s), Some(before + 1));
+    s.curl("PATCH", &beta_path, Auth::Admin, Some("application/merge-patch+json"), Some(br#"{"metadata":{"labels":{"a":"c"}}}"#));
+    assert_eq!(generation(&s), Some(before + 1));
     let err = fails(&s, &k, &["patch", "rdc", "alpha", "-p", r#"{"spec":{"replicas":1}}"#], None);
     assert!(
         err.contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),

@@ -276,7 +276,7 @@ pub fn prepare_create(r: &Resource, obj: &mut Value, namespace: Option<&str>) ->
     }
     meta["uid"] = json!(uuid());
     meta["creationTimestamp"] = json!(now());
-    if obj.get("spec").is_some() {
+    if obj.get("spec").is_some() || r.custom {
         obj["metadata"]["generation"] = json!(1);
     }
     Ok(())
@@ -334,7 +334,16 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
         }
     }
     if let Some(gen) = old["metadata"]["generation"].as_i64() {
-        let bump = old.get("spec") != new.get("spec");
+        // A custom kind without the status subresource moves its generation with any change
+        // but metadata (upstream's CR strategy).
+        let bump = if r.custom && !r.subresources.contains(&"status") {
+            fn without_meta(v: &Value) -> Option<Vec<(&String, &Value)>> {
+                v.as_object().map(|m| m.iter().filter(|(k, _)| k.as_str() != "metadata").collect())
+            }
+            without_meta(old) != without_meta(new)
+        } else {
+            old.get("spec") != new.get("spec")
+        };
         new["metadata"]["generation"] = json!(if bump { gen + 1 } else { gen });
     }
     Ok(())
