@@ -123,3 +123,84 @@ fn a_node_that_stops_heartbeating_has_its_pods_evicted_and_recreated_on_another_
     assert!(pods(&s, "lc").iter().all(|p| node_of(p) == "sim-lc-b"));
     drop(c);
 }
+
+fn pdb_status(s: &ApiServer, ns: &str, name: &str) -> Value {
+    get_json(s, &format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}"))["status"].clone()
+}
+
+/// Node `from` holds the 3 pods of deployment `web` (a budget of minAvailable 2 covers them);
+/// `kubectl drain` with the given kubectl evicts them one disruption at a time (retrying on
+/// 429) and they end up on `to`.
+fn drain_respecting_the_budget(s: &ApiServer, kubectl: &str, ns: &str, from: &str, to: &str) {
+    let out = s.kubectl_bin(kubectl, &["drain", from, "--ignore-daemonsets", "--timeout=120s"], None);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "drain with {kubectl}: {stdout}{stderr}");
+    assert!(stdout.contains(&format!("node/{from} cordoned")) && stdout.contains(&format!("node/{from} drained")), "{stdout}");
+    assert!(stdout.contains(&format!("evicting pod {ns}/web-")), "{stdout}");
+    // The budget allowed one disruption at a time: the others were refused and retried.
+    assert!(stderr.contains("Cannot evict pod as it would violate the pod's disruption budget.") && stderr.contains("will retry after 5s"), "{stderr}");
+    let ps = pods(s, ns);
+    assert!(eventually(LONG, || { let ps = pods(s, ns); ps.len() == 3 && ps.iter().all(|p| node_of(p) == to && p["status"]["phase"] == "Running") }), "{:?}", ps.iter().map(|p| (name(p), node_of(p).to_string())).collect::<Vec<_>>());
+    assert_eq!(get_json(s, &format!("/api/v1/nodes/{from}"))["spec"]["unschedulable"], true);
+    assert!(has_taint(s, from, "node.kubernetes.io/unschedulable", "NoSchedule"), "{:?}", taints(s, from));
+}
+
+#[test]
+fn kubectl_drain_evicts_through_the_budget_and_uncordon_undoes_it() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { controllers: true, scheduler: true, ..Options::default() });
+    let a = SimNode::start(&s, "sim-dr-a");
+    s.ok(&["create", "namespace", "dr"]);
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=3", "-n", "dr"]);
+    assert!(eventually(LONG, || pods(&s, "dr").iter().filter(|p| node_of(p) == "sim-dr-a" && p["status"]["phase"] == "Running").count() == 3));
+    let b = SimNode::start(&s, "sim-dr-b");
+    s.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2", "-n", "dr"]);
+    // The disruption controller's status, as kubectl shows it.
+    assert!(eventually(LONG, || {
+        let st = pdb_status(&s, "dr", "web");
+        st["currentHealthy"] == 3 && st["desiredHealthy"] == 2 && st["expectedPods"] == 3 && st["disruptionsAllowed"] == 1 && st["observedGeneration"] == 1
+    }), "{}", pdb_status(&s, "dr", "web"));
+    let st = pdb_status(&s, "dr", "web");
+    let cond = &st["conditions"][0];
+    assert_eq!((cond["type"].as_str(), cond["status"].as_str(), cond["reason"].as_str()), (Some("DisruptionAllowed"), Some("True"), Some("SufficientPods")), "{st}");
+    let row = s.ok(&["get", "pdb", "web", "-n", "dr"]);
+    let header: Vec<&str> = row.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"], "{row}");
+    assert_eq!(row.lines().nth(1).unwrap_or("").split_whitespace().take(4).collect::<Vec<_>>(), ["web", "2", "N/A", "1"], "{row}");
+
+    // The eviction API itself: one disruption is spent (201), the next is refused (429). Both
+    // nodes are cordoned meanwhile, so no replacement can become ready and give one back.
+    s.ok(&["cordon", "sim-dr-a"]);
+    s.ok(&["cordon", "sim-dr-b"]);
+    let victims: Vec<String> = pods(&s, "dr").iter().map(name).collect();
+    let evict = |pod: &str| {
+        let body = serde_json::json!({ "apiVersion": "policy/v1", "kind": "Eviction", "metadata": { "name": pod, "namespace": "dr" } }).to_string();
+        s.curl("POST", &format!("/api/v1/namespaces/dr/pods/{pod}/eviction"), Auth::Admin, Some("application/json"), Some(body.as_bytes()))
+    };
+    let (code, body) = evict(&victims[0]);
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = evict(&victims[1]);
+    assert_eq!(code, 429, "{body}: budget {} pods {:?}", pdb_status(&s, "dr", "web"), pods(&s, "dr").iter().map(|p| (name(p), p["metadata"]["deletionTimestamp"].clone(), p["status"]["conditions"].clone())).collect::<Vec<_>>());
+    let st: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    assert_eq!((st["reason"].as_str(), st["message"].as_str()), (Some("TooManyRequests"), Some("Cannot evict pod as it would violate the pod's disruption budget.")), "{body}");
+    assert_eq!(st["details"]["causes"][0]["reason"], "DisruptionBudget", "{body}");
+    assert!(st["details"]["causes"][0]["message"].as_str().unwrap_or("").starts_with("The disruption budget web needs 2 healthy pods and has "), "{body}");
+    // The evicted pod was deleted gracefully (its node confirmed); its replacement waits for a
+    // node, then runs on a and gives the disruption back.
+    assert!(eventually(LONG, || pods(&s, "dr").iter().all(|p| name(p) != victims[0])));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pdb_status(&s, "dr", "web")["disruptionsAllowed"], 0, "{}", pdb_status(&s, "dr", "web"));
+    s.ok(&["uncordon", "sim-dr-a"]);
+    assert!(eventually(LONG, || { let ps = pods(&s, "dr"); ps.len() == 3 && ps.iter().all(|p| node_of(p) == "sim-dr-a" && p["status"]["phase"] == "Running") }));
+    s.ok(&["uncordon", "sim-dr-b"]);
+    assert!(eventually(LONG, || !has_taint(&s, "sim-dr-b", "node.kubernetes.io/unschedulable", "NoSchedule")));
+    assert!(eventually(LONG, || pdb_status(&s, "dr", "web")["disruptionsAllowed"] == 1));
+
+    // kubectl 1.33 drains a onto b; kubectl 1.27 drains b back onto a.
+    drain_respecting_the_budget(&s, &common::server::kubectl_of("1.33"), "dr", "sim-dr-a", "sim-dr-b");
+    s.ok(&["uncordon", "sim-dr-a"]);
+    assert!(eventually(LONG, || pdb_status(&s, "dr", "web")["disruptionsAllowed"] == 1));
+    drain_respecting_the_budget(&s, &common::server::kubectl_of("1.27"), "dr", "sim-dr-b", "sim-dr-a");
+    s.ok(&["uncordon", "sim-dr-b"]);
+    assert_ne!(get_json(&s, "/api/v1/nodes/sim-dr-b")["spec"]["unschedulable"], true);
+    drop((a, b));
+}

@@ -367,6 +367,10 @@ impl Api {
             "get" => self.get(&info, &q, accept).await,
             "list" => self.list(&info, &q, accept).await,
             "watch" => self.watch(&info, &q, table::wants_table(accept), conn).await,
+            "create" if info.subresource.as_deref() == Some("eviction") => {
+                let obj = parse_body(headers, &body)?;
+                self.evict(&info, obj, dry_run).await
+            }
             "create" if info.subresource.as_deref() == Some("binding") => {
                 let obj = parse_body(headers, &body)?;
                 self.bind(&info, obj, dry_run).await
@@ -629,7 +633,7 @@ impl Api {
         }
     }
 
-    async fn load(&self, info: &RequestInfo) -> Result<(Value, u64), ApiError> {
+    pub(crate) async fn load(&self, info: &RequestInfo) -> Result<(Value, u64), ApiError> {
         let name = info.name.as_deref().unwrap_or("");
         let key = info.resource.key(info.namespace.as_deref(), name);
         match self.store.get(&key).await? {
@@ -1275,7 +1279,7 @@ impl Api {
         Err(ApiError::conflict(r, &name))
     }
 
-    async fn delete(&self, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Response, ApiError> {
+    pub(crate) async fn delete(&self, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let (mut obj, rev) = self.load(info).await?;

@@ -66,6 +66,7 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
     let (kind, verbs): (&str, &[&str]) = match sub {
         "scale" => ("Scale", &["get", "patch", "update"]),
         "binding" => ("Binding", &["create"]),
+        "eviction" => ("Eviction", &["create"]),
         "log" => ("Pod", &["get"]),
         "exec" => ("PodExecOptions", &["create", "get"]),
         "attach" => ("PodAttachOptions", &["create", "get"]),
@@ -78,6 +79,11 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
     if sub == "scale" {
         // Scale lives in autoscaling/v1 whatever group its parent is in.
         v["group"] = json!("autoscaling");
+        v["version"] = json!("v1");
+    }
+    if sub == "eviction" {
+        // kubectl drain finds the Eviction's group and version here.
+        v["group"] = json!("policy");
         v["version"] = json!("v1");
     }
     if sub == "token" {
@@ -163,6 +169,7 @@ fn aggregated_version(g: &str, v: &str) -> Value {
                     let (g, v) = match *s {
                         "scale" => ("autoscaling", "v1"),
                         "token" => ("authentication.k8s.io", "v1"),
+                        "eviction" => ("policy", "v1"),
                         _ => (r.group, r.version),
                     };
                     json!({ "subresource": s, "responseKind": { "group": g, "version": v, "kind": sj["kind"] }, "verbs": sj["verbs"] })

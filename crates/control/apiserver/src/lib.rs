@@ -21,6 +21,7 @@ pub mod crd;
 pub mod csr;
 pub mod discovery;
 pub mod encryption;
+pub mod eviction;
 pub mod fieldpath;
 pub mod fields;
 pub mod files;

@@ -58,6 +58,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("Role", "io.k8s.api.rbac.v1"),
     ("Scale", "io.k8s.api.autoscaling.v1"),
     ("CertificateSigningRequest", "io.k8s.api.certificates.v1"),
+    ("PodDisruptionBudget", "io.k8s.api.policy.v1"),
     ("PriorityClass", "io.k8s.api.scheduling.v1"),
     ("StorageClass", "io.k8s.api.storage.v1"),
     ("ObjectMeta", META),

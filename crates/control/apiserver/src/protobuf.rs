@@ -71,6 +71,9 @@ pub static KINDS: &[(&str, &str)] = &[
     ("certificates.k8s.io/v1", "CertificateSigningRequest"),
     ("scheduling.k8s.io/v1", "PriorityClass"),
     ("storage.k8s.io/v1", "StorageClass"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("policy/v1", "Eviction"),
+    ("policy/v1beta1", "Eviction"),
 ];
 
 /// What a field holds.
@@ -743,6 +746,11 @@ pub mod schema {
     ("CertificateSigningRequestSpec", &[F(1, "request", Bytes, Keep), F(7, "signerName", Str, Keep), F(8, "expirationSeconds", I32, Keep), F(5, "usages", Str, Rep), F(2, "username", Str, Omit), F(3, "uid", Str, Omit), F(4, "groups", Str, Rep)]),
     ("CertificateSigningRequestStatus", &[F(1, "conditions", Msg("CertificateSigningRequestCondition"), Rep), F(2, "certificate", Bytes, Omit)]),
     ("CertificateSigningRequestCondition", &[F(1, "type", Str, Keep), F(6, "status", Str, Keep), F(2, "reason", Str, Omit), F(3, "message", Str, Omit), F(4, "lastUpdateTime", Time, Omit), F(5, "lastTransitionTime", Time, Omit)]),
+    // policy/v1
+    ("PodDisruptionBudget", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "spec", Msg("PodDisruptionBudgetSpec"), Keep), F(3, "status", Msg("PodDisruptionBudgetStatus"), Keep)]),
+    ("PodDisruptionBudgetSpec", &[F(1, "minAvailable", IntOrStr, Keep), F(2, "selector", Msg("LabelSelector"), Keep), F(3, "maxUnavailable", IntOrStr, Keep), F(4, "unhealthyPodEvictionPolicy", Str, Keep)]),
+    ("PodDisruptionBudgetStatus", &[F(1, "observedGeneration", I64, Omit), F(2, "disruptedPods", Time, Map), F(3, "disruptionsAllowed", I32, Keep), F(4, "currentHealthy", I32, Keep), F(5, "desiredHealthy", I32, Keep), F(6, "expectedPods", I32, Keep), F(7, "conditions", Msg("Condition"), Rep)]),
+    ("Eviction", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "deleteOptions", Msg("DeleteOptions"), Keep)]),
     // scheduling.k8s.io/v1
     ("PriorityClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "value", I32, Keep), F(3, "globalDefault", Bool, Omit), F(4, "description", Str, Omit), F(5, "preemptionPolicy", Str, Keep)]),
     // storage.k8s.io/v1
@@ -986,9 +994,9 @@ mod tests {
         let e = err(body("v1", "Namespace", &[msg(1, &[s(1, "x"), vi(99, 1)])]));
         assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
         assert!(e.message.contains("Namespace") && e.message.contains("99") && e.message.contains("ObjectMeta"), "{}", e.message);
-        let e = err(body("policy/v1", "PodDisruptionBudget", &[]));
+        let e = err(body("networking.k8s.io/v1", "Ingress", &[]));
         assert_eq!(e.code, 415);
-        assert!(e.message.contains("PodDisruptionBudget"), "{}", e.message);
+        assert!(e.message.contains("Ingress"), "{}", e.message);
         let e = err(body("v2", "Namespace", &[]));
         assert_eq!(e.code, 415);
         let mut gz = body("v1", "Namespace", &[]);

@@ -100,7 +100,7 @@ macro_rules! res {
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], ["status"]),
-    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "log", "exec", "attach", "portforward"]),
+    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward"]),
     res!("", "v1", "Node", "nodes", "node", false, ["no"], [], ["status"]),
     res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], ["status"]),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),
@@ -126,6 +126,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, ["csr"], [], ["status", "approval"]),
     res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, ["crd", "crds"], ["api-extensions"], ["status"]),
     res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, ["sc"], [], []),
+    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, ["pdb"], [], ["status"]),
     res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"], [], []),
     res!("strata.dev", "v1", "VirtualMachine", "virtualmachines", "virtualmachine", true, ["vm"], ["all"], ["status", "console"]),
 ];

@@ -99,6 +99,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("VolumeMode", "string"),
         ],
         "StorageClass" => vec![("Provisioner", "string"), ("ReclaimPolicy", "string"), ("VolumeBindingMode", "string"), ("AllowVolumeExpansion", "string"), ("Age", "string")],
+        "PodDisruptionBudget" => vec![("Min Available", "string"), ("Max Unavailable", "string"), ("Allowed Disruptions", "integer"), ("Age", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
@@ -276,6 +277,14 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 })
                 .unwrap_or_else(|| "<none>".into());
             c.extend([json!(controller), json!(int(&o["revision"])), json!(age(o))]);
+        }
+        "PodDisruptionBudget" => {
+            let bound = |v: &Value| match v {
+                Value::Null => "N/A".to_string(),
+                Value::String(x) => x.clone(),
+                other => other.to_string(),
+            };
+            c.extend([json!(bound(&sp["minAvailable"])), json!(bound(&sp["maxUnavailable"])), json!(int(&st["disruptionsAllowed"])), json!(age(o))]);
         }
         "PriorityClass" => c.extend([json!(int(&o["value"])), json!(o["globalDefault"].as_bool().unwrap_or(false)), json!(age(o)), json!(s(&o["preemptionPolicy"]))]),
         "CertificateSigningRequest" => {

@@ -85,6 +85,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "Secret" => secret(obj, &mut causes),
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
         "PriorityClass" => crate::priority::validate(obj, &mut causes),
+        "PodDisruptionBudget" => disruption_budget(obj, &mut causes),
         "ControllerRevision" => controller_revision(obj, &mut causes),
         "PersistentVolume" => crate::storage::validate_pv(obj, &mut causes),
         "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
@@ -247,6 +248,38 @@ fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
         Value::Null => {}
         v if v.as_i64().is_some_and(|n| n >= 0) => {}
         v => causes.push(invalid("revision", v, "must be greater than or equal to 0")),
+    }
+}
+
+/// A PodDisruptionBudget's spec (upstream's `ValidatePodDisruptionBudgetSpec`).
+fn disruption_budget(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    if !spec["minAvailable"].is_null() && !spec["maxUnavailable"].is_null() {
+        causes.push(invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set"));
+    }
+    for f in ["minAvailable", "maxUnavailable"] {
+        let v = &spec[f];
+        let field = format!("spec.{f}");
+        match v {
+            Value::Null => {}
+            Value::Number(n) if n.as_i64().is_some_and(|n| n < 0) => causes.push(invalid(&field, v, "must be greater than or equal to 0")),
+            Value::Number(_) => {}
+            Value::String(s) => match s.strip_suffix('%').filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+                None => causes.push(invalid(&field, v, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")),
+                Some(p) if p.parse::<u64>().map_or(true, |p| p > 100) => causes.push(invalid(&field, v, "must not be greater than 100%")),
+                Some(_) => {}
+            },
+            _ => causes.push(invalid(&field, v, "must be an integer or a percentage")),
+        }
+    }
+    match &spec["unhealthyPodEvictionPolicy"] {
+        Value::Null => {}
+        Value::String(p) if p == "AlwaysAllow" || p == "IfHealthyBudget" => {}
+        v => causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.unhealthyPodEvictionPolicy".into(),
+            message: format!("Unsupported value: {v}: supported values: \"AlwaysAllow\", \"IfHealthyBudget\""),
+        }),
     }
 }
 

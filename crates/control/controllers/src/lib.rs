@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod expectations;
 pub mod gc;
 pub mod history;
@@ -51,6 +52,7 @@ pub const CONTROLLERS: &[&str] = &[
     daemonset::IDENTITY,
     statefulset::IDENTITY,
     volume::IDENTITY,
+    disruption::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -138,6 +140,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         daemonset::IDENTITY => daemonset::run(c).await,
                         statefulset::IDENTITY => statefulset::run(c).await,
                         volume::IDENTITY => volume::run(c).await,
+                        disruption::IDENTITY => disruption::run(c).await,
                         _ => Ok(()),
                     }
                 });
