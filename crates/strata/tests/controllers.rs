@@ -483,3 +483,46 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     s.ok(&["delete", "job", "once", "idx", "-n", "j1"]);
     assert!(eventually(LONG, || pods(&s, "j1").is_empty()), "{:?}", pods(&s, "j1").iter().map(name).collect::<Vec<_>>());
 }
+
+#[test]
+fn replication_controllers_keep_their_replicas_like_replicasets() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "rc1"]);
+    let _node = SimulatedNode::start(&s, "rc1");
+    // No selector: the API server defaults it (and the RC's labels) from the template.
+    let manifest = format!(
+        r#"{{"apiVersion":"v1","kind":"ReplicationController","metadata":{{"name":"web","namespace":"rc1"}},
+        "spec":{{"replicas":3,"template":{{"metadata":{{"labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"c","image":"{IMG}"}}]}}}}}}}}"#
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&manifest));
+    let rc = get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web");
+    assert_eq!((rc["spec"]["selector"].clone(), rc["metadata"]["labels"].clone()), (json!({"app": "web"}), json!({"app": "web"})), "{rc}");
+    let ps = wait_pods(&s, "rc1", 3);
+    for p in &ps {
+        assert!(name(p).starts_with("web-") && name(p).len() == "web-".len() + 5, "{}", name(p));
+        let o = controller_ref(p).expect("controller ref");
+        assert_eq!((o["apiVersion"].as_str(), o["kind"].as_str(), o["uid"].clone()), (Some("v1"), Some("ReplicationController"), rc["metadata"]["uid"].clone()));
+    }
+    assert!(eventually(LONG, || {
+        let st = get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web")["status"].clone();
+        st["replicas"] == 3 && st["readyReplicas"] == 3 && st["availableReplicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == 1
+    }), "{}", get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web")["status"]);
+    let out = s.ok(&["get", "rc", "web", "-n", "rc1"]);
+    assert_eq!(out.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>(), ["NAME", "DESIRED", "CURRENT", "READY", "AGE"], "{out}");
+    assert_eq!(out.lines().nth(1).unwrap_or("").split_whitespace().take(4).collect::<Vec<_>>(), ["web", "3", "3", "3"], "{out}");
+    assert!(eventually(LONG, || s.ok(&["get", "events", "-n", "rc1", "--field-selector", "involvedObject.kind=ReplicationController"]).contains("SuccessfulCreate")));
+    // Scale through the scale subresource; a deleted pod is replaced.
+    s.ok(&["scale", "rc", "web", "--replicas=1", "-n", "rc1"]);
+    wait_pods(&s, "rc1", 1);
+    let victim = name(&pods(&s, "rc1")[0]);
+    s.ok(&["delete", "pod", &victim, "-n", "rc1", "--wait=false"]);
+    assert!(eventually(LONG, || { let ps = wait_pods(&s, "rc1", 1); name(&ps[0]) != victim }));
+    // A selector the template does not match is refused.
+    let bad = r#"{"apiVersion":"v1","kind":"ReplicationController","metadata":{"name":"bad","namespace":"rc1"},
+        "spec":{"selector":{"app":"a"},"template":{"metadata":{"labels":{"app":"b"}},"spec":{"containers":[{"name":"c","image":"x"}]}}}}"#;
+    let err = s.fails(&["create", "-f", "-"], Some(bad));
+    assert!(err.contains("`selector` does not match template `labels`"), "{err}");
+    // Deleting the RC takes its pods (garbage collection by ownerReferences).
+    s.ok(&["delete", "rc", "web", "-n", "rc1"]);
+    assert!(eventually(LONG, || pods(&s, "rc1").is_empty()));
+}

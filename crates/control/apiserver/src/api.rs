@@ -1518,7 +1518,9 @@ fn scale_of(r: &Resource, obj: &Value, rev: u64) -> Value {
 }
 
 fn to_scale(obj: &Value, rev: u64) -> Value {
-    let selector = obj["spec"]["selector"]["matchLabels"]
+    // A ReplicationController's selector is the map itself.
+    let labels = if obj["kind"] == "ReplicationController" { &obj["spec"]["selector"] } else { &obj["spec"]["selector"]["matchLabels"] };
+    let selector = labels
         .as_object()
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","))
         .unwrap_or_default();

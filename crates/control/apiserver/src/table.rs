@@ -51,7 +51,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
     c.extend(match kind {
         "Pod" => vec![("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string"), ("IP", "string"), ("Node", "string")],
         "Deployment" => vec![("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
-        "ReplicaSet" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
+        "ReplicaSet" | "ReplicationController" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
         "StatefulSet" => vec![("Ready", "string"), ("Age", "string")],
         "DaemonSet" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
         "Service" => vec![("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string"), ("Age", "string")],
@@ -129,7 +129,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(int(&st["availableReplicas"])),
             json!(age(o)),
         ]),
-        "ReplicaSet" => c.extend([json!(sp["replicas"].as_i64().unwrap_or(1)), json!(int(&st["replicas"])), json!(int(&st["readyReplicas"])), json!(age(o))]),
+        "ReplicaSet" | "ReplicationController" => c.extend([json!(sp["replicas"].as_i64().unwrap_or(1)), json!(int(&st["replicas"])), json!(int(&st["readyReplicas"])), json!(age(o))]),
         "StatefulSet" => c.extend([json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))), json!(age(o))]),
         "DaemonSet" => c.extend([
             json!(int(&st["desiredNumberScheduled"])),

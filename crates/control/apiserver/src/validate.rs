@@ -86,6 +86,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
         "PriorityClass" => crate::priority::validate(obj, &mut causes),
         "PodDisruptionBudget" => disruption_budget(obj, &mut causes),
+        "ReplicationController" => replication_controller(obj, &mut causes),
         "ControllerRevision" => controller_revision(obj, &mut causes),
         "PersistentVolume" => crate::storage::validate_pv(obj, &mut causes),
         "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
@@ -248,6 +249,48 @@ fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
         Value::Null => {}
         v if v.as_i64().is_some_and(|n| n >= 0) => {}
         v => causes.push(invalid("revision", v, "must be greater than or equal to 0")),
+    }
+}
+
+/// A ReplicationController: upstream's defaults (replicas 1; selector, and the object's own
+/// labels, from the template's labels) and validation (a selector, matched by the template).
+fn replication_controller(obj: &mut Value, causes: &mut Vec<Cause>) {
+    if obj["spec"].is_null() {
+        causes.push(required("spec"));
+        return;
+    }
+    if obj["spec"]["replicas"].is_null() {
+        obj["spec"]["replicas"] = json!(1);
+    }
+    if let Some(n) = obj["spec"]["replicas"].as_i64().filter(|n| *n < 0) {
+        causes.push(invalid("spec.replicas", &json!(n), "must be greater than or equal to 0"));
+    }
+    let labels = obj["spec"]["template"]["metadata"]["labels"].clone();
+    let has = |v: &Value| v.as_object().is_some_and(|m| !m.is_empty());
+    if has(&labels) {
+        if !has(&obj["spec"]["selector"]) {
+            obj["spec"]["selector"] = labels.clone();
+        }
+        if !has(&obj["metadata"]["labels"]) {
+            obj["metadata"]["labels"] = labels.clone();
+        }
+    }
+    let selector = obj["spec"]["selector"].clone();
+    if !has(&selector) {
+        causes.push(required("spec.selector"));
+    } else if obj["spec"]["template"].is_object() && !selector_matches(&json!({ "matchLabels": selector }), &labels) {
+        causes.push(invalid("spec.template.metadata.labels", &labels, "`selector` does not match template `labels`"));
+    }
+    if obj["spec"]["template"].is_null() {
+        causes.push(required("spec.template"));
+        return;
+    }
+    default_pod_spec(&mut obj["spec"]["template"]["spec"], "spec.template.spec", causes);
+    let policy = &mut obj["spec"]["template"]["spec"]["restartPolicy"];
+    if policy.is_null() {
+        *policy = json!("Always");
+    } else if policy != "Always" {
+        causes.push(Cause { reason: "FieldValueNotSupported", field: "spec.template.spec.restartPolicy".into(), message: format!("Unsupported value: {policy}: supported values: \"Always\"") });
     }
 }
 

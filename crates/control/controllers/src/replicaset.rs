@@ -1,8 +1,9 @@
-//! The ReplicaSet controller (upstream's `replicaset` controller): keeps `spec.replicas` active
-//! pods matching the selector, named `<replicaset>-<5 random characters>` with the template's
+//! The ReplicaSet and ReplicationController controllers (upstream's `replicaset` controller,
+//! whose ReplicationController one is the same code over the older kind): one implementation,
+//! generic over [`Replicated`]. Keeps `spec.replicas` active pods matching the selector, named `<replicaset>-<5 random characters>` with the template's
 //! labels and a controller ownerReference, adopts matching orphans and releases pods that stopped
 //! matching, and reports replicas/fullyLabeledReplicas/readyReplicas/availableReplicas/
-//! observedGeneration through `replicasets/status`.
+//! observedGeneration through the kind's status subresource.
 //!
 //! Creates and deletes are recorded as expectations ([`crate::expectations`]) before they are
 //! sent; while any is unobserved in the pod cache the ReplicaSet is not resized again, so a
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition, ReplicationControllerStatus};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -29,6 +31,7 @@ use crate::expectations::Expectations;
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "replicaset-controller";
+pub const RC_IDENTITY: &str = "replication-controller";
 /// Most pods created or deleted in one pass (upstream's `BurstReplicas`).
 const BURST: usize = 500;
 
@@ -37,20 +40,115 @@ pub struct State {
     expectations: Expectations,
 }
 
+/// A kind that keeps N replicas of a pod template: ReplicaSet (apps/v1) and
+/// ReplicationController (v1). Status is handled in ReplicaSet's form.
+pub trait Replicated:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + std::fmt::Debug + k8s_openapi::serde::de::DeserializeOwned + k8s_openapi::serde::Serialize + Send + Sync + 'static
+{
+    /// The controller identity that writes for this kind.
+    const IDENTITY: &'static str;
+    fn has_spec(&self) -> bool;
+    fn replicas(&self) -> i32;
+    fn selector(&self) -> LabelSelector;
+    fn template(&self) -> Option<PodTemplateSpec>;
+    fn min_ready_seconds(&self) -> i32;
+    fn replica_status(&self) -> ReplicaSetStatus;
+    fn set_replica_status(&mut self, st: ReplicaSetStatus);
+}
+
+impl Replicated for ReplicaSet {
+    const IDENTITY: &'static str = IDENTITY;
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn selector(&self) -> LabelSelector {
+        self.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
+    }
+    fn template(&self) -> Option<PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.clone())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    }
+    fn replica_status(&self) -> ReplicaSetStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn set_replica_status(&mut self, st: ReplicaSetStatus) {
+        self.status = Some(st);
+    }
+}
+
+/// A ReplicationController's selector is a plain map (defaulted by the API server to the
+/// template's labels); everything else maps one to one onto a ReplicaSet's fields.
+impl Replicated for ReplicationController {
+    const IDENTITY: &'static str = RC_IDENTITY;
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+    fn replicas(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+    fn selector(&self) -> LabelSelector {
+        LabelSelector { match_labels: self.spec.as_ref().and_then(|s| s.selector.clone()), match_expressions: None }
+    }
+    fn template(&self) -> Option<PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.clone())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    }
+    fn replica_status(&self) -> ReplicaSetStatus {
+        let st = self.status.clone().unwrap_or_default();
+        ReplicaSetStatus {
+            replicas: st.replicas,
+            fully_labeled_replicas: st.fully_labeled_replicas,
+            ready_replicas: st.ready_replicas,
+            available_replicas: st.available_replicas,
+            observed_generation: st.observed_generation,
+            conditions: st.conditions.map(|cs| {
+                cs.into_iter().map(|c| ReplicaSetCondition { type_: c.type_, status: c.status, reason: c.reason, message: c.message, last_transition_time: c.last_transition_time }).collect()
+            }),
+        }
+    }
+    fn set_replica_status(&mut self, st: ReplicaSetStatus) {
+        self.status = Some(ReplicationControllerStatus {
+            replicas: st.replicas,
+            fully_labeled_replicas: st.fully_labeled_replicas,
+            ready_replicas: st.ready_replicas,
+            available_replicas: st.available_replicas,
+            observed_generation: st.observed_generation,
+            conditions: st.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| ReplicationControllerCondition { type_: c.type_, status: c.status, reason: c.reason, message: c.message, last_transition_time: c.last_transition_time })
+                    .collect()
+            }),
+        });
+    }
+}
+
+/// The ReplicaSet controller.
 pub async fn run(clients: Clients) -> Result<(), Error> {
+    run_kind::<ReplicaSet>(clients).await
+}
+
+/// The controller of one [`Replicated`] kind.
+pub async fn run_kind<K: Replicated>(clients: Clients) -> Result<(), Error> {
     let (pods, writer) = reflector::store::<Pod>();
     let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
-    let ctx = Context::new(clients.clone(), IDENTITY, State { pods, expectations: Expectations::default() });
-    Controller::new(Api::<ReplicaSet>::all(clients.root.clone()), crate::watch_config())
+    let ctx = Context::new(clients.clone(), K::IDENTITY, State { pods, expectations: Expectations::default() });
+    Controller::new(Api::<K>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(pod_stream)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|_| futures_util::future::ready(()))
         .await;
     Ok(())
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, e: &Error, _: Arc<Context<State>>) -> Action {
-    tracing::warn!(replicaset = %crate::key(rs.as_ref()), error = %e, "replicaset controller");
+fn error_policy<K: Replicated>(rs: Arc<K>, e: &Error, _: Arc<Context<State>>) -> Action {
+    tracing::warn!(object = %crate::key(rs.as_ref()), controller = K::IDENTITY, error = %e, "replica controller");
     Action::requeue(Duration::from_secs(2))
 }
 
@@ -152,12 +250,15 @@ pub fn random_name(base: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
+async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{ns}/{name}");
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let Some(spec) = rs.spec.as_ref() else { return Ok(Action::await_change()) };
+    let uid = rs.meta().uid.clone().unwrap_or_default();
+    if !rs.has_spec() {
+        return Ok(Action::await_change());
+    }
+    let selector = rs.selector();
     if !crate::synced(&ctx.state.pods) {
         return Ok(crate::not_synced());
     }
@@ -168,18 +269,18 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
     let mut owned: Vec<Arc<Pod>> = Vec::new();
     for p in &in_ns {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        let matches = selects(&spec.selector, &labels);
+        let matches = selects(&selector, &labels);
         match controller_of(&p.metadata) {
             Some(c) if c.uid == uid => {
                 if matches {
                     owned.push(p.clone());
-                } else if rs.metadata.deletion_timestamp.is_none() {
+                } else if rs.meta().deletion_timestamp.is_none() {
                     let keep: Vec<&OwnerReference> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).collect();
                     let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": p.metadata.resource_version } });
                     ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)?;
                 }
             }
-            None if matches && is_active(p) && rs.metadata.deletion_timestamp.is_none() => {
+            None if matches && is_active(p) && rs.meta().deletion_timestamp.is_none() => {
                 let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
                 refs.push(controller_ref(rs.as_ref()));
                 let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": p.metadata.resource_version } });
@@ -194,11 +295,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
 
     let mut failure: Option<(String, String)> = None;
     let in_cache = |n: &str| in_ns.iter().any(|p| p.metadata.name.as_deref() == Some(n));
-    if rs.metadata.deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache) {
-        let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    if rs.meta().deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache) {
+        let want = rs.replicas().max(0) as usize;
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
-            if let Err(e) = create_pods(&ctx, &rs, &key, n).await {
+            if let Err(e) = create_pods(&ctx, rs.as_ref(), &key, n).await {
                 ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
                 failure = Some(("FailedCreate".into(), e.to_string()));
             }
@@ -225,8 +326,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
 
     // Status from what the cache shows now (the next event brings the pods just created).
     let now = chrono::Utc::now();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let min_ready = rs.min_ready_seconds();
+    let template_labels = rs.template().and_then(|t| t.metadata).and_then(|m| m.labels).unwrap_or_default();
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let fully = active.iter().filter(|p| {
         let l = p.metadata.labels.clone().unwrap_or_default();
@@ -234,7 +335,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
     });
     let ready = active.iter().filter(|p| ready_since(p).is_some()).count() as i32;
     let available = active.iter().filter(|p| is_available(p, min_ready, now)).count() as i32;
-    let old = rs.status.clone().unwrap_or_default();
+    let old = rs.replica_status();
     let mut conditions: Vec<ReplicaSetCondition> = old.conditions.clone().unwrap_or_default().into_iter().filter(|c| c.type_ != "ReplicaFailure").collect();
     if let Some((reason, message)) = &failure {
         conditions.push(ReplicaSetCondition { type_: "ReplicaFailure".into(), status: "True".into(), reason: Some(reason.clone()), message: Some(message.clone()), last_transition_time: Some(Time(now)) });
@@ -244,13 +345,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context<State>>) -> Result<Acti
         fully_labeled_replicas: Some(fully.count() as i32),
         ready_replicas: Some(ready),
         available_replicas: Some(available),
-        observed_generation: rs.metadata.generation,
+        observed_generation: rs.meta().generation,
         conditions: if conditions.is_empty() { None } else { Some(conditions) },
     };
     if !same_status(&old, &status) {
         let mut new = (*rs).clone();
-        new.status = Some(status);
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.writer.clone(), &ns);
+        new.set_replica_status(status);
+        let api: Api<K> = Api::namespaced(ctx.writer.clone(), &ns);
         match api.replace_status(&name, &PostParams::default(), serde_json::to_vec(&new).map_err(|e| Error::Invalid(e.to_string()))?).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => return Ok(Action::requeue(Duration::from_millis(200))),
@@ -287,10 +388,10 @@ fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<bool, Error> {
 }
 
 /// Create `n` pods in slow-start batches (1, 2, 4, ...), stopping at the first error.
-async fn create_pods(ctx: &Context<State>, rs: &ReplicaSet, key: &str, n: usize) -> Result<(), kube::Error> {
+async fn create_pods<K: Replicated>(ctx: &Context<State>, rs: &K, key: &str, n: usize) -> Result<(), kube::Error> {
     let ns = rs.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
-    let template = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let template = rs.template().unwrap_or_default();
     let mut left = n;
     let mut batch = 1;
     while left > 0 {
@@ -324,7 +425,7 @@ async fn create_pods(ctx: &Context<State>, rs: &ReplicaSet, key: &str, n: usize)
     Ok(())
 }
 
-fn pod_from_template(rs: &ReplicaSet, template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Pod {
+fn pod_from_template<K: Replicated>(rs: &K, template: &PodTemplateSpec) -> Pod {
     let tm = template.metadata.clone().unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
