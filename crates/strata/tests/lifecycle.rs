@@ -137,6 +137,9 @@ fn drain_respecting_the_budget(s: &ApiServer, kubectl: &str, ns: &str, from: &st
     assert!(out.status.success(), "drain with {kubectl}: {stdout}{stderr}");
     assert!(stdout.contains(&format!("node/{from} cordoned")) && stdout.contains(&format!("node/{from} drained")), "{stdout}");
     assert!(stdout.contains(&format!("evicting pod {ns}/web-")), "{stdout}");
+    // --ignore-daemonsets: the DaemonSet's pod stays on the node.
+    assert!(stderr.contains("ignoring DaemonSet-managed Pods: dr-ds/agent-"), "{stderr}");
+    assert!(pods(s, "dr-ds").iter().any(|p| node_of(p) == from && p["metadata"]["deletionTimestamp"].is_null()), "{:?}", pods(s, "dr-ds").iter().map(|p| (name(p), node_of(p).to_string())).collect::<Vec<_>>());
     // The budget allowed one disruption at a time: the others were refused and retried.
     assert!(stderr.contains("Cannot evict pod as it would violate the pod's disruption budget.") && stderr.contains("will retry after 5s"), "{stderr}");
     let ps = pods(s, ns);
@@ -153,6 +156,14 @@ fn kubectl_drain_evicts_through_the_budget_and_uncordon_undoes_it() {
     s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=3", "-n", "dr"]);
     assert!(eventually(LONG, || pods(&s, "dr").iter().filter(|p| node_of(p) == "sim-dr-a" && p["status"]["phase"] == "Running").count() == 3));
     let b = SimNode::start(&s, "sim-dr-b");
+    // A DaemonSet (another namespace) has a pod on each node; drain leaves those alone.
+    s.ok(&["create", "namespace", "dr-ds"]);
+    let ds = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{{"name":"agent","namespace":"dr-ds"}},
+        "spec":{{"selector":{{"matchLabels":{{"app":"agent"}}}},"template":{{"metadata":{{"labels":{{"app":"agent"}}}},"spec":{{"containers":[{{"name":"c","image":"{IMG}"}}]}}}}}}}}"#
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&ds));
+    assert!(eventually(LONG, || { let ps = pods(&s, "dr-ds"); ps.len() == 2 && ps.iter().all(|p| p["status"]["phase"] == "Running") && ps.iter().any(|p| node_of(p) == "sim-dr-b") }), "{:?}", pods(&s, "dr-ds").iter().map(|p| (name(p), node_of(p).to_string())).collect::<Vec<_>>());
     s.ok(&["create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2", "-n", "dr"]);
     // The disruption controller's status, as kubectl shows it.
     assert!(eventually(LONG, || {
