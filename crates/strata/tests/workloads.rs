@@ -534,3 +534,42 @@ fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
     assert!(eventually(LONG, || get_json(&s, &format!("/api/v1/persistentvolumes/{pv_name}")).is_null()), "the provisioned volume was not deleted");
     assert!(eventually(LONG, || phase_of(&s, "/api/v1/persistentvolumes/pv-small") == "Released"));
 }
+
+#[test]
+fn statefulset_pod_on_the_real_agent_keeps_its_volume_across_restarts() {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, scheduler: true, controllers: true, env, extra: vec!["--node-name".into(), "node-vol".into()], ..Options::default() });
+    s.ok(&["create", "namespace", "stv"]);
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: stv}}\nspec:\n  serviceName: db\n  replicas: 1\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      tolerations: [{{key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}}]\n      containers:\n      - name: c\n        image: \"{image}\"\n        command: [sh, -c, 'cat /data/log 2>/dev/null; echo run-$(hostname) >> /data/log; echo started; sleep 3600']\n        volumeMounts: [{{name: data, mountPath: /data}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 16Mi}}}}}}\n"
+    );
+    // (The shared test disk may be past the 10% DiskPressure line; the pod tolerates that.)
+    s.ok_stdin(&["apply", "-f", "-"], Some(&yaml));
+    let running = |uid: &Value| {
+        eventually(Duration::from_secs(120), || {
+            let p = get_json(&s, "/api/v1/namespaces/stv/pods/db-0");
+            p["status"]["phase"] == "Running" && (uid.is_null() || p["metadata"]["uid"] != *uid) && s.kubectl(&["logs", "db-0", "-n", "stv"]).stdout.windows(7).any(|w| w == b"started")
+        })
+    };
+    assert!(running(&Value::Null), "db-0 never ran: {}\n{}", s.ok(&["describe", "pod", "db-0", "-n", "stv"]), s.ok(&["get", "events", "-n", "stv"]));
+    // The claim is bound to a provisioned hostPath volume under the server's data dir, and the
+    // container wrote into it.
+    let claim = get_json(&s, "/api/v1/namespaces/stv/persistentvolumeclaims/data-db-0");
+    assert_eq!(claim["status"]["phase"], "Bound");
+    let pv = get_json(&s, &format!("/api/v1/persistentvolumes/{}", claim["spec"]["volumeName"].as_str().unwrap_or("")));
+    let dir = std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().expect("hostPath"));
+    assert!(dir.starts_with(s.data_dir().join("volumes")), "{dir:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("log")).unwrap_or_default(), "run-db-0\n");
+    // A new db-0 gets the same claim and finds what the old one wrote.
+    let uid = get_json(&s, "/api/v1/namespaces/stv/pods/db-0")["metadata"]["uid"].clone();
+    s.ok(&["delete", "pod", "db-0", "-n", "stv"]);
+    assert!(running(&uid), "db-0 was not recreated: {}", s.ok(&["get", "events", "-n", "stv"]));
+    let logs = s.ok(&["logs", "db-0", "-n", "stv"]);
+    assert!(logs.starts_with("run-db-0\n"), "{logs}");
+    assert_eq!(std::fs::read_to_string(dir.join("log")).unwrap_or_default(), "run-db-0\nrun-db-0\n");
+    s.ok(&["delete", "sts", "db", "-n", "stv"]);
+    assert!(eventually(LONG, || live_pods(&s, "stv").is_empty() && items(&s, "/api/v1/namespaces/stv/pods").is_empty()));
+}

@@ -417,6 +417,24 @@ async fn fetch_refs(shared: &Shared, pod: &Pod) -> Result<volumes::Refs, kube::E
     for n in secrets {
         refs.secrets.insert(n.clone(), s_api.get_opt(&n).await?);
     }
+    // Claims and the volumes they are bound to (the node may get both for its pods' claims).
+    let claim_api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), ns);
+    let pv_api: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(shared.client.clone());
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(c) = &v.persistent_volume_claim else { continue };
+        let claim = claim_api.get_opt(&c.claim_name).await?;
+        let entry = match claim {
+            Some(claim) => {
+                let pv = match claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty()) {
+                    Some(n) => pv_api.get_opt(&n).await?,
+                    None => None,
+                };
+                Some((claim, pv))
+            }
+            None => None,
+        };
+        refs.claims.insert(c.claim_name.clone(), entry);
+    }
     Ok(refs)
 }
 

@@ -1,6 +1,8 @@
 //! Pod volumes on the node, under `<root_dir>/pods/<uid>/volumes/<name>`: emptyDir (a
 //! directory, or a tmpfs with `medium: Memory`), hostPath (with its type checks), configMap,
-//! secret (on a tmpfs), downwardAPI and projected. Files of the API-backed kinds are written as
+//! secret (on a tmpfs), downwardAPI, projected, and persistentVolumeClaim when the claim is
+//! bound to a hostPath or local PersistentVolume (the volume's directory itself, as kubelet's
+//! hostPath and local plugins mount it). Files of the API-backed kinds are written as
 //! kubelet's atomic writer does: a fresh timestamped directory, `..data` switched to it by one
 //! rename, and each top-level name a symlink through `..data`, so a container never sees half
 //! an update. Blocking (files and mounts).
@@ -9,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::spec::{self, PodFacts};
@@ -19,6 +21,8 @@ use super::spec::{self, PodFacts};
 pub struct Refs {
     pub configmaps: HashMap<String, Option<ConfigMap>>,
     pub secrets: HashMap<String, Option<Secret>>,
+    /// Claims by name, each with the volume it is bound to (when it is and the volume exists).
+    pub claims: HashMap<String, Option<(PersistentVolumeClaim, Option<PersistentVolume>)>>,
 }
 
 /// Why a volume could not be set up (reported as a `FailedMount` event).
@@ -293,11 +297,34 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
             }
             write_atomic(&dir, &files).map_err(|m| verr(name, m))?;
             paths.insert(v.name.clone(), dir);
+        } else if let Some(c) = &v.persistent_volume_claim {
+            paths.insert(v.name.clone(), claim_path(name, &c.claim_name, refs)?);
         } else {
             return Err(verr(name, "unsupported volume type on this node"));
         }
     }
     Ok(paths)
+}
+
+/// The directory of a claim's volume: a bound claim's hostPath (with its type check) or local
+/// path; anything else is refused with kubelet's messages.
+fn claim_path(volume: &str, claim: &str, refs: &Refs) -> Result<PathBuf, VolumeError> {
+    let Some((pvc, pv)) = refs.claims.get(claim).cloned().flatten() else {
+        return Err(verr(volume, format!("persistentvolumeclaim {claim:?} not found")));
+    };
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let Some(pv) = pv.filter(|_| bound && !volume_name.is_empty()) else {
+        return Err(verr(volume, format!("PVC {claim} is not bound")));
+    };
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(hp) = &spec.host_path {
+        return host_path(volume, &hp.path, hp.type_.as_deref().unwrap_or(""));
+    }
+    if let Some(l) = &spec.local {
+        return host_path(volume, &l.path, "Directory");
+    }
+    Err(verr(volume, format!("persistent volume {volume_name:?} is of a type this node cannot mount (hostPath and local only)")))
 }
 
 /// A hostPath volume's path after its type check (kubelet's messages).
@@ -380,5 +407,30 @@ mod tests {
         assert!(Path::new(&new).is_dir());
         assert!(host_path("v", &fs, "Socket").is_err());
         assert!(safe_relative("../x").is_none() && safe_relative("/x").is_none() && safe_relative("a/b").is_some());
+    }
+
+    #[test]
+    fn claims_mount_their_bound_host_path_volume() {
+        use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, PersistentVolumeSpec};
+        let dir = tempfile::tempdir().expect("dir");
+        let target = dir.path().join("pvc-1");
+        let pv = PersistentVolume {
+            spec: Some(PersistentVolumeSpec { host_path: Some(HostPathVolumeSource { path: target.to_string_lossy().into_owned(), type_: Some("DirectoryOrCreate".into()) }), ..Default::default() }),
+            ..Default::default()
+        };
+        let claim = |bound: bool| PersistentVolumeClaim {
+            spec: Some(PersistentVolumeClaimSpec { volume_name: bound.then(|| "pvc-1".to_string()), ..Default::default() }),
+            status: Some(PersistentVolumeClaimStatus { phase: Some(if bound { "Bound" } else { "Pending" }.into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut refs = Refs::default();
+        refs.claims.insert("bound".into(), Some((claim(true), Some(pv.clone()))));
+        refs.claims.insert("pending".into(), Some((claim(false), None)));
+        refs.claims.insert("gone".into(), None);
+        assert_eq!(claim_path("v", "bound", &refs).expect("bound"), target);
+        assert!(target.is_dir(), "DirectoryOrCreate made it");
+        assert!(claim_path("v", "pending", &refs).is_err_and(|e| e.message == "PVC pending is not bound"));
+        assert!(claim_path("v", "gone", &refs).is_err_and(|e| e.message.contains("not found")));
+        assert!(claim_path("v", "unknown", &refs).is_err());
     }
 }
