@@ -20,6 +20,9 @@
 //!    sandbox and container seen (records, netns, pinned namespaces, cgroups, mounts, processes)
 //!    is checked gone.
 //!
+//! `STRATA_BIN=PATH` runs that strata binary instead of this build's (the harness only creates
+//! objects and watches; an optimized strata with a dev-profile harness measures the same).
+//!
 //! Memory: RSS and PSS of the agent process (its pods' supervisors are separate processes and
 //! are reported apart: count and total PSS of the strata processes that are not the server or
 //! the agent).
@@ -36,7 +39,11 @@ use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_testkit::{busybox_image, free_port, Registry};
 
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+/// The strata binary under test: this build's, or `STRATA_BIN` (e.g. an optimized build when
+/// the harness itself is built in the dev profile).
+fn strata_bin() -> String {
+    std::env::var("STRATA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").to_string())
+}
 
 fn env_num(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -77,7 +84,8 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 
 /// The strata processes of this run other than `skip` (the pods' supervisors): count, PSS MiB.
 fn supervisors(skip: &[u32]) -> (usize, f64) {
-    let me = std::fs::canonicalize(STRATA).unwrap_or_else(|_| PathBuf::from(STRATA));
+    let bin = strata_bin();
+    let me = std::fs::canonicalize(&bin).unwrap_or_else(|_| PathBuf::from(&bin));
     let mut n = 0;
     let mut pss = 0.0;
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -178,7 +186,7 @@ async fn start_one(api: &Api<Pod>, seen: &Arc<Mutex<Seen>>, name: &str, image: &
 }
 
 fn strata(root: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(STRATA).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().expect("strata")
+    Command::new(strata_bin()).arg("--root").arg(root).args(args).stdin(Stdio::null()).output().expect("strata")
 }
 
 /// The ids under `<root>/<dir>`.
@@ -259,7 +267,7 @@ async fn run() {
     let port = free_port();
     let url = format!("https://127.0.0.1:{port}");
     let server = Proc(
-        Command::new(STRATA)
+        Command::new(strata_bin())
             .arg("--root")
             .arg(dir.path().join("server-root"))
             .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -278,7 +286,7 @@ async fn run() {
     assert!(token.status.success(), "strata token create: {}", String::from_utf8_lossy(&token.stderr));
     let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
     let agent = Proc(
-        Command::new(STRATA)
+        Command::new(strata_bin())
             .arg("--root")
             .arg(&root)
             .args(["agent", "--server", &url, "--token", &token, "--name", "bench-node", "--max-pods", &(n_max + 10).to_string(), "--data-dir"])
