@@ -208,6 +208,15 @@ fn definitions_are_served_converted_and_deleted() {
         "{err}"
     );
 
+    // Update (PUT) through kubectl replace, with the object's resourceVersion.
+    let mut whole = json_of(&ok(&s, &k, &["get", "rdc", "alpha", "-o", "json"], None));
+    whole["spec"]["image"] = json!("redis:8.2");
+    ok(&s, &k, &["replace", "-f", "-"], Some(&whole.to_string()));
+    assert_eq!(ok(&s, &k, &["get", "rdc", "alpha", "-o", "jsonpath={.spec.image}"], None), "redis:8.2");
+    whole["metadata"]["resourceVersion"] = json!("1");
+    let err = fails(&s, &k, &["replace", "-f", "-"], Some(&whole.to_string()));
+    assert!(err.contains("the object has been modified"), "a stale resourceVersion conflicts: {err}");
+
     // Server-side apply creates and then changes an object; client-side apply too.
     let beta = |replicas: i64| format!("apiVersion: {group}/v1\nkind: RedisCluster\nmetadata:\n  name: beta\nspec:\n  replicas: {replicas}\n  image: redis:7\n");
     assert!(ok(&s, &k, &["apply", "--server-side", "-f", "-"], Some(&beta(1))).contains("serverside-applied"));
