@@ -177,3 +177,21 @@ fn no_agent_registers_nothing() {
     assert_eq!(leases["items"].as_array().map(Vec::len), Some(0), "{leases}");
     assert!(!s.root().join("agent").exists(), "the agent prepared its root");
 }
+
+#[test]
+fn conditions_another_writer_changed_are_put_back() {
+    // The node lifecycle controller sets a silent node's conditions Unknown; once the agent is
+    // heard again (a partition healed) it must post Ready at its next status update, not only
+    // at the 5-minute report.
+    let name = format!("back-node-{}", std::process::id());
+    let s = with_agent(&["--node-name", &name, "--node-ip", "127.0.0.1"]);
+    let ready = || {
+        let out = s.kubectl(&["get", "node", &name, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(eventually(Duration::from_secs(60), || ready() == "True"), "{}", s.log());
+    let unknown = r#"{"status":{"conditions":[{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown","message":"Kubelet stopped posting node status."}]}}"#;
+    s.ok(&["patch", "node", &name, "--subresource=status", "--type=merge", "-p", unknown]);
+    assert_eq!(ready(), "Unknown");
+    assert!(eventually(Duration::from_secs(40), || ready() == "True"), "Ready stayed {}", ready());
+}

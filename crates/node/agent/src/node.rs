@@ -155,6 +155,14 @@ pub fn status(config: &crate::Config, r: &Readings, previous: Option<&NodeStatus
     }
 }
 
+/// Does the API server's status show a condition other than we would report (another writer
+/// changed it, e.g. to Unknown)? An unreadable status (`None`) is not a difference.
+pub fn conditions_differ(server: Option<&NodeStatus>, ours: &NodeStatus) -> bool {
+    let Some(server) = server else { return false };
+    let theirs = server.conditions.as_deref().unwrap_or_default();
+    ours.conditions.iter().flatten().any(|c| theirs.iter().find(|t| t.type_ == c.type_).is_none_or(|t| t.status != c.status))
+}
+
 /// Two statuses equal but for their heartbeat times: nothing worth writing.
 pub fn same_but_heartbeat(a: &NodeStatus, b: &NodeStatus) -> bool {
     let strip = |s: &NodeStatus| {
@@ -228,9 +236,13 @@ pub(crate) async fn status_loop(shared: Arc<Shared>) {
         match readings(&shared).await {
             Ok(r) => {
                 let st = status(&shared.config, &r, last.as_ref().map(|(s, _)| s), Time(Utc::now()));
+                // What the API server holds counts too (kubelet compares with the Node it reads):
+                // the node lifecycle controller sets the conditions Unknown when it stops hearing
+                // from us (a partition), and nothing else would put them back for 5 minutes.
+                let server = api.get_opt(&name).await.ok().flatten().and_then(|n| n.status);
                 let due = match &last {
                     None => true,
-                    Some((prev, at)) => !same_but_heartbeat(prev, &st) || at.elapsed() >= shared.config.status_report_frequency,
+                    Some((prev, at)) => !same_but_heartbeat(prev, &st) || at.elapsed() >= shared.config.status_report_frequency || conditions_differ(server.as_ref(), &st),
                 };
                 if due {
                     let patch = Node { status: Some(st.clone()), ..Node::default() };
@@ -367,6 +379,14 @@ mod tests {
         let t1 = Time(t0.0 + k8s_openapi::chrono::Duration::seconds(10));
         let s2 = status(&config, &readings(), Some(&s), t1.clone());
         assert!(same_but_heartbeat(&s, &s2));
+        // The API server's copy set Unknown by the node lifecycle controller is a difference.
+        assert!(!conditions_differ(Some(&s), &s2));
+        assert!(!conditions_differ(None, &s2));
+        let mut unknown = s.clone();
+        for c in unknown.conditions.iter_mut().flatten().filter(|c| c.type_ == "Ready") {
+            c.status = "Unknown".into();
+        }
+        assert!(conditions_differ(Some(&unknown), &s2));
         assert_eq!(cond(&s2, "Ready").last_heartbeat_time, Some(t1.clone()));
         assert_eq!(cond(&s2, "Ready").last_transition_time, Some(t0.clone()));
 
