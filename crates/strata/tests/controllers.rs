@@ -525,4 +525,117 @@ fn replication_controllers_keep_their_replicas_like_replicasets() {
     // Deleting the RC takes its pods (garbage collection by ownerReferences).
     s.ok(&["delete", "rc", "web", "-n", "rc1"]);
     assert!(eventually(LONG, || pods(&s, "rc1").is_empty()));
+
+fn cronjob_manifest(name: &str, ns: &str, spec: Value) -> String {
+    let mut spec = spec;
+    spec["jobTemplate"] = json!({ "spec": { "template": { "spec": { "restartPolicy": "OnFailure", "containers": [{ "name": "c", "image": IMG, "command": ["date"] }] } } } });
+    json!({ "apiVersion": "batch/v1", "kind": "CronJob", "metadata": { "name": name, "namespace": ns }, "spec": spec }).to_string()
+}
+
+fn jobs_of(s: &ApiServer, ns: &str) -> Vec<Value> {
+    items(s, &format!("/apis/batch/v1/namespaces/{ns}/jobs")).into_iter().filter(|j| j["metadata"]["deletionTimestamp"].is_null()).collect()
+}
+
+/// Make a CronJob's last run `minutes` ago (its status, as after a controller outage), so its
+/// most recent missed time is due at once instead of at the next minute boundary.
+fn backdate_last_schedule(s: &ApiServer, ns: &str, name: &str, minutes: i64) {
+    let t = (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = json!({ "status": { "lastScheduleTime": t } }).to_string();
+    let (code, out) = s.curl("PATCH", &format!("/apis/batch/v1/namespaces/{ns}/cronjobs/{name}/status"), Auth::Admin, Some("application/merge-patch+json"), Some(body.as_bytes()));
+    assert_eq!(code, 200, "{out}");
+}
+
+fn events_of(s: &ApiServer, ns: &str, name: &str) -> String {
+    s.ok(&["get", "events", "-n", ns, "--field-selector", &format!("involvedObject.name={name}")])
+}
+
+#[test]
+fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused() {
+    let s = server(Backend::Embedded);
+    for ns in ["cj1", "cj2", "cj3"] {
+        s.ok(&["create", "namespace", ns]);
+    }
+    let _done = SimulatedNode::start_as(&s, "cj1", "Succeeded");
+    let _running = SimulatedNode::start(&s, "cj2");
+    let _done3 = SimulatedNode::start_as(&s, "cj3", "Succeeded");
+
+    // Refused with kube-apiserver's messages (422), nothing stored.
+    let err = s.fails(&["create", "cronjob", "bad", "--image", IMG, "--schedule=61 * * * *", "-n", "cj1"], None);
+    assert!(err.contains(r#"spec.schedule: Invalid value: "61 * * * *": end of range (61) above maximum (59): 61"#), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&cronjob_manifest("bad", "cj1", json!({ "schedule": "0 9 * * *", "timeZone": "Mars/Olympus" }))));
+    assert!(err.contains(r#"spec.timeZone: Invalid value: "Mars/Olympus": unknown time zone Mars/Olympus"#), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&cronjob_manifest("bad", "cj1", json!({ "schedule": "CRON_TZ=UTC * * * * *" }))));
+    assert!(err.contains("cannot use TZ or CRON_TZ in schedule, use timeZone field instead"), "{err}");
+    let body = cronjob_manifest("bad", "cj1", json!({ "schedule": "@fortnightly" }));
+    let (code, out) = s.curl("POST", "/apis/batch/v1/namespaces/cj1/cronjobs", Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+    assert_eq!(code, 422, "{out}");
+    assert!(out.contains("unrecognized descriptor: @fortnightly"), "{out}");
+    assert!(get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/bad").is_null());
+    // A valid time zone and the macros are accepted; defaults as upstream's.
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("paris", "cj1", json!({ "schedule": "@daily", "timeZone": "Europe/Paris" }))));
+    let paris = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/paris");
+    assert_eq!((paris["spec"]["concurrencyPolicy"].clone(), paris["spec"]["suspend"].clone(), paris["spec"]["successfulJobsHistoryLimit"].clone(), paris["spec"]["failedJobsHistoryLimit"].clone()), (json!("Allow"), json!(false), json!(3), json!(1)));
+    let row = s.ok(&["get", "cronjob", "paris", "-n", "cj1", "--no-headers"]);
+    assert_eq!(row.split_whitespace().take(5).collect::<Vec<_>>(), ["paris", "@daily", "Europe/Paris", "False", "0"], "{row}");
+
+    // Forbid: a run is made due at once (its last one backdated); its pod never finishes, so
+    // the next minute's run is skipped.
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("solo", "cj2", json!({ "schedule": "*/1 * * * *", "concurrencyPolicy": "Forbid" }))));
+    backdate_last_schedule(&s, "cj2", "solo", 10);
+    // Suspended: nothing runs although a time is due; resumed, the missed time runs at once.
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("sleepy", "cj3", json!({ "schedule": "*/1 * * * *", "suspend": true }))));
+    backdate_last_schedule(&s, "cj3", "sleepy", 10);
+
+    // kubectl create cronjob: a Job at the next minute boundary, named after the scheduled minute.
+    s.ok(&["create", "cronjob", "tick", "--image", IMG, "--schedule=*/1 * * * *", "-n", "cj1", "--", "date"]);
+    let cj = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick");
+    assert!(eventually(LONG, || jobs_of(&s, "cj2").len() == 1), "Forbid cronjob's due run never started: {}", events_of(&s, "cj2", "solo"));
+    let solo = get_json(&s, "/apis/batch/v1/namespaces/cj2/cronjobs/solo");
+    assert_eq!(solo["status"]["active"].as_array().map(Vec::len), Some(1), "{}", solo["status"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(jobs_of(&s, "cj3").is_empty(), "a suspended cronjob ran: {:?}", jobs_of(&s, "cj3"));
+    s.ok(&["patch", "cronjob", "sleepy", "-n", "cj3", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#]);
+    assert!(eventually(LONG, || jobs_of(&s, "cj3").iter().any(|j| name(j).starts_with("sleepy-"))), "resumed cronjob did not catch up: {}", events_of(&s, "cj3", "sleepy"));
+
+    let long = Duration::from_secs(150);
+    assert!(
+        eventually(long, || {
+            let st = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
+            st["lastSuccessfulTime"].is_string() && st["active"].as_array().is_none_or(|a| a.is_empty())
+        }),
+        "tick never ran to completion: {} {}",
+        get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"],
+        events_of(&s, "cj1", "tick")
+    );
+    let st = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
+    let last = chrono::DateTime::parse_from_rfc3339(st["lastScheduleTime"].as_str().expect("lastScheduleTime")).expect("time");
+    assert_eq!(last.timestamp() % 60, 0, "scheduled on a minute boundary");
+    let ticks: Vec<Value> = jobs_of(&s, "cj1").into_iter().filter(|j| name(j).starts_with("tick-")).collect();
+    let job = ticks.iter().find(|j| name(j) == format!("tick-{}", last.timestamp() / 60)).unwrap_or_else(|| panic!("no job tick-<minutes>: {:?}", ticks.iter().map(name).collect::<Vec<_>>()));
+    let owner = controller_ref(job).expect("controller ref");
+    assert_eq!((owner["kind"].as_str(), owner["uid"].clone(), owner["blockOwnerDeletion"].clone()), (Some("CronJob"), cj["metadata"]["uid"].clone(), json!(true)));
+    assert_eq!(job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"], st["lastScheduleTime"]);
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], json!(["date"]));
+    assert!(events_of(&s, "cj1", "tick").contains("SuccessfulCreate"));
+
+    // Forbid: the next boundary passes while the first Job runs — skipped, with an Event.
+    assert!(eventually(long, || events_of(&s, "cj2", "solo").contains("JobAlreadyActive")), "{}", events_of(&s, "cj2", "solo"));
+    assert_eq!(jobs_of(&s, "cj2").len(), 1, "Forbid started a second Job");
+
+    // History limits: Jobs created from the CronJob (kubectl create job --from) are its own and
+    // are pruned to successfulJobsHistoryLimit once finished.
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("hist", "cj3", json!({ "schedule": "0 0 1 1 *", "successfulJobsHistoryLimit": 1 }))));
+    for n in ["hist-a", "hist-b", "hist-c"] {
+        s.ok(&["create", "job", n, "--from=cronjob/hist", "-n", "cj3"]);
+    }
+    let manual = get_json(&s, "/apis/batch/v1/namespaces/cj3/jobs/hist-a");
+    assert_eq!(manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual");
+    let hist = |s: &ApiServer| jobs_of(s, "cj3").into_iter().filter(|j| name(j).starts_with("hist-")).collect::<Vec<_>>();
+    assert!(
+        eventually(LONG, || { let h = hist(&s); h.len() == 1 && h[0]["status"]["succeeded"] == 1 }),
+        "history not pruned to 1: {:?} {}",
+        hist(&s).iter().map(name).collect::<Vec<_>>(),
+        events_of(&s, "cj3", "hist")
+    );
+    assert!(events_of(&s, "cj3", "hist").contains("SuccessfulDelete"));
 }

@@ -780,6 +780,7 @@ impl Api {
             crate::csr::prepare_create(user, &mut obj);
         }
         crate::validate::validate(r, &mut obj)?;
+        crate::validate::validate_create(r, &obj)?;
         self.admit_create(r, &mut obj).await?;
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
@@ -1010,6 +1011,7 @@ impl Api {
         let r = info.resource;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
+        crate::validate::validate_create(r, &obj)?;
         self.admit_create(r, &mut obj).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {

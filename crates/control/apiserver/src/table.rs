@@ -9,16 +9,20 @@ pub fn wants_table(accept: &str) -> bool {
 }
 
 fn age(obj: &Value) -> String {
-    let Some(ts) = obj["metadata"]["creationTimestamp"].as_str() else { return "<unknown>".into() };
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return "<unknown>".into() };
+    since(&obj["metadata"]["creationTimestamp"]).unwrap_or_else(|| "<unknown>".into())
+}
+
+/// How long ago a timestamp was, as kubectl's `translateTimestampSince` (None if it is not one).
+fn since(ts: &Value) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts.as_str()?).ok()?;
     let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match s {
+    Some(match s {
         0..=119 => format!("{s}s"),
         120..=599 => format!("{}m{}s", s / 60, s % 60),
         600..=10799 => format!("{}m", s / 60),
         10800..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86400),
-    }
+    })
 }
 
 fn count(v: &Value) -> usize {
@@ -70,7 +74,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("Container-Runtime", "string"),
         ],
         "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
-        "CronJob" => vec![("Schedule", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
+        "CronJob" => vec![("Schedule", "string"), ("Timezone", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
         // As upstream's printer: the creation time itself, not an age.
@@ -209,9 +213,15 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "CronJob" => c.extend([
             json!(s(&sp["schedule"])),
-            json!(sp["suspend"].as_bool().unwrap_or(false)),
+            json!(sp["timeZone"].as_str().unwrap_or("<none>")),
+            // printBoolPtr: a string, as upstream's printer writes it.
+            json!(match sp["suspend"].as_bool() {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "<unset>",
+            }),
             json!(st["active"].as_array().map_or(0, Vec::len)),
-            json!(st["lastScheduleTime"].as_str().unwrap_or("<none>")),
+            json!(since(&st["lastScheduleTime"]).unwrap_or_else(|| "<none>".into())),
             json!(age(o)),
         ]),
         "Event" => c.extend([

@@ -64,14 +64,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                 }
             }
         }
-        "CronJob" => {
-            if obj["spec"]["schedule"].as_str().unwrap_or("").is_empty() {
-                causes.push(required("spec.schedule"));
-            }
-            if obj["spec"]["jobTemplate"].is_null() {
-                causes.push(required("spec.jobTemplate"));
-            }
-        }
+        "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
             default_pod_spec(&mut obj["spec"], "spec", &mut causes);
             if obj["spec"]["restartPolicy"].is_null() {
@@ -128,10 +121,119 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     }
 }
 
+/// What only a create is checked for (after [`validate`]): a CronJob's `TZ=` in its schedule,
+/// its time zone, and its name's length (upstream's `ValidateCronJobCreate`).
+pub fn validate_create(r: &Resource, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = Vec::new();
+    if r.kind == "CronJob" {
+        cronjob_schedule_tz(obj, None, &mut causes);
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        // The controller appends 11 characters (`-<minutes since the epoch>`) for its Jobs.
+        if name.len() > 52 {
+            causes.push(invalid("metadata.name", &json!(name), "must be no more than 52 characters"));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(r, obj["metadata"]["name"].as_str().unwrap_or(""), causes))
+    }
+}
+
+/// CronJob defaults and the checks that do not depend on an old object (`validateCronJobSpec`).
+fn cronjob(obj: &mut Value, causes: &mut Vec<Cause>) {
+    let spec = &mut obj["spec"];
+    for (k, d) in [("concurrencyPolicy", json!("Allow")), ("suspend", json!(false)), ("successfulJobsHistoryLimit", json!(3)), ("failedJobsHistoryLimit", json!(1))] {
+        if spec[k].is_null() {
+            spec[k] = d;
+        }
+    }
+    match spec["schedule"].as_str().unwrap_or("") {
+        "" => causes.push(required("spec.schedule")),
+        schedule => {
+            if let Err(e) = strata_cron::parse_standard(schedule) {
+                causes.push(invalid("spec.schedule", &json!(schedule), &e.to_string()));
+            }
+        }
+    }
+    for k in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"] {
+        if spec[k].as_i64().is_some_and(|v| v < 0) {
+            causes.push(invalid(&format!("spec.{k}"), &spec[k], "must be greater than or equal to 0"));
+        }
+    }
+    match spec["concurrencyPolicy"].as_str() {
+        Some("Allow" | "Forbid" | "Replace") => {}
+        Some("") => causes.push(required("spec.concurrencyPolicy")),
+        _ => causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.concurrencyPolicy".into(),
+            message: format!("Unsupported value: {}: supported values: \"Allow\", \"Forbid\", \"Replace\"", spec["concurrencyPolicy"]),
+        }),
+    }
+    if spec["jobTemplate"].is_null() {
+        causes.push(required("spec.jobTemplate"));
+        return;
+    }
+    let template = &mut spec["jobTemplate"]["spec"]["template"];
+    if template.is_null() {
+        causes.push(required("spec.jobTemplate.spec.template"));
+    } else {
+        default_pod_spec(&mut template["spec"], "spec.jobTemplate.spec.template.spec", causes);
+        match template["spec"]["restartPolicy"].as_str() {
+            None => causes.push(required("spec.jobTemplate.spec.template.spec.restartPolicy")),
+            Some("OnFailure" | "Never") => {}
+            Some(other) => causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: "spec.jobTemplate.spec.template.spec.restartPolicy".into(),
+                message: format!("Unsupported value: {:?}: supported values: \"OnFailure\", \"Never\"", other),
+            }),
+        }
+    }
+}
+
+/// `TZ=`/`CRON_TZ=` in a schedule (refused, unless the old object had one and no timeZone is
+/// set) and `spec.timeZone` (an IANA name the system zoneinfo knows, checked when it changes),
+/// with upstream's messages.
+fn cronjob_schedule_tz(new: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let schedule = new["spec"]["schedule"].as_str().unwrap_or("");
+    let tz = &new["spec"]["timeZone"];
+    let allow_tz = old.is_some_and(|o| o["spec"]["schedule"].as_str().unwrap_or("").contains("TZ"));
+    if !schedule.is_empty() && schedule.contains("TZ") {
+        if !allow_tz {
+            causes.push(invalid("spec.schedule", &json!(schedule), "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"));
+        } else if !tz.is_null() {
+            causes.push(invalid("spec.schedule", &json!(schedule), "cannot use both timeZone field and TZ or CRON_TZ in schedule"));
+        }
+    }
+    if old.is_some_and(|o| &o["spec"]["timeZone"] == tz) {
+        return;
+    }
+    let Some(name) = tz.as_str() else { return };
+    if name.is_empty() {
+        causes.push(invalid("spec.timeZone", tz, "timeZone must be nil or non-empty string"));
+        return;
+    }
+    // IANA's naming rules, with the digits and '+' of legacy names tolerated.
+    let part_ok = |p: &str| !p.is_empty() && p.len() <= 14 && p != "." && p != ".." && !p.starts_with('-') && p.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'+'));
+    if !name.split('/').all(part_ok) {
+        causes.push(invalid("spec.timeZone", tz, &format!("unknown time zone {name}")));
+        return;
+    }
+    if name.eq_ignore_ascii_case("Local") {
+        causes.push(invalid("spec.timeZone", tz, "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"));
+    }
+    if let Err(e) = strata_cron::Zone::load(name) {
+        causes.push(invalid("spec.timeZone", tz, &e.to_string()));
+    }
+}
+
 /// What an update may not change (checked after [`validate`]): the selector of apps/v1
 /// workloads is immutable (upstream's `ValidateDeploymentUpdate` and its siblings).
 pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
+    if r.kind == "CronJob" {
+        cronjob_schedule_tz(new, Some(old), &mut causes);
+    }
     if r.group == "apps" && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") && new["spec"]["selector"] != old["spec"]["selector"] {
         causes.push(Cause { reason: "FieldValueInvalid", field: "spec.selector".into(), message: format!("Invalid value: {}: field is immutable", new["spec"]["selector"]) });
     }

@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -54,6 +55,7 @@ pub const CONTROLLERS: &[&str] = &[
     statefulset::IDENTITY,
     volume::IDENTITY,
     disruption::IDENTITY,
+    cronjob::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -143,6 +145,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         statefulset::IDENTITY => statefulset::run(c).await,
                         volume::IDENTITY => volume::run(c).await,
                         disruption::IDENTITY => disruption::run(c).await,
+                        cronjob::IDENTITY => cronjob::run(c).await,
                         _ => Ok(()),
                     }
                 });
