@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(runc busybox-static gcc libc6-dev util-linux docker-registry containernetworking-plugins etcd-server curl protobuf-compiler
-  syslinux syslinux-common mtools dosfstools iproute2 openssl)
+  syslinux syslinux-common mtools dosfstools iproute2 openssl tzdata)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
