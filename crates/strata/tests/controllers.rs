@@ -626,10 +626,10 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     // are pruned to successfulJobsHistoryLimit once finished.
     s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("hist", "cj3", json!({ "schedule": "0 0 1 1 *", "successfulJobsHistoryLimit": 1 }))));
     for n in ["hist-a", "hist-b", "hist-c"] {
-        s.ok(&["create", "job", n, "--from=cronjob/hist", "-n", "cj3"]);
+        let created: Value = serde_json::from_str(&s.ok(&["create", "job", n, "--from=cronjob/hist", "-n", "cj3", "-o", "json"])).expect("job json");
+        assert_eq!(created["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual");
+        assert_eq!(controller_ref(&created).expect("owner")["name"], "hist");
     }
-    let manual = get_json(&s, "/apis/batch/v1/namespaces/cj3/jobs/hist-a");
-    assert_eq!(manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual");
     let hist = |s: &ApiServer| jobs_of(s, "cj3").into_iter().filter(|j| name(j).starts_with("hist-")).collect::<Vec<_>>();
     assert!(
         eventually(LONG, || { let h = hist(&s); h.len() == 1 && h[0]["status"]["succeeded"] == 1 }),
