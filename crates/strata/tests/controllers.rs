@@ -525,6 +525,7 @@ fn replication_controllers_keep_their_replicas_like_replicasets() {
     // Deleting the RC takes its pods (garbage collection by ownerReferences).
     s.ok(&["delete", "rc", "web", "-n", "rc1"]);
     assert!(eventually(LONG, || pods(&s, "rc1").is_empty()));
+}
 
 fn cronjob_manifest(name: &str, ns: &str, spec: Value) -> String {
     let mut spec = spec;
