@@ -41,8 +41,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How soon a failed container start is tried again.
 const WORKER_BACKOFF: Duration = Duration::from_secs(10);
-/// How often a pod is reconciled without a change (kubelet's relist is 1 s).
+/// How often a pod with something pending (a container waiting, backing off or not yet
+/// started, probes to run) is reconciled without a change (kubelet's relist is 1 s).
 const RESYNC: Duration = Duration::from_secs(1);
+/// How often a settled pod is reconciled without a change: its containers' starts and exits
+/// come as driver events, its spec changes through the watch.
+const RESYNC_SETTLED: Duration = Duration::from_secs(10);
+/// Whether the driver's container events reach the workers (else every pod resyncs at RESYNC).
+static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// How often referenced ConfigMaps and Secrets are read again.
 const REFS_REFRESH: Duration = Duration::from_secs(10);
 
@@ -115,6 +121,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     return;
                 }
             };
+            DRIVER_EVENTS.store(true, std::sync::atomic::Ordering::Release);
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let reader = std::thread::Builder::new().name("agent-pod-events".into()).spawn(move || {
                 while let Ok(ev) = feed.recv() {
@@ -122,6 +129,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                         break;
                     }
                 }
+                DRIVER_EVENTS.store(false, std::sync::atomic::Ordering::Release);
             });
             if let Err(e) = reader {
                 tracing::warn!(error = %e, "starting the container event reader");
@@ -202,7 +210,12 @@ struct PodState {
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
     let mut st = PodState::default();
     loop {
-        let pod = reader.state().into_iter().find(|p| uid_of(p) == uid);
+        // By name once known (a lookup), else by uid (a scan of the node's pods).
+        let known = st.last_pod.as_ref().map(|p| reflector::ObjectRef::<Pod>::new(p.metadata.name.as_deref().unwrap_or("")).within(p.metadata.namespace.as_deref().unwrap_or("")));
+        let pod = match known {
+            Some(r) => reader.get(&r).filter(|p| uid_of(p) == uid),
+            None => reader.state().into_iter().find(|p| uid_of(p) == uid),
+        };
         match pod {
             Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
                 sync_pod(&shared, &pod, &mut st).await;
@@ -225,11 +238,26 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
                 return;
             }
         }
+        let resync = if settled(st.last_pod.as_deref(), &st) { RESYNC_SETTLED } else { RESYNC };
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(resync) => {}
         }
     }
+}
+
+/// Nothing for the worker to do until an event: every container running (as last written),
+/// none waiting or backing off, no probes, and the driver's events arriving.
+fn settled(pod: Option<&Pod>, st: &PodState) -> bool {
+    let Some(pod) = pod else { return false };
+    if !DRIVER_EVENTS.load(std::sync::atomic::Ordering::Acquire) || !st.waiting.is_empty() || !st.retry_at.is_empty() || !st.image_backoff.is_empty() {
+        return false;
+    }
+    let probes = spec::all_containers(pod).iter().any(|c| c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some());
+    let running = st.last_status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Running") && s.container_statuses.iter().flatten().all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+    });
+    !probes && running
 }
 
 fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
@@ -1106,6 +1134,7 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
 /// was not just written: the watch may lag behind).
 async fn write_status(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, status: PodStatus) {
     if pod.status.as_ref() == Some(&status) {
+        st.last_status = Some(status);
         return;
     }
     if st.last_status.as_ref() == Some(&status) && st.last_write.is_some_and(|t| t.elapsed() < Duration::from_secs(3)) {
