@@ -573,3 +573,27 @@ fn statefulset_pod_on_the_real_agent_keeps_its_volume_across_restarts() {
     s.ok(&["delete", "sts", "db", "-n", "stv"]);
     assert!(eventually(LONG, || live_pods(&s, "stv").is_empty() && items(&s, "/api/v1/namespaces/stv/pods").is_empty()));
 }
+
+#[test]
+fn statefulset_claim_retention_policy_delete_removes_claims_with_their_pods_and_set() {
+    let s = server();
+    s.ok(&["create", "namespace", "st3"]);
+    sim_node(&s, "sim-s3", &[], &[]);
+    let _kubelets = SimKubelets::start(&s, "st3");
+    let yaml = statefulset_yaml("st3", 3, "Parallel", "registry.invalid/web:v1").replace("  volumeClaimTemplates:\n", "  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}\n  volumeClaimTemplates:\n");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&yaml));
+    wait_names(&s, "st3", &["web-0", "web-1", "web-2"]);
+    let claims = || -> Vec<String> { items(&s, "/api/v1/namespaces/st3/persistentvolumeclaims").iter().filter(|c| c["metadata"]["deletionTimestamp"].is_null()).map(name).collect() };
+    assert!(eventually(LONG, || claims() == ["www-web-0", "www-web-1", "www-web-2"]), "{:?}", claims());
+    // whenDeleted: Delete makes the set an owner of each claim.
+    let set_uid = get_json(&s, "/apis/apps/v1/namespaces/st3/statefulsets/web")["metadata"]["uid"].clone();
+    let owner = &get_json(&s, "/api/v1/namespaces/st3/persistentvolumeclaims/www-web-0")["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["kind"].as_str(), owner["uid"].clone()), (Some("StatefulSet"), set_uid));
+    // whenScaled: Delete: the claims of pods scaled away go with them.
+    s.ok(&["scale", "sts/web", "--replicas=1", "-n", "st3"]);
+    wait_names(&s, "st3", &["web-0"]);
+    assert!(eventually(LONG, || claims() == ["www-web-0"]), "{:?}", claims());
+    // Deleting the set takes the remaining claim too.
+    s.ok(&["delete", "sts", "web", "-n", "st3"]);
+    assert!(eventually(LONG, || claims().is_empty() && live_pods(&s, "st3").is_empty()), "{:?}", claims());
+}

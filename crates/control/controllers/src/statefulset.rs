@@ -264,10 +264,13 @@ impl Pass<'_> {
             if refs.iter().any(|r| Some(&r.uid) == p.metadata.uid.as_ref()) {
                 continue;
             }
-            let mut new: Vec<OwnerReference> = refs.into_iter().filter(|r| r.kind != "StatefulSet").collect();
-            new.push(owner_ref("v1", "Pod", &p.metadata));
-            let patch = json!({ "metadata": { "ownerReferences": new, "resourceVersion": cur.metadata.resource_version } });
-            match api.patch(&cur.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            let mut new_refs: Vec<OwnerReference> = refs.into_iter().filter(|r| r.kind != "StatefulSet").collect();
+            new_refs.push(owner_ref("v1", "Pod", &p.metadata));
+            // An update (upstream's role grants the controller update on claims, not patch),
+            // carrying the cached resourceVersion.
+            let mut new = (*cur).clone();
+            new.metadata.owner_references = Some(new_refs);
+            match api.replace(&cur.name_any(), &PostParams::default(), &new).await {
                 Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
                 Err(e) => return Err(e.into()),
             }
