@@ -144,6 +144,9 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
                 unknown.push(format!("metadata.{k}"));
             }
         }
+        if r.group == "strata.dev" && r.kind == "VirtualMachine" {
+            crate::vm::strip_unknown(obj, &mut unknown);
+        }
     }
     unknown
 }

@@ -54,6 +54,7 @@ pub mod structural;
 pub mod table;
 pub mod tolerations;
 pub mod validate;
+pub mod vm;
 pub mod watchcache;
 
 pub use server::{Server, ServerConfig, ServerError};

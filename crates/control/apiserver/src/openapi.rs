@@ -10,8 +10,8 @@
 //! validating on the client; `kubectl explain` walks the schemas. For a kind the server does not
 //! serve, kubectl validates on the client with the v2 document. Definitions carry upstream's
 //! names (`io.k8s.api.apps.v1.Deployment`, `io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`);
-//! kinds outside the message table (Lease, EndpointSlice, VirtualMachine) get an envelope that
-//! preserves unknown fields. Fields carry upstream's patch and list metadata
+//! kinds outside the message table (Lease, EndpointSlice) get an envelope that preserves unknown
+//! fields; VirtualMachine has its own typed, described schema (`crate::vm`). Fields carry upstream's patch and list metadata
 //! ([`crate::k8s_meta`], generated from k8s.io/api): `x-kubernetes-patch-strategy`,
 //! `x-kubernetes-patch-merge-key`, `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
 //! `x-kubernetes-map-type` (and `atomic` on `+structType=atomic` types), so kubectl's
@@ -174,7 +174,7 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
 }
 
 /// Definitions of `root` and of every message it reaches.
-fn message_definitions(root: &'static str, flavor: Flavor, out: &mut Map<String, Value>) {
+pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut Map<String, Value>) {
     let mut todo = vec![root];
     while let Some(m) = todo.pop() {
         let Some(name) = definition_name(m) else { continue };
@@ -254,6 +254,13 @@ fn builtin_kind_definitions(r: &Resource, flavor: Flavor, name: &str, descriptio
             message_definitions(msg, flavor, out);
             if let Some(s) = out.get_mut(&name) {
                 s["description"] = json!(description);
+                type_meta_properties(&mut s["properties"]);
+                s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
+            }
+        }
+        None if r.group == "strata.dev" && r.kind == "VirtualMachine" => {
+            crate::vm::definitions(flavor, out);
+            if let Some(s) = out.get_mut(&name) {
                 type_meta_properties(&mut s["properties"]);
                 s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
             }

@@ -76,7 +76,17 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
         "CronJob" => vec![("Schedule", "string"), ("Timezone", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
-        "VirtualMachine" => vec![("Status", "string"), ("Node", "string"), ("Age", "string")],
+        "VirtualMachine" => vec![
+            ("Status", "string"),
+            ("Node", "string"),
+            ("IP", "string"),
+            ("Accelerator", "string"),
+            ("Age", "string"),
+            ("Run-Strategy", "string"),
+            ("CPU", "integer"),
+            ("Memory", "string"),
+            ("Restarts", "integer"),
+        ],
         // As upstream's printer: the creation time itself, not an age.
         "CustomResourceDefinition" => vec![("Created At", "date")],
         "ControllerRevision" => vec![("Controller", "string"), ("Revision", "integer"), ("Age", "string")],
@@ -230,7 +240,21 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(format!("{}/{}", s(&o["involvedObject"]["kind"]).to_lowercase(), s(&o["involvedObject"]["name"]))),
             json!(s(&o["message"])),
         ]),
-        "VirtualMachine" => c.extend([json!(st["phase"].as_str().unwrap_or("Pending")), json!(sp["nodeName"].as_str().unwrap_or("<none>")), json!(age(o))]),
+        "VirtualMachine" => {
+            let or_none = |v: &Value| v.as_str().filter(|v| !v.is_empty()).unwrap_or("<none>").to_string();
+            let status = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating".to_string() } else { or_none(&st["printableStatus"]) };
+            c.extend([
+                json!(status),
+                json!(or_none(&st["nodeName"])),
+                json!(or_none(&st["ipAddress"])),
+                json!(or_none(&st["accelerator"])),
+                json!(age(o)),
+                json!(s(&sp["runStrategy"])),
+                json!(int(&sp["cpu"])),
+                json!(s(&sp["memory"])),
+                json!(int(&st["restartCount"])),
+            ]);
+        }
         "CustomResourceDefinition" => c.push(o["metadata"]["creationTimestamp"].clone()),
         "PersistentVolume" => {
             let claim = if sp["claimRef"].is_object() { format!("{}/{}", s(&sp["claimRef"]["namespace"]), s(&sp["claimRef"]["name"])) } else { String::new() };
@@ -328,6 +352,7 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
                 "Pod" => matches!(*name, "IP" | "Node"),
                 "Node" => i > 4,
                 "PersistentVolume" | "PersistentVolumeClaim" => *name == "VolumeMode",
+                "VirtualMachine" => i > 5,
                 _ => false,
             };
             let priority = if wide { 1 } else { 0 };

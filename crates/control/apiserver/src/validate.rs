@@ -84,6 +84,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "PersistentVolume" => crate::storage::validate_pv(obj, &mut causes),
         "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
         "StorageClass" => crate::storage::validate_sc(obj, &mut causes),
+        "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
             if let Some(data) = obj["data"].as_object() {

@@ -16,6 +16,7 @@ use base64::Engine as _;
 
 pub mod leader;
 pub mod quantity;
+pub mod vm;
 
 pub use kube;
 pub use k8s_openapi;
