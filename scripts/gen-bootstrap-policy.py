@@ -8,7 +8,7 @@ a few seconds), reads those files and writes
 crates/control/apiserver/src/bootstrap_policy.json, which the API server embeds and
 reconciles at every start.
 
-strata's additions are what kubeadm creates at `kubeadm init` for joining nodes (named
+strata's additions are the role of its own VirtualMachine controller and what kubeadm creates at `kubeadm init` for joining nodes (named
 `strata:` instead of `kubeadm:`): bootstrap tokens (group `system:bootstrappers`) may create
 CertificateSigningRequests (`system:node-bootstrapper`) and have node client CSRs approved
 (`...:nodeclient`), nodes may renew their own (`...:selfnodeclient`), and anyone may read
@@ -78,6 +78,26 @@ EXTRA_OBJECTS = [
     },
     binding("RoleBinding", "strata:bootstrap-signer-clusterinfo", "strata:bootstrap-signer-clusterinfo",
             "User", "system:anonymous", namespace="kube-public"),
+    # strata's own controller (strata_controllers::virtualmachine), written like upstream's
+    # controller roles: it runs VirtualMachines through launcher pods it owns.
+    {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "strata:controller:virtualmachine-controller", "labels": LABELS, "annotations": ANNOTATIONS},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "delete", "get", "list", "watch"]},
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines/status"], "verbs": ["patch", "update"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "strata:controller:virtualmachine-controller", "labels": LABELS, "annotations": ANNOTATIONS},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "strata:controller:virtualmachine-controller"},
+        "subjects": [{"kind": "ServiceAccount", "name": "virtualmachine-controller", "namespace": "kube-system"}],
+    },
 ]
 
 

@@ -61,6 +61,10 @@ pub struct VmSpec {
     /// Virtual size of the VM's disk (at least the base image's); default: the base's.
     #[serde(default)]
     pub disk_size_bytes: Option<u64>,
+    /// cloud-init network-config file for the seed, instead of the one the driver writes with
+    /// the VM's bridge address.
+    #[serde(default)]
+    pub network_config: Option<std::path::PathBuf>,
 }
 
 /// What runs: an OCI image and how to run it. Unset fields come from the image config,

@@ -29,6 +29,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
 pub mod volume;
+pub mod virtualmachine;
 
 pub use strata_client::leader;
 
@@ -56,6 +57,7 @@ pub const CONTROLLERS: &[&str] = &[
     volume::IDENTITY,
     disruption::IDENTITY,
     cronjob::IDENTITY,
+    virtualmachine::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -146,6 +148,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         volume::IDENTITY => volume::run(c).await,
                         disruption::IDENTITY => disruption::run(c).await,
                         cronjob::IDENTITY => cronjob::run(c).await,
+                        virtualmachine::IDENTITY => virtualmachine::run(c).await,
                         _ => Ok(()),
                     }
                 });

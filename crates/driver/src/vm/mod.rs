@@ -570,6 +570,9 @@ impl VmDriver {
             self.save(r)?;
             network_config = Some(network_config_v2(mac, &lease));
         }
+        if let Some(own) = setup.network_config {
+            network_config = Some(String::from_utf8_lossy(own).into_owned());
+        }
         // The seed carries the user's user-data and, on the bridge, the guest's address (there
         // is no DHCP server on the node bridge).
         if setup.user_data.is_some() || network_config.is_some() {
@@ -696,6 +699,8 @@ struct Setup<'a> {
     qemu_img: &'a Path,
     base: Option<&'a (PathBuf, qemu::ImageInfo)>,
     user_data: Option<&'a [u8]>,
+    /// The caller's network-config (else the driver's, with the bridge address).
+    network_config: Option<&'a [u8]>,
     disk_size: Option<u64>,
 }
 
@@ -792,6 +797,7 @@ impl Driver for VmDriver {
         }
         let initrd = spec.initrd.as_deref().map(|p| boot_file("initrd", p)).transpose()?;
         let user_data = spec.cloud_init.as_deref().map(read_user_data).transpose()?;
+        let network_config = spec.network_config.as_deref().map(read_user_data).transpose()?;
         let qemu_bin = qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
         let qemu_img = qemu::qemu_img_binary().map_err(Error::FailedPrecondition)?;
         let base = match base {
@@ -890,6 +896,7 @@ impl Driver for VmDriver {
             qemu_img: &qemu_img,
             base: base.as_ref(),
             user_data: user_data.as_deref(),
+            network_config: network_config.as_deref(),
             disk_size: spec.disk_size_bytes,
         };
         let result = self.save(&record).and_then(|()| self.create_inner(&mut record, &setup));

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub client: kube::Client,
     pub driver: Arc<ContainerDriver>,
+    /// The VM driver (launcher pods of VirtualMachines), when this node runs VMs.
+    pub vms: std::sync::OnceLock<Arc<VmDriver>>,
     /// Whether VMs here run under KVM, once the probe has answered.
     pub kvm: std::sync::OnceLock<bool>,
     /// The Event recorder (`kubelet`), started by [`Agent::run`] on its runtime.
@@ -94,11 +96,16 @@ pub struct Agent {
 impl Agent {
     /// `client` must authenticate as `system:node:<config.node_name>` (group `system:nodes`).
     pub fn new(config: Config, client: kube::Client, driver: Arc<ContainerDriver>) -> Agent {
-        Agent { shared: Arc::new(Shared { config, client, driver, kvm: std::sync::OnceLock::new(), events: std::sync::OnceLock::new() }), vms: None }
+        Agent {
+            shared: Arc::new(Shared { config, client, driver, vms: std::sync::OnceLock::new(), kvm: std::sync::OnceLock::new(), events: std::sync::OnceLock::new() }),
+            vms: None,
+        }
     }
 
-    /// The VM driver whose KVM probe decides the `strata.dev/kvm` label (`false` without one).
+    /// The VM driver: it runs the launcher pods of VirtualMachines, and its KVM probe decides
+    /// the `strata.dev/kvm` label (`false` without one).
     pub fn with_vm_driver(mut self, vms: Arc<VmDriver>) -> Agent {
+        let _ = self.shared.vms.set(vms.clone());
         self.vms = Some(vms);
         self
     }

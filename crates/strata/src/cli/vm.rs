@@ -287,6 +287,7 @@ fn create(d: &VmDriver, a: CreateArgs) -> anyhow::Result<()> {
             append: a.append,
             disk: a.disk,
             cloud_init: a.cloud_init,
+            network_config: None,
             disk_size_bytes: a
                 .disk_size
                 .as_deref()

@@ -433,6 +433,13 @@ impl Drop for ApiServer {
                 }
             }
             let strata = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.root()).args(args).stdin(Stdio::null()).output();
+            // VMs (launcher pods' QEMUs outlive the agent too), with their taps and leases.
+            if let Ok(out) = strata(&["vm", "list", "-o", "json"]) {
+                let vms: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                for id in vms.as_array().into_iter().flatten().filter_map(|v| v["id"].as_str()) {
+                    let _ = strata(&["vm", "rm", "-f", id]);
+                }
+            }
             if let Ok(out) = strata(&["ps", "-aq", "--no-trunc"]) {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = strata(&["rm", "-f", id]);

@@ -10,6 +10,7 @@
 pub mod probes;
 pub mod spec;
 pub mod status;
+mod vm;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -168,6 +169,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             if let Some(Ok(sbs)) = blocking(move || driver.list_pod_sandboxes(&SandboxFilter::default())).await {
                 uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
             }
+            if let Some(vms) = shared.vms.get().cloned() {
+                if let Some(found) = blocking(move || vm::pod_uids(&vms)).await {
+                    uids.extend(found);
+                }
+            }
             for uid in uids {
                 if ensure_worker(&shared, &workers, &reader, &uid).is_none() {
                     return;
@@ -205,6 +211,8 @@ struct PodState {
     container_ids: Option<(String, Vec<String>)>,
     /// The node's allocatable resources (for resourceFieldRef), read every REFS_REFRESH.
     allocatable: Option<(BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, Instant)>,
+    /// A launcher pod's VM: its accelerator and why (asked once).
+    accelerator: Option<(String, String)>,
 }
 
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
@@ -218,7 +226,11 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
         };
         match pod {
             Some(pod) if pod.metadata.deletion_timestamp.is_none() => {
-                sync_pod(&shared, &pod, &mut st).await;
+                if vm::is_launcher(&pod) {
+                    vm::sync(&shared, &pod, &mut st).await;
+                } else {
+                    sync_pod(&shared, &pod, &mut st).await;
+                }
                 st.last_pod = Some(pod);
             }
             _ => {
@@ -250,6 +262,10 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
 /// none waiting or backing off, no probes, and the driver's events arriving.
 fn settled(pod: Option<&Pod>, st: &PodState) -> bool {
     let Some(pod) = pod else { return false };
+    // A launcher pod's VM ends without a container event: its worker keeps looking every second.
+    if vm::is_launcher(pod) {
+        return false;
+    }
     if !DRIVER_EVENTS.load(std::sync::atomic::Ordering::Acquire) || !st.waiting.is_empty() || !st.retry_at.is_empty() || !st.image_backoff.is_empty() {
         return false;
     }
@@ -274,6 +290,9 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
         .unwrap_or(30)
         .max(2) as u64;
     let grace = Duration::from_secs(grace);
+    if vm::terminate(shared, uid, pod, grace).await > 0 {
+        tracing::info!(pod = %uid, "virtual machine powered off and removed");
+    }
     let driver = shared.driver.clone();
     let uid_owned = uid.to_string();
     let listed = blocking(move || {

@@ -1,0 +1,344 @@
+//! Launcher pods: a pod carrying a VirtualMachine's spec ([`vm::SPEC_ANNOTATION`], put there by
+//! the VM controller) is one boot of that VM. Its worker runs the VM through the VM driver only
+//! (named `pod-<uid>`, labelled with the pod's uid, so a restarted agent finds and adopts it):
+//! the pod is Running with the guest's address as its podIP while QEMU runs, Succeeded when the
+//! guest powered off cleanly (exit 0), Failed otherwise; its one container `compute` stands for
+//! the VM in the pod's status. The condition [`vm::KVM_CONDITION`] says which accelerator runs it
+//! and why. Deleting the pod powers the guest off (ACPI power button), forced after the grace
+//! period, and removes the VM (QEMU, tap, lease, overlay). A finished pod's VM is removed at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, Secret,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use strata_client::vm::{self, VirtualMachineSpec};
+use strata_driver::pod::labels;
+use strata_driver::{CreateRequest, Driver, PortMapping, Resources, Status, VmDriver, VmSpec, Workload, WorkloadState};
+
+use super::{blocking, event, pod_dir, uid_of, write_status, PodState, WORKER_BACKOFF};
+use crate::Shared;
+
+/// Is this pod the launcher of a VM?
+pub(crate) fn is_launcher(pod: &Pod) -> bool {
+    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(vm::SPEC_ANNOTATION))
+}
+
+/// The driver's name of the VM a launcher pod runs.
+fn vm_name(uid: &str) -> String {
+    format!("pod-{uid}")
+}
+
+/// The VMs of pod `uid` (one, unless a create was interrupted).
+fn vms_of(vms: &VmDriver, uid: &str) -> Result<Vec<WorkloadState>, strata_driver::Error> {
+    Ok(vms.list()?.into_iter().filter(|w| w.labels.get(labels::POD_UID).map(String::as_str) == Some(uid)).collect())
+}
+
+/// The pod uids of every VM the agent started (for the sweep: a VM whose pod is gone is
+/// stopped and removed).
+pub(crate) fn pod_uids(vms: &VmDriver) -> Vec<String> {
+    vms.list().map(|l| l.into_iter().filter_map(|w| w.labels.get(labels::POD_UID).cloned()).collect()).unwrap_or_default()
+}
+
+/// Times as the API server keeps them (whole seconds), so a status read back compares equal.
+fn time(rfc3339: Option<&str>) -> Option<Time> {
+    use k8s_openapi::chrono::SubsecRound;
+    rfc3339.and_then(|t| k8s_openapi::chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| Time(t.with_timezone(&k8s_openapi::chrono::Utc).trunc_subsecs(0)))
+}
+
+/// What the worker knows of its VM now.
+enum Seen {
+    /// Not created (yet), with why it waits.
+    Waiting(String, String),
+    Vm(Box<WorkloadState>),
+    /// It ran, and its VM is gone (removed by hand): the boot is over.
+    Lost,
+}
+
+/// One sync of a launcher pod that is not being deleted.
+pub(crate) async fn sync(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
+    let uid = uid_of(pod);
+    let Some(vms) = shared.vms.get().cloned() else {
+        let status = finished_status(pod, "Failed", "NoVMDriver", "this node runs no virtual machines");
+        write_status(shared, st, pod, status).await;
+        return;
+    };
+    let terminal = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    if terminal {
+        // The boot is over and recorded: free the tap, address and overlay.
+        let u = uid.clone();
+        let v = vms.clone();
+        let _ = blocking(move || vms_of(&v, &u).and_then(|l| l.iter().try_for_each(|w| v.delete(&w.id, true)))).await;
+        return;
+    }
+    let (u, v) = (uid.clone(), vms.clone());
+    let found = match blocking(move || vms_of(&v, &u)).await {
+        Some(Ok(l)) => l.into_iter().max_by(|a, b| a.created_at.cmp(&b.created_at)),
+        Some(Err(e)) => {
+            tracing::warn!(pod = %uid, error = %e, "listing the VMs");
+            return;
+        }
+        None => return,
+    };
+    let started_before = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some())));
+    let seen = match found {
+        Some(w) => Seen::Vm(Box::new(w)),
+        None if started_before => Seen::Lost,
+        None if st.retry_at.get(vm::LAUNCHER_CONTAINER).is_some_and(|t| Instant::now() < *t) => {
+            let (r, m) = st.waiting.get(vm::LAUNCHER_CONTAINER).cloned().unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
+            Seen::Waiting(r, m)
+        }
+        None => match create(shared, &vms, pod).await {
+            Ok(w) => {
+                event(shared, st, pod, Some(vm::LAUNCHER_CONTAINER), false, "Started", format!("Started virtual machine {}", w.name)).await;
+                st.waiting.remove(vm::LAUNCHER_CONTAINER);
+                st.retry_at.remove(vm::LAUNCHER_CONTAINER);
+                Seen::Vm(Box::new(w))
+            }
+            Err(msg) => {
+                event(shared, st, pod, Some(vm::LAUNCHER_CONTAINER), true, "Failed", format!("Error: {msg}")).await;
+                st.waiting.insert(vm::LAUNCHER_CONTAINER.into(), ("VMCreateError".into(), msg.clone()));
+                st.retry_at.insert(vm::LAUNCHER_CONTAINER.into(), Instant::now() + WORKER_BACKOFF);
+                Seen::Waiting("VMCreateError".into(), msg)
+            }
+        },
+    };
+    if let Seen::Vm(w) = &seen {
+        if st.accelerator.is_none() {
+            let (v, id) = (vms.clone(), w.id.clone());
+            if let Some(Ok((_, d))) = blocking(move || v.details(&id)).await {
+                st.accelerator = Some((d.accelerator, d.accelerator_reason));
+            }
+        }
+    }
+    let host_ip = shared.config.node_ip.map(|i| i.to_string()).unwrap_or_else(|| crate::machine::internal_ip().to_string());
+    let status = status(pod, &seen, st.accelerator.as_ref(), &host_ip);
+    write_status(shared, st, pod, status).await;
+}
+
+/// Create and start the pod's VM; a clear message when it cannot be.
+async fn create(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod) -> Result<WorkloadState, String> {
+    let uid = uid_of(pod);
+    let spec: VirtualMachineSpec = match vm::launcher_spec(pod) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(format!("the launcher's VM spec does not decode: {e}")),
+        None => return Err("not a launcher pod".into()),
+    };
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let (mut user_data, mut network_data) = spec.cloud_init.as_ref().map(|c| (c.user_data.clone().map(String::into_bytes), c.network_data.clone().map(String::into_bytes))).unwrap_or_default();
+    if let Some(r) = spec.cloud_init.as_ref().and_then(|c| c.secret_ref.as_ref()) {
+        let api: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
+        let secret = api.get_opt(&r.name).await.map_err(|e| format!("reading Secret {ns}/{}: {e}", r.name))?.ok_or_else(|| format!("Secret {ns}/{} not found", r.name))?;
+        let data = secret.data.unwrap_or_default();
+        let key = |names: [&str; 2]| names.iter().find_map(|n| data.get(*n)).map(|b| b.0.clone());
+        user_data = Some(key(["userdata", "userData"]).ok_or_else(|| format!("Secret {ns}/{} has no userdata (or userData) key", r.name))?);
+        network_data = key(["networkdata", "networkData"]);
+    }
+    let dir = pod_dir(shared, &uid).join("cloud-init");
+    let write = |name: &str, data: &Option<Vec<u8>>| -> Result<Option<PathBuf>, String> {
+        let Some(d) = data else { return Ok(None) };
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::io::Write::write_all(&mut f, d).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(Some(path))
+    };
+    let cloud_init = write("user-data", &user_data)?;
+    let network_config = write("network-config", &network_data)?;
+    let memory = spec.memory_bytes().ok_or_else(|| format!("memory {:?} is not a quantity", spec.memory))?;
+    let disk_size_bytes = match spec.boot.disk.as_ref().and_then(|d| d.size.as_deref()) {
+        Some(s) => Some(strata_client::quantity::parse_milli(s).and_then(|m| u64::try_from((m + 999) / 1000).ok()).ok_or_else(|| format!("disk size {s:?} is not a quantity"))?),
+        None => None,
+    };
+    let ports: Vec<PortMapping> = spec
+        .ports
+        .iter()
+        .filter_map(|p| {
+            let host = u16::try_from(p.host_port?).ok()?;
+            Some(PortMapping { host_ip: p.host_ip.as_deref().and_then(|i| i.parse().ok()), host_port: host, container_port: u16::try_from(p.container_port).ok()? })
+        })
+        .collect();
+    let name_of = |f: &Option<String>| f.clone().unwrap_or_default();
+    let req = CreateRequest {
+        name: Some(vm_name(&uid)),
+        labels: BTreeMap::from([
+            (labels::POD_UID.to_string(), uid.clone()),
+            (labels::POD_NAME.to_string(), name_of(&pod.metadata.name)),
+            (labels::POD_NAMESPACE.to_string(), ns),
+        ]),
+        resources: Resources { memory_bytes: Some(memory), cpus: Some(f64::from(spec.cpus())), pids: None },
+        network: VmDriver::default_network(),
+        ports,
+        workload: Workload::Vm(VmSpec {
+            kernel: spec.boot.kernel.as_ref().map(|k| PathBuf::from(&k.path)),
+            initrd: spec.boot.kernel.as_ref().and_then(|k| k.initrd.as_ref()).map(PathBuf::from),
+            append: spec.boot.kernel.as_ref().and_then(|k| k.cmdline.clone()),
+            disk: spec.boot.disk.as_ref().and_then(|d| d.path.as_ref()).map(PathBuf::from),
+            cloud_init,
+            network_config,
+            disk_size_bytes,
+        }),
+        auto_remove: false,
+    };
+    let v = vms.clone();
+    match blocking(move || v.run(&req).and_then(|id| v.state(&id))).await {
+        Some(Ok(w)) => Ok(w),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("interrupted".into()),
+    }
+}
+
+/// Stop pod `uid`'s VMs as a pod deletion asks: the ACPI power button, forced when `grace` has
+/// run out; then remove them (QEMU, tap, lease, overlay). Returns how many there were.
+pub(crate) async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, grace: Duration) -> usize {
+    let Some(vms) = shared.vms.get().cloned() else { return 0 };
+    let (u, v) = (uid.to_string(), vms.clone());
+    let Some(Ok(found)) = blocking(move || vms_of(&v, &u)).await else { return 0 };
+    for w in &found {
+        if matches!(w.status, Status::Running | Status::Paused | Status::Created) {
+            if let Some(p) = pod {
+                super::post_event(shared, p, Some(vm::LAUNCHER_CONTAINER), false, "Killing", format!("Powering off virtual machine {} (ACPI power button)", w.name)).await;
+            }
+            let (v, id) = (vms.clone(), w.id.clone());
+            let asked = Instant::now();
+            match blocking(move || v.stop(&id, grace)).await {
+                Some(Ok(exit)) => {
+                    // The driver forces QEMU only once the grace period has run out: an earlier
+                    // end is the guest's own power-off.
+                    let took = asked.elapsed();
+                    let (reason, message) = if took < grace {
+                        ("PoweredOff", format!("Virtual machine {} powered off after the ACPI power button in {} s (exit {})", w.name, took.as_secs(), exit.code))
+                    } else {
+                        ("ForcedOff", format!("Virtual machine {} did not power off within {} s; stopped by force", w.name, grace.as_secs()))
+                    };
+                    if let Some(p) = pod {
+                        super::post_event(shared, p, Some(vm::LAUNCHER_CONTAINER), reason == "ForcedOff", reason, message).await;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(pod = %uid, vm = %w.id, error = %e, "stopping a VM"),
+                None => {}
+            }
+        }
+        let (v, id) = (vms.clone(), w.id.clone());
+        if let Some(Err(e)) = blocking(move || v.delete(&id, true)).await {
+            tracing::warn!(pod = %uid, vm = %w.id, error = %e, "removing a VM");
+        }
+    }
+    found.len()
+}
+
+fn cond(pod: &Pod, type_: &str, status: &str, reason: Option<&str>, message: Option<&str>, now: &Time) -> PodCondition {
+    // The transition time is kept while the status stays (a status read back compares equal).
+    let old = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let since = old.filter(|c| c.status == status).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| now.clone());
+    PodCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.map(str::to_string),
+        message: message.map(str::to_string),
+        last_transition_time: Some(since),
+        last_probe_time: None,
+    }
+}
+
+fn finished_status(pod: &Pod, phase: &str, reason: &str, message: &str) -> PodStatus {
+    PodStatus {
+        phase: Some(phase.into()),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()),
+        qos_class: Some("Burstable".into()),
+        conditions: pod.status.as_ref().and_then(|s| s.conditions.clone()),
+        ..Default::default()
+    }
+}
+
+/// The launcher pod's status from its VM. Pure.
+fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, host_ip: &str) -> PodStatus {
+    let now = super::status::now();
+    let image = vm::LAUNCHER_IMAGE.to_string();
+    let (phase, state, ready, ip, reason, message) = match seen {
+        Seen::Waiting(r, m) => {
+            let w = ContainerStateWaiting { reason: Some(r.clone()), message: Some(m.clone()).filter(|m| !m.is_empty()) };
+            ("Pending", ContainerState { waiting: Some(w), ..Default::default() }, false, None, None, None)
+        }
+        Seen::Lost => {
+            let t = ContainerStateTerminated { exit_code: 255, reason: Some("VMLost".into()), message: Some("the VM was removed from the node".into()), finished_at: Some(now.clone()), ..Default::default() };
+            ("Failed", ContainerState { terminated: Some(t), ..Default::default() }, false, None, Some("VMLost"), Some("the VM was removed from the node"))
+        }
+        Seen::Vm(w) => match (w.status, &w.exit) {
+            (Status::Running | Status::Paused, _) => {
+                let r = ContainerStateRunning { started_at: time(w.started_at.as_deref()).or(Some(now.clone())) };
+                ("Running", ContainerState { running: Some(r), ..Default::default() }, true, w.ip.map(|i| i.to_string()), None, None)
+            }
+            (Status::Exited | Status::Unknown, exit) => {
+                let code = exit.as_ref().map_or(255, |e| e.code);
+                let t = ContainerStateTerminated {
+                    container_id: Some(format!("vm://{}", w.id)),
+                    exit_code: code,
+                    signal: exit.as_ref().and_then(|e| e.signal),
+                    reason: Some(exit.as_ref().map_or("Unknown", |e| e.reason.as_str()).into()),
+                    started_at: time(w.started_at.as_deref()),
+                    finished_at: exit.as_ref().and_then(|e| time(Some(&e.finished_at))),
+                    message: None,
+                };
+                (if code == 0 { "Succeeded" } else { "Failed" }, ContainerState { terminated: Some(t), ..Default::default() }, false, None, None, None)
+            }
+            (Status::Created, _) => {
+                let w = ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None };
+                ("Pending", ContainerState { waiting: Some(w), ..Default::default() }, false, None, None, None)
+            }
+        },
+    };
+    let container_id = match seen {
+        Seen::Vm(w) => Some(format!("vm://{}", w.id)),
+        _ => None,
+    };
+    let running = state.running.is_some();
+    let r = if ready { "True" } else { "False" };
+    let not_ready = (!ready).then_some("ContainersNotReady");
+    let mut conditions = vec![
+        cond(pod, "PodScheduled", "True", None, None, &now),
+        cond(pod, "Initialized", "True", None, None, &now),
+        cond(pod, "ContainersReady", r, not_ready, None, &now),
+        cond(pod, "Ready", r, not_ready, None, &now),
+    ];
+    if let Some((accel, why)) = accelerator {
+        let kvm = accel == "kvm";
+        conditions.push(cond(pod, vm::KVM_CONDITION, if kvm { "True" } else { "False" }, Some(if kvm { "KVM" } else { "TCG" }), Some(why), &now));
+    }
+    PodStatus {
+        phase: Some(phase.into()),
+        reason: reason.map(str::to_string),
+        message: message.map(str::to_string),
+        conditions: Some(conditions),
+        host_ip: Some(host_ip.to_string()),
+        host_ips: Some(vec![HostIP { ip: host_ip.to_string() }]),
+        pod_ip: ip.clone(),
+        pod_ips: ip.map(|ip| vec![PodIP { ip }]),
+        start_time: pod.status.as_ref().and_then(|s| s.start_time.clone()).or(Some(now.clone())),
+        qos_class: Some("Burstable".into()),
+        container_statuses: Some(vec![ContainerStatus {
+            name: vm::LAUNCHER_CONTAINER.into(),
+            image: image.clone(),
+            image_id: String::new(),
+            container_id,
+            ready,
+            started: Some(running),
+            restart_count: 0,
+            state: Some(state),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
