@@ -640,3 +640,104 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     );
     assert!(events_of(&s, "cj3", "hist").contains("SuccessfulDelete"));
 }
+
+/// Report a pod's status as its node would: Running, an IP, Ready or not.
+fn set_pod_status(s: &ApiServer, ns: &str, pod: &str, ip: &str, ready: bool) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = json!({ "status": { "phase": "Running", "podIP": ip, "podIPs": [{ "ip": ip }], "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": now }] } }).to_string();
+    let (code, out) = s.curl("PATCH", &format!("/api/v1/namespaces/{ns}/pods/{pod}/status"), Auth::Admin, Some("application/merge-patch+json"), Some(body.as_bytes()));
+    assert_eq!(code, 200, "{out}");
+}
+
+fn endpoint_ips(ep: &Value, key: &str) -> Vec<String> {
+    let mut v: Vec<String> = ep["subsets"].as_array().into_iter().flatten().flat_map(|s| s[key].as_array().cloned().unwrap_or_default()).filter_map(|a| a["ip"].as_str().map(str::to_string)).collect();
+    v.sort();
+    v
+}
+
+fn slices_of(s: &ApiServer, ns: &str, svc: &str) -> Vec<Value> {
+    items(s, &format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=kubernetes.io/service-name%3D{svc}"))
+}
+
+#[test]
+fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "ep1"]);
+    let deploy = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "web", "namespace": "ep1" }, "spec": { "replicas": 3, "selector": { "matchLabels": { "app": "web" } },
+        "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "c", "image": IMG, "ports": [{ "name": "http", "containerPort": 8080 }] }] } } } });
+    s.ok_stdin(&["create", "-f", "-"], Some(&deploy.to_string()));
+    let svc = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "web", "namespace": "ep1", "labels": { "tier": "front" } }, "spec": { "selector": { "app": "web" }, "ports": [{ "port": 80, "targetPort": "http" }] } });
+    s.ok_stdin(&["create", "-f", "-"], Some(&svc.to_string()));
+    let mut ps: Vec<String> = wait_pods(&s, "ep1", 3).iter().map(name).collect();
+    ps.sort();
+    for (i, p) in ps.iter().enumerate() {
+        set_pod_status(&s, "ep1", p, &format!("10.1.0.{}", i + 1), i != 0);
+    }
+    let ep = |s: &ApiServer| get_json(s, "/api/v1/namespaces/ep1/endpoints/web");
+    assert!(
+        eventually(LONG, || { let e = ep(&s); endpoint_ips(&e, "addresses") == ["10.1.0.2", "10.1.0.3"] && endpoint_ips(&e, "notReadyAddresses") == ["10.1.0.1"] }),
+        "{}",
+        ep(&s)
+    );
+    let e = ep(&s);
+    assert_eq!(e["subsets"][0]["ports"], json!([{ "port": 8080, "protocol": "TCP" }]), "the named targetPort resolved on each pod");
+    assert_eq!(e["metadata"]["labels"]["tier"], "front");
+    let addr = &e["subsets"][0]["addresses"][0];
+    assert_eq!((addr["targetRef"]["kind"].as_str(), addr["targetRef"]["name"].as_str()), (Some("Pod"), Some(ps[1].as_str())));
+    let row = s.ok(&["get", "endpoints", "web", "-n", "ep1", "--no-headers"]);
+    assert_eq!(row.split_whitespace().nth(1), Some("10.1.0.2:8080,10.1.0.3:8080"), "{row}");
+
+    let svc_uid = get_json(&s, "/api/v1/namespaces/ep1/services/web")["metadata"]["uid"].clone();
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "web").first().is_some_and(|sl| sl["endpoints"].as_array().map(Vec::len) == Some(3))), "{:?}", slices_of(&s, "ep1", "web"));
+    let slices = slices_of(&s, "ep1", "web");
+    assert_eq!(slices.len(), 1);
+    let sl = &slices[0];
+    assert!(name(sl).starts_with("web-"), "{}", name(sl));
+    assert_eq!(sl["addressType"], "IPv4");
+    assert_eq!(sl["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+    assert_eq!(sl["metadata"]["labels"]["tier"], "front");
+    let owner = controller_ref(sl).expect("owner");
+    assert_eq!((owner["kind"].as_str(), owner["uid"].clone()), (Some("Service"), svc_uid));
+    assert_eq!(sl["ports"], json!([{ "name": "", "port": 8080, "protocol": "TCP" }]));
+    let ready: Vec<bool> = sl["endpoints"].as_array().into_iter().flatten().map(|e| e["conditions"]["ready"] == true).collect();
+    assert_eq!(ready.iter().filter(|r| **r).count(), 2, "{sl}");
+    let row = s.ok(&["get", "endpointslices", "-n", "ep1", "--no-headers"]);
+    assert_eq!(row.split_whitespace().skip(1).take(3).collect::<Vec<_>>(), ["IPv4", "8080", "10.1.0.1,10.1.0.2,10.1.0.3"], "{row}");
+
+    // Ready now: an address.
+    set_pod_status(&s, "ep1", &ps[0], "10.1.0.1", true);
+    assert!(eventually(LONG, || endpoint_ips(&ep(&s), "addresses").len() == 3 && endpoint_ips(&ep(&s), "notReadyAddresses").is_empty()), "{}", ep(&s));
+
+    // Scale up: new pods join once they have an IP; down: the gone ones leave.
+    s.ok(&["scale", "deploy/web", "--replicas=5", "-n", "ep1"]);
+    let all: Vec<String> = wait_pods(&s, "ep1", 5).iter().map(name).collect();
+    for (i, p) in all.iter().filter(|p| !ps.contains(p)).enumerate() {
+        set_pod_status(&s, "ep1", p, &format!("10.1.1.{}", i + 1), true);
+    }
+    assert!(eventually(LONG, || endpoint_ips(&ep(&s), "addresses").len() == 5), "{}", ep(&s));
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "web").iter().map(|sl| sl["endpoints"].as_array().map_or(0, Vec::len)).sum::<usize>() == 5));
+    s.ok(&["scale", "deploy/web", "--replicas=1", "-n", "ep1"]);
+    wait_pods(&s, "ep1", 1);
+    assert!(eventually(LONG, || endpoint_ips(&ep(&s), "addresses").len() == 1), "{}", ep(&s));
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "web").iter().map(|sl| sl["endpoints"].as_array().map_or(0, Vec::len)).sum::<usize>() == 1));
+
+    // publishNotReadyAddresses: a pod not ready is still an address.
+    s.ok(&["patch", "service", "web", "-n", "ep1", "--type=merge", "-p", r#"{"spec":{"publishNotReadyAddresses":true}}"#]);
+    let last = name(&wait_pods(&s, "ep1", 1)[0]);
+    let ip = pods(&s, "ep1")[0]["status"]["podIP"].as_str().unwrap_or("10.1.9.9").to_string();
+    set_pod_status(&s, "ep1", &last, &ip, false);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(eventually(LONG, || endpoint_ips(&ep(&s), "addresses") == [ip.clone()] && endpoint_ips(&ep(&s), "notReadyAddresses").is_empty()), "{}", ep(&s));
+
+    // A Service without a selector: its Endpoints are the user's, left alone.
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "ext", "namespace": "ep1" }, "spec": { "ports": [{ "port": 5432 }] } }).to_string()));
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "ext", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 5432 }] }] }).to_string()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(endpoint_ips(&get_json(&s, "/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
+    assert!(slices_of(&s, "ep1", "ext").is_empty());
+
+    // Deleting the Service takes its Endpoints and slices.
+    s.ok(&["delete", "service", "web", "-n", "ep1"]);
+    assert!(eventually(LONG, || ep(&s).is_null()), "endpoints left: {}", ep(&s));
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "web").is_empty()));
+}

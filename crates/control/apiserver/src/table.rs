@@ -25,6 +25,15 @@ fn since(ts: &Value) -> Option<String> {
     })
 }
 
+/// At most three entries, then "+ N more..." (kubectl's printers); `none` when empty.
+fn first_three(list: Vec<String>, none: &str) -> String {
+    match list.len() {
+        0 => none.to_string(),
+        1..=3 => list.join(","),
+        n => format!("{} + {} more...", list[..3].join(","), n - 3),
+    }
+}
+
 fn count(v: &Value) -> usize {
     v.as_object().map_or(0, |m| m.len())
 }
@@ -74,6 +83,8 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("Container-Runtime", "string"),
         ],
         "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
+        "Endpoints" => vec![("Endpoints", "string"), ("Age", "string")],
+        "EndpointSlice" => vec![("AddressType", "string"), ("Ports", "string"), ("Endpoints", "string"), ("Age", "string")],
         "CronJob" => vec![("Schedule", "string"), ("Timezone", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
         "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
         "VirtualMachine" => vec![
@@ -214,6 +225,28 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(or_unknown(&info["kernelVersion"])),
                 json!(or_unknown(&info["containerRuntimeVersion"])),
             ]);
+        }
+        // kubectl's formatEndpoints / formatEndpointSlice: three entries, then "+ N more...".
+        "Endpoints" => {
+            let mut list = Vec::new();
+            for ss in o["subsets"].as_array().into_iter().flatten() {
+                let addrs: Vec<&str> = ss["addresses"].as_array().into_iter().flatten().filter_map(|a| a["ip"].as_str()).collect();
+                match ss["ports"].as_array().filter(|p| !p.is_empty()) {
+                    Some(ports) => {
+                        for p in ports {
+                            list.extend(addrs.iter().map(|a| format!("{a}:{}", int(&p["port"]))));
+                        }
+                    }
+                    None => list.extend(addrs.iter().map(|a| a.to_string())),
+                }
+            }
+            c.extend([json!(first_three(list, "<none>")), json!(age(o))]);
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o["ports"].as_array().into_iter().flatten().map(|p| p["port"].as_i64().map_or("<unset>".to_string(), |n| n.to_string())).collect();
+            let addrs: Vec<String> = o["endpoints"].as_array().into_iter().flatten().flat_map(|e| e["addresses"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_string))).collect();
+            let ports = if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") };
+            c.extend([json!(s(&o["addressType"])), json!(ports), json!(first_three(addrs, "<unset>")), json!(age(o))]);
         }
         "Job" => {
             let done = int(&st["succeeded"]);

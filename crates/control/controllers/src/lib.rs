@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob, Endpoints, EndpointSlice), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -18,6 +18,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod history;
@@ -58,6 +59,8 @@ pub const CONTROLLERS: &[&str] = &[
     disruption::IDENTITY,
     cronjob::IDENTITY,
     virtualmachine::IDENTITY,
+    endpoints::IDENTITY,
+    endpoints::SLICE_IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -149,6 +152,8 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         disruption::IDENTITY => disruption::run(c).await,
                         cronjob::IDENTITY => cronjob::run(c).await,
                         virtualmachine::IDENTITY => virtualmachine::run(c).await,
+                        endpoints::IDENTITY => endpoints::run(c).await,
+                        endpoints::SLICE_IDENTITY => endpoints::run_slices(c).await,
                         _ => Ok(()),
                     }
                 });
