@@ -22,25 +22,12 @@ fn server(backend: Backend) -> ApiServer {
     ApiServer::start_opts(backend, Options { controllers: true, ..Options::default() })
 }
 
-fn get_json(s: &ApiServer, path: &str) -> Value {
-    let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
-    assert!(code == 200 || code == 404, "GET {path}: {code} {body}");
-    if code == 404 {
-        return Value::Null;
-    }
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-fn items(s: &ApiServer, path: &str) -> Vec<Value> {
-    get_json(s, path)["items"].as_array().cloned().unwrap_or_default()
-}
-
 fn pods(s: &ApiServer, ns: &str) -> Vec<Value> {
-    items(s, &format!("/api/v1/namespaces/{ns}/pods"))
+    s.items(&format!("/api/v1/namespaces/{ns}/pods"))
 }
 
 fn replicasets(s: &ApiServer, ns: &str) -> Vec<Value> {
-    items(s, &format!("/apis/apps/v1/namespaces/{ns}/replicasets"))
+    s.items(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"))
 }
 
 fn name(v: &Value) -> String {
@@ -134,13 +121,13 @@ fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
     let s = server(Backend::Embedded);
     s.ok(&["create", "namespace", "d1"]);
     // The ServiceAccount controller gives every namespace its `default`.
-    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d1/serviceaccounts/default")["metadata"]["name"] == "default"), "no default ServiceAccount in d1");
+    assert!(eventually(LONG, || s.get_json("/api/v1/namespaces/d1/serviceaccounts/default")["metadata"]["name"] == "default"), "no default ServiceAccount in d1");
     s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=3", "-n", "d1"]);
     let ps = wait_pods(&s, "d1", 3);
     let rss = replicasets(&s, "d1");
     assert_eq!(rss.len(), 1, "one ReplicaSet: {rss:?}");
     let rs = &rss[0];
-    let deploy = get_json(&s, "/apis/apps/v1/namespaces/d1/deployments/web");
+    let deploy = s.get_json("/apis/apps/v1/namespaces/d1/deployments/web");
     let hash = rs["metadata"]["labels"]["pod-template-hash"].as_str().expect("pod-template-hash label").to_string();
     assert_eq!(name(rs), format!("web-{hash}"));
     let owner = controller_ref(rs).expect("controller ref on the ReplicaSet");
@@ -167,12 +154,12 @@ fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
     let node = SimulatedNode::start(&s, "d1");
     assert!(
         eventually(LONG, || {
-            let rs = get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)));
+            let rs = s.get_json(&format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)));
             let st = &rs["status"];
             st["replicas"] == 3 && st["readyReplicas"] == 3 && st["availableReplicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == rs["metadata"]["generation"]
         }),
         "ReplicaSet status never reached 3 ready: {}",
-        get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["status"]
+        s.get_json(&format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["status"]
     );
     assert!(eventually(LONG, || s.ok(&["get", "deploy", "web", "-n", "d1", "--no-headers"]).split_whitespace().nth(1) == Some("3/3")));
 
@@ -185,7 +172,7 @@ fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
     // A ReplicaSet scaled on its own too.
     s.ok(&["scale", "rs", &name(rs), "--replicas=4", "-n", "d1"]);
     // ... is brought back by its Deployment (it owns the size).
-    assert!(eventually(LONG, || get_json(&s, &format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["spec"]["replicas"] == 2));
+    assert!(eventually(LONG, || s.get_json(&format!("/apis/apps/v1/namespaces/d1/replicasets/{}", name(rs)))["spec"]["replicas"] == 2));
     wait_pods(&s, "d1", 2);
     // A deleted pod is replaced.
     let victim = name(&pods(&s, "d1")[0]);
@@ -214,7 +201,7 @@ fn rolling_update_rollout_status_history_and_undo() {
     assert_eq!(by_rev("2")["metadata"]["annotations"]["kubernetes.io/change-cause"], "to v2");
     let ps = wait_pods(&s, "d2", 3);
     assert!(ps.iter().all(|p| p["spec"]["containers"][0]["image"] == IMG2));
-    let d = get_json(&s, "/apis/apps/v1/namespaces/d2/deployments/web");
+    let d = s.get_json("/apis/apps/v1/namespaces/d2/deployments/web");
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
     let conds = d["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let progressing = conds.iter().find(|c| c["type"] == "Progressing").expect("Progressing condition");
@@ -241,7 +228,7 @@ fn rolling_update_rollout_status_history_and_undo() {
     // Pause: a template change does not roll out until resumed.
     s.ok(&["rollout", "pause", "deploy/web", "-n", "d2"]);
     s.ok(&["set", "image", "deploy/web", "web=registry.invalid/web:v3", "-n", "d2"]);
-    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/d2/deployments/web")["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "DeploymentPaused"))));
+    assert!(eventually(LONG, || s.get_json("/apis/apps/v1/namespaces/d2/deployments/web")["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["reason"] == "DeploymentPaused"))));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(replicasets(&s, "d2").len(), 2, "paused: no new ReplicaSet");
     s.ok(&["rollout", "resume", "deploy/web", "-n", "d2"]);
@@ -290,13 +277,13 @@ fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
 
     // Foreground: kubectl waits until the Deployment is gone, which is after its dependents.
     s.ok(&["delete", "deploy", "fg", "-n", "d4", "--cascade=foreground", "--timeout=90s"]);
-    assert!(get_json(&s, "/apis/apps/v1/namespaces/d4/deployments/fg").is_null());
+    assert!(s.get_json("/apis/apps/v1/namespaces/d4/deployments/fg").is_null());
     assert!(eventually(LONG, || replicasets(&s, "d4").iter().all(|r| !name(r).starts_with("fg-")) && owned_by("fg-") == 0), "foreground: dependents gone");
 
     s.ok(&["delete", "deploy", "or", "-n", "d4", "--cascade=orphan", "--timeout=90s"]);
-    assert!(get_json(&s, "/apis/apps/v1/namespaces/d4/deployments/or").is_null());
+    assert!(s.get_json("/apis/apps/v1/namespaces/d4/deployments/or").is_null());
     let rs = replicasets(&s, "d4").into_iter().find(|r| name(r).starts_with("or-")).expect("orphan: the ReplicaSet stays");
-    assert!(eventually(LONG, || get_json(&s, &format!("/apis/apps/v1/namespaces/d4/replicasets/{}", name(&rs)))["metadata"]["ownerReferences"].is_null()), "orphan: no owner reference left");
+    assert!(eventually(LONG, || s.get_json(&format!("/apis/apps/v1/namespaces/d4/replicasets/{}", name(&rs)))["metadata"]["ownerReferences"].is_null()), "orphan: no owner reference left");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(owned_by("or-"), 2, "orphan: the pods stay, still owned by the ReplicaSet");
 
@@ -308,17 +295,17 @@ fn deleting_a_deployment_cascades_background_foreground_and_orphan() {
     let live = json!({"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":cm});
     s.ok_stdin(&["create", "-f", "-"], Some(&dep("lonely", json!([gone]))));
     s.ok_stdin(&["create", "-f", "-"], Some(&dep("shared", json!([gone, live]))));
-    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/lonely").is_null()), "dangling-only dependent collected");
-    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared")["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.len() == 1 && r[0]["name"] == "owner")));
+    assert!(eventually(LONG, || s.get_json("/api/v1/namespaces/d4/configmaps/lonely").is_null()), "dangling-only dependent collected");
+    assert!(eventually(LONG, || s.get_json("/api/v1/namespaces/d4/configmaps/shared")["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.len() == 1 && r[0]["name"] == "owner")));
     // An owner of a kind the server does not serve: a Warning Event, the object left alone, and
     // the collector goes on with the rest.
     let alien = json!({"apiVersion":"example.com/v1","kind":"Widget","name":"w","uid":"00000000-0000-0000-0000-000000000002"});
     s.ok_stdin(&["create", "-f", "-"], Some(&dep("alien", json!([alien]))));
     assert!(eventually(LONG, || s.ok(&["get", "events", "-n", "d4", "--field-selector", "involvedObject.name=alien"]).contains("OwnerRefInvalid")), "{}", s.ok(&["get", "events", "-n", "d4"]));
-    assert!(!get_json(&s, "/api/v1/namespaces/d4/configmaps/alien").is_null(), "left alone");
+    assert!(!s.get_json("/api/v1/namespaces/d4/configmaps/alien").is_null(), "left alone");
     // Deleting the owner in the foreground takes the dependent with it.
     s.ok(&["delete", "configmap", "owner", "-n", "d4", "--cascade=foreground", "--timeout=90s"]);
-    assert!(eventually(LONG, || get_json(&s, "/api/v1/namespaces/d4/configmaps/shared").is_null()));
+    assert!(eventually(LONG, || s.get_json("/api/v1/namespaces/d4/configmaps/shared").is_null()));
 }
 
 #[test]
@@ -376,7 +363,7 @@ fn controllers_killed_mid_rollout_finish_it_without_extra_pods() {
 }
 
 fn lease_holder(s: &ApiServer) -> (String, i64) {
-    let l = get_json(s, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager");
+    let l = s.get_json("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager");
     (l["spec"]["holderIdentity"].as_str().unwrap_or("").to_string(), l["spec"]["leaseTransitions"].as_i64().unwrap_or(-1))
 }
 
@@ -389,7 +376,7 @@ fn two_servers_on_one_etcd_elect_one_leader_and_a_killed_leader_is_replaced() {
     assert!(eventually(LONG, || !lease_holder(&a).0.is_empty()), "nobody took the lease");
     let (first, transitions) = lease_holder(&a);
     let lease_path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager";
-    let lease = get_json(&a, lease_path);
+    let lease = a.get_json(lease_path);
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
     assert!(lease["spec"]["acquireTime"].is_string() && lease["spec"]["renewTime"].is_string());
     // Only the leader acts: exactly the replicas asked for, never two sets.
@@ -400,7 +387,7 @@ fn two_servers_on_one_etcd_elect_one_leader_and_a_killed_leader_is_replaced() {
     assert_eq!(replicasets(&b, "default").len(), 1);
     // The holder keeps renewing, and nobody else takes over meanwhile.
     let renewed = lease["spec"]["renewTime"].clone();
-    assert!(eventually(Duration::from_secs(20), || get_json(&a, lease_path)["spec"]["renewTime"] != renewed));
+    assert!(eventually(Duration::from_secs(20), || a.get_json(lease_path)["spec"]["renewTime"] != renewed));
     assert_eq!(lease_holder(&a).0, first, "no change of leader while it renews");
 
     // Kill the leader's server; the other one takes over within the lease duration.
@@ -436,7 +423,7 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     s.ok(&["create", "job", "once", "--image", IMG, "-n", "j1", "--", "sh", "-c", "echo done"]);
     let out = s.ok(&["wait", "--for=condition=complete", "job/once", "-n", "j1", "--timeout=90s"]);
     assert!(out.contains("condition met"), "{out}");
-    let job = get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/once");
+    let job = s.get_json("/apis/batch/v1/namespaces/j1/jobs/once");
     assert_eq!(job["status"]["succeeded"], 1);
     assert!(job["status"]["completionTime"].is_string() && job["status"]["startTime"].is_string());
     let uid = job["metadata"]["uid"].as_str().expect("uid").to_string();
@@ -449,7 +436,7 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     // completions 3, parallelism 2, Indexed: three indexes, each once.
     s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("idx", "j1", json!({ "completions": 3, "parallelism": 2, "completionMode": "Indexed" }))));
     s.ok(&["wait", "--for=condition=complete", "job/idx", "-n", "j1", "--timeout=90s"]);
-    let job = get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/idx");
+    let job = s.get_json("/apis/batch/v1/namespaces/j1/jobs/idx");
     assert_eq!((job["status"]["succeeded"].clone(), job["status"]["completedIndexes"].clone()), (json!(3), json!("0-2")));
     let mut idx: Vec<String> = pods(&s, "j1").into_iter().filter(|p| p["metadata"]["labels"]["job-name"] == "idx").map(|p| p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string()).collect();
     idx.sort();
@@ -458,8 +445,8 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     // Every pod fails: backoffLimit 1 allows one retry, then Failed.
     s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("doomed", "j2", json!({ "backoffLimit": 1 }))));
     s.ok(&["wait", "--for=condition=failed", "job/doomed", "-n", "j2", "--timeout=90s"]);
-    assert!(eventually(LONG, || get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]["failed"] == 2), "{}", get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]);
-    let job = get_json(&s, "/apis/batch/v1/namespaces/j2/jobs/doomed");
+    assert!(eventually(LONG, || s.get_json("/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]["failed"] == 2), "{}", s.get_json("/apis/batch/v1/namespaces/j2/jobs/doomed")["status"]);
+    let job = s.get_json("/apis/batch/v1/namespaces/j2/jobs/doomed");
     let failed = job["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Failed").cloned()).expect("Failed condition");
     assert_eq!(failed["reason"], "BackoffLimitExceeded");
     std::thread::sleep(Duration::from_secs(2));
@@ -468,14 +455,14 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     // ttlSecondsAfterFinished: the finished Job and its pod go by themselves.
     s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("brief", "j1", json!({ "ttlSecondsAfterFinished": 2 }))));
     s.ok(&["wait", "--for=condition=complete", "job/brief", "-n", "j1", "--timeout=90s"]);
-    assert!(eventually(LONG, || get_json(&s, "/apis/batch/v1/namespaces/j1/jobs/brief").is_null()), "job not deleted after its TTL");
+    assert!(eventually(LONG, || s.get_json("/apis/batch/v1/namespaces/j1/jobs/brief").is_null()), "job not deleted after its TTL");
     assert!(eventually(LONG, || pods(&s, "j1").iter().all(|p| p["metadata"]["labels"]["job-name"] != "brief")));
 
     // activeDeadlineSeconds: a job whose pod never finishes fails with DeadlineExceeded.
     s.ok(&["create", "namespace", "j3"]);
     s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("slow", "j3", json!({ "activeDeadlineSeconds": 2 }))));
     s.ok(&["wait", "--for=condition=failed", "job/slow", "-n", "j3", "--timeout=90s"]);
-    let job = get_json(&s, "/apis/batch/v1/namespaces/j3/jobs/slow");
+    let job = s.get_json("/apis/batch/v1/namespaces/j3/jobs/slow");
     assert!(job["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Failed" && c["reason"] == "DeadlineExceeded")), "{}", job["status"]);
     assert!(eventually(LONG, || pods(&s, "j3").is_empty()), "the running pod is deleted at the deadline");
 
@@ -495,7 +482,7 @@ fn replication_controllers_keep_their_replicas_like_replicasets() {
         "spec":{{"replicas":3,"template":{{"metadata":{{"labels":{{"app":"web"}}}},"spec":{{"containers":[{{"name":"c","image":"{IMG}"}}]}}}}}}}}"#
     );
     s.ok_stdin(&["create", "-f", "-"], Some(&manifest));
-    let rc = get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web");
+    let rc = s.get_json("/api/v1/namespaces/rc1/replicationcontrollers/web");
     assert_eq!((rc["spec"]["selector"].clone(), rc["metadata"]["labels"].clone()), (json!({"app": "web"}), json!({"app": "web"})), "{rc}");
     let ps = wait_pods(&s, "rc1", 3);
     for p in &ps {
@@ -504,9 +491,9 @@ fn replication_controllers_keep_their_replicas_like_replicasets() {
         assert_eq!((o["apiVersion"].as_str(), o["kind"].as_str(), o["uid"].clone()), (Some("v1"), Some("ReplicationController"), rc["metadata"]["uid"].clone()));
     }
     assert!(eventually(LONG, || {
-        let st = get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web")["status"].clone();
+        let st = s.get_json("/api/v1/namespaces/rc1/replicationcontrollers/web")["status"].clone();
         st["replicas"] == 3 && st["readyReplicas"] == 3 && st["availableReplicas"] == 3 && st["fullyLabeledReplicas"] == 3 && st["observedGeneration"] == 1
-    }), "{}", get_json(&s, "/api/v1/namespaces/rc1/replicationcontrollers/web")["status"]);
+    }), "{}", s.get_json("/api/v1/namespaces/rc1/replicationcontrollers/web")["status"]);
     let out = s.ok(&["get", "rc", "web", "-n", "rc1"]);
     assert_eq!(out.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>(), ["NAME", "DESIRED", "CURRENT", "READY", "AGE"], "{out}");
     assert_eq!(out.lines().nth(1).unwrap_or("").split_whitespace().take(4).collect::<Vec<_>>(), ["web", "3", "3", "3"], "{out}");
@@ -534,7 +521,7 @@ fn cronjob_manifest(name: &str, ns: &str, spec: Value) -> String {
 }
 
 fn jobs_of(s: &ApiServer, ns: &str) -> Vec<Value> {
-    items(s, &format!("/apis/batch/v1/namespaces/{ns}/jobs")).into_iter().filter(|j| j["metadata"]["deletionTimestamp"].is_null()).collect()
+    s.items(&format!("/apis/batch/v1/namespaces/{ns}/jobs")).into_iter().filter(|j| j["metadata"]["deletionTimestamp"].is_null()).collect()
 }
 
 /// Make a CronJob's last run `minutes` ago (its status, as after a controller outage), so its
@@ -571,10 +558,10 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     let (code, out) = s.curl("POST", "/apis/batch/v1/namespaces/cj1/cronjobs", Auth::Admin, Some("application/json"), Some(body.as_bytes()));
     assert_eq!(code, 422, "{out}");
     assert!(out.contains("unrecognized descriptor: @fortnightly"), "{out}");
-    assert!(get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/bad").is_null());
+    assert!(s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/bad").is_null());
     // A valid time zone and the macros are accepted; defaults as upstream's.
     s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("paris", "cj1", json!({ "schedule": "@daily", "timeZone": "Europe/Paris" }))));
-    let paris = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/paris");
+    let paris = s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/paris");
     assert_eq!((paris["spec"]["concurrencyPolicy"].clone(), paris["spec"]["suspend"].clone(), paris["spec"]["successfulJobsHistoryLimit"].clone(), paris["spec"]["failedJobsHistoryLimit"].clone()), (json!("Allow"), json!(false), json!(3), json!(1)));
     let row = s.ok(&["get", "cronjob", "paris", "-n", "cj1", "--no-headers"]);
     assert_eq!(row.split_whitespace().take(5).collect::<Vec<_>>(), ["paris", "@daily", "Europe/Paris", "False", "0"], "{row}");
@@ -589,9 +576,9 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
 
     // kubectl create cronjob: a Job at the next minute boundary, named after the scheduled minute.
     s.ok(&["create", "cronjob", "tick", "--image", IMG, "--schedule=*/1 * * * *", "-n", "cj1", "--", "date"]);
-    let cj = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick");
+    let cj = s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/tick");
     assert!(eventually(LONG, || jobs_of(&s, "cj2").len() == 1), "Forbid cronjob's due run never started: {}", events_of(&s, "cj2", "solo"));
-    let solo = get_json(&s, "/apis/batch/v1/namespaces/cj2/cronjobs/solo");
+    let solo = s.get_json("/apis/batch/v1/namespaces/cj2/cronjobs/solo");
     assert_eq!(solo["status"]["active"].as_array().map(Vec::len), Some(1), "{}", solo["status"]);
     std::thread::sleep(Duration::from_secs(3));
     assert!(jobs_of(&s, "cj3").is_empty(), "a suspended cronjob ran: {:?}", jobs_of(&s, "cj3"));
@@ -601,14 +588,14 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     let long = Duration::from_secs(150);
     assert!(
         eventually(long, || {
-            let st = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
+            let st = s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
             st["lastSuccessfulTime"].is_string() && st["active"].as_array().is_none_or(|a| a.is_empty())
         }),
         "tick never ran to completion: {} {}",
-        get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"],
+        s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"],
         events_of(&s, "cj1", "tick")
     );
-    let st = get_json(&s, "/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
+    let st = s.get_json("/apis/batch/v1/namespaces/cj1/cronjobs/tick")["status"].clone();
     let last = chrono::DateTime::parse_from_rfc3339(st["lastScheduleTime"].as_str().expect("lastScheduleTime")).expect("time");
     assert_eq!(last.timestamp() % 60, 0, "scheduled on a minute boundary");
     let ticks: Vec<Value> = jobs_of(&s, "cj1").into_iter().filter(|j| name(j).starts_with("tick-")).collect();
@@ -656,7 +643,7 @@ fn endpoint_ips(ep: &Value, key: &str) -> Vec<String> {
 }
 
 fn slices_of(s: &ApiServer, ns: &str, svc: &str) -> Vec<Value> {
-    items(s, &format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=kubernetes.io/service-name%3D{svc}"))
+    s.items(&format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=kubernetes.io/service-name%3D{svc}"))
 }
 
 #[test]
@@ -673,7 +660,7 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     for (i, p) in ps.iter().enumerate() {
         set_pod_status(&s, "ep1", p, &format!("10.1.0.{}", i + 1), i != 0);
     }
-    let ep = |s: &ApiServer| get_json(s, "/api/v1/namespaces/ep1/endpoints/web");
+    let ep = |s: &ApiServer| s.get_json("/api/v1/namespaces/ep1/endpoints/web");
     assert!(
         eventually(LONG, || { let e = ep(&s); endpoint_ips(&e, "addresses") == ["10.1.0.2", "10.1.0.3"] && endpoint_ips(&e, "notReadyAddresses") == ["10.1.0.1"] }),
         "{}",
@@ -687,7 +674,7 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     let row = s.ok(&["get", "endpoints", "web", "-n", "ep1", "--no-headers"]);
     assert_eq!(row.split_whitespace().nth(1), Some("10.1.0.2:8080,10.1.0.3:8080"), "{row}");
 
-    let svc_uid = get_json(&s, "/api/v1/namespaces/ep1/services/web")["metadata"]["uid"].clone();
+    let svc_uid = s.get_json("/api/v1/namespaces/ep1/services/web")["metadata"]["uid"].clone();
     assert!(eventually(LONG, || slices_of(&s, "ep1", "web").first().is_some_and(|sl| sl["endpoints"].as_array().map(Vec::len) == Some(3))), "{:?}", slices_of(&s, "ep1", "web"));
     let slices = slices_of(&s, "ep1", "web");
     assert_eq!(slices.len(), 1);
@@ -733,7 +720,7 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "ext", "namespace": "ep1" }, "spec": { "ports": [{ "port": 5432 }] } }).to_string()));
     s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "ext", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 5432 }] }] }).to_string()));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(endpoint_ips(&get_json(&s, "/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
+    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
     assert!(slices_of(&s, "ep1", "ext").is_empty());
 
     // Deleting the Service takes its Endpoints and slices.

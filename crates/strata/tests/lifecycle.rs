@@ -14,14 +14,8 @@ use serde_json::Value;
 const IMG: &str = "registry.invalid/web:v1";
 const LONG: Duration = Duration::from_secs(90);
 
-fn get_json(s: &ApiServer, path: &str) -> Value {
-    let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
-    assert!(code == 200 || code == 404, "GET {path}: {code} {body}");
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
 fn pods(s: &ApiServer, ns: &str) -> Vec<Value> {
-    get_json(s, &format!("/api/v1/namespaces/{ns}/pods"))["items"].as_array().cloned().unwrap_or_default()
+    s.get_json(&format!("/api/v1/namespaces/{ns}/pods"))["items"].as_array().cloned().unwrap_or_default()
 }
 
 fn name(v: &Value) -> String {
@@ -37,7 +31,7 @@ fn condition(v: &Value, kind: &str) -> Value {
 }
 
 fn taints(s: &ApiServer, node: &str) -> Vec<(String, String)> {
-    let n = get_json(s, &format!("/api/v1/nodes/{node}"));
+    let n = s.get_json(&format!("/api/v1/nodes/{node}"));
     n["spec"]["taints"].as_array().into_iter().flatten().map(|t| (t["key"].as_str().unwrap_or("").to_string(), t["effect"].as_str().unwrap_or("").to_string())).collect()
 }
 
@@ -77,15 +71,15 @@ fn a_node_that_stops_heartbeating_has_its_pods_evicted_and_recreated_on_another_
     a.pause();
     assert!(
         eventually(LONG, || {
-            let n = get_json(&s, "/api/v1/nodes/sim-lc-a");
+            let n = s.get_json("/api/v1/nodes/sim-lc-a");
             let r = condition(&n, "Ready");
             r["status"] == "Unknown" && r["reason"] == "NodeStatusUnknown" && r["message"] == "Kubelet stopped posting node status."
         }),
         "{}",
-        get_json(&s, "/api/v1/nodes/sim-lc-a")["status"]
+        s.get_json("/api/v1/nodes/sim-lc-a")["status"]
     );
     assert!(eventually(LONG, || has_taint(&s, "sim-lc-a", "node.kubernetes.io/unreachable", "NoSchedule") && has_taint(&s, "sim-lc-a", "node.kubernetes.io/unreachable", "NoExecute")), "{:?}", taints(&s, "sim-lc-a"));
-    let n = get_json(&s, "/api/v1/nodes/sim-lc-a");
+    let n = s.get_json("/api/v1/nodes/sim-lc-a");
     let ne = n["spec"]["taints"].as_array().and_then(|t| t.iter().find(|t| t["effect"] == "NoExecute").cloned()).expect("NoExecute taint");
     assert!(ne["timeAdded"].is_string(), "{ne}");
     for kind in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
@@ -118,14 +112,14 @@ fn a_node_that_stops_heartbeating_has_its_pods_evicted_and_recreated_on_another_
     // Node a comes back: its taints go, and the pods it had are finally gone.
     a.resume();
     assert!(eventually(LONG, || taints(&s, "sim-lc-a").is_empty()), "{:?}", taints(&s, "sim-lc-a"));
-    assert_eq!(condition(&get_json(&s, "/api/v1/nodes/sim-lc-a"), "Ready")["status"], "True");
+    assert_eq!(condition(&s.get_json("/api/v1/nodes/sim-lc-a"), "Ready")["status"], "True");
     assert!(eventually(LONG, || pods(&s, "lc").len() == 3), "{:?}", pods(&s, "lc").iter().map(name).collect::<Vec<_>>());
     assert!(pods(&s, "lc").iter().all(|p| node_of(p) == "sim-lc-b"));
     drop(c);
 }
 
 fn pdb_status(s: &ApiServer, ns: &str, name: &str) -> Value {
-    get_json(s, &format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}"))["status"].clone()
+    s.get_json(&format!("/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}"))["status"].clone()
 }
 
 /// Node `from` holds the 3 pods of deployment `web` (a budget of minAvailable 2 covers them);
@@ -144,7 +138,7 @@ fn drain_respecting_the_budget(s: &ApiServer, kubectl: &str, ns: &str, from: &st
     assert!(stderr.contains("Cannot evict pod as it would violate the pod's disruption budget.") && stderr.contains("will retry after 5s"), "{stderr}");
     let ps = pods(s, ns);
     assert!(eventually(LONG, || { let ps = pods(s, ns); ps.len() == 3 && ps.iter().all(|p| node_of(p) == to && p["status"]["phase"] == "Running") }), "{:?}", ps.iter().map(|p| (name(p), node_of(p).to_string())).collect::<Vec<_>>());
-    assert_eq!(get_json(s, &format!("/api/v1/nodes/{from}"))["spec"]["unschedulable"], true);
+    assert_eq!(s.get_json(&format!("/api/v1/nodes/{from}"))["spec"]["unschedulable"], true);
     assert!(has_taint(s, from, "node.kubernetes.io/unschedulable", "NoSchedule"), "{:?}", taints(s, from));
 }
 
@@ -212,6 +206,6 @@ fn kubectl_drain_evicts_through_the_budget_and_uncordon_undoes_it() {
     assert!(eventually(LONG, || pdb_status(&s, "dr", "web")["disruptionsAllowed"] == 1));
     drain_respecting_the_budget(&s, &common::server::kubectl_of("1.27"), "dr", "sim-dr-b", "sim-dr-a");
     s.ok(&["uncordon", "sim-dr-b"]);
-    assert_ne!(get_json(&s, "/api/v1/nodes/sim-dr-b")["spec"]["unschedulable"], true);
+    assert_ne!(s.get_json("/api/v1/nodes/sim-dr-b")["spec"]["unschedulable"], true);
     drop((a, b));
 }

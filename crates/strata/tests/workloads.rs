@@ -12,23 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::eventually;
-use common::server::{ApiServer, Auth, Backend, Options};
+use common::server::{ApiServer, Backend, Options};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn get_json(s: &ApiServer, path: &str) -> Value {
-    let (code, body) = s.curl("GET", path, Auth::Admin, None, None);
-    assert!(code == 200 || code == 404, "GET {path}: {code} {body}");
-    if code == 404 {
-        return Value::Null;
-    }
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-fn items(s: &ApiServer, path: &str) -> Vec<Value> {
-    get_json(s, path)["items"].as_array().cloned().unwrap_or_default()
-}
 
 fn name(v: &Value) -> String {
     v["metadata"]["name"].as_str().unwrap_or("").to_string()
@@ -51,7 +38,7 @@ fn controller_revisions_are_served_validated_and_printed() {
     assert_eq!(lines[0], ["NAME", "CONTROLLER", "REVISION", "AGE"], "{out}");
     assert_eq!(&lines[1][..3], ["web-1", "daemonset.apps/web", "1"], "{out}");
     assert_eq!(&lines[2][..3], ["web-2", "daemonset.apps/web", "2"], "{out}");
-    let got = get_json(&s, "/apis/apps/v1/namespaces/cr1/controllerrevisions/web-2");
+    let got = s.get_json("/apis/apps/v1/namespaces/cr1/controllerrevisions/web-2");
     assert_eq!(got["data"]["spec"]["template"]["metadata"]["labels"]["v"], "2");
     assert_eq!(got["revision"], 2);
     // Label selectors (what `kubectl rollout history` lists by).
@@ -71,9 +58,9 @@ fn controller_revisions_are_served_validated_and_printed() {
     let err = s.fails(&["patch", "controllerrevision", "web-1", "-n", "cr1", "--type=merge", "-p", r#"{"data":{"spec":{"x":1}}}"#], None);
     assert!(err.contains("data: Invalid value") && err.contains("field is immutable"), "{err}");
     s.ok(&["patch", "controllerrevision", "web-1", "-n", "cr1", "--type=merge", "-p", r#"{"revision":3,"metadata":{"labels":{"x":"y"}}}"#]);
-    assert_eq!(get_json(&s, "/apis/apps/v1/namespaces/cr1/controllerrevisions/web-1")["revision"], 3);
+    assert_eq!(s.get_json("/apis/apps/v1/namespaces/cr1/controllerrevisions/web-1")["revision"], 3);
     s.ok(&["delete", "controllerrevision", "web-1", "web-2", "-n", "cr1"]);
-    assert!(items(&s, "/apis/apps/v1/namespaces/cr1/controllerrevisions").is_empty());
+    assert!(s.items("/apis/apps/v1/namespaces/cr1/controllerrevisions").is_empty());
 }
 
 fn server() -> ApiServer {
@@ -189,7 +176,7 @@ impl Drop for SimKubelets {
 
 /// Live (not terminating) pods of a namespace.
 fn live_pods(s: &ApiServer, ns: &str) -> Vec<Value> {
-    items(s, &format!("/api/v1/namespaces/{ns}/pods")).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
+    s.items(&format!("/api/v1/namespaces/{ns}/pods")).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
 }
 
 /// Wait until the live pods' nodes are exactly `nodes` (one pod each); the pods.
@@ -227,8 +214,8 @@ fn daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
     // One pod on each worker the template fits: not on the tainted node, nor on the db node;
     // the cordoned node (unschedulable taint) is tolerated, as upstream's daemon tolerations say.
     let pods = wait_daemon_pods(&s, "ds1", &["sim-a", "sim-b"]);
-    let ds = get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent");
-    let revs = items(&s, "/apis/apps/v1/namespaces/ds1/controllerrevisions");
+    let ds = s.get_json("/apis/apps/v1/namespaces/ds1/daemonsets/agent");
+    let revs = s.items("/apis/apps/v1/namespaces/ds1/controllerrevisions");
     assert_eq!(revs.len(), 1, "one ControllerRevision: {revs:?}");
     let hash = revs[0]["metadata"]["labels"]["controller-revision-hash"].as_str().expect("hash label").to_string();
     assert_eq!(name(&revs[0]), format!("agent-{hash}"));
@@ -253,7 +240,7 @@ fn daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
     assert!(out.contains("daemon set \"agent\" successfully rolled out"), "{out}");
     let row: Vec<String> = s.ok(&["get", "ds", "agent", "-n", "ds1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
     assert_eq!(&row[1..6], ["2", "2", "2", "2", "2"], "DESIRED CURRENT READY UP-TO-DATE AVAILABLE: {row:?}");
-    let st = get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"].clone();
+    let st = s.get_json("/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"].clone();
     assert_eq!((st["numberMisscheduled"].clone(), st["observedGeneration"].clone(), st["numberUnavailable"].clone()), (json!(0), json!(1), json!(0)), "{st}");
 
     // A new eligible node gets a pod.
@@ -271,7 +258,7 @@ fn daemonset_runs_one_pod_per_eligible_node_and_follows_nodes() {
     // And the tolerated node comes back into the set when its label does.
     s.ok(&["label", "node", "sim-a", "role=worker", "--overwrite"]);
     wait_daemon_pods(&s, "ds1", &["sim-a"]);
-    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"]["desiredNumberScheduled"] == 1));
+    assert!(eventually(LONG, || s.get_json("/apis/apps/v1/namespaces/ds1/daemonsets/agent")["status"]["desiredNumberScheduled"] == 1));
     // A deleted pod is replaced on its node.
     let victim = name(&live_pods(&s, "ds1")[0]);
     s.ok(&["delete", "pod", &victim, "-n", "ds1", "--wait=false"]);
@@ -302,7 +289,7 @@ fn daemonset_rolling_update_history_undo_and_on_delete() {
     let pods = wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
     assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v2" && !first.contains(&name(p))), "{pods:?}");
     assert!(kubelets.ready_order().len() >= 6, "each replacement was made ready: {:?}", kubelets.ready_order());
-    let revs = items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions");
+    let revs = s.items("/apis/apps/v1/namespaces/ds2/controllerrevisions");
     assert_eq!(revs.len(), 2, "{revs:?}");
     let history = s.ok(&["rollout", "history", "ds/agent", "-n", "ds2"]);
     let lines: Vec<&str> = history.lines().filter(|l| l.starts_with(char::is_numeric)).collect();
@@ -316,18 +303,18 @@ fn daemonset_rolling_update_history_undo_and_on_delete() {
     let pods = wait_daemon_pods(&s, "ds2", &["sim-r1", "sim-r2", "sim-r3"]);
     assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1"), "{pods:?}");
     assert!(eventually(LONG, || {
-        let revs = items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions");
+        let revs = s.items("/apis/apps/v1/namespaces/ds2/controllerrevisions");
         revs.len() == 2 && revs.iter().any(|r| r["revision"] == 3 && r["data"]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1")
-    }), "{:?}", items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions"));
+    }), "{:?}", s.items("/apis/apps/v1/namespaces/ds2/controllerrevisions"));
 
     // OnDelete: a new template changes no pod until one is deleted.
     s.ok(&["patch", "ds", "agent", "-n", "ds2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
     s.ok(&["set", "image", "ds/agent", "c=registry.invalid/agent:v3", "-n", "ds2"]);
-    assert!(eventually(LONG, || get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["observedGeneration"] == get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["metadata"]["generation"]));
+    assert!(eventually(LONG, || s.get_json("/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["observedGeneration"] == s.get_json("/apis/apps/v1/namespaces/ds2/daemonsets/agent")["metadata"]["generation"]));
     std::thread::sleep(Duration::from_secs(3));
     let pods = live_pods(&s, "ds2");
     assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1"), "OnDelete leaves pods alone: {pods:?}");
-    assert_eq!(get_json(&s, "/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["updatedNumberScheduled"], 0);
+    assert_eq!(s.get_json("/apis/apps/v1/namespaces/ds2/daemonsets/agent")["status"]["updatedNumberScheduled"], 0);
     let victim = pods.iter().find(|p| p["spec"]["nodeName"] == "sim-r2").map(name).expect("pod on sim-r2");
     s.ok(&["delete", "pod", &victim, "-n", "ds2", "--wait=false"]);
     assert!(eventually(LONG, || live_pods(&s, "ds2").iter().any(|p| p["spec"]["nodeName"] == "sim-r2" && p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v3")));
@@ -335,7 +322,7 @@ fn daemonset_rolling_update_history_undo_and_on_delete() {
     assert_eq!(pods.iter().filter(|p| p["spec"]["containers"][0]["image"] == "registry.invalid/agent:v1").count(), 2, "{pods:?}");
     // Deleting the DaemonSet takes its pods and revisions (garbage collection).
     s.ok(&["delete", "ds", "agent", "-n", "ds2"]);
-    assert!(eventually(LONG, || live_pods(&s, "ds2").is_empty() && items(&s, "/apis/apps/v1/namespaces/ds2/controllerrevisions").is_empty()));
+    assert!(eventually(LONG, || live_pods(&s, "ds2").is_empty() && s.items("/apis/apps/v1/namespaces/ds2/controllerrevisions").is_empty()));
 }
 
 fn statefulset_yaml(ns: &str, replicas: i32, policy: &str, image: &str) -> String {
@@ -369,10 +356,10 @@ fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
     let kubelets = SimKubelets::start_with(&s, "st1", move |pod| pod != "web-1" || r2.load(Ordering::SeqCst));
     s.ok_stdin(&["apply", "-f", "-"], Some(&statefulset_yaml("st1", 3, "OrderedReady", "registry.invalid/web:v1")));
     // While web-1 is not Ready there are exactly web-0 and web-1.
-    assert!(eventually(LONG, || pod_names(&s, "st1") == ["web-0", "web-1"] && get_json(&s, "/api/v1/namespaces/st1/pods/web-1")["status"]["phase"] == "Running"), "{:?}", pod_names(&s, "st1"));
+    assert!(eventually(LONG, || pod_names(&s, "st1") == ["web-0", "web-1"] && s.get_json("/api/v1/namespaces/st1/pods/web-1")["status"]["phase"] == "Running"), "{:?}", pod_names(&s, "st1"));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pod_names(&s, "st1"), ["web-0", "web-1"], "web-2 waits for web-1 to be Ready");
-    assert_eq!(get_json(&s, "/apis/apps/v1/namespaces/st1/statefulsets/web")["status"]["readyReplicas"], 1);
+    assert_eq!(s.get_json("/apis/apps/v1/namespaces/st1/statefulsets/web")["status"]["readyReplicas"], 1);
     release.store(true, Ordering::SeqCst);
     wait_names(&s, "st1", &["web-0", "web-1", "web-2"]);
     let out = s.ok(&["rollout", "status", "sts/web", "-n", "st1", "--timeout=80s"]);
@@ -380,7 +367,7 @@ fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
     // Ready in ordinal order.
     let order: Vec<String> = kubelets.ready_order().into_iter().filter(|n| n.starts_with("web-")).collect();
     assert_eq!(&order[..3], ["web-0", "web-1", "web-2"], "{order:?}");
-    let set = get_json(&s, "/apis/apps/v1/namespaces/st1/statefulsets/web");
+    let set = s.get_json("/apis/apps/v1/namespaces/st1/statefulsets/web");
     for (i, p) in live_pods(&s, "st1").iter().enumerate() {
         let n = format!("web-{i}");
         let p = live_pods(&s, "st1").into_iter().find(|x| name(x) == n).unwrap_or_else(|| p.clone());
@@ -393,19 +380,19 @@ fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
         assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], set["metadata"]["uid"]);
     }
     // A claim per pod, made before it, labelled with the selector.
-    let claims: Vec<String> = items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
+    let claims: Vec<String> = s.items("/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
     assert_eq!(claims, ["www-web-0", "www-web-1", "www-web-2"]);
-    assert_eq!(get_json(&s, "/api/v1/namespaces/st1/persistentvolumeclaims/www-web-1")["metadata"]["labels"]["app"], "web");
+    assert_eq!(s.get_json("/api/v1/namespaces/st1/persistentvolumeclaims/www-web-1")["metadata"]["labels"]["app"], "web");
     // The default class provisions a volume for each, and they are bound.
     assert!(eventually(LONG, || (0..3).all(|i| phase_of(&s, &format!("/api/v1/namespaces/st1/persistentvolumeclaims/www-web-{i}")) == "Bound")), "{}", s.ok(&["get", "pvc,pv", "-A"]));
     let row: Vec<String> = s.ok(&["get", "sts", "web", "-n", "st1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
     assert_eq!(row[1], "3/3", "{row:?}");
 
     // A deleted pod comes back under the same name.
-    let uid = get_json(&s, "/api/v1/namespaces/st1/pods/web-1")["metadata"]["uid"].clone();
+    let uid = s.get_json("/api/v1/namespaces/st1/pods/web-1")["metadata"]["uid"].clone();
     s.ok(&["delete", "pod", "web-1", "-n", "st1", "--wait=false"]);
     assert!(eventually(LONG, || {
-        let p = get_json(&s, "/api/v1/namespaces/st1/pods/web-1");
+        let p = s.get_json("/api/v1/namespaces/st1/pods/web-1");
         !p.is_null() && p["metadata"]["uid"] != uid && p["metadata"]["deletionTimestamp"].is_null()
     }), "web-1 was not recreated");
     // Scale down: the highest ordinal goes first, one at a time; claims stay.
@@ -419,12 +406,12 @@ fn statefulset_ordered_stable_names_claims_and_scale_down_in_reverse() {
         n == ["web-0"]
     }), "{seen:?}");
     assert!(seen.iter().all(|n| n.as_slice() != ["web-0", "web-2"]), "web-1 never went before web-2: {seen:?}");
-    let claims: Vec<String> = items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
+    let claims: Vec<String> = s.items("/api/v1/namespaces/st1/persistentvolumeclaims").iter().map(name).collect();
     assert_eq!(claims, ["www-web-0", "www-web-1", "www-web-2"], "claims are kept on scale-down");
     // Scaling up again reuses the names (and the claims).
     s.ok(&["scale", "sts/web", "--replicas=2", "-n", "st1"]);
     wait_names(&s, "st1", &["web-0", "web-1"]);
-    assert_eq!(items(&s, "/api/v1/namespaces/st1/persistentvolumeclaims").len(), 3);
+    assert_eq!(s.items("/api/v1/namespaces/st1/persistentvolumeclaims").len(), 3);
 }
 
 #[test]
@@ -436,7 +423,7 @@ fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
     s.ok_stdin(&["apply", "-f", "-"], Some(&statefulset_yaml("st2", 3, "Parallel", "registry.invalid/web:v1")));
     wait_names(&s, "st2", &["web-0", "web-1", "web-2"]);
     s.ok(&["rollout", "status", "sts/web", "-n", "st2", "--timeout=80s"]);
-    let image = |n: &str| get_json(&s, &format!("/api/v1/namespaces/st2/pods/{n}"))["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string();
+    let image = |n: &str| s.get_json(&format!("/api/v1/namespaces/st2/pods/{n}"))["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string();
     // Partition 2: only web-2 is updated.
     s.ok(&["patch", "sts", "web", "-n", "st2", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":2}}}}"#]);
     s.ok(&["set", "image", "sts/web", "c=registry.invalid/web:v2", "-n", "st2"]);
@@ -445,7 +432,7 @@ fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
     assert!(out.contains("partitioned roll out complete: 1 new pods have been updated"), "{out}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!((image("web-0"), image("web-1")), ("registry.invalid/web:v1".to_string(), "registry.invalid/web:v1".to_string()), "below the partition nothing changes");
-    let st = get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
+    let st = s.get_json("/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
     assert_ne!(st["currentRevision"], st["updateRevision"], "{st}");
     assert_eq!(st["updatedReplicas"], 1, "{st}");
     // Partition 0: the rest roll, highest first; the update revision becomes current.
@@ -453,9 +440,9 @@ fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
     s.ok(&["rollout", "status", "sts/web", "-n", "st2", "--timeout=80s"]);
     assert!(eventually(LONG, || (0..3).all(|i| image(&format!("web-{i}")) == "registry.invalid/web:v2")));
     assert!(eventually(LONG, || {
-        let st = get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
+        let st = s.get_json("/apis/apps/v1/namespaces/st2/statefulsets/web")["status"].clone();
         st["currentRevision"] == st["updateRevision"] && st["currentReplicas"] == 3
-    }), "{}", get_json(&s, "/apis/apps/v1/namespaces/st2/statefulsets/web")["status"]);
+    }), "{}", s.get_json("/apis/apps/v1/namespaces/st2/statefulsets/web")["status"]);
     let history = s.ok(&["rollout", "history", "sts/web", "-n", "st2"]);
     assert_eq!(history.lines().filter(|l| l.starts_with(char::is_numeric)).count(), 2, "{history}");
     // OnDelete: nothing changes until a pod is deleted; its replacement has the new template.
@@ -469,11 +456,11 @@ fn statefulset_parallel_partitioned_rolling_update_and_on_delete() {
     // Parallel scale-down removes every extra pod at once; claims stay.
     s.ok(&["scale", "sts/web", "--replicas=0", "-n", "st2"]);
     wait_names(&s, "st2", &[]);
-    assert_eq!(items(&s, "/api/v1/namespaces/st2/persistentvolumeclaims").len(), 3);
+    assert_eq!(s.items("/api/v1/namespaces/st2/persistentvolumeclaims").len(), 3);
 }
 
 fn phase_of(s: &ApiServer, path: &str) -> String {
-    get_json(s, path)["status"]["phase"].as_str().unwrap_or("").to_string()
+    s.get_json(path)["status"]["phase"].as_str().unwrap_or("").to_string()
 }
 
 #[test]
@@ -484,7 +471,7 @@ fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
     let sc = s.ok(&["get", "storageclass", "--no-headers"]);
     let row: Vec<&str> = sc.split_whitespace().collect();
     assert_eq!(&row[..6], ["strata-local", "(default)", "strata.dev/local", "Delete", "Immediate", "false"], "{sc}");
-    let class = get_json(&s, "/apis/storage.k8s.io/v1/storageclasses/strata-local");
+    let class = s.get_json("/apis/storage.k8s.io/v1/storageclasses/strata-local");
     let base = class["parameters"]["path"].as_str().expect("path parameter").to_string();
     assert_eq!(std::path::Path::new(&base), s.data_dir().join("volumes"));
     // Bad input, as upstream refuses it.
@@ -504,9 +491,9 @@ fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
     };
     s.ok_stdin(&["create", "-f", "-"], Some(&claim("claim-a", "500Mi", Some(""))));
     assert!(eventually(LONG, || phase_of(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-a") == "Bound"), "{}", s.ok(&["describe", "pvc", "claim-a", "-n", "vol1"]));
-    let pvc = get_json(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-a");
+    let pvc = s.get_json("/api/v1/namespaces/vol1/persistentvolumeclaims/claim-a");
     assert_eq!((pvc["spec"]["volumeName"].as_str(), pvc["status"]["capacity"]["storage"].as_str()), (Some("pv-small"), Some("1Gi")));
-    let pv = get_json(&s, "/api/v1/persistentvolumes/pv-small");
+    let pv = s.get_json("/api/v1/persistentvolumes/pv-small");
     assert_eq!((pv["status"]["phase"].as_str(), pv["spec"]["claimRef"]["name"].as_str(), pv["spec"]["claimRef"]["uid"].clone()), (Some("Bound"), Some("claim-a"), pvc["metadata"]["uid"].clone()));
     let row: Vec<String> = s.ok(&["get", "pvc", "claim-a", "-n", "vol1", "--no-headers"]).split_whitespace().map(str::to_string).collect();
     assert_eq!(&row[..4], ["claim-a", "Bound", "pv-small", "1Gi"], "{row:?}");
@@ -520,18 +507,18 @@ fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
 
     // No class named: the default class is filled in and a volume provisioned for the claim.
     s.ok_stdin(&["create", "-f", "-"], Some(&claim("claim-c", "64Mi", None)));
-    let c = get_json(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-c");
+    let c = s.get_json("/api/v1/namespaces/vol1/persistentvolumeclaims/claim-c");
     assert_eq!(c["spec"]["storageClassName"], "strata-local", "DefaultStorageClass admission");
     assert!(eventually(LONG, || phase_of(&s, "/api/v1/namespaces/vol1/persistentvolumeclaims/claim-c") == "Bound"), "{}", s.ok(&["describe", "pvc", "claim-c", "-n", "vol1"]));
     let pv_name = format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap_or(""));
-    let pv = get_json(&s, &format!("/api/v1/persistentvolumes/{pv_name}"));
+    let pv = s.get_json(&format!("/api/v1/persistentvolumes/{pv_name}"));
     assert_eq!(pv["spec"]["hostPath"]["path"].as_str().map(std::path::PathBuf::from), Some(std::path::Path::new(&base).join(&pv_name)));
     assert_eq!((pv["spec"]["hostPath"]["type"].as_str(), pv["spec"]["persistentVolumeReclaimPolicy"].as_str(), pv["spec"]["storageClassName"].as_str()), (Some("DirectoryOrCreate"), Some("Delete"), Some("strata-local")));
     assert_eq!(pv["status"]["phase"], "Bound");
     assert!(s.ok(&["get", "events", "-n", "vol1"]).contains(&format!("Successfully provisioned volume {pv_name}")));
     // Deleting claims: a Delete volume goes, a Retain one is Released.
     s.ok(&["delete", "pvc", "claim-c", "claim-a", "-n", "vol1"]);
-    assert!(eventually(LONG, || get_json(&s, &format!("/api/v1/persistentvolumes/{pv_name}")).is_null()), "the provisioned volume was not deleted");
+    assert!(eventually(LONG, || s.get_json(&format!("/api/v1/persistentvolumes/{pv_name}")).is_null()), "the provisioned volume was not deleted");
     assert!(eventually(LONG, || phase_of(&s, "/api/v1/persistentvolumes/pv-small") == "Released"));
 }
 
@@ -550,28 +537,28 @@ fn statefulset_pod_on_the_real_agent_keeps_its_volume_across_restarts() {
     s.ok_stdin(&["apply", "-f", "-"], Some(&yaml));
     let running = |uid: &Value| {
         eventually(Duration::from_secs(120), || {
-            let p = get_json(&s, "/api/v1/namespaces/stv/pods/db-0");
+            let p = s.get_json("/api/v1/namespaces/stv/pods/db-0");
             p["status"]["phase"] == "Running" && (uid.is_null() || p["metadata"]["uid"] != *uid) && s.kubectl(&["logs", "db-0", "-n", "stv"]).stdout.windows(7).any(|w| w == b"started")
         })
     };
     assert!(running(&Value::Null), "db-0 never ran: {}\n{}", s.ok(&["describe", "pod", "db-0", "-n", "stv"]), s.ok(&["get", "events", "-n", "stv"]));
     // The claim is bound to a provisioned hostPath volume under the server's data dir, and the
     // container wrote into it.
-    let claim = get_json(&s, "/api/v1/namespaces/stv/persistentvolumeclaims/data-db-0");
+    let claim = s.get_json("/api/v1/namespaces/stv/persistentvolumeclaims/data-db-0");
     assert_eq!(claim["status"]["phase"], "Bound");
-    let pv = get_json(&s, &format!("/api/v1/persistentvolumes/{}", claim["spec"]["volumeName"].as_str().unwrap_or("")));
+    let pv = s.get_json(&format!("/api/v1/persistentvolumes/{}", claim["spec"]["volumeName"].as_str().unwrap_or("")));
     let dir = std::path::PathBuf::from(pv["spec"]["hostPath"]["path"].as_str().expect("hostPath"));
     assert!(dir.starts_with(s.data_dir().join("volumes")), "{dir:?}");
     assert_eq!(std::fs::read_to_string(dir.join("log")).unwrap_or_default(), "run-db-0\n");
     // A new db-0 gets the same claim and finds what the old one wrote.
-    let uid = get_json(&s, "/api/v1/namespaces/stv/pods/db-0")["metadata"]["uid"].clone();
+    let uid = s.get_json("/api/v1/namespaces/stv/pods/db-0")["metadata"]["uid"].clone();
     s.ok(&["delete", "pod", "db-0", "-n", "stv"]);
     assert!(running(&uid), "db-0 was not recreated: {}", s.ok(&["get", "events", "-n", "stv"]));
     let logs = s.ok(&["logs", "db-0", "-n", "stv"]);
     assert!(logs.starts_with("run-db-0\n"), "{logs}");
     assert_eq!(std::fs::read_to_string(dir.join("log")).unwrap_or_default(), "run-db-0\nrun-db-0\n");
     s.ok(&["delete", "sts", "db", "-n", "stv"]);
-    assert!(eventually(LONG, || live_pods(&s, "stv").is_empty() && items(&s, "/api/v1/namespaces/stv/pods").is_empty()));
+    assert!(eventually(LONG, || live_pods(&s, "stv").is_empty() && s.items("/api/v1/namespaces/stv/pods").is_empty()));
 }
 
 #[test]
@@ -583,11 +570,11 @@ fn statefulset_claim_retention_policy_delete_removes_claims_with_their_pods_and_
     let yaml = statefulset_yaml("st3", 3, "Parallel", "registry.invalid/web:v1").replace("  volumeClaimTemplates:\n", "  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Delete}\n  volumeClaimTemplates:\n");
     s.ok_stdin(&["apply", "-f", "-"], Some(&yaml));
     wait_names(&s, "st3", &["web-0", "web-1", "web-2"]);
-    let claims = || -> Vec<String> { items(&s, "/api/v1/namespaces/st3/persistentvolumeclaims").iter().filter(|c| c["metadata"]["deletionTimestamp"].is_null()).map(name).collect() };
+    let claims = || -> Vec<String> { s.items("/api/v1/namespaces/st3/persistentvolumeclaims").iter().filter(|c| c["metadata"]["deletionTimestamp"].is_null()).map(name).collect() };
     assert!(eventually(LONG, || claims() == ["www-web-0", "www-web-1", "www-web-2"]), "{:?}", claims());
     // whenDeleted: Delete makes the set an owner of each claim.
-    let set_uid = get_json(&s, "/apis/apps/v1/namespaces/st3/statefulsets/web")["metadata"]["uid"].clone();
-    let owner = &get_json(&s, "/api/v1/namespaces/st3/persistentvolumeclaims/www-web-0")["metadata"]["ownerReferences"][0];
+    let set_uid = s.get_json("/apis/apps/v1/namespaces/st3/statefulsets/web")["metadata"]["uid"].clone();
+    let owner = &s.get_json("/api/v1/namespaces/st3/persistentvolumeclaims/www-web-0")["metadata"]["ownerReferences"][0];
     assert_eq!((owner["kind"].as_str(), owner["uid"].clone()), (Some("StatefulSet"), set_uid));
     // whenScaled: Delete: the claims of pods scaled away go with them.
     s.ok(&["scale", "sts/web", "--replicas=1", "-n", "st3"]);

@@ -302,6 +302,21 @@ impl ApiServer {
 
     /// A raw HTTPS request with curl as the admin (client certificate) or with a token or
     /// anonymously. Returns (HTTP status, body).
+    /// GET `path` as the admin: the object, or `Null` when it is not found (404).
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.curl("GET", path, Auth::Admin, None, None);
+        assert!(code == 200 || code == 404, "GET {path}: {code} {body}");
+        if code == 404 {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The items of the list at `path` (none when it is not found).
+    pub fn items(&self, path: &str) -> Vec<serde_json::Value> {
+        self.get_json(path)["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn curl(&self, method: &str, path: &str, auth: Auth, content_type: Option<&str>, body: Option<&[u8]>) -> (u16, String) {
         use std::io::Write;
         let pki = self.data.join("pki");
