@@ -291,14 +291,11 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Context<State>>) ->
     if uid.is_empty() {
         return Ok(Action::await_change()); // pre-bound by name: the claim's pass binds it
     }
-    let cached = st.claims.state().into_iter().find(|c| c.namespace().as_deref() == Some(ns.as_str()) && c.metadata.name.as_deref() == Some(name.as_str()));
-    if cached.as_ref().is_some_and(|c| c.metadata.uid.as_deref() == Some(uid.as_str())) {
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
-    // The cache says the claim is gone: a live read decides.
+    // A live read decides whether the claim is still there: the claims' cache is fed by another
+    // watch than the one that triggers this pass (a claim's deletion), so it may still hold it.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.writer.clone(), &ns);
     if claims.get_opt(&name).await?.is_some_and(|c| c.metadata.uid.as_deref() == Some(uid.as_str())) {
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Ok(Action::requeue(Duration::from_secs(300)));
     }
     if v.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) == Some("Delete") {
         let dp = DeleteParams { preconditions: Some(Preconditions { uid: v.metadata.uid.clone(), resource_version: None }), ..Default::default() };
