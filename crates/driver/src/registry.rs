@@ -196,13 +196,14 @@ impl Registry {
     /// Intents whose owner died half-way, each locked by us: `recover` finishes or rolls back
     /// the operation; on success the intent is removed. Intents of live processes are skipped.
     pub fn recover_orphans(&self, recover: &mut dyn FnMut(&IntentInfo) -> Result<(), Error>) {
+        self.sweep_names_aside();
         let Ok(entries) = std::fs::read_dir(&self.intents) else { return };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
             if name.starts_with('.') {
                 // A temporary file of a begin() that died before the rename: nothing happened.
-                if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60)) {
+                if older_than_a_minute(&path) {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
@@ -223,6 +224,8 @@ impl Registry {
                 None => IntentInfo { op: Op::Remove, id: name.clone(), name: String::new() },
             };
             tracing::info!(id = %info.id, op = ?info.op, "recovering a half-done operation");
+            // A create killed inside reserve() leaves its name's temporary file behind.
+            let _ = std::fs::remove_file(self.names.join(format!(".{}.tmp", info.id)));
             match recover(&info) {
                 Ok(()) => {
                     let _ = std::fs::remove_file(&path);
@@ -230,6 +233,17 @@ impl Registry {
                 Err(e) => tracing::warn!(id = %info.id, error = %e, "recovery failed; retried next time"),
             }
             drop(lock);
+        }
+    }
+
+    /// Names moved aside by a take-over whose process was killed before it removed them
+    /// (`names/.stale.<owner>.<pid>`, older than a minute so a take-over in progress is not raced).
+    fn sweep_names_aside(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.names) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".stale.") && older_than_a_minute(&e.path()) {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 
@@ -306,6 +320,10 @@ impl Registry {
         }
         Err(Error::NotFound(name_or_id.to_string()))
     }
+}
+
+fn older_than_a_minute(path: &Path) -> bool {
+    std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60))
 }
 
 /// `rm -rf -- path` in its own session (a Ctrl-C meant for the caller does not stop it), not
@@ -413,6 +431,28 @@ mod tests {
         assert!(matches!(reg.reserve("mid", "fff"), Err(Error::AlreadyExists(_))), "a create in progress keeps its name");
         let tmp: Vec<_> = std::fs::read_dir(&reg.names).expect("ls").flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
         assert!(tmp.is_empty(), "no temporary name files left");
+    }
+
+    /// A create killed between writing its name's temporary file and removing it (the window
+    /// around `link(2)`) leaves `names/.<id>.tmp`: the recovery of its intent removes it, and a
+    /// name moved aside by a take-over that was killed is swept once it is old.
+    #[test]
+    fn recovery_removes_the_temporary_name_file_of_a_dead_create() {
+        let root = tempfile::tempdir().expect("tmp");
+        let reg = Registry::open(root.path(), "things", "thing-names", "thing").expect("open");
+        let intent = reg.begin(Op::Create, "abc", "web").expect("begin");
+        std::fs::write(reg.names.join(".abc.tmp"), "abc").expect("tmp name");
+        reg.recover_orphans(&mut |_| Ok(()));
+        assert!(reg.names.join(".abc.tmp").exists(), "a live create keeps its temporary file");
+        drop(intent);
+        reg.recover_orphans(&mut |_| Ok(()));
+        assert!(!reg.names.join(".abc.tmp").exists(), "the dead create's temporary name file is removed");
+        let aside = reg.names.join(".stale.def.1");
+        std::fs::write(&aside, "def").expect("aside");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        std::fs::File::options().write(true).open(&aside).and_then(|f| f.set_modified(old)).expect("age");
+        reg.recover_orphans(&mut |_| Ok(()));
+        assert!(!aside.exists(), "an old name moved aside is swept");
     }
 
     #[test]
