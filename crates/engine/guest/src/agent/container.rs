@@ -1,0 +1,585 @@
+//! Containers inside the guest: each main process starts in new mount, PID, UTS and IPC
+//! namespaces, rooted at its rootfs (bind-mounted, moved onto `/` and `chroot`ed into, as
+//! `switch_root` does: `pivot_root` does not work from an initramfs), with `/proc` of its own,
+//! the guest's `/dev`, a read-only `/sys` and the spec's bind mounts. An exec joins those
+//! namespaces and that root. Processes are started with a bare `fork` + `execve` (no
+//! `std::process::Command`: it would `waitpid` a child whose exec failed, racing the reaper);
+//! everything the child needs is prepared before the fork, and a failure in the child comes
+//! back as (step, errno) over a close-on-exec pipe.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::reaper::{Exit, Reaper};
+use super::{note, Outbox};
+use crate::protocol::{ContainerSpec, ExecRequest, ExecResult, GuestMessage, Stream, MAX_EXEC_OUTPUT};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Created,
+    Running { pid: i32 },
+    Exited(Exit),
+}
+
+struct Entry {
+    spec: ContainerSpec,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Entry {
+    fn state(&self) -> State {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until the container is no longer running (or `timeout` runs out).
+    fn wait_exited(&self, timeout: Duration) -> bool {
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .cond
+            .wait_timeout_while(guard, timeout, |s| matches!(s, State::Running { .. }))
+            .unwrap_or_else(|e| e.into_inner());
+        !matches!(*guard, State::Running { .. })
+    }
+}
+
+struct Inner {
+    table: Mutex<HashMap<String, Arc<Entry>>>,
+    reaper: Arc<Reaper>,
+    tx: Outbox,
+}
+
+/// The agent's containers (cheap to clone: shared).
+#[derive(Clone)]
+pub(crate) struct Containers(Arc<Inner>);
+
+impl Containers {
+    pub fn new(reaper: Arc<Reaper>, tx: Outbox) -> Containers {
+        Containers(Arc::new(Inner { table: Mutex::new(HashMap::new()), reaper, tx }))
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Entry>, String> {
+        self.0.table.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or_else(|| format!("no container {id:?}"))
+    }
+
+    pub fn create(&self, id: &str, spec: ContainerSpec) -> Result<(), String> {
+        if id.is_empty() || id.len() > 128 || id.contains('/') {
+            return Err(format!("invalid container id {id:?}"));
+        }
+        if spec.argv.is_empty() || spec.argv[0].is_empty() {
+            return Err("no command to run".into());
+        }
+        let rootfs = Path::new(&spec.rootfs);
+        if !rootfs.is_absolute() || !rootfs.is_dir() {
+            return Err(format!("rootfs {:?} is not a directory", spec.rootfs));
+        }
+        for m in &spec.mounts {
+            container_path(rootfs, &m.destination)?;
+            if !Path::new(&m.source).exists() {
+                return Err(format!("mount source {:?} does not exist", m.source));
+            }
+        }
+        let mut table = self.0.table.lock().unwrap_or_else(|e| e.into_inner());
+        if table.contains_key(id) {
+            return Err(format!("container {id:?} already exists"));
+        }
+        // Mount points: made now, in the parent, so the child only mounts.
+        for dir in ["proc", "dev", "sys"] {
+            mkdir_p(&rootfs.join(dir))?;
+        }
+        for m in &spec.mounts {
+            let target = container_path(rootfs, &m.destination)?;
+            if Path::new(&m.source).is_dir() {
+                mkdir_p(&target)?;
+            } else if !target.exists() {
+                if let Some(parent) = target.parent() {
+                    mkdir_p(parent)?;
+                }
+                std::fs::File::create(&target).map_err(|e| format!("mount point {}: {e}", target.display()))?;
+            }
+        }
+        table.insert(id.to_string(), Arc::new(Entry { spec, state: Mutex::new(State::Created), cond: Condvar::new() }));
+        Ok(())
+    }
+
+    pub fn start(&self, id: &str) -> Result<i32, String> {
+        let entry = self.get(id)?;
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state != State::Created {
+            return Err(format!("container {id:?} was already started"));
+        }
+        let launch = Launch::new_container(&entry.spec)?;
+        let child = launch.spawn(&self.0.reaper, None)?;
+        *state = State::Running { pid: child.pid };
+        drop(state);
+        let pid = child.pid;
+        let (inner, id2, entry2) = (self.0.clone(), id.to_string(), entry.clone());
+        let monitor = std::thread::Builder::new().name("monitor".into()).spawn(move || {
+            let readers = [forward(child.stdout, &id2, Stream::Stdout, &inner.tx), forward(child.stderr, &id2, Stream::Stderr, &inner.tx)];
+            let exit = inner.reaper.wait(pid, None).unwrap_or(Exit::Signal(libc::SIGKILL));
+            // Every byte of output before the exit (the PID namespace is gone, so are its writers).
+            for r in readers.into_iter().flatten() {
+                let _ = r.join();
+            }
+            *entry2.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Exited(exit);
+            entry2.cond.notify_all();
+            let (code, signal) = match exit {
+                Exit::Code(c) => (Some(c), None),
+                Exit::Signal(s) => (None, Some(s)),
+            };
+            let _ = inner.tx.send(GuestMessage::Exited { id: id2, code, signal });
+        });
+        if let Err(e) = monitor {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(format!("monitor thread: {e}"));
+        }
+        Ok(pid)
+    }
+
+    pub fn signal(&self, id: &str, signal: i32) -> Result<(), String> {
+        let entry = self.get(id)?;
+        match entry.state() {
+            State::Created => Err(format!("container {id:?} is not started")),
+            State::Exited(_) => Ok(()),
+            State::Running { pid } => {
+                // SAFETY: kill(2); a process that is already gone is fine (ESRCH).
+                if unsafe { libc::kill(pid, signal) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::ESRCH) {
+                        return Err(format!("signal {signal}: {e}"));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), String> {
+        let entry = self.get(id)?;
+        if let State::Running { pid } = entry.state() {
+            // SAFETY: kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if !entry.wait_exited(Duration::from_secs(10)) {
+                return Err(format!("container {id:?} did not die"));
+            }
+        }
+        self.0.table.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        Ok(())
+    }
+
+    pub fn kill_all(&self) {
+        let entries: Vec<_> = self.0.table.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for e in &entries {
+            if let State::Running { pid } = e.state() {
+                // SAFETY: kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for e in &entries {
+            e.wait_exited(Duration::from_secs(5));
+        }
+    }
+
+    pub fn exec(&self, req: &ExecRequest) -> Result<ExecResult, String> {
+        let entry = self.get(&req.id)?;
+        let State::Running { pid } = entry.state() else {
+            return Err(format!("container {:?} is not running", req.id));
+        };
+        if req.argv.is_empty() || req.argv[0].is_empty() {
+            return Err("no command to run".into());
+        }
+        let launch = Launch::exec(&entry.spec, pid, req)?;
+        let ns = JoinFds::open(pid)?;
+        let child = launch.spawn(&self.0.reaper, Some(&ns))?;
+        let collect = |f: Option<OwnedFd>| {
+            let (tx, rx) = mpsc::channel();
+            if let Some(fd) = f {
+                let _ = std::thread::Builder::new().name("exec-out".into()).spawn(move || {
+                    let _ = tx.send(read_capped(fd));
+                });
+            }
+            rx
+        };
+        let (out, err) = (collect(child.stdout), collect(child.stderr));
+        let timeout = req.timeout_ms.map(Duration::from_millis);
+        let (exit, timed_out) = match self.0.reaper.wait(child.pid, timeout) {
+            Some(exit) => (exit, false),
+            None => {
+                // SAFETY: kill(2) of our own child.
+                unsafe { libc::kill(child.pid, libc::SIGKILL) };
+                (self.0.reaper.wait(child.pid, None).unwrap_or(Exit::Signal(libc::SIGKILL)), true)
+            }
+        };
+        // A background process of the command may hold its output open: do not wait for it long.
+        let grace = Duration::from_secs(1);
+        Ok(ExecResult {
+            stdout: out.recv_timeout(grace).unwrap_or_default(),
+            stderr: err.recv_timeout(grace).unwrap_or_default(),
+            exit_code: exit.as_code(),
+            timed_out,
+        })
+    }
+}
+
+/// `dest` (absolute, no `..`) under `rootfs`.
+fn container_path(rootfs: &Path, dest: &str) -> Result<PathBuf, String> {
+    let p = Path::new(dest);
+    if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("mount destination {dest:?} must be an absolute path without '..'"));
+    }
+    Ok(rootfs.join(p.strip_prefix("/").unwrap_or(p)))
+}
+
+fn mkdir_p(p: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))
+}
+
+fn cstr(s: impl Into<Vec<u8>>) -> Result<CString, String> {
+    CString::new(s).map_err(|_| "a string with a NUL byte".to_string())
+}
+
+fn read_capped(fd: OwnedFd) -> Vec<u8> {
+    let mut f = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => {
+                let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return out,
+        }
+    }
+}
+
+/// Forward a container's output pipe to the host, chunk by chunk.
+fn forward(fd: Option<OwnedFd>, id: &str, stream: Stream, tx: &Outbox) -> Option<std::thread::JoinHandle<()>> {
+    let fd = fd?;
+    let (id, tx) = (id.to_string(), tx.clone());
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            let mut f = std::fs::File::from(fd);
+            let mut buf = vec![0u8; 32768];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.send(GuestMessage::Output { id: id.clone(), stream, data: buf[..n].to_vec() }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        note!("reading the output of {id}: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| note!("output thread: {e}"))
+        .ok()
+}
+
+/// The namespaces and root of a running container, opened before an exec forks.
+struct JoinFds {
+    pid: OwnedFd,
+    ipc: OwnedFd,
+    uts: OwnedFd,
+    mnt: OwnedFd,
+    root: OwnedFd,
+}
+
+impl JoinFds {
+    fn open(pid: i32) -> Result<JoinFds, String> {
+        let open = |rel: &str, flags: i32| -> Result<OwnedFd, String> {
+            let path = cstr(format!("/proc/{pid}/{rel}"))?;
+            // SAFETY: open(2) of a NUL-terminated path; the fd is owned below.
+            let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(format!("open /proc/{pid}/{rel}: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: a fresh fd nobody else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        Ok(JoinFds {
+            pid: open("ns/pid", libc::O_RDONLY)?,
+            ipc: open("ns/ipc", libc::O_RDONLY)?,
+            uts: open("ns/uts", libc::O_RDONLY)?,
+            mnt: open("ns/mnt", libc::O_RDONLY)?,
+            root: open("root", libc::O_RDONLY | libc::O_DIRECTORY)?,
+        })
+    }
+}
+
+/// A container's fresh namespaces and mounts (for its main process).
+struct NewRoot {
+    rootfs: CString,
+    proc_dir: CString,
+    dev_dir: CString,
+    sys_dir: CString,
+    /// (source, target, read-only)
+    mounts: Vec<(CString, CString, bool)>,
+    hostname: Option<CString>,
+}
+
+/// Everything a child needs, prepared before the fork.
+struct Launch {
+    new_root: Option<NewRoot>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    /// The program paths to try in order (the `PATH` search, done in the child after chroot).
+    candidates: Vec<CString>,
+    cwd: CString,
+    uid: u32,
+    gid: u32,
+    groups: Vec<libc::gid_t>,
+}
+
+struct Child {
+    pid: i32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+/// Steps a child reports a failure at.
+const STEPS: [&str; 12] = [
+    "unshare", "make / private", "bind the rootfs", "mount /proc", "bind /dev", "mount /sys", "bind mount", "enter the rootfs",
+    "sethostname", "join the namespaces", "set user and groups", "exec",
+];
+
+impl Launch {
+    fn common(spec: &ContainerSpec, argv: &[String], env: &[String]) -> Result<Launch, String> {
+        let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+        let prog = &argv[0];
+        let candidates = if prog.contains('/') {
+            vec![cstr(prog.as_str())?]
+        } else {
+            path.split(':').filter(|d| !d.is_empty()).map(|d| cstr(format!("{}/{prog}", d.trim_end_matches('/')))).collect::<Result<_, _>>()?
+        };
+        let mut groups = vec![spec.gid];
+        groups.extend(spec.additional_gids.iter().copied());
+        groups.dedup();
+        Ok(Launch {
+            new_root: None,
+            argv: argv.iter().map(|a| cstr(a.as_str())).collect::<Result<_, _>>()?,
+            envp: env.iter().map(|a| cstr(a.as_str())).collect::<Result<_, _>>()?,
+            candidates,
+            cwd: cstr(spec.cwd.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "/".into()))?,
+            uid: spec.uid,
+            gid: spec.gid,
+            groups,
+        })
+    }
+
+    fn new_container(spec: &ContainerSpec) -> Result<Launch, String> {
+        let mut l = Launch::common(spec, &spec.argv, &spec.env)?;
+        let rootfs = Path::new(&spec.rootfs);
+        let c = |p: PathBuf| cstr(p.into_os_string().into_encoded_bytes());
+        l.new_root = Some(NewRoot {
+            rootfs: cstr(spec.rootfs.as_str())?,
+            proc_dir: c(rootfs.join("proc"))?,
+            dev_dir: c(rootfs.join("dev"))?,
+            sys_dir: c(rootfs.join("sys"))?,
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|m| Ok((cstr(m.source.as_str())?, c(container_path(rootfs, &m.destination)?)?, m.readonly)))
+                .collect::<Result<_, String>>()?,
+            hostname: spec.hostname.as_deref().map(cstr).transpose()?,
+        });
+        Ok(l)
+    }
+
+    fn exec(spec: &ContainerSpec, _pid: i32, req: &ExecRequest) -> Result<Launch, String> {
+        Launch::common(spec, &req.argv, req.env.as_deref().unwrap_or(&spec.env))
+    }
+
+    /// Fork and exec on a thread of its own: the new PID namespace (or the container's, for
+    /// `join`) is entered by that thread, for its children only.
+    fn spawn(&self, reaper: &Reaper, join: Option<&JoinFds>) -> Result<Child, String> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let pidns = match join {
+                    // SAFETY: setns(2) on this thread only, with an open namespace fd.
+                    Some(j) => unsafe { libc::setns(j.pid.as_raw_fd(), libc::CLONE_NEWPID) },
+                    // SAFETY: unshare(2) of the PID namespace for this thread's children.
+                    None => unsafe { libc::unshare(libc::CLONE_NEWPID) },
+                };
+                if pidns != 0 {
+                    return Err(format!("entering a PID namespace: {}", std::io::Error::last_os_error()));
+                }
+                self.fork(reaper, join)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the spawning thread panicked".into()))
+        })
+    }
+
+    fn fork(&self, reaper: &Reaper, join: Option<&JoinFds>) -> Result<Child, String> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let devnull = c"/dev/null";
+        // SAFETY: open(2) of a constant path.
+        let null = unsafe { libc::open(devnull.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if null < 0 {
+            return Err(format!("open /dev/null: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd.
+        let null = unsafe { OwnedFd::from_raw_fd(null) };
+        let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        let envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+        // SAFETY: fork(2); the child only makes system calls on data prepared above and then
+        // execs or _exits (no allocation, no locks).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            self.child(null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd(), join, &argv, &envp)
+        }
+        drop((out_w, err_w, status_w, null));
+        let mut report = [0u8; 8];
+        let mut f = std::fs::File::from(status_r);
+        let n = read_full(&mut f, &mut report);
+        if n == 0 {
+            return Ok(Child { pid, stdout: Some(out_r), stderr: Some(err_r) });
+        }
+        reaper.wait(pid, Some(Duration::from_secs(10)));
+        let step = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let what = STEPS.get(step as usize).copied().unwrap_or("start");
+        let err = std::io::Error::from_raw_os_error(errno);
+        if what == "exec" && errno == libc::ENOENT {
+            return Err(format!("executable {:?} not found in the container", self.argv[0].to_string_lossy()));
+        }
+        Err(format!("{what}: {err}"))
+    }
+
+    /// The child's side: never returns.
+    #[allow(clippy::too_many_arguments)]
+    fn child(&self, null: RawFd, out: RawFd, err: RawFd, status: RawFd, join: Option<&JoinFds>, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> ! {
+        // SAFETY: runs in the forked child only: system calls on memory prepared before the fork,
+        // then exec or _exit.
+        unsafe {
+            let fail = |step: usize| -> ! {
+                let errno = *libc::__errno_location();
+                let mut report = [0u8; 8];
+                report[..4].copy_from_slice(&(step as i32).to_ne_bytes());
+                report[4..].copy_from_slice(&errno.to_ne_bytes());
+                libc::write(status, report.as_ptr().cast(), 8);
+                libc::_exit(127)
+            };
+            let null_ptr = std::ptr::null::<libc::c_char>();
+            if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+                fail(0);
+            }
+            if let Some(r) = &self.new_root {
+                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) != 0 {
+                    fail(0);
+                }
+                if libc::mount(null_ptr, c"/".as_ptr(), null_ptr, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                    fail(1);
+                }
+                if libc::mount(r.rootfs.as_ptr(), r.rootfs.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                    fail(2);
+                }
+                let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                if libc::mount(c"proc".as_ptr(), r.proc_dir.as_ptr(), c"proc".as_ptr(), nosuid, std::ptr::null()) != 0 {
+                    fail(3);
+                }
+                if libc::mount(c"/dev".as_ptr(), r.dev_dir.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                    fail(4);
+                }
+                if libc::mount(c"sysfs".as_ptr(), r.sys_dir.as_ptr(), c"sysfs".as_ptr(), nosuid | libc::MS_RDONLY, std::ptr::null()) != 0 {
+                    fail(5);
+                }
+                for (src, target, ro) in &r.mounts {
+                    if libc::mount(src.as_ptr(), target.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                        fail(6);
+                    }
+                    if *ro && libc::mount(null_ptr, target.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY, std::ptr::null()) != 0 {
+                        fail(6);
+                    }
+                }
+                if libc::chdir(r.rootfs.as_ptr()) != 0
+                    || libc::mount(c".".as_ptr(), c"/".as_ptr(), null_ptr, libc::MS_MOVE, std::ptr::null()) != 0
+                    || libc::chroot(c".".as_ptr()) != 0
+                    || libc::chdir(c"/".as_ptr()) != 0
+                {
+                    fail(7);
+                }
+                if let Some(h) = &r.hostname {
+                    if libc::sethostname(h.as_ptr(), h.as_bytes().len()) != 0 {
+                        fail(8);
+                    }
+                }
+            }
+            if let Some(j) = join {
+                if libc::setns(j.ipc.as_raw_fd(), libc::CLONE_NEWIPC) != 0
+                    || libc::setns(j.uts.as_raw_fd(), libc::CLONE_NEWUTS) != 0
+                    || libc::setns(j.mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
+                    || libc::fchdir(j.root.as_raw_fd()) != 0
+                    || libc::chroot(c".".as_ptr()) != 0
+                {
+                    fail(9);
+                }
+            }
+            if libc::setgroups(self.groups.len(), self.groups.as_ptr()) != 0 || libc::setgid(self.gid) != 0 || libc::setuid(self.uid) != 0 {
+                fail(10);
+            }
+            if libc::chdir(self.cwd.as_ptr()) != 0 {
+                fail(7);
+            }
+            // Rust ignores SIGPIPE in the agent; an ignored signal stays ignored across exec.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            // The PATH search (as execvp, but with the container's PATH and in its root).
+            let mut last = libc::ENOENT;
+            for c in &self.candidates {
+                libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                let e = *libc::__errno_location();
+                if e != libc::ENOENT && e != libc::ENOTDIR {
+                    last = e;
+                }
+            }
+            *libc::__errno_location() = last;
+            fail(11)
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) into a two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two fresh fds.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
+}

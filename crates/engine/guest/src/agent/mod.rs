@@ -1,0 +1,152 @@
+//! The guest side: `strata-guest` as PID 1 ([`main`]) and the request loop ([`serve`]), which
+//! also runs on a plain host process over any byte stream (the crate's tests drive it over a
+//! socket pair, as root, with real namespaces).
+//!
+//! Threads: the request loop (reads frames, answers the quick requests itself), one writer
+//! (owns the output side; everything sent goes through its bounded queue, so a host that does
+//! not read blocks the senders instead of growing memory), one reaper (`waitpid(-1)`: as PID 1
+//! the agent inherits every orphan), and per container a monitor and two output readers; per
+//! exec a thread.
+
+mod container;
+mod init;
+mod net;
+mod reaper;
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{sync_channel, SyncSender};
+
+use crate::protocol::{self, GuestMessage, HostMessage, Request, Response};
+
+pub use reaper::Reaper;
+
+/// Write a line to the agent's stderr (the VM's console): PID 1 has no other log.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "strata-guest: {}", format_args!($($arg)*));
+    }};
+}
+pub(crate) use note;
+
+/// What the loop does on [`Request::PowerOff`] once it has answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnPowerOff {
+    /// `sync` and power the machine off (PID 1 in a VM).
+    PowerOff,
+    /// Return from [`serve`] (tests).
+    Return,
+}
+
+/// The entry of `strata-guest`: set the VM up when PID 1, find the host's port and serve it
+/// until powered off. Returns an exit code (PID 1 returning means a kernel panic, which
+/// `panic=-1` turns into a reboot that `-no-reboot` turns into QEMU's exit).
+pub fn main() -> i32 {
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        init::setup();
+    }
+    let port = match init::open_port() {
+        Ok(p) => p,
+        Err(e) => {
+            note!("no host channel: {e}");
+            return 1;
+        }
+    };
+    let output = match port.try_clone() {
+        Ok(f) => f,
+        Err(e) => {
+            note!("host channel: {e}");
+            return 1;
+        }
+    };
+    note!("serving on port {}", protocol::PORT_NAME);
+    let on_power_off = if pid1 { OnPowerOff::PowerOff } else { OnPowerOff::Return };
+    match serve(init::Port(port), output, on_power_off) {
+        Ok(()) => 0,
+        Err(e) => {
+            note!("request loop ended: {e}");
+            1
+        }
+    }
+}
+
+pub(crate) type Outbox = SyncSender<GuestMessage>;
+
+/// Serve requests read from `input`, writing replies and events to `output`, until the input
+/// ends (`Ok`) or breaks. Containers still running when it returns are killed.
+pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on_power_off: OnPowerOff) -> Result<(), protocol::Error> {
+    let (tx, rx) = sync_channel::<GuestMessage>(256);
+    let writer = std::thread::Builder::new().name("writer".into()).spawn(move || {
+        for msg in rx {
+            if let Err(e) = protocol::write_frame(&mut output, &msg) {
+                note!("writing to the host: {e}");
+                return;
+            }
+        }
+    })?;
+    let reaper = Reaper::start()?;
+    let containers = container::Containers::new(reaper, tx.clone());
+    let result = loop {
+        let msg: HostMessage = match protocol::read_frame(&mut input) {
+            Ok(Some(m)) => m,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let id = msg.id;
+        let reply = |response: Response| {
+            let _ = tx.send(GuestMessage::Reply { id, response });
+        };
+        match msg.request {
+            Request::Hello => {
+                let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+                reply(Response::Hello { kernel_release: release, agent_version: env!("CARGO_PKG_VERSION").to_string() });
+            }
+            Request::Network(cfg) => reply(result_of(net::configure(&cfg))),
+            Request::Create { id: cid, spec } => reply(result_of(containers.create(&cid, spec))),
+            Request::Start { id: cid } => reply(match containers.start(&cid) {
+                Ok(pid) => Response::Started { pid },
+                Err(e) => Response::Error { message: e },
+            }),
+            Request::Signal { id: cid, signal } => reply(result_of(containers.signal(&cid, signal))),
+            Request::Exec(req) => {
+                // Answers when the command ends: on a thread of its own.
+                let containers = containers.clone();
+                let tx = tx.clone();
+                let spawned = std::thread::Builder::new().name("exec".into()).spawn(move || {
+                    let response = match containers.exec(&req) {
+                        Ok(r) => Response::Exec(r),
+                        Err(e) => Response::Error { message: e },
+                    };
+                    let _ = tx.send(GuestMessage::Reply { id, response });
+                });
+                if let Err(e) = spawned {
+                    reply(Response::Error { message: format!("exec thread: {e}") });
+                }
+            }
+            Request::Remove { id: cid } => reply(result_of(containers.remove(&cid))),
+            Request::PowerOff => {
+                reply(Response::Ok);
+                containers.kill_all();
+                if on_power_off == OnPowerOff::PowerOff {
+                    // Let the writer send the reply before the machine goes.
+                    drop(tx);
+                    let _ = writer.join();
+                    init::power_off();
+                }
+                break Ok(());
+            }
+        }
+    };
+    containers.kill_all();
+    drop(containers);
+    drop(tx);
+    Ok(result?)
+}
+
+fn result_of(r: Result<(), String>) -> Response {
+    match r {
+        Ok(()) => Response::Ok,
+        Err(message) => Response::Error { message },
+    }
+}
