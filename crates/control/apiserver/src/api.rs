@@ -566,6 +566,7 @@ impl Api {
         match r.builtin() {
             "Pod" => {
                 crate::tolerations::admit_pod(obj, self.default_tolerations);
+                crate::runtimeclass::admit_pod(self.store.as_ref(), r, obj).await?;
                 crate::priority::admit_pod(self.store.as_ref(), r, obj).await
             }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,

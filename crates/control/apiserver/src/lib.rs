@@ -39,6 +39,8 @@ pub mod patch;
 pub mod pki;
 pub mod policy;
 pub mod priority;
+pub mod quantity;
+pub mod runtimeclass;
 pub mod storage;
 pub mod protobuf;
 pub mod proxy;

@@ -61,6 +61,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("PodDisruptionBudget", "io.k8s.api.policy.v1"),
     ("PriorityClass", "io.k8s.api.scheduling.v1"),
     ("StorageClass", "io.k8s.api.storage.v1"),
+    ("RuntimeClass", "io.k8s.api.node.v1"),
     ("ObjectMeta", META),
 ];
 

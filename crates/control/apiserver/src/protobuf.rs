@@ -72,6 +72,7 @@ pub static KINDS: &[(&str, &str)] = &[
     ("certificates.k8s.io/v1", "CertificateSigningRequest"),
     ("scheduling.k8s.io/v1", "PriorityClass"),
     ("storage.k8s.io/v1", "StorageClass"),
+    ("node.k8s.io/v1", "RuntimeClass"),
     ("policy/v1", "PodDisruptionBudget"),
     ("policy/v1", "Eviction"),
     ("policy/v1beta1", "Eviction"),
@@ -760,6 +761,10 @@ pub mod schema {
     ("PriorityClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "value", I32, Keep), F(3, "globalDefault", Bool, Omit), F(4, "description", Str, Omit), F(5, "preemptionPolicy", Str, Keep)]),
     // storage.k8s.io/v1
     ("StorageClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "provisioner", Str, Keep), F(3, "parameters", Str, Map), F(4, "reclaimPolicy", Str, Keep), F(5, "mountOptions", Str, Rep), F(6, "allowVolumeExpansion", Bool, Keep), F(7, "volumeBindingMode", Str, Keep), F(8, "allowedTopologies", Msg("TopologySelectorTerm"), Rep)]),
+    // node.k8s.io/v1
+    ("RuntimeClass", &[F(1, "metadata", Msg("ObjectMeta"), Keep), F(2, "handler", Str, Keep), F(3, "overhead", Msg("Overhead"), Keep), F(4, "scheduling", Msg("Scheduling"), Keep)]),
+    ("Overhead", &[F(1, "podFixed", Quantity, Map)]),
+    ("Scheduling", &[F(1, "nodeSelector", Str, Map), F(2, "tolerations", Msg("Toleration"), Rep)]),
     // meta/v1
     ("ObjectMeta", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
     ("OwnerReference", &[F(5, "apiVersion", Str, Keep), F(1, "kind", Str, Keep), F(3, "name", Str, Keep), F(4, "uid", Str, Keep), F(6, "controller", Bool, Keep), F(7, "blockOwnerDeletion", Bool, Keep)]),

@@ -125,6 +125,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         ],
         "StorageClass" => vec![("Provisioner", "string"), ("ReclaimPolicy", "string"), ("VolumeBindingMode", "string"), ("AllowVolumeExpansion", "string"), ("Age", "string")],
         "PodDisruptionBudget" => vec![("Min Available", "string"), ("Max Unavailable", "string"), ("Allowed Disruptions", "integer"), ("Age", "string")],
+        "RuntimeClass" => vec![("Handler", "string"), ("Age", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
@@ -353,6 +354,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             };
             c.extend([json!(bound(&sp["minAvailable"])), json!(bound(&sp["maxUnavailable"])), json!(int(&st["disruptionsAllowed"])), json!(age(o))]);
         }
+        "RuntimeClass" => c.extend([json!(s(&o["handler"])), json!(age(o))]),
         "PriorityClass" => c.extend([json!(int(&o["value"])), json!(o["globalDefault"].as_bool().unwrap_or(false)), json!(age(o)), json!(s(&o["preemptionPolicy"]))]),
         "CertificateSigningRequest" => {
             // As upstream's printer: the condition types in order, "Issued" once signed.

@@ -84,6 +84,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "PersistentVolume" => crate::storage::validate_pv(obj, &mut causes),
         "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
         "StorageClass" => crate::storage::validate_sc(obj, &mut causes),
+        "RuntimeClass" => crate::runtimeclass::validate(obj, &mut causes),
         "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
@@ -244,6 +245,9 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
     }
     if r.builtin() == "CustomResourceDefinition" {
         crate::crd::validate_update(new, old, &mut causes);
+    }
+    if r.builtin() == "RuntimeClass" {
+        crate::runtimeclass::validate_update(new, old, &mut causes);
     }
     if causes.is_empty() {
         Ok(())
