@@ -81,3 +81,197 @@ fn runtime_classes_are_validated_printed_and_admit_pods() {
     s.ok_stdin(&["create", "-f", "-"], Some(&pod("exact", "  runtimeClassName: sandboxed\n  overhead: {cpu: 250m, memory: 120Mi}\n")));
     s.ok(&["delete", "runtimeclass", "plain", "sandboxed"]);
 }
+
+/// `kubectl create -f -` of a manifest in namespace `ns`, returning stderr on failure.
+fn create_in(s: &ApiServer, ns: &str, manifest: &str) -> Result<(), String> {
+    let out = s.kubectl_stdin(&["create", "-n", ns, "-f", "-"], Some(manifest));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A pod with one container `c` of the given requests and limits (`{cpu: 100m}` flow maps).
+fn sized_pod(name: &str, requests: &str, limits: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: registry.k8s.io/pause:3.9, resources: {{requests: {requests}, limits: {limits}}}}}]\n")
+}
+
+#[test]
+fn limit_ranges_default_and_bound_containers_pods_and_claims() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "namespace", "lr"]);
+    let lr = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: bounds}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m}\n    max: {cpu: '1'}\n    min: {cpu: 50m}\n    maxLimitRequestRatio: {cpu: '10'}\n  - type: Pod\n    max: {memory: 1Gi}\n  - type: PersistentVolumeClaim\n    min: {storage: 1Gi}\n    max: {storage: 10Gi}\n";
+    create_in(&s, "lr", lr).expect("limit range");
+    // Upstream's defaulting of the Container item: defaultRequest falls back to default.
+    let stored = s.get_json("/api/v1/namespaces/lr/limitranges/bounds");
+    assert_eq!(stored["spec"]["limits"][0]["defaultRequest"], serde_json::json!({"cpu": "100m", "memory": "256Mi"}), "{stored}");
+    let got = s.ok(&["get", "limits", "-n", "lr"]);
+    let header: Vec<&str> = got.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CREATED", "AT"], "{got}");
+    for v in ["1.27", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["describe", "limits", "bounds", "-n", "lr"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(rows.contains(&vec!["Container", "cpu", "50m", "1", "100m", "500m", "10"]), "{v}: {text}");
+        assert!(rows.contains(&vec!["Container", "memory", "-", "-", "256Mi", "256Mi", "-"]), "{v}: {text}");
+        assert!(rows.contains(&vec!["Pod", "memory", "-", "1Gi", "-", "-", "-"]), "{v}: {text}");
+        assert!(rows.contains(&vec!["PersistentVolumeClaim", "storage", "1Gi", "10Gi", "-", "-", "-"]), "{v}: {text}");
+    }
+
+    // Defaults applied to a container that states nothing, and recorded in an annotation.
+    create_in(&s, "lr", &pod("bare", "")).expect("bare pod");
+    let p = s.get_json("/api/v1/namespaces/lr/pods/bare");
+    let res = &p["spec"]["containers"][0]["resources"];
+    assert_eq!(res["requests"], serde_json::json!({"cpu": "100m", "memory": "256Mi"}), "{p}");
+    assert_eq!(res["limits"], serde_json::json!({"cpu": "500m", "memory": "256Mi"}), "{p}");
+    assert_eq!(p["metadata"]["annotations"]["kubernetes.io/limit-ranger"], "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c", "{p}");
+    // A limit without a request: the request is the limit (pod defaulting), not the default.
+    create_in(&s, "lr", &sized_pod("limited", "{}", "{cpu: 800m}")).expect("limited pod");
+    let p = s.get_json("/api/v1/namespaces/lr/pods/limited");
+    assert_eq!(p["spec"]["containers"][0]["resources"]["requests"]["cpu"], "800m", "{p}");
+
+    // Container min, max and ratio; the Pod's sum; every refusal names the bound.
+    let err = create_in(&s, "lr", &sized_pod("big", "{cpu: 500m}", "{cpu: '2'}")).expect_err("over max");
+    assert!(err.contains("pods \"big\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"), "{err}");
+    let err = create_in(&s, "lr", &sized_pod("tiny", "{cpu: 10m}", "{cpu: 50m}")).expect_err("under min");
+    assert!(err.contains("minimum cpu usage per Container is 50m, but request is 10m"), "{err}");
+    let err = create_in(&s, "lr", &sized_pod("skewed", "{cpu: 50m}", "{cpu: '1'}")).expect_err("ratio");
+    assert!(err.contains("cpu max limit to request ratio per Container is 10, but provided ratio is 20.000000"), "{err}");
+    let two = "apiVersion: v1\nkind: Pod\nmetadata: {name: pair}\nspec:\n  containers:\n  - {name: a, image: registry.k8s.io/pause:3.9, resources: {limits: {memory: 768Mi}}}\n  - {name: b, image: registry.k8s.io/pause:3.9, resources: {limits: {memory: 768Mi}}}\n";
+    let err = create_in(&s, "lr", two).expect_err("pod max");
+    assert!(err.contains("maximum memory usage per Pod is 1Gi, but limit is 1536Mi"), "{err}");
+    for name in ["big", "tiny", "skewed", "pair"] {
+        assert_eq!(s.kubectl(&["get", "pod", "-n", "lr", name]).status.code(), Some(1), "refused pod {name} was stored");
+    }
+    let pvc = |name: &str, size: &str| format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n");
+    let err = create_in(&s, "lr", &pvc("huge", "20Gi")).expect_err("pvc max");
+    assert!(err.contains("persistentvolumeclaims \"huge\" is forbidden: maximum storage usage per PersistentVolumeClaim is 10Gi, but request is 20Gi"), "{err}");
+    let err = create_in(&s, "lr", &pvc("small", "500Mi")).expect_err("pvc min");
+    assert!(err.contains("minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"), "{err}");
+    create_in(&s, "lr", &pvc("fits", "2Gi")).expect("pvc within bounds");
+
+    // Validation of the LimitRange itself.
+    let bad = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: bad}\nspec:\n  limits:\n  - type: Container\n    min: {cpu: '2'}\n    max: {cpu: '1'}\n  - type: Pod\n    default: {cpu: '1'}\n  - type: Pod\n";
+    let err = create_in(&s, "lr", bad).expect_err("invalid limit range");
+    assert!(err.contains("spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1"), "{err}");
+    assert!(err.contains("spec.limits[1].default: Forbidden: may not be specified when `type` is 'Pod'"), "{err}");
+    assert!(err.contains("spec.limits[2].type: Duplicate value: \"Pod\""), "{err}");
+    // Another namespace is not bound by it.
+    create_in(&s, "default", &sized_pod("free", "{cpu: 10m}", "{cpu: '4'}")).expect("pod elsewhere");
+}
+
+#[test]
+fn resource_quotas_track_usage_deny_beyond_hard_and_release_on_delete() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "namespace", "q"]);
+    let compute = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: compute}\nspec:\n  hard: {pods: '2', requests.cpu: '1', requests.memory: 1Gi, limits.cpu: '2', limits.memory: 2Gi}\n";
+    let objects = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: objects}\nspec:\n  hard: {configmaps: '2', secrets: '5', services: '1', persistentvolumeclaims: '2', requests.storage: 5Gi, count/deployments.apps: '1'}\n";
+    create_in(&s, "q", compute).expect("compute quota");
+    create_in(&s, "q", objects).expect("objects quota");
+    let used = |quota: &str, res: &str| s.ok(&["get", "quota", quota, "-n", "q", "-o", &format!("jsonpath={{.status.used.{}}}", res.replace('.', "\\."))]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || used("compute", "pods") == "0" && used("objects", "configmaps") == "0"), "status never computed");
+    let q = s.get_json("/api/v1/namespaces/q/resourcequotas/compute");
+    assert_eq!(q["status"]["hard"], q["spec"]["hard"], "{q}");
+    for v in ["1.27", "1.32", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["get", "quota", "compute", "-n", "q"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        let header: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(header, ["NAME", "AGE", "REQUEST", "LIMIT"], "{v}: {text}");
+        assert!(text.contains("pods: 0/2, requests.cpu: 0/1, requests.memory: 0/1Gi") && text.contains("limits.cpu: 0/2, limits.memory: 0/2Gi"), "{v}: {text}");
+    }
+
+    // Compute quotas need every constrained resource stated.
+    let err = create_in(&s, "q", &pod("bare", "")).expect_err("unsized pod");
+    assert!(err.contains("pods \"bare\" is forbidden: failed quota: compute: must specify limits.cpu for: c; limits.memory for: c; requests.cpu for: c; requests.memory for: c"), "{err}");
+    create_in(&s, "q", &sized_pod("p1", "{cpu: 600m, memory: 256Mi}", "{cpu: '1', memory: 512Mi}")).expect("p1");
+    assert_eq!(used("compute", "requests.cpu"), "600m");
+    assert_eq!(used("compute", "pods"), "1");
+    let err = create_in(&s, "q", &sized_pod("p2", "{cpu: 600m, memory: 256Mi}", "{cpu: '1', memory: 512Mi}")).expect_err("over cpu");
+    assert!(err.contains("pods \"p2\" is forbidden: exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m, limited: requests.cpu=1"), "{err}");
+    create_in(&s, "q", &sized_pod("p2", "{cpu: 300m, memory: 256Mi}", "{cpu: 500m, memory: 512Mi}")).expect("p2");
+    let err = create_in(&s, "q", &sized_pod("p3", "{cpu: 10m, memory: 1Mi}", "{cpu: 10m, memory: 1Mi}")).expect_err("over pods");
+    assert!(err.contains("exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2"), "{err}");
+    for v in ["1.27", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["describe", "quota", "compute", "-n", "q"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(rows.contains(&vec!["Name:", "compute"]) && rows.contains(&vec!["Resource", "Used", "Hard"]), "{v}: {text}");
+        assert!(rows.contains(&vec!["pods", "2", "2"]) && rows.contains(&vec!["requests.cpu", "900m", "1"]), "{v}: {text}");
+        assert!(rows.contains(&vec!["requests.memory", "512Mi", "1Gi"]) && rows.contains(&vec!["limits.memory", "1Gi", "2Gi"]), "{v}: {text}");
+    }
+    // A deleted pod's usage is released by the quota controller (recomputed from the store).
+    s.ok(&["delete", "pod", "p1", "-n", "q", "--grace-period=0", "--force"]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || used("compute", "requests.cpu") == "300m" && used("compute", "pods") == "1"), "{}", used("compute", "requests.cpu"));
+    create_in(&s, "q", &sized_pod("p3", "{cpu: 10m, memory: 1Mi}", "{cpu: 10m, memory: 1Mi}")).expect("p3 after the release");
+
+    // Object counts: legacy names and count/<resource>.<group>.
+    for i in 0..2 {
+        create_in(&s, "q", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm{i}}}\n")).expect("configmap");
+    }
+    let err = create_in(&s, "q", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm2}\n").expect_err("third configmap");
+    assert!(err.contains("configmaps \"cm2\" is forbidden: exceeded quota: objects, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{err}");
+    let deploy = |name: &str| format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: registry.k8s.io/pause:3.9}}]}}\n");
+    create_in(&s, "q", &deploy("d1")).expect("deployment");
+    let err = create_in(&s, "q", &deploy("d2")).expect_err("second deployment");
+    assert!(err.contains("exceeded quota: objects, requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1"), "{err}");
+    s.ok(&["create", "service", "clusterip", "one", "-n", "q", "--tcp=80:80"]);
+    let err = s.fails(&["create", "service", "clusterip", "two", "-n", "q", "--tcp=80:80"], None);
+    assert!(err.contains("exceeded quota: objects, requested: services=1, used: services=1, limited: services=1"), "{err}");
+    let pvc = |name: &str, size: &str| format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: {size}}}}}\n");
+    let err = create_in(&s, "q", &pvc("big", "10Gi")).expect_err("storage");
+    assert!(err.contains("exceeded quota: objects, requested: requests.storage=10Gi, used: requests.storage=0, limited: requests.storage=5Gi"), "{err}");
+    create_in(&s, "q", &pvc("small", "1Gi")).expect("claim");
+    assert_eq!(used("objects", "requests.storage"), "1Gi");
+    assert_eq!(used("objects", "persistentvolumeclaims"), "1");
+
+    // Validation of the quota itself.
+    let bad = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: bad}\nspec:\n  hard: {pods: '1.5', cpu: '-1', widgets: '3'}\n";
+    let err = create_in(&s, "q", bad).expect_err("invalid quota");
+    assert!(err.contains("spec.hard[pods]: Invalid value: \"1500m\": must be an integer"), "{err}");
+    assert!(err.contains("spec.hard[cpu]: Invalid value: \"-1\": must be greater than or equal to 0"), "{err}");
+    assert!(err.contains("spec.hard[widgets]: Invalid value: \"widgets\": must be a standard resource for quota"), "{err}");
+    let bad = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: bad}\nspec:\n  hard: {requests.cpu: '1'}\n  scopes: [BestEffort, NotBestEffort]\n";
+    let err = create_in(&s, "q", bad).expect_err("invalid scopes");
+    assert!(err.contains("unsupported scope applied to resource") && err.contains("conflicting scopes"), "{err}");
+}
+
+#[test]
+fn quota_scopes_select_pods_and_concurrent_creates_never_exceed_the_quota() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "namespace", "scoped"]);
+    let be = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: best-effort}\nspec:\n  hard: {pods: '1'}\n  scopes: [BestEffort]\n";
+    let term = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: terminating}\nspec:\n  hard: {pods: '1'}\n  scopes: [Terminating]\n";
+    create_in(&s, "scoped", be).expect("best-effort quota");
+    create_in(&s, "scoped", term).expect("terminating quota");
+    let used = |quota: &str| s.ok(&["get", "quota", quota, "-n", "scoped", "-o", "jsonpath={.status.used.pods}"]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || used("best-effort") == "0" && used("terminating") == "0"), "status never computed");
+    let described = s.ok(&["describe", "quota", "best-effort", "-n", "scoped"]);
+    assert!(described.contains("Scopes:") && described.contains("BestEffort") && described.contains("Matches all pods that do not have resource requirements set"), "{described}");
+    create_in(&s, "scoped", &pod("be1", "")).expect("first best-effort pod");
+    let err = create_in(&s, "scoped", &pod("be2", "")).expect_err("second best-effort pod");
+    assert!(err.contains("exceeded quota: best-effort, requested: pods=1, used: pods=1, limited: pods=1"), "{err}");
+    // A pod with requests is not best effort: that quota does not see it.
+    create_in(&s, "scoped", &sized_pod("burstable", "{cpu: 10m}", "{}")).expect("burstable pod");
+    create_in(&s, "scoped", &sized_pod("job-like", "{cpu: 10m}", "{}").replace("spec:\n", "spec:\n  activeDeadlineSeconds: 60\n")).expect("terminating pod");
+    let err = create_in(&s, "scoped", &sized_pod("job-like2", "{cpu: 10m}", "{}").replace("spec:\n", "spec:\n  activeDeadlineSeconds: 60\n")).expect_err("second terminating pod");
+    assert!(err.contains("exceeded quota: terminating"), "{err}");
+    assert_eq!(used("best-effort"), "1");
+    assert_eq!(used("terminating"), "1");
+
+    // Concurrent creates: admission charges the quota with compare-and-swap, so exactly as many
+    // as it allows get through, however they race.
+    s.ok(&["create", "namespace", "race"]);
+    create_in(&s, "race", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: three}\nspec:\n  hard: {configmaps: '3'}\n").expect("quota");
+    let counted = || s.ok(&["get", "quota", "three", "-n", "race", "-o", "jsonpath={.status.used.configmaps}"]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || counted() == "0"), "status never computed");
+    let results: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10).map(|i| scope.spawn({ let s = &s; move || create_in(s, "race", &format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: racer-{i}}}\n")).is_ok() })).collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 3, "{results:?}");
+    assert_eq!(s.items("/api/v1/namespaces/race/configmaps").len(), 3);
+    assert_eq!(counted(), "3");
+}

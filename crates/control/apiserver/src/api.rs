@@ -565,12 +565,20 @@ impl Api {
     async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
             "Pod" => {
+                crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
                 crate::tolerations::admit_pod(obj, self.default_tolerations);
                 crate::runtimeclass::admit_pod(self.store.as_ref(), r, obj).await?;
                 crate::priority::admit_pod(self.store.as_ref(), r, obj).await
             }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
-            "PersistentVolumeClaim" => crate::storage::admit_pvc(self.store.as_ref(), obj).await,
+            "PersistentVolumeClaim" => {
+                crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
+                crate::storage::admit_pvc(self.store.as_ref(), obj).await
+            }
+            "ResourceQuota" => {
+                crate::quota::prepare_create(obj);
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -787,16 +795,39 @@ impl Api {
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
+            crate::quota::admit(self.store.as_ref(), r, &obj).await?;
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::already_exists(r, &name));
             }
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        match self.store.create(&key, object::storable(&obj)?).await {
-            Ok(rev) => Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings)),
-            Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
-            Err(e) => Err(e.into()),
+        let rev = self.store_new(r, &key, &name, &obj).await?;
+        Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings))
+    }
+
+    /// Write a new object, charged to the namespace's resource quotas in the same transaction
+    /// (ResourceQuota admission, see [`crate::quota`]); a race with another charge re-evaluates.
+    async fn store_new(&self, r: &'static Resource, key: &str, name: &str, obj: &Value) -> Result<u64, ApiError> {
+        let value = object::storable(obj)?;
+        for _ in 0..100 {
+            let charge = crate::quota::admit(self.store.as_ref(), r, obj).await?;
+            let result = if charge.writes.is_empty() {
+                self.store.create(key, value.clone()).await
+            } else {
+                let (compares, ops) = charge.txn(key, value.clone());
+                match self.store.txn(compares, ops).await {
+                    Err(strata_store::Error::TxnFailed) if self.store.get(key).await?.is_some() => Err(strata_store::Error::AlreadyExists(key.to_string())),
+                    Err(strata_store::Error::TxnFailed) => continue,
+                    other => other,
+                }
+            };
+            return match result {
+                Ok(rev) => Ok(rev),
+                Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, name)),
+                Err(e) => Err(e.into()),
+            };
         }
+        Err(ApiError::internal("resource quota evaluation timed out"))
     }
 
     async fn update(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
@@ -1016,13 +1047,11 @@ impl Api {
         self.admit_create(r, &mut obj).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
         if dry_run {
+            crate::quota::admit(self.store.as_ref(), r, &obj).await?;
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        match self.store.create(&key, object::storable(&obj)?).await {
-            Ok(rev) => Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev))),
-            Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, &name)),
-            Err(e) => Err(e.into()),
-        }
+        let rev = self.store_new(r, &key, &name, &obj).await?;
+        Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev)))
     }
 
     /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once.

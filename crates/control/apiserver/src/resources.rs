@@ -109,6 +109,8 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, ["sa"], [], ["token"]),
     res!("", "v1", "Event", "events", "event", true, ["ev"], [], []),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, ["rc"], ["all"], ["status", "scale"]),
+    res!("", "v1", "LimitRange", "limitranges", "limitrange", true, ["limits"], [], []),
+    res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, ["quota"], [], ["status"]),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, ["pvc"], [], ["status"]),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, ["pv"], [], ["status"]),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"], ["all"], ["status", "scale"]),

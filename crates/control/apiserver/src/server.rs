@@ -199,7 +199,9 @@ impl Server {
         // Every store call the API makes is timed (etcd_request_duration_seconds).
         let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore(cfg.store.clone()));
         let graph = Arc::new(crate::node::Graph::default());
-        let cache = crate::watchcache::WatchCache::start_observed(store.clone(), cfg.watch_cache, vec![graph.clone()]);
+        let quotas = Arc::new(crate::quota::Tracker::default());
+        let cache = crate::watchcache::WatchCache::start_observed(store.clone(), cfg.watch_cache, vec![graph.clone(), quotas.clone()]);
+        tokio::spawn(crate::quota::run(store.clone(), quotas));
         authz.nodes = Some(Arc::new(crate::node::NodeAuthorizer { graph, cache: cache.clone() }));
         let authn = Authenticator { tokens, signer: Some(signer), bootstrap: Some(crate::bootstrap::Tokens { cache: cache.clone() }) };
         tokio::spawn(crate::bootstrap::clean_expired(store.clone()));

@@ -126,6 +126,8 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "StorageClass" => vec![("Provisioner", "string"), ("ReclaimPolicy", "string"), ("VolumeBindingMode", "string"), ("AllowVolumeExpansion", "string"), ("Age", "string")],
         "PodDisruptionBudget" => vec![("Min Available", "string"), ("Max Unavailable", "string"), ("Allowed Disruptions", "integer"), ("Age", "string")],
         "RuntimeClass" => vec![("Handler", "string"), ("Age", "string")],
+        "LimitRange" => vec![("Created At", "date")],
+        "ResourceQuota" => vec![("Age", "string"), ("Request", "string"), ("Limit", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
         _ => vec![("Age", "string")],
@@ -355,6 +357,23 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             c.extend([json!(bound(&sp["minAvailable"])), json!(bound(&sp["maxUnavailable"])), json!(int(&st["disruptionsAllowed"])), json!(age(o))]);
         }
         "RuntimeClass" => c.extend([json!(s(&o["handler"])), json!(age(o))]),
+        "LimitRange" => c.push(o["metadata"]["creationTimestamp"].clone()),
+        "ResourceQuota" => {
+            // As upstream's printer: "name: used/hard" by resource name, limits.* apart.
+            let mut names: Vec<&String> = st["hard"].as_object().map(|h| h.keys().collect()).unwrap_or_default();
+            names.sort();
+            let (mut req, mut lim) = (Vec::new(), Vec::new());
+            for n in names {
+                let used = st["used"][n.as_str()].as_str().map(str::to_string).unwrap_or_else(|| "0".into());
+                let entry = format!("{n}: {used}/{}", s(&st["hard"][n.as_str()]));
+                if n.split('.').next() == Some("limits") && n.contains('.') {
+                    lim.push(entry);
+                } else {
+                    req.push(entry);
+                }
+            }
+            c.extend([json!(age(o)), json!(req.join(", ")), json!(lim.join(", "))]);
+        }
         "PriorityClass" => c.extend([json!(int(&o["value"])), json!(o["globalDefault"].as_bool().unwrap_or(false)), json!(age(o)), json!(s(&o["preemptionPolicy"]))]),
         "CertificateSigningRequest" => {
             // As upstream's printer: the condition types in order, "Issued" once signed.

@@ -67,6 +67,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
             default_pod_spec(&mut obj["spec"], "spec", &mut causes);
+            default_requests_to_limits(&mut obj["spec"]);
             if obj["spec"]["restartPolicy"].is_null() {
                 obj["spec"]["restartPolicy"] = json!("Always");
             }
@@ -85,6 +86,11 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "PersistentVolumeClaim" => crate::storage::validate_pvc(obj, &mut causes),
         "StorageClass" => crate::storage::validate_sc(obj, &mut causes),
         "RuntimeClass" => crate::runtimeclass::validate(obj, &mut causes),
+        "LimitRange" => {
+            crate::limitrange::default(obj);
+            crate::limitrange::validate(obj, &mut causes);
+        }
+        "ResourceQuota" => crate::quota::validate(obj, &mut causes),
         "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
@@ -456,6 +462,21 @@ pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
         })
     });
     labels_ok && exprs_ok
+}
+
+/// A pod's container without a request for a resource it has a limit for requests the limit
+/// (upstream's `SetDefaults_Pod`; pods only, not templates).
+fn default_requests_to_limits(spec: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            let Some(limits) = c["resources"]["limits"].as_object().cloned() else { continue };
+            for (k, v) in limits {
+                if c["resources"]["requests"].get(&k).is_none() {
+                    c["resources"]["requests"][k.as_str()] = v;
+                }
+            }
+        }
+    }
 }
 
 fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
