@@ -24,6 +24,8 @@ if ! dpkg -s qemu-system-x86 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null
 fi
 # The guest kernel and initramfs the VM tests boot (cached under /var/tmp/strata-vm-assets).
 scripts/vm-assets.sh >/dev/null
+# VM-isolated pods boot that Debian kernel with its modules (an unpacked kernel tree).
+scripts/guest-kernel.sh >/dev/null
 
 # The Python Kubernetes client drives the API server in the end-to-end tests.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes
@@ -38,4 +40,7 @@ python3 scripts/gen-k8s-schema.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked
+# The static guest agent (/init of VM-isolated pods' microVMs), built once for every test.
+STRATA_GUEST_AGENT="$(scripts/guest-agent.sh)"
+export STRATA_GUEST_AGENT
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -881,6 +881,7 @@ impl Driver for VmDriver {
                 start_paused: true,
                 // Only root can give QEMU another user; others run it as themselves.
                 run_as: nix::unistd::geteuid().is_root().then(|| qemu::runas_id(&id)),
+                guest: None,
             },
             accel_reason: decision.reason,
             created_at: now(),

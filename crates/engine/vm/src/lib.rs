@@ -13,6 +13,8 @@
 //! with the container shim (spawn protocol, exit records, logs, port proxy) is `strata-supervise`.
 
 pub mod accel;
+pub mod agent;
+pub mod initramfs;
 pub mod qemu;
 pub mod qmp;
 pub mod seed;

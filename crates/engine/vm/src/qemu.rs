@@ -56,7 +56,22 @@ pub struct Machine {
     /// and sockets are opened as root before.
     #[serde(default)]
     pub run_as: Option<u32>,
+    /// The devices of a VM-isolated pod's microVM (its guest agent's channel, the shared directory).
+    #[serde(default)]
+    pub guest: Option<GuestDevices>,
 }
+
+/// The guest agent's channel is a virtio-serial port (`strata.agent`) whose host side is the
+/// chardev socket [`AGENT_SOCKET`] (QEMU listens): this host has no `/dev/vhost-vsock`. The
+/// directory `share` is exported over virtio-9p with tag `strata` (passthrough: QEMU must run as
+/// root to keep the files' owners).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDevices {
+    pub share: Option<PathBuf>,
+}
+
+/// The guest agent's virtio-serial chardev socket (QEMU listens; one client at a time).
+pub const AGENT_SOCKET: &str = "agent.sock";
 
 /// A virtio NIC and its backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +162,14 @@ pub fn args(m: &Machine) -> Vec<String> {
     // A balloon lets the host take memory back from a running guest (`set-memory`); the guest
     // may deflate it again under memory pressure rather than OOM.
     push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on")]);
+    if let Some(g) = &m.guest {
+        push(&["-chardev", &format!("socket,id=agent,path={AGENT_SOCKET},server=on,wait=off")]);
+        push(&["-device", &format!("virtio-serial-{bus}"), "-device", "virtserialport,chardev=agent,name=strata.agent"]);
+        if let Some(dir) = &g.share {
+            push(&["-fsdev", &format!("local,id=share,path={},security_model=passthrough", file(dir))]);
+            push(&["-device", &format!("virtio-9p-{bus},fsdev=share,mount_tag=strata")]);
+        }
+    }
     if let Some(nic) = &m.net {
         push(&["-netdev", &netdev(&nic.backend)]);
         push(&["-device", &format!("virtio-net-{bus},netdev=net0,mac={}", nic.mac)]);
@@ -330,6 +353,7 @@ mod tests {
             state_disk: Some("/v/a,b/state.qcow2".into()),
             start_paused: true,
             run_as: None,
+            guest: None,
         }
     }
 
@@ -389,6 +413,13 @@ mod tests {
         m.run_as = Some(runas_id("0000ff"));
         let a = args(&m);
         assert!(has(&a, ["-runas", "1900000255:1900000255"]) && has(&a, ["-sandbox", SANDBOX_RUNAS]));
+        assert!(!a.iter().any(|x| x.contains("virtserialport") || x.contains("9p")));
+        m.guest = Some(GuestDevices { share: Some("/s/a,b".into()) });
+        let a = args(&m);
+        assert!(has(&a, ["-chardev", "socket,id=agent,path=agent.sock,server=on,wait=off"]));
+        assert!(has(&a, ["-device", "virtio-serial-device"]) && has(&a, ["-device", "virtserialport,chardev=agent,name=strata.agent"]));
+        assert!(has(&a, ["-fsdev", "local,id=share,path=/s/a,,b,security_model=passthrough"]));
+        assert!(has(&a, ["-device", "virtio-9p-device,fsdev=share,mount_tag=strata"]));
     }
 
     #[test]

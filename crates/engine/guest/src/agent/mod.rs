@@ -71,17 +71,47 @@ pub fn main() -> i32 {
     }
 }
 
-pub(crate) type Outbox = SyncSender<GuestMessage>;
+/// The writer's queue: messages, and flush markers (answered once everything before them is
+/// written).
+enum Out {
+    Msg(GuestMessage),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+#[derive(Clone)]
+pub(crate) struct Outbox(SyncSender<Out>);
+
+impl Outbox {
+    pub fn send(&self, msg: GuestMessage) -> Result<(), ()> {
+        self.0.send(Out::Msg(msg)).map_err(drop)
+    }
+
+    /// Wait (at most `timeout`) until everything sent so far is written.
+    fn flush(&self, timeout: std::time::Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.0.send(Out::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(timeout);
+        }
+    }
+}
 
 /// Serve requests read from `input`, writing replies and events to `output`, until the input
 /// ends (`Ok`) or breaks. Containers still running when it returns are killed.
 pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on_power_off: OnPowerOff) -> Result<(), protocol::Error> {
-    let (tx, rx) = sync_channel::<GuestMessage>(256);
-    let writer = std::thread::Builder::new().name("writer".into()).spawn(move || {
-        for msg in rx {
-            if let Err(e) = protocol::write_frame(&mut output, &msg) {
-                note!("writing to the host: {e}");
-                return;
+    let (tx, rx) = sync_channel::<Out>(256);
+    let tx = Outbox(tx);
+    std::thread::Builder::new().name("writer".into()).spawn(move || {
+        for out in rx {
+            match out {
+                Out::Msg(msg) => {
+                    if let Err(e) = protocol::write_frame(&mut output, &msg) {
+                        note!("writing to the host: {e}");
+                        return;
+                    }
+                }
+                Out::Flush(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     })?;
@@ -126,12 +156,11 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
             }
             Request::Remove { id: cid } => reply(result_of(containers.remove(&cid))),
             Request::PowerOff => {
-                reply(Response::Ok);
                 containers.kill_all();
+                reply(Response::Ok);
                 if on_power_off == OnPowerOff::PowerOff {
                     // Let the writer send the reply before the machine goes.
-                    drop(tx);
-                    let _ = writer.join();
+                    tx.flush(std::time::Duration::from_secs(5));
                     init::power_off();
                 }
                 break Ok(());
