@@ -275,3 +275,187 @@ fn quota_scopes_select_pods_and_concurrent_creates_never_exceed_the_quota() {
     assert_eq!(s.items("/api/v1/namespaces/race/configmaps").len(), 3);
     assert_eq!(counted(), "3");
 }
+
+/// The lines of a `kubectl get` output split into columns.
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn pod_templates_ingresses_ingress_classes_and_network_policies() {
+    let s = ApiServer::start(Backend::Embedded);
+    // PodTemplate: a pod template, defaulted and validated as one.
+    let tmpl = "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: tmpl}\ntemplate:\n  metadata: {labels: {app: web}}\n  spec: {containers: [{name: c, image: registry.k8s.io/pause:3.9}]}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(tmpl));
+    let got = rows(&s.ok(&["get", "podtemplates"]));
+    assert_eq!(got[0], ["NAME", "CONTAINERS", "IMAGES", "POD", "LABELS"]);
+    assert_eq!(got[1], ["tmpl", "c", "registry.k8s.io/pause:3.9", "app=web"]);
+    assert_eq!(s.get_json("/api/v1/namespaces/default/podtemplates/tmpl")["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: v1\nkind: PodTemplate\nmetadata: {name: empty}\ntemplate: {spec: {}}\n"));
+    assert!(err.contains("template.spec.containers: Required value"), "{err}");
+
+    // IngressClass, the default one given to an Ingress that names none (DefaultIngressClass).
+    let class = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: nginx\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec:\n  controller: k8s.io/ingress-nginx\n  parameters: {apiGroup: k8s.example.com, kind: IngressParameters, name: external-lb}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(class));
+    let got = rows(&s.ok(&["get", "ingressclasses"]));
+    assert_eq!(got[0], ["NAME", "CONTROLLER", "PARAMETERS", "AGE"]);
+    assert_eq!(&got[1][..3], ["nginx", "k8s.io/ingress-nginx", "IngressParameters.k8s.example.com/external-lb"]);
+    assert_eq!(s.get_json("/apis/networking.k8s.io/v1/ingressclasses/nginx")["spec"]["parameters"]["scope"], "Cluster");
+    let err = s.fails(&["patch", "ingressclass", "nginx", "-p", r#"{"spec":{"controller":"example.com/other"}}"#], None);
+    assert!(err.contains("spec.controller: Invalid value: \"example.com/other\": field is immutable"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: bad}\nspec: {controller: nginx}\n"));
+    assert!(err.contains("spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")"), "{err}");
+
+    // Ingress: created by kubectl's generator (protobuf body), listed with upstream's columns.
+    s.ok(&["create", "ingress", "web", "--rule=a.example.com/=web:80", "--rule=b.example.com/api*=api:8080"]);
+    let ing = s.get_json("/apis/networking.k8s.io/v1/namespaces/default/ingresses/web");
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx", "{ing}");
+    assert_eq!(ing["spec"]["rules"][1]["http"]["paths"][0]["pathType"], "Prefix", "{ing}");
+    assert_eq!(ing["spec"]["rules"][1]["http"]["paths"][0]["backend"]["service"]["port"]["number"], 8080, "{ing}");
+    for v in ["1.27", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["get", "ingress"], None);
+        let got = rows(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(got[0], ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"], "{v}");
+        assert_eq!(&got[1][..4], ["web", "nginx", "a.example.com,b.example.com", "80"], "{v}");
+    }
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - host: 10.0.0.1\n    http:\n      paths:\n      - path: /\n        backend: {service: {name: web, port: {number: 80}}}\n      - path: relative\n        pathType: Exact\n        backend: {service: {name: web, port: {name: http, number: 80}}}\n";
+    let err = s.fails(&["create", "-f", "-"], Some(bad));
+    assert!(err.contains("spec.rules[0].host: Invalid value: \"10.0.0.1\": must be a DNS name, not an IP address"), "{err}");
+    assert!(err.contains("spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"), "{err}");
+    assert!(err.contains("spec.rules[0].http.paths[1].path: Invalid value: \"relative\": must be an absolute path"), "{err}");
+    assert!(err.contains("spec.rules[0].http.paths[1].backend: Invalid value: \"\": cannot set both port name & port number"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: empty}\nspec: {}\n"));
+    assert!(err.contains("either `defaultBackend` or `rules` must be specified"), "{err}");
+    let explain = s.ok(&["explain", "ingress.spec.rules.http.paths"]);
+    assert!(explain.contains("pathType") && explain.contains("backend"), "{explain}");
+
+    // NetworkPolicy: policyTypes and port protocols defaulted; stored, not enforced.
+    let np = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-only}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {role: frontend}}}]\n    ports: [{port: 80}]\n  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}]\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(np));
+    let got = s.get_json("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/web-only");
+    assert_eq!(got["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]), "{got}");
+    assert_eq!(got["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP", "{got}");
+    let got = rows(&s.ok(&["get", "netpol"]));
+    assert_eq!(got[0], ["NAME", "POD-SELECTOR", "AGE"]);
+    assert_eq!(&got[1][..2], ["web-only", "app=web"]);
+    let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad}\nspec:\n  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}, podSelector: {}}]\n";
+    let err = s.fails(&["create", "-f", "-"], Some(bad));
+    assert!(err.contains("spec.ingress[0].from[0]: Forbidden: may not specify both ipBlock and another peer"), "{err}");
+    assert!(err.contains("spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"192.168.0.0/16\": must be a strict subset of `cidr`"), "{err}");
+    // Client-side apply removes a dropped rule (the published schema carries upstream's list types).
+    let applied = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: applied}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress:\n  - ports: [{port: 80}, {port: 443}]\n";
+    s.ok_stdin(&["apply", "-f", "-"], Some(applied));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&applied.replace(", {port: 443}", "")));
+    let got = s.get_json("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies/applied");
+    assert_eq!(got["spec"]["ingress"][0]["ports"].as_array().map(Vec::len), Some(1), "{got}");
+}
+
+#[test]
+fn horizontal_pod_autoscalers_are_one_object_served_at_v1_and_v2() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "deployment", "web", "--image=registry.k8s.io/pause:3.9"]);
+    s.ok(&["autoscale", "deployment", "web", "--min=2", "--max=5", "--cpu-percent=60"]);
+    let v1 = s.get_json("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web");
+    let v2 = s.get_json("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web");
+    assert_eq!((v1["apiVersion"].as_str(), v1["spec"]["targetCPUUtilizationPercentage"].as_i64()), (Some("autoscaling/v1"), Some(60)), "{v1}");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 60, "{v2}");
+    assert_eq!(v1["metadata"]["resourceVersion"], v2["metadata"]["resourceVersion"]);
+    for v in ["1.27", "1.32", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["get", "hpa"], None);
+        let got = rows(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(got[0], ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"], "{v}");
+        assert_eq!(&got[1][..7], ["web", "Deployment/web", "cpu:", "<unknown>/60%", "2", "5", "0"], "{v}");
+    }
+    // Written at v2 with a metric v1 cannot express: v1 carries it in upstream's annotation,
+    // and a v1 round trip (kubectl replace of the v1 object) keeps it.
+    let mem = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: mem}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  maxReplicas: 3\n  metrics:\n  - type: Resource\n    resource: {name: memory, target: {type: AverageValue, averageValue: 100Mi}}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(mem));
+    let v1 = s.get_json("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/mem");
+    let note = v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/metrics"].as_str().unwrap_or("").to_string();
+    assert!(note.contains("\"targetAverageValue\":\"100Mi\"") && v1["spec"]["targetCPUUtilizationPercentage"].is_null(), "{v1}");
+    let mut edited = v1.clone();
+    edited["spec"]["maxReplicas"] = serde_json::json!(4);
+    s.ok_stdin(&["replace", "-f", "-"], Some(&edited.to_string()));
+    let v2 = s.get_json("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/mem");
+    assert_eq!(v2["spec"]["maxReplicas"], 4, "{v2}");
+    assert_eq!(v2["spec"]["metrics"], serde_json::json!([{"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}]), "{v2}");
+    assert!(v2["metadata"]["annotations"].is_null(), "{v2}");
+    // Created at v1: the default minimum, the CPU target as a v2 metric.
+    let old = "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata: {name: old}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  maxReplicas: 2\n  targetCPUUtilizationPercentage: 70\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(old));
+    let v2 = s.get_json("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/old");
+    assert_eq!((v2["spec"]["minReplicas"].as_i64(), v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"].as_i64()), (Some(1), Some(70)), "{v2}");
+    // Both versions list the same objects; a watch at v1 sees v1 objects.
+    assert_eq!(s.items("/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers").len(), 3);
+    let (code, body) = s.curl("GET", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers?watch=1&timeoutSeconds=1", common::server::Auth::Admin, None, None);
+    assert_eq!(code, 200);
+    assert_eq!(body.lines().filter(|l| l.contains("\"apiVersion\":\"autoscaling/v1\"")).count(), 3, "{body}");
+    let err = s.fails(&["create", "-f", "-"], Some(&old.replace("name: old", "name: inverted").replace("maxReplicas: 2", "maxReplicas: 2\n  minReplicas: 3")));
+    assert!(err.contains("spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&mem.replace("name: mem", "name: nokind").replace("kind: Deployment, ", "")));
+    assert!(err.contains("spec.scaleTargetRef.kind: Required value"), "{err}");
+    let res = s.ok(&["api-resources", "--api-group=autoscaling"]);
+    assert!(res.contains("autoscaling/v2"), "{res}");
+    let explain = s.ok(&["explain", "hpa.spec.metrics.resource.target", "--api-version=autoscaling/v2"]);
+    assert!(explain.contains("averageUtilization"), "{explain}");
+}
+
+#[test]
+fn csi_objects_webhook_configurations_and_events_v1() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: CSIDriver\nmetadata: {name: csi.example.com}\nspec: {podInfoOnMount: true}\n"));
+    let got = rows(&s.ok(&["get", "csidrivers"]));
+    assert_eq!(got[0], ["NAME", "ATTACHREQUIRED", "PODINFOONMOUNT", "STORAGECAPACITY", "TOKENREQUESTS", "REQUIRESREPUBLISH", "MODES", "AGE"]);
+    assert_eq!(&got[1][..7], ["csi.example.com", "true", "true", "false", "<unset>", "false", "Persistent"]);
+    let err = s.fails(&["patch", "csidriver", "csi.example.com", "-p", r#"{"spec":{"attachRequired":false}}"#], None);
+    assert!(err.contains("field is immutable"), "{err}");
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {name: node-a}\nspec:\n  drivers: [{name: csi.example.com, nodeID: node-a, topologyKeys: [topology.kubernetes.io/zone]}]\n"));
+    let got = rows(&s.ok(&["get", "csinodes"]));
+    assert_eq!((got[0][..2].to_vec(), got[1][..2].to_vec()), (vec!["NAME".to_string(), "DRIVERS".into()], vec!["node-a".to_string(), "1".into()]));
+    let va = "apiVersion: storage.k8s.io/v1\nkind: VolumeAttachment\nmetadata: {name: va-1}\nspec: {attacher: csi.example.com, nodeName: node-a, source: {persistentVolumeName: pv-1}}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(va));
+    let got = rows(&s.ok(&["get", "volumeattachments"]));
+    assert_eq!(got[0], ["NAME", "ATTACHER", "PV", "NODE", "ATTACHED", "AGE"]);
+    assert_eq!(&got[1][..5], ["va-1", "csi.example.com", "pv-1", "node-a", "false"]);
+    let err = s.fails(&["create", "-f", "-"], Some(&va.replace("va-1", "va-2").replace("{persistentVolumeName: pv-1}", "{}")));
+    assert!(err.contains("spec.source: Required value: must specify exactly one of inlineVolumeSpec and persistentVolumeName"), "{err}");
+
+    // Webhook configurations are stored with upstream's defaults and validation (not called).
+    let hook = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: deny-pods}\nwebhooks:\n- name: deny.pods.example.com\n  clientConfig: {url: \"https://127.0.0.1:1/deny\"}\n  rules: [{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(hook));
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && warned.contains("Warning: ValidatingWebhookConfiguration is stored but its webhooks are not called"), "{warned}");
+    let got = s.get_json("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/deny-pods");
+    let h = &got["webhooks"][0];
+    assert_eq!((h["failurePolicy"].as_str(), h["matchPolicy"].as_str(), h["timeoutSeconds"].as_i64(), h["rules"][0]["scope"].as_str()), (Some("Fail"), Some("Equivalent"), Some(10), Some("*")), "{got}");
+    let got = rows(&s.ok(&["get", "validatingwebhookconfigurations"]));
+    assert_eq!((&got[0][..2], &got[1][..2]), (&["NAME".to_string(), "WEBHOOKS".into()][..], &["deny-pods".to_string(), "1".into()][..]));
+    s.ok_stdin(&["create", "-f", "-"], Some(&hook.replace("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")));
+    assert_eq!(s.get_json("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/deny-pods")["webhooks"][0]["reinvocationPolicy"], "Never");
+    let err = s.fails(&["create", "-f", "-"], Some(&hook.replace("deny-pods", "bad").replace("  sideEffects: None\n", "").replace("deny.pods.example.com", "deny")));
+    assert!(err.contains("webhooks[0].name: Invalid value: \"deny\": should be a domain with at least three segments separated by dots"), "{err}");
+    assert!(err.contains("webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"), "{err}");
+    // Not called yet: a pod its rule matches is admitted although the webhook cannot answer.
+    s.ok_stdin(&["create", "-f", "-"], Some(&pod("unhooked", "")));
+
+    // events.k8s.io/v1 is a view of core Events: written in one, read in the other.
+    let core = "apiVersion: v1\nkind: Event\nmetadata: {name: started.1}\ninvolvedObject: {kind: Pod, name: unhooked, namespace: default}\nreason: Started\nmessage: container started\ntype: Normal\nsource: {component: kubelet}\ncount: 2\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:01:00Z\"\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(core));
+    let view = s.get_json("/apis/events.k8s.io/v1/namespaces/default/events/started.1");
+    assert_eq!((view["regarding"]["name"].as_str(), view["note"].as_str(), view["deprecatedCount"].as_i64()), (Some("unhooked"), Some("container started"), Some(2)), "{view}");
+    let modern = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: pulled.1}\neventTime: \"2026-01-01T00:02:00.000000Z\"\nreportingController: example.com/puller\nreportingInstance: puller-1\naction: Pull\nreason: Pulled\nnote: image pulled\ntype: Normal\nregarding: {kind: Pod, name: unhooked, namespace: default}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(modern));
+    let back = s.get_json("/api/v1/namespaces/default/events/pulled.1");
+    assert_eq!((back["involvedObject"]["name"].as_str(), back["message"].as_str(), back["reportingComponent"].as_str()), (Some("unhooked"), Some("image pulled"), Some("example.com/puller")), "{back}");
+    assert_eq!(s.items("/apis/events.k8s.io/v1/namespaces/default/events").len(), 2);
+    let err = s.fails(&["create", "-f", "-"], Some(&modern.replace("pulled.1", "bad.1").replace("reportingController: example.com/puller\n", "").replace("type: Normal", "type: Odd")));
+    assert!(err.contains("reportingController: Required value") && err.contains("type: Invalid value: \"\": has invalid value: Odd"), "{err}");
+    for v in ["1.32", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["events", "-n", "default"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("container started") && text.contains("image pulled") && text.contains("Pod/unhooked"), "{v}: {text}");
+    }
+    let res = s.ok(&["api-resources", "--api-group=events.k8s.io"]);
+    assert!(res.contains("events.k8s.io/v1"), "{res}");
+}

@@ -579,6 +579,7 @@ impl Api {
                 crate::quota::prepare_create(obj);
                 Ok(())
             }
+            "Ingress" => crate::networking::admit_ingress(self.store.as_ref(), obj).await,
             _ => Ok(()),
         }
     }
@@ -648,7 +649,7 @@ impl Api {
         match self.store.get(&key).await? {
             Some(kv) => {
                 let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
-                crate::crd::served_form(info.resource, &mut v);
+                crate::convert::served_form(info.resource, &mut v);
                 Ok((v, kv.mod_revision))
             }
             None => Err(ApiError::not_found(info.resource, name)),
@@ -696,7 +697,7 @@ impl Api {
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
                 let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
-                crate::crd::served_form(r, &mut v);
+                crate::convert::served_form(r, &mut v);
                 if labels.matches(&v) && fields.matches(&v) {
                     items.push(with_rv(v, kv.mod_revision));
                 }
@@ -743,7 +744,7 @@ impl Api {
             fields,
             kind: r.kind,
             api_version: r.api_version(),
-            custom: r.custom.then_some(r),
+            custom: (r.custom || crate::convert::converted(r)).then_some(r),
             as_table,
             bookmarks: truthy(q, "allowWatchBookmarks"),
             timeout: q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
@@ -783,7 +784,8 @@ impl Api {
         if info.subresource.is_some() {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
         }
-        let warnings = crate::fields::check(r, &mut obj, fv)?;
+        let mut warnings = crate::fields::check(r, &mut obj, fv)?;
+        warnings.extend(crate::webhooks::warning(r));
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         if r.builtin() == "CertificateSigningRequest" {
             crate::csr::prepare_create(user, &mut obj);
@@ -848,7 +850,8 @@ impl Api {
         if expected != rev {
             return Err(ApiError::conflict(r, &name));
         }
-        let warnings = crate::fields::check(r, &mut obj, fv)?;
+        let mut warnings = crate::fields::check(r, &mut obj, fv)?;
+        warnings.extend(crate::webhooks::warning(r));
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;
@@ -914,7 +917,7 @@ impl Api {
                 "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
                 "application/json-patch+json" => patch::json_patch(&mut new, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?,
                 "application/strategic-merge-patch+json" if r.custom => return Err(ApiError::new(415, "UnsupportedMediaType", crate::crd::PATCH_TYPES_MESSAGE)),
-                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p, crate::protobuf::schema_of(r.kind).map(|_| r.kind)).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                "application/strategic-merge-patch+json" => patch::strategic_merge_patch(&mut new, &p, crate::protobuf::message_of(r)).map_err(|e| ApiError::bad_request(e.to_string()))?,
                 other => return Err(ApiError::unsupported_media_type(other)),
             }
             let expected = match new["metadata"]["resourceVersion"].as_str() {

@@ -124,8 +124,8 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
         // Custom kinds are pruned by their definitions' structural schemas.
         return crate::crd::prune(r, obj);
     }
-    if schema_of(r.kind).is_some() {
-        walk(r.kind, obj, "", &mut unknown);
+    if let Some(msg) = crate::protobuf::message_of(r) {
+        walk(msg, obj, "", &mut unknown);
     } else if let Some(map) = obj.as_object_mut() {
         let allowed = top_level(r.kind);
         let extra: Vec<String> = map

@@ -15,9 +15,12 @@
 
 pub mod api;
 pub mod audit;
+pub mod autoscaling;
 pub mod auth;
 pub mod bootstrap;
+pub mod convert;
 pub mod crd;
+pub mod csi;
 pub mod csr;
 pub mod discovery;
 pub mod encryption;
@@ -30,8 +33,10 @@ pub mod jsonpath;
 pub mod limitrange;
 pub mod gnostic;
 pub mod k8s_meta;
+pub mod k8s_messages;
 pub mod managed;
 pub mod metrics;
+pub mod networking;
 pub mod node;
 pub mod object;
 pub mod openapi;
@@ -60,5 +65,6 @@ pub mod tolerations;
 pub mod validate;
 pub mod vm;
 pub mod watchcache;
+pub mod webhooks;
 
 pub use server::{Server, ServerConfig, ServerError};

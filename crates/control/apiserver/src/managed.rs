@@ -71,7 +71,7 @@ enum Ty {
 }
 
 fn msg_ty(m: &'static str) -> Ty {
-    if crate::k8s_meta::ATOMIC_STRUCTS.contains(&m) {
+    if crate::k8s_meta::ATOMIC_STRUCTS.contains(&crate::protobuf::go_type(m)) {
         Ty::Leaf
     } else {
         Ty::Struct(m)
@@ -85,12 +85,12 @@ fn field_ty(owner: &'static str, f: &F) -> Ty {
     };
     match f.3 {
         // `+listType=map` (with its keys) and `+listType=set`; every other list is atomic.
-        C::Rep => match crate::k8s_meta::field(owner, f.1) {
+        C::Rep => match crate::k8s_meta::field(crate::protobuf::go_type(owner), f.1) {
             Some(m) if m.list_type == "map" => Ty::List(elem, m.list_map_keys),
             Some(m) if m.list_type == "set" => Ty::List(elem, &[]),
             _ => Ty::Leaf,
         },
-        C::Map if crate::k8s_meta::field(owner, f.1).is_some_and(|m| m.map_type == "atomic") => Ty::Leaf,
+        C::Map if crate::k8s_meta::field(crate::protobuf::go_type(owner), f.1).is_some_and(|m| m.map_type == "atomic") => Ty::Leaf,
         C::Map => Ty::Map(elem),
         C::Keep | C::Omit => elem.ty(),
     }
@@ -132,7 +132,7 @@ impl Ty {
 
 /// The type of a kind's objects.
 fn object_ty(r: &Resource) -> Ty {
-    Ty::Root(schema_of(r.builtin()).map(|_| r.kind))
+    Ty::Root(crate::protobuf::message_of(r).filter(|m| schema_of(m).is_some()))
 }
 
 /// How a value of a type is walked.

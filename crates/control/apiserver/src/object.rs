@@ -380,6 +380,11 @@ pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
         // A custom object is stored at its definition's storage version.
         crate::crd::storage_form(obj.to_mut());
     }
+    // A built-in kind served at several versions is stored at one (HorizontalPodAutoscaler at
+    // autoscaling/v2, events.k8s.io Events as core Events).
+    if matches!(obj["apiVersion"].as_str(), Some("autoscaling/v1" | "events.k8s.io/v1")) {
+        crate::convert::storage_form(obj.to_mut());
+    }
     let bytes = for_storage(&obj);
     if bytes.len() > MAX_STORED {
         return Err(ApiError::new(

@@ -78,6 +78,9 @@ pub(crate) fn definition_name(msg: &str) -> Option<&'static str> {
                 }
                 names.insert(*name, format!("{package}.{name}"));
             }
+            for (name, package, _) in crate::k8s_messages::MESSAGES {
+                names.insert(*name, format!("{package}.{}", crate::protobuf::go_type(name)));
+            }
             names
         })
         .get(msg)
@@ -150,7 +153,7 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
             C::Map => json!({ "type": "object", "additionalProperties": t }),
             C::Keep | C::Omit => t,
         };
-        if let (Some(meta), Some(o)) = (crate::k8s_meta::field(msg, f.1), v.as_object_mut()) {
+        if let (Some(meta), Some(o)) = (crate::k8s_meta::field(crate::protobuf::go_type(msg), f.1), v.as_object_mut()) {
             let mut ext = |k: &str, val: Value| {
                 o.insert(k.to_string(), val);
             };
@@ -186,7 +189,7 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
         let mut props = Map::new();
         properties(m, flavor, &mut deps, &mut props);
         let mut def = json!({ "type": "object", "properties": props });
-        if crate::k8s_meta::ATOMIC_STRUCTS.contains(&m) {
+        if crate::k8s_meta::ATOMIC_STRUCTS.contains(&crate::protobuf::go_type(m)) {
             def["x-kubernetes-map-type"] = json!("atomic");
         }
         out.insert(name.to_string(), def);
@@ -250,8 +253,8 @@ fn v2_schema(s: &Value) -> Value {
 
 fn builtin_kind_definitions(r: &Resource, flavor: Flavor, name: &str, description: &str, out: &mut Map<String, Value>) {
     let name = name.to_string();
-    match MESSAGES.iter().find(|(m, _)| *m == r.builtin()) {
-        Some((msg, _)) => {
+    match crate::protobuf::message_of(r) {
+        Some(msg) => {
             message_definitions(msg, flavor, out);
             if let Some(s) = out.get_mut(&name) {
                 s["description"] = json!(description);
@@ -604,7 +607,7 @@ pub(crate) mod tests {
         assert_eq!(definition_name("PolicyRule"), Some("io.k8s.api.rbac.v1.PolicyRule"));
         assert_eq!(definition_name("ScaleSpec"), Some("io.k8s.api.autoscaling.v1.ScaleSpec"));
         for r in resources::RESOURCES {
-            if let Some(n) = definition_name(r.kind) {
+            if let Some(n) = crate::protobuf::message_of(r).and_then(definition_name) {
                 assert_eq!(n, kind_definition(r), "{} is named two ways", r.kind);
             }
         }

@@ -197,7 +197,7 @@ fn field_of(msg: Msg, name: &str) -> (ListStrategy, Msg) {
         K::Msg(m) | K::Inline(m) => Some(m),
         _ => None,
     };
-    let strategy = match crate::k8s_meta::field(owner, name) {
+    let strategy = match crate::k8s_meta::field(crate::protobuf::go_type(owner), name) {
         Some(meta) if meta.strategy.split(',').any(|s| s == "merge") => {
             if meta.merge_key.is_empty() {
                 ListStrategy::MergeSet

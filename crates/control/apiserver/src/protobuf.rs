@@ -34,6 +34,8 @@ const VARINT: u8 = 0;
 const LEN: u8 = 2;
 
 /// Kinds accepted in the envelope (`apiVersion`, `kind`); each kind's message has its name.
+/// Kinds added from issue 12 part 3 on are in the generated [`crate::k8s_messages::KINDS`] with
+/// their messages ([`crate::k8s_messages::MESSAGES`], searched by [`schema_of`] too).
 /// `DeleteOptions` is accepted under any apiVersion (clients send their resource's).
 pub static KINDS: &[(&str, &str)] = &[
     ("v1", "Namespace"),
@@ -163,8 +165,9 @@ pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
     if !encoding.is_empty() {
         return Err(DecodeError::Encoding(encoding));
     }
+    let generated = crate::k8s_messages::KINDS.iter().find(|(v, k, _)| *v == api_version && *k == kind).map(|(_, _, m)| *m);
     let known = kind == "DeleteOptions" || KINDS.iter().any(|(v, k)| *v == api_version && *k == kind);
-    let name = if known { schema::MESSAGES.iter().map(|(n, _)| *n).find(|n| *n == kind) } else { None };
+    let name = if known { schema::MESSAGES.iter().map(|(n, _)| *n).find(|n| *n == kind) } else { generated };
     let Some(name) = name else {
         return Err(DecodeError::UnknownKind { api_version, kind });
     };
@@ -223,7 +226,30 @@ pub(crate) fn declared(msg: &'static str, name: &str) -> Option<(&'static str, F
 
 pub(crate) fn schema_of(name: &str) -> Option<&'static [F]> {
     static INDEX: OnceLock<HashMap<&'static str, &'static [F]>> = OnceLock::new();
-    INDEX.get_or_init(|| schema::MESSAGES.iter().copied().collect()).get(name).copied()
+    INDEX
+        .get_or_init(|| schema::MESSAGES.iter().copied().chain(crate::k8s_messages::MESSAGES.iter().map(|(n, _, f)| (*n, *f))).collect())
+        .get(name)
+        .copied()
+}
+
+/// The message of a served built-in kind: the generated table's for its apiVersion, else the
+/// hand-written table's message named like the kind; `None` for custom kinds and kinds outside
+/// both tables.
+pub fn message_of(r: &crate::resources::Resource) -> Option<&'static str> {
+    if r.custom {
+        return None;
+    }
+    let api_version = r.api_version();
+    if let Some((_, _, m)) = crate::k8s_messages::KINDS.iter().find(|(v, k, _)| *v == api_version && *k == r.kind) {
+        return Some(m);
+    }
+    schema::MESSAGES.iter().map(|(n, _)| *n).find(|n| *n == r.kind)
+}
+
+/// The Go type of a message: its name without the `@group.version` that tells apart Go types
+/// of the same name in different packages (the key of [`crate::k8s_meta`]).
+pub fn go_type(msg: &str) -> &str {
+    msg.split('@').next().unwrap_or(msg)
 }
 
 /// A protobuf wire reader over one message's bytes.
@@ -885,11 +911,21 @@ mod tests {
         for (_, kind) in KINDS {
             assert!(schema_of(kind).is_some(), "{kind} has no message");
         }
-        assert_eq!(schema::MESSAGES.len(), schema_of_count());
+        for (name, _, fields) in crate::k8s_messages::MESSAGES {
+            for f in *fields {
+                if let K::Msg(m) | K::Inline(m) = f.2 {
+                    assert!(schema_of(m).is_some(), "{name}.{} refers to unknown message {m}", f.1);
+                }
+            }
+        }
+        for (_, _, m) in crate::k8s_messages::KINDS {
+            assert!(schema_of(m).is_some(), "{m} has no message");
+        }
+        assert_eq!(schema::MESSAGES.len() + crate::k8s_messages::MESSAGES.len(), schema_of_count());
     }
 
     fn schema_of_count() -> usize {
-        schema::MESSAGES.iter().map(|(n, _)| *n).collect::<std::collections::HashSet<_>>().len()
+        schema::MESSAGES.iter().map(|(n, _)| *n).chain(crate::k8s_messages::MESSAGES.iter().map(|(n, _, _)| *n)).collect::<std::collections::HashSet<_>>().len()
     }
 
     #[test]
@@ -1008,9 +1044,9 @@ mod tests {
         let e = err(body("v1", "Namespace", &[msg(1, &[s(1, "x"), vi(99, 1)])]));
         assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
         assert!(e.message.contains("Namespace") && e.message.contains("99") && e.message.contains("ObjectMeta"), "{}", e.message);
-        let e = err(body("networking.k8s.io/v1", "Ingress", &[]));
+        let e = err(body("flowcontrol.apiserver.k8s.io/v1", "FlowSchema", &[]));
         assert_eq!(e.code, 415);
-        assert!(e.message.contains("Ingress"), "{}", e.message);
+        assert!(e.message.contains("FlowSchema"), "{}", e.message);
         let e = err(body("v2", "Namespace", &[]));
         assert_eq!(e.code, 415);
         let mut gz = body("v1", "Namespace", &[]);

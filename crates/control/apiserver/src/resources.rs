@@ -40,9 +40,11 @@ impl Resource {
         }
     }
 
-    /// Storage key prefix: `/registry/<group or core>/<plural>/`.
+    /// Storage key prefix: `/registry/<group or core>/<plural>/` (a kind that is a view of
+    /// another group's objects, [`STORED_WITH`], uses that group's).
     pub fn key_prefix(&self) -> String {
-        let g = if self.group.is_empty() { "core" } else { self.group };
+        let stored = STORED_WITH.iter().find(|(g, p, _)| !self.custom && *g == self.group && *p == self.plural).map_or(self.group, |(_, _, s)| *s);
+        let g = if stored.is_empty() { "core" } else { stored };
         format!("/registry/{g}/{}/", self.plural)
     }
 
@@ -97,6 +99,10 @@ macro_rules! res {
     };
 }
 
+/// Kinds stored with another group's objects: (group, plural, storage group). events.k8s.io
+/// Events are core Events seen through [`crate::convert`], as upstream stores them.
+pub static STORED_WITH: &[(&str, &str, &str)] = &[("events.k8s.io", "events", "")];
+
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], ["status"]),
@@ -111,6 +117,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, ["rc"], ["all"], ["status", "scale"]),
     res!("", "v1", "LimitRange", "limitranges", "limitrange", true, ["limits"], [], []),
     res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, ["quota"], [], ["status"]),
+    res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", true, [], [], []),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, ["pvc"], [], ["status"]),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, ["pv"], [], ["status"]),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"], ["all"], ["status", "scale"]),
@@ -120,6 +127,8 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, [], [], []),
     res!("batch", "v1", "Job", "jobs", "job", true, [], ["all"], ["status"]),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, ["cj"], ["all"], ["status"]),
+    res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, ["hpa"], ["all"], ["status"]),
+    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, ["hpa"], ["all"], ["status"]),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, [], [], []),
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, [], [], []),
     res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, [], [], []),
@@ -129,6 +138,15 @@ pub static RESOURCES: &[Resource] = &[
     res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, ["csr"], [], ["status", "approval"]),
     res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, ["crd", "crds"], ["api-extensions"], ["status"]),
     res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, ["sc"], [], []),
+    res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, [], [], []),
+    res!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, [], [], []),
+    res!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, [], [], ["status"]),
+    res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, ["ing"], [], ["status"]),
+    res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, [], [], []),
+    res!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, ["netpol"], [], []),
+    res!("events.k8s.io", "v1", "Event", "events", "event", true, ["ev"], [], []),
+    res!("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", false, [], ["api-extensions"], []),
+    res!("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", false, [], ["api-extensions"], []),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, ["pdb"], [], ["status"]),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, [], [], []),
     res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"], [], []),

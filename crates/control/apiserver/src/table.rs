@@ -25,6 +25,27 @@ fn since(ts: &Value) -> Option<String> {
     })
 }
 
+/// A label selector as `metav1.FormatLabelSelector` prints it (`<none>` when empty).
+fn label_selector(sel: &Value) -> String {
+    let mut parts: Vec<String> = sel["matchLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = s(&e["key"]);
+        let values: Vec<String> = e["values"].as_array().into_iter().flatten().map(s).collect();
+        parts.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key,
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        });
+    }
+    if parts.is_empty() {
+        "<none>".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
 /// At most three entries, then "+ N more..." (kubectl's printers); `none` when empty.
 fn first_three(list: Vec<String>, none: &str) -> String {
     match list.len() {
@@ -127,6 +148,23 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "PodDisruptionBudget" => vec![("Min Available", "string"), ("Max Unavailable", "string"), ("Allowed Disruptions", "integer"), ("Age", "string")],
         "RuntimeClass" => vec![("Handler", "string"), ("Age", "string")],
         "LimitRange" => vec![("Created At", "date")],
+        "PodTemplate" => vec![("Containers", "string"), ("Images", "string"), ("Pod Labels", "string")],
+        "Ingress" => vec![("Class", "string"), ("Hosts", "string"), ("Address", "string"), ("Ports", "string"), ("Age", "string")],
+        "IngressClass" => vec![("Controller", "string"), ("Parameters", "string"), ("Age", "string")],
+        "NetworkPolicy" => vec![("Pod-Selector", "string"), ("Age", "string")],
+        "HorizontalPodAutoscaler" => vec![("Reference", "string"), ("Targets", "string"), ("MinPods", "string"), ("MaxPods", "integer"), ("Replicas", "integer"), ("Age", "string")],
+        "CSIDriver" => vec![
+            ("AttachRequired", "boolean"),
+            ("PodInfoOnMount", "boolean"),
+            ("StorageCapacity", "boolean"),
+            ("TokenRequests", "string"),
+            ("RequiresRepublish", "boolean"),
+            ("Modes", "string"),
+            ("Age", "string"),
+        ],
+        "CSINode" => vec![("Drivers", "integer"), ("Age", "string")],
+        "VolumeAttachment" => vec![("Attacher", "string"), ("PV", "string"), ("Node", "string"), ("Attached", "boolean"), ("Age", "string")],
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => vec![("Webhooks", "integer"), ("Age", "string")],
         "ResourceQuota" => vec![("Age", "string"), ("Request", "string"), ("Limit", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
@@ -358,6 +396,68 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "RuntimeClass" => c.extend([json!(s(&o["handler"])), json!(age(o))]),
         "LimitRange" => c.push(o["metadata"]["creationTimestamp"].clone()),
+        "PodTemplate" => {
+            let cs = o["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+            let names: Vec<String> = cs.iter().map(|c| s(&c["name"])).collect();
+            let images: Vec<String> = cs.iter().map(|c| s(&c["image"])).collect();
+            let mut labels: Vec<String> = o["template"]["metadata"]["labels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
+            labels.sort();
+            c.extend([json!(names.join(",")), json!(images.join(",")), json!(if labels.is_empty() { "<none>".to_string() } else { labels.join(",") })]);
+        }
+        "Ingress" => {
+            let class = o["spec"]["ingressClassName"].as_str().unwrap_or("<none>").to_string();
+            let hosts: Vec<String> = sp["rules"].as_array().into_iter().flatten().filter_map(|r| r["host"].as_str()).filter(|h| !h.is_empty()).map(str::to_string).collect();
+            let hosts = if hosts.is_empty() { "*".to_string() } else { first_three(hosts, "*") };
+            let addrs: Vec<String> = st["loadBalancer"]["ingress"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str())).map(str::to_string).collect();
+            let ports = if sp["tls"].as_array().is_some_and(|t| !t.is_empty()) { "80, 443" } else { "80" };
+            c.extend([json!(class), json!(hosts), json!(addrs.join(",")), json!(ports), json!(age(o))]);
+        }
+        "IngressClass" => {
+            let p = &sp["parameters"];
+            let params = if p.is_object() {
+                let group = p["apiGroup"].as_str().map(|g| format!(".{g}")).unwrap_or_default();
+                format!("{}{group}/{}", s(&p["kind"]), s(&p["name"]))
+            } else {
+                "<none>".to_string()
+            };
+            c.extend([json!(s(&sp["controller"])), json!(params), json!(age(o))]);
+        }
+        "NetworkPolicy" => c.extend([json!(label_selector(&sp["podSelector"])), json!(age(o))]),
+        "HorizontalPodAutoscaler" => {
+            let r = &sp["scaleTargetRef"];
+            let min = sp["minReplicas"].as_i64().map_or_else(|| "<unset>".to_string(), |m| m.to_string());
+            c.extend([
+                json!(format!("{}/{}", s(&r["kind"]), s(&r["name"]))),
+                json!(crate::autoscaling::targets(o)),
+                json!(min),
+                json!(int(&sp["maxReplicas"])),
+                json!(int(&st["currentReplicas"])),
+                json!(age(o)),
+            ]);
+        }
+        "CSIDriver" => {
+            let b = |v: &Value| json!(v.as_bool().unwrap_or(false));
+            let tokens: Vec<String> = sp["tokenRequests"].as_array().into_iter().flatten().map(|t| s(&t["audience"])).collect();
+            let modes: Vec<String> = sp["volumeLifecycleModes"].as_array().into_iter().flatten().map(s).collect();
+            c.extend([
+                b(&sp["attachRequired"]),
+                b(&sp["podInfoOnMount"]),
+                b(&sp["storageCapacity"]),
+                json!(if tokens.is_empty() { "<unset>".to_string() } else { tokens.join(",") }),
+                b(&sp["requiresRepublish"]),
+                json!(modes.join(",")),
+                json!(age(o)),
+            ]);
+        }
+        "CSINode" => c.extend([json!(sp["drivers"].as_array().map_or(0, Vec::len)), json!(age(o))]),
+        "VolumeAttachment" => c.extend([
+            json!(s(&sp["attacher"])),
+            json!(sp["source"]["persistentVolumeName"].as_str().unwrap_or("")),
+            json!(s(&sp["nodeName"])),
+            json!(st["attached"].as_bool().unwrap_or(false)),
+            json!(age(o)),
+        ]),
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => c.extend([json!(o["webhooks"].as_array().map_or(0, Vec::len)), json!(age(o))]),
         "ResourceQuota" => {
             // As upstream's printer: "name: used/hard" by resource name, limits.* apart.
             let mut names: Vec<&String> = st["hard"].as_object().map(|h| h.keys().collect()).unwrap_or_default();
@@ -432,6 +532,18 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
 /// The Table of objects of `r`: a built-in kind's printer, or a custom kind's
 /// `additionalPrinterColumns` (`Name` and `Age` when it declares none), as upstream.
 pub fn for_resource(r: &crate::resources::Resource, objects: &[Value], list_meta: Value) -> Value {
+    if crate::convert::converted(r) {
+        // Printed from the stored form (one printer per kind, as upstream's internal types).
+        let stored: Vec<Value> = objects
+            .iter()
+            .map(|o| {
+                let mut o = o.clone();
+                crate::convert::storage_form(&mut o);
+                o
+            })
+            .collect();
+        return table(r.kind, &stored, list_meta);
+    }
     if !r.custom {
         return table(r.kind, objects, list_meta);
     }

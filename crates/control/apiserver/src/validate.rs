@@ -91,6 +91,16 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             crate::limitrange::validate(obj, &mut causes);
         }
         "ResourceQuota" => crate::quota::validate(obj, &mut causes),
+        "PodTemplate" => default_pod_spec(&mut obj["template"]["spec"], "template.spec", &mut causes),
+        "Ingress" => crate::networking::validate_ingress(obj, &mut causes),
+        "IngressClass" => crate::networking::validate_ingress_class(obj, &mut causes),
+        "NetworkPolicy" => crate::networking::validate_network_policy(obj, &mut causes),
+        "HorizontalPodAutoscaler" => crate::autoscaling::validate(obj, &mut causes),
+        "CSIDriver" => crate::csi::validate_driver(obj, &mut causes),
+        "CSINode" => crate::csi::validate_node(obj, &mut causes),
+        "VolumeAttachment" => crate::csi::validate_attachment(obj, &mut causes),
+        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => crate::webhooks::validate(r.kind, obj, &mut causes),
+        "Event" if r.group == "events.k8s.io" => crate::convert::validate_events_v1(obj, &mut causes),
         "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {
             let mut total = 0;
@@ -252,8 +262,12 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
     if r.builtin() == "CustomResourceDefinition" {
         crate::crd::validate_update(new, old, &mut causes);
     }
-    if r.builtin() == "RuntimeClass" {
-        crate::runtimeclass::validate_update(new, old, &mut causes);
+    match r.builtin() {
+        "RuntimeClass" => crate::runtimeclass::validate_update(new, old, &mut causes),
+        "IngressClass" => crate::networking::validate_ingress_class_update(new, old, &mut causes),
+        "CSIDriver" => crate::csi::validate_driver_update(new, old, &mut causes),
+        "VolumeAttachment" => crate::csi::validate_attachment_update(new, old, &mut causes),
+        _ => {}
     }
     if causes.is_empty() {
         Ok(())

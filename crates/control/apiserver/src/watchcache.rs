@@ -644,7 +644,7 @@ impl Encoder {
         let object = match self.custom {
             Some(r) => match serde_json::from_slice::<Value>(&object) {
                 Ok(mut obj) => {
-                    crate::crd::served_form(r, &mut obj);
+                    crate::convert::served_form(r, &mut obj);
                     Bytes::from(obj.to_string())
                 }
                 Err(_) => object,
