@@ -8,7 +8,8 @@ a few seconds), reads those files and writes
 crates/control/apiserver/src/bootstrap_policy.json, which the API server embeds and
 reconciles at every start.
 
-strata's additions are the role of its own VirtualMachine controller and what kubeadm creates at `kubeadm init` for joining nodes (named
+strata's additions are the role of its own VirtualMachine controller, VirtualMachines in the
+aggregated admin/edit/view roles, and what kubeadm creates at `kubeadm init` for joining nodes (named
 `strata:` instead of `kubeadm:`): bootstrap tokens (group `system:bootstrappers`) may create
 CertificateSigningRequests (`system:node-bootstrapper`) and have node client CSRs approved
 (`...:nodeclient`), nodes may renew their own (`...:selfnodeclient`), and anyone may read
@@ -89,6 +90,34 @@ EXTRA_OBJECTS = [
             {"apiGroups": ["strata.dev"], "resources": ["virtualmachines"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["strata.dev"], "resources": ["virtualmachines/status"], "verbs": ["patch", "update"]},
             {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+        ],
+    },
+    # VirtualMachines in the user-facing roles, aggregated into admin, edit and view as
+    # upstream's `system:aggregate-to-*` roles are (and as KubeVirt's kubevirt.io:edit/view):
+    # edit may run VMs and open their serial console (`virtualmachines/console`, verb get, as
+    # KubeVirt's `virtualmachineinstances/console`), view may only read them.
+    {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "strata:aggregate-to-edit", "annotations": ANNOTATIONS,
+                     "labels": {**LABELS, "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                                "rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+        "rules": [
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines"],
+             "verbs": ["create", "delete", "deletecollection", "patch", "update"]},
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines/console"], "verbs": ["get"]},
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "strata:aggregate-to-view", "annotations": ANNOTATIONS,
+                     "labels": {**LABELS, "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                                "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                                "rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+        "rules": [
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines", "virtualmachines/status"],
+             "verbs": ["get", "list", "watch"]},
         ],
     },
     {

@@ -310,3 +310,256 @@ fn rerun_on_failure_restarts_after_a_crash_only() {
     assert_eq!(pods.trim(), format!("pod/{second}"), "{pods}");
     s.ok(&["delete", "vm", "rerun"]);
 }
+
+// ---- The serial console through the API server (`virtualmachines/console`) ----
+
+type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Open `virtualmachines/<vm>/console` over WebSocket as the admin (client certificate) or with
+/// a bearer token, offering the plain console subprotocol. Ok: the chosen subprotocol and the
+/// socket; Err: the refusal's HTTP status and body.
+async fn ws_console(s: &ApiServer, ns: &str, vm: &str, token: Option<&str>) -> Result<(String, TlsWs), (u16, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let pki = s.data_dir().join("pki");
+    let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut read("ca.crt").as_slice()) {
+        roots.add(c.expect("ca")).expect("add ca");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut cfg = match token {
+        Some(_) => builder.with_no_client_auth(),
+        None => {
+            let certs: Vec<_> = rustls_pemfile::certs(&mut read("admin.crt").as_slice()).map(|c| c.expect("cert")).collect();
+            let key = rustls_pemfile::private_key(&mut read("admin.key").as_slice()).expect("key").expect("key present");
+            builder.with_client_auth_cert(certs, key).expect("client auth")
+        }
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.expect("tls");
+    let url = format!("wss://127.0.0.1:{}/apis/strata.dev/v1/namespaces/{ns}/virtualmachines/{vm}/console", s.port);
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert("sec-websocket-protocol", "plain.strata.dev".parse().expect("header"));
+    if let Some(t) = token {
+        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
+    }
+    match tokio_tungstenite::client_async(req, tls).await {
+        Ok((ws, resp)) => {
+            let p = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            Ok((p, ws))
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = r.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            Err((r.status().as_u16(), body))
+        }
+        Err(e) => Err((0, e.to_string())),
+    }
+}
+
+/// Read binary messages until their bytes contain `want` (all text read is returned).
+async fn ws_read_until(ws: &mut TlsWs, want: &str, timeout: Duration) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => seen.extend_from_slice(&b),
+            Ok(Some(Ok(Message::Text(t)))) => panic!("the console sends binary messages, got text {t:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("console read: {e}; seen {:?}", String::from_utf8_lossy(&seen)),
+            Ok(None) => panic!("the console closed before {want:?}; seen {:?}", String::from_utf8_lossy(&seen)),
+            Err(_) => panic!("no {want:?} on the console in {timeout:?}; seen {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// `strata console` as the server's admin (its kubeconfig), stdin and stdout piped.
+fn strata_console(s: &ApiServer, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("console")
+        .args(args)
+        .env("KUBECONFIG", s.kubeconfig())
+        .env_remove("HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata console")
+}
+
+/// Read `child`'s stdout on a thread until it holds `want`; the text read.
+fn read_until(out: std::process::ChildStdout, want: &str, timeout: Duration) -> Result<String, String> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = out;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(b) => seen.extend_from_slice(&b),
+            Err(_) => return Err(String::from_utf8_lossy(&seen).into_owned()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// A child's exit within `limit` (killed after it), with its stderr.
+fn finish(mut c: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = c.try_wait().expect("wait") {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = c.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err)
+}
+
+/// The serial console through the API server: a WebSocket (`plain.strata.dev`, binary messages
+/// of raw bytes both ways) shows the guest's output and carries input to it; `strata console`
+/// does the same through pipes and through a terminal (Ctrl-] detaches); `kubectl logs` of the
+/// launcher pod is the captured serial output. RBAC: `get` on `virtualmachines/console`, which
+/// `edit` has (aggregated) and `view` has not (403). A Halted VM's console is a clear 409.
+#[test]
+fn the_console_through_the_api_server_shows_output_carries_input_and_is_authorized() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assets();
+    let tokens_dir = tempfile::tempdir().expect("tmp");
+    let tokens = tokens_dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "viewer-token,viewer,3001\neditor-token,editor,3002\n").expect("tokens");
+    let s = ApiServer::start_opts(
+        Backend::Embedded,
+        Options { agent: true, scheduler: true, controllers: true, extra: vec!["--token-file".into(), tokens.display().to_string()], ..Options::default() },
+    );
+    s.ok(&["create", "rolebinding", "viewer", "--clusterrole=view", "--user=viewer"]);
+    s.ok(&["create", "rolebinding", "editor", "--clusterrole=edit", "--user=editor"]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&kernel_vm("con", "Always")));
+    let (pod, _record) = running(&s, "con", None);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+
+    // The admin's WebSocket: input in, the guest's answer out.
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (protocol, mut ws) = ws_console(&s, "default", "con", None).await.unwrap_or_else(|e| panic!("console refused: {e:?}"));
+        assert_eq!(protocol, "plain.strata.dev");
+        ws.send(Message::Binary(b"hello-console\n".to_vec().into())).await.expect("send");
+        ws_read_until(&mut ws, "GOT: hello-console", Duration::from_secs(60)).await;
+        let _ = ws.close(None).await;
+    });
+
+    // RBAC: view may read the VM but not open its console; edit (aggregated) may.
+    s.ok(&["get", "vm", "con", "--token", "viewer-token", "--kubeconfig", "/dev/null", "--server", &s.url(), "--certificate-authority", &s.data_dir().join("pki/ca.crt").display().to_string()]);
+    let refused = rt.block_on(ws_console(&s, "default", "con", Some("viewer-token"))).err().expect("viewer refused");
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(refused.1.contains(r#"cannot get resource \"virtualmachines/console\" in API group \"strata.dev\""#), "{refused:?}");
+    rt.block_on(async {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let (_, mut ws) = ws_console(&s, "default", "con", Some("editor-token")).await.unwrap_or_else(|e| panic!("editor refused: {e:?}"));
+        ws.send(Message::Binary(b"from-editor\n".to_vec().into())).await.expect("send");
+        ws_read_until(&mut ws, "GOT: from-editor", Duration::from_secs(60)).await;
+    });
+
+    // `strata console` through pipes (no terminal: no detach key; killed once seen).
+    let mut c = strata_console(&s, &["vm/con"]);
+    c.stdin.as_mut().expect("stdin").write_all(b"via-pipe\n").expect("write");
+    let seen = read_until(c.stdout.take().expect("stdout"), "GOT: via-pipe", Duration::from_secs(60));
+    let _ = c.kill();
+    let (_, err) = finish(c, Duration::from_secs(10));
+    assert!(seen.is_ok(), "strata console: {seen:?} {err}");
+
+    // Through a terminal: raw mode (a carriage return reaches the guest as typed), Ctrl-] detaches
+    // with exit code 0.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut term = Command::new(env!("CARGO_BIN_EXE_strata"));
+    term.args(["console", "vm/con", "-n", "default"]).env("KUBECONFIG", s.kubeconfig());
+    term.stdin(slave.try_clone().expect("fd")).stdout(slave.try_clone().expect("fd")).stderr(slave);
+    let mut child = term.spawn().expect("strata console on a terminal");
+    let mut master = std::fs::File::from(pty.master);
+    let reader = master.try_clone().expect("fd");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut r = reader;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = false;
+    while !String::from_utf8_lossy(&screen).contains("GOT: via-tty") {
+        assert!(Instant::now() < deadline, "no answer on the terminal: {:?}", String::from_utf8_lossy(&screen));
+        if !sent && String::from_utf8_lossy(&screen).contains("detach with Ctrl-]") {
+            master.write_all(b"via-tty\r").expect("type");
+            sent = true;
+        }
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {
+            screen.extend_from_slice(&b);
+        }
+    }
+    master.write_all(&[0x1d]).expect("Ctrl-]");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("Ctrl-] did not detach: {:?}", String::from_utf8_lossy(&screen));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "{:?}", String::from_utf8_lossy(&screen));
+
+    // The captured serial console is the launcher pod's log.
+    let launcher = pod["metadata"]["name"].as_str().expect("launcher").to_string();
+    let logs = s.ok(&["logs", &launcher]);
+    assert!(logs.contains("STRATA-GUEST-UP") && logs.contains("GOT: hello-console") && logs.contains("GOT: via-pipe"), "{logs}");
+
+    // A VM that does not exist, and a Halted one: clear errors, no hang.
+    let (code, err) = finish(strata_console(&s, &["vm/nope"]), Duration::from_secs(30));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains(r#"virtualmachines.strata.dev "nope" not found"#), "{err}");
+    s.ok(&["patch", "vm", "con", "--type", "merge", "-p", r#"{"spec":{"runStrategy":"Halted"}}"#]);
+    wait_for("Stopped", BOOT, || (get(&s, "vm/con")["status"]["printableStatus"] == "Stopped").then(String::new));
+    let refused = rt.block_on(ws_console(&s, "default", "con", None)).err().expect("a Halted VM's console is refused");
+    assert_eq!(refused.0, 409, "{refused:?}");
+    assert!(refused.1.contains("VirtualMachine con is not running") && refused.1.contains("runStrategy is Halted"), "{refused:?}");
+    let (code, err) = finish(strata_console(&s, &["vm/con"]), Duration::from_secs(30));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("VirtualMachine con is not running"), "{err}");
+    s.ok(&["delete", "vm", "con"]);
+}

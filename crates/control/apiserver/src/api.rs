@@ -1167,13 +1167,25 @@ impl Api {
     /// is checked as Kubernetes checks it (the workload exists, the container is one of the
     /// pod's); a workload on no node fails with Kubernetes' "does not have a host assigned"; a
     /// pod's stream is then proxied to its node's agent (`proxy.rs`): a Node that does not exist
-    /// is 404, one with no address or an agent that cannot be reached 503. VM consoles answer 503
-    /// until the VM-isolated pods issue serves them.
+    /// is 404, one with no address or an agent that cannot be reached 503. A VM's console is its
+    /// running launcher pod's (`vm_launcher`), at the agent's `/vmConsole/{ns}/{pod}/{uid}`.
     async fn node_subresource(&self, info: &RequestInfo, method: &Method, query: Option<&str>, headers: &HeaderMap, conn: &Conn) -> Result<Response, ApiError> {
         let q = parse_query(query);
         let (obj, _) = self.load(info).await?;
         let name = info.name.as_deref().unwrap_or("");
         let sub = info.subresource.as_deref().unwrap_or("");
+        if info.resource.kind == "VirtualMachine" {
+            let ns = info.namespace.as_deref().unwrap_or("default");
+            let (pod, uid, node) = self.vm_launcher(ns, name, &obj).await?;
+            let addr = self.agent_of(&node).await?;
+            let kubelet = self.kubelet.as_ref().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
+            let upgrade = conn.upgrade.as_ref().and_then(|u| u.lock().ok().and_then(|mut u| u.take()));
+            let Some(upgrade) = upgrade else {
+                return Err(ApiError::bad_request("Upgrade request required: the console is a WebSocket (GET with Upgrade: websocket)"));
+            };
+            let path = format!("/vmConsole/{ns}/{pod}/{uid}");
+            return kubelet.upgrade(&node, addr, method, &path, headers, upgrade).await;
+        }
         let mut container = String::new();
         if info.resource.kind == "Pod" && sub != "portforward" {
             let containers: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
@@ -1203,11 +1215,7 @@ impl Api {
         if info.resource.kind != "Pod" {
             return Err(unavailable(format!("no node agent serves {}/{sub} on node {node} yet", info.resource.plural)));
         }
-        let nodes = resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes not registered"))?;
-        let node_info = RequestInfo { resource: nodes, namespace: None, name: Some(node.to_string()), subresource: None };
-        let (node_obj, _) = self.load(&node_info).await?;
-        let addr = crate::proxy::agent_address(&node_obj)
-            .ok_or_else(|| unavailable(format!("node {node} has no InternalIP or ExternalIP address to reach its agent at")))?;
+        let addr = self.agent_of(node).await?;
         let kubelet = self.kubelet.as_ref().ok_or_else(|| unavailable("this API server has no client certificate for node agents".into()))?;
         let ns = info.namespace.as_deref().unwrap_or("default");
         let pairs = query_pairs(query);
@@ -1254,6 +1262,54 @@ impl Api {
             return Err(ApiError::bad_request("Upgrade request required"));
         };
         kubelet.upgrade(node, addr, method, &path, headers, upgrade).await
+    }
+
+    /// Where the agent of Node `node` listens: 404 for a Node that does not exist, 503 for one
+    /// without an address.
+    async fn agent_of(&self, node: &str) -> Result<std::net::SocketAddr, ApiError> {
+        let nodes = resources::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes not registered"))?;
+        let node_info = RequestInfo { resource: nodes, namespace: None, name: Some(node.to_string()), subresource: None };
+        let (node_obj, _) = self.load(&node_info).await?;
+        crate::proxy::agent_address(&node_obj)
+            .ok_or_else(|| ApiError::new(503, "ServiceUnavailable", format!("node {node} has no InternalIP or ExternalIP address to reach its agent at")))
+    }
+
+    /// The running launcher pod of VirtualMachine `ns/name` (`vm`): its name, uid and node. A
+    /// VM that is not running (Halted, no launcher, a launcher that is not Running or is being
+    /// deleted) is 409 Conflict with why, as KubeVirt answers a console request for a VMI that
+    /// is not running.
+    async fn vm_launcher(&self, ns: &str, name: &str, vm: &Value) -> Result<(String, String, String), ApiError> {
+        let not_running = |why: String| ApiError::new(409, "Conflict", format!("VirtualMachine {name} is not running: {why}"));
+        let strategy = vm["spec"]["runStrategy"].as_str().unwrap_or("Always");
+        let printable = vm["status"]["printableStatus"].as_str().unwrap_or("Stopped");
+        if strategy == "Halted" {
+            return Err(not_running(format!("its runStrategy is Halted (status {printable})")));
+        }
+        let Some(pod_name) = vm["status"]["launcherPod"].as_str().filter(|p| !p.is_empty()) else {
+            return Err(not_running(format!("it has no launcher pod yet (status {printable})")));
+        };
+        let pods = resources::find("", "v1", "pods").ok_or_else(|| ApiError::internal("pods not registered"))?;
+        let pod_info = RequestInfo { resource: pods, namespace: Some(ns.to_string()), name: Some(pod_name.to_string()), subresource: None };
+        let pod = match self.load(&pod_info).await {
+            Ok((p, _)) => p,
+            Err(e) if e.code == 404 => return Err(not_running(format!("its launcher pod {pod_name} is gone (status {printable})"))),
+            Err(e) => return Err(e),
+        };
+        let owned = pod["metadata"]["ownerReferences"].as_array().into_iter().flatten().any(|o| o["controller"] == true && o["uid"] == vm["metadata"]["uid"]);
+        if !owned {
+            return Err(not_running(format!("pod {pod_name} is not its launcher (status {printable})")));
+        }
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            return Err(not_running(format!("its launcher pod {pod_name} is being deleted (the VM is powering off)")));
+        }
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        if phase != "Running" {
+            let waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().map(|r| format!(", {r}")).unwrap_or_default();
+            return Err(not_running(format!("its launcher pod {pod_name} is {phase}{waiting} (status {printable})")));
+        }
+        let node = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| not_running(format!("its launcher pod {pod_name} is not scheduled")))?;
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+        Ok((pod_name.to_string(), uid.to_string(), node.to_string()))
     }
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and

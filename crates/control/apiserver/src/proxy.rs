@@ -1,4 +1,5 @@
-//! Pod streams (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`) proxied to the node
+//! Pod streams (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`, and a VM's
+//! `virtualmachines/console` through its launcher pod) proxied to the node
 //! agent that runs the pod, as kube-apiserver proxies them to kubelet: the Node's InternalIP
 //! (else ExternalIP) and `status.daemonEndpoints.kubeletEndpoint.port` (10250 when unset), TLS
 //! that verifies the agent's serving certificate against the cluster CA and presents this
@@ -170,6 +171,7 @@ async fn agent_error(resp: Response<hyper::body::Incoming>) -> ApiError {
         400 => "BadRequest",
         403 => "Forbidden",
         404 => "NotFound",
+        409 => "Conflict",
         501 => "NotImplemented",
         _ => "InternalError",
     };

@@ -7,6 +7,7 @@
 //! components `strata server` runs in its own process, each with its own identity), so the two
 //! paths are one code path above it.
 
+pub mod console;
 pub mod events;
 pub mod join;
 

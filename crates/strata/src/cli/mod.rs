@@ -2,6 +2,7 @@
 //! interface (`strata_driver::Driver`) or the image store it re-exports.
 
 mod attach;
+mod console;
 mod container;
 mod controllers;
 mod image;
@@ -116,6 +117,9 @@ enum Command {
     /// Manage virtual machines (QEMU): create, list, start, stop, console, snapshot, ...
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Attach to a VirtualMachine's serial console through the API server (kubeconfig, like
+    /// kubectl): `strata console vm/NAME [-n NAMESPACE]`; detach with Ctrl-].
+    Console(console::ConsoleArgs),
 }
 
 /// A container's exit code to pass through, as opposed to an error of strata's own.
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(a) => join::agent(&ctx, a),
         Command::Controllers(a) => controllers::run(a),
         Command::Vm(c) => vm::run(&ctx, c),
+        Command::Console(a) => console::run(a),
     }
 }
 

@@ -5,19 +5,30 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-/// The agent for this machine, over the container and VM drivers of `ctx`'s root; run it with
-/// `.run().await`. `client` authenticates as `system:node:<config.node_name>`.
-pub fn agent(ctx: &super::Ctx, config: strata_agent::Config, client: strata_client::kube::Client) -> anyhow::Result<strata_agent::Agent> {
-    let driver = ctx.driver()?;
+/// The VM driver over `ctx`'s root (one per process: the agent and its stream endpoint share it).
+fn vm_driver(ctx: &super::Ctx) -> anyhow::Result<Arc<strata_driver::VmDriver>> {
     let exe = std::env::current_exe().context("locating the strata executable")?;
-    let vms = strata_driver::VmDriver::open(&ctx.root, exe)?;
-    Ok(strata_agent::Agent::new(config, client, driver).with_vm_driver(Arc::new(vms)))
+    Ok(Arc::new(strata_driver::VmDriver::open(&ctx.root, exe)?))
+}
+
+/// The agent for this machine, over the container driver of `ctx`'s root and `vms`; run it with
+/// `.run().await`. `client` authenticates as `system:node:<config.node_name>`.
+fn agent(ctx: &super::Ctx, config: strata_agent::Config, client: strata_client::kube::Client, vms: Arc<strata_driver::VmDriver>) -> anyhow::Result<strata_agent::Agent> {
+    let driver = ctx.driver()?;
+    Ok(strata_agent::Agent::new(config, client, driver).with_vm_driver(vms))
 }
 
 /// Bind the stream endpoint (`kubectl logs`, `exec`, `attach`, `port-forward` through the API
-/// server) on `port` for the pods of `ctx`'s driver, presenting `serving` (cert, key PEM) if
-/// given. A taken port is replaced by a free one (the Node publishes the port in use).
-async fn bind_streams(ctx: &super::Ctx, ca_pem: String, serving: Option<(String, String)>, port: u16) -> anyhow::Result<strata_agent::streams::StreamServer> {
+/// server, and VM consoles) on `port` for the pods of `ctx`'s driver and the VMs of `vms`,
+/// presenting `serving` (cert, key PEM) if given. A taken port is replaced by a free one (the
+/// Node publishes the port in use).
+async fn bind_streams(
+    ctx: &super::Ctx,
+    vms: Arc<strata_driver::VmDriver>,
+    ca_pem: String,
+    serving: Option<(String, String)>,
+    port: u16,
+) -> anyhow::Result<strata_agent::streams::StreamServer> {
     use strata_agent::streams;
     let (serving_cert_pem, serving_key_pem) = serving.unwrap_or_default();
     let mut cfg = streams::Config {
@@ -27,7 +38,7 @@ async fn bind_streams(ctx: &super::Ctx, ca_pem: String, serving: Option<(String,
         client_ca_pem: ca_pem,
         allowed_users: vec![streams::API_SERVER_USER.to_string()],
     };
-    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(ctx.driver()?));
+    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(ctx.driver()?).with_vms(vms));
     let server = match streams::bind(cfg.clone(), pods.clone()).await {
         Ok(s) => s,
         Err(streams::Error::Listen { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
@@ -41,7 +52,7 @@ async fn bind_streams(ctx: &super::Ctx, ca_pem: String, serving: Option<(String,
     Ok(server)
 }
 
-/// The agent for this machine, as [`agent`], serving its stream endpoint on `port` with a
+/// The agent for this machine, as `agent`, serving its stream endpoint on `port` with a
 /// serving certificate for the node's address signed by the cluster CA (the API server
 /// verifies it): `strata server`'s own node.
 pub async fn agent_serving_streams(
@@ -55,10 +66,11 @@ pub async fn agent_serving_streams(
     let names = vec![ip.to_string(), "127.0.0.1".to_string()];
     let serving = strata_apiserver::pki::serving_identity(pki, &format!("system:node:{}", config.node_name), &names, strata_apiserver::pki::LEAF_LIFETIME)?;
     let ca = std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
-    let server = bind_streams(ctx, ca, Some(serving), port).await?;
+    let vms = vm_driver(ctx)?;
+    let server = bind_streams(ctx, vms.clone(), ca, Some(serving), port).await?;
     config.kubelet_port = server.local_addr().port();
     tokio::spawn(server.run());
-    agent(ctx, config, client)
+    agent(ctx, config, client, vms)
 }
 
 /// The agent of a joined machine (`strata agent`), serving its stream endpoint on `port`. Its
@@ -73,7 +85,8 @@ pub async fn joined_agent(ctx: &super::Ctx, mut config: strata_agent::Config, cl
     let (crt, key) = (config.root_dir.join("serving.crt"), config.root_dir.join("serving.key"));
     let stored = stored_serving(&crt, &key, &names);
     let have = stored.is_some();
-    let server = bind_streams(ctx, ca_pem, stored, port).await?;
+    let vms = vm_driver(ctx)?;
+    let server = bind_streams(ctx, vms.clone(), ca_pem, stored, port).await?;
     config.kubelet_port = server.local_addr().port();
     let slot = server.certificate();
     tokio::spawn(server.run());
@@ -104,7 +117,7 @@ pub async fn joined_agent(ctx: &super::Ctx, mut config: strata_agent::Config, cl
             }
         });
     }
-    agent(ctx, config, client)
+    agent(ctx, config, client, vms)
 }
 
 /// The kept serving certificate, if it names exactly `names` and is less than half its

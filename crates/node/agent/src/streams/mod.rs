@@ -11,9 +11,14 @@
 //! SPDY/3.1 `portforward.k8s.io`, the same tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`)
 //! and WebSocket `v4.channel.k8s.io` channels for port-forward.
 //!
+//! `/vmConsole/{ns}/{pod}/{uid}` is the serial console of the VM a launcher pod runs (the API
+//! server's `virtualmachines/console`): WebSocket `plain.strata.dev` (or no subprotocol), binary
+//! messages of raw bytes both ways (`console.rs`).
+//!
 //! The containers are reached through [`PodStreams`] only (the node's pods over the driver
-//! interface); this module knows HTTP, TLS and the wire protocols, nothing of runc or netns.
+//! interface); this module knows HTTP, TLS and the wire protocols, nothing of runc, netns or QEMU.
 
+mod console;
 mod exec;
 mod logs;
 mod pods;
@@ -79,6 +84,9 @@ pub enum PodError {
     BadRequest(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The workload is not in a state that allows it (a VM that is not running).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -89,6 +97,7 @@ impl PodError {
             PodError::NotFound(_) => StatusCode::NOT_FOUND,
             PodError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PodError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            PodError::Conflict(_) => StatusCode::CONFLICT,
             PodError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +141,12 @@ pub trait PodStreams: Send + Sync + 'static {
     fn check_pod(&self, namespace: &str, pod: &str) -> Result<(), PodError>;
     /// A TCP connection to `port` in the pod's network namespace.
     fn port_forward(&self, namespace: &str, pod: &str, port: u16) -> Result<std::net::TcpStream, PodError>;
+    /// The serial console (raw bytes both ways) of the VM that launcher pod `namespace/pod`
+    /// (uid `uid`) runs on this node.
+    fn vm_console(&self, namespace: &str, pod: &str, uid: &str) -> Result<std::os::unix::net::UnixStream, PodError> {
+        let _ = (namespace, pod, uid);
+        Err(PodError::Unsupported("this node runs no virtual machines".into()))
+    }
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -313,6 +328,9 @@ async fn route(pods: Arc<dyn PodStreams>, req: Request<hyper::body::Incoming>) -
             exec::serve(pods, verb == &"attach", target(ns, pod, Some(uid), container), req).await
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => portforward::serve(pods, ns.to_string(), pod.to_string(), req).await,
+        ["vmConsole", ns, pod, uid] if req.method() == http::Method::GET => {
+            console::serve(pods, ns.to_string(), pod.to_string(), uid.to_string(), req).await
+        }
         _ => full(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }

@@ -1,24 +1,47 @@
 //! [`PodStreams`] over the pod driver interface ([`PodRuntime`]): the node's pods and their
 //! containers are found by the labels the driver puts on them (namespace, pod name, container
-//! name), the current attempt is the highest, `previous` the one before it.
+//! name), the current attempt is the highest, `previous` the one before it. A VM's launcher pod
+//! has no containers: its VM (the VM driver's, labelled the same) gives the pod's log (the
+//! captured serial console) and its console.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_driver::pod::{labels, ContainerFilter, ContainerStatus, ExecSession, ExecSessionRequest, SandboxFilter, SandboxState};
-use strata_driver::{LogOptions, PodRuntime};
+use strata_driver::{Driver, LogOptions, PodRuntime, VmDriver, WorkloadState};
 
 use super::{format_line, AttachInput, LogRequest, LogStream, OutputChunk, PodError, PodStreams, Process, Target};
 
 /// The pods of a [`PodRuntime`].
 pub struct DriverPods {
     runtime: Arc<dyn PodRuntime>,
+    vms: Option<Arc<VmDriver>>,
 }
 
 impl DriverPods {
     pub fn new(runtime: Arc<dyn PodRuntime>) -> DriverPods {
-        DriverPods { runtime }
+        DriverPods { runtime, vms: None }
+    }
+
+    /// Also serve the VMs of launcher pods (their logs and consoles).
+    pub fn with_vms(mut self, vms: Arc<VmDriver>) -> DriverPods {
+        self.vms = Some(vms);
+        self
+    }
+
+    /// The VM launcher pod `namespace/pod` runs here (uid `uid` when given), the newest if a
+    /// create was repeated.
+    fn vm_of(&self, namespace: &str, pod: &str, uid: Option<&str>) -> Result<Option<(Arc<VmDriver>, WorkloadState)>, PodError> {
+        let Some(vms) = &self.vms else { return Ok(None) };
+        let is = |w: &WorkloadState, k: &str, v: &str| w.labels.get(k).map(String::as_str) == Some(v);
+        let found = vms
+            .list()
+            .map_err(driver_error)?
+            .into_iter()
+            .filter(|w| is(w, labels::POD_NAMESPACE, namespace) && is(w, labels::POD_NAME, pod) && uid.is_none_or(|u| is(w, labels::POD_UID, u)))
+            .max_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(found.map(|w| (vms.clone(), w)))
     }
 
     fn attempts(&self, t: &Target) -> Result<Vec<ContainerStatus>, PodError> {
@@ -121,6 +144,23 @@ impl PodStreams for DriverPods {
     }
 
     fn logs(&self, t: &Target, req: &LogRequest, out: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), PodError> {
+        if let Some((vms, vm)) = self.vm_of(&t.namespace, &t.pod, t.uid.as_deref())? {
+            if req.previous {
+                return Err(PodError::BadRequest(format!("previous terminated container {:?} in pod {:?} not found (each boot of a VM is a new pod)", t.container, t.pod)));
+            }
+            let cancel = req.cancel.clone().unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
+            let opts = LogOptions { follow: req.follow, tail: req.tail_lines.map(|n| n as usize), since: req.since, limit_bytes: req.limit_bytes, cancel: Some(cancel.clone()) };
+            let timestamps = req.timestamps;
+            return vms
+                .logs(&vm.id, &opts, &mut |r| {
+                    let ok = out(&format_line(&r.time, &r.content, r.partial, timestamps));
+                    if !ok {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    ok
+                })
+                .map_err(driver_error);
+        }
         let mut attempts = self.attempts(t)?;
         let current = attempts.pop().ok_or_else(|| PodError::NotFound(format!("container not found ({:?})", t.container)))?;
         let (c, follow) = if req.previous {
@@ -172,6 +212,17 @@ impl PodStreams for DriverPods {
         let c = self.current(t)?;
         let a = self.runtime.attach_container(&c.id).map_err(driver_error)?;
         Ok(Process { tty: a.tty, input: if stdin || a.tty { a.input } else { None }, output: a.output, wait: None })
+    }
+
+    fn vm_console(&self, namespace: &str, pod: &str, uid: &str) -> Result<std::os::unix::net::UnixStream, PodError> {
+        if self.vms.is_none() {
+            return Err(PodError::Unsupported("this node runs no virtual machines".into()));
+        }
+        let (vms, vm) = self.vm_of(namespace, pod, Some(uid))?.ok_or_else(|| PodError::NotFound(format!("pod {namespace}/{pod} runs no virtual machine on this node")))?;
+        vms.console(&vm.id).map_err(|e| match e {
+            strata_driver::Error::FailedPrecondition(m) => PodError::Conflict(m),
+            other => driver_error(other),
+        })
     }
 
     fn port_forward(&self, namespace: &str, pod: &str, port: u16) -> Result<std::net::TcpStream, PodError> {
