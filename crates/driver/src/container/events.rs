@@ -4,24 +4,26 @@
 //! The watcher knows each pod container's last state. Running containers are watched through
 //! a pidfd on their supervisor, which exits right after recording the exit (`exit.json`): the
 //! exit is reported as soon as it is recorded, with the code, signal and OOM verdict the
-//! supervisor read. A look at the records (after a call of this driver that changes them, and
-//! every [`RESCAN`] for changes made by other processes) finds new and started containers.
+//! supervisor read. A call of this driver that changes a container's record pokes the watcher
+//! with that container's id, and an exited supervisor names its container: the watcher then
+//! reads those records only, so an event costs the same with 10 or 1,000 containers on the
+//! node. Every [`RESCAN`] it reads them all, for changes made by other processes.
 //! Containers that existed before the watcher started are its baseline: what happened to them
 //! before is for the caller to read with `list_containers` (subscribe first, then list).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::pod::{ContainerState, PodEvent, PodEventKind};
 use crate::registry::now;
 
 use super::ContainerDriver;
 
-/// How often the watcher looks at the records for changes made by other processes.
-const RESCAN: Duration = Duration::from_secs(2);
+/// How often the watcher reads every record, for changes made by other processes.
+const RESCAN: Duration = Duration::from_secs(10);
 
 /// Subscribers and the watcher's wake-up pipe, shared by a driver and its watcher.
 #[derive(Default)]
@@ -34,6 +36,8 @@ struct HubInner {
     subscribers: Vec<mpsc::Sender<PodEvent>>,
     /// Write end of the running watcher's wake-up pipe.
     wake: Option<OwnedFd>,
+    /// Containers whose records changed since the watcher last looked.
+    poked: HashSet<String>,
 }
 
 impl Hub {
@@ -44,10 +48,13 @@ impl Hub {
         !inner.subscribers.is_empty()
     }
 
-    /// Ask the watcher to look at the records now (a container was created, started or
+    /// Ask the watcher to look at container `id`'s record now (it was created, started or
     /// removed by this driver).
-    pub fn poke(&self) {
-        if let Ok(inner) = self.inner.lock() {
+    pub fn poke(&self, id: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.wake.is_some() {
+                inner.poked.insert(id.to_string());
+            }
             if let Some(w) = &inner.wake {
                 // SAFETY: one byte to a pipe we own; a full pipe already means "look".
                 unsafe { libc::write(w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -57,6 +64,10 @@ impl Hub {
 
     fn has_subscribers(&self) -> bool {
         self.inner.lock().is_ok_and(|i| !i.subscribers.is_empty())
+    }
+
+    fn take_poked(&self) -> HashSet<String> {
+        self.inner.lock().map(|mut i| std::mem::take(&mut i.poked)).unwrap_or_default()
     }
 }
 
@@ -84,20 +95,28 @@ impl ContainerDriver {
     /// Every pod container's (sandbox, state, supervisor).
     fn pod_container_states(&self) -> HashMap<String, Known> {
         let Ok(records) = self.records() else { return HashMap::new() };
-        records
-            .iter()
-            .filter_map(|r| {
-                let s = self.pod_container_status(r)?;
-                Some((r.id.clone(), Known { sandbox: s.sandbox_id, state: s.state, shim: r.shim_pid.zip(r.shim_start) }))
-            })
-            .collect()
+        records.iter().filter_map(|r| Some((r.id.clone(), self.known(r)?))).collect()
+    }
+
+    fn known(&self, r: &super::Record) -> Option<Known> {
+        let s = self.pod_container_status(r)?;
+        Some(Known { sandbox: s.sandbox_id, state: s.state, shim: r.shim_pid.zip(r.shim_start) })
     }
 
     fn watch(self, wake: OwnedFd, mut known: HashMap<String, Known>) {
         let mut pidfds: HashMap<String, OwnedFd> = HashMap::new();
+        // What to look at: every record (`None`), or those of these containers.
+        let mut look: Option<HashSet<String>> = None;
+        let mut last_full = Instant::now();
         loop {
             // Look at the records: new containers, starts, exits.
-            let now_states = self.pod_container_states();
+            let now_states = match &look {
+                None => {
+                    last_full = Instant::now();
+                    self.pod_container_states()
+                }
+                Some(ids) => ids.iter().filter_map(|id| Some((id.clone(), self.known(&self.load(id).ok()?)?))).collect(),
+            };
             let mut alive = true;
             for (id, k) in &now_states {
                 let before = known.get(id).map(|k| k.state);
@@ -113,36 +132,50 @@ impl ContainerDriver {
                     alive = self.events.publish(PodEvent { container_id: id.clone(), sandbox_id: k.sandbox.clone(), kind, time: now() });
                 }
             }
-            for id in known.keys() {
-                if !now_states.contains_key(id) {
-                    pidfds.remove(id);
+            // Containers looked at and not found are gone.
+            let looked: Vec<String> = match look.take() {
+                None => known.keys().cloned().collect(),
+                Some(ids) => ids.into_iter().collect(),
+            };
+            for id in looked {
+                if !now_states.contains_key(&id) {
+                    known.remove(&id);
+                    pidfds.remove(&id);
                 }
             }
-            known = now_states;
-            if !alive || !self.events.has_subscribers() {
-                break;
-            }
             // Watch the supervisors of running containers.
-            pidfds.retain(|id, _| known.get(id).is_some_and(|k| k.state == ContainerState::Running));
-            for (id, k) in &known {
-                if k.state == ContainerState::Running && !pidfds.contains_key(id) {
+            for (id, k) in now_states {
+                if k.state != ContainerState::Running {
+                    pidfds.remove(&id);
+                } else if !pidfds.contains_key(&id) {
                     if let Some(fd) = k.shim.and_then(|(p, _)| pidfd(p)) {
                         pidfds.insert(id.clone(), fd);
                     }
                 }
+                known.insert(id, k);
             }
-            let mut fds: Vec<libc::pollfd> = std::iter::once(wake.as_raw_fd())
-                .chain(pidfds.values().map(|f| f.as_raw_fd()))
-                .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-                .collect();
+            if !alive || !self.events.has_subscribers() {
+                break;
+            }
+            let (ids, fds): (Vec<&String>, Vec<i32>) = pidfds.iter().map(|(id, f)| (id, f.as_raw_fd())).unzip();
+            let mut polled: Vec<libc::pollfd> = std::iter::once(wake.as_raw_fd()).chain(fds).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+            let timeout = RESCAN.saturating_sub(last_full.elapsed());
             // SAFETY: a valid array of pollfds.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, RESCAN.as_millis() as i32) };
-            if fds[0].revents != 0 {
+            unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout.as_millis() as i32) };
+            if polled[0].revents != 0 {
                 let mut buf = [0u8; 64];
                 // SAFETY: reading into a local buffer from our non-blocking pipe.
                 while unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
             }
             // An exited supervisor has recorded the exit: the next look reports it.
+            let mut dirty = self.events.take_poked();
+            let exited: Vec<String> = polled[1..].iter().zip(ids).filter(|(p, _)| p.revents != 0).map(|(_, id)| id.clone()).collect();
+            for id in exited {
+                // Readable for good: opened again only if the container is still running.
+                pidfds.remove(&id);
+                dirty.insert(id);
+            }
+            look = (last_full.elapsed() < RESCAN).then_some(dirty);
         }
         if let Ok(mut inner) = self.events.inner.lock() {
             // A subscriber that came meanwhile starts a new watcher.

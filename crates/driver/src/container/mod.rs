@@ -789,7 +789,7 @@ impl Driver for ContainerDriver {
             let _ = self.save(&r);
             return Err(e.into());
         }
-        self.events.poke();
+        self.events.poke(id);
         Ok(())
     }
 

@@ -757,7 +757,7 @@ impl PodRuntime for ContainerDriver {
         };
         let id = self.create_full(&req, false, Some(pod))?;
         self.events.publish(PodEvent { container_id: id.clone(), sandbox_id: sb.id.clone(), kind: PodEventKind::Created, time: now() });
-        self.events.poke();
+        self.events.poke(&id);
         Ok(id)
     }
 
@@ -783,7 +783,7 @@ impl PodRuntime for ContainerDriver {
         }
         if let Some(p) = &r.pod {
             self.events.publish(PodEvent { container_id: id.to_string(), sandbox_id: p.sandbox_id.clone(), kind: PodEventKind::Removed, time: now() });
-            self.events.poke();
+            self.events.poke(id);
             let own = self.load_sandbox(&p.sandbox_id).is_ok_and(|sb| sb.own_log_directory);
             if own {
                 for i in 0..=16 {

@@ -50,6 +50,8 @@ const RESYNC: Duration = Duration::from_secs(1);
 const RESYNC_SETTLED: Duration = Duration::from_secs(10);
 /// Whether the driver's container events reach the workers (else every pod resyncs at RESYNC).
 static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How often the sandboxes and VMs on the node are listed to find those whose pod is gone.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 /// How often referenced ConfigMaps and Secrets are read again.
 const REFS_REFRESH: Duration = Duration::from_secs(10);
 
@@ -79,8 +81,8 @@ fn ensure_worker(shared: &Arc<Shared>, workers: &Workers, reader: &Store<Pod>, u
 ///
 /// A worker wakes when the watch changes its pod, when the driver reports one of its
 /// containers started or exited (`PodRuntime::subscribe`), and every [`RESYNC`]. A pod seen
-/// by the watch gets its worker at once; the sweep (every 1 s) also finds sandboxes whose pod
-/// is gone. Workers only start once the first list is complete: a worker that does not find
+/// by the watch gets its worker at once; the sweep (every 1 s for the watched pods, every
+/// [`ORPHAN_SWEEP`] for the node's sandboxes and VMs) also finds sandboxes whose pod is gone. Workers only start once the first list is complete: a worker that does not find
 /// its pod stops the pod's containers.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
@@ -163,15 +165,22 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             return;
         }
         synced.store(true, std::sync::atomic::Ordering::Release);
+        let mut last_orphans: Option<Instant> = None;
         loop {
             let mut uids: Vec<String> = reader.state().iter().map(|p| uid_of(p)).filter(|u| !u.is_empty()).collect();
-            let driver = shared.driver.clone();
-            if let Some(Ok(sbs)) = blocking(move || driver.list_pod_sandboxes(&SandboxFilter::default())).await {
-                uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
-            }
-            if let Some(vms) = shared.vms.get().cloned() {
-                if let Some(found) = blocking(move || vm::pod_uids(&vms)).await {
-                    uids.extend(found);
+            // Sandboxes and VMs whose pod is gone: at start (pods deleted while the agent was
+            // down) and every ORPHAN_SWEEP after (a worker that could not finish its cleanup
+            // ended); reading every record each second would cost O(pods) a second.
+            if last_orphans.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP) {
+                last_orphans = Some(Instant::now());
+                let driver = shared.driver.clone();
+                if let Some(Ok(sbs)) = blocking(move || driver.list_pod_sandboxes(&SandboxFilter::default())).await {
+                    uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
+                }
+                if let Some(vms) = shared.vms.get().cloned() {
+                    if let Some(found) = blocking(move || vm::pod_uids(&vms)).await {
+                        uids.extend(found);
+                    }
                 }
             }
             for uid in uids {
