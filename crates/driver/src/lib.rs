@@ -9,6 +9,7 @@
 //! running workloads instead of starting them again (see `ARCHITECTURE.md`, "Survival").
 
 pub mod container;
+pub mod microvm;
 pub mod pod;
 pub mod vm;
 mod error;
@@ -19,6 +20,7 @@ mod types;
 
 pub use container::ContainerDriver;
 pub use vm::VmDriver;
+pub use microvm::{MicroVmConfig, MicroVmRuntime};
 pub use error::Error;
 pub use pod::PodRuntime;
 pub use parse::{parse_cpus, parse_memory, parse_signal};

@@ -18,14 +18,24 @@ pub(crate) fn read(
     what: &str,
     sink: &mut dyn FnMut(&LogRecord) -> bool,
 ) -> Result<(), Error> {
-    let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
-    let wait_done = |d: Duration| {
-        cancelled()
-            || match supervisor {
-                Some((p, s)) => util::wait_pid_exit(p, s, Some(d)),
-                None => true,
-            }
+    let done = |d: Duration| match supervisor {
+        Some((p, s)) => util::wait_pid_exit(p, s, Some(d)),
+        None => true,
     };
+    read_until(path, &done, opts, what, sink)
+}
+
+/// [`read`] for a log whose end is not a supervisor's exit: `done(d)` waits up to `d` and says
+/// whether the writer has finished.
+pub(crate) fn read_until(
+    path: &Path,
+    done: &dyn Fn(Duration) -> bool,
+    opts: &LogOptions,
+    what: &str,
+    sink: &mut dyn FnMut(&LogRecord) -> bool,
+) -> Result<(), Error> {
+    let cancelled = || opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+    let wait_done = |d: Duration| cancelled() || done(d);
     let since = opts.since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     let mut left = opts.limit_bytes;
     // `since` filters before `tail` counts, so the tail is taken from the records it keeps.

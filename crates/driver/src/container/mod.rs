@@ -12,11 +12,11 @@
 //! Everything the driver knows is in these files, so any process (a later CLI, a restarted
 //! agent) that opens the same root sees the same containers.
 
-mod config;
+pub(crate) mod config;
 mod events;
 mod exec;
 mod pod;
-mod rootfs;
+pub(crate) mod rootfs;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

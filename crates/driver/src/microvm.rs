@@ -1,0 +1,870 @@
+//! VM-isolated pods: [`MicroVmRuntime`], a [`PodRuntime`] whose sandboxes are microVMs (the
+//! Clear Containers / Kata idea, with strata's parts).
+//!
+//! A sandbox is first made exactly as a container sandbox is, by a [`ContainerDriver`] over
+//! `<root>/microvm` (network namespace on the node bridge, IP lease, hostname, `/etc` files, pod
+//! cgroup, host ports, records, names, intents): that code is reused, not copied. Then a microVM
+//! boots in that network namespace: QEMU `microvm` (KVM when the probe says it works, else TCG)
+//! with the node's guest kernel and our initramfs (the static `strata-guest` as `/init`), a tap
+//! tied to the pod's `eth0` by tc `mirred` redirects both ways (the pod address moves from `eth0`
+//! to the guest's NIC, which takes `eth0`'s MAC), a virtio-9p share and the agent's
+//! virtio-serial port. Containers are guest-agent requests; their rootfs is the image's overlay
+//! mounted on the host under the share; their output comes back over the port and is written
+//! into the same CRI log files as container pods'.
+//!
+//! On-disk layout:
+//! ```text
+//! <root>/microvm/                    the inner ContainerDriver's root (sandboxes/, sandbox-names/, ...)
+//! <root>/microvm/vms/<sandbox>/      vm.json, qemu.pid, qemu.log, agent.sock, serial.sock, qmp.sock
+//! <root>/microvm/vms/<sandbox>/share/etc/{hostname,hosts,resolv.conf}      seen by the guest at /run/strata/shared
+//! <root>/microvm/vms/<sandbox>/share/<container>/rootfs                    the image overlay (upper/work in ctr/<container>)
+//! <root>/microvm/pod-containers/<container>.json                          container records
+//! <root>/microvm/initramfs-<release>.cpio                                 built once per kernel and agent
+//! ```
+//!
+//! QEMU runs daemonized (nobody's child), so VMs outlive the process that started them; a new
+//! driver connects again to each VM's agent socket (a guest that wrote while nobody listened
+//! was blocked, not dropped). Only one process per root may hold a VM's channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use strata_image::ImageStore;
+use strata_oci::network;
+use strata_supervise::logs::{LogWriter, Stream as LogStreamKind};
+use strata_vm::accel;
+use strata_vm::agent::protocol::{self, BindMount, GuestMessage, NetworkConfig, Request, Response, Stream};
+use strata_vm::agent::{self as agent, AgentClient};
+use strata_vm::initramfs::{self, GuestKernel};
+use strata_vm::qemu::{self, GuestDevices, Machine, NetBackend, Nic};
+
+use crate::container::{config, rootfs};
+use crate::pod::{
+    labels, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ExecSession, ExecSessionRequest, ExecSyncResult, MountSource, NamespaceMode,
+    PodEvent, PodEventKind, PodRuntime, PodSandboxConfig, PodSandboxStatus, SandboxFilter, SandboxState,
+};
+use crate::registry::{now, random_id};
+use crate::{Attachment, ContainerDriver, Error, ExitStatus, LogOptions, LogRecord};
+
+/// What the node gives VM-isolated pods.
+#[derive(Clone, Debug)]
+pub struct MicroVmConfig {
+    /// A guest kernel tree (`--vm-kernel`, see [`GuestKernel::open`]).
+    pub kernel: PathBuf,
+    /// The static guest agent (`strata-guest`).
+    pub guest_agent: PathBuf,
+    /// Guest memory per pod.
+    pub memory_mib: u64,
+    pub cpus: u32,
+}
+
+impl MicroVmConfig {
+    pub fn new(kernel: PathBuf, guest_agent: PathBuf) -> MicroVmConfig {
+        MicroVmConfig { kernel, guest_agent, memory_mib: 256, cpus: 1 }
+    }
+}
+
+/// How long a guest may take from QEMU's start to its agent's first answer (TCG on a busy host).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// An agent request that does nothing slow.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The guest's NIC in the pod's network namespace, tied to the pod's `eth0`.
+const TAP: &str = "tap0";
+const LOG_MAX_SIZE: u64 = 10 << 20;
+const LOG_MAX_FILES: usize = 5;
+
+/// A VM as recorded (`vms/<sandbox>/vm.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct VmRecord {
+    qemu_pid: i32,
+    qemu_start: u64,
+    accel: String,
+    address: String,
+    gateway: Option<String>,
+}
+
+/// A container in a microVM (`pod-containers/<id>.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CtrRecord {
+    id: String,
+    sandbox_id: String,
+    config: ContainerConfig,
+    image_ref: String,
+    log_path: PathBuf,
+    own_log: bool,
+    created_at: String,
+    started_at: Option<String>,
+    state: ContainerState,
+    pid: Option<i32>,
+    exit: Option<ExitStatus>,
+    labels: BTreeMap<String, String>,
+    /// Host bind mounts made under the share for its volumes.
+    volumes: Vec<PathBuf>,
+}
+
+/// One VM's agent connection and what it feeds.
+struct Conn {
+    client: AgentClient,
+}
+
+struct Shared {
+    root: PathBuf,
+    logs: Mutex<HashMap<String, LogWriter>>,
+    subscribers: Mutex<Vec<mpsc::Sender<PodEvent>>>,
+    records: Mutex<()>,
+}
+
+impl Shared {
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root.join("pod-containers").join(format!("{id}.json"))
+    }
+
+    fn load(&self, id: &str) -> Result<CtrRecord, Error> {
+        if id.is_empty() || id.contains('/') {
+            return Err(Error::NotFound(format!("container {id:?}")));
+        }
+        let bytes = std::fs::read(self.record_path(id)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!("container {id}")),
+            _ => Error::Io { context: format!("reading container {id}"), source: e },
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("container record {id}: {e}")))
+    }
+
+    fn save(&self, r: &CtrRecord) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+        strata_supervise::util::write_atomic(&self.record_path(&r.id), &bytes).map_err(Error::io(format!("saving container {}", r.id)))
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut CtrRecord)) -> Result<CtrRecord, Error> {
+        let _g = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.load(id)?;
+        f(&mut r);
+        self.save(&r)?;
+        Ok(r)
+    }
+
+    fn all(&self) -> Vec<CtrRecord> {
+        let mut v: Vec<CtrRecord> = std::fs::read_dir(self.root.join("pod-containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from))
+            .filter_map(|id| self.load(&id).ok())
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        v
+    }
+
+    fn publish(&self, container_id: &str, sandbox_id: &str, kind: PodEventKind) {
+        let ev = PodEvent { container_id: container_id.into(), sandbox_id: sandbox_id.into(), kind, time: now() };
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s.send(ev.clone()).is_ok());
+    }
+
+    /// What a VM's agent sends unasked: output into the CRI logs, exits into the records.
+    fn on_guest(&self, msg: GuestMessage) {
+        match msg {
+            GuestMessage::Output { id, stream, data } => {
+                let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+                if !logs.contains_key(&id) {
+                    let Ok(r) = self.load(&id) else { return };
+                    match LogWriter::open(&r.log_path, LOG_MAX_SIZE, LOG_MAX_FILES) {
+                        Ok(w) => {
+                            logs.insert(id.clone(), w);
+                        }
+                        Err(e) => {
+                            tracing::warn!(container = %id, error = %e, "cannot open the container's log");
+                            return;
+                        }
+                    }
+                }
+                let Some(w) = logs.get_mut(&id) else { return };
+                let kind = match stream {
+                    Stream::Stdout => LogStreamKind::Stdout,
+                    Stream::Stderr => LogStreamKind::Stderr,
+                };
+                // One record per line, a trailing piece without a newline as a partial one.
+                for line in data.split_inclusive(|b| *b == b'\n') {
+                    let (content, partial) = match line.strip_suffix(b"\n") {
+                        Some(c) => (c, false),
+                        None => (line, true),
+                    };
+                    if let Err(e) = w.write_record(kind, partial, content) {
+                        tracing::warn!(container = %id, error = %e, "writing the container's log");
+                    }
+                }
+            }
+            GuestMessage::Exited { id, code, signal } => {
+                self.logs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                let code = code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
+                let exit = ExitStatus::new(code, signal, false, now());
+                match self.update(&id, |r| {
+                    r.state = ContainerState::Exited;
+                    r.exit = Some(exit.clone());
+                }) {
+                    Ok(r) => self.publish(&id, &r.sandbox_id, PodEventKind::Exited(exit)),
+                    Err(e) => tracing::debug!(container = %id, error = %e, "exit of an unknown container"),
+                }
+            }
+            GuestMessage::Reply { .. } => {}
+        }
+    }
+}
+
+/// The microVM pod runtime (see the module documentation).
+pub struct MicroVmRuntime {
+    sandboxes: ContainerDriver,
+    images: Arc<ImageStore>,
+    kernel: GuestKernel,
+    initramfs: PathBuf,
+    config: MicroVmConfig,
+    shared: Arc<Shared>,
+    conns: Mutex<HashMap<String, Arc<Conn>>>,
+}
+
+impl MicroVmRuntime {
+    /// Open the runtime over `<root>/microvm`, building the initramfs if needed. `exe` is the
+    /// `strata` binary (the sandboxes' supervisors).
+    pub fn open(root: &Path, images: Arc<ImageStore>, exe: PathBuf, config: MicroVmConfig) -> Result<MicroVmRuntime, Error> {
+        let kernel = GuestKernel::open(&config.kernel).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let root = root.join("microvm");
+        for d in [root.join("vms"), root.join("pod-containers")] {
+            std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
+        }
+        let sandboxes = ContainerDriver::open(&root, "runc", images.clone(), exe)?;
+        let agent_meta = std::fs::metadata(&config.guest_agent).map_err(Error::io(format!("guest agent {}", config.guest_agent.display())))?;
+        let stamp = agent_meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+        let initramfs = root.join(format!("initramfs-{}-{}-{stamp}.cpio", kernel.release, agent_meta.len()));
+        if !initramfs.exists() {
+            initramfs::build(&kernel, &config.guest_agent, &initramfs).map_err(|e| Error::FailedPrecondition(format!("building the microVM initramfs: {e}")))?;
+        }
+        let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()) });
+        let rt = MicroVmRuntime { sandboxes, images, kernel, initramfs, config, shared, conns: Mutex::new(HashMap::new()) };
+        // Take the channels of the VMs already running (a restarted agent): their output and
+        // exits, held back by the guests meanwhile, come in from now on.
+        for s in rt.sandboxes.list_pod_sandboxes(&SandboxFilter::default())? {
+            if s.state == SandboxState::Ready && rt.vm_record(&s.id).is_some() {
+                if let Err(e) = rt.conn(&s.id) {
+                    tracing::warn!(sandbox = %s.id, error = %e, "cannot reach the microVM of a pod sandbox");
+                }
+            }
+        }
+        Ok(rt)
+    }
+
+    /// The guest kernel's release (`uname -r` in every VM-isolated pod).
+    pub fn kernel_release(&self) -> &str {
+        &self.kernel.release
+    }
+
+    fn vm_dir(&self, sandbox: &str) -> PathBuf {
+        self.shared.root.join("vms").join(sandbox)
+    }
+
+    fn vm_record(&self, sandbox: &str) -> Option<VmRecord> {
+        std::fs::read(self.vm_dir(sandbox).join("vm.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// The agent connection of sandbox `id`'s VM (made on first use, also by a new process).
+    fn conn(&self, sandbox: &str) -> Result<Arc<Conn>, Error> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = conns.get(sandbox) {
+            return Ok(c.clone());
+        }
+        let vm = self.vm_record(sandbox).ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {sandbox} has no running microVM")))?;
+        if !strata_supervise::util::process_alive(vm.qemu_pid, vm.qemu_start) {
+            return Err(Error::FailedPrecondition(format!("the microVM of pod sandbox {sandbox} is gone")));
+        }
+        let c = Arc::new(self.connect(sandbox, Duration::from_secs(10))?);
+        conns.insert(sandbox.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn connect(&self, sandbox: &str, timeout: Duration) -> Result<Conn, Error> {
+        let (tx, rx) = mpsc::channel::<GuestMessage>();
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("microvm-events".into())
+            .spawn(move || {
+                for m in rx {
+                    shared.on_guest(m);
+                }
+            })
+            .map_err(Error::io("starting a microVM event thread"))?;
+        let client = AgentClient::connect(&self.vm_dir(sandbox).join(qemu::AGENT_SOCKET), timeout, Some(tx)).map_err(agent_error)?;
+        Ok(Conn { client })
+    }
+
+    /// Boot the VM of a sandbox just set up by the inner driver.
+    fn boot(&self, id: &str, status: &PodSandboxStatus) -> Result<(), Error> {
+        let dir = self.vm_dir(id);
+        let share = dir.join("share");
+        std::fs::create_dir_all(share.join("etc")).map_err(Error::io(format!("creating {}", share.display())))?;
+        let sb_dir = self.shared.root.join("sandboxes").join(id);
+        for f in ["hostname", "hosts", "resolv.conf"] {
+            std::fs::copy(sb_dir.join(f), share.join("etc").join(f)).map_err(Error::io(format!("copying the pod's {f}")))?;
+        }
+        let netns = Path::new(network::NETNS_DIR).join(id);
+        let net = tie_tap(&netns)?;
+        let qemu_bin = qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
+        let decision = accel::decide(&qemu_bin, Some(&self.kernel.vmlinuz), &self.shared.root.join("vm-accel.json"));
+        if decision.accel == accel::Accel::Tcg {
+            tracing::warn!(sandbox = id, reason = %decision.reason, "VM-isolated pod runs under TCG (software emulation)");
+        }
+        let m = Machine {
+            name: format!("strata-pod-{}", &id[..12.min(id.len())]),
+            accel: decision.accel,
+            memory_mib: self.config.memory_mib,
+            cpus: self.config.cpus,
+            kernel: Some(self.kernel.vmlinuz.clone()),
+            initrd: Some(self.initramfs.clone()),
+            append: format!("{} quiet", qemu::DEFAULT_APPEND),
+            disk: None,
+            seed: None,
+            net: Some(Nic { mac: net.mac.clone(), backend: NetBackend::Tap { ifname: TAP.into() } }),
+            state_disk: None,
+            start_paused: false,
+            run_as: None,
+            guest: Some(GuestDevices { share: Some(share.clone()) }),
+        };
+        let log = std::fs::File::create(dir.join("qemu.log")).map_err(Error::io("creating qemu.log"))?;
+        let netns_file = std::fs::File::open(&netns).map_err(Error::io(format!("opening {}", netns.display())))?;
+        // Nobody's child (`setsid -f`), so it outlives this process and leaves no zombie here.
+        // Not `-daemonize`: its fork comes after `-sandbox spawn=deny` is in force.
+        let mut cmd = Command::new("setsid");
+        cmd.arg("-f").arg(&qemu_bin).args(qemu::args(&m)).args(["-pidfile", "qemu.pid"]).current_dir(&dir).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.stderr(log);
+        // SAFETY: setns(2) in the forked child before exec: QEMU opens the tap in the pod's namespace.
+        unsafe {
+            cmd.pre_exec(move || nix::sched::setns(&netns_file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
+        }
+        let exited = cmd.status().map_err(Error::io("starting QEMU (setsid)"))?;
+        let failed = |why: &str| {
+            let text = std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default();
+            Error::FailedPrecondition(format!("QEMU failed to start the microVM ({why}): {}", qemu::last_line(&text)))
+        };
+        if !exited.success() {
+            return Err(failed("setsid failed"));
+        }
+        // QEMU writes its pid file early and makes the agent socket once its devices exist.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (pid, start) = loop {
+            let pid = std::fs::read_to_string(dir.join("qemu.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                match strata_supervise::util::process_start_time(pid) {
+                    Some(start) if dir.join(qemu::AGENT_SOCKET).exists() => break (pid, start),
+                    Some(_) => {}
+                    None => return Err(failed("it exited")),
+                }
+            }
+            if Instant::now() > deadline {
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                return Err(failed("no agent socket after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let address = format!("{}/{}", status.ip.map(|i| i.to_string()).unwrap_or_default(), net.prefix);
+        let vm = VmRecord { qemu_pid: pid, qemu_start: start, accel: decision.accel.as_str().into(), address: address.clone(), gateway: net.gateway.clone() };
+        let bytes = serde_json::to_vec_pretty(&vm).map_err(|e| Error::Internal(e.to_string()))?;
+        strata_supervise::util::write_atomic(&dir.join("vm.json"), &bytes).map_err(Error::io("saving vm.json"))?;
+        let conn = self.connect(id, Duration::from_secs(30))?;
+        match conn.client.call(Request::Hello, BOOT_TIMEOUT).map_err(agent_error)? {
+            Response::Hello { kernel_release, .. } => tracing::debug!(sandbox = id, %kernel_release, "microVM agent up"),
+            other => return Err(Error::Internal(format!("guest agent answered hello with {other:?}"))),
+        }
+        let cfg = NetworkConfig { interface: None, address, gateway: net.gateway, hostname: Some(status.hostname.clone()) };
+        conn.client.call_ok(Request::Network(cfg), CALL_TIMEOUT).map_err(agent_error)?;
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(conn));
+        Ok(())
+    }
+
+    /// Power the VM off (the agent first, QEMU killed if it lingers) and forget its connection.
+    fn power_off(&self, id: &str) {
+        let conn = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let vm = self.vm_record(id);
+        if let (Some(c), Some(vm)) = (&conn, &vm) {
+            if strata_supervise::util::process_alive(vm.qemu_pid, vm.qemu_start) {
+                let _ = c.client.call_ok(Request::PowerOff, Duration::from_secs(10));
+            }
+        }
+        drop(conn);
+        if let Some(vm) = vm {
+            if !strata_supervise::util::wait_pid_exit(vm.qemu_pid, vm.qemu_start, Some(Duration::from_secs(10))) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm.qemu_pid), nix::sys::signal::Signal::SIGKILL);
+                strata_supervise::util::wait_pid_exit(vm.qemu_pid, vm.qemu_start, Some(Duration::from_secs(10)));
+            }
+        }
+    }
+
+    /// Unmount and delete a container's host side (rootfs overlay, volume binds, dirs, record).
+    fn discard_container(&self, r: &CtrRecord) -> Result<(), Error> {
+        let dir = self.vm_dir(&r.sandbox_id);
+        for v in &r.volumes {
+            rootfs::unmount(v)?;
+        }
+        let rootfs_dir = dir.join("share").join(&r.id).join("rootfs");
+        rootfs::unmount(&rootfs_dir)?;
+        for d in [dir.join("share").join(&r.id), dir.join("ctr").join(&r.id)] {
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Io { context: format!("removing {}", d.display()), source: e }),
+            }
+        }
+        self.shared.logs.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.id);
+        if r.own_log {
+            let _ = std::fs::remove_file(&r.log_path);
+        }
+        match std::fs::remove_file(self.shared.record_path(&r.id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io { context: format!("removing container record {}", r.id), source: e }),
+        }
+    }
+
+    fn status_of(&self, r: &CtrRecord) -> ContainerStatus {
+        let exit = r.exit.clone().filter(|_| r.state == ContainerState::Exited);
+        ContainerStatus {
+            id: r.id.clone(),
+            sandbox_id: r.sandbox_id.clone(),
+            metadata: r.config.metadata.clone(),
+            state: r.state,
+            created_at: r.created_at.clone(),
+            started_at: r.started_at.clone(),
+            finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
+            exit_code: exit.as_ref().map(|e| e.code),
+            signal: exit.as_ref().and_then(|e| e.signal),
+            reason: exit.as_ref().map(|e| match (e.code, e.signal) {
+                (0, None) => "Completed".to_string(),
+                _ => "Error".to_string(),
+            }),
+            message: exit.as_ref().and_then(|e| e.signal_name.clone()),
+            image: r.config.image.clone(),
+            image_ref: r.image_ref.clone(),
+            // The process lives in the guest: no host pid.
+            pid: None,
+            log_path: r.log_path.clone(),
+            exit,
+            labels: r.labels.clone(),
+            annotations: r.config.annotations.clone(),
+        }
+    }
+
+    fn wait_exited(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.shared.load(id) {
+                Ok(r) if r.state == ContainerState::Running => {}
+                _ => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn agent_error(e: agent::Error) -> Error {
+    match e {
+        agent::Error::Agent(m) => Error::FailedPrecondition(m),
+        agent::Error::Timeout { .. } => Error::Timeout(e.to_string()),
+        e => Error::Internal(e.to_string()),
+    }
+}
+
+/// What the pod's `eth0` had, now the guest's.
+struct PodNet {
+    mac: String,
+    prefix: u8,
+    gateway: Option<String>,
+}
+
+/// Run `ip`/`tc` in the network namespace at `netns`.
+fn in_netns(netns: &Path, args: &[&str]) -> Result<String, Error> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(Error::io(format!("running {}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(Error::FailedPrecondition(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Make a tap in the pod's namespace and tie it to `eth0` both ways (tc `mirred` redirects), and
+/// take `eth0`'s address off it: the guest's NIC, with `eth0`'s MAC, is the pod's interface.
+fn tie_tap(netns: &Path) -> Result<PodNet, Error> {
+    let addr = in_netns(netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+    let prefix = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split_once('/'))
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| Error::Internal(format!("no IPv4 address on the pod's eth0: {addr}")))?;
+    let route = in_netns(netns, &["ip", "-4", "route", "show", "default"])?;
+    let gateway = route.split_whitespace().skip_while(|w| *w != "via").nth(1).map(String::from);
+    let link = in_netns(netns, &["ip", "-o", "link", "show", "dev", "eth0"])?;
+    let mac = link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(String::from).ok_or_else(|| Error::Internal(format!("no MAC on eth0: {link}")))?;
+    in_netns(netns, &["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])?;
+    in_netns(netns, &["ip", "link", "set", TAP, "up"])?;
+    in_netns(netns, &["ip", "addr", "flush", "dev", "eth0"])?;
+    for (from, to) in [("eth0", TAP), (TAP, "eth0")] {
+        in_netns(netns, &["tc", "qdisc", "add", "dev", from, "ingress"])?;
+        in_netns(netns, &["tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to])?;
+    }
+    Ok(PodNet { mac, prefix, gateway })
+}
+
+impl PodRuntime for MicroVmRuntime {
+    fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, Error> {
+        if config.namespaces.network != NamespaceMode::Pod {
+            return Err(Error::InvalidArgument("a VM-isolated pod cannot use the node's network".into()));
+        }
+        if config.namespaces.ipc == NamespaceMode::Node || config.namespaces.pid == NamespaceMode::Node {
+            return Err(Error::InvalidArgument("a VM-isolated pod cannot share the node's IPC or PID namespace".into()));
+        }
+        let id = self.sandboxes.run_pod_sandbox(config)?;
+        let result = self.sandboxes.pod_sandbox_status(&id).and_then(|st| self.boot(&id, &st));
+        if let Err(e) = result {
+            self.power_off(&id);
+            let _ = std::fs::remove_dir_all(self.vm_dir(&id));
+            if let Err(ce) = self.sandboxes.remove_pod_sandbox(&id) {
+                tracing::warn!(sandbox = %id, error = %ce, "cleanup after a failed microVM sandbox");
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn stop_pod_sandbox(&self, id: &str) -> Result<(), Error> {
+        self.sandboxes.pod_sandbox_status(id)?;
+        self.power_off(id);
+        for r in self.shared.all().into_iter().filter(|r| r.sandbox_id == id && r.state == ContainerState::Running) {
+            let exit = ExitStatus::new(128 + libc::SIGKILL, Some(libc::SIGKILL), false, now());
+            let _ = self.shared.update(&r.id, |r| {
+                r.state = ContainerState::Exited;
+                r.exit = Some(exit.clone());
+            });
+            self.shared.publish(&r.id, id, PodEventKind::Exited(exit));
+        }
+        let _ = std::fs::remove_file(self.vm_dir(id).join("vm.json"));
+        self.sandboxes.stop_pod_sandbox(id)
+    }
+
+    fn remove_pod_sandbox(&self, id: &str) -> Result<(), Error> {
+        match self.sandboxes.pod_sandbox_status(id) {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.power_off(id);
+        for r in self.shared.all().into_iter().filter(|r| r.sandbox_id == id) {
+            self.discard_container(&r)?;
+            self.shared.publish(&r.id, id, PodEventKind::Removed);
+        }
+        match std::fs::remove_dir_all(self.vm_dir(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { context: format!("removing the microVM of {id}"), source: e }),
+        }
+        self.sandboxes.remove_pod_sandbox(id)
+    }
+
+    fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus, Error> {
+        self.sandboxes.pod_sandbox_status(id)
+    }
+
+    fn list_pod_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<PodSandboxStatus>, Error> {
+        self.sandboxes.list_pod_sandboxes(filter)
+    }
+
+    fn create_container(&self, sandbox_id: &str, c: &ContainerConfig) -> Result<String, Error> {
+        let sb = self.sandboxes.pod_sandbox_status(sandbox_id)?;
+        if sb.state != SandboxState::Ready {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {sandbox_id} is stopped: no container can be created in it")));
+        }
+        if c.metadata.name.is_empty() {
+            return Err(Error::InvalidArgument("a pod container needs a name".into()));
+        }
+        if c.tty || c.stdin {
+            return Err(Error::Unsupported("stdin and terminals in VM-isolated pods".into()));
+        }
+        if c.log_path.as_ref().is_some_and(|p| p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir)) {
+            return Err(Error::InvalidArgument("a container's log path is relative to the sandbox's log directory, without '..'".into()));
+        }
+        let all = self.shared.all();
+        if all.iter().any(|r| r.sandbox_id == sandbox_id && r.config.metadata == c.metadata) {
+            return Err(Error::AlreadyExists(format!("container {} attempt {} in pod sandbox {sandbox_id}", c.metadata.name, c.metadata.attempt)));
+        }
+        let conn = self.conn(sandbox_id)?;
+        let image = self.images.get(&c.image)?;
+        let defaults = config::ImageDefaults::from_config(&image.config);
+        let layers = self.images.layers(&image)?;
+        let id = random_id();
+        let dir = self.vm_dir(sandbox_id);
+        let ctr = dir.join("ctr").join(&id);
+        let rootfs_dir = dir.join("share").join(&id).join("rootfs");
+        let rel = c.log_path.clone().unwrap_or_else(|| PathBuf::from(&c.metadata.name).join(format!("{}.log", c.metadata.attempt)));
+        let own_log = sb.log_directory.starts_with(self.shared.root.join("sandboxes"));
+        let mut labels = c.labels.clone();
+        let m = &sb.metadata;
+        for (k, v) in [
+            (labels::POD_NAME, &m.name),
+            (labels::POD_NAMESPACE, &m.namespace),
+            (labels::POD_UID, &m.uid),
+            (labels::CONTAINER_NAME, &c.metadata.name),
+            (labels::SANDBOX_ID, &sb.id),
+        ] {
+            labels.entry(k.to_string()).or_insert_with(|| v.clone());
+        }
+        let mut record = CtrRecord {
+            id: id.clone(),
+            sandbox_id: sandbox_id.to_string(),
+            config: c.clone(),
+            image_ref: image.id.clone(),
+            log_path: sb.log_directory.join(rel),
+            own_log,
+            created_at: now(),
+            started_at: None,
+            state: ContainerState::Created,
+            pid: None,
+            exit: None,
+            labels,
+            volumes: Vec::new(),
+        };
+        let prepared = (|| -> Result<protocol::ContainerSpec, Error> {
+            for d in [ctr.join("upper"), ctr.join("work"), rootfs_dir.clone()] {
+                std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
+            }
+            self.shared.save(&record)?;
+            rootfs::mount_overlay(&layers, &ctr.join("upper"), &ctr.join("work"), &rootfs_dir, false)?;
+            let s = &c.security;
+            let user = match (s.run_as_user, &s.run_as_username) {
+                (Some(u), _) => Some(u.to_string()),
+                (None, Some(n)) => Some(n.clone()),
+                (None, None) => None,
+            };
+            let spec = crate::ContainerSpec {
+                image: c.image.clone(),
+                entrypoint: (!c.command.is_empty()).then(|| c.command.clone()),
+                command: c.args.clone(),
+                env: c.envs.clone(),
+                workdir: c.working_dir.clone(),
+                user,
+                hostname: None,
+                privileged: s.privileged,
+                read_only: s.readonly_rootfs,
+                stdin: false,
+                tty: false,
+            };
+            let mut p = config::resolve(&defaults, &spec, &sb.hostname, &rootfs_dir)?;
+            if let Some(g) = s.run_as_group {
+                p.gid = g;
+            }
+            for g in &s.supplemental_groups {
+                if !p.additional_gids.contains(g) && *g != p.gid {
+                    p.additional_gids.push(*g);
+                }
+            }
+            rootfs::ensure_dir(&rootfs_dir, &p.cwd, p.uid, p.gid)?;
+            let guest = |host: &Path| -> String {
+                let rel = host.strip_prefix(dir.join("share")).unwrap_or(host);
+                format!("{}/{}", protocol::SHARE_MOUNT, rel.display())
+            };
+            let mut mounts: Vec<BindMount> = ["hostname", "hosts", "resolv.conf"]
+                .iter()
+                .map(|f| BindMount { source: guest(&dir.join("share/etc").join(f)), destination: format!("/etc/{f}"), readonly: false })
+                .collect();
+            for (n, mnt) in c.mounts.iter().enumerate() {
+                let MountSource::Bind { host_path, .. } = &mnt.source else {
+                    return Err(Error::Unsupported("tmpfs mounts in VM-isolated pods".into()));
+                };
+                let target = dir.join("share").join(&id).join(format!("vol{n}"));
+                if host_path.is_dir() {
+                    std::fs::create_dir_all(&target).map_err(Error::io(format!("creating {}", target.display())))?;
+                } else {
+                    std::fs::write(&target, b"").map_err(Error::io(format!("creating {}", target.display())))?;
+                }
+                nix::mount::mount(Some(host_path.as_path()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>)
+                    .map_err(|e| Error::InvalidArgument(format!("volume {}: {e}", host_path.display())))?;
+                record.volumes.push(target.clone());
+                self.shared.save(&record)?;
+                mounts.push(BindMount { source: guest(&target), destination: mnt.container_path.display().to_string(), readonly: mnt.readonly });
+            }
+            Ok(protocol::ContainerSpec {
+                rootfs: guest(&rootfs_dir),
+                argv: p.args,
+                env: p.env,
+                cwd: Some(p.cwd),
+                uid: p.uid,
+                gid: p.gid,
+                additional_gids: p.additional_gids,
+                hostname: Some(sb.hostname.clone()),
+                mounts,
+            })
+        })();
+        let result = prepared.and_then(|spec| {
+            if let Some(parent) = record.log_path.parent() {
+                std::fs::create_dir_all(parent).map_err(Error::io(format!("creating {}", parent.display())))?;
+            }
+            std::fs::OpenOptions::new().create(true).append(true).open(&record.log_path).map_err(Error::io("creating the container's log"))?;
+            conn.client.call_ok(Request::Create { id: id.clone(), spec }, CALL_TIMEOUT).map_err(agent_error)
+        });
+        if let Err(e) = result {
+            if let Err(ce) = self.discard_container(&record) {
+                tracing::warn!(container = %id, error = %ce, "cleanup after a failed create");
+            }
+            return Err(e);
+        }
+        self.shared.publish(&id, sandbox_id, PodEventKind::Created);
+        Ok(id)
+    }
+
+    fn start_container(&self, id: &str) -> Result<(), Error> {
+        let r = self.shared.load(id)?;
+        if r.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!("container {id} was already started; create the next attempt")));
+        }
+        let conn = self.conn(&r.sandbox_id)?;
+        // Running before the request: the exit may come back before the answer does.
+        let _g = self.shared.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r2 = r.clone();
+        r2.state = ContainerState::Running;
+        r2.started_at = Some(now());
+        self.shared.save(&r2)?;
+        drop(_g);
+        match conn.client.call(Request::Start { id: id.into() }, CALL_TIMEOUT) {
+            Ok(Response::Started { pid }) => {
+                let _ = self.shared.update(id, |r| r.pid = Some(pid));
+                self.shared.publish(id, &r.sandbox_id, PodEventKind::Started);
+                Ok(())
+            }
+            Ok(other) => Err(Error::Internal(format!("guest agent answered start with {other:?}"))),
+            Err(e) => {
+                let exit = ExitStatus::new(128, None, false, now());
+                let _ = self.shared.update(id, |r| {
+                    r.state = ContainerState::Exited;
+                    r.exit = Some(exit);
+                });
+                Err(agent_error(e))
+            }
+        }
+    }
+
+    fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+        let r = self.shared.load(id)?;
+        if r.state != ContainerState::Running {
+            return Ok(());
+        }
+        let conn = self.conn(&r.sandbox_id)?;
+        conn.client.call_ok(Request::Signal { id: id.into(), signal: libc::SIGTERM }, CALL_TIMEOUT).map_err(agent_error)?;
+        if !self.wait_exited(id, timeout) {
+            conn.client.call_ok(Request::Signal { id: id.into(), signal: libc::SIGKILL }, CALL_TIMEOUT).map_err(agent_error)?;
+            if !self.wait_exited(id, Duration::from_secs(30)) {
+                return Err(Error::Timeout(format!("container {id} to die")));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let r = match self.shared.load(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if let Ok(conn) = self.conn(&r.sandbox_id) {
+            match conn.client.call_ok(Request::Remove { id: id.into() }, CALL_TIMEOUT) {
+                Ok(()) | Err(agent::Error::Agent(_)) => {}
+                Err(e) => return Err(agent_error(e)),
+            }
+            self.wait_exited(id, Duration::from_secs(10));
+        }
+        self.discard_container(&r)?;
+        self.shared.publish(id, &r.sandbox_id, PodEventKind::Removed);
+        Ok(())
+    }
+
+    fn container_status(&self, id: &str) -> Result<ContainerStatus, Error> {
+        Ok(self.status_of(&self.shared.load(id)?))
+    }
+
+    fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>, Error> {
+        Ok(self
+            .shared
+            .all()
+            .iter()
+            .filter(|r| filter.id.as_ref().is_none_or(|i| *i == r.id) && filter.sandbox_id.as_ref().is_none_or(|s| *s == r.sandbox_id))
+            .map(|r| self.status_of(r))
+            .filter(|s| filter.state.is_none_or(|st| st == s.state) && filter.labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .collect())
+    }
+
+    fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<ExecSyncResult, Error> {
+        let r = self.shared.load(id)?;
+        if r.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+        }
+        let conn = self.conn(&r.sandbox_id)?;
+        let req = protocol::ExecRequest { id: id.into(), argv: cmd.to_vec(), env: None, timeout_ms: timeout.map(|t| t.as_millis() as u64) };
+        let wait = timeout.unwrap_or(Duration::from_secs(3600)) + CALL_TIMEOUT;
+        match conn.client.call(Request::Exec(req), wait).map_err(agent_error)? {
+            Response::Exec(x) if x.timed_out => Err(Error::Timeout(format!("{cmd:?} in container {id} to finish ({:?})", timeout.unwrap_or_default()))),
+            Response::Exec(x) => Ok(ExecSyncResult { stdout: x.stdout, stderr: x.stderr, exit_code: x.exit_code }),
+            other => Err(Error::Internal(format!("guest agent answered exec with {other:?}"))),
+        }
+    }
+
+    fn exec_session(&self, _id: &str, _req: &ExecSessionRequest) -> Result<ExecSession, Error> {
+        Err(Error::Unsupported("streaming exec in VM-isolated pods (exec_sync works)".into()))
+    }
+
+    fn container_logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
+        let r = self.shared.load(id)?;
+        let shared = self.shared.clone();
+        let cid = r.id.clone();
+        // Following ends once the container has exited (its output comes before its exit).
+        let done = move |d: Duration| {
+            let deadline = Instant::now() + d;
+            loop {
+                if !matches!(shared.load(&cid).map(|r| r.state), Ok(ContainerState::Running | ContainerState::Created)) {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        crate::workload_log::read_until(&r.log_path, &done, opts, &format!("logs of {id}"), sink)
+    }
+
+    fn attach_container(&self, _id: &str) -> Result<Attachment, Error> {
+        Err(Error::Unsupported("attach in VM-isolated pods".into()))
+    }
+
+    fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream, Error> {
+        // The pod's loopback is the guest's: dial the pod's address (the node bridge reaches it).
+        let sb = self.sandboxes.pod_sandbox_status(sandbox_id)?;
+        let ip: IpAddr = sb.ip.ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {sandbox_id} has no address")))?;
+        let target = SocketAddr::new(ip, port);
+        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10)).map_err(|e| Error::Io { context: format!("dial tcp {target} in pod sandbox {sandbox_id}"), source: e })
+    }
+
+    fn subscribe(&self) -> Result<mpsc::Receiver<PodEvent>, Error> {
+        let (tx, rx) = mpsc::channel();
+        self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Ok(rx)
+    }
+}
