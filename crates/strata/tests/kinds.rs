@@ -459,3 +459,76 @@ fn csi_objects_webhook_configurations_and_events_v1() {
     let res = s.ok(&["api-resources", "--api-group=events.k8s.io"]);
     assert!(res.contains("events.k8s.io/v1"), "{res}");
 }
+
+/// The peak resident memory of a process (VmHWM), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn yaml_bodies_are_accepted_everywhere_and_bounded() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let yaml = Some("application/yaml");
+    // Create, update, subresources, server-side apply and delete options, all as YAML.
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: y, namespace: default}\ndata: {a: \"1\"}\n";
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(cm.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = s.curl("PUT", "/api/v1/namespaces/default/configmaps/y", Auth::Admin, yaml, Some(cm.replace("\"1\"", "\"2\"").as_bytes()));
+    assert_eq!(code, 200, "{body}");
+    let apply = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: y}\ndata: {b: \"3\"}\n";
+    let (code, body) = s.curl("PATCH", "/api/v1/namespaces/default/configmaps/y?fieldManager=yaml-test&force=true", Auth::Admin, Some("application/apply-patch+yaml"), Some(apply.as_bytes()));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.get_json("/api/v1/namespaces/default/configmaps/y")["data"], serde_json::json!({"a": "2", "b": "3"}));
+    // Anchors and aliases within reason are YAML like any other, and non-string keys become
+    // strings as sigs.k8s.io/yaml converts them.
+    let anchored = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: anchored\n  labels: &l {app: web, 1: one}\n  annotations: *l\n";
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(anchored.as_bytes()));
+    assert_eq!(code, 201, "{body}");
+    let got = s.get_json("/api/v1/namespaces/default/configmaps/anchored");
+    assert_eq!(got["metadata"]["annotations"], serde_json::json!({"app": "web", "1": "one"}), "{got}");
+    let (code, body) = s.curl("POST", "/api/v1/namespaces", Auth::Admin, yaml, Some(b"apiVersion: v1\nkind: Namespace\nmetadata: {name: yaml-ns}\n"));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = s.curl("DELETE", "/api/v1/namespaces/default/configmaps/y", Auth::Admin, yaml, Some(b"apiVersion: v1\nkind: DeleteOptions\ngracePeriodSeconds: 0\n"));
+    assert_eq!(code, 200, "{body}");
+
+    let pid = s.pid().expect("server pid");
+    let before = peak_kib(pid);
+    // A billion laughs: nine levels of nine aliases.
+    let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        bomb.push_str(&format!("x{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+    }
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(bomb.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    // Quadratic expansion: one anchored list of 3,000 items aliased 3,000 times (40 KB that
+    // would decode to 9 million values).
+    let mut quad = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: quad}\nitems: &big [");
+    quad.push_str(&vec!["1"; 3000].join(","));
+    quad.push_str("]\nmore: [");
+    quad.push_str(&vec!["*big"; 3000].join(","));
+    quad.push_str("]\n");
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(quad.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("excessive aliasing"), "{body}");
+    // The same through server-side apply.
+    let (code, body) = s.curl("PATCH", "/api/v1/namespaces/default/configmaps/quad?fieldManager=yaml-test", Auth::Admin, Some("application/apply-patch+yaml"), Some(quad.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    // Nesting beyond the limit.
+    let deep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\nx: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(deep.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    let deep_json = format!("{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"deep\"}},\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, Some("application/json"), Some(deep_json.as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    // Several documents in one body.
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/configmaps", Auth::Admin, yaml, Some(format!("{cm}---\n{cm}").as_bytes()));
+    assert_eq!(code, 400, "{body}");
+    let grown = peak_kib(pid).saturating_sub(before);
+    assert!(grown < 64 * 1024, "the server's peak memory grew by {grown} KiB decoding refused bodies");
+    assert_eq!(s.kubectl(&["get", "configmap", "quad"]).status.code(), Some(1));
+    // And the server still serves.
+    assert_eq!(s.get_json("/api/v1/namespaces/default/configmaps/anchored")["metadata"]["name"], "anchored");
+}

@@ -1698,14 +1698,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body could not be decoded as JSON: {e}")))
 }
 
-/// One YAML document as an object (JSON is YAML too). Several documents, or YAML that does not
-/// parse, is a 400 that says why, as kube-apiserver's YAML serializer answers.
+/// One YAML document as an object (JSON is YAML too), decoded within [`crate::yaml`]'s bounds.
+/// Several documents, excessive aliasing, nesting beyond the limit or YAML that does not parse
+/// is a 400 that says why, as kube-apiserver's YAML serializer answers.
 fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request("error decoding YAML: the body must be one object"));
-    }
-    Ok(v)
+    crate::yaml::decode(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
 /// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and

@@ -66,5 +66,6 @@ pub mod validate;
 pub mod vm;
 pub mod watchcache;
 pub mod webhooks;
+pub mod yaml;
 
 pub use server::{Server, ServerConfig, ServerError};

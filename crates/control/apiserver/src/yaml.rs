@@ -1,0 +1,206 @@
+//! YAML request bodies (`application/yaml`, server-side apply's `application/apply-patch+yaml`)
+//! decoded to JSON with bounds, so that no body makes the server's memory grow beyond a small
+//! multiple of the body itself:
+//!
+//! - **expansion**: aliases replay their anchor's events (serde_yaml_ng), so a small document can
+//!   stand for a huge one (a billion laughs, or one anchored list aliased many times: quadratic).
+//!   The value is built here, node by node, with a budget: every node costs [`NODE_COST`] plus its
+//!   text, and the whole may cost at most [`EXPANSION`] times the body (at least [`FLOOR`]);
+//!   beyond it the decoding stops with upstream's "excessive aliasing" (go-yaml bounds the ratio
+//!   of aliased to decoded nodes the same way);
+//! - **nesting**: serde_yaml_ng refuses more than 128 levels ("recursion limit exceeded");
+//! - **size**: the body is at most 3 MiB before it gets here (413, `api.rs`);
+//! - one document per body; mapping keys that are not strings (`1: x`) become strings, as
+//!   sigs.k8s.io/yaml converts YAML to JSON.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// The cost of one decoded node beyond its text.
+pub const NODE_COST: usize = 16;
+/// How many times the body's size the decoded document may cost.
+pub const EXPANSION: usize = 8;
+/// The smallest budget (a tiny body may still hold a few aliases).
+pub const FLOOR: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum YamlError {
+    #[error("yaml: document contains excessive aliasing (it decodes to more than {EXPANSION} times its size)")]
+    ExcessiveAliasing,
+    #[error("{0}")]
+    Syntax(String),
+    #[error("the body must be one object")]
+    NotAnObject,
+}
+
+/// Decode one YAML document that must be an object.
+pub fn decode(body: &[u8]) -> Result<Value, YamlError> {
+    let budget = Budget { left: Cell::new((body.len() * EXPANSION).max(FLOOR)), exceeded: Cell::new(false) };
+    let de = serde_yaml_ng::Deserializer::from_slice(body);
+    let v = Node(&budget).deserialize(de).map_err(|e| if budget.exceeded.get() { YamlError::ExcessiveAliasing } else { YamlError::Syntax(e.to_string()) })?;
+    if !v.is_object() {
+        return Err(YamlError::NotAnObject);
+    }
+    Ok(v)
+}
+
+struct Budget {
+    left: Cell<usize>,
+    exceeded: Cell<bool>,
+}
+
+impl Budget {
+    fn spend<E: serde::de::Error>(&self, text: usize) -> Result<(), E> {
+        let cost = NODE_COST + text;
+        match self.left.get().checked_sub(cost) {
+            Some(rest) => {
+                self.left.set(rest);
+                Ok(())
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(E::custom("excessive aliasing"))
+            }
+        }
+    }
+}
+
+/// A value, charged to the budget as it is built.
+#[derive(Clone, Copy)]
+struct Node<'a>(&'a Budget);
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.0.spend(0)?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.0.spend(0)?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.0.spend(0)?;
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.0.spend(0)?;
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom(format!("{v} cannot be represented in JSON")))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.0.spend(v.len())?;
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.0.spend(v.len())?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.0.spend(0)?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.0.spend(0)?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.0.spend(0)?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key_seed(Key(self.0))? {
+            let v = map.next_value_seed(self)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+        Err(A::Error::custom("YAML tags are not supported"))
+    }
+}
+
+/// A mapping key: a string, or a scalar written as one.
+#[derive(Clone, Copy)]
+struct Key<'a>(&'a Budget);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        self.0.spend(v.len())?;
+        Ok(v.to_string())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        self.0.spend(v.len())?;
+        Ok(v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        self.visit_string(v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        self.visit_string(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        self.visit_string(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        self.visit_string(v.to_string())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
+        self.visit_string("null".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_decode_and_bombs_do_not() {
+        let v = decode(b"a: &x {b: 1, 2: two}\nc: *x\nd: [1.5, true, null, \"s\"]\n").expect("decode");
+        assert_eq!(v, serde_json::json!({"a": {"b": 1, "2": "two"}, "c": {"b": 1, "2": "two"}, "d": [1.5, true, null, "s"]}));
+        let mut quad = String::from("big: &big [");
+        quad.push_str(&vec!["1"; 2000].join(","));
+        quad.push_str("]\nmore: [");
+        quad.push_str(&vec!["*big"; 2000].join(","));
+        quad.push_str("]\n");
+        assert!(matches!(decode(quad.as_bytes()), Err(YamlError::ExcessiveAliasing)));
+        let deep = format!("x: {}{}\n", "[".repeat(1000), "]".repeat(1000));
+        assert!(matches!(decode(deep.as_bytes()), Err(YamlError::Syntax(m)) if m.contains("recursion limit exceeded")));
+        assert!(matches!(decode(b"- 1\n"), Err(YamlError::NotAnObject)));
+        assert!(matches!(decode(b"a: 1\n---\nb: 2\n"), Err(YamlError::Syntax(_))));
+    }
+}
