@@ -532,3 +532,30 @@ fn yaml_bodies_are_accepted_everywhere_and_bounded() {
     // And the server still serves.
     assert_eq!(s.get_json("/api/v1/namespaces/default/configmaps/anchored")["metadata"]["name"], "anchored");
 }
+
+#[test]
+fn quota_charges_are_conflict_safe_on_etcd_too() {
+    // The same race as above on the etcd store: the charge and the create are one etcd
+    // transaction compared on the quota's revision.
+    let s = ApiServer::start(Backend::Etcd);
+    s.ok(&["create", "namespace", "race"]);
+    s.ok(&["create", "quota", "two", "-n", "race", "--hard=pods=2,secrets=4"]);
+    let counted = |r: &str| s.ok(&["get", "quota", "two", "-n", "race", "-o", &format!("jsonpath={{.status.used.{r}}}")]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || counted("pods") == "0" && counted("secrets") == "0"), "status never computed");
+    let results: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8).map(|i| scope.spawn({ let s = &s; move || create_in(s, "race", &pod(&format!("racer-{i}"), "")).is_ok() })).collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 2, "{results:?}");
+    assert_eq!(s.items("/api/v1/namespaces/race/pods").len(), 2);
+    assert_eq!(counted("pods"), "2");
+    // A create that fails for another reason (the name is taken) charges nothing.
+    s.ok(&["create", "secret", "generic", "taken", "-n", "race"]);
+    assert_eq!(counted("secrets"), "1");
+    let err = s.fails(&["create", "secret", "generic", "taken", "-n", "race"], None);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(counted("secrets"), "1");
+    // Deleting releases, through the controller.
+    s.ok(&["delete", "secret", "taken", "-n", "race"]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || counted("secrets") == "0"), "{}", counted("secrets"));
+}
