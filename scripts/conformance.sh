@@ -255,6 +255,10 @@ cleanup() {
         kill -KILL "$SERVER_PID" 2>/dev/null
     fi
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
+    if [ -n "${ROOT_MOUNT:-}" ]; then
+        grep -F " $ROOT_MOUNT/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+        umount -l "$ROOT_MOUNT" 2>/dev/null
+    fi
 }
 
 run_e2e() {
@@ -267,10 +271,15 @@ run_e2e() {
     # The previous run's server is gone; its data dir and strata root go (without crossing into
     # mounts a killed run may have left).
     if [ -d "$run" ]; then
-        grep -F " $run/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+        { grep -F " $run/" /proc/mounts || true; } | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
         rm -rf --one-file-system "$run"
     fi
-    mkdir -p "$run/report"
+    mkdir -p "$run/report" "$run/root"
+    # The node's strata root (images, containers, logs) on a tmpfs of its own: the node reports
+    # DiskPressure (and taints itself) below kubelet's 10% nodefs threshold, and this machine's
+    # disk is shared by several builds that can bring it there; the tests need a few hundred MiB.
+    mount -t tmpfs -o "size=${ROOT_TMPFS_SIZE:-6g},mode=0700" tmpfs "$run/root"
+    ROOT_MOUNT="$run/root"
     port="$(free_port)"
     log "starting strata server on 127.0.0.1:$port (data $run/data, root $run/root)"
     "$bin" --root "$run/root" server --data-dir "$run/data" --listen "127.0.0.1:$port" \
@@ -283,6 +292,11 @@ run_e2e() {
     done
     export KUBECONFIG="$run/data/kubeconfig"
     kubectl wait --for=condition=Ready "node/conformance-$port" --timeout=120s >&2
+    # The framework wants an untainted node (the not-ready taint goes shortly after Ready).
+    for i in $(seq 1 240); do
+        [ -z "$(kubectl get node "conformance-$port" -o jsonpath='{.spec.taints}')" ] && break
+        sleep 0.5
+    done
     # Where the e2e images come from: the local registry for every image the tests pull; the
     # "invalid" registry is a loopback port nothing listens on (never a name to resolve).
     cat > "$run/repo-list.yaml" <<EOF
@@ -324,7 +338,7 @@ EOF
 FOCUS="${FOCUS:-\[Conformance\]}"
 PROCS="${PROCS:-4}"
 # What this machine cannot have (docs/conformance.md says why for each): a regex of spec names.
-SKIP="${SKIP:-$(grep -v '^#' "$REPO/scripts/conformance-skips.txt" | awk -F'\t' 'NF {print $1}' | paste -sd'|')}"
+SKIP="${SKIP-$(awk -F'\t' '!/^#/ && NF {print $1}' "$REPO/scripts/conformance-skips.txt" | paste -sd'|')}"
 
 stage="${1:-all}"
 case "$stage" in

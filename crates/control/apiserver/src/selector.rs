@@ -120,6 +120,10 @@ const SELECTABLE: &[&str] = &[
     "spec.unschedulable",
 ];
 
+/// The selectable fields that are booleans: upstream's field sets hold Go values, so one left out
+/// of an object is `false`, not "".
+const BOOLEAN: &[&str] = &["spec.unschedulable"];
+
 /// What selectors read of an object: its name, namespace and labels and the fields a field
 /// selector may name, copied out of the object (the watch cache keeps this per object instead
 /// of the whole parsed object). Both selectors match it as they match the whole object.
@@ -175,6 +179,7 @@ impl FieldSelector {
             let have = match v {
                 Value::String(s) => s.clone(),
                 Value::Bool(b) => b.to_string(),
+                Value::Null if BOOLEAN.contains(&field.as_str()) => "false".to_string(),
                 Value::Null => String::new(),
                 other => other.to_string(),
             };
@@ -216,6 +221,23 @@ mod tests {
         assert!(FieldSelector::parse("spec.nodeName=", "Pod").expect("ok").matches(&json!({"spec": {}})));
         assert!(FieldSelector::parse("spec.foo=1", "Pod").expect_err("unsupported").contains("not supported"));
         assert!(FieldSelector::parse("spec.nodeName=x", "ConfigMap").is_err());
+    }
+
+    /// A boolean field left out of an object is Go's false, as upstream's field sets have it:
+    /// the e2e framework finds its nodes with `spec.unschedulable=false`, and a Node without
+    /// `spec.unschedulable` must match.
+    #[test]
+    fn absent_boolean_fields_select_as_false() {
+        let node = json!({"metadata": {"name": "n1"}, "spec": {}});
+        let sel = |s: &str| FieldSelector::parse(s, "Node").expect("ok");
+        assert!(sel("spec.unschedulable=false").matches(&node));
+        assert!(sel("spec.unschedulable==false").matches(&attributes(&node)));
+        assert!(!sel("spec.unschedulable=true").matches(&node));
+        assert!(sel("spec.unschedulable!=true").matches(&node));
+        assert!(!sel("spec.unschedulable!=false").matches(&node));
+        let cordoned = json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}});
+        assert!(sel("spec.unschedulable=true").matches(&cordoned));
+        assert!(!sel("spec.unschedulable=false").matches(&attributes(&cordoned)));
     }
 
     #[test]
