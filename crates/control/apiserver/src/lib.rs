@@ -34,6 +34,7 @@ pub mod limitrange;
 pub mod gnostic;
 pub mod k8s_meta;
 pub mod k8s_messages;
+pub mod kubernetes_service;
 pub mod managed;
 pub mod metrics;
 pub mod networking;

@@ -223,6 +223,12 @@ impl Server {
         crate::bootstrap::publish_cluster_info(self.api.store.as_ref(), server_url, ca_pem).await.map_err(|e| ServerError::Bootstrap(e.to_string()))
     }
 
+    /// Keep the `default/kubernetes` Service and its endpoints at `ip` and this server's port
+    /// (see [`crate::kubernetes_service`]).
+    pub fn publish_kubernetes_service(&self, ip: std::net::IpAddr, port: u16) {
+        tokio::spawn(crate::kubernetes_service::run(self.api.store.clone(), ip, port));
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }

@@ -243,6 +243,11 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     // Joining nodes read the CA here (and check it against their token's hash).
     let ca_pem = std::fs::read(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
     server.publish_cluster_info(&url, &ca_pem).await?;
+    // The `default/kubernetes` Service's endpoint: the listen address, or this machine's
+    // InternalIP when listening on all addresses or on loopback (an Endpoints address may not be
+    // a loopback one; pods reach the server there only when it listens on it).
+    let advertise = if addr.ip().is_unspecified() || addr.ip().is_loopback() { a.node_ip.unwrap_or_else(strata_agent::machine::internal_ip) } else { addr.ip() };
+    server.publish_kubernetes_service(advertise, addr.port());
     if !a.no_scheduler {
         super::scheduler::start_in_server(&pki, &url).await?;
     }
