@@ -129,7 +129,14 @@ make_image() {
     layout="$WORK/images/layout-${name//\//-}"
     [ -d "$layout" ] || umoci init --layout "$layout" >&2
     umoci new --image "$layout:$tag" >&2
-    umoci insert --image "$layout:$tag" "$root" / >&2
+    # unpack + repack (not `umoci insert DIR /`, whose layer has an entry named "/", which
+    # strata refuses as an absolute path).
+    local bundle="$WORK/images/bundle"
+    rm -rf "$bundle"
+    umoci unpack --image "$layout:$tag" "$bundle" >&2
+    cp -a "$root/." "$bundle/rootfs/"
+    umoci repack --image "$layout:$tag" "$bundle" >&2
+    rm -rf "$bundle"
     local args=(--image "$layout:$tag" --config.workingdir / --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
     local e c
     [ "$entry" = "[]" ] || while IFS= read -r e; do args+=(--config.entrypoint "$e"); done < <(python3 -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])))' "$entry")
@@ -249,6 +256,15 @@ strata_bin() {
 
 cleanup() {
     set +e
+    if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        # Pods outlive their agent (strata's design): delete them all so the node stops them
+        # before the server goes (the e2e namespaces are normally gone already).
+        kubectl delete pods --all -A --wait=false >/dev/null 2>&1
+        for _ in $(seq 1 120); do
+            [ -z "$(kubectl get pods -A -o name 2>/dev/null)" ] && break
+            sleep 1
+        done
+    fi
     if [ -n "${SERVER_PID:-}" ]; then
         kill -TERM "$SERVER_PID" 2>/dev/null
         for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -333,6 +349,7 @@ EOF
         python3 "$REPO/scripts/conformance-report.py" "$run/report/junit_01.xml" "$run/report/run-info.txt" "$REPO/scripts/conformance-skips.txt" > "$REPO/docs/conformance.md"
         log "wrote docs/conformance.md"
     fi
+    return "$rc"
 }
 
 FOCUS="${FOCUS:-\[Conformance\]}"
