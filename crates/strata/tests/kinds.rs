@@ -559,3 +559,27 @@ fn quota_charges_are_conflict_safe_on_etcd_too() {
     s.ok(&["delete", "secret", "taken", "-n", "race"]);
     assert!(common::eventually(std::time::Duration::from_secs(30), || counted("secrets") == "0"), "{}", counted("secrets"));
 }
+
+#[test]
+fn quota_charges_updates_that_raise_usage() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "namespace", "upd"]);
+    create_in(&s, "upd", "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: limits}\nspec:\n  hard: {services.nodeports: '1', services.loadbalancers: '0', requests.storage: 5Gi}\n").expect("quota");
+    let used = |r: &str| s.ok(&["get", "quota", "limits", "-n", "upd", "-o", &format!("jsonpath={{.status.used.{}}}", r.replace('.', "\\."))]);
+    assert!(common::eventually(std::time::Duration::from_secs(30), || used("requests.storage") == "0"), "status never computed");
+    // A Service turned NodePort asks for node ports; LoadBalancer for a load balancer.
+    s.ok(&["create", "service", "clusterip", "web", "-n", "upd", "--tcp=80:80", "--tcp=443:443"]);
+    let err = s.fails(&["patch", "service", "web", "-n", "upd", "-p", r#"{"spec":{"type":"NodePort"}}"#], None);
+    assert!(err.contains("services \"web\" is forbidden: exceeded quota: limits, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"), "{err}");
+    let err = s.fails(&["patch", "service", "web", "-n", "upd", "-p", r#"{"spec":{"type":"LoadBalancer"}}"#], None);
+    assert!(err.contains("services.loadbalancers=1"), "{err}");
+    assert_eq!(s.ok(&["get", "service", "web", "-n", "upd", "-o", "jsonpath={.spec.type}"]), "ClusterIP");
+    // A claim grown beyond the storage quota is refused; within it, charged at once.
+    let pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n";
+    create_in(&s, "upd", pvc).expect("claim");
+    assert_eq!(used("requests.storage"), "1Gi");
+    let err = s.fails(&["patch", "pvc", "data", "-n", "upd", "-p", r#"{"spec":{"resources":{"requests":{"storage":"10Gi"}}}}"#], None);
+    assert!(err.contains("exceeded quota: limits, requested: requests.storage=9Gi, used: requests.storage=1Gi, limited: requests.storage=5Gi"), "{err}");
+    s.ok(&["patch", "pvc", "data", "-n", "upd", "-p", r#"{"spec":{"resources":{"requests":{"storage":"4Gi"}}}}"#]);
+    assert_eq!(used("requests.storage"), "4Gi");
+}

@@ -868,8 +868,37 @@ impl Api {
         managed::keep_times_if_unchanged(old, &mut obj);
         let name = name_of(&obj).to_string();
         let key = r.key(info.namespace.as_deref(), &name);
+        let quota_update = info.subresource.is_none() && obj["metadata"]["deletionTimestamp"].is_null();
         if dry_run {
+            if quota_update {
+                crate::quota::admit_update(self.store.as_ref(), r, &obj, old).await?;
+            }
             return Ok(json_response(StatusCode::OK, &obj));
+        }
+        if quota_update {
+            // An update that raises quota usage (a Service's node ports or load balancer, a
+            // claim's size) is charged in the same transaction as the write.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                if attempts > 100 {
+                    return Err(ApiError::internal("resource quota evaluation timed out"));
+                }
+                let charge = crate::quota::admit_update(self.store.as_ref(), r, &obj, old).await?;
+                if charge.writes.is_empty() {
+                    break;
+                }
+                let (compares, ops) = charge.txn_update(&key, object::storable(&obj)?, expected);
+                match self.store.txn(compares, ops).await {
+                    Ok(rev) => return Ok(json_response(StatusCode::OK, &with_rv(obj, rev))),
+                    Err(strata_store::Error::TxnFailed) => match self.store.get(&key).await? {
+                        None => return Err(ApiError::not_found(r, &name)),
+                        Some(kv) if kv.mod_revision != expected => return Err(ApiError::conflict(r, &name)),
+                        Some(_) => continue,
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         let finalized = obj["metadata"]["deletionTimestamp"].is_string()
             && obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());

@@ -370,8 +370,46 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// The transaction that updates `key` (read at `expected`) to `value` and applies the charge.
+    pub fn txn_update(&self, key: &str, value: Vec<u8>, expected: u64) -> (Vec<Compare>, Vec<Op>) {
+        let (mut compares, ops) = self.txn(key, value);
+        compares[0] = Compare::ModRevision(key.to_string(), expected);
+        (compares, ops)
+    }
+}
+
+/// ResourceQuota admission of an updated Service or PersistentVolumeClaim (the kinds whose
+/// usage an update can raise, as upstream's evaluators handle updates): what the update adds
+/// (node ports, load balancers, storage) is charged; nothing is given back here (the controller
+/// recomputes).
+pub async fn admit_update(store: &dyn Store, r: &Resource, new: &Value, old: &Value) -> Result<Charge, ApiError> {
+    if !(r.group.is_empty() && matches!(r.builtin(), "Service" | "PersistentVolumeClaim")) {
+        return Ok(Charge::default());
+    }
+    let before = usage(r, old);
+    let delta: List = usage(r, new)
+        .into_iter()
+        .map(|(k, v)| {
+            let prev = before.get(&k).map_or(0, |q| q.milli);
+            (k, Quantity { milli: (v.milli - prev).max(0), format: v.format })
+        })
+        .filter(|(_, q)| q.milli != 0)
+        .collect();
+    if delta.is_empty() {
+        return Ok(Charge::default());
+    }
+    charge(store, r, new, delta, false).await
+}
+
 /// ResourceQuota admission of a created object: the charge to make with it, or the denial.
 pub async fn admit(store: &dyn Store, r: &Resource, obj: &Value) -> Result<Charge, ApiError> {
+    let delta: List = usage(r, obj).into_iter().filter(|(_, q)| q.milli != 0).collect();
+    charge(store, r, obj, delta, true).await
+}
+
+/// Check `delta` of `obj` against every quota that applies and return the writes that charge it.
+async fn charge(store: &dyn Store, r: &Resource, obj: &Value, delta: List, create: bool) -> Result<Charge, ApiError> {
     let mut charge = Charge::default();
     if !r.namespaced {
         return Ok(charge);
@@ -383,7 +421,6 @@ pub async fn admit(store: &dyn Store, r: &Resource, obj: &Value) -> Result<Charg
     }
     let name = crate::object::name_of(obj);
     let forbidden = |why: String| ApiError::forbidden(r, name, &why);
-    let delta: List = usage(r, obj).into_iter().filter(|(_, q)| q.milli != 0).collect();
     let mut quotas: Vec<(String, Value, u64)> = page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok().map(|v| (kv.key.clone(), v, kv.mod_revision))).collect();
     quotas.sort_by(|a, b| crate::object::name_of(&a.1).cmp(crate::object::name_of(&b.1)));
     let mut interesting = Vec::new();
@@ -394,7 +431,7 @@ pub async fn admit(store: &dyn Store, r: &Resource, obj: &Value) -> Result<Charg
         let qname = crate::object::name_of(&q).to_string();
         let hard = list_of(&q["status"]["hard"]);
         let restricted: Vec<&str> = hard.keys().map(String::as_str).filter(|k| constrains(r, k)).collect();
-        if r.group.is_empty() && r.builtin() == "Pod" {
+        if create && r.group.is_empty() && r.builtin() == "Pod" {
             if let Some(why) = pod_constraints(&restricted, obj) {
                 return Err(forbidden(format!("failed quota: {qname}: {why}")));
             }
