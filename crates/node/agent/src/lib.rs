@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     pub kvm: std::sync::OnceLock<bool>,
     /// The Event recorder (`kubelet`), started by [`Agent::run`] on its runtime.
     pub events: std::sync::OnceLock<strata_client::events::Recorder>,
+    /// The node's InternalIP and every pod's hostIP: `config.node_ip`, else found once at start
+    /// (finding it lists every interface on the machine, one veth per pod: never per sync).
+    pub node_ip: IpAddr,
 }
 
 /// The node agent. Construct with [`Agent::new`], optionally give it the VM driver (for the
@@ -97,7 +100,15 @@ impl Agent {
     /// `client` must authenticate as `system:node:<config.node_name>` (group `system:nodes`).
     pub fn new(config: Config, client: kube::Client, driver: Arc<ContainerDriver>) -> Agent {
         Agent {
-            shared: Arc::new(Shared { config, client, driver, vms: std::sync::OnceLock::new(), kvm: std::sync::OnceLock::new(), events: std::sync::OnceLock::new() }),
+            shared: Arc::new(Shared {
+                node_ip: config.node_ip.unwrap_or_else(machine::internal_ip),
+                config,
+                client,
+                driver,
+                vms: std::sync::OnceLock::new(),
+                kvm: std::sync::OnceLock::new(),
+                events: std::sync::OnceLock::new(),
+            }),
             vms: None,
         }
     }

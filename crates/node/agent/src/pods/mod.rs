@@ -894,7 +894,7 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         .await;
         return;
     }
-    let host_ip = shared.config.node_ip.map(|i| i.to_string()).unwrap_or_else(|| crate::machine::internal_ip().to_string());
+    let host_ip = shared.node_ip.to_string();
     let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
     let known = match st.sandbox_id.clone() {
         Some(id) => {

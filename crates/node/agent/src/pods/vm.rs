@@ -120,7 +120,7 @@ pub(crate) async fn sync(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
             }
         }
     }
-    let host_ip = shared.config.node_ip.map(|i| i.to_string()).unwrap_or_else(|| crate::machine::internal_ip().to_string());
+    let host_ip = shared.node_ip.to_string();
     let status = status(pod, &seen, st.accelerator.as_ref(), &host_ip);
     write_status(shared, st, pod, status).await;
 }
