@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::eventually;
-use common::server::{ApiServer, Backend, Options};
+use common::server::{ApiServer, Auth, Backend, Options};
 use serde_json::Value;
 use strata_testkit::{busybox_image, Registry};
 
@@ -20,6 +20,11 @@ struct Cluster {
 }
 
 fn cluster(extra: &[&str]) -> Cluster {
+    cluster_opts(extra, false)
+}
+
+/// A cluster whose server also runs the controllers (ServiceAccounts, the root-CA publisher).
+fn cluster_opts(extra: &[&str], controllers: bool) -> Cluster {
     let registry = Registry::start();
     registry.push(&busybox_image(), "busybox", "latest");
     let image = format!("{}/busybox:latest", registry.addr);
@@ -28,7 +33,7 @@ fn cluster(extra: &[&str]) -> Cluster {
     // The VM acceleration probe is tests/nodes.rs' business; here it would only cost time. The
     // shared test disk may be fuller than the default unpack reserve (5%) allows.
     let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
-    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra, env, ..Options::default() });
+    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers, extra, env, ..Options::default() });
     Cluster { server, _registry: registry, image }
 }
 
@@ -497,4 +502,192 @@ fn image_pull_secrets_authenticate_and_a_wrong_one_is_err_image_pull() {
     assert!(c.events_for("badcred").iter().any(|(r, m)| r == "Failed" && m.contains("denied")), "{:?}", c.events_for("badcred"));
     c.apply(&pod("withcred", Some("regcred")));
     c.wait_pod("withcred", "Running", Duration::from_secs(90), |p| phase(p) == "Running");
+}
+
+/// The claims of a JWT (its middle part), unverified.
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).expect("base64")).expect("claims")
+}
+
+/// A client certificate for `system:node:NAME` in `system:nodes`, signed with the cluster CA's
+/// key by openssl: (key, certificate).
+fn node_cert(s: &ApiServer, dir: &std::path::Path, node: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, crt) = (dir.join(format!("{node}.key")), dir.join(format!("{node}.csr")), dir.join(format!("{node}.crt")));
+    let pki = s.data_dir().join("pki");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let p = |p: &std::path::Path| p.to_str().expect("path").to_string();
+    run(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &p(&key), "-out", &p(&csr), "-subj", &format!("/O=system:nodes/CN=system:node:{node}")]);
+    // A v3 client certificate (webpki takes no other).
+    let ext = dir.join(format!("{node}.ext"));
+    std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n").expect("ext");
+    let serial = dir.join("ca.srl");
+    run(&["x509", "-req", "-in", &p(&csr), "-CA", &p(&pki.join("ca.crt")), "-CAkey", &p(&pki.join("ca.key")), "-CAserial", &p(&serial), "-CAcreateserial", "-extfile", &p(&ext), "-out", &p(&crt), "-days", "1"]);
+    (key, crt)
+}
+
+/// A TokenRequest for `default/default` with `body`, as a node: (HTTP code, body).
+fn token_request_as(s: &ApiServer, creds: &(PathBuf, PathBuf), body: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(s.data_dir().join("pki/ca.crt"))
+        .arg("--cert")
+        .arg(&creds.1)
+        .arg("--key")
+        .arg(&creds.0)
+        .args(["-X", "POST", "-H", "Content-Type: application/json", "--data", body, &format!("{}/api/v1/namespaces/default/serviceaccounts/default/token", s.url())])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn service_account_token_volumes_reach_the_api_server_and_die_with_their_pod() {
+    // Tokens may live 20 s here (to see one replaced); the admission plugin asks for 3607 s.
+    let c = cluster_opts(&["--test-only-service-account-min-token-seconds", "20"], true);
+    let s = &c.server;
+    let ca = std::fs::read_to_string(s.data_dir().join("pki/ca.crt")).expect("ca.crt");
+
+    // The root-CA publisher: kube-root-ca.crt in every namespace, made again when deleted and
+    // put back when changed.
+    let root_ca = || s.kubectl(&["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"]);
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "no kube-root-ca.crt: {}", s.log());
+    let published = s.get_json("/api/v1/namespaces/default/configmaps/kube-root-ca.crt");
+    assert!(published["metadata"]["annotations"]["kubernetes.io/description"].as_str().is_some_and(|d| d.starts_with("Contains a CA bundle")), "{published}");
+    s.ok(&["create", "namespace", "sa-fresh"]);
+    assert!(eventually(Duration::from_secs(60), || s.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "sa-fresh"]).status.success()), "none in a new namespace");
+    s.ok(&["delete", "configmap", "kube-root-ca.crt"]);
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not made again after a delete");
+    s.ok(&["patch", "configmap", "kube-root-ca.crt", "--type=merge", "-p", r#"{"data":{"ca.crt":"forged"}}"#]);
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not put back after a change");
+
+    // Admission: `default`, and the projected volume mounted read-only in every container.
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {{name: init, image: {img}, command: [sh, -c, "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"]}}
+  containers:
+  - name: main
+    image: {img}
+    command: [sleep, "3600"]
+    volumeMounts: [{{name: short, mountPath: /short, readOnly: true}}]
+  volumes:
+  - name: short
+    projected:
+      sources:
+      - serviceAccountToken: {{path: tok, audience: test-aud, expirationSeconds: 20}}
+"#,
+        img = c.image
+    ));
+    let p = c.pod("reader");
+    assert_eq!(p["spec"]["serviceAccountName"], "default");
+    let vols = p["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let api_vol = vols.iter().find(|v| v["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access-"))).expect("a kube-api-access volume").clone();
+    let vname = api_vol["name"].as_str().unwrap_or("").to_string();
+    assert_eq!(vname.len(), "kube-api-access-".len() + 5, "{vname}");
+    let expected = serde_json::json!({ "defaultMode": 420, "sources": [
+        { "serviceAccountToken": { "path": "token", "expirationSeconds": 3607 } },
+        { "configMap": { "name": "kube-root-ca.crt", "items": [{ "key": "ca.crt", "path": "ca.crt" }] } },
+        { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } },
+    ]});
+    assert_eq!(api_vol["projected"], expected);
+    let mount = serde_json::json!({ "name": vname, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount" });
+    assert!(p["spec"]["initContainers"][0]["volumeMounts"].as_array().is_some_and(|m| m.contains(&mount)), "{p:#}");
+    assert!(p["spec"]["containers"][0]["volumeMounts"].as_array().is_some_and(|m| m.contains(&mount)), "{p:#}");
+
+    // The agent writes token, ca.crt and namespace; the pod reads them.
+    let p = c.wait_pod("reader", "Running", Duration::from_secs(120), |p| phase(p) == "Running");
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+    let cat = |path: &str| s.ok(&["exec", "reader", "-c", "main", "--", "cat", path]);
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token = cat(&format!("{dir}/token")).trim().to_string();
+    assert_eq!(cat(&format!("{dir}/ca.crt")), ca);
+    assert_eq!(cat(&format!("{dir}/namespace")), "default");
+    let write = s.kubectl(&["exec", "reader", "-c", "main", "--", "sh", "-c", &format!("echo x > {dir}/token")]);
+    assert!(!write.status.success(), "the token volume is read-only");
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0), 3607, "{claims}");
+    assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str(), "{claims}");
+
+    // TokenReview: the pod's ServiceAccount, bound to the pod.
+    let review = |t: &str| {
+        let body = format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{t}"}}}}"#);
+        let (code, out) = s.curl("POST", "/apis/authentication.k8s.io/v1/tokenreviews", Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+        assert_eq!(code, 201, "{out}");
+        serde_json::from_str::<Value>(&out).expect("json")
+    };
+    let r = review(&token);
+    assert_eq!(r["status"]["authenticated"], true, "{r}");
+    assert_eq!(r["status"]["user"]["username"], "system:serviceaccount:default:default", "{r}");
+    assert_eq!(r["status"]["user"]["extra"]["authentication.kubernetes.io/pod-name"], serde_json::json!(["reader"]), "{r}");
+    assert_eq!(r["status"]["user"]["extra"]["authentication.kubernetes.io/pod-uid"], serde_json::json!([uid]), "{r}");
+    // The token and the pod's ca.crt reach the API server as the pod would.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pod_ca = tmp.path().join("ca.crt");
+    std::fs::write(&pod_ca, cat(&format!("{dir}/ca.crt"))).expect("ca");
+    let who = std::process::Command::new("kubectl")
+        .args(["--server", &s.url(), "--token", &token, "--certificate-authority", pod_ca.to_str().expect("path"), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .env("KUBECONFIG", tmp.path().join("none"))
+        .output()
+        .expect("kubectl");
+    assert_eq!(String::from_utf8_lossy(&who.stdout), "system:serviceaccount:default:default", "{}", String::from_utf8_lossy(&who.stderr));
+
+    // A short-lived token of another audience is replaced before it expires.
+    let short = cat("/short/tok").trim().to_string();
+    assert_eq!(jwt_claims(&short)["aud"], serde_json::json!(["test-aud"]));
+    let mut newer = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            newer = cat("/short/tok").trim().to_string();
+            newer != short
+        }),
+        "the 20 s token was not replaced"
+    );
+    assert!(jwt_claims(&newer)["exp"].as_i64() > jwt_claims(&short)["exp"].as_i64());
+
+    // Node credentials: only the pod's own node gets tokens, and only bound to its pods.
+    let node_a = node_cert(s, tmp.path(), "node-a");
+    let node_b = node_cert(s, tmp.path(), "node-b");
+    let bound = |name: &str, uid: &str| format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{"boundObjectRef":{{"apiVersion":"v1","kind":"Pod","name":"{name}","uid":"{uid}"}}}}}}"#);
+    let (code, out) = token_request_as(s, &node_a, &bound("reader", &uid));
+    assert_eq!(code, 201, "{out}");
+    let (code, out) = token_request_as(s, &node_b, &bound("reader", &uid));
+    assert_eq!(code, 403, "another node's credentials: {out}");
+    // node-b gets a pod of the same ServiceAccount: the authorizer lets it ask, admission still
+    // refuses tokens for node-a's pod and unbound ones.
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-b\nspec:\n  nodeName: node-b\n  containers: [{name: c, image: none}]\n");
+    let (code, out) = token_request_as(s, &node_b, &bound("reader", &uid));
+    assert!(code == 403 && out.contains("node requested token bound to a pod scheduled on a different node"), "{code} {out}");
+    let (code, out) = token_request_as(s, &node_b, r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#);
+    assert!(code == 403 && out.contains("node requested token not bound to a pod"), "{code} {out}");
+
+    // automountServiceAccountToken: false on the pod or on its ServiceAccount: no volume; an
+    // unknown ServiceAccount: refused.
+    let dry = |yaml: &str| -> Value { serde_json::from_str(&s.ok_stdin(&["create", "--dry-run=server", "-o", "json", "-f", "-"], Some(yaml))).expect("json") };
+    let no_auto = dry("apiVersion: v1\nkind: Pod\nmetadata:\n  name: quiet\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: c, image: x}]\n");
+    assert!(no_auto["spec"]["volumes"].is_null() && no_auto["spec"]["containers"][0]["volumeMounts"].is_null(), "{no_auto:#}");
+    s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: quiet\nautomountServiceAccountToken: false\n"));
+    let by_sa = dry("apiVersion: v1\nkind: Pod\nmetadata:\n  name: quiet\nspec:\n  serviceAccountName: quiet\n  containers: [{name: c, image: x}]\n");
+    assert!(by_sa["spec"]["volumes"].is_null(), "{by_sa:#}");
+    let overridden = dry("apiVersion: v1\nkind: Pod\nmetadata:\n  name: loud\nspec:\n  serviceAccountName: quiet\n  automountServiceAccountToken: true\n  containers: [{name: c, image: x}]\n");
+    assert!(overridden["spec"]["volumes"][0]["name"].as_str().is_some_and(|n| n.starts_with("kube-api-access-")), "{overridden:#}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: ghostly\nspec:\n  serviceAccountName: ghost\n  containers: [{name: c, image: x}]\n"));
+    assert!(err.contains(r#"pods "ghostly" is forbidden: error looking up service account default/ghost: serviceaccount "ghost" not found"#), "{err}");
+
+    // Deleting the pod invalidates its bound tokens.
+    s.ok(&["delete", "pod", "reader", "--wait=true", "--timeout=120s"]);
+    assert_eq!(review(&token)["status"]["authenticated"], false);
+    assert_eq!(review(&newer)["status"]["authenticated"], false);
 }

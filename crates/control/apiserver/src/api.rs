@@ -42,6 +42,8 @@ pub struct Api {
     pub kubelet: Option<crate::proxy::KubeletClient>,
     /// The tolerations of not-ready and unreachable nodes every pod gets (DefaultTolerationSeconds).
     pub default_tolerations: crate::tolerations::Defaults,
+    /// The ServiceAccount admission plugin is on (upstream's default; `--disable-admission-plugins`).
+    pub service_account_admission: bool,
 }
 
 /// What a request knows of its connection.
@@ -560,12 +562,16 @@ impl Api {
         Err(ApiError::forbidden(info.resource, name, &format!("user not permitted to {verb} requests with signerName {signer:?}")))
     }
 
-    /// Admission of a new object beyond validation: a pod's priority from its PriorityClass,
-    /// a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
+    /// Admission of a new object beyond validation: a pod's ServiceAccount and token volume, its
+    /// priority from its PriorityClass, a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
     async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
             "Pod" => {
                 crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
+                if self.service_account_admission {
+                    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+                    crate::serviceaccount::admit_pod(self.store.as_ref(), r, &ns, obj).await?;
+                }
                 crate::tolerations::admit_pod(obj, self.default_tolerations);
                 crate::runtimeclass::admit_pod(self.store.as_ref(), r, obj).await?;
                 crate::priority::admit_pod(self.store.as_ref(), r, obj).await
@@ -588,6 +594,9 @@ impl Api {
     /// (see [`crate::node`]).
     async fn node_restriction(&self, user: &User, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
         let (Some(node), Some(nodes)) = (crate::node::identity(user), &self.authz.nodes) else { return Ok(()) };
+        if info.resource.plural == "serviceaccounts" && info.subresource.as_deref() == Some("token") && verb == "create" {
+            return self.node_token_restriction(node, info, &parse_body(headers, body)?).await;
+        }
         if !matches!(verb, "create" | "update" | "patch" | "delete") || !matches!(info.resource.plural, "nodes" | "pods" | "leases") {
             return Ok(());
         }
@@ -598,6 +607,35 @@ impl Api {
             .admit(node, verb, info.resource.plural, sub, info.namespace.as_deref().unwrap_or(""), name, obj.as_ref())
             .await
             .map_err(|why| ApiError::forbidden(info.resource, if name.is_empty() { object::name_of(obj.as_ref().unwrap_or(&Value::Null)) } else { name }, &why))
+    }
+
+    /// NodeRestriction of a node's TokenRequest (upstream's `admitServiceAccount`): only tokens
+    /// bound to a pod (by uid) that is bound to the node.
+    async fn node_token_restriction(&self, node: &str, info: &RequestInfo, req: &Value) -> Result<(), ApiError> {
+        let name = info.name.as_deref().unwrap_or("");
+        let deny = |why: String| Err(ApiError::forbidden(info.resource, name, &why));
+        let r = &req["spec"]["boundObjectRef"];
+        if !r.is_object() {
+            return deny("node requested token not bound to a pod".into());
+        }
+        let kind = r["kind"].as_str().unwrap_or("");
+        if kind != "Pod" {
+            return deny(format!("node requested token bound to a {kind}"));
+        }
+        let uid = r["uid"].as_str().unwrap_or("");
+        if uid.is_empty() {
+            return deny("node requested token with a pod binding without a uid".into());
+        }
+        let pods = resources::find("", "v1", "pods").ok_or_else(|| ApiError::internal("core kinds missing"))?;
+        let target = RequestInfo { resource: pods, namespace: info.namespace.clone(), name: Some(r["name"].as_str().unwrap_or("").to_string()), subresource: None };
+        let (pod, _) = self.load(&target).await?;
+        if pod["metadata"]["uid"].as_str() != Some(uid) {
+            return deny(format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"));
+        }
+        if pod["spec"]["nodeName"].as_str() != Some(node) {
+            return deny("node requested token bound to a pod scheduled on a different node".into());
+        }
+        Ok(())
     }
 
     /// Allow the request or fail with upstream's Forbidden.

@@ -58,6 +58,7 @@ pub mod reviews;
 pub mod satoken;
 pub mod rv;
 pub mod selector;
+pub mod serviceaccount;
 pub mod server;
 pub mod status;
 pub mod structural;

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub max_long_running: usize,
     /// The tolerationSeconds of the default not-ready and unreachable tolerations of pods.
     pub default_tolerations: crate::tolerations::Defaults,
+    /// Run the ServiceAccount admission plugin (see [`crate::serviceaccount`]).
+    pub service_account_admission: bool,
     /// Where the built-in default StorageClass (`strata-local`) provisions its hostPath volumes.
     pub local_volumes: PathBuf,
 }
@@ -214,7 +216,7 @@ impl Server {
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
             .map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?;
         let kubelet = Some(crate::proxy::KubeletClient::new(&ca, &cert, &key).map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?);
-        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations }), audit: cfg.audit })
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations, service_account_admission: cfg.service_account_admission }), audit: cfg.audit })
     }
 
     /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where

@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob, Endpoints, EndpointSlice), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob, Endpoints, EndpointSlice, root-CA publisher), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -26,6 +26,7 @@ pub mod job;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod rollout;
+pub mod rootca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod ttl;
@@ -61,6 +62,7 @@ pub const CONTROLLERS: &[&str] = &[
     virtualmachine::IDENTITY,
     endpoints::IDENTITY,
     endpoints::SLICE_IDENTITY,
+    rootca::IDENTITY,
 ];
 
 /// The user name of a controller's identity (`system:serviceaccount:kube-system:NAME`).
@@ -117,6 +119,9 @@ impl Default for Config {
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub node_lifecycle: nodelifecycle::Settings,
+    /// The cluster's CA bundle (PEM) the root-CA publisher puts in every namespace
+    /// (kube-controller-manager's `--root-ca-file`).
+    pub root_ca: Option<String>,
 }
 
 /// Stand for leadership and run every controller while leading; never returns.
@@ -154,6 +159,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         virtualmachine::IDENTITY => virtualmachine::run(c).await,
                         endpoints::IDENTITY => endpoints::run(c).await,
                         endpoints::SLICE_IDENTITY => endpoints::run_slices(c).await,
+                        rootca::IDENTITY => rootca::run(c, settings.root_ca).await,
                         _ => Ok(()),
                     }
                 });

@@ -17,6 +17,10 @@ pub struct ControllersArgs {
     /// suffix).
     #[arg(long)]
     pub identity: Option<String>,
+    /// The CA bundle published as `kube-root-ca.crt` in every namespace (default: the
+    /// kubeconfig's inline cluster CA).
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }
@@ -53,6 +57,7 @@ impl SettingsArgs {
                 secondary_eviction_rate: self.secondary_node_eviction_rate,
                 ..Default::default()
             },
+            root_ca: None,
         }
     }
 }
@@ -84,6 +89,16 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
         let client = strata_client::from_kubeconfig(&path, "kube-controller-manager").await?;
         let mut config = strata_controllers::Config::default();
         config.settings = a.settings.settings();
+        config.settings.root_ca = match &a.root_ca_file {
+            Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
+            None => match strata_client::ca_of_kubeconfig(&path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    eprintln!("strata controllers: no CA bundle to publish as kube-root-ca.crt ({e}); pass --root-ca-file");
+                    None
+                }
+            },
+        };
         if let Some(id) = a.identity {
             config.identity = id;
         }
@@ -114,6 +129,7 @@ pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifeti
     // `<host>_<port>_<random>`: which server of several leads shows in the Lease.
     let mut config = strata_controllers::Config::default();
     config.settings = settings;
+    config.settings.root_ca = Some(std::fs::read_to_string(pki.ca_cert()).context("reading the cluster CA")?);
     config.identity = match config.identity.split_once('_') {
         Some((host, rest)) => format!("{host}_{port}_{rest}"),
         None => format!("{}_{port}", config.identity),

@@ -55,6 +55,11 @@ pub struct ServerArgs {
     /// without one gets.
     #[arg(long, default_value = "300")]
     pub default_unreachable_toleration_seconds: i64,
+    /// Admission plugins to turn off (kube-apiserver's flag; comma-separated). Only
+    /// `ServiceAccount` can be: without it pods get no ServiceAccount check and no token volume
+    /// (for a control plane whose ServiceAccount controller does not run).
+    #[arg(long, value_delimiter = ',')]
+    pub disable_admission_plugins: Vec<String>,
     /// Bearer tokens: CSV lines `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -218,7 +223,11 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(a.watch_queue_length > 0, "--watch-queue-length must be at least 1");
     let watch_cache = strata_apiserver::watchcache::Config { queue: a.watch_queue_length, ..Default::default() };
+    if let Some(p) = a.disable_admission_plugins.iter().find(|p| p.as_str() != "ServiceAccount") {
+        anyhow::bail!("--disable-admission-plugins: {p:?} is not an admission plugin strata can turn off (only ServiceAccount)");
+    }
     let server = Server::bind(ServerConfig {
+        service_account_admission: !a.disable_admission_plugins.iter().any(|p| p == "ServiceAccount"),
         audit,
         listen: a.listen,
         pki: pki.clone(),

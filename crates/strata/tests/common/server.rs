@@ -100,7 +100,8 @@ pub struct Options {
     /// their own writes to pods).
     pub scheduler: bool,
     /// Run the controllers in the server (off by default: most tests look at the API server
-    /// alone and must not see pods or ServiceAccounts appear).
+    /// alone and must not see pods or ServiceAccounts appear). Without them the ServiceAccount
+    /// admission plugin is off too (nothing would make the `default` ServiceAccounts).
     pub controllers: bool,
     /// Run on this etcd (`127.0.0.1:PORT`) instead of one of its own (a second server on
     /// another's store).
@@ -129,7 +130,9 @@ impl ApiServer {
             None => dir.path().to_path_buf(),
         };
         if !opts.controllers {
+            // No ServiceAccount controller makes `default`: pods would be refused.
             extra.push("--no-controllers".to_string());
+            extra.push("--disable-admission-plugins=ServiceAccount".to_string());
         }
         let etcd = match backend {
             Backend::Embedded => None,

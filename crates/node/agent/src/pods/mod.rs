@@ -222,6 +222,70 @@ struct PodState {
     allocatable: Option<(BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, Instant)>,
     /// A launcher pod's VM: its accelerator and why (asked once).
     accelerator: Option<(String, String)>,
+    /// Projected ServiceAccount tokens by [`volumes::token_key`].
+    tokens: HashMap<String, CachedToken>,
+}
+
+/// A projected ServiceAccount token and when the next one is asked for: at 80% of its lifetime
+/// or after 24 hours (kubelet's token manager); the old one serves until it expires if asking fails.
+struct CachedToken {
+    token: String,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// When a token living `ttl` from now should be replaced.
+fn token_refresh_after(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.8).min(Duration::from_secs(24 * 3600))
+}
+
+/// The tokens of the pod's projected `serviceAccountToken` sources (kubelet's): each a
+/// TokenRequest for the pod's ServiceAccount bound to the pod (name and uid), for the source's
+/// audience (the API server's by default) and `expirationSeconds` (3600 by default), kept in
+/// `cache` until [`token_refresh_after`].
+async fn fetch_tokens(shared: &Shared, pod: &Pod, cache: &mut HashMap<String, CachedToken>, out: &mut HashMap<String, Result<String, String>>) {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let sa_name = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(shared.client.clone(), ns);
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        for (i, src) in v.projected.iter().flat_map(|p| p.sources.iter().flatten()).enumerate() {
+            let Some(t) = &src.service_account_token else { continue };
+            let key = volumes::token_key(&v.name, i);
+            let now = Instant::now();
+            if let Some(c) = cache.get(&key).filter(|c| now < c.refresh_at) {
+                out.insert(key, Ok(c.token.clone()));
+                continue;
+            }
+            let bound = BoundObjectReference { api_version: Some("v1".into()), kind: Some("Pod".into()), name: pod.metadata.name.clone(), uid: pod.metadata.uid.clone() };
+            let spec = TokenRequestSpec {
+                audiences: t.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),
+                expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
+                bound_object_ref: Some(bound),
+            };
+            let req = TokenRequest { spec, ..Default::default() };
+            match api.create_token_request(&sa_name, &kube::api::PostParams::default(), &req).await {
+                Ok(tr) => {
+                    let Some(status) = tr.status else {
+                        out.insert(key, Err("failed to fetch token: the TokenRequest has no status".into()));
+                        continue;
+                    };
+                    let ttl = (status.expiration_timestamp.0 - Utc::now()).to_std().unwrap_or_default();
+                    cache.insert(key.clone(), CachedToken { token: status.token.clone(), refresh_at: now + token_refresh_after(ttl), expires_at: now + ttl });
+                    out.insert(key, Ok(status.token));
+                }
+                Err(e) => match cache.get(&key).filter(|c| now < c.expires_at) {
+                    Some(c) => {
+                        tracing::warn!(pod = %uid_of(pod), error = %e, "renewing a service account token; the current one serves until it expires");
+                        out.insert(key, Ok(c.token.clone()));
+                    }
+                    None => {
+                        out.insert(key, Err(format!("failed to fetch token: {e}")));
+                    }
+                },
+            }
+        }
+    }
 }
 
 async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Arc<Notify>, workers: Workers) {
@@ -1022,7 +1086,8 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
     // ConfigMaps and Secrets, then volumes (again every REFS_REFRESH, so updates reach files).
     if st.refs.as_ref().is_none_or(|(_, at)| at.elapsed() >= REFS_REFRESH) {
         match fetch_refs(shared, pod).await {
-            Ok(r) => {
+            Ok(mut r) => {
+                fetch_tokens(shared, pod, &mut st.tokens, &mut r.tokens).await;
                 let dir = pod_dir(shared, &uid);
                 let (pod2, r2) = (pod.clone(), r.clone());
                 let (pip, hip, alloc) = (pod_ip.clone(), host_ip.clone(), allocatable.clone());

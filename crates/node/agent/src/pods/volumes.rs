@@ -1,6 +1,7 @@
 //! Pod volumes on the node, under `<root_dir>/pods/<uid>/volumes/<name>`: emptyDir (a
 //! directory, or a tmpfs with `medium: Memory`), hostPath (with its type checks), configMap,
-//! secret (on a tmpfs), downwardAPI, projected, and persistentVolumeClaim when the claim is
+//! secret (on a tmpfs), downwardAPI, projected (serviceAccountToken sources, with secrets, on a
+//! tmpfs; the tokens come from the worker's TokenRequests), and persistentVolumeClaim when the claim is
 //! bound to a hostPath or local PersistentVolume (the volume's directory itself, as kubelet's
 //! hostPath and local plugins mount it). Files of the API-backed kinds are written as
 //! kubelet's atomic writer does: a fresh timestamped directory, `..data` switched to it by one
@@ -23,6 +24,14 @@ pub struct Refs {
     pub secrets: HashMap<String, Option<Secret>>,
     /// Claims by name, each with the volume it is bound to (when it is and the volume exists).
     pub claims: HashMap<String, Option<(PersistentVolumeClaim, Option<PersistentVolume>)>>,
+    /// ServiceAccount tokens of projected `serviceAccountToken` sources by [`token_key`], or
+    /// why the TokenRequest failed.
+    pub tokens: HashMap<String, Result<String, String>>,
+}
+
+/// The key of a projected volume's `index`th source in [`Refs::tokens`].
+pub fn token_key(volume: &str, index: usize) -> String {
+    format!("{volume}/{index}")
 }
 
 /// Why a volume could not be set up (reported as a `FailedMount` event).
@@ -270,8 +279,19 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
             let mode = p.default_mode.map(|m| m as u32).unwrap_or(0o644);
             let mut files = Files::new();
             let mut has_secret = false;
-            for src in p.sources.iter().flatten() {
-                if let Some(cm) = &src.config_map {
+            for (i, src) in p.sources.iter().flatten().enumerate() {
+                if let Some(t) = &src.service_account_token {
+                    // Tokens are credentials: on a tmpfs, as secrets.
+                    has_secret = true;
+                    let rel = safe_relative(&t.path).ok_or_else(|| verr(name, format!("invalid path {:?}", t.path)))?;
+                    match refs.tokens.get(&token_key(name, i)) {
+                        Some(Ok(token)) => {
+                            files.insert(rel, (token.clone().into_bytes(), mode));
+                        }
+                        Some(Err(why)) => return Err(verr(name, why.clone())),
+                        None => return Err(verr(name, "no service account token requested")),
+                    }
+                } else if let Some(cm) = &src.config_map {
                     let optional = cm.optional.unwrap_or(false);
                     match refs.configmaps.get(&cm.name).cloned().flatten() {
                         Some(obj) => project(name, "configmap", &cm.name, &configmap_data(&obj), cm.items.as_ref(), mode, optional, &mut files)?,
@@ -289,7 +309,7 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
                 } else if let Some(d) = &src.downward_api {
                     downward(name, d.items.as_deref().unwrap_or(&[]), facts, allocatable, mode, &mut files)?;
                 } else {
-                    return Err(verr(name, "unsupported projected source (serviceAccountToken, clusterTrustBundle)"));
+                    return Err(verr(name, "unsupported projected source (clusterTrustBundle)"));
                 }
             }
             if has_secret {
