@@ -691,3 +691,152 @@ spec:
     assert_eq!(review(&token)["status"]["authenticated"], false);
     assert_eq!(review(&newer)["status"]["authenticated"], false);
 }
+
+/// The network namespace of the pod with `uid` (its sandbox's, found by the uid label in the
+/// sandbox records under the server's strata root).
+fn pod_netns(c: &Cluster, uid: &str) -> PathBuf {
+    let dir = c.server.root().join("sandboxes");
+    for e in std::fs::read_dir(&dir).expect("sandboxes").flatten() {
+        let record = std::fs::read_to_string(e.path().join("record.json")).unwrap_or_default();
+        if record.contains(uid) {
+            return PathBuf::from("/run/strata/netns").join(e.file_name());
+        }
+    }
+    panic!("no sandbox of pod {uid} under {}", dir.display())
+}
+
+/// A gRPC health server as grpc-go serves one (`grpc.health.v1.Health/Check` over HTTP/2,
+/// length-prefixed protobuf, `grpc-status` trailers) on `port` inside a pod's network
+/// namespace: it answers `status` (1 SERVING, 2 NOT_SERVING) and records the services asked.
+struct HealthServer {
+    status: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn health_server(netns: &std::path::Path, port: u16) -> HealthServer {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+    let status = Arc::new(AtomicU8::new(1));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let (st, ak) = (status.clone(), asked.clone());
+    let ns = std::fs::File::open(netns).expect("the pod's netns");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // This thread joins the pod's network; the socket stays there.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the pod");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let _ = tx.send(());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((conn, _)) = listener.accept().await {
+                let (st, ak) = (st.clone(), ak.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (st, ak) = (st.clone(), ak.clone());
+                        async move {
+                            use http_body_util::BodyExt;
+                            use hyper::body::{Bytes, Frame};
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            // HealthCheckRequest after the 5-byte frame header: field 1, a string.
+                            let msg = body.get(5..).unwrap_or_default();
+                            let service = match msg {
+                                [0x0a, len, rest @ ..] => String::from_utf8_lossy(rest.get(..*len as usize).unwrap_or_default()).into_owned(),
+                                _ => String::new(),
+                            };
+                            let mut trailers = hyper::HeaderMap::new();
+                            let mut frames = Vec::new();
+                            if path == "/grpc.health.v1.Health/Check" {
+                                ak.lock().expect("asked").push(service);
+                                // HealthCheckResponse: field 1, the status enum.
+                                let s = st.load(Ordering::SeqCst);
+                                frames.push(Frame::data(Bytes::from(vec![0u8, 0, 0, 0, 2, 0x08, s])));
+                                trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                            } else {
+                                trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("12"));
+                            }
+                            frames.push(Frame::trailers(trailers));
+                            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::convert::Infallible>)));
+                            hyper::Response::builder().header("content-type", "application/grpc").body(body)
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(hyper_util::rt::TokioIo::new(conn), svc).await;
+                });
+            }
+        });
+    });
+    rx.recv().expect("the health server started");
+    HealthServer { status, asked }
+}
+
+#[test]
+fn grpc_probes_call_the_health_service_in_the_pod() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: grpc-ready
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    readinessProbe:
+      grpc: {{port: 9555, service: strata.test}}
+      periodSeconds: 1
+      failureThreshold: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: grpc-dead
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    livenessProbe:
+      grpc: {{port: 9556}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+        img = c.image
+    ));
+    // Nobody serves yet: running, not ready.
+    let p = c.wait_pod("grpc-ready", "Running", Duration::from_secs(120), |p| phase(p) == "Running");
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+    c.wait_pod("grpc-ready", "unready without a server", Duration::from_secs(30), |p| condition(p, "Ready") == "False");
+    assert!(
+        eventually(Duration::from_secs(30), || c.events_for("grpc-ready").iter().any(|(r, m)| r == "Unhealthy"
+            && m == &format!("Readiness probe failed: timeout: failed to connect service \"{ip}:9555\" within 1s: context deadline exceeded"))),
+        "{:?}",
+        c.events_for("grpc-ready")
+    );
+    // A health server in the pod: SERVING makes it ready, NOT_SERVING unready again.
+    let server = health_server(&pod_netns(&c, &uid), 9555);
+    c.wait_pod("grpc-ready", "Ready once SERVING", Duration::from_secs(60), |p| condition(p, "Ready") == "True");
+    assert!(server.asked.lock().expect("asked").iter().any(|s| s == "strata.test"), "the probe names its service");
+    server.status.store(2, std::sync::atomic::Ordering::SeqCst);
+    c.wait_pod("grpc-ready", "unready on NOT_SERVING", Duration::from_secs(60), |p| condition(p, "Ready") == "False");
+    assert!(
+        eventually(Duration::from_secs(30), || c
+            .events_for("grpc-ready")
+            .iter()
+            .any(|(r, m)| r == "Unhealthy" && m == "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")")),
+        "{:?}",
+        c.events_for("grpc-ready")
+    );
+    // A liveness probe nobody answers restarts the container.
+    c.wait_pod("grpc-dead", "restarted by its liveness probe", Duration::from_secs(120), |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
+    let events = c.events_for("grpc-dead");
+    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed: timeout: failed to connect service")), "{events:?}");
+    assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
+}

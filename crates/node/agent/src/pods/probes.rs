@@ -1,7 +1,8 @@
 //! Container probes as kubelet runs them: startup, liveness and readiness, each exec (through
 //! the driver's `exec_sync`), httpGet (a plain HTTP/1.1 GET from the node to the pod's IP,
-//! success for 200-399) or tcpSocket (a connect), with initialDelaySeconds, periodSeconds,
-//! timeoutSeconds, successThreshold and failureThreshold.
+//! success for 200-399), tcpSocket (a connect) or grpc (`grpc.health.v1.Health/Check` to the
+//! pod's IP, success for SERVING), with initialDelaySeconds, periodSeconds, timeoutSeconds,
+//! successThreshold and failureThreshold.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -167,7 +168,70 @@ pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Conta
             Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
         };
     }
-    Err("grpc probes are not supported by this agent".into())
+    if let Some(g) = &probe.grpc {
+        let host = pod_ip.ok_or("the pod has no IP")?;
+        let port = u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?;
+        return grpc_check(SocketAddr::new(host, port), g.service.as_deref().unwrap_or(""), timeout).await;
+    }
+    Err("the probe has no handler (exec, httpGet, tcpSocket or grpc)".into())
+}
+
+/// The grpc.health.v1 client (generated from `proto/health.proto` by build.rs).
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// A gRPC probe (kubelet's `pkg/probe/grpc`): `grpc.health.v1.Health/Check` for `service` at
+/// `addr` over plain HTTP/2; SERVING is success, any other answer, error or timeout is failure
+/// with kubelet's message.
+pub async fn grpc_check(addr: SocketAddr, service: &str, timeout: Duration) -> Result<(), String> {
+    use health::health_check_response::ServingStatus;
+    let secs = timeout.as_secs();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent("kube-probe/1.32"))
+        .map_err(|e| format!("error: failed to connect service at \"{addr}\": {e}"))?
+        .connect_timeout(timeout);
+    // As kubelet's blocking dial: a refused connection is tried again until the timeout.
+    let connect = async {
+        loop {
+            match endpoint.connect().await {
+                Ok(c) => return c,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %chain(&e), "gRPC probe: connecting");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    let Ok(channel) = tokio::time::timeout(timeout, connect).await else {
+        return Err(format!("timeout: failed to connect service \"{addr}\" within {secs}s: context deadline exceeded"));
+    };
+    let mut client = health::health_client::HealthClient::new(channel);
+    let answer = tokio::time::timeout(timeout, client.check(health::HealthCheckRequest { service: service.to_string() })).await;
+    match answer {
+        Err(_) => Err(format!("timeout: health rpc did not complete within {secs}s")),
+        Ok(Err(status)) => Err(match status.code() {
+            tonic::Code::Unimplemented => format!("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}", status.message()),
+            tonic::Code::DeadlineExceeded => format!("timeout: health rpc did not complete within {secs}s"),
+            _ => format!("error: health rpc probe failed: rpc error: code = {:?} desc = {}", status.code(), status.message()),
+        }),
+        Ok(Ok(resp)) => match resp.into_inner().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("service unhealthy (responded with {:?})", other.as_str_name())),
+        },
+    }
+}
+
+/// An error with its sources, `: `-separated (tonic's transport errors say little on top).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
