@@ -448,6 +448,11 @@ fn csi_objects_webhook_configurations_and_events_v1() {
     let back = s.get_json("/api/v1/namespaces/default/events/pulled.1");
     assert_eq!((back["involvedObject"]["name"].as_str(), back["message"].as_str(), back["reportingComponent"].as_str()), (Some("unhooked"), Some("image pulled"), Some("example.com/puller")), "{back}");
     assert_eq!(s.items("/apis/events.k8s.io/v1/namespaces/default/events").len(), 2);
+    // Field selectors name the events.k8s.io fields (upstream's field label conversion).
+    let picked = s.items("/apis/events.k8s.io/v1/namespaces/default/events?fieldSelector=regarding.name=unhooked,reason=Pulled");
+    assert_eq!(picked.iter().map(|e| e["note"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["image pulled"], "{picked:?}");
+    let (code, body) = s.curl("GET", "/apis/events.k8s.io/v1/namespaces/default/events?watch=1&timeoutSeconds=1&fieldSelector=regarding.kind=Pod,type=Normal", common::server::Auth::Admin, None, None);
+    assert_eq!((code, body.lines().filter(|l| l.contains("\"regarding\"")).count()), (200, 2), "{body}");
     let err = s.fails(&["create", "-f", "-"], Some(&modern.replace("pulled.1", "bad.1").replace("reportingController: example.com/puller\n", "").replace("type: Normal", "type: Odd")));
     assert!(err.contains("reportingController: Required value") && err.contains("type: Invalid value: \"\": has invalid value: Odd"), "{err}");
     for v in ["1.32", "1.33"] {

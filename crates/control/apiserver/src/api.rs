@@ -712,7 +712,7 @@ impl Api {
     async fn list(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
         let limit = opts.limit;
@@ -735,8 +735,10 @@ impl Api {
             let last_key = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
                 let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
-                crate::convert::served_form(r, &mut v);
+                // Selectors match the stored form, as the watch cache's do (a converted kind's field
+                // selector is translated to it, `convert::field_selector`).
                 if labels.matches(&v) && fields.matches(&v) {
+                    crate::convert::served_form(r, &mut v);
                     items.push(with_rv(v, kv.mod_revision));
                 }
             }
@@ -768,7 +770,7 @@ impl Api {
         use crate::watchcache::{Start, WatchRequest};
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
         let start = match q.get("resourceVersion").map(String::as_str) {
             None | Some("") => Start::Latest,
             Some("0") => Start::Any,
@@ -1532,7 +1534,7 @@ impl Api {
     async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
         let page = self.store.list(&r.list_prefix(info.namespace.as_deref()), None, 0).await?;
         let mut items = Vec::new();
         for kv in page.items {

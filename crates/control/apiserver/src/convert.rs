@@ -21,6 +21,15 @@ pub fn converted(r: &Resource) -> bool {
     !r.custom && matches!((r.group, r.version, r.kind), ("autoscaling", "v1", "HorizontalPodAutoscaler") | ("events.k8s.io", "v1", "Event"))
 }
 
+/// A field selector of a converted kind in the stored form's field names (upstream's field label
+/// conversion of events.k8s.io: `regarding.*` is `involvedObject.*`).
+pub fn field_selector(r: &Resource, s: &str) -> String {
+    if r.custom || !(r.group == "events.k8s.io" && r.kind == "Event") {
+        return s.to_string();
+    }
+    s.split(',').map(|part| part.trim().strip_prefix("regarding.").map_or_else(|| part.to_string(), |rest| format!("involvedObject.{rest}"))).collect::<Vec<_>>().join(",")
+}
+
 /// The object as served at `r`'s version.
 pub fn served_form(r: &Resource, obj: &mut Value) {
     if r.custom {

@@ -27,7 +27,7 @@ fn driver_name(name: &str, at: &str, causes: &mut Vec<Cause>) {
         return;
     }
     if name.len() > 63 {
-        causes.push(Cause { reason: "FieldValueTooLong", field: at.into(), message: format!("Too long: may not be more than 63 bytes") });
+        causes.push(Cause { reason: "FieldValueTooLong", field: at.into(), message: "Too long: may not be more than 63 bytes".to_string() });
     }
     for e in crate::object::dns_subdomain_errors(name) {
         causes.push(invalid(at, &json!(name), &e));

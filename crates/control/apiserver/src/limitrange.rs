@@ -178,7 +178,7 @@ fn resources(v: &Value) -> BTreeMap<String, Quantity> {
 fn add_into(sum: &mut BTreeMap<String, Quantity>, more: &BTreeMap<String, Quantity>) {
     for (k, q) in more {
         let cur = sum.get(k).copied();
-        sum.insert(k.clone(), cur.map_or(*q, |c| c.add(*q)));
+        sum.insert(k.clone(), cur.map_or(*q, |c| c + *q));
     }
 }
 

@@ -103,14 +103,16 @@ impl Quantity {
         }
     }
 
-    /// The sum, in the first operand's format (a zero takes the other's, as `Add` does).
-    pub fn add(self, other: Quantity) -> Quantity {
+}
+
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    /// The sum, in the first operand's format (a zero takes the other's, as apimachinery's
+    /// `Add` does).
+    fn add(self, other: Quantity) -> Quantity {
         let format = if self.milli == 0 && self.format == Format::DecimalSI { other.format } else { self.format };
         Quantity { milli: self.milli + other.milli, format }
-    }
-
-    pub fn sub(self, other: Quantity) -> Quantity {
-        Quantity { milli: self.milli - other.milli, format: self.format }
     }
 }
 
@@ -173,15 +175,15 @@ mod tests {
         for bad in ["", "m", "1.2.3", "1x", "abc", "1e99", "--1"] {
             assert!(Quantity::parse(bad).is_none(), "{bad}");
         }
-        assert_eq!(q("250m").add(q("500m")).to_string(), "750m");
-        assert_eq!(q("500m").add(q("500m")).to_string(), "1");
-        assert_eq!(q("100Mi").add(q("20Mi")).to_string(), "120Mi");
+        assert_eq!((q("250m") + q("500m")).to_string(), "750m");
+        assert_eq!((q("500m") + q("500m")).to_string(), "1");
+        assert_eq!((q("100Mi") + q("20Mi")).to_string(), "120Mi");
         assert_eq!(q("1Gi").to_string(), "1Gi");
         assert_eq!(q("1000").to_string(), "1k");
         assert_eq!(q("2").to_string(), "2");
-        assert_eq!(Quantity::ZERO.add(q("64Mi")).to_string(), "64Mi");
+        assert_eq!((Quantity::ZERO + q("64Mi")).to_string(), "64Mi");
         assert_eq!(q("1500Mi").to_string(), "1500Mi");
-        assert_eq!(q("512").add(q("0")).to_string(), "512");
+        assert_eq!((q("512") + q("0")).to_string(), "512");
         assert_eq!(q("100").value(), 100);
         assert_eq!(q("100m").value(), 1);
     }

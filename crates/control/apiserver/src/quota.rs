@@ -455,7 +455,7 @@ async fn charge(store: &dyn Store, r: &Resource, obj: &Value, delta: List, creat
         let mut new_used = used.clone();
         let mut exceeded = Vec::new();
         for (k, v) in &requested {
-            let sum = used.get(k).copied().unwrap_or(Quantity::ZERO).add(*v);
+            let sum = used.get(k).copied().unwrap_or(Quantity::ZERO) + *v;
             if hard.get(k).is_some_and(|h| sum.milli > h.milli) {
                 exceeded.push(k.clone());
             }
@@ -639,7 +639,7 @@ async fn sync_namespace(store: &dyn Store, ns: &str) -> Result<(), strata_store:
             for o in objs.iter().filter(|o| selectors(&q).iter().all(|s| scope_matches(r, s, o))) {
                 for (k, v) in usage(r, o) {
                     if let Some(u) = used.get_mut(&k) {
-                        *u = u.add(v);
+                        *u = *u + v;
                     }
                 }
             }
