@@ -379,11 +379,11 @@ impl Api {
             }
             "create" => {
                 let obj = parse_body(headers, &body)?;
-                self.create(user, &info, obj, dry_run, fv, &manager).await
+                self.create(user, &info, obj, dry_run, (fv, &body_duplicates(headers, &body, fv)), &manager).await
             }
             "update" => {
                 let obj = parse_body(headers, &body)?;
-                self.update(user, &info, obj, dry_run, fv, &manager).await
+                self.update(user, &info, obj, dry_run, (fv, &body_duplicates(headers, &body, fv)), &manager).await
             }
             "patch" => self.patch(user, &info, &q, headers, body, dry_run, &manager).await,
             "delete" => {
@@ -819,12 +819,12 @@ impl Api {
         }
     }
 
-    async fn create(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
+    async fn create(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, (fv, dups): (FieldValidation, &[String]), manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         if info.subresource.is_some() {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
         }
-        let mut warnings = crate::fields::check(r, &mut obj, fv)?;
+        let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         if r.builtin() == "CertificateSigningRequest" {
@@ -872,7 +872,7 @@ impl Api {
         Err(ApiError::internal("resource quota evaluation timed out"))
     }
 
-    async fn update(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, fv: FieldValidation, manager: &str) -> Result<Response, ApiError> {
+    async fn update(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, (fv, dups): (FieldValidation, &[String]), manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
@@ -890,7 +890,7 @@ impl Api {
         if expected != rev {
             return Err(ApiError::conflict(r, &name));
         }
-        let mut warnings = crate::fields::check(r, &mut obj, fv)?;
+        let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
@@ -993,7 +993,7 @@ impl Api {
                 Some(rv) if rv != rev.to_string() => return Err(ApiError::conflict(r, &name)),
                 _ => rev,
             };
-            let warnings = crate::fields::check(r, &mut new, fv)?;
+            let warnings = crate::fields::check(r, &mut new, fv, &[])?;
             object::prepare_update(r, &mut new, &old, status_only)?;
             self.prepare_kind_update(user, info, &mut new, &old).await?;
             crate::validate::validate(r, &mut new)?;
@@ -1750,6 +1750,17 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
         }
     }
     resp
+}
+
+/// The fields a JSON request body repeats (see [`crate::fields::duplicate_fields`]); not looked
+/// for when the request ignores field problems or the body is not JSON.
+fn body_duplicates(headers: &HeaderMap, body: &Bytes, fv: FieldValidation) -> Vec<String> {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if fv == FieldValidation::Ignore || !matches!(base, "application/json" | "" | "*/*") {
+        return Vec::new();
+    }
+    crate::fields::duplicate_fields(body)
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {

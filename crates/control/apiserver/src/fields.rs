@@ -102,17 +102,90 @@ fn walk(msg: &str, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
     }
 }
 
-/// Remove (or, with Strict, refuse) fields `r`'s kind does not have. Returns warnings.
-pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+/// Remove (or, with Strict, refuse) fields `r`'s kind does not have; `duplicates` are the
+/// paths of fields the request body had more than once ([`duplicate_fields`]), refused or
+/// warned about with them as upstream's strict decoder does. Returns warnings.
+pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation, duplicates: &[String]) -> Result<Vec<String>, ApiError> {
     let unknown = strip_unknown(r, obj);
-    if unknown.is_empty() {
+    if unknown.is_empty() && duplicates.is_empty() {
         return Ok(vec![]);
     }
-    let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let msgs: Vec<String> =
+        unknown.iter().map(|f| format!("unknown field \"{f}\"")).chain(duplicates.iter().map(|f| format!("duplicate field \"{f}\""))).collect();
     match mode {
         FieldValidation::Strict => Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", ")))),
         FieldValidation::Warn => Ok(msgs),
         FieldValidation::Ignore => Ok(vec![]),
+    }
+}
+
+/// The paths of the object keys a JSON document has more than once (`spec.replicas`,
+/// `spec.template.spec.containers[0].image`), in the order their repeats appear; none when it is
+/// not JSON. serde_json keeps the last value of a repeated key, as Go's decoder does.
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    if serde::de::DeserializeSeed::deserialize(Walk { path: String::new(), out: &mut out }, &mut de).is_err() {
+        return Vec::new();
+    }
+    out
+}
+
+/// A visitor that reads a JSON value only to note repeated keys under `path`.
+struct Walk<'a> {
+    path: String,
+    out: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Walk { path, out } = self;
+        let mut i = 0;
+        while seq.next_element_seed(Walk { path: format!("{path}[{i}]"), out: &mut *out })?.is_some() {
+            i += 1;
+        }
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Walk { path, out } = self;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            map.next_value_seed(Walk { path: here.clone(), out: &mut *out })?;
+            if !seen.insert(key) {
+                out.push(here);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -158,29 +231,37 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn duplicate_fields_are_found_with_their_paths() {
+        let body = br#"{"a": 1, "b": {"c": [{"d": 1, "d": 2}, {"e": {"f": 1, "f": 1}}], "c": 0}, "a": 2, "s": "x\"y", "g": {"h": 1}}"#;
+        assert_eq!(duplicate_fields(body), ["b.c[0].d", "b.c[1].e.f", "b.c", "a"]);
+        assert!(duplicate_fields(br#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#).is_empty());
+        assert!(duplicate_fields(b"not json").is_empty());
+    }
+
+    #[test]
     fn strict_warn_ignore() {
         let cm = find("", "v1", "configmaps").expect("cm");
         let o = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "nmae": "y"}, "data": {}, "dtaa": {}});
-        let e = check(cm, &mut o.clone(), FieldValidation::Strict).expect_err("strict");
+        let e = check(cm, &mut o.clone(), FieldValidation::Strict, &[]).expect_err("strict");
         assert_eq!(e.code, 400);
         assert_eq!(e.message, "strict decoding error: unknown field \"dtaa\", unknown field \"metadata.nmae\"");
         let mut w = o.clone();
-        assert_eq!(check(cm, &mut w, FieldValidation::Warn).expect("warn").len(), 2);
+        assert_eq!(check(cm, &mut w, FieldValidation::Warn, &[]).expect("warn").len(), 2);
         assert!(w.get("dtaa").is_none() && w["metadata"].get("nmae").is_none(), "unknown fields are dropped");
         let mut i = o;
-        assert!(check(cm, &mut i, FieldValidation::Ignore).expect("ignore").is_empty());
+        assert!(check(cm, &mut i, FieldValidation::Ignore, &[]).expect("ignore").is_empty());
         let d = find("apps", "v1", "deployments").expect("d");
-        assert!(check(d, &mut json!({"metadata": {}, "spec": {}, "status": {}}), FieldValidation::Strict).is_ok());
+        assert!(check(d, &mut json!({"metadata": {}, "spec": {}, "status": {}}), FieldValidation::Strict, &[]).is_ok());
         // Nested fields, through lists, maps and inlined messages.
         let good = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "labels": {"a": "b"}},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "i", "livenessProbe": {"httpGet": {"path": "/", "port": 80}},
             "resources": {"limits": {"cpu": "1"}}}], "volumes": [{"name": "v", "emptyDir": {}}]}}}});
-        assert!(check(d, &mut good.clone(), FieldValidation::Strict).is_ok());
+        assert!(check(d, &mut good.clone(), FieldValidation::Strict, &[]).is_ok());
         let mut bad = good.clone();
         bad["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
         bad["spec"]["template"]["spec"]["volumes"][0]["emptyDirr"] = json!({});
-        let e = check(d, &mut bad, FieldValidation::Strict).expect_err("nested");
+        let e = check(d, &mut bad, FieldValidation::Strict, &[]).expect_err("nested");
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.template.spec.containers[0].imagee\", unknown field \"spec.template.spec.volumes[0].emptyDirr\"");
     }
 }
