@@ -59,6 +59,9 @@ def main():
             k, _, v = line.rstrip("\n").partition(": ")
             info[k] = v
     skips = load_skips(skips_path)
+    # ginkgo's focus is a Go regular expression; these are Python-compatible.
+    focus = re.compile(info["focus"]) if info.get("focus") else None
+    skip = re.compile(info["skip"]) if info.get("skip") else None
     root = ET.parse(junit).getroot()
     results = []
     for tc in root.iter("testcase"):
@@ -81,6 +84,10 @@ def main():
                     if regex.search(name):
                         reason = "skipped by scripts/conformance-skips.txt: " + why
                         break
+            if reason is None and skip is not None and skip.search(name):
+                reason = "skipped by this run's SKIP (see the command above)"
+            if reason is None and focus is not None and focus.search(name):
+                reason = f"not run: the suite reached its time limit ({info.get('suite_timeout', '?')}) first"
             if reason is None:
                 reason = "not selected by this run's focus"
             results.append((name, "skipped", reason))

@@ -330,12 +330,15 @@ EOF
     export KUBE_TEST_REPO_LIST="$run/repo-list.yaml"
     local started=$SECONDS rc=0
     log "running e2e.test: focus '$FOCUS' skip '$SKIP' in $PROCS processes (log $run/e2e.log)"
-    "$E2E_DIR/ginkgo" --procs="$PROCS" --timeout=24h --no-color --focus="$FOCUS" ${SKIP:+--skip="$SKIP"} \
+    "$E2E_DIR/ginkgo" --procs="$PROCS" --timeout="$SUITE_TIMEOUT" --no-color --focus="$FOCUS" ${SKIP:+--skip="$SKIP"} \
         "$E2E_BIN" -- --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$run/report" \
         > "$run/e2e.log" 2>&1 || rc=$?
     log "e2e.test finished in $((SECONDS - started)) s (exit $rc); JUnit report $run/report/junit_01.xml"
     {
-        echo "command: KUBE_VERSION=$KUBE_VERSION FOCUS='$FOCUS' SKIP='$SKIP' PROCS=$PROCS scripts/conformance.sh"
+        echo "command: KUBE_VERSION=$KUBE_VERSION FOCUS='$FOCUS' SKIP='$SKIP' PROCS=$PROCS SUITE_TIMEOUT=$SUITE_TIMEOUT scripts/conformance.sh"
+        echo "focus: $FOCUS"
+        echo "skip: $SKIP"
+        echo "suite_timeout: $SUITE_TIMEOUT"
         echo "kube_version: $KUBE_VERSION"
         echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
         echo "duration_seconds: $((SECONDS - started))"
@@ -354,6 +357,8 @@ EOF
 
 FOCUS="${FOCUS:-\[Conformance\]}"
 PROCS="${PROCS:-4}"
+# ginkgo's limit for the whole run: specs not reached by then are reported as not run.
+SUITE_TIMEOUT="${SUITE_TIMEOUT:-24h}"
 # What this machine cannot have (docs/conformance.md says why for each): a regex of spec names.
 SKIP="${SKIP-$(awk -F'\t' '!/^#/ && NF {print $1}' "$REPO/scripts/conformance-skips.txt" | paste -sd'|')}"
 
