@@ -471,6 +471,126 @@ fn jobs_complete_fail_after_backoff_and_index_their_pods() {
     assert!(eventually(LONG, || pods(&s, "j1").is_empty()), "{:?}", pods(&s, "j1").iter().map(name).collect::<Vec<_>>());
 }
 
+/// The Job's pods that have not finished.
+fn running_job_pods(s: &ApiServer, ns: &str, job: &str) -> Vec<Value> {
+    pods(s, ns).into_iter().filter(|p| p["metadata"]["labels"]["job-name"] == job && p["metadata"]["deletionTimestamp"].is_null() && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).collect()
+}
+
+/// Finish a pod as a kubelet reports it (`pods/status`): its phase, container `c` terminated
+/// with `exit`, and extra pod conditions.
+fn finish_pod(s: &ApiServer, ns: &str, pod: &str, phase: &str, exit: i32, conditions: Value) {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let reason = if exit == 0 { "Completed" } else { "Error" };
+    let mut conds = vec![json!({ "type": "Ready", "status": "False", "lastTransitionTime": now })];
+    conds.extend(conditions.as_array().cloned().unwrap_or_default().into_iter().map(|mut c| {
+        c["lastTransitionTime"] = json!(now);
+        c
+    }));
+    let body = json!({ "status": { "phase": phase, "conditions": conds, "containerStatuses": [{
+        "name": "c", "image": IMG, "imageID": "", "ready": false, "restartCount": 0,
+        "state": { "terminated": { "exitCode": exit, "reason": reason, "startedAt": now, "finishedAt": now } } }] } });
+    let (code, out) = s.curl("PATCH", &format!("/api/v1/namespaces/{ns}/pods/{pod}/status"), Auth::Admin, Some("application/merge-patch+json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 200, "{out}");
+}
+
+fn job_condition(s: &ApiServer, ns: &str, job: &str, t: &str) -> Value {
+    let j = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/{job}"));
+    j["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == t).cloned()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn job_pod_failure_and_success_policies_decide_as_upstream() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "jp"]);
+    let ns = "jp";
+    // Validation as upstream's.
+    let bad = job_manifest("bad", ns, json!({ "podFailurePolicy": { "rules": [
+        { "action": "Explode", "onExitCodes": { "operator": "In", "values": [0] } },
+        { "action": "Ignore" },
+    ] }, "successPolicy": { "rules": [{ "succeededCount": 1 }] } }));
+    let err = s.fails(&["apply", "-f", "-"], Some(&bad));
+    for want in [
+        r#"spec.podFailurePolicy.rules[0].action: Unsupported value: "Explode": supported values: "Count", "FailIndex", "FailJob", "Ignore""#,
+        "spec.podFailurePolicy.rules[0].onExitCodes.values[0]: Invalid value: 0: must not be 0 for the In operator",
+        "spec.podFailurePolicy.rules[1]: Invalid value: specifying one of OnExitCodes and OnPodConditions is required",
+        "spec.successPolicy: Invalid value: ",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+
+    // podFailurePolicy: a disruption is ignored, exit 1 counts, exit 42 of container c fails the Job.
+    let policy = json!({ "completions": 3, "backoffLimit": 6, "podFailurePolicy": { "rules": [
+        { "action": "FailJob", "onExitCodes": { "containerName": "c", "operator": "In", "values": [42] } },
+        { "action": "Ignore", "onPodConditions": [{ "type": "DisruptionTarget" }] },
+    ] } });
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("fj", ns, policy)));
+    let job = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/fj"));
+    assert_eq!(job["spec"]["podFailurePolicy"]["rules"][1]["onPodConditions"][0]["status"], "True", "status defaulted");
+    let next_pod = |after: &[String]| -> String {
+        let mut found = String::new();
+        assert!(
+            eventually(LONG, || {
+                let ps = running_job_pods(&s, ns, "fj");
+                found = ps.iter().map(name).find(|n| !after.contains(n)).unwrap_or_default();
+                ps.len() == 1 && !found.is_empty()
+            }),
+            "no new pod of fj: {:?}",
+            pods(&s, ns).iter().map(name).collect::<Vec<_>>()
+        );
+        found
+    };
+    let first = next_pod(&[]);
+    finish_pod(&s, ns, &first, "Failed", 137, json!([{ "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI" }]));
+    let second = next_pod(std::slice::from_ref(&first));
+    let status = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/fj"))["status"].clone();
+    assert!(status["failed"].as_i64().unwrap_or(0) == 0, "an ignored failure is not counted: {status}");
+    finish_pod(&s, ns, &second, "Failed", 1, json!([]));
+    assert!(eventually(LONG, || s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/fj"))["status"]["failed"] == 1), "exit 1 counts");
+    let third = next_pod(&[first.clone(), second.clone()]);
+    finish_pod(&s, ns, &third, "Failed", 42, json!([]));
+    let out = s.ok(&["wait", "--for=condition=failed", "job/fj", "-n", ns, "--timeout=90s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let message = format!("Container c for pod {ns}/{third} failed with exit code 42 matching FailJob rule at index 0");
+    for t in ["FailureTarget", "Failed"] {
+        let c = job_condition(&s, ns, "fj", t);
+        assert_eq!((c["status"].as_str(), c["reason"].as_str(), c["message"].as_str()), (Some("True"), Some("PodFailurePolicy"), Some(message.as_str())), "{t}: {c}");
+    }
+    assert!(eventually(LONG, || s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/fj"))["status"]["failed"] == 2), "{}", s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/fj"))["status"]);
+    let warned = || {
+        let events: Value = serde_json::from_str(&s.ok(&["get", "events", "-n", ns, "--field-selector", "involvedObject.name=fj", "-o", "json"])).unwrap_or(Value::Null);
+        events["items"].as_array().is_some_and(|es| es.iter().any(|e| e["type"] == "Warning" && e["reason"] == "PodFailurePolicy" && e["message"] == message.as_str()))
+    };
+    assert!(eventually(LONG, warned), "no PodFailurePolicy event");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(running_job_pods(&s, ns, "fj").is_empty(), "no pod after the Job failed");
+
+    // successPolicy: indexes 1 and 2 succeeding complete the Job; the other pods are deleted.
+    let success = json!({ "completions": 4, "parallelism": 4, "completionMode": "Indexed", "successPolicy": { "rules": [{ "succeededIndexes": "1-2" }] } });
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("sp", ns, success)));
+    let mut by_index = std::collections::BTreeMap::new();
+    assert!(eventually(LONG, || {
+        by_index = pods(&s, ns)
+            .into_iter()
+            .filter(|p| p["metadata"]["labels"]["job-name"] == "sp")
+            .map(|p| (p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string(), name(&p)))
+            .collect();
+        by_index.len() == 4
+    }));
+    finish_pod(&s, ns, &by_index["1"], "Succeeded", 0, json!([]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(job_condition(&s, ns, "sp", "Complete").is_null(), "one of the rule's indexes is not enough");
+    finish_pod(&s, ns, &by_index["2"], "Succeeded", 0, json!([]));
+    s.ok(&["wait", "--for=condition=complete", "job/sp", "-n", ns, "--timeout=90s"]);
+    for t in ["SuccessCriteriaMet", "Complete"] {
+        let c = job_condition(&s, ns, "sp", t);
+        assert_eq!((c["status"].as_str(), c["reason"].as_str(), c["message"].as_str()), (Some("True"), Some("SuccessPolicy"), Some("Matched rules at index 0")), "{t}: {c}");
+    }
+    let st = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/sp"))["status"].clone();
+    assert_eq!((st["succeeded"].clone(), st["completedIndexes"].clone()), (json!(2), json!("1-2")), "{st}");
+    assert!(st["completionTime"].is_string(), "{st}");
+    assert!(eventually(LONG, || running_job_pods(&s, ns, "sp").is_empty()), "indexes 0 and 3 are deleted");
+}
+
 #[test]
 fn replication_controllers_keep_their_replicas_like_replicasets() {
     let s = server(Backend::Embedded);

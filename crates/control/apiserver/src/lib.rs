@@ -29,6 +29,7 @@ pub mod fieldpath;
 pub mod fields;
 pub mod files;
 pub mod fuzzing;
+pub mod job;
 pub mod jsonpath;
 pub mod limitrange;
 pub mod gnostic;

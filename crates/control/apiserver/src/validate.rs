@@ -51,6 +51,8 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             if obj["spec"]["suspend"].is_null() {
                 obj["spec"]["suspend"] = json!(false);
             }
+            crate::job::default(&mut obj["spec"]);
+            crate::job::validate(&obj["spec"], &mut causes);
             // Upstream's generated selector: the Job's own uid (unless spec.manualSelector).
             let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
             if obj["spec"]["selector"].is_null() && obj["spec"]["manualSelector"] != true && !uid.is_empty() && obj["spec"]["template"].is_object() {

@@ -8,15 +8,24 @@
 //! upstream counts them: a finished pod's uid goes into `status.uncountedTerminatedPods` first,
 //! then its finalizer is removed, then it moves into the counters — each step a separate write,
 //! so a controller killed between any two counts every pod exactly once, and a deleted pod is
-//! never lost from the counts. Not done: podFailurePolicy, successPolicy (`ttl.rs` does
-//! ttlSecondsAfterFinished).
+//! never lost from the counts.
+//!
+//! A `podFailurePolicy` decides about each failed pod by its first matching rule (exit codes of
+//! its containers, In/NotIn and optionally one container; or its conditions, e.g.
+//! `DisruptionTarget`): FailJob fails the Job (`FailureTarget` then `Failed`, reason
+//! `PodFailurePolicy`, upstream's message), Ignore neither counts the pod as failed nor toward
+//! `backoffLimit` (a replacement is made), Count is the default; with a policy only pods in the
+//! Failed phase count as failed. A `successPolicy` (Indexed Jobs) completes the Job once one of its
+//! rules holds for the succeeded indexes (`SuccessCriteriaMet` then `Complete`, reason
+//! `SuccessPolicy`); the remaining pods are deleted. Not done: backoffLimitPerIndex and the
+//! FailIndex action (`ttl.rs` does ttlSecondsAfterFinished).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, PodFailurePolicy, SuccessPolicy, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -100,9 +109,76 @@ fn finished(p: &Pod) -> bool {
     matches!(phase(p), "Succeeded" | "Failed")
 }
 
-/// A pod deleted before it finished counts as failed (upstream, once its finalizer is held).
-fn failed(p: &Pod) -> bool {
-    phase(p) == "Failed" || (p.metadata.deletion_timestamp.is_some() && phase(p) != "Succeeded")
+/// A pod deleted before it finished counts as failed (upstream, once its finalizer is held),
+/// unless the Job has a pod failure policy: then only the Failed phase counts (upstream's
+/// `isPodFailed` with `onlyReplaceFailedPods`).
+fn failed(p: &Pod, spec: &JobSpec) -> bool {
+    phase(p) == "Failed" || (spec.pod_failure_policy.is_none() && p.metadata.deletion_timestamp.is_some() && phase(p) != "Succeeded")
+}
+
+/// What a pod failure policy says of a failed pod (upstream's `matchPodFailurePolicy`): the
+/// FailJob message, whether the failure counts (toward `backoffLimit` and `status.failed`), and
+/// the action of the first rule that matches. FailIndex (backoffLimitPerIndex) is not
+/// implemented: such rules are passed over.
+pub fn match_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) -> (Option<String>, bool, Option<&'static str>) {
+    let Some(policy) = policy else { return (None, true, None) };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let status = pod.status.clone().unwrap_or_default();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let matched: Option<String> = if let Some(req) = &rule.on_exit_codes {
+            // Regular containers first, then init containers; only non-zero exits.
+            status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten()).find_map(|cs| {
+                let t = cs.state.as_ref()?.terminated.as_ref()?;
+                let named = req.container_name.as_ref().is_none_or(|n| *n == cs.name);
+                let hit = match req.operator.as_str() {
+                    "In" => req.values.contains(&t.exit_code),
+                    "NotIn" => !req.values.contains(&t.exit_code),
+                    _ => false,
+                };
+                (named && t.exit_code != 0 && hit).then(|| format!("Container {} for pod {ns}/{name} failed with exit code {} matching FailJob rule at index {index}", cs.name, t.exit_code))
+            })
+        } else if let Some(patterns) = &rule.on_pod_conditions {
+            status.conditions.iter().flatten().find(|c| patterns.iter().any(|p| p.type_ == c.type_ && p.status == c.status)).map(|c| format!("Pod {ns}/{name} has condition {} matching FailJob rule at index {index}", c.type_))
+        } else {
+            None
+        };
+        let Some(message) = matched else { continue };
+        match rule.action.as_str() {
+            "Ignore" => return (None, false, Some("Ignore")),
+            "Count" => return (None, true, Some("Count")),
+            "FailJob" => return (Some(message), true, Some("FailJob")),
+            _ => {}
+        }
+    }
+    (None, true, None)
+}
+
+/// The message of a SuccessCriteriaMet condition when one of the rules of a success policy
+/// holds for `succeeded` indexes of an Indexed Job (upstream's `matchSuccessPolicy`).
+pub fn match_success_policy(policy: Option<&SuccessPolicy>, completions: i32, succeeded: &BTreeSet<i32>) -> Option<String> {
+    let policy = policy?;
+    if succeeded.is_empty() {
+        return None;
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let matched = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(s), count) => {
+                let required: BTreeSet<i32> = parse_indexes(s).into_iter().filter(|i| *i < completions).collect();
+                if required.is_empty() {
+                    continue;
+                }
+                let contains = required.intersection(succeeded).count();
+                contains == required.len() || count.is_some_and(|c| contains >= c.max(0) as usize)
+            }
+            (None, Some(c)) => succeeded.len() >= c.max(0) as usize,
+            (None, None) => false,
+        };
+        if matched {
+            return Some(format!("Matched rules at index {index}"));
+        }
+    }
+    None
 }
 
 fn index_of(p: &Pod) -> Option<i32> {
@@ -222,9 +298,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         if phase(p) == "Succeeded" {
             u_succ.insert(puid);
             added = true;
-        } else if failed(p) && (finished(p) || p.metadata.deletion_timestamp.is_some()) {
-            u_fail.insert(puid);
-            added = true;
+        } else if failed(p, spec) && (finished(p) || p.metadata.deletion_timestamp.is_some()) {
+            if match_failure_policy(spec.pod_failure_policy.as_ref(), p).1 {
+                u_fail.insert(puid);
+                added = true;
+            } else {
+                // Ignored by the pod failure policy: not a failure; its replacement comes.
+                remove_tracking(&ctx, p).await?;
+            }
         }
     }
     if added {
@@ -288,7 +369,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let mut delete_active = false;
     if !done {
         let deadline_hit = spec.active_deadline_seconds.zip(st.start_time.as_ref()).is_some_and(|(d, t)| t.0 + chrono::Duration::seconds(d) <= now);
-        if failed_n > spec.backoff_limit.unwrap_or(6) {
+        let fail_job = if spec.pod_failure_policy.is_some() { pods.iter().filter(|p| failed(p, spec)).find_map(|p| match_failure_policy(spec.pod_failure_policy.as_ref(), p).0) } else { None };
+        let success = if indexed { match_success_policy(spec.success_policy.as_ref(), completions.unwrap_or(0), &completed) } else { None };
+        if let Some(message) = fail_job {
+            set_condition(&mut st, "FailureTarget", "True", "PodFailurePolicy", &message);
+            set_condition(&mut st, "Failed", "True", "PodFailurePolicy", &message);
+            ctx.recorder.publish(&job, EventType::Warning, "PodFailurePolicy", message);
+            delete_active = true;
+        } else if failed_n > spec.backoff_limit.unwrap_or(6) {
             set_condition(&mut st, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             set_condition(&mut st, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             ctx.recorder.publish(&job, EventType::Warning, "BackoffLimitExceeded", "Job has reached the specified backoff limit");
@@ -297,6 +385,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             set_condition(&mut st, "FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
             set_condition(&mut st, "Failed", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
             ctx.recorder.publish(&job, EventType::Warning, "DeadlineExceeded", "Job was active longer than specified deadline");
+            delete_active = true;
+        } else if let Some(message) = success {
+            set_condition(&mut st, "SuccessCriteriaMet", "True", "SuccessPolicy", &message);
+            set_condition(&mut st, "Complete", "True", "SuccessPolicy", &message);
+            st.completion_time = Some(Time(now));
+            ctx.recorder.publish(&job, EventType::Normal, "Completed", "Job completed");
             delete_active = true;
         } else if completions.is_some_and(|c| succeeded >= c) || (completions.is_none() && succeeded > 0 && active.is_empty()) {
             set_condition(&mut st, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods");
@@ -337,13 +431,16 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             Some(c) => parallelism.min(c - succeeded - u_succ.len() as i32).max(0),
             None => if succeeded > 0 { 0 } else { parallelism },
         } as usize;
-        if active.len() < want {
+        // With a pod failure policy a terminating pod is replaced only once it has failed
+        // (upstream's podReplacementPolicy Failed, the only one allowed with a policy).
+        let terminating = if spec.pod_failure_policy.is_some() { pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_some()).count() } else { 0 };
+        if active.len() + terminating < want {
             let mut indexes: Vec<Option<i32>> = Vec::new();
             if indexed {
                 let c = completions.unwrap_or(1);
-                let running: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+                let running: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).chain(pods.iter().filter(|p| terminating > 0 && !finished(p) && p.metadata.deletion_timestamp.is_some()).filter_map(|p| index_of(p))).collect();
                 for i in 0..c {
-                    if indexes.len() + active.len() >= want {
+                    if indexes.len() + active.len() + terminating >= want {
                         break;
                     }
                     if !succeeded_idx.contains(&i) && !running.contains(&i) {
@@ -351,7 +448,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                     }
                 }
             } else {
-                indexes = vec![None; want - active.len()];
+                indexes = vec![None; want - active.len() - terminating];
             }
             for idx in indexes {
                 let pod = pod_for(&job, idx);
@@ -429,6 +526,74 @@ fn pod_for(job: &Job, index: Option<i32>) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed_pod(exits: &[(&str, i32)], init_exits: &[(&str, i32)], conditions: &[(&str, &str)]) -> Pod {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus};
+        let cs = |v: &[(&str, i32)]| -> Vec<ContainerStatus> {
+            v.iter()
+                .map(|(n, code)| ContainerStatus {
+                    name: n.to_string(),
+                    state: Some(ContainerState { terminated: Some(ContainerStateTerminated { exit_code: *code, ..Default::default() }), ..Default::default() }),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        Pod {
+            metadata: ObjectMeta { name: Some("p".into()), namespace: Some("ns".into()), ..Default::default() },
+            spec: None,
+            status: Some(PodStatus {
+                phase: Some("Failed".into()),
+                container_statuses: Some(cs(exits)),
+                init_container_statuses: Some(cs(init_exits)),
+                conditions: Some(conditions.iter().map(|(t, st)| PodCondition { type_: t.to_string(), status: st.to_string(), ..Default::default() }).collect()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_match_in_order() {
+        use k8s_openapi::api::batch::v1::{PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule};
+        let exit = |action: &str, container: Option<&str>, op: &str, values: &[i32]| PodFailurePolicyRule {
+            action: action.into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement { container_name: container.map(str::to_string), operator: op.into(), values: values.to_vec() }),
+            on_pod_conditions: None,
+        };
+        let cond = |action: &str, t: &str| PodFailurePolicyRule {
+            action: action.into(),
+            on_exit_codes: None,
+            on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern { type_: t.into(), status: "True".into() }]),
+        };
+        let policy = PodFailurePolicy { rules: vec![cond("Ignore", "DisruptionTarget"), exit("FailJob", Some("main"), "In", &[42]), exit("Count", None, "NotIn", &[0, 1])] };
+        let p = Some(&policy);
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("main", 42)], &[], &[])), (Some("Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1".into()), true, Some("FailJob")));
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("main", 42)], &[], &[("DisruptionTarget", "True")])), (None, false, Some("Ignore")), "the first matching rule decides");
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("main", 42)], &[], &[("DisruptionTarget", "False")])).2, Some("FailJob"), "status must match");
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("side", 42)], &[], &[])), (None, true, Some("Count")), "another container: the NotIn rule");
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("side", 1)], &[], &[])), (None, true, None), "no rule: counted");
+        assert_eq!(match_failure_policy(p, &failed_pod(&[("main", 0)], &[("init", 7)], &[])).2, Some("Count"), "init containers too; exit 0 never matches");
+        let fail_on_condition = PodFailurePolicy { rules: vec![cond("FailJob", "DisruptionTarget")] };
+        assert_eq!(match_failure_policy(Some(&fail_on_condition), &failed_pod(&[], &[], &[("DisruptionTarget", "True")])).0.as_deref(), Some("Pod ns/p has condition DisruptionTarget matching FailJob rule at index 0"));
+        assert_eq!(match_failure_policy(None, &failed_pod(&[("main", 42)], &[], &[])), (None, true, None));
+    }
+
+    #[test]
+    fn success_policy_rules() {
+        use k8s_openapi::api::batch::v1::SuccessPolicyRule;
+        let rule = |idx: Option<&str>, count: Option<i32>| SuccessPolicyRule { succeeded_indexes: idx.map(str::to_string), succeeded_count: count };
+        let policy = SuccessPolicy { rules: vec![rule(Some("0,2-3"), Some(2)), rule(None, Some(4)), rule(Some("1"), None)] };
+        let set = |v: &[i32]| v.iter().copied().collect::<BTreeSet<i32>>();
+        let m = |s: &[i32]| match_success_policy(Some(&policy), 5, &set(s));
+        assert_eq!(m(&[]), None);
+        assert_eq!(m(&[0]), None, "one of 0,2-3: not two");
+        assert_eq!(m(&[0, 3]).as_deref(), Some("Matched rules at index 0"));
+        assert_eq!(m(&[1]).as_deref(), Some("Matched rules at index 2"));
+        assert_eq!(m(&[0, 4]), None);
+        let all = SuccessPolicy { rules: vec![rule(Some("0-1"), None)] };
+        assert_eq!(match_success_policy(Some(&all), 5, &set(&[0])), None, "every index of the rule without a count");
+        assert_eq!(match_success_policy(Some(&all), 5, &set(&[0, 1])).as_deref(), Some("Matched rules at index 0"));
+        assert_eq!(match_success_policy(None, 5, &set(&[0, 1])), None);
+    }
 
     #[test]
     fn completed_indexes_round_trip() {
