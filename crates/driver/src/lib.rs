@@ -18,6 +18,7 @@ mod registry;
 mod workload_log;
 mod types;
 
+pub use container::rootfs::is_mountpoint;
 pub use container::ContainerDriver;
 pub use vm::VmDriver;
 pub use microvm::{MicroVmConfig, MicroVmRuntime};

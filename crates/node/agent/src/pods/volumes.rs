@@ -54,14 +54,10 @@ fn safe_relative(p: &str) -> Option<PathBuf> {
     (!p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))).then(|| path.to_path_buf())
 }
 
-fn is_mounted(path: &Path) -> bool {
-    let want = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(4) == Some(want.as_str()))
-}
-
 fn mount_tmpfs(dir: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    if is_mounted(dir) {
+    // By device first: the mount table has a few lines per pod, and this runs in every sync.
+    if strata_driver::is_mountpoint(dir) {
         return Ok(());
     }
     let mut data = format!("mode={mode:o}");
