@@ -24,7 +24,8 @@ def first_failure_line(text):
         if not line:
             continue
         line = re.sub(r"^\[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED)\] ", "", line)
-        return line
+        # Some failures print whole objects on one line: the start says what failed.
+        return line if len(line) <= 300 else line[:300] + " …"
     return "(no message)"
 
 
