@@ -7,19 +7,6 @@ use serde_json::{json, Value};
 
 use crate::status::Cause;
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
-fn required(field: &str) -> Cause {
-    Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
-}
-
-fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
-    let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {list}") }
-}
-
 /// Defaults and validation of an HPA in whatever version the request has; the object keeps
 /// its version.
 pub fn validate(obj: &mut Value, causes: &mut Vec<Cause>) {
@@ -64,10 +51,10 @@ fn default_v2(obj: &mut Value) {
 
 fn validate_target(t: &Value, at: &str, causes: &mut Vec<Cause>) {
     match t["type"].as_str() {
-        None => causes.push(required(&format!("{at}.type"))),
+        None => causes.push(Cause::required(&format!("{at}.type"), "")),
         Some("Utilization") => match t["averageUtilization"].as_i64() {
             None => causes.push(Cause { reason: "FieldValueRequired", field: format!("{at}.averageUtilization"), message: "Required value: must set either a target raw value or a target utilization".into() }),
-            Some(u) if u <= 0 => causes.push(invalid(&format!("{at}.averageUtilization"), &json!(u), "must be greater than 0")),
+            Some(u) if u <= 0 => causes.push(Cause::invalid(&format!("{at}.averageUtilization"), &json!(u), "must be greater than 0")),
             Some(_) => {}
         },
         Some("Value") => {
@@ -80,12 +67,12 @@ fn validate_target(t: &Value, at: &str, causes: &mut Vec<Cause>) {
                 causes.push(Cause { reason: "FieldValueRequired", field: format!("{at}.averageValue"), message: "Required value: must set either a target value or averageValue".into() });
             }
         }
-        Some(other) => causes.push(not_supported(&format!("{at}.type"), &json!(other), &["AverageValue", "Utilization", "Value"])),
+        Some(other) => causes.push(Cause::not_supported(&format!("{at}.type"), &json!(other), &["AverageValue", "Utilization", "Value"])),
     }
     for f in ["value", "averageValue"] {
         if let Some(q) = crate::quantity::Quantity::of(&t[f]) {
             if q.milli <= 0 {
-                causes.push(invalid(&format!("{at}.{f}"), &t[f], "must be positive"));
+                causes.push(Cause::invalid(&format!("{at}.{f}"), &t[f], "must be positive"));
             }
         }
     }
@@ -97,23 +84,23 @@ fn validate_v2(obj: &Value, causes: &mut Vec<Cause>) {
     for f in ["kind", "name"] {
         let v = spec["scaleTargetRef"][f].as_str().unwrap_or("");
         if v.is_empty() {
-            causes.push(required(&format!("spec.scaleTargetRef.{f}")));
+            causes.push(Cause::required(&format!("spec.scaleTargetRef.{f}"), ""));
         } else {
             for e in crate::object::path_segment_errors(v) {
-                causes.push(invalid(&format!("spec.scaleTargetRef.{f}"), &json!(v), &e));
+                causes.push(Cause::invalid(&format!("spec.scaleTargetRef.{f}"), &json!(v), &e));
             }
         }
     }
     let min = spec["minReplicas"].as_i64().unwrap_or(1);
     let max = spec["maxReplicas"].as_i64().unwrap_or(0);
     if min < 1 {
-        causes.push(invalid("spec.minReplicas", &json!(min), "must be greater than or equal to 1"));
+        causes.push(Cause::invalid("spec.minReplicas", &json!(min), "must be greater than or equal to 1"));
     }
     if max < 1 {
-        causes.push(invalid("spec.maxReplicas", &json!(max), "must be greater than 0"));
+        causes.push(Cause::invalid("spec.maxReplicas", &json!(max), "must be greater than 0"));
     }
     if max < min {
-        causes.push(invalid("spec.maxReplicas", &json!(max), "must be greater than or equal to `minReplicas`"));
+        causes.push(Cause::invalid("spec.maxReplicas", &json!(max), "must be greater than or equal to `minReplicas`"));
     }
     for (i, m) in spec["metrics"].as_array().into_iter().flatten().enumerate() {
         let at = format!("spec.metrics[{i}]");
@@ -125,10 +112,10 @@ fn validate_v2(obj: &Value, causes: &mut Vec<Cause>) {
                     continue;
                 }
                 if m[key]["name"].as_str().unwrap_or("").is_empty() {
-                    causes.push(required(&format!("{at}.{key}.name")));
+                    causes.push(Cause::required(&format!("{at}.{key}.name"), ""));
                 }
                 if key == "containerResource" && m[key]["container"].as_str().unwrap_or("").is_empty() {
-                    causes.push(required(&format!("{at}.{key}.container")));
+                    causes.push(Cause::required(&format!("{at}.{key}.container"), ""));
                 }
                 validate_target(&m[key]["target"], &format!("{at}.{key}.target"), causes);
             }
@@ -139,12 +126,12 @@ fn validate_v2(obj: &Value, causes: &mut Vec<Cause>) {
                     continue;
                 }
                 if m[key.as_str()]["metric"]["name"].as_str().unwrap_or("").is_empty() {
-                    causes.push(required(&format!("{at}.{key}.metric.name")));
+                    causes.push(Cause::required(&format!("{at}.{key}.metric.name"), ""));
                 }
                 validate_target(&m[key.as_str()]["target"], &format!("{at}.{key}.target"), causes);
             }
             "" => causes.push(Cause { reason: "FieldValueRequired", field: format!("{at}.type"), message: "Required value: must specify a metric source type".into() }),
-            other => causes.push(not_supported(&format!("{at}.type"), &json!(other), &["ContainerResource", "External", "Object", "Pods", "Resource"])),
+            other => causes.push(Cause::not_supported(&format!("{at}.type"), &json!(other), &["ContainerResource", "External", "Object", "Pods", "Resource"])),
         }
     }
     for dir in ["scaleUp", "scaleDown"] {
@@ -152,25 +139,25 @@ fn validate_v2(obj: &Value, causes: &mut Vec<Cause>) {
         let at = format!("spec.behavior.{dir}");
         if let Some(w) = rules["stabilizationWindowSeconds"].as_i64() {
             if !(0..=3600).contains(&w) {
-                causes.push(invalid(&format!("{at}.stabilizationWindowSeconds"), &json!(w), "must be less than or equal to 3600"));
+                causes.push(Cause::invalid(&format!("{at}.stabilizationWindowSeconds"), &json!(w), "must be less than or equal to 3600"));
             }
         }
         if let Some(p) = rules["selectPolicy"].as_str() {
             if !matches!(p, "Max" | "Min" | "Disabled") {
-                causes.push(not_supported(&format!("{at}.selectPolicy"), &json!(p), &["Disabled", "Max", "Min"]));
+                causes.push(Cause::not_supported(&format!("{at}.selectPolicy"), &json!(p), &["Disabled", "Max", "Min"]));
             }
         }
         for (i, p) in rules["policies"].as_array().into_iter().flatten().enumerate() {
             let pat = format!("{at}.policies[{i}]");
             if !matches!(p["type"].as_str(), Some("Pods" | "Percent")) {
-                causes.push(not_supported(&format!("{pat}.type"), &p["type"], &["Percent", "Pods"]));
+                causes.push(Cause::not_supported(&format!("{pat}.type"), &p["type"], &["Percent", "Pods"]));
             }
             if p["value"].as_i64().unwrap_or(0) <= 0 {
-                causes.push(invalid(&format!("{pat}.value"), &p["value"], "must be greater than zero"));
+                causes.push(Cause::invalid(&format!("{pat}.value"), &p["value"], "must be greater than zero"));
             }
             let period = p["periodSeconds"].as_i64().unwrap_or(0);
             if !(1..=1800).contains(&period) {
-                causes.push(invalid(&format!("{pat}.periodSeconds"), &json!(period), "must be greater than zero and less than or equal to 1800"));
+                causes.push(Cause::invalid(&format!("{pat}.periodSeconds"), &json!(period), "must be greater than zero and less than or equal to 1800"));
             }
         }
     }

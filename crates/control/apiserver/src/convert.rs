@@ -271,24 +271,32 @@ fn mv(src: &mut Value, from: &str, dst: &mut Value, to: &str) {
     }
 }
 
+/// (core/v1 field, events.k8s.io/v1 field) of an Event; `count` is `deprecatedCount` (apart:
+/// a zero count is not written).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("metadata", "metadata"),
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reason", "reason"),
+    ("type", "type"),
+    ("action", "action"),
+    ("related", "related"),
+    ("eventTime", "eventTime"),
+    ("reportingComponent", "reportingController"),
+    ("reportingInstance", "reportingInstance"),
+    ("series", "series"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+];
+
 /// core/v1 Event -> events.k8s.io/v1 (upstream's `Convert_core_Event_To_v1_Event`).
 fn event_to_events_v1(obj: &mut Value) {
     let mut core = obj.take();
     let mut out = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event"});
-    mv(&mut core, "metadata", &mut out, "metadata");
-    mv(&mut core, "involvedObject", &mut out, "regarding");
-    mv(&mut core, "message", &mut out, "note");
-    mv(&mut core, "reason", &mut out, "reason");
-    mv(&mut core, "type", &mut out, "type");
-    mv(&mut core, "action", &mut out, "action");
-    mv(&mut core, "related", &mut out, "related");
-    mv(&mut core, "eventTime", &mut out, "eventTime");
-    mv(&mut core, "reportingComponent", &mut out, "reportingController");
-    mv(&mut core, "reportingInstance", &mut out, "reportingInstance");
-    mv(&mut core, "series", &mut out, "series");
-    mv(&mut core, "source", &mut out, "deprecatedSource");
-    mv(&mut core, "firstTimestamp", &mut out, "deprecatedFirstTimestamp");
-    mv(&mut core, "lastTimestamp", &mut out, "deprecatedLastTimestamp");
+    for (from, to) in EVENT_FIELDS {
+        mv(&mut core, from, &mut out, to);
+    }
     if let Some(n) = core["count"].as_i64().filter(|n| *n != 0) {
         out["deprecatedCount"] = json!(n);
     }
@@ -303,20 +311,9 @@ fn event_to_events_v1(obj: &mut Value) {
 fn event_to_core(obj: &mut Value) {
     let mut ev = obj.take();
     let mut out = json!({"apiVersion": "v1", "kind": "Event"});
-    mv(&mut ev, "metadata", &mut out, "metadata");
-    mv(&mut ev, "regarding", &mut out, "involvedObject");
-    mv(&mut ev, "note", &mut out, "message");
-    mv(&mut ev, "reason", &mut out, "reason");
-    mv(&mut ev, "type", &mut out, "type");
-    mv(&mut ev, "action", &mut out, "action");
-    mv(&mut ev, "related", &mut out, "related");
-    mv(&mut ev, "eventTime", &mut out, "eventTime");
-    mv(&mut ev, "reportingController", &mut out, "reportingComponent");
-    mv(&mut ev, "reportingInstance", &mut out, "reportingInstance");
-    mv(&mut ev, "series", &mut out, "series");
-    mv(&mut ev, "deprecatedSource", &mut out, "source");
-    mv(&mut ev, "deprecatedFirstTimestamp", &mut out, "firstTimestamp");
-    mv(&mut ev, "deprecatedLastTimestamp", &mut out, "lastTimestamp");
+    for (to, from) in EVENT_FIELDS {
+        mv(&mut ev, from, &mut out, to);
+    }
     mv(&mut ev, "deprecatedCount", &mut out, "count");
     if out["involvedObject"].is_null() {
         out["involvedObject"] = json!({});

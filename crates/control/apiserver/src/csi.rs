@@ -6,31 +6,17 @@ use serde_json::{json, Value};
 
 use crate::status::Cause;
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
-fn required(field: &str, detail: &str) -> Cause {
-    let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-    Cause { reason: "FieldValueRequired", field: field.into(), message }
-}
-
-fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
-    let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {list}") }
-}
-
 /// A CSI driver name (`ValidateCSIDriverName`): a DNS subdomain of at most 63 characters.
 fn driver_name(name: &str, at: &str, causes: &mut Vec<Cause>) {
     if name.is_empty() {
-        causes.push(required(at, ""));
+        causes.push(Cause::required(at, ""));
         return;
     }
     if name.len() > 63 {
         causes.push(Cause { reason: "FieldValueTooLong", field: at.into(), message: "Too long: may not be more than 63 bytes".to_string() });
     }
     for e in crate::object::dns_subdomain_errors(name) {
-        causes.push(invalid(at, &json!(name), &e));
+        causes.push(Cause::invalid(at, &json!(name), &e));
     }
 }
 
@@ -60,11 +46,11 @@ pub fn validate_driver(obj: &mut Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     for (i, m) in spec["volumeLifecycleModes"].as_array().into_iter().flatten().enumerate() {
         if !matches!(m.as_str(), Some("Persistent" | "Ephemeral")) {
-            causes.push(not_supported(&format!("spec.volumeLifecycleModes[{i}]"), m, &["Ephemeral", "Persistent"]));
+            causes.push(Cause::not_supported(&format!("spec.volumeLifecycleModes[{i}]"), m, &["Ephemeral", "Persistent"]));
         }
     }
     if !matches!(spec["fsGroupPolicy"].as_str(), Some("File" | "None" | "ReadWriteOnceWithFSType")) {
-        causes.push(not_supported("spec.fsGroupPolicy", &spec["fsGroupPolicy"], &["File", "None", "ReadWriteOnceWithFSType"]));
+        causes.push(Cause::not_supported("spec.fsGroupPolicy", &spec["fsGroupPolicy"], &["File", "None", "ReadWriteOnceWithFSType"]));
     }
     let mut audiences: Vec<&str> = Vec::new();
     for (i, t) in spec["tokenRequests"].as_array().into_iter().flatten().enumerate() {
@@ -75,10 +61,10 @@ pub fn validate_driver(obj: &mut Value, causes: &mut Vec<Cause>) {
         audiences.push(a);
         if let Some(secs) = t["expirationSeconds"].as_i64() {
             if secs < 600 {
-                causes.push(invalid(&format!("spec.tokenRequests[{i}].expirationSeconds"), &json!(secs), "may not specify a duration less than 10 minutes"));
+                causes.push(Cause::invalid(&format!("spec.tokenRequests[{i}].expirationSeconds"), &json!(secs), "may not specify a duration less than 10 minutes"));
             }
             if secs > 1 << 32 {
-                causes.push(invalid(&format!("spec.tokenRequests[{i}].expirationSeconds"), &json!(secs), "may not specify a duration larger than 2^32 seconds"));
+                causes.push(Cause::invalid(&format!("spec.tokenRequests[{i}].expirationSeconds"), &json!(secs), "may not specify a duration larger than 2^32 seconds"));
             }
         }
     }
@@ -88,7 +74,7 @@ pub fn validate_driver(obj: &mut Value, causes: &mut Vec<Cause>) {
 /// `spec.attachedRequired`).
 pub fn validate_driver_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if new["spec"]["attachRequired"] != old["spec"]["attachRequired"] {
-        causes.push(invalid("spec.attachedRequired", &new["spec"]["attachRequired"], "field is immutable"));
+        causes.push(Cause::invalid("spec.attachedRequired", &new["spec"]["attachRequired"], "field is immutable"));
     }
 }
 
@@ -105,22 +91,22 @@ pub fn validate_node(obj: &Value, causes: &mut Vec<Cause>) {
         names.push(name);
         let id = d["nodeID"].as_str().unwrap_or("");
         if id.is_empty() {
-            causes.push(required(&format!("{at}.nodeID"), ""));
+            causes.push(Cause::required(&format!("{at}.nodeID"), ""));
         } else if id.len() > 192 {
-            causes.push(invalid(&format!("{at}.nodeID"), &json!(id), "must be 192 characters or less"));
+            causes.push(Cause::invalid(&format!("{at}.nodeID"), &json!(id), "must be 192 characters or less"));
         }
         for (j, k) in d["topologyKeys"].as_array().into_iter().flatten().enumerate() {
             let k = k.as_str().unwrap_or("");
             if k.is_empty() {
-                causes.push(required(&format!("{at}.topologyKeys[{j}]"), ""));
+                causes.push(Cause::required(&format!("{at}.topologyKeys[{j}]"), ""));
             }
             for e in crate::object::label_key_errors(k) {
-                causes.push(invalid(&format!("{at}.topologyKeys[{j}]"), &json!(k), &e));
+                causes.push(Cause::invalid(&format!("{at}.topologyKeys[{j}]"), &json!(k), &e));
             }
         }
         if let Some(n) = d["allocatable"]["count"].as_i64() {
             if n < 0 {
-                causes.push(invalid(&format!("{at}.allocatable.count"), &json!(n), "must be greater than or equal to 0"));
+                causes.push(Cause::invalid(&format!("{at}.allocatable.count"), &json!(n), "must be greater than or equal to 0"));
             }
         }
     }
@@ -131,20 +117,20 @@ pub fn validate_attachment(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     driver_name(spec["attacher"].as_str().unwrap_or(""), "spec.attacher", causes);
     if spec["nodeName"].as_str().unwrap_or("").is_empty() {
-        causes.push(required("spec.nodeName", ""));
+        causes.push(Cause::required("spec.nodeName", ""));
     }
     let (pv, inline) = (&spec["source"]["persistentVolumeName"], &spec["source"]["inlineVolumeSpec"]);
     if pv.is_null() == inline.is_null() {
-        causes.push(required("spec.source", "must specify exactly one of inlineVolumeSpec and persistentVolumeName"));
+        causes.push(Cause::required("spec.source", "must specify exactly one of inlineVolumeSpec and persistentVolumeName"));
     } else if pv.as_str() == Some("") {
-        causes.push(required("spec.source.persistentVolumeName", "must specify non empty persistentVolumeName"));
+        causes.push(Cause::required("spec.source.persistentVolumeName", "must specify non empty persistentVolumeName"));
     }
 }
 
 /// A VolumeAttachment's spec never changes.
 pub fn validate_attachment_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if new["spec"] != old["spec"] {
-        causes.push(invalid("spec", &new["spec"], "field is immutable"));
+        causes.push(Cause::invalid("spec", &new["spec"], "field is immutable"));
     }
 }
 

@@ -20,10 +20,6 @@ use crate::status::{ApiError, Cause};
 /// The annotation that records what the plugin set.
 pub const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
 fn q_json(v: &Value) -> Value {
     match v {
         Value::String(_) => v.clone(),
@@ -64,7 +60,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
         let at = format!("spec.limits[{i}]");
         let ty = item["type"].as_str().unwrap_or("");
         for e in crate::object::label_key_errors(ty) {
-            causes.push(invalid(&format!("{at}.type"), &json!(ty), &e));
+            causes.push(Cause::invalid(&format!("{at}.type"), &json!(ty), &e));
         }
         if seen.contains(&ty) {
             causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{at}.type"), message: format!("Duplicate value: {}", json!(ty)) });
@@ -90,7 +86,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
                 let field = format!("{at}.{f}[{k}]");
                 validate_resource_name(ty, k, &field, causes);
                 if Quantity::of(v).is_none() {
-                    causes.push(invalid(&field, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
+                    causes.push(Cause::invalid(&field, v, crate::quantity::SYNTAX));
                 }
                 if !keys.contains(k) {
                     keys.push(k.clone());
@@ -105,50 +101,38 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
             let (mn, mx, d, dr, r) = (min.get(k), max.get(k), def.get(k), req.get(k), ratio.get(k));
             let f = |name: &str| format!("{at}.{name}[{k}]");
             let qs = |q: &Quantity| json!(q.to_string());
-            if let (Some(mn), Some(mx)) = (mn, mx) {
-                if mn.milli > mx.milli {
-                    causes.push(invalid(&f("min"), &qs(mn), &format!("min value {mn} is greater than max value {mx}")));
-                }
-            }
-            if let (Some(dr), Some(mn)) = (dr, mn) {
-                if mn.milli > dr.milli {
-                    causes.push(invalid(&f("defaultRequest"), &qs(dr), &format!("min value {mn} is greater than default request value {dr}")));
-                }
-            }
-            if let (Some(dr), Some(mx)) = (dr, mx) {
-                if dr.milli > mx.milli {
-                    causes.push(invalid(&f("defaultRequest"), &qs(dr), &format!("default request value {dr} is greater than max value {mx}")));
-                }
-            }
-            if let (Some(dr), Some(d)) = (dr, d) {
-                if dr.milli > d.milli {
-                    causes.push(invalid(&f("defaultRequest"), &qs(dr), &format!("default request value {dr} is greater than default limit value {d}")));
-                }
-            }
-            if let (Some(d), Some(mn)) = (d, mn) {
-                if mn.milli > d.milli {
-                    causes.push(invalid(&f("default"), &qs(mn), &format!("min value {mn} is greater than default value {d}")));
-                }
-            }
-            if let (Some(d), Some(mx)) = (d, mx) {
-                if d.milli > mx.milli {
-                    causes.push(invalid(&f("default"), &qs(mx), &format!("default value {d} is greater than max value {mx}")));
+            // (smaller, its name, larger, its name, the field reported, whether the smaller's
+            // value is the one shown): upstream's order, messages and reported values.
+            let orders = [
+                (mn, "min", mx, "max", "min", true),
+                (mn, "min", dr, "default request", "defaultRequest", false),
+                (dr, "default request", mx, "max", "defaultRequest", true),
+                (dr, "default request", d, "default limit", "defaultRequest", true),
+                (mn, "min", d, "default", "default", true),
+                (d, "default", mx, "max", "default", false),
+            ];
+            for (lo, lo_name, hi, hi_name, field, show_lo) in orders {
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo.milli > hi.milli {
+                        let shown = if show_lo { lo } else { hi };
+                        causes.push(Cause::invalid(&f(field), &qs(shown), &format!("{lo_name} value {lo} is greater than {hi_name} value {hi}")));
+                    }
                 }
             }
             if let Some(r) = r {
                 if r.milli < 1000 {
-                    causes.push(invalid(&f("maxLimitRequestRatio"), &qs(r), &format!("ratio {r} is less than 1")));
+                    causes.push(Cause::invalid(&f("maxLimitRequestRatio"), &qs(r), &format!("ratio {r} is less than 1")));
                 }
                 if let (Some(mn), Some(mx)) = (mn, mx) {
                     let limit = mx.milli as f64 / mn.milli as f64;
                     if (r.milli as f64 / 1000.0) > limit {
-                        causes.push(invalid(&f("maxLimitRequestRatio"), &qs(r), &format!("ratio {r} is greater than max/min = {limit:.6}")));
+                        causes.push(Cause::invalid(&f("maxLimitRequestRatio"), &qs(r), &format!("ratio {r} is greater than max/min = {limit:.6}")));
                     }
                 }
             }
             if let (Some(d), Some(dr)) = (d, dr) {
                 if !overcommit_allowed(k) && d.milli != dr.milli {
-                    causes.push(invalid(&f("defaultRequest"), &qs(dr), &format!("default value {d} must equal to defaultRequest value {dr} in {k}")));
+                    causes.push(Cause::invalid(&f("defaultRequest"), &qs(dr), &format!("default value {d} must equal to defaultRequest value {dr} in {k}")));
                 }
             }
         }
@@ -161,12 +145,12 @@ fn validate_resource_name(ty: &str, name: &str, field: &str, causes: &mut Vec<Ca
     let errs = crate::object::label_key_errors(name);
     if !errs.is_empty() {
         for e in errs {
-            causes.push(invalid(field, &json!(name), &e));
+            causes.push(Cause::invalid(field, &json!(name), &e));
         }
         return;
     }
     if matches!(ty, "Pod" | "Container") && !name.contains('/') && !matches!(name, "cpu" | "memory" | "ephemeral-storage") && !name.starts_with("hugepages-") {
-        causes.push(invalid(field, &json!(name), "must be a standard limit type or fully qualified"));
+        causes.push(Cause::invalid(field, &json!(name), "must be a standard limit type or fully qualified"));
     }
 }
 

@@ -12,20 +12,6 @@ use crate::status::{ApiError, Cause};
 const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
-fn required(field: &str, detail: &str) -> Cause {
-    let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-    Cause { reason: "FieldValueRequired", field: field.into(), message }
-}
-
-fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
-    let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {list}") }
-}
-
 fn is_ip(s: &str) -> bool {
     s.parse::<std::net::IpAddr>().is_ok()
 }
@@ -41,37 +27,37 @@ fn wildcard_errors(host: &str) -> Vec<String> {
 fn validate_backend(b: &Value, at: &str, causes: &mut Vec<Cause>) {
     let (svc, res) = (&b["service"], &b["resource"]);
     match (svc.is_object(), res.is_object()) {
-        (true, true) => causes.push(invalid(at, &json!(""), "cannot set both resource and service backends")),
-        (false, false) => causes.push(invalid(at, &json!(""), "resource or service backend is required")),
+        (true, true) => causes.push(Cause::invalid(at, &json!(""), "cannot set both resource and service backends")),
+        (false, false) => causes.push(Cause::invalid(at, &json!(""), "resource or service backend is required")),
         (true, false) => {
             let name = svc["name"].as_str().unwrap_or("");
             if name.is_empty() {
-                causes.push(required(&format!("{at}.service.name"), ""));
+                causes.push(Cause::required(&format!("{at}.service.name"), ""));
             } else {
                 for e in crate::object::dns1035_label_errors(name) {
-                    causes.push(invalid(&format!("{at}.service.name"), &json!(name), &e));
+                    causes.push(Cause::invalid(&format!("{at}.service.name"), &json!(name), &e));
                 }
             }
             let port = &svc["port"];
             let (pname, pnum) = (port["name"].as_str().unwrap_or(""), port["number"].as_i64().unwrap_or(0));
             if !pname.is_empty() && pnum != 0 {
-                causes.push(invalid(at, &json!(""), "cannot set both port name & port number"));
+                causes.push(Cause::invalid(at, &json!(""), "cannot set both port name & port number"));
             } else if !pname.is_empty() {
                 for e in crate::object::dns1035_label_errors(pname).into_iter().take(1) {
-                    causes.push(invalid(&format!("{at}.service.port.name"), &json!(pname), &e));
+                    causes.push(Cause::invalid(&format!("{at}.service.port.name"), &json!(pname), &e));
                 }
             } else if pnum != 0 {
                 if !(1..=65535).contains(&pnum) {
-                    causes.push(invalid(&format!("{at}.service.port.number"), &json!(pnum), "must be between 1 and 65535, inclusive"));
+                    causes.push(Cause::invalid(&format!("{at}.service.port.number"), &json!(pnum), "must be between 1 and 65535, inclusive"));
                 }
             } else {
-                causes.push(required(at, "port name or number is required"));
+                causes.push(Cause::required(at, "port name or number is required"));
             }
         }
         (false, true) => {
             for f in ["kind", "name"] {
                 if res[f].as_str().unwrap_or("").is_empty() {
-                    causes.push(required(&format!("{at}.resource.{f}"), ""));
+                    causes.push(Cause::required(&format!("{at}.resource.{f}"), ""));
                 }
             }
         }
@@ -98,11 +84,11 @@ pub fn validate_ingress(obj: &Value, causes: &mut Vec<Cause>) {
         let host = rule["host"].as_str().unwrap_or("");
         if !host.is_empty() {
             if is_ip(host) {
-                causes.push(invalid(&format!("{at}.host"), &json!(host), "must be a DNS name, not an IP address"));
+                causes.push(Cause::invalid(&format!("{at}.host"), &json!(host), "must be a DNS name, not an IP address"));
             }
             let errs = if host.contains('*') { wildcard_errors(host) } else { crate::object::dns_subdomain_errors(host) };
             for e in errs {
-                causes.push(invalid(&format!("{at}.host"), &json!(host), &e));
+                causes.push(Cause::invalid(&format!("{at}.host"), &json!(host), &e));
             }
         }
         if rule["http"].is_null() {
@@ -110,37 +96,37 @@ pub fn validate_ingress(obj: &Value, causes: &mut Vec<Cause>) {
         }
         let paths = rule["http"]["paths"].as_array().cloned().unwrap_or_default();
         if paths.is_empty() {
-            causes.push(required(&format!("{at}.http.paths"), ""));
+            causes.push(Cause::required(&format!("{at}.http.paths"), ""));
         }
         for (j, p) in paths.iter().enumerate() {
             let pat = format!("{at}.http.paths[{j}]");
             let path = p["path"].as_str().unwrap_or("");
             match p["pathType"].as_str() {
                 None => {
-                    causes.push(required(&format!("{pat}.pathType"), "pathType must be specified"));
+                    causes.push(Cause::required(&format!("{pat}.pathType"), "pathType must be specified"));
                     continue;
                 }
                 Some("Exact" | "Prefix") => {
                     if !path.starts_with('/') {
-                        causes.push(invalid(&format!("{pat}.path"), &json!(path), "must be an absolute path"));
+                        causes.push(Cause::invalid(&format!("{pat}.path"), &json!(path), "must be an absolute path"));
                     }
                     for seq in ["//", "/./", "/../", "%2f", "%2F"] {
                         if path.contains(seq) {
-                            causes.push(invalid(&format!("{pat}.path"), &json!(path), &format!("must not contain '{seq}'")));
+                            causes.push(Cause::invalid(&format!("{pat}.path"), &json!(path), &format!("must not contain '{seq}'")));
                         }
                     }
                     for suffix in ["/..", "/."] {
                         if path.ends_with(suffix) {
-                            causes.push(invalid(&format!("{pat}.path"), &json!(path), &format!("cannot end with '{suffix}'")));
+                            causes.push(Cause::invalid(&format!("{pat}.path"), &json!(path), &format!("cannot end with '{suffix}'")));
                         }
                     }
                 }
                 Some("ImplementationSpecific") => {
                     if !path.is_empty() && !path.starts_with('/') {
-                        causes.push(invalid(&format!("{pat}.path"), &json!(path), "must be an absolute path"));
+                        causes.push(Cause::invalid(&format!("{pat}.path"), &json!(path), "must be an absolute path"));
                     }
                 }
-                Some(other) => causes.push(not_supported(&format!("{pat}.pathType"), &json!(other), &["Exact", "ImplementationSpecific", "Prefix"])),
+                Some(other) => causes.push(Cause::not_supported(&format!("{pat}.pathType"), &json!(other), &["Exact", "ImplementationSpecific", "Prefix"])),
             }
             validate_backend(&p["backend"], &format!("{pat}.backend"), causes);
         }
@@ -150,17 +136,17 @@ pub fn validate_ingress(obj: &Value, causes: &mut Vec<Cause>) {
             let host = h.as_str().unwrap_or("");
             let errs = if host.contains('*') { wildcard_errors(host) } else { crate::object::dns_subdomain_errors(host) };
             for e in errs {
-                causes.push(invalid(&format!("spec.tls[{i}].hosts[{j}]"), &json!(host), &e));
+                causes.push(Cause::invalid(&format!("spec.tls[{i}].hosts[{j}]"), &json!(host), &e));
             }
         }
     }
     if let Some(class) = spec["ingressClassName"].as_str() {
         for e in crate::object::dns_subdomain_errors(class) {
-            causes.push(invalid("spec.ingressClassName", &json!(class), &e));
+            causes.push(Cause::invalid("spec.ingressClassName", &json!(class), &e));
         }
         if let Some(a) = obj["metadata"]["annotations"][CLASS_ANNOTATION].as_str() {
             if a != class {
-                causes.push(invalid(&format!("metadata.annotations.{CLASS_ANNOTATION}"), &json!(a), "must match `ingressClassName` when both are specified"));
+                causes.push(Cause::invalid(&format!("metadata.annotations.{CLASS_ANNOTATION}"), &json!(a), "must match `ingressClassName` when both are specified"));
             }
         }
     }
@@ -176,18 +162,18 @@ pub fn validate_ingress_class(obj: &mut Value, causes: &mut Vec<Cause>) {
         causes.push(Cause { reason: "FieldValueTooLong", field: "spec.controller".into(), message: "Too long: may not be more than 250 bytes".into() });
     }
     if controller.is_empty() {
-        causes.push(required("spec.controller", ""));
+        causes.push(Cause::required("spec.controller", ""));
     } else {
         let ok = controller.split_once('/').is_some_and(|(domain, path)| crate::object::is_dns_subdomain(domain) && !path.is_empty());
         if !ok {
-            causes.push(invalid("spec.controller", &json!(controller), "must be a domain-prefixed path (such as \"acme.io/foo\")"));
+            causes.push(Cause::invalid("spec.controller", &json!(controller), "must be a domain-prefixed path (such as \"acme.io/foo\")"));
         }
     }
     let p = &obj["spec"]["parameters"];
     if p.is_object() {
         for f in ["kind", "name"] {
             if p[f].as_str().unwrap_or("").is_empty() {
-                causes.push(required(&format!("spec.parameters.{f}"), &format!("{f} is required")));
+                causes.push(Cause::required(&format!("spec.parameters.{f}"), &format!("{f} is required")));
             }
         }
         match p["scope"].as_str().unwrap_or("") {
@@ -198,10 +184,10 @@ pub fn validate_ingress_class(obj: &mut Value, causes: &mut Vec<Cause>) {
             }
             "Namespace" => {
                 if p["namespace"].as_str().unwrap_or("").is_empty() {
-                    causes.push(required("spec.parameters.namespace", "`parameters.scope` is set to 'Namespace'"));
+                    causes.push(Cause::required("spec.parameters.namespace", "`parameters.scope` is set to 'Namespace'"));
                 }
             }
-            other => causes.push(not_supported("spec.parameters.scope", &json!(other), &["Cluster", "Namespace"])),
+            other => causes.push(Cause::not_supported("spec.parameters.scope", &json!(other), &["Cluster", "Namespace"])),
         }
     }
 }
@@ -209,7 +195,7 @@ pub fn validate_ingress_class(obj: &mut Value, causes: &mut Vec<Cause>) {
 /// The controller of a class never changes.
 pub fn validate_ingress_class_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if new["spec"]["controller"] != old["spec"]["controller"] {
-        causes.push(invalid("spec.controller", &new["spec"]["controller"], "field is immutable"));
+        causes.push(Cause::invalid("spec.controller", &new["spec"]["controller"], "field is immutable"));
     }
 }
 
@@ -240,31 +226,31 @@ pub fn validate_network_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
                 let pat = format!("{at}.ports[{j}]");
                 let proto = port["protocol"].as_str().unwrap_or("");
                 if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-                    causes.push(not_supported(&format!("{pat}.protocol"), &json!(proto), &["TCP", "UDP", "SCTP"]));
+                    causes.push(Cause::not_supported(&format!("{pat}.protocol"), &json!(proto), &["TCP", "UDP", "SCTP"]));
                 }
                 match &port["port"] {
                     Value::Number(n) => {
                         let p = n.as_i64().unwrap_or(0);
                         if !(1..=65535).contains(&p) {
-                            causes.push(invalid(&format!("{pat}.port"), &json!(p), "must be between 1 and 65535, inclusive"));
+                            causes.push(Cause::invalid(&format!("{pat}.port"), &json!(p), "must be between 1 and 65535, inclusive"));
                         }
                         if let Some(end) = port["endPort"].as_i64() {
                             if end < p {
-                                causes.push(invalid(&format!("{pat}.endPort"), &json!(p), "must be greater than or equal to `port`"));
+                                causes.push(Cause::invalid(&format!("{pat}.endPort"), &json!(p), "must be greater than or equal to `port`"));
                             }
                         }
                     }
                     Value::String(name) => {
                         if name.is_empty() || name.len() > 15 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') || !name.chars().any(|c| c.is_ascii_lowercase()) {
-                            causes.push(invalid(&format!("{pat}.port"), &json!(name), "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"));
+                            causes.push(Cause::invalid(&format!("{pat}.port"), &json!(name), "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"));
                         }
                         if !port["endPort"].is_null() {
-                            causes.push(invalid(&format!("{pat}.endPort"), &port["endPort"], "may not be specified when `port` is non-numeric"));
+                            causes.push(Cause::invalid(&format!("{pat}.endPort"), &port["endPort"], "may not be specified when `port` is non-numeric"));
                         }
                     }
                     _ => {
                         if !port["endPort"].is_null() {
-                            causes.push(invalid(&format!("{pat}.endPort"), &port["endPort"], "may not be specified when `port` is not specified"));
+                            causes.push(Cause::invalid(&format!("{pat}.endPort"), &port["endPort"], "may not be specified when `port` is not specified"));
                         }
                     }
                 }
@@ -274,7 +260,7 @@ pub fn validate_network_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
                 let selectors = !peer["podSelector"].is_null() || !peer["namespaceSelector"].is_null();
                 let ip = &peer["ipBlock"];
                 if !selectors && ip.is_null() {
-                    causes.push(required(&pat, "must specify a peer"));
+                    causes.push(Cause::required(&pat, "must specify a peer"));
                 } else if selectors && !ip.is_null() {
                     causes.push(Cause { reason: "FieldValueForbidden", field: pat.clone(), message: "Forbidden: may not specify both ipBlock and another peer".into() });
                 }
@@ -286,11 +272,11 @@ pub fn validate_network_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
     }
     let types: Vec<Value> = spec["policyTypes"].as_array().cloned().unwrap_or_default();
     if types.len() > 2 {
-        causes.push(invalid("spec.policyTypes", &Value::Array(types.clone()), "may not specify more than two policyTypes"));
+        causes.push(Cause::invalid("spec.policyTypes", &Value::Array(types.clone()), "may not specify more than two policyTypes"));
     }
     for (i, t) in types.iter().enumerate() {
         if !matches!(t.as_str(), Some("Ingress" | "Egress")) {
-            causes.push(not_supported(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]));
+            causes.push(Cause::not_supported(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]));
         }
     }
 }
@@ -309,11 +295,11 @@ fn cidr(s: &str) -> Option<(u128, u32, bool)> {
 fn validate_ip_block(ip: &Value, at: &str, causes: &mut Vec<Cause>) {
     let c = ip["cidr"].as_str().unwrap_or("");
     if c.is_empty() {
-        causes.push(required(&format!("{at}.cidr"), ""));
+        causes.push(Cause::required(&format!("{at}.cidr"), ""));
         return;
     }
     let Some((net, len, v4)) = cidr(c) else {
-        causes.push(invalid(&format!("{at}.cidr"), &json!(c), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
+        causes.push(Cause::invalid(&format!("{at}.cidr"), &json!(c), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"));
         return;
     };
     let bits = if v4 { 32 } else { 128 };
@@ -322,8 +308,8 @@ fn validate_ip_block(ip: &Value, at: &str, causes: &mut Vec<Cause>) {
         let es = e.as_str().unwrap_or("");
         match cidr(es) {
             Some((enet, elen, ev4)) if ev4 == v4 && elen > len && (enet & mask(len)) == (net & mask(len)) => {}
-            Some(_) => causes.push(invalid(&format!("{at}.except[{i}]"), &json!(es), "must be a strict subset of `cidr`")),
-            None => causes.push(invalid(&format!("{at}.except[{i}]"), &json!(es), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")),
+            Some(_) => causes.push(Cause::invalid(&format!("{at}.except[{i}]"), &json!(es), "must be a strict subset of `cidr`")),
+            None => causes.push(Cause::invalid(&format!("{at}.except[{i}]"), &json!(es), "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")),
         }
     }
 }

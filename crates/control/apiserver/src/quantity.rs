@@ -5,6 +5,9 @@
 
 use serde_json::Value;
 
+/// Upstream's message for a string that is not a quantity.
+pub const SYNTAX: &str = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
 /// How a quantity was written: its suffix family decides how a result is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -32,10 +32,6 @@ const PREFIX: &str = "/registry/core/resourcequotas/";
 /// Usage or hard limits by resource name.
 pub type List = BTreeMap<String, Quantity>;
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
 /// `standardQuotaResources` and the huge page names.
 fn standard_quota_resource(name: &str) -> bool {
     matches!(
@@ -70,22 +66,15 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let hard = obj["spec"]["hard"].as_object().cloned().unwrap_or_default();
     for (k, v) in &hard {
         let field = format!("spec.hard[{k}]");
-        let errs = crate::object::label_key_errors(k);
-        if !errs.is_empty() {
-            for e in errs {
-                causes.push(invalid(&field, &json!(k), &e));
-            }
-        } else if !k.contains('/') && !standard_quota_resource(k) {
-            causes.push(invalid(&field, &json!(k), "must be a standard resource for quota"));
-        }
+        crate::runtimeclass::resource_name(&field, k, standard_quota_resource, "must be a standard resource for quota", causes);
         match Quantity::of(v) {
-            None => causes.push(invalid(&field, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
+            None => causes.push(Cause::invalid(&field, v, crate::quantity::SYNTAX)),
             Some(q) => {
                 if q.milli < 0 {
-                    causes.push(invalid(&field, &json!(q.to_string()), "must be greater than or equal to 0"));
+                    causes.push(Cause::invalid(&field, &json!(q.to_string()), "must be greater than or equal to 0"));
                 }
                 if integer_resource(k) && q.milli % 1000 != 0 {
-                    causes.push(invalid(&field, &json!(q.to_string()), "must be an integer"));
+                    causes.push(Cause::invalid(&field, &json!(q.to_string()), "must be an integer"));
                 }
             }
         }
@@ -94,31 +83,31 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let scopes_json = obj["spec"]["scopes"].clone();
     for s in &scopes {
         if !SCOPES.contains(s) {
-            causes.push(invalid("spec.scopes", &scopes_json, "unsupported scope"));
+            causes.push(Cause::invalid("spec.scopes", &scopes_json, "unsupported scope"));
         }
         for k in hard.keys() {
             if standard_quota_resource(k) && !scope_valid_for(s, k) {
-                causes.push(invalid("spec.scopes", &scopes_json, "unsupported scope applied to resource"));
+                causes.push(Cause::invalid("spec.scopes", &scopes_json, "unsupported scope applied to resource"));
             }
         }
     }
     for (a, b) in [("BestEffort", "NotBestEffort"), ("Terminating", "NotTerminating")] {
         if scopes.contains(&a) && scopes.contains(&b) {
-            causes.push(invalid("spec.scopes", &scopes_json, "conflicting scopes"));
+            causes.push(Cause::invalid("spec.scopes", &scopes_json, "conflicting scopes"));
         }
     }
     for (i, e) in obj["spec"]["scopeSelector"]["matchExpressions"].as_array().into_iter().flatten().enumerate() {
         let at = format!("spec.scopeSelector.matchExpressions[{i}]");
         let scope = e["scopeName"].as_str().unwrap_or("");
         if !SCOPES.contains(&scope) {
-            causes.push(invalid(&format!("{at}.scopeName"), &e["scopeName"], "unsupported scope"));
+            causes.push(Cause::invalid(&format!("{at}.scopeName"), &e["scopeName"], "unsupported scope"));
         }
         let values = e["values"].as_array().map_or(0, Vec::len);
         match e["operator"].as_str().unwrap_or("") {
-            "In" | "NotIn" if values == 0 => causes.push(invalid(&format!("{at}.values"), &e["values"], "must be at least one value when `operator` is 'In' or 'NotIn' for scope selector")),
-            "Exists" | "DoesNotExist" if values > 0 => causes.push(invalid(&format!("{at}.values"), &e["values"], "must be no value when `operator` is 'Exist' and 'DoesNotExist' for scope selector")),
+            "In" | "NotIn" if values == 0 => causes.push(Cause::invalid(&format!("{at}.values"), &e["values"], "must be at least one value when `operator` is 'In' or 'NotIn' for scope selector")),
+            "Exists" | "DoesNotExist" if values > 0 => causes.push(Cause::invalid(&format!("{at}.values"), &e["values"], "must be no value when `operator` is 'Exist' and 'DoesNotExist' for scope selector")),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => causes.push(invalid(&format!("{at}.operator"), &json!(other), "not a valid selector operator")),
+            other => causes.push(Cause::invalid(&format!("{at}.operator"), &json!(other), "not a valid selector operator")),
         }
     }
 }

@@ -19,14 +19,23 @@ fn resource() -> Option<&'static Resource> {
     crate::resources::find("node.k8s.io", "v1", "runtimeclasses")
 }
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
 /// Standard container resource names (`IsStandardContainerResourceName`): what a resource
 /// name without a domain may be in a container's (or a class's overhead) resource list.
 fn standard_container_resource(name: &str) -> bool {
     matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-")
+}
+
+/// A resource name (`validateResourceName` and its callers): a qualified name, and one without a
+/// domain must be `standard` (else `why`).
+pub fn resource_name(field: &str, name: &str, standard: fn(&str) -> bool, why: &str, causes: &mut Vec<Cause>) {
+    let errs = crate::object::label_key_errors(name);
+    if !errs.is_empty() {
+        for e in errs {
+            causes.push(Cause::invalid(field, &json!(name), &e));
+        }
+    } else if !name.contains('/') && !standard(name) {
+        causes.push(Cause::invalid(field, &json!(name), why));
+    }
 }
 
 /// A container resource list (`ValidateContainerResourceRequirements` on one list): names
@@ -34,25 +43,18 @@ fn standard_container_resource(name: &str) -> bool {
 pub fn validate_resource_list(list: &Value, path: &str, causes: &mut Vec<Cause>) {
     let Some(m) = list.as_object() else {
         if !list.is_null() {
-            causes.push(invalid(path, list, "must be a map of resource names to quantities"));
+            causes.push(Cause::invalid(path, list, "must be a map of resource names to quantities"));
         }
         return;
     };
     for (name, v) in m {
         let field = format!("{path}[{name}]");
-        let key_errs = crate::object::label_key_errors(name);
-        if !key_errs.is_empty() {
-            for e in key_errs {
-                causes.push(invalid(&field, &json!(name), &e));
-            }
-        } else if !name.contains('/') && !standard_container_resource(name) {
-            causes.push(invalid(&field, &json!(name), "must be a standard resource for containers"));
-        }
+        resource_name(&field, name, standard_container_resource, "must be a standard resource for containers", causes);
         match Quantity::of(v) {
-            None => causes.push(invalid(&field, v, "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
-            Some(q) if q.milli < 0 => causes.push(invalid(&field, &json!(v.as_str().map_or_else(|| q.to_string(), str::to_string)), "must be greater than or equal to 0")),
+            None => causes.push(Cause::invalid(&field, v, crate::quantity::SYNTAX)),
+            Some(q) if q.milli < 0 => causes.push(Cause::invalid(&field, &json!(v.as_str().map_or_else(|| q.to_string(), str::to_string)), "must be greater than or equal to 0")),
             Some(q) if name.contains('/') && !name.starts_with("kubernetes.io/") && q.milli % 1000 != 0 => {
-                causes.push(invalid(&field, v, "must be an integer"));
+                causes.push(Cause::invalid(&field, v, "must be an integer"));
             }
             Some(_) => {}
         }
@@ -64,11 +66,11 @@ fn validate_labels(m: &Value, path: &str, causes: &mut Vec<Cause>) {
     let Some(m) = m.as_object() else { return };
     for (k, v) in m {
         for e in crate::object::label_key_errors(k) {
-            causes.push(invalid(path, &json!(k), &e));
+            causes.push(Cause::invalid(path, &json!(k), &e));
         }
         let v = v.as_str().unwrap_or("");
         for e in crate::object::label_value_errors(v) {
-            causes.push(invalid(path, &json!(v), &e));
+            causes.push(Cause::invalid(path, &json!(v), &e));
         }
     }
 }
@@ -84,23 +86,23 @@ pub fn validate_tolerations(list: &Value, path: &str, causes: &mut Vec<Cause>) {
         let effect = t["effect"].as_str().unwrap_or("");
         if !key.is_empty() {
             for e in crate::object::label_key_errors(key) {
-                causes.push(invalid(&format!("{at}.key"), &json!(key), &e));
+                causes.push(Cause::invalid(&format!("{at}.key"), &json!(key), &e));
             }
         }
         if key.is_empty() && op != "Exists" {
-            causes.push(invalid(&format!("{at}.operator"), &json!(op), "operator must be Exists when `key` is empty, which means \"match all values and all keys\""));
+            causes.push(Cause::invalid(&format!("{at}.operator"), &json!(op), "operator must be Exists when `key` is empty, which means \"match all values and all keys\""));
         }
         if !t["tolerationSeconds"].is_null() && effect != "NoExecute" {
-            causes.push(invalid(&format!("{at}.effect"), &json!(effect), "effect must be 'NoExecute' when `tolerationSeconds` is set"));
+            causes.push(Cause::invalid(&format!("{at}.effect"), &json!(effect), "effect must be 'NoExecute' when `tolerationSeconds` is set"));
         }
         match op {
             "Equal" | "" => {
                 let errs = crate::object::label_value_errors(value);
                 if !errs.is_empty() {
-                    causes.push(invalid(&format!("{at}.operator"), &json!(value), &errs.join(";")));
+                    causes.push(Cause::invalid(&format!("{at}.operator"), &json!(value), &errs.join(";")));
                 }
             }
-            "Exists" if !value.is_empty() => causes.push(invalid(&format!("{at}.operator"), &json!(value), "value must be empty when `operator` is 'Exists'")),
+            "Exists" if !value.is_empty() => causes.push(Cause::invalid(&format!("{at}.operator"), &json!(value), "value must be empty when `operator` is 'Exists'")),
             "Exists" => {}
             other => causes.push(Cause {
                 reason: "FieldValueNotSupported",
@@ -122,7 +124,7 @@ pub fn validate_tolerations(list: &Value, path: &str, causes: &mut Vec<Cause>) {
 pub fn validate(obj: &mut Value, causes: &mut Vec<Cause>) {
     let handler = obj["handler"].as_str().unwrap_or("");
     for e in crate::object::dns_label_errors(handler) {
-        causes.push(invalid("handler", &json!(handler), &e));
+        causes.push(Cause::invalid("handler", &json!(handler), &e));
     }
     if !obj["overhead"].is_null() {
         validate_resource_list(&obj["overhead"]["podFixed"], "overhead.podFixed", causes);
@@ -145,7 +147,7 @@ pub fn validate(obj: &mut Value, causes: &mut Vec<Cause>) {
 /// What an update may not change (`ValidateRuntimeClassUpdate`): the handler.
 pub fn validate_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
     if new["handler"] != old["handler"] {
-        causes.push(invalid("handler", &new["handler"], "field is immutable"));
+        causes.push(Cause::invalid("handler", &new["handler"], "field is immutable"));
     }
 }
 
@@ -259,10 +261,11 @@ pub async fn admit_pod(store: &dyn Store, r: &Resource, pod: &mut Value) -> Resu
 mod tests {
     use super::*;
 
-    fn check(mut obj: Value) -> Vec<String> {
-        let mut causes = Vec::new();
-        validate(&mut obj, &mut causes);
-        causes.into_iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+    /// "field: message" of every cause validating `obj` gives.
+    fn check(obj: Value) -> Vec<String> {
+        let (mut obj, mut found) = (obj, Vec::new());
+        validate(&mut obj, &mut found);
+        found.iter().map(|c| c.field.clone() + ": " + &c.message).collect()
     }
 
     #[test]

@@ -26,6 +26,26 @@ pub struct Cause {
     pub message: String,
 }
 
+/// The field errors of upstream's `field.ErrorList`, with its messages.
+impl Cause {
+    /// `field.Invalid`: `Invalid value: VALUE: why`.
+    pub fn invalid(field: &str, value: &serde_json::Value, why: &str) -> Cause {
+        Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
+    }
+
+    /// `field.Required`: `Required value` and the detail, if any.
+    pub fn required(field: &str, detail: &str) -> Cause {
+        let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
+        Cause { reason: "FieldValueRequired", field: field.into(), message }
+    }
+
+    /// `field.NotSupported`: the value and the supported ones, quoted.
+    pub fn not_supported(field: &str, value: &serde_json::Value, supported: &[&str]) -> Cause {
+        let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+        Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {list}") }
+    }
+}
+
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self { code, reason, message: message.into(), details: None, metadata: None }

@@ -8,20 +8,6 @@ use serde_json::{json, Value};
 
 use crate::status::Cause;
 
-fn invalid(field: &str, value: &Value, why: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
-}
-
-fn required(field: &str, detail: &str) -> Cause {
-    let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-    Cause { reason: "FieldValueRequired", field: field.into(), message }
-}
-
-fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {
-    let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
-    Cause { reason: "FieldValueNotSupported", field: field.into(), message: format!("Unsupported value: {value}: supported values: {list}") }
-}
-
 /// The warning a write of a webhook configuration gets.
 pub fn warning(r: &crate::resources::Resource) -> Option<String> {
     matches!(r.builtin(), "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
@@ -54,13 +40,13 @@ pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
         let at = format!("webhooks[{i}]");
         let name = hook["name"].as_str().unwrap_or("");
         if name.is_empty() {
-            causes.push(required(&format!("{at}.name"), ""));
+            causes.push(Cause::required(&format!("{at}.name"), ""));
         } else {
             for e in crate::object::dns_subdomain_errors(name) {
-                causes.push(invalid(&format!("{at}.name"), &json!(name), &e));
+                causes.push(Cause::invalid(&format!("{at}.name"), &json!(name), &e));
             }
             if name.split('.').count() < 3 {
-                causes.push(invalid(&format!("{at}.name"), &json!(name), "should be a domain with at least three segments separated by dots"));
+                causes.push(Cause::invalid(&format!("{at}.name"), &json!(name), "should be a domain with at least three segments separated by dots"));
             }
         }
         if names.contains(&name) {
@@ -71,65 +57,65 @@ pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
             let rat = format!("{at}.rules[{j}]");
             let ops: Vec<&str> = rule["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             if ops.is_empty() {
-                causes.push(required(&format!("{rat}.operations"), ""));
+                causes.push(Cause::required(&format!("{rat}.operations"), ""));
             }
             for (k, op) in ops.iter().enumerate() {
                 if !matches!(*op, "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
-                    causes.push(not_supported(&format!("{rat}.operations[{k}]"), &json!(op), &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]));
+                    causes.push(Cause::not_supported(&format!("{rat}.operations[{k}]"), &json!(op), &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]));
                 }
             }
             for f in ["apiGroups", "apiVersions", "resources"] {
                 if rule[f].as_array().is_none_or(Vec::is_empty) {
-                    causes.push(required(&format!("{rat}.{f}"), ""));
+                    causes.push(Cause::required(&format!("{rat}.{f}"), ""));
                 }
             }
             if !matches!(rule["scope"].as_str(), Some("*" | "Cluster" | "Namespaced")) {
-                causes.push(not_supported(&format!("{rat}.scope"), &rule["scope"], &["*", "Cluster", "Namespaced"]));
+                causes.push(Cause::not_supported(&format!("{rat}.scope"), &rule["scope"], &["*", "Cluster", "Namespaced"]));
             }
         }
         if !matches!(hook["failurePolicy"].as_str(), Some("Fail" | "Ignore")) {
-            causes.push(not_supported(&format!("{at}.failurePolicy"), &hook["failurePolicy"], &["Fail", "Ignore"]));
+            causes.push(Cause::not_supported(&format!("{at}.failurePolicy"), &hook["failurePolicy"], &["Fail", "Ignore"]));
         }
         if !matches!(hook["matchPolicy"].as_str(), Some("Equivalent" | "Exact")) {
-            causes.push(not_supported(&format!("{at}.matchPolicy"), &hook["matchPolicy"], &["Equivalent", "Exact"]));
+            causes.push(Cause::not_supported(&format!("{at}.matchPolicy"), &hook["matchPolicy"], &["Equivalent", "Exact"]));
         }
         match hook["sideEffects"].as_str() {
-            None => causes.push(required(&format!("{at}.sideEffects"), "must specify one of None, NoneOnDryRun")),
+            None => causes.push(Cause::required(&format!("{at}.sideEffects"), "must specify one of None, NoneOnDryRun")),
             Some("None" | "NoneOnDryRun") => {}
-            Some(other) => causes.push(not_supported(&format!("{at}.sideEffects"), &json!(other), &["None", "NoneOnDryRun"])),
+            Some(other) => causes.push(Cause::not_supported(&format!("{at}.sideEffects"), &json!(other), &["None", "NoneOnDryRun"])),
         }
         let timeout = hook["timeoutSeconds"].as_i64().unwrap_or(10);
         if !(1..=30).contains(&timeout) {
-            causes.push(invalid(&format!("{at}.timeoutSeconds"), &json!(timeout), "the timeout value must be between 1 and 30 seconds"));
+            causes.push(Cause::invalid(&format!("{at}.timeoutSeconds"), &json!(timeout), "the timeout value must be between 1 and 30 seconds"));
         }
         let versions: Vec<&str> = hook["admissionReviewVersions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         if versions.is_empty() {
-            causes.push(required(&format!("{at}.admissionReviewVersions"), "must specify one of v1, v1beta1"));
+            causes.push(Cause::required(&format!("{at}.admissionReviewVersions"), "must specify one of v1, v1beta1"));
         } else if !versions.iter().any(|v| matches!(*v, "v1" | "v1beta1")) {
-            causes.push(invalid(&format!("{at}.admissionReviewVersions"), &hook["admissionReviewVersions"], "must include at least one of v1, v1beta1"));
+            causes.push(Cause::invalid(&format!("{at}.admissionReviewVersions"), &hook["admissionReviewVersions"], "must include at least one of v1, v1beta1"));
         }
         let cc = &hook["clientConfig"];
         match (cc["url"].as_str(), cc["service"].is_object()) {
-            (None, false) | (Some(_), true) => causes.push(required(&format!("{at}.clientConfig"), "exactly one of url or service is required")),
+            (None, false) | (Some(_), true) => causes.push(Cause::required(&format!("{at}.clientConfig"), "exactly one of url or service is required")),
             (Some(url), false) => {
                 if !url.starts_with("https://") {
-                    causes.push(invalid(&format!("{at}.clientConfig.url"), &json!(url), "'https' is the only allowed URL scheme"));
+                    causes.push(Cause::invalid(&format!("{at}.clientConfig.url"), &json!(url), "'https' is the only allowed URL scheme"));
                 }
             }
             (None, true) => {
                 for f in ["namespace", "name"] {
                     if cc["service"][f].as_str().unwrap_or("").is_empty() {
-                        causes.push(required(&format!("{at}.clientConfig.service.{f}"), &format!("service {f} is required")));
+                        causes.push(Cause::required(&format!("{at}.clientConfig.service.{f}"), &format!("service {f} is required")));
                     }
                 }
                 let port = cc["service"]["port"].as_i64().unwrap_or(443);
                 if !(1..=65535).contains(&port) {
-                    causes.push(invalid(&format!("{at}.clientConfig.service.port"), &json!(port), "port is not valid: must be between 1 and 65535, inclusive"));
+                    causes.push(Cause::invalid(&format!("{at}.clientConfig.service.port"), &json!(port), "port is not valid: must be between 1 and 65535, inclusive"));
                 }
             }
         }
         if mutating && !matches!(hook["reinvocationPolicy"].as_str(), Some("Never" | "IfNeeded")) {
-            causes.push(not_supported(&format!("{at}.reinvocationPolicy"), &hook["reinvocationPolicy"], &["IfNeeded", "Never"]));
+            causes.push(Cause::not_supported(&format!("{at}.reinvocationPolicy"), &hook["reinvocationPolicy"], &["IfNeeded", "Never"]));
         }
     }
 }

@@ -142,45 +142,19 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 }
 
-/// A mapping key: a string, or a scalar written as one.
+/// A mapping key: a string, or a scalar written as one (decoded as a node, then named).
 #[derive(Clone, Copy)]
 struct Key<'a>(&'a Budget);
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = String;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_> {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string, number or boolean key")
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-        self.0.spend(v.len())?;
-        Ok(v.to_string())
-    }
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
-        self.0.spend(v.len())?;
-        Ok(v)
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
-        self.visit_string(v.to_string())
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-        self.visit_string(v.to_string())
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-        self.visit_string(v.to_string())
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
-        self.visit_string(v.to_string())
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
-        self.visit_string("null".into())
+        match Node(self.0).deserialize(d)? {
+            Value::String(s) => Ok(s),
+            Value::Null => Ok("null".into()),
+            v @ (Value::Bool(_) | Value::Number(_)) => Ok(v.to_string()),
+            _ => Err(D::Error::custom("a mapping key must be a string, number or boolean")),
+        }
     }
 }
 
