@@ -10,6 +10,7 @@
 
 pub mod container;
 pub mod microvm;
+mod runtimes;
 pub mod pod;
 pub mod vm;
 mod error;
@@ -22,6 +23,7 @@ pub use container::rootfs::is_mountpoint;
 pub use container::ContainerDriver;
 pub use vm::VmDriver;
 pub use microvm::{MicroVmConfig, MicroVmRuntime};
+pub use runtimes::{PodRuntimes, VM_HANDLER};
 pub use error::Error;
 pub use pod::PodRuntime;
 pub use parse::{parse_cpus, parse_memory, parse_signal};

@@ -192,6 +192,10 @@ pub struct PodSandboxConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Which runtime runs the sandbox (CRI's `runtime_handler`, what a RuntimeClass's `handler`
+    /// names): `None` or empty for the node's default; see [`crate::PodRuntimes`].
+    #[serde(default)]
+    pub runtime_handler: Option<String>,
 }
 
 /// CRI `PodSandboxState`.

@@ -257,6 +257,34 @@ pub async fn admit_pod(store: &dyn Store, r: &Resource, pod: &mut Value) -> Resu
     Ok(())
 }
 
+/// The class of VM-isolated pods, present from the first start: handler `strata-vm` (the node
+/// runtime `strata_driver::MicroVmRuntime`), overhead measured with the test guest on TCG
+/// (crates/engine/vm/tests/microvm.rs: QEMU's resident memory outside the guest-RAM mapping
+/// 104 MiB, the guest kernel and agent 39 MiB; QEMU's CPU with the guest idle under 5
+/// millicores, so no CPU overhead).
+pub const VM_CLASS: &str = "strata-vm";
+pub const VM_CLASS_OVERHEAD_MEMORY: &str = "144Mi";
+
+/// Create the built-in `strata-vm` RuntimeClass unless it exists (a changed one is kept).
+pub async fn ensure_default_classes(store: &dyn Store) -> Result<(), strata_store::Error> {
+    let Some(r) = resource() else { return Ok(()) };
+    let key = r.key(None, VM_CLASS);
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let obj = json!({
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": VM_CLASS, "uid": crate::object::uuid(), "creationTimestamp": crate::object::now()},
+        "handler": VM_CLASS,
+        "overhead": {"podFixed": {"memory": VM_CLASS_OVERHEAD_MEMORY}},
+    });
+    match store.create(&key, crate::object::for_storage(&obj)).await {
+        Ok(_) | Err(strata_store::Error::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,6 +187,7 @@ impl Server {
         bootstrap(cfg.store.as_ref()).await?;
         crate::policy::reconcile(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         crate::priority::ensure_system_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        crate::runtimeclass::ensure_default_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         crate::storage::ensure_local_class(cfg.store.as_ref(), &cfg.local_volumes).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         let tokens = match &cfg.token_file {
             Some(p) if p.exists() => Tokens::load(p).map_err(|e| ServerError::Tls(format!("{}: {e}", p.display())))?,

@@ -182,11 +182,13 @@ fn exec_signal_and_remove_reach_a_running_container() {
     let root = rootfs();
     let mut h = Host::start();
     let mut s = spec(root.path(), &["sleep", "1000"], "pod-b");
-    s.mounts = vec![strata_guest::protocol::BindMount {
-        source: root.path().join("bin").to_string_lossy().into_owned(),
-        destination: "/mnt/tools".into(),
-        readonly: true,
-    }];
+    let message = root.path().join("termination-log");
+    std::fs::write(&message, b"").expect("termination-log");
+    s.mounts = vec![
+        strata_guest::protocol::BindMount { source: root.path().join("bin").to_string_lossy().into_owned(), destination: "/mnt/tools".into(), readonly: true },
+        // A file mounted below /dev (kubelet's termination message path).
+        strata_guest::protocol::BindMount { source: message.to_string_lossy().into_owned(), destination: "/dev/termination-log".into(), readonly: false },
+    ];
     h.ok(Request::Create { id: "c".into(), spec: s });
     assert!(matches!(h.call(Request::Start { id: "c".into() }), Response::Started { .. }));
 
@@ -198,6 +200,15 @@ fn exec_signal_and_remove_reach_a_running_container() {
     assert_eq!(String::from_utf8_lossy(&r.stdout), "/mnt/tools/busybox\n");
     assert_ne!(r.exit_code, 0);
     assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only file system"), "{r:?}");
+    // A /dev of its own: the usual nodes, /dev/shm, and the file mounted below it.
+    let r = h.exec("c", &["sh", "-c", "echo done > /dev/termination-log && echo x > /dev/null && ls /dev && ls -d /dev/shm/"], Some(30_000));
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let listing = String::from_utf8_lossy(&r.stdout).into_owned();
+    for n in ["null", "zero", "urandom", "tty", "termination-log", "fd", "shm"] {
+        assert!(listing.split_whitespace().any(|w| w == n || w == format!("/dev/{n}/")), "{n} not in /dev: {listing}");
+    }
+    assert!(!listing.split_whitespace().any(|w| w == "sda" || w == "kmsg"), "the guest's whole /dev is visible: {listing}");
+    assert_eq!(std::fs::read_to_string(&message).expect("message"), "done\n");
     // A timeout kills the command.
     let t = Instant::now();
     let r = h.exec("c", &["sleep", "30"], Some(300));

@@ -149,6 +149,43 @@ fn a_container_in_the_microvm_runs_on_the_guest_kernel() {
         other => panic!("exec: {other:?}"),
     }
 
+    // What the VM costs beyond its containers (printed for docs/benchmarks.md and the
+    // strata-vm RuntimeClass overhead): QEMU's resident memory outside the guest-RAM mapping,
+    // the guest's own use (kernel, agent) and QEMU's CPU while the guest idles.
+    let meminfo = ExecRequest { id: "c2".into(), argv: vec!["cat".into(), "/proc/meminfo".into()], env: None, timeout_ms: Some(60_000) };
+    if let Ok(Response::Exec(r)) = client.call(Request::Exec(meminfo), Duration::from_secs(90)) {
+        let text = String::from_utf8_lossy(&r.stdout).into_owned();
+        let kb = |k: &str| text.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        eprintln!("guest memory in use (MemTotal - MemAvailable): {} MiB of {} MiB", (kb("MemTotal:") - kb("MemAvailable:")) / 1024, kb("MemTotal:") / 1024);
+    }
+    let pid = vm.child.id();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut total, mut guest_ram) = (0u64, 0u64);
+    let mut size = 0u64;
+    for l in smaps.lines() {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("Size:"), Some(v)) => size = v.parse().unwrap_or(0),
+            (Some("Rss:"), Some(v)) => {
+                let rss: u64 = v.parse().unwrap_or(0);
+                total += rss;
+                if size == 256 * 1024 {
+                    guest_ram += rss;
+                }
+            }
+            _ => {}
+        }
+    }
+    eprintln!("QEMU RSS {} MiB, of which guest RAM {} MiB: {} MiB outside the guest", total / 1024, guest_ram / 1024, (total - guest_ram) / 1024);
+    let ticks = || std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        let f: Vec<u64> = s.rsplit(')').next()?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        Some(f.get(11)? + f.get(12)?)
+    });
+    let (t0, c0) = (Instant::now(), ticks().unwrap_or(0));
+    std::thread::sleep(Duration::from_secs(5));
+    let used = (ticks().unwrap_or(0) - c0) as f64 / 100.0;
+    eprintln!("QEMU CPU with the guest idle: {:.0} millicores", used / t0.elapsed().as_secs_f64() * 1000.0);
+
     // Power-off ends QEMU.
     client.call_ok(Request::PowerOff, Duration::from_secs(60)).expect("power off");
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_driver::{ContainerDriver, VmDriver};
+use strata_driver::{PodRuntimes, VmDriver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -77,7 +77,7 @@ impl Config {
 pub(crate) struct Shared {
     pub config: Config,
     pub client: kube::Client,
-    pub driver: Arc<ContainerDriver>,
+    pub driver: Arc<PodRuntimes>,
     /// The VM driver (launcher pods of VirtualMachines), when this node runs VMs.
     pub vms: std::sync::OnceLock<Arc<VmDriver>>,
     /// Whether VMs here run under KVM, once the probe has answered.
@@ -98,7 +98,7 @@ pub struct Agent {
 
 impl Agent {
     /// `client` must authenticate as `system:node:<config.node_name>` (group `system:nodes`).
-    pub fn new(config: Config, client: kube::Client, driver: Arc<ContainerDriver>) -> Agent {
+    pub fn new(config: Config, client: kube::Client, driver: Arc<PodRuntimes>) -> Agent {
         Agent {
             shared: Arc::new(Shared {
                 node_ip: config.node_ip.unwrap_or_else(machine::internal_ip),
@@ -172,6 +172,6 @@ impl Agent {
 }
 
 /// [`Agent::new`] then [`Agent::run`].
-pub async fn run(config: Config, client: kube::Client, driver: Arc<ContainerDriver>) -> Result<(), Error> {
+pub async fn run(config: Config, client: kube::Client, driver: Arc<PodRuntimes>) -> Result<(), Error> {
     Agent::new(config, client, driver).run().await
 }

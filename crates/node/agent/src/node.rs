@@ -18,7 +18,6 @@ use k8s_openapi::chrono::Utc;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 
-use strata_driver::Driver;
 
 use crate::{machine, Error, Shared};
 

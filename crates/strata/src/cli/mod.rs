@@ -45,6 +45,14 @@ pub struct Cli {
     /// Most entries (files, directories, links) in one image layer.
     #[arg(long, global = true, env = "STRATA_MAX_LAYER_ENTRIES", default_value_t = 1_000_000)]
     max_layer_entries: u64,
+    /// A guest kernel for VM-isolated pods (`runtimeClassName: strata-vm`): a kernel tree such
+    /// as an unpacked linux-image package (boot/vmlinuz-<release>, lib/modules/<release>/).
+    /// Without it this node runs no VM-isolated pods.
+    #[arg(long, global = true, env = "STRATA_VM_KERNEL")]
+    vm_kernel: Option<PathBuf>,
+    /// The static guest agent of VM-isolated pods (default: strata-guest beside this executable).
+    #[arg(long, global = true, env = "STRATA_GUEST_AGENT")]
+    vm_guest_agent: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -186,6 +194,8 @@ pub struct Ctx {
     root: PathBuf,
     runtime: String,
     limits: UnpackLimits,
+    vm_kernel: Option<PathBuf>,
+    vm_guest_agent: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -201,6 +211,26 @@ impl Ctx {
         let exe = std::env::current_exe().context("locating the strata executable")?;
         Ok(Arc::new(ContainerDriver::open(&self.root, &self.runtime, self.images()?, exe)?))
     }
+
+    /// The node's pod runtimes: containers, and VM-isolated pods (handler `strata-vm`) when a
+    /// guest kernel is given.
+    fn pod_runtimes(&self) -> anyhow::Result<Arc<strata_driver::PodRuntimes>> {
+        let exe = std::env::current_exe().context("locating the strata executable")?;
+        let images = self.images()?;
+        let containers = Arc::new(ContainerDriver::open(&self.root, &self.runtime, images.clone(), exe.clone())?);
+        let mut runtimes = strata_driver::PodRuntimes::new(containers);
+        if let Some(kernel) = &self.vm_kernel {
+            let agent = match &self.vm_guest_agent {
+                Some(a) => a.clone(),
+                None => exe.parent().map(|d| d.join("strata-guest")).context("locating strata-guest beside the executable")?,
+            };
+            let config = strata_driver::MicroVmConfig::new(kernel.clone(), agent);
+            let vms = strata_driver::MicroVmRuntime::open(&self.root, images, exe, config).context("opening the runtime of VM-isolated pods")?;
+            tracing::info!(kernel = vms.kernel_release(), "VM-isolated pods (runtime handler strata-vm) enabled");
+            runtimes = runtimes.with_handler(strata_driver::VM_HANDLER, Arc::new(vms));
+        }
+        Ok(Arc::new(runtimes))
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -209,7 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_layer_bytes: cli.max_layer_size,
         max_layer_entries: cli.max_layer_entries,
     };
-    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits };
+    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits, vm_kernel: cli.vm_kernel, vm_guest_agent: cli.vm_guest_agent };
     match cli.command {
         Command::Pull(a) => image::pull(&ctx, a),
         Command::Images(a) => image::images(&ctx, a),

@@ -13,9 +13,13 @@ fn vm_driver(ctx: &super::Ctx) -> anyhow::Result<Arc<strata_driver::VmDriver>> {
 
 /// The agent for this machine, over the container driver of `ctx`'s root and `vms`; run it with
 /// `.run().await`. `client` authenticates as `system:node:<config.node_name>`.
-fn agent(ctx: &super::Ctx, config: strata_agent::Config, client: strata_client::kube::Client, vms: Arc<strata_driver::VmDriver>) -> anyhow::Result<strata_agent::Agent> {
-    let driver = ctx.driver()?;
-    Ok(strata_agent::Agent::new(config, client, driver).with_vm_driver(vms))
+fn agent(
+    config: strata_agent::Config,
+    client: strata_client::kube::Client,
+    runtimes: Arc<strata_driver::PodRuntimes>,
+    vms: Arc<strata_driver::VmDriver>,
+) -> anyhow::Result<strata_agent::Agent> {
+    Ok(strata_agent::Agent::new(config, client, runtimes).with_vm_driver(vms))
 }
 
 /// Bind the stream endpoint (`kubectl logs`, `exec`, `attach`, `port-forward` through the API
@@ -23,7 +27,7 @@ fn agent(ctx: &super::Ctx, config: strata_agent::Config, client: strata_client::
 /// presenting `serving` (cert, key PEM) if given. A taken port is replaced by a free one (the
 /// Node publishes the port in use).
 async fn bind_streams(
-    ctx: &super::Ctx,
+    runtimes: Arc<strata_driver::PodRuntimes>,
     vms: Arc<strata_driver::VmDriver>,
     ca_pem: String,
     serving: Option<(String, String)>,
@@ -38,7 +42,7 @@ async fn bind_streams(
         client_ca_pem: ca_pem,
         allowed_users: vec![streams::API_SERVER_USER.to_string()],
     };
-    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(ctx.driver()?).with_vms(vms));
+    let pods: Arc<dyn streams::PodStreams> = Arc::new(streams::DriverPods::new(runtimes).with_vms(vms));
     let server = match streams::bind(cfg.clone(), pods.clone()).await {
         Ok(s) => s,
         Err(streams::Error::Listen { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
@@ -67,10 +71,12 @@ pub async fn agent_serving_streams(
     let serving = strata_apiserver::pki::serving_identity(pki, &format!("system:node:{}", config.node_name), &names, strata_apiserver::pki::LEAF_LIFETIME)?;
     let ca = std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
     let vms = vm_driver(ctx)?;
-    let server = bind_streams(ctx, vms.clone(), ca, Some(serving), port).await?;
+    // One set of runtimes for the agent and its stream endpoint (a microVM's channel has one holder).
+    let runtimes = ctx.pod_runtimes()?;
+    let server = bind_streams(runtimes.clone(), vms.clone(), ca, Some(serving), port).await?;
     config.kubelet_port = server.local_addr().port();
     tokio::spawn(server.run());
-    agent(ctx, config, client, vms)
+    agent(config, client, runtimes, vms)
 }
 
 /// The agent of a joined machine (`strata agent`), serving its stream endpoint on `port`. Its
@@ -86,7 +92,8 @@ pub async fn joined_agent(ctx: &super::Ctx, mut config: strata_agent::Config, cl
     let stored = stored_serving(&crt, &key, &names);
     let have = stored.is_some();
     let vms = vm_driver(ctx)?;
-    let server = bind_streams(ctx, vms.clone(), ca_pem, stored, port).await?;
+    let runtimes = ctx.pod_runtimes()?;
+    let server = bind_streams(runtimes.clone(), vms.clone(), ca_pem, stored, port).await?;
     config.kubelet_port = server.local_addr().port();
     let slot = server.certificate();
     tokio::spawn(server.run());
@@ -117,7 +124,7 @@ pub async fn joined_agent(ctx: &super::Ctx, mut config: strata_agent::Config, cl
             }
         });
     }
-    agent(ctx, config, client, vms)
+    agent(config, client, runtimes, vms)
 }
 
 /// The kept serving certificate, if it names exactly `names` and is less than half its

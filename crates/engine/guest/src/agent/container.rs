@@ -330,8 +330,13 @@ struct NewRoot {
     proc_dir: CString,
     dev_dir: CString,
     sys_dir: CString,
-    /// (source, target, read-only)
-    mounts: Vec<(CString, CString, bool)>,
+    /// Device nodes of the guest bound into the container's own `/dev` (source, target).
+    dev_nodes: Vec<(CString, CString)>,
+    dev_shm: CString,
+    /// (link target, link path) in the container's `/dev`.
+    dev_links: Vec<(CString, CString)>,
+    /// (source, target, read-only, source is a directory)
+    mounts: Vec<(CString, CString, bool, bool)>,
     hostname: Option<CString>,
 }
 
@@ -393,10 +398,19 @@ impl Launch {
             proc_dir: c(rootfs.join("proc"))?,
             dev_dir: c(rootfs.join("dev"))?,
             sys_dir: c(rootfs.join("sys"))?,
+            dev_nodes: ["null", "zero", "full", "random", "urandom", "tty"]
+                .iter()
+                .map(|n| Ok((cstr(format!("/dev/{n}"))?, c(rootfs.join("dev").join(n))?)))
+                .collect::<Result<_, String>>()?,
+            dev_shm: c(rootfs.join("dev/shm"))?,
+            dev_links: [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
+                .iter()
+                .map(|(t, n)| Ok((cstr(*t)?, c(rootfs.join("dev").join(n))?)))
+                .collect::<Result<_, String>>()?,
             mounts: spec
                 .mounts
                 .iter()
-                .map(|m| Ok((cstr(m.source.as_str())?, c(container_path(rootfs, &m.destination)?)?, m.readonly)))
+                .map(|m| Ok((cstr(m.source.as_str())?, c(container_path(rootfs, &m.destination)?)?, m.readonly, Path::new(&m.source).is_dir())))
                 .collect::<Result<_, String>>()?,
             hostname: spec.hostname.as_deref().map(cstr).transpose()?,
         });
@@ -501,13 +515,42 @@ impl Launch {
                 if libc::mount(c"proc".as_ptr(), r.proc_dir.as_ptr(), c"proc".as_ptr(), nosuid, std::ptr::null()) != 0 {
                     fail(3);
                 }
-                if libc::mount(c"/dev".as_ptr(), r.dev_dir.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                // A /dev of its own (as runc's): a tmpfs with the usual nodes bound from the guest's,
+                // /dev/shm and the fd links; mounts below /dev (termination-log) land in it.
+                if libc::mount(c"tmpfs".as_ptr(), r.dev_dir.as_ptr(), c"tmpfs".as_ptr(), libc::MS_NOSUID, c"mode=755,size=65536k".as_ptr().cast()) != 0 {
                     fail(4);
+                }
+                for (src, target) in &r.dev_nodes {
+                    let fd = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o666);
+                    if fd < 0 {
+                        fail(4);
+                    }
+                    libc::close(fd);
+                    if libc::mount(src.as_ptr(), target.as_ptr(), null_ptr, libc::MS_BIND, std::ptr::null()) != 0 {
+                        fail(4);
+                    }
+                }
+                if libc::mkdir(r.dev_shm.as_ptr(), 0o1777) != 0
+                    || libc::mount(c"shm".as_ptr(), r.dev_shm.as_ptr(), c"tmpfs".as_ptr(), nosuid, c"mode=1777,size=65536k".as_ptr().cast()) != 0
+                {
+                    fail(4);
+                }
+                for (target, link) in &r.dev_links {
+                    libc::symlink(target.as_ptr(), link.as_ptr());
                 }
                 if libc::mount(c"sysfs".as_ptr(), r.sys_dir.as_ptr(), c"sysfs".as_ptr(), nosuid | libc::MS_RDONLY, std::ptr::null()) != 0 {
                     fail(5);
                 }
-                for (src, target, ro) in &r.mounts {
+                for (src, target, ro, is_dir) in &r.mounts {
+                    // The mount point may be on a tmpfs made above (/dev): make it there.
+                    if *is_dir {
+                        libc::mkdir(target.as_ptr(), 0o755);
+                    } else {
+                        let fd = libc::open(target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                    }
                     if libc::mount(src.as_ptr(), target.as_ptr(), null_ptr, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
                         fail(6);
                     }

@@ -1007,7 +1007,16 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
                 write_status(shared, st, pod, status).await;
                 return None;
             }
+            // The pod's RuntimeClass picks the runtime (VM isolation, ...): nothing else here differs.
+            let runtime_handler = match runtime_handler(shared, spec_).await {
+                Ok(h) => h,
+                Err(m) => {
+                    event(shared, st, pod, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {m}")).await;
+                    return None;
+                }
+            };
             let config = PodSandboxConfig {
+                runtime_handler,
                 metadata: PodSandboxMetadata {
                     name: pod.metadata.name.clone().unwrap_or_default(),
                     namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -1041,6 +1050,17 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
         }
     };
     Some(sandbox)
+}
+
+/// The handler of the pod's RuntimeClass (`None` without one), as kubelet resolves it.
+async fn runtime_handler(shared: &Arc<Shared>, spec: &k8s_openapi::api::core::v1::PodSpec) -> Result<Option<String>, String> {
+    let Some(name) = spec.runtime_class_name.as_deref().filter(|n| !n.is_empty()) else { return Ok(None) };
+    let api: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(shared.client.clone());
+    match api.get_opt(name).await {
+        Ok(Some(rc)) => Ok(Some(rc.handler)),
+        Ok(None) => Err(format!("RuntimeClass {name:?} not found")),
+        Err(e) => Err(format!("reading RuntimeClass {name:?}: {e}")),
+    }
 }
 
 /// This pod's containers in `sandbox_id`: the records of those already known, or (the first
