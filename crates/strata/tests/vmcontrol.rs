@@ -563,3 +563,92 @@ fn the_console_through_the_api_server_shows_output_carries_input_and_is_authoriz
     assert!(err.contains("VirtualMachine con is not running"), "{err}");
     s.ok(&["delete", "vm", "con"]);
 }
+
+// ---- Bad input for VMs in the control plane ----
+
+const DISK_PRESSURE: &str = "  tolerations: [{key: node.kubernetes.io/disk-pressure, operator: Exists, effect: NoSchedule}]\n";
+
+/// Wait until VM `vm`'s printableStatus is `want`; its Ready condition's message.
+fn trouble(s: &ApiServer, vm: &str, want: &str, timeout: Duration) -> String {
+    wait_for(&format!("VM {vm} {want}: {}", get(s, &format!("vm/{vm}"))), timeout, || {
+        let v = get(s, &format!("vm/{vm}"));
+        let ready = v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned().unwrap_or(Value::Null);
+        (v["status"]["printableStatus"] == want && ready["status"] == "False" && ready["reason"] == want).then(|| ready["message"].as_str().unwrap_or("").to_string())
+    })
+}
+
+/// The Warning events about object `kind/name`: (reason, message) pairs.
+fn warnings(s: &ApiServer, kind: &str, name: &str) -> Vec<(String, String)> {
+    let e: Value = serde_json::from_str(&s.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={name}"), "-o", "json"])).unwrap_or(Value::Null);
+    e["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["kind"] == kind && e["type"] == "Warning")
+        .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+fn wait_warning(s: &ApiServer, kind: &str, name: &str, reason: &str, says: &str) {
+    wait_for(&format!("a Warning {reason} on {kind} {name} saying {says:?}: {:?}", warnings(s, kind, name)), Duration::from_secs(60), || {
+        warnings(s, kind, name).iter().any(|(r, m)| r == reason && m.contains(says)).then(String::new)
+    });
+}
+
+/// A missing disk image, a disk image that is not a file, and QEMU missing on the node are
+/// `VMCreateError` (the Ready condition's message says what; a Warning event on the VM and on its
+/// launcher pod); a kernel that writes nothing to the serial console within the node's boot
+/// timeout (`--vm-boot-timeout`) is `NoConsoleOutput` (the same); deleted, they leave nothing on
+/// the node.
+#[test]
+fn bad_vm_input_is_a_clear_status_condition_and_event() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = assets();
+    let s = ApiServer::start_opts(
+        Backend::Embedded,
+        Options { agent: true, scheduler: true, controllers: true, extra: vec!["--vm-boot-timeout".into(), "15".into()], ..Options::default() },
+    );
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("nodisk", &format!("{DISK_PRESSURE}  boot:\n    disk: {{path: /nonexistent/disk.qcow2}}\n"))));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("dirdisk", &format!("{DISK_PRESSURE}  boot:\n    disk: {{path: {}}}\n", a.display()))));
+    // The test guest's kernel told to use the screen only: nothing ever reaches the serial line.
+    let silent = format!(
+        "{DISK_PRESSURE}  memory: 256Mi\n  boot:\n    kernel:\n      path: {}\n      initrd: {}\n      cmdline: console=tty0 quiet panic=-1\n",
+        a.join("vmlinuz").display(),
+        a.join("initrd.gz").display()
+    );
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("silent", &silent)));
+
+    let msg = trouble(&s, "nodisk", "VMCreateError", Duration::from_secs(120));
+    assert!(msg.contains("disk image /nonexistent/disk.qcow2: No such file or directory"), "{msg}");
+    wait_warning(&s, "VirtualMachine", "nodisk", "VMCreateError", "disk image /nonexistent/disk.qcow2");
+    let launcher = get(&s, "vm/nodisk")["status"]["launcherPod"].as_str().unwrap_or("").to_string();
+    wait_warning(&s, "Pod", &launcher, "Failed", "disk image /nonexistent/disk.qcow2");
+    let msg = trouble(&s, "dirdisk", "VMCreateError", Duration::from_secs(120));
+    assert!(msg.contains(&format!("disk image {}: not a regular file", a.display())), "{msg}");
+
+    let msg = trouble(&s, "silent", "NoConsoleOutput", BOOT);
+    assert!(msg.contains("no output on the serial console 15 s after the VM started: the guest did not boot"), "{msg}");
+    wait_warning(&s, "VirtualMachine", "silent", "NoConsoleOutput", "no output on the serial console");
+    let launcher = get(&s, "vm/silent")["status"]["launcherPod"].as_str().unwrap_or("").to_string();
+    let pod = get(&s, &format!("pod/{launcher}"));
+    let cond = pod["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "strata.dev/ConsoleOutput").cloned().unwrap_or(Value::Null);
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("NoConsoleOutput")), "{pod}");
+    wait_warning(&s, "Pod", &launcher, "NoConsoleOutput", "no output on the serial console");
+
+    for vm in ["nodisk", "dirdisk", "silent"] {
+        s.ok(&["delete", "vm", vm, "--wait=false"]);
+    }
+    wait_for(&format!("nothing left on the node: {:?}", node_vms(&s)), Duration::from_secs(120), || node_vms(&s).is_empty().then(String::new));
+
+    // QEMU missing on the node.
+    let s2 = ApiServer::start_opts(
+        Backend::Embedded,
+        Options { agent: true, scheduler: true, controllers: true, env: vec![("STRATA_QEMU".into(), "/nonexistent/qemu-system-x86_64".into())], ..Options::default() },
+    );
+    s2.ok_stdin(&["apply", "-f", "-"], Some(&kernel_vm("noqemu", "Always")));
+    let msg = trouble(&s2, "noqemu", "VMCreateError", Duration::from_secs(120));
+    assert!(msg.contains("QEMU binary /nonexistent/qemu-system-x86_64 not found"), "{msg}");
+    wait_warning(&s2, "VirtualMachine", "noqemu", "VMCreateError", "QEMU binary /nonexistent/qemu-system-x86_64 not found");
+    s2.ok(&["delete", "vm", "noqemu"]);
+    assert!(node_vms(&s2).is_empty(), "{:?}", node_vms(&s2));
+}

@@ -34,6 +34,11 @@ pub const LAUNCHER_IMAGE: &str = "strata.dev/vm-launcher";
 /// A pod condition the agent sets on a launcher pod: `True` under KVM, `False` under TCG
 /// (reason `KVM` or `TCG`, the probe's verdict as the message).
 pub const KVM_CONDITION: &str = "strata.dev/KVM";
+/// Launcher pod condition: did the guest write to its serial console within the node's boot
+/// timeout (False with reason [`NO_CONSOLE_OUTPUT`]: it did not boot)?
+pub const CONSOLE_CONDITION: &str = "strata.dev/ConsoleOutput";
+/// The reason (and the VM's printableStatus) of a guest that wrote nothing to its console.
+pub const NO_CONSOLE_OUTPUT: &str = "NoConsoleOutput";
 /// The node label saying whether VMs there run under KVM (the agent's probe).
 pub const KVM_NODE_LABEL: &str = "strata.dev/kvm";
 

@@ -275,7 +275,10 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
                 ("Starting".into(), None)
             } else {
                 match phase(p) {
-                    "Running" => ("Running".into(), None),
+                    "Running" => match condition(p, vm::CONSOLE_CONDITION).filter(|c| c.status == "False") {
+                        Some(c) => (vm::NO_CONSOLE_OUTPUT.into(), c.message),
+                        None => ("Running".into(), None),
+                    },
                     "Pending" => match waiting.filter(|w| w.reason.as_deref().is_some_and(|r| r != "ContainerCreating")) {
                         Some(w) => (w.reason.unwrap_or_default(), w.message),
                         None => ("Starting".into(), None),
@@ -289,7 +292,12 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
             }
         }
     };
-    let ready = newest.is_some_and(|p| p.metadata.deletion_timestamp.is_none() && phase(p) == "Running" && condition(p, "Ready").is_some_and(|c| c.status == "True"));
+    let ready = newest.is_some_and(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && phase(p) == "Running"
+            && condition(p, "Ready").is_some_and(|c| c.status == "True")
+            && !condition(p, vm::CONSOLE_CONDITION).is_some_and(|c| c.status == "False")
+    });
     let (cond_status, reason) = if ready { ("True", "Running".to_string()) } else { ("False", printable.clone()) };
     let previous = old.conditions.iter().find(|c| c.type_ == "Ready");
     let since = match previous {
@@ -299,6 +307,21 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
     s.conditions = vec![VirtualMachineCondition { type_: "Ready".into(), status: cond_status.into(), reason: Some(reason), message, last_transition_time: since }];
     s.printable_status = Some(printable);
     s
+}
+
+/// printableStatus values that say the VM cannot run as asked.
+const TROUBLE: &[&str] = &["VMCreateError", vm::NO_CONSOLE_OUTPUT, "ErrorUnschedulable", "CrashLoopBackOff", "Failed"];
+
+/// A Warning event for the VM when its status turns to trouble (or to other trouble): the
+/// printableStatus as reason, the Ready condition's message. Pure.
+fn trouble(old: Option<&VirtualMachineStatus>, new: &VirtualMachineStatus) -> Option<(String, String)> {
+    let printable = new.printable_status.as_deref()?;
+    if !TROUBLE.contains(&printable) || old.and_then(|o| o.printable_status.as_deref()) == Some(printable) {
+        return None;
+    }
+    let message = new.conditions.iter().find(|c| c.type_ == "Ready").and_then(|c| c.message.clone()).filter(|m| !m.is_empty());
+    let pod = new.launcher_pod.as_deref().unwrap_or("");
+    Some((printable.to_string(), message.unwrap_or_else(|| format!("launcher pod {pod} is {printable}"))))
 }
 
 /// The same status, ignoring when the Ready condition last changed (so an unchanged status is
@@ -382,6 +405,9 @@ async fn reconcile(v: Arc<VirtualMachine>, ctx: Arc<Context<State>>) -> Result<A
         }
     }
     let new_status = status(&v, &pods, &plan);
+    if let Some((reason, message)) = trouble(v.status.as_ref(), &new_status) {
+        ctx.recorder.publish(v.as_ref(), EventType::Warning, &reason, message);
+    }
     if !v.status.as_ref().is_some_and(|old| same(old, &new_status)) {
         let api: Api<VirtualMachine> = Api::namespaced(ctx.writer.clone(), &ns);
         let patch = json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "status": new_status });
@@ -465,5 +491,21 @@ mod tests {
         let long = "a".repeat(253);
         let n = launcher_name(&long, "0123456789abcdef", 12);
         assert!(n.len() <= 253 && n.ends_with("-01234567-12"), "{n}");
+    }
+
+    #[test]
+    fn trouble_is_a_warning_once_per_change() {
+        let st = |printable: &str, message: Option<&str>| VirtualMachineStatus {
+            printable_status: Some(printable.into()),
+            launcher_pod: Some("virt-launcher-demo-0".into()),
+            conditions: vec![VirtualMachineCondition { type_: "Ready".into(), status: "False".into(), reason: Some(printable.into()), message: message.map(str::to_string), last_transition_time: None }],
+            ..Default::default()
+        };
+        let err = st("VMCreateError", Some("disk image /x: not found"));
+        assert_eq!(trouble(Some(&st("Starting", None)), &err), Some(("VMCreateError".into(), "disk image /x: not found".into())));
+        assert_eq!(trouble(None, &err), Some(("VMCreateError".into(), "disk image /x: not found".into())));
+        assert_eq!(trouble(Some(&err), &err), None, "no repeat while it stays");
+        assert_eq!(trouble(Some(&err), &st("Running", None)), None);
+        assert_eq!(trouble(Some(&st("Running", None)), &st("Failed", None)), Some(("Failed".into(), "launcher pod virt-launcher-demo-0 is Failed".into())));
     }
 }

@@ -55,6 +55,10 @@ pub struct Config {
     pub status_update_frequency: Duration,
     /// Node status is written at least this often even when nothing changed (5 minutes).
     pub status_report_frequency: Duration,
+    /// A VM that has written nothing to its serial console this long after it started did not
+    /// boot: its launcher pod says so (condition `strata.dev/ConsoleOutput` False, reason
+    /// `NoConsoleOutput`, and a Warning event). 120 s.
+    pub vm_boot_timeout: Duration,
 }
 
 impl Config {
@@ -69,6 +73,7 @@ impl Config {
             lease_renew_interval: Duration::from_secs(10),
             status_update_frequency: Duration::from_secs(10),
             status_report_frequency: Duration::from_secs(300),
+            vm_boot_timeout: Duration::from_secs(120),
         }
     }
 }

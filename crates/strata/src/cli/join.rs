@@ -256,6 +256,10 @@ pub struct AgentArgs {
     /// API server; kubelet's 10250). A taken port is replaced by a free one.
     #[arg(long, default_value_t = strata_agent::streams::DEFAULT_PORT)]
     pub kubelet_port: u16,
+    /// Seconds a VM may run without writing to its serial console before its launcher pod
+    /// reports that it did not boot (condition strata.dev/ConsoleOutput, NoConsoleOutput).
+    #[arg(long, default_value_t = 120)]
+    pub vm_boot_timeout: u64,
 }
 
 /// A node name: a DNS subdomain (lower case letters, digits, '-' and '.').
@@ -293,6 +297,7 @@ pub fn agent(ctx: &super::Ctx, a: AgentArgs) -> anyhow::Result<()> {
         // The node agent, as `strata server` runs its own, with the node's credentials.
         let mut config = strata_agent::Config::new(name.clone(), a.data_dir.clone());
         config.max_pods = a.max_pods;
+        config.vm_boot_timeout = std::time::Duration::from_secs(a.vm_boot_timeout);
         config.node_ip = a.node_ip;
         let ca_pem = strata_client::ca_of_kubeconfig(&kubeconfig)?;
         let agent = super::node::joined_agent(ctx, config, client, ca_pem, a.kubelet_port).await?;

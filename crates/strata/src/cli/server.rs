@@ -36,6 +36,10 @@ pub struct ServerArgs {
     /// When it is taken, a free port is used (the Node publishes the one in use); 0: any.
     #[arg(long, default_value_t = strata_agent::streams::DEFAULT_PORT)]
     pub kubelet_port: u16,
+    /// Seconds a VM may run without writing to its serial console before its launcher pod
+    /// reports that it did not boot (condition strata.dev/ConsoleOutput, NoConsoleOutput).
+    #[arg(long, default_value_t = 120)]
+    pub vm_boot_timeout: u64,
     /// Do not run the scheduler in this process (run `strata scheduler` or kube-scheduler
     /// elsewhere).
     #[arg(long)]
@@ -271,6 +275,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         let client = creds.client("strata-agent").await?;
         let mut config = strata_agent::Config::new(node_name, ctx.root.join("agent"));
         config.max_pods = a.max_pods;
+        config.vm_boot_timeout = std::time::Duration::from_secs(a.vm_boot_timeout);
         config.node_ip = a.node_ip;
         Some(super::node::agent_serving_streams(ctx, config, client, &pki, a.kubelet_port).await?)
     };

@@ -224,6 +224,9 @@ struct PodState {
     accelerator: Option<(String, String)>,
     /// Projected ServiceAccount tokens by [`volumes::token_key`].
     tokens: HashMap<String, CachedToken>,
+    /// A launcher pod's VM: whether it wrote to its serial console by the boot timeout (`None`
+    /// until it has, or until the timeout has run out).
+    console_output: Option<bool>,
 }
 
 /// A projected ServiceAccount token and when the next one is asked for: at 80% of its lifetime

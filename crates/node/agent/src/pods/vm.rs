@@ -4,7 +4,9 @@
 //! the pod is Running with the guest's address as its podIP while QEMU runs, Succeeded when the
 //! guest powered off cleanly (exit 0), Failed otherwise; its one container `compute` stands for
 //! the VM in the pod's status. The condition [`vm::KVM_CONDITION`] says which accelerator runs it
-//! and why. Deleting the pod powers the guest off (ACPI power button), forced after the grace
+//! and why; [`vm::CONSOLE_CONDITION`] whether the guest wrote to its serial console within the
+//! agent's boot timeout (False, reason `NoConsoleOutput`, with a Warning event: it did not boot).
+//! Deleting the pod powers the guest off (ACPI power button), forced after the grace
 //! period, and removes the VM (QEMU, tap, lease, overlay). A finished pod's VM is removed at once.
 
 use std::collections::BTreeMap;
@@ -119,10 +121,50 @@ pub(crate) async fn sync(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
                 st.accelerator = Some((d.accelerator, d.accelerator_reason));
             }
         }
+        if st.console_output != Some(true) && w.status == Status::Running {
+            check_console_output(shared, &vms, pod, w, st).await;
+        }
     }
     let host_ip = shared.node_ip.to_string();
-    let status = status(pod, &seen, st.accelerator.as_ref(), &host_ip);
+    let console = st.console_output.map(|seen| (seen, no_output_message(shared.config.vm_boot_timeout)));
+    let status = status(pod, &seen, st.accelerator.as_ref(), console.as_ref(), &host_ip);
     write_status(shared, st, pod, status).await;
+}
+
+/// Why a VM without console output is reported.
+fn no_output_message(timeout: Duration) -> String {
+    format!(
+        "no output on the serial console {} s after the VM started: the guest did not boot (check the kernel and its command line's console=ttyS0, or the disk image's boot loader)",
+        timeout.as_secs()
+    )
+}
+
+/// Once the boot timeout has run out since the VM started, has it written to its serial console?
+/// (Asked of the driver's log of the console; a slow guest that writes later clears it.)
+async fn check_console_output(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod, w: &WorkloadState, st: &mut PodState) {
+    let timeout = shared.config.vm_boot_timeout;
+    let started = w.started_at.as_deref().and_then(|t| k8s_openapi::chrono::DateTime::parse_from_rfc3339(t).ok());
+    let Some(started) = started else { return };
+    let age = k8s_openapi::chrono::Utc::now().signed_duration_since(started).to_std().unwrap_or_default();
+    if age < timeout {
+        return;
+    }
+    let (v, id) = (vms.clone(), w.id.clone());
+    let any = blocking(move || {
+        let mut any = false;
+        let opts = strata_driver::LogOptions { tail: Some(1), ..Default::default() };
+        v.logs(&id, &opts, &mut |_| {
+            any = true;
+            false
+        })
+        .map(|()| any)
+    })
+    .await;
+    let Some(Ok(any)) = any else { return };
+    let was = st.console_output.replace(any);
+    if !any && was.is_none() {
+        event(shared, st, pod, Some(vm::LAUNCHER_CONTAINER), true, "NoConsoleOutput", format!("Virtual machine {}: {}", w.name, no_output_message(timeout))).await;
+    }
 }
 
 /// Create and start the pod's VM; a clear message when it cannot be.
@@ -263,8 +305,9 @@ fn finished_status(pod: &Pod, phase: &str, reason: &str, message: &str) -> PodSt
     }
 }
 
-/// The launcher pod's status from its VM. Pure.
-fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, host_ip: &str) -> PodStatus {
+/// The launcher pod's status from its VM (`console`: whether it wrote to its console by the
+/// boot timeout, and the message if not). Pure.
+fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, console: Option<&(bool, String)>, host_ip: &str) -> PodStatus {
     let now = super::status::now();
     let image = vm::LAUNCHER_IMAGE.to_string();
     let (phase, state, ready, ip, reason, message) = match seen {
@@ -316,6 +359,11 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, host_i
     if let Some((accel, why)) = accelerator {
         let kvm = accel == "kvm";
         conditions.push(cond(pod, vm::KVM_CONDITION, if kvm { "True" } else { "False" }, Some(if kvm { "KVM" } else { "TCG" }), Some(why), &now));
+    }
+    match console {
+        Some((true, _)) => conditions.push(cond(pod, vm::CONSOLE_CONDITION, "True", Some("ConsoleOutput"), None, &now)),
+        Some((false, why)) if running => conditions.push(cond(pod, vm::CONSOLE_CONDITION, "False", Some(vm::NO_CONSOLE_OUTPUT), Some(why), &now)),
+        _ => {}
     }
     PodStatus {
         phase: Some(phase.into()),
