@@ -95,7 +95,8 @@ EXTRA_OBJECTS = [
     # VirtualMachines in the user-facing roles, aggregated into admin, edit and view as
     # upstream's `system:aggregate-to-*` roles are (and as KubeVirt's kubevirt.io:edit/view):
     # edit may run VMs and open their serial console (`virtualmachines/console`, verb get, as
-    # KubeVirt's `virtualmachineinstances/console`), view may only read them.
+    # KubeVirt's `virtualmachineinstances/console`), view may only read them and their serial
+    # log (`virtualmachines/log`, as view reads `pods/log`).
     {
         "apiVersion": f"{RBAC}/v1",
         "kind": "ClusterRole",
@@ -116,7 +117,7 @@ EXTRA_OBJECTS = [
                                 "rbac.authorization.k8s.io/aggregate-to-edit": "true",
                                 "rbac.authorization.k8s.io/aggregate-to-view": "true"}},
         "rules": [
-            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines", "virtualmachines/status"],
+            {"apiGroups": ["strata.dev"], "resources": ["virtualmachines", "virtualmachines/log", "virtualmachines/status"],
              "verbs": ["get", "list", "watch"]},
         ],
     },

@@ -444,7 +444,8 @@ fn finish(mut c: std::process::Child, limit: Duration) -> (Option<i32>, String) 
 /// The serial console through the API server: a WebSocket (`plain.strata.dev`, binary messages
 /// of raw bytes both ways) shows the guest's output and carries input to it; `strata console`
 /// does the same through pipes and through a terminal (Ctrl-] detaches); `kubectl logs` of the
-/// launcher pod is the captured serial output. RBAC: `get` on `virtualmachines/console`, which
+/// launcher pod is the captured serial output, and so is `virtualmachines/log` (`kubectl get
+/// --raw`, `strata logs vm/NAME`; view may read it). RBAC: `get` on `virtualmachines/console`, which
 /// `edit` has (aggregated) and `view` has not (403). A Halted VM's console is a clear 409.
 #[test]
 fn the_console_through_the_api_server_shows_output_carries_input_and_is_authorized() {
@@ -548,6 +549,15 @@ fn the_console_through_the_api_server_shows_output_carries_input_and_is_authoriz
     let launcher = pod["metadata"]["name"].as_str().expect("launcher").to_string();
     let logs = s.ok(&["logs", &launcher]);
     assert!(logs.contains("STRATA-GUEST-UP") && logs.contains("GOT: hello-console") && logs.contains("GOT: via-pipe"), "{logs}");
+    // And the VM's own `virtualmachines/log`: raw, through `strata logs vm/NAME`, and for view.
+    let log_path = "/apis/strata.dev/v1/namespaces/default/virtualmachines/con/log";
+    let raw = s.ok(&["get", "--raw", &format!("{log_path}?tailLines=1000")]);
+    assert!(raw.contains("GOT: hello-console") && raw.contains("GOT: via-tty"), "{raw}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(["logs", "vm/con", "--namespace", "default"]).env("KUBECONFIG", s.kubeconfig()).stdin(Stdio::null()).output().expect("strata logs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("STRATA-GUEST-UP") && text.contains("GOT: from-editor"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let (code, body) = s.curl("GET", log_path, common::server::Auth::Token("viewer-token"), None, None);
+    assert!(code == 200 && body.contains("GOT: hello-console"), "{code} {body}");
 
     // A VM that does not exist, and a Halted one: clear errors, no hang.
     let (code, err) = finish(strata_console(&s, &["vm/nope"]), Duration::from_secs(30));
@@ -561,6 +571,9 @@ fn the_console_through_the_api_server_shows_output_carries_input_and_is_authoriz
     let (code, err) = finish(strata_console(&s, &["vm/con"]), Duration::from_secs(30));
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("VirtualMachine con is not running"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(["logs", "vm/con"]).env("KUBECONFIG", s.kubeconfig()).stdin(Stdio::null()).output().expect("strata logs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("VirtualMachine con is not running"), "{err}");
     s.ok(&["delete", "vm", "con"]);
 }
 

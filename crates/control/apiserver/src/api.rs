@@ -1245,9 +1245,22 @@ impl Api {
         let sub = info.subresource.as_deref().unwrap_or("");
         if info.resource.kind == "VirtualMachine" {
             let ns = info.namespace.as_deref().unwrap_or("default");
-            let (pod, uid, node) = self.vm_launcher(ns, name, &obj).await?;
+            let (pod, uid, node) = self.vm_launcher(ns, name, &obj, sub == "log").await?;
             let addr = self.agent_of(&node).await?;
             let kubelet = self.kubelet.as_ref().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
+            if sub == "log" {
+                // The launcher's log: the VM's captured serial console.
+                let mut kq: Vec<(String, String)> = Vec::new();
+                for (k, v) in &query_pairs(query) {
+                    match k.as_str() {
+                        "follow" | "timestamps" if truthy(&q, k) => kq.push((k.clone(), "true".into())),
+                        "sinceSeconds" | "sinceTime" | "tailLines" | "limitBytes" => kq.push((k.clone(), v.clone())),
+                        _ => {}
+                    }
+                }
+                let path = format!("/containerLogs/{ns}/{pod}/{}?{}", crate::vm::LAUNCHER_CONTAINER, crate::proxy::encode_query(&kq));
+                return kubelet.stream(&node, addr, &path).await;
+            }
             let upgrade = conn.upgrade.as_ref().and_then(|u| u.lock().ok().and_then(|mut u| u.take()));
             let Some(upgrade) = upgrade else {
                 return Err(ApiError::bad_request("Upgrade request required: the console is a WebSocket (GET with Upgrade: websocket)"));
@@ -1346,8 +1359,9 @@ impl Api {
     /// The running launcher pod of VirtualMachine `ns/name` (`vm`): its name, uid and node. A
     /// VM that is not running (Halted, no launcher, a launcher that is not Running or is being
     /// deleted) is 409 Conflict with why, as KubeVirt answers a console request for a VMI that
-    /// is not running.
-    async fn vm_launcher(&self, ns: &str, name: &str, vm: &Value) -> Result<(String, String, String), ApiError> {
+    /// is not running. For the log (`log`), a launcher on a node that has not finished will do
+    /// (the VM and its log go when its boot ends).
+    async fn vm_launcher(&self, ns: &str, name: &str, vm: &Value, log: bool) -> Result<(String, String, String), ApiError> {
         let not_running = |why: String| ApiError::new(409, "Conflict", format!("VirtualMachine {name} is not running: {why}"));
         let strategy = vm["spec"]["runStrategy"].as_str().unwrap_or("Always");
         let printable = vm["status"]["printableStatus"].as_str().unwrap_or("Stopped");
@@ -1368,11 +1382,11 @@ impl Api {
         if !owned {
             return Err(not_running(format!("pod {pod_name} is not its launcher (status {printable})")));
         }
-        if pod["metadata"]["deletionTimestamp"].is_string() {
+        if pod["metadata"]["deletionTimestamp"].is_string() && !log {
             return Err(not_running(format!("its launcher pod {pod_name} is being deleted (the VM is powering off)")));
         }
         let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-        if phase != "Running" {
+        if phase != "Running" && !(log && phase == "Pending") {
             let waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().map(|r| format!(", {r}")).unwrap_or_default();
             return Err(not_running(format!("its launcher pod {pod_name} is {phase}{waiting} (status {printable})")));
         }

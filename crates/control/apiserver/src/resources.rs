@@ -150,7 +150,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, ["pdb"], [], ["status"]),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, [], [], []),
     res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"], [], []),
-    res!("strata.dev", "v1", "VirtualMachine", "virtualmachines", "virtualmachine", true, ["vm"], ["all"], ["status", "console"]),
+    res!("strata.dev", "v1", "VirtualMachine", "virtualmachines", "virtualmachine", true, ["vm"], ["all"], ["status", "console", "log"]),
 ];
 
 /// The review kinds (`reviews.rs`): create-only, never stored, routed before this table is

@@ -12,6 +12,9 @@ use crate::status::Cause;
 
 pub const RUN_STRATEGIES: [&str; 5] = ["Always", "RerunOnFailure", "Once", "Halted", "Manual"];
 pub const DEFAULT_MEMORY: &str = "256Mi";
+/// The one container of a VM's launcher pod, whose log is the VM's serial console (the same name
+/// as `strata_client::vm::LAUNCHER_CONTAINER`; the API server does not link the client).
+pub const LAUNCHER_CONTAINER: &str = "compute";
 const MIN_MEMORY: u128 = 32 << 20;
 /// More than any host strata runs on: a typo (`256Gi` for `256Mi`) is refused here rather than
 /// left unschedulable.

@@ -2,7 +2,8 @@
 //! WebSocket GET with the subprotocol [`PROTOCOL`], after which every binary message carries
 //! raw console bytes both ways (the guest's output from the server, keyboard input to it). The
 //! connection is made with the client's own credentials and TLS (its kubeconfig), as kubectl
-//! opens `pods/exec`.
+//! opens `pods/exec`. [`log`] reads the VM's captured serial console (`virtualmachines/log`,
+//! the launcher pod's log).
 
 use hyper_util::rt::TokioIo;
 use kube::client::Body;
@@ -24,6 +25,8 @@ pub enum Error {
     Connect(#[source] kube::Error),
     #[error("the console upgrade failed: {0}")]
     Upgrade(String),
+    #[error("reading the log: {0}")]
+    Stream(String),
 }
 
 /// The API path of VM `name`'s console in `namespace`.
@@ -58,6 +61,51 @@ pub async fn open(client: &kube::Client, namespace: &str, name: &str) -> Result<
     let mut cfg = WebSocketConfig::default();
     cfg.max_message_size = Some(16 << 20);
     Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, Some(cfg)).await)
+}
+
+/// What [`log`] asks for (as `kubectl logs`: `follow`, `tailLines`, `timestamps`).
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub tail_lines: Option<usize>,
+    pub timestamps: bool,
+}
+
+/// Stream VM `namespace/name`'s serial log to `out` until it ends (with `follow`, until the
+/// boot ends) or `out` returns false.
+pub async fn log(client: &kube::Client, namespace: &str, name: &str, opts: &LogOptions, out: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), Error> {
+    use http_body_util::BodyExt;
+    let mut q = Vec::new();
+    if opts.follow {
+        q.push("follow=true".to_string());
+    }
+    if let Some(n) = opts.tail_lines {
+        q.push(format!("tailLines={n}"));
+    }
+    if opts.timestamps {
+        q.push("timestamps=true".to_string());
+    }
+    let mut uri = format!("/apis/{}/{}/namespaces/{namespace}/virtualmachines/{name}/log", crate::vm::GROUP, crate::vm::VERSION);
+    if !q.is_empty() {
+        uri = format!("{uri}?{}", q.join("&"));
+    }
+    let req = http::Request::get(uri).body(Body::empty()).map_err(|e| Error::Upgrade(e.to_string()))?;
+    let resp = client.send(req).await.map_err(Error::Connect)?;
+    let code = resp.status().as_u16();
+    if code != 200 {
+        let body = resp.into_body().collect_bytes().await.unwrap_or_default();
+        return Err(Error::Refused { code, message: status_message(code, &body) });
+    }
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Stream(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            if !out(data) {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The message of a refusal: a `metav1.Status`'s, else the body's text, else the status line.

@@ -4,7 +4,8 @@
 //! `--context`). On a terminal, the terminal is raw and Ctrl-] detaches; otherwise stdin is
 //! copied to the console and the output is copied until the server closes the console (the VM
 //! stopped). Errors (not found, forbidden, a VM that is not running) exit 125 with the server's
-//! message.
+//! message. `strata logs vm/NAME` ([`vm_logs`]) prints the VM's captured serial console the same
+//! way.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -45,9 +46,9 @@ fn vm_name(target: &str) -> anyhow::Result<&str> {
     Ok(name)
 }
 
-async fn client(a: &ConsoleArgs) -> anyhow::Result<kube::Client> {
-    let opts = kube::config::KubeConfigOptions { context: a.context.clone(), ..Default::default() };
-    let config = match &a.kubeconfig {
+async fn client(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    let opts = kube::config::KubeConfigOptions { context: context.map(str::to_string), ..Default::default() };
+    let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &opts).await.with_context(|| format!("kubeconfig {}", path.display()))?
@@ -61,10 +62,25 @@ pub fn run(a: ConsoleArgs) -> anyhow::Result<()> {
     let name = vm_name(&a.target)?.to_string();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
-        let client = client(&a).await?;
+        let client = client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
         let ns = a.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
         let ws = strata_client::console::open(&client, &ns, &name).await?;
         relay(ws, &format!("vm/{name}")).await
+    })
+}
+
+/// `strata logs vm/NAME`: the VM's captured serial console (`virtualmachines/log`) through the
+/// API server, with the same kubeconfig rules as `strata console`.
+pub fn vm_logs(target: &str, a: &super::container::LogsArgs) -> anyhow::Result<()> {
+    let name = vm_name(target)?.to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let client = client(a.kubeconfig.as_deref(), a.context.as_deref()).await?;
+        let ns = a.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        let opts = strata_client::console::LogOptions { follow: a.follow, tail_lines: a.tail, timestamps: a.timestamps };
+        let mut stdout = std::io::stdout();
+        strata_client::console::log(&client, &ns, &name, &opts, &mut |b| stdout.write_all(b).and_then(|()| stdout.flush()).is_ok()).await?;
+        Ok(())
     })
 }
 

@@ -383,10 +383,23 @@ pub struct LogsArgs {
     /// Prefix each line with its timestamp.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// For vm/NAME: the VM's namespace (default: the kubeconfig context's, else "default").
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// For vm/NAME: the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// For vm/NAME: the kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// A container, or vm/NAME: a VirtualMachine's serial console through the API server.
     pub container: String,
 }
 
 pub fn logs(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
+    if a.container.contains('/') {
+        return super::console::vm_logs(&a.container, &a);
+    }
     let driver = ctx.driver()?;
     let id = driver.resolve(&a.container)?;
     print_logs(&*driver, &id, &LogOptions { follow: a.follow, tail: a.tail, ..Default::default() }, a.timestamps)
