@@ -42,40 +42,7 @@ fn forbidden(field: &str, why: &str) -> Cause {
 
 /// A resource.Quantity in units (bytes), rounded up; `None` when it does not parse.
 pub fn quantity(v: &Value) -> Option<u128> {
-    if let Some(n) = v.as_u64() {
-        return Some(u128::from(n));
-    }
-    let s = v.as_str()?.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return None;
-    }
-    let digits: u128 = format!("{int}{frac}").parse().ok()?;
-    let (mul, pow10): (u128, i32) = match suffix {
-        "" => (1, 0),
-        "k" => (1, 3),
-        "M" => (1, 6),
-        "G" => (1, 9),
-        "T" => (1, 12),
-        "P" => (1, 15),
-        "Ki" => (1 << 10, 0),
-        "Mi" => (1 << 20, 0),
-        "Gi" => (1 << 30, 0),
-        "Ti" => (1 << 40, 0),
-        "Pi" => (1 << 50, 0),
-        e if e.starts_with(['e', 'E']) => (1, e[1..].parse().ok()?),
-        _ => return None,
-    };
-    let exp = pow10 - frac.len() as i32;
-    let v = digits.checked_mul(mul)?;
-    if exp >= 0 {
-        v.checked_mul(10u128.checked_pow(exp as u32)?)
-    } else {
-        let d = 10u128.checked_pow((-exp) as u32)?;
-        Some(v.div_ceil(d))
-    }
+    crate::quantity::Quantity::of(v).map(|q| q.value()).and_then(|n| u128::try_from(n).ok())
 }
 
 fn absolute_path(field: &str, v: &Value, causes: &mut Vec<Cause>) {
