@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -67,16 +67,8 @@ async fn splice(ws: ws::Ws, console: tokio::net::UnixStream) {
         }
     };
     let outbound = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                        return;
-                    }
-                }
-            }
+        if !ws::send_binary(&mut rd, &mut sink).await {
+            return;
         }
         // The console ended: the VM stopped.
         let frame = CloseFrame { code: CloseCode::Normal, reason: "the console closed (the VM stopped)".into() };

@@ -97,19 +97,10 @@ pub fn byte_stream(ws: Ws) -> DuplexStream {
             let _ = wr.shutdown().await;
         };
         let outbound = async {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            if send_binary(&mut rd, &mut sink).await {
+                let _ = sink.send(Message::Close(None)).await;
+                let _ = sink.close().await;
             }
-            let _ = sink.send(Message::Close(None)).await;
-            let _ = sink.close().await;
         };
         tokio::select! {
             () = inbound => {}
@@ -145,5 +136,25 @@ mod tests {
         let r = accept_response(&h, "v5.channel.k8s.io").expect("accept").body(()).expect("response");
         assert_eq!(r.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(accept_response(&headers(&[("sec-websocket-key", "x"), ("sec-websocket-version", "8")]), "").is_err());
+    }
+}
+
+/// Sends what `rd` yields as binary messages until it ends (true) or the WebSocket is gone
+/// (false); the caller then closes the WebSocket as its protocol wants.
+pub async fn send_binary<R, S>(rd: &mut R, sink: &mut S) -> bool
+where
+    R: tokio::io::AsyncRead + Unpin,
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
 }
