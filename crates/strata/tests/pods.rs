@@ -840,3 +840,140 @@ spec:
     assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed: timeout: failed to connect service")), "{events:?}");
     assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
 }
+
+/// An HTTPS server as a pod's own would be (a self-signed certificate, HTTP/1.1) on `port`
+/// inside a pod's network namespace. `/healthz` answers 200 while `ready`, else 500;
+/// `/redirect` sends to `/healthz` on the same host; `/away` sends to another host while `alive`,
+/// else answers 503. Each request's path and headers are recorded.
+struct TlsServer {
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, hyper::HeaderMap)>>>,
+}
+
+fn tls_server(netns: &std::path::Path, port: u16) -> TlsServer {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let ready = Arc::new(AtomicBool::new(true));
+    let alive = Arc::new(AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["web.strata.test".to_string()]).expect("params").self_signed(&key).expect("self-signed");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (r, a, s) = (ready.clone(), alive.clone(), seen.clone());
+    let ns = std::fs::File::open(netns).expect("the pod's netns");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the pod");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let _ = tx.send(());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((conn, _)) = listener.accept().await {
+                let (r, a, s, acceptor) = (r.clone(), a.clone(), s.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(conn).await else { return };
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (r, a, s) = (r.clone(), a.clone(), s.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            s.lock().expect("seen").push((path.clone(), req.headers().clone()));
+                            let b = hyper::Response::builder();
+                            let resp = match path.as_str() {
+                                "/healthz" if r.load(Ordering::SeqCst) => b.status(200).body("ok".to_string()),
+                                "/healthz" => b.status(500).body("not ready".to_string()),
+                                "/redirect" => b.status(302).header("location", "/healthz").body(String::new()),
+                                "/away" if a.load(Ordering::SeqCst) => b.status(302).header("location", "http://127.0.0.2:9/elsewhere").body("gone elsewhere".to_string()),
+                                "/away" => b.status(503).body("dying".to_string()),
+                                _ => b.status(404).body(String::new()),
+                            };
+                            resp.map(|r| r.map(|b| http_body_util::Full::new(hyper::body::Bytes::from(b))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+    });
+    rx.recv().expect("the TLS server started");
+    TlsServer { ready, alive, seen }
+}
+
+#[test]
+fn https_probes_skip_verification_send_headers_and_follow_local_redirects() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: https-probed
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    readinessProbe:
+      httpGet:
+        scheme: HTTPS
+        port: 8443
+        path: /redirect
+        httpHeaders: [{{name: Host, value: web.strata.test}}, {{name: X-Probe, value: strata}}]
+      periodSeconds: 1
+      failureThreshold: 1
+    livenessProbe:
+      httpGet: {{scheme: HTTPS, port: 8443, path: /away}}
+      initialDelaySeconds: 15
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+        img = c.image
+    ));
+    let p = c.wait_pod("https-probed", "Running", Duration::from_secs(120), |p| phase(p) == "Running" && p["status"]["podIP"].is_string());
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+    let server = tls_server(&pod_netns(&c, &uid), 8443);
+    // Ready through TLS (a self-signed certificate for another name) and a redirect on the same
+    // host, with the probe's headers.
+    c.wait_pod("https-probed", "Ready over HTTPS", Duration::from_secs(60), |p| condition(p, "Ready") == "True");
+    {
+        let seen = server.seen.lock().expect("seen");
+        let healthz = seen.iter().find(|(path, _)| path == "/healthz").expect("the redirect to /healthz was followed");
+        let h = &healthz.1;
+        assert_eq!(h.get("host").and_then(|v| v.to_str().ok()), Some("web.strata.test"), "{h:?}");
+        assert_eq!(h.get("x-probe").and_then(|v| v.to_str().ok()), Some("strata"), "{h:?}");
+        assert!(h.get("user-agent").and_then(|v| v.to_str().ok()).is_some_and(|u| u.starts_with("kube-probe/")), "{h:?}");
+        assert_eq!(h.get("accept").and_then(|v| v.to_str().ok()), Some("*/*"), "{h:?}");
+        let away = seen.iter().find(|(path, _)| path == "/away");
+        assert!(away.is_none_or(|(_, h)| h.get("host").and_then(|v| v.to_str().ok()) == Some(&format!("{ip}:8443"))), "{away:?}");
+    }
+    // Unready when the server says so, ready again after.
+    server.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    c.wait_pod("https-probed", "unready on 500", Duration::from_secs(60), |p| condition(p, "Ready") == "False");
+    server.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.wait_pod("https-probed", "ready again", Duration::from_secs(60), |p| condition(p, "Ready") == "True");
+    // A redirect to another host is not followed: a warning, and the container lives on.
+    assert!(
+        eventually(Duration::from_secs(60), || c.events_for("https-probed").iter().any(|(r, m)| r == "ProbeWarning"
+            && m == "Liveness probe warning: Probe terminated redirects, Response body: gone elsewhere")),
+        "{:?}",
+        c.events_for("https-probed")
+    );
+    assert_eq!(c.pod("https-probed")["status"]["containerStatuses"][0]["restartCount"], 0);
+    // A failing HTTPS liveness probe restarts the container.
+    server.alive.store(false, std::sync::atomic::Ordering::SeqCst);
+    c.wait_pod("https-probed", "restarted by its liveness probe", Duration::from_secs(90), |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 1);
+    let events = c.events_for("https-probed");
+    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m == "Liveness probe failed: HTTP probe failed with statuscode: 503"), "{events:?}");
+    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m == "Readiness probe failed: HTTP probe failed with statuscode: 500"), "{events:?}");
+    assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
+}

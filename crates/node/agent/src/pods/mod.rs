@@ -7,6 +7,7 @@
 //! a restart) has its containers stopped and everything removed. Everything the agent needs is
 //! in the API server or the driver, so the agent can be killed at any point and continues.
 
+pub mod http_probe;
 pub mod probes;
 pub mod spec;
 pub mod status;
@@ -402,7 +403,7 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
                     let result = match &hook.sleep {
                         Some(s) => {
                             tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(grace)).await;
-                            Ok(())
+                            Ok(None)
                         }
                         None => {
                             let probe = k8s_openapi::api::core::v1::Probe {
@@ -1185,8 +1186,10 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
             let result = probes::run(shared, probe, &d.id, c, pod_ip_addr).await;
             let Some(state) = st.probes.get_mut(&(c.name.clone(), kind)) else { continue };
             let verdict = state.record(probe, result.is_ok());
-            if let Err(why) = &result {
-                event(shared, st, pod, Some(&c.name), true, "Unhealthy", format!("{} probe failed: {why}", kind.name())).await;
+            match &result {
+                Err(why) => event(shared, st, pod, Some(&c.name), true, "Unhealthy", format!("{} probe failed: {why}", kind.name())).await,
+                Ok(Some(warning)) => event(shared, st, pod, Some(&c.name), true, "ProbeWarning", format!("{} probe warning: {warning}", kind.name())).await,
+                Ok(None) => {}
             }
             if verdict == Some(false) && kind != probes::Kind::Readiness {
                 let what = if kind == probes::Kind::Liveness { "liveness" } else { "startup" };

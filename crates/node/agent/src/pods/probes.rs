@@ -1,6 +1,6 @@
 //! Container probes as kubelet runs them: startup, liveness and readiness, each exec (through
-//! the driver's `exec_sync`), httpGet (a plain HTTP/1.1 GET from the node to the pod's IP,
-//! success for 200-399), tcpSocket (a connect) or grpc (`grpc.health.v1.Health/Check` to the
+//! the driver's `exec_sync`), httpGet (HTTP or HTTPS from the node to the pod's IP, as kubelet:
+//! `http_probe.rs`), tcpSocket (a connect) or grpc (`grpc.health.v1.Health/Check` to the
 //! pod's IP, success for SERVING), with initialDelaySeconds, periodSeconds, timeoutSeconds,
 //! successThreshold and failureThreshold.
 
@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strata_driver::pod::PodRuntime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use super::http_probe as http;
 use crate::Shared;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,9 +93,10 @@ fn port(p: &IntOrString, c: &Container) -> Result<u16, String> {
     }
 }
 
-/// Run `probe` once against container `id` (of `c`, in a pod at `pod_ip`): `Ok` with a note,
-/// or why it failed (kubelet's wording where it has one).
-pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Container, pod_ip: Option<IpAddr>) -> Result<(), String> {
+/// Run `probe` once against container `id` (of `c`, in a pod at `pod_ip`): `Ok` (with a warning
+/// that still counts as success, kubelet's `ProbeWarning`), or why it failed (kubelet's wording
+/// where it has one).
+pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Container, pod_ip: Option<IpAddr>) -> Result<Option<String>, String> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(e) = &probe.exec {
         let cmd = e.command.clone().unwrap_or_default();
@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Conta
         let id = id.to_string();
         let r = tokio::task::spawn_blocking(move || driver.exec_sync(&id, &cmd, Some(timeout))).await.map_err(|e| e.to_string())?;
         return match r {
-            Ok(r) if r.exit_code == 0 => Ok(()),
+            Ok(r) if r.exit_code == 0 => Ok(None),
             Ok(r) => {
                 let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
                 out.push_str(&String::from_utf8_lossy(&r.stderr));
@@ -115,46 +115,18 @@ pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Conta
         };
     }
     if let Some(h) = &probe.http_get {
-        if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-            return Err("HTTPS probes are not supported by this agent".into());
-        }
         let host: IpAddr = match h.host.as_deref().filter(|h| !h.is_empty()) {
             Some(h) => h.parse().map_err(|_| format!("host {h:?} is not an IP address"))?,
             None => pod_ip.ok_or("the pod has no IP")?,
         };
-        let addr = SocketAddr::new(host, port(&h.port, c)?);
-        let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
-        let mut headers = String::new();
-        let mut host_header = addr.to_string();
-        for hd in h.http_headers.iter().flatten() {
-            if hd.name.eq_ignore_ascii_case("host") {
-                host_header = hd.value.clone();
-            } else {
-                headers.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
-            }
-        }
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: kube-probe/1.32\r\nAccept: */*\r\nConnection: close\r\n{headers}\r\n");
-        let exchange = async {
-            let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
-            s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 512];
-            while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 4096 {
-                let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("malformed HTTP response from {addr}"))?;
-            if (200..400).contains(&code) {
-                Ok(())
-            } else {
-                Err(format!("HTTP probe failed with statuscode: {code}"))
-            }
+        let scheme = match h.scheme.as_deref().unwrap_or("HTTP") {
+            s if s.eq_ignore_ascii_case("HTTP") => "http",
+            s if s.eq_ignore_ascii_case("HTTPS") => "https",
+            s => return Err(format!("unsupported scheme {s:?}")),
         };
-        return tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| Err(format!("Get \"http://{addr}{path}\": context deadline exceeded")));
+        let url = http::target(scheme, SocketAddr::new(host, port(&h.port, c)?), h.path.as_deref().unwrap_or(""))?;
+        let headers: Vec<(String, String)> = h.http_headers.iter().flatten().map(|hd| (hd.name.clone(), hd.value.clone())).collect();
+        return http::probe(url, &headers, timeout).await;
     }
     if let Some(t) = &probe.tcp_socket {
         let host: IpAddr = match t.host.as_deref().filter(|h| !h.is_empty()) {
@@ -163,7 +135,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Conta
         };
         let addr = SocketAddr::new(host, port(&t.port, c)?);
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => Ok(None),
             Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
             Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
         };
@@ -171,7 +143,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, probe: &Probe, id: &str, c: &Conta
     if let Some(g) = &probe.grpc {
         let host = pod_ip.ok_or("the pod has no IP")?;
         let port = u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?;
-        return grpc_check(SocketAddr::new(host, port), g.service.as_deref().unwrap_or(""), timeout).await;
+        return grpc_check(SocketAddr::new(host, port), g.service.as_deref().unwrap_or(""), timeout).await.map(|()| None);
     }
     Err("the probe has no handler (exec, httpGet, tcpSocket or grpc)".into())
 }
