@@ -27,7 +27,6 @@
 //! was blocked, not dropped). Only one process per root may hold a VM's channel.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,6 +76,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The guest's NIC in the pod's network namespace, tied to the pod's `eth0`.
 const TAP: &str = "tap0";
 const LOG_MAX_SIZE: u64 = 10 << 20;
+/// Streams' names start so; container ids are hex digits only.
+const STREAM_PREFIX: &str = "x-";
+/// An exec terminal's size until the client sends its own.
+const DEFAULT_TTY_SIZE: (u16, u16) = (24, 80);
 const LOG_MAX_FILES: usize = 5;
 
 /// A VM as recorded (`vms/<sandbox>/vm.json`).
@@ -113,9 +116,24 @@ struct Conn {
     client: AgentClient,
 }
 
+/// Where a stream's output goes (see `exec_session`, `port_forward`).
+enum Sink {
+    /// A streaming exec: pipes to the caller's session, and its exit code.
+    Exec { out: std::fs::File, err: Option<std::fs::File>, exit: mpsc::Sender<i32> },
+    /// A port-forward connection: the host end of a loopback pair.
+    Conn { tcp: std::net::TcpStream },
+}
+
+struct StreamSink {
+    sandbox: String,
+    sink: Sink,
+}
+
 struct Shared {
     root: PathBuf,
     logs: Mutex<HashMap<String, LogWriter>>,
+    /// Live streams by name (names are not container ids: `x-` and 16 hex digits).
+    streams: Mutex<HashMap<String, Arc<StreamSink>>>,
     subscribers: Mutex<Vec<mpsc::Sender<PodEvent>>>,
     records: Mutex<()>,
 }
@@ -166,9 +184,43 @@ impl Shared {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).retain(|s| s.send(ev.clone()).is_ok());
     }
 
-    /// What a VM's agent sends unasked: output into the CRI logs, exits into the records.
+    fn stream(&self, id: &str) -> Option<Arc<StreamSink>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Forget the streams of `sandbox` (its channel closed): their callers see an end.
+    fn drop_streams(&self, sandbox: &str) {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| s.sandbox != sandbox);
+    }
+
+    /// What a VM's agent sends unasked: output into the CRI logs (or a stream's sink), exits
+    /// into the records (or to a stream's caller).
     fn on_guest(&self, msg: GuestMessage) {
+        use std::io::Write;
         match msg {
+            GuestMessage::Output { id, stream, data } if id.starts_with(STREAM_PREFIX) => {
+                let Some(s) = self.stream(&id) else { return };
+                // A pipe the caller reads (or a loopback socket): blocks only while it does not.
+                let written = match (&s.sink, stream) {
+                    (Sink::Exec { err: Some(err), .. }, Stream::Stderr) => (&*err).write_all(&data),
+                    (Sink::Exec { out, .. }, _) => (&*out).write_all(&data),
+                    (Sink::Conn { tcp }, _) => (&*tcp).write_all(&data),
+                };
+                if let Err(e) = written {
+                    tracing::debug!(stream = %id, error = %e, "stream output");
+                }
+            }
+            GuestMessage::Exited { id, code, signal } if id.starts_with(STREAM_PREFIX) => {
+                let Some(s) = self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { return };
+                match &s.sink {
+                    Sink::Exec { exit, .. } => {
+                        let _ = exit.send(code.unwrap_or_else(|| 128 + signal.unwrap_or(0)));
+                    }
+                    Sink::Conn { tcp } => {
+                        let _ = tcp.shutdown(std::net::Shutdown::Write);
+                    }
+                }
+            }
             GuestMessage::Output { id, stream, data } => {
                 let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
                 if !logs.contains_key(&id) {
@@ -243,7 +295,7 @@ impl MicroVmRuntime {
         if !initramfs.exists() {
             initramfs::build(&kernel, &config.guest_agent, &initramfs).map_err(|e| Error::FailedPrecondition(format!("building the microVM initramfs: {e}")))?;
         }
-        let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()) });
+        let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), streams: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()) });
         let rt = MicroVmRuntime { sandboxes, images, kernel, initramfs, config, shared, conns: Mutex::new(HashMap::new()) };
         // Take the channels of the VMs already running (a restarted agent): their output and
         // exits, held back by the guests meanwhile, come in from now on.
@@ -287,13 +339,14 @@ impl MicroVmRuntime {
 
     fn connect(&self, sandbox: &str, timeout: Duration) -> Result<Conn, Error> {
         let (tx, rx) = mpsc::channel::<GuestMessage>();
-        let shared = self.shared.clone();
+        let (shared, sb) = (self.shared.clone(), sandbox.to_string());
         std::thread::Builder::new()
             .name("microvm-events".into())
             .spawn(move || {
                 for m in rx {
                     shared.on_guest(m);
                 }
+                shared.drop_streams(&sb);
             })
             .map_err(Error::io("starting a microVM event thread"))?;
         let client = AgentClient::connect(&self.vm_dir(sandbox).join(qemu::AGENT_SOCKET), timeout, Some(tx)).map_err(agent_error)?;
@@ -472,22 +525,24 @@ impl MicroVmRuntime {
     }
 }
 
-/// An exec whose output comes at its end (see `exec_session`).
-struct BufferedExec {
+/// A streaming exec in the guest (see `exec_session`).
+struct StreamExec {
+    conn: Arc<Conn>,
+    stream: String,
     rx: mpsc::Receiver<i32>,
     code: Option<i32>,
 }
 
-impl crate::pod::ExecProcess for BufferedExec {
-    fn resize(&self, _rows: u16, _cols: u16) -> std::io::Result<()> {
-        Err(std::io::Error::other("no terminal"))
+impl crate::pod::ExecProcess for StreamExec {
+    fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.conn.client.call_ok(Request::Resize { stream: self.stream.clone(), rows, cols }, CALL_TIMEOUT).map_err(std::io::Error::other)
     }
 
     fn wait(&mut self) -> std::io::Result<i32> {
         if let Some(c) = self.code {
             return Ok(c);
         }
-        let c = self.rx.recv().map_err(|_| std::io::Error::other("the exec thread ended without a result"))?;
+        let c = self.rx.recv().map_err(|_| std::io::Error::other("the microVM's agent channel closed before the exec ended"))?;
         self.code = Some(c);
         Ok(c)
     }
@@ -499,12 +554,62 @@ impl crate::pod::ExecProcess for BufferedExec {
         Ok(self.code)
     }
 
-    /// The command runs in the guest; the agent's exec has no cancel yet: it runs to its end.
-    fn kill(&mut self) {}
+    fn kill(&mut self) {
+        if let Err(e) = self.conn.client.call_ok(Request::Cancel { stream: self.stream.clone() }, CALL_TIMEOUT) {
+            tracing::debug!(stream = %self.stream, error = %e, "cancelling an exec");
+        }
+    }
 
     /// No host process carries it.
     fn pid(&self) -> u32 {
         0
+    }
+}
+
+/// Send what `from` gives as `stream`'s input, chunk by chunk (each answered before the next),
+/// then its end; a thread of its own.
+fn pump_input(conn: Arc<Conn>, stream: String, mut from: impl std::io::Read + Send + 'static) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("microvm-input".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if let Err(e) = conn.client.call_ok(Request::Input { stream: stream.clone(), data: buf[..n].to_vec() }, CALL_TIMEOUT) {
+                            tracing::debug!(stream = %stream, error = %e, "stream input");
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        let _ = conn.client.call_ok(Request::Cancel { stream: stream.clone() }, CALL_TIMEOUT);
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = conn.client.call_ok(Request::CloseInput { stream: stream.clone() }, CALL_TIMEOUT) {
+                tracing::debug!(stream = %stream, error = %e, "closing stream input");
+            }
+        })
+        .map(drop)
+        .map_err(Error::io("starting a stream input thread"))
+}
+
+/// Two connected TCP sockets on 127.0.0.1 (the port-forward interface hands out a `TcpStream`):
+/// the listener lives only for this call, and a connection from anyone but our own socket is
+/// dropped.
+fn loopback_pair() -> Result<(std::net::TcpStream, std::net::TcpStream), Error> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("port-forward listener"))?;
+    let addr = listener.local_addr().map_err(Error::io("port-forward listener"))?;
+    let outer = std::net::TcpStream::connect(addr).map_err(Error::io("port-forward connect"))?;
+    let mine = outer.local_addr().map_err(Error::io("port-forward connect"))?;
+    loop {
+        let (inner, peer) = listener.accept().map_err(Error::io("port-forward accept"))?;
+        if peer == mine {
+            return Ok((outer, inner));
+        }
     }
 }
 
@@ -862,53 +967,50 @@ impl PodRuntime for MicroVmRuntime {
         }
     }
 
-    /// Without input or a terminal (`kubectl exec POD -- CMD`): the command runs to its end
-    /// through the agent's exec and its output is then handed over through pipes. Input and
-    /// terminals need a streaming exec in the guest agent, not there yet.
+    /// A streaming exec in the guest (`Request::ExecStream`): output comes back as the agent
+    /// sends it into pipes the session reads, input goes out chunk by chunk from a pipe the
+    /// session writes, resizes and kills are agent requests, the exit code is the agent's
+    /// `Exited` for the stream.
     fn exec_session(&self, id: &str, req: &ExecSessionRequest) -> Result<ExecSession, Error> {
-        if req.stdin || req.tty {
-            return Err(Error::Unsupported("exec with stdin or a terminal in VM-isolated pods".into()));
-        }
         let r = self.shared.load(id)?;
         if r.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!("container {id} is not running")));
         }
         let conn = self.conn(&r.sandbox_id)?;
-        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io { context: "exec pipes".into(), source: e.into() });
-        let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
-        let (tx, rx) = mpsc::channel();
-        let req = protocol::ExecRequest { id: id.into(), argv: req.command.clone(), env: None, timeout_ms: None };
-        std::thread::Builder::new()
-            .name("microvm-exec".into())
-            .spawn(move || {
-                use std::io::Write;
-                let result = conn.client.call(Request::Exec(req), Duration::from_secs(24 * 3600));
-                let code = match result {
-                    Ok(Response::Exec(x)) => {
-                        let _ = std::fs::File::from(out_w).write_all(&x.stdout);
-                        let _ = std::fs::File::from(err_w).write_all(&x.stderr);
-                        x.exit_code
-                    }
-                    Ok(_) | Err(_) => {
-                        let msg = match result {
-                            Err(e) => format!("{e}\n"),
-                            _ => "unexpected answer to exec\n".into(),
-                        };
-                        drop(out_w);
-                        let _ = std::fs::File::from(err_w).write_all(msg.as_bytes());
-                        126
-                    }
-                };
-                let _ = tx.send(code);
-            })
-            .map_err(Error::io("starting an exec thread"))?;
-        Ok(ExecSession {
-            stdin: None,
-            stdout: Some(std::fs::File::from(out_r)),
-            stderr: Some(std::fs::File::from(err_r)),
-            tty: false,
-            inner: Box::new(BufferedExec { rx, code: None }),
-        })
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))
+                .map_err(|e| Error::Io { context: "exec pipes".into(), source: e.into() })
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = if req.tty { (None, None) } else { pipe().map(|(r, w)| (Some(r), Some(w)))? };
+        let input = if req.stdin || req.tty { Some(pipe()?) } else { None };
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let stream = format!("{STREAM_PREFIX}{}", &random_id()[..16]);
+        let sink = StreamSink { sandbox: r.sandbox_id.clone(), sink: Sink::Exec { out: out_w, err: err_w, exit: exit_tx } };
+        // Registered first: output may come before the answer.
+        self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.clone(), Arc::new(sink));
+        let exec = protocol::ExecRequest { id: id.into(), argv: req.command.clone(), env: None, timeout_ms: None };
+        let tty = req.tty.then(|| req.size.unwrap_or(DEFAULT_TTY_SIZE));
+        let started = conn.client.call(Request::ExecStream { stream: stream.clone(), exec, tty, stdin: req.stdin || req.tty }, CALL_TIMEOUT);
+        match started {
+            Ok(Response::Started { .. }) => {}
+            other => {
+                self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+                return Err(match other {
+                    Err(e) => agent_error(e),
+                    Ok(r) => Error::Internal(format!("guest agent answered exec with {r:?}")),
+                });
+            }
+        }
+        let stdin = match input {
+            Some((in_r, in_w)) => {
+                pump_input(conn.clone(), stream.clone(), in_r)?;
+                Some(in_w)
+            }
+            None => None,
+        };
+        Ok(ExecSession { stdin, stdout: Some(out_r), stderr: err_r, tty: req.tty, inner: Box::new(StreamExec { conn, stream, rx: exit_rx, code: None }) })
     }
 
     fn container_logs(&self, id: &str, opts: &LogOptions, sink: &mut dyn FnMut(&LogRecord) -> bool) -> Result<(), Error> {
@@ -935,12 +1037,22 @@ impl PodRuntime for MicroVmRuntime {
         Err(Error::Unsupported("attach in VM-isolated pods".into()))
     }
 
+    /// The pod's loopback is the guest's: the agent connects to `127.0.0.1:port` in the guest
+    /// (`Request::Connect`) and the bytes travel over its channel. The caller gets one end of a
+    /// loopback socket pair made here, the other end is pumped to and from the agent.
     fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream, Error> {
-        // The pod's loopback is the guest's: dial the pod's address (the node bridge reaches it).
-        let sb = self.sandboxes.pod_sandbox_status(sandbox_id)?;
-        let ip: IpAddr = sb.ip.ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {sandbox_id} has no address")))?;
-        let target = SocketAddr::new(ip, port);
-        std::net::TcpStream::connect_timeout(&target, Duration::from_secs(10)).map_err(|e| Error::Io { context: format!("dial tcp {target} in pod sandbox {sandbox_id}"), source: e })
+        let conn = self.conn(sandbox_id)?;
+        let (outer, inner) = loopback_pair()?;
+        let stream = format!("{STREAM_PREFIX}{}", &random_id()[..16]);
+        let tcp = inner.try_clone().map_err(Error::io("port-forward socket"))?;
+        let sink = StreamSink { sandbox: sandbox_id.to_string(), sink: Sink::Conn { tcp } };
+        self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.clone(), Arc::new(sink));
+        if let Err(e) = conn.client.call_ok(Request::Connect { stream: stream.clone(), port }, CALL_TIMEOUT) {
+            self.shared.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+            return Err(agent_error(e));
+        }
+        pump_input(conn, stream, inner)?;
+        Ok(outer)
     }
 
     fn subscribe(&self) -> Result<mpsc::Receiver<PodEvent>, Error> {

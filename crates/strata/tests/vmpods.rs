@@ -4,9 +4,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::eventually;
 use common::server::{ApiServer, Backend, Options};
@@ -100,4 +101,178 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
     assert!(gone, "pod or QEMU left: {:?}\nlog: {}", processes_under(&server.root()), server.log());
     let vms = server.root().join("microvm/vms");
     assert!(eventually(Duration::from_secs(30), || std::fs::read_dir(&vms).map(|d| d.count() == 0).unwrap_or(true)), "VM state left in {}", vms.display());
+}
+
+/// kubectl (the dispatcher's default) against `server`, with input, bounded in time.
+fn kubectl_bounded(server: &ApiServer, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut c = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.data_dir())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(b) = stdin {
+        let mut w = c.stdin.take().expect("stdin");
+        w.write_all(b).expect("write stdin");
+    }
+    wait_bounded(c, Duration::from_secs(180))
+}
+
+fn wait_bounded(mut c: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if c.try_wait().expect("wait").is_some() {
+            return c.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let out = c.wait_with_output().expect("output");
+            panic!("timed out: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An HTTP/1.0 GET of `/` at `addr`; the body.
+fn http_get(addr: std::net::SocketAddr) -> Result<String, String> {
+    let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| format!("connect {addr}: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    write!(c, "GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).map_err(|e| format!("read {addr}: {e}"))?;
+    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(resp))
+}
+
+/// The pod of the parity test: `web` serves `ok` on the pod's 127.0.0.1:8080 only and on every
+/// address at 8081, `client` fails its liveness probe once (its first attempt leaves a marker on
+/// an emptyDir and never makes the probe's file), `fail` exits 7.
+fn parity_pod(name: &str, class: Option<&str>, image: &str) -> String {
+    let class = class.map(|c| format!("  runtimeClassName: {c}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n{class}  terminationGracePeriodSeconds: 2\n  volumes:\n  - name: data\n    emptyDir: {{}}\n  containers:\n  - name: web\n    image: {image}\n    command: [sh, -c, 'mkdir -p /srv && echo ok > /srv/index.html && echo hello-log && busybox httpd -p 8081 -h /srv && exec busybox httpd -f -p 127.0.0.1:8080 -h /srv']\n  - name: client\n    image: {image}\n    command: [sh, -c, 'if [ -e /data/once ]; then touch /tmp/alive; else touch /data/once; fi; exec sleep 100000']\n    volumeMounts: [{{name: data, mountPath: /data}}]\n    livenessProbe: {{exec: {{command: [cat, /tmp/alive]}}, initialDelaySeconds: 1, periodSeconds: 2, failureThreshold: 2, timeoutSeconds: 20}}\n  - name: fail\n    image: {image}\n    command: [sh, -c, 'echo failing; exit 7']\n"
+    )
+}
+
+/// The same behaviour, asserted the same way, for a container pod (the default runtime) and a
+/// `runtimeClassName: strata-vm` pod: only `uname -r` differs (the host's release vs the guest
+/// kernel's).
+#[test]
+fn container_and_vm_pods_behave_the_same_through_kubectl() {
+    let kernel = script("guest-kernel.sh");
+    let release = std::fs::read_dir(kernel.join("lib/modules")).expect("modules").flatten().next().expect("a release").file_name().to_string_lossy().into_owned();
+    let host = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
+    assert_ne!(release, host, "the test needs a guest kernel other than the host's");
+    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
+
+    let registry = Registry::start();
+    registry.push(&busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![
+        ("STRATA_VM_ACCEL".to_string(), "tcg".to_string()),
+        ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string()),
+        ("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()),
+        ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string()),
+    ];
+    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], env, ..Options::default() });
+    let pods = [("par-runc", None, host.as_str()), ("par-vm", Some("strata-vm"), release.as_str())];
+    for (name, class, _) in &pods {
+        server.ok_stdin(&["apply", "-f", "-"], Some(&parity_pod(name, *class, &image)));
+    }
+    for (name, class, expected_release) in pods {
+        let what = format!("{name} ({})", class.unwrap_or("default runtime"));
+        let mut last = Value::Null;
+        let running = eventually(Duration::from_secs(300), || {
+            last = pod(&server, name);
+            last["status"]["phase"] == "Running" && container(&last, "web")["state"]["running"].is_object() && container(&last, "client")["state"]["running"].is_object()
+        });
+        if !running {
+            let events = server.kubectl(&["get", "events", "-o", "wide"]);
+            panic!("{what} not Running: {last:#}\nevents: {}\nlog: {}", text(&events.stdout), server.log());
+        }
+        // uname -r: the host's kernel for a container, the guest's for a microVM.
+        assert_eq!(server.ok(&["exec", name, "-c", "web", "--", "uname", "-r"]).trim(), expected_release, "{what}");
+        // Logs.
+        let logs = server.ok(&["logs", name, "-c", "web"]);
+        assert!(logs.contains("hello-log"), "{what}: {logs}");
+        // Exec with stdin: input reaches the command, its end is an end of file.
+        let out = kubectl_bounded(&server, &["exec", "-i", name, "-c", "web", "--", "sh", "-c", "while read l; do echo got:$l; done; echo eof"], Some(b"one\ntwo\n"));
+        assert!(out.status.success(), "{what}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "got:one\ngot:two\neof\n", "{what}");
+        // Exec with a terminal (kubectl exec -it under script(1)): the command has one, its
+        // size comes from the client (it may come just after the start), and its exit code
+        // comes back.
+        let cmd = format!("stty cols 99 rows 33; kubectl exec -it {name} -c web -- sh -c 'busybox tty; for i in $(seq 20); do [ \"$(stty size)\" = \"33 99\" ] && break; sleep 0.5; done; stty size; exit 5'");
+        let c = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("HOME", server.data_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script");
+        let out = wait_bounded(c, Duration::from_secs(180));
+        assert!(text(&out.stdout).contains("/dev/pts/"), "{what}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains("33 99"), "{what}: the terminal size: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(5), "{what}: {}", text(&out.stdout));
+        // Exec's exit code.
+        let out = kubectl_bounded(&server, &["exec", name, "-c", "web", "--", "sh", "-c", "exit 4"], None);
+        assert_eq!(out.status.code(), Some(4), "{what}: {}", text(&out.stderr));
+        // A container's non-zero exit code in the pod's status.
+        let exited_7 = eventually(Duration::from_secs(120), || {
+            last = pod(&server, name);
+            let c = container(&last, "fail");
+            c["state"]["terminated"]["exitCode"] == 7 || c["lastState"]["terminated"]["exitCode"] == 7
+        });
+        assert!(exited_7, "{what}: no exit code 7 for container fail: {last:#}");
+        assert_eq!(server.ok(&["logs", name, "-c", "fail"]).trim(), "failing", "{what}");
+        // The liveness probe restarts `client` once.
+        let restarted = eventually(Duration::from_secs(180), || {
+            last = pod(&server, name);
+            let c = container(&last, "client");
+            c["restartCount"].as_i64().unwrap_or(0) >= 1 && c["state"]["running"].is_object() && c["ready"] == true
+        });
+        assert!(restarted, "{what}: client not restarted by its liveness probe: {last:#}");
+        // Two containers over localhost: client reaches web's 127.0.0.1:8080.
+        let out = kubectl_bounded(&server, &["exec", name, "-c", "client", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"], None);
+        assert_eq!(text(&out.stdout), "ok\n", "{what}: {}", text(&out.stderr));
+        // The pod IP answers from the node.
+        let ip: std::net::IpAddr = last["status"]["podIP"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{what}: no podIP: {last:#}"));
+        let mut got = Err(String::new());
+        assert!(eventually(Duration::from_secs(60), || {
+            got = http_get((ip, 8081).into());
+            got.as_deref() == Ok("ok\n")
+        }), "{what}: GET {ip}:8081 from the node: {got:?}");
+        // kubectl port-forward reaches the server that listens on the pod's 127.0.0.1 only.
+        let local = common::free_port();
+        let mut pf = Command::new("kubectl")
+            .args(["port-forward", &format!("pod/{name}"), &format!("{local}:8080")])
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("HOME", server.data_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("port-forward");
+        let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(first.contains("Forwarding from"), "{what}: {first}");
+        let forwarded: Vec<Result<String, String>> = (0..2).map(|_| http_get(([127, 0, 0, 1], local).into())).collect();
+        let _ = pf.kill();
+        let out = pf.wait_with_output().expect("port-forward");
+        for r in forwarded {
+            assert_eq!(r.as_deref(), Ok("ok\n"), "{what}: port-forward: {}", text(&out.stderr));
+        }
+    }
+    for (name, _, _) in pods {
+        server.ok(&["delete", "pod", name, "--wait=false"]);
+    }
+    let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
+    assert!(gone, "pods or QEMU left: {:?}\nlog: {}", processes_under(&server.root()), server.log());
 }

@@ -8,6 +8,10 @@
 //!   container's stdout/stderr bytes, in order) and [`GuestMessage::Exited`] (after the last
 //!   output of that container).
 //!
+//! *Streams* (a streaming exec, a port-forward connection) are named by the host; their output
+//! and end come as `Output` and `Exited` with the stream's name as `id`, their input as `Input`
+//! requests, each answered once written, so a stream has at most one chunk in flight.
+//!
 //! JSON keeps the protocol readable in a serial log and versionable by adding fields; output
 //! bytes travel as base64.
 
@@ -68,6 +72,37 @@ pub enum Request {
     Exec(ExecRequest),
     /// Forget a container, killing it first if it runs.
     Remove { id: String },
+    /// Start a command in a running container with its stdio streamed (`kubectl exec -i -t`):
+    /// answered by `Started` once it runs; its output comes as [`GuestMessage::Output`] and its
+    /// end as [`GuestMessage::Exited`], both with `id` = `stream` (the host's name for it,
+    /// distinct from every container id).
+    ExecStream {
+        stream: String,
+        exec: ExecRequest,
+        /// Give it a terminal of this size (rows, columns): output is one stream (stdout).
+        #[serde(default)]
+        tty: Option<(u16, u16)>,
+        /// Connect its input (without: `/dev/null`; a terminal always has input).
+        #[serde(default)]
+        stdin: bool,
+    },
+    /// Connect to `127.0.0.1:port` in the guest (`kubectl port-forward`; the pod's loopback is
+    /// the guest's): answered `Ok` once connected; the bytes the server sends come as `Output`
+    /// (stdout) of `stream`, its end as `Exited` with code 0.
+    Connect { stream: String, port: u16 },
+    /// Bytes for a stream's input (an exec's stdin or terminal, a connection), answered once
+    /// written (the host sends the next after the answer: flow control).
+    Input {
+        stream: String,
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+    },
+    /// The end of a stream's input (an exec's stdin closed, a connection's write side shut).
+    CloseInput { stream: String },
+    /// A new size (rows, columns) for a stream's terminal.
+    Resize { stream: String, rows: u16, cols: u16 },
+    /// Kill a stream's process (SIGKILL) or drop its connection.
+    Cancel { stream: String },
     /// Sync and power the VM off (the reply is sent first).
     PowerOff,
 }
@@ -278,6 +313,17 @@ mod tests {
             Request::Signal { id: "c1".into(), signal: 15 },
             Request::Exec(ExecRequest { id: "c1".into(), argv: vec!["true".into()], env: None, timeout_ms: Some(500) }),
             Request::Remove { id: "c1".into() },
+            Request::ExecStream {
+                stream: "x1".into(),
+                exec: ExecRequest { id: "c1".into(), argv: vec!["sh".into()], env: None, timeout_ms: None },
+                tty: Some((24, 80)),
+                stdin: true,
+            },
+            Request::Connect { stream: "x2".into(), port: 8080 },
+            Request::Input { stream: "x1".into(), data: b"ls\n\x04\xff".to_vec() },
+            Request::CloseInput { stream: "x1".into() },
+            Request::Resize { stream: "x1".into(), rows: 33, cols: 99 },
+            Request::Cancel { stream: "x1".into() },
             Request::PowerOff,
         ] {
             round_trip(HostMessage { id: 7, request });

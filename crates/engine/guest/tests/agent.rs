@@ -234,3 +234,65 @@ fn exec_signal_and_remove_reach_a_running_container() {
     assert_eq!(h.wait_exit("d"), (None, Some(libc::SIGKILL)));
     assert!(!Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() != "sleep").unwrap_or(true));
 }
+
+#[test]
+fn streams_carry_stdin_a_terminal_resizes_exit_codes_and_loopback_connections() {
+    let root = rootfs();
+    let mut h = Host::start();
+    h.ok(Request::Create { id: "c".into(), spec: spec(root.path(), &["sleep", "1000"], "pod-s") });
+    assert!(matches!(h.call(Request::Start { id: "c".into() }), Response::Started { .. }));
+    let exec = |argv: &[&str]| ExecRequest { id: "c".into(), argv: argv.iter().map(|s| s.to_string()).collect(), env: None, timeout_ms: None };
+    let started = |r: Response| matches!(r, Response::Started { pid } if pid > 0);
+
+    // Input reaches the command; its end is an end of file; the exit code comes as Exited.
+    let r = h.call(Request::ExecStream { stream: "x-in".into(), exec: exec(&["sh", "-c", "while read l; do echo got:$l; done; echo eof >&2; exit 3"]), tty: None, stdin: true });
+    assert!(started(r));
+    h.ok(Request::Input { stream: "x-in".into(), data: b"one\ntwo\n".to_vec() });
+    h.ok(Request::CloseInput { stream: "x-in".into() });
+    assert_eq!(h.wait_exit("x-in"), (Some(3), None));
+    assert_eq!(h.out("x-in", Stream::Stdout), "got:one\ngot:two\n");
+    assert_eq!(h.out("x-in", Stream::Stderr), "eof\n");
+    assert!(h.error(Request::Input { stream: "x-in".into(), data: b"late".to_vec() }).contains("no stream"));
+
+    // A terminal: the command has one (a /dev/pts of the container's /dev), resizes reach it,
+    // output is one stream.
+    let r = h.call(Request::ExecStream { stream: "x-tty".into(), exec: exec(&["sh", "-c", "busybox tty; read l; busybox stty size; echo err >&2; exit 5"]), tty: Some((24, 80)), stdin: true });
+    assert!(started(r));
+    h.ok(Request::Resize { stream: "x-tty".into(), rows: 33, cols: 99 });
+    h.ok(Request::Input { stream: "x-tty".into(), data: b"go\n".to_vec() });
+    assert_eq!(h.wait_exit("x-tty"), (Some(5), None));
+    let out = h.out("x-tty", Stream::Stdout);
+    assert!(out.contains("/dev/pts/") && out.contains("33 99") && out.contains("err"), "{out:?}");
+    assert!(h.error(Request::Resize { stream: "x-in2".into(), rows: 1, cols: 1 }).contains("no stream"));
+
+    // Cancel kills the command; a duplicate name and a missing program are refused.
+    assert!(started(h.call(Request::ExecStream { stream: "x-k".into(), exec: exec(&["sleep", "1000"]), tty: None, stdin: false })));
+    assert!(h.error(Request::ExecStream { stream: "x-k".into(), exec: exec(&["true"]), tty: None, stdin: false }).contains("already exists"));
+    h.ok(Request::Cancel { stream: "x-k".into() });
+    assert_eq!(h.wait_exit("x-k"), (None, Some(nix::sys::signal::Signal::SIGKILL as i32)));
+    let msg = h.error(Request::ExecStream { stream: "x-no".into(), exec: exec(&["/no/such/command"]), tty: None, stdin: false });
+    assert!(msg.contains("/no/such/command"), "{msg}");
+
+    // A connection to the agent's loopback (here the host's: the test has no network
+    // namespace), both ways, ended by the server.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    h.ok(Request::Connect { stream: "x-c".into(), port });
+    let (mut server, _) = listener.accept().expect("accept");
+    use std::io::{Read, Write};
+    server.write_all(b"hello").expect("write");
+    h.ok(Request::Input { stream: "x-c".into(), data: b"ping".to_vec() });
+    h.ok(Request::CloseInput { stream: "x-c".into() });
+    let mut got = Vec::new();
+    server.set_read_timeout(Some(WAIT)).expect("timeout");
+    server.read_to_end(&mut got).expect("read to the host's end of input");
+    assert_eq!(got, b"ping");
+    drop(server);
+    assert_eq!(h.wait_exit("x-c"), (Some(0), None));
+    assert_eq!(h.out("x-c", Stream::Stdout), "hello");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let msg = h.error(Request::Connect { stream: "x-c2".into(), port: closed });
+    assert!(msg.contains("refused"), "{msg}");
+    h.ok(Request::Remove { id: "c".into() });
+}

@@ -117,7 +117,7 @@ impl Containers {
             return Err(format!("container {id:?} was already started"));
         }
         let launch = Launch::new_container(&entry.spec)?;
-        let child = launch.spawn(&self.0.reaper, None)?;
+        let child = launch.spawn(&self.0.reaper, None, Stdio::Capture)?;
         *state = State::Running { pid: child.pid };
         drop(state);
         let pid = child.pid;
@@ -189,17 +189,34 @@ impl Containers {
         }
     }
 
-    pub fn exec(&self, req: &ExecRequest) -> Result<ExecResult, String> {
+    /// Start `req` in the namespaces and root of its running container, with `stdio`.
+    pub fn exec_child(&self, req: &ExecRequest, stdio: Stdio) -> Result<Child, String> {
         let entry = self.get(&req.id)?;
         let State::Running { pid } = entry.state() else {
             return Err(format!("container {:?} is not running", req.id));
         };
+        self.spawn_exec(&entry, pid, req, stdio)
+    }
+
+    fn spawn_exec(&self, entry: &Entry, pid: i32, req: &ExecRequest, stdio: Stdio) -> Result<Child, String> {
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err("no command to run".into());
         }
         let launch = Launch::exec(&entry.spec, pid, req)?;
         let ns = JoinFds::open(pid)?;
-        let child = launch.spawn(&self.0.reaper, Some(&ns))?;
+        launch.spawn(&self.0.reaper, Some(&ns), stdio)
+    }
+
+    pub fn reaper(&self) -> &Reaper {
+        &self.0.reaper
+    }
+
+    pub fn exec(&self, req: &ExecRequest) -> Result<ExecResult, String> {
+        let entry = self.get(&req.id)?;
+        let State::Running { pid } = entry.state() else {
+            return Err(format!("container {:?} is not running", req.id));
+        };
+        let child = self.spawn_exec(&entry, pid, req, Stdio::Capture)?;
         let collect = |f: Option<OwnedFd>| {
             let (tx, rx) = mpsc::channel();
             if let Some(fd) = f {
@@ -265,7 +282,7 @@ fn read_capped(fd: OwnedFd) -> Vec<u8> {
 }
 
 /// Forward a container's output pipe to the host, chunk by chunk.
-fn forward(fd: Option<OwnedFd>, id: &str, stream: Stream, tx: &Outbox) -> Option<std::thread::JoinHandle<()>> {
+pub(crate) fn forward(fd: Option<OwnedFd>, id: &str, stream: Stream, tx: &Outbox) -> Option<std::thread::JoinHandle<()>> {
     let fd = fd?;
     let (id, tx) = (id.to_string(), tx.clone());
     std::thread::Builder::new()
@@ -282,6 +299,8 @@ fn forward(fd: Option<OwnedFd>, id: &str, stream: Stream, tx: &Outbox) -> Option
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // A terminal's master once its last slave closed: the end of output.
+                    Err(e) if e.raw_os_error() == Some(libc::EIO) => return,
                     Err(e) => {
                         note!("reading the output of {id}: {e}");
                         return;
@@ -333,6 +352,8 @@ struct NewRoot {
     /// Device nodes of the guest bound into the container's own `/dev` (source, target).
     dev_nodes: Vec<(CString, CString)>,
     dev_shm: CString,
+    /// The guest's `/dev/pts` (exec terminals) and its mount point in the container's `/dev`.
+    dev_pts: (CString, CString),
     /// (link target, link path) in the container's `/dev`.
     dev_links: Vec<(CString, CString)>,
     /// (source, target, read-only, source is a directory)
@@ -353,10 +374,26 @@ struct Launch {
     groups: Vec<libc::gid_t>,
 }
 
-struct Child {
-    pid: i32,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
+/// A started process and the host-facing ends of its stdio.
+pub(crate) struct Child {
+    pub pid: i32,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// The write end of its stdin ([`Stdio::Stream`] with `stdin`).
+    pub stdin: Option<OwnedFd>,
+    /// The master of its terminal (with a terminal: input, output and resizes).
+    pub master: Option<OwnedFd>,
+}
+
+/// How a started process's stdio is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stdio {
+    /// Input `/dev/null`, output and error output to pipes.
+    Capture,
+    /// As `Capture`, with a pipe as input when `stdin`.
+    Pipes { stdin: bool },
+    /// A new terminal of this size (rows, columns) as input, output and controlling terminal.
+    Tty { rows: u16, cols: u16 },
 }
 
 /// Steps a child reports a failure at.
@@ -403,7 +440,8 @@ impl Launch {
                 .map(|n| Ok((cstr(format!("/dev/{n}"))?, c(rootfs.join("dev").join(n))?)))
                 .collect::<Result<_, String>>()?,
             dev_shm: c(rootfs.join("dev/shm"))?,
-            dev_links: [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
+            dev_pts: (cstr("/dev/pts")?, c(rootfs.join("dev/pts"))?),
+            dev_links: [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx")]
                 .iter()
                 .map(|(t, n)| Ok((cstr(*t)?, c(rootfs.join("dev").join(n))?)))
                 .collect::<Result<_, String>>()?,
@@ -423,7 +461,7 @@ impl Launch {
 
     /// Fork and exec on a thread of its own: the new PID namespace (or the container's, for
     /// `join`) is entered by that thread, for its children only.
-    fn spawn(&self, reaper: &Reaper, join: Option<&JoinFds>) -> Result<Child, String> {
+    fn spawn(&self, reaper: &Reaper, join: Option<&JoinFds>, stdio: Stdio) -> Result<Child, String> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let pidns = match join {
@@ -435,16 +473,14 @@ impl Launch {
                 if pidns != 0 {
                     return Err(format!("entering a PID namespace: {}", std::io::Error::last_os_error()));
                 }
-                self.fork(reaper, join)
+                self.fork(reaper, join, stdio)
             })
             .join()
             .unwrap_or_else(|_| Err("the spawning thread panicked".into()))
         })
     }
 
-    fn fork(&self, reaper: &Reaper, join: Option<&JoinFds>) -> Result<Child, String> {
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+    fn fork(&self, reaper: &Reaper, join: Option<&JoinFds>, stdio: Stdio) -> Result<Child, String> {
         let (status_r, status_w) = pipe()?;
         let devnull = c"/dev/null";
         // SAFETY: open(2) of a constant path.
@@ -454,6 +490,28 @@ impl Launch {
         }
         // SAFETY: a fresh fd.
         let null = unsafe { OwnedFd::from_raw_fd(null) };
+        // (the child's 0, 1, 2; what the parent keeps: stdin, stdout, stderr, master)
+        #[allow(clippy::type_complexity)]
+        let (child_fds, mut kept): ([OwnedFd; 3], (Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>)) = match stdio {
+            Stdio::Capture | Stdio::Pipes { .. } => {
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                let (in_child, in_kept) = match stdio {
+                    Stdio::Pipes { stdin: true } => {
+                        let (r, w) = pipe()?;
+                        (r, Some(w))
+                    }
+                    _ => (null.try_clone().map_err(|e| format!("dup: {e}"))?, None),
+                };
+                ([in_child, out_w, err_w], (in_kept, Some(out_r), Some(err_r), None))
+            }
+            Stdio::Tty { rows, cols } => {
+                let (master, slave) = openpty(rows, cols)?;
+                let dup = |f: &OwnedFd| f.try_clone().map_err(|e| format!("dup: {e}"));
+                ([dup(&slave)?, dup(&slave)?, slave], (None, None, None, Some(master)))
+            }
+        };
+        let ctty = matches!(stdio, Stdio::Tty { .. });
         let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         let envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         // SAFETY: fork(2); the child only makes system calls on data prepared above and then
@@ -463,14 +521,15 @@ impl Launch {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            self.child(null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd(), join, &argv, &envp)
+            let [a, b, c] = &child_fds;
+            self.child([a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd()], ctty, status_w.as_raw_fd(), join, &argv, &envp)
         }
-        drop((out_w, err_w, status_w, null));
+        drop((child_fds, status_w, null));
         let mut report = [0u8; 8];
         let mut f = std::fs::File::from(status_r);
         let n = read_full(&mut f, &mut report);
         if n == 0 {
-            return Ok(Child { pid, stdout: Some(out_r), stderr: Some(err_r) });
+            return Ok(Child { pid, stdin: kept.0.take(), stdout: kept.1.take(), stderr: kept.2.take(), master: kept.3.take() });
         }
         reaper.wait(pid, Some(Duration::from_secs(10)));
         let step = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
@@ -485,7 +544,7 @@ impl Launch {
 
     /// The child's side: never returns.
     #[allow(clippy::too_many_arguments)]
-    fn child(&self, null: RawFd, out: RawFd, err: RawFd, status: RawFd, join: Option<&JoinFds>, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> ! {
+    fn child(&self, stdio: [RawFd; 3], ctty: bool, status: RawFd, join: Option<&JoinFds>, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> ! {
         // SAFETY: runs in the forked child only: system calls on memory prepared before the fork,
         // then exec or _exit.
         unsafe {
@@ -498,7 +557,14 @@ impl Launch {
                 libc::_exit(127)
             };
             let null_ptr = std::ptr::null::<libc::c_char>();
-            if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+            // A terminal is the controlling one of a session of its own (as a login's).
+            if ctty && libc::setsid() < 0 {
+                fail(0);
+            }
+            if libc::dup2(stdio[0], 0) < 0 || libc::dup2(stdio[1], 1) < 0 || libc::dup2(stdio[2], 2) < 0 {
+                fail(0);
+            }
+            if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 fail(0);
             }
             if let Some(r) = &self.new_root {
@@ -537,6 +603,10 @@ impl Launch {
                 }
                 for (target, link) in &r.dev_links {
                     libc::symlink(target.as_ptr(), link.as_ptr());
+                }
+                // Best effort: a guest without devpts runs containers, only without terminals.
+                if libc::mkdir(r.dev_pts.1.as_ptr(), 0o755) == 0 {
+                    libc::mount(r.dev_pts.0.as_ptr(), r.dev_pts.1.as_ptr(), null_ptr, libc::MS_BIND, std::ptr::null());
                 }
                 if libc::mount(c"sysfs".as_ptr(), r.sys_dir.as_ptr(), c"sysfs".as_ptr(), nosuid | libc::MS_RDONLY, std::ptr::null()) != 0 {
                     fail(5);
@@ -602,6 +672,33 @@ impl Launch {
             fail(11)
         }
     }
+}
+
+/// A new terminal (master, slave) of `rows` x `cols`, both close-on-exec.
+fn openpty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), String> {
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty(3) into two local ints, no name buffer, no termios, a valid winsize.
+    if unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) } != 0 {
+        return Err(format!("openpty: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two fresh fds owned from here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fcntl(2) on an open fd.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
+}
+
+/// Set the size of the terminal whose master is `master`.
+pub(crate) fn resize(master: &OwnedFd, rows: u16, cols: u16) -> Result<(), String> {
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ with a pointer to a valid winsize.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(format!("resize: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {

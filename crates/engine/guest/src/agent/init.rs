@@ -40,6 +40,11 @@ pub fn setup() {
             note!("mount {dir}: {e}");
         }
     }
+    // Terminals of streamed execs (`kubectl exec -t`); devtmpfs's /dev/ptmx opens this one.
+    let _ = std::fs::create_dir_all("/dev/pts");
+    if let Err(e) = mount(Some("devpts"), "/dev/pts", Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=0620,ptmxmode=0666")) {
+        note!("mount /dev/pts: {e}");
+    }
     load_modules();
     let _ = std::fs::create_dir_all(SHARE_MOUNT);
     // The share is optional (a VM without one serves containers from elsewhere).

@@ -6,12 +6,13 @@
 //! (owns the output side; everything sent goes through its bounded queue, so a host that does
 //! not read blocks the senders instead of growing memory), one reaper (`waitpid(-1)`: as PID 1
 //! the agent inherits every orphan), and per container a monitor and two output readers; per
-//! exec a thread.
+//! exec a thread; per stream (`streams.rs`) a waiter, its output readers and an input writer.
 
 mod container;
 mod init;
 mod net;
 mod reaper;
+mod streams;
 
 use std::io::{Read, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -117,6 +118,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
     })?;
     let reaper = Reaper::start()?;
     let containers = container::Containers::new(reaper, tx.clone());
+    let streams = streams::Streams::new(containers.clone(), tx.clone());
     let result = loop {
         let msg: HostMessage = match protocol::read_frame(&mut input) {
             Ok(Some(m)) => m,
@@ -155,7 +157,31 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
                 }
             }
             Request::Remove { id: cid } => reply(result_of(containers.remove(&cid))),
+            Request::ExecStream { stream, exec, tty, stdin } => reply(match streams.exec(&stream, &exec, tty, stdin) {
+                Ok(pid) => Response::Started { pid },
+                Err(e) => Response::Error { message: e },
+            }),
+            Request::Connect { stream, port } => {
+                // A connect may wait (a full backlog): on a thread of its own.
+                let (streams, tx) = (streams.clone(), tx.clone());
+                let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
+                    let _ = tx.send(GuestMessage::Reply { id, response: result_of(streams.connect(&stream, port)) });
+                });
+                if let Err(e) = spawned {
+                    reply(Response::Error { message: format!("connect thread: {e}") });
+                }
+            }
+            // Answered by the stream's writer once written.
+            Request::Input { stream, data } => {
+                if let Err(e) = streams.input(id, &stream, data) {
+                    reply(Response::Error { message: e });
+                }
+            }
+            Request::CloseInput { stream } => reply(result_of(streams.close_input(&stream))),
+            Request::Resize { stream, rows, cols } => reply(result_of(streams.resize(&stream, rows, cols))),
+            Request::Cancel { stream } => reply(result_of(streams.cancel(&stream))),
             Request::PowerOff => {
+                streams.cancel_all();
                 containers.kill_all();
                 reply(Response::Ok);
                 if on_power_off == OnPowerOff::PowerOff {
@@ -167,6 +193,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
             }
         }
     };
+    streams.cancel_all();
     containers.kill_all();
     drop(containers);
     drop(tx);
