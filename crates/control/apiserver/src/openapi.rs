@@ -123,6 +123,10 @@ fn field_type(k: K, flavor: Flavor, deps: &mut Vec<&'static str>) -> Value {
         (K::Bool, _) => json!({ "type": "boolean" }),
         (K::I32, _) => json!({ "type": "integer", "format": "int32" }),
         (K::I64, _) => json!({ "type": "integer", "format": "int64" }),
+        (K::F64, _) => json!({ "type": "number", "format": "double" }),
+        // apiextensions' JSONSchemaPropsOr* (upstream publishes them without a type).
+        (K::Union(_), Flavor::V3) => json!({ "x-kubernetes-preserve-unknown-fields": true }),
+        (K::Union(_), Flavor::V2) => json!({}),
         (K::Bytes, _) => json!({ "type": "string", "format": "byte" }),
         (K::Time | K::MicroTime, _) => json!({ "type": "string", "format": "date-time" }),
         (K::IntOrStr, Flavor::V3) => json!({ "x-kubernetes-int-or-string": true }),

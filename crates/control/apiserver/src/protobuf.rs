@@ -31,6 +31,7 @@ const MAGIC: &[u8] = b"k8s\0";
 /// Nesting limit (the schema's deepest path is far shallower).
 const MAX_DEPTH: usize = 64;
 const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 
 /// Kinds accepted in the envelope (`apiVersion`, `kind`); each kind's message has its name.
@@ -88,10 +89,16 @@ pub enum K {
     Bool,
     I32,
     I64,
+    /// `double` (wire type fixed64): a JSON number, whole values written as integers as Go does.
+    F64,
     /// JSON: base64.
     Bytes,
     /// A message of the schema, by name.
     Msg(&'static str),
+    /// A message Go marshals as whichever of its fields is set (apiextensions'
+    /// `JSONSchemaPropsOrBool`, `...OrArray`, `...OrStringArray`): a non-empty list, else the
+    /// `schema`, else the other scalar (see [`union`]).
+    Union(&'static str),
     /// A message whose fields Go embeds in the parent's JSON (`ProbeHandler` in `Probe`,
     /// `VolumeSource` in `Volume`, `LocalObjectReference` in `ConfigMapKeySelector`, ...).
     Inline(&'static str),
@@ -289,6 +296,15 @@ impl<'a> Reader<'a> {
         Ok((k >> 3, (k & 7) as u8))
     }
 
+    /// A fixed64 payload (little-endian).
+    fn fixed64(&mut self) -> Result<u64, String> {
+        let end = self.pos.checked_add(8).filter(|e| *e <= self.buf.len()).ok_or("truncated fixed64")?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.buf[self.pos..end]);
+        self.pos = end;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// A length-delimited payload.
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
@@ -389,7 +405,11 @@ fn scalar(k: K, v: u64) -> Value {
 /// One value of kind `k` (in message `name`) read from `r`.
 fn value(name: &'static str, k: K, wire: u8, r: &mut Reader<'_>, depth: usize) -> Result<Value, Fault> {
     let bad = |why: String| Fault::Malformed(name, why);
-    let want = if matches!(k, K::Bool | K::I32 | K::I64) { VARINT } else { LEN };
+    let want = match k {
+        K::Bool | K::I32 | K::I64 => VARINT,
+        K::F64 => FIXED64,
+        _ => LEN,
+    };
     if wire != want {
         return Err(bad(format!("a {k:?} field has wire type {wire}")));
     }
@@ -397,7 +417,9 @@ fn value(name: &'static str, k: K, wire: u8, r: &mut Reader<'_>, depth: usize) -
         K::Bool | K::I32 | K::I64 => scalar(k, r.varint().map_err(bad)?),
         K::Str => Value::String(utf8(r.bytes().map_err(bad)?).map_err(bad)?),
         K::Bytes => Value::String(base64::engine::general_purpose::STANDARD.encode(r.bytes().map_err(bad)?)),
+        K::F64 => double(f64::from_bits(r.fixed64().map_err(bad)?)).map_err(bad)?,
         K::Msg(m) | K::Inline(m) => message(m, r.bytes().map_err(bad)?, depth + 1)?,
+        K::Union(m) => union(m, message(m, r.bytes().map_err(bad)?, depth + 1)?),
         K::Time | K::MicroTime => time(r.bytes().map_err(bad)?, k == K::MicroTime).map_err(|w| Fault::Malformed("Time", w))?,
         K::IntOrStr => int_or_string(r.bytes().map_err(bad)?).map_err(|w| Fault::Malformed("IntOrString", w))?,
         K::Quantity => one_field(r.bytes().map_err(bad)?).and_then(utf8).map(Value::String).map_err(|w| Fault::Malformed("Quantity", w))?,
@@ -414,9 +436,35 @@ fn zero_of(k: K) -> Value {
     match k {
         K::Str | K::Bytes | K::Quantity => Value::String(String::new()),
         K::Msg(_) | K::Inline(_) => Value::Object(Map::new()),
-        K::Bool => Value::Bool(false),
-        K::I32 | K::I64 | K::IntOrStr => Value::from(0),
+        K::Bool | K::Union(_) => Value::Bool(false),
+        K::I32 | K::I64 | K::IntOrStr | K::F64 => Value::from(0),
         K::Time | K::MicroTime | K::Raw => Value::Null,
+    }
+}
+
+/// A `double` as Go's encoding/json writes it: a whole number without a fraction. NaN and the
+/// infinities have no JSON form (Go refuses to marshal them).
+fn double(v: f64) -> Result<Value, String> {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        return Ok(Value::from(v as i64));
+    }
+    serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| format!("{v} is not a JSON number"))
+}
+
+/// A decoded [`K::Union`] message as Go's `MarshalJSON` of apiextensions' unions writes it: its
+/// list field when non-empty (`jSONSchemas`, `property`), else `schema`, else its other scalar
+/// (a bool: false when absent), else `null`.
+fn union(msg: &str, decoded: Value) -> Value {
+    let Value::Object(mut m) = decoded else { return decoded };
+    if let Some(list) = m.values().find(|v| v.as_array().is_some_and(|a| !a.is_empty())) {
+        return list.clone();
+    }
+    if let Some(schema) = m.remove("schema") {
+        return schema;
+    }
+    match schema_of(msg).unwrap_or(&[]).iter().find(|f| f.2 == K::Bool) {
+        Some(f) => m.remove(f.1).unwrap_or(Value::Bool(false)),
+        None => Value::Null,
     }
 }
 
@@ -913,7 +961,7 @@ mod tests {
         }
         for (name, _, fields) in crate::k8s_messages::MESSAGES {
             for f in *fields {
-                if let K::Msg(m) | K::Inline(m) = f.2 {
+                if let K::Msg(m) | K::Inline(m) | K::Union(m) = f.2 {
                     assert!(schema_of(m).is_some(), "{name}.{} refers to unknown message {m}", f.1);
                 }
             }
@@ -1061,5 +1109,57 @@ mod tests {
         assert_eq!(err(body("v1", "ConfigMap", &[vi(1, 3)])).code, 400);
         assert_eq!(err(body("v1", "ConfigMap", &[msg(1, &[ld(1, &[0xff])])])).code, 400);
         assert_eq!(err(body("v1", "ConfigMap", &[vec![0x08; 1], vec![0xff; 11]])).code, 400);
+    }
+
+    // A CustomResourceDefinition as client-go's apiextensions clientset sends it (the e2e suite's
+    // CRD tests): encoded by k8s.io/apimachinery v0.32.0's protobuf serializer from a Go
+    // `apiextensionsv1.CustomResourceDefinition` (doubles, JSON defaults and enums, the
+    // JSONSchemaPropsOr* unions, int-or-string, preserve-unknown-fields, subresources, printer
+    // columns), with CRD_JSON the same object through Go's encoding/json (nulls left out: absent
+    // fields stay absent here).
+    const CRD: &str = concat!(
+        "6b3873000a330a17617069657874656e73696f6e732e6b38732e696f2f76311218437573746f6d5265736f75726365446566",
+        "696e6974696f6e12c1080a300a16776964676574732e70622e6578616d706c652e636f6d12001a0022002a00320038004200",
+        "5a080a036532651201781280080a0e70622e6578616d706c652e636f6d1a290a077769646765747312067769646765741a02",
+        "776722065769646765742a0a5769646765744c697374220a4e616d657370616365643ab4070a0276311001180122d4060ad1",
+        "060a001200220941207769646765742e2a066f626a65637432003a00500060007a00900100ea01bb050a047370656312b205",
+        "0a00120022002a066f626a65637432003a00500060007a00900100ba010473697a65ea01300a05657874726112270a001200",
+        "22002a066f626a65637432003a00500060007a00900100a80200b00201b80200c00200ea01590a066c6162656c73124f0a00",
+        "120022002a066f626a65637432003a00500060007a00900100f20128080112240a00120022002a06737472696e6732003a00",
+        "500060007a00900100a80200b80200c00200a80200b80200c00200ea01750a04706f7274126d0a00120022002a0032003a00",
+        "500060007a00900100da01250a00120022002a07696e746567657232003a00500060007a00900100a80200b80200c00200da",
+        "01240a00120022002a06737472696e6732003a00500060007a00900100a80200b80200c00200a80200b80200c00201ea0149",
+        "0a05726174696f12400a00120022002a066e756d62657232003a00490000000000000040500159000000000000e03f60007a",
+        "009001009901000000000000d03fa80200b80200c00200ea014d0a087265706c6963617312410a00120022002a07696e7465",
+        "6765723205696e7433323a0042030a0131490000000000002440500059000000000000000060007a00900100a80200b80200",
+        "c00200ea014e0a0473697a6512460a00120022002a06737472696e6732003a0050006000680a7a085e5b612d7a5d2b249001",
+        "00a201090a0722736d616c6c22a201090a07226c6172676522a80200b80200c00200ea015a0a047461677312520a00120022",
+        "002a05617272617932003a00500060007a00900100c201260a240a00120022002a06737472696e6732003a00500060007a00",
+        "900100a80200b80200c00200a80200b80200c00200d20203736574ea01330a0874656d706c61746512270a00120022002a06",
+        "6f626a65637432003a00500060007a00900100a80201b00201b80201c00200a80200b80200c00200ea01620a067374617475",
+        "7312580a00120022002a066f626a65637432003a00500060007a00900100ea01310a087265706c6963617312250a00120022",
+        "002a07696e746567657232003a00500060007a00900100a80200b80200c00200a80200b80200c00200a80200b80200c00200",
+        "2a260a0012220a0e2e737065632e7265706c6963617312102e7374617475732e7265706c6963617332290a085265706c6963",
+        "61731207696e74656765721a0022002800320e2e737065632e7265706c69636173380050001a0a12080a00120022002a001a",
+        "002200",
+    );
+    const CRD_JSON: &str = r#"{"kind":"CustomResourceDefinition","apiVersion":"apiextensions.k8s.io/v1","metadata":{"name":"widgets.pb.example.com","labels":{"e2e":"x"}},"spec":{"group":"pb.example.com","names":{"plural":"widgets","singular":"widget","shortNames":["wg"],"kind":"Widget","listKind":"WidgetList"},"scope":"Namespaced","versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"description":"A widget.","type":"object","properties":{"spec":{"type":"object","required":["size"],"properties":{"extra":{"type":"object","x-kubernetes-preserve-unknown-fields":true},"labels":{"type":"object","additionalProperties":{"type":"string"}},"port":{"anyOf":[{"type":"integer"},{"type":"string"}],"x-kubernetes-int-or-string":true},"ratio":{"type":"number","maximum":2,"exclusiveMaximum":true,"minimum":0.5,"multipleOf":0.25},"replicas":{"type":"integer","format":"int32","default":1,"maximum":10,"minimum":0},"size":{"type":"string","maxLength":10,"pattern":"^[a-z]+$","enum":["small","large"]},"tags":{"type":"array","items":{"type":"string"},"x-kubernetes-list-type":"set"},"template":{"type":"object","nullable":true,"x-kubernetes-preserve-unknown-fields":true,"x-kubernetes-embedded-resource":true}}},"status":{"type":"object","properties":{"replicas":{"type":"integer"}}}}}},"subresources":{"status":{},"scale":{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas"}},"additionalPrinterColumns":[{"name":"Replicas","type":"integer","jsonPath":".spec.replicas"}]}]},"status":{"acceptedNames":{"plural":"","kind":""}}}"#;
+
+    #[test]
+    fn client_go_custom_resource_definition() {
+        let v = decode(&unhex(CRD)).expect("decode");
+        let want: Value = serde_json::from_str(CRD_JSON).expect("CRD_JSON");
+        assert_eq!(v, want);
+        // A union holding a bool, an array of schemas, a string array; a double with a fraction.
+        let props = |extra: Vec<u8>| msg(4, &[msg(1, &[s(5, "object"), extra])]);
+        let crd = |extra: Vec<u8>| body("apiextensions.k8s.io/v1", "CustomResourceDefinition", &[msg(2, &[msg(7, &[s(1, "v1"), props(extra)])])]);
+        let schema = |extra: Vec<u8>| decode(&crd(extra)).expect("crd")["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+        assert_eq!(schema(msg(30, &[vi(1, 0)]))["additionalProperties"], json!(false));
+        assert_eq!(schema(msg(30, &[]))["additionalProperties"], json!(false));
+        assert_eq!(schema(msg(24, &[msg(2, &[s(5, "string")]), msg(2, &[s(5, "integer")])]))["items"], json!([{ "type": "string" }, { "type": "integer" }]));
+        assert_eq!(schema(entry(32, "a", &[s(2, "b"), s(2, "c")].concat()))["dependencies"], json!({ "a": ["b", "c"] }));
+        let mut max = vec![9 << 3 | 1];
+        max.extend(1.5f64.to_le_bytes());
+        assert_eq!(schema(max)["maximum"], json!(1.5));
     }
 }
