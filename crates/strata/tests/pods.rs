@@ -977,3 +977,111 @@ spec:
     assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m == "Readiness probe failed: HTTP probe failed with statuscode: 500"), "{events:?}");
     assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
 }
+
+/// The record of the pod's sandbox that is not stopped (its supervisor's pid and start time
+/// among it), from the sandbox records under the server's strata root.
+fn live_sandbox_record(c: &Cluster, uid: &str) -> Value {
+    let dir = c.server.root().join("sandboxes");
+    for e in std::fs::read_dir(&dir).expect("sandboxes").flatten() {
+        let record: Value = serde_json::from_str(&std::fs::read_to_string(e.path().join("record.json")).unwrap_or_default()).unwrap_or(Value::Null);
+        if record.to_string().contains(uid) && record["stopped"] == false {
+            return record;
+        }
+    }
+    panic!("no live sandbox of pod {uid} under {}", dir.display())
+}
+
+#[test]
+fn a_dead_sandbox_is_replaced_and_its_containers_follow_the_restart_policy() {
+    let c = cluster(&[]);
+    let (port_a, port_b) = (common::free_port(), common::free_port());
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: phoenix
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {img}
+    command: [httpd, -f, -p, "8080", -h, /var/www]
+    ports: [{{containerPort: 8080, hostPort: {port_a}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mortal
+spec:
+  nodeName: node-a
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    ports: [{{containerPort: 8080, hostPort: {port_b}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: pinless
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+"#,
+        img = c.image
+    ));
+    let get = |port: u16| {
+        let out = std::process::Command::new("curl").args(["-sS", "--max-time", "3", &format!("http://127.0.0.1:{port}/index.html")]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).contains("hello from strata")
+    };
+    let phoenix = c.wait_pod("phoenix", "Running", Duration::from_secs(120), |p| phase(p) == "Running" && !container_id(p, 0).is_empty());
+    let mortal = c.wait_pod("mortal", "Running", Duration::from_secs(120), |p| phase(p) == "Running" && !container_id(p, 0).is_empty());
+    assert!(eventually(Duration::from_secs(30), || get(port_a)), "the host port of phoenix does not answer");
+    let pinless = c.wait_pod("pinless", "Running", Duration::from_secs(120), |p| phase(p) == "Running" && !container_id(p, 0).is_empty());
+    let first_id = container_id(&phoenix, 0);
+    // The pin of one pod's network namespace goes (as `ip netns delete` would do).
+    let record = live_sandbox_record(&c, pinless["metadata"]["uid"].as_str().expect("uid"));
+    let pin = PathBuf::from(record["netns"].as_str().expect("the sandbox's netns"));
+    assert!(std::process::Command::new("umount").arg(&pin).status().expect("umount").success());
+    std::fs::remove_file(&pin).expect("removing the netns pin");
+    // The pod supervisors (`strata __pod`, the host ports' owner) die.
+    for p in [&phoenix, &mortal] {
+        let record = live_sandbox_record(&c, p["metadata"]["uid"].as_str().expect("uid"));
+        let pid = record["supervisor"][0].as_i64().expect("the sandbox has a supervisor");
+        assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    }
+    // restartPolicy Always: a new sandbox, the container restarted in it, the port served again.
+    let p = c.wait_pod("phoenix", "restarted in a new sandbox", Duration::from_secs(120), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        phase(p) == "Running" && cs["restartCount"] == 1 && cs["state"]["running"].is_object() && condition(p, "Ready") == "True"
+    });
+    assert_ne!(container_id(&p, 0), first_id);
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137, "{p}");
+    assert!(eventually(Duration::from_secs(30), || get(port_a)), "the host port of phoenix does not answer after the new sandbox");
+    assert!(c.events_for("phoenix").iter().any(|(r, m)| r == "SandboxChanged" && m == "Pod sandbox changed, it will be killed and re-created."), "{:?}", c.events_for("phoenix"));
+    // The first attempt was killed with its sandbox: nothing of it runs.
+    let root = c.server.root();
+    let running = std::process::Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(&root).args(["ps", "--no-trunc"]).output().expect("strata ps");
+    assert!(!String::from_utf8_lossy(&running.stdout).contains(&first_id), "{}", String::from_utf8_lossy(&running.stdout));
+    // Without its network namespace the pod gets a new sandbox too.
+    let p = c.wait_pod("pinless", "restarted in a new sandbox", Duration::from_secs(120), |p| {
+        let cs = &p["status"]["containerStatuses"][0];
+        phase(p) == "Running" && cs["restartCount"] == 1 && cs["state"]["running"].is_object() && p["status"]["podIP"].is_string()
+    });
+    assert_ne!(container_id(&p, 0), container_id(&pinless, 0));
+    let record = live_sandbox_record(&c, pinless["metadata"]["uid"].as_str().expect("uid"));
+    assert!(PathBuf::from(record["netns"].as_str().expect("netns")).exists(), "{record}");
+    // restartPolicy Never: no new sandbox, the pod Failed.
+    let p = c.wait_pod("mortal", "Failed", Duration::from_secs(120), |p| phase(p) == "Failed");
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["state"]["terminated"]["exitCode"], 137, "{p}");
+    assert_eq!(cs["restartCount"], 0, "{p}");
+    assert_eq!(container_id(&p, 0), container_id(&mortal, 0));
+}

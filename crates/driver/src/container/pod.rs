@@ -211,6 +211,23 @@ pub(crate) struct SandboxRecord {
     pub pid_init: Option<(i32, u64)>,
 }
 
+/// Why a sandbox that was not stopped no longer works (as a pause container that died makes a
+/// CRI sandbox NotReady): its supervisor or its PID namespace's init is gone (the host ports are
+/// no longer served, the namespace is gone), or its network namespace's pin was removed.
+/// `None` when it is whole.
+fn sandbox_broken(sb: &SandboxRecord) -> Option<String> {
+    if sb.supervisor.is_some_and(|(pid, start)| !util::process_alive(pid, start)) {
+        return Some("its supervisor exited".into());
+    }
+    if sb.pid_init.is_some_and(|(pid, start)| !util::process_alive(pid, start)) {
+        return Some("the init of its PID namespace exited".into());
+    }
+    match &sb.netns {
+        Some(path) if std::fs::symlink_metadata(path).is_err() => Some(format!("its network namespace {} is gone", path.display())),
+        _ => None,
+    }
+}
+
 /// The pod supervisor's files in the sandbox directory.
 const POD_CONFIG: &str = "pod.json";
 const POD_STATE: &str = "pod.state";
@@ -299,6 +316,9 @@ impl ContainerDriver {
         let sb = self.load_sandbox(id)?;
         if sb.stopped {
             return Err(Error::FailedPrecondition(format!("pod sandbox {id} is stopped: no container can be created in it")));
+        }
+        if let Some(why) = sandbox_broken(&sb) {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {id} is not ready ({why}): no container can be created in it")));
         }
         Ok(sb)
     }
@@ -478,12 +498,13 @@ impl ContainerDriver {
     }
 
     fn sandbox_status(&self, sb: &SandboxRecord) -> PodSandboxStatus {
+        let ready = !sb.stopped && sandbox_broken(sb).is_none();
         PodSandboxStatus {
             id: sb.id.clone(),
             metadata: sb.config.metadata.clone(),
-            state: if sb.stopped { SandboxState::NotReady } else { SandboxState::Ready },
+            state: if ready { SandboxState::Ready } else { SandboxState::NotReady },
             created_at: sb.created_at.clone(),
-            ip: if sb.stopped { None } else { sb.ip },
+            ip: if ready { sb.ip } else { None },
             hostname: sb.hostname.clone(),
             namespaces: sb.config.namespaces,
             qos_class: sb.config.qos_class,

@@ -219,6 +219,9 @@ struct PodState {
     /// The pod's containers (of `sandbox_id`) once listed: later syncs read their records only.
     /// Forgotten when a container is created.
     container_ids: Option<(String, Vec<String>)>,
+    /// The latest attempt of each container in the pod's earlier sandboxes (one that died):
+    /// the next attempt's number follows it, and it is the last state until then.
+    carried: Vec<DStatus>,
     /// The node's allocatable resources (for resourceFieldRef), read every REFS_REFRESH.
     allocatable: Option<(BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>, Instant)>,
     /// A launcher pod's VM: its accelerator and why (asked once).
@@ -999,9 +1002,44 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
     })
     .await;
     let Some(Ok((mine, full))) = sandboxes else { return None };
-    let sandbox = match mine.iter().rev().find(|s| s.state == SandboxState::Ready) {
-        Some(s) => s.clone(),
+    let current = mine.iter().rev().find(|s| s.state == SandboxState::Ready).cloned();
+    // The pod's other sandboxes: stopped (a sandbox that died, its supervisor or network gone,
+    // still has running containers that nothing can reach), and their containers' latest
+    // attempts carried over, so the next attempts count on (restartCount) as kubelet's do.
+    let earlier: Vec<String> = mine.iter().filter(|s| Some(&s.id) != current.as_ref().map(|c| &c.id)).map(|s| s.id.clone()).collect();
+    st.carried.clear();
+    if !earlier.is_empty() {
+        let driver = shared.driver.clone();
+        let stopped = blocking(move || {
+            let mut found = Vec::new();
+            for id in &earlier {
+                driver.stop_pod_sandbox(id)?;
+                found.extend(driver.list_containers(&ContainerFilter { sandbox_id: Some(id.clone()), ..Default::default() })?);
+            }
+            Ok::<_, strata_driver::Error>(found)
+        })
+        .await;
+        match stopped {
+            Some(Ok(found)) => st.carried = latest_attempts(found),
+            Some(Err(e)) => {
+                tracing::warn!(pod = %uid, error = %e, "stopping the pod's earlier sandboxes");
+                return None;
+            }
+            None => return None,
+        }
+    }
+    let policy = spec_.restart_policy.as_deref().unwrap_or("Always");
+    let sandbox = match current {
+        Some(s) => s,
+        None if !mine.is_empty() && !new_sandbox_wanted(policy, &spec_.containers, &st.carried) => {
+            // Nothing would run in a new one (kubelet's computePodActions): the status comes from
+            // the containers of the last.
+            mine.last()?.clone()
+        }
         None => {
+            if !mine.is_empty() {
+                event(shared, st, pod, None, false, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.".into()).await;
+            }
             if mine.is_empty() && full {
                 // Admission, as kubelet's: the pod is rejected for good.
                 st.rejected = true;
@@ -1029,6 +1067,7 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
                 },
                 hostname: Some(spec_.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())),
                 qos_class: qos,
+                port_mappings: spec::host_ports(pod),
                 labels: [
                     (labels::POD_UID.to_string(), uid.clone()),
                     (labels::POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),
@@ -1054,6 +1093,41 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
         }
     };
     Some(sandbox)
+}
+
+/// The latest attempt of each container among `found`.
+fn latest_attempts(found: Vec<DStatus>) -> Vec<DStatus> {
+    let mut latest: BTreeMap<String, DStatus> = BTreeMap::new();
+    for d in found {
+        if latest.get(&d.metadata.name).is_none_or(|l| l.metadata.attempt < d.metadata.attempt) {
+            latest.insert(d.metadata.name.clone(), d);
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Whether a pod whose sandbox is gone gets a new one (kubelet's computePodActions): not with
+/// restartPolicy Never once containers ran, nor with OnFailure when every container succeeded.
+fn new_sandbox_wanted(policy: &str, containers: &[Container], carried: &[DStatus]) -> bool {
+    if carried.is_empty() {
+        return true;
+    }
+    match policy {
+        "Never" => false,
+        "OnFailure" => containers.iter().any(|c| !carried.iter().any(|d| d.metadata.name == c.name && d.state == DState::Exited && d.exit_code == Some(0))),
+        _ => true,
+    }
+}
+
+/// The containers of the pod's current sandbox with the attempts carried over from its earlier
+/// sandbox, where one is still the latest or the one before it.
+fn with_carried(list: &mut Vec<DStatus>, carried: &[DStatus]) {
+    for c in carried {
+        if !list.iter().any(|d| d.id == c.id || (d.metadata.name == c.metadata.name && d.metadata.attempt > c.metadata.attempt + 1)) {
+            list.push(c.clone());
+        }
+    }
+    list.sort_by_key(|c| c.metadata.attempt);
 }
 
 /// The handler of the pod's RuntimeClass (`None` without one), as kubelet resolves it.
@@ -1140,7 +1214,7 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
     }
 
     let Some(mut containers) = pod_containers(shared, st, &sandbox.id).await else { return };
-    containers.sort_by_key(|c| c.metadata.attempt);
+    with_carried(&mut containers, &st.carried);
     let attempts = |name: &str| -> Vec<DStatus> { containers.iter().filter(|c| c.metadata.name == name).cloned().collect() };
     let policy = spec_.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let cx = Ctx { pod, sandbox_id: sandbox.id.clone(), facts, allocatable };
@@ -1206,7 +1280,7 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
 
     // Status from what the driver shows now.
     let Some(mut now) = pod_containers(shared, st, &sandbox.id).await else { return };
-    now.sort_by_key(|c| c.metadata.attempt);
+    with_carried(&mut now, &st.carried);
     let mut observed: HashMap<String, Observed> = HashMap::new();
     for c in spec::all_containers(pod) {
         let a: Vec<&DStatus> = now.iter().filter(|d| d.metadata.name == c.name).collect();
@@ -1267,5 +1341,47 @@ async fn write_status(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, status
             st.last_write = Some(Instant::now());
         }
         Err(e) => tracing::warn!(pod = %uid_of(pod), error = %e, "writing pod status"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(id: &str, name: &str, attempt: u32, code: i32) -> DStatus {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "sandbox_id": "old", "metadata": {"name": name, "attempt": attempt}, "state": "exited",
+            "created_at": "", "started_at": null, "finished_at": null, "exit_code": code, "signal": null, "reason": null,
+            "message": null, "image": "", "image_ref": "", "pid": null, "log_path": "", "exit": null, "labels": {}, "annotations": {}
+        }))
+        .expect("status")
+    }
+
+    #[test]
+    fn a_new_sandbox_only_when_something_would_run_in_it() {
+        let containers: Vec<Container> = vec![Container { name: "a".into(), ..Default::default() }, Container { name: "b".into(), ..Default::default() }];
+        let killed = vec![exited("1", "a", 0, 137), exited("2", "b", 3, 0)];
+        let done = vec![exited("1", "a", 0, 0), exited("2", "b", 3, 0)];
+        assert!(new_sandbox_wanted("Never", &containers, &[]), "a first sandbox");
+        assert!(!new_sandbox_wanted("Never", &containers, &killed));
+        assert!(new_sandbox_wanted("OnFailure", &containers, &killed));
+        assert!(!new_sandbox_wanted("OnFailure", &containers, &done));
+        assert!(new_sandbox_wanted("Always", &containers, &done));
+    }
+
+    #[test]
+    fn carried_attempts_come_before_the_new_sandbox_ones() {
+        let carried = vec![exited("old-a", "a", 2, 137), exited("old-b", "b", 0, 137)];
+        let mut list = vec![exited("new-a", "a", 3, 1)];
+        with_carried(&mut list, &carried);
+        let ids: Vec<&str> = list.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["old-b", "old-a", "new-a"]);
+        // Two attempts later the carried one is no longer the previous: left out.
+        let mut list = vec![exited("new-a3", "a", 3, 1), exited("new-a4", "a", 4, 1)];
+        with_carried(&mut list, &carried[..1]);
+        assert_eq!(list.len(), 2);
+        // latest_attempts keeps one per container, the highest.
+        let l = latest_attempts(vec![exited("x", "a", 1, 0), exited("y", "a", 2, 0), exited("z", "b", 0, 0)]);
+        assert_eq!(l.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["y", "z"]);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use strata_driver::pod::{ContainerResourceSpec, ContainerResources};
+use strata_driver::pod::{ContainerResourceSpec, ContainerResources, HostPortMapping};
 
 /// A quantity in thousandths of its unit (`100m` cpu is 100; `1Ki` is 1,024,000), as
 /// apimachinery's `MilliValue`. `None` for what does not parse.
@@ -193,6 +193,22 @@ pub fn pull_credentials(pod: &Pod, secrets: &std::collections::HashMap<String, O
     out
 }
 
+/// The pod's host ports for its sandbox (kubelet's port mappings: the `hostPort`s of its
+/// containers, not of its init containers). Only TCP is forwarded by the driver: UDP and SCTP
+/// ports are left out.
+pub fn host_ports(pod: &Pod) -> Vec<HostPortMapping> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+            Some(HostPortMapping { container_port: u16::try_from(p.container_port).ok()?, host_port, host_ip: p.host_ip.as_deref().and_then(|i| i.parse().ok()) })
+        })
+        .collect()
+}
+
 /// What to do with a container whose last attempt exited with `code`, by restart policy.
 pub fn should_restart(policy: &str, code: i32) -> bool {
     match policy {
@@ -205,6 +221,24 @@ pub fn should_restart(policy: &str, code: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ports_of_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {
+            "initContainers": [{"name": "i", "ports": [{"containerPort": 1, "hostPort": 1001}]}],
+            "containers": [
+                {"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}, {"containerPort": 53, "hostPort": 5353, "protocol": "UDP"}]},
+                {"name": "b", "ports": [{"containerPort": 443, "hostPort": 8443, "hostIP": "127.0.0.1", "protocol": "TCP"}]}
+            ]}}))
+        .expect("pod");
+        assert_eq!(
+            host_ports(&pod),
+            vec![
+                HostPortMapping { container_port: 80, host_port: 8080, host_ip: None },
+                HostPortMapping { container_port: 443, host_port: 8443, host_ip: Some("127.0.0.1".parse().expect("ip")) },
+            ]
+        );
+    }
 
     fn q(s: &str) -> Option<i128> {
         milli(&Quantity(s.into()))
