@@ -511,25 +511,6 @@ fn jwt_claims(token: &str) -> Value {
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).expect("base64")).expect("claims")
 }
 
-/// A client certificate for `system:node:NAME` in `system:nodes`, signed with the cluster CA's
-/// key by openssl: (key, certificate).
-fn node_cert(s: &ApiServer, dir: &std::path::Path, node: &str) -> (PathBuf, PathBuf) {
-    let (key, csr, crt) = (dir.join(format!("{node}.key")), dir.join(format!("{node}.csr")), dir.join(format!("{node}.crt")));
-    let pki = s.data_dir().join("pki");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let p = |p: &std::path::Path| p.to_str().expect("path").to_string();
-    run(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &p(&key), "-out", &p(&csr), "-subj", &format!("/O=system:nodes/CN=system:node:{node}")]);
-    // A v3 client certificate (webpki takes no other).
-    let ext = dir.join(format!("{node}.ext"));
-    std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n").expect("ext");
-    let serial = dir.join("ca.srl");
-    run(&["x509", "-req", "-in", &p(&csr), "-CA", &p(&pki.join("ca.crt")), "-CAkey", &p(&pki.join("ca.key")), "-CAserial", &p(&serial), "-CAcreateserial", "-extfile", &p(&ext), "-out", &p(&crt), "-days", "1"]);
-    (key, crt)
-}
-
 /// A TokenRequest for `default/default` with `body`, as a node: (HTTP code, body).
 fn token_request_as(s: &ApiServer, creds: &(PathBuf, PathBuf), body: &str) -> (u16, String) {
     let out = std::process::Command::new("curl")
@@ -658,8 +639,8 @@ spec:
     assert!(jwt_claims(&newer)["exp"].as_i64() > jwt_claims(&short)["exp"].as_i64());
 
     // Node credentials: only the pod's own node gets tokens, and only bound to its pods.
-    let node_a = node_cert(s, tmp.path(), "node-a");
-    let node_b = node_cert(s, tmp.path(), "node-b");
+    let node_a = s.node_cert(tmp.path(), "node-a");
+    let node_b = s.node_cert(tmp.path(), "node-b");
     let bound = |name: &str, uid: &str| format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{{"boundObjectRef":{{"apiVersion":"v1","kind":"Pod","name":"{name}","uid":"{uid}"}}}}}}"#);
     let (code, out) = token_request_as(s, &node_a, &bound("reader", &uid));
     assert_eq!(code, 201, "{out}");

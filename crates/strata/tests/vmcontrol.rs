@@ -311,6 +311,75 @@ fn rerun_on_failure_restarts_after_a_crash_only() {
     s.ok(&["delete", "vm", "rerun"]);
 }
 
+// ---- VMs from disk images, with cloud-init ----
+
+/// A VM booting the test guest's disk image (SeaBIOS + SYSLINUX on q35, tests/vms.rs's
+/// `disk.qcow2`) with the cloud-init given as `cloud_init` (YAML under `cloudInit:`); the guest
+/// serves HTTP on port 80, listed in spec.ports.
+fn disk_vm(name: &str, disk: &str, cloud_init: &str) -> String {
+    manifest(name, &format!("{DISK_PRESSURE}  memory: 256Mi\n  ports: [{{containerPort: 80, name: http}}]\n  boot:\n    disk: {disk}\n  cloudInit:\n{cloud_init}"))
+}
+
+/// The VM is Running on the node with the status a user reads (node, IP, accelerator and why,
+/// Ready), its guest answers HTTP on its IP from the node, and its console shows `user_data_line`
+/// (the guest prints each user-data line of its NoCloud seed); returns the node's VM record.
+fn boots_with_seed(s: &ApiServer, vm: &str, user_data_line: &str) -> (Value, Value) {
+    let (pod, record) = running(s, vm, None);
+    let v = get(s, &format!("vm/{vm}"));
+    let st = &v["status"];
+    let ip = st["ipAddress"].as_str().expect("ip").to_string();
+    assert_eq!((st["nodeName"].as_str(), pod["status"]["podIP"].as_str(), record["ip"].as_str()), (pod["spec"]["nodeName"].as_str(), Some(ip.as_str()), Some(ip.as_str())), "{v}");
+    assert_eq!(st["accelerator"], "tcg", "{v}");
+    assert!(st["acceleratorReason"].as_str().is_some_and(|r| !r.is_empty()), "{v}");
+    let ready = st["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned().unwrap_or(Value::Null);
+    assert_eq!(ready["status"], "True", "{v}");
+    // The guest takes its address from the seed's network-config (without one it would sit at
+    // 10.0.2.15): its answer from the node proves the seed reached it.
+    let page = wait_for(&format!("the guest's HTTP server at {ip}"), Duration::from_secs(60), || Some(http_get(&ip)).filter(|b| b.contains("served by the strata test guest")));
+    assert!(page.contains("200"), "{page}");
+    let launcher = pod["metadata"]["name"].as_str().expect("launcher").to_string();
+    wait_for(&format!("SEED-USERDATA {user_data_line} in the launcher's log"), Duration::from_secs(30), || {
+        s.ok(&["logs", &launcher]).contains(&format!("SEED-USERDATA {user_data_line}")).then(String::new)
+    });
+    (pod, record)
+}
+
+/// A VirtualMachine from a qcow2 disk with cloud-init through kubectl: first with inline
+/// `cloudInit.userData`, then with `cloudInit.secretRef` (the node agent reads the Secret with its
+/// own node credentials: the Node authorizer lets a node read a Secret only while a pod bound to
+/// it, here the launcher, references it). Each reaches Running with its status filled, answers
+/// from the node on its IP, shows its user-data, and `kubectl delete` leaves no QEMU, tap, lease
+/// or overlay on the node.
+#[test]
+fn a_vm_boots_a_disk_with_cloud_init_inline_and_from_a_secret() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = assets();
+    let disk = format!("{{path: {}}}", a.join("disk.qcow2").display());
+    let s = vm_server();
+
+    s.ok_stdin(&["apply", "-f", "-"], Some(&disk_vm("inline", &disk, "    userData: |\n      #cloud-config\n      # strata-inline-marker\n")));
+    let (_, record) = boots_with_seed(&s, "inline", "# strata-inline-marker");
+    s.ok(&["delete", "vm", "inline"]);
+    assert_gone(&s, &record);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Secret\nmetadata:\n  name: seed\nstringData:\n  userdata: |\n    #cloud-config\n    # strata-secret-marker\n"));
+    s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Secret\nmetadata:\n  name: unrelated\nstringData:\n  userdata: nothing\n"));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&disk_vm("fromsecret", &disk, "    secretRef: {name: seed}\n")));
+    let (pod, record) = boots_with_seed(&s, "fromsecret", "# strata-secret-marker");
+    // What the node may read: the Secret its launcher pod uses, not another.
+    let node = pod["spec"]["nodeName"].as_str().expect("node").to_string();
+    let (key, crt) = s.node_cert(tmp.path(), &node);
+    let as_node = |name: &str| s.curl("GET", &format!("/api/v1/namespaces/default/secrets/{name}"), common::server::Auth::Cert(&key, &crt), None, None);
+    let (code, body) = as_node("seed");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = as_node("unrelated");
+    assert_eq!(code, 403, "{body}");
+    s.ok(&["delete", "vm", "fromsecret"]);
+    assert_gone(&s, &record);
+    wait_for("the node to lose the Secret once no pod of it uses it", Duration::from_secs(60), || (as_node("seed").0 == 403).then(String::new));
+}
+
 // ---- The serial console through the API server (`virtualmachines/console`) ----
 
 type TlsWs = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

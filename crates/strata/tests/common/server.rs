@@ -332,6 +332,9 @@ impl ApiServer {
             Auth::Token(t) => {
                 c.arg("-H").arg(format!("Authorization: Bearer {t}"));
             }
+            Auth::Cert(key, crt) => {
+                c.arg("--cert").arg(crt).arg("--key").arg(key);
+            }
             Auth::Anonymous => {}
         }
         if let Some(ct) = content_type {
@@ -352,6 +355,25 @@ impl ApiServer {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// A client certificate for `system:node:NAME` in `system:nodes`, signed with the cluster
+    /// CA's key by openssl, written under `dir`: (key, certificate).
+    pub fn node_cert(&self, dir: &Path, node: &str) -> (PathBuf, PathBuf) {
+        let (key, csr, crt) = (dir.join(format!("{node}.key")), dir.join(format!("{node}.csr")), dir.join(format!("{node}.crt")));
+        let pki = self.data.join("pki");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let p = |p: &Path| p.to_str().expect("path").to_string();
+        run(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &p(&key), "-out", &p(&csr), "-subj", &format!("/O=system:nodes/CN=system:node:{node}")]);
+        // A v3 client certificate (webpki takes no other).
+        let ext = dir.join(format!("{node}.ext"));
+        std::fs::write(&ext, "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n").expect("ext");
+        let serial = dir.join("ca.srl");
+        run(&["x509", "-req", "-in", &p(&csr), "-CA", &p(&pki.join("ca.crt")), "-CAkey", &p(&pki.join("ca.key")), "-CAserial", &p(&serial), "-CAcreateserial", "-extfile", &p(&ext), "-out", &p(&crt), "-days", "1"]);
+        (key, crt)
     }
 
     /// A GET as the admin with extra request headers (`"Accept: ..."`). Returns (HTTP status,
@@ -431,6 +453,8 @@ impl ApiServer {
 pub enum Auth<'a> {
     Admin,
     Token(&'a str),
+    /// A client certificate: (key, certificate), e.g. from [`ApiServer::node_cert`].
+    Cert(&'a Path, &'a Path),
     Anonymous,
 }
 
