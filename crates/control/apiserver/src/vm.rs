@@ -54,6 +54,17 @@ fn absolute_path(field: &str, v: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// An image reference (`REGISTRY/NAME:TAG` or `...@sha256:...`): the node's image store parses
+/// it when it pulls; here only what can never be one is refused.
+fn image_reference(field: &str, v: &Value, causes: &mut Vec<Cause>) {
+    match v.as_str() {
+        Some("") => causes.push(required(field, "")),
+        Some(r) if r.chars().any(|c| c.is_whitespace() || c.is_control()) => causes.push(invalid(field, v, "must be an image reference such as registry.example/disks/debian:12, without spaces")),
+        Some(_) => {}
+        None => causes.push(invalid(field, v, "must be a string")),
+    }
+}
+
 fn optional_string(field: &str, v: &Value, causes: &mut Vec<Cause>) {
     if !v.is_null() && !v.is_string() {
         causes.push(invalid(field, v, "must be a string"));
@@ -156,11 +167,7 @@ fn boot(b: &Value, causes: &mut Vec<Cause>) {
             (true, true) => causes.push(required("spec.boot.disk.path", "a disk image on the node")),
             (false, false) => causes.push(forbidden("spec.boot.disk.image", "may not be specified together with spec.boot.disk.path")),
             (false, true) => absolute_path("spec.boot.disk.path", &disk["path"], causes),
-            (true, false) => causes.push(cause(
-                "FieldValueNotSupported",
-                "spec.boot.disk.image",
-                "Unsupported value: disk images from a registry are not supported yet; use spec.boot.disk.path".into(),
-            )),
+            (true, false) => image_reference("spec.boot.disk.image", &disk["image"], causes),
         }
         if !disk["size"].is_null() && quantity(&disk["size"]).is_none_or(|s| s == 0) {
             causes.push(invalid("spec.boot.disk.size", &disk["size"], "must be a quantity such as 10Gi"));
@@ -273,7 +280,7 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
         "VirtualMachineDisk is a disk image the VM boots; the VM writes to its own overlay, never to the image.",
         json!({
             "path": s("Absolute path of a qcow2 or raw image on the node."),
-            "image": s("A qcow2 in an OCI image in a registry (not supported yet)."),
+            "image": s("An OCI image in a registry carrying the disk (KubeVirt's containerDisk): the one file in its /disk directory, a qcow2 or raw image. The node pulls it into its image store (again when the tag is latest or missing) and boots it as the read-only base of the VM's overlay."),
             "size": { "type": "string", "description": "Virtual size of the VM's disk, a quantity at least the image's (default: the image's).", "x-kubernetes-int-or-string": flavor == Flavor::V3 },
         }),
         &[],

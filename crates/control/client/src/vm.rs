@@ -201,8 +201,8 @@ pub struct KernelBoot {
 pub struct DiskBoot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// A qcow2 in an OCI image (KubeVirt's containerDisk): not supported yet (refused by the
-    /// API server).
+    /// An OCI image carrying the disk as the one file in its `/disk` (KubeVirt's containerDisk),
+    /// pulled by the node into its image store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Virtual size of the VM's disk (a Quantity, at least the image's); default the image's.

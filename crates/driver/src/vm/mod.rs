@@ -19,6 +19,9 @@
 //! `create` launches QEMU with its vCPUs stopped (`-S`); `start` runs them (`cont`), or
 //! relaunches QEMU for a VM that has exited.
 
+mod container_disk;
+pub use container_disk::{container_disk, DISK_DIR};
+
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

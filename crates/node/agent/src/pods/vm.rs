@@ -175,6 +175,11 @@ async fn create(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod) -> Result<
         Some(Err(e)) => return Err(format!("the launcher's VM spec does not decode: {e}")),
         None => return Err("not a launcher pod".into()),
     };
+    let disk = match spec.boot.disk.as_ref().map(|d| (&d.path, &d.image)) {
+        Some((Some(path), _)) => Some(PathBuf::from(path)),
+        Some((None, Some(image))) => Some(container_disk(shared, pod, image).await?),
+        _ => None,
+    };
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let (mut user_data, mut network_data) = spec.cloud_init.as_ref().map(|c| (c.user_data.clone().map(String::into_bytes), c.network_data.clone().map(String::into_bytes))).unwrap_or_default();
     if let Some(r) = spec.cloud_init.as_ref().and_then(|c| c.secret_ref.as_ref()) {
@@ -225,7 +230,7 @@ async fn create(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod) -> Result<
             kernel: spec.boot.kernel.as_ref().map(|k| PathBuf::from(&k.path)),
             initrd: spec.boot.kernel.as_ref().and_then(|k| k.initrd.as_ref()).map(PathBuf::from),
             append: spec.boot.kernel.as_ref().and_then(|k| k.cmdline.clone()),
-            disk: spec.boot.disk.as_ref().and_then(|d| d.path.as_ref()).map(PathBuf::from),
+            disk,
             cloud_init,
             network_config,
             disk_size_bytes,
@@ -237,6 +242,44 @@ async fn create(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod) -> Result<
         Some(Ok(w)) => Ok(w),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("interrupted".into()),
+    }
+}
+
+/// A containerDisk (`boot.disk.image`): the image pulled into the node's image store (when it is
+/// absent, or always when its tag is `latest` or missing: kubelet's default pull policy), then its
+/// disk file, the VM's read-only base. Anonymous pulls only (a launcher has no pull secrets).
+async fn container_disk(shared: &Arc<Shared>, pod: &Pod, image: &str) -> Result<PathBuf, String> {
+    use strata_driver::images::{NoProgress, PullOptions};
+    let images = shared.driver.images().clone();
+    let latest = !image.contains('@') && image.rsplit('/').next().is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
+    let present = if latest {
+        None
+    } else {
+        let (i, r) = (images.clone(), image.to_string());
+        blocking(move || i.get(&r).ok()).await.flatten()
+    };
+    let found = match present {
+        Some(found) => found,
+        None => {
+            super::post_event(shared, pod, Some(vm::LAUNCHER_CONTAINER), false, "Pulling", format!("Pulling image \"{image}\"")).await;
+            let started = Instant::now();
+            let (i, r) = (images.clone(), image.to_string());
+            match blocking(move || i.pull(&r, &PullOptions::default(), &NoProgress)).await {
+                Some(Ok(found)) => {
+                    let msg = format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64());
+                    super::post_event(shared, pod, Some(vm::LAUNCHER_CONTAINER), false, "Pulled", msg).await;
+                    found
+                }
+                Some(Err(e)) => return Err(format!("pulling disk image {image}: {e}")),
+                None => return Err(format!("pulling disk image {image}: interrupted")),
+            }
+        }
+    };
+    let r = image.to_string();
+    match blocking(move || strata_driver::vm::container_disk(&images, &found, &r)).await {
+        Some(Ok(path)) => Ok(path),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(format!("unpacking disk image {image}: interrupted")),
     }
 }
 
