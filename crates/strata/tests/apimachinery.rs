@@ -80,3 +80,94 @@ fn strict_field_validation_reports_duplicate_fields() {
     assert_eq!(code, 201, "{out}");
     assert_eq!(s.get_json(&format!("{path}/my-dep"))["spec"]["replicas"], 3);
 }
+
+/// A namespace's `finalize` subresource (`PUT .../namespaces/NAME/finalize`, client-go's
+/// `Namespaces().Finalize`) changes `spec.finalizers`, which a plain update may not; a status
+/// write keeps the metadata it carries (upstream's namespace status strategy resets only the
+/// spec). Upstream's Namespaces conformance specs "should apply a finalizer to a Namespace" and
+/// "should apply changes to a namespace status".
+#[test]
+fn namespace_finalize_and_status_subresources() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let ns = "fin-ns";
+    s.ok(&["create", "namespace", ns]);
+    let path = format!("/api/v1/namespaces/{ns}");
+    let json = |v: &serde_json::Value| serde_json::to_vec(v).expect("json");
+    let put = |p: &str, v: &serde_json::Value| {
+        let (code, out) = s.curl("PUT", p, Auth::Admin, Some("application/json"), Some(&json(v)));
+        (code, serde_json::from_str::<serde_json::Value>(&out).unwrap_or(serde_json::Value::Null))
+    };
+    let fake = "e2e.example.com/fakeFinalizer";
+
+    let mut obj = s.get_json(&path);
+    let mut finalizers = obj["spec"]["finalizers"].as_array().cloned().unwrap_or_default();
+    finalizers.push(serde_json::json!(fake));
+    obj["spec"]["finalizers"] = serde_json::json!(finalizers);
+    let (code, out) = put(&format!("{path}/finalize"), &obj);
+    assert_eq!(code, 200, "{out}");
+    assert!(out["spec"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == fake)), "{out}");
+    assert!(s.get_json(&path)["spec"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == fake)));
+
+    // A plain update leaves spec.finalizers alone.
+    let mut obj = s.get_json(&path);
+    obj["spec"]["finalizers"] = serde_json::json!([]);
+    obj["metadata"]["labels"] = serde_json::json!({ "updated": "yes" });
+    let (code, out) = put(&path, &obj);
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["metadata"]["labels"]["updated"], "yes", "{out}");
+    assert!(out["spec"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == fake)), "an update changed spec.finalizers: {out}");
+
+    // finalize never changes status; a patch of it is not allowed (only update, as upstream).
+    let mut obj = s.get_json(&path);
+    obj["spec"]["finalizers"] = serde_json::json!(obj["spec"]["finalizers"].as_array().unwrap_or(&vec![]).iter().filter(|x| *x != fake).collect::<Vec<_>>());
+    obj["status"]["phase"] = serde_json::json!("Terminating");
+    let (code, out) = put(&format!("{path}/finalize"), &obj);
+    assert_eq!(code, 200, "{out}");
+    assert!(out["spec"]["finalizers"].as_array().is_none_or(|f| f.iter().all(|x| x != fake)), "{out}");
+    assert_eq!(out["status"]["phase"], "Active", "{out}");
+    let (code, out) = s.curl("PATCH", &format!("{path}/finalize"), Auth::Admin, Some("application/merge-patch+json"), Some(b"{}"));
+    assert_eq!(code, 405, "{out}");
+
+    // Discovery lists it with the one verb.
+    let list = s.get_json("/api/v1");
+    let fin = list["resources"].as_array().and_then(|rs| rs.iter().find(|r| r["name"] == "namespaces/finalize")).cloned().unwrap_or_default();
+    assert_eq!(fin["verbs"], serde_json::json!(["update"]), "{list}");
+
+    // A status patch keeps the annotation it carries.
+    let patch = format!(
+        r#"{{"metadata":{{"annotations":{{"e2e-patched-ns-status":"{ns}"}}}},"status":{{"conditions":[{{"type":"StatusPatch","status":"True","reason":"E2E","message":"Patched by an e2e test"}}]}}}}"#
+    );
+    let (code, out) = s.curl("PATCH", &format!("{path}/status"), Auth::Admin, Some("application/merge-patch+json"), Some(patch.as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    let out: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(out["metadata"]["annotations"]["e2e-patched-ns-status"], ns, "{out}");
+    assert_eq!(out["status"]["conditions"][0]["reason"], "E2E", "{out}");
+    assert_eq!(s.get_json(&path)["metadata"]["annotations"]["e2e-patched-ns-status"], ns);
+    // ... but not a spec change.
+    let (code, out) = s.curl("PATCH", &format!("{path}/status"), Auth::Admin, Some("application/merge-patch+json"), Some(br#"{"spec":{"finalizers":[]}}"#));
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(s.get_json(&path)["spec"], obj["spec"]);
+    s.ok(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// Asking a review (which has no metadata and no Table form) for a Table is 406 NotAcceptable,
+/// before anything is evaluated (upstream negotiates the output media type first); with JSON
+/// among the accepted types it answers in JSON. Upstream's "should return a 406 for a backend
+/// which does not implement metadata".
+#[test]
+fn a_review_asked_for_a_table_is_not_acceptable() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let body = br#"{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"nonResourceAttributes":{"path":"/","verb":"get"}}}"#;
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let table = "Accept: application/json;as=Table;v=v1;g=meta.k8s.io";
+    let (code, out) = s.curl_headers("POST", path, Auth::Admin, &["Content-Type: application/json", table], Some(body));
+    assert_eq!(code, 406, "{out}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status");
+    assert_eq!((status["kind"].as_str(), status["reason"].as_str(), status["code"].as_i64()), (Some("Status"), Some("NotAcceptable"), Some(406)), "{out}");
+    assert!(status["message"].as_str().is_some_and(|m| m.starts_with("only the following media types are accepted: application/json")), "{out}");
+    let (code, out) = s.curl_headers("POST", path, Auth::Admin, &["Content-Type: application/json", &format!("{table}, application/json")], Some(body));
+    assert_eq!(code, 201, "{out}");
+    assert!(out.contains(r#""allowed":true"#), "{out}");
+}

@@ -650,3 +650,84 @@ fn garbage_collection_follows_custom_kinds() {
     ok(&s, &k, &["delete", "configmap", "parent"], None);
     wait_for("the ConfigMap's custom dependent to be collected", Duration::from_secs(60), || !run(&s, &k, &["get", &rdc, "child"], None).0);
 }
+
+/// A custom kind's OpenAPI v2 definition is what kube-apiserver publishes (apiextensions'
+/// `ToStructuralOpenAPIV2` and builder): value validations kept (enum, bounds, pattern) but the
+/// `allOf`/`anyOf`/`oneOf`/`not` junctors and defaults dropped; a nullable field loses its type
+/// and structure and leaves `required`; a preserve-unknown-fields field loses its structure (and
+/// an `object` type); an array without items its type; a definition preserving unknown fields at
+/// its root is just `type: object`, without a description. Upstream's CustomResourcePublishOpenAPI
+/// conformance specs compare these definitions (without metadata, apiVersion, kind and the
+/// group-version-kind) with the schema they created.
+#[test]
+fn openapi_v2_publishes_custom_kinds_as_upstream() {
+    let s = ApiServer::start(Backend::Embedded);
+    let k = kubectl_of("1.32");
+    let group = "pub.example.com";
+    let crd = |plural: &str, kind: &str, schema: &Value| {
+        json!({ "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": { "name": format!("{plural}.{group}") },
+            "spec": { "group": group, "scope": "Namespaced", "names": { "plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List") },
+                "versions": [{ "name": "v1", "served": true, "storage": true, "schema": { "openAPIV3Schema": schema } }] } })
+        .to_string()
+    };
+    let foo = json!({
+        "description": "Foo CRD for Testing", "type": "object",
+        "properties": {
+            "spec": { "type": "object", "description": "Specification of Foo", "required": ["bars", "maybe"],
+                "properties": {
+                    "bars": { "description": "List of Bars.", "type": "array", "items": { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string", "description": "Name of Bar." },
+                        "feeling": { "type": "string", "enum": ["Great", "Down"] },
+                        "age": { "type": "integer", "minimum": 0, "maximum": 120, "default": 1 },
+                        "code": { "type": "string", "pattern": "^[a-z]+$", "maxLength": 8 } } } },
+                    "port": { "x-kubernetes-int-or-string": true, "allOf": [{ "maximum": 65535 }] },
+                    "maybe": { "type": "object", "nullable": true, "properties": { "a": { "type": "string" } } },
+                    "free": { "type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": { "b": { "type": "string" } } },
+                    "anything": { "type": "array", "items": { "type": "string" }, "x-kubernetes-preserve-unknown-fields": true } } },
+            "status": { "type": "object", "properties": { "ready": { "type": "boolean" } } } }
+    });
+    ok(&s, &k, &["create", "-f", "-"], Some(&crd("foos", "Foo", &foo)));
+    let open = json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true });
+    ok(&s, &k, &["create", "-f", "-"], Some(&crd("opens", "Open", &open)));
+    for p in ["foos", "opens"] {
+        ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/{p}.{group}"), "--timeout=30s"], None);
+    }
+    let mut v2 = Value::Null;
+    wait_for("both definitions in /openapi/v2", Duration::from_secs(30), || {
+        v2 = json_of(&s.curl("GET", "/openapi/v2", Auth::Admin, None, None).1);
+        ["Foo", "Open"].iter().all(|k| v2["definitions"][format!("com.example.pub.v1.{k}")].is_object())
+    });
+    // What the e2e suite drops before comparing.
+    let published = |kind: &str| {
+        let mut d = v2["definitions"][format!("com.example.pub.v1.{kind}")].clone();
+        assert_eq!(d["x-kubernetes-group-version-kind"], json!([{ "group": group, "version": "v1", "kind": kind }]), "{d}");
+        d.as_object_mut().map(|m| m.remove("x-kubernetes-group-version-kind"));
+        if let Some(props) = d.get_mut("properties").and_then(Value::as_object_mut) {
+            for f in ["metadata", "apiVersion", "kind"] {
+                props.remove(f);
+            }
+            if props.is_empty() {
+                d.as_object_mut().map(|m| m.remove("properties"));
+            }
+        }
+        d
+    };
+    let want = json!({
+        "description": "Foo CRD for Testing", "type": "object",
+        "properties": {
+            "spec": { "type": "object", "description": "Specification of Foo", "required": ["bars"],
+                "properties": {
+                    "bars": { "description": "List of Bars.", "type": "array", "items": { "type": "object", "required": ["name"], "properties": {
+                        "name": { "type": "string", "description": "Name of Bar." },
+                        "feeling": { "type": "string", "enum": ["Great", "Down"] },
+                        "age": { "type": "integer", "minimum": 0, "maximum": 120 },
+                        "code": { "type": "string", "pattern": "^[a-z]+$", "maxLength": 8 } } } },
+                    "port": { "x-kubernetes-int-or-string": true },
+                    "maybe": {},
+                    "free": { "x-kubernetes-preserve-unknown-fields": true },
+                    "anything": { "x-kubernetes-preserve-unknown-fields": true } } },
+            "status": { "type": "object", "properties": { "ready": { "type": "boolean" } } } }
+    });
+    assert_eq!(published("Foo"), want);
+    assert_eq!(published("Open"), json!({ "type": "object" }));
+}

@@ -276,6 +276,11 @@ impl Api {
                 return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
             }
             self.authorize(user, &a).await?;
+            if !accepts_plain_object(accept) {
+                // A review has no metadata and no Table form: upstream's output negotiation
+                // refuses a transform it cannot make before the request is carried out.
+                return Err(ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", SERIALIZED.join(", "))));
+            }
             return self.review(user, review, ns.as_deref(), parse_body(headers, &body)?).await;
         }
         if is_non_resource(path) {
@@ -533,6 +538,17 @@ impl Api {
                 crate::priority::keep_pod_priority(new, old);
                 if info.subresource.is_none() {
                     crate::tolerations::admit_pod(new, self.default_tolerations);
+                }
+            }
+            "Namespace" if info.subresource.is_none() => {
+                // spec.finalizers change only through `finalize` (upstream's namespace strategy).
+                match old["spec"].get("finalizers") {
+                    Some(f) => new["spec"]["finalizers"] = f.clone(),
+                    None => {
+                        if let Some(spec) = new["spec"].as_object_mut() {
+                            spec.remove("finalizers");
+                        }
+                    }
                 }
             }
             "PriorityClass" => {
@@ -876,7 +892,9 @@ impl Api {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
-        if info.subresource.is_some() && !status_only {
+        // A namespace's `finalize` changes spec.finalizers (and metadata), never status.
+        let finalize = info.subresource.as_deref() == Some("finalize") && r.builtin() == "Namespace";
+        if info.subresource.is_some() && !status_only && !finalize {
             return Err(ApiError::method_not_allowed(format!("update of {}/{} is not supported yet", r.plural, info.subresource.as_deref().unwrap_or(""))));
         }
         if name_of(&obj) != name {
@@ -968,6 +986,10 @@ impl Api {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
+        if info.subresource.as_deref() == Some("finalize") {
+            // Upstream's finalize REST storage implements update only.
+            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+        }
         let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         if ct == "application/apply-patch+yaml" {
             return self.apply(user, info, q, body, dry_run, manager).await;
@@ -1802,6 +1824,23 @@ fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
 /// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and
 /// some tools send)? The first listed media type decides, as upstream's negotiation does for
 /// equal weights.
+/// The media types responses are serialized to, as upstream's negotiation lists them.
+const SERIALIZED: [&str; 3] = ["application/json", "application/yaml", crate::protobuf::CONTENT_TYPE];
+
+/// Whether an Accept header takes an object as it is (no `as=Table`/`as=PartialObjectMetadata`
+/// transform): an empty header, a wildcard or a serialized media type without a transform.
+fn accepts_plain_object(accept: &str) -> bool {
+    if accept.trim().is_empty() {
+        return true;
+    }
+    accept.split(',').any(|part| {
+        let mut params = part.split(';').map(str::trim);
+        let media = params.next().unwrap_or("");
+        let transform = params.any(|p| p.replace(' ', "").starts_with("as="));
+        !transform && (matches!(media, "*/*" | "application/*") || SERIALIZED.contains(&media))
+    })
+}
+
 fn wants_yaml(accept: &str) -> bool {
     accept.split(',').next().and_then(|t| t.split(';').next()).is_some_and(|t| t.trim() == "application/yaml")
 }

@@ -73,6 +73,7 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "portforward" => ("PodPortForwardOptions", &["create", "get"]),
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
         "token" => ("TokenRequest", &["create"]),
+        "finalize" => (r.kind, &["update"]),
         _ => (r.kind, &["get", "patch", "update"]),
     };
     let mut v = json!({ "name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs });

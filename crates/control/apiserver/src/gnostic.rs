@@ -296,8 +296,36 @@ pub struct Schema {
     pub title: String,
     #[prost(string, tag = "4")]
     pub description: String,
+    #[prost(double, tag = "6")]
+    pub multiple_of: f64,
+    #[prost(double, tag = "7")]
+    pub maximum: f64,
+    #[prost(bool, tag = "8")]
+    pub exclusive_maximum: bool,
+    #[prost(double, tag = "9")]
+    pub minimum: f64,
+    #[prost(bool, tag = "10")]
+    pub exclusive_minimum: bool,
+    #[prost(int64, tag = "11")]
+    pub max_length: i64,
+    #[prost(int64, tag = "12")]
+    pub min_length: i64,
+    #[prost(string, tag = "13")]
+    pub pattern: String,
+    #[prost(int64, tag = "14")]
+    pub max_items: i64,
+    #[prost(int64, tag = "15")]
+    pub min_items: i64,
+    #[prost(bool, tag = "16")]
+    pub unique_items: bool,
+    #[prost(int64, tag = "17")]
+    pub max_properties: i64,
+    #[prost(int64, tag = "18")]
+    pub min_properties: i64,
     #[prost(string, repeated, tag = "19")]
     pub required: Vec<String>,
+    #[prost(message, repeated, tag = "20")]
+    pub r#enum: Vec<Any>,
     #[prost(message, optional, tag = "21")]
     pub additional_properties: Option<AdditionalPropertiesItem>,
     #[prost(message, optional, tag = "22")]
@@ -417,6 +445,14 @@ fn strings(v: &Value, at: &str) -> Result<Vec<String>, Unsupported> {
         Value::Array(a) => a.iter().map(|x| string(x, at)).collect(),
         _ => Err(unsupported(at, format!("a non-array value {v}"))),
     }
+}
+
+fn number(v: &Value, at: &str) -> Result<f64, Unsupported> {
+    v.as_f64().ok_or_else(|| unsupported(at, format!("a non-number value {v}")))
+}
+
+fn integer(v: &Value, at: &str) -> Result<i64, Unsupported> {
+    v.as_i64().ok_or_else(|| unsupported(at, format!("a non-integer value {v}")))
 }
 
 fn vendor(name: &str, v: &Value) -> NamedAny {
@@ -636,6 +672,23 @@ fn schema(v: &Value, at: &str) -> Result<Schema, Unsupported> {
             "description" => s.description = string(x, at)?,
             "required" => s.required = strings(x, at)?,
             "readOnly" => s.read_only = boolean(x, at)?,
+            "multipleOf" => s.multiple_of = number(x, at)?,
+            "maximum" => s.maximum = number(x, at)?,
+            "exclusiveMaximum" => s.exclusive_maximum = boolean(x, at)?,
+            "minimum" => s.minimum = number(x, at)?,
+            "exclusiveMinimum" => s.exclusive_minimum = boolean(x, at)?,
+            "maxLength" => s.max_length = integer(x, at)?,
+            "minLength" => s.min_length = integer(x, at)?,
+            "pattern" => s.pattern = string(x, at)?,
+            "maxItems" => s.max_items = integer(x, at)?,
+            "minItems" => s.min_items = integer(x, at)?,
+            "uniqueItems" => s.unique_items = boolean(x, at)?,
+            "maxProperties" => s.max_properties = integer(x, at)?,
+            "minProperties" => s.min_properties = integer(x, at)?,
+            "enum" => {
+                let Value::Array(a) = x else { return Err(unsupported(at, "a non-array enum")) };
+                s.r#enum = a.iter().map(|v| Any { yaml: v.to_string() }).collect();
+            }
             "type" => {
                 let value = match x {
                     Value::Array(_) => strings(x, at)?,
@@ -719,8 +772,13 @@ mod tests {
 
     #[test]
     fn refuses_what_it_would_drop() {
-        let e = convert(&json!({ "swagger": "2.0", "definitions": { "X": { "type": "string", "pattern": "^a" } } })).expect_err("pattern");
-        assert!(e.to_string().contains("schema keyword \"pattern\""), "{e}");
+        let e = convert(&json!({ "swagger": "2.0", "definitions": { "X": { "type": "string", "example": "a" } } })).expect_err("example");
+        assert!(e.to_string().contains("schema keyword \"example\""), "{e}");
+        // A custom kind's value validations (published as upstream does) have their fields.
+        let d = convert(&json!({ "swagger": "2.0", "definitions": { "X": { "type": "string", "pattern": "^a", "enum": ["a", "ab"], "maxLength": 2, "minimum": 0.5 } } })).expect("validations");
+        let x = d.definitions.as_ref().and_then(|d| d.additional_properties[0].value.clone()).expect("X");
+        assert_eq!((x.pattern.as_str(), x.max_length, x.minimum), ("^a", 2, 0.5));
+        assert_eq!(x.r#enum.iter().map(|a| a.yaml.as_str()).collect::<Vec<_>>(), ["\"a\"", "\"ab\""]);
         assert!(convert(&json!({ "host": "x" })).is_err());
     }
 }

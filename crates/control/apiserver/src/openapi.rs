@@ -213,6 +213,13 @@ fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) 
     let custom_schema = crate::crd::definition(r).and_then(|d| d.version(r.version).map(|v| v.schema.clone())).filter(Value::is_object);
     if let Some(schema) = custom_schema {
         // A custom kind: its definition's schema, with the envelope every object has.
+        if flavor == Flavor::V2 && schema["x-kubernetes-preserve-unknown-fields"] == json!(true) {
+            // Upstream publishes nothing more in v2: kubectl would refuse the unknown fields.
+            let s = json!({ "type": "object", "x-kubernetes-group-version-kind": [gvk(r.group, r.version, r.kind)] });
+            out.insert(name.clone(), s);
+            list_and_scale_definitions(r, flavor, &name, out);
+            return;
+        }
         let mut s = match flavor {
             Flavor::V3 => schema,
             Flavor::V2 => v2_schema(&schema),
@@ -235,22 +242,63 @@ fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) 
     list_and_scale_definitions(r, flavor, &name, out);
 }
 
-/// A custom kind's schema as Swagger 2.0 can say it (what kube-apiserver publishes in v2 for
-/// a CRD): types, formats, descriptions, structure, `required` and the `x-kubernetes-*`
-/// extensions; value validations, defaults and `nullable` dropped.
+/// A custom kind's schema as kube-apiserver publishes it in Swagger 2.0 (apiextensions'
+/// `ToStructuralOpenAPIV2`, its builder's embedded-resource properties, then `PruneDefaults`):
+/// the structural schema's fields, without the `allOf`/`anyOf`/`oneOf`/`not` junctors, defaults
+/// and `nullable`; a nullable node loses its type and structure (and leaves its parent's
+/// `required`), a node preserving unknown fields its structure and an `object` type, an array
+/// without items its type. `x-kubernetes-validations` are left out.
 fn v2_schema(s: &Value) -> Value {
+    const KEPT: &[&str] = &[
+        "description", "type", "title", "format", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength",
+        "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum", "maxProperties", "minProperties", "required",
+    ];
     let Some(m) = s.as_object() else { return s.clone() };
+    let truthy = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
+    let nullable = truthy(m.get("nullable"));
+    let preserve = truthy(m.get("x-kubernetes-preserve-unknown-fields"));
     let mut out = Map::new();
     for (k, v) in m {
         let v = match k.as_str() {
-            "type" | "format" | "title" | "description" | "required" => v.clone(),
+            "items" | "properties" if nullable || preserve => continue,
             "items" if v.is_object() => v2_schema(v),
-            "additionalProperties" => if v.is_object() { v2_schema(v) } else { v.clone() },
+            "additionalProperties" if v.is_object() => v2_schema(v),
+            "additionalProperties" => v.clone(),
             "properties" => Value::Object(v.as_object().map(|p| p.iter().map(|(n, x)| (n.clone(), v2_schema(x))).collect()).unwrap_or_default()),
-            x if x.starts_with("x-") && x != "x-kubernetes-validations" => v.clone(),
+            "type" if nullable => continue,
+            x if KEPT.contains(&x) => v.clone(),
+            x if x.starts_with("x-kubernetes-") && x != "x-kubernetes-validations" => v.clone(),
             _ => continue,
         };
         out.insert(k.clone(), v);
+    }
+    let ty = out.get("type").and_then(Value::as_str).unwrap_or("");
+    if (ty == "array" && !out.contains_key("items")) || (ty == "object" && preserve) {
+        out.remove("type");
+    }
+    // Nullable properties are not required (a null is no value in Swagger 2.0).
+    let nullable_props: Vec<&String> = m.get("properties").and_then(Value::as_object).map(|p| p.iter().filter(|(_, x)| truthy(x.get("nullable"))).map(|(n, _)| n).collect()).unwrap_or_default();
+    let nullable_values = truthy(m.get("additionalProperties").and_then(|a| a.get("nullable")));
+    if let Some(Value::Array(req)) = out.get_mut("required") {
+        req.retain(|r| !nullable_values && !nullable_props.iter().any(|n| r.as_str() == Some(n.as_str())));
+        if req.is_empty() {
+            out.remove("required");
+        }
+    }
+    if truthy(m.get("x-kubernetes-embedded-resource")) && !preserve {
+        // An embedded object is an object with its own apiVersion, kind and metadata.
+        let mut props = out.remove("properties").and_then(|p| p.as_object().cloned()).unwrap_or_default();
+        props.insert("apiVersion".into(), json!({ "type": "string", "description": "apiVersion defines the versioned schema of this representation of an object." }));
+        props.insert("kind".into(), json!({ "type": "string", "description": "kind is a string value representing the type of this object." }));
+        props.insert("metadata".into(), Flavor::V2.reference(&format!("{META}.ObjectMeta")));
+        out.insert("properties".into(), Value::Object(props));
+        let mut req = out.remove("required").and_then(|r| r.as_array().cloned()).unwrap_or_default();
+        for f in ["kind", "apiVersion"] {
+            if !req.iter().any(|r| r == f) {
+                req.push(json!(f));
+            }
+        }
+        out.insert("required".into(), Value::Array(req));
     }
     Value::Object(out)
 }

@@ -321,6 +321,12 @@ impl ApiServer {
     }
 
     pub fn curl(&self, method: &str, path: &str, auth: Auth, content_type: Option<&str>, body: Option<&[u8]>) -> (u16, String) {
+        let ct = content_type.map(|ct| format!("Content-Type: {ct}"));
+        self.curl_headers(method, path, auth, ct.as_slice(), body)
+    }
+
+    /// [`ApiServer::curl`] with any request headers (`"Accept: ..."`, `"Content-Type: ..."`).
+    pub fn curl_headers<S: AsRef<str>>(&self, method: &str, path: &str, auth: Auth, headers: &[S], body: Option<&[u8]>) -> (u16, String) {
         use std::io::Write;
         let pki = self.data.join("pki");
         let mut c = Command::new("curl");
@@ -337,8 +343,8 @@ impl ApiServer {
             }
             Auth::Anonymous => {}
         }
-        if let Some(ct) = content_type {
-            c.arg("-H").arg(format!("Content-Type: {ct}"));
+        for h in headers {
+            c.arg("-H").arg(h.as_ref());
         }
         if body.is_some() {
             c.args(["--data-binary", "@-"]);
