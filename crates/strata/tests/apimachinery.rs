@@ -171,3 +171,34 @@ fn a_review_asked_for_a_table_is_not_acceptable() {
     assert_eq!(code, 201, "{out}");
     assert!(out.contains(r#""allowed":true"#), "{out}");
 }
+
+/// apiregistration.k8s.io/v1 APIServices are served (stored, with the status subresource; strata
+/// proxies to no aggregated API server) and listed in plain and aggregated discovery, where
+/// upstream's Discovery and AggregatedDiscovery conformance specs look for them.
+#[test]
+fn apiservices_are_served_and_discovered() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let list = s.get_json("/apis/apiregistration.k8s.io/v1");
+    assert_eq!(list["groupVersion"], "apiregistration.k8s.io/v1", "{list}");
+    let names: Vec<&str> = list["resources"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["apiservices", "apiservices/status"], "{list}");
+    let groups = s.get_json("/apis");
+    assert!(groups["groups"].as_array().is_some_and(|g| g.iter().any(|g| g["name"] == "apiregistration.k8s.io")), "{groups}");
+    let (_, _, body) = s.get_with_headers("/apis", &["Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"]);
+    let agg: serde_json::Value = serde_json::from_slice(&body).expect("aggregated discovery");
+    let group = agg["items"].as_array().and_then(|g| g.iter().find(|g| g["metadata"]["name"] == "apiregistration.k8s.io")).cloned().unwrap_or_default();
+    assert_eq!(group["versions"][0]["resources"][0]["resource"], "apiservices", "{agg}");
+
+    let svc = r#"{"apiVersion":"apiregistration.k8s.io/v1","kind":"APIService","metadata":{"name":"v1beta1.metrics.example.com"},
+        "spec":{"group":"metrics.example.com","version":"v1beta1","service":{"namespace":"kube-system","name":"metrics","port":443},
+                "groupPriorityMinimum":100,"versionPriority":100,"insecureSkipTLSVerify":true}}"#;
+    s.ok_stdin(&["create", "-f", "-"], Some(svc));
+    let got = s.get_json("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.example.com");
+    assert_eq!(got["spec"]["service"]["port"], 443, "{got}");
+    assert_eq!(got["spec"]["groupPriorityMinimum"], 100, "{got}");
+    let (code, out) = s.curl("PATCH", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.example.com/status", Auth::Admin,
+        Some("application/merge-patch+json"), Some(br#"{"status":{"conditions":[{"type":"Available","status":"False","reason":"NotProxied","message":"m"}]}}"#));
+    assert_eq!(code, 200, "{out}");
+    s.ok(&["delete", "apiservice", "v1beta1.metrics.example.com"]);
+}

@@ -96,6 +96,9 @@ fn group_package(group: &str, version: &str) -> String {
     if group == crate::crd::GROUP {
         return format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}");
     }
+    if group == "apiregistration.k8s.io" {
+        return format!("io.k8s.kube-aggregator.pkg.apis.apiregistration.{version}");
+    }
     if group.contains('.') && !group.ends_with(".k8s.io") {
         let reversed: Vec<&str> = group.split('.').rev().collect();
         return format!("{}.{version}", reversed.join("."));

@@ -136,6 +136,8 @@ pub static RESOURCES: &[Resource] = &[
     res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, [], [], []),
     res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, [], [], []),
     res!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", false, ["csr"], [], ["status", "approval"]),
+    // Stored and discoverable; strata runs no aggregator, so nothing is proxied to their services.
+    res!("apiregistration.k8s.io", "v1", "APIService", "apiservices", "apiservice", false, [], ["api-extensions"], ["status"]),
     res!("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", false, ["crd", "crds"], ["api-extensions"], ["status"]),
     res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, ["sc"], [], []),
     res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, [], [], []),
