@@ -51,6 +51,7 @@ ROOTS = [
     ("storage/v1", "storage.k8s.io", "v1", ["CSIDriver", "CSINode", "VolumeAttachment"]),
     ("events/v1", "events.k8s.io", "v1", ["Event"]),
     ("admissionregistration/v1", "admissionregistration.k8s.io", "v1", ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"]),
+    ("flowcontrol/v1", "flowcontrol.apiserver.k8s.io", "v1", ["FlowSchema", "PriorityLevelConfiguration"]),
     ("k8s.io/apiextensions-apiserver:pkg/apis/apiextensions/v1", "apiextensions.k8s.io", "v1", ["CustomResourceDefinition"]),
     ("k8s.io/kube-aggregator:pkg/apis/apiregistration/v1", "apiregistration.k8s.io", "v1", ["APIService"]),
 ]

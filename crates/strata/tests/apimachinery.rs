@@ -202,3 +202,55 @@ fn apiservices_are_served_and_discovered() {
     assert_eq!(code, 200, "{out}");
     s.ok(&["delete", "apiservice", "v1beta1.metrics.example.com"]);
 }
+
+/// A server-side apply body (YAML or JSON) that repeats a key is refused under
+/// `fieldValidation=Strict` with the line sigs.k8s.io/yaml's strict decoder names, and only
+/// warned about under `Warn` (upstream's FieldValidation spec "should detect duplicates in a CR
+/// when preserving unknown fields" looks for `line 9: key "foo" already set in map`).
+#[test]
+fn server_side_apply_reports_repeated_keys() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let body = "\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\ndata:\n  unknown: uk1\n  foo: foo1\n  foo: foo2\n  bar: b";
+    let path = "/api/v1/namespaces/default/configmaps/dup?fieldManager=m";
+    let (code, out) = s.curl("PATCH", &format!("{path}&fieldValidation=Strict"), Auth::Admin, Some("application/apply-patch+yaml"), Some(body.as_bytes()));
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains(r#"error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  line 9: key \"foo\" already set in map"#), "{out}");
+    assert!(s.get_json("/api/v1/namespaces/default/configmaps/dup").is_null(), "a refused apply stored the object");
+    let (code, out) = s.curl_headers("PATCH", &format!("{path}&fieldValidation=Warn"), Auth::Admin, &["Content-Type: application/apply-patch+yaml"], Some(body.as_bytes()));
+    assert_eq!(code, 201, "{out}");
+    assert_eq!(s.get_json("/api/v1/namespaces/default/configmaps/dup")["data"]["foo"], "foo2");
+}
+
+/// flowcontrol.apiserver.k8s.io/v1 FlowSchemas and PriorityLevelConfigurations are served
+/// (stored, status subresource, watch, delete by label) as upstream's API Priority and Fairness
+/// "should support ... API operations" specs exercise them; strata does not queue requests by
+/// them.
+#[test]
+fn flowcontrol_objects_are_served() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let list = s.get_json("/apis/flowcontrol.apiserver.k8s.io/v1");
+    let names: Vec<&str> = list["resources"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    for want in ["flowschemas", "flowschemas/status", "prioritylevelconfigurations", "prioritylevelconfigurations/status"] {
+        assert!(names.contains(&want), "{want} missing: {list}");
+    }
+    let pl = r#"{"apiVersion":"flowcontrol.apiserver.k8s.io/v1","kind":"PriorityLevelConfiguration","metadata":{"name":"e2e-pl","labels":{"e2e":"x"}},
+        "spec":{"type":"Limited","limited":{"nominalConcurrencyShares":2,"limitResponse":{"type":"Reject"}}}}"#;
+    let fs = r#"{"apiVersion":"flowcontrol.apiserver.k8s.io/v1","kind":"FlowSchema","metadata":{"name":"e2e-fs","labels":{"e2e":"x"}},
+        "spec":{"matchingPrecedence":10000,"priorityLevelConfiguration":{"name":"e2e-pl"},"distinguisherMethod":{"type":"ByUser"},
+                "rules":[{"subjects":[{"kind":"User","user":{"name":"nobody"}}],"nonResourceRules":[{"verbs":["*"],"nonResourceURLs":["*"]}]}]}}"#;
+    s.ok_stdin(&["create", "-f", "-"], Some(pl));
+    s.ok_stdin(&["create", "-f", "-"], Some(fs));
+    let got = s.get_json("/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations/e2e-pl");
+    assert_eq!(got["spec"]["limited"]["nominalConcurrencyShares"], 2, "{got}");
+    let path = "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/e2e-fs";
+    let (code, out) = s.curl("PATCH", &format!("{path}/status"), Auth::Admin, Some("application/merge-patch+json"),
+        Some(br#"{"status":{"conditions":[{"type":"PatchStatusFailed","status":"False","reason":"e2e"}]}}"#));
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(s.get_json(path)["status"]["conditions"][0]["type"], "PatchStatusFailed");
+    assert_eq!(s.get_json(&format!("{path}/status"))["kind"], "FlowSchema");
+    let (code, out) = s.curl("DELETE", "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas?labelSelector=e2e%3Dx", Auth::Admin, None, None);
+    assert_eq!(code, 200, "{out}");
+    assert!(s.get_json(path).is_null(), "deletecollection left the FlowSchema");
+}

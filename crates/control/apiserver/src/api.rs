@@ -1051,6 +1051,19 @@ impl Api {
         if !config.is_object() {
             return Err(ApiError::bad_request("error decoding YAML: the applied configuration must be an object"));
         }
+        // A key the body repeats: refused under Strict, a warning under Warn (upstream decodes
+        // the applied configuration again with sigs.k8s.io/yaml's strict decoder).
+        let mut warnings = Vec::new();
+        let fv = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+        if fv != FieldValidation::Ignore {
+            if let Some(dup) = crate::yaml::duplicate_key(body) {
+                let msg = format!("error converting YAML to JSON: yaml: unmarshal errors:\n  {dup}");
+                if fv == FieldValidation::Strict {
+                    return Err(ApiError::bad_request(format!("error strict decoding YAML: {msg}")));
+                }
+                warnings.push(msg);
+            }
+        }
         let expected = r.api_version();
         let version = config["apiVersion"].as_str().unwrap_or("").to_string();
         if version != expected {
@@ -1098,7 +1111,7 @@ impl Api {
             let Some((old, rev)) = live else {
                 return match self.create_applied(info, new, dry_run).await {
                     Err(e) if e.reason == "AlreadyExists" => continue,
-                    other => other,
+                    other => other.map(|resp| with_warnings(resp, &warnings)),
                 };
             };
             object::prepare_update(r, &mut new, &old, status_only)?;
@@ -1114,7 +1127,7 @@ impl Api {
             crate::validate::validate_update(r, &new, &old)?;
             match self.write_update(info, new, &old, rev, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
-                other => return other,
+                other => return other.map(|resp| with_warnings(resp, &warnings)),
             }
         }
         Err(ApiError::conflict(r, &name))
@@ -1821,9 +1834,6 @@ fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
     crate::yaml::decode(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
 }
 
-/// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and
-/// some tools send)? The first listed media type decides, as upstream's negotiation does for
-/// equal weights.
 /// The media types responses are serialized to, as upstream's negotiation lists them.
 const SERIALIZED: [&str; 3] = ["application/json", "application/yaml", crate::protobuf::CONTENT_TYPE];
 
@@ -1841,6 +1851,9 @@ fn accepts_plain_object(accept: &str) -> bool {
     })
 }
 
+/// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and
+/// some tools send)? The first listed media type decides, as upstream's negotiation does for
+/// equal weights.
 fn wants_yaml(accept: &str) -> bool {
     accept.split(',').next().and_then(|t| t.split(';').next()).is_some_and(|t| t.trim() == "application/yaml")
 }

@@ -1092,9 +1092,9 @@ mod tests {
         let e = err(body("v1", "Namespace", &[msg(1, &[s(1, "x"), vi(99, 1)])]));
         assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
         assert!(e.message.contains("Namespace") && e.message.contains("99") && e.message.contains("ObjectMeta"), "{}", e.message);
-        let e = err(body("flowcontrol.apiserver.k8s.io/v1", "FlowSchema", &[]));
+        let e = err(body("resource.k8s.io/v1beta1", "ResourceClaim", &[]));
         assert_eq!(e.code, 415);
-        assert!(e.message.contains("FlowSchema"), "{}", e.message);
+        assert!(e.message.contains("ResourceClaim"), "{}", e.message);
         let e = err(body("v2", "Namespace", &[]));
         assert_eq!(e.code, 415);
         let mut gz = body("v1", "Namespace", &[]);

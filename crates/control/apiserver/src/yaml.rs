@@ -38,7 +38,44 @@ pub enum YamlError {
 
 /// Decode one YAML document that must be an object.
 pub fn decode(body: &[u8]) -> Result<Value, YamlError> {
-    let budget = Budget { left: Cell::new((body.len() * EXPANSION).max(FLOOR)), exceeded: Cell::new(false) };
+    decode_with(body, false)
+}
+
+/// The first mapping key a YAML (or JSON) body repeats, as sigs.k8s.io/yaml's strict decoder
+/// reports it: `line 9: key "foo" already set in map` (the line of the repeated key). `None`
+/// when no key repeats or the body does not decode (the plain decoding reports that).
+pub fn duplicate_key(body: &[u8]) -> Option<String> {
+    let budget = Budget { left: Cell::new((body.len() * EXPANSION).max(FLOOR)), exceeded: Cell::new(false), strict: true, repeated: Default::default() };
+    let de = serde_yaml_ng::Deserializer::from_slice(body);
+    let e = Node(&budget).deserialize(de).err()?;
+    let key = budget.repeated.take()?;
+    // The error's mark is where the mapping starts; the repeated key is the second line from
+    // there that starts with the key at the first one's indentation (a flow mapping written on
+    // one line has none: its line is the mapping's).
+    let start = e.location().map(|l| l.line()).unwrap_or(1);
+    let text = String::from_utf8_lossy(body);
+    let indent_of_key = |line: &str| {
+        let rest = line.trim_start();
+        let after = rest.strip_prefix(key.as_str()).or_else(|| rest.strip_prefix(&format!("{key:?}")))?;
+        after.trim_start().starts_with(':').then(|| line.len() - rest.len())
+    };
+    let mut first = None;
+    let mut line = start;
+    for (i, l) in text.lines().enumerate().skip(start.saturating_sub(1)) {
+        match (indent_of_key(l), first) {
+            (Some(ind), None) => first = Some(ind),
+            (Some(ind), Some(f)) if ind == f => {
+                line = i + 1;
+                break;
+            }
+            _ => {}
+        }
+    }
+    Some(format!("line {line}: key {key:?} already set in map"))
+}
+
+fn decode_with(body: &[u8], strict: bool) -> Result<Value, YamlError> {
+    let budget = Budget { left: Cell::new((body.len() * EXPANSION).max(FLOOR)), exceeded: Cell::new(false), strict, repeated: Default::default() };
     let de = serde_yaml_ng::Deserializer::from_slice(body);
     let v = Node(&budget).deserialize(de).map_err(|e| if budget.exceeded.get() { YamlError::ExcessiveAliasing } else { YamlError::Syntax(e.to_string()) })?;
     if !v.is_object() {
@@ -50,6 +87,9 @@ pub fn decode(body: &[u8]) -> Result<Value, YamlError> {
 struct Budget {
     left: Cell<usize>,
     exceeded: Cell<bool>,
+    /// Stop at a repeated mapping key (recorded in `repeated`).
+    strict: bool,
+    repeated: Cell<Option<String>>,
 }
 
 impl Budget {
@@ -132,6 +172,10 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.0.spend(0)?;
         let mut out = Map::new();
         while let Some(k) = map.next_key_seed(Key(self.0))? {
+            if self.0.strict && out.contains_key(&k) {
+                self.0.repeated.set(Some(k));
+                return Err(A::Error::custom("repeated key"));
+            }
             let v = map.next_value_seed(self)?;
             out.insert(k, v);
         }
@@ -176,5 +220,15 @@ mod tests {
         assert!(matches!(decode(deep.as_bytes()), Err(YamlError::Syntax(m)) if m.contains("recursion limit exceeded")));
         assert!(matches!(decode(b"- 1\n"), Err(YamlError::NotAnObject)));
         assert!(matches!(decode(b"a: 1\n---\nb: 2\n"), Err(YamlError::Syntax(_))));
+    }
+
+    #[test]
+    fn repeated_keys_are_found_with_their_line() {
+        let body = b"\napiVersion: v1\nkind: X\nmetadata:\n  name: n\nspec:\n  unknown: uk1\n  foo: foo1\n  foo: foo2\n";
+        assert_eq!(duplicate_key(body).as_deref(), Some(r#"line 9: key "foo" already set in map"#));
+        assert_eq!(duplicate_key(b"a: 1\nb: {c: 1, d: 2}\n"), None);
+        assert_eq!(duplicate_key(br#"{"a": 1, "a": 2}"#).as_deref(), Some(r#"line 1: key "a" already set in map"#));
+        // The plain decoding keeps the last value, as the non-strict decoder does.
+        assert_eq!(decode(body).expect("decode")["spec"]["foo"], "foo2");
     }
 }
