@@ -360,6 +360,23 @@ fn a_vm_boots_a_disk_with_cloud_init_inline_and_from_a_secret() {
 
     s.ok_stdin(&["apply", "-f", "-"], Some(&disk_vm("inline", &disk, "    userData: |\n      #cloud-config\n      # strata-inline-marker\n")));
     let (_, record) = boots_with_seed(&s, "inline", "# strata-inline-marker");
+    // Paused on the node (its vCPUs stopped): the VM says so (printableStatus and condition
+    // Paused, not Ready) and its guest answers nothing; resumed, it is Running and answers again.
+    let node_vm = record["name"].as_str().unwrap_or("").to_string();
+    strata_on_node(&s, &["vm", "pause", &node_vm]);
+    let conds = |v: &Value| v["status"]["conditions"].as_array().into_iter().flatten().map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect::<Vec<_>>();
+    wait_for(&format!("VM inline Paused: {}", get(&s, "vm/inline")), Duration::from_secs(60), || {
+        let v = get(&s, "vm/inline");
+        (v["status"]["printableStatus"] == "Paused" && conds(&v) == ["Ready=False/Paused", "Paused=True/Paused"]).then(String::new)
+    });
+    let ip = get(&s, "vm/inline")["status"]["ipAddress"].as_str().unwrap_or("").to_string();
+    assert!(!http_get(&ip).contains("served by the strata test guest"), "a paused guest answered");
+    strata_on_node(&s, &["vm", "resume", &node_vm]);
+    wait_for(&format!("VM inline Running again: {}", get(&s, "vm/inline")), Duration::from_secs(60), || {
+        let v = get(&s, "vm/inline");
+        (v["status"]["printableStatus"] == "Running" && conds(&v) == ["Ready=True/Running"]).then(String::new)
+    });
+    assert!(wait_for("the resumed guest's answer", Duration::from_secs(30), || Some(http_get(&ip)).filter(|b| b.contains("served by the strata test guest"))).contains("200"));
     s.ok(&["delete", "vm", "inline"]);
     assert_gone(&s, &record);
 

@@ -37,6 +37,11 @@ pub const KVM_CONDITION: &str = "strata.dev/KVM";
 /// Launcher pod condition: did the guest write to its serial console within the node's boot
 /// timeout (False with reason [`NO_CONSOLE_OUTPUT`]: it did not boot)?
 pub const CONSOLE_CONDITION: &str = "strata.dev/ConsoleOutput";
+/// Launcher pod condition: `True` (reason [`PAUSED`]) while the VM's vCPUs are paused (QEMU
+/// `stop`, e.g. `strata vm pause` on the node); absent otherwise.
+pub const PAUSED_CONDITION: &str = "strata.dev/Paused";
+/// The VM condition type, its reason and the printableStatus of a paused VM (KubeVirt's names).
+pub const PAUSED: &str = "Paused";
 /// The reason (and the VM's printableStatus) of a guest that wrote nothing to its console.
 pub const NO_CONSOLE_OUTPUT: &str = "NoConsoleOutput";
 /// The node label saying whether VMs there run under KVM (the agent's probe).
@@ -268,7 +273,7 @@ pub struct VirtualMachineStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineCondition {
-    /// `Ready`.
+    /// `Ready`, or `Paused` (present, `True`, while the VM's vCPUs are paused).
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False`, `Unknown`.

@@ -239,6 +239,7 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
         accelerator_reason: old.accelerator_reason.clone(),
         ..Default::default()
     };
+    let paused = newest.filter(|p| !finished(p)).and_then(|p| condition(p, vm::PAUSED_CONDITION)).filter(|c| c.status == "True");
     let (printable, message) = match newest {
         None => {
             s.phase = Some("Stopped".into());
@@ -275,6 +276,7 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
                 ("Starting".into(), None)
             } else {
                 match phase(p) {
+                    "Running" if paused.is_some() => (vm::PAUSED.into(), paused.as_ref().and_then(|c| c.message.clone())),
                     "Running" => match condition(p, vm::CONSOLE_CONDITION).filter(|c| c.status == "False") {
                         Some(c) => (vm::NO_CONSOLE_OUTPUT.into(), c.message),
                         None => ("Running".into(), None),
@@ -304,7 +306,11 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
         Some(c) if c.status == cond_status => c.last_transition_time.clone(),
         _ => Some(Time(chrono::Utc::now())),
     };
-    s.conditions = vec![VirtualMachineCondition { type_: "Ready".into(), status: cond_status.into(), reason: Some(reason), message, last_transition_time: since }];
+    s.conditions = vec![VirtualMachineCondition { type_: "Ready".into(), status: cond_status.into(), reason: Some(reason), message: message.clone(), last_transition_time: since }];
+    if paused.is_some() && printable == vm::PAUSED {
+        let since = old.conditions.iter().find(|c| c.type_ == vm::PAUSED).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| Time(chrono::Utc::now()));
+        s.conditions.push(VirtualMachineCondition { type_: vm::PAUSED.into(), status: "True".into(), reason: Some(vm::PAUSED.into()), message, last_transition_time: Some(since) });
+    }
     s.printable_status = Some(printable);
     s
 }
@@ -491,6 +497,28 @@ mod tests {
         let long = "a".repeat(253);
         let n = launcher_name(&long, "0123456789abcdef", 12);
         assert!(n.len() <= 253 && n.ends_with("-01234567-12"), "{n}");
+    }
+
+    #[test]
+    fn a_paused_launcher_is_a_paused_vm() {
+        use k8s_openapi::api::core::v1::PodCondition;
+        let c = |t: &str, st: &str| PodCondition { type_: t.into(), status: st.into(), reason: Some(vm::PAUSED.into()), message: Some("the VM's vCPUs are paused".into()), ..Default::default() };
+        let mut p = (*pod(0, "Running", false)).clone();
+        if let Some(st) = p.status.as_mut() {
+            st.conditions = Some(vec![c("Ready", "False"), c(vm::PAUSED_CONDITION, "True")]);
+        }
+        let v = vm("Always");
+        let s = status(&v, &[Arc::new(p.clone())], &Plan::default());
+        assert_eq!(s.printable_status.as_deref(), Some("Paused"));
+        let types: Vec<(&str, &str, Option<&str>)> = s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())).collect();
+        assert_eq!(types, [("Ready", "False", Some("Paused")), ("Paused", "True", Some("Paused"))]);
+        // Resumed: Running and Ready, no Paused condition.
+        if let Some(st) = p.status.as_mut() {
+            st.conditions = Some(vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]);
+        }
+        let s = status(&v, &[Arc::new(p)], &Plan::default());
+        assert_eq!(s.printable_status.as_deref(), Some("Running"));
+        assert_eq!(s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect::<Vec<_>>(), [("Ready", "True")]);
     }
 
     #[test]

@@ -364,8 +364,9 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, consol
         }
         Seen::Vm(w) => match (w.status, &w.exit) {
             (Status::Running | Status::Paused, _) => {
+                // A paused guest serves nothing: the pod is not Ready while its vCPUs are stopped.
                 let r = ContainerStateRunning { started_at: time(w.started_at.as_deref()).or(Some(now.clone())) };
-                ("Running", ContainerState { running: Some(r), ..Default::default() }, true, w.ip.map(|i| i.to_string()), None, None)
+                ("Running", ContainerState { running: Some(r), ..Default::default() }, w.status == Status::Running, w.ip.map(|i| i.to_string()), None, None)
             }
             (Status::Exited | Status::Unknown, exit) => {
                 let code = exit.as_ref().map_or(255, |e| e.code);
@@ -402,6 +403,9 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, consol
     if let Some((accel, why)) = accelerator {
         let kvm = accel == "kvm";
         conditions.push(cond(pod, vm::KVM_CONDITION, if kvm { "True" } else { "False" }, Some(if kvm { "KVM" } else { "TCG" }), Some(why), &now));
+    }
+    if matches!(seen, Seen::Vm(w) if w.status == Status::Paused) {
+        conditions.push(cond(pod, vm::PAUSED_CONDITION, "True", Some(vm::PAUSED), Some("the VM's vCPUs are paused"), &now));
     }
     match console {
         Some((true, _)) => conditions.push(cond(pod, vm::CONSOLE_CONDITION, "True", Some("ConsoleOutput"), None, &now)),
