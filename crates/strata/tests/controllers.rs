@@ -848,3 +848,31 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     assert!(eventually(LONG, || ep(&s).is_null()), "endpoints left: {}", ep(&s));
     assert!(eventually(LONG, || slices_of(&s, "ep1", "web").is_empty()));
 }
+
+/// A foreground deletion through a circle of owners (cm1 owned by cm3, cm2 by cm1, cm3 by cm2,
+/// every reference blocking) finishes: as upstream's collector, a dependent deleted for an owner
+/// that waits, whose own dependent is already waiting too, first has its references made
+/// non-blocking. Upstream's "Garbage collector should not be blocked by dependency circle".
+#[test]
+fn foreground_deletion_through_a_dependency_circle_finishes() {
+    let s = server(Backend::Embedded);
+    let ns = "default";
+    let cm = |n: &str| format!("/api/v1/namespaces/{ns}/configmaps/{n}");
+    for n in ["cm1", "cm2", "cm3"] {
+        s.ok(&["create", "configmap", n, "-n", ns]);
+    }
+    let uid = |n: &str| s.get_json(&cm(n))["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    for (n, owner) in [("cm1", "cm3"), ("cm2", "cm1"), ("cm3", "cm2")] {
+        let patch = json!({ "metadata": { "ownerReferences": [{ "apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid(owner), "controller": true, "blockOwnerDeletion": true }] } });
+        let (code, out) = s.curl("PATCH", &cm(n), Auth::Admin, Some("application/merge-patch+json"), Some(patch.to_string().as_bytes()));
+        assert_eq!(code, 200, "{out}");
+    }
+    let body = json!({ "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground", "preconditions": { "uid": uid("cm1") } });
+    let (code, out) = s.curl("DELETE", &cm("cm1"), Auth::Admin, Some("application/json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    assert!(
+        eventually(LONG, || ["cm1", "cm2", "cm3"].iter().all(|n| s.get_json(&cm(n)).is_null())),
+        "the circle is stuck: {:?}",
+        ["cm1", "cm2", "cm3"].iter().map(|n| s.get_json(&cm(n))["metadata"].clone()).collect::<Vec<_>>()
+    );
+}

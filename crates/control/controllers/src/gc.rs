@@ -10,7 +10,9 @@
 //! - an owner deleted with `propagationPolicy=Foreground` (deletionTimestamp and the
 //!   `foregroundDeletion` finalizer, set by the API server) has its dependents deleted (those
 //!   with `blockOwnerDeletion` in the foreground too), and loses the finalizer once no
-//!   dependent blocking it is left — then the API server removes it;
+//!   dependent blocking it is left — then the API server removes it; a dependent deleted so
+//!   whose own dependents include one already waiting first has its references made
+//!   non-blocking (upstream's circle breaker: owners that own each other do not wait forever);
 //! - an owner deleted with `propagationPolicy=Orphan` (the `orphan` finalizer) has its
 //!   references removed from its dependents, then loses the finalizer.
 //!
@@ -324,6 +326,9 @@ impl Collector {
         // it has dependents of its own (they must go first).
         let blocks_waiting = waiting.iter().any(|o| o.block_owner_deletion == Some(true));
         let has_dependents = self.graph.dependents.get(uid).is_some_and(|d| !d.is_empty());
+        if !waiting.is_empty() && has_dependents {
+            self.unblock_if_circular(uid, &node).await?;
+        }
         let policy = if blocks_waiting && has_dependents { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
         tracing::info!(kind = %self.kinds[node.kind].ar.kind, namespace = ?node.namespace, name = %node.name, ?policy, "garbage collecting an object whose owners are gone");
         self.delete(uid, &node, policy).await
@@ -410,12 +415,35 @@ impl Collector {
                 continue;
             }
             let policy = if blocks { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
+            if blocks {
+                self.unblock_if_circular(&duid, &dep).await?;
+            }
             self.delete(&duid, &dep, policy).await?;
         }
         if blocking > 0 {
             return Ok(());
         }
         self.remove_finalizer(node, FOREGROUND).await
+    }
+
+    /// Upstream's cycle breaker: an object about to be deleted in the foreground for an owner
+    /// that waits, one of whose own dependents already waits for its dependents, could close a
+    /// circle of owners waiting on each other; its references are made non-blocking first (as
+    /// upstream, this has false positives: the owners then only stop waiting for it).
+    async fn unblock_if_circular(&self, uid: &str, node: &Node) -> Result<(), Error> {
+        let circular = self
+            .graph
+            .dependents
+            .get(uid)
+            .is_some_and(|d| d.iter().filter_map(|u| self.graph.nodes.get(u)).any(|n| n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND)));
+        if !circular || !node.owners.iter().any(|o| o.block_owner_deletion == Some(true)) {
+            return Ok(());
+        }
+        let refs: Vec<OwnerReference> =
+            node.owners.iter().map(|o| OwnerReference { block_owner_deletion: o.block_owner_deletion.map(|_| false), ..o.clone() }).collect();
+        tracing::info!(kind = %self.kinds[node.kind].ar.kind, namespace = ?node.namespace, name = %node.name, "owners and a dependent wait for dependents: making the owner references non-blocking to break a possible circle");
+        let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": node.resource_version } });
+        self.api(node.kind, node.namespace.as_deref()).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_gone_or_conflict)
     }
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), Error> {
