@@ -5,9 +5,12 @@
 
 Every spec whose name carries [Conformance] is listed: passed, failed with the first line of its
 failure, or skipped with the reason (the skip's own message, the reason of the
-scripts/conformance-skips.txt line that matched it, or not selected by this run's focus).
+scripts/conformance-skips.txt line that matched it, the reason of the
+scripts/conformance-unsupported.txt line of a spec this run's SKIP left out, or not selected by
+this run's focus).
 Nothing in the output is typed by hand but the fixed explanations below."""
 
+import os
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -60,6 +63,8 @@ def main():
             k, _, v = line.rstrip("\n").partition(": ")
             info[k] = v
     skips = load_skips(skips_path)
+    unsupported_path = os.path.join(os.path.dirname(skips_path), "conformance-unsupported.txt")
+    unsupported = load_skips(unsupported_path) if os.path.exists(unsupported_path) else []
     # ginkgo's focus is a Go regular expression; these are Python-compatible.
     focus = re.compile(info["focus"]) if info.get("focus") else None
     skip = re.compile(info["skip"]) if info.get("skip") else None
@@ -86,7 +91,11 @@ def main():
                         reason = "skipped by scripts/conformance-skips.txt: " + why
                         break
             if reason is None and skip is not None and skip.search(name):
-                reason = "skipped by this run's SKIP (see the command above)"
+                why = next((why for regex, why in unsupported if regex.search(name)), None)
+                if why is not None:
+                    reason = "not supported by strata, left out by this run's SKIP: " + why
+                else:
+                    reason = "skipped by this run's SKIP (see the command above)"
             if reason is None and focus is not None and focus.search(name):
                 reason = f"not run: the suite reached its time limit ({info.get('suite_timeout', '?')}) first"
             if reason is None:
@@ -136,6 +145,14 @@ def main():
     else:
         w("- none")
     w("")
+    if unsupported:
+        w("## Not supported by strata (scripts/conformance-unsupported.txt)")
+        w("")
+        w("Specs of features strata does not have; a run may leave them out with its SKIP.")
+        w("")
+        for regex, why in unsupported:
+            w(f"- `{md_cell(regex.pattern)}`: {why}")
+        w("")
     w("## Per spec")
     w("")
     for s in sigs:
