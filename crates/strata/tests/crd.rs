@@ -653,7 +653,8 @@ fn garbage_collection_follows_custom_kinds() {
 
 /// A custom kind's OpenAPI v2 definition is what kube-apiserver publishes (apiextensions'
 /// `ToStructuralOpenAPIV2` and builder): value validations kept (enum, bounds, pattern) but the
-/// `allOf`/`anyOf`/`oneOf`/`not` junctors and defaults dropped; a nullable field loses its type
+/// `allOf`/`anyOf`/`oneOf`/`not` junctors and defaults dropped (the int-or-string `anyOf` pattern
+/// is a structural schema, as upstream); a nullable field loses its type
 /// and structure and leaves `required`; a preserve-unknown-fields field loses its structure (and
 /// an `object` type); an array without items its type; a definition preserving unknown fields at
 /// its root is just `type: object`, without a description. Upstream's CustomResourcePublishOpenAPI
@@ -681,6 +682,7 @@ fn openapi_v2_publishes_custom_kinds_as_upstream() {
                         "age": { "type": "integer", "minimum": 0, "maximum": 120, "default": 1 },
                         "code": { "type": "string", "pattern": "^[a-z]+$", "maxLength": 8 } } } },
                     "port": { "x-kubernetes-int-or-string": true, "allOf": [{ "maximum": 65535 }] },
+                    "target": { "x-kubernetes-int-or-string": true, "anyOf": [{ "type": "integer" }, { "type": "string" }] },
                     "maybe": { "type": "object", "nullable": true, "properties": { "a": { "type": "string" } } },
                     "free": { "type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": { "b": { "type": "string" } } },
                     "anything": { "type": "array", "items": { "type": "string" }, "x-kubernetes-preserve-unknown-fields": true } } },
@@ -723,6 +725,7 @@ fn openapi_v2_publishes_custom_kinds_as_upstream() {
                         "age": { "type": "integer", "minimum": 0, "maximum": 120 },
                         "code": { "type": "string", "pattern": "^[a-z]+$", "maxLength": 8 } } } },
                     "port": { "x-kubernetes-int-or-string": true },
+                    "target": { "x-kubernetes-int-or-string": true },
                     "maybe": {},
                     "free": { "x-kubernetes-preserve-unknown-fields": true },
                     "anything": { "x-kubernetes-preserve-unknown-fields": true } } },

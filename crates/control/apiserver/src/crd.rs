@@ -929,7 +929,14 @@ fn structural(s: &Value, path: &str, level: Level, causes: &mut Vec<Cause>) {
     }
     // Logical junctors may only carry value validations (upstream: no types or structure in
     // them); strata does not evaluate them, so only their structure is refused.
+    // Upstream's one exception: an int-or-string node may say so with
+    // `anyOf: [{type: integer}, {type: string}]` (isIntOrStringAnyOfPattern).
+    let int_or_string_any_of = m.get("x-kubernetes-int-or-string") == Some(&json!(true))
+        && m.get("anyOf") == Some(&json!([{ "type": "integer" }, { "type": "string" }]));
     for j in ["allOf", "anyOf", "oneOf"] {
+        if j == "anyOf" && int_or_string_any_of {
+            continue;
+        }
         if let Some(list) = m.get(j).and_then(Value::as_array) {
             for (i, x) in list.iter().enumerate() {
                 junctor(x, &format!("{path}.{j}[{i}]"), causes);
