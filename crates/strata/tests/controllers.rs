@@ -876,3 +876,76 @@ fn foreground_deletion_through_a_dependency_circle_finishes() {
         ["cm1", "cm2", "cm3"].iter().map(|n| s.get_json(&cm(n))["metadata"].clone()).collect::<Vec<_>>()
     );
 }
+
+/// The pod garbage collector, as kube-controller-manager's podgc: terminated pods above
+/// `--terminated-pod-gc-threshold` (evicted first, then the oldest), pods of a node that was
+/// deleted (after the 40 s quarantine: marked Failed with a DisruptionTarget condition, then
+/// force-deleted) and a terminating pod that was never scheduled.
+#[test]
+fn pod_gc_collects_terminated_pods_over_the_threshold_orphans_and_unscheduled_terminating_pods() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { controllers: true, extra: vec!["--terminated-pod-gc-threshold".into(), "2".into()], ..Options::default() });
+    let stays = common::simnode::SimNode::start(&s, "sim-gc-stays");
+    let goes = common::simnode::SimNode::start(&s, "sim-gc-goes");
+    s.ok(&["create", "namespace", "pgc"]);
+    let pod = |name: &str, node: Option<&str>, finalizer: bool| {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "pgc"}, "spec": {"containers": [{"name": "c", "image": IMG}]}});
+        match node {
+            Some(n) => p["spec"]["nodeName"] = json!(n),
+            None => p["spec"]["nodeSelector"] = json!({"strata.test/nowhere": "true"}),
+        }
+        if finalizer {
+            p["metadata"]["finalizers"] = json!(["strata.test/hold"]);
+        }
+        s.ok_stdin(&["create", "-f", "-"], Some(&p.to_string()));
+    };
+    let exists = |name: &str| s.kubectl(&["get", "pod", "-n", "pgc", name]).status.success();
+    let get = |name: &str| -> Value { serde_json::from_str(&s.ok(&["get", "pod", "-n", "pgc", name, "-o", "json"])).expect("pod json") };
+    let set_status = |name: &str, status: Value| {
+        s.ok(&["patch", "pod", "-n", "pgc", name, "--subresource=status", "--type=merge", "-p", &json!({"status": status}).to_string()]);
+    };
+    // Four terminated pods (the newest evicted) and a running one, on a node that stays.
+    for n in ["t1", "t2", "t3", "t4", "live"] {
+        pod(n, Some(&stays.name), false);
+    }
+    assert!(eventually(LONG, || get("live")["status"]["phase"] == "Running"), "{}", get("live"));
+    for n in ["t1", "t2", "t3"] {
+        set_status(n, json!({"phase": "Succeeded"}));
+    }
+    set_status("t4", json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}));
+    // Threshold 2: the evicted one and the oldest go.
+    assert!(eventually(LONG, || !exists("t4") && !exists("t1")), "t1 and t4 are still there: {}", s.ok(&["get", "pods", "-n", "pgc"]));
+    for n in ["t2", "t3", "live"] {
+        assert!(exists(n), "{n} was collected: {}", s.ok(&["get", "pods", "-n", "pgc"]));
+    }
+    assert_eq!(get("live")["status"]["phase"], "Running");
+    // Out of the way: the next pods become terminated too and would count against the threshold.
+    s.ok(&["delete", "pod", "-n", "pgc", "t2", "t3", "--grace-period=0", "--force"]);
+
+    // A pod on a node that is deleted, and a terminating pod never scheduled (both held by a
+    // finalizer, so what the collector did stays visible).
+    pod("orphan", Some(&goes.name), true);
+    pod("floating", None, true);
+    assert!(eventually(LONG, || get("orphan")["status"]["phase"] == "Running"), "{}", get("orphan"));
+    drop(goes);
+    s.ok(&["delete", "node", "sim-gc-goes"]);
+    let node_deleted = std::time::Instant::now();
+    s.ok(&["delete", "pod", "-n", "pgc", "floating", "--wait=false"]);
+    let floating = eventually(LONG, || get("floating")["status"]["phase"] == "Failed");
+    assert!(floating, "the unscheduled terminating pod was not collected: {}", get("floating"));
+    // Not before the quarantine (40 s), then within a few collector periods (20 s).
+    let collected = eventually(Duration::from_secs(150), || get("orphan")["metadata"]["deletionTimestamp"].is_string());
+    let orphan = get("orphan");
+    assert!(collected, "the orphan was not collected: {orphan}");
+    assert!(node_deleted.elapsed() >= Duration::from_secs(35), "collected before the quarantine: {:?}", node_deleted.elapsed());
+    assert_eq!(orphan["status"]["phase"], "Failed", "{orphan}");
+    let cond = orphan["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "DisruptionTarget").cloned()).unwrap_or(Value::Null);
+    assert_eq!(cond["status"], "True", "{orphan}");
+    assert_eq!(cond["reason"], "DeletionByPodGC", "{orphan}");
+    assert_eq!(cond["message"], "PodGC: node no longer exists", "{orphan}");
+    assert_eq!(orphan["metadata"]["deletionGracePeriodSeconds"], 0, "{orphan}");
+    for n in ["orphan", "floating"] {
+        s.ok(&["patch", "pod", "-n", "pgc", n, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+        assert!(eventually(LONG, || !exists(n)), "{n} stays after its finalizer went");
+    }
+    assert!(exists("live"), "the running pod was collected");
+}

@@ -1,5 +1,5 @@
 //! The controllers: each a level-triggered reconcile loop fed by watches (ServiceAccount,
-//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, DaemonSet, StatefulSet, volume binder, CronJob, Endpoints, EndpointSlice, root-CA publisher), idempotent and safe to kill at any line. Only
+//! garbage collection, ReplicaSet, Deployment, Job, TTL, node lifecycle, pod GC, DaemonSet, StatefulSet, volume binder, CronJob, Endpoints, EndpointSlice, root-CA publisher), idempotent and safe to kill at any line. Only
 //! talks to the API server (through `strata-client`), as kube-controller-manager does: watches
 //! with the manager's own identity (`system:kube-controller-manager`: list and watch on
 //! everything), writes with each controller's identity (the ServiceAccount user names that
@@ -24,6 +24,7 @@ pub mod gc;
 pub mod history;
 pub mod job;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod rollout;
 pub mod rootca;
@@ -54,6 +55,7 @@ pub const CONTROLLERS: &[&str] = &[
     job::IDENTITY,
     ttl::IDENTITY,
     nodelifecycle::IDENTITY,
+    podgc::IDENTITY,
     daemonset::IDENTITY,
     statefulset::IDENTITY,
     volume::IDENTITY,
@@ -119,6 +121,7 @@ impl Default for Config {
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
     pub node_lifecycle: nodelifecycle::Settings,
+    pub pod_gc: podgc::Settings,
     /// The cluster's CA bundle (PEM) the root-CA publisher puts in every namespace
     /// (kube-controller-manager's `--root-ca-file`).
     pub root_ca: Option<String>,
@@ -151,6 +154,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                         job::IDENTITY => job::run(c).await,
                         ttl::IDENTITY => ttl::run(c).await,
                         nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
+                        podgc::IDENTITY => podgc::run(c, settings.pod_gc).await,
                         daemonset::IDENTITY => daemonset::run(c).await,
                         statefulset::IDENTITY => statefulset::run(c).await,
                         volume::IDENTITY => volume::run(c).await,

@@ -44,6 +44,10 @@ pub struct SettingsArgs {
     /// The same in an unhealthy zone of a large cluster.
     #[arg(long, default_value = "0.01")]
     pub secondary_node_eviction_rate: f64,
+    /// Terminated pods (Succeeded or Failed) kept before the pod garbage collector deletes the
+    /// oldest; 0 or less: never.
+    #[arg(long, default_value = "12500", allow_negative_numbers = true)]
+    pub terminated_pod_gc_threshold: i64,
 }
 
 impl SettingsArgs {
@@ -57,6 +61,7 @@ impl SettingsArgs {
                 secondary_eviction_rate: self.secondary_node_eviction_rate,
                 ..Default::default()
             },
+            pod_gc: strata_controllers::podgc::Settings { terminated_pod_threshold: self.terminated_pod_gc_threshold },
             root_ca: None,
         }
     }
