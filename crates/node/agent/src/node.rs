@@ -57,6 +57,26 @@ fn kib(bytes: u64) -> Quantity {
     Quantity(format!("{}Ki", bytes / 1024))
 }
 
+/// The node's capacity: CPUs, memory, the data dir's file system, `max_pods`.
+fn capacity(config: &crate::Config, c: &machine::Capacity) -> BTreeMap<String, Quantity> {
+    let mut capacity = BTreeMap::new();
+    capacity.insert("cpu".to_string(), Quantity(c.cpus.to_string()));
+    capacity.insert("memory".to_string(), kib(c.memory_bytes));
+    capacity.insert("ephemeral-storage".to_string(), kib(c.ephemeral_storage_bytes));
+    capacity.insert("pods".to_string(), Quantity(config.max_pods.to_string()));
+    capacity
+}
+
+/// What pods may use: the capacity less the hard eviction thresholds (the node's
+/// `status.allocatable`, and what a `resourceFieldRef` without a limit reads).
+pub fn allocatable(config: &crate::Config, c: &machine::Capacity) -> BTreeMap<String, Quantity> {
+    let mut allocatable = capacity(config, c);
+    allocatable.insert("memory".to_string(), kib(c.memory_bytes.saturating_sub(EVICTION_MEMORY_BYTES)));
+    let storage = c.ephemeral_storage_bytes;
+    allocatable.insert("ephemeral-storage".to_string(), Quantity((storage - storage * EVICTION_DISK_PERCENT / 100).to_string()));
+    allocatable
+}
+
 /// The readings a status is computed from (so the computation is pure and tested).
 #[derive(Clone, Debug)]
 pub struct Readings {
@@ -80,16 +100,10 @@ fn condition(kind: &str, on: bool, reasons: (&str, &str), messages: (&str, &str)
 
 /// The node's status from `readings`. Condition times come from `previous` when a condition
 /// keeps its status (its transition time is kept); `now` is the heartbeat.
-pub fn status(config: &crate::Config, r: &Readings, previous: Option<&NodeStatus>, now: Time) -> NodeStatus {
-    let mut capacity = BTreeMap::new();
-    capacity.insert("cpu".to_string(), Quantity(r.capacity.cpus.to_string()));
-    capacity.insert("memory".to_string(), kib(r.capacity.memory_bytes));
-    capacity.insert("ephemeral-storage".to_string(), kib(r.capacity.ephemeral_storage_bytes));
-    capacity.insert("pods".to_string(), Quantity(config.max_pods.to_string()));
-    let mut allocatable = capacity.clone();
-    allocatable.insert("memory".to_string(), kib(r.capacity.memory_bytes.saturating_sub(EVICTION_MEMORY_BYTES)));
-    let storage = r.capacity.ephemeral_storage_bytes;
-    allocatable.insert("ephemeral-storage".to_string(), Quantity((storage - storage * EVICTION_DISK_PERCENT / 100).to_string()));
+/// `node_ip` is the InternalIP ([`crate::Shared::node_ip`]).
+pub fn status(config: &crate::Config, node_ip: std::net::IpAddr, r: &Readings, previous: Option<&NodeStatus>, now: Time) -> NodeStatus {
+    let capacity = capacity(config, &r.capacity);
+    let allocatable = allocatable(config, &r.capacity);
 
     let u = &r.usage;
     let memory_pressure = u.memory_available_bytes < EVICTION_MEMORY_BYTES;
@@ -130,7 +144,7 @@ pub fn status(config: &crate::Config, r: &Readings, previous: Option<&NodeStatus
         };
     }
 
-    let mut addresses = vec![NodeAddress { type_: "InternalIP".into(), address: config.node_ip.map(|ip| ip.to_string()).unwrap_or_else(|| machine::internal_ip().to_string()) }];
+    let mut addresses = vec![NodeAddress { type_: "InternalIP".into(), address: node_ip.to_string() }];
     addresses.push(NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() });
     NodeStatus {
         capacity: Some(capacity),
@@ -234,7 +248,7 @@ pub(crate) async fn status_loop(shared: Arc<Shared>) {
     loop {
         match readings(&shared).await {
             Ok(r) => {
-                let st = status(&shared.config, &r, last.as_ref().map(|(s, _)| s), Time(Utc::now()));
+                let st = status(&shared.config, shared.node_ip, &r, last.as_ref().map(|(s, _)| s), Time(Utc::now()));
                 // What the API server holds counts too (kubelet compares with the Node it reads):
                 // the node lifecycle controller sets the conditions Unknown when it stops hearing
                 // from us (a partition), and nothing else would put them back for 5 minutes.
@@ -358,10 +372,10 @@ mod tests {
 
     #[test]
     fn status_from_readings() {
-        let mut config = crate::Config::new("n1", "/tmp".into());
-        config.node_ip = Some("10.0.0.5".parse().expect("ip"));
+        let config = crate::Config::new("n1", "/tmp".into());
+        let ip = "10.0.0.5".parse().expect("ip");
         let t0 = Time(Utc::now());
-        let s = status(&config, &readings(), None, t0.clone());
+        let s = status(&config, ip, &readings(), None, t0.clone());
         let cap = s.capacity.as_ref().expect("capacity");
         assert_eq!(cap["cpu"].0, "2");
         assert_eq!(cap["memory"].0, "4194304Ki");
@@ -376,7 +390,7 @@ mod tests {
 
         // A later heartbeat with nothing changed: same but heartbeat, transition times kept.
         let t1 = Time(t0.0 + k8s_openapi::chrono::Duration::seconds(10));
-        let s2 = status(&config, &readings(), Some(&s), t1.clone());
+        let s2 = status(&config, ip, &readings(), Some(&s), t1.clone());
         assert!(same_but_heartbeat(&s, &s2));
         // The API server's copy set Unknown by the node lifecycle controller is a difference.
         assert!(!conditions_differ(Some(&s), &s2));
@@ -393,7 +407,7 @@ mod tests {
         let mut r = readings();
         r.usage.memory_available_bytes = 50 << 20;
         r.runtime_error = Some("runc not found".into());
-        let s3 = status(&config, &r, Some(&s2), t1.clone());
+        let s3 = status(&config, ip, &r, Some(&s2), t1.clone());
         assert!(!same_but_heartbeat(&s2, &s3));
         assert_eq!(cond(&s3, "MemoryPressure").status, "True");
         assert_eq!(cond(&s3, "Ready").status, "False");
@@ -403,7 +417,7 @@ mod tests {
         let mut r = readings();
         r.usage.disk_available_bytes = 5 << 30;
         r.usage.pids_used = 32000;
-        let s4 = status(&config, &r, None, Time(Utc::now()));
+        let s4 = status(&config, ip, &r, None, Time(Utc::now()));
         assert_eq!(cond(&s4, "DiskPressure").status, "True");
         assert_eq!(cond(&s4, "PIDPressure").status, "True");
     }

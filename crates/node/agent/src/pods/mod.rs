@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::Utc;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -1171,10 +1170,11 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
     let allocatable = match &st.allocatable {
         Some((a, at)) if at.elapsed() < REFS_REFRESH => a.clone(),
         _ => {
+            // Only the capacity: a whole node status would list every interface (for the
+            // node's address), one veth per pod, from every pod's sync.
             let root = shared.config.root_dir.clone();
-            let Some((cap, usage)) = blocking(move || (crate::machine::capacity(&root), crate::machine::usage(&root))).await else { return };
-            let r = crate::node::Readings { capacity: cap, usage, info: Default::default(), runtime_error: None };
-            let a = crate::node::status(&shared.config, &r, None, Time(Utc::now())).allocatable.unwrap_or_default();
+            let Some(cap) = blocking(move || crate::machine::capacity(&root)).await else { return };
+            let a = crate::node::allocatable(&shared.config, &cap);
             st.allocatable = Some((a.clone(), Instant::now()));
             a
         }
