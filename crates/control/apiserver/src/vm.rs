@@ -443,7 +443,10 @@ mod tests {
         bad(json!({ "boot": { "kernel": { "path": "/k" } }, "cpu": "two" }), "spec.cpu: Invalid value: \"two\"");
         bad(json!({ "boot": { "kernel": { "path": "/k" } }, "cpu": 1.5 }), "spec.cpu: Invalid value: 1.5");
         bad(json!({ "boot": { "kernel": { "path": "vmlinuz" } } }), "spec.boot.kernel.path: Invalid value: \"vmlinuz\": must be an absolute path");
-        bad(json!({ "boot": { "disk": { "image": "reg/x:1" } } }), "spec.boot.disk.image: Unsupported value");
+        bad(json!({ "boot": { "disk": { "image": "reg/x: 1" } } }), "spec.boot.disk.image: Invalid value: \"reg/x: 1\": must be an image reference");
+        bad(json!({ "boot": { "disk": { "image": "" } } }), "spec.boot.disk.image: Required value");
+        bad(json!({ "boot": { "disk": { "path": "/d", "image": "reg/x:1" } } }), "spec.boot.disk.image: Forbidden");
+        assert!(check(json!({ "boot": { "disk": { "image": "reg/x:1" } } })).1.is_empty(), "a registry image is a disk");
         bad(json!({ "boot": { "kernel": { "path": "/k" } }, "cloudInit": { "userData": "x", "secretRef": { "name": "s" } } }), "spec.cloudInit.secretRef: Forbidden");
         bad(json!({ "boot": { "kernel": { "path": "/k" } }, "ports": [{ "containerPort": 70000 }] }), "spec.ports[0].containerPort");
         let (o, causes) = check(json!({ "boot": { "disk": { "path": "/d.qcow2", "size": "10Gi" } }, "memory": 1073741824, "ports": [{ "containerPort": 22 }] }));
