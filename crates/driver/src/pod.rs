@@ -146,6 +146,28 @@ pub struct ContainerResourceSpec {
     pub memory_limit_bytes: Option<u64>,
 }
 
+impl ContainerResourceSpec {
+    /// A pod's requests and limits from its app containers' and init containers' (kubelet's
+    /// effective pod resources): per field the larger of the app containers' sum and the largest
+    /// init container's; a limit only when every container of that kind has one.
+    pub fn of_pod(app: &[ContainerResourceSpec], init: &[ContainerResourceSpec]) -> ContainerResourceSpec {
+        let field = |f: fn(&ContainerResourceSpec) -> Option<u64>, limit: bool| {
+            let all = || app.iter().chain(init);
+            if all().all(|c| f(c).is_none()) || (limit && all().any(|c| f(c).is_none())) {
+                return None;
+            }
+            let sum: u64 = app.iter().filter_map(f).sum();
+            Some(sum.max(init.iter().filter_map(f).max().unwrap_or(0)))
+        };
+        ContainerResourceSpec {
+            cpu_request_millis: field(|c| c.cpu_request_millis, false),
+            cpu_limit_millis: field(|c| c.cpu_limit_millis, true),
+            memory_request_bytes: field(|c| c.memory_request_bytes, false),
+            memory_limit_bytes: field(|c| c.memory_limit_bytes, true),
+        }
+    }
+}
+
 /// A host port forwarded to the pod (Kubernetes `hostPort`, CRI `PortMapping`). TCP only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPortMapping {
@@ -196,6 +218,10 @@ pub struct PodSandboxConfig {
     /// names): `None` or empty for the node's default; see [`crate::PodRuntimes`].
     #[serde(default)]
     pub runtime_handler: Option<String>,
+    /// The pod's cpu and memory requests and limits as a whole ([`ContainerResourceSpec::of_pod`]);
+    /// a VM-isolated pod's guest is sized from them.
+    #[serde(default)]
+    pub resources: Option<ContainerResourceSpec>,
 }
 
 /// CRI `PodSandboxState`.
@@ -618,5 +644,20 @@ mod tests {
         assert_eq!(QosClass::of(&[c(Some(100), Some(500), Some(64), Some(64))]), QosClass::Burstable);
         assert_eq!(QosClass::of(&[c(Some(500), Some(500), Some(64), Some(64)), c(None, None, None, None)]), QosClass::Burstable);
         assert_eq!(QosClass::of(&[c(None, None, Some(64), None)]), QosClass::Burstable);
+    }
+
+    #[test]
+    fn pod_resources_as_kubelet_sums_them() {
+        let c = |cr, cl, mr, ml| ContainerResourceSpec { cpu_request_millis: cr, cpu_limit_millis: cl, memory_request_bytes: mr, memory_limit_bytes: ml };
+        let none = c(None, None, None, None);
+        assert_eq!(ContainerResourceSpec::of_pod(&[none, none], &[]), none);
+        // Requests add up (a missing one counts 0); a limit needs every app container to have one.
+        let app = [c(Some(500), Some(1000), Some(64), Some(64)), c(Some(250), None, None, Some(32))];
+        assert_eq!(ContainerResourceSpec::of_pod(&app, &[]), c(Some(750), None, Some(64), Some(96)));
+        // A larger init container wins, field by field.
+        let init = [c(Some(2000), Some(2000), Some(16), Some(16))];
+        assert_eq!(ContainerResourceSpec::of_pod(&app, &init), c(Some(2000), None, Some(64), Some(96)));
+        let app = [c(Some(500), Some(1000), Some(64), Some(64))];
+        assert_eq!(ContainerResourceSpec::of_pod(&app, &init), c(Some(2000), Some(2000), Some(64), Some(64)));
     }
 }

@@ -188,6 +188,18 @@ impl ExitStatus {
         ExitStatus { code, signal, oom_killed, finished_at, reason, signal_name }
     }
 
+    /// A pod container's terminated reason and message as Kubernetes words them (`OOMKilled`,
+    /// `Completed`, `Error` with the signal).
+    pub fn pod_reason(&self) -> (String, Option<String>) {
+        match self.reason {
+            ExitReason::OomKilled => ("OOMKilled".into(), None),
+            ExitReason::Completed => ("Completed".into(), None),
+            ExitReason::Error => ("Error".into(), None),
+            ExitReason::Signaled => ("Error".into(), self.signal_name.clone()),
+            ExitReason::SupervisorLost => ("Error".into(), Some("its supervisor died; the container was stopped".into())),
+        }
+    }
+
     /// What `ps` shows in parentheses: the code, and the signal or the reason when it says
     /// more than the code (`137, SIGKILL`; `137, OOMKilled`).
     pub fn summary(&self) -> String {

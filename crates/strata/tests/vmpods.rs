@@ -65,7 +65,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
     // The class is there from the start, with its measured overhead.
     let rc: Value = serde_json::from_str(&server.ok(&["get", "runtimeclass", "strata-vm", "-o", "json"])).expect("json");
     assert_eq!(rc["handler"], "strata-vm");
-    assert_eq!(rc["overhead"]["podFixed"]["memory"], "144Mi");
+    assert_eq!(rc["overhead"]["podFixed"]["memory"], "204Mi");
 
     server.ok_stdin(
         &["apply", "-f", "-"],
@@ -82,7 +82,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
         let events = server.kubectl(&["get", "events", "-o", "wide"]);
         panic!("vm-pod not Running with uname exited 3: {last:#}\nevents: {}\nlog: {}", String::from_utf8_lossy(&events.stdout), server.log());
     }
-    assert_eq!(last["spec"]["overhead"]["memory"], "144Mi", "the RuntimeClass admission set the overhead");
+    assert_eq!(last["spec"]["overhead"]["memory"], "204Mi", "the RuntimeClass admission set the overhead");
     assert!(last["status"]["podIP"].is_string(), "{last}");
 
     // kubectl logs: the guest kernel's release, not the host's.
@@ -275,4 +275,63 @@ fn container_and_vm_pods_behave_the_same_through_kubectl() {
     }
     let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
     assert!(gone, "pods or QEMU left: {:?}\nlog: {}", processes_under(&server.root()), server.log());
+}
+
+/// A pod whose `hog` goes over its 32Mi memory limit and whose `info` asks for 1.5 cpu and 200Mi.
+fn limits_pod(name: &str, class: Option<&str>, image: &str) -> String {
+    let class = class.map(|c| format!("  runtimeClassName: {c}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n{class}  restartPolicy: Never\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: hog\n    image: {image}\n    command: [sh, -c, 'echo start; exec tail /dev/zero']\n    resources: {{limits: {{memory: 32Mi}}}}\n  - name: info\n    image: {image}\n    command: [sleep, '100000']\n    resources: {{requests: {{cpu: 1500m, memory: 200Mi}}, limits: {{cpu: '2', memory: 200Mi}}}}\n"
+    )
+}
+
+/// Containers' limits hold for both runtime classes (a container over its memory limit is
+/// OOMKilled, exit 137), and a VM-isolated pod's guest is sized from the pod: 256 MiB plus the
+/// pod's memory limits (32 + 200 MiB), vCPUs for its cpu (1.5 rounded up).
+#[test]
+fn limits_hold_for_both_runtime_classes_and_size_the_guest() {
+    let kernel = script("guest-kernel.sh");
+    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
+    let registry = Registry::start();
+    registry.push(&busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![
+        ("STRATA_VM_ACCEL".to_string(), "tcg".to_string()),
+        ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string()),
+        ("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()),
+        ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string()),
+    ];
+    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], env, ..Options::default() });
+    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let pods = [("lim-runc", None), ("lim-vm", Some("strata-vm"))];
+    for (name, class) in &pods {
+        server.ok_stdin(&["apply", "-f", "-"], Some(&limits_pod(name, *class, &image)));
+    }
+    for (name, class) in pods {
+        let what = format!("{name} ({})", class.unwrap_or("default runtime"));
+        let mut last = Value::Null;
+        let ok = eventually(Duration::from_secs(300), || {
+            last = pod(&server, name);
+            container(&last, "hog")["state"]["terminated"].is_object() && container(&last, "info")["state"]["running"].is_object()
+        });
+        assert!(ok, "{what}: hog not ended or info not running: {last:#}\nlog: {}", server.log());
+        let t = &container(&last, "hog")["state"]["terminated"];
+        assert_eq!((t["reason"].as_str(), t["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{what}: {t:#}");
+        assert_eq!(server.ok(&["logs", name, "-c", "hog"]).trim(), "start", "{what}");
+        let meminfo = server.ok(&["exec", name, "-c", "info", "--", "cat", "/proc/meminfo"]);
+        let total_mib = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).expect("MemTotal") / 1024;
+        let nproc: usize = server.ok(&["exec", name, "-c", "info", "--", "nproc"]).trim().parse().expect("nproc");
+        if class.is_some() {
+            // 488 MiB of guest RAM, less what the kernel keeps for itself.
+            assert!((400..=488).contains(&total_mib), "{what}: guest MemTotal {total_mib} MiB");
+            assert_eq!(nproc, 2.min(host_cpus).max(1), "{what}: vCPUs");
+        } else {
+            assert_eq!(nproc, host_cpus, "{what}");
+        }
+    }
+    for (name, _) in pods {
+        server.ok(&["delete", "pod", name, "--wait=false"]);
+    }
+    let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
+    assert!(gone, "pods or QEMU left: {:?}", processes_under(&server.root()));
 }

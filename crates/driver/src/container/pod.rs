@@ -38,7 +38,7 @@ use crate::pod::{
 };
 use crate::registry::{now, random_id, IntentInfo, Op};
 use crate::{
-    Attachment, ContainerSpec, CreateRequest, Driver, Error, ExecRequest, ExitReason, LogOptions, LogRecord, NetworkMode, PortMapping,
+    Attachment, ContainerSpec, CreateRequest, Driver, Error, ExecRequest, ExitStatus, LogOptions, LogRecord, NetworkMode, PortMapping,
     Resources, Status, Workload,
 };
 
@@ -527,15 +527,9 @@ impl ContainerDriver {
             Status::Unknown => ContainerState::Unknown,
         };
         let exit = st.exit.clone().filter(|_| state == ContainerState::Exited);
-        let (reason, message) = match &exit {
+        let (reason, message) = match exit.as_ref().map(ExitStatus::pod_reason) {
             None => (None, None),
-            Some(e) => match e.reason {
-                ExitReason::OomKilled => (Some("OOMKilled".to_string()), None),
-                ExitReason::Completed => (Some("Completed".to_string()), None),
-                ExitReason::Error => (Some("Error".to_string()), None),
-                ExitReason::Signaled => (Some("Error".to_string()), e.signal_name.clone()),
-                ExitReason::SupervisorLost => (Some("Error".to_string()), Some("its supervisor died; the container was stopped".into())),
-            },
+            Some((r, m)) => (Some(r), m),
         };
         Some(ContainerStatus {
             id: r.id.clone(),

@@ -132,6 +132,35 @@ pub struct ContainerSpec {
     /// Guest files or directories bound into the container (`/etc/hosts`, volumes...).
     #[serde(default)]
     pub mounts: Vec<BindMount>,
+    /// Limits of the container's cgroup in the guest (cgroup v2); each container has a cgroup
+    /// of its own, its execs join it.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// A container's cgroup v2 limits (kubelet's values, translated as runc does for v2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `memory.max`.
+    #[serde(default)]
+    pub memory_max_bytes: Option<u64>,
+    /// `cpu.max`: the CFS quota per period, microseconds.
+    #[serde(default)]
+    pub cpu_quota_us: Option<u64>,
+    #[serde(default)]
+    pub cpu_period_us: Option<u64>,
+    /// `cpu.shares` (2..262144), written as `cpu.weight` by runc's conversion.
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// `pids.max`.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +255,9 @@ pub enum GuestMessage {
         code: Option<i32>,
         /// With a death by signal.
         signal: Option<i32>,
+        /// The kernel's OOM killer killed a process of its cgroup (`memory.events`).
+        #[serde(default)]
+        oom_killed: bool,
     },
 }
 
@@ -304,6 +336,7 @@ mod tests {
             additional_gids: vec![10, 20],
             hostname: Some("pod".into()),
             mounts: vec![BindMount { source: "/run/strata/shared/hosts".into(), destination: "/etc/hosts".into(), readonly: true }],
+            resources: Resources { memory_max_bytes: Some(64 << 20), cpu_quota_us: Some(50_000), cpu_period_us: Some(100_000), cpu_shares: Some(512), pids_max: Some(100) },
         };
         for request in [
             Request::Hello,
@@ -338,7 +371,7 @@ mod tests {
             round_trip(GuestMessage::Reply { id: u64::MAX, response });
         }
         round_trip(GuestMessage::Output { id: "c1".into(), stream: Stream::Stderr, data: (0..=255u8).collect() });
-        round_trip(GuestMessage::Exited { id: "c1".into(), code: None, signal: Some(9) });
+        round_trip(GuestMessage::Exited { id: "c1".into(), code: None, signal: Some(9), oom_killed: true });
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Host {
                 self.replies.insert(id, response);
             }
             Ok(GuestMessage::Output { id, stream, data }) => self.output.entry((id, stream)).or_default().extend_from_slice(&data),
-            Ok(GuestMessage::Exited { id, code, signal }) => {
+            Ok(GuestMessage::Exited { id, code, signal, .. }) => {
                 assert!(self.exits.insert(id.clone(), (code, signal)).is_none(), "two exits for {id}");
             }
             Err(_) => return false,
@@ -171,6 +171,13 @@ fn a_container_runs_in_namespaces_of_its_own_and_reports_output_and_exit_code() 
     escape.mounts = vec![strata_guest::protocol::BindMount { source: "/etc".into(), destination: "/../../etc".into(), readonly: true }];
     assert!(h.error(Request::Create { id: "c2".into(), spec: escape }).contains("without '..'"));
     assert!(h.error(Request::Start { id: "c2".into() }).contains("no container"));
+    // Limits need cgroup v2 at /sys/fs/cgroup (the VM's init mounts it; this host is hybrid).
+    let unified = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "));
+    if !unified {
+        let mut limited = s.clone();
+        limited.resources.memory_max_bytes = Some(64 << 20);
+        assert!(h.error(Request::Create { id: "c2".into(), spec: limited }).contains("need cgroup v2"));
+    }
     h.ok(Request::Create { id: "c3".into(), spec: spec(root.path(), &["no-such-program"], "x") });
     let msg = h.error(Request::Start { id: "c3".into() });
     assert!(msg.contains("\"no-such-program\" not found"), "{msg}");

@@ -131,7 +131,7 @@ fn a_container_in_the_microvm_runs_on_the_guest_kernel() {
                 Stream::Stdout => out.extend(data),
                 Stream::Stderr => err.extend(data),
             },
-            GuestMessage::Exited { id, code, signal } if id == "c1" => break (code, signal),
+            GuestMessage::Exited { id, code, signal, .. } if id == "c1" => break (code, signal),
             _ => {}
         }
     };

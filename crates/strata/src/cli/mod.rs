@@ -53,6 +53,10 @@ pub struct Cli {
     /// The static guest agent of VM-isolated pods (default: strata-guest beside this executable).
     #[arg(long, global = true, env = "STRATA_GUEST_AGENT")]
     vm_guest_agent: Option<PathBuf>,
+    /// Under TCG, the translation-block cache of each VM-isolated pod's QEMU in MiB (0: QEMU's
+    /// default, 1 GiB on 64-bit hosts; 32 measured 18 MiB smaller per pod at the same speed).
+    #[arg(long, global = true, env = "STRATA_VM_TB_SIZE", default_value_t = strata_driver::microvm::DEFAULT_TB_SIZE_MIB)]
+    vm_tb_size: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -196,6 +200,7 @@ pub struct Ctx {
     limits: UnpackLimits,
     vm_kernel: Option<PathBuf>,
     vm_guest_agent: Option<PathBuf>,
+    vm_tb_size: u32,
 }
 
 impl Ctx {
@@ -224,7 +229,8 @@ impl Ctx {
                 Some(a) => a.clone(),
                 None => exe.parent().map(|d| d.join("strata-guest")).context("locating strata-guest beside the executable")?,
             };
-            let config = strata_driver::MicroVmConfig::new(kernel.clone(), agent);
+            let mut config = strata_driver::MicroVmConfig::new(kernel.clone(), agent);
+            config.tcg_tb_size_mib = (self.vm_tb_size > 0).then_some(self.vm_tb_size);
             let vms = strata_driver::MicroVmRuntime::open(&self.root, images, exe, config).context("opening the runtime of VM-isolated pods")?;
             tracing::info!(kernel = vms.kernel_release(), "VM-isolated pods (runtime handler strata-vm) enabled");
             runtimes = runtimes.with_handler(strata_driver::VM_HANDLER, Arc::new(vms));
@@ -239,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_layer_bytes: cli.max_layer_size,
         max_layer_entries: cli.max_layer_entries,
     };
-    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits, vm_kernel: cli.vm_kernel, vm_guest_agent: cli.vm_guest_agent };
+    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits, vm_kernel: cli.vm_kernel, vm_guest_agent: cli.vm_guest_agent, vm_tb_size: cli.vm_tb_size };
     match cli.command {
         Command::Pull(a) => image::pull(&ctx, a),
         Command::Images(a) => image::images(&ctx, a),

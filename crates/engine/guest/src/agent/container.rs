@@ -18,9 +18,58 @@ use std::time::Duration;
 
 use super::reaper::{Exit, Reaper};
 use super::{note, Outbox};
-use crate::protocol::{ContainerSpec, ExecRequest, ExecResult, GuestMessage, Stream, MAX_EXEC_OUTPUT};
+use crate::protocol::{ContainerSpec, ExecRequest, ExecResult, GuestMessage, Resources, Stream, MAX_EXEC_OUTPUT};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where the guest's cgroup v2 hierarchy is mounted (by init, with the cpu, memory and pids
+/// controllers enabled for its children).
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup v2 root when one is mounted at [`CGROUP_ROOT`] (in the VM; not on a hybrid host).
+fn cgroup_root() -> Option<PathBuf> {
+    let path = cstr(CGROUP_ROOT).ok()?;
+    // SAFETY: statfs(2) into a zeroed local struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid pointer.
+    let ok = unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0;
+    (ok && st.f_type == libc::CGROUP2_SUPER_MAGIC).then(|| PathBuf::from(CGROUP_ROOT))
+}
+
+/// Make container `id`'s cgroup with `r`'s limits; its `cgroup.procs`.
+fn make_cgroup(root: &Path, id: &str, r: &Resources) -> Result<PathBuf, String> {
+    let dir = root.join(id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cgroup {}: {e}", dir.display())),
+    }
+    let write = |file: &str, value: String| std::fs::write(dir.join(file), &value).map_err(|e| format!("cgroup {file} = {value}: {e}"));
+    if let Some(m) = r.memory_max_bytes {
+        write("memory.max", m.to_string())?;
+    }
+    if let Some(q) = r.cpu_quota_us {
+        write("cpu.max", format!("{q} {}", r.cpu_period_us.unwrap_or(100_000)))?;
+    }
+    if let Some(s) = r.cpu_shares {
+        // runc's conversion of cgroup v1 shares (2..262144) to a v2 weight (1..10000).
+        let s = s.clamp(2, 262_144);
+        write("cpu.weight", (1 + ((s - 2) * 9999) / 262_142).to_string())?;
+    }
+    if let Some(p) = r.pids_max {
+        write("pids.max", p.to_string())?;
+    }
+    Ok(dir.join("cgroup.procs"))
+}
+
+/// Whether the OOM killer killed something in the cgroup of `procs` (`memory.events`).
+fn oom_killed(procs: &Path) -> bool {
+    let events = procs.with_file_name("memory.events");
+    std::fs::read_to_string(events)
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse::<u64>().ok()))
+        .is_some_and(|n| n > 0)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -31,6 +80,8 @@ enum State {
 
 struct Entry {
     spec: ContainerSpec,
+    /// Its cgroup's `cgroup.procs` (made at start when the guest has cgroup v2).
+    cgroup: Mutex<Option<PathBuf>>,
     state: Mutex<State>,
     cond: Condvar,
 }
@@ -55,6 +106,7 @@ struct Inner {
     table: Mutex<HashMap<String, Arc<Entry>>>,
     reaper: Arc<Reaper>,
     tx: Outbox,
+    cgroups: Option<PathBuf>,
 }
 
 /// The agent's containers (cheap to clone: shared).
@@ -63,7 +115,7 @@ pub(crate) struct Containers(Arc<Inner>);
 
 impl Containers {
     pub fn new(reaper: Arc<Reaper>, tx: Outbox) -> Containers {
-        Containers(Arc::new(Inner { table: Mutex::new(HashMap::new()), reaper, tx }))
+        Containers(Arc::new(Inner { table: Mutex::new(HashMap::new()), reaper, tx, cgroups: cgroup_root() }))
     }
 
     fn get(&self, id: &str) -> Result<Arc<Entry>, String> {
@@ -76,6 +128,9 @@ impl Containers {
         }
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err("no command to run".into());
+        }
+        if !spec.resources.is_empty() && self.0.cgroups.is_none() {
+            return Err(format!("resource limits need cgroup v2 at {CGROUP_ROOT}, which this guest does not have"));
         }
         let rootfs = Path::new(&spec.rootfs);
         if !rootfs.is_absolute() || !rootfs.is_dir() {
@@ -106,7 +161,7 @@ impl Containers {
                 std::fs::File::create(&target).map_err(|e| format!("mount point {}: {e}", target.display()))?;
             }
         }
-        table.insert(id.to_string(), Arc::new(Entry { spec, state: Mutex::new(State::Created), cond: Condvar::new() }));
+        table.insert(id.to_string(), Arc::new(Entry { spec, cgroup: Mutex::new(None), state: Mutex::new(State::Created), cond: Condvar::new() }));
         Ok(())
     }
 
@@ -116,7 +171,13 @@ impl Containers {
         if *state != State::Created {
             return Err(format!("container {id:?} was already started"));
         }
-        let launch = Launch::new_container(&entry.spec)?;
+        let mut launch = Launch::new_container(&entry.spec)?;
+        let cgroup = match &self.0.cgroups {
+            Some(root) => Some(make_cgroup(root, id, &entry.spec.resources)?),
+            None => None,
+        };
+        launch.cgroup_procs = cgroup.as_ref().map(|p| cstr(p.as_os_str().as_encoded_bytes())).transpose()?;
+        *entry.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = cgroup.clone();
         let child = launch.spawn(&self.0.reaper, None, Stdio::Capture)?;
         *state = State::Running { pid: child.pid };
         drop(state);
@@ -135,7 +196,8 @@ impl Containers {
                 Exit::Code(c) => (Some(c), None),
                 Exit::Signal(s) => (None, Some(s)),
             };
-            let _ = inner.tx.send(GuestMessage::Exited { id: id2, code, signal });
+            let oom_killed = cgroup.as_deref().is_some_and(oom_killed);
+            let _ = inner.tx.send(GuestMessage::Exited { id: id2, code, signal, oom_killed });
         });
         if let Err(e) = monitor {
             // SAFETY: kill(2) of our own child.
@@ -173,6 +235,12 @@ impl Containers {
             }
         }
         self.0.table.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(procs) = entry.cgroup.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(dir) = procs.parent() {
+                // Empty once its PID namespace is gone (its execs die with the container's init).
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
         Ok(())
     }
 
@@ -202,7 +270,9 @@ impl Containers {
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err("no command to run".into());
         }
-        let launch = Launch::exec(&entry.spec, pid, req)?;
+        let mut launch = Launch::exec(&entry.spec, pid, req)?;
+        let cgroup = entry.cgroup.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        launch.cgroup_procs = cgroup.map(|p| cstr(p.into_os_string().into_encoded_bytes())).transpose()?;
         let ns = JoinFds::open(pid)?;
         launch.spawn(&self.0.reaper, Some(&ns), stdio)
     }
@@ -372,6 +442,8 @@ struct Launch {
     uid: u32,
     gid: u32,
     groups: Vec<libc::gid_t>,
+    /// The `cgroup.procs` the child moves itself into first.
+    cgroup_procs: Option<CString>,
 }
 
 /// A started process and the host-facing ends of its stdio.
@@ -397,9 +469,9 @@ pub(crate) enum Stdio {
 }
 
 /// Steps a child reports a failure at.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     "unshare", "make / private", "bind the rootfs", "mount /proc", "bind /dev", "mount /sys", "bind mount", "enter the rootfs",
-    "sethostname", "join the namespaces", "set user and groups", "exec",
+    "sethostname", "join the namespaces", "set user and groups", "exec", "join the cgroup",
 ];
 
 impl Launch {
@@ -423,6 +495,7 @@ impl Launch {
             uid: spec.uid,
             gid: spec.gid,
             groups,
+            cgroup_procs: None,
         })
     }
 
@@ -566,6 +639,14 @@ impl Launch {
             }
             if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
                 fail(0);
+            }
+            // Into the container's cgroup before anything else runs (its limits count from here).
+            if let Some(p) = &self.cgroup_procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                    fail(12);
+                }
+                libc::close(fd);
             }
             if let Some(r) = &self.new_root {
                 if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC) != 0 {

@@ -45,6 +45,16 @@ pub fn setup() {
     if let Err(e) = mount(Some("devpts"), "/dev/pts", Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=0620,ptmxmode=0666")) {
         note!("mount /dev/pts: {e}");
     }
+    // Containers' limits: cgroup v2 with the cpu, memory and pids controllers for the
+    // containers' cgroups (the root cgroup, where the agent stays, may hold processes).
+    match mount(Some("cgroup2"), "/sys/fs/cgroup", Some("cgroup2"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>) {
+        Ok(()) => {
+            if let Err(e) = std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu +memory +pids") {
+                note!("enabling cgroup controllers: {e}");
+            }
+        }
+        Err(e) => note!("mount /sys/fs/cgroup: {e}"),
+    }
     load_modules();
     let _ = std::fs::create_dir_all(SHARE_MOUNT);
     // The share is optional (a VM without one serves containers from elsewhere).

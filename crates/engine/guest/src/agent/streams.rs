@@ -90,7 +90,7 @@ impl Streams {
                 Exit::Code(c) => (Some(c), None),
                 Exit::Signal(s) => (None, Some(s)),
             };
-            let _ = me.tx.send(GuestMessage::Exited { id: name, code, signal });
+            let _ = me.tx.send(GuestMessage::Exited { id: name, code, signal, oom_killed: false });
         });
         if let Err(e) = reaped {
             // SAFETY: kill(2) of our own child.
@@ -130,7 +130,7 @@ impl Streams {
                 }
             }
             me.table.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
-            let _ = me.tx.send(GuestMessage::Exited { id: name, code: Some(0), signal: None });
+            let _ = me.tx.send(GuestMessage::Exited { id: name, code: Some(0), signal: None, oom_killed: false });
         });
         if let Err(e) = reader {
             self.table.lock().unwrap_or_else(|e| e.into_inner()).remove(stream);

@@ -1067,6 +1067,7 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
                 hostname: Some(spec_.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())),
                 qos_class: qos,
                 port_mappings: spec::host_ports(pod),
+                resources: Some(spec::pod_resources(pod)),
                 labels: [
                     (labels::POD_UID.to_string(), uid.clone()),
                     (labels::POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),

@@ -46,6 +46,15 @@ pub fn container_resources(c: &Container) -> ContainerResources {
     }
 }
 
+/// The pod's requests and limits as a whole (`ContainerResourceSpec::of_pod`): what a
+/// VM-isolated pod's guest is sized from.
+pub fn pod_resources(pod: &Pod) -> ContainerResourceSpec {
+    let Some(s) = pod.spec.as_ref() else { return ContainerResourceSpec::default() };
+    let app: Vec<_> = s.containers.iter().map(resource_spec).collect();
+    let init: Vec<_> = s.init_containers.iter().flatten().map(resource_spec).collect();
+    ContainerResourceSpec::of_pod(&app, &init)
+}
+
 /// Every container of the pod, init containers first (for the QoS class).
 pub fn all_containers(pod: &Pod) -> Vec<&Container> {
     let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
