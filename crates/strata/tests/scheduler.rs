@@ -328,3 +328,34 @@ fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
     assert!(eventually(Duration::from_secs(60), || holder() == "sched-b"), "holder: {}", holder());
     assert_eq!(bound(&s, "second"), "sim-le");
 }
+
+/// Preemption spares a pod whose eviction would violate a PodDisruptionBudget (upstream's
+/// DefaultPreemption): without the budget the cheaper victim (priority 100 on sim-pa) would go;
+/// with it the other node's pod (priority 200) does.
+#[test]
+fn preemption_prefers_victims_no_disruption_budget_protects() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() });
+    s.ok(&["create", "priorityclass", "cheap", "--value=100"]);
+    s.ok(&["create", "priorityclass", "dear", "--value=200"]);
+    s.ok(&["create", "priorityclass", "urgent", "--value=1000"]);
+    sim_node(&s, "sim-pa", "2", "4Gi", "110", &[("pool", "a")], &[]);
+    sim_node(&s, "sim-pb", "2", "4Gi", "110", &[("pool", "b")], &[]);
+    let filler = |name: &str, class: &str, pool: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {name}}}}}\nspec:\n  priorityClassName: {class}\n  nodeSelector: {{pool: {pool}}}\n  containers: [{{name: c, image: registry.k8s.io/pause:3.9, resources: {{requests: {{cpu: '2'}}}}}}]\n")
+    };
+    create(&s, &filler("guarded", "cheap", "a"));
+    create(&s, &filler("spare", "dear", "b"));
+    assert_eq!(bound(&s, "guarded"), "sim-pa");
+    assert_eq!(bound(&s, "spare"), "sim-pb");
+    s.ok(&["create", "poddisruptionbudget", "guard", "--selector=app=guarded", "--min-available=1"]);
+    // The disruption controller has looked at it: no disruption allowed.
+    let allowed = || s.ok(&["get", "pdb", "guard", "-o", "jsonpath={.status.observedGeneration}/{.status.disruptionsAllowed}"]);
+    assert!(eventually(Duration::from_secs(30), || allowed() == "1/0"), "{}", allowed());
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: vip}\nspec:\n  priorityClassName: urgent\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '2'}}}]\n");
+    let nominated = || s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]);
+    assert!(eventually(Duration::from_secs(30), || !nominated().is_empty()), "vip was not nominated: {}", s.ok(&["describe", "pod", "vip"]));
+    assert_eq!(nominated(), "sim-pb");
+    let terminating = |p: &str| s.ok(&["get", "pod", p, "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+    assert!(eventually(Duration::from_secs(30), || !terminating("spare").is_empty()), "spare was not preempted");
+    assert!(terminating("guarded").is_empty(), "the guarded pod was preempted");
+}

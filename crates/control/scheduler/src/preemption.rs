@@ -1,12 +1,16 @@
 //! Preemption (upstream's DefaultPreemption PostFilter): when no node fits a pod, find nodes
 //! where evicting pods of lower priority would make it fit, keep as many of those pods as
-//! still allow it (highest priority first), and pick the node whose victims matter least.
-//! Pure: the caller deletes the victims and nominates the node.
+//! still allow it (those whose eviction would violate a PodDisruptionBudget first, then the
+//! rest, each highest priority first), and pick the node whose victims matter least (fewest
+//! budget violations first). Pure: the caller deletes the victims and nominates the node.
 
 use std::sync::Arc;
 
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
 use crate::cache::Cache;
 use crate::info::PodInfo;
+use crate::labels::Selector;
 use crate::plugins::{histogram, Cycle, FitError};
 
 #[derive(Debug)]
@@ -35,14 +39,51 @@ fn not_eligible(cache: &Cache, pod: &PodInfo) -> Option<String> {
     None
 }
 
-/// Try to make room for `pod`. `Err` is the `preemption: ...` message for the FitError.
-pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> Result<Preemption, String> {
+/// Upstream's `filterPodsWithPDBViolation`: `pods` (in order) split into those whose eviction
+/// would violate a budget and the others. Each budget of the pod's namespace whose selector
+/// (not empty: an empty one matches nothing) matches the pod spends one of its
+/// `disruptionsAllowed`, unless the pod is already among its `disruptedPods`; a pod that takes
+/// one below zero is violating.
+pub fn split_by_budgets(pods: Vec<Arc<PodInfo>>, pdbs: &[Arc<PodDisruptionBudget>]) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let selectors: Vec<Option<Selector>> = pdbs.iter().map(|b| b.spec.as_ref().and_then(|s| s.selector.as_ref()).map(Selector::parse).filter(|s| !s.is_empty())).collect();
+    let mut allowed: Vec<i32> = pdbs.iter().map(|b| b.status.as_ref().map_or(0, |s| s.disruptions_allowed)).collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for p in pods {
+        let mut violates = false;
+        for (i, b) in pdbs.iter().enumerate() {
+            if b.metadata.namespace.as_deref() != Some(p.namespace.as_str()) {
+                continue;
+            }
+            let Some(sel) = &selectors[i] else { continue };
+            if !sel.matches(&p.labels) {
+                continue;
+            }
+            if b.status.as_ref().and_then(|s| s.disrupted_pods.as_ref()).is_some_and(|d| d.contains_key(&p.name)) {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violates = true;
+            }
+        }
+        if violates {
+            violating.push(p);
+        } else {
+            fine.push(p);
+        }
+    }
+    (violating, fine)
+}
+
+/// Try to make room for `pod`, with the cluster's PodDisruptionBudgets. `Err` is the
+/// `preemption: ...` message for the FitError.
+pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError, pdbs: &[Arc<PodDisruptionBudget>]) -> Result<Preemption, String> {
     if let Some(why) = not_eligible(cache, pod) {
         return Err(format!("preemption: {why}"));
     }
     let mut cycle = Cycle::new(cache, pod);
     let mut reasons: Vec<String> = Vec::new();
-    let mut candidates: Vec<(String, Vec<Arc<PodInfo>>)> = Vec::new();
+    let mut candidates: Vec<(String, Vec<Arc<PodInfo>>, usize)> = Vec::new();
     for (name, rejection) in &fit.statuses {
         if rejection.unresolvable {
             reasons.push("Preemption is not helpful for scheduling".into());
@@ -68,18 +109,24 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> Result<Preemptio
             }
             continue;
         }
-        // Reprieve the most important pods first: higher priority, then earlier start.
+        // Reprieve the most important pods first: higher priority, then earlier start; those
+        // a budget protects before the others.
         lower.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| start_time(a).cmp(&start_time(b))));
+        let (violating, fine) = split_by_budgets(lower, pdbs);
         let mut victims = Vec::new();
-        for v in lower {
-            trial.add_pod(v.clone());
-            cycle.interpod.update(cache, pod, &v, node, 1);
-            cycle.spread.update(pod, &v, node, 1);
-            if cycle.filter(&trial).is_err() {
-                trial.remove_pod(&v.uid);
-                cycle.interpod.update(cache, pod, &v, node, -1);
-                cycle.spread.update(pod, &v, node, -1);
-                victims.push(v);
+        let mut violations = 0;
+        for (protected, group) in [(true, violating), (false, fine)] {
+            for v in group {
+                trial.add_pod(v.clone());
+                cycle.interpod.update(cache, pod, &v, node, 1);
+                cycle.spread.update(pod, &v, node, 1);
+                if cycle.filter(&trial).is_err() {
+                    trial.remove_pod(&v.uid);
+                    cycle.interpod.update(cache, pod, &v, node, -1);
+                    cycle.spread.update(pod, &v, node, -1);
+                    victims.push(v);
+                    violations += usize::from(protected);
+                }
             }
         }
         // Restore the what-if state for the next node.
@@ -87,16 +134,16 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError) -> Result<Preemptio
             cycle.interpod.update(cache, pod, v, node, 1);
             cycle.spread.update(pod, v, node, 1);
         }
-        candidates.push((name.clone(), victims));
+        candidates.push((name.clone(), victims, violations));
     }
-    // The node whose victims matter least: lowest highest priority, lowest priority sum,
-    // fewest victims.
-    let best = candidates.into_iter().min_by_key(|(_, v)| {
+    // The node whose victims matter least: fewest budget violations, lowest highest priority,
+    // lowest priority sum, fewest victims.
+    let best = candidates.into_iter().min_by_key(|(_, v, violations)| {
         let highest = v.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
         let sum: i64 = v.iter().map(|p| p.priority as i64 + i32::MAX as i64 + 1).sum();
-        (highest, sum, v.len())
+        (*violations, highest, sum, v.len())
     });
-    let Some((node, victims)) = best else {
+    let Some((node, victims, _)) = best else {
         let n = fit.num_nodes;
         return Err(format!("preemption: 0/{n} nodes are available: {}.", histogram(reasons.into_iter()).join(", ")));
     };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
@@ -39,6 +40,8 @@ struct Shared {
     config: Config,
     events: Recorder,
     bindings: Arc<Semaphore>,
+    /// PodDisruptionBudgets, which preemption spares when it can.
+    pdbs: kube::runtime::reflector::Store<PodDisruptionBudget>,
 }
 
 impl Shared {
@@ -52,6 +55,8 @@ impl Shared {
 pub async fn run(client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
     let events = Recorder::new(client.clone(), &config.scheduler_name);
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
+    let (pdbs, pdb_writer) = kube::runtime::reflector::store();
+    let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();
     let shared = Arc::new(Shared {
         state: Mutex::new(State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false }),
         wake: Notify::new(),
@@ -59,6 +64,7 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         config,
         events,
         bindings,
+        pdbs,
     });
     // Aborted when this future ends or is dropped (a leader that lost its lease stops at once).
     let _tasks = AbortOnDrop(vec![
@@ -67,6 +73,7 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         tokio::spawn(watch_namespaces(shared.clone())),
         tokio::spawn(watch_selectors(shared.clone())),
         tokio::spawn(flush_periodically(shared.clone())),
+        tokio::spawn(pdb_stream.for_each(|_| futures_util::future::ready(()))),
     ]);
     tokio::select! {
         _ = schedule_loop(shared.clone()) => {}
@@ -334,7 +341,7 @@ async fn schedule_one(shared: &Arc<Shared>, pod: Arc<PodInfo>) {
                 let plugins = fit.plugins();
                 let mut preempted = None;
                 if fit.num_nodes > 0 {
-                    match preemption::preempt(&st.cache, &pod, &fit) {
+                    match preemption::preempt(&st.cache, &pod, &fit, &shared.pdbs.state()) {
                         Ok(p) => {
                             st.cache.nominated.insert(pod.uid.clone(), (p.node.clone(), pod.clone()));
                             for c in &p.cleared_nominations {

@@ -135,7 +135,7 @@ fn resources_fit_and_the_failure_message() {
     let big = pod("metadata: {name: big}\nspec: {containers: [{name: c, image: i, resources: {requests: {cpu: '2', memory: 1Gi}}}]}");
     let err = schedule(&c, &big, &mut Search::default()).expect_err("no fit");
     let mut err2 = err.clone();
-    err2.post_filter = crate::preemption::preempt(&c, &big, &err).err();
+    err2.post_filter = crate::preemption::preempt(&c, &big, &err, &[]).err();
     assert_eq!(
         err2.message(),
         "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.."
@@ -345,15 +345,57 @@ fn preemption_picks_the_cheapest_victims() {
     place(&mut c, pod("metadata: {name: mid}\nspec: {priority: 100, containers: [{name: c, image: i, resources: {requests: {cpu: '2'}}}]}"), "n2");
     let high = pod("metadata: {name: high}\nspec: {priority: 1000, containers: [{name: c, image: i, resources: {requests: {cpu: '1'}}}]}");
     let err = schedule(&c, &high, &mut Search::default()).expect_err("full");
-    let p = crate::preemption::preempt(&c, &high, &err).expect("preempts");
+    let p = crate::preemption::preempt(&c, &high, &err, &[]).expect("preempts");
     assert_eq!(p.node, "n1");
     assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["low"]);
     // Equal priority cannot preempt; preemptionPolicy Never does not.
     let peer = pod("metadata: {name: peer}\nspec: {priority: 10, containers: [{name: c, image: i, resources: {requests: {cpu: '1'}}}]}");
     let err = schedule(&c, &peer, &mut Search::default()).expect_err("full");
-    assert_eq!(crate::preemption::preempt(&c, &peer, &err).expect_err("none"), "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.");
+    assert_eq!(crate::preemption::preempt(&c, &peer, &err, &[]).expect_err("none"), "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.");
     let never = pod("metadata: {name: never}\nspec: {priority: 1000, preemptionPolicy: Never, containers: [{name: c, image: i, resources: {requests: {cpu: '1'}}}]}");
-    assert_eq!(crate::preemption::preempt(&c, &never, &err).expect_err("never"), "preemption: not eligible due to preemptionPolicy=Never.");
+    assert_eq!(crate::preemption::preempt(&c, &never, &err, &[]).expect_err("never"), "preemption: not eligible due to preemptionPolicy=Never.");
+}
+
+/// A PodDisruptionBudget in namespace `ns` over `app=<app>` with `allowed` disruptions left.
+fn budget(app: &str, allowed: i32, disrupted: &[&str]) -> Arc<k8s_openapi::api::policy::v1::PodDisruptionBudget> {
+    let d: serde_json::Map<String, serde_json::Value> = disrupted.iter().map(|n| (n.to_string(), serde_json::json!("2026-01-01T00:00:00Z"))).collect();
+    Arc::new(
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{app}-pdb"), "namespace": "ns"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": app}}},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1, "disruptedPods": d},
+        }))
+        .expect("pdb"),
+    )
+}
+
+#[test]
+fn preemption_spares_pods_a_disruption_budget_protects() {
+    let mut c = cluster(vec![node("n1", "2", "4Gi", &[], &[]), node("n2", "2", "4Gi", &[], &[])]);
+    place(&mut c, pod("metadata: {name: low, namespace: ns, labels: {app: guarded}}\nspec: {priority: 10, containers: [{name: c, image: i, resources: {requests: {cpu: '2'}}}]}"), "n1");
+    place(&mut c, pod("metadata: {name: mid, namespace: ns, labels: {app: other}}\nspec: {priority: 100, containers: [{name: c, image: i, resources: {requests: {cpu: '2'}}}]}"), "n2");
+    let high = pod("metadata: {name: high, namespace: ns}\nspec: {priority: 1000, containers: [{name: c, image: i, resources: {requests: {cpu: '1'}}}]}");
+    let err = schedule(&c, &high, &mut Search::default()).expect_err("full");
+    // The cheaper victim is protected: the other node's goes instead.
+    let p = crate::preemption::preempt(&c, &high, &err, &[budget("guarded", 0, &[])]).expect("preempts");
+    assert_eq!(p.node, "n2");
+    assert_eq!(p.victims.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["mid"]);
+    // A budget that still allows a disruption, or one in another namespace, protects nothing.
+    assert_eq!(crate::preemption::preempt(&c, &high, &err, &[budget("guarded", 1, &[])]).expect("preempts").node, "n1");
+    let mut elsewhere = (*budget("guarded", 0, &[])).clone();
+    elsewhere.metadata.namespace = Some("other".into());
+    assert_eq!(crate::preemption::preempt(&c, &high, &err, &[Arc::new(elsewhere)]).expect("preempts").node, "n1");
+    // When every node's victims violate a budget, the fewest violations win: still preempts.
+    let both = [budget("guarded", 0, &[]), budget("other", 0, &[])];
+    assert_eq!(crate::preemption::preempt(&c, &high, &err, &both).expect("preempts").node, "n1");
+
+    // Each matching pod spends one allowed disruption; a pod already disrupted spends none.
+    let pods: Vec<Arc<PodInfo>> = ["a", "b", "c"].iter().map(|n| pod(&format!("metadata: {{name: {n}, namespace: ns, labels: {{app: web}}}}\nspec: {{containers: [{{name: c, image: i}}]}}"))).collect();
+    let names = |v: &[Arc<PodInfo>]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let (violating, fine) = crate::preemption::split_by_budgets(pods.clone(), &[budget("web", 1, &[])]);
+    assert_eq!((names(&violating), names(&fine)), (vec!["b".to_string(), "c".to_string()], vec!["a".to_string()]));
+    let (violating, fine) = crate::preemption::split_by_budgets(pods, &[budget("web", 1, &["a"])]);
+    assert_eq!((names(&violating), names(&fine)), (vec!["c".to_string()], vec!["a".to_string(), "b".to_string()]));
 }
 
 #[test]
