@@ -471,6 +471,11 @@ fn node_credentials_reach_only_their_own_node_and_pods() {
     assert_eq!(patch_node(&s, &a, "/api/v1/namespaces/team/pods/pod-b/status", status), 403);
     assert_eq!(s.ok(&["get", "pod", "pod-a", "-n", "team", "-o", "jsonpath={.status.message}"]), "hi");
     forbidden(&a, &["delete", "pod", "pod-b", "-n", "team", "--wait=false"], None);
+    // A pod that is gone is NotFound, as upstream's NodeRestriction answers (a kubelet's final
+    // delete of a pod someone removed meanwhile is done, not forbidden).
+    let out = kubectl_node(&s, &a, &["delete", "pod", "gone", "-n", "team", "--wait=false"], None);
+    assert!(!out.status.success() && (text(&out.stderr).contains("NotFound") || text(&out.stderr).contains("not found")), "delete of a missing pod as a node: {}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("forbidden"), "delete of a missing pod as a node: {}", text(&out.stderr));
     // A pod it is not bound to cannot be created by it.
     forbidden(&a, &["apply", "-f", "-"], Some(&pod_manifest("pod-c", "node-a", "secret-b", "cm-b")));
 

@@ -619,10 +619,14 @@ impl Api {
         let obj = if verb == "create" && info.subresource.is_none() { Some(parse_body(headers, body)?) } else { None };
         let name = info.name.as_deref().unwrap_or("");
         let sub = info.subresource.as_deref().unwrap_or("");
-        nodes
-            .admit(node, verb, info.resource.plural, sub, info.namespace.as_deref().unwrap_or(""), name, obj.as_ref())
-            .await
-            .map_err(|why| ApiError::forbidden(info.resource, if name.is_empty() { object::name_of(obj.as_ref().unwrap_or(&Value::Null)) } else { name }, &why))
+        let Err(why) = nodes.admit(node, verb, info.resource.plural, sub, info.namespace.as_deref().unwrap_or(""), name, obj.as_ref()).await else { return Ok(()) };
+        // A write to a pod that is gone is NotFound, as upstream's NodeRestriction answers (it
+        // reads the pod first): a kubelet's final delete of a pod someone removed meanwhile is
+        // done, not forbidden.
+        if info.resource.plural == "pods" && !name.is_empty() && verb != "create" {
+            self.load(info).await?;
+        }
+        Err(ApiError::forbidden(info.resource, if name.is_empty() { object::name_of(obj.as_ref().unwrap_or(&Value::Null)) } else { name }, &why))
     }
 
     /// NodeRestriction of a node's TokenRequest (upstream's `admitServiceAccount`): only tokens
