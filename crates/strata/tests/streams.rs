@@ -13,12 +13,13 @@ mod hostnode;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hostnode::HostNode;
 use common::server::{ApiServer, Auth, Backend};
+use common::wait_bounded;
 
 const NODE: &str = "host-sim";
 /// The oldest kubectl installed: SPDY/3.1 for exec, attach and port-forward.
@@ -50,22 +51,6 @@ fn run(s: &ApiServer, version: Option<&str>, args: &[&str], stdin: Option<&[u8]>
         w.write_all(b).expect("write stdin");
     }
     wait_bounded(c, Duration::from_secs(120))
-}
-
-/// Wait for a child at most `limit` (then kill it and fail).
-fn wait_bounded(mut c: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if c.try_wait().expect("wait").is_some() {
-            return c.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let out = c.wait_with_output().expect("output");
-            panic!("timed out: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn text(b: &[u8]) -> String {

@@ -6,10 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use common::eventually;
+use common::{eventually, wait_bounded};
 use common::server::{ApiServer, Backend, Options};
 use serde_json::Value;
 use strata_testkit::{busybox_image, Registry};
@@ -43,14 +43,23 @@ fn processes_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
+/// A server whose agent runs VM-isolated pods (QEMU on TCG, the test guest kernel and agent) as
+/// node `node-a`, and a registry holding busybox.
+struct VmCluster {
+    server: ApiServer,
+    _registry: Registry,
+    image: String,
+    /// The guest kernel's release, and the host's.
+    release: String,
+    host: String,
+}
+
+fn vm_cluster() -> VmCluster {
     let kernel = script("guest-kernel.sh");
     let release = std::fs::read_dir(kernel.join("lib/modules")).expect("modules").flatten().next().expect("a release").file_name().to_string_lossy().into_owned();
     let host = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
     assert_ne!(release, host, "the test needs a guest kernel other than the host's");
     let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
-
     let registry = Registry::start();
     registry.push(&busybox_image(), "busybox", "latest");
     let image = format!("{}/busybox:latest", registry.addr);
@@ -61,6 +70,12 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
         ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string()),
     ];
     let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], env, ..Options::default() });
+    VmCluster { server, _registry: registry, image, release, host }
+}
+
+#[test]
+fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
+    let VmCluster { server, _registry, image, release, .. } = vm_cluster();
 
     // The class is there from the start, with its measured overhead.
     let rc: Value = serde_json::from_str(&server.ok(&["get", "runtimeclass", "strata-vm", "-o", "json"])).expect("json");
@@ -121,21 +136,6 @@ fn kubectl_bounded(server: &ApiServer, args: &[&str], stdin: Option<&[u8]>) -> O
     wait_bounded(c, Duration::from_secs(180))
 }
 
-fn wait_bounded(mut c: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if c.try_wait().expect("wait").is_some() {
-            return c.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = c.kill();
-            let out = c.wait_with_output().expect("output");
-            panic!("timed out: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -165,22 +165,7 @@ fn parity_pod(name: &str, class: Option<&str>, image: &str) -> String {
 /// kernel's).
 #[test]
 fn container_and_vm_pods_behave_the_same_through_kubectl() {
-    let kernel = script("guest-kernel.sh");
-    let release = std::fs::read_dir(kernel.join("lib/modules")).expect("modules").flatten().next().expect("a release").file_name().to_string_lossy().into_owned();
-    let host = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
-    assert_ne!(release, host, "the test needs a guest kernel other than the host's");
-    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
-
-    let registry = Registry::start();
-    registry.push(&busybox_image(), "busybox", "latest");
-    let image = format!("{}/busybox:latest", registry.addr);
-    let env = vec![
-        ("STRATA_VM_ACCEL".to_string(), "tcg".to_string()),
-        ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string()),
-        ("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()),
-        ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string()),
-    ];
-    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], env, ..Options::default() });
+    let VmCluster { server, _registry, image, release, host } = vm_cluster();
     let pods = [("par-runc", None, host.as_str()), ("par-vm", Some("strata-vm"), release.as_str())];
     for (name, class, _) in &pods {
         server.ok_stdin(&["apply", "-f", "-"], Some(&parity_pod(name, *class, &image)));
@@ -290,18 +275,7 @@ fn limits_pod(name: &str, class: Option<&str>, image: &str) -> String {
 /// pod's memory limits (32 + 200 MiB), vCPUs for its cpu (1.5 rounded up).
 #[test]
 fn limits_hold_for_both_runtime_classes_and_size_the_guest() {
-    let kernel = script("guest-kernel.sh");
-    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
-    let registry = Registry::start();
-    registry.push(&busybox_image(), "busybox", "latest");
-    let image = format!("{}/busybox:latest", registry.addr);
-    let env = vec![
-        ("STRATA_VM_ACCEL".to_string(), "tcg".to_string()),
-        ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string()),
-        ("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()),
-        ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string()),
-    ];
-    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], env, ..Options::default() });
+    let VmCluster { server, _registry, image, .. } = vm_cluster();
     let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let pods = [("lim-runc", None), ("lim-vm", Some("strata-vm"))];
     for (name, class) in &pods {

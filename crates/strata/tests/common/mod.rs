@@ -166,3 +166,19 @@ fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
 pub mod server;
 pub mod simnode;
 pub mod tls;
+
+/// Wait for a child at most `limit` (then kill it and fail).
+pub fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if c.try_wait().expect("wait").is_some() {
+            return c.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let out = c.wait_with_output().expect("output");
+            panic!("timed out: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
