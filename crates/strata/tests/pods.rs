@@ -686,6 +686,32 @@ fn pod_netns(c: &Cluster, uid: &str) -> PathBuf {
     panic!("no sandbox of pod {uid} under {}", dir.display())
 }
 
+/// Serve `port` inside the network namespace at `netns` (a thread of the test joins it; the
+/// socket stays there), each connection handed to `serve` on that thread's runtime. Returns once
+/// the port is bound.
+fn serve_in_pod<F, Fut>(netns: &std::path::Path, port: u16, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ns = std::fs::File::open(netns).expect("the pod's netns");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the pod");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let _ = tx.send(());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(serve(conn));
+            }
+        });
+    });
+    rx.recv().expect("the server in the pod started");
+}
+
 /// A gRPC health server as grpc-go serves one (`grpc.health.v1.Health/Check` over HTTP/2,
 /// length-prefixed protobuf, `grpc-status` trailers) on `port` inside a pod's network
 /// namespace: it answers `status` (1 SERVING, 2 NOT_SERVING) and records the services asked.
@@ -700,20 +726,9 @@ fn health_server(netns: &std::path::Path, port: u16) -> HealthServer {
     let status = Arc::new(AtomicU8::new(1));
     let asked = Arc::new(Mutex::new(Vec::new()));
     let (st, ak) = (status.clone(), asked.clone());
-    let ns = std::fs::File::open(netns).expect("the pod's netns");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // This thread joins the pod's network; the socket stays there.
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the pod");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let _ = tx.send(());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            while let Ok((conn, _)) = listener.accept().await {
+    serve_in_pod(netns, port, move |conn| {
                 let (st, ak) = (st.clone(), ak.clone());
-                tokio::spawn(async move {
+                async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (st, ak) = (st.clone(), ak.clone());
                         async move {
@@ -744,11 +759,8 @@ fn health_server(netns: &std::path::Path, port: u16) -> HealthServer {
                         }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(hyper_util::rt::TokioIo::new(conn), svc).await;
-                });
-            }
-        });
+                }
     });
-    rx.recv().expect("the health server started");
     HealthServer { status, asked }
 }
 
@@ -848,19 +860,9 @@ fn tls_server(netns: &std::path::Path, port: u16) -> TlsServer {
         .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (r, a, s) = (ready.clone(), alive.clone(), seen.clone());
-    let ns = std::fs::File::open(netns).expect("the pod's netns");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in the pod");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let _ = tx.send(());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            while let Ok((conn, _)) = listener.accept().await {
+    serve_in_pod(netns, port, move |conn| {
                 let (r, a, s, acceptor) = (r.clone(), a.clone(), s.clone(), acceptor.clone());
-                tokio::spawn(async move {
+                async move {
                     let Ok(tls) = acceptor.accept(conn).await else { return };
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (r, a, s) = (r.clone(), a.clone(), s.clone());
@@ -880,11 +882,8 @@ fn tls_server(netns: &std::path::Path, port: u16) -> TlsServer {
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
-                });
-            }
-        });
+                }
     });
-    rx.recv().expect("the TLS server started");
     TlsServer { ready, alive, seen }
 }
 
