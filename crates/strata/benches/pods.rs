@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
-use strata_testkit::{busybox_image, free_port, Registry};
+use strata_testkit::{busybox_image, percentile_ms as pct, start_server, KillOnDrop as Proc, Registry};
 
 /// The strata binary under test: this build's, or `STRATA_BIN` (e.g. an optimized build when
 /// the harness itself is built in the dev profile).
@@ -47,21 +47,6 @@ fn strata_bin() -> String {
 
 fn env_num(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -264,24 +249,8 @@ async fn run() {
     let image = format!("{}/busybox:latest", registry.addr);
     let dir = tempfile::Builder::new().prefix("strata-podbench-").tempdir_in("/var/tmp").expect("tempdir");
     let (data, root, agent_data) = (dir.path().join("server"), dir.path().join("root"), dir.path().join("agent"));
-    let port = free_port();
+    let (server, port) = start_server(&strata_bin(), &dir.path().join("server-root"), &["--no-agent"], &data, &dir.path().join("server.log"));
     let url = format!("https://127.0.0.1:{port}");
-    let server = Proc(
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(dir.path().join("server-root"))
-            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .expect("strata server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(data.join("kubeconfig").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let token = strata(&root, &["token", "create", "--data-dir", data.to_str().expect("utf-8")]);
     assert!(token.status.success(), "strata token create: {}", String::from_utf8_lossy(&token.stderr));
     let token = String::from_utf8_lossy(&token.stdout).trim().to_string();

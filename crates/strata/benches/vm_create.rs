@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use strata_client::kube::api::{Api, DeleteParams, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_client::vm::VirtualMachine;
-use strata_testkit::free_port;
+use strata_testkit::{percentile_ms as pct, start_server};
 
 const MARKER: &str = "STRATA-GUEST-UP";
 const APPEND: &str = "console=ttyS0 earlyprintk=ttyS0 quiet panic=-1 tsc_early_khz=2000000 no_timer_check";
@@ -51,21 +51,6 @@ fn strata(root: &Path, args: &[&str]) -> std::process::Output {
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The node's VMs on `root`: (name, id) pairs.
@@ -167,23 +152,7 @@ async fn run() {
     let assets = assets();
     let dir = tempfile::Builder::new().prefix("svmb-").tempdir_in("/var/tmp").expect("tempdir");
     let (data, root, hand) = (dir.path().join("data"), dir.path().join("root"), dir.path().join("hand"));
-    let port = free_port();
-    let _server = Proc(
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .expect("strata server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(data.join("kubeconfig").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (_server, _port) = start_server(&strata_bin(), &root, &[], &data, &dir.path().join("server.log"));
     let client = strata_client::from_kubeconfig(&data.join("kubeconfig"), "vm-create-bench").await.expect("client");
     let api: Api<VirtualMachine> = Api::namespaced(client.clone(), "default");
     let seen: Seen = Arc::default();

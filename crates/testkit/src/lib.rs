@@ -361,6 +361,51 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
+/// The `p` quantile (0 to 1) of `sorted` durations in milliseconds (NaN when there are none): the
+/// p50/p99 the benchmarks report.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// A child process killed and reaped when dropped (a benchmark's server or agent).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `BIN --root ROOT server EXTRA... --listen 127.0.0.1:PORT --data-dir DATA` (stderr to
+/// `log`) on a free port and wait until it serves and has written its kubeconfig (60 s at most):
+/// the process and its port (a benchmark's server).
+pub fn start_server(bin: &str, root: &Path, extra: &[&str], data: &Path, log: &Path) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let server = KillOnDrop(
+        Command::new(bin)
+            .arg("--root")
+            .arg(root)
+            .arg("server")
+            .args(extra)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .expect("strata server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(data.join("kubeconfig").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        assert!(Instant::now() < deadline, "server did not start; see {}", log.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
 /// A loopback TCP port that is free now, for a server a test is about to start.
 ///
 /// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999): a port the kernel
