@@ -31,10 +31,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use strata_client::k8s_openapi::api::apps::v1::Deployment;
 use strata_client::k8s_openapi::api::core::v1::{Node, Pod};
 use strata_client::kube::api::{Api, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_testkit::free_port;
+
+/// The strata binary under test: this build's, or `STRATA_BIN` (an optimized build while the
+/// harness itself is built in the dev profile: the harness only creates objects and watches).
+fn strata_bin() -> String {
+    std::env::var("STRATA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").to_string())
+}
 
 fn env_list(k: &str, d: &str) -> Vec<String> {
     std::env::var(k).unwrap_or_else(|_| d.to_string()).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
@@ -47,12 +54,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
-fn rss_mib(pid: u32) -> u64 {
+fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))))
         .unwrap_or(0)
-        / 1024
 }
 
 struct Proc(Child);
@@ -72,7 +78,7 @@ impl Server {
     fn start() -> Server {
         let dir = tempfile::Builder::new().prefix("strata-schedbench-").tempdir_in("/var/tmp").expect("tempdir");
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let child = Command::new(strata_bin())
             .args(["server", "--no-agent", "--no-scheduler", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.path())
             // The simulated nodes do not heartbeat: keep the node lifecycle controller from
@@ -148,7 +154,7 @@ fn kube_scheduler() -> Option<String> {
 fn start_scheduler(which: &str, server: &Server) -> Proc {
     let log = std::fs::File::create(server.dir.path().join(format!("{which}.log"))).expect("log");
     let child = if which == "strata" {
-        Command::new(env!("CARGO_BIN_EXE_strata")).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn()
+        Command::new(strata_bin()).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn()
     } else {
         let config = server.dir.path().join("kube-scheduler.yaml");
         std::fs::write(
@@ -169,12 +175,35 @@ struct Result {
     p50_ms: f64,
     p99_ms: f64,
     bound: usize,
-    server_mib: u64,
+    /// Seconds from the first create (the Deployment's, for `deploy`) to the last binding.
+    total_s: f64,
+    /// Server RSS: idle, with the nodes, with the nodes and the pods.
+    rss_kib: [u64; 3],
+}
+
+/// A Deployment of `replicas` plain pods (the `deploy` workload).
+fn deployment(replicas: usize) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.9", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
+            }
+        }
+    }))
+    .expect("deployment")
 }
 
 async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> Result {
     let server = Server::start();
     let client = strata_client::from_kubeconfig(&server.kubeconfig(), "scheduler-bench").await.expect("client");
+    // Let the server's start-up (bootstrap objects, controllers' first lists) settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss_kib(server.proc.0.id());
     let node_api: Api<Node> = Api::all(client.clone());
     futures_util::stream::iter(0..nodes)
         .for_each_concurrent(64, |i| {
@@ -184,6 +213,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
             }
         })
         .await;
+    let rss_nodes = rss_kib(server.proc.0.id());
     let _sched = start_scheduler(scheduler, &server);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Warm up: the scheduler has synced once a pod is bound.
@@ -202,40 +232,54 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let b2 = bound.clone();
     let api2 = pod_api.clone();
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
     let watch = tokio::spawn(async move {
+        let mut synced_tx = Some(synced_tx);
         let mut s = std::pin::pin!(watcher::watcher(api2, watcher::Config::default()));
         while let Some(ev) = s.next().await {
             let pods: Vec<Pod> = match ev {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = synced_tx.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let now = Instant::now();
             for p in pods {
                 if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                    if let Some(n) = p.metadata.name {
+                    if let Some(n) = p.metadata.name.filter(|n| n != "warmup") {
                         b2.lock().expect("lock").entry(n).or_insert(now);
                     }
                 }
             }
         }
     });
+    let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
-    futures_util::stream::iter(0..pods)
-        .for_each_concurrent(64, |i| {
-            let (api, created) = (pod_api.clone(), created.clone());
-            let p = pod(i, workload);
-            async move {
-                api.create(&PostParams::default(), &p).await.expect("create pod");
-                created.lock().expect("lock").insert(format!("p{i}"), Instant::now());
-            }
-        })
-        .await;
+    if workload == "deploy" {
+        let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), "default");
+        deploy_api.create(&PostParams::default(), &deployment(pods)).await.expect("create deployment");
+    } else {
+        futures_util::stream::iter(0..pods)
+            .for_each_concurrent(64, |i| {
+                let (api, created) = (pod_api.clone(), created.clone());
+                let p = pod(i, workload);
+                async move {
+                    api.create(&PostParams::default(), &p).await.expect("create pod");
+                    created.lock().expect("lock").insert(format!("p{i}"), Instant::now());
+                }
+            })
+            .await;
+    }
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
     loop {
-        let n = bound.lock().expect("lock").keys().filter(|k| k.starts_with('p')).count();
+        let n = bound.lock().expect("lock").len();
         if n >= pods || Instant::now() > deadline || last_progress.elapsed() > Duration::from_secs(30) {
             break;
         }
@@ -248,29 +292,39 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
     watch.abort();
     let bound = bound.lock().expect("lock").clone();
     let created = created.lock().expect("lock").clone();
-    let mut lat: Vec<Duration> = created.iter().filter_map(|(n, c)| bound.get(n).map(|b| b.saturating_duration_since(*c))).collect();
+    // Latency: create returned -> binding seen; for `deploy`, Deployment created -> binding seen.
+    let mut lat: Vec<Duration> = if workload == "deploy" {
+        bound.values().map(|b| b.saturating_duration_since(start)).collect()
+    } else {
+        created.iter().filter_map(|(n, c)| bound.get(n).map(|b| b.saturating_duration_since(*c))).collect()
+    };
     lat.sort();
-    let last = bound.iter().filter(|(n, _)| n.starts_with('p')).map(|(_, t)| *t).max().unwrap_or(start);
+    let last = bound.values().copied().max().unwrap_or(start);
     let count = lat.len();
+    let total_s = last.saturating_duration_since(start).as_secs_f64();
     Result {
-        pods_per_s: count as f64 / last.saturating_duration_since(start).as_secs_f64().max(1e-9),
+        pods_per_s: count as f64 / total_s.max(1e-9),
         p50_ms: pct(&lat, 0.5),
         p99_ms: pct(&lat, 0.99),
         bound: count,
-        server_mib: rss_mib(server.proc.0.id()),
+        total_s,
+        rss_kib: [rss_idle, rss_nodes, rss_kib(server.proc.0.id())],
     }
 }
 
 fn main() {
     let nodes: Vec<usize> = env_list("BENCH_NODES", "1000,5000").iter().filter_map(|s| s.parse().ok()).collect();
     let pods: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let workloads = env_list("BENCH_WORKLOADS", "plain,anti,spread");
+    let workloads = env_list("BENCH_WORKLOADS", "plain,anti,spread,deploy");
     let peer = kube_scheduler();
     if peer.is_none() {
         eprintln!("no kube-scheduler (set KUBE_SCHEDULER or install go): strata only");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!("{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>7} {:>10}", "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "bound", "server MiB");
+    println!(
+        "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>6}",
+        "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "load1"
+    );
     for &n in &nodes {
         for w in &workloads {
             let mut rates = Vec::new();
@@ -279,7 +333,19 @@ fn main() {
             for s in &which {
                 let r = rt.block_on(run_one(n, pods, w, s));
                 let label = if s == "strata" { "strata" } else { "kube-scheduler" };
-                println!("{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>7} {:>10}", r.pods_per_s, r.p50_ms, r.p99_ms, r.bound, r.server_mib);
+                let [idle, with_nodes, with_pods] = r.rss_kib;
+                let per_node = with_nodes.saturating_sub(idle) as f64 / n.max(1) as f64;
+                let per_pod = with_pods.saturating_sub(with_nodes) as f64 / r.bound.max(1) as f64;
+                println!(
+                    "{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>10} {per_node:>8.1} {per_pod:>8.1} {:>6}",
+                    r.pods_per_s,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.total_s,
+                    r.bound,
+                    with_pods / 1024,
+                    load1()
+                );
                 rates.push(r.pods_per_s);
             }
             if let [a, b] = rates[..] {
@@ -287,4 +353,9 @@ fn main() {
             }
         }
     }
+}
+
+/// The 1-minute load average (the machine is shared: say how loaded it was).
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_default()
 }
