@@ -61,6 +61,17 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
+}
+
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -179,6 +190,10 @@ struct Result {
     total_s: f64,
     /// Server RSS: idle, with the nodes, with the nodes and the pods.
     rss_kib: [u64; 3],
+    /// CPU seconds the server and the scheduler used from the first create to the end: what
+    /// a pod costs, whatever else the machine was doing.
+    cpu_server_s: f64,
+    cpu_scheduler_s: f64,
 }
 
 /// A Deployment of `replicas` plain pods (the `deploy` workload).
@@ -214,7 +229,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         })
         .await;
     let rss_nodes = rss_kib(server.proc.0.id());
-    let _sched = start_scheduler(scheduler, &server);
+    let sched = start_scheduler(scheduler, &server);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Warm up: the scheduler has synced once a pod is bound.
     let mut warm = pod(usize::MAX / 2, "plain");
@@ -258,6 +273,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         }
     });
     let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
+    let cpu_before = (cpu_s(server.proc.0.id()), cpu_s(sched.0.id()));
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
     if workload == "deploy" {
@@ -290,6 +306,8 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
+    let cpu_server_s = cpu_s(server.proc.0.id()) - cpu_before.0;
+    let cpu_scheduler_s = cpu_s(sched.0.id()) - cpu_before.1;
     let bound = bound.lock().expect("lock").clone();
     let created = created.lock().expect("lock").clone();
     // Latency: create returned -> binding seen; for `deploy`, Deployment created -> binding seen.
@@ -309,6 +327,8 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         bound: count,
         total_s,
         rss_kib: [rss_idle, rss_nodes, rss_kib(server.proc.0.id())],
+        cpu_server_s,
+        cpu_scheduler_s,
     }
 }
 
@@ -322,8 +342,8 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     println!(
-        "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>6}",
-        "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "load1"
+        "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>6}",
+        "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "srv ms/pod", "sch ms/pod", "load1"
     );
     for &n in &nodes {
         for w in &workloads {
@@ -337,13 +357,15 @@ fn main() {
                 let per_node = with_nodes.saturating_sub(idle) as f64 / n.max(1) as f64;
                 let per_pod = with_pods.saturating_sub(with_nodes) as f64 / r.bound.max(1) as f64;
                 println!(
-                    "{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>10} {per_node:>8.1} {per_pod:>8.1} {:>6}",
+                    "{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>10} {per_node:>8.1} {per_pod:>8.1} {:>10.3} {:>10.3} {:>6}",
                     r.pods_per_s,
                     r.p50_ms,
                     r.p99_ms,
                     r.total_s,
                     r.bound,
                     with_pods / 1024,
+                    r.cpu_server_s * 1000.0 / r.bound.max(1) as f64,
+                    r.cpu_scheduler_s * 1000.0 / r.bound.max(1) as f64,
                     load1()
                 );
                 rates.push(r.pods_per_s);
