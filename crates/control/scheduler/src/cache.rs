@@ -4,12 +4,12 @@
 //! ReplicaSets and StatefulSets (for the default topology spreading). Scheduling a pod reads
 //! only this; nothing here does I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::info::{NodeInfo, PodInfo};
+use crate::info::{AffinityTerm, NodeInfo, PodInfo, TermKey};
 use crate::labels::{Labels, Selector};
 
 /// Where a pod known to the cache is.
@@ -18,6 +18,15 @@ struct Placed {
     node: String,
     /// Placed by this scheduler, not yet seen bound through the watch.
     assumed: bool,
+    info: Arc<PodInfo>,
+}
+
+/// One distinct required anti-affinity term of placed pods, and how many pods on each node
+/// carry it.
+#[derive(Debug)]
+pub struct AntiTerm {
+    pub term: AffinityTerm,
+    pub nodes: HashMap<String, i64>,
 }
 
 #[derive(Default, Debug)]
@@ -35,6 +44,12 @@ pub struct Cache {
     pub workloads: HashMap<(&'static str, String, String), Selector>,
     /// Pods nominated to a node by preemption: (node, pod) by uid.
     pub nominated: HashMap<String, (String, Arc<PodInfo>)>,
+    /// Placed pods' uids by namespace, label key and value: the pods a selector with an
+    /// equality requirement can match, found without scanning the cluster.
+    by_label: HashMap<String, HashMap<String, HashMap<String, HashSet<String>>>>,
+    /// Placed pods' required anti-affinity terms, each distinct term once: an incoming pod is
+    /// matched against each term once, not against every pod that carries it.
+    anti_terms: HashMap<TermKey, AntiTerm>,
 }
 
 impl Cache {
@@ -106,32 +121,102 @@ impl Cache {
         self.nodes.iter().filter(|n| n.node.is_some()).map(|n| n.name.clone()).collect()
     }
 
+    /// Record (`delta` 1) or forget (−1) a placed pod in the label and anti-affinity indexes.
+    fn index(&mut self, pod: &Arc<PodInfo>, node: &str, delta: i64) {
+        let keys = self.by_label.entry(pod.namespace.clone()).or_default();
+        for (k, v) in &pod.labels {
+            if delta > 0 {
+                keys.entry(k.clone()).or_default().entry(v.clone()).or_default().insert(pod.uid.clone());
+            } else if let Some(values) = keys.get_mut(k) {
+                if let Some(uids) = values.get_mut(v) {
+                    uids.remove(&pod.uid);
+                    if uids.is_empty() {
+                        values.remove(v);
+                    }
+                }
+                if values.is_empty() {
+                    keys.remove(k);
+                }
+            }
+        }
+        if keys.is_empty() {
+            self.by_label.remove(&pod.namespace);
+        }
+        for t in &pod.required_anti_affinity {
+            let key = t.key();
+            let group = self.anti_terms.entry(key.clone()).or_insert_with(|| AntiTerm { term: t.clone(), nodes: HashMap::new() });
+            let n = group.nodes.entry(node.to_string()).or_default();
+            *n += delta;
+            if *n <= 0 {
+                group.nodes.remove(node);
+            }
+            if group.nodes.is_empty() {
+                self.anti_terms.remove(&key);
+            }
+        }
+    }
+
+    /// Take a placed pod out of its node and the indexes.
+    fn unplace(&mut self, uid: &str) -> Option<Placed> {
+        let p = self.pods.remove(uid)?;
+        self.index(&p.info, &p.node, -1);
+        self.slot(&p.node).remove_pod(uid);
+        self.drop_slot_if_empty(&p.node);
+        Some(p)
+    }
+
+    fn place(&mut self, pod: Arc<PodInfo>, node: &str, assumed: bool) {
+        self.index(&pod, node, 1);
+        self.slot(node).add_pod(pod.clone());
+        self.pods.insert(pod.uid.clone(), Placed { node: node.to_string(), assumed, info: pod });
+    }
+
     /// A bound pod seen through the watch (confirms an assumed one). Returns whether it was
     /// new to the cache.
     pub fn add_pod(&mut self, pod: Arc<PodInfo>) -> bool {
-        let uid = pod.uid.clone();
+        let new = self.unplace(&pod.uid).is_none();
+        self.nominated.remove(&pod.uid);
         let node = pod.node_name.clone();
-        let new = match self.pods.get(&uid) {
-            Some(p) => {
-                let old_node = p.node.clone();
-                self.slot(&old_node).remove_pod(&uid);
-                self.drop_slot_if_empty(&old_node);
-                false
-            }
-            None => true,
-        };
-        self.nominated.remove(&uid);
-        self.slot(&node).add_pod(pod);
-        self.pods.insert(uid, Placed { node, assumed: false });
+        self.place(pod, &node, false);
         new
     }
 
     /// Count `pod` on `node` before its binding is confirmed.
     pub fn assume(&mut self, pod: &PodInfo, node: &str) {
         let placed = Arc::new(pod.on_node(node));
+        self.unplace(&pod.uid);
         self.nominated.remove(&pod.uid);
-        self.slot(node).add_pod(placed);
-        self.pods.insert(pod.uid.clone(), Placed { node: node.to_string(), assumed: true });
+        self.place(placed, node, true);
+    }
+
+    /// Each distinct required anti-affinity term of the placed pods, with the nodes that hold
+    /// pods carrying it.
+    pub fn anti_terms(&self) -> impl Iterator<Item = &AntiTerm> {
+        self.anti_terms.values()
+    }
+
+    /// Placed pods that a term or constraint selecting `sel` in `namespaces` (`None`: any
+    /// namespace) may mean, with their nodes (nodes without a Node object included): those
+    /// holding the labels of one of `sel`'s equality requirements when it has one, else all.
+    /// A superset: the caller still matches each pod.
+    pub fn candidates<'a>(&'a self, namespaces: Option<&BTreeSet<String>>, sel: &Selector) -> Vec<(&'a NodeInfo, &'a Arc<PodInfo>)> {
+        let (Some(namespaces), Some((key, values))) = (namespaces, sel.narrowing()) else {
+            return self.nodes.iter().flat_map(|n| n.pods.iter().map(move |p| (n, p))).collect();
+        };
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let Some(by_value) = self.by_label.get(ns).and_then(|keys| keys.get(key)) else { continue };
+            for v in values {
+                for uid in by_value.get(v).into_iter().flatten() {
+                    if let Some(p) = self.pods.get(uid) {
+                        if let Some(n) = self.node(&p.node) {
+                            out.push((n, &p.info));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether this uid is assumed (placed, binding in flight or not yet seen).
@@ -147,10 +232,7 @@ impl Cache {
     /// Undo [`Cache::assume`] (the binding failed), or forget a deleted pod.
     pub fn remove_pod(&mut self, uid: &str) {
         self.nominated.remove(uid);
-        if let Some(p) = self.pods.remove(uid) {
-            self.slot(&p.node).remove_pod(uid);
-            self.drop_slot_if_empty(&p.node);
-        }
+        self.unplace(uid);
     }
 
     /// Uids of all pods in the cache that are not assumed (for relist reconciliation).
@@ -200,4 +282,86 @@ pub enum NodeChange {
 /// Whether a pod from the watch is bound (has a node).
 pub fn is_bound(pod: &Pod) -> bool {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::info::PodInfo;
+
+    fn node(name: &str) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some(name.into());
+        n.metadata.uid = Some(format!("uid-{name}"));
+        n.metadata.labels = Some([("kubernetes.io/hostname".to_string(), name.to_string())].into());
+        n
+    }
+
+    fn pod(name: &str, ns: &str, group: &str, anti: bool) -> Arc<PodInfo> {
+        let anti = if anti { format!(", affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{labelSelector: {{matchLabels: {{group: {group}}}}}, topologyKey: kubernetes.io/hostname}}]}}}}") } else { String::new() };
+        let yaml = format!("metadata: {{name: {name}, namespace: {ns}, uid: uid-{name}, labels: {{group: {group}, app: web}}}}\nspec: {{containers: [{{name: c, image: i}}]{anti}}}");
+        Arc::new(PodInfo::new(Arc::new(serde_yaml_ng::from_str(&yaml).expect("pod"))))
+    }
+
+    /// The indexes against a scan of every node's pods.
+    fn check(c: &Cache) {
+        let selectors = [
+            ("default", Selector::from_map(&[("group".to_string(), "g1".to_string())].into())),
+            ("default", Selector::from_map(&[("app".to_string(), "web".to_string())].into())),
+            ("other", Selector::from_map(&[("group".to_string(), "g1".to_string())].into())),
+            ("default", Selector::default()),
+        ];
+        for (ns, sel) in &selectors {
+            let nss = BTreeSet::from([ns.to_string()]);
+            let mut got: Vec<(String, String)> =
+                c.candidates(Some(&nss), sel).into_iter().filter(|(_, p)| p.namespace == *ns && sel.matches(&p.labels)).map(|(n, p)| (n.name.clone(), p.uid.clone())).collect();
+            let mut want: Vec<(String, String)> =
+                c.nodes.iter().flat_map(|n| n.pods.iter().filter(|p| p.namespace == *ns && sel.matches(&p.labels)).map(move |p| (n.name.clone(), p.uid.clone()))).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{ns} {sel:?}");
+        }
+        let mut want: HashMap<TermKey, HashMap<String, i64>> = HashMap::new();
+        for n in &c.nodes {
+            for p in &n.pods {
+                for t in &p.required_anti_affinity {
+                    *want.entry(t.key()).or_default().entry(n.name.clone()).or_default() += 1;
+                }
+            }
+        }
+        let got: HashMap<TermKey, HashMap<String, i64>> = c.anti_terms().map(|g| (g.term.key(), g.nodes.clone())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn label_and_anti_affinity_indexes_follow_placements() {
+        let mut c = Cache::default();
+        for i in 0..4 {
+            c.set_node(node(&format!("n{i}")));
+        }
+        check(&c);
+        // Assumed, then seen bound (on another node than assumed, with other labels).
+        let a = pod("a", "default", "g1", true);
+        c.assume(&a, "n0");
+        check(&c);
+        assert_eq!(c.anti_terms().count(), 1);
+        c.add_pod(Arc::new(pod("a", "default", "g2", true).on_node("n1")));
+        check(&c);
+        assert!(c.candidates(Some(&BTreeSet::from(["default".to_string()])), &Selector::from_map(&[("group".to_string(), "g1".to_string())].into())).is_empty());
+        for (i, (ns, g, anti)) in [("default", "g1", true), ("default", "g1", false), ("other", "g1", true), ("default", "g2", true)].iter().enumerate() {
+            c.add_pod(Arc::new(pod(&format!("p{i}"), ns, g, *anti).on_node(&format!("n{}", i % 4))));
+            check(&c);
+        }
+        // A pod on a node with no Node object yet, then the node removed with pods left.
+        c.add_pod(Arc::new(pod("q", "default", "g1", true).on_node("ghost")));
+        check(&c);
+        c.remove_node("n0");
+        check(&c);
+        for uid in ["uid-a", "uid-p0", "uid-p2", "uid-q", "uid-p1", "uid-p3", "uid-missing"] {
+            c.remove_pod(uid);
+            check(&c);
+        }
+        assert_eq!(c.anti_terms().count(), 0);
+        assert!(c.by_label.is_empty());
+    }
 }

@@ -10,6 +10,9 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, Toleration};
 use crate::labels::{Labels, Selector};
 use crate::resources::{pod_requests, Resources};
 
+/// A term's selector, namespaces, namespace selector and topology key.
+pub type TermKey = (Selector, BTreeSet<String>, Option<Selector>, String);
+
 /// A pod affinity or anti-affinity term, parsed.
 #[derive(Clone, Debug)]
 pub struct AffinityTerm {
@@ -38,6 +41,11 @@ impl AffinityTerm {
             namespaces.insert(own_ns.to_string());
         }
         AffinityTerm { selector, namespaces, namespace_selector, topology_key: t.topology_key.clone(), weight: weight as i64 }
+    }
+
+    /// What makes two terms the same term (for grouping placed pods' terms).
+    pub fn key(&self) -> TermKey {
+        (self.selector.clone(), self.namespaces.clone(), self.namespace_selector.clone(), self.topology_key.clone())
     }
 
     /// Whether `pod` (in a namespace labelled `ns_labels`) is one of the pods this term means.

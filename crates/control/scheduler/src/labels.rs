@@ -16,12 +16,12 @@ pub fn empty() -> &'static Labels {
 
 /// A parsed `LabelSelector`. `None` of [`Selector::parse`] (a nil selector) matches nothing; an
 /// empty one matches everything.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Selector {
     reqs: Vec<Req>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Req {
     In(String, Vec<String>),
     NotIn(String, Vec<String>),
@@ -73,6 +73,15 @@ impl Selector {
 
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
+    }
+
+    /// An equality requirement every matching label set meets (`key in (values)`), to look
+    /// candidates up by label instead of scanning; `None` when there is none.
+    pub fn narrowing(&self) -> Option<(&str, &[String])> {
+        self.reqs.iter().find_map(|r| match r {
+            Req::In(k, vs) => Some((k.as_str(), vs.as_slice())),
+            _ => None,
+        })
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {

@@ -45,36 +45,32 @@ fn matches_all(terms: &[AffinityTerm], pod: &PodInfo, ns: &Labels) -> bool {
 pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
     let mut s = PreFilter::default();
     let own_ns = ns_labels(cache, &pod.namespace);
-    for node in &cache.nodes {
-        if node.node.is_none() || node.with_required_anti_affinity == 0 {
+    // Each distinct term once (the cache groups placed pods' terms), then its nodes.
+    for group in cache.anti_terms() {
+        if !group.term.matches(pod, own_ns) {
             continue;
         }
-        for existing in &node.pods {
-            for t in &existing.required_anti_affinity {
-                if t.matches(pod, own_ns) {
-                    bump(&mut s.existing_anti, node, &t.topology_key, 1);
-                }
+        for (name, count) in &group.nodes {
+            if let Some(node) = cache.node(name).filter(|n| n.node.is_some()) {
+                bump(&mut s.existing_anti, node, &group.term.topology_key, *count);
             }
         }
     }
-    if pod.required_affinity.is_empty() && pod.required_anti_affinity.is_empty() {
-        return s;
-    }
-    for node in &cache.nodes {
-        if node.node.is_none() {
-            continue;
-        }
-        for existing in &node.pods {
-            let ens = ns_labels(cache, &existing.namespace);
-            if !pod.required_affinity.is_empty() && matches_all(&pod.required_affinity, existing, ens) {
+    // Only the pods a term can select (looked up by one of its labels), not every pod.
+    let candidates = |t: &AffinityTerm| cache.candidates(t.namespace_selector.is_none().then_some(&t.namespaces), &t.selector);
+    if let Some(first) = pod.required_affinity.first() {
+        for (node, existing) in candidates(first) {
+            if node.node.is_some() && matches_all(&pod.required_affinity, existing, ns_labels(cache, &existing.namespace)) {
                 for t in &pod.required_affinity {
                     bump(&mut s.affinity, node, &t.topology_key, 1);
                 }
             }
-            for t in &pod.required_anti_affinity {
-                if t.matches(existing, ens) {
-                    bump(&mut s.anti, node, &t.topology_key, 1);
-                }
+        }
+    }
+    for t in &pod.required_anti_affinity {
+        for (node, existing) in candidates(t) {
+            if node.node.is_some() && t.matches(existing, ns_labels(cache, &existing.namespace)) {
+                bump(&mut s.anti, node, &t.topology_key, 1);
             }
         }
     }

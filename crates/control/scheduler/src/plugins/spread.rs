@@ -4,7 +4,7 @@
 //! without constraints gets the system defaults (hostname maxSkew 3, zone maxSkew 5, both
 //! ScheduleAnyway) over the pods of its Services, ReplicaSet or StatefulSet.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{node::required_affinity_matches, node::tolerates, Rejection};
 use crate::cache::Cache;
@@ -81,8 +81,13 @@ pub fn constraints(cache: &Cache, pod: &PodInfo, hard: bool) -> (Vec<Constraint>
     (out, false)
 }
 
+/// Whether a placed pod counts for a constraint selecting `sel` in namespace `ns`.
+fn counts_for(p: &PodInfo, sel: &Selector, ns: &str) -> bool {
+    !p.terminating && p.namespace == ns && sel.matches(&p.labels)
+}
+
 fn count_matching(node: &NodeInfo, sel: &Selector, ns: &str) -> i64 {
-    node.pods.iter().filter(|p| !p.terminating && p.namespace == ns && sel.matches(&p.labels)).count() as i64
+    node.pods.iter().filter(|p| counts_for(p, sel, ns)).count() as i64
 }
 
 fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
@@ -101,17 +106,26 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
     if cs.is_empty() {
         return PreFilter::default();
     }
-    let mut counts = vec![HashMap::new(); cs.len()];
+    // Every eligible domain, with no pods yet (an empty domain is the minimum)...
+    let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
     for node in &cache.nodes {
         if node.node.is_none() || !has_all_keys(node, &cs) {
             continue;
         }
         for (i, c) in cs.iter().enumerate() {
-            if !c.includes(pod, node) {
-                continue;
+            let v = &node.labels[&c.key];
+            if !counts[i].contains_key(v) && c.includes(pod, node) {
+                counts[i].insert(v.clone(), 0);
             }
-            let v = node.labels[&c.key].clone();
-            *counts[i].entry(v).or_default() += count_matching(node, &c.selector, &pod.namespace);
+        }
+    }
+    // ...then the matching pods, found through the cache's label index.
+    let own_ns = BTreeSet::from([pod.namespace.clone()]);
+    for (i, c) in cs.iter().enumerate() {
+        for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
+            if node.node.is_some() && has_all_keys(node, &cs) && counts_for(p, &c.selector, &pod.namespace) && c.includes(pod, node) {
+                *counts[i].entry(node.labels[&c.key].clone()).or_default() += 1;
+            }
         }
     }
     PreFilter { constraints: cs, counts }
@@ -189,17 +203,17 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
         }
     }
     let weights = sizes.iter().map(|s| ((s + 2) as f64).ln()).collect();
-    for node in &cache.nodes {
-        if node.node.is_none() || (require_all && !has_all_keys(node, &cs)) {
-            continue;
-        }
-        for c in &cs {
-            if !c.includes(pod, node) {
+    // The matching pods, found through the cache's label index (hostname domains are counted
+    // per node when scoring).
+    let own_ns = BTreeSet::from([pod.namespace.clone()]);
+    for c in cs.iter().filter(|c| c.key != HOSTNAME) {
+        for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
+            if node.node.is_none() || (require_all && !has_all_keys(node, &cs)) || !counts_for(p, &c.selector, &pod.namespace) || !c.includes(pod, node) {
                 continue;
             }
             let pair = (c.key.clone(), node.labels.get(&c.key).cloned().unwrap_or_default());
             if let Some(n) = pair_counts.get_mut(&pair) {
-                *n += count_matching(node, &c.selector, &pod.namespace);
+                *n += 1;
             }
         }
     }
