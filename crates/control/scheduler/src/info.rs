@@ -152,8 +152,10 @@ impl PodInfo {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    pub fn has_affinity(&self) -> bool {
-        !(self.required_affinity.is_empty() && self.required_anti_affinity.is_empty() && self.preferred_affinity.is_empty() && self.preferred_anti_affinity.is_empty())
+    /// Whether, placed, this pod's terms score other pods (required or preferred affinity,
+    /// preferred anti-affinity; a required anti-affinity term only filters).
+    pub fn scores_others(&self) -> bool {
+        !(self.required_affinity.is_empty() && self.preferred_affinity.is_empty() && self.preferred_anti_affinity.is_empty())
     }
 
     pub fn spec(&self) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
@@ -175,7 +177,7 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub non_zero_requested: Resources,
     pub used_ports: Vec<HostPort>,
-    /// Pods on the node with any affinity / with required anti-affinity.
+    /// Pods on the node whose terms score other pods / with required anti-affinity.
     pub with_affinity: usize,
     pub with_required_anti_affinity: usize,
 }
@@ -198,7 +200,7 @@ impl NodeInfo {
         self.requested.add(&p.requests);
         self.non_zero_requested.add(&p.non_zero);
         self.used_ports.extend(p.ports.iter().cloned());
-        if p.has_affinity() {
+        if p.scores_others() {
             self.with_affinity += 1;
         }
         if !p.required_anti_affinity.is_empty() {
@@ -218,7 +220,7 @@ impl NodeInfo {
                 self.used_ports.swap_remove(j);
             }
         }
-        if p.has_affinity() {
+        if p.scores_others() {
             self.with_affinity -= 1;
         }
         if !p.required_anti_affinity.is_empty() {

@@ -163,7 +163,7 @@ pub fn prescore(cache: &Cache, pod: &PodInfo) -> Option<PreScore> {
             continue;
         }
         for existing in &node.pods {
-            if !has_constraints && !existing.has_affinity() {
+            if !has_constraints && !existing.scores_others() {
                 continue;
             }
             any = true;

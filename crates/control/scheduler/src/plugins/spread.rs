@@ -99,6 +99,17 @@ pub struct PreFilter {
     constraints: Vec<Constraint>,
     /// Per constraint: matching pods per domain value.
     counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the global minimum the skew is measured from (computed once per pod,
+    /// not per node).
+    mins: Vec<i64>,
+}
+
+/// The fewest matching pods in an eligible domain; 0 while fewer domains than `minDomains`.
+fn min_of(c: &Constraint, counts: &HashMap<String, i64>) -> i64 {
+    if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
+        return 0;
+    }
+    counts.values().copied().min().unwrap_or(0)
 }
 
 pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
@@ -128,7 +139,8 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
             }
         }
     }
-    PreFilter { constraints: cs, counts }
+    let mins = cs.iter().zip(&counts).map(|(c, n)| min_of(c, n)).collect();
+    PreFilter { constraints: cs, counts, mins }
 }
 
 impl PreFilter {
@@ -140,6 +152,7 @@ impl PreFilter {
         for (i, c) in self.constraints.iter().enumerate() {
             if c.includes(pod, node) && c.selector.matches(&existing.labels) {
                 *self.counts[i].entry(node.labels[&c.key].clone()).or_default() += delta;
+                self.mins[i] = min_of(c, &self.counts[i]);
             }
         }
     }
@@ -150,13 +163,8 @@ pub fn filter(s: &PreFilter, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejec
         let Some(v) = node.labels.get(&c.key) else {
             return Err(Rejection::unresolvable("PodTopologySpread", format!("{NOT_MATCH} (missing required label)")));
         };
-        let counts = &s.counts[i];
-        let mut min = counts.values().copied().min().unwrap_or(0);
-        if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
-            min = 0;
-        }
         let own = i64::from(c.selector.matches(&pod.labels));
-        let skew = counts.get(v).copied().unwrap_or(0) + own - min;
+        let skew = s.counts[i].get(v).copied().unwrap_or(0) + own - s.mins[i];
         if skew > c.max_skew {
             return Err(Rejection::unschedulable("PodTopologySpread", NOT_MATCH));
         }
