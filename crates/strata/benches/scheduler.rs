@@ -8,12 +8,18 @@
 //! (the server's node lifecycle controller is given a 24 h grace period) — starts one scheduler as its own process (`strata
 //! scheduler --kubeconfig`, or kube-scheduler), then creates `BENCH_PODS` (default 10000) pods
 //! from 64 concurrent clients while a watch records when each is bound. Workloads
-//! (`BENCH_WORKLOADS`, default "plain,anti,spread"):
+//! (`BENCH_WORKLOADS`, default "plain,anti,spread,deploy"):
 //!
 //! - plain: 100m CPU / 128 MiB requests;
 //! - anti: pods in groups of 100, required anti-affinity to their group on the hostname;
 //! - spread: groups of 100, topology spread maxSkew 1 over zones (DoNotSchedule) and over
 //!   hostnames (ScheduleAnyway).
+//! - deploy: one Deployment of `BENCH_PODS` plain replicas, turned into pods by the server's
+//!   controllers; timed from the Deployment's create to the last binding.
+//!
+//! `STRATA_BIN=PATH` runs that strata (an optimized build) under this dev-profile harness.
+//! Each row also reports the server's RSS per node and per pod and the CPU milliseconds per
+//! pod of the server and the scheduler.
 //!
 //! Reported: pods/s (pods ÷ time from the first create to the last binding seen) and the p50 /
 //! p99 of create-to-bound latency. The peer: `KUBE_SCHEDULER=/path/to/kube-scheduler`, or,
