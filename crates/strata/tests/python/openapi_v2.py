@@ -31,10 +31,11 @@ assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in patch[
 scale = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["get"]
 assert scale["x-kubernetes-group-version-kind"]["kind"] == "Scale", scale
 
-# Every reference resolves.
+# Every reference resolves. (A "$ref" whose value is not a string is a property of that name, as
+# JSONSchemaProps has in apiextensions.k8s.io, not a reference.)
 def refs(v):
     if isinstance(v, dict):
-        if "$ref" in v:
+        if isinstance(v.get("$ref"), str):
             yield v["$ref"]
         for x in v.values():
             yield from refs(x)
