@@ -1065,3 +1065,99 @@ spec:
     assert_eq!(cs["restartCount"], 0, "{p}");
     assert_eq!(container_id(&p, 0), container_id(&mortal, 0));
 }
+
+/// What is left on the host of these sandboxes and containers (records, netns and namespace
+/// pins, pod cgroups, mounts, processes).
+fn pod_traces(root: &std::path::Path, sandboxes: &[String], containers: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for id in sandboxes {
+        let pins = [root.join("sandboxes").join(id), PathBuf::from("/run/strata/netns").join(id), PathBuf::from("/run/strata/ns").join(format!("{id}.ipc")), PathBuf::from("/run/strata/ns").join(format!("{id}.uts"))];
+        found.extend(pins.iter().filter(|p| p.exists()).map(|p| p.display().to_string()));
+        for qos in ["guaranteed", "burstable", "besteffort"] {
+            let p = PathBuf::from("/sys/fs/cgroup/strata-pods").join(qos).join(format!("pod{id}"));
+            if p.exists() {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found.extend(containers.iter().filter(|id| root.join("containers").join(id).exists()).map(|id| format!("containers/{id}")));
+    let ids = || sandboxes.iter().chain(containers);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    found.extend(mounts.lines().filter(|l| ids().any(|id| l.contains(id.as_str()))).map(|l| format!("mount: {l}")));
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read_to_string(e.path().join("cmdline")) {
+            if ids().any(|id| cmd.contains(id.as_str())) {
+                found.push(format!("process {}: {}", e.file_name().to_string_lossy(), cmd.replace('\0', " ")));
+            }
+        }
+    }
+    found
+}
+
+/// Issue 9's create/delete loop at test scale: many pods (with the service-account token and
+/// `kube-root-ca.crt` volume every pod gets) run on the node, one deletecollection takes them
+/// all, and within a bound every pod is gone from the API server and nothing of theirs is left
+/// on the node. The audit log shows how the node got there: none of its requests refused (the
+/// node authorizer must not answer from a stale view), and one final delete per pod, answered
+/// 200 (a watch that shows a deleted pod a little longer must not start its cleanup again).
+#[test]
+fn a_deletecollection_of_many_pods_leaves_nothing_behind() {
+    const PODS: usize = 80;
+    let audit = tempfile::Builder::new().prefix("strata-mass-audit-").tempdir_in("/var/tmp").expect("tempdir");
+    let (policy, audit_log) = (audit.path().join("policy.yaml"), audit.path().join("audit.log"));
+    std::fs::write(&policy, "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  users: ['system:node:node-a']\n- level: None\n").expect("policy");
+    let c = cluster_opts(&["--audit-policy-file", policy.to_str().expect("utf-8"), "--audit-log-path", audit_log.to_str().expect("utf-8")], true);
+    let ns = "mass";
+    c.server.ok(&["create", "namespace", ns]);
+    assert!(eventually(Duration::from_secs(60), || c.server.kubectl(&["get", "serviceaccount", "default", "-n", ns]).status.success()), "no default ServiceAccount in {ns}");
+    let docs: Vec<String> = (0..PODS)
+        .map(|i| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: m{i}\n  namespace: {ns}\n  labels: {{loop: mass}}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '36000']\n", c.image))
+        .collect();
+    c.apply(&docs.join("---\n"));
+    let running = || -> (usize, Vec<Value>) {
+        let out = c.server.kubectl(&["get", "pods", "-n", ns, "-o", "json"]);
+        let items = serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["items"].as_array().cloned()).unwrap_or_default();
+        (items.iter().filter(|p| phase(p) == "Running").count(), items)
+    };
+    let mut last = (0, Vec::new());
+    let all_up = eventually(Duration::from_secs(400), || {
+        last = running();
+        last.0 == PODS
+    });
+    assert!(all_up, "{} of {PODS} pods Running; not running: {:#?}", last.0, last.1.iter().filter(|p| phase(p) != "Running").map(|p| (&p["metadata"]["name"], &p["status"])).collect::<Vec<_>>());
+    let root = c.server.root();
+    let ids = |dir: &str| -> Vec<String> { std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect() };
+    let (sandboxes, containers) = (ids("sandboxes"), ids("containers"));
+    assert!(sandboxes.len() >= PODS && containers.len() >= PODS, "{} sandboxes, {} containers", sandboxes.len(), containers.len());
+    let log_before = c.server.log().len();
+
+    // One deletecollection, as the bench's loop (kubectl delete --all deletes one by one).
+    c.server.ok(&["delete", "--raw", &format!("/api/v1/namespaces/{ns}/pods")]);
+    let t0 = std::time::Instant::now();
+    let gone = eventually(Duration::from_secs(240), || {
+        let out = c.server.kubectl(&["get", "pods", "-n", ns, "-o", "name"]);
+        out.status.success() && out.stdout.is_empty()
+    });
+    assert!(gone, "pods left after 240 s: {}", c.server.ok(&["get", "pods", "-n", ns]));
+    let deleted_in = t0.elapsed();
+    let mut left = pod_traces(&root, &sandboxes, &containers);
+    let clean = eventually(Duration::from_secs(60), || {
+        left = pod_traces(&root, &sandboxes, &containers);
+        left.is_empty()
+    });
+    let log = c.server.log();
+    let after = log.get(log_before..).unwrap_or_default();
+    assert!(clean, "60 s after every pod was deleted (in {deleted_in:?}), {} traces left: {:#?}\nlog since the delete: {after}", left.len(), left.iter().take(20).collect::<Vec<_>>());
+    // Nothing the node asked for on the way (final deletes, status writes, reads of the pods'
+    // ConfigMaps and tokens) was refused, and each pod's object was deleted once by the node.
+    let events: Vec<Value> = std::fs::read_to_string(&audit_log).expect("audit log").lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(events.iter().any(|e| e["verb"] == "get" && e["objectRef"]["resource"] == "configmaps"), "the audit log has none of the node's reads");
+    let refused: Vec<&Value> = events.iter().filter(|e| e["responseStatus"]["code"] == 403).collect();
+    assert!(refused.is_empty(), "{} of the node's requests were refused, e.g. {:#?}", refused.len(), refused.iter().take(5).collect::<Vec<_>>());
+    let mut deletes: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for e in events.iter().filter(|e| e["verb"] == "delete" && e["objectRef"]["resource"] == "pods" && e["objectRef"]["namespace"] == ns) {
+        deletes.entry(e["objectRef"]["name"].as_str().unwrap_or("").to_string()).or_default().push(e["responseStatus"]["code"].as_i64().unwrap_or(0));
+    }
+    let odd: Vec<(&String, &Vec<i64>)> = deletes.iter().filter(|(_, codes)| codes.as_slice() != [200]).collect();
+    assert!(deletes.len() == PODS && odd.is_empty(), "the node's final deletes of {} pods: not one 200 each for {}, e.g. {:?}", deletes.len(), odd.len(), odd.iter().take(10).collect::<Vec<_>>());
+}

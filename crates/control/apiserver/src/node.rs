@@ -17,15 +17,21 @@
 //! A request none of these allow falls through to RBAC, as upstream's "no opinion".
 //!
 //! Which object a pod references is a graph kept from the watch cache ([`Graph`], a
-//! [`crate::watchcache::Observer`] of every pod): no scan per request. A denial by the graph is
-//! checked again once the cache has reached the store's revision, so a pod bound a moment ago
-//! counts.
+//! [`crate::watchcache::Observer`] of every pod): no scan per request. The graph is only as
+//! current as the cache, which trails the store (by a lot on a loaded server), and a node acts
+//! on what it has already seen, so an honest node's request is never refused from a stale
+//! view: a request about one pod (get, delete, status, eviction) that the graph does not
+//! allow is decided by the pod in the store; any other graph denial is checked again once the
+//! cache has reached the store's revision as of the request, waiting for as long as the cache
+//! keeps applying changes ([`WatchCache::catch_up`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use strata_store::Store;
 
 use crate::auth::User;
 use crate::rbac::{Attributes, PolicyRule, Target};
@@ -34,8 +40,12 @@ use crate::watchcache::{Observer, WatchCache};
 pub const NODES_GROUP: &str = "system:nodes";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 const PODS: &str = "/registry/core/pods/";
-/// How long a graph denial waits for the cache to catch up with the store.
-const SYNC_WAIT: Duration = Duration::from_secs(2);
+/// A graph denial waits for the cache to reach the store's revision while the cache keeps
+/// applying changes; it gives up when the cache has not moved for this long (not loaded, or
+/// reloading after losing the store) ...
+const CATCH_UP_STALL: Duration = Duration::from_secs(10);
+/// ... or after this long in all.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The node a user is, if it is a node (`system:node:NAME` in `system:nodes`).
 pub fn identity(user: &User) -> Option<&str> {
@@ -214,6 +224,8 @@ fn field_equals<'a>(selector: &'a str, field: &str) -> Option<&'a str> {
 pub struct NodeAuthorizer {
     pub graph: Arc<Graph>,
     pub cache: Arc<WatchCache>,
+    /// The store the cache follows: the truth about one pod when the graph has not seen it yet.
+    pub store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for NodeAuthorizer {
@@ -236,8 +248,26 @@ impl NodeAuthorizer {
         match self.decide(node, a) {
             Decision::Allow => true,
             Decision::NoOpinion => false,
-            Decision::NoPath => self.cache.sync(SYNC_WAIT).await && self.decide(node, a) == Decision::Allow,
+            Decision::NoPath => {
+                if let Target::Resource { group, resource, subresource, namespace, name } = &a.kind {
+                    if group.is_empty() && resource == "pods" && subresource.is_empty() && a.verb == "get" {
+                        return matches!(self.stored_pod_node(namespace, name).await, Ok(Some(n)) if n == node);
+                    }
+                }
+                self.cache.catch_up(CATCH_UP_STALL, CATCH_UP_LIMIT).await && self.decide(node, a) == Decision::Allow
+            }
         }
+    }
+
+    /// The node pod `ns/name` is bound to, read from the store (`None`: no such pod, or not
+    /// bound).
+    async fn stored_pod_node(&self, ns: &str, name: &str) -> Result<Option<String>, strata_store::Error> {
+        if ns.is_empty() || name.is_empty() {
+            return Ok(None);
+        }
+        let Some(kv) = self.store.get(&format!("{PODS}{ns}/{name}")).await? else { return Ok(None) };
+        let pod: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        Ok(pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).map(str::to_string))
     }
 
     fn decide(&self, node: &str, a: &Attributes) -> Decision {
@@ -313,10 +343,10 @@ impl NodeAuthorizer {
                 Ok(())
             }
             ("pods", "" | "status" | "eviction", "delete" | "update" | "patch" | "create") => {
-                let mut bound = self.graph.pod_node(namespace, name);
-                if bound.as_deref() != Some(node) && self.cache.sync(SYNC_WAIT).await {
-                    bound = self.graph.pod_node(namespace, name);
-                }
+                // The pod as stored, not as the graph last saw it: a node deletes and writes the
+                // status of pods it has seen, which the cache may not have applied yet (and a
+                // pod of the same name may have replaced one the graph still holds).
+                let bound = self.stored_pod_node(namespace, name).await.map_err(|e| format!("reading the pod: {e}"))?;
                 match bound {
                     Some(n) if n == node => Ok(()),
                     _ => Err(format!("node {node:?} can only {} pods with spec.nodeName set to itself", if subresource == "status" { "update status of" } else if verb == "delete" { "delete" } else { "evict" })),

@@ -205,7 +205,7 @@ impl Server {
         let quotas = Arc::new(crate::quota::Tracker::default());
         let cache = crate::watchcache::WatchCache::start_observed(store.clone(), cfg.watch_cache, vec![graph.clone(), quotas.clone()]);
         tokio::spawn(crate::quota::run(store.clone(), quotas));
-        authz.nodes = Some(Arc::new(crate::node::NodeAuthorizer { graph, cache: cache.clone() }));
+        authz.nodes = Some(Arc::new(crate::node::NodeAuthorizer { graph, cache: cache.clone(), store: store.clone() }));
         let authn = Authenticator { tokens, signer: Some(signer), bootstrap: Some(crate::bootstrap::Tokens { cache: cache.clone() }) };
         tokio::spawn(crate::bootstrap::clean_expired(store.clone()));
         tokio::spawn(crate::csr::run(store.clone(), authz.clone(), cfg.pki.clone()));

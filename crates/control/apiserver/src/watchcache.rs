@@ -321,6 +321,34 @@ impl WatchCache {
         }
     }
 
+    /// Wait until the cache, and what its observers derive, reflect the store's revision as of
+    /// this call, for as long as the cache keeps applying changes: false only when it has made
+    /// no progress for `stall` (not loaded, or lost the store) or `limit` has passed. A cache
+    /// behind a busy store gets there by applying what it has not applied yet; a fixed short
+    /// wait would give up on it exactly when the server is loaded.
+    pub async fn catch_up(&self, stall: Duration, limit: Duration) -> bool {
+        let Ok(wanted) = self.store.revision().await else { return false };
+        let mut rx = self.reached.subscribe();
+        let deadline = Instant::now() + limit;
+        loop {
+            let (ready, reached) = {
+                let st = self.state();
+                (st.ready, st.revision)
+            };
+            if ready && reached >= wanted {
+                return true;
+            }
+            let next = (Instant::now() + stall).min(deadline);
+            match tokio::time::timeout_at(next, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(wanted, reached, "the watch cache did not reach the store's revision");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Count of cached objects under a prefix.
     pub fn count(&self, prefix: &str) -> usize {
         self.state()

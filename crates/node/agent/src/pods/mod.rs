@@ -54,6 +54,13 @@ static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 /// How often referenced ConfigMaps and Secrets are read again.
 const REFS_REFRESH: Duration = Duration::from_secs(10);
+/// A pod's cleanup (stopping and removing everything, then the final delete of its object)
+/// that failed is tried again after this, doubling up to [`CLEANUP_RETRY_MAX`]: never given up.
+const CLEANUP_RETRY: Duration = Duration::from_secs(1);
+const CLEANUP_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A terminated pod's worker stays (doing nothing) until the watch shows the pod gone, at most
+/// this long, so that a watch behind the API server does not start its cleanup again.
+const TERMINATED_LINGER: Duration = Duration::from_secs(300);
 
 type Workers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
@@ -230,6 +237,8 @@ struct PodState {
     /// A launcher pod's VM: whether it wrote to its serial console by the boot timeout (`None`
     /// until it has, or until the timeout has run out).
     console_output: Option<bool>,
+    /// The pod's cleanup failed: how long the worker waited before trying again.
+    cleanup_retry: Option<Duration>,
 }
 
 /// A projected ServiceAccount token and when the next one is asked for: at 80% of its lifetime
@@ -314,25 +323,69 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
             }
             _ => {
                 let last = pod.clone().or(st.last_pod.take());
-                terminate(&shared, &uid, last.as_deref()).await;
-                if let Some(pod) = pod {
-                    // Deleted with a grace period: everything stopped, so the object goes (kubelet).
-                    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
-                    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
-                    if let Err(e) = api.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
-                        tracing::warn!(pod = %uid, error = %e, "deleting a terminated pod");
+                let done = match terminate(&shared, &uid, last.as_deref()).await {
+                    Ok(()) => match &pod {
+                        Some(pod) => final_delete(&shared, pod, &uid).await,
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(e),
+                };
+                st.last_pod = last;
+                match done {
+                    Ok(()) => {
+                        if let Some(pod) = &pod {
+                            linger(&reader, pod, &notify).await;
+                        }
+                        if let Ok(mut w) = workers.lock() {
+                            w.remove(&uid);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        let delay = st.cleanup_retry.map_or(CLEANUP_RETRY, |d| (d * 2).min(CLEANUP_RETRY_MAX));
+                        st.cleanup_retry = Some(delay);
+                        tracing::warn!(pod = %uid, error = %e, retry_in = ?delay, "finishing a pod; trying again");
+                        tokio::select! {
+                            _ = notify.notified() => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        continue;
                     }
                 }
-                if let Ok(mut w) = workers.lock() {
-                    w.remove(&uid);
-                }
-                return;
             }
         }
         let resync = if settled(st.last_pod.as_deref(), &st) { RESYNC_SETTLED } else { RESYNC };
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep(resync) => {}
+        }
+    }
+}
+
+/// The last step of a pod deleted with a grace period, once everything of it is stopped and
+/// removed: its object goes (kubelet's final delete, grace 0, for this uid only). Gone already
+/// (404) or replaced by a new pod of the same name (409) is done as well.
+async fn final_delete(shared: &Shared, pod: &Pod, uid: &str) -> Result<(), String> {
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_string()), resource_version: None }), ..Default::default() };
+    match api.delete(pod.metadata.name.as_deref().unwrap_or(""), &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(format!("deleting the terminated pod: {e}")),
+    }
+}
+
+/// Wait (at most [`TERMINATED_LINGER`]) until the watch no longer shows `pod`, whose object
+/// has been deleted: until then the sweep would take it for a pod to terminate.
+async fn linger(reader: &Store<Pod>, pod: &Pod, notify: &Notify) {
+    let deadline = tokio::time::Instant::now() + TERMINATED_LINGER;
+    let key = reflector::ObjectRef::<Pod>::new(pod.metadata.name.as_deref().unwrap_or("")).within(pod.metadata.namespace.as_deref().unwrap_or(""));
+    let uid = uid_of(pod);
+    while reader.get(&key).is_some_and(|p| uid_of(&p) == uid) {
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => return,
         }
     }
 }
@@ -362,8 +415,9 @@ fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
 /// Stop every container of the pod `uid` as kubelet does: for each running container at once,
 /// its preStop hook, then the stop signal and SIGKILL when the grace period (the deletion's,
 /// else the pod's, at least 2 s) has run out; then remove its sandboxes and volumes. `pod` is the
-/// last known pod (none after a restart that found only the sandbox).
-async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
+/// last known pod (none after a restart that found only the sandbox). Err: something could not
+/// be listed, stopped or removed (the caller tries again).
+async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) -> Result<(), String> {
     let grace = pod
         .and_then(|p| p.metadata.deletion_grace_period_seconds.or(p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)))
         .unwrap_or(30)
@@ -388,11 +442,8 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
     .await;
     let (sandboxes, running) = match listed {
         Some(Ok(l)) => l,
-        Some(Err(e)) => {
-            tracing::warn!(pod = %uid, error = %e, "listing a pod's containers to stop them");
-            return;
-        }
-        None => return,
+        Some(Err(e)) => return Err(format!("listing the pod's containers to stop them: {e}")),
+        None => return Err("listing the pod's containers to stop them: the task failed".into()),
     };
     let stops = running.into_iter().map(|d| {
         let shared = shared.clone();
@@ -434,18 +485,34 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) {
     let dir = pod_dir(shared, uid);
     let ids: Vec<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
     let done = blocking(move || {
+        // Every sandbox is tried, whatever happened to the one before.
+        let mut failed = Vec::new();
         for id in &ids {
-            driver.stop_pod_sandbox(id)?;
-            driver.remove_pod_sandbox(id)?;
+            if let Err(e) = driver.stop_pod_sandbox(id).and_then(|()| driver.remove_pod_sandbox(id)) {
+                failed.push(format!("sandbox {id}: {e}"));
+            }
         }
-        volumes::remove_pod_dir(&dir);
-        Ok::<usize, strata_driver::Error>(ids.len())
+        if failed.is_empty() {
+            if let Err(e) = volumes::remove_pod_dir(&dir) {
+                failed.push(e);
+            }
+        }
+        if failed.is_empty() {
+            Ok(ids.len())
+        } else {
+            Err(failed.join("; "))
+        }
     })
     .await;
     match done {
-        Some(Ok(n)) if n > 0 => tracing::info!(pod = %uid, "pod stopped and removed"),
-        Some(Err(e)) => tracing::warn!(pod = %uid, error = %e, "removing a pod"),
-        _ => {}
+        Some(Ok(n)) => {
+            if n > 0 {
+                tracing::info!(pod = %uid, "pod stopped and removed");
+            }
+            Ok(())
+        }
+        Some(Err(e)) => Err(format!("removing the pod: {e}")),
+        None => Err("removing the pod: the task failed".into()),
     }
 }
 

@@ -68,8 +68,9 @@ fn mount_tmpfs(dir: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("mounting a tmpfs on {}: {e}", dir.display()))
 }
 
-/// Unmount whatever is mounted below `dir` and remove it (a pod's whole directory).
-pub fn remove_pod_dir(dir: &Path) {
+/// Unmount whatever is mounted below `dir` and remove it (a pod's whole directory); Err says
+/// what could not be removed.
+pub fn remove_pod_dir(dir: &Path) -> Result<(), String> {
     let prefix = format!("{}/", dir.display());
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -83,10 +84,9 @@ pub fn remove_pod_dir(dir: &Path) {
             tracing::warn!(mount = %m, error = %e, "unmounting a pod volume");
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "removing a pod directory");
-        }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("removing {}: {e}", dir.display())),
+        _ => Ok(()),
     }
 }
 
