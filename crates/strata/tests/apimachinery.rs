@@ -128,6 +128,16 @@ fn namespace_finalize_and_status_subresources() {
     assert_eq!(out["status"]["phase"], "Active", "{out}");
     let (code, out) = s.curl("PATCH", &format!("{path}/finalize"), Auth::Admin, Some("application/merge-patch+json"), Some(b"{}"));
     assert_eq!(code, 405, "{out}");
+    // Nor any other verb: upstream registers PUT alone on the route, and go-restful's 405
+    // reaches the client as a MethodNotAllowed Status.
+    for method in ["GET", "DELETE", "POST"] {
+        let body = (method == "POST").then_some(&b"{}"[..]);
+        let (code, out) = s.curl(method, &format!("{path}/finalize"), Auth::Admin, body.map(|_| "application/json"), body);
+        let st: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        assert_eq!((code, st["reason"].as_str()), (405, Some("MethodNotAllowed")), "{method}: {out}");
+        assert_eq!(st["message"], "the server does not allow this method on the requested resource", "{method}: {out}");
+    }
+    assert_eq!(s.get_json(&path)["metadata"]["name"], ns, "the namespace is still there");
 
     // Discovery lists it with the one verb.
     let list = s.get_json("/api/v1");

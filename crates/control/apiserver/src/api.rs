@@ -313,6 +313,11 @@ impl Api {
             if !info.resource.subresources.contains(&sub.as_str()) {
                 return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
             }
+            if sub == "finalize" && verb != "update" {
+                // Upstream's finalize REST storage implements update only: its route has PUT
+                // alone, and go-restful answers other methods with 405.
+                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+            }
         }
         let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
         let options = match verb {
@@ -741,6 +746,10 @@ impl Api {
         let mut list_rev: Option<u64> = None;
         let mut items = Vec::new();
         let mut next: Option<String> = None;
+        // Objects after the last page item, reported only when every stored object is listed
+        // (with a selector the store's count would include objects that do not match: upstream
+        // reports nothing then either).
+        let mut remaining: Option<u64> = None;
         loop {
             // Read the store in bounded pages even for unlimited lists (etcd caps message sizes).
             let want = if limit == 0 { STORE_PAGE } else { (limit - items.len()).clamp(1, STORE_PAGE) };
@@ -753,6 +762,7 @@ impl Api {
                 list_rev = Some(opts.snapshot(page.revision)?);
             }
             let last_key = page.items.last().map(|kv| kv.key.clone());
+            let page_remaining = page.remaining;
             for kv in page.items {
                 let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
                 // Selectors match the stored form, as the watch cache's do (a converted kind's field
@@ -768,6 +778,9 @@ impl Api {
             start_after = last_key;
             if limit > 0 && items.len() >= limit {
                 next = start_after.clone();
+                if labels.is_empty() && fields.is_empty() {
+                    remaining = Some(page_remaining);
+                }
                 break;
             }
         }
@@ -775,6 +788,9 @@ impl Api {
         let mut meta = json!({ "resourceVersion": rev.to_string() });
         if let Some(k) = &next {
             meta["continue"] = json!(rv::encode_continue(&prefix, k, rev));
+            if let Some(n) = remaining {
+                meta["remainingItemCount"] = json!(n);
+            }
         }
         if table::wants_table(accept) {
             return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
@@ -990,10 +1006,6 @@ impl Api {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
-        if info.subresource.as_deref() == Some("finalize") {
-            // Upstream's finalize REST storage implements update only.
-            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
-        }
         let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         if ct == "application/apply-patch+yaml" {
             return self.apply(user, info, q, body, dry_run, manager).await;
@@ -1492,7 +1504,26 @@ impl Api {
         Err(ApiError::conflict(r, &name))
     }
 
+    /// A delete, tried again from a fresh read when a concurrent write changed the object
+    /// between the read and the write (upstream's `GuaranteedUpdate` and etcd3 conditional
+    /// delete do the same): only the request's own preconditions make it a 409. A CRD's
+    /// controller writing its status, or a collector its finalizers, no longer fails a plain
+    /// delete.
     pub(crate) async fn delete(&self, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Response, ApiError> {
+        const ATTEMPTS: usize = 16;
+        for _ in 1..ATTEMPTS {
+            if let Some(done) = self.delete_attempt(info, opts, dry_run).await? {
+                return Ok(done);
+            }
+        }
+        match self.delete_attempt(info, opts, dry_run).await? {
+            Some(done) => Ok(done),
+            None => Err(ApiError::conflict(info.resource, info.name.as_deref().unwrap_or(""))),
+        }
+    }
+
+    /// One read and one conditional write of [`Api::delete`]; `None` when the write lost a race.
+    async fn delete_attempt(&self, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Option<Response>, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         let (mut obj, rev) = self.load(info).await?;
@@ -1508,7 +1539,7 @@ impl Api {
         }
         let key = r.key(info.namespace.as_deref(), &name);
         if let Some(grace) = graceful_pod_delete(r, &obj, opts) {
-            return self.delete_gracefully(r, &key, obj, rev, grace, dry_run).await;
+            return self.delete_gracefully(&key, obj, rev, grace, dry_run).await;
         }
         let is_ns = r.builtin() == "Namespace";
         if r.builtin() == "CustomResourceDefinition" && obj["metadata"]["deletionTimestamp"].is_null() {
@@ -1529,23 +1560,23 @@ impl Api {
                     obj["status"]["phase"] = json!("Terminating");
                 }
                 if dry_run {
-                    return Ok(json_response(StatusCode::OK, &obj));
+                    return Ok(Some(json_response(StatusCode::OK, &obj)));
                 }
                 let new_rev = match self.store.update(&key, object::storable(&obj)?, rev).await {
                     Ok(n) => n,
-                    Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
+                    Err(strata_store::Error::Conflict { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
                 if is_ns {
                     let store = self.store.clone();
                     tokio::spawn(async move { finalize_namespace(store, name).await });
                 }
-                return Ok(json_response(StatusCode::OK, &with_rv(obj, new_rev)));
+                return Ok(Some(json_response(StatusCode::OK, &with_rv(obj, new_rev))));
             }
-            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+            return Ok(Some(json_response(StatusCode::OK, &with_rv(obj, rev))));
         }
         if dry_run {
-            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+            return Ok(Some(json_response(StatusCode::OK, &with_rv(obj, rev))));
         }
         match self.store.delete(&key, rev).await {
             Ok(_) => {
@@ -1554,9 +1585,9 @@ impl Api {
                 if !r.group.is_empty() {
                     d["group"] = json!(r.group);
                 }
-                Ok(json_response(StatusCode::OK, &status::success(Some(d))))
+                Ok(Some(json_response(StatusCode::OK, &status::success(Some(d)))))
             }
-            Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Err(strata_store::Error::Conflict { .. }) => Ok(None),
             Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
             Err(e) => Err(e.into()),
         }
@@ -1565,21 +1596,21 @@ impl Api {
     /// Mark a pod deleted with `grace` seconds to go (kube-apiserver's graceful deletion): its
     /// node's agent stops it and then deletes it with grace 0. A grace period only ever
     /// shortens: a later delete with a longer one changes nothing.
-    async fn delete_gracefully(&self, r: &'static Resource, key: &str, mut obj: Value, rev: u64, grace: i64, dry_run: bool) -> Result<Response, ApiError> {
-        let name = name_of(&obj).to_string();
+    /// `None` when the write lost a race (see [`Api::delete`]).
+    async fn delete_gracefully(&self, key: &str, mut obj: Value, rev: u64, grace: i64, dry_run: bool) -> Result<Option<Response>, ApiError> {
         let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
         if obj["metadata"]["deletionTimestamp"].is_string() && current.is_some_and(|c| c <= grace) {
-            return Ok(json_response(StatusCode::OK, &with_rv(obj, rev)));
+            return Ok(Some(json_response(StatusCode::OK, &with_rv(obj, rev))));
         }
         let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
         obj["metadata"]["deletionTimestamp"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         if dry_run {
-            return Ok(json_response(StatusCode::OK, &obj));
+            return Ok(Some(json_response(StatusCode::OK, &obj)));
         }
         match self.store.update(key, object::storable(&obj)?, rev).await {
-            Ok(new_rev) => Ok(json_response(StatusCode::OK, &with_rv(obj, new_rev))),
-            Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
+            Ok(new_rev) => Ok(Some(json_response(StatusCode::OK, &with_rv(obj, new_rev)))),
+            Err(strata_store::Error::Conflict { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -1904,5 +1935,134 @@ mod tests {
         assert!(parse_path("/api/v1/nothings").is_err());
         assert!(parse_path("/version").expect("ok").is_none());
         assert_eq!(parse_query(Some("labelSelector=app%3Dweb&watch=1"))["labelSelector"], "app=web");
+    }
+
+    use strata_store::{Compare, KeyValue, ListResult, Op, WatchStream};
+
+    /// A real store in which another writer rewrites `key` just before each of this server's
+    /// next `races` conditional writes of it: the window between a delete's read and its write,
+    /// made certain.
+    struct Racing {
+        inner: Arc<dyn Store>,
+        key: String,
+        races: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Racing {
+        async fn interfere(&self, key: &str) {
+            use std::sync::atomic::Ordering;
+            if key == self.key && self.races.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                let kv = self.inner.get(key).await.expect("get").expect("the raced object");
+                let mut v: Value = serde_json::from_slice(&kv.value).expect("json");
+                let n = v["metadata"]["labels"]["writes"].as_str().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) + 1;
+                v["metadata"]["labels"]["writes"] = json!(n.to_string());
+                self.inner.update(key, serde_json::to_vec(&v).expect("json"), kv.mod_revision).await.expect("the other writer");
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Racing {
+        async fn get(&self, key: &str) -> strata_store::Result<Option<KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> strata_store::Result<ListResult> {
+            self.inner.list(prefix, start_after, limit).await
+        }
+        async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> strata_store::Result<ListResult> {
+            self.inner.list_at(prefix, revision, start_after, limit).await
+        }
+        async fn count(&self, prefix: &str) -> strata_store::Result<u64> {
+            self.inner.count(prefix).await
+        }
+        async fn create(&self, key: &str, value: Vec<u8>) -> strata_store::Result<u64> {
+            self.inner.create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Vec<u8>, expected: u64) -> strata_store::Result<u64> {
+            self.interfere(key).await;
+            self.inner.update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: u64) -> strata_store::Result<KeyValue> {
+            self.interfere(key).await;
+            self.inner.delete(key, expected).await
+        }
+        async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> strata_store::Result<u64> {
+            self.inner.txn(compares, ops).await
+        }
+        async fn watch(&self, prefix: &str, after: u64) -> strata_store::Result<WatchStream> {
+            self.inner.watch(prefix, after).await
+        }
+        async fn revision(&self) -> strata_store::Result<u64> {
+            self.inner.revision().await
+        }
+        async fn compact(&self, revision: u64) -> strata_store::Result<()> {
+            self.inner.compact(revision).await
+        }
+        async fn stale(&self, key: &str) -> strata_store::Result<bool> {
+            self.inner.stale(key).await
+        }
+    }
+
+    fn api_over(store: Arc<dyn Store>) -> Api {
+        Api {
+            cache: crate::watchcache::WatchCache::start(store.clone(), crate::watchcache::Config::default()),
+            store,
+            authz: Authorizer::default(),
+            authn: crate::auth::Authenticator { tokens: Default::default(), signer: None, bootstrap: None },
+            long_running: Arc::new(tokio::sync::Semaphore::new(1)),
+            kubelet: None,
+            default_tolerations: Default::default(),
+            service_account_admission: false,
+        }
+    }
+
+    /// A delete without preconditions whose object another writer changes between the delete's
+    /// read and its write goes through, as upstream's (the CRD controller's status write made
+    /// conformance's CRD deletes fail with 409); a stale precondition is still a 409.
+    #[tokio::test]
+    async fn deletes_are_retried_when_a_concurrent_write_wins_the_race() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner: Arc<dyn Store> = Arc::new(strata_store::embedded::Embedded::open(&dir.path().join("s.redb")).expect("store"));
+        let cms = crate::resources::find("", "v1", "configmaps").expect("configmaps");
+        let info = |name: &str| RequestInfo { resource: cms, namespace: Some("default".into()), name: Some(name.into()), subresource: None };
+        let racing = |key: &str, races: usize| Arc::new(Racing { inner: inner.clone(), key: key.into(), races: races.into() });
+        let put = |name: &str, finalizers: Value| {
+            let key = cms.key(Some("default"), name);
+            let obj = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": name, "namespace": "default", "uid": name, "finalizers": finalizers } });
+            let inner = inner.clone();
+            async move { inner.create(&key, serde_json::to_vec(&obj).expect("json")).await.expect("create") }
+        };
+
+        // Plain delete: the write that follows the race removes the object.
+        put("plain", json!([])).await;
+        let api = api_over(racing(&cms.key(Some("default"), "plain"), 2));
+        let resp = api.delete(&info("plain"), &json!({}), false).await.expect("the delete goes through");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(inner.get(&cms.key(Some("default"), "plain")).await.expect("get").is_none(), "deleted");
+
+        // With a finalizer the delete is an update (deletionTimestamp) and keeps the other write.
+        put("held", json!(["example.com/hold"])).await;
+        let api = api_over(racing(&cms.key(Some("default"), "held"), 3));
+        let resp = api.delete(&info("held"), &json!({}), false).await.expect("the delete goes through");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let kv = inner.get(&cms.key(Some("default"), "held")).await.expect("get").expect("held by its finalizer");
+        let v: Value = serde_json::from_slice(&kv.value).expect("json");
+        assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+        assert_eq!(v["metadata"]["labels"]["writes"], "3", "the other writer's changes are kept: {v}");
+
+        // A precondition the object no longer meets is the client's conflict: no retry.
+        put("pre", json!([])).await;
+        let rev = inner.get(&cms.key(Some("default"), "pre")).await.expect("get").expect("kv").mod_revision;
+        let api = api_over(racing(&cms.key(Some("default"), "pre"), 1));
+        let opts = json!({ "preconditions": { "resourceVersion": rev.to_string() } });
+        let e = api.delete(&info("pre"), &opts, false).await.expect_err("the object changed after the client read it");
+        assert_eq!((e.code, e.reason), (409, "Conflict"));
+        assert!(inner.get(&cms.key(Some("default"), "pre")).await.expect("get").is_some(), "not deleted");
+
+        // A writer that always wins makes a bounded number of attempts, then a 409.
+        put("busy", json!([])).await;
+        let api = api_over(racing(&cms.key(Some("default"), "busy"), usize::MAX));
+        let e = api.delete(&info("busy"), &json!({}), false).await.expect_err("never wins");
+        assert_eq!(e.code, 409);
     }
 }

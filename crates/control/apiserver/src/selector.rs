@@ -105,6 +105,12 @@ impl LabelSelector {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
+impl FieldSelector {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Fields every kind supports, plus per-kind ones.
 fn supported(kind: &str, field: &str) -> bool {
     matches!(field, "metadata.name" | "metadata.namespace")

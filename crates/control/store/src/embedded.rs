@@ -511,6 +511,7 @@ fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>
     let mut changed = changed.into_iter().peekable();
     let mut items = Vec::new();
     let mut more = false;
+    let mut remaining = 0;
     loop {
         let from_log = match (&head, changed.peek()) {
             (None, None) => break,
@@ -535,12 +536,14 @@ fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>
             kv
         };
         if limit > 0 && items.len() == limit {
+            // Past the page: only counted.
             more = true;
-            break;
+            remaining += 1;
+            continue;
         }
         items.push(item);
     }
-    Ok(ListResult { items, revision, more })
+    Ok(ListResult { items, revision, more, remaining })
 }
 
 #[async_trait::async_trait]
@@ -563,6 +566,7 @@ impl Store for Embedded {
             let revision = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
             let mut items = Vec::new();
             let mut more = false;
+            let mut remaining = 0;
             for entry in prefix_range(&kv, &prefix, start_after.as_deref())? {
                 let (k, v) = entry.map_err(backend)?;
                 let key = k.value();
@@ -574,12 +578,14 @@ impl Store for Embedded {
                     break;
                 }
                 if limit > 0 && items.len() == limit {
+                    // Past the page: only counted (keys, no values decoded).
                     more = true;
-                    break;
+                    remaining += 1;
+                    continue;
                 }
                 items.push(decode_kv(key, v.value())?);
             }
-            Ok(ListResult { items, revision, more })
+            Ok(ListResult { items, revision, more, remaining })
         })
         .await
         .map_err(backend)?

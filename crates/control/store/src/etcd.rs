@@ -295,6 +295,14 @@ async fn next_event(mut st: WatchState) -> Option<(Result<Event>, WatchState)> {
     }
 }
 
+/// Keys of a range response's range beyond its page (etcd's `count` covers the whole range).
+fn remaining(resp: &etcd_client::GetResponse) -> u64 {
+    if !resp.more() {
+        return 0;
+    }
+    u64::try_from(resp.count()).unwrap_or(0).saturating_sub(resp.kvs().len() as u64)
+}
+
 #[async_trait::async_trait]
 impl Store for Etcd {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -309,6 +317,7 @@ impl Store for Etcd {
             items: resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<_>>()?,
             revision: header_revision(resp.header())?,
             more: resp.more(),
+            remaining: remaining(&resp),
         })
     }
 
@@ -323,6 +332,7 @@ impl Store for Etcd {
                 items: resp.kvs().iter().map(|kv| self.kv(kv)).collect::<Result<_>>()?,
                 revision,
                 more: resp.more(),
+                remaining: remaining(&resp),
             }),
             Err(e) if is_compacted(&e) => {
                 let compacted = self.compacted_revision(rev_i64(revision)).await.unwrap_or(0);

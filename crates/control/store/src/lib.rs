@@ -38,6 +38,10 @@ pub struct ListResult {
     pub revision: u64,
     /// More keys follow the last item.
     pub more: bool,
+    /// How many keys under the prefix follow the last item (in the page's state): etcd's
+    /// range `count` less the page (what Kubernetes reports as `remainingItemCount`); 0 when
+    /// not [`ListResult::more`].
+    pub remaining: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,8 +149,8 @@ pub trait Store: Send + Sync + 'static {
 
 /// Compact `store` as kube-apiserver compacts etcd: at every `interval`, forget the history
 /// before the revision seen at the previous tick, so watches and paginated lists always have at
-/// least one interval of history. Runs until the task is dropped. (The embedded store compacts
-/// itself on write and needs none of this.)
+/// least one interval of history. Runs until the task is dropped. (The embedded store also
+/// bounds its history by size on write; this adds kube-apiserver's time bound.)
 pub async fn compact_periodically(store: std::sync::Arc<dyn Store>, interval: std::time::Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -287,6 +287,7 @@ mod checks {
                 break;
             }
             assert_eq!(page.items.len(), 128, "a page that is not the last one is full");
+            assert_eq!(page.remaining as usize, 2000 - got.len(), "remaining counts the keys after the page");
             after = page.items.last().map(|kv| kv.key.clone());
         }
         assert_eq!(pages, 2000usize.div_ceil(128));
@@ -295,9 +296,11 @@ mod checks {
         let exact = s.list("/page/", None, 2000).await.unwrap();
         assert_eq!((exact.items.len(), exact.more), (2000, false), "limit == count: no more");
         let short = s.list("/page/", None, 1999).await.unwrap();
-        assert_eq!((short.items.len(), short.more), (1999, true));
+        assert_eq!((short.items.len(), short.more, short.remaining), (1999, true, 1));
         let last = s.list("/page/", Some(&want[1998]), 1).await.unwrap();
-        assert_eq!((keys(&last.items), last.more), (vec![want[1999].as_str()], false));
+        assert_eq!((keys(&last.items), last.more, last.remaining), (vec![want[1999].as_str()], false, 0));
+        let middle = s.list("/page/", Some(&want[999]), 10).await.unwrap();
+        assert_eq!((middle.items.len(), middle.remaining), (10, 990), "counted from start_after, decoys outside");
         let everything = s.list("/page/", None, 0).await.unwrap();
         assert_eq!((everything.items.len(), everything.more), (2000, false));
         assert_eq!(s.count("/page/").await.unwrap(), 2000);
@@ -626,7 +629,12 @@ mod checks {
         let all = s.list_at("/p/", r, None, 60).await.unwrap();
         assert_eq!((all.items.len(), all.more), (60, false), "limit == count: no more");
         let short = s.list_at("/p/", r, None, 59).await.unwrap();
-        assert_eq!((short.items.len(), short.more), (59, true));
+        assert_eq!((short.items.len(), short.more, short.remaining), (59, true, 1));
+        // remaining counts the keys of the state at R (not those created or deleted since).
+        let first = s.list_at("/p/", r, None, 7).await.unwrap();
+        assert_eq!((first.items.len(), first.remaining), (7, 53));
+        let mid = s.list_at("/p/", r, Some(&at_r[19].key), 10).await.unwrap();
+        assert_eq!((mid.items.as_slice(), mid.remaining), (&at_r[20..30], 30));
         let last = s.list_at("/p/", r, Some(&at_r[58].key), 1).await.unwrap();
         assert_eq!((last.items.as_slice(), last.more), (&at_r[59..], false));
         // start_after: a key deleted since R, a key created since R, before and past the prefix.

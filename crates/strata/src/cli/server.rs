@@ -70,9 +70,10 @@ pub struct ServerArgs {
     /// Extra names or addresses for the serving certificate.
     #[arg(long = "tls-san")]
     pub tls_san: Vec<String>,
-    /// With etcd: compact its history every this many seconds, keeping at least one interval
-    /// of it (as kube-apiserver does every 5 minutes); 0 leaves compaction to etcd's own
-    /// settings. The embedded store compacts itself.
+    /// Compact the store's history every this many seconds, keeping at least one interval of
+    /// it, as kube-apiserver compacts etcd every 5 minutes (watches and continue tokens older
+    /// than that expire with 410). 0: only etcd's own settings, or the embedded store's bound
+    /// on its history size.
     #[arg(long, default_value = "300")]
     pub etcd_compaction_interval: u64,
     /// Encrypt resources at rest as this kube-apiserver `EncryptionConfiguration` says
@@ -189,7 +190,12 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match a.store.as_str() {
         "embedded" => {
             let path = a.data_dir.join("store.redb");
-            Arc::new(strata_store::embedded::Embedded::open(&path).with_context(|| format!("opening the store {}", path.display()))?)
+            let embedded: Arc<dyn Store> =
+                Arc::new(strata_store::embedded::Embedded::open(&path).with_context(|| format!("opening the store {}", path.display()))?);
+            if a.etcd_compaction_interval > 0 {
+                tokio::spawn(strata_store::compact_periodically(embedded.clone(), std::time::Duration::from_secs(a.etcd_compaction_interval)));
+            }
+            embedded
         }
         other if other.starts_with("etcd://") => {
             let endpoints: Vec<String> = other["etcd://".len()..]
