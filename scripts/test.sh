@@ -39,6 +39,8 @@ python3 scripts/gen-bootstrap-policy.py --check
 python3 scripts/gen-k8s-schema.py --check
 # So is the protobuf message table of the kinds added from issue 12 part 3 on.
 python3 scripts/gen-k8s-messages.py --check
+# And the agent's sysctl allowlist and namespaces, from kubelet's.
+python3 scripts/gen-k8s-sysctls.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked

@@ -182,7 +182,8 @@ pub struct HostPortMapping {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PodSandboxConfig {
     pub metadata: PodSandboxMetadata,
-    /// The pod's hostname (in its own UTS namespace); default: the pod's name, cut to 63.
+    /// The pod's hostname (in its own UTS namespace; at most 64 characters, a FQDN may have
+    /// dots); default: the pod's name, cut to 63. Ignored on the node's network (the node's).
     #[serde(default)]
     pub hostname: Option<String>,
     /// Directory of the containers' log files ([`ContainerConfig::log_path`] is relative to it);
@@ -196,6 +197,15 @@ pub struct PodSandboxConfig {
     /// Extra `/etc/hosts` entries (Kubernetes `hostAliases`): an address and its names.
     #[serde(default)]
     pub host_aliases: Vec<(IpAddr, Vec<String>)>,
+    /// The names on the pod's own line of `/etc/hosts` (after its IP); default: its hostname.
+    /// Kubernetes puts a pod's FQDN (`<hostname>.<subdomain>.<namespace>.svc.<domain>`) first.
+    /// A pod on the node's network has the node's `/etc/hosts` (then `host_aliases`) instead.
+    #[serde(default)]
+    pub hosts_names: Vec<String>,
+    /// Namespaced sysctls set in the pod's namespaces (`securityContext.sysctls`): name (dotted,
+    /// `net.ipv4.ip_local_port_range`) to value. The caller decides which are allowed.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
     #[serde(default)]
     pub port_mappings: Vec<HostPortMapping>,
     #[serde(default)]

@@ -25,6 +25,11 @@ fn cluster(extra: &[&str]) -> Cluster {
 
 /// A cluster whose server also runs the controllers (ServiceAccounts, the root-CA publisher).
 fn cluster_opts(extra: &[&str], controllers: bool) -> Cluster {
+    cluster_env(extra, controllers, Vec::new())
+}
+
+/// A cluster whose server has `more_env` in its environment too.
+fn cluster_env(extra: &[&str], controllers: bool, more_env: Vec<(String, String)>) -> Cluster {
     let registry = Registry::start();
     registry.push(&busybox_image(), "busybox", "latest");
     let image = format!("{}/busybox:latest", registry.addr);
@@ -32,7 +37,8 @@ fn cluster_opts(extra: &[&str], controllers: bool) -> Cluster {
     extra.extend(["--node-name".to_string(), "node-a".to_string()]);
     // The VM acceleration probe is tests/nodes.rs' business; here it would only cost time. The
     // shared test disk may be fuller than the default unpack reserve (5%) allows.
-    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let mut env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    env.extend(more_env);
     let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers, extra, env, ..Options::default() });
     Cluster { server, _registry: registry, image }
 }
@@ -43,19 +49,27 @@ impl Cluster {
     }
 
     fn pod(&self, name: &str) -> Value {
-        let out = self.server.kubectl(&["get", "pod", name, "-o", "json"]);
+        self.pod_in("default", name)
+    }
+
+    fn pod_in(&self, namespace: &str, name: &str) -> Value {
+        let out = self.server.kubectl(&["get", "pod", "-n", namespace, name, "-o", "json"]);
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
     /// Wait until `f(pod)` holds; panics with the pod and the server log otherwise.
     fn wait_pod(&self, name: &str, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        self.wait_pod_in("default", name, what, timeout, f)
+    }
+
+    fn wait_pod_in(&self, namespace: &str, name: &str, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         let ok = eventually(timeout, || {
-            last = self.pod(name);
+            last = self.pod_in(namespace, name);
             f(&last)
         });
         if !ok {
-            let events = self.server.kubectl(&["get", "events", "-o", "wide"]);
+            let events = self.server.kubectl(&["get", "events", "-A", "-o", "wide"]);
             panic!("pod {name}: {what} not reached: {last:#}\nevents: {}\nlog: {}", String::from_utf8_lossy(&events.stdout), self.server.log());
         }
         last
@@ -1160,4 +1174,515 @@ fn a_deletecollection_of_many_pods_leaves_nothing_behind() {
     }
     let odd: Vec<(&String, &Vec<i64>)> = deletes.iter().filter(|(_, codes)| codes.as_slice() != [200]).collect();
     assert!(deletes.len() == PODS && odd.is_empty(), "the node's final deletes of {} pods: not one 200 each for {}, e.g. {:?}", deletes.len(), odd.len(), odd.iter().take(10).collect::<Vec<_>>());
+}
+
+/// What `sh -c cmd` prints in container `ctr` of pod `pod`.
+fn exec_in(c: &Cluster, pod: &str, ctr: &str, cmd: &str) -> String {
+    c.server.ok(&["exec", pod, "-c", ctr, "--", "sh", "-c", cmd])
+}
+
+/// The namespace of kind `kind` (`net`, `pid`, ...) this test process is in (the node's).
+fn host_ns(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}")).expect("ns link").to_string_lossy().into_owned()
+}
+
+/// The (nameservers, searches) of the node's `/etc/resolv.conf`, as kubelet reads them.
+fn node_resolv_conf() -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (mut servers, mut searches) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.first() {
+            Some(&"nameserver") if f.len() > 1 => servers.push(f[1].to_string()),
+            Some(&"search") => searches = f[1..].iter().filter(|s| **s != ".").map(|s| s.trim_end_matches('.').to_string()).collect(),
+            _ => {}
+        }
+    }
+    (servers, searches)
+}
+
+/// The values of the lines of a resolv.conf that start with `key` (`nameserver`: one per line;
+/// `search`, `options`: the words of the line).
+fn resolv_values(resolv: &str, key: &str) -> Vec<String> {
+    resolv.lines().filter_map(|l| l.strip_prefix(key).filter(|r| r.starts_with([' ', '\t']))).flat_map(|r| r.split_whitespace().map(str::to_string)).collect()
+}
+
+fn event_message(c: &Cluster, pod: &str, reason: &str) -> Option<String> {
+    c.events_for(pod).into_iter().find(|(r, _)| r == reason).map(|(_, m)| m)
+}
+
+#[test]
+fn host_namespaces_and_a_shared_process_namespace() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hostnet
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  hostAliases: [{{ip: 192.0.2.10, hostnames: [alias-one, alias-two]}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hostpid
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  hostPID: true
+  hostIPC: true
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shared
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  shareProcessNamespace: true
+  containers:
+  - name: a
+    image: {img}
+    command: [sleep, "3600"]
+  - name: b
+    image: {img}
+    command: [sleep, "3601"]
+"#,
+        img = c.image
+    ));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+    let p = c.wait_pod("hostnet", "Running", Duration::from_secs(120), running);
+    // On the node's network: the pod's IP is the node's, its namespaces and hostname the node's.
+    let node: Value = serde_json::from_str(&c.server.ok(&["get", "node", "node-a", "-o", "json"])).expect("node json");
+    let internal = node["status"]["addresses"].as_array().and_then(|a| a.iter().find(|a| a["type"] == "InternalIP")).and_then(|a| a["address"].as_str()).expect("InternalIP").to_string();
+    assert_eq!(p["status"]["hostIP"], internal.as_str(), "{p}");
+    assert_eq!(p["status"]["podIP"], internal.as_str(), "{p}");
+    assert_eq!(p["status"]["podIPs"], serde_json::json!([{"ip": internal}]), "{p}");
+    assert_eq!(exec_in(&c, "hostnet", "c", "readlink /proc/self/ns/net").trim(), host_ns("net"));
+    assert_eq!(exec_in(&c, "hostnet", "c", "readlink /proc/self/ns/uts").trim(), host_ns("uts"));
+    let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string();
+    assert_eq!(exec_in(&c, "hostnet", "c", "hostname").trim(), node_hostname);
+    // Its /etc/hosts is the node's with the aliases (kubelet's host-network hosts file).
+    let hosts = exec_in(&c, "hostnet", "c", "cat /etc/hosts");
+    let node_hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    assert_eq!(hosts, format!("# Kubernetes-managed hosts file (host network).\n{node_hosts}\n# Entries added by HostAliases.\n192.0.2.10\talias-one\talias-two\n"));
+    // ClusterFirstWithHostNet without a cluster DNS address: the node's resolv.conf, and kubelet's event.
+    let resolv = exec_in(&c, "hostnet", "c", "cat /etc/resolv.conf");
+    let (servers, searches) = node_resolv_conf();
+    assert_eq!(resolv_values(&resolv, "nameserver"), servers, "{resolv}");
+    assert_eq!(resolv_values(&resolv, "search"), searches, "{resolv}");
+    let uid = p["metadata"]["uid"].as_str().expect("uid");
+    assert_eq!(
+        event_message(&c, "hostnet", "MissingClusterDNS").as_deref(),
+        Some(format!("pod: \"hostnet_default({uid})\". kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.").as_str()),
+        "{:?}",
+        c.events_for("hostnet")
+    );
+
+    // hostPID and hostIPC: the node's PID and IPC namespaces, its own network.
+    let p = c.wait_pod("hostpid", "Running", Duration::from_secs(120), running);
+    assert_ne!(p["status"]["podIP"], internal.as_str(), "{p}");
+    assert_eq!(exec_in(&c, "hostpid", "c", "readlink /proc/self/ns/pid").trim(), host_ns("pid"));
+    assert_eq!(exec_in(&c, "hostpid", "c", "readlink /proc/self/ns/ipc").trim(), host_ns("ipc"));
+    assert_ne!(exec_in(&c, "hostpid", "c", "readlink /proc/self/ns/net").trim(), host_ns("net"));
+    // This test's own process is visible from the pod.
+    let me = std::process::id();
+    assert!(exec_in(&c, "hostpid", "c", "ls /proc").split_whitespace().any(|e| e == me.to_string()), "pid {me} not seen from a hostPID pod");
+
+    // shareProcessNamespace: each container sees the other's processes; not the node's.
+    c.wait_pod("shared", "Running", Duration::from_secs(120), running);
+    let ps = exec_in(&c, "shared", "a", "ps -o args");
+    assert!(ps.contains("sleep 3601") && ps.contains("sleep 3600"), "container a's ps: {ps}");
+    let ps = exec_in(&c, "shared", "b", "ps -o args");
+    assert!(ps.contains("sleep 3600"), "container b's ps: {ps}");
+    assert_ne!(exec_in(&c, "shared", "a", "readlink /proc/self/ns/pid").trim(), host_ns("pid"));
+    assert_ne!(exec_in(&c, "shared", "a", "readlink /proc/self/ns/ipc").trim(), host_ns("ipc"));
+    assert!(!exec_in(&c, "shared", "a", "ls /proc").split_whitespace().any(|e| e == me.to_string()));
+
+    c.server.ok(&["delete", "pod", "hostnet", "hostpid", "shared", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+
+#[test]
+fn dns_policies_dns_config_host_aliases_and_fqdn_hostnames() {
+    let c = cluster(&["--cluster-dns", "10.96.0.10"]);
+    let searches30: Vec<String> = (1..=30).map(|i| format!("s{i}.example")).collect();
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: cf
+  namespace: team-a
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  dnsConfig:
+    nameservers: [192.0.2.53]
+    searches: [my.search.example]
+    options: [{{name: ndots, value: "2"}}, {{name: edns0}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: dflt
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  dnsPolicy: Default
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: none
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  dnsPolicy: None
+  dnsConfig:
+    nameservers: [192.0.2.1]
+    searches: [a.example]
+    options: [{{name: ndots, value: "1"}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: over
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  dnsConfig:
+    nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3]
+    searches: [{searches}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: fqdn
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  hostname: web-0
+  subdomain: sub
+  setHostnameAsFQDN: true
+  hostAliases:
+  - {{ip: 192.0.2.10, hostnames: [alias-one, alias-two]}}
+  - {{ip: 192.0.2.11, hostnames: [alias-three]}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: short
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  hostname: web-1
+  subdomain: sub
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+"#,
+        img = c.image,
+        searches = searches30.join(", ")
+    ));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+    let (node_servers, node_searches) = node_resolv_conf();
+
+    // ClusterFirst with a cluster DNS address: it, the cluster searches (then the node's), ndots:5
+    // replaced by the pod's options, the pod's dnsConfig appended.
+    let p = c.wait_pod_in("team-a", "cf", "Running", Duration::from_secs(120), running);
+    let resolv = c.server.ok(&["exec", "-n", "team-a", "cf", "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv_values(&resolv, "nameserver"), ["10.96.0.10", "192.0.2.53"], "{resolv}");
+    let mut want: Vec<String> = ["team-a.svc.cluster.local", "svc.cluster.local", "cluster.local"].iter().map(|s| s.to_string()).collect();
+    want.extend(node_searches.iter().filter(|s| !want.contains(s)).cloned().collect::<Vec<_>>());
+    want.push("my.search.example".into());
+    assert_eq!(resolv_values(&resolv, "search"), want, "{resolv}");
+    let mut options = resolv_values(&resolv, "options");
+    options.sort();
+    assert_eq!(options, ["edns0", "ndots:2"], "{resolv}");
+    assert!(p["status"]["podIP"].is_string());
+
+    // Default: the node's resolv.conf.
+    c.wait_pod("dflt", "Running", Duration::from_secs(120), running);
+    let resolv = exec_in(&c, "dflt", "c", "cat /etc/resolv.conf");
+    assert_eq!(resolv_values(&resolv, "nameserver"), node_servers, "{resolv}");
+    assert_eq!(resolv_values(&resolv, "search"), node_searches, "{resolv}");
+
+    // None: only the pod's dnsConfig.
+    c.wait_pod("none", "Running", Duration::from_secs(120), running);
+    assert_eq!(exec_in(&c, "none", "c", "cat /etc/resolv.conf"), "search a.example\nnameserver 192.0.2.1\noptions ndots:1\n");
+
+    // Over kubelet's limits: 3 nameservers, 32 searches, and an event for each cut.
+    c.wait_pod("over", "Running", Duration::from_secs(120), running);
+    let resolv = exec_in(&c, "over", "c", "cat /etc/resolv.conf");
+    assert_eq!(resolv_values(&resolv, "nameserver"), ["10.96.0.10", "192.0.2.1", "192.0.2.2"], "{resolv}");
+    let search = resolv_values(&resolv, "search");
+    assert_eq!(search.len(), 32, "{resolv}");
+    assert_eq!(resolv_values(&resolv, "options"), ["ndots:5"], "{resolv}");
+    let forming: Vec<String> = c.events_for("over").into_iter().filter(|(r, _)| r == "DNSConfigForming").map(|(_, m)| m).collect();
+    assert!(
+        forming.iter().any(|m| m == "Nameserver limits were exceeded, some nameservers have been omitted, the applied nameserver line is: 10.96.0.10 192.0.2.1 192.0.2.2"),
+        "{forming:?}"
+    );
+    let line = format!("Search Line limits were exceeded, some search paths have been omitted, the applied search line is: {}", search.join(" "));
+    assert!(forming.contains(&line), "{forming:?}");
+
+    // hostname + subdomain: the FQDN first on the pod's line of /etc/hosts; setHostnameAsFQDN
+    // makes it the kernel's hostname; hostAliases after.
+    let p = c.wait_pod("fqdn", "Running", Duration::from_secs(120), running);
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert_eq!(exec_in(&c, "fqdn", "c", "hostname").trim(), "web-0.sub.default.svc.cluster.local");
+    let hosts = exec_in(&c, "fqdn", "c", "cat /etc/hosts");
+    assert!(hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{hosts}");
+    assert!(hosts.contains(&format!("\n{ip}\tweb-0.sub.default.svc.cluster.local\tweb-0\n")), "{hosts}");
+    assert!(hosts.ends_with("\n# Entries added by HostAliases.\n192.0.2.10\talias-one\talias-two\n192.0.2.11\talias-three\n"), "{hosts}");
+    let p = c.wait_pod("short", "Running", Duration::from_secs(120), running);
+    let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
+    assert_eq!(exec_in(&c, "short", "c", "hostname").trim(), "web-1");
+    let hosts = exec_in(&c, "short", "c", "cat /etc/hosts");
+    assert!(hosts.contains(&format!("\n{ip}\tweb-1.sub.default.svc.cluster.local\tweb-1\n")), "{hosts}");
+
+    c.server.ok(&["delete", "pod", "dflt", "none", "over", "fqdn", "short", "--wait=false"]);
+    c.server.ok(&["delete", "pod", "-n", "team-a", "cf", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+
+#[test]
+fn sysctls_fs_group_and_run_as_non_root() {
+    let c = cluster(&[]);
+    let host_port_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("sysctl");
+    let host_rmid = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").expect("sysctl");
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+data:
+  key: value
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sysctl-ok
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls: [{{name: net.ipv4.ip_unprivileged_port_start, value: "1000"}}, {{name: kernel.shm_rmid_forced, value: "1"}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sysctl-unsafe
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext:
+    sysctls: [{{name: kernel.msgmax, value: "65536"}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sysctl-hostnet
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  hostNetwork: true
+  securityContext:
+    sysctls: [{{name: net.ipv4.tcp_syncookies, value: "1"}}]
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: fsgroup
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0600}}}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}, {{name: cfg, mountPath: /cfg}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nonroot
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nonroot-zero
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsNonRoot: true}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+    securityContext: {{runAsUser: 0}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nonroot-ok
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  securityContext: {{runAsNonRoot: true, runAsUser: 1000}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, "3600"]
+"#,
+        img = c.image
+    ));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+
+    // Safe sysctls are set in the pod's namespaces, not the node's.
+    c.wait_pod("sysctl-ok", "Running", Duration::from_secs(120), running);
+    assert_eq!(exec_in(&c, "sysctl-ok", "c", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced"), "1000\n1\n");
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("sysctl"), host_port_start);
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").expect("sysctl"), host_rmid);
+    // Others are refused at admission, as kubelet's: Failed, SysctlForbidden, for good.
+    for (name, why) in [
+        ("sysctl-unsafe", "forbidden sysctl: \"kernel.msgmax\" not allowlisted"),
+        ("sysctl-hostnet", "forbidden sysctl: \"net.ipv4.tcp_syncookies\" not allowed with host Net enabled"),
+    ] {
+        let p = c.wait_pod(name, "Failed", Duration::from_secs(60), |p| phase(p) == "Failed");
+        assert_eq!(p["status"]["reason"], "SysctlForbidden", "{p}");
+        assert_eq!(p["status"]["message"], format!("Pod was rejected: {why}"), "{p}");
+        assert_eq!(event_message(&c, name, "SysctlForbidden").as_deref(), Some(why), "{:?}", c.events_for(name));
+    }
+
+    // fsGroup: volumes owned by the group (setgid directories, group-readable files), and the
+    // group among the process's.
+    c.wait_pod("fsgroup", "Running", Duration::from_secs(120), running);
+    assert_eq!(exec_in(&c, "fsgroup", "c", "id -u; id -g; id -G | tr ' ' '\\n' | grep -x 2000").split_whitespace().collect::<Vec<_>>(), ["1000", "3000", "2000"]);
+    assert_eq!(exec_in(&c, "fsgroup", "c", "stat -c '%g %a' /data").trim(), "2000 2777");
+    assert_eq!(exec_in(&c, "fsgroup", "c", "touch /data/f && stat -c %g /data/f").trim(), "2000");
+    assert_eq!(exec_in(&c, "fsgroup", "c", "stat -L -c '%g %a' /cfg/key && cat /cfg/key").split_whitespace().collect::<Vec<_>>(), ["2000", "640", "value"]);
+
+    // runAsNonRoot: an image that runs as root, or runAsUser 0, is a CreateContainerConfigError
+    // with kubelet's message; a non-root user runs.
+    for (name, msg) in [
+        ("nonroot", "container has runAsNonRoot and image will run as root (pod: \"nonroot_default({uid})\", container: c)"),
+        ("nonroot-zero", "container's runAsUser breaks non-root policy (pod: \"nonroot-zero_default({uid})\", container: c)"),
+    ] {
+        let p = c.wait_pod(name, "CreateContainerConfigError", Duration::from_secs(60), |p| waiting_reason(p, 0) == "CreateContainerConfigError");
+        let want = msg.replace("{uid}", p["metadata"]["uid"].as_str().expect("uid"));
+        assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["message"], want.as_str(), "{p}");
+        assert_eq!(phase(&p), "Pending");
+    }
+    c.wait_pod("nonroot-ok", "Running", Duration::from_secs(120), running);
+    assert_eq!(exec_in(&c, "nonroot-ok", "c", "id -u").trim(), "1000");
+
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+
+/// The path a `scripts/NAME` prints.
+fn script_output(name: &str) -> PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("bash").arg(repo.join("scripts").join(name)).stderr(std::process::Stdio::inherit()).output().expect("run script");
+    assert!(out.status.success(), "scripts/{name} failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn a_vm_isolated_pod_on_host_namespaces_gets_a_failed_sandbox_event() {
+    // The node serves VM-isolated pods; none of these gets as far as booting a VM.
+    let kernel = script_output("guest-kernel.sh");
+    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script_output("guest-agent.sh"));
+    let env = vec![("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()), ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string())];
+    let c = cluster_env(&[], false, env);
+    let pod = |name: &str, field: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  runtimeClassName: strata-vm\n  {field}: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '3600']\n",
+            c.image
+        )
+    };
+    c.apply(&[pod("vm-hostnet", "hostNetwork"), pod("vm-hostpid", "hostPID"), pod("vm-hostipc", "hostIPC")].join("---\n"));
+    for (name, why) in [
+        ("vm-hostnet", "a VM-isolated pod cannot use the node's network"),
+        ("vm-hostpid", "a VM-isolated pod cannot share the node's IPC or PID namespace"),
+        ("vm-hostipc", "a VM-isolated pod cannot share the node's IPC or PID namespace"),
+    ] {
+        let mut got = Vec::new();
+        let ok = eventually(Duration::from_secs(60), || {
+            got = c.events_for(name);
+            got.iter().any(|(r, _)| r == "FailedCreatePodSandBox")
+        });
+        assert!(ok, "{name}: no FailedCreatePodSandBox event: {got:?}");
+        let msg = got.iter().find(|(r, _)| r == "FailedCreatePodSandBox").map(|(_, m)| m.clone()).unwrap_or_default();
+        assert_eq!(msg, format!("Failed to create pod sandbox: {why}"), "{name}");
+        let p = c.pod(name);
+        assert_eq!(phase(&p), "Pending", "{p}");
+    }
+    // Nothing was made for them.
+    let sandboxes: Vec<_> = std::fs::read_dir(c.server.root().join("microvm/sandboxes")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(sandboxes.is_empty(), "{sandboxes:?}");
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
 }

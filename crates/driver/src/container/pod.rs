@@ -102,6 +102,7 @@ impl PodPart {
             cpu_period_us: c.resources.cpu_period_us,
             oom_score_adj: c.resources.oom_score_adj,
             annotations: c.annotations.clone(),
+            sysctls: sb.config.sysctls.clone(),
             ..Default::default()
         };
         for m in &c.mounts {
@@ -242,16 +243,17 @@ fn sandbox_name(m: &crate::pod::PodSandboxMetadata) -> String {
     format!("k8s_POD_{}_{}", m.uid.chars().take(64).collect::<String>(), m.attempt)
 }
 
-/// The pod's hostname: asked for, else the pod's name (a label of at most 63 characters).
+/// The pod's hostname: asked for, else the pod's name (a label of at most 63 characters). The
+/// kernel takes 64 (a pod's FQDN may be that long).
 fn pod_hostname(c: &PodSandboxConfig) -> Result<String, Error> {
     let h = c.hostname.clone().unwrap_or_else(|| c.metadata.name.chars().take(63).collect());
     let h = h.trim_end_matches(['-', '.']).to_string();
     let ok = !h.is_empty()
-        && h.len() <= 63
+        && h.len() <= 64
         && h.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
         && h.starts_with(|ch: char| ch.is_ascii_alphanumeric());
     if !ok {
-        return Err(Error::InvalidArgument(format!("invalid pod hostname {h:?}: at most 63 letters, digits, '-' or '.'")));
+        return Err(Error::InvalidArgument(format!("invalid pod hostname {h:?}: at most 64 letters, digits, '-' or '.'")));
     }
     Ok(h)
 }
@@ -273,14 +275,23 @@ fn resolv_conf(dns: Option<&crate::pod::DnsConfig>) -> String {
     out
 }
 
+/// The pod's `/etc/hosts`, as kubelet writes it: localhost entries and the pod's own line (its
+/// IP and `hosts_names`, else its hostname), or on the node's network the node's file; then
+/// the host aliases.
 fn hosts_file(sb: &SandboxRecord) -> String {
-    let mut hosts = String::from(
-        "# strata-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
-    );
-    match sb.ip {
-        Some(ip) => hosts.push_str(&format!("{ip}\t{}\n", sb.hostname)),
-        None => hosts.push_str(&format!("127.0.1.1\t{}\n", sb.hostname)),
-    }
+    let mut hosts = match sb.config.namespaces.network {
+        NamespaceMode::Node => format!("# Kubernetes-managed hosts file (host network).\n{}", std::fs::read_to_string("/etc/hosts").unwrap_or_default()),
+        _ => {
+            let mut h = String::from(
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+            );
+            let names = if sb.config.hosts_names.is_empty() { sb.hostname.clone() } else { sb.config.hosts_names.join("\t") };
+            if let Some(ip) = sb.ip {
+                h.push_str(&format!("{ip}\t{names}\n"));
+            }
+            h
+        }
+    };
     if !sb.config.host_aliases.is_empty() {
         hosts.push_str("\n# Entries added by HostAliases.\n");
         for (ip, names) in &sb.config.host_aliases {
@@ -288,6 +299,16 @@ fn hosts_file(sb: &SandboxRecord) -> String {
         }
     }
     hosts
+}
+
+/// A dotted sysctl name whose `/proc/sys` path stays there: non-empty words of letters, digits,
+/// `_` and `-`, separated by `.` (a `/` inside a word stands for a `.` in the path, as in
+/// `net.ipv4.conf.eth0/100.forwarding`).
+fn valid_sysctl_name(name: &str) -> bool {
+    name.split('.').all(|seg| {
+        !seg.is_empty()
+            && seg.split('/').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    })
 }
 
 /// Is `filter` a subset of `labels`?
@@ -603,6 +624,9 @@ impl PodRuntime for ContainerDriver {
         }
         if config.metadata.name.is_empty() {
             return Err(Error::InvalidArgument("a pod sandbox needs a name".into()));
+        }
+        if let Some(bad) = config.sysctls.keys().find(|k| !valid_sysctl_name(k)) {
+            return Err(Error::InvalidArgument(format!("invalid sysctl name {bad:?}")));
         }
         let hostname = pod_hostname(config)?;
         let name = sandbox_name(&config.metadata);

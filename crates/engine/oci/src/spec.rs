@@ -148,6 +148,8 @@ pub struct SpecExtra {
     pub cpu_period_us: Option<u64>,
     pub oom_score_adj: Option<i32>,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Sysctls the runtime sets in the container's namespaces (`linux.sysctl`).
+    pub sysctls: std::collections::BTreeMap<String, String>,
 }
 
 /// Errors building a spec.
@@ -264,6 +266,9 @@ pub fn build(input: &SpecInput, rootfs: &Path) -> Result<Spec, SpecError> {
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(&input.cgroups_path));
+    if !x.sysctls.is_empty() {
+        linux = linux.sysctl(x.sysctls.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
+    }
     if input.privileged {
         linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
     } else {

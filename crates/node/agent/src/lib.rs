@@ -59,6 +59,17 @@ pub struct Config {
     /// boot: its launcher pod says so (condition `strata.dev/ConsoleOutput` False, reason
     /// `NoConsoleOutput`, and a Warning event). 120 s.
     pub vm_boot_timeout: Duration,
+    /// The cluster DNS servers of pods with `dnsPolicy: ClusterFirst` (kubelet's
+    /// `--cluster-dns`); none: such pods fall back to `Default`, with an event.
+    pub cluster_dns: Vec<IpAddr>,
+    /// The cluster's DNS domain (kubelet's `--cluster-domain`): the search domains of
+    /// ClusterFirst pods and the FQDN of pods with a `subdomain`. `cluster.local`.
+    pub cluster_domain: String,
+    /// The node's resolver configuration, the base of `Default` pods' (kubelet's `--resolv-conf`).
+    pub resolv_conf: PathBuf,
+    /// Sysctls pods may set beyond kubelet's safe ones (`--allowed-unsafe-sysctls`): names, or
+    /// prefixes ending in `*`, of namespaced sysctls.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 impl Config {
@@ -74,6 +85,10 @@ impl Config {
             status_update_frequency: Duration::from_secs(10),
             status_report_frequency: Duration::from_secs(300),
             vm_boot_timeout: Duration::from_secs(120),
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".to_string(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            allowed_unsafe_sysctls: Vec::new(),
         }
     }
 }
@@ -92,6 +107,9 @@ pub(crate) struct Shared {
     /// The node's InternalIP and every pod's hostIP: `config.node_ip`, else found once at start
     /// (finding it lists every interface on the machine, one veth per pod: never per sync).
     pub node_ip: IpAddr,
+    /// The sysctls pods may set here (kubelet's safe ones this kernel has, and the allowed
+    /// unsafe ones), or why the allowed ones are not acceptable.
+    pub sysctls: Result<pods::sysctls::Allowlist, String>,
 }
 
 /// The node agent. Construct with [`Agent::new`], optionally give it the VM driver (for the
@@ -107,6 +125,7 @@ impl Agent {
         Agent {
             shared: Arc::new(Shared {
                 node_ip: config.node_ip.unwrap_or_else(machine::internal_ip),
+                sysctls: pods::sysctls::Allowlist::new(&machine::info().kernel_version, &config.allowed_unsafe_sysctls),
                 config,
                 client,
                 driver,
@@ -131,6 +150,9 @@ impl Agent {
     /// answers is retried, not an error).
     pub async fn run(self) -> Result<(), Error> {
         let shared = self.shared;
+        if let Err(e) = &shared.sysctls {
+            return Err(Error::Internal(format!("--allowed-unsafe-sysctls: {e}")));
+        }
         let _ = shared.events.set(strata_client::events::Recorder::new(shared.client.clone(), "kubelet"));
         std::fs::create_dir_all(&shared.config.root_dir).map_err(|source| Error::Io { context: format!("creating {}", shared.config.root_dir.display()), source })?;
         // The KVM probe may boot a guest (seconds, once per host boot): register without the

@@ -260,6 +260,9 @@ pub struct AgentArgs {
     /// reports that it did not boot (condition strata.dev/ConsoleOutput, NoConsoleOutput).
     #[arg(long, default_value_t = 120)]
     pub vm_boot_timeout: u64,
+    /// DNS and sysctls of the agent's pods.
+    #[command(flatten)]
+    pub pod_settings: super::node::PodSettingsArgs,
 }
 
 /// A node name: a DNS subdomain (lower case letters, digits, '-' and '.').
@@ -299,6 +302,7 @@ pub fn agent(ctx: &super::Ctx, a: AgentArgs) -> anyhow::Result<()> {
         config.max_pods = a.max_pods;
         config.vm_boot_timeout = std::time::Duration::from_secs(a.vm_boot_timeout);
         config.node_ip = a.node_ip;
+        a.pod_settings.apply(&mut config);
         let ca_pem = strata_client::ca_of_kubeconfig(&kubeconfig)?;
         let agent = super::node::joined_agent(ctx, config, client, ca_pem, a.kubelet_port).await?;
         eprintln!("strata agent: running node {name}");

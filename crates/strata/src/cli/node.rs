@@ -5,6 +5,35 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+/// The node agent's settings of the pods it runs, shared by `strata server` and `strata agent`
+/// (kubelet's flags of the same names).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PodSettingsArgs {
+    /// DNS servers of pods with `dnsPolicy: ClusterFirst` (comma-separated). Without one such
+    /// pods use the node's resolver configuration, as kubelet's `Default`.
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The cluster's DNS domain: pods' search domains and FQDNs.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The node's resolver configuration, the base of pods' `resolv.conf`.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: std::path::PathBuf,
+    /// Namespaced sysctls pods may set beyond the safe ones (comma-separated names, or
+    /// prefixes ending in `*`, e.g. `kernel.msg*,net.core.somaxconn`).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Vec<String>,
+}
+
+impl PodSettingsArgs {
+    pub fn apply(&self, config: &mut strata_agent::Config) {
+        config.cluster_dns = self.cluster_dns.clone();
+        config.cluster_domain = self.cluster_domain.clone();
+        config.resolv_conf = self.resolv_conf.clone();
+        config.allowed_unsafe_sysctls = self.allowed_unsafe_sysctls.clone();
+    }
+}
+
 /// The VM driver over `ctx`'s root (one per process: the agent and its stream endpoint share it).
 fn vm_driver(ctx: &super::Ctx) -> anyhow::Result<Arc<strata_driver::VmDriver>> {
     let exe = std::env::current_exe().context("locating the strata executable")?;

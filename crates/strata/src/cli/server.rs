@@ -40,6 +40,9 @@ pub struct ServerArgs {
     /// reports that it did not boot (condition strata.dev/ConsoleOutput, NoConsoleOutput).
     #[arg(long, default_value_t = 120)]
     pub vm_boot_timeout: u64,
+    /// DNS and sysctls of the agent's pods.
+    #[command(flatten)]
+    pub pod_settings: super::node::PodSettingsArgs,
     /// Do not run the scheduler in this process (run `strata scheduler` or kube-scheduler
     /// elsewhere).
     #[arg(long)]
@@ -283,6 +286,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         config.max_pods = a.max_pods;
         config.vm_boot_timeout = std::time::Duration::from_secs(a.vm_boot_timeout);
         config.node_ip = a.node_ip;
+        a.pod_settings.apply(&mut config);
         Some(super::node::agent_serving_streams(ctx, config, client, &pki, a.kubelet_port).await?)
     };
     let _controllers = if a.no_controllers {

@@ -7,10 +7,12 @@
 //! a restart) has its containers stopped and everything removed. Everything the agent needs is
 //! in the API server or the driver, so the agent can be killed at any point and continues.
 
+pub mod dns;
 pub mod http_probe;
 pub mod probes;
 pub mod spec;
 pub mod status;
+pub mod sysctls;
 mod vm;
 pub mod volumes;
 
@@ -28,7 +30,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use strata_driver::pod::{
     labels, ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState as DState, ContainerStatus as DStatus, Mount, MountPropagation, MountSource,
-    PodRuntime, PodSandboxConfig, PodSandboxMetadata, QosClass, SandboxFilter, SandboxState, SeccompProfile, SecurityContext,
+    NamespaceMode, PodNamespaces, PodRuntime, PodSandboxConfig, PodSandboxMetadata, QosClass, SandboxFilter, SandboxState, SeccompProfile, SecurityContext,
 };
 use tokio::sync::Notify;
 
@@ -448,7 +450,7 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) -> Result
     let stops = running.into_iter().map(|d| {
         let shared = shared.clone();
         let spec_container = pod.and_then(|p| spec::all_containers(p).into_iter().find(|c| c.name == d.metadata.name).cloned());
-        let pod_ip = sandboxes.iter().find(|s| s.id == d.sandbox_id).and_then(|s| s.ip);
+        let pod_ip = sandboxes.iter().find(|s| s.id == d.sandbox_id).and_then(|s| pod_ip(&shared, s));
         async move {
             let deadline = Instant::now() + grace;
             if let (Some(p), Some(c)) = (pod, spec_container.as_ref()) {
@@ -513,6 +515,24 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) -> Result
         }
         Some(Err(e)) => Err(format!("removing the pod: {e}")),
         None => Err("removing the pod: the task failed".into()),
+    }
+}
+
+/// The pod's IP: its sandbox's, or on the node's network the node's (as kubelet reports it).
+fn pod_ip(shared: &Shared, sandbox: &strata_driver::pod::PodSandboxStatus) -> Option<std::net::IpAddr> {
+    match sandbox.namespaces.network {
+        NamespaceMode::Node => Some(shared.node_ip),
+        _ => sandbox.ip,
+    }
+}
+
+/// Record an Event about this node (as kubelet's about its node reference).
+async fn post_node_event(shared: &Shared, reason: &str, message: String) {
+    use strata_client::events::EventType;
+    let node = &shared.config.node_name;
+    let object = ObjectReference { kind: Some("Node".into()), name: Some(node.clone()), uid: Some(node.clone()), ..Default::default() };
+    if let Some(r) = shared.events.get() {
+        r.publish_ref(object, EventType::Warning, reason, message);
     }
 }
 
@@ -830,6 +850,15 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
         }
     };
     ensure_image(shared, st, pod, c).await?;
+    // runAsNonRoot against the user the image runs as (kubelet checks it before creating).
+    let image_user = {
+        let (images, image) = (shared.driver.images().clone(), c.image.clone().unwrap_or_default());
+        blocking(move || images.get(&image).ok().and_then(|i| i.config.config().as_ref().and_then(|cfg| cfg.user().clone()))).await.flatten().unwrap_or_default()
+    };
+    if let Err(m) = spec::verify_run_as_non_root(pod, c, &image_user) {
+        event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
+        return Err(("CreateContainerConfigError".into(), m));
+    }
     let lookup = |n: &str| env.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let command: Vec<String> = c.command.iter().flatten().map(|s| spec::expand(s, &lookup)).collect();
     let args: Vec<String> = c.args.iter().flatten().map(|s| spec::expand(s, &lookup)).collect();
@@ -1115,6 +1144,23 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
                 write_status(shared, st, pod, status).await;
                 return None;
             }
+            // The sysctl allowlist's admission (kubelet's rejectPod: for good, with its message).
+            let sysctls = match shared.sysctls.as_ref().map_err(Clone::clone).and_then(|a| a.admit(pod)) {
+                Ok(s) => s,
+                Err(msg) => {
+                    st.rejected = true;
+                    event(shared, st, pod, None, true, sysctls::FORBIDDEN_REASON, msg.clone()).await;
+                    let status = PodStatus {
+                        phase: Some("Failed".into()),
+                        reason: Some(sysctls::FORBIDDEN_REASON.into()),
+                        message: Some(format!("Pod was rejected: {msg}")),
+                        qos_class: Some(qos.as_str().into()),
+                        ..Default::default()
+                    };
+                    write_status(shared, st, pod, status).await;
+                    return None;
+                }
+            };
             // The pod's RuntimeClass picks the runtime (VM isolation, ...): nothing else here differs.
             let runtime_handler = match runtime_handler(shared, spec_).await {
                 Ok(h) => h,
@@ -1123,27 +1169,21 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
                     return None;
                 }
             };
-            let config = PodSandboxConfig {
-                runtime_handler,
-                metadata: PodSandboxMetadata {
-                    name: pod.metadata.name.clone().unwrap_or_default(),
-                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                    uid: uid.clone(),
-                    attempt: mine.len() as u32,
-                },
-                hostname: Some(spec_.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())),
-                qos_class: qos,
-                port_mappings: spec::host_ports(pod),
-                resources: Some(spec::pod_resources(pod)),
-                labels: [
-                    (labels::POD_UID.to_string(), uid.clone()),
-                    (labels::POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),
-                    (labels::POD_NAMESPACE.to_string(), pod.metadata.namespace.clone().unwrap_or_default()),
-                ]
-                .into_iter()
-                .collect(),
-                ..Default::default()
+            let (config, dns_events) = match sandbox_config(shared, pod, runtime_handler, mine.len() as u32, qos, sysctls).await {
+                Ok(c) => c,
+                Err(m) => {
+                    event(shared, st, pod, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {m}")).await;
+                    return None;
+                }
             };
+            for (reason, message) in dns_events {
+                if reason == "MissingClusterDNS" {
+                    // kubelet tells it about the node too.
+                    let msg = message.split_once(". ").map_or(message.as_str(), |(_, m)| m).to_string();
+                    post_node_event(shared, reason, msg).await;
+                }
+                event(shared, st, pod, None, true, reason, message).await;
+            }
             let driver = shared.driver.clone();
             let created = blocking(move || driver.run_pod_sandbox(&config).and_then(|id| driver.pod_sandbox_status(&id))).await;
             match created {
@@ -1160,6 +1200,67 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
         }
     };
     Some(sandbox)
+}
+
+/// The sandbox of `pod` (kubelet's generatePodSandboxConfig): its identity, hostname and
+/// `/etc/hosts` names, DNS (with the events forming it records), host namespaces, host ports,
+/// admitted sysctls, QoS class and resources. An error is why the pod cannot have one.
+async fn sandbox_config(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    runtime_handler: Option<String>,
+    attempt: u32,
+    qos: QosClass,
+    sysctls: BTreeMap<String, String>,
+) -> Result<(PodSandboxConfig, Vec<(&'static str, String)>), String> {
+    let uid = uid_of(pod);
+    let spec_ = pod.spec.as_ref().ok_or("the pod has no spec")?;
+    let host_network = spec_.host_network.unwrap_or(false);
+    let (hostname, hosts_names) = dns::hostname(pod, &shared.config.cluster_domain)?;
+    let resolv = tokio::fs::read_to_string(&shared.config.resolv_conf).await.unwrap_or_else(|e| {
+        tracing::warn!(path = %shared.config.resolv_conf.display(), error = %e, "reading the node's resolver configuration");
+        String::new()
+    });
+    let node_dns = dns::NodeDns { cluster_dns: shared.config.cluster_dns.clone(), cluster_domain: shared.config.cluster_domain.clone(), host: dns::parse_resolv_conf(&resolv) };
+    let pod_dns = dns::pod_dns(pod, &node_dns);
+    let node_or_pod = |host: Option<bool>| if host.unwrap_or(false) { NamespaceMode::Node } else { NamespaceMode::Pod };
+    let namespaces = PodNamespaces {
+        network: node_or_pod(spec_.host_network),
+        ipc: node_or_pod(spec_.host_ipc),
+        pid: match (spec_.host_pid, spec_.share_process_namespace) {
+            (Some(true), _) => NamespaceMode::Node,
+            (_, Some(true)) => NamespaceMode::Pod,
+            _ => NamespaceMode::Container,
+        },
+    };
+    let config = PodSandboxConfig {
+        runtime_handler,
+        metadata: PodSandboxMetadata {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            uid: uid.clone(),
+            attempt,
+        },
+        hostname: Some(hostname),
+        hosts_names,
+        host_aliases: dns::host_aliases(pod)?,
+        dns: Some(pod_dns.config),
+        namespaces,
+        sysctls,
+        qos_class: qos,
+        // On the node's network a container's port is the node's: nothing to map.
+        port_mappings: if host_network { Vec::new() } else { spec::host_ports(pod) },
+                resources: Some(spec::pod_resources(pod)),
+                labels: [
+                    (labels::POD_UID.to_string(), uid.clone()),
+                    (labels::POD_NAME.to_string(), pod.metadata.name.clone().unwrap_or_default()),
+                    (labels::POD_NAMESPACE.to_string(), pod.metadata.namespace.clone().unwrap_or_default()),
+                ]
+                .into_iter()
+                .collect(),
+        ..Default::default()
+    };
+    Ok((config, pod_dns.events))
 }
 
 /// The latest attempt of each container among `found`.
@@ -1234,7 +1335,8 @@ async fn pod_containers(shared: &Arc<Shared>, st: &mut PodState, sandbox_id: &st
 #[allow(clippy::too_many_arguments)]
 async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid: &str, spec_: &k8s_openapi::api::core::v1::PodSpec, sandbox: strata_driver::pod::PodSandboxStatus, host_ip: String, qos: QosClass) {
     let uid = uid.to_string();
-    let pod_ip = sandbox.ip.map(|i| i.to_string());
+    let pod_ip_addr = pod_ip(shared, &sandbox);
+    let pod_ip = pod_ip_addr.map(|i| i.to_string());
     let allocatable = match &st.allocatable {
         Some((a, at)) if at.elapsed() < REFS_REFRESH => a.clone(),
         _ => {
@@ -1307,7 +1409,6 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
     }
 
     // Probes of the running containers (startup first; liveness and readiness once started).
-    let pod_ip_addr = sandbox.ip;
     for c in &spec_.containers {
         let Some(d) = attempts(&c.name).last().cloned().filter(|d| d.state == DState::Running) else { continue };
         let running_for = since(&d.started_at).unwrap_or_default();

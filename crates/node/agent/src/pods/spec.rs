@@ -218,6 +218,35 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPortMapping> {
         .collect()
 }
 
+/// kubelet's `runAsNonRoot` check (`verifyRunAsNonRoot`) of container `c` whose image runs as
+/// `image_user` (its config's `User`: `uid[:gid]` or `name[:group]`; empty is root): with
+/// `runAsNonRoot` (the container's, else the pod's), a `runAsUser` of 0, an image user 0, or a
+/// user name that cannot be verified is refused with kubelet's message.
+pub fn verify_run_as_non_root(pod: &Pod, c: &Container, image_user: &str) -> Result<(), String> {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = c.security_context.as_ref();
+    if !sc.and_then(|s| s.run_as_non_root).or(psc.and_then(|s| s.run_as_non_root)).unwrap_or(false) {
+        return Ok(());
+    }
+    let pod_name = super::dns::pod_label(pod);
+    if let Some(uid) = sc.and_then(|s| s.run_as_user).or(psc.and_then(|s| s.run_as_user)) {
+        if uid == 0 {
+            return Err(format!("container's runAsUser breaks non-root policy (pod: \"{pod_name}\", container: {})", c.name));
+        }
+        return Ok(());
+    }
+    let user = image_user.split(':').next().unwrap_or("");
+    match user.parse::<u32>() {
+        Ok(0) => Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name)),
+        Ok(_) => Ok(()),
+        Err(_) if user.is_empty() => Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name)),
+        Err(_) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: \"{pod_name}\", container: {})",
+            c.name
+        )),
+    }
+}
+
 /// What to do with a container whose last attempt exited with `code`, by restart policy.
 pub fn should_restart(policy: &str, code: i32) -> bool {
     match policy {
@@ -251,6 +280,33 @@ mod tests {
 
     fn q(s: &str) -> Option<i128> {
         milli(&Quantity(s.into()))
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let pod = |psc: serde_json::Value, csc: serde_json::Value| -> (Pod, Container) {
+            let p: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+                "spec": {"securityContext": psc, "containers": [{"name": "c", "securityContext": csc}]}})).expect("pod");
+            let c = p.spec.as_ref().expect("spec").containers[0].clone();
+            (p, c)
+        };
+        let (p, c) = pod(serde_json::json!({}), serde_json::json!({}));
+        assert_eq!(verify_run_as_non_root(&p, &c, ""), Ok(()));
+        let (p, c) = pod(serde_json::json!({"runAsNonRoot": true}), serde_json::json!({}));
+        assert_eq!(verify_run_as_non_root(&p, &c, ""), Err("container has runAsNonRoot and image will run as root (pod: \"p_ns(u)\", container: c)".into()));
+        assert_eq!(verify_run_as_non_root(&p, &c, "0:0"), Err("container has runAsNonRoot and image will run as root (pod: \"p_ns(u)\", container: c)".into()));
+        assert_eq!(verify_run_as_non_root(&p, &c, "1000:1000"), Ok(()));
+        assert_eq!(
+            verify_run_as_non_root(&p, &c, "app"),
+            Err("container has runAsNonRoot and image has non-numeric user (app), cannot verify user is non-root (pod: \"p_ns(u)\", container: c)".into())
+        );
+        // The container's settings win over the pod's.
+        let (p, c) = pod(serde_json::json!({"runAsNonRoot": true, "runAsUser": 1000}), serde_json::json!({"runAsUser": 0}));
+        assert_eq!(verify_run_as_non_root(&p, &c, ""), Err("container's runAsUser breaks non-root policy (pod: \"p_ns(u)\", container: c)".into()));
+        let (p, c) = pod(serde_json::json!({"runAsNonRoot": true}), serde_json::json!({"runAsNonRoot": false}));
+        assert_eq!(verify_run_as_non_root(&p, &c, ""), Ok(()));
+        let (p, c) = pod(serde_json::json!({"runAsNonRoot": true, "runAsUser": 1000}), serde_json::json!({}));
+        assert_eq!(verify_run_as_non_root(&p, &c, ""), Ok(()));
     }
 
     #[test]

@@ -90,10 +90,51 @@ pub fn remove_pod_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Give `path` to group `gid` as kubelet's volume ownership does for a pod's `fsGroup`: the
+/// group owns it and may read it (`readonly`) or read and write it; a directory is also
+/// searchable and set-group-ID, so what is created in it belongs to the group too. A symlink
+/// only changes group.
+fn own(path: &Path, gid: u32, readonly: bool) -> Result<(), String> {
+    std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mut mask = if readonly { 0o440 } else { 0o660 };
+    if meta.is_dir() {
+        mask |= 0o2110;
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode | mask != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | mask)).map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// [`own`] for `dir` and everything below it.
+fn own_tree(dir: &Path, gid: u32, readonly: bool) -> Result<(), String> {
+    own(dir, gid, readonly)?;
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        for e in std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?.flatten() {
+            own_tree(&e.path(), gid, readonly)?;
+        }
+    }
+    Ok(())
+}
+
 /// Write `files` into `dir` atomically (see the module header); nothing is written when the
-/// content is already there.
-fn write_atomic(dir: &Path, files: &Files) -> Result<(), String> {
+/// content is already there. With `gid` (the pod's `fsGroup`) the volume belongs to that group,
+/// read-only for it, as kubelet's ownership of API-backed volumes.
+fn write_atomic(dir: &Path, files: &Files, gid: Option<u32>) -> Result<(), String> {
     let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    let owned: Files;
+    let files = match gid {
+        Some(_) => {
+            owned = files.iter().map(|(p, (c, m))| (p.clone(), (c.clone(), m | 0o440))).collect();
+            &owned
+        }
+        None => files,
+    };
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let data = dir.join("..data");
     let current: Option<Files> = std::fs::read_link(&data).ok().map(|target| {
@@ -125,6 +166,11 @@ fn write_atomic(dir: &Path, files: &Files) -> Result<(), String> {
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     symlink(&stamp, &tmp).map_err(|e| io("linking", &tmp, e))?;
+    if let Some(g) = gid {
+        own_tree(&ts, g, true)?;
+        own(&tmp, g, true)?;
+        own(dir, g, true)?;
+    }
     std::fs::rename(&tmp, &data).map_err(|e| io("switching", &data, e))?;
     let tops: std::collections::BTreeSet<String> =
         files.keys().filter_map(|p| p.components().next()).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
@@ -132,6 +178,9 @@ fn write_atomic(dir: &Path, files: &Files) -> Result<(), String> {
         let link = dir.join(top);
         if std::fs::symlink_metadata(&link).is_err() {
             symlink(Path::new("..data").join(top), &link).map_err(|e| io("linking", &link, e))?;
+            if let Some(g) = gid {
+                own(&link, g, true)?;
+            }
         }
     }
     // Names no longer projected, and the previous timestamped directory.
@@ -227,6 +276,8 @@ fn downward(volume: &str, items: &[DownwardAPIVolumeFile], facts: &PodFacts, all
 pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocatable: &BTreeMap<String, Quantity>) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut paths = BTreeMap::new();
     let volumes: &[Volume] = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or(&[]);
+    // The group that owns the pod's emptyDir and API-backed volumes (kubelet's volume ownership).
+    let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|c| c.fs_group).and_then(|g| u32::try_from(g).ok());
     for v in volumes {
         let dir = pod_dir.join("volumes").join(&v.name);
         let name = v.name.as_str();
@@ -238,6 +289,11 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
                 std::fs::create_dir_all(&dir).map_err(|e| verr(name, e.to_string()))?;
             }
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| verr(name, e.to_string()))?;
+            if let Some(g) = fs_group {
+                // The directory only: what the containers write in it is theirs (kubelet sets
+                // ownership once, at set-up, when nothing is in it yet).
+                own(&dir, g, false).map_err(|m| verr(name, m))?;
+            }
             paths.insert(v.name.clone(), dir);
         } else if let Some(hp) = &v.host_path {
             paths.insert(v.name.clone(), host_path(name, &hp.path, hp.type_.as_deref().unwrap_or(""))?);
@@ -250,7 +306,7 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
                 None if optional => {}
                 None => return Err(verr(name, format!("configmap {:?} not found", cm.name))),
             }
-            write_atomic(&dir, &files).map_err(|m| verr(name, m))?;
+            write_atomic(&dir, &files, fs_group).map_err(|m| verr(name, m))?;
             paths.insert(v.name.clone(), dir);
         } else if let Some(s) = &v.secret {
             let secret_name = s.secret_name.clone().unwrap_or_default();
@@ -264,12 +320,12 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
             }
             // Secrets never touch the disk.
             mount_tmpfs(&dir, None, 0o755).map_err(|m| verr(name, m))?;
-            write_atomic(&dir, &files).map_err(|m| verr(name, m))?;
+            write_atomic(&dir, &files, fs_group).map_err(|m| verr(name, m))?;
             paths.insert(v.name.clone(), dir);
         } else if let Some(d) = &v.downward_api {
             let mut files = Files::new();
             downward(name, d.items.as_deref().unwrap_or(&[]), facts, allocatable, d.default_mode.map(|m| m as u32).unwrap_or(0o644), &mut files)?;
-            write_atomic(&dir, &files).map_err(|m| verr(name, m))?;
+            write_atomic(&dir, &files, fs_group).map_err(|m| verr(name, m))?;
             paths.insert(v.name.clone(), dir);
         } else if let Some(p) = &v.projected {
             let mode = p.default_mode.map(|m| m as u32).unwrap_or(0o644);
@@ -311,7 +367,7 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
             if has_secret {
                 mount_tmpfs(&dir, None, 0o755).map_err(|m| verr(name, m))?;
             }
-            write_atomic(&dir, &files).map_err(|m| verr(name, m))?;
+            write_atomic(&dir, &files, fs_group).map_err(|m| verr(name, m))?;
             paths.insert(v.name.clone(), dir);
         } else if let Some(c) = &v.persistent_volume_claim {
             paths.insert(v.name.clone(), claim_path(name, &c.claim_name, refs)?);
@@ -396,15 +452,15 @@ mod tests {
         let mut files = Files::new();
         files.insert("a".into(), (b"1".to_vec(), 0o644));
         files.insert("sub/b".into(), (b"2".to_vec(), 0o600));
-        write_atomic(&d, &files).expect("write");
+        write_atomic(&d, &files, None).expect("write");
         assert_eq!(std::fs::read(d.join("a")).expect("a"), b"1");
         assert_eq!(std::fs::read(d.join("sub/b")).expect("b"), b"2");
         let first = std::fs::read_link(d.join("..data")).expect("..data");
-        write_atomic(&d, &files).expect("same again");
+        write_atomic(&d, &files, None).expect("same again");
         assert_eq!(std::fs::read_link(d.join("..data")).expect("..data"), first, "unchanged content is not rewritten");
         files.remove(Path::new("sub/b"));
         files.insert("a".into(), (b"3".to_vec(), 0o644));
-        write_atomic(&d, &files).expect("update");
+        write_atomic(&d, &files, None).expect("update");
         assert_eq!(std::fs::read(d.join("a")).expect("a"), b"3");
         assert!(std::fs::symlink_metadata(d.join("sub")).is_err(), "dropped name removed");
         assert!(!d.join(&first).exists(), "old data removed");
