@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
-use strata_testkit::{busybox_image, percentile_ms as pct, start_server, KillOnDrop as Proc, Registry};
+use strata_testkit::{busybox_image, join_agent, percentile_ms as pct, start_server, Registry};
 
 /// The strata binary under test: this build's, or `STRATA_BIN` (e.g. an optimized build when
 /// the harness itself is built in the dev profile).
@@ -250,35 +250,12 @@ async fn run() {
     let dir = tempfile::Builder::new().prefix("strata-podbench-").tempdir_in("/var/tmp").expect("tempdir");
     let (data, root, agent_data) = (dir.path().join("server"), dir.path().join("root"), dir.path().join("agent"));
     let (server, port) = start_server(&strata_bin(), &dir.path().join("server-root"), &["--no-agent"], &data, &dir.path().join("server.log"));
-    let url = format!("https://127.0.0.1:{port}");
-    let token = strata(&root, &["token", "create", "--data-dir", data.to_str().expect("utf-8")]);
-    assert!(token.status.success(), "strata token create: {}", String::from_utf8_lossy(&token.stderr));
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let agent = Proc(
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["agent", "--server", &url, "--token", &token, "--name", "bench-node", "--max-pods", &(n_max + 10).to_string(), "--data-dir"])
-            .arg(&agent_data)
-            .env("STRATA_VM_ACCEL", "tcg")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .expect("strata agent"),
-    );
+    let max_pods = (n_max + 10).to_string();
+    let agent_env = [("STRATA_VM_ACCEL", "tcg".to_string())];
+    let agent = join_agent(&strata_bin(), &root, &data, port, "bench-node", &agent_data, &["--max-pods", &max_pods], &agent_env, &dir.path().join("agent.log"));
     let (spid, apid) = (server.0.id(), agent.0.id());
     let client = strata_client::from_kubeconfig(&data.join("kubeconfig"), "pods-bench").await.expect("client");
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let nodes: Api<strata_client::k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = nodes.get_opt("bench-node").await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent's node is not Ready after 120 s; see {}", dir.path().join("agent.log").display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     println!("server pid {spid}, agent pid {apid} (joined with a token), image {image}");
 
     // 1. Idle with no pods (after the join settles).

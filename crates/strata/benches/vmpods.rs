@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_guest::protocol::{read_frame, write_frame, GuestMessage, HostMessage, Request, Response};
-use strata_testkit::{busybox_image, free_port, Registry};
+use strata_testkit::{busybox_image, join_agent, start_server, KillOnDrop as Proc, Registry};
 
 /// What strata gives a VM-isolated pod's QEMU (`MicroVmConfig::new`, `qemu::DEFAULT_APPEND`).
 const GUEST_MEMORY_MIB: u64 = 256;
@@ -65,14 +65,6 @@ fn script(name: &str) -> PathBuf {
     let out = Command::new("bash").arg(repo.join("scripts").join(name)).stderr(Stdio::inherit()).output().expect("run script");
     assert!(out.status.success(), "scripts/{name} failed");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One mapping of `/proc/PID/smaps`: size, RSS, PSS in KiB.
@@ -284,56 +276,18 @@ async fn run() {
     let image = format!("{}/busybox:latest", registry.addr);
     let dir = tempfile::Builder::new().prefix("strata-vmpodbench-").tempdir_in("/var/tmp").expect("tempdir");
     let (data, root, agent_data) = (dir.path().join("server"), dir.path().join("root"), dir.path().join("agent"));
-    let port = free_port();
-    let url = format!("https://127.0.0.1:{port}");
-    let server = Proc(
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(dir.path().join("server-root"))
-            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .expect("strata server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(data.join("kubeconfig").exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let token = Command::new(strata_bin()).arg("--root").arg(&root).args(["token", "create", "--data-dir"]).arg(&data).output().expect("strata token");
-    assert!(token.status.success(), "strata token create: {}", String::from_utf8_lossy(&token.stderr));
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
-    let agent = Proc(
-        Command::new(strata_bin())
-            .arg("--root")
-            .arg(&root)
-            .args(["agent", "--server", &url, "--token", &token, "--name", "bench-node", "--data-dir"])
-            .arg(&agent_data)
-            .env("STRATA_VM_ACCEL", "tcg")
-            .env("STRATA_VM_KERNEL", &kernel)
-            .env("STRATA_GUEST_AGENT", &guest_agent)
-            .env("STRATA_UNPACK_RESERVE", "512MiB")
-            .env("STRATA_VM_TB_SIZE", tb_size().unwrap_or(0).to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .expect("strata agent"),
-    );
+    let (server, port) = start_server(&strata_bin(), &dir.path().join("server-root"), &["--no-agent"], &data, &dir.path().join("server.log"));
+    let agent_env = [
+        ("STRATA_VM_ACCEL", "tcg".to_string()),
+        ("STRATA_VM_KERNEL", kernel.display().to_string()),
+        ("STRATA_GUEST_AGENT", guest_agent.display().to_string()),
+        ("STRATA_UNPACK_RESERVE", "512MiB".to_string()),
+        ("STRATA_VM_TB_SIZE", tb_size().unwrap_or(0).to_string()),
+    ];
+    let agent = join_agent(&strata_bin(), &root, &data, port, "bench-node", &agent_data, &[], &agent_env, &dir.path().join("agent.log"));
     let (spid, apid) = (server.0.id(), agent.0.id());
     let client = strata_client::from_kubeconfig(&data.join("kubeconfig"), "vmpods-bench").await.expect("client");
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let nodes: Api<strata_client::k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = nodes.get_opt("bench-node").await.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent's node is not Ready after 120 s; see {}", dir.path().join("agent.log").display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let tb = tb_size().map(|n| format!("tb-size={n} MiB")).unwrap_or_else(|| "QEMU's default tb-size".into());
     println!("strata {}, server pid {spid}, agent pid {apid}, TCG with {tb}, guest {GUEST_MEMORY_MIB} MiB / 1 vCPU, image {image}", strata_bin());
 

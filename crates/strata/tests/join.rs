@@ -11,15 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::eventually;
+use common::{eventually, text};
 use common::server::{ApiServer, Backend, Options};
 
 fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata")).args(args).stdin(Stdio::null()).output().expect("run strata")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `strata token create` against `s`; returns the printed token.

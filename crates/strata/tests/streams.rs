@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use hostnode::HostNode;
 use common::server::{ApiServer, Auth, Backend};
-use common::wait_bounded;
+use common::{text, wait_bounded};
 
 const NODE: &str = "host-sim";
 /// The oldest kubectl installed: SPDY/3.1 for exec, attach and port-forward.
@@ -29,32 +29,11 @@ const NEWEST: &str = "1.33";
 
 /// kubectl of `version` (None: the dispatcher's default, 1.32) as the admin.
 fn kubectl_cmd(s: &ApiServer, version: Option<&str>) -> Command {
-    let bin = match version {
-        Some(v) => format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}"),
-        None => "kubectl".to_string(),
-    };
-    let mut c = Command::new(bin);
-    c.env("KUBECONFIG", s.kubeconfig()).env("HOME", s.data_dir());
-    c
+    s.kubectl_command(&version.map_or_else(|| "kubectl".to_string(), common::server::kubectl_of))
 }
 
 fn run(s: &ApiServer, version: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut c = kubectl_cmd(s, version)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let Some(b) = stdin {
-        let mut w = c.stdin.take().expect("stdin");
-        w.write_all(b).expect("write stdin");
-    }
-    wait_bounded(c, Duration::from_secs(120))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    s.kubectl_timed(&version.map_or_else(|| "kubectl".to_string(), common::server::kubectl_of), args, stdin, Duration::from_secs(120))
 }
 
 /// A server, a simulated node serving streams, and pod `p` (containers `c`, `d`) Running on it.

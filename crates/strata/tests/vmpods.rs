@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{eventually, wait_bounded};
+use common::{eventually, text, wait_bounded};
 use common::server::{ApiServer, Backend, Options};
 use serde_json::Value;
 use strata_testkit::{busybox_image, Registry};
@@ -120,24 +120,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
 
 /// kubectl (the dispatcher's default) against `server`, with input, bounded in time.
 fn kubectl_bounded(server: &ApiServer, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut c = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", server.kubeconfig())
-        .env("HOME", server.data_dir())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    if let Some(b) = stdin {
-        let mut w = c.stdin.take().expect("stdin");
-        w.write_all(b).expect("write stdin");
-    }
-    wait_bounded(c, Duration::from_secs(180))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    server.kubectl_timed("kubectl", args, stdin, Duration::from_secs(180))
 }
 
 /// An HTTP/1.0 GET of `/` at `addr`; the body.

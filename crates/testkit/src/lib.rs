@@ -406,6 +406,40 @@ pub fn start_server(bin: &str, root: &Path, extra: &[&str], data: &Path, log: &P
     (server, port)
 }
 
+/// Join a `BIN --root ROOT agent --name NAME --data-dir AGENT_DATA EXTRA...` (environment `envs`,
+/// stderr to `log`) with a fresh join token to the benchmark server on `port` whose data dir is
+/// `server_data`, and wait until its node is Ready (120 s at most): the agent process.
+#[allow(clippy::too_many_arguments)]
+pub fn join_agent(bin: &str, root: &Path, server_data: &Path, port: u16, name: &str, agent_data: &Path, extra: &[&str], envs: &[(&str, String)], log: &Path) -> KillOnDrop {
+    let token = Command::new(bin).arg("--root").arg(root).args(["token", "create", "--data-dir"]).arg(server_data).output().expect("strata token create");
+    assert!(token.status.success(), "strata token create: {}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let agent = KillOnDrop(
+        Command::new(bin)
+            .arg("--root")
+            .arg(root)
+            .args(["agent", "--server", &format!("https://127.0.0.1:{port}"), "--token", &token, "--name", name])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(agent_data)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .expect("strata agent"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+    loop {
+        let out = Command::new("kubectl").arg("--kubeconfig").arg(server_data.join("kubeconfig")).args(["get", "node", name, "-o", ready]).stderr(Stdio::null()).output();
+        if out.is_ok_and(|o| o.stdout == b"True") {
+            return agent;
+        }
+        assert!(Instant::now() < deadline, "the agent's node is not Ready after 120 s; see {}", log.display());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A loopback TCP port that is free now, for a server a test is about to start.
 ///
 /// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999): a port the kernel

@@ -404,19 +404,15 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
     let name = ds.name_any();
     let key = format!("{ns}/{name}");
     let uid = ds.metadata.uid.clone().unwrap_or_default();
-    if spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty()) {
-        ctx.recorder.publish(ds.as_ref(), EventType::Warning, "SelectingAll", "This daemon set is selecting all pods. A non-empty selector is required.");
+    if ctx.refuses_selecting_all(ds.as_ref(), "daemon set", &spec.selector) {
         return Ok(Action::await_change());
     }
     let rev_api: Api<ControllerRevision> = Api::namespaced(ctx.writer.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
 
     // Revisions: the current one for this template.
-    let claimed = history::claim(&st.revisions, &rev_api, ds.as_ref(), &spec.selector).await?;
-    let template = serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);
-    let hist = match history::current(&rev_api, ds.as_ref(), claimed, &template, &labels, collision).await? {
+    let hist = match history::resolve(&st.revisions, &rev_api, ds.as_ref(), &spec.selector, &spec.template, collision).await? {
         history::Outcome::Ok(h) => h,
         history::Outcome::Collision => {
             let mut new = (*ds).clone();

@@ -119,9 +119,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context<State>>) -> Result<Actio
     if !crate::synced(&ctx.state.replicasets) {
         return Ok(crate::not_synced());
     }
-    let selector_empty = spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
-    if selector_empty {
-        ctx.recorder.publish(d.as_ref(), EventType::Warning, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.");
+    if ctx.refuses_selecting_all(d.as_ref(), "deployment", &spec.selector) {
         return Ok(Action::await_change());
     }
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.writer.clone(), &ns);

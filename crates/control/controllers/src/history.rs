@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -88,6 +89,18 @@ pub struct History {
 pub enum Outcome {
     Ok(History),
     Collision,
+}
+
+/// [`claim`] the revisions of a workload whose pods come from `template`, then find or make
+/// the [`current`] one for it.
+pub async fn resolve<K>(store: &Store<ControllerRevision>, api: &Api<ControllerRevision>, owner: &K, selector: &LabelSelector, template: &PodTemplateSpec, collision_count: Option<i32>) -> Result<Outcome, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let claimed = claim(store, api, owner, selector).await?;
+    let value = serde_json::to_value(template).map_err(|e| Error::Invalid(e.to_string()))?;
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    current(api, owner, claimed, &value, &labels, collision_count).await
 }
 
 /// Find the revision matching `template` among `claimed`, or create it (`<owner>-<hash>`);

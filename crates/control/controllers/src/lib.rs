@@ -218,6 +218,19 @@ where
     matches!(futures_util::FutureExt::now_or_never(store.wait_until_ready()), Some(Ok(())))
 }
 
+impl<S> Context<S> {
+    /// Whether `selector` of workload `owner` (a `kind` such as "daemon set", in upstream's
+    /// words) selects every pod, which upstream refuses to act on; if so, says so in an event.
+    pub(crate) fn refuses_selecting_all<K: kube::Resource<DynamicType = ()>>(&self, owner: &K, kind: &str, selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> bool {
+        let all = selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+        if all {
+            let msg = format!("This {kind} is selecting all pods. A non-empty selector is required.");
+            self.recorder.publish(owner, strata_client::events::EventType::Warning, "SelectingAll", msg);
+        }
+        all
+    }
+}
+
 /// Requeue soon: a cache is not synced yet.
 pub(crate) fn not_synced() -> kube::runtime::controller::Action {
     kube::runtime::controller::Action::requeue(Duration::from_millis(300))

@@ -291,19 +291,15 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context<State>>) -> Result<Ac
     let ns = set.namespace().unwrap_or_default();
     let name = set.name_any();
     let uid = set.metadata.uid.clone().unwrap_or_default();
-    if spec.selector.match_labels.as_ref().is_none_or(|m| m.is_empty()) && spec.selector.match_expressions.as_ref().is_none_or(|m| m.is_empty()) {
-        ctx.recorder.publish(set.as_ref(), EventType::Warning, "SelectingAll", "This statefulset is selecting all pods. A non-empty selector is required.");
+    if ctx.refuses_selecting_all(set.as_ref(), "statefulset", &spec.selector) {
         return Ok(Action::await_change());
     }
     let rev_api: Api<ControllerRevision> = Api::namespaced(ctx.writer.clone(), &ns);
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
 
     // Revisions: the update revision is the template's; the current one is the status's.
-    let claimed = history::claim(&st.revisions, &rev_api, set.as_ref(), &spec.selector).await?;
-    let template = serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
-    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     let collision = set.status.as_ref().and_then(|s| s.collision_count);
-    let hist = match history::current(&rev_api, set.as_ref(), claimed, &template, &labels, collision).await? {
+    let hist = match history::resolve(&st.revisions, &rev_api, set.as_ref(), &spec.selector, &spec.template, collision).await? {
         history::Outcome::Ok(h) => h,
         history::Outcome::Collision => {
             let mut new = (*set).clone();

@@ -167,6 +167,11 @@ pub mod server;
 pub mod simnode;
 pub mod tls;
 
+/// Bytes (a command's output) as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Wait for a child at most `limit` (then kill it and fail).
 pub fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
     let deadline = Instant::now() + limit;

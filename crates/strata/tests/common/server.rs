@@ -267,22 +267,33 @@ impl ApiServer {
         self.kubectl_bin("kubectl", args, stdin)
     }
 
+    /// A `bin` command (e.g. `kubectl`, [`kubectl_of`]`("1.27")`) set up to reach this server as the admin.
+    pub fn kubectl_command(&self, bin: &str) -> Command {
+        let mut c = Command::new(bin);
+        c.env("KUBECONFIG", self.kubeconfig()).env("HOME", self.dir.path());
+        c
+    }
+
     /// Run a given kubectl binary (e.g. [`kubectl_of`]`("1.27")`) against this server.
     pub fn kubectl_bin(&self, bin: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_timed(bin, args, stdin.map(str::as_bytes), Duration::from_secs(600))
+    }
+
+    /// `bin ARGS` with `stdin` against this server, killed (and the test failed) after `limit`.
+    pub fn kubectl_timed(&self, bin: &str, args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
         use std::io::Write;
-        let mut c = Command::new(bin)
+        let mut c = self
+            .kubectl_command(bin)
             .args(args)
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("HOME", self.dir.path())
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl");
-        if let Some(s) = stdin {
-            c.stdin.take().expect("stdin").write_all(s.as_bytes()).expect("write stdin");
+        if let Some(b) = stdin {
+            c.stdin.take().expect("stdin").write_all(b).expect("write stdin");
         }
-        c.wait_with_output().expect("kubectl output")
+        super::wait_bounded(c, limit)
     }
 
     /// `kubectl ARGS`, asserting success; returns stdout.
