@@ -41,6 +41,8 @@ python3 scripts/gen-k8s-schema.py --check
 python3 scripts/gen-k8s-messages.py --check
 # And the agent's sysctl allowlist and namespaces, from kubelet's.
 python3 scripts/gen-k8s-sysctls.py --check
+# And the descriptions of the meta/v1 types (kubectl explain), from k8s.io/apimachinery.
+python3 scripts/gen-k8s-docs.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked

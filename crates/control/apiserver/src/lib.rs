@@ -33,6 +33,7 @@ pub mod job;
 pub mod jsonpath;
 pub mod limitrange;
 pub mod gnostic;
+pub mod k8s_docs;
 pub mod k8s_meta;
 pub mod k8s_messages;
 pub mod kubernetes_service;

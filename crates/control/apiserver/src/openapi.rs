@@ -160,6 +160,9 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
             C::Map => json!({ "type": "object", "additionalProperties": t }),
             C::Keep | C::Omit => t,
         };
+        if let (Some(doc), Some(o)) = (crate::k8s_docs::doc(crate::protobuf::go_type(msg), f.1), v.as_object_mut()) {
+            o.insert("description".into(), json!(doc));
+        }
         if let (Some(meta), Some(o)) = (crate::k8s_meta::field(crate::protobuf::go_type(msg), f.1), v.as_object_mut()) {
             let mut ext = |k: &str, val: Value| {
                 o.insert(k.to_string(), val);
@@ -196,6 +199,9 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
         let mut props = Map::new();
         properties(m, flavor, &mut deps, &mut props);
         let mut def = json!({ "type": "object", "properties": props });
+        if let Some(doc) = crate::k8s_docs::doc(crate::protobuf::go_type(m), "") {
+            def["description"] = json!(doc);
+        }
         if crate::k8s_meta::ATOMIC_STRUCTS.contains(&crate::protobuf::go_type(m)) {
             def["x-kubernetes-map-type"] = json!("atomic");
         }
@@ -204,9 +210,19 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
     }
 }
 
+/// `apiVersion` and `kind`, described as upstream's TypeMeta describes them.
 fn type_meta_properties(props: &mut Value) {
-    props["apiVersion"] = json!({ "type": "string", "description": "APIVersion defines the versioned schema of this representation of an object." });
-    props["kind"] = json!({ "type": "string", "description": "Kind is a string value representing the REST resource this object represents." });
+    for field in ["apiVersion", "kind"] {
+        props[field] = json!({ "type": "string", "description": crate::k8s_docs::doc("TypeMeta", field).unwrap_or_default() });
+    }
+}
+
+/// A kind's `metadata` property: a reference to ObjectMeta with upstream's description of it
+/// (apiextensions' builder takes it from PartialObjectMetadata).
+fn metadata_property(flavor: Flavor) -> Value {
+    let mut v = flavor.reference(&format!("{META}.ObjectMeta"));
+    v["description"] = json!(crate::k8s_docs::doc("PartialObjectMetadata", "metadata").unwrap_or_default());
+    v
 }
 
 /// The definitions of a served kind, its list and everything they reach.
@@ -227,15 +243,14 @@ fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) 
             Flavor::V3 => schema,
             Flavor::V2 => v2_schema(&schema),
         };
+        // The schema's own description or none (upstream adds none: `kubectl explain` then
+        // shows <empty>).
         s["type"] = json!("object");
-        if s["description"].is_null() {
-            s["description"] = json!(description);
-        }
         if !s["properties"].is_object() {
             s["properties"] = json!({});
         }
         type_meta_properties(&mut s["properties"]);
-        s["properties"]["metadata"] = flavor.reference(&format!("{META}.ObjectMeta"));
+        s["properties"]["metadata"] = metadata_property(flavor);
         s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
         message_definitions("ObjectMeta", flavor, out);
         out.insert(name.clone(), s);
