@@ -1176,6 +1176,12 @@ fn a_deletecollection_of_many_pods_leaves_nothing_behind() {
     assert!(deletes.len() == PODS && odd.is_empty(), "the node's final deletes of {} pods: not one 200 each for {}, e.g. {:?}", deletes.len(), odd.len(), odd.iter().take(10).collect::<Vec<_>>());
 }
 
+/// A pod on node-a named `name` whose one container `c` of `image` sleeps; `spec` (lines indented
+/// by two spaces) goes into its spec.
+fn sleeper(name: &str, image: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n{spec}  containers:\n  - name: c\n    image: {image}\n    command: [sleep, '3600']\n")
+}
+
 /// What `sh -c cmd` prints in container `ctr` of pod `pod`.
 fn exec_in(c: &Cluster, pod: &str, ctr: &str, cmd: &str) -> String {
     c.server.ok(&["exec", pod, "-c", ctr, "--", "sh", "-c", cmd])
@@ -1214,54 +1220,15 @@ fn event_message(c: &Cluster, pod: &str, reason: &str) -> Option<String> {
 #[test]
 fn host_namespaces_and_a_shared_process_namespace() {
     let c = cluster(&[]);
-    c.apply(&format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: hostnet
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  hostNetwork: true
-  dnsPolicy: ClusterFirstWithHostNet
-  hostAliases: [{{ip: 192.0.2.10, hostnames: [alias-one, alias-two]}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: hostpid
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  hostPID: true
-  hostIPC: true
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: shared
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  shareProcessNamespace: true
-  containers:
-  - name: a
-    image: {img}
-    command: [sleep, "3600"]
-  - name: b
-    image: {img}
-    command: [sleep, "3601"]
-"#,
-        img = c.image
-    ));
+    c.apply(&[
+        sleeper("hostnet", &c.image, "  hostNetwork: true\n  dnsPolicy: ClusterFirstWithHostNet\n  hostAliases: [{ip: 192.0.2.10, hostnames: [alias-one, alias-two]}]\n"),
+        sleeper("hostpid", &c.image, "  hostPID: true\n  hostIPC: true\n"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: shared\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  shareProcessNamespace: true\n  containers:\n  - name: a\n    image: {img}\n    command: [sleep, '3600']\n  - name: b\n    image: {img}\n    command: [sleep, '3601']\n",
+            img = c.image
+        ),
+    ]
+    .join("---\n"));
     let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
     let p = c.wait_pod("hostnet", "Running", Duration::from_secs(120), running);
     // On the node's network: the pod's IP is the node's, its namespaces and hostname the node's.
@@ -1299,7 +1266,7 @@ spec:
     assert_ne!(exec_in(&c, "hostpid", "c", "readlink /proc/self/ns/net").trim(), host_ns("net"));
     // This test's own process is visible from the pod.
     let me = std::process::id();
-    assert!(exec_in(&c, "hostpid", "c", "ls /proc").split_whitespace().any(|e| e == me.to_string()), "pid {me} not seen from a hostPID pod");
+    assert_eq!(exec_in(&c, "hostpid", "c", &format!("test -d /proc/{me} && echo seen || echo unseen")).trim(), "seen", "pid {me} from a hostPID pod");
 
     // shareProcessNamespace: each container sees the other's processes; not the node's.
     c.wait_pod("shared", "Running", Duration::from_secs(120), running);
@@ -1309,7 +1276,7 @@ spec:
     assert!(ps.contains("sleep 3600"), "container b's ps: {ps}");
     assert_ne!(exec_in(&c, "shared", "a", "readlink /proc/self/ns/pid").trim(), host_ns("pid"));
     assert_ne!(exec_in(&c, "shared", "a", "readlink /proc/self/ns/ipc").trim(), host_ns("ipc"));
-    assert!(!exec_in(&c, "shared", "a", "ls /proc").split_whitespace().any(|e| e == me.to_string()));
+    assert_eq!(exec_in(&c, "shared", "a", &format!("test -d /proc/{me} && echo seen || echo unseen")).trim(), "unseen", "pid {me} from a pod's own PID namespace");
 
     c.server.ok(&["delete", "pod", "hostnet", "hostpid", "shared", "--wait=false"]);
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
@@ -1319,109 +1286,23 @@ spec:
 fn dns_policies_dns_config_host_aliases_and_fqdn_hostnames() {
     let c = cluster(&["--cluster-dns", "10.96.0.10"]);
     let searches30: Vec<String> = (1..=30).map(|i| format!("s{i}.example")).collect();
-    c.apply(&format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: team-a
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: cf
-  namespace: team-a
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  dnsConfig:
-    nameservers: [192.0.2.53]
-    searches: [my.search.example]
-    options: [{{name: ndots, value: "2"}}, {{name: edns0}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: dflt
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  dnsPolicy: Default
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: none
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  dnsPolicy: None
-  dnsConfig:
-    nameservers: [192.0.2.1]
-    searches: [a.example]
-    options: [{{name: ndots, value: "1"}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: over
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  dnsConfig:
-    nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3]
-    searches: [{searches}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: fqdn
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  hostname: web-0
-  subdomain: sub
-  setHostnameAsFQDN: true
-  hostAliases:
-  - {{ip: 192.0.2.10, hostnames: [alias-one, alias-two]}}
-  - {{ip: 192.0.2.11, hostnames: [alias-three]}}
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: short
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  hostname: web-1
-  subdomain: sub
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
-"#,
-        img = c.image,
-        searches = searches30.join(", ")
-    ));
+    let cf = "  dnsConfig:\n    nameservers: [192.0.2.53]\n    searches: [my.search.example]\n    options: [{name: ndots, value: '2'}, {name: edns0}]\n";
+    c.apply(&[
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n".to_string(),
+        sleeper("cf", &c.image, cf).replacen("  name: cf\n", "  name: cf\n  namespace: team-a\n", 1),
+        sleeper("dflt", &c.image, "  dnsPolicy: Default\n"),
+        sleeper("none", &c.image, "  dnsPolicy: None\n  dnsConfig:\n    nameservers: [192.0.2.1]\n    searches: [a.example]\n    options: [{name: ndots, value: '1'}]\n"),
+        sleeper("over", &c.image, &format!("  dnsConfig:\n    nameservers: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n    searches: [{}]\n", searches30.join(", "))),
+        sleeper("hn-cf", &c.image, "  hostNetwork: true\n"),
+        sleeper("hn-cfwhn", &c.image, "  hostNetwork: true\n  dnsPolicy: ClusterFirstWithHostNet\n"),
+        sleeper(
+            "fqdn",
+            &c.image,
+            "  hostname: web-0\n  subdomain: sub\n  setHostnameAsFQDN: true\n  hostAliases:\n  - {ip: 192.0.2.10, hostnames: [alias-one, alias-two]}\n  - {ip: 192.0.2.11, hostnames: [alias-three]}\n",
+        ),
+        sleeper("short", &c.image, "  hostname: web-1\n  subdomain: sub\n"),
+    ]
+    .join("---\n"));
     let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
     let (node_servers, node_searches) = node_resolv_conf();
 
@@ -1444,6 +1325,15 @@ spec:
     let resolv = exec_in(&c, "dflt", "c", "cat /etc/resolv.conf");
     assert_eq!(resolv_values(&resolv, "nameserver"), node_servers, "{resolv}");
     assert_eq!(resolv_values(&resolv, "search"), node_searches, "{resolv}");
+
+    // On the node's network ClusterFirst is Default; ClusterFirstWithHostNet the cluster's.
+    c.wait_pod("hn-cf", "Running", Duration::from_secs(120), running);
+    let resolv = exec_in(&c, "hn-cf", "c", "cat /etc/resolv.conf");
+    assert_eq!(resolv_values(&resolv, "nameserver"), node_servers, "{resolv}");
+    c.wait_pod("hn-cfwhn", "Running", Duration::from_secs(120), running);
+    let resolv = exec_in(&c, "hn-cfwhn", "c", "cat /etc/resolv.conf");
+    assert_eq!(resolv_values(&resolv, "nameserver"), ["10.96.0.10"], "{resolv}");
+    assert_eq!(resolv_values(&resolv, "search")[..3], ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"], "{resolv}");
 
     // None: only the pod's dnsConfig.
     c.wait_pod("none", "Running", Duration::from_secs(120), running);
@@ -1479,7 +1369,7 @@ spec:
     let hosts = exec_in(&c, "short", "c", "cat /etc/hosts");
     assert!(hosts.contains(&format!("\n{ip}\tweb-1.sub.default.svc.cluster.local\tweb-1\n")), "{hosts}");
 
-    c.server.ok(&["delete", "pod", "dflt", "none", "over", "fqdn", "short", "--wait=false"]);
+    c.server.ok(&["delete", "pod", "dflt", "none", "over", "hn-cf", "hn-cfwhn", "fqdn", "short", "--wait=false"]);
     c.server.ok(&["delete", "pod", "-n", "team-a", "cf", "--wait=false"]);
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
@@ -1489,116 +1379,21 @@ fn sysctls_fs_group_and_run_as_non_root() {
     let c = cluster(&[]);
     let host_port_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("sysctl");
     let host_rmid = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").expect("sysctl");
-    c.apply(&format!(
-        r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: cfg
-data:
-  key: value
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: sysctl-ok
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext:
-    sysctls: [{{name: net.ipv4.ip_unprivileged_port_start, value: "1000"}}, {{name: kernel.shm_rmid_forced, value: "1"}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: sysctl-unsafe
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext:
-    sysctls: [{{name: kernel.msgmax, value: "65536"}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: sysctl-hostnet
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  hostNetwork: true
-  securityContext:
-    sysctls: [{{name: net.ipv4.tcp_syncookies, value: "1"}}]
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: fsgroup
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext: {{runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000}}
-  volumes:
-  - {{name: data, emptyDir: {{}}}}
-  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0600}}}}
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
-    volumeMounts: [{{name: data, mountPath: /data}}, {{name: cfg, mountPath: /cfg}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: nonroot
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext: {{runAsNonRoot: true}}
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: nonroot-zero
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext: {{runAsNonRoot: true}}
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
-    securityContext: {{runAsUser: 0}}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: nonroot-ok
-spec:
-  nodeName: node-a
-  terminationGracePeriodSeconds: 1
-  securityContext: {{runAsNonRoot: true, runAsUser: 1000}}
-  containers:
-  - name: c
-    image: {img}
-    command: [sleep, "3600"]
-"#,
-        img = c.image
-    ));
+    let fsgroup = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fsgroup\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  securityContext: {{runAsUser: 1000, runAsGroup: 3000, fsGroup: 2000}}\n  volumes:\n  - {{name: data, emptyDir: {{}}}}\n  - {{name: cfg, configMap: {{name: cfg, defaultMode: 0600}}}}\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '3600']\n    volumeMounts: [{{name: data, mountPath: /data}}, {{name: cfg, mountPath: /cfg}}]\n",
+        c.image
+    );
+    c.apply(&[
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  key: value\n".to_string(),
+        sleeper("sysctl-ok", &c.image, "  securityContext:\n    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: '1000'}, {name: kernel.shm_rmid_forced, value: '1'}]\n"),
+        sleeper("sysctl-unsafe", &c.image, "  securityContext:\n    sysctls: [{name: kernel.msgmax, value: '65536'}]\n"),
+        sleeper("sysctl-hostnet", &c.image, "  hostNetwork: true\n  securityContext:\n    sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]\n"),
+        fsgroup,
+        sleeper("nonroot", &c.image, "  securityContext: {runAsNonRoot: true}\n"),
+        sleeper("nonroot-zero", &c.image, "  securityContext: {runAsNonRoot: true}\n").replace("    command: [sleep, '3600']\n", "    command: [sleep, '3600']\n    securityContext: {runAsUser: 0}\n"),
+        sleeper("nonroot-ok", &c.image, "  securityContext: {runAsNonRoot: true, runAsUser: 1000}\n"),
+    ]
+    .join("---\n"));
     let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
 
     // Safe sysctls are set in the pod's namespaces, not the node's.
@@ -1658,12 +1453,7 @@ fn a_vm_isolated_pod_on_host_namespaces_gets_a_failed_sandbox_event() {
     let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script_output("guest-agent.sh"));
     let env = vec![("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()), ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string())];
     let c = cluster_env(&[], false, env);
-    let pod = |name: &str, field: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  runtimeClassName: strata-vm\n  {field}: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sleep, '3600']\n",
-            c.image
-        )
-    };
+    let pod = |name: &str, field: &str| sleeper(name, &c.image, &format!("  runtimeClassName: strata-vm\n  {field}: true\n"));
     c.apply(&[pod("vm-hostnet", "hostNetwork"), pod("vm-hostpid", "hostPID"), pod("vm-hostipc", "hostIPC")].join("---\n"));
     for (name, why) in [
         ("vm-hostnet", "a VM-isolated pod cannot use the node's network"),
