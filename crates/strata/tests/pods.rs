@@ -325,6 +325,7 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     c.apply(&pod("toomany", &c.image, "    command: [sleep, '3600']\n"));
     let p = c.wait_pod("toomany", "OutOfpods", Duration::from_secs(60), |p| phase(p) == "Failed");
     assert_eq!(p["status"]["reason"], "OutOfpods");
+    assert_eq!(p["status"]["message"], "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 4, capacity: 4", "{p}");
 
     // The next attempt waits out the back-off (at least 10 s after the last one ended).
     let rc = backing_off["restartCount"].as_i64().expect("restartCount");
@@ -1301,6 +1302,7 @@ fn dns_policies_dns_config_host_aliases_and_fqdn_hostnames() {
             "  hostname: web-0\n  subdomain: sub\n  setHostnameAsFQDN: true\n  hostAliases:\n  - {ip: 192.0.2.10, hostnames: [alias-one, alias-two]}\n  - {ip: 192.0.2.11, hostnames: [alias-three]}\n",
         ),
         sleeper("short", &c.image, "  hostname: web-1\n  subdomain: sub\n"),
+        sleeper("toolong", &c.image, &format!("  hostname: {}\n  subdomain: sub\n  setHostnameAsFQDN: true\n", "h".repeat(40))),
     ]
     .join("---\n"));
     let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
@@ -1369,14 +1371,20 @@ fn dns_policies_dns_config_host_aliases_and_fqdn_hostnames() {
     let hosts = exec_in(&c, "short", "c", "cat /etc/hosts");
     assert!(hosts.contains(&format!("\n{ip}\tweb-1.sub.default.svc.cluster.local\tweb-1\n")), "{hosts}");
 
-    c.server.ok(&["delete", "pod", "dflt", "none", "over", "hn-cf", "hn-cfwhn", "fqdn", "short", "--wait=false"]);
+    // A FQDN longer than the kernel's 64 characters: no sandbox, kubelet's message.
+    let fqdn = format!("{}.sub.default.svc.cluster.local", "h".repeat(40));
+    let want = format!("Failed to create pod sandbox: failed to construct FQDN from pod hostname and cluster domain, FQDN {fqdn} is too long (64 characters is the max, 70 characters requested)");
+    assert!(eventually(Duration::from_secs(60), || event_message(&c, "toolong", "FailedCreatePodSandBox").as_deref() == Some(want.as_str())), "{:?}", c.events_for("toolong"));
+    assert_eq!(phase(&c.pod("toolong")), "Pending");
+
+    c.server.ok(&["delete", "pod", "dflt", "none", "over", "hn-cf", "hn-cfwhn", "fqdn", "short", "toolong", "--wait=false"]);
     c.server.ok(&["delete", "pod", "-n", "team-a", "cf", "--wait=false"]);
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
 
 #[test]
 fn sysctls_fs_group_and_run_as_non_root() {
-    let c = cluster(&[]);
+    let c = cluster(&["--allowed-unsafe-sysctls", "net.core.somaxconn,kernel.sem*"]);
     let host_port_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("sysctl");
     let host_rmid = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").expect("sysctl");
     let fsgroup = format!(
@@ -1385,7 +1393,11 @@ fn sysctls_fs_group_and_run_as_non_root() {
     );
     c.apply(&[
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  key: value\n".to_string(),
-        sleeper("sysctl-ok", &c.image, "  securityContext:\n    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: '1000'}, {name: kernel.shm_rmid_forced, value: '1'}]\n"),
+        sleeper(
+            "sysctl-ok",
+            &c.image,
+            "  securityContext:\n    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: '1000'}, {name: kernel.shm_rmid_forced, value: '1'}, {name: net/core/somaxconn, value: '1000'}]\n",
+        ),
         sleeper("sysctl-unsafe", &c.image, "  securityContext:\n    sysctls: [{name: kernel.msgmax, value: '65536'}]\n"),
         sleeper("sysctl-hostnet", &c.image, "  hostNetwork: true\n  securityContext:\n    sysctls: [{name: net.ipv4.tcp_syncookies, value: '1'}]\n"),
         fsgroup,
@@ -1398,7 +1410,8 @@ fn sysctls_fs_group_and_run_as_non_root() {
 
     // Safe sysctls are set in the pod's namespaces, not the node's.
     c.wait_pod("sysctl-ok", "Running", Duration::from_secs(120), running);
-    assert_eq!(exec_in(&c, "sysctl-ok", "c", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced"), "1000\n1\n");
+    // (net.core.somaxconn is one the node allows beyond the safe ones, written with slashes.)
+    assert_eq!(exec_in(&c, "sysctl-ok", "c", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced /proc/sys/net/core/somaxconn"), "1000\n1\n1000\n");
     assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").expect("sysctl"), host_port_start);
     assert_eq!(std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").expect("sysctl"), host_rmid);
     // Others are refused at admission, as kubelet's: Failed, SysctlForbidden, for good.

@@ -1137,27 +1137,14 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
             }
             if mine.is_empty() && full {
                 // Admission, as kubelet's: the pod is rejected for good.
-                st.rejected = true;
-                let msg = format!("Node didn't have enough resource: pods, requested: 1, used: {max_pods}, capacity: {max_pods}");
-                event(shared, st, pod, None, true, "OutOfpods", msg.clone()).await;
-                let status = PodStatus { phase: Some("Failed".into()), reason: Some("OutOfpods".into()), message: Some(msg), ..Default::default() };
-                write_status(shared, st, pod, status).await;
+                reject(shared, st, pod, qos, "OutOfpods", format!("Node didn't have enough resource: pods, requested: 1, used: {max_pods}, capacity: {max_pods}")).await;
                 return None;
             }
-            // The sysctl allowlist's admission (kubelet's rejectPod: for good, with its message).
+            // The sysctl allowlist's admission.
             let sysctls = match shared.sysctls.as_ref().map_err(Clone::clone).and_then(|a| a.admit(pod)) {
                 Ok(s) => s,
                 Err(msg) => {
-                    st.rejected = true;
-                    event(shared, st, pod, None, true, sysctls::FORBIDDEN_REASON, msg.clone()).await;
-                    let status = PodStatus {
-                        phase: Some("Failed".into()),
-                        reason: Some(sysctls::FORBIDDEN_REASON.into()),
-                        message: Some(format!("Pod was rejected: {msg}")),
-                        qos_class: Some(qos.as_str().into()),
-                        ..Default::default()
-                    };
-                    write_status(shared, st, pod, status).await;
+                    reject(shared, st, pod, qos, sysctls::FORBIDDEN_REASON, msg).await;
                     return None;
                 }
             };
@@ -1261,6 +1248,21 @@ async fn sandbox_config(
         ..Default::default()
     };
     Ok((config, pod_dns.events))
+}
+
+/// Refuse the pod for good, as kubelet's rejectPod: a Warning event, and the status Failed with
+/// the reason and "Pod was rejected: <message>".
+async fn reject(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, qos: QosClass, reason: &str, message: String) {
+    st.rejected = true;
+    event(shared, st, pod, None, true, reason, message.clone()).await;
+    let status = PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(reason.into()),
+        message: Some(format!("Pod was rejected: {message}")),
+        qos_class: Some(qos.as_str().into()),
+        ..Default::default()
+    };
+    write_status(shared, st, pod, status).await;
 }
 
 /// The latest attempt of each container among `found`.
