@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,18 +15,11 @@ use strata_driver::images::ImageStore;
 use strata_driver::pod::{ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, PodSandboxConfig, PodSandboxMetadata, SandboxState};
 use strata_driver::{Error, LogOptions, MicroVmConfig, MicroVmRuntime, PodRuntime};
 
-fn script(name: &str) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash").arg(repo.join("scripts").join(name)).stderr(Stdio::inherit()).output().expect("run script");
-    assert!(out.status.success(), "scripts/{name} failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
 fn open_runtime(root: &Path) -> MicroVmRuntime {
     let limits = strata_driver::images::UnpackLimits { reserve: strata_driver::images::Reserve::Bytes(1 << 30), ..Default::default() };
     let images = Arc::new(ImageStore::open(root.join("images")).expect("image store").with_limits(limits));
-    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
-    let config = MicroVmConfig::new(script("guest-kernel.sh"), agent);
+    let (kernel, agent) = common::vm_guest();
+    let config = MicroVmConfig::new(kernel, agent);
     MicroVmRuntime::open(root, images, PathBuf::from(env!("CARGO_BIN_EXE_strata")), config).expect("open microVM runtime")
 }
 

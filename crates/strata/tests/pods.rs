@@ -1451,19 +1451,10 @@ fn sysctls_fs_group_and_run_as_non_root() {
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
 
-/// The path a `scripts/NAME` prints.
-fn script_output(name: &str) -> PathBuf {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = std::process::Command::new("bash").arg(repo.join("scripts").join(name)).stderr(std::process::Stdio::inherit()).output().expect("run script");
-    assert!(out.status.success(), "scripts/{name} failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
 #[test]
 fn a_vm_isolated_pod_on_host_namespaces_gets_a_failed_sandbox_event() {
     // The node serves VM-isolated pods; none of these gets as far as booting a VM.
-    let kernel = script_output("guest-kernel.sh");
-    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script_output("guest-agent.sh"));
+    let (kernel, agent) = common::vm_guest();
     let env = vec![("STRATA_VM_KERNEL".to_string(), kernel.display().to_string()), ("STRATA_GUEST_AGENT".to_string(), agent.display().to_string())];
     let c = cluster_env(&[], false, env);
     let pod = |name: &str, field: &str| sleeper(name, &c.image, &format!("  runtimeClassName: strata-vm\n  {field}: true\n"));

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -13,13 +13,6 @@ use common::{eventually, text, wait_bounded};
 use common::server::{ApiServer, Backend, Options};
 use serde_json::Value;
 use strata_testkit::{busybox_image, Registry};
-
-fn script(name: &str) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("bash").arg(repo.join("scripts").join(name)).stderr(Stdio::inherit()).output().expect("run script");
-    assert!(out.status.success(), "scripts/{name} failed");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 fn pod(server: &ApiServer, name: &str) -> Value {
     let out = server.kubectl(&["get", "pod", name, "-o", "json"]);
@@ -55,11 +48,10 @@ struct VmCluster {
 }
 
 fn vm_cluster() -> VmCluster {
-    let kernel = script("guest-kernel.sh");
+    let (kernel, agent) = common::vm_guest();
     let release = std::fs::read_dir(kernel.join("lib/modules")).expect("modules").flatten().next().expect("a release").file_name().to_string_lossy().into_owned();
     let host = nix::sys::utsname::uname().expect("uname").release().to_string_lossy().into_owned();
     assert_ne!(release, host, "the test needs a guest kernel other than the host's");
-    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
     let registry = Registry::start();
     registry.push(&busybox_image(), "busybox", "latest");
     let image = format!("{}/busybox:latest", registry.addr);

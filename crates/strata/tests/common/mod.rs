@@ -163,6 +163,22 @@ fn strata_cgroup_dirs(id: &str) -> Vec<PathBuf> {
     v
 }
 
+/// What `scripts/NAME` prints (a path), the script run from the repository's root.
+pub fn script(name: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash").arg(repo.join("scripts").join(name)).stderr(Stdio::inherit()).output().expect("run script");
+    assert!(out.status.success(), "scripts/{name} failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The guest kernel tree and the static guest agent of VM-isolated pods: `scripts/guest-kernel.sh`,
+/// and `STRATA_GUEST_AGENT` (scripts/test.sh builds it once) or else `scripts/guest-agent.sh`.
+pub fn vm_guest() -> (PathBuf, PathBuf) {
+    let kernel = script("guest-kernel.sh");
+    let agent = std::env::var_os("STRATA_GUEST_AGENT").map(PathBuf::from).unwrap_or_else(|| script("guest-agent.sh"));
+    (kernel, agent)
+}
+
 pub mod server;
 pub mod simnode;
 pub mod tls;
