@@ -1258,6 +1258,10 @@ fn host_namespaces_and_a_shared_process_namespace() {
         "{:?}",
         c.events_for("hostnet")
     );
+    // ... and about the node, as kubelet's.
+    let node_events = c.events_for("node-a");
+    let msg = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.";
+    assert!(node_events.iter().any(|(r, m)| r == "MissingClusterDNS" && m == msg), "{node_events:?}");
 
     // hostPID and hostIPC: the node's PID and IPC namespaces, its own network.
     let p = c.wait_pod("hostpid", "Running", Duration::from_secs(120), running);
