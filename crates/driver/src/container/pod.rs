@@ -943,3 +943,61 @@ impl PodRuntime for ContainerDriver {
             .map_err(|_| Error::Internal("the port-forward dialer panicked".into()))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_names_stay_under_proc_sys() {
+        for ok in ["net.ipv4.ip_local_port_range", "kernel.shm_rmid_forced", "net.ipv4.conf.eth0/100.forwarding", "net.core.somaxconn"] {
+            assert!(valid_sysctl_name(ok), "{ok}");
+        }
+        for bad in ["", "net..ipv4", ".net", "net.", "net./", "net.a//b", "net/../..", "../etc", "net.ipv4/..", "kernel.core pattern", "net.ipv4.x\n"] {
+            assert!(!valid_sysctl_name(bad), "{bad:?}");
+        }
+    }
+
+    fn record(network: NamespaceMode, ip: Option<IpAddr>, names: &[&str], aliases: Vec<(IpAddr, Vec<String>)>) -> SandboxRecord {
+        let config = PodSandboxConfig {
+            namespaces: crate::pod::PodNamespaces { network, ..Default::default() },
+            hosts_names: names.iter().map(|s| s.to_string()).collect(),
+            host_aliases: aliases,
+            ..Default::default()
+        };
+        SandboxRecord {
+            id: "x".into(),
+            name: "x".into(),
+            config,
+            created_at: String::new(),
+            hostname: "web-0".into(),
+            netns: None,
+            ip,
+            ipc_ns: None,
+            uts_ns: None,
+            cgroup_parent: String::new(),
+            log_directory: PathBuf::new(),
+            own_log_directory: true,
+            stopped: false,
+            supervisor: None,
+            pid_init: None,
+        }
+    }
+
+    #[test]
+    fn hosts_files_as_kubelet_writes_them() {
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let localhost = "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+        assert_eq!(hosts_file(&record(NamespaceMode::Pod, Some(ip), &[], vec![])), format!("{localhost}10.1.2.3\tweb-0\n"));
+        let aliases = vec![("192.0.2.1".parse().expect("ip"), vec!["a".to_string(), "b".to_string()])];
+        assert_eq!(
+            hosts_file(&record(NamespaceMode::Pod, Some(ip), &["web-0.sub.ns.svc.cluster.local", "web-0"], aliases.clone())),
+            format!("{localhost}10.1.2.3\tweb-0.sub.ns.svc.cluster.local\tweb-0\n\n# Entries added by HostAliases.\n192.0.2.1\ta\tb\n")
+        );
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        assert_eq!(
+            hosts_file(&record(NamespaceMode::Node, None, &[], aliases)),
+            format!("# Kubernetes-managed hosts file (host network).\n{node}\n# Entries added by HostAliases.\n192.0.2.1\ta\tb\n")
+        );
+    }
+}
