@@ -877,6 +877,53 @@ fn foreground_deletion_through_a_dependency_circle_finishes() {
     );
 }
 
+/// Dependents that also have a live owner survive the foreground deletion of their other owner:
+/// they only lose the reference to it. Upstream's "Garbage collector should not delete
+/// dependents that have both valid owner and owner that's waiting for dependents to be
+/// deleted" (half of rc1's pods get rc2 as a second, non-controller owner by a strategic merge
+/// patch; rc1 is deleted in the foreground).
+#[test]
+fn dependents_with_another_live_owner_survive_a_foreground_deletion() {
+    let s = server(Backend::Embedded);
+    let ns = "default";
+    let rc = |name: &str, replicas: u32, app: &str| {
+        json!({ "apiVersion": "v1", "kind": "ReplicationController", "metadata": { "name": name, "namespace": ns },
+                "spec": { "replicas": replicas, "selector": { "app": app },
+                          "template": { "metadata": { "labels": { "app": app } }, "spec": { "containers": [{ "name": "c", "image": IMG }] } } } })
+        .to_string()
+    };
+    s.ok_stdin(&["create", "-f", "-"], Some(&rc("rc-to-be-deleted", 6, "deleted")));
+    s.ok_stdin(&["create", "-f", "-"], Some(&rc("rc-to-stay", 0, "stay")));
+    let rcs = |n: &str| format!("/api/v1/namespaces/{ns}/replicationcontrollers/{n}");
+    let uid = |n: &str| s.get_json(&rcs(n))["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    assert!(eventually(LONG, || pods(&s, ns).len() == 6), "rc1 made no pods: {:?}", pods(&s, ns));
+    let mut all: Vec<String> = pods(&s, ns).iter().map(name).collect();
+    all.sort();
+    let (shared, own) = all.split_at(3);
+    let patch = json!({ "metadata": { "ownerReferences": [{ "apiVersion": "v1", "kind": "ReplicationController", "name": "rc-to-stay", "uid": uid("rc-to-stay") }] } });
+    for p in shared {
+        let (code, out) = s.curl("PATCH", &format!("/api/v1/namespaces/{ns}/pods/{p}"), Auth::Admin, Some("application/strategic-merge-patch+json"), Some(patch.to_string().as_bytes()));
+        assert_eq!(code, 200, "{out}");
+        let refs = serde_json::from_str::<Value>(&out).unwrap_or_default()["metadata"]["ownerReferences"].as_array().map(Vec::len);
+        assert_eq!(refs, Some(2), "the patch merges by uid: {out}");
+    }
+    let body = json!({ "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground", "preconditions": { "uid": uid("rc-to-be-deleted") } });
+    let (code, out) = s.curl("DELETE", &rcs("rc-to-be-deleted"), Auth::Admin, Some("application/json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    assert!(eventually(LONG, || s.get_json(&rcs("rc-to-be-deleted")).is_null()), "rc1 is still there: {}", s.get_json(&rcs("rc-to-be-deleted")));
+    // A moment for anything that would still act on the shared pods.
+    std::thread::sleep(Duration::from_secs(5));
+    let left = pods(&s, ns);
+    let mut names: Vec<String> = left.iter().map(name).collect();
+    names.sort();
+    assert_eq!(names, shared, "only the pods rc2 also owns stay (rc1's own: {own:?}): {left:?}");
+    for p in &left {
+        assert!(p["metadata"]["deletionTimestamp"].is_null(), "{p}");
+        let refs = p["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        assert_eq!((refs.len(), refs[0]["name"].as_str()), (1, Some("rc-to-stay")), "{p}");
+    }
+}
+
 /// The pod garbage collector, as kube-controller-manager's podgc: terminated pods above
 /// `--terminated-pod-gc-threshold` (evicted first, then the oldest), pods of a node that was
 /// deleted (after the 40 s quarantine: marked Failed with a DisruptionTarget condition, then
