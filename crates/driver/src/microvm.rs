@@ -116,7 +116,7 @@ const STREAM_PREFIX: &str = "x-";
 const DEFAULT_TTY_SIZE: (u16, u16) = (24, 80);
 const LOG_MAX_FILES: usize = 5;
 
-/// A VM as recorded (`vms/<sandbox>/vm.json`).
+/// A VM as recorded (`vms/<sandbox>/vm.json`), from the moment its QEMU runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct VmRecord {
     qemu_pid: i32,
@@ -124,6 +124,11 @@ struct VmRecord {
     accel: String,
     address: String,
     gateway: Option<String>,
+    /// Still booting: the guest has not yet answered `hello` and taken its network. A sandbox
+    /// whose VM stays so once its booting process is gone (an agent killed mid-boot) is
+    /// NotReady, and its QEMU is stopped with it. Absent in records of booted VMs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    booting: bool,
 }
 
 /// A container in a microVM (`pod-containers/<id>.json`).
@@ -311,6 +316,8 @@ pub struct MicroVmRuntime {
     config: MicroVmConfig,
     shared: Arc<Shared>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
+    /// Sandboxes whose VM this process is booting (Ready to callers meanwhile).
+    booting: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MicroVmRuntime {
@@ -330,11 +337,11 @@ impl MicroVmRuntime {
             initramfs::build(&kernel, &config.guest_agent, &initramfs).map_err(|e| Error::FailedPrecondition(format!("building the microVM initramfs: {e}")))?;
         }
         let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), streams: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()) });
-        let rt = MicroVmRuntime { sandboxes, images, kernel, initramfs, config, shared, conns: Mutex::new(HashMap::new()) };
+        let rt = MicroVmRuntime { sandboxes, images, kernel, initramfs, config, shared, conns: Mutex::new(HashMap::new()), booting: Mutex::new(Default::default()) };
         // Take the channels of the VMs already running (a restarted agent): their output and
         // exits, held back by the guests meanwhile, come in from now on.
-        for s in rt.sandboxes.list_pod_sandboxes(&SandboxFilter::default())? {
-            if s.state == SandboxState::Ready && rt.vm_record(&s.id).is_some() {
+        for s in rt.list_pod_sandboxes(&SandboxFilter::default())? {
+            if s.state == SandboxState::Ready {
                 if let Err(e) = rt.conn(&s.id) {
                     tracing::warn!(sandbox = %s.id, error = %e, "cannot reach the microVM of a pod sandbox");
                 }
@@ -356,13 +363,43 @@ impl MicroVmRuntime {
         std::fs::read(self.vm_dir(sandbox).join("vm.json")).ok().and_then(|b| serde_json::from_slice(&b).ok())
     }
 
+    fn save_vm_record(&self, sandbox: &str, vm: &VmRecord) -> Result<(), Error> {
+        let bytes = serde_json::to_vec_pretty(vm).map_err(|e| Error::Internal(e.to_string()))?;
+        strata_supervise::util::write_atomic(&self.vm_dir(sandbox).join("vm.json"), &bytes).map_err(Error::io("saving vm.json"))
+    }
+
+    /// The sandbox as the inner driver sees it, NotReady when its VM is not up: never booted,
+    /// left booting by a process that is gone, or its QEMU dead. (The agent then stops it and
+    /// makes a new one, as for a container sandbox whose supervisor died.)
+    fn with_vm_state(&self, mut s: PodSandboxStatus) -> PodSandboxStatus {
+        if s.state == SandboxState::Ready && !self.booting.lock().unwrap_or_else(|e| e.into_inner()).contains(&s.id) {
+            let up = self.vm_record(&s.id).is_some_and(|vm| !vm.booting && strata_supervise::util::process_alive(vm.qemu_pid, vm.qemu_start));
+            if !up {
+                s.state = SandboxState::NotReady;
+            }
+        }
+        s
+    }
+
+    /// QEMU of a sandbox from its pid file alone (it is written before `vm.json`): the process
+    /// only if it still runs in the VM's directory, so a reused pid is never taken for it.
+    fn qemu_from_pid_file(&self, sandbox: &str) -> Option<(i32, u64)> {
+        let dir = self.vm_dir(sandbox);
+        let pid = std::fs::read_to_string(dir.join("qemu.pid")).ok()?.trim().parse::<i32>().ok()?;
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        if cwd != dir {
+            return None;
+        }
+        Some((pid, strata_supervise::util::process_start_time(pid)?))
+    }
+
     /// The agent connection of sandbox `id`'s VM (made on first use, also by a new process).
     fn conn(&self, sandbox: &str) -> Result<Arc<Conn>, Error> {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = conns.get(sandbox) {
             return Ok(c.clone());
         }
-        let vm = self.vm_record(sandbox).ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {sandbox} has no running microVM")))?;
+        let vm = self.vm_record(sandbox).filter(|vm| !vm.booting).ok_or_else(|| Error::FailedPrecondition(format!("pod sandbox {sandbox} has no running microVM")))?;
         if !strata_supervise::util::process_alive(vm.qemu_pid, vm.qemu_start) {
             return Err(Error::FailedPrecondition(format!("the microVM of pod sandbox {sandbox} is gone")));
         }
@@ -463,9 +500,8 @@ impl MicroVmRuntime {
             std::thread::sleep(Duration::from_millis(20));
         };
         let address = format!("{}/{}", status.ip.map(|i| i.to_string()).unwrap_or_default(), net.prefix);
-        let vm = VmRecord { qemu_pid: pid, qemu_start: start, accel: decision.accel.as_str().into(), address: address.clone(), gateway: net.gateway.clone() };
-        let bytes = serde_json::to_vec_pretty(&vm).map_err(|e| Error::Internal(e.to_string()))?;
-        strata_supervise::util::write_atomic(&dir.join("vm.json"), &bytes).map_err(Error::io("saving vm.json"))?;
+        let mut vm = VmRecord { qemu_pid: pid, qemu_start: start, accel: decision.accel.as_str().into(), address: address.clone(), gateway: net.gateway.clone(), booting: true };
+        self.save_vm_record(id, &vm)?;
         let conn = self.connect(id, Duration::from_secs(30))?;
         match conn.client.call(Request::Hello, BOOT_TIMEOUT).map_err(agent_error)? {
             Response::Hello { kernel_release, .. } => tracing::debug!(sandbox = id, %kernel_release, "microVM agent up"),
@@ -473,25 +509,31 @@ impl MicroVmRuntime {
         }
         let cfg = NetworkConfig { interface: None, address, gateway: net.gateway, hostname: Some(status.hostname.clone()) };
         conn.client.call_ok(Request::Network(cfg), CALL_TIMEOUT).map_err(agent_error)?;
+        vm.booting = false;
+        self.save_vm_record(id, &vm)?;
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), Arc::new(conn));
         Ok(())
     }
 
     /// Power the VM off (the agent first, QEMU killed if it lingers) and forget its connection.
+    /// A VM whose boot was cut short (no `vm.json` yet, or no agent connection) is found by its
+    /// pid file and killed.
     fn power_off(&self, id: &str) {
         let conn = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        let vm = self.vm_record(id);
-        if let (Some(c), Some(vm)) = (&conn, &vm) {
-            if strata_supervise::util::process_alive(vm.qemu_pid, vm.qemu_start) {
-                let _ = c.client.call_ok(Request::PowerOff, Duration::from_secs(10));
-            }
-        }
+        let qemu = self.vm_record(id).map(|vm| (vm.qemu_pid, vm.qemu_start)).or_else(|| self.qemu_from_pid_file(id));
+        let Some((pid, start)) = qemu else { return };
+        let alive = strata_supervise::util::process_alive(pid, start);
+        let graceful = match &conn {
+            Some(c) if alive => c.client.call_ok(Request::PowerOff, Duration::from_secs(10)).is_ok(),
+            _ => false,
+        };
         drop(conn);
-        if let Some(vm) = vm {
-            if !strata_supervise::util::wait_pid_exit(vm.qemu_pid, vm.qemu_start, Some(Duration::from_secs(10))) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm.qemu_pid), nix::sys::signal::Signal::SIGKILL);
-                strata_supervise::util::wait_pid_exit(vm.qemu_pid, vm.qemu_start, Some(Duration::from_secs(10)));
+        if !alive || !graceful || !strata_supervise::util::wait_pid_exit(pid, start, Some(Duration::from_secs(10))) {
+            if strata_supervise::util::process_alive(pid, start) {
+                tracing::debug!(sandbox = id, pid, "killing the microVM's QEMU");
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
+            strata_supervise::util::wait_pid_exit(pid, start, Some(Duration::from_secs(10)));
         }
     }
 
@@ -723,7 +765,9 @@ impl PodRuntime for MicroVmRuntime {
             return Err(Error::InvalidArgument("a VM-isolated pod cannot share the node's IPC or PID namespace".into()));
         }
         let id = self.sandboxes.run_pod_sandbox(config)?;
+        self.booting.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
         let result = self.sandboxes.pod_sandbox_status(&id).and_then(|st| self.boot(&id, &st, config.resources.as_ref()));
+        self.booting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if let Err(e) = result {
             self.power_off(&id);
             let _ = std::fs::remove_dir_all(self.vm_dir(&id));
@@ -770,11 +814,13 @@ impl PodRuntime for MicroVmRuntime {
     }
 
     fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus, Error> {
-        self.sandboxes.pod_sandbox_status(id)
+        self.sandboxes.pod_sandbox_status(id).map(|s| self.with_vm_state(s))
     }
 
     fn list_pod_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<PodSandboxStatus>, Error> {
-        self.sandboxes.list_pod_sandboxes(filter)
+        // The state filter applies to the VM's state, not the inner sandbox's.
+        let inner = SandboxFilter { state: None, ..filter.clone() };
+        Ok(self.sandboxes.list_pod_sandboxes(&inner)?.into_iter().map(|s| self.with_vm_state(s)).filter(|s| filter.state.is_none_or(|st| st == s.state)).collect())
     }
 
     fn create_container(&self, sandbox_id: &str, c: &ContainerConfig) -> Result<String, Error> {
@@ -1127,6 +1173,19 @@ mod tests {
         // Never more vCPUs than the host has, never fewer than the floor.
         assert_eq!(guest_size(&cfg, Some(&r(None, Some(16_000), None, None)), 2), (256, 2));
         assert_eq!(guest_size(&cfg, Some(&r(Some(100), None, None, None)), 2), (256, 1));
+    }
+
+    #[test]
+    fn a_vm_record_says_booting_until_the_guest_is_up() {
+        let mut vm = VmRecord { qemu_pid: 7, qemu_start: 9, accel: "tcg".into(), address: "10.0.0.2/24".into(), gateway: None, booting: true };
+        let text = serde_json::to_string(&vm).expect("json");
+        assert!(text.contains("\"booting\":true"), "{text}");
+        vm.booting = false;
+        let text = serde_json::to_string(&vm).expect("json");
+        assert!(!text.contains("booting"), "{text}");
+        // A record written before the field existed is a booted VM's.
+        let old: VmRecord = serde_json::from_str(r#"{"qemu_pid":7,"qemu_start":9,"accel":"tcg","address":"10.0.0.2/24","gateway":null}"#).expect("old record");
+        assert!(!old.booting);
     }
 
     #[test]

@@ -36,6 +36,56 @@ fn processes_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Pids of the QEMUs whose command line mentions `root`.
+fn qemu_pids(root: &Path) -> Vec<i32> {
+    let needle = root.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| Some((p.file_name().to_str()?.parse::<i32>().ok()?, std::fs::read(p.path().join("cmdline")).ok()?)))
+        .filter(|(_, c)| String::from_utf8_lossy(c).contains(&needle) && String::from_utf8_lossy(c).contains("qemu"))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn is_qemu(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("qemu"))
+}
+
+/// QEMUs this test saw start, killed (by pid) when the test ends, so a failing test leaves none.
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if is_qemu(*pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The pod sandboxes of VM-isolated pods under `root`.
+fn vm_sandboxes(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("microvm/sandboxes")).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// What a sandbox left on the host outside the test's directory: its netns pin, its IP lease.
+fn sandbox_traces(id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let netns = Path::new("/run/strata/netns").join(id);
+    if netns.exists() {
+        found.push(format!("netns {}", netns.display()));
+    }
+    for e in std::fs::read_dir("/run/strata/ipam/strata").into_iter().flatten().flatten() {
+        if std::fs::read_to_string(e.path()).is_ok_and(|o| o.lines().next() == Some(id)) {
+            found.push(format!("lease {}", e.path().display()));
+        }
+    }
+    found
+}
+
 /// A server whose agent runs VM-isolated pods (QEMU on TCG, the test guest kernel and agent) as
 /// node `node-a`, and a registry holding busybox.
 struct VmCluster {
@@ -283,4 +333,77 @@ fn limits_hold_for_both_runtime_classes_and_size_the_guest() {
     }
     let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
     assert!(gone, "pods or QEMU left: {:?}", processes_under(&server.root()));
+}
+
+/// A test that fails while a VM-isolated pod runs ends by dropping its server: the harness's
+/// sweep removes what the killed agent left, the pod's QEMU, tap (in its netns) and IP lease
+/// included (QEMU outlives the agent by design, and its directory is deleted with the test's).
+#[test]
+fn dropping_a_server_with_a_running_vm_pod_leaves_no_qemu_netns_or_lease() {
+    let VmCluster { server, _registry, image, .. } = vm_cluster();
+    server.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: left\nspec:\n  nodeName: node-a\n  runtimeClassName: strata-vm\n  containers:\n  - name: c\n    image: {image}\n    command: [sleep, '100000']\n")),
+    );
+    let mut last = Value::Null;
+    let running = eventually(Duration::from_secs(300), || {
+        last = pod(&server, "left");
+        last["status"]["phase"] == "Running"
+    });
+    assert!(running, "pod not Running: {last:#}\nlog: {}", server.log());
+    let root = server.root();
+    let qemus = KillOnDrop(qemu_pids(&root));
+    assert_eq!(qemus.0.len(), 1, "one QEMU for the pod");
+    let sandboxes = vm_sandboxes(&root);
+    assert_eq!(sandboxes.len(), 1, "one sandbox: {sandboxes:?}");
+    assert!(!sandbox_traces(&sandboxes[0]).is_empty(), "the pod has a netns and a lease");
+    drop(server);
+    assert!(eventually(Duration::from_secs(30), || !qemus.0.iter().any(|p| is_qemu(*p))), "QEMU {:?} still runs after the server's sweep", qemus.0);
+    for sb in &sandboxes {
+        assert_eq!(sandbox_traces(sb), Vec::<String>::new(), "sandbox {sb} left traces");
+    }
+}
+
+/// The agent killed while a VM-isolated pod's guest boots (kill -9 of the server, then a new
+/// start): the half-booted VM (no network, nobody waiting for its agent) is not taken for a
+/// ready sandbox. Its QEMU is stopped and the pod gets a new microVM whose guest has the pod's
+/// network; deleting the pod then leaves no QEMU.
+#[test]
+fn a_vm_pod_whose_agent_died_while_its_guest_booted_gets_a_working_microvm() {
+    let VmCluster { mut server, _registry, image, .. } = vm_cluster();
+    server.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reboot\nspec:\n  nodeName: node-a\n  runtimeClassName: strata-vm\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: web\n    image: {image}\n    command: [sh, -c, 'mkdir -p /srv && echo ok > /srv/index.html && exec busybox httpd -f -p 8081 -h /srv']\n"
+        )),
+    );
+    let root = server.root();
+    let mut first = KillOnDrop(Vec::new());
+    assert!(eventually(Duration::from_secs(120), || {
+        first.0 = qemu_pids(&root);
+        !first.0.is_empty()
+    }), "no QEMU started for the pod: {}", server.log());
+    // A TCG guest takes many seconds to boot: the pod cannot be Running yet.
+    assert_ne!(pod(&server, "reboot")["status"]["phase"], "Running", "the guest booted before the agent could be killed");
+    server.restart(true);
+    let mut last = Value::Null;
+    let running = eventually(Duration::from_secs(300), || {
+        last = pod(&server, "reboot");
+        last["status"]["phase"] == "Running" && container(&last, "web")["state"]["running"].is_object()
+    });
+    assert!(running, "pod not Running after the agent's restart: {last:#}\nlog: {}", server.log());
+    let ip: std::net::IpAddr = last["status"]["podIP"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no podIP: {last:#}"));
+    let mut got = Err(String::new());
+    assert!(eventually(Duration::from_secs(60), || {
+        got = http_get((ip, 8081).into());
+        got.as_deref() == Ok("ok\n")
+    }), "GET {ip}:8081 from the node: {got:?}");
+    assert!(!first.0.iter().any(|p| is_qemu(*p)), "the half-booted QEMU {:?} still runs", first.0);
+    let now = KillOnDrop(qemu_pids(&root));
+    assert_eq!(now.0.len(), 1, "one QEMU for the pod: {:?}", now.0);
+    server.ok(&["delete", "pod", "reboot", "--wait=false"]);
+    let gone = eventually(Duration::from_secs(120), || pod(&server, "reboot").is_null() && qemu_pids(&root).is_empty());
+    assert!(gone, "pod or QEMU left: {:?}\nlog: {}", qemu_pids(&root), server.log());
+    let vms = root.join("microvm/vms");
+    assert!(eventually(Duration::from_secs(30), || std::fs::read_dir(&vms).map(|d| d.count() == 0).unwrap_or(true)), "VM state left in {}", vms.display());
 }

@@ -484,10 +484,21 @@ impl Drop for ApiServer {
             // container, then volume mounts the agent had no time to remove.
             use strata_driver::PodRuntime;
             let images = strata_driver::images::ImageStore::open(self.root().join("images")).map(std::sync::Arc::new);
-            if let Ok(driver) = images.and_then(|i| Ok(strata_driver::ContainerDriver::open(&self.root(), "runc", i, env!("CARGO_BIN_EXE_strata").into()))) {
-                if let Ok(driver) = driver {
+            if let Ok(images) = images {
+                if let Ok(driver) = strata_driver::ContainerDriver::open(&self.root(), "runc", images.clone(), env!("CARGO_BIN_EXE_strata").into()) {
                     for sb in driver.list_pod_sandboxes(&strata_driver::pod::SandboxFilter::default()).unwrap_or_default() {
                         let _ = driver.remove_pod_sandbox(&sb.id);
+                    }
+                }
+                // VM-isolated pods (their QEMUs outlive the agent too) through their own runtime,
+                // opened as the agent opened it.
+                let env = |k: &str| self.opts.env.iter().find(|(n, _)| n == k).map(|(_, v)| PathBuf::from(v));
+                if let (Some(kernel), Some(agent)) = (env("STRATA_VM_KERNEL"), env("STRATA_GUEST_AGENT")) {
+                    let config = strata_driver::MicroVmConfig::new(kernel, agent);
+                    if let Ok(vms) = strata_driver::MicroVmRuntime::open(&self.root(), images, env!("CARGO_BIN_EXE_strata").into(), config) {
+                        for sb in vms.list_pod_sandboxes(&strata_driver::pod::SandboxFilter::default()).unwrap_or_default() {
+                            let _ = vms.remove_pod_sandbox(&sb.id);
+                        }
                     }
                 }
             }
