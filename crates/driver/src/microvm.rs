@@ -88,9 +88,11 @@ fn host_cpus() -> u32 {
     std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
 }
 
-/// The translation cache of a pod's QEMU under TCG: 32 MiB took 18 MiB off an idle pod's QEMU
-/// (outside guest RAM: PSS 85 -> 67 MiB) with the same create -> Running (docs/benchmarks.md).
-pub const DEFAULT_TB_SIZE_MIB: u32 = 32;
+/// The translation cache of a pod's QEMU under TCG: an idle pod's guest fills all of it, and
+/// QEMU's own memory (outside guest RAM) follows it MiB for MiB (one QEMU by hand: RSS 86 MiB
+/// at 32, 68 at 16), while the guest boots to its agent as fast (docs/benchmarks.md,
+/// VM-isolated pods).
+pub const DEFAULT_TB_SIZE_MIB: u32 = 16;
 
 /// `-machine M,accel=tcg,...` as `-machine M,...` and `-accel tcg,tb-size=N` (QEMU refuses the
 /// two spellings together; the translation cache's size is an option of `-accel` only).
@@ -332,7 +334,7 @@ impl MicroVmRuntime {
         let sandboxes = ContainerDriver::open(&root, "runc", images.clone(), exe)?;
         let agent_meta = std::fs::metadata(&config.guest_agent).map_err(Error::io(format!("guest agent {}", config.guest_agent.display())))?;
         let stamp = agent_meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
-        let initramfs = root.join(format!("initramfs-{}-{}-{stamp}.cpio", kernel.release, agent_meta.len()));
+        let initramfs = root.join(format!("initramfs-{}-{}-{stamp}-{}.cpio", kernel.release, agent_meta.len(), initramfs::modules_stamp()));
         if !initramfs.exists() {
             initramfs::build(&kernel, &config.guest_agent, &initramfs).map_err(|e| Error::FailedPrecondition(format!("building the microVM initramfs: {e}")))?;
         }

@@ -134,3 +134,62 @@ fn a_vm_isolated_pod_runs_on_the_guest_kernel_and_leaves_nothing() {
     }
     assert!(rt.list_containers(&Default::default()).expect("list").is_empty());
 }
+
+/// Removes a sandbox (its QEMU with it) when the test ends, passing or not.
+struct Removed<'a>(&'a MicroVmRuntime, String);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove_pod_sandbox(&self.1) {
+            eprintln!("removing sandbox {}: {e}", self.1);
+        }
+    }
+}
+
+/// RSS (KiB) of the guest-RAM mapping of a QEMU whose guest has `mib` MiB.
+fn guest_ram_rss_kib(pid: i32, mib: u64) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let (mut size, mut best) = (0, 0);
+    for l in smaps.lines() {
+        let mut f = l.split_whitespace();
+        match (f.next(), f.next().and_then(|v| v.parse::<u64>().ok())) {
+            (Some("Size:"), Some(v)) => size = v,
+            (Some("Rss:"), Some(v)) if size == mib * 1024 => best = best.max(v),
+            _ => {}
+        }
+    }
+    best
+}
+
+/// Free page reporting: memory the guest frees goes back to the host (QEMU drops the pages), so
+/// an idle pod's QEMU holds only what its guest uses, not everything it ever touched.
+#[test]
+fn memory_a_vm_isolated_pod_frees_goes_back_to_the_host() {
+    let env = Env::new();
+    env.ok(&["pull", &env.image]);
+    let rt = open_runtime(env.root());
+    let config = PodSandboxConfig {
+        metadata: PodSandboxMetadata { name: "vm-free".into(), namespace: "team-a".into(), uid: format!("uid-free-{}", std::process::id()), attempt: 0 },
+        ..Default::default()
+    };
+    let sb = Removed(&rt, rt.run_pod_sandbox(&config).expect("run sandbox"));
+    let vm = std::fs::read_to_string(env.root().join("microvm/vms").join(&sb.1).join("vm.json")).expect("vm.json");
+    let qemu_pid = serde_json::from_str::<serde_json::Value>(&vm).expect("json")["qemu_pid"].as_i64().expect("pid") as i32;
+    let c = rt.create_container(&sb.1, &container(&env.image, "mem", &["sleep", "100000"])).expect("create");
+    rt.start_container(&c).expect("start");
+    wait_state(&rt, &c, ContainerState::Running);
+    let sh = |script: &str| {
+        let r = rt.exec_sync(&c, &["sh".into(), "-c".into(), script.into()], Some(Duration::from_secs(120))).expect("exec");
+        assert_eq!(r.exit_code, 0, "{script}: {}", String::from_utf8_lossy(&r.stderr));
+    };
+    // 56 MiB in the container's /dev/shm (a tmpfs in the guest), then freed.
+    sh("head -c 58720256 /dev/zero > /dev/shm/fill");
+    let full = guest_ram_rss_kib(qemu_pid, 256);
+    sh("rm /dev/shm/fill");
+    let mut now = full;
+    let returned = common::eventually(Duration::from_secs(60), || {
+        now = guest_ram_rss_kib(qemu_pid, 256);
+        now + 32 * 1024 <= full
+    });
+    assert!(returned, "guest RAM resident: {} MiB with 56 MiB in /dev/shm, still {} MiB after it was freed", full / 1024, now / 1024);
+}

@@ -160,8 +160,10 @@ pub fn args(m: &Machine) -> Vec<String> {
         push(&["-device", &format!("virtio-blk-{bus},drive=state")]);
     }
     // A balloon lets the host take memory back from a running guest (`set-memory`); the guest
-    // may deflate it again under memory pressure rather than OOM.
-    push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on")]);
+    // may deflate it again under memory pressure rather than OOM. strata's own guest (which
+    // loads virtio_balloon) also reports the pages it frees, which QEMU gives back to the host.
+    let reporting = if m.guest.is_some() { ",free-page-reporting=on" } else { "" };
+    push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on{reporting}")]);
     if let Some(g) = &m.guest {
         push(&["-chardev", &format!("socket,id=agent,path={AGENT_SOCKET},server=on,wait=off")]);
         push(&["-device", &format!("virtio-serial-{bus}"), "-device", "virtserialport,chardev=agent,name=strata.agent"]);
@@ -420,6 +422,7 @@ mod tests {
         assert!(has(&a, ["-device", "virtio-serial-device"]) && has(&a, ["-device", "virtserialport,chardev=agent,name=strata.agent"]));
         assert!(has(&a, ["-fsdev", "local,id=share,path=/s/a,,b,security_model=passthrough"]));
         assert!(has(&a, ["-device", "virtio-9p-device,fsdev=share,mount_tag=strata"]));
+        assert!(has(&a, ["-device", "virtio-balloon-device,deflate-on-oom=on,free-page-reporting=on"]));
     }
 
     #[test]
