@@ -759,6 +759,16 @@ fn tie_tap(netns: &Path) -> Result<PodNet, Error> {
 }
 
 impl PodRuntime for MicroVmRuntime {
+    /// The sandboxes' container driver, QEMU, the guest kernel and the initramfs.
+    fn health(&self) -> Result<(), Error> {
+        self.sandboxes.runtime_health()?;
+        qemu::qemu_binary().map_err(Error::FailedPrecondition)?;
+        for f in [&self.kernel.vmlinuz, &self.initramfs] {
+            std::fs::metadata(f).map_err(Error::io(format!("reading {}", f.display())))?;
+        }
+        Ok(())
+    }
+
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, Error> {
         if config.namespaces.network != NamespaceMode::Pod {
             return Err(Error::InvalidArgument("a VM-isolated pod cannot use the node's network".into()));

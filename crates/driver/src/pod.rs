@@ -612,6 +612,10 @@ pub trait PodRuntime: Send + Sync {
     fn container_status(&self, id: &str) -> Result<ContainerStatus, Error>;
     /// Pod containers, oldest first. Reads only.
     fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>, Error>;
+    /// Whether the runtime can run pods (CRI `Status`, RuntimeReady); Err says why not. Cheap
+    /// checks only, whatever the number of pods: no record is read (the node agent asks every
+    /// 10 s for its Ready condition).
+    fn health(&self) -> Result<(), Error>;
 
     /// Run `cmd` in a running container and collect its output (probes). `timeout`: kill it
     /// and answer `Error::Timeout` when it runs longer.

@@ -99,6 +99,12 @@ impl PodRuntimes {
 }
 
 impl PodRuntime for PodRuntimes {
+    /// The default runtime's: it runs the node's pods unless they name another handler, whose
+    /// failures show on those pods (a node without QEMU still runs containers).
+    fn health(&self) -> Result<(), Error> {
+        self.default.health()
+    }
+
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, Error> {
         let rt: &dyn PodRuntime = match config.runtime_handler.as_deref() {
             None | Some("") | Some("runc") => &*self.default,

@@ -89,6 +89,22 @@ pub struct ContainerDriver {
 }
 
 impl ContainerDriver {
+    /// [`crate::PodRuntime::health`]: the record directories open and the OCI runtime and the
+    /// supervisor are executable files. Nothing is read or recovered (unlike `Driver::list`).
+    pub fn runtime_health(&self) -> Result<(), Error> {
+        for dir in [&self.registry.dir, &self.sandboxes.dir] {
+            std::fs::read_dir(dir).map_err(Error::io(format!("reading {}", dir.display())))?;
+        }
+        for bin in [self.runtime.binary(), self.exe.as_path()] {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(bin).map_err(Error::io(format!("reading {}", bin.display())))?;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return Err(Error::FailedPrecondition(format!("{} is not an executable file", bin.display())));
+            }
+        }
+        Ok(())
+    }
+
     /// Open the driver over `root`, using the OCI runtime `runtime` (`runc`, `crun`, `youki` or
     /// a path) and `exe` as the supervisor binary (the `strata` executable).
     pub fn open(root: &Path, runtime: &str, images: Arc<ImageStore>, exe: PathBuf) -> Result<Self, Error> {
@@ -1031,5 +1047,33 @@ impl Driver for ContainerDriver {
         self.runtime.resume(id)?;
         r.paused = false;
         self.save(&r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// The health call notices a driver that cannot work (its records unreadable, its
+    /// supervisor not executable) without reading a record.
+    #[test]
+    fn health_fails_without_the_records_or_an_executable_supervisor() {
+        let dir = tempfile::Builder::new().prefix("strata-health-").tempdir_in("/var/tmp").expect("tempdir");
+        let images = Arc::new(ImageStore::open(dir.path().join("images")).expect("image store"));
+        let exe = dir.path().join("strata");
+        std::fs::copy("/bin/true", &exe).expect("a supervisor binary");
+        let root = dir.path().join("root");
+        let d = ContainerDriver::open(&root, "runc", images, exe.clone()).expect("driver");
+        d.runtime_health().expect("a fresh driver is healthy");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = d.runtime_health().expect_err("the supervisor is not executable");
+        assert!(e.to_string().contains("is not an executable file"), "{e}");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        d.runtime_health().expect("healthy again");
+        std::fs::remove_dir_all(root.join("sandboxes")).expect("removing the sandbox records");
+        let e = d.runtime_health().expect_err("the sandbox records are gone");
+        assert!(e.to_string().contains("sandboxes"), "{e}");
     }
 }

@@ -611,6 +611,10 @@ fn drain(mut r: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread
 }
 
 impl PodRuntime for ContainerDriver {
+    fn health(&self) -> Result<(), Error> {
+        self.runtime_health()
+    }
+
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, Error> {
         let ns = config.namespaces;
         if ns.network == NamespaceMode::Container || ns.ipc == NamespaceMode::Container {

@@ -1148,6 +1148,9 @@ mod tests {
 /// Pods in VMs (VM-isolated pods) are for a later issue: every pod call is `Unsupported`, so
 /// an agent can hold a `dyn PodRuntime` for any driver.
 impl crate::PodRuntime for VmDriver {
+    fn health(&self) -> Result<(), Error> {
+        Err(unsupported("pod sandboxes"))
+    }
     fn run_pod_sandbox(&self, _: &crate::pod::PodSandboxConfig) -> Result<String, Error> {
         Err(unsupported("pod sandboxes"))
     }

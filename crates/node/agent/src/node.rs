@@ -190,7 +190,7 @@ pub fn same_but_heartbeat(a: &NodeStatus, b: &NodeStatus) -> bool {
 
 /// Read everything a status needs (blocking: files and the driver).
 fn read_machine(shared: &Shared) -> Readings {
-    let runtime_error = shared.driver.list().err().map(|e| e.to_string());
+    let runtime_error = strata_driver::pod::PodRuntime::health(&*shared.driver).err().map(|e| e.to_string());
     Readings {
         capacity: machine::capacity(&shared.config.root_dir),
         usage: machine::usage(&shared.config.root_dir),
