@@ -21,13 +21,43 @@ pub struct PodRuntimes {
     default: Arc<ContainerDriver>,
     /// Handler name -> runtime (the default is also reachable as `runc`).
     others: BTreeMap<String, Arc<dyn PodRuntime>>,
-    /// Which runtime owns an id (sandbox or container): an index into `all()`.
-    owners: Mutex<HashMap<String, usize>>,
+    /// Which runtime owns an id (sandbox or container).
+    owners: Mutex<Owners>,
+}
+
+/// Which runtime owns each id (sandbox or container), an index into `PodRuntimes::all()`, and
+/// the sandbox the id belongs to: a sandbox's entries (its own and its containers') go when it
+/// is removed, so nothing is kept for a deleted pod.
+#[derive(Default)]
+struct Owners(HashMap<String, (usize, String)>);
+
+impl Owners {
+    fn get(&self, id: &str) -> Option<usize> {
+        self.0.get(id).map(|(i, _)| *i)
+    }
+
+    fn insert(&mut self, id: &str, runtime: usize, sandbox: String) {
+        // Ids removed behind this process's back (another strata process) are never forgotten:
+        // a bound, since asking again costs only a status read.
+        if self.0.len() > 100_000 {
+            self.0.clear();
+        }
+        self.0.insert(id.to_string(), (runtime, sandbox));
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.0.remove(id);
+    }
+
+    /// Forget the sandbox and every container of it.
+    fn forget_sandbox(&mut self, sandbox: &str) {
+        self.0.retain(|id, (_, sb)| id != sandbox && sb != sandbox);
+    }
 }
 
 impl PodRuntimes {
     pub fn new(default: Arc<ContainerDriver>) -> PodRuntimes {
-        PodRuntimes { default, others: BTreeMap::new(), owners: Mutex::new(HashMap::new()) }
+        PodRuntimes { default, others: BTreeMap::new(), owners: Mutex::default() }
     }
 
     /// Serve sandboxes whose `runtime_handler` is `handler` with `runtime`.
@@ -60,22 +90,19 @@ impl PodRuntimes {
         std::iter::once(&*self.default as &dyn PodRuntime).chain(self.others.values().map(|r| &**r)).collect()
     }
 
-    /// The runtime owning `id`, found by asking each (`probe`) and remembered.
-    fn owner(&self, id: &str, probe: impl Fn(&dyn PodRuntime) -> Result<(), Error>) -> Result<&dyn PodRuntime, Error> {
+    /// The runtime owning `id`, found by asking each (`probe`, which answers the id's sandbox)
+    /// and remembered.
+    fn owner(&self, id: &str, probe: impl Fn(&dyn PodRuntime) -> Result<String, Error>) -> Result<&dyn PodRuntime, Error> {
         let all = self.all();
-        if let Some(i) = self.owners.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied() {
+        if let Some(i) = self.owners.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             if let Some(r) = all.get(i) {
                 return Ok(*r);
             }
         }
         for (i, r) in all.iter().enumerate() {
             match probe(*r) {
-                Ok(()) => {
-                    let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-                    if owners.len() > 100_000 {
-                        owners.clear();
-                    }
-                    owners.insert(id.to_string(), i);
+                Ok(sandbox) => {
+                    self.owners.lock().unwrap_or_else(|e| e.into_inner()).insert(id, i, sandbox);
                     return Ok(*r);
                 }
                 Err(Error::NotFound(_)) => {}
@@ -86,15 +113,15 @@ impl PodRuntimes {
     }
 
     fn sandbox_owner(&self, id: &str) -> Result<&dyn PodRuntime, Error> {
-        self.owner(id, |r| r.pod_sandbox_status(id).map(drop))
+        self.owner(id, |r| r.pod_sandbox_status(id).map(|s| s.id))
     }
 
     fn container_owner(&self, id: &str) -> Result<&dyn PodRuntime, Error> {
-        self.owner(id, |r| r.container_status(id).map(drop))
+        self.owner(id, |r| r.container_status(id).map(|c| c.sandbox_id))
     }
 
     fn forget(&self, id: &str) {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).forget(id);
     }
 }
 
@@ -127,7 +154,9 @@ impl PodRuntime for PodRuntimes {
             Err(e) => return Err(e),
         };
         let r = rt.remove_pod_sandbox(id);
-        self.forget(id);
+        if r.is_ok() {
+            self.owners.lock().unwrap_or_else(|e| e.into_inner()).forget_sandbox(id);
+        }
         r
     }
 
@@ -218,5 +247,28 @@ impl PodRuntime for PodRuntimes {
                 .map_err(Error::io("starting an event forwarder"))?;
         }
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Owners;
+
+    #[test]
+    fn a_removed_sandbox_takes_its_containers_entries_along() {
+        let mut o = Owners::default();
+        o.insert("s1", 0, "s1".into());
+        o.insert("c1", 0, "s1".into());
+        o.insert("c2", 0, "s1".into());
+        o.insert("s2", 1, "s2".into());
+        o.insert("c3", 1, "s2".into());
+        assert_eq!((o.get("c1"), o.get("c3")), (Some(0), Some(1)));
+        o.forget("c2");
+        assert_eq!(o.get("c2"), None);
+        o.forget_sandbox("s1");
+        assert_eq!((o.get("s1"), o.get("c1")), (None, None));
+        assert_eq!((o.get("s2"), o.get("c3")), (Some(1), Some(1)));
+        o.forget_sandbox("s2");
+        assert!(o.0.is_empty(), "nothing stays once every sandbox is removed");
     }
 }

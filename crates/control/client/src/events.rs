@@ -50,6 +50,7 @@ type Seen = Mutex<HashMap<(String, String, String), (String, String, i32)>>;
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Pending>,
+    seen: Arc<Seen>,
 }
 
 impl Recorder {
@@ -72,7 +73,13 @@ impl Recorder {
                 }
             });
         }
-        Recorder { tx }
+        Recorder { tx, seen }
+    }
+
+    /// Forget the events written about the object with `uid` (it is gone: no repeat will come
+    /// to aggregate), so nothing is kept per deleted object.
+    pub fn forget(&self, uid: &str) {
+        forget(&self.seen, uid);
     }
 
     /// An event about `obj` (its reference: apiVersion, kind, namespace, name, uid,
@@ -87,6 +94,12 @@ impl Recorder {
         if self.tx.try_send(p).is_err() {
             tracing::debug!("event queue full; event dropped");
         }
+    }
+}
+
+fn forget(seen: &Seen, uid: &str) {
+    if let Ok(mut m) = seen.lock() {
+        m.retain(|(object, _, _), _| object != uid);
     }
 }
 
@@ -131,4 +144,20 @@ async fn write(client: &kube::Client, component: &str, host: &str, seen: &Seen, 
         m.insert(key, (namespace, name, 1));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_an_object_drops_only_its_events() {
+        let seen: Seen = Mutex::default();
+        for (uid, reason) in [("u1", "Pulled"), ("u1", "Started"), ("u2", "Pulled")] {
+            seen.lock().expect("lock").insert((uid.into(), reason.into(), "m".into()), ("ns".into(), "e".into(), 1));
+        }
+        forget(&seen, "u1");
+        let left: Vec<String> = seen.lock().expect("lock").keys().map(|k| format!("{}/{}", k.0, k.1)).collect();
+        assert_eq!(left, vec!["u2/Pulled".to_string()]);
+    }
 }

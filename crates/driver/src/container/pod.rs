@@ -361,8 +361,23 @@ impl ContainerDriver {
         });
     }
 
+    /// The containers of sandbox `sandbox_id`, newest first, found by the names
+    /// `create_container` gives them (`k8s_<name>_<attempt>_<first 12 of the sandbox id>`): one
+    /// read of the names directory and the records of the matching names only, not every record
+    /// on the node (stopping and removing each of N pods would read N² records).
     fn sandbox_containers(&self, sandbox_id: &str) -> Result<Vec<Record>, Error> {
-        Ok(self.records()?.into_iter().filter(|r| r.pod.as_ref().is_some_and(|p| p.sandbox_id == sandbox_id)).collect())
+        let suffix = format!("_{}", sandbox_id.get(..12).unwrap_or(sandbox_id));
+        let names = &self.registry.names;
+        let entries = std::fs::read_dir(names).map_err(Error::io(format!("reading {}", names.display())))?;
+        let mut out: Vec<Record> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("k8s_") && n.ends_with(&suffix)))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|id| self.load(id.trim()).ok())
+            .filter(|r| r.pod.as_ref().is_some_and(|p| p.sandbox_id == sandbox_id))
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
     }
 
     fn remove_sandbox_containers(&self, sandbox_id: &str) -> Result<(), Error> {
@@ -847,9 +862,10 @@ impl PodRuntime for ContainerDriver {
     }
 
     fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>, Error> {
-        let mut records: Vec<Record> = match &filter.id {
-            Some(id) => self.load(id).into_iter().collect(),
-            None => self.records()?,
+        let mut records: Vec<Record> = match (&filter.id, &filter.sandbox_id) {
+            (Some(id), _) => self.load(id).into_iter().collect(),
+            (None, Some(sandbox)) => self.sandbox_containers(sandbox)?,
+            (None, None) => self.records()?,
         };
         records.reverse();
         Ok(records

@@ -66,6 +66,28 @@ const TERMINATED_LINGER: Duration = Duration::from_secs(300);
 
 type Workers = Arc<Mutex<HashMap<String, Arc<Notify>>>>;
 
+/// Which pod (uid) each sandbox belongs to, as learnt from the driver's events (one record read
+/// per sandbox). Pruned to the sandboxes that still exist at every sweep of the node's
+/// sandboxes, so nothing stays for a deleted pod.
+#[derive(Default)]
+struct SandboxOwners(HashMap<String, String>);
+
+impl SandboxOwners {
+    fn get(&self, sandbox: &str) -> Option<String> {
+        self.0.get(sandbox).cloned()
+    }
+
+    fn insert(&mut self, sandbox: String, uid: String) {
+        self.0.insert(sandbox, uid);
+    }
+
+    /// Forget every sandbox but `existing`.
+    fn retain(&mut self, existing: &std::collections::HashSet<&str>) {
+        self.0.retain(|sandbox, _| existing.contains(sandbox.as_str()));
+        self.0.shrink_to_fit();
+    }
+}
+
 fn uid_of(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
@@ -123,8 +145,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
     };
     // The driver's container events wake the pod's worker (its sandbox's pod-uid label).
+    let owners: Arc<Mutex<SandboxOwners>> = Arc::default();
     let driver_events = {
-        let (workers, shared) = (workers.clone(), shared.clone());
+        let (workers, shared, owners) = (workers.clone(), shared.clone(), owners.clone());
         async move {
             let feed = match shared.driver.subscribe() {
                 Ok(f) => f,
@@ -147,19 +170,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "starting the container event reader");
                 return;
             }
-            let mut owners: HashMap<String, String> = HashMap::new();
             while let Some(ev) = rx.recv().await {
-                let uid = match owners.get(&ev.sandbox_id) {
-                    Some(u) => u.clone(),
+                let known = owners.lock().ok().and_then(|o| o.get(&ev.sandbox_id));
+                let uid = match known {
+                    Some(u) => u,
                     None => {
                         let driver = shared.driver.clone();
                         let id = ev.sandbox_id.clone();
                         let found = blocking(move || driver.list_pod_sandboxes(&SandboxFilter { id: Some(id), ..Default::default() })).await;
                         let Some(uid) = found.and_then(Result::ok).and_then(|v| v.into_iter().next()).and_then(|s| s.labels.get(labels::POD_UID).cloned()) else { continue };
-                        if owners.len() > 10_000 {
-                            owners.clear();
+                        if let Ok(mut o) = owners.lock() {
+                            o.insert(ev.sandbox_id.clone(), uid.clone());
                         }
-                        owners.insert(ev.sandbox_id.clone(), uid.clone());
                         uid
                     }
                 };
@@ -184,6 +206,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 last_orphans = Some(Instant::now());
                 let driver = shared.driver.clone();
                 if let Some(Ok(sbs)) = blocking(move || driver.list_pod_sandboxes(&SandboxFilter::default())).await {
+                    if let Ok(mut o) = owners.lock() {
+                        o.retain(&sbs.iter().map(|s| s.id.as_str()).collect());
+                    }
                     uids.extend(sbs.into_iter().filter_map(|s| s.labels.get(labels::POD_UID).cloned()));
                 }
                 if let Some(vms) = shared.vms.get().cloned() {
@@ -241,6 +266,10 @@ struct PodState {
     console_output: Option<bool>,
     /// The pod's cleanup failed: how long the worker waited before trying again.
     cleanup_retry: Option<Duration>,
+    /// Every sandbox of the pod, once known: those a list of the node's sandboxes found (the
+    /// worker's first sandbox) and each made since. Termination reads only their records;
+    /// `None` (not known) lists the node's sandboxes by the pod's uid label.
+    sandboxes: Option<Vec<String>>,
 }
 
 /// A projected ServiceAccount token and when the next one is asked for: at 80% of its lifetime
@@ -325,7 +354,7 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
             }
             _ => {
                 let last = pod.clone().or(st.last_pod.take());
-                let done = match terminate(&shared, &uid, last.as_deref()).await {
+                let done = match terminate(&shared, &uid, last.as_deref(), st.sandboxes.as_deref()).await {
                     Ok(()) => match &pod {
                         Some(pod) => final_delete(&shared, pod, &uid).await,
                         None => Ok(()),
@@ -337,6 +366,9 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
                     Ok(()) => {
                         if let Some(pod) = &pod {
                             linger(&reader, pod, &notify).await;
+                        }
+                        if let Some(r) = shared.events.get() {
+                            r.forget(&uid);
                         }
                         if let Ok(mut w) = workers.lock() {
                             w.remove(&uid);
@@ -417,9 +449,11 @@ fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
 /// Stop every container of the pod `uid` as kubelet does: for each running container at once,
 /// its preStop hook, then the stop signal and SIGKILL when the grace period (the deletion's,
 /// else the pod's, at least 2 s) has run out; then remove its sandboxes and volumes. `pod` is the
-/// last known pod (none after a restart that found only the sandbox). Err: something could not
-/// be listed, stopped or removed (the caller tries again).
-async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) -> Result<(), String> {
+/// last known pod (none after a restart that found only the sandbox); `known` the pod's
+/// sandboxes when the worker knows them all (else every sandbox on the node is read to find
+/// them: with many pods deleted at once that is O(pods²) records read). Err: something could
+/// not be listed, stopped or removed (the caller tries again).
+async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Option<&[String]>) -> Result<(), String> {
     let grace = pod
         .and_then(|p| p.metadata.deletion_grace_period_seconds.or(p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)))
         .unwrap_or(30)
@@ -430,10 +464,20 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>) -> Result
     }
     let driver = shared.driver.clone();
     let uid_owned = uid.to_string();
+    let known = known.map(<[String]>::to_vec);
     let listed = blocking(move || {
         let mut filter = SandboxFilter::default();
         filter.labels.insert(labels::POD_UID.to_string(), uid_owned);
-        let sandboxes = driver.list_pod_sandboxes(&filter)?;
+        let sandboxes = match known {
+            Some(ids) => {
+                let mut found = Vec::new();
+                for id in ids {
+                    found.extend(driver.list_pod_sandboxes(&SandboxFilter { id: Some(id), ..filter.clone() })?);
+                }
+                found
+            }
+            None => driver.list_pod_sandboxes(&filter)?,
+        };
         let mut running = Vec::new();
         for sb in &sandboxes {
             let cs = driver.list_containers(&ContainerFilter { sandbox_id: Some(sb.id.clone()), ..Default::default() })?;
@@ -1097,6 +1141,7 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
     })
     .await;
     let Some(Ok((mine, full))) = sandboxes else { return None };
+    st.sandboxes = Some(mine.iter().map(|s| s.id.clone()).collect());
     let current = mine.iter().rev().find(|s| s.state == SandboxState::Ready).cloned();
     // The pod's other sandboxes: stopped (a sandbox that died, its supervisor or network gone,
     // still has running containers that nothing can reach), and their containers' latest
@@ -1174,8 +1219,15 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
             let driver = shared.driver.clone();
             let created = blocking(move || driver.run_pod_sandbox(&config).and_then(|id| driver.pod_sandbox_status(&id))).await;
             match created {
-                Some(Ok(s)) => s,
+                Some(Ok(s)) => {
+                    if let Some(ids) = st.sandboxes.as_mut() {
+                        ids.push(s.id.clone());
+                    }
+                    s
+                }
                 other => {
+                    // A sandbox may exist without its id here: find them by label from now on.
+                    st.sandboxes = None;
                     let m = match other {
                         Some(Err(e)) => e.to_string(),
                         _ => "interrupted".into(),
@@ -1518,6 +1570,20 @@ async fn write_status(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, status
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_owners_forget_sandboxes_that_are_gone() {
+        let mut o = SandboxOwners::default();
+        for (sb, uid) in [("s1", "u1"), ("s2", "u1"), ("s3", "u2")] {
+            o.insert(sb.into(), uid.into());
+        }
+        assert_eq!(o.get("s2").as_deref(), Some("u1"));
+        o.retain(&["s3"].into_iter().collect());
+        assert_eq!((o.get("s1"), o.get("s2"), o.get("s3").as_deref()), (None, None, Some("u2")));
+        assert_eq!(o.0.len(), 1);
+        o.retain(&Default::default());
+        assert!(o.0.is_empty(), "nothing stays once the node has no sandboxes");
+    }
 
     fn exited(id: &str, name: &str, attempt: u32, code: i32) -> DStatus {
         serde_json::from_value(serde_json::json!({
