@@ -188,18 +188,36 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Wait for a child at most `limit` (then kill it and fail).
+/// Wait for a child at most `limit` (then kill it and fail). Its stdout and stderr are read
+/// meanwhile: a child writing more than a pipe holds (`kubectl get pods -o json` of many pods)
+/// would otherwise block on the write and never exit.
 pub fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let drain = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(c.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(c.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + limit;
-    loop {
-        if c.try_wait().expect("wait").is_some() {
-            return c.wait_with_output().expect("output");
+    let (status, timed_out) = loop {
+        if let Some(status) = c.try_wait().expect("wait") {
+            break (status, false);
         }
         if Instant::now() > deadline {
             let _ = c.kill();
-            let out = c.wait_with_output().expect("output");
-            panic!("timed out: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            break (c.wait().expect("wait"), true);
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = std::process::Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
+    if timed_out {
+        panic!("timed out: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     }
+    output
 }
