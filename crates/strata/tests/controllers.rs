@@ -586,9 +586,95 @@ fn job_pod_failure_and_success_policies_decide_as_upstream() {
         assert_eq!((c["status"].as_str(), c["reason"].as_str(), c["message"].as_str()), (Some("True"), Some("SuccessPolicy"), Some("Matched rules at index 0")), "{t}: {c}");
     }
     let st = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/sp"))["status"].clone();
-    assert_eq!((st["succeeded"].clone(), st["completedIndexes"].clone()), (json!(2), json!("1-2")), "{st}");
+    assert_eq!((st["succeeded"].clone(), st["completedIndexes"].clone()), (json!(2), json!("1,2")), "two neighbours are a list, as upstream writes them: {st}");
     assert!(st["completionTime"].is_string(), "{st}");
     assert!(eventually(LONG, || running_job_pods(&s, ns, "sp").is_empty()), "indexes 0 and 3 are deleted");
+}
+
+/// The active pod of each index of Job `job`: index -> (name, its index-failure-count annotation).
+fn active_by_index(s: &ApiServer, ns: &str, job: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    running_job_pods(s, ns, job)
+        .into_iter()
+        .map(|p| {
+            let a = &p["metadata"]["annotations"];
+            let count = a["batch.kubernetes.io/job-index-failure-count"].as_str().unwrap_or("-").to_string();
+            (a["batch.kubernetes.io/job-completion-index"].as_str().unwrap_or("").to_string(), (name(&p), count))
+        })
+        .collect()
+}
+
+#[test]
+fn job_backoff_limit_per_index_fails_indexes_as_upstream() {
+    let s = server(Backend::Embedded);
+    let ns = "jx";
+    s.ok(&["create", "namespace", ns]);
+    // Validation and defaults as upstream's.
+    let err = s.fails(&["apply", "-f", "-"], Some(&job_manifest("bad1", ns, json!({ "backoffLimitPerIndex": 1 }))));
+    assert!(err.contains("spec.backoffLimitPerIndex: Invalid value: 1: requires indexed completion mode"), "{err}");
+    let err = s.fails(&["apply", "-f", "-"], Some(&job_manifest("bad2", ns, json!({ "completions": 3, "completionMode": "Indexed", "maxFailedIndexes": 1 }))));
+    assert!(err.contains("spec.backoffLimitPerIndex: Required value: when maxFailedIndexes is specified"), "{err}");
+    let err = s.fails(&["apply", "-f", "-"], Some(&job_manifest("bad3", ns, json!({ "completions": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1, "maxFailedIndexes": 4 }))));
+    assert!(err.contains("spec.maxFailedIndexes: Invalid value: 4: must be less than or equal to completions"), "{err}");
+    let err = s.fails(&["apply", "-f", "-"], Some(&job_manifest("bad4", ns, json!({ "parallelism": 2, "completionMode": "Indexed" }))));
+    assert!(err.contains("spec.completions: Required value: when completion mode is Indexed"), "{err}");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("queue", ns, json!({ "parallelism": 2, "suspend": true }))));
+    let q = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/queue"));
+    assert_eq!((q["spec"]["completions"].clone(), q["spec"]["parallelism"].clone(), q["spec"]["backoffLimit"].clone()), (Value::Null, json!(2), json!(6)), "a work-queue Job keeps no completions: {}", q["spec"]);
+    assert_eq!(q["spec"]["podReplacementPolicy"], "TerminatingOrFailed");
+
+    // completions 3, backoffLimitPerIndex 1: index 0 fails twice, index 1 hits a FailIndex rule
+    // once, index 2 succeeds: the Job fails with FailedIndexes.
+    let spec = json!({ "completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1, "podFailurePolicy": { "rules": [
+        { "action": "FailIndex", "onExitCodes": { "containerName": "c", "operator": "In", "values": [42] } },
+    ] } });
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("pi", ns, spec)));
+    let job = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"));
+    assert_eq!(job["spec"]["backoffLimit"], i32::MAX, "no global limit by default with a per-index one");
+    let mut by = Default::default();
+    assert!(eventually(LONG, || {
+        by = active_by_index(&s, ns, "pi");
+        by.len() == 3
+    }), "{by:?}");
+    assert!(by.values().all(|(_, c)| c == "0"), "first pods carry a failure count of 0: {by:?}");
+    let first0 = by["0"].0.clone();
+    finish_pod(&s, ns, &first0, "Failed", 1, json!([]));
+    assert!(eventually(LONG, || {
+        by = active_by_index(&s, ns, "pi");
+        by.get("0").is_some_and(|(n, _)| *n != first0)
+    }), "index 0 retried: {by:?}");
+    assert_eq!(by["0"].1, "1", "the retry carries the index's failure: {by:?}");
+    let st = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"))["status"].clone();
+    assert_eq!(st["failedIndexes"], "", "{st}");
+    finish_pod(&s, ns, &by["0"].0, "Failed", 1, json!([]));
+    finish_pod(&s, ns, &by["1"].0, "Failed", 42, json!([]));
+    assert!(eventually(LONG, || s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"))["status"]["failedIndexes"] == "0,1"), "{}", s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"))["status"]);
+    std::thread::sleep(Duration::from_secs(2));
+    by = active_by_index(&s, ns, "pi");
+    assert_eq!(by.keys().collect::<Vec<_>>(), ["2"], "failed indexes get no new pod: {by:?}");
+    assert!(job_condition(&s, ns, "pi", "Failed").is_null(), "not finished while index 2 runs");
+    finish_pod(&s, ns, &by["2"].0, "Succeeded", 0, json!([]));
+    s.ok(&["wait", "--for=condition=failed", "job/pi", "-n", ns, "--timeout=90s"]);
+    for t in ["FailureTarget", "Failed"] {
+        let c = job_condition(&s, ns, "pi", t);
+        assert_eq!((c["reason"].as_str(), c["message"].as_str()), (Some("FailedIndexes"), Some("Job has failed indexes")), "{t}: {c}");
+    }
+    assert!(eventually(LONG, || {
+        let st = s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"))["status"].clone();
+        (st["failed"].clone(), st["succeeded"].clone(), st["completedIndexes"].clone(), st["failedIndexes"].clone()) == (json!(3), json!(1), json!("2"), json!("0,1"))
+    }), "{}", s.get_json(&format!("/apis/batch/v1/namespaces/{ns}/jobs/pi"))["status"]);
+
+    // maxFailedIndexes 0: the first failed index ends the Job, and the other index's pod goes.
+    let spec = json!({ "completions": 2, "parallelism": 2, "completionMode": "Indexed", "backoffLimitPerIndex": 0, "maxFailedIndexes": 0 });
+    s.ok_stdin(&["apply", "-f", "-"], Some(&job_manifest("mx", ns, spec)));
+    assert!(eventually(LONG, || {
+        by = active_by_index(&s, ns, "mx");
+        by.len() == 2
+    }), "{by:?}");
+    finish_pod(&s, ns, &by["0"].0, "Failed", 1, json!([]));
+    s.ok(&["wait", "--for=condition=failed", "job/mx", "-n", ns, "--timeout=90s"]);
+    let c = job_condition(&s, ns, "mx", "Failed");
+    assert_eq!((c["reason"].as_str(), c["message"].as_str()), (Some("MaxFailedIndexesExceeded"), Some("Job has exceeded the specified maximal number of failed indexes")), "{c}");
+    assert!(eventually(LONG, || running_job_pods(&s, ns, "mx").is_empty()), "index 1's pod is deleted");
 }
 
 #[test]

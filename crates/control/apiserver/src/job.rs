@@ -1,4 +1,5 @@
-//! A Job's `podFailurePolicy` and `successPolicy` as kube-apiserver defaults and validates them
+//! A Job's counts, `podFailurePolicy`, `successPolicy` and per-index backoff as kube-apiserver
+//! defaults and validates them
 //! (`SetDefaults_Job`, `validatePodFailurePolicy`, `validateSuccessPolicy`; the messages are
 //! upstream's field errors).
 
@@ -20,6 +21,25 @@ fn cause(reason: &'static str, field: String, message: String) -> Cause {
 fn int_list(v: &Value) -> String {
     let items: Vec<String> = v.as_array().into_iter().flatten().map(|x| x.to_string()).collect();
     format!("[]int32{{{}}}", items.join(", "))
+}
+
+/// Defaults of the counts (upstream's `SetDefaults_Job`): completions and parallelism 1 when
+/// neither is given (a work-queue Job gives only parallelism), backoffLimit 6, or no limit
+/// (2147483647) when backoffLimitPerIndex is given; podReplacementPolicy Failed with a pod
+/// failure policy, else TerminatingOrFailed.
+pub fn default_counts(spec: &mut Value) {
+    if spec["completions"].is_null() && spec["parallelism"].is_null() {
+        spec["completions"] = json!(1);
+    }
+    if spec["parallelism"].is_null() {
+        spec["parallelism"] = json!(1);
+    }
+    if spec["backoffLimit"].is_null() {
+        spec["backoffLimit"] = if spec["backoffLimitPerIndex"].is_null() { json!(6) } else { json!(i32::MAX) };
+    }
+    if spec["podReplacementPolicy"].is_null() {
+        spec["podReplacementPolicy"] = if spec["podFailurePolicy"].is_object() { json!("Failed") } else { json!("TerminatingOrFailed") };
+    }
 }
 
 /// Defaults: a pod condition pattern's `status` is "True".
@@ -44,11 +64,43 @@ pub fn validate(spec: &Value, causes: &mut Vec<Cause>) {
             causes.push(cause("FieldValueInvalid", "spec.template.spec.restartPolicy".into(), "Invalid value: \"OnFailure\": only \"Never\" is supported when podFailurePolicy is specified".into()));
         }
     }
+    per_index(spec, causes);
     if spec["successPolicy"].is_object() {
         if spec["completionMode"] != "Indexed" {
             causes.push(cause("FieldValueInvalid", "spec.successPolicy".into(), format!("Invalid value: {}: requires indexed completion mode", spec["successPolicy"])));
         } else {
             success_policy(spec, causes);
+        }
+    }
+}
+
+/// `backoffLimitPerIndex` and `maxFailedIndexes` (upstream's `validateJobSpec`).
+fn per_index(spec: &Value, causes: &mut Vec<Cause>) {
+    let indexed = spec["completionMode"] == "Indexed";
+    let (limit, max_failed, completions) = (&spec["backoffLimitPerIndex"], &spec["maxFailedIndexes"], &spec["completions"]);
+    if indexed && completions.is_null() {
+        causes.push(cause("FieldValueRequired", "spec.completions".into(), "Required value: when completion mode is Indexed".into()));
+    }
+    if !limit.is_null() {
+        if limit.as_i64().is_some_and(|n| n < 0) {
+            causes.push(cause("FieldValueInvalid", "spec.backoffLimitPerIndex".into(), format!("Invalid value: {limit}: must be greater than or equal to 0")));
+        }
+        if !indexed {
+            causes.push(cause("FieldValueInvalid", "spec.backoffLimitPerIndex".into(), format!("Invalid value: {limit}: requires indexed completion mode")));
+        }
+    }
+    if !max_failed.is_null() {
+        if limit.is_null() {
+            causes.push(cause("FieldValueRequired", "spec.backoffLimitPerIndex".into(), "Required value: when maxFailedIndexes is specified".into()));
+        }
+        if max_failed.as_i64().is_some_and(|n| n < 0) {
+            causes.push(cause("FieldValueInvalid", "spec.maxFailedIndexes".into(), format!("Invalid value: {max_failed}: must be greater than or equal to 0")));
+        }
+        if !indexed {
+            causes.push(cause("FieldValueInvalid", "spec.maxFailedIndexes".into(), format!("Invalid value: {max_failed}: requires indexed completion mode")));
+        }
+        if indexed && completions.as_i64().zip(max_failed.as_i64()).is_some_and(|(c, m)| m > c) {
+            causes.push(cause("FieldValueInvalid", "spec.maxFailedIndexes".into(), format!("Invalid value: {max_failed}: must be less than or equal to completions")));
         }
     }
 }

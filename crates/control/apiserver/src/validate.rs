@@ -40,11 +40,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                     causes.push(required("spec.template.spec.restartPolicy"));
                 }
             }
-            for (k, d) in [("backoffLimit", 6), ("completions", 1), ("parallelism", 1)] {
-                if obj["spec"][k].is_null() {
-                    obj["spec"][k] = json!(d);
-                }
-            }
+            crate::job::default_counts(&mut obj["spec"]);
             if obj["spec"]["completionMode"].is_null() {
                 obj["spec"]["completionMode"] = json!("NonIndexed");
             }

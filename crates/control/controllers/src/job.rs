@@ -43,6 +43,10 @@ use crate::{Clients, Context, Error};
 pub const IDENTITY: &str = "job-controller";
 pub const TRACKING: &str = "batch.kubernetes.io/job-tracking";
 pub const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+/// Counted failures of a pod's index before it (backoffLimitPerIndex).
+pub const INDEX_FAILURES: &str = "batch.kubernetes.io/job-index-failure-count";
+/// Failures of a pod's index before it that a pod failure policy ignored.
+pub const INDEX_IGNORED_FAILURES: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
 
 pub struct State {
     pods: Store<Pod>,
@@ -109,17 +113,23 @@ fn finished(p: &Pod) -> bool {
     matches!(phase(p), "Succeeded" | "Failed")
 }
 
+/// Whether a terminating pod is replaced only once it has failed (upstream's
+/// `onlyReplaceFailedPods`): podReplacementPolicy Failed, the only one a pod failure policy allows.
+fn only_replace_failed(spec: &JobSpec) -> bool {
+    spec.pod_replacement_policy.as_deref() == Some("Failed") || spec.pod_failure_policy.is_some()
+}
+
 /// A pod deleted before it finished counts as failed (upstream, once its finalizer is held),
-/// unless the Job has a pod failure policy: then only the Failed phase counts (upstream's
-/// `isPodFailed` with `onlyReplaceFailedPods`).
+/// unless only failed pods are replaced: then only the Failed phase counts (upstream's
+/// `isPodFailed`).
 fn failed(p: &Pod, spec: &JobSpec) -> bool {
-    phase(p) == "Failed" || (spec.pod_failure_policy.is_none() && p.metadata.deletion_timestamp.is_some() && phase(p) != "Succeeded")
+    phase(p) == "Failed" || (!only_replace_failed(spec) && p.metadata.deletion_timestamp.is_some() && phase(p) != "Succeeded")
 }
 
 /// What a pod failure policy says of a failed pod (upstream's `matchPodFailurePolicy`): the
 /// FailJob message, whether the failure counts (toward `backoffLimit` and `status.failed`), and
-/// the action of the first rule that matches. FailIndex (backoffLimitPerIndex) is not
-/// implemented: such rules are passed over.
+/// the action of the first rule that matches (FailIndex: the pod's index fails at once, with
+/// backoffLimitPerIndex).
 pub fn match_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) -> (Option<String>, bool, Option<&'static str>) {
     let Some(policy) = policy else { return (None, true, None) };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("");
@@ -148,6 +158,7 @@ pub fn match_failure_policy(policy: Option<&PodFailurePolicy>, pod: &Pod) -> (Op
             "Ignore" => return (None, false, Some("Ignore")),
             "Count" => return (None, true, Some("Count")),
             "FailJob" => return (Some(message), true, Some("FailJob")),
+            "FailIndex" => return (None, true, Some("FailIndex")),
             _ => {}
         }
     }
@@ -185,6 +196,47 @@ fn index_of(p: &Pod) -> Option<i32> {
     p.metadata.annotations.as_ref()?.get(INDEX)?.parse().ok()
 }
 
+/// A pod's count annotation (`INDEX_FAILURES`, `INDEX_IGNORED_FAILURES`); 0 when missing or not a
+/// count, as upstream.
+fn annotation_count(p: &Pod, key: &str) -> i32 {
+    p.metadata.annotations.as_ref().and_then(|a| a.get(key)).and_then(|v| v.parse::<i32>().ok()).filter(|n| *n >= 0).unwrap_or(0)
+}
+
+/// Whether a failed pod fails its index for good (upstream's `isIndexFailed`): a FailIndex rule
+/// matched, or the failure counts and its index had already failed `backoffLimitPerIndex` times.
+fn fails_index(p: &Pod, spec: &JobSpec, limit: i32) -> bool {
+    if !failed(p, spec) {
+        return false;
+    }
+    let counted = match match_failure_policy(spec.pod_failure_policy.as_ref(), p) {
+        (_, _, Some("FailIndex")) => return true,
+        (_, counted, _) => counted,
+    };
+    counted && annotation_count(p, INDEX_FAILURES) >= limit
+}
+
+/// The failure counts a new pod for `index` carries (upstream's `getNewIndexFailureCounts`):
+/// those of the index's latest failed pod, plus its own failure as counted or ignored.
+fn index_failure_counts(pods: &[Arc<Pod>], spec: &JobSpec, index: i32) -> (i32, i32) {
+    let latest = pods
+        .iter()
+        .filter(|p| index_of(p) == Some(index) && failed(p, spec))
+        .max_by_key(|p| (annotation_count(p, INDEX_FAILURES) + annotation_count(p, INDEX_IGNORED_FAILURES), finished_at(p)));
+    let Some(p) = latest else { return (0, 0) };
+    let (counted, ignored) = (annotation_count(p, INDEX_FAILURES), annotation_count(p, INDEX_IGNORED_FAILURES));
+    if match_failure_policy(spec.pod_failure_policy.as_ref(), p).1 {
+        (counted + 1, ignored)
+    } else {
+        (counted, ignored + 1)
+    }
+}
+
+/// When a pod's last container finished (its failure time, for picking the latest failure).
+fn finished_at(p: &Pod) -> Option<chrono::DateTime<chrono::Utc>> {
+    let st = p.status.as_ref()?;
+    st.container_statuses.iter().flatten().filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0)).max()
+}
+
 async fn remove_tracking(ctx: &Context<State>, p: &Pod) -> Result<(), Error> {
     let keep: Vec<&String> = p.metadata.finalizers.iter().flatten().filter(|f| *f != TRACKING).collect();
     let f = if keep.is_empty() { json!(null) } else { json!(keep) };
@@ -209,7 +261,12 @@ pub fn format_indexes(set: &BTreeSet<i32>) -> String {
             i += 1;
             end = v[i];
         }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        // Upstream writes two neighbours as a list, three or more as a range.
+        out.push(match end - start {
+            0 => start.to_string(),
+            1 => format!("{start},{end}"),
+            _ => format!("{start}-{end}"),
+        });
         i += 1;
     }
     out.join(",")
@@ -308,6 +365,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             }
         }
     }
+    // backoffLimitPerIndex: indexes whose failures ran out, recorded with the uncounted pods
+    // (before their finalizers go, so a crash cannot lose them).
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let per_index = spec.backoff_limit_per_index.filter(|_| indexed);
+    let completions_n = spec.completions.unwrap_or(1);
+    let mut failed_idx: BTreeSet<i32> = parse_indexes(st.failed_indexes.as_deref().unwrap_or(""));
+    if let Some(limit) = per_index {
+        let before = failed_idx.len();
+        failed_idx.extend(pods.iter().filter(|p| has_tracking(p) && fails_index(p, spec, limit)).filter_map(|p| index_of(p)).filter(|i| *i < completions_n));
+        if failed_idx.len() != before || st.failed_indexes.is_none() {
+            st.failed_indexes = Some(format_indexes(&failed_idx));
+            added = true;
+        }
+    }
     if added {
         uncounted.succeeded = Some(u_succ.iter().cloned().collect());
         uncounted.failed = Some(u_fail.iter().cloned().collect());
@@ -343,7 +414,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             moved = true;
         }
     }
-    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
     if indexed {
         // An index counts once, whatever number of pods succeeded for it.
         let completions = spec.completions.unwrap_or(1);
@@ -386,6 +456,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             set_condition(&mut st, "Failed", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
             ctx.recorder.publish(&job, EventType::Warning, "DeadlineExceeded", "Job was active longer than specified deadline");
             delete_active = true;
+        } else if let Some((reason, message)) = per_index.and(indexes_verdict(spec, &failed_idx, &completed)) {
+            set_condition(&mut st, "FailureTarget", "True", reason, message);
+            set_condition(&mut st, "Failed", "True", reason, message);
+            ctx.recorder.publish(&job, EventType::Warning, reason, message);
+            delete_active = true;
         } else if let Some(message) = success {
             set_condition(&mut st, "SuccessCriteriaMet", "True", "SuccessPolicy", &message);
             set_condition(&mut st, "Complete", "True", "SuccessPolicy", &message);
@@ -427,13 +502,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         // Indexes done or about to be counted (a succeeded pod still being counted).
         let succeeded_idx: BTreeSet<i32> = completed.iter().copied().chain(pods.iter().filter(|p| phase(p) == "Succeeded").filter_map(|p| index_of(p))).collect();
         let want = match completions {
-            Some(c) if indexed => parallelism.min(c - succeeded_idx.len() as i32).max(0),
+            Some(c) if indexed => parallelism.min(c - succeeded_idx.len() as i32 - failed_idx.difference(&succeeded_idx).count() as i32).max(0),
             Some(c) => parallelism.min(c - succeeded - u_succ.len() as i32).max(0),
             None => if succeeded > 0 { 0 } else { parallelism },
         } as usize;
-        // With a pod failure policy a terminating pod is replaced only once it has failed
-        // (upstream's podReplacementPolicy Failed, the only one allowed with a policy).
-        let terminating = if spec.pod_failure_policy.is_some() { pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_some()).count() } else { 0 };
+        // With podReplacementPolicy Failed a terminating pod is replaced only once it has failed.
+        let terminating = if only_replace_failed(spec) { pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_some()).count() } else { 0 };
         if active.len() + terminating < want {
             let mut indexes: Vec<Option<i32>> = Vec::new();
             if indexed {
@@ -443,7 +517,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                     if indexes.len() + active.len() + terminating >= want {
                         break;
                     }
-                    if !succeeded_idx.contains(&i) && !running.contains(&i) {
+                    if !succeeded_idx.contains(&i) && !running.contains(&i) && !failed_idx.contains(&i) {
                         indexes.push(Some(i));
                     }
                 }
@@ -451,7 +525,15 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                 indexes = vec![None; want - active.len() - terminating];
             }
             for idx in indexes {
-                let pod = pod_for(&job, idx);
+                let mut pod = pod_for(&job, idx);
+                if let (Some(i), Some(_)) = (idx, per_index) {
+                    let (counted, ignored) = index_failure_counts(&pods, spec, i);
+                    let a = pod.metadata.annotations.get_or_insert_with(Default::default);
+                    a.insert(INDEX_FAILURES.into(), counted.to_string());
+                    if ignored > 0 {
+                        a.insert(INDEX_IGNORED_FAILURES.into(), ignored.to_string());
+                    }
+                }
                 let pname = pod.metadata.name.clone().unwrap_or_default();
                 ctx.state.expectations.expect_create(&key, &pname);
                 match pods_api.create(&PostParams::default(), &pod).await {
@@ -478,12 +560,23 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     }
     st.active = Some(if finished_now { 0 } else { active.len() as i32 });
     st.ready = Some(active.iter().filter(|p| ready_since(p).is_some()).count() as i32);
+    st.terminating = Some(pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_some()).count() as i32);
     st.succeeded = Some(st.succeeded.unwrap_or(0));
     st.failed = Some(st.failed.unwrap_or(0));
     if moved || job.status.as_ref() != Some(&st) {
         write_status(&ctx, &job, st).await?;
     }
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(300))))
+}
+
+/// How failed indexes end a Job with backoffLimitPerIndex (upstream's order): more than
+/// `maxFailedIndexes`, or every index finished with some failed; the reason and message.
+fn indexes_verdict(spec: &JobSpec, failed: &BTreeSet<i32>, succeeded: &BTreeSet<i32>) -> Option<(&'static str, &'static str)> {
+    if spec.max_failed_indexes.is_some_and(|m| failed.len() > m.max(0) as usize) {
+        return Some(("MaxFailedIndexesExceeded", "Job has exceeded the specified maximal number of failed indexes"));
+    }
+    let finished = failed.union(succeeded).count();
+    (!failed.is_empty() && finished >= spec.completions.unwrap_or(1).max(0) as usize).then_some(("FailedIndexes", "Job has failed indexes"))
 }
 
 /// A pod of the Job from its template: tracking finalizer, controller reference, and for
@@ -598,7 +691,7 @@ mod tests {
     #[test]
     fn completed_indexes_round_trip() {
         let s: BTreeSet<i32> = [0, 1, 2, 4, 6, 7].into_iter().collect();
-        assert_eq!(format_indexes(&s), "0-2,4,6-7");
+        assert_eq!(format_indexes(&s), "0-2,4,6,7", "two neighbours are not a range (upstream's orderedIntervals.String)");
         assert_eq!(parse_indexes("0-2,4,6-7"), s);
         assert_eq!(format_indexes(&BTreeSet::new()), "");
     }
