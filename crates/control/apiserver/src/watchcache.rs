@@ -328,20 +328,13 @@ impl WatchCache {
     /// wait would give up on it exactly when the server is loaded.
     pub async fn catch_up(&self, stall: Duration, limit: Duration) -> bool {
         let Ok(wanted) = self.store.revision().await else { return false };
-        let mut rx = self.reached.subscribe();
         let deadline = Instant::now() + limit;
+        let mut before = None;
         loop {
-            let (ready, reached) = {
-                let st = self.state();
-                (st.ready, st.revision)
-            };
-            if ready && reached >= wanted {
-                return true;
-            }
-            let next = (Instant::now() + stall).min(deadline);
-            match tokio::time::timeout_at(next, rx.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
+            match self.wait_for(wanted, stall.min(deadline.saturating_duration_since(Instant::now()))).await {
+                Ok(_) => return true,
+                Err(reached) if before != Some(reached) && Instant::now() < deadline => before = Some(reached),
+                Err(reached) => {
                     tracing::warn!(wanted, reached, "the watch cache did not reach the store's revision");
                     return false;
                 }
