@@ -67,6 +67,28 @@ fn script(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Removes the VM-isolated pods of a node root when dropped (after the agent is killed): their
+/// QEMUs outlive the agent by design, and a bench that stops early must not leave them running.
+struct VmPodSweep {
+    root: PathBuf,
+    kernel: PathBuf,
+    guest_agent: PathBuf,
+}
+
+impl Drop for VmPodSweep {
+    fn drop(&mut self) {
+        use strata_driver::PodRuntime;
+        let Ok(images) = strata_driver::images::ImageStore::open(self.root.join("images")) else { return };
+        let config = strata_driver::MicroVmConfig::new(self.kernel.clone(), self.guest_agent.clone());
+        let Ok(vms) = strata_driver::MicroVmRuntime::open(&self.root, Arc::new(images), strata_bin().into(), config) else { return };
+        for sb in vms.list_pod_sandboxes(&Default::default()).unwrap_or_default() {
+            if let Err(e) = vms.remove_pod_sandbox(&sb.id) {
+                eprintln!("removing VM-isolated pod sandbox {}: {e}", sb.id);
+            }
+        }
+    }
+}
+
 /// One mapping of `/proc/PID/smaps`: size, RSS, PSS in KiB.
 struct Mapping {
     size: u64,
@@ -276,6 +298,8 @@ async fn run() {
     let image = format!("{}/busybox:latest", registry.addr);
     let dir = tempfile::Builder::new().prefix("strata-vmpodbench-").tempdir_in("/var/tmp").expect("tempdir");
     let (data, root, agent_data) = (dir.path().join("server"), dir.path().join("root"), dir.path().join("agent"));
+    // Dropped after the agent and the server (declared before them), before the directory.
+    let _sweep = VmPodSweep { root: root.clone(), kernel: kernel.clone(), guest_agent: guest_agent.clone() };
     let (server, port) = start_server(&strata_bin(), &dir.path().join("server-root"), &["--no-agent"], &data, &dir.path().join("server.log"));
     let agent_env = [
         ("STRATA_VM_ACCEL", "tcg".to_string()),
