@@ -122,7 +122,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
     // The class is there from the start, with its measured overhead.
     let rc: Value = serde_json::from_str(&server.ok(&["get", "runtimeclass", "strata-vm", "-o", "json"])).expect("json");
     assert_eq!(rc["handler"], "strata-vm");
-    assert_eq!(rc["overhead"]["podFixed"]["memory"], "204Mi");
+    assert_eq!(rc["overhead"]["podFixed"]["memory"], "168Mi");
 
     server.ok_stdin(
         &["apply", "-f", "-"],
@@ -139,7 +139,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
         let events = server.kubectl(&["get", "events", "-o", "wide"]);
         panic!("vm-pod not Running with uname exited 3: {last:#}\nevents: {}\nlog: {}", String::from_utf8_lossy(&events.stdout), server.log());
     }
-    assert_eq!(last["spec"]["overhead"]["memory"], "204Mi", "the RuntimeClass admission set the overhead");
+    assert_eq!(last["spec"]["overhead"]["memory"], "168Mi", "the RuntimeClass admission set the overhead");
     assert!(last["status"]["podIP"].is_string(), "{last}");
 
     // kubectl logs: the guest kernel's release, not the host's.
