@@ -70,6 +70,7 @@ fn a_vm_isolated_pod_runs_on_the_guest_kernel_and_leaves_nothing() {
     };
     let t = Instant::now();
     let sb = rt.run_pod_sandbox(&config).expect("run sandbox");
+    let _removed = Removed(&rt, sb.clone());
     eprintln!("microVM sandbox ready in {:?}", t.elapsed());
     let st = rt.pod_sandbox_status(&sb).expect("status");
     assert_eq!(st.state, SandboxState::Ready);

@@ -23,17 +23,10 @@ fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
     p["status"]["containerStatuses"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
 }
 
-/// Processes whose command line mentions `root` (QEMU's carries the initramfs path under it).
+/// Command lines of the QEMUs whose command line mentions `root` (it carries the initramfs path
+/// under it).
 fn processes_under(root: &Path) -> Vec<String> {
-    let needle = root.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle) && c.contains("qemu"))
-        .collect()
+    qemu_pids(root).into_iter().filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok()).map(|c| String::from_utf8_lossy(&c).replace('\0', " ")).collect()
 }
 
 /// Pids of the QEMUs whose command line mentions `root`.
