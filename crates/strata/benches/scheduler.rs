@@ -17,6 +17,7 @@
 //! - deploy: one Deployment of `BENCH_PODS` plain replicas, turned into pods by the server's
 //!   controllers; timed from the Deployment's create to the last binding.
 //!
+//! `BENCH_KEEP_LOGS=DIR` copies each row's server and scheduler logs there.
 //! `STRATA_BIN=PATH` runs that strata (an optimized build) under this dev-profile harness.
 //! Each row also reports the server's RSS per node and per pod and the CPU milliseconds per
 //! pod of the server and the scheduler.
@@ -27,9 +28,12 @@
 //! v1.32.0's `cmd/kube-scheduler` from the Go module proxy (cached after the first build;
 //! `BENCH_PEER=0` skips it). kube-scheduler runs with its volume plugins and DefaultPreemption
 //! disabled (strata serves no PersistentVolumes, StorageClasses, CSI kinds or
-//! PodDisruptionBudgets, and kube-scheduler waits for every informer it starts) and client QPS
-//! raised to 5000 (its default 50 would measure the rate limiter); the ratio printed is
-//! strata's pods/s over kube-scheduler's.
+//! PodDisruptionBudgets, and kube-scheduler waits for every informer it starts).
+//! `BENCH_PEER_QPS` (default "5000") is a list of client rate limits to run the peer with, one
+//! row each: a number N sets `clientConnection` qps and burst to N; `default` leaves them out,
+//! so kube-scheduler runs with its own defaults (qps 50, burst 100: every binding and every
+//! event is a request through that limiter). The ratio printed is strata's pods/s over each
+//! peer row's.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -168,21 +172,41 @@ fn kube_scheduler() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn start_scheduler(which: &str, server: &Server) -> Proc {
-    let log = std::fs::File::create(server.dir.path().join(format!("{which}.log"))).expect("log");
-    let child = if which == "strata" {
-        Command::new(strata_bin()).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn()
-    } else {
-        let config = server.dir.path().join("kube-scheduler.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}, qps: 5000, burst: 5000}}\nleaderElection: {{leaderElect: false}}\nprofiles:\n- schedulerName: default-scheduler\n  plugins:\n    multiPoint:\n      disabled: [{{name: VolumeBinding}}, {{name: VolumeRestrictions}}, {{name: VolumeZone}}, {{name: NodeVolumeLimits}}, {{name: DefaultPreemption}}]\n",
-                server.kubeconfig().display()
-            ),
-        )
-        .expect("config");
-        Command::new(which).arg("--config").arg(&config).args(["--secure-port=0", "-v=1"]).stdout(Stdio::null()).stderr(log).spawn()
+/// One scheduler to run: strata's, or the peer at a client rate limit (`None`: its defaults).
+#[derive(Clone)]
+enum Sched {
+    Strata,
+    Peer { bin: String, qps: Option<u32> },
+}
+
+impl Sched {
+    fn label(&self) -> String {
+        match self {
+            Sched::Strata => "strata".into(),
+            Sched::Peer { qps: None, .. } => "k-s qps 50/100".into(),
+            Sched::Peer { qps: Some(q), .. } => format!("k-s qps {q}/{q}"),
+        }
+    }
+}
+
+fn start_scheduler(which: &Sched, server: &Server) -> Proc {
+    let log = std::fs::File::create(server.dir.path().join(format!("{}.log", which.label().replace([' ', '/'], "-")))).expect("log");
+    let child = match which {
+        Sched::Strata => Command::new(strata_bin()).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn(),
+        Sched::Peer { bin, qps } => {
+            let config = server.dir.path().join("kube-scheduler.yaml");
+            // Without qps/burst kube-scheduler applies its own defaults (50 / 100).
+            let limits = qps.map(|q| format!(", qps: {q}, burst: {q}")).unwrap_or_default();
+            std::fs::write(
+                &config,
+                format!(
+                    "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}{limits}}}\nleaderElection: {{leaderElect: false}}\nprofiles:\n- schedulerName: default-scheduler\n  plugins:\n    multiPoint:\n      disabled: [{{name: VolumeBinding}}, {{name: VolumeRestrictions}}, {{name: VolumeZone}}, {{name: NodeVolumeLimits}}, {{name: DefaultPreemption}}]\n",
+                    server.kubeconfig().display()
+                ),
+            )
+            .expect("config");
+            Command::new(bin).arg("--config").arg(&config).args(["--secure-port=0", "-v=1"]).stdout(Stdio::null()).stderr(log).spawn()
+        }
     };
     Proc(child.expect("start the scheduler"))
 }
@@ -219,7 +243,7 @@ fn deployment(replicas: usize) -> Deployment {
     .expect("deployment")
 }
 
-async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> Result {
+async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -> Result {
     let server = Server::start();
     let client = strata_client::from_kubeconfig(&server.kubeconfig(), "scheduler-bench").await.expect("client");
     // Let the server's start-up (bootstrap objects, controllers' first lists) settle.
@@ -247,7 +271,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         if p.spec.and_then(|s| s.node_name).is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "{scheduler} did not bind the warm-up pod");
+        assert!(Instant::now() < deadline, "{} did not bind the warm-up pod", scheduler.label());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -312,6 +336,18 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &str) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
+    if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
+        // The row's server and scheduler logs, kept past the row's temporary directory.
+        for f in std::fs::read_dir(server.dir.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            if name.ends_with(".log") {
+                let to = std::path::Path::new(&dir).join(format!("{nodes}-{pods}-{workload}-{}-{name}", scheduler.label().replace([' ', '/'], "-")));
+                if let Err(e) = std::fs::copy(f.path(), &to) {
+                    eprintln!("keeping {}: {e}", to.display());
+                }
+            }
+        }
+    }
     let cpu_server_s = cpu_s(server.proc.0.id()) - cpu_before.0;
     let cpu_scheduler_s = cpu_s(sched.0.id()) - cpu_before.1;
     let bound = bound.lock().expect("lock").clone();
@@ -351,14 +387,17 @@ fn main() {
         "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>6}",
         "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "srv ms/pod", "sch ms/pod", "load1"
     );
+    let qps: Vec<Option<u32>> = env_list("BENCH_PEER_QPS", "5000").iter().map(|v| v.parse().ok()).collect();
+    let mut which = vec![Sched::Strata];
+    if let Some(bin) = &peer {
+        which.extend(qps.iter().map(|&qps| Sched::Peer { bin: bin.clone(), qps }));
+    }
     for &n in &nodes {
         for w in &workloads {
             let mut rates = Vec::new();
-            let mut which = vec!["strata".to_string()];
-            which.extend(peer.clone());
             for s in &which {
                 let r = rt.block_on(run_one(n, pods, w, s));
-                let label = if s == "strata" { "strata" } else { "kube-scheduler" };
+                let label = s.label();
                 let [idle, with_nodes, with_pods] = r.rss_kib;
                 let per_node = with_nodes.saturating_sub(idle) as f64 / n.max(1) as f64;
                 let per_pod = with_pods.saturating_sub(with_nodes) as f64 / r.bound.max(1) as f64;
@@ -374,10 +413,12 @@ fn main() {
                     r.cpu_scheduler_s * 1000.0 / r.bound.max(1) as f64,
                     load1()
                 );
-                rates.push(r.pods_per_s);
+                rates.push((label, r.pods_per_s));
             }
-            if let [a, b] = rates[..] {
-                println!("{n:>6} {pods:>6} {w:>8} {:>16} {:>9.2}", "ratio strata/k-s", a / b.max(1e-9));
+            if let Some((_, strata)) = rates.first().cloned() {
+                for (label, rate) in rates.iter().skip(1) {
+                    println!("{n:>6} {pods:>6} {w:>8} {:>16} {:>9.2}", format!("strata/{label}"), strata / rate.max(1e-9));
+                }
             }
         }
     }

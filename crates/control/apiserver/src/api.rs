@@ -988,7 +988,7 @@ impl Api {
                 Err(e) => Err(e.into()),
             };
         }
-        if object::for_storage(&obj) == object::for_storage(old) && !self.store.stale(&key).await? {
+        if object::same_for_storage(&obj, old) && !self.store.stale(&key).await? {
             // No change: no new revision, as in Kubernetes (unless the stored form is stale:
             // re-writing is how encryption keys are rotated).
             return Ok(json_response(StatusCode::OK, &with_rv(obj, expected)));

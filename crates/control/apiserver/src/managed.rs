@@ -942,14 +942,9 @@ pub fn keep_times_if_unchanged(old: &Value, new: &mut Value) {
     let (Some(before), Some(after)) = (old.pointer("/metadata/managedFields").and_then(Value::as_array), new.pointer("/metadata/managedFields").and_then(Value::as_array)) else {
         return;
     };
-    let untimed = |e: &Value| {
-        let mut e = e.clone();
-        if let Some(m) = e.as_object_mut() {
-            m.remove("time");
-        }
-        e
-    };
-    if before.len() != after.len() || before.iter().zip(after).any(|(a, b)| untimed(a) != untimed(b)) || plain(old) != plain(new) {
+    // Compared in place: this runs on every write (a pod's binding, each status update).
+    let same_entries = before.len() == after.len() && before.iter().zip(after).all(|(a, b)| crate::object::eq_without(a, b, &["time"]));
+    if !same_entries || !crate::object::eq_but_meta(old, new, &["managedFields", "resourceVersion"]) {
         return;
     }
     let kept = Value::Array(before.clone());

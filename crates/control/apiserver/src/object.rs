@@ -383,6 +383,36 @@ pub fn for_storage(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
+/// Whether `a` and `b` would be stored as the same bytes ([`for_storage`] of each), decided
+/// without copying or serializing either (a write that changes nothing stores nothing).
+pub fn same_for_storage(a: &Value, b: &Value) -> bool {
+    eq_but_meta(a, b, &["resourceVersion", "selfLink"])
+}
+
+/// `a == b` but for the top-level fields named in `skip` (when both are objects), without copies.
+pub fn eq_without(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            fn kept<'a>(m: &'a serde_json::Map<String, Value>, skip: &'a [&str]) -> impl Iterator<Item = (&'a String, &'a Value)> {
+                m.iter().filter(move |(k, _)| !skip.contains(&k.as_str()))
+            }
+            kept(x, skip).eq(kept(y, skip))
+        }
+        _ => a == b,
+    }
+}
+
+/// `a == b` but for the `metadata` fields named in `skip`, without copies.
+pub fn eq_but_meta(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|((ka, va), (kb, vb))| ka == kb && if ka == "metadata" { eq_without(va, vb, skip) } else { va == vb })
+        }
+        _ => a == b,
+    }
+}
+
 /// [`for_storage`] for a client's write: at most [`MAX_STORED`] bytes (413 otherwise:
 /// kube-apiserver passes etcd's "request is too large" on as a 500,
 /// kubernetes/kubernetes#112152; strata says what it is).
@@ -412,6 +442,29 @@ pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
 mod tests {
     use super::*;
     use crate::resources::find;
+
+    #[test]
+    fn same_for_storage_agrees_with_the_stored_bytes() {
+        let base = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "b"}}, "spec": {"nodeName": ""}});
+        let cases = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "9", "labels": {"a": "b"}}, "spec": {"nodeName": ""}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "selfLink": "/x", "labels": {"a": "b"}}, "spec": {"nodeName": ""}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "c"}}, "spec": {"nodeName": ""}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "b"}}, "spec": {"nodeName": "n1"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "b"}}, "spec": {"nodeName": ""}, "status": {}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "labels": {"a": "b"}, "uid": "u"}, "spec": {"nodeName": ""}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"nodeName": ""}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": null, "spec": {"nodeName": ""}}),
+        ];
+        for c in &cases {
+            assert_eq!(same_for_storage(&base, c), for_storage(&base) == for_storage(c), "{c}");
+            assert_eq!(same_for_storage(c, &base), for_storage(c) == for_storage(&base), "{c}");
+        }
+        assert!(same_for_storage(&base, &cases[0]) && same_for_storage(&base, &cases[1]));
+        assert!(!same_for_storage(&base, &cases[2]) && !same_for_storage(&base, &cases[3]));
+        assert!(eq_without(&json!({"time": "1", "manager": "m"}), &json!({"time": "2", "manager": "m"}), &["time"]));
+        assert!(!eq_without(&json!({"time": "1", "manager": "m"}), &json!({"manager": "n"}), &["time"]));
+    }
 
     #[test]
     fn names() {

@@ -96,7 +96,16 @@ pub struct PodInfo {
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        // Read in place (no copy of the spec: this runs for every pod the watch brings and
+        // every assumed placement).
+        let no_spec;
+        let spec = match &pod.spec {
+            Some(s) => s,
+            None => {
+                no_spec = k8s_openapi::api::core::v1::PodSpec::default();
+                &no_spec
+            }
+        };
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         let mut ports = Vec::new();

@@ -426,6 +426,44 @@ fn apply(
 
 /// The `kv` entries from `max(prefix, start_after)` up to the end of `prefix` (approximately:
 /// callers stop at the first key without the prefix).
+/// Most entries a list reads on the caller's thread (see [`Store::list`] for [`Embedded`]).
+const INLINE_LIST: usize = 64;
+
+/// A page of the keys under `prefix` at the current revision, and how many follow it; `None` if
+/// that means walking more than `budget` entries (nothing is kept of a list given up).
+fn list_now(db: &Database, prefix: &str, start_after: Option<&str>, limit: usize, budget: Option<usize>) -> Result<Option<ListResult>> {
+    let tx = db.begin_read().map_err(backend)?;
+    let kv = tx.open_table(KV).map_err(backend)?;
+    let meta = tx.open_table(META).map_err(backend)?;
+    let revision = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
+    let mut items = Vec::new();
+    let mut more = false;
+    let mut remaining = 0;
+    for entry in prefix_range(&kv, prefix, start_after)? {
+        let (k, v) = entry.map_err(backend)?;
+        let key = k.value();
+        if start_after == Some(key) {
+            continue;
+        }
+        if !key.starts_with(prefix) {
+            // The range starts at or after the prefix: past it, nothing matches any more.
+            break;
+        }
+        // Every entry walked counts, those past the page too.
+        if budget.is_some_and(|b| items.len() + remaining as usize == b) {
+            return Ok(None);
+        }
+        if limit > 0 && items.len() == limit {
+            // Past the page: only counted (keys, no values decoded).
+            more = true;
+            remaining += 1;
+            continue;
+        }
+        items.push(decode_kv(key, v.value())?);
+    }
+    Ok(Some(ListResult { items, revision, more, remaining }))
+}
+
 fn prefix_range(
     kv: &redb::ReadOnlyTable<&str, &[u8]>,
     prefix: &str,
@@ -556,39 +594,18 @@ impl Store for Embedded {
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+        // Most lists on a request's path are short (the LimitRanges, ResourceQuotas or
+        // PriorityClasses an admission reads): read those here rather than pay a blocking-pool
+        // hand-off for each; a list that turns out longer is read again on the blocking pool.
+        if let Some(page) = list_now(&self.inner.db, prefix, start_after, limit, Some(INLINE_LIST))? {
+            return Ok(page);
+        }
         let db = self.inner.db.clone();
         let prefix = prefix.to_string();
         let start_after = start_after.map(str::to_string);
-        tokio::task::spawn_blocking(move || -> Result<ListResult> {
-            let tx = db.begin_read().map_err(backend)?;
-            let kv = tx.open_table(KV).map_err(backend)?;
-            let meta = tx.open_table(META).map_err(backend)?;
-            let revision = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
-            let mut items = Vec::new();
-            let mut more = false;
-            let mut remaining = 0;
-            for entry in prefix_range(&kv, &prefix, start_after.as_deref())? {
-                let (k, v) = entry.map_err(backend)?;
-                let key = k.value();
-                if start_after.as_deref() == Some(key) {
-                    continue;
-                }
-                if !key.starts_with(&prefix) {
-                    // The range starts at or after the prefix: past it, nothing matches any more.
-                    break;
-                }
-                if limit > 0 && items.len() == limit {
-                    // Past the page: only counted (keys, no values decoded).
-                    more = true;
-                    remaining += 1;
-                    continue;
-                }
-                items.push(decode_kv(key, v.value())?);
-            }
-            Ok(ListResult { items, revision, more, remaining })
-        })
-        .await
-        .map_err(backend)?
+        tokio::task::spawn_blocking(move || list_now(&db, &prefix, start_after.as_deref(), limit, None).map(|page| page.unwrap_or_default()))
+            .await
+            .map_err(backend)?
     }
 
     async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {

@@ -293,6 +293,17 @@ mod checks {
         assert_eq!(pages, 2000usize.div_ceil(128));
         assert_eq!(got, want);
 
+        // Around the embedded store's 64-entry inline read (longer lists go to the blocking pool).
+        for (limit, want_len, more) in [(63, 63, true), (64, 64, true), (65, 65, true), (0, 2000, false)] {
+            let page = s.list("/page/", None, limit).await.unwrap();
+            assert_eq!((page.items.len(), page.more, page.remaining as usize), (want_len, more, 2000 - want_len), "limit {limit}");
+            assert_eq!(keys(&page.items), want[..want_len].iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        // 10 keys under the prefix (read at once), 100 (past the inline read only to count them).
+        let small = s.list("/page/0001", None, 3).await.unwrap();
+        assert_eq!((keys(&small.items), small.more, small.remaining), (vec!["/page/00010", "/page/00011", "/page/00012"], true, 7));
+        let counted = s.list("/page/000", None, 10).await.unwrap();
+        assert_eq!((counted.items.len(), counted.more, counted.remaining), (10, true, 90));
         let exact = s.list("/page/", None, 2000).await.unwrap();
         assert_eq!((exact.items.len(), exact.more), (2000, false), "limit == count: no more");
         let short = s.list("/page/", None, 1999).await.unwrap();

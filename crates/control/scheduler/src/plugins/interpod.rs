@@ -10,31 +10,65 @@ use crate::cache::Cache;
 use crate::info::{AffinityTerm, NodeInfo, PodInfo};
 use crate::labels::{self, Labels};
 
-type Pair = (String, String);
+/// Pod counts per topology pair (key, then value), looked up by `&str` without building a
+/// pair: the filter asks once per node, so a lookup must not allocate. Pairs at zero are removed.
+#[derive(Default, Debug)]
+struct Counts(HashMap<String, HashMap<String, i64>>);
+
+impl Counts {
+    fn get(&self, key: &str, value: &str) -> i64 {
+        self.0.get(key).and_then(|m| m.get(value)).copied().unwrap_or(0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn add(&mut self, key: &str, value: &str, by: i64) {
+        if by == 0 {
+            return;
+        }
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), HashMap::new());
+        }
+        let Some(values) = self.0.get_mut(key) else { return };
+        let n = match values.get_mut(value) {
+            Some(n) => {
+                *n += by;
+                *n
+            }
+            None => {
+                values.insert(value.to_string(), by);
+                by
+            }
+        };
+        if n == 0 {
+            values.remove(value);
+            if values.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+}
 
 /// Counts over the whole cluster computed before filtering.
 #[derive(Default, Debug)]
 pub struct PreFilter {
     /// Existing pods whose required anti-affinity matches the incoming pod, per topology pair.
-    existing_anti: HashMap<Pair, i64>,
+    existing_anti: Counts,
     /// Existing pods matching all the incoming pod's required affinity terms.
-    affinity: HashMap<Pair, i64>,
+    affinity: Counts,
     /// Existing pods matching one of the incoming pod's required anti-affinity terms.
-    anti: HashMap<Pair, i64>,
+    anti: Counts,
 }
 
 fn ns_labels<'a>(cache: &'a Cache, ns: &str) -> &'a Labels {
     cache.namespaces.get(ns).unwrap_or_else(|| labels::empty())
 }
 
-fn bump(m: &mut HashMap<Pair, i64>, node: &NodeInfo, key: &str, by: i64) {
+fn bump(m: &mut Counts, node: &NodeInfo, key: &str, by: i64) {
     if let Some(v) = node.labels.get(key) {
-        let pair = (key.to_string(), v.clone());
-        let e = m.entry(pair.clone()).or_default();
-        *e += by;
-        if *e == 0 {
-            m.remove(&pair);
-        }
+        m.add(key, v, by);
     }
 }
 
@@ -108,7 +142,7 @@ pub fn filter(s: &PreFilter, cache: &Cache, pod: &PodInfo, node: &NodeInfo) -> R
     for t in &pod.required_affinity {
         match node.labels.get(&t.topology_key) {
             Some(v) => {
-                if s.affinity.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) <= 0 {
+                if s.affinity.get(&t.topology_key, v) <= 0 {
                     exist = false;
                 }
             }
@@ -122,15 +156,16 @@ pub fn filter(s: &PreFilter, cache: &Cache, pod: &PodInfo, node: &NodeInfo) -> R
     if !s.anti.is_empty() {
         for t in &pod.required_anti_affinity {
             if let Some(v) = node.labels.get(&t.topology_key) {
-                if s.anti.get(&(t.topology_key.clone(), v.clone())).copied().unwrap_or(0) > 0 {
+                if s.anti.get(&t.topology_key, v) > 0 {
                     return Err(Rejection::unschedulable("InterPodAffinity", "node(s) didn't match pod anti-affinity rules"));
                 }
             }
         }
     }
     if !s.existing_anti.is_empty() {
-        for (k, v) in &node.labels {
-            if s.existing_anti.get(&(k.clone(), v.clone())).copied().unwrap_or(0) > 0 {
+        // The few topology keys placed pods' terms use, each looked up on the node.
+        for (k, values) in &s.existing_anti.0 {
+            if node.labels.get(k).and_then(|v| values.get(v)).is_some_and(|n| *n > 0) {
                 return Err(Rejection::unschedulable("InterPodAffinity", "node(s) didn't satisfy existing pods anti-affinity rules"));
             }
         }
@@ -198,5 +233,26 @@ pub fn normalize(scores: &mut [i64]) {
     let diff = max - min;
     for s in scores.iter_mut() {
         *s = if diff > 0 { (super::fit::MAX_SCORE as f64 * ((*s - min) as f64 / diff as f64)) as i64 } else { 0 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counts;
+
+    #[test]
+    fn counts_drop_pairs_at_zero() {
+        let mut c = Counts::default();
+        c.add("zone", "a", 2);
+        c.add("zone", "b", 1);
+        c.add("host", "n1", 1);
+        assert_eq!((c.get("zone", "a"), c.get("zone", "b"), c.get("host", "n1"), c.get("host", "n2"), c.get("rack", "a")), (2, 1, 1, 0, 0));
+        c.add("zone", "a", -2);
+        c.add("host", "n1", -1);
+        c.add("zone", "c", 0);
+        assert_eq!((c.get("zone", "a"), c.get("zone", "b")), (0, 1));
+        assert!(!c.0["zone"].contains_key("a") && !c.0["zone"].contains_key("c") && !c.0.contains_key("host"));
+        c.add("zone", "b", -1);
+        assert!(c.is_empty());
     }
 }

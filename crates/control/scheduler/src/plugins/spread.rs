@@ -176,7 +176,9 @@ pub fn filter(s: &PreFilter, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejec
 pub struct PreScore {
     constraints: Vec<Constraint>,
     ignored: HashSet<String>,
-    pair_counts: HashMap<(String, String), i64>,
+    /// Matching pods per topology key, then value (shared by constraints with one key, as
+    /// upstream's pair counts); looked up by `&str`, so scoring a node allocates nothing.
+    pair_counts: HashMap<String, HashMap<String, i64>>,
     weights: Vec<f64>,
 }
 
@@ -187,7 +189,7 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
     }
     let require_all = !defaulted;
     let mut ignored = HashSet::new();
-    let mut pair_counts: HashMap<(String, String), i64> = HashMap::new();
+    let mut pair_counts: HashMap<String, HashMap<String, i64>> = cs.iter().filter(|c| c.key != HOSTNAME).map(|c| (c.key.clone(), HashMap::new())).collect();
     let mut sizes = vec![0usize; cs.len()];
     for n in feasible {
         if require_all && !has_all_keys(n, &cs) {
@@ -198,9 +200,9 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
             if c.key == HOSTNAME {
                 continue;
             }
-            let pair = (c.key.clone(), n.labels.get(&c.key).cloned().unwrap_or_default());
-            if let std::collections::hash_map::Entry::Vacant(e) = pair_counts.entry(pair) {
-                e.insert(0);
+            let v = n.labels.get(&c.key).map_or("", String::as_str);
+            if let Some(values) = pair_counts.get_mut(&c.key).filter(|m| !m.contains_key(v)) {
+                values.insert(v.to_string(), 0);
                 sizes[i] += 1;
             }
         }
@@ -219,8 +221,8 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
             if node.node.is_none() || (require_all && !has_all_keys(node, &cs)) || !counts_for(p, &c.selector, &pod.namespace) || !c.includes(pod, node) {
                 continue;
             }
-            let pair = (c.key.clone(), node.labels.get(&c.key).cloned().unwrap_or_default());
-            if let Some(n) = pair_counts.get_mut(&pair) {
+            let v = node.labels.get(&c.key).map_or("", String::as_str);
+            if let Some(n) = pair_counts.get_mut(&c.key).and_then(|m| m.get_mut(v)) {
                 *n += 1;
             }
         }
@@ -237,7 +239,7 @@ pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
     let mut score = 0.0;
     for (i, c) in s.constraints.iter().enumerate() {
         if let Some(v) = node.labels.get(&c.key) {
-            let cnt = if c.key == HOSTNAME { count_matching(node, &c.selector, &pod.namespace) } else { s.pair_counts.get(&(c.key.clone(), v.clone())).copied().unwrap_or(0) };
+            let cnt = if c.key == HOSTNAME { count_matching(node, &c.selector, &pod.namespace) } else { s.pair_counts.get(&c.key).and_then(|m| m.get(v)).copied().unwrap_or(0) };
             score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;
         }
     }
