@@ -28,7 +28,7 @@
 //! the agent).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use futures_util::StreamExt;
 use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
-use strata_testkit::{busybox_image, join_agent, percentile_ms as pct, start_server, Registry};
+use strata_testkit::{busybox_image, join_agent, memory_mib, percentile_ms as pct, processes_of, start_server, Registry};
 
 /// The strata binary under test: this build's, or `STRATA_BIN` (e.g. an optimized build when
 /// the harness itself is built in the dev profile).
@@ -60,30 +60,6 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// (RSS, PSS) in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let kb = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0);
-    (kb("Rss:") / 1024.0, kb("Pss:") / 1024.0)
-}
-
-/// The strata processes of this run other than `skip` (the pods' supervisors): count, PSS MiB.
-fn supervisors(skip: &[u32]) -> (usize, f64) {
-    let bin = strata_bin();
-    let me = std::fs::canonicalize(&bin).unwrap_or_else(|_| PathBuf::from(&bin));
-    let mut n = 0;
-    let mut pss = 0.0;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if skip.contains(&pid) || std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(me.as_path()) {
-            continue;
-        }
-        n += 1;
-        pss += memory_mib(pid).1;
-    }
-    (n, pss)
-}
-
 struct Cost {
     cpu_pct: f64,
     rss: f64,
@@ -99,7 +75,7 @@ async fn agent_cost(agent: u32, server: u32, secs: u64) -> Cost {
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let cpu = (cpu_secs(agent) - c0) / t0.elapsed().as_secs_f64() * 100.0;
     let (rss, pss) = memory_mib(agent);
-    let (sup_n, sup_pss) = supervisors(&[agent, server]);
+    let (sup_n, sup_pss) = processes_of(&strata_bin(), &[agent, server]);
     Cost { cpu_pct: cpu, rss, pss, sup_n, sup_pss }
 }
 

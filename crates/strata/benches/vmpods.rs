@@ -39,7 +39,7 @@ use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_guest::protocol::{read_frame, write_frame, GuestMessage, HostMessage, Request, Response};
-use strata_testkit::{busybox_image, join_agent, start_server, KillOnDrop as Proc, Registry};
+use strata_testkit::{busybox_image, join_agent, memory_mib, processes_of, start_server, KillOnDrop as Proc, Registry};
 
 /// What strata gives a VM-isolated pod's QEMU (`MicroVmConfig::new`, `qemu::DEFAULT_APPEND`).
 const GUEST_MEMORY_MIB: u64 = 256;
@@ -121,12 +121,6 @@ fn smaps(pid: u32) -> Vec<Mapping> {
     maps
 }
 
-/// (RSS, PSS) in MiB of a process.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let m = smaps(pid);
-    (m.iter().map(|m| m.rss).sum::<u64>() as f64 / 1024.0, m.iter().map(|m| m.pss).sum::<u64>() as f64 / 1024.0)
-}
-
 /// Pids of processes whose command line contains every one of `needles`.
 fn pids_with(needles: &[&str]) -> Vec<u32> {
     let mut v = Vec::new();
@@ -139,23 +133,6 @@ fn pids_with(needles: &[&str]) -> Vec<u32> {
         }
     }
     v
-}
-
-/// The strata processes other than `skip`: count and PSS (MiB).
-fn strata_processes(skip: &[u32]) -> (usize, f64) {
-    let bin = strata_bin();
-    let me = std::fs::canonicalize(&bin).unwrap_or_else(|_| PathBuf::from(&bin));
-    let mut n = 0;
-    let mut pss = 0.0;
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if skip.contains(&pid) || std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(me.as_path()) {
-            continue;
-        }
-        n += 1;
-        pss += memory_mib(pid).1;
-    }
-    (n, pss)
 }
 
 fn pod(name: &str, image: &str, vm: bool) -> Pod {
@@ -351,7 +328,7 @@ async fn run() {
 
     // 3. Overhead of idle VM-isolated pods.
     let agent0 = memory_mib(apid);
-    let others0 = strata_processes(&[apid, spid]);
+    let others0 = processes_of(&strata_bin(), &[apid, spid]);
     for i in 0..n_vm {
         start_one(&api, &seen, &format!("o{i}"), &image, true).await;
     }
@@ -394,7 +371,7 @@ async fn run() {
     let field = |k: &str| String::from_utf8_lossy(&meminfo.stdout).lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(f64::NAN);
     let guest_used = (field("MemTotal:") - field("MemAvailable:")) / 1024.0;
     let agent1 = memory_mib(apid);
-    let others1 = strata_processes(&[apid, spid]);
+    let others1 = processes_of(&strata_bin(), &[apid, spid]);
     let strata_per_pod = ((agent1.1 - agent0.1) + (others1.1 - others0.1)) / n;
     println!("per VM-isolated pod ({n_vm} idle pods, {tb}):");
     println!("  QEMU RSS {:.1} MiB, PSS {:.1} MiB; guest RAM touched {:.1} MiB; QEMU outside guest RAM: RSS {:.1} MiB, PSS {:.1} MiB (largest other mapping RSS {:.1} MiB)", rss / n, pss / n, ram_rss / n, out_rss / n, out_pss / n, big_rss / n);

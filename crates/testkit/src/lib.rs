@@ -440,6 +440,31 @@ pub fn join_agent(bin: &str, root: &Path, server_data: &Path, port: u16, name: &
     }
 }
 
+/// (RSS, PSS) of a process in MiB, from `/proc/PID/smaps_rollup` (0 when it is gone): the memory
+/// figures the benchmarks report.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let kb = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0);
+    (kb("Rss:") / 1024.0, kb("Pss:") / 1024.0)
+}
+
+/// The running processes of executable `bin` other than `skip` (a benchmark's supervisors and
+/// pod processes besides its server and agent): how many, and their PSS summed in MiB.
+pub fn processes_of(bin: &str, skip: &[u32]) -> (usize, f64) {
+    let exe = fs::canonicalize(bin).unwrap_or_else(|_| PathBuf::from(bin));
+    let mut n = 0;
+    let mut pss = 0.0;
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if skip.contains(&pid) || fs::read_link(e.path().join("exe")).ok().as_deref() != Some(exe.as_path()) {
+            continue;
+        }
+        n += 1;
+        pss += memory_mib(pid).1;
+    }
+    (n, pss)
+}
+
 /// A loopback TCP port that is free now, for a server a test is about to start.
 ///
 /// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999): a port the kernel
@@ -641,6 +666,19 @@ fn base64_encode(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_and_processes_of_this_test_binary() {
+        let me = std::process::id();
+        let (rss, pss) = memory_mib(me);
+        assert!(rss > 1.0 && pss > 0.0 && pss <= rss + 0.01, "rss {rss} pss {pss}");
+        assert_eq!(memory_mib(u32::MAX), (0.0, 0.0));
+        let exe = std::env::current_exe().expect("current exe");
+        let exe = exe.to_str().expect("utf-8 path");
+        let (n, pss_all) = processes_of(exe, &[]);
+        assert!(n >= 1 && pss_all >= pss * 0.5, "{n} processes, {pss_all} MiB");
+        assert_eq!(processes_of(exe, &[me]).0, n - 1);
+    }
 
     #[test]
     fn busybox_image_is_consistent() {
