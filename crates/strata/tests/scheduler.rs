@@ -359,3 +359,36 @@ fn preemption_prefers_victims_no_disruption_budget_protects() {
     assert!(eventually(Duration::from_secs(30), || !terminating("spare").is_empty()), "spare was not preempted");
     assert!(terminating("guarded").is_empty(), "the guarded pod was preempted");
 }
+
+/// Among nodes whose victims tie on budgets and priorities, preemption takes the node whose
+/// highest-priority victims started last (upstream's DefaultPreemption: the earliest start time
+/// of those victims, latest wins), so long-running pods are spared. The tie-break before it
+/// (fewest victims etc.) is equal here: one pod of the same class on each node.
+#[test]
+fn preemption_spares_the_longest_running_victims_on_a_tie() {
+    let s = ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() });
+    s.ok(&["create", "priorityclass", "cheap", "--value=100"]);
+    s.ok(&["create", "priorityclass", "urgent", "--value=1000"]);
+    // sim-ta sorts first: without the start-time tie-break its pod would be the victim.
+    sim_node(&s, "sim-ta", "2", "4Gi", "110", &[("pool", "a")], &[]);
+    sim_node(&s, "sim-tb", "2", "4Gi", "110", &[("pool", "b")], &[]);
+    let filler = |name: &str, pool: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  priorityClassName: cheap\n  nodeSelector: {{pool: {pool}}}\n  containers: [{{name: c, image: registry.k8s.io/pause:3.9, resources: {{requests: {{cpu: '2'}}}}}}]\n")
+    };
+    create(&s, &filler("veteran", "a"));
+    create(&s, &filler("rookie", "b"));
+    assert_eq!(bound(&s, "veteran"), "sim-ta");
+    assert_eq!(bound(&s, "rookie"), "sim-tb");
+    for (pod, started) in [("veteran", "2026-01-01T00:00:00Z"), ("rookie", "2026-06-01T00:00:00Z")] {
+        s.ok(&["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &format!(r#"{{"status":{{"startTime":"{started}"}}}}"#)]);
+    }
+    // Give the scheduler's cache time to see both start times.
+    std::thread::sleep(Duration::from_secs(2));
+    create(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: vip}\nspec:\n  priorityClassName: urgent\n  containers: [{name: c, image: registry.k8s.io/pause:3.9, resources: {requests: {cpu: '2'}}}]\n");
+    let nominated = || s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]);
+    assert!(eventually(Duration::from_secs(30), || !nominated().is_empty()), "vip was not nominated: {}", s.ok(&["describe", "pod", "vip"]));
+    assert_eq!(nominated(), "sim-tb", "the newer pod's node should be chosen");
+    let terminating = |p: &str| s.ok(&["get", "pod", p, "-o", "jsonpath={.metadata.deletionTimestamp}"]);
+    assert!(eventually(Duration::from_secs(30), || !terminating("rookie").is_empty()), "rookie was not preempted");
+    assert!(terminating("veteran").is_empty(), "the long-running pod was preempted");
+}

@@ -21,8 +21,20 @@ pub struct Preemption {
     pub cleared_nominations: Vec<Arc<PodInfo>>,
 }
 
-fn start_time(p: &PodInfo) -> String {
-    p.pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0.to_rfc3339()).unwrap_or_default()
+/// When the pod started; a pod not started yet (assumed, or bound but not running) counts as
+/// starting now, as upstream's `GetPodStartTime`, i.e. later than every started pod.
+fn start_time(p: &PodInfo) -> Option<k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>> {
+    p.pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0)
+}
+
+/// Orders start times with "not started" (None) last.
+fn started_before(a: Option<k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>>, b: Option<k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
 }
 
 /// Upstream's `PodEligibleToPreemptOthers`: the reason a pod may not preempt, if any.
@@ -111,7 +123,7 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError, pdbs: &[Arc<PodDisr
         }
         // Reprieve the most important pods first: higher priority, then earlier start; those
         // a budget protects before the others.
-        lower.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| start_time(a).cmp(&start_time(b))));
+        lower.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| started_before(start_time(a), start_time(b))));
         let (violating, fine) = split_by_budgets(lower, pdbs);
         let mut victims = Vec::new();
         let mut violations = 0;
@@ -137,12 +149,32 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError, pdbs: &[Arc<PodDisr
         candidates.push((name.clone(), victims, violations));
     }
     // The node whose victims matter least: fewest budget violations, lowest highest priority,
-    // lowest priority sum, fewest victims.
-    let best = candidates.into_iter().min_by_key(|(_, v, violations)| {
+    // lowest priority sum, fewest victims, then (upstream's last criterion) the latest earliest
+    // start among its highest-priority victims, so long-running pods are spared; the first
+    // such node in the filter's order on a full tie.
+    let key = |v: &[Arc<PodInfo>], violations: usize| {
         let highest = v.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
         let sum: i64 = v.iter().map(|p| p.priority as i64 + i32::MAX as i64 + 1).sum();
-        (*violations, highest, sum, v.len())
-    });
+        (violations, highest, sum, v.len())
+    };
+    let earliest_of_highest = |v: &[Arc<PodInfo>]| {
+        let highest = v.iter().map(|p| p.priority).max();
+        v.iter().filter(|p| Some(p.priority) == highest).map(|p| start_time(p)).min_by(|a, b| started_before(*a, *b)).flatten()
+    };
+    let mut best: Option<(String, Vec<Arc<PodInfo>>, usize)> = None;
+    for c in candidates {
+        let better = match &best {
+            None => true,
+            Some(b) => match key(&c.1, c.2).cmp(&key(&b.1, b.2)) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => started_before(earliest_of_highest(&c.1), earliest_of_highest(&b.1)) == std::cmp::Ordering::Greater,
+            },
+        };
+        if better {
+            best = Some(c);
+        }
+    }
     let Some((node, victims, _)) = best else {
         let n = fit.num_nodes;
         return Err(format!("preemption: 0/{n} nodes are available: {}.", histogram(reasons.into_iter()).join(", ")));
