@@ -89,10 +89,13 @@ fn host_cpus() -> u32 {
 }
 
 /// The translation cache of a pod's QEMU under TCG: an idle pod's guest fills all of it, and
-/// QEMU's own memory (outside guest RAM) follows it MiB for MiB (one QEMU by hand: RSS 86 MiB
-/// at 32, 68 at 16), while the guest boots to its agent as fast (docs/benchmarks.md,
-/// VM-isolated pods).
-pub const DEFAULT_TB_SIZE_MIB: u32 = 16;
+/// QEMU's own memory (outside guest RAM) follows it MiB for MiB (one QEMU by hand, RSS: 86 MiB at
+/// 32, 68 at 16, 59 at 8). At 8 the guest's boot flushes the cache about 12 times (3 at 16) and
+/// reaches its agent as fast within this machine's noise (3 alternating pairs by hand: 29.2, 17.8,
+/// 17.1 s at 8 against 33.9, 15.2, 13.7 s at 16); at 16 a node's only VM-isolated pod held 68-69
+/// MiB outside its guest's RAM as RSS, above the 64 MiB goal (docs/benchmarks.md, VM-isolated
+/// pods). A workload that runs much new code in the guest may want more (`--vm-tb-size`).
+pub const DEFAULT_TB_SIZE_MIB: u32 = 8;
 
 /// `-machine M,accel=tcg,...` as `-machine M,...` and `-accel tcg,tb-size=N` (QEMU refuses the
 /// two spellings together; the translation cache's size is an option of `-accel` only).

@@ -23,7 +23,7 @@
 //!    processes' PSS per pod.
 //!
 //! `STRATA_VM_TB_SIZE=N` (MiB) is passed to the agent (QEMU's `-accel tcg,tb-size=N`) and to the
-//! QEMU by hand alike; unset: strata's default (32), 0: QEMU's default (1 GiB). `STRATA_BIN=PATH`
+//! QEMU by hand alike; unset: strata's default (`DEFAULT_TB_SIZE_MIB`, 8), 0: QEMU's default (1 GiB). `STRATA_BIN=PATH`
 //! runs that strata binary.
 
 use std::collections::HashMap;

@@ -54,8 +54,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "STRATA_GUEST_AGENT")]
     vm_guest_agent: Option<PathBuf>,
     /// Under TCG, the translation-block cache of each VM-isolated pod's QEMU in MiB (0: QEMU's
-    /// default, 1 GiB on 64-bit hosts; an idle pod fills the cache it is given, at the same
-    /// speed from 16 MiB up: see docs/benchmarks.md).
+    /// default, 1 GiB on 64-bit hosts; an idle pod fills the cache it is given, MiB for MiB of
+    /// QEMU's memory: see docs/benchmarks.md).
     #[arg(long, global = true, env = "STRATA_VM_TB_SIZE", default_value_t = strata_driver::microvm::DEFAULT_TB_SIZE_MIB)]
     vm_tb_size: u32,
     #[command(subcommand)]
