@@ -37,7 +37,7 @@ python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q p
 python3 scripts/gen-bootstrap-policy.py --check
 # The patch and list metadata of the built-in types is generated from k8s.io/api the same way.
 python3 scripts/gen-k8s-schema.py --check
-# So is the protobuf message table of the kinds added from issue 12 part 3 on.
+# So is the protobuf message table of the built-in kinds (and the upstream names it is checked against).
 python3 scripts/gen-k8s-messages.py --check
 # And the agent's sysctl allowlist and namespaces, from kubelet's.
 python3 scripts/gen-k8s-sysctls.py --check

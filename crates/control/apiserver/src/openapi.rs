@@ -1,7 +1,7 @@
 //! OpenAPI documents, v3 (`/openapi/v3`: an index and one document per group/version) and v2
 //! (`/openapi/v2`: one document, served by [`crate::openapi_v2`]), both built here from the
-//! same data: the served kinds ([`crate::resources`]) and the k8s.io/api message table
-//! ([`crate::protobuf::schema`]). The two differ only in how a schema refers to another
+//! same data: the served kinds ([`crate::resources`]) and the generated message table
+//! ([`crate::k8s_messages`], which names each message's upstream package). The two differ only in how a schema refers to another
 //! ([`Flavor`]) and in the shape of parameters and bodies.
 //!
 //! kubectl reads v3 to learn that the server validates fields itself (a `fieldValidation`
@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 
-use crate::protobuf::schema::MESSAGES;
 use crate::protobuf::{schema_of, C, K};
 use crate::resources::{self, Resource};
 
@@ -49,39 +48,12 @@ impl Flavor {
     }
 }
 
-/// The package (reversed, as OpenAPI names it) of each part of the message table, by the part's
-/// first message: the table is grouped by Go package in this order.
-const PACKAGES: &[(&str, &str)] = &[
-    ("Namespace", "io.k8s.api.core.v1"),
-    ("Deployment", "io.k8s.api.apps.v1"),
-    ("Job", "io.k8s.api.batch.v1"),
-    ("Role", "io.k8s.api.rbac.v1"),
-    ("Scale", "io.k8s.api.autoscaling.v1"),
-    ("CertificateSigningRequest", "io.k8s.api.certificates.v1"),
-    ("PodDisruptionBudget", "io.k8s.api.policy.v1"),
-    ("PriorityClass", "io.k8s.api.scheduling.v1"),
-    ("StorageClass", "io.k8s.api.storage.v1"),
-    ("RuntimeClass", "io.k8s.api.node.v1"),
-    ("ObjectMeta", META),
-];
-
 /// The definition name of a message of the table (`io.k8s.api.core.v1.PodSpec`).
 pub(crate) fn definition_name(msg: &str) -> Option<&'static str> {
     static NAMES: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
     NAMES
         .get_or_init(|| {
-            let mut package = PACKAGES[0].1;
-            let mut names = HashMap::new();
-            for (name, _) in MESSAGES {
-                if let Some((_, p)) = PACKAGES.iter().find(|(first, _)| first == name) {
-                    package = p;
-                }
-                names.insert(*name, format!("{package}.{name}"));
-            }
-            for (name, package, _) in crate::k8s_messages::MESSAGES {
-                names.insert(*name, format!("{package}.{}", crate::protobuf::go_type(name)));
-            }
-            names
+            crate::k8s_messages::MESSAGES.iter().map(|(name, package, _)| (*name, format!("{package}.{}", crate::protobuf::go_type(name)))).collect()
         })
         .get(msg)
         .map(String::as_str)
@@ -664,18 +636,15 @@ pub(crate) mod tests {
 
     #[test]
     fn definitions_have_upstream_names() {
-        let mut last = 0;
-        for (first, _) in PACKAGES {
-            let i = MESSAGES.iter().position(|(m, _)| m == first).unwrap_or_else(|| panic!("{first} is not in the message table"));
-            assert!(i >= last, "package sections out of order at {first}");
-            last = i;
-        }
         assert_eq!(definition_name("ObjectMeta"), Some("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
         assert_eq!(definition_name("PodSpec"), Some("io.k8s.api.core.v1.PodSpec"));
         assert_eq!(definition_name("DeploymentSpec"), Some("io.k8s.api.apps.v1.DeploymentSpec"));
         assert_eq!(definition_name("CronJobSpec"), Some("io.k8s.api.batch.v1.CronJobSpec"));
         assert_eq!(definition_name("PolicyRule"), Some("io.k8s.api.rbac.v1.PolicyRule"));
         assert_eq!(definition_name("ScaleSpec"), Some("io.k8s.api.autoscaling.v1.ScaleSpec"));
+        assert_eq!(definition_name("SubjectAccessReviewStatus"), Some("io.k8s.api.authorization.v1.SubjectAccessReviewStatus"));
+        assert_eq!(definition_name("UserInfo"), Some("io.k8s.api.authentication.v1.UserInfo"));
+        assert_eq!(definition_name("Event@events.k8s.io.v1"), Some("io.k8s.api.events.v1.Event"));
         for r in resources::RESOURCES {
             if let Some(n) = crate::protobuf::message_of(r).and_then(definition_name) {
                 assert_eq!(n, kind_definition(r), "{} is named two ways", r.kind);
@@ -685,6 +654,31 @@ pub(crate) mod tests {
         assert_eq!(kind_definition(vm), "dev.strata.v1.VirtualMachine");
         assert_eq!(camel("rbac.authorization.k8s.io"), "rbacAuthorization");
         assert_eq!(camel("strata.dev"), "strataDev");
+    }
+
+    /// Every definition published under `io.k8s.` (v2, every v3 document, every message of the
+    /// table) whose Go type upstream v1.32 publishes has upstream's name: the package is the Go
+    /// package of that type (a type added after v1.32, or of a package v1.32 does not publish,
+    /// cannot be checked).
+    #[test]
+    fn every_published_definition_is_named_as_upstream() {
+        let upstream: std::collections::HashSet<&str> = crate::k8s_messages::UPSTREAM_DEFINITIONS.iter().copied().collect();
+        let types: std::collections::HashSet<&str> = upstream.iter().filter_map(|d| d.rsplit('.').next()).collect();
+        let packages: std::collections::HashSet<&str> = upstream.iter().filter_map(|d| d.rsplit_once('.')).map(|(p, _)| p).collect();
+        let mut published = Vec::new();
+        for p in index()["paths"].as_object().expect("paths").keys() {
+            let doc = document(p).unwrap_or_else(|| panic!("no document for {p}"));
+            published.extend(doc["components"]["schemas"].as_object().expect("schemas").keys().cloned());
+        }
+        published.extend(crate::openapi_v2::document()["definitions"].as_object().expect("definitions").keys().cloned());
+        // And every message of the table, as it would be published (the review kinds are not yet).
+        published.extend(crate::k8s_messages::MESSAGES.iter().filter_map(|(m, _, _)| definition_name(m)).map(String::from));
+        assert!(published.iter().any(|d| d == "io.k8s.api.authorization.v1.SubjectAccessReviewStatus"), "the reviews are in the table");
+        let mut wrong: Vec<&String> =
+            published.iter().filter(|d| d.starts_with("io.k8s.") && d.rsplit_once('.').is_some_and(|(p, t)| types.contains(t) && packages.contains(p)) && !upstream.contains(d.as_str())).collect();
+        wrong.sort();
+        wrong.dedup();
+        assert!(wrong.is_empty(), "definitions named unlike upstream: {wrong:?}");
     }
 
     #[test]
