@@ -1,9 +1,18 @@
 //! The scheduler's I/O: watches feeding the cache and the queue, the scheduling loop, bindings
 //! (many in flight while the next pod is scheduled), pod conditions, preemption's deletions,
 //! and events. Talks only to the API server, with typed objects, as kube-scheduler does.
+//!
+//! The cache and the queue belong to one thread of their own, the scheduling thread: the watch
+//! tasks decode objects on the async runtime and send each change to it as a closure, which it
+//! applies between two pods. Scheduling a pod is CPU work over the whole cache; done on the
+//! runtime (behind a lock the watch tasks also took) it held the runtime's workers for seconds
+//! under a backlog, and the Lease renewals waiting for a worker missed their deadline.
+//! **Invariant:** nothing on the async runtime waits for the scheduling thread.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -14,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::cache::{is_bound, Cache, NodeChange};
 use strata_client::events::{EventType, Recorder};
@@ -33,9 +42,19 @@ struct State {
     pods_synced: bool,
 }
 
+/// A change to the scheduler's state, applied on the scheduling thread.
+type Change = Box<dyn FnOnce(&mut State) + Send>;
+
+/// Most changes applied between two pods (a flood of watch events cannot hold scheduling off).
+const CHANGES_PER_POD: usize = 4096;
+/// How often pods unschedulable for too long are tried again.
+const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
 struct Shared {
-    state: Mutex<State>,
-    wake: Notify,
+    changes: mpsc::Sender<Change>,
+    /// Set when the scheduler stops (leadership lost): the scheduling thread ends.
+    stopped: AtomicBool,
+    runtime: tokio::runtime::Handle,
     client: kube::Client,
     config: Config,
     events: Recorder,
@@ -45,9 +64,24 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock is a bug; the state is still the best we have.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Queue a change for the scheduling thread (which wakes for it).
+    fn change(&self, f: impl FnOnce(&mut State) + Send + 'static) {
+        // Fails only once the scheduling thread has ended (the scheduler is stopping).
+        let _ = self.changes.send(Box::new(f));
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.change(|_| {});
+    }
+}
+
+/// Stops the scheduling thread when `run` ends or is dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -57,9 +91,11 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
     let (pdbs, pdb_writer) = kube::runtime::reflector::store();
     let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let (changes, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false }),
-        wake: Notify::new(),
+        changes,
+        stopped: AtomicBool::new(false),
+        runtime: tokio::runtime::Handle::current(),
         client,
         config,
         events,
@@ -72,11 +108,22 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         tokio::spawn(watch_pods(shared.clone())),
         tokio::spawn(watch_namespaces(shared.clone())),
         tokio::spawn(watch_selectors(shared.clone())),
-        tokio::spawn(flush_periodically(shared.clone())),
         tokio::spawn(pdb_stream.for_each(|_| futures_util::future::ready(()))),
     ]);
+    let _stop = StopOnDrop(shared.clone());
+    // The scheduling thread reports its end (a panic included) by dropping `done`.
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let thread_shared = shared.clone();
+    let started = std::thread::Builder::new().name("scheduler".into()).spawn(move || {
+        let _done = done;
+        schedule_thread(&thread_shared, &rx);
+    });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "starting the scheduling thread");
+        return;
+    }
     tokio::select! {
-        _ = schedule_loop(shared.clone()) => {}
+        _ = ended => tracing::error!("the scheduling thread ended"),
         _ = stop => {}
     }
 }
@@ -88,15 +135,6 @@ impl Drop for AbortOnDrop {
         for t in &self.0 {
             t.abort();
         }
-    }
-}
-
-async fn flush_periodically(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    loop {
-        tick.tick().await;
-        shared.lock().queue.flush_unschedulable(Instant::now());
-        shared.wake.notify_one();
     }
 }
 
@@ -135,29 +173,27 @@ async fn watch_nodes(shared: Arc<Shared>) {
         api,
         watcher::Config::default(),
         move |node: Node| {
-            let mut st = s1.lock();
-            let change = st.cache.set_node(node);
-            let ev = match change {
-                NodeChange::Added => ClusterEvent::NodeAdded,
-                NodeChange::Scheduling => ClusterEvent::NodeChanged,
-                NodeChange::Other => return,
-            };
-            st.queue.move_on(ev, Instant::now());
-            drop(st);
-            s1.wake.notify_one();
+            s1.change(move |st| {
+                let ev = match st.cache.set_node(node) {
+                    NodeChange::Added => ClusterEvent::NodeAdded,
+                    NodeChange::Scheduling => ClusterEvent::NodeChanged,
+                    NodeChange::Other => return,
+                };
+                st.queue.move_on(ev, Instant::now());
+            })
         },
         move |node: Node| {
-            s2.lock().cache.remove_node(node.metadata.name.as_deref().unwrap_or(""));
+            s2.change(move |st| st.cache.remove_node(node.metadata.name.as_deref().unwrap_or("")));
         },
         move |listed: &HashSet<String>| {
-            let mut st = s3.lock();
-            let gone: Vec<String> = st.cache.nodes.iter().filter(|n| n.node.as_ref().is_some_and(|o| !o.metadata.uid.as_ref().is_some_and(|u| listed.contains(u)))).map(|n| n.name.clone()).collect();
-            for n in gone {
-                st.cache.remove_node(&n);
-            }
-            st.nodes_synced = true;
-            drop(st);
-            s3.wake.notify_one();
+            let listed = listed.clone();
+            s3.change(move |st| {
+                let gone: Vec<String> = st.cache.nodes.iter().filter(|n| n.node.as_ref().is_some_and(|o| !o.metadata.uid.as_ref().is_some_and(|u| listed.contains(u)))).map(|n| n.name.clone()).collect();
+                for n in gone {
+                    st.cache.remove_node(&n);
+                }
+                st.nodes_synced = true;
+            })
         },
     )
     .await
@@ -173,16 +209,16 @@ async fn watch_pods(shared: Arc<Shared>) {
         move |pod: Pod| on_pod(&s1, pod),
         move |pod: Pod| on_pod_deleted(&s2, pod.metadata.uid.as_deref().unwrap_or("")),
         move |listed: &HashSet<String>| {
-            let mut st = s3.lock();
-            let mut gone: Vec<String> = st.cache.bound_uids().into_iter().filter(|u| !listed.contains(u)).collect();
-            gone.extend(st.queue.uids().into_iter().filter(|u| !listed.contains(u)));
-            for uid in gone {
-                st.queue.remove(&uid);
-                st.cache.remove_pod(&uid);
-            }
-            st.pods_synced = true;
-            drop(st);
-            s3.wake.notify_one();
+            let listed = listed.clone();
+            s3.change(move |st| {
+                let mut gone: Vec<String> = st.cache.bound_uids().into_iter().filter(|u| !listed.contains(u)).collect();
+                gone.extend(st.queue.uids().into_iter().filter(|u| !listed.contains(u)));
+                for uid in gone {
+                    st.queue.remove(&uid);
+                    st.cache.remove_pod(&uid);
+                }
+                st.pods_synced = true;
+            })
         },
     )
     .await
@@ -192,9 +228,13 @@ fn on_pod(shared: &Shared, pod: Pod) {
     let ours = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler") == shared.config.scheduler_name;
     let bound = is_bound(&pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
+    // Decoded here, on the runtime; only the bookkeeping runs on the scheduling thread.
     let info = Arc::new(PodInfo::new(Arc::new(pod)));
+    shared.change(move |st| pod_changed(st, info, ours, bound, terminating));
+}
+
+fn pod_changed(st: &mut State, info: Arc<PodInfo>, ours: bool, bound: bool, terminating: bool) {
     let now = Instant::now();
-    let mut st = shared.lock();
     if bound {
         st.queue.remove(&info.uid);
         let was_assumed = st.cache.is_assumed(&info.uid);
@@ -216,21 +256,19 @@ fn on_pod(shared: &Shared, pod: Pod) {
             st.cache.nominated.remove(&info.uid);
         }
         st.queue.add(info, now);
-        drop(st);
-        shared.wake.notify_one();
     }
 }
 
 fn on_pod_deleted(shared: &Shared, uid: &str) {
-    let mut st = shared.lock();
-    st.queue.remove(uid);
-    st.cache.nominated.remove(uid);
-    if st.cache.has_pod(uid) {
-        st.cache.remove_pod(uid);
-        st.queue.move_on(ClusterEvent::PodDeleted, Instant::now());
-        drop(st);
-        shared.wake.notify_one();
-    }
+    let uid = uid.to_string();
+    shared.change(move |st| {
+        st.queue.remove(&uid);
+        st.cache.nominated.remove(&uid);
+        if st.cache.has_pod(&uid) {
+            st.cache.remove_pod(&uid);
+            st.queue.move_on(ClusterEvent::PodDeleted, Instant::now());
+        }
+    });
 }
 
 async fn watch_namespaces(shared: Arc<Shared>) {
@@ -241,10 +279,16 @@ async fn watch_namespaces(shared: Arc<Shared>) {
         watcher::Config::default(),
         move |ns: Namespace| {
             let name = ns.metadata.name.clone().unwrap_or_default();
-            s1.lock().cache.namespaces.insert(name, ns.metadata.labels.unwrap_or_default());
+            let labels = ns.metadata.labels.unwrap_or_default();
+            s1.change(move |st| {
+                st.cache.namespaces.insert(name, labels);
+            })
         },
         move |ns: Namespace| {
-            s2.lock().cache.namespaces.remove(ns.metadata.name.as_deref().unwrap_or(""));
+            let name = ns.metadata.name.unwrap_or_default();
+            s2.change(move |st| {
+                st.cache.namespaces.remove(&name);
+            })
         },
         |_| {},
     )
@@ -259,11 +303,17 @@ async fn watch_selectors(shared: Arc<Shared>) {
         Api::<Service>::all(shared.client.clone()),
         watcher::Config::default(),
         move |s: Service| {
+            let k = key(&s.metadata);
             let sel = s.spec.and_then(|sp| sp.selector).unwrap_or_default();
-            s1.lock().cache.services.insert(key(&s.metadata), sel);
+            s1.change(move |st| {
+                st.cache.services.insert(k, sel);
+            })
         },
         move |s: Service| {
-            s2.lock().cache.services.remove(&key(&s.metadata));
+            let k = key(&s.metadata);
+            s2.change(move |st| {
+                st.cache.services.remove(&k);
+            })
         },
         |_| {},
     );
@@ -274,11 +324,15 @@ async fn watch_selectors(shared: Arc<Shared>) {
         move |r: ReplicaSet| {
             let (ns, name) = key(&r.metadata);
             let sel = r.spec.map(|s| Selector::parse(&s.selector)).unwrap_or_default();
-            s3.lock().cache.workloads.insert(("ReplicaSet", ns, name), sel);
+            s3.change(move |st| {
+                st.cache.workloads.insert(("ReplicaSet", ns, name), sel);
+            })
         },
         move |r: ReplicaSet| {
             let (ns, name) = key(&r.metadata);
-            s4.lock().cache.workloads.remove(&("ReplicaSet", ns, name));
+            s4.change(move |st| {
+                st.cache.workloads.remove(&("ReplicaSet", ns, name));
+            })
         },
         |_| {},
     );
@@ -288,83 +342,101 @@ async fn watch_selectors(shared: Arc<Shared>) {
         move |r: StatefulSet| {
             let (ns, name) = key(&r.metadata);
             let sel = r.spec.map(|s| Selector::parse(&s.selector)).unwrap_or_default();
-            s5.lock().cache.workloads.insert(("StatefulSet", ns, name), sel);
+            s5.change(move |st| {
+                st.cache.workloads.insert(("StatefulSet", ns, name), sel);
+            })
         },
         move |r: StatefulSet| {
             let (ns, name) = key(&r.metadata);
-            s6.lock().cache.workloads.remove(&("StatefulSet", ns, name));
+            s6.change(move |st| {
+                st.cache.workloads.remove(&("StatefulSet", ns, name));
+            })
         },
         |_| {},
     );
     tokio::join!(services, replicasets, statefulsets);
 }
 
-async fn schedule_loop(shared: Arc<Shared>) {
-    loop {
-        let (popped, next_backoff) = {
-            let mut st = shared.lock();
-            if !(st.nodes_synced && st.pods_synced) {
-                (None, None)
-            } else {
-                let p = st.queue.pop(Instant::now());
-                (p, st.queue.next_backoff())
+/// The scheduling thread: owns the cache and the queue, applies the changes the watches and
+/// bindings send, and schedules one pod at a time.
+fn schedule_thread(shared: &Arc<Shared>, changes: &mpsc::Receiver<Change>) {
+    let mut st = State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false };
+    let mut last_flush = Instant::now();
+    while !shared.stopped.load(Ordering::SeqCst) {
+        for _ in 0..CHANGES_PER_POD {
+            match changes.try_recv() {
+                Ok(change) => change(&mut st),
+                Err(_) => break,
             }
-        };
-        let Some(pod) = popped else {
-            let wait = next_backoff.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(Instant::now()).min(Duration::from_secs(1)));
-            tokio::select! {
-                _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
-            }
+        }
+        let now = Instant::now();
+        if now.duration_since(last_flush) >= FLUSH_EVERY {
+            st.queue.flush_unschedulable(now);
+            last_flush = now;
+        }
+        let popped = if st.nodes_synced && st.pods_synced { st.queue.pop(now) } else { None };
+        if let Some(pod) = popped {
+            schedule_one(shared, &mut st, pod);
             continue;
-        };
-        schedule_one(&shared, pod).await;
+        }
+        let wait = st.queue.next_backoff().map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
+        match changes.recv_timeout(wait.max(Duration::from_millis(5))) {
+            Ok(change) => change(&mut st),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
-async fn schedule_one(shared: &Arc<Shared>, pod: Arc<PodInfo>) {
+fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
     let now = Instant::now();
-    let placed = {
-        let mut guard = shared.lock();
-        if !guard.queue.contains(&pod.uid) {
+    if !st.queue.contains(&pod.uid) {
+        return;
+    }
+    let node = match plugins::schedule(&st.cache, &pod, &mut st.search) {
+        Ok(d) => {
+            tracing::debug!(pod = %pod.key(), node = %d.node, evaluated = d.evaluated, feasible = d.feasible, "scheduled");
+            st.cache.assume(&pod, &d.node);
+            st.queue.done(&pod.uid);
+            d.node
+        }
+        Err(mut fit) => {
+            let plugins = fit.plugins();
+            let mut preempted = None;
+            if fit.num_nodes > 0 {
+                match preemption::preempt(&st.cache, &pod, &fit, &shared.pdbs.state()) {
+                    Ok(p) => {
+                        st.cache.nominated.insert(pod.uid.clone(), (p.node.clone(), pod.clone()));
+                        for c in &p.cleared_nominations {
+                            st.cache.nominated.remove(&c.uid);
+                        }
+                        preempted = Some(p);
+                    }
+                    Err(msg) => fit.post_filter = Some(msg),
+                }
+            }
+            st.queue.unschedulable(&pod.uid, plugins, now);
+            let shared2 = shared.clone();
+            shared.runtime.spawn(async move { report_failure(&shared2, pod, fit.message(), preempted).await });
             return;
         }
-        let st = &mut *guard;
-        match plugins::schedule(&st.cache, &pod, &mut st.search) {
-            Ok(d) => {
-                tracing::debug!(pod = %pod.key(), node = %d.node, evaluated = d.evaluated, feasible = d.feasible, "scheduled");
-                st.cache.assume(&pod, &d.node);
-                st.queue.done(&pod.uid);
-                Some(d.node)
-            }
-            Err(mut fit) => {
-                let plugins = fit.plugins();
-                let mut preempted = None;
-                if fit.num_nodes > 0 {
-                    match preemption::preempt(&st.cache, &pod, &fit, &shared.pdbs.state()) {
-                        Ok(p) => {
-                            st.cache.nominated.insert(pod.uid.clone(), (p.node.clone(), pod.clone()));
-                            for c in &p.cleared_nominations {
-                                st.cache.nominated.remove(&c.uid);
-                            }
-                            preempted = Some(p);
-                        }
-                        Err(msg) => fit.post_filter = Some(msg),
-                    }
-                }
-                st.queue.unschedulable(&pod.uid, plugins, now);
-                let shared2 = shared.clone();
-                let pod = pod.clone();
-                tokio::spawn(async move { report_failure(&shared2, pod, fit.message(), preempted).await });
-                None
-            }
+    };
+    // Take a binding slot before the next pod, so at most N bindings are in flight (waiting in
+    // slices, to notice a stop).
+    let permit = loop {
+        if shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        // The timer is made inside the future: this thread is not in the runtime's context.
+        let acquire = async { tokio::time::timeout(Duration::from_secs(1), shared.bindings.clone().acquire_owned()).await };
+        match shared.runtime.block_on(acquire) {
+            Ok(Ok(permit)) => break permit,
+            Ok(Err(_)) => return,
+            Err(_) => continue,
         }
     };
-    let Some(node) = placed else { return };
-    // Take a binding slot before the next pod, so at most N bindings are in flight.
-    let Ok(permit) = shared.bindings.clone().acquire_owned().await else { return };
     let shared2 = shared.clone();
-    tokio::spawn(async move {
+    shared.runtime.spawn(async move {
         bind(&shared2, pod, node).await;
         drop(permit);
     });
@@ -391,15 +463,16 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
             // Deleted, or bound by someone else: the watch brings the truth.
             tracing::debug!(pod = %pod.key(), error = %e.message, "binding not applied");
-            shared.lock().cache.remove_pod(&pod.uid);
+            let uid = pod.uid.clone();
+            shared.change(move |st| st.cache.remove_pod(&uid));
         }
         Err(e) => {
             tracing::warn!(pod = %pod.key(), error = %e, "binding failed; retrying after backoff");
-            {
-                let mut st = shared.lock();
-                st.cache.remove_pod(&pod.uid);
-                st.queue.retry(pod.clone(), Instant::now());
-            }
+            let (retry, now) = (pod.clone(), Instant::now());
+            shared.change(move |st| {
+                st.cache.remove_pod(&retry.uid);
+                st.queue.retry(retry, now);
+            });
             shared.events.publish(&*pod.pod, EventType::Warning, "FailedScheduling", format!("Binding rejected: {e}"));
         }
     }

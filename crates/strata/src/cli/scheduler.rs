@@ -22,9 +22,21 @@ pub struct SchedulerArgs {
     /// This scheduler's identity in the Lease (default: host name and a random suffix).
     #[arg(long)]
     pub identity: Option<String>,
+    /// How long the Lease stands after its holder's last renewal (kube-scheduler's flag).
+    #[arg(long, default_value = "15s", value_parser = super::controllers::parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// A leader that could not renew for this long stops scheduling.
+    #[arg(long, default_value = "10s", value_parser = super::controllers::parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// Pause between attempts to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = super::controllers::parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
 }
 
 pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
+    if !(a.leader_elect_retry_period < a.leader_elect_renew_deadline && a.leader_elect_renew_deadline < a.leader_elect_lease_duration) {
+        anyhow::bail!("--leader-elect-retry-period must be shorter than --leader-elect-renew-deadline, and that shorter than --leader-elect-lease-duration");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_client::from_kubeconfig(&a.kubeconfig, "strata-scheduler").await?;
@@ -34,6 +46,11 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
             if let Some(id) = a.identity {
                 e.identity = id;
             }
+            e.timing = strata_client::leader::Timing {
+                lease_duration: a.leader_elect_lease_duration,
+                renew_deadline: a.leader_elect_renew_deadline,
+                retry_period: a.leader_elect_retry_period,
+            };
             e
         });
         match &config.leader_election {
