@@ -283,7 +283,9 @@ run_e2e() {
     trap cleanup EXIT
     start_registry
     push_images
-    run="$WORK/run"
+    # CONFORMANCE_RUN_DIR: a run directory of its own, so that two runs (of different focuses)
+    # can share the cached e2e.test, images and registry storage.
+    run="${CONFORMANCE_RUN_DIR:-$WORK/run}"
     # The previous run's server is gone; its data dir and strata root go (without crossing into
     # mounts a killed run may have left).
     if [ -d "$run" ]; then

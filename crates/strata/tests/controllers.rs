@@ -1010,6 +1010,77 @@ fn dependents_with_another_live_owner_survive_a_foreground_deletion() {
     }
 }
 
+/// The collector decides on an object's live ownerReferences, never on a cache that has not
+/// seen the latest write: dependents that get a second, live owner while the collector is busy
+/// deleting the dependents of their first owner (deleted in the foreground) survive, losing
+/// only the reference to the first. What upstream's "Garbage collector should not delete
+/// dependents that have both valid owner and owner that's waiting for dependents to be deleted"
+/// met on a loaded node (its 27 patches land while the collector works through rc1's pods).
+#[test]
+fn dependents_given_a_live_owner_while_the_collector_works_survive() {
+    let s = server(Backend::Embedded);
+    let ns = "gcrace";
+    s.ok(&["create", "namespace", ns]);
+    let cm = |n: &str| format!("/api/v1/namespaces/{ns}/configmaps/{n}");
+    s.ok(&["create", "configmap", "owner1", "-n", ns]);
+    s.ok(&["create", "configmap", "owner2", "-n", ns]);
+    let uid = |n: &str| s.get_json(&cm(n))["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let (uid1, uid2) = (uid("owner1"), uid("owner2"));
+    const N: usize = 160;
+    let deps: Vec<String> = (0..N).map(|i| format!("dep-{i:03}")).collect();
+    let items: Vec<Value> = deps
+        .iter()
+        .map(|d| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": d, "namespace": ns,
+            "ownerReferences": [{ "apiVersion": "v1", "kind": "ConfigMap", "name": "owner1", "uid": uid1, "controller": true, "blockOwnerDeletion": true }] } }))
+        .collect();
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "List", "items": items }).to_string()));
+    let body = json!({ "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground", "preconditions": { "uid": uid1 } });
+    let (code, out) = s.curl("DELETE", &cm("owner1"), Auth::Admin, Some("application/json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    // While the collector deletes owner1's dependents, every other one gets owner2 too (a
+    // strategic merge patch adds the reference, as the upstream spec does).
+    let patch = json!({ "metadata": { "ownerReferences": [{ "apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": uid2 }] } }).to_string();
+    let targets: Vec<&String> = deps.iter().step_by(2).collect();
+    let patched: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = targets
+            .chunks(targets.len().div_ceil(4))
+            .map(|chunk| {
+                let (s, patch) = (&s, &patch);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for d in chunk {
+                        let (code, out) = s.curl("PATCH", &cm(d), Auth::Admin, Some("application/strategic-merge-patch+json"), Some(patch.as_bytes()));
+                        match code {
+                            200 => done.push(d.to_string()),
+                            // Collected before the patch came: fine.
+                            404 => {}
+                            _ => panic!("patching {d}: {code} {out}"),
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("patching thread")).collect()
+    });
+    assert!(!patched.is_empty(), "every dependent was gone before it could be patched: nothing was tested");
+    assert!(eventually(LONG, || s.get_json(&cm("owner1")).is_null()), "owner1 is still there: {}", s.get_json(&cm("owner1")));
+    let left: Vec<Value> = s.items(&format!("/api/v1/namespaces/{ns}/configmaps")).into_iter().filter(|c| name(c).starts_with("dep-")).collect();
+    let mut names: Vec<String> = left.iter().map(name).collect();
+    names.sort();
+    let lost: Vec<&String> = patched.iter().filter(|p| !names.contains(p)).collect();
+    assert!(lost.is_empty(), "{} of the {} dependents given a live second owner were deleted: {lost:?}", lost.len(), patched.len());
+    for c in &left {
+        assert!(c["metadata"]["deletionTimestamp"].is_null(), "{c}");
+        assert!(patched.contains(&name(c)), "a dependent of owner1 alone survived: {c}");
+        let refs = c["metadata"]["ownerReferences"].as_array().cloned().unwrap_or_default();
+        assert!(eventually(LONG, || {
+            let refs = s.get_json(&cm(&name(c)))["metadata"]["ownerReferences"].clone();
+            refs.as_array().map(|r| r.len() == 1 && r[0]["uid"] == uid2.as_str()).unwrap_or(false)
+        }), "still refers to owner1: {refs:?}");
+    }
+}
+
 /// The pod garbage collector, as kube-controller-manager's podgc: terminated pods above
 /// `--terminated-pod-gc-threshold` (evicted first, then the oldest), pods of a node that was
 /// deleted (after the 40 s quarantine: marked Failed with a DisruptionTarget condition, then

@@ -8,11 +8,12 @@
 //!   says so, not because this cache lags) is deleted (background);
 //! - an object with a live owner too loses only its references to the gone ones;
 //! - an owner deleted with `propagationPolicy=Foreground` (deletionTimestamp and the
-//!   `foregroundDeletion` finalizer, set by the API server) has its dependents deleted (those
-//!   with `blockOwnerDeletion` in the foreground too), and loses the finalizer once no
-//!   dependent blocking it is left — then the API server removes it; a dependent deleted so
-//!   whose own dependents include one already waiting first has its references made
-//!   non-blocking (upstream's circle breaker: owners that own each other do not wait forever);
+//!   `foregroundDeletion` finalizer, set by the API server) has its dependents collected as
+//!   above (it counts as gone for them; one with dependents of its own goes in the foreground
+//!   too), and loses the finalizer once no dependent blocking it is left — then the API server
+//!   removes it; a dependent deleted so whose own dependents include one already waiting first
+//!   has its references made non-blocking (upstream's circle breaker: owners that own each
+//!   other do not wait forever);
 //! - an owner deleted with `propagationPolicy=Orphan` (the `orphan` finalizer) has its
 //!   references removed from its dependents, then loses the finalizer.
 //!
@@ -20,9 +21,13 @@
 //! unknown kind is met, so custom kinds defined after the start are collected (and own) too,
 //! as upstream's monitors follow discovery.
 //!
+//! The graph only says which objects to look at: an object is deleted, or loses references,
+//! on its live state (read again, as upstream's `attemptToDeleteItem`: the watch of its kind
+//! may not have brought a reference added since), and every write carries the uid and
+//! resourceVersion it decided on, so a decision made on a stale view is a 409 and is made again
+//! when the change arrives.
+//!
 //! Namespace deletion is not here: the API server owns it.
-//! Every write carries the uid (deletes) or resourceVersion (patches) it decided on, so a
-//! decision made on a stale view fails instead of hitting a different object.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,7 +78,10 @@ struct Graph {
 
 impl Graph {
     fn upsert(&mut self, uid: String, node: Node, dirty: &mut BTreeSet<String>) {
+        // Its dependents only care whether it exists and whether it is being deleted (how).
+        let mut transition = true;
         if let Some(old) = self.nodes.get(&uid) {
+            transition = old.deleting != node.deleting || old.finalizers != node.finalizers;
             for o in &old.owners {
                 if let Some(d) = self.dependents.get_mut(&o.uid) {
                     d.remove(&uid);
@@ -84,8 +92,10 @@ impl Graph {
             self.dependents.entry(o.uid.clone()).or_default().insert(uid.clone());
             dirty.insert(o.uid.clone());
         }
-        if let Some(deps) = self.dependents.get(&uid) {
-            dirty.extend(deps.iter().cloned());
+        if transition {
+            if let Some(deps) = self.dependents.get(&uid) {
+                dirty.extend(deps.iter().cloned());
+            }
         }
         dirty.insert(uid.clone());
         self.nodes.insert(uid, node);
@@ -164,6 +174,9 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Objects whose attempt failed (not a 404 or 409: those come back through the watch).
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut retry = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             ev = streams.next() => {
@@ -201,8 +214,12 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
                 for uid in batch {
                     if let Err(e) = gc.attempt(&uid).await {
                         tracing::debug!(uid = %uid, error = %e, "garbage collector");
+                        failed.insert(uid);
                     }
                 }
+            }
+            _ = retry.tick(), if !failed.is_empty() => {
+                dirty.append(&mut failed);
             }
         }
     }
@@ -293,22 +310,46 @@ impl Collector {
                 return self.orphan_dependents(uid, &node).await;
             }
             if node.finalizers.iter().any(|f| f == FOREGROUND) {
-                return self.delete_dependents(uid, &node).await;
+                return self.finish_foreground(uid, &node).await;
             }
             return Ok(());
         }
-        if node.owners.is_empty() {
+        // Nothing to do while every owner stands in the cache (no request made); anything else
+        // is decided on the live object.
+        let standing = |o: &OwnerReference| self.graph.nodes.get(&o.uid).is_some_and(|n| !waits_for_dependents(n));
+        if node.owners.iter().all(standing) {
+            return Ok(());
+        }
+        self.collect(uid, &node).await
+    }
+
+    /// Upstream's `attemptToDeleteItem`: the object is read again and its live ownerReferences
+    /// decide (the cache may not have seen a reference added since), and every write carries
+    /// the uid and resourceVersion of that read, so a change made meanwhile is a 409 and the
+    /// object is looked at again when its watch event comes.
+    async fn collect(&self, uid: &str, node: &Node) -> Result<(), Error> {
+        let api = self.api(node.kind, node.namespace.as_deref());
+        let live = match api.get_opt(&node.name).await? {
+            Some(live) if live.metadata.uid.as_deref() == Some(uid) => live,
+            // Gone, or another object of that name now: its watch event is on its way.
+            _ => return Ok(()),
+        };
+        if live.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let owners = live.metadata.owner_references.clone().unwrap_or_default();
+        let resource_version = live.metadata.resource_version.clone().unwrap_or_default();
+        if owners.is_empty() {
             return Ok(());
         }
         let mut solid = Vec::new();
         let mut waiting = Vec::new();
         let mut dangling = Vec::new();
-        for o in &node.owners {
-            match self.owner_state(&node, o).await? {
-                Owner::Solid => solid.push(o.clone()),
-                Owner::Waiting => waiting.push(o.clone()),
-                Owner::Dangling => dangling.push(o.clone()),
-                Owner::Unknown => solid.push(o.clone()),
+        for o in &owners {
+            match self.owner_state(node, o).await? {
+                Owner::Solid | Owner::Unknown => solid.push(o),
+                Owner::Waiting => waiting.push(o),
+                Owner::Dangling => dangling.push(o),
             }
         }
         if !solid.is_empty() {
@@ -317,36 +358,40 @@ impl Collector {
             }
             // Keep the object for its live owners; forget the others.
             let drop: HashSet<&str> = dangling.iter().chain(waiting.iter()).map(|o| o.uid.as_str()).collect();
-            let keep: Vec<&OwnerReference> = node.owners.iter().filter(|o| !drop.contains(o.uid.as_str())).collect();
-            let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": node.resource_version } });
-            self.api(node.kind, node.namespace.as_deref()).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_gone_or_conflict)?;
-            return Ok(());
+            let keep: Vec<&OwnerReference> = owners.iter().filter(|o| !drop.contains(o.uid.as_str())).collect();
+            tracing::info!(kind = %self.kinds[node.kind].ar.kind, namespace = ?node.namespace, name = %node.name, dropped = drop.len(), "garbage collector: removing references to owners that are gone or being deleted");
+            let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": resource_version } });
+            return api.patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_gone_or_conflict);
         }
-        // No live owner: the object goes. In the foreground when an owner waits for it and
-        // it has dependents of its own (they must go first).
-        let blocks_waiting = waiting.iter().any(|o| o.block_owner_deletion == Some(true));
+        // No live owner: the object goes. In the foreground when an owner waits for it and it
+        // has dependents of its own (they must go first), as upstream.
         let has_dependents = self.graph.dependents.get(uid).is_some_and(|d| !d.is_empty());
-        if !waiting.is_empty() && has_dependents {
-            self.unblock_if_circular(uid, &node).await?;
-        }
-        let policy = if blocks_waiting && has_dependents { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
+        let finalizers = live.metadata.finalizers.clone().unwrap_or_default();
+        let (policy, resource_version) = if !waiting.is_empty() && has_dependents {
+            (PropagationPolicy::Foreground, self.unblock_if_circular(uid, node, &owners, resource_version).await?)
+        } else if finalizers.iter().any(|f| f == ORPHAN) {
+            (PropagationPolicy::Orphan, Some(resource_version))
+        } else if finalizers.iter().any(|f| f == FOREGROUND) {
+            (PropagationPolicy::Foreground, Some(resource_version))
+        } else {
+            (PropagationPolicy::Background, Some(resource_version))
+        };
+        // The circle breaker's patch met a change: decide again on the next event.
+        let Some(resource_version) = resource_version else { return Ok(()) };
         tracing::info!(kind = %self.kinds[node.kind].ar.kind, namespace = ?node.namespace, name = %node.name, ?policy, "garbage collecting an object whose owners are gone");
-        self.delete(uid, &node, policy).await
-    }
-
-    async fn delete(&self, uid: &str, node: &Node, policy: PropagationPolicy) -> Result<(), Error> {
-        let dp = DeleteParams { propagation_policy: Some(policy), preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }), ..Default::default() };
-        self.api(node.kind, node.namespace.as_deref()).delete(&node.name, &dp).await.map(|_| ()).or_else(ignore_gone_or_conflict)
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: Some(resource_version) }),
+            ..Default::default()
+        };
+        api.delete(&node.name, &dp).await.map(|_| ()).or_else(ignore_gone_or_conflict)
     }
 
     /// Where an owner stands: from the graph when it is there, else from the API server (a
     /// dependent may be seen before its owner; only the server can say an owner is gone).
     async fn owner_state(&self, node: &Node, o: &OwnerReference) -> Result<Owner, Error> {
         if let Some(owner) = self.graph.nodes.get(&o.uid) {
-            if owner.deleting && owner.finalizers.iter().any(|f| f == FOREGROUND) {
-                return Ok(Owner::Waiting);
-            }
-            return Ok(Owner::Solid);
+            return Ok(if waits_for_dependents(owner) { Owner::Waiting } else { Owner::Solid });
         }
         let Some(kind) = self.kind_of(&o.api_version, &o.kind) else {
             self.undiscovered.store(true, Ordering::Relaxed);
@@ -397,30 +442,15 @@ impl Collector {
         self.remove_finalizer(node, ORPHAN).await
     }
 
-    /// `foregroundDeletion`: delete the dependents; drop the finalizer when none blocks.
-    async fn delete_dependents(&self, uid: &str, node: &Node) -> Result<(), Error> {
-        let deps: Vec<(String, Node)> = self.graph.dependents.get(uid).map(|d| d.iter().filter_map(|u| self.graph.nodes.get(u).map(|n| (u.clone(), n.clone()))).collect()).unwrap_or_default();
-        let mut blocking = 0;
-        for (duid, dep) in deps {
-            let blocks = dep.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true));
-            if blocks {
-                blocking += 1;
-            }
-            if dep.deleting {
-                continue;
-            }
-            // A dependent with other live owners only loses this reference (handled when it
-            // is attempted: its owner is Waiting); one owned by this owner alone goes.
-            if dep.owners.len() > 1 {
-                continue;
-            }
-            let policy = if blocks { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
-            if blocks {
-                self.unblock_if_circular(&duid, &dep).await?;
-            }
-            self.delete(&duid, &dep, policy).await?;
-        }
-        if blocking > 0 {
+    /// `foregroundDeletion`: the dependents are collected (each made dirty when this owner began
+    /// to wait, and again by its own changes); the finalizer goes once no dependent blocks.
+    async fn finish_foreground(&self, uid: &str, node: &Node) -> Result<(), Error> {
+        let blocking = self
+            .graph
+            .dependents
+            .get(uid)
+            .is_some_and(|d| d.iter().filter_map(|u| self.graph.nodes.get(u)).any(|n| n.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true))));
+        if blocking {
             return Ok(());
         }
         self.remove_finalizer(node, FOREGROUND).await
@@ -429,21 +459,20 @@ impl Collector {
     /// Upstream's cycle breaker: an object about to be deleted in the foreground for an owner
     /// that waits, one of whose own dependents already waits for its dependents, could close a
     /// circle of owners waiting on each other; its references are made non-blocking first (as
-    /// upstream, this has false positives: the owners then only stop waiting for it).
-    async fn unblock_if_circular(&self, uid: &str, node: &Node) -> Result<(), Error> {
-        let circular = self
-            .graph
-            .dependents
-            .get(uid)
-            .is_some_and(|d| d.iter().filter_map(|u| self.graph.nodes.get(u)).any(|n| n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND)));
-        if !circular || !node.owners.iter().any(|o| o.block_owner_deletion == Some(true)) {
-            return Ok(());
+    /// upstream, this has false positives: the owners then only stop waiting for it). Returns
+    /// the resourceVersion to delete it at, None when the patch met a change.
+    async fn unblock_if_circular(&self, uid: &str, node: &Node, owners: &[OwnerReference], resource_version: String) -> Result<Option<String>, Error> {
+        let circular = self.graph.dependents.get(uid).is_some_and(|d| d.iter().filter_map(|u| self.graph.nodes.get(u)).any(waits_for_dependents));
+        if !circular || !owners.iter().any(|o| o.block_owner_deletion == Some(true)) {
+            return Ok(Some(resource_version));
         }
-        let refs: Vec<OwnerReference> =
-            node.owners.iter().map(|o| OwnerReference { block_owner_deletion: o.block_owner_deletion.map(|_| false), ..o.clone() }).collect();
+        let refs: Vec<OwnerReference> = owners.iter().map(|o| OwnerReference { block_owner_deletion: o.block_owner_deletion.map(|_| false), ..o.clone() }).collect();
         tracing::info!(kind = %self.kinds[node.kind].ar.kind, namespace = ?node.namespace, name = %node.name, "owners and a dependent wait for dependents: making the owner references non-blocking to break a possible circle");
-        let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": node.resource_version } });
-        self.api(node.kind, node.namespace.as_deref()).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_gone_or_conflict)
+        let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": resource_version } });
+        match self.api(node.kind, node.namespace.as_deref()).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(o) => Ok(o.metadata.resource_version),
+            Err(e) => ignore_gone_or_conflict(e).map(|_| None),
+        }
     }
 
     async fn remove_finalizer(&self, node: &Node, finalizer: &str) -> Result<(), Error> {
@@ -452,6 +481,11 @@ impl Collector {
         let patch = json!({ "metadata": { "finalizers": f, "resourceVersion": node.resource_version } });
         self.api(node.kind, node.namespace.as_deref()).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()).or_else(ignore_gone_or_conflict)
     }
+}
+
+/// Deleted in the foreground: waiting for its dependents to go.
+fn waits_for_dependents(n: &Node) -> bool {
+    n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND)
 }
 
 /// A 404 (already gone) or 409 (changed since we looked: the watch brings the new state and
