@@ -75,6 +75,8 @@ PACKAGES = [
     ], []),
     (API, "apps/v1", "apps", "v1", ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ControllerRevision"], []),
     (API, "batch/v1", "batch", "v1", ["Job", "CronJob"], []),
+    (API, "coordination/v1", "coordination.k8s.io", "v1", ["Lease"], []),
+    (API, "discovery/v1", "discovery.k8s.io", "v1", ["EndpointSlice"], []),
     (API, "autoscaling/v1", "autoscaling", "v1", ["Scale", "HorizontalPodAutoscaler"], []),
     (API, "autoscaling/v2", "autoscaling", "v2", ["HorizontalPodAutoscaler"], []),
     (API, "rbac/v1", "rbac.authorization.k8s.io", "v1", ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"], []),
@@ -309,7 +311,7 @@ def main():
     ]
     always = []
     current = None
-    for p, m in reach:
+    for p, m in sorted(reach, key=lambda x: index[x[0]["pkg"]]):
         if p is not current:
             out.append(f"    // {p['pkg']}")
             current = p

@@ -11,6 +11,7 @@ reads every field of the Go types of the stable API groups:
   patchStrategy:"merge[,retainKeys]" patchMergeKey:"KEY"   (struct tags)
   // +listType=map|set|atomic   // +listMapKey=KEY ...     (markers above the field)
   // +mapType=atomic|granular   // +structType=atomic      (markers; structType above the type)
+  // +default=VALUE                                         (the JSON a field defaults to)
 
 and writes crates/control/apiserver/src/k8s_meta.rs: one table keyed by (Go type, JSON field
 name). Go type names are unique across the packages read (the script fails if two packages
@@ -94,11 +95,19 @@ def parse(path, package):
                     "list": markers.get("listType", ""),
                     "keys": keys,
                     "map": markers.get("mapType", ""),
+                    "default": default_json(markers.get("default", "")),
                 }
-                if name and any([meta["strategy"], meta["key"], meta["list"], meta["map"]]):
+                if name and any([meta["strategy"], meta["key"], meta["list"], meta["map"], meta["default"]]):
                     current["fields"][name] = meta
             comments = []
     return types
+
+
+def default_json(marker):
+    """A `+default=` marker's value as JSON text; "" for none and for `ref(...)` (a Go constant)."""
+    if not marker or marker.startswith("ref("):
+        return ""
+    return json.dumps(json.loads(marker))
 
 
 def collect():
@@ -148,6 +157,8 @@ def render(types):
         "    pub list_map_keys: &'static [&'static str],",
         "    /// `+mapType`: \"atomic\", \"granular\" or \"\".",
         "    pub map_type: &'static str,",
+        "    /// `+default=`: the JSON of the value defaulting gives the field, or \"\" (also for a Go constant).",
+        "    pub default: &'static str,",
         "}",
         "",
         "/// (type, field, metadata), sorted by type then field.",
@@ -160,7 +171,7 @@ def render(types):
             keys = ", ".join(rust_str(k) for k in m["keys"])
             lines.append(
                 f"    ({rust_str(tname)}, {rust_str(fname)}, FieldMeta {{ strategy: {rust_str(m['strategy'])}, merge_key: {rust_str(m['key'])}, "
-                f"list_type: {rust_str(m['list'])}, list_map_keys: &[{keys}], map_type: {rust_str(m['map'])} }}),"
+                f"list_type: {rust_str(m['list'])}, list_map_keys: &[{keys}], map_type: {rust_str(m['map'])}, default: {rust_str(m['default'])} }}),"
             )
     lines.append("];")
     lines.append("")

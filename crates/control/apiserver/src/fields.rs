@@ -1,8 +1,8 @@
 //! `fieldValidation` (Strict, Warn, Ignore) for fields a kind does not have.
 //!
-//! Kinds in the schema table ([`crate::protobuf::schema`], the k8s.io/api message definitions)
-//! are checked at every depth (`spec.template.spec.containers[0].imagee`); the others at the
-//! top level and in `metadata`. As in Kubernetes, unknown fields are dropped unless the request
+//! Built-in kinds are checked at every depth (`spec.template.spec.containers[0].imagee`) by their
+//! messages in the generated table ([`crate::k8s_messages`], from upstream's definitions);
+//! strata's own kinds by their schemas. As in Kubernetes, unknown fields are dropped unless the request
 //! asked for `Strict`, which refuses it (400), and `Warn` returns a `Warning` header for each.
 
 use serde_json::Value;
@@ -26,31 +26,6 @@ impl FieldValidation {
             Some("Ignore") => Ok(Self::Ignore),
             Some(other) => Err(ApiError::bad_request(format!("fieldValidation must be one of Ignore, Warn or Strict, got {other:?}"))),
         }
-    }
-}
-
-const OBJECT_META: &[&str] = &[
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
-    "managedFields",
-];
-
-fn top_level(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "ConfigMap" => &["data", "binaryData", "immutable"],
-        "Secret" => &["data", "stringData", "type", "immutable"],
-        "ServiceAccount" => &["secrets", "imagePullSecrets", "automountServiceAccountToken"],
-        "Endpoints" => &["subsets"],
-        "EndpointSlice" => &["addressType", "endpoints", "ports"],
-        "Event" => &[
-            "involvedObject", "reason", "message", "source", "firstTimestamp", "lastTimestamp", "count", "type", "eventTime",
-            "series", "action", "related", "reportingComponent", "reportingInstance",
-        ],
-        "Role" => &["rules"],
-        "ClusterRole" => &["rules", "aggregationRule"],
-        "RoleBinding" | "ClusterRoleBinding" => &["subjects", "roleRef"],
-        "Lease" => &["spec"],
-        _ => &["spec", "status"],
     }
 }
 
@@ -200,22 +175,15 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
     if let Some(msg) = crate::protobuf::message_of(r) {
         walk(msg, obj, "", &mut unknown);
     } else if let Some(map) = obj.as_object_mut() {
-        let allowed = top_level(r.kind);
-        let extra: Vec<String> = map
-            .keys()
-            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && !allowed.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        // A kind outside the message table (strata's own): `spec` and `status` at the top, its
+        // metadata an ObjectMeta.
+        let extra: Vec<String> = map.keys().filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status")).cloned().collect();
         for k in extra {
             map.remove(&k);
             unknown.push(k);
         }
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            let extra: Vec<String> = meta.keys().filter(|k| !OBJECT_META.contains(&k.as_str())).cloned().collect();
-            for k in extra {
-                meta.remove(&k);
-                unknown.push(format!("metadata.{k}"));
-            }
+        if let Some(meta) = map.get_mut("metadata") {
+            walk("ObjectMeta", meta, "metadata", &mut unknown);
         }
         if r.group == "strata.dev" && r.kind == "VirtualMachine" {
             crate::vm::strip_unknown(obj, &mut unknown);
@@ -236,6 +204,23 @@ mod tests {
         assert_eq!(duplicate_fields(body), ["b.c[0].d", "b.c[1].e.f", "b.c", "a"]);
         assert!(duplicate_fields(br#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#).is_empty());
         assert!(duplicate_fields(b"not json").is_empty());
+    }
+
+    #[test]
+    fn leases_and_endpoint_slices_are_checked_at_every_depth() {
+        let lease = find("coordination.k8s.io", "v1", "leases").expect("leases");
+        let good = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"},
+            "spec": {"holderIdentity": "me", "leaseDurationSeconds": 40, "renewTime": "2026-11-30T10:00:00.000000Z"}});
+        assert!(check(lease, &mut good.clone(), FieldValidation::Strict, &[]).is_ok());
+        let mut bad = good;
+        bad["spec"]["holderIdentityy"] = json!("x");
+        bad["status"] = json!({});
+        let e = check(lease, &mut bad, FieldValidation::Strict, &[]).expect_err("unknown lease fields");
+        assert_eq!(e.message, "strict decoding error: unknown field \"spec.holderIdentityy\", unknown field \"status\"");
+        let slices = find("discovery.k8s.io", "v1", "endpointslices").expect("endpointslices");
+        let mut bad = json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true, "readyy": true}}], "ports": [{"port": 80, "portt": 1}]});
+        let e = check(slices, &mut bad, FieldValidation::Strict, &[]).expect_err("unknown slice fields");
+        assert_eq!(e.message, "strict decoding error: unknown field \"endpoints[0].conditions.readyy\", unknown field \"ports[0].portt\"");
     }
 
     #[test]

@@ -24,16 +24,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 
 use crate::fieldpath::{cmp_values, path_string, FieldsError, Pe, Set};
+use crate::k8s_messages::ALWAYS_WRITTEN;
 use crate::protobuf::{declared, schema_of, C, F, K};
 use crate::resources::Resource;
 
-/// List map keys an item may leave out because the schema defaults them, as (item message,
-/// key, default).
-const KEY_DEFAULTS: &[(&str, &str, &str)] = &[("ContainerPort", "protocol", "TCP"), ("ServicePort", "protocol", "TCP")];
-
-/// Lists Go writes even when empty (no `omitempty`): upstream's zero objects have them, so a
-/// write never adds them as such (see [`compare`]).
-const ALWAYS_WRITTEN: &[(&str, &str)] = &[("PodSpec", "containers"), ("PodFailurePolicyOnExitCodesRequirement", "values")];
+/// The default of list map key `key` of an item of message `item` (upstream's `+default=`
+/// marker, [`crate::k8s_meta`]): an item may leave such a key out.
+fn key_default(item: &str, key: &str) -> Option<Value> {
+    crate::k8s_meta::field(crate::protobuf::go_type(item), key).filter(|m| !m.default.is_empty()).and_then(|m| serde_json::from_str(m.default).ok())
+}
 
 /// The annotation client-side apply keeps its last configuration in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -169,8 +168,11 @@ fn item_pe(elem: Elem, keys: &[&str], item: &Value) -> Result<Pe, String> {
     for key in keys {
         if let Some(v) = obj.get(*key) {
             fields.push((key.to_string(), v.clone()));
-        } else if let Some((_, _, d)) = KEY_DEFAULTS.iter().find(|(m, k, _)| Elem::Msg(m) == elem && k == key) {
-            fields.push((key.to_string(), json!(d)));
+        } else if let Some(d) = match elem {
+            Elem::Msg(m) => key_default(m, key),
+            Elem::Leaf => None,
+        } {
+            fields.push((key.to_string(), d));
         }
     }
     if fields.is_empty() {
@@ -369,7 +371,8 @@ fn compare_objects(ty: Ty, old: &Value, new: &Value) -> Comparison {
 
 /// Upstream's `Compare`: changed scalars and atomic values are modified, added or removed;
 /// a map, list or list item that appears or disappears is added or removed too. Struct fields
-/// and [`ALWAYS_WRITTEN`] lists are not (`insert_self` false): upstream compares with Go's
+/// and [`ALWAYS_WRITTEN`] lists (Go's slices without `omitempty`, generated from k8s.io/api) are
+/// not (`insert_self` false): upstream compares with Go's
 /// zero object on create, which has them (as `{}` or `null`), so it never sees them appear.
 fn compare(ty: Ty, l: Option<&Value>, r: Option<&Value>, path: &mut Vec<Pe>, insert_self: bool, c: &mut Comparison) {
     let Some(probe) = r.or(l) else { return };
@@ -1224,8 +1227,8 @@ mod tests {
 
     #[test]
     fn kinds_without_a_schema_are_deduced() {
-        let r = find("coordination.k8s.io", "v1", "leases").expect("leases");
-        let config = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l", "labels": {"a": "b"}}, "spec": {"holderIdentity": "me", "list": [1, 2]}});
+        let r = find("strata.dev", "v1", "virtualmachines").expect("virtualmachines");
+        let config = json!({"apiVersion": "strata.dev/v1", "kind": "VirtualMachine", "metadata": {"name": "l", "labels": {"a": "b"}}, "spec": {"holderIdentity": "me", "list": [1, 2]}});
         let out = apply(r, None, None, &config, "m", false, "t").expect("apply");
         assert_eq!(fields_of(&out, "m"), &json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {".": {}, "f:holderIdentity": {}, "f:list": {}}}));
     }

@@ -10,8 +10,8 @@
 //! validating on the client; `kubectl explain` walks the schemas. For a kind the server does not
 //! serve, kubectl validates on the client with the v2 document. Definitions carry upstream's
 //! names (`io.k8s.api.apps.v1.Deployment`, `io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`);
-//! kinds outside the message table (Lease, EndpointSlice) get an envelope that preserves unknown
-//! fields; VirtualMachine has its own typed, described schema (`crate::vm`). Fields carry upstream's patch and list metadata
+//! VirtualMachine has its own typed, described schema (`crate::vm`); a kind with neither gets an
+//! envelope that preserves unknown fields. Fields carry upstream's patch and list metadata
 //! ([`crate::k8s_meta`], generated from k8s.io/api): `x-kubernetes-patch-strategy`,
 //! `x-kubernetes-patch-merge-key`, `x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
 //! `x-kubernetes-map-type` (and `atomic` on `+structType=atomic` types), so kubectl's

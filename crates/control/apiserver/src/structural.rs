@@ -12,13 +12,6 @@ use serde_json::{Map, Value};
 
 use crate::status::Cause;
 
-/// ObjectMeta's fields (what pruning keeps of `metadata`).
-const OBJECT_META: &[&str] = &[
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences", "finalizers",
-    "managedFields",
-];
-
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -46,7 +39,8 @@ pub fn prune(schema: &Value, v: &mut Value, root: bool, path: &str, removed: &mu
                 }
                 if embedded && k == "metadata" {
                     if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-                        let extra: Vec<String> = meta.keys().filter(|f| !OBJECT_META.contains(&f.as_str())).cloned().collect();
+                        // What pruning keeps of `metadata`: ObjectMeta's fields (the generated message table).
+                        let extra: Vec<String> = meta.keys().filter(|f| crate::protobuf::declared("ObjectMeta", f).is_none()).cloned().collect();
                         for f in extra {
                             meta.remove(&f);
                             removed.push(format!("{here}.{f}"));
