@@ -91,7 +91,7 @@ PACKAGES = [
     (API, "node/v1", "node.k8s.io", "v1", ["RuntimeClass"], []),
     (API, "networking/v1", "networking.k8s.io", "v1", ["Ingress", "IngressClass", "NetworkPolicy"], []),
     (API, "events/v1", "events.k8s.io", "v1", ["Event"], []),
-    (API, "admissionregistration/v1", "admissionregistration.k8s.io", "v1", ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"], []),
+    (API, "admissionregistration/v1", "admissionregistration.k8s.io", "v1", ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], []),
     (API, "flowcontrol/v1", "flowcontrol.apiserver.k8s.io", "v1", ["FlowSchema", "PriorityLevelConfiguration"], []),
     (APIEXT, "pkg/apis/apiextensions/v1", "apiextensions.k8s.io", "v1", ["CustomResourceDefinition"], []),
     (AGGREGATOR, "pkg/apis/apiregistration/v1", "apiregistration.k8s.io", "v1", ["APIService"], []),

@@ -588,3 +588,71 @@ fn quota_charges_updates_that_raise_usage() {
     s.ok(&["patch", "pvc", "data", "-n", "upd", "-p", r#"{"spec":{"resources":{"requests":{"storage":"4Gi"}}}}"#]);
     assert_eq!(used("requests.storage"), "4Gi");
 }
+
+/// ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding (admissionregistration.k8s.io/v1)
+/// served like every kind: upstream's defaults and validation, the policy's status subresource,
+/// generation, Table columns, discovery, OpenAPI and deletecollection — what upstream's
+/// "should support ValidatingAdmissionPolicy(Binding) API operations" specs do. Stored but not
+/// enforced (no CEL evaluator): every write says so.
+#[test]
+fn validating_admission_policies_and_bindings_are_served() {
+    let s = ApiServer::start(Backend::Embedded);
+    let base = "/apis/admissionregistration.k8s.io/v1";
+    let policy = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: replicalimit-policy.example.com, labels: {e2e: vap}}\nspec:\n  validations: [{expression: \"object.spec.replicas <= 100\"}]\n  matchConstraints:\n    resourceRules: [{operations: [CREATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}]\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(policy));
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && warned.contains("Warning: ValidatingAdmissionPolicy is stored but not enforced"), "{warned}");
+    let got = s.get_json(&format!("{base}/validatingadmissionpolicies/replicalimit-policy.example.com"));
+    let mc = &got["spec"]["matchConstraints"];
+    assert_eq!(
+        (got["spec"]["failurePolicy"].as_str(), mc["matchPolicy"].as_str(), mc["namespaceSelector"].clone(), mc["resourceRules"][0]["scope"].as_str(), got["metadata"]["generation"].as_i64()),
+        (Some("Fail"), Some("Equivalent"), serde_json::json!({}), Some("*"), Some(1)),
+        "{got}"
+    );
+    for v in ["1.27", "1.32", "1.33"] {
+        let out = s.kubectl_bin(&kubectl_of(v), &["get", "validatingadmissionpolicies"], None);
+        assert!(out.status.success(), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        let got = rows(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!((&got[0][..], &got[1][..3]), (&["NAME".to_string(), "VALIDATIONS".into(), "PARAMKIND".into(), "AGE".into()][..], &["replicalimit-policy.example.com".to_string(), "1".into(), "<unset>".into()][..]), "{v}");
+    }
+    // status: written through the subresource only, kept by spec writes; spec moves generation.
+    s.ok(&["patch", "validatingadmissionpolicy", "replicalimit-policy.example.com", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"conditions":[{"type":"PatchStatusFailed","status":"False","reason":"e2e","message":"set by a test","lastTransitionTime":"2024-01-01T00:00:00Z"}]}}"#]);
+    s.ok(&["patch", "validatingadmissionpolicy", "replicalimit-policy.example.com", "--type=merge", "-p", r#"{"spec":{"failurePolicy":"Ignore"},"status":{"conditions":[]}}"#]);
+    let got = s.get_json(&format!("{base}/validatingadmissionpolicies/replicalimit-policy.example.com"));
+    assert_eq!((got["status"]["conditions"][0]["type"].as_str(), got["spec"]["failurePolicy"].as_str(), got["metadata"]["generation"].as_i64()), (Some("PatchStatusFailed"), Some("Ignore"), Some(2)), "{got}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: bad.example.com}\nspec: {failurePolicy: Maybe}\n"));
+    for want in [
+        "spec.failurePolicy: Unsupported value: \"Maybe\": supported values: \"Fail\", \"Ignore\"",
+        "spec.matchConstraints: Required value",
+        "spec.validations: Required value: validations or auditAnnotations must contain at least one item",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+
+    let binding = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: replicalimit-binding.example.com, labels: {e2e: vap}}\nspec: {policyName: replicalimit-policy.example.com, validationActions: [Deny], paramRef: {name: limits, namespace: default, parameterNotFoundAction: Deny}}\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(binding));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Warning: ValidatingAdmissionPolicyBinding is stored but not enforced"), "{out:?}");
+    let got = rows(&s.ok(&["get", "validatingadmissionpolicybindings"]));
+    assert_eq!((&got[0][..], &got[1][..3]), (&["NAME".to_string(), "POLICYNAME".into(), "PARAMREF".into(), "AGE".into()][..], &["replicalimit-binding.example.com".to_string(), "replicalimit-policy.example.com".into(), "default/limits".into()][..]));
+    s.ok(&["patch", "validatingadmissionpolicybinding", "replicalimit-binding.example.com", "--type=merge", "-p", r#"{"spec":{"validationActions":["Warn","Audit"]}}"#]);
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: bad.example.com}\nspec: {validationActions: [Deny, Warn]}\n"));
+    assert!(err.contains("spec.policyName: Required value") && err.contains("must not contain both Deny and Warn"), "{err}");
+
+    // Discovery (with the status subresource) and OpenAPI know both kinds.
+    let res = s.ok(&["api-resources", "--api-group=admissionregistration.k8s.io", "-o", "name"]);
+    assert!(res.contains("validatingadmissionpolicies.admissionregistration.k8s.io") && res.contains("validatingadmissionpolicybindings.admissionregistration.k8s.io"), "{res}");
+    let disc = s.get_json(base);
+    let names: Vec<&str> = disc["resources"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"validatingadmissionpolicies/status"), "{names:?}");
+    let openapi = s.get_json(&format!("/openapi/v3{base}"));
+    for k in ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"] {
+        assert!(openapi["components"]["schemas"][format!("io.k8s.api.admissionregistration.v1.{k}")].is_object(), "{k} not in the OpenAPI document");
+    }
+    // deletecollection by label takes both.
+    for plural in ["validatingadmissionpolicies", "validatingadmissionpolicybindings"] {
+        let (code, out) = s.curl("DELETE", &format!("{base}/{plural}?labelSelector=e2e%3Dvap"), common::server::Auth::Admin, None, None);
+        assert_eq!(code, 200, "{out}");
+        assert!(s.items(&format!("{base}/{plural}")).is_empty(), "{plural} left");
+    }
+}

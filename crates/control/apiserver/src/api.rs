@@ -862,6 +862,7 @@ impl Api {
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
+        warnings.extend(crate::vap::warning(r));
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         if r.builtin() == "CertificateSigningRequest" {
             crate::csr::prepare_create(user, &mut obj);
@@ -930,6 +931,7 @@ impl Api {
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
+        warnings.extend(crate::vap::warning(r));
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;

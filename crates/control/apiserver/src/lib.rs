@@ -69,6 +69,7 @@ pub mod tolerations;
 pub mod validate;
 pub mod vm;
 pub mod watchcache;
+pub mod vap;
 pub mod webhooks;
 pub mod yaml;
 

@@ -149,6 +149,8 @@ pub static RESOURCES: &[Resource] = &[
     res!("events.k8s.io", "v1", "Event", "events", "event", true, ["ev"], [], []),
     res!("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration", false, [], ["api-extensions"], []),
     res!("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration", false, [], ["api-extensions"], []),
+    res!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", "validatingadmissionpolicy", false, [], ["api-extensions"], ["status"]),
+    res!("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", "validatingadmissionpolicybinding", false, [], ["api-extensions"], []),
     // API Priority and Fairness objects are stored and served; strata does not queue requests by them.
     res!("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas", "flowschema", false, [], [], ["status"]),
     res!("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", false, [], [], ["status"]),

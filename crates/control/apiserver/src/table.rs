@@ -165,6 +165,8 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
         "CSINode" => vec![("Drivers", "integer"), ("Age", "string")],
         "VolumeAttachment" => vec![("Attacher", "string"), ("PV", "string"), ("Node", "string"), ("Attached", "boolean"), ("Age", "string")],
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => vec![("Webhooks", "integer"), ("Age", "string")],
+        "ValidatingAdmissionPolicy" => vec![("Validations", "integer"), ("ParamKind", "string"), ("Age", "string")],
+        "ValidatingAdmissionPolicyBinding" => vec![("PolicyName", "string"), ("ParamRef", "string"), ("Age", "string")],
         "ResourceQuota" => vec![("Age", "string"), ("Request", "string"), ("Limit", "string")],
         "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
         "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
@@ -458,6 +460,23 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(age(o)),
         ]),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => c.extend([json!(o["webhooks"].as_array().map_or(0, Vec::len)), json!(age(o))]),
+        "ValidatingAdmissionPolicy" => {
+            let pk = &o["spec"]["paramKind"];
+            let param_kind = if pk.is_object() { format!("{}/{}", s(&pk["apiVersion"]), s(&pk["kind"])) } else { "<unset>".to_string() };
+            c.extend([json!(o["spec"]["validations"].as_array().map_or(0, Vec::len)), json!(param_kind), json!(age(o))]);
+        }
+        "ValidatingAdmissionPolicyBinding" => {
+            // As upstream's printer: namespace/name, */name when no namespace, else the selector.
+            let pr = &o["spec"]["paramRef"];
+            let param = match (pr["name"].as_str().filter(|n| !n.is_empty()), pr["namespace"].as_str().filter(|n| !n.is_empty())) {
+                _ if !pr.is_object() => "<unset>".to_string(),
+                (Some(n), Some(ns)) => format!("{ns}/{n}"),
+                (Some(n), None) => format!("*/{n}"),
+                (None, _) if pr["selector"].is_object() => label_selector(&pr["selector"]),
+                (None, _) => "<unset>".to_string(),
+            };
+            c.extend([json!(s(&o["spec"]["policyName"])), json!(param), json!(age(o))]);
+        }
         "ResourceQuota" => {
             // As upstream's printer: "name: used/hard" by resource name, limits.* apart.
             let mut names: Vec<&String> = st["hard"].as_object().map(|h| h.keys().collect()).unwrap_or_default();

@@ -98,6 +98,8 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CSINode" => crate::csi::validate_node(obj, &mut causes),
         "VolumeAttachment" => crate::csi::validate_attachment(obj, &mut causes),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => crate::webhooks::validate(r.kind, obj, &mut causes),
+        "ValidatingAdmissionPolicy" => crate::vap::validate_policy(obj, &mut causes),
+        "ValidatingAdmissionPolicyBinding" => crate::vap::validate_binding(obj, &mut causes),
         "Event" if r.group == "events.k8s.io" => crate::convert::validate_events_v1(obj, &mut causes),
         "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {

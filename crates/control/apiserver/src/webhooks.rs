@@ -54,24 +54,7 @@ pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
         }
         names.push(name);
         for (j, rule) in hook["rules"].as_array().into_iter().flatten().enumerate() {
-            let rat = format!("{at}.rules[{j}]");
-            let ops: Vec<&str> = rule["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            if ops.is_empty() {
-                causes.push(Cause::required(&format!("{rat}.operations"), ""));
-            }
-            for (k, op) in ops.iter().enumerate() {
-                if !matches!(*op, "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
-                    causes.push(Cause::not_supported(&format!("{rat}.operations[{k}]"), &json!(op), &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]));
-                }
-            }
-            for f in ["apiGroups", "apiVersions", "resources"] {
-                if rule[f].as_array().is_none_or(Vec::is_empty) {
-                    causes.push(Cause::required(&format!("{rat}.{f}"), ""));
-                }
-            }
-            if !matches!(rule["scope"].as_str(), Some("*" | "Cluster" | "Namespaced")) {
-                causes.push(Cause::not_supported(&format!("{rat}.scope"), &rule["scope"], &["*", "Cluster", "Namespaced"]));
-            }
+            validate_rule(rule, &format!("{at}.rules[{j}]"), causes);
         }
         if !matches!(hook["failurePolicy"].as_str(), Some("Fail" | "Ignore")) {
             causes.push(Cause::not_supported(&format!("{at}.failurePolicy"), &hook["failurePolicy"], &["Fail", "Ignore"]));
@@ -117,6 +100,27 @@ pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
         if mutating && !matches!(hook["reinvocationPolicy"].as_str(), Some("Never" | "IfNeeded")) {
             causes.push(Cause::not_supported(&format!("{at}.reinvocationPolicy"), &hook["reinvocationPolicy"], &["IfNeeded", "Never"]));
         }
+    }
+}
+
+/// A `RuleWithOperations` (webhooks) or `NamedRuleWithOperations` (admission policies) at `at`.
+pub fn validate_rule(rule: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let ops: Vec<&str> = rule["operations"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if ops.is_empty() {
+        causes.push(Cause::required(&format!("{at}.operations"), ""));
+    }
+    for (k, op) in ops.iter().enumerate() {
+        if !matches!(*op, "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
+            causes.push(Cause::not_supported(&format!("{at}.operations[{k}]"), &json!(op), &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]));
+        }
+    }
+    for f in ["apiGroups", "apiVersions", "resources"] {
+        if rule[f].as_array().is_none_or(Vec::is_empty) {
+            causes.push(Cause::required(&format!("{at}.{f}"), ""));
+        }
+    }
+    if !matches!(rule["scope"].as_str(), Some("*" | "Cluster" | "Namespaced")) {
+        causes.push(Cause::not_supported(&format!("{at}.scope"), &rule["scope"], &["*", "Cluster", "Namespaced"]));
     }
 }
 
