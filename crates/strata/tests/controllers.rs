@@ -1081,6 +1081,58 @@ fn dependents_given_a_live_owner_while_the_collector_works_survive() {
     }
 }
 
+/// A delete that names no propagation policy takes the kind's default, as upstream's
+/// `DefaultGarbageCollectionPolicy`: core/v1 ReplicationControllers and batch/v1 Jobs orphan
+/// their pods (upstream's "Garbage collector should orphan pods created by rc if
+/// deleteOptions.OrphanDependents is nil"), a ReplicaSet's pods go; Events never get a
+/// garbage-collection finalizer, even when asked for the foreground.
+#[test]
+fn deletes_without_a_policy_follow_each_kinds_default() {
+    let s = server(Backend::Embedded);
+    let ns = "gcdefault";
+    s.ok(&["create", "namespace", ns]);
+    let template = |app: &str| json!({ "metadata": { "labels": { "app": app } }, "spec": { "containers": [{ "name": "c", "image": IMG }] } });
+    let rc = json!({ "apiVersion": "v1", "kind": "ReplicationController", "metadata": { "name": "rc", "namespace": ns },
+                     "spec": { "replicas": 2, "selector": { "app": "rc" }, "template": template("rc") } });
+    let rs = json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": { "name": "rs", "namespace": ns },
+                     "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "rs" } }, "template": template("rs") } });
+    let mut jt = template("job");
+    jt["spec"]["restartPolicy"] = json!("Never");
+    let job = json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "job", "namespace": ns }, "spec": { "parallelism": 2, "completions": 2, "template": jt } });
+    for o in [&rc, &rs, &job] {
+        s.ok_stdin(&["create", "-f", "-"], Some(&o.to_string()));
+    }
+    let of = |app: &str| pods(&s, ns).into_iter().filter(|p| p["metadata"]["labels"]["app"] == app).collect::<Vec<_>>();
+    assert!(eventually(LONG, || ["rc", "rs", "job"].iter().all(|a| of(a).len() == 2)), "pods: {:?}", pods(&s, ns).iter().map(name).collect::<Vec<_>>());
+    let paths = [
+        ("rc", format!("/api/v1/namespaces/{ns}/replicationcontrollers/rc")),
+        ("rs", format!("/apis/apps/v1/namespaces/{ns}/replicasets/rs")),
+        ("job", format!("/apis/batch/v1/namespaces/{ns}/jobs/job")),
+    ];
+    for (_, path) in &paths {
+        // No body at all, as a client's plain DELETE; the same as DeleteOptions with neither field.
+        let (code, out) = s.curl("DELETE", path, Auth::Admin, None, None);
+        assert_eq!(code, 200, "{out}");
+        assert!(eventually(LONG, || s.get_json(path).is_null()), "{path} is still there: {}", s.get_json(path));
+    }
+    assert!(eventually(LONG, || of("rs").is_empty()), "the ReplicaSet's pods stay: {:?}", of("rs"));
+    std::thread::sleep(Duration::from_secs(3));
+    for app in ["rc", "job"] {
+        let left = of(app);
+        assert_eq!(left.len(), 2, "the {app}'s pods were not orphaned: {left:?}");
+        for p in &left {
+            assert!(p["metadata"]["deletionTimestamp"].is_null() && controller_ref(p).is_none(), "{p}");
+        }
+    }
+    // Events: no finalizer, gone at once whatever the policy.
+    let ev = json!({ "apiVersion": "v1", "kind": "Event", "metadata": { "name": "e1", "namespace": ns }, "involvedObject": { "kind": "Pod", "name": "x", "namespace": ns }, "reason": "R", "message": "m", "type": "Normal" });
+    s.ok_stdin(&["create", "-f", "-"], Some(&ev.to_string()));
+    let body = json!({ "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground" }).to_string();
+    let (code, out) = s.curl("DELETE", &format!("/api/v1/namespaces/{ns}/events/e1"), Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    assert!(s.get_json(&format!("/api/v1/namespaces/{ns}/events/e1")).is_null(), "the event waits for a finalizer");
+}
+
 /// The pod garbage collector, as kube-controller-manager's podgc: terminated pods above
 /// `--terminated-pod-gc-threshold` (evicted first, then the oldest), pods of a node that was
 /// deleted (after the 40 s quarantine: marked Failed with a DisruptionTarget condition, then

@@ -1550,7 +1550,7 @@ impl Api {
         }
         // Garbage collection's finalizers for the propagation policy (the namespace's own
         // cleanup is done here, not by the collector).
-        let gc_changed = !is_ns && gc_finalizers(&mut obj, opts)?;
+        let gc_changed = !is_ns && gc_finalizers(r, &mut obj, opts)?;
         let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if has_finalizers || is_ns {
             if obj["metadata"]["deletionTimestamp"].is_null() || gc_changed {
@@ -1662,11 +1662,20 @@ fn graceful_pod_delete(r: &Resource, obj: &Value, opts: &Value) -> Option<i64> {
 
 /// Apply a delete's propagation policy (`propagationPolicy`, or the legacy `orphanDependents`)
 /// to the object's finalizers as upstream's `deletionFinalizersForGarbageCollection` does:
-/// `Orphan` adds `orphan`, `Foreground` adds `foregroundDeletion`, `Background` (the default
-/// of every served kind) removes both. Returns whether the finalizers changed.
-fn gc_finalizers(obj: &mut Value, opts: &Value) -> Result<bool, ApiError> {
+/// `Orphan` adds `orphan`, `Foreground` adds `foregroundDeletion`, `Background` removes both.
+/// Without either option a GC finalizer the object already has decides, else the kind's
+/// default (`DefaultGarbageCollectionPolicy`): `Orphan` for core/v1 ReplicationControllers and
+/// batch/v1 Jobs (kept for backward compatibility upstream), `Background` for every other kind;
+/// Events have none (`Unsupported`: no finalizer whatever the options). Returns whether the
+/// finalizers changed.
+fn gc_finalizers(r: &Resource, obj: &mut Value, opts: &Value) -> Result<bool, ApiError> {
     const ORPHAN: &str = "orphan";
     const FOREGROUND: &str = "foregroundDeletion";
+    if r.builtin() == "Event" {
+        return Ok(false);
+    }
+    let has_gc_finalizer = obj["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|x| x == ORPHAN || x == FOREGROUND));
+    let orphan_by_default = matches!((r.group, r.version, r.builtin()), ("", "v1", "ReplicationController") | ("batch", "v1", "Job"));
     let policy = match (opts["propagationPolicy"].as_str(), opts["orphanDependents"].as_bool()) {
         (Some(_), Some(_)) => {
             let c = Cause { reason: "FieldValueInvalid", field: "propagationPolicy".into(), message: "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into() };
@@ -1679,6 +1688,7 @@ fn gc_finalizers(obj: &mut Value, opts: &Value) -> Result<bool, ApiError> {
         }
         (None, Some(true)) => Some("Orphan"),
         (None, Some(false)) => Some("Background"),
+        (None, None) if orphan_by_default && !has_gc_finalizer => Some("Orphan"),
         (None, None) => None,
     };
     let Some(policy) = policy else { return Ok(false) };
