@@ -86,6 +86,11 @@ fn system_namespaces_and_discovery(backend: Backend) {
     assert!(s.ok(&["version", "-o", "json"]).contains("v1.32.0"));
     let explain = s.ok(&["explain", "deployment.spec.template.spec.containers"]);
     assert!(explain.contains("KIND:       Deployment") && explain.contains("image\t<string>"), "{explain}");
+    // Upstream's required fields are published (kubectl marks them).
+    let explain = s.ok(&["explain", "deployment.spec"]);
+    assert!(explain.lines().any(|l| l.trim_start().starts_with("selector\t") && l.contains("-required-")), "{explain}");
+    let explain = s.ok(&["explain", "--output=plaintext-openapiv2", "deployment.spec"]);
+    assert!(explain.lines().any(|l| l.trim_start().starts_with("template\t") && l.contains("-required-")), "{explain}");
     let (code, _) = s.curl("GET", "/healthz", Auth::Anonymous, None, None);
     assert_eq!(code, 200);
 }

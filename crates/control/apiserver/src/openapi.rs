@@ -171,6 +171,9 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
         let mut props = Map::new();
         properties(m, flavor, &mut deps, &mut props);
         let mut def = json!({ "type": "object", "properties": props });
+        if let Some((_, required)) = crate::k8s_messages::REQUIRED.iter().find(|(r, _)| *r == m) {
+            def["required"] = json!(required);
+        }
         if let Some(doc) = crate::k8s_docs::doc(crate::protobuf::go_type(m), "") {
             def["description"] = json!(doc);
         }
@@ -687,6 +690,11 @@ pub(crate) mod tests {
             let doc = document(p).unwrap_or_else(|| panic!("no document for {p}"));
             let defs = doc["components"]["schemas"].as_object().expect("schemas");
             refs_resolve(&doc, "#/components/schemas/", defs);
+            for (name, d) in defs {
+                for r in d["required"].as_array().into_iter().flatten() {
+                    assert!(d["properties"].get(r.as_str().unwrap_or_default()).is_some(), "{name} requires {r}, which it does not have");
+                }
+            }
         }
         let apps = document("apis/apps/v1").expect("apps");
         let d = &apps["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
@@ -696,6 +704,18 @@ pub(crate) mod tests {
         assert!(patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"));
         assert_eq!(apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["get"]["x-kubernetes-group-version-kind"]["kind"], "Scale");
         assert!(document("apis/apps/v9").is_none());
+    }
+
+    #[test]
+    fn definitions_carry_upstreams_required_fields() {
+        let apps = document("apis/apps/v1").expect("apps");
+        let defs = &apps["components"]["schemas"];
+        assert_eq!(defs["io.k8s.api.apps.v1.DeploymentSpec"]["required"], json!(["selector", "template"]));
+        assert_eq!(defs["io.k8s.api.core.v1.Container"]["required"], json!(["name"]));
+        assert_eq!(defs[format!("{META}.OwnerReference")]["required"], json!(["apiVersion", "kind", "name", "uid"]));
+        assert!(defs["io.k8s.api.apps.v1.Deployment"].get("required").is_none(), "upstream requires nothing of a Deployment itself");
+        let v2 = crate::openapi_v2::document();
+        assert_eq!(v2["definitions"]["io.k8s.api.rbac.v1.RoleBinding"]["required"], json!(["roleRef"]));
     }
 
     #[test]
