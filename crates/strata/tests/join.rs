@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{eventually, text};
+use common::{eventually, openssl_csr, text};
 use common::server::{ApiServer, Backend, Options};
 
 fn strata(args: &[&str]) -> Output {
@@ -255,20 +255,6 @@ fn agent_joins_with_a_token_and_refuses_the_wrong_ones() {
     // Without kubeconfig or token: a clear error.
     let out = strata(&["agent", "--server", &s.url(), "--name", "x", "--data-dir", dir.path().join("none").to_str().expect("path")]);
     assert!(!out.status.success() && text(&out.stderr).contains("--token is needed"), "{}", text(&out.stderr));
-}
-
-/// A key and a CSR (PEM) for `cn` in `orgs`, made with openssl.
-fn openssl_csr(dir: &Path, name: &str, cn: &str, orgs: &[&str]) -> (PathBuf, String) {
-    let key = dir.join(format!("{name}.key"));
-    let subj: String = orgs.iter().map(|o| format!("/O={o}")).collect::<String>() + &format!("/CN={cn}");
-    let out = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
-        .arg(&key)
-        .args(["-subj", &subj])
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    (key, text(&out.stdout))
 }
 
 fn csr_manifest(name: &str, pem: &str, signer: &str) -> String {

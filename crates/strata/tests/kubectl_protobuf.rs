@@ -193,18 +193,6 @@ fn protobuf_update_and_refusals_over_curl() {
     assert!(s.ok(&["get", "cm", "-o", "name"]).lines().all(|l| l == "configmap/raw" || l == "configmap/kube-root-ca.crt"));
 }
 
-/// A key's CSR (PEM), made with openssl.
-fn openssl_csr(dir: &std::path::Path, cn: &str) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
-        .arg(dir.join(format!("{cn}.key")))
-        .args(["-subj", &format!("/CN={cn}")])
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The typed clients of kubectl 1.32 and 1.33 (protobuf) and 1.27 (JSON) create or update a kind
 /// of every API group whose messages the generated table holds and that kubectl can write: core,
 /// apps, batch, autoscaling, rbac, policy, scheduling, certificates (approval), authentication
@@ -253,7 +241,7 @@ fn kubectl_typed_clients_of_every_group_and_version() {
         assert_eq!(run(&["auth", "can-i", "create", "pods", "-n", &ns]).trim(), "yes", "kubectl {v}");
         // certificates.k8s.io: the CSR is created from YAML (JSON); the approval is a protobuf PUT.
         use base64::Engine;
-        let req = base64::engine::general_purpose::STANDARD.encode(openssl_csr(dir.path(), &ns));
+        let req = base64::engine::general_purpose::STANDARD.encode(common::openssl_csr(dir.path(), &ns, &ns, &[]).1);
         let csr = format!(
             "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {ns}\nspec:\n  request: {req}\n  signerName: example.com/pb\n  usages: [\"client auth\"]\n"
         );

@@ -179,6 +179,20 @@ pub fn vm_guest() -> (PathBuf, PathBuf) {
     (kernel, agent)
 }
 
+/// A key and a CSR (PEM) for `cn` in `orgs`, made with openssl.
+pub fn openssl_csr(dir: &Path, name: &str, cn: &str, orgs: &[&str]) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.key"));
+    let subj: String = orgs.iter().map(|o| format!("/O={o}")).collect::<String>() + &format!("/CN={cn}");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout"])
+        .arg(&key)
+        .args(["-subj", &subj])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (key, text(&out.stdout))
+}
+
 pub mod server;
 pub mod simnode;
 pub mod tls;
