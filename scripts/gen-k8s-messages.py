@@ -10,7 +10,7 @@ pinned upstream modules (Go module proxy, `go mod download`):
                     proto package (`k8s.io.api.core.v1`), which is the Go package upstream's
                     OpenAPI names a type by (`io.k8s.api.core.v1.PodSpec`, kube-openapi's
                     friendly name of `k8s.io/api/core/v1.PodSpec`)
-  types*.go         whether the Go field is a pointer (kept when zero) or a value with
+  types*.go         (and meta/v1's watch.go) whether the Go field is a pointer (kept when zero) or a value with
                     `omitempty` (left out when zero), embedded (`json:",inline"`) fields, and
                     slices Go writes even when empty (no `omitempty`)
   swagger.json      (k8s.io/kubernetes v1.32.0 api/openapi-spec) upstream's definition names,
@@ -69,7 +69,7 @@ OUT = os.path.join(ROOT, "crates/control/apiserver/src/k8s_messages.rs")
 # (module, package directory, API group (None: not a group of kinds), version, root kinds,
 # other root messages). The order decides which package keeps a shared Go name plain.
 PACKAGES = [
-    (APIMACHINERY, "pkg/apis/meta/v1", None, "v1", [], ["ObjectMeta", "DeleteOptions"]),
+    (APIMACHINERY, "pkg/apis/meta/v1", None, "v1", [], ["ObjectMeta", "DeleteOptions", "ListMeta", "Status", "WatchEvent", "Patch"]),
     (API, "core/v1", "", "v1", [
         "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Pod", "ResourceQuota", "LimitRange", "Endpoints", "Event",
         "Node", "PersistentVolumeClaim", "PersistentVolume", "Binding", "ReplicationController", "PodTemplate",
@@ -97,6 +97,9 @@ PACKAGES = [
     (APIEXT, "pkg/apis/apiextensions/v1", "apiextensions.k8s.io", "v1", ["CustomResourceDefinition"], []),
     (AGGREGATOR, "pkg/apis/apiregistration/v1", "apiregistration.k8s.io", "v1", ["APIService"], []),
 ]
+
+# Go files with message types besides types*.go, by package directory.
+GO_FILES = {"pkg/apis/meta/v1": ["watch.go"]}
 
 # Fields strata must not accept: (package directory, message, proto field name) -> why.
 EXCLUDED = {
@@ -218,7 +221,7 @@ def load_packages():
         proto_package, proto = parse_proto(os.path.join(base, pkg, "generated.proto"))
         go = {}
         for name in sorted(os.listdir(os.path.join(base, pkg))):
-            if name.startswith("types") and name.endswith(".go") and not name.endswith("_test.go"):
+            if (name.startswith("types") and name.endswith(".go") and not name.endswith("_test.go")) or name in GO_FILES.get(pkg, []):
                 go.update(parse_go(os.path.join(base, pkg, name)))
         # Upstream's OpenAPI package (kube-openapi's friendly name of the Go package path
         # `k8s.io/api/core/v1`): the domain reversed, then the path, dot-separated.

@@ -10,9 +10,15 @@ pub static MESSAGES: &[(&str, &str, &[F])] = &[
     // pkg/apis/meta/v1
     ("ObjectMeta", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "name", Str, Omit), F(2, "generateName", Str, Omit), F(3, "namespace", Str, Omit), F(4, "selfLink", Str, Omit), F(5, "uid", Str, Omit), F(6, "resourceVersion", Str, Omit), F(7, "generation", I64, Omit), F(8, "creationTimestamp", Time, Omit), F(9, "deletionTimestamp", Time, Keep), F(10, "deletionGracePeriodSeconds", I64, Keep), F(11, "labels", Str, Map), F(12, "annotations", Str, Map), F(13, "ownerReferences", Msg("OwnerReference"), Rep), F(14, "finalizers", Str, Rep), F(17, "managedFields", Msg("ManagedFieldsEntry"), Rep)]),
     ("DeleteOptions", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "gracePeriodSeconds", I64, Keep), F(2, "preconditions", Msg("Preconditions"), Keep), F(3, "orphanDependents", Bool, Keep), F(4, "propagationPolicy", Str, Keep), F(5, "dryRun", Str, Rep), F(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Bool, Keep)]),
+    ("ListMeta", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "selfLink", Str, Omit), F(2, "resourceVersion", Str, Omit), F(3, "continue", Str, Omit), F(4, "remainingItemCount", I64, Keep)]),
+    ("Status", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "metadata", Msg("ListMeta"), Keep), F(2, "status", Str, Omit), F(3, "message", Str, Omit), F(4, "reason", Str, Omit), F(5, "details", Msg("StatusDetails"), Keep), F(6, "code", I32, Omit)]),
+    ("WatchEvent", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "type", Str, Keep), F(2, "object", Raw, Keep)]),
+    ("Patch", "io.k8s.apimachinery.pkg.apis.meta.v1", &[]),
     ("OwnerReference", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(5, "apiVersion", Str, Keep), F(1, "kind", Str, Keep), F(3, "name", Str, Keep), F(4, "uid", Str, Keep), F(6, "controller", Bool, Keep), F(7, "blockOwnerDeletion", Bool, Keep)]),
     ("ManagedFieldsEntry", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "manager", Str, Omit), F(2, "operation", Str, Omit), F(3, "apiVersion", Str, Omit), F(4, "time", Time, Keep), F(6, "fieldsType", Str, Omit), F(7, "fieldsV1", Raw, Keep), F(8, "subresource", Str, Omit)]),
     ("Preconditions", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "uid", Str, Keep), F(2, "resourceVersion", Str, Keep)]),
+    ("StatusDetails", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "name", Str, Omit), F(2, "group", Str, Omit), F(3, "kind", Str, Omit), F(6, "uid", Str, Omit), F(4, "causes", Msg("StatusCause"), Rep), F(5, "retryAfterSeconds", I32, Omit)]),
+    ("StatusCause", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "reason", Str, Omit), F(2, "message", Str, Omit), F(3, "field", Str, Omit)]),
     ("Condition", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "type", Str, Keep), F(2, "status", Str, Keep), F(3, "observedGeneration", I64, Omit), F(4, "lastTransitionTime", Time, Keep), F(5, "reason", Str, Keep), F(6, "message", Str, Keep)]),
     ("LabelSelector", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "matchLabels", Str, Map), F(2, "matchExpressions", Msg("LabelSelectorRequirement"), Rep)]),
     ("LabelSelectorRequirement", "io.k8s.apimachinery.pkg.apis.meta.v1", &[F(1, "key", Str, Keep), F(2, "operator", Str, Keep), F(3, "values", Str, Rep)]),
@@ -608,6 +614,7 @@ pub static ALWAYS_WRITTEN: &[(&str, &str)] = &[
 /// messages whose definition it has.
 #[rustfmt::skip]
 pub static REQUIRED: &[(&str, &[&str])] = &[
+    ("WatchEvent", &["type", "object"]),
     ("OwnerReference", &["apiVersion", "kind", "name", "uid"]),
     ("Condition", &["type", "status", "lastTransitionTime", "reason", "message"]),
     ("LabelSelectorRequirement", &["key", "operator"]),

@@ -170,7 +170,10 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
         let mut deps = Vec::new();
         let mut props = Map::new();
         properties(m, flavor, &mut deps, &mut props);
-        let mut def = json!({ "type": "object", "properties": props });
+        let mut def = json!({ "type": "object" });
+        if !props.is_empty() {
+            def["properties"] = Value::Object(props);
+        }
         if let Some((_, required)) = crate::k8s_messages::REQUIRED.iter().find(|(r, _)| *r == m) {
             def["required"] = json!(required);
         }
@@ -361,41 +364,16 @@ fn list_and_scale_definitions(r: &Resource, flavor: Flavor, name: &str, out: &mu
     }
 }
 
-/// `ListMeta`, `Status`, `WatchEvent`, `Patch` and what they reach: the envelopes of
-/// responses and request bodies.
+/// `ListMeta`, `Status`, `WatchEvent`, `Patch`, `DeleteOptions` and what they reach: the
+/// envelopes of responses and request bodies (meta/v1 messages of the generated table).
 fn meta_definitions(flavor: Flavor, out: &mut Map<String, Value>) {
-    let string = || json!({ "type": "string" });
-    let int32 = || json!({ "type": "integer", "format": "int32" });
-    out.insert(
-        format!("{META}.ListMeta"),
-        json!({ "description": "ListMeta describes metadata that synthetic resources must have, including lists and various status objects.",
-                "type": "object",
-                "properties": { "continue": string(), "remainingItemCount": { "type": "integer", "format": "int64" },
-                                "resourceVersion": string(), "selfLink": string() } }),
-    );
-    let mut status = json!({
-        "description": "Status is a return value for calls that don't return other objects.",
-        "type": "object",
-        "properties": { "code": int32(), "details": flavor.reference(&format!("{META}.StatusDetails")), "message": string(),
-                        "metadata": flavor.reference(&format!("{META}.ListMeta")), "reason": string(), "status": string() },
-        "x-kubernetes-group-version-kind": [gvk("", "v1", "Status")],
-    });
-    type_meta_properties(&mut status["properties"]);
-    out.insert(format!("{META}.Status"), status);
-    out.insert(
-        format!("{META}.StatusDetails"),
-        json!({ "type": "object",
-                "properties": { "causes": { "type": "array", "items": flavor.reference(&format!("{META}.StatusCause")) },
-                                "group": string(), "kind": string(), "name": string(), "retryAfterSeconds": int32(), "uid": string() } }),
-    );
-    out.insert(format!("{META}.StatusCause"), json!({ "type": "object", "properties": { "field": string(), "message": string(), "reason": string() } }));
-    out.insert(
-        format!("{META}.WatchEvent"),
-        json!({ "type": "object", "required": ["type", "object"],
-                "properties": { "object": { "type": "object", "description": "The object of the event: the watched kind, or a Status for ERROR." }, "type": string() } }),
-    );
-    out.insert(format!("{META}.Patch"), json!({ "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object" }));
-    message_definitions("DeleteOptions", flavor, out);
+    for m in ["ListMeta", "Status", "WatchEvent", "Patch", "DeleteOptions"] {
+        message_definitions(m, flavor, out);
+    }
+    if let Some(status) = out.get_mut(&format!("{META}.Status")) {
+        type_meta_properties(&mut status["properties"]);
+        status["x-kubernetes-group-version-kind"] = json!([gvk("", "v1", "Status")]);
+    }
 }
 
 /// A query parameter: name and JSON type.
