@@ -717,6 +717,24 @@ mod tests {
     }
 
     #[test]
+    fn excluded_fields_are_refused() {
+        // scripts/gen-k8s-messages.py's EXCLUDED: a CSR's spec.extra (field 6) is the server's to
+        // set; TokenRequestSpec.attestations (5) and JobSpec.scheduling (17) are not served.
+        for (api_version, kind, raw) in [
+            ("certificates.k8s.io/v1", "CertificateSigningRequest", msg(2, &[entry(6, "k", &s(1, "v"))])),
+            ("authentication.k8s.io/v1", "TokenRequest", msg(2, &[msg(5, &[])])),
+            ("batch/v1", "Job", msg(2, &[msg(17, &[])])),
+        ] {
+            let e = decode(&body(api_version, kind, &[raw])).expect_err("excluded field");
+            assert!(matches!(e, DecodeError::UnknownField { .. }), "{kind}: {e}");
+        }
+        let csr = crate::resources::find("certificates.k8s.io", "v1", "certificatesigningrequests").expect("csr");
+        let mut o = json!({"spec": {"request": "", "signerName": "x", "extra": {"k": ["v"]}}});
+        let e = crate::fields::check(csr, &mut o, crate::fields::FieldValidation::Strict, &[]).expect_err("strict");
+        assert!(e.message.contains("unknown field \"spec.extra\""), "{}", e.message);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_decode_faithfully() {
         let err = |b: Vec<u8>| ApiError::from(decode(&b).expect_err("must fail"));
         let e = err(body("v1", "Namespace", &[msg(1, &[s(1, "x"), vi(99, 1)])]));
