@@ -936,8 +936,20 @@ impl PodRuntime for MicroVmRuntime {
                 .map(|f| BindMount { source: guest(&dir.join("share/etc").join(f)), destination: format!("/etc/{f}"), readonly: false })
                 .collect();
             for (n, mnt) in c.mounts.iter().enumerate() {
-                let MountSource::Bind { host_path, .. } = &mnt.source else {
-                    return Err(Error::Unsupported("tmpfs mounts in VM-isolated pods".into()));
+                let host_path = match &mnt.source {
+                    MountSource::Bind { host_path, .. } => host_path,
+                    MountSource::PodMemory { volume, sub_path, size_bytes, .. } => {
+                        // In the guest's memory, not the host's tmpfs over 9p.
+                        let req = Request::Volume { name: volume.clone(), size_bytes: *size_bytes, sub_path: sub_path.clone() };
+                        conn.client.call_ok(req, CALL_TIMEOUT).map_err(agent_error)?;
+                        let mut source = format!("{}/{volume}", protocol::VOLUMES_DIR);
+                        if let Some(sub) = sub_path {
+                            source = format!("{source}/{sub}");
+                        }
+                        mounts.push(BindMount { source, destination: mnt.container_path.display().to_string(), readonly: mnt.readonly });
+                        continue;
+                    }
+                    MountSource::Tmpfs { .. } => return Err(Error::Unsupported("tmpfs mounts of one container in VM-isolated pods".into())),
                 };
                 let target = dir.join("share").join(&id).join(format!("vol{n}"));
                 if host_path.is_dir() {

@@ -302,6 +302,19 @@ pub enum MountSource {
     Bind { host_path: PathBuf, #[serde(default)] propagation: MountPropagation },
     /// A fresh tmpfs of its own (size-limited if given).
     Tmpfs { #[serde(default)] size_bytes: Option<u64> },
+    /// A pod's memory-backed emptyDir (`medium: Memory`): one tmpfs per pod and volume, shared by
+    /// the pod's containers and kept for the pod's life. `host_path` is the tmpfs the node
+    /// prepared (`sub_path` joined), which container pods bind-mount; a VM-isolated pod keeps the
+    /// volume in its guest's memory instead (a tmpfs in the guest, counted in the guest's memory
+    /// as the pod's own use is), as Kata does.
+    PodMemory {
+        volume: String,
+        host_path: PathBuf,
+        #[serde(default)]
+        sub_path: Option<String>,
+        #[serde(default)]
+        size_bytes: Option<u64>,
+    },
 }
 
 /// One mount in a container (CRI `Mount`, plus tmpfs).

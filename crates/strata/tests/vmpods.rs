@@ -406,3 +406,57 @@ fn a_vm_pod_whose_agent_died_while_its_guest_booted_gets_a_working_microvm() {
     let vms = root.join("microvm/vms");
     assert!(eventually(Duration::from_secs(30), || std::fs::read_dir(&vms).map(|d| d.count() == 0).unwrap_or(true)), "VM state left in {}", vms.display());
 }
+
+fn memory_volume_pod(name: &str, class: Option<&str>, image: &str) -> String {
+    let class = class.map(|c| format!("  runtimeClassName: {c}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n{class}  terminationGracePeriodSeconds: 2\n  volumes:\n  - name: cache\n    emptyDir: {{medium: Memory, sizeLimit: 8Mi}}\n  containers:\n  - name: writer\n    image: {image}\n    command: [sh, -c, 'echo from-writer > /cache/note; mkdir -p /cache/sub; echo in-sub > /cache/sub/f; sleep 100000']\n    volumeMounts: [{{name: cache, mountPath: /cache}}]\n  - name: reader\n    image: {image}\n    command: [sh, -c, 'trap \"exit 7\" TERM; while true; do sleep 1; done']\n    volumeMounts: [{{name: cache, mountPath: /data}}, {{name: cache, mountPath: /only-sub, subPath: sub}}]\n"
+    )
+}
+
+/// An emptyDir with `medium: Memory` is a tmpfs shared by the pod's containers, sized by its
+/// `sizeLimit`, for both runtime classes (in a VM-isolated pod a tmpfs in the guest's memory,
+/// kept for the pod's life: a restarted container finds what was written).
+#[test]
+fn memory_empty_dirs_are_shared_tmpfs_for_both_runtime_classes() {
+    let VmCluster { server, _registry, image, .. } = vm_cluster();
+    let pods = [("mem-runc", None), ("mem-vm", Some("strata-vm"))];
+    for (name, class) in &pods {
+        server.ok_stdin(&["apply", "-f", "-"], Some(&memory_volume_pod(name, *class, &image)));
+    }
+    for (name, class) in pods {
+        let what = format!("{name} ({})", class.unwrap_or("default runtime"));
+        let mut last = Value::Null;
+        let ok = eventually(Duration::from_secs(300), || {
+            last = pod(&server, name);
+            ["writer", "reader"].iter().all(|c| container(&last, c)["state"]["running"].is_object())
+        });
+        assert!(ok, "{what}: not running: {last:#}\nlog: {}", server.log());
+        let note = eventually(Duration::from_secs(60), || server.kubectl(&["exec", name, "-c", "reader", "--", "cat", "/data/note"]).stdout == b"from-writer\n");
+        assert!(note, "{what}: the reader does not see the writer's file");
+        assert_eq!(server.ok(&["exec", name, "-c", "reader", "--", "cat", "/only-sub/f"]), "in-sub\n", "{what}: subPath");
+        let mounts = server.ok(&["exec", name, "-c", "reader", "--", "cat", "/proc/mounts"]);
+        let fs = |at: &str| mounts.lines().find(|l| l.split_whitespace().nth(1) == Some(at)).and_then(|l| l.split_whitespace().nth(2)).map(str::to_string);
+        assert_eq!((fs("/data"), fs("/only-sub")), (Some("tmpfs".into()), Some("tmpfs".into())), "{what}: {mounts}");
+        let df = server.ok(&["exec", name, "-c", "reader", "--", "df", "-k", "/data"]);
+        let size_kib: u64 = df.lines().nth(1).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).expect("df size");
+        assert_eq!(size_kib, 8192, "{what}: sizeLimit: {df}");
+        // A write the limit cannot hold fails; the volume outlives a container restart.
+        let big = server.kubectl(&["exec", name, "-c", "reader", "--", "sh", "-c", "head -c 9437184 /dev/zero > /data/big"]);
+        assert!(!big.status.success(), "{what}: 9 MiB fit in an 8 MiB volume");
+        server.ok(&["exec", name, "-c", "reader", "--", "rm", "-f", "/data/big"]);
+        server.ok(&["exec", name, "-c", "reader", "--", "kill", "1"]);
+        let mut last = Value::Null;
+        let restarted = eventually(Duration::from_secs(120), || {
+            last = pod(&server, name);
+            container(&last, "reader")["restartCount"].as_i64() >= Some(1) && container(&last, "reader")["state"]["running"].is_object()
+        });
+        assert!(restarted, "{what}: reader not restarted: {last:#}");
+        assert_eq!(server.ok(&["exec", name, "-c", "reader", "--", "cat", "/data/note"]), "from-writer\n", "{what}: after a restart");
+    }
+    for (name, _) in pods {
+        server.ok(&["delete", "pod", name, "--wait=false"]);
+    }
+    let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
+    assert!(gone, "pods or QEMU left: {:?}", processes_under(&server.root()));
+}

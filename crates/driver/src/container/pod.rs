@@ -110,7 +110,11 @@ impl PodPart {
                 return Err(Error::InvalidArgument(format!("mount path {} is not absolute", m.container_path.display())));
             }
             x.mounts.push(match &m.source {
-                MountSource::Bind { host_path, propagation } => {
+                MountSource::Bind { host_path, .. } | MountSource::PodMemory { host_path, .. } => {
+                    let propagation = match &m.source {
+                        MountSource::Bind { propagation, .. } => *propagation,
+                        _ => MountPropagation::None,
+                    };
                     if !host_path.is_absolute() || std::fs::symlink_metadata(host_path).is_err() {
                         return Err(Error::InvalidArgument(format!(
                             "mount source {} for {} does not exist (or is not an absolute path)",

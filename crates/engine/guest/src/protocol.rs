@@ -34,6 +34,9 @@ pub const PORT_NAME: &str = "strata.agent";
 /// guest mounts it.
 pub const SHARE_TAG: &str = "strata";
 pub const SHARE_MOUNT: &str = "/run/strata/shared";
+/// Where the guest keeps the pod's memory-backed volumes ([`Request::Volume`]): one tmpfs per
+/// volume at `VOLUMES_DIR/<name>`, which containers bind-mount.
+pub const VOLUMES_DIR: &str = "/run/strata/volumes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -64,6 +67,16 @@ pub enum Request {
     Network(NetworkConfig),
     /// Record a container; its process starts with `Start`.
     Create { id: String, spec: ContainerSpec },
+    /// Make sure the pod's memory-backed volume `name` (an emptyDir with `medium: Memory`) is a
+    /// tmpfs at `VOLUMES_DIR/<name>` (mode 0777, `size_bytes` if given; mounted once, kept until
+    /// the VM ends, so restarted containers find it) and that its directory `sub_path` exists.
+    Volume {
+        name: String,
+        #[serde(default)]
+        size_bytes: Option<u64>,
+        #[serde(default)]
+        sub_path: Option<String>,
+    },
     /// Start a created container's process ([`Response::Started`]).
     Start { id: String },
     /// Send a signal to a container's main process (no error if it has already exited).
@@ -342,6 +355,7 @@ mod tests {
             Request::Hello,
             Request::Network(NetworkConfig { interface: None, address: "10.88.0.5/16".into(), gateway: Some("10.88.0.1".into()), hostname: Some("p".into()) }),
             Request::Create { id: "c1".into(), spec },
+            Request::Volume { name: "cache".into(), size_bytes: Some(8 << 20), sub_path: Some("a/b".into()) },
             Request::Start { id: "c1".into() },
             Request::Signal { id: "c1".into(), signal: 15 },
             Request::Exec(ExecRequest { id: "c1".into(), argv: vec!["true".into()], env: None, timeout_ms: Some(500) }),

@@ -136,6 +136,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
             }
             Request::Network(cfg) => reply(result_of(net::configure(&cfg))),
             Request::Create { id: cid, spec } => reply(result_of(containers.create(&cid, spec))),
+            Request::Volume { name, size_bytes, sub_path } => reply(result_of(volume(&name, size_bytes, sub_path.as_deref()))),
             Request::Start { id: cid } => reply(match containers.start(&cid) {
                 Ok(pid) => Response::Started { pid },
                 Err(e) => Response::Error { message: e },
@@ -198,6 +199,38 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
     drop(containers);
     drop(tx);
     Ok(result?)
+}
+
+/// [`Request::Volume`]: a tmpfs per volume name under [`protocol::VOLUMES_DIR`], mounted the first
+/// time and found mounted later (a mount point has another device than its parent).
+fn volume(name: &str, size_bytes: Option<u64>, sub_path: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Component, Path};
+    let plain = |p: &str| !p.is_empty() && Path::new(p).components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain(name) || name.contains('/') {
+        return Err(format!("volume name {name:?} must be one path component"));
+    }
+    if sub_path.is_some_and(|s| !plain(s)) {
+        return Err(format!("volume {name}: subPath {:?} must be a relative path without '..'", sub_path.unwrap_or_default()));
+    }
+    let parent = Path::new(protocol::VOLUMES_DIR);
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).map_err(|e| format!("{}: {e}", p.display()));
+    if dev(&dir)? == dev(parent)? {
+        let opts = match size_bytes {
+            Some(b) => format!("mode=0777,size={b}"),
+            None => "mode=0777".to_string(),
+        };
+        let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+        nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), flags, Some(opts.as_str())).map_err(|e| format!("mounting volume {name}: {e}"))?;
+        note!("volume {name}: tmpfs ({opts})");
+    }
+    if let Some(sub) = sub_path {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
+    }
+    Ok(())
 }
 
 fn result_of(r: Result<(), String>) -> Response {

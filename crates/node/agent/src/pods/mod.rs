@@ -927,7 +927,15 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
             Some("Bidirectional") => MountPropagation::Bidirectional,
             _ => MountPropagation::None,
         };
-        mounts.push(Mount { container_path: vm.mount_path.clone().into(), source: MountSource::Bind { host_path: host, propagation }, readonly: vm.read_only.unwrap_or(false) });
+        let source = match volumes::memory_volume(pod, &vm.name) {
+            // One tmpfs for the pod: the runtime decides where it lives (a microVM keeps it in its guest).
+            Some(size_bytes) => {
+                let sub_path = vm.sub_path.clone().filter(|s| !s.is_empty());
+                MountSource::PodMemory { volume: vm.name.clone(), host_path: host, sub_path, size_bytes }
+            }
+            None => MountSource::Bind { host_path: host, propagation },
+        };
+        mounts.push(Mount { container_path: vm.mount_path.clone().into(), source, readonly: vm.read_only.unwrap_or(false) });
     }
     // The termination message file (kubelet bind-mounts one per attempt).
     let uid = uid_of(pod);

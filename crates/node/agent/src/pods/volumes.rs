@@ -271,6 +271,18 @@ fn downward(volume: &str, items: &[DownwardAPIVolumeFile], facts: &PodFacts, all
     Ok(())
 }
 
+/// `Some(sizeLimit in bytes)` when an emptyDir is memory-backed (`medium: Memory`).
+fn memory_medium(ed: &k8s_openapi::api::core::v1::EmptyDirVolumeSource) -> Option<Option<u64>> {
+    (ed.medium.as_deref() == Some("Memory")).then(|| ed.size_limit.as_ref().and_then(spec::milli).map(|m| (m / 1000).max(0) as u64))
+}
+
+/// The size limit of `pod`'s volume `name` when it is a memory-backed emptyDir (`Some(None)`:
+/// no limit); `None` for any other volume.
+pub fn memory_volume(pod: &Pod, name: &str) -> Option<Option<u64>> {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or(&[]);
+    volumes.iter().find(|v| v.name == name).and_then(|v| v.empty_dir.as_ref()).and_then(memory_medium)
+}
+
 /// Set up (or bring up to date) every volume of `pod` under `pod_dir`; returns each volume's
 /// host path, to be bind-mounted.
 pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocatable: &BTreeMap<String, Quantity>) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
@@ -282,8 +294,7 @@ pub fn prepare(pod_dir: &Path, pod: &Pod, refs: &Refs, facts: &PodFacts, allocat
         let dir = pod_dir.join("volumes").join(&v.name);
         let name = v.name.as_str();
         if let Some(ed) = &v.empty_dir {
-            if ed.medium.as_deref() == Some("Memory") {
-                let size = ed.size_limit.as_ref().and_then(spec::milli).map(|m| (m / 1000).max(0) as u64);
+            if let Some(size) = memory_medium(ed) {
                 mount_tmpfs(&dir, size, 0o777).map_err(|m| verr(name, m))?;
             } else {
                 std::fs::create_dir_all(&dir).map_err(|e| verr(name, e.to_string()))?;
