@@ -180,6 +180,8 @@ struct Shared {
     streams: Mutex<HashMap<String, Arc<StreamSink>>>,
     subscribers: Mutex<Vec<mpsc::Sender<PodEvent>>>,
     records: Mutex<()>,
+    /// Attached clients' output feeds by container id (`attach_container`), ended by the exit.
+    attached: Mutex<HashMap<String, Vec<mpsc::SyncSender<crate::OutputChunk>>>>,
 }
 
 impl Shared {
@@ -266,6 +268,14 @@ impl Shared {
                 }
             }
             GuestMessage::Output { id, stream, data } => {
+                if let Some(feeds) = self.attached.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
+                    let s = match stream {
+                        Stream::Stdout => crate::LogStream::Stdout,
+                        Stream::Stderr => crate::LogStream::Stderr,
+                    };
+                    // A client ATTACH_BACKLOG chunks behind is dropped rather than stalling the VM's output.
+                    feeds.retain(|f| f.try_send(crate::OutputChunk { stream: s, data: data.clone() }).is_ok());
+                }
                 let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
                 if !logs.contains_key(&id) {
                     let Ok(r) = self.load(&id) else { return };
@@ -299,10 +309,13 @@ impl Shared {
                 self.logs.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 let code = code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
                 let exit = ExitStatus::new(code, signal, oom_killed, now());
-                match self.update(&id, |r| {
+                let updated = self.update(&id, |r| {
                     r.state = ContainerState::Exited;
                     r.exit = Some(exit.clone());
-                }) {
+                });
+                // After the record says Exited: an attach checks that under this lock.
+                self.attached.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                match updated {
                     Ok(r) => self.publish(&id, &r.sandbox_id, PodEventKind::Exited(exit)),
                     Err(e) => tracing::debug!(container = %id, error = %e, "exit of an unknown container"),
                 }
@@ -341,7 +354,7 @@ impl MicroVmRuntime {
         if !initramfs.exists() {
             initramfs::build(&kernel, &config.guest_agent, &initramfs).map_err(|e| Error::FailedPrecondition(format!("building the microVM initramfs: {e}")))?;
         }
-        let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), streams: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()) });
+        let shared = Arc::new(Shared { root, logs: Mutex::new(HashMap::new()), streams: Mutex::new(HashMap::new()), subscribers: Mutex::new(Vec::new()), records: Mutex::new(()), attached: Mutex::new(HashMap::new()) });
         let rt = MicroVmRuntime { sandboxes, images, kernel, initramfs, config, shared, conns: Mutex::new(HashMap::new()), booting: Mutex::new(Default::default()) };
         // Take the channels of the VMs already running (a restarted agent): their output and
         // exits, held back by the guests meanwhile, come in from now on.
@@ -649,6 +662,43 @@ impl crate::pod::ExecProcess for StreamExec {
     }
 }
 
+/// How many output chunks an attached client may fall behind before it is dropped.
+const ATTACH_BACKLOG: usize = 1024;
+
+/// Input of an attached client to a container's main process: the guest agent's `Input`,
+/// `Resize` and `CloseInput` named by the container's id.
+struct VmAttachInput {
+    conn: Arc<Conn>,
+    id: String,
+    tty: bool,
+    /// Kubernetes' `stdinOnce`: the first client's end of input closes the container's stdin;
+    /// otherwise it stays open for the next attach.
+    stdin_once: bool,
+}
+
+impl crate::AttachInput for VmAttachInput {
+    fn input(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let req = Request::Input { stream: self.id.clone(), data: data.to_vec() };
+        self.conn.client.call_ok(req, CALL_TIMEOUT).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+    fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
+        if !self.tty {
+            return Ok(());
+        }
+        self.conn.client.call_ok(Request::Resize { stream: self.id.clone(), rows, cols }, CALL_TIMEOUT).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+    fn close_input(&mut self) -> std::io::Result<()> {
+        if !self.stdin_once {
+            return Ok(());
+        }
+        if self.tty {
+            // The terminal's end of file: its master stays open for the output.
+            return self.input(b"\x04");
+        }
+        self.conn.client.call_ok(Request::CloseInput { stream: self.id.clone() }, CALL_TIMEOUT).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
 /// Send what `from` gives as `stream`'s input, chunk by chunk (each answered before the next),
 /// then its end; a thread of its own.
 fn pump_input(conn: Arc<Conn>, stream: String, mut from: impl std::io::Read + Send + 'static) -> Result<(), Error> {
@@ -846,9 +896,6 @@ impl PodRuntime for MicroVmRuntime {
         if c.metadata.name.is_empty() {
             return Err(Error::InvalidArgument("a pod container needs a name".into()));
         }
-        if c.tty || c.stdin {
-            return Err(Error::Unsupported("stdin and terminals in VM-isolated pods".into()));
-        }
         if c.log_path.as_ref().is_some_and(|p| p.is_absolute() || p.components().any(|c| c == std::path::Component::ParentDir)) {
             return Err(Error::InvalidArgument("a container's log path is relative to the sandbox's log directory, without '..'".into()));
         }
@@ -974,6 +1021,8 @@ impl PodRuntime for MicroVmRuntime {
                 hostname: Some(sb.hostname.clone()),
                 mounts,
                 resources: guest_resources(&c.resources),
+                stdin: c.stdin,
+                tty: c.tty,
             })
         })();
         let result = prepared.and_then(|spec| {
@@ -1154,8 +1203,23 @@ impl PodRuntime for MicroVmRuntime {
         crate::workload_log::read_until(&r.log_path, &done, opts, &format!("logs of {id}"), sink)
     }
 
-    fn attach_container(&self, _id: &str) -> Result<Attachment, Error> {
-        Err(Error::Unsupported("attach in VM-isolated pods".into()))
+    fn attach_container(&self, id: &str) -> Result<Attachment, Error> {
+        let r = self.shared.load(id)?;
+        let conn = self.conn(&r.sandbox_id)?;
+        let rx = {
+            let mut attached = self.shared.attached.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock the exit takes: an exit after this point ends the feed.
+            if self.shared.load(id)?.state != ContainerState::Running {
+                return Err(Error::FailedPrecondition(format!("container {id} is not running")));
+            }
+            let (tx, rx) = mpsc::sync_channel(ATTACH_BACKLOG);
+            attached.entry(id.to_string()).or_default().push(tx);
+            rx
+        };
+        let (stdin, tty) = (r.config.stdin, r.config.tty);
+        let input: Option<Box<dyn crate::AttachInput>> =
+            (stdin || tty).then(|| Box::new(VmAttachInput { conn, id: id.to_string(), tty, stdin_once: r.config.stdin_once }) as Box<dyn crate::AttachInput>);
+        Ok(Attachment { tty, stdin, input, output: Box::new(rx.into_iter().map(Ok)) })
     }
 
     /// The pod's loopback is the guest's: the agent connects to `127.0.0.1:port` in the guest

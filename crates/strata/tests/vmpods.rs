@@ -460,3 +460,79 @@ fn memory_empty_dirs_are_shared_tmpfs_for_both_runtime_classes() {
     let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
     assert!(gone, "pods or QEMU left: {:?}", processes_under(&server.root()));
 }
+
+fn attach_pod(name: &str, class: Option<&str>, image: &str) -> String {
+    let class = class.map(|c| format!("  runtimeClassName: {c}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n{class}  terminationGracePeriodSeconds: 2\n  containers:\n  - name: shell\n    image: {image}\n    stdin: true\n    command: [sh, -c, 'while read l; do echo main:$l; done; echo stdin-closed; sleep 100000']\n  - name: ticker\n    image: {image}\n    command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick-$i; sleep 1; done']\n  - name: term\n    image: {image}\n    stdin: true\n    tty: true\n    command: [sh, -c, 'tty; stty size; sleep 100000']\n"
+    )
+}
+
+/// `kubectl attach` joins a running container's main process in both runtime classes: its input
+/// (`stdin: true`) and its output from the moment of attaching; a `tty: true` container has a
+/// terminal.
+#[test]
+fn attach_and_terminals_work_for_both_runtime_classes() {
+    let VmCluster { server, _registry, image, .. } = vm_cluster();
+    let pods = [("att-runc", None), ("att-vm", Some("strata-vm"))];
+    for (name, class) in &pods {
+        server.ok_stdin(&["apply", "-f", "-"], Some(&attach_pod(name, *class, &image)));
+    }
+    for (name, class) in pods {
+        let what = format!("{name} ({})", class.unwrap_or("default runtime"));
+        let mut last = Value::Null;
+        let ok = eventually(Duration::from_secs(300), || {
+            last = pod(&server, name);
+            ["shell", "ticker", "term"].iter().all(|c| container(&last, c)["state"]["running"].is_object())
+        });
+        assert!(ok, "{what}: not running: {last:#}\nlog: {}", server.log());
+        // Input reaches the main process; its answers come back.
+        let mut a = server
+            .kubectl_command("kubectl")
+            .args(["attach", "-i", name, "-c", "shell"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("attach");
+        let mut stdin = a.stdin.take().expect("stdin");
+        let stdout = a.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut seen = false;
+        while !seen && std::time::Instant::now() < deadline {
+            let _ = stdin.write_all(b"hello\n").and_then(|_| stdin.flush());
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+                seen |= l == "main:hello";
+                if seen {
+                    break;
+                }
+            }
+        }
+        let _ = a.kill();
+        let out = wait_bounded(a, Duration::from_secs(30));
+        assert!(seen, "{what}: no echo from the main process: {}", text(&out.stderr));
+        // Output only, from the moment of attaching (a ticker's new lines, not its first).
+        let mut t = server.kubectl_command("kubectl").args(["attach", name, "-c", "ticker"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("attach");
+        let mut lines = BufReader::new(t.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let second = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = t.kill();
+        let out = wait_bounded(t, Duration::from_secs(30));
+        let n = |l: &str| l.strip_prefix("tick-").and_then(|n| n.parse::<u64>().ok());
+        assert!(n(&first).is_some_and(|a| a > 1 && n(&second) == Some(a + 1)), "{what}: attached output {first:?} {second:?}: {}", text(&out.stderr));
+        // A terminal: tty names it, stty reads its size.
+        let logs = server.ok(&["logs", name, "-c", "term"]);
+        assert!(logs.lines().next().is_some_and(|l| l.trim().starts_with("/dev/pts/")), "{what}: {logs:?}");
+    }
+    for (name, _) in pods {
+        server.ok(&["delete", "pod", name, "--wait=false"]);
+    }
+    let gone = eventually(Duration::from_secs(120), || pods.iter().all(|(n, _)| pod(&server, n).is_null()) && processes_under(&server.root()).is_empty());
+    assert!(gone, "pods or QEMU left: {:?}", processes_under(&server.root()));
+}

@@ -149,6 +149,14 @@ pub struct ContainerSpec {
     /// of its own, its execs join it.
     #[serde(default)]
     pub resources: Resources,
+    /// The main process reads a pipe as stdin, fed by `Input` requests named by the container's
+    /// id (`CloseInput` ends it); without, its stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The main process has a new terminal as stdin, stdout, stderr and controlling terminal
+    /// (24x80 until a `Resize` named by the container's id); its output is all `Stdout`.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A container's cgroup v2 limits (kubelet's values, translated as runc does for v2).
@@ -350,6 +358,8 @@ mod tests {
             hostname: Some("pod".into()),
             mounts: vec![BindMount { source: "/run/strata/shared/hosts".into(), destination: "/etc/hosts".into(), readonly: true }],
             resources: Resources { memory_max_bytes: Some(64 << 20), cpu_quota_us: Some(50_000), cpu_period_us: Some(100_000), cpu_shares: Some(512), pids_max: Some(100) },
+            stdin: true,
+            tty: true,
         };
         for request in [
             Request::Hello,

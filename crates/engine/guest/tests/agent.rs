@@ -116,7 +116,13 @@ fn rootfs() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("guest-rootfs-").tempdir_in("/var/tmp").expect("tempdir");
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin");
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox (apt-get install busybox-static)");
+    // A hard link where it can be: a copy's write descriptor, inherited by another test
+    // thread's forked child until it execs, makes exec of the copy fail with ETXTBSY meanwhile
+    // (and a copying child process would be reaped by another test's agent, `waitpid(-1)`).
+    let dest = bin.join("busybox");
+    if std::fs::hard_link("/bin/busybox", &dest).is_err() {
+        std::fs::copy("/bin/busybox", &dest).expect("busybox (apt-get install busybox-static)");
+    }
     for applet in ["sh", "echo", "hostname", "cat", "sleep", "id", "tr", "ls", "true"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }
@@ -302,4 +308,40 @@ fn streams_carry_stdin_a_terminal_resizes_exit_codes_and_loopback_connections() 
     let msg = h.error(Request::Connect { stream: "x-c2".into(), port: closed });
     assert!(msg.contains("refused"), "{msg}");
     h.ok(Request::Remove { id: "c".into() });
+}
+
+/// A container's main process with stdin (a pipe fed by `Input` named by the container's id,
+/// ended by `CloseInput`) or with a terminal (resized by `Resize`, output as one stream), as
+/// `kubectl attach` and `stdin`/`tty` in a pod spec need.
+#[test]
+fn a_containers_main_process_takes_input_and_may_have_a_terminal() {
+    let root = rootfs();
+    let mut h = Host::start();
+    let mut s = spec(root.path(), &["sh", "-c", "while read l; do echo main:$l; done; echo eof >&2; exit 4"], "pod-in");
+    s.stdin = true;
+    h.ok(Request::Create { id: "in".into(), spec: s });
+    assert!(matches!(h.call(Request::Start { id: "in".into() }), Response::Started { .. }));
+    h.ok(Request::Input { stream: "in".into(), data: b"one\n".to_vec() });
+    h.ok(Request::Input { stream: "in".into(), data: b"two\n".to_vec() });
+    h.ok(Request::CloseInput { stream: "in".into() });
+    assert_eq!(h.wait_exit("in"), (Some(4), None));
+    assert_eq!((h.out("in", Stream::Stdout), h.out("in", Stream::Stderr)), ("main:one\nmain:two\n".to_string(), "eof\n".to_string()));
+
+    let mut s = spec(root.path(), &["sh", "-c", "busybox tty; read l; busybox stty size; echo err >&2; exit 6"], "pod-tty");
+    (s.stdin, s.tty) = (true, true);
+    h.ok(Request::Create { id: "tty".into(), spec: s });
+    assert!(matches!(h.call(Request::Start { id: "tty".into() }), Response::Started { .. }));
+    h.ok(Request::Resize { stream: "tty".into(), rows: 40, cols: 120 });
+    h.ok(Request::Input { stream: "tty".into(), data: b"go\n".to_vec() });
+    assert_eq!(h.wait_exit("tty"), (Some(6), None));
+    let out = h.out("tty", Stream::Stdout);
+    assert!(out.contains("/dev/pts/") && out.contains("40 120") && out.contains("err"), "{out:?}");
+    assert_eq!(h.out("tty", Stream::Stderr), "");
+
+    // Without either, there is nothing to feed; removal forgets the input.
+    h.ok(Request::Create { id: "plain".into(), spec: spec(root.path(), &["true"], "pod-p") });
+    assert!(matches!(h.call(Request::Start { id: "plain".into() }), Response::Started { .. }));
+    assert!(h.error(Request::Input { stream: "plain".into(), data: b"x".to_vec() }).contains("no stream"));
+    h.ok(Request::Remove { id: "in".into() });
+    assert!(h.error(Request::Input { stream: "in".into(), data: b"x".to_vec() }).contains("no stream"));
 }

@@ -165,7 +165,9 @@ impl Containers {
         Ok(())
     }
 
-    pub fn start(&self, id: &str) -> Result<i32, String> {
+    /// Start a created container's main process: its pid and the host-facing end of its input
+    /// (the write end of its stdin pipe, or its terminal's master), if it has one.
+    pub fn start(&self, id: &str) -> Result<(i32, MainInput), String> {
         let entry = self.get(id)?;
         let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
         if *state != State::Created {
@@ -178,13 +180,31 @@ impl Containers {
         };
         launch.cgroup_procs = cgroup.as_ref().map(|p| cstr(p.as_os_str().as_encoded_bytes())).transpose()?;
         *entry.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = cgroup.clone();
-        let child = launch.spawn(&self.0.reaper, None, Stdio::Capture)?;
+        let stdio = match (entry.spec.tty, entry.spec.stdin) {
+            (true, _) => Stdio::Tty { rows: 24, cols: 80 },
+            (false, true) => Stdio::Pipes { stdin: true },
+            (false, false) => Stdio::Capture,
+        };
+        let child = launch.spawn(&self.0.reaper, None, stdio)?;
         *state = State::Running { pid: child.pid };
         drop(state);
         let pid = child.pid;
+        let dup = |f: &OwnedFd| f.try_clone().map_err(|e| format!("dup: {e}"));
+        let (input, out, err) = match &child.master {
+            Some(m) => match (dup(m), dup(m)) {
+                (Ok(i), Ok(o)) => (Some(i), Some(o), None),
+                (Err(e), _) | (_, Err(e)) => {
+                    // SAFETY: kill(2) of our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return Err(e);
+                }
+            },
+            None => (child.stdin, child.stdout, child.stderr),
+        };
+        let main_input = MainInput { input, master: child.master };
         let (inner, id2, entry2) = (self.0.clone(), id.to_string(), entry.clone());
         let monitor = std::thread::Builder::new().name("monitor".into()).spawn(move || {
-            let readers = [forward(child.stdout, &id2, Stream::Stdout, &inner.tx), forward(child.stderr, &id2, Stream::Stderr, &inner.tx)];
+            let readers = [forward(out, &id2, Stream::Stdout, &inner.tx), forward(err, &id2, Stream::Stderr, &inner.tx)];
             let exit = inner.reaper.wait(pid, None).unwrap_or(Exit::Signal(libc::SIGKILL));
             // Every byte of output before the exit (the PID namespace is gone, so are its writers).
             for r in readers.into_iter().flatten() {
@@ -204,7 +224,7 @@ impl Containers {
             unsafe { libc::kill(pid, libc::SIGKILL) };
             return Err(format!("monitor thread: {e}"));
         }
-        Ok(pid)
+        Ok((pid, main_input))
     }
 
     pub fn signal(&self, id: &str, signal: i32) -> Result<(), String> {
@@ -444,6 +464,14 @@ struct Launch {
     groups: Vec<libc::gid_t>,
     /// The `cgroup.procs` the child moves itself into first.
     cgroup_procs: Option<CString>,
+}
+
+/// The input side of a container's main process started with stdin or a terminal.
+pub(crate) struct MainInput {
+    /// Where its input goes: its stdin pipe, or (a dup of) its terminal's master.
+    pub input: Option<OwnedFd>,
+    /// Its terminal's master (resizes).
+    pub master: Option<OwnedFd>,
 }
 
 /// A started process and the host-facing ends of its stdio.

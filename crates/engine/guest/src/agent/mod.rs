@@ -137,7 +137,7 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
             Request::Network(cfg) => reply(result_of(net::configure(&cfg))),
             Request::Create { id: cid, spec } => reply(result_of(containers.create(&cid, spec))),
             Request::Volume { name, size_bytes, sub_path } => reply(result_of(volume(&name, size_bytes, sub_path.as_deref()))),
-            Request::Start { id: cid } => reply(match containers.start(&cid) {
+            Request::Start { id: cid } => reply(match containers.start(&cid).and_then(|(pid, main)| streams.adopt_main(&cid, main).map(|()| pid)) {
                 Ok(pid) => Response::Started { pid },
                 Err(e) => Response::Error { message: e },
             }),
@@ -157,7 +157,10 @@ pub fn serve<R: Read, W: Write + Send + 'static>(mut input: R, mut output: W, on
                     reply(Response::Error { message: format!("exec thread: {e}") });
                 }
             }
-            Request::Remove { id: cid } => reply(result_of(containers.remove(&cid))),
+            Request::Remove { id: cid } => {
+                streams.forget(&cid);
+                reply(result_of(containers.remove(&cid)))
+            }
             Request::ExecStream { stream, exec, tty, stdin } => reply(match streams.exec(&stream, &exec, tty, stdin) {
                 Ok(pid) => Response::Started { pid },
                 Err(e) => Response::Error { message: e },

@@ -101,6 +101,29 @@ impl Streams {
         Ok(pid)
     }
 
+    /// Take the input of container `id`'s main process (started with stdin or a terminal), so
+    /// `Input`, `CloseInput` and `Resize` named by the container's id reach it. `Cancel` does
+    /// not kill a container; the entry goes with the container ([`Streams::forget`]).
+    pub fn adopt_main(&self, id: &str, main: container::MainInput) -> Result<(), String> {
+        if main.input.is_none() && main.master.is_none() {
+            return Ok(());
+        }
+        self.check_new(id)?;
+        let input = main.input.map(|fd| self.writer(id, std::fs::File::from(fd), |_| {}));
+        let entry = Arc::new(Entry { input: Mutex::new(input), pid: None, master: main.master, conn: None });
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), entry);
+        Ok(())
+    }
+
+    /// Drop what [`Streams::adopt_main`] kept of a removed container (closing its input).
+    pub fn forget(&self, id: &str) {
+        if let Some(e) = self.table.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
+            if let Some(tx) = e.input.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(In::Close);
+            }
+        }
+    }
+
     /// Connect `stream` to `127.0.0.1:port`.
     pub fn connect(&self, stream: &str, port: u16) -> Result<(), String> {
         self.check_new(stream)?;
