@@ -822,3 +822,35 @@ fn server_side_apply_options_and_update_managers(backend: Backend) {
     assert!(now.contains(&("kubectl".into(), "Apply".into(), String::new())) && !now.iter().any(|m| m.0 == "kubectl-client-side-apply"), "{now:?}");
     assert_eq!(fields_v1(&s, &moved, "kubectl", "Apply"), serde_json::json!({"f:data": {"f:a": {}, "f:b": {}}}));
 }
+
+/// `kubectl explain` shows upstream v1.32.0's descriptions of built-in kinds and their fields
+/// (scripts/gen-k8s-docs.py), in OpenAPI v3 and v2, for old and new kubectl; a message whose Go
+/// name another package also has (autoscaling/v2's HorizontalPodAutoscalerSpec) gets its own.
+#[test]
+fn explain_describes_built_in_kinds_as_upstream() {
+    let s = ApiServer::start(Backend::Embedded);
+    for v in ["1.27", "1.32", "1.33"] {
+        let bin = common::server::kubectl_of(v);
+        for output in ["plaintext", "plaintext-openapiv2"] {
+            let explain = |args: &[&str]| {
+                let mut a = vec!["explain", "--output", output];
+                a.extend_from_slice(args);
+                let out = s.kubectl_bin(&bin, &a, None);
+                assert!(out.status.success(), "kubectl {v} {a:?}: {}", String::from_utf8_lossy(&out.stderr));
+                // kubectl wraps long lines: compare words.
+                String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+            };
+            if v == "1.27" && output == "plaintext" {
+                continue; // kubectl 1.27 has no --output plaintext (v3 explain came in 1.27 behind a flag)
+            }
+            let pod = explain(&["pod.spec.restartPolicy"]);
+            assert!(pod.contains("Restart policy for all containers within the pod. One of Always, OnFailure, Never."), "kubectl {v} {output}: {pod}");
+            let deploy = explain(&["deployment"]);
+            assert!(deploy.contains("Deployment enables declarative updates for Pods and ReplicaSets."), "kubectl {v} {output}: {deploy}");
+            let hpa = explain(&["horizontalpodautoscaler.spec", "--api-version=autoscaling/v2"]);
+            assert!(hpa.contains("maxReplicas is the upper limit for the number of replicas to which the autoscaler can scale up."), "kubectl {v} {output}: {hpa}");
+            let hpa1 = explain(&["horizontalpodautoscaler.spec", "--api-version=autoscaling/v1"]);
+            assert!(hpa1.contains("maxReplicas is the upper limit for the number of pods that can be set by the autoscaler; cannot be smaller than MinReplicas."), "kubectl {v} {output}: {hpa1}");
+        }
+    }
+}

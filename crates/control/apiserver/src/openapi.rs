@@ -132,7 +132,7 @@ fn properties(msg: &str, flavor: Flavor, deps: &mut Vec<&'static str>, props: &m
             C::Map => json!({ "type": "object", "additionalProperties": t }),
             C::Keep | C::Omit => t,
         };
-        if let (Some(doc), Some(o)) = (crate::k8s_docs::doc(crate::protobuf::go_type(msg), f.1), v.as_object_mut()) {
+        if let (Some(doc), Some(o)) = (crate::k8s_docs::doc(msg, f.1), v.as_object_mut()) {
             o.insert("description".into(), json!(doc));
         }
         if let (Some(meta), Some(o)) = (crate::k8s_meta::field(crate::protobuf::go_type(msg), f.1), v.as_object_mut()) {
@@ -177,7 +177,7 @@ pub(crate) fn message_definitions(root: &'static str, flavor: Flavor, out: &mut 
         if let Some((_, required)) = crate::k8s_messages::REQUIRED.iter().find(|(r, _)| *r == m) {
             def["required"] = json!(required);
         }
-        if let Some(doc) = crate::k8s_docs::doc(crate::protobuf::go_type(m), "") {
+        if let Some(doc) = crate::k8s_docs::doc(m, "") {
             def["description"] = json!(doc);
         }
         if crate::k8s_meta::ATOMIC_STRUCTS.contains(&crate::protobuf::go_type(m)) {
@@ -305,7 +305,10 @@ fn builtin_kind_definitions(r: &Resource, flavor: Flavor, name: &str, descriptio
         Some(msg) => {
             message_definitions(msg, flavor, out);
             if let Some(s) = out.get_mut(&name) {
-                s["description"] = json!(description);
+                // Upstream's description of the kind (k8s_docs), else a generic one.
+                if s["description"].is_null() {
+                    s["description"] = json!(description);
+                }
                 type_meta_properties(&mut s["properties"]);
                 s["x-kubernetes-group-version-kind"] = json!([gvk(r.group, r.version, r.kind)]);
             }

@@ -18,7 +18,9 @@ defs = doc["definitions"]
 
 deploy = defs["io.k8s.api.apps.v1.Deployment"]
 assert deploy["x-kubernetes-group-version-kind"] == [{"group": "apps", "kind": "Deployment", "version": "v1"}], deploy
-assert deploy["properties"]["spec"] == {"$ref": "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"}, deploy["properties"]["spec"]
+# As upstream v1.32.0's swagger.json: the reference with the field's description next to it.
+assert deploy["properties"]["spec"] == {"$ref": "#/definitions/io.k8s.api.apps.v1.DeploymentSpec", "description": "Specification of the desired behavior of the Deployment."}, deploy["properties"]["spec"]
+assert deploy["description"] == "Deployment enables declarative updates for Pods and ReplicaSets.", deploy["description"]
 meta = defs["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"]
 assert meta["labels"]["additionalProperties"] == {"type": "string"}, meta["labels"]
 container = defs["io.k8s.api.core.v1.Container"]["properties"]
