@@ -592,8 +592,7 @@ fn quota_charges_updates_that_raise_usage() {
 /// ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding (admissionregistration.k8s.io/v1)
 /// served like every kind: upstream's defaults and validation, the policy's status subresource,
 /// generation, Table columns, discovery, OpenAPI and deletecollection — what upstream's
-/// "should support ValidatingAdmissionPolicy(Binding) API operations" specs do. Stored but not
-/// enforced (no CEL evaluator): every write says so.
+/// "should support ValidatingAdmissionPolicy(Binding) API operations" specs do.
 #[test]
 fn validating_admission_policies_and_bindings_are_served() {
     let s = ApiServer::start(Backend::Embedded);
@@ -601,7 +600,7 @@ fn validating_admission_policies_and_bindings_are_served() {
     let policy = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: replicalimit-policy.example.com, labels: {e2e: vap}}\nspec:\n  validations: [{expression: \"object.spec.replicas <= 100\"}]\n  matchConstraints:\n    resourceRules: [{operations: [CREATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}]\n";
     let out = s.kubectl_stdin(&["create", "-f", "-"], Some(policy));
     let warned = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && warned.contains("Warning: ValidatingAdmissionPolicy is stored but not enforced"), "{warned}");
+    assert!(out.status.success() && !warned.contains("Warning"), "{warned}");
     let got = s.get_json(&format!("{base}/validatingadmissionpolicies/replicalimit-policy.example.com"));
     let mc = &got["spec"]["matchConstraints"];
     assert_eq!(
@@ -632,7 +631,7 @@ fn validating_admission_policies_and_bindings_are_served() {
 
     let binding = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: replicalimit-binding.example.com, labels: {e2e: vap}}\nspec: {policyName: replicalimit-policy.example.com, validationActions: [Deny], paramRef: {name: limits, namespace: default, parameterNotFoundAction: Deny}}\n";
     let out = s.kubectl_stdin(&["create", "-f", "-"], Some(binding));
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Warning: ValidatingAdmissionPolicyBinding is stored but not enforced"), "{out:?}");
+    assert!(out.status.success(), "{out:?}");
     let got = rows(&s.ok(&["get", "validatingadmissionpolicybindings"]));
     assert_eq!((&got[0][..], &got[1][..3]), (&["NAME".to_string(), "POLICYNAME".into(), "PARAMREF".into(), "AGE".into()][..], &["replicalimit-binding.example.com".to_string(), "replicalimit-policy.example.com".into(), "default/limits".into()][..]));
     s.ok(&["patch", "validatingadmissionpolicybinding", "replicalimit-binding.example.com", "--type=merge", "-p", r#"{"spec":{"validationActions":["Warn","Audit"]}}"#]);
@@ -655,4 +654,53 @@ fn validating_admission_policies_and_bindings_are_served() {
         assert_eq!(code, 200, "{out}");
         assert!(s.items(&format!("{base}/{plural}")).is_empty(), "{plural} left");
     }
+}
+
+/// ValidatingAdmissionPolicies are enforced on creates and updates (CEL by the `cel` crate), as
+/// upstream's "should validate against a Deployment" and "should allow expressions to refer
+/// variables" specs use them: matchConstraints with a namespaceSelector, variables,
+/// messageExpression (falling back to message when it fails), namespaceObject; Deny is a 422,
+/// Warn a warning kubectl prints, an evaluation error follows failurePolicy.
+#[test]
+fn validating_admission_policies_are_enforced() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "namespace", "guarded"]);
+    s.ok(&["label", "namespace", "guarded", "vap-test=true"]);
+    s.ok(&["create", "namespace", "free"]);
+    let policy = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: replicas.example.com}\nspec:\n  matchConstraints:\n    namespaceSelector: {matchLabels: {vap-test: \"true\"}}\n    resourceRules: [{operations: [CREATE, UPDATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}]\n  variables:\n  - {name: replicas, expression: object.spec.replicas}\n  - {name: oddReplicas, expression: \"variables.replicas % 2 == 1\"}\n  validations:\n  - {expression: \"variables.replicas > 1\", messageExpression: \"'wants replicas > 1, got ' + object.spec.replicas\", message: wants more than one replica}\n  - {expression: variables.oddReplicas, messageExpression: \"'odd replicas only in ' + namespaceObject.metadata.name\"}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(policy));
+    let binding = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: replicas-binding.example.com}\nspec: {policyName: replicas.example.com, validationActions: [Deny], matchResources: {namespaceSelector: {matchLabels: {vap-test: \"true\"}}}}\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(binding));
+    let deploy = |name: &str, ns: &str, replicas: u32| {
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: c, image: registry.k8s.io/pause:3.9}}]}}\n")
+    };
+    let err = s.fails(&["create", "-f", "-"], Some(&deploy("one", "guarded", 1)));
+    assert!(err.contains("ValidatingAdmissionPolicy 'replicas.example.com' with binding 'replicas-binding.example.com' denied request: wants more than one replica"), "{err}");
+    let (code, out) = s.curl("POST", "/apis/apps/v1/namespaces/guarded/deployments", common::server::Auth::Admin, Some("application/yaml"), Some(deploy("one", "guarded", 1).as_bytes()));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{out}");
+    let err = s.fails(&["create", "-f", "-"], Some(&deploy("two", "guarded", 2)));
+    assert!(err.contains("denied request: odd replicas only in guarded"), "{err}");
+    s.ok_stdin(&["create", "-f", "-"], Some(&deploy("three", "guarded", 3)));
+    // Not selected: another namespace, another kind.
+    s.ok_stdin(&["create", "-f", "-"], Some(&deploy("one", "free", 1)));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs, namespace: guarded}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: rs}}\n  template:\n    metadata: {labels: {app: rs}}\n    spec: {containers: [{name: c, image: registry.k8s.io/pause:3.9}]}\n"));
+    // Updates too.
+    let err = s.fails(&["patch", "deployment", "three", "-n", "guarded", "--type=merge", "-p", r#"{"spec":{"replicas":4}}"#], None);
+    assert!(err.contains("odd replicas only in guarded"), "{err}");
+    // Warn instead of Deny: admitted, with kubectl's "Warning:" line.
+    s.ok(&["patch", "validatingadmissionpolicybinding", "replicas-binding.example.com", "--type=merge", "-p", r#"{"spec":{"validationActions":["Warn"]}}"#]);
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&deploy("warned", "guarded", 1)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'replicas.example.com' with binding 'replicas-binding.example.com': wants more than one replica"), "{stderr}");
+    // An expression that cannot be evaluated: failurePolicy Fail denies, Ignore admits.
+    s.ok(&["patch", "validatingadmissionpolicybinding", "replicas-binding.example.com", "--type=merge", "-p", r#"{"spec":{"validationActions":["Deny"]}}"#]);
+    s.ok(&["patch", "validatingadmissionpolicy", "replicas.example.com", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/validations","value":[{"expression":"object.spec.noSuchField > 1"}]}]"#]);
+    let err = s.fails(&["create", "-f", "-"], Some(&deploy("five", "guarded", 5)));
+    assert!(err.contains("expression 'object.spec.noSuchField > 1' resulted in error"), "{err}");
+    s.ok(&["patch", "validatingadmissionpolicy", "replicas.example.com", "--type=merge", "-p", r#"{"spec":{"failurePolicy":"Ignore"}}"#]);
+    s.ok_stdin(&["create", "-f", "-"], Some(&deploy("five", "guarded", 5)));
+    // A policy naming DELETE says it is not evaluated there.
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&policy.replace("replicas.example.com", "deletes.example.com").replace("[CREATE, UPDATE]", "[DELETE]")));
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("DELETE and CONNECT requests are admitted unchecked"), "{out:?}");
 }

@@ -862,7 +862,7 @@ impl Api {
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
-        warnings.extend(crate::vap::warning(r));
+        warnings.extend(crate::vap::warning(r, &obj));
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         if r.builtin() == "CertificateSigningRequest" {
             crate::csr::prepare_create(user, &mut obj);
@@ -870,6 +870,8 @@ impl Api {
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_create(r, &obj)?;
         self.admit_create(r, &mut obj).await?;
+        let req = crate::vap::Request { resource: r, subresource: None, operation: "CREATE", namespace: info.namespace.as_deref(), name: name_of(&obj), object: Some(&obj), old: None, user, dry_run };
+        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(r, &obj).await?;
@@ -931,11 +933,13 @@ impl Api {
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
         warnings.extend(crate::webhooks::warning(r));
-        warnings.extend(crate::vap::warning(r));
+        warnings.extend(crate::vap::warning(r, &obj));
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_update(r, &obj, &old)?;
+        let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: Some(&obj), old: Some(&old), user, dry_run };
+        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
         managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, Some(&old)).await?;
         Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
@@ -1033,11 +1037,13 @@ impl Api {
                 Some(rv) if rv != rev.to_string() => return Err(ApiError::conflict(r, &name)),
                 _ => rev,
             };
-            let warnings = crate::fields::check(r, &mut new, fv, &[])?;
+            let mut warnings = crate::fields::check(r, &mut new, fv, &[])?;
             object::prepare_update(r, &mut new, &old, status_only)?;
             self.prepare_kind_update(user, info, &mut new, &old).await?;
             crate::validate::validate(r, &mut new)?;
             crate::validate::validate_update(r, &new, &old)?;
+            let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: Some(&new), old: Some(&old), user, dry_run };
+            warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
             managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
             self.check_rbac_write(user, info, &new, Some(&old)).await?;
             match self.write_update(info, new, &old, expected, dry_run).await {

@@ -1,19 +1,267 @@
 //! admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy and
 //! ValidatingAdmissionPolicyBinding: defaulted and validated as kube-apiserver does
 //! (`SetDefaults_ValidatingAdmissionPolicySpec`, `SetDefaults_MatchResources`, `SetDefaults_Rule`;
-//! `ValidateValidatingAdmissionPolicy`, `ValidateValidatingAdmissionPolicyBinding`), stored and
-//! served. **The policies are not enforced**: strata has no CEL evaluator, so expressions are
-//! neither compiled at create nor evaluated at admission, and `status.typeChecking` is never
-//! written; every create or update of either kind answers with a warning that says so.
+//! `ValidateValidatingAdmissionPolicy`, `ValidateValidatingAdmissionPolicyBinding`), stored,
+//! served, and enforced on CREATE and UPDATE requests ([`admit`]): each binding's policy, when
+//! its matchConstraints (and the binding's matchResources) select the request and its
+//! matchConditions hold, has its variables and validations evaluated by the `cel` crate over
+//! `object`, `oldObject`, `request`, `namespaceObject` and `variables`; a failed validation is
+//! denied (Deny, with the validation's reason: 422 Invalid by default), warned (Warn) or
+//! logged (Audit), and an expression that cannot be evaluated follows the policy's failurePolicy.
+//! Not supported, each said where it matters: `paramKind`/`paramRef` (an error, so the
+//! failurePolicy decides), DELETE and CONNECT requests (not evaluated: a warning when a policy's
+//! rules name them), Kubernetes' CEL libraries (quantity, lists, url, authz, ...: an expression
+//! calling them is an evaluation error), cost limits, and `status.typeChecking` (never written).
+
+use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use strata_store::Store;
 
-use crate::status::Cause;
+use crate::resources::Resource;
+use crate::status::{ApiError, Cause};
 
-/// The warning a write of a policy or a binding gets.
-pub fn warning(r: &crate::resources::Resource) -> Option<String> {
-    matches!(r.builtin(), "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding")
-        .then(|| format!("{} is stored but not enforced: this server has no CEL evaluator and runs only its built-in admission plugins", r.kind))
+/// The warning a write of a policy that names DELETE or CONNECT gets.
+pub fn warning(r: &Resource, obj: &Value) -> Option<String> {
+    if r.builtin() != "ValidatingAdmissionPolicy" {
+        return None;
+    }
+    let mc = &obj["spec"]["matchConstraints"];
+    let names_unsupported = mc["resourceRules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["operations"].as_array().into_iter().flatten())
+        .any(|op| matches!(op.as_str(), Some("DELETE" | "CONNECT" | "*")));
+    let params = obj["spec"]["paramKind"].is_object();
+    match (names_unsupported, params) {
+        (false, false) => None,
+        (true, false) => Some("this server evaluates ValidatingAdmissionPolicies on CREATE and UPDATE requests only: DELETE and CONNECT requests are admitted unchecked".to_string()),
+        (_, true) => Some("this server does not support paramKind: every request this policy matches is an evaluation error, decided by its failurePolicy".to_string()),
+    }
+}
+
+/// What the request is, as a policy sees it.
+pub struct Request<'a> {
+    pub resource: &'static Resource,
+    pub subresource: Option<&'a str>,
+    pub operation: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub object: Option<&'a Value>,
+    pub old: Option<&'a Value>,
+    pub user: &'a crate::auth::User,
+    pub dry_run: bool,
+}
+
+/// Run every binding's policy on the request: Ok with the warnings of Warn bindings, or the
+/// first denial.
+pub async fn admit(store: &dyn Store, req: &Request<'_>) -> Result<Vec<String>, ApiError> {
+    let (Some(pr), Some(br)) = (crate::resources::find("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies"), crate::resources::find("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings")) else {
+        return Ok(Vec::new());
+    };
+    let bindings = list(store, br).await?;
+    if bindings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let policies: HashMap<String, Value> = list(store, pr).await?.into_iter().map(|p| (crate::object::name_of(&p).to_string(), p)).collect();
+    let labels = |o: Option<&Value>| o.map(|o| o["metadata"]["labels"].clone()).unwrap_or(Value::Null);
+    let mut namespace_object: Option<Value> = None;
+    let mut warnings = Vec::new();
+    for b in &bindings {
+        let Some(policy) = policies.get(b["spec"]["policyName"].as_str().unwrap_or("")) else { continue };
+        let mut constraints = vec![&policy["spec"]["matchConstraints"]];
+        if b["spec"]["matchResources"].is_object() {
+            constraints.push(&b["spec"]["matchResources"]);
+        }
+        // A binding's matchResources without resourceRules narrows by its selectors only.
+        if !rules_match(constraints[0], req, false) || constraints.get(1).is_some_and(|mc| !rules_match(mc, req, true)) {
+            continue;
+        }
+        // Selectors: the object's labels (or the old object's), the namespace's labels.
+        if !constraints.iter().all(|mc| {
+            let sel = &mc["objectSelector"];
+            selects(sel, &labels(req.object)) || selects(sel, &labels(req.old))
+        }) {
+            continue;
+        }
+        if namespace_object.is_none() {
+            namespace_object = Some(namespace_of(store, req).await?);
+        }
+        let ns_obj = namespace_object.clone().unwrap_or(Value::Null);
+        let ns_labels = if req.resource.builtin() == "Namespace" { labels(req.object.or(req.old)) } else { ns_obj["metadata"]["labels"].clone() };
+        if (req.resource.namespaced || req.resource.builtin() == "Namespace") && !constraints.iter().all(|mc| selects(&mc["namespaceSelector"], &ns_labels)) {
+            continue;
+        }
+        match evaluate(policy, req, ns_obj) {
+            Ok(None) => {}
+            Ok(Some(failure)) => {
+                let message = format!("ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {}", crate::object::name_of(policy), crate::object::name_of(b), failure.message);
+                let actions: Vec<&str> = b["spec"]["validationActions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                if actions.contains(&"Warn") {
+                    warnings.push(format!("Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}", crate::object::name_of(policy), crate::object::name_of(b), failure.message));
+                }
+                if actions.contains(&"Audit") {
+                    tracing::info!(policy = crate::object::name_of(policy), binding = crate::object::name_of(b), message = %failure.message, "validating admission policy failed (Audit)");
+                }
+                if actions.contains(&"Deny") {
+                    return Err(denial(&failure.reason, message));
+                }
+            }
+            Err(e) => {
+                let message = format!("ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {e}", crate::object::name_of(policy), crate::object::name_of(b));
+                if policy["spec"]["failurePolicy"].as_str() != Some("Ignore") {
+                    return Err(denial("Invalid", message));
+                }
+                tracing::debug!(%message, "validating admission policy error ignored (failurePolicy Ignore)");
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// A metav1 LabelSelector as admission reads it: an empty one selects everything.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let empty = selector["matchLabels"].as_object().is_none_or(|m| m.is_empty()) && selector["matchExpressions"].as_array().is_none_or(|e| e.is_empty());
+    empty || crate::validate::selector_matches(selector, labels)
+}
+
+fn denial(reason: &str, message: String) -> ApiError {
+    match reason {
+        "Unauthorized" => ApiError::new(401, "Unauthorized", message),
+        "Forbidden" => ApiError::new(403, "Forbidden", message),
+        "RequestEntityTooLarge" => ApiError::new(413, "RequestEntityTooLarge", message),
+        _ => ApiError::new(422, "Invalid", message),
+    }
+}
+
+async fn list(store: &dyn Store, r: &Resource) -> Result<Vec<Value>, ApiError> {
+    let page = store.list(&r.key_prefix(), None, 0).await?;
+    Ok(page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
+}
+
+async fn namespace_of(store: &dyn Store, req: &Request<'_>) -> Result<Value, ApiError> {
+    let Some(ns) = req.namespace.filter(|_| req.resource.namespaced) else { return Ok(Value::Null) };
+    let Some(r) = crate::resources::find("", "v1", "namespaces") else { return Ok(Value::Null) };
+    Ok(match store.get(&r.key(None, ns)).await? {
+        Some(kv) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
+        None => Value::Null,
+    })
+}
+
+/// Does a MatchResources select the request by its rules (resourceRules, not excluded)? A
+/// binding's without resourceRules takes everything its policy matches (`unset_matches_all`).
+fn rules_match(mc: &Value, req: &Request<'_>, unset_matches_all: bool) -> bool {
+    let hit = |list: &str| mc[list].as_array().into_iter().flatten().any(|rule| rule_matches(rule, req));
+    let unset = mc["resourceRules"].as_array().is_none_or(Vec::is_empty);
+    ((unset && unset_matches_all) || hit("resourceRules")) && !hit("excludeResourceRules")
+}
+
+fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
+    let has = |f: &str, v: &str| rule[f].as_array().into_iter().flatten().filter_map(Value::as_str).any(|x| x == "*" || x == v);
+    let r = req.resource;
+    if !has("operations", req.operation) || !has("apiGroups", r.group) || !has("apiVersions", r.version) {
+        return false;
+    }
+    let resource_ok = rule["resources"].as_array().into_iter().flatten().filter_map(Value::as_str).any(|x| {
+        let (res, sub) = x.split_once('/').unwrap_or((x, ""));
+        let res_ok = res == "*" || res == r.plural;
+        let sub_ok = match req.subresource {
+            None => sub.is_empty(),
+            Some(s) => sub == "*" || sub == s,
+        };
+        res_ok && sub_ok
+    });
+    let scope_ok = match rule["scope"].as_str().unwrap_or("*") {
+        "Cluster" => !r.namespaced,
+        "Namespaced" => r.namespaced,
+        _ => true,
+    };
+    let names: Vec<&str> = rule["resourceNames"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    resource_ok && scope_ok && (names.is_empty() || names.contains(&req.name))
+}
+
+struct Failure {
+    message: String,
+    reason: String,
+}
+
+/// Evaluate one policy: Ok(None) when it holds (or its matchConditions exclude the request),
+/// Ok(Some) for the first failed validation, Err for an expression that cannot be evaluated.
+fn evaluate(policy: &Value, req: &Request<'_>, namespace_object: Value) -> Result<Option<Failure>, String> {
+    let spec = &policy["spec"];
+    if spec["paramKind"].is_object() {
+        return Err("paramKind is not supported by this server".to_string());
+    }
+    let r = req.resource;
+    let request = json!({
+        "operation": req.operation,
+        "name": req.name,
+        "namespace": req.namespace.unwrap_or(""),
+        "kind": { "group": r.group, "version": r.version, "kind": r.kind },
+        "resource": { "group": r.group, "version": r.version, "resource": r.plural },
+        "subResource": req.subresource.unwrap_or(""),
+        "userInfo": { "username": req.user.name, "uid": req.user.uid, "groups": req.user.groups },
+        "dryRun": req.dry_run,
+    });
+    let mut ctx = cel::Context::default();
+    ctx.add_variable_from_value("object", cel_value(req.object.unwrap_or(&Value::Null)));
+    ctx.add_variable_from_value("oldObject", cel_value(req.old.unwrap_or(&Value::Null)));
+    ctx.add_variable_from_value("request", cel_value(&request));
+    ctx.add_variable_from_value("namespaceObject", cel_value(&namespace_object));
+    ctx.add_variable_from_value("params", cel::Value::Null);
+    let mut variables: HashMap<String, cel::Value> = HashMap::new();
+    ctx.add_variable_from_value("variables", cel::Value::from(variables.clone()));
+    for c in spec["matchConditions"].as_array().into_iter().flatten() {
+        match run(&ctx, c["expression"].as_str().unwrap_or(""))? {
+            cel::Value::Bool(true) => {}
+            cel::Value::Bool(false) => return Ok(None),
+            other => return Err(format!("matchCondition '{}' must evaluate to bool, got {other:?}", c["name"].as_str().unwrap_or(""))),
+        }
+    }
+    // Variables in order, each seeing the ones before it; one that fails is left out (an
+    // expression using it then fails).
+    for v in spec["variables"].as_array().into_iter().flatten() {
+        if let Ok(value) = run(&ctx, v["expression"].as_str().unwrap_or("")) {
+            variables.insert(v["name"].as_str().unwrap_or("").to_string(), value);
+            ctx.add_variable_from_value("variables", cel::Value::from(variables.clone()));
+        }
+    }
+    for v in spec["validations"].as_array().into_iter().flatten() {
+        let expr = v["expression"].as_str().unwrap_or("");
+        match run(&ctx, expr).map_err(|e| format!("expression '{expr}' resulted in error: {e}"))? {
+            cel::Value::Bool(true) => continue,
+            cel::Value::Bool(false) => {}
+            other => return Err(format!("expression '{expr}' must evaluate to bool, got {other:?}")),
+        }
+        let from_expression = v["messageExpression"].as_str().and_then(|m| match run(&ctx, m) {
+            Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+            _ => None,
+        });
+        let message = from_expression.or_else(|| v["message"].as_str().map(str::to_string)).unwrap_or_else(|| format!("failed expression: {expr}"));
+        return Ok(Some(Failure { message, reason: v["reason"].as_str().unwrap_or("Invalid").to_string() }));
+    }
+    Ok(None)
+}
+
+fn run(ctx: &cel::Context, expr: &str) -> Result<cel::Value, String> {
+    let program = cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
+    program.execute(ctx).map_err(|e| e.to_string())
+}
+
+/// A JSON value as CEL sees Kubernetes objects: integers are `int`, other numbers `double`.
+fn cel_value(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => cel::Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(std::sync::Arc::new(a.iter().map(cel_value).collect())),
+        Value::Object(m) => cel::Value::from(m.iter().map(|(k, v)| (k.clone(), cel_value(v))).collect::<HashMap<String, cel::Value>>()),
+    }
 }
 
 /// Defaults and validation of a ValidatingAdmissionPolicy.
@@ -254,6 +502,38 @@ mod tests {
                 "spec.auditAnnotations: Required value: validations or auditAnnotations must contain at least one item",
             ]
         );
+    }
+
+    fn deployment(replicas: i64) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns1"}, "spec": {"replicas": replicas}})
+    }
+
+    fn eval(policy: Value, obj: &Value) -> Result<Option<String>, String> {
+        let r = crate::resources::find("apps", "v1", "deployments").expect("deployments");
+        let user = crate::auth::User { name: "alice".into(), groups: Vec::new(), uid: String::new(), extra: Default::default() };
+        let req = Request { resource: r, subresource: None, operation: "CREATE", namespace: Some("ns1"), name: "d", object: Some(obj), old: None, user: &user, dry_run: false };
+        evaluate(&json!({"spec": policy}), &req, json!({"metadata": {"name": "ns1"}})).map(|f| f.map(|f| format!("{}: {}", f.reason, f.message)))
+    }
+
+    #[test]
+    fn policies_evaluate_variables_messages_and_errors() {
+        let upstream = json!({"variables": [{"name": "replicas", "expression": "object.spec.replicas"}, {"name": "oddReplicas", "expression": "variables.replicas % 2 == 1"}],
+            "validations": [{"expression": "variables.replicas > 1"}, {"expression": "variables.oddReplicas"}]});
+        assert_eq!(eval(upstream.clone(), &deployment(3)), Ok(None));
+        assert_eq!(eval(upstream.clone(), &deployment(1)), Ok(Some("Invalid: failed expression: variables.replicas > 1".into())));
+        assert_eq!(eval(upstream, &deployment(2)), Ok(Some("Invalid: failed expression: variables.oddReplicas".into())));
+        // A messageExpression that fails (string + int) falls back to the message; one that works wins.
+        let p = json!({"validations": [{"expression": "object.spec.replicas > 1", "messageExpression": "'wants replicas > 1, got ' + object.spec.replicas", "message": "too few"},
+            {"expression": "namespaceObject.metadata.name == 'other'", "messageExpression": "'in ' + namespaceObject.metadata.name + ' by ' + request.userInfo.username", "reason": "Forbidden"}]});
+        assert_eq!(eval(p.clone(), &deployment(1)), Ok(Some("Invalid: too few".into())));
+        assert_eq!(eval(p, &deployment(2)), Ok(Some("Forbidden: in ns1 by alice".into())));
+        // matchConditions exclude; an unknown field is an evaluation error; has() and strings work.
+        let p = json!({"matchConditions": [{"name": "big", "expression": "object.spec.replicas > 10"}], "validations": [{"expression": "false"}]});
+        assert_eq!(eval(p, &deployment(3)), Ok(None));
+        assert!(eval(json!({"validations": [{"expression": "object.spec.missing > 1"}]}), &deployment(3)).is_err_and(|e| e.contains("object.spec.missing > 1")));
+        let p = json!({"validations": [{"expression": "!has(object.spec.paused) && object.metadata.name.startsWith('d') && size(object.metadata.name) == 1"}]});
+        assert_eq!(eval(p, &deployment(3)), Ok(None));
+        assert!(eval(json!({"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"}, "validations": [{"expression": "true"}]}), &deployment(3)).is_err());
     }
 
     #[test]
