@@ -297,8 +297,8 @@ pub fn validate_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    named_expressions(&spec["matchConditions"], "spec.matchConditions", "name", causes);
-    named_expressions(&spec["variables"], "spec.variables", "name", causes);
+    named_expressions(&spec["matchConditions"], "spec.matchConditions", ("name", "expression", ""), causes);
+    named_expressions(&spec["variables"], "spec.variables", ("name", "expression", ""), causes);
     let validations = spec["validations"].as_array().map_or(0, Vec::len);
     let audits = spec["auditAnnotations"].as_array().map_or(0, Vec::len);
     if validations == 0 && audits == 0 {
@@ -323,20 +323,7 @@ pub fn validate_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    let mut keys: Vec<&str> = Vec::new();
-    for (i, a) in spec["auditAnnotations"].as_array().into_iter().flatten().enumerate() {
-        let at = format!("spec.auditAnnotations[{i}]");
-        let key = a["key"].as_str().unwrap_or("");
-        if key.is_empty() {
-            causes.push(Cause::required(&format!("{at}.key"), ""));
-        } else if keys.contains(&key) {
-            causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{at}.key"), message: format!("Duplicate value: {}", json!(key)) });
-        }
-        keys.push(key);
-        if a["valueExpression"].as_str().is_none_or(|e| e.trim().is_empty()) {
-            causes.push(Cause::required(&format!("{at}.valueExpression"), "expression is not specified"));
-        }
-    }
+    named_expressions(&spec["auditAnnotations"], "spec.auditAnnotations", ("key", "valueExpression", "expression is not specified"), causes);
 }
 
 /// Defaults and validation of a ValidatingAdmissionPolicyBinding.
@@ -451,8 +438,9 @@ fn validate_match_resources(mr: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-/// matchConditions and variables: each with a unique, non-empty name and an expression.
-fn named_expressions(list: &Value, at: &str, key: &str, causes: &mut Vec<Cause>) {
+/// matchConditions, variables and auditAnnotations: each with a unique, non-empty name (or key)
+/// and an expression; `(key field, expression field, detail of a missing expression)`.
+fn named_expressions(list: &Value, at: &str, (key, expr, detail): (&str, &str, &str), causes: &mut Vec<Cause>) {
     let mut names: Vec<&str> = Vec::new();
     for (i, item) in list.as_array().into_iter().flatten().enumerate() {
         let name = item[key].as_str().unwrap_or("");
@@ -462,8 +450,8 @@ fn named_expressions(list: &Value, at: &str, key: &str, causes: &mut Vec<Cause>)
             causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{at}[{i}].{key}"), message: format!("Duplicate value: {}", json!(name)) });
         }
         names.push(name);
-        if item["expression"].as_str().is_none_or(|e| e.trim().is_empty()) {
-            causes.push(Cause::required(&format!("{at}[{i}].expression"), ""));
+        if item[expr].as_str().is_none_or(|e| e.trim().is_empty()) {
+            causes.push(Cause::required(&format!("{at}[{i}].{expr}"), detail));
         }
     }
 }
@@ -534,6 +522,15 @@ mod tests {
         let p = json!({"validations": [{"expression": "!has(object.spec.paused) && object.metadata.name.startsWith('d') && size(object.metadata.name) == 1"}]});
         assert_eq!(eval(p, &deployment(3)), Ok(None));
         assert!(eval(json!({"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"}, "validations": [{"expression": "true"}]}), &deployment(3)).is_err());
+    }
+
+    #[test]
+    fn audit_annotations_need_unique_keys_and_expressions() {
+        let mut obj = json!({"spec": {"matchConstraints": {"resourceRules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]},
+            "auditAnnotations": [{"key": "a", "valueExpression": "'x'"}, {"key": "a", "valueExpression": " "}]}});
+        let mut c = Vec::new();
+        validate_policy(&mut obj, &mut c);
+        assert_eq!(messages(c), ["spec.auditAnnotations[1].key: Duplicate value: \"a\"", "spec.auditAnnotations[1].valueExpression: Required value: expression is not specified"]);
     }
 
     #[test]
