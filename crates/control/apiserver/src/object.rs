@@ -282,6 +282,55 @@ pub fn prepare_create(r: &Resource, obj: &mut Value, namespace: Option<&str>) ->
     Ok(())
 }
 
+/// What a write to a kind's `status` subresource (or a CSR's `approval`) keeps of the request's
+/// metadata, as the `PrepareForUpdate` of upstream's status strategies (k8s.io/kubernetes
+/// `pkg/registry/<group>/<kind>/strategy.go`, apiextensions-apiserver's `customresource`,
+/// kube-aggregator's `apiservice`): each puts the stored spec back; the metadata is the
+/// request's (labels, annotations, finalizers, ownerReferences may change) but for the fields a
+/// strategy resets.
+#[derive(Debug, PartialEq)]
+enum StatusMetadata {
+    /// The request's metadata, but these fields come from the stored object.
+    Request { stored: &'static [&'static str] },
+    /// The stored metadata whole (managedFields and resourceVersion aside): custom resources
+    /// and the flowcontrol kinds copy the old object and set only its status.
+    Stored,
+}
+
+/// `metav1.ResetObjectMetaForStatus` (generation and deletionTimestamp are reset for every
+/// update anyway).
+const RESET_FOR_STATUS: &[&str] = &["labels", "annotations", "finalizers", "ownerReferences"];
+
+fn status_metadata(r: &Resource) -> StatusMetadata {
+    match (r.group, r.builtin()) {
+        // customresource/status_strategy.go; strata's VirtualMachine stands for KubeVirt's
+        // custom kind, so it follows the same strategy.
+        (_, "") | ("strata.dev", _) => StatusMetadata::Stored,
+        // flowschema and prioritylevelconfiguration: `newObj.ObjectMeta = oldObj.ObjectMeta`.
+        ("flowcontrol.apiserver.k8s.io", _) => StatusMetadata::Stored,
+        // deployment: `newDeployment.Labels = oldDeployment.Labels`.
+        ("apps", "Deployment") => StatusMetadata::Request { stored: &["labels"] },
+        // pod: owner references are the garbage collector's, never the kubelet's.
+        ("", "Pod") => StatusMetadata::Request { stored: &["ownerReferences"] },
+        // apiservice: labels, annotations, finalizers and owner references of the old object.
+        ("apiregistration.k8s.io", "APIService") => StatusMetadata::Request { stored: RESET_FOR_STATUS },
+        // The strategies calling ResetObjectMetaForStatus (volumeattachment,
+        // validatingadmissionpolicy, servicecidr, resourceclaim, storageversion,
+        // storageversionmigration).
+        ("storage.k8s.io", "VolumeAttachment")
+        | ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy")
+        | ("networking.k8s.io", "ServiceCIDR")
+        | ("resource.k8s.io", "ResourceClaim")
+        | ("internal.apiserver.k8s.io", "StorageVersion")
+        | ("storagemigration.k8s.io", "StorageVersionMigration") => StatusMetadata::Request { stored: RESET_FOR_STATUS },
+        // Everything else resets only the spec: Job, CronJob, ReplicaSet, StatefulSet,
+        // DaemonSet, ReplicationController, Namespace, Node, Service, ResourceQuota, PV, PVC,
+        // HPA, PDB, Ingress, CSR; and CustomResourceDefinition, whose strategy calls
+        // ResetObjectMetaForStatus with the new object as the old one (a no-op).
+        _ => StatusMetadata::Request { stored: &[] },
+    }
+}
+
 /// Carry over what a client may not change on update (uid, creation time, deletion state,
 /// and generation, which moves only when `spec` changes).
 pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: bool) -> Result<(), ApiError> {
@@ -291,18 +340,35 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
         let c = Cause { reason: "FieldValueInvalid", field: "metadata.name".into(), message: format!("Invalid value: \"{}\": field is immutable", name_of(new)) };
         return Err(ApiError::invalid(r, &name, vec![c]));
     }
-    // Upstream's namespace status strategy replaces only the spec: the metadata a status write
-    // carries is kept (the e2e suite patches an annotation through namespaces/status).
-    let namespace_status = status_only && r.builtin() == "Namespace";
-    if status_only && !namespace_status {
-        // A status update changes only status; everything else comes from the stored object,
-        // but for the resourceVersion and the managedFields a server-side apply worked out.
+    if status_only {
+        // A status write keeps the stored object but its status; its metadata is the request's,
+        // less what the kind's status strategy puts back (system fields below, as every update).
         let status = new.get("status").cloned();
         let rv = new["metadata"]["resourceVersion"].clone();
         let managed = new["metadata"].get("managedFields").cloned();
+        let mut meta = new.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        match status_metadata(r) {
+            StatusMetadata::Stored => meta = old.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            StatusMetadata::Request { stored } => {
+                for field in stored {
+                    match old["metadata"].get(*field) {
+                        Some(v) => meta[*field] = v.clone(),
+                        None => {
+                            if let Some(m) = meta.as_object_mut() {
+                                m.remove(*field);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         *new = old.clone();
-        if let (Some(m), Some(meta)) = (managed, new.get_mut("metadata").and_then(Value::as_object_mut)) {
-            meta.insert("managedFields".into(), m);
+        new["metadata"] = meta;
+        if let Some(m) = new["metadata"].as_object_mut() {
+            match managed {
+                Some(v) => m.insert("managedFields".into(), v),
+                None => m.remove("managedFields"),
+            };
         }
         match status {
             Some(s) => new["status"] = s,
@@ -313,17 +379,6 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
             }
         }
         new["metadata"]["resourceVersion"] = rv;
-        return Ok(());
-    }
-    if namespace_status {
-        match old.get("spec") {
-            Some(s) => new["spec"] = s.clone(),
-            None => {
-                if let Some(m) = new.as_object_mut() {
-                    m.remove("spec");
-                }
-            }
-        }
     } else if r.subresources.contains(&"status") {
         // The main resource does not change status (nor does a namespace's `finalize`).
         match old.get("status") {
@@ -335,6 +390,8 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
             }
         }
     }
+    // What no update changes (upstream's `rest.BeforeUpdate`); a status write's generation
+    // stays, its spec being the stored one.
     for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace"] {
         match old["metadata"].get(field) {
             Some(v) => new["metadata"][field] = v.clone(),
