@@ -4,8 +4,23 @@
 
 mod common;
 
-use common::server::{ApiServer, Auth, Backend};
+use std::time::Duration;
+
+use common::eventually;
+use common::server::{ApiServer, Auth, Backend, Options};
+use common::simnode::SimNode;
 use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A server with its scheduler and controllers (no node agent: nodes are [`SimNode`]s).
+fn cluster() -> ApiServer {
+    ApiServer::start_opts(Backend::Embedded, Options { controllers: true, scheduler: true, ..Options::default() })
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
 
 /// A write to a `status` subresource changes the metadata as upstream's status strategies let it
 /// (`PrepareForUpdate` of each kind's status strategy): Jobs and CronJobs keep the annotations
@@ -73,4 +88,51 @@ fn api_path(obj: &Value) -> String {
     let ns = obj["metadata"]["namespace"].as_str().map(|n| format!("/namespaces/{n}")).unwrap_or_default();
     let plural = format!("{}s", obj["kind"].as_str().unwrap_or("").to_lowercase());
     format!("{base}{ns}/{plural}/{}", obj["metadata"]["name"].as_str().unwrap_or(""))
+}
+
+/// `.spec.replicas` of every ReplicaSet of a namespace, by the image of its template.
+fn replicaset_sizes(s: &ApiServer, ns: &str) -> std::collections::BTreeMap<String, i64> {
+    s.items(&format!("/apis/apps/v1/namespaces/{ns}/replicasets"))
+        .iter()
+        .map(|rs| (rs["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string(), rs["spec"]["replicas"].as_i64().unwrap_or(-1)))
+        .collect()
+}
+
+fn wait_sizes(s: &ApiServer, ns: &str, want: &[(&str, i64)]) {
+    let want: std::collections::BTreeMap<String, i64> = want.iter().map(|(i, n)| (i.to_string(), *n)).collect();
+    let mut last = Default::default();
+    let ok = eventually(LONG, || {
+        last = replicaset_sizes(s, ns);
+        last == want
+    });
+    assert!(ok, "ReplicaSet sizes {last:?}, want {want:?}");
+}
+
+/// The "proportional scaling" spec: a Deployment scaled in the middle of a rollout that cannot
+/// progress spreads the new replicas over its ReplicaSets in proportion to their sizes (upstream's
+/// `GetReplicaSetProportion`, from each ReplicaSet's max-replicas annotation). The new
+/// ReplicaSet's revision update used to move its desired/max annotations to the new size before
+/// the scaling read them, so it got nothing and the old one took all 20 (28 and 5).
+#[test]
+fn a_deployment_scaled_mid_rollout_grows_its_replicasets_in_proportion() {
+    let s = cluster();
+    let ns = unique("prop");
+    s.ok(&["create", "namespace", &ns]);
+    let _node = SimNode::start(&s, &format!("sim-{ns}"));
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:v1"}]}}}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&d.to_string()));
+    let ok = eventually(LONG, || s.ok(&["get", "deploy", "web", "-n", &ns, "-o", "jsonpath={.status.availableReplicas}"]) == "10");
+    assert!(ok, "the first rollout did not complete");
+    // A template whose pods never become ready: the rollout stops at 8 old + 5 new.
+    s.ok(&["set", "image", "deploy/web", "-n", &ns, "web=web:unpullable"]);
+    wait_sizes(&s, &ns, &[("web:v1", 8), ("web:unpullable", 5)]);
+    s.ok(&["scale", "deploy/web", "-n", &ns, "--replicas=30"]);
+    // 8 + 20 * 8/13 = 20 (rounded) and 5 + 20 * 5/13 = 13, as upstream.
+    wait_sizes(&s, &ns, &[("web:v1", 20), ("web:unpullable", 13)]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(replicaset_sizes(&s, &ns), [("web:unpullable".to_string(), 13), ("web:v1".to_string(), 20)].into_iter().collect(), "and they stay so");
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }

@@ -213,8 +213,11 @@ impl Sync<'_> {
     }
 
     /// The annotations a ReplicaSet of this Deployment carries for `revision`; true if they
-    /// change `rs`.
-    fn set_rs_annotations(&self, rs: &mut ReplicaSet, new_revision: Option<i64>) -> bool {
+    /// change `rs`. The desired/max replicas annotations are written only with a size (`sized`:
+    /// at creation and by [`Sync::scale_rs`], as upstream's `SetReplicasAnnotations`): they
+    /// record the Deployment size a ReplicaSet's replicas were set for, which proportional
+    /// scaling reads, so the new ReplicaSet's revision update must not move them ahead.
+    fn set_rs_annotations(&self, rs: &mut ReplicaSet, new_revision: Option<i64>, sized: bool) -> bool {
         let before = rs.metadata.annotations.clone();
         let a = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
         for (k, v) in self.d.metadata.annotations.iter().flatten() {
@@ -233,9 +236,11 @@ impl Sync<'_> {
                 a.insert(REVISION.into(), new_revision.to_string());
             }
         }
-        let (surge, _) = self.fenceposts();
-        a.insert(DESIRED_REPLICAS.into(), self.desired().to_string());
-        a.insert(MAX_REPLICAS.into(), (self.desired() + surge).to_string());
+        if sized {
+            let (surge, _) = self.fenceposts();
+            a.insert(DESIRED_REPLICAS.into(), self.desired().to_string());
+            a.insert(MAX_REPLICAS.into(), (self.desired() + surge).to_string());
+        }
         rs.metadata.annotations != before
     }
 
@@ -248,7 +253,7 @@ impl Sync<'_> {
         if let Some(rs) = existing {
             let new_revision = if revision(&rs) <= max_old { max_old + 1 } else { revision(&rs) };
             let mut updated = rs.clone();
-            let changed = self.set_rs_annotations(&mut updated, Some(new_revision));
+            let changed = self.set_rs_annotations(&mut updated, Some(new_revision), false);
             let min_ready = self.spec().min_ready_seconds;
             let mr_changed = updated.spec.as_ref().and_then(|s| s.min_ready_seconds) != min_ready;
             if mr_changed {
@@ -294,7 +299,7 @@ impl Sync<'_> {
             spec: Some(ReplicaSetSpec { replicas: Some(size), min_ready_seconds: self.spec().min_ready_seconds, selector, template: Some(t) }),
             status: None,
         };
-        self.set_rs_annotations(&mut rs, Some(max_old + 1));
+        self.set_rs_annotations(&mut rs, Some(max_old + 1), true);
         match self.rs_api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
                 self.ctx.recorder.publish(&self.d, EventType::Normal, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {size}"));
@@ -358,7 +363,7 @@ impl Sync<'_> {
     /// Set a ReplicaSet's size (and its desired/max annotations); true if it changed.
     async fn scale_rs(&mut self, rs: &ReplicaSet, size: i32) -> Result<bool, Error> {
         let mut new = rs.clone();
-        let annotations_changed = self.set_rs_annotations(&mut new, None);
+        let annotations_changed = self.set_rs_annotations(&mut new, None, true);
         let from = replicas(rs);
         if from == size && !annotations_changed {
             return Ok(false);

@@ -1,7 +1,9 @@
 //! A simulated node (named as such: it runs nothing): a Node object with capacity that a thread
 //! of the test keeps alive the way a kubelet would — its Lease `kube-node-lease/<name>`
 //! renewed and its Ready condition posted every 300 ms, every pod bound to it reported Running
-//! and Ready (unless it already Succeeded or Failed), and a pod marked for deletion deleted with grace 0 (the node "stopped" it).
+//! and Ready (unless it already Succeeded or Failed, or an image of it is tagged `unpullable`: that
+//! pod stays Pending, as one whose image cannot be pulled), and a pod marked for deletion deleted
+//! with grace 0 (the node "stopped" it).
 //! [`SimNode::pause`] makes it go silent (a dead kubelet), [`SimNode::set_ready`] makes it
 //! report NotReady (a live but unhealthy one).
 
@@ -129,6 +131,10 @@ async fn beat(nodes: &Api<Node>, leases: &Api<Lease>, pods: &Api<Pod>, client: &
         let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
         // A finished pod stays finished (a kubelet never runs it again).
         if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let images = p.spec.as_ref().map(|s| s.containers.iter().filter_map(|c| c.image.clone()).collect::<Vec<_>>()).unwrap_or_default();
+        if images.iter().any(|i| i.ends_with(":unpullable")) {
             continue;
         }
         let is_ready = p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
