@@ -136,3 +136,70 @@ fn a_deployment_scaled_mid_rollout_grows_its_replicasets_in_proportion() {
     assert_eq!(replicaset_sizes(&s, &ns), [("web:unpullable".to_string(), 13), ("web:v1".to_string(), 20)].into_iter().collect(), "and they stay so");
     s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+fn controller_uid(pod: &Value) -> Option<String> {
+    pod["metadata"]["ownerReferences"].as_array()?.iter().find(|o| o["controller"] == true).and_then(|o| o["uid"].as_str()).map(str::to_string)
+}
+
+fn has_tracking(pod: &Value) -> bool {
+    pod["metadata"]["finalizers"].as_array().is_some_and(|f| f.iter().any(|f| f == "batch.kubernetes.io/job-tracking"))
+}
+
+/// The Job spec "should adopt matching orphans and release non-matching pods": a pod whose owner
+/// reference is removed is adopted again (with the tracking finalizer), one whose labels stop
+/// matching is released (reference and finalizer removed) and replaced.
+#[test]
+fn a_job_adopts_orphans_and_releases_pods_that_stop_matching() {
+    let s = cluster();
+    let ns = unique("jobadopt");
+    s.ok(&["create", "namespace", &ns]);
+    let _node = SimNode::start(&s, &format!("sim-{ns}"));
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "adopt", "namespace": ns},
+        "spec": {"parallelism": 2, "completions": 4, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}]}}}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&job.to_string()));
+    let uid = s.ok(&["get", "job", "adopt", "-n", &ns, "-o", "jsonpath={.metadata.uid}"]);
+    let pods_path = format!("/api/v1/namespaces/{ns}/pods");
+    let owned = |s: &ApiServer| -> Vec<Value> { s.items(&pods_path).into_iter().filter(|p| controller_uid(p).as_deref() == Some(uid.as_str()) && p["metadata"]["deletionTimestamp"].is_null()).collect() };
+    let mut pods = Vec::new();
+    assert!(eventually(LONG, || { pods = owned(&s); pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running") }), "two running pods: {pods:?}");
+    let pod = pods[0]["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let get = |s: &ApiServer| s.get_json(&format!("{pods_path}/{pod}"));
+
+    // Orphaned: adopted again, with the tracking finalizer.
+    s.ok(&["patch", "pod", &pod, "-n", &ns, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/ownerReferences"},{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    let mut p = Value::Null;
+    assert!(eventually(LONG, || { p = get(&s); controller_uid(&p).as_deref() == Some(uid.as_str()) && has_tracking(&p) }), "the orphan was not adopted: {p}");
+    assert_eq!(owned(&s).len(), 2, "adopted, not replaced");
+
+    // Labels that no longer match: released, finalizer and all, and replaced.
+    s.ok(&["patch", "pod", &pod, "-n", &ns, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/labels"}]"#]);
+    assert!(eventually(LONG, || { p = get(&s); controller_uid(&p).is_none() && !has_tracking(&p) }), "the pod was not released: {p}");
+    assert!(eventually(LONG, || owned(&s).len() == 2), "the released pod was not replaced");
+
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// The Job spec "should delete a job": a Job deleted in the background leaves no pod behind. Its
+/// pods' tracking finalizers are released once the Job is gone; the controller used to read the
+/// gone Job as the watching identity, which may list and watch Jobs but not get them, and so kept
+/// them forever.
+#[test]
+fn a_job_deleted_in_the_background_leaves_no_pod() {
+    let s = cluster();
+    let ns = unique("jobdelete");
+    s.ok(&["create", "namespace", &ns]);
+    let _node = SimNode::start(&s, &format!("sim-{ns}"));
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "foo", "namespace": ns},
+        "spec": {"parallelism": 2, "completions": 4, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}]}}}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&job.to_string()));
+    let pods_path = format!("/api/v1/namespaces/{ns}/pods");
+    assert!(eventually(LONG, || s.items(&pods_path).iter().filter(|p| p["status"]["phase"] == "Running").count() == 2), "two running pods");
+    s.ok(&["delete", "job", "foo", "-n", &ns, "--cascade=background", "--wait=false"]);
+    let mut left = Vec::new();
+    let gone = eventually(LONG, || {
+        left = s.items(&pods_path).into_iter().map(|p| (p["metadata"]["name"].clone(), p["metadata"]["finalizers"].clone())).collect();
+        left.is_empty()
+    });
+    assert!(gone, "pods of the deleted Job left: {left:?}");
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

@@ -27,17 +27,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, PodFailurePolicy, SuccessPolicy, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use strata_client::events::EventType;
 
 use crate::expectations::Expectations;
-use crate::replicaset::{controller_of, controller_ref, random_name, ready_since};
+use crate::replicaset::{controller_of, controller_ref, random_name, ready_since, selects};
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "job-controller";
@@ -57,8 +57,11 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let (pods, writer) = reflector::store::<Pod>();
     let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default() });
-    let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config()).owns_stream(pod_stream);
+    let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config());
     let jobs = controller.store();
+    // A pod wakes its Job; an orphan wakes every Job of its namespace that selects it (to adopt it).
+    let selecting = jobs.clone();
+    let controller = controller.watches_stream(pod_stream, move |p: Pod| jobs_of_pod(&selecting, &p));
     // Pods whose Job is gone keep their tracking finalizer until someone removes it: this loop.
     let orphans = release_orphans(ctx.clone(), jobs);
     let main = controller.run(reconcile, error_policy, ctx).for_each(|_| futures_util::future::ready(()));
@@ -67,6 +70,22 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
         _ = orphans => {}
     }
     Ok(())
+}
+
+fn jobs_of_pod(jobs: &Store<Job>, p: &Pod) -> Vec<ObjectRef<Job>> {
+    let ns = p.namespace().unwrap_or_default();
+    match controller_of(&p.metadata) {
+        Some(o) if o.kind == "Job" => vec![ObjectRef::new(&o.name).within(&ns)],
+        Some(_) => Vec::new(),
+        None => {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            jobs.state()
+                .iter()
+                .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selects(sel, &labels)))
+                .map(|j| ObjectRef::from_obj(j.as_ref()))
+                .collect()
+        }
+    }
 }
 
 async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
@@ -84,15 +103,82 @@ async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
             if live {
                 continue;
             }
-            // Gone from the cache: make sure it is gone from the server too.
-            let api: Api<Job> = Api::namespaced(ctx.clients.root.clone(), &p.namespace().unwrap_or_default());
+            // Gone from the cache: make sure it is gone from the server too (as the job
+            // controller: the watching identity may list and watch Jobs, not get them).
+            let api: Api<Job> = Api::namespaced(ctx.writer.clone(), &p.namespace().unwrap_or_default());
             match api.get_opt(&owner.name).await {
                 Ok(Some(j)) if j.metadata.uid.as_deref() == Some(owner.uid.as_str()) && j.metadata.deletion_timestamp.is_none() => continue,
                 Ok(_) => {}
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::warn!(pod = %crate::key(p.as_ref()), error = %e, "job controller: reading the job of a pod");
+                    continue;
+                }
             }
             let _ = remove_tracking(&ctx, &p).await;
         }
+    }
+}
+
+/// The Job's pods (upstream's `ClaimPods` with the tracking finalizer): owned pods its selector
+/// still matches; matching orphans not being deleted are adopted (controller reference and
+/// tracking finalizer added, once a live read shows the Job is not being deleted); owned pods
+/// that stopped matching are released (reference and finalizer removed). Each write carries the
+/// pod's resourceVersion.
+async fn claim(ctx: &Context<State>, job: &Job, ns: &str) -> Result<Vec<Arc<Pod>>, Error> {
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let selector = job.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.writer.clone(), ns);
+    let deleting = job.metadata.deletion_timestamp.is_some();
+    let mut can_adopt: Option<bool> = None;
+    let mut owned = Vec::new();
+    for p in ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns)) {
+        let matches = selects(&selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()));
+        let finalizers: Vec<String> = p.metadata.finalizers.clone().unwrap_or_default();
+        match controller_of(&p.metadata) {
+            Some(c) if c.uid == uid => {
+                if matches || deleting {
+                    owned.push(p);
+                    continue;
+                }
+                let refs: Vec<&OwnerReference> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).collect();
+                let keep: Vec<&String> = finalizers.iter().filter(|f| *f != TRACKING).collect();
+                let patch = json!({ "metadata": { "ownerReferences": refs, "finalizers": keep, "resourceVersion": p.metadata.resource_version } });
+                ignore_gone(api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+            }
+            None if matches && !deleting && p.metadata.deletion_timestamp.is_none() => {
+                if can_adopt.is_none() {
+                    // A Job deleted meanwhile adopts nothing (upstream's RecheckDeletionTimestamp).
+                    let jobs: Api<Job> = Api::namespaced(ctx.writer.clone(), ns);
+                    let fresh = jobs.get_opt(&job.name_any()).await?;
+                    can_adopt = Some(fresh.is_some_and(|j| j.metadata.uid.as_deref() == Some(uid.as_str()) && j.metadata.deletion_timestamp.is_none()));
+                }
+                if can_adopt != Some(true) {
+                    continue;
+                }
+                let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(controller_ref(job));
+                let mut fins = finalizers.clone();
+                if !fins.iter().any(|f| f == TRACKING) {
+                    fins.push(TRACKING.into());
+                }
+                let patch = json!({ "metadata": { "ownerReferences": refs, "finalizers": fins, "resourceVersion": p.metadata.resource_version } });
+                if let Some(adopted) = ignore_gone(api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)? {
+                    owned.push(Arc::new(adopted));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(owned)
+}
+
+/// A write to a pod that is gone (404) or changed meanwhile (409) is skipped: the next pass
+/// decides again from the newer state.
+fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<Option<T>, Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -329,10 +415,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     }
     let ns = job.namespace().unwrap_or_default();
     let key = crate::key(job.as_ref());
-    let uid = job.metadata.uid.clone().unwrap_or_default();
     let Some(spec) = job.spec.as_ref() else { return Ok(Action::await_change()) };
     let mut job = (*job).clone();
-    let pods: Vec<Arc<Pod>> = ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && controller_of(&p.metadata).is_some_and(|o| o.uid == uid)).collect();
+    let pods = claim(&ctx, &job, &ns).await?;
     let mut st = job.status.clone().unwrap_or_default();
     let done = condition_true(&st, "Complete") || condition_true(&st, "Failed");
 
