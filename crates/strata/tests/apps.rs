@@ -203,3 +203,50 @@ fn a_job_deleted_in_the_background_leaves_no_pod() {
     assert!(gone, "pods of the deleted Job left: {left:?}");
     s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+/// The StatefulSet spec "Should recreate evicted statefulset": a stateful pod the node refuses
+/// (its host port is another pod's: kubelet's NodePorts admission, the pod Failed) is deleted and
+/// made again by the controller until it runs. The agent used to admit it (and fail to map the
+/// port), so the pod never failed and was never re-created.
+#[test]
+fn a_stateful_pod_the_node_refuses_is_recreated_until_it_runs() {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let node = unique("apps-node");
+    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers: true, scheduler: true, extra: vec!["--node-name".into(), node.clone()], env, ..Options::default() });
+    let ns = unique("ssevict");
+    s.ok(&["create", "namespace", &ns]);
+    assert!(eventually(LONG, || s.kubectl(&["get", "serviceaccount", "default", "-n", &ns]).status.success()), "no default ServiceAccount");
+    let port = common::free_port();
+    let container = |name: &str| json!({"name": name, "image": image, "command": ["sleep", "1000000"], "ports": [{"name": "conflict", "containerPort": port, "hostPort": port}]});
+    let holder = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": ns}, "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [container("holder")]}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&holder.to_string()));
+    let phase = |name: &str| s.ok(&["get", "pod", name, "-n", &ns, "-o", "jsonpath={.status.phase}", "--ignore-not-found"]);
+    assert!(eventually(LONG, || phase("holder") == "Running"), "the holder pod did not run");
+    let set = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "ss", "namespace": ns},
+        "spec": {"replicas": 1, "serviceName": "test", "selector": {"matchLabels": {"app": "ss"}},
+            "template": {"metadata": {"labels": {"app": "ss"}}, "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [container("web")]}}}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&set.to_string()));
+    // Refused by the node, deleted and made again: several uids, one of them seen Failed.
+    let mut uids = std::collections::BTreeSet::new();
+    let mut refused = String::new();
+    let recreated = eventually(LONG, || {
+        let out = s.ok(&["get", "pod", "ss-0", "-n", &ns, "-o", "jsonpath={.metadata.uid} {.status.phase} {.status.reason}", "--ignore-not-found"]);
+        let mut f = out.split_whitespace();
+        if let Some(uid) = f.next() {
+            uids.insert(uid.to_string());
+        }
+        if f.next() == Some("Failed") {
+            refused = f.next().unwrap_or("").to_string();
+        }
+        uids.len() >= 2 && !refused.is_empty()
+    });
+    assert!(recreated, "ss-0 was not refused and made again: uids {uids:?}, refused {refused:?}");
+    assert_eq!(refused, "NodePorts");
+    // Once the port is free, the next one runs.
+    s.ok(&["delete", "pod", "holder", "-n", &ns, "--grace-period=0", "--force"]);
+    assert!(eventually(LONG, || phase("ss-0") == "Running"), "ss-0 never ran: {}", s.ok(&["get", "pod", "ss-0", "-n", &ns, "-o", "yaml"]));
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

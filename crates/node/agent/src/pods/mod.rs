@@ -1141,14 +1141,17 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
     let spec_ = pod.spec.as_ref()?;
     let driver = shared.driver.clone();
     let (uid2, max_pods) = (uid.clone(), shared.config.max_pods as usize);
+    let wanted_ports = spec::host_ports(pod);
     let sandboxes = blocking(move || {
         let all = driver.list_pod_sandboxes(&SandboxFilter::default())?;
-        let ready_others = all.iter().filter(|s| s.state == SandboxState::Ready && s.labels.get(labels::POD_UID) != Some(&uid2)).count();
+        let others: Vec<_> = all.iter().filter(|s| s.state == SandboxState::Ready && s.labels.get(labels::POD_UID) != Some(&uid2)).collect();
+        let ports_taken = others.iter().any(|s| s.port_mappings.iter().any(|m| wanted_ports.iter().any(|w| spec::host_ports_conflict(w, m))));
+        let full = others.len() >= max_pods;
         let mine: Vec<_> = all.into_iter().filter(|s| s.labels.get(labels::POD_UID) == Some(&uid2)).collect();
-        Ok::<_, strata_driver::Error>((mine, ready_others >= max_pods))
+        Ok::<_, strata_driver::Error>((mine, full, ports_taken))
     })
     .await;
-    let Some(Ok((mine, full))) = sandboxes else { return None };
+    let Some(Ok((mine, full, ports_taken))) = sandboxes else { return None };
     st.sandboxes = Some(mine.iter().map(|s| s.id.clone()).collect());
     let current = mine.iter().rev().find(|s| s.state == SandboxState::Ready).cloned();
     // The pod's other sandboxes: stopped (a sandbox that died, its supervisor or network gone,
@@ -1191,6 +1194,11 @@ async fn find_or_create_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &P
             if mine.is_empty() && full {
                 // Admission, as kubelet's: the pod is rejected for good.
                 reject(shared, st, pod, qos, "OutOfpods", format!("Node didn't have enough resource: pods, requested: 1, used: {max_pods}, capacity: {max_pods}")).await;
+                return None;
+            }
+            if mine.is_empty() && ports_taken {
+                // kubelet's NodePorts predicate: a host port another pod of the node holds.
+                reject(shared, st, pod, qos, "NodePorts", "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports".into()).await;
                 return None;
             }
             // The sysctl allowlist's admission.

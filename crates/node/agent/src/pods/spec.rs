@@ -218,6 +218,13 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPortMapping> {
         .collect()
 }
 
+/// Whether two host port mappings (TCP, the only ones mapped) claim the same port: the same
+/// number on the same address, or on every address for either (upstream's `HostPortInfo`).
+pub fn host_ports_conflict(a: &HostPortMapping, b: &HostPortMapping) -> bool {
+    let every = |ip: &Option<std::net::IpAddr>| ip.is_none_or(|i| i.is_unspecified());
+    a.host_port == b.host_port && (every(&a.host_ip) || every(&b.host_ip) || a.host_ip == b.host_ip)
+}
+
 /// kubelet's `runAsNonRoot` check (`verifyRunAsNonRoot`) of container `c` whose image runs as
 /// `image_user` (its config's `User`: `uid[:gid]` or `name[:group]`; empty is root): with
 /// `runAsNonRoot` (the container's, else the pod's), a `runAsUser` of 0, an image user 0, or a
@@ -276,6 +283,17 @@ mod tests {
                 HostPortMapping { container_port: 443, host_port: 8443, host_ip: Some("127.0.0.1".parse().expect("ip")) },
             ]
         );
+    }
+
+    #[test]
+    fn host_ports_conflict_on_the_same_port_and_overlapping_addresses() {
+        let m = |port: u16, ip: Option<&str>| HostPortMapping { container_port: 80, host_port: port, host_ip: ip.map(|i| i.parse().expect("ip")) };
+        assert!(host_ports_conflict(&m(8080, None), &m(8080, None)));
+        assert!(host_ports_conflict(&m(8080, None), &m(8080, Some("127.0.0.1"))), "every address covers one");
+        assert!(host_ports_conflict(&m(8080, Some("0.0.0.0")), &m(8080, Some("127.0.0.1"))));
+        assert!(host_ports_conflict(&m(8080, Some("127.0.0.1")), &m(8080, Some("127.0.0.1"))));
+        assert!(!host_ports_conflict(&m(8080, Some("127.0.0.1")), &m(8080, Some("127.0.0.2"))), "two addresses");
+        assert!(!host_ports_conflict(&m(8080, None), &m(8081, None)), "two ports");
     }
 
     fn q(s: &str) -> Option<i128> {
