@@ -13,7 +13,8 @@
 #         names it.
 # run     starts `strata server` (free ports, own data dir) with the registry configured, runs
 #         e2e.test --ginkgo.focus=$FOCUS (default '\[Conformance\]') --ginkgo.skip=$SKIP with a
-#         JUnit report, then writes docs/conformance.md with scripts/conformance-report.py.
+#         JUnit report, then writes $REPORT (default docs/conformance.md; a sig-apps run:
+#         docs/conformance-sig-apps.md) with scripts/conformance-report.py.
 #
 # Everything built or downloaded is cached under $CONFORMANCE_DIR (default /var/tmp/strata-conformance),
 # outside the repository, so reruns only run the tests.
@@ -351,13 +352,14 @@ EOF
         fi
     } > "$run/report/run-info.txt"
     if [ -e "$run/report/junit_01.xml" ]; then
-        python3 "$REPO/scripts/conformance-report.py" "$run/report/junit_01.xml" "$run/report/run-info.txt" "$REPO/scripts/conformance-skips.txt" > "$REPO/docs/conformance.md"
-        log "wrote docs/conformance.md"
+        python3 "$REPO/scripts/conformance-report.py" "$run/report/junit_01.xml" "$run/report/run-info.txt" "$REPO/scripts/conformance-skips.txt" > "$REPO/$REPORT"
+        log "wrote $REPORT"
     fi
     return "$rc"
 }
 
 FOCUS="${FOCUS:-\[Conformance\]}"
+REPORT="${REPORT:-docs/conformance.md}"
 PROCS="${PROCS:-4}"
 # ginkgo's limit for the whole run: specs not reached by then are reported as not run.
 SUITE_TIMEOUT="${SUITE_TIMEOUT:-24h}"
