@@ -250,3 +250,60 @@ fn a_stateful_pod_the_node_refuses_is_recreated_until_it_runs() {
     assert!(eventually(LONG, || phase("ss-0") == "Running"), "ss-0 never ran: {}", s.ok(&["get", "pod", "ss-0", "-n", &ns, "-o", "yaml"]));
     s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+/// `pods/proxy` (the ReplicaSet and ReplicationController specs "should serve a basic image on
+/// each replica" read each pod's answer through it): `kubectl get --raw
+/// /api/v1/namespaces/N/pods/P[:PORT]/proxy/PATH` reaches the pod's port through its node's
+/// agent (no port: the first declared container port), POST bodies and queries go through, and
+/// RBAC decides on `pods/proxy` (reading the pod is not enough).
+#[test]
+fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let node = unique("proxy-node");
+    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers: true, extra: vec!["--node-name".into(), node.clone()], env, ..Options::default() });
+    let ns = unique("podproxy");
+    s.ok(&["create", "namespace", &ns]);
+    assert!(eventually(LONG, || s.kubectl(&["get", "serviceaccount", "default", "-n", &ns]).status.success()), "no default ServiceAccount");
+    // busybox httpd on 8080 serving a file and a CGI script that echoes its query and body.
+    let script = "mkdir -p /w/cgi-bin && echo hello-from-the-pod > /w/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"query=$QUERY_STRING\"\\necho \"method=$REQUEST_METHOD\"\\ncat\\n' > /w/cgi-bin/echo && chmod +x /w/cgi-bin/echo && exec httpd -f -p 8080 -h /w";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "web", "image": image, "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}]}]}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&pod.to_string()));
+    assert!(eventually(LONG, || s.ok(&["get", "pod", "web", "-n", &ns, "-o", "jsonpath={.status.phase}"]) == "Running"), "the pod did not run");
+    let base = format!("/api/v1/namespaces/{ns}/pods");
+    let mut got = String::new();
+    let served = eventually(LONG, || {
+        let out = s.kubectl(&["get", "--raw", &format!("{base}/web:8080/proxy/index.html")]);
+        got = format!("{}{}", common::text(&out.stdout), common::text(&out.stderr));
+        out.status.success()
+    });
+    assert!(served, "no answer through pods/proxy: {got}");
+    assert_eq!(got.trim(), "hello-from-the-pod");
+    // No port: the first declared one; the path's trailing slash is the pod's.
+    assert_eq!(s.ok(&["get", "--raw", &format!("{base}/web/proxy/")]).trim(), "hello-from-the-pod");
+    // A query and a POST body reach the pod; its answer comes back as it is.
+    let (code, body) = s.curl("POST", &format!("{base}/web:8080/proxy/cgi-bin/echo?a=1&b=two"), Auth::Admin, Some("text/plain"), Some(b"the-body"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("query=a=1&b=two") && body.contains("method=POST") && body.contains("the-body"), "{body}");
+    let (code, body) = s.curl("GET", &format!("{base}/web:8080/proxy/missing"), Auth::Admin, None, None);
+    assert_eq!(code, 404, "the pod's own 404: {body}");
+    // A port nothing listens on, a pod that does not exist.
+    let (code, body) = s.curl("GET", &format!("{base}/web:9/proxy/"), Auth::Admin, None, None);
+    assert_eq!(code, 503, "{body}");
+    let (code, _) = s.curl("GET", &format!("{base}/nope/proxy/"), Auth::Admin, None, None);
+    assert_eq!(code, 404);
+    // RBAC: `get pods` is not `get pods/proxy`.
+    s.ok(&["create", "role", "reader", "-n", &ns, "--verb=get", "--resource=pods"]);
+    s.ok(&["create", "rolebinding", "reader", "-n", &ns, "--role=reader", "--user=alice"]);
+    let denied = s.kubectl(&["get", "--raw", &format!("{base}/web:8080/proxy/index.html"), "--as=alice"]);
+    assert!(!denied.status.success() && common::text(&denied.stderr).contains("Forbidden"), "{}", common::text(&denied.stderr));
+    s.ok(&["create", "role", "proxier", "-n", &ns, "--verb=get", "--resource=pods/proxy"]);
+    s.ok(&["create", "rolebinding", "proxier", "-n", &ns, "--role=proxier", "--user=alice"]);
+    assert!(eventually(LONG, || s.kubectl(&["get", "--raw", &format!("{base}/web:8080/proxy/index.html"), "--as=alice"]).status.success()), "alice may proxy now");
+    // Discovery lists the subresource.
+    assert!(s.ok(&["get", "--raw", "/api/v1"]).contains("\"pods/proxy\""));
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

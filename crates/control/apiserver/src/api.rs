@@ -208,12 +208,15 @@ pub fn parse_path(path: &str) -> Result<Option<RequestInfo>, ApiError> {
                 [] => info(r, Some(ns), None, None),
                 [name] => info(r, Some(ns), Some(name), None),
                 [name, sub] => info(r, Some(ns), Some(name), Some(sub)),
+                // A proxy subresource carries the path to proxy after it.
+                [name, "proxy", ..] => info(r, Some(ns), Some(name), Some("proxy")),
                 _ => return Err(not_found()),
             }
         }
         [plural] => info(lookup(plural)?, None, None, None),
         [plural, name] => info(lookup(plural)?, None, Some(name), None),
         [plural, name, sub] => info(lookup(plural)?, None, Some(name), Some(sub)),
+        [plural, name, "proxy", ..] => info(lookup(plural)?, None, Some(name), Some("proxy")),
         _ => return Err(not_found()),
     }))
 }
@@ -341,6 +344,9 @@ impl Api {
         }
         if matches!(info.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward" | "console")) {
             return self.node_subresource(&info, &method, query, headers, conn).await;
+        }
+        if info.subresource.as_deref() == Some("proxy") {
+            return self.pod_proxy(&info, &method, raw_path, query, headers, body).await;
         }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         if info.resource.custom && verb == "create" {
@@ -1403,6 +1409,51 @@ impl Api {
             return Err(ApiError::bad_request("Upgrade request required"));
         };
         kubelet.upgrade(node, addr, method, &path, headers, upgrade).await
+    }
+
+    /// `pods/proxy`: an HTTP request to a port of the pod (`pods/NAME[:PORT]/proxy/PATH`),
+    /// carried by the agent of the pod's node (its `/podProxy/{ns}/{pod}/{port}/PATH`), which
+    /// connects in the pod's network as for port-forward. kube-apiserver dials the pod IP itself;
+    /// through the agent, a pod is reached wherever its network is. The name is upstream's
+    /// `[scheme:]name[:port]` (only `http`); without a port, the first port a container
+    /// declares, else 80. RBAC was checked on `pods/proxy` with the method's verb.
+    async fn pod_proxy(&self, info: &RequestInfo, method: &Method, raw_path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+        let ns = info.namespace.as_deref().unwrap_or("default");
+        let id = info.name.as_deref().unwrap_or("");
+        if info.resource.kind != "Pod" {
+            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        }
+        let (scheme, name, port) = crate::proxy::split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid pod proxy name {id:?}")))?;
+        if !scheme.is_empty() && scheme != "http" {
+            return Err(ApiError::bad_request(format!("pods/proxy: scheme {scheme:?} is not supported (only http)")));
+        }
+        let target = RequestInfo { resource: info.resource, namespace: info.namespace.clone(), name: Some(name.to_string()), subresource: None };
+        let (pod, _) = self.load(&target).await?;
+        let port: u16 = match port {
+            Some(p) => p.parse().ok().filter(|p| *p > 0).ok_or_else(|| ApiError::bad_request(format!("invalid port in pod proxy name {id:?}")))?,
+            None => pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|c| c["ports"].as_array()?.first()?["containerPort"].as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(80),
+        };
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        }
+        // What follows `/proxy` in the request path, trailing slash included.
+        let marker = format!("/{id}/proxy");
+        let tail = raw_path.find(&marker).map(|i| &raw_path[i + marker.len()..]).unwrap_or("");
+        let tail = if tail.is_empty() { "/" } else { tail };
+        let mut path = format!("/podProxy/{ns}/{name}/{port}{tail}");
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            path = format!("{path}?{q}");
+        }
+        let addr = self.agent_of(node).await?;
+        let kubelet = self.kubelet.as_ref().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
+        kubelet.forward(node, addr, method, &path, headers, body).await
     }
 
     /// Where the agent of Node `node` listens: 404 for a Node that does not exist, 503 for one

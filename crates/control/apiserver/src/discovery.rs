@@ -71,6 +71,7 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "exec" => ("PodExecOptions", &["create", "get"]),
         "attach" => ("PodAttachOptions", &["create", "get"]),
         "portforward" => ("PodPortForwardOptions", &["create", "get"]),
+        "proxy" => ("PodProxyOptions", &["create", "delete", "get", "patch", "update"]),
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
         "token" => ("TokenRequest", &["create"]),
         "finalize" => (r.kind, &["update"]),

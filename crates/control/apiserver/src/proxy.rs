@@ -1,12 +1,14 @@
-//! Pod streams (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`, and a VM's
-//! `virtualmachines/console` through its launcher pod) proxied to the node
+//! Pod streams (`pods/log`, `pods/exec`, `pods/attach`, `pods/portforward`, `pods/proxy`, and a
+//! VM's `virtualmachines/console` through its launcher pod) proxied to the node
 //! agent that runs the pod, as kube-apiserver proxies them to kubelet: the Node's InternalIP
 //! (else ExternalIP) and `status.daemonEndpoints.kubeletEndpoint.port` (10250 when unset), TLS
 //! that verifies the agent's serving certificate against the cluster CA and presents this
 //! server's own client certificate (`kube-apiserver-kubelet-client`), kubelet's paths and
 //! parameters. Logs stream back as the response body; exec, attach and port-forward are HTTP/1.1
 //! upgrades (WebSocket or SPDY) whose two connections are spliced byte for byte once the agent
-//! has switched protocols, so the agent speaks every protocol itself.
+//! has switched protocols, so the agent speaks every protocol itself. A proxied HTTP request
+//! (`pods/proxy`) goes to the agent's `/podProxy/...` with its method, end-to-end headers and
+//! body, and whatever the pod answers comes back as it is.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -158,6 +160,67 @@ impl KubeletClient {
     }
 }
 
+/// Headers never carried through a proxy: hop-by-hop ones (RFC 9110 7.6.1), the client's
+/// credentials for this server, and what the connection to the agent sets itself.
+const NOT_PROXIED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+];
+
+fn proxied(name: &str) -> bool {
+    !NOT_PROXIED.contains(&name) && !name.starts_with("impersonate-")
+}
+
+impl KubeletClient {
+    /// A plain HTTP request through the agent (`pods/proxy`): sent with `method`, the
+    /// end-to-end headers and `body`; the agent's answer (the pod's) is returned as it is,
+    /// streamed.
+    pub async fn forward(&self, node: &str, addr: SocketAddr, method: &Method, path_and_query: &str, headers: &HeaderMap, body: axum::body::Bytes) -> Result<Response<Body>, ApiError> {
+        let mut b = Request::builder().method(method.clone()).uri(path_and_query).header("host", addr.to_string());
+        for (name, v) in headers {
+            if proxied(name.as_str()) {
+                b = b.header(name, v.clone());
+            }
+        }
+        let req = b.body(Body::from(body)).map_err(|e| ApiError::internal(e.to_string()))?;
+        let resp = self.send(node, addr, req).await?;
+        let (parts, incoming) = resp.into_parts();
+        let mut out = Response::new(Body::new(incoming));
+        *out.status_mut() = parts.status;
+        for (name, v) in &parts.headers {
+            if proxied(name.as_str()) {
+                out.headers_mut().append(name.clone(), v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Upstream's `SplitSchemeNamePort`: `name`, `name:port` or `scheme:name:port` (scheme
+/// `http`/`https` or empty); None for anything else.
+pub fn split_scheme_name_port(id: &str) -> Option<(&str, &str, Option<&str>)> {
+    let parts: Vec<&str> = id.split(':').collect();
+    let (scheme, name, port) = match parts.as_slice() {
+        [name] => ("", *name, None),
+        [name, port] => ("", *name, Some(*port)),
+        [scheme, name, port] if matches!(*scheme, "http" | "https") => (*scheme, *name, Some(*port)),
+        _ => return None,
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some((scheme, name, port.filter(|p| !p.is_empty())))
+}
+
 /// The agent refused: its status, and its message (plain text, as kubelet writes errors).
 async fn agent_error(resp: Response<hyper::body::Incoming>) -> ApiError {
     use http_body_util::BodyExt;
@@ -222,5 +285,17 @@ mod tests {
         assert_eq!(agent_address(&n), Some("192.0.2.1:10250".parse().expect("addr")));
         assert_eq!(agent_address(&json!({ "status": { "addresses": [{ "type": "Hostname", "address": "n1" }] } })), None);
         assert_eq!(encode_query(&[("command".into(), "sh -c".into()), ("command".into(), "exit 3".into())]), "command=sh%20-c&command=exit%203");
+    }
+
+    #[test]
+    fn proxy_names_as_upstream_splits_them() {
+        assert_eq!(split_scheme_name_port("web"), Some(("", "web", None)));
+        assert_eq!(split_scheme_name_port("web:8080"), Some(("", "web", Some("8080"))));
+        assert_eq!(split_scheme_name_port("web:"), Some(("", "web", None)));
+        assert_eq!(split_scheme_name_port("https:web:443"), Some(("https", "web", Some("443"))));
+        assert_eq!(split_scheme_name_port("ftp:web:21"), None);
+        assert_eq!(split_scheme_name_port(":80"), None);
+        assert_eq!(split_scheme_name_port("a:b:c:d"), None);
+        assert!(proxied("accept") && !proxied("authorization") && !proxied("impersonate-user") && !proxied("connection"));
     }
 }

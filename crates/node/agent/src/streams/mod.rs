@@ -11,6 +11,10 @@
 //! SPDY/3.1 `portforward.k8s.io`, the same tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`)
 //! and WebSocket `v4.channel.k8s.io` channels for port-forward.
 //!
+//! `/podProxy/{ns}/{pod}/{port}/{path}` is an HTTP request to a port of the pod (the API server's
+//! `pods/proxy`; kubelet has no such path: kube-apiserver dials pod IPs itself), sent over a
+//! connection made in the pod's network as port-forward makes it (`proxy.rs`).
+//!
 //! `/vmConsole/{ns}/{pod}/{uid}` is the serial console of the VM a launcher pod runs (the API
 //! server's `virtualmachines/console`): WebSocket `plain.strata.dev` (or no subprotocol), binary
 //! messages of raw bytes both ways (`console.rs`).
@@ -23,6 +27,7 @@ mod exec;
 mod logs;
 mod pods;
 mod portforward;
+mod proxy;
 pub mod spdy;
 pub mod ws;
 
@@ -328,6 +333,20 @@ async fn route(pods: Arc<dyn PodStreams>, req: Request<hyper::body::Incoming>) -
             exec::serve(pods, verb == &"attach", target(ns, pod, Some(uid), container), req).await
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => portforward::serve(pods, ns.to_string(), pod.to_string(), req).await,
+        ["podProxy", ns, pod, port, ..] => {
+            // The rest of the path (trailing slash kept) and the query go to the pod as they came.
+            let prefix = format!("/podProxy/{ns}/{pod}/{port}");
+            let rest = path.get(prefix.len()..).unwrap_or("");
+            let rest = if rest.is_empty() { "/" } else { rest };
+            let target = match req.uri().query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_string(),
+            };
+            match port.parse::<u16>() {
+                Ok(port) if port > 0 => proxy::serve(pods, ns.to_string(), pod.to_string(), port, target, req).await,
+                _ => full(StatusCode::BAD_REQUEST, format!("invalid port {port:?}")),
+            }
+        }
         ["vmConsole", ns, pod, uid] if req.method() == http::Method::GET => {
             console::serve(pods, ns.to_string(), pod.to_string(), uid.to_string(), req).await
         }

@@ -26,7 +26,7 @@ const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 const V4: &str = "v4.channel.k8s.io";
 
 /// Connect to `port` of the pod (blocking call on a worker thread).
-async fn connect(pods: &Arc<dyn PodStreams>, ns: &str, pod: &str, port: u16) -> Result<tokio::net::TcpStream, PodError> {
+pub(super) async fn connect(pods: &Arc<dyn PodStreams>, ns: &str, pod: &str, port: u16) -> Result<tokio::net::TcpStream, PodError> {
     let (pods, ns2, pod2) = (pods.clone(), ns.to_string(), pod.to_string());
     let tcp = blocking(move || pods.port_forward(&ns2, &pod2, port)).await?;
     tcp.set_nonblocking(true).map_err(|e| PodError::Internal(e.to_string()))?;
