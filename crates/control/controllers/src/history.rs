@@ -25,13 +25,49 @@ use crate::Error;
 /// The label a revision and the pods made from it carry (`apps.ControllerRevisionHashLabelKey`).
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
-/// The revision data of a template: the patch that puts it back.
+/// The revision data of a template: the patch that puts it back, with the template as Go's
+/// `encoding/json` writes a typed `PodTemplateSpec` ([`go_form`]): upstream's DaemonSet `Match`
+/// (which the e2e suite calls) compares a revision's data byte for byte with that.
 pub fn patch_of(template: &Value) -> Value {
-    let mut t = template.clone();
+    let mut t = go_form(template);
     if let Some(o) = t.as_object_mut() {
         o.insert("$patch".into(), json!("replace"));
     }
     json!({ "spec": { "template": t } })
+}
+
+/// `template` with the fields Go always writes for the typed object added where missing (Go's
+/// `omitempty` never omits a struct): `metadata.creationTimestamp: null` and each container's
+/// `resources: {}`. Keys are written sorted (serde_json's map), as Go writes a map.
+pub fn go_form(template: &Value) -> Value {
+    let mut t = template.clone();
+    let Some(o) = t.as_object_mut() else { return t };
+    let meta = o.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.entry("creationTimestamp").or_insert(Value::Null);
+    }
+    let spec = o.entry("spec").or_insert_with(|| json!({}));
+    if let Some(sp) = spec.as_object_mut() {
+        sp.entry("containers").or_insert(Value::Null);
+        for list in ["initContainers", "containers", "ephemeralContainers"] {
+            for c in sp.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(c) = c.as_object_mut() {
+                    c.entry("resources").or_insert_with(|| json!({}));
+                }
+            }
+        }
+    }
+    t
+}
+
+/// A revision's data as [`patch_of`] writes it now (revisions written before the template took
+/// Go's form compare equal to the current data of the same template).
+fn normalized(data: &Value) -> Value {
+    let mut d = data.clone();
+    if let Some(t) = d.get("spec").and_then(|s| s.get("template")) {
+        d["spec"]["template"] = go_form(t);
+    }
+    d
 }
 
 pub fn revision_hash(r: &ControllerRevision) -> String {
@@ -111,7 +147,7 @@ where
     K: Resource<DynamicType = ()>,
 {
     let want = patch_of(template);
-    let (mut matching, old): (Vec<ControllerRevision>, Vec<ControllerRevision>) = claimed.into_iter().partition(|r| r.data.as_ref().map(|d| &d.0) == Some(&want));
+    let (mut matching, old): (Vec<ControllerRevision>, Vec<ControllerRevision>) = claimed.into_iter().partition(|r| r.data.as_ref().map(|d| normalized(&d.0)).as_ref() == Some(&want));
     let next = old.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
     matching.sort_by_key(|r| r.revision);
     let cur = match matching.pop() {
@@ -155,7 +191,7 @@ where
                     let existing = api.get_opt(&name).await?;
                     let ours = existing.as_ref().is_some_and(|x| controller_of(&x.metadata).is_some_and(|c| Some(&c.uid) == owner.meta().uid.as_ref()));
                     match existing {
-                        Some(x) if x.data.as_ref().map(|d| &d.0) == Some(&want) && ours => return Err(Error::Invalid(format!("revision {name} not in the cache yet"))),
+                        Some(x) if x.data.as_ref().map(|d| normalized(&d.0)).as_ref() == Some(&want) && ours => return Err(Error::Invalid(format!("revision {name} not in the cache yet"))),
                         _ => return Ok(Outcome::Collision),
                     }
                 }
@@ -202,5 +238,21 @@ mod tests {
         assert_eq!(p["spec"]["template"]["$patch"], "replace");
         assert_eq!(p["spec"]["template"]["metadata"]["labels"]["app"], "a");
         assert_eq!(p, patch_of(&t), "the same template gives the same data");
+    }
+
+    /// The bytes Go's json.Marshal gives for the patch upstream's DaemonSet `getPatch` makes of
+    /// the same typed template (a struct is never omitted; map keys sorted).
+    #[test]
+    fn revision_data_is_what_go_writes_for_the_typed_template() {
+        let t = json!({ "metadata": { "labels": { "app": "a" } }, "spec": { "containers": [{ "name": "c", "image": "i", "ports": [{ "containerPort": 9376, "protocol": "TCP" }] }], "initContainers": [{ "name": "i", "image": "i", "resources": { "limits": { "cpu": "1" } } }] } });
+        let bytes = serde_json::to_string(&patch_of(&t)).expect("json");
+        assert_eq!(
+            bytes,
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"a"}},"spec":{"containers":[{"image":"i","name":"c","ports":[{"containerPort":9376,"protocol":"TCP"}],"resources":{}}],"initContainers":[{"image":"i","name":"i","resources":{"limits":{"cpu":"1"}}}]}}}}"#
+        );
+        // Data written before (without Go's fields) is the same revision.
+        let mut old = json!({ "spec": { "template": t.clone() } });
+        old["spec"]["template"]["$patch"] = json!("replace");
+        assert_eq!(normalized(&old), patch_of(&t));
     }
 }
