@@ -307,3 +307,41 @@ fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
     assert!(s.ok(&["get", "--raw", "/api/v1"]).contains("\"pods/proxy\""));
     s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+/// Upstream's pod failure back-off: a failed pod's replacement is created 10 s after the failure,
+/// 20 s after a second one (doubling, capped), and at once again after a success. strata made the
+/// replacement at once.
+#[test]
+fn a_job_waits_before_replacing_failed_pods_and_a_success_resets_the_wait() {
+    let s = cluster();
+    let ns = unique("jobbackoff");
+    s.ok(&["create", "namespace", &ns]);
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flaky", "namespace": ns},
+        "spec": {"parallelism": 1, "completions": 3, "backoffLimit": 6, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}});
+    s.ok_stdin(&["create", "-f", "-"], Some(&job.to_string()));
+    let pods_path = format!("/api/v1/namespaces/{ns}/pods");
+    // The one pod not finished yet (the Job runs one at a time).
+    let running = |s: &ApiServer| -> Option<String> {
+        s.items(&pods_path).into_iter().find(|p| !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))).and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+    };
+    // Finish it as a kubelet would report it, and return how long its replacement took to appear.
+    let finish = |pod: &str, phase: &str, code: i32| -> (Duration, String) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let status = json!({"status": {"phase": phase, "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now, "reason": if code == 0 { "Completed" } else { "Error" }}}}]}});
+        s.ok(&["patch", "pod", pod, "-n", &ns, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+        let started = std::time::Instant::now();
+        let mut next = None;
+        assert!(eventually(Duration::from_secs(90), || { next = running(&s).filter(|n| n != pod); next.is_some() }), "no replacement for {pod}");
+        (started.elapsed(), next.unwrap_or_default())
+    };
+    let mut pod = None;
+    assert!(eventually(LONG, || { pod = running(&s); pod.is_some() }), "no first pod");
+    let (first, pod) = finish(&pod.unwrap_or_default(), "Failed", 1);
+    assert!(first >= Duration::from_secs(8) && first < Duration::from_secs(40), "a replacement after one failure took {first:?}, want about 10 s");
+    let (second, pod) = finish(&pod, "Failed", 1);
+    assert!(second >= Duration::from_secs(18) && second < Duration::from_secs(60), "after two failures {second:?}, want about 20 s");
+    let (after_success, _) = finish(&pod, "Succeeded", 0);
+    assert!(after_success < Duration::from_secs(8), "a success resets the back-off: {after_success:?}");
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

@@ -51,12 +51,62 @@ pub const INDEX_IGNORED_FAILURES: &str = "batch.kubernetes.io/job-index-ignored-
 pub struct State {
     pods: Store<Pod>,
     expectations: Expectations,
+    /// Per Job (`ns/name`): failures counted since its last success and when the latest
+    /// happened (upstream's in-memory `backoffStore`; a restart forgets it, as upstream's).
+    backoff: std::sync::Mutex<std::collections::HashMap<String, Backoff>>,
+}
+
+/// The first delay before a failed pod's replacement, doubled per further failure
+/// (upstream's `DefaultJobPodFailureBackOff`)...
+pub const POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// ... up to this (`MaxJobPodFailureBackOff` of k8s.io/kubernetes v1.32; its documentation says
+/// six minutes, its code ten).
+pub const MAX_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Failures since the last success and the time of the latest (upstream's `backoffRecord`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Backoff {
+    pub failures: u32,
+    pub last_failure: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Backoff {
+    /// The record after newly counted pods (upstream's `newBackoffRecord`): failures add up; a
+    /// success resets the count to the failures that finished after it.
+    pub fn counted(&self, succeeded: &[chrono::DateTime<chrono::Utc>], failed: &[chrono::DateTime<chrono::Utc>]) -> Backoff {
+        let mut failed = failed.to_vec();
+        failed.sort();
+        let Some(last_success) = succeeded.iter().max() else {
+            return match failed.last() {
+                Some(t) => Backoff { failures: self.failures + failed.len() as u32, last_failure: Some(*t) },
+                None => self.clone(),
+            };
+        };
+        let after: Vec<_> = failed.into_iter().filter(|t| t > last_success).collect();
+        Backoff { failures: after.len() as u32, last_failure: after.last().copied() }
+    }
+
+    /// How long a new pod must still wait at `now`: 10 s after the latest failure, doubled per
+    /// earlier failure since the last success, at most [`MAX_POD_FAILURE_BACKOFF`].
+    pub fn remaining(&self, now: chrono::DateTime<chrono::Utc>) -> Duration {
+        let Some(last) = self.last_failure.filter(|_| self.failures > 0) else { return Duration::ZERO };
+        let mut delay = POD_FAILURE_BACKOFF;
+        for _ in 1..self.failures {
+            delay *= 2;
+            if delay >= MAX_POD_FAILURE_BACKOFF {
+                delay = MAX_POD_FAILURE_BACKOFF;
+                break;
+            }
+        }
+        let elapsed = (now - last).to_std().unwrap_or(Duration::ZERO);
+        delay.saturating_sub(elapsed)
+    }
 }
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let (pods, writer) = reflector::store::<Pod>();
     let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
-    let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default() });
+    let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default(), backoff: Default::default() });
     let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config());
     let jobs = controller.store();
     // A pod wakes its Job; an orphan wakes every Job of its namespace that selects it (to adopt it).
@@ -93,6 +143,11 @@ async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if !crate::synced(&ctx.state.pods) || !crate::synced(&jobs) {
             continue;
+        }
+        // Back-off records of Jobs that are gone.
+        let live: std::collections::HashSet<String> = jobs.state().iter().map(|j| crate::key(j.as_ref())).collect();
+        if let Ok(mut b) = ctx.state.backoff.lock() {
+            b.retain(|k, _| live.contains(k));
         }
         for p in ctx.state.pods.state() {
             if !has_tracking(&p) {
@@ -426,6 +481,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let mut u_succ: BTreeSet<String> = uncounted.succeeded.clone().unwrap_or_default().into_iter().collect();
     let mut u_fail: BTreeSet<String> = uncounted.failed.clone().unwrap_or_default().into_iter().collect();
     let mut added = false;
+    // When the pods counted in this pass finished (for the back-off record).
+    let (mut new_succ, mut new_fail) = (Vec::new(), Vec::new());
     // Pods the controller itself deleted (the Job finished or was suspended) are not failures.
     let count_deleted = !done && !spec.suspend.unwrap_or(false);
     for p in &pods {
@@ -439,10 +496,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         }
         if phase(p) == "Succeeded" {
             u_succ.insert(puid);
+            new_succ.push(finished_at(p).unwrap_or_else(chrono::Utc::now));
             added = true;
         } else if failed(p, spec) && (finished(p) || p.metadata.deletion_timestamp.is_some()) {
             if match_failure_policy(spec.pod_failure_policy.as_ref(), p).1 {
                 u_fail.insert(puid);
+                new_fail.push(finished_at(p).unwrap_or_else(chrono::Utc::now));
                 added = true;
             } else {
                 // Ignored by the pod failure policy: not a failure; its replacement comes.
@@ -470,6 +529,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         st.uncounted_terminated_pods = Some(uncounted.clone());
         job = write_status(&ctx, &job, st.clone()).await?;
         st = job.status.clone().unwrap_or_default();
+        // Recorded once the pods are (each is newly counted in one pass only).
+        if let Ok(mut b) = ctx.state.backoff.lock() {
+            let record = b.entry(key.clone()).or_default();
+            *record = record.counted(&new_succ, &new_fail);
+        }
     }
     // Step 2: their finalizers go.
     for p in &pods {
@@ -593,7 +657,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         } as usize;
         // With podReplacementPolicy Failed a terminating pod is replaced only once it has failed.
         let terminating = if only_replace_failed(spec) { pods.iter().filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_some()).count() } else { 0 };
-        if active.len() + terminating < want {
+        // A replacement after failures waits out the back-off (upstream's pod failure back-off).
+        let wait = ctx.state.backoff.lock().ok().and_then(|b| b.get(&key).map(|r| r.remaining(now))).unwrap_or(Duration::ZERO);
+        if active.len() + terminating < want && !wait.is_zero() {
+            requeue = Some(requeue.map_or(wait, |r| r.min(wait)) + Duration::from_millis(100));
+        } else if active.len() + terminating < want {
             let mut indexes: Vec<Option<i32>> = Vec::new();
             if indexed {
                 let c = completions.unwrap_or(1);
@@ -771,6 +839,26 @@ mod tests {
         assert_eq!(match_success_policy(Some(&all), 5, &set(&[0])), None, "every index of the rule without a count");
         assert_eq!(match_success_policy(Some(&all), 5, &set(&[0, 1])).as_deref(), Some("Matched rules at index 0"));
         assert_eq!(match_success_policy(None, 5, &set(&[0, 1])), None);
+    }
+
+    #[test]
+    fn pod_failure_backoff_doubles_from_ten_seconds_and_a_success_resets_it() {
+        let t0 = chrono::Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let none = Backoff::default();
+        assert_eq!(none.remaining(t0), Duration::ZERO);
+        let one = none.counted(&[], &[at(0)]);
+        assert_eq!(one, Backoff { failures: 1, last_failure: Some(at(0)) });
+        assert_eq!(one.remaining(at(4)), Duration::from_secs(6));
+        assert_eq!(one.remaining(at(11)), Duration::ZERO);
+        let two = one.counted(&[], &[at(20)]);
+        assert_eq!(two.remaining(at(20)), Duration::from_secs(20));
+        let many = Backoff { failures: 12, last_failure: Some(at(0)) };
+        assert_eq!(many.remaining(at(0)), MAX_POD_FAILURE_BACKOFF, "capped");
+        // A success resets the count to the failures that finished after it.
+        assert_eq!(two.counted(&[at(30)], &[]), Backoff { failures: 0, last_failure: None });
+        assert_eq!(two.counted(&[at(30)], &[at(25), at(40)]), Backoff { failures: 1, last_failure: Some(at(40)) });
+        assert_eq!(two.counted(&[], &[]), two);
     }
 
     #[test]
