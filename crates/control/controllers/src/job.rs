@@ -643,7 +643,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         if suspended && !finished_now {
             set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended");
         }
-    } else if ctx.state.expectations.satisfied(&key, in_cache) {
+    } else if ctx.state.expectations.satisfied(&key, in_cache) && job.metadata.deletion_timestamp.is_none() {
+        // A Job being deleted makes and removes no pods (upstream's manageJob is skipped): while
+        // the garbage collector orphans its pods, they would look missing.
         if st.conditions.iter().flatten().any(|c| c.type_ == "Suspended" && c.status == "True") {
             set_condition(&mut st, "Suspended", "False", "JobResumed", "Job resumed");
         }
