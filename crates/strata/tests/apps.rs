@@ -22,6 +22,28 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", std::process::id())
 }
 
+/// A server with its node agent (node `<prefix>-<pid>`), scheduler and controllers, and a real
+/// registry holding busybox: the server, the registry (kept alive), the image, the node's name.
+fn agent_cluster(prefix: &str) -> (ApiServer, strata_testkit::Registry, String, String) {
+    let registry = strata_testkit::Registry::start();
+    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
+    let image = format!("{}/busybox:latest", registry.addr);
+    // No VM acceleration probe; the shared disk may be fuller than the default unpack reserve.
+    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
+    let node = unique(prefix);
+    let extra = vec!["--node-name".to_string(), node.clone()];
+    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers: true, scheduler: true, extra, env, ..Options::default() });
+    (s, registry, image, node)
+}
+
+/// A new namespace `<prefix>-<pid>` once its `default` ServiceAccount exists (pods need it).
+fn namespace(s: &ApiServer, prefix: &str) -> String {
+    let ns = unique(prefix);
+    s.ok(&["create", "namespace", &ns]);
+    assert!(eventually(LONG, || s.kubectl(&["get", "serviceaccount", "default", "-n", &ns]).status.success()), "no default ServiceAccount");
+    ns
+}
+
 /// A write to a `status` subresource changes the metadata as upstream's status strategies let it
 /// (`PrepareForUpdate` of each kind's status strategy): Jobs and CronJobs keep the annotations
 /// and labels it carries (the Job and CronJob "API operations" specs patch
@@ -210,15 +232,8 @@ fn a_job_deleted_in_the_background_leaves_no_pod() {
 /// port), so the pod never failed and was never re-created.
 #[test]
 fn a_stateful_pod_the_node_refuses_is_recreated_until_it_runs() {
-    let registry = strata_testkit::Registry::start();
-    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
-    let image = format!("{}/busybox:latest", registry.addr);
-    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
-    let node = unique("apps-node");
-    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers: true, scheduler: true, extra: vec!["--node-name".into(), node.clone()], env, ..Options::default() });
-    let ns = unique("ssevict");
-    s.ok(&["create", "namespace", &ns]);
-    assert!(eventually(LONG, || s.kubectl(&["get", "serviceaccount", "default", "-n", &ns]).status.success()), "no default ServiceAccount");
+    let (s, _registry, image, node) = agent_cluster("apps-node");
+    let ns = namespace(&s, "ssevict");
     let port = common::free_port();
     let container = |name: &str| json!({"name": name, "image": image, "command": ["sleep", "1000000"], "ports": [{"name": "conflict", "containerPort": port, "hostPort": port}]});
     let holder = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder", "namespace": ns}, "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [container("holder")]}});
@@ -258,15 +273,8 @@ fn a_stateful_pod_the_node_refuses_is_recreated_until_it_runs() {
 /// RBAC decides on `pods/proxy` (reading the pod is not enough).
 #[test]
 fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
-    let registry = strata_testkit::Registry::start();
-    registry.push(&strata_testkit::busybox_image(), "busybox", "latest");
-    let image = format!("{}/busybox:latest", registry.addr);
-    let env = vec![("STRATA_VM_ACCEL".to_string(), "tcg".to_string()), ("STRATA_UNPACK_RESERVE".to_string(), "512MiB".to_string())];
-    let node = unique("proxy-node");
-    let s = ApiServer::start_opts(Backend::Embedded, Options { agent: true, controllers: true, extra: vec!["--node-name".into(), node.clone()], env, ..Options::default() });
-    let ns = unique("podproxy");
-    s.ok(&["create", "namespace", &ns]);
-    assert!(eventually(LONG, || s.kubectl(&["get", "serviceaccount", "default", "-n", &ns]).status.success()), "no default ServiceAccount");
+    let (s, _registry, image, node) = agent_cluster("proxy-node");
+    let ns = namespace(&s, "podproxy");
     // busybox httpd on 8080 serving a file and a CGI script that echoes its query and body.
     let script = "mkdir -p /w/cgi-bin && echo hello-from-the-pod > /w/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"query=$QUERY_STRING\"\\necho \"method=$REQUEST_METHOD\"\\ncat\\n' > /w/cgi-bin/echo && chmod +x /w/cgi-bin/echo && exec httpd -f -p 8080 -h /w";
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": ns},
