@@ -381,6 +381,10 @@ async fn run() {
         agent0.1, agent1.1, agent0.0, agent1.0, others0.0, others1.0, others0.1, others1.1, strata_per_pod
     );
     println!("  overhead beyond the guest's memory (QEMU outside guest RAM + strata), PSS: {:.1} MiB per pod", out_pss / n + strata_per_pod);
+    // RSS counts QEMU's binary, libraries and initramfs whole in each QEMU: what a node's only
+    // VM-isolated pod pays (the agent's growth is its RSS here).
+    let strata_rss_per_pod = ((agent1.0 - agent0.0) + (others1.1 - others0.1)) / n;
+    println!("  overhead beyond the guest's memory (QEMU outside guest RAM + strata), RSS: {:.1} MiB per pod", out_rss / n + strata_rss_per_pod);
     delete_all(&api).await;
     assert!(pids_with(&["qemu-system", &root_s]).is_empty(), "QEMU left after the pods were deleted");
 }
