@@ -228,16 +228,7 @@ fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
     create(&s, &plain_pod("waits", "", ""));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(node_of(&s, "waits"), "", "--no-scheduler: nobody binds");
-    let log = std::fs::File::create(s.dir.path().join("scheduler.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["scheduler", "--kubeconfig"])
-        .arg(s.kubeconfig())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("strata scheduler");
-    let _child = Killed(child);
+    let _child = start_scheduler(&s, "remote", &[]);
     assert_eq!(bound(&s, "waits"), "sim-remote");
     // Pods for another scheduler are left alone.
     create(&s, &plain_pod("not-ours", "", "  schedulerName: other-scheduler\n"));
@@ -296,17 +287,23 @@ fn priority_classes_set_pod_priority_and_preemption_makes_room() {
     }), "{events}");
 }
 
-fn start_scheduler(s: &ApiServer, identity: &str) -> Killed {
-    let log = std::fs::File::create(s.dir.path().join(format!("scheduler-{identity}.log"))).expect("log");
+/// `strata scheduler --identity IDENTITY EXTRA... --kubeconfig` against `s`, logging at info to
+/// `scheduler-IDENTITY.log` in the server's directory: the process and the log's path.
+fn start_scheduler(s: &ApiServer, identity: &str, extra: &[&str]) -> (Killed, std::path::PathBuf) {
+    let log_path = s.dir.path().join(format!("scheduler-{identity}.log"));
+    let log = std::fs::File::create(&log_path).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["scheduler", "--identity", identity, "--kubeconfig"])
+        .args(["scheduler", "--identity", identity])
+        .args(extra)
+        .arg("--kubeconfig")
         .arg(s.kubeconfig())
+        .env("STRATA_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
         .expect("strata scheduler");
-    Killed(child)
+    (Killed(child), log_path)
 }
 
 #[test]
@@ -314,9 +311,9 @@ fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
     let s = ApiServer::start(Backend::Embedded);
     sim_node(&s, "sim-le", "4", "8Gi", "110", &[], &[]);
     let holder = || s.kubectl(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "jsonpath={.spec.holderIdentity}"]).stdout.iter().map(|b| *b as char).collect::<String>();
-    let mut a = start_scheduler(&s, "sched-a");
+    let (mut a, _) = start_scheduler(&s, "sched-a", &[]);
     assert!(eventually(Duration::from_secs(30), || holder() == "sched-a"), "holder: {}", holder());
-    let _b = start_scheduler(&s, "sched-b");
+    let _b = start_scheduler(&s, "sched-b", &[]);
     create(&s, &plain_pod("first", "", ""));
     assert_eq!(bound(&s, "first"), "sim-le");
     std::thread::sleep(Duration::from_secs(3));
@@ -448,18 +445,7 @@ fn a_busy_scheduler_keeps_its_lease() {
             })
             .await;
     });
-    let log_path = s.dir.path().join("scheduler-busy.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["scheduler", "--identity", "busy", "--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms", "--kubeconfig"])
-        .arg(s.kubeconfig())
-        .env("STRATA_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("strata scheduler");
-    let _child = Killed(child);
+    let (_child, log_path) = start_scheduler(&s, "busy", &["--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2s", "--leader-elect-retry-period=250ms"]);
     let bound_count = || s.ok(&["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]).lines().filter(|l| !l.is_empty()).count();
     let bound_all = eventually(Duration::from_secs(240), || bound_count() == PODS);
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
