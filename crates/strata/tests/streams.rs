@@ -159,33 +159,9 @@ fn logs_tail_timestamps_previous_since_and_follow() {
 fn attach_joins_the_main_process() {
     let (s, _node) = cluster();
     for v in [None, Some(OLD)] {
-        let mut a = kubectl_cmd(&s, v)
-            .args(["attach", "-i", "p", "-c", "c"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("attach");
-        let mut stdin = a.stdin.take().expect("stdin");
-        let stdout = a.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        // The session may take a moment to be up: send until the echo comes back.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = false;
-        while !seen && Instant::now() < deadline {
-            stdin.write_all(b"hello\n").expect("write");
-            stdin.flush().expect("flush");
-            if let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-                seen = l == "main:hello";
-            }
-        }
-        let _ = a.kill();
-        let out = a.wait_with_output().expect("attach");
+        let mut cmd = kubectl_cmd(&s, v);
+        cmd.args(["attach", "-i", "p", "-c", "c"]);
+        let (seen, out) = common::echoes(cmd, b"hello\n", "main:hello");
         assert!(seen, "{v:?}: no echo from the main process: {}", text(&out.stderr));
     }
 }

@@ -487,35 +487,9 @@ fn attach_and_terminals_work_for_both_runtime_classes() {
         });
         assert!(ok, "{what}: not running: {last:#}\nlog: {}", server.log());
         // Input reaches the main process; its answers come back.
-        let mut a = server
-            .kubectl_command("kubectl")
-            .args(["attach", "-i", name, "-c", "shell"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("attach");
-        let mut stdin = a.stdin.take().expect("stdin");
-        let stdout = a.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let mut seen = false;
-        while !seen && std::time::Instant::now() < deadline {
-            let _ = stdin.write_all(b"hello\n").and_then(|_| stdin.flush());
-            while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-                seen |= l == "main:hello";
-                if seen {
-                    break;
-                }
-            }
-        }
-        let _ = a.kill();
-        let out = wait_bounded(a, Duration::from_secs(30));
+        let mut cmd = server.kubectl_command("kubectl");
+        cmd.args(["attach", "-i", name, "-c", "shell"]);
+        let (seen, out) = common::echoes(cmd, b"hello\n", "main:hello");
         assert!(seen, "{what}: no echo from the main process: {}", text(&out.stderr));
         // Output only, from the moment of attaching (a ticker's new lines, not its first).
         let mut t = server.kubectl_command("kubectl").args(["attach", name, "-c", "ticker"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("attach");

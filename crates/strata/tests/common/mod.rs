@@ -197,6 +197,36 @@ pub mod server;
 pub mod simnode;
 pub mod tls;
 
+/// Spawn `cmd` (e.g. `kubectl attach -i POD -c C`) and write `input` to its stdin every 2 s until
+/// a line of its stdout equals `want` (at most 60 s: an attach session may take a moment to be
+/// up), then kill it: whether `want` came back, and the output (stderr for the failure message).
+pub fn echoes(mut cmd: std::process::Command, input: &[u8], want: &str) -> (bool, std::process::Output) {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let mut c = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stdin = c.stdin.take().expect("stdin");
+    let stdout = c.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        let _ = stdin.write_all(input).and_then(|_| stdin.flush());
+        while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+            if l == want {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = c.kill();
+    (seen, wait_bounded(c, Duration::from_secs(30)))
+}
+
 /// Bytes (a command's output) as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
