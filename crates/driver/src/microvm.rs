@@ -368,6 +368,20 @@ impl MicroVmRuntime {
         Ok(rt)
     }
 
+    /// The images of the VM-isolated pods' containers on node root `root` (their rootfs are
+    /// overlays of the images' layers), read from the records without opening the runtime.
+    pub fn image_ids_in_use(root: &Path) -> std::collections::HashSet<String> {
+        let dir = root.join("microvm").join("pod-containers");
+        std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<CtrRecord>(&b).ok())
+            .map(|r| r.image_ref)
+            .collect()
+    }
+
     /// The guest kernel's release (`uname -r` in every VM-isolated pod).
     pub fn kernel_release(&self) -> &str {
         &self.kernel.release

@@ -803,3 +803,72 @@ fn bad_vm_input_is_a_clear_status_condition_and_event() {
     s2.ok(&["delete", "vm", "noqemu"]);
     assert!(node_vms(&s2).is_empty(), "{:?}", node_vms(&s2));
 }
+
+/// A containerDisk in a registry that wants credentials: without any the pull fails
+/// (`VMCreateError` saying so); the VM's `imagePullSecrets` authenticate it; a VM without them
+/// uses its namespace's default ServiceAccount's (which the ServiceAccount admission copies into
+/// the launcher pod, as into any pod without its own). While the VM runs, its image is neither
+/// removed (`strata image rm` refuses) nor garbage-collected (forced, `image gc` keeps its disk).
+#[test]
+fn a_container_disk_is_pulled_with_pull_secrets_and_kept_while_a_vm_uses_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = assets();
+    let qcow2 = std::fs::read(a.join("disk.qcow2")).expect("disk.qcow2");
+    let layer = strata_testkit::tar_gz(|b| {
+        let mut h = strata_testkit::header(tar::EntryType::Regular, 0o444, 107, 107, qcow2.len() as u64);
+        b.append_data(&mut h, "disk/guest.qcow2", qcow2.as_slice()).expect("file");
+    });
+    let reg = strata_testkit::Registry::start_with_htpasswd("vmpuller", "vm-pass");
+    let disk = strata_testkit::image_from_layers(vec![layer], &[]);
+    reg.push(&disk, "private/guest", "v1");
+    reg.push(&disk, "private/guest", "v2");
+    let s = vm_server();
+    let server = format!("--docker-server={}", reg.addr);
+    s.ok(&["create", "secret", "docker-registry", "regcred", &server, "--docker-username=vmpuller", "--docker-password=vm-pass"]);
+    let vm = |name: &str, tag: &str, secrets: &str| manifest(name, &format!("{DISK_PRESSURE}  memory: 256Mi\n{secrets}  boot:\n    disk: {{image: {}/private/guest:{tag}}}\n", reg.addr));
+    // The Running launcher of `name`, once the node pulled its disk and started QEMU.
+    let started = |name: &str| -> Value {
+        let pod = wait_for(&format!("VM {name} Running: {}", get(&s, &format!("vm/{name}"))), BOOT, || {
+            let v = get(&s, &format!("vm/{name}"));
+            (v["status"]["printableStatus"] == "Running").then(|| v["status"]["launcherPod"].as_str().unwrap_or("").to_string())
+        });
+        get(&s, &format!("pod/{pod}"))
+    };
+    let gone = |name: &str| {
+        s.ok(&["delete", "vm", name]);
+        wait_for(&format!("nothing of {name} left on the node: {:?}", node_vms(&s)), Duration::from_secs(120), || node_vms(&s).is_empty().then(String::new));
+    };
+
+    s.ok_stdin(&["apply", "-f", "-"], Some(&vm("nocred", "v1", "")));
+    let msg = trouble(&s, "nocred", "VMCreateError", Duration::from_secs(120));
+    assert!(msg.contains(&format!("pulling disk image {}/private/guest:v1", reg.addr)), "{msg}");
+    gone("nocred");
+
+    s.ok_stdin(&["apply", "-f", "-"], Some(&vm("withcred", "v1", "  imagePullSecrets: [{name: regcred}]\n")));
+    let pod = started("withcred");
+    assert_eq!(pod["spec"]["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]), "{pod}");
+    gone("withcred");
+
+    s.ok(&["patch", "serviceaccount", "default", "-p", r#"{"imagePullSecrets":[{"name":"regcred"}]}"#]);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&vm("fromsa", "v2", "")));
+    let pod = started("fromsa");
+    assert_eq!(pod["spec"]["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]), "the ServiceAccount's: {pod}");
+    let launcher = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let events = s.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={launcher}"), "-o", "json"]);
+    assert!(events.contains(&format!("Successfully pulled image \\\"{}/private/guest:v2\\\"", reg.addr)), "{events}");
+
+    // The image whose disk the VM uses is not removed from under it: `image rm` refuses, and
+    // forced, the garbage collection keeps the disk file.
+    let base = PathBuf::from(node_vms(&s).first().and_then(|r| r["image"].as_str()).unwrap_or_default());
+    assert!(base.starts_with(s.root().join("images")), "the base is in the node's image store: {base:?}");
+    let strata = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(s.root()).args(args).stdin(Stdio::null()).output().expect("strata");
+    let (v1, v2) = (format!("{}/private/guest:v1", reg.addr), format!("{}/private/guest:v2", reg.addr));
+    let rm = strata(&["image", "rm", &v1, &v2]);
+    assert!(!rm.status.success() && String::from_utf8_lossy(&rm.stderr).contains("in use by a container or a VM"), "{rm:?}");
+    assert!(strata(&["image", "rm", "--force", &v1, &v2]).status.success());
+    let gc = strata(&["image", "gc"]);
+    assert!(gc.status.success(), "{gc:?}");
+    assert!(base.is_file(), "image gc removed the disk of a running VM: {base:?}");
+    assert_eq!(sha256_of(&base), sha256_of(&a.join("disk.qcow2")), "the base is whole");
+    gone("fromsa");
+}

@@ -62,6 +62,11 @@ pub async fn admit_pod(store: &dyn Store, r: &Resource, namespace: &str, pod: &m
     let sa = lookup(store, namespace, &sa_name)
         .await?
         .ok_or_else(|| ApiError::forbidden(r, &name, &format!("error looking up service account {namespace}/{sa_name}: serviceaccount \"{sa_name}\" not found")))?;
+    // A pod without imagePullSecrets gets its ServiceAccount's (upstream's ServiceAccount admission).
+    let own = pod["spec"]["imagePullSecrets"].as_array().is_some_and(|l| !l.is_empty());
+    if !own && sa["imagePullSecrets"].as_array().is_some_and(|l| !l.is_empty()) {
+        pod["spec"]["imagePullSecrets"] = sa["imagePullSecrets"].clone();
+    }
     let automount = pod["spec"]["automountServiceAccountToken"].as_bool().or_else(|| sa["automountServiceAccountToken"].as_bool()).unwrap_or(true);
     if automount {
         mount_token(pod, random_suffix());

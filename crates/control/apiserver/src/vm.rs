@@ -143,6 +143,18 @@ pub fn validate(obj: &mut Value, causes: &mut Vec<Cause>) {
     if !spec["affinity"].is_null() && !spec["affinity"].is_object() {
         causes.push(invalid("spec.affinity", &spec["affinity"], "must be an object"));
     }
+    if !spec["imagePullSecrets"].is_null() {
+        match spec["imagePullSecrets"].as_array() {
+            None => causes.push(invalid("spec.imagePullSecrets", &spec["imagePullSecrets"], "must be a list")),
+            Some(list) => {
+                for (i, r) in list.iter().enumerate() {
+                    if !r["name"].as_str().is_some_and(|n| !n.is_empty()) {
+                        causes.push(cause("FieldValueRequired", &format!("spec.imagePullSecrets[{i}].name"), "Required value".into()));
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn boot(b: &Value, causes: &mut Vec<Cause>) {
@@ -256,6 +268,7 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
             "affinity": reference(flavor, &core("Affinity"), "Scheduling constraints (as a pod's)."),
             "terminationGracePeriodSeconds": { "type": "integer", "format": "int64", "description": "How long a power-off (ACPI power button) may take before the VM is stopped by force. Default 30." },
             "requireKvm": { "type": "boolean", "description": "Run only on nodes where KVM works (label strata.dev/kvm=true). By default a VM may run under TCG software emulation." },
+            "imagePullSecrets": { "type": "array", "items": flavor.reference(&core("LocalObjectReference")), "description": "Secrets in the VM's namespace to pull boot.disk.image with (as a pod's imagePullSecrets). Unset: those of the namespace's default ServiceAccount." },
         }),
         &["boot"],
     );
@@ -339,7 +352,7 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
         }
         out.insert(d(name), def);
     }
-    for m in ["ObjectMeta", "ContainerPort", "Toleration", "Affinity"] {
+    for m in ["ObjectMeta", "ContainerPort", "Toleration", "Affinity", "LocalObjectReference"] {
         crate::openapi::message_definitions(m, flavor, out);
     }
 }
@@ -463,7 +476,7 @@ mod tests {
         assert_eq!(vm["x-kubernetes-group-version-kind"][0]["kind"], "VirtualMachine");
         assert!(vm.get("x-kubernetes-preserve-unknown-fields").is_none(), "typed, not an open envelope");
         let spec = &defs["dev.strata.v1.VirtualMachineSpec"]["properties"];
-        for f in ["runStrategy", "cpu", "memory", "boot", "cloudInit", "ports", "nodeSelector", "tolerations", "affinity", "terminationGracePeriodSeconds", "requireKvm"] {
+        for f in ["runStrategy", "cpu", "memory", "boot", "cloudInit", "ports", "nodeSelector", "tolerations", "affinity", "terminationGracePeriodSeconds", "requireKvm", "imagePullSecrets"] {
             assert!(spec[f].is_object(), "spec.{f}");
         }
         assert!(spec["runStrategy"]["description"].as_str().is_some_and(|d| d.contains("RerunOnFailure")));

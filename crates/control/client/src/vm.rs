@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ContainerPort, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, ContainerPort, LocalObjectReference, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +159,10 @@ pub struct VirtualMachineSpec {
     /// Run only on nodes whose KVM works (`strata.dev/kvm=true`); by default TCG is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_kvm: Option<bool>,
+    /// Secrets (`kubernetes.io/dockerconfigjson` or `dockercfg`) to pull a `boot.disk.image` with,
+    /// as a pod's; none: the namespace's ServiceAccount's, as for pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 impl VirtualMachineSpec {

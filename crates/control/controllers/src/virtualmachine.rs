@@ -210,6 +210,10 @@ pub fn launcher(v: &VirtualMachine, attempt: u32, restarts: i32) -> Result<Pod, 
             node_selector: (!node_selector.is_empty()).then_some(node_selector),
             tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
             affinity: spec.affinity.clone(),
+            // The node pulls a containerDisk with them (and may read them: the Node authorizer
+            // allows a pod's imagePullSecrets); none: the ServiceAccount admission adds the
+            // namespace's default ServiceAccount's, as for any pod.
+            image_pull_secrets: (!spec.image_pull_secrets.is_empty()).then(|| spec.image_pull_secrets.clone()),
             termination_grace_period_seconds: Some(spec.grace_seconds()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),

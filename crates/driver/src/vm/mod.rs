@@ -223,6 +223,17 @@ impl VmDriver {
         self.registry.save(&r.id, r, true)
     }
 
+    /// The base disk images of every VM on node root `root` (a containerDisk's is a file in the
+    /// image store, which image removal and garbage collection must keep), read from the records
+    /// without opening the driver (which would sweep and recover another process's work).
+    pub fn disks_in_use(root: &Path) -> Result<Vec<PathBuf>, Error> {
+        let registry = Registry::open(root, "vms", "vm-names", "VM")?;
+        Ok(registry.load_all::<Record>()?.into_iter().filter_map(|r| match r.request.workload {
+            crate::Workload::Vm(v) => v.disk,
+            _ => None,
+        }).collect())
+    }
+
     /// Newest first.
     fn records(&self) -> Result<Vec<Record>, Error> {
         let mut out: Vec<Record> = self.registry.load_all()?;

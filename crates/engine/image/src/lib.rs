@@ -323,14 +323,39 @@ impl ImageStore {
         Ok(())
     }
 
+    /// The ids of the images whose unpacked layers hold one of `paths` (a containerDisk's disk
+    /// file, used in place by a VM).
+    pub fn images_holding(&self, paths: &[PathBuf]) -> Result<HashSet<String>> {
+        let snapshots = self.snapshots_dir();
+        let mut out = HashSet::new();
+        for img in self.db.read()? {
+            let holds = chain_ids(img.config.rootfs().diff_ids()).iter().filter_map(|c| digest_hex(c).ok()).any(|h| paths.iter().any(|p| p.starts_with(snapshots.join(h))));
+            if holds {
+                out.insert(img.id.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Delete blobs and snapshots that no image record (and no image in `keep_image_ids`,
     /// which may already have lost its record) references, all temporary files, and partial
     /// downloads untouched for an hour.
     pub fn gc(&self, keep_image_ids: &HashSet<String>) -> Result<GcReport> {
+        self.gc_keeping(keep_image_ids, &[])
+    }
+
+    /// [`gc`](Self::gc) that also keeps the unpacked layers holding any of `keep_paths` (a VM's
+    /// containerDisk file, used in place), whether or not an image record still names them.
+    pub fn gc_keeping(&self, keep_image_ids: &HashSet<String>, keep_paths: &[PathBuf]) -> Result<GcReport> {
         let _gc = lock_file(&self.root.join("locks/gc.lock"), true)?;
         let images = self.db.read()?;
         let mut keep_blobs: HashSet<String> = HashSet::new();
-        let mut keep_snaps: HashSet<String> = HashSet::new();
+        let snapshots = self.snapshots_dir();
+        let mut keep_snaps: HashSet<String> = keep_paths
+            .iter()
+            .filter_map(|p| p.strip_prefix(&snapshots).ok()?.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         let keep_config = |config: &ImageConfiguration, snaps: &mut HashSet<String>| {
             for c in chain_ids(config.rootfs().diff_ids()) {
                 if let Ok(h) = digest_hex(&c) {

@@ -141,6 +141,29 @@ fn split_name(name: &str) -> (String, String) {
     }
 }
 
+/// What something on this node uses: the images of containers (pods' included) and of
+/// VM-isolated pods' containers, and VMs' base disks (a containerDisk's is a file in its image's
+/// layers: its image is in use, and garbage collection keeps the file even once the image's
+/// record is gone).
+struct InUse {
+    images: std::collections::HashSet<String>,
+    disks: Vec<std::path::PathBuf>,
+}
+
+fn in_use(ctx: &Ctx, driver: &strata_driver::ContainerDriver) -> anyhow::Result<InUse> {
+    let mut images = driver.image_ids_in_use()?;
+    images.extend(strata_driver::MicroVmRuntime::image_ids_in_use(&ctx.root));
+    let disks = strata_driver::VmDriver::disks_in_use(&ctx.root)?;
+    images.extend(driver.images().images_holding(&disks)?);
+    Ok(InUse { images, disks })
+}
+
+/// Garbage-collect the image store, keeping what [`in_use`] finds.
+fn gc(ctx: &Ctx, driver: &strata_driver::ContainerDriver) -> anyhow::Result<strata_driver::images::GcReport> {
+    let keep = in_use(ctx, driver)?;
+    Ok(driver.images().gc_keeping(&keep.images, &keep.disks)?)
+}
+
 pub fn rmi(ctx: &Ctx, a: RmiArgs) -> anyhow::Result<()> {
     let driver = ctx.driver()?;
     let store = driver.images();
@@ -148,8 +171,8 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> anyhow::Result<()> {
     for name in &a.images {
         let result = (|| -> anyhow::Result<()> {
             let img = store.get(name)?;
-            if !a.force && driver.image_ids_in_use()?.contains(&img.id) {
-                anyhow::bail!("image {name} is in use by a container; remove the container first or use --force");
+            if !a.force && in_use(ctx, &driver)?.images.contains(&img.id) {
+                anyhow::bail!("image {name} is in use by a container or a VM; remove it first or use --force");
             }
             let removed = store.remove(name)?;
             println!("Untagged: {name}");
@@ -166,7 +189,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> anyhow::Result<()> {
     if failed.is_some() {
         return Err(super::ExitWith(1).into());
     }
-    let report = store.gc(&driver.image_ids_in_use()?)?;
+    let report = gc(ctx, &driver)?;
     tracing::info!(blobs = report.blobs_removed, snapshots = report.snapshots_removed, "garbage collected");
     Ok(())
 }
@@ -185,7 +208,7 @@ pub fn image(ctx: &Ctx, c: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Pull(a) => pull(ctx, a),
         ImageCommand::Gc => {
             let driver = ctx.driver()?;
-            let r = driver.images().gc(&driver.image_ids_in_use()?)?;
+            let r = gc(ctx, &driver)?;
             println!(
                 "removed {} blobs and {} unpacked layers, {} freed",
                 r.blobs_removed,

@@ -835,23 +835,7 @@ async fn ensure_image(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, c: &Co
     let credentials = spec::pull_credentials(pod, &refs.secrets, &image);
     let pulled = {
         let image = image.clone();
-        blocking(move || {
-            // Each matching imagePullSecrets credential in turn, as kubelet; none: anonymous.
-            let mut tries: Vec<Option<(String, String)>> = credentials.into_iter().map(Some).collect();
-            if tries.is_empty() {
-                tries.push(None);
-            }
-            let mut last = Ok(());
-            for cred in tries {
-                let opts = strata_driver::images::PullOptions { username: cred.as_ref().map(|c| c.0.clone()), password: cred.map(|c| c.1), ..Default::default() };
-                last = images.pull(&image, &opts, &strata_driver::images::NoProgress).map(|_| ());
-                if last.is_ok() {
-                    break;
-                }
-            }
-            last
-        })
-        .await
+        blocking(move || pull_with(&images, &image, credentials).map(drop)).await
     };
     match pulled {
         Some(Ok(())) => {
@@ -872,6 +856,24 @@ async fn ensure_image(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, c: &Co
             Err(("ErrImagePull".into(), msg))
         }
     }
+}
+
+/// Pull `image` with each matching imagePullSecrets credential in turn, as kubelet; none:
+/// anonymously. The last failure when every one fails.
+pub(crate) fn pull_with(images: &strata_driver::images::ImageStore, image: &str, credentials: Vec<(String, String)>) -> Result<strata_driver::images::Image, strata_driver::images::Error> {
+    let mut tries: Vec<Option<(String, String)>> = credentials.into_iter().map(Some).collect();
+    if tries.is_empty() {
+        tries.push(None);
+    }
+    let mut last = None;
+    for cred in tries {
+        let opts = strata_driver::images::PullOptions { username: cred.as_ref().map(|c| c.0.clone()), password: cred.map(|c| c.1), ..Default::default() };
+        match images.pull(image, &opts, &strata_driver::images::NoProgress) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one try"))
 }
 
 /// Everything one container attempt needs from the pod around it.

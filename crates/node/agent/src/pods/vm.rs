@@ -247,10 +247,18 @@ async fn create(shared: &Arc<Shared>, vms: &Arc<VmDriver>, pod: &Pod) -> Result<
 
 /// A containerDisk (`boot.disk.image`): the image pulled into the node's image store (when it is
 /// absent, or always when its tag is `latest` or missing: kubelet's default pull policy), then its
-/// disk file, the VM's read-only base. Anonymous pulls only (a launcher has no pull secrets).
+/// disk file, the VM's read-only base. Pulled with the launcher's imagePullSecrets (the VM's, or
+/// its ServiceAccount's) that match the registry, each in turn as kubelet does, else anonymously.
 async fn container_disk(shared: &Arc<Shared>, pod: &Pod, image: &str) -> Result<PathBuf, String> {
-    use strata_driver::images::{NoProgress, PullOptions};
     let images = shared.driver.images().clone();
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let mut secrets = std::collections::HashMap::new();
+    for r in pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()) {
+        let api: Api<Secret> = Api::namespaced(shared.client.clone(), &ns);
+        // A missing or unreadable one is skipped, as kubelet does.
+        secrets.insert(r.name.clone(), api.get_opt(&r.name).await.ok().flatten());
+    }
+    let credentials = super::spec::pull_credentials(pod, &secrets, image);
     let latest = !image.contains('@') && image.rsplit('/').next().is_some_and(|last| !last.contains(':') || last.ends_with(":latest"));
     let present = if latest {
         None
@@ -264,7 +272,7 @@ async fn container_disk(shared: &Arc<Shared>, pod: &Pod, image: &str) -> Result<
             super::post_event(shared, pod, Some(vm::LAUNCHER_CONTAINER), false, "Pulling", format!("Pulling image \"{image}\"")).await;
             let started = Instant::now();
             let (i, r) = (images.clone(), image.to_string());
-            match blocking(move || i.pull(&r, &PullOptions::default(), &NoProgress)).await {
+            match blocking(move || super::pull_with(&i, &r, credentials)).await {
                 Some(Ok(found)) => {
                     let msg = format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64());
                     super::post_event(shared, pod, Some(vm::LAUNCHER_CONTAINER), false, "Pulled", msg).await;
