@@ -300,8 +300,8 @@ fn kubectl_versions_serve_custom_kinds() {
 
 /// Definitions Kubernetes refuses are refused with its messages, and nothing is stored: a group
 /// without a dot, a non-structural schema, names a built-in kind of the group has, two storage
-/// versions, a bad printer column, CEL rules (not supported here), a name that is not
-/// plural.group.
+/// versions, a bad printer column, a CEL rule naming a field the schema does not have, a name
+/// that is not plural.group.
 #[test]
 fn bad_definitions_are_refused_with_upstreams_messages() {
     let s = ApiServer::start(Backend::Embedded);
@@ -326,8 +326,8 @@ fn bad_definitions_are_refused_with_upstreams_messages() {
             "spec.versions[1].additionalPrinterColumns[1].jsonPath: Invalid value: \"spec.image\": must be a simple json path starting with .",
         ),
         (
-            good.replace("            required: [image]\n", "            required: [image]\n            x-kubernetes-validations:\n            - rule: self.replicas >= 0\n"),
-            "spec.versions[1].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations: Forbidden: CEL validation rules are not supported",
+            good.replace("            required: [image]\n", "            required: [image]\n            x-kubernetes-validations:\n            - rule: self.replicas >= 0 && self.replicaz > 0\n"),
+            "spec.versions[1].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self.replicas >= 0 && self.replicaz > 0\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:27: undefined field 'replicaz'",
         ),
         (
             good.replace("name: redisclusters.refused.example.com", "name: caches.refused.example.com"),
@@ -830,4 +830,152 @@ fn openapi_v2_publishes_custom_kinds_as_upstream() {
     });
     assert_eq!(published("Foo"), want);
     assert_eq!(published("Open"), json!({ "type": "object" }));
+}
+
+/// A definition shaped like Gateway API's (nested objects, a list-map of listeners keyed by
+/// name, several rules: a `fieldPath`, a `messageExpression`, string and list functions, a
+/// transition rule on the list items and one on a field, a rule on the status).
+fn gateway_crd(group: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {{status: {{}}}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.replicas
+              message: replicas must be greater than or equal to minReplicas
+              fieldPath: .replicas
+            - rule: self.color == oldSelf.color
+              message: color is immutable
+              reason: FieldValueForbidden
+            - rule: "self.listeners.all(l, l.port > 1024 || l.protocol == 'HTTPS')"
+              messageExpression: "'listeners on ports below 1025 must use HTTPS: ' + self.listeners.filter(l, l.port <= 1024 && l.protocol != 'HTTPS').map(l, l.name).join(', ')"
+            properties:
+              color: {{type: string}}
+              replicas: {{type: integer}}
+              minReplicas: {{type: integer, default: 1}}
+              hostname:
+                type: string
+                x-kubernetes-validations:
+                - rule: "self.lowerAscii() == self && !self.startsWith('*.')"
+                  message: hostname must be lowercase and not a wildcard
+              listeners:
+                type: array
+                maxItems: 16
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                x-kubernetes-validations:
+                - rule: self.all(l1, self.exists_one(l2, l1.port == l2.port))
+                  message: listener ports must be unique
+                items:
+                  type: object
+                  required: [name, port]
+                  x-kubernetes-validations:
+                  - rule: self.port == oldSelf.port
+                    message: the port of a listener cannot change
+                  properties:
+                    name: {{type: string}}
+                    port: {{type: integer}}
+                    protocol: {{type: string, default: HTTP}}
+          status:
+            type: object
+            properties:
+              phase: {{type: string}}
+            x-kubernetes-validations:
+            - rule: "self.phase in ['Pending', 'Ready']"
+              message: phase must be Pending or Ready
+"#
+    )
+}
+
+fn widget(group: &str, name: &str, color: &str, replicas: i64, listeners: &str) -> String {
+    format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  color: {color}\n  replicas: {replicas}\n  minReplicas: 2\n  hostname: shop.example.com\n  listeners: {listeners}\n")
+}
+
+/// `x-kubernetes-validations` CEL rules (issue 12 part 2), with kubectl 1.27 and 1.33: objects
+/// that keep the rules are created; ones that break them are refused with every rule's message
+/// in one 422 (`fieldPath`, `messageExpression`, `reason` as upstream); an update that breaks a
+/// transition rule (on a field, on a list-map item correlated by key) is refused while a new
+/// item is not held to it; the status subresource is checked too; a definition whose rule does
+/// not compile is refused naming the rule's path, and nothing is stored.
+#[test]
+fn validation_rules_are_evaluated_as_upstream() {
+    let s = ApiServer::start(Backend::Embedded);
+    for v in ["1.27", "1.33"] {
+        let k = kubectl_of(v);
+        let group = format!("rules{}.example.com", v.replace('.', ""));
+        let full = format!("widgets.{group}");
+        ok(&s, &k, &["create", "-f", "-"], Some(&gateway_crd(&group)));
+        ok(&s, &k, &["wait", "--for", "condition=Established", &format!("crd/{full}"), "--timeout=30s"], None);
+
+        let good = widget(&group, "w1", "red", 3, "[{name: web, port: 8080}, {name: tls, port: 443, protocol: HTTPS}]");
+        ok(&s, &k, &["create", "-f", "-"], Some(&good));
+
+        // Every broken rule, in one response, with upstream's field paths and messages.
+        let bad = widget(&group, "w2", "red", 1, "[{name: web, port: 80}, {name: alt, port: 80}]").replace("shop.example.com", "'*.Example.com'");
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&bad));
+        for want in [
+            "The Widget \"w2\" is invalid",
+            "spec.replicas: Invalid value: \"object\": replicas must be greater than or equal to minReplicas",
+            "spec: Invalid value: \"object\": listeners on ports below 1025 must use HTTPS: web, alt",
+            "spec.hostname: Invalid value: \"string\": hostname must be lowercase and not a wildcard",
+            "spec.listeners: Invalid value: \"array\": listener ports must be unique",
+        ] {
+            assert!(err.contains(want), "kubectl {v}: missing {want:?} in {err}");
+        }
+        assert!(!err.contains("color is immutable") && !err.contains("cannot change"), "kubectl {v}: transition rules run on updates only: {err}");
+        let (code, _) = s.curl("GET", &format!("/apis/{group}/v1/namespaces/default/widgets/w2"), Auth::Admin, None, None);
+        assert_eq!(code, 404, "nothing stored");
+
+        // Transition rules: the color may not change; a listener's port may not change (the old
+        // item found by its name whatever its position); a new listener is not held to it.
+        let err = fails(&s, &k, &["patch", &full, "w1", "--type=merge", "-p", r#"{"spec":{"color":"blue"}}"#], None);
+        assert!(err.contains("spec: Forbidden: color is immutable"), "kubectl {v}: {err}");
+        let moved = widget(&group, "w1", "red", 3, "[{name: tls, port: 443, protocol: HTTPS}, {name: web, port: 9090}, {name: new, port: 7070}]");
+        let err = fails(&s, &k, &["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&moved));
+        assert!(err.contains("spec.listeners[1]: Invalid value: \"object\": the port of a listener cannot change"), "kubectl {v}: {err}");
+        assert!(!err.contains("spec.listeners[2]"), "kubectl {v}: a new item has no old value: {err}");
+        let grown = moved.replace("port: 9090", "port: 8080");
+        ok(&s, &k, &["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&grown));
+        let ports = ok(&s, &k, &["get", &full, "w1", "-o", "jsonpath={.spec.listeners[*].port}"], None);
+        assert_eq!(ports, "443 8080 7070", "kubectl {v}");
+
+        // The status subresource is validated by the same rules.
+        ok(&s, &k, &["patch", &full, "w1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Ready"}}"#], None);
+        let err = fails(&s, &k, &["patch", &full, "w1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Broken"}}"#], None);
+        assert!(err.contains("status: Invalid value: \"object\": phase must be Pending or Ready"), "kubectl {v}: {err}");
+
+        // A definition whose rule does not compile is refused at the rule's path.
+        let broken = gateway_crd(&group.replace("rules", "broken")).replace("rule: self.minReplicas <= self.replicas", "rule: self.minReplicas <= self.replicas.nope()");
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&broken));
+        assert!(
+            err.contains("spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self.minReplicas <= self.replicas.nope()\"")
+                && err.contains("compilation failed: ERROR: <input>:1:39: undeclared reference to 'nope' (in container '')"),
+            "kubectl {v}: {err}"
+        );
+        let typo = gateway_crd(&group.replace("rules", "typo")).replace("self.lowerAscii() == self", "self.lowerAscii() == self.hostname");
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&typo));
+        assert!(err.contains("spec.validation.openAPIV3Schema.properties[spec].properties[hostname].x-kubernetes-validations[0].rule: Invalid value: "), "kubectl {v}: {err}");
+        let bad_reason = gateway_crd(&group.replace("rules", "reason")).replace("reason: FieldValueForbidden", "reason: Nope");
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&bad_reason));
+        assert!(err.contains("spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].reason: Unsupported value: \"Nope\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""), "kubectl {v}: {err}");
+        let names = ok(&s, &k, &["get", "crd", "-o", "name"], None);
+        assert!(!names.contains("broken") && !names.contains("typo") && !names.contains("reason"), "kubectl {v}: nothing stored: {names}");
+        ok(&s, &k, &["delete", "crd", &full], None);
+    }
 }

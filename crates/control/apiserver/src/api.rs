@@ -1542,8 +1542,10 @@ impl Api {
             match crate::crd::scale_paths(r) {
                 Some((spec_path, _, _)) => {
                     crate::crd::set_path(&mut new, &spec_path, json!(replicas));
-                    // The custom object with its new replicas must still fit its schema.
+                    // The custom object with its new replicas must still fit its schema and
+                    // its validation rules.
                     crate::validate::validate(r, &mut new)?;
+                    crate::validate::validate_update(r, &new, &obj)?;
                 }
                 None => new["spec"]["replicas"] = json!(replicas),
             }

@@ -569,14 +569,42 @@ pub fn prune(r: &Resource, obj: &mut Value) -> Vec<String> {
     removed
 }
 
-/// Apply `r`'s schema defaults to a custom object and validate it against the schema.
+/// Apply `r`'s schema defaults to a custom object and validate it against the schema. When the
+/// schema refuses it, its CEL rules are evaluated too (without an old object), so that one
+/// response lists every violation; or, after a failure that leaves the rules nothing sound to
+/// read (a wrong type, a missing required field, ...), upstream's notice that they were not.
+/// An object the schema accepts has its rules evaluated by [`validate_rules`] (create and
+/// update, with the old object).
 pub fn default_and_validate(r: &Resource, obj: &mut Value, causes: &mut Vec<Cause>) {
     let Some(d) = definition(r) else { return };
     let Some(v) = d.version(r.version) else { return };
     if v.schema.is_object() {
         crate::structural::default(&v.schema, obj);
-        causes.extend(crate::structural::validate_object(&v.schema, obj));
+        let found = crate::structural::validate_object(&v.schema, obj);
+        if !found.is_empty() && crate::celrules::has_rules(&v.schema) {
+            let blocking = found.iter().any(|c| matches!(c.reason, "FieldValueNotSupported" | "FieldValueRequired" | "FieldValueTooLong" | "FieldValueTooMany" | "FieldValueTypeInvalid"));
+            causes.extend(found);
+            if blocking {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    field: "<nil>".into(),
+                    message: "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation".into(),
+                });
+            } else {
+                crate::celrules::validate(&v.schema, obj, None, causes);
+            }
+        } else {
+            causes.extend(found);
+        }
     }
+}
+
+/// Evaluate `r`'s CEL validation rules (`x-kubernetes-validations`) over a custom object the
+/// schema accepted; `old` is the stored object on an update (for transition rules).
+pub fn validate_rules(r: &Resource, obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(d) = definition(r) else { return };
+    let Some(v) = d.version(r.version) else { return };
+    crate::celrules::validate(&v.schema, obj, old, causes);
 }
 
 // ---- validation of definitions ----
@@ -686,6 +714,12 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
     if versions.is_empty() {
         causes.push(required_why("spec.versions", "must have exactly one version marked as storage version"));
     }
+    // Identical schemas in every version are one schema to upstream (its internal form keeps
+    // them in `spec.validation`), and are reported there.
+    let shared_schema = versions.len() > 1 && versions.iter().all(|v| v["schema"] == versions[0]["schema"]) && !versions[0]["schema"]["openAPIV3Schema"].is_null();
+    if shared_schema || versions.len() == 1 {
+        schema_causes(&versions[0]["schema"]["openAPIV3Schema"], "spec.validation.openAPIV3Schema", causes);
+    }
     let mut seen = HashSet::new();
     let mut unique = true;
     let mut storage = 0;
@@ -705,7 +739,7 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
         if v["served"] == true {
             any_served = true;
         }
-        version_causes(v, &at, causes);
+        version_causes(v, &at, !(shared_schema || versions.len() == 1), causes);
     }
     if !versions.is_empty() {
         if !unique {
@@ -762,32 +796,42 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A version's schema (at `sp`): structural, its metadata as upstream allows, and its CEL rules
+/// (compiled only when the schema itself is right, as upstream).
+fn schema_causes(schema: &Value, sp: &str, causes: &mut Vec<Cause>) {
+    if schema.is_null() {
+        causes.push(required_why(sp, "schemas are required"));
+        return;
+    }
+    let before = causes.len();
+    structural(schema, sp, Level::Root, causes);
+    if schema["type"].as_str().is_some_and(|t| t != "object") {
+        causes.push(invalid(&format!("{sp}.type"), &schema["type"], "must be object at the root"));
+    }
+    if let Some(meta) = schema["properties"].get("metadata") {
+        let allowed = meta.as_object().is_some_and(|m| {
+            m.iter().all(|(k, x)| match k.as_str() {
+                "type" => x == "object",
+                "properties" => x.as_object().is_some_and(|p| p.iter().all(|(f, s)| matches!(f.as_str(), "name" | "generateName") && s.as_object().is_some_and(|s| s.keys().all(|k| k == "type") && s.get("type").is_some_and(|t| t == "string")))),
+                _ => false,
+            })
+        });
+        if !allowed {
+            causes.push(forbidden(&format!("{sp}.properties[metadata]"), "must not specify anything other than name and generateName, but metadata is implicitly specified"));
+        }
+    }
+    if causes.len() == before {
+        crate::celrules::check_schema(schema, sp, causes);
+    }
+}
+
 const TYPES: &[&str] = &["array", "boolean", "integer", "number", "object", "string"];
 const COLUMN_TYPES: &[&str] = &["boolean", "date", "integer", "number", "string"];
 const COLUMN_FORMATS: &[&str] = &["int32", "int64", "float", "double", "byte", "date", "date-time", "password"];
 
-fn version_causes(v: &Value, at: &str, causes: &mut Vec<Cause>) {
-    let schema = &v["schema"]["openAPIV3Schema"];
-    let sp = format!("{at}.schema.openAPIV3Schema");
-    if schema.is_null() {
-        causes.push(required_why(&sp, "schemas are required"));
-    } else {
-        structural(schema, &sp, Level::Root, causes);
-        if schema["type"].as_str().is_some_and(|t| t != "object") {
-            causes.push(invalid(&format!("{sp}.type"), &schema["type"], "must be object at the root"));
-        }
-        if let Some(meta) = schema["properties"].get("metadata") {
-            let allowed = meta.as_object().is_some_and(|m| {
-                m.iter().all(|(k, x)| match k.as_str() {
-                    "type" => x == "object",
-                    "properties" => x.as_object().is_some_and(|p| p.iter().all(|(f, s)| matches!(f.as_str(), "name" | "generateName") && s.as_object().is_some_and(|s| s.keys().all(|k| k == "type") && s.get("type").is_some_and(|t| t == "string")))),
-                    _ => false,
-                })
-            });
-            if !allowed {
-                causes.push(forbidden(&format!("{sp}.properties[metadata]"), "must not specify anything other than name and generateName, but metadata is implicitly specified"));
-            }
-        }
+fn version_causes(v: &Value, at: &str, own_schema: bool, causes: &mut Vec<Cause>) {
+    if own_schema {
+        schema_causes(&v["schema"]["openAPIV3Schema"], &format!("{at}.schema.openAPIV3Schema"), causes);
     }
     if let Some(cols) = v["additionalPrinterColumns"].as_array() {
         for (i, c) in cols.iter().enumerate() {
@@ -846,8 +890,8 @@ enum Level {
 
 /// Upstream's structural-schema rules (apiextensions' `validateStructuralInvariants` and
 /// `validateStructuralCompleteness`, the parts that matter for serving): a type everywhere it
-/// is needed, items for arrays, no `$ref`, the extensions used consistently; CEL rules are
-/// refused (no CEL evaluator is built in).
+/// is needed, items for arrays, no `$ref`, the extensions used consistently (CEL rules are
+/// checked by [`crate::celrules::check_schema`]).
 fn structural(s: &Value, path: &str, level: Level, causes: &mut Vec<Cause>) {
     let Some(m) = s.as_object() else {
         causes.push(invalid(path, s, "must be a schema object"));
@@ -899,12 +943,6 @@ fn structural(s: &Value, path: &str, level: Level, causes: &mut Vec<Cause>) {
         if m.contains_key(k) {
             causes.push(forbidden(&format!("{path}.{k}"), why));
         }
-    }
-    if m.contains_key("x-kubernetes-validations") {
-        causes.push(forbidden(
-            &format!("{path}.x-kubernetes-validations"),
-            "CEL validation rules are not supported by this server (strata has no CEL evaluator); remove them or validate in an admission webhook",
-        ));
     }
     if m.get("uniqueItems") == Some(&json!(true)) {
         causes.push(forbidden(&format!("{path}.uniqueItems"), "uniqueItems cannot be set to true since the runtime complexity becomes quadratic"));
@@ -1040,8 +1078,16 @@ mod tests {
         c["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"] = json!({ "properties": { "x": { "type": "string" } } });
         assert_eq!(causes_of(&c), ["spec.versions[1].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields"]);
         let mut c = crd();
-        c["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([{ "rule": "self.replicas > 0" }]);
-        assert!(causes_of(&c)[0].contains("x-kubernetes-validations: Forbidden: CEL validation rules are not supported"));
+        c["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([{ "rule": "self.replicas > 0" }, { "rule": "self.replicas.bogus()" }]);
+        assert_eq!(
+            causes_of(&c),
+            ["spec.versions[1].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self.replicas.bogus()\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:20: undeclared reference to 'bogus' (in container '')\n | self.replicas.bogus()\n | ...................^"]
+        );
+        // One schema for every version is reported where upstream keeps it.
+        let mut c = crd();
+        c["spec"]["versions"][1]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] = json!([{ "rule": "self.replicas >" }]);
+        c["spec"]["versions"][0]["schema"] = c["spec"]["versions"][1]["schema"].clone();
+        assert!(causes_of(&c)[0].starts_with("spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: "), "{:?}", causes_of(&c));
         let mut c = crd();
         c["spec"]["versions"][1]["subresources"]["scale"]["specReplicasPath"] = json!(".status.replicas");
         assert_eq!(causes_of(&c), ["spec.versions[1].subresources.scale.specReplicasPath: Invalid value: \".status.replicas\": should be a json path under .spec"]);

@@ -19,6 +19,8 @@ pub mod autoscaling;
 pub mod auth;
 pub mod bootstrap;
 pub mod convert;
+pub mod celenv;
+pub mod celrules;
 pub mod crd;
 pub mod csi;
 pub mod csr;

@@ -139,10 +139,14 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     }
 }
 
-/// What only a create is checked for (after [`validate`]): a CronJob's `TZ=` in its schedule,
-/// its time zone, and its name's length (upstream's `ValidateCronJobCreate`).
+/// What only a create is checked for (after [`validate`]): a custom object's CEL validation
+/// rules, a CronJob's `TZ=` in its schedule, its time zone, and its name's length (upstream's
+/// `ValidateCronJobCreate`).
 pub fn validate_create(r: &Resource, obj: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
+    if r.custom {
+        crate::crd::validate_rules(r, obj, None, &mut causes);
+    }
     if r.kind == "CronJob" {
         cronjob_schedule_tz(obj, None, &mut causes);
         let name = obj["metadata"]["name"].as_str().unwrap_or("");
@@ -245,10 +249,14 @@ fn cronjob_schedule_tz(new: &Value, old: Option<&Value>, causes: &mut Vec<Cause>
     }
 }
 
-/// What an update may not change (checked after [`validate`]): the selector of apps/v1
-/// workloads is immutable (upstream's `ValidateDeploymentUpdate` and its siblings).
+/// What an update may not change (checked after [`validate`]): a custom object's CEL validation
+/// rules (transition rules with `oldSelf`), the selector of apps/v1 workloads is immutable
+/// (upstream's `ValidateDeploymentUpdate` and its siblings).
 pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
+    if r.custom {
+        crate::crd::validate_rules(r, new, Some(old), &mut causes);
+    }
     if r.kind == "CronJob" {
         cronjob_schedule_tz(new, Some(old), &mut causes);
     }

@@ -10,8 +10,9 @@
 //! logged (Audit), and an expression that cannot be evaluated follows the policy's failurePolicy.
 //! Not supported, each said where it matters: `paramKind`/`paramRef` (an error, so the
 //! failurePolicy decides), DELETE and CONNECT requests (not evaluated: a warning when a policy's
-//! rules name them), Kubernetes' CEL libraries (quantity, lists, url, authz, ...: an expression
-//! calling them is an evaluation error), cost limits, and `status.typeChecking` (never written).
+//! rules name them), and `status.typeChecking` (never written). Expressions run in the API
+//! server's CEL environment ([`crate::celenv`]: its libraries and cost bound; an expression
+//! calling a function it lacks, such as authz or quantity, is an evaluation error).
 
 use std::collections::HashMap;
 
@@ -204,16 +205,17 @@ fn evaluate(policy: &Value, req: &Request<'_>, namespace_object: Value) -> Resul
         "userInfo": { "username": req.user.name, "uid": req.user.uid, "groups": req.user.groups },
         "dryRun": req.dry_run,
     });
-    let mut ctx = cel::Context::default();
-    ctx.add_variable_from_value("object", cel_value(req.object.unwrap_or(&Value::Null)));
-    ctx.add_variable_from_value("oldObject", cel_value(req.old.unwrap_or(&Value::Null)));
-    ctx.add_variable_from_value("request", cel_value(&request));
-    ctx.add_variable_from_value("namespaceObject", cel_value(&namespace_object));
-    ctx.add_variable_from_value("params", cel::Value::Null);
-    let mut variables: HashMap<String, cel::Value> = HashMap::new();
-    ctx.add_variable_from_value("variables", cel::Value::from(variables.clone()));
+    let mut vars: Vec<(&str, cel::Value)> = vec![
+        ("object", crate::celenv::value(req.object.unwrap_or(&Value::Null))),
+        ("oldObject", crate::celenv::value(req.old.unwrap_or(&Value::Null))),
+        ("request", crate::celenv::value(&request)),
+        ("namespaceObject", crate::celenv::value(&namespace_object)),
+        ("params", cel::Value::Null),
+        ("variables", cel::Value::from(HashMap::<String, cel::Value>::new())),
+    ];
+    let run = |vars: &[(&str, cel::Value)], expr: &str| crate::celenv::run(expr, vars);
     for c in spec["matchConditions"].as_array().into_iter().flatten() {
-        match run(&ctx, c["expression"].as_str().unwrap_or(""))? {
+        match run(&vars, c["expression"].as_str().unwrap_or(""))? {
             cel::Value::Bool(true) => {}
             cel::Value::Bool(false) => return Ok(None),
             other => return Err(format!("matchCondition '{}' must evaluate to bool, got {other:?}", c["name"].as_str().unwrap_or(""))),
@@ -221,20 +223,23 @@ fn evaluate(policy: &Value, req: &Request<'_>, namespace_object: Value) -> Resul
     }
     // Variables in order, each seeing the ones before it; one that fails is left out (an
     // expression using it then fails).
+    let mut variables: HashMap<String, cel::Value> = HashMap::new();
     for v in spec["variables"].as_array().into_iter().flatten() {
-        if let Ok(value) = run(&ctx, v["expression"].as_str().unwrap_or("")) {
+        if let Ok(value) = run(&vars, v["expression"].as_str().unwrap_or("")) {
             variables.insert(v["name"].as_str().unwrap_or("").to_string(), value);
-            ctx.add_variable_from_value("variables", cel::Value::from(variables.clone()));
+            if let Some(slot) = vars.iter_mut().find(|(n, _)| *n == "variables") {
+                slot.1 = cel::Value::from(variables.clone());
+            }
         }
     }
     for v in spec["validations"].as_array().into_iter().flatten() {
         let expr = v["expression"].as_str().unwrap_or("");
-        match run(&ctx, expr).map_err(|e| format!("expression '{expr}' resulted in error: {e}"))? {
+        match run(&vars, expr).map_err(|e| format!("expression '{expr}' resulted in error: {e}"))? {
             cel::Value::Bool(true) => continue,
             cel::Value::Bool(false) => {}
             other => return Err(format!("expression '{expr}' must evaluate to bool, got {other:?}")),
         }
-        let from_expression = v["messageExpression"].as_str().and_then(|m| match run(&ctx, m) {
+        let from_expression = v["messageExpression"].as_str().and_then(|m| match run(&vars, m) {
             Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
             _ => None,
         });
@@ -242,26 +247,6 @@ fn evaluate(policy: &Value, req: &Request<'_>, namespace_object: Value) -> Resul
         return Ok(Some(Failure { message, reason: v["reason"].as_str().unwrap_or("Invalid").to_string() }));
     }
     Ok(None)
-}
-
-fn run(ctx: &cel::Context, expr: &str) -> Result<cel::Value, String> {
-    let program = cel::Program::compile(expr).map_err(|e| format!("compilation failed: {e}"))?;
-    program.execute(ctx).map_err(|e| e.to_string())
-}
-
-/// A JSON value as CEL sees Kubernetes objects: integers are `int`, other numbers `double`.
-fn cel_value(v: &Value) -> cel::Value {
-    match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => cel::Value::Int(i),
-            None => cel::Value::Float(n.as_f64().unwrap_or(0.0)),
-        },
-        Value::String(s) => cel::Value::String(std::sync::Arc::new(s.clone())),
-        Value::Array(a) => cel::Value::List(std::sync::Arc::new(a.iter().map(cel_value).collect())),
-        Value::Object(m) => cel::Value::from(m.iter().map(|(k, v)| (k.clone(), cel_value(v))).collect::<HashMap<String, cel::Value>>()),
-    }
 }
 
 /// Defaults and validation of a ValidatingAdmissionPolicy.
