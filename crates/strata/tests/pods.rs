@@ -342,6 +342,27 @@ fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     let gap = started - t(&backing_off["lastState"]["terminated"]["finishedAt"]);
     assert!(gap.num_seconds() >= 9, "restart after {gap} (back-off 10 s): {backing_off} then {cs}");
 
+    // `kubectl get pods` prints each pod's most telling reason in STATUS, as upstream's printer
+    // does, and RESTARTS with the time since the last one.
+    let printed = |name: &str| -> (String, String) {
+        let out = c.server.ok(&["get", "pod", name, "--no-headers"]);
+        let cells: Vec<&str> = out.split_whitespace().collect();
+        assert!(cells.len() >= 5 && cells[0] == name, "kubectl get pod {name}: {out}");
+        (cells[2].to_string(), cells[3..cells.len() - 1].join(" "))
+    };
+    assert_eq!(printed("nocfg").0, "CreateContainerConfigError");
+    assert_eq!(printed("toomany"), ("OutOfpods".to_string(), "0".to_string()));
+    let mut seen = Vec::new();
+    let shown = eventually(Duration::from_secs(60), || {
+        let (status, restarts) = printed("noimage");
+        seen.push(status.clone());
+        let (crash, crash_restarts) = printed("crash");
+        seen.push(format!("{crash} {crash_restarts}"));
+        let ago = crash_restarts.split_once(' ').map(|(n, ago)| n.parse::<u32>().is_ok_and(|n| n >= 1) && ago.starts_with('(') && ago.ends_with(" ago)"));
+        status == "ImagePullBackOff" && restarts == "0" && crash == "CrashLoopBackOff" && ago == Some(true)
+    });
+    assert!(shown, "STATUS/RESTARTS printed: {seen:?}");
+
     // The agent survived all of it: the node is Ready and a good pod still runs... once a slot is free.
     c.server.ok(&["delete", "pod", "nocfg", "noimage", "toomany", "hog", "--wait=false"]);
     c.apply(&pod("fine", &c.image, "    command: [sleep, '3600']\n"));

@@ -55,6 +55,11 @@ fn first_three(list: Vec<String>, none: &str) -> String {
     }
 }
 
+/// The elements of a JSON array (none for anything else).
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
 fn count(v: &Value) -> usize {
     v.as_object().map_or(0, |m| m.len())
 }
@@ -83,7 +88,16 @@ fn access_modes(v: &Value) -> String {
 fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
     let mut c = vec![("Name", "string")];
     c.extend(match kind {
-        "Pod" => vec![("Ready", "string"), ("Status", "string"), ("Restarts", "string"), ("Age", "string"), ("IP", "string"), ("Node", "string")],
+        "Pod" => vec![
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+            ("Age", "string"),
+            ("IP", "string"),
+            ("Node", "string"),
+            ("Nominated Node", "string"),
+            ("Readiness Gates", "string"),
+        ],
         "Deployment" => vec![("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
         "ReplicaSet" | "ReplicationController" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
         "StatefulSet" => vec![("Ready", "string"), ("Age", "string")],
@@ -181,16 +195,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let sp = &o["spec"];
     let mut c = vec![name];
     match kind {
-        "Pod" => {
-            let statuses = st["containerStatuses"].as_array().cloned().unwrap_or_default();
-            let total = sp["containers"].as_array().map_or(0, Vec::len);
-            let ready = statuses.iter().filter(|c| c["ready"].as_bool() == Some(true)).count();
-            let restarts: i64 = statuses.iter().map(|c| int(&c["restartCount"])).sum();
-            let phase = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating".into() } else { s(&st["phase"]) };
-            let ip = st["podIP"].as_str().unwrap_or("<none>").to_string();
-            let node = sp["nodeName"].as_str().unwrap_or("<none>").to_string();
-            c.extend([json!(format!("{ready}/{total}")), json!(phase), json!(restarts.to_string()), json!(age(o)), json!(ip), json!(node)]);
-        }
+        "Pod" => c.extend(pod_cells(o)),
         "Deployment" => c.extend([
             json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))),
             json!(int(&st["updatedReplicas"])),
@@ -515,6 +520,114 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     c
 }
 
+/// A Pod's cells after NAME, as kubectl's pod printer computes them: READY counts running ready
+/// containers (and started restartable init containers, i.e. sidecars); STATUS is the most
+/// telling reason — `status.reason`, `SchedulingGated`, the first unfinished init container's
+/// (`Init:1/3`, `Init:CrashLoopBackOff`, `Init:Error`), else the last app container with a
+/// waiting or terminated reason (`ImagePullBackOff`, `CrashLoopBackOff`, `Completed`, `Error`,
+/// `ExitCode:N`), `NotReady` for a completed container beside running ones, `Terminating`; RESTARTS
+/// adds the time since the latest restart (`3 (42s ago)`); then AGE and the wide columns IP, NODE,
+/// NOMINATED NODE and READINESS GATES.
+fn pod_cells(o: &Value) -> Vec<Value> {
+    let (st, sp) = (&o["status"], &o["spec"]);
+    let has_condition = |t: &str, f: &dyn Fn(&Value) -> bool| items(&st["conditions"]).iter().any(|c| c["type"] == t && f(c));
+    let phase = st["phase"].as_str().unwrap_or("");
+    let mut reason = st["reason"].as_str().filter(|r| !r.is_empty()).unwrap_or(phase).to_string();
+    if has_condition("PodScheduled", &|c| c["reason"] == "SchedulingGated") {
+        reason = "SchedulingGated".into();
+    }
+    let init_specs = items(&sp["initContainers"]);
+    // Sidecars: init containers with restartPolicy Always run beside the app containers.
+    let sidecar = |name: &Value| init_specs.iter().any(|c| c["name"] == *name && c["restartPolicy"] == "Always");
+    let total = items(&sp["containers"]).len() + init_specs.iter().filter(|c| c["restartPolicy"] == "Always").count();
+    let mut ready = 0;
+    // (restarts, the latest finishedAt of a previous run) over all containers and over sidecars only.
+    let (mut restarts, mut last) = (0i64, None::<chrono::DateTime<chrono::FixedOffset>>);
+    let (mut sidecar_restarts, mut sidecar_last) = (0i64, None::<chrono::DateTime<chrono::FixedOffset>>);
+    let finished_at = |c: &Value| c["lastState"]["terminated"]["finishedAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let exit_reason = |t: &Value| match (t["reason"].as_str().filter(|r| !r.is_empty()), int(&t["signal"]), int(&t["exitCode"])) {
+        (Some(r), _, _) => r.to_string(),
+        (None, 0, code) => format!("ExitCode:{code}"),
+        (None, signal, _) => format!("Signal:{signal}"),
+    };
+    let mut initializing = false;
+    for (i, c) in items(&st["initContainerStatuses"]).iter().enumerate() {
+        restarts += int(&c["restartCount"]);
+        last = last.max(finished_at(c));
+        let is_sidecar = sidecar(&c["name"]);
+        if is_sidecar {
+            sidecar_restarts += int(&c["restartCount"]);
+            sidecar_last = sidecar_last.max(finished_at(c));
+        }
+        let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+        if terminated.is_object() && int(&terminated["exitCode"]) == 0 {
+            continue;
+        }
+        if is_sidecar && c["started"] == true {
+            ready += usize::from(c["ready"] == true);
+            continue;
+        }
+        reason = if terminated.is_object() {
+            format!("Init:{}", exit_reason(terminated))
+        } else if let Some(w) = waiting["reason"].as_str().filter(|w| !w.is_empty() && *w != "PodInitializing") {
+            format!("Init:{w}")
+        } else {
+            format!("Init:{i}/{}", init_specs.len())
+        };
+        initializing = true;
+        break;
+    }
+    if !initializing || has_condition("Initialized", &|c| c["status"] == "True") {
+        (restarts, last) = (sidecar_restarts, sidecar_last);
+        let mut running = false;
+        for c in items(&st["containerStatuses"]).iter().rev() {
+            restarts += int(&c["restartCount"]);
+            last = last.max(finished_at(c));
+            let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+            if let Some(w) = waiting["reason"].as_str().filter(|w| !w.is_empty()) {
+                reason = w.to_string();
+            } else if terminated.is_object() {
+                reason = exit_reason(terminated);
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            reason = if has_condition("Ready", &|c| c["status"] == "True") { "Running" } else { "NotReady" }.into();
+        }
+    }
+    if o["metadata"]["deletionTimestamp"].is_string() {
+        if st["reason"] == "NodeLost" {
+            reason = "Unknown".into();
+        } else if !matches!(phase, "Succeeded" | "Failed") {
+            reason = "Terminating".into();
+        }
+    }
+    let restarts = match last {
+        Some(at) if restarts != 0 => format!("{restarts} ({} ago)", since(&json!(at.to_rfc3339())).unwrap_or_default()),
+        _ => restarts.to_string(),
+    };
+    let or_none = |v: &Value| v.as_str().filter(|v| !v.is_empty()).unwrap_or("<none>").to_string();
+    let gates = items(&sp["readinessGates"]);
+    let gates = if gates.is_empty() {
+        "<none>".to_string()
+    } else {
+        let met = gates.iter().filter(|g| has_condition(g["conditionType"].as_str().unwrap_or(""), &|c| c["status"] == "True")).count();
+        format!("{met}/{}", gates.len())
+    };
+    vec![
+        json!(format!("{ready}/{total}")),
+        json!(reason),
+        json!(restarts),
+        json!(age(o)),
+        json!(or_none(if st["podIPs"][0]["ip"].is_string() { &st["podIPs"][0]["ip"] } else { &st["podIP"] })),
+        json!(or_none(&sp["nodeName"])),
+        json!(or_none(&st["nominatedNodeName"])),
+        json!(gates),
+    ]
+}
+
 /// Render objects as a Table. `list_meta` carries resourceVersion/continue of the list.
 pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
     let defs: Vec<Value> = columns(kind)
@@ -522,7 +635,7 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
         .enumerate()
         .map(|(i, (name, ty))| {
             let wide = match kind {
-                "Pod" => matches!(*name, "IP" | "Node"),
+                "Pod" => i > 4,
                 "Node" => i > 4,
                 "PersistentVolume" | "PersistentVolumeClaim" => *name == "VolumeMode",
                 "VirtualMachine" => i > 5,
@@ -535,14 +648,26 @@ pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
-            json!({
+            let mut row = json!({
                 "cells": cells(kind, o),
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
                     "metadata": o["metadata"].clone(),
                 }
-            })
+            });
+            if kind == "Pod" {
+                // Upstream marks finished pods' rows, so a client can tell them apart.
+                let finished = match o["status"]["phase"].as_str() {
+                    Some("Succeeded") => Some(("Succeeded", "The pod has completed successfully.")),
+                    Some("Failed") => Some(("Failed", "The pod failed.")),
+                    _ => None,
+                };
+                if let Some((reason, message)) = finished {
+                    row["conditions"] = json!([{ "type": "Completed", "status": "True", "reason": reason, "message": message }]);
+                }
+            }
+            row
         })
         .collect();
     json!({ "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": defs, "rows": rows })
@@ -610,5 +735,113 @@ fn custom_cell(found: &[&Value], ty: &str) -> Value {
             _ => Value::Null,
         },
         many => json!(many.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect::<Vec<_>>().join(",")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// READY, STATUS and RESTARTS of a pod with these spec and status fields.
+    fn printed(spec: Value, status: Value) -> (String, String, String) {
+        let pod = json!({ "metadata": { "name": "p", "creationTimestamp": "2020-01-01T00:00:00Z" }, "spec": spec, "status": status });
+        let c = pod_cells(&pod);
+        (s(&c[0]), s(&c[1]), s(&c[2]))
+    }
+
+    fn two_containers() -> Value {
+        json!({ "containers": [{ "name": "a" }, { "name": "b" }] })
+    }
+
+    fn running(name: &str, ready: bool) -> Value {
+        json!({ "name": name, "ready": ready, "restartCount": 0, "state": { "running": { "startedAt": "2020-01-01T00:00:00Z" } } })
+    }
+
+    #[test]
+    fn status_is_the_most_telling_container_reason() {
+        let waiting = |reason: &str| json!({ "name": "b", "ready": false, "restartCount": 0, "state": { "waiting": { "reason": reason } } });
+        let st = json!({ "phase": "Pending", "containerStatuses": [running("a", true), waiting("ImagePullBackOff")] });
+        assert_eq!(printed(two_containers(), st), ("1/2".into(), "ImagePullBackOff".into(), "0".into()));
+        let st = json!({ "phase": "Pending", "containerStatuses": [waiting("ContainerCreating"), waiting("ContainerCreating")] });
+        assert_eq!(printed(two_containers(), st).1, "ContainerCreating");
+        // Terminated: its reason, else the signal or the exit code.
+        for (terminated, want) in [
+            (json!({ "exitCode": 0, "reason": "Completed" }), "Completed"),
+            (json!({ "exitCode": 1, "reason": "Error" }), "Error"),
+            (json!({ "exitCode": 137, "reason": "OOMKilled" }), "OOMKilled"),
+            (json!({ "exitCode": 2 }), "ExitCode:2"),
+            (json!({ "exitCode": 143, "signal": 15 }), "Signal:15"),
+        ] {
+            let st = json!({ "phase": "Failed", "containerStatuses": [{ "name": "a", "ready": false, "restartCount": 0, "state": { "terminated": terminated } }] });
+            assert_eq!(printed(json!({ "containers": [{ "name": "a" }] }), st).1, want);
+        }
+        // A pod-level reason (an agent's rejection, an eviction) wins over the phase.
+        assert_eq!(printed(two_containers(), json!({ "phase": "Failed", "reason": "OutOfpods" })).1, "OutOfpods");
+        assert_eq!(printed(two_containers(), json!({ "phase": "Pending" })), ("0/2".into(), "Pending".into(), "0".into()));
+        let gated = json!({ "phase": "Pending", "conditions": [{ "type": "PodScheduled", "status": "False", "reason": "SchedulingGated" }] });
+        assert_eq!(printed(two_containers(), gated).1, "SchedulingGated");
+    }
+
+    #[test]
+    fn a_completed_container_beside_a_running_one_is_running_or_not_ready() {
+        let done = json!({ "name": "b", "ready": false, "restartCount": 0, "state": { "terminated": { "exitCode": 0, "reason": "Completed" } } });
+        let st = |ready: &str| json!({ "phase": "Running", "conditions": [{ "type": "Ready", "status": ready }], "containerStatuses": [running("a", true), done.clone()] });
+        assert_eq!(printed(two_containers(), st("True")).1, "Running");
+        assert_eq!(printed(two_containers(), st("False")).1, "NotReady");
+    }
+
+    #[test]
+    fn init_containers_show_progress_and_failures_and_sidecars_count_as_containers() {
+        let spec = json!({ "initContainers": [{ "name": "i1" }, { "name": "i2" }, { "name": "side", "restartPolicy": "Always" }], "containers": [{ "name": "a" }] });
+        let done = json!({ "name": "i1", "ready": false, "restartCount": 0, "state": { "terminated": { "exitCode": 0, "reason": "Completed" } } });
+        let init = |second: Value| json!({ "phase": "Pending", "initContainerStatuses": [done.clone(), second], "containerStatuses": [{ "name": "a", "ready": false, "state": { "waiting": { "reason": "PodInitializing" } } }] });
+        let st = init(json!({ "name": "i2", "ready": false, "restartCount": 0, "state": { "running": {} } }));
+        assert_eq!(printed(spec.clone(), st), ("0/2".into(), "Init:1/3".into(), "0".into()));
+        let st = init(json!({ "name": "i2", "ready": false, "restartCount": 4, "state": { "waiting": { "reason": "CrashLoopBackOff" } } }));
+        assert_eq!(printed(spec.clone(), st).1, "Init:CrashLoopBackOff");
+        let st = init(json!({ "name": "i2", "ready": false, "restartCount": 0, "state": { "terminated": { "exitCode": 3, "reason": "Error" } } }));
+        assert_eq!(printed(spec.clone(), st).1, "Init:Error");
+        let st = init(json!({ "name": "i2", "ready": false, "restartCount": 0, "state": { "terminated": { "exitCode": 3 } } }));
+        assert_eq!(printed(spec.clone(), st).1, "Init:ExitCode:3");
+        // Initialized, with the sidecar started and ready: it counts in READY.
+        let st = json!({
+            "phase": "Running",
+            "conditions": [{ "type": "Initialized", "status": "True" }, { "type": "Ready", "status": "True" }],
+            "initContainerStatuses": [done.clone(), { "name": "i2", "ready": false, "restartCount": 0, "state": { "terminated": { "exitCode": 0, "reason": "Completed" } } },
+                { "name": "side", "ready": true, "started": true, "restartCount": 0, "state": { "running": {} } }],
+            "containerStatuses": [running("a", true)],
+        });
+        assert_eq!(printed(spec, st), ("2/2".into(), "Running".into(), "0".into()));
+    }
+
+    #[test]
+    fn restarts_say_how_long_ago_the_last_one_ended() {
+        let ended = (chrono::Utc::now() - chrono::Duration::seconds(42)).to_rfc3339();
+        let st = json!({ "phase": "Running", "containerStatuses": [{ "name": "a", "ready": false, "restartCount": 3,
+            "state": { "waiting": { "reason": "CrashLoopBackOff" } }, "lastState": { "terminated": { "exitCode": 1, "reason": "Error", "finishedAt": ended } } }] });
+        let (_, status, restarts) = printed(json!({ "containers": [{ "name": "a" }] }), st);
+        assert_eq!(status, "CrashLoopBackOff");
+        assert!(restarts == "3 (42s ago)" || restarts == "3 (43s ago)", "{restarts}");
+    }
+
+    #[test]
+    fn deleted_pods_are_terminating_unless_finished_or_their_node_is_lost() {
+        let pod = |phase: &str, reason: &str| json!({ "metadata": { "name": "p", "deletionTimestamp": "2020-01-01T00:00:00Z" }, "spec": two_containers(), "status": { "phase": phase, "reason": reason } });
+        assert_eq!(pod_cells(&pod("Running", ""))[1], "Terminating");
+        assert_eq!(pod_cells(&pod("Succeeded", ""))[1], "Succeeded");
+        assert_eq!(pod_cells(&pod("Running", "NodeLost"))[1], "Unknown");
+    }
+
+    #[test]
+    fn wide_columns_and_finished_rows_as_upstream() {
+        let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "a" }], "nodeName": "n1", "readinessGates": [{ "conditionType": "x/ok" }, { "conditionType": "x/lb" }] },
+            "status": { "phase": "Succeeded", "podIP": "10.0.0.5", "nominatedNodeName": "", "conditions": [{ "type": "x/ok", "status": "True" }] } });
+        let t = table("Pod", &[pod], json!({}));
+        let names: Vec<&str> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"]);
+        let wide: Vec<i64> = t["columnDefinitions"].as_array().unwrap().iter().map(|c| c["priority"].as_i64().unwrap()).collect();
+        assert_eq!(wide, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(t["rows"][0]["cells"].as_array().unwrap()[5..], [json!("10.0.0.5"), json!("n1"), json!("<none>"), json!("1/2")]);
+        assert_eq!(t["rows"][0]["conditions"], json!([{ "type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully." }]));
     }
 }
