@@ -743,7 +743,7 @@ impl Api {
     async fn list(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
         let limit = opts.limit;
@@ -812,7 +812,7 @@ impl Api {
         use crate::watchcache::{Start, WatchRequest};
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let start = match q.get("resourceVersion").map(String::as_str) {
             None | Some("") => Start::Latest,
             Some("0") => Start::Any,
@@ -1679,7 +1679,7 @@ impl Api {
     async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(&crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")), r.builtin()).map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let page = self.store.list(&r.list_prefix(info.namespace.as_deref()), None, 0).await?;
         let mut items = Vec::new();
         for kv in page.items {

@@ -218,12 +218,17 @@ fn compile_rule(text: &str, schema: &Value) -> Result<Arc<celenv::Program>, cele
 }
 
 /// Resolve a rule's `fieldPath` (`.spec.x`, `.m['key']`) against the schema: the field path it
-/// names (`spec.x`, `m[key]`), or upstream's reason why not.
+/// names (`spec.x`, `m[key]`), or upstream's reason why not (`cel.ValidFieldPath`).
 pub fn field_path(path: &str, schema: &Value) -> Result<String, String> {
+    resolve(path, schema, true).map(|(p, _)| p)
+}
+
+/// [`field_path`] and the schema it ends at; `allow_array`: whether `['key']` may be used.
+pub fn resolve<'a>(path: &str, schema: &'a Value, allow_array: bool) -> Result<(String, &'a Value), String> {
     let mut out = String::new();
     let mut s = schema;
     let mut rest = path;
-    let step = |name: &str, s: &mut &Value, out: &mut String| -> Result<(), String> {
+    let step = |name: &str, s: &mut &'a Value, out: &mut String| -> Result<(), String> {
         if s["properties"].is_object() {
             let Some(p) = s["properties"].get(name) else { return Err("does not refer to a valid field".into()) };
             if !out.is_empty() {
@@ -248,6 +253,9 @@ pub fn field_path(path: &str, schema: &Value) -> Result<String, String> {
             step(&r[..end], &mut s, &mut out)?;
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
+            if !allow_array {
+                return Err("array notation is not allowed".into());
+            }
             let Some(r) = r.strip_prefix('\'') else { return Err(format!("expected single quoted string but got {}", r.split(']').next().unwrap_or(""))) };
             let Some(end) = r.find("']") else { return Err("unexpected end of JSON path".into()) };
             step(&r[..end].replace("\\'", "'"), &mut s, &mut out)?;
@@ -256,7 +264,7 @@ pub fn field_path(path: &str, schema: &Value) -> Result<String, String> {
             return Err(format!("expected [ or . but got: {}", rest.split(['.', '[']).next().unwrap_or(rest)));
         }
     }
-    Ok(out)
+    Ok((out, s))
 }
 
 // ---- on custom object writes ----

@@ -45,6 +45,9 @@ pub struct Version {
     pub columns: Vec<Value>,
     /// `subresources.scale` (`specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`).
     pub scale: Option<Value>,
+    /// `selectableFields` as field paths (`spec.color`): what field selectors may name besides
+    /// `metadata.name` and `metadata.namespace`.
+    pub selectable: Vec<String>,
 }
 
 /// A definition as served.
@@ -100,6 +103,28 @@ pub fn definition(r: &Resource) -> Option<Arc<Definition>> {
         return None;
     }
     registry().defs.iter().find(|d| d.group == r.group && d.plural == r.plural).cloned()
+}
+
+/// The field paths a field selector may name for custom kind `r` besides `metadata.name` and
+/// `metadata.namespace` (its version's `selectableFields`).
+pub fn selectable_fields(r: &Resource) -> Vec<String> {
+    definition(r).and_then(|d| d.version(r.version).map(|v| v.selectable.clone())).unwrap_or_default()
+}
+
+/// The selectable field paths of a stored custom object's kind (every version's), for the
+/// attributes selectors read; empty for any other object.
+pub fn selectable_paths(obj: &Value) -> Vec<String> {
+    let Some((group, _)) = obj["apiVersion"].as_str().and_then(|v| v.split_once('/')) else { return Vec::new() };
+    if !group.contains('.') {
+        return Vec::new();
+    }
+    let kind = obj["kind"].as_str().unwrap_or("");
+    let reg = registry();
+    let Some(d) = reg.defs.iter().find(|d| d.group == group && d.kind == kind) else { return Vec::new() };
+    let mut out: Vec<String> = d.versions.iter().flat_map(|v| v.selectable.iter().cloned()).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Changes whenever the set of served kinds or their schemas does.
@@ -272,6 +297,13 @@ fn served(crd: &Value, names: &Names) -> Option<Definition> {
             schema: v["schema"]["openAPIV3Schema"].clone(),
             columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             scale: subs["scale"].is_object().then(|| subs["scale"].clone()),
+            selectable: v["selectableFields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f["jsonPath"].as_str().and_then(crate::jsonpath::simple_fields))
+                .map(|p| p.join("."))
+                .collect(),
         });
     }
     versions.sort_by(|a, b| resources::version_priority(a.resource.version, b.resource.version));
@@ -720,6 +752,11 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
     if shared_schema || versions.len() == 1 {
         schema_causes(&versions[0]["schema"]["openAPIV3Schema"], "spec.validation.openAPIV3Schema", causes);
     }
+    // Selectable fields, likewise reported once when every version has the same.
+    let shared_selectable = versions.len() == 1 || (versions.len() > 1 && versions.iter().all(|v| v["selectableFields"] == versions[0]["selectableFields"]));
+    if shared_selectable && !versions.is_empty() {
+        selectable_causes(&versions[0], "spec.selectableFields", causes);
+    }
     let mut seen = HashSet::new();
     let mut unique = true;
     let mut storage = 0;
@@ -740,6 +777,9 @@ pub fn validate(crd: &Value, causes: &mut Vec<Cause>) {
             any_served = true;
         }
         version_causes(v, &at, !(shared_schema || versions.len() == 1), causes);
+        if !shared_selectable {
+            selectable_causes(v, &format!("{at}.selectableFields"), causes);
+        }
     }
     if !versions.is_empty() {
         if !unique {
@@ -822,6 +862,43 @@ fn schema_causes(schema: &Value, sp: &str, causes: &mut Vec<Cause>) {
     }
     if causes.len() == before {
         crate::celrules::check_schema(schema, sp, causes);
+    }
+}
+
+/// Most selectable fields a version may have (upstream's `MaxSelectableFields`).
+const MAX_SELECTABLE: usize = 8;
+
+/// A version's `selectableFields` (at `at`) as upstream's `ValidateCustomResourceSelectableFields`:
+/// each a path without array notation to a string, integer or boolean of the schema, outside
+/// metadata, none twice, at most [`MAX_SELECTABLE`].
+fn selectable_causes(v: &Value, at: &str, causes: &mut Vec<Cause>) {
+    let Some(fields) = v["selectableFields"].as_array() else { return };
+    let schema = &v["schema"]["openAPIV3Schema"];
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, f) in fields.iter().enumerate() {
+        let fp = format!("{at}[{i}].jsonPath");
+        let Some(path) = f["jsonPath"].as_str().filter(|p| !p.is_empty()) else {
+            causes.push(required(&fp));
+            continue;
+        };
+        let shown = json!(path);
+        match crate::celrules::resolve(path, schema, false) {
+            Err(e) => causes.push(invalid(&fp, &shown, &format!("is an invalid path: {e}"))),
+            Ok((resolved, leaf)) => {
+                if resolved == "metadata" || resolved.starts_with("metadata.") {
+                    causes.push(invalid(&fp, &shown, "must not point to fields in metadata"));
+                }
+                if !matches!(leaf["type"].as_str(), Some("string" | "integer" | "boolean")) {
+                    causes.push(invalid(&fp, &shown, "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed."));
+                }
+                if !seen.insert(resolved) {
+                    causes.push(Cause { reason: "FieldValueDuplicate", field: fp.clone(), message: format!("Duplicate value: {shown}") });
+                }
+            }
+        }
+    }
+    if fields.len() > MAX_SELECTABLE {
+        causes.push(Cause { reason: "FieldValueTooMany", field: at.to_string(), message: format!("Too many: {}: must have at most {MAX_SELECTABLE} items", fields.len()) });
     }
 }
 

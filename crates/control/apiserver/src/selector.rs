@@ -136,7 +136,9 @@ const BOOLEAN: &[&str] = &["spec.unschedulable"];
 pub fn attributes(obj: &Value) -> Value {
     let meta = &obj["metadata"];
     let mut out = serde_json::json!({ "metadata": { "name": meta["name"], "namespace": meta["namespace"], "labels": meta["labels"] } });
-    for path in SELECTABLE {
+    // A custom object's kind's selectableFields.
+    let custom = if obj["apiVersion"].as_str().is_some_and(|v| v.contains('.')) { crate::crd::selectable_paths(obj) } else { Vec::new() };
+    for path in SELECTABLE.iter().copied().chain(custom.iter().map(String::as_str)) {
         let mut v = obj;
         for part in path.split('.') {
             v = &v[part];
@@ -156,6 +158,26 @@ pub fn attributes(obj: &Value) -> Value {
 
 impl FieldSelector {
     pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+        Self::parse_with(s, |field| if supported(kind, field) { Ok(()) } else { Err(format!("field label not supported: {field}")) })
+    }
+
+    /// A selector on resource `r`'s fields: a custom kind's are `metadata.name`,
+    /// `metadata.namespace` and its version's `selectableFields` (the error names them).
+    pub fn parse_for(r: &crate::resources::Resource, s: &str) -> Result<Self, String> {
+        if !r.custom {
+            return Self::parse(s, r.builtin());
+        }
+        let extra = crate::crd::selectable_fields(r);
+        Self::parse_with(s, |field| {
+            if matches!(field, "metadata.name" | "metadata.namespace") || extra.iter().any(|f| f == field) {
+                return Ok(());
+            }
+            let allowed: Vec<&str> = ["metadata.name", "metadata.namespace"].into_iter().chain(extra.iter().map(String::as_str)).collect();
+            Err(format!("field label not supported: {field} (the selectable fields of {}.{} {} are: {})", r.plural, r.group, r.version, allowed.join(", ")))
+        })
+    }
+
+    fn parse_with(s: &str, allowed: impl Fn(&str) -> Result<(), String>) -> Result<Self, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -168,9 +190,7 @@ impl FieldSelector {
                 return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
             };
             let field = field.trim();
-            if !supported(kind, field) {
-                return Err(format!("field label not supported: {field}"));
-            }
+            allowed(field)?;
             out.push((field.to_string(), eq, value.trim().to_string()));
         }
         Ok(Self(out))
