@@ -974,8 +974,19 @@ fn validation_rules_are_evaluated_as_upstream() {
         let bad_reason = gateway_crd(&group.replace("rules", "reason")).replace("reason: FieldValueForbidden", "reason: Nope");
         let err = fails(&s, &k, &["create", "-f", "-"], Some(&bad_reason));
         assert!(err.contains("spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].reason: Unsupported value: \"Nope\": supported values: \"FieldValueDuplicate\", \"FieldValueForbidden\", \"FieldValueInvalid\", \"FieldValueRequired\""), "kubectl {v}: {err}");
+        // A rule whose estimated cost is too high (lists of lists without maxItems, as upstream's
+        // e2e spec has it) is refused.
+        let costly = gateway_crd(&group.replace("rules", "costly")).replace(
+            "              color: {type: string}\n",
+            "              color: {type: string}\n              matrix:\n                type: array\n                items:\n                  type: array\n                  items: {type: string}\n                  x-kubernetes-validations:\n                  - rule: \"self.all(s, s == 'string constant')\"\n",
+        );
+        let err = fails(&s, &k, &["create", "-f", "-"], Some(&costly));
+        assert!(
+            err.contains("spec.validation.openAPIV3Schema.properties[spec].properties[matrix].items.x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x"),
+            "kubectl {v}: {err}"
+        );
         let names = ok(&s, &k, &["get", "crd", "-o", "name"], None);
-        assert!(!names.contains("broken") && !names.contains("typo") && !names.contains("reason"), "kubectl {v}: nothing stored: {names}");
+        assert!(!names.contains("broken") && !names.contains("typo") && !names.contains("reason") && !names.contains("costly"), "kubectl {v}: nothing stored: {names}");
         ok(&s, &k, &["delete", "crd", &full], None);
     }
 }

@@ -91,6 +91,86 @@ impl Program {
     }
 }
 
+impl Program {
+    /// A worst-case cost estimate in the units [`eval`] charges (plus one per expression node):
+    /// every comprehension costs what its range may hold times its body. `size` gives the most
+    /// elements a value may have by its path from a declared variable (`["self", "spec", "l"]`;
+    /// `"@items"` steps into a list's elements or a map's values), `None` when unknown, which
+    /// counts as `unknown`.
+    pub fn estimate(&self, size: &dyn Fn(&[String]) -> Option<u64>, unknown: u64) -> u64 {
+        let mut env: Vec<(String, Vec<String>)> = self.uses.iter().map(|v| (v.clone(), vec![v.clone()])).collect();
+        estimate(&self.expr, &mut env, size, unknown)
+    }
+}
+
+/// The path from a declared variable that `e` reads, if it reads one by field selections.
+fn path_of(e: &IdedExpr, env: &[(String, Vec<String>)]) -> Option<Vec<String>> {
+    match &e.expr {
+        Expr::Ident(name) => env.iter().rev().find(|(n, _)| n == name).map(|(_, p)| p.clone()),
+        Expr::Select(s) if !s.test => path_of(&s.operand, env).map(|mut p| {
+            p.push(s.field.clone());
+            p
+        }),
+        Expr::Call(c) if c.func_name == CHARGE && c.args.len() == 1 => path_of(&c.args[0], env),
+        _ => None,
+    }
+}
+
+/// The most elements `e` may have when a comprehension iterates it: by its path; a `map` or
+/// `filter` of something, at most that thing's; a list literal's length; `s.split(...)` of a
+/// string by its path, at most the string's length (`size` of a string's path is its maxLength).
+fn range_size(e: &IdedExpr, env: &[(String, Vec<String>)], size: &dyn Fn(&[String]) -> Option<u64>) -> Option<u64> {
+    if let Some(p) = path_of(e, env) {
+        return size(&p);
+    }
+    match &e.expr {
+        Expr::Comprehension(c) => range_size(&c.iter_range, env, size),
+        Expr::Call(c) if c.func_name == CHARGE && c.args.len() == 1 => range_size(&c.args[0], env, size),
+        Expr::Call(c) if c.func_name == "split" => c.target.as_deref().and_then(|t| range_size(t, env, size)),
+        Expr::List(l) => Some(l.elements.len() as u64),
+        _ => None,
+    }
+}
+
+fn estimate(e: &IdedExpr, env: &mut Vec<(String, Vec<String>)>, size: &dyn Fn(&[String]) -> Option<u64>, unknown: u64) -> u64 {
+    let sum = |xs: &mut dyn Iterator<Item = &IdedExpr>, env: &mut Vec<(String, Vec<String>)>| xs.fold(1u64, |acc, x| acc.saturating_add(estimate(x, env, size, unknown)));
+    match &e.expr {
+        Expr::Comprehension(c) => {
+            let range = path_of(&c.iter_range, env);
+            let n = range_size(&c.iter_range, env, size).unwrap_or(unknown);
+            let outside = sum(&mut [&c.iter_range, &c.accu_init].into_iter(), env);
+            let depth = env.len();
+            let element = range.map(|mut p| {
+                p.push("@items".to_string());
+                p
+            });
+            env.push((c.iter_var.clone(), element.unwrap_or_default()));
+            let body = sum(&mut [&c.loop_cond, &c.loop_step].into_iter(), env);
+            env.truncate(depth);
+            let result = estimate(&c.result, env, size, unknown);
+            outside.saturating_add(n.saturating_mul(body)).saturating_add(result)
+        }
+        Expr::Select(s) => 1u64.saturating_add(estimate(&s.operand, env, size, unknown)),
+        Expr::Call(call) => sum(&mut call.target.as_deref().into_iter().chain(call.args.iter()), env),
+        Expr::List(l) => sum(&mut l.elements.iter(), env),
+        Expr::Map(m) => {
+            let mut parts: Vec<&IdedExpr> = Vec::new();
+            for entry in &m.entries {
+                match &entry.expr {
+                    EntryExpr::MapEntry(me) => parts.extend([&me.key, &me.value]),
+                    EntryExpr::StructField(f) => parts.push(&f.value),
+                }
+            }
+            sum(&mut parts.into_iter(), env)
+        }
+        Expr::Struct(st) => {
+            let parts: Vec<&IdedExpr> = st.entries.iter().filter_map(|en| if let EntryExpr::StructField(f) = &en.expr { Some(&f.value) } else { None }).collect();
+            sum(&mut parts.into_iter(), env)
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => 1,
+    }
+}
+
 /// cel-go's "undefined field" issue for the last field of a selection chain, placed at its dot.
 pub fn undefined_field(source: &str, chain: &[String]) -> CompileError {
     let mut at = 0;

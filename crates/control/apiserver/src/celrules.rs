@@ -84,16 +84,80 @@ fn invalid_raw(field: String, shown: &str, why: &str) -> Cause {
     Cause { reason: "FieldValueInvalid", field, message: format!("Invalid value: {shown}: {why}") }
 }
 
-/// Check every node's rules under `schema` (at `path`, `…openAPIV3Schema`).
-pub fn check_schema(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
-    check_node(schema, path, None, causes);
+/// Upstream's `StaticEstimatedCostLimit`: the most a rule's estimated cost, times the number of
+/// times its node may occur in an object, may be.
+const STATIC_COST_LIMIT: u64 = 10_000_000;
+/// The largest request body (upstream's `maxRequestSizeBytes`), which bounds unbounded lists.
+const MAX_REQUEST_BYTES: u64 = 3 * 1024 * 1024;
+
+/// The fewest bytes a value of the schema takes in JSON (upstream's `MinSerializedSize`).
+fn min_size(schema: &Value) -> u64 {
+    match schema["type"].as_str() {
+        Some("string" | "array" | "object") => 2,
+        Some("boolean") => 4,
+        _ => 1,
+    }
 }
 
-fn check_node(schema: &Value, path: &str, uncorrelatable: Option<&str>, causes: &mut Vec<Cause>) {
+/// How many elements a list or map of the schema may have: its `maxItems`/`maxProperties`, or as
+/// many of its smallest elements as fit in a request (upstream's estimate).
+fn max_elements(schema: &Value) -> Option<u64> {
+    if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
+        return Some(schema["maxItems"].as_u64().unwrap_or(MAX_REQUEST_BYTES / (min_size(items) + 1)));
+    }
+    if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        // A map entry is at least `"":` and its value.
+        return Some(schema["maxProperties"].as_u64().unwrap_or(MAX_REQUEST_BYTES / (min_size(ap) + 4)));
+    }
+    if schema["type"] == "string" {
+        return Some(schema["maxLength"].as_u64().unwrap_or(MAX_REQUEST_BYTES));
+    }
+    schema["maxProperties"].as_u64().or_else(|| schema["properties"].as_object().map(|p| p.len() as u64))
+}
+
+/// The schema a path from `self` (or `oldSelf`) reaches (`@items`: a list's items or a map's
+/// values).
+fn schema_at<'a>(schema: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut s = schema;
+    for step in path.iter().skip(1) {
+        s = if step == "@items" {
+            s.get("items").filter(|i| i.is_object()).or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))?
+        } else {
+            s["properties"].as_object()?.iter().find(|(k, _)| escape(k).as_deref() == Some(step.as_str()))?.1
+        };
+    }
+    Some(s)
+}
+
+/// Upstream's message for an estimated cost over the limit.
+fn cost_message(what: &str, cost: u64) -> String {
+    let factor = cost as f64 / STATIC_COST_LIMIT as f64;
+    let shown = if factor > 100.0 {
+        "more than 100x".to_string()
+    } else if factor < 1.5 {
+        format!("{factor:.6}x")
+    } else {
+        format!("{factor:.1}x")
+    };
+    format!("{what} exceeds budget by factor of {shown} (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)")
+}
+
+/// Check every node's rules under `schema` (at `path`, `…openAPIV3Schema`).
+pub fn check_schema(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    check_node(schema, path, None, Some(1), causes);
+}
+
+/// `cardinality`: how many times the node may occur in one object (`None`: under a list or map
+/// without a bound).
+fn check_node(schema: &Value, path: &str, uncorrelatable: Option<&str>, cardinality: Option<u64>, causes: &mut Vec<Cause>) {
     let Some(m) = schema.as_object() else { return };
     if let Some(v) = m.get("x-kubernetes-validations") {
         match v.as_array() {
-            Some(rules) => check_rules(schema, rules, path, uncorrelatable, causes),
+            Some(rules) => {
+                // Under an unbounded list or map: as many as the smallest such value fits in a request.
+                let times = cardinality.unwrap_or(MAX_REQUEST_BYTES / (min_size(schema) + 1));
+                check_rules(schema, rules, path, uncorrelatable, times, causes)
+            }
             None => causes.push(Cause::invalid(&format!("{path}.x-kubernetes-validations"), v, "must be a list of rules")),
         }
     }
@@ -102,12 +166,13 @@ fn check_node(schema: &Value, path: &str, uncorrelatable: Option<&str>, causes: 
         let atomic = (schema["x-kubernetes-map-type"] == "atomic").then(|| path.to_string());
         let under = uncorrelatable.map(str::to_string).or(atomic);
         for (k, p) in props {
-            check_node(p, &format!("{path}.properties[{k}]"), under.as_deref(), causes);
+            check_node(p, &format!("{path}.properties[{k}]"), under.as_deref(), cardinality, causes);
         }
     }
     if let Some(ap) = m.get("additionalProperties").filter(|a| a.is_object()) {
         let atomic = (schema["x-kubernetes-map-type"] == "atomic").then(|| path.to_string());
-        check_node(ap, &format!("{path}.additionalProperties"), uncorrelatable.map(str::to_string).or(atomic).as_deref(), causes);
+        let times = cardinality.zip(schema["maxProperties"].as_u64()).map(|(c, n)| c.saturating_mul(n));
+        check_node(ap, &format!("{path}.additionalProperties"), uncorrelatable.map(str::to_string).or(atomic).as_deref(), times, causes);
     }
     if let Some(items) = m.get("items").filter(|i| i.is_object()) {
         let here = format!("{path}.items");
@@ -117,11 +182,12 @@ fn check_node(schema: &Value, path: &str, uncorrelatable: Option<&str>, causes: 
             (None, Some("map")) => None,
             (None, _) => Some(here.clone()),
         };
-        check_node(items, &here, under.as_deref(), causes);
+        let times = cardinality.zip(schema["maxItems"].as_u64()).map(|(c, n)| c.saturating_mul(n));
+        check_node(items, &here, under.as_deref(), times, causes);
     }
 }
 
-fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Option<&str>, causes: &mut Vec<Cause>) {
+fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Option<&str>, times: u64, causes: &mut Vec<Cause>) {
     let base = format!("{path}.x-kubernetes-validations");
     let before = causes.len();
     for (i, rule) in rules.iter().enumerate() {
@@ -168,9 +234,15 @@ fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Opti
     for (i, rule) in rules.iter().enumerate() {
         let at = |f: &str| format!("{base}[{i}].{f}");
         let text = rule["rule"].as_str().unwrap_or("");
+        let size = |p: &[String]| schema_at(schema, p).and_then(max_elements);
+        let unknown = MAX_REQUEST_BYTES / 2;
         match compile_rule(text, schema) {
             Err(e) => causes.push(invalid_raw(at("rule"), &go_rule(rule), &format!("compilation failed: {e}"))),
             Ok(p) => {
+                let cost = p.estimate(&size, unknown).saturating_mul(times);
+                if cost > STATIC_COST_LIMIT {
+                    causes.push(Cause { reason: "FieldValueForbidden", field: at("rule"), message: format!("Forbidden: {}", cost_message("estimated rule cost", cost)) });
+                }
                 if p.uses("oldSelf") {
                     if let Some(u) = uncorrelatable {
                         causes.push(Cause::invalid(&at("rule"), &rule["rule"], &format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {u}")));
@@ -181,8 +253,14 @@ fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Opti
             }
         }
         if let Some(me) = rule["messageExpression"].as_str().filter(|m| !m.trim().is_empty()) {
-            if let Err(e) = compile_rule(me, schema) {
-                causes.push(invalid_raw(at("messageExpression"), &go_rule(rule), &format!("messageExpression compilation failed: {e}")));
+            match compile_rule(me, schema) {
+                Err(e) => causes.push(invalid_raw(at("messageExpression"), &go_rule(rule), &format!("messageExpression compilation failed: {e}"))),
+                Ok(p) => {
+                    let cost = p.estimate(&size, unknown).saturating_mul(times);
+                    if cost > STATIC_COST_LIMIT {
+                        causes.push(Cause { reason: "FieldValueForbidden", field: at("messageExpression"), message: format!("Forbidden: {}", cost_message("estimated messageExpression cost", cost)) });
+                    }
+                }
             }
         }
     }
@@ -614,5 +692,24 @@ mod tests {
         assert_eq!(msgs[1], "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[1].rule: Invalid value: apiextensions.ValidationRule{Rule:\"self.nope()\", Message:\"\", MessageExpression:\"\", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:\"\", OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>:1:10: undeclared reference to 'nope' (in container '')\n | self.nope()\n | .........^");
         assert!(msgs[2].contains("x-kubernetes-validations[2].messageExpression: Invalid value: apiextensions.ValidationRule{") && msgs[2].contains("messageExpression compilation failed: ERROR: <input>:1:5: undeclared reference to 'oops'"), "{}", msgs[2]);
         assert_eq!(field_path(".spec['x']", &json!({"properties": {"spec": {"additionalProperties": {"type": "string"}}}})), Ok("spec[x]".into()));
+        // Estimated cost: a rule over unbounded lists nested in unbounded lists is refused (the
+        // e2e suite's case); the same rule with maxItems on both is fine.
+        let nested = |max: Value| json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"x": {"type": "array", "maxItems": max,
+            "items": {"type": "array", "maxItems": max, "items": {"type": "string"}, "x-kubernetes-validations": [{"rule": "self.all(s, s == 'string constant')"}]}}}}}});
+        let mut c = Vec::new();
+        check_schema(&nested(Value::Null), "spec.validation.openAPIV3Schema", &mut c);
+        let msgs: Vec<String> = c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        assert_eq!(msgs, ["spec.validation.openAPIV3Schema.properties[spec].properties[x].items.x-kubernetes-validations[0].rule: Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)"]);
+        let mut c = Vec::new();
+        check_schema(&nested(json!(100)), "spec.validation.openAPIV3Schema", &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        // Chained map/filter over a bounded list and split of a bounded string stay bounded.
+        let mut c = Vec::new();
+        let chained = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"h": {"type": "string", "maxLength": 253},
+            "l": {"type": "array", "maxItems": 16, "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}}},
+            "x-kubernetes-validations": [{"rule": "self.l.filter(x, x.port > 1).map(x, x.name).all(n, n != '') && self.h.split('.').all(p, p != '')",
+                "messageExpression": "self.l.filter(x, x.port > 1).map(x, x.name).join(', ')"}]}}});
+        check_schema(&chained, "spec.validation.openAPIV3Schema", &mut c);
+        assert!(c.is_empty(), "{c:?}");
     }
 }
