@@ -517,6 +517,126 @@ spec:
     assert!(events.iter().any(|(r, m)| r == "Killing" && m == "Stopping container stubborn"), "{events:?}");
 }
 
+/// The pod's terminated state of container `i`: (exitCode, reason).
+fn terminated_state(p: &Value, i: usize) -> (i64, String) {
+    let t = &p["status"]["containerStatuses"][i]["state"]["terminated"];
+    (t["exitCode"].as_i64().unwrap_or(-1), t["reason"].as_str().unwrap_or("").to_string())
+}
+
+fn condition_reason(p: &Value, t: &str) -> String {
+    p["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == t)).and_then(|c| c["reason"].as_str()).unwrap_or("").to_string()
+}
+
+/// Evict `name` through the `pods/eviction` subresource (as `kubectl drain` does).
+fn evict(c: &Cluster, ns: &str, name: &str) {
+    let body = format!(r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{name}","namespace":"{ns}"}}}}"#);
+    c.server.ok_stdin(&["create", "--raw", &format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"), "-f", "-"], Some(&body));
+}
+
+/// A pod deleted with a grace period reports its terminal phase and its containers' exits before
+/// its object goes (kubelet v1.27+): Succeeded when every container exited 0 (whatever the restart
+/// policy), Failed when one had to be killed; an evicted pod keeps the `DisruptionTarget`
+/// condition the eviction added. A finalizer holds each object after the node's final delete, so
+/// the test reads the last status the node wrote.
+#[test]
+fn a_deleted_pod_reports_its_terminal_phase_before_it_goes() {
+    let c = cluster(&[]);
+    let pods = [
+        ("term-ok", "trap 'exit 0' TERM; while true; do sleep 0.2; done"),
+        ("term-killed", "exec sleep 3600"),
+        ("evicted", "exec sleep 3600"),
+    ];
+    for (name, cmd) in pods {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  finalizers: [strata.test/hold]\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {}\n    command: [sh, -c, \"{cmd}\"]\n",
+            c.image
+        ));
+    }
+    for (name, _) in pods {
+        c.wait_pod(name, "Running and Ready", Duration::from_secs(90), |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    }
+    c.server.ok(&["delete", "pod", "term-ok", "term-killed", "--wait=false"]);
+    evict(&c, "default", "evicted");
+    let ok = c.wait_pod("term-ok", "a terminal phase", Duration::from_secs(60), |p| matches!(phase(p), "Succeeded" | "Failed"));
+    assert_eq!(phase(&ok), "Succeeded", "every container exited 0: {:#}", ok["status"]);
+    assert_eq!(terminated_state(&ok, 0), (0, "Completed".to_string()));
+    assert_eq!((condition(&ok, "Ready"), condition_reason(&ok, "Ready")), ("False".to_string(), "PodCompleted".to_string()));
+    let killed = c.wait_pod("term-killed", "a terminal phase", Duration::from_secs(60), |p| matches!(phase(p), "Succeeded" | "Failed"));
+    assert_eq!(phase(&killed), "Failed", "{:#}", killed["status"]);
+    assert_eq!(terminated_state(&killed, 0), (137, "Error".to_string()), "sleep as pid 1 ignores SIGTERM and is killed after the grace period");
+    assert_eq!(condition(&killed, "ContainersReady"), "False");
+    let evicted = c.wait_pod("evicted", "a terminal phase", Duration::from_secs(60), |p| matches!(phase(p), "Succeeded" | "Failed"));
+    assert_eq!(phase(&evicted), "Failed", "{:#}", evicted["status"]);
+    assert_eq!((condition(&evicted, "DisruptionTarget"), condition_reason(&evicted, "DisruptionTarget")), ("True".to_string(), "EvictionByEvictionAPI".to_string()));
+    assert!(evicted["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"].is_string(), "{:#}", evicted["status"]);
+    // Only the finalizer holds the objects.
+    for (name, _) in pods {
+        let p = c.pod(name);
+        assert!(p["metadata"]["deletionTimestamp"].is_string(), "{name}: {:#}", p["metadata"]);
+        c.server.ok(&["patch", "pod", name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    }
+    assert!(eventually(Duration::from_secs(30), || c.server.ok(&["get", "pods", "-o", "name"]).trim().is_empty()), "pods left: {}", c.server.ok(&["get", "pods"]));
+}
+
+/// The Job conformance spec's case ("pod failure policy to ignore failure matching on
+/// DisruptionTarget"): an evicted pod of a Job whose policy ignores DisruptionTarget ends Failed
+/// with that condition, is not counted against `backoffLimit: 0`, loses its tracking finalizer
+/// and goes, and a replacement runs.
+#[test]
+fn an_evicted_job_pod_is_ignored_by_the_pod_failure_policy_and_replaced() {
+    let c = cluster_opts(&[], true);
+    assert!(eventually(Duration::from_secs(60), || c.server.kubectl(&["get", "serviceaccount", "default"]).status.success()), "no default ServiceAccount");
+    c.apply(&format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: disrupted
+spec:
+  backoffLimit: 0
+  completions: 1
+  parallelism: 1
+  podFailurePolicy:
+    rules:
+    - action: Ignore
+      onPodConditions: [{{type: DisruptionTarget}}]
+  template:
+    spec:
+      restartPolicy: Never
+      nodeName: node-a
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: c
+        image: {}
+        command: [sleep, '3600']
+"#,
+        c.image
+    ));
+    let job_pods = || -> Vec<Value> {
+        let out = c.server.kubectl(&["get", "pods", "-l", "job-name=disrupted", "-o", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["items"].as_array().cloned()).unwrap_or_default()
+    };
+    let mut first = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            first = job_pods().into_iter().find(|p| phase(p) == "Running").unwrap_or(Value::Null);
+            !first.is_null()
+        }),
+        "no running pod of the Job: {:#?}",
+        job_pods()
+    );
+    let (name, uid) = (first["metadata"]["name"].as_str().unwrap_or("").to_string(), first["metadata"]["uid"].clone());
+    evict(&c, "default", &name);
+    let gone = eventually(Duration::from_secs(90), || !job_pods().iter().any(|p| p["metadata"]["uid"] == uid));
+    assert!(gone, "the evicted pod is still there: {:#}\nlog: {}", c.pod(&name), c.server.log());
+    let replaced = eventually(Duration::from_secs(90), || job_pods().iter().any(|p| p["metadata"]["uid"] != uid && phase(p) == "Running"));
+    assert!(replaced, "no replacement: {:#?}", job_pods());
+    let job: Value = serde_json::from_str(&c.server.ok(&["get", "job", "disrupted", "-o", "json"])).expect("job json");
+    assert!(job["status"]["failed"].as_i64().unwrap_or(0) == 0, "the ignored failure was counted: {:#}", job["status"]);
+    let failed = job["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Failed" && c["status"] == "True");
+    assert!(!failed, "the Job failed: {:#}", job["status"]);
+    c.server.ok(&["delete", "job", "disrupted", "--cascade=foreground", "--wait=false"]);
+}
+
 #[test]
 fn image_pull_secrets_authenticate_and_a_wrong_one_is_err_image_pull() {
     let c = cluster(&[]);

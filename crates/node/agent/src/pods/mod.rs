@@ -354,7 +354,7 @@ async fn worker(shared: Arc<Shared>, uid: String, reader: Store<Pod>, notify: Ar
             }
             _ => {
                 let last = pod.clone().or(st.last_pod.take());
-                let done = match terminate(&shared, &uid, last.as_deref(), st.sandboxes.as_deref()).await {
+                let done = match terminate(&shared, &uid, last.as_deref(), st.sandboxes.as_deref(), pod.is_some()).await {
                     Ok(()) => match &pod {
                         Some(pod) => final_delete(&shared, pod, &uid).await,
                         None => Ok(()),
@@ -451,9 +451,10 @@ fn pod_dir(shared: &Shared, uid: &str) -> PathBuf {
 /// else the pod's, at least 2 s) has run out; then remove its sandboxes and volumes. `pod` is the
 /// last known pod (none after a restart that found only the sandbox); `known` the pod's
 /// sandboxes when the worker knows them all (else every sandbox on the node is read to find
-/// them: with many pods deleted at once that is O(pods²) records read). Err: something could
-/// not be listed, stopped or removed (the caller tries again).
-async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Option<&[String]>) -> Result<(), String> {
+/// them: with many pods deleted at once that is O(pods²) records read). `report`: the pod's object
+/// is still there, and gets its terminal status once the containers have stopped. Err: something
+/// could not be listed, stopped, reported or removed (the caller tries again).
+async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Option<&[String]>, report: bool) -> Result<(), String> {
     let grace = pod
         .and_then(|p| p.metadata.deletion_grace_period_seconds.or(p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)))
         .unwrap_or(30)
@@ -527,6 +528,9 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Op
         }
     });
     futures_util::future::join_all(stops).await;
+    if let Some(p) = pod.filter(|p| report && !vm::is_launcher(p)) {
+        write_terminal_status(shared, p, uid, &sandboxes).await?;
+    }
     let driver = shared.driver.clone();
     let dir = pod_dir(shared, uid);
     let ids: Vec<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
@@ -1522,28 +1526,15 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
     // Status from what the driver shows now.
     let Some(mut now) = pod_containers(shared, st, &sandbox.id).await else { return };
     with_carried(&mut now, &st.carried);
-    let mut observed: HashMap<String, Observed> = HashMap::new();
+    let mut observed = observe(shared, &uid, pod, &now, &st.waiting);
     for c in spec::all_containers(pod) {
-        let a: Vec<&DStatus> = now.iter().filter(|d| d.metadata.name == c.name).collect();
-        let latest = a.last().map(|d| (*d).clone());
-        let previous = if a.len() >= 2 { Some(a[a.len() - 2].clone()) } else { None };
-        let o = Observed {
-            message: latest.as_ref().filter(|d| d.state == DState::Exited).and_then(|d| read_message(shared, &uid, d)),
-            previous_message: previous.as_ref().and_then(|d| read_message(shared, &uid, d)),
-            latest,
-            previous,
-            waiting: st.waiting.get(&c.name).cloned(),
-            ready: None,
-            started: None,
-        };
-        let mut o = o;
+        let Some(o) = observed.get_mut(&c.name) else { continue };
         if let Some(d) = o.latest.as_ref().filter(|d| d.state == DState::Running) {
             let verdict = |kind| st.probes.get(&(c.name.clone(), kind)).filter(|s: &&probes::State| s.container_id == d.id).and_then(|s| s.ok);
             let started = c.startup_probe.is_none() || verdict(probes::Kind::Startup) == Some(true);
             o.started = Some(started);
             o.ready = Some(started && (c.readiness_probe.is_none() || verdict(probes::Kind::Readiness) == Some(true)));
         }
-        observed.insert(c.name.clone(), o);
     }
     let status = status::pod_status(&status::Inputs {
         pod,
@@ -1561,6 +1552,73 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
         let driver = shared.driver.clone();
         let sid = sandbox.id.clone();
         let _ = blocking(move || driver.stop_pod_sandbox(&sid)).await;
+    }
+}
+
+/// What the status is computed from for each container of the pod: its latest and previous
+/// attempts in `attempts` (sorted by attempt) with their termination messages, and why it waits.
+fn observe(shared: &Shared, uid: &str, pod: &Pod, attempts: &[DStatus], waiting: &HashMap<String, (String, String)>) -> HashMap<String, Observed> {
+    let mut observed = HashMap::new();
+    for c in spec::all_containers(pod) {
+        let a: Vec<&DStatus> = attempts.iter().filter(|d| d.metadata.name == c.name).collect();
+        let latest = a.last().map(|d| (*d).clone());
+        let previous = if a.len() >= 2 { Some(a[a.len() - 2].clone()) } else { None };
+        let o = Observed {
+            message: latest.as_ref().filter(|d| d.state == DState::Exited).and_then(|d| read_message(shared, uid, d)),
+            previous_message: previous.as_ref().and_then(|d| read_message(shared, uid, d)),
+            latest,
+            previous,
+            waiting: waiting.get(&c.name).cloned(),
+            ready: None,
+            started: None,
+        };
+        observed.insert(c.name.clone(), o);
+    }
+    observed
+}
+
+/// A deleted pod's last status, once its containers have stopped and before its sandboxes,
+/// their container records and its object go (kubelet's terminal phase, v1.27+, which the Job
+/// controller's pod failure policy and pod replacement wait for): the terminal phase and each
+/// container's exit, from every sandbox of the pod. A pod already Succeeded or Failed keeps the
+/// status it has; a pod gone already (404) is done.
+async fn write_terminal_status(shared: &Arc<Shared>, pod: &Pod, uid: &str, sandboxes: &[strata_driver::pod::PodSandboxStatus]) -> Result<(), String> {
+    if matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+        return Ok(());
+    }
+    let driver = shared.driver.clone();
+    let ids: Vec<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+    let listed = blocking(move || {
+        let mut all = Vec::new();
+        for id in ids {
+            all.extend(driver.list_containers(&ContainerFilter { sandbox_id: Some(id), ..Default::default() })?);
+        }
+        Ok::<_, strata_driver::Error>(all)
+    })
+    .await;
+    let mut attempts = match listed {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => return Err(format!("listing the pod's containers for its last status: {e}")),
+        None => return Err("listing the pod's containers for its last status: the task failed".into()),
+    };
+    attempts.sort_by_key(|c| c.metadata.attempt);
+    let observed = observe(shared, uid, pod, &attempts, &HashMap::new());
+    let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
+    let status = status::terminal_status(&status::Inputs {
+        pod,
+        pod_ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        host_ip: shared.node_ip.to_string(),
+        sandbox_ready: false,
+        containers: &observed,
+        qos_class: qos.as_str(),
+        now: status::now(),
+    });
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let patch = serde_json::json!({ "status": &status });
+    match api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(format!("writing the terminated pod's status: {e}")),
     }
 }
 

@@ -1,5 +1,6 @@
 //! A pod's status from what the driver shows: phase, conditions and container statuses, as
-//! kubelet computes them (`getPhase`, `generateAPIPodStatus`). Pure, so it is unit-tested.
+//! kubelet computes them (`getPhase`, `generateAPIPodStatus`, the status manager's
+//! `mergePodStatus` and `TerminatePod`). Pure, so it is unit-tested.
 
 use std::collections::HashMap;
 
@@ -167,15 +168,50 @@ fn condition(kind: &str, ok: bool, reason: Option<String>, message: Option<Strin
     }
 }
 
+/// Pod conditions kubelet owns (upstream's `PodConditionsByKubelet`): it writes these and keeps
+/// every other one the API server has (readiness gates', `DisruptionTarget`, ...).
+const KUBELET_CONDITIONS: [&str; 5] = ["PodScheduled", "Ready", "Initialized", "ContainersReady", "PodReadyToStartContainers"];
+
 /// The whole status; `previous` (what the API server has) keeps transition and start times.
 pub fn pod_status(i: &Inputs) -> PodStatus {
+    build(i, false)
+}
+
+/// The status of a pod whose containers have all been stopped for its deletion, written before
+/// the final delete (kubelet's terminal phase, v1.27+): Succeeded when every container exited 0,
+/// else Failed (whatever the restart policy: nothing restarts a deleted pod), a terminal phase
+/// the API server has already stays; a container with no exit to report is terminated
+/// `ContainerStatusUnknown` with 137; Ready and ContainersReady are False. The Job controller's
+/// pod failure policy and pod replacement read this phase, and the conditions others wrote
+/// (`DisruptionTarget` from an eviction) stay.
+pub fn terminal_status(i: &Inputs) -> PodStatus {
+    build(i, true)
+}
+
+/// Upstream's `TerminatePod`: a container whose exit is not known counts as failed.
+fn assume_terminated(s: &mut ContainerStatus) {
+    if s.state.as_ref().is_some_and(|st| st.terminated.is_some()) {
+        return;
+    }
+    let terminated = ContainerStateTerminated {
+        exit_code: 137,
+        reason: Some("ContainerStatusUnknown".into()),
+        message: Some("The container could not be located when the pod was terminated".into()),
+        ..Default::default()
+    };
+    s.state = Some(ContainerState { terminated: Some(terminated), ..Default::default() });
+    s.ready = false;
+    s.started = Some(false);
+}
+
+fn build(i: &Inputs, terminal: bool) -> PodStatus {
     let previous = i.pod.status.as_ref();
     let spec = i.pod.spec.as_ref();
     let empty = Observed::default();
     let obs = |name: &str| i.containers.get(name).unwrap_or(&empty);
     let init: Vec<&Container> = spec.map(|s| s.init_containers.iter().flatten().collect()).unwrap_or_default();
     let apps: Vec<&Container> = spec.map(|s| s.containers.iter().collect()).unwrap_or_default();
-    let init_statuses: Vec<ContainerStatus> = init
+    let mut init_statuses: Vec<ContainerStatus> = init
         .iter()
         .map(|c| {
             let mut s = container_status(c, obs(&c.name));
@@ -185,8 +221,30 @@ pub fn pod_status(i: &Inputs) -> PodStatus {
             s
         })
         .collect();
-    let statuses: Vec<ContainerStatus> = apps.iter().map(|c| container_status(c, obs(&c.name))).collect();
-    let phase = phase(i.pod, i.containers);
+    let mut statuses: Vec<ContainerStatus> = apps.iter().map(|c| container_status(c, obs(&c.name))).collect();
+    let phase = if terminal {
+        // Init containers stay as they are when no regular container started (the pod never
+        // got that far).
+        let started = statuses.iter().any(|s| s.state.as_ref().is_some_and(|st| st.waiting.is_none()));
+        let init_failed = init_statuses.iter().any(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code != 0));
+        for s in statuses.iter_mut() {
+            assume_terminated(s);
+        }
+        if started {
+            for s in init_statuses.iter_mut() {
+                assume_terminated(s);
+            }
+        }
+        let all_zero = statuses.iter().all(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code == 0));
+        match previous.and_then(|p| p.phase.as_deref()) {
+            Some("Succeeded") => "Succeeded",
+            Some("Failed") => "Failed",
+            _ if all_zero && !init_failed => "Succeeded",
+            _ => "Failed",
+        }
+    } else {
+        phase(i.pod, i.containers)
+    };
     let incomplete: Vec<String> = init.iter().filter(|c| exited_with(obs(&c.name)) != Some(0)).map(|c| c.name.clone()).collect();
     let unready: Vec<String> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
     let list = |v: &[String]| format!("[{}]", v.join(" "));
@@ -194,20 +252,25 @@ pub fn pod_status(i: &Inputs) -> PodStatus {
     let (not_ready_reason, not_ready_message) =
         if completed { ("PodCompleted".to_string(), None) } else { ("ContainersNotReady".to_string(), Some(format!("containers with unready status: {}", list(&unready)))) };
     let now = &i.now;
-    let conditions = vec![
-        condition("PodReadyToStartContainers", i.sandbox_ready, None, None, previous, now),
-        condition(
-            "Initialized",
-            incomplete.is_empty(),
-            Some(if completed { "PodCompleted".into() } else { "ContainersNotInitialized".into() }),
-            Some(format!("containers with incomplete status: {}", list(&incomplete))),
-            previous,
-            now,
-        ),
-        condition("Ready", unready.is_empty(), Some(not_ready_reason.clone()), not_ready_message.clone(), previous, now),
-        condition("ContainersReady", unready.is_empty(), Some(not_ready_reason), not_ready_message, previous, now),
-        condition("PodScheduled", true, None, None, previous, now),
-    ];
+    // Conditions kubelet does not own stay as the API server has them (mergePodStatus).
+    let others = previous.and_then(|p| p.conditions.as_ref()).into_iter().flatten().filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str())).cloned();
+    let sandbox_ready = i.sandbox_ready && !terminal;
+    let conditions = others
+        .chain([
+            condition("PodReadyToStartContainers", sandbox_ready, None, None, previous, now),
+            condition(
+                "Initialized",
+                incomplete.is_empty(),
+                Some(if completed { "PodCompleted".into() } else { "ContainersNotInitialized".into() }),
+                Some(format!("containers with incomplete status: {}", list(&incomplete))),
+                previous,
+                now,
+            ),
+            condition("Ready", unready.is_empty(), Some(not_ready_reason.clone()), not_ready_message.clone(), previous, now),
+            condition("ContainersReady", unready.is_empty(), Some(not_ready_reason), not_ready_message, previous, now),
+            condition("PodScheduled", true, None, None, previous, now),
+        ])
+        .collect();
     PodStatus {
         phase: Some(phase.to_string()),
         conditions: Some(conditions),
@@ -220,5 +283,100 @@ pub fn pod_status(i: &Inputs) -> PodStatus {
         init_container_statuses: if init.is_empty() { None } else { Some(init_statuses) },
         container_statuses: Some(statuses),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn attempt(name: &str, state: &str, code: Option<i32>) -> DStatus {
+        serde_json::from_value(json!({
+            "id": format!("{name}-id"), "sandbox_id": "sb", "metadata": {"name": name, "attempt": 0}, "state": state,
+            "created_at": "", "started_at": null, "finished_at": null, "exit_code": code, "signal": null, "reason": null,
+            "message": null, "image": "", "image_ref": "", "pid": null, "log_path": "", "exit": null, "labels": {}, "annotations": {}
+        }))
+        .expect("status")
+    }
+
+    fn pod(policy: &str, containers: &[&str], status: serde_json::Value) -> Pod {
+        let cs: Vec<serde_json::Value> = containers.iter().map(|c| json!({"name": c, "image": "img"})).collect();
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"restartPolicy": policy, "containers": cs}, "status": status})).expect("pod")
+    }
+
+    /// The terminal status of `pod` with each container's latest attempt (`None`: never started).
+    fn check(pod: &Pod, latest: &[(&str, Option<(&str, i32)>)]) -> PodStatus {
+        let containers: HashMap<String, Observed> = latest
+            .iter()
+            .map(|(name, l)| {
+                let o = Observed { latest: l.map(|(state, code)| attempt(name, state, Some(code))), ..Default::default() };
+                (name.to_string(), o)
+            })
+            .collect();
+        let i = Inputs { pod, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &containers, qos_class: "BestEffort", now: now() };
+        terminal_status(&i)
+    }
+
+    fn cond<'a>(s: &'a PodStatus, t: &str) -> Option<&'a PodCondition> {
+        s.conditions.iter().flatten().find(|c| c.type_ == t)
+    }
+
+    fn terminated(s: &PodStatus, i: usize) -> (i32, String) {
+        let t = s.container_statuses.as_ref().and_then(|c| c[i].state.as_ref()).and_then(|st| st.terminated.clone()).expect("terminated state");
+        (t.exit_code, t.reason.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_deleted_pod_whose_containers_all_exited_zero_succeeded_whatever_its_restart_policy() {
+        for policy in ["Always", "OnFailure", "Never"] {
+            let s = check(&pod(policy, &["a", "b"], json!({"phase": "Running"})), &[("a", Some(("exited", 0))), ("b", Some(("exited", 0)))]);
+            assert_eq!(s.phase.as_deref(), Some("Succeeded"), "{policy}");
+            assert_eq!(terminated(&s, 1), (0, "Completed".into()));
+            assert_eq!(cond(&s, "Ready").map(|c| (c.status.as_str(), c.reason.as_deref())), Some(("False", Some("PodCompleted"))));
+        }
+    }
+
+    #[test]
+    fn one_killed_or_unknown_container_fails_the_deleted_pod() {
+        let s = check(&pod("Always", &["a", "b"], json!({"phase": "Running"})), &[("a", Some(("exited", 0))), ("b", Some(("exited", 137)))]);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(terminated(&s, 1), (137, "Error".into()));
+        assert_eq!(cond(&s, "Ready").map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(cond(&s, "ContainersReady").map(|c| c.status.as_str()), Some("False"));
+        assert_eq!(cond(&s, "PodReadyToStartContainers").map(|c| c.status.as_str()), Some("False"), "the sandbox goes with the pod");
+        // A container that never started (or whose record is gone) is reported as failed.
+        let s = check(&pod("Never", &["a", "b"], json!({"phase": "Running"})), &[("a", Some(("exited", 0))), ("b", None)]);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(terminated(&s, 1), (137, "ContainerStatusUnknown".into()));
+        let s = check(&pod("Never", &["a"], json!({"phase": "Pending"})), &[("a", None)]);
+        assert_eq!(s.phase.as_deref(), Some("Failed"), "a pending pod deleted before it ran");
+    }
+
+    #[test]
+    fn a_terminal_phase_already_written_stays() {
+        let s = check(&pod("Never", &["a"], json!({"phase": "Succeeded"})), &[("a", None)]);
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        let s = check(&pod("Never", &["a"], json!({"phase": "Failed"})), &[("a", Some(("exited", 0)))]);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+    }
+
+    #[test]
+    fn conditions_kubelet_does_not_own_stay() {
+        let target = json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting"});
+        let stale_ready = json!({"type": "Ready", "status": "True"});
+        let p = pod("Never", &["a"], json!({"phase": "Running", "conditions": [target, stale_ready]}));
+        let s = check(&p, &[("a", Some(("exited", 143)))]);
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        let kept = cond(&s, "DisruptionTarget").expect("DisruptionTarget kept");
+        assert_eq!((kept.status.as_str(), kept.reason.as_deref()), ("True", Some("EvictionByEvictionAPI")));
+        assert_eq!(s.conditions.iter().flatten().filter(|c| c.type_ == "Ready").count(), 1, "kubelet's own conditions are replaced, not kept twice");
+        // The same while the pod runs.
+        let containers = HashMap::from([("a".to_string(), Observed { latest: Some(attempt("a", "running", None)), ..Default::default() })]);
+        let i = Inputs { pod: &p, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &containers, qos_class: "BestEffort", now: now() };
+        let s = pod_status(&i);
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert!(cond(&s, "DisruptionTarget").is_some());
+        assert_eq!(cond(&s, "Ready").map(|c| c.status.as_str()), Some("True"));
     }
 }
