@@ -353,3 +353,33 @@ fn a_job_waits_before_replacing_failed_pods_and_a_success_resets_the_wait() {
     assert!(after_success < Duration::from_secs(8), "a success resets the back-off: {after_success:?}");
     s.ok(&["delete", "namespace", &ns, "--wait=false"]);
 }
+
+/// A pod deleted gracefully stays until its node confirms with grace 0, whatever else is written
+/// to it (upstream's `DefaultShouldDeleteDuringUpdate`): neither its terminal status nor the
+/// removal of its last finalizer (the Job controller's tracking one) deletes it early — the
+/// status write before the final delete (the node's terminal phase) used to. Once confirmed, the
+/// removal of its last finalizer deletes it.
+#[test]
+fn a_gracefully_deleted_pod_waits_for_its_node_then_for_its_finalizers() {
+    let s = ApiServer::start(Backend::Embedded);
+    let pod = |name: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  finalizers: [strata.test/hold]\nspec:\n  nodeName: nowhere\n  containers:\n  - name: c\n    image: busybox\n");
+    let get = |name: &str| -> Value { serde_json::from_slice(&s.kubectl(&["get", "pod", name, "-o", "json"]).stdout).unwrap_or(Value::Null) };
+    let unhold = |name: &str| s.ok(&["patch", "pod", name, "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    for name in ["confirmed", "unconfirmed"] {
+        s.ok_stdin(&["apply", "-f", "-"], Some(&pod(name)));
+        s.ok(&["delete", "pod", name, "--wait=false"]);
+        assert_eq!(get(name)["metadata"]["deletionGracePeriodSeconds"], 30, "{name}: a bound pod is deleted gracefully");
+        s.ok(&["patch", "pod", name, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Failed"}}"#]);
+    }
+    // The node's confirmation (grace 0) while a finalizer holds the pod: it stays, with grace 0.
+    s.ok(&["delete", "pod", "confirmed", "--grace-period=0", "--force", "--wait=false"]);
+    let confirmed = get("confirmed");
+    assert_eq!((confirmed["metadata"]["deletionGracePeriodSeconds"].clone(), confirmed["status"]["phase"].clone()), (json!(0), json!("Failed")), "{confirmed:#}");
+    unhold("confirmed");
+    unhold("unconfirmed");
+    let unconfirmed = get("unconfirmed");
+    assert_eq!(unconfirmed["metadata"]["deletionGracePeriodSeconds"], 30, "deleted before its node confirmed: {unconfirmed:#}");
+    assert!(get("confirmed").is_null(), "the confirmed pod stayed after its last finalizer went");
+    s.ok(&["delete", "pod", "unconfirmed", "--grace-period=0", "--force", "--wait=false"]);
+    assert!(get("unconfirmed").is_null(), "the pod stayed after its node confirmed");
+}

@@ -952,7 +952,8 @@ impl Api {
     }
 
     /// Store an updated object; an object being deleted whose last finalizer went away is
-    /// deleted now.
+    /// deleted now — unless a graceful deletion is still under way (a pod whose node has not
+    /// confirmed it with grace 0: upstream's `DefaultShouldDeleteDuringUpdate`).
     async fn write_update(&self, info: &RequestInfo, mut obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         managed::keep_times_if_unchanged(old, &mut obj);
@@ -991,7 +992,8 @@ impl Api {
             }
         }
         let finalized = obj["metadata"]["deletionTimestamp"].is_string()
-            && obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+            && obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+            && old["metadata"]["deletionGracePeriodSeconds"].as_i64().is_none_or(|g| g == 0);
         if finalized {
             return match self.store.delete(&key, expected).await {
                 Ok(kv) => Ok(json_response(StatusCode::OK, &with_rv(obj, kv.mod_revision))),
@@ -1612,8 +1614,11 @@ impl Api {
         let gc_changed = !is_ns && gc_finalizers(r, &mut obj, opts)?;
         let has_finalizers = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if has_finalizers || is_ns {
-            if obj["metadata"]["deletionTimestamp"].is_null() || gc_changed {
-                if obj["metadata"]["deletionTimestamp"].is_null() {
+            // A graceful deletion under way becomes immediate (the node's confirmation, grace 0,
+            // or a forced delete): the last finalizer's removal then deletes the object.
+            let shorten = obj["metadata"]["deletionGracePeriodSeconds"].as_i64().is_some_and(|g| g > 0);
+            if obj["metadata"]["deletionTimestamp"].is_null() || gc_changed || shorten {
+                if obj["metadata"]["deletionTimestamp"].is_null() || shorten {
                     obj["metadata"]["deletionTimestamp"] = json!(object::now());
                     obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
                 }

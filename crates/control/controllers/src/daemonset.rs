@@ -58,7 +58,10 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let (pods, pw) = reflector::store::<Pod>();
     let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (revisions, rw) = reflector::store::<ControllerRevision>();
-    let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let mut rev_events = RevisionTrigger::default();
+    let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config()))
+        .default_backoff()
+        .filter_map(move |ev| futures_util::future::ready(ev.map(|ev| rev_events.fire(ev)).transpose()));
     let (nodes, nw) = reflector::store::<Node>();
     // Every DaemonSet is looked at again when a node comes, goes, or changes what decides
     // eligibility (labels, taints, unschedulable), as upstream's node handlers do.
@@ -90,6 +93,40 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
         .for_each(|_| futures_util::future::ready(()))
         .await;
     Ok(())
+}
+
+/// Which ControllerRevision events wake the owning DaemonSet (upstream's history handlers): an
+/// update or a deletion, not the creation of a revision it already owns — so a revision someone
+/// creates with the current template's data (the ControllerRevision conformance spec's) stays
+/// until the DaemonSet's next sync deduplicates it, as upstream.
+#[derive(Default)]
+struct RevisionTrigger {
+    /// resourceVersion by uid of every revision seen.
+    seen: HashMap<String, String>,
+}
+
+impl RevisionTrigger {
+    fn fire(&mut self, ev: watcher::Event<ControllerRevision>) -> Option<ControllerRevision> {
+        match ev {
+            watcher::Event::InitApply(r) => {
+                self.seen.insert(r.metadata.uid.clone().unwrap_or_default(), r.resource_version().unwrap_or_default());
+                None
+            }
+            watcher::Event::Apply(r) => {
+                let before = self.seen.insert(r.metadata.uid.clone().unwrap_or_default(), r.resource_version().unwrap_or_default());
+                match before {
+                    None if controller_of(&r.metadata).is_some() => None,
+                    Some(rv) if Some(rv.as_str()) == r.metadata.resource_version.as_deref() => None,
+                    _ => Some(r),
+                }
+            }
+            watcher::Event::Delete(r) => {
+                self.seen.remove(r.metadata.uid.as_deref().unwrap_or_default());
+                Some(r)
+            }
+            watcher::Event::Init | watcher::Event::InitDone => None,
+        }
+    }
 }
 
 fn error_policy(ds: Arc<DaemonSet>, e: &Error, _: Arc<Context<State>>) -> Action {
@@ -696,6 +733,24 @@ fn gone_ok<T>(r: Result<T, kube::Error>) -> Result<bool, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_owned_revision_wakes_its_daemonset_when_it_changes_or_goes_not_when_it_comes() {
+        use super::{watcher::Event, ControllerRevision, RevisionTrigger};
+        let rev = |uid: &str, rv: &str, owned: bool| -> ControllerRevision {
+            let refs = if owned { serde_json::json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "ds", "controller": true}]) } else { serde_json::json!([]) };
+            serde_json::from_value(serde_json::json!({"metadata": {"name": uid, "uid": uid, "resourceVersion": rv, "ownerReferences": refs}, "revision": 1})).expect("revision")
+        };
+        let mut t = RevisionTrigger::default();
+        assert!(t.fire(Event::InitApply(rev("a", "1", true))).is_none(), "the initial list");
+        assert!(t.fire(Event::Apply(rev("b", "2", true))).is_none(), "an owned revision created");
+        assert!(t.fire(Event::Apply(rev("b", "2", true))).is_none(), "the same version again");
+        assert!(t.fire(Event::Apply(rev("b", "3", true))).is_some(), "an owned revision updated");
+        assert!(t.fire(Event::Apply(rev("a", "4", true))).is_some(), "a listed revision updated");
+        assert!(t.fire(Event::Apply(rev("c", "5", false))).is_some(), "an orphan created");
+        assert!(t.fire(Event::Delete(rev("b", "3", true))).is_some(), "an owned revision deleted");
+        assert!(t.fire(Event::Apply(rev("b", "6", true))).is_none(), "created again after its deletion");
+    }
+
     use super::*;
     use k8s_openapi::api::apps::v1::{DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
     use k8s_openapi::api::core::v1::{NodeSpec, PodCondition, PodStatus, PodTemplateSpec};
