@@ -383,3 +383,57 @@ fn a_gracefully_deleted_pod_waits_for_its_node_then_for_its_finalizers() {
     s.ok(&["delete", "pod", "unconfirmed", "--grace-period=0", "--force", "--wait=false"]);
     assert!(get("unconfirmed").is_null(), "the pod stayed after its node confirmed");
 }
+
+/// The ControllerRevision conformance spec: a revision someone creates for a DaemonSet with the
+/// current revision's data (another name, revision + 1) stays until the DaemonSet's next sync, so
+/// the first one can still be deleted — upstream's DaemonSet controller is not woken by the
+/// creation of a revision it owns. At the next sync (here a label on the DaemonSet) equal
+/// revisions are deduplicated, the newest kept. Used to: the first revision deleted at once.
+#[test]
+fn a_revision_created_for_a_daemonset_stays_until_the_daemonset_syncs() {
+    let s = cluster();
+    let ns = namespace(&s, "crdup");
+    s.ok_stdin(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: ds\n  namespace: {ns}\nspec:\n  selector: {{matchLabels: {{app: crdup}}}}\n  template:\n    metadata: {{labels: {{app: crdup}}}}\n    spec:\n      containers:\n      - {{name: c, image: busybox}}\n"
+        )),
+    );
+    let revisions = || -> Vec<Value> {
+        let out = s.kubectl(&["get", "controllerrevisions", "-n", &ns, "-l", "app=crdup", "-o", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v["items"].as_array().cloned()).unwrap_or_default()
+    };
+    let mut first = Value::Null;
+    assert!(
+        eventually(LONG, || {
+            first = revisions().into_iter().next().unwrap_or(Value::Null);
+            !first.is_null()
+        }),
+        "the DaemonSet has no revision"
+    );
+    let ds: Value = serde_json::from_str(&s.ok(&["get", "ds", "ds", "-n", &ns, "-o", "json"])).expect("ds json");
+    let second = json!({
+        "apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {
+            "name": "ds-second", "namespace": ns, "labels": {"app": "crdup", "controller-revision-hash": "second"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": ds["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}],
+        },
+        "data": first["data"], "revision": first["revision"].as_i64().unwrap_or(0) + 1,
+    });
+    s.ok_stdin(&["create", "-f", "-"], Some(&second.to_string()));
+    // Nothing wakes the DaemonSet: both stay (the spec lists them, then deletes the first).
+    std::thread::sleep(Duration::from_secs(5));
+    let names: Vec<Value> = revisions().iter().map(|r| r["metadata"]["name"].clone()).collect();
+    assert_eq!(names.len(), 2, "both revisions stay until the DaemonSet syncs: {names:?}");
+    s.ok(&["label", "ds", "ds", "-n", &ns, "synced=yes"]);
+    let mut left = Vec::new();
+    assert!(
+        eventually(LONG, || {
+            left = revisions().iter().map(|r| (r["metadata"]["name"].clone(), r["revision"].clone())).collect();
+            left.len() == 1
+        }),
+        "equal revisions not deduplicated at the next sync: {left:?}"
+    );
+    assert_eq!(left[0], (json!("ds-second"), second["revision"].clone()), "the newest equal revision is kept");
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}
