@@ -1512,7 +1512,11 @@ impl Api {
     async fn scale(&self, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
-        for _ in 0..5 {
+        // A write without a resourceVersion (a patch, or an update that leaves it out, as the
+        // scale conformance specs do) is tried again from a fresh read when another write came
+        // between (upstream's GuaranteedUpdate): only a stale resourceVersion the client sent
+        // is a 409.
+        for _ in 0..16 {
             let (obj, rev) = self.load(info).await?;
             let current = scale_of(r, &obj, rev);
             let wanted = match verb {
@@ -1531,6 +1535,7 @@ impl Api {
                 }
                 _ => return Err(ApiError::method_not_allowed(format!("{verb} is not supported on {}/scale", r.plural))),
             };
+            let conditional = wanted["metadata"]["resourceVersion"].as_str().is_some_and(|v| !v.is_empty());
             if let Some(rv) = wanted["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) {
                 if rv != rev.to_string() {
                     return Err(ApiError::conflict(r, &name));
@@ -1556,7 +1561,7 @@ impl Api {
             // ScaleHandler maps the Scale's spec.replicas to the parent's).
             managed::record_update(r, Some("scale"), Some(&obj), &mut new, manager, &object::now());
             match self.write_update(info, new, &obj, rev, dry_run).await {
-                Err(e) if e.reason == "Conflict" && verb == "patch" => continue,
+                Err(e) if e.reason == "Conflict" && (verb == "patch" || !conditional) => continue,
                 Err(e) => return Err(e),
                 Ok(_) => {
                     let (obj, rev) = self.load(info).await?;
