@@ -833,8 +833,8 @@ fn openapi_v2_publishes_custom_kinds_as_upstream() {
 }
 
 /// A definition shaped like Gateway API's (nested objects, a list-map of listeners keyed by
-/// name, several rules: a `fieldPath`, a `messageExpression`, string and list functions, a
-/// transition rule on the list items and one on a field, a rule on the status).
+/// name, several rules: a `fieldPath`, a `messageExpression`, string, list, quantity and duration
+/// functions, a transition rule on the list items and one on a field, a rule on the status).
 fn gateway_crd(group: &str) -> String {
     format!(
         r#"apiVersion: apiextensions.k8s.io/v1
@@ -869,6 +869,17 @@ spec:
               color: {{type: string}}
               replicas: {{type: integer}}
               minReplicas: {{type: integer, default: 1}}
+              memory:
+                x-kubernetes-int-or-string: true
+                x-kubernetes-validations:
+                - rule: "isQuantity(string(self)) && quantity(string(self)).isLessThan(quantity('1Gi'))"
+                  message: memory must be a quantity below 1Gi
+              timeout:
+                type: string
+                maxLength: 32
+                x-kubernetes-validations:
+                - rule: duration(self) <= duration('1h')
+                  message: timeout must be at most 1h
               hostname:
                 type: string
                 x-kubernetes-validations:
@@ -904,7 +915,7 @@ spec:
 }
 
 fn widget(group: &str, name: &str, color: &str, replicas: i64, listeners: &str) -> String {
-    format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  color: {color}\n  replicas: {replicas}\n  minReplicas: 2\n  hostname: shop.example.com\n  listeners: {listeners}\n")
+    format!("apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n  color: {color}\n  replicas: {replicas}\n  minReplicas: 2\n  hostname: shop.example.com\n  memory: 512Mi\n  timeout: 30m\n  listeners: {listeners}\n")
 }
 
 /// `x-kubernetes-validations` CEL rules (issue 12 part 2), with kubectl 1.27 and 1.33: objects
@@ -927,7 +938,10 @@ fn validation_rules_are_evaluated_as_upstream() {
         ok(&s, &k, &["create", "-f", "-"], Some(&good));
 
         // Every broken rule, in one response, with upstream's field paths and messages.
-        let bad = widget(&group, "w2", "red", 1, "[{name: web, port: 80}, {name: alt, port: 80}]").replace("shop.example.com", "'*.Example.com'");
+        let bad = widget(&group, "w2", "red", 1, "[{name: web, port: 80}, {name: alt, port: 80}]")
+            .replace("shop.example.com", "'*.Example.com'")
+            .replace("512Mi", "2Gi")
+            .replace("30m", "1h30m");
         let err = fails(&s, &k, &["create", "-f", "-"], Some(&bad));
         for want in [
             "The Widget \"w2\" is invalid",
@@ -935,6 +949,8 @@ fn validation_rules_are_evaluated_as_upstream() {
             "spec: Invalid value: \"object\": listeners on ports below 1025 must use HTTPS: web, alt",
             "spec.hostname: Invalid value: \"string\": hostname must be lowercase and not a wildcard",
             "spec.listeners: Invalid value: \"array\": listener ports must be unique",
+            "spec.memory: Invalid value: \"\": memory must be a quantity below 1Gi",
+            "spec.timeout: Invalid value: \"string\": timeout must be at most 1h",
         ] {
             assert!(err.contains(want), "kubectl {v}: missing {want:?} in {err}");
         }

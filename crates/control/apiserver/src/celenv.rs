@@ -231,6 +231,26 @@ fn environment() -> Env {
     for (name, f) in [("sets.contains", sets::contains as cel::common::functions::Function), ("sets.equivalent", sets::equivalent), ("sets.intersects", sets::intersects)] {
         add(name, env.add_overload(name, name, vec![LIST_TYPE, LIST_TYPE], f));
     }
+    add("quantity", env.add_overload("quantity", "string_to_quantity", vec![STRING_TYPE], quantities::quantity));
+    add("isQuantity", env.add_overload("isQuantity", "is_quantity_string", vec![STRING_TYPE], quantities::is_quantity));
+    for (name, f) in [
+        ("isLessThan", quantities::is_less_than as cel::common::functions::Function),
+        ("isGreaterThan", quantities::is_greater_than),
+        ("compareTo", quantities::compare_to),
+        ("add", quantities::add),
+        ("sub", quantities::sub),
+    ] {
+        add(name, env.add_member_overload(name, &format!("quantity_{name}"), MAP_TYPE, vec![DYN_TYPE], f));
+    }
+    for (name, f) in [
+        ("asInteger", quantities::as_integer as cel::common::functions::Function),
+        ("asApproximateFloat", quantities::as_approximate_float),
+        ("sign", quantities::sign),
+        ("isInteger", quantities::is_integer),
+    ] {
+        add(name, env.add_member_overload(name, &format!("quantity_{name}"), MAP_TYPE, vec![], f));
+    }
+    add("duration", env.add_overload("duration", "string_to_duration", vec![STRING_TYPE], durations::duration));
     env
 }
 
@@ -813,6 +833,169 @@ mod sets {
     }
 }
 
+/// Kubernetes' quantity library: `quantity(s)` is a map carrying the exact value in thousandths
+/// (the crate has no opaque types with methods), read by the member functions.
+mod quantities {
+    use super::*;
+    use crate::quantity::{Format, Quantity};
+
+    const MARK: &str = "@quantity";
+
+    fn to_value(q: Quantity) -> Value {
+        let format = match q.format {
+            Format::BinarySI => "BinarySI",
+            Format::DecimalSI => "DecimalSI",
+            Format::DecimalExponent => "DecimalExponent",
+        };
+        Value::from(HashMap::from([
+            (MARK.to_string(), Value::String(Arc::new(q.to_string()))),
+            ("@milli".to_string(), Value::String(Arc::new(q.milli.to_string()))),
+            ("@format".to_string(), Value::String(Arc::new(format.to_string()))),
+        ]))
+    }
+
+    fn of(v: &Value, function: &str) -> Result<Quantity, ExecutionError> {
+        let not = || ExecutionError::function_error(function, "not a quantity");
+        match v {
+            Value::Map(m) => {
+                let get = |k: &str| m.map.get(&cel::objects::Key::String(Arc::new(k.to_string())));
+                let milli = match get("@milli") {
+                    Some(Value::String(s)) => s.parse::<i128>().map_err(|_| not())?,
+                    _ => return Err(not()),
+                };
+                let format = match get("@format") {
+                    Some(Value::String(f)) if f.as_str() == "BinarySI" => Format::BinarySI,
+                    Some(Value::String(f)) if f.as_str() == "DecimalExponent" => Format::DecimalExponent,
+                    _ => Format::DecimalSI,
+                };
+                Ok(Quantity { milli, format })
+            }
+            // `add(int)`/`sub(int)` take whole units.
+            Value::Int(i) => Ok(Quantity { milli: i128::from(*i) * 1000, format: Format::DecimalSI }),
+            _ => Err(not()),
+        }
+    }
+
+    fn two(args: &[CowVal<'_, '_>], function: &str) -> Result<(Quantity, Quantity), ExecutionError> {
+        let vals = values(args)?;
+        Ok((of(vals.first().unwrap_or(&Value::Null), function)?, of(vals.get(1).unwrap_or(&Value::Null), function)?))
+    }
+
+    fn one(args: &[CowVal<'_, '_>], function: &str) -> Result<Quantity, ExecutionError> {
+        let vals = values(args)?;
+        of(vals.first().unwrap_or(&Value::Null), function)
+    }
+
+    pub fn quantity<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let vals = values(&args)?;
+        let s = string_arg(vals.first().unwrap_or(&Value::Null), "quantity")?;
+        match Quantity::parse(&s) {
+            Some(q) => owned(to_value(q)),
+            None => Err(ExecutionError::function_error("quantity", crate::quantity::SYNTAX)),
+        }
+    }
+
+    pub fn is_quantity<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let vals = values(&args)?;
+        let s = string_arg(vals.first().unwrap_or(&Value::Null), "isQuantity")?;
+        owned(Value::Bool(Quantity::parse(&s).is_some()))
+    }
+
+    pub fn is_less_than<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (a, b) = two(&args, "isLessThan")?;
+        owned(Value::Bool(a.milli < b.milli))
+    }
+
+    pub fn is_greater_than<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (a, b) = two(&args, "isGreaterThan")?;
+        owned(Value::Bool(a.milli > b.milli))
+    }
+
+    pub fn compare_to<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (a, b) = two(&args, "compareTo")?;
+        owned(Value::Int(a.milli.cmp(&b.milli) as i64))
+    }
+
+    pub fn add<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (a, b) = two(&args, "add")?;
+        owned(to_value(a + b))
+    }
+
+    pub fn sub<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (a, b) = two(&args, "sub")?;
+        owned(to_value(a + Quantity { milli: -b.milli, format: b.format }))
+    }
+
+    pub fn as_integer<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let q = one(&args, "asInteger")?;
+        if q.milli % 1000 != 0 {
+            return Err(ExecutionError::function_error("asInteger", "cannot convert value to integer"));
+        }
+        let units = i64::try_from(q.milli / 1000).map_err(|_| ExecutionError::function_error("asInteger", "cannot convert value to integer"))?;
+        owned(Value::Int(units))
+    }
+
+    pub fn as_approximate_float<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let q = one(&args, "asApproximateFloat")?;
+        owned(Value::Float(q.milli as f64 / 1000.0))
+    }
+
+    pub fn sign<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let q = one(&args, "sign")?;
+        owned(Value::Int(q.milli.signum() as i64))
+    }
+
+    pub fn is_integer<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let q = one(&args, "isInteger")?;
+        owned(Value::Bool(q.milli % 1000 == 0 && i64::try_from(q.milli / 1000).is_ok()))
+    }
+}
+
+/// `duration(s)` (Go's duration syntax, `1h30m`, `300ms`) without the crate's chrono types: the
+/// value is an `int` of nanoseconds, so durations compare, add and subtract as CEL durations do
+/// (but `type()` of one is `int`, and it has no `getSeconds()`-style methods).
+mod durations {
+    use super::*;
+
+    /// Nanoseconds of a Go duration string, `None` when it is not one.
+    pub fn parse(s: &str) -> Option<i64> {
+        let (neg, mut rest) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        if rest == "0" {
+            return Some(0);
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total: f64 = 0.0;
+        while !rest.is_empty() {
+            let num = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let value: f64 = rest[..num].parse().ok()?;
+            rest = &rest[num..];
+            let units: [(&str, f64); 7] = [("ns", 1.0), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)];
+            let (unit, scale) = units.iter().filter(|(u, _)| rest.starts_with(u)).max_by_key(|(u, _)| u.len())?;
+            rest = &rest[unit.len()..];
+            total += value * scale;
+        }
+        if total > i64::MAX as f64 {
+            return None;
+        }
+        let n = total.round() as i64;
+        Some(if neg { -n } else { n })
+    }
+
+    pub fn duration<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let vals = values(&args)?;
+        let s = string_arg(vals.first().unwrap_or(&Value::Null), "duration")?;
+        match parse(&s) {
+            Some(n) => owned(Value::Int(n)),
+            None => Err(ExecutionError::function_error("duration", format!("invalid duration {:?}", s.as_str()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,6 +1027,10 @@ mod tests {
             ("!isURL('not a url') && isURL('/path')", true),
             ("sets.contains([1, 2, 3], [2]) && sets.intersects([1], [1, 5]) && !sets.equivalent([1], [2])", true),
             ("self.l.exists_one(x, x == 3) && self.l.map(x, x * 2).filter(x, x > 2).size() == 2", true),
+            ("quantity('500m').isLessThan(quantity('1')) && quantity('1Gi').compareTo(quantity('1024Mi')) == 0 && quantity('1').add(quantity('500m')).isGreaterThan(quantity('1'))", true),
+            ("isQuantity('10Mi') && !isQuantity('10 apples') && quantity('2k').asInteger() == 2000 && quantity('-1').sign() == -1 && !quantity('1500m').isInteger()", true),
+            ("quantity('1').sub(1).sign() == 0 && quantity('1.5').asApproximateFloat() == 1.5", true),
+            ("duration('1h') > duration('59m') && duration('1m30s') == duration('90s') && duration('0s') != duration('1ms')", true),
         ] {
             assert_eq!(ev(src), Ok(Value::Bool(want)), "{src}");
         }

@@ -234,15 +234,18 @@ fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Opti
     for (i, rule) in rules.iter().enumerate() {
         let at = |f: &str| format!("{base}[{i}].{f}");
         let text = rule["rule"].as_str().unwrap_or("");
-        let size = |p: &[String]| schema_at(schema, p).and_then(max_elements);
-        let unknown = MAX_REQUEST_BYTES / 2;
+        // Upstream's static estimate, times how often the node may occur.
+        let over_budget = |p: &celenv::Program, field: String, what: &str, causes: &mut Vec<Cause>| {
+            let size = |path: &[String]| schema_at(schema, path).and_then(max_elements);
+            let cost = p.estimate(&size, MAX_REQUEST_BYTES / 2).saturating_mul(times);
+            if cost > STATIC_COST_LIMIT {
+                causes.push(Cause { reason: "FieldValueForbidden", field, message: format!("Forbidden: {}", cost_message(what, cost)) });
+            }
+        };
         match compile_rule(text, schema) {
             Err(e) => causes.push(invalid_raw(at("rule"), &go_rule(rule), &format!("compilation failed: {e}"))),
             Ok(p) => {
-                let cost = p.estimate(&size, unknown).saturating_mul(times);
-                if cost > STATIC_COST_LIMIT {
-                    causes.push(Cause { reason: "FieldValueForbidden", field: at("rule"), message: format!("Forbidden: {}", cost_message("estimated rule cost", cost)) });
-                }
+                over_budget(&p, at("rule"), "estimated rule cost", causes);
                 if p.uses("oldSelf") {
                     if let Some(u) = uncorrelatable {
                         causes.push(Cause::invalid(&at("rule"), &rule["rule"], &format!("oldSelf cannot be used on the uncorrelatable portion of the schema within {u}")));
@@ -255,12 +258,7 @@ fn check_rules(schema: &Value, rules: &[Value], path: &str, uncorrelatable: Opti
         if let Some(me) = rule["messageExpression"].as_str().filter(|m| !m.trim().is_empty()) {
             match compile_rule(me, schema) {
                 Err(e) => causes.push(invalid_raw(at("messageExpression"), &go_rule(rule), &format!("messageExpression compilation failed: {e}"))),
-                Ok(p) => {
-                    let cost = p.estimate(&size, unknown).saturating_mul(times);
-                    if cost > STATIC_COST_LIMIT {
-                        causes.push(Cause { reason: "FieldValueForbidden", field: at("messageExpression"), message: format!("Forbidden: {}", cost_message("estimated messageExpression cost", cost)) });
-                    }
-                }
+                Ok(p) => over_budget(&p, at("messageExpression"), "estimated messageExpression cost", causes),
             }
         }
     }
