@@ -3,7 +3,8 @@
 //! library and macros, the strings and lists extensions, and Kubernetes' own libraries as far as
 //! they are written here (lists: `isSorted`, `sum`, `min`, `max`, `indexOf`, `lastIndexOf`;
 //! regex: `find`, `findAll`; URLs: `url`, `isURL` and the URL getters; sets: `sets.contains`,
-//! `sets.equivalent`, `sets.intersects`).
+//! `sets.equivalent`, `sets.intersects`; quantities: `quantity`, `isQuantity` and their methods;
+//! `duration()` as an int of nanoseconds).
 //!
 //! [`compile`] parses an expression and checks what the crate does not check on its own: every
 //! identifier is a declared variable (or a comprehension's), and every function exists, so an
