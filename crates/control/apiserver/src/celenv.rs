@@ -189,7 +189,7 @@ pub fn undefined_field(source: &str, chain: &[String]) -> CompileError {
         }
         at = found + 1;
     }
-    let before = &source[..found.min(source.len())];
+    let before = source.get(..found).unwrap_or(source);
     let line = before.matches('\n').count() as isize + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as isize + 1;
     let field = chain.last().map_or("", String::as_str);
@@ -331,7 +331,8 @@ impl Checker<'_> {
     fn error(&mut self, id: u64, msg: String) {
         let (line, col) = match self.info.offset_for(id) {
             Some((start, _)) => {
-                let before = &self.source[..(start as usize).min(self.source.len())];
+                // Offsets count bytes; one inside a character falls back to the whole source.
+                let before = self.source.get(..start as usize).unwrap_or(self.source);
                 let line = before.matches('\n').count() as isize + 1;
                 let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as isize + 1;
                 (line, col)
@@ -1013,6 +1014,7 @@ mod tests {
             "ERROR: <input>:1:9: undeclared reference to 'foo' (in container '')\n | self.foo() && x\n | ........^\nERROR: <input>:1:15: undeclared reference to 'x' (in container '')\n | self.foo() && x\n | ..............^"
         );
         assert!(compile("self.l.all(x, x > 0", &["self"]).unwrap_err().0.starts_with("ERROR: <input>:1:"));
+        assert!(compile("'héllo wörld' == nope", &["self"]).unwrap_err().0.contains("undeclared reference to 'nope'"));
         assert!(compile("self.l.all(x, x > 0) && self.l.exists(y, y == oldSelf)", &["self", "oldSelf"]).is_ok_and(|p| p.uses("oldSelf")));
         assert!(compile("self.l.all(x, x > 0)", &["self", "oldSelf"]).is_ok_and(|p| !p.uses("oldSelf")));
     }
