@@ -26,6 +26,10 @@ use crate::{discovery, managed, patch, rv, table};
 /// Most keys read from the store at once.
 const STORE_PAGE: usize = 1000;
 
+/// Items of a list decoded between two yields to the runtime; longer lists are encoded on the
+/// blocking pool.
+const LIST_SLICE: usize = 64;
+
 /// Largest request body accepted (Kubernetes' limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
@@ -769,7 +773,12 @@ impl Api {
             }
             let last_key = page.items.last().map(|kv| kv.key.clone());
             let page_remaining = page.remaining;
-            for kv in page.items {
+            for (i, kv) in page.items.into_iter().enumerate() {
+                // A long list gives the runtime's workers back now and then (a Lease renewal
+                // waits behind at most one slice of it).
+                if i % LIST_SLICE == LIST_SLICE - 1 {
+                    tokio::task::yield_now().await;
+                }
                 let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
                 // Selectors match the stored form, as the watch cache's do (a converted kind's field
                 // selector is translated to it, `convert::field_selector`).
@@ -802,7 +811,14 @@ impl Api {
             return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
         }
         let list_kind = crate::crd::definition(r).map(|d| d.list_kind.clone()).unwrap_or_else(|| format!("{}List", r.kind));
+        let many = items.len() > LIST_SLICE;
         let list = json!({ "kind": list_kind, "apiVersion": r.api_version(), "metadata": meta, "items": items });
+        if many {
+            // Encoding a long list is one long computation: on the blocking pool, so that it
+            // does not hold a runtime worker (and every request queued behind it).
+            let body = tokio::task::spawn_blocking(move || list.to_string()).await.map_err(|e| ApiError::internal(format!("encoding the list: {e}")))?;
+            return Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response());
+        }
         Ok(json_response(StatusCode::OK, &list))
     }
 

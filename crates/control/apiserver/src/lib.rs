@@ -29,6 +29,7 @@ pub mod encryption;
 pub mod eviction;
 pub mod fieldpath;
 pub mod fields;
+pub mod flowcontrol;
 pub mod files;
 pub mod fuzzing;
 pub mod job;

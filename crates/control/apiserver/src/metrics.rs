@@ -4,7 +4,8 @@
 //! (`apiserver_storage_objects`, counted in the watch cache), store latencies
 //! (`etcd_request_duration_seconds`, for both backends, by [`MeteredStore`]) and the process
 //! (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_start_time_seconds`,
-//! `process_open_fds`, read from `/proc` at scrape time).
+//! `process_open_fds`, read from `/proc` at scrape time) and the priority lanes of
+//! [`crate::flowcontrol`] (`apiserver_flowcontrol_*`, by `priority_level`).
 //!
 //! The metrics are process-wide, as upstream's legacy registry is.
 
@@ -32,6 +33,18 @@ struct Metrics {
     cpu: Counter,
     start: Gauge,
     fds: Gauge,
+    flow: FlowMetrics,
+}
+
+/// Upstream's `apiserver_flowcontrol_*` metrics, labelled by `priority_level` only (strata has
+/// no flow schemas).
+struct FlowMetrics {
+    executing: IntGaugeVec,
+    inqueue: IntGaugeVec,
+    seats: IntGaugeVec,
+    dispatched: IntCounterVec,
+    rejected: IntCounterVec,
+    wait: HistogramVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -64,7 +77,25 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(cpu.clone()))?;
     registry.register(Box::new(start.clone()))?;
     registry.register(Box::new(fds.clone()))?;
-    Ok(Metrics { registry, requests, durations, watchers, objects, store, rss, cpu, start, fds })
+    let level = &["priority_level"];
+    let flow = FlowMetrics {
+        executing: IntGaugeVec::new(Opts::new("apiserver_flowcontrol_current_executing_requests", "Number of requests in initial (for a WATCH) or any (for a non-WATCH) execution stage in the API Priority and Fairness subsystem"), level)?,
+        inqueue: IntGaugeVec::new(Opts::new("apiserver_flowcontrol_current_inqueue_requests", "Number of requests currently pending in queues of the API Priority and Fairness subsystem"), level)?,
+        seats: IntGaugeVec::new(Opts::new("apiserver_flowcontrol_nominal_limit_seats", "Nominal number of execution seats configured for each priority level (0: no limit)"), level)?,
+        dispatched: IntCounterVec::new(Opts::new("apiserver_flowcontrol_dispatched_requests_total", "Number of requests executed by API Priority and Fairness subsystem"), level)?,
+        rejected: IntCounterVec::new(Opts::new("apiserver_flowcontrol_rejected_requests_total", "Number of requests rejected by API Priority and Fairness subsystem"), &["priority_level", "reason"])?,
+        wait: HistogramVec::new(
+            HistogramOpts::new("apiserver_flowcontrol_request_wait_duration_seconds", "Length of time a request spent waiting in its queue").buckets(BUCKETS.to_vec()),
+            level,
+        )?,
+    };
+    registry.register(Box::new(flow.executing.clone()))?;
+    registry.register(Box::new(flow.inqueue.clone()))?;
+    registry.register(Box::new(flow.seats.clone()))?;
+    registry.register(Box::new(flow.dispatched.clone()))?;
+    registry.register(Box::new(flow.rejected.clone()))?;
+    registry.register(Box::new(flow.wait.clone()))?;
+    Ok(Metrics { registry, requests, durations, watchers, objects, store, rss, cpu, start, fds, flow })
 }
 
 static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| match build() {
@@ -132,6 +163,42 @@ pub fn record_request(method: &Method, path: &str, query: Option<&str>, headers:
     with_code.push(&code);
     m.requests.with_label_values(&with_code).inc();
     m.durations.with_label_values(&base).observe(elapsed.as_secs_f64());
+}
+
+/// A lane's seats (0: no limit).
+pub fn flowcontrol_seats(level: &str, seats: usize) {
+    if let Some(m) = METRICS.as_ref() {
+        m.flow.seats.with_label_values(&[level]).set(seats as i64);
+    }
+}
+
+/// A request took a seat after waiting `waited` for it.
+pub fn flowcontrol_dispatched(level: &str, waited: Duration) {
+    if let Some(m) = METRICS.as_ref() {
+        m.flow.dispatched.with_label_values(&[level]).inc();
+        m.flow.wait.with_label_values(&[level]).observe(waited.as_secs_f64());
+    }
+}
+
+/// A request got a seat (+1) or gave it back (-1).
+pub fn flowcontrol_executing(level: &str, delta: i64) {
+    if let Some(m) = METRICS.as_ref() {
+        m.flow.executing.with_label_values(&[level]).add(delta);
+    }
+}
+
+/// A request started (+1) or stopped (-1) waiting for a seat.
+pub fn flowcontrol_inqueue(level: &str, delta: i64) {
+    if let Some(m) = METRICS.as_ref() {
+        m.flow.inqueue.with_label_values(&[level]).add(delta);
+    }
+}
+
+/// A request was refused a seat (`queue-full`, `time-out`).
+pub fn flowcontrol_rejected(level: &str, reason: &str) {
+    if let Some(m) = METRICS.as_ref() {
+        m.flow.rejected.with_label_values(&[level, reason]).inc();
+    }
 }
 
 /// Counts a watcher in `apiserver_registered_watchers` while it lives.

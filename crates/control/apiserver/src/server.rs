@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub watch_cache: crate::watchcache::Config,
     /// Most long-running requests (watches) served at once; more are 429.
     pub max_long_running: usize,
+    /// Seats and queues of the priority lanes (see [`crate::flowcontrol`]).
+    pub flow_limits: crate::flowcontrol::Limits,
     /// The tolerationSeconds of the default not-ready and unreachable tolerations of pods.
     pub default_tolerations: crate::tolerations::Defaults,
     /// Run the ServiceAccount admission plugin (see [`crate::serviceaccount`]).
@@ -179,6 +181,7 @@ pub struct Server {
     tls: tokio_rustls::TlsAcceptor,
     api: Arc<Api>,
     audit: Option<Arc<crate::audit::Auditor>>,
+    flow: Arc<crate::flowcontrol::FlowControl>,
 }
 
 impl Server {
@@ -217,7 +220,7 @@ impl Server {
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
             .map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?;
         let kubelet = Some(crate::proxy::KubeletClient::new(&ca, &cert, &key).map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?);
-        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations, service_account_admission: cfg.service_account_admission }), audit: cfg.audit })
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations, service_account_admission: cfg.service_account_admission }), audit: cfg.audit, flow: Arc::new(crate::flowcontrol::FlowControl::new(cfg.flow_limits)) })
     }
 
     /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where
@@ -246,6 +249,7 @@ impl Server {
             let tls = self.tls.clone();
             let api = self.api.clone();
             let audit = self.audit.clone();
+            let flow = self.flow.clone();
             tokio::spawn(async move {
                 let stream = match tls.accept(tcp).await {
                     Ok(s) => s,
@@ -262,7 +266,8 @@ impl Server {
                     let cert_user = cert_user.clone();
                     let audit = audit.clone();
                     let conn = conn.clone();
-                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, audit, peer, cert_user, conn, req).await) }
+                    let flow = flow.clone();
+                    async move { Ok::<_, std::convert::Infallible>(serve_one(api, audit, &flow, peer, cert_user, conn, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 tokio::select! {
@@ -318,6 +323,7 @@ async fn read_body(body: Body) -> Option<axum::body::Bytes> {
 async fn serve_one(
     api: Arc<Api>,
     audit: Option<Arc<crate::audit::Auditor>>,
+    flow: &crate::flowcontrol::FlowControl,
     peer: SocketAddr,
     cert_user: Option<User>,
     conn: Conn,
@@ -332,6 +338,19 @@ async fn serve_one(
         Ok(Some(u)) => u,
         Ok(None) if public => User::anonymous(),
         Ok(None) | Err(()) => return ApiError::unauthorized().into_response(),
+    };
+    // A seat in the request's lane before its body is read (long-running requests take none).
+    let _seat = match crate::flowcontrol::classify(req.method(), &path, req.uri().query(), &user) {
+        crate::flowcontrol::Class::Exempt => None,
+        crate::flowcontrol::Class::Seated(lane) => match flow.acquire(lane).await {
+            Ok(seat) => Some(seat),
+            Err(e) => {
+                tracing::debug!(method = %req.method(), %path, user = %user.name, reason = %e, "request refused a seat");
+                let resp = ApiError::too_many_requests().into_response();
+                crate::metrics::record_request(req.method(), &path, req.uri().query(), req.headers(), resp.status().as_u16(), std::time::Duration::ZERO);
+                return resp;
+            }
+        },
     };
     let (mut parts, body) = req.into_parts();
     // exec, attach and port-forward switch protocols: the handler takes the upgrade.

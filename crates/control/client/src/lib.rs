@@ -17,6 +17,7 @@ use base64::Engine as _;
 
 pub mod leader;
 pub mod quantity;
+pub mod retry;
 pub mod vm;
 
 pub use kube;
@@ -94,5 +95,6 @@ async fn from_yaml(yaml: &str, shown: &str, user_agent: &str) -> Result<kube::Cl
     if let Ok(v) = http::HeaderValue::from_str(&format!("{user_agent}/{}", env!("CARGO_PKG_VERSION"))) {
         config.headers.push((http::header::USER_AGENT, v));
     }
-    Ok(kube::Client::try_from(config)?)
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&retry::TooManyRequestsLayer::default()).build())
 }

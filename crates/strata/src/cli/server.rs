@@ -105,6 +105,18 @@ pub struct ServerArgs {
     /// client re-lists).
     #[arg(long, default_value_t = strata_apiserver::watchcache::Config::default().queue)]
     pub watch_queue_length: usize,
+    /// Non-mutating requests executing at once, beyond Lease renewals and node heartbeats
+    /// (which have seats of their own); more wait in a queue. 0: no limit. Default: 8 per CPU.
+    #[arg(long)]
+    pub max_requests_inflight: Option<usize>,
+    /// Mutating requests executing at once, beyond Lease renewals and node heartbeats; more
+    /// wait in a queue. 0: no limit. Default: 4 per CPU.
+    #[arg(long)]
+    pub max_mutating_requests_inflight: Option<usize>,
+    /// Requests waiting for a seat, per priority level; beyond it a request is refused with
+    /// 429 and Retry-After (clients retry it).
+    #[arg(long, default_value_t = strata_apiserver::flowcontrol::Limits::for_this_machine().queued)]
+    pub max_queued_requests: usize,
     /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
@@ -239,6 +251,13 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     if let Some(p) = a.disable_admission_plugins.iter().find(|p| p.as_str() != "ServiceAccount") {
         anyhow::bail!("--disable-admission-plugins: {p:?} is not an admission plugin strata can turn off (only ServiceAccount)");
     }
+    let defaults = strata_apiserver::flowcontrol::Limits::for_this_machine();
+    let flow_limits = strata_apiserver::flowcontrol::Limits {
+        readonly: a.max_requests_inflight.unwrap_or(defaults.readonly),
+        mutating: a.max_mutating_requests_inflight.unwrap_or(defaults.mutating),
+        queued: a.max_queued_requests,
+        wait: defaults.wait,
+    };
     let server = Server::bind(ServerConfig {
         service_account_admission: !a.disable_admission_plugins.iter().any(|p| p == "ServiceAccount"),
         audit,
@@ -249,6 +268,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         service_account_min_token_seconds: a.test_only_service_account_min_token_seconds,
         watch_cache,
         max_long_running: a.max_long_running_requests,
+        flow_limits,
         default_tolerations: strata_apiserver::tolerations::Defaults {
             not_ready_seconds: a.default_not_ready_toleration_seconds,
             unreachable_seconds: a.default_unreachable_toleration_seconds,
