@@ -456,3 +456,65 @@ fn an_unconditional_scale_update_is_retried_when_the_status_changes_meanwhile() 
     let (code, body) = s.curl("PUT", &format!("/apis/apps/v1/namespaces/{ns}/replicasets/scaled/scale"), Auth::Admin, Some("application/json"), Some(stale.to_string().as_bytes()));
     assert_eq!(code, 409, "{body}");
 }
+
+/// `services/proxy` (kubectl get --raw /api/v1/namespaces/N/services/NAME[:PORT]/proxy/PATH, which
+/// sig-network's and kubectl's specs read): reaches a ready endpoint pod of the Service, picked
+/// at random among the ready ones as upstream's ResourceLocation picks — never a pod that is not
+/// ready; the port by number (turned into the Service port's name), by name, or none for the
+/// unnamed port; no such port or no ready endpoint is 503 with upstream's message; RBAC decides on
+/// `services/proxy`; discovery lists it. Used to be a 404.
+#[test]
+fn services_proxy_reaches_a_ready_endpoint_pod() {
+    let (s, _registry, image, node) = agent_cluster("svcproxy-node");
+    let ns = namespace(&s, "svcproxy");
+    // busybox httpd on 8080 answering its pod's name; `unready` never passes its readiness probe.
+    for (pod, ready) in [("web-a", true), ("web-b", true), ("unready", false)] {
+        let script = format!("mkdir -p /w && echo {pod} > /w/index.html && exec httpd -f -p 8080 -h /w");
+        let probe = if ready { json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1}) } else { json!({"exec": {"command": ["false"]}, "periodSeconds": 1}) };
+        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": ns, "labels": {"app": "web"}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "web", "image": image, "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}], "readinessProbe": probe}]}});
+        s.ok_stdin(&["create", "-f", "-"], Some(&p.to_string()));
+    }
+    let svc = |name: &str, port_name: Option<&str>| {
+        let mut port = json!({"port": 80, "targetPort": 8080});
+        if let Some(n) = port_name {
+            port["name"] = json!(n);
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"selector": {"app": "web"}, "ports": [port]}})
+    };
+    s.ok_stdin(&["create", "-f", "-"], Some(&svc("named", Some("http")).to_string()));
+    s.ok_stdin(&["create", "-f", "-"], Some(&svc("plain", None).to_string()));
+    let base = format!("/api/v1/namespaces/{ns}/services");
+    let ready = || s.ok(&["get", "endpoints", "named", "-n", &ns, "-o", "jsonpath={.subsets[*].addresses[*].targetRef.name}"]);
+    assert!(eventually(LONG, || ready().split_whitespace().count() == 2), "endpoints of the two ready pods: {:?}", ready());
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..24 {
+        let path = match i % 4 {
+            0 => format!("{base}/named:80/proxy/index.html"),
+            1 => format!("{base}/named:http/proxy/index.html"),
+            2 => format!("{base}/http:named:80/proxy/"),
+            _ => format!("{base}/plain/proxy/index.html"),
+        };
+        let out = s.kubectl(&["get", "--raw", &path]);
+        assert!(out.status.success(), "{path}: {}", common::text(&out.stderr));
+        *seen.entry(common::text(&out.stdout).trim().to_string()).or_insert(0) += 1;
+    }
+    let answered: Vec<&String> = seen.keys().collect();
+    assert_eq!(answered, ["web-a", "web-b"], "answers from the ready pods only, both picked: {seen:?}");
+    // No such port; no ready endpoint.
+    let (code, body) = s.curl("GET", &format!("{base}/named:81/proxy/"), Auth::Admin, None, None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no service port 81 found for service \\\"named\\\""), "{body}");
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty", "namespace": ns}, "spec": {"selector": {"app": "nothing"}, "ports": [{"port": 80}]}}).to_string()));
+    let (code, body) = s.curl("GET", &format!("{base}/empty/proxy/"), Auth::Admin, None, None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no endpoints available for service"), "{body}");
+    // RBAC: reading the Service is not proxying to it.
+    s.ok(&["create", "role", "reader", "-n", &ns, "--verb=get", "--resource=services"]);
+    s.ok(&["create", "rolebinding", "reader", "-n", &ns, "--role=reader", "--user=bob"]);
+    let denied = s.kubectl(&["get", "--raw", &format!("{base}/named/proxy/"), "--as=bob"]);
+    assert!(!denied.status.success() && common::text(&denied.stderr).contains("Forbidden"), "{}", common::text(&denied.stderr));
+    let discovery = s.ok(&["get", "--raw", "/api/v1"]);
+    assert!(discovery.contains("\"services/proxy\"") && discovery.contains("ServiceProxyOptions"), "discovery lacks services/proxy");
+    s.ok(&["delete", "namespace", &ns, "--wait=false"]);
+}

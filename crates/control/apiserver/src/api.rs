@@ -225,6 +225,15 @@ pub fn parse_path(path: &str) -> Result<Option<RequestInfo>, ApiError> {
     }))
 }
 
+/// A request to proxy (`pods/proxy`, `services/proxy`) as it came.
+struct Proxied<'a> {
+    method: &'a Method,
+    raw_path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
 fn verb_of(method: &Method, info: &RequestInfo, q: &Query) -> Result<&'static str, ApiError> {
     Ok(match (method.as_str(), info.name.is_some()) {
         ("GET", true) => "get",
@@ -350,7 +359,11 @@ impl Api {
             return self.node_subresource(&info, &method, query, headers, conn).await;
         }
         if info.subresource.as_deref() == Some("proxy") {
-            return self.pod_proxy(&info, &method, raw_path, query, headers, body).await;
+            let proxied = Proxied { method: &method, raw_path, query, headers, body };
+            if info.resource.builtin() == "Service" {
+                return self.service_proxy(&info, proxied).await;
+            }
+            return self.pod_proxy(&info, proxied).await;
         }
         let fv = crate::fields::FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
         if info.resource.custom && verb == "create" {
@@ -1435,8 +1448,7 @@ impl Api {
     /// through the agent, a pod is reached wherever its network is. The name is upstream's
     /// `[scheme:]name[:port]` (only `http`); without a port, the first port a container
     /// declares, else 80. RBAC was checked on `pods/proxy` with the method's verb.
-    async fn pod_proxy(&self, info: &RequestInfo, method: &Method, raw_path: &str, query: Option<&str>, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-        let ns = info.namespace.as_deref().unwrap_or("default");
+    async fn pod_proxy(&self, info: &RequestInfo, req: Proxied<'_>) -> Result<Response, ApiError> {
         let id = info.name.as_deref().unwrap_or("");
         if info.resource.kind != "Pod" {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -1457,21 +1469,87 @@ impl Api {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(80),
         };
+        self.proxy_to_pod(info, &pod, port, req).await
+    }
+
+    /// `services/proxy` (`services/[scheme:]NAME[:PORT]/proxy/PATH`): to one ready endpoint of
+    /// the Service, picked as upstream's `ResourceLocation` picks it — the port by name (a number
+    /// is first turned into the name of the Service port with that number; none: the unnamed
+    /// port), a random subset with that port and ready addresses, a random address in it that
+    /// is a pod with that IP — then carried as [`Self::pod_proxy`] to the endpoint's port.
+    /// No endpoint: 503 ServiceUnavailable, upstream's message. RBAC was checked on
+    /// `services/proxy`.
+    async fn service_proxy(&self, info: &RequestInfo, req: Proxied<'_>) -> Result<Response, ApiError> {
+        let id = info.name.as_deref().unwrap_or("");
+        let (scheme, name, port) = crate::proxy::split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
+        if !scheme.is_empty() && scheme != "http" {
+            return Err(ApiError::bad_request(format!("services/proxy: scheme {scheme:?} is not supported (only http)")));
+        }
+        let unavailable = |m: String| ApiError::new(503, "ServiceUnavailable", m);
+        let mut port_name = port.unwrap_or("").to_string();
+        let at = |resource| RequestInfo { resource, namespace: info.namespace.clone(), name: Some(name.to_string()), subresource: None };
+        if let Ok(number) = port_name.parse::<i64>() {
+            let (svc, _) = self.load(&at(info.resource)).await?;
+            let declared = svc["spec"]["ports"].as_array().into_iter().flatten().find(|p| p["port"].as_i64() == Some(number));
+            port_name = declared.map(|p| p["name"].as_str().unwrap_or("").to_string()).ok_or_else(|| unavailable(format!("no service port {number} found for service {name:?}")))?;
+        }
+        let endpoints_kind = resources::find("", "v1", "endpoints").ok_or_else(|| ApiError::internal("endpoints not registered"))?;
+        let endpoints = match self.load(&at(endpoints_kind)).await {
+            Ok((e, _)) => e,
+            Err(e) if e.code == 404 => Value::Null,
+            Err(e) => return Err(e),
+        };
+        let subsets: Vec<&Value> = endpoints["subsets"].as_array().into_iter().flatten().collect();
+        if subsets.is_empty() {
+            return Err(unavailable(format!("no endpoints available for service {name:?}")));
+        }
+        let pods_kind = resources::find("", "v1", "pods").ok_or_else(|| ApiError::internal("pods not registered"))?;
+        let start = rand::random::<usize>();
+        for i in 0..subsets.len() {
+            let subset = subsets[(start + i) % subsets.len()];
+            let addresses: Vec<&Value> = subset["addresses"].as_array().into_iter().flatten().collect();
+            let Some(endpoint_port) = subset["ports"].as_array().into_iter().flatten().find(|p| p["name"].as_str().unwrap_or("") == port_name) else { continue };
+            let Some(target_port) = endpoint_port["port"].as_u64().and_then(|p| u16::try_from(p).ok()) else { continue };
+            let first = rand::random::<usize>();
+            for j in 0..addresses.len() {
+                let a = addresses[(first + j) % addresses.len()];
+                // Only addresses that are pods with that IP (upstream's isValidAddress).
+                let target = &a["targetRef"];
+                if target["kind"] != "Pod" {
+                    continue;
+                }
+                let pod_at = RequestInfo { resource: pods_kind, namespace: target["namespace"].as_str().map(str::to_string).or_else(|| info.namespace.clone()), name: target["name"].as_str().map(str::to_string), subresource: None };
+                let Ok((pod, _)) = self.load(&pod_at).await else { continue };
+                let ip = a["ip"].as_str().unwrap_or("");
+                let has_ip = pod["status"]["podIP"].as_str() == Some(ip) || pod["status"]["podIPs"].as_array().into_iter().flatten().any(|p| p["ip"].as_str() == Some(ip));
+                if !has_ip {
+                    continue;
+                }
+                return self.proxy_to_pod(info, &pod, target_port, req).await;
+            }
+        }
+        Err(unavailable(format!("no endpoints available for service {id:?}")))
+    }
+
+    /// Carry a proxied request to `port` of `pod` through its node's agent: what follows
+    /// `/proxy` in the request's path (trailing slash included), its query, method, headers and
+    /// body.
+    async fn proxy_to_pod(&self, info: &RequestInfo, pod: &Value, port: u16, req: Proxied<'_>) -> Result<Response, ApiError> {
+        let (ns, name) = (pod["metadata"]["namespace"].as_str().unwrap_or("default"), pod["metadata"]["name"].as_str().unwrap_or(""));
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
         if node.is_empty() {
             return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
         }
-        // What follows `/proxy` in the request path, trailing slash included.
-        let marker = format!("/{id}/proxy");
-        let tail = raw_path.find(&marker).map(|i| &raw_path[i + marker.len()..]).unwrap_or("");
+        let marker = format!("/{}/proxy", info.name.as_deref().unwrap_or(""));
+        let tail = req.raw_path.find(&marker).map(|i| &req.raw_path[i + marker.len()..]).unwrap_or("");
         let tail = if tail.is_empty() { "/" } else { tail };
         let mut path = format!("/podProxy/{ns}/{name}/{port}{tail}");
-        if let Some(q) = query.filter(|q| !q.is_empty()) {
+        if let Some(q) = req.query.filter(|q| !q.is_empty()) {
             path = format!("{path}?{q}");
         }
         let addr = self.agent_of(node).await?;
         let kubelet = self.kubelet.as_ref().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
-        kubelet.forward(node, addr, method, &path, headers, body).await
+        kubelet.forward(node, addr, req.method, &path, req.headers, req.body).await
     }
 
     /// Where the agent of Node `node` listens: 404 for a Node that does not exist, 503 for one

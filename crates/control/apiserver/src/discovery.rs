@@ -71,6 +71,7 @@ fn subresource_json(r: &Resource, sub: &str) -> Value {
         "exec" => ("PodExecOptions", &["create", "get"]),
         "attach" => ("PodAttachOptions", &["create", "get"]),
         "portforward" => ("PodPortForwardOptions", &["create", "get"]),
+        "proxy" if r.kind == "Service" => ("ServiceProxyOptions", &["create", "delete", "get", "patch", "update"]),
         "proxy" => ("PodProxyOptions", &["create", "delete", "get", "patch", "update"]),
         "console" => ("VirtualMachineConsoleOptions", &["get"]),
         "token" => ("TokenRequest", &["create"]),

@@ -108,7 +108,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], ["status", "finalize"]),
     res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"]),
     res!("", "v1", "Node", "nodes", "node", false, ["no"], [], ["status"]),
-    res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], ["status"]),
+    res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], ["status", "proxy"]),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),
     res!("", "v1", "ConfigMap", "configmaps", "configmap", true, ["cm"], [], []),
     res!("", "v1", "Secret", "secrets", "secret", true, [], [], []),
