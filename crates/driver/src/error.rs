@@ -20,6 +20,9 @@ pub enum Error {
     Unsupported(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// Something the workload may offer does not answer (a VM's guest agent).
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Image(#[from] strata_image::Error),
     #[error(transparent)]

@@ -188,6 +188,11 @@ fn assert_gone(s: &ApiServer, record: &Value) {
     });
 }
 
+/// The VM's condition of type `t` (Null when it has none).
+fn condition<'a>(vm: &'a Value, t: &str) -> &'a Value {
+    vm["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == t)).unwrap_or(&Value::Null)
+}
+
 fn http_get(ip: &str) -> String {
     use std::io::Read;
     let Ok(mut c) = std::net::TcpStream::connect_timeout(&format!("{ip}:80").parse().expect("addr"), Duration::from_secs(5)) else { return String::new() };
@@ -232,6 +237,17 @@ fn a_vm_runs_restarts_halts_and_goes() {
     let row: Vec<&str> = wide.lines().nth(1).unwrap_or("").split_whitespace().collect();
     let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
     assert_eq!((row[1], row[2], row[3], row[4]), ("Running", node, ip.as_str(), "tcg"), "{wide}");
+    // This guest runs no QEMU guest agent: AgentConnected False, no guest-reported fields.
+    let vm = wait_for("AgentConnected False", BOOT, || {
+        let v = get(&s, "vm/demo");
+        (condition(&v, "AgentConnected")["status"] == "False").then(|| v.to_string())
+    });
+    let vm: Value = serde_json::from_str(&vm).expect("json");
+    assert_eq!(condition(&vm, "AgentConnected")["reason"], "AgentNotConnected", "{vm}");
+    assert!(condition(&vm, "AgentConnected")["message"].as_str().is_some_and(|m| m.contains("no QEMU guest agent answered")), "{vm}");
+    for f in ["guestOSInfo", "guestHostname", "interfaces"] {
+        assert!(vm["status"].get(f).is_none(), "status.{f} without a guest agent: {vm}");
+    }
 
     // The guest powers itself off: Always starts it again on a new launcher.
     let first = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -364,7 +380,8 @@ fn a_vm_boots_a_disk_with_cloud_init_inline_and_from_a_secret() {
     // Paused, not Ready) and its guest answers nothing; resumed, it is Running and answers again.
     let node_vm = record["name"].as_str().unwrap_or("").to_string();
     strata_on_node(&s, &["vm", "pause", &node_vm]);
-    let conds = |v: &Value| v["status"]["conditions"].as_array().into_iter().flatten().map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect::<Vec<_>>();
+    // Ready and Paused (this guest runs no QEMU guest agent: AgentConnected is False throughout).
+    let conds = |v: &Value| v["status"]["conditions"].as_array().into_iter().flatten().filter(|c| c["type"] != "AgentConnected").map(|c| format!("{}={}/{}", c["type"].as_str().unwrap_or(""), c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))).collect::<Vec<_>>();
     wait_for(&format!("VM inline Paused: {}", get(&s, "vm/inline")), Duration::from_secs(60), || {
         let v = get(&s, "vm/inline");
         (v["status"]["printableStatus"] == "Paused" && conds(&v) == ["Ready=False/Paused", "Paused=True/Paused"]).then(String::new)
@@ -871,4 +888,54 @@ fn a_container_disk_is_pulled_with_pull_secrets_and_kept_while_a_vm_uses_it() {
     assert!(base.is_file(), "image gc removed the disk of a running VM: {base:?}");
     assert_eq!(sha256_of(&base), sha256_of(&a.join("disk.qcow2")), "the base is whole");
     gone("fromsa");
+}
+
+/// Guest-reported data (KubeVirt's guest agent fields): a guest running the QEMU guest agent
+/// (Debian's qemu-ga, in the test guest's initrd-qga.gz) on the port strata gives every VM gets
+/// `status.guestOSInfo` (its os-release and kernel), `guestHostname` (the hostname its cloud-init
+/// seed set) and `interfaces` (eth0 with the VM's address and MAC), and the condition
+/// AgentConnected True; once the launcher is gone they go with it. (A guest without an agent:
+/// `a_vm_runs_restarts_halts_and_goes`.)
+#[test]
+fn a_guest_agent_reports_the_guest_os_hostname_and_interfaces() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = assets();
+    let release = std::fs::read_dir(a)
+        .expect("assets")
+        .flatten()
+        .find_map(|e| e.file_name().to_str()?.strip_prefix("linux-image-")?.split('_').next().map(str::to_string))
+        .expect("the guest kernel's package");
+    let s = vm_server();
+    s.ok_stdin(&["apply", "-f", "-"], Some(&kernel_vm("agent", "Always").replace("initrd.gz", "initrd-qga.gz")));
+    let (pod, record) = running(&s, "agent", None);
+    let vm = wait_for(&format!("AgentConnected True: {}", get(&s, "vm/agent")), BOOT, || {
+        let v = get(&s, "vm/agent");
+        (condition(&v, "AgentConnected")["status"] == "True" && v["status"]["interfaces"][0]["ipAddress"].is_string()).then(|| v.to_string())
+    });
+    let vm: Value = serde_json::from_str(&vm).expect("json");
+    let st = &vm["status"];
+    assert_eq!(condition(&vm, "AgentConnected")["reason"], "AgentConnected", "{vm}");
+    let os = &st["guestOSInfo"];
+    assert_eq!((os["name"].as_str(), os["id"].as_str(), os["machine"].as_str()), (Some("strata test guest"), Some("strata-test"), Some("x86_64")), "{vm}");
+    assert_eq!(os["kernelRelease"], release.as_str(), "the guest's kernel, not the host's: {vm}");
+    assert_eq!(st["guestHostname"], record["name"], "the hostname of the VM's cloud-init seed: {vm}");
+    let ifs = st["interfaces"].as_array().expect("interfaces");
+    assert_eq!(ifs.len(), 1, "loopback left out: {vm}");
+    assert_eq!((ifs[0]["interfaceName"].as_str(), ifs[0]["infoSource"].as_str()), (Some("eth0"), Some("guest-agent")), "{vm}");
+    assert_eq!(ifs[0]["ipAddress"], st["ipAddress"], "the guest's own view of its address: {vm}");
+    assert_eq!(ifs[0]["mac"], record["mac"], "{vm}");
+    let pod = get(&s, &format!("pod/{}", pod["metadata"]["name"].as_str().unwrap_or("")));
+    assert!(pod["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "strata.dev/AgentConnected" && c["status"] == "True")), "{pod}");
+    let json = s.ok(&["get", "vm", "agent", "-o", "jsonpath={.status.guestOSInfo.prettyName}"]);
+    assert!(json.starts_with("strata test guest"), "{json}");
+
+    s.ok(&["patch", "vm", "agent", "--type", "merge", "-p", r#"{"spec":{"runStrategy":"Halted"}}"#]);
+    wait_for("Stopped", BOOT, || (get(&s, "vm/agent")["status"]["printableStatus"] == "Stopped").then(String::new));
+    let vm = get(&s, "vm/agent");
+    for f in ["guestOSInfo", "guestHostname", "interfaces"] {
+        assert!(vm["status"].get(f).is_none(), "status.{f} of a stopped VM: {vm}");
+    }
+    assert!(condition(&vm, "AgentConnected").is_null(), "{vm}");
+    s.ok(&["delete", "vm", "agent"]);
+    assert_gone(&s, &record);
 }

@@ -321,14 +321,42 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
             "restartCount": { "type": "integer", "format": "int32", "description": "Times the VM was started again after it stopped." },
             "launcherPod": s("The launcher pod of the current (or last) boot."),
             "observedGeneration": { "type": "integer", "format": "int64", "description": "The spec generation this status is for." },
-            "conditions": { "type": "array", "items": flavor.reference(&d("VirtualMachineCondition")), "description": "Ready: the guest runs." },
+            "conditions": { "type": "array", "items": flavor.reference(&d("VirtualMachineCondition")), "description": "Ready: the guest runs; Paused: its vCPUs are stopped; AgentConnected: a QEMU guest agent answers in the guest (False when none does)." },
+            "guestOSInfo": reference(flavor, &d("VirtualMachineGuestOSInfo"), "The guest's OS, as its QEMU guest agent reports it (absent without one)."),
+            "guestHostname": s("The guest's hostname, as its QEMU guest agent reports it."),
+            "interfaces": { "type": "array", "items": flavor.reference(&d("VirtualMachineInterface")), "description": "The guest's network interfaces, as its QEMU guest agent reports them." },
         }),
         &[],
+    );
+    let os_info = obj(
+        "VirtualMachineGuestOSInfo is what the QEMU guest agent's guest-get-osinfo says (os-release and uname).",
+        json!({
+            "id": s("os-release ID."),
+            "name": s("os-release NAME."),
+            "prettyName": s("os-release PRETTY_NAME."),
+            "version": s("os-release VERSION."),
+            "versionId": s("os-release VERSION_ID."),
+            "kernelRelease": s("uname -r."),
+            "kernelVersion": s("uname -v."),
+            "machine": s("uname -m."),
+        }),
+        &[],
+    );
+    let interface = obj(
+        "VirtualMachineInterface is one network interface of the guest.",
+        json!({
+            "interfaceName": s("Its name in the guest."),
+            "mac": s("Its MAC address."),
+            "ipAddress": s("Its first address."),
+            "ipAddresses": { "type": "array", "items": { "type": "string" }, "description": "Its addresses." },
+            "infoSource": s("Who reported it: guest-agent."),
+        }),
+        &["interfaceName"],
     );
     let condition = obj(
         "VirtualMachineCondition is one condition of a VirtualMachine.",
         json!({
-            "type": s("Ready."),
+            "type": s("Ready, Paused or AgentConnected."),
             "status": s("True, False or Unknown."),
             "reason": s("One word why."),
             "message": s("Why, for people."),
@@ -346,6 +374,8 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
         ("VirtualMachineSecretRef", secret_ref),
         ("VirtualMachineStatus", status),
         ("VirtualMachineCondition", condition),
+        ("VirtualMachineGuestOSInfo", os_info),
+        ("VirtualMachineInterface", interface),
     ] {
         if flavor == Flavor::V2 {
             strip_v3(&mut def);

@@ -46,6 +46,15 @@ pub const PAUSED: &str = "Paused";
 pub const NO_CONSOLE_OUTPUT: &str = "NoConsoleOutput";
 /// The node label saying whether VMs there run under KVM (the agent's probe).
 pub const KVM_NODE_LABEL: &str = "strata.dev/kvm";
+/// Launcher pod condition: does a QEMU guest agent answer in the guest? `True` (reason
+/// [`AGENT_CONNECTED`]) with the JSON of a [`GuestReport`] as its message, else `False` (reason
+/// [`AGENT_NOT_CONNECTED`], why as the message); absent while the VM does not run.
+pub const AGENT_CONDITION: &str = "strata.dev/AgentConnected";
+/// The VM condition type and reason (KubeVirt's name) of a guest whose agent answers.
+pub const AGENT_CONNECTED: &str = "AgentConnected";
+pub const AGENT_NOT_CONNECTED: &str = "AgentNotConnected";
+/// `infoSource` of an interface the guest agent reported (KubeVirt's value).
+pub const INFO_SOURCE_GUEST_AGENT: &str = "guest-agent";
 
 /// Defaults the API server applies (see ARCHITECTURE.md, "VirtualMachines").
 pub const DEFAULT_MEMORY: &str = "256Mi";
@@ -272,6 +281,67 @@ pub struct VirtualMachineStatus {
     pub conditions: Vec<VirtualMachineCondition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// What the guest's QEMU guest agent says of its OS; absent without an agent.
+    #[serde(rename = "guestOSInfo", default, skip_serializing_if = "Option::is_none")]
+    pub guest_os_info: Option<GuestOsInfo>,
+    /// The guest's hostname, as its agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_hostname: Option<String>,
+    /// The guest's network interfaces (loopback apart), as its agent reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<VirtualMachineInterface>,
+}
+
+/// KubeVirt's `guestOSInfo` (the guest agent's `guest-get-osinfo`: `/etc/os-release`, `uname`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestOsInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}
+
+/// One guest network interface (KubeVirt's VMI `interfaces` item).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineInterface {
+    /// The name inside the guest (`eth0`).
+    pub interface_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+    /// Who reported it: [`INFO_SOURCE_GUEST_AGENT`].
+    pub info_source: String,
+}
+
+/// What a node learnt from a guest's agent: the message of a launcher's [`AGENT_CONDITION`]
+/// when `True` (JSON), mirrored by the VM controller into the VM's status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestReport {
+    #[serde(rename = "guestOSInfo")]
+    pub guest_os_info: GuestOsInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub interfaces: Vec<VirtualMachineInterface>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

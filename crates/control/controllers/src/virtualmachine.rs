@@ -315,6 +315,21 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
         let since = old.conditions.iter().find(|c| c.type_ == vm::PAUSED).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| Time(chrono::Utc::now()));
         s.conditions.push(VirtualMachineCondition { type_: vm::PAUSED.into(), status: "True".into(), reason: Some(vm::PAUSED.into()), message, last_transition_time: Some(since) });
     }
+    // What the guest's agent reports, while the launcher runs (KubeVirt's AgentConnected).
+    if let Some(c) = newest.filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_none()).and_then(|p| condition(p, vm::AGENT_CONDITION)) {
+        let report = (c.status == "True").then(|| c.message.as_deref().and_then(|m| serde_json::from_str::<vm::GuestReport>(m).ok())).flatten();
+        let (status, reason, message) = match report {
+            Some(r) => {
+                s.guest_os_info = Some(r.guest_os_info);
+                s.guest_hostname = r.hostname;
+                s.interfaces = r.interfaces;
+                ("True", vm::AGENT_CONNECTED, None)
+            }
+            None => ("False", vm::AGENT_NOT_CONNECTED, c.message.filter(|_| c.status != "True")),
+        };
+        let since = old.conditions.iter().find(|c| c.type_ == vm::AGENT_CONNECTED && c.status == status).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| Time(chrono::Utc::now()));
+        s.conditions.push(VirtualMachineCondition { type_: vm::AGENT_CONNECTED.into(), status: status.into(), reason: Some(reason.into()), message, last_transition_time: Some(since) });
+    }
     s.printable_status = Some(printable);
     s
 }
@@ -332,6 +347,19 @@ fn trouble(old: Option<&VirtualMachineStatus>, new: &VirtualMachineStatus) -> Op
     let message = new.conditions.iter().find(|c| c.type_ == "Ready").and_then(|c| c.message.clone()).filter(|m| !m.is_empty());
     let pod = new.launcher_pod.as_deref().unwrap_or("");
     Some((printable.to_string(), message.unwrap_or_else(|| format!("launcher pod {pod} is {printable}"))))
+}
+
+/// A merge patch from `old` to `new`: a field `new` no longer has is null (removed), not left
+/// as it was (the guest agent's data once it stops answering, a finished launcher's node and IP).
+fn status_patch(old: Option<&VirtualMachineStatus>, new: &VirtualMachineStatus) -> serde_json::Value {
+    let mut patch = serde_json::to_value(new).unwrap_or_default();
+    let old = old.and_then(|o| serde_json::to_value(o).ok());
+    if let (Some(serde_json::Value::Object(old)), serde_json::Value::Object(p)) = (old, &mut patch) {
+        for k in old.keys() {
+            p.entry(k.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
 }
 
 /// The same status, ignoring when the Ready condition last changed (so an unchanged status is
@@ -420,7 +448,7 @@ async fn reconcile(v: Arc<VirtualMachine>, ctx: Arc<Context<State>>) -> Result<A
     }
     if !v.status.as_ref().is_some_and(|old| same(old, &new_status)) {
         let api: Api<VirtualMachine> = Api::namespaced(ctx.writer.clone(), &ns);
-        let patch = json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "status": new_status });
+        let patch = json!({ "metadata": { "resourceVersion": v.metadata.resource_version }, "status": status_patch(v.status.as_ref(), &new_status) });
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(match requeue {
@@ -501,6 +529,46 @@ mod tests {
         let long = "a".repeat(253);
         let n = launcher_name(&long, "0123456789abcdef", 12);
         assert!(n.len() <= 253 && n.ends_with("-01234567-12"), "{n}");
+    }
+
+    #[test]
+    fn a_field_the_new_status_lacks_is_removed_by_the_patch() {
+        let old = VirtualMachineStatus { node_name: Some("n".into()), guest_hostname: Some("demo".into()), phase: Some("Running".into()), ..Default::default() };
+        let new = VirtualMachineStatus { phase: Some("Succeeded".into()), ..Default::default() };
+        let p = status_patch(Some(&old), &new);
+        assert_eq!((&p["phase"], &p["nodeName"], &p["guestHostname"]), (&json!("Succeeded"), &serde_json::Value::Null, &serde_json::Value::Null));
+        assert!(p.as_object().is_some_and(|o| o.contains_key("guestHostname")), "{p}");
+    }
+
+    #[test]
+    fn a_guest_agents_report_is_mirrored_while_the_launcher_runs() {
+        let v = vm("Always");
+        let report = vm::GuestReport {
+            guest_os_info: vm::GuestOsInfo { name: Some("strata test guest".into()), kernel_release: Some("6.1.0".into()), ..Default::default() },
+            hostname: Some("demo".into()),
+            interfaces: vec![vm::VirtualMachineInterface { interface_name: "eth0".into(), ip_address: Some("10.0.2.15".into()), ip_addresses: vec!["10.0.2.15".into()], info_source: vm::INFO_SOURCE_GUEST_AGENT.into(), ..Default::default() }],
+        };
+        let with = |status: &str, message: String, phase: &str| {
+            let mut p = (*pod(1, phase, false)).clone();
+            let st = p.status.get_or_insert_with(Default::default);
+            let c = k8s_openapi::api::core::v1::PodCondition { type_: vm::AGENT_CONDITION.into(), status: status.into(), message: Some(message), ..Default::default() };
+            st.conditions = Some(vec![c]);
+            vec![Arc::new(p)]
+        };
+        let agent = |s: &VirtualMachineStatus| s.conditions.iter().find(|c| c.type_ == vm::AGENT_CONNECTED).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+        let pods = with("True", serde_json::to_string(&report).expect("json"), "Running");
+        let s = status(&v, &pods, &plan(&v, &pods, None));
+        assert_eq!(agent(&s), Some(("True".into(), Some(vm::AGENT_CONNECTED.into()), None)));
+        assert_eq!((s.guest_os_info.as_ref(), s.guest_hostname.as_deref(), s.interfaces.as_slice()), (Some(&report.guest_os_info), Some("demo"), report.interfaces.as_slice()));
+        let pods = with("False", "no agent".into(), "Running");
+        let s = status(&v, &pods, &plan(&v, &pods, None));
+        assert_eq!(agent(&s), Some(("False".into(), Some(vm::AGENT_NOT_CONNECTED.into()), Some("no agent".into()))));
+        assert!(s.guest_os_info.is_none() && s.guest_hostname.is_none() && s.interfaces.is_empty(), "{s:?}");
+        // A finished boot reports nothing of its guest.
+        let pods = with("True", serde_json::to_string(&report).expect("json"), "Succeeded");
+        let s = status(&v, &pods, &plan(&v, &pods, None));
+        assert_eq!(agent(&s), None);
+        assert!(s.guest_os_info.is_none(), "{s:?}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ use crate::{
 
 /// The argument that makes the `strata` binary run as a VM supervisor.
 pub use strata_vm::supervisor::SUPERVISOR_ARG;
+pub use strata_vm::qga::GuestInfo;
 
 /// Run as a VM supervisor (the binary's hidden `__vmlog` mode). Never returns.
 pub fn run_supervisor(config: &Path) -> ! {
@@ -431,6 +432,21 @@ impl VmDriver {
             mac: r.machine.net.as_ref().map(|n| n.mac.clone()),
         };
         Ok((self.to_state(&r, qs.as_deref()), details))
+    }
+
+    /// What the guest's QEMU guest agent says of it (OS, hostname, interfaces), each answer within
+    /// `timeout`. A guest that runs no agent is [`Error::Unavailable`] after `timeout`.
+    pub fn guest_info(&self, id: &str, timeout: Duration) -> Result<strata_vm::qga::GuestInfo, Error> {
+        let r = self.running(id, "ask the guest agent of")?;
+        strata_vm::qga::query(&self.dir(id).join(strata_vm::qga::QGA_SOCKET), timeout).map_err(|e| {
+            let mut msg = format!("VM {}: {e}", r.name);
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            Error::Unavailable(msg)
+        })
     }
 
     /// The VM's serial console as a byte stream (what the guest writes, and what it reads).

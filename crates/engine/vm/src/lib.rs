@@ -2,6 +2,7 @@
 //!
 //! - [`qemu`] builds QEMU command lines and finds the binaries (`STRATA_QEMU`, `STRATA_QEMU_IMG`).
 //! - [`qmp`] is a small typed QMP client (greeting, capabilities, commands, events).
+//! - [`qga`] asks a guest that runs the QEMU guest agent about itself (OS, hostname, interfaces).
 //! - [`accel`] decides KVM or TCG by a real probe boot, never by the mere presence of `/dev/kvm`.
 //! - [`seed`] writes cloud-init NoCloud seeds (a FAT image labelled CIDATA).
 //! - [`supervisor`] is the per-VM process (`strata __vmlog CONFIG`) that launches QEMU, keeps its
@@ -16,6 +17,7 @@ pub mod accel;
 pub mod agent;
 pub mod initramfs;
 pub mod qemu;
+pub mod qga;
 pub mod qmp;
 pub mod seed;
 pub mod supervisor;

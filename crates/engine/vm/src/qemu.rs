@@ -164,6 +164,12 @@ pub fn args(m: &Machine) -> Vec<String> {
     // loads virtio_balloon) also reports the pages it frees, which QEMU gives back to the host.
     let reporting = if m.guest.is_some() { ",free-page-reporting=on" } else { "" };
     push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on{reporting}")]);
+    if m.guest.is_none() {
+        // A full VM's guest may run the QEMU guest agent (`qemu-ga`): its port, which the node
+        // asks about the guest (`crate::qga`); a guest without one never opens it.
+        push(&["-chardev", &format!("socket,id=qga,path={},server=on,wait=off", crate::qga::QGA_SOCKET)]);
+        push(&["-device", &format!("virtio-serial-{bus},id=qgaserial"), "-device", &format!("virtserialport,bus=qgaserial.0,chardev=qga,name={}", crate::qga::QGA_PORT)]);
+    }
     if let Some(g) = &m.guest {
         push(&["-chardev", &format!("socket,id=agent,path={AGENT_SOCKET},server=on,wait=off")]);
         push(&["-device", &format!("virtio-serial-{bus}"), "-device", "virtserialport,chardev=agent,name=strata.agent"]);
@@ -415,9 +421,13 @@ mod tests {
         m.run_as = Some(runas_id("0000ff"));
         let a = args(&m);
         assert!(has(&a, ["-runas", "1900000255:1900000255"]) && has(&a, ["-sandbox", SANDBOX_RUNAS]));
-        assert!(!a.iter().any(|x| x.contains("virtserialport") || x.contains("9p")));
+        // A full VM: the QEMU guest agent's port, and neither strata's agent nor a share.
+        assert!(has(&a, ["-chardev", "socket,id=qga,path=qga.sock,server=on,wait=off"]));
+        assert!(has(&a, ["-device", "virtio-serial-device,id=qgaserial"]) && has(&a, ["-device", "virtserialport,bus=qgaserial.0,chardev=qga,name=org.qemu.guest_agent.0"]));
+        assert!(!a.iter().any(|x| x.contains("strata.agent") || x.contains("9p")));
         m.guest = Some(GuestDevices { share: Some("/s/a,b".into()) });
         let a = args(&m);
+        assert!(!a.iter().any(|x| x.contains("qga")), "a VM-isolated pod's guest runs strata's agent only");
         assert!(has(&a, ["-chardev", "socket,id=agent,path=agent.sock,server=on,wait=off"]));
         assert!(has(&a, ["-device", "virtio-serial-device"]) && has(&a, ["-device", "virtserialport,chardev=agent,name=strata.agent"]));
         assert!(has(&a, ["-fsdev", "local,id=share,path=/s/a,,b,security_model=passthrough"]));

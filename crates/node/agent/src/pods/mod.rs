@@ -264,6 +264,8 @@ struct PodState {
     /// A launcher pod's VM: whether it wrote to its serial console by the boot timeout (`None`
     /// until it has, or until the timeout has run out).
     console_output: Option<bool>,
+    /// A launcher pod's VM: what its QEMU guest agent last said, and the next question.
+    guest_agent: vm::GuestAgentPoll,
     /// The pod's cleanup failed: how long the worker waited before trying again.
     cleanup_retry: Option<Duration>,
     /// Every sandbox of the pod, once known: those a list of the node's sandboxes found (the

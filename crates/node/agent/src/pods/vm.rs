@@ -124,11 +124,73 @@ pub(crate) async fn sync(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         if st.console_output != Some(true) && w.status == Status::Running {
             check_console_output(shared, &vms, pod, w, st).await;
         }
+        if w.status == Status::Running {
+            st.guest_agent.poll(&vms, &w.id);
+        }
     }
     let host_ip = shared.node_ip.to_string();
     let console = st.console_output.map(|seen| (seen, no_output_message(shared.config.vm_boot_timeout)));
-    let status = status(pod, &seen, st.accelerator.as_ref(), console.as_ref(), &host_ip);
+    let agent = st.guest_agent.last.as_ref().filter(|_| matches!(&seen, Seen::Vm(w) if w.status == Status::Running));
+    let status = status(pod, &seen, st.accelerator.as_ref(), console.as_ref(), agent, &host_ip);
     write_status(shared, st, pod, status).await;
+}
+
+/// How long one answer of a guest agent may take, and how often it is asked.
+const GUEST_AGENT_TIMEOUT: Duration = Duration::from_secs(5);
+const GUEST_AGENT_EVERY: Duration = Duration::from_secs(10);
+
+/// A launcher's questions to its guest's QEMU guest agent: asked on a blocking thread every
+/// [`GUEST_AGENT_EVERY`], never holding up the pod's worker; the last answer (or why there was
+/// none) is what the pod's status reports.
+#[derive(Default)]
+pub(crate) struct GuestAgentPoll {
+    asking: Option<tokio::task::JoinHandle<Result<vm::GuestReport, String>>>,
+    next_at: Option<Instant>,
+    last: Option<Result<vm::GuestReport, String>>,
+}
+
+impl GuestAgentPoll {
+    /// Take a finished answer; ask again when it is time.
+    fn poll(&mut self, vms: &Arc<VmDriver>, id: &str) {
+        if self.asking.as_ref().is_some_and(|h| h.is_finished()) {
+            if let Some(h) = self.asking.take() {
+                // A finished task's result is ready: no waiting here.
+                self.last = Some(futures_util::FutureExt::now_or_never(h).and_then(Result::ok).unwrap_or_else(|| Err("the guest agent query failed".into())));
+            }
+        }
+        if self.asking.is_some() || self.next_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        self.next_at = Some(Instant::now() + GUEST_AGENT_EVERY);
+        let (v, id) = (vms.clone(), id.to_string());
+        self.asking = Some(tokio::task::spawn_blocking(move || v.guest_info(&id, GUEST_AGENT_TIMEOUT).map(|g| report(&g)).map_err(|e| e.to_string())));
+    }
+}
+
+/// The guest agent's answers as the VM's status reports them (KubeVirt's fields).
+fn report(g: &strata_driver::vm::GuestInfo) -> vm::GuestReport {
+    let o = &g.os;
+    vm::GuestReport {
+        guest_os_info: vm::GuestOsInfo {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            pretty_name: o.pretty_name.clone(),
+            version: o.version.clone(),
+            version_id: o.version_id.clone(),
+            kernel_release: o.kernel_release.clone(),
+            kernel_version: o.kernel_version.clone(),
+            machine: o.machine.clone(),
+        },
+        hostname: g.hostname.clone(),
+        interfaces: g
+            .interfaces
+            .iter()
+            .map(|i| {
+                let ips: Vec<String> = i.ip_addresses.iter().map(|a| a.split('/').next().unwrap_or(a).to_string()).collect();
+                vm::VirtualMachineInterface { interface_name: i.name.clone(), mac: i.mac.clone(), ip_address: ips.first().cloned(), ip_addresses: ips, info_source: vm::INFO_SOURCE_GUEST_AGENT.into() }
+            })
+            .collect(),
+    }
 }
 
 /// Why a VM without console output is reported.
@@ -358,7 +420,7 @@ fn finished_status(pod: &Pod, phase: &str, reason: &str, message: &str) -> PodSt
 
 /// The launcher pod's status from its VM (`console`: whether it wrote to its console by the
 /// boot timeout, and the message if not). Pure.
-fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, console: Option<&(bool, String)>, host_ip: &str) -> PodStatus {
+fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, console: Option<&(bool, String)>, agent: Option<&Result<vm::GuestReport, String>>, host_ip: &str) -> PodStatus {
     let now = super::status::now();
     let image = vm::LAUNCHER_IMAGE.to_string();
     let (phase, state, ready, ip, reason, message) = match seen {
@@ -414,6 +476,11 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, consol
     }
     if matches!(seen, Seen::Vm(w) if w.status == Status::Paused) {
         conditions.push(cond(pod, vm::PAUSED_CONDITION, "True", Some(vm::PAUSED), Some("the VM's vCPUs are paused"), &now));
+    }
+    match agent {
+        Some(Ok(r)) => conditions.push(cond(pod, vm::AGENT_CONDITION, "True", Some(vm::AGENT_CONNECTED), serde_json::to_string(r).ok().as_deref(), &now)),
+        Some(Err(why)) => conditions.push(cond(pod, vm::AGENT_CONDITION, "False", Some(vm::AGENT_NOT_CONNECTED), Some(why), &now)),
+        None => {}
     }
     match console {
         Some((true, _)) => conditions.push(cond(pod, vm::CONSOLE_CONDITION, "True", Some("ConsoleOutput"), None, &now)),
