@@ -10,7 +10,8 @@
 //! logged (Audit), and an expression that cannot be evaluated follows the policy's failurePolicy.
 //! Not supported, each said where it matters: `paramKind`/`paramRef` (an error, so the
 //! failurePolicy decides), DELETE and CONNECT requests (not evaluated: a warning when a policy's
-//! rules name them), and `status.typeChecking` (never written). Expressions run in the API
+//! rules name them), and `status.typeChecking` (never written). Expressions are compiled when a
+//! policy is written (one that does not compile is refused) and run in the API
 //! server's CEL environment ([`crate::celenv`]: its libraries and cost bound; an expression
 //! calling a function it lacks, such as authz or quantity, is an evaluation error).
 
@@ -283,7 +284,13 @@ pub fn validate_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
         }
     }
     named_expressions(&spec["matchConditions"], "spec.matchConditions", ("name", "expression", ""), causes);
+    for (i, c) in spec["matchConditions"].as_array().into_iter().flatten().enumerate() {
+        compiles(&c["expression"], &format!("spec.matchConditions[{i}].expression"), causes);
+    }
     named_expressions(&spec["variables"], "spec.variables", ("name", "expression", ""), causes);
+    for (i, v) in spec["variables"].as_array().into_iter().flatten().enumerate() {
+        compiles(&v["expression"], &format!("spec.variables[{i}].expression"), causes);
+    }
     let validations = spec["validations"].as_array().map_or(0, Vec::len);
     let audits = spec["auditAnnotations"].as_array().map_or(0, Vec::len);
     if validations == 0 && audits == 0 {
@@ -295,6 +302,8 @@ pub fn validate_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
         if v["expression"].as_str().is_none_or(|e| e.trim().is_empty()) {
             causes.push(Cause::required(&format!("{at}.expression"), "expression is not specified"));
         }
+        compiles(&v["expression"], &format!("{at}.expression"), causes);
+        compiles(&v["messageExpression"], &format!("{at}.messageExpression"), causes);
         if let Some(reason) = v["reason"].as_str() {
             if !matches!(reason, "Unauthorized" | "Forbidden" | "Invalid" | "RequestEntityTooLarge") {
                 causes.push(Cause::not_supported(&format!("{at}.reason"), &json!(reason), &["Forbidden", "Invalid", "RequestEntityTooLarge", "Unauthorized"]));
@@ -309,6 +318,25 @@ pub fn validate_policy(obj: &mut Value, causes: &mut Vec<Cause>) {
         }
     }
     named_expressions(&spec["auditAnnotations"], "spec.auditAnnotations", ("key", "valueExpression", "expression is not specified"), causes);
+    for (i, a) in spec["auditAnnotations"].as_array().into_iter().flatten().enumerate() {
+        compiles(&a["valueExpression"], &format!("spec.auditAnnotations[{i}].valueExpression"), causes);
+    }
+}
+
+/// The variables a policy's expressions may read.
+const VARIABLES: &[&str] = &["object", "oldObject", "request", "params", "namespaceObject", "authorizer", "variables"];
+
+/// Refuse an expression that does not compile, with upstream's message. One reading
+/// `authorizer` is left to fail when evaluated (Kubernetes' authorizer library is not built in:
+/// the failurePolicy decides then).
+fn compiles(expr: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let Some(source) = expr.as_str().filter(|e| !e.trim().is_empty()) else { return };
+    if source.contains("authorizer") {
+        return;
+    }
+    if let Err(e) = crate::celenv::compile(source, VARIABLES) {
+        causes.push(Cause::invalid(field, &json!(source), &format!("compilation failed: {e}")));
+    }
 }
 
 /// Defaults and validation of a ValidatingAdmissionPolicyBinding.
@@ -460,6 +488,20 @@ mod tests {
         let mc = &obj["spec"]["matchConstraints"];
         assert_eq!((mc["matchPolicy"].as_str(), &mc["namespaceSelector"], &mc["objectSelector"]), (Some("Equivalent"), &json!({}), &json!({})));
         assert_eq!(mc["resourceRules"][0]["scope"], "*");
+
+        // Expressions are compiled when the policy is written (upstream's compile errors).
+        let mut uncompilable = json!({"spec": {"matchConstraints": {"resourceRules": [{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"]}]},
+            "matchConditions": [{"name": "m", "expression": "object.metadata.name.nope()"}], "variables": [{"name": "v", "expression": "variables.x + undeclared"}],
+            "validations": [{"expression": "object.spec.replicas <=", "messageExpression": "'ok ' + string(variables.v)"}, {"expression": "true", "messageExpression": "bad("}],
+            "auditAnnotations": [{"key": "k", "valueExpression": "authorizer.group('apps').resource('deployments').check('create').allowed() ? 'y' : 'n'"}]}});
+        let mut c = Vec::new();
+        validate_policy(&mut uncompilable, &mut c);
+        let got = messages(c);
+        assert_eq!(got.len(), 4, "{got:#?}");
+        assert!(got[0].starts_with("spec.matchConditions[0].expression: Invalid value: \"object.metadata.name.nope()\": compilation failed: ERROR: <input>:1:26: undeclared reference to 'nope' (in container '')"), "{}", got[0]);
+        assert!(got[1].starts_with("spec.variables[0].expression: Invalid value: \"variables.x + undeclared\": compilation failed: ERROR: <input>:1:15: undeclared reference to 'undeclared'"), "{}", got[1]);
+        assert!(got[2].starts_with("spec.validations[0].expression: Invalid value: \"object.spec.replicas <=\": compilation failed: ERROR: <input>:1:"), "{}", got[2]);
+        assert!(got[3].starts_with("spec.validations[1].messageExpression: Invalid value: \"bad(\": compilation failed: ERROR: <input>:1:"), "{}", got[3]);
 
         let mut bad = json!({"spec": {"failurePolicy": "Maybe", "matchConstraints": {}, "validations": [], "variables": [{"name": "a", "expression": "1"}, {"name": "a", "expression": ""}]}});
         let mut c = Vec::new();
