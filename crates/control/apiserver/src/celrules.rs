@@ -663,6 +663,10 @@ mod tests {
         // Ratcheting: an unchanged failing value is not reported again.
         let bad = widget("red", 1, json!([]));
         assert!(run(bad.clone(), Some(bad)).is_empty());
+        // A rule that errors when evaluated is reported as upstream reports it.
+        let mut absent = widget("red", 3, json!([]));
+        absent["spec"].as_object_mut().map(|m| m.remove("replicas"));
+        assert_eq!(run(absent, None), ["spec: Invalid value: \"object\": no such key: replicas evaluating rule: replicas must be at least minReplicas"]);
         // Map values are reached by key.
         let mut long = widget("red", 3, json!([]));
         long["spec"]["labels"]["k"] = json!("toolong");
