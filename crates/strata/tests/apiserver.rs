@@ -91,6 +91,12 @@ fn system_namespaces_and_discovery(backend: Backend) {
     assert!(explain.lines().any(|l| l.trim_start().starts_with("selector\t") && l.contains("-required-")), "{explain}");
     let explain = s.ok(&["explain", "--output=plaintext-openapiv2", "deployment.spec"]);
     assert!(explain.lines().any(|l| l.trim_start().starts_with("template\t") && l.contains("-required-")), "{explain}");
+    // The review kinds are described too (create-only kinds, in v3 and v2).
+    for output in ["plaintext", "plaintext-openapiv2"] {
+        let explain = s.ok(&["explain", &format!("--output={output}"), "selfsubjectaccessreview.spec.resourceAttributes"]);
+        let kind = explain.lines().any(|l| l.starts_with("KIND:") && l.ends_with(" SelfSubjectAccessReview"));
+        assert!(kind && explain.contains("verb\t<string>"), "{explain}");
+    }
     let (code, _) = s.curl("GET", "/healthz", Auth::Anonymous, None, None);
     assert_eq!(code, 200);
 }

@@ -73,20 +73,29 @@ fn yaml_bodies_and_responses() {
     assert_eq!(v["kind"], "ConfigMap");
 }
 
-fn deployment(env: &[&str], ports: &[u16]) -> String {
+/// A Deployment whose pod template has these env names and ports (in its first container),
+/// sidecar containers, volumes and toleration keys.
+fn deployment(env: &[&str], ports: &[u16], sidecars: &[&str], volumes: &[&str], tolerations: &[&str]) -> String {
     let env: Vec<String> = env.iter().map(|n| format!("        - {{name: {n}, value: v}}\n")).collect();
     let ports: Vec<String> = ports.iter().map(|p| format!("        - {{containerPort: {p}}}\n")).collect();
+    let sidecars: Vec<String> = sidecars.iter().map(|n| format!("      - {{name: {n}, image: busybox}}\n")).collect();
+    let volumes: Vec<String> = volumes.iter().map(|n| format!("      - {{name: {n}, emptyDir: {{}}}}\n")).collect();
+    let tolerations: Vec<String> = tolerations.iter().map(|k| format!("      - {{key: {k}, operator: Exists, effect: NoSchedule}}\n")).collect();
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        env:\n{}        ports:\n{}",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        env:\n{}        ports:\n{}{}      volumes:\n{}      tolerations:\n{}",
         env.concat(),
-        ports.concat()
+        ports.concat(),
+        sidecars.concat(),
+        volumes.concat(),
+        tolerations.concat(),
     )
 }
 
 /// Client-side `kubectl apply` removes list entries a manifest no longer has (env by name,
-/// container ports by port): the published schemas carry upstream's patch merge keys and
-/// strategies, so kubectl computes delete directives — for the oldest, default and newest
-/// installed kubectl, with no warning about the schema.
+/// container ports by port, containers and volumes by name, tolerations as a whole list): the
+/// published schemas carry upstream's patch merge keys and strategies, so kubectl computes delete
+/// directives — for the oldest, default and newest installed kubectl, with no warning about the
+/// schema.
 #[test]
 fn client_side_apply_removes_list_entries() {
     let s = ApiServer::start(Backend::Embedded);
@@ -95,18 +104,55 @@ fn client_side_apply_removes_list_entries() {
         let ns = format!("apply-{}", v.replace('.', "-"));
         let out = s.kubectl(&["create", "namespace", &ns]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        for (env, ports) in [(&["A", "B"][..], &[80u16, 443][..]), (&["A"][..], &[80u16][..])] {
-            let out = s.kubectl_bin(&kubectl, &["apply", "-n", &ns, "-f", "-"], Some(&deployment(env, ports)));
+        let first = deployment(&["A", "B"], &[80, 443], &["log", "proxy"], &["data", "cache"], &["gpu", "spot"]);
+        let second = deployment(&["A"], &[80], &["log"], &["data"], &["gpu"]);
+        for manifest in [first, second] {
+            let out = s.kubectl_bin(&kubectl, &["apply", "-n", &ns, "-f", "-"], Some(&manifest));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "kubectl {v} apply: {stderr}");
             assert!(!stderr.contains("does not support strategic merge patch"), "kubectl {v}: {stderr}");
         }
         let out = s.kubectl(&["get", "deployment", "web", "-n", &ns, "-o", "json"]);
         let d = json_of(&String::from_utf8_lossy(&out.stdout));
-        let c = &d["spec"]["template"]["spec"]["containers"][0];
-        let names: Vec<&str> = c["env"].as_array().expect("env").iter().filter_map(|e| e["name"].as_str()).collect();
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let names = |list: &serde_json::Value, key: &str| -> Vec<String> { list.as_array().expect("a list").iter().filter_map(|e| e[key].as_str().map(String::from)).collect() };
         let ports: Vec<i64> = c["ports"].as_array().expect("ports").iter().filter_map(|p| p["containerPort"].as_i64()).collect();
-        assert_eq!((names, ports), (vec!["A"], vec![80]), "kubectl {v}");
+        assert_eq!((names(&c["env"], "name"), ports), (vec!["A".to_string()], vec![80]), "kubectl {v}");
+        assert_eq!(names(&pod["containers"], "name"), ["web", "log"], "kubectl {v}");
+        assert_eq!(names(&pod["volumes"], "name"), ["data"], "kubectl {v}");
+        assert_eq!(names(&pod["tolerations"], "key"), ["gpu"], "kubectl {v}");
+    }
+}
+
+/// `kubectl apply --prune -l` deletes the labelled objects a manifest no longer has, walking
+/// kubectl's default allow-list of kinds (ConfigMap ... ReplicationController ... Ingress): every
+/// kind on it must be served, or the command fails.
+#[test]
+fn apply_prune_with_the_default_allow_list_deletes_what_left_the_manifest() {
+    let s = ApiServer::start(Backend::Embedded);
+    let config_map = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{app: pruned}}\ndata: {{k: v}}\n");
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: front\n  labels: {app: pruned}\nspec:\n  ports: [{port: 80}]\n";
+    for v in ["1.27", "1.32", "1.33"] {
+        let kubectl = common::server::kubectl_of(v);
+        let ns = format!("prune-{}", v.replace('.', "-"));
+        assert!(s.kubectl(&["create", "namespace", &ns]).status.success());
+        // An object with the label that never was in the manifest is pruned too (as upstream:
+        // the label selects), one without it is not.
+        let apply = |manifest: &str| {
+            let out = s.kubectl_bin(&kubectl, &["apply", "-n", &ns, "--prune", "-l", "app=pruned", "-f", "-"], Some(manifest));
+            let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+            assert!(out.status.success(), "kubectl {v} apply --prune: {stdout}{stderr}");
+            stdout
+        };
+        apply(&format!("{}---\n{}---\n{service}", config_map("keep"), config_map("gone")));
+        s.ok(&["create", "configmap", "unlabelled", "-n", &ns, "--from-literal=k=v"]);
+        let out = apply(&config_map("keep"));
+        assert!(out.contains("configmap/gone pruned") && out.contains("service/front pruned"), "kubectl {v}: {out}");
+        let left = s.ok(&["get", "configmaps,services", "-n", &ns, "-o", "name"]);
+        let mut left: Vec<&str> = left.lines().filter(|l| !l.contains("kube-root-ca.crt")).collect();
+        left.sort();
+        assert_eq!(left, ["configmap/keep", "configmap/unlabelled"], "kubectl {v}");
     }
 }
 

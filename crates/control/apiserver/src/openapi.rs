@@ -235,7 +235,9 @@ fn kind_definitions(r: &Resource, flavor: Flavor, out: &mut Map<String, Value>) 
     } else {
         builtin_kind_definitions(r, flavor, &name, &description, out);
     }
-    list_and_scale_definitions(r, flavor, &name, out);
+    if r.verbs() != ["create"] {
+        list_and_scale_definitions(r, flavor, &name, out);
+    }
 }
 
 /// A custom kind's schema as kube-apiserver publishes it in Swagger 2.0 (apiextensions'
@@ -479,6 +481,12 @@ pub(crate) fn resource_paths(r: &Resource) -> Vec<PathSpec> {
     let (collection, mut scope_params) =
         if r.namespaced { (format!("{base}/namespaces/{{namespace}}/{}", r.plural), vec!["namespace"]) } else { (format!("{base}/{}", r.plural), vec![]) };
     let mut out = Vec::new();
+    if r.verbs() == ["create"] {
+        // A review kind: created (and answered), never stored, so only `post` on the collection.
+        let ops = vec![op("post", "post", format!("create{gv}{scoped}{}", r.kind), WRITE_PARAMS, Some(kind_def.clone()), kind_def, &kind_gvk)];
+        out.push(PathSpec { path: collection, path_params: scope_params, ops });
+        return out;
+    }
     let mut ops = vec![
         op("get", "list", format!("list{gv}{scoped}{}", r.kind), LIST_PARAMS, None, list_definition(r), &kind_gvk),
         op("post", "post", format!("create{gv}{scoped}{}", r.kind), WRITE_PARAMS, Some(kind_def.clone()), kind_def.clone(), &kind_gvk),
@@ -536,10 +544,15 @@ pub(crate) fn definitions(rs: &[&Resource], flavor: Flavor) -> Map<String, Value
     out
 }
 
+/// The kinds the documents describe: every served kind and the review kinds.
+pub(crate) fn published() -> Vec<&'static Resource> {
+    resources::discoverable().collect()
+}
+
 /// `/openapi/v3`: where each group/version's document is.
 pub fn index() -> Value {
     let mut paths = Map::new();
-    for r in resources::served() {
+    for r in published() {
         let p = gv_path(r.group, r.version);
         paths.entry(p.clone()).or_insert_with(|| json!({ "serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash()) }));
     }
@@ -573,7 +586,7 @@ fn v3_operation(o: &Operation) -> Value {
 /// The document for `api/v1`, `apis/apps/v1`, ... (`None` if unknown).
 pub fn document(path: &str) -> Option<Value> {
     let path = path.trim_matches('/');
-    let rs: Vec<&Resource> = resources::served().into_iter().filter(|r| gv_path(r.group, r.version) == path).collect();
+    let rs: Vec<&Resource> = published().into_iter().filter(|r| gv_path(r.group, r.version) == path).collect();
     if rs.is_empty() {
         return None;
     }
@@ -655,7 +668,7 @@ pub(crate) mod tests {
             published.extend(doc["components"]["schemas"].as_object().expect("schemas").keys().cloned());
         }
         published.extend(crate::openapi_v2::document()["definitions"].as_object().expect("definitions").keys().cloned());
-        // And every message of the table, as it would be published (the review kinds are not yet).
+        // And every message of the table, as it would be published.
         published.extend(crate::k8s_messages::MESSAGES.iter().filter_map(|(m, _, _)| definition_name(m)).map(String::from));
         assert!(published.iter().any(|d| d == "io.k8s.api.authorization.v1.SubjectAccessReviewStatus"), "the reviews are in the table");
         let mut wrong: Vec<&String> =
@@ -663,6 +676,17 @@ pub(crate) mod tests {
         wrong.sort();
         wrong.dedup();
         assert!(wrong.is_empty(), "definitions named unlike upstream: {wrong:?}");
+    }
+
+    #[test]
+    fn review_kinds_have_v3_documents() {
+        assert!(index()["paths"]["apis/authentication.k8s.io/v1"].is_object(), "{}", index());
+        let doc = document("apis/authorization.k8s.io/v1").expect("authorization.k8s.io/v1");
+        let post = &doc["paths"]["/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"]["post"];
+        assert_eq!(post["operationId"], "createAuthorizationV1SelfSubjectAccessReview");
+        assert_eq!(post["requestBody"]["content"]["application/json"]["schema"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.authorization.v1.SelfSubjectAccessReview", "{post}");
+        let schemas = &doc["components"]["schemas"];
+        assert!(schemas["io.k8s.api.authorization.v1.SelfSubjectAccessReviewSpec"]["properties"]["resourceAttributes"].is_object());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use prost::Message;
 use serde_json::{json, Map, Value};
 
 use crate::openapi::{self, Flavor, Operation};
-use crate::resources::{self, Resource};
+use crate::resources::Resource;
 use crate::status::ApiError;
 
 /// The media type client-go asks for (deprecated upstream: `@` is not valid in a media type, and
@@ -58,7 +58,7 @@ fn operation(o: &Operation) -> Value {
 
 /// The document.
 pub fn document() -> Value {
-    let rs: Vec<&Resource> = resources::served();
+    let rs: Vec<&Resource> = openapi::published();
     let mut paths = Map::new();
     for r in &rs {
         for p in openapi::resource_paths(r) {
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(d["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.apps.v1.DeploymentSpec");
         assert_eq!(defs["io.k8s.api.core.v1.Container"]["properties"]["image"]["type"], "string");
         assert!(defs.contains_key("io.k8s.api.core.v1.ConfigMapList") && defs.contains_key("io.k8s.apimachinery.pkg.apis.meta.v1.Status"));
-        for r in resources::RESOURCES {
+        for r in crate::resources::RESOURCES {
             let gvk = json!({ "group": r.group, "version": r.version, "kind": r.kind });
             let patched = doc["paths"].as_object().expect("paths").values().any(|p| {
                 p["patch"]["x-kubernetes-group-version-kind"] == gvk
@@ -205,6 +205,28 @@ mod tests {
             assert!(patched, "no PATCH operation with fieldValidation for {}", r.kind);
             assert_eq!(defs[&openapi::kind_definition(r)]["x-kubernetes-group-version-kind"][0]["kind"], r.kind);
         }
+    }
+
+    /// The review kinds (SubjectAccessReview, TokenReview, ...) are described with their one
+    /// operation, `post` on the collection, as upstream publishes them.
+    #[test]
+    fn review_kinds_are_published_with_their_create_operation() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, id, def) in [
+            ("/apis/authorization.k8s.io/v1/subjectaccessreviews", "createAuthorizationV1SubjectAccessReview", "io.k8s.api.authorization.v1.SubjectAccessReview"),
+            ("/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews", "createAuthorizationV1NamespacedLocalSubjectAccessReview", "io.k8s.api.authorization.v1.LocalSubjectAccessReview"),
+            ("/apis/authentication.k8s.io/v1/tokenreviews", "createAuthenticationV1TokenReview", "io.k8s.api.authentication.v1.TokenReview"),
+        ] {
+            let item = paths.get(path).unwrap_or_else(|| panic!("no path {path}"));
+            assert_eq!(item["post"]["operationId"], id);
+            assert!(item.get("get").is_none() && item.get("delete").is_none(), "{path}: {item}");
+            assert_eq!(item["post"]["parameters"].as_array().map(|p| p.iter().any(|x| x["name"] == "body" && x["schema"]["$ref"] == format!("#/definitions/{def}"))), Some(true), "{item}");
+            let d = &doc["definitions"][def];
+            assert!(d["properties"]["spec"]["$ref"].is_string() && d["x-kubernetes-group-version-kind"].is_array(), "{def}: {d}");
+            assert!(doc["definitions"].get(format!("{def}List")).is_none(), "a review kind has no list");
+        }
+        assert!(!paths.contains_key("/apis/authorization.k8s.io/v1/subjectaccessreviews/{name}"));
     }
 
     #[test]
