@@ -19,8 +19,8 @@
 //! 3. overhead: `BENCH_VM_PODS` (3) VM-isolated pods Running and left idle 10 s; for each QEMU,
 //!    RSS and PSS in total and outside the guest-RAM mapping (and that mapping's own RSS: the
 //!    guest memory touched), the largest other mapping (TCG's translation cache); the guest's own
-//!    use (MemTotal - MemAvailable, read in the pod); the agent's growth and the other strata
-//!    processes' PSS per pod.
+//!    use (MemTotal - MemAvailable, read in the pod); the agent's growth and the PSS of the other
+//!    strata processes of this run (those naming its directory) per pod.
 //!
 //! `STRATA_VM_TB_SIZE=N` (MiB) is passed to the agent (QEMU's `-accel tcg,tb-size=N`) and to the
 //! QEMU by hand alike; unset: strata's default (`DEFAULT_TB_SIZE_MIB`, 8), 0: QEMU's default (1 GiB). `STRATA_BIN=PATH`
@@ -39,11 +39,30 @@ use strata_client::k8s_openapi::api::core::v1::Pod;
 use strata_client::kube::api::{Api, DeleteParams, ListParams, PostParams};
 use strata_client::kube::runtime::watcher;
 use strata_guest::protocol::{read_frame, write_frame, GuestMessage, HostMessage, Request, Response};
-use strata_testkit::{busybox_image, join_agent, memory_mib, processes_of, start_server, KillOnDrop as Proc, Registry};
+use strata_testkit::{busybox_image, join_agent, memory_mib, start_server, KillOnDrop as Proc, Registry};
 
 /// What strata gives a VM-isolated pod's QEMU (`MicroVmConfig::new`, `qemu::DEFAULT_APPEND`).
 const GUEST_MEMORY_MIB: u64 = 256;
 const APPEND: &str = "console=ttyS0 earlyprintk=ttyS0 panic=-1 tsc_early_khz=2000000 no_timer_check quiet";
+
+/// How many processes of the strata binary `bin`, besides `skip`, name a path under `dir` on
+/// their command line (this run's: another run of the same binary on the machine is not
+/// counted), and their PSS in MiB.
+fn processes_under(bin: &str, dir: &Path, skip: &[u32]) -> (usize, f64) {
+    let exe = std::fs::canonicalize(bin).unwrap_or_else(|_| PathBuf::from(bin));
+    let needle = dir.display().to_string();
+    let mut out = (0, 0.0);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let ours = std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle));
+        if skip.contains(&pid) || !ours || std::fs::read_link(e.path().join("exe")).ok().as_deref() != Some(exe.as_path()) {
+            continue;
+        }
+        out.0 += 1;
+        out.1 += memory_mib(pid).1;
+    }
+    out
+}
 
 fn strata_bin() -> String {
     std::env::var("STRATA_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_strata").to_string())
@@ -328,7 +347,7 @@ async fn run() {
 
     // 3. Overhead of idle VM-isolated pods.
     let agent0 = memory_mib(apid);
-    let others0 = processes_of(&strata_bin(), &[apid, spid]);
+    let others0 = processes_under(&strata_bin(), dir.path(), &[apid, spid]);
     for i in 0..n_vm {
         start_one(&api, &seen, &format!("o{i}"), &image, true).await;
     }
@@ -371,7 +390,7 @@ async fn run() {
     let field = |k: &str| String::from_utf8_lossy(&meminfo.stdout).lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(f64::NAN);
     let guest_used = (field("MemTotal:") - field("MemAvailable:")) / 1024.0;
     let agent1 = memory_mib(apid);
-    let others1 = processes_of(&strata_bin(), &[apid, spid]);
+    let others1 = processes_under(&strata_bin(), dir.path(), &[apid, spid]);
     let strata_per_pod = ((agent1.1 - agent0.1) + (others1.1 - others0.1)) / n;
     println!("per VM-isolated pod ({n_vm} idle pods, {tb}):");
     println!("  QEMU RSS {:.1} MiB, PSS {:.1} MiB; guest RAM touched {:.1} MiB; QEMU outside guest RAM: RSS {:.1} MiB, PSS {:.1} MiB (largest other mapping RSS {:.1} MiB)", rss / n, pss / n, ram_rss / n, out_rss / n, out_pss / n, big_rss / n);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{eventually, text, wait_bounded};
 use common::server::{ApiServer, Backend, Options};
 use serde_json::Value;
+use strata_apiserver::runtimeclass::VM_CLASS_OVERHEAD_MEMORY;
 use strata_testkit::{busybox_image, Registry};
 
 fn pod(server: &ApiServer, name: &str) -> Value {
@@ -115,7 +116,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
     // The class is there from the start, with its measured overhead.
     let rc: Value = serde_json::from_str(&server.ok(&["get", "runtimeclass", "strata-vm", "-o", "json"])).expect("json");
     assert_eq!(rc["handler"], "strata-vm");
-    assert_eq!(rc["overhead"]["podFixed"]["memory"], "168Mi");
+    assert_eq!(rc["overhead"]["podFixed"]["memory"], VM_CLASS_OVERHEAD_MEMORY);
 
     server.ok_stdin(
         &["apply", "-f", "-"],
@@ -132,7 +133,7 @@ fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
         let events = server.kubectl(&["get", "events", "-o", "wide"]);
         panic!("vm-pod not Running with uname exited 3: {last:#}\nevents: {}\nlog: {}", String::from_utf8_lossy(&events.stdout), server.log());
     }
-    assert_eq!(last["spec"]["overhead"]["memory"], "168Mi", "the RuntimeClass admission set the overhead");
+    assert_eq!(last["spec"]["overhead"]["memory"], VM_CLASS_OVERHEAD_MEMORY, "the RuntimeClass admission set the overhead");
     assert!(last["status"]["podIP"].is_string(), "{last}");
 
     // kubectl logs: the guest kernel's release, not the host's.
