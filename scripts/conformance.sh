@@ -14,7 +14,10 @@
 # run     starts `strata server` (free ports, own data dir) with the registry configured, runs
 #         e2e.test --ginkgo.focus=$FOCUS (default '\[Conformance\]') --ginkgo.skip=$SKIP with a
 #         JUnit report, then writes $REPORT (default docs/conformance.md; a sig-apps run:
-#         docs/conformance-sig-apps.md) with scripts/conformance-report.py.
+#         docs/conformance-sig-apps.md) with scripts/conformance-report.py. CONFORMANCE_NODES=2
+#         joins a second node: `strata agent` with a bootstrap token, its own strata root (a
+#         tmpfs too) and stream port, on this host's network (the specs that need two nodes, e.g.
+#         the DaemonSet rollback, run instead of failing "needs a cluster with at least 2 nodes").
 #
 # Everything built or downloaded is cached under $CONFORMANCE_DIR (default /var/tmp/strata-conformance),
 # outside the repository, so reruns only run the tests.
@@ -271,11 +274,47 @@ cleanup() {
         for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$SERVER_PID" 2>/dev/null
     fi
-    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
-    if [ -n "${ROOT_MOUNT:-}" ]; then
-        grep -F " $ROOT_MOUNT/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-        umount -l "$ROOT_MOUNT" 2>/dev/null
+    if [ -n "${AGENT2_PID:-}" ]; then
+        kill -TERM "$AGENT2_PID" 2>/dev/null
+        for _ in $(seq 1 300); do kill -0 "$AGENT2_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$AGENT2_PID" 2>/dev/null
     fi
+    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
+    for m in ${ROOT_MOUNT:-} ${ROOT2_MOUNT:-}; do
+        grep -F " $m/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+        umount -l "$m" 2>/dev/null
+    done
+}
+
+# Node `name` Ready and without taints (the not-ready taint goes shortly after Ready): the
+# framework wants untainted nodes.
+wait_node() {
+    local name="$1" i
+    # A joining node's object comes a moment after its agent starts (kubectl wait wants it).
+    for i in $(seq 1 240); do
+        kubectl get node "$name" >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    kubectl wait --for=condition=Ready "node/$name" --timeout=120s >&2
+    for i in $(seq 1 240); do
+        [ -z "$(kubectl get node "$name" -o jsonpath='{.spec.taints}')" ] && break
+        sleep 0.5
+    done
+}
+
+# A second node (CONFORMANCE_NODES=2): `strata agent` joined with a bootstrap token, its own
+# strata root on a tmpfs, any free stream port.
+join_second_node() {
+    local bin="$1" run="$2" port="$3" token
+    mkdir -p "$run/root2"
+    mount -t tmpfs -o "size=${ROOT_TMPFS_SIZE:-6g},mode=0700" tmpfs "$run/root2"
+    ROOT2_MOUNT="$run/root2"
+    token="$("$bin" --root "$run/root2" token create --data-dir "$run/data")"
+    log "joining node conformance-$port-2 (root $run/root2)"
+    "$bin" --root "$run/root2" agent --server "https://127.0.0.1:$port" --token "$token" --name "conformance-$port-2" \
+        --kubelet-port 0 --data-dir "$run/agent2" > "$run/agent2.log" 2>&1 &
+    AGENT2_PID=$!
+    wait_node "conformance-$port-2"
 }
 
 run_e2e() {
@@ -310,12 +349,8 @@ run_e2e() {
         sleep 0.5
     done
     export KUBECONFIG="$run/data/kubeconfig"
-    kubectl wait --for=condition=Ready "node/conformance-$port" --timeout=120s >&2
-    # The framework wants an untainted node (the not-ready taint goes shortly after Ready).
-    for i in $(seq 1 240); do
-        [ -z "$(kubectl get node "conformance-$port" -o jsonpath='{.spec.taints}')" ] && break
-        sleep 0.5
-    done
+    wait_node "conformance-$port"
+    [ "${CONFORMANCE_NODES:-1}" -ge 2 ] && join_second_node "$bin" "$run" "$port"
     # Where the e2e images come from: the local registry for every image the tests pull; the
     # "invalid" registry is a loopback port nothing listens on (never a name to resolve).
     cat > "$run/repo-list.yaml" <<EOF
@@ -338,7 +373,7 @@ EOF
         > "$run/e2e.log" 2>&1 || rc=$?
     log "e2e.test finished in $((SECONDS - started)) s (exit $rc); JUnit report $run/report/junit_01.xml"
     {
-        echo "command: KUBE_VERSION=$KUBE_VERSION FOCUS='$FOCUS' SKIP='$SKIP' PROCS=$PROCS SUITE_TIMEOUT=$SUITE_TIMEOUT scripts/conformance.sh"
+        echo "command: KUBE_VERSION=$KUBE_VERSION FOCUS='$FOCUS' SKIP='$SKIP' PROCS=$PROCS SUITE_TIMEOUT=$SUITE_TIMEOUT${CONFORMANCE_NODES:+ CONFORMANCE_NODES=$CONFORMANCE_NODES} scripts/conformance.sh"
         echo "focus: $FOCUS"
         echo "skip: $SKIP"
         echo "suite_timeout: $SUITE_TIMEOUT"
