@@ -274,6 +274,12 @@ fn priority_classes_set_pod_priority_and_preemption_makes_room() {
     // would, and only then does the preemptor fit.
     let terminating = || s.ok(&["get", "pod", "victim", "-o", "jsonpath={.metadata.deletionTimestamp}"]);
     assert!(eventually(Duration::from_secs(30), || !terminating().is_empty()), "the victim was not deleted");
+    // Marked before its deletion, as upstream's preemption marks it (a Job's pod failure policy
+    // reads it).
+    let target = s.ok(&["get", "pod", "victim", "-o", r#"jsonpath={.status.conditions[?(@.type=="DisruptionTarget")]}"#]);
+    let target: serde_json::Value = serde_json::from_str(&target).unwrap_or_default();
+    assert_eq!((target["status"].as_str(), target["reason"].as_str()), (Some("True"), Some("PreemptionByScheduler")), "{target}");
+    assert_eq!(target["message"], "default-scheduler: preempting to accommodate a higher priority pod");
     let nominated = || s.ok(&["get", "pod", "vip", "-o", "jsonpath={.status.nominatedNodeName}"]);
     assert!(eventually(Duration::from_secs(30), || nominated() == "sim-1"), "nominated: {}", nominated());
     s.ok(&["delete", "pod", "victim", "--grace-period=0", "--force"]);

@@ -488,6 +488,21 @@ async fn report_failure(shared: &Shared, pod: Arc<PodInfo>, message: String, pre
     if let Some(p) = &preempted {
         for v in &p.victims {
             let vapi: Api<Pod> = Api::namespaced(shared.client.clone(), &v.namespace);
+            // Upstream's PrepareCandidate: the victim is marked DisruptionTarget
+            // (PreemptionByScheduler) before its deletion, so a Job's pod failure policy can tell.
+            let marked = v.pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "DisruptionTarget" && c.status == "True"));
+            if !marked {
+                let mark = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": v.name, "namespace": v.namespace},
+                    "status": {"conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                        "message": format!("{}: preempting to accommodate a higher priority pod", shared.config.scheduler_name),
+                        "lastTransitionTime": Time(k8s_openapi::chrono::Utc::now())}]},
+                });
+                if let Err(e) = vapi.patch_status(&v.name, &PatchParams::apply("kube-scheduler").force(), &Patch::Apply(&mark)).await {
+                    tracing::warn!(victim = %v.key(), error = %e, "marking a preemption victim");
+                    continue;
+                }
+            }
             let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some(v.uid.clone()), resource_version: None }), ..Default::default() };
             match vapi.delete(&v.name, &dp).await {
                 Ok(_) => shared.events.publish(&*v.pod, EventType::Normal, "Preempted", format!("Preempted by pod {} on node {}", pod.uid, p.node)),
