@@ -315,6 +315,15 @@ join_second_node() {
         --kubelet-port 0 --data-dir "$run/agent2" > "$run/agent2.log" 2>&1 &
     AGENT2_PID=$!
     wait_node "conformance-$port-2"
+    # Its serving certificate (for logs, exec, port-forward and pods/proxy through the API
+    # server) comes from a kubelet-serving CSR that, as in a kubeadm cluster, an admin approves.
+    local csr i
+    for i in $(seq 1 240); do
+        csr="$(kubectl get csr -o jsonpath="{range .items[?(@.spec.username==\"system:node:conformance-$port-2\")]}{.metadata.name} {.spec.signerName}{'\n'}{end}" \
+            | awk '$2 == "kubernetes.io/kubelet-serving" {print $1}' | tail -1)"
+        [ -n "$csr" ] && kubectl certificate approve "$csr" >&2 && break
+        sleep 0.5
+    done
 }
 
 run_e2e() {
