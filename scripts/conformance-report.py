@@ -126,6 +126,9 @@ def main():
     if "e2e_build" in info:
         w(f"- First build of e2e.test (nice -n 15, 2 shared cores, Go build cache warm from a kube-scheduler build of the same release): {info['e2e_build']}")
     w(f"- Run time: {info.get('duration_seconds', '?')} s")
+    if "note" in info:
+        # What happened to the run by hand (a `note:` line added to run-info.txt).
+        w(f"- Note: {info['note']}")
     w("")
     w(f"**{passed} passed, {failed} failed, {skipped} skipped** of the {len(ran)} `[Conformance]` specs this run selected")
     w(f"({len(results)} `[Conformance]` specs in the binary).")
