@@ -1625,3 +1625,95 @@ fn a_vm_isolated_pod_on_host_namespaces_gets_a_failed_sandbox_event() {
     assert!(sandboxes.is_empty(), "{sandboxes:?}");
     c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
 }
+
+/// The services' environment variables (kubelet's: every service of the pod's namespace with a
+/// cluster IP, unless `enableServiceLinks: false`, and always the API server's
+/// `default/kubernetes`), and `subPathExpr` mounts expanded from the container's environment
+/// (an absolute or `..` result a CreateContainerConfigError, until the pod changes so that it is
+/// not). Upstream's conformance specs "Pods should contain environment variables for services"
+/// and the "Variable Expansion ... volume subpath" ones.
+#[test]
+fn service_links_and_sub_path_expressions() {
+    let c = cluster(&[]);
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: foo-service\nspec:\n  clusterIP: 10.96.7.7\n  selector: {app: none}\n  ports:\n  - {name: http, port: 8765, targetPort: 8080}\n  - {name: dns, port: 53, protocol: UDP}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: headless\nspec:\n  clusterIP: None\n  selector: {app: none}\n  ports: [{port: 80}]\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata:\n  name: bar\nspec:\n  selector: {app: none}\n  ports: [{port: 80}]\n",
+    );
+    // A Service without a cluster IP gets a free one of the service range (10.96.0.0/12); a
+    // requested one must be free.
+    let bar_ip = c.server.ok(&["get", "svc", "bar", "-o", "jsonpath={.spec.clusterIP} {.spec.clusterIPs[0]}"]);
+    let (ip, ips) = bar_ip.split_once(' ').expect("two fields");
+    let octets: Vec<u8> = ip.split('.').filter_map(|o| o.parse().ok()).collect();
+    assert!(octets.len() == 4 && octets[0] == 10 && (96..112).contains(&octets[1]) && ip != "10.96.0.1" && ip != "10.96.7.7" && ips == ip, "{bar_ip}");
+    let taken = c.server.fails(&["create", "service", "clusterip", "again", "--clusterip", "10.96.7.7", "--tcp", "80"], None);
+    assert!(taken.contains("failed to allocate IP 10.96.7.7: provided IP is already allocated"), "{taken}");
+    let outside = c.server.fails(&["create", "service", "clusterip", "outside", "--clusterip", "192.168.1.1", "--tcp", "80"], None);
+    assert!(outside.contains("is not in the valid range. The range of valid IPs is 10.96.0.0/12"), "{outside}");
+    // An update keeps it.
+    c.server.ok(&["label", "svc", "bar", "x=y"]);
+    assert_eq!(c.server.ok(&["get", "svc", "bar", "-o", "jsonpath={.spec.clusterIP}"]), ip);
+    let env_pod = |name: &str, links: bool, sub_expr: &str, annotations: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  enableServiceLinks: {links}\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'env > /sub/env; sleep 3600']\n    env:\n    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n    - {{name: DIR, valueFrom: {{fieldRef: {{fieldPath: \"metadata.annotations['dir']\"}}}}}}\n    - {{name: LINK, value: '$(FOO_SERVICE_SERVICE_HOST):$(FOO_SERVICE_SERVICE_PORT_HTTP)'}}\n    volumeMounts: [{{name: work, mountPath: /sub, subPathExpr: '{sub_expr}'}}]\n  volumes: [{{name: work, emptyDir: {{}}}}]\n",
+            img = c.image
+        )
+    };
+    c.apply(&[
+        env_pod("links", true, "logs/$(POD_NAME)", ""),
+        env_pod("nolinks", false, "$(POD_NAME)", ""),
+        env_pod("escape", true, "$(DIR)", "dir: '..'"),
+        env_pod("later", true, "$(DIR)/$(POD_NAME)", ""),
+    ]
+    .join("---\n"));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+    let env_of = |name: &str, sub: &str| -> Vec<String> {
+        let p = c.wait_pod(name, "Running", Duration::from_secs(120), running);
+        let path = c.volume_dir(&p, "work").join(sub).join("env");
+        assert!(eventually(Duration::from_secs(30), || std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)), "{} never written", path.display());
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect()
+    };
+    let env = env_of("links", "logs/links");
+    for want in [
+        "FOO_SERVICE_SERVICE_HOST=10.96.7.7",
+        "FOO_SERVICE_SERVICE_PORT=8765",
+        "FOO_SERVICE_SERVICE_PORT_HTTP=8765",
+        "FOO_SERVICE_SERVICE_PORT_DNS=53",
+        "FOO_SERVICE_PORT=tcp://10.96.7.7:8765",
+        "FOO_SERVICE_PORT_8765_TCP=tcp://10.96.7.7:8765",
+        "FOO_SERVICE_PORT_8765_TCP_PROTO=tcp",
+        "FOO_SERVICE_PORT_8765_TCP_PORT=8765",
+        "FOO_SERVICE_PORT_8765_TCP_ADDR=10.96.7.7",
+        "FOO_SERVICE_PORT_53_UDP=udp://10.96.7.7:53",
+        "KUBERNETES_SERVICE_HOST=10.96.0.1",
+        "KUBERNETES_SERVICE_PORT=443",
+        "KUBERNETES_PORT=tcp://10.96.0.1:443",
+        "LINK=10.96.7.7:8765",
+        format!("BAR_SERVICE_HOST={ip}").as_str(),
+        format!("BAR_PORT_80_TCP=tcp://{ip}:80").as_str(),
+    ] {
+        assert!(env.iter().any(|l| l == want), "{want} missing from env:\n{}", env.join("\n"));
+    }
+    assert!(!env.iter().any(|l| l.starts_with("HEADLESS_")), "a headless service has no variables:\n{}", env.join("\n"));
+    // Without service links: only the API server's service (and $(VAR) of a missing one stays).
+    let env = env_of("nolinks", "nolinks");
+    assert!(env.iter().any(|l| l == "KUBERNETES_SERVICE_HOST=10.96.0.1"), "{}", env.join("\n"));
+    assert!(!env.iter().any(|l| l.starts_with("FOO_SERVICE_")), "{}", env.join("\n"));
+    assert!(env.iter().any(|l| l == "LINK=$(FOO_SERVICE_SERVICE_HOST):$(FOO_SERVICE_SERVICE_PORT_HTTP)"), "{}", env.join("\n"));
+
+    // A subPathExpr that steps out of its volume, or is absolute (the annotation not there
+    // yet), is kubelet's CreateContainerConfigError; setting the annotation lets "later" start.
+    for (name, msg) in [("escape", "unable to provision SubPath `..`: must not contain '..'"), ("later", "error SubPath `/later` must not be an absolute path")] {
+        let p = c.wait_pod(name, "CreateContainerConfigError", Duration::from_secs(60), |p| waiting_reason(p, 0) == "CreateContainerConfigError");
+        assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["message"], msg, "{p}");
+        assert_eq!(phase(&p), "Pending");
+    }
+    c.server.ok(&["annotate", "pod", "later", "dir=mine"]);
+    let env = env_of("later", "mine/later");
+    assert!(env.iter().any(|l| l == "DIR=mine"), "{}", env.join("\n"));
+
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+

@@ -584,6 +584,7 @@ impl Api {
                 crate::priority::admit_class(self.store.as_ref(), info.resource, new).await?;
             }
             "StorageClass" => crate::storage::check_update(info.resource, new, old)?,
+            "Service" if info.subresource.is_none() => crate::clusterip::keep_on_update(new, old),
             _ => {}
         }
         if info.resource.builtin() != "CertificateSigningRequest" {
@@ -621,6 +622,7 @@ impl Api {
                 crate::priority::admit_pod(self.store.as_ref(), r, obj).await
             }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
+            "Service" => crate::clusterip::allocate(self.store.as_ref(), r, obj).await,
             "PersistentVolumeClaim" => {
                 crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
                 crate::storage::admit_pvc(self.store.as_ref(), obj).await

@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod convert;
 pub mod celenv;
 pub mod celrules;
+pub mod clusterip;
 pub mod crd;
 pub mod csi;
 pub mod csr;

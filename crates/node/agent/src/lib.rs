@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     /// The sysctls pods may set here (kubelet's safe ones this kernel has, and the allowed
     /// unsafe ones), or why the allowed ones are not acceptable.
     pub sysctls: Result<pods::sysctls::Allowlist, String>,
+    /// Every Service of the cluster (kubelet's service informer: the services' environment
+    /// variables of containers), set once its first list is complete.
+    pub services: std::sync::OnceLock<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>>,
 }
 
 /// The node agent. Construct with [`Agent::new`], optionally give it the VM driver (for the
@@ -132,6 +135,7 @@ impl Agent {
                 vms: std::sync::OnceLock::new(),
                 kvm: std::sync::OnceLock::new(),
                 events: std::sync::OnceLock::new(),
+                services: std::sync::OnceLock::new(),
             }),
             vms: None,
         }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ObjectReference, Pod, PodStatus, Secret, Service};
 use k8s_openapi::chrono::Utc;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -54,6 +54,8 @@ const RESYNC_SETTLED: Duration = Duration::from_secs(10);
 static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// How often the sandboxes and VMs on the node are listed to find those whose pod is gone.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+/// How long a container start waits for the first list of the cluster's Services.
+const SERVICES_WAIT: Duration = Duration::from_secs(10);
 /// How often referenced ConfigMaps and Secrets are read again.
 const REFS_REFRESH: Duration = Duration::from_secs(10);
 /// A pod's cleanup (stopping and removing everything, then the final delete of its object)
@@ -108,6 +110,31 @@ fn ensure_worker(shared: &Arc<Shared>, workers: &Workers, reader: &Store<Pod>, u
     Some(notify)
 }
 
+/// The cluster's Services in a reflector (kubelet's service informer), published in
+/// `Shared::services` once the first list is complete.
+async fn watch_services(shared: Arc<Shared>) {
+    let api: Api<Service> = Api::all(shared.client.clone());
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let publish = {
+        let shared = shared.clone();
+        async move {
+            if reader.wait_until_ready().await.is_ok() {
+                let _ = shared.services.set(reader);
+            }
+        }
+    };
+    let drain = async move {
+        futures_util::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "watching services");
+            }
+        }
+    };
+    tokio::join!(publish, drain);
+}
+
 /// Watch this node's pods and keep a worker per pod (and per orphaned sandbox). Forever.
 ///
 /// A worker wakes when the watch changes its pod, when the driver reports one of its
@@ -116,6 +143,7 @@ fn ensure_worker(shared: &Arc<Shared>, workers: &Workers, reader: &Store<Pod>, u
 /// [`ORPHAN_SWEEP`] for the node's sandboxes and VMs) also finds sandboxes whose pod is gone. Workers only start once the first list is complete: a worker that does not find
 /// its pod stops the pod's containers.
 pub(crate) async fn run(shared: Arc<Shared>) {
+    tokio::spawn(watch_services(shared.clone()));
     let api: Api<Pod> = Api::all(shared.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", shared.config.node_name));
     let (reader, writer) = reflector::store();
@@ -701,9 +729,17 @@ async fn fetch_refs(shared: &Shared, pod: &Pod) -> Result<volumes::Refs, kube::E
     Ok(refs)
 }
 
-/// A container's environment (envFrom, then env with valueFrom and `$(VAR)` expansion), or
-/// kubelet's CreateContainerConfigError message.
-fn environment(pod: &Pod, c: &Container, refs: &volumes::Refs, facts: &spec::PodFacts, allocatable: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> Result<Vec<(String, String)>, String> {
+/// A container's environment (envFrom, then env with valueFrom and `$(VAR)` expansion, which
+/// falls back to the services' variables `services`; then those of `services` the container does
+/// not set), or kubelet's CreateContainerConfigError message.
+fn environment(
+    pod: &Pod,
+    c: &Container,
+    refs: &volumes::Refs,
+    facts: &spec::PodFacts,
+    allocatable: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    services: &[(String, String)],
+) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -739,7 +775,8 @@ fn environment(pod: &Pod, c: &Container, refs: &volumes::Refs, facts: &spec::Pod
         let value = match &e.value_from {
             None => {
                 let known = env.clone();
-                spec::expand(e.value.as_deref().unwrap_or(""), &|n| known.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+                let find = |list: &[(String, String)], n: &str| list.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                spec::expand(e.value.as_deref().unwrap_or(""), &|n| find(&known, n).or_else(|| find(services, n)))
             }
             Some(vf) => {
                 if let Some(r) = &vf.config_map_key_ref {
@@ -774,6 +811,11 @@ fn environment(pod: &Pod, c: &Container, refs: &volumes::Refs, facts: &spec::Pod
             }
         };
         set(&mut env, e.name.clone(), value);
+    }
+    for (k, v) in services {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.clone(), v.clone()));
+        }
     }
     Ok(env)
 }
@@ -894,7 +936,20 @@ struct Ctx<'a> {
 async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c: &Container, attempt: u32) -> Result<(), (String, String)> {
     let pod = cx.pod;
     let refs = st.refs.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
-    let env = match environment(pod, c, &refs, &cx.facts, &cx.allocatable) {
+    // Not before the services have been read once: a container must not start without the
+    // API server's KUBERNETES_SERVICE_HOST (in-cluster clients need it), as kubelet refuses.
+    // (Right after the agent starts, its pods' first syncs wait a moment for the first list.)
+    let deadline = Instant::now() + SERVICES_WAIT;
+    while shared.services.get().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(services) = shared.services.get() else {
+        return Err(("CreateContainerConfigError".into(), "services have not yet been read at least once, cannot construct envvars".into()));
+    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let service_env = spec::service_env(services.state().iter().map(|s| s.as_ref()), ns, links);
+    let env = match environment(pod, c, &refs, &cx.facts, &cx.allocatable, &service_env) {
         Ok(e) => e,
         Err(m) => {
             event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
@@ -921,10 +976,14 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
             return Err(("CreateContainerConfigError".into(), m));
         };
         let mut host = host.clone();
-        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            if std::path::Path::new(sub).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-                return Err(("CreateContainerConfigError".into(), format!("invalid subPath {sub:?}")));
+        let sub_path = match spec::sub_path(vm, &lookup) {
+            Ok(s) => s,
+            Err(m) => {
+                event(shared, st, pod, Some(&c.name), true, "Failed", format!("Error: {m}")).await;
+                return Err(("CreateContainerConfigError".into(), m));
             }
+        };
+        if let Some(sub) = sub_path.as_deref() {
             host = host.join(sub);
             if !host.exists() {
                 let _ = std::fs::create_dir_all(&host);
@@ -938,7 +997,6 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
         let source = match volumes::memory_volume(pod, &vm.name) {
             // One tmpfs for the pod: the runtime decides where it lives (a microVM keeps it in its guest).
             Some(size_bytes) => {
-                let sub_path = vm.sub_path.clone().filter(|s| !s.is_empty());
                 MountSource::PodMemory { volume: vm.name.clone(), host_path: host, sub_path, size_bytes }
             }
             None => MountSource::Bind { host_path: host, propagation },

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use strata_driver::pod::{ContainerResourceSpec, ContainerResources, HostPortMapping};
 
@@ -119,6 +119,85 @@ pub fn resource_field_ref(r: &ResourceFieldSelector, pod: &Pod, default: Option<
     // Rounded up, at least 1 for a non-zero value (kubelet's ExtractContainerResourceValue).
     let n = (value + divisor - 1) / divisor;
     Ok(n.to_string())
+}
+
+/// The services' environment variables of a container in namespace `ns`, as kubelet makes
+/// them: those of every service of the namespace (with `enableServiceLinks`, the default) and of
+/// the API server's `default/kubernetes` service (always; a service of the namespace with the same
+/// name wins). Services without a cluster IP (headless) have none. Per service `NAME` (upper
+/// case, `-` as `_`): `NAME_SERVICE_HOST`, `NAME_SERVICE_PORT` (the first port),
+/// `NAME_SERVICE_PORT_<PORT NAME>` per named port, and Docker's link variables `NAME_PORT`
+/// (the first port) and `NAME_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]` per port.
+pub fn service_env<'a>(services: impl IntoIterator<Item = &'a Service>, ns: &str, enable_links: bool) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<&str, &Service> = BTreeMap::new();
+    for svc in services {
+        let Some(name) = svc.metadata.name.as_deref() else { continue };
+        let ip_set = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()).is_some_and(|ip| !ip.is_empty() && ip != "None");
+        if !ip_set {
+            continue;
+        }
+        let svc_ns = svc.metadata.namespace.as_deref().unwrap_or("");
+        if svc_ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(svc);
+        } else if svc_ns == ns && enable_links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else { continue };
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let prefix = env_name(name);
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((format!("{prefix}_SERVICE_PORT_{}", env_name(pn)), p.port.to_string()));
+            }
+        }
+        let host_port = |port: i32| if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "TCP".into());
+            let url = format!("{}://{}", proto.to_lowercase(), host_port(p.port));
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.push((pp.clone(), url));
+            out.push((format!("{pp}_PROTO"), proto.to_lowercase()));
+            out.push((format!("{pp}_PORT"), p.port.to_string()));
+            out.push((format!("{pp}_ADDR"), ip.clone()));
+        }
+    }
+    out
+}
+
+fn env_name(s: &str) -> String {
+    s.replace('-', "_").to_uppercase()
+}
+
+/// A volume mount's `subPath`, or its `subPathExpr` expanded with the container's environment
+/// (kubelet's `ExpandContainerVolumeMounts`); an empty one is none. A path that is absolute or
+/// steps up (`..`) is refused with kubelet's CreateContainerConfigError message.
+pub fn sub_path(m: &k8s_openapi::api::core::v1::VolumeMount, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let sub = match (m.sub_path.as_deref().filter(|s| !s.is_empty()), m.sub_path_expr.as_deref().filter(|s| !s.is_empty())) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(e)) => expand(e, env),
+        (None, None) => return Ok(None),
+    };
+    if sub.is_empty() {
+        return Ok(None);
+    }
+    let path = std::path::Path::new(&sub);
+    if path.is_absolute() {
+        return Err(format!("error SubPath `{sub}` must not be an absolute path"));
+    }
+    if path.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(format!("unable to provision SubPath `{sub}`: must not contain '..'"));
+    }
+    Ok(Some(sub))
 }
 
 /// `$(VAR)` expansion as kubelet's (`$$` escapes; an undefined variable stays as written).
@@ -266,6 +345,71 @@ pub fn should_restart(policy: &str, code: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> Service {
+        serde_json::from_value(serde_json::json!({"metadata": {"namespace": ns, "name": name}, "spec": {"clusterIP": ip, "ports": ports}})).expect("service")
+    }
+
+    #[test]
+    fn service_environment_as_kubelets() {
+        let services = [
+            service("ns1", "foo-svc", "10.0.0.7", serde_json::json!([{"port": 8765, "name": "http-port"}, {"port": 53, "protocol": "UDP", "name": "dns"}])),
+            service("ns1", "headless", "None", serde_json::json!([{"port": 80}])),
+            service("ns2", "other", "10.0.0.8", serde_json::json!([{"port": 80}])),
+            service("default", "kubernetes", "10.0.0.1", serde_json::json!([{"port": 443, "name": "https"}])),
+        ];
+        let env: BTreeMap<String, String> = service_env(&services, "ns1", true).into_iter().collect();
+        let want = [
+            ("FOO_SVC_SERVICE_HOST", "10.0.0.7"),
+            ("FOO_SVC_SERVICE_PORT", "8765"),
+            ("FOO_SVC_SERVICE_PORT_HTTP_PORT", "8765"),
+            ("FOO_SVC_SERVICE_PORT_DNS", "53"),
+            ("FOO_SVC_PORT", "tcp://10.0.0.7:8765"),
+            ("FOO_SVC_PORT_8765_TCP", "tcp://10.0.0.7:8765"),
+            ("FOO_SVC_PORT_8765_TCP_PROTO", "tcp"),
+            ("FOO_SVC_PORT_8765_TCP_PORT", "8765"),
+            ("FOO_SVC_PORT_8765_TCP_ADDR", "10.0.0.7"),
+            ("FOO_SVC_PORT_53_UDP", "udp://10.0.0.7:53"),
+            ("FOO_SVC_PORT_53_UDP_PROTO", "udp"),
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.0.0.1:443"),
+        ];
+        for (k, v) in want {
+            assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:?}");
+        }
+        assert!(!env.keys().any(|k| k.starts_with("HEADLESS_") || k.starts_with("OTHER_")), "{env:?}");
+        // Without service links only the API server's service.
+        let env = service_env(&services, "ns1", false);
+        assert!(env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")) && !env.is_empty(), "{env:?}");
+    }
+
+    #[test]
+    fn sub_path_expressions_expand_and_refuse_escapes() {
+        let m = |sub: Option<&str>, expr: Option<&str>| k8s_openapi::api::core::v1::VolumeMount {
+            name: "v".into(),
+            mount_path: "/m".into(),
+            sub_path: sub.map(str::to_string),
+            sub_path_expr: expr.map(str::to_string),
+            ..Default::default()
+        };
+        let env = |n: &str| match n {
+            "POD_NAME" => Some("p1".to_string()),
+            "UP" => Some("..".to_string()),
+            "ABS" => Some("/tmp".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(sub_path(&m(None, None), &env), Ok(None));
+        assert_eq!(sub_path(&m(Some("a/b"), None), &env), Ok(Some("a/b".into())));
+        assert_eq!(sub_path(&m(None, Some("logs/$(POD_NAME)")), &env), Ok(Some("logs/p1".into())));
+        assert_eq!(sub_path(&m(None, Some("$(UP)")), &env), Err("unable to provision SubPath `..`: must not contain '..'".into()));
+        assert_eq!(sub_path(&m(None, Some("$(ABS)")), &env), Err("error SubPath `/tmp` must not be an absolute path".into()));
+        // An annotation not there yet expands to nothing: an absolute path until it is set.
+        assert_eq!(sub_path(&m(None, Some("$(EMPTY)/$(POD_NAME)")), &env), Err("error SubPath `/p1` must not be an absolute path".into()));
+        assert_eq!(sub_path(&m(Some("../x"), None), &env), Err("unable to provision SubPath `../x`: must not contain '..'".into()));
+    }
 
     #[test]
     fn host_ports_of_containers() {
