@@ -1717,3 +1717,67 @@ fn service_links_and_sub_path_expressions() {
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
 
+/// Ephemeral containers through `pods/ephemeralcontainers` (what `kubectl debug` writes): run
+/// once in the pod's sandbox, reported in ephemeralContainerStatuses, reachable by exec and
+/// logs (over WebSocket too, as upstream's e2e reads logs); never set on create, never changed
+/// or removed. Upstream's conformance specs "Ephemeral Containers ..." and "Pods should support
+/// retrieving logs from the container over websockets".
+#[test]
+fn ephemeral_containers_and_logs_over_websocket() {
+    let c = cluster(&[]);
+    c.apply(&sleeper("target", &c.image, ""));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+    c.wait_pod("target", "Running", Duration::from_secs(120), running);
+    // A pod cannot bring its own.
+    let refused = c.server.fails(
+        &["apply", "-f", "-"],
+        Some(&sleeper("own", &c.image, &format!("  ephemeralContainers:\n  - {{name: d, image: {}}}\n", c.image))),
+    );
+    assert!(refused.contains("spec.ephemeralContainers: Forbidden: cannot be set on create"), "{refused}");
+
+    c.server.ok(&["debug", "target", "--image", &c.image, "--container", "debugger", "--", "sh", "-c", "while true; do echo polo; sleep 1; done"]);
+    let p = c.wait_pod("target", "the ephemeral container running", Duration::from_secs(120), |p| {
+        p["status"]["ephemeralContainerStatuses"][0]["state"]["running"].is_object()
+    });
+    let s = &p["status"]["ephemeralContainerStatuses"][0];
+    assert_eq!((s["name"].as_str(), s["ready"].as_bool()), (Some("debugger"), Some(false)), "{s}");
+    assert_eq!(p["spec"]["ephemeralContainers"][0]["terminationMessagePolicy"], "File", "defaulted: {p}");
+    assert!(running(&p), "the pod stays ready: {p}");
+    assert_eq!(exec_in(&c, "target", "debugger", "echo marco").trim(), "marco");
+    assert!(eventually(Duration::from_secs(30), || c.server.ok(&["logs", "target", "-c", "debugger"]).contains("polo")), "no log");
+    // The subresource reads as the pod; its writes change nothing but ephemeral containers and
+    // never an existing one.
+    let sub = c.server.get_json("/api/v1/namespaces/default/pods/target/ephemeralcontainers");
+    assert_eq!(sub["spec"]["ephemeralContainers"].as_array().map(Vec::len), Some(1), "{sub}");
+    let mut changed = sub.clone();
+    changed["spec"]["ephemeralContainers"][0]["image"] = Value::from("other:1");
+    let body = serde_json::to_vec(&changed).expect("json");
+    let (code, out) = c.server.curl("PUT", "/api/v1/namespaces/default/pods/target/ephemeralcontainers", Auth::Admin, Some("application/json"), Some(&body));
+    assert_eq!(code, 422, "{out}");
+    assert!(out.contains("existing ephemeral containers \\\"debugger\\\" may not be changed"), "{out}");
+    let mut added = sub.clone();
+    added["metadata"]["labels"] = serde_json::json!({"ignored": "yes"});
+    added["spec"]["ephemeralContainers"].as_array_mut().expect("list").push(serde_json::json!({"name": "debugger2", "image": c.image, "command": ["sh", "-c", "echo second"]}));
+    let body = serde_json::to_vec(&added).expect("json");
+    let (code, out) = c.server.curl("PUT", "/api/v1/namespaces/default/pods/target/ephemeralcontainers", Auth::Admin, Some("application/json"), Some(&body));
+    assert_eq!(code, 200, "{out}");
+    let p = c.wait_pod("target", "the second one exited", Duration::from_secs(120), |p| {
+        p["status"]["ephemeralContainerStatuses"].as_array().and_then(|l| l.iter().find(|s| s["name"] == "debugger2")).is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0)
+    });
+    assert!(p["metadata"]["labels"]["ignored"].is_null(), "only ephemeral containers change: {p}");
+    // An update of the pod itself keeps them.
+    c.server.ok(&["label", "pod", "target", "x=y"]);
+    assert_eq!(c.pod("target")["spec"]["ephemeralContainers"].as_array().map(Vec::len), Some(2));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.pod("target")["status"]["ephemeralContainerStatuses"].as_array().and_then(|l| l.iter().find(|s| s["name"] == "debugger2")).map(|s| s["restartCount"].clone()), Some(Value::from(0)), "never restarted");
+
+    // pods/log over WebSocket: binary messages (binary.k8s.io) or base64 text ones.
+    for protocol in ["binary.k8s.io", "base64.binary.k8s.io"] {
+        let out = c.server.python("log_websocket.py", &["default", "target", "debugger2", protocol]);
+        assert_eq!(out, format!("protocol={protocol}\nsecond\n"), "{protocol}");
+    }
+
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+

@@ -563,6 +563,16 @@ impl Api {
     async fn prepare_kind_update(&self, user: &User, info: &RequestInfo, new: &mut Value, old: &Value) -> Result<(), ApiError> {
         match info.resource.builtin() {
             "Pod" => {
+                match info.subresource.as_deref() {
+                    Some("ephemeralcontainers") => {
+                        let causes = crate::ephemeral::prepare(new, old);
+                        if !causes.is_empty() {
+                            return Err(ApiError::invalid(info.resource, info.name.as_deref().unwrap_or(""), causes));
+                        }
+                    }
+                    Some(_) => {}
+                    None => crate::ephemeral::keep_on_update(new, old),
+                }
                 crate::priority::keep_pod_priority(new, old);
                 if info.subresource.is_none() {
                     crate::tolerations::admit_pod(new, self.default_tolerations);
@@ -612,6 +622,11 @@ impl Api {
     async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
             "Pod" => {
+                let mut causes = Vec::new();
+                crate::ephemeral::check_create(obj, &mut causes);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid(r, name_of(obj), causes));
+                }
                 crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
                 if self.service_account_admission {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
@@ -954,7 +969,8 @@ impl Api {
         let status_only = matches!(info.subresource.as_deref(), Some("status" | "approval"));
         // A namespace's `finalize` changes spec.finalizers (and metadata), never status.
         let finalize = info.subresource.as_deref() == Some("finalize") && r.builtin() == "Namespace";
-        if info.subresource.is_some() && !status_only && !finalize {
+        let ephemeral = info.subresource.as_deref() == Some("ephemeralcontainers");
+        if info.subresource.is_some() && !status_only && !finalize && !ephemeral {
             return Err(ApiError::method_not_allowed(format!("update of {}/{} is not supported yet", r.plural, info.subresource.as_deref().unwrap_or(""))));
         }
         if name_of(&obj) != name {
@@ -1410,6 +1426,12 @@ impl Api {
                     }
                 }
                 let path = format!("/containerLogs/{ns}/{name}/{container}?{}", crate::proxy::encode_query(&kq));
+                // Over WebSocket (upstream wraps the log stream in binary or base64 messages):
+                // the agent answers the upgrade and sends the messages.
+                let websocket = headers.get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                if let Some(upgrade) = conn.upgrade.as_ref().and_then(|u| u.lock().ok().and_then(|mut u| u.take())).filter(|_| websocket) {
+                    return kubelet.upgrade(node, addr, method, &path, headers, upgrade).await;
+                }
                 return kubelet.stream(node, addr, &path).await;
             }
             "exec" | "attach" => {

@@ -27,6 +27,7 @@ pub mod csi;
 pub mod csr;
 pub mod discovery;
 pub mod encryption;
+pub mod ephemeral;
 pub mod eviction;
 pub mod fieldpath;
 pub mod fields;

@@ -106,7 +106,7 @@ pub static STORED_WITH: &[(&str, &str, &str)] = &[("events.k8s.io", "events", ""
 /// Every served resource.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"], [], ["status", "finalize"]),
-    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy"]),
+    res!("", "v1", "Pod", "pods", "pod", true, ["po"], ["all"], ["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward", "proxy"]),
     res!("", "v1", "Node", "nodes", "node", false, ["no"], [], ["status"]),
     res!("", "v1", "Service", "services", "service", true, ["svc"], ["all"], ["status", "proxy"]),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"], [], []),

@@ -1537,6 +1537,11 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
             for c in &spec_.containers {
                 reconcile_container(shared, st, &cx, c, &attempts(&c.name), &policy, false).await;
             }
+            // Ephemeral containers (added through pods/ephemeralcontainers) run once each in
+            // the pod's sandbox, never restarted.
+            for c in &spec::ephemeral_containers(pod) {
+                reconcile_container(shared, st, &cx, c, &attempts(&c.name), "Never", false).await;
+            }
         }
     } else {
         for c in spec_.containers.iter().chain(spec_.init_containers.iter().flatten()) {
@@ -1619,7 +1624,8 @@ async fn sync_in_sandbox(shared: &Arc<Shared>, st: &mut PodState, pod: &Pod, uid
 /// attempts in `attempts` (sorted by attempt) with their termination messages, and why it waits.
 fn observe(shared: &Shared, uid: &str, pod: &Pod, attempts: &[DStatus], waiting: &HashMap<String, (String, String)>) -> HashMap<String, Observed> {
     let mut observed = HashMap::new();
-    for c in spec::all_containers(pod) {
+    let ephemeral = spec::ephemeral_containers(pod);
+    for c in spec::all_containers(pod).into_iter().chain(ephemeral.iter()) {
         let a: Vec<&DStatus> = attempts.iter().filter(|d| d.metadata.name == c.name).collect();
         let latest = a.last().map(|d| (*d).clone());
         let previous = if a.len() >= 2 { Some(a[a.len() - 2].clone()) } else { None };

@@ -61,6 +61,34 @@ pub fn all_containers(pod: &Pod) -> Vec<&Container> {
     spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect()
 }
 
+/// The pod's ephemeral containers as containers (the same fields; `targetContainerName`
+/// aside, which only says whose process namespace a debugger wants to share).
+pub fn ephemeral_containers(pod: &Pod) -> Vec<Container> {
+    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    spec.ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|e| Container {
+            name: e.name.clone(),
+            image: e.image.clone(),
+            command: e.command.clone(),
+            args: e.args.clone(),
+            env: e.env.clone(),
+            env_from: e.env_from.clone(),
+            working_dir: e.working_dir.clone(),
+            volume_mounts: e.volume_mounts.clone(),
+            image_pull_policy: e.image_pull_policy.clone(),
+            security_context: e.security_context.clone(),
+            stdin: e.stdin,
+            stdin_once: e.stdin_once,
+            tty: e.tty,
+            termination_message_path: e.termination_message_path.clone(),
+            termination_message_policy: e.termination_message_policy.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// What the pod's fields resolve to for the downward API (`fieldRef`).
 pub struct PodFacts<'a> {
     pub pod: &'a Pod,

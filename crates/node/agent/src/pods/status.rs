@@ -222,12 +222,18 @@ fn build(i: &Inputs, terminal: bool) -> PodStatus {
         })
         .collect();
     let mut statuses: Vec<ContainerStatus> = apps.iter().map(|c| container_status(c, obs(&c.name))).collect();
+    // Ephemeral containers are never ready and count for neither the phase nor readiness.
+    let ephemeral = super::spec::ephemeral_containers(i.pod);
+    let mut ephemeral_statuses: Vec<ContainerStatus> = ephemeral
+        .iter()
+        .map(|c| ContainerStatus { ready: false, ..container_status(c, obs(&c.name)) })
+        .collect();
     let phase = if terminal {
         // Init containers stay as they are when no regular container started (the pod never
         // got that far).
         let started = statuses.iter().any(|s| s.state.as_ref().is_some_and(|st| st.waiting.is_none()));
         let init_failed = init_statuses.iter().any(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).is_some_and(|t| t.exit_code != 0));
-        for s in statuses.iter_mut() {
+        for s in statuses.iter_mut().chain(ephemeral_statuses.iter_mut()) {
             assume_terminated(s);
         }
         if started {
@@ -282,6 +288,7 @@ fn build(i: &Inputs, terminal: bool) -> PodStatus {
         qos_class: Some(i.qos_class.to_string()),
         init_container_statuses: if init.is_empty() { None } else { Some(init_statuses) },
         container_statuses: Some(statuses),
+        ephemeral_container_statuses: if ephemeral.is_empty() { None } else { Some(ephemeral_statuses) },
         ..Default::default()
     }
 }

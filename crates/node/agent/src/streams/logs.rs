@@ -1,6 +1,9 @@
 //! `/containerLogs/{ns}/{pod}/{container}`: a container's log as a streamed `text/plain` body,
 //! with kubelet's parameters (`follow`, `previous`, `sinceSeconds`, `sinceTime`, `tailLines`,
-//! `limitBytes`, `timestamps`), and the formatting helper backends use.
+//! `limitBytes`, `timestamps`), and the formatting helper backends use. A WebSocket upgrade
+//! gets the same bytes as WebSocket messages (what kube-apiserver's `wsstream` reader does for
+//! `pods/log` over WebSocket: `binary.k8s.io` or no subprotocol, binary messages;
+//! `base64.binary.k8s.io`, base64 text messages), then a close.
 
 use std::sync::Arc;
 
@@ -83,8 +86,26 @@ pub fn format_line(time: &str, content: &[u8], partial: bool, timestamps: bool) 
     v
 }
 
-pub(super) async fn serve(pods: Arc<dyn PodStreams>, target: Target, req: &Request<hyper::body::Incoming>) -> Response<Body> {
-    let mut r = match LogRequest::parse(&query(req), Utc::now()) {
+/// The WebSocket subprotocols of a log read (kube-apiserver's default reader protocols), with
+/// whether their messages are binary (else base64 text).
+const WS_PROTOCOLS: [(&str, bool); 3] = [("binary.k8s.io", true), ("base64.binary.k8s.io", false), ("", true)];
+
+pub(super) async fn serve(pods: Arc<dyn PodStreams>, target: Target, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let websocket = if super::ws::is_websocket(req.headers()) {
+        let supported: Vec<&str> = WS_PROTOCOLS.iter().map(|(p, _)| *p).collect();
+        let Some(protocol) = super::ws::choose(req.headers(), &supported) else {
+            return full(StatusCode::BAD_REQUEST, format!("none of the offered WebSocket subprotocols is supported (supported: {})", supported[..2].join(", ")));
+        };
+        let accept = match super::ws::accept_response(req.headers(), &protocol) {
+            Ok(b) => b,
+            Err(e) => return full(StatusCode::BAD_REQUEST, e),
+        };
+        let binary = WS_PROTOCOLS.iter().any(|(p, b)| *p == protocol && *b);
+        Some((accept, binary, hyper::upgrade::on(&mut req)))
+    } else {
+        None
+    };
+    let mut r = match LogRequest::parse(&query(&req), Utc::now()) {
         Ok(r) => r,
         Err(e) => return full(StatusCode::BAD_REQUEST, e),
     };
@@ -146,6 +167,30 @@ pub(super) async fn serve(pods: Arc<dyn PodStreams>, target: Target, req: &Reque
         Ok(Some(e)) => return super::pod_error(&e),
         Ok(None) => {}
         Err(_) => return full(StatusCode::INTERNAL_SERVER_ERROR, "log reader ended"),
+    }
+    if let Some((accept, binary, upgrade)) = websocket {
+        tokio::spawn(async move {
+            let upgraded = match upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "log WebSocket upgrade failed");
+                    return;
+                }
+            };
+            let mut ws = super::ws::server(upgraded).await;
+            use base64::Engine;
+            use futures_util::SinkExt;
+            use tokio_tungstenite::tungstenite::Message;
+            while let Some(Ok(b)) = rx.recv().await {
+                let m = if binary { Message::Binary(b) } else { Message::Text(base64::engine::general_purpose::STANDARD.encode(&b).into()) };
+                if ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+            let _ = ws.send(Message::Close(None)).await;
+            let _ = ws.close(None).await;
+        });
+        return super::switching(accept);
     }
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|item| match item {
         Ok(b) => Ok(hyper::body::Frame::data(b)),

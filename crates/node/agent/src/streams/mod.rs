@@ -326,7 +326,7 @@ async fn route(pods: Arc<dyn PodStreams>, req: Request<hyper::body::Incoming>) -
     match parts.as_slice() {
         ["healthz"] => full(StatusCode::OK, "ok"),
         ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
-            logs::serve(pods, target(ns, pod, None, container), &req).await
+            logs::serve(pods, target(ns, pod, None, container), req).await
         }
         [verb @ ("exec" | "attach"), ns, pod, container] => exec::serve(pods, verb == &"attach", target(ns, pod, None, container), req).await,
         [verb @ ("exec" | "attach"), ns, pod, uid, container] => {
