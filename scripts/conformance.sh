@@ -120,6 +120,10 @@ busybox_rootfs() {
     done
     printf '#!/bin/sh\nexec /bin/sh "$@"\n' > "$root/bin/bash"
     chmod 755 "$root/bin/bash"
+    # `curl URL` (upstream's agnhost is Alpine with curl; the lifecycle hook specs' exec hooks
+    # run `curl http://IP:8080/echo?msg=...`): busybox wget fetching the URL to stdout.
+    printf '#!/bin/sh\n# curl [options] URL: busybox wget -O- of the URL\nurl=\nfor a in "$@"; do case "$a" in -*) ;; *) url="$a" ;; esac; done\nexec /bin/wget -q -O - "$url"\n' > "$root/bin/curl"
+    chmod 755 "$root/bin/curl"
     mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/sbin"
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nuser-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n' > "$root/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' > "$root/etc/group"

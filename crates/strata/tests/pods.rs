@@ -1781,3 +1781,50 @@ fn ephemeral_containers_and_logs_over_websocket() {
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
 
+/// postStart hooks (upstream's "Container Lifecycle Hook ... poststart exec/http hook" specs): an
+/// exec hook runs in the container right after it starts; an httpGet one calls its host (here
+/// another pod); one that fails is a FailedPostStartHook event and kills the container, which
+/// then follows its restart policy.
+#[test]
+fn post_start_hooks_run_once_started_and_a_failed_one_kills_the_container() {
+    let c = cluster(&[]);
+    c.apply(&[
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do printf \"HTTP/1.0 200 OK\\\\r\\\\nContent-Length: 2\\\\r\\\\n\\\\r\\\\nok\" | nc -l -p 8080; done']\n",
+            img = c.image
+        ),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooked\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'sleep 3600']\n    lifecycle:\n      postStart:\n        exec: {{command: [sh, -c, 'echo hooked-$HOSTNAME > /work/post']}}\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  volumes: [{{name: work, emptyDir: {{}}}}]\n",
+            img = c.image
+        ),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: badhook\nspec:\n  nodeName: node-a\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'sleep 3600']\n    lifecycle:\n      postStart:\n        exec: {{command: [sh, -c, 'echo no way >&2; exit 3']}}\n",
+            img = c.image
+        ),
+    ]
+    .join("---\n"));
+    let running = |p: &Value| phase(p) == "Running" && condition(p, "Ready") == "True";
+    let p = c.wait_pod("hooked", "Running", Duration::from_secs(120), running);
+    let post = c.volume_dir(&p, "work").join("post");
+    assert!(eventually(Duration::from_secs(30), || std::fs::read_to_string(&post).is_ok_and(|s| s == "hooked-hooked\n")), "{} not written", post.display());
+
+    // An httpGet hook reaches its host: the server pod logs the request.
+    let server = c.wait_pod("server", "Running", Duration::from_secs(120), running);
+    let ip = server["status"]["podIP"].as_str().expect("ip").to_string();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: http-hooked\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sleep, '3600']\n    lifecycle:\n      postStart:\n        httpGet: {{host: '{ip}', port: 8080, path: '/echo?msg=poststart'}}\n",
+        img = c.image
+    ));
+    c.wait_pod("http-hooked", "Running", Duration::from_secs(120), running);
+    assert!(eventually(Duration::from_secs(30), || c.server.ok(&["logs", "server"]).contains("/echo?msg=poststart")), "{}", c.server.ok(&["logs", "server"]));
+
+    // A failing hook: the event, and the container killed (restartPolicy Never: the pod fails).
+    let p = c.wait_pod("badhook", "Failed", Duration::from_secs(120), |p| phase(p) == "Failed");
+    assert!(p["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{p}");
+    let events = c.events_for("badhook");
+    assert!(events.iter().any(|(r, m)| r == "FailedPostStartHook" && m.contains("PostStartHook failed") && m.contains("no way")), "{events:?}");
+
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}
+

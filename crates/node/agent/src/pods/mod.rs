@@ -54,6 +54,9 @@ const RESYNC_SETTLED: Duration = Duration::from_secs(10);
 static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// How often the sandboxes and VMs on the node are listed to find those whose pod is gone.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+/// Longest a postStart hook may take (kubelet gives exec hooks no limit; an HTTP one its
+/// client's).
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
 /// How long a container start waits for the first list of the cluster's Services.
 const SERVICES_WAIT: Duration = Duration::from_secs(10);
 /// How often referenced ConfigMaps and Secrets are read again.
@@ -530,23 +533,7 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Op
             let deadline = Instant::now() + grace;
             if let (Some(p), Some(c)) = (pod, spec_container.as_ref()) {
                 if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-                    let result = match &hook.sleep {
-                        Some(s) => {
-                            tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(grace)).await;
-                            Ok(None)
-                        }
-                        None => {
-                            let probe = k8s_openapi::api::core::v1::Probe {
-                                exec: hook.exec.clone(),
-                                http_get: hook.http_get.clone(),
-                                tcp_socket: hook.tcp_socket.clone(),
-                                timeout_seconds: Some(grace.as_secs() as i32),
-                                ..Default::default()
-                            };
-                            probes::run(&shared, &probe, &d.id, c, pod_ip).await
-                        }
-                    };
-                    if let Err(why) = result {
+                    if let Err(why) = probes::hook(&shared, hook, &d.id, c, pod_ip, grace).await {
                         post_event(&shared, p, Some(&c.name), true, "FailedPreStopHook", format!("PreStopHook failed: {why}")).await;
                     }
                 }
@@ -1053,6 +1040,19 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
     match started {
         Some(Ok(())) => {
             event(shared, st, pod, Some(&c.name), false, "Started", format!("Started container {}", c.name)).await;
+            // The postStart hook, before anything else of the pod goes on (kubelet runs it in
+            // the sync that started the container); a failed one kills the container, which
+            // then restarts as its policy says (its status: the killed attempt).
+            if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+                let pod_ip = cx.facts.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+                if let Err(why) = probes::hook(shared, hook, &id, c, pod_ip, POST_START_LIMIT).await {
+                    let m = format!("PostStartHook failed: {why}");
+                    event(shared, st, pod, Some(&c.name), true, "FailedPostStartHook", m).await;
+                    let grace = Duration::from_secs(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(1) as u64);
+                    let driver = shared.driver.clone();
+                    let _ = blocking(move || driver.stop_container(&id, grace)).await;
+                }
+            }
             Ok(())
         }
         other => {

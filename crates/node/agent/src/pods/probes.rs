@@ -2,13 +2,14 @@
 //! the driver's `exec_sync`), httpGet (HTTP or HTTPS from the node to the pod's IP, as kubelet:
 //! `http_probe.rs`), tcpSocket (a connect) or grpc (`grpc.health.v1.Health/Check` to the
 //! pod's IP, success for SERVING), with initialDelaySeconds, periodSeconds, timeoutSeconds,
-//! successThreshold and failureThreshold.
+//! successThreshold and failureThreshold. Lifecycle hooks (postStart, preStop) run the same
+//! handlers once ([`hook`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use strata_driver::pod::PodRuntime;
 use super::http_probe as http;
@@ -91,6 +92,23 @@ fn port(p: &IntOrString, c: &Container) -> Result<u16, String> {
             .and_then(|p| u16::try_from(p.container_port).ok())
             .ok_or_else(|| format!("no port named {name:?}")),
     }
+}
+
+/// Run a lifecycle hook (postStart or preStop) of container `id` once: its sleep, or its exec,
+/// httpGet or tcpSocket handler as a probe would, given at most `limit`. Err is why it failed.
+pub(crate) async fn hook(shared: &Arc<Shared>, hook: &LifecycleHandler, id: &str, c: &Container, pod_ip: Option<IpAddr>, limit: Duration) -> Result<(), String> {
+    if let Some(s) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+        return Ok(());
+    }
+    let probe = Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        timeout_seconds: Some(limit.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    run(shared, &probe, id, c, pod_ip).await.map(|_| ())
 }
 
 /// Run `probe` once against container `id` (of `c`, in a pod at `pod_ip`): `Ok` (with a warning
