@@ -1828,3 +1828,47 @@ fn post_start_hooks_run_once_started_and_a_failed_one_kills_the_container() {
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
 }
 
+/// A pod's `activeDeadlineSeconds` (set or shortened while it runs) ends it: its containers
+/// stopped, Failed with kubelet's DeadlineExceeded; termination messages as kubelet takes them:
+/// a file any container user may write (a non-root one at a non-default path), and the end of
+/// the log for a failed container with FallbackToLogsOnError (not for one that succeeded).
+/// Upstream's "Pods should allow activeDeadlineSeconds to be updated" and "Container Runtime
+/// blackbox test on terminated container ..." specs.
+#[test]
+fn active_deadlines_and_termination_messages() {
+    let c = cluster(&[]);
+    let once = |name: &str, extra: &str, script: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, '{script}']\n{extra}",
+            img = c.image
+        )
+    };
+    c.apply(&[
+        sleeper("deadline", &c.image, ""),
+        once("fallback", "    terminationMessagePolicy: FallbackToLogsOnError\n", "echo first; echo DONE; exit 1"),
+        once("fallback-ok", "    terminationMessagePolicy: FallbackToLogsOnError\n", "echo DONE; exit 0"),
+        once("nonroot-msg", "    terminationMessagePath: /tmp/dev/termination-log\n    securityContext: {runAsUser: 1000}\n", "echo -n DONE > /tmp/dev/termination-log"),
+    ]
+    .join("---\n"));
+    let terminated = |name: &str| -> Value {
+        let p = c.wait_pod(name, "terminated", Duration::from_secs(120), |p| matches!(phase(p), "Succeeded" | "Failed"));
+        p["status"]["containerStatuses"][0]["state"]["terminated"].clone()
+    };
+    let t = terminated("fallback");
+    assert_eq!((t["exitCode"].as_i64(), t["message"].as_str()), (Some(1), Some("first\nDONE\n")), "{t}");
+    let t = terminated("fallback-ok");
+    assert_eq!((t["exitCode"].as_i64(), t["message"].as_str()), (Some(0), None), "{t}");
+    let t = terminated("nonroot-msg");
+    assert_eq!((t["exitCode"].as_i64(), t["message"].as_str()), (Some(0), Some("DONE")), "{t}");
+
+    c.wait_pod("deadline", "Running", Duration::from_secs(120), |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    c.server.ok(&["patch", "pod", "deadline", "-p", r#"{"spec":{"activeDeadlineSeconds":5}}"#]);
+    let p = c.wait_pod("deadline", "Failed with DeadlineExceeded", Duration::from_secs(90), |p| phase(p) == "Failed");
+    assert_eq!(p["status"]["reason"], "DeadlineExceeded", "{p}");
+    assert_eq!(p["status"]["message"], "Pod was active on the node longer than the specified deadline", "{p}");
+    assert!(p["status"]["containerStatuses"][0]["state"]["terminated"].is_object(), "{p}");
+    assert!(eventually(Duration::from_secs(30), || !c.driver_containers().contains("Up")), "{}", c.driver_containers());
+
+    c.server.ok(&["delete", "pod", "--all", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
+}

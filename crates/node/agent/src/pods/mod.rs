@@ -54,6 +54,10 @@ const RESYNC_SETTLED: Duration = Duration::from_secs(10);
 static DRIVER_EVENTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// How often the sandboxes and VMs on the node are listed to find those whose pod is gone.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+/// How much of a failed container's log is its termination message under
+/// FallbackToLogsOnError (kubelet's MaxContainerTerminationMessageLogLines and -Length).
+const FALLBACK_LOG_LINES: usize = 80;
+const FALLBACK_LOG_BYTES: usize = 2048;
 /// Longest a postStart hook may take (kubelet gives exec hooks no limit; an HTTP one its
 /// client's).
 const POST_START_LIMIT: Duration = Duration::from_secs(120);
@@ -546,7 +550,7 @@ async fn terminate(shared: &Arc<Shared>, uid: &str, pod: Option<&Pod>, known: Op
     });
     futures_util::future::join_all(stops).await;
     if let Some(p) = pod.filter(|p| report && !vm::is_launcher(p)) {
-        write_terminal_status(shared, p, uid, &sandboxes).await?;
+        write_terminal_status(shared, p, uid, &sandboxes, None).await?;
     }
     let driver = shared.driver.clone();
     let dir = pod_dir(shared, uid);
@@ -996,7 +1000,12 @@ async fn start_attempt(shared: &Arc<Shared>, st: &mut PodState, cx: &Ctx<'_>, c:
     if let Some(parent) = msg_file.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    if std::fs::write(&msg_file, b"").is_ok() {
+    // World-writable, as kubelet makes it: a container running as any user writes its message.
+    let writable = std::fs::write(&msg_file, b"").and_then(|()| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&msg_file, std::fs::Permissions::from_mode(0o666))
+    });
+    if writable.is_ok() {
         let path = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
         mounts.push(Mount { container_path: path.into(), source: MountSource::Bind { host_path: msg_file, propagation: MountPropagation::None }, readonly: false });
     }
@@ -1070,8 +1079,28 @@ fn termination_file(shared: &Shared, uid: &str, name: &str, attempt: u32) -> Pat
     pod_dir(shared, uid).join("containers").join(name).join(attempt.to_string())
 }
 
-fn read_message(shared: &Shared, uid: &str, d: &DStatus) -> Option<String> {
-    let bytes = std::fs::read(termination_file(shared, uid, &d.metadata.name, d.metadata.attempt)).ok()?;
+/// An exited attempt's termination message: its termination message file (at most 4096
+/// bytes); when that is empty, the container failed and its policy is FallbackToLogsOnError, the
+/// end of its log (kubelet: the last 80 lines, at most 2048 bytes).
+fn read_message(shared: &Shared, uid: &str, c: &Container, d: &DStatus) -> Option<String> {
+    let bytes = std::fs::read(termination_file(shared, uid, &d.metadata.name, d.metadata.attempt)).unwrap_or_default();
+    let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") && d.exit_code.unwrap_or(0) != 0;
+    if bytes.is_empty() && fallback {
+        let mut log = Vec::new();
+        let opts = strata_driver::LogOptions { tail: Some(FALLBACK_LOG_LINES), ..Default::default() };
+        let read = shared.driver.container_logs(&d.id, &opts, &mut |r| {
+            log.extend_from_slice(&r.content);
+            if !r.partial {
+                log.push(b'\n');
+            }
+            true
+        });
+        if read.is_err() || log.is_empty() {
+            return None;
+        }
+        let tail = &log[log.len().saturating_sub(FALLBACK_LOG_BYTES)..];
+        return Some(String::from_utf8_lossy(tail).into_owned());
+    }
     let cut = &bytes[..bytes.len().min(4096)];
     Some(String::from_utf8_lossy(cut).into_owned())
 }
@@ -1176,6 +1205,36 @@ async fn sync_pod(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
             Ok::<(), strata_driver::Error>(())
         })
         .await;
+        return;
+    }
+    if deadline_exceeded(pod, Utc::now()) {
+        // kubelet's active deadline: the pod's containers stopped, the pod Failed for good.
+        event(shared, st, pod, None, true, "DeadlineExceeded", DEADLINE_MESSAGE.into()).await;
+        let grace = Duration::from_secs(spec_.termination_grace_period_seconds.unwrap_or(30).max(1) as u64);
+        let (driver, uid2) = (shared.driver.clone(), uid.clone());
+        let stopped = blocking(move || {
+            let mut f = SandboxFilter::default();
+            f.labels.insert(labels::POD_UID.to_string(), uid2);
+            let sandboxes = driver.list_pod_sandboxes(&f)?;
+            for sb in &sandboxes {
+                for c in driver.list_containers(&ContainerFilter { sandbox_id: Some(sb.id.clone()), ..Default::default() })? {
+                    if c.state == DState::Running {
+                        driver.stop_container(&c.id, grace)?;
+                    }
+                }
+            }
+            Ok::<_, strata_driver::Error>(sandboxes)
+        })
+        .await;
+        match stopped {
+            Some(Ok(sandboxes)) => {
+                if let Err(e) = write_terminal_status(shared, pod, &uid, &sandboxes, Some(("DeadlineExceeded", DEADLINE_MESSAGE))).await {
+                    tracing::warn!(pod = %uid, error = %e, "reporting the exceeded active deadline");
+                }
+            }
+            Some(Err(e)) => tracing::warn!(pod = %uid, error = %e, "stopping a pod past its active deadline"),
+            None => {}
+        }
         return;
     }
     let host_ip = shared.node_ip.to_string();
@@ -1630,8 +1689,8 @@ fn observe(shared: &Shared, uid: &str, pod: &Pod, attempts: &[DStatus], waiting:
         let latest = a.last().map(|d| (*d).clone());
         let previous = if a.len() >= 2 { Some(a[a.len() - 2].clone()) } else { None };
         let o = Observed {
-            message: latest.as_ref().filter(|d| d.state == DState::Exited).and_then(|d| read_message(shared, uid, d)),
-            previous_message: previous.as_ref().and_then(|d| read_message(shared, uid, d)),
+            message: latest.as_ref().filter(|d| d.state == DState::Exited).and_then(|d| read_message(shared, uid, c, d)),
+            previous_message: previous.as_ref().and_then(|d| read_message(shared, uid, c, d)),
             latest,
             previous,
             waiting: waiting.get(&c.name).cloned(),
@@ -1648,7 +1707,19 @@ fn observe(shared: &Shared, uid: &str, pod: &Pod, attempts: &[DStatus], waiting:
 /// controller's pod failure policy and pod replacement wait for): the terminal phase and each
 /// container's exit, from every sandbox of the pod. A pod already Succeeded or Failed keeps the
 /// status it has; a pod gone already (404) is done.
-async fn write_terminal_status(shared: &Arc<Shared>, pod: &Pod, uid: &str, sandboxes: &[strata_driver::pod::PodSandboxStatus]) -> Result<(), String> {
+/// kubelet's message for a pod past its `activeDeadlineSeconds`.
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+
+/// Whether the pod has run longer than its `activeDeadlineSeconds` (from its status' startTime).
+fn deadline_exceeded(pod: &Pod, now: k8s_openapi::chrono::DateTime<Utc>) -> bool {
+    let Some(deadline) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else { return false };
+    let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) else { return false };
+    now.signed_duration_since(start.0).num_seconds() >= deadline
+}
+
+/// `failed`: a (reason, message) that makes the pod Failed whatever its containers did
+/// (kubelet's active deadline).
+async fn write_terminal_status(shared: &Arc<Shared>, pod: &Pod, uid: &str, sandboxes: &[strata_driver::pod::PodSandboxStatus], failed: Option<(&str, &str)>) -> Result<(), String> {
     if matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
         return Ok(());
     }
@@ -1670,7 +1741,7 @@ async fn write_terminal_status(shared: &Arc<Shared>, pod: &Pod, uid: &str, sandb
     attempts.sort_by_key(|c| c.metadata.attempt);
     let observed = observe(shared, uid, pod, &attempts, &HashMap::new());
     let qos = QosClass::of(&spec::all_containers(pod).iter().map(|c| spec::resource_spec(c)).collect::<Vec<_>>());
-    let status = status::terminal_status(&status::Inputs {
+    let mut status = status::terminal_status(&status::Inputs {
         pod,
         pod_ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
         host_ip: shared.node_ip.to_string(),
@@ -1679,6 +1750,11 @@ async fn write_terminal_status(shared: &Arc<Shared>, pod: &Pod, uid: &str, sandb
         qos_class: qos.as_str(),
         now: status::now(),
     });
+    if let Some((reason, message)) = failed {
+        status.phase = Some("Failed".into());
+        status.reason = Some(reason.into());
+        status.message = Some(message.into());
+    }
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
     let patch = serde_json::json!({ "status": &status });
     match api.patch_status(pod.metadata.name.as_deref().unwrap_or(""), &PatchParams::default(), &Patch::Merge(&patch)).await {
