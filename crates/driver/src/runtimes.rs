@@ -21,6 +21,8 @@ pub struct PodRuntimes {
     default: Arc<ContainerDriver>,
     /// Handler name -> runtime (the default is also reachable as `runc`).
     others: BTreeMap<String, Arc<dyn PodRuntime>>,
+    /// Handlers this node knows but does not serve, with why (and what would make it serve them).
+    unserved: BTreeMap<String, String>,
     /// Which runtime owns an id (sandbox or container).
     owners: Mutex<Owners>,
 }
@@ -57,12 +59,19 @@ impl Owners {
 
 impl PodRuntimes {
     pub fn new(default: Arc<ContainerDriver>) -> PodRuntimes {
-        PodRuntimes { default, others: BTreeMap::new(), owners: Mutex::default() }
+        PodRuntimes { default, others: BTreeMap::new(), unserved: BTreeMap::new(), owners: Mutex::default() }
     }
 
     /// Serve sandboxes whose `runtime_handler` is `handler` with `runtime`.
     pub fn with_handler(mut self, handler: &str, runtime: Arc<dyn PodRuntime>) -> PodRuntimes {
         self.others.insert(handler.to_string(), runtime);
+        self
+    }
+
+    /// Do not serve `handler`, because `why` (said to every pod that asks for it: the driver
+    /// does not know how the node was configured, its caller does).
+    pub fn without_handler(mut self, handler: &str, why: &str) -> PodRuntimes {
+        self.unserved.insert(handler.to_string(), why.to_string());
         self
     }
 
@@ -137,7 +146,10 @@ impl PodRuntime for PodRuntimes {
             None | Some("") | Some("runc") => &*self.default,
             Some(h) => match self.others.get(h) {
                 Some(r) => &**r,
-                None => return Err(Error::InvalidArgument(format!("runtime handler {h:?} is not served on this node"))),
+                None => {
+                    let why = self.unserved.get(h).map(|w| format!(": {w}")).unwrap_or_default();
+                    return Err(Error::InvalidArgument(format!("runtime handler {h:?} is not served on this node{why}")));
+                }
             },
         };
         rt.run_pod_sandbox(config)

@@ -172,6 +172,9 @@ pub struct ExitStatus {
     /// The signal's name (`SIGKILL`), with `signal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_name: Option<String>,
+    /// What the reason alone does not say (a guest's panic line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl ExitStatus {
@@ -185,7 +188,7 @@ impl ExitStatus {
             (false, None, _) => ExitReason::Error,
         };
         let signal_name = signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok()).map(|s| s.as_str().to_string());
-        ExitStatus { code, signal, oom_killed, finished_at, reason, signal_name }
+        ExitStatus { code, signal, oom_killed, finished_at, reason, signal_name, message: None }
     }
 
     /// A pod container's terminated reason and message as Kubernetes words them (`OOMKilled`,
@@ -197,6 +200,7 @@ impl ExitStatus {
             ExitReason::Error => ("Error".into(), None),
             ExitReason::Signaled => ("Error".into(), self.signal_name.clone()),
             ExitReason::SupervisorLost => ("Error".into(), Some("its supervisor died; the container was stopped".into())),
+            ExitReason::GuestPanicked => ("GuestPanicked".into(), self.message.clone()),
         }
     }
 
@@ -204,7 +208,7 @@ impl ExitStatus {
     /// more than the code (`137, SIGKILL`; `137, OOMKilled`).
     pub fn summary(&self) -> String {
         match (&self.reason, &self.signal_name) {
-            (ExitReason::OomKilled | ExitReason::SupervisorLost, _) => format!("{}, {}", self.code, self.reason.as_str()),
+            (ExitReason::OomKilled | ExitReason::SupervisorLost | ExitReason::GuestPanicked, _) => format!("{}, {}", self.code, self.reason.as_str()),
             (_, Some(sig)) => format!("{}, {sig}", self.code),
             _ => self.code.to_string(),
         }
@@ -227,6 +231,9 @@ pub enum ExitReason {
     /// Its supervisor died, so how it ended could not be recorded; the driver stopped what was
     /// left of it (see ARCHITECTURE.md, "Survival").
     SupervisorLost,
+    /// A VM's guest kernel panicked (`message` says how it was seen), whatever QEMU's exit code
+    /// (KubeVirt's Warning event `GuestPanicked`).
+    GuestPanicked,
 }
 
 impl ExitReason {
@@ -237,6 +244,7 @@ impl ExitReason {
             ExitReason::Signaled => "Signaled",
             ExitReason::OomKilled => "OOMKilled",
             ExitReason::SupervisorLost => "SupervisorLost",
+            ExitReason::GuestPanicked => "GuestPanicked",
         }
     }
 }

@@ -328,6 +328,89 @@ fn rerun_on_failure_restarts_after_a_crash_only() {
     s.ok(&["delete", "vm", "rerun"]);
 }
 
+/// A VM of the test guest's kernel and initramfs told to run no init at all (`rdinit=` and
+/// `init=` name nothing, no root disk): the kernel panics ("VFS: Unable to mount root fs").
+/// `panic`: the kernel's `panic=` (-1 reboots at once, which `-no-reboot` turns into QEMU's exit
+/// as after a power-off; 0 stays halted).
+fn panicking_vm(name: &str, strategy: &str, panic: i32) -> String {
+    let a = assets();
+    manifest(
+        name,
+        &format!(
+            "{DISK_PRESSURE}  runStrategy: {strategy}\n  memory: 256Mi\n  boot:\n    kernel:\n      path: {}\n      initrd: {}\n      cmdline: console=ttyS0 earlyprintk=ttyS0 panic={panic} tsc_early_khz=2000000 no_timer_check rdinit=/nonexistent init=/nonexistent\n",
+            a.join("vmlinuz").display(),
+            a.join("initrd.gz").display()
+        ),
+    )
+}
+
+const PANIC_LINE: &str = "Kernel panic - not syncing: VFS: Unable to mount root fs";
+
+/// A guest whose kernel panics is a failure, not a power-off: with RerunOnFailure it is started
+/// again, again and again with a back-off (CrashLoopBackOff saying why), restartCount growing;
+/// each boot's panic is a Warning event `GuestPanicked` with the panic line on the VM (and its
+/// launcher pod), and the VM's condition `GuestPanicked` carries the line (`kubectl describe
+/// vm`). With Once it ends `GuestPanicked` (`kubectl get vm`'s STATUS), Failed, not started
+/// again. A kernel that stays halted after its panic (`panic=0`) is stopped, not left running.
+/// Nothing is left on the node after delete.
+#[test]
+fn a_guest_kernel_panic_is_a_failure_that_is_reported_and_restarted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assets();
+    let s = vm_server();
+    s.ok_stdin(&["apply", "-f", "-"], Some(&panicking_vm("panicky", "RerunOnFailure", -1)));
+    s.ok_stdin(&["apply", "-f", "-"], Some(&panicking_vm("halts", "Once", 0)));
+
+    // RerunOnFailure: restarted after each panic, then backing off.
+    let msg = trouble(&s, "panicky", "CrashLoopBackOff", BOOT);
+    assert!(msg.contains(PANIC_LINE), "CrashLoopBackOff says why: {msg}");
+    wait_warning(&s, "VirtualMachine", "panicky", "GuestPanicked", PANIC_LINE);
+    let vm = wait_for("restartCount 2", BOOT, || {
+        let v = get(&s, "vm/panicky");
+        (v["status"]["restartCount"].as_i64() >= Some(2)).then(|| v.to_string())
+    });
+    let vm: Value = serde_json::from_str(&vm).expect("json");
+    let c = condition(&vm, "GuestPanicked");
+    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("True"), Some("GuestPanicked")), "{vm}");
+    assert!(c["message"].as_str().is_some_and(|m| m.contains(PANIC_LINE)), "{vm}");
+    let panics = warnings(&s, "VirtualMachine", "panicky").into_iter().filter(|(r, _)| r == "GuestPanicked").count();
+    assert!(panics >= 2, "one GuestPanicked event per boot: {:?}", warnings(&s, "VirtualMachine", "panicky"));
+    let described = s.ok(&["describe", "vm", "panicky"]);
+    assert!(described.contains("GuestPanicked") && described.contains(PANIC_LINE), "{described}");
+    let wide = s.ok(&["get", "vm", "panicky", "-o", "wide"]);
+    let row: Vec<&str> = wide.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert!(row.last().and_then(|r| r.parse::<i64>().ok()) >= Some(2), "RESTARTS: {wide}");
+
+    // Once, panic=0: the halted kernel's QEMU is stopped; the VM ends GuestPanicked.
+    let msg = trouble(&s, "halts", "GuestPanicked", BOOT);
+    assert!(msg.contains(PANIC_LINE), "{msg}");
+    let vm = get(&s, "vm/halts");
+    assert_eq!((vm["status"]["phase"].as_str(), vm["status"]["restartCount"].as_i64()), (Some("Failed"), Some(0)), "{vm}");
+    let launcher = vm["status"]["launcherPod"].as_str().unwrap_or("").to_string();
+    let pod = get(&s, &format!("pod/{launcher}"));
+    let t = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!((pod["status"]["phase"].as_str(), t["reason"].as_str()), (Some("Failed"), Some("GuestPanicked")), "{pod}");
+    assert!(t["message"].as_str().is_some_and(|m| m.contains(PANIC_LINE)), "{pod}");
+    wait_warning(&s, "Pod", &launcher, "GuestPanicked", PANIC_LINE);
+    let table = s.ok(&["get", "vm", "halts"]);
+    assert_eq!(table.lines().nth(1).unwrap_or("").split_whitespace().nth(1), Some("GuestPanicked"), "{table}");
+    std::thread::sleep(Duration::from_secs(5));
+    let vm = get(&s, "vm/halts");
+    assert_eq!((vm["status"]["launcherPod"].as_str(), vm["status"]["printableStatus"].as_str()), (Some(launcher.as_str()), Some("GuestPanicked")), "not started again: {vm}");
+    let node_name = format!("pod-{}", pod["metadata"]["uid"].as_str().unwrap_or(""));
+    wait_for("the halted guest's QEMU to be gone", Duration::from_secs(60), || (qemu_processes(&node_name) == 0).then(String::new));
+
+    for vm in ["panicky", "halts"] {
+        s.ok(&["delete", "vm", vm, "--wait=false"]);
+    }
+    wait_for(&format!("nothing left on the node: {:?}", node_vms(&s)), Duration::from_secs(120), || node_vms(&s).is_empty().then(String::new));
+    let pods = wait_for("the launcher pods to go", Duration::from_secs(60), || {
+        let p = s.ok(&["get", "pods", "-l", "strata.dev/virtual-machine", "-o", "name"]);
+        p.trim().is_empty().then_some(p)
+    });
+    assert!(pods.trim().is_empty());
+}
+
 // ---- VMs from disk images, with cloud-init ----
 
 /// A VM booting the test guest's disk image (SeaBIOS + SYSLINUX on q35, tests/vms.rs's
@@ -763,7 +846,7 @@ fn wait_warning(s: &ApiServer, kind: &str, name: &str, reason: &str, says: &str)
     });
 }
 
-/// A missing disk image, a disk image that is not a file, and QEMU missing on the node are
+/// A missing disk image, a disk image that is not a file or not a disk, and QEMU missing on the node are
 /// `VMCreateError` (the Ready condition's message says what; a Warning event on the VM and on its
 /// launcher pod); a kernel that writes nothing to the serial console within the node's boot
 /// timeout (`--vm-boot-timeout`) is `NoConsoleOutput` (the same); deleted, they leave nothing on
@@ -778,6 +861,10 @@ fn bad_vm_input_is_a_clear_status_condition_and_event() {
     );
     s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("nodisk", &format!("{DISK_PRESSURE}  boot:\n    disk: {{path: /nonexistent/disk.qcow2}}\n"))));
     s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("dirdisk", &format!("{DISK_PRESSURE}  boot:\n    disk: {{path: {}}}\n", a.display()))));
+    // A file that is no disk image (qemu-img calls it raw; firmware could not boot it).
+    let junk = s.data_dir().join("junk.img");
+    std::fs::write(&junk, vec![b'x'; 4096]).expect("junk");
+    s.ok_stdin(&["apply", "-f", "-"], Some(&manifest("junkdisk", &format!("{DISK_PRESSURE}  boot:\n    disk: {{path: {}}}\n", junk.display()))));
     // The test guest's kernel told to use the screen only: nothing ever reaches the serial line.
     let silent = format!(
         "{DISK_PRESSURE}  memory: 256Mi\n  boot:\n    kernel:\n      path: {}\n      initrd: {}\n      cmdline: console=tty0 quiet panic=-1\n",
@@ -793,6 +880,8 @@ fn bad_vm_input_is_a_clear_status_condition_and_event() {
     wait_warning(&s, "Pod", &launcher, "Failed", "disk image /nonexistent/disk.qcow2");
     let msg = trouble(&s, "dirdisk", "VMCreateError", Duration::from_secs(120));
     assert!(msg.contains(&format!("disk image {}: not a regular file", a.display())), "{msg}");
+    let msg = trouble(&s, "junkdisk", "VMCreateError", Duration::from_secs(120));
+    assert!(msg.contains(&format!("disk image {}: not a bootable disk image: a raw image without a boot sector", junk.display())), "{msg}");
 
     let msg = trouble(&s, "silent", "NoConsoleOutput", BOOT);
     assert!(msg.contains("no output on the serial console 15 s after the VM started: the guest did not boot"), "{msg}");
@@ -803,7 +892,7 @@ fn bad_vm_input_is_a_clear_status_condition_and_event() {
     assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("NoConsoleOutput")), "{pod}");
     wait_warning(&s, "Pod", &launcher, "NoConsoleOutput", "no output on the serial console");
 
-    for vm in ["nodisk", "dirdisk", "silent"] {
+    for vm in ["nodisk", "dirdisk", "junkdisk", "silent"] {
         s.ok(&["delete", "vm", vm, "--wait=false"]);
     }
     wait_for(&format!("nothing left on the node: {:?}", node_vms(&s)), Duration::from_secs(120), || node_vms(&s).is_empty().then(String::new));

@@ -109,6 +109,45 @@ fn vm_cluster() -> VmCluster {
     VmCluster { server, _registry: registry, image, release, host }
 }
 
+/// A `runtimeClassName: strata-vm` pod on a node started without a guest kernel: the pod's
+/// FailedCreatePodSandBox event says why and what to do; no sandbox (netns, lease, VM) is made,
+/// and deleting the pod leaves nothing.
+#[test]
+fn a_vm_pod_on_a_node_without_a_guest_kernel_says_why_and_leaves_nothing() {
+    let server = ApiServer::start_opts(Backend::Embedded, Options { agent: true, extra: vec!["--node-name".into(), "node-a".into()], ..Options::default() });
+    server.ok_stdin(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata:\n  name: no-kernel\nspec:\n  nodeName: node-a\n  runtimeClassName: strata-vm\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: 127.0.0.1:9/none:latest\n    command: [sleep, '1000']\n"),
+    );
+    let want = "Failed to create pod sandbox: runtime handler \"strata-vm\" is not served on this node: it was started without a guest kernel (strata server|agent --vm-kernel PATH)";
+    let mut events = String::new();
+    let said = eventually(Duration::from_secs(120), || {
+        events = server.ok(&["get", "events", "--field-selector", "involvedObject.name=no-kernel", "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message", "--no-headers"]);
+        events.lines().any(|l| l.starts_with("Warning") && l.contains("FailedCreatePodSandBox") && l.contains(want))
+    });
+    assert!(said, "want {want:?} in the pod's events: {events}\nlog: {}", server.log());
+    let p = pod(&server, "no-kernel");
+    assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
+
+    // No sandbox of this pod in either runtime, so no netns, lease or VM.
+    let sandboxes_of_pod = || {
+        use strata_driver::PodRuntime;
+        let images = std::sync::Arc::new(strata_driver::images::ImageStore::open(server.root().join("images")).expect("image store"));
+        let driver = strata_driver::ContainerDriver::open(&server.root(), "runc", images, env!("CARGO_BIN_EXE_strata").into()).expect("driver");
+        let filter = strata_driver::pod::SandboxFilter { labels: [(strata_driver::pod::labels::POD_UID.to_string(), uid.clone())].into_iter().collect(), ..Default::default() };
+        driver.list_pod_sandboxes(&filter).expect("sandboxes").into_iter().map(|s| s.id).collect::<Vec<_>>()
+    };
+    assert_eq!(sandboxes_of_pod(), Vec::<String>::new());
+    assert!(vm_sandboxes(&server.root()).is_empty(), "{:?}", vm_sandboxes(&server.root()));
+    assert!(processes_under(&server.root()).is_empty(), "{:?}", processes_under(&server.root()));
+
+    server.ok(&["delete", "pod", "no-kernel", "--wait=false"]);
+    assert!(eventually(Duration::from_secs(60), || pod(&server, "no-kernel").is_null()), "the pod was not removed: {}", pod(&server, "no-kernel"));
+    assert_eq!(sandboxes_of_pod(), Vec::<String>::new());
+    assert!(vm_sandboxes(&server.root()).is_empty() && !server.root().join("microvm").exists(), "nothing of a microVM runtime on a node without one");
+}
+
 #[test]
 fn a_strata_vm_pod_runs_in_a_microvm_with_logs_exec_and_exit_codes() {
     let VmCluster { server, _registry, image, release, .. } = vm_cluster();

@@ -336,6 +336,68 @@ fn vm_errors_are_clear_and_leave_nothing() {
     empty(&env);
 }
 
+/// An initramfs (gzip'd newc cpio, in `dir`) whose /init loads the guest kernel's pvpanic driver
+/// (`pvpanic`, `pvpanic-mmio`: modules in Debian's kernel) and crashes the kernel (sysrq `c`).
+fn pvpanic_initrd(dir: &Path) -> PathBuf {
+    let kernel = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/guest-kernel.sh")).output().expect("guest-kernel.sh");
+    assert!(kernel.status.success(), "guest-kernel.sh: {}", String::from_utf8_lossy(&kernel.stderr));
+    let kernel = String::from_utf8_lossy(&kernel.stdout).trim().to_string();
+    let script = r#"set -euo pipefail
+mkdir -p "$1/root/bin" "$1/root/lib"
+cp "$(command -v busybox)" "$1/root/bin/busybox"
+for m in pvpanic pvpanic-mmio; do cp "$(find "$2/lib/modules" -name "$m.ko" | head -n1)" "$1/root/lib/"; done
+printf '#!/bin/busybox sh\n/bin/busybox mkdir -p /proc\n/bin/busybox mount -t proc proc /proc\n/bin/busybox insmod /lib/pvpanic.ko\n/bin/busybox insmod /lib/pvpanic-mmio.ko\necho c > /proc/sysrq-trigger\n' > "$1/root/init"
+chmod +x "$1/root/init"
+cd "$1/root" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "$1/pvpanic.gz"
+"#;
+    let out = Command::new("bash").args(["-c", script, "pvpanic"]).arg(dir).arg(&kernel).output().expect("bash");
+    assert!(out.status.success(), "building the pvpanic initramfs: {}", String::from_utf8_lossy(&out.stderr));
+    dir.join("pvpanic.gz")
+}
+
+/// A guest whose kernel panics is recorded as such, whatever QEMU's exit code (`vm list`:
+/// exit reason GuestPanicked, the panic as its message): read on the serial console, or, with
+/// the console elsewhere, reported by the pvpanic device (QMP GUEST_PANICKED). A kernel that
+/// stays halted after its panic (`panic=0`) does not keep QEMU running.
+#[test]
+fn a_guest_kernel_panic_is_recorded_from_the_console_or_pvpanic() {
+    let mut env = Env::new();
+    // Boot `name` with this initramfs (default: the test guest's) and command line, without a
+    // network; wait until it has exited: its `vm list` record.
+    let boot = |env: &mut Env, name: &str, initrd: Option<&Path>, append: &str| {
+        let mut args = env.create_args(name);
+        let set = |args: &mut Vec<String>, flag: &str, value: String| {
+            let at = args.iter().position(|a| a == flag).expect(flag) + 1;
+            args[at] = value;
+        };
+        if let Some(i) = initrd {
+            set(&mut args, "--initrd", i.display().to_string());
+        }
+        set(&mut args, "--append", append.to_string());
+        args.extend(["--network".into(), "none".into()]);
+        env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        wait_until(|| env.info(name)["state"] == "exited", &format!("VM {name} to exit: {}", env.info(name)));
+        env.info(name)
+    };
+    // The console: no init at all ("VFS: Unable to mount root fs"), panic=0: the kernel stays
+    // halted; the supervisor ends QEMU.
+    let name = format!("panic{}", std::process::id());
+    let info = boot(&mut env, &name, None, "console=ttyS0 earlyprintk=ttyS0 panic=0 tsc_early_khz=2000000 no_timer_check rdinit=/nonexistent");
+    assert_eq!(info["exit_reason"], "GuestPanicked", "{info}");
+    assert!(info["exit_message"].as_str().is_some_and(|m| m.starts_with("Kernel panic - not syncing: VFS: Unable to mount root fs")), "{info}");
+    assert_eq!(qemu_processes(&name), 0);
+    assert!(env.ok(&["vm", "list"]).contains("GuestPanicked"), "vm list shows why");
+
+    // pvpanic: the kernel's messages go to the screen only; its driver tells QEMU.
+    let initrd = pvpanic_initrd(env.root.path());
+    let name = format!("pvpanic{}", std::process::id());
+    let info = boot(&mut env, &name, Some(&initrd), "console=tty0 panic=0 tsc_early_khz=2000000 no_timer_check");
+    assert_eq!(info["exit_reason"], "GuestPanicked", "{info}");
+    assert_eq!(info["exit_message"], "the guest reported a kernel panic through its pvpanic device (QEMU's panic action: poweroff)", "{info}");
+    assert!(!env.logs(&name).contains("Kernel panic"), "nothing on the serial console");
+    assert_eq!(qemu_processes(&name), 0);
+}
+
 /// QEMU dropped root once the machine was built: a uid of its own, no capabilities.
 fn assert_unprivileged(pid: i64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("QEMU's status");
@@ -446,10 +508,15 @@ fn vm_disk_and_network_errors_leave_nothing() {
     let name = format!("baddisk{}", std::process::id());
     env.names.push(name.clone());
     let disk = assets().join("disk.qcow2").display().to_string();
+    // A regular file that is no disk image: qemu-img calls it raw, and firmware could not boot it.
+    let junk = env.root.path().join("junk.img");
+    std::fs::write(&junk, vec![b'x'; 4096]).expect("junk");
+    let junk = junk.display().to_string();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let busy_port = format!("127.0.0.1:{}:80", busy.local_addr().expect("addr").port());
     let cases: &[(&[&str], &str)] = &[
         (&["--disk", "/nonexistent/disk.qcow2"], "disk image /nonexistent/disk.qcow2"),
+        (&["--disk", &junk], "not a bootable disk image: a raw image without a boot sector (no 55 AA signature at byte 510)"),
         (&["--disk", &disk, "--disk-size", "8M"], "smaller than the image"),
         (&["--disk", &disk, "--disk-size", "lots"], "invalid disk size"),
         (&["--disk", &disk, "--cloud-init", "/nonexistent/ud"], "cloud-init user-data /nonexistent/ud"),
@@ -628,10 +695,7 @@ fn kill_9_of_vm_create_leaves_nothing_half_done() {
     let ids: Vec<String> = list.iter().map(|v| v["id"].as_str().expect("id").to_string()).collect();
     let ours = |owner: &str| ids.iter().any(|id| id == owner);
     for tap in vm_taps().difference(&taps_before) {
-        let vm_dirs = std::fs::read_dir("/var/tmp").into_iter().flatten().flatten().any(|r| {
-            std::fs::read_dir(r.path().join("vms")).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&tap[3..]))
-        });
-        assert!(vm_dirs, "tap {tap} belongs to no VM");
+        assert!(vm_dir_of_tap(tap), "tap {tap} belongs to no VM");
     }
     for (ip, owner) in leases().difference(&leases_before) {
         // Another test's pod sandbox (its network namespace pinned under /run/strata/netns; a VM
@@ -639,7 +703,7 @@ fn kill_9_of_vm_create_leaves_nothing_half_done() {
         let known = ours(owner)
             || Path::new("/run/strata/netns").join(owner).exists()
             || std::fs::read_dir("/var/tmp").into_iter().flatten().flatten().any(|r| {
-                ["vms", "containers"].iter().any(|k| r.path().join(k).join(owner).exists())
+                ["vms", "containers", "root/vms", "root/containers"].iter().any(|k| r.path().join(k).join(owner).exists())
             });
         assert!(known, "lease {ip} is held by {owner}, which has no workload");
     }
@@ -659,10 +723,7 @@ fn kill_9_of_vm_create_leaves_nothing_half_done() {
         assert!(!leases().iter().any(|(_, o)| o == id), "lease of {id} left");
     }
     for tap in vm_taps().difference(&taps_before) {
-        let owned = std::fs::read_dir("/var/tmp").into_iter().flatten().flatten().any(|r| {
-            std::fs::read_dir(r.path().join("vms")).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&tap[3..]))
-        });
-        assert!(owned, "tap {tap} left without a VM");
+        assert!(vm_dir_of_tap(tap), "tap {tap} left without a VM");
     }
     let trash = env.root.path().join("trash");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -675,6 +736,17 @@ fn kill_9_of_vm_create_leaves_nothing_half_done() {
         // A remover of the (now empty) trash is only exiting.
         assert!(!cmd.contains(&root) || cmd.starts_with("rm -rf -- "), "process left: {cmd}");
     }
+}
+
+/// Is there a VM directory for tap `tap` (`stv` + the id's start) under a strata root in /var/tmp:
+/// this test's and other tests' (`/var/tmp/svm-*`, or a server's agent root
+/// `/var/tmp/strata-api-*/root`), which may make VMs meanwhile on this shared machine?
+fn vm_dir_of_tap(tap: &str) -> bool {
+    std::fs::read_dir("/var/tmp").into_iter().flatten().flatten().any(|r| {
+        [r.path().join("vms"), r.path().join("root/vms")]
+            .iter()
+            .any(|d| std::fs::read_dir(d).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with(&tap[3..])))
+    })
 }
 
 /// `kill -9` of a VM's supervisor: the VM keeps running and gets a new supervisor, so its

@@ -312,7 +312,7 @@ pub(crate) fn definitions(flavor: Flavor, out: &mut Map<String, Value>) {
         "VirtualMachineStatus is what the VM is doing, as its controller last saw it.",
         json!({
             "phase": s("Stopped, Pending, Scheduled, Running, Succeeded or Failed (the current launcher pod's phase)."),
-            "printableStatus": s("The one word kubectl get shows: Stopped, Starting, Running, Stopping, ErrorUnschedulable, CrashLoopBackOff, Succeeded, Failed, or why the launcher waits."),
+            "printableStatus": s("The one word kubectl get shows: Stopped, Starting, Running, Stopping, ErrorUnschedulable, CrashLoopBackOff, Succeeded, Failed, GuestPanicked, or why the launcher waits."),
             "nodeName": s("The node running the VM."),
             "ipAddress": s("The guest's address on the node's network."),
             "ipAddresses": { "type": "array", "items": { "type": "string" }, "description": "Every address of the guest." },

@@ -44,6 +44,10 @@ pub const PAUSED_CONDITION: &str = "strata.dev/Paused";
 pub const PAUSED: &str = "Paused";
 /// The reason (and the VM's printableStatus) of a guest that wrote nothing to its console.
 pub const NO_CONSOLE_OUTPUT: &str = "NoConsoleOutput";
+/// A guest whose kernel panicked (KubeVirt's Warning event reason): the launcher container's
+/// terminated reason, the VM's printableStatus when the boot is not started again, the type and
+/// reason of the VM condition saying the last boot ended so, and the Warning events' reason.
+pub const GUEST_PANICKED: &str = "GuestPanicked";
 /// The node label saying whether VMs there run under KVM (the agent's probe).
 pub const KVM_NODE_LABEL: &str = "strata.dev/kvm";
 /// Launcher pod condition: does a QEMU guest agent answer in the guest? `True` (reason
@@ -255,8 +259,8 @@ pub struct VirtualMachineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// What `kubectl get vm` shows: `Stopped`, `Starting`, `Running`, `Stopping`,
-    /// `ErrorUnschedulable`, `CrashLoopBackOff`, `Succeeded`, `Failed`, or the launcher's
-    /// waiting reason (`VMCreateError`).
+    /// `ErrorUnschedulable`, `CrashLoopBackOff`, `Succeeded`, `Failed`, `GuestPanicked`, or the
+    /// launcher's waiting reason (`VMCreateError`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printable_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

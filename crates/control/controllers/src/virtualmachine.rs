@@ -227,6 +227,17 @@ pub fn launcher(v: &VirtualMachine, attempt: u32, restarts: i32) -> Result<Pod, 
     })
 }
 
+/// The panic line of a finished launcher whose guest's kernel panicked (its container
+/// terminated with reason `GuestPanicked`), and when.
+fn guest_panic(p: &Pod) -> Option<(String, Option<Time>)> {
+    if !finished(p) {
+        return None;
+    }
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    let t = statuses.iter().find(|c| c.name == vm::LAUNCHER_CONTAINER)?.state.as_ref()?.terminated.as_ref()?;
+    (t.reason.as_deref() == Some(vm::GUEST_PANICKED)).then(|| (t.message.clone().unwrap_or_else(|| "the guest kernel panicked".into()), t.finished_at.clone()))
+}
+
 fn condition(p: &Pod, t: &str) -> Option<k8s_openapi::api::core::v1::PodCondition> {
     p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == t).cloned()
 }
@@ -275,7 +286,7 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
             } else if let Some(c) = unschedulable {
                 ("ErrorUnschedulable".into(), c.message)
             } else if plan.wait.is_some() {
-                ("CrashLoopBackOff".into(), st.message.clone())
+                ("CrashLoopBackOff".into(), guest_panic(p).map(|(line, _)| line).or_else(|| st.message.clone()))
             } else if plan.create.is_some() {
                 ("Starting".into(), None)
             } else {
@@ -293,6 +304,7 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
                         let _ = other;
                         ("Stopped".into(), None)
                     }
+                    "Failed" if guest_panic(p).is_some() => (vm::GUEST_PANICKED.into(), guest_panic(p).map(|(line, _)| line)),
                     other => (other.to_string(), st.message.clone()),
                 }
             }
@@ -315,6 +327,20 @@ pub fn status(v: &VirtualMachine, pods: &[Arc<Pod>], plan: &Plan) -> VirtualMach
         let since = old.conditions.iter().find(|c| c.type_ == vm::PAUSED).and_then(|c| c.last_transition_time.clone()).unwrap_or_else(|| Time(chrono::Utc::now()));
         s.conditions.push(VirtualMachineCondition { type_: vm::PAUSED.into(), status: "True".into(), reason: Some(vm::PAUSED.into()), message, last_transition_time: Some(since) });
     }
+    // The last finished boot's guest panic: set from that launcher, kept while a later boot
+    // starts or runs (as a pod container's lastState), dropped once a boot ends another way.
+    let old_panic = old.conditions.iter().find(|c| c.type_ == vm::GUEST_PANICKED);
+    let panic = match newest {
+        Some(p) if finished(p) => guest_panic(p).map(|(line, at)| {
+            let message = format!("{line} (launcher pod {})", p.name_any());
+            let since = at
+                .or_else(|| old_panic.filter(|c| c.message.as_deref() == Some(message.as_str())).and_then(|c| c.last_transition_time.clone()))
+                .unwrap_or_else(|| Time(chrono::Utc::now()));
+            VirtualMachineCondition { type_: vm::GUEST_PANICKED.into(), status: "True".into(), reason: Some(vm::GUEST_PANICKED.into()), message: Some(message), last_transition_time: Some(since) }
+        }),
+        _ => old_panic.cloned(),
+    };
+    s.conditions.extend(panic);
     // What the guest's agent reports, while the launcher runs (KubeVirt's AgentConnected).
     if let Some(c) = newest.filter(|p| !finished(p) && p.metadata.deletion_timestamp.is_none()).and_then(|p| condition(p, vm::AGENT_CONDITION)) {
         let report = (c.status == "True").then(|| c.message.as_deref().and_then(|m| serde_json::from_str::<vm::GuestReport>(m).ok())).flatten();
@@ -347,6 +373,14 @@ fn trouble(old: Option<&VirtualMachineStatus>, new: &VirtualMachineStatus) -> Op
     let message = new.conditions.iter().find(|c| c.type_ == "Ready").and_then(|c| c.message.clone()).filter(|m| !m.is_empty());
     let pod = new.launcher_pod.as_deref().unwrap_or("");
     Some((printable.to_string(), message.unwrap_or_else(|| format!("launcher pod {pod} is {printable}"))))
+}
+
+/// A Warning event `GuestPanicked` (KubeVirt's) when the status gains a guest panic it did not
+/// have: a new condition, or one of another boot. Pure.
+fn panicked(old: Option<&VirtualMachineStatus>, new: &VirtualMachineStatus) -> Option<String> {
+    let find = |s: &VirtualMachineStatus| s.conditions.iter().find(|c| c.type_ == vm::GUEST_PANICKED).map(|c| (c.message.clone(), c.last_transition_time.clone()));
+    let now = find(new)?;
+    (old.and_then(find) != Some(now.clone())).then(|| format!("The guest kernel panicked: {}", now.0.unwrap_or_default()))
 }
 
 /// A merge patch from `old` to `new`: a field `new` no longer has is null (removed), not left
@@ -443,6 +477,9 @@ async fn reconcile(v: Arc<VirtualMachine>, ctx: Arc<Context<State>>) -> Result<A
         }
     }
     let new_status = status(&v, &pods, &plan);
+    if let Some(message) = panicked(v.status.as_ref(), &new_status) {
+        ctx.recorder.publish(v.as_ref(), EventType::Warning, vm::GUEST_PANICKED, message);
+    }
     if let Some((reason, message)) = trouble(v.status.as_ref(), &new_status) {
         ctx.recorder.publish(v.as_ref(), EventType::Warning, &reason, message);
     }
@@ -591,6 +628,61 @@ mod tests {
         let s = status(&v, &[Arc::new(p)], &Plan::default());
         assert_eq!(s.printable_status.as_deref(), Some("Running"));
         assert_eq!(s.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect::<Vec<_>>(), [("Ready", "True")]);
+    }
+
+    #[test]
+    fn a_guest_panic_fails_the_boot_and_is_reported_once() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
+        let line = "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)";
+        let panicked_pod = |attempt: u32, at: i64| {
+            let mut p = (*pod(attempt, "Failed", false)).clone();
+            let t = ContainerStateTerminated { exit_code: 0, reason: Some(vm::GUEST_PANICKED.into()), message: Some(line.into()), finished_at: Some(Time(chrono::DateTime::from_timestamp(at, 0).unwrap_or_default())), ..Default::default() };
+            if let Some(st) = p.status.as_mut() {
+                st.container_statuses = Some(vec![ContainerStatus { name: vm::LAUNCHER_CONTAINER.into(), state: Some(ContainerState { terminated: Some(t), ..Default::default() }), ..Default::default() }]);
+            }
+            Arc::new(p)
+        };
+        let cond = |s: &VirtualMachineStatus| s.conditions.iter().find(|c| c.type_ == vm::GUEST_PANICKED).cloned();
+        // Once: the boot ends GuestPanicked (printableStatus, Ready's reason and message), with a
+        // GuestPanicked condition and one Warning.
+        let mut v = vm("Once");
+        let pods = vec![panicked_pod(0, 1_000)];
+        let p = plan(&v, &pods, Some((1, Duration::ZERO)));
+        assert_eq!(p, Plan::default(), "Once is not started again");
+        let s = status(&v, &pods, &p);
+        assert_eq!(s.printable_status.as_deref(), Some(vm::GUEST_PANICKED));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").cloned().unwrap_or_default();
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref(), ready.message.as_deref()), ("False", Some(vm::GUEST_PANICKED), Some(line)));
+        let c = cond(&s).expect("a GuestPanicked condition");
+        assert_eq!((c.status.as_str(), c.message.as_deref()), ("True", Some(format!("{line} (launcher pod virt-launcher-demo-0)").as_str())));
+        assert_eq!(panicked(v.status.as_ref(), &s).as_deref(), Some(format!("The guest kernel panicked: {line} (launcher pod virt-launcher-demo-0)").as_str()));
+        v.status = Some(s.clone());
+        assert_eq!(panicked(v.status.as_ref(), &status(&v, &pods, &p)), None, "reported once");
+        // RerunOnFailure: a panic is a failure: started again at once, then after a back-off
+        // (CrashLoopBackOff saying why); the condition stays while the next boot runs.
+        let mut v = vm("RerunOnFailure");
+        let p = plan(&v, &pods, Some((1, Duration::ZERO)));
+        assert_eq!(p.create, Some((1, 1)));
+        let s = status(&v, &pods, &p);
+        assert_eq!(s.printable_status.as_deref(), Some("Starting"));
+        assert!(panicked(v.status.as_ref(), &s).is_some());
+        v.status = Some(s);
+        let next = vec![pod(1, "Running", false)];
+        let s = status(&v, &next, &plan(&v, &next, None));
+        assert_eq!(cond(&s).and_then(|c| c.message), Some(format!("{line} (launcher pod virt-launcher-demo-0)")), "kept while the next boot runs");
+        assert_eq!(panicked(v.status.as_ref(), &s), None);
+        v.status = Some(s);
+        let again = vec![panicked_pod(1, 1_010)];
+        let p = plan(&v, &again, Some((2, Duration::from_secs(1))));
+        assert_eq!((p.create, p.wait), (None, Some(Duration::from_secs(4))));
+        let s = status(&v, &again, &p);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").cloned().unwrap_or_default();
+        assert_eq!((s.printable_status.as_deref(), ready.message.as_deref()), (Some("CrashLoopBackOff"), Some(line)));
+        assert!(panicked(v.status.as_ref(), &s).is_some_and(|m| m.contains("virt-launcher-demo-1")), "a new boot's panic is reported again");
+        // A boot that ends another way drops it.
+        v.status = Some(s);
+        let off = vec![pod(2, "Succeeded", false)];
+        assert_eq!(cond(&status(&v, &off, &plan(&v, &off, None))), None);
     }
 
     #[test]

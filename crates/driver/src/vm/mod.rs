@@ -248,6 +248,11 @@ impl VmDriver {
             if e.supervisor_lost {
                 x.reason = crate::ExitReason::SupervisorLost;
             }
+            // A panic says more than the code (QEMU exits 0 after the guest's reboot).
+            if let Some(p) = e.guest_panic {
+                x.reason = crate::ExitReason::GuestPanicked;
+                x.message = Some(p);
+            }
             x
         })
     }
@@ -800,6 +805,29 @@ fn boot_file(what: &str, p: &Path) -> Result<PathBuf, Error> {
     Ok(abs)
 }
 
+/// A raw disk image (qemu-img's verdict for any file it recognises no format in) boots through
+/// SeaBIOS only with a boot sector: the `55 AA` signature at byte 510, as the firmware checks.
+/// Without one it is no disk image (a text file, a truncated download): refused now, rather
+/// than a guest that never writes to its console.
+fn bios_bootable(path: &Path) -> Result<(), Error> {
+    use std::io::Read;
+    let mut sector = [0u8; 512];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut sector));
+    let ok = match read {
+        Ok(()) => sector[510..] == [0x55, 0xaa],
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+        Err(e) => return Err(Error::InvalidArgument(format!("disk image {}: {e}", path.display()))),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "disk image {}: not a bootable disk image: a raw image without a boot sector (no 55 AA signature at byte 510)",
+            path.display()
+        )))
+    }
+}
+
 impl Driver for VmDriver {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -834,6 +862,9 @@ impl Driver for VmDriver {
             Some(path) => {
                 let info = qemu::image_info(&qemu_img, &path)
                     .map_err(|e| Error::InvalidArgument(format!("disk image {}: {e}", path.display())))?;
+                if info.format == "raw" {
+                    bios_bootable(&path)?;
+                }
                 if let Some(size) = spec.disk_size_bytes {
                     if size < info.virtual_size {
                         return Err(Error::InvalidArgument(format!(

@@ -26,6 +26,12 @@ pub struct ExitRecord {
     /// how QEMU ended is not known).
     #[serde(default)]
     pub supervisor_lost: bool,
+    /// The guest's kernel panicked (VMs): what said so — the console's `Kernel panic - not
+    /// syncing` line, or QEMU's `GUEST_PANICKED` event from the pvpanic device. QEMU then exits
+    /// as after a power-off (the kernel reboots under `-no-reboot`, or pvpanic's shutdown
+    /// action), so the exit code alone does not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_panic: Option<String>,
 }
 
 impl ExitRecord {
@@ -38,6 +44,7 @@ impl ExitRecord {
             finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             runtime_deleted: false,
             supervisor_lost: false,
+            guest_panic: None,
         }
     }
 }

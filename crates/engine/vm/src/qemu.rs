@@ -18,6 +18,9 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const SERIAL_SOCKET: &str = "serial.sock";
 /// The supervisor's console socket (the supervisor listens; any number of clients).
 pub const CONSOLE_SOCKET: &str = "console.sock";
+/// A second QMP monitor (QEMU listens), for the supervisor alone: it only listens for events
+/// (`GUEST_PANICKED`), so the driver keeps [`QMP_SOCKET`] for its commands. Full VMs only.
+pub const EVENTS_SOCKET: &str = "events.sock";
 
 /// The default kernel command line. `earlyprintk=ttyS0` matters on `microvm` with ACPI: the
 /// 8250 driver does not find the legacy port through ACPI there, the early console does.
@@ -165,6 +168,11 @@ pub fn args(m: &Machine) -> Vec<String> {
     let reporting = if m.guest.is_some() { ",free-page-reporting=on" } else { "" };
     push(&["-device", &format!("virtio-balloon-{bus},deflate-on-oom=on{reporting}")]);
     if m.guest.is_none() {
+        // A guest kernel with the pvpanic driver (Debian's `pvpanic-mmio`, loaded by udev)
+        // reports its panic through this ISA device: QMP `GUEST_PANICKED`, which the supervisor
+        // hears on its own monitor (and it reads the console's panic line for other kernels).
+        push(&["-device", "pvpanic"]);
+        push(&["-chardev", &format!("socket,id=events,path={EVENTS_SOCKET},server=on,wait=off"), "-mon", "chardev=events,mode=control"]);
         // A full VM's guest may run the QEMU guest agent (`qemu-ga`): its port, which the node
         // asks about the guest (`crate::qga`); a guest without one never opens it.
         push(&["-chardev", &format!("socket,id=qga,path={},server=on,wait=off", crate::qga::QGA_SOCKET)]);
@@ -423,11 +431,14 @@ mod tests {
         assert!(has(&a, ["-runas", "1900000255:1900000255"]) && has(&a, ["-sandbox", SANDBOX_RUNAS]));
         // A full VM: the QEMU guest agent's port, and neither strata's agent nor a share.
         assert!(has(&a, ["-chardev", "socket,id=qga,path=qga.sock,server=on,wait=off"]));
+        assert!(has(&a, ["-device", "pvpanic"]) && has(&a, ["-mon", "chardev=events,mode=control"]));
+        assert!(has(&a, ["-chardev", "socket,id=events,path=events.sock,server=on,wait=off"]));
         assert!(has(&a, ["-device", "virtio-serial-device,id=qgaserial"]) && has(&a, ["-device", "virtserialport,bus=qgaserial.0,chardev=qga,name=org.qemu.guest_agent.0"]));
         assert!(!a.iter().any(|x| x.contains("strata.agent") || x.contains("9p")));
         m.guest = Some(GuestDevices { share: Some("/s/a,b".into()) });
         let a = args(&m);
         assert!(!a.iter().any(|x| x.contains("qga")), "a VM-isolated pod's guest runs strata's agent only");
+        assert!(!a.iter().any(|x| x == "pvpanic" || x.contains(EVENTS_SOCKET)), "no pvpanic or event monitor in a microVM: {a:?}");
         assert!(has(&a, ["-chardev", "socket,id=agent,path=agent.sock,server=on,wait=off"]));
         assert!(has(&a, ["-device", "virtio-serial-device"]) && has(&a, ["-device", "virtserialport,chardev=agent,name=strata.agent"]));
         assert!(has(&a, ["-fsdev", "local,id=share,path=/s/a,,b,security_model=passthrough"]));

@@ -136,6 +136,13 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// The connection as a plain stream for reading events only (a monitor of its own that
+    /// nobody sends commands on), with the bytes already read past the last message.
+    pub fn into_event_stream(self) -> (UnixStream, Vec<u8>) {
+        let pending = self.reader.buffer().to_vec();
+        (self.reader.into_inner(), pending)
+    }
+
     /// Run a command and return its `return` value.
     pub fn execute_raw(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let id = self.next_id;

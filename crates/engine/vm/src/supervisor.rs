@@ -9,6 +9,13 @@
 //! goes to the guest. When QEMU exits (the serial socket closes) it reaps QEMU and records the
 //! exit status in the exit file, written atomically.
 //!
+//! A guest kernel that panics ends QEMU as a power-off would (it reboots under `-no-reboot`, or
+//! pvpanic's default action shuts QEMU down), so the supervisor watches for it ([`PanicWatch`]):
+//! the console's `Kernel panic - not syncing` line, and QMP's `GUEST_PANICKED` on a monitor of
+//! its own ([`EVENTS_SOCKET`]) for guests with the pvpanic driver. The exit record then carries
+//! `guest_panic`. A kernel that stays halted after its panic (`panic=0`: the console's
+//! `---[ end Kernel panic` line, or a pvpanic report) is dead for good: QEMU is told to quit.
+//!
 //! It is one thread around `poll(2)`, so its memory is a few MiB whatever the guest does.
 
 use std::fs::File;
@@ -23,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use strata_supervise::logs::{LogWriter, Stream, MAX_LINE};
 use strata_supervise::{daemon, exit, ports};
 
-use crate::qemu::{CONSOLE_SOCKET, QMP_SOCKET, SERIAL_SOCKET};
+use crate::qemu::{CONSOLE_SOCKET, EVENTS_SOCKET, QMP_SOCKET, SERIAL_SOCKET};
 use crate::qmp::Qmp;
 
 /// The argument that makes the `strata` binary run [`main`].
@@ -131,7 +138,7 @@ fn run(config: &Config) -> Result<(), String> {
     let qemu_log =
         File::create(&config.qemu_log).map_err(|e| format!("creating {}: {e}", config.qemu_log.display()))?;
     let qemu_log2 = qemu_log.try_clone().map_err(|e| e.to_string())?;
-    for s in [QMP_SOCKET, SERIAL_SOCKET, CONSOLE_SOCKET] {
+    for s in [QMP_SOCKET, SERIAL_SOCKET, CONSOLE_SOCKET, EVENTS_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
     let mut child = Command::new(&config.qemu)
@@ -148,7 +155,7 @@ fn run(config: &Config) -> Result<(), String> {
         Err(msg) => {
             let _ = child.kill();
             let _ = child.wait();
-            for s in [QMP_SOCKET, SERIAL_SOCKET] {
+            for s in [QMP_SOCKET, SERIAL_SOCKET, EVENTS_SOCKET] {
                 let _ = std::fs::remove_file(s);
             }
             return Err(msg);
@@ -156,7 +163,7 @@ fn run(config: &Config) -> Result<(), String> {
     };
     // Space for the exit record is taken now: if the disk fills, how QEMU ended is still recorded.
     let reserve = exit::reserve(&config.exit_file);
-    serve_console(config, serial, qemu_pid, listeners)?;
+    let panic = serve_console(config, serial, qemu_pid, listeners)?;
     let status = child.wait().map_err(|e| format!("waiting for QEMU: {e}"))?;
     use std::os::unix::process::ExitStatusExt;
     let (code, signal) = match (status.code(), status.signal()) {
@@ -164,7 +171,7 @@ fn run(config: &Config) -> Result<(), String> {
         (None, Some(s)) => (128 + s, Some(s)),
         _ => (255, None),
     };
-    finish(config, reserve, Exit::now(code, signal))
+    finish(config, reserve, Exit { guest_panic: panic.report(), ..Exit::now(code, signal) })
 }
 
 /// Supervise a QEMU that another (dead) supervisor launched.
@@ -184,15 +191,16 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
         }
     };
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
-    serve_console(config, serial, qemu_pid, listeners)?;
+    let panic = serve_console(config, serial, qemu_pid, listeners)?;
     crate::wait_pid_exit(qemu_pid, qemu_start, None);
-    // Not QEMU's parent: its exit status is unknown.
-    finish(config, reserve, Exit { supervisor_lost: true, ..Exit::now(255, None) })
+    // Not QEMU's parent: its exit status is unknown (a panic seen since the adoption is not).
+    finish(config, reserve, Exit { supervisor_lost: true, guest_panic: panic.report(), ..Exit::now(255, None) })
 }
 
 /// From the moment QEMU is ready until its console closes: the console socket, the console
-/// log, the state file and the ready report, published ports, then the relay.
-fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<(), String> {
+/// log, the state file and the ready report, published ports, then the relay. Returns what it
+/// saw of a guest panic.
+fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<PanicWatch, String> {
     let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)
@@ -200,19 +208,32 @@ fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: 
     if !config.state_file.as_os_str().is_empty() {
         strata_supervise::util::write_supervisor_state(&config.state_file, Some(qemu_pid));
     }
+    // The event monitor is optional: QEMUs started before it existed have none.
+    let events = if Path::new(EVENTS_SOCKET).exists() {
+        match UnixStream::connect(EVENTS_SOCKET).map_err(crate::qmp::QmpError::from).and_then(|s| Qmp::handshake(s, Duration::from_secs(5))) {
+            Ok(q) => Some(q.into_event_stream()),
+            Err(e) => {
+                strata_supervise::note!("{NAME}: QMP event monitor: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     daemon::ready(qemu_pid);
     ports::serve_ports(listeners);
-    if let Err(e) = relay(serial, &listener, writer) {
+    let mut panic = PanicWatch::default();
+    if let Err(e) = relay(serial, &listener, writer, events, &mut panic, qemu_pid) {
         strata_supervise::note!("{NAME}: console: {e}");
     }
     drop(listener);
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
-    Ok(())
+    Ok(panic)
 }
 
 /// QEMU has ended: remove its sockets and record the exit.
 fn finish(config: &Config, reserve: Option<PathBuf>, record: Exit) -> Result<(), String> {
-    for s in [QMP_SOCKET, SERIAL_SOCKET] {
+    for s in [QMP_SOCKET, SERIAL_SOCKET, EVENTS_SOCKET] {
         let _ = std::fs::remove_file(s);
     }
     exit::write(&config.exit_file, reserve.as_ref(), &record).map_err(|e| format!("writing exit record: {e}"))
@@ -250,19 +271,115 @@ fn wait_ready(config: &Config, child: &mut Child) -> Result<UnixStream, String> 
     UnixStream::connect(SERIAL_SOCKET).map_err(|e| format!("connecting to the serial console: {e}"))
 }
 
+/// The kernel's first panic line (`panic()` prints it before anything else).
+const PANIC_HEADER: &str = "Kernel panic - not syncing";
+/// What `panic()` prints last when the kernel stays halted (no `panic=N` reboot).
+const PANIC_END: &str = "---[ end Kernel panic - not syncing";
+/// The longest panic report kept (it travels in the exit record and up to the API).
+const PANIC_REPORT_MAX: usize = 512;
+
+/// What the supervisor saw of a guest kernel panic: the console's panic line, and the pvpanic
+/// device's report (QMP `GUEST_PANICKED`).
+#[derive(Debug, Default)]
+pub struct PanicWatch {
+    console: Option<String>,
+    reported: Option<String>,
+    halted: bool,
+}
+
+impl PanicWatch {
+    /// One complete console line. True (once) when the guest's kernel is now known to stay
+    /// halted: QEMU should be told to quit.
+    pub fn console_line(&mut self, line: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(line);
+        if let Some(i) = text.find(PANIC_END) {
+            if self.console.is_none() {
+                let said = text[i..].trim_start_matches("---[ end ").trim_end().trim_end_matches("]---").trim_end();
+                self.console = Some(clip(said));
+            }
+            return self.halt();
+        }
+        if self.console.is_none() {
+            if let Some(i) = text.find(PANIC_HEADER) {
+                self.console = Some(clip(text[i..].trim_end()));
+            }
+        }
+        false
+    }
+
+    /// One message of the QMP event monitor. True (once) on `GUEST_PANICKED`: the guest stopped
+    /// for good (QEMU's panic action may keep it, paused).
+    pub fn qmp_message(&mut self, message: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(message) else { return false };
+        if v["event"] != "GUEST_PANICKED" {
+            return false;
+        }
+        let action = v["data"]["action"].as_str().unwrap_or("unknown");
+        self.reported.get_or_insert_with(|| format!("the guest reported a kernel panic through its pvpanic device (QEMU's panic action: {action})"));
+        self.halt()
+    }
+
+    fn halt(&mut self) -> bool {
+        !std::mem::replace(&mut self.halted, true)
+    }
+
+    /// For the exit record: the console's panic line (it says why), else the pvpanic report.
+    pub fn report(&self) -> Option<String> {
+        self.console.clone().or_else(|| self.reported.clone())
+    }
+}
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(PANIC_REPORT_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The guest's kernel panicked and stays halted: QEMU is told to end (SIGTERM: QEMU exits
+/// cleanly), as libvirt's `on_crash=destroy`.
+fn quit_panicked(qemu_pid: i32) {
+    strata_supervise::note!("{NAME}: the guest kernel panicked and stays halted; stopping QEMU");
+    // SAFETY: kill(2) with a pid this supervisor serves (its console is still open, so the
+    // process has not been reaped and the pid not reused) and a valid signal.
+    unsafe {
+        libc::kill(qemu_pid, libc::SIGTERM);
+    }
+}
+
 /// Copy the serial console into the log and to attached clients, and clients' input to the
-/// guest, until QEMU closes the serial socket.
-fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) -> std::io::Result<()> {
+/// guest, until QEMU closes the serial socket; watch the console and QMP's events (`events`:
+/// the event monitor and the bytes already read from it) for a guest panic.
+fn relay(
+    mut serial: UnixStream,
+    listener: &UnixListener,
+    mut log: LogWriter,
+    mut events: Option<(UnixStream, Vec<u8>)>,
+    panic: &mut PanicWatch,
+    qemu_pid: i32,
+) -> std::io::Result<()> {
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut line: Vec<u8> = Vec::new();
+    // The current console line for the panic watch: unlike `line`, not cut by partial flushes.
+    let mut scan: Vec<u8> = Vec::new();
     let mut last_byte = Instant::now();
     let mut buf = vec![0u8; 16 * 1024];
+    if let Some((_, pending)) = events.as_mut() {
+        let had = std::mem::take(pending);
+        if event_lines(pending, &had, panic) {
+            quit_panicked(qemu_pid);
+        }
+    }
     loop {
         let mut fds = vec![
             libc::pollfd { fd: serial.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
         fds.extend(clients.iter().map(|c| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        if let Some((e, _)) = &events {
+            fds.push(libc::pollfd { fd: e.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
         let timeout = if line.is_empty() { -1 } else { PARTIAL_FLUSH.as_millis() as i32 };
         // SAFETY: fds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -277,9 +394,24 @@ fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) ->
             log.write_record(Stream::Stdout, true, &line)?;
             line.clear();
         }
-        // Clients first, while `fds[2..]` still lines up with `clients`.
+        // The event monitor (last), then clients, while `fds[2..]` still lines up with `clients`.
+        if events.is_some() && fds.last().is_some_and(|f| f.revents != 0) {
+            let n = match events.as_mut().map(|(e, _)| e.read(&mut buf)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::WouldBlock => continue,
+                _ => 0,
+            };
+            if n == 0 {
+                // QEMU is going away (or the monitor broke): the console says the rest.
+                events = None;
+            } else if let Some((_, pending)) = events.as_mut() {
+                if event_lines(pending, &buf[..n], panic) {
+                    quit_panicked(qemu_pid);
+                }
+            }
+        }
         let mut dead = vec![false; clients.len()];
-        for (i, pfd) in fds[2..].iter().enumerate() {
+        for (i, pfd) in fds[2..2 + clients.len()].iter().enumerate() {
             if pfd.revents == 0 {
                 continue;
             }
@@ -308,11 +440,14 @@ fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) ->
                     dead[i] = true;
                 }
             }
+            let mut halted = false;
             for &b in &buf[..n] {
                 match b {
                     b'\n' => {
                         log.write_record(Stream::Stdout, false, &line)?;
                         line.clear();
+                        halted |= panic.console_line(&scan);
+                        scan.clear();
                     }
                     b'\r' => {}
                     _ => {
@@ -321,8 +456,14 @@ fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) ->
                             log.write_record(Stream::Stdout, true, &line)?;
                             line.clear();
                         }
+                        if scan.len() < MAX_LINE {
+                            scan.push(b);
+                        }
                     }
                 }
+            }
+            if halted {
+                quit_panicked(qemu_pid);
             }
         }
         let gone: Vec<usize> = dead.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i).collect();
@@ -337,5 +478,69 @@ fn relay(mut serial: UnixStream, listener: &UnixListener, mut log: LogWriter) ->
                 clients.push(c);
             }
         }
+    }
+}
+
+/// Add `bytes` of the event monitor to `pending` and look at each complete message (QMP sends
+/// one JSON object per line). True when one reported a panic.
+fn event_lines(pending: &mut Vec<u8>, bytes: &[u8], panic: &mut PanicWatch) -> bool {
+    pending.extend_from_slice(bytes);
+    let mut halted = false;
+    while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+        let message: Vec<u8> = pending.drain(..=i).collect();
+        halted |= panic.qmp_message(&message);
+    }
+    // A monitor that never ends a line is not QMP: do not keep growing.
+    if pending.len() > 1 << 20 {
+        pending.clear();
+    }
+    halted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_console_panic_line_is_the_report_and_its_end_marker_halts() {
+        let mut w = PanicWatch::default();
+        assert!(!w.console_line(b"[    0.000000] Linux version 6.1.0-57-amd64"));
+        assert!(!w.console_line(b"echo Kernel panic is a phrase too, without the rest"));
+        assert_eq!(w.report(), None);
+        // panic=-1: the header, then a reboot (QEMU exits under -no-reboot); nothing to stop.
+        assert!(!w.console_line(b"[    3.672818] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"));
+        assert_eq!(w.report().as_deref(), Some("Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"));
+        // A second panic line does not replace the first.
+        assert!(!w.console_line(b"Kernel panic - not syncing: Attempted to kill init!"));
+        // panic=0: the end marker; the kernel stays halted: stop QEMU, once.
+        assert!(w.console_line(b"[    3.700000] ---[ end Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0) ]---"));
+        assert!(!w.console_line(b"---[ end Kernel panic - not syncing: again ]---"));
+        assert_eq!(w.report().as_deref(), Some("Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"));
+        // Only the end marker seen (the console was attached late): it is the report.
+        let mut w = PanicWatch::default();
+        assert!(w.console_line(b"---[ end Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100 ]---"));
+        assert_eq!(w.report().as_deref(), Some("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"));
+        // Long lines are clipped on a character boundary.
+        let mut w = PanicWatch::default();
+        let long = format!("Kernel panic - not syncing: {}", "é".repeat(400));
+        w.console_line(long.as_bytes());
+        let r = w.report().unwrap_or_default();
+        assert!(r.len() <= PANIC_REPORT_MAX && r.starts_with(PANIC_HEADER), "{r}");
+    }
+
+    #[test]
+    fn a_pvpanic_event_is_a_panic_whatever_the_console_says() {
+        let mut w = PanicWatch::default();
+        let mut pending = Vec::new();
+        // Split across reads, with other events around it.
+        assert!(!event_lines(&mut pending, b"{\"event\": \"RESUME\", \"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n{\"event\": \"GUEST_PAN", &mut w));
+        assert!(event_lines(&mut pending, b"ICKED\", \"data\": {\"action\": \"poweroff\"}, \"timestamp\": {\"seconds\": 1, \"microseconds\": 3}}\r\n", &mut w));
+        assert_eq!(w.report().as_deref(), Some("the guest reported a kernel panic through its pvpanic device (QEMU's panic action: poweroff)"));
+        assert!(pending.is_empty());
+        // The console's line, when there is one, says more.
+        assert!(!w.console_line(b"Kernel panic - not syncing: sysrq triggered crash"));
+        assert_eq!(w.report().as_deref(), Some("Kernel panic - not syncing: sysrq triggered crash"));
+        assert!(!event_lines(&mut pending, b"{\"event\": \"GUEST_PANICKED\", \"data\": {\"action\": \"pause\"}}\n", &mut w), "stopped once");
+        assert!(!PanicWatch::default().qmp_message(b"not json"));
     }
 }

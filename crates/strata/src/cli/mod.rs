@@ -235,6 +235,8 @@ impl Ctx {
             let vms = strata_driver::MicroVmRuntime::open(&self.root, images, exe, config).context("opening the runtime of VM-isolated pods")?;
             tracing::info!(kernel = vms.kernel_release(), "VM-isolated pods (runtime handler strata-vm) enabled");
             runtimes = runtimes.with_handler(strata_driver::VM_HANDLER, Arc::new(vms));
+        } else {
+            runtimes = runtimes.without_handler(strata_driver::VM_HANDLER, "it was started without a guest kernel (strata server|agent --vm-kernel PATH)");
         }
         Ok(Arc::new(runtimes))
     }

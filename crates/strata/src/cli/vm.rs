@@ -353,6 +353,7 @@ fn list(d: &VmDriver, a: ListArgs) -> anyhow::Result<()> {
                     "exit_code": s.exit.as_ref().map(|e| e.code),
                     "exit_signal": s.exit.as_ref().and_then(|e| e.signal_name.clone()),
                     "exit_reason": s.exit.as_ref().map(|e| e.reason.as_str()),
+                    "exit_message": s.exit.as_ref().and_then(|e| e.message.clone()),
                 })
             })
             .collect();

@@ -3,7 +3,9 @@
 //! (named `pod-<uid>`, labelled with the pod's uid, so a restarted agent finds and adopts it):
 //! the pod is Running with the guest's address as its podIP while QEMU runs, Succeeded when the
 //! guest powered off cleanly (exit 0), Failed otherwise; its one container `compute` stands for
-//! the VM in the pod's status. The condition [`vm::KVM_CONDITION`] says which accelerator runs it
+//! the VM in the pod's status; a guest whose kernel panicked is Failed whatever QEMU's exit code,
+//! its container terminated with reason `GuestPanicked` and the panic line as message (and a
+//! Warning event). The condition [`vm::KVM_CONDITION`] says which accelerator runs it
 //! and why; [`vm::CONSOLE_CONDITION`] whether the guest wrote to its serial console within the
 //! agent's boot timeout (False, reason `NoConsoleOutput`, with a Warning event: it did not boot).
 //! Deleting the pod powers the guest off (ACPI power button), forced after the grace
@@ -21,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use strata_client::vm::{self, VirtualMachineSpec};
 use strata_driver::pod::labels;
-use strata_driver::{CreateRequest, Driver, PortMapping, Resources, Status, VmDriver, VmSpec, Workload, WorkloadState};
+use strata_driver::{CreateRequest, Driver, ExitReason, PortMapping, Resources, Status, VmDriver, VmSpec, Workload, WorkloadState};
 
 use super::{blocking, event, pod_dir, uid_of, write_status, PodState, WORKER_BACKOFF};
 use crate::Shared;
@@ -126,6 +128,10 @@ pub(crate) async fn sync(shared: &Arc<Shared>, pod: &Pod, st: &mut PodState) {
         }
         if w.status == Status::Running {
             st.guest_agent.poll(&vms, &w.id);
+        }
+        if let Some(e) = w.exit.as_ref().filter(|e| e.reason == ExitReason::GuestPanicked) {
+            let why = e.message.clone().unwrap_or_default();
+            event(shared, st, pod, Some(vm::LAUNCHER_CONTAINER), true, vm::GUEST_PANICKED, format!("Virtual machine {}: the guest kernel panicked: {why}", w.name)).await;
         }
     }
     let host_ip = shared.node_ip.to_string();
@@ -440,6 +446,8 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, consol
             }
             (Status::Exited | Status::Unknown, exit) => {
                 let code = exit.as_ref().map_or(255, |e| e.code);
+                // A guest panic is a failure whatever QEMU's code (0 after the guest's reboot).
+                let panicked = exit.as_ref().filter(|e| e.reason == ExitReason::GuestPanicked);
                 let t = ContainerStateTerminated {
                     container_id: Some(format!("vm://{}", w.id)),
                     exit_code: code,
@@ -447,9 +455,10 @@ fn status(pod: &Pod, seen: &Seen, accelerator: Option<&(String, String)>, consol
                     reason: Some(exit.as_ref().map_or("Unknown", |e| e.reason.as_str()).into()),
                     started_at: time(w.started_at.as_deref()),
                     finished_at: exit.as_ref().and_then(|e| time(Some(&e.finished_at))),
-                    message: None,
+                    message: panicked.and_then(|e| e.message.clone()),
                 };
-                (if code == 0 { "Succeeded" } else { "Failed" }, ContainerState { terminated: Some(t), ..Default::default() }, false, None, None, None)
+                let phase = if code == 0 && panicked.is_none() { "Succeeded" } else { "Failed" };
+                (phase, ContainerState { terminated: Some(t), ..Default::default() }, false, None, None, None)
             }
             (Status::Created, _) => {
                 let w = ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None };
