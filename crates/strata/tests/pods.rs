@@ -474,6 +474,56 @@ spec:
     assert!(events.iter().any(|(r, m)| r == "Killing" && m.contains("failed liveness probe")), "{events:?}");
 }
 
+/// Readiness gates (upstream's e2e "should support pod readiness gates"): the pod is Ready only
+/// once every gate's condition, written by someone else through `pods/status`, is True; the
+/// agent keeps those conditions and recomputes Ready when they change.
+#[test]
+fn readiness_gates_hold_ready_until_their_conditions_are_true() {
+    let c = cluster(&[]);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: gated
+spec:
+  nodeName: node-a
+  terminationGracePeriodSeconds: 1
+  readinessGates: [{{conditionType: example.com/lb}}, {{conditionType: example.com/dns}}]
+  containers:
+  - name: a
+    image: {img}
+    command: [sleep, "3600"]
+"#,
+        img = c.image
+    ));
+    let ready_of = |p: &Value| p["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned()).unwrap_or(Value::Null);
+    let p = c.wait_pod("gated", "running with its containers ready", Duration::from_secs(90), |p| condition(p, "ContainersReady") == "True");
+    let ready = ready_of(&p);
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ReadinessGatesNotReady")), "{p}");
+    assert_eq!(
+        ready["message"].as_str(),
+        Some("corresponding condition of pod readiness gate \"example.com/lb\" does not exist., corresponding condition of pod readiness gate \"example.com/dns\" does not exist."),
+        "{ready}"
+    );
+    let wide = c.server.ok(&["get", "pod", "gated", "-o", "wide"]);
+    assert!(wide.lines().nth(1).is_some_and(|l| l.trim_end().ends_with("0/2")), "READINESS GATES 0/2:\n{wide}");
+    let set = |t: &str, status: &str| {
+        let patch = format!(r#"{{"status":{{"conditions":[{{"type":"{t}","status":"{status}"}}]}}}}"#);
+        c.server.ok(&["patch", "pod", "gated", "--subresource=status", "--type=strategic", "-p", &patch]);
+    };
+    set("example.com/lb", "True");
+    let p = c.wait_pod("gated", "one gate left", Duration::from_secs(30), |p| ready_of(p)["message"].as_str().is_some_and(|m| !m.contains("example.com/lb")));
+    assert_eq!(ready_of(&p)["status"], "False", "{p}");
+    set("example.com/dns", "True");
+    c.wait_pod("gated", "Ready once both gates are True", Duration::from_secs(30), |p| condition(p, "Ready") == "True");
+    let wide = c.server.ok(&["get", "pod", "gated", "-o", "wide"]);
+    assert!(wide.lines().nth(1).is_some_and(|l| l.trim_end().ends_with("2/2")), "READINESS GATES 2/2:\n{wide}");
+    set("example.com/lb", "False");
+    let p = c.wait_pod("gated", "unready again", Duration::from_secs(30), |p| condition(p, "Ready") == "False");
+    assert_eq!(ready_of(&p)["message"], "the status of pod readiness gate \"example.com/lb\" is not \"True\", but False", "{p}");
+    assert_eq!(condition(&p, "example.com/dns"), "True", "the other gate's condition is kept");
+}
+
 #[test]
 fn deletion_runs_pre_stop_then_sigterm_then_sigkill_after_the_grace_period() {
     let c = cluster(&[]);

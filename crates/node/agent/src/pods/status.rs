@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP,
-    PodStatus,
+    PodReadinessGate, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use strata_driver::pod::{ContainerState as DState, ContainerStatus as DStatus};
@@ -168,6 +168,33 @@ fn condition(kind: &str, ok: bool, reason: Option<String>, message: Option<Strin
     }
 }
 
+/// Why each readiness gate of the pod holds it back: its condition (written by whoever owns the
+/// gate, through `pods/status`) is missing or not True. Upstream's messages.
+fn unready_gates(gates: &[PodReadinessGate], previous: Option<&PodStatus>) -> Vec<String> {
+    let conditions = previous.and_then(|p| p.conditions.as_deref()).unwrap_or_default();
+    gates
+        .iter()
+        .filter_map(|g| match conditions.iter().find(|c| c.type_ == g.condition_type) {
+            None => Some(format!("corresponding condition of pod readiness gate {:?} does not exist.", g.condition_type)),
+            Some(c) if c.status != "True" => Some(format!("the status of pod readiness gate {:?} is not \"True\", but {}", g.condition_type, c.status)),
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// Ready: every container ready (else ContainersReady's reason and message) and every readiness
+/// gate's condition True (else `ReadinessGatesNotReady` naming them), as kubelet's
+/// `GeneratePodReadyCondition`.
+fn ready_condition(containers_ready: bool, reason: &str, message: &Option<String>, gates: &[String], previous: Option<&PodStatus>, now: &Time) -> PodCondition {
+    if !containers_ready {
+        return condition("Ready", false, Some(reason.to_string()), message.clone(), previous, now);
+    }
+    if gates.is_empty() {
+        return condition("Ready", true, None, None, previous, now);
+    }
+    condition("Ready", false, Some("ReadinessGatesNotReady".into()), Some(gates.join(", ")), previous, now)
+}
+
 /// Pod conditions kubelet owns (upstream's `PodConditionsByKubelet`): it writes these and keeps
 /// every other one the API server has (readiness gates', `DisruptionTarget`, ...).
 const KUBELET_CONDITIONS: [&str; 5] = ["PodScheduled", "Ready", "Initialized", "ContainersReady", "PodReadyToStartContainers"];
@@ -261,6 +288,7 @@ fn build(i: &Inputs, terminal: bool) -> PodStatus {
     // Conditions kubelet does not own stay as the API server has them (mergePodStatus).
     let others = previous.and_then(|p| p.conditions.as_ref()).into_iter().flatten().filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str())).cloned();
     let sandbox_ready = i.sandbox_ready && !terminal;
+    let gates = unready_gates(spec.and_then(|s| s.readiness_gates.as_deref()).unwrap_or_default(), previous);
     let conditions = others
         .chain([
             condition("PodReadyToStartContainers", sandbox_ready, None, None, previous, now),
@@ -272,7 +300,7 @@ fn build(i: &Inputs, terminal: bool) -> PodStatus {
                 previous,
                 now,
             ),
-            condition("Ready", unready.is_empty(), Some(not_ready_reason.clone()), not_ready_message.clone(), previous, now),
+            ready_condition(unready.is_empty(), &not_ready_reason, &not_ready_message, &gates, previous, now),
             condition("ContainersReady", unready.is_empty(), Some(not_ready_reason), not_ready_message, previous, now),
             condition("PodScheduled", true, None, None, previous, now),
         ])
@@ -385,5 +413,33 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert!(cond(&s, "DisruptionTarget").is_some());
         assert_eq!(cond(&s, "Ready").map(|c| c.status.as_str()), Some("True"));
+    }
+    #[test]
+    fn readiness_gates_hold_ready_until_their_conditions_are_true() {
+        let running = HashMap::from([("a".to_string(), Observed { latest: Some(attempt("a", "running", None)), ..Default::default() })]);
+        let status_with = |conditions: serde_json::Value| {
+            let mut p = pod("Always", &["a"], json!({"phase": "Running", "conditions": conditions}));
+            let gates = vec![PodReadinessGate { condition_type: "example.com/lb".into() }, PodReadinessGate { condition_type: "example.com/dns".into() }];
+            p.spec.as_mut().expect("spec").readiness_gates = Some(gates);
+            let i = Inputs { pod: &p, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &running, qos_class: "BestEffort", now: now() };
+            pod_status(&i)
+        };
+        let s = status_with(json!([{"type": "example.com/lb", "status": "False"}]));
+        let ready = cond(&s, "Ready").expect("Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("ReadinessGatesNotReady")));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("the status of pod readiness gate \"example.com/lb\" is not \"True\", but False, corresponding condition of pod readiness gate \"example.com/dns\" does not exist.")
+        );
+        assert_eq!(cond(&s, "ContainersReady").map(|c| c.status.as_str()), Some("True"), "the containers are ready");
+        assert_eq!(cond(&s, "example.com/lb").map(|c| c.status.as_str()), Some("False"), "the gate's condition is kept");
+        let s = status_with(json!([{"type": "example.com/lb", "status": "True"}, {"type": "example.com/dns", "status": "True"}]));
+        assert_eq!(cond(&s, "Ready").map(|c| (c.status.as_str(), c.reason.as_deref())), Some(("True", None)));
+        // Unready containers come first, whatever the gates say.
+        let waiting = HashMap::from([("a".to_string(), Observed::default())]);
+        let mut p = pod("Always", &["a"], json!({"phase": "Pending"}));
+        p.spec.as_mut().expect("spec").readiness_gates = Some(vec![PodReadinessGate { condition_type: "example.com/lb".into() }]);
+        let i = Inputs { pod: &p, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &waiting, qos_class: "BestEffort", now: now() };
+        assert_eq!(cond(&pod_status(&i), "Ready").and_then(|c| c.reason.as_deref()), Some("ContainersNotReady"));
     }
 }
