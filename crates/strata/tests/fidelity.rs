@@ -209,3 +209,48 @@ fn deleting_a_bound_pod_is_graceful_until_its_node_confirms() {
     delete("done", "");
     assert_eq!(get("done").0, 404);
 }
+
+/// An update's `metadata.uid` is a precondition and a delete's `preconditions.uid` too: a
+/// manifest saved from an object that was since deleted and created again does not overwrite
+/// the new one (409, upstream's message); a patch cannot change the uid (422 immutable); an
+/// update without a uid keeps the stored one.
+#[test]
+fn a_stale_uid_is_a_failed_precondition_not_an_overwrite() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {v: one}\n"));
+    let saved = s.ok(&["get", "configmap", "cfg", "-o", "json"]);
+    let old_uid = json_of(&saved)["metadata"]["uid"].as_str().expect("uid").to_string();
+    s.ok(&["delete", "configmap", "cfg"]);
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {v: two}\n"));
+    let new_uid = json_of(&s.ok(&["get", "configmap", "cfg", "-o", "json"]))["metadata"]["uid"].as_str().expect("uid").to_string();
+    assert_ne!(old_uid, new_uid);
+
+    // `kubectl replace` of the saved manifest (it carries the old uid and resourceVersion).
+    let err = s.fails(&["replace", "-f", "-"], Some(&saved));
+    assert!(err.contains(&format!("Precondition failed: UID in precondition: {old_uid}, UID in object meta: {new_uid}")), "{err}");
+    // The same as a PUT without a resourceVersion (an unconditional update): still refused.
+    let mut body = json_of(&saved);
+    body["metadata"].as_object_mut().expect("metadata").remove("resourceVersion");
+    body["data"]["v"] = "three".into();
+    let (code, out) = s.curl("PUT", &format!("{CMS}/cfg"), Auth::Admin, Some("application/json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 409, "{out}");
+    assert_eq!(json_of(&out)["reason"], "Conflict", "{out}");
+    assert_eq!(json_of(&s.ok(&["get", "configmap", "cfg", "-o", "json"]))["data"]["v"], "two", "nothing was overwritten");
+    // Without a uid the update applies and the uid stays.
+    body["metadata"].as_object_mut().expect("metadata").remove("uid");
+    let (code, out) = s.curl("PUT", &format!("{CMS}/cfg"), Auth::Admin, Some("application/json"), Some(body.to_string().as_bytes()));
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(json_of(&out)["metadata"]["uid"], new_uid.as_str());
+
+    // A patch may not change the uid.
+    let err = s.fails(&["patch", "configmap", "cfg", "--type=merge", "-p", r#"{"metadata":{"uid":"0c4d5b3e-0000-4000-8000-000000000000"}}"#], None);
+    assert!(err.contains("metadata.uid: Invalid value: \"0c4d5b3e-0000-4000-8000-000000000000\": field is immutable"), "{err}");
+
+    // A delete whose uid precondition is stale is refused; the right uid deletes.
+    let opts = |uid: &str| format!(r#"{{"kind":"DeleteOptions","apiVersion":"v1","preconditions":{{"uid":"{uid}"}}}}"#);
+    let (code, out) = s.curl("DELETE", &format!("{CMS}/cfg"), Auth::Admin, Some("application/json"), Some(opts(&old_uid).as_bytes()));
+    assert_eq!(code, 409, "{out}");
+    assert!(json_of(&out)["message"].as_str().is_some_and(|m| m.contains(&format!("UID in precondition: {old_uid}, UID in object meta: {new_uid}"))), "{out}");
+    let (code, out) = s.curl("DELETE", &format!("{CMS}/cfg"), Auth::Admin, Some("application/json"), Some(opts(&new_uid).as_bytes()));
+    assert_eq!(code, 200, "{out}");
+}

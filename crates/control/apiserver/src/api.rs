@@ -977,6 +977,14 @@ impl Api {
             return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&obj))));
         }
         let (old, rev) = self.load(info).await?;
+        // The body's uid is a precondition (upstream's `defaultUpdatedObjectInfo.Preconditions`):
+        // an update meant for an object since deleted and created again fails.
+        if let Some(want) = obj["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+            let stored = old["metadata"]["uid"].as_str().unwrap_or("");
+            if want != stored {
+                return Err(ApiError::uid_precondition(r, &name, want, stored));
+            }
+        }
         let expected = match obj["metadata"]["resourceVersion"].as_str() {
             Some(rv) if !rv.is_empty() => rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
             _ => rev,
@@ -1719,8 +1727,9 @@ impl Api {
             }
         }
         if let Some(want) = opts["preconditions"]["uid"].as_str() {
-            if obj["metadata"]["uid"].as_str() != Some(want) {
-                return Err(ApiError::conflict(r, &name));
+            let stored = obj["metadata"]["uid"].as_str().unwrap_or("");
+            if stored != want {
+                return Err(ApiError::uid_precondition(r, &name, want, stored));
             }
         }
         let key = r.key(info.namespace.as_deref(), &name);

@@ -340,6 +340,13 @@ pub fn prepare_update(r: &Resource, new: &mut Value, old: &Value, status_only: b
         let c = Cause { reason: "FieldValueInvalid", field: "metadata.name".into(), message: format!("Invalid value: \"{}\": field is immutable", name_of(new)) };
         return Err(ApiError::invalid(r, &name, vec![c]));
     }
+    // A uid given must be the stored one (an update without one keeps it: `rest.BeforeUpdate`).
+    if let Some(uid) = new["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        if Some(uid) != old["metadata"]["uid"].as_str() {
+            let c = Cause { reason: "FieldValueInvalid", field: "metadata.uid".into(), message: format!("Invalid value: \"{uid}\": field is immutable") };
+            return Err(ApiError::invalid(r, &name, vec![c]));
+        }
+    }
     if status_only {
         // A status write keeps the stored object but its status; its metadata is the request's,
         // less what the kind's status strategy puts back (system fields below, as every update).

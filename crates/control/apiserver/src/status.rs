@@ -80,6 +80,17 @@ impl ApiError {
         .with_details(r, name)
     }
 
+    /// A request whose UID precondition (DeleteOptions' `preconditions.uid`, or the
+    /// `metadata.uid` of an update's body) is not the stored object's: 409, upstream's message.
+    pub fn uid_precondition(r: &Resource, name: &str, wanted: &str, stored: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {wanted}, UID in object meta: {stored}", r.group_resource()),
+        )
+        .with_details(r, name)
+    }
+
     pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
         Self::invalid_kind(r.group, r.kind, name, causes)
     }
