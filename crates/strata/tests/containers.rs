@@ -25,6 +25,23 @@ fn pull_images_run_and_exit_codes() {
     assert!(env.container_dirs().is_empty(), "--rm leaves nothing: {:?}", env.container_dirs());
 }
 
+/// A relative `--root` (or `STRATA_ROOT`) is taken from the working directory: the container's
+/// bundle paths (hostname, hosts, resolv.conf mounts) were relative before and runc could not
+/// find them.
+#[test]
+fn a_relative_root_is_resolved_from_the_working_directory() {
+    let env = Env::new();
+    let parent = env.root().parent().expect("parent");
+    let name = env.root().file_name().expect("name").to_string_lossy().into_owned();
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_strata")).current_dir(parent).arg("--root").arg(&name).args(args).stdin(Stdio::null()).output().expect("strata");
+    let out = run(&["pull", &env.image]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["run", "--rm", &env.image, "cat", "/etc/hostname"]);
+    assert!(out.status.success(), "run with --root {name} from {}: {}", parent.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(env.container_dirs().is_empty(), "--rm leaves nothing: {:?}", env.container_dirs());
+}
+
 #[test]
 fn env_workdir_user_hostname() {
     let env = Env::new();

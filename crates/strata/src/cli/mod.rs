@@ -248,7 +248,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_layer_bytes: cli.max_layer_size,
         max_layer_entries: cli.max_layer_entries,
     };
-    let ctx = Ctx { root: cli.root, runtime: cli.runtime, limits, vm_kernel: cli.vm_kernel, vm_guest_agent: cli.vm_guest_agent, vm_tb_size: cli.vm_tb_size };
+    // Paths under the root end up in OCI specs and mounts, which need them absolute: a relative
+    // `--root` is taken from the working directory once, here.
+    let root = std::path::absolute(&cli.root).with_context(|| format!("resolving --root {}", cli.root.display()))?;
+    let ctx = Ctx { root, runtime: cli.runtime, limits, vm_kernel: cli.vm_kernel, vm_guest_agent: cli.vm_guest_agent, vm_tb_size: cli.vm_tb_size };
     match cli.command {
         Command::Pull(a) => image::pull(&ctx, a),
         Command::Images(a) => image::images(&ctx, a),

@@ -193,7 +193,9 @@ fn certificate_names(listen: SocketAddr, tls_san: &[String]) -> Vec<String> {
     names
 }
 
-pub fn run(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
+pub fn run(ctx: &super::Ctx, mut a: ServerArgs) -> anyhow::Result<()> {
+    // The data dir's paths reach pods (local volumes) and kubeconfigs: absolute from here on.
+    a.data_dir = std::path::absolute(&a.data_dir).with_context(|| format!("resolving --data-dir {}", a.data_dir.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(ctx, a))
 }
