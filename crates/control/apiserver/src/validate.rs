@@ -65,6 +65,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
             default_pod_spec(&mut obj["spec"], "spec", &mut causes);
+            sysctls(&obj["spec"], "spec", &mut causes);
             default_requests_to_limits(&mut obj["spec"]);
             if obj["spec"]["restartPolicy"].is_null() {
                 obj["spec"]["restartPolicy"] = json!("Always");
@@ -103,6 +104,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "Event" if r.group == "events.k8s.io" => crate::convert::validate_events_v1(obj, &mut causes),
         "VirtualMachine" => crate::vm::validate(obj, &mut causes),
         "ConfigMap" => {
+            config_keys(obj, &["data", "binaryData"], &mut causes);
             let mut total = 0;
             if let Some(data) = obj["data"].as_object() {
                 for (k, v) in data {
@@ -546,6 +548,58 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The keys of a ConfigMap's or Secret's `fields` (upstream's `IsConfigMapKey`; a key in two of
+/// them is a duplicate): what becomes a file name in a volume or a variable name.
+fn config_keys(obj: &Value, fields: &[&str], causes: &mut Vec<Cause>) {
+    let mut seen = std::collections::HashSet::new();
+    for f in fields {
+        for k in obj[*f].as_object().into_iter().flat_map(|m| m.keys()) {
+            let field = format!("{f}[{k}]");
+            let why = if k.is_empty() || k.len() > 253 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+                Some(if k.len() > 253 { "must be no more than 253 characters".to_string() } else {
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')".to_string()
+                })
+            } else if k == "." {
+                Some("must not be '.'".to_string())
+            } else if k == ".." {
+                Some("must not be '..'".to_string())
+            } else if k.starts_with("..") {
+                Some("must not start with '..'".to_string())
+            } else {
+                None
+            };
+            match why {
+                Some(why) => causes.push(invalid(&field, &json!(k), &why)),
+                None if !seen.insert(k.clone()) => causes.push(Cause { reason: "FieldValueDuplicate", field, message: format!("Duplicate value: {k:?}") }),
+                None => {}
+            }
+        }
+    }
+}
+
+/// Upstream's sysctl name format (`IsValidSysctlName`: dots or slashes between segments).
+const SYSCTL_PATTERN: &str = r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+const SYSCTL_MAX: usize = 253;
+
+/// `securityContext.sysctls` of a pod spec: names in the sysctl format, none twice (upstream's
+/// `validateSysctls`; whether a node allows one is the node's business).
+fn sysctls(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    static RE: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let Some(re) = RE.get_or_init(|| regex::Regex::new(SYSCTL_PATTERN).ok()).as_ref() else { return };
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in spec["securityContext"]["sysctls"].as_array().into_iter().flatten().enumerate() {
+        let field = format!("{path}.securityContext.sysctls[{i}].name");
+        let name = s["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            causes.push(required(&field));
+        } else if name.len() > SYSCTL_MAX || !re.is_match(name) {
+            causes.push(invalid(&field, &s["name"], &format!("must have at most {SYSCTL_MAX} characters and match regex {SYSCTL_PATTERN}")));
+        } else if !seen.insert(name) {
+            causes.push(Cause { reason: "FieldValueDuplicate", field, message: format!("Duplicate value: {:?}", name) });
+        }
+    }
+}
+
 /// A binding's `roleRef`, as upstream defaults and validates it: the RBAC group (an empty one
 /// defaults to it), a Role or ClusterRole (only a ClusterRole for a ClusterRoleBinding), a
 /// name. The `bind` check authorizes against the group named here, so it must be RBAC's.
@@ -624,6 +678,7 @@ fn secret(obj: &mut Value, causes: &mut Vec<Cause>) {
             m.remove("stringData");
         }
     }
+    config_keys(obj, &["data"], causes);
     let mut total = 0;
     if let Some(data) = obj["data"].as_object() {
         for (k, v) in data {
@@ -657,6 +712,36 @@ mod tests {
         let mut mismatch = ok.clone();
         mismatch["spec"]["selector"]["matchLabels"]["app"] = json!("other");
         assert!(validate(d, &mut mismatch).expect_err("mismatch").message.contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn config_map_and_secret_keys() {
+        let cms = find("", "v1", "configmaps").expect("configmaps");
+        validate(cms, &mut json!({"metadata": {"name": "c"}, "data": {"a.b-c_D": "x"}, "binaryData": {"bin": "eA=="}})).expect("valid keys");
+        for (bad, why) in [("", "a valid config key must consist of"), ("a/b", "a valid config key"), ("..x", "must not start with '..'"), (".", "must not be '.'")] {
+            let e = validate(cms, &mut json!({"metadata": {"name": "c"}, "data": {bad: "x"}})).expect_err(bad);
+            assert!(e.message.contains(&format!("data[{bad}]: Invalid value: {:?}: {why}", bad)), "{}", e.message);
+        }
+        let e = validate(cms, &mut json!({"metadata": {"name": "c"}, "data": {"k": "x"}, "binaryData": {"k": "eA=="}})).expect_err("twice");
+        assert!(e.message.contains("binaryData[k]: Duplicate value: \"k\""), "{}", e.message);
+        let secrets = find("", "v1", "secrets").expect("secrets");
+        let e = validate(secrets, &mut json!({"metadata": {"name": "s"}, "data": {"": "eA=="}})).expect_err("empty key");
+        assert!(e.message.contains("data[]: Invalid value: \"\": a valid config key"), "{}", e.message);
+    }
+
+    #[test]
+    fn pod_sysctl_names_as_upstream_validates_them() {
+        let pods = find("", "v1", "pods").expect("pods");
+        let pod = |names: &[&str]| {
+            let sysctls: Vec<Value> = names.iter().map(|n| json!({"name": n, "value": "1"})).collect();
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}], "securityContext": {"sysctls": sysctls}}})
+        };
+        validate(pods, &mut pod(&["kernel.shm_rmid_forced", "net/ipv4/ip_forward", "kernel.msgmax"])).expect("valid names");
+        let e = validate(pods, &mut pod(&["foo-", "kernel.shmmax", "safe-and-unsafe", "bar..", "kernel.shmmax"])).expect_err("invalid names");
+        assert!(e.message.contains(r#"spec.securityContext.sysctls[0].name: Invalid value: "foo-": must have at most 253 characters and match regex"#), "{}", e.message);
+        assert!(e.message.contains(r#"spec.securityContext.sysctls[3].name: Invalid value: "bar..""#), "{}", e.message);
+        assert!(e.message.contains(r#"spec.securityContext.sysctls[4].name: Duplicate value: "kernel.shmmax""#), "{}", e.message);
+        assert!(!e.message.contains("safe-and-unsafe"), "{}", e.message);
     }
 
     #[test]
