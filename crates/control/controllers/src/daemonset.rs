@@ -34,7 +34,8 @@ use strata_scheduler::plugins::node::tolerates;
 
 use crate::expectations::Expectations;
 use crate::history::{self, HASH_LABEL};
-use crate::replicaset::{controller_of, controller_ref, is_available, random_name, ready_since, selects};
+use crate::owners::OwnerIndex;
+use crate::replicaset::{controller_of, controller_ref, is_available, labels_of, random_name, ready_since, selects};
 use crate::{Clients, Context, Error};
 use strata_client::events::EventType;
 
@@ -45,7 +46,8 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(900);
 
 pub struct State {
-    pods: Store<Pod>,
+    /// The pods, by namespace and controller.
+    pods: OwnerIndex<Pod>,
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     expectations: Expectations,
@@ -55,8 +57,7 @@ pub struct State {
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pw) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(root.clone()));
     let (revisions, rw) = reflector::store::<ControllerRevision>();
     let mut rev_events = RevisionTrigger::default();
     let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config()))
@@ -434,7 +435,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let Some(spec) = ds.spec.as_ref() else { return Ok(Action::await_change()) };
-    if !crate::synced(&st.pods) || !crate::synced(&st.nodes) || !crate::synced(&st.revisions) {
+    if !crate::synced(st.pods.store()) || !crate::synced(&st.nodes) || !crate::synced(&st.revisions) {
         return Ok(crate::not_synced());
     }
     let ns = ds.namespace().unwrap_or_default();
@@ -462,11 +463,11 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
     let hash = history::revision_hash(&hist.current);
 
     // Pods: claim, then group by the node each is for.
-    let in_ns: Vec<Arc<Pod>> = st.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
+    // This DaemonSet's pods and the namespace's orphans (others' are never claimed).
+    let (mine, orphans) = st.pods.owned_and_orphans(&ns, &uid);
     let mut owned: Vec<Arc<Pod>> = Vec::new();
-    for p in &in_ns {
-        let pl = p.metadata.labels.clone().unwrap_or_default();
-        let matches = selects(&spec.selector, &pl);
+    for p in mine.iter().chain(&orphans) {
+        let matches = selects(&spec.selector, labels_of(&p.metadata));
         match controller_of(&p.metadata) {
             Some(c) if c.uid == uid => {
                 if matches {
@@ -502,7 +503,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
     }
 
     let now = chrono::Utc::now();
-    let in_cache = |n: &str| in_ns.iter().any(|p| p.metadata.name.as_deref() == Some(n));
+    let in_cache = |n: &str| st.pods.contains(&ns, n);
     let mut failure = None;
     if st.expectations.satisfied(&key, in_cache) {
         let (mut plan, events) = manage(&ds, &nodes, &by_node, &hash, now, |node| backoff_ok(st, &key, node));
@@ -704,7 +705,7 @@ async fn sync_nodes(ctx: &Context<State>, ds: &DaemonSet, key: &str, plan: &Plan
     }
     let deletes = plan.delete.iter().map(|n| (n, false)).chain(force.iter().map(|n| (n, true))).take(BURST);
     for (pname, force) in deletes {
-        let uid = st.pods.state().into_iter().find(|p| p.namespace().as_deref() == Some(ns.as_str()) && p.metadata.name.as_deref() == Some(pname.as_str())).and_then(|p| p.metadata.uid.clone());
+        let uid = st.pods.store().get(&ObjectRef::new(pname).within(&ns)).and_then(|p| p.metadata.uid.clone());
         st.expectations.expect_delete(key, pname);
         let dp = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), grace_period_seconds: force.then_some(0), ..Default::default() };
         match api.delete(pname, &dp).await {

@@ -20,13 +20,13 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::Controller;
 use kube::ResourceExt;
 use serde_json::json;
 
 use strata_client::events::EventType;
-use crate::replicaset::{controller_of, controller_ref, selects};
+use crate::owners::OwnerIndex;
+use crate::replicaset::{controller_of, controller_ref, labels_of, selects};
 use crate::rollout;
 use crate::{Clients, Context, Error};
 
@@ -47,12 +47,12 @@ const NOT_COPIED: &[&str] = &[
 ];
 
 pub struct State {
-    replicasets: Store<ReplicaSet>,
+    /// The ReplicaSets, by namespace and controller.
+    replicasets: OwnerIndex<ReplicaSet>,
 }
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
-    let (replicasets, writer) = reflector::store::<ReplicaSet>();
-    let rs_stream = reflector::reflector(writer, watcher(Api::<ReplicaSet>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (replicasets, rs_stream) = OwnerIndex::watch(Api::<ReplicaSet>::all(clients.root.clone()));
     let ctx = Context::new(clients.clone(), IDENTITY, State { replicasets });
     Controller::new(Api::<Deployment>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(rs_stream)
@@ -116,7 +116,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context<State>>) -> Result<Actio
     }
     let ns = d.namespace().unwrap_or_default();
     let Some(spec) = d.spec.as_ref() else { return Ok(Action::await_change()) };
-    if !crate::synced(&ctx.state.replicasets) {
+    if !crate::synced(ctx.state.replicasets.store()) {
         return Ok(crate::not_synced());
     }
     if ctx.refuses_selecting_all(d.as_ref(), "deployment", &spec.selector) {
@@ -162,10 +162,10 @@ impl Sync<'_> {
     async fn claim(&mut self) -> Result<(), Error> {
         let uid = self.uid();
         let selector = self.spec().selector.clone();
-        let in_ns: Vec<Arc<ReplicaSet>> = self.ctx.state.replicasets.state().into_iter().filter(|r| r.namespace().as_deref() == Some(self.ns.as_str())).collect();
-        for rs in in_ns {
-            let labels = rs.metadata.labels.clone().unwrap_or_default();
-            let matches = selects(&selector, &labels);
+        // This Deployment's ReplicaSets and the namespace's orphans (others' are never claimed).
+        let (mine, orphans) = self.ctx.state.replicasets.owned_and_orphans(&self.ns, &uid);
+        for rs in mine.into_iter().chain(orphans) {
+            let matches = selects(&selector, labels_of(&rs.metadata));
             match controller_of(&rs.metadata) {
                 Some(c) if c.uid == uid => {
                     if matches {

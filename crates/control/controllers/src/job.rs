@@ -30,14 +30,15 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::Controller;
 use kube::ResourceExt;
 use serde_json::json;
 use strata_client::events::EventType;
 
 use crate::expectations::Expectations;
-use crate::replicaset::{controller_of, controller_ref, random_name, ready_since, selects};
+use crate::owners::OwnerIndex;
+use crate::replicaset::{controller_of, controller_ref, labels_of, random_name, ready_since, selects};
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "job-controller";
@@ -49,7 +50,8 @@ pub const INDEX_FAILURES: &str = "batch.kubernetes.io/job-index-failure-count";
 pub const INDEX_IGNORED_FAILURES: &str = "batch.kubernetes.io/job-index-ignored-failure-count";
 
 pub struct State {
-    pods: Store<Pod>,
+    /// The pods, by namespace and controller.
+    pods: OwnerIndex<Pod>,
     expectations: Expectations,
     /// Per Job (`ns/name`): failures counted since its last success and when the latest
     /// happened (upstream's in-memory `backoffStore`; a restart forgets it, as upstream's).
@@ -104,8 +106,7 @@ impl Backoff {
 }
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
-    let (pods, writer) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(clients.root.clone()));
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default(), backoff: Default::default() });
     let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config());
     let jobs = controller.store();
@@ -128,10 +129,10 @@ fn jobs_of_pod(jobs: &Store<Job>, p: &Pod) -> Vec<ObjectRef<Job>> {
         Some(o) if o.kind == "Job" => vec![ObjectRef::new(&o.name).within(&ns)],
         Some(_) => Vec::new(),
         None => {
-            let labels = p.metadata.labels.clone().unwrap_or_default();
+            let labels = labels_of(&p.metadata);
             jobs.state()
                 .iter()
-                .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selects(sel, &labels)))
+                .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selects(sel, labels)))
                 .map(|j| ObjectRef::from_obj(j.as_ref()))
                 .collect()
         }
@@ -141,7 +142,7 @@ fn jobs_of_pod(jobs: &Store<Job>, p: &Pod) -> Vec<ObjectRef<Job>> {
 async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if !crate::synced(&ctx.state.pods) || !crate::synced(&jobs) {
+        if !crate::synced(ctx.state.pods.store()) || !crate::synced(&jobs) {
             continue;
         }
         // Back-off records of Jobs that are gone.
@@ -149,13 +150,14 @@ async fn release_orphans(ctx: Arc<Context<State>>, jobs: Store<Job>) {
         if let Ok(mut b) = ctx.state.backoff.lock() {
             b.retain(|k, _| live.contains(k));
         }
-        for p in ctx.state.pods.state() {
+        // Once per pass, not once per pod: the uids of the Jobs not being deleted.
+        let live_uids: std::collections::HashSet<String> = jobs.state().iter().filter(|j| j.metadata.deletion_timestamp.is_none()).filter_map(|j| j.metadata.uid.clone()).collect();
+        for p in ctx.state.pods.store().state() {
             if !has_tracking(&p) {
                 continue;
             }
             let Some(owner) = controller_of(&p.metadata).filter(|o| o.kind == "Job") else { continue };
-            let live = jobs.state().into_iter().any(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str()) && j.metadata.deletion_timestamp.is_none());
-            if live {
+            if live_uids.contains(&owner.uid) {
                 continue;
             }
             // Gone from the cache: make sure it is gone from the server too (as the job
@@ -186,8 +188,10 @@ async fn claim(ctx: &Context<State>, job: &Job, ns: &str) -> Result<Vec<Arc<Pod>
     let deleting = job.metadata.deletion_timestamp.is_some();
     let mut can_adopt: Option<bool> = None;
     let mut owned = Vec::new();
-    for p in ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns)) {
-        let matches = selects(&selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()));
+    // This Job's pods and the namespace's orphans (pods controlled by others are never claimed).
+    let (mine, orphans) = ctx.state.pods.owned_and_orphans(ns, &uid);
+    for p in mine.into_iter().chain(orphans) {
+        let matches = selects(&selector, labels_of(&p.metadata));
         let finalizers: Vec<String> = p.metadata.finalizers.clone().unwrap_or_default();
         match controller_of(&p.metadata) {
             Some(c) if c.uid == uid => {
@@ -465,7 +469,7 @@ async fn write_status(ctx: &Context<State>, job: &Job, st: JobStatus) -> Result<
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
-    if !crate::synced(&ctx.state.pods) {
+    if !crate::synced(ctx.state.pods.store()) {
         return Ok(crate::not_synced());
     }
     let ns = job.namespace().unwrap_or_default();
@@ -631,7 +635,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let finished_now = condition_true(&st, "Complete") || condition_true(&st, "Failed");
     let suspended = spec.suspend.unwrap_or(false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
-    let in_cache = |n: &str| pods.iter().any(|p| p.metadata.name.as_deref() == Some(n));
+    let names: std::collections::HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+    let in_cache = |n: &str| names.contains(n);
     if finished_now || suspended || delete_active {
         for p in &active {
             let dp = DeleteParams { preconditions: Some(Preconditions { uid: p.metadata.uid.clone(), resource_version: None }), ..Default::default() };

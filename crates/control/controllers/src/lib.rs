@@ -24,6 +24,7 @@ pub mod gc;
 pub mod history;
 pub mod job;
 pub mod nodelifecycle;
+pub mod owners;
 pub mod podgc;
 pub mod replicaset;
 pub mod rollout;

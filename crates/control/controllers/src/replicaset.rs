@@ -21,13 +21,13 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::Controller;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use strata_client::events::EventType;
 use crate::expectations::Expectations;
+use crate::owners::OwnerIndex;
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "replicaset-controller";
@@ -36,7 +36,8 @@ pub const RC_IDENTITY: &str = "replication-controller";
 const BURST: usize = 500;
 
 pub struct State {
-    pods: Store<Pod>,
+    /// The pods, by namespace and controller (a reconcile reads its own and the orphans).
+    pods: OwnerIndex<Pod>,
     expectations: Expectations,
 }
 
@@ -136,8 +137,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
 
 /// The controller of one [`Replicated`] kind.
 pub async fn run_kind<K: Replicated>(clients: Clients) -> Result<(), Error> {
-    let (pods, writer) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(clients.root.clone()));
     let ctx = Context::new(clients.clone(), K::IDENTITY, State { pods, expectations: Expectations::default() });
     Controller::new(Api::<K>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(pod_stream)
@@ -163,7 +163,7 @@ pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = ml.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let exprs_ok = me.is_none_or(|es| {
         es.iter().all(|e| {
-            let values = e.values.clone().unwrap_or_default();
+            let values = e.values.as_deref().unwrap_or_default();
             let v = labels.get(&e.key);
             match e.operator.as_str() {
                 "In" => v.is_some_and(|v| values.contains(v)),
@@ -175,6 +175,12 @@ pub fn selects(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
         })
     });
     labels_ok && exprs_ok
+}
+
+/// An object's labels (none: the empty map), borrowed.
+pub fn labels_of(meta: &ObjectMeta) -> &BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&EMPTY)
 }
 
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -259,17 +265,18 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
         return Ok(Action::await_change());
     }
     let selector = rs.selector();
-    if !crate::synced(&ctx.state.pods) {
+    if !crate::synced(ctx.state.pods.store()) {
         return Ok(crate::not_synced());
     }
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
-    let in_ns: Vec<Arc<Pod>> = ctx.state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(&ns)).collect();
+    // Only this ReplicaSet's pods and the namespace's orphans: pods controlled by others are
+    // never claimed, so a reconcile costs O(own pods), not O(pods in the namespace).
+    let (mine, orphans) = ctx.state.pods.owned_and_orphans(&ns, &uid);
 
     // Claim: adopt matching orphans, release owned pods that stopped matching.
-    let mut owned: Vec<Arc<Pod>> = Vec::new();
-    for p in &in_ns {
-        let labels = p.metadata.labels.clone().unwrap_or_default();
-        let matches = selects(&selector, &labels);
+    let mut owned: Vec<Arc<Pod>> = Vec::with_capacity(mine.len());
+    for p in mine.iter().chain(&orphans) {
+        let matches = selects(&selector, labels_of(&p.metadata));
         match controller_of(&p.metadata) {
             Some(c) if c.uid == uid => {
                 if matches {
@@ -294,7 +301,7 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
     let mut active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
 
     let mut failure: Option<(String, String)> = None;
-    let in_cache = |n: &str| in_ns.iter().any(|p| p.metadata.name.as_deref() == Some(n));
+    let in_cache = |n: &str| ctx.state.pods.contains(&ns, n);
     if rs.meta().deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache) {
         let want = rs.replicas().max(0) as usize;
         if active.len() < want {
@@ -330,7 +337,7 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
     let template_labels = rs.template().and_then(|t| t.metadata).and_then(|m| m.labels).unwrap_or_default();
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let fully = active.iter().filter(|p| {
-        let l = p.metadata.labels.clone().unwrap_or_default();
+        let l = labels_of(&p.metadata);
         template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
     });
     let ready = active.iter().filter(|p| ready_since(p).is_some()).count() as i32;

@@ -32,7 +32,8 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::history::{self, HASH_LABEL};
-use crate::replicaset::{controller_of, controller_ref, is_available, ready_since, selects};
+use crate::owners::OwnerIndex;
+use crate::replicaset::{controller_of, controller_ref, is_available, labels_of, ready_since, selects};
 use crate::{Clients, Context, Error};
 use strata_client::events::EventType;
 
@@ -41,15 +42,15 @@ pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 pub struct State {
-    pods: Store<Pod>,
+    /// The pods, by namespace and controller.
+    pods: OwnerIndex<Pod>,
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
 }
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pw) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(root.clone()));
     let (revisions, rw) = reflector::store::<ControllerRevision>();
     let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (claims, cw) = reflector::store::<PersistentVolumeClaim>();
@@ -282,7 +283,7 @@ impl Pass<'_> {
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context<State>>) -> Result<Action, Error> {
     let st = &ctx.state;
     let Some(spec) = set.spec.as_ref() else { return Ok(Action::await_change()) };
-    if !crate::synced(&st.pods) || !crate::synced(&st.revisions) || !crate::synced(&st.claims) {
+    if !crate::synced(st.pods.store()) || !crate::synced(&st.revisions) || !crate::synced(&st.claims) {
         return Ok(crate::not_synced());
     }
     if set.metadata.deletion_timestamp.is_some() {
@@ -324,9 +325,10 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context<State>>) -> Result<Ac
 
     // Pods: claim members (`<set>-<ordinal>` matching the selector).
     let mut owned: Vec<Arc<Pod>> = Vec::new();
-    for p in st.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())) {
-        let pl = p.metadata.labels.clone().unwrap_or_default();
-        let member = selects(&spec.selector, &pl) && ordinal_of(&name, &p.name_any()).is_some();
+    // This set's pods and the namespace's orphans (others' are never claimed).
+    let (mine, orphans) = st.pods.owned_and_orphans(&ns, &uid);
+    for p in mine.into_iter().chain(orphans) {
+        let member = selects(&spec.selector, labels_of(&p.metadata)) && ordinal_of(&name, &p.name_any()).is_some();
         match controller_of(&p.metadata) {
             Some(c) if c.uid == uid => {
                 if member {

@@ -1,11 +1,12 @@
 //! The scheduler's picture of the cluster, fed only by watches: nodes with the pods on them
 //! (bound, or assumed: placed by this scheduler while the binding is in flight), namespaces'
 //! labels (for affinity terms' namespace selectors), and the selectors of Services,
-//! ReplicaSets and StatefulSets (for the default topology spreading). Scheduling a pod reads
-//! only this; nothing here does I/O.
+//! ReplicaSets and StatefulSets (for the default topology spreading), and the topology
+//! spreading counts of the selectors scheduling has asked about. Scheduling a pod reads only
+//! this; nothing here does I/O.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -29,6 +30,23 @@ pub struct AntiTerm {
     pub nodes: HashMap<String, i64>,
 }
 
+/// Placed pods of one namespace that one selector matches, counted per value of one node label
+/// (PodTopologySpread's counts, for its filter and its score). Built the first time scheduling
+/// asks for them, then kept up to date by every placement, so a pod of a 10,000-pod ReplicaSet
+/// reads its domains' counts instead of matching the other 9,999 pods.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SpreadCounts {
+    /// Matching pods (not terminating) on nodes with a Node object, per value of the label.
+    pub pods: HashMap<String, i64>,
+    /// Matching pods on nodes with a Node object and without the label.
+    pub unlabeled: i64,
+    /// Nodes with a Node object, per value of the label: the domains.
+    pub domains: HashMap<String, i64>,
+}
+
+/// Most (selector, label) counts kept; past it they are all dropped and rebuilt on demand.
+const MAX_SPREAD_COUNTS: usize = 1024;
+
 #[derive(Default, Debug)]
 pub struct Cache {
     /// Every node (with a Node object or not), in a stable order for round-robin search.
@@ -50,6 +68,9 @@ pub struct Cache {
     /// Placed pods' required anti-affinity terms, each distinct term once: an incoming pod is
     /// matched against each term once, not against every pod that carries it.
     anti_terms: HashMap<TermKey, AntiTerm>,
+    /// [`SpreadCounts`] by namespace, then (selector, node label key). Behind a lock because
+    /// scheduling reads the cache by shared reference; only the scheduling thread takes it.
+    spread: Mutex<HashMap<String, HashMap<(Selector, String), SpreadCounts>>>,
 }
 
 impl Cache {
@@ -95,12 +116,17 @@ impl Cache {
         let was_real = slot.node.is_some();
         let before = (slot.labels.clone(), slot.allocatable.clone(), slot.taints.clone(), slot.unschedulable);
         slot.set_node(Arc::new(node));
-        let after = (&slot.labels, &slot.allocatable, &slot.taints, slot.unschedulable);
+        let relabelled = before.0 != slot.labels;
+        let changed = relabelled || before.1 != slot.allocatable || before.2 != slot.taints || before.3 != slot.unschedulable;
+        if !was_real || relabelled {
+            // New domains, or pods counted under other values: count again when asked.
+            self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         if !was_real {
             self.real_nodes += 1;
             return NodeChange::Added;
         }
-        if before.0 != *after.0 || before.1 != *after.1 || before.2 != *after.2 || before.3 != after.3 {
+        if changed {
             NodeChange::Scheduling
         } else {
             NodeChange::Other
@@ -111,6 +137,7 @@ impl Cache {
         if let Some(&i) = self.index.get(name) {
             if self.nodes[i].node.take().is_some() {
                 self.real_nodes -= 1;
+                self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
             }
         }
         self.drop_slot_if_empty(name);
@@ -141,6 +168,32 @@ impl Cache {
         }
         if keys.is_empty() {
             self.by_label.remove(&pod.namespace);
+        }
+        let spread = self.spread.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(groups) = spread.get_mut(&pod.namespace).filter(|_| !pod.terminating) {
+            if let Some(n) = self.index.get(node).map(|&i| &self.nodes[i]).filter(|n| n.node.is_some()) {
+                for ((sel, key), counts) in groups.iter_mut() {
+                    if !sel.matches(&pod.labels) {
+                        continue;
+                    }
+                    let Some(v) = n.labels.get(key) else {
+                        counts.unlabeled += delta;
+                        continue;
+                    };
+                    match counts.pods.get_mut(v).map(|c| {
+                        *c += delta;
+                        *c
+                    }) {
+                        Some(0) => {
+                            counts.pods.remove(v);
+                        }
+                        Some(_) => {}
+                        None => {
+                            counts.pods.insert(v.clone(), delta);
+                        }
+                    }
+                }
+            }
         }
         for t in &pod.required_anti_affinity {
             let key = t.key();
@@ -217,6 +270,43 @@ impl Cache {
             }
         }
         out
+    }
+
+    /// `f` of the [`SpreadCounts`] of the placed pods in `ns` that `sel` matches, over node
+    /// label `key`: counted from the label index the first time, kept up to date after.
+    pub fn spread_counts<R>(&self, ns: &str, sel: &Selector, key: &str, f: impl FnOnce(&SpreadCounts) -> R) -> R {
+        let mut groups = self.spread.lock().unwrap_or_else(|e| e.into_inner());
+        let k = (sel.clone(), key.to_string());
+        if let Some(c) = groups.get(ns).and_then(|m| m.get(&k)) {
+            return f(c);
+        }
+        if groups.values().map(HashMap::len).sum::<usize>() >= MAX_SPREAD_COUNTS {
+            groups.clear();
+        }
+        let counts = self.count_spread(ns, sel, key);
+        let out = f(&counts);
+        groups.entry(ns.to_string()).or_default().insert(k, counts);
+        out
+    }
+
+    /// [`SpreadCounts`] counted from scratch.
+    fn count_spread(&self, ns: &str, sel: &Selector, key: &str) -> SpreadCounts {
+        let mut c = SpreadCounts::default();
+        for n in self.nodes.iter().filter(|n| n.node.is_some()) {
+            if let Some(v) = n.labels.get(key) {
+                *c.domains.entry(v.clone()).or_default() += 1;
+            }
+        }
+        let nss = BTreeSet::from([ns.to_string()]);
+        for (n, p) in self.candidates(Some(&nss), sel) {
+            if n.node.is_some() && !p.terminating && p.namespace == ns && sel.matches(&p.labels) {
+                match n.labels.get(key) {
+                    Some(v) => *c.pods.entry(v.clone()).or_default() += 1,
+                    None => c.unlabeled += 1,
+                }
+            }
+        }
+        c
     }
 
     /// Whether this uid is assumed (placed, binding in flight or not yet seen).
@@ -331,6 +421,14 @@ mod tests {
         }
         let got: HashMap<TermKey, HashMap<String, i64>> = c.anti_terms().map(|g| (g.term.key(), g.nodes.clone())).collect();
         assert_eq!(got, want);
+        // The spread counts kept up to date since they were first asked for, against counting
+        // again (the first call of a pass builds them; later passes read the kept ones).
+        for (ns, sel) in &selectors {
+            for key in ["kubernetes.io/hostname", "zone"] {
+                let kept = c.spread_counts(ns, sel, key, SpreadCounts::clone);
+                assert_eq!(kept, c.count_spread(ns, sel, key), "{ns} {sel:?} {key}");
+            }
+        }
     }
 
     #[test]
@@ -354,6 +452,19 @@ mod tests {
         }
         // A pod on a node with no Node object yet, then the node removed with pods left.
         c.add_pod(Arc::new(pod("q", "default", "g1", true).on_node("ghost")));
+        check(&c);
+        // Nodes labelled with a zone (counts per zone move), the ghost node registered.
+        for (i, zone) in [(1, "z1"), (2, "z1"), (3, "z2")] {
+            let mut n = node(&format!("n{i}"));
+            n.metadata.labels.get_or_insert_with(Default::default).insert("zone".into(), zone.into());
+            c.set_node(n);
+            check(&c);
+        }
+        c.set_node(node("ghost"));
+        check(&c);
+        c.add_pod(Arc::new(pod("r", "default", "g1", false).on_node("n3")));
+        check(&c);
+        c.remove_pod("uid-r");
         check(&c);
         c.remove_node("n0");
         check(&c);

@@ -40,6 +40,20 @@ impl Constraint {
         }
         true
     }
+
+    /// Whether [`Constraint::includes`] holds for every node, whatever its labels and taints
+    /// (no taint policy; no node selector or required node affinity to honour): then the
+    /// cache's [`crate::cache::SpreadCounts`] are this constraint's counts.
+    fn includes_every_node(&self, pod: &PodInfo) -> bool {
+        if self.honor_taints {
+            return false;
+        }
+        !self.honor_affinity
+            || pod.spec().is_none_or(|s| {
+                s.node_selector.as_ref().is_none_or(|m| m.is_empty())
+                    && s.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref()).is_none()
+            })
+    }
 }
 
 /// The pod's own constraints (`hard`: DoNotSchedule ones, else ScheduleAnyway ones), or the
@@ -116,6 +130,16 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
     let (cs, _) = constraints(cache, pod, true);
     if cs.is_empty() {
         return PreFilter::default();
+    }
+    // One topology key and no node excluded: the domains and their counts are the cache's,
+    // kept up to date by placements (no scan of the nodes or of the matching pods).
+    if cs.iter().all(|c| c.key == cs[0].key && c.includes_every_node(pod)) {
+        let counts: Vec<HashMap<String, i64>> = cs
+            .iter()
+            .map(|c| cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| sc.domains.keys().map(|v| (v.clone(), sc.pods.get(v).copied().unwrap_or(0))).collect::<HashMap<String, i64>>()))
+            .collect();
+        let mins = cs.iter().zip(&counts).map(|(c, n)| min_of(c, n)).collect();
+        return PreFilter { constraints: cs, counts, mins };
     }
     // Every eligible domain, with no pods yet (an empty domain is the minimum)...
     let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
@@ -217,6 +241,18 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
     // per node when scoring).
     let own_ns = BTreeSet::from([pod.namespace.clone()]);
     for c in cs.iter().filter(|c| c.key != HOSTNAME) {
+        // No node excluded (and, when all keys are required, this constraint's key is the
+        // only one): the cache's counts per value are the ones the scan below would make.
+        if c.includes_every_node(pod) && (!require_all || cs.iter().all(|o| o.key == c.key)) {
+            if let Some(values) = pair_counts.get_mut(&c.key) {
+                cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| {
+                    for (v, n) in values.iter_mut() {
+                        *n += sc.pods.get(v).copied().unwrap_or(0) + if v.is_empty() && !require_all { sc.unlabeled } else { 0 };
+                    }
+                });
+            }
+            continue;
+        }
         for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
             if node.node.is_none() || (require_all && !has_all_keys(node, &cs)) || !counts_for(p, &c.selector, &pod.namespace) || !c.includes(pod, node) {
                 continue;
