@@ -588,10 +588,13 @@ fn port_and_top() {
 
     // Pids as the container sees them: the exec'd sleep is pid 1, its child's parent.
     let mut top = String::new();
+    // Until the background child has exec'd `sleep 1000` its row reads `sh -c sleep 1000 & ...`:
+    // wait for rows that are the two sleeps themselves.
+    let is_sleep = |top: &str, arg: &str| top.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().ends_with(&["sleep", arg]));
     assert!(eventually(Duration::from_secs(10), || {
         top = env.ok(&["top", "svc"]);
-        top.contains("sleep 1000") && top.contains("sleep 1001")
-    }));
+        is_sleep(&top, "1000") && is_sleep(&top, "1001")
+    }), "{top}");
     let rows: Vec<Vec<&str>> = top.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0], ["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"]);
     let row = |cmd: &str| rows.iter().find(|r| r.ends_with(&["sleep", cmd])).cloned().unwrap_or_else(|| panic!("{top}"));
