@@ -309,7 +309,9 @@ wait_node() {
 }
 
 # A second node (CONFORMANCE_NODES=2): `strata agent` joined with a bootstrap token, its own
-# strata root on a tmpfs, any free stream port.
+# strata root on a tmpfs, any free stream port. Its data dir (pod volumes; what it measures for
+# DiskPressure, as node 1's `root/agent`) is on that tmpfs too: on the shared disk, 91% full one
+# day, it tainted the node and the e2e framework waited for untainted nodes.
 join_second_node() {
     local bin="$1" run="$2" port="$3" token
     mkdir -p "$run/root2"
@@ -318,7 +320,7 @@ join_second_node() {
     token="$("$bin" --root "$run/root2" token create --data-dir "$run/data")"
     log "joining node conformance-$port-2 (root $run/root2)"
     "$bin" --root "$run/root2" agent --server "https://127.0.0.1:$port" --token "$token" --name "conformance-$port-2" \
-        --kubelet-port 0 --data-dir "$run/agent2" > "$run/agent2.log" 2>&1 &
+        --kubelet-port 0 --data-dir "$run/root2/agent" > "$run/agent2.log" 2>&1 &
     AGENT2_PID=$!
     wait_node "conformance-$port-2"
     # Its serving certificate (for logs, exec, port-forward and pods/proxy through the API
