@@ -285,6 +285,7 @@ cleanup() {
         for _ in $(seq 1 300); do kill -0 "$AGENT2_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$AGENT2_PID" 2>/dev/null
     fi
+    [ -n "${APPROVER_PID:-}" ] && kill "$APPROVER_PID" 2>/dev/null
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
     for m in ${ROOT_MOUNT:-} ${ROOT2_MOUNT:-}; do
         grep -F " $m/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
@@ -324,13 +325,28 @@ join_second_node() {
     AGENT2_PID=$!
     wait_node "conformance-$port-2"
     # Its serving certificate (for logs, exec, port-forward and pods/proxy through the API
-    # server) comes from a kubelet-serving CSR that, as in a kubeadm cluster, an admin approves.
-    local csr i
+    # server) comes from a kubelet-serving CSR that, as in a kubeadm cluster, an admin approves:
+    # every pending one of the node, for the whole run (the agent asks again when one is not
+    # approved within 60 s; approving once raced with that under load and the node had no
+    # serving certificate for the run).
+    approve_serving_csrs "conformance-$port-2" &
+    APPROVER_PID=$!
+    local i
     for i in $(seq 1 240); do
-        csr="$(kubectl get csr -o jsonpath="{range .items[?(@.spec.username==\"system:node:conformance-$port-2\")]}{.metadata.name} {.spec.signerName}{'\n'}{end}" \
-            | awk '$2 == "kubernetes.io/kubelet-serving" {print $1}' | tail -1)"
-        [ -n "$csr" ] && kubectl certificate approve "$csr" >&2 && break
+        [ -n "$(kubectl get csr -o jsonpath="{range .items[?(@.spec.username==\"system:node:conformance-$port-2\")]}{.status.certificate}{end}")" ] && break
         sleep 0.5
+    done
+}
+
+# Approve node $1's pending kubelet-serving CSRs, every 2 s, until killed.
+approve_serving_csrs() {
+    local node="$1" csr
+    while :; do
+        for csr in $(kubectl get csr -o jsonpath="{range .items[?(@.spec.username==\"system:node:$node\")]}{.metadata.name} {.spec.signerName} {.status.conditions[*].type}{'\n'}{end}" 2>/dev/null \
+            | awk '$2 == "kubernetes.io/kubelet-serving" && NF == 2 {print $1}'); do
+            kubectl certificate approve "$csr" >&2 || true
+        done
+        sleep 2
     done
 }
 
