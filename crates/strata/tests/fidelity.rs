@@ -254,3 +254,19 @@ fn a_stale_uid_is_a_failed_precondition_not_an_overwrite() {
     let (code, out) = s.curl("DELETE", &format!("{CMS}/cfg"), Auth::Admin, Some("application/json"), Some(opts(&new_uid).as_bytes()));
     assert_eq!(code, 200, "{out}");
 }
+
+/// A pod's `status.qosClass` is set when it is created (kube-apiserver's pod strategy), not only
+/// once a node runs it: upstream's conformance "Pods Set QOS Class" reads it from the create.
+#[test]
+fn a_created_pod_has_its_qos_class_at_once() {
+    let s = ApiServer::start(Backend::Embedded);
+    let pod = |name: &str, resources: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: a\n    image: busybox\n    resources: {resources}\n");
+    for (name, resources, class) in [
+        ("guaranteed", "{limits: {cpu: 100m, memory: 100Mi}}", "Guaranteed"),
+        ("burstable", "{requests: {cpu: 50m}, limits: {cpu: 100m, memory: 100Mi}}", "Burstable"),
+        ("besteffort", "{}", "BestEffort"),
+    ] {
+        let created = json_of(&s.ok_stdin(&["create", "-o", "json", "-f", "-"], Some(&pod(name, resources))));
+        assert_eq!(created["status"]["qosClass"], class, "{name}: {created}");
+    }
+}

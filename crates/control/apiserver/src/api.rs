@@ -634,7 +634,10 @@ impl Api {
                 }
                 crate::tolerations::admit_pod(obj, self.default_tolerations);
                 crate::runtimeclass::admit_pod(self.store.as_ref(), r, obj).await?;
-                crate::priority::admit_pod(self.store.as_ref(), r, obj).await
+                crate::priority::admit_pod(self.store.as_ref(), r, obj).await?;
+                // The pod strategy's PrepareForCreate: the QoS class is known from the spec.
+                obj["status"]["qosClass"] = serde_json::json!(crate::qos::class(obj));
+                Ok(())
             }
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
             "Service" => crate::clusterip::allocate(self.store.as_ref(), r, obj).await,

@@ -53,6 +53,7 @@ pub mod patch;
 pub mod pki;
 pub mod policy;
 pub mod priority;
+pub mod qos;
 pub mod quantity;
 pub mod quota;
 pub mod runtimeclass;
