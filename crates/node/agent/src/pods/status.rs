@@ -249,6 +249,15 @@ fn build(i: &Inputs, terminal: bool) -> PodStatus {
         })
         .collect();
     let mut statuses: Vec<ContainerStatus> = apps.iter().map(|c| container_status(c, obs(&c.name))).collect();
+    if !init.is_empty() {
+        // A pod with init containers shows its containers not created yet as PodInitializing
+        // (kubelet's default waiting state), ContainerCreating otherwise.
+        for s in init_statuses.iter_mut().chain(statuses.iter_mut()) {
+            if let Some(w) = s.state.as_mut().and_then(|st| st.waiting.as_mut()).filter(|w| w.reason.as_deref() == Some("ContainerCreating")) {
+                w.reason = Some("PodInitializing".into());
+            }
+        }
+    }
     // Ephemeral containers are never ready and count for neither the phase nor readiness.
     let ephemeral = super::spec::ephemeral_containers(i.pod);
     let mut ephemeral_statuses: Vec<ContainerStatus> = ephemeral
@@ -441,5 +450,26 @@ mod tests {
         p.spec.as_mut().expect("spec").readiness_gates = Some(vec![PodReadinessGate { condition_type: "example.com/lb".into() }]);
         let i = Inputs { pod: &p, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &waiting, qos_class: "BestEffort", now: now() };
         assert_eq!(cond(&pod_status(&i), "Ready").and_then(|c| c.reason.as_deref()), Some("ContainersNotReady"));
+    }
+    #[test]
+    fn containers_of_a_pod_with_init_containers_wait_as_pod_initializing() {
+        let mut p = pod("Always", &["a"], json!({"phase": "Pending"}));
+        p.spec.as_mut().expect("spec").init_containers = Some(vec![Container { name: "i".into(), ..Default::default() }]);
+        let waiting_reason = |s: &ContainerStatus| s.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.clone());
+        let running_init = HashMap::from([("i".to_string(), Observed { latest: Some(attempt("i", "running", None)), ..Default::default() })]);
+        let i = Inputs { pod: &p, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &running_init, qos_class: "BestEffort", now: now() };
+        let s = pod_status(&i);
+        assert_eq!(s.container_statuses.as_ref().and_then(|c| waiting_reason(&c[0])).as_deref(), Some("PodInitializing"));
+        // A pull error stays what it is.
+        let pulling = HashMap::from([("i".to_string(), Observed { waiting: Some(("ErrImagePull".into(), "no".into())), ..Default::default() })]);
+        let i = Inputs { containers: &pulling, now: now(), ..i };
+        let s = pod_status(&i);
+        assert_eq!(s.init_container_statuses.as_ref().and_then(|c| waiting_reason(&c[0])).as_deref(), Some("ErrImagePull"));
+        assert_eq!(s.container_statuses.as_ref().and_then(|c| waiting_reason(&c[0])).as_deref(), Some("PodInitializing"));
+        // Without init containers: ContainerCreating.
+        let q = pod("Always", &["a"], json!({"phase": "Pending"}));
+        let none = HashMap::new();
+        let i = Inputs { pod: &q, pod_ip: None, host_ip: "10.0.0.1".into(), sandbox_ready: true, containers: &none, qos_class: "BestEffort", now: now() };
+        assert_eq!(pod_status(&i).container_statuses.as_ref().and_then(|c| waiting_reason(&c[0])).as_deref(), Some("ContainerCreating"));
     }
 }
