@@ -362,6 +362,38 @@ fn controllers_killed_mid_rollout_finish_it_without_extra_pods() {
     let _ = c.wait();
 }
 
+/// `strata scheduler` and `strata controllers` on another machine reach the API server named by
+/// `--server` (kube-controller-manager's and kube-scheduler's `--master`), with the CA and
+/// credentials of a kubeconfig whose own address is not the server's; a bad address is refused.
+#[test]
+fn remote_scheduler_and_controllers_reach_the_server_given_by_server() {
+    let s = ApiServer::start(Backend::Embedded);
+    let stale = s.dir.path().join("stale-kubeconfig");
+    let text = std::fs::read_to_string(s.kubeconfig()).expect("kubeconfig");
+    assert!(text.contains(&s.url()), "the kubeconfig names {}", s.url());
+    std::fs::write(&stale, text.replace(&s.url(), "https://127.0.0.1:9")).expect("write");
+    let bin = env!("CARGO_BIN_EXE_strata");
+    for (cmd, flag) in [("controllers", "--server"), ("scheduler", "--master")] {
+        let out = Command::new(bin).args([cmd, "--kubeconfig"]).arg(&stale).args([flag, "ftp://127.0.0.1:1/x"]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("invalid server address \"ftp://127.0.0.1:1/x\""), "{cmd}: {err}");
+    }
+    let spawn = |cmd: &str, flag: &str| {
+        let log = std::fs::File::create(s.dir.path().join(format!("{cmd}.log"))).expect("log");
+        let child = Command::new(bin).args([cmd, "--kubeconfig"]).arg(&stale).args([flag, &s.url()]).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn");
+        common::Killed(child)
+    };
+    let _c = spawn("controllers", "--server");
+    let _sched = spawn("scheduler", "--master");
+    let _node = common::simnode::SimNode::start(&s, "sim-remote");
+    s.ok(&["create", "namespace", "remote"]);
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=2", "-n", "remote"]);
+    let out = s.ok(&["rollout", "status", "deploy/web", "-n", "remote", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let ps = wait_pods(&s, "remote", 2);
+    assert!(ps.iter().all(|p| p["spec"]["nodeName"] == "sim-remote"), "bound by the remote scheduler: {ps:?}");
+}
+
 fn lease_holder(s: &ApiServer) -> (String, i64) {
     let l = s.get_json("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager");
     (l["spec"]["holderIdentity"].as_str().unwrap_or("").to_string(), l["spec"]["leaseTransitions"].as_i64().unwrap_or(-1))

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::eventually;
+use common::{eventually, Killed};
 use common::server::{ApiServer, Backend, Options};
 
 fn server() -> ApiServer {
@@ -212,13 +212,6 @@ fn many_pods_bound_concurrently_never_overcommit_a_node() {
     assert!(eventually(Duration::from_secs(30), || s.ok(&["describe", "pod", "one-too-many"]).contains("0/5 nodes are available: 5 Too many pods.")));
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {

@@ -113,7 +113,7 @@ pub async fn discover_ca(server: &str) -> Result<String, JoinError> {
     let yaml = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: anonymous\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: anonymous\ncurrent-context: c\n"
     );
-    let client = crate::from_yaml(&yaml, "<discovery>", "strata-agent").await?;
+    let client = crate::from_yaml(&yaml, "<discovery>", None, "strata-agent").await?;
     let cm: ConfigMap = Api::namespaced(client, "kube-public").get("cluster-info").await.map_err(|e| err(e.to_string()))?;
     let kubeconfig = cm.data.as_ref().and_then(|d| d.get("kubeconfig")).ok_or_else(|| err("cluster-info has no kubeconfig".into()))?;
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| err(e.to_string()))?;
@@ -141,7 +141,7 @@ pub async fn bootstrap(server: &str, token: &JoinToken, node_name: &str, wait: D
         b64(&ca_pem),
         token.bearer()
     );
-    let client = crate::from_yaml(&yaml, "<bootstrap>", "strata-agent").await?;
+    let client = crate::from_yaml(&yaml, "<bootstrap>", None, "strata-agent").await?;
     let user = format!("system:node:{node_name}");
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::default();

@@ -33,6 +33,8 @@ pub enum Error {
     Client(#[from] kube::Error),
     #[error("kubeconfig {0}: no certificate-authority-data for its current context")]
     NoCa(String),
+    #[error("invalid server address {0:?}: expected https://HOST:PORT")]
+    Server(String),
 }
 
 /// Where the API server is and who we are: the cluster CA, and a client certificate and key,
@@ -63,15 +65,22 @@ impl Credentials {
     /// (it becomes the field manager of its writes, as upstream's components).
     pub async fn client(&self, user_agent: &str) -> Result<kube::Client, Error> {
         let yaml = self.to_kubeconfig_yaml("component");
-        from_yaml(&yaml, "<in-memory credentials>", user_agent).await
+        from_yaml(&yaml, "<in-memory credentials>", None, user_agent).await
     }
 }
 
 /// A client from a kubeconfig file (its current context).
 pub async fn from_kubeconfig(path: &Path, user_agent: &str) -> Result<kube::Client, Error> {
+    from_kubeconfig_at(path, None, user_agent).await
+}
+
+/// The same, reaching the API server at `server` (`https://HOST:PORT`) instead of the address
+/// in the kubeconfig when one is given, as kubectl's `--server` and kube-controller-manager's
+/// `--master` do: the kubeconfig still supplies the CA and the client's credentials.
+pub async fn from_kubeconfig_at(path: &Path, server: Option<&str>, user_agent: &str) -> Result<kube::Client, Error> {
     let shown = path.display().to_string();
     let yaml = std::fs::read_to_string(path).map_err(|source| Error::Read { path: shown.clone(), source })?;
-    from_yaml(&yaml, &shown, user_agent).await
+    from_yaml(&yaml, &shown, server, user_agent).await
 }
 
 /// The cluster CA (PEM) of a kubeconfig file's current context.
@@ -87,11 +96,26 @@ pub fn ca_of_kubeconfig(path: &Path) -> Result<String, Error> {
     String::from_utf8(pem).map_err(|_| missing())
 }
 
-async fn from_yaml(yaml: &str, shown: &str, user_agent: &str) -> Result<kube::Client, Error> {
+/// `https://HOST:PORT` (or `http://`; a path or query is refused: the client appends API
+/// paths to it).
+fn server_url(server: &str) -> Result<http::Uri, Error> {
+    let bad = || Error::Server(server.to_string());
+    let uri: http::Uri = server.parse().map_err(|_| bad())?;
+    let path_ok = uri.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
+    if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() || !path_ok {
+        return Err(bad());
+    }
+    Ok(uri)
+}
+
+async fn from_yaml(yaml: &str, shown: &str, server: Option<&str>, user_agent: &str) -> Result<kube::Client, Error> {
     let kc = kube::config::Kubeconfig::from_yaml(yaml).map_err(|source| Error::Kubeconfig { path: shown.to_string(), source })?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .map_err(|source| Error::Kubeconfig { path: shown.to_string(), source })?;
+    if let Some(server) = server {
+        config.cluster_url = server_url(server)?;
+    }
     if let Ok(v) = http::HeaderValue::from_str(&format!("{user_agent}/{}", env!("CARGO_PKG_VERSION"))) {
         config.headers.push((http::header::USER_AGENT, v));
     }

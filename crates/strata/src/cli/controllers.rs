@@ -13,6 +13,11 @@ pub struct ControllersArgs {
     /// `~/.kube/config` by default.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The API server's address (`https://HOST:PORT`), instead of the kubeconfig's; the
+    /// kubeconfig still supplies the CA and the credentials (kube-controller-manager's
+    /// `--master`).
+    #[arg(long, alias = "master")]
+    pub server: Option<String>,
     /// This manager's identity in the leader-election Lease (default: host name and a random
     /// suffix).
     #[arg(long)]
@@ -91,7 +96,7 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
             Some(p) => p,
             None => PathBuf::from(std::env::var_os("HOME").context("no --kubeconfig, $KUBECONFIG or $HOME")?).join(".kube/config"),
         };
-        let client = strata_client::from_kubeconfig(&path, "kube-controller-manager").await?;
+        let client = strata_client::from_kubeconfig_at(&path, a.server.as_deref(), "kube-controller-manager").await?;
         let mut config = strata_controllers::Config::default();
         config.settings = a.settings.settings();
         config.settings.root_ca = match &a.root_ca_file {

@@ -12,6 +12,10 @@ pub struct SchedulerArgs {
     /// The kubeconfig to reach the API server with (its current context).
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: PathBuf,
+    /// The API server's address (`https://HOST:PORT`), instead of the kubeconfig's; the
+    /// kubeconfig still supplies the CA and the credentials (kube-scheduler's `--master`).
+    #[arg(long, alias = "master")]
+    pub server: Option<String>,
     /// Schedule the pods whose `spec.schedulerName` is this.
     #[arg(long, default_value = "default-scheduler")]
     pub scheduler_name: String,
@@ -39,7 +43,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
-        let client = strata_client::from_kubeconfig(&a.kubeconfig, "strata-scheduler").await?;
+        let client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler").await?;
         let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, ..Default::default() };
         config.leader_election = a.leader_elect.then(|| {
             let mut e = strata_scheduler::Election::default();

@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use strata_testkit::{busybox_image, Registry};
 
+/// A child process killed (and reaped) when the test lets go of it, pass or fail.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Env {
     pub registry: Registry,
     pub root: tempfile::TempDir,
