@@ -556,3 +556,58 @@ fn default_audit_policy_keeps_secrets_out_and_the_log_rotates() {
     assert!(d["requestObject"]["metadata"]["annotations"]["filler"].is_string());
     assert!(d.get("responseObject").is_none());
 }
+
+/// Servers on one etcd are one cluster: a second server takes the first's CA and ServiceAccount
+/// token signing key from the store, so the admin kubeconfig and a pod's token made by one are
+/// good on the other; a data dir of another cluster is refused with what to do, and left as it
+/// was. Before: each server made its own CA and key, and B answered A's token with 401.
+#[test]
+fn servers_on_one_etcd_share_one_ca_and_token_signing_key() {
+    let a = ApiServer::start(Backend::Etcd);
+    let ep = a.etcd_endpoint().expect("etcd").to_string();
+    let b = ApiServer::start_opts(Backend::Etcd, Options { etcd_endpoint: Some(ep.clone()), ..Options::default() });
+    let read = |s: &ApiServer, f: &str| std::fs::read_to_string(s.data_dir().join("pki").join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    assert_eq!(read(&a, "ca.crt"), read(&b, "ca.crt"), "one CA");
+    assert_eq!(read(&a, "sa.key"), read(&b, "sa.key"), "one token signing key");
+    assert_eq!(mode(&b.data_dir().join("pki/ca.key")), 0o600);
+    assert_eq!(mode(&b.data_dir().join("pki/sa.key")), 0o600);
+    assert_ne!(read(&a, "apiserver.key"), read(&b, "apiserver.key"), "each server its own serving key");
+    let kubectl = common::server::kubectl_of("1.33");
+    let run = |args: &[&str]| {
+        let out = Command::new(&kubectl).args(args).output().expect("kubectl");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let a_config = a.kubeconfig().to_str().expect("utf8").to_string();
+    let (ok, out) = run(&["--kubeconfig", &a_config, "--server", &b.url(), "get", "namespace", "default", "-o", "name"]);
+    assert!(ok && out.trim() == "namespace/default", "A's kubeconfig against B: {out}");
+    a.ok(&["create", "serviceaccount", "robot"]);
+    let token = a.ok(&["create", "token", "robot"]);
+    let ca = a.data_dir().join("pki/ca.crt");
+    for s in [&a, &b] {
+        let (ok, out) = run(&["--kubeconfig", "/dev/null", "--server", &s.url(), "--certificate-authority", ca.to_str().expect("utf8"), "--token", token.trim(), "auth", "whoami"]);
+        assert!(ok && out.contains("system:serviceaccount:default:robot"), "A's token against {}: {out}", s.url());
+    }
+    // A data dir with a CA of its own (another cluster) is refused, and left as it was.
+    let mut c = ApiServer::start(Backend::Embedded);
+    c.stop(false);
+    let before = read(&c, "ca.crt");
+    assert_ne!(before, read(&a, "ca.crt"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(c.root())
+        .args(["server", "--no-agent", "--no-controllers", "--no-scheduler", "--listen", &format!("127.0.0.1:{}", common::free_port()), "--store", &format!("etcd://{ep}"), "--data-dir"])
+        .arg(c.data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strata server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pki/ca.crt is not the CA of the cluster this store holds") && err.contains("data directory without pki/"), "{err}");
+    assert_eq!(read(&c, "ca.crt"), before, "the refused server's CA is untouched");
+}

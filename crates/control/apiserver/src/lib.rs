@@ -61,6 +61,7 @@ pub mod storage;
 pub mod protobuf;
 pub mod proxy;
 pub mod rbac;
+pub mod shared_pki;
 pub mod resources;
 pub mod reviews;
 pub mod satoken;

@@ -230,12 +230,17 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("unknown store {other:?}: use embedded or etcd://HOST:PORT"),
     };
+    let issue = pki::Issue { leaf_lifetime: leaf_lifetime(a.test_only_leaf_lifetime_seconds), names: certificate_names(a.listen, &a.tls_san) };
+    // Servers on one etcd are one cluster: one CA and one token signing key, kept in the store.
+    let (pki, renewed) = if a.store == "embedded" {
+        pki::ensure(&a.data_dir.join("pki"), &issue)?
+    } else {
+        strata_apiserver::shared_pki::ensure_shared(&*store, &a.data_dir.join("pki"), &issue).await?
+    };
     let store: Arc<dyn Store> = match &a.encryption_provider_config {
         Some(path) => Arc::new(strata_apiserver::encryption::EncryptedStore::from_file(store, path)?),
         None => store,
     };
-    let issue = pki::Issue { leaf_lifetime: leaf_lifetime(a.test_only_leaf_lifetime_seconds), names: certificate_names(a.listen, &a.tls_san) };
-    let (pki, renewed) = pki::ensure(&a.data_dir.join("pki"), &issue)?;
     if renewed.server || renewed.admin {
         tracing::info!(serving = renewed.server, admin = renewed.admin, "issued certificates");
     }
