@@ -320,6 +320,75 @@ fn workload_selectors_are_validated() {
     assert!(err.contains("spec.selector") && err.contains("field is immutable"), "{err}");
 }
 
+/// What an update may not change in a Job and a StatefulSet, as kube-apiserver's
+/// `ValidateJobUpdate` and `ValidateStatefulSetUpdate` refuse it; what they let through still goes.
+#[test]
+fn job_and_statefulset_updates_keep_their_immutable_fields() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok(&["create", "job", "imm", "--image", IMG, "--", "true"]);
+    let before = s.get_json("/apis/batch/v1/namespaces/default/jobs/imm");
+    for (patch, want) in [
+        (r#"{"spec":{"completions":3}}"#, "spec.completions: Invalid value: 3: field is immutable"),
+        (r#"{"spec":{"completionMode":"Indexed"}}"#, "spec.completionMode: Invalid value: \"Indexed\": field is immutable"),
+        (r#"{"spec":{"template":{"spec":{"containers":[{"name":"imm","image":"registry.invalid/other"}]}}}}"#, "spec.template: Invalid value: "),
+        (r#"{"spec":{"podFailurePolicy":{"rules":[{"action":"Ignore","onPodConditions":[{"type":"DisruptionTarget"}]}]},"template":{"spec":{"restartPolicy":"Never"}}}}"#, "spec.podFailurePolicy: Invalid value: "),
+    ] {
+        let err = s.fails(&["patch", "job", "imm", "--type=merge", "-p", patch], None);
+        assert!(err.contains(want) && err.contains("field is immutable"), "{patch}: {err}");
+    }
+    // A selector that no longer matches the template's labels, and a changed one that still does.
+    let err = s.fails(&["patch", "job", "imm", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"x":"y"}}}}"#], None);
+    assert!(err.contains("spec.template.metadata.labels: Invalid value: ") && err.contains("`selector` does not match template `labels`"), "{err}");
+    let err = s.fails(&["patch", "job", "imm", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"job-name":"imm"}}}}"#], None);
+    assert!(err.contains("spec.selector: Invalid value: ") && err.contains("field is immutable"), "{err}");
+    let after = s.get_json("/apis/batch/v1/namespaces/default/jobs/imm");
+    assert_eq!((&after["spec"]["template"], &after["spec"]["completions"], &after["spec"]["selector"]), (&before["spec"]["template"], &before["spec"]["completions"], &before["spec"]["selector"]));
+    // What may change: parallelism, activeDeadlineSeconds, suspend, ttlSecondsAfterFinished.
+    s.ok(&["patch", "job", "imm", "--type=merge", "-p", r#"{"spec":{"parallelism":2,"activeDeadlineSeconds":600,"ttlSecondsAfterFinished":60}}"#]);
+    // A suspended Job that never started may change where its pods go (nodeSelector, tolerations,
+    // node affinity, template labels and annotations, scheduling gates), not what they run.
+    let suspended = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"held","namespace":"default"},
+        "spec":{"suspend":true,"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"registry.invalid/web:v1"}]}}}}"#;
+    s.ok_stdin(&["create", "-f", "-"], Some(suspended));
+    s.ok(&["patch", "job", "held", "--type=merge", "-p", r#"{"spec":{"template":{"metadata":{"labels":{"queue":"a"}},"spec":{"nodeSelector":{"zone":"b"},"tolerations":[{"key":"k","operator":"Exists"}]}}}}"#]);
+    let held = s.get_json("/apis/batch/v1/namespaces/default/jobs/held");
+    assert_eq!(held["spec"]["template"]["spec"]["nodeSelector"]["zone"], "b", "{held}");
+    let err = s.fails(&["patch", "job", "held", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"registry.invalid/other"}]"#], None);
+    assert!(err.contains("spec.template: Invalid value: ") && err.contains("field is immutable"), "{err}");
+    // An Indexed Job's completions change only in tandem with parallelism (elastic Indexed Jobs).
+    let indexed = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"elastic","namespace":"default"},
+        "spec":{"suspend":true,"completionMode":"Indexed","completions":3,"parallelism":3,"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"registry.invalid/web:v1"}]}}}}"#;
+    s.ok_stdin(&["create", "-f", "-"], Some(indexed));
+    let err = s.fails(&["patch", "job", "elastic", "--type=merge", "-p", r#"{"spec":{"completions":5}}"#], None);
+    assert!(err.contains("spec.completions: Invalid value: 5: can only be modified in tandem with spec.parallelism"), "{err}");
+    s.ok(&["patch", "job", "elastic", "--type=merge", "-p", r#"{"spec":{"completions":5,"parallelism":5}}"#]);
+    // A manual selector must still select the template's labels.
+    let manual = r#"{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"manual","namespace":"default"},
+        "spec":{"manualSelector":true,"selector":{"matchLabels":{"app":"a"}},"template":{"metadata":{"labels":{"app":"b"}},"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"registry.invalid/web:v1"}]}}}}"#;
+    let err = s.fails(&["create", "-f", "-"], Some(manual));
+    assert!(err.contains("spec.template.metadata.labels: Invalid value: ") && err.contains("`selector` does not match template `labels`"), "{err}");
+    assert!(s.get_json("/apis/batch/v1/namespaces/default/jobs/manual").is_null(), "nothing left behind");
+
+    // StatefulSet: only replicas, ordinals, template, updateStrategy, revisionHistoryLimit,
+    // persistentVolumeClaimRetentionPolicy and minReadySeconds may change.
+    let sts = r#"{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"default"},
+        "spec":{"serviceName":"db","replicas":0,"selector":{"matchLabels":{"app":"db"}},"template":{"metadata":{"labels":{"app":"db"}},"spec":{"containers":[{"name":"c","image":"registry.invalid/web:v1"}]}},
+        "volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}]}}"#;
+    s.ok_stdin(&["create", "-f", "-"], Some(sts));
+    let forbidden = "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+    for patch in [
+        r#"{"spec":{"serviceName":"other"}}"#,
+        r#"{"spec":{"podManagementPolicy":"Parallel"}}"#,
+        r#"{"spec":{"volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"2Gi"}}}}]}}"#,
+    ] {
+        let err = s.fails(&["patch", "statefulset", "db", "--type=merge", "-p", patch], None);
+        assert!(err.contains(forbidden), "{patch}: {err}");
+    }
+    s.ok(&["patch", "statefulset", "db", "--type=merge", "-p", r#"{"spec":{"replicas":0,"minReadySeconds":5,"revisionHistoryLimit":3,"updateStrategy":{"type":"OnDelete"},"template":{"spec":{"containers":[{"name":"c","image":"registry.invalid/web:v2"}]}}}}"#]);
+    let db = s.get_json("/apis/apps/v1/namespaces/default/statefulsets/db");
+    assert_eq!((db["spec"]["serviceName"].as_str(), db["spec"]["minReadySeconds"].as_i64()), (Some("db"), Some(5)), "{db}");
+}
+
 fn controllers_process(s: &ApiServer, identity: &str, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     Command::new(env!("CARGO_BIN_EXE_strata"))

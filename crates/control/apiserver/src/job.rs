@@ -272,6 +272,81 @@ pub fn indexes_total(s: &str, completions: i64) -> Result<i64, String> {
     Ok(total)
 }
 
+/// Set the field at `path` in `at` to `value`, creating the objects on the way; a null `value`
+/// removes the field (and creates nothing).
+fn carry(at: &mut Value, path: &[&str], value: &Value) {
+    match path {
+        [] => {}
+        [key] => match at.as_object_mut() {
+            Some(m) if value.is_null() => {
+                m.remove(*key);
+            }
+            Some(m) => {
+                m.insert((*key).to_string(), value.clone());
+            }
+            None if !value.is_null() => *at = Value::Object([((*key).to_string(), value.clone())].into_iter().collect()),
+            None => {}
+        },
+        [key, rest @ ..] => {
+            if let Some(next) = at.get_mut(*key) {
+                carry(next, rest, value);
+            } else if !value.is_null() {
+                let mut next = json!({});
+                carry(&mut next, rest, value);
+                carry(at, &[key], &next);
+            }
+        }
+    }
+}
+
+/// What an update may not change in a Job's spec (upstream's `ValidateJobSpecUpdate`): the
+/// selector, the pod template (but a suspended Job that never started may still move its pods:
+/// template labels and annotations, nodeSelector, tolerations, scheduling gates, node affinity),
+/// the completion mode, the pod failure and success policies, the per-index backoff limit,
+/// `managedBy`, and completions (an Indexed Job's only in tandem with parallelism).
+pub fn validate_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    let (spec, was) = (&new["spec"], &old["spec"]);
+    let immutable = |field: &str, value: &Value| cause("FieldValueInvalid", field.to_string(), format!("Invalid value: {value}: field is immutable"));
+    if spec["completions"] != was["completions"] {
+        if spec["completionMode"] != "Indexed" {
+            causes.push(immutable("spec.completions", &spec["completions"]));
+        } else if !spec["completions"].is_null() && spec["completions"] != spec["parallelism"] {
+            causes.push(cause("FieldValueInvalid", "spec.completions".into(), format!("Invalid value: {}: can only be modified in tandem with spec.parallelism", spec["completions"])));
+        }
+    }
+    if spec["selector"] != was["selector"] {
+        causes.push(immutable("spec.selector", &spec["selector"]));
+    }
+    let template = &spec["template"];
+    let mut before = was["template"].clone();
+    if was["suspend"] == true && old["status"]["startTime"].is_null() {
+        for path in [["metadata", "labels"], ["metadata", "annotations"], ["spec", "nodeSelector"], ["spec", "tolerations"], ["spec", "schedulingGates"]] {
+            carry(&mut before, &path, &template[path[0]][path[1]]);
+        }
+        // Node affinity may change (an affinity of nothing else may go or come); the rest may not.
+        let affinity = &template["spec"]["affinity"];
+        if affinity.is_null() {
+            carry(&mut before, &["spec", "affinity", "nodeAffinity"], &Value::Null);
+            if before["spec"]["affinity"].as_object().is_some_and(|a| a.is_empty()) {
+                carry(&mut before, &["spec", "affinity"], &Value::Null);
+            }
+        } else {
+            if before["spec"]["affinity"].is_null() {
+                carry(&mut before, &["spec", "affinity"], &json!({}));
+            }
+            carry(&mut before, &["spec", "affinity", "nodeAffinity"], &affinity["nodeAffinity"]);
+        }
+    }
+    if *template != before {
+        causes.push(immutable("spec.template", template));
+    }
+    for f in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex", "successPolicy", "managedBy"] {
+        if spec[f] != was[f] {
+            causes.push(immutable(&format!("spec.{f}"), &spec[f]));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +436,44 @@ mod tests {
             ["spec.successPolicy.rules[0].succeededCount: Invalid value: 3: must be less than or equal to 2 (the number of indexes in the specified succeededIndexes field)"]
         );
         assert_eq!(check(indexed(json!([{ "succeededCount": 5 }]))), ["spec.successPolicy.rules[0].succeededCount: Invalid value: 5: must be less than or equal to 4 (the number of specified completions)"]);
+    }
+
+    #[test]
+    fn a_suspended_job_that_never_started_may_move_its_pods_only() {
+        let old = |suspend: bool, started: bool| {
+            let mut j = json!({ "spec": { "suspend": suspend, "template": { "spec": { "containers": [{ "name": "c", "image": "a" }],
+                "affinity": { "nodeAffinity": { "x": 1 }, "podAffinity": { "y": 2 } } } } } });
+            if started {
+                j["status"]["startTime"] = json!("2026-01-01T00:00:00Z");
+            }
+            j
+        };
+        let changed = |f: &dyn Fn(&mut Value)| {
+            let mut new = old(true, false);
+            f(&mut new["spec"]["template"]);
+            new
+        };
+        let fields = |new: &Value, old: &Value| {
+            let mut causes = Vec::new();
+            validate_update(new, old, &mut causes);
+            causes.into_iter().map(|c| c.field).collect::<Vec<_>>()
+        };
+        let moved = changed(&|t| {
+            t["metadata"] = json!({ "labels": { "q": "a" } });
+            t["spec"]["nodeSelector"] = json!({ "zone": "b" });
+            t["spec"]["affinity"]["nodeAffinity"] = json!({ "z": 3 });
+        });
+        assert_eq!(fields(&moved, &old(true, false)), Vec::<String>::new());
+        assert_eq!(fields(&moved, &old(true, true)), ["spec.template"], "started");
+        assert_eq!(fields(&moved, &old(false, false)), ["spec.template"], "not suspended");
+        // Dropping the node affinity is a move; dropping the pod affinity is not.
+        let no_node_affinity = changed(&|t| t["spec"]["affinity"] = json!({ "podAffinity": { "y": 2 } }));
+        assert_eq!(fields(&no_node_affinity, &old(true, false)), Vec::<String>::new());
+        let no_affinity = changed(&|t| {
+            t["spec"].as_object_mut().map(|m| m.remove("affinity"));
+        });
+        assert_eq!(fields(&no_affinity, &old(true, false)), ["spec.template"]);
+        let image = changed(&|t| t["spec"]["containers"][0]["image"] = json!("b"));
+        assert_eq!(fields(&image, &old(true, false)), ["spec.template"]);
     }
 }

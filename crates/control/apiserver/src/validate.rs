@@ -61,6 +61,12 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
                     }
                 }
             }
+            // Whether generated or manual, the selector must select the pods the Job makes.
+            let selector = &obj["spec"]["selector"];
+            let given = selector["matchLabels"].as_object().is_some_and(|m| !m.is_empty()) || selector["matchExpressions"].as_array().is_some_and(|e| !e.is_empty());
+            if given && !selector_matches(selector, &obj["spec"]["template"]["metadata"]["labels"]) {
+                causes.push(invalid("spec.template.metadata.labels", &obj["spec"]["template"]["metadata"]["labels"], "`selector` does not match template `labels`"));
+            }
         }
         "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
@@ -253,7 +259,8 @@ fn cronjob_schedule_tz(new: &Value, old: Option<&Value>, causes: &mut Vec<Cause>
 
 /// What an update may not change (checked after [`validate`]): a custom object's CEL validation
 /// rules (transition rules with `oldSelf`), the selector of apps/v1 workloads is immutable
-/// (upstream's `ValidateDeploymentUpdate` and its siblings).
+/// (upstream's `ValidateDeploymentUpdate` and its siblings), a StatefulSet's spec but for the
+/// fields upstream lets change, a Job's template, selector, completions and policies.
 pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), ApiError> {
     let mut causes = Vec::new();
     if r.custom {
@@ -262,8 +269,30 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
     if r.kind == "CronJob" {
         cronjob_schedule_tz(new, Some(old), &mut causes);
     }
-    if r.group == "apps" && matches!(r.kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") && new["spec"]["selector"] != old["spec"]["selector"] {
+    if r.group == "apps" && matches!(r.kind, "Deployment" | "ReplicaSet" | "DaemonSet") && new["spec"]["selector"] != old["spec"]["selector"] {
         causes.push(Cause { reason: "FieldValueInvalid", field: "spec.selector".into(), message: format!("Invalid value: {}: field is immutable", new["spec"]["selector"]) });
+    }
+    // A StatefulSet's spec beyond these is fixed, its selector included (`ValidateStatefulSetUpdate`).
+    if r.group == "apps" && r.kind == "StatefulSet" {
+        let fixed = |spec: &Value| {
+            let mut spec = spec.clone();
+            if let Some(m) = spec.as_object_mut() {
+                for k in ["replicas", "ordinals", "template", "updateStrategy", "revisionHistoryLimit", "persistentVolumeClaimRetentionPolicy", "minReadySeconds"] {
+                    m.remove(k);
+                }
+            }
+            spec
+        };
+        if fixed(&new["spec"]) != fixed(&old["spec"]) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: "spec".into(),
+                message: "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+            });
+        }
+    }
+    if r.group == "batch" && r.kind == "Job" {
+        crate::job::validate_update(new, old, &mut causes);
     }
     // A ControllerRevision's data is a snapshot: it never changes (`ValidateControllerRevisionUpdate`).
     if r.kind == "ControllerRevision" && new["data"] != old["data"] {
