@@ -389,6 +389,35 @@ fn job_and_statefulset_updates_keep_their_immutable_fields() {
     assert_eq!((db["spec"]["serviceName"].as_str(), db["spec"]["minReadySeconds"].as_i64()), (Some("db"), Some(5)), "{db}");
 }
 
+/// A ReplicaSet whose pods a quota refuses: a FailedCreate Event and a ReplicaFailure condition
+/// (copied to its Deployment) carrying the API server's own message, as upstream's controllers
+/// write them, and the controllers go on with the rest.
+#[test]
+fn pods_a_quota_refuses_are_reported_with_the_servers_message_and_the_rest_goes_on() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "capped"]);
+    s.ok(&["create", "quota", "pods", "-n", "capped", "--hard=pods=1"]);
+    s.ok(&["create", "deployment", "web", "-n", "capped", "--image", IMG, "--replicas=3"]);
+    s.ok(&["create", "deployment", "free", "--image", IMG, "--replicas=2"]);
+    let refused = |m: &str| m.starts_with("pods \"web-") && m.contains("\" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1") && !m.contains("ErrorResponse") && !m.contains("ApiError");
+    let failure = |v: &Value| v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "ReplicaFailure").cloned().unwrap_or(Value::Null);
+    assert!(
+        eventually(LONG, || replicasets(&s, "capped").first().map(failure).is_some_and(|c| c["reason"] == "FailedCreate" && c["message"].as_str().is_some_and(refused))),
+        "{:#?}",
+        replicasets(&s, "capped").first().map(failure)
+    );
+    assert!(
+        eventually(LONG, || failure(&s.get_json("/apis/apps/v1/namespaces/capped/deployments/web"))["message"].as_str().is_some_and(refused)),
+        "{}",
+        failure(&s.get_json("/apis/apps/v1/namespaces/capped/deployments/web"))
+    );
+    let events = s.items("/api/v1/namespaces/capped/events");
+    let created: Vec<&str> = events.iter().filter(|e| e["reason"] == "FailedCreate").filter_map(|e| e["message"].as_str()).collect();
+    assert!(!created.is_empty() && created.iter().all(|m| m.strip_prefix("Error creating: ").is_some_and(refused)), "{created:#?}");
+    assert_eq!(pods(&s, "capped").len(), 1);
+    assert!(eventually(LONG, || pods(&s, "default").len() == 2), "the other Deployment goes on: {:?}", pods(&s, "default").iter().map(name).collect::<Vec<_>>());
+}
+
 fn controllers_process(s: &ApiServer, identity: &str, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     Command::new(env!("CARGO_BIN_EXE_strata"))

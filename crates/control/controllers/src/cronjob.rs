@@ -301,7 +301,7 @@ async fn delete_job(ctx: &Context<State>, cj: &CronJob, st: &mut CronJobStatus, 
             true
         }
         Err(e) => {
-            ctx.recorder.publish(cj, EventType::Warning, "FailedDelete", format!("Deleted job: {e}"));
+            ctx.recorder.publish(cj, EventType::Warning, "FailedDelete", format!("Deleted job: {}", crate::api_message(&e)));
             false
         }
     }
@@ -394,7 +394,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context<State>>) -> Result<Action,
                 for r in st.active.clone().unwrap_or_default() {
                     let name = r.name.clone().unwrap_or_default();
                     if let Err(e) = jobs_api.get(&name).await {
-                        ctx.recorder.publish(&cj, EventType::Warning, "FailedGet", format!("Get job: {e}"));
+                        ctx.recorder.publish(&cj, EventType::Warning, "FailedGet", format!("Get job: {}", crate::api_message(&e)));
                         return Err(e.into());
                     }
                     if !delete_job(&ctx, &cj, &mut st, &ns, &name, r.uid.as_deref().unwrap_or("")).await {
@@ -418,7 +418,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context<State>>) -> Result<Action,
                     (ours && !in_active(&st, j.metadata.uid.as_deref().unwrap_or(""))).then_some(j)
                 }
                 Err(e) => {
-                    ctx.recorder.publish(&cj, EventType::Warning, "FailedCreate", format!("Error creating job: {e}"));
+                    ctx.recorder.publish(&cj, EventType::Warning, "FailedCreate", format!("Error creating job: {}", crate::api_message(&e)));
                     return Err(e.into());
                 }
             };

@@ -691,7 +691,7 @@ async fn sync_nodes(ctx: &Context<State>, ds: &DaemonSet, key: &str, plan: &Plan
                 Ok(_) => ctx.recorder.publish(ds, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pname}")),
                 Err(e) => {
                     st.expectations.failed(key, &pname);
-                    ctx.recorder.publish(ds, EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
+                    ctx.recorder.publish(ds, EventType::Warning, "FailedCreate", format!("Error creating: {}", crate::api_message(&e)));
                     failed = true;
                     first_err.get_or_insert(e.into());
                 }
@@ -713,7 +713,7 @@ async fn sync_nodes(ctx: &Context<State>, ds: &DaemonSet, key: &str, plan: &Plan
             Err(kube::Error::Api(e)) if e.code == 404 => st.expectations.failed(key, pname),
             Err(e) => {
                 st.expectations.failed(key, pname);
-                ctx.recorder.publish(ds, EventType::Warning, "FailedDelete", format!("Error deleting: {e}"));
+                ctx.recorder.publish(ds, EventType::Warning, "FailedDelete", format!("Error deleting: {}", crate::api_message(&e)));
                 first_err.get_or_insert(e.into());
             }
         }

@@ -324,9 +324,10 @@ impl Sync<'_> {
                 Err(Error::Invalid(format!("hash collision for replica set {name}; collisionCount raised")))
             }
             Err(e) => {
-                self.ctx.recorder.publish(&self.d, EventType::Warning, "FailedCreate", format!("Failed to create new replica set \"{name}\": {e}"));
+                let message = format!("Failed to create new replica set \"{name}\": {}", crate::api_message(&e));
+                self.ctx.recorder.publish(&self.d, EventType::Warning, "FailedCreate", message.clone());
                 let mut st = self.d.status.clone().unwrap_or_default();
-                set_condition(&mut st, "ReplicaFailure", "True", "FailedRSCreate", &format!("Failed to create new replica set \"{name}\": {e}"));
+                set_condition(&mut st, "ReplicaFailure", "True", "FailedRSCreate", &message);
                 self.write_status(st).await?;
                 Err(e.into())
             }

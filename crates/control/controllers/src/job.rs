@@ -700,7 +700,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                     Ok(_) => ctx.recorder.publish(&job, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pname}")),
                     Err(e) => {
                         ctx.state.expectations.failed(&key, &pname);
-                        ctx.recorder.publish(&job, EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
+                        ctx.recorder.publish(&job, EventType::Warning, "FailedCreate", format!("Error creating: {}", crate::api_message(&e)));
                         return Err(e.into());
                     }
                 }

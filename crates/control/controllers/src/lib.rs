@@ -190,6 +190,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What the API server said of a failed request, as upstream's controllers put it in Events and
+/// conditions: its Status message (`pods "x" is forbidden: exceeded quota: ...`), not the
+/// client's wrapping of it; other errors as they print.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// `namespace/name` of an object, for logs.
 pub fn key<K: kube::ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())

@@ -307,8 +307,9 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
             if let Err(e) = create_pods(&ctx, rs.as_ref(), &key, n).await {
-                ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating: {e}"));
-                failure = Some(("FailedCreate".into(), e.to_string()));
+                let message = crate::api_message(&e);
+                ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating: {message}"));
+                failure = Some(("FailedCreate".into(), message));
             }
         } else if active.len() > want {
             let n = (active.len() - want).min(BURST);
@@ -322,8 +323,9 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {
                         ctx.state.expectations.failed(&key, &pname);
-                        ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedDelete", format!("Error deleting: {e}"));
-                        failure = Some(("FailedDelete".into(), e.to_string()));
+                        let message = crate::api_message(&e);
+                        ctx.recorder.publish(rs.as_ref(), EventType::Warning, "FailedDelete", format!("Error deleting: {message}"));
+                        failure = Some(("FailedDelete".into(), message));
                         break;
                     }
                 }

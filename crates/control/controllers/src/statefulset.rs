@@ -211,7 +211,7 @@ impl Pass<'_> {
                 Ok(_) => self.event(EventType::Normal, "SuccessfulCreate", format!("create Claim {cname} Pod {pod_name} in StatefulSet {} success", self.set.name_any())),
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => {
-                    self.event(EventType::Warning, "FailedCreate", format!("create Claim {cname} for Pod {pod_name} in StatefulSet {} failed error: {e}", self.set.name_any()));
+                    self.event(EventType::Warning, "FailedCreate", format!("create Claim {cname} for Pod {pod_name} in StatefulSet {} failed error: {}", self.set.name_any(), crate::api_message(&e)));
                     return Err(e.into());
                 }
             }
@@ -230,7 +230,7 @@ impl Pass<'_> {
             // Made by an earlier pass whose watch event has not arrived yet.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => {
-                self.event(EventType::Warning, "FailedCreate", format!("create Pod {pname} in StatefulSet {} failed error: {e}", self.set.name_any()));
+                self.event(EventType::Warning, "FailedCreate", format!("create Pod {pname} in StatefulSet {} failed error: {}", self.set.name_any(), crate::api_message(&e)));
                 Err(e.into())
             }
         }
@@ -246,7 +246,7 @@ impl Pass<'_> {
             }
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
             Err(e) => {
-                self.event(EventType::Warning, "FailedDelete", format!("delete Pod {pname} in StatefulSet {} failed error: {e}", self.set.name_any()));
+                self.event(EventType::Warning, "FailedDelete", format!("delete Pod {pname} in StatefulSet {} failed error: {}", self.set.name_any(), crate::api_message(&e)));
                 Err(e.into())
             }
         }

@@ -457,7 +457,7 @@ async fn reconcile(v: Arc<VirtualMachine>, ctx: Arc<Context<State>>) -> Result<A
             // Created before (the pod cache lags), or an earlier boot's pod is still going away.
             Err(kube::Error::Api(e)) if e.code == 409 => requeue = Some(Duration::from_secs(1)),
             Err(e) => {
-                ctx.recorder.publish(v.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating launcher pod {pname}: {e}"));
+                ctx.recorder.publish(v.as_ref(), EventType::Warning, "FailedCreate", format!("Error creating launcher pod {pname}: {}", crate::api_message(&e)));
                 return Err(e.into());
             }
         }

@@ -257,7 +257,7 @@ async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &Persis
         Ok(_) => ctx.recorder.publish(c, EventType::Normal, "ProvisioningSucceeded", format!("Successfully provisioned volume {name}")),
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => {
-            ctx.recorder.publish(c, EventType::Warning, "ProvisioningFailed", format!("failed to provision volume: {e}"));
+            ctx.recorder.publish(c, EventType::Warning, "ProvisioningFailed", format!("failed to provision volume: {}", crate::api_message(&e)));
             return Err(e.into());
         }
     }
