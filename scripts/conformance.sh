@@ -8,7 +8,8 @@
 #         of our own (scripts/conformance/e2e_test.go, mirroring upstream's test/e2e/e2e_test.go)
 #         requires k8s.io/kubernetes and replaces every staging module (k8s.io/api, apimachinery,
 #         client-go, ...) by its published v0.X.Y of the same release, read from upstream's go.mod.
-# images  agnhost from its Go module, busybox/nginx/httpd/pause equivalents from Debian packages,
+# images  agnhost and nonewprivs' nnp from their Go module, busybox/nginx/httpd/pause equivalents
+#         from Debian packages,
 #         pushed to a docker-registry started on a free 127.0.0.1 port; a KUBE_TEST_REPO_LIST file
 #         names it.
 # run     starts `strata server` (free ports, own data dir) with the registry configured, runs
@@ -97,6 +98,19 @@ build_agnhost() {
     cd "$REPO"
 }
 
+# nnp, the program of upstream's nonewprivs image (test/images/nonewprivs: it prints its
+# effective uid), from the same module as agnhost.
+build_nnp() {
+    local dir="$WORK/agnhost-$KUBE_VERSION"
+    [ -x "$dir/nnp" ] && return
+    build_agnhost
+    cd "$dir/src"
+    log "building nnp (static) under nice -n 15"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod $NICE go build -trimpath -ldflags "-s -w" -o "$dir/nnp.tmp" k8s.io/kubernetes/test/images/nonewprivs >&2
+    mv "$dir/nnp.tmp" "$dir/nnp"
+    cd "$REPO"
+}
+
 need_image_tools() {
     local missing=()
     command -v umoci >/dev/null || missing+=(umoci)
@@ -157,13 +171,18 @@ make_image() {
 build_images() {
     need_image_tools
     build_agnhost
+    build_base_images
+    build_nonewprivs_image
+}
+
+build_base_images() {
     local marker="$WORK/images/built-$KUBE_VERSION"
     if [ -e "$marker" ]; then
         return
     fi
     log "building images"
     mkdir -p "$WORK/images"
-    rm -rf "$WORK"/images/layout-*
+    rm -rf "$WORK"/images/layout-* "$WORK/images/built-nonewprivs-$KUBE_VERSION"
     local base="$WORK/images/rootfs-busybox" kmod
     rm -rf "$base" && busybox_rootfs "$base"
     kmod="$(cd / && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
@@ -194,19 +213,37 @@ build_images() {
     touch "$marker"
 }
 
-# The images of build_images, pushed into the registry (its storage is cached, so this runs once).
-push_images() {
-    local marker="$WORK/registry/pushed-$KUBE_VERSION" l name tag
+# nonewprivs: as upstream's (test/images/nonewprivs/Dockerfile), nnp at /usr/local/bin owned by
+# root with the setuid bit, default command nnp; over busybox instead of Alpine. The
+# AllowPrivilegeEscalation specs run it as uid 1000 and read "Effective uid: N" from its log.
+# A marker of its own: it came after the first set of images.
+build_nonewprivs_image() {
+    local marker="$WORK/images/built-nonewprivs-$KUBE_VERSION" root="$WORK/images/rootfs-nonewprivs"
     [ -e "$marker" ] && return
+    build_nnp
+    mkdir -p "$WORK/images"
+    rm -rf "$root" "$WORK/images/layout-e2e-test-images-nonewprivs" && busybox_rootfs "$root"
+    mkdir -p "$root/usr/local/bin"
+    install -o root -g root -m 4755 "$WORK/agnhost-$KUBE_VERSION/nnp" "$root/usr/local/bin/nnp"
+    make_image e2e-test-images/nonewprivs 1.3 "$root" '[]' '["nnp"]'
+    touch "$marker"
+}
+
+# The images of build_images, pushed into the registry (its storage is cached: each image and
+# tag once, a marker each).
+push_images() {
+    local l name tag marker
     for l in "$WORK"/images/layout-*; do
         name="$(basename "$l")"; name="${name#layout-}"
         case "$name" in e2e-test-images-*) name="e2e-test-images/${name#e2e-test-images-}" ;; esac
         for tag in $(umoci ls --layout "$l"); do
+            marker="$WORK/registry/pushed-$KUBE_VERSION-$(basename "$l")-$tag"
+            [ -e "$marker" ] && continue
             log "pushing $name:$tag"
             skopeo copy --quiet --dest-tls-verify=false "oci:$l:$tag" "docker://$REGISTRY/$name:$tag" >&2
+            touch "$marker"
         done
     done
-    touch "$marker"
 }
 
 free_port() {
