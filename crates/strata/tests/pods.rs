@@ -182,9 +182,9 @@ fn pod_runs_and_its_ip_answers_from_the_node() {
 fn init_containers_volumes_env_and_the_downward_api() {
     let c = cluster(&[]);
     c.apply(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  greeting: hello\n  file.txt: from-configmap\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: sec\nstringData:\n  password: s3cret\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  greeting: hello\n  file.txt: from-configmap\n  data-1: value-1\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: sec\nstringData:\n  password: s3cret\n",
     );
-    let script = "cat /work/log > /work/main-saw; env > /work/env; cat /etc/cfg/file.txt > /work/cfg-copy; cat /etc/sec/password > /work/sec-copy; \
+    let script = "cat /work/log > /work/main-saw; env > /work/env; cat /proc/$$$$/environ > /work/environ; cat /etc/cfg/file.txt > /work/cfg-copy; cat /etc/sec/password > /work/sec-copy; \
                   cat /etc/podinfo/labels > /work/labels-copy; cat /etc/podinfo/name > /work/name-copy; stat -c %a /etc/cfg/..data/greeting > /work/cfg-mode; sleep 3600";
     c.apply(&format!(
         r#"apiVersion: v1
@@ -263,6 +263,11 @@ spec:
     for want in ["GREETING=hello", "PASSWORD=s3cret", "POD_NAME=full", &format!("POD_IP={ip}"), "NODE=node-a", "MEM=64", "EXPANDED=hello-x", "CFG_greeting=hello"] {
         assert!(env.lines().any(|l| l == want), "{want} missing from env:\n{env}");
     }
+    // Keys that are not shell identifiers (upstream's ConfigMap/Secret "consumable via the
+    // environment" specs use data-1) reach the container's environment as they are: read from
+    // what the shell was started with, since busybox ash drops such names before its children.
+    let environ = read("environ");
+    assert!(environ.split('\0').any(|l| l == "CFG_data-1=value-1"), "CFG_data-1 missing from the container's environment: {environ:?}");
     assert_eq!(read("cfg-copy"), "from-configmap");
     assert_eq!(read("sec-copy"), "s3cret");
     assert_eq!(read("labels-copy"), "tier=\"test\"\n");
