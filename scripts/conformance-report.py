@@ -85,7 +85,8 @@ def main():
             reason = None
             if message.startswith("skipped - "):
                 reason = "skipped by the test: " + first_failure_line(message[len("skipped - "):])
-            else:
+            elif skip is not None and skip.search(name):
+                # The file's reason only where this run's SKIP (by default the file) left it out.
                 for regex, why in skips:
                     if regex.search(name):
                         reason = "skipped by scripts/conformance-skips.txt: " + why
@@ -124,7 +125,7 @@ def main():
     w(f"- Date: {info.get('date', '?')}; strata commit {info.get('strata', '?')}; server reports {info.get('server_version', '?')}")
     w(f"- e2e.test: k8s.io/kubernetes {info.get('kube_version', '?')} (staging modules at the matching v0.x), ginkgo focus above")
     if "e2e_build" in info:
-        w(f"- First build of e2e.test (nice -n 15, 2 shared cores, Go build cache warm from a kube-scheduler build of the same release): {info['e2e_build']}")
+        w(f"- Build of the cached e2e.test (its build-time.txt): {info['e2e_build']}")
     w(f"- Run time: {info.get('duration_seconds', '?')} s")
     if "note" in info:
         # What happened to the run by hand (a `note:` line added to run-info.txt).
