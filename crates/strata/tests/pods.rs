@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::eventually;
 use common::server::{ApiServer, Auth, Backend, Options};
 use serde_json::Value;
-use strata_testkit::{busybox_image, Registry};
+use strata_testkit::{add_file, busybox_image, busybox_layer_tar_gz, image_from_layers, tar_gz, Registry};
 
 struct Cluster {
     server: ApiServer,
@@ -285,6 +285,30 @@ spec:
     assert!(eventually(Duration::from_secs(60), || c.driver_containers().is_empty()), "containers left: {}", c.driver_containers());
     let dir = c.server.root().join("agent/pods").join(p["metadata"]["uid"].as_str().expect("uid"));
     assert!(eventually(Duration::from_secs(20), || !dir.exists()), "volumes left: {}", dir.display());
+}
+
+/// A setuid-root program of the image runs as root for a non-root user unless the container
+/// sets `allowPrivilegeEscalation: false`: kubelet sets no_new_privs only then (its
+/// `AddNoNewPrivileges`), as upstream's sig-node Security Context specs check with the
+/// nonewprivs image (the unset case failed: strata set no_new_privs for every pod container).
+#[test]
+fn setuid_programs_escalate_unless_allow_privilege_escalation_is_false() {
+    let c = cluster(&[]);
+    let work = tempfile::tempdir().expect("tmp");
+    let euid = common::compile_c(work.path(), "euid", common::EUID_C);
+    let extra = tar_gz(|b| add_file(b, "euid", 0o4755, &euid));
+    c._registry.push(&image_from_layers(vec![busybox_layer_tar_gz(), extra], &["/euid"]), "setuid", "latest");
+    let image = c.image.replace("busybox:latest", "setuid:latest");
+    let cases = [("unset", "", "euid=0"), ("allowed", "allowPrivilegeEscalation: true, ", "euid=0"), ("denied", "allowPrivilegeEscalation: false, ", "euid=1000")];
+    for (name, ape, _) in cases {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: node-a\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {image}\n    securityContext: {{{ape}runAsUser: 1000}}\n"
+        ));
+    }
+    for (name, _, want) in cases {
+        c.wait_pod(name, "Succeeded", Duration::from_secs(120), |p| phase(p) == "Succeeded");
+        assert_eq!(c.server.ok(&["logs", name]).trim(), want, "pod {name}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::Env;
+use common::{compile_c, Env};
 use strata_testkit::{add_file, busybox_layer_tar_gz, header, image_from_layers, tar_gz, write_docker_archive};
 
 /// A static C program that tries to create namespaces every way a process can, and a normal
@@ -86,15 +86,6 @@ fn compile_probe(dir: &Path) -> Vec<u8> {
     compile_c(dir, "nsprobe", NSPROBE_C)
 }
 
-fn compile_c(dir: &Path, name: &str, source: &str) -> Vec<u8> {
-    let src = dir.join(format!("{name}.c"));
-    let bin = dir.join(name);
-    std::fs::write(&src, source).expect("write source");
-    let out = Command::new("gcc").args(["-static", "-O1", "-pthread", "-o"]).arg(&bin).arg(&src).output().expect("run gcc");
-    assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read(&bin).expect("read binary")
-}
-
 /// Import an image of busybox plus `files` (path, mode, bytes) under `name`.
 fn import_image(env: &Env, work: &Path, name: &str, files: &[(&str, u32, &[u8])]) {
     let extra = tar_gz(|b| {
@@ -154,13 +145,6 @@ fn default_containers_cannot_create_namespaces() {
         assert_eq!(r.get(k).map(String::as_str), Some("ok"), "privileged: {k}: {out}");
     }
 }
-
-/// Prints its effective uid: run setuid-root by another user, it would say `euid=0`.
-const EUID_C: &str = r#"
-#include <stdio.h>
-#include <unistd.h>
-int main(void) { printf("euid=%d\n", (int)geteuid()); return 0; }
-"#;
 
 /// `strata --root ROOT ARGS`, asserting success.
 fn strata_ok(root: &Path, args: &[&str]) -> String {
@@ -227,7 +211,7 @@ fn store_is_private_to_root() {
     std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let root = env.root().join("fresh");
     let work = tempfile::tempdir().expect("tmp");
-    let euid = compile_c(work.path(), "euid", EUID_C);
+    let euid = compile_c(work.path(), "euid", common::EUID_C);
     let extra = tar_gz(|b| {
         add_file(b, "rootprog", 0o4755, &euid);
         for (name, kind, major, minor) in [("charnode", tar::EntryType::Char, 1, 3), ("blocknode", tar::EntryType::Block, 7, 0)] {

@@ -275,3 +275,22 @@ pub fn wait_bounded(mut c: std::process::Child, limit: Duration) -> std::process
     }
     output
 }
+
+/// Compile a C program statically (gcc and libc6-dev: scripts/test.sh installs them) in `dir`;
+/// the binary's bytes.
+pub fn compile_c(dir: &Path, name: &str, source: &str) -> Vec<u8> {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source).expect("write source");
+    let out = Command::new("gcc").args(["-static", "-O1", "-pthread", "-o"]).arg(&bin).arg(&src).output().expect("run gcc");
+    assert!(out.status.success(), "gcc failed: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(&bin).expect("read binary")
+}
+
+/// A program that prints its effective uid (`euid=N`): installed setuid root, it shows whether
+/// the setuid bit took effect.
+pub const EUID_C: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("euid=%d\n", (int)geteuid()); return 0; }
+"#;

@@ -832,7 +832,10 @@ fn security(pod: &Pod, c: &Container, root: &std::path::Path) -> SecurityContext
         run_as_group: sc.run_as_group.or(psc.run_as_group).map(|g| g as u32),
         supplemental_groups: groups,
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-        no_new_privs: sc.allow_privilege_escalation.map(|a| !a),
+        // kubelet's AddNoNewPrivileges: only an explicit `allowPrivilegeEscalation: false` sets
+        // no_new_privs (unset allows a setuid program of the image to take effect), not the
+        // driver's secure default.
+        no_new_privs: Some(sc.allow_privilege_escalation == Some(false)),
         seccomp: seccomp.unwrap_or_default(),
     }
 }
