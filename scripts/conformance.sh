@@ -8,8 +8,8 @@
 #         of our own (scripts/conformance/e2e_test.go, mirroring upstream's test/e2e/e2e_test.go)
 #         requires k8s.io/kubernetes and replaces every staging module (k8s.io/api, apimachinery,
 #         client-go, ...) by its published v0.X.Y of the same release, read from upstream's go.mod.
-# images  agnhost and nonewprivs' nnp from their Go module, busybox/nginx/httpd/pause equivalents
-#         from Debian packages,
+# images  agnhost and nonewprivs' nnp from their Go module (nautilus: agnhost with upstream's
+#         files), busybox/nginx/httpd/pause equivalents from Debian packages,
 #         pushed to a docker-registry started on a free 127.0.0.1 port; a KUBE_TEST_REPO_LIST file
 #         names it.
 # run     starts `strata server` (free ports, own data dir) with the registry configured, runs
@@ -173,6 +173,7 @@ build_images() {
     build_agnhost
     build_base_images
     build_nonewprivs_image
+    build_nautilus_image
 }
 
 build_base_images() {
@@ -182,7 +183,7 @@ build_base_images() {
     fi
     log "building images"
     mkdir -p "$WORK/images"
-    rm -rf "$WORK"/images/layout-* "$WORK/images/built-nonewprivs-$KUBE_VERSION"
+    rm -rf "$WORK"/images/layout-* "$WORK/images/built-nonewprivs-$KUBE_VERSION" "$WORK/images/built-nautilus-$KUBE_VERSION"
     local base="$WORK/images/rootfs-busybox" kmod
     rm -rf "$base" && busybox_rootfs "$base"
     kmod="$(cd / && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
@@ -226,6 +227,19 @@ build_nonewprivs_image() {
     mkdir -p "$root/usr/local/bin"
     install -o root -g root -m 4755 "$WORK/agnhost-$KUBE_VERSION/nnp" "$root/usr/local/bin/nnp"
     make_image e2e-test-images/nonewprivs 1.3 "$root" '[]' '["nnp"]'
+    touch "$marker"
+}
+
+# nautilus: as upstream's (test/images/nautilus/Dockerfile), agnhost with the image's
+# nautilus.jpg and data.json in its working directory, default command test-webserver; sig-cli's
+# Update Demo specs read data.json through pods/proxy. A marker of its own, as nonewprivs'.
+build_nautilus_image() {
+    local marker="$WORK/images/built-nautilus-$KUBE_VERSION" root="$WORK/images/rootfs-nautilus" kmod
+    [ -e "$marker" ] && return
+    kmod="$(cd / && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    rm -rf "$root" "$WORK/images/layout-e2e-test-images-nautilus" && cp -a "$WORK/images/rootfs-agnhost" "$root"
+    install -m 644 "$kmod/test/images/nautilus/html/nautilus.jpg" "$kmod/test/images/nautilus/html/data.json" "$root/"
+    make_image e2e-test-images/nautilus "$(cat "$kmod/test/images/nautilus/VERSION")" "$root" '["/agnhost"]' '["test-webserver"]'
     touch "$marker"
 }
 
