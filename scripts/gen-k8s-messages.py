@@ -88,7 +88,7 @@ PACKAGES = [
     (API, "policy/v1", "policy", "v1", ["PodDisruptionBudget", "Eviction"], []),
     (API, "policy/v1beta1", "policy", "v1beta1", ["Eviction"], []),
     (API, "scheduling/v1", "scheduling.k8s.io", "v1", ["PriorityClass"], []),
-    (API, "storage/v1", "storage.k8s.io", "v1", ["StorageClass", "CSIDriver", "CSINode", "VolumeAttachment"], []),
+    (API, "storage/v1", "storage.k8s.io", "v1", ["StorageClass", "CSIDriver", "CSINode", "CSIStorageCapacity", "VolumeAttachment"], []),
     (API, "node/v1", "node.k8s.io", "v1", ["RuntimeClass"], []),
     (API, "networking/v1", "networking.k8s.io", "v1", ["Ingress", "IngressClass", "NetworkPolicy"], []),
     (API, "events/v1", "events.k8s.io", "v1", ["Event"], []),

@@ -412,6 +412,15 @@ fn csi_objects_webhook_configurations_and_events_v1() {
     s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: CSINode\nmetadata: {name: node-a}\nspec:\n  drivers: [{name: csi.example.com, nodeID: node-a, topologyKeys: [topology.kubernetes.io/zone]}]\n"));
     let got = rows(&s.ok(&["get", "csinodes"]));
     assert_eq!((got[0][..2].to_vec(), got[1][..2].to_vec()), (vec!["NAME".to_string(), "DRIVERS".into()], vec!["node-a".to_string(), "1".into()]));
+    // CSIStorageCapacity (namespaced): what kube-scheduler's VolumeBinding plugin lists.
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: CSIStorageCapacity\nmetadata: {name: cap-a, namespace: default}\nstorageClassName: fast\ncapacity: 10Gi\nnodeTopology: {matchLabels: {topology.kubernetes.io/zone: a}}\n"));
+    let got = rows(&s.ok(&["get", "csistoragecapacities"]));
+    assert_eq!((got[0].clone(), got[1].clone()), (vec!["NAME".to_string(), "STORAGECLASSNAME".into(), "CAPACITY".into()], vec!["cap-a".to_string(), "fast".into(), "10Gi".into()]));
+    s.ok(&["patch", "csistoragecapacity", "cap-a", "--type=merge", "-p", r#"{"capacity":"20Gi"}"#]);
+    let err = s.fails(&["patch", "csistoragecapacity", "cap-a", "--type=merge", "-p", r#"{"storageClassName":"slow"}"#], None);
+    assert!(err.contains("storageClassName: Invalid value: \"slow\": field is immutable"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: CSIStorageCapacity\nmetadata: {name: cap-b, namespace: default}\nstorageClassName: Not_A_Class\ncapacity: \"-1\"\n"));
+    assert!(err.contains("storageClassName: Invalid value: \"Not_A_Class\": a lowercase RFC 1123 subdomain") && err.contains("capacity: Invalid value: \"-1\": must be greater than or equal to 0"), "{err}");
     let va = "apiVersion: storage.k8s.io/v1\nkind: VolumeAttachment\nmetadata: {name: va-1}\nspec: {attacher: csi.example.com, nodeName: node-a, source: {persistentVolumeName: pv-1}}\n";
     s.ok_stdin(&["create", "-f", "-"], Some(va));
     let got = rows(&s.ok(&["get", "volumeattachments"]));

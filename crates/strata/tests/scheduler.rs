@@ -626,3 +626,71 @@ fn a_full_queue_is_429_and_strata_clients_retry_it() {
     assert!(rejected > 0, "no request was refused, so nothing was retried:\n{}", metrics.lines().filter(|l| l.contains("flowcontrol")).collect::<Vec<_>>().join("\n"));
     assert!(metrics.contains("apiserver_flowcontrol_nominal_limit_seats{priority_level=\"workload-mutating\"} 1"), "{metrics}");
 }
+
+/// The stock kube-scheduler (k8s.io/kubernetes v1.32.0 `cmd/kube-scheduler`, built from the Go
+/// module proxy by scripts/kube-scheduler-peer.sh, cached), or why there is none here.
+fn stock_kube_scheduler() -> Result<String, String> {
+    if let Ok(bin) = std::env::var("KUBE_SCHEDULER") {
+        return Ok(bin);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-scheduler-peer.sh");
+    let out = Command::new("bash").arg(script).stderr(Stdio::piped()).output().map_err(|e| format!("{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A stock kube-scheduler with its default configuration (every default plugin, leader election
+/// through a Lease) on strata's API server: it syncs every informer it starts (PersistentVolumes,
+/// StorageClasses, CSI kinds, CSIStorageCapacity, PodDisruptionBudgets, ...), binds a pod through
+/// `pods/binding`, and reports a pod no node can hold as `kubectl describe` shows it.
+#[test]
+fn a_stock_kube_scheduler_schedules_pods_through_strata() {
+    if Command::new("go").arg("version").output().is_err() && std::env::var("KUBE_SCHEDULER").is_err() {
+        eprintln!("no go here and no KUBE_SCHEDULER: the stock kube-scheduler cannot be built on this machine");
+        return;
+    }
+    let bin = stock_kube_scheduler().expect("kube-scheduler");
+    let s = ApiServer::start(Backend::Embedded);
+    sim_node(&s, "sim-stock", "2", "4Gi", "110", &[], &[]);
+    let config = s.data_dir().join("kube-scheduler.yaml");
+    std::fs::write(&config, format!("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}}}\n", s.kubeconfig().display())).expect("config");
+    let log_path = s.data_dir().join("kube-scheduler.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new(&bin)
+        .args(["--config"])
+        .arg(&config)
+        .args(["--secure-port", "0", "--v", "2"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("kube-scheduler");
+    let _child = Killed(child);
+    let scheduler_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let sized = |name: &str, cpu: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: registry.k8s.io/pause:3.9, resources: {{requests: {{cpu: \"{cpu}\"}}}}}}]\n");
+    create(&s, &sized("fits", "500m"));
+    let mut node = String::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            node = node_of(&s, "fits");
+            !node.is_empty()
+        }),
+        "not bound by kube-scheduler: {}\n{}",
+        s.ok(&["describe", "pod", "fits"]),
+        scheduler_log().lines().filter(|l| l.starts_with('E') || l.starts_with('W')).take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(node, "sim-stock");
+    let lease = s.ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "jsonpath={.spec.holderIdentity}"]);
+    assert!(!lease.is_empty(), "kube-scheduler holds its Lease");
+    create(&s, &sized("too-big", "64"));
+    assert!(
+        eventually(Duration::from_secs(60), || s.ok(&["describe", "pod", "too-big"]).contains("0/1 nodes are available: 1 Insufficient cpu.")),
+        "{}",
+        s.ok(&["describe", "pod", "too-big"])
+    );
+    assert_eq!(node_of(&s, "too-big"), "");
+    let fits = s.ok(&["describe", "pod", "fits"]);
+    assert!(fits.contains("Successfully assigned default/fits to sim-stock"), "{fits}");
+}

@@ -1,4 +1,4 @@
-//! storage.k8s.io/v1 CSIDriver, CSINode and VolumeAttachment as kube-apiserver defaults and
+//! storage.k8s.io/v1 CSIDriver, CSINode, CSIStorageCapacity and VolumeAttachment as kube-apiserver defaults and
 //! validates them (stored and served; strata's own volumes do not go through CSI, so nothing
 //! acts on them yet).
 
@@ -124,6 +124,40 @@ pub fn validate_attachment(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::required("spec.source", "must specify exactly one of inlineVolumeSpec and persistentVolumeName"));
     } else if pv.as_str() == Some("") {
         causes.push(Cause::required("spec.source.persistentVolumeName", "must specify non empty persistentVolumeName"));
+    }
+}
+
+/// `ValidateCSIStorageCapacity`: a storage class name (a DNS subdomain), capacities of zero or
+/// more. Stored and served for schedulers (kube-scheduler's VolumeBinding plugin lists them);
+/// strata's own volumes publish none.
+pub fn validate_capacity(obj: &Value, causes: &mut Vec<Cause>) {
+    let class = &obj["storageClassName"];
+    let name = class.as_str().unwrap_or("");
+    if name.is_empty() {
+        causes.push(Cause::invalid("storageClassName", &json!(name), crate::object::DNS1123_SUBDOMAIN_MSG));
+    }
+    for e in if name.is_empty() { Vec::new() } else { crate::object::dns_subdomain_errors(name) } {
+        causes.push(Cause::invalid("storageClassName", class, &e));
+    }
+    for f in ["capacity", "maximumVolumeSize"] {
+        let v = &obj[f];
+        if v.is_null() {
+            continue;
+        }
+        match crate::quantity::Quantity::of(v) {
+            None => causes.push(Cause::invalid(f, v, crate::quantity::SYNTAX)),
+            Some(q) if q.value() < 0 => causes.push(Cause::invalid(f, v, "must be greater than or equal to 0")),
+            Some(_) => {}
+        }
+    }
+}
+
+/// A CSIStorageCapacity's topology and class never change (`ValidateCSIStorageCapacityUpdate`).
+pub fn validate_capacity_update(new: &Value, old: &Value, causes: &mut Vec<Cause>) {
+    for f in ["nodeTopology", "storageClassName"] {
+        if new[f] != old[f] {
+            causes.push(Cause::invalid(f, &new[f], "field is immutable"));
+        }
     }
 }
 

@@ -142,6 +142,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, ["sc"], [], []),
     res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, [], [], []),
     res!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, [], [], []),
+    res!("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, [], [], []),
     res!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, [], [], ["status"]),
     res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, ["ing"], [], ["status"]),
     res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, [], [], []),

@@ -177,6 +177,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
             ("Age", "string"),
         ],
         "CSINode" => vec![("Drivers", "integer"), ("Age", "string")],
+        "CSIStorageCapacity" => vec![("StorageClassName", "string"), ("Capacity", "string")],
         "VolumeAttachment" => vec![("Attacher", "string"), ("PV", "string"), ("Node", "string"), ("Attached", "boolean"), ("Age", "string")],
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => vec![("Webhooks", "integer"), ("Age", "string")],
         "ValidatingAdmissionPolicy" => vec![("Validations", "integer"), ("ParamKind", "string"), ("Age", "string")],
@@ -457,6 +458,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]);
         }
         "CSINode" => c.extend([json!(sp["drivers"].as_array().map_or(0, Vec::len)), json!(age(o))]),
+        "CSIStorageCapacity" => c.extend([json!(s(&o["storageClassName"])), json!(o["capacity"].as_str().unwrap_or("<unset>"))]),
         "VolumeAttachment" => c.extend([
             json!(s(&sp["attacher"])),
             json!(sp["source"]["persistentVolumeName"].as_str().unwrap_or("")),

@@ -103,6 +103,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "HorizontalPodAutoscaler" => crate::autoscaling::validate(obj, &mut causes),
         "CSIDriver" => crate::csi::validate_driver(obj, &mut causes),
         "CSINode" => crate::csi::validate_node(obj, &mut causes),
+        "CSIStorageCapacity" => crate::csi::validate_capacity(obj, &mut causes),
         "VolumeAttachment" => crate::csi::validate_attachment(obj, &mut causes),
         "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => crate::webhooks::validate(r.kind, obj, &mut causes),
         "ValidatingAdmissionPolicy" => crate::vap::validate_policy(obj, &mut causes),
@@ -306,6 +307,7 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
         "IngressClass" => crate::networking::validate_ingress_class_update(new, old, &mut causes),
         "CSIDriver" => crate::csi::validate_driver_update(new, old, &mut causes),
         "VolumeAttachment" => crate::csi::validate_attachment_update(new, old, &mut causes),
+        "CSIStorageCapacity" => crate::csi::validate_capacity_update(new, old, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
