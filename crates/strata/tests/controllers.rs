@@ -418,6 +418,39 @@ fn pods_a_quota_refuses_are_reported_with_the_servers_message_and_the_rest_goes_
     assert!(eventually(LONG, || pods(&s, "default").len() == 2), "the other Deployment goes on: {:?}", pods(&s, "default").iter().map(name).collect::<Vec<_>>());
 }
 
+/// A Deployment whose pods never become available (no node here) passes its
+/// progressDeadlineSeconds: Progressing=False/ProgressDeadlineExceeded, and `kubectl rollout
+/// status` fails saying so; paused, the condition is Unknown/DeploymentPaused and the deadline
+/// does not run.
+#[test]
+fn a_rollout_without_progress_exceeds_its_deadline_and_a_paused_one_does_not() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "deployment", "stuck", "--image", IMG, "--replicas=2"]);
+    s.ok(&["patch", "deploy", "stuck", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":3}}"#]);
+    let progressing = |d: &str| {
+        let v = s.get_json(&format!("/apis/apps/v1/namespaces/default/deployments/{d}"));
+        let c = v["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Progressing").cloned().unwrap_or(Value::Null);
+        (c["status"].as_str().unwrap_or("").to_string(), c["reason"].as_str().unwrap_or("").to_string(), c["message"].as_str().unwrap_or("").to_string())
+    };
+    assert!(eventually(LONG, || progressing("stuck").1 == "ProgressDeadlineExceeded"), "{:?}", progressing("stuck"));
+    let (status, _, message) = progressing("stuck");
+    assert_eq!(status, "False");
+    assert!(message.starts_with("ReplicaSet \"stuck-") && message.ends_with("\" has timed out progressing."), "{message}");
+    let out = s.kubectl(&["rollout", "status", "deploy/stuck", "--timeout=30s"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("error: deployment \"stuck\" exceeded its progress deadline"), "{err}");
+
+    s.ok(&["create", "deployment", "held", "--image", IMG, "--replicas=1"]);
+    s.ok(&["rollout", "pause", "deploy/held"]);
+    s.ok(&["patch", "deploy", "held", "--type=merge", "-p", r#"{"spec":{"progressDeadlineSeconds":2}}"#]);
+    assert!(eventually(LONG, || progressing("held").1 == "DeploymentPaused"), "{:?}", progressing("held"));
+    assert_eq!(progressing("held"), ("Unknown".to_string(), "DeploymentPaused".to_string(), "Deployment is paused".to_string()));
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(progressing("held").1, "DeploymentPaused", "the deadline does not run while paused");
+    s.ok(&["rollout", "resume", "deploy/held"]);
+    assert!(eventually(LONG, || progressing("held").1 == "DeploymentResumed" || progressing("held").1 == "ProgressDeadlineExceeded"), "{:?}", progressing("held"));
+}
+
 fn controllers_process(s: &ApiServer, identity: &str, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
     Command::new(env!("CARGO_BIN_EXE_strata"))
