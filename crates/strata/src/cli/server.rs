@@ -110,7 +110,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub max_requests_inflight: Option<usize>,
     /// Mutating requests executing at once, beyond Lease renewals and node heartbeats; more
-    /// wait in a queue. 0: no limit. Default: 4 per CPU.
+    /// wait in a queue. 0: no limit. Default: 200 (upstream's; a write's seat mostly waits
+    /// for the store's group commit, which these seats bound).
     #[arg(long)]
     pub max_mutating_requests_inflight: Option<usize>,
     /// Requests waiting for a seat, per priority level; beyond it a request is refused with
