@@ -311,6 +311,54 @@ fn setuid_programs_escalate_unless_allow_privilege_escalation_is_false() {
     }
 }
 
+/// A Job past its activeDeadlineSeconds gets FailureTarget at once but Failed only once its pods
+/// have terminated (upstream's Job controller since 1.31; sig-apps' "should fail when exceeds
+/// active deadline" reads active, ready and terminating 0 with Failed): here the pods ignore
+/// SIGTERM and take their 4 s grace period to go.
+#[test]
+fn a_job_past_its_deadline_is_failed_only_once_its_pods_have_terminated() {
+    let c = cluster_opts(&[], true);
+    c.apply(&format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: deadline
+spec:
+  activeDeadlineSeconds: 5
+  parallelism: 2
+  completions: 4
+  template:
+    spec:
+      nodeName: node-a
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 4
+      containers:
+      - name: c
+        image: {img}
+        command: [sh, -c, 'trap "" TERM; while true; do sleep 1; done']
+"#,
+        img = c.image
+    ));
+    let out = c.server.ok(&["wait", "--for=condition=failed", "job/deadline", "--timeout=90s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let pods: Value = serde_json::from_str(&c.server.ok(&["get", "pods", "-l", "job-name=deadline", "-o", "json"])).expect("pods json");
+    let running: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| !matches!(phase(p), "Succeeded" | "Failed"))
+        .map(|p| format!("{} {}", p["metadata"]["name"], phase(p)))
+        .collect();
+    assert!(running.is_empty(), "Failed while pods still run: {running:?}");
+    let job: Value = serde_json::from_str(&c.server.ok(&["get", "job", "deadline", "-o", "json"])).expect("job json");
+    let st = &job["status"];
+    assert_eq!((st["active"].clone(), st["ready"].clone(), st["terminating"].clone()), (0.into(), 0.into(), 0.into()), "{st}");
+    let conds = st["conditions"].as_array().cloned().unwrap_or_default();
+    for t in ["FailureTarget", "Failed"] {
+        assert!(conds.iter().any(|c| c["type"] == t && c["status"] == "True" && c["reason"] == "DeadlineExceeded"), "{t} DeadlineExceeded missing: {st}");
+    }
+}
+
 #[test]
 fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     let c = cluster(&["--max-pods", "4"]);

@@ -2,7 +2,9 @@
 //! (`parallelism` at a time; `Indexed` mode gives each pod its completion index), fails the Job
 //! after `backoffLimit` failed pods or `activeDeadlineSeconds`, honours `suspend`, and reports
 //! active/ready/succeeded/failed, startTime/completionTime, `completedIndexes` and the
-//! `Complete`/`Failed` conditions `kubectl wait --for=condition=complete` reads.
+//! `Complete`/`Failed` conditions `kubectl wait --for=condition=complete` reads. As upstream
+//! since 1.31 those come only once no pod of the Job runs or terminates: the decision is recorded
+//! first as `SuccessCriteriaMet` or `FailureTarget` (same reason) and the remaining pods deleted.
 //!
 //! Pods are counted with the job tracking finalizer (`batch.kubernetes.io/job-tracking`), as
 //! upstream counts them: a finished pod's uid goes into `status.uncountedTerminatedPods` first,
@@ -479,6 +481,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let pods = claim(&ctx, &job, &ns).await?;
     let mut st = job.status.clone().unwrap_or_default();
     let done = condition_true(&st, "Complete") || condition_true(&st, "Failed");
+    // Decided but not yet final (upstream since 1.31): FailureTarget or SuccessCriteriaMet is
+    // set at once, Failed or Complete only when no pod of the Job is left running or terminating.
+    let decided = !done && (condition_true(&st, "FailureTarget") || condition_true(&st, "SuccessCriteriaMet"));
 
     // Counting, step 1: finished pods still holding the finalizer become "uncounted".
     let mut uncounted = st.uncounted_terminated_pods.clone().unwrap_or_default();
@@ -488,7 +493,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     // When the pods counted in this pass finished (for the back-off record).
     let (mut new_succ, mut new_fail) = (Vec::new(), Vec::new());
     // Pods the controller itself deleted (the Job finished or was suspended) are not failures.
-    let count_deleted = !done && !spec.suspend.unwrap_or(false);
+    let count_deleted = !done && !decided && !spec.suspend.unwrap_or(false);
     for p in &pods {
         let puid = p.metadata.uid.clone().unwrap_or_default();
         if !has_tracking(p) || u_succ.contains(&puid) || u_fail.contains(&puid) {
@@ -590,40 +595,32 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let parallelism = spec.parallelism.unwrap_or(1).max(0);
     let mut requeue: Option<Duration> = None;
     let mut delete_active = false;
-    if !done {
+    if !done && !decided {
         let deadline_hit = spec.active_deadline_seconds.zip(st.start_time.as_ref()).is_some_and(|(d, t)| t.0 + chrono::Duration::seconds(d) <= now);
         let fail_job = if spec.pod_failure_policy.is_some() { pods.iter().filter(|p| failed(p, spec)).find_map(|p| match_failure_policy(spec.pod_failure_policy.as_ref(), p).0) } else { None };
         let success = if indexed { match_success_policy(spec.success_policy.as_ref(), completions.unwrap_or(0), &completed) } else { None };
         if let Some(message) = fail_job {
             set_condition(&mut st, "FailureTarget", "True", "PodFailurePolicy", &message);
-            set_condition(&mut st, "Failed", "True", "PodFailurePolicy", &message);
             ctx.recorder.publish(&job, EventType::Warning, "PodFailurePolicy", message);
             delete_active = true;
         } else if failed_n > spec.backoff_limit.unwrap_or(6) {
             set_condition(&mut st, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
-            set_condition(&mut st, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             ctx.recorder.publish(&job, EventType::Warning, "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             delete_active = true;
         } else if deadline_hit {
             set_condition(&mut st, "FailureTarget", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
-            set_condition(&mut st, "Failed", "True", "DeadlineExceeded", "Job was active longer than specified deadline");
             ctx.recorder.publish(&job, EventType::Warning, "DeadlineExceeded", "Job was active longer than specified deadline");
             delete_active = true;
         } else if let Some((reason, message)) = per_index.and(indexes_verdict(spec, &failed_idx, &completed)) {
             set_condition(&mut st, "FailureTarget", "True", reason, message);
-            set_condition(&mut st, "Failed", "True", reason, message);
             ctx.recorder.publish(&job, EventType::Warning, reason, message);
             delete_active = true;
         } else if let Some(message) = success {
             set_condition(&mut st, "SuccessCriteriaMet", "True", "SuccessPolicy", &message);
-            set_condition(&mut st, "Complete", "True", "SuccessPolicy", &message);
-            st.completion_time = Some(Time(now));
             ctx.recorder.publish(&job, EventType::Normal, "Completed", "Job completed");
             delete_active = true;
         } else if completions.is_some_and(|c| succeeded >= c) || (completions.is_none() && succeeded > 0 && active.is_empty()) {
             set_condition(&mut st, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods");
-            set_condition(&mut st, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods");
-            st.completion_time = Some(Time(now));
             ctx.recorder.publish(&job, EventType::Normal, "Completed", "Job completed");
             delete_active = true;
         } else if let Some(d) = spec.active_deadline_seconds {
@@ -632,7 +629,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             }
         }
     }
-    let finished_now = condition_true(&st, "Complete") || condition_true(&st, "Failed");
+    let finished_now = ["Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"].iter().any(|t| condition_true(&st, t));
     let suspended = spec.suspend.unwrap_or(false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
     let names: std::collections::HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
@@ -716,6 +713,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+    }
+    // The final condition once every pod has finished or is gone (those deleted above in this
+    // pass are still running here: a later pass, woken by their updates, finishes the Job).
+    if !done && finished_now && pods.iter().all(|p| finished(p)) {
+        for (interim, last) in [("FailureTarget", "Failed"), ("SuccessCriteriaMet", "Complete")] {
+            let Some(c) = st.conditions.iter().flatten().find(|c| c.type_ == interim && c.status == "True").cloned() else { continue };
+            set_condition(&mut st, last, "True", c.reason.as_deref().unwrap_or(""), c.message.as_deref().unwrap_or(""));
+            if last == "Complete" {
+                st.completion_time = Some(Time(now));
+            }
+            break;
         }
     }
     st.active = Some(if finished_now { 0 } else { active.len() as i32 });
