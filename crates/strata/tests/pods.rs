@@ -359,6 +359,29 @@ spec:
     }
 }
 
+/// A Job whose `spec.managedBy` names another controller is left to it (upstream's JobManagedBy,
+/// on by default in 1.32): no pods and no status from the built-in controller (sig-apps' "Job
+/// should allow to delegate reconciliation to external controller").
+#[test]
+fn a_job_managed_by_another_controller_is_left_alone() {
+    let c = cluster_opts(&[], true);
+    let job = |name: &str, managed: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  {managed}completions: 1\n  template:\n    spec:\n      nodeName: node-a\n      restartPolicy: Never\n      containers:\n      - {{name: c, image: {img}, command: [sh, -c, 'echo done']}}\n",
+            img = c.image
+        )
+    };
+    c.apply(&job("elsewhere", "managedBy: example.com/custom-job-controller\n  "));
+    // A Job of the built-in controller, created after, completes: the other was seen and skipped.
+    c.apply(&job("here", ""));
+    let out = c.server.ok(&["wait", "--for=condition=complete", "job/here", "--timeout=90s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let other: Value = serde_json::from_str(&c.server.ok(&["get", "job", "elsewhere", "-o", "json"])).expect("job json");
+    assert!(other["status"].as_object().is_none_or(|s| s.is_empty()), "status written by the built-in controller: {}", other["status"]);
+    let pods = c.server.ok(&["get", "pods", "-l", "job-name=elsewhere", "-o", "name"]);
+    assert!(pods.trim().is_empty(), "pods made for a Job another controller manages: {pods}");
+}
+
 #[test]
 fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     let c = cluster(&["--max-pods", "4"]);

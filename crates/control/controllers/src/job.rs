@@ -5,6 +5,7 @@
 //! `Complete`/`Failed` conditions `kubectl wait --for=condition=complete` reads. As upstream
 //! since 1.31 those come only once no pod of the Job runs or terminates: the decision is recorded
 //! first as `SuccessCriteriaMet` or `FailureTarget` (same reason) and the remaining pods deleted.
+//! A Job whose `spec.managedBy` names another controller is left to it.
 //!
 //! Pods are counted with the job tracking finalizer (`batch.kubernetes.io/job-tracking`), as
 //! upstream counts them: a finished pod's uid goes into `status.uncountedTerminatedPods` first,
@@ -42,6 +43,9 @@ use crate::expectations::Expectations;
 use crate::owners::OwnerIndex;
 use crate::replicaset::{controller_of, controller_ref, labels_of, random_name, ready_since, selects};
 use crate::{Clients, Context, Error};
+
+/// `spec.managedBy` of the Jobs this controller reconciles (unset means the same).
+const JOB_CONTROLLER_NAME: &str = "kubernetes.io/job-controller";
 
 pub const IDENTITY: &str = "job-controller";
 pub const TRACKING: &str = "batch.kubernetes.io/job-tracking";
@@ -477,6 +481,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let ns = job.namespace().unwrap_or_default();
     let key = crate::key(job.as_ref());
     let Some(spec) = job.spec.as_ref() else { return Ok(Action::await_change()) };
+    // Another controller's Job (upstream's JobManagedBy): neither its pods nor its status.
+    if spec.managed_by.as_deref().is_some_and(|m| m != JOB_CONTROLLER_NAME) {
+        return Ok(Action::await_change());
+    }
     let mut job = (*job).clone();
     let pods = claim(&ctx, &job, &ns).await?;
     let mut st = job.status.clone().unwrap_or_default();
