@@ -382,6 +382,24 @@ fn a_job_managed_by_another_controller_is_left_alone() {
     assert!(pods.trim().is_empty(), "pods made for a Job another controller manages: {pods}");
 }
 
+/// A hostPath volume without a type whose directory does not exist gets it created (as the CRI
+/// runtimes under kubelet do: containerd and CRI-O make a missing bind source a directory); the
+/// pod runs instead of failing CreateContainerError (sig-apps' StatefulSet specs mount
+/// /tmp/home this way).
+#[test]
+fn a_host_path_volume_without_a_type_creates_its_missing_directory() {
+    let c = cluster(&[]);
+    let host = tempfile::tempdir().expect("tmp");
+    let dir = host.path().join("made/by/the/node");
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hp\nspec:\n  nodeName: node-a\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'echo hi > /home/x']\n    volumeMounts: [{{name: home, mountPath: /home}}]\n  volumes:\n  - {{name: home, hostPath: {{path: {dir}}}}}\n",
+        img = c.image,
+        dir = dir.display()
+    ));
+    c.wait_pod("hp", "Succeeded", Duration::from_secs(120), |p| phase(p) == "Succeeded");
+    assert_eq!(std::fs::read_to_string(dir.join("x")).unwrap_or_default(), "hi\n", "the container wrote into the created directory");
+}
+
 #[test]
 fn exits_restart_with_back_off_and_bad_input_becomes_status() {
     let c = cluster(&["--max-pods", "4"]);

@@ -417,6 +417,11 @@ fn host_path(volume: &str, path: &str, kind: &str) -> Result<PathBuf, VolumeErro
     let meta = std::fs::metadata(&p);
     let bad = |what: &str| Err(verr(volume, format!("hostPath type check failed: {path} is not a {what}")));
     match kind {
+        // No check (kubelet's default); a missing path becomes a directory, as the CRI runtimes
+        // under kubelet (containerd, CRI-O) create a bind mount's missing source.
+        "" if p.is_absolute() && std::fs::symlink_metadata(&p).is_err() => {
+            std::fs::create_dir_all(&p).map_err(|e| verr(volume, format!("creating {path}: {e}")))?;
+        }
         "" => {}
         "DirectoryOrCreate" => {
             if meta.is_err() {
