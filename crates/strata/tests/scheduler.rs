@@ -694,3 +694,32 @@ fn a_stock_kube_scheduler_schedules_pods_through_strata() {
     let fits = s.ok(&["describe", "pod", "fits"]);
     assert!(fits.contains("Successfully assigned default/fits to sim-stock"), "{fits}");
 }
+
+/// A pod whose PersistentVolumeClaim does not exist or is not bound yet (and not of a
+/// WaitForFirstConsumer class) is not placed — upstream's VolumeBinding PreFilter: Pending with
+/// FailedScheduling saying why — and is placed once the claim is bound.
+#[test]
+fn a_pod_waits_for_its_claims_to_exist_and_be_bound() {
+    let s = server();
+    sim_node(&s, "sim-vol", "4", "8Gi", "110", &[], &[]);
+    create(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], storageClassName: manual, resources: {requests: {storage: 1Gi}}}\n");
+    let with_claim = |name: &str, claim: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: c, image: registry.k8s.io/pause:3.9}}]\n  volumes: [{{name: v, persistentVolumeClaim: {{claimName: {claim}}}}}]\n");
+    create(&s, &with_claim("unbound", "data"));
+    create(&s, &with_claim("ghost", "nothing"));
+    let said = |pod: &str, want: &str| eventually(Duration::from_secs(30), || s.ok(&["describe", "pod", pod]).contains(want));
+    let unbound = "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    assert!(said("unbound", unbound), "{}", s.ok(&["describe", "pod", "unbound"]));
+    let missing = "0/1 nodes are available: persistentvolumeclaim \"nothing\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    assert!(said("ghost", missing), "{}", s.ok(&["describe", "pod", "ghost"]));
+    assert_eq!((node_of(&s, "unbound"), node_of(&s, "ghost")), (String::new(), String::new()));
+    // Bound as the binder binds it: the waiting pod is placed (the claim's change requeues it).
+    create(&s, "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-data}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], storageClassName: manual, hostPath: {path: /tmp/pv-data}, claimRef: {namespace: default, name: data}}\n");
+    s.ok(&["patch", "pvc", "data", "--type=merge", "-p", r#"{"spec":{"volumeName":"pv-data"}}"#]);
+    assert_eq!(bound(&s, "unbound"), "sim-vol");
+    // A claim of a WaitForFirstConsumer class is bound after placement: it does not hold the pod.
+    create(&s, "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: late}\nprovisioner: example.com/late\nvolumeBindingMode: WaitForFirstConsumer\n");
+    create(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: later}\nspec: {accessModes: [ReadWriteOnce], storageClassName: late, resources: {requests: {storage: 1Gi}}}\n");
+    create(&s, &with_claim("first-consumer", "later"));
+    assert_eq!(bound(&s, "first-consumer"), "sim-vol");
+    assert_eq!(node_of(&s, "ghost"), "");
+}

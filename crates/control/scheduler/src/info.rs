@@ -92,6 +92,9 @@ pub struct PodInfo {
     pub preferred_affinity: Vec<AffinityTerm>,
     pub preferred_anti_affinity: Vec<AffinityTerm>,
     pub terminating: bool,
+    /// The PersistentVolumeClaims the pod mounts (a generic ephemeral volume's is
+    /// `<pod>-<volume>`).
+    pub claims: Vec<String>,
 }
 
 impl PodInfo {
@@ -127,7 +130,19 @@ impl PodInfo {
                 paa = a.preferred_during_scheduling_ignored_during_execution.iter().flatten().map(|w| AffinityTerm::parse(&w.pod_affinity_term, &namespace, w.weight, &labels)).collect();
             }
         }
+        let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+        let claims = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+                (Some(c), _) => Some(c.claim_name.clone()),
+                (None, Some(_)) => Some(format!("{pod_name}-{}", v.name)),
+                (None, None) => None,
+            })
+            .collect();
         PodInfo {
+            claims,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             node_name: spec.node_name.clone().unwrap_or_default(),

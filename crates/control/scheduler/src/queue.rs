@@ -71,6 +71,9 @@ pub enum ClusterEvent {
     /// A pod was placed: only pods refused by inter-pod affinity or topology spreading can
     /// gain from it.
     PodPlaced,
+    /// A PersistentVolumeClaim or StorageClass came or changed: only pods waiting for their
+    /// claims can gain from it.
+    ClaimChanged,
 }
 
 #[derive(Default)]
@@ -221,7 +224,13 @@ impl Queue {
         let moved: Vec<String> = self
             .unsched
             .iter()
-            .filter(|u| self.entries.get(*u).is_some_and(|e| ev != ClusterEvent::PodPlaced || e.rejected_by.iter().any(|p| *p == "InterPodAffinity" || *p == "PodTopologySpread")))
+            .filter(|u| {
+                self.entries.get(*u).is_some_and(|e| match ev {
+                    ClusterEvent::PodPlaced => e.rejected_by.iter().any(|p| *p == "InterPodAffinity" || *p == "PodTopologySpread"),
+                    ClusterEvent::ClaimChanged => e.rejected_by.contains(&crate::plugins::VOLUME_BINDING),
+                    _ => true,
+                })
+            })
             .cloned()
             .collect();
         for uid in moved {

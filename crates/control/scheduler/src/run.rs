@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::runtime::reflector::{ObjectRef, Store};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
@@ -61,6 +63,9 @@ struct Shared {
     bindings: Arc<Semaphore>,
     /// PodDisruptionBudgets, which preemption spares when it can.
     pdbs: kube::runtime::reflector::Store<PodDisruptionBudget>,
+    /// PersistentVolumeClaims and StorageClasses: a pod waits until its claims are bound.
+    claims: Store<PersistentVolumeClaim>,
+    classes: Store<StorageClass>,
 }
 
 impl Shared {
@@ -91,6 +96,10 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
     let (pdbs, pdb_writer) = kube::runtime::reflector::store();
     let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let (claims, claim_writer) = kube::runtime::reflector::store();
+    let claim_stream = kube::runtime::reflector::reflector(claim_writer, watcher::watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let (classes, class_writer) = kube::runtime::reflector::store();
+    let class_stream = kube::runtime::reflector::reflector(class_writer, watcher::watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (changes, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         changes,
@@ -101,7 +110,10 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         events,
         bindings,
         pdbs,
+        claims,
+        classes,
     });
+
     // Aborted when this future ends or is dropped (a leader that lost its lease stops at once).
     let _tasks = AbortOnDrop(vec![
         tokio::spawn(watch_nodes(shared.clone())),
@@ -109,6 +121,8 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         tokio::spawn(watch_namespaces(shared.clone())),
         tokio::spawn(watch_selectors(shared.clone())),
         tokio::spawn(pdb_stream.for_each(|_| futures_util::future::ready(()))),
+        tokio::spawn(claim_stream.for_each(claims_moved(shared.clone()))),
+        tokio::spawn(class_stream.for_each(claims_moved(shared.clone()))),
     ]);
     let _stop = StopOnDrop(shared.clone());
     // The scheduling thread reports its end (a panic included) by dropping `done`.
@@ -393,6 +407,19 @@ fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
     if !st.queue.contains(&pod.uid) {
         return;
     }
+    if let Some(why) = claims_not_ready(shared, &pod) {
+        let n = st.cache.num_nodes();
+        let fit = plugins::FitError {
+            num_nodes: n,
+            pre_filter: Some((plugins::VOLUME_BINDING, why)),
+            post_filter: (n > 0).then(|| format!("preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling")),
+            ..Default::default()
+        };
+        st.queue.unschedulable(&pod.uid, fit.plugins(), now);
+        let shared2 = shared.clone();
+        shared.runtime.spawn(async move { report_failure(&shared2, pod, fit.message(), None).await });
+        return;
+    }
     let node = match plugins::schedule(&st.cache, &pod, &mut st.search) {
         Ok(d) => {
             tracing::debug!(pod = %pod.key(), node = %d.node, evaluated = d.evaluated, feasible = d.feasible, "scheduled");
@@ -480,6 +507,27 @@ async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
 
 /// Tell the pod why it did not fit (event, PodScheduled=False condition, nominated node) and
 /// carry out a preemption.
+/// A claim or class that comes or changes may let pods waiting for their claims go.
+fn claims_moved<K>(shared: Arc<Shared>) -> impl FnMut(Result<Event<K>, watcher::Error>) -> futures_util::future::Ready<()> {
+    move |ev| {
+        if matches!(ev, Ok(Event::Apply(_) | Event::InitDone | Event::Delete(_))) {
+            shared.change(|st| st.queue.move_on(ClusterEvent::ClaimChanged, Instant::now()));
+        }
+        futures_util::future::ready(())
+    }
+}
+
+/// Why the pod's claims hold it (see [`plugins::claims_not_ready`]), from the watched claims
+/// and classes.
+fn claims_not_ready(shared: &Shared, pod: &PodInfo) -> Option<String> {
+    if pod.claims.is_empty() {
+        return None;
+    }
+    let claim = |name: &str| shared.claims.get(&ObjectRef::new(name).within(&pod.namespace));
+    let waits = |class: &str| shared.classes.get(&ObjectRef::new(class)).is_some_and(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+    plugins::claims_not_ready(pod, claim, waits)
+}
+
 async fn report_failure(shared: &Shared, pod: Arc<PodInfo>, message: String, preempted: Option<preemption::Preemption>) {
     tracing::debug!(pod = %pod.key(), %message, "unschedulable");
     shared.events.publish(&*pod.pod, EventType::Warning, "FailedScheduling", message.clone());

@@ -9,6 +9,9 @@ pub mod node;
 pub mod spread;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use crate::cache::Cache;
 use crate::info::{NodeInfo, PodInfo};
@@ -78,9 +81,39 @@ pub struct FitError {
     pub statuses: Vec<(String, Rejection)>,
     /// What preemption said (`preemption: ...`).
     pub post_filter: Option<String>,
+    /// A refusal before any node was looked at: the plugin and why (`pod has unbound immediate
+    /// PersistentVolumeClaims`).
+    pub pre_filter: Option<(&'static str, String)>,
 }
 
 pub const NO_NODES: &str = "no nodes available to schedule pods";
+
+/// The plugin that holds a pod until its claims are there and bound.
+pub const VOLUME_BINDING: &str = "VolumeBinding";
+
+/// Upstream's VolumeBinding PreFilter (the part strata needs, its volumes being bound by the
+/// binder before a pod runs): why the pod cannot be placed yet, if so — a claim that does not
+/// exist (`persistentvolumeclaim "x" not found`), or one not bound to a volume whose class does
+/// not wait for the first consumer (`pod has unbound immediate PersistentVolumeClaims`).
+/// `claim(name)` is the claim in the pod's namespace; `waits(class)`: the class binds on the first
+/// consumer.
+pub fn claims_not_ready(pod: &PodInfo, claim: impl Fn(&str) -> Option<Arc<PersistentVolumeClaim>>, waits: impl Fn(&str) -> bool) -> Option<String> {
+    let mut unbound = false;
+    for name in &pod.claims {
+        let Some(c) = claim(name) else {
+            return Some(format!("persistentvolumeclaim \"{name}\" not found"));
+        };
+        let spec = c.spec.as_ref();
+        if spec.and_then(|s| s.volume_name.as_deref()).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        let class = spec.and_then(|s| s.storage_class_name.as_deref()).unwrap_or("");
+        if class.is_empty() || !waits(class) {
+            unbound = true;
+        }
+    }
+    unbound.then(|| "pod has unbound immediate PersistentVolumeClaims".to_string())
+}
 
 impl FitError {
     /// `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}.`
@@ -90,6 +123,9 @@ impl FitError {
             return NO_NODES.to_string();
         }
         let mut msg = format!("0/{} nodes are available:", self.num_nodes);
+        if let Some((_, why)) = &self.pre_filter {
+            msg.push_str(&format!(" {why}."));
+        }
         let hist = histogram(self.statuses.iter().flat_map(|(_, r)| r.reasons.iter().cloned()));
         if !hist.is_empty() {
             msg.push_str(&format!(" {}.", hist.join(", ")));
@@ -102,7 +138,7 @@ impl FitError {
 
     /// The plugins that refused some node (what could make it fit decides re-queueing).
     pub fn plugins(&self) -> Vec<&'static str> {
-        let mut p: Vec<&'static str> = self.statuses.iter().map(|(_, r)| r.plugin).collect();
+        let mut p: Vec<&'static str> = self.statuses.iter().map(|(_, r)| r.plugin).chain(self.pre_filter.iter().map(|(p, _)| *p)).collect();
         p.sort();
         p.dedup();
         p
@@ -204,7 +240,7 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, search: &mut Search) -> Result<Dec
     search.next_start = (search.next_start + processed) % slots.max(1);
     let evaluated = feasible.len() + statuses.len();
     if feasible.is_empty() {
-        return Err(FitError { num_nodes: total, statuses, post_filter: None });
+        return Err(FitError { num_nodes: total, statuses, post_filter: None, pre_filter: None });
     }
     if feasible.len() == 1 {
         return Ok(Decision { node: feasible[0].name.clone(), evaluated, feasible: 1 });

@@ -416,3 +416,21 @@ fn assumed_pods_count_and_the_search_covers_large_clusters() {
     let p = pod("metadata: {name: extra}\nspec: {containers: [{name: c, image: i, resources: {requests: {cpu: '1'}}}]}");
     assert_eq!(schedule(&c, &p, &mut search).expect_err("full").message(), "0/500 nodes are available: 500 Insufficient cpu.");
 }
+
+#[test]
+fn claims_hold_a_pod_until_they_exist_and_are_bound_unless_their_class_waits() {
+    let p = pod("metadata: {name: p, namespace: ns}\nspec:\n  containers: [{name: c}]\n  volumes:\n  - {name: a, persistentVolumeClaim: {claimName: data}}\n  - {name: scratch, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce]}}}}\n");
+    assert_eq!(p.claims, ["data", "p-scratch"]);
+    let claim = |volume: &str, class: &str| {
+        let c: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" }, "spec": { "volumeName": volume, "storageClassName": class } })).expect("claim");
+        Some(Arc::new(c))
+    };
+    let none_wait = |_: &str| false;
+    assert_eq!(claims_not_ready(&p, |_| None, none_wait).as_deref(), Some("persistentvolumeclaim \"data\" not found"));
+    assert_eq!(claims_not_ready(&p, |_| claim("", "fast"), none_wait).as_deref(), Some("pod has unbound immediate PersistentVolumeClaims"));
+    assert_eq!(claims_not_ready(&p, |_| claim("pv-1", "fast"), none_wait), None);
+    assert_eq!(claims_not_ready(&p, |_| claim("", "late"), |c| c == "late"), None, "bound after placement");
+    let plain = pod("metadata: {name: q, namespace: ns}\nspec:\n  containers: [{name: c}]\n");
+    assert!(plain.claims.is_empty());
+    assert_eq!(claims_not_ready(&plain, |_| None, none_wait), None);
+}
