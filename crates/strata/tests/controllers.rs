@@ -997,6 +997,31 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     assert!(events_of(&s, "cj3", "hist").contains("SuccessfulDelete"));
 }
 
+/// concurrencyPolicy Replace: the next run deletes the one still running and takes its place;
+/// startingDeadlineSeconds: a time missed by more than the deadline is not run.
+#[test]
+fn cronjobs_replace_a_running_job_and_skip_times_past_their_starting_deadline() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "cj4"]);
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("swap", "cj4", json!({ "schedule": "*/1 * * * *", "concurrencyPolicy": "Replace" }))));
+    s.ok_stdin(&["create", "-f", "-"], Some(&cronjob_manifest("late", "cj4", json!({ "schedule": "*/1 * * * *", "startingDeadlineSeconds": 0 }))));
+    backdate_last_schedule(&s, "cj4", "swap", 10);
+    backdate_last_schedule(&s, "cj4", "late", 10);
+    let swaps = |s: &ApiServer| jobs_of(s, "cj4").into_iter().filter(|j| name(j).starts_with("swap-")).map(|j| name(&j)).collect::<Vec<_>>();
+    assert!(eventually(LONG, || swaps(&s).len() == 1), "{:?} {}", swaps(&s), events_of(&s, "cj4", "swap"));
+    let first = swaps(&s)[0].clone();
+    // No node runs its pod: at the next minute boundary the first Job is still active.
+    let long = Duration::from_secs(150);
+    assert!(eventually(long, || { let w = swaps(&s); w.len() == 1 && w[0] != first }), "{:?} {}", swaps(&s), events_of(&s, "cj4", "swap"));
+    let events = events_of(&s, "cj4", "swap");
+    assert!(events.contains(&format!("Deleted job {first}")), "{events}");
+    let active = s.get_json("/apis/batch/v1/namespaces/cj4/cronjobs/swap")["status"]["active"].clone();
+    assert_eq!(active.as_array().map(|a| a.iter().filter_map(|r| r["name"].as_str()).map(str::to_string).collect::<Vec<_>>()), Some(swaps(&s)), "{active}");
+    // `late` never ran although a minute boundary passed: with a 0 s deadline no time is ever
+    // within its window (upstream looks for missed times only after now - deadline).
+    assert!(jobs_of(&s, "cj4").iter().all(|j| !name(j).starts_with("late-")), "{:?}", jobs_of(&s, "cj4").iter().map(name).collect::<Vec<_>>());
+}
+
 /// Report a pod's status as its node would: Running, an IP, Ready or not.
 fn set_pod_status(s: &ApiServer, ns: &str, pod: &str, ip: &str, ready: bool) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
