@@ -359,6 +359,23 @@ spec:
     }
 }
 
+/// A Job whose pods restart in place (restartPolicy OnFailure) fails once their restarts reach
+/// backoffLimit (upstream's pastBackoffLimitOnFailure), instead of crash-looping forever
+/// (sig-apps' CronJob "should delete failed finished jobs with limit of one job" waits for it).
+#[test]
+fn a_job_restarting_on_failure_fails_at_its_backoff_limit() {
+    let c = cluster_opts(&[], true);
+    c.apply(&format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: crashing\nspec:\n  backoffLimit: 1\n  template:\n    spec:\n      nodeName: node-a\n      restartPolicy: OnFailure\n      terminationGracePeriodSeconds: 1\n      containers:\n      - {{name: c, image: {img}, command: [sh, -c, 'exit 1']}}\n",
+        img = c.image
+    ));
+    let out = c.server.ok(&["wait", "--for=condition=failed", "job/crashing", "--timeout=90s"]);
+    assert!(out.contains("condition met"), "{out}");
+    let job: Value = serde_json::from_str(&c.server.ok(&["get", "job", "crashing", "-o", "json"])).expect("job json");
+    let conds = job["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(conds.iter().any(|c| c["type"] == "Failed" && c["reason"] == "BackoffLimitExceeded"), "{}", job["status"]);
+}
+
 /// A Job whose `spec.managedBy` names another controller is left to it (upstream's JobManagedBy,
 /// on by default in 1.32): no pods and no status from the built-in controller (sig-apps' "Job
 /// should allow to delegate reconciliation to external controller").

@@ -611,7 +611,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
             set_condition(&mut st, "FailureTarget", "True", "PodFailurePolicy", &message);
             ctx.recorder.publish(&job, EventType::Warning, "PodFailurePolicy", message);
             delete_active = true;
-        } else if failed_n > spec.backoff_limit.unwrap_or(6) {
+        } else if failed_n > spec.backoff_limit.unwrap_or(6) || past_backoff_limit_on_failure(spec, &pods) {
             set_condition(&mut st, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             ctx.recorder.publish(&job, EventType::Warning, "BackoffLimitExceeded", "Job has reached the specified backoff limit");
             delete_active = true;
@@ -744,6 +744,26 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
         write_status(&ctx, &job, st).await?;
     }
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(300))))
+}
+
+/// Upstream's pastBackoffLimitOnFailure: with restartPolicy OnFailure a failing container
+/// restarts in place, and the restarts of the pods still pending or running count toward
+/// backoffLimit (any restart at all with a limit of 0).
+fn past_backoff_limit_on_failure(spec: &JobSpec, pods: &[Arc<Pod>]) -> bool {
+    if spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) != Some("OnFailure") {
+        return false;
+    }
+    let restarts: i32 = pods
+        .iter()
+        .filter(|p| matches!(phase(p), "Pending" | "Running"))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.init_container_statuses.iter().flatten().chain(s.container_statuses.iter().flatten()))
+        .map(|c| c.restart_count)
+        .sum();
+    match spec.backoff_limit.unwrap_or(6) {
+        0 => restarts > 0,
+        limit => restarts >= limit,
+    }
 }
 
 /// How failed indexes end a Job with backoffLimitPerIndex (upstream's order): more than
