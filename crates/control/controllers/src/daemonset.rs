@@ -462,6 +462,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
     };
     let hash = history::revision_hash(&hist.current);
 
+    // Expectations first, then the pods (as upstream): a pod created earlier and observed
+    // between a snapshot and a later check would be counted by neither and made again.
+    let in_cache = |n: &str| st.pods.contains(&ns, n);
+    let sync = st.expectations.satisfied(&key, in_cache);
     // Pods: claim, then group by the node each is for.
     // This DaemonSet's pods and the namespace's orphans (others' are never claimed).
     let (mine, orphans) = st.pods.owned_and_orphans(&ns, &uid);
@@ -503,9 +507,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context<State>>) -> Result<Actio
     }
 
     let now = chrono::Utc::now();
-    let in_cache = |n: &str| st.pods.contains(&ns, n);
     let mut failure = None;
-    if st.expectations.satisfied(&key, in_cache) {
+    if sync {
         let (mut plan, events) = manage(&ds, &nodes, &by_node, &hash, now, |node| backoff_ok(st, &key, node));
         for (reason, message) in events {
             let t = if reason == "FailedDaemonPod" { EventType::Warning } else { EventType::Normal };

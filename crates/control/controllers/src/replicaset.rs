@@ -269,6 +269,11 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
         return Ok(crate::not_synced());
     }
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
+    // Expectations first, then the pods (upstream's order): checked after the snapshot, a pod
+    // created by an earlier reconcile and observed in between would be in neither, and be
+    // made again (seen: 10,024 pods created for 10,000 replicas under load, 24 deleted after).
+    let in_cache = |n: &str| ctx.state.pods.contains(&ns, n);
+    let sync = rs.meta().deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache);
     // Only this ReplicaSet's pods and the namespace's orphans: pods controlled by others are
     // never claimed, so a reconcile costs O(own pods), not O(pods in the namespace).
     let (mine, orphans) = ctx.state.pods.owned_and_orphans(&ns, &uid);
@@ -301,8 +306,7 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
     let mut active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
 
     let mut failure: Option<(String, String)> = None;
-    let in_cache = |n: &str| ctx.state.pods.contains(&ns, n);
-    if rs.meta().deletion_timestamp.is_none() && ctx.state.expectations.satisfied(&key, in_cache) {
+    if sync {
         let want = rs.replicas().max(0) as usize;
         if active.len() < want {
             let n = (want - active.len()).min(BURST);
