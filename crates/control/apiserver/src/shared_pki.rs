@@ -41,8 +41,8 @@ pub enum SharedPkiError {
     },
     #[error("the cluster identity in the store ({KEY}) is not readable: {0}")]
     Corrupt(String),
-    #[error("{0}: the signing key of ServiceAccount tokens: {1}")]
-    ServiceAccountKey(std::path::PathBuf, String),
+    #[error("the signing key of ServiceAccount tokens: {0}")]
+    ServiceAccountKey(#[from] crate::satoken::TokenError),
     #[error(
         "{ca} is not the CA of the cluster this store holds (another server created that cluster): this data directory belongs to another cluster. To join this server to the store's cluster, start it with a data directory without pki/"
     )]
@@ -69,8 +69,7 @@ fn write(path: &Path, data: &str, secret: bool) -> Result<(), SharedPkiError> {
 impl Identity {
     fn of(pki: &Pki) -> Result<Identity, SharedPkiError> {
         // Made here if this data dir has none yet (the server would make it at bind).
-        crate::satoken::Signer::load_or_create(&pki.service_account_key())
-            .map_err(|e| SharedPkiError::ServiceAccountKey(pki.service_account_key(), e.to_string()))?;
+        crate::satoken::Signer::load_or_create(&pki.service_account_key())?;
         Ok(Identity { ca_crt: read(&pki.ca_cert())?, ca_key: read(&pki.ca_key())?, sa_key: read(&pki.service_account_key())? })
     }
 
