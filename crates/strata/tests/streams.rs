@@ -174,9 +174,16 @@ fn http_server() -> u16 {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
             std::thread::spawn(move || {
+                // The request may come in pieces (each hop may split it): read to its blank line.
+                let mut req = Vec::new();
                 let mut buf = [0u8; 1024];
-                let n = c.read(&mut buf).unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).into_owned();
                 let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let body = format!("hello from the pod, you asked for {path}");
                 let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -191,33 +198,39 @@ fn port_forward_reaches_a_server_in_the_pod() {
     let (s, _node) = cluster();
     let target = http_server();
     for v in [None, Some(OLD), Some(NEWEST)] {
-        let local = common::free_port();
+        // Local port 0: kubectl picks a free one and names it (a port chosen here could be
+        // taken by someone else before kubectl binds it).
         let mut pf = kubectl_cmd(&s, v)
-            .args(["port-forward", "-v=4", "pod/p", &format!("{local}:{target}")])
+            .args(["port-forward", "-v=4", "pod/p", &format!(":{target}")])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("port-forward");
         let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.contains("Forwarding from"), "{v:?}: {first}");
+        let local = common::forwarded_from(&first).unwrap_or_else(|| panic!("{v:?}: {first}"));
         for i in 0..3 {
             let mut c = std::net::TcpStream::connect(("127.0.0.1", local)).expect("connect");
             c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-            write!(c, "GET /try-{i} HTTP/1.0\r\n\r\n").expect("request");
             let mut resp = String::new();
-            c.read_to_string(&mut resp).expect("response");
+            let sent = c.write_all(format!("GET /try-{i} HTTP/1.0\r\n\r\n").as_bytes()).and_then(|()| c.read_to_string(&mut resp));
+            if let Err(e) = sent {
+                // kubectl's own account of what happened says more than the socket error.
+                let _ = pf.kill();
+                let out = pf.wait_with_output().expect("port-forward");
+                panic!("{v:?}: request {i}: {e}; kubectl: {}", text(&out.stderr));
+            }
             assert!(resp.ends_with(&format!("hello from the pod, you asked for /try-{i}")), "{v:?}: {resp}");
         }
         // A port nothing listens on in the pod: the connection closes and kubectl says why.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let local2 = common::free_port();
-        let mut pf2 = kubectl_cmd(&s, v).args(["port-forward", "pod/p", &format!("{local2}:{closed}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
+        let mut pf2 = kubectl_cmd(&s, v).args(["port-forward", "pod/p", &format!(":{closed}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
         let mut lines2 = BufReader::new(pf2.stdout.take().expect("stdout")).lines();
-        let _ = lines2.next();
+        let first2 = lines2.next().and_then(Result::ok).unwrap_or_default();
+        let local2 = common::forwarded_from(&first2).unwrap_or_else(|| panic!("{v:?}: {first2}"));
         let mut c = std::net::TcpStream::connect(("127.0.0.1", local2)).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let _ = write!(c, "GET / HTTP/1.0\r\n\r\n");
+        let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
         let mut resp = Vec::new();
         let _ = c.read_to_end(&mut resp);
         assert!(resp.is_empty(), "{v:?}: {}", text(&resp));
@@ -432,14 +445,13 @@ fn streams_of_a_pod_the_agent_runs() {
         assert!(out.status.success(), "{v:?}: {}", text(&out.stderr));
         assert_eq!(std::fs::read(&back).expect("back"), data, "{v:?}");
         // port-forward to the pod's HTTP server, which listens on the pod's loopback only.
-        let port = common::free_port();
-        let mut pf = kubectl_cmd(&s, v).args(["port-forward", "pod/web", &format!("{port}:8080")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
+        let mut pf = kubectl_cmd(&s, v).args(["port-forward", "pod/web", ":8080"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("port-forward");
         let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.contains("Forwarding from"), "{v:?}: {first}");
+        let port = common::forwarded_from(&first).unwrap_or_else(|| panic!("{v:?}: {first}"));
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        write!(c, "GET /index.html HTTP/1.0\r\n\r\n").expect("request");
+        c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").expect("request");
         let mut resp = String::new();
         let _ = c.read_to_string(&mut resp);
         let _ = pf.kill();

@@ -300,9 +300,8 @@ fn container_and_vm_pods_behave_the_same_through_kubectl() {
             got.as_deref() == Ok("ok\n")
         }), "{what}: GET {ip}:8081 from the node: {got:?}");
         // kubectl port-forward reaches the server that listens on the pod's 127.0.0.1 only.
-        let local = common::free_port();
         let mut pf = Command::new("kubectl")
-            .args(["port-forward", &format!("pod/{name}"), &format!("{local}:8080")])
+            .args(["port-forward", &format!("pod/{name}"), ":8080"])
             .env("KUBECONFIG", server.kubeconfig())
             .env("HOME", server.data_dir())
             .stdout(Stdio::piped())
@@ -311,7 +310,7 @@ fn container_and_vm_pods_behave_the_same_through_kubectl() {
             .expect("port-forward");
         let mut lines = BufReader::new(pf.stdout.take().expect("stdout")).lines();
         let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(first.contains("Forwarding from"), "{what}: {first}");
+        let local = common::forwarded_from(&first).unwrap_or_else(|| panic!("{what}: {first}"));
         let forwarded: Vec<Result<String, String>> = (0..2).map(|_| http_get(([127, 0, 0, 1], local).into())).collect();
         let _ = pf.kill();
         let out = pf.wait_with_output().expect("port-forward");

@@ -113,6 +113,14 @@ pub fn free_port() -> u16 {
     strata_testkit::free_port()
 }
 
+/// The local port of `kubectl port-forward`'s first line, `Forwarding from 127.0.0.1:PORT ->
+/// REMOTE`. Tests let kubectl pick the port (`:REMOTE`): one chosen by the test could be taken
+/// by someone else before kubectl binds it, and kubectl would then listen on [::1] only.
+pub fn forwarded_from(line: &str) -> Option<u16> {
+    let addr = line.strip_prefix("Forwarding from 127.0.0.1:")?;
+    addr.split_whitespace().next()?.parse().ok()
+}
+
 /// Every trace a container with this id could leave on the host.
 pub fn host_traces(root: &Path, id: &str) -> Vec<String> {
     let mut found = Vec::new();
