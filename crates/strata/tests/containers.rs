@@ -634,60 +634,105 @@ impl Rng {
 
 /// Every id that has a workload directory in any strata root under /var/tmp (tests' roots
 /// live there), to tell a leaked host object from one owned by a workload of another test.
-fn ids_with_a_directory() -> std::collections::HashSet<String> {
-    let mut ids = std::collections::HashSet::new();
-    for root in std::fs::read_dir("/var/tmp").into_iter().flatten().flatten() {
-        for kind in ["containers", "vms", "sandboxes"] {
-            for e in std::fs::read_dir(root.path().join(kind)).into_iter().flatten().flatten() {
-                ids.insert(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    ids
+/// The ids of every workload the `strata` commands of one root began to create while this
+/// watches: a create writes `<root>/intents/<kind>/<id>` (through `.<id>.<pid>.tmp`) before it
+/// makes anything else (directory, lease, netns, cgroup), and inotify reports each file even
+/// when a killed create's recovery removed it long before anyone looked. Host-wide objects of
+/// other ids (other tests, other engineers' servers on the same host) are not this run's.
+struct IdsMade {
+    fd: std::os::fd::OwnedFd,
+    ids: std::collections::HashSet<String>,
 }
 
-/// Host-wide objects named by workload id (IPAM leases, network namespaces, cgroups) made
-/// since `since` whose workload has no directory anywhere: leaks. Other tests create and remove
-/// workloads meanwhile, so only what is orphaned in two looks a few seconds apart counts.
-fn orphaned_host_objects(since: std::time::SystemTime) -> Vec<String> {
-    let first = orphans_now(since);
+impl IdsMade {
+    fn watch(root: &std::path::Path) -> IdsMade {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: inotify_init1 takes flags only; the fd it returns is owned here.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(raw >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+        // SAFETY: raw is a new descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        for kind in ["containers", "sandboxes"] {
+            let dir = root.join("intents").join(kind);
+            std::fs::create_dir_all(&dir).expect("intents dir");
+            let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("path");
+            // SAFETY: fd is an inotify descriptor and path a NUL-terminated string.
+            let wd = unsafe { libc::inotify_add_watch(std::os::fd::AsRawFd::as_raw_fd(&fd), path.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
+            assert!(wd >= 0, "inotify_add_watch {}: {}", dir.display(), std::io::Error::last_os_error());
+        }
+        IdsMade { fd, ids: Default::default() }
+    }
+
+    /// The ids seen so far (reads the events queued since the last call).
+    fn ids(&mut self) -> &std::collections::HashSet<String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: buf is valid for buf.len() bytes.
+            let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                let e = std::io::Error::last_os_error();
+                assert!(n == 0 || e.kind() == std::io::ErrorKind::WouldBlock, "reading inotify: {e}");
+                break;
+            }
+            let mut off = 0usize;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while off + header <= n as usize {
+                // SAFETY: the kernel wrote a whole inotify_event at off (read_unaligned: no alignment assumed).
+                let ev: libc::inotify_event = unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
+                assert!(ev.mask & libc::IN_Q_OVERFLOW == 0, "inotify queue overflowed: ids may be missing");
+                let name = &buf[off + header..off + header + ev.len as usize];
+                let name = String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
+                let id: String = name.trim_start_matches('.').chars().take(64).collect();
+                if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+                    self.ids.insert(id);
+                }
+                off += header + ev.len as usize;
+            }
+        }
+        &self.ids
+    }
+}
+
+/// Host-wide objects named by workload id (IPAM leases, network namespaces, cgroups) of the
+/// ids this run made whose workload has no directory under `root`: leaks. Only what is
+/// orphaned in two looks a few seconds apart counts (a removal may be finishing).
+fn orphaned_host_objects(root: &std::path::Path, made: &mut IdsMade) -> Vec<String> {
+    let first = orphans_now(root, made.ids());
     if first.is_empty() {
         return first;
     }
     std::thread::sleep(Duration::from_secs(3));
-    let second = orphans_now(since);
+    let second = orphans_now(root, made.ids());
     first.into_iter().filter(|o| second.contains(o)).collect()
 }
 
-fn orphans_now(since: std::time::SystemTime) -> Vec<String> {
-    let recent = |p: &std::path::Path| std::fs::symlink_metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t >= since);
+fn orphans_now(root: &std::path::Path, ours: &std::collections::HashSet<String>) -> Vec<String> {
     let mut found = Vec::new();
     // Listed first, directories second: an object made after the listing cannot be missed,
     // and every create makes the directory before these objects.
     let mut objects: Vec<(String, String)> = Vec::new();
     for e in std::fs::read_dir("/run/strata/ipam/strata").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<std::net::Ipv4Addr>().is_ok() && recent(&e.path()) {
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
             let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
             let id = owner.lines().next().unwrap_or("").trim().to_string();
             objects.push((id, format!("lease {name}")));
         }
     }
     for e in std::fs::read_dir("/run/strata/netns").into_iter().flatten().flatten() {
-        if recent(&e.path()) {
-            objects.push((e.file_name().to_string_lossy().into_owned(), format!("netns {}", e.path().display())));
-        }
+        objects.push((e.file_name().to_string_lossy().into_owned(), format!("netns {}", e.path().display())));
     }
     for c in ["memory", "pids", "cpu", "freezer", "unified"] {
         for e in std::fs::read_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join("strata")).into_iter().flatten().flatten() {
-            if e.path().is_dir() && recent(&e.path()) {
+            if e.path().is_dir() {
                 objects.push((e.file_name().to_string_lossy().into_owned(), format!("cgroup {}", e.path().display())));
             }
         }
     }
-    let live = ids_with_a_directory();
+    let live = |id: &str| ["containers", "sandboxes"].iter().any(|k| root.join(k).join(id).exists());
     for (id, what) in objects {
-        if !live.contains(&id) {
+        if ours.contains(&id) && !live(&id) {
             found.push(format!("{what} (owner {id})"));
         }
     }
@@ -741,7 +786,7 @@ fn traces_of(root: &std::path::Path, id: &str) -> Vec<String> {
 fn kill_9_of_run_leaves_nothing_half_done() {
     let env = Env::new();
     env.ok(&["pull", &env.image]);
-    let since = std::time::SystemTime::now() - Duration::from_secs(1);
+    let mut made = IdsMade::watch(env.root());
     let mut rng = Rng::from_time();
     let marker = format!("{}", 900_000 + std::process::id() % 99_999);
     let iterations = 75;
@@ -819,8 +864,9 @@ fn kill_9_of_run_leaves_nothing_half_done() {
             assert!(!out.status.success(), "an unlisted name resolves: {name}");
         }
     }
-    // No lease, namespace or cgroup without its container.
-    let orphans = orphaned_host_objects(since);
+    // No lease, namespace or cgroup of this run's containers without its container.
+    assert!(made.ids().len() >= listed.len(), "{} ids seen, {} containers listed", made.ids().len(), listed.len());
+    let orphans = orphaned_host_objects(env.root(), &mut made);
     assert!(orphans.is_empty(), "leaked: {orphans:#?}");
 
     // Every listed container is removable with rm -f, quickly (nothing waits a stop timeout).
@@ -844,7 +890,7 @@ fn kill_9_of_run_leaves_nothing_half_done() {
         let cmd = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default().replace('\0', " ");
         assert!(!cmd.contains(&root) && !cmd.contains(&format!("sleep {marker}")), "process left: {cmd}");
     }
-    let orphans = orphaned_host_objects(since);
+    let orphans = orphaned_host_objects(env.root(), &mut made);
     assert!(orphans.is_empty(), "leaked: {orphans:#?}");
     // The trash is emptied in the background (rm -rf of 75 root filesystems: slow when the
     // disk is busy with other work; CI once needed more than 20 s).
