@@ -46,6 +46,36 @@ fn import_oci_layouts_and_docker_archives_then_run() {
     assert!(err.contains("nothing-here"), "{err}");
 }
 
+/// `image import --tag` reports the name it gave, also when the image is stored already under
+/// another tag (the record keeps both, as `docker load` does), and a source's own names likewise.
+#[test]
+fn import_reports_the_names_it_gave_and_the_store_keeps_every_tag() {
+    let env = Env::new();
+    let work = tempfile::tempdir().expect("tmp");
+    let img = busybox_image();
+    let layout = work.path().join("layout");
+    write_oci_layout(&img, &layout, "latest");
+    let first = env.ok(&["image", "import", layout.to_str().expect("path"), "--tag", "team/bb:latest"]);
+    assert!(first.starts_with("Loaded image: localhost/team/bb:latest ("), "{first}");
+    let second = env.ok(&["image", "import", layout.to_str().expect("path"), "--tag", "team/bb:v2"]);
+    assert!(second.starts_with("Loaded image: localhost/team/bb:v2 ("), "the tag given, not the stored one: {second}");
+    assert_eq!(second.lines().count(), 1, "{second}");
+    let archive = work.path().join("docker.tar");
+    write_docker_archive(&img, &archive, "example.com/team/bb:saved");
+    let third = env.ok(&["image", "import", archive.to_str().expect("path")]);
+    assert!(third.starts_with("Loaded image: example.com/team/bb:saved ("), "the archive's own name: {third}");
+    // Stored: one image under all three names; each runs.
+    let listed = env.ok(&["images"]);
+    // REPOSITORY TAG DIGEST IMAGE-ID ...
+    let rows: Vec<Vec<&str>> = listed.lines().skip(1).map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() > 3).collect();
+    for (repo, tag) in [("localhost/team/bb", "latest"), ("localhost/team/bb", "v2"), ("example.com/team/bb", "saved")] {
+        assert!(rows.iter().any(|r| r[0] == repo && r[1] == tag), "{repo}:{tag} not stored: {listed}");
+        assert_eq!(env.ok(&["run", "--rm", "--pull", "never", &format!("{repo}:{tag}"), "echo", "ok"]), "ok\n", "{repo}:{tag}");
+    }
+    let ids: std::collections::BTreeSet<&str> = rows.iter().filter(|r| r[0].ends_with("team/bb")).map(|r| r[3]).collect();
+    assert_eq!(ids.len(), 1, "one image: {listed}");
+}
+
 #[test]
 fn hostile_layers_are_refused_and_write_nothing_outside() {
     let env = Env::new();

@@ -167,7 +167,9 @@ fn read_tar(store: &ImageStore, path: &Path) -> Result<Source> {
     Ok(Source::Tar { files, small, links })
 }
 
-pub(crate) fn import(store: &ImageStore, path: &Path, tag: Option<&str>) -> Result<Vec<Image>> {
+/// Each image imported with the names this import gave it (the record may hold more, from
+/// earlier pulls and imports of the same image).
+pub(crate) fn import(store: &ImageStore, path: &Path, tag: Option<&str>) -> Result<Vec<(Image, Vec<String>)>> {
     let _gc = store.gc_shared()?;
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let source = if meta.is_dir() { Source::Dir(path.to_path_buf()) } else { read_tar(store, path)? };
@@ -194,8 +196,8 @@ pub(crate) fn import(store: &ImageStore, path: &Path, tag: Option<&str>) -> Resu
             Some(t) => vec![t.clone()],
             None => names,
         };
-        let img = store.image_for(&manifest_digest, names, &path.display().to_string())?;
-        out.push(store.record(img)?);
+        let img = store.image_for(&manifest_digest, names.clone(), &path.display().to_string())?;
+        out.push((store.record(img)?, names));
     }
     tracing::info!(path = %path.display(), images = out.len(), "imported images");
     Ok(out)

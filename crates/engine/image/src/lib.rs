@@ -225,6 +225,12 @@ impl ImageStore {
     /// `tag` names the image (only allowed when the source holds exactly one image);
     /// a tag without a registry host is qualified as `localhost/NAME:TAG`.
     pub fn import(&self, path: &Path, tag: Option<&str>) -> Result<Vec<Image>> {
+        Ok(import::import(self, path, tag)?.into_iter().map(|(image, _)| image).collect())
+    }
+
+    /// [`ImageStore::import`], each image with the names this import gave it: `tag`, or the
+    /// source's own names (the record also keeps names it had before, e.g. `:latest`).
+    pub fn import_named(&self, path: &Path, tag: Option<&str>) -> Result<Vec<(Image, Vec<String>)>> {
         import::import(self, path, tag)
     }
 

@@ -197,9 +197,15 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> anyhow::Result<()> {
 pub fn image(ctx: &Ctx, c: ImageCommand) -> anyhow::Result<()> {
     match c {
         ImageCommand::Import { path, tag } => {
-            let imported = ctx.images()?.import(&path, tag.as_deref())?;
-            for i in imported {
-                println!("Loaded image: {} ({})", i.names.first().map(String::as_str).unwrap_or("<none>"), i.id);
+            // The names this import gave (as `docker load` prints them), not the record's first
+            // name: importing `--tag X:v2` over an image stored as `X:latest` loaded `X:v2`.
+            for (image, names) in ctx.images()?.import_named(&path, tag.as_deref())? {
+                if names.is_empty() {
+                    println!("Loaded image ID: {}", image.id);
+                }
+                for name in names {
+                    println!("Loaded image: {name} ({})", image.id);
+                }
             }
             Ok(())
         }
