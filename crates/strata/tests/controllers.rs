@@ -997,6 +997,50 @@ fn cronjobs_run_on_schedule_forbid_prune_suspend_and_bad_schedules_are_refused()
     assert!(events_of(&s, "cj3", "hist").contains("SuccessfulDelete"));
 }
 
+/// failedJobsHistoryLimit: of a CronJob's failed Jobs only the newest `limit` stay (the oldest by
+/// startTime go, their pods with them); successfulJobsHistoryLimit 0 deletes none of them.
+#[test]
+fn cronjobs_keep_only_their_newest_failed_jobs() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "cj5"]);
+    // Every pod of cj5 fails at once, as a container exiting 1 would.
+    let _failing = SimulatedNode::start_as(&s, "cj5", "Failed");
+    let mut cj: Value = serde_json::from_str(&cronjob_manifest("flaky", "cj5", json!({ "schedule": "0 0 1 1 *", "failedJobsHistoryLimit": 1, "successfulJobsHistoryLimit": 0 }))).expect("manifest");
+    cj["spec"]["jobTemplate"]["spec"] = json!({ "backoffLimit": 0, "template": { "spec": { "restartPolicy": "Never", "containers": [{ "name": "c", "image": IMG, "command": ["sh", "-c", "exit 1"] }] } } });
+    s.ok_stdin(&["create", "-f", "-"], Some(&cj.to_string()));
+    let job = |s: &ApiServer, n: &str| s.get_json(&format!("/apis/batch/v1/namespaces/cj5/jobs/{n}"));
+    let failed = |j: &Value| j["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Failed" && c["status"] == "True"));
+    let flaky = |s: &ApiServer| {
+        let mut v: Vec<String> = jobs_of(s, "cj5").iter().map(name).filter(|n| n.starts_with("flaky-")).collect();
+        v.sort();
+        v
+    };
+    for (i, n) in ["flaky-a", "flaky-b", "flaky-c"].into_iter().enumerate() {
+        s.ok(&["create", "job", n, "--from=cronjob/flaky", "-n", "cj5"]);
+        if i < 2 {
+            // Each fails before the next starts (startTime has seconds: a later second).
+            assert!(eventually(LONG, || failed(&job(&s, n))), "{n} did not fail: {}", job(&s, n)["status"]);
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    assert!(eventually(LONG, || failed(&job(&s, "flaky-c"))), "flaky-c did not fail: {}", job(&s, "flaky-c")["status"]);
+    let last = job(&s, "flaky-c");
+    let cond = last["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Failed").cloned().expect("Failed");
+    assert_eq!(cond["reason"], "BackoffLimitExceeded", "{cond}");
+    assert_eq!(last["status"]["failed"], 1, "{}", last["status"]);
+    assert!(eventually(LONG, || flaky(&s) == ["flaky-c"]), "failed history not pruned to the newest: {:?} {}", flaky(&s), events_of(&s, "cj5", "flaky"));
+    let events = events_of(&s, "cj5", "flaky");
+    for n in ["flaky-a", "flaky-b"] {
+        assert!(events.contains(&format!("Deleted job {n}")), "{events}");
+    }
+    // Their pods go with them (background deletion); flaky-c's stays.
+    let owners = |s: &ApiServer| pods(s, "cj5").iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).filter_map(controller_ref).filter_map(|o| o["name"].as_str().map(str::to_string)).collect::<Vec<_>>();
+    assert!(eventually(LONG, || owners(&s) == ["flaky-c"]), "pods left: {:?}", owners(&s));
+    // It stays: nothing prunes the one the limit keeps.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(flaky(&s), ["flaky-c"]);
+}
+
 /// concurrencyPolicy Replace: the next run deletes the one still running and takes its place;
 /// startingDeadlineSeconds: a time missed by more than the deadline is not run.
 #[test]
