@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::info::{AffinityTerm, NodeInfo, PodInfo, TermKey};
+use crate::info::{AffinityTerm, NodeInfo, PodInfo, TermKey, Topology};
 use crate::labels::{Labels, Selector};
 
 /// Where a pod known to the cache is.
@@ -71,6 +71,11 @@ pub struct Cache {
     /// [`SpreadCounts`] by namespace, then (selector, node label key). Behind a lock because
     /// scheduling reads the cache by shared reference; only the scheduling thread takes it.
     spread: Mutex<HashMap<String, HashMap<(Selector, String), SpreadCounts>>>,
+    /// Node label keys and values as ids (each node's in [`NodeInfo::label_ids`]).
+    pub topology: Topology,
+    /// Placed pods whose terms score other pods ([`PodInfo::scores_others`]): while there are
+    /// none, a pod without preferred terms skips InterPodAffinity's scoring walk.
+    scoring_pods: usize,
 }
 
 impl Cache {
@@ -112,7 +117,9 @@ impl Cache {
     /// [`NodeChange`]).
     pub fn set_node(&mut self, node: Node) -> NodeChange {
         let name = node.metadata.name.clone().unwrap_or_default();
+        let label_ids = self.topology.intern(node.metadata.labels.as_ref().unwrap_or_else(|| crate::labels::empty()));
         let slot = self.slot(&name);
+        slot.label_ids = label_ids;
         let was_real = slot.node.is_some();
         let before = (slot.labels.clone(), slot.allocatable.clone(), slot.taints.clone(), slot.unschedulable);
         slot.set_node(Arc::new(node));
@@ -150,6 +157,9 @@ impl Cache {
 
     /// Record (`delta` 1) or forget (−1) a placed pod in the label and anti-affinity indexes.
     fn index(&mut self, pod: &Arc<PodInfo>, node: &str, delta: i64) {
+        if pod.scores_others() {
+            self.scoring_pods = self.scoring_pods.wrapping_add_signed(delta as isize);
+        }
         let keys = self.by_label.entry(pod.namespace.clone()).or_default();
         for (k, v) in &pod.labels {
             if delta > 0 {
@@ -240,6 +250,11 @@ impl Cache {
         self.unplace(&pod.uid);
         self.nominated.remove(&pod.uid);
         self.place(placed, node, true);
+    }
+
+    /// How many placed pods have terms that score other pods.
+    pub fn scoring_pods(&self) -> usize {
+        self.scoring_pods
     }
 
     /// Each distinct required anti-affinity term of the placed pods, with the nodes that hold
@@ -388,7 +403,13 @@ mod tests {
     }
 
     fn pod(name: &str, ns: &str, group: &str, anti: bool) -> Arc<PodInfo> {
-        let anti = if anti { format!(", affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{labelSelector: {{matchLabels: {{group: {group}}}}}, topologyKey: kubernetes.io/hostname}}]}}}}") } else { String::new() };
+        let anti = if anti {
+            format!(
+                ", affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{labelSelector: {{matchLabels: {{group: {group}}}}}, topologyKey: kubernetes.io/hostname}}]}}}}"
+            )
+        } else {
+            String::new()
+        };
         let yaml = format!("metadata: {{name: {name}, namespace: {ns}, uid: uid-{name}, labels: {{group: {group}, app: web}}}}\nspec: {{containers: [{{name: c, image: i}}]{anti}}}");
         Arc::new(PodInfo::new(Arc::new(serde_yaml_ng::from_str(&yaml).expect("pod"))))
     }

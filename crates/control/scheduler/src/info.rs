@@ -2,7 +2,7 @@
 //! when they arrive (requests, parsed affinity terms, tolerations, ports), so that scheduling
 //! a pod never re-parses anything.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, Toleration};
@@ -187,6 +187,53 @@ impl PodInfo {
     }
 }
 
+/// Node label keys and values as small numbers, so that the topology plugins look a node's
+/// domain up with an integer comparison and index their per-domain counts by it, instead of
+/// comparing and hashing label strings for each of thousands of nodes per pod. Ids are handed
+/// out as nodes arrive and never reused; values are numbered per key from 0.
+#[derive(Default, Debug)]
+pub struct Topology {
+    keys: HashMap<String, u32>,
+    /// Per key id: value -> id.
+    values: Vec<HashMap<String, u32>>,
+}
+
+impl Topology {
+    /// The id of a label key some node has had, if any.
+    pub fn key(&self, key: &str) -> Option<u32> {
+        self.keys.get(key).copied()
+    }
+
+    /// The id of a value of key `key` some node has had, if any.
+    pub fn value(&self, key: u32, value: &str) -> Option<u32> {
+        self.values.get(key as usize).and_then(|m| m.get(value)).copied()
+    }
+
+    /// How many values of key `key` have ids (every id is below this).
+    pub fn num_values(&self, key: u32) -> usize {
+        self.values.get(key as usize).map_or(0, HashMap::len)
+    }
+
+    /// The ids of one node's labels, sorted by key id.
+    pub fn intern(&mut self, labels: &Labels) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = labels
+            .iter()
+            .map(|(k, v)| {
+                let next = self.keys.len() as u32;
+                let key = *self.keys.entry(k.clone()).or_insert(next);
+                if key as usize == self.values.len() {
+                    self.values.push(HashMap::new());
+                }
+                let values = &mut self.values[key as usize];
+                let next = values.len() as u32;
+                (key, *values.entry(v.clone()).or_insert(next))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
 /// One node and the pods on it (bound or assumed).
 #[derive(Debug, Default, Clone)]
 pub struct NodeInfo {
@@ -194,6 +241,8 @@ pub struct NodeInfo {
     /// `None` while only pods naming this node have been seen.
     pub node: Option<Arc<Node>>,
     pub labels: Labels,
+    /// `labels` as [`Topology`] ids (key, value), sorted by key id; set by the cache.
+    pub label_ids: Vec<(u32, u32)>,
     pub allocatable: Resources,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
@@ -207,6 +256,12 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// The id of this node's value of the label with key id `key` (see [`Topology`]).
+    pub fn label_id(&self, key: u32) -> Option<u32> {
+        // A node has a handful of labels: a scan beats a search.
+        self.label_ids.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
     pub fn set_node(&mut self, node: Arc<Node>) {
         self.labels = node.metadata.labels.clone().unwrap_or_default();
         let status = node.status.clone().unwrap_or_default();
@@ -251,5 +306,31 @@ impl NodeInfo {
             self.with_required_anti_affinity -= 1;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn topology_ids_are_stable_per_key_and_value() {
+        let mut t = Topology::default();
+        let a = t.intern(&labels(&[("zone", "a"), ("host", "n1")]));
+        let b = t.intern(&labels(&[("host", "n2"), ("zone", "a"), ("rack", "")]));
+        let (zone, host, rack) = (t.key("zone").expect("zone"), t.key("host").expect("host"), t.key("rack").expect("rack"));
+        assert_eq!(t.key("other"), None);
+        // Sorted by key id; one value id per distinct value of a key, numbered from 0.
+        assert!(a.windows(2).all(|w| w[0].0 < w[1].0) && b.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!((t.value(zone, "a"), t.value(host, "n1"), t.value(host, "n2"), t.value(rack, ""), t.value(zone, "b")), (Some(0), Some(0), Some(1), Some(0), None));
+        assert_eq!((t.num_values(zone), t.num_values(host), t.num_values(rack)), (1, 2, 1));
+        let node = NodeInfo { label_ids: b, ..Default::default() };
+        assert_eq!((node.label_id(zone), node.label_id(host), node.label_id(rack)), (Some(0), Some(1), Some(0)));
+        let node = NodeInfo { label_ids: a, ..Default::default() };
+        assert_eq!(node.label_id(rack), None);
     }
 }

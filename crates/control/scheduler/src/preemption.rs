@@ -114,7 +114,7 @@ pub fn preempt(cache: &Cache, pod: &PodInfo, fit: &FitError, pdbs: &[Arc<PodDisr
             cycle.spread.update(pod, v, node, -1);
         }
         if let Err(r) = cycle.filter(&trial) {
-            reasons.extend(r.reasons);
+            reasons.extend(r.reasons.iter().map(str::to_string));
             for v in &lower {
                 cycle.interpod.update(cache, pod, v, node, 1);
                 cycle.spread.update(pod, v, node, 1);

@@ -1,7 +1,7 @@
 //! NodeResourcesFit (requests against allocatable, pod count) and its LeastAllocated score,
 //! and NodeResourcesBalancedAllocation, as upstream computes them.
 
-use super::Rejection;
+use super::{Reasons, Rejection};
 use crate::info::{NodeInfo, PodInfo};
 use crate::resources::Resources;
 
@@ -38,10 +38,9 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo, extra: Option<&(Resources, i64)>) 
             }
         }
     }
-    if reasons.is_empty() {
-        Ok(())
-    } else {
-        Err(Rejection { plugin: "NodeResourcesFit", unresolvable: false, reasons })
+    match Reasons::from_vec(reasons) {
+        None => Ok(()),
+        Some(reasons) => Err(Rejection { plugin: "NodeResourcesFit", unresolvable: false, reasons }),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod interpod;
 pub mod node;
 pub mod spread;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -23,15 +24,43 @@ use crate::resources::Resources;
 pub struct Rejection {
     pub plugin: &'static str,
     pub unresolvable: bool,
-    pub reasons: Vec<String>,
+    pub reasons: Reasons,
+}
+
+/// A rejection's reasons. Most filters refuse with one fixed reason, and a pod's search can
+/// refuse thousands of nodes, so the first reason is a `Cow` (no allocation for a fixed one)
+/// and only further ones are owned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reasons {
+    first: Cow<'static, str>,
+    rest: Vec<String>,
+}
+
+impl Reasons {
+    pub fn one(reason: impl Into<Cow<'static, str>>) -> Reasons {
+        Reasons { first: reason.into(), rest: Vec::new() }
+    }
+
+    /// `None` for no reasons.
+    pub fn from_vec(mut all: Vec<String>) -> Option<Reasons> {
+        if all.is_empty() {
+            return None;
+        }
+        let first = all.remove(0);
+        Some(Reasons { first: first.into(), rest: all })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.first.as_ref()).chain(self.rest.iter().map(String::as_str))
+    }
 }
 
 impl Rejection {
-    pub fn unresolvable(plugin: &'static str, reason: impl Into<String>) -> Rejection {
-        Rejection { plugin, unresolvable: true, reasons: vec![reason.into()] }
+    pub fn unresolvable(plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Rejection {
+        Rejection { plugin, unresolvable: true, reasons: Reasons::one(reason) }
     }
-    pub fn unschedulable(plugin: &'static str, reason: impl Into<String>) -> Rejection {
-        Rejection { plugin, unresolvable: false, reasons: vec![reason.into()] }
+    pub fn unschedulable(plugin: &'static str, reason: impl Into<Cow<'static, str>>) -> Rejection {
+        Rejection { plugin, unresolvable: false, reasons: Reasons::one(reason) }
     }
 }
 
@@ -126,7 +155,7 @@ impl FitError {
         if let Some((_, why)) = &self.pre_filter {
             msg.push_str(&format!(" {why}."));
         }
-        let hist = histogram(self.statuses.iter().flat_map(|(_, r)| r.reasons.iter().cloned()));
+        let hist = histogram(self.statuses.iter().flat_map(|(_, r)| r.reasons.iter().map(str::to_string)));
         if !hist.is_empty() {
             msg.push_str(&format!(" {}.", hist.join(", ")));
         }
@@ -219,10 +248,12 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, search: &mut Search) -> Result<Dec
     let want = nodes_to_find(total);
     let slots = cache.nodes.len();
     let mut feasible: Vec<&NodeInfo> = Vec::new();
-    let mut statuses = Vec::new();
+    // Refused nodes by slot: their names are only copied when no node fits (the error).
+    let mut statuses: Vec<(usize, Rejection)> = Vec::new();
     let mut processed = 0;
     for i in 0..slots {
-        let n = &cache.nodes[(search.next_start + i) % slots];
+        let slot = (search.next_start + i) % slots;
+        let n = &cache.nodes[slot];
         processed += 1;
         if n.node.is_none() {
             continue;
@@ -234,12 +265,13 @@ pub fn schedule(cache: &Cache, pod: &PodInfo, search: &mut Search) -> Result<Dec
                     break;
                 }
             }
-            Err(r) => statuses.push((n.name.clone(), r)),
+            Err(r) => statuses.push((slot, r)),
         }
     }
     search.next_start = (search.next_start + processed) % slots.max(1);
     let evaluated = feasible.len() + statuses.len();
     if feasible.is_empty() {
+        let statuses = statuses.into_iter().map(|(slot, r)| (cache.nodes[slot].name.clone(), r)).collect();
         return Err(FitError { num_nodes: total, statuses, post_filter: None, pre_filter: None });
     }
     if feasible.len() == 1 {

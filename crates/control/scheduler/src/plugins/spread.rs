@@ -4,7 +4,7 @@
 //! without constraints gets the system defaults (hostname maxSkew 3, zone maxSkew 5, both
 //! ScheduleAnyway) over the pods of its Services, ReplicaSet or StatefulSet.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use super::{node::required_affinity_matches, node::tolerates, Rejection};
 use crate::cache::Cache;
@@ -104,26 +104,46 @@ fn count_matching(node: &NodeInfo, sel: &Selector, ns: &str) -> i64 {
     node.pods.iter().filter(|p| counts_for(p, sel, ns)).count() as i64
 }
 
-fn has_all_keys(node: &NodeInfo, cs: &[Constraint]) -> bool {
-    cs.iter().all(|c| node.labels.contains_key(&c.key))
+/// Whether the node has every constraint's key, by [`crate::info::Topology`] ids (`None`: no
+/// node has the key).
+fn has_all_key_ids(node: &NodeInfo, keys: &[Option<u32>]) -> bool {
+    keys.iter().all(|k| k.is_some_and(|k| node.label_id(k).is_some()))
 }
 
+/// Per-pod state of the filter, as upstream's preFilterState: for each DoNotSchedule
+/// constraint its key's id, the matching pods of each eligible domain indexed by the domain's
+/// value id, the minimum the skew is measured from, and whether the pod matches its own
+/// selector — so that filtering a node is an id lookup and a comparison.
 #[derive(Default, Debug)]
 pub struct PreFilter {
     constraints: Vec<Constraint>,
-    /// Per constraint: matching pods per domain value.
-    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the topology key's id (`None`: no node has ever had the key).
+    keys: Vec<Option<u32>>,
+    /// Per constraint: matching pods per value id; `None`: not an eligible domain.
+    counts: Vec<Vec<Option<i64>>>,
     /// Per constraint: the global minimum the skew is measured from (computed once per pod,
     /// not per node).
     mins: Vec<i64>,
+    /// Per constraint: 1 when the pod matches the constraint's selector itself, else 0.
+    own: Vec<i64>,
 }
 
 /// The fewest matching pods in an eligible domain; 0 while fewer domains than `minDomains`.
-fn min_of(c: &Constraint, counts: &HashMap<String, i64>) -> i64 {
-    if c.min_domains.is_some_and(|m| (counts.len() as i64) < m) {
+fn min_of(c: &Constraint, counts: &[Option<i64>]) -> i64 {
+    if c.min_domains.is_some_and(|m| (counts.iter().flatten().count() as i64) < m) {
         return 0;
     }
-    counts.values().copied().min().unwrap_or(0)
+    counts.iter().flatten().copied().min().unwrap_or(0)
+}
+
+/// `counts[value]`, growing the vector as needed (a value that got an id after the pod's
+/// cycle began).
+fn slot(counts: &mut Vec<Option<i64>>, value: u32) -> &mut Option<i64> {
+    let v = value as usize;
+    if counts.len() <= v {
+        counts.resize(v + 1, None);
+    }
+    &mut counts[v]
 }
 
 pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
@@ -131,26 +151,36 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
     if cs.is_empty() {
         return PreFilter::default();
     }
+    let topo = &cache.topology;
+    let keys: Vec<Option<u32>> = cs.iter().map(|c| topo.key(&c.key)).collect();
+    let own = cs.iter().map(|c| i64::from(c.selector.matches(&pod.labels))).collect();
+    let mut counts: Vec<Vec<Option<i64>>> = keys.iter().map(|k| vec![None; k.map_or(0, |k| topo.num_values(k))]).collect();
     // One topology key and no node excluded: the domains and their counts are the cache's,
     // kept up to date by placements (no scan of the nodes or of the matching pods).
     if cs.iter().all(|c| c.key == cs[0].key && c.includes_every_node(pod)) {
-        let counts: Vec<HashMap<String, i64>> = cs
-            .iter()
-            .map(|c| cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| sc.domains.keys().map(|v| (v.clone(), sc.pods.get(v).copied().unwrap_or(0))).collect::<HashMap<String, i64>>()))
-            .collect();
+        for (i, c) in cs.iter().enumerate() {
+            let Some(k) = keys[i] else { continue };
+            cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| {
+                for v in sc.domains.keys() {
+                    if let Some(id) = topo.value(k, v) {
+                        *slot(&mut counts[i], id) = Some(sc.pods.get(v).copied().unwrap_or(0));
+                    }
+                }
+            });
+        }
         let mins = cs.iter().zip(&counts).map(|(c, n)| min_of(c, n)).collect();
-        return PreFilter { constraints: cs, counts, mins };
+        return PreFilter { constraints: cs, keys, counts, mins, own };
     }
     // Every eligible domain, with no pods yet (an empty domain is the minimum)...
-    let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
     for node in &cache.nodes {
-        if node.node.is_none() || !has_all_keys(node, &cs) {
+        if node.node.is_none() || !has_all_key_ids(node, &keys) {
             continue;
         }
         for (i, c) in cs.iter().enumerate() {
-            let v = &node.labels[&c.key];
-            if !counts[i].contains_key(v) && c.includes(pod, node) {
-                counts[i].insert(v.clone(), 0);
+            let Some(v) = keys[i].and_then(|k| node.label_id(k)) else { continue };
+            let e = slot(&mut counts[i], v);
+            if e.is_none() && c.includes(pod, node) {
+                *e = Some(0);
             }
         }
     }
@@ -158,51 +188,68 @@ pub fn prefilter(cache: &Cache, pod: &PodInfo) -> PreFilter {
     let own_ns = BTreeSet::from([pod.namespace.clone()]);
     for (i, c) in cs.iter().enumerate() {
         for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
-            if node.node.is_some() && has_all_keys(node, &cs) && counts_for(p, &c.selector, &pod.namespace) && c.includes(pod, node) {
-                *counts[i].entry(node.labels[&c.key].clone()).or_default() += 1;
+            if node.node.is_some() && has_all_key_ids(node, &keys) && counts_for(p, &c.selector, &pod.namespace) && c.includes(pod, node) {
+                if let Some(v) = keys[i].and_then(|k| node.label_id(k)) {
+                    *slot(&mut counts[i], v).get_or_insert(0) += 1;
+                }
             }
         }
     }
     let mins = cs.iter().zip(&counts).map(|(c, n)| min_of(c, n)).collect();
-    PreFilter { constraints: cs, counts, mins }
+    PreFilter { constraints: cs, keys, counts, mins, own }
 }
 
 impl PreFilter {
     /// Account for `existing` appearing on (`delta` 1) or leaving (−1) `node`.
     pub fn update(&mut self, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, delta: i64) {
-        if self.constraints.is_empty() || !has_all_keys(node, &self.constraints) || existing.terminating || existing.namespace != pod.namespace {
+        if self.constraints.is_empty() || !has_all_key_ids(node, &self.keys) || existing.terminating || existing.namespace != pod.namespace {
             return;
         }
         for (i, c) in self.constraints.iter().enumerate() {
+            let Some(v) = self.keys[i].and_then(|k| node.label_id(k)) else { continue };
             if c.includes(pod, node) && c.selector.matches(&existing.labels) {
-                *self.counts[i].entry(node.labels[&c.key].clone()).or_default() += delta;
+                *slot(&mut self.counts[i], v).get_or_insert(0) += delta;
                 self.mins[i] = min_of(c, &self.counts[i]);
             }
         }
     }
 }
 
-pub fn filter(s: &PreFilter, pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
+const MISSING_LABEL: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+
+/// `pod` is the pod the [`PreFilter`] was made for (whether it matches its own selectors was
+/// decided there).
+pub fn filter(s: &PreFilter, _pod: &PodInfo, node: &NodeInfo) -> Result<(), Rejection> {
     for (i, c) in s.constraints.iter().enumerate() {
-        let Some(v) = node.labels.get(&c.key) else {
-            return Err(Rejection::unresolvable("PodTopologySpread", format!("{NOT_MATCH} (missing required label)")));
+        let Some(v) = s.keys[i].and_then(|k| node.label_id(k)) else {
+            return Err(Rejection::unresolvable("PodTopologySpread", MISSING_LABEL));
         };
-        let own = i64::from(c.selector.matches(&pod.labels));
-        let skew = s.counts[i].get(v).copied().unwrap_or(0) + own - s.mins[i];
-        if skew > c.max_skew {
+        let count = s.counts[i].get(v as usize).copied().flatten().unwrap_or(0);
+        if count + s.own[i] - s.mins[i] > c.max_skew {
             return Err(Rejection::unschedulable("PodTopologySpread", NOT_MATCH));
         }
     }
     Ok(())
 }
 
+/// Per-pod state of the score (upstream's preScoreState): matching pods per topology value id,
+/// shared by the constraints with one key, as upstream's pair counts; the hostname constraint's
+/// counts are the node's own pods, counted when scoring.
 #[derive(Debug)]
 pub struct PreScore {
     constraints: Vec<Constraint>,
-    ignored: HashSet<String>,
-    /// Matching pods per topology key, then value (shared by constraints with one key, as
-    /// upstream's pair counts); looked up by `&str`, so scoring a node allocates nothing.
-    pair_counts: HashMap<String, HashMap<String, i64>>,
+    /// Per constraint: the key's id (`None`: no node has it).
+    keys: Vec<Option<u32>>,
+    /// Per constraint: whether its key is the hostname.
+    hostname: Vec<bool>,
+    /// Per constraint: the index in `counts` of its key's counts (the first constraint with
+    /// that key).
+    group: Vec<usize>,
+    /// Per constraint index that is a group (others empty): matching pods per value id, and
+    /// at `num_values` those on nodes without the key.
+    counts: Vec<Vec<i64>>,
+    /// Nodes without every constraint's key are ignored (the pod's own constraints).
+    require_all: bool,
     weights: Vec<f64>,
 }
 
@@ -211,71 +258,90 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
     if cs.is_empty() {
         return None;
     }
+    let topo = &cache.topology;
     let require_all = !defaulted;
-    let mut ignored = HashSet::new();
-    let mut pair_counts: HashMap<String, HashMap<String, i64>> = cs.iter().filter(|c| c.key != HOSTNAME).map(|c| (c.key.clone(), HashMap::new())).collect();
+    let keys: Vec<Option<u32>> = cs.iter().map(|c| topo.key(&c.key)).collect();
+    let hostname: Vec<bool> = cs.iter().map(|c| c.key == HOSTNAME).collect();
+    let group: Vec<usize> = cs.iter().map(|c| cs.iter().position(|o| o.key == c.key).unwrap_or(0)).collect();
+    // The slot of a node's domain for a key: its value's id; a node without the key counts
+    // under the empty value (as upstream's pair with value ""), or a slot past every id.
+    let empty: Vec<Option<u32>> = keys.iter().map(|k| k.and_then(|k| topo.value(k, ""))).collect();
+    let width = |i: usize| keys[i].map_or(0, |k| topo.num_values(k)) + 1;
+    let domain = |i: usize, n: &NodeInfo| -> usize { keys[i].and_then(|k| n.label_id(k)).or(empty[i]).map_or(width(i) - 1, |v| v as usize) };
+    let mut counts: Vec<Vec<i64>> = (0..cs.len()).map(|i| if group[i] == i && !hostname[i] { vec![0; width(i)] } else { Vec::new() }).collect();
+    // Domains among the feasible nodes, per key (shared by its constraints: a second
+    // constraint with the same key counts no new domain, as upstream's topoSize).
+    let mut seen: Vec<Vec<bool>> = (0..cs.len()).map(|i| if group[i] == i && !hostname[i] { vec![false; width(i)] } else { Vec::new() }).collect();
     let mut sizes = vec![0usize; cs.len()];
+    let mut scored = 0;
     for n in feasible {
-        if require_all && !has_all_keys(n, &cs) {
-            ignored.insert(n.name.clone());
+        if require_all && !has_all_key_ids(n, &keys) {
             continue;
         }
-        for (i, c) in cs.iter().enumerate() {
-            if c.key == HOSTNAME {
+        scored += 1;
+        for i in 0..cs.len() {
+            if hostname[i] {
                 continue;
             }
-            let v = n.labels.get(&c.key).map_or("", String::as_str);
-            if let Some(values) = pair_counts.get_mut(&c.key).filter(|m| !m.contains_key(v)) {
-                values.insert(v.to_string(), 0);
+            let d = domain(i, n);
+            if let Some(s) = seen[group[i]].get_mut(d).filter(|s| !**s) {
+                *s = true;
                 sizes[i] += 1;
             }
         }
     }
-    for (i, c) in cs.iter().enumerate() {
-        if c.key == HOSTNAME {
-            sizes[i] = feasible.len() - ignored.len();
+    for i in 0..cs.len() {
+        if hostname[i] {
+            sizes[i] = scored;
         }
     }
     let weights = sizes.iter().map(|s| ((s + 2) as f64).ln()).collect();
     // The matching pods, found through the cache's label index (hostname domains are counted
     // per node when scoring).
     let own_ns = BTreeSet::from([pod.namespace.clone()]);
-    for c in cs.iter().filter(|c| c.key != HOSTNAME) {
+    for (i, c) in cs.iter().enumerate() {
+        if hostname[i] {
+            continue;
+        }
+        let g = group[i];
         // No node excluded (and, when all keys are required, this constraint's key is the
         // only one): the cache's counts per value are the ones the scan below would make.
         if c.includes_every_node(pod) && (!require_all || cs.iter().all(|o| o.key == c.key)) {
-            if let Some(values) = pair_counts.get_mut(&c.key) {
-                cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| {
-                    for (v, n) in values.iter_mut() {
-                        *n += sc.pods.get(v).copied().unwrap_or(0) + if v.is_empty() && !require_all { sc.unlabeled } else { 0 };
+            let Some(k) = keys[i] else { continue };
+            cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| {
+                for (v, n) in &sc.pods {
+                    if let Some(id) = topo.value(k, v) {
+                        counts[g][id as usize] += n;
                     }
-                });
-            }
+                }
+                if !require_all {
+                    if let Some(e) = empty[i] {
+                        counts[g][e as usize] += sc.unlabeled;
+                    }
+                }
+            });
             continue;
         }
         for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
-            if node.node.is_none() || (require_all && !has_all_keys(node, &cs)) || !counts_for(p, &c.selector, &pod.namespace) || !c.includes(pod, node) {
+            if node.node.is_none() || (require_all && !has_all_key_ids(node, &keys)) || !counts_for(p, &c.selector, &pod.namespace) || !c.includes(pod, node) {
                 continue;
             }
-            let v = node.labels.get(&c.key).map_or("", String::as_str);
-            if let Some(n) = pair_counts.get_mut(&c.key).and_then(|m| m.get_mut(v)) {
-                *n += 1;
-            }
+            counts[g][domain(i, node)] += 1;
         }
     }
-    Some(PreScore { constraints: cs, ignored, pair_counts, weights })
+    Some(PreScore { constraints: cs, keys, hostname, group, counts, require_all, weights })
 }
 
 /// The node's raw score (more matching pods in its domains: higher, i.e. worse), or `None`
 /// for an ignored node.
 pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
-    if s.ignored.contains(&node.name) {
+    if s.require_all && !has_all_key_ids(node, &s.keys) {
         return None;
     }
     let mut score = 0.0;
     for (i, c) in s.constraints.iter().enumerate() {
-        if let Some(v) = node.labels.get(&c.key) {
-            let cnt = if c.key == HOSTNAME { count_matching(node, &c.selector, &pod.namespace) } else { s.pair_counts.get(&c.key).and_then(|m| m.get(v)).copied().unwrap_or(0) };
+        if let Some(v) = s.keys[i].and_then(|k| node.label_id(k)) {
+            let cnt = if s.hostname[i] { count_matching(node, &c.selector, &pod.namespace) } else { s.counts[s.group[i]].get(v as usize).copied().unwrap_or(0) };
             score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;
         }
     }

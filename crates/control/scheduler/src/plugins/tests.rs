@@ -127,11 +127,7 @@ fn taints_and_tolerations() {
 
 #[test]
 fn resources_fit_and_the_failure_message() {
-    let mut c = cluster(vec![
-        node("small", "1", "2Gi", &[], &[]),
-        node("t1", "8", "16Gi", &[], &[("k", "v", "NoSchedule")]),
-        node("t2", "8", "16Gi", &[], &[("k", "v", "NoSchedule")]),
-    ]);
+    let mut c = cluster(vec![node("small", "1", "2Gi", &[], &[]), node("t1", "8", "16Gi", &[], &[("k", "v", "NoSchedule")]), node("t2", "8", "16Gi", &[], &[("k", "v", "NoSchedule")])]);
     let big = pod("metadata: {name: big}\nspec: {containers: [{name: c, image: i, resources: {requests: {cpu: '2', memory: 1Gi}}}]}");
     let err = schedule(&c, &big, &mut Search::default()).expect_err("no fit");
     let mut err2 = err.clone();
@@ -299,7 +295,7 @@ spec:
     let err = schedule(&c2, &pod("metadata: {name: x, labels: {foo: bar}}\nspec:\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}]\n  nodeSelector: {node: none}\n  containers: [{name: c, image: i}]"), &mut Search::default()).expect_err("none");
     assert!(err.message().starts_with("0/5 nodes are available: 5 node(s) didn't match Pod's node affinity/selector"), "{}", err.message());
     assert_eq!(
-        spread::filter(&spread::prefilter(&c2, &pod("metadata: {name: y, labels: {foo: bar}}\nspec:\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}]\n  containers: [{name: c, image: i}]")), &pod("metadata: {name: y, labels: {foo: bar}}\nspec: {containers: [{name: c, image: i}]}"), c2.node("nolabel").expect("n")).expect_err("missing").reasons,
+        spread::filter(&spread::prefilter(&c2, &pod("metadata: {name: y, labels: {foo: bar}}\nspec:\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {foo: bar}}}]\n  containers: [{name: c, image: i}]")), &pod("metadata: {name: y, labels: {foo: bar}}\nspec: {containers: [{name: c, image: i}]}"), c2.node("nolabel").expect("n")).expect_err("missing").reasons.iter().collect::<Vec<_>>(),
         ["node(s) didn't match pod topology spread constraints (missing required label)"]
     );
 }
@@ -390,7 +386,8 @@ fn preemption_spares_pods_a_disruption_budget_protects() {
     assert_eq!(crate::preemption::preempt(&c, &high, &err, &both).expect("preempts").node, "n1");
 
     // Each matching pod spends one allowed disruption; a pod already disrupted spends none.
-    let pods: Vec<Arc<PodInfo>> = ["a", "b", "c"].iter().map(|n| pod(&format!("metadata: {{name: {n}, namespace: ns, labels: {{app: web}}}}\nspec: {{containers: [{{name: c, image: i}}]}}"))).collect();
+    let pods: Vec<Arc<PodInfo>> =
+        ["a", "b", "c"].iter().map(|n| pod(&format!("metadata: {{name: {n}, namespace: ns, labels: {{app: web}}}}\nspec: {{containers: [{{name: c, image: i}}]}}"))).collect();
     let names = |v: &[Arc<PodInfo>]| v.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
     let (violating, fine) = crate::preemption::split_by_budgets(pods.clone(), &[budget("web", 1, &[])]);
     assert_eq!((names(&violating), names(&fine)), (vec!["b".to_string(), "c".to_string()], vec!["a".to_string()]));
