@@ -4,7 +4,7 @@
 //! without constraints gets the system defaults (hostname maxSkew 3, zone maxSkew 5, both
 //! ScheduleAnyway) over the pods of its Services, ReplicaSet or StatefulSet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{node::required_affinity_matches, node::tolerates, Rejection};
 use crate::cache::Cache;
@@ -233,10 +233,10 @@ pub fn filter(s: &PreFilter, _pod: &PodInfo, node: &NodeInfo) -> Result<(), Reje
 }
 
 /// Per-pod state of the score (upstream's preScoreState): matching pods per topology value id,
-/// shared by the constraints with one key, as upstream's pair counts; the hostname constraint's
-/// counts are the node's own pods, counted when scoring.
+/// shared by the constraints with one key, as upstream's pair counts; a hostname constraint
+/// counts the node's own matching pods (per node, as upstream, not per hostname value).
 #[derive(Debug)]
-pub struct PreScore {
+pub struct PreScore<'a> {
     constraints: Vec<Constraint>,
     /// Per constraint: the key's id (`None`: no node has it).
     keys: Vec<Option<u32>>,
@@ -248,12 +248,16 @@ pub struct PreScore {
     /// Per constraint index that is a group (others empty): matching pods per value id, and
     /// at `num_values` those on nodes without the key.
     counts: Vec<Vec<i64>>,
+    /// Per hostname constraint whose selector narrows to a label (most do): its matching pods
+    /// per node name, counted once from the cache's label index, so that scoring a node is a
+    /// lookup instead of a match of each of the node's pods. `None`: counted per node.
+    host_counts: Vec<Option<HashMap<&'a str, i64>>>,
     /// Nodes without every constraint's key are ignored (the pod's own constraints).
     require_all: bool,
     weights: Vec<f64>,
 }
 
-pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<PreScore> {
+pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<PreScore<'a>> {
     let (cs, defaulted) = constraints(cache, pod, false);
     if cs.is_empty() {
         return None;
@@ -329,7 +333,23 @@ pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<
             counts[g][domain(i, node)] += 1;
         }
     }
-    Some(PreScore { constraints: cs, keys, hostname, group, counts, require_all, weights })
+    let host_counts = cs
+        .iter()
+        .zip(&hostname)
+        .map(|(c, host)| {
+            let narrowed = *host && c.selector.narrowing().is_some();
+            narrowed.then(|| {
+                let mut per_node: HashMap<&'a str, i64> = HashMap::new();
+                for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
+                    if counts_for(p, &c.selector, &pod.namespace) {
+                        *per_node.entry(node.name.as_str()).or_default() += 1;
+                    }
+                }
+                per_node
+            })
+        })
+        .collect();
+    Some(PreScore { constraints: cs, keys, hostname, group, counts, host_counts, require_all, weights })
 }
 
 /// The node's raw score (more matching pods in its domains: higher, i.e. worse), or `None`
@@ -341,7 +361,11 @@ pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
     let mut score = 0.0;
     for (i, c) in s.constraints.iter().enumerate() {
         if let Some(v) = s.keys[i].and_then(|k| node.label_id(k)) {
-            let cnt = if s.hostname[i] { count_matching(node, &c.selector, &pod.namespace) } else { s.counts[s.group[i]].get(v as usize).copied().unwrap_or(0) };
+            let cnt = match &s.host_counts[i] {
+                Some(per_node) => per_node.get(node.name.as_str()).copied().unwrap_or(0),
+                None if s.hostname[i] => count_matching(node, &c.selector, &pod.namespace),
+                None => s.counts[s.group[i]].get(v as usize).copied().unwrap_or(0),
+            };
             score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;
         }
     }
