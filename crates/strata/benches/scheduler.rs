@@ -26,9 +26,10 @@
 //! p99 of create-to-bound latency. The peer: `KUBE_SCHEDULER=/path/to/kube-scheduler`, or,
 //! when `go` is installed, `scripts/kube-scheduler-peer.sh` builds k8s.io/kubernetes
 //! v1.32.0's `cmd/kube-scheduler` from the Go module proxy (cached after the first build;
-//! `BENCH_PEER=0` skips it). kube-scheduler runs with its volume plugins and DefaultPreemption
-//! disabled (strata serves no PersistentVolumes, StorageClasses, CSI kinds or
-//! PodDisruptionBudgets, and kube-scheduler waits for every informer it starts).
+//! `BENCH_PEER=0` skips it). kube-scheduler runs with its default plugins (volume binding,
+//! restrictions, zone and limits, DefaultPreemption included: strata serves the
+//! PersistentVolumes, StorageClasses, CSI kinds, CSIStorageCapacities, VolumeAttachments and
+//! PodDisruptionBudgets their informers list and watch), leader election off.
 //! `BENCH_PEER_QPS` (default "5000") is a list of client rate limits to run the peer with, one
 //! row each: a number N sets `clientConnection` qps and burst to N; `default` leaves them out,
 //! so kube-scheduler runs with its own defaults (qps 50, burst 100: every binding and every
@@ -200,7 +201,7 @@ fn start_scheduler(which: &Sched, server: &Server) -> Proc {
             std::fs::write(
                 &config,
                 format!(
-                    "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}{limits}}}\nleaderElection: {{leaderElect: false}}\nprofiles:\n- schedulerName: default-scheduler\n  plugins:\n    multiPoint:\n      disabled: [{{name: VolumeBinding}}, {{name: VolumeRestrictions}}, {{name: VolumeZone}}, {{name: NodeVolumeLimits}}, {{name: DefaultPreemption}}]\n",
+                    "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection: {{kubeconfig: {}{limits}}}\nleaderElection: {{leaderElect: false}}\n",
                     server.kubeconfig().display()
                 ),
             )
