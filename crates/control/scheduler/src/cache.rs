@@ -287,6 +287,14 @@ impl Cache {
         out
     }
 
+    /// How many pods [`Cache::candidates`] would return when it narrows by a label (without
+    /// collecting them); `None` when it would return every placed pod.
+    pub fn candidates_len(&self, namespaces: &BTreeSet<String>, sel: &Selector) -> Option<usize> {
+        let (key, values) = sel.narrowing()?;
+        let by_value = |ns: &String| self.by_label.get(ns).and_then(|keys| keys.get(key));
+        Some(namespaces.iter().filter_map(by_value).map(|m| values.iter().filter_map(|v| m.get(v)).map(HashSet::len).sum::<usize>()).sum())
+    }
+
     /// `f` of the [`SpreadCounts`] of the placed pods in `ns` that `sel` matches, over node
     /// label `key`: counted from the label index the first time, kept up to date after.
     pub fn spread_counts<R>(&self, ns: &str, sel: &Selector, key: &str, f: impl FnOnce(&SpreadCounts) -> R) -> R {

@@ -431,3 +431,26 @@ fn claims_hold_a_pod_until_they_exist_and_are_bound_unless_their_class_waits() {
     assert!(plain.claims.is_empty());
     assert_eq!(claims_not_ready(&plain, |_| None, none_wait), None);
 }
+
+#[test]
+fn hostname_spread_scores_count_each_nodes_matching_pods_whichever_way_they_are_counted() {
+    let p = pod("metadata: {name: in, labels: {foo: bar}}\nspec:\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {foo: bar}}}]\n  containers: [{name: c, image: i}]");
+    let raw = |c: &Cache| {
+        let feasible: Vec<&NodeInfo> = ["n1", "n2", "n3"].iter().map(|n| c.node(n).expect("node")).collect();
+        let s = spread::prescore(c, &p, &feasible).expect("constraints");
+        feasible.iter().map(|n| spread::score(&s, &p, n)).collect::<Vec<_>>()
+    };
+    let mut c = cluster(["n1", "n2", "n3"].iter().map(|n| node(n, "4", "8Gi", &[], &[])).collect());
+    for (i, n) in ["n1", "n1", "n2"].iter().enumerate() {
+        place(&mut c, pod(&format!("metadata: {{name: m{i}, labels: {{foo: bar}}}}\nspec: {{containers: [{{name: c, image: i}}]}}")), n);
+    }
+    // As many matching pods as pods on the nodes: counted per node when scoring. Three domains:
+    // weight ln(3 + 2); 2 and 1 matching pods.
+    let per_node = raw(&c);
+    assert_eq!(per_node, [Some((2.0 * 5f64.ln()).round() as i64), Some(5f64.ln().round() as i64), Some(0)]);
+    // Far more other pods than matching ones: counted once from the label index, same scores.
+    for i in 0..12 {
+        place(&mut c, pod(&format!("metadata: {{name: o{i}, labels: {{other: x}}}}\nspec: {{containers: [{{name: c, image: i}}]}}")), ["n1", "n2", "n3"][i % 3]);
+    }
+    assert_eq!(raw(&c), per_node);
+}
