@@ -697,7 +697,8 @@ fn a_stock_kube_scheduler_schedules_pods_through_strata() {
 
 /// A pod whose PersistentVolumeClaim does not exist or is not bound yet (and not of a
 /// WaitForFirstConsumer class) is not placed — upstream's VolumeBinding PreFilter: Pending with
-/// FailedScheduling saying why — and is placed once the claim is bound.
+/// FailedScheduling saying why — and is placed once the claim is bound; one of a
+/// WaitForFirstConsumer class gets its node chosen and is bound once its claim is.
 #[test]
 fn a_pod_waits_for_its_claims_to_exist_and_be_bound() {
     let s = server();
@@ -716,10 +717,18 @@ fn a_pod_waits_for_its_claims_to_exist_and_be_bound() {
     create(&s, "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-data}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], storageClassName: manual, hostPath: {path: /tmp/pv-data}, claimRef: {namespace: default, name: data}}\n");
     s.ok(&["patch", "pvc", "data", "--type=merge", "-p", r#"{"spec":{"volumeName":"pv-data"}}"#]);
     assert_eq!(bound(&s, "unbound"), "sim-vol");
-    // A claim of a WaitForFirstConsumer class is bound after placement: it does not hold the pod.
+    // A claim of a WaitForFirstConsumer class does not hold the pod in the PreFilter: the node is
+    // chosen, the claim marked for provisioning there (volume.kubernetes.io/selected-node), and
+    // the pod bound once the claim is (as an external provisioner and the binder would do).
     create(&s, "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: late}\nprovisioner: example.com/late\nvolumeBindingMode: WaitForFirstConsumer\n");
     create(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: later}\nspec: {accessModes: [ReadWriteOnce], storageClassName: late, resources: {requests: {storage: 1Gi}}}\n");
     create(&s, &with_claim("first-consumer", "later"));
+    let selected = || s.kubectl(&["get", "pvc", "later", "-o", "jsonpath={.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"]).stdout.iter().map(|b| *b as char).collect::<String>();
+    assert!(eventually(Duration::from_secs(30), || selected() == "sim-vol"), "{}", s.ok(&["get", "pvc", "later", "-o", "yaml"]));
+    assert_eq!(node_of(&s, "first-consumer"), "", "bound before its claim");
+    create(&s, "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-later}\nspec: {capacity: {storage: 1Gi}, accessModes: [ReadWriteOnce], storageClassName: late, hostPath: {path: /tmp/pv-later}, claimRef: {namespace: default, name: later}}\n");
+    s.ok(&["patch", "pvc", "later", "--type=merge", "-p", r#"{"spec":{"volumeName":"pv-later"}}"#]);
+    s.ok(&["patch", "pvc", "later", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Bound"}}"#]);
     assert_eq!(bound(&s, "first-consumer"), "sim-vol");
     assert_eq!(node_of(&s, "ghost"), "");
 }

@@ -522,6 +522,84 @@ fn claims_bind_to_fitting_volumes_and_the_default_class_provisions() {
     assert!(eventually(LONG, || phase_of(&s, "/api/v1/persistentvolumes/pv-small") == "Released"));
 }
 
+/// A local volume of `size` on one node (PV nodeAffinity on its hostname), of `class`.
+fn local_pv(name: &str, size: &str, class: &str, node: &str) -> String {
+    format!("apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {name}}}\nspec:\n  capacity: {{storage: {size}}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: {class}\n  hostPath: {{path: /var/tmp/strata-test-{name}}}\n  nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{node}]}}]}}]}}}}\n")
+}
+
+/// The node a PersistentVolume's required node affinity names (kubernetes.io/hostname In [x]).
+fn pv_node(pv: &Value) -> String {
+    pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0].as_str().unwrap_or("").to_string()
+}
+
+/// WaitForFirstConsumer (upstream's delayed binding): claims of such a class are bound only for a
+/// placed pod — to a local volume of the node the scheduler chose, nodes without one that fits
+/// filtered out (VolumeBinding Filter), the volume chosen before the pod is bound — and with a
+/// provisioning class the claim gets `volume.kubernetes.io/selected-node` and a volume made for
+/// that node. A claim no node's volumes can hold keeps its pod Pending with upstream's reason,
+/// until a volume that fits appears.
+#[test]
+fn wait_for_first_consumer_claims_bind_to_volumes_on_their_pods_node() {
+    let s = server();
+    s.ok(&["create", "namespace", "wffc"]);
+    for n in ["sim-w1", "sim-w2", "sim-w3"] {
+        sim_node(&s, n, &[], &[]);
+    }
+    let _kubelets = SimKubelets::start(&s, "wffc");
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local-wait}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n"));
+    // One volume on each of two nodes; the third node's is too small for the claims.
+    for (pv, size, node) in [("local-w1", "1Gi", "sim-w1"), ("local-w2", "1Gi", "sim-w2"), ("local-w3", "10Mi", "sim-w3")] {
+        s.ok_stdin(&["create", "-f", "-"], Some(&local_pv(pv, size, "local-wait", node)));
+    }
+    let set = |name: &str, replicas: i32, size: &str| format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: {name}, namespace: wffc}}\nspec:\n  serviceName: {name}\n  replicas: {replicas}\n  podManagementPolicy: Parallel\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: c, image: registry.invalid/db:v1, volumeMounts: [{{name: data, mountPath: /data}}]}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec: {{accessModes: [ReadWriteOnce], storageClassName: local-wait, resources: {{requests: {{storage: {size}}}}}}}\n"
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&set("db", 2, "100Mi")));
+    let claim = |s: &ApiServer, n: &str| s.get_json(&format!("/api/v1/namespaces/wffc/persistentvolumeclaims/{n}"));
+    let pod = |s: &ApiServer, n: &str| s.get_json(&format!("/api/v1/namespaces/wffc/pods/{n}"));
+    for i in 0..2 {
+        let (c, p) = (format!("data-db-{i}"), format!("db-{i}"));
+        assert!(
+            eventually(LONG, || claim(&s, &c)["status"]["phase"] == "Bound" && pod(&s, &p)["spec"]["nodeName"].is_string()),
+            "{c} not bound or {p} not placed: {} {}",
+            s.ok(&["describe", "pvc", &c, "-n", "wffc"]),
+            s.ok(&["describe", "pod", &p, "-n", "wffc"])
+        );
+        let volume = claim(&s, &c)["spec"]["volumeName"].as_str().unwrap_or("").to_string();
+        let pv = s.get_json(&format!("/api/v1/persistentvolumes/{volume}"));
+        let node = pod(&s, &p)["spec"]["nodeName"].as_str().unwrap_or("").to_string();
+        assert_eq!(pv_node(&pv), node, "{c} is bound to {volume}, a volume of another node than {p}'s");
+        assert_eq!((pv["spec"]["claimRef"]["name"].as_str(), pv["status"]["phase"].as_str()), (Some(c.as_str()), Some("Bound")));
+    }
+    let mut nodes: Vec<String> = (0..2).map(|i| pod(&s, &format!("db-{i}"))["spec"]["nodeName"].as_str().unwrap_or("").to_string()).collect();
+    nodes.sort();
+    assert_eq!(nodes, ["sim-w1", "sim-w2"], "one pod per node with a volume that fits");
+    assert_eq!(phase_of(&s, "/api/v1/persistentvolumes/local-w3"), "Available", "too small: left alone");
+
+    // No node has a volume that fits: Pending with upstream's reason, the claim waiting.
+    s.ok_stdin(&["create", "-f", "-"], Some(&set("big", 1, "5Gi")));
+    let want = "0/3 nodes are available: 3 node(s) didn't find available persistent volumes to bind. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling.";
+    assert!(eventually(LONG, || s.ok(&["describe", "pod", "big-0", "-n", "wffc"]).contains(want)), "{}", s.ok(&["describe", "pod", "big-0", "-n", "wffc"]));
+    assert!(eventually(LONG, || s.ok(&["describe", "pvc", "data-big-0", "-n", "wffc"]).contains("waiting for first consumer to be created before binding")), "{}", s.ok(&["describe", "pvc", "data-big-0", "-n", "wffc"]));
+    assert_eq!((claim(&s, "data-big-0")["status"]["phase"].as_str(), pod(&s, "big-0")["spec"]["nodeName"].as_str()), (Some("Pending"), None));
+    // A volume that fits appears on the third node: the pod goes there, its claim binds to it.
+    s.ok_stdin(&["create", "-f", "-"], Some(&local_pv("local-w3-big", "8Gi", "local-wait", "sim-w3")));
+    assert!(eventually(LONG, || claim(&s, "data-big-0")["spec"]["volumeName"] == "local-w3-big" && pod(&s, "big-0")["spec"]["nodeName"] == "sim-w3"), "{} {}", s.ok(&["describe", "pod", "big-0", "-n", "wffc"]), s.ok(&["describe", "pvc", "data-big-0", "-n", "wffc"]));
+
+    // A provisioning class: the claim names the chosen node, the volume made for it is that node's.
+    let base = s.data_dir().join("wffc-volumes");
+    s.ok_stdin(&["create", "-f", "-"], Some(&format!("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: local-made}}\nprovisioner: strata.dev/local\nparameters: {{path: {}}}\nvolumeBindingMode: WaitForFirstConsumer\n", base.display())));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: scratch, namespace: wffc}\nspec: {accessModes: [ReadWriteOnce], storageClassName: local-made, resources: {requests: {storage: 64Mi}}}\n"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(claim(&s, "scratch")["status"]["phase"], "Pending", "no consumer yet: not provisioned");
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: user, namespace: wffc}\nspec:\n  nodeSelector: {kubernetes.io/hostname: sim-w2}\n  containers: [{name: c, image: registry.invalid/db:v1}]\n  volumes: [{name: v, persistentVolumeClaim: {claimName: scratch}}]\n"));
+    assert!(eventually(LONG, || claim(&s, "scratch")["status"]["phase"] == "Bound" && pod(&s, "user")["spec"]["nodeName"] == "sim-w2"), "{} {}", s.ok(&["describe", "pvc", "scratch", "-n", "wffc"]), s.ok(&["describe", "pod", "user", "-n", "wffc"]));
+    let c = claim(&s, "scratch");
+    assert_eq!(c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"], "sim-w2", "{c}");
+    let pv = s.get_json(&format!("/api/v1/persistentvolumes/{}", c["spec"]["volumeName"].as_str().unwrap_or("")));
+    assert_eq!((pv_node(&pv), pv["spec"]["hostPath"]["path"].as_str().map(std::path::PathBuf::from)), ("sim-w2".to_string(), Some(base.join(format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap_or(""))))));
+}
+
 #[test]
 fn statefulset_pod_on_the_real_agent_keeps_its_volume_across_restarts() {
     let registry = strata_testkit::Registry::start();

@@ -9,13 +9,23 @@
 //! (the server's data dir for the built-in `strata-local` class), pre-bound to the claim, with
 //! the class's reclaim policy. A volume whose claim is gone (a live read says so) is Released, and
 //! deleted when its reclaim policy is Delete (the directory on the node is left in place).
+//!
+//! A claim of a WaitForFirstConsumer class is not bound here until a pod needs it (upstream's
+//! delayed binding): the scheduler picks a volume on the pod's node and writes its claimRef (the
+//! claim then binds to that pre-bound volume only), or marks the claim with
+//! `volume.kubernetes.io/selected-node` for provisioning — the local provisioner then makes the
+//! volume for that node (a required node affinity on its `kubernetes.io/hostname`). Until then
+//! the claim waits, with upstream's `WaitForFirstConsumer` event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeSpec, PersistentVolumeStatus};
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimStatus, PersistentVolumeSpec, PersistentVolumeStatus,
+    VolumeNodeAffinity,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,6 +37,7 @@ use kube::ResourceExt;
 
 use crate::{Clients, Context, Error};
 use strata_client::events::EventType;
+use strata_scheduler::plugins::volume::{claim_ref, class_of_claim, fits, is_for, SELECTED_NODE};
 
 pub const IDENTITY: &str = "persistent-volume-binder";
 pub const LOCAL_PROVISIONER: &str = "strata.dev/local";
@@ -77,32 +88,6 @@ fn bytes(q: Option<&Quantity>) -> i128 {
     q.and_then(|q| strata_client::quantity::parse_milli(&q.0)).unwrap_or(0)
 }
 
-fn class_of_claim(c: &PersistentVolumeClaim) -> String {
-    c.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default()
-}
-
-fn is_for(v: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
-    let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else { return false };
-    r.namespace == c.metadata.namespace && r.name == c.metadata.name && r.uid.as_ref().is_none_or(|u| u.is_empty() || Some(u) == c.metadata.uid.as_ref())
-}
-
-/// Does `v` satisfy `c` (class, mode, access modes, size)? Pure.
-pub fn fits(v: &PersistentVolume, c: &PersistentVolumeClaim) -> bool {
-    let (Some(vs), Some(cs)) = (v.spec.as_ref(), c.spec.as_ref()) else { return false };
-    if vs.storage_class_name.clone().unwrap_or_default() != class_of_claim(c) {
-        return false;
-    }
-    if vs.volume_mode.as_deref().unwrap_or("Filesystem") != cs.volume_mode.as_deref().unwrap_or("Filesystem") {
-        return false;
-    }
-    let have = vs.access_modes.clone().unwrap_or_default();
-    if !cs.access_modes.iter().flatten().all(|m| have.contains(m)) {
-        return false;
-    }
-    let want = bytes(cs.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")));
-    bytes(vs.capacity.as_ref().and_then(|c| c.get("storage"))) >= want
-}
-
 /// The volume for an unbound claim: one pre-bound to it, else the smallest free one that fits.
 pub fn find_volume(volumes: &[Arc<PersistentVolume>], c: &PersistentVolumeClaim) -> Option<Arc<PersistentVolume>> {
     let live = volumes.iter().filter(|v| v.metadata.deletion_timestamp.is_none());
@@ -112,18 +97,6 @@ pub fn find_volume(volumes: &[Arc<PersistentVolume>], c: &PersistentVolumeClaim)
     live.filter(|v| v.spec.as_ref().is_some_and(|s| s.claim_ref.is_none()) && fits(v, c))
         .min_by_key(|v| bytes(v.spec.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage"))))
         .cloned()
-}
-
-fn claim_ref(c: &PersistentVolumeClaim) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("PersistentVolumeClaim".into()),
-        namespace: c.metadata.namespace.clone(),
-        name: c.metadata.name.clone(),
-        uid: c.metadata.uid.clone(),
-        resource_version: c.metadata.resource_version.clone(),
-        field_path: None,
-    }
 }
 
 fn conflict(e: kube::Error, what: &str) -> Error {
@@ -146,8 +119,15 @@ async fn reconcile_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Context<State>>
     let pvs: Api<PersistentVolume> = Api::all(ctx.writer.clone());
     let volumes = st.volumes.state();
     let volume_name = c.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
+    let class_name = class_of_claim(&c);
+    let class = st.classes.state().into_iter().find(|k| !class_name.is_empty() && k.metadata.name.as_deref() == Some(class_name.as_str()));
+    // Delayed binding: only the volume the scheduler chose (pre-bound to the claim), or one made
+    // for the node it selected.
+    let waits = class.as_ref().is_some_and(|k| k.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"));
+    let selected = c.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)).cloned();
     let volume = match &volume_name {
         Some(n) => volumes.iter().find(|v| v.metadata.name.as_deref() == Some(n.as_str())).cloned(),
+        None if waits => volumes.iter().find(|v| v.metadata.deletion_timestamp.is_none() && is_for(v, &c) && fits(v, &c)).cloned(),
         None => find_volume(&volumes, &c),
     };
     let Some(volume) = volume else {
@@ -155,10 +135,12 @@ async fn reconcile_claim(c: Arc<PersistentVolumeClaim>, ctx: Arc<Context<State>>
             // Bound to a volume that no longer exists.
             return set_claim_phase(&ctx, &claims, &c, None).await;
         }
-        let class_name = class_of_claim(&c);
-        let class = st.classes.state().into_iter().find(|k| !class_name.is_empty() && k.metadata.name.as_deref() == Some(class_name.as_str()));
+        if waits && selected.is_none() {
+            ctx.recorder.publish(c.as_ref(), EventType::Normal, "WaitForFirstConsumer", "waiting for first consumer to be created before binding");
+            return Ok(Action::await_change());
+        }
         match class {
-            Some(k) if k.provisioner == LOCAL_PROVISIONER => provision(&ctx, &pvs, &c, &k).await?,
+            Some(k) if k.provisioner == LOCAL_PROVISIONER => provision(&ctx, &pvs, &c, &k, selected.as_deref()).await?,
             Some(k) => ctx.recorder.publish(c.as_ref(), EventType::Normal, "ExternalProvisioning", format!("Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator.", k.provisioner)),
             None if class_name.is_empty() => ctx.recorder.publish(c.as_ref(), EventType::Normal, "FailedBinding", "no persistent volumes available for this claim and no storage class is set"),
             None => ctx.recorder.publish(c.as_ref(), EventType::Warning, "ProvisioningFailed", format!("storageclass.storage.k8s.io \"{class_name}\" not found")),
@@ -229,13 +211,26 @@ async fn set_claim_phase(ctx: &Context<State>, claims: &Api<PersistentVolumeClai
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Make a hostPath volume for the claim under the class's `parameters.path`, pre-bound to it.
-async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &PersistentVolumeClaim, class: &StorageClass) -> Result<(), Error> {
+/// Make a hostPath volume for the claim under the class's `parameters.path`, pre-bound to it;
+/// for a claim the scheduler selected a node for, that node's (required node affinity on its
+/// `kubernetes.io/hostname` label, its name if it has none).
+async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &PersistentVolumeClaim, class: &StorageClass, node: Option<&str>) -> Result<(), Error> {
     let uid = c.metadata.uid.clone().unwrap_or_default();
     let name = format!("pvc-{uid}");
     let Some(base) = class.parameters.as_ref().and_then(|p| p.get("path")).filter(|p| p.starts_with('/')) else {
         ctx.recorder.publish(c, EventType::Warning, "ProvisioningFailed", format!("storage class {:?} has no absolute parameters.path for provisioner {LOCAL_PROVISIONER}", class.name_any()));
         return Ok(());
+    };
+    let node_affinity = match node {
+        Some(n) => {
+            // The binder may list nodes, not get them (upstream's role).
+            let nodes: Api<Node> = Api::all(ctx.writer.clone());
+            let found = nodes.list(&kube::api::ListParams::default().fields(&format!("metadata.name={n}"))).await?;
+            let host = found.items.first().and_then(|node| node.labels().get("kubernetes.io/hostname").cloned()).unwrap_or_else(|| n.to_string());
+            let term = NodeSelectorTerm { match_expressions: Some(vec![NodeSelectorRequirement { key: "kubernetes.io/hostname".into(), operator: "In".into(), values: Some(vec![host]) }]), match_fields: None };
+            Some(VolumeNodeAffinity { required: Some(NodeSelector { node_selector_terms: vec![term] }) })
+        }
+        None => None,
     };
     let spec = c.spec.clone().unwrap_or_default();
     let size = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")).cloned().unwrap_or_else(|| Quantity("1Gi".into()));
@@ -249,6 +244,7 @@ async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &Persis
             storage_class_name: Some(class.name_any()),
             volume_mode: spec.volume_mode.clone(),
             host_path: Some(HostPathVolumeSource { path: format!("{}/{name}", base.trim_end_matches('/')), type_: Some("DirectoryOrCreate".into()) }),
+            node_affinity,
             ..Default::default()
         }),
         status: None,
@@ -315,7 +311,7 @@ async fn reconcile_volume(v: Arc<PersistentVolume>, ctx: Arc<Context<State>>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
+    use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaimSpec, VolumeResourceRequirements};
 
     fn pv(name: &str, size: &str, class: &str, modes: &[&str]) -> Arc<PersistentVolume> {
         Arc::new(PersistentVolume {

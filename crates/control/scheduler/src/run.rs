@@ -9,7 +9,7 @@
 //! under a backlog, and the Lease renewals waiting for a worker missed their deadline.
 //! **Invariant:** nothing on the async runtime waits for the scheduling thread.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Service};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -31,6 +31,7 @@ use crate::cache::{is_bound, Cache, NodeChange};
 use strata_client::events::{EventType, Recorder};
 use crate::info::PodInfo;
 use crate::labels::Selector;
+use crate::plugins::volume::{claim_ref, Choice, VolumeCheck, SELECTED_NODE};
 use crate::plugins::{self, Search};
 use crate::preemption;
 use crate::queue::{ClusterEvent, Queue};
@@ -66,6 +67,11 @@ struct Shared {
     /// PersistentVolumeClaims and StorageClasses: a pod waits until its claims are bound.
     claims: Store<PersistentVolumeClaim>,
     classes: Store<StorageClass>,
+    /// PersistentVolumes: where a claim that waits for its first consumer can be had.
+    volumes: Store<PersistentVolume>,
+    /// Volumes promised to claims by bindings in flight (upstream's assumed volumes): volume
+    /// name -> claim uid, until the binding has written the volume's claimRef.
+    assumed_volumes: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -100,6 +106,8 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
     let claim_stream = kube::runtime::reflector::reflector(claim_writer, watcher::watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (classes, class_writer) = kube::runtime::reflector::store();
     let class_stream = kube::runtime::reflector::reflector(class_writer, watcher::watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let (volumes, volume_writer) = kube::runtime::reflector::store();
+    let volume_stream = kube::runtime::reflector::reflector(volume_writer, watcher::watcher(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (changes, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         changes,
@@ -112,6 +120,8 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         pdbs,
         claims,
         classes,
+        volumes,
+        assumed_volumes: Default::default(),
     });
 
     // Aborted when this future ends or is dropped (a leader that lost its lease stops at once).
@@ -123,6 +133,7 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
         tokio::spawn(pdb_stream.for_each(|_| futures_util::future::ready(()))),
         tokio::spawn(claim_stream.for_each(claims_moved(shared.clone()))),
         tokio::spawn(class_stream.for_each(claims_moved(shared.clone()))),
+        tokio::spawn(volume_stream.for_each(claims_moved(shared.clone()))),
     ]);
     let _stop = StopOnDrop(shared.clone());
     // The scheduling thread reports its end (a panic included) by dropping `done`.
@@ -420,7 +431,8 @@ fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
         shared.runtime.spawn(async move { report_failure(&shared2, pod, fit.message(), None).await });
         return;
     }
-    let node = match plugins::schedule(&st.cache, &pod, &mut st.search) {
+    let volumes = volume_check(shared, &pod);
+    let node = match plugins::schedule_with(&st.cache, &pod, &mut st.search, volumes.as_ref()) {
         Ok(d) => {
             tracing::debug!(pod = %pod.key(), node = %d.node, evaluated = d.evaluated, feasible = d.feasible, "scheduled");
             st.cache.assume(&pod, &d.node);
@@ -431,7 +443,15 @@ fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
             let plugins = fit.plugins();
             let mut preempted = None;
             if fit.num_nodes > 0 {
-                match preemption::preempt(&st.cache, &pod, &fit, &shared.pdbs.state()) {
+                let with_volumes;
+                let seen = match &volumes {
+                    Some(v) => {
+                        with_volumes = volume_refusals(&st.cache, v, &fit);
+                        &with_volumes
+                    }
+                    None => &fit,
+                };
+                match preemption::preempt(&st.cache, &pod, seen, &shared.pdbs.state()) {
                     Ok(p) => {
                         st.cache.nominated.insert(pod.uid.clone(), (p.node.clone(), pod.clone()));
                         for c in &p.cleared_nominations {
@@ -462,14 +482,119 @@ fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
             Err(_) => continue,
         }
     };
+    // VolumeBinding's Reserve: what binding the pod does for its waiting claims on this node.
+    let choices = match &volumes {
+        Some(v) if v.binds() => st.cache.node(&node).and_then(|n| v.choose(n)).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if let Ok(mut assumed) = shared.assumed_volumes.lock() {
+        for (claim, choice) in &choices {
+            if let Choice::Volume(v) = choice {
+                assumed.insert(v.metadata.name.clone().unwrap_or_default(), claim.metadata.uid.clone().unwrap_or_default());
+            }
+        }
+    }
     let shared2 = shared.clone();
     shared.runtime.spawn(async move {
-        bind(&shared2, pod, node).await;
+        bind(&shared2, pod, node, choices).await;
         drop(permit);
     });
 }
 
-async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String) {
+/// Upstream's default bind timeout: how long a binding waits for the pod's claims to be bound.
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The VolumeBinding check of a pod with claims (`None`: none depends on the node).
+fn volume_check(shared: &Shared, pod: &PodInfo) -> Option<VolumeCheck> {
+    if pod.claims.is_empty() {
+        return None;
+    }
+    let claims: Vec<Arc<PersistentVolumeClaim>> = pod.claims.iter().filter_map(|n| shared.claims.get(&ObjectRef::new(n).within(&pod.namespace))).collect();
+    let assumed = shared.assumed_volumes.lock().map(|a| a.clone()).unwrap_or_default();
+    let taken = |v: &str, c: &PersistentVolumeClaim| assumed.get(v).is_some_and(|uid| Some(uid) != c.metadata.uid.as_ref());
+    VolumeCheck::new(&claims, |n| shared.volumes.get(&ObjectRef::new(n)), &shared.volumes.state(), |k| shared.classes.get(&ObjectRef::new(k)), taken)
+}
+
+/// The refusals preemption sees: a node refused for something else whose volumes cannot hold
+/// the pod's claims either is refused by VolumeBinding (unresolvable: no victim helps there).
+fn volume_refusals(cache: &Cache, v: &VolumeCheck, fit: &plugins::FitError) -> plugins::FitError {
+    let mut seen = fit.clone();
+    for (name, r) in seen.statuses.iter_mut().filter(|(_, r)| !r.unresolvable) {
+        if let Some(Err(refused)) = cache.node(name).map(|n| v.filter(n)) {
+            *r = refused;
+        }
+    }
+    seen
+}
+
+/// VolumeBinding's PreBind: each waiting claim bound to the volume chosen for it (the volume's
+/// claimRef; the binder finishes the binding) or marked for provisioning on the node; then wait
+/// until the binder has bound every one.
+async fn bind_volumes(shared: &Shared, pod: &PodInfo, node: &str, choices: &[(Arc<PersistentVolumeClaim>, Choice)]) -> Result<(), String> {
+    let pvs: Api<PersistentVolume> = Api::all(shared.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(shared.client.clone(), &pod.namespace);
+    for (claim, choice) in choices {
+        let cname = claim.metadata.name.clone().unwrap_or_default();
+        match choice {
+            Choice::Volume(v) => {
+                let vname = v.metadata.name.clone().unwrap_or_default();
+                if v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| r.uid.as_ref()).is_some_and(|u| Some(u) == claim.metadata.uid.as_ref()) {
+                    continue;
+                }
+                let mut v = (**v).clone();
+                if let Some(s) = v.spec.as_mut() {
+                    s.claim_ref = Some(claim_ref(claim));
+                }
+                v.metadata.annotations.get_or_insert_with(Default::default).insert("pv.kubernetes.io/bound-by-controller".into(), "yes".into());
+                // With the resourceVersion it was chosen on: a volume taken meanwhile is a conflict.
+                pvs.replace(&vname, &PostParams::default(), &v).await.map_err(|e| format!("binding volumes: volume {vname} for claim {cname}: {e}"))?;
+            }
+            Choice::Provision => {
+                if claim.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)).is_some_and(|n| n == node) {
+                    continue;
+                }
+                let patch = serde_json::json!({ "metadata": { "annotations": { SELECTED_NODE: node } } });
+                claims.patch(&cname, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| format!("binding volumes: selecting node {node} for claim {cname}: {e}"))?;
+            }
+        }
+    }
+    let deadline = Instant::now() + VOLUME_BIND_TIMEOUT;
+    loop {
+        let bound = choices.iter().all(|(c, _)| {
+            shared.claims.get(&ObjectRef::from_obj(c.as_ref())).is_some_and(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()).is_some_and(|n| !n.is_empty()))
+        });
+        if bound {
+            return Ok(());
+        }
+        if shared.stopped.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            return Err("binding volumes: timed out waiting for the claims to be bound".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn bind(shared: &Shared, pod: Arc<PodInfo>, node: String, volumes: Vec<(Arc<PersistentVolumeClaim>, Choice)>) {
+    if !volumes.is_empty() {
+        let result = bind_volumes(shared, &pod, &node, &volumes).await;
+        // Written (or failed): the volumes' own state speaks for them from here.
+        if let Ok(mut assumed) = shared.assumed_volumes.lock() {
+            for (_, choice) in &volumes {
+                if let Choice::Volume(v) = choice {
+                    assumed.remove(v.metadata.name.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        if let Err(why) = result {
+            tracing::warn!(pod = %pod.key(), error = %why, "volume binding failed; retrying after backoff");
+            shared.events.publish(&*pod.pod, EventType::Warning, "FailedScheduling", format!("running PreBind plugin \"VolumeBinding\": {why}"));
+            let (retry, now) = (pod.clone(), Instant::now());
+            shared.change(move |st| {
+                st.cache.remove_pod(&retry.uid);
+                st.queue.retry(retry, now);
+            });
+            return;
+        }
+    }
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &pod.namespace);
     let binding = Binding {
         metadata: ObjectMeta { name: Some(pod.name.clone()), namespace: Some(pod.namespace.clone()), uid: Some(pod.uid.clone()), ..Default::default() },

@@ -7,6 +7,7 @@ pub mod fit;
 pub mod interpod;
 pub mod node;
 pub mod spread;
+pub mod volume;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -72,6 +73,8 @@ pub struct Cycle<'a> {
     pub spread: spread::PreFilter,
     /// Requests (and count) of pods nominated to each node with at least this pod's priority.
     pub nominated: HashMap<String, (Resources, i64)>,
+    /// VolumeBinding's Filter, for a pod whose claims tie it to nodes (`None`: nothing to check).
+    pub volumes: Option<&'a volume::VolumeCheck>,
 }
 
 impl<'a> Cycle<'a> {
@@ -84,7 +87,7 @@ impl<'a> Cycle<'a> {
                 e.1 += 1;
             }
         }
-        Cycle { cache, pod, interpod: interpod::prefilter(cache, pod), spread: spread::prefilter(cache, pod), nominated }
+        Cycle { cache, pod, interpod: interpod::prefilter(cache, pod), spread: spread::prefilter(cache, pod), nominated, volumes: None }
     }
 
     /// Run the filters in upstream's order; the first refusal wins.
@@ -96,6 +99,9 @@ impl<'a> Cycle<'a> {
         node::affinity(pod, n)?;
         node::ports(pod, n)?;
         fit::filter(pod, n, self.nominated.get(&n.name))?;
+        if let Some(v) = self.volumes {
+            v.filter(n)?;
+        }
         spread::filter(&self.spread, pod, n)?;
         interpod::filter(&self.interpod, self.cache, pod, n)?;
         Ok(())
@@ -120,10 +126,10 @@ pub const NO_NODES: &str = "no nodes available to schedule pods";
 /// The plugin that holds a pod until its claims are there and bound.
 pub const VOLUME_BINDING: &str = "VolumeBinding";
 
-/// Upstream's VolumeBinding PreFilter (the part strata needs, its volumes being bound by the
-/// binder before a pod runs): why the pod cannot be placed yet, if so — a claim that does not
-/// exist (`persistentvolumeclaim "x" not found`), or one not bound to a volume whose class does
-/// not wait for the first consumer (`pod has unbound immediate PersistentVolumeClaims`).
+/// Upstream's VolumeBinding PreFilter: why the pod cannot be placed yet, if so — a claim that
+/// does not exist (`persistentvolumeclaim "x" not found`), or one not bound to a volume whose
+/// class does not wait for the first consumer (`pod has unbound immediate PersistentVolumeClaims`).
+/// Claims that wait for their first consumer are the Filter's ([`volume::VolumeCheck`]).
 /// `claim(name)` is the claim in the pod's namespace; `waits(class)`: the class binds on the first
 /// consumer.
 pub fn claims_not_ready(pod: &PodInfo, claim: impl Fn(&str) -> Option<Arc<PersistentVolumeClaim>>, waits: impl Fn(&str) -> bool) -> Option<String> {
@@ -232,11 +238,17 @@ pub struct Decision {
 
 /// Choose a node for `pod`, or say why none fits.
 pub fn schedule(cache: &Cache, pod: &PodInfo, search: &mut Search) -> Result<Decision, FitError> {
+    schedule_with(cache, pod, search, None)
+}
+
+/// [`schedule`], with VolumeBinding's Filter for a pod whose claims tie it to nodes.
+pub fn schedule_with(cache: &Cache, pod: &PodInfo, search: &mut Search, volumes: Option<&volume::VolumeCheck>) -> Result<Decision, FitError> {
     let total = cache.num_nodes();
     if total == 0 {
         return Err(FitError::default());
     }
-    let cycle = Cycle::new(cache, pod);
+    let mut cycle = Cycle::new(cache, pod);
+    cycle.volumes = volumes;
     // A node this pod was nominated to by preemption is tried first.
     if let Some(nominated) = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref()).filter(|n| !n.is_empty()) {
         if let Some(n) = cache.node(nominated).filter(|n| n.node.is_some()) {
