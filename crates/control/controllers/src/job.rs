@@ -640,6 +640,10 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
     let finished_now = ["Complete", "Failed", "FailureTarget", "SuccessCriteriaMet"].iter().any(|t| condition_true(&st, t));
     let suspended = spec.suspend.unwrap_or(false);
     let pods_api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
+    // Expectations are checked against the same snapshot the counts come from (`pods`, read
+    // once by `claim`), not the live cache: a pod created by an earlier pass that arrives after
+    // the snapshot is in neither, so its expectation stays unmet and nothing is made for it (the
+    // ReplicaSet checks the live cache, and so must check before it reads its pods).
     let names: std::collections::HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
     let in_cache = |n: &str| names.contains(n);
     if finished_now || suspended || delete_active {
