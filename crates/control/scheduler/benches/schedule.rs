@@ -5,11 +5,13 @@
 //! `cargo bench -p strata-scheduler --bench schedule` fills a [`Cache`] with `BENCH_NODES`
 //! (default 5000) nodes shaped as the harness registers them (32 CPU, 128 GiB, 110 pods; a
 //! hostname label and a zone label over 10 zones), then, for each workload of
-//! `BENCH_WORKLOADS` (default "plain,anti,spread"), schedules `BENCH_PODS` (default 10000)
+//! `BENCH_WORKLOADS` (default "plain,anti,spread,replicaset"), schedules `BENCH_PODS` (default 10000)
 //! pods one after another on a fresh cache, as the scheduler's loop does: `schedule`, then
 //! `assume` on the chosen node. The pods are the harness's (groups of 100; anti: required
 //! anti-affinity to the group on the hostname; spread: maxSkew 1 over zones, DoNotSchedule,
-//! and over hostnames, ScheduleAnyway). Reported per workload: CPU ms per pod (the thread's run time over
+//! and over hostnames, ScheduleAnyway; replicaset: every pod owned by one ReplicaSet, so the
+//! system default spreading (hostname and zone, ScheduleAnyway) counts all its siblings, as
+//! for the deploy row's replicas). Reported per workload: CPU ms per pod (the thread's run time over
 //! the pods, from `/proc/thread-self/schedstat`) and wall ms per pod, the p50 / p99 of one decision, and the mean over the last tenth (the fullest cache). Every pod must be
 //! placed, and anti / spread placements are checked against their constraints at the end, so a
 //! faster wrong decision fails the run. Not included: decoding watched pods, bindings, events.
@@ -21,6 +23,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use strata_scheduler::cache::Cache;
 use strata_scheduler::info::PodInfo;
+use strata_scheduler::labels::Selector;
 use strata_scheduler::plugins::{schedule, Search};
 
 fn node(i: usize) -> Node {
@@ -48,6 +51,10 @@ fn pod(i: usize, workload: &str) -> Pod {
     match workload {
         "anti" => {
             p["spec"]["affinity"] = serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": sel, "topologyKey": "kubernetes.io/hostname"}]}});
+        }
+        "replicaset" => {
+            p["metadata"]["labels"]["app"] = "rs".into();
+            p["metadata"]["ownerReferences"] = serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "uid-rs", "controller": true}]);
         }
         "spread" => {
             p["spec"]["topologySpreadConstraints"] = serde_json::json!([
@@ -102,7 +109,7 @@ fn check(workload: &str, placed: &[(usize, String)], zone_of: &HashMap<String, S
 fn main() {
     let nodes = env_num("BENCH_NODES", 5000);
     let pods = env_num("BENCH_PODS", 10000);
-    let workloads = std::env::var("BENCH_WORKLOADS").unwrap_or_else(|_| "plain,anti,spread".into());
+    let workloads = std::env::var("BENCH_WORKLOADS").unwrap_or_else(|_| "plain,anti,spread,replicaset".into());
     let zone_of: HashMap<String, String> = (0..nodes).map(|i| (format!("sim-{i}"), format!("zone-{}", i % 10))).collect();
     println!("| nodes | pods | workload | CPU ms/pod | wall ms/pod | p50 ms | p99 ms | last 10% ms/pod |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -111,6 +118,9 @@ fn main() {
         for i in 0..nodes {
             cache.set_node(node(i));
         }
+        // The replicaset workload's pods get the system default spreading over their
+        // ReplicaSet's selector (as the deploy row's replicas).
+        cache.workloads.insert(("ReplicaSet", "default".into(), "rs".into()), Selector::from_map(&[("app".to_string(), "rs".to_string())].into()));
         // Built before timing: decoding watched pods is not the decision.
         let infos: Vec<PodInfo> = (0..pods).map(|i| PodInfo::new(Arc::new(pod(i, workload)))).collect();
         let mut search = Search::default();
