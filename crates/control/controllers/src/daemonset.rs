@@ -36,6 +36,7 @@ use crate::expectations::Expectations;
 use crate::history::{self, HASH_LABEL};
 use crate::owners::OwnerIndex;
 use crate::replicaset::{controller_of, controller_ref, is_available, labels_of, random_name, ready_since, selects};
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 use strata_client::events::EventType;
 
@@ -55,9 +56,9 @@ pub struct State {
     backoff: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
+pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(root.clone()));
+    let (pods, pod_stream) = (shared_pods.owners().clone(), shared_pods.subscribe());
     let (revisions, rw) = reflector::store::<ControllerRevision>();
     let mut rev_events = RevisionTrigger::default();
     let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config()))
@@ -87,7 +88,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let controller = Controller::new(Api::<DaemonSet>::all(root), crate::watch_config());
     let daemonsets = controller.store();
     controller
-        .owns_stream(pod_stream)
+        .owns_shared_stream(pod_stream)
         .owns_stream(rev_stream)
         .watches_stream(node_trigger, move |_: Node| daemonsets.state().iter().map(|d| ObjectRef::from_obj(d.as_ref())).collect::<Vec<_>>())
         .run(reconcile, error_policy, ctx)

@@ -24,12 +24,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::Controller;
 use kube::ResourceExt;
 use strata_client::events::EventType;
 
 use crate::replicaset::{controller_of, ready_since, selects};
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "disruption-controller";
@@ -40,15 +41,14 @@ pub struct State {
     pods: Store<Pod>,
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
-    let (pods, writer) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error> {
+    let (pods, pod_stream) = (shared_pods.store().clone(), shared_pods.subscribe());
     let controller = Controller::new(Api::<PodDisruptionBudget>::all(clients.root.clone()), crate::watch_config());
     let budgets = controller.store();
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods });
     // A pod's change reconsiders the budgets of its namespace that select it.
     controller
-        .watches_stream(pod_stream, move |pod: Pod| {
+        .watches_shared_stream(pod_stream, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             budgets

@@ -33,6 +33,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::ResourceExt;
 
 use crate::replicaset::controller_ref;
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "endpoint-controller";
@@ -216,18 +217,17 @@ fn service_labels(svc: &Service) -> BTreeMap<String, String> {
     l
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
-    run_one(clients, false).await
+pub async fn run(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
+    run_one(clients, false, pods).await
 }
 
-pub async fn run_slices(clients: Clients) -> Result<(), Error> {
-    run_one(clients, true).await
+pub async fn run_slices(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
+    run_one(clients, true, pods).await
 }
 
-async fn run_one(clients: Clients, slices_mode: bool) -> Result<(), Error> {
+async fn run_one(clients: Clients, slices_mode: bool, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pw) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(pw, watcher(Api::<Pod>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let (pods, pod_stream) = (shared_pods.store().clone(), shared_pods.subscribe());
     let (nodes, nw) = reflector::store::<Node>();
     let node_stream = reflector::reflector(nw, watcher(Api::<Node>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (endpoints, ew) = reflector::store::<Endpoints>();
@@ -239,12 +239,12 @@ async fn run_one(clients: Clients, slices_mode: bool) -> Result<(), Error> {
     let identity = if slices_mode { SLICE_IDENTITY } else { IDENTITY };
     let ctx = Context::new(clients.clone(), identity, State { pods, nodes: nodes.clone(), endpoints, slices, services: services.clone(), slices_mode });
     let svc_for_pods = services.clone();
-    let by_pod = move |pod: Pod| svc_for_pods.state().into_iter().filter(|s| selects(s, &pod)).map(|s| ObjectRef::from_obj(s.as_ref())).collect::<Vec<_>>();
+    let by_pod = move |pod: Arc<Pod>| svc_for_pods.state().into_iter().filter(|s| selects(s, &pod)).map(|s| ObjectRef::from_obj(s.as_ref())).collect::<Vec<_>>();
     let svc_for_nodes = services.clone();
     let by_node = move |_: Node| if slices_mode { svc_for_nodes.state().iter().map(|s| ObjectRef::from_obj(s.as_ref())).collect::<Vec<_>>() } else { Vec::new() };
     let by_name = |ns: Option<String>, name: String| ObjectRef::<Service>::new(&name).within(&ns.unwrap_or_default());
     let main = controller
-        .watches_stream(pod_stream, by_pod)
+        .watches_shared_stream(pod_stream, by_pod)
         .watches_stream(node_stream, by_node)
         .watches_stream(ep_stream, move |e: Endpoints| Some(by_name(e.namespace(), e.name_any())))
         .watches_stream(slice_stream, move |s: EndpointSlice| s.labels().get(SERVICE_NAME).map(|n| by_name(s.namespace(), n.clone())))

@@ -1,8 +1,7 @@
 //! Garbage collection by ownerReferences (upstream's `garbagecollector`).
 //!
 //! A graph of every object of every listable, watchable, deletable kind the API server
-//! discovers (one watch per kind, objects as `DynamicObject`s of which only the typed metadata
-//! is read): uid -> owners, dependents, deletion state. Whenever an object, its owners or its
+//! discovers (one watch per kind, objects decoded as their metadata only: [`Meta`]): uid -> owners, dependents, deletion state. Whenever an object, its owners or its
 //! dependents change, and every 30 s for everything, it is checked:
 //! - an object none of whose owners exists any more (an owner is gone only when the API server
 //!   says so, not because this cache lags) is deleted (background);
@@ -29,13 +28,14 @@
 //!
 //! Namespace deletion is not here: the API server owns it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::watcher;
@@ -121,7 +121,44 @@ impl Graph {
     }
 }
 
-fn node_of(kind: usize, obj: &DynamicObject) -> Option<(String, Node)> {
+/// A watched object of any kind as the graph reads it: its metadata. The rest of each object is
+/// skipped while decoding, not built into a `serde_json::Value` as a `DynamicObject`'s would be
+/// (the API server serves no `PartialObjectMetadata`; every pod change passes through here).
+#[derive(Clone, Debug, k8s_openapi::serde::Deserialize)]
+#[serde(crate = "k8s_openapi::serde")]
+pub struct Meta {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+}
+
+impl kube::Resource for Meta {
+    type DynamicType = ApiResource;
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+fn node_of(kind: usize, obj: &Meta) -> Option<(String, Node)> {
     let m = &obj.metadata;
     let uid = m.uid.clone()?;
     Some((
@@ -153,10 +190,10 @@ async fn discover(client: &kube::Client) -> Result<Vec<Kind>, Error> {
     Ok(kinds)
 }
 
-type Events = futures_util::stream::BoxStream<'static, (usize, Result<watcher::Event<DynamicObject>, watcher::Error>)>;
+type Events = futures_util::stream::BoxStream<'static, (usize, Result<watcher::Event<Meta>, watcher::Error>)>;
 
 fn watch_kind(client: &kube::Client, i: usize, k: &Kind) -> Events {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &k.ar);
+    let api: Api<Meta> = Api::all_with(client.clone(), &k.ar);
     kube::runtime::WatchStreamExt::default_backoff(watcher(api, crate::watch_config())).map(move |e| (i, e)).boxed()
 }
 
@@ -254,7 +291,7 @@ enum Owner {
 }
 
 impl Collector {
-    fn observe(&mut self, kind: usize, ev: watcher::Event<DynamicObject>, dirty: &mut BTreeSet<String>) {
+    fn observe(&mut self, kind: usize, ev: watcher::Event<Meta>, dirty: &mut BTreeSet<String>) {
         match ev {
             watcher::Event::Apply(o) => {
                 if let Some((uid, n)) = node_of(kind, &o) {

@@ -42,6 +42,7 @@ use strata_client::events::EventType;
 use crate::expectations::Expectations;
 use crate::owners::OwnerIndex;
 use crate::replicaset::{controller_of, controller_ref, labels_of, random_name, ready_since, selects};
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 
 /// `spec.managedBy` of the Jobs this controller reconciles (unset means the same).
@@ -111,14 +112,14 @@ impl Backoff {
     }
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
-    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(clients.root.clone()));
-    let ctx = Context::new(clients.clone(), IDENTITY, State { pods: pods.clone(), expectations: Expectations::default(), backoff: Default::default() });
+pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error> {
+    let pod_stream = shared_pods.subscribe();
+    let ctx = Context::new(clients.clone(), IDENTITY, State { pods: shared_pods.owners().clone(), expectations: Expectations::default(), backoff: Default::default() });
     let controller = Controller::new(Api::<Job>::all(clients.root.clone()), crate::watch_config());
     let jobs = controller.store();
     // A pod wakes its Job; an orphan wakes every Job of its namespace that selects it (to adopt it).
     let selecting = jobs.clone();
-    let controller = controller.watches_stream(pod_stream, move |p: Pod| jobs_of_pod(&selecting, &p));
+    let controller = controller.watches_shared_stream(pod_stream, move |p: Arc<Pod>| jobs_of_pod(&selecting, &p));
     // Pods whose Job is gone keep their tracking finalizer until someone removes it: this loop.
     let orphans = release_orphans(ctx.clone(), jobs);
     let main = controller.run(reconcile, error_policy, ctx).for_each(|_| futures_util::future::ready(()));

@@ -22,6 +22,7 @@ pub mod endpoints;
 pub mod expectations;
 pub mod gc;
 pub mod history;
+pub mod informer;
 pub mod job;
 pub mod nodelifecycle;
 pub mod owners;
@@ -134,52 +135,84 @@ pub async fn run(clients: Clients, config: Config) {
     elector.run(|| run_controllers(clients.clone(), config.settings.clone())).await
 }
 
-/// Every controller, each in its own task, restarted after a pause when it fails or panics.
-/// Dropping the future (leadership lost) aborts them all.
+/// The watches the controllers share (one each, as kube-controller-manager's informers): the
+/// pods, which most controllers read and which change the most.
+#[derive(Clone, Default)]
+pub struct Informers {
+    pub pods: informer::Shared<k8s_openapi::api::core::v1::Pod>,
+}
+
+/// Every controller, each in its own task, restarted after a pause when it fails or panics,
+/// and the shared watches they read, each in its own task restarted the same way (over the same
+/// cache: it relists). Dropping the future (leadership lost) aborts them all.
 pub async fn run_controllers(clients: Clients, settings: Settings) {
     let mut tasks = tokio::task::JoinSet::new();
+    let informers = Informers::default();
+    {
+        let pods = informers.pods.clone();
+        let api = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(clients.root.clone());
+        tasks.spawn(restarting("shared pod watch", move || {
+            let (pods, api) = (pods.clone(), api.clone());
+            async move {
+                pods.run(api).await;
+                Ok(())
+            }
+        }));
+    }
     for name in CONTROLLERS {
         let clients = clients.clone();
         let settings = settings.clone();
-        tasks.spawn(async move {
-            loop {
-                let c = clients.clone();
-                let settings = settings.clone();
-                let one = tokio::spawn(async move {
-                    match *name {
-                        serviceaccount::IDENTITY => serviceaccount::run(c).await,
-                        gc::IDENTITY => gc::run(c).await,
-                        replicaset::IDENTITY => replicaset::run(c).await,
-                        replicaset::RC_IDENTITY => replicaset::run_kind::<k8s_openapi::api::core::v1::ReplicationController>(c).await,
-                        deployment::IDENTITY => deployment::run(c).await,
-                        job::IDENTITY => job::run(c).await,
-                        ttl::IDENTITY => ttl::run(c).await,
-                        nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle).await,
-                        podgc::IDENTITY => podgc::run(c, settings.pod_gc).await,
-                        daemonset::IDENTITY => daemonset::run(c).await,
-                        statefulset::IDENTITY => statefulset::run(c).await,
-                        volume::IDENTITY => volume::run(c).await,
-                        disruption::IDENTITY => disruption::run(c).await,
-                        cronjob::IDENTITY => cronjob::run(c).await,
-                        virtualmachine::IDENTITY => virtualmachine::run(c).await,
-                        endpoints::IDENTITY => endpoints::run(c).await,
-                        endpoints::SLICE_IDENTITY => endpoints::run_slices(c).await,
-                        rootca::IDENTITY => rootca::run(c, settings.root_ca).await,
-                        _ => Ok(()),
-                    }
-                });
-                let abort = one.abort_handle();
-                let _guard = AbortOnDrop(abort);
-                match one.await {
-                    Ok(Ok(())) => tracing::warn!(controller = name, "controller stopped; restarting"),
-                    Ok(Err(e)) => tracing::error!(controller = name, error = %e, "controller failed; restarting"),
-                    Err(e) => tracing::error!(controller = name, error = %e, "controller panicked; restarting"),
+        let informers = informers.clone();
+        tasks.spawn(restarting(name, move || {
+            let c = clients.clone();
+            let settings = settings.clone();
+            let pods = informers.pods.clone();
+            async move {
+                match *name {
+                    serviceaccount::IDENTITY => serviceaccount::run(c).await,
+                    gc::IDENTITY => gc::run(c).await,
+                    replicaset::IDENTITY => replicaset::run(c, pods).await,
+                    replicaset::RC_IDENTITY => replicaset::run_kind::<k8s_openapi::api::core::v1::ReplicationController>(c, pods).await,
+                    deployment::IDENTITY => deployment::run(c).await,
+                    job::IDENTITY => job::run(c, pods).await,
+                    ttl::IDENTITY => ttl::run(c).await,
+                    nodelifecycle::IDENTITY => nodelifecycle::run(c, settings.node_lifecycle, pods).await,
+                    podgc::IDENTITY => podgc::run(c, settings.pod_gc, pods).await,
+                    daemonset::IDENTITY => daemonset::run(c, pods).await,
+                    statefulset::IDENTITY => statefulset::run(c, pods).await,
+                    volume::IDENTITY => volume::run(c).await,
+                    disruption::IDENTITY => disruption::run(c, pods).await,
+                    cronjob::IDENTITY => cronjob::run(c).await,
+                    virtualmachine::IDENTITY => virtualmachine::run(c).await,
+                    endpoints::IDENTITY => endpoints::run(c, pods).await,
+                    endpoints::SLICE_IDENTITY => endpoints::run_slices(c, pods).await,
+                    rootca::IDENTITY => rootca::run(c, settings.root_ca).await,
+                    _ => Ok(()),
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
             }
-        });
+        }));
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Run `make()`'s future in its own task for ever: after it returns, fails or panics, log it,
+/// pause, and run a new one.
+async fn restarting<F, Fut>(name: &'static str, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    loop {
+        let one = tokio::spawn(make());
+        let abort = one.abort_handle();
+        let _guard = AbortOnDrop(abort);
+        match one.await {
+            Ok(Ok(())) => tracing::warn!(controller = name, "controller stopped; restarting"),
+            Ok(Err(e)) => tracing::error!(controller = name, error = %e, "controller failed; restarting"),
+            Err(e) => tracing::error!(controller = name, error = %e, "controller panicked; restarting"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

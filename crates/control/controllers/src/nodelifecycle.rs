@@ -39,6 +39,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use strata_client::events::EventType;
 
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 
 pub const IDENTITY: &str = "node-controller";
@@ -159,13 +160,13 @@ pub struct State {
     eviction_recorder: strata_client::events::Recorder,
 }
 
-pub async fn run(clients: Clients, settings: Settings) -> Result<(), Error> {
+pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
     let (leases, writer) = reflector::store::<Lease>();
     let lease_stream = reflector::reflector(writer, watcher(Api::<Lease>::namespaced(root.clone(), LEASE_NAMESPACE), crate::watch_config())).default_backoff().touched_objects();
     let node_controller = Controller::new(Api::<Node>::all(root.clone()), crate::watch_config());
     let nodes = node_controller.store();
-    let pod_controller = Controller::new(Api::<Pod>::all(root.clone()), crate::watch_config());
+    let pod_controller = Controller::for_shared_stream(shared_pods.subscribe(), shared_pods.store().clone());
     let pods = pod_controller.store();
     let writer = clients.writer(IDENTITY);
     let state = State {

@@ -80,7 +80,7 @@ where
     /// default backoff) must be polled, e.g. by a `Controller`'s `owns_stream`.
     pub fn watch(api: Api<K>) -> (Self, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
         let (store, writer) = reflector::store::<K>();
-        let index = OwnerIndex { store: store.clone(), inner: Arc::new(RwLock::new(Inner::default())) };
+        let index = OwnerIndex::new(store);
         let feed = index.clone();
         let stream = reflector::reflector(writer, watcher(api, crate::watch_config()))
             .inspect_ok(move |ev| feed.apply(ev))
@@ -89,8 +89,13 @@ where
         (index, stream)
     }
 
+    /// An empty index over `store`, which the caller feeds through [`OwnerIndex::apply`].
+    pub(crate) fn new(store: Store<K>) -> Self {
+        OwnerIndex { store, inner: Arc::new(RwLock::new(Inner::default())) }
+    }
+
     /// Follow one watch event (the store has applied it already).
-    fn apply(&self, ev: &watcher::Event<K>) {
+    pub(crate) fn apply(&self, ev: &watcher::Event<K>) {
         match ev {
             watcher::Event::Apply(o) => {
                 let obj = self.store.get(&ObjectRef::from_obj(o)).unwrap_or_else(|| Arc::new(o.clone()));

@@ -23,6 +23,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
+use crate::informer::Shared;
 use crate::{Clients, Error};
 
 pub const IDENTITY: &str = "pod-garbage-collector";
@@ -130,11 +131,10 @@ pub fn quarantined(pods: &[Arc<Pod>], nodes: &HashMap<String, Arc<Node>>, quaran
     quarantine.iter().filter(|(_, since)| now.duration_since(**since) >= QUARANTINE).map(|(n, _)| n.clone()).collect()
 }
 
-pub async fn run(clients: Clients, settings: Settings) -> Result<(), Error> {
+pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = shared_pods.store().clone();
     let (nodes, node_writer) = reflector::store::<Node>();
-    let pod_stream = reflector::reflector(pod_writer, watcher(Api::<Pod>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects().for_each(|_| futures_util::future::ready(()));
     let node_stream = reflector::reflector(node_writer, watcher(Api::<Node>::all(root), crate::watch_config())).default_backoff().touched_objects().for_each(|_| futures_util::future::ready(()));
     let writer = clients.writer(IDENTITY);
     let gc = async move {
@@ -150,7 +150,6 @@ pub async fn run(clients: Clients, settings: Settings) -> Result<(), Error> {
         }
     };
     tokio::select! {
-        _ = pod_stream => {}
         _ = node_stream => {}
         _ = gc => {}
     }

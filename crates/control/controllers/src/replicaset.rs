@@ -27,6 +27,7 @@ use serde_json::json;
 
 use strata_client::events::EventType;
 use crate::expectations::Expectations;
+use crate::informer::Shared;
 use crate::owners::OwnerIndex;
 use crate::{Clients, Context, Error};
 
@@ -131,16 +132,16 @@ impl Replicated for ReplicationController {
 }
 
 /// The ReplicaSet controller.
-pub async fn run(clients: Clients) -> Result<(), Error> {
-    run_kind::<ReplicaSet>(clients).await
+pub async fn run(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
+    run_kind::<ReplicaSet>(clients, pods).await
 }
 
 /// The controller of one [`Replicated`] kind.
-pub async fn run_kind<K: Replicated>(clients: Clients) -> Result<(), Error> {
-    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(clients.root.clone()));
-    let ctx = Context::new(clients.clone(), K::IDENTITY, State { pods, expectations: Expectations::default() });
+pub async fn run_kind<K: Replicated>(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
+    let pod_stream = pods.subscribe();
+    let ctx = Context::new(clients.clone(), K::IDENTITY, State { pods: pods.owners().clone(), expectations: Expectations::default() });
     Controller::new(Api::<K>::all(clients.root.clone()), crate::watch_config())
-        .owns_stream(pod_stream)
+        .owns_shared_stream(pod_stream)
         .run(reconcile::<K>, error_policy::<K>, ctx)
         .for_each(|_| futures_util::future::ready(()))
         .await;

@@ -34,6 +34,7 @@ use serde_json::json;
 use crate::history::{self, HASH_LABEL};
 use crate::owners::OwnerIndex;
 use crate::replicaset::{controller_of, controller_ref, is_available, labels_of, ready_since, selects};
+use crate::informer::Shared;
 use crate::{Clients, Context, Error};
 use strata_client::events::EventType;
 
@@ -48,9 +49,9 @@ pub struct State {
     claims: Store<PersistentVolumeClaim>,
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
+pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
-    let (pods, pod_stream) = OwnerIndex::watch(Api::<Pod>::all(root.clone()));
+    let (pods, pod_stream) = (shared_pods.owners().clone(), shared_pods.subscribe());
     let (revisions, rw) = reflector::store::<ControllerRevision>();
     let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (claims, cw) = reflector::store::<PersistentVolumeClaim>();
@@ -58,7 +59,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods, revisions, claims });
     let claim_drain = claim_stream.for_each(|_| futures_util::future::ready(()));
     let controller = Controller::new(Api::<StatefulSet>::all(root), crate::watch_config())
-        .owns_stream(pod_stream)
+        .owns_shared_stream(pod_stream)
         .owns_stream(rev_stream)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures_util::future::ready(()));
