@@ -138,7 +138,7 @@ pub async fn run(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
 
 /// The controller of one [`Replicated`] kind.
 pub async fn run_kind<K: Replicated>(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
-    let pod_stream = pods.subscribe();
+    let pod_stream = what_a_replica_set_reads(pods.store().clone(), pods.subscribe());
     let ctx = Context::new(clients.clone(), K::IDENTITY, State { pods: pods.owners().clone(), expectations: Expectations::default() });
     Controller::new(Api::<K>::all(clients.root.clone()), crate::watch_config())
         .owns_shared_stream(pod_stream)
@@ -146,6 +146,46 @@ pub async fn run_kind<K: Replicated>(clients: Clients, pods: Shared<Pod>) -> Res
         .for_each(|_| futures_util::future::ready(()))
         .await;
     Ok(())
+}
+
+/// What of a pod a ReplicaSet's reconcile reads (claim, status, expectations): its identity,
+/// labels, controller, deletion, phase and Ready condition. A pod change that leaves these
+/// alone (its binding to a node, most of its status) cannot change what the reconcile does.
+fn fingerprint(p: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let m = &p.metadata;
+    m.uid.hash(&mut h);
+    m.labels.hash(&mut h);
+    for o in m.owner_references.iter().flatten() {
+        (&o.uid, o.controller).hash(&mut h);
+    }
+    m.deletion_timestamp.as_ref().map(|t| t.0.timestamp_micros()).hash(&mut h);
+    let status = p.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()).hash(&mut h);
+    let ready = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    ready.map(|c| (c.status.as_str(), c.last_transition_time.as_ref().map(|t| t.0.timestamp_micros()))).hash(&mut h);
+    h.finish()
+}
+
+/// The pod changes that wake a ReplicaSet: a pod seen for the first time, changed in what its
+/// reconcile reads ([`fingerprint`]), or gone from the cache (a deletion, which expectations
+/// wait for). A bound pod's binding alone wakes nothing (in a rollout, half of the pod events),
+/// where each wake is a reconcile over all of the ReplicaSet's pods.
+fn what_a_replica_set_reads(store: kube::runtime::reflector::Store<Pod>, pods: impl futures_util::Stream<Item = Arc<Pod>>) -> impl futures_util::Stream<Item = Arc<Pod>> {
+    let mut seen: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
+    pods.filter_map(move |p| {
+        let key = (p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default());
+        let cached = store.get(&kube::runtime::reflector::ObjectRef::new(&key.1).within(&key.0)).is_some();
+        let wake = if cached {
+            let print = fingerprint(&p);
+            seen.insert(key, print) != Some(print)
+        } else {
+            seen.remove(&key);
+            true
+        };
+        futures_util::future::ready(wake.then_some(p))
+    })
 }
 
 fn error_policy<K: Replicated>(rs: Arc<K>, e: &Error, _: Arc<Context<State>>) -> Action {
@@ -279,29 +319,27 @@ async fn reconcile<K: Replicated>(rs: Arc<K>, ctx: Arc<Context<State>>) -> Resul
     // never claimed, so a reconcile costs O(own pods), not O(pods in the namespace).
     let (mine, orphans) = ctx.state.pods.owned_and_orphans(&ns, &uid);
 
-    // Claim: adopt matching orphans, release owned pods that stopped matching.
+    // Claim: adopt matching orphans, release owned pods that stopped matching. (`mine` are
+    // the pods whose controller is this uid, `orphans` those with no controller: the index
+    // files them so.)
     let mut owned: Vec<Arc<Pod>> = Vec::with_capacity(mine.len());
-    for p in mine.iter().chain(&orphans) {
-        let matches = selects(&selector, labels_of(&p.metadata));
-        match controller_of(&p.metadata) {
-            Some(c) if c.uid == uid => {
-                if matches {
-                    owned.push(p.clone());
-                } else if rs.meta().deletion_timestamp.is_none() {
-                    let keep: Vec<&OwnerReference> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).collect();
-                    let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": p.metadata.resource_version } });
-                    ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)?;
-                }
+    for p in mine {
+        if selects(&selector, labels_of(&p.metadata)) {
+            owned.push(p);
+        } else if rs.meta().deletion_timestamp.is_none() {
+            let keep: Vec<&OwnerReference> = p.metadata.owner_references.iter().flatten().filter(|o| o.uid != uid).collect();
+            let patch = json!({ "metadata": { "ownerReferences": keep, "resourceVersion": p.metadata.resource_version } });
+            ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)?;
+        }
+    }
+    for p in orphans {
+        if selects(&selector, labels_of(&p.metadata)) && is_active(&p) && rs.meta().deletion_timestamp.is_none() {
+            let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
+            refs.push(controller_ref(rs.as_ref()));
+            let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": p.metadata.resource_version } });
+            if ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)? {
+                owned.push(p);
             }
-            None if matches && is_active(p) && rs.meta().deletion_timestamp.is_none() => {
-                let mut refs = p.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(controller_ref(rs.as_ref()));
-                let patch = json!({ "metadata": { "ownerReferences": refs, "resourceVersion": p.metadata.resource_version } });
-                if ignore_gone(pods_api.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)? {
-                    owned.push(p.clone());
-                }
-            }
-            _ => {}
         }
     }
     let mut active: Vec<Arc<Pod>> = owned.iter().filter(|p| is_active(p)).cloned().collect();
@@ -453,5 +491,50 @@ fn pod_from_template<K: Replicated>(rs: &K, template: &PodTemplateSpec) -> Pod {
         },
         spec: template.spec.clone(),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use kube::runtime::watcher;
+
+    fn pod(name: &str, node: Option<&str>, labels: &[(&str, &str)]) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.name = Some(name.into());
+        p.metadata.uid = Some(format!("uid-{name}"));
+        p.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        p.spec = Some(k8s_openapi::api::core::v1::PodSpec { node_name: node.map(str::to_string), ..Default::default() });
+        p
+    }
+
+    #[test]
+    fn a_binding_alone_does_not_wake_the_replica_set_but_labels_readiness_and_deletions_do() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Pod>>();
+        let mut wakes = Box::pin(what_a_replica_set_reads(store, futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) })));
+        let mut send = |ev: watcher::Event<Pod>, p: Pod| {
+            writer.apply_watcher_event(&ev);
+            tx.send(Arc::new(p)).expect("send");
+            wakes.next().now_or_never().flatten().is_some()
+        };
+        let created = pod("a", None, &[("app", "x")]);
+        assert!(send(watcher::Event::Apply(created.clone()), created), "a new pod wakes it");
+        let bound = pod("a", Some("node-1"), &[("app", "x")]);
+        assert!(!send(watcher::Event::Apply(bound.clone()), bound), "its binding does not");
+        let relabelled = pod("a", Some("node-1"), &[("app", "y")]);
+        assert!(send(watcher::Event::Apply(relabelled.clone()), relabelled.clone()), "a label change does");
+        let mut ready = relabelled.clone();
+        ready.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+            ..Default::default()
+        });
+        assert!(send(watcher::Event::Apply(ready.clone()), ready.clone()), "readiness does");
+        assert!(send(watcher::Event::Delete(ready.clone()), ready.clone()), "the deletion (same object, gone from the cache) does");
+        assert!(send(watcher::Event::Apply(ready.clone()), ready), "and a pod of that name seen again afterwards does");
     }
 }
