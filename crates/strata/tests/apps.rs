@@ -334,14 +334,16 @@ fn a_job_waits_before_replacing_failed_pods_and_a_success_resets_the_wait() {
     };
     // Finish it as a kubelet would report it, and return how long its replacement took to appear.
     let finish = |pod: &str, phase: &str, code: i32| -> (Duration, String) {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // The back-off counts from finishedAt, which is whole seconds: time the replacement from
+        // that instant, not from the end of a patch that can be slow under load.
+        let finished = chrono::Timelike::with_nanosecond(&chrono::Utc::now(), 0).unwrap_or_else(chrono::Utc::now);
+        let now = finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let status = json!({"status": {"phase": phase, "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now, "reason": if code == 0 { "Completed" } else { "Error" }}}}]}});
         s.ok(&["patch", "pod", pod, "-n", &ns, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
-        let started = std::time::Instant::now();
         let mut next = None;
         assert!(eventually(Duration::from_secs(90), || { next = running(&s).filter(|n| n != pod); next.is_some() }), "no replacement for {pod}");
-        (started.elapsed(), next.unwrap_or_default())
+        ((chrono::Utc::now() - finished).to_std().unwrap_or_default(), next.unwrap_or_default())
     };
     let mut pod = None;
     assert!(eventually(LONG, || { pod = running(&s); pod.is_some() }), "no first pod");
