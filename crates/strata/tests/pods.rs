@@ -1975,7 +1975,7 @@ fn post_start_hooks_run_once_started_and_a_failed_one_kills_the_container() {
     let c = cluster(&[]);
     c.apply(&[
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do printf \"HTTP/1.0 200 OK\\\\r\\\\nContent-Length: 2\\\\r\\\\n\\\\r\\\\nok\" | nc -l -p 8080; done']\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {img}\n    command: [sh, -c, 'while true; do rm -f /tmp/f; mkfifo /tmp/f; cat /tmp/f | nc -l -p 8080 | {{ read l; echo \"$l\"; printf \"HTTP/1.0 200 OK\\\\r\\\\nContent-Length: 2\\\\r\\\\n\\\\r\\\\nok\" > /tmp/f; }}; done']\n",
             img = c.image
         ),
         format!(
