@@ -392,6 +392,32 @@ fn job_and_statefulset_updates_keep_their_immutable_fields() {
 /// A ReplicaSet whose pods a quota refuses: a FailedCreate Event and a ReplicaFailure condition
 /// (copied to its Deployment) carrying the API server's own message, as upstream's controllers
 /// write them, and the controllers go on with the rest.
+/// The controllers' events go through client-go's event correlator, as kube-controller-manager's
+/// do: a ReplicaSet creating 40 pods writes nine `Created pod: NAME` Events, then one combined
+/// Event whose count grows with each creation until the spam filter's 25 tokens are spent.
+#[test]
+fn a_replicasets_many_creations_are_combined_into_one_event_and_rate_limited() {
+    let s = server(Backend::Embedded);
+    s.ok(&["create", "namespace", "ev"]);
+    s.ok(&["create", "deployment", "web", "--image", IMG, "--replicas=40", "-n", "ev"]);
+    wait_pods(&s, "ev", 40);
+    let rs = name(&replicasets(&s, "ev")[0]);
+    let about_rs = || -> Vec<Value> {
+        s.items("/api/v1/namespaces/ev/events").into_iter().filter(|e| e["involvedObject"]["name"] == rs.as_str() && e["reason"] == "SuccessfulCreate").collect()
+    };
+    let combined = |es: &[Value]| es.iter().find(|e| e["message"].as_str().is_some_and(|m| m.starts_with("(combined from similar events): Created pod: web-"))).cloned();
+    assert!(eventually(LONG, || combined(&about_rs()).is_some_and(|e| e["count"] == 16)), "{:#?}", about_rs());
+    // Nothing more is written about it: the bucket is empty for five minutes.
+    std::thread::sleep(Duration::from_secs(3));
+    let es = about_rs();
+    let single: Vec<&Value> = es.iter().filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Created pod: "))).collect();
+    assert_eq!(single.len(), 9, "{es:#?}");
+    assert!(single.iter().all(|e| e["count"] == 1 && e["source"]["component"] == "replicaset-controller"), "{es:#?}");
+    assert_eq!(es.len(), 10, "{es:#?}");
+    assert_eq!(combined(&es).map(|e| e["count"].clone()), Some(json!(16)));
+    assert!(s.ok(&["describe", "rs", &rs, "-n", "ev"]).contains("(combined from similar events): Created pod: "));
+}
+
 #[test]
 fn pods_a_quota_refuses_are_reported_with_the_servers_message_and_the_rest_goes_on() {
     let s = server(Backend::Embedded);
@@ -413,7 +439,10 @@ fn pods_a_quota_refuses_are_reported_with_the_servers_message_and_the_rest_goes_
     );
     let events = s.items("/api/v1/namespaces/capped/events");
     let created: Vec<&str> = events.iter().filter(|e| e["reason"] == "FailedCreate").filter_map(|e| e["message"].as_str()).collect();
-    assert!(!created.is_empty() && created.iter().all(|m| m.strip_prefix("Error creating: ").is_some_and(refused)), "{created:#?}");
+    // Each refusal names another generated pod, so after ten of them kube-controller-manager's
+    // event correlator combines them into one Event (as it does upstream).
+    let refusal = |m: &str| m.strip_prefix("(combined from similar events): ").unwrap_or(m).strip_prefix("Error creating: ").is_some_and(refused);
+    assert!(!created.is_empty() && created.iter().all(|m| refusal(m)), "{created:#?}");
     assert_eq!(pods(&s, "capped").len(), 1);
     assert!(eventually(LONG, || pods(&s, "default").len() == 2), "the other Deployment goes on: {:?}", pods(&s, "default").iter().map(name).collect::<Vec<_>>());
 }

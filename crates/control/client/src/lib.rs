@@ -17,6 +17,7 @@ use base64::Engine as _;
 
 pub mod leader;
 pub mod quantity;
+pub mod ratelimit;
 pub mod retry;
 pub mod vm;
 

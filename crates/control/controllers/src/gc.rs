@@ -200,7 +200,7 @@ fn watch_kind(client: &kube::Client, i: usize, k: &Kind) -> Events {
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let kinds = discover(&clients.root).await?;
     let writer = clients.writer(IDENTITY);
-    let recorder = strata_client::events::Recorder::new(writer.clone(), IDENTITY);
+    let recorder = strata_client::events::Recorder::with_correlator(writer.clone(), IDENTITY);
     let mut streams = futures_util::stream::SelectAll::new();
     for (i, k) in kinds.iter().enumerate() {
         streams.push(watch_kind(&clients.root, i, k));

@@ -249,7 +249,7 @@ pub struct Context<S> {
 impl<S> Context<S> {
     pub fn new(clients: Clients, identity: &str, state: S) -> Arc<Self> {
         let writer = clients.writer(identity);
-        Arc::new(Context { recorder: strata_client::events::Recorder::new(writer.clone(), identity), clients, writer, state })
+        Arc::new(Context { recorder: strata_client::events::Recorder::with_correlator(writer.clone(), identity), clients, writer, state })
     }
 }
 

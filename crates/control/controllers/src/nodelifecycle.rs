@@ -38,6 +38,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use strata_client::events::EventType;
+use strata_client::ratelimit::TokenBucket;
 
 use crate::informer::Shared;
 use crate::{Clients, Context, Error};
@@ -96,40 +97,24 @@ struct Health {
     ready: Option<String>,
 }
 
-/// A token bucket (burst 1), upstream's NoExecute tainting limiter of a zone.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
+/// Upstream's NoExecute tainting limiter of a zone: a token bucket of one, its rate set by the
+/// zone's state (a new rate starts a new bucket; rate 0 never gives a token).
+struct Bucket(TokenBucket);
 
 impl Bucket {
     fn new(rate: f64) -> Self {
-        Bucket { rate, tokens: 1.0, at: Instant::now() }
+        let b = TokenBucket::new(rate, 1.0, Instant::now());
+        Bucket(if rate <= 0.0 { b.empty() } else { b })
     }
 
     fn set_rate(&mut self, rate: f64) {
-        if (self.rate - rate).abs() > f64::EPSILON {
+        if (self.0.rate() - rate).abs() > f64::EPSILON {
             *self = Bucket::new(rate);
-            if rate <= 0.0 {
-                self.tokens = 0.0;
-            }
         }
     }
 
     fn take(&mut self) -> bool {
-        if self.rate <= 0.0 {
-            return false;
-        }
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(1.0);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.0.take(Instant::now())
     }
 }
 
@@ -177,7 +162,7 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
         health: Mutex::new(HashMap::new()),
         tainter: Mutex::new(Tainter::default()),
         first_seen: Mutex::new(HashMap::new()),
-        eviction_recorder: strata_client::events::Recorder::new(writer, TAINT_EVICTION),
+        eviction_recorder: strata_client::events::Recorder::with_correlator(writer, TAINT_EVICTION),
     };
     let ctx = Context::new(clients, IDENTITY, state);
     // A node's change reconsiders every pod bound to it.

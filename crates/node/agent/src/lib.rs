@@ -157,7 +157,7 @@ impl Agent {
         if let Err(e) = &shared.sysctls {
             return Err(Error::Internal(format!("--allowed-unsafe-sysctls: {e}")));
         }
-        let _ = shared.events.set(strata_client::events::Recorder::new(shared.client.clone(), "kubelet"));
+        let _ = shared.events.set(strata_client::events::Recorder::with_correlator(shared.client.clone(), "kubelet"));
         std::fs::create_dir_all(&shared.config.root_dir).map_err(|source| Error::Io { context: format!("creating {}", shared.config.root_dir.display()), source })?;
         // The KVM probe may boot a guest (seconds, once per host boot): register without the
         // label and add it when the probe answers.
