@@ -598,6 +598,32 @@ fn wait_for_first_consumer_claims_bind_to_volumes_on_their_pods_node() {
     assert_eq!(c["metadata"]["annotations"]["volume.kubernetes.io/selected-node"], "sim-w2", "{c}");
     let pv = s.get_json(&format!("/api/v1/persistentvolumes/{}", c["spec"]["volumeName"].as_str().unwrap_or("")));
     assert_eq!((pv_node(&pv), pv["spec"]["hostPath"]["path"].as_str().map(std::path::PathBuf::from)), ("sim-w2".to_string(), Some(base.join(format!("pvc-{}", c["metadata"]["uid"].as_str().unwrap_or(""))))));
+
+    // A class's allowedTopologies: it provisions only there. A pod held to another node stays
+    // Pending (its claim cannot be had there); one free to move goes where the class allows.
+    let zoned = |name: &str, mode: &str| format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\nprovisioner: strata.dev/local\nparameters: {{path: {}}}\nvolumeBindingMode: {mode}\nallowedTopologies:\n- matchLabelExpressions: [{{key: kubernetes.io/hostname, values: [sim-w3]}}]\n",
+        base.display()
+    );
+    let claim_of = |name: &str, class: &str| format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: wffc}}\nspec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 64Mi}}}}}}\n");
+    let user = |name: &str, claim: &str, selector: &str| format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: wffc}}\nspec:\n  nodeSelector: {{{selector}}}\n  containers: [{{name: c, image: registry.invalid/db:v1}}]\n  volumes: [{{name: v, persistentVolumeClaim: {{claimName: {claim}}}}}]\n");
+    s.ok_stdin(&["create", "-f", "-"], Some(&zoned("local-w3-only", "WaitForFirstConsumer")));
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim_of("held", "local-w3-only")));
+    s.ok_stdin(&["create", "-f", "-"], Some(&user("held-user", "held", "kubernetes.io/hostname: sim-w1")));
+    let want = "0/3 nodes are available: 1 node(s) didn't find available persistent volumes to bind, 2 node(s) didn't match Pod's node affinity/selector.";
+    assert!(eventually(LONG, || s.ok(&["describe", "pod", "held-user", "-n", "wffc"]).contains(want)), "{}", s.ok(&["describe", "pod", "held-user", "-n", "wffc"]));
+    assert_eq!((claim(&s, "held")["status"]["phase"].as_str(), pod(&s, "held-user")["spec"]["nodeName"].as_str()), (Some("Pending"), None));
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim_of("free", "local-w3-only")));
+    s.ok_stdin(&["create", "-f", "-"], Some(&user("free-user", "free", "")));
+    assert!(eventually(LONG, || claim(&s, "free")["status"]["phase"] == "Bound" && pod(&s, "free-user")["spec"]["nodeName"] == "sim-w3"), "{} {}", s.ok(&["describe", "pvc", "free", "-n", "wffc"]), s.ok(&["describe", "pod", "free-user", "-n", "wffc"]));
+    let pv = s.get_json(&format!("/api/v1/persistentvolumes/{}", claim(&s, "free")["spec"]["volumeName"].as_str().unwrap_or("")));
+    assert_eq!(pv_node(&pv), "sim-w3");
+    // Immediate binding with allowedTopologies: the volume is made at once, for those nodes.
+    s.ok_stdin(&["create", "-f", "-"], Some(&zoned("local-w3-now", "Immediate")));
+    s.ok_stdin(&["create", "-f", "-"], Some(&claim_of("now", "local-w3-now")));
+    assert!(eventually(LONG, || claim(&s, "now")["status"]["phase"] == "Bound"), "{}", s.ok(&["describe", "pvc", "now", "-n", "wffc"]));
+    let pv = s.get_json(&format!("/api/v1/persistentvolumes/{}", claim(&s, "now")["spec"]["volumeName"].as_str().unwrap_or("")));
+    assert_eq!(pv_node(&pv), "sim-w3", "{pv}");
 }
 
 #[test]

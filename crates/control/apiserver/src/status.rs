@@ -39,6 +39,11 @@ impl Cause {
         Cause { reason: "FieldValueRequired", field: field.into(), message }
     }
 
+    /// `field.Duplicate`: `Duplicate value: VALUE`.
+    pub fn duplicate(field: &str, value: &serde_json::Value) -> Cause {
+        Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
+    }
+
     /// `field.NotSupported`: the value and the supported ones, quoted.
     pub fn not_supported(field: &str, value: &serde_json::Value, supported: &[&str]) -> Cause {
         let list = supported.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");

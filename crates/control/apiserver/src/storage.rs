@@ -1,11 +1,12 @@
 //! PersistentVolumes, PersistentVolumeClaims and StorageClasses as kube-apiserver defaults,
 //! validates and admits them: PV and claim defaults (reclaim policy, volume mode, phase
-//! Pending), a PV's one volume source, a class's provisioner and its immutable fields, the
-//! DefaultStorageClass admission plugin (a claim that names no class gets the default one),
+//! Pending), a PV's one volume source, a class's provisioner, allowedTopologies and immutable
+//! fields, the DefaultStorageClass admission plugin (a claim that names no class gets the default one),
 //! and strata's built-in default class `strata-local` (provisioner `strata.dev/local`:
 //! hostPath directories under the server's data dir, made by the controllers' volume binder),
 //! created at every start when missing.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -117,6 +118,41 @@ pub fn validate_sc(obj: &mut Value, causes: &mut Vec<Cause>) {
             causes.push(Cause { reason: "FieldValueNotSupported", field: "volumeBindingMode".into(), message: format!("Unsupported value: \"{m}\": supported values: \"Immediate\", \"WaitForFirstConsumer\"") });
         }
     }
+    allowed_topologies(&obj["allowedTopologies"], causes);
+}
+
+/// A class's `allowedTopologies` (upstream's `validateAllowedTopologies`): each expression needs
+/// values, without duplicates, and a label key; a key appears once per term; no two terms are
+/// the same.
+fn allowed_topologies(terms: &Value, causes: &mut Vec<Cause>) {
+    let mut seen: Vec<BTreeMap<&str, BTreeSet<&str>>> = Vec::new();
+    for (i, term) in terms.as_array().into_iter().flatten().enumerate() {
+        let mut exprs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (j, e) in term["matchLabelExpressions"].as_array().into_iter().flatten().enumerate() {
+            let at = format!("allowedTopologies[{i}].matchLabelExpressions[{j}]");
+            let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if values.is_empty() {
+                causes.push(Cause::required(&format!("{at}.values"), ""));
+            }
+            let mut set = BTreeSet::new();
+            for (k, v) in values.iter().enumerate() {
+                if !set.insert(*v) {
+                    causes.push(Cause::duplicate(&format!("{at}.values[{k}]"), &json!(v)));
+                }
+            }
+            let key = e["key"].as_str().unwrap_or("");
+            for why in crate::object::label_key_errors(key) {
+                causes.push(Cause::invalid(&format!("{at}.key"), &json!(key), &why));
+            }
+            if exprs.insert(key, set).is_some() {
+                causes.push(Cause::duplicate(&format!("{at}.key"), &json!(key)));
+            }
+        }
+        if seen.contains(&exprs) {
+            causes.push(Cause::duplicate(&format!("allowedTopologies[{i}].matchLabelExpressions"), &json!("")));
+        }
+        seen.push(exprs);
+    }
 }
 
 /// What an update of a StorageClass may not change (`ValidateStorageClassUpdate`).
@@ -220,6 +256,20 @@ mod tests {
         assert_eq!((sc["reclaimPolicy"].as_str(), sc["volumeBindingMode"].as_str()), (Some("Delete"), Some("Immediate")));
         let (_, errs) = check(validate_sc, json!({"metadata": {"name": "s"}}));
         assert_eq!(errs, ["provisioner: Required value"]);
+        // allowedTopologies as upstream validates them.
+        let zoned = |terms: Value| check(validate_sc, json!({"metadata": {"name": "s"}, "provisioner": "p", "allowedTopologies": terms})).1;
+        assert!(zoned(json!([{"matchLabelExpressions": [{"key": "topology.kubernetes.io/zone", "values": ["a", "b"]}]}])).is_empty());
+        assert_eq!(
+            zoned(json!([{"matchLabelExpressions": [{"key": "zone", "values": []}, {"key": "Bad Key!", "values": ["a", "a"]}, {"key": "zone", "values": ["x"]}]}])),
+            [
+                "allowedTopologies[0].matchLabelExpressions[0].values: Required value",
+                "allowedTopologies[0].matchLabelExpressions[1].values[1]: Duplicate value: \"a\"",
+                "allowedTopologies[0].matchLabelExpressions[1].key: Invalid value: \"Bad Key!\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                "allowedTopologies[0].matchLabelExpressions[2].key: Duplicate value: \"zone\"",
+            ]
+        );
+        let term = json!({"matchLabelExpressions": [{"key": "zone", "values": ["a"]}]});
+        assert_eq!(zoned(json!([term.clone(), term])), ["allowedTopologies[1].matchLabelExpressions: Duplicate value: \"\""]);
         let r = class_resource().expect("served");
         assert!(check_update(r, &json!({"metadata": {"name": "s"}, "provisioner": "q"}), &sc).is_err());
     }

@@ -213,7 +213,8 @@ async fn set_claim_phase(ctx: &Context<State>, claims: &Api<PersistentVolumeClai
 
 /// Make a hostPath volume for the claim under the class's `parameters.path`, pre-bound to it;
 /// for a claim the scheduler selected a node for, that node's (required node affinity on its
-/// `kubernetes.io/hostname` label, its name if it has none).
+/// `kubernetes.io/hostname` label, its name if it has none); otherwise on the nodes the class's
+/// `allowedTopologies` name.
 async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &PersistentVolumeClaim, class: &StorageClass, node: Option<&str>) -> Result<(), Error> {
     let uid = c.metadata.uid.clone().unwrap_or_default();
     let name = format!("pvc-{uid}");
@@ -230,7 +231,15 @@ async fn provision(ctx: &Context<State>, pvs: &Api<PersistentVolume>, c: &Persis
             let term = NodeSelectorTerm { match_expressions: Some(vec![NodeSelectorRequirement { key: "kubernetes.io/hostname".into(), operator: "In".into(), values: Some(vec![host]) }]), match_fields: None };
             Some(VolumeNodeAffinity { required: Some(NodeSelector { node_selector_terms: vec![term] }) })
         }
-        None => None,
+        // No node chosen (an Immediate class): the class's allowedTopologies, if any, are where
+        // the volume may be used.
+        None => class.allowed_topologies.as_ref().filter(|t| !t.is_empty()).map(|terms| {
+            let term = |t: &k8s_openapi::api::core::v1::TopologySelectorTerm| NodeSelectorTerm {
+                match_expressions: Some(t.match_label_expressions.iter().flatten().map(|e| NodeSelectorRequirement { key: e.key.clone(), operator: "In".into(), values: Some(e.values.clone()) }).collect()),
+                match_fields: None,
+            };
+            VolumeNodeAffinity { required: Some(NodeSelector { node_selector_terms: terms.iter().map(term).collect() }) }
+        }),
     };
     let spec = c.spec.clone().unwrap_or_default();
     let size = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage")).cloned().unwrap_or_else(|| Quantity("1Gi".into()));

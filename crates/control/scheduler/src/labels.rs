@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, TopologySelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub type Labels = BTreeMap<String, String>;
@@ -132,6 +132,17 @@ pub fn node_selector_matches(s: &NodeSelector, node_name: &str, labels: &Labels)
     s.node_selector_terms.iter().any(|t| term_matches(t, node_name, labels))
 }
 
+/// A StorageClass's `allowedTopologies`: no term allows every node; otherwise any term whose
+/// every `key In values` holds (a term without expressions, or with an expression without
+/// values, allows nothing), as upstream's `MatchTopologySelectorTerms`.
+pub fn topology_allows(terms: &[TopologySelectorTerm], labels: &Labels) -> bool {
+    terms.is_empty()
+        || terms.iter().any(|t| {
+            let exprs = t.match_label_expressions.as_deref().unwrap_or_default();
+            !exprs.is_empty() && exprs.iter().all(|e| !e.values.is_empty() && labels.get(&e.key).is_some_and(|v| e.values.contains(v)))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +150,21 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn allowed_topologies_as_upstream() {
+        use k8s_openapi::api::core::v1::TopologySelectorLabelRequirement;
+        let term = |exprs: Vec<(&str, Vec<&str>)>| TopologySelectorTerm {
+            match_label_expressions: Some(exprs.into_iter().map(|(k, vs)| TopologySelectorLabelRequirement { key: k.into(), values: vs.into_iter().map(String::from).collect() }).collect()),
+        };
+        let n = labels(&[("zone", "a"), ("disk", "ssd")]);
+        assert!(topology_allows(&[], &n), "no terms: everywhere");
+        assert!(topology_allows(&[term(vec![("zone", vec!["b"])]), term(vec![("zone", vec!["a", "c"]), ("disk", vec!["ssd"])])], &n), "any term");
+        assert!(!topology_allows(&[term(vec![("zone", vec!["a"]), ("disk", vec!["hdd"])])], &n), "every expression of a term");
+        assert!(!topology_allows(&[term(vec![("rack", vec!["1"])])], &n), "a missing label");
+        assert!(!topology_allows(&[term(vec![])], &n), "an empty term allows nothing");
+        assert!(!topology_allows(&[term(vec![("zone", vec![])])], &n), "an expression without values allows nothing");
     }
 
     #[test]

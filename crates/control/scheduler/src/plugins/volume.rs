@@ -4,10 +4,10 @@
 //! on the node, a free volume that fits it (class, mode, access modes, size) and whose node
 //! affinity admits the node, or a class that provisions (any provisioner but
 //! `kubernetes.io/no-provisioner`; for the node the claim's `volume.kubernetes.io/selected-node`
-//! names, if it names one). Pure: made once per pod from the watched claims, volumes and
-//! classes ([`VolumeCheck::new`]), then asked per node; pods without such claims get `None` and
-//! cost the node loop nothing. The binder (`strata-controllers` volume.rs) shares [`fits`] and
-//! [`is_for`].
+//! names, if it names one; and only on nodes the class's `allowedTopologies` admit). Pure:
+//! made once per pod from the watched claims, volumes and classes ([`VolumeCheck::new`]), then
+//! asked per node; pods without such claims get `None` and cost the node loop nothing. The
+//! binder (`strata-controllers` volume.rs) shares [`fits`] and [`is_for`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::{Rejection, VOLUME_BINDING};
 use crate::info::NodeInfo;
-use crate::labels::node_selector_matches;
+use crate::labels::{node_selector_matches, topology_allows};
 
 /// The annotation the scheduler puts on a claim to have it provisioned for a node.
 pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -102,6 +102,8 @@ struct Unbound {
     candidates: Vec<Arc<PersistentVolume>>,
     /// Its class provisions, for any node (`None`) or only the one it already selected.
     provisions: Option<Option<String>>,
+    /// Its class (whose `allowedTopologies` say where it may provision).
+    class: Arc<StorageClass>,
 }
 
 /// The per-node volume check of one pod.
@@ -147,7 +149,7 @@ impl VolumeCheck {
             candidates.sort_by_key(|v| (!is_for(v, c), capacity(v), v.metadata.name.clone()));
             let selected = c.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)).cloned();
             let provisions = (k.provisioner != NO_PROVISIONER).then_some(selected);
-            check.unbound.push(Unbound { claim: c.clone(), candidates, provisions });
+            check.unbound.push(Unbound { claim: c.clone(), candidates, provisions, class: k });
         }
         check.unbound.sort_by_key(|u| requested(&u.claim));
         (check.missing || !check.bound.is_empty() || !check.unbound.is_empty()).then_some(check)
@@ -179,7 +181,7 @@ impl VolumeCheck {
                     used.insert(v.metadata.name.as_deref().unwrap_or(""));
                     Choice::Volume(v.clone())
                 }
-                (None, Some(selected)) if selected.as_ref().is_none_or(|s| *s == n.name) => Choice::Provision,
+                (None, Some(selected)) if selected.as_ref().is_none_or(|s| *s == n.name) && topology_allows(u.class.allowed_topologies.as_deref().unwrap_or_default(), &n.labels) => Choice::Provision,
                 _ => return None,
             };
             out.push((u.claim.clone(), choice));
@@ -196,7 +198,7 @@ impl VolumeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeSpec, VolumeNodeAffinity, VolumeResourceRequirements};
+    use k8s_openapi::api::core::v1::{Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeSpec, TopologySelectorLabelRequirement, TopologySelectorTerm, VolumeNodeAffinity, VolumeResourceRequirements};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str) -> NodeInfo {
@@ -275,7 +277,17 @@ mod tests {
         assert!(matches!(c.choose(&node("n3")).expect("n3")[0].1, Choice::Provision));
         let mut sel = (*pvc("a", "9Gi", None)).clone();
         sel.metadata.annotations = Some([(SELECTED_NODE.to_string(), "n3".to_string())].into());
-        assert_eq!(feasible(&check(&[Arc::new(sel)], &vols, made, &[]).expect("check")), ["n3"]);
+        assert_eq!(feasible(&check(&[Arc::new(sel)], &vols, made.clone(), &[]).expect("check")), ["n3"]);
+        // Its allowedTopologies keep provisioning to the nodes they name (a free volume elsewhere
+        // still fits: 50Mi takes small-n1 on n1).
+        let mut zoned = (*made).clone();
+        zoned.allowed_topologies = Some(vec![TopologySelectorTerm {
+            match_label_expressions: Some(vec![TopologySelectorLabelRequirement { key: "kubernetes.io/hostname".into(), values: vec!["n2".into(), "n3".into()] }]),
+        }]);
+        let zoned = Arc::new(zoned);
+        assert_eq!(feasible(&check(&[pvc("a", "9Gi", None)], &vols, zoned.clone(), &[]).expect("check")), ["n2", "n3"]);
+        assert_eq!(check(&[pvc("a", "9Gi", None)], &vols, zoned.clone(), &[]).expect("check").filter(&node("n1")), Err(Rejection::unresolvable(VOLUME_BINDING, BIND_CONFLICT)));
+        assert_eq!(feasible(&check(&[pvc("a", "50Mi", None)], &vols, zoned, &[]).expect("check")), ["n1", "n2", "n3"]);
     }
 
     #[test]
