@@ -18,6 +18,7 @@
 //!   controllers; timed from the Deployment's create to the last binding.
 //!
 //! `BENCH_KEEP_LOGS=DIR` copies each row's server and scheduler logs there.
+//! `BENCH_SCHEDULER_ARGS` (split at whitespace) are added to `strata scheduler`'s arguments.
 //! `STRATA_BIN=PATH` runs that strata (an optimized build) under this dev-profile harness.
 //! Each row also reports the server's RSS per node and per pod and the CPU milliseconds per
 //! pod of the server and the scheduler.
@@ -35,6 +36,24 @@
 //! so kube-scheduler runs with its own defaults (qps 50, burst 100: every binding and every
 //! event is a request through that limiter). The ratio printed is strata's pods/s over each
 //! peer row's.
+//!
+//! `BENCH_MODE` (default "e2e") is a list of modes; each row runs once per mode:
+//!
+//! - e2e: the above. The scheduler runs while 64 clients create the pods; pods/s is bound ÷
+//!   (first create → last binding seen), so on a loaded server it measures how fast the server
+//!   accepts creates as much as the scheduler.
+//! - backlog: the scheduler's own rate, measured the way upstream's scheduler_perf reports
+//!   SchedulingThroughput. The pods are created (and the bench's watch has seen every one)
+//!   while no scheduler runs; then the scheduler process starts. Reported: pods/s = bound ÷
+//!   (scheduler process started → last binding seen), its start-up included (the lists of the
+//!   nodes and of the pending pods); the time to the first binding; the average, p50, p90 and
+//!   p99 of per-second throughput samples (as upstream's throughputCollector: a 1 s ticker,
+//!   each sample the pods bound since the previous tick ÷ that tick's real length, from the
+//!   first tick that sees a binding — that first sample skipped, as upstream skips it — to the
+//!   last pod; the last partial second is no sample; percentiles of the samples sorted
+//!   ascending at index ceil(n·p) − 1, so p99 is the fastest second, not the slowest);
+//!   scheduler start → bound and create → bound latency percentiles. CPU columns: the server
+//!   from the scheduler's start, the scheduler's whole process.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -193,7 +212,13 @@ impl Sched {
 fn start_scheduler(which: &Sched, server: &Server) -> Proc {
     let log = std::fs::File::create(server.dir.path().join(format!("{}.log", which.label().replace([' ', '/'], "-")))).expect("log");
     let child = match which {
-        Sched::Strata => Command::new(strata_bin()).args(["scheduler", "--kubeconfig"]).arg(server.kubeconfig()).stdout(Stdio::null()).stderr(log).spawn(),
+        Sched::Strata => Command::new(strata_bin())
+            .args(["scheduler", "--kubeconfig"])
+            .arg(server.kubeconfig())
+            .args(std::env::var("BENCH_SCHEDULER_ARGS").unwrap_or_default().split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn(),
         Sched::Peer { bin, qps } => {
             let config = server.dir.path().join("kube-scheduler.yaml");
             // Without qps/burst kube-scheduler applies its own defaults (50 / 100).
@@ -225,6 +250,31 @@ struct Result {
     /// a pod costs, whatever else the machine was doing.
     cpu_server_s: f64,
     cpu_scheduler_s: f64,
+    /// Backlog mode only.
+    backlog: Option<Backlog>,
+}
+
+/// What a backlog row adds (see the module's doc).
+struct Backlog {
+    /// Scheduler process started → first binding seen, seconds.
+    first_bind_s: f64,
+    /// Per-second throughput samples: average, p50, p90, p99 (pods/s), and how many.
+    samples: [f64; 4],
+    n_samples: usize,
+    /// Scheduler started → bound: p50, p90, p99 ms (create → bound stays in p50/p99 ms).
+    start_to_bound_ms: [f64; 3],
+}
+
+/// upstream's throughputCollector summary: average and the p50/p90/p99 of the samples sorted
+/// ascending, at index ceil(n·p) − 1.
+fn throughput_summary(samples: &mut [f64]) -> [f64; 4] {
+    if samples.is_empty() {
+        return [0.0; 4];
+    }
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let at = |p: f64| samples[((n as f64 * p).ceil() as usize).clamp(1, n) - 1];
+    [samples.iter().sum::<f64>() / n as f64, at(0.5), at(0.9), at(0.99)]
 }
 
 /// A Deployment of `replicas` plain pods (the `deploy` workload).
@@ -244,7 +294,7 @@ fn deployment(replicas: usize) -> Deployment {
     .expect("deployment")
 }
 
-async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -> Result {
+async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, backlog: bool) -> Result {
     let server = Server::start();
     let client = strata_client::from_kubeconfig(&server.kubeconfig(), "scheduler-bench").await.expect("client");
     // Let the server's start-up (bootstrap objects, controllers' first lists) settle.
@@ -260,23 +310,29 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
         })
         .await;
     let rss_nodes = rss_kib(server.proc.0.id());
-    let sched = start_scheduler(scheduler, &server);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    // Warm up: the scheduler has synced once a pod is bound.
-    let mut warm = pod(usize::MAX / 2, "plain");
-    warm.metadata.name = Some("warmup".into());
-    pod_api.create(&PostParams::default(), &warm).await.expect("warmup pod");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let p = pod_api.get("warmup").await.expect("get warmup");
-        if p.spec.and_then(|s| s.node_name).is_some() {
-            break;
+    // e2e: the scheduler runs before the pods come; backlog: it starts once they all exist.
+    let mut sched = None;
+    if !backlog {
+        sched = Some(start_scheduler(scheduler, &server));
+        // Warm up: the scheduler has synced once a pod is bound.
+        let mut warm = pod(usize::MAX / 2, "plain");
+        warm.metadata.name = Some("warmup".into());
+        pod_api.create(&PostParams::default(), &warm).await.expect("warmup pod");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let p = pod_api.get("warmup").await.expect("get warmup");
+            if p.spec.and_then(|s| s.node_name).is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} did not bind the warm-up pod", scheduler.label());
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "{} did not bind the warm-up pod", scheduler.label());
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let b2 = bound.clone();
+    // Pods the watch has seen, bound or not (backlog: the scheduler starts once all exist).
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let (b2, seen2) = (bound.clone(), seen.clone());
     let api2 = pod_api.clone();
     let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
     let watch = tokio::spawn(async move {
@@ -295,16 +351,18 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
             };
             let now = Instant::now();
             for p in pods {
-                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-                    if let Some(n) = p.metadata.name.filter(|n| n != "warmup") {
-                        b2.lock().expect("lock").entry(n).or_insert(now);
+                let is_bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+                if let Some(n) = p.metadata.name.filter(|n| n != "warmup") {
+                    if is_bound {
+                        b2.lock().expect("lock").entry(n.clone()).or_insert(now);
                     }
+                    seen2.lock().expect("lock").insert(n);
                 }
             }
         }
     });
     let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
-    let cpu_before = (cpu_s(server.proc.0.id()), cpu_s(sched.0.id()));
+    let mut cpu_before = (cpu_s(server.proc.0.id()), sched.as_ref().map_or(0.0, |s| cpu_s(s.0.id())));
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
     if workload == "deploy" {
@@ -322,12 +380,56 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
             })
             .await;
     }
+    // Backlog: every pod exists (the watch has seen it), none is bound; now the scheduler.
+    let mut sampler = None;
+    let samples: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let mut sched_start = start;
+    if backlog {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while seen.lock().expect("lock").len() < pods {
+            assert!(Instant::now() < deadline, "only {} of {pods} pods were created", seen.lock().expect("lock").len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(bound.lock().expect("lock").is_empty(), "pods were bound with no scheduler running");
+        cpu_before.0 = cpu_s(server.proc.0.id());
+        sched_start = Instant::now();
+        sched = Some(start_scheduler(scheduler, &server));
+        let (b3, out) = (bound.clone(), samples.clone());
+        sampler = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            // A late tick is not made up for by a burst: each sample divides by its real span.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut last: Option<(usize, Instant)> = None;
+            loop {
+                tick.tick().await;
+                let (n, now) = (b3.lock().expect("lock").len(), Instant::now());
+                // Before the first binding: no sample. The tick that sees the last one ends the
+                // measurement (its partial second is no sample).
+                if n == 0 || n >= pods {
+                    if n >= pods {
+                        return;
+                    }
+                    continue;
+                }
+                if let Some((ln, lt)) = last {
+                    out.lock().expect("lock").push((n - ln) as f64 / now.saturating_duration_since(lt).as_secs_f64().max(1e-9));
+                }
+                last = Some((n, now));
+            }
+        }));
+    }
+    let sched = sched.expect("a scheduler");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
     loop {
         let n = bound.lock().expect("lock").len();
-        if n >= pods || Instant::now() > deadline || last_progress.elapsed() > Duration::from_secs(30) {
+        // Give up after 30 s without a binding; backlog: after 300 s before the first one (the
+        // scheduler's start-up lists the whole backlog: kube-scheduler's took over 30 s at 5,000
+        // nodes and 10,000 spread pods on the loaded machine).
+        let patience = Duration::from_secs(if backlog && n == 0 { 300 } else { 30 });
+        if n >= pods || Instant::now() > deadline || last_progress.elapsed() > patience {
             break;
         }
         if n != last_count {
@@ -337,6 +439,10 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
+    if let Some(t) = sampler {
+        t.abort();
+    }
+    let mut samples = samples.lock().expect("lock").clone();
     if let Ok(dir) = std::env::var("BENCH_KEEP_LOGS") {
         // The row's server and scheduler logs, kept past the row's temporary directory.
         for f in std::fs::read_dir(server.dir.path()).into_iter().flatten().flatten() {
@@ -362,7 +468,19 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
     lat.sort();
     let last = bound.values().copied().max().unwrap_or(start);
     let count = lat.len();
-    let total_s = last.saturating_duration_since(start).as_secs_f64();
+    let backlog = backlog.then(|| {
+        let mut from_start: Vec<Duration> = bound.values().map(|b| b.saturating_duration_since(sched_start)).collect();
+        from_start.sort();
+        let first = from_start.first().copied().unwrap_or_default();
+        Backlog {
+            first_bind_s: first.as_secs_f64(),
+            n_samples: samples.len(),
+            samples: throughput_summary(&mut samples),
+            start_to_bound_ms: [pct(&from_start, 0.5), pct(&from_start, 0.9), pct(&from_start, 0.99)],
+        }
+    });
+    // Backlog: the span is the scheduler's, from its start.
+    let total_s = last.saturating_duration_since(sched_start).as_secs_f64();
     Result {
         pods_per_s: count as f64 / total_s.max(1e-9),
         p50_ms: pct(&lat, 0.5),
@@ -372,6 +490,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched) -
         rss_kib: [rss_idle, rss_nodes, rss_kib(server.proc.0.id())],
         cpu_server_s,
         cpu_scheduler_s,
+        backlog,
     }
 }
 
@@ -383,42 +502,65 @@ fn main() {
     if peer.is_none() {
         eprintln!("no kube-scheduler (set KUBE_SCHEDULER or install go): strata only");
     }
+    let modes = env_list("BENCH_MODE", "e2e");
+    if let Some(m) = modes.iter().find(|m| !matches!(m.as_str(), "e2e" | "backlog")) {
+        panic!("BENCH_MODE: unknown mode {m:?} (e2e, backlog)");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    println!(
-        "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>6}",
-        "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "srv ms/pod", "sch ms/pod", "load1"
-    );
     let qps: Vec<Option<u32>> = env_list("BENCH_PEER_QPS", "5000").iter().map(|v| v.parse().ok()).collect();
     let mut which = vec![Sched::Strata];
     if let Some(bin) = &peer {
         which.extend(qps.iter().map(|&qps| Sched::Peer { bin: bin.clone(), qps }));
     }
-    for &n in &nodes {
-        for w in &workloads {
-            let mut rates = Vec::new();
-            for s in &which {
-                let r = rt.block_on(run_one(n, pods, w, s));
-                let label = s.label();
-                let [idle, with_nodes, with_pods] = r.rss_kib;
-                let per_node = with_nodes.saturating_sub(idle) as f64 / n.max(1) as f64;
-                let per_pod = with_pods.saturating_sub(with_nodes) as f64 / r.bound.max(1) as f64;
-                println!(
-                    "{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>10} {per_node:>8.1} {per_pod:>8.1} {:>10.3} {:>10.3} {:>6}",
-                    r.pods_per_s,
-                    r.p50_ms,
-                    r.p99_ms,
-                    r.total_s,
-                    r.bound,
-                    with_pods / 1024,
-                    r.cpu_server_s * 1000.0 / r.bound.max(1) as f64,
-                    r.cpu_scheduler_s * 1000.0 / r.bound.max(1) as f64,
-                    load1()
-                );
-                rates.push((label, r.pods_per_s));
-            }
-            if let Some((_, strata)) = rates.first().cloned() {
-                for (label, rate) in rates.iter().skip(1) {
-                    println!("{n:>6} {pods:>6} {w:>8} {:>16} {:>9.2}", format!("strata/{label}"), strata / rate.max(1e-9));
+    for mode in &modes {
+        let backlog = mode == "backlog";
+        println!("mode {mode}");
+        print!(
+            "{:>6} {:>6} {:>8} {:>16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>10} {:>10} {:>6}",
+            "nodes", "pods", "workload", "scheduler", "pods/s", "p50 ms", "p99 ms", "total s", "bound", "server MiB", "KiB/node", "KiB/pod", "srv ms/pod", "sch ms/pod", "load1"
+        );
+        if backlog {
+            print!(" {:>7} {:>8} {:>8} {:>8} {:>8} {:>4} {:>9} {:>9} {:>9}", "first s", "thr avg", "thr p50", "thr p90", "thr p99", "n", "s>b p50", "s>b p90", "s>b p99");
+        }
+        println!();
+        for &n in &nodes {
+            for w in &workloads {
+                let mut rates = Vec::new();
+                for s in &which {
+                    let r = rt.block_on(run_one(n, pods, w, s, backlog));
+                    let label = s.label();
+                    let [idle, with_nodes, with_pods] = r.rss_kib;
+                    let per_node = with_nodes.saturating_sub(idle) as f64 / n.max(1) as f64;
+                    let per_pod = with_pods.saturating_sub(with_nodes) as f64 / r.bound.max(1) as f64;
+                    print!(
+                        "{n:>6} {pods:>6} {w:>8} {label:>16} {:>9.0} {:>9.1} {:>9.1} {:>9.2} {:>7} {:>10} {per_node:>8.1} {per_pod:>8.1} {:>10.3} {:>10.3} {:>6}",
+                        r.pods_per_s,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.total_s,
+                        r.bound,
+                        with_pods / 1024,
+                        r.cpu_server_s * 1000.0 / r.bound.max(1) as f64,
+                        r.cpu_scheduler_s * 1000.0 / r.bound.max(1) as f64,
+                        load1()
+                    );
+                    let avg = r.backlog.as_ref().map_or(0.0, |b| b.samples[0]);
+                    if let Some(b) = &r.backlog {
+                        let [a, p50, p90, p99] = b.samples;
+                        let [s50, s90, s99] = b.start_to_bound_ms;
+                        print!(" {:>7.2} {a:>8.0} {p50:>8.0} {p90:>8.0} {p99:>8.0} {:>4} {s50:>9.1} {s90:>9.1} {s99:>9.1}", b.first_bind_s, b.n_samples);
+                    }
+                    println!();
+                    rates.push((label, r.pods_per_s, avg));
+                }
+                if let Some((_, strata, strata_avg)) = rates.first().cloned() {
+                    for (label, rate, avg) in rates.iter().skip(1).filter(|(_, rate, _)| *rate > 0.0) {
+                        print!("{n:>6} {pods:>6} {w:>8} {:>16} {:>9.2}", format!("strata/{label}"), strata / rate.max(1e-9));
+                        if backlog && strata_avg > 0.0 && *avg > 0.0 {
+                            print!("  (per-second samples' average: {:.2})", strata_avg / avg);
+                        }
+                        println!();
+                    }
                 }
             }
         }

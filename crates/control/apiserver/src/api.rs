@@ -93,7 +93,7 @@ pub fn is_non_resource(path: &str) -> bool {
 type Query = HashMap<String, String>;
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [("content-type", "application/json")], v.to_string()).into_response()
+    (code, [("content-type", "application/json")], object::to_json(v)).into_response()
 }
 
 fn parse_query(q: Option<&str>) -> Query {
@@ -1012,7 +1012,18 @@ impl Api {
     /// Store an updated object; an object being deleted whose last finalizer went away is
     /// deleted now — unless a graceful deletion is still under way (a pod whose node has not
     /// confirmed it with grace 0: upstream's `DefaultShouldDeleteDuringUpdate`).
-    async fn write_update(&self, info: &RequestInfo, mut obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
+    async fn write_update(&self, info: &RequestInfo, obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<Response, ApiError> {
+        let (obj, rev) = self.write_update_object(info, obj, old, expected, dry_run).await?;
+        Ok(json_response(StatusCode::OK, &match rev {
+            Some(rev) => with_rv(obj, rev),
+            None => obj,
+        }))
+    }
+
+    /// [`Api::write_update`] without the response: the object as written and its revision
+    /// (`None`: a dry run). A caller that answers with something else (a binding) does not pay
+    /// for serializing it.
+    async fn write_update_object(&self, info: &RequestInfo, mut obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<(Value, Option<u64>), ApiError> {
         let r = info.resource;
         managed::keep_times_if_unchanged(old, &mut obj);
         let name = name_of(&obj).to_string();
@@ -1022,7 +1033,7 @@ impl Api {
             if quota_update {
                 crate::quota::admit_update(self.store.as_ref(), r, &obj, old).await?;
             }
-            return Ok(json_response(StatusCode::OK, &obj));
+            return Ok((obj, None));
         }
         if quota_update {
             // An update that raises quota usage (a Service's node ports or load balancer, a
@@ -1039,7 +1050,7 @@ impl Api {
                 }
                 let (compares, ops) = charge.txn_update(&key, object::storable(&obj)?, expected);
                 match self.store.txn(compares, ops).await {
-                    Ok(rev) => return Ok(json_response(StatusCode::OK, &with_rv(obj, rev))),
+                    Ok(rev) => return Ok((obj, Some(rev))),
                     Err(strata_store::Error::TxnFailed) => match self.store.get(&key).await? {
                         None => return Err(ApiError::not_found(r, &name)),
                         Some(kv) if kv.mod_revision != expected => return Err(ApiError::conflict(r, &name)),
@@ -1054,7 +1065,7 @@ impl Api {
             && old["metadata"]["deletionGracePeriodSeconds"].as_i64().is_none_or(|g| g == 0);
         if finalized {
             return match self.store.delete(&key, expected).await {
-                Ok(kv) => Ok(json_response(StatusCode::OK, &with_rv(obj, kv.mod_revision))),
+                Ok(kv) => Ok((obj, Some(kv.mod_revision))),
                 Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
                 Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
                 Err(e) => Err(e.into()),
@@ -1063,10 +1074,10 @@ impl Api {
         if object::same_for_storage(&obj, old) && !self.store.stale(&key).await? {
             // No change: no new revision, as in Kubernetes (unless the stored form is stale:
             // re-writing is how encryption keys are rotated).
-            return Ok(json_response(StatusCode::OK, &with_rv(obj, expected)));
+            return Ok((obj, Some(expected)));
         }
         match self.store.update(&key, object::storable(&obj)?, expected).await {
-            Ok(rev) => Ok(json_response(StatusCode::OK, &with_rv(obj, rev))),
+            Ok(rev) => Ok((obj, Some(rev))),
             Err(strata_store::Error::Conflict { .. }) => Err(ApiError::conflict(r, &name)),
             Err(strata_store::Error::NotFound(_)) => Err(ApiError::not_found(r, &name)),
             Err(e) => Err(e.into()),
@@ -1277,7 +1288,7 @@ impl Api {
             let mut new = pod.clone();
             new["spec"]["nodeName"] = json!(node);
             set_pod_scheduled(&mut new);
-            match self.write_update(info, new, &pod, rev, dry_run).await {
+            match self.write_update_object(info, new, &pod, rev, dry_run).await {
                 Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(None))),
                 Err(e) if e.code == 409 && attempt < 5 => continue,
                 Err(e) => return Err(e),

@@ -427,21 +427,22 @@ fn compare(ty: Ty, l: Option<&Value>, r: Option<&Value>, path: &mut Vec<Pe>, ins
 }
 
 fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], path: &mut Vec<Pe>, c: &mut Comparison) {
-    let group = |items: &[Value]| {
+    /// The items by key (in first-seen order), borrowed.
+    fn group<'a>(e: Elem, keys: &[&str], items: &'a [Value]) -> (Vec<Pe>, BTreeMap<Pe, Vec<&'a Value>>) {
         let mut order: Vec<Pe> = Vec::new();
-        let mut by: BTreeMap<Pe, Vec<Value>> = BTreeMap::new();
+        let mut by: BTreeMap<Pe, Vec<&Value>> = BTreeMap::new();
         for item in items {
             let Ok(pe) = item_pe(e, keys, item) else { continue };
             let slot = by.entry(pe.clone()).or_default();
             if slot.is_empty() {
                 order.push(pe);
             }
-            slot.push(item.clone());
+            slot.push(item);
         }
         (order, by)
-    };
-    let (lorder, lby) = group(l);
-    let (rorder, rby) = group(r);
+    }
+    let (lorder, lby) = group(e, keys, l);
+    let (rorder, rby) = group(e, keys, r);
     let all: Vec<Pe> = lorder.into_iter().chain(rorder.into_iter().filter(|pe| !lby.contains_key(pe))).collect();
     let none = Vec::new();
     for pe in all {
@@ -449,7 +450,7 @@ fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], path: &mut Ve
         let rl = rby.get(&pe).unwrap_or(&none);
         path.push(pe);
         match (ll.len(), rl.len()) {
-            (0..=1, 0..=1) => compare(e.ty(), ll.first(), rl.first(), path, true, c),
+            (0..=1, 0..=1) => compare(e.ty(), ll.first().copied(), rl.first().copied(), path, true, c),
             (2.., 2..) => {
                 if ll != rl {
                     c.modified.insert(path);
@@ -457,13 +458,13 @@ fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], path: &mut Ve
             }
             (2.., _) => {
                 if let Some(r0) = rl.first() {
-                    compare(e.ty(), None, Some(r0), path, true, c);
+                    compare(e.ty(), None, Some(*r0), path, true, c);
                 }
                 c.removed.insert(path);
             }
             (_, _) => {
                 if let Some(l0) = ll.first() {
-                    compare(e.ty(), Some(l0), None, path, true, c);
+                    compare(e.ty(), Some(*l0), None, path, true, c);
                 }
                 c.added.insert(path);
             }
@@ -984,11 +985,16 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
         }
     };
     let old = live.map(plain).unwrap_or_else(|| json!({}));
-    let fresh = plain(new);
+    // `new` as field management sees it ([`plain`]) without copying it: its managedFields are
+    // replaced below anyway, and its resourceVersion is put back.
+    let taken_rv = new.get_mut("metadata").and_then(Value::as_object_mut).and_then(|m| {
+        m.remove("managedFields");
+        m.remove("resourceVersion")
+    });
     // The operation's fields leave every manager, the writer's own entry included, and are then
     // merged into that entry (upstream's `managedFieldsUpdater` does this with a
     // "current-operation" manager).
-    if let Ok(cmp) = update_managers(ty, ig, &old, &fresh, &mut managed, None, true) {
+    if let Ok(cmp) = update_managers(ty, ig, &old, new, &mut managed, None, true) {
         let set = strip_meta(&ig.apply(cmp.modified.union(&cmp.added)));
         if !set.is_empty() {
             let manager = if manager.is_empty() { "unknown" } else { manager };
@@ -997,6 +1003,9 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
             e.set = set.union(&e.set);
             e.time = Some(now.to_string());
         }
+    }
+    if let (Some(rv), Some(meta)) = (taken_rv, new.get_mut("metadata").and_then(Value::as_object_mut)) {
+        meta.insert("resourceVersion".into(), rv);
     }
     set_managed_fields(new, &managed);
 }

@@ -145,9 +145,9 @@ impl GraphState {
         self.pods.insert(pod, refs);
     }
 
-    fn set(&mut self, key: &str, value: Option<&[u8]>) {
+    fn set(&mut self, key: &str, value: Option<&Value>) {
         let Some(pod) = key.strip_prefix(PODS) else { return };
-        let refs = value.and_then(|v| serde_json::from_slice::<Value>(v).ok()).and_then(|v| pod_refs(&v));
+        let refs = value.and_then(pod_refs);
         if self.pods.get(pod) == refs.as_ref() {
             return;
         }
@@ -192,12 +192,14 @@ impl Observer for Graph {
     fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &[u8])>) {
         let mut fresh = GraphState::default();
         for (key, value) in objects {
-            fresh.set(key, Some(value));
+            if key.starts_with(PODS) {
+                fresh.set(key, serde_json::from_slice::<Value>(value).ok().as_ref());
+            }
         }
         *self.write() = fresh;
     }
 
-    fn changed(&self, key: &str, value: Option<&[u8]>) {
+    fn changed(&self, key: &str, value: Option<&Value>) {
         self.write().set(key, value);
     }
 }
@@ -370,7 +372,7 @@ mod tests {
                         {"name": "pr", "projected": {"sources": [{"secret": {"name": "s2"}}]}}],
             "containers": [{"name": "x", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "c2"}}]}],
             "imagePullSecrets": [{"name": "pull"}]}});
-        g.changed("/registry/core/pods/ns/p", Some(pod.to_string().as_bytes()));
+        g.changed("/registry/core/pods/ns/p", Some(&pod));
         for s in ["s1", "s2", "s3", "pull"] {
             assert!(g.uses("a", Ref::Secret, "ns", s), "{s}");
             assert!(!g.uses("b", Ref::Secret, "ns", s), "{s}");
@@ -382,19 +384,23 @@ mod tests {
         assert_eq!(g.pod_node("ns", "p").as_deref(), Some("a"));
         // Two pods sharing a secret: it stays reachable until both are gone.
         let other = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "a", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
-        g.changed("/registry/core/pods/ns/q", Some(other.to_string().as_bytes()));
+        g.changed("/registry/core/pods/ns/q", Some(&other));
         g.changed("/registry/core/pods/ns/p", None);
         assert!(g.uses("a", Ref::Secret, "ns", "s1") && !g.uses("a", Ref::Secret, "ns", "s2"));
         // Rebound (a new pod of the same name on another node).
         let moved = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "b", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
-        g.changed("/registry/core/pods/ns/q", Some(moved.to_string().as_bytes()));
+        g.changed("/registry/core/pods/ns/q", Some(&moved));
         assert!(!g.uses("a", Ref::Secret, "ns", "s1") && g.uses("b", Ref::Secret, "ns", "s1"));
         // Unbound pods give nothing.
         let pending = json!({"metadata": {"name": "r", "namespace": "ns"}, "spec": {"volumes": [{"name": "v", "secret": {"secretName": "s9"}}]}});
-        g.changed("/registry/core/pods/ns/r", Some(pending.to_string().as_bytes()));
+        g.changed("/registry/core/pods/ns/r", Some(&pending));
         assert!(g.pod_node("ns", "r").is_none());
         g.reset(&mut std::iter::empty());
         assert!(!g.uses("b", Ref::Secret, "ns", "s1"));
+        // A reload gives the graph the cache's objects as JSON; other kinds are not pods.
+        let json = moved.to_string();
+        g.reset(&mut [("/registry/core/pods/ns/q", json.as_bytes()), ("/registry/core/secrets/ns/q", json.as_bytes())].into_iter());
+        assert!(g.uses("b", Ref::Secret, "ns", "s1") && g.pod_node("ns", "q").as_deref() == Some("b"));
     }
 
     #[test]

@@ -192,7 +192,8 @@ pub fn uuid() -> String {
 }
 
 pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    // The same text as `format("%Y-%m-%dT%H:%M:%SZ")`, without parsing a format string per call.
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Check the envelope of a request body: an object whose apiVersion/kind (when given) match
@@ -433,12 +434,28 @@ pub fn with_rv(mut obj: Value, rev: u64) -> Value {
     obj
 }
 
+/// `v` as JSON bytes (written straight into a buffer: `to_string` goes through `fmt`).
+pub fn to_json(v: &Value) -> axum::body::Bytes {
+    // Serializing a `Value` into memory cannot fail (its map keys are strings).
+    axum::body::Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
 /// Largest stored object: etcd's default request limit (`--max-request-bytes`, 1.5 MiB),
 /// applied to both stores so that a cluster can move from one to the other.
 pub const MAX_STORED: usize = 3 * 512 * 1024;
 
+/// Metadata fields never stored.
+const UNSTORED: [&str; 2] = ["resourceVersion", "selfLink"];
+
 /// Strip fields never stored (resourceVersion lives in the store's revision).
 pub fn for_storage(obj: &Value) -> Vec<u8> {
+    if let Value::Object(top) = obj {
+        if top.contains_key("metadata") {
+            // Serialized as it is, leaving those fields out on the way: no copy of the object.
+            return serde_json::to_vec(&Stored(top)).unwrap_or_default();
+        }
+    }
+    // No metadata (never a stored kind's object): as before, `o["metadata"]` adds a null one.
     let mut o = obj.clone();
     if let Some(m) = o["metadata"].as_object_mut() {
         m.remove("resourceVersion");
@@ -447,10 +464,36 @@ pub fn for_storage(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
+/// An object serialized without its [`UNSTORED`] metadata fields.
+struct Stored<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            match v {
+                Value::Object(meta) if k == "metadata" => map.serialize_entry(k, &Kept(meta))?,
+                _ => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A metadata map without its [`UNSTORED`] fields.
+struct Kept<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Kept<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().filter(|(k, _)| !UNSTORED.contains(&k.as_str())))
+    }
+}
+
 /// Whether `a` and `b` would be stored as the same bytes ([`for_storage`] of each), decided
 /// without copying or serializing either (a write that changes nothing stores nothing).
 pub fn same_for_storage(a: &Value, b: &Value) -> bool {
-    eq_but_meta(a, b, &["resourceVersion", "selfLink"])
+    eq_but_meta(a, b, &UNSTORED)
 }
 
 /// `a == b` but for the top-level fields named in `skip` (when both are objects), without copies.
@@ -531,12 +574,43 @@ mod tests {
     }
 
     #[test]
+    fn stored_bytes_are_the_object_without_resource_version_and_self_link() {
+        // What for_storage wrote before it stopped copying the object: the copy, those two
+        // metadata fields removed, serialized.
+        fn by_copy(obj: &Value) -> Vec<u8> {
+            let mut o = obj.clone();
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+                m.remove("selfLink");
+            }
+            serde_json::to_vec(&o).expect("json")
+        }
+        let cases = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "7", "selfLink": "/x", "labels": {"a": "b"}, "uid": "u"}, "spec": {"nodeName": "", "containers": [{"name": "c", "image": "i\"\u{e9}"}]}, "status": {}}),
+            json!({"kind": "ConfigMap", "metadata": {"resourceVersion": "1"}}),
+            json!({"kind": "ConfigMap", "metadata": {}, "data": {"resourceVersion": "kept", "selfLink": "kept"}}),
+            json!({"kind": "ConfigMap", "metadata": null}),
+            json!({"kind": "ConfigMap", "metadata": "odd"}),
+            json!({"kind": "ConfigMap"}),
+            json!({}),
+            json!(null),
+        ];
+        for c in &cases {
+            assert_eq!(String::from_utf8(for_storage(c)).expect("utf8"), String::from_utf8(by_copy(c)).expect("utf8"), "{c}");
+        }
+        assert!(!String::from_utf8(for_storage(&cases[0])).expect("utf8").contains("resourceVersion"));
+    }
+
+    #[test]
     fn names() {
         assert!(is_dns_subdomain("a.b-c.d"));
         assert!(!is_dns_subdomain("Bad_Name"));
         assert!(!is_dns_subdomain("-a"));
         assert!(is_dns_label("abc-1"));
         assert!(!is_dns_label("a.b"));
+        let t = now();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&t).expect("rfc3339");
+        assert_eq!(t, parsed.format("%Y-%m-%dT%H:%M:%SZ").to_string());
         let u = uuid();
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");

@@ -88,12 +88,15 @@ pub struct Object {
 }
 
 impl Object {
-    fn decode(key: &str, value: &[u8], rev: u64) -> Option<Object> {
+    /// The object as the cache holds it, and the value it was decoded into (with its
+    /// `resourceVersion`), for the observers: the one decoding of the change.
+    fn decode(key: &str, value: &[u8], rev: u64) -> Option<(Object, Value)> {
         match serde_json::from_slice::<Value>(value) {
             Ok(v) => {
                 let attrs = selector::attributes(&v);
-                let json = Bytes::from(with_rv(v, rev).to_string());
-                Some(Object { rev, json, attrs })
+                let v = with_rv(v, rev);
+                let json = crate::object::to_json(&v);
+                Some((Object { rev, json, attrs }, v))
             }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "the watch cache skips a stored value that is not JSON");
@@ -132,7 +135,7 @@ impl Event {
                     .map(|p| p.json.clone())
                     .unwrap_or_default();
                 match serde_json::from_slice::<Value>(&prev) {
-                    Ok(v) => Bytes::from(with_rv(v, self.rev).to_string()),
+                    Ok(v) => crate::object::to_json(&with_rv(v, self.rev)),
                     Err(_) => prev,
                 }
             })
@@ -212,8 +215,8 @@ pub trait Observer: Send + Sync {
     fn prefix(&self) -> &str;
     /// The whole state under the prefix, after a (re)load: (key, object JSON as served).
     fn reset(&self, objects: &mut dyn Iterator<Item = (&str, &[u8])>);
-    /// One change: the object JSON after it, or None when the key was deleted.
-    fn changed(&self, key: &str, value: Option<&[u8]>);
+    /// One change: the object after it (as served, decoded), or None when the key was deleted.
+    fn changed(&self, key: &str, value: Option<&Value>);
 }
 
 /// The cache; see the module documentation.
@@ -361,7 +364,7 @@ impl WatchCache {
             let last = page.items.last().map(|kv| kv.key.clone());
             for kv in page.items {
                 if kv.key.starts_with(OBJECTS) {
-                    if let Some(o) = Object::decode(&kv.key, &kv.value, kv.mod_revision) {
+                    if let Some((o, _)) = Object::decode(&kv.key, &kv.value, kv.mod_revision) {
                         objects.insert(kv.key, Arc::new(o));
                     }
                 }
@@ -418,10 +421,15 @@ impl WatchCache {
     fn apply(&self, ev: strata_store::Event) {
         let rev = ev.kv.mod_revision;
         let key = ev.kv.key;
+        // The decoded value is dropped once the lock is released.
+        let mut decoded = None;
         let cur = match ev.kind {
             EventKind::Put if key.starts_with(OBJECTS) => {
                 match Object::decode(&key, &ev.kv.value, rev) {
-                    Some(o) => Some(Arc::new(o)),
+                    Some((o, v)) => {
+                        decoded = Some(v);
+                        Some(Arc::new(o))
+                    }
                     None => return self.advance(rev),
                 }
             }
@@ -437,7 +445,7 @@ impl WatchCache {
                 None => st.objects.remove(&key),
             };
             for o in self.observers.iter().filter(|o| key.starts_with(o.prefix())) {
-                o.changed(&key, cur.as_ref().map(|c| &c.json[..]));
+                o.changed(&key, decoded.as_ref());
             }
             if cur.is_none() && prev.is_none() {
                 st.revision = st.revision.max(rev);
@@ -820,7 +828,8 @@ mod tests {
         let obj = |v: Value, r: u64| {
             Arc::new(
                 Object::decode("/registry/core/configmaps/d/a", v.to_string().as_bytes(), r)
-                    .expect("json"),
+                    .expect("json")
+                    .0,
             )
         };
         Event {

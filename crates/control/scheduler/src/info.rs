@@ -73,7 +73,7 @@ impl HostPort {
 }
 
 /// One pod, as the scheduler sees it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PodInfo {
     pub pod: Arc<Pod>,
     pub uid: String,
@@ -163,13 +163,12 @@ impl PodInfo {
     }
 
     /// The same pod placed on `node` (an assumed pod: bound as far as the scheduler is
-    /// concerned before the API server has said so).
+    /// concerned before the API server has said so). Shares the pod object, whose
+    /// `spec.nodeName` stays unset: the scheduler reads a placed pod's node from `node_name`
+    /// only (cloning and re-reading the whole object here was a per-pod cost on the
+    /// scheduling thread).
     pub fn on_node(&self, node: &str) -> PodInfo {
-        let mut pod = (*self.pod).clone();
-        pod.spec.get_or_insert_with(Default::default).node_name = Some(node.to_string());
-        let mut info = PodInfo::new(Arc::new(pod));
-        info.node_name = node.to_string();
-        info
+        PodInfo { node_name: node.to_string(), ..self.clone() }
     }
 
     pub fn key(&self) -> String {

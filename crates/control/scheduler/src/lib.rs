@@ -48,9 +48,12 @@ impl Default for Election {
 pub const LEASE_NAMESPACE: &str = "kube-system";
 pub const LEASE_NAME: &str = "kube-scheduler";
 
+/// The default of [`Config::max_bindings_in_flight`].
+pub const MAX_BINDINGS_IN_FLIGHT: usize = 64;
+
 impl Default for Config {
     fn default() -> Self {
-        Config { scheduler_name: "default-scheduler".into(), max_bindings_in_flight: 64, leader_election: Some(Election::default()) }
+        Config { scheduler_name: "default-scheduler".into(), max_bindings_in_flight: MAX_BINDINGS_IN_FLIGHT, leader_election: Some(Election::default()) }
     }
 }
 

@@ -43,6 +43,28 @@ struct State {
     search: Search,
     nodes_synced: bool,
     pods_synced: bool,
+    slot_waits: SlotWaits,
+}
+
+/// How long the scheduling thread waited for a binding slot (all `max_bindings_in_flight`
+/// bindings unanswered): reported at most every 10 s, so a run shows whether the bindings in
+/// flight bound its rate.
+struct SlotWaits {
+    limit: usize,
+    waits: u32,
+    waited: Duration,
+    since: Instant,
+}
+
+impl SlotWaits {
+    fn note(&mut self, waited: Duration) {
+        self.waits += 1;
+        self.waited += waited;
+        if self.since.elapsed() >= Duration::from_secs(10) {
+            tracing::info!(waits = self.waits, waited_ms = self.waited.as_millis() as u64, over_ms = self.since.elapsed().as_millis() as u64, limit = self.limit, "waited for a binding slot (bindings in flight at the limit)");
+            *self = SlotWaits { limit: self.limit, waits: 0, waited: Duration::ZERO, since: Instant::now() };
+        }
+    }
 }
 
 /// A change to the scheduler's state, applied on the scheduling thread.
@@ -385,7 +407,8 @@ async fn watch_selectors(shared: Arc<Shared>) {
 /// The scheduling thread: owns the cache and the queue, applies the changes the watches and
 /// bindings send, and schedules one pod at a time.
 fn schedule_thread(shared: &Arc<Shared>, changes: &mpsc::Receiver<Change>) {
-    let mut st = State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false };
+    let slot_waits = SlotWaits { limit: shared.config.max_bindings_in_flight, waits: 0, waited: Duration::ZERO, since: Instant::now() };
+    let mut st = State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false, slot_waits };
     let mut last_flush = Instant::now();
     while !shared.stopped.load(Ordering::SeqCst) {
         for _ in 0..CHANGES_PER_POD {
@@ -469,17 +492,25 @@ fn schedule_one(shared: &Arc<Shared>, st: &mut State, pod: Arc<PodInfo>) {
         }
     };
     // Take a binding slot before the next pod, so at most N bindings are in flight (waiting in
-    // slices, to notice a stop).
-    let permit = loop {
-        if shared.stopped.load(Ordering::SeqCst) {
-            return;
-        }
-        // The timer is made inside the future: this thread is not in the runtime's context.
-        let acquire = async { tokio::time::timeout(Duration::from_secs(1), shared.bindings.clone().acquire_owned()).await };
-        match shared.runtime.block_on(acquire) {
-            Ok(Ok(permit)) => break permit,
-            Ok(Err(_)) => return,
-            Err(_) => continue,
+    // slices, to notice a stop; a free slot is taken without entering the runtime).
+    let permit = match shared.bindings.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            let waited = Instant::now();
+            let permit = loop {
+                if shared.stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                // The timer is made inside the future: this thread is not in the runtime's context.
+                let acquire = async { tokio::time::timeout(Duration::from_secs(1), shared.bindings.clone().acquire_owned()).await };
+                match shared.runtime.block_on(acquire) {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
+            };
+            st.slot_waits.note(waited.elapsed());
+            permit
         }
     };
     // VolumeBinding's Reserve: what binding the pod does for its waiting claims on this node.

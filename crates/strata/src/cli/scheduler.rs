@@ -35,6 +35,10 @@ pub struct SchedulerArgs {
     /// Pause between attempts to acquire or renew the Lease.
     #[arg(long, default_value = "2s", value_parser = super::controllers::parse_duration)]
     pub leader_elect_retry_period: std::time::Duration,
+    /// Bindings sent and not yet answered, at most: the next pod waits for a slot (the
+    /// scheduler logs at info how long it waited, at most every 10 s).
+    #[arg(long, default_value_t = strata_scheduler::MAX_BINDINGS_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_bindings_in_flight: u32,
 }
 
 pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
@@ -44,7 +48,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler").await?;
-        let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, ..Default::default() };
+        let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, max_bindings_in_flight: a.max_bindings_in_flight as usize, ..Default::default() };
         config.leader_election = a.leader_elect.then(|| {
             let mut e = strata_scheduler::Election::default();
             if let Some(id) = a.identity {
