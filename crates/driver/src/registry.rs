@@ -272,14 +272,26 @@ impl Registry {
         }
     }
 
-    /// Delete what interrupted removals left in the trash (entries older than a minute, so a
-    /// removal still running is not raced).
+    /// Delete what interrupted removals left in the trash: an entry whose process (its name's
+    /// `.PID` suffix) is gone and whose files no remover is deleting (a process killed between
+    /// the rename and the spawn), and any entry older than a minute (a removal still running is
+    /// not raced before that).
     pub fn sweep_trash(&self) {
         let Ok(entries) = std::fs::read_dir(self.trash()) else { return };
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let mut removers: Option<Vec<Vec<u8>>> = None;
         for e in entries.flatten() {
-            if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < old) {
-                let _ = spawn_remover(&e.path());
+            let path = e.path();
+            let aged = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < old);
+            let mut orphaned = || {
+                let owner_gone = path
+                    .extension()
+                    .and_then(|x| x.to_str()?.parse::<i32>().ok())
+                    .is_some_and(|pid| pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH));
+                owner_gone && !removers.get_or_insert_with(remover_cmdlines).iter().any(|c| *c == remover_cmdline(&path))
+            };
+            if aged || orphaned() {
+                let _ = spawn_remover(&path);
             }
         }
     }
@@ -328,6 +340,26 @@ fn older_than_a_minute(path: &Path) -> bool {
 
 /// `rm -rf -- path` in its own session (a Ctrl-C meant for the caller does not stop it), not
 /// waited for by callers that exit; a thread reaps it in long-lived ones.
+/// The command line (NUL-separated, as `/proc/PID/cmdline`) of [`spawn_remover`]'s `rm`.
+fn remover_cmdline(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut line = b"rm\0-rf\0--\0".to_vec();
+    line.extend_from_slice(path.as_os_str().as_bytes());
+    line.push(0);
+    line
+}
+
+/// The command lines of the `rm -rf` processes running now.
+fn remover_cmdlines() -> Vec<Vec<u8>> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter(|p| p.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .filter(|c| c.starts_with(b"rm\0-rf\0--\0"))
+        .collect()
+}
+
 fn spawn_remover(path: &Path) -> std::io::Result<()> {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("rm");
@@ -474,7 +506,22 @@ mod tests {
         }
         reg.discard(&id).expect("discarding twice is fine");
 
-        // An interrupted removal's leftovers are swept once they are old enough.
+        // The leftover of a process killed between its rename and its remover's spawn is
+        // swept by the next sweep (its process is gone and nothing removes it).
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+        let dead_pid = gone.id();
+        gone.wait().expect("wait");
+        let orphan = trash.join(format!("{id}.{dead_pid}"));
+        std::fs::create_dir_all(orphan.join("x")).expect("orphan");
+        reg.sweep_trash();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while orphan.exists() {
+            assert!(std::time::Instant::now() < deadline, "a dead process's leftover is swept at once");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        // A recent entry of a live process (pid 1) may still be in removal: it is swept once it
+        // is old enough.
         let stale = trash.join("stale.1");
         std::fs::create_dir_all(stale.join("x")).expect("stale");
         reg.sweep_trash();
