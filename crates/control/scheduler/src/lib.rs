@@ -49,7 +49,7 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 pub const LEASE_NAME: &str = "kube-scheduler";
 
 /// The default of [`Config::max_bindings_in_flight`].
-pub const MAX_BINDINGS_IN_FLIGHT: usize = 64;
+pub const MAX_BINDINGS_IN_FLIGHT: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -58,11 +58,15 @@ impl Default for Config {
 }
 
 /// Run the scheduler (while leading, with leader election) until `stop` resolves.
-pub async fn run_elected(client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
+///
+/// `lease_client` renews the Lease: give it a client of its own (its own connections), as
+/// kube-scheduler gives leader election its own clientset, so a renewal never queues behind
+/// hundreds of bindings in flight on the scheduler's connections.
+pub async fn run_elected(client: kube::Client, lease_client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
     let Some(election) = config.leader_election.clone() else {
         return run(client, config, stop).await;
     };
-    let elector = strata_client::leader::LeaderElector::new(client.clone(), LEASE_NAMESPACE, LEASE_NAME, &election.identity, election.timing.clone());
+    let elector = strata_client::leader::LeaderElector::new(lease_client, LEASE_NAMESPACE, LEASE_NAME, &election.identity, election.timing.clone());
     let lead = elector.run(|| run(client.clone(), config.clone(), std::future::pending()));
     tokio::select! {
         _ = lead => {}

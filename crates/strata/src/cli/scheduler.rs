@@ -48,6 +48,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler").await?;
+        let lease_client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler/leader-election").await?;
         let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, max_bindings_in_flight: a.max_bindings_in_flight as usize, ..Default::default() };
         config.leader_election = a.leader_elect.then(|| {
             let mut e = strata_scheduler::Election::default();
@@ -65,7 +66,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
             Some(e) => eprintln!("strata scheduler: scheduling pods of {} while leading (identity {})", config.scheduler_name, e.identity),
             None => eprintln!("strata scheduler: scheduling pods of {}", config.scheduler_name),
         }
-        strata_scheduler::run_elected(client, config, async {
+        strata_scheduler::run_elected(client, lease_client, config, async {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("strata scheduler: shutting down");
         })
@@ -81,7 +82,8 @@ pub async fn start_in_server(pki: &strata_apiserver::pki::Pki, server_url: &str)
         .context("issuing the scheduler's client certificate")?;
     let creds = strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem };
     let client = creds.client("strata-scheduler").await?;
+    let lease_client = creds.client("strata-scheduler/leader-election").await?;
     // Servers sharing one etcd elect one scheduler among them.
-    tokio::spawn(strata_scheduler::run_elected(client, strata_scheduler::Config::default(), std::future::pending()));
+    tokio::spawn(strata_scheduler::run_elected(client, lease_client, strata_scheduler::Config::default(), std::future::pending()));
     Ok(())
 }

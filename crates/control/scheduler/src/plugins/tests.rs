@@ -438,7 +438,7 @@ fn hostname_spread_scores_count_each_nodes_matching_pods_whichever_way_they_are_
     let raw = |c: &Cache| {
         let feasible: Vec<&NodeInfo> = ["n1", "n2", "n3"].iter().map(|n| c.node(n).expect("node")).collect();
         let s = spread::prescore(c, &p, &feasible).expect("constraints");
-        feasible.iter().map(|n| spread::score(&s, &p, n)).collect::<Vec<_>>()
+        feasible.iter().map(|n| spread::score(&s, n)).collect::<Vec<_>>()
     };
     let mut c = cluster(["n1", "n2", "n3"].iter().map(|n| node(n, "4", "8Gi", &[], &[])).collect());
     for (i, n) in ["n1", "n1", "n2"].iter().enumerate() {
@@ -453,4 +453,24 @@ fn hostname_spread_scores_count_each_nodes_matching_pods_whichever_way_they_are_
         place(&mut c, pod(&format!("metadata: {{name: o{i}, labels: {{other: x}}}}\nspec: {{containers: [{{name: c, image: i}}]}}")), ["n1", "n2", "n3"][i % 3]);
     }
     assert_eq!(raw(&c), per_node);
+}
+
+/// Two nodes that share a `kubernetes.io/hostname` value are still scored by their own
+/// matching pods (upstream counts a hostname domain per node), whichever way they are counted.
+#[test]
+fn a_shared_hostname_value_still_counts_each_nodes_own_pods() {
+    let p = pod("metadata: {name: in, labels: {foo: bar}}\nspec:\n  topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {foo: bar}}}]\n  containers: [{name: c, image: i}]");
+    let mut twin = node("n2", "4", "8Gi", &[], &[]);
+    twin.metadata.labels.get_or_insert_with(Default::default).insert("kubernetes.io/hostname".into(), "n1".into());
+    let mut c = cluster(vec![node("n1", "4", "8Gi", &[], &[]), twin, node("n3", "4", "8Gi", &[], &[])]);
+    for (i, n) in ["n1", "n1", "n1", "n2"].iter().enumerate() {
+        place(&mut c, pod(&format!("metadata: {{name: m{i}, labels: {{foo: bar}}}}\nspec: {{containers: [{{name: c, image: i}}]}}")), n);
+    }
+    let feasible: Vec<&NodeInfo> = ["n1", "n2", "n3"].iter().map(|n| c.node(n).expect("node")).collect();
+    let s = spread::prescore(&c, &p, &feasible).expect("constraints");
+    let raw: Vec<Option<i64>> = feasible.iter().map(|n| spread::score(&s, n)).collect();
+    // A hostname domain per node (upstream's topoSize is the number of nodes scored): weight
+    // ln(3 + 2) per matching pod on the node itself.
+    let w = 5f64.ln();
+    assert_eq!(raw, [Some((3.0 * w).round() as i64), Some(w.round() as i64), Some(0)]);
 }
