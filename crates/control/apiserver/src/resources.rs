@@ -186,7 +186,19 @@ pub fn discoverable() -> std::vec::IntoIter<&'static Resource> {
 
 /// Look up by group, version and plural (a built-in kind first, then the custom kinds).
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural).or_else(|| crate::crd::find(group, version, plural))
+    // Every request looks its resource up (a scan of the table was ~1.5 % of the server's CPU
+    // under a flood of writes): by plural first, a handful of entries each.
+    static BY_PLURAL: std::sync::LazyLock<std::collections::HashMap<&'static str, Vec<&'static Resource>>> = std::sync::LazyLock::new(|| {
+        let mut m: std::collections::HashMap<&'static str, Vec<&'static Resource>> = std::collections::HashMap::new();
+        for r in RESOURCES {
+            m.entry(r.plural).or_default().push(r);
+        }
+        m
+    });
+    BY_PLURAL
+        .get(plural)
+        .and_then(|rs| rs.iter().copied().find(|r| r.group == group && r.version == version))
+        .or_else(|| crate::crd::find(group, version, plural))
 }
 
 /// Groups in discovery order (core first, custom groups last).
