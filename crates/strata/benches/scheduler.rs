@@ -4,9 +4,14 @@
 //! `cargo bench -p strata --bench scheduler` starts, for each cluster size and workload, a
 //! fresh optimized `strata server --no-scheduler --no-agent`, registers `BENCH_NODES` (default
 //! "1000,5000") simulated nodes — Node objects named `sim-N` with capacity (32 CPU, 128 GiB,
-//! 110 pods), a hostname and a zone label (10 zones), running nothing and not heartbeating
-//! (the server's node lifecycle controller is given a 24 h grace period) — starts one scheduler as its own process (`strata
-//! scheduler --kubeconfig`, or kube-scheduler), then creates `BENCH_PODS` (default 10000) pods
+//! 110 pods), a hostname and a zone label (10 zones), running nothing — and keeps them
+//! heartbeating as kubelets do: each node's Lease in `kube-node-lease` renewed every
+//! `BENCH_HEARTBEAT` (default "10s", kubelet's renew interval; "0" turns heartbeats off, as
+//! upstream's scheduler_perf runs), the renewals spread evenly over the interval (5,000 nodes:
+//! 500 Lease writes per second through the whole row). The server's node lifecycle controller
+//! is given a 24 h grace period, so a harness that falls behind on a loaded machine does not
+//! taint nodes mid-row; the renewals done and failed are printed after each row. It starts one
+//! scheduler as its own process (`strata scheduler --kubeconfig`, or kube-scheduler), then creates `BENCH_PODS` (default 10000) pods
 //! from 64 concurrent clients while a watch records when each is bound. Workloads
 //! (`BENCH_WORKLOADS`, default "plain,anti,spread,deploy"):
 //!
@@ -62,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use strata_client::k8s_openapi::api::apps::v1::Deployment;
+use strata_client::k8s_openapi::api::coordination::v1::Lease;
 use strata_client::k8s_openapi::api::core::v1::{Node, Pod};
 use strata_client::kube::api::{Api, PostParams};
 use strata_client::kube::runtime::watcher;
@@ -100,6 +106,14 @@ fn cpu_s(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     f.iter().sum::<u64>() as f64 / hz
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Proc(Child);
@@ -153,6 +167,88 @@ fn node(i: usize) -> Node {
         }
     }))
     .expect("node")
+}
+
+/// `BENCH_HEARTBEAT`: how often each simulated node renews its Lease (`None`: never).
+fn heartbeat_interval() -> Option<Duration> {
+    let v = std::env::var("BENCH_HEARTBEAT").unwrap_or_else(|_| "10s".into());
+    let secs: f64 = v.trim_end_matches('s').parse().unwrap_or_else(|_| panic!("BENCH_HEARTBEAT: {v:?} is not a number of seconds"));
+    (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Renewals of the simulated nodes' Leases: done, failed.
+#[derive(Default)]
+struct Beats {
+    renewed: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+/// Give every simulated node a Lease (as a kubelet does at start), then renew each every
+/// `every` for as long as the task runs, as kubelet's node lease controller does (an update of
+/// the Lease it last wrote; after a conflict, a fresh read). Renewals are spread evenly: every
+/// 100 ms the next nodes' share of the interval, 16 at a time; a round that falls behind is
+/// not made up for (counted in neither column).
+async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Duration, beats: Arc<Beats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let api: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let lease = |i: usize| -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("sim-{i}"), "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": format!("sim-{i}"), "leaseDurationSeconds": 40, "renewTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}
+        }))
+        .expect("lease")
+    };
+    let mut leases: Vec<Lease> = futures_util::stream::iter(0..nodes)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                match api.create(&PostParams::default(), &lease(i)).await {
+                    Ok(l) => l,
+                    Err(e) => panic!("creating sim-{i}'s Lease: {e}"),
+                }
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let step = Duration::from_millis(100);
+    let per_step = ((nodes as f64) * step.as_secs_f64() / every.as_secs_f64()).ceil().max(1.0) as usize;
+    let mut tick = tokio::time::interval(step);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0;
+    loop {
+        tick.tick().await;
+        let chunk: Vec<usize> = (0..per_step.min(nodes)).map(|k| (next + k) % nodes).collect();
+        next = (next + chunk.len()) % nodes;
+        let renewed: Vec<(usize, Option<Lease>)> = futures_util::stream::iter(chunk)
+            .map(|i| {
+                let (api, mut l, beats) = (api.clone(), leases[i].clone(), beats.clone());
+                async move {
+                    let name = format!("sim-{i}");
+                    if let Some(spec) = l.spec.as_mut() {
+                        spec.renew_time = Some(strata_client::k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(chrono::Utc::now()));
+                    }
+                    match api.replace(&name, &PostParams::default(), &l).await {
+                        Ok(l) => {
+                            beats.renewed.fetch_add(1, Relaxed);
+                            (i, Some(l))
+                        }
+                        Err(_) => {
+                            beats.failed.fetch_add(1, Relaxed);
+                            (i, api.get(&name).await.ok())
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (i, l) in renewed {
+            if let Some(l) = l {
+                leases[i] = l;
+            }
+        }
+    }
 }
 
 fn pod(i: usize, workload: &str) -> Pod {
@@ -309,6 +405,8 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
             }
         })
         .await;
+    let (beats, beats_start): (Arc<Beats>, _) = (Arc::default(), Instant::now());
+    let heartbeats = heartbeat_interval().map(|every| AbortOnDrop(tokio::spawn(heartbeat(client.clone(), nodes, every, beats.clone()))));
     let rss_nodes = rss_kib(server.proc.0.id());
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // e2e: the scheduler runs before the pods come; backlog: it starts once they all exist.
@@ -439,6 +537,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watch.abort();
+    drop(heartbeats);
     if let Some(t) = sampler {
         t.abort();
     }
@@ -456,6 +555,13 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
         }
     }
     let cpu_server_s = cpu_s(server.proc.0.id()) - cpu_before.0;
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (renewed, failed) = (beats.renewed.load(Relaxed), beats.failed.load(Relaxed));
+        if heartbeat_interval().is_some() {
+            eprintln!("{nodes} nodes, {workload}: {renewed} Lease renewals, {failed} failed, since the nodes were made ({:.0}/s)", renewed as f64 / beats_start.elapsed().as_secs_f64().max(1e-9));
+        }
+    }
     let cpu_scheduler_s = cpu_s(sched.0.id()) - cpu_before.1;
     let bound = bound.lock().expect("lock").clone();
     let created = created.lock().expect("lock").clone();
