@@ -240,23 +240,26 @@ pub struct PreScore<'a> {
     constraints: Vec<Constraint>,
     /// Per constraint: the key's id (`None`: no node has it).
     keys: Vec<Option<u32>>,
+    /// Per constraint: whether its key is the hostname.
+    hostname: Vec<bool>,
     /// Per constraint: the index in `counts` of its key's counts (the first constraint with
     /// that key).
     group: Vec<usize>,
     /// Per constraint index that is a group (others empty): matching pods per value id, and
     /// at `num_values` those on nodes without the key.
     counts: Vec<Vec<i64>>,
-    /// Per hostname constraint: its matching pods per feasible node's name, counted once, so
-    /// that scoring a node is a lookup instead of a match of each of the node's pods (a
-    /// 10,000-pod ReplicaSet's default spreading matched ~2,000 pods per pod on 500 feasible
-    /// nodes). `None` for the other constraints.
+    /// Per hostname constraint whose selector narrows to fewer pods (through the cache's label
+    /// index) than the feasible nodes hold: its matching pods per node name, counted once, so
+    /// that scoring a node is a lookup instead of a match of each of the node's pods (a group of
+    /// 100 pods against ~1,000 on 500 nodes). `None`: counted per node when scoring (a selector
+    /// with no equality requirement, or one of a 10,000-pod ReplicaSet).
     host_counts: Vec<Option<HashMap<&'a str, i64>>>,
     /// Nodes without every constraint's key are ignored (the pod's own constraints).
     require_all: bool,
     weights: Vec<f64>,
 }
 
-pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&'a NodeInfo]) -> Option<PreScore<'a>> {
+pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<PreScore<'a>> {
     let (cs, defaulted) = constraints(cache, pod, false);
     if cs.is_empty() {
         return None;
@@ -332,44 +335,29 @@ pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&'a NodeInfo]) 
             counts[g][domain(i, node)] += 1;
         }
     }
-    // Hostname domains: each feasible node's own matching pods, counted once here rather than
-    // by a scan of every node's pods per score — from the label index when it names fewer pods
-    // than the feasible nodes hold, else from the cache's counts per hostname value (kept up
-    // to date by placements: one lookup per node; a node sharing its hostname value with
-    // another has its own pods counted).
     let on_feasible: usize = feasible.iter().map(|n| n.pods.len()).sum();
     let host_counts = cs
         .iter()
         .zip(&hostname)
         .map(|(c, host)| {
-            if !*host {
-                return None;
-            }
-            let mut per_node: HashMap<&'a str, i64> = HashMap::new();
-            if cache.candidates_len(&own_ns, &c.selector).is_some_and(|n| n < on_feasible) {
+            let fewer = *host && cache.candidates_len(&own_ns, &c.selector).is_some_and(|n| n < on_feasible);
+            fewer.then(|| {
+                let mut per_node: HashMap<&'a str, i64> = HashMap::new();
                 for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
                     if counts_for(p, &c.selector, &pod.namespace) {
                         *per_node.entry(node.name.as_str()).or_default() += 1;
                     }
                 }
-                return Some(per_node);
-            }
-            cache.spread_counts(&pod.namespace, &c.selector, &c.key, |sc| {
-                for n in feasible {
-                    let Some(v) = n.labels.get(&c.key) else { continue };
-                    let own = if sc.domains.get(v) == Some(&1) { sc.pods.get(v).copied().unwrap_or(0) } else { count_matching(n, &c.selector, &pod.namespace) };
-                    per_node.insert(n.name.as_str(), own);
-                }
-            });
-            Some(per_node)
+                per_node
+            })
         })
         .collect();
-    Some(PreScore { constraints: cs, keys, group, counts, host_counts, require_all, weights })
+    Some(PreScore { constraints: cs, keys, hostname, group, counts, host_counts, require_all, weights })
 }
 
 /// The node's raw score (more matching pods in its domains: higher, i.e. worse), or `None`
 /// for an ignored node.
-pub fn score(s: &PreScore, node: &NodeInfo) -> Option<i64> {
+pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
     if s.require_all && !has_all_key_ids(node, &s.keys) {
         return None;
     }
@@ -378,6 +366,7 @@ pub fn score(s: &PreScore, node: &NodeInfo) -> Option<i64> {
         if let Some(v) = s.keys[i].and_then(|k| node.label_id(k)) {
             let cnt = match &s.host_counts[i] {
                 Some(per_node) => per_node.get(node.name.as_str()).copied().unwrap_or(0),
+                None if s.hostname[i] => count_matching(node, &c.selector, &pod.namespace),
                 None => s.counts[s.group[i]].get(v as usize).copied().unwrap_or(0),
             };
             score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;
