@@ -71,6 +71,10 @@ pub struct Cache {
     /// [`SpreadCounts`] by namespace, then (selector, node label key). Behind a lock because
     /// scheduling reads the cache by shared reference; only the scheduling thread takes it.
     spread: Mutex<HashMap<String, HashMap<(Selector, String), SpreadCounts>>>,
+    /// Matching pods (not terminating) per node slot, on nodes with a Node object, by
+    /// namespace then selector: a hostname spreading domain's count is an index, not a scan
+    /// of the node's pods. Built when first asked for, kept up to date after (as `spread`).
+    host: Mutex<HashMap<String, HashMap<Selector, Vec<i64>>>>,
     /// Node label keys and values as ids (each node's in [`NodeInfo::label_ids`]).
     pub topology: Topology,
     /// Placed pods whose terms score other pods ([`PodInfo::scores_others`]): while there are
@@ -83,7 +87,8 @@ impl Cache {
         let i = match self.index.get(name) {
             Some(i) => *i,
             None => {
-                self.nodes.push(NodeInfo { name: name.to_string(), ..Default::default() });
+                let slot = self.nodes.len();
+                self.nodes.push(NodeInfo { name: name.to_string(), slot, ..Default::default() });
                 self.index.insert(name.to_string(), self.nodes.len() - 1);
                 self.nodes.len() - 1
             }
@@ -107,7 +112,17 @@ impl Cache {
         }
         self.index.remove(name);
         self.nodes.swap_remove(i);
+        let last = self.nodes.len();
+        // The last node moves into slot `i`: so do its per-slot counts (slot `i` held none).
+        for per_slot in self.host.get_mut().unwrap_or_else(|e| e.into_inner()).values_mut().flat_map(HashMap::values_mut) {
+            let moved = per_slot.get(last).copied().unwrap_or(0);
+            if let Some(c) = per_slot.get_mut(i) {
+                *c = moved;
+            }
+            per_slot.truncate(last);
+        }
         if i < self.nodes.len() {
+            self.nodes[i].slot = i;
             let moved = self.nodes[i].name.clone();
             self.index.insert(moved, i);
         }
@@ -128,6 +143,7 @@ impl Cache {
         if !was_real || relabelled {
             // New domains, or pods counted under other values: count again when asked.
             self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+            self.host.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
         }
         if !was_real {
             self.real_nodes += 1;
@@ -145,6 +161,7 @@ impl Cache {
             if self.nodes[i].node.take().is_some() {
                 self.real_nodes -= 1;
                 self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+                self.host.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
             }
         }
         self.drop_slot_if_empty(name);
@@ -178,6 +195,19 @@ impl Cache {
         }
         if keys.is_empty() {
             self.by_label.remove(&pod.namespace);
+        }
+        let host = self.host.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(groups) = host.get_mut(&pod.namespace).filter(|_| !pod.terminating) {
+            if let Some(&slot) = self.index.get(node).filter(|&&i| self.nodes[i].node.is_some()) {
+                for (sel, per_slot) in groups.iter_mut() {
+                    if sel.matches(&pod.labels) {
+                        if per_slot.len() <= slot {
+                            per_slot.resize(slot + 1, 0);
+                        }
+                        per_slot[slot] += delta;
+                    }
+                }
+            }
         }
         let spread = self.spread.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(groups) = spread.get_mut(&pod.namespace).filter(|_| !pod.terminating) {
@@ -310,6 +340,34 @@ impl Cache {
         let out = f(&counts);
         groups.entry(ns.to_string()).or_default().insert(k, counts);
         out
+    }
+
+    /// The matching pods in `ns` (not terminating) of `sel` on each node with a Node object,
+    /// by node slot ([`NodeInfo::slot`]; a slot past the end has none): counted from the label
+    /// index the first time, kept up to date after.
+    pub fn host_counts(&self, ns: &str, sel: &Selector) -> Vec<i64> {
+        let mut groups = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = groups.get(ns).and_then(|m| m.get(sel)) {
+            return c.clone();
+        }
+        if groups.values().map(HashMap::len).sum::<usize>() >= MAX_SPREAD_COUNTS {
+            groups.clear();
+        }
+        let counts = self.count_host(ns, sel);
+        groups.entry(ns.to_string()).or_default().insert(sel.clone(), counts.clone());
+        counts
+    }
+
+    /// [`Cache::host_counts`] counted from scratch.
+    fn count_host(&self, ns: &str, sel: &Selector) -> Vec<i64> {
+        let mut per_slot = vec![0; self.nodes.len()];
+        let nss = BTreeSet::from([ns.to_string()]);
+        for (n, p) in self.candidates(Some(&nss), sel) {
+            if n.node.is_some() && !p.terminating && p.namespace == ns && sel.matches(&p.labels) {
+                per_slot[n.slot] += 1;
+            }
+        }
+        per_slot
     }
 
     /// [`SpreadCounts`] counted from scratch.
@@ -457,6 +515,23 @@ mod tests {
                 let kept = c.spread_counts(ns, sel, key, SpreadCounts::clone);
                 assert_eq!(kept, c.count_spread(ns, sel, key), "{ns} {sel:?} {key}");
             }
+            // The per-slot counts against each node's pods (slots past the end hold none).
+            let kept = c.host_counts(ns, sel);
+            let want: Vec<i64> = c
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    assert_eq!(n.slot, i, "{}'s slot", n.name);
+                    if n.node.is_none() {
+                        return 0;
+                    }
+                    n.pods.iter().filter(|p| !p.terminating && p.namespace == *ns && sel.matches(&p.labels)).count() as i64
+                })
+                .collect();
+            let got: Vec<i64> = (0..c.nodes.len()).map(|i| kept.get(i).copied().unwrap_or(0)).collect();
+            assert_eq!(got, want, "per slot: {ns} {sel:?}");
+            assert!(kept.iter().skip(c.nodes.len()).all(|n| *n == 0), "past the end: {kept:?}");
         }
     }
 

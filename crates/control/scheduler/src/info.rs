@@ -237,6 +237,8 @@ impl Topology {
 #[derive(Debug, Default, Clone)]
 pub struct NodeInfo {
     pub name: String,
+    /// This node's index in [`crate::cache::Cache::nodes`] (kept by the cache).
+    pub slot: usize,
     /// `None` while only pods naming this node have been seen.
     pub node: Option<Arc<Node>>,
     pub labels: Labels,

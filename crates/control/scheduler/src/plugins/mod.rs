@@ -350,7 +350,7 @@ pub fn score(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Vec<i64> {
         }
     }
     if let Some(s) = spread::prescore(cache, pod, feasible) {
-        let mut raw: Vec<Option<i64>> = feasible.iter().map(|n| spread::score(&s, pod, n)).collect();
+        let mut raw: Vec<Option<i64>> = feasible.iter().map(|n| spread::score(&s, n)).collect();
         let v = spread::normalize(&mut raw);
         for i in 0..feasible.len() {
             total[i] += WEIGHT_SPREAD * v[i];

@@ -4,7 +4,7 @@
 //! without constraints gets the system defaults (hostname maxSkew 3, zone maxSkew 5, both
 //! ScheduleAnyway) over the pods of its Services, ReplicaSet or StatefulSet.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use super::{node::required_affinity_matches, node::tolerates, Rejection};
 use crate::cache::Cache;
@@ -98,10 +98,6 @@ pub fn constraints(cache: &Cache, pod: &PodInfo, hard: bool) -> (Vec<Constraint>
 /// Whether a placed pod counts for a constraint selecting `sel` in namespace `ns`.
 fn counts_for(p: &PodInfo, sel: &Selector, ns: &str) -> bool {
     !p.terminating && p.namespace == ns && sel.matches(&p.labels)
-}
-
-fn count_matching(node: &NodeInfo, sel: &Selector, ns: &str) -> i64 {
-    node.pods.iter().filter(|p| counts_for(p, sel, ns)).count() as i64
 }
 
 /// Whether the node has every constraint's key, by [`crate::info::Topology`] ids (`None`: no
@@ -236,30 +232,27 @@ pub fn filter(s: &PreFilter, _pod: &PodInfo, node: &NodeInfo) -> Result<(), Reje
 /// shared by the constraints with one key, as upstream's pair counts; a hostname constraint
 /// counts the node's own matching pods (per node, as upstream, not per hostname value).
 #[derive(Debug)]
-pub struct PreScore<'a> {
+pub struct PreScore {
     constraints: Vec<Constraint>,
     /// Per constraint: the key's id (`None`: no node has it).
     keys: Vec<Option<u32>>,
-    /// Per constraint: whether its key is the hostname.
-    hostname: Vec<bool>,
     /// Per constraint: the index in `counts` of its key's counts (the first constraint with
     /// that key).
     group: Vec<usize>,
     /// Per constraint index that is a group (others empty): matching pods per value id, and
     /// at `num_values` those on nodes without the key.
     counts: Vec<Vec<i64>>,
-    /// Per hostname constraint whose selector narrows to fewer pods (through the cache's label
-    /// index) than the feasible nodes hold: its matching pods per node name, counted once, so
-    /// that scoring a node is a lookup instead of a match of each of the node's pods (a group of
-    /// 100 pods against ~1,000 on 500 nodes). `None`: counted per node when scoring (a selector
-    /// with no equality requirement, or one of a 10,000-pod ReplicaSet).
-    host_counts: Vec<Option<HashMap<&'a str, i64>>>,
+    /// Per hostname constraint: its matching pods per node slot ([`Cache::host_counts`]), so
+    /// that scoring a node is an index instead of a match of each of the node's pods (the
+    /// default spreading of a 10,000-replica ReplicaSet's pods spent half the scheduler's CPU
+    /// matching). `None` for the other constraints.
+    host_counts: Vec<Option<Vec<i64>>>,
     /// Nodes without every constraint's key are ignored (the pod's own constraints).
     require_all: bool,
     weights: Vec<f64>,
 }
 
-pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<PreScore<'a>> {
+pub fn prescore(cache: &Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> Option<PreScore> {
     let (cs, defaulted) = constraints(cache, pod, false);
     if cs.is_empty() {
         return None;
@@ -335,29 +328,15 @@ pub fn prescore<'a>(cache: &'a Cache, pod: &PodInfo, feasible: &[&NodeInfo]) -> 
             counts[g][domain(i, node)] += 1;
         }
     }
-    let on_feasible: usize = feasible.iter().map(|n| n.pods.len()).sum();
-    let host_counts = cs
-        .iter()
-        .zip(&hostname)
-        .map(|(c, host)| {
-            let fewer = *host && cache.candidates_len(&own_ns, &c.selector).is_some_and(|n| n < on_feasible);
-            fewer.then(|| {
-                let mut per_node: HashMap<&'a str, i64> = HashMap::new();
-                for (node, p) in cache.candidates(Some(&own_ns), &c.selector) {
-                    if counts_for(p, &c.selector, &pod.namespace) {
-                        *per_node.entry(node.name.as_str()).or_default() += 1;
-                    }
-                }
-                per_node
-            })
-        })
-        .collect();
-    Some(PreScore { constraints: cs, keys, hostname, group, counts, host_counts, require_all, weights })
+    // Hostname domains: each node's own matching pods, from the cache's counts per node slot
+    // (kept up to date by placements), copied once per pod.
+    let host_counts = cs.iter().zip(&hostname).map(|(c, host)| host.then(|| cache.host_counts(&pod.namespace, &c.selector))).collect();
+    Some(PreScore { constraints: cs, keys, group, counts, host_counts, require_all, weights })
 }
 
 /// The node's raw score (more matching pods in its domains: higher, i.e. worse), or `None`
 /// for an ignored node.
-pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
+pub fn score(s: &PreScore, node: &NodeInfo) -> Option<i64> {
     if s.require_all && !has_all_key_ids(node, &s.keys) {
         return None;
     }
@@ -365,8 +344,7 @@ pub fn score(s: &PreScore, pod: &PodInfo, node: &NodeInfo) -> Option<i64> {
     for (i, c) in s.constraints.iter().enumerate() {
         if let Some(v) = s.keys[i].and_then(|k| node.label_id(k)) {
             let cnt = match &s.host_counts[i] {
-                Some(per_node) => per_node.get(node.name.as_str()).copied().unwrap_or(0),
-                None if s.hostname[i] => count_matching(node, &c.selector, &pod.namespace),
+                Some(per_slot) => per_slot.get(node.slot).copied().unwrap_or(0),
                 None => s.counts[s.group[i]].get(v as usize).copied().unwrap_or(0),
             };
             score += cnt as f64 * s.weights[i] + (c.max_skew - 1) as f64;

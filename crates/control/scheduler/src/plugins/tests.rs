@@ -438,7 +438,7 @@ fn hostname_spread_scores_count_each_nodes_matching_pods_whichever_way_they_are_
     let raw = |c: &Cache| {
         let feasible: Vec<&NodeInfo> = ["n1", "n2", "n3"].iter().map(|n| c.node(n).expect("node")).collect();
         let s = spread::prescore(c, &p, &feasible).expect("constraints");
-        feasible.iter().map(|n| spread::score(&s, &p, n)).collect::<Vec<_>>()
+        feasible.iter().map(|n| spread::score(&s, n)).collect::<Vec<_>>()
     };
     let mut c = cluster(["n1", "n2", "n3"].iter().map(|n| node(n, "4", "8Gi", &[], &[])).collect());
     for (i, n) in ["n1", "n1", "n2"].iter().enumerate() {
@@ -468,7 +468,7 @@ fn a_shared_hostname_value_still_counts_each_nodes_own_pods() {
     }
     let feasible: Vec<&NodeInfo> = ["n1", "n2", "n3"].iter().map(|n| c.node(n).expect("node")).collect();
     let s = spread::prescore(&c, &p, &feasible).expect("constraints");
-    let raw: Vec<Option<i64>> = feasible.iter().map(|n| spread::score(&s, &p, n)).collect();
+    let raw: Vec<Option<i64>> = feasible.iter().map(|n| spread::score(&s, n)).collect();
     // A hostname domain per node (upstream's topoSize is the number of nodes scored): weight
     // ln(3 + 2) per matching pod on the node itself.
     let w = 5f64.ln();
