@@ -186,7 +186,7 @@ struct Beats {
 /// Give every simulated node a Lease (as a kubelet does at start), then renew each every
 /// `every` for as long as the task runs, as kubelet's node lease controller does (an update of
 /// the Lease it last wrote; after a conflict, a fresh read). Renewals are spread evenly: every
-/// 100 ms the next nodes' share of the interval, 16 at a time; a round that falls behind is
+/// 100 ms the next nodes' share of the interval, up to 128 at a time; a round that falls behind is
 /// not made up for (counted in neither column).
 async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Duration, beats: Arc<Beats>) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -240,7 +240,7 @@ async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Dur
                     }
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(128)
             .collect()
             .await;
         for (i, l) in renewed {
