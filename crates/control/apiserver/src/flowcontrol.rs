@@ -126,9 +126,13 @@ impl Limits {
     /// which cost the server 3.8 CPU ms and 174 KiB per plain pod in the scheduler benchmark
     /// against 2.1 ms and 58 KiB with 200 seats (docs/benchmarks.md, session 7).
     pub const MUTATING: usize = 200;
-    /// Seats of the leader-election and node-high lanes.
-    pub const LEADER_ELECTION: usize = 8;
-    pub const NODE_HIGH: usize = 16;
+    /// Seats of the leader-election and node-high lanes: upstream's shares of its 600 default
+    /// seats (leader-election 10 and node-high 40 of 245: 25 and 98). Like a workload write, a
+    /// Lease renewal holds its seat mostly while it waits for the store's group commit: 16
+    /// node-high seats capped renewals at ~550-650 per second (docs/benchmarks.md, session 10),
+    /// short of the 1,500 per second 15,000 kubelets renewing every 10 s send.
+    pub const LEADER_ELECTION: usize = 25;
+    pub const NODE_HIGH: usize = 98;
 
     /// The defaults for this machine.
     pub fn for_this_machine() -> Self {
