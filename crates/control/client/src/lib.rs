@@ -15,6 +15,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 
+pub mod lean;
 pub mod leader;
 pub mod quantity;
 pub mod ratelimit;

@@ -19,10 +19,11 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 use strata_client::events::EventType;
 use strata_cron::{Schedule, Zone};
@@ -46,7 +47,7 @@ pub struct State {
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let (jobs, writer) = reflector::store::<Job>();
-    let job_stream = reflector::reflector(writer, watcher(Api::<Job>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let job_stream = reflector::reflector(writer, lean::watcher(Api::<Job>::all(clients.root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { jobs, now: Utc::now, local: Zone::local() });
     Controller::new(Api::<CronJob>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(job_stream)

@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -61,14 +62,14 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
     let (pods, pod_stream) = (shared_pods.owners().clone(), shared_pods.subscribe());
     let (revisions, rw) = reflector::store::<ControllerRevision>();
     let mut rev_events = RevisionTrigger::default();
-    let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config()))
+    let rev_stream = reflector::reflector(rw, lean::watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config()))
         .default_backoff()
         .filter_map(move |ev| futures_util::future::ready(ev.map(|ev| rev_events.fire(ev)).transpose()));
     let (nodes, nw) = reflector::store::<Node>();
     // Every DaemonSet is looked at again when a node comes, goes, or changes what decides
     // eligibility (labels, taints, unschedulable), as upstream's node handlers do.
     let mut seen: HashMap<String, String> = HashMap::new();
-    let node_trigger = reflector::reflector(nw, watcher(Api::<Node>::all(root.clone()), crate::watch_config())).default_backoff().filter_map(move |ev| {
+    let node_trigger = reflector::reflector(nw, lean::watcher(Api::<Node>::all(root.clone()), crate::watch_config())).default_backoff().filter_map(move |ev| {
         let fire = match ev {
             Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
                 let sig = serde_json::to_string(&(&n.metadata.labels, n.spec.as_ref().map(|s| (&s.taints, s.unschedulable)))).unwrap_or_default();

@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -229,11 +230,11 @@ async fn run_one(clients: Clients, slices_mode: bool, shared_pods: Shared<Pod>) 
     let root = clients.root.clone();
     let (pods, pod_stream) = (shared_pods.store().clone(), shared_pods.subscribe());
     let (nodes, nw) = reflector::store::<Node>();
-    let node_stream = reflector::reflector(nw, watcher(Api::<Node>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let node_stream = reflector::reflector(nw, lean::watcher(Api::<Node>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (endpoints, ew) = reflector::store::<Endpoints>();
-    let ep_stream = reflector::reflector(ew, watcher(Api::<Endpoints>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let ep_stream = reflector::reflector(ew, lean::watcher(Api::<Endpoints>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (slices, sw) = reflector::store::<EndpointSlice>();
-    let slice_stream = reflector::reflector(sw, watcher(Api::<EndpointSlice>::all(root.clone()), watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}")))).default_backoff().touched_objects();
+    let slice_stream = reflector::reflector(sw, lean::watcher(Api::<EndpointSlice>::all(root.clone()), watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}")))).default_backoff().touched_objects();
     let controller = Controller::new(Api::<Service>::all(root.clone()), crate::watch_config());
     let services = controller.store();
     let identity = if slices_mode { SLICE_IDENTITY } else { IDENTITY };

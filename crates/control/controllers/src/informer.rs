@@ -20,6 +20,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::{Stream, StreamExt};
+use strata_client::lean;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
@@ -51,6 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<K> Default for Shared<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + k8s_openapi::serde::de::DeserializeOwned + 'static,
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 {
     fn default() -> Self {
         Self::new()
@@ -60,6 +62,7 @@ where
 impl<K> Shared<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + k8s_openapi::serde::de::DeserializeOwned + 'static,
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 {
     /// An empty cache (not synced) and no subscribers; [`Shared::run`] fills it.
     pub fn new() -> Self {
@@ -97,7 +100,7 @@ where
     /// List and watch `api` into the cache and pass every change on; returns only if the
     /// watch stream ends (it retries errors with the default backoff, so it does not).
     pub async fn run(&self, api: Api<K>) {
-        let mut events = watcher(api, crate::watch_config()).default_backoff().boxed();
+        let mut events = lean::watcher(api, crate::watch_config()).default_backoff().boxed();
         while let Some(ev) = events.next().await {
             match ev {
                 Ok(ev) => self.apply(ev),

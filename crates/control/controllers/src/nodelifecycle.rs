@@ -31,10 +31,11 @@ use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 use strata_client::events::EventType;
@@ -148,7 +149,7 @@ pub struct State {
 pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>) -> Result<(), Error> {
     let root = clients.root.clone();
     let (leases, writer) = reflector::store::<Lease>();
-    let lease_stream = reflector::reflector(writer, watcher(Api::<Lease>::namespaced(root.clone(), LEASE_NAMESPACE), crate::watch_config())).default_backoff().touched_objects();
+    let lease_stream = reflector::reflector(writer, lean::watcher(Api::<Lease>::namespaced(root.clone(), LEASE_NAMESPACE), crate::watch_config())).default_backoff().touched_objects();
     let node_controller = Controller::new(Api::<Node>::all(root.clone()), crate::watch_config());
     let nodes = node_controller.store();
     let pod_controller = Controller::for_shared_stream(shared_pods.subscribe(), shared_pods.store().clone());

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures_util::{Stream, TryStreamExt};
+use strata_client::lean;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource};
@@ -75,6 +76,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for OwnerIndex<K> {
 impl<K> OwnerIndex<K>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + k8s_openapi::serde::de::DeserializeOwned + 'static,
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
 {
     /// Watch `api` into a store and this index; the returned stream (touched objects, with the
     /// default backoff) must be polled, e.g. by a `Controller`'s `owns_stream`.
@@ -82,7 +84,7 @@ where
         let (store, writer) = reflector::store::<K>();
         let index = OwnerIndex::new(store);
         let feed = index.clone();
-        let stream = reflector::reflector(writer, watcher(api, crate::watch_config()))
+        let stream = reflector::reflector(writer, lean::watcher(api, crate::watch_config()))
             .inspect_ok(move |ev| feed.apply(ev))
             .default_backoff()
             .touched_objects();

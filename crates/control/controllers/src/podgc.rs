@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt};
 use kube::ResourceExt;
 
 use crate::informer::Shared;
@@ -135,7 +136,7 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
     let root = clients.root.clone();
     let pods = shared_pods.store().clone();
     let (nodes, node_writer) = reflector::store::<Node>();
-    let node_stream = reflector::reflector(node_writer, watcher(Api::<Node>::all(root), crate::watch_config())).default_backoff().touched_objects().for_each(|_| futures_util::future::ready(()));
+    let node_stream = reflector::reflector(node_writer, lean::watcher(Api::<Node>::all(root), crate::watch_config())).default_backoff().touched_objects().for_each(|_| futures_util::future::ready(()));
     let writer = clients.writer(IDENTITY);
     let gc = async move {
         let mut quarantine = HashMap::new();

@@ -10,10 +10,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use strata_client::lean;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 
 use crate::{Clients, Context, Error};
@@ -38,7 +39,7 @@ pub async fn run(clients: Clients, root_ca: Option<String>) -> Result<(), Error>
         return Ok(());
     };
     let (maps, writer) = reflector::store::<ConfigMap>();
-    let cm_stream = reflector::reflector(writer, watcher(Api::<ConfigMap>::all(clients.root.clone()), crate::watch_config().fields(&format!("metadata.name={NAME}"))))
+    let cm_stream = reflector::reflector(writer, lean::watcher(Api::<ConfigMap>::all(clients.root.clone()), crate::watch_config().fields(&format!("metadata.name={NAME}"))))
         .default_backoff()
         .touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { maps, root_ca });

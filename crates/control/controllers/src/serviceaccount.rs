@@ -7,10 +7,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use strata_client::lean;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 
 use crate::{Clients, Context, Error};
@@ -20,7 +21,7 @@ const DEFAULT: &str = "default";
 
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let (accounts, writer) = reflector::store::<ServiceAccount>();
-    let sa_stream = reflector::reflector(writer, watcher(Api::<ServiceAccount>::all(clients.root.clone()), crate::watch_config().fields("metadata.name=default")))
+    let sa_stream = reflector::reflector(writer, lean::watcher(Api::<ServiceAccount>::all(clients.root.clone()), crate::watch_config().fields("metadata.name=default")))
         .default_backoff()
         .touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, accounts);

@@ -24,10 +24,11 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -53,9 +54,9 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
     let root = clients.root.clone();
     let (pods, pod_stream) = (shared_pods.owners().clone(), shared_pods.subscribe());
     let (revisions, rw) = reflector::store::<ControllerRevision>();
-    let rev_stream = reflector::reflector(rw, watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let rev_stream = reflector::reflector(rw, lean::watcher(Api::<ControllerRevision>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let (claims, cw) = reflector::store::<PersistentVolumeClaim>();
-    let claim_stream = reflector::reflector(cw, watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let claim_stream = reflector::reflector(cw, lean::watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods, revisions, claims });
     let claim_drain = claim_stream.for_each(|_| futures_util::future::ready(()));
     let controller = Controller::new(Api::<StatefulSet>::all(root), crate::watch_config())

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements, SecretVolumeSource, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
@@ -59,7 +60,7 @@ pub struct State {
 pub async fn run(clients: Clients) -> Result<(), Error> {
     let (pods, writer) = reflector::store::<Pod>();
     let launchers = watcher::Config::default().labels(vm::VM_LABEL);
-    let pod_stream = reflector::reflector(writer, watcher(Api::<Pod>::all(clients.root.clone()), launchers)).default_backoff().touched_objects();
+    let pod_stream = reflector::reflector(writer, lean::watcher(Api::<Pod>::all(clients.root.clone()), launchers)).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods, failures: Mutex::default() });
     Controller::new(Api::<VirtualMachine>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(pod_stream)

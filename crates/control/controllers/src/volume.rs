@@ -29,10 +29,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use strata_client::lean;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::ResourceExt;
 
 use crate::{Clients, Context, Error};
@@ -56,9 +57,9 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let (claims, cw) = reflector::store::<PersistentVolumeClaim>();
     let (volumes, vw) = reflector::store::<PersistentVolume>();
     let (classes, sw) = reflector::store::<StorageClass>();
-    let claim_stream = reflector::reflector(cw, watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
-    let volume_stream = reflector::reflector(vw, watcher(Api::<PersistentVolume>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
-    let class_stream = reflector::reflector(sw, watcher(Api::<StorageClass>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let claim_stream = reflector::reflector(cw, lean::watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let volume_stream = reflector::reflector(vw, lean::watcher(Api::<PersistentVolume>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
+    let class_stream = reflector::reflector(sw, lean::watcher(Api::<StorageClass>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { claims: claims.clone(), volumes: volumes.clone(), classes });
     // Claims: reconciled on their own changes and on any volume's (a volume freed or made).
     let claim_store = claims.clone();
@@ -68,7 +69,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
         .for_each(|_| futures_util::future::ready(()));
     // Volumes: reconciled on their own changes and their claims' (a second claim watch: the
     // first feeds the claims' loop, which never sees a claim once it is gone).
-    let claim_events = watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config()).default_backoff().touched_objects();
+    let claim_events = lean::watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config()).default_backoff().touched_objects();
     let volumes_loop = Controller::new(Api::<PersistentVolume>::all(root.clone()), crate::watch_config())
         .watches_stream(claim_events, |c: PersistentVolumeClaim| c.spec.and_then(|s| s.volume_name).filter(|n| !n.is_empty()).map(|n| ObjectRef::<PersistentVolume>::new(&n)))
         .run(reconcile_volume, error_policy, ctx.clone())

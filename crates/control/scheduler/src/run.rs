@@ -123,13 +123,13 @@ pub async fn run(client: kube::Client, config: Config, stop: impl std::future::F
     let events = Recorder::new(client.clone(), &config.scheduler_name);
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
     let (pdbs, pdb_writer) = kube::runtime::reflector::store();
-    let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, watcher::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, strata_client::lean::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (claims, claim_writer) = kube::runtime::reflector::store();
-    let claim_stream = kube::runtime::reflector::reflector(claim_writer, watcher::watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let claim_stream = kube::runtime::reflector::reflector(claim_writer, strata_client::lean::watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (classes, class_writer) = kube::runtime::reflector::store();
-    let class_stream = kube::runtime::reflector::reflector(class_writer, watcher::watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let class_stream = kube::runtime::reflector::reflector(class_writer, strata_client::lean::watcher(Api::<StorageClass>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (volumes, volume_writer) = kube::runtime::reflector::store();
-    let volume_stream = kube::runtime::reflector::reflector(volume_writer, watcher::watcher(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let volume_stream = kube::runtime::reflector::reflector(volume_writer, strata_client::lean::watcher(Api::<PersistentVolume>::all(client.clone()), watcher::Config::default())).default_backoff();
     let (changes, rx) = mpsc::channel();
     let shared = Arc::new(Shared {
         changes,
@@ -189,12 +189,13 @@ impl Drop for AbortOnDrop {
 /// (re)list: objects not listed again are deleted.
 async fn follow<K, A, D, R>(api: Api<K>, cfg: watcher::Config, mut apply: A, mut delete: D, mut relisted: R)
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     A: FnMut(K),
     D: FnMut(K),
     R: FnMut(&HashSet<String>),
 {
-    let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+    let mut stream = std::pin::pin!(strata_client::lean::watcher(api, cfg).default_backoff());
     let mut listing: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.next().await {
         match ev {

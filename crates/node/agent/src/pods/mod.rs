@@ -122,7 +122,7 @@ fn ensure_worker(shared: &Arc<Shared>, workers: &Workers, reader: &Store<Pod>, u
 async fn watch_services(shared: Arc<Shared>) {
     let api: Api<Service> = Api::all(shared.client.clone());
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, strata_client::lean::watcher(api, watcher::Config::default())).default_backoff().touched_objects();
     let publish = {
         let shared = shared.clone();
         async move {
@@ -156,7 +156,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let (reader, writer) = reflector::store();
     let workers: Workers = Arc::default();
     let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects();
+    let stream = reflector::reflector(writer, strata_client::lean::watcher(api, config)).default_backoff().touched_objects();
     let events = {
         let (workers, reader, shared, synced) = (workers.clone(), reader.clone(), shared.clone(), synced.clone());
         async move {
