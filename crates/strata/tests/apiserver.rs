@@ -474,9 +474,28 @@ fn resource_version_semantics_of_get_and_list(backend: Backend) {
         Backend::Embedded => s.outlive_embedded_history(),
     }
     let get = |path: &str| get_json(&s, path);
-    let (code, st) = get(&format!("{cms}?watch=1&resourceVersion={rv_a}"));
-    assert_eq!((code, st["reason"].as_str()), (410, Some("Expired")), "{st}");
+    // A watch from a revision gone is a watch (200) whose one event is an ERROR carrying the
+    // 410 Status, as kube-apiserver's cacher answers (`newErrWatcher`): clients relist on that
+    // event; kube-rs's watcher retries an HTTP 410 to the same revision forever.
+    let (code, ev) = get(&format!("{cms}?watch=1&resourceVersion={rv_a}"));
+    assert_eq!((code, ev["type"].as_str()), (200, Some("ERROR")), "{ev}");
+    let st = &ev["object"];
+    assert_eq!((st["kind"].as_str(), st["code"].as_i64(), st["reason"].as_str()), (Some("Status"), Some(410), Some("Expired")), "{st}");
     assert!(st["message"].as_str().is_some_and(|m| m.starts_with(&format!("too old resource version: {rv_a} ("))), "{st}");
+    tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+        use futures_util::StreamExt;
+        use strata_client::kube::runtime::watcher;
+        use strata_client::kube::Api;
+        let client = strata_client::from_kubeconfig(&s.kubeconfig(), "expired-test").await.expect("client");
+        let api: Api<strata_client::k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "rv");
+        let wp = strata_client::kube::api::WatchParams::default();
+        let mut events = api.watch(&wp, &rv_a.to_string()).await.expect("the watch starts").boxed();
+        match events.next().await {
+            Some(Ok(strata_client::kube::api::WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+            other => panic!("not a 410 ERROR event: {other:?}"),
+        }
+        assert!(events.next().await.is_none(), "the stream ends after the error");
+    });
     for q in [format!("?resourceVersion={rv_a}&resourceVersionMatch=Exact"), format!("?resourceVersion={latest}&limit=1")] {
         let (code, st) = get(&format!("{cms}{q}"));
         if backend == Backend::Etcd && q.contains(&latest.to_string()) {

@@ -882,7 +882,18 @@ impl Api {
             permit: Some(permit),
             close_connection: conn.close.clone(),
         };
-        let stream = self.cache.watch(req).await?;
+        let stream = match self.cache.watch(req).await {
+            Ok(stream) => futures_util::StreamExt::boxed(stream),
+            // As kube-apiserver's cacher: past authorization and a valid resourceVersion, a
+            // revision gone is a watch whose one event is the 410 Status, not an error
+            // response. Clients relist on that event (client-go's reflector, kube-rs's
+            // watcher, which retries an HTTP 410 to the same revision forever).
+            Err(e) if e.code == 410 => {
+                let line = format!("{}\n", json!({ "type": "ERROR", "object": e.to_status() }));
+                futures_util::StreamExt::boxed(futures_util::stream::once(async move { Ok(Bytes::from(line)) }))
+            }
+            Err(e) => return Err(e),
+        };
         let counted = crate::metrics::watcher(r);
         let body = Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
             let _ = &counted;

@@ -8,7 +8,7 @@
 //! - A watch with resourceVersion "" or "0" starts with the current state: the `Arc`s of the
 //!   objects under its prefix, streamed as ADDED events (filtered as they go). A watch from `N`
 //!   replays the ring after `N`; before the ring (or compacted away in the store) it is
-//!   `410 Expired`; ahead of the cache it waits up to [`FRESHNESS_WAIT`] for the cache to get
+//!   `410 Expired` (answered as the watch's one ERROR event, as upstream's cacher does); ahead of the cache it waits up to [`FRESHNESS_WAIT`] for the cache to get
 //!   there, then fails with `504` "Too large resource version" and `Retry-After: 1` (upstream's
 //!   `waitUntilFreshAndBlock`).
 //! - Each watcher has a bounded queue. The feeder never waits for a watcher: one whose queue is
