@@ -357,7 +357,8 @@ fn a_watcher_that_does_not_read_is_disconnected(backend: Backend) {
         // A well-behaved watcher alongside.
         let (mut fast, _ft) = connect(&s, None).await;
         let mut good = Lines::new(request(&mut fast, "GET", &format!("/api/v1/namespaces/slow/configmaps?watch=1&resourceVersion={}", rv_of(&v)), None).await);
-        const UPDATES: usize = 600;
+        // More than the 1,024 events a watcher may have queued.
+        const UPDATES: usize = 1_600;
         let reader = tokio::spawn(async move {
             for i in 0..UPDATES {
                 let ev = good.next_within(Duration::from_secs(60)).await.unwrap_or_else(|| panic!("the reading watcher got event {i}"));

@@ -66,12 +66,17 @@ pub struct Config {
     pub queue: usize,
 }
 
+/// The defaults follow kube-apiserver's cacher: a history of up to 100 Ki events (its largest
+/// watch cache; here bounded by bytes too), so that a watcher cut off or reconnecting under a
+/// flood of changes (thousands of pod bindings a second) resumes from its revision instead of
+/// relisting; and about a second of changes queued per watcher (its largest channel, 1,000)
+/// before the watcher counts as slow.
 impl Default for Config {
     fn default() -> Self {
         Self {
-            ring_events: 4096,
+            ring_events: 100 * 1024,
             ring_bytes: 64 << 20,
-            queue: 256,
+            queue: 1024,
         }
     }
 }
