@@ -363,7 +363,7 @@ impl Cache {
         let mut per_slot = vec![0; self.nodes.len()];
         let nss = BTreeSet::from([ns.to_string()]);
         for (n, p) in self.candidates(Some(&nss), sel) {
-            if n.node.is_some() && !p.terminating && p.namespace == ns && sel.matches(&p.labels) {
+            if n.node.is_some() && crate::plugins::spread::counts_for(p, sel, ns) {
                 per_slot[n.slot] += 1;
             }
         }
@@ -380,7 +380,7 @@ impl Cache {
         }
         let nss = BTreeSet::from([ns.to_string()]);
         for (n, p) in self.candidates(Some(&nss), sel) {
-            if n.node.is_some() && !p.terminating && p.namespace == ns && sel.matches(&p.labels) {
+            if n.node.is_some() && crate::plugins::spread::counts_for(p, sel, ns) {
                 match n.labels.get(key) {
                     Some(v) => *c.pods.entry(v.clone()).or_default() += 1,
                     None => c.unlabeled += 1,

@@ -96,7 +96,7 @@ pub fn constraints(cache: &Cache, pod: &PodInfo, hard: bool) -> (Vec<Constraint>
 }
 
 /// Whether a placed pod counts for a constraint selecting `sel` in namespace `ns`.
-fn counts_for(p: &PodInfo, sel: &Selector, ns: &str) -> bool {
+pub(crate) fn counts_for(p: &PodInfo, sel: &Selector, ns: &str) -> bool {
     !p.terminating && p.namespace == ns && sel.matches(&p.labels)
 }
 
