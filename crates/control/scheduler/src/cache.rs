@@ -74,7 +74,9 @@ pub struct Cache {
     /// Matching pods (not terminating) per node slot, on nodes with a Node object, by
     /// namespace then selector: a hostname spreading domain's count is an index, not a scan
     /// of the node's pods. Built when first asked for, kept up to date after (as `spread`).
-    host: Mutex<HashMap<String, HashMap<Selector, Vec<i64>>>>,
+    /// Shared with the scoring of the pod being placed (no copy per pod); changed in place once
+    /// that is done.
+    host: Mutex<HashMap<String, HashMap<Selector, Arc<Vec<i64>>>>>,
     /// Node label keys and values as ids (each node's in [`NodeInfo::label_ids`]).
     pub topology: Topology,
     /// Placed pods whose terms score other pods ([`PodInfo::scores_others`]): while there are
@@ -89,8 +91,8 @@ impl Cache {
             None => {
                 let slot = self.nodes.len();
                 self.nodes.push(NodeInfo { name: name.to_string(), slot, ..Default::default() });
-                self.index.insert(name.to_string(), self.nodes.len() - 1);
-                self.nodes.len() - 1
+                self.index.insert(name.to_string(), slot);
+                slot
             }
         };
         &mut self.nodes[i]
@@ -115,6 +117,7 @@ impl Cache {
         let last = self.nodes.len();
         // The last node moves into slot `i`: so do its per-slot counts (slot `i` held none).
         for per_slot in self.host.get_mut().unwrap_or_else(|e| e.into_inner()).values_mut().flat_map(HashMap::values_mut) {
+            let per_slot = Arc::make_mut(per_slot);
             let moved = per_slot.get(last).copied().unwrap_or(0);
             if let Some(c) = per_slot.get_mut(i) {
                 *c = moved;
@@ -142,8 +145,7 @@ impl Cache {
         let changed = relabelled || before.1 != slot.allocatable || before.2 != slot.taints || before.3 != slot.unschedulable;
         if !was_real || relabelled {
             // New domains, or pods counted under other values: count again when asked.
-            self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
-            self.host.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+            self.forget_derived_counts();
         }
         if !was_real {
             self.real_nodes += 1;
@@ -160,8 +162,7 @@ impl Cache {
         if let Some(&i) = self.index.get(name) {
             if self.nodes[i].node.take().is_some() {
                 self.real_nodes -= 1;
-                self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
-                self.host.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+                self.forget_derived_counts();
             }
         }
         self.drop_slot_if_empty(name);
@@ -201,6 +202,7 @@ impl Cache {
             if let Some(&slot) = self.index.get(node).filter(|&&i| self.nodes[i].node.is_some()) {
                 for (sel, per_slot) in groups.iter_mut() {
                     if sel.matches(&pod.labels) {
+                        let per_slot = Arc::make_mut(per_slot);
                         if per_slot.len() <= slot {
                             per_slot.resize(slot + 1, 0);
                         }
@@ -345,7 +347,7 @@ impl Cache {
     /// The matching pods in `ns` (not terminating) of `sel` on each node with a Node object,
     /// by node slot ([`NodeInfo::slot`]; a slot past the end has none): counted from the label
     /// index the first time, kept up to date after.
-    pub fn host_counts(&self, ns: &str, sel: &Selector) -> Vec<i64> {
+    pub fn host_counts(&self, ns: &str, sel: &Selector) -> Arc<Vec<i64>> {
         let mut groups = self.host.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = groups.get(ns).and_then(|m| m.get(sel)) {
             return c.clone();
@@ -353,9 +355,16 @@ impl Cache {
         if groups.values().map(HashMap::len).sum::<usize>() >= MAX_SPREAD_COUNTS {
             groups.clear();
         }
-        let counts = self.count_host(ns, sel);
+        let counts = Arc::new(self.count_host(ns, sel));
         groups.entry(ns.to_string()).or_default().insert(sel.clone(), counts.clone());
         counts
+    }
+
+    /// Drop the spreading and per-slot counts (nodes added, removed or relabelled): they are
+    /// counted again when next asked for.
+    fn forget_derived_counts(&mut self) {
+        self.spread.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        self.host.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// [`Cache::host_counts`] counted from scratch.

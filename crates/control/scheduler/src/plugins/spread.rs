@@ -5,6 +5,7 @@
 //! ScheduleAnyway) over the pods of its Services, ReplicaSet or StatefulSet.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::{node::required_affinity_matches, node::tolerates, Rejection};
 use crate::cache::Cache;
@@ -246,7 +247,7 @@ pub struct PreScore {
     /// that scoring a node is an index instead of a match of each of the node's pods (the
     /// default spreading of a 10,000-replica ReplicaSet's pods spent half the scheduler's CPU
     /// matching). `None` for the other constraints.
-    host_counts: Vec<Option<Vec<i64>>>,
+    host_counts: Vec<Option<Arc<Vec<i64>>>>,
     /// Nodes without every constraint's key are ignored (the pod's own constraints).
     require_all: bool,
     weights: Vec<f64>,
