@@ -682,18 +682,12 @@ impl VmDriver {
 
 /// Remove a tap. A tap still attached to a QEMU that is dying cannot be opened (`EBUSY`) until
 /// that QEMU is reaped, which takes as long as its parent takes (a QEMU whose supervisor was
-/// killed belongs to the host's init): after a short retry the device is deleted over
-/// rtnetlink instead (`ip link delete`), which works while it is attached.
+/// killed belongs to the host's init): after `tap::remove`'s short retry the device is deleted
+/// over rtnetlink instead (`ip link delete`), which works while it is attached.
 fn remove_tap(ifname: &str) -> std::io::Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        match tap::remove(ifname) {
-            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => break,
-            other => return other,
-        }
+    match tap::remove(ifname) {
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {}
+        other => return other,
     }
     tracing::info!(tap = ifname, "the tap is still attached to an exiting QEMU; deleting the link");
     let out = std::process::Command::new("ip")

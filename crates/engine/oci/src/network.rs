@@ -389,11 +389,24 @@ pub mod tap {
     }
 
     /// Remove the tap `name` if it exists.
+    ///
+    /// Removing opens the tap, which fails with `EBUSY` while another descriptor is attached to
+    /// it. That is brief when the other descriptor is a copy inherited by a child that any
+    /// thread of this process is forking (it goes at the child's exec), so `EBUSY` is retried
+    /// for up to a second; after that the error is returned (a QEMU still holds the tap).
     pub fn remove(name: &str) -> io::Result<()> {
         if !exists(name) {
             return Ok(());
         }
-        set_persistent(name, false)?;
+        let busy_until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match set_persistent(name, false) {
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy && std::time::Instant::now() < busy_until => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other,
+            }
+        }?;
         // The kernel unregisters the device after our descriptor closes, asynchronously: wait
         // for it, so that the name is free (and gone from /sys) when this returns.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -441,6 +454,30 @@ pub mod tap {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             assert!(!exists(&bridge));
+        }
+
+        /// A descriptor of the tap held for a moment by someone else — as a child forked by any
+        /// thread of this process holds a copy of every descriptor until it execs — makes
+        /// opening the tap fail with EBUSY; removing it waits for that copy to go.
+        #[test]
+        fn a_tap_held_for_a_moment_is_still_removed() {
+            let name = format!("sthold{}", std::process::id() % 100000);
+            set_persistent(&name, true).expect("tap");
+            let tun = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").expect("tun");
+            let mut req = ifreq(&name).expect("ifreq");
+            req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+            // SAFETY: TUNSETIFF takes a struct ifreq.
+            let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut req as *mut libc::ifreq) };
+            assert_eq!(rc, 0, "attaching: {}", io::Error::last_os_error());
+            let holder = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                drop(tun);
+            });
+            let removed = remove(&name);
+            holder.join().expect("holder");
+            let _ = remove(&name);
+            removed.expect("remove while held for 300 ms");
+            assert!(!exists(&name));
         }
     }
 }
