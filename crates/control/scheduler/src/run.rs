@@ -197,16 +197,24 @@ where
 {
     let mut stream = std::pin::pin!(strata_client::lean::watcher(api, cfg).default_backoff());
     let mut listing: HashSet<String> = HashSet::new();
+    let mut listed_since = Instant::now();
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(Event::Init) => listing.clear(),
+            Ok(Event::Init) => {
+                listing.clear();
+                listed_since = Instant::now();
+            }
             Ok(Event::InitApply(o)) => {
                 if let Some(uid) = o.meta().uid.clone() {
                     listing.insert(uid);
                 }
                 apply(o);
             }
-            Ok(Event::InitDone) => relisted(&listing),
+            Ok(Event::InitDone) => {
+                let kind = <K as k8s_openapi::Resource>::KIND;
+                tracing::info!(kind, objects = listing.len(), ms = listed_since.elapsed().as_millis() as u64, "listed");
+                relisted(&listing);
+            }
             Ok(Event::Apply(o)) => apply(o),
             Ok(Event::Delete(o)) => delete(o),
             Err(e) => tracing::warn!(error = %e, "scheduler watch"),
@@ -411,6 +419,7 @@ fn schedule_thread(shared: &Arc<Shared>, changes: &mpsc::Receiver<Change>) {
     let slot_waits = SlotWaits { limit: shared.config.max_bindings_in_flight, waits: 0, waited: Duration::ZERO, since: Instant::now() };
     let mut st = State { cache: Cache::default(), queue: Queue::default(), search: Search::default(), nodes_synced: false, pods_synced: false, slot_waits };
     let mut last_flush = Instant::now();
+    let mut announced = false;
     while !shared.stopped.load(Ordering::SeqCst) {
         for _ in 0..CHANGES_PER_POD {
             match changes.try_recv() {
@@ -423,7 +432,12 @@ fn schedule_thread(shared: &Arc<Shared>, changes: &mpsc::Receiver<Change>) {
             st.queue.flush_unschedulable(now);
             last_flush = now;
         }
-        let popped = if st.nodes_synced && st.pods_synced { st.queue.pop(now) } else { None };
+        let synced = st.nodes_synced && st.pods_synced;
+        if synced && !announced {
+            announced = true;
+            tracing::info!(nodes = st.cache.nodes.len(), "caches synced; scheduling");
+        }
+        let popped = if synced { st.queue.pop(now) } else { None };
         if let Some(pod) = popped {
             schedule_one(shared, &mut st, pod);
             continue;
