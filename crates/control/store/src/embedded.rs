@@ -528,7 +528,10 @@ fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>
     }
     let mut live = prefix_range(&kv, prefix, start_after)?;
     let mut live_done = false;
-    let mut next_live = || -> Result<Option<KeyValue>> {
+    // The next current key; its value only while the page is not full (past the page keys are
+    // only counted: decoding every later value for each page made paging through a long list
+    // quadratic).
+    let mut next_live = |decode: bool| -> Result<Option<(String, Option<KeyValue>)>> {
         if live_done {
             return Ok(None);
         }
@@ -539,47 +542,50 @@ fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>
                 break;
             }
             if wanted(key) {
-                return Ok(Some(decode_kv(key, v.value())?));
+                let value = if decode { Some(decode_kv(key, v.value())?) } else { None };
+                return Ok(Some((key.to_string(), value)));
             }
         }
         live_done = true;
         Ok(None)
     };
-    let mut head = next_live()?;
-    let mut changed = changed.into_iter().peekable();
     let mut items = Vec::new();
+    let page_open = |items: &Vec<KeyValue>| limit == 0 || items.len() < limit;
+    let mut head = next_live(true)?;
+    let mut changed = changed.into_iter().peekable();
     let mut more = false;
     let mut remaining = 0;
     loop {
         let from_log = match (&head, changed.peek()) {
             (None, None) => break,
-            (Some(l), Some((c, _))) => c.as_str() <= l.key.as_str(),
+            (Some((l, _)), Some((c, _))) => c.as_str() <= l.as_str(),
             (None, Some(_)) => true,
             (Some(_), None) => false,
         };
         let item = if from_log {
             let Some((key, at)) = changed.next() else { break };
-            if head.as_ref().is_some_and(|l| l.key == key) {
-                head = next_live()?;
+            if head.as_ref().is_some_and(|(l, _)| *l == key) {
+                head = next_live(page_open(&items))?;
             }
             let entry = log.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("log entry of {key} vanished")))?;
             match decode_event(entry.value())?.prev {
-                Some(then) => then,
+                Some(then) => Some(then),
                 // Created after `revision`.
                 None => continue,
             }
         } else {
-            let Some(kv) = head.take() else { break };
-            head = next_live()?;
+            let Some((_, kv)) = head.take() else { break };
+            head = next_live(page_open(&items))?;
             kv
         };
-        if limit > 0 && items.len() == limit {
-            // Past the page: only counted.
-            more = true;
-            remaining += 1;
-            continue;
+        match item {
+            // A value is missing only for keys read once the page was full.
+            Some(item) if page_open(&items) => items.push(item),
+            _ => {
+                more = true;
+                remaining += 1;
+            }
         }
-        items.push(item);
     }
     Ok(ListResult { items, revision, more, remaining })
 }
