@@ -783,6 +783,9 @@ impl Api {
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
+        if let Some(served) = self.list_from_cache(r, &opts, &prefix, &labels, &fields, accept).await? {
+            return Ok(served);
+        }
         let limit = opts.limit;
         let mut start_after = opts.start_after.clone();
         // The revision the response reports; every store page after the first is read at it.
@@ -853,6 +856,62 @@ impl Api {
             return Ok((StatusCode::OK, [("content-type", "application/json")], body).into_response());
         }
         Ok(json_response(StatusCode::OK, &list))
+    }
+
+    /// A list served from the watch cache, as kube-apiserver serves consistent lists from its
+    /// cacher: the objects' cached JSON written as it is, not read from the store, decoded and
+    /// encoded again (30,000 pods listed in pages of 500 took 4.5 s of the server's CPU through
+    /// the store). `None` for what the cache does not hold as served — Tables, custom and
+    /// converted kinds — and for states it cannot rebuild (a revision older than its ring, or
+    /// not reached in time): the store serves those. A revision the store has compacted is
+    /// gone here too.
+    async fn list_from_cache(&self, r: &'static Resource, opts: &rv::ListOptions, prefix: &str, labels: &LabelSelector, fields: &FieldSelector, accept: &str) -> Result<Option<Response>, ApiError> {
+        use crate::watchcache::ListRead;
+        if table::wants_table(accept) || r.custom || crate::convert::converted(r) {
+            return Ok(None);
+        }
+        let read = match opts.read {
+            rv::Read::Latest => ListRead::Latest,
+            rv::Read::NotOlderThan(n) => {
+                // Ahead of the store: its 504, at once.
+                if n > 0 && n > self.store.revision().await? {
+                    return Ok(None);
+                }
+                ListRead::NotOlderThan(n)
+            }
+            rv::Read::Exact(n) => {
+                self.store.readable(n).await.map_err(|e| opts.read_error(e))?;
+                ListRead::Exact(n)
+            }
+        };
+        let Some(page) = self.cache.list(prefix, read, opts.start_after.as_deref(), opts.limit, labels, fields).await else {
+            return Ok(None);
+        };
+        let mut meta = json!({ "resourceVersion": page.revision.to_string() });
+        if let Some(k) = &page.next {
+            meta["continue"] = json!(rv::encode_continue(prefix, k, page.revision));
+            if labels.is_empty() && fields.is_empty() {
+                meta["remainingItemCount"] = json!(page.remaining);
+            }
+        }
+        // The bytes `json!({...}).to_string()` would give (keys in order), items spliced in.
+        let size: usize = page.items.iter().map(|o| o.json.len() + 1).sum();
+        let mut body = Vec::with_capacity(size + 256);
+        body.extend_from_slice(b"{\"apiVersion\":");
+        body.extend_from_slice(&object::to_json(&json!(r.api_version())));
+        body.extend_from_slice(b",\"items\":[");
+        for (i, o) in page.items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&o.json);
+        }
+        body.extend_from_slice(b"],\"kind\":");
+        body.extend_from_slice(&object::to_json(&json!(format!("{}List", r.kind))));
+        body.extend_from_slice(b",\"metadata\":");
+        body.extend_from_slice(&object::to_json(&meta));
+        body.push(b'}');
+        Ok(Some((StatusCode::OK, [("content-type", "application/json")], body).into_response()))
     }
 
     /// A watch stream, served from the watch cache; with `as_table`, each event's object is a

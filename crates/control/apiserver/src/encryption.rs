@@ -373,6 +373,10 @@ impl Store for EncryptedStore {
         self.open_list(self.inner.list_at(prefix, revision, start_after, limit).await?)
     }
 
+    async fn readable(&self, revision: u64) -> Result<()> {
+        self.inner.readable(revision).await
+    }
+
     async fn count(&self, prefix: &str) -> Result<u64> {
         self.inner.count(prefix).await
     }

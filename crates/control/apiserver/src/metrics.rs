@@ -302,6 +302,9 @@ impl Store for MeteredStore {
         observe("list", prefix, t);
         r
     }
+    async fn readable(&self, revision: u64) -> strata_store::Result<()> {
+        self.0.readable(revision).await
+    }
     async fn count(&self, prefix: &str) -> strata_store::Result<u64> {
         let t = Instant::now();
         let r = self.0.count(prefix).await;

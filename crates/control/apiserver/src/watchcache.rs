@@ -93,6 +93,11 @@ pub struct Object {
 }
 
 impl Object {
+    /// Whether the object matches both selectors.
+    pub fn matches(&self, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+        labels.matches(&self.attrs) && fields.matches(&self.attrs)
+    }
+
     /// The object as the cache holds it, and the value it was decoded into (with its
     /// `resourceVersion`), for the observers: the one decoding of the change.
     fn decode(key: &str, value: &[u8], rev: u64) -> Option<(Object, Value)> {
@@ -246,6 +251,30 @@ pub enum Start {
     After(u64),
 }
 
+/// The state a list served from the cache reflects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListRead {
+    /// At least the store's revision at the time of the request (a consistent read).
+    Latest,
+    /// At least this revision (0: any state the cache has).
+    NotOlderThan(u64),
+    /// Exactly this revision (a continued list's, or `resourceVersionMatch=Exact`).
+    Exact(u64),
+}
+
+/// One page of a list served from the cache.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The matching objects of the page, as served.
+    pub items: Vec<Arc<Object>>,
+    /// The revision the page reflects.
+    pub revision: u64,
+    /// The key the next page starts after, when keys follow the page.
+    pub next: Option<String>,
+    /// How many keys follow the page (matching or not).
+    pub remaining: u64,
+}
+
 /// What one watch asks for.
 pub struct WatchRequest {
     pub prefix: String,
@@ -348,6 +377,100 @@ impl WatchCache {
                 }
             }
         }
+    }
+
+    /// One page of the objects under `prefix` after `start_after` that match the selectors, at
+    /// most `limit` of them (0: all), in key order, as of the revision `read` asks for: the
+    /// current state, or an older one rebuilt from the ring (the first change after it of each
+    /// key changed since holds the key's state then). `None` when the cache cannot serve it — not
+    /// loaded, not at the revision after [`FRESHNESS_WAIT`], or the revision older than its ring —
+    /// and the list is read from the store. The caller checks that the store can still serve
+    /// the revision (a compacted one is gone, as for watches).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        read: ListRead,
+        start_after: Option<&str>,
+        limit: usize,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Option<ListPage> {
+        use std::ops::Bound;
+        let wanted = match read {
+            ListRead::Latest => self.store.revision().await.ok()?,
+            ListRead::NotOlderThan(n) | ListRead::Exact(n) => n,
+        };
+        self.wait_for(wanted, FRESHNESS_WAIT).await.ok()?;
+        let st = self.state();
+        let at = match read {
+            ListRead::Exact(n) => n,
+            _ => st.revision,
+        };
+        if !st.ready || at < st.oldest || at > st.revision {
+            return None;
+        }
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let after_start = |key: &str| match start {
+            Bound::Excluded(after) => key > after,
+            _ => true,
+        };
+        // Keys changed after `at`: their state at `at` (`None`: created since).
+        let mut then: BTreeMap<&str, Option<&Arc<Object>>> = BTreeMap::new();
+        if at < st.revision {
+            let first = st.ring.partition_point(|e| e.rev <= at);
+            for e in st.ring.range(first..) {
+                if e.key.starts_with(prefix) && after_start(&e.key) {
+                    then.entry(e.key.as_str()).or_insert(e.prev.as_ref());
+                }
+            }
+        }
+        let mut live = st
+            .objects
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut old = then.into_iter().peekable();
+        let selective = !labels.is_empty() || !fields.is_empty();
+        let mut page = ListPage { items: Vec::new(), revision: at, next: None, remaining: 0 };
+        let mut last: Option<&str> = None;
+        loop {
+            // The next key of the state at `at`: the ring's account of a key changed since
+            // wins over the current object.
+            let from_ring = match (live.peek(), old.peek()) {
+                (None, None) => break,
+                (Some((l, _)), Some((o, _))) => *o <= l.as_str(),
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let (key, obj) = if from_ring {
+                let Some((key, obj)) = old.next() else { break };
+                if live.peek().is_some_and(|(l, _)| l.as_str() == key) {
+                    live.next();
+                }
+                (key, obj)
+            } else {
+                let Some((key, obj)) = live.next() else { break };
+                (key.as_str(), Some(obj))
+            };
+            let Some(obj) = obj else { continue };
+            if limit > 0 && page.items.len() == limit {
+                page.next = last.map(str::to_string);
+                page.remaining += 1;
+                if selective {
+                    // Counts are reported for unfiltered lists only.
+                    break;
+                }
+                continue;
+            }
+            if obj.matches(labels, fields) {
+                page.items.push(obj.clone());
+                last = Some(key);
+            }
+        }
+        Some(page)
     }
 
     /// Count of cached objects under a prefix.
@@ -669,7 +792,7 @@ struct Encoder {
 
 impl Encoder {
     fn matches(&self, obj: &Object) -> bool {
-        self.labels.matches(&obj.attrs) && self.fields.matches(&obj.attrs)
+        obj.matches(&self.labels, &self.fields)
     }
 
     /// The lines of one event, as chunks: the object's shared bytes between a head and a tail
@@ -915,6 +1038,56 @@ mod tests {
         e.event(&ev(6, Some(web), Some(db)), &mut out);
         let types: Vec<Value> = lines(&mut out).iter().map(|l| l["type"].clone()).collect();
         assert_eq!(types, [json!("ADDED"), json!("MODIFIED")]);
+    }
+
+    /// A list from the cache is the store's list: the latest state, pages at a past revision
+    /// rebuilt from the ring while writes go on (changed, deleted, created keys), selectors,
+    /// counts; a revision older than the ring is left to the store.
+    #[tokio::test]
+    async fn lists_are_the_stores_at_every_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(strata_store::embedded::Embedded::open(&dir.path().join("db")).expect("store"));
+        let prefix = "/registry/core/configmaps/d/";
+        let cm = |name: &str, v: &str| serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "d", "labels": {"v": v}}})).expect("json");
+        let mut revs = HashMap::new();
+        for i in 0..8 {
+            let key = format!("{prefix}c{i}");
+            revs.insert(key.clone(), store.create(&key, cm(&format!("c{i}"), "1")).await.expect("create"));
+        }
+        let cache = WatchCache::start(store.clone(), Config { ring_events: 6, ..Config::default() });
+        let (none_l, none_f) = (LabelSelector::default(), FieldSelector::default());
+        let names = |p: &ListPage| p.items.iter().map(|o| serde_json::from_slice::<Value>(&o.json).expect("json")["metadata"]["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>();
+        let first = cache.list(prefix, ListRead::Latest, None, 3, &none_l, &none_f).await.expect("served");
+        assert_eq!(names(&first), ["c0", "c1", "c2"]);
+        assert_eq!((first.next.as_deref(), first.remaining), (Some(format!("{prefix}c2").as_str()), 5));
+        let at = first.revision;
+        // Writes after the first page: one key changed, one deleted, one created in the range.
+        store.update(&format!("{prefix}c4"), cm("c4", "2"), revs[&format!("{prefix}c4")]).await.expect("update");
+        store.delete(&format!("{prefix}c5"), 0).await.expect("delete");
+        store.create(&format!("{prefix}c3a"), cm("c3a", "1")).await.expect("create");
+        assert!(cache.sync(Duration::from_secs(5)).await);
+        let second = cache.list(prefix, ListRead::Exact(at), first.next.as_deref(), 3, &none_l, &none_f).await.expect("served from the ring");
+        assert_eq!(names(&second), ["c3", "c4", "c5"], "the state at the first page's revision");
+        assert_eq!(second.remaining, 2);
+        let from_store = store.list_at(prefix, at, first.next.as_deref(), 3).await.expect("store");
+        let cached: Vec<Value> = second.items.iter().map(|o| serde_json::from_slice(&o.json).expect("json")).collect();
+        let stored: Vec<Value> = from_store.items.iter().map(|kv| with_rv(serde_json::from_slice(&kv.value).expect("json"), kv.mod_revision)).collect();
+        assert_eq!(cached, stored, "the same objects, resourceVersions included");
+        assert_eq!(second.remaining, from_store.remaining);
+        let third = cache.list(prefix, ListRead::Exact(at), second.next.as_deref(), 3, &none_l, &none_f).await.expect("served");
+        assert_eq!((names(&third), third.next.clone(), third.remaining), (vec!["c6".to_string(), "c7".into()], None, 0));
+        // The latest state, with a label selector: no count, the next key after the last match.
+        let v1 = LabelSelector::parse("v=1").expect("selector");
+        let now = cache.list(prefix, ListRead::NotOlderThan(0), None, 0, &v1, &none_f).await.expect("served");
+        assert_eq!(names(&now), ["c0", "c1", "c2", "c3", "c3a", "c6", "c7"]);
+        let some = cache.list(prefix, ListRead::Latest, None, 2, &v1, &none_f).await.expect("served");
+        assert_eq!((names(&some), some.next.as_deref()), (vec!["c0".to_string(), "c1".into()], Some(format!("{prefix}c1").as_str())));
+        // More changes than the ring holds: the first page's revision is the store's to serve.
+        for i in 0..8 {
+            store.create(&format!("{prefix}z{i}"), cm("z", "1")).await.expect("create");
+        }
+        assert!(cache.sync(Duration::from_secs(5)).await);
+        assert!(cache.list(prefix, ListRead::Exact(at), None, 3, &none_l, &none_f).await.is_none());
     }
 
     #[test]

@@ -626,6 +626,20 @@ impl Store for Embedded {
             .map_err(backend)?
     }
 
+    async fn readable(&self, revision: u64) -> Result<()> {
+        let tx = self.inner.db.begin_read().map_err(backend)?;
+        let meta = tx.open_table(META).map_err(backend)?;
+        let current = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
+        let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+        if revision > current {
+            return Err(Error::FutureRevision { requested: revision, current });
+        }
+        if revision < compacted {
+            return Err(Error::Compacted { requested: revision, compacted });
+        }
+        Ok(())
+    }
+
     async fn count(&self, prefix: &str) -> Result<u64> {
         let db = self.inner.db.clone();
         let prefix = prefix.to_string();

@@ -118,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Compacted`] when `revision` is older than the last compaction (the compaction
     /// revision itself is readable), [`Error::FutureRevision`] when the store has not reached it.
     async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
+    /// Whether the state at `revision` can be read: the errors [`Store::list_at`] would fail
+    /// with, without reading anything (a read served elsewhere, e.g. from a cache, answers as a
+    /// read of the store would).
+    async fn readable(&self, revision: u64) -> Result<()> {
+        // No key starts with NUL: an empty range at `revision`.
+        self.list_at("\0", revision, None, 1).await.map(|_| ())
+    }
     /// Count keys under a prefix.
     async fn count(&self, prefix: &str) -> Result<u64>;
     /// Create if absent; returns the new revision.

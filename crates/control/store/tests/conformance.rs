@@ -675,6 +675,10 @@ mod checks {
                 other => panic!("list at {gone}: expected Compacted, got {other:?}"),
             }
         }
+        // `readable` answers as those reads do, for each revision.
+        assert!(matches!(s.readable(r1).await, Err(Error::Compacted { requested, compacted }) if requested == r1 && compacted == r3));
+        assert!(s.readable(r3).await.is_ok() && s.readable(r4).await.is_ok());
+        assert!(matches!(s.readable(r4 + 100).await, Err(Error::FutureRevision { requested, .. }) if requested == r4 + 100));
         // The compaction revision itself is still readable.
         let at3 = s.list_at("/k/", r3, None, 0).await.unwrap();
         assert_eq!(at3.items, vec![KeyValue { key: "/k/a".into(), value: b"3".to_vec(), create_revision: r1, mod_revision: r3 }]);
