@@ -6,6 +6,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc, whose arenas and chunk consolidation were a fifth of the
+/// API server's CPU while it stored and watched pods at load; with it the 10,000-pod Deployment
+/// row took 7.4-9.3 s against 9.1-10.2 (docs/benchmarks.md, session 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The supervisor must fork before any thread exists, so it is dispatched before anything
     // else (argument parsing included) runs.
