@@ -2,15 +2,14 @@
 //! per-container supervisor, which is the same executable started as `strata __shim CONFIG`, and
 //! the per-VM supervisor (`strata __vmlog CONFIG`).
 
-mod cli;
-
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc, whose arenas and chunk consolidation were a fifth of the
-/// API server's CPU while it stored and watched pods at load; with it the 10,000-pod Deployment
-/// row took 7.4-9.3 s against 9.1-10.2 (docs/benchmarks.md, session 12).
+mod alloc;
+mod cli;
+
+/// mimalloc for the control plane, glibc's malloc for the supervisors ([`alloc`]).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 fn main() -> ExitCode {
     // The supervisor must fork before any thread exists, so it is dispatched before anything
