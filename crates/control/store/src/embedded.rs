@@ -495,11 +495,8 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
-/// [`Store::list_at`]: one read transaction (a consistent view of `kv`, `log` and `meta`), the
-/// current keys merged in key order with the keys changed since `revision`, the latter as their
-/// first change after `revision` found them.
-fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
-    let tx = db.begin_read().map_err(backend)?;
+/// Whether `tx` can show the state at `revision`; the current revision if so.
+fn readable_in(tx: &redb::ReadTransaction, revision: u64) -> Result<u64> {
     let meta = tx.open_table(META).map_err(backend)?;
     let current = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
     let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
@@ -511,6 +508,15 @@ fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>
     if revision < compacted {
         return Err(Error::Compacted { requested: revision, compacted });
     }
+    Ok(current)
+}
+
+/// [`Store::list_at`]: one read transaction (a consistent view of `kv`, `log` and `meta`), the
+/// current keys merged in key order with the keys changed since `revision`, the latter as their
+/// first change after `revision` found them.
+fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+    let tx = db.begin_read().map_err(backend)?;
+    let current = readable_in(&tx, revision)?;
     let kv = tx.open_table(KV).map_err(backend)?;
     let log = tx.open_table(LOG).map_err(backend)?;
     let wanted = |key: &str| key.starts_with(prefix) && !matches!(start_after, Some(after) if key <= after);
@@ -628,16 +634,7 @@ impl Store for Embedded {
 
     async fn readable(&self, revision: u64) -> Result<()> {
         let tx = self.inner.db.begin_read().map_err(backend)?;
-        let meta = tx.open_table(META).map_err(backend)?;
-        let current = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
-        let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
-        if revision > current {
-            return Err(Error::FutureRevision { requested: revision, current });
-        }
-        if revision < compacted {
-            return Err(Error::Compacted { requested: revision, compacted });
-        }
-        Ok(())
+        readable_in(&tx, revision).map(|_| ())
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
