@@ -24,16 +24,24 @@ static CHOICE: AtomicU8 = AtomicU8::new(UNDECIDED);
 /// The `#[global_allocator]` of the strata binary.
 pub struct Allocator;
 
+/// Called on every allocation and free: one relaxed load, inlined (an out-of-line call here was
+/// 1.8 % of the API server's samples in the Deployment row).
+#[inline(always)]
 fn choice() -> u8 {
     match CHOICE.load(Ordering::Relaxed) {
-        UNDECIDED => {
-            let decided = if supervisor(&cmdline(&mut [0; 4096])) { GLIBC } else { MIMALLOC };
-            match CHOICE.compare_exchange(UNDECIDED, decided, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => decided,
-                Err(earlier) => earlier,
-            }
-        }
+        UNDECIDED => decide(),
         decided => decided,
+    }
+}
+
+/// The first allocation's choice, kept for the life of the process.
+#[cold]
+#[inline(never)]
+fn decide() -> u8 {
+    let decided = if supervisor(&cmdline(&mut [0; 4096])) { GLIBC } else { MIMALLOC };
+    match CHOICE.compare_exchange(UNDECIDED, decided, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => decided,
+        Err(earlier) => earlier,
     }
 }
 
@@ -69,21 +77,25 @@ fn supervisor(cmdline: &[u8]) -> bool {
 // call, so each block is reallocated and freed by the allocator that returned it; both uphold
 // GlobalAlloc's contract themselves.
 unsafe impl GlobalAlloc for Allocator {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { if choice() == GLIBC { System.alloc(layout) } else { MiMalloc.alloc(layout) } }
     }
 
+    #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { if choice() == GLIBC { System.alloc_zeroed(layout) } else { MiMalloc.alloc_zeroed(layout) } }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from the same allocator (the choice never changes).
         unsafe { if choice() == GLIBC { System.dealloc(ptr, layout) } else { MiMalloc.dealloc(ptr, layout) } }
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `ptr` came from the same allocator (the choice never changes).
         unsafe { if choice() == GLIBC { System.realloc(ptr, layout, new_size) } else { MiMalloc.realloc(ptr, layout, new_size) } }
