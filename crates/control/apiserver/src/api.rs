@@ -619,7 +619,7 @@ impl Api {
 
     /// Admission of a new object beyond validation: a pod's ServiceAccount and token volume, its
     /// priority from its PriorityClass, a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
-    async fn admit_create(&self, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
+    async fn admit_create(&self, reads: &dyn Store, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
             "Pod" => {
                 let mut causes = Vec::new();
@@ -627,14 +627,14 @@ impl Api {
                 if !causes.is_empty() {
                     return Err(ApiError::invalid(r, name_of(obj), causes));
                 }
-                crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
+                crate::limitrange::admit(reads, r, obj).await?;
                 if self.service_account_admission {
                     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-                    crate::serviceaccount::admit_pod(self.store.as_ref(), r, &ns, obj).await?;
+                    crate::serviceaccount::admit_pod(reads, r, &ns, obj).await?;
                 }
                 crate::tolerations::admit_pod(obj, self.default_tolerations);
-                crate::runtimeclass::admit_pod(self.store.as_ref(), r, obj).await?;
-                crate::priority::admit_pod(self.store.as_ref(), r, obj).await?;
+                crate::runtimeclass::admit_pod(reads, r, obj).await?;
+                crate::priority::admit_pod(reads, r, obj).await?;
                 // The pod strategy's PrepareForCreate: the QoS class is known from the spec.
                 obj["status"]["qosClass"] = serde_json::json!(crate::qos::class(obj));
                 Ok(())
@@ -642,7 +642,7 @@ impl Api {
             "PriorityClass" => crate::priority::admit_class(self.store.as_ref(), r, obj).await,
             "Service" => crate::clusterip::allocate(self.store.as_ref(), r, obj).await,
             "PersistentVolumeClaim" => {
-                crate::limitrange::admit(self.store.as_ref(), r, obj).await?;
+                crate::limitrange::admit(reads, r, obj).await?;
                 crate::storage::admit_pvc(self.store.as_ref(), obj).await
             }
             "ResourceQuota" => {
@@ -966,9 +966,9 @@ impl Api {
             .unwrap_or_else(|_| ApiError::internal("building watch response").into_response()))
     }
 
-    async fn namespace_usable(&self, ns: &str) -> Result<(), ApiError> {
+    async fn namespace_usable(&self, reads: &dyn Store, ns: &str) -> Result<(), ApiError> {
         let nsr = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
-        match self.store.get(&nsr.key(None, ns)).await? {
+        match reads.get(&nsr.key(None, ns)).await? {
             None => Err(ApiError::not_found(nsr, ns)),
             Some(kv) => {
                 let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
@@ -994,29 +994,35 @@ impl Api {
         }
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_create(r, &obj)?;
-        self.admit_create(r, &mut obj).await?;
+        // Admission reads what it needs from the watch cache once it is current (as upstream's
+        // plugins read their informers).
+        let reads = self.cache.reads().await;
+        self.admit_create(&reads, r, &mut obj).await?;
         let req = crate::vap::Request { resource: r, subresource: None, operation: "CREATE", namespace: info.namespace.as_deref(), name: name_of(&obj), object: Some(&obj), old: None, user, dry_run };
-        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+        warnings.extend(crate::vap::admit(&reads, &req).await?);
         managed::record_update(r, None, None, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
-        let (name, key) = self.new_object_key(r, &obj).await?;
+        let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
-            crate::quota::admit(self.store.as_ref(), r, &obj).await?;
+            crate::quota::admit(&reads, r, &obj).await?;
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::already_exists(r, &name));
             }
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        let rev = self.store_new(r, &key, &name, &obj).await?;
+        let rev = self.store_new(&reads, r, &key, &name, &obj).await?;
         Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings))
     }
 
     /// Write a new object, charged to the namespace's resource quotas in the same transaction
     /// (ResourceQuota admission, see [`crate::quota`]); a race with another charge re-evaluates.
-    async fn store_new(&self, r: &'static Resource, key: &str, name: &str, obj: &Value) -> Result<u64, ApiError> {
+    /// The first evaluation reads the quotas through `reads` (the watch cache when current);
+    /// one that raced with another charge reads them from the store.
+    async fn store_new(&self, reads: &dyn Store, r: &'static Resource, key: &str, name: &str, obj: &Value) -> Result<u64, ApiError> {
         let value = object::storable(obj)?;
-        for _ in 0..100 {
-            let charge = crate::quota::admit(self.store.as_ref(), r, obj).await?;
+        for attempt in 0..100 {
+            let quotas: &dyn Store = if attempt == 0 { reads } else { self.store.as_ref() };
+            let charge = crate::quota::admit(quotas, r, obj).await?;
             let result = if charge.writes.is_empty() {
                 self.store.create(key, value.clone()).await
             } else {
@@ -1306,11 +1312,11 @@ impl Api {
 
     /// The name and store key of an object about to be created, once its namespace is known to
     /// accept new objects.
-    async fn new_object_key(&self, r: &'static Resource, obj: &Value) -> Result<(String, String), ApiError> {
+    async fn new_object_key(&self, reads: &dyn Store, r: &'static Resource, obj: &Value) -> Result<(String, String), ApiError> {
         let name = name_of(obj).to_string();
         let ns = obj["metadata"]["namespace"].as_str();
         if r.namespaced {
-            self.namespace_usable(ns.unwrap_or("default")).await?;
+            self.namespace_usable(reads, ns.unwrap_or("default")).await?;
         }
         let key = r.key(ns, &name);
         Ok((name, key))
@@ -1322,13 +1328,14 @@ impl Api {
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_create(r, &obj)?;
-        self.admit_create(r, &mut obj).await?;
-        let (name, key) = self.new_object_key(r, &obj).await?;
+        let reads = self.cache.reads().await;
+        self.admit_create(&reads, r, &mut obj).await?;
+        let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
-            crate::quota::admit(self.store.as_ref(), r, &obj).await?;
+            crate::quota::admit(&reads, r, &obj).await?;
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        let rev = self.store_new(r, &key, &name, &obj).await?;
+        let rev = self.store_new(&reads, r, &key, &name, &obj).await?;
         Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev)))
     }
 

@@ -199,8 +199,11 @@ impl Observer for Graph {
         *self.write() = fresh;
     }
 
-    fn changed(&self, key: &str, value: Option<&Value>) {
-        self.write().set(key, value);
+    fn changed(&self, key: &str, object: Option<&crate::watchcache::Object>) {
+        // Only a bound pod references anything here: an unbound one is not decoded.
+        let bound = object.filter(|o| o.attr("spec.nodeName").as_str().is_some_and(|n| !n.is_empty()));
+        let value = bound.and_then(|o| serde_json::from_slice::<Value>(&o.json).ok());
+        self.write().set(key, value.as_ref());
     }
 }
 
@@ -372,7 +375,7 @@ mod tests {
                         {"name": "pr", "projected": {"sources": [{"secret": {"name": "s2"}}]}}],
             "containers": [{"name": "x", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "c2"}}]}],
             "imagePullSecrets": [{"name": "pull"}]}});
-        g.changed("/registry/core/pods/ns/p", Some(&pod));
+        g.changed("/registry/core/pods/ns/p", Some(&crate::watchcache::Object::new(&pod, 1)));
         for s in ["s1", "s2", "s3", "pull"] {
             assert!(g.uses("a", Ref::Secret, "ns", s), "{s}");
             assert!(!g.uses("b", Ref::Secret, "ns", s), "{s}");
@@ -384,16 +387,16 @@ mod tests {
         assert_eq!(g.pod_node("ns", "p").as_deref(), Some("a"));
         // Two pods sharing a secret: it stays reachable until both are gone.
         let other = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "a", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
-        g.changed("/registry/core/pods/ns/q", Some(&other));
+        g.changed("/registry/core/pods/ns/q", Some(&crate::watchcache::Object::new(&other, 1)));
         g.changed("/registry/core/pods/ns/p", None);
         assert!(g.uses("a", Ref::Secret, "ns", "s1") && !g.uses("a", Ref::Secret, "ns", "s2"));
         // Rebound (a new pod of the same name on another node).
         let moved = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"nodeName": "b", "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}});
-        g.changed("/registry/core/pods/ns/q", Some(&moved));
+        g.changed("/registry/core/pods/ns/q", Some(&crate::watchcache::Object::new(&moved, 1)));
         assert!(!g.uses("a", Ref::Secret, "ns", "s1") && g.uses("b", Ref::Secret, "ns", "s1"));
         // Unbound pods give nothing.
         let pending = json!({"metadata": {"name": "r", "namespace": "ns"}, "spec": {"volumes": [{"name": "v", "secret": {"secretName": "s9"}}]}});
-        g.changed("/registry/core/pods/ns/r", Some(&pending));
+        g.changed("/registry/core/pods/ns/r", Some(&crate::watchcache::Object::new(&pending, 1)));
         assert!(g.pod_node("ns", "r").is_none());
         g.reset(&mut std::iter::empty());
         assert!(!g.uses("b", Ref::Secret, "ns", "s1"));

@@ -525,7 +525,7 @@ impl crate::watchcache::Observer for Tracker {
         self.wake.notify_one();
     }
 
-    fn changed(&self, key: &str, value: Option<&serde_json::Value>) {
+    fn changed(&self, key: &str, value: Option<&crate::watchcache::Object>) {
         let Some((ns, name)) = namespaced_key(key) else { return };
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if key.starts_with(PREFIX) {

@@ -126,6 +126,12 @@ const SELECTABLE: &[&str] = &[
     "spec.unschedulable",
 ];
 
+/// The fields of built-in kinds a field selector may name (what [`attributes`] copies besides
+/// the name, namespace and labels).
+pub fn selectable_fields() -> impl Iterator<Item = &'static str> {
+    SELECTABLE.iter().copied()
+}
+
 /// The selectable fields that are booleans: upstream's field sets hold Go values, so one left out
 /// of an object is `false`, not "".
 const BOOLEAN: &[&str] = &["spec.unschedulable"];
