@@ -114,6 +114,165 @@ fn pod_refs(pod: &Value) -> Option<PodRefs> {
     Some(PodRefs { node, refs })
 }
 
+/// The parts of a pod [`pod_refs`] reads, decoded from its JSON without the rest (a pod's
+/// JSON is decoded for the graph at every change of a bound pod).
+mod lean {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct Pod {
+        pub metadata: Meta,
+        pub spec: Spec,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct Meta {
+        pub name: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Spec {
+        pub node_name: Option<String>,
+        pub service_account_name: Option<String>,
+        pub volumes: Option<Vec<Volume>>,
+        pub init_containers: Option<Vec<Container>>,
+        pub containers: Option<Vec<Container>>,
+        pub ephemeral_containers: Option<Vec<Container>>,
+        pub image_pull_secrets: Option<Vec<Named>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct Named {
+        pub name: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Volume {
+        pub name: Option<String>,
+        pub secret: Option<SecretVolume>,
+        pub config_map: Option<Named>,
+        pub persistent_volume_claim: Option<ClaimVolume>,
+        pub csi: Option<Csi>,
+        pub projected: Option<Projected>,
+        pub ephemeral: Option<serde_json::Map<String, serde_json::Value>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct SecretVolume {
+        pub secret_name: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct ClaimVolume {
+        pub claim_name: Option<String>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Csi {
+        pub node_publish_secret_ref: Option<Named>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    pub(super) struct Projected {
+        pub sources: Option<Vec<Source>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Source {
+        pub secret: Option<Named>,
+        pub config_map: Option<Named>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Container {
+        pub env: Option<Vec<Env>>,
+        pub env_from: Option<Vec<EnvFrom>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct Env {
+        pub value_from: Option<EnvSource>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct EnvSource {
+        pub secret_key_ref: Option<Named>,
+        pub config_map_key_ref: Option<Named>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    pub(super) struct EnvFrom {
+        pub secret_ref: Option<Named>,
+        pub config_map_ref: Option<Named>,
+    }
+}
+
+/// [`pod_refs`] of a pod's JSON; a pod whose fields are not of the types it reads (never one
+/// the API server wrote) is decoded whole.
+fn pod_refs_json(json: &[u8]) -> Option<PodRefs> {
+    let Ok(pod) = serde_json::from_slice::<lean::Pod>(json) else {
+        return serde_json::from_slice::<Value>(json).ok().as_ref().and_then(pod_refs);
+    };
+    let spec = pod.spec;
+    let node = spec.node_name.filter(|n| !n.is_empty())?;
+    let mut refs: Vec<(Ref, String)> = Vec::new();
+    let mut add = |kind: Ref, name: Option<&str>| {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            if !refs.iter().any(|(k, have)| *k == kind && have == n) {
+                refs.push((kind, n.to_string()));
+            }
+        }
+    };
+    fn named(n: &Option<lean::Named>) -> Option<&str> {
+        n.as_ref().and_then(|n| n.name.as_deref())
+    }
+    let pod_name = pod.metadata.name.unwrap_or_default();
+    for v in spec.volumes.iter().flatten() {
+        add(Ref::Secret, v.secret.as_ref().and_then(|s| s.secret_name.as_deref()));
+        add(Ref::ConfigMap, named(&v.config_map));
+        add(Ref::Claim, v.persistent_volume_claim.as_ref().and_then(|c| c.claim_name.as_deref()));
+        add(Ref::Secret, v.csi.as_ref().and_then(|c| named(&c.node_publish_secret_ref)));
+        for s in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            add(Ref::Secret, named(&s.secret));
+            add(Ref::ConfigMap, named(&s.config_map));
+        }
+        if v.ephemeral.is_some() {
+            add(Ref::Claim, Some(&format!("{pod_name}-{}", v.name.as_deref().unwrap_or(""))));
+        }
+    }
+    for list in [&spec.init_containers, &spec.containers, &spec.ephemeral_containers] {
+        for c in list.iter().flatten() {
+            for e in c.env.iter().flatten() {
+                add(Ref::Secret, e.value_from.as_ref().and_then(|f| named(&f.secret_key_ref)));
+                add(Ref::ConfigMap, e.value_from.as_ref().and_then(|f| named(&f.config_map_key_ref)));
+            }
+            for e in c.env_from.iter().flatten() {
+                add(Ref::Secret, named(&e.secret_ref));
+                add(Ref::ConfigMap, named(&e.config_map_ref));
+            }
+        }
+    }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        add(Ref::Secret, s.name.as_deref());
+    }
+    add(Ref::ServiceAccount, spec.service_account_name.as_deref());
+    Some(PodRefs { node, refs })
+}
+
 #[derive(Default)]
 struct GraphState {
     /// Bound pods by "ns/name".
@@ -145,9 +304,8 @@ impl GraphState {
         self.pods.insert(pod, refs);
     }
 
-    fn set(&mut self, key: &str, value: Option<&Value>) {
+    fn set(&mut self, key: &str, refs: Option<PodRefs>) {
         let Some(pod) = key.strip_prefix(PODS) else { return };
-        let refs = value.and_then(pod_refs);
         if self.pods.get(pod) == refs.as_ref() {
             return;
         }
@@ -193,7 +351,7 @@ impl Observer for Graph {
         let mut fresh = GraphState::default();
         for (key, value) in objects {
             if key.starts_with(PODS) {
-                fresh.set(key, serde_json::from_slice::<Value>(value).ok().as_ref());
+                fresh.set(key, pod_refs_json(value));
             }
         }
         *self.write() = fresh;
@@ -202,8 +360,8 @@ impl Observer for Graph {
     fn changed(&self, key: &str, object: Option<&crate::watchcache::Object>) {
         // Only a bound pod references anything here: an unbound one is not decoded.
         let bound = object.filter(|o| o.attr("spec.nodeName").as_str().is_some_and(|n| !n.is_empty()));
-        let value = bound.and_then(|o| serde_json::from_slice::<Value>(&o.json).ok());
-        self.write().set(key, value.as_ref());
+        let refs = bound.and_then(|o| pod_refs_json(&o.json));
+        self.write().set(key, refs);
     }
 }
 
@@ -366,6 +524,32 @@ impl NodeAuthorizer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_lean_decoding_finds_what_the_tree_finds() {
+        let pods = [
+            json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "a", "serviceAccountName": "sa",
+                "volumes": [{"name": "v", "secret": {"secretName": "s1"}}, {"name": "c", "configMap": {"name": "c1"}}, {"name": "e", "ephemeral": {"volumeClaimTemplate": {}}},
+                            {"name": "k", "persistentVolumeClaim": {"claimName": "k1"}}, {"name": "d", "csi": {"driver": "x", "nodePublishSecretRef": {"name": "s4"}}},
+                            {"name": "pr", "projected": {"sources": [{"secret": {"name": "s2"}}, {"configMap": {"name": "c3"}}, {"serviceAccountToken": {"path": "t"}}]}}],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s5"}}]}],
+                "containers": [{"name": "x", "image": "busybox", "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}}, {"name": "F", "value": "1"},
+                                {"name": "G", "valueFrom": {"configMapKeyRef": {"name": "c1", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "c2"}}]}],
+                "ephemeralContainers": [{"name": "dbg", "env": [{"name": "H", "valueFrom": {"secretKeyRef": {"name": "s6", "key": "k"}}}]}],
+                "imagePullSecrets": [{"name": "pull"}, {"name": "s1"}]}, "status": {"phase": "Running"}}),
+            json!({"metadata": {"name": "unbound"}, "spec": {"volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}}),
+            json!({"metadata": {"name": "empty-node"}, "spec": {"nodeName": ""}}),
+            json!({"metadata": {"name": "bare"}, "spec": {"nodeName": "n"}}),
+            json!({"metadata": {"name": "nulls"}, "spec": {"nodeName": "n", "volumes": null, "serviceAccountName": null}}),
+            // Not the types the lean decoding reads: decoded whole.
+            json!({"metadata": {"name": "odd"}, "spec": {"nodeName": "n", "serviceAccountName": 7, "volumes": [{"name": "v", "secret": {"secretName": "s1"}}]}}),
+        ];
+        for pod in &pods {
+            let json = serde_json::to_vec(pod).expect("json");
+            assert_eq!(pod_refs_json(&json), pod_refs(pod), "{pod}");
+        }
+        assert_eq!(pod_refs(&pods[0]).map(|r| r.refs.len()), Some(13));
+    }
 
     #[test]
     fn the_graph_follows_pods() {
