@@ -285,10 +285,53 @@ impl Server {
     }
 }
 
+/// The API served to a component in the server's own process (the controllers, the
+/// scheduler) without a socket, TLS or HTTP framing: each request goes through the same flow
+/// control, audit, authorization, admission and handlers as one over HTTPS, as `user` (the
+/// identity the component's client certificate would carry), and its response body streams
+/// back as it is produced (watches included). A `tower::Service`, so a `kube::Client` is built
+/// over it as over a connection.
+#[derive(Clone)]
+pub struct Local {
+    api: Arc<Api>,
+    audit: Option<Arc<crate::audit::Auditor>>,
+    flow: Arc<crate::flowcontrol::FlowControl>,
+    user: User,
+}
+
+/// The peer address audit records give in-process requests.
+const LOCAL_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0));
+
+impl Server {
+    /// The API for an in-process component that is user `name` in `groups`.
+    pub fn local(&self, name: &str, groups: &[&str]) -> Local {
+        Local { api: self.api.clone(), audit: self.audit.clone(), flow: self.flow.clone(), user: User::new(name, groups) }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Local
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Local { api, audit, flow, user } = self.clone();
+        Box::pin(async move { Ok(serve_as(api, audit, &flow, LOCAL_PEER, user, Conn::default(), req).await) })
+    }
+}
+
 /// Who is calling: `Ok(None)` when no credential was presented, `Err(())` when a presented one
 /// is invalid (401 on every path, `/version` included, as Kubernetes answers).
-async fn authenticate(api: &Api, cert_user: Option<User>, req: &Request<hyper::body::Incoming>) -> Result<Option<User>, ()> {
-    if let Some(auth) = req.headers().get("authorization") {
+async fn authenticate(api: &Api, cert_user: Option<User>, headers: &axum::http::HeaderMap) -> Result<Option<User>, ()> {
+    if let Some(auth) = headers.get("authorization") {
         let auth = auth.to_str().map_err(|_| ())?;
         let (scheme, token) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -329,16 +372,26 @@ async fn serve_one(
     conn: Conn,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     // Anonymous requests are let through to non-resource paths and the cluster-info ConfigMap
     // only, where RBAC decides (system:public-info-viewer grants /version and the health
     // checks, strata:bootstrap-signer-clusterinfo the ConfigMap to joining nodes).
-    let public = crate::api::is_non_resource(&path) || path == crate::bootstrap::CLUSTER_INFO_PATH;
-    let user = match authenticate(&api, cert_user, &req).await {
+    let public = crate::api::is_non_resource(path) || path == crate::bootstrap::CLUSTER_INFO_PATH;
+    let user = match authenticate(&api, cert_user, req.headers()).await {
         Ok(Some(u)) => u,
         Ok(None) if public => User::anonymous(),
         Ok(None) | Err(()) => return ApiError::unauthorized().into_response(),
     };
+    serve_as(api, audit, flow, peer, user, conn, req).await
+}
+
+/// Serve one request of an authenticated `user`.
+async fn serve_as<B>(api: Arc<Api>, audit: Option<Arc<crate::audit::Auditor>>, flow: &crate::flowcontrol::FlowControl, peer: SocketAddr, user: User, conn: Conn, req: Request<B>) -> Response<Body>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let path = req.uri().path().to_string();
     // A seat in the request's lane before its body is read (long-running requests take none).
     let _seat = match crate::flowcontrol::classify(req.method(), &path, req.uri().query(), &user) {
         crate::flowcontrol::Class::Exempt => None,

@@ -71,6 +71,31 @@ impl Credentials {
     }
 }
 
+/// A client of an API server in this process, over `service` (the server's in-process
+/// transport, which knows who the component is): the same requests, user agent and 429
+/// retries as over HTTPS, without the socket.
+pub fn in_process<S, B>(service: S, user_agent: &str) -> kube::Client
+where
+    S: tower::Service<http::Request<kube::client::Body>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    use tower::ServiceExt as _;
+    let agent = http::HeaderValue::from_str(&format!("{user_agent}/{}", env!("CARGO_PKG_VERSION"))).ok();
+    let service = service
+        .map_request(move |mut req: http::Request<kube::client::Body>| {
+            if let Some(agent) = &agent {
+                req.headers_mut().entry(http::header::USER_AGENT).or_insert_with(|| agent.clone());
+            }
+            req
+        })
+        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+    let service = tower::Layer::layer(&retry::TooManyRequestsLayer, service);
+    kube::Client::new(service, "default")
+}
+
 /// A client from a kubeconfig file (its current context).
 pub async fn from_kubeconfig(path: &Path, user_agent: &str) -> Result<kube::Client, Error> {
     from_kubeconfig_at(path, None, user_agent).await

@@ -125,15 +125,13 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
 /// `system:kube-controller-manager`, and each controller writes as its own ServiceAccount user
 /// (`system:serviceaccount:kube-system:<controller>`, which upstream's bootstrap policy binds to
 /// `system:controller:<controller>`), each with a client certificate from the cluster CA.
-pub async fn start_in_server(pki: &pki::Pki, server_url: &str, port: u16, lifetime: time::Duration, settings: strata_controllers::Settings) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let creds = |user: &str, groups: &[&str]| -> anyhow::Result<strata_client::Credentials> {
-        let (cert_pem, key_pem, ca_pem) = pki::component_identity(pki, user, groups, lifetime)?;
-        Ok(strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem })
-    };
-    let root = creds(strata_controllers::MANAGER_USER, &[])?.client("kube-controller-manager").await?;
+pub async fn start_in_server(pki: &pki::Pki, server: &strata_apiserver::server::Server, port: u16, settings: strata_controllers::Settings) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    // In-process: each controller is its own user (as with its own client certificate), its
+    // requests served without a socket.
+    let root = strata_client::in_process(server.local(strata_controllers::MANAGER_USER, &[]), "kube-controller-manager");
     let mut clients = strata_controllers::Clients::single(root);
     for id in strata_controllers::CONTROLLERS {
-        let c = creds(&strata_controllers::user_of(id), &["system:serviceaccounts", "system:serviceaccounts:kube-system"])?.client(id).await?;
+        let c = strata_client::in_process(server.local(&strata_controllers::user_of(id), &["system:serviceaccounts", "system:serviceaccounts:kube-system"]), id);
         clients.per_controller.insert(id.to_string(), c);
     }
     // `<host>_<port>_<random>`: which server of several leads shows in the Lease.

@@ -77,12 +77,10 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
 
 /// Start the scheduler inside `strata server`, as `system:kube-scheduler` with a client
 /// certificate from the cluster CA.
-pub async fn start_in_server(pki: &strata_apiserver::pki::Pki, server_url: &str) -> anyhow::Result<()> {
-    let (cert_pem, key_pem, ca_pem) = strata_apiserver::pki::component_identity(pki, "system:kube-scheduler", &[], strata_apiserver::pki::LEAF_LIFETIME)
-        .context("issuing the scheduler's client certificate")?;
-    let creds = strata_client::Credentials { server: server_url.to_string(), ca_pem, cert_pem, key_pem };
-    let client = creds.client("strata-scheduler").await?;
-    let lease_client = creds.client("strata-scheduler/leader-election").await?;
+pub async fn start_in_server(server: &strata_apiserver::server::Server) -> anyhow::Result<()> {
+    // In-process: the scheduler's identity, its requests served without a socket.
+    let client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler");
+    let lease_client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler/leader-election");
     // Servers sharing one etcd elect one scheduler among them.
     tokio::spawn(strata_scheduler::run_elected(client, lease_client, strata_scheduler::Config::default(), std::future::pending()));
     Ok(())

@@ -299,7 +299,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let advertise = if addr.ip().is_unspecified() || addr.ip().is_loopback() { a.node_ip.unwrap_or_else(strata_agent::machine::internal_ip) } else { addr.ip() };
     server.publish_kubernetes_service(advertise, addr.port());
     if !a.no_scheduler {
-        super::scheduler::start_in_server(&pki, &url).await?;
+        super::scheduler::start_in_server(&server).await?;
     }
     let agent = if a.no_agent {
         None
@@ -320,7 +320,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let _controllers = if a.no_controllers {
         None
     } else {
-        Some(super::controllers::start_in_server(&pki, &url, addr.port(), leaf_lifetime(a.test_only_leaf_lifetime_seconds), a.controller_settings.settings()).await.context("starting the controllers")?)
+        Some(super::controllers::start_in_server(&pki, &server, addr.port(), a.controller_settings.settings()).await.context("starting the controllers")?)
     };
     eprintln!("strata server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());
