@@ -211,8 +211,35 @@ impl Set {
             [last] => {
                 self.members.insert(last.clone());
             }
-            [first, rest @ ..] => self.children.entry(first.clone()).or_default().insert(rest),
+            [first, rest @ ..] => match self.children.get_mut(first) {
+                Some(child) => child.insert(rest),
+                None => self.children.entry(first.clone()).or_default().insert(rest),
+            },
         }
+    }
+
+    /// Add every path of `other` (the union, without copying either side).
+    pub fn merge(&mut self, other: Set) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        self.members.extend(other.members);
+        for (pe, c) in other.children {
+            match self.children.get_mut(&pe) {
+                Some(mine) => mine.merge(c),
+                None => {
+                    self.children.insert(pe, c);
+                }
+            }
+        }
+    }
+
+    /// Remove the field `name` and everything below it.
+    pub fn remove_field(&mut self, name: &str) {
+        let pe = Pe::Field(name.to_string());
+        self.members.remove(&pe);
+        self.children.remove(&pe);
     }
 
     pub fn has(&self, path: &[Pe]) -> bool {
@@ -256,6 +283,12 @@ impl Set {
     }
 
     pub fn union(&self, other: &Set) -> Set {
+        if other.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return other.clone();
+        }
         let mut out = self.clone();
         out.members.extend(other.members.iter().cloned());
         for (pe, c) in &other.children {
@@ -388,6 +421,28 @@ mod tests {
 
     fn f(name: &str) -> Pe {
         Pe::Field(name.into())
+    }
+
+    #[test]
+    fn merging_is_the_union() {
+        let sets = [
+            json!({}),
+            json!({"f:a": {}, "f:spec": {"f:x": {}, "f:list": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}),
+            json!({"f:spec": {"f:y": {}, "f:list": {"k:{\"name\":\"c\"}": {"f:env": {}}, "k:{\"name\":\"d\"}": {".": {}}}}, "f:status": {"f:phase": {}}}),
+            json!({"f:spec": {".": {}, "f:x": {"f:deeper": {}}}}),
+        ];
+        for a in &sets {
+            for b in &sets {
+                let (a, b) = (Set::from_fields_v1(a).expect("a"), Set::from_fields_v1(b).expect("b"));
+                let mut merged = a.clone();
+                merged.merge(b.clone());
+                assert_eq!(merged, a.union(&b));
+                assert_eq!(merged, b.union(&a));
+                let mut without = merged.clone();
+                without.remove_field("spec");
+                assert_eq!(without, merged.without_field("spec"));
+            }
+        }
     }
 
     #[test]

@@ -564,7 +564,11 @@ impl Ignore {
     fn apply(self, s: Set) -> Set {
         match self {
             Ignore::Nothing => s,
-            Ignore::Status => s.without_field("status"),
+            Ignore::Status => {
+                let mut s = s;
+                s.remove_field("status");
+                s
+            }
             Ignore::AllButStatus => s.only_field("status"),
         }
     }
@@ -751,7 +755,8 @@ fn strip_nulls(v: &mut Value) {
 /// but `workflow`.
 fn update_managers(ty: Ty, ig: Ignore, old: &Value, new: &Value, managed: &mut Managed, workflow: Option<&Id>, force: bool) -> Result<Comparison, Vec<(Id, Set)>> {
     let cmp = compare_objects(ty, old, new).ignoring(ig);
-    let changed = cmp.modified.union(&cmp.added);
+    let others = managed.keys().any(|id| Some(id) != workflow);
+    let changed = if others { cmp.modified.union(&cmp.added) } else { Set::new() };
     let conflicts: Vec<(Id, Set)> = managed
         .iter()
         .filter(|(id, _)| Some(*id) != workflow)
@@ -995,12 +1000,14 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
     // merged into that entry (upstream's `managedFieldsUpdater` does this with a
     // "current-operation" manager).
     if let Ok(cmp) = update_managers(ty, ig, &old, new, &mut managed, None, true) {
-        let set = strip_meta(&ig.apply(cmp.modified.union(&cmp.added)));
+        let mut changed = cmp.modified;
+        changed.merge(cmp.added);
+        let set = strip_meta(&ig.apply(changed));
         if !set.is_empty() {
             let manager = if manager.is_empty() { "unknown" } else { manager };
             let id = Id { manager: manager.to_string(), apply: false, api_version: version.clone(), subresource: subresource.unwrap_or("").to_string() };
             let e = managed.entry(id).or_insert_with(|| Entry { set: Set::new(), api_version: version.clone(), time: None });
-            e.set = set.union(&e.set);
+            e.set.merge(set);
             e.time = Some(now.to_string());
         }
     }
