@@ -352,6 +352,15 @@ fn pod_binding_assigns_a_node_once(backend: Backend) {
     assert!(body.contains("already assigned to node"), "{body}");
     // Defaults were applied on create.
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.restartPolicy}{.spec.containers[0].imagePullPolicy}"]), "AlwaysAlways");
+    // A pod being deleted (held by a finalizer) is not bound, as upstream's binding refuses it.
+    s.ok_stdin(&["apply", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: q, finalizers: [example.com/hold]}\nspec:\n  containers: [{name: c, image: busybox}]\n"));
+    s.ok(&["delete", "pod", "q", "--wait=false"]);
+    let body = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"q"},"target":{"kind":"Node","name":"node-a"}}"#;
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/default/pods/q/binding", Auth::Admin, Some("application/json"), Some(body.as_bytes()));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("pod q is being deleted, cannot be assigned to a host"), "{body}");
+    assert_eq!(s.ok(&["get", "pod", "q", "-o", "jsonpath={.spec.nodeName}"]), "");
+    s.ok(&["patch", "pod", "q", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
 }
 
 fn json_of(body: &str) -> serde_json::Value {

@@ -1097,8 +1097,7 @@ impl Api {
     }
 
     /// [`Api::write_update`] without the response: the object as written and its revision
-    /// (`None`: a dry run). A caller that answers with something else (a binding) does not pay
-    /// for serializing it.
+    /// (`None`: a dry run).
     async fn write_update_object(&self, info: &RequestInfo, mut obj: Value, old: &Value, expected: u64, dry_run: bool) -> Result<(Value, Option<u64>), ApiError> {
         let r = info.resource;
         managed::keep_times_if_unchanged(old, &mut obj);
@@ -1339,9 +1338,12 @@ impl Api {
         Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev)))
     }
 
-    /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once.
-    /// As upstream's binding storage, the pod's PodScheduled condition becomes True, and a
-    /// concurrent write to the pod (its status) is retried over, not reported.
+    /// `pods/binding`: assign a pod to a node (what a scheduler does). A pod is bound once, and
+    /// not while it is being deleted. As upstream's binding storage, the pod's PodScheduled
+    /// condition becomes True, and a concurrent write to the pod (its status) is retried over,
+    /// not reported. The pod is changed in place and written (no copy of it: this is the
+    /// scheduler's hot path); nothing else of it changes, so there is no field manager entry
+    /// to record, as upstream's binding writes none.
     async fn bind(&self, info: &RequestInfo, binding: Value, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
@@ -1350,25 +1352,34 @@ impl Api {
             let c = crate::status::Cause { reason: "FieldValueRequired", field: "target.name".into(), message: "Required value".into() };
             return Err(ApiError::invalid(r, &name, vec![c]));
         }
+        let refused = |why: String| ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"));
+        let key = r.key(info.namespace.as_deref(), &name);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (pod, rev) = self.load(info).await?;
+            let (mut pod, rev) = self.load(info).await?;
             if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                return Err(ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\"")));
+                return Err(refused(format!("pod {name} is already assigned to node \"{current}\"")));
+            }
+            if !pod["metadata"]["deletionTimestamp"].is_null() {
+                return Err(refused(format!("pod {name} is being deleted, cannot be assigned to a host")));
             }
             if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
                 if pod["metadata"]["uid"].as_str() != Some(uid) {
                     return Err(ApiError::conflict(r, &name));
                 }
             }
-            let mut new = pod.clone();
-            new["spec"]["nodeName"] = json!(node);
-            set_pod_scheduled(&mut new);
-            match self.write_update_object(info, new, &pod, rev, dry_run).await {
+            pod["spec"]["nodeName"] = json!(node);
+            set_pod_scheduled(&mut pod);
+            if dry_run {
+                return Ok(json_response(StatusCode::CREATED, &status::success(None)));
+            }
+            match self.store.update(&key, object::storable(&pod)?, rev).await {
                 Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(None))),
-                Err(e) if e.code == 409 && attempt < 5 => continue,
-                Err(e) => return Err(e),
+                Err(strata_store::Error::Conflict { .. }) if attempt < 5 => continue,
+                Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
+                Err(strata_store::Error::NotFound(_)) => return Err(ApiError::not_found(r, &name)),
+                Err(e) => return Err(e.into()),
             }
         }
     }
