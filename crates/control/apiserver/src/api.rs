@@ -836,13 +836,7 @@ impl Api {
             }
         }
         let rev = list_rev.unwrap_or(0);
-        let mut meta = json!({ "resourceVersion": rev.to_string() });
-        if let Some(k) = &next {
-            meta["continue"] = json!(rv::encode_continue(&prefix, k, rev));
-            if let Some(n) = remaining {
-                meta["remainingItemCount"] = json!(n);
-            }
-        }
+        let meta = list_meta(&prefix, rev, next.as_deref(), remaining);
         if table::wants_table(accept) {
             return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
         }
@@ -887,13 +881,8 @@ impl Api {
         let Some(page) = self.cache.list(prefix, read, opts.start_after.as_deref(), opts.limit, labels, fields).await else {
             return Ok(None);
         };
-        let mut meta = json!({ "resourceVersion": page.revision.to_string() });
-        if let Some(k) = &page.next {
-            meta["continue"] = json!(rv::encode_continue(prefix, k, page.revision));
-            if labels.is_empty() && fields.is_empty() {
-                meta["remainingItemCount"] = json!(page.remaining);
-            }
-        }
+        let unfiltered = labels.is_empty() && fields.is_empty();
+        let meta = list_meta(prefix, page.revision, page.next.as_deref(), unfiltered.then_some(page.remaining));
         // The bytes `json!({...}).to_string()` would give (keys in order), items spliced in.
         let size: usize = page.items.iter().map(|o| o.json.len() + 1).sum();
         let mut body = Vec::with_capacity(size + 256);
@@ -2022,6 +2011,19 @@ fn gc_finalizers(r: &Resource, obj: &mut Value, opts: &Value) -> Result<bool, Ap
 /// the server itself writes is ignored too)?
 /// The pod's PodScheduled condition becomes True (upstream's `UpdatePodCondition`: the
 /// transition time moves only when the status changes; reason and message are cleared).
+/// A list's metadata: its revision and, when keys follow the page, the continue token from the
+/// last key and the count of the keys after it (`remaining`, given only for unfiltered lists).
+fn list_meta(prefix: &str, rev: u64, next: Option<&str>, remaining: Option<u64>) -> Value {
+    let mut meta = json!({ "resourceVersion": rev.to_string() });
+    if let Some(k) = next {
+        meta["continue"] = json!(rv::encode_continue(prefix, k, rev));
+        if let Some(n) = remaining {
+            meta["remainingItemCount"] = json!(n);
+        }
+    }
+    meta
+}
+
 fn set_pod_scheduled(pod: &mut Value) {
     let now = object::now();
     let conds = &mut pod["status"]["conditions"];
