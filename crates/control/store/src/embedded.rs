@@ -17,8 +17,7 @@
 //! ops), on disk, not in memory. A past read holds in memory the names (not the values) of the
 //! keys changed under its prefix since its revision, and one page of results.
 //!
-//! All writes go through one writer thread. It takes every request waiting in its queue (and,
-//! while writers are many, those arriving in the next half millisecond), applies
+//! All writes go through one writer thread. It takes every request waiting in its queue, applies
 //! them in one redb write transaction (each request sees the effects of the ones before it and
 //! gets its own revision, or is refused alone: refusals are decided before anything is written;
 //! a storage error fails the whole batch), commits once, and only then answers the callers and
@@ -46,8 +45,6 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const DEFAULT_HISTORY: u64 = 50_000;
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
-/// How long a commit waits for more requests while writers are many ([`writer_loop`]).
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 enum Request {
     Create { key: String, value: Vec<u8> },
@@ -259,7 +256,6 @@ impl Embedded {
 
 /// The writer thread: batch, apply, commit, answer, publish.
 fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sender<Arc<Event>>, history: u64) {
-    let mut last_batch = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -268,20 +264,6 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sende
                 Err(_) => break,
             }
         }
-        // Many writers at once (the last commit served several): wait a moment for the requests
-        // they are about to send, so that one commit — its page writes and its fsync, most of a
-        // write's cost — serves more of them. A lone writer (the last batch was one request)
-        // never waits.
-        if last_batch > 1 {
-            let deadline = std::time::Instant::now() + LINGER;
-            while batch.len() < MAX_BATCH {
-                match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-        }
-        last_batch = batch.len();
         let mut results: Vec<Result<(Reply, Vec<Event>)>> = Vec::with_capacity(batch.len());
         let committed = (|| -> Result<()> {
             let mut tx = db.begin_write().map_err(backend)?;
