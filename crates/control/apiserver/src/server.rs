@@ -426,3 +426,67 @@ where
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn server(dir: &std::path::Path) -> Server {
+        let (pki, _) = crate::pki::ensure(&dir.join("pki"), &crate::pki::Issue::default()).expect("pki");
+        let store: Arc<dyn Store> = Arc::new(strata_store::embedded::Embedded::open(&dir.join("db")).expect("store"));
+        Server::bind(ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            pki,
+            token_file: None,
+            store,
+            service_account_min_token_seconds: 600,
+            audit: None,
+            watch_cache: crate::watchcache::Config::default(),
+            max_long_running: DEFAULT_MAX_LONG_RUNNING,
+            flow_limits: crate::flowcontrol::Limits::default(),
+            default_tolerations: crate::tolerations::Defaults::default(),
+            service_account_admission: true,
+            local_volumes: dir.join("volumes"),
+        })
+        .await
+        .expect("bind")
+    }
+
+    async fn call(local: &Local, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let req = Request::builder().method(method).uri(path).header("content-type", "application/json").body(Body::from(body.to_string())).expect("request");
+        let resp = local.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The in-process transport is no way around authorization or admission: a request is the
+    /// component's user's, checked and admitted as one over HTTPS.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_process_requests_are_authorized_and_admitted_as_their_user() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = server(dir.path()).await;
+        let cm = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}"#;
+        // A user with no role: forbidden, with upstream's message.
+        let (code, body) = call(&s.local("alice", &[]), "POST", "/api/v1/namespaces/default/configmaps", cm).await;
+        assert_eq!(code, 403, "{body}");
+        assert!(body["message"].as_str().unwrap_or("").contains(r#"User "alice" cannot create resource "configmaps""#), "{body}");
+        let (code, _) = call(&s.local("alice", &[]), "GET", "/api/v1/namespaces/default/configmaps/c", "").await;
+        assert_eq!(code, 403);
+        // The scheduler may read pods but not write ConfigMaps.
+        let (code, body) = call(&s.local("system:kube-scheduler", &[]), "GET", "/api/v1/pods", "").await;
+        assert_eq!((code, body["kind"].as_str()), (200, Some("PodList")), "{body}");
+        let (code, _) = call(&s.local("system:kube-scheduler", &[]), "POST", "/api/v1/namespaces/default/configmaps", cm).await;
+        assert_eq!(code, 403);
+        // An administrator's create goes through validation and is stored.
+        let admin = s.local("root", &["system:masters"]);
+        let (code, body) = call(&admin, "POST", "/api/v1/namespaces/default/configmaps", r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#).await;
+        assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")), "{body}");
+        let (code, body) = call(&admin, "POST", "/api/v1/namespaces/default/configmaps", cm).await;
+        assert_eq!(code, 201, "{body}");
+        let (code, body) = call(&admin, "GET", "/api/v1/namespaces/default/configmaps/c", "").await;
+        assert_eq!((code, body["data"]["k"].as_str()), (200, Some("v")), "{body}");
+        assert_eq!(body["metadata"]["managedFields"][0]["manager"], "unknown", "no user agent: the manager is \"unknown\"");
+    }
+}
