@@ -398,7 +398,7 @@ fn a_revision_created_for_a_daemonset_stays_until_the_daemonset_syncs() {
     s.ok_stdin(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: ds\n  namespace: {ns}\nspec:\n  selector: {{matchLabels: {{app: crdup}}}}\n  template:\n    metadata: {{labels: {{app: crdup}}}}\n    spec:\n      containers:\n      - {{name: c, image: busybox}}\n"
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: ds\n  namespace: {ns}\nspec:\n  selector: {{matchLabels: {{app: crdup}}}}\n  template:\n    metadata: {{labels: {{app: crdup}}}}\n    spec:\n      containers:\n      - {{name: c, image: busybox, command: [sleep, \"3600\"]}}\n"
         )),
     );
     let revisions = || -> Vec<Value> {
@@ -413,7 +413,19 @@ fn a_revision_created_for_a_daemonset_stays_until_the_daemonset_syncs() {
         }),
         "the DaemonSet has no revision"
     );
-    let ds: Value = serde_json::from_str(&s.ok(&["get", "ds", "ds", "-n", &ns, "-o", "json"])).expect("ds json");
+    // Settled first: its status written for its generation, and the sync its own status write
+    // brings done. A sync before the second revision exists is fine; one after it would rightly
+    // merge the two (a race the test used to lose now and then).
+    let mut ds = Value::Null;
+    assert!(
+        eventually(LONG, || {
+            ds = serde_json::from_str(&s.ok(&["get", "ds", "ds", "-n", &ns, "-o", "json"])).unwrap_or(Value::Null);
+            ds["status"]["observedGeneration"] == ds["metadata"]["generation"]
+        }),
+        "the DaemonSet did not settle: {}",
+        ds["status"]
+    );
+    std::thread::sleep(Duration::from_secs(2));
     let second = json!({
         "apiVersion": "apps/v1", "kind": "ControllerRevision",
         "metadata": {
