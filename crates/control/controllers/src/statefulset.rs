@@ -270,11 +270,13 @@ impl Pass<'_> {
             let mut new_refs: Vec<OwnerReference> = refs.into_iter().filter(|r| r.kind != "StatefulSet").collect();
             new_refs.push(owner_ref("v1", "Pod", &p.metadata));
             // An update (upstream's role grants the controller update on claims, not patch),
-            // carrying the cached resourceVersion.
+            // carrying the cached resourceVersion. A conflict (the cache was behind the claim)
+            // fails this sync before the pod is deleted, as upstream's does: deleted first, the
+            // pod would leave its claim behind for good.
             let mut new = (*cur).clone();
             new.metadata.owner_references = Some(new_refs);
             match api.replace(&cur.name_any(), &PostParams::default(), &new).await {
-                Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
+                Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => {}
                 Err(e) => return Err(e.into()),
             }
         }
