@@ -586,45 +586,79 @@ fn lease_renewals_stay_prompt_under_a_flood_of_creates() {
 
 /// Beyond a lane's seats and queue the server answers 429 with Retry-After, and strata's
 /// client (every component's) sends the request again: with one mutating seat and a queue of
-/// two, 8 clients creating at once all get their pods, and the server counts the refusals in
-/// `apiserver_flowcontrol_rejected_requests_total`.
+/// two, both held by requests whose bodies are still on their way, 8 clients creating at once
+/// are all refused, and all get their objects once the seat frees; the server counts the
+/// refusals in `apiserver_flowcontrol_rejected_requests_total`.
 #[test]
 fn a_full_queue_is_429_and_strata_clients_retry_it() {
     use strata_client::k8s_openapi::api::core::v1::ConfigMap;
     use strata_client::kube::api::{Api, PostParams};
     const CLIENTS: usize = 8;
-    const EACH: usize = 3;
+    const EACH: usize = 2;
     let s = ApiServer::start_with(Backend::Embedded, &["--max-mutating-requests-inflight=1", "--max-queued-requests=2"]);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let results = rt.block_on(async {
-        let client = strata_client::from_kubeconfig(&s.kubeconfig(), "queue-test").await.expect("client");
-        let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-        let tasks = (0..CLIENTS).map(|c| {
-            let cms = cms.clone();
-            async move {
-                let mut out = Vec::new();
-                for i in 0..EACH {
-                    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("queued-{c}-{i}"), "labels": {"app": "queued"}}, "data": {"k": "v".repeat(20_000)}})).expect("cm");
-                    out.push(cms.create(&PostParams::default(), &cm).await.map(|_| ()).map_err(|e| e.to_string()));
+    let metrics = |s: &ApiServer| {
+        let (code, metrics) = s.curl("GET", "/metrics", common::server::Auth::Admin, None, None);
+        assert_eq!(code, 200, "{metrics}");
+        metrics
+    };
+    let gauge = |metrics: &str, name: &str| -> u64 { metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    const EXECUTING: &str = "apiserver_flowcontrol_current_executing_requests{priority_level=\"workload-mutating\"}";
+    const INQUEUE: &str = "apiserver_flowcontrol_current_inqueue_requests{priority_level=\"workload-mutating\"}";
+    const REJECTED: &str = "apiserver_flowcontrol_rejected_requests_total{priority_level=\"workload-mutating\",reason=\"queue-full\"}";
+    // The seat and both queue places, taken by creates whose last bytes are held back.
+    let held: Vec<_> = (0..3u64)
+        .map(|i| {
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("held-{i}"), "labels": {"app": "queued"}}}).to_string();
+            let h = s.post_held("/api/v1/namespaces/default/configmaps", common::server::Auth::Admin, body.as_bytes(), 2);
+            let mut taken = 0;
+            let reached = eventually(Duration::from_secs(30), || {
+                let m = metrics(&s);
+                taken = gauge(&m, EXECUTING) + gauge(&m, INQUEUE);
+                taken == i + 1
+            });
+            assert!(reached, "{taken} of the lane's places taken, {} expected", i + 1);
+            h
+        })
+        .collect();
+    let kubeconfig = s.kubeconfig();
+    let clients = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let client = strata_client::from_kubeconfig(&kubeconfig, "queue-test").await.expect("client");
+            let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+            let tasks = (0..CLIENTS).map(|c| {
+                let cms = cms.clone();
+                async move {
+                    let mut out = Vec::new();
+                    for i in 0..EACH {
+                        let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("queued-{c}-{i}"), "labels": {"app": "queued"}}, "data": {"k": "v"}})).expect("cm");
+                        out.push(cms.create(&PostParams::default(), &cm).await.map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                    out
                 }
-                out
-            }
-        });
-        futures_util::future::join_all(tasks).await.into_iter().flatten().collect::<Vec<_>>()
+            });
+            futures_util::future::join_all(tasks).await.into_iter().flatten().collect::<Vec<_>>()
+        })
     });
+    // Every client's first create is refused while the lane is full.
+    let mut refused = 0;
+    let all_refused = eventually(Duration::from_secs(30), || {
+        refused = gauge(&metrics(&s), REJECTED);
+        refused >= CLIENTS as u64
+    });
+    // Then the held requests end, and the seat frees.
+    let held: Vec<_> = held.into_iter().map(|h| h.finish()).collect();
+    let results = clients.join().expect("clients");
+    assert!(all_refused, "{refused} requests refused while the lane was full, {CLIENTS} expected");
+    for (code, body) in &held {
+        assert_eq!(*code, 201, "a held create: {body}");
+    }
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(s.ok(&["get", "configmaps", "-l", "app=queued", "-o", "name"]).lines().filter(|l| !l.is_empty()).count(), CLIENTS * EACH);
-    let (code, metrics) = s.curl("GET", "/metrics", common::server::Auth::Admin, None, None);
-    assert_eq!(code, 200, "{metrics}");
-    let rejected: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("apiserver_flowcontrol_rejected_requests_total{priority_level=\"workload-mutating\",reason=\"queue-full\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(rejected > 0, "no request was refused, so nothing was retried:\n{}", metrics.lines().filter(|l| l.contains("flowcontrol")).collect::<Vec<_>>().join("\n"));
-    assert!(metrics.contains("apiserver_flowcontrol_nominal_limit_seats{priority_level=\"workload-mutating\"} 1"), "{metrics}");
+    assert_eq!(s.ok(&["get", "configmaps", "-l", "app=queued", "-o", "name"]).lines().filter(|l| !l.is_empty()).count(), CLIENTS * EACH + 3);
+    let m = metrics(&s);
+    assert!(gauge(&m, REJECTED) >= CLIENTS as u64, "{}", m.lines().filter(|l| l.contains("flowcontrol")).collect::<Vec<_>>().join("\n"));
+    assert!(m.contains("apiserver_flowcontrol_nominal_limit_seats{priority_level=\"workload-mutating\"} 1"), "{m}");
 }
 
 /// The stock kube-scheduler (k8s.io/kubernetes v1.32.0 `cmd/kube-scheduler`, built from the Go

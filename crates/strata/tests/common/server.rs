@@ -342,18 +342,7 @@ impl ApiServer {
         let pki = self.data.join("pki");
         let mut c = Command::new("curl");
         c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"]).arg(pki.join("ca.crt"));
-        match auth {
-            Auth::Admin => {
-                c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
-            }
-            Auth::Token(t) => {
-                c.arg("-H").arg(format!("Authorization: Bearer {t}"));
-            }
-            Auth::Cert(key, crt) => {
-                c.arg("--cert").arg(crt).arg("--key").arg(key);
-            }
-            Auth::Anonymous => {}
-        }
+        curl_auth(&mut c, &pki, auth);
         for h in headers {
             c.arg("-H").arg(h.as_ref());
         }
@@ -372,6 +361,25 @@ impl ApiServer {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// A POST of `body` whose last `held` bytes are not sent yet: from the moment its headers
+    /// arrive it holds a flow-control seat (or a place in its lane's queue), until
+    /// [`HeldRequest::finish`] sends the rest.
+    pub fn post_held(&self, path: &str, auth: Auth, body: &[u8], held: usize) -> HeldRequest {
+        use std::io::Write;
+        let pki = self.data.join("pki");
+        let mut c = Command::new("curl");
+        // `-T -` streams stdin as the body; `Expect:` keeps curl from waiting for a 100.
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-T", "-", "-H", "Content-Type: application/json", "-H", "Expect:", "--cacert"]).arg(pki.join("ca.crt"));
+        curl_auth(&mut c, &pki, auth);
+        c.arg(format!("{}{path}", self.url())).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("curl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let split = body.len().saturating_sub(held);
+        stdin.write_all(&body[..split]).expect("first part of the body");
+        stdin.flush().expect("flush");
+        HeldRequest { child, stdin, rest: body[split..].to_vec() }
     }
 
     /// A client certificate for `system:node:NAME` in `system:nodes`, signed with the cluster
@@ -463,6 +471,43 @@ impl ApiServer {
         let out = Command::new("python3").arg(path).args(args).env("KUBECONFIG", self.kubeconfig()).output().expect("python3");
         assert!(out.status.success(), "{script} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A request from [`ApiServer::post_held`].
+pub struct HeldRequest {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    rest: Vec<u8>,
+}
+
+impl HeldRequest {
+    /// Send the rest of the body: (status, response body).
+    pub fn finish(self) -> (u16, String) {
+        use std::io::Write;
+        let HeldRequest { child, mut stdin, rest } = self;
+        let _ = stdin.write_all(&rest);
+        drop(stdin);
+        let out = child.wait_with_output().expect("curl output");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// curl's arguments for `auth`.
+fn curl_auth(c: &mut Command, pki: &Path, auth: Auth) {
+    match auth {
+        Auth::Admin => {
+            c.arg("--cert").arg(pki.join("admin.crt")).arg("--key").arg(pki.join("admin.key"));
+        }
+        Auth::Token(t) => {
+            c.arg("-H").arg(format!("Authorization: Bearer {t}"));
+        }
+        Auth::Cert(key, crt) => {
+            c.arg("--cert").arg(crt).arg("--key").arg(key);
+        }
+        Auth::Anonymous => {}
     }
 }
 
