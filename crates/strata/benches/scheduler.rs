@@ -24,6 +24,15 @@
 //!
 //! `BENCH_KEEP_LOGS=DIR` copies each row's server and scheduler logs there.
 //! `BENCH_SCHEDULER_ARGS` (split at whitespace) are added to `strata scheduler`'s arguments.
+//! `BENCH_STRATA_SCHEDULER` (default "process") is a list of ways to run strata's scheduler,
+//! one row each: "process" (`strata scheduler`, as above) and "server" — the scheduler inside
+//! `strata server` (started without `--no-scheduler`: strata as shipped, its requests served
+//! without a socket; its CPU is in the server's column). In backlog mode the server's
+//! scheduler is kept from scheduling as a standby is: the bench takes its Lease
+//! (kube-system/kube-scheduler) at once, so the scheduler stops leading at its next renewal,
+//! and waits 5 s before creating pods; once they all exist it releases the Lease (holder
+//! emptied, as client-go's release does) and the row starts when the Lease has a holder again
+//! (the scheduler polls for it every 2 s, jittered: that wait is not the scheduler's).
 //! `STRATA_BIN=PATH` runs that strata (an optimized build) under this dev-profile harness.
 //! Each row also reports the server's RSS per node and per pod and the CPU milliseconds per
 //! pod of the server and the scheduler.
@@ -130,12 +139,14 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    /// `scheduler`: run the server's own scheduler (`strata server` as shipped).
+    fn start(scheduler: bool) -> Server {
         let dir = tempfile::Builder::new().prefix("strata-schedbench-").tempdir_in("/var/tmp").expect("tempdir");
         let port = free_port();
         let child = Command::new(strata_bin())
-            .args(["server", "--no-agent", "--no-scheduler", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.path())
+            .args((!scheduler).then_some("--no-scheduler"))
             // The simulated nodes do not heartbeat: keep the node lifecycle controller from
             // marking them Unknown (and tainting them) during a long run.
             .args(["--node-monitor-grace-period", "24h", "--node-startup-grace-period", "24h"])
@@ -288,10 +299,50 @@ fn kube_scheduler() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// One scheduler to run: strata's, or the peer at a client rate limit (`None`: its defaults).
+/// `hold`: take the in-server scheduler's Lease for the bench (once the scheduler has made
+/// it); else release it and return once the scheduler holds it again.
+async fn lease_hold(client: &strata_client::kube::Client, hold: bool) {
+    use strata_client::k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    const BENCH: &str = "scheduler-bench-hold";
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the in-server scheduler's Lease: no {} within 60 s", if hold { "Lease" } else { "new holder" });
+        let Some(mut lease) = api.get_opt("kube-scheduler").await.expect("get the scheduler's Lease") else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        if !hold {
+            if holder == BENCH {
+                spec.holder_identity = Some(String::new());
+                spec.lease_duration_seconds = Some(1);
+                api.replace("kube-scheduler", &PostParams::default(), &lease).await.expect("release the Lease");
+            } else if !holder.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        spec.holder_identity = Some(BENCH.into());
+        spec.lease_duration_seconds = Some(86_400);
+        spec.renew_time = Some(MicroTime(strata_client::k8s_openapi::chrono::Utc::now()));
+        match api.replace("kube-scheduler", &PostParams::default(), &lease).await {
+            Ok(_) => return,
+            // The scheduler renewed in between.
+            Err(strata_client::kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("hold the scheduler's Lease: {e}"),
+        }
+    }
+}
+
+/// One scheduler to run: strata's as its own process, strata's inside the server, or the peer
+/// at a client rate limit (`None`: its defaults).
 #[derive(Clone)]
 enum Sched {
     Strata,
+    InServer,
     Peer { bin: String, qps: Option<u32> },
 }
 
@@ -299,15 +350,18 @@ impl Sched {
     fn label(&self) -> String {
         match self {
             Sched::Strata => "strata".into(),
+            Sched::InServer => "strata in-server".into(),
             Sched::Peer { qps: None, .. } => "k-s qps 50/100".into(),
             Sched::Peer { qps: Some(q), .. } => format!("k-s qps {q}/{q}"),
         }
     }
 }
 
-fn start_scheduler(which: &Sched, server: &Server) -> Proc {
+/// Start the scheduler's process (`None`: it runs in the server).
+fn start_scheduler(which: &Sched, server: &Server) -> Option<Proc> {
     let log = std::fs::File::create(server.dir.path().join(format!("{}.log", which.label().replace([' ', '/'], "-")))).expect("log");
     let child = match which {
+        Sched::InServer => return None,
         Sched::Strata => Command::new(strata_bin())
             .args(["scheduler", "--kubeconfig"])
             .arg(server.kubeconfig())
@@ -330,7 +384,7 @@ fn start_scheduler(which: &Sched, server: &Server) -> Proc {
             Command::new(bin).arg("--config").arg(&config).args(["--secure-port=0", "-v=1"]).stdout(Stdio::null()).stderr(log).spawn()
         }
     };
-    Proc(child.expect("start the scheduler"))
+    Some(Proc(child.expect("start the scheduler")))
 }
 
 struct Result {
@@ -391,11 +445,15 @@ fn deployment(replicas: usize) -> Deployment {
 }
 
 async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, backlog: bool) -> Result {
-    let server = Server::start();
+    let server = Server::start(matches!(scheduler, Sched::InServer));
     let client = strata_client::from_kubeconfig(&server.kubeconfig(), "scheduler-bench").await.expect("client");
     // Let the server's start-up (bootstrap objects, controllers' first lists) settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = rss_kib(server.proc.0.id());
+    let held_at = (backlog && matches!(scheduler, Sched::InServer)).then(|| Instant::now());
+    if held_at.is_some() {
+        lease_hold(&client, true).await;
+    }
     let node_api: Api<Node> = Api::all(client.clone());
     futures_util::stream::iter(0..nodes)
         .for_each_concurrent(64, |i| {
@@ -412,7 +470,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
     // e2e: the scheduler runs before the pods come; backlog: it starts once they all exist.
     let mut sched = None;
     if !backlog {
-        sched = Some(start_scheduler(scheduler, &server));
+        sched = start_scheduler(scheduler, &server);
         // Warm up: the scheduler has synced once a pod is bound.
         let mut warm = pod(usize::MAX / 2, "plain");
         warm.metadata.name = Some("warmup".into());
@@ -461,6 +519,10 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
     });
     let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
     let mut cpu_before = (cpu_s(server.proc.0.id()), sched.as_ref().map_or(0.0, |s| cpu_s(s.0.id())));
+    if let Some(at) = held_at {
+        // The server's scheduler stops leading at its next renewal (every 2 s).
+        tokio::time::sleep(Duration::from_secs(5).saturating_sub(at.elapsed())).await;
+    }
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
     if workload == "deploy" {
@@ -491,7 +553,12 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
         assert!(bound.lock().expect("lock").is_empty(), "pods were bound with no scheduler running");
         cpu_before.0 = cpu_s(server.proc.0.id());
         sched_start = Instant::now();
-        sched = Some(start_scheduler(scheduler, &server));
+        sched = start_scheduler(scheduler, &server);
+        if held_at.is_some() {
+            lease_hold(&client, false).await;
+            sched_start = Instant::now();
+            cpu_before.0 = cpu_s(server.proc.0.id());
+        }
         let (b3, out) = (bound.clone(), samples.clone());
         sampler = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -517,7 +584,6 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
             }
         }));
     }
-    let sched = sched.expect("a scheduler");
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_count = 0;
     let mut last_progress = Instant::now();
@@ -562,7 +628,8 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
             eprintln!("{nodes} nodes, {workload}: {renewed} Lease renewals, {failed} failed, since the nodes were made ({:.0}/s)", renewed as f64 / beats_start.elapsed().as_secs_f64().max(1e-9));
         }
     }
-    let cpu_scheduler_s = cpu_s(sched.0.id()) - cpu_before.1;
+    // In the server, the scheduler's CPU is in the server's.
+    let cpu_scheduler_s = sched.as_ref().map_or(0.0, |s| cpu_s(s.0.id()) - cpu_before.1);
     let bound = bound.lock().expect("lock").clone();
     let created = created.lock().expect("lock").clone();
     // Latency: create returned -> binding seen; for `deploy`, Deployment created -> binding seen.
@@ -614,7 +681,16 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let qps: Vec<Option<u32>> = env_list("BENCH_PEER_QPS", "5000").iter().map(|v| v.parse().ok()).collect();
-    let mut which = vec![Sched::Strata];
+    let mut which = Vec::new();
+    for s in env_list("BENCH_STRATA_SCHEDULER", "process") {
+        match s.as_str() {
+            "process" => which.push(Sched::Strata),
+            // The backlog rows start the scheduler once every pod exists; the server's own
+            // runs from the server's start.
+            "server" => which.push(Sched::InServer),
+            other => panic!("BENCH_STRATA_SCHEDULER: unknown {other:?} (process, server)"),
+        }
+    }
     if let Some(bin) = &peer {
         which.extend(qps.iter().map(|&qps| Sched::Peer { bin: bin.clone(), qps }));
     }
