@@ -1343,27 +1343,30 @@ impl Api {
         }
         let refused = |why: String| ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"));
         let key = r.key(info.namespace.as_deref(), &name);
+        let uid = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty());
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut pod, rev) = self.load(info).await?;
-            if let Some(current) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-                return Err(refused(format!("pod {name} is already assigned to node \"{current}\"")));
-            }
-            if !pod["metadata"]["deletionTimestamp"].is_null() {
-                return Err(refused(format!("pod {name} is being deleted, cannot be assigned to a host")));
-            }
-            if let Some(uid) = binding["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
-                if pod["metadata"]["uid"].as_str() != Some(uid) {
-                    return Err(ApiError::conflict(r, &name));
+            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(r, &name))?;
+            let now = object::now();
+            // The stored pod changed in place; one the raw path does not take, decoded.
+            let outcome = match crate::binding::assign(&kv.value, &node, uid, &now) {
+                Some(o) => o,
+                None => {
+                    let pod: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
+                    crate::binding::assign_value(pod, &node, uid, &now)?
                 }
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            set_pod_scheduled(&mut pod);
+            };
+            let bytes = match outcome {
+                crate::binding::Outcome::Bound(bytes) => bytes,
+                crate::binding::Outcome::Assigned(current) => return Err(refused(format!("pod {name} is already assigned to node \"{current}\""))),
+                crate::binding::Outcome::Deleting => return Err(refused(format!("pod {name} is being deleted, cannot be assigned to a host"))),
+                crate::binding::Outcome::OtherUid => return Err(ApiError::conflict(r, &name)),
+            };
             if dry_run {
                 return Ok(json_response(StatusCode::CREATED, &status::success(None)));
             }
-            match self.store.update(&key, object::storable(&pod)?, rev).await {
+            match self.store.update(&key, bytes, kv.mod_revision).await {
                 Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(None))),
                 Err(strata_store::Error::Conflict { .. }) if attempt < 5 => continue,
                 Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
@@ -2022,26 +2025,6 @@ fn list_meta(prefix: &str, rev: u64, next: Option<&str>, remaining: Option<u64>)
         }
     }
     meta
-}
-
-fn set_pod_scheduled(pod: &mut Value) {
-    let now = object::now();
-    let conds = &mut pod["status"]["conditions"];
-    if !conds.is_array() {
-        *conds = json!([]);
-    }
-    let Some(list) = conds.as_array_mut() else { return };
-    let fresh = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    match list.iter_mut().find(|c| c["type"] == "PodScheduled") {
-        Some(c) => {
-            let mut fresh = fresh;
-            if c["status"] == "True" {
-                fresh["lastTransitionTime"] = c["lastTransitionTime"].clone();
-            }
-            *c = fresh;
-        }
-        None => list.push(fresh),
-    }
 }
 
 fn only_gc_fields_differ(old: &Value, new: &Value) -> bool {

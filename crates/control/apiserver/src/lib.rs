@@ -16,6 +16,7 @@
 pub mod api;
 pub mod audit;
 pub mod autoscaling;
+pub mod binding;
 pub mod auth;
 pub mod bootstrap;
 pub mod convert;
@@ -56,6 +57,7 @@ pub mod priority;
 pub mod qos;
 pub mod quantity;
 pub mod quota;
+pub mod rawjson;
 pub mod runtimeclass;
 pub mod storage;
 pub mod protobuf;

@@ -150,40 +150,9 @@ mod lean {
     use std::sync::LazyLock;
 
     use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    use serde_json::value::RawValue;
     use serde_json::{Map, Value};
 
-    /// A map key, borrowed from the input unless it has escapes.
-    #[derive(PartialEq, Eq, PartialOrd, Ord)]
-    struct Key<'a>(Cow<'a, str>);
-
-    impl<'de> serde::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(s)))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(s.to_string())))
-                }
-                fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(s)))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    impl serde::Serialize for Key<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_str(&self.0)
-        }
-    }
+    use crate::rawjson::{self, Key};
 
     /// The fields to pick: a path's parts as nested maps; an empty map takes the whole value.
     #[derive(Default)]
@@ -271,13 +240,12 @@ mod lean {
     /// The stored JSON object with `metadata.resourceVersion` set, keys in the order a `Value`
     /// writes them; `None` unless it is an object whose metadata is one.
     pub(super) fn with_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
-        let mut top: BTreeMap<Key, &RawValue> = serde_json::from_slice(json).ok()?;
-        let mut meta: BTreeMap<Key, &RawValue> = serde_json::from_str(top.get(&Key(Cow::Borrowed("metadata")))?.get()).ok()?;
-        let rv = RawValue::from_string(format!("\"{rev}\"")).ok()?;
-        meta.insert(Key(Cow::Borrowed("resourceVersion")), &rv);
-        let meta = serde_json::value::to_raw_value(&meta).ok()?;
-        top.insert(Key(Cow::Borrowed("metadata")), &meta);
-        serde_json::to_vec(&top).ok()
+        let mut top = rawjson::members_of_slice(json)?;
+        let mut meta = rawjson::members(rawjson::get(&top, "metadata")?.get())?;
+        rawjson::set(&mut meta, "resourceVersion", &rev.to_string())?;
+        let meta = rawjson::to_raw(&meta)?;
+        top.insert(Key::of("metadata"), Cow::Owned(meta));
+        rawjson::to_vec(&top)
     }
 }
 
