@@ -52,6 +52,15 @@ enum Attempt {
     Taken,
 }
 
+/// Why a leader stopped leading.
+#[derive(Debug, PartialEq, Eq)]
+enum Lost {
+    /// No renewal succeeded for the renew deadline.
+    Deadline,
+    /// The Lease is held by this other candidate.
+    Taken(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ElectionError {
     #[error("lease {0}: {1}")]
@@ -92,7 +101,10 @@ impl LeaderElector {
                 tokio::pin!(work);
                 tokio::select! {
                     _ = &mut work => tracing::warn!(lease = %self.name, "the leader's work ended"),
-                    _ = self.renew_until_lost() => tracing::error!(lease = %self.name, identity = %self.identity, "leadership lost: could not renew the lease within the renew deadline"),
+                    lost = self.renew_until_lost() => match lost {
+                        Lost::Deadline => tracing::error!(lease = %self.name, identity = %self.identity, "leadership lost: could not renew the lease within the renew deadline"),
+                        Lost::Taken(holder) => tracing::warn!(lease = %self.name, identity = %self.identity, %holder, "leadership lost: the lease is held by another candidate"),
+                    },
                 }
             }
             self.observed = None;
@@ -111,23 +123,29 @@ impl LeaderElector {
         }
     }
 
-    /// Renew every retry period; return once no renewal succeeded for the renew deadline.
-    async fn renew_until_lost(&mut self) {
+    /// The holder of the Lease as last read.
+    fn holder(&self) -> String {
+        self.observed.as_ref().and_then(|(spec, _)| spec.holder_identity.clone()).unwrap_or_default()
+    }
+
+    /// Renew every retry period; return once no renewal succeeded for the renew deadline, or
+    /// the Lease was found held by another candidate.
+    async fn renew_until_lost(&mut self) -> Lost {
         let mut last_renew = Instant::now();
         loop {
             tokio::time::sleep(self.timing.retry_period).await;
             let left = self.timing.renew_deadline.saturating_sub(last_renew.elapsed());
             if left.is_zero() {
-                return;
+                return Lost::Deadline;
             }
             match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
                 Ok(Ok(Attempt::Held)) => last_renew = Instant::now(),
-                Ok(Ok(Attempt::Taken)) => return,
+                Ok(Ok(Attempt::Taken)) => return Lost::Taken(self.holder()),
                 Ok(Err(e)) => tracing::warn!(error = %e, "leader election: renew"),
                 Err(_) => {}
             }
             if last_renew.elapsed() >= self.timing.renew_deadline {
-                return;
+                return Lost::Deadline;
             }
         }
     }
