@@ -357,10 +357,7 @@ impl ApiServer {
         } else {
             drop(child.stdin.take());
         }
-        let out = child.wait_with_output().expect("curl output");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        curl_result(&child.wait_with_output().expect("curl output"))
     }
 
     /// A POST of `body` whose last `held` bytes are not sent yet: from the moment its headers
@@ -489,10 +486,16 @@ impl HeldRequest {
         let _ = stdin.write_all(&rest);
         drop(stdin);
         let out = child.wait_with_output().expect("curl output");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+        let (code, body) = curl_result(&out);
+        (code, format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
     }
+}
+
+/// (status, body) of a curl run with `-w "\n%{http_code}"`.
+fn curl_result(out: &std::process::Output) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 /// curl's arguments for `auth`.
