@@ -493,7 +493,6 @@ fn resource_version_semantics_of_get_and_list(backend: Backend) {
     assert!(st["message"].as_str().is_some_and(|m| m.starts_with(&format!("too old resource version: {rv_a} ("))), "{st}");
     tokio::runtime::Runtime::new().expect("runtime").block_on(async {
         use futures_util::StreamExt;
-        use strata_client::kube::runtime::watcher;
         use strata_client::kube::Api;
         let client = strata_client::from_kubeconfig(&s.kubeconfig(), "expired-test").await.expect("client");
         let api: Api<strata_client::k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "rv");

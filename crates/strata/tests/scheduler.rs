@@ -230,6 +230,46 @@ fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
 }
 
 #[test]
+fn the_schedulers_events_are_paced_and_none_is_lost() {
+    // The harness's server runs without its own scheduler; this one may write 2 Events at
+    // once and then 1 a second (kube-scheduler's event client is paced the same way, by its
+    // clientConnection qps and burst: 50 and 100 by default).
+    let s = ApiServer::start(Backend::Embedded);
+    sim_node(&s, "sim-paced", "64", "256Gi", "110", &[], &[]);
+    let mut yaml = String::new();
+    for i in 0..20 {
+        yaml.push_str(&format!("---\n{}", plain_pod(&format!("paced-{i}"), "app: paced", "")));
+    }
+    create(&s, &yaml);
+    let started = std::time::Instant::now();
+    let _child = start_scheduler(&s, "paced", &["--event-qps", "1", "--event-burst", "2"]);
+    let mut out = String::new();
+    assert!(eventually(Duration::from_secs(60), || {
+        out = s.ok(&["get", "pods", "-l", "app=paced", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]);
+        out.lines().filter(|l| *l == "sim-paced").count() == 20
+    }), "{out}");
+    let scheduled = || -> Vec<String> {
+        let names = s.ok(&["get", "events", "-o", "jsonpath={range .items[?(@.reason==\"Scheduled\")]}{.involvedObject.name}{\"\\n\"}{end}"]);
+        let mut names: Vec<String> = names.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        names.sort();
+        names
+    };
+    // The bindings did not wait for the Events: when the last pod is bound, at most the burst
+    // and one a second since the scheduler started have been written (all 20 without pacing).
+    let written = scheduled().len();
+    let allowed = 2 + started.elapsed().as_secs() as usize + 1;
+    assert!(written <= allowed && written < 20, "{written} Scheduled events when every pod was bound, {:?} after the scheduler started (at most {allowed})", started.elapsed());
+    // And none is lost: every pod gets its one Scheduled event, at that pace.
+    let mut want: Vec<String> = (0..20).map(|i| format!("paced-{i}")).collect();
+    want.sort();
+    let mut got = Vec::new();
+    assert!(eventually(Duration::from_secs(60), || {
+        got = scheduled();
+        got == want
+    }), "{got:?}");
+}
+
+#[test]
 fn priority_classes_set_pod_priority_and_preemption_makes_room() {
     let s = server();
     // The built-in classes exist from the start.

@@ -8,7 +8,12 @@
 //!
 //! Two recorders, as upstream has two:
 //! - [`Recorder::new`] only counts repeats (kube-scheduler's `events.k8s.io` recorder, which
-//!   folds identical events into a series and drops nothing): the scheduler's.
+//!   folds identical events into a series): the scheduler's. Its writes may be paced by a
+//!   [`WriteRate`], as kube-scheduler's are by its event client's rate limiter (`clientConnection`
+//!   qps 50, burst 100 by default): a burst of thousands of bindings then costs the API server
+//!   100 Events at once and 50 a second after that, the rest waiting in the queue (4,096 per
+//!   writer; beyond that they are dropped and the drops logged), instead of one more create per
+//!   pod competing with the bindings.
 //! - [`Recorder::with_correlator`] is client-go's `tools/record` recorder with its
 //!   EventCorrelator, which kube-controller-manager and the kubelet use: after ten events
 //!   about one object with the same reason but different messages within ten minutes, the
@@ -23,6 +28,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,8 @@ use crate::ratelimit::TokenBucket;
 
 /// Writes waiting per writer task.
 const QUEUE: usize = 1024;
+/// Writes waiting per writer task of a recorder whose writes are paced (see [`WriteRate`]).
+const PACED_QUEUE: usize = 4096;
 const WRITERS: usize = 4;
 /// Entries each of the correlator's tables keeps (client-go's LRU size), in two generations:
 /// an entry not touched while a whole generation filled is forgotten.
@@ -47,6 +55,20 @@ const AGGREGATE_WINDOW: Duration = Duration::from_secs(600);
 const SPAM_BURST: f64 = 25.0;
 const SPAM_REFILL: Duration = Duration::from_secs(300);
 const COMBINED: &str = "(combined from similar events): ";
+
+/// How fast a recorder writes: `burst` writes at once, then `qps` a second (client-go's
+/// client-side rate limiter, a token bucket waited on in order).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WriteRate {
+    pub qps: f64,
+    pub burst: u32,
+}
+
+impl WriteRate {
+    /// kube-scheduler's default `clientConnection` (qps 50, burst 100), which its event
+    /// client is limited by.
+    pub const SCHEDULER: WriteRate = WriteRate { qps: 50.0, burst: 100 };
+}
 
 /// `Normal` or `Warning`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -270,6 +292,8 @@ struct Inner {
     host: String,
     correlator: Mutex<Correlator>,
     writers: Vec<mpsc::Sender<Write>>,
+    /// Events dropped because their writer's queue was full.
+    dropped: AtomicU64,
 }
 
 /// A cloneable handle to the writers.
@@ -279,26 +303,37 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for `component` (e.g. `default-scheduler`) that counts repeats of an event
-    /// and drops nothing; its writers run on the current tokio runtime.
-    pub fn new(client: kube::Client, component: &str) -> Recorder {
-        Recorder::start(client, component, false)
+    /// A recorder for `component` (e.g. `default-scheduler`) that counts repeats of an event,
+    /// its writes paced by `rate` (`None`: as fast as the API server takes them); its writers
+    /// run on the current tokio runtime.
+    pub fn new(client: kube::Client, component: &str, rate: Option<WriteRate>) -> Recorder {
+        Recorder::start(client, component, false, rate.filter(|r| r.qps > 0.0))
     }
 
     /// A recorder for `component` (e.g. `replicaset-controller`, `kubelet`) that also combines
     /// similar events and filters spam as client-go's EventCorrelator does (see the module).
     pub fn with_correlator(client: kube::Client, component: &str) -> Recorder {
-        Recorder::start(client, component, true)
+        Recorder::start(client, component, true, None)
     }
 
-    fn start(client: kube::Client, component: &str, correlate: bool) -> Recorder {
+    fn start(client: kube::Client, component: &str, correlate: bool, rate: Option<WriteRate>) -> Recorder {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        // One bucket for all the writers: the rate is the recorder's.
+        let bucket = rate.map(|r| Arc::new(Mutex::new(TokenBucket::new(r.qps, f64::from(r.burst.max(1)), Instant::now()))));
         let mut writers = Vec::with_capacity(WRITERS);
         for _ in 0..WRITERS {
-            let (tx, mut rx) = mpsc::channel::<Write>(QUEUE);
+            let (tx, mut rx) = mpsc::channel::<Write>(if bucket.is_some() { PACED_QUEUE } else { QUEUE });
             let client = client.clone();
+            let bucket = bucket.clone();
             tokio::spawn(async move {
                 while let Some(w) = rx.recv().await {
+                    if let Some(bucket) = &bucket {
+                        // `qps` > 0 (see `new`): a reservation always ends.
+                        let wait = bucket.lock().map(|mut b| b.reserve(Instant::now())).unwrap_or_default().unwrap_or_default();
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     if let Err(e) = write(&client, w).await {
                         tracing::debug!(error = %e, "writing an event");
                     }
@@ -307,7 +342,7 @@ impl Recorder {
             writers.push(tx);
         }
         let correlator = Mutex::new(Correlator { correlate, ..Default::default() });
-        Recorder { inner: Arc::new(Inner { component: component.to_string(), host, correlator, writers }) }
+        Recorder { inner: Arc::new(Inner { component: component.to_string(), host, correlator, writers, dropped: AtomicU64::new(0) }) }
     }
 
     /// Forget the events written about the object with `uid` (it is gone: no repeat will come
@@ -338,7 +373,11 @@ impl Recorder {
         w.event().metadata.name.hash(&mut h);
         let shard = (h.finish() % inner.writers.len() as u64) as usize;
         if inner.writers[shard].try_send(w).is_err() {
-            tracing::debug!("event queue full; event dropped");
+            // Logged at the 1st, 2nd, 4th, 8th, ... drop: visible, never a flood.
+            let n = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(component = %inner.component, dropped = n, "event queue full: events dropped");
+            }
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct Config {
     /// Stand for leadership of the Lease `kube-system/kube-scheduler` (kube-scheduler's) and
     /// schedule only while leading; `None` schedules right away.
     pub leader_election: Option<Election>,
+    /// How fast its Events (`Scheduled`, `FailedScheduling`, ...) are written; `None`: as fast
+    /// as the API server takes them. Default: kube-scheduler's event client's limit.
+    pub event_rate: Option<strata_client::events::WriteRate>,
 }
 
 /// Who stands for leadership, and the Lease's timing.
@@ -53,7 +56,12 @@ pub const MAX_BINDINGS_IN_FLIGHT: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { scheduler_name: "default-scheduler".into(), max_bindings_in_flight: MAX_BINDINGS_IN_FLIGHT, leader_election: Some(Election::default()) }
+        Config {
+            scheduler_name: "default-scheduler".into(),
+            max_bindings_in_flight: MAX_BINDINGS_IN_FLIGHT,
+            leader_election: Some(Election::default()),
+            event_rate: Some(strata_client::events::WriteRate::SCHEDULER),
+        }
     }
 }
 

@@ -120,7 +120,7 @@ impl Drop for StopOnDrop {
 
 /// Run until the watches end (never, in practice) or `stop` resolves.
 pub async fn run(client: kube::Client, config: Config, stop: impl std::future::Future<Output = ()>) {
-    let events = Recorder::new(client.clone(), &config.scheduler_name);
+    let events = Recorder::new(client.clone(), &config.scheduler_name, config.event_rate);
     let bindings = Arc::new(Semaphore::new(config.max_bindings_in_flight.max(1)));
     let (pdbs, pdb_writer) = kube::runtime::reflector::store();
     let pdb_stream = kube::runtime::reflector::reflector(pdb_writer, strata_client::lean::watcher(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default())).default_backoff();

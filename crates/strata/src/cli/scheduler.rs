@@ -39,6 +39,36 @@ pub struct SchedulerArgs {
     /// scheduler logs at info how long it waited, at most every 10 s).
     #[arg(long, default_value_t = strata_scheduler::MAX_BINDINGS_IN_FLIGHT as u32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_bindings_in_flight: u32,
+    /// The scheduler's Events: how fast they are written.
+    #[command(flatten)]
+    pub events: EventRateArgs,
+}
+
+/// How fast the scheduler writes its Events (kube-scheduler's event client is limited by its
+/// `clientConnection` qps and burst, 50 and 100 by default): the rest wait in a queue, so a
+/// burst of thousands of bindings is not also thousands of Event creates at once.
+#[derive(Args, Debug, Clone)]
+pub struct EventRateArgs {
+    /// The scheduler's Events written per second after the burst; 0 writes them as fast as
+    /// the API server takes them.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_qps)]
+    pub event_qps: f64,
+    /// The scheduler's Events written at once before the rate applies.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_burst: u32,
+}
+
+impl EventRateArgs {
+    pub fn rate(&self) -> Option<strata_client::events::WriteRate> {
+        (self.event_qps > 0.0).then_some(strata_client::events::WriteRate { qps: self.event_qps, burst: self.event_burst })
+    }
+}
+
+fn parse_qps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a rate: a number of events per second, 0 or more")),
+    }
 }
 
 pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
@@ -49,7 +79,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler").await?;
         let lease_client = strata_client::from_kubeconfig_at(&a.kubeconfig, a.server.as_deref(), "strata-scheduler/leader-election").await?;
-        let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, max_bindings_in_flight: a.max_bindings_in_flight as usize, ..Default::default() };
+        let mut config = strata_scheduler::Config { scheduler_name: a.scheduler_name, max_bindings_in_flight: a.max_bindings_in_flight as usize, event_rate: a.events.rate(), ..Default::default() };
         config.leader_election = a.leader_elect.then(|| {
             let mut e = strata_scheduler::Election::default();
             if let Some(id) = a.identity {
@@ -77,11 +107,12 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
 
 /// Start the scheduler inside `strata server`, as `system:kube-scheduler` with a client
 /// certificate from the cluster CA.
-pub async fn start_in_server(server: &strata_apiserver::server::Server) -> anyhow::Result<()> {
+pub async fn start_in_server(server: &strata_apiserver::server::Server, events: &EventRateArgs) -> anyhow::Result<()> {
     // In-process: the scheduler's identity, its requests served without a socket.
     let client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler");
     let lease_client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler/leader-election");
     // Servers sharing one etcd elect one scheduler among them.
-    tokio::spawn(strata_scheduler::run_elected(client, lease_client, strata_scheduler::Config::default(), std::future::pending()));
+    let config = strata_scheduler::Config { event_rate: events.rate(), ..Default::default() };
+    tokio::spawn(strata_scheduler::run_elected(client, lease_client, config, std::future::pending()));
     Ok(())
 }

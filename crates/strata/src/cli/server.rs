@@ -47,6 +47,9 @@ pub struct ServerArgs {
     /// elsewhere).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// How fast the scheduler in this process writes its Events.
+    #[command(flatten)]
+    pub scheduler_events: super::scheduler::EventRateArgs,
     /// Do not run the controllers (ReplicaSet, Deployment, garbage collection, ...) in this
     /// process (run `strata controllers` elsewhere, or none).
     #[arg(long)]
@@ -299,7 +302,7 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     let advertise = if addr.ip().is_unspecified() || addr.ip().is_loopback() { a.node_ip.unwrap_or_else(strata_agent::machine::internal_ip) } else { addr.ip() };
     server.publish_kubernetes_service(advertise, addr.port());
     if !a.no_scheduler {
-        super::scheduler::start_in_server(&server).await?;
+        super::scheduler::start_in_server(&server, &a.scheduler_events).await?;
     }
     let agent = if a.no_agent {
         None
