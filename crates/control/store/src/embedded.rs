@@ -1,50 +1,72 @@
 //! The embedded store: one redb file, crash-safe (every commit is fsync'd before it is
-//! acknowledged), with group commit and an in-memory fan-out for watches.
+//! acknowledged), with group commit, an in-memory key index and an in-memory fan-out for
+//! watches.
 //!
-//! Tables: `kv` (key -> create rev, mod rev, value), `log` ((rev << 32 | index) -> event, the
-//! history watches replay from) and `meta` (current and compacted revision).
+//! The layout is etcd's: every value is written once, under its revision, and which revision
+//! of which key is current is an index kept in memory.
+//! - `revs` (table): `(rev << 32 | index)` -> one change: a put (`0 | key length | key |
+//!   create revision | value`) or a delete (`1 | key length | key`, a tombstone). A request
+//!   writes one entry per key it changes, all under its revision.
+//! - `meta` (table): the current and the compacted revision, and the format.
+//! - [`Index`] (memory): each key's entries in `revs` that are kept, in order, with the
+//!   current revision and the compaction mark. Built from `revs` when the file is opened.
 //!
-//! Every log entry holds the key's new value *and* the one it replaced (`prev`), so the log
-//! serves reads of the past too ([`Store::list_at`]): the state at revision R is the current
-//! state with each key changed after R put back as the `prev` of its first change after R
-//! (no `prev`: the key did not exist at R). Nothing extra is written for this.
+//! A read takes the index's read lock, picks the entries it shows (the latest of each key, or
+//! the latest at or before the revision asked for), and opens a redb read transaction before
+//! letting the lock go; the values come from that snapshot. The writer commits first and then
+//! adds the batch to the index, so a snapshot opened after the index was read holds every entry
+//! the index named; compaction takes entries out of the index before it commits their removal,
+//! so no reader picks an entry that its snapshot lacks.
 //!
-//! History is bounded by revisions: when the current revision passes the compaction mark by
-//! twice the history size (`history`, [`DEFAULT_HISTORY`] = 50,000 revisions by default), the
-//! writer compacts to `current - history` in the same transaction. So watches and past reads
-//! reach at least the last `history` revisions and the log holds at most `2 * history`
-//! revisions of entries (each one request: a key's value and its previous value, or a txn's
-//! ops), on disk, not in memory. A past read holds in memory the names (not the values) of the
-//! keys changed under its prefix since its revision, and one page of results.
+//! History and compaction: the log of changes is `revs` itself. Compacting to revision `M`
+//! removes each key's entries before `M` except the latest of them when that is a value (so
+//! the state at `M` stays readable, as in etcd, and so does the value the first change from
+//! `M` on replaced); entries at `M` or later stay. When
+//! the current revision passes the compaction mark by twice the history size (`history`,
+//! [`DEFAULT_HISTORY`] = 50,000 revisions by default), the writer compacts to
+//! `current - history` (no further than the revision its batch started from). So watches and
+//! past reads reach at least the last `history` revisions. A watch replays history from the
+//! snapshot; the value a change replaced (`prev`) is the key's entry before it, which
+//! compaction never removes while the change itself is kept.
 //!
 //! All writes go through one writer thread. It takes every request waiting in its queue, applies
 //! them in one redb write transaction (each request sees the effects of the ones before it and
 //! gets its own revision, or is refused alone: refusals are decided before anything is written;
-//! a storage error fails the whole batch), commits once, and only then answers the callers and
-//! publishes the events. Many concurrent writers thus share one fsync.
+//! a storage error fails the whole batch), commits once, adds the batch to the index, and only
+//! then answers the callers and publishes the events. Many concurrent writers thus share one
+//! fsync, and a caller that was answered reads its own write.
+//!
+//! Files of the earlier layout (`kv`: key -> value, `log`: each change with the value it
+//! replaced) are converted when opened: the current values are kept, the history is not (the
+//! compaction mark becomes the current revision, so a watch from before it relists).
 //!
 //! Dropping the last handle stops the writer thread and waits for it, so the file can be
 //! opened again at once (redb refuses to open a file that is already open).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use futures_util::StreamExt;
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{Compare, Error, Event, EventKind, KeyValue, ListResult, Op, Result, Store, WatchStream};
 
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("log");
+const REVS: TableDefinition<u128, &[u8]> = TableDefinition::new("revs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The layout `meta["format"]` names; a file without it is of the first layout (`kv` + `log`).
+const FORMAT: u64 = 2;
 
 /// How many revisions of history are kept for watches before automatic compaction.
 pub const DEFAULT_HISTORY: u64 = 50_000;
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most values a list reads on the caller's thread (see [`Store::list`] for [`Embedded`]).
+const INLINE_LIST: usize = 64;
 
 enum Request {
     Create { key: String, value: Vec<u8> },
@@ -64,6 +86,123 @@ struct Job {
     reply: oneshot::Sender<Result<Reply>>,
 }
 
+/// Where a change is in `revs`: its revision and its place among the request's changes.
+type Loc = u128;
+
+fn loc(rev: u64, index: u32) -> Loc {
+    ((rev as u128) << 32) | index as u128
+}
+
+fn rev_of(at: Loc) -> u64 {
+    (at >> 32) as u64
+}
+
+/// One kept entry of a key in `revs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    at: Loc,
+    /// The create revision of the value written there; 0 for a delete (no write has revision
+    /// 0: the first one is 2).
+    create: u64,
+}
+
+impl Entry {
+    fn is_value(self) -> bool {
+        self.create != 0
+    }
+
+    fn kv(self, key: String, value: Vec<u8>) -> KeyValue {
+        KeyValue { key, value, create_revision: self.create, mod_revision: rev_of(self.at) }
+    }
+}
+
+/// The store's key index: what is current and what is kept of the past, without the values.
+#[derive(Default)]
+struct Index {
+    /// Each key with entries kept, its entries in order (the last is its current state).
+    keys: BTreeMap<String, Vec<Entry>>,
+    /// The revision the indexed state is at.
+    rev: u64,
+    /// The compaction mark: the oldest revision whose state can be read.
+    compacted: u64,
+}
+
+impl Index {
+    /// The key's entry that holds its value at `at` (`None`: now); `None` if it had none.
+    fn visible(entries: &[Entry], at: Option<u64>) -> Option<Entry> {
+        let upto = match at {
+            None => entries.len(),
+            Some(r) => entries.partition_point(|e| rev_of(e.at) <= r),
+        };
+        upto.checked_sub(1).map(|i| entries[i]).filter(|e| e.is_value())
+    }
+
+    /// Whether the state at `revision` can be read (etcd's rules: the compaction revision
+    /// itself is the oldest readable one).
+    fn readable(&self, revision: u64) -> Result<()> {
+        if revision > self.rev {
+            return Err(Error::FutureRevision { requested: revision, current: self.rev });
+        }
+        if revision < self.compacted {
+            return Err(Error::Compacted { requested: revision, compacted: self.compacted });
+        }
+        Ok(())
+    }
+
+    /// The keys under `prefix` after `start_after`, in order, with the entry each shows at
+    /// `at` (`None`: now): the first `limit` (0: all) to read, and how many more follow.
+    fn page(&self, prefix: &str, start_after: Option<&str>, limit: usize, at: Option<u64>) -> (Vec<(String, Entry)>, u64) {
+        // Never start before the prefix: a `start_after` below it would walk unrelated keys.
+        let from = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s),
+            _ => Bound::Included(prefix),
+        };
+        let mut page = Vec::new();
+        let mut remaining = 0;
+        for (key, entries) in self.keys.range::<str, _>((from, Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let Some(entry) = Self::visible(entries, at) else { continue };
+            if limit == 0 || page.len() < limit {
+                page.push((key.clone(), entry));
+            } else {
+                remaining += 1;
+            }
+        }
+        (page, remaining)
+    }
+
+    /// Compact to `to`: take out of the index, and return for removal from `revs`, each key's
+    /// entries before `to` except the latest of them when that holds a value. What stays shows
+    /// the state at `to` and, for every change from `to` on, the value it replaced.
+    fn compact(&mut self, to: u64) -> Vec<Loc> {
+        let mut gone = Vec::new();
+        self.keys.retain(|_, entries| {
+            let before = entries.partition_point(|e| rev_of(e.at) < to);
+            // A delete goes with all before it: the key's absence needs no entry.
+            let drop = match before.checked_sub(1).map(|i| entries[i]) {
+                Some(last) if last.is_value() => before - 1,
+                _ => before,
+            };
+            gone.extend(entries.drain(..drop).map(|e| e.at));
+            !entries.is_empty()
+        });
+        self.compacted = to;
+        gone
+    }
+}
+
+// The index is only ever changed by code that cannot panic half-way (no unwraps, no I/O while
+// it is held), so a poisoned lock still guards a whole index.
+fn read(index: &RwLock<Index>) -> RwLockReadGuard<'_, Index> {
+    index.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(index: &RwLock<Index>) -> RwLockWriteGuard<'_, Index> {
+    index.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The embedded store. Cheap to clone; the clones share one file and one writer thread.
 #[derive(Clone)]
 pub struct Embedded {
@@ -72,6 +211,7 @@ pub struct Embedded {
 
 struct Inner {
     db: Arc<Database>,
+    index: Arc<RwLock<Index>>,
     /// `None` only while dropping.
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -110,99 +250,183 @@ fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
 
-fn encode_kv(create: u64, modr: u64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + value.len());
-    v.extend_from_slice(&create.to_le_bytes());
-    v.extend_from_slice(&modr.to_le_bytes());
-    v.extend_from_slice(value);
-    v
+fn corrupt(at: Loc) -> Error {
+    Error::Backend(format!("corrupt store entry at revision {} ({})", rev_of(at), (at & 0xffff_ffff) as u32))
 }
 
-fn decode_kv(key: &str, bytes: &[u8]) -> Result<KeyValue> {
-    if bytes.len() < 16 {
-        return Err(Error::Backend(format!("corrupt record for {key}")));
+/// The length of the record of a put of `value` under `key`.
+fn record_len(key: &str, value: Option<&[u8]>) -> Result<u32> {
+    let len = 1 + 4 + key.len() + value.map_or(0, |v| 8 + v.len());
+    u32::try_from(len).map_err(|_| Error::Backend(format!("{key}: a value of {len} bytes is too large to store")))
+}
+
+/// Write a put (`value` with its create revision) or a delete (`None`) into `buf`, which is
+/// [`record_len`] long.
+fn encode_record(buf: &mut [u8], key: &str, value: Option<(u64, &[u8])>) {
+    buf[0] = u8::from(value.is_none());
+    buf[1..5].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    let rest = &mut buf[5..];
+    rest[..key.len()].copy_from_slice(key.as_bytes());
+    if let Some((create, value)) = value {
+        let rest = &mut rest[key.len()..];
+        rest[..8].copy_from_slice(&create.to_le_bytes());
+        rest[8..].copy_from_slice(value);
     }
-    let (c, rest) = bytes.split_at(8);
-    let (m, value) = rest.split_at(8);
-    Ok(KeyValue {
-        key: key.to_string(),
-        value: value.to_vec(),
-        create_revision: u64::from_le_bytes(c.try_into().map_err(backend)?),
-        mod_revision: u64::from_le_bytes(m.try_into().map_err(backend)?),
-    })
 }
 
-/// Log entry: kind(1) | key len(4) | key | kv record | prev present(1) | [prev record].
-/// Records are `len(4) | encode_kv`.
-fn encode_event(ev: &Event) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.push(match ev.kind {
-        EventKind::Put => 0,
-        EventKind::Delete => 1,
-    });
-    v.extend_from_slice(&(ev.kv.key.len() as u32).to_le_bytes());
-    v.extend_from_slice(ev.kv.key.as_bytes());
-    let mut push = |kv: &KeyValue| {
-        let rec = encode_kv(kv.create_revision, kv.mod_revision, &kv.value);
-        v.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-        v.extend_from_slice(&rec);
-    };
-    push(&ev.kv);
-    match &ev.prev {
-        Some(p) => {
-            v.push(1);
-            let rec = encode_kv(p.create_revision, p.mod_revision, &p.value);
-            v.extend_from_slice(&(rec.len() as u32).to_le_bytes());
-            v.extend_from_slice(&rec);
+/// A record's parts: its key, and for a put the create revision and the value.
+fn decode_record(at: Loc, bytes: &[u8]) -> Result<(&str, Option<(u64, &[u8])>)> {
+    let (&kind, rest) = bytes.split_first().ok_or_else(|| corrupt(at))?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(|| corrupt(at))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let key = rest.get(..len).ok_or_else(|| corrupt(at))?;
+    let key = std::str::from_utf8(key).map_err(|_| corrupt(at))?;
+    match kind {
+        0 => {
+            let (create, value) = rest[len..].split_first_chunk::<8>().ok_or_else(|| corrupt(at))?;
+            Ok((key, Some((u64::from_le_bytes(*create), value))))
         }
-        None => v.push(0),
+        1 => Ok((key, None)),
+        _ => Err(corrupt(at)),
     }
-    v
 }
 
-fn decode_event(bytes: &[u8]) -> Result<Event> {
-    let bad = || Error::Backend("corrupt log entry".into());
-    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>> {
-        if b.len() < n {
-            return Err(bad());
+/// The value of the put at `at`.
+fn value_at(revs: &impl ReadableTable<u128, &'static [u8]>, at: Loc) -> Result<Vec<u8>> {
+    let record = revs.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("store entry at revision {} is missing", rev_of(at))))?;
+    match decode_record(at, record.value())? {
+        (_, Some((_, value))) => Ok(value.to_vec()),
+        (_, None) => Err(corrupt(at)),
+    }
+}
+
+/// The values of `page`'s entries, read from `tx`.
+fn read_page(tx: &ReadTransaction, page: Vec<(String, Entry)>) -> Result<Vec<KeyValue>> {
+    let revs = tx.open_table(REVS).map_err(backend)?;
+    page.into_iter().map(|(key, entry)| Ok(entry.kv(key, value_at(&revs, entry.at)?))).collect()
+}
+
+fn read_meta(meta: &impl ReadableTable<&'static str, u64>, name: &str) -> Result<Option<u64>> {
+    Ok(meta.get(name).map_err(backend)?.map(|v| v.value()))
+}
+
+/// Prepare the file's tables: a new file gets the current layout, a file of the first layout is
+/// converted, a file of a later one is refused.
+fn prepare(db: &Database, path: &Path) -> Result<()> {
+    let tx = db.begin_write().map_err(backend)?;
+    let legacy = tx.list_tables().map_err(backend)?.any(|t| t.name() == legacy::KV.name());
+    {
+        tx.open_table(REVS).map_err(backend)?;
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        match read_meta(&meta, "format")? {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(Error::Unavailable(format!(
+                    "{}: the store's format is {other}, this strata reads format {FORMAT} (written by a newer strata?)",
+                    path.display()
+                )))
+            }
+            None => {
+                if read_meta(&meta, "rev")?.is_none() {
+                    meta.insert("rev", 1).map_err(backend)?;
+                    meta.insert("compacted", 0).map_err(backend)?;
+                }
+                meta.insert("format", FORMAT).map_err(backend)?;
+            }
         }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Ok(h.to_vec())
-    };
-    let mut b = bytes;
-    let kind = match take(&mut b, 1)?[0] {
-        0 => EventKind::Put,
-        _ => EventKind::Delete,
-    };
-    let len = |b: &mut &[u8]| -> Result<usize> {
-        let v = take(b, 4)?;
-        Ok(u32::from_le_bytes(v.try_into().map_err(|_| bad())?) as usize)
-    };
-    let klen = len(&mut b)?;
-    let key = String::from_utf8(take(&mut b, klen)?).map_err(|_| bad())?;
-    let rlen = len(&mut b)?;
-    let kv = decode_kv(&key, &take(&mut b, rlen)?)?;
-    let prev = if take(&mut b, 1)?[0] == 1 {
-        let plen = len(&mut b)?;
-        Some(decode_kv(&key, &take(&mut b, plen)?)?)
-    } else {
-        None
-    };
-    Ok(Event { kind, kv, prev })
+    }
+    if legacy {
+        let rev = {
+            let meta = tx.open_table(META).map_err(backend)?;
+            read_meta(&meta, "rev")?.unwrap_or(1)
+        };
+        let n = legacy::convert(&tx)?;
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        meta.insert("compacted", rev).map_err(backend)?;
+        tracing::info!(path = %path.display(), keys = n, revision = rev, "converted the store to format {FORMAT}: values kept, history before revision {rev} dropped");
+    }
+    tx.commit().map_err(backend)
 }
 
-/// The key of an encoded log entry, without decoding its values.
-fn event_key(bytes: &[u8]) -> Result<&str> {
-    let bad = || Error::Backend("corrupt log entry".into());
-    let len = bytes.get(1..5).ok_or_else(bad)?;
-    let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
-    let key = bytes.get(5..5 + len).ok_or_else(bad)?;
-    std::str::from_utf8(key).map_err(|_| bad())
+/// Build the index from `revs`.
+fn load_index(db: &Database) -> Result<Index> {
+    let tx = db.begin_read().map_err(backend)?;
+    let meta = tx.open_table(META).map_err(backend)?;
+    let mut index = Index { keys: BTreeMap::new(), rev: read_meta(&meta, "rev")?.unwrap_or(1), compacted: read_meta(&meta, "compacted")?.unwrap_or(0) };
+    let revs = tx.open_table(REVS).map_err(backend)?;
+    for record in revs.iter().map_err(backend)? {
+        let (at, record) = record.map_err(backend)?;
+        let at = at.value();
+        let (key, value) = decode_record(at, record.value())?;
+        let entry = Entry { at, create: value.map_or(0, |(create, _)| create) };
+        match index.keys.get_mut(key) {
+            Some(entries) => entries.push(entry),
+            None => {
+                index.keys.insert(key.to_string(), vec![entry]);
+            }
+        }
+    }
+    Ok(index)
 }
 
-fn log_key(rev: u64, index: u32) -> u128 {
-    ((rev as u128) << 32) | index as u128
+/// The first layout: `kv` (key -> create rev | mod rev | value) and `log` (the history, each
+/// change with the value it replaced). Only read, to convert a file.
+mod legacy {
+    use super::*;
+
+    pub(super) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+    const LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("log");
+
+    /// Write each current value of `kv` into `revs` under its mod revision, and drop `kv` and
+    /// `log`. Returns how many keys were converted.
+    pub(super) fn convert(tx: &redb::WriteTransaction) -> Result<usize> {
+        let mut revs = tx.open_table(REVS).map_err(backend)?;
+        let mut next: HashMap<u64, u32> = HashMap::new();
+        let mut n = 0;
+        {
+            let kv = tx.open_table(KV).map_err(backend)?;
+            for item in kv.iter().map_err(backend)? {
+                let (key, record) = item.map_err(backend)?;
+                let (key, record) = (key.value(), record.value());
+                let bad = || Error::Backend(format!("corrupt record for {key} in the store's first layout"));
+                let (create, rest) = record.split_first_chunk::<8>().ok_or_else(bad)?;
+                let (modr, value) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+                let modr = u64::from_le_bytes(*modr);
+                // Keys written by one transaction share its revision: each its own place.
+                let index = next.entry(modr).or_insert(0);
+                let at = loc(modr, *index);
+                *index += 1;
+                let mut slot = revs.insert_reserve(at, record_len(key, Some(value))?).map_err(backend)?;
+                encode_record(slot.as_mut(), key, Some((u64::from_le_bytes(*create), value)));
+                n += 1;
+            }
+        }
+        drop(revs);
+        tx.delete_table(KV).map_err(backend)?;
+        tx.delete_table(LOG).map_err(backend)?;
+        Ok(n)
+    }
+
+    #[cfg(test)]
+    pub(super) fn write(path: &Path, rev: u64, compacted: u64, items: &[(&str, u64, u64, &[u8])]) {
+        let db = Database::create(path).expect("create");
+        let tx = db.begin_write().expect("write");
+        {
+            let mut kv = tx.open_table(KV).expect("kv");
+            for (key, create, modr, value) in items {
+                let mut v = create.to_le_bytes().to_vec();
+                v.extend_from_slice(&modr.to_le_bytes());
+                v.extend_from_slice(value);
+                kv.insert(*key, v.as_slice()).expect("insert");
+            }
+            let mut log = tx.open_table(LOG).expect("log");
+            log.insert(loc(rev, 0), b"an entry of the old history".as_slice()).expect("insert");
+            let mut meta = tx.open_table(META).expect("meta");
+            meta.insert("rev", rev).expect("rev");
+            meta.insert("compacted", compacted).expect("compacted");
+        }
+        tx.commit().expect("commit");
+    }
 }
 
 impl Embedded {
@@ -214,29 +438,17 @@ impl Embedded {
     pub fn open_with_history(path: &Path, history: u64) -> Result<Self> {
         create_private(path)?;
         let db = Database::create(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
-        {
-            let tx = db.begin_write().map_err(backend)?;
-            {
-                tx.open_table(KV).map_err(backend)?;
-                tx.open_table(LOG).map_err(backend)?;
-                let mut meta = tx.open_table(META).map_err(backend)?;
-                if meta.get("rev").map_err(backend)?.is_none() {
-                    meta.insert("rev", 1).map_err(backend)?;
-                    meta.insert("compacted", 0).map_err(backend)?;
-                }
-            }
-            tx.commit().map_err(backend)?;
-        }
+        prepare(&db, path)?;
+        let index = Arc::new(RwLock::new(load_index(&db)?));
         let db = Arc::new(db);
         let (events, _) = broadcast::channel(16 * 1024);
         let (writer, rx) = mpsc::channel::<Job>();
-        let wdb = db.clone();
-        let wevents = events.clone();
+        let (wdb, windex, wevents) = (db.clone(), index.clone(), events.clone());
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, rx, &wevents, history))
+            .spawn(move || writer_loop(&wdb, &windex, rx, &wevents, history))
             .map_err(|e| Error::Unavailable(format!("starting the store writer: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { db, writer: Some(writer), thread: Some(thread), events }) })
+        Ok(Self { inner: Arc::new(Inner { db, index, writer: Some(writer), thread: Some(thread), events }) })
     }
 
     async fn submit(&self, req: Request) -> Result<Reply> {
@@ -247,15 +459,40 @@ impl Embedded {
         rx.await.map_err(|_| stopped())?
     }
 
-    fn read_meta(&self, name: &str) -> Result<u64> {
+    /// What `pick` reads from the index, and a read transaction opened while the index was
+    /// held: it holds every entry `pick` saw (see the module's comment).
+    fn snapshot<T>(&self, pick: impl FnOnce(&Index) -> Result<T>) -> Result<(T, ReadTransaction)> {
+        let index = read(&self.inner.index);
+        let picked = pick(&index)?;
         let tx = self.inner.db.begin_read().map_err(backend)?;
-        let meta = tx.open_table(META).map_err(backend)?;
-        Ok(meta.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+        drop(index);
+        Ok((picked, tx))
+    }
+
+    /// A page of the keys under `prefix` as of `at` (`None`: now), its values read on the
+    /// caller's thread when there are few, on the blocking pool otherwise.
+    async fn page(&self, prefix: &str, start_after: Option<&str>, limit: usize, at: Option<u64>) -> Result<ListResult> {
+        let ((page, remaining, revision), tx) = self.snapshot(|index| {
+            if let Some(r) = at {
+                index.readable(r)?;
+            }
+            let (page, remaining) = index.page(prefix, start_after, limit, at);
+            Ok((page, remaining, at.unwrap_or(index.rev)))
+        })?;
+        let items = if page.len() <= INLINE_LIST {
+            read_page(&tx, page)?
+        } else {
+            tokio::task::spawn_blocking(move || read_page(&tx, page)).await.map_err(backend)??
+        };
+        Ok(ListResult { items, revision, more: remaining > 0, remaining })
     }
 }
 
-/// The writer thread: batch, apply, commit, answer, publish.
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sender<Arc<Event>>, history: u64) {
+/// A batch's writes not yet in the index: each key's new entries, in order.
+type Pending = HashMap<String, Vec<Entry>>;
+
+/// The writer thread: batch, apply, commit, index, answer, publish.
+fn writer_loop(db: &Database, index: &RwLock<Index>, rx: mpsc::Receiver<Job>, events: &broadcast::Sender<Arc<Event>>, history: u64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -265,17 +502,19 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sende
             }
         }
         let mut results: Vec<Result<(Reply, Vec<Event>)>> = Vec::with_capacity(batch.len());
-        let committed = (|| -> Result<()> {
+        let mut pending = Pending::new();
+        let committed = (|| -> Result<u64> {
             let mut tx = db.begin_write().map_err(backend)?;
             tx.set_durability(Durability::Immediate);
-            {
-                let mut kv = tx.open_table(KV).map_err(backend)?;
-                let mut log = tx.open_table(LOG).map_err(backend)?;
+            let rev = {
+                let mut revs = tx.open_table(REVS).map_err(backend)?;
                 let mut meta = tx.open_table(META).map_err(backend)?;
-                let mut rev = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
-                let mut compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
+                let indexed = read(index);
+                let (start, mut compacted) = (indexed.rev, indexed.compacted);
+                let mut rev = start;
+                let mut compact_to = 0;
                 for job in &batch {
-                    let r = apply(&mut kv, &mut log, rev + 1, &job.req, &mut compacted);
+                    let r = apply(&mut revs, &indexed, &mut pending, rev + 1, &job.req);
                     match &r {
                         Ok((_, evs)) if !evs.is_empty() => rev += 1,
                         // A storage error may strike after part of the request was written;
@@ -284,28 +523,48 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sende
                         Err(Error::Backend(e)) => return Err(Error::Backend(e.clone())),
                         _ => {}
                     }
+                    if let (Request::Compact { revision }, Ok(_)) = (&job.req, &r) {
+                        compact_to = compact_to.max((*revision).min(rev));
+                    }
                     results.push(r);
                 }
+                drop(indexed);
                 // Automatic compaction keeps the history bounded.
                 if rev > compacted + 2 * history {
-                    let to = rev - history;
-                    compact_log(&mut log, to)?;
+                    compact_to = compact_to.max(rev - history);
+                }
+                // The index knows the revisions before this batch only.
+                let to = compact_to.min(start);
+                if to > compacted {
+                    let gone = write(index).compact(to);
+                    for at in gone {
+                        revs.remove(at).map_err(backend)?;
+                    }
                     compacted = to;
                 }
                 meta.insert("rev", rev).map_err(backend)?;
                 meta.insert("compacted", compacted).map_err(backend)?;
-            }
-            tx.commit().map_err(backend)
+                rev
+            };
+            tx.commit().map_err(backend)?;
+            Ok(rev)
         })();
+        if let Ok(rev) = committed {
+            let mut indexed = write(index);
+            for (key, entries) in pending {
+                indexed.keys.entry(key).or_default().extend(entries);
+            }
+            indexed.rev = rev;
+        }
         for (job, r) in batch.into_iter().zip(results.into_iter().chain(std::iter::repeat_with(|| Err(Error::Backend("aborted".into()))))) {
             match (&committed, r) {
-                (Ok(()), Ok((reply, evs))) => {
+                (Ok(_), Ok((reply, evs))) => {
                     for ev in evs {
                         let _ = events.send(Arc::new(ev));
                     }
                     let _ = job.reply.send(Ok(reply));
                 }
-                (Ok(()), Err(e)) => {
+                (Ok(_), Err(e)) => {
                     let _ = job.reply.send(Err(e));
                 }
                 (Err(e), _) => {
@@ -316,345 +575,149 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>, events: &broadcast::Sende
     }
 }
 
-fn compact_log(log: &mut redb::Table<u128, &[u8]>, to: u64) -> Result<()> {
-    let keys: Vec<u128> = log
-        .range(..log_key(to, 0))
-        .map_err(backend)?
-        .map(|e| e.map(|(k, _)| k.value()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(backend)?;
-    for k in keys {
-        log.remove(k).map_err(backend)?;
-    }
-    Ok(())
+/// The writer's view of keys during a batch: the index as committed, and the batch's writes.
+struct Batch<'a, 't> {
+    revs: &'a mut redb::Table<'t, u128, &'static [u8]>,
+    index: &'a Index,
+    pending: &'a mut Pending,
+    rev: u64,
+    events: Vec<Event>,
 }
 
-fn current(kv: &redb::Table<&str, &[u8]>, key: &str) -> Result<Option<KeyValue>> {
-    match kv.get(key).map_err(backend)? {
-        Some(v) => Ok(Some(decode_kv(key, v.value())?)),
-        None => Ok(None),
+impl Batch<'_, '_> {
+    /// The key's latest entry if it holds a value: the batch's writes first, then the index.
+    fn latest(&self, key: &str) -> Option<Entry> {
+        let entries = self.pending.get(key).or_else(|| self.index.keys.get(key));
+        entries.and_then(|entries| entries.last()).copied().filter(|e| e.is_value())
+    }
+
+    /// The key's current value (with its revisions), if it has one.
+    fn current(&self, key: &str) -> Result<Option<KeyValue>> {
+        match self.latest(key) {
+            Some(entry) => Ok(Some(entry.kv(key.to_string(), value_at(&*self.revs, entry.at)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The key's mod revision; 0 if it has no value.
+    fn mod_revision(&self, key: &str) -> u64 {
+        self.latest(key).map_or(0, |e| rev_of(e.at))
+    }
+
+    /// Write the next entry of this request: a put of `value`, or a delete.
+    fn record(&mut self, key: &str, value: Option<(u64, &[u8])>) -> Result<()> {
+        let at = loc(self.rev, self.events.len() as u32);
+        let mut slot = self.revs.insert_reserve(at, record_len(key, value.map(|(_, v)| v))?).map_err(backend)?;
+        encode_record(slot.as_mut(), key, value);
+        drop(slot);
+        let entry = Entry { at, create: value.map_or(0, |(create, _)| create) };
+        match self.pending.entry(key.to_string()) {
+            Slot::Occupied(mut o) => o.get_mut().push(entry),
+            Slot::Vacant(v) => {
+                v.insert(vec![entry]);
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let prev = self.current(key)?;
+        let create = prev.as_ref().map_or(self.rev, |p| p.create_revision);
+        self.record(key, Some((create, value)))?;
+        let kv = KeyValue { key: key.to_string(), value: value.to_vec(), create_revision: create, mod_revision: self.rev };
+        self.events.push(Event { kind: EventKind::Put, kv, prev });
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<Option<KeyValue>> {
+        let Some(prev) = self.current(key)? else { return Ok(None) };
+        self.record(key, None)?;
+        let mut gone = prev.clone();
+        gone.mod_revision = self.rev;
+        self.events.push(Event { kind: EventKind::Delete, kv: gone.clone(), prev: Some(prev) });
+        Ok(Some(gone))
     }
 }
 
 /// Apply one request at revision `rev` (used only if it writes). Returns its reply and events.
-fn apply(
-    kv: &mut redb::Table<&str, &[u8]>,
-    log: &mut redb::Table<u128, &[u8]>,
-    rev: u64,
-    req: &Request,
-    compacted: &mut u64,
-) -> Result<(Reply, Vec<Event>)> {
-    let mut events = Vec::new();
-    let put = |kv: &mut redb::Table<&str, &[u8]>, key: &str, value: &[u8], events: &mut Vec<Event>| -> Result<()> {
-        let prev = current(kv, key)?;
-        let create = prev.as_ref().map_or(rev, |p| p.create_revision);
-        kv.insert(key, encode_kv(create, rev, value).as_slice()).map_err(backend)?;
-        events.push(Event {
-            kind: EventKind::Put,
-            kv: KeyValue { key: key.to_string(), value: value.to_vec(), create_revision: create, mod_revision: rev },
-            prev,
-        });
-        Ok(())
-    };
-    let del = |kv: &mut redb::Table<&str, &[u8]>, key: &str, events: &mut Vec<Event>| -> Result<Option<KeyValue>> {
-        let Some(prev) = current(kv, key)? else { return Ok(None) };
-        kv.remove(key).map_err(backend)?;
-        let mut gone = prev.clone();
-        gone.mod_revision = rev;
-        events.push(Event { kind: EventKind::Delete, kv: gone.clone(), prev: Some(prev) });
-        Ok(Some(gone))
+fn apply(revs: &mut redb::Table<'_, u128, &'static [u8]>, index: &Index, pending: &mut Pending, rev: u64, req: &Request) -> Result<(Reply, Vec<Event>)> {
+    let mut b = Batch { revs, index, pending, rev, events: Vec::new() };
+    let check = |b: &Batch, key: &String, expected: u64| match b.mod_revision(key) {
+        0 => Err(Error::NotFound(key.clone())),
+        current if expected != 0 && current != expected => Err(Error::Conflict { key: key.clone(), current }),
+        _ => Ok(()),
     };
     let reply = match req {
         Request::Create { key, value } => {
-            if current(kv, key)?.is_some() {
+            if b.mod_revision(key) != 0 {
                 return Err(Error::AlreadyExists(key.clone()));
             }
-            put(kv, key, value, &mut events)?;
+            b.put(key, value)?;
             Reply::Rev(rev)
         }
         Request::Update { key, value, expected } => {
-            let cur = current(kv, key)?.ok_or_else(|| Error::NotFound(key.clone()))?;
-            if *expected != 0 && cur.mod_revision != *expected {
-                return Err(Error::Conflict { key: key.clone(), current: cur.mod_revision });
-            }
-            put(kv, key, value, &mut events)?;
+            check(&b, key, *expected)?;
+            b.put(key, value)?;
             Reply::Rev(rev)
         }
         Request::Delete { key, expected } => {
-            let cur = current(kv, key)?.ok_or_else(|| Error::NotFound(key.clone()))?;
-            if *expected != 0 && cur.mod_revision != *expected {
-                return Err(Error::Conflict { key: key.clone(), current: cur.mod_revision });
-            }
-            let gone = del(kv, key, &mut events)?.ok_or_else(|| Error::NotFound(key.clone()))?;
-            Reply::Deleted(gone)
+            check(&b, key, *expected)?;
+            Reply::Deleted(b.delete(key)?.ok_or_else(|| Error::NotFound(key.clone()))?)
         }
         Request::Txn { compares, ops } => {
             for c in compares {
                 let Compare::ModRevision(key, want) = c;
-                let have = current(kv, key)?.map_or(0, |k| k.mod_revision);
-                if have != *want {
+                if b.mod_revision(key) != *want {
                     return Err(Error::TxnFailed);
                 }
             }
             for op in ops {
                 match op {
-                    Op::Put(k, v) => put(kv, k, v, &mut events)?,
+                    Op::Put(k, v) => b.put(k, v)?,
                     Op::Delete(k) => {
-                        del(kv, k, &mut events)?;
+                        b.delete(k)?;
                     }
                 }
             }
             // A transaction that changed nothing (no ops, or deletes of absent keys) takes no
             // revision, as in etcd: answer the current one, not the next one, which the next
             // write will get.
-            Reply::Rev(if events.is_empty() { rev - 1 } else { rev })
+            Reply::Rev(if b.events.is_empty() { rev - 1 } else { rev })
         }
-        Request::Compact { revision } => {
-            let to = (*revision).min(rev - 1);
-            if to > *compacted {
-                compact_log(log, to)?;
-                *compacted = to;
-            }
-            return Ok((Reply::Rev(rev - 1), Vec::new()));
-        }
+        Request::Compact { .. } => Reply::Rev(rev - 1),
     };
-    for (i, ev) in events.iter().enumerate() {
-        log.insert(log_key(rev, i as u32), encode_event(ev).as_slice()).map_err(backend)?;
-    }
-    Ok((reply, events))
-}
-
-/// The `kv` entries from `max(prefix, start_after)` up to the end of `prefix` (approximately:
-/// callers stop at the first key without the prefix).
-/// Most entries a list reads on the caller's thread (see [`Store::list`] for [`Embedded`]).
-const INLINE_LIST: usize = 64;
-
-/// A page of the keys under `prefix` at the current revision, and how many follow it; `None` if
-/// that means walking more than `budget` entries (nothing is kept of a list given up).
-fn list_now(db: &Database, prefix: &str, start_after: Option<&str>, limit: usize, budget: Option<usize>) -> Result<Option<ListResult>> {
-    let tx = db.begin_read().map_err(backend)?;
-    let kv = tx.open_table(KV).map_err(backend)?;
-    let meta = tx.open_table(META).map_err(backend)?;
-    let revision = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
-    let mut items = Vec::new();
-    let mut more = false;
-    let mut remaining = 0;
-    for entry in prefix_range(&kv, prefix, start_after)? {
-        let (k, v) = entry.map_err(backend)?;
-        let key = k.value();
-        if start_after == Some(key) {
-            continue;
-        }
-        if !key.starts_with(prefix) {
-            // The range starts at or after the prefix: past it, nothing matches any more.
-            break;
-        }
-        // Every entry walked counts, those past the page too.
-        if budget.is_some_and(|b| items.len() + remaining as usize == b) {
-            return Ok(None);
-        }
-        if limit > 0 && items.len() == limit {
-            // Past the page: only counted (keys, no values decoded).
-            more = true;
-            remaining += 1;
-            continue;
-        }
-        items.push(decode_kv(key, v.value())?);
-    }
-    Ok(Some(ListResult { items, revision, more, remaining }))
-}
-
-fn prefix_range(
-    kv: &redb::ReadOnlyTable<&str, &[u8]>,
-    prefix: &str,
-    start_after: Option<&str>,
-) -> Result<redb::Range<'static, &'static str, &'static [u8]>> {
-    // Never start before the prefix: a `start_after` below it would walk unrelated keys, and
-    // one beyond its end would make an inverted range.
-    let start = match start_after {
-        Some(s) if s > prefix => s,
-        _ => prefix,
-    };
-    match prefix_end(prefix) {
-        Some(end) if start < end.as_str() => kv.range::<&str>(start..end.as_str()),
-        Some(_) => kv.range::<&str>(start..start),
-        None => kv.range::<&str>(start..),
-    }
-    .map_err(backend)
-}
-
-fn prefix_end(prefix: &str) -> Option<String> {
-    // The smallest string greater than every string with this prefix.
-    let mut bytes = prefix.as_bytes().to_vec();
-    while let Some(last) = bytes.pop() {
-        if last < 0x7f {
-            bytes.push(last + 1);
-            return String::from_utf8(bytes).ok();
-        }
-    }
-    None
-}
-
-/// Whether `tx` can show the state at `revision`; the current revision if so.
-fn readable_in(tx: &redb::ReadTransaction, revision: u64) -> Result<u64> {
-    let meta = tx.open_table(META).map_err(backend)?;
-    let current = meta.get("rev").map_err(backend)?.map(|v| v.value()).unwrap_or(1);
-    let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
-    if revision > current {
-        return Err(Error::FutureRevision { requested: revision, current });
-    }
-    // As in etcd, the compaction revision itself is the oldest readable one (the log also
-    // holds what reconstructing `compacted - 1` would need, but etcd does not serve it).
-    if revision < compacted {
-        return Err(Error::Compacted { requested: revision, compacted });
-    }
-    Ok(current)
-}
-
-/// [`Store::list_at`]: one read transaction (a consistent view of `kv`, `log` and `meta`), the
-/// current keys merged in key order with the keys changed since `revision`, the latter as their
-/// first change after `revision` found them.
-fn list_at(db: &Database, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
-    let tx = db.begin_read().map_err(backend)?;
-    let current = readable_in(&tx, revision)?;
-    let kv = tx.open_table(KV).map_err(backend)?;
-    let log = tx.open_table(LOG).map_err(backend)?;
-    let wanted = |key: &str| key.starts_with(prefix) && !matches!(start_after, Some(after) if key <= after);
-    // Key -> log entry of its first change after `revision` (names only: values are read for
-    // the keys that make it into the page).
-    let mut changed: BTreeMap<String, u128> = BTreeMap::new();
-    if revision < current {
-        for entry in log.range(log_key(revision + 1, 0)..).map_err(backend)? {
-            let (at, ev) = entry.map_err(backend)?;
-            let key = event_key(ev.value())?;
-            if wanted(key) && !changed.contains_key(key) {
-                changed.insert(key.to_string(), at.value());
-            }
-        }
-    }
-    let mut live = prefix_range(&kv, prefix, start_after)?;
-    let mut live_done = false;
-    // The next current key; its value only while the page is not full (past the page keys are
-    // only counted: decoding every later value for each page made paging through a long list
-    // quadratic).
-    let mut next_live = |decode: bool| -> Result<Option<(String, Option<KeyValue>)>> {
-        if live_done {
-            return Ok(None);
-        }
-        for entry in live.by_ref() {
-            let (k, v) = entry.map_err(backend)?;
-            let key = k.value();
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if wanted(key) {
-                let value = if decode { Some(decode_kv(key, v.value())?) } else { None };
-                return Ok(Some((key.to_string(), value)));
-            }
-        }
-        live_done = true;
-        Ok(None)
-    };
-    let mut items = Vec::new();
-    let page_open = |items: &Vec<KeyValue>| limit == 0 || items.len() < limit;
-    let mut head = next_live(true)?;
-    let mut changed = changed.into_iter().peekable();
-    let mut more = false;
-    let mut remaining = 0;
-    loop {
-        let from_log = match (&head, changed.peek()) {
-            (None, None) => break,
-            (Some((l, _)), Some((c, _))) => c.as_str() <= l.as_str(),
-            (None, Some(_)) => true,
-            (Some(_), None) => false,
-        };
-        let item = if from_log {
-            let Some((key, at)) = changed.next() else { break };
-            if head.as_ref().is_some_and(|(l, _)| *l == key) {
-                head = next_live(page_open(&items))?;
-            }
-            let entry = log.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("log entry of {key} vanished")))?;
-            match decode_event(entry.value())?.prev {
-                Some(then) => Some(then),
-                // Created after `revision`.
-                None => continue,
-            }
-        } else {
-            let Some((_, kv)) = head.take() else { break };
-            head = next_live(page_open(&items))?;
-            kv
-        };
-        match item {
-            // A value is missing only for keys read once the page was full.
-            Some(item) if page_open(&items) => items.push(item),
-            _ => {
-                more = true;
-                remaining += 1;
-            }
-        }
-    }
-    Ok(ListResult { items, revision, more, remaining })
+    Ok((reply, b.events))
 }
 
 #[async_trait::async_trait]
 impl Store for Embedded {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let tx = self.inner.db.begin_read().map_err(backend)?;
-        let kv = tx.open_table(KV).map_err(backend)?;
-        let v = kv.get(key).map_err(backend)?;
-        v.map(|v| decode_kv(key, v.value())).transpose()
+        let (entry, tx) = self.snapshot(|index| Ok(index.keys.get(key).and_then(|entries| Index::visible(entries, None))))?;
+        match entry {
+            Some(entry) => Ok(read_page(&tx, vec![(key.to_string(), entry)])?.pop()),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
         // Most lists on a request's path are short (the LimitRanges, ResourceQuotas or
-        // PriorityClasses an admission reads): read those here rather than pay a blocking-pool
-        // hand-off for each; a list that turns out longer is read again on the blocking pool.
-        if let Some(page) = list_now(&self.inner.db, prefix, start_after, limit, Some(INLINE_LIST))? {
-            return Ok(page);
-        }
-        let db = self.inner.db.clone();
-        let prefix = prefix.to_string();
-        let start_after = start_after.map(str::to_string);
-        tokio::task::spawn_blocking(move || list_now(&db, &prefix, start_after.as_deref(), limit, None).map(|page| page.unwrap_or_default()))
-            .await
-            .map_err(backend)?
+        // PriorityClasses an admission reads): their values are read here rather than pay a
+        // blocking-pool hand-off for each.
+        self.page(prefix, start_after, limit, None).await
     }
 
     async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
-        if revision == 0 {
-            return self.list(prefix, start_after, limit).await;
-        }
-        let db = self.inner.db.clone();
-        let prefix = prefix.to_string();
-        let start_after = start_after.map(str::to_string);
-        tokio::task::spawn_blocking(move || list_at(&db, &prefix, revision, start_after.as_deref(), limit))
-            .await
-            .map_err(backend)?
+        self.page(prefix, start_after, limit, (revision != 0).then_some(revision)).await
     }
 
     async fn readable(&self, revision: u64) -> Result<()> {
-        let tx = self.inner.db.begin_read().map_err(backend)?;
-        readable_in(&tx, revision).map(|_| ())
+        read(&self.inner.index).readable(revision)
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
-        let db = self.inner.db.clone();
-        let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || -> Result<u64> {
-            let tx = db.begin_read().map_err(backend)?;
-            let kv = tx.open_table(KV).map_err(backend)?;
-            let mut n = 0;
-            for entry in prefix_range(&kv, &prefix, None)? {
-                let (k, _) = entry.map_err(backend)?;
-                if !k.value().starts_with(&prefix) {
-                    break;
-                }
-                n += 1;
-            }
-            Ok(n)
-        })
-        .await
-        .map_err(backend)?
+        let index = read(&self.inner.index);
+        let keys = index.keys.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)).take_while(|(key, _)| key.starts_with(prefix));
+        Ok(keys.filter(|(_, entries)| Index::visible(entries, None).is_some()).count() as u64)
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64> {
@@ -686,39 +749,25 @@ impl Store for Embedded {
     }
 
     async fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
-        // Subscribe before reading history so nothing committed in between is missed; events
-        // seen in both are dropped by revision.
+        // Subscribe before reading the index, so that every batch not yet indexed then is
+        // published to this subscription; history covers the rest, up to `upto`.
         let mut live = self.inner.events.subscribe();
-        let db = self.inner.db.clone();
-        let p = prefix.to_string();
-        let (history, compacted) = tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64)> {
-            let tx = db.begin_read().map_err(backend)?;
-            let meta = tx.open_table(META).map_err(backend)?;
-            let compacted = meta.get("compacted").map_err(backend)?.map(|v| v.value()).unwrap_or(0);
-            // History from `compacted` on is kept, so a watch needing `after + 1` onwards is
-            // served when `after + 1 >= compacted` (as in etcd, where a watch may start at the
-            // compaction revision itself).
-            if after + 1 < compacted {
-                return Ok((Vec::new(), compacted));
+        let (upto, tx) = self.snapshot(|index| {
+            // History from the compaction mark on is kept, so a watch needing `after + 1`
+            // onwards is served when `after + 1 >= compacted` (as in etcd, where a watch may
+            // start at the compaction revision itself).
+            if after + 1 < index.compacted {
+                return Err(Error::Compacted { requested: after, compacted: index.compacted });
             }
-            let log = tx.open_table(LOG).map_err(backend)?;
-            let mut out = Vec::new();
-            for entry in log.range(log_key(after + 1, 0)..).map_err(backend)? {
-                let (_, v) = entry.map_err(backend)?;
-                let ev = decode_event(v.value())?;
-                if ev.kv.key.starts_with(&p) {
-                    out.push(ev);
-                }
-            }
-            Ok((out, compacted))
-        })
-        .await
-        .map_err(backend)??;
-        if after + 1 < compacted {
-            return Err(Error::Compacted { requested: after, compacted });
-        }
-        // Live events at or below the last revision replayed from history were already sent.
-        let cutoff = history.last().map_or(after, |e| e.kv.mod_revision);
+            Ok(index.rev)
+        })?;
+        let history = if upto > after {
+            let index = self.inner.index.clone();
+            let prefix = prefix.to_string();
+            tokio::task::spawn_blocking(move || history(&tx, &index, &prefix, after, upto)).await.map_err(backend)??
+        } else {
+            Vec::new()
+        };
         let prefix = prefix.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event>>(1024);
         tokio::spawn(async move {
@@ -736,7 +785,8 @@ impl Store for Embedded {
                 };
                 match next {
                     Ok(ev) => {
-                        if ev.kv.mod_revision <= cutoff {
+                        // Up to `upto` the history had it; a watch from the future starts after `after`.
+                        if ev.kv.mod_revision <= upto.max(after) {
                             continue;
                         }
                         if ev.kv.key.starts_with(&prefix) && tx.send(Ok((*ev).clone())).await.is_err() {
@@ -755,7 +805,7 @@ impl Store for Embedded {
     }
 
     async fn revision(&self) -> Result<u64> {
-        self.read_meta("rev")
+        Ok(read(&self.inner.index).rev)
     }
 
     async fn compact(&self, revision: u64) -> Result<()> {
@@ -767,6 +817,216 @@ impl Store for Embedded {
     }
 }
 
+/// The changes under `prefix` after `after` up to `upto`, from the snapshot `tx`, each with
+/// the value it replaced: the key's entry before it, from the previous change seen or, for a
+/// key's first change, from the index.
+fn history(tx: &ReadTransaction, index: &RwLock<Index>, prefix: &str, after: u64, upto: u64) -> Result<Vec<Event>> {
+    let revs = tx.open_table(REVS).map_err(backend)?;
+    // (where, key, value and create revision of a put)
+    let mut changes = Vec::new();
+    for record in revs.range(loc(after + 1, 0)..loc(upto + 1, 0)).map_err(backend)? {
+        let (at, record) = record.map_err(backend)?;
+        let at = at.value();
+        let (key, value) = decode_record(at, record.value())?;
+        if key.starts_with(prefix) {
+            changes.push((at, key.to_string(), value.map(|(create, value)| (create, value.to_vec()))));
+        }
+    }
+    // The entry before each key's first change. Compaction never removes it while the change is
+    // kept; if the index was compacted past `after` since the snapshot, the watch relists.
+    let mut before: HashMap<&str, Option<Entry>> = HashMap::new();
+    {
+        let index = read(index);
+        if after + 1 < index.compacted {
+            return Err(Error::Compacted { requested: after, compacted: index.compacted });
+        }
+        for (at, key, _) in &changes {
+            if let Slot::Vacant(slot) = before.entry(key.as_str()) {
+                let entries = index.keys.get(key.as_str()).map_or(&[][..], Vec::as_slice);
+                let i = entries.partition_point(|e| e.at < *at);
+                slot.insert(i.checked_sub(1).map(|i| entries[i]));
+            }
+        }
+    }
+    let mut prev: HashMap<String, Option<KeyValue>> = HashMap::with_capacity(before.len());
+    for (key, entry) in before {
+        let kv = match entry.filter(|e| e.is_value()) {
+            Some(e) => Some(e.kv(key.to_string(), value_at(&revs, e.at)?)),
+            None => None,
+        };
+        prev.insert(key.to_string(), kv);
+    }
+    let mut events: Vec<Event> = Vec::with_capacity(changes.len());
+    // Per key seen: where its latest put is in `events` (`None`: deleted since).
+    let mut latest: HashMap<String, Option<usize>> = HashMap::new();
+    for (at, key, value) in changes {
+        let replaced = match latest.get(&key) {
+            Some(Some(i)) => Some(events[*i].kv.clone()),
+            Some(None) => None,
+            None => prev.remove(&key).flatten(),
+        };
+        let event = match value {
+            Some((create, value)) => {
+                let kv = KeyValue { key: key.clone(), value, create_revision: create, mod_revision: rev_of(at) };
+                Event { kind: EventKind::Put, kv, prev: replaced }
+            }
+            None => {
+                let mut gone = replaced.clone().ok_or_else(|| Error::Backend(format!("the delete of {key} at revision {} has no value before it", rev_of(at))))?;
+                gone.mod_revision = rev_of(at);
+                Event { kind: EventKind::Delete, kv: gone, prev: replaced }
+            }
+        };
+        latest.insert(key, (event.kind == EventKind::Put).then_some(events.len()));
+        events.push(event);
+    }
+    Ok(events)
+}
+
 fn tokio_stream_from(rx: tokio::sync::mpsc::Receiver<Result<Event>>) -> WatchStream {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) }).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of(s: &Embedded) -> BTreeMap<String, Vec<Entry>> {
+        read(&s.inner.index).keys.clone()
+    }
+
+    /// A file of the first layout (`kv` + `log`) opens with every value, its revisions and the
+    /// store's revision kept; the history before is gone (a watch from it relists), the old
+    /// tables are dropped, and writes go on from the revision where it stopped.
+    #[tokio::test]
+    async fn a_file_of_the_first_layout_is_converted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("old.redb");
+        // /a and /b written by one transaction (revision 5), /c alone.
+        legacy::write(&path, 9, 3, &[("/a", 2, 5, b"a"), ("/b", 5, 5, b"b"), ("/c", 7, 9, b"c")]);
+        let s = Embedded::open(&path).expect("open");
+        assert_eq!(s.revision().await.expect("rev"), 9);
+        let all = s.list("/", None, 0).await.expect("list").items;
+        let got: Vec<_> = all.iter().map(|kv| (kv.key.as_str(), kv.create_revision, kv.mod_revision, kv.value.as_slice())).collect();
+        assert_eq!(got, [("/a", 2, 5, &b"a"[..]), ("/b", 5, 5, &b"b"[..]), ("/c", 7, 9, &b"c"[..])]);
+        assert!(matches!(s.watch("/", 7).await, Err(Error::Compacted { requested: 7, compacted: 9 })));
+        assert_eq!(s.list_at("/", 9, None, 0).await.expect("at 9").items, all);
+        assert_eq!(s.update("/a", b"a2".to_vec(), 5).await.expect("update"), 10);
+        let mut w = s.watch("/", 9).await.expect("watch");
+        let ev = w.next().await.expect("event").expect("ok");
+        assert_eq!((ev.kv.mod_revision, ev.prev.map(|p| p.value)), (10, Some(b"a".to_vec())));
+        drop((w, s));
+        let db = Database::open(&path).expect("reopen");
+        let tx = db.begin_read().expect("read");
+        let tables: Vec<String> = tx.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
+        assert_eq!(tables, ["meta", "revs"]);
+    }
+
+    #[test]
+    fn a_file_of_a_later_format_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("new.redb");
+        {
+            let db = Database::create(&path).expect("create");
+            let tx = db.begin_write().expect("write");
+            tx.open_table(META).expect("meta").insert("format", FORMAT + 1).expect("insert");
+            tx.commit().expect("commit");
+        }
+        match Embedded::open(&path) {
+            Err(Error::Unavailable(m)) => assert!(m.contains("format is 3, this strata reads format 2"), "{m}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a file of format 3 was opened"),
+        }
+    }
+
+    /// Compacting to M keeps each key's latest value before M (and everything from M on),
+    /// drops deletes before M with all before them, and the index built again from the
+    /// file on reopening is the one the writer kept.
+    #[tokio::test]
+    async fn compaction_keeps_the_state_at_its_mark_and_nothing_older() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.redb");
+        let s = Embedded::open(&path).expect("open");
+        let a1 = s.create("/a", b"1".to_vec()).await.expect("a");
+        let a2 = s.update("/a", b"2".to_vec(), a1).await.expect("a");
+        let b1 = s.create("/b", b"1".to_vec()).await.expect("b");
+        let b_gone = s.delete("/b", b1).await.expect("b").mod_revision;
+        let c1 = s.create("/c", b"1".to_vec()).await.expect("c");
+        let mark = s.update("/a", b"3".to_vec(), a2).await.expect("a");
+        let c_gone = s.delete("/c", c1).await.expect("c").mod_revision;
+        let a4 = s.update("/a", b"4".to_vec(), mark).await.expect("a");
+        let before = s.list_at("/", mark, None, 0).await.expect("at mark").items;
+        s.compact(mark).await.expect("compact");
+        let revs = |key: &str| keys_of(&s).get(key).map(|es| es.iter().map(|e| (rev_of(e.at), e.is_value())).collect::<Vec<_>>());
+        assert_eq!(revs("/a"), Some(vec![(a2, true), (mark, true), (a4, true)]));
+        assert_eq!(revs("/b"), None, "a key deleted before the mark leaves nothing");
+        assert_eq!(revs("/c"), Some(vec![(c1, true), (c_gone, false)]));
+        assert!(b_gone < mark && c_gone > mark);
+        assert_eq!(s.list_at("/", mark, None, 0).await.expect("at mark").items, before);
+        assert!(matches!(s.list_at("/", mark - 1, None, 0).await, Err(Error::Compacted { .. })));
+        // A watch from the mark replays every change from it, each with the value it replaced.
+        let mut w = s.watch("/", mark - 1).await.expect("watch");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let ev = w.next().await.expect("event").expect("ok");
+            seen.push((ev.kv.key.clone(), ev.kv.mod_revision, ev.kind.clone(), ev.prev.map(|p| p.value)));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("/a".to_string(), mark, EventKind::Put, Some(b"2".to_vec())),
+                ("/c".to_string(), c_gone, EventKind::Delete, Some(b"1".to_vec())),
+                ("/a".to_string(), a4, EventKind::Put, Some(b"3".to_vec())),
+            ]
+        );
+        let kept = keys_of(&s);
+        drop((w, s));
+        let s = Embedded::open(&path).expect("reopen");
+        assert_eq!(keys_of(&s), kept);
+        assert_eq!(read(&s.inner.index).compacted, mark);
+    }
+
+    /// Readers never pick an entry their snapshot lacks: gets, lists and past reads run while
+    /// one key is rewritten and compacted away under them at every write (history 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_racing_compaction_always_find_their_values() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = Embedded::open_with_history(&dir.path().join("r.redb"), 1).expect("open");
+        s.create("/k", b"0".to_vec()).await.expect("create");
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in 1..=1500u32 {
+                    s.update("/k", i.to_string().into_bytes(), 0).await.expect("update");
+                }
+            })
+        };
+        let mut readers = Vec::new();
+        for _ in 0..3 {
+            let s = s.clone();
+            readers.push(tokio::spawn(async move {
+                let mut reads = 0;
+                loop {
+                    let kv = s.get("/k").await.expect("get").expect("present");
+                    let listed = s.list("/", None, 0).await.expect("list");
+                    assert_eq!(listed.items.len(), 1);
+                    match s.list_at("/", listed.revision, None, 0).await {
+                        Ok(page) => assert_eq!(page.items.len(), 1),
+                        Err(Error::Compacted { .. }) => {}
+                        Err(e) => panic!("a past read failed: {e}"),
+                    }
+                    reads += 1;
+                    if kv.value == b"1500" {
+                        return reads;
+                    }
+                }
+            }));
+        }
+        writer.await.expect("writer");
+        for r in readers {
+            assert!(r.await.expect("reader") > 0);
+        }
+        let kept = keys_of(&s);
+        // At most: the one before the mark, and the revisions from the mark to 2 * history past it.
+        assert!(kept["/k"].len() <= 4, "compaction kept {} entries of /k", kept["/k"].len());
+    }
 }
