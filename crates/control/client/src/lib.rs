@@ -149,3 +149,18 @@ async fn from_yaml(yaml: &str, shown: &str, server: Option<&str>, user_agent: &s
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder.with_layer(&retry::TooManyRequestsLayer::default()).build())
 }
+
+/// Create `object` in `namespace` and drop the answer unread: what a controller that creates
+/// many objects and waits for them through its informer needs (the ReplicaSet controller's
+/// pods). [`kube::Api::create`] decodes the created object, a full decode per write that such
+/// a caller throws away. Errors are [`kube::Api::create`]'s.
+pub async fn create_unread<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + serde::Serialize,
+{
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(K::url_path(&(), Some(namespace)))
+        .create(&kube::api::PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(request).await.map(drop)
+}

@@ -687,8 +687,8 @@ async fn sync_nodes(ctx: &Context<State>, ds: &DaemonSet, key: &str, plan: &Plan
             };
             let pname = pod.name_any();
             st.expectations.expect_create(key, &pname);
-            let api = api.clone();
-            futs.push(async move { (pname, api.create(&PostParams::default(), &pod).await) });
+            let (client, ns) = (ctx.writer.clone(), ns.clone());
+            futs.push(async move { (pname, strata_client::create_unread(&client, &ns, &pod).await) });
         }
         let mut failed = false;
         for (pname, r) in futures_util::future::join_all(futs).await {

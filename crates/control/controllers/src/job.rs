@@ -706,7 +706,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context<State>>) -> Result<Action, Er
                 }
                 let pname = pod.metadata.name.clone().unwrap_or_default();
                 ctx.state.expectations.expect_create(&key, &pname);
-                match pods_api.create(&PostParams::default(), &pod).await {
+                match strata_client::create_unread(&ctx.writer, &ns, &pod).await {
                     Ok(_) => ctx.recorder.publish(&job, EventType::Normal, "SuccessfulCreate", format!("Created pod: {pname}")),
                     Err(e) => {
                         ctx.state.expectations.failed(&key, &pname);

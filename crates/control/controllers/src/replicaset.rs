@@ -442,7 +442,6 @@ fn ignore_gone<T>(r: Result<T, kube::Error>) -> Result<bool, Error> {
 /// Create `n` pods in slow-start batches (1, 2, 4, ...), stopping at the first error.
 async fn create_pods<K: Replicated>(ctx: &Context<State>, rs: &K, key: &str, n: usize) -> Result<(), kube::Error> {
     let ns = rs.namespace().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(ctx.writer.clone(), &ns);
     let template = rs.template().unwrap_or_default();
     let mut left = n;
     let mut batch = 1;
@@ -453,8 +452,8 @@ async fn create_pods<K: Replicated>(ctx: &Context<State>, rs: &K, key: &str, n: 
             let pod = pod_from_template(rs, &template);
             let pname = pod.metadata.name.clone().unwrap_or_default();
             ctx.state.expectations.expect_create(key, &pname);
-            let api = api.clone();
-            futs.push(async move { (pname.clone(), api.create(&PostParams::default(), &pod).await) });
+            let (client, ns) = (ctx.writer.clone(), ns.clone());
+            futs.push(async move { (pname.clone(), strata_client::create_unread(&client, &ns, &pod).await) });
         }
         let results = futures_util::future::join_all(futs).await;
         let mut first_err = None;
