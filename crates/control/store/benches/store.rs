@@ -10,14 +10,15 @@
 //! `/proc`), and the time to list every key in pages of 500. The etcd peer is the machine's
 //! `etcd` on loopback with a throwaway data dir (skipped, and said so, when there is none).
 
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/etcd.rs"]
+mod etcd_server;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_store::embedded::Embedded;
 use strata_store::etcd::Etcd;
 use strata_store::Store;
-use strata_testkit::free_port;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -40,51 +41,6 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-struct EtcdProcess {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_etcd() -> Option<EtcdProcess> {
-    if Command::new("etcd").arg("--version").stdout(Stdio::null()).status().is_err() {
-        return None;
-    }
-    let dir = tempfile::tempdir().ok()?;
-    let (client, peer) = (free_port(), free_port());
-    let data = dir.path().join("data");
-    let child = Command::new("etcd")
-        .args(["--name", "default", "--data-dir"])
-        .arg(&data)
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
-        .args(["--logger", "zap", "--log-level", "error", "--quota-backend-bytes", "8589934592"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let etcd = EtcdProcess { child, endpoint: format!("http://127.0.0.1:{client}"), _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if Etcd::connect(std::slice::from_ref(&etcd.endpoint)).await.is_ok() {
-            return Some(etcd);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 struct Phase {
@@ -201,10 +157,11 @@ async fn main() {
         run("embedded", store, &|| cpu_seconds(me)).await;
     }
     if only.contains("etcd") {
-        match start_etcd().await {
+        let started = if etcd_server::EtcdServer::available() { etcd_server::EtcdServer::start().await.ok() } else { None };
+        match started {
             Some(etcd) => {
                 let store: Arc<dyn Store> = Arc::new(Etcd::connect(std::slice::from_ref(&etcd.endpoint)).await.expect("connect"));
-                let pid = etcd.child.id();
+                let pid = etcd.pid();
                 run("etcd", store, &|| cpu_seconds(me) + cpu_seconds(pid)).await;
             }
             None => println!("    etcd (no `etcd` binary, or it did not start: skipped)"),

@@ -16,6 +16,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "common/etcd.rs"]
+mod etcd_server;
+
 use futures_util::StreamExt;
 use strata_store::{Compare, Error, Event, EventKind, KeyValue, Op, Store, WatchStream};
 
@@ -758,12 +761,6 @@ where
 // Backend fixtures
 
 mod fixtures {
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
-
-    use strata_testkit::free_port;
-
     use super::*;
     use strata_store::embedded::Embedded;
     use strata_store::etcd::Etcd;
@@ -780,88 +777,18 @@ mod fixtures {
         Fixture { store: Arc::new(store), _keep: Box::new(dir) }
     }
 
-    /// A single-member etcd on free loopback ports with a throwaway data dir; killed on drop.
-    pub struct EtcdServer {
-        child: Child,
-        pub endpoint: String,
-        log: PathBuf,
-        _dir: tempfile::TempDir,
-    }
+    pub use crate::etcd_server::EtcdServer;
 
-    impl Drop for EtcdServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-
-    impl EtcdServer {
-        pub async fn start() -> EtcdServer {
-            let version = Command::new("etcd").arg("--version").output();
-            match version {
-                Ok(out) if out.status.success() => {}
-                other => panic!(
-                    "the etcd conformance tests need an `etcd` binary on PATH (Debian: apt-get install etcd-server): {other:?}"
-                ),
-            }
-            let mut last_log = String::new();
-            // A port picked free may be taken before etcd binds it: try again with new ones.
-            for _ in 0..3 {
-                let dir = tempfile::tempdir().unwrap();
-                let (client, peer) = (free_port(), free_port());
-                let log = dir.path().join("etcd.log");
-                let data = dir.path().join("data");
-                let child = Command::new("etcd")
-                    .args(["--name", "default", "--data-dir"])
-                    .arg(&data)
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
-                    .args(["--logger", "zap", "--log-level", "warn"])
-                    .stdin(Stdio::null())
-                    .stdout(std::fs::File::create(&log).unwrap())
-                    .stderr(std::fs::File::create(dir.path().join("etcd.stderr")).unwrap())
-                    .spawn()
-                    .expect("spawning etcd");
-                let mut server = EtcdServer { child, endpoint: format!("http://127.0.0.1:{client}"), log, _dir: dir };
-                if server.wait_ready().await {
-                    return server;
-                }
-                last_log = server.logs();
-            }
-            panic!("etcd did not start; its last output:\n{last_log}");
-        }
-
-        /// Wait until etcd serves requests (it has elected itself leader).
-        async fn wait_ready(&mut self) -> bool {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return false;
-                }
-                if Etcd::connect(std::slice::from_ref(&self.endpoint)).await.is_ok() {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        }
-
-        pub fn logs(&self) -> String {
-            let stderr = self.log.with_file_name("etcd.stderr");
-            format!(
-                "{}{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default(),
-                std::fs::read_to_string(stderr).unwrap_or_default()
-            )
-        }
+    pub async fn etcd_server() -> EtcdServer {
+        assert!(
+            EtcdServer::available(),
+            "the etcd conformance tests need an `etcd` binary on PATH (Debian: apt-get install etcd-server)"
+        );
+        EtcdServer::start().await.unwrap_or_else(|log| panic!("etcd did not start; its last output:\n{log}"))
     }
 
     pub async fn etcd() -> Fixture {
-        let server = EtcdServer::start().await;
+        let server = etcd_server().await;
         // Under a namespace, as a shared etcd would be used.
         let store = Etcd::connect(std::slice::from_ref(&server.endpoint)).await.unwrap().with_namespace("/conformance");
         Fixture { store: Arc::new(store), _keep: Box::new(server) }
@@ -1055,7 +982,7 @@ mod etcd_only {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn namespaces_are_isolated() {
-        let server = fixtures::EtcdServer::start().await;
+        let server = fixtures::etcd_server().await;
         let connect = |ns: &'static str| {
             let ep = server.endpoint.clone();
             async move { Arc::new(Etcd::connect(&[ep]).await.unwrap().with_namespace(ns)) as Arc<dyn Store> }
