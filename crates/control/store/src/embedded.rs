@@ -1029,4 +1029,136 @@ mod tests {
         // At most: the one before the mark, and the revisions from the mark to 2 * history past it.
         assert!(kept["/k"].len() <= 4, "compaction kept {} entries of /k", kept["/k"].len());
     }
+
+    /// The store against a model of etcd's semantics, over a random run of creates, updates,
+    /// deletes, transactions, compactions (explicit, and automatic with a history of 12) and
+    /// reopenings: after every step, the current state, the state at every readable revision,
+    /// and a watch from the oldest revision it serves (each change with the value it replaced)
+    /// are the model's; the readable revisions always cover the last `history`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_random_run_matches_a_model() {
+        const HISTORY: u64 = 12;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("m.redb");
+        let mut s = Embedded::open_with_history(&path, HISTORY).expect("open");
+        // The model: the state after each revision, and every change.
+        let mut states: Vec<BTreeMap<String, KeyValue>> = vec![BTreeMap::new(), BTreeMap::new()];
+        let mut changes: Vec<Event> = Vec::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let keys = ["/m/a", "/m/b", "/m/c", "/m/d", "/n/e"];
+        // The highest explicit compaction so far.
+        let mut compacted = 0;
+        for step in 0..300 {
+            let rev = states.len() as u64 - 1;
+            let now = states[rev as usize].clone();
+            let key = keys[next(keys.len() as u64) as usize].to_string();
+            let value = format!("{step}").into_bytes();
+            let mut after = now.clone();
+            let mut evs = Vec::new();
+            let put = |after: &mut BTreeMap<String, KeyValue>, evs: &mut Vec<Event>, key: &str, value: Vec<u8>| {
+                let prev = after.get(key).cloned();
+                let kv = KeyValue { key: key.to_string(), value, create_revision: prev.as_ref().map_or(rev + 1, |p| p.create_revision), mod_revision: rev + 1 };
+                after.insert(key.to_string(), kv.clone());
+                evs.push(Event { kind: EventKind::Put, kv, prev });
+            };
+            let del = |after: &mut BTreeMap<String, KeyValue>, evs: &mut Vec<Event>, key: &str| {
+                if let Some(prev) = after.remove(key) {
+                    let mut gone = prev.clone();
+                    gone.mod_revision = rev + 1;
+                    evs.push(Event { kind: EventKind::Delete, kv: gone, prev: Some(prev) });
+                }
+            };
+            match next(10) {
+                0..=2 => match (s.create(&key, value.clone()).await, now.contains_key(&key)) {
+                    (Ok(r), false) => {
+                        assert_eq!(r, rev + 1);
+                        put(&mut after, &mut evs, &key, value);
+                    }
+                    (Err(Error::AlreadyExists(_)), true) => {}
+                    (other, exists) => panic!("step {step}: create {key} (exists: {exists}): {other:?}"),
+                },
+                3..=4 => {
+                    let current = now.get(&key).map_or(0, |kv| kv.mod_revision);
+                    let expected = [0, current, current + 1][next(3) as usize];
+                    match s.update(&key, value.clone(), expected).await {
+                        Ok(r) => {
+                            assert!(current != 0 && (expected == 0 || expected == current), "step {step}: update of {key} at {current} expecting {expected} was accepted");
+                            assert_eq!(r, rev + 1);
+                            put(&mut after, &mut evs, &key, value);
+                        }
+                        Err(Error::NotFound(_)) => assert_eq!(current, 0),
+                        Err(Error::Conflict { current: c, .. }) => assert_eq!((c, expected != 0 && expected != current), (current, true)),
+                        Err(e) => panic!("step {step}: update: {e}"),
+                    }
+                }
+                5 => match s.delete(&key, 0).await {
+                    Ok(gone) => {
+                        del(&mut after, &mut evs, &key);
+                        assert_eq!(Some(&gone), evs.last().map(|e| &e.kv));
+                    }
+                    Err(Error::NotFound(_)) => assert!(!now.contains_key(&key)),
+                    Err(e) => panic!("step {step}: delete: {e}"),
+                },
+                6..=7 => {
+                    let other = keys[next(keys.len() as u64) as usize].to_string();
+                    let mut ops = vec![Op::Put(key.clone(), value.clone())];
+                    if other != key {
+                        ops.push(if next(2) == 0 { Op::Delete(other.clone()) } else { Op::Put(other.clone(), b"t".to_vec()) });
+                    }
+                    let r = s.txn(vec![Compare::ModRevision(key.clone(), now.get(&key).map_or(0, |kv| kv.mod_revision))], ops.clone()).await.expect("txn");
+                    for op in ops {
+                        match op {
+                            Op::Put(k, v) => put(&mut after, &mut evs, &k, v),
+                            Op::Delete(k) => del(&mut after, &mut evs, &k),
+                        }
+                    }
+                    assert_eq!(r, rev + 1);
+                }
+                8 => {
+                    let to = rev.saturating_sub(next(2 * HISTORY));
+                    s.compact(to).await.expect("compact");
+                    compacted = compacted.max(to);
+                }
+                _ => {
+                    drop(s);
+                    s = Embedded::open_with_history(&path, HISTORY).expect("reopen");
+                }
+            }
+            if !evs.is_empty() {
+                states.push(after);
+                changes.extend(evs);
+            }
+            let rev = states.len() as u64 - 1;
+            assert_eq!(s.revision().await.expect("revision"), rev, "step {step}");
+            let listed = |m: &BTreeMap<String, KeyValue>| m.values().filter(|kv| kv.key.starts_with("/m/")).cloned().collect::<Vec<_>>();
+            assert_eq!(s.list("/m/", None, 0).await.expect("list").items, listed(&states[rev as usize]), "step {step}");
+            // The oldest readable revision: every one from it on reads as the model's; none
+            // explicitly compacted, and all of the last `history`.
+            let mut mark = 1;
+            while s.readable(mark).await.is_err() {
+                mark += 1;
+            }
+            assert!(mark >= compacted && mark <= compacted.max(rev.saturating_sub(HISTORY)).max(1), "step {step}: revisions from {mark} readable at {rev}, compacted to {compacted}");
+            for r in mark..=rev {
+                let page = s.list_at("/m/", r, None, 2).await.expect("list_at");
+                let want = listed(&states[r as usize]);
+                assert_eq!((page.items.as_slice(), page.remaining as usize), (&want[..want.len().min(2)], want.len().saturating_sub(2)), "step {step}: at {r}");
+            }
+            if mark > 1 {
+                assert!(matches!(s.list_at("/m/", mark - 1, None, 0).await, Err(Error::Compacted { .. })), "step {step}");
+            }
+            // A watch from the mark replays the model's changes, with their previous values.
+            let mut w = s.watch("/", mark.saturating_sub(1)).await.expect("watch");
+            for want in changes.iter().filter(|e| e.kv.mod_revision >= mark) {
+                let got = w.next().await.expect("event").expect("ok");
+                assert_eq!(&got, want, "step {step}: watch from {mark}");
+            }
+        }
+    }
 }
