@@ -90,15 +90,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context<State>>) -> Result<Actio
     let result = if existing.is_some() { api.replace(NAME, &PostParams::default(), &want).await.map(|_| ()) } else { api.create(&PostParams::default(), &want).await.map(|_| ()) };
     match result {
         Ok(()) => tracing::debug!(namespace = %name, "published kube-root-ca.crt"),
-        // Our cache was behind (the next event brings the current object), or the namespace
-        // began terminating meanwhile.
-        Err(kube::Error::Api(e)) if e.code == 409 || (e.code == 403 && e.message.contains("being terminated")) => {}
-        // The namespace went, or the API server does not know it yet (a namespace seen here
-        // before its admission does): look again; a namespace that is gone is not requeued.
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            tracing::debug!(namespace = %name, "publishing kube-root-ca.crt: {}", e.message);
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
+        // Our cache was behind (the next event brings the current object), the namespace went
+        // or began terminating meanwhile.
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 || (e.code == 403 && e.message.contains("being terminated")) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
