@@ -878,16 +878,21 @@ fn service_account_token_volumes_reach_the_api_server_and_die_with_their_pod() {
 
     // The root-CA publisher: kube-root-ca.crt in every namespace, made again when deleted and
     // put back when changed.
-    let root_ca = || s.kubectl(&["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"]);
-    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "no kube-root-ca.crt: {}", s.log());
+    let last = std::cell::RefCell::new(String::new());
+    let root_ca = || {
+        let out = s.kubectl(&["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"]);
+        *last.borrow_mut() = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "no kube-root-ca.crt (kubectl said {:?}): {}", last.borrow(), s.log());
     let published = s.get_json("/api/v1/namespaces/default/configmaps/kube-root-ca.crt");
     assert!(published["metadata"]["annotations"]["kubernetes.io/description"].as_str().is_some_and(|d| d.starts_with("Contains a CA bundle")), "{published}");
     s.ok(&["create", "namespace", "sa-fresh"]);
     assert!(eventually(Duration::from_secs(60), || s.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "sa-fresh"]).status.success()), "none in a new namespace");
     s.ok(&["delete", "configmap", "kube-root-ca.crt"]);
-    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not made again after a delete");
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not made again after a delete (kubectl said {:?})", last.borrow());
     s.ok(&["patch", "configmap", "kube-root-ca.crt", "--type=merge", "-p", r#"{"data":{"ca.crt":"forged"}}"#]);
-    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not put back after a change");
+    assert!(eventually(Duration::from_secs(60), || String::from_utf8_lossy(&root_ca().stdout) == ca), "not put back after a change (kubectl said {:?})", last.borrow());
 
     // Admission: `default`, and the projected volume mounted read-only in every container.
     c.apply(&format!(

@@ -93,7 +93,7 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
         .owns_stream(rev_stream)
         .watches_stream(node_trigger, move |_: Node| daemonsets.state().iter().map(|d| ObjectRef::from_obj(d.as_ref())).collect::<Vec<_>>())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

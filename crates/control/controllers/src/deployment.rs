@@ -57,7 +57,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     Controller::new(Api::<Deployment>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(rs_stream)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

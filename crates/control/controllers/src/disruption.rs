@@ -59,7 +59,7 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
                 .collect::<Vec<_>>()
         })
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

@@ -250,7 +250,7 @@ async fn run_one(clients: Clients, slices_mode: bool, shared_pods: Shared<Pod>) 
         .watches_stream(ep_stream, move |e: Endpoints| Some(by_name(e.namespace(), e.name_any())))
         .watches_stream(slice_stream, move |s: EndpointSlice| s.labels().get(SERVICE_NAME).map(|n| by_name(s.namespace(), n.clone())))
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| futures_util::future::ready(()));
+        .for_each(crate::log_failures(identity));
     if slices_mode {
         main.await;
     } else {

@@ -122,7 +122,7 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
     let controller = controller.watches_shared_stream(pod_stream, move |p: Arc<Pod>| jobs_of_pod(&selecting, &p));
     // Pods whose Job is gone keep their tracking finalizer until someone removes it: this loop.
     let orphans = release_orphans(ctx.clone(), jobs);
-    let main = controller.run(reconcile, error_policy, ctx).for_each(|_| futures_util::future::ready(()));
+    let main = controller.run(reconcile, error_policy, ctx).for_each(crate::log_failures(IDENTITY));
     tokio::select! {
         _ = main => {}
         _ = orphans => {}

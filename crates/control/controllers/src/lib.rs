@@ -284,3 +284,30 @@ pub(crate) fn not_synced() -> kube::runtime::controller::Action {
 pub(crate) fn watch_config() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default()
 }
+
+/// For a controller's `run(...)` stream: reconcile failures were logged by its error policy;
+/// a failed watch (a list refused, a stream cut) is logged here, as kube-controller-manager's
+/// reflectors log theirs, and kube-runtime retries it with backoff. Without this a watch that
+/// keeps failing would leave its controller waiting for a cache that never syncs, silently.
+pub(crate) fn log_failures<T, R, Q: std::fmt::Display>(controller: &'static str) -> impl FnMut(Result<T, kube::runtime::controller::Error<R, Q>>) -> futures_util::future::Ready<()> {
+    use kube::runtime::controller::Error as E;
+    move |outcome| {
+        match outcome {
+            Err(E::QueueError(e)) => tracing::warn!(controller, error = %e, "watch failed; retrying"),
+            Err(E::RunnerError(e)) => tracing::warn!(controller, error = %e, "controller runner"),
+            _ => {}
+        }
+        futures_util::future::ready(())
+    }
+}
+
+/// For a watch stream a controller drains itself (a reflector feeding its cache): failures
+/// logged as [`log_failures`] does.
+pub(crate) fn log_watch_failures<T>(controller: &'static str, kind: &'static str) -> impl FnMut(Result<T, kube::runtime::watcher::Error>) -> futures_util::future::Ready<()> {
+    move |item| {
+        if let Err(e) = item {
+            tracing::warn!(controller, kind, error = %e, "watch failed; retrying");
+        }
+        futures_util::future::ready(())
+    }
+}

@@ -174,9 +174,9 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
             pods_of.state().into_iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())).map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
         .run(evict, eviction_error, ctx.clone())
-        .for_each(|_| futures_util::future::ready(()));
-    let no_schedule = node_controller.run(no_schedule_taints, node_error, ctx.clone()).for_each(|_| futures_util::future::ready(()));
-    let leases = lease_stream.for_each(|_| futures_util::future::ready(()));
+        .for_each(crate::log_failures(IDENTITY));
+    let no_schedule = node_controller.run(no_schedule_taints, node_error, ctx.clone()).for_each(crate::log_failures(IDENTITY));
+    let leases = lease_stream.for_each(crate::log_watch_failures(IDENTITY, "Lease"));
     let monitor = monitor_loop(ctx);
     tokio::select! {
         _ = eviction => {}

@@ -136,7 +136,7 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
     let root = clients.root.clone();
     let pods = shared_pods.store().clone();
     let (nodes, node_writer) = reflector::store::<Node>();
-    let node_stream = reflector::reflector(node_writer, lean::watcher(Api::<Node>::all(root), crate::watch_config())).default_backoff().touched_objects().for_each(|_| futures_util::future::ready(()));
+    let node_stream = reflector::reflector(node_writer, lean::watcher(Api::<Node>::all(root), crate::watch_config())).default_backoff().touched_objects().for_each(crate::log_watch_failures(IDENTITY, "Node"));
     let writer = clients.writer(IDENTITY);
     let gc = async move {
         let mut quarantine = HashMap::new();

@@ -143,7 +143,7 @@ pub async fn run_kind<K: Replicated>(clients: Clients, pods: Shared<Pod>) -> Res
     Controller::new(Api::<K>::all(clients.root.clone()), crate::watch_config())
         .owns_shared_stream(pod_stream)
         .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(K::IDENTITY))
         .await;
     Ok(())
 }

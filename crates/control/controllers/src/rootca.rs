@@ -46,7 +46,7 @@ pub async fn run(clients: Clients, root_ca: Option<String>) -> Result<(), Error>
     Controller::new(Api::<Namespace>::all(clients.root.clone()), crate::watch_config())
         .watches_stream(cm_stream, |cm: ConfigMap| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)))
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }
@@ -92,7 +92,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context<State>>) -> Result<Actio
         Ok(()) => tracing::debug!(namespace = %name, "published kube-root-ca.crt"),
         // Our cache was behind (the next event brings the current object), the namespace went
         // or began terminating meanwhile.
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 || (e.code == 403 && e.message.contains("being terminated")) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 || (e.code == 403 && e.message.contains("being terminated")) => {
+            tracing::debug!(namespace = %name, code = e.code, "publishing kube-root-ca.crt: {}", e.message);
+        }
         Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())

@@ -28,7 +28,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     Controller::new(Api::<Namespace>::all(clients.root.clone()), crate::watch_config())
         .watches_stream(sa_stream, |sa: ServiceAccount| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)))
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

@@ -58,12 +58,12 @@ pub async fn run(clients: Clients, shared_pods: Shared<Pod>) -> Result<(), Error
     let (claims, cw) = reflector::store::<PersistentVolumeClaim>();
     let claim_stream = reflector::reflector(cw, lean::watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config())).default_backoff().touched_objects();
     let ctx = Context::new(clients.clone(), IDENTITY, State { pods, revisions, claims });
-    let claim_drain = claim_stream.for_each(|_| futures_util::future::ready(()));
+    let claim_drain = claim_stream.for_each(crate::log_watch_failures(IDENTITY, "PersistentVolumeClaim"));
     let controller = Controller::new(Api::<StatefulSet>::all(root), crate::watch_config())
         .owns_shared_stream(pod_stream)
         .owns_stream(rev_stream)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()));
+        .for_each(crate::log_failures(IDENTITY));
     futures_util::future::join(controller, claim_drain).await;
     Ok(())
 }

@@ -20,7 +20,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let ctx = Context::new(clients.clone(), IDENTITY, ());
     Controller::new(Api::<Job>::all(clients.root.clone()), watcher::Config::default())
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

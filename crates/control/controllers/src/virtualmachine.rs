@@ -65,7 +65,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     Controller::new(Api::<VirtualMachine>::all(clients.root.clone()), crate::watch_config())
         .owns_stream(pod_stream)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures_util::future::ready(()))
+        .for_each(crate::log_failures(IDENTITY))
         .await;
     Ok(())
 }

@@ -66,15 +66,15 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
     let claims_loop = Controller::for_stream(claim_stream, claims)
         .watches_stream(volume_stream, move |_: PersistentVolume| claim_store.state().iter().map(|c| ObjectRef::from_obj(c.as_ref())).collect::<Vec<_>>())
         .run(reconcile_claim, error_policy, ctx.clone())
-        .for_each(|_| futures_util::future::ready(()));
+        .for_each(crate::log_failures(IDENTITY));
     // Volumes: reconciled on their own changes and their claims' (a second claim watch: the
     // first feeds the claims' loop, which never sees a claim once it is gone).
     let claim_events = lean::watcher(Api::<PersistentVolumeClaim>::all(root.clone()), crate::watch_config()).default_backoff().touched_objects();
     let volumes_loop = Controller::new(Api::<PersistentVolume>::all(root.clone()), crate::watch_config())
         .watches_stream(claim_events, |c: PersistentVolumeClaim| c.spec.and_then(|s| s.volume_name).filter(|n| !n.is_empty()).map(|n| ObjectRef::<PersistentVolume>::new(&n)))
         .run(reconcile_volume, error_policy, ctx.clone())
-        .for_each(|_| futures_util::future::ready(()));
-    let classes_loop = class_stream.for_each(|_| futures_util::future::ready(()));
+        .for_each(crate::log_failures(IDENTITY));
+    let classes_loop = class_stream.for_each(crate::log_watch_failures(IDENTITY, "StorageClass"));
     futures_util::future::join3(claims_loop, volumes_loop, classes_loop).await;
     Ok(())
 }
