@@ -1,6 +1,6 @@
-//! The embedded store: one redb file, crash-safe (every commit is fsync'd before it is
-//! acknowledged), with group commit, an in-memory key index and an in-memory fan-out for
-//! watches.
+//! The embedded store: one redb file and its write-ahead log, crash-safe (every batch is in
+//! the synced log before it is acknowledged), with group commit, an in-memory key index and an
+//! in-memory fan-out for watches.
 //!
 //! The layout is etcd's: every value is written once, under its revision, and which revision
 //! of which key is current is an index kept in memory.
@@ -30,18 +30,30 @@
 //! compaction never removes while the change itself is kept.
 //!
 //! All writes go through one writer thread. It takes every request waiting in its queue, applies
-//! them in one redb write transaction (each request sees the effects of the ones before it and
-//! gets its own revision, or is refused alone: refusals are decided before anything is written;
-//! a storage error fails the whole batch), commits once, adds the batch to the index, and only
-//! then answers the callers and publishes the events. Many concurrent writers thus share one
-//! fsync, and a caller that was answered reads its own write.
+//! them (each request sees the effects of the ones before it and gets its own revision, or is
+//! refused alone: refusals are decided before anything is written; a storage error fails the
+//! whole batch), appends the batch's records to the write-ahead log ([`crate::wal`]) and syncs
+//! it, adds the batch to the index, and only then answers the callers and publishes the events.
+//! Many concurrent writers thus share one sync, and a caller that was answered reads its own
+//! write.
+//!
+//! Checkpoints (etcd's backend commit): the records logged since the last checkpoint are kept in
+//! memory with the index (`unflushed`), and every [`CHECKPOINT_EVERY`] (or [`CHECKPOINT_BYTES`]
+//! of log) the writer commits them to `revs` in one durable redb transaction that also records
+//! the log's sequence number, then starts the log again from its beginning and lets the
+//! in-memory records go. A read takes a value from `unflushed` when the index names a record
+//! still there (both seen under the index's lock), else from its redb snapshot; a record leaves
+//! `unflushed` only after the commit that holds it. Opening the store replays the log's frames
+//! past the recorded sequence number into `revs` (a crash loses nothing acknowledged) and
+//! checkpoints. A batch costs one append and one sync of a few pages instead of a B-tree
+//! commit; the B-tree's commits are amortised over hundreds of writes.
 //!
 //! Files of the earlier layout (`kv`: key -> value, `log`: each change with the value it
 //! replaced) are converted when opened: the current values are kept, the history is not (the
 //! compaction mark becomes the current revision, so a watch from before it relists).
 //!
-//! Dropping the last handle stops the writer thread and waits for it, so the file can be
-//! opened again at once (redb refuses to open a file that is already open).
+//! Dropping the last handle stops the writer thread (after a last checkpoint) and waits for it,
+//! so the file can be opened again at once (redb refuses to open a file that is already open).
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
@@ -49,17 +61,27 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{mpsc, Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use redb::{Database, Durability, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::wal::{Frame, Wal};
 use crate::{Compare, Error, Event, EventKind, KeyValue, ListResult, Op, Result, Store, WatchStream};
 
 const REVS: TableDefinition<u128, &[u8]> = TableDefinition::new("revs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout `meta["format"]` names; a file without it is of the first layout (`kv` + `log`).
-const FORMAT: u64 = 2;
+/// Format 3 is format 2 with a write-ahead log beside the file (`meta["wal_seq"]`): a strata
+/// that reads format 2 only would miss the log's writes, so it must refuse the file.
+const FORMAT: u64 = 3;
+/// The format a file is converted from as it is (the same tables, no log yet).
+const FORMAT_WITHOUT_LOG: u64 = 2;
+/// Longest time records stay only in the log (and memory) before a checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// Log bytes since the last checkpoint that call for one sooner.
+const CHECKPOINT_BYTES: u64 = crate::wal::SIZE / 2;
 
 /// How many revisions of history are kept for watches before automatic compaction.
 pub const DEFAULT_HISTORY: u64 = 50_000;
@@ -74,6 +96,9 @@ enum Request {
     Delete { key: String, expected: u64 },
     Txn { compares: Vec<Compare>, ops: Vec<Op> },
     Compact { revision: u64 },
+    /// Stop the writer at once, without a checkpoint (what a crash leaves).
+    #[cfg(test)]
+    Abandon,
 }
 
 enum Reply {
@@ -125,6 +150,8 @@ struct Index {
     rev: u64,
     /// The compaction mark: the oldest revision whose state can be read.
     compacted: u64,
+    /// The records written since the last checkpoint, which `revs` does not hold yet.
+    unflushed: BTreeMap<Loc, Arc<[u8]>>,
 }
 
 impl Index {
@@ -231,10 +258,10 @@ impl Drop for Inner {
     }
 }
 
-/// The store holds every Secret: its file is the owner's alone (0600). A new file is created
+/// The store holds every Secret: its file (and its log) is the owner's alone (0600). A new file is created
 /// with that mode (redb then initialises the empty file), so it is never readable by others,
 /// not even for a moment; an existing file with looser bits is tightened before it is opened.
-fn create_private(path: &Path) -> Result<()> {
+pub(crate) fn create_private(path: &Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let unavailable = |e: std::io::Error| Error::Unavailable(format!("{}: {e}", path.display()));
     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(unavailable)?;
@@ -291,19 +318,59 @@ fn decode_record(at: Loc, bytes: &[u8]) -> Result<(&str, Option<(u64, &[u8])>)> 
     }
 }
 
-/// The value of the put at `at`.
-fn value_at(revs: &impl ReadableTable<u128, &'static [u8]>, at: Loc) -> Result<Vec<u8>> {
-    let record = revs.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("store entry at revision {} is missing", rev_of(at))))?;
-    match decode_record(at, record.value())? {
+/// The value of the put whose record is `record`.
+fn put_value(at: Loc, record: &[u8]) -> Result<Vec<u8>> {
+    match decode_record(at, record)? {
         (_, Some((_, value))) => Ok(value.to_vec()),
         (_, None) => Err(corrupt(at)),
     }
 }
 
-/// The values of `page`'s entries, read from `tx`.
-fn read_page(tx: &ReadTransaction, page: Vec<(String, Entry)>) -> Result<Vec<KeyValue>> {
-    let revs = tx.open_table(REVS).map_err(backend)?;
-    page.into_iter().map(|(key, entry)| Ok(entry.kv(key, value_at(&revs, entry.at)?))).collect()
+/// The value of the put at `at`: from `recent` if it is there, else from `revs`.
+fn value_at(recent: &BTreeMap<Loc, Arc<[u8]>>, revs: &impl ReadableTable<u128, &'static [u8]>, at: Loc) -> Result<Vec<u8>> {
+    if let Some(record) = recent.get(&at) {
+        return put_value(at, record);
+    }
+    let record = revs.get(at).map_err(backend)?.ok_or_else(|| Error::Backend(format!("store entry at revision {} is missing", rev_of(at))))?;
+    put_value(at, record.value())
+}
+
+/// What a read sees: a redb snapshot, and the records not in it yet that the read needs, both
+/// taken under the index's read lock (see the module's comment).
+struct View {
+    tx: ReadTransaction,
+    recent: BTreeMap<Loc, Arc<[u8]>>,
+}
+
+/// Which unflushed records a read takes into its [`View`].
+enum Wanted {
+    At(Vec<Loc>),
+    /// Every record from the first location up to (not including) the second.
+    Range(Loc, Loc),
+}
+
+/// Pick what to read from the index, and take a [`View`] holding it.
+fn snapshot<T>(db: &Database, index: &RwLock<Index>, pick: impl FnOnce(&Index) -> Result<(T, Wanted)>) -> Result<(T, View)> {
+    let index = read(index);
+    let (picked, wanted) = pick(&index)?;
+    let recent = if index.unflushed.is_empty() {
+        BTreeMap::new()
+    } else {
+        match wanted {
+            Wanted::At(locs) => locs.into_iter().filter_map(|at| index.unflushed.get(&at).map(|r| (at, r.clone()))).collect(),
+            Wanted::Range(from, to) if from < to => index.unflushed.range(from..to).map(|(at, r)| (*at, r.clone())).collect(),
+            Wanted::Range(..) => BTreeMap::new(),
+        }
+    };
+    let tx = db.begin_read().map_err(backend)?;
+    drop(index);
+    Ok((picked, View { tx, recent }))
+}
+
+/// The values of `page`'s entries, read from `view`.
+fn read_page(view: &View, page: Vec<(String, Entry)>) -> Result<Vec<KeyValue>> {
+    let revs = view.tx.open_table(REVS).map_err(backend)?;
+    page.into_iter().map(|(key, entry)| Ok(entry.kv(key, value_at(&view.recent, &revs, entry.at)?))).collect()
 }
 
 fn read_meta(meta: &impl ReadableTable<&'static str, u64>, name: &str) -> Result<Option<u64>> {
@@ -320,6 +387,9 @@ fn prepare(db: &Database, path: &Path) -> Result<()> {
         let mut meta = tx.open_table(META).map_err(backend)?;
         match read_meta(&meta, "format")? {
             Some(FORMAT) => {}
+            Some(FORMAT_WITHOUT_LOG) => {
+                meta.insert("format", FORMAT).map_err(backend)?;
+            }
             Some(other) => {
                 return Err(Error::Unavailable(format!(
                     "{}: the store's format is {other}, this strata reads format {FORMAT} (written by a newer strata?)",
@@ -348,11 +418,52 @@ fn prepare(db: &Database, path: &Path) -> Result<()> {
     tx.commit().map_err(backend)
 }
 
+/// Apply the log's frames that the last checkpoint does not hold, in one durable commit.
+/// Returns the sequence number of the last frame now in `revs`.
+fn replay(db: &Database, path: &Path, frames: &[Frame]) -> Result<u64> {
+    let mut tx = db.begin_write().map_err(backend)?;
+    tx.set_durability(Durability::Immediate);
+    let seq = {
+        let mut revs = tx.open_table(REVS).map_err(backend)?;
+        let mut meta = tx.open_table(META).map_err(backend)?;
+        let durable = read_meta(&meta, "wal_seq")?.unwrap_or(0);
+        let todo: Vec<&Frame> = frames.iter().filter(|f| f.seq > durable).collect();
+        let Some(first) = todo.first() else { return Ok(durable) };
+        if first.seq != durable + 1 {
+            return Err(Error::Unavailable(format!(
+                "{}: its write-ahead log starts at batch {}, but the store holds batches up to {durable} only",
+                path.display(),
+                first.seq
+            )));
+        }
+        for frame in &todo {
+            for (at, record) in &frame.puts {
+                revs.insert(*at, record.as_ref()).map_err(backend)?;
+            }
+            for at in &frame.removes {
+                revs.remove(*at).map_err(backend)?;
+            }
+            meta.insert("rev", frame.rev).map_err(backend)?;
+            meta.insert("compacted", frame.compacted).map_err(backend)?;
+            meta.insert("wal_seq", frame.seq).map_err(backend)?;
+        }
+        tracing::info!(path = %path.display(), batches = todo.len(), "replayed the store's write-ahead log");
+        todo.last().map_or(durable, |f| f.seq)
+    };
+    tx.commit().map_err(backend)?;
+    Ok(seq)
+}
+
+/// `revs` as committed now, for the writer's reads of values not in memory.
+fn open_flushed(db: &Database) -> Result<ReadOnlyTable<u128, &'static [u8]>> {
+    db.begin_read().map_err(backend)?.open_table(REVS).map_err(backend)
+}
+
 /// Build the index from `revs`.
 fn load_index(db: &Database) -> Result<Index> {
     let tx = db.begin_read().map_err(backend)?;
     let meta = tx.open_table(META).map_err(backend)?;
-    let mut index = Index { keys: BTreeMap::new(), rev: read_meta(&meta, "rev")?.unwrap_or(1), compacted: read_meta(&meta, "compacted")?.unwrap_or(0) };
+    let mut index = Index { keys: BTreeMap::new(), rev: read_meta(&meta, "rev")?.unwrap_or(1), compacted: read_meta(&meta, "compacted")?.unwrap_or(0), unflushed: BTreeMap::new() };
     let revs = tx.open_table(REVS).map_err(backend)?;
     for record in revs.iter().map_err(backend)? {
         let (at, record) = record.map_err(backend)?;
@@ -439,14 +550,17 @@ impl Embedded {
         create_private(path)?;
         let db = Database::create(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
         prepare(&db, path)?;
+        let (wal, frames) = Wal::open(path)?;
+        let seq = replay(&db, path, &frames)?;
         let index = Arc::new(RwLock::new(load_index(&db)?));
+        let flushed = open_flushed(&db)?;
         let db = Arc::new(db);
         let (events, _) = broadcast::channel(16 * 1024);
         let (writer, rx) = mpsc::channel::<Job>();
-        let (wdb, windex, wevents) = (db.clone(), index.clone(), events.clone());
+        let w = Writer { db: db.clone(), index: index.clone(), events: events.clone(), history, wal, seq, checkpointed: seq, removes: Vec::new(), flushed, last_checkpoint: Instant::now() };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, &windex, rx, &wevents, history))
+            .spawn(move || w.run(rx))
             .map_err(|e| Error::Unavailable(format!("starting the store writer: {e}")))?;
         Ok(Self { inner: Arc::new(Inner { db, index, writer: Some(writer), thread: Some(thread), events }) })
     }
@@ -459,30 +573,33 @@ impl Embedded {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// What `pick` reads from the index, and a read transaction opened while the index was
-    /// held: it holds every entry `pick` saw (see the module's comment).
-    fn snapshot<T>(&self, pick: impl FnOnce(&Index) -> Result<T>) -> Result<(T, ReadTransaction)> {
-        let index = read(&self.inner.index);
-        let picked = pick(&index)?;
-        let tx = self.inner.db.begin_read().map_err(backend)?;
-        drop(index);
-        Ok((picked, tx))
+    /// What `pick` reads from the index, and a view taken while the index was held: it holds
+    /// every entry `pick` saw (see the module's comment).
+    fn snapshot<T>(&self, pick: impl FnOnce(&Index) -> Result<(T, Wanted)>) -> Result<(T, View)> {
+        snapshot(&self.inner.db, &self.inner.index, pick)
+    }
+
+    /// Stop the writer without a checkpoint, as a crash would, and close the store.
+    #[cfg(test)]
+    async fn abandon(self) {
+        let _ = self.submit(Request::Abandon).await;
     }
 
     /// A page of the keys under `prefix` as of `at` (`None`: now), its values read on the
     /// caller's thread when there are few, on the blocking pool otherwise.
     async fn page(&self, prefix: &str, start_after: Option<&str>, limit: usize, at: Option<u64>) -> Result<ListResult> {
-        let ((page, remaining, revision), tx) = self.snapshot(|index| {
+        let ((page, remaining, revision), view) = self.snapshot(|index| {
             if let Some(r) = at {
                 index.readable(r)?;
             }
             let (page, remaining) = index.page(prefix, start_after, limit, at);
-            Ok((page, remaining, at.unwrap_or(index.rev)))
+            let wanted = Wanted::At(page.iter().map(|(_, e)| e.at).collect());
+            Ok(((page, remaining, at.unwrap_or(index.rev)), wanted))
         })?;
         let items = if page.len() <= INLINE_LIST {
-            read_page(&tx, page)?
+            read_page(&view, page)?
         } else {
-            tokio::task::spawn_blocking(move || read_page(&tx, page)).await.map_err(backend)??
+            tokio::task::spawn_blocking(move || read_page(&view, page)).await.map_err(backend)??
         };
         Ok(ListResult { items, revision, more: remaining > 0, remaining })
     }
@@ -491,76 +608,131 @@ impl Embedded {
 /// A batch's writes not yet in the index: each key's new entries, in order.
 type Pending = HashMap<String, Vec<Entry>>;
 
-/// The writer thread: batch, apply, commit, index, answer, publish.
-fn writer_loop(db: &Database, index: &RwLock<Index>, rx: mpsc::Receiver<Job>, events: &broadcast::Sender<Arc<Event>>, history: u64) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    index: Arc<RwLock<Index>>,
+    events: broadcast::Sender<Arc<Event>>,
+    history: u64,
+    wal: Wal,
+    /// The last batch's sequence number in the log.
+    seq: u64,
+    /// The last sequence number the B-tree holds.
+    checkpointed: u64,
+    /// Locations compaction took out of the index that `revs` still holds: removed by the next
+    /// checkpoint.
+    removes: Vec<Loc>,
+    /// `revs` as of the last checkpoint.
+    flushed: ReadOnlyTable<u128, &'static [u8]>,
+    last_checkpoint: Instant,
+}
+
+impl Writer {
+    /// Batch, apply, log, index, answer, publish; checkpoint when due, when idle and at the end.
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        loop {
+            let first = if self.seq > self.checkpointed {
+                match rx.recv_timeout(CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.checkpoint();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            #[cfg(test)]
+            if batch.iter().any(|job| matches!(job.req, Request::Abandon)) {
+                return;
+            }
+            self.write(batch);
+            if self.seq > self.checkpointed && (self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY || self.wal.used() >= CHECKPOINT_BYTES) {
+                self.checkpoint();
             }
         }
+        if self.seq > self.checkpointed {
+            self.checkpoint();
+        }
+    }
+
+    fn write(&mut self, batch: Vec<Job>) {
         let mut results: Vec<Result<(Reply, Vec<Event>)>> = Vec::with_capacity(batch.len());
         let mut pending = Pending::new();
-        let committed = (|| -> Result<u64> {
-            let mut tx = db.begin_write().map_err(backend)?;
-            tx.set_durability(Durability::Immediate);
-            let rev = {
-                let mut revs = tx.open_table(REVS).map_err(backend)?;
-                let mut meta = tx.open_table(META).map_err(backend)?;
-                let indexed = read(index);
-                let (start, mut compacted) = (indexed.rev, indexed.compacted);
-                let mut rev = start;
-                let mut compact_to = 0;
-                for job in &batch {
-                    let r = apply(&mut revs, &indexed, &mut pending, rev + 1, &job.req);
-                    match &r {
-                        Ok((_, evs)) if !evs.is_empty() => rev += 1,
-                        // A storage error may strike after part of the request was written;
-                        // committing the rest of the batch would commit that part too, so the
-                        // whole batch fails (refused requests are checked before any write).
-                        Err(Error::Backend(e)) => return Err(Error::Backend(e.clone())),
-                        _ => {}
-                    }
-                    if let (Request::Compact { revision }, Ok(_)) = (&job.req, &r) {
-                        compact_to = compact_to.max((*revision).min(rev));
-                    }
-                    results.push(r);
+        let mut records: Vec<(Loc, Arc<[u8]>)> = Vec::new();
+        let logged = (|| -> Result<Option<Frame>> {
+            let indexed = read(&self.index);
+            let (start, compacted) = (indexed.rev, indexed.compacted);
+            let mut rev = start;
+            let mut compact_to = 0;
+            for job in &batch {
+                let mut b = Batch { index: &indexed, flushed: &self.flushed, records: &mut records, pending: &mut pending, rev: rev + 1, events: Vec::new() };
+                let r = apply(&mut b, &job.req);
+                match &r {
+                    Ok((_, evs)) if !evs.is_empty() => rev += 1,
+                    // A storage error may strike after part of the request was written;
+                    // logging the rest of the batch would log that part too, so the whole
+                    // batch fails (refused requests are checked before any write).
+                    Err(Error::Backend(e)) => return Err(Error::Backend(e.clone())),
+                    _ => {}
                 }
-                drop(indexed);
-                // Automatic compaction keeps the history bounded.
-                if rev > compacted + 2 * history {
-                    compact_to = compact_to.max(rev - history);
+                if let (Request::Compact { revision }, Ok(_)) = (&job.req, &r) {
+                    compact_to = compact_to.max((*revision).min(rev));
                 }
-                // The index knows the revisions before this batch only.
-                let to = compact_to.min(start);
-                if to > compacted {
-                    let gone = write(index).compact(to);
-                    for at in gone {
-                        revs.remove(at).map_err(backend)?;
-                    }
-                    compacted = to;
-                }
-                meta.insert("rev", rev).map_err(backend)?;
-                meta.insert("compacted", compacted).map_err(backend)?;
-                rev
-            };
-            tx.commit().map_err(backend)?;
-            Ok(rev)
-        })();
-        if let Ok(rev) = committed {
-            let mut indexed = write(index);
-            for (key, entries) in pending {
-                indexed.keys.entry(key).or_default().extend(entries);
+                results.push(r);
             }
-            indexed.rev = rev;
+            drop(indexed);
+            // Automatic compaction keeps the history bounded.
+            if rev > compacted + 2 * self.history {
+                compact_to = compact_to.max(rev - self.history);
+            }
+            // The index knows the revisions before this batch only.
+            let to = compact_to.min(start);
+            let mut removes = Vec::new();
+            if to > compacted {
+                let mut index = write(&self.index);
+                removes = index.compact(to);
+                for at in &removes {
+                    index.unflushed.remove(at);
+                }
+                self.removes.extend_from_slice(&removes);
+            }
+            // Nothing changed that must survive a crash: no frame.
+            if records.is_empty() && to <= compacted {
+                return Ok(None);
+            }
+            let frame = Frame { seq: self.seq + 1, rev, compacted: to.max(compacted), puts: std::mem::take(&mut records), removes };
+            self.wal.append(&frame)?;
+            self.seq = frame.seq;
+            Ok(Some(frame))
+        })();
+        match &logged {
+            Ok(Some(frame)) => {
+                let mut index = write(&self.index);
+                for (key, entries) in pending {
+                    index.keys.entry(key).or_default().extend(entries);
+                }
+                index.rev = frame.rev;
+                index.unflushed.extend(frame.puts.iter().map(|(at, r)| (*at, r.clone())));
+            }
+            Ok(None) | Err(_) => {}
         }
         for (job, r) in batch.into_iter().zip(results.into_iter().chain(std::iter::repeat_with(|| Err(Error::Backend("aborted".into()))))) {
-            match (&committed, r) {
+            match (&logged, r) {
                 (Ok(_), Ok((reply, evs))) => {
                     for ev in evs {
-                        let _ = events.send(Arc::new(ev));
+                        let _ = self.events.send(Arc::new(ev));
                     }
                     let _ = job.reply.send(Ok(reply));
                 }
@@ -573,18 +745,59 @@ fn writer_loop(db: &Database, index: &RwLock<Index>, rx: mpsc::Receiver<Job>, ev
             }
         }
     }
+
+    /// Commit the records logged since the last checkpoint to `revs` (and the removals
+    /// compaction left), durably, with the log's sequence number; then start the log again and
+    /// let the records in memory go. A failure leaves everything as it was, to be tried again.
+    fn checkpoint(&mut self) {
+        self.last_checkpoint = Instant::now();
+        let committed = (|| -> Result<ReadOnlyTable<u128, &'static [u8]>> {
+            let mut tx = self.db.begin_write().map_err(backend)?;
+            tx.set_durability(Durability::Immediate);
+            {
+                let mut revs = tx.open_table(REVS).map_err(backend)?;
+                let mut meta = tx.open_table(META).map_err(backend)?;
+                let index = read(&self.index);
+                for (at, record) in &index.unflushed {
+                    revs.insert(*at, record.as_ref()).map_err(backend)?;
+                }
+                meta.insert("rev", index.rev).map_err(backend)?;
+                meta.insert("compacted", index.compacted).map_err(backend)?;
+                drop(index);
+                for at in &self.removes {
+                    revs.remove(*at).map_err(backend)?;
+                }
+                meta.insert("wal_seq", self.seq).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            open_flushed(&self.db)
+        })();
+        match committed {
+            Ok(flushed) => {
+                self.flushed = flushed;
+                self.removes.clear();
+                self.wal.restart();
+                self.checkpointed = self.seq;
+                // Only this thread adds records: everything in memory is in the commit.
+                write(&self.index).unflushed.clear();
+            }
+            Err(e) => tracing::error!(error = %e, "store checkpoint failed; the write-ahead log keeps the writes, retrying"),
+        }
+    }
 }
 
-/// The writer's view of keys during a batch: the index as committed, and the batch's writes.
-struct Batch<'a, 't> {
-    revs: &'a mut redb::Table<'t, u128, &'static [u8]>,
+/// The writer's view of keys during a batch: the index as logged, and the batch's writes.
+struct Batch<'a> {
     index: &'a Index,
+    flushed: &'a ReadOnlyTable<u128, &'static [u8]>,
+    /// The batch's records so far, in order.
+    records: &'a mut Vec<(Loc, Arc<[u8]>)>,
     pending: &'a mut Pending,
     rev: u64,
     events: Vec<Event>,
 }
 
-impl Batch<'_, '_> {
+impl Batch<'_> {
     /// The key's latest entry if it holds a value: the batch's writes first, then the index.
     fn latest(&self, key: &str) -> Option<Entry> {
         let entries = self.pending.get(key).or_else(|| self.index.keys.get(key));
@@ -594,7 +807,13 @@ impl Batch<'_, '_> {
     /// The key's current value (with its revisions), if it has one.
     fn current(&self, key: &str) -> Result<Option<KeyValue>> {
         match self.latest(key) {
-            Some(entry) => Ok(Some(entry.kv(key.to_string(), value_at(&*self.revs, entry.at)?))),
+            Some(entry) => {
+                let value = match self.records.binary_search_by_key(&entry.at, |(at, _)| *at) {
+                    Ok(i) => put_value(entry.at, &self.records[i].1)?,
+                    Err(_) => value_at(&self.index.unflushed, self.flushed, entry.at)?,
+                };
+                Ok(Some(entry.kv(key.to_string(), value)))
+            }
             None => Ok(None),
         }
     }
@@ -607,9 +826,9 @@ impl Batch<'_, '_> {
     /// Write the next entry of this request: a put of `value`, or a delete.
     fn record(&mut self, key: &str, value: Option<(u64, &[u8])>) -> Result<()> {
         let at = loc(self.rev, self.events.len() as u32);
-        let mut slot = self.revs.insert_reserve(at, record_len(key, value.map(|(_, v)| v))?).map_err(backend)?;
-        encode_record(slot.as_mut(), key, value);
-        drop(slot);
+        let mut record = vec![0; record_len(key, value.map(|(_, v)| v))? as usize];
+        encode_record(&mut record, key, value);
+        self.records.push((at, Arc::from(record)));
         let entry = Entry { at, create: value.map_or(0, |(create, _)| create) };
         match self.pending.entry(key.to_string()) {
             Slot::Occupied(mut o) => o.get_mut().push(entry),
@@ -640,8 +859,8 @@ impl Batch<'_, '_> {
 }
 
 /// Apply one request at revision `rev` (used only if it writes). Returns its reply and events.
-fn apply(revs: &mut redb::Table<'_, u128, &'static [u8]>, index: &Index, pending: &mut Pending, rev: u64, req: &Request) -> Result<(Reply, Vec<Event>)> {
-    let mut b = Batch { revs, index, pending, rev, events: Vec::new() };
+fn apply(b: &mut Batch<'_>, req: &Request) -> Result<(Reply, Vec<Event>)> {
+    let rev = b.rev;
     let check = |b: &Batch, key: &String, expected: u64| match b.mod_revision(key) {
         0 => Err(Error::NotFound(key.clone())),
         current if expected != 0 && current != expected => Err(Error::Conflict { key: key.clone(), current }),
@@ -656,12 +875,12 @@ fn apply(revs: &mut redb::Table<'_, u128, &'static [u8]>, index: &Index, pending
             Reply::Rev(rev)
         }
         Request::Update { key, value, expected } => {
-            check(&b, key, *expected)?;
+            check(b, key, *expected)?;
             b.put(key, value)?;
             Reply::Rev(rev)
         }
         Request::Delete { key, expected } => {
-            check(&b, key, *expected)?;
+            check(b, key, *expected)?;
             Reply::Deleted(b.delete(key)?.ok_or_else(|| Error::NotFound(key.clone()))?)
         }
         Request::Txn { compares, ops } => {
@@ -685,16 +904,21 @@ fn apply(revs: &mut redb::Table<'_, u128, &'static [u8]>, index: &Index, pending
             Reply::Rev(if b.events.is_empty() { rev - 1 } else { rev })
         }
         Request::Compact { .. } => Reply::Rev(rev - 1),
+        #[cfg(test)]
+        Request::Abandon => Reply::Rev(rev - 1),
     };
-    Ok((reply, b.events))
+    Ok((reply, std::mem::take(&mut b.events)))
 }
 
 #[async_trait::async_trait]
 impl Store for Embedded {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let (entry, tx) = self.snapshot(|index| Ok(index.keys.get(key).and_then(|entries| Index::visible(entries, None))))?;
+        let (entry, view) = self.snapshot(|index| {
+            let entry = index.keys.get(key).and_then(|entries| Index::visible(entries, None));
+            Ok((entry, Wanted::At(entry.map(|e| e.at).into_iter().collect())))
+        })?;
         match entry {
-            Some(entry) => Ok(read_page(&tx, vec![(key.to_string(), entry)])?.pop()),
+            Some(entry) => Ok(read_page(&view, vec![(key.to_string(), entry)])?.pop()),
             None => Ok(None),
         }
     }
@@ -752,19 +976,19 @@ impl Store for Embedded {
         // Subscribe before reading the index, so that every batch not yet indexed then is
         // published to this subscription; history covers the rest, up to `upto`.
         let mut live = self.inner.events.subscribe();
-        let (upto, tx) = self.snapshot(|index| {
+        let (upto, view) = self.snapshot(|index| {
             // History from the compaction mark on is kept, so a watch needing `after + 1`
             // onwards is served when `after + 1 >= compacted` (as in etcd, where a watch may
             // start at the compaction revision itself).
             if after + 1 < index.compacted {
                 return Err(Error::Compacted { requested: after, compacted: index.compacted });
             }
-            Ok(index.rev)
+            Ok((index.rev, Wanted::Range(loc(after + 1, 0), loc(index.rev + 1, 0))))
         })?;
         let history = if upto > after {
-            let index = self.inner.index.clone();
+            let (db, index) = (self.inner.db.clone(), self.inner.index.clone());
             let prefix = prefix.to_string();
-            tokio::task::spawn_blocking(move || history(&tx, &index, &prefix, after, upto)).await.map_err(backend)??
+            tokio::task::spawn_blocking(move || history(&view, &db, &index, &prefix, after, upto)).await.map_err(backend)??
         } else {
             Vec::new()
         };
@@ -817,29 +1041,42 @@ impl Store for Embedded {
     }
 }
 
-/// The changes under `prefix` after `after` up to `upto`, from the snapshot `tx`, each with
-/// the value it replaced: the key's entry before it, from the previous change seen or, for a
-/// key's first change, from the index.
-fn history(tx: &ReadTransaction, index: &RwLock<Index>, prefix: &str, after: u64, upto: u64) -> Result<Vec<Event>> {
-    let revs = tx.open_table(REVS).map_err(backend)?;
+/// The changes under `prefix` after `after` up to `upto`, from `view`, each with the value it
+/// replaced: the key's entry before it, from the previous change seen or, for a key's first
+/// change, from the index (read through a second view: a checkpoint since the first may have
+/// moved it from memory to the file).
+fn history(view: &View, db: &Database, index: &RwLock<Index>, prefix: &str, after: u64, upto: u64) -> Result<Vec<Event>> {
+    let revs = view.tx.open_table(REVS).map_err(backend)?;
     // (where, key, value and create revision of a put)
     let mut changes = Vec::new();
-    for record in revs.range(loc(after + 1, 0)..loc(upto + 1, 0)).map_err(backend)? {
-        let (at, record) = record.map_err(backend)?;
-        let at = at.value();
-        let (key, value) = decode_record(at, record.value())?;
+    let mut push = |at: Loc, record: &[u8]| -> Result<()> {
+        let (key, value) = decode_record(at, record)?;
         if key.starts_with(prefix) {
             changes.push((at, key.to_string(), value.map(|(create, value)| (create, value.to_vec()))));
+        }
+        Ok(())
+    };
+    let (from, to) = (loc(after + 1, 0), loc(upto + 1, 0));
+    let mut last = None;
+    for record in revs.range(from..to).map_err(backend)? {
+        let (at, record) = record.map_err(backend)?;
+        push(at.value(), record.value())?;
+        last = Some(at.value());
+    }
+    // Records in memory the snapshot lacks (a checkpoint between taking the two may have put
+    // some in both).
+    for (at, record) in view.recent.range(from..to) {
+        if last.is_none_or(|last| *at > last) {
+            push(*at, record)?;
         }
     }
     // The entry before each key's first change. Compaction never removes it while the change is
     // kept; if the index was compacted past `after` since the snapshot, the watch relists.
-    let mut before: HashMap<&str, Option<Entry>> = HashMap::new();
-    {
-        let index = read(index);
+    let (before, earlier) = snapshot(db, index, |index| {
         if after + 1 < index.compacted {
             return Err(Error::Compacted { requested: after, compacted: index.compacted });
         }
+        let mut before: HashMap<&str, Option<Entry>> = HashMap::new();
         for (at, key, _) in &changes {
             if let Slot::Vacant(slot) = before.entry(key.as_str()) {
                 let entries = index.keys.get(key.as_str()).map_or(&[][..], Vec::as_slice);
@@ -847,11 +1084,14 @@ fn history(tx: &ReadTransaction, index: &RwLock<Index>, prefix: &str, after: u64
                 slot.insert(i.checked_sub(1).map(|i| entries[i]));
             }
         }
-    }
+        let wanted = Wanted::At(before.values().flatten().map(|e| e.at).collect());
+        Ok((before, wanted))
+    })?;
+    let earlier_revs = earlier.tx.open_table(REVS).map_err(backend)?;
     let mut prev: HashMap<String, Option<KeyValue>> = HashMap::with_capacity(before.len());
     for (key, entry) in before {
         let kv = match entry.filter(|e| e.is_value()) {
-            Some(e) => Some(e.kv(key.to_string(), value_at(&revs, e.at)?)),
+            Some(e) => Some(e.kv(key.to_string(), value_at(&earlier.recent, &earlier_revs, e.at)?)),
             None => None,
         };
         prev.insert(key.to_string(), kv);
@@ -932,9 +1172,9 @@ mod tests {
             tx.commit().expect("commit");
         }
         match Embedded::open(&path) {
-            Err(Error::Unavailable(m)) => assert!(m.contains("format is 3, this strata reads format 2"), "{m}"),
+            Err(Error::Unavailable(m)) => assert!(m.contains("format is 4, this strata reads format 3"), "{m}"),
             Err(e) => panic!("unexpected error {e}"),
-            Ok(_) => panic!("a file of format 3 was opened"),
+            Ok(_) => panic!("a file of format 4 was opened"),
         }
     }
 
@@ -985,6 +1225,46 @@ mod tests {
         assert_eq!(read(&s.inner.index).compacted, mark);
     }
 
+    /// Writes live in the log and in memory until a checkpoint, which an idle writer takes
+    /// after [`CHECKPOINT_EVERY`]: then `revs` holds them with the log's sequence number, the
+    /// memory is let go, and a store stopped as by a crash opens with everything, replaying
+    /// nothing twice; writes after the checkpoint come back from the log alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_writer_checkpoints_and_a_crash_loses_nothing_acknowledged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.redb");
+        let s = Embedded::open(&path).expect("open");
+        for i in 0..10 {
+            s.create(&format!("/c/{i}"), vec![b'x'; 1000]).await.expect("create");
+        }
+        assert_eq!(read(&s.inner.index).unflushed.len(), 10, "in memory until a checkpoint");
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        assert!(read(&s.inner.index).unflushed.is_empty(), "an idle writer checkpointed");
+        let durable = {
+            let tx = s.inner.db.begin_read().expect("read");
+            let meta = tx.open_table(META).expect("meta");
+            (read_meta(&meta, "wal_seq").expect("seq"), read_meta(&meta, "rev").expect("rev"), redb::ReadableTableMetadata::len(&tx.open_table(REVS).expect("revs")).expect("len"))
+        };
+        assert_eq!(durable, (Some(10), Some(11), 10));
+        s.update("/c/3", b"after".to_vec(), 0).await.expect("update");
+        s.delete("/c/4", 0).await.expect("delete");
+        s.abandon().await;
+
+        let s = Embedded::open(&path).expect("reopen");
+        assert_eq!(s.revision().await.expect("revision"), 13);
+        let listed = s.list("/c/", None, 0).await.expect("list").items;
+        assert_eq!(listed.len(), 9);
+        assert_eq!(s.get("/c/3").await.expect("get").map(|kv| (kv.value, kv.create_revision, kv.mod_revision)), Some((b"after".to_vec(), 5, 12)));
+        // A watch from the start replays all 12 changes, each with what it replaced.
+        let events: Vec<Event> = s.watch("/c/", 1).await.expect("watch").take(12).map(|e| e.expect("event")).collect().await;
+        assert_eq!(events.last().map(|e| (e.kind.clone(), e.kv.key.as_str(), e.prev.as_ref().map(|p| p.mod_revision))), Some((EventKind::Delete, "/c/4", Some(6))));
+        assert_eq!(events[10].prev.as_ref().map(|p| p.value.len()), Some(1000));
+        // Opened again (nothing left to replay), it is the same.
+        drop(s);
+        let s = Embedded::open(&path).expect("reopen");
+        assert_eq!((s.revision().await.expect("revision"), s.list("/c/", None, 0).await.expect("list").items), (13, listed));
+    }
+
     /// Readers never pick an entry their snapshot lacks: gets, lists and past reads run while
     /// one key is rewritten and compacted away under them at every write (history 1).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1032,7 +1312,7 @@ mod tests {
 
     /// The store against a model of etcd's semantics, over a random run of creates, updates,
     /// deletes, transactions, compactions (explicit, and automatic with a history of 12) and
-    /// reopenings: after every step, the current state, the state at every readable revision,
+    /// reopenings (closed, or abandoned without a checkpoint as a crash would leave it): after every step, the current state, the state at every readable revision,
     /// and a watch from the oldest revision it serves (each change with the value it replaced)
     /// are the model's; the readable revisions always cover the last `history`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1126,7 +1406,12 @@ mod tests {
                     compacted = compacted.max(to);
                 }
                 _ => {
-                    drop(s);
+                    // Closed, or stopped as by a crash (no checkpoint: the log is replayed).
+                    if next(2) == 0 {
+                        drop(s);
+                    } else {
+                        s.abandon().await;
+                    }
                     s = Embedded::open_with_history(&path, HISTORY).expect("reopen");
                 }
             }

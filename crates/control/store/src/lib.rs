@@ -15,6 +15,7 @@
 
 pub mod embedded;
 pub mod etcd;
+mod wal;
 
 use std::pin::Pin;
 
