@@ -39,7 +39,7 @@
 //!
 //! Checkpoints (etcd's backend commit): the records logged since the last checkpoint are kept in
 //! memory with the index (`unflushed`), and every [`CHECKPOINT_EVERY`] (or [`CHECKPOINT_BYTES`]
-//! of log) the writer commits them to `revs` in one durable redb transaction that also records
+//! of log, sooner) the writer commits them to `revs` in one durable redb transaction that also records
 //! the log's sequence number, then starts the log again from its beginning and lets the
 //! in-memory records go. A read takes a value from `unflushed` when the index names a record
 //! still there (both seen under the index's lock), else from its redb snapshot; a record leaves
@@ -80,8 +80,10 @@ const FORMAT: u64 = 3;
 const FORMAT_WITHOUT_LOG: u64 = 2;
 /// Longest time records stay only in the log (and memory) before a checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// Log bytes since the last checkpoint that call for one sooner.
-const CHECKPOINT_BYTES: u64 = crate::wal::SIZE / 2;
+/// Log bytes since the last checkpoint that call for one sooner: a checkpoint holds up the
+/// writer while it commits, so this bounds the pause (about 10 ms; at 1 MiB a busy writer's
+/// p99 rose to 20-30 ms, at 4 MiB to 70-80 ms: docs/benchmarks.md, session 17).
+const CHECKPOINT_BYTES: u64 = 256 << 10;
 
 /// How many revisions of history are kept for watches before automatic compaction.
 pub const DEFAULT_HISTORY: u64 = 50_000;

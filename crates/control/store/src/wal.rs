@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::{Error, Result};
 
 /// The file's preallocated size; a round of frames longer than this grows it.
-pub(crate) const SIZE: u64 = 8 << 20;
+pub(crate) const SIZE: u64 = 1 << 20;
 const HEADER: usize = 8;
 const FIXED: usize = 8 * 3 + 4 * 2;
 
