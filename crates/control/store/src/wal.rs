@@ -70,6 +70,10 @@ impl Wal {
             let zeros = vec![0u8; (SIZE - len) as usize];
             file.write_all_at(&zeros, len).map_err(&err)?;
             file.sync_all().map_err(&err)?;
+            // A new file's name must be durable too before a frame in it is acknowledged.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(&err)?;
+            }
         }
         drop(err);
         Ok((Wal { file, path, offset: 0, buf: Vec::new() }, frames))
