@@ -314,6 +314,21 @@ impl Set {
         out
     }
 
+    /// [`Set::difference`] in place: the paths of `other` leave `self`.
+    pub fn remove_paths(&mut self, other: &Set) {
+        for m in &other.members {
+            self.members.remove(m);
+        }
+        for (pe, o) in &other.children {
+            if let Some(c) = self.children.get_mut(pe) {
+                c.remove_paths(o);
+                if c.is_empty() {
+                    self.children.remove(pe);
+                }
+            }
+        }
+    }
+
     pub fn intersection(&self, other: &Set) -> Set {
         let mut out = Set { members: self.members.intersection(&other.members).cloned().collect(), children: BTreeMap::new() };
         for (pe, c) in &self.children {

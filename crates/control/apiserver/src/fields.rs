@@ -100,26 +100,64 @@ pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation, duplicates: &
 pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
-    if serde::de::DeserializeSeed::deserialize(Walk { path: String::new(), out: &mut out }, &mut de).is_err() {
+    if serde::de::DeserializeSeed::deserialize(Walk { at: None, out: &mut out }, &mut de).is_err() {
         return Vec::new();
     }
     out
 }
 
-/// A visitor that reads a JSON value only to note repeated keys under `path`.
-struct Walk<'a> {
-    path: String,
-    out: &'a mut Vec<String>,
+/// Where a walked value is: a step below its parent's place (None: the document). The path
+/// is spelled out only for a repeated key; every request body is walked.
+struct At<'p> {
+    parent: Option<&'p At<'p>>,
+    step: Step<'p>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+enum Step<'p> {
+    Key(&'p str),
+    Index(usize),
+}
+
+fn path_of(at: Option<&At<'_>>, key: &str) -> String {
+    let mut steps = Vec::new();
+    let mut cur = at;
+    while let Some(a) = cur {
+        steps.push(&a.step);
+        cur = a.parent;
+    }
+    let mut path = String::new();
+    for step in steps.into_iter().rev() {
+        match step {
+            Step::Key(k) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(key);
+    path
+}
+
+/// A visitor that reads a JSON value only to note repeated keys below `at`.
+struct Walk<'p, 'o> {
+    at: Option<&'p At<'p>>,
+    out: &'o mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_, '_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+impl<'de> serde::de::Visitor<'de> for Walk<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
@@ -143,21 +181,38 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Walk { path, out } = self;
+        let Walk { at, out } = self;
         let mut i = 0;
-        while seq.next_element_seed(Walk { path: format!("{path}[{i}]"), out: &mut *out })?.is_some() {
+        loop {
+            let here = At { parent: at, step: Step::Index(i) };
+            if seq.next_element_seed(Walk { at: Some(&here), out: &mut *out })?.is_none() {
+                return Ok(());
+            }
             i += 1;
         }
-        Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Walk { path, out } = self;
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            map.next_value_seed(Walk { path: here.clone(), out: &mut *out })?;
-            if !seen.insert(key) {
-                out.push(here);
+        let Walk { at, out } = self;
+        // Most objects have a few keys: a list is searched until it grows long.
+        let mut seen: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut many: std::collections::HashSet<std::borrow::Cow<'de, str>> = std::collections::HashSet::new();
+        while let Some(crate::rawjson::Key(key)) = map.next_key::<crate::rawjson::Key<'de>>()? {
+            {
+                let here = At { parent: at, step: Step::Key(&key) };
+                map.next_value_seed(Walk { at: Some(&here), out: &mut *out })?;
+            }
+            let repeated = if many.is_empty() && seen.len() < 32 {
+                seen.contains(&key)
+            } else {
+                many.extend(seen.drain(..));
+                many.contains(&key)
+            };
+            if repeated {
+                out.push(path_of(at, &key));
+            } else if many.is_empty() {
+                seen.push(key);
+            } else {
+                many.insert(key);
             }
         }
         Ok(())
@@ -204,6 +259,14 @@ mod tests {
         assert_eq!(duplicate_fields(body), ["b.c[0].d", "b.c[1].e.f", "b.c", "a"]);
         assert!(duplicate_fields(br#"{"a": {"a": 1}, "b": [{"a": 1}, {"a": 2}]}"#).is_empty());
         assert!(duplicate_fields(b"not json").is_empty());
+        // A long map (its keys looked up in a hash set), a key repeated before and after the
+        // switch, and an escaped key.
+        let mut long: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+        long.push("\"k3\": 0".into());
+        long.insert(5, "\"k1\": 0".into());
+        long.push("\"\\u006b0\": 0".into());
+        let body = format!("{{\"data\": {{{}}}}}", long.join(", "));
+        assert_eq!(duplicate_fields(body.as_bytes()), ["data.k1", "data.k3", "data.k0"]);
     }
 
     #[test]

@@ -363,10 +363,58 @@ impl Comparison {
     }
 }
 
-fn compare_objects(ty: Ty, old: &Value, new: &Value) -> Comparison {
+/// What changed from `old` to `new`; with `Skip::InMetadata`, as field management sees them
+/// (without `metadata.managedFields` and `metadata.resourceVersion`, as [`plain`] would leave
+/// them, without copying the objects).
+fn compare_objects(ty: Ty, old: &Value, new: &Value, skip: Skip) -> Comparison {
     let mut c = Comparison::default();
-    compare(ty, Some(old), Some(new), &mut Vec::new(), false, &mut c);
+    // The root is never a leaf for an object (and a root leaf would be the empty path).
+    compare_below(ty, Some(old), Some(new), &mut c, skip);
     c
+}
+
+/// Which map members a comparison passes over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    /// At the root: below `metadata`, its `managedFields` and `resourceVersion`.
+    InMetadata,
+    /// Here: `managedFields` and `resourceVersion`.
+    ManagedAndVersion,
+}
+
+/// A path element of a compared value, owned only when it goes into a set (most compared
+/// fields are unchanged, and a field name is borrowed from the value until then).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Field(&'a str),
+    Item(&'a Pe),
+}
+
+impl At<'_> {
+    fn owned(self) -> Pe {
+        match self {
+            At::Field(name) => Pe::Field(name.to_string()),
+            At::Item(pe) => pe.clone(),
+        }
+    }
+}
+
+/// The keys of two maps, each once, in order (serde_json's maps are sorted).
+fn union_keys<'a>(l: &'a Map<String, Value>, r: &'a Map<String, Value>) -> impl Iterator<Item = &'a String> + 'a {
+    let (mut li, mut ri) = (l.keys().peekable(), r.keys().peekable());
+    std::iter::from_fn(move || match (li.peek(), ri.peek()) {
+        (Some(a), Some(b)) => match a.cmp(b) {
+            std::cmp::Ordering::Less => li.next(),
+            std::cmp::Ordering::Greater => ri.next(),
+            std::cmp::Ordering::Equal => {
+                ri.next();
+                li.next()
+            }
+        },
+        (Some(_), None) => li.next(),
+        (None, _) => ri.next(),
+    })
 }
 
 /// Upstream's `Compare`: changed scalars and atomic values are modified, added or removed;
@@ -374,59 +422,79 @@ fn compare_objects(ty: Ty, old: &Value, new: &Value) -> Comparison {
 /// and [`ALWAYS_WRITTEN`] lists (Go's slices without `omitempty`, generated from k8s.io/api) are
 /// not (`insert_self` false): upstream compares with Go's
 /// zero object on create, which has them (as `{}` or `null`), so it never sees them appear.
-fn compare(ty: Ty, l: Option<&Value>, r: Option<&Value>, path: &mut Vec<Pe>, insert_self: bool, c: &mut Comparison) {
-    let Some(probe) = r.or(l) else { return };
-    let mut leaf = false;
+/// `c` holds the sets relative to the parent of the value at `at`; each set is built from the
+/// bottom up, so no path is walked from the root again.
+fn compare(ty: Ty, l: Option<&Value>, r: Option<&Value>, at: At<'_>, insert_self: bool, c: &mut Comparison, skip: Skip) {
+    if l.is_none() && r.is_none() {
+        return;
+    }
+    let mut below = Comparison::default();
+    if compare_below(ty, l, r, &mut below, skip) {
+        let Comparison { added, modified, removed } = below;
+        for (set, sub) in [(&mut c.added, added), (&mut c.modified, modified), (&mut c.removed, removed)] {
+            if !sub.is_empty() {
+                set.set_child(at.owned(), sub);
+            }
+        }
+        if insert_self {
+            match (l, r) {
+                (None, Some(_)) => c.added.insert_member(at.owned()),
+                (Some(_), None) => c.removed.insert_member(at.owned()),
+                _ => {}
+            }
+        }
+    } else {
+        match (l, r) {
+            (None, Some(_)) => c.added.insert_member(at.owned()),
+            (Some(_), None) => c.removed.insert_member(at.owned()),
+            (Some(a), Some(b)) if cmp_values(a, b) != std::cmp::Ordering::Equal => c.modified.insert_member(at.owned()),
+            _ => {}
+        }
+    }
+}
+
+/// Compare what lies below two values of a node into `below` (sets relative to the node);
+/// false when the node is a leaf (a scalar, an atomic value, an empty map or list), which the
+/// caller compares as a whole.
+fn compare_below(ty: Ty, l: Option<&Value>, r: Option<&Value>, below: &mut Comparison, skip: Skip) -> bool {
+    let Some(probe) = r.or(l) else { return false };
     match shape(ty, probe) {
-        Shape::Leaf => leaf = true,
+        Shape::Leaf => false,
         Shape::List(e, keys) => {
             let la = l.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let ra = r.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             if la.is_empty() && ra.is_empty() {
-                leaf = true;
-            } else {
-                compare_items(e, keys, la, ra, path, c);
+                return false;
             }
+            compare_items(e, keys, la, ra, below);
+            true
         }
         Shape::Fields => {
             let empty = Map::new();
             let lo = l.and_then(Value::as_object).unwrap_or(&empty);
             let ro = r.and_then(Value::as_object).unwrap_or(&empty);
             if lo.is_empty() && ro.is_empty() {
-                leaf = true;
-            } else {
-                let keys: BTreeSet<&String> = lo.keys().chain(ro.keys()).collect();
-                for k in keys {
-                    let cty = ty.field(k).0;
-                    let appears = match (ty, cty) {
-                        (_, Ty::Struct(_)) => false,
-                        (Ty::Struct(m), _) => !ALWAYS_WRITTEN.contains(&(m, k.as_str())),
-                        _ => true,
-                    };
-                    path.push(Pe::Field(k.clone()));
-                    compare(cty, lo.get(k), ro.get(k), path, appears, c);
-                    path.pop();
-                }
+                return false;
             }
-        }
-    }
-    if leaf {
-        match (l, r) {
-            (None, Some(_)) => c.added.insert(path),
-            (Some(_), None) => c.removed.insert(path),
-            (Some(a), Some(b)) if cmp_values(a, b) != std::cmp::Ordering::Equal => c.modified.insert(path),
-            _ => {}
-        }
-    } else if insert_self {
-        match (l, r) {
-            (None, Some(_)) => c.added.insert(path),
-            (Some(_), None) => c.removed.insert(path),
-            _ => {}
+            for k in union_keys(lo, ro) {
+                if skip == Skip::ManagedAndVersion && (k == "managedFields" || k == "resourceVersion") {
+                    continue;
+                }
+                let below_skip = if skip == Skip::InMetadata && k == "metadata" { Skip::ManagedAndVersion } else { Skip::Nothing };
+                let cty = ty.field(k).0;
+                let appears = match (ty, cty) {
+                    (_, Ty::Struct(_)) => false,
+                    (Ty::Struct(m), _) => !ALWAYS_WRITTEN.contains(&(m, k.as_str())),
+                    _ => true,
+                };
+                compare(cty, lo.get(k), ro.get(k), At::Field(k), appears, below, below_skip);
+            }
+            true
         }
     }
 }
 
-fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], path: &mut Vec<Pe>, c: &mut Comparison) {
+fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], c: &mut Comparison) {
     /// The items by key (in first-seen order), borrowed.
     fn group<'a>(e: Elem, keys: &[&str], items: &'a [Value]) -> (Vec<Pe>, BTreeMap<Pe, Vec<&'a Value>>) {
         let mut order: Vec<Pe> = Vec::new();
@@ -445,31 +513,30 @@ fn compare_items(e: Elem, keys: &[&str], l: &[Value], r: &[Value], path: &mut Ve
     let (rorder, rby) = group(e, keys, r);
     let all: Vec<Pe> = lorder.into_iter().chain(rorder.into_iter().filter(|pe| !lby.contains_key(pe))).collect();
     let none = Vec::new();
-    for pe in all {
-        let ll = lby.get(&pe).unwrap_or(&none);
-        let rl = rby.get(&pe).unwrap_or(&none);
-        path.push(pe);
+    for pe in &all {
+        let ll = lby.get(pe).unwrap_or(&none);
+        let rl = rby.get(pe).unwrap_or(&none);
+        let at = At::Item(pe);
         match (ll.len(), rl.len()) {
-            (0..=1, 0..=1) => compare(e.ty(), ll.first().copied(), rl.first().copied(), path, true, c),
+            (0..=1, 0..=1) => compare(e.ty(), ll.first().copied(), rl.first().copied(), at, true, c, Skip::Nothing),
             (2.., 2..) => {
                 if ll != rl {
-                    c.modified.insert(path);
+                    c.modified.insert_member(pe.clone());
                 }
             }
             (2.., _) => {
                 if let Some(r0) = rl.first() {
-                    compare(e.ty(), None, Some(*r0), path, true, c);
+                    compare(e.ty(), None, Some(*r0), at, true, c, Skip::Nothing);
                 }
-                c.removed.insert(path);
+                c.removed.insert_member(pe.clone());
             }
             (_, _) => {
                 if let Some(l0) = ll.first() {
-                    compare(e.ty(), Some(*l0), None, path, true, c);
+                    compare(e.ty(), Some(*l0), None, at, true, c, Skip::Nothing);
                 }
-                c.added.insert(path);
+                c.added.insert_member(pe.clone());
             }
         }
-        path.pop();
     }
 }
 
@@ -575,16 +642,20 @@ impl Ignore {
 }
 
 /// Fields no manager owns (upstream's `stripMetaManager`): type and system metadata.
-fn strip_meta(s: &Set) -> Set {
-    let f = |n: &str| Pe::Field(n.to_string());
-    let mut strip = Set::new();
-    for top in ["apiVersion", "kind", "metadata"] {
-        strip.insert(&[f(top)]);
-    }
-    for m in ["name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName", "generation", "managedFields", "resourceVersion"] {
-        strip.insert(&[f("metadata"), f(m)]);
-    }
-    s.difference(&strip)
+fn strip_meta(mut s: Set) -> Set {
+    static STRIP: std::sync::LazyLock<Set> = std::sync::LazyLock::new(|| {
+        let f = |n: &str| Pe::Field(n.to_string());
+        let mut strip = Set::new();
+        for top in ["apiVersion", "kind", "metadata"] {
+            strip.insert(&[f(top)]);
+        }
+        for m in ["name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName", "generation", "managedFields", "resourceVersion"] {
+            strip.insert(&[f("metadata"), f(m)]);
+        }
+        strip
+    });
+    s.remove_paths(&STRIP);
+    s
 }
 
 /// Who manages: the name, the operation, the API version (for updates only: an applier is
@@ -753,8 +824,7 @@ fn strip_nulls(v: &mut Value) {
 /// Upstream's `Updater.update`: the fields `new` adds or changes leave every manager but
 /// `workflow` (or, without `force`, are conflicts), and removed fields leave every manager
 /// but `workflow`.
-fn update_managers(ty: Ty, ig: Ignore, old: &Value, new: &Value, managed: &mut Managed, workflow: Option<&Id>, force: bool) -> Result<Comparison, Vec<(Id, Set)>> {
-    let cmp = compare_objects(ty, old, new).ignoring(ig);
+fn update_managers(cmp: Comparison, managed: &mut Managed, workflow: Option<&Id>, force: bool) -> Result<Comparison, Vec<(Id, Set)>> {
     let others = managed.keys().any(|id| Some(id) != workflow);
     let changed = if others { cmp.modified.union(&cmp.added) } else { Set::new() };
     let conflicts: Vec<(Id, Set)> = managed
@@ -768,13 +838,13 @@ fn update_managers(ty: Ty, ig: Ignore, old: &Value, new: &Value, managed: &mut M
     }
     for (id, lost) in &conflicts {
         if let Some(e) = managed.get_mut(id) {
-            e.set = e.set.difference(lost);
+            e.set.remove_paths(lost);
         }
     }
     if !cmp.removed.is_empty() {
         for (id, e) in managed.iter_mut() {
             if Some(id) != workflow {
-                e.set = e.set.difference(&cmp.removed);
+                e.set.remove_paths(&cmp.removed);
             }
         }
     }
@@ -813,7 +883,7 @@ fn apply_sets((ty, ig): (Ty, Ignore), live: &Value, config: &Value, managed: &mu
         Some(last) if !last.set.is_empty() => prune(ty, merged, managed, &last.set),
         _ => merged,
     };
-    update_managers(ty, ig, live, &merged, managed, Some(id), force).map_err(Failure::Conflicts)?;
+    update_managers(compare_objects(ty, live, &merged, Skip::Nothing).ignoring(ig), managed, Some(id), force).map_err(Failure::Conflicts)?;
     Ok(merged)
 }
 
@@ -827,7 +897,7 @@ fn allowed_from_last_applied(ty: Ty, live: &Value, version: &str) -> Option<Set>
         return None;
     }
     let set = to_set(ty, &last, false).ok()?;
-    let cmp = compare_objects(ty, &last, live);
+    let cmp = compare_objects(ty, &last, live, Skip::Nothing);
     Some(set.difference(&cmp.modified).difference(&cmp.added).difference(&cmp.removed))
 }
 
@@ -916,7 +986,7 @@ pub fn apply(r: &Resource, subresource: Option<&str>, live: Option<&Value>, conf
         }
     };
     if let Some(e) = m.get_mut(&id) {
-        e.set = strip_meta(&e.set);
+        e.set = strip_meta(std::mem::take(&mut e.set));
         if e.set.is_empty() {
             m.remove(&id);
         }
@@ -989,7 +1059,8 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
             _ => live_fields(),
         }
     };
-    let old = live.map(plain).unwrap_or_else(|| json!({}));
+    let created = json!({});
+    let old = live.unwrap_or(&created);
     // `new` as field management sees it ([`plain`]) without copying it: its managedFields are
     // replaced below anyway, and its resourceVersion is put back.
     let taken_rv = new.get_mut("metadata").and_then(Value::as_object_mut).and_then(|m| {
@@ -999,10 +1070,10 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
     // The operation's fields leave every manager, the writer's own entry included, and are then
     // merged into that entry (upstream's `managedFieldsUpdater` does this with a
     // "current-operation" manager).
-    if let Ok(cmp) = update_managers(ty, ig, &old, new, &mut managed, None, true) {
+    if let Ok(cmp) = update_managers(compare_objects(ty, old, new, Skip::InMetadata).ignoring(ig), &mut managed, None, true) {
         let mut changed = cmp.modified;
         changed.merge(cmp.added);
-        let set = strip_meta(&ig.apply(changed));
+        let set = strip_meta(ig.apply(changed));
         if !set.is_empty() {
             let manager = if manager.is_empty() { "unknown" } else { manager };
             let id = Id { manager: manager.to_string(), apply: false, api_version: version.clone(), subresource: subresource.unwrap_or("").to_string() };

@@ -279,18 +279,64 @@ pub fn selector_matches(sel: &Value, labels: &Value) -> bool {
     empty || crate::validate::selector_matches(sel, labels)
 }
 
-/// Does a binding's `subject` name `user`? A ServiceAccount subject without a namespace is in
-/// the binding's (`binding_ns`, "" for a ClusterRoleBinding: then it names no one), as upstream.
-fn subject_matches(subject: &Value, user: &User, binding_ns: &str) -> bool {
-    let name = subject["name"].as_str().unwrap_or("");
-    match subject["kind"].as_str().unwrap_or("") {
-        "User" => name == user.name,
-        "Group" => user.groups.iter().any(|g| g == name),
-        "ServiceAccount" => {
-            let ns = subject["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
-            !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{name}")
+/// Whom one subject of a binding names, compiled once per change of the binding.
+#[derive(Debug)]
+enum Subject {
+    User(String),
+    Group(String),
+    /// A ServiceAccount, as its user name (`system:serviceaccount:NS:NAME`).
+    ServiceAccount(String),
+}
+
+impl Subject {
+    /// A binding's `subject`; a ServiceAccount subject without a namespace is in the binding's
+    /// (`binding_ns`, "" for a ClusterRoleBinding: then it names no one), as upstream. None for
+    /// a subject that names no one.
+    fn of(subject: &Value, binding_ns: &str) -> Option<Subject> {
+        let name = subject["name"].as_str().unwrap_or("");
+        match subject["kind"].as_str().unwrap_or("") {
+            "User" => Some(Subject::User(name.to_string())),
+            "Group" => Some(Subject::Group(name.to_string())),
+            "ServiceAccount" => {
+                let ns = subject["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or(binding_ns);
+                (!ns.is_empty()).then(|| Subject::ServiceAccount(format!("system:serviceaccount:{ns}:{name}")))
+            }
+            _ => None,
         }
-        _ => false,
+    }
+
+    fn names(&self, user: &User) -> bool {
+        match self {
+            Subject::User(name) | Subject::ServiceAccount(name) => *name == user.name,
+            Subject::Group(name) => user.groups.iter().any(|g| g == name),
+        }
+    }
+}
+
+/// A RoleBinding or ClusterRoleBinding as authorization reads it (compiled when it changes,
+/// so that authorizing a request neither indexes JSON nor formats a name).
+#[derive(Debug)]
+struct Binding {
+    subjects: Vec<Subject>,
+    /// The store key of the role its `roleRef` names (None: a roleRef that can name none).
+    role: Option<String>,
+}
+
+impl Binding {
+    fn of(b: &Value, ns: &str) -> Binding {
+        let subjects = b["subjects"].as_array().map(|s| s.iter().filter_map(|s| Subject::of(s, ns)).collect()).unwrap_or_default();
+        Binding { subjects, role: role_key(&b["roleRef"], ns) }
+    }
+}
+
+/// The store key of the role `role_ref` names in a binding of namespace `ns` ("" for a
+/// ClusterRoleBinding, which cannot name a Role).
+fn role_key(role_ref: &Value, ns: &str) -> Option<String> {
+    let name = role_ref["name"].as_str().unwrap_or("");
+    match role_ref["kind"].as_str() {
+        Some("ClusterRole") => Some(format!("{PREFIX}clusterroles/{name}")),
+        Some("Role") if !ns.is_empty() => Some(format!("{PREFIX}roles/{ns}/{name}")),
+        _ => None,
     }
 }
 
@@ -304,6 +350,8 @@ struct Snapshot {
     /// The parsed rules of every Role and ClusterRole, by store key (parsed once per change,
     /// not per request).
     rules: HashMap<String, Arc<Vec<PolicyRule>>>,
+    /// Every RoleBinding and ClusterRoleBinding, compiled, by store key.
+    bindings: BTreeMap<String, Arc<Binding>>,
 }
 
 impl Snapshot {
@@ -323,53 +371,57 @@ impl Snapshot {
 
     /// The rules a roleRef names, or None when the role does not exist.
     fn role_ref_rules(&self, role_ref: &Value, ns: &str) -> Option<Arc<Vec<PolicyRule>>> {
-        let name = role_ref["name"].as_str().unwrap_or("");
-        let key = match role_ref["kind"].as_str() {
-            Some("ClusterRole") => format!("{PREFIX}clusterroles/{name}"),
-            Some("Role") if !ns.is_empty() => format!("{PREFIX}roles/{ns}/{name}"),
-            _ => return None,
-        };
-        self.rules.get(&key).cloned()
+        self.rules.get(&role_key(role_ref, ns)?).cloned()
     }
 
     /// Record `key`'s object (None: deleted), with its parsed rules if it is a role.
     fn set(&mut self, key: String, value: Option<(Value, u64)>) {
-        let is_role = key.starts_with(&format!("{PREFIX}roles/")) || key.starts_with(&format!("{PREFIX}clusterroles/"));
+        let rest = key.strip_prefix(PREFIX).unwrap_or("");
+        let is_role = rest.starts_with("roles/") || rest.starts_with("clusterroles/");
+        // A RoleBinding's namespace is the key's segment after the kind.
+        let binding_ns = match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["rolebindings", ns, _] => Some(*ns),
+            ["clusterrolebindings", _] => Some(""),
+            _ => None,
+        }
+        .map(str::to_string);
         match value {
             Some((v, rev)) => {
                 if is_role {
                     self.rules.insert(key.clone(), Arc::new(rules_of(&v)));
                 }
+                if let Some(ns) = binding_ns {
+                    self.bindings.insert(key.clone(), Arc::new(Binding::of(&v, &ns)));
+                }
                 self.objects.insert(key, (v, rev));
             }
             None => {
                 self.rules.remove(&key);
+                self.bindings.remove(&key);
                 self.objects.remove(&key);
             }
         }
     }
 
-    /// The bindings that apply to `user` in `ns` ("" = cluster-wide only), with their namespace.
-    fn bindings_for<'a>(&'a self, user: &'a User, ns: &'a str) -> impl Iterator<Item = (&'a Value, &'a str)> + 'a {
-        let cluster = self.of_kind("clusterrolebindings").map(|(_, b, _)| (b, ""));
-        let local: Box<dyn Iterator<Item = (&Value, &str)>> = if ns.is_empty() {
-            Box::new(std::iter::empty())
-        } else {
-            let prefix = format!("{PREFIX}rolebindings/{ns}/");
-            Box::new(self.objects.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix)).map(move |(_, (b, _))| (b, ns)))
-        };
-        cluster
-            .chain(local)
-            .filter(move |(b, bns)| b["subjects"].as_array().is_some_and(|s| s.iter().any(|s| subject_matches(s, user, bns))))
+    /// The bindings that apply to `user` in `ns` ("" = cluster-wide only).
+    fn bindings_for<'a>(&'a self, user: &'a User, ns: &'a str) -> impl Iterator<Item = &'a Binding> + 'a {
+        let in_range = |prefix: String| self.bindings.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix)).map(|(_, b)| b.as_ref());
+        let cluster = in_range(format!("{PREFIX}clusterrolebindings/"));
+        let local = (!ns.is_empty()).then(|| in_range(format!("{PREFIX}rolebindings/{ns}/"))).into_iter().flatten();
+        cluster.chain(local).filter(move |b| b.subjects.iter().any(|s| s.names(user)))
+    }
+
+    /// The rules a binding grants (none when its role does not exist).
+    fn granted(&self, b: &Binding) -> Option<&Arc<Vec<PolicyRule>>> {
+        self.rules.get(b.role.as_ref()?)
     }
 
     fn allows(&self, user: &User, a: &Attributes) -> bool {
-        self.bindings_for(user, a.namespace())
-            .any(|(b, ns)| self.role_ref_rules(&b["roleRef"], ns).is_some_and(|rules| rules.iter().any(|r| rule_allows(r, a))))
+        self.bindings_for(user, a.namespace()).any(|b| self.granted(b).is_some_and(|rules| rules.iter().any(|r| rule_allows(r, a))))
     }
 
     fn rules_for(&self, user: &User, ns: &str) -> Vec<PolicyRule> {
-        self.bindings_for(user, ns).flat_map(|(b, bns)| self.role_ref_rules(&b["roleRef"], bns).map(|r| r.to_vec()).unwrap_or_default()).collect()
+        self.bindings_for(user, ns).flat_map(|b| self.granted(b).map(|r| r.to_vec()).unwrap_or_default()).collect()
     }
 
     fn apply(&mut self, kind: EventKind, key: String, value: &[u8], rev: u64) {
@@ -445,7 +497,7 @@ impl Index {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let mut next = Snapshot { revision: guard.revision, objects: guard.objects.clone(), rules: guard.rules.clone() };
+        let mut next = Snapshot { revision: guard.revision, objects: guard.objects.clone(), rules: guard.rules.clone(), bindings: guard.bindings.clone() };
         f(&mut next);
         *guard = Arc::new(next);
     }

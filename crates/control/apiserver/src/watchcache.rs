@@ -240,12 +240,205 @@ mod lean {
     /// The stored JSON object with `metadata.resourceVersion` set, keys in the order a `Value`
     /// writes them; `None` unless it is an object whose metadata is one.
     pub(super) fn with_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
+        splice_resource_version(json, rev).or_else(|| rebuilt_with_resource_version(json, rev))
+    }
+
+    /// [`with_resource_version`] for any object: its members and its metadata's read, the
+    /// member set, and both written again.
+    fn rebuilt_with_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
         let mut top = rawjson::members_of_slice(json)?;
         let mut meta = rawjson::members(rawjson::get(&top, "metadata")?.get())?;
         rawjson::set(&mut meta, "resourceVersion", &rev.to_string())?;
         let meta = rawjson::to_raw(&meta)?;
         top.insert(Key::of("metadata"), Cow::Owned(meta));
         rawjson::to_vec(&top)
+    }
+
+    /// [`with_resource_version`] for what strata writes (compact JSON, sorted keys, no
+    /// `resourceVersion` stored): the member written into a copy of the bytes at its place in
+    /// `metadata`, found in one scan without decoding anything. `None` for anything else (an
+    /// escaped key, whitespace, keys out of order or repeated at the top or in `metadata`, a
+    /// stored `resourceVersion`), which the general way handles. The value is taken to be JSON
+    /// (the watch cache has read all of it already).
+    fn splice_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
+        std::str::from_utf8(json).ok()?;
+        let (start, end) = member(json, 0, b"metadata")?;
+        if json.get(start) != Some(&b'{') {
+            return None;
+        }
+        // Where `"resourceVersion":"N"` goes: before the first key after it, or at the end.
+        let mut at = start + 1;
+        let mut last: Option<&[u8]> = None;
+        let mut before_key = None;
+        if json.get(at) != Some(&b'}') {
+            loop {
+                let (key, value_start) = key_at(json, at)?;
+                if last.is_some_and(|l| l >= key) || key == b"resourceVersion" {
+                    return None;
+                }
+                if before_key.is_none() && key > b"resourceVersion".as_slice() {
+                    before_key = Some(at);
+                }
+                last = Some(key);
+                at = skip_value(json, value_start)?;
+                match json.get(at) {
+                    Some(b',') => at += 1,
+                    Some(b'}') => break,
+                    _ => return None,
+                }
+            }
+        }
+        if at + 1 != end {
+            return None;
+        }
+        let rv = format!("\"resourceVersion\":\"{rev}\"");
+        let mut out = Vec::with_capacity(json.len() + rv.len() + 1);
+        match before_key {
+            Some(pos) => {
+                out.extend_from_slice(&json[..pos]);
+                out.extend_from_slice(rv.as_bytes());
+                out.push(b',');
+                out.extend_from_slice(&json[pos..]);
+            }
+            None => {
+                out.extend_from_slice(&json[..at]);
+                if last.is_some() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(rv.as_bytes());
+                out.extend_from_slice(&json[at..]);
+            }
+        }
+        Some(out)
+    }
+
+    /// The value of the top-level member `name` of the object at `at` (start, end), its keys
+    /// checked to be in order and unique; None if it has no such member or does not fit.
+    fn member(json: &[u8], at: usize, name: &[u8]) -> Option<(usize, usize)> {
+        if json.get(at) != Some(&b'{') {
+            return None;
+        }
+        let mut at = at + 1;
+        let mut last: Option<&[u8]> = None;
+        let mut found = None;
+        if json.get(at) == Some(&b'}') {
+            return None;
+        }
+        loop {
+            let (key, value_start) = key_at(json, at)?;
+            if last.is_some_and(|l| l >= key) {
+                return None;
+            }
+            last = Some(key);
+            at = skip_value(json, value_start)?;
+            if key == name {
+                found = Some((value_start, at));
+            }
+            match json.get(at) {
+                Some(b',') => at += 1,
+                Some(b'}') if at + 1 == json.len() => return found,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The key at `at` (without its quotes; None if it has an escape) and where its value starts.
+    fn key_at(json: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        if json.get(at) != Some(&b'"') {
+            return None;
+        }
+        let len = json.get(at + 1..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if json.get(at + 1 + len) != Some(&b'"') || json.get(at + 2 + len) != Some(&b':') {
+            return None;
+        }
+        Some((&json[at + 1..at + 1 + len], at + 3 + len))
+    }
+
+    /// Past the JSON value at `at`: a string, an object or list with everything in it, or a
+    /// scalar up to the next delimiter (None if it has whitespace: not compact JSON).
+    fn skip_value(json: &[u8], at: usize) -> Option<usize> {
+        match *json.get(at)? {
+            b'"' => skip_string(json, at),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut i = at;
+                loop {
+                    match *json.get(i)? {
+                        b'"' => {
+                            i = skip_string(json, i)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                let len = json[at..].iter().position(|&c| matches!(c, b',' | b'}' | b']'))?;
+                let scalar = &json[at..at + len];
+                (len > 0 && !scalar.iter().any(u8::is_ascii_whitespace)).then_some(at + len)
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_spliced_resource_version_is_what_rebuilding_writes() {
+            let fits = [
+                r#"{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"a":"}{\"],["},"name":"p","namespace":"default","uid":"u"},"spec":{"containers":[{"args":["a,b}"],"name":"c"}]},"status":{}}"#,
+                r#"{"metadata":{}}"#,
+                r#"{"metadata":{"annotations":{"x":"1"},"name":"a"}}"#,
+                r#"{"a":[1,2,{"b":null}],"metadata":{"z":true},"zz":-1.5e3}"#,
+                r#"{"metadata":{"generation":12,"selfLink":"x"},"spec":"é"}"#,
+            ];
+            for json in fits {
+                let spliced = splice_resource_version(json.as_bytes(), 42);
+                assert!(spliced.is_some(), "{json} is spliced");
+                assert_eq!(spliced, rebuilt_with_resource_version(json.as_bytes(), 42), "{json}");
+            }
+            let others = [
+                r#"{"metadata": {"name":"a"}}"#,
+                r#"{"metadata":{"name":"a","resourceVersion":"7"}}"#,
+                r#"{"metadata":{"name":"a","generation":1}}"#,
+                r#"{"spec":{},"metadata":{"name":"a"}}"#,
+                r#"{"metadata":{"na\u006de":"a"}}"#,
+                r#"{"metadata":{"generation":1 }}"#,
+                r#"{"metadata":{"name":"a"},"metadata":{"name":"b"}}"#,
+                r#"{"metadata":{"name":"a"}} "#,
+                r#"{"metadata":[]}"#,
+                r#"{"kind":"x"}"#,
+            ];
+            for json in others {
+                assert_eq!(splice_resource_version(json.as_bytes(), 42), None, "{json} is left to the general way");
+                assert_eq!(with_resource_version(json.as_bytes(), 42), rebuilt_with_resource_version(json.as_bytes(), 42), "{json}");
+            }
+            assert_eq!(
+                with_resource_version(br#"{"metadata":{"name":"a","uid":"u"}}"#, 9).map(String::from_utf8),
+                Some(Ok(r#"{"metadata":{"name":"a","resourceVersion":"9","uid":"u"}}"#.to_string()))
+            );
+        }
+    }
+
+    /// Past the string whose opening quote is at `at`.
+    fn skip_string(json: &[u8], at: usize) -> Option<usize> {
+        let mut i = at + 1;
+        loop {
+            match *json.get(i)? {
+                b'\\' => i += 2,
+                b'"' => return Some(i + 1),
+                _ => i += 1,
+            }
+        }
     }
 }
 
