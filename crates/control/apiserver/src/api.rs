@@ -999,16 +999,23 @@ impl Api {
             }
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        let rev = self.store_new(&reads, r, &key, &name, &obj).await?;
-        Ok(with_warnings(json_response(StatusCode::CREATED, &with_rv(obj, rev)), &warnings))
+        let (rev, stored) = self.store_new(&reads, r, &key, &name, &obj).await?;
+        // The stored bytes are the answer, stamped, when they are the object as served.
+        let response = match stored.and_then(|bytes| crate::watchcache::stamped(&bytes, rev)) {
+            Some(json) => (StatusCode::CREATED, [("content-type", "application/json")], axum::body::Bytes::from(json)).into_response(),
+            None => json_response(StatusCode::CREATED, &with_rv(obj, rev)),
+        };
+        Ok(with_warnings(response, &warnings))
     }
 
     /// Write a new object, charged to the namespace's resource quotas in the same transaction
     /// (ResourceQuota admission, see [`crate::quota`]); a race with another charge re-evaluates.
     /// The first evaluation reads the quotas through `reads` (the watch cache when current);
     /// one that raced with another charge reads them from the store.
-    async fn store_new(&self, reads: &dyn Store, r: &'static Resource, key: &str, name: &str, obj: &Value) -> Result<u64, ApiError> {
-        let value = object::storable(obj)?;
+    /// Returns the revision, and the stored bytes when they are the object as served less its
+    /// resourceVersion ([`object::storable_form`]).
+    async fn store_new(&self, reads: &dyn Store, r: &'static Resource, key: &str, name: &str, obj: &Value) -> Result<(u64, Option<Vec<u8>>), ApiError> {
+        let (value, as_served) = object::storable_form(obj)?;
         for attempt in 0..100 {
             let quotas: &dyn Store = if attempt == 0 { reads } else { self.store.as_ref() };
             let charge = crate::quota::admit(quotas, r, obj).await?;
@@ -1023,7 +1030,7 @@ impl Api {
                 }
             };
             return match result {
-                Ok(rev) => Ok(rev),
+                Ok(rev) => Ok((rev, as_served.then_some(value))),
                 Err(strata_store::Error::AlreadyExists(_)) => Err(ApiError::already_exists(r, name)),
                 Err(e) => Err(e.into()),
             };
@@ -1323,7 +1330,7 @@ impl Api {
             crate::quota::admit(&reads, r, &obj).await?;
             return Ok(json_response(StatusCode::CREATED, &obj));
         }
-        let rev = self.store_new(&reads, r, &key, &name, &obj).await?;
+        let (rev, _) = self.store_new(&reads, r, &key, &name, &obj).await?;
         Ok(json_response(StatusCode::CREATED, &with_rv(obj, rev)))
     }
 

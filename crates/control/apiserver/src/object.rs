@@ -524,6 +524,14 @@ pub fn eq_but_meta(a: &Value, b: &Value, skip: &[&str]) -> bool {
 /// kube-apiserver passes etcd's "request is too large" on as a 500,
 /// kubernetes/kubernetes#112152; strata says what it is).
 pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    storable_form(obj).map(|(bytes, _)| bytes)
+}
+
+/// [`storable`], and whether the bytes are the object as served less its `resourceVersion`
+/// (not converted to a storage version, no `selfLink`): then the stored bytes with the
+/// revision stamped in ([`crate::watchcache::stamped`]) are its response, not encoded again.
+pub fn storable_form(obj: &Value) -> Result<(Vec<u8>, bool), ApiError> {
+    let plain = obj["metadata"].as_object().is_some_and(|m| !m.contains_key("selfLink"));
     let mut obj = std::borrow::Cow::Borrowed(obj);
     if obj["apiVersion"].as_str().is_some_and(|v| v.contains('.')) {
         // A custom object is stored at its definition's storage version.
@@ -542,13 +550,29 @@ pub fn storable(obj: &Value) -> Result<Vec<u8>, ApiError> {
             format!("Request entity too large: the object is {} bytes when stored, limit is {MAX_STORED}", bytes.len()),
         ));
     }
-    Ok(bytes)
+    let as_served = plain && matches!(obj, std::borrow::Cow::Borrowed(_));
+    Ok((bytes, as_served))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resources::find;
+
+    #[test]
+    fn a_stored_object_stamped_is_the_object_served() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "labels": {"app.kubernetes.io/name": "a\"b"}, "annotations": {"z": "{}"}, "uid": "u", "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]}, "spec": {"containers": [{"name": "c", "args": ["x,}"]}]}, "status": {}});
+        let (bytes, as_served) = storable_form(&pod).expect("storable");
+        assert!(as_served);
+        let stamped = crate::watchcache::stamped(&bytes, 17).expect("stamped");
+        assert_eq!(stamped, to_json(&with_rv(pod.clone(), 17)).to_vec());
+        // Converted to a storage version, or with a selfLink: not the object served.
+        let mut linked = pod.clone();
+        linked["metadata"]["selfLink"] = json!("/api/v1/namespaces/default/pods/p");
+        assert!(!storable_form(&linked).expect("storable").1);
+        let hpa = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"}, "spec": {"maxReplicas": 2, "scaleTargetRef": {"kind": "Deployment", "name": "d"}, "targetCPUUtilizationPercentage": 50}});
+        assert!(!storable_form(&hpa).expect("storable").1);
+    }
 
     #[test]
     fn same_for_storage_agrees_with_the_stored_bytes() {

@@ -142,6 +142,13 @@ impl Object {
     }
 }
 
+/// A stored object (JSON) as served at revision `rev`: with its `metadata.resourceVersion`
+/// set, as decoding, setting it and encoding again would write it; `None` unless it is an
+/// object whose metadata is one.
+pub fn stamped(json: &[u8], rev: u64) -> Option<Vec<u8>> {
+    lean::with_resource_version(json, rev)
+}
+
 /// Reading stored JSON without decoding it into a `Value` tree.
 mod lean {
     use std::borrow::Cow;
