@@ -9,6 +9,25 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, Killed};
+
+/// The tests of this file share the machine (the harness runs two at once), except the two
+/// whose assertions are about time under load they make themselves (a Lease renewed within a
+/// 2 s deadline while scheduling a backlog; renewal round trips under a flood of creates): those
+/// run alone, so another test's load (a stock kube-scheduler, a 429 flood) is not what they
+/// measure.
+mod machine {
+    use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+    static MACHINE: RwLock<()> = RwLock::new(());
+
+    pub fn shared() -> RwLockReadGuard<'static, ()> {
+        MACHINE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn alone() -> RwLockWriteGuard<'static, ()> {
+        MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 use common::server::{ApiServer, Backend, Options};
 
 fn server() -> ApiServer {
@@ -53,6 +72,7 @@ fn plain_pod(name: &str, labels: &str, extra_spec: &str) -> String {
 
 #[test]
 fn node_affinity_and_node_selector_as_documented() {
+    let _shared = machine::shared();
     let s = server();
     sim_node(&s, "sim-east", "4", "8Gi", "110", &[("topology.kubernetes.io/zone", "antarctica-east1")], &[]);
     sim_node(&s, "sim-west", "4", "8Gi", "110", &[("topology.kubernetes.io/zone", "antarctica-west1"), ("another-node-label-key", "another-node-label-value")], &[]);
@@ -80,6 +100,7 @@ fn node_affinity_and_node_selector_as_documented() {
 
 #[test]
 fn taints_and_tolerations_as_documented() {
+    let _shared = machine::shared();
     let s = server();
     // docs: kubectl taint nodes node1 key1=value1:NoSchedule
     sim_node(&s, "sim-node1", "4", "8Gi", "110", &[], &[("key1", "value1", "NoSchedule")]);
@@ -105,6 +126,7 @@ fn taints_and_tolerations_as_documented() {
 
 #[test]
 fn inter_pod_anti_affinity_as_documented() {
+    let _shared = machine::shared();
     let s = server();
     for n in ["sim-a", "sim-b", "sim-c"] {
         sim_node(&s, n, "4", "8Gi", "110", &[], &[]);
@@ -137,6 +159,7 @@ fn inter_pod_anti_affinity_as_documented() {
 
 #[test]
 fn topology_spread_with_max_skew_as_documented() {
+    let _shared = machine::shared();
     let s = server();
     // docs: zoneA = node1, node2; zoneB = node3, node4; pods foo=bar on node1..node3.
     for (n, z) in [("sim-node1", "zoneA"), ("sim-node2", "zoneA"), ("sim-node3", "zoneB"), ("sim-node4", "zoneB")] {
@@ -158,6 +181,7 @@ fn topology_spread_with_max_skew_as_documented() {
 
 #[test]
 fn unfittable_pod_stays_pending_with_the_reason_and_is_scheduled_when_a_node_arrives() {
+    let _shared = machine::shared();
     let s = server();
     // No node at all.
     create(&s, &plain_pod("early", "", ""));
@@ -191,6 +215,7 @@ fn unfittable_pod_stays_pending_with_the_reason_and_is_scheduled_when_a_node_arr
 
 #[test]
 fn many_pods_bound_concurrently_never_overcommit_a_node() {
+    let _shared = machine::shared();
     let s = server();
     for i in 0..5 {
         sim_node(&s, &format!("sim-{i}"), "64", "256Gi", "10", &[], &[]);
@@ -215,6 +240,7 @@ fn many_pods_bound_concurrently_never_overcommit_a_node() {
 
 #[test]
 fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
+    let _shared = machine::shared();
     // The harness's server runs without its own scheduler (--no-scheduler).
     let s = ApiServer::start(Backend::Embedded);
     sim_node(&s, "sim-remote", "4", "8Gi", "110", &[], &[]);
@@ -231,6 +257,7 @@ fn strata_scheduler_runs_against_a_server_from_a_kubeconfig() {
 
 #[test]
 fn the_schedulers_events_are_paced_and_none_is_lost() {
+    let _shared = machine::shared();
     // The harness's server runs without its own scheduler; this one may write 2 Events at
     // once and then 1 a second (kube-scheduler's event client is paced the same way, by its
     // clientConnection qps and burst: 50 and 100 by default).
@@ -271,6 +298,7 @@ fn the_schedulers_events_are_paced_and_none_is_lost() {
 
 #[test]
 fn priority_classes_set_pod_priority_and_preemption_makes_room() {
+    let _shared = machine::shared();
     let s = server();
     // The built-in classes exist from the start.
     let classes = s.ok(&["get", "priorityclasses"]);
@@ -347,6 +375,7 @@ fn start_scheduler(s: &ApiServer, identity: &str, extra: &[&str]) -> (Killed, st
 
 #[test]
 fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
+    let _shared = machine::shared();
     let s = ApiServer::start(Backend::Embedded);
     sim_node(&s, "sim-le", "4", "8Gi", "110", &[], &[]);
     let holder = || s.kubectl(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "jsonpath={.spec.holderIdentity}"]).stdout.iter().map(|b| *b as char).collect::<String>();
@@ -370,6 +399,7 @@ fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
 /// with it the other node's pod (priority 200) does.
 #[test]
 fn preemption_prefers_victims_no_disruption_budget_protects() {
+    let _shared = machine::shared();
     let s = ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() });
     s.ok(&["create", "priorityclass", "cheap", "--value=100"]);
     s.ok(&["create", "priorityclass", "dear", "--value=200"]);
@@ -402,6 +432,7 @@ fn preemption_prefers_victims_no_disruption_budget_protects() {
 /// (fewest victims etc.) is equal here: one pod of the same class on each node.
 #[test]
 fn preemption_spares_the_longest_running_victims_on_a_tie() {
+    let _shared = machine::shared();
     let s = ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() });
     s.ok(&["create", "priorityclass", "cheap", "--value=100"]);
     s.ok(&["create", "priorityclass", "urgent", "--value=1000"]);
@@ -437,6 +468,7 @@ fn preemption_spares_the_longest_running_victims_on_a_tie() {
 /// deadlines are short here (renew 2 s) so that a starved renewal shows at test scale.
 #[test]
 fn a_busy_scheduler_keeps_its_lease() {
+    let _alone = machine::alone();
     use futures_util::StreamExt;
     use strata_client::k8s_openapi::api::core::v1::{Node, Pod};
     use strata_client::kube::api::{Api, PostParams};
@@ -501,6 +533,7 @@ fn a_busy_scheduler_keeps_its_lease() {
 /// request waited in the runtime's one queue, and a renewal waited behind the whole flood.
 #[test]
 fn lease_renewals_stay_prompt_under_a_flood_of_creates() {
+    let _alone = machine::alone();
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
@@ -631,6 +664,7 @@ fn lease_renewals_stay_prompt_under_a_flood_of_creates() {
 /// refusals in `apiserver_flowcontrol_rejected_requests_total`.
 #[test]
 fn a_full_queue_is_429_and_strata_clients_retry_it() {
+    let _shared = machine::shared();
     use strata_client::k8s_openapi::api::core::v1::ConfigMap;
     use strata_client::kube::api::{Api, PostParams};
     const CLIENTS: usize = 8;
@@ -721,6 +755,7 @@ fn stock_kube_scheduler() -> Result<String, String> {
 /// `pods/binding`, and reports a pod no node can hold as `kubectl describe` shows it.
 #[test]
 fn a_stock_kube_scheduler_schedules_pods_through_strata() {
+    let _shared = machine::shared();
     if Command::new("go").arg("version").output().is_err() && std::env::var("KUBE_SCHEDULER").is_err() {
         eprintln!("no go here and no KUBE_SCHEDULER: the stock kube-scheduler cannot be built on this machine");
         return;
@@ -775,6 +810,7 @@ fn a_stock_kube_scheduler_schedules_pods_through_strata() {
 /// WaitForFirstConsumer class gets its node chosen and is bound once its claim is.
 #[test]
 fn a_pod_waits_for_its_claims_to_exist_and_be_bound() {
+    let _shared = machine::shared();
     let s = server();
     sim_node(&s, "sim-vol", "4", "8Gi", "110", &[], &[]);
     create(&s, "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {accessModes: [ReadWriteOnce], storageClassName: manual, resources: {requests: {storage: 1Gi}}}\n");

@@ -45,35 +45,39 @@ fn field_of(msg: &str, name: &str) -> Option<F> {
     None
 }
 
-/// Remove unknown fields of `v` (an instance of message `msg`) at every depth.
-fn walk(msg: &str, v: &mut Value, path: &str, unknown: &mut Vec<String>) {
+/// Remove unknown fields of `v` (an instance of message `msg`, at `at`) at every depth; a
+/// removed field's path is spelled out, no other.
+fn walk(msg: &str, v: &mut Value, at: Option<&At<'_>>, unknown: &mut Vec<String>) {
     let Some(map) = v.as_object_mut() else { return };
-    let keys: Vec<String> = map.keys().cloned().collect();
-    for key in keys {
-        let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-        if path.is_empty() && (key == "apiVersion" || key == "kind") {
+    let mut removed: Vec<String> = Vec::new();
+    for (key, child) in map.iter_mut() {
+        if at.is_none() && (key == "apiVersion" || key == "kind") {
             continue;
         }
-        let Some(f) = field_of(msg, &key) else {
-            map.remove(&key);
-            unknown.push(here);
+        let Some(f) = field_of(msg, key) else {
+            unknown.push(path_of(at, key));
+            removed.push(key.clone());
             continue;
         };
-        let (K::Msg(inner), Some(child)) = (f.2, map.get_mut(&key)) else { continue };
+        let K::Msg(inner) = f.2 else { continue };
+        let here = At { parent: at, step: Step::Key(key) };
         match (f.3, child) {
             (C::Rep, Value::Array(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    walk(inner, item, &format!("{here}[{i}]"), unknown);
+                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Index(i) }), unknown);
                 }
             }
             (C::Map, Value::Object(entries)) => {
                 for (k, item) in entries.iter_mut() {
-                    walk(inner, item, &format!("{here}[{k}]"), unknown);
+                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Entry(k) }), unknown);
                 }
             }
-            (C::Keep | C::Omit, child) => walk(inner, child, &here, unknown),
+            (C::Keep | C::Omit, child) => walk(inner, child, Some(&here), unknown),
             _ => {}
         }
+    }
+    for key in removed {
+        map.remove(&key);
     }
 }
 
@@ -114,8 +118,12 @@ struct At<'p> {
 }
 
 enum Step<'p> {
+    /// A member of an object (`.key`).
     Key(&'p str),
+    /// An item of a list (`[0]`).
     Index(usize),
+    /// An entry of a map (`[key]`).
+    Entry(&'p str),
 }
 
 fn path_of(at: Option<&At<'_>>, key: &str) -> String {
@@ -135,6 +143,11 @@ fn path_of(at: Option<&At<'_>>, key: &str) -> String {
                 path.push_str(k);
             }
             Step::Index(i) => path.push_str(&format!("[{i}]")),
+            Step::Entry(k) => {
+                path.push('[');
+                path.push_str(k);
+                path.push(']');
+            }
         }
     }
     if !path.is_empty() {
@@ -228,7 +241,7 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
         return crate::crd::prune(r, obj);
     }
     if let Some(msg) = crate::protobuf::message_of(r) {
-        walk(msg, obj, "", &mut unknown);
+        walk(msg, obj, None, &mut unknown);
     } else if let Some(map) = obj.as_object_mut() {
         // A kind outside the message table (strata's own): `spec` and `status` at the top, its
         // metadata an ObjectMeta.
@@ -238,7 +251,7 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
             unknown.push(k);
         }
         if let Some(meta) = map.get_mut("metadata") {
-            walk("ObjectMeta", meta, "metadata", &mut unknown);
+            walk("ObjectMeta", meta, Some(&At { parent: None, step: Step::Key("metadata") }), &mut unknown);
         }
         if r.group == "strata.dev" && r.kind == "VirtualMachine" {
             crate::vm::strip_unknown(obj, &mut unknown);
@@ -284,6 +297,11 @@ mod tests {
         let mut bad = json!({"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": true, "readyy": true}}], "ports": [{"port": 80, "portt": 1}]});
         let e = check(slices, &mut bad, FieldValidation::Strict, &[]).expect_err("unknown slice fields");
         assert_eq!(e.message, "strict decoding error: unknown field \"endpoints[0].conditions.readyy\", unknown field \"ports[0].portt\"");
+        // A map of messages: its entries are spelled `[key]`.
+        let crds = find("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crds");
+        let mut bad = json!({"spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object", "properties": {"size": {"type": "integer", "typo": 1}}}}}]}});
+        let e = check(crds, &mut bad, FieldValidation::Strict, &[]).expect_err("unknown schema field");
+        assert_eq!(e.message, "strict decoding error: unknown field \"spec.versions[0].schema.openAPIV3Schema.properties[size].typo\"");
     }
 
     #[test]
