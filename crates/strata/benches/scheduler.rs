@@ -20,7 +20,12 @@
 //! - spread: groups of 100, topology spread maxSkew 1 over zones (DoNotSchedule) and over
 //!   hostnames (ScheduleAnyway).
 //! - deploy: one Deployment of `BENCH_PODS` plain replicas, turned into pods by the server's
-//!   controllers; timed from the Deployment's create to the last binding.
+//!   controllers; timed from the Deployment's create to the last binding. A line on stderr
+//!   tells when the watch saw 10/50/90/100 % of the pods created and bound.
+//!
+//! The bench's own watch of the pods decodes them without `metadata.managedFields` (as the
+//! schedulers' and controllers' caches do), so that observing takes less of the CPU the bench
+//! shares with the server.
 //!
 //! `BENCH_KEEP_LOGS=DIR` copies each row's server and scheduler logs there.
 //! `BENCH_SCHEDULER_ARGS` (split at whitespace) are added to `strata scheduler`'s arguments.
@@ -487,13 +492,15 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
     }
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     // Pods the watch has seen, bound or not (backlog: the scheduler starts once all exist).
-    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (b2, seen2) = (bound.clone(), seen.clone());
     let api2 = pod_api.clone();
     let (synced_tx, synced_rx) = tokio::sync::oneshot::channel::<()>();
     let watch = tokio::spawn(async move {
         let mut synced_tx = Some(synced_tx);
-        let mut s = std::pin::pin!(watcher::watcher(api2, watcher::Config::default()));
+        // Lean (managedFields skipped, not decoded): the harness's watch takes less of the
+        // CPU it shares with the server.
+        let mut s = std::pin::pin!(strata_client::lean::watcher(api2, watcher::Config::default()));
         while let Some(ev) = s.next().await {
             let pods: Vec<Pod> = match ev {
                 Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => vec![p],
@@ -512,7 +519,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
                     if is_bound {
                         b2.lock().expect("lock").entry(n.clone()).or_insert(now);
                     }
-                    seen2.lock().expect("lock").insert(n);
+                    seen2.lock().expect("lock").entry(n).or_insert(now);
                 }
             }
         }
@@ -632,6 +639,20 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
     let cpu_scheduler_s = sched.as_ref().map_or(0.0, |s| cpu_s(s.0.id()) - cpu_before.1);
     let bound = bound.lock().expect("lock").clone();
     let created = created.lock().expect("lock").clone();
+    if workload == "deploy" {
+        // When the pods came (first seen by the watch) against when they were bound.
+        let since = |m: &HashMap<String, Instant>| {
+            let mut v: Vec<Duration> = m.values().map(|t| t.saturating_duration_since(start)).collect();
+            v.sort();
+            v
+        };
+        let (c, b) = (since(&seen.lock().expect("lock")), since(&bound));
+        let at = |v: &[Duration], p: f64| v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64());
+        eprintln!(
+            "{nodes} nodes, deploy: created (seen) 10/50/90/100 % at {:.2}/{:.2}/{:.2}/{:.2} s, bound at {:.2}/{:.2}/{:.2}/{:.2} s",
+            at(&c, 0.1), at(&c, 0.5), at(&c, 0.9), at(&c, 1.0), at(&b, 0.1), at(&b, 0.5), at(&b, 0.9), at(&b, 1.0)
+        );
+    }
     // Latency: create returned -> binding seen; for `deploy`, Deployment created -> binding seen.
     let mut lat: Vec<Duration> = if workload == "deploy" {
         bound.values().map(|b| b.saturating_duration_since(start)).collect()

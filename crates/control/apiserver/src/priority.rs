@@ -86,15 +86,18 @@ pub fn check_update(r: &Resource, new: &Value, old: &Value) -> Result<(), ApiErr
     }
 }
 
-async fn classes(store: &dyn Store) -> Result<Vec<Value>, ApiError> {
-    let Some(r) = resource() else { return Ok(Vec::new()) };
-    let page = store.list(&r.key_prefix(), None, 0).await?;
-    Ok(page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
-}
-
-/// The global default class (the smallest value among those marked, as upstream).
+/// The global default class (the smallest value among those marked, as upstream). Every pod
+/// created asks, so a class is decoded whole only when it is marked.
 async fn default_class(store: &dyn Store) -> Result<Option<Value>, ApiError> {
-    let mut all: Vec<Value> = classes(store).await?.into_iter().filter(|c| c["globalDefault"].as_bool() == Some(true)).collect();
+    #[derive(serde::Deserialize)]
+    struct Marked {
+        #[serde(rename = "globalDefault", default)]
+        global_default: Option<bool>,
+    }
+    let Some(r) = resource() else { return Ok(None) };
+    let page = store.list(&r.key_prefix(), None, 0).await?;
+    let marked = page.items.iter().filter(|kv| serde_json::from_slice::<Marked>(&kv.value).is_ok_and(|m| m.global_default == Some(true)));
+    let mut all: Vec<Value> = marked.filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
     all.sort_by_key(|c| c["value"].as_i64().unwrap_or(0));
     Ok(all.into_iter().next())
 }

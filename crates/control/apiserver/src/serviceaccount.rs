@@ -31,6 +31,11 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// The projected volume source of the token volume (`TokenVolumeSource`).
 pub fn token_volume_source() -> Value {
+    TOKEN_VOLUME_SOURCE.clone()
+}
+
+/// Built once: every pod created mounts it.
+static TOKEN_VOLUME_SOURCE: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
     json!({
         "defaultMode": 0o644,
         "sources": [
@@ -39,7 +44,7 @@ pub fn token_volume_source() -> Value {
             { "downwardAPI": { "items": [{ "path": "namespace", "fieldRef": { "apiVersion": "v1", "fieldPath": "metadata.namespace" } }] } },
         ],
     })
-}
+});
 
 fn random_suffix() -> String {
     let chars = b"bcdfghjklmnpqrstvwxz2456789";
@@ -64,18 +69,28 @@ pub async fn admit_pod(store: &dyn Store, r: &Resource, namespace: &str, pod: &m
         .ok_or_else(|| ApiError::forbidden(r, &name, &format!("error looking up service account {namespace}/{sa_name}: serviceaccount \"{sa_name}\" not found")))?;
     // A pod without imagePullSecrets gets its ServiceAccount's (upstream's ServiceAccount admission).
     let own = pod["spec"]["imagePullSecrets"].as_array().is_some_and(|l| !l.is_empty());
-    if !own && sa["imagePullSecrets"].as_array().is_some_and(|l| !l.is_empty()) {
-        pod["spec"]["imagePullSecrets"] = sa["imagePullSecrets"].clone();
+    if !own && sa.image_pull_secrets.as_ref().is_some_and(|l| !l.is_empty()) {
+        pod["spec"]["imagePullSecrets"] = Value::Array(sa.image_pull_secrets.unwrap_or_default());
     }
-    let automount = pod["spec"]["automountServiceAccountToken"].as_bool().or_else(|| sa["automountServiceAccountToken"].as_bool()).unwrap_or(true);
+    let automount = pod["spec"]["automountServiceAccountToken"].as_bool().or(sa.automount).unwrap_or(true);
     if automount {
         mount_token(pod, random_suffix());
     }
     Ok(())
 }
 
+/// What admission reads of a ServiceAccount (every pod created looks one up; the rest of it is
+/// skipped, not decoded).
+#[derive(serde::Deserialize)]
+struct Account {
+    #[serde(rename = "imagePullSecrets", default)]
+    image_pull_secrets: Option<Vec<Value>>,
+    #[serde(rename = "automountServiceAccountToken", default)]
+    automount: Option<bool>,
+}
+
 /// The ServiceAccount, waiting up to [`DEFAULT_WAIT`] for `default`.
-async fn lookup(store: &dyn Store, namespace: &str, name: &str) -> Result<Option<Value>, ApiError> {
+async fn lookup(store: &dyn Store, namespace: &str, name: &str) -> Result<Option<Account>, ApiError> {
     let Some(r) = crate::resources::find("", "v1", "serviceaccounts") else { return Err(ApiError::internal("core kinds missing")) };
     let key = r.key(Some(namespace), name);
     let deadline = tokio::time::Instant::now() + if name == DEFAULT { DEFAULT_WAIT } else { Duration::ZERO };
@@ -99,7 +114,8 @@ pub fn mount_token(pod: &mut Value, suffix: String) {
     let mount = json!({ "name": volume_name, "readOnly": true, "mountPath": MOUNT_PATH });
     let mut needed = false;
     for list in ["initContainers", "containers"] {
-        let Some(containers) = pod["spec"][list].as_array_mut() else { continue };
+        // `get_mut`, not `IndexMut`: indexing would add the missing list as `null`.
+        let Some(containers) = pod.get_mut("spec").and_then(|s| s.get_mut(list)).and_then(Value::as_array_mut) else { continue };
         for c in containers {
             let has = c["volumeMounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["mountPath"] == MOUNT_PATH));
             if has {
@@ -151,5 +167,15 @@ mod tests {
         let mut own = json!({ "spec": { "containers": [{ "name": "a", "volumeMounts": [{ "name": "m", "mountPath": MOUNT_PATH }] }], "volumes": [{ "name": "m", "emptyDir": {} }] } });
         mount_token(&mut own, "abcde".into());
         assert_eq!(own["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+    }
+
+    /// A list the pod does not have is not added, not even as `null` (as upstream stores it).
+    #[test]
+    fn mounting_adds_no_list_the_pod_lacks() {
+        let mut pod = json!({ "spec": { "containers": [{ "name": "a" }] } });
+        mount_token(&mut pod, "x2b4z".into());
+        let spec = pod["spec"].as_object().expect("spec");
+        assert!(!spec.contains_key("initContainers"), "{spec:?}");
+        assert_eq!(spec.keys().collect::<Vec<_>>(), ["containers", "volumes"]);
     }
 }
