@@ -264,3 +264,98 @@ fn flowcontrol_objects_are_served() {
     assert_eq!(code, 200, "{out}");
     assert!(s.get_json(path).is_null(), "deletecollection left the FlowSchema");
 }
+
+/// client-go's metadata client and metadata informers (kube-controller-manager's garbage
+/// collector and quota controller) ask for `PartialObjectMetadata`: a get, a watch's events
+/// and a patch's answer carry only the object's metadata, a list is a
+/// `PartialObjectMetadataList` with the list's resourceVersion, continue and
+/// remainingItemCount; a transform asked of the wrong shape, or one no server makes, is 406.
+#[test]
+fn metadata_clients_get_partial_object_metadata() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    // The headers client-go's metadata client sends.
+    let one = "Accept: application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+    let list = "Accept: application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    s.ok(&["create", "namespace", "pom"]);
+    for name in ["pom-a", "pom-b", "pom-c"] {
+        s.ok(&["create", "configmap", name, "-n", "pom", "--from-literal=k=secret-ish"]);
+    }
+    s.ok(&["label", "configmap", "pom-a", "-n", "pom", "team=x"]);
+    let call = |method: &str, path: &str, headers: &[&str], body: Option<&[u8]>| -> (u16, serde_json::Value) {
+        let (code, out) = s.curl_headers(method, path, Auth::Admin, headers, body);
+        (code, serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method} {path}: {e}: {out}")))
+    };
+    let base = "/api/v1/namespaces/pom/configmaps";
+
+    let full = s.get_json(&format!("{base}/pom-a"));
+    let (code, p) = call("GET", &format!("{base}/pom-a"), &[one], None);
+    assert_eq!(code, 200, "{p}");
+    assert_eq!((p["kind"].as_str(), p["apiVersion"].as_str()), (Some("PartialObjectMetadata"), Some("meta.k8s.io/v1")), "{p}");
+    assert_eq!(p["metadata"], full["metadata"], "the metadata is the object's, whole");
+    assert!(p.get("data").is_none(), "{p}");
+    let (_, p) = call("GET", &format!("{base}/pom-a"), &["Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1"], None);
+    assert_eq!((p["kind"].as_str(), p["apiVersion"].as_str()), (Some("PartialObjectMetadata"), Some("meta.k8s.io/v1beta1")), "{p}");
+
+    // Lists: paged (from the watch cache), filtered, and read at an exact revision.
+    let (code, l) = call("GET", &format!("{base}?limit=2"), &[list], None);
+    assert_eq!(code, 200, "{l}");
+    assert_eq!((l["kind"].as_str(), l["apiVersion"].as_str()), (Some("PartialObjectMetadataList"), Some("meta.k8s.io/v1")), "{l}");
+    let items = l["items"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = items.iter().filter_map(|i| i["metadata"]["name"].as_str()).collect();
+    assert_eq!(names, ["pom-a", "pom-b"], "{l}");
+    assert!(items.iter().all(|i| i["kind"] == "PartialObjectMetadata" && i["apiVersion"] == "meta.k8s.io/v1" && i.get("data").is_none()), "{l}");
+    assert_eq!(l["metadata"]["remainingItemCount"], 1, "{l}");
+    let rv = l["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+    let cont = l["metadata"]["continue"].as_str().unwrap_or_else(|| panic!("no continue: {l}")).to_string();
+    let (_, rest) = call("GET", &format!("{base}?limit=2&continue={cont}"), &[list], None);
+    assert_eq!(rest["items"][0]["metadata"]["name"], "pom-c", "{rest}");
+    assert_eq!(rest["kind"], "PartialObjectMetadataList", "{rest}");
+    let (_, sel) = call("GET", &format!("{base}?labelSelector=team%3Dx"), &[list], None);
+    assert_eq!(sel["items"].as_array().map(Vec::len), Some(1), "{sel}");
+    assert_eq!(sel["items"][0]["metadata"]["labels"]["team"], "x", "{sel}");
+    let (code, exact) = call("GET", &format!("{base}?resourceVersion={rv}&resourceVersionMatch=Exact"), &["Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1beta1"], None);
+    assert_eq!(code, 200, "{exact}");
+    assert_eq!((exact["apiVersion"].as_str(), exact["items"].as_array().map(Vec::len)), (Some("meta.k8s.io/v1beta1"), Some(3)), "{exact}");
+    assert_eq!(exact["metadata"]["resourceVersion"], rv.as_str(), "{exact}");
+    // A Table in the version asked.
+    let (_, t) = call("GET", base, &["Accept: application/json;as=Table;v=v1beta1;g=meta.k8s.io"], None);
+    assert_eq!((t["kind"].as_str(), t["apiVersion"].as_str()), (Some("Table"), Some("meta.k8s.io/v1beta1")), "{t}");
+
+    // The wrong shape is 406 with upstream's message, the right one with JSON as the fallback
+    // is not negotiated away.
+    let refused = |code: u16, st: &serde_json::Value, message: &str| {
+        assert_eq!((code, st["kind"].as_str(), st["reason"].as_str(), st["code"].as_i64()), (406, Some("Status"), Some("NotAcceptable"), Some(406)), "{st}");
+        assert_eq!(st["message"], message, "{st}");
+    };
+    let (code, st) = call("GET", &format!("{base}/pom-a"), &[list], None);
+    refused(code, &st, "you requested PartialObjectMetadataList, but the requested object is not a list (*core.ConfigMap)");
+    let (code, st) = call("GET", base, &[one], None);
+    refused(code, &st, "you requested PartialObjectMetadata, but the requested object is a list (*core.ConfigMapList)");
+    let (code, st) = call("GET", &format!("{base}/pom-a"), &["Accept: application/json;as=Secret;g=meta.k8s.io;v=v1"], None);
+    refused(code, &st, "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf");
+    let (code, st) = call("GET", &format!("{base}?watch=1"), &[list], None);
+    refused(code, &st, "you requested PartialObjectMetadataList, but the requested object is not a list (*core.ConfigMap)");
+    let (code, obj) = call("GET", &format!("{base}/pom-a"), &["Accept: application/json;as=Secret;g=meta.k8s.io;v=v1, application/json"], None);
+    assert_eq!((code, obj["kind"].as_str()), (200, Some("ConfigMap")), "{obj}");
+    // A write refused for its Accept header wrote nothing (negotiation comes first).
+    let (code, st) = call("POST", base, &["Content-Type: application/json", "Accept: text/html"], Some(br#"{"metadata":{"name":"pom-x"}}"#));
+    refused(code, &st, "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf");
+    assert!(s.get_json(&format!("{base}/pom-x")).is_null(), "a refused create stored the object");
+
+    // A patch (the garbage collector's) answers with the patched metadata.
+    let (code, p) = call("PATCH", &format!("{base}/pom-b"), &["Content-Type: application/merge-patch+json", one], Some(br#"{"metadata":{"annotations":{"gc":"seen"}}}"#));
+    assert_eq!(code, 200, "{p}");
+    assert_eq!((p["kind"].as_str(), p["metadata"]["annotations"]["gc"].as_str()), (Some("PartialObjectMetadata"), Some("seen")), "{p}");
+    assert_eq!(s.get_json(&format!("{base}/pom-b"))["data"]["k"], "secret-ish", "the patch changed only metadata");
+
+    // A watch's events carry only metadata, deletions included.
+    let (code, _) = s.curl("DELETE", &format!("{base}/pom-c"), Auth::Admin, None, None);
+    assert_eq!(code, 200);
+    let (code, out) = s.curl_headers("GET", &format!("{base}?watch=1&resourceVersion={rv}&timeoutSeconds=2"), Auth::Admin, &[one], None);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(code, 200, "{out}");
+    let seen: Vec<(&str, &str)> = events.iter().map(|e| (e["type"].as_str().unwrap_or(""), e["object"]["metadata"]["name"].as_str().unwrap_or(""))).collect();
+    assert_eq!(seen, [("MODIFIED", "pom-b"), ("DELETED", "pom-c")], "{out}");
+    assert!(events.iter().all(|e| e["object"]["kind"] == "PartialObjectMetadata" && e["object"]["apiVersion"] == "meta.k8s.io/v1" && e["object"].get("data").is_none()), "{out}");
+}

@@ -20,6 +20,7 @@ use crate::object::{self, name_of, with_rv};
 use crate::resources::{self, Resource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError, Cause};
+use crate::output::{self, Transform};
 use crate::{discovery, managed, patch, rv, table};
 
 
@@ -292,11 +293,9 @@ impl Api {
                 return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
             }
             self.authorize(user, &a).await?;
-            if !accepts_plain_object(accept) {
-                // A review has no metadata and no Table form: upstream's output negotiation
-                // refuses a transform it cannot make before the request is carried out.
-                return Err(ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", SERIALIZED.join(", "))));
-            }
+            // A review has no metadata and no Table form: upstream's output negotiation
+            // refuses a transform it cannot make before the request is carried out.
+            output::negotiate_untransformed(accept)?;
             return self.review(user, review, ns.as_deref(), parse_body(headers, &body)?).await;
         }
         if is_non_resource(path) {
@@ -346,14 +345,22 @@ impl Api {
             Some(kind) => field_manager(&q, headers, kind)?,
             None => String::new(),
         };
+        // What an object or list answered is turned into (`as=Table`, `as=PartialObjectMetadata`),
+        // settled before the request is carried out, as upstream negotiates first. Streams
+        // (logs, exec, proxies) are not objects and negotiate nothing.
+        let transform = output::negotiate(accept);
         if info.subresource.as_deref() == Some("scale") {
-            return self.scale(&info, verb, headers, &body, dry_run, &manager).await;
+            let transform = transform?;
+            let resp = self.scale(&info, verb, headers, &body, dry_run, &manager).await?;
+            return transformed(resp, info.resource, transform).await;
         }
         if info.subresource.as_deref() == Some("token") {
             if verb != "create" {
                 return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
             }
-            return self.token_request(&info, parse_body(headers, &body)?).await;
+            let transform = transform?;
+            let resp = self.token_request(&info, parse_body(headers, &body)?).await?;
+            return transformed(resp, info.resource, transform).await;
         }
         if matches!(info.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward" | "console")) {
             return self.node_subresource(&info, &method, query, headers, conn).await;
@@ -372,7 +379,12 @@ impl Api {
                 return Err(ApiError::method_not_allowed("create not allowed while custom resource definition is terminating"));
             }
         }
-        let result = self.verb(user, &info, verb, &q, headers, &body, dry_run, fv, &manager, accept, conn).await;
+        let transform = transform?;
+        let result = match self.verb(user, &info, verb, &q, headers, &body, dry_run, fv, &manager, transform, conn).await {
+            // get, list and watch shape what they serve themselves.
+            Ok(resp) if !matches!(verb, "get" | "list" | "watch") => transformed(resp, info.resource, transform).await,
+            other => other,
+        };
         if info.resource.builtin() == "CustomResourceDefinition" && !matches!(verb, "get" | "list" | "watch") && !dry_run {
             // This server's next request already sees the change (others' follow the watch).
             crate::crd::refresh(self.store.as_ref()).await;
@@ -392,16 +404,16 @@ impl Api {
         dry_run: bool,
         fv: FieldValidation,
         manager: &str,
-        accept: &str,
+        transform: Transform,
         conn: &Conn,
     ) -> Result<Response, ApiError> {
         let info = info.clone();
         let q = q.clone();
         let manager = manager.to_string();
         match verb {
-            "get" => self.get(&info, &q, accept).await,
-            "list" => self.list(&info, &q, accept).await,
-            "watch" => self.watch(&info, &q, table::wants_table(accept), conn).await,
+            "get" => self.get(&info, &q, transform).await,
+            "list" => self.list(&info, &q, transform).await,
+            "watch" => self.watch(&info, &q, transform, conn).await,
             "create" if info.subresource.as_deref() == Some("eviction") => {
                 let obj = parse_body(headers, &body)?;
                 self.evict(&info, obj, dry_run).await
@@ -762,28 +774,31 @@ impl Api {
         }
     }
 
-    async fn get(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
+    async fn get(&self, info: &RequestInfo, q: &Query, transform: Transform) -> Result<Response, ApiError> {
         if let rv::Read::NotOlderThan(wanted) = rv::get_read(q.get("resourceVersion").map(String::as_str))? {
             if wanted > 0 {
                 // The store's revision first: the read that follows is at least as new.
                 rv::not_older_than(wanted, self.store.revision().await?)?;
             }
         }
+        if let Transform::PartialList(_) = transform {
+            return Err(output::object_as_list(info.resource));
+        }
         let (obj, rev) = self.load(info).await?;
         let obj = with_rv(obj, rev);
-        if table::wants_table(accept) {
-            return Ok(json_response(StatusCode::OK, &table::for_resource(info.resource, &[obj], json!({ "resourceVersion": rev.to_string() }))));
-        }
-        Ok(json_response(StatusCode::OK, &obj))
+        Ok(json_response(StatusCode::OK, &object_as(info.resource, transform, obj)?))
     }
 
-    async fn list(&self, info: &RequestInfo, q: &Query, accept: &str) -> Result<Response, ApiError> {
+    async fn list(&self, info: &RequestInfo, q: &Query, transform: Transform) -> Result<Response, ApiError> {
         let r = info.resource;
+        if let Transform::Partial(_) = transform {
+            return Err(output::list_as_object(r));
+        }
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
-        if let Some(served) = self.list_from_cache(r, &opts, &prefix, &labels, &fields, accept).await? {
+        if let Some(served) = self.list_from_cache(r, &opts, &prefix, &labels, &fields, transform).await? {
             return Ok(served);
         }
         let limit = opts.limit;
@@ -837,12 +852,8 @@ impl Api {
         }
         let rev = list_rev.unwrap_or(0);
         let meta = list_meta(&prefix, rev, next.as_deref(), remaining);
-        if table::wants_table(accept) {
-            return Ok(json_response(StatusCode::OK, &table::for_resource(r, &items, meta)));
-        }
-        let list_kind = crate::crd::definition(r).map(|d| d.list_kind.clone()).unwrap_or_else(|| format!("{}List", r.kind));
         let many = items.len() > LIST_SLICE;
-        let list = json!({ "kind": list_kind, "apiVersion": r.api_version(), "metadata": meta, "items": items });
+        let list = list_as(r, transform, items, meta)?;
         if many {
             // Encoding a long list is one long computation: on the blocking pool, so that it
             // does not hold a runtime worker (and every request queued behind it).
@@ -859,9 +870,14 @@ impl Api {
     /// converted kinds — and for states it cannot rebuild (a revision older than its ring, or
     /// not reached in time): the store serves those. A revision the store has compacted is
     /// gone here too.
-    async fn list_from_cache(&self, r: &'static Resource, opts: &rv::ListOptions, prefix: &str, labels: &LabelSelector, fields: &FieldSelector, accept: &str) -> Result<Option<Response>, ApiError> {
+    async fn list_from_cache(&self, r: &'static Resource, opts: &rv::ListOptions, prefix: &str, labels: &LabelSelector, fields: &FieldSelector, transform: Transform) -> Result<Option<Response>, ApiError> {
         use crate::watchcache::ListRead;
-        if table::wants_table(accept) || r.custom || crate::convert::converted(r) {
+        let partial = match transform {
+            Transform::None => None,
+            Transform::PartialList(v) => Some(v),
+            Transform::Table(_) | Transform::Partial(_) => return Ok(None),
+        };
+        if r.custom || crate::convert::converted(r) {
             return Ok(None);
         }
         let read = match opts.read {
@@ -886,28 +902,39 @@ impl Api {
         // The bytes `json!({...}).to_string()` would give (keys in order), items spliced in.
         let size: usize = page.items.iter().map(|o| o.json.len() + 1).sum();
         let mut body = Vec::with_capacity(size + 256);
+        let (api_version, list_kind) = match partial {
+            None => (r.api_version(), format!("{}List", r.kind)),
+            Some(v) => (v.api_version().to_string(), "PartialObjectMetadataList".to_string()),
+        };
         body.extend_from_slice(b"{\"apiVersion\":");
-        body.extend_from_slice(&object::to_json(&json!(r.api_version())));
+        body.extend_from_slice(&object::to_json(&json!(api_version)));
         body.extend_from_slice(b",\"items\":[");
         for (i, o) in page.items.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(&o.json);
+            match partial {
+                None => body.extend_from_slice(&o.json),
+                Some(v) => body.extend_from_slice(&output::partial_json(&o.json, v).ok_or_else(|| ApiError::internal("a cached object is not a JSON object"))?),
+            }
         }
         body.extend_from_slice(b"],\"kind\":");
-        body.extend_from_slice(&object::to_json(&json!(format!("{}List", r.kind))));
+        body.extend_from_slice(&object::to_json(&json!(list_kind)));
         body.extend_from_slice(b",\"metadata\":");
         body.extend_from_slice(&object::to_json(&meta));
         body.push(b'}');
         Ok(Some((StatusCode::OK, [("content-type", "application/json")], body).into_response()))
     }
 
-    /// A watch stream, served from the watch cache; with `as_table`, each event's object is a
-    /// one-row Table (what `kubectl get -w` asks for).
-    async fn watch(&self, info: &RequestInfo, q: &Query, as_table: bool, conn: &Conn) -> Result<Response, ApiError> {
+    /// A watch stream, served from the watch cache; each event's object transformed as asked
+    /// (a one-row Table for `kubectl get -w`, a `PartialObjectMetadata` for a metadata informer).
+    async fn watch(&self, info: &RequestInfo, q: &Query, transform: Transform, conn: &Conn) -> Result<Response, ApiError> {
         use crate::watchcache::{Start, WatchRequest};
         let r = info.resource;
+        if let Transform::PartialList(_) = transform {
+            // Upstream fails at the first event and ends the stream; an answer up front says why.
+            return Err(output::object_as_list(r));
+        }
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let start = match q.get("resourceVersion").map(String::as_str) {
@@ -924,7 +951,7 @@ impl Api {
             kind: r.kind,
             api_version: r.api_version(),
             custom: (r.custom || crate::convert::converted(r)).then_some(r),
-            as_table,
+            transform,
             bookmarks: truthy(q, "allowWatchBookmarks"),
             timeout: q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
             permit: Some(permit),
@@ -2023,6 +2050,60 @@ fn gc_finalizers(r: &Resource, obj: &mut Value, opts: &Value) -> Result<bool, Ap
 /// transition time moves only when the status changes; reason and message are cleared).
 /// A list's metadata: its revision and, when keys follow the page, the continue token from the
 /// last key and the count of the keys after it (`remaining`, given only for unfiltered lists).
+/// One object as the negotiated transform serves it.
+fn object_as(r: &Resource, transform: Transform, mut obj: Value) -> Result<Value, ApiError> {
+    Ok(match transform {
+        Transform::None => obj,
+        Transform::Table(v) => {
+            let rv = obj["metadata"]["resourceVersion"].clone();
+            output::table_in(table::for_resource(r, &[obj], json!({ "resourceVersion": rv })), v)
+        }
+        Transform::Partial(v) => output::partial(obj.get_mut("metadata").map(Value::take).unwrap_or_else(|| json!({})), v),
+        Transform::PartialList(_) => return Err(output::object_as_list(r)),
+    })
+}
+
+/// A list of `r` as the negotiated transform serves it.
+fn list_as(r: &Resource, transform: Transform, items: Vec<Value>, meta: Value) -> Result<Value, ApiError> {
+    Ok(match transform {
+        Transform::None => {
+            let list_kind = crate::crd::definition(r).map(|d| d.list_kind.clone()).unwrap_or_else(|| format!("{}List", r.kind));
+            json!({ "kind": list_kind, "apiVersion": r.api_version(), "metadata": meta, "items": items })
+        }
+        Transform::Table(v) => output::table_in(table::for_resource(r, &items, meta), v),
+        Transform::PartialList(v) => output::partial_list(items, meta, v),
+        Transform::Partial(_) => return Err(output::list_as_object(r)),
+    })
+}
+
+/// A written object's (or deleted collection's) answer as the negotiated transform serves it.
+/// A Status (a deletion that finished, a refused eviction) is not transformed, as upstream's
+/// `transformObject` leaves it alone.
+async fn transformed(resp: Response, r: &Resource, transform: Transform) -> Result<Response, ApiError> {
+    if transform == Transform::None {
+        return Ok(resp);
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| ApiError::internal(format!("reading the answer: {e}")))?;
+    let v = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v.is_object() && v["kind"] != "Status" => v,
+        _ => return Ok(Response::from_parts(parts, Body::from(bytes))),
+    };
+    let out = match v {
+        Value::Object(mut m) if m.get("items").is_some_and(Value::is_array) && m.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) => {
+            let items = match m.remove("items") {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
+            list_as(r, transform, items, m.remove("metadata").unwrap_or_else(|| json!({})))?
+        }
+        v => object_as(r, transform, v)?,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    Ok(Response::from_parts(parts, Body::from(object::to_json(&out))))
+}
+
 fn list_meta(prefix: &str, rev: u64, next: Option<&str>, remaining: Option<u64>) -> Value {
     let mut meta = json!({ "resourceVersion": rev.to_string() });
     if let Some(k) = next {
@@ -2169,23 +2250,6 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 /// is a 400 that says why, as kube-apiserver's YAML serializer answers.
 fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {
     crate::yaml::decode(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
-}
-
-/// The media types responses are serialized to, as upstream's negotiation lists them.
-const SERIALIZED: [&str; 3] = ["application/json", "application/yaml", crate::protobuf::CONTENT_TYPE];
-
-/// Whether an Accept header takes an object as it is (no `as=Table`/`as=PartialObjectMetadata`
-/// transform): an empty header, a wildcard or a serialized media type without a transform.
-fn accepts_plain_object(accept: &str) -> bool {
-    if accept.trim().is_empty() {
-        return true;
-    }
-    accept.split(',').any(|part| {
-        let mut params = part.split(';').map(str::trim);
-        let media = params.next().unwrap_or("");
-        let transform = params.any(|p| p.replace(' ', "").starts_with("as="));
-        !transform && (matches!(media, "*/*" | "application/*") || SERIALIZED.contains(&media))
-    })
 }
 
 /// Does the client ask for YAML before JSON (`Accept: application/yaml`, as `curl` users and

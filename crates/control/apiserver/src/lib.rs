@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod networking;
 pub mod node;
 pub mod object;
+pub mod output;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;

@@ -3,11 +3,6 @@
 
 use serde_json::{json, Value};
 
-/// Does an Accept header ask for a Table?
-pub fn wants_table(accept: &str) -> bool {
-    accept.split(',').any(|p| p.replace(' ', "").contains("as=Table"))
-}
-
 fn age(obj: &Value) -> String {
     since(&obj["metadata"]["creationTimestamp"]).unwrap_or_else(|| "<unknown>".into())
 }

@@ -38,6 +38,7 @@ use strata_store::{EventKind, Store};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use crate::output::{self, Transform};
 use crate::object::with_rv;
 use crate::selector::{self, FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -620,8 +621,9 @@ pub struct WatchRequest {
     /// A custom kind's resource: objects are converted to its version (and pruned) on the way
     /// out, and printed with its columns ([`crate::crd::served_form`]).
     pub custom: Option<&'static crate::resources::Resource>,
-    /// Objects as one-row Tables (`kubectl get -w`).
-    pub as_table: bool,
+    /// What each event's object is turned into: a one-row Table (`kubectl get -w`), a
+    /// `PartialObjectMetadata` (a metadata informer).
+    pub transform: Transform,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
     /// The long-running request slot the watch holds until it ends.
@@ -1092,7 +1094,7 @@ impl WatchCache {
                 kind: req.kind,
                 api_version: req.api_version,
                 custom: req.custom,
-                as_table: req.as_table,
+                transform: req.transform,
             },
             _permit: req.permit,
         };
@@ -1127,7 +1129,7 @@ struct Encoder {
     kind: &'static str,
     api_version: String,
     custom: Option<&'static crate::resources::Resource>,
-    as_table: bool,
+    transform: Transform,
 }
 
 impl Encoder {
@@ -1138,17 +1140,22 @@ impl Encoder {
     /// The lines of one event, as chunks: the object's shared bytes between a head and a tail
     /// (or, for a Table, one line rendered for this watch).
     fn emit(&self, ty: &'static str, object: Bytes, out: &mut VecDeque<Bytes>) {
-        let object = match self.custom {
-            Some(r) => match serde_json::from_slice::<Value>(&object) {
+        let object = match (self.transform, self.custom) {
+            // Metadata is the same in every version: nothing to convert.
+            (Transform::Partial(v), _) => match output::partial_json(&object, v) {
+                Some(partial) => Bytes::from(partial),
+                None => return,
+            },
+            (_, Some(r)) => match serde_json::from_slice::<Value>(&object) {
                 Ok(mut obj) => {
                     crate::convert::served_form(r, &mut obj);
                     Bytes::from(obj.to_string())
                 }
                 Err(_) => object,
             },
-            None => object,
+            (_, None) => object,
         };
-        if self.as_table {
+        if let Transform::Table(version) = self.transform {
             if let Ok(obj) = serde_json::from_slice::<Value>(&object) {
                 let rv = obj["metadata"]["resourceVersion"].clone();
                 let rows = std::slice::from_ref(&obj);
@@ -1156,7 +1163,7 @@ impl Encoder {
                     Some(r) => table::for_resource(r, rows, json!({ "resourceVersion": rv })),
                     None => table::table(self.kind, rows, json!({ "resourceVersion": rv })),
                 };
-                let line = json!({ "type": ty, "object": t });
+                let line = json!({ "type": ty, "object": output::table_in(t, version) });
                 out.push_back(Bytes::from(format!("{line}\n")));
             }
             return;
@@ -1196,7 +1203,12 @@ impl Encoder {
     }
 
     fn bookmark(&self, rev: u64, out: &mut VecDeque<Bytes>) {
-        let line = json!({ "type": "BOOKMARK", "object": { "kind": self.kind, "apiVersion": self.api_version, "metadata": { "resourceVersion": rev.to_string() } } });
+        let metadata = json!({ "resourceVersion": rev.to_string() });
+        let object = match self.transform {
+            Transform::Partial(v) => output::partial(metadata, v),
+            _ => json!({ "kind": self.kind, "apiVersion": self.api_version, "metadata": metadata }),
+        };
+        let line = json!({ "type": "BOOKMARK", "object": object });
         out.push_back(Bytes::from(format!("{line}\n")));
     }
 }
@@ -1389,7 +1401,7 @@ mod tests {
             kind: "ConfigMap",
             api_version: "v1".into(),
             custom: None,
-            as_table: false,
+            transform: Transform::None,
         }
     }
 

@@ -123,8 +123,8 @@ impl Graph {
 
 /// A watched object of any kind as the graph reads it: its metadata. The rest of each object is
 /// skipped while decoding, not built into a `serde_json::Value` as a `DynamicObject`'s would be
-/// (the API server serves no `PartialObjectMetadata`; every pod change passes through here), and
-/// so are its managedFields ([`strata_client::lean`]).
+/// (every pod change passes through here), and so are its managedFields
+/// ([`strata_client::lean`]), which a `PartialObjectMetadata` watch would still carry.
 #[derive(Clone, Debug, k8s_openapi::serde::Deserialize)]
 #[serde(crate = "k8s_openapi::serde")]
 pub struct Meta {
