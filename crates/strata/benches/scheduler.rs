@@ -647,7 +647,7 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
             v
         };
         let (c, b) = (since(&seen.lock().expect("lock")), since(&bound));
-        let at = |v: &[Duration], p: f64| v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64());
+        let at = |v: &[Duration], p: f64| pct(v, p) / 1000.0;
         eprintln!(
             "{nodes} nodes, deploy: created (seen) 10/50/90/100 % at {:.2}/{:.2}/{:.2}/{:.2} s, bound at {:.2}/{:.2}/{:.2}/{:.2} s",
             at(&c, 0.1), at(&c, 0.5), at(&c, 0.9), at(&c, 1.0), at(&b, 0.1), at(&b, 0.5), at(&b, 0.9), at(&b, 1.0)

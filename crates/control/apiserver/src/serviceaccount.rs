@@ -69,8 +69,8 @@ pub async fn admit_pod(store: &dyn Store, r: &Resource, namespace: &str, pod: &m
         .ok_or_else(|| ApiError::forbidden(r, &name, &format!("error looking up service account {namespace}/{sa_name}: serviceaccount \"{sa_name}\" not found")))?;
     // A pod without imagePullSecrets gets its ServiceAccount's (upstream's ServiceAccount admission).
     let own = pod["spec"]["imagePullSecrets"].as_array().is_some_and(|l| !l.is_empty());
-    if !own && sa.image_pull_secrets.as_ref().is_some_and(|l| !l.is_empty()) {
-        pod["spec"]["imagePullSecrets"] = Value::Array(sa.image_pull_secrets.unwrap_or_default());
+    if let Some(secrets) = sa.image_pull_secrets.filter(|l| !own && !l.is_empty()) {
+        pod["spec"]["imagePullSecrets"] = Value::Array(secrets);
     }
     let automount = pod["spec"]["automountServiceAccountToken"].as_bool().or(sa.automount).unwrap_or(true);
     if automount {
