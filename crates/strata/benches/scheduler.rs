@@ -44,7 +44,7 @@
 //!
 //! Reported: pods/s (pods ÷ time from the first create to the last binding seen) and the p50 /
 //! p99 of create-to-bound latency. The peer: `KUBE_SCHEDULER=/path/to/kube-scheduler`, or,
-//! when `go` is installed, `scripts/kube-scheduler-peer.sh` builds k8s.io/kubernetes
+//! when `go` is installed, `scripts/kube-peer.sh kube-scheduler` builds k8s.io/kubernetes
 //! v1.32.0's `cmd/kube-scheduler` from the Go module proxy (cached after the first build;
 //! `BENCH_PEER=0` skips it). kube-scheduler runs with its default plugins (volume binding,
 //! restrictions, zone and limits, DefaultPreemption included: strata serves the
@@ -298,9 +298,9 @@ fn kube_scheduler() -> Option<String> {
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") || Command::new("go").arg("version").stdout(Stdio::null()).status().is_err() {
         return None;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-scheduler-peer.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-peer.sh");
     eprintln!("building kube-scheduler with {script} (cached after the first time)...");
-    let out = Command::new(script).stderr(Stdio::inherit()).output().ok()?;
+    let out = Command::new(script).arg("kube-scheduler").stderr(Stdio::inherit()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

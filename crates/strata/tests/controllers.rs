@@ -1466,3 +1466,73 @@ fn pod_gc_collects_terminated_pods_over_the_threshold_orphans_and_unscheduled_te
     }
     assert!(exists("live"), "the running pod was collected");
 }
+
+/// A stock kube-controller-manager (k8s.io/kubernetes v1.32.0, built from the Go module proxy
+/// by scripts/kube-peer.sh, cached) on strata's API server with strata's own controllers off:
+/// its Deployment and ReplicaSet controllers make a Deployment's ReplicaSet and pods, and its
+/// garbage collector — whose graph is fed by metadata informers, `PartialObjectMetadata` lists
+/// and watches of every deletable resource strata serves, all of which must sync before it acts
+/// — deletes dependents in the background and in the foreground, and orphans them (patching
+/// their ownerReferences through the metadata client).
+#[test]
+fn a_stock_kube_controller_manager_manages_workloads_through_strata() {
+    let Some(bin) = common::stock_component("kube-controller-manager", "KUBE_CONTROLLER_MANAGER") else { return };
+    let s = ApiServer::start(Backend::Embedded);
+    let log_path = s.data_dir().join("kube-controller-manager.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let child = Command::new(&bin)
+        .arg("--kubeconfig")
+        .arg(s.kubeconfig())
+        .args(["--controllers=deployment-controller,replicaset-controller,garbage-collector-controller", "--leader-elect=false", "--secure-port=0", "--v=2"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("kube-controller-manager");
+    let _kcm = common::Killed(child);
+    let kcm_log = || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.lines().filter(|l| l.starts_with('E') || l.starts_with('W') || l.contains("garbage")).take(30).collect::<Vec<_>>().join("\n")
+    };
+    let of = |app: &str| -> Vec<Value> { pods(&s, "default").into_iter().filter(|p| p["metadata"]["labels"]["app"] == app).collect() };
+    let sets = |app: &str| -> Vec<Value> { replicasets(&s, "default").into_iter().filter(|r| r["metadata"]["labels"]["app"] == app).collect() };
+    let made = |app: &str, n: usize| {
+        s.ok(&["create", "deployment", app, &format!("--image={IMG}"), &format!("--replicas={n}")]);
+        assert!(eventually(LONG, || of(app).len() == n), "{app}: {} pods\n{}", of(app).len(), kcm_log());
+    };
+
+    made("web", 3);
+    let rs = sets("web");
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    let owner = controller_ref(&rs[0]).unwrap_or_default();
+    assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("Deployment"), Some("web")), "{owner}");
+    for p in of("web") {
+        let owner = controller_ref(&p).unwrap_or_default();
+        assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("ReplicaSet"), Some(name(&rs[0]).as_str())), "{p}");
+    }
+    // Background: the Deployment goes at once, the collector removes the rest.
+    s.ok(&["delete", "deployment", "web"]);
+    assert!(eventually(LONG, || sets("web").is_empty() && of("web").is_empty()), "left: {:?} {:?}\n{}", sets("web"), of("web"), kcm_log());
+
+    // Foreground: the Deployment stays (foregroundDeletion) until its dependents are gone.
+    made("fg", 2);
+    s.ok(&["delete", "deployment", "fg", "--cascade=foreground", "--wait=false"]);
+    let gone = || s.get_json("/apis/apps/v1/namespaces/default/deployments/fg").is_null();
+    assert!(eventually(LONG, || gone() && sets("fg").is_empty() && of("fg").is_empty()), "left: {:?} {:?}\n{}", sets("fg"), of("fg"), kcm_log());
+
+    // Orphan: the ReplicaSet outlives the Deployment, then its pods outlive it, their
+    // ownerReferences patched away.
+    made("orph", 2);
+    s.ok(&["delete", "deployment", "orph", "--cascade=orphan"]);
+    assert!(eventually(LONG, || sets("orph").first().is_some_and(|r| r["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty))), "{:?}\n{}", sets("orph"), kcm_log());
+    let rs = name(&sets("orph")[0]);
+    s.ok(&["delete", "replicaset", &rs, "--cascade=orphan"]);
+    assert!(
+        eventually(LONG, || sets("orph").is_empty() && of("orph").iter().all(|p| p["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty))),
+        "{:?} {:?}\n{}",
+        sets("orph"),
+        of("orph"),
+        kcm_log()
+    );
+    assert_eq!(of("orph").len(), 2, "orphaned pods were deleted");
+}

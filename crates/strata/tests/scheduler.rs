@@ -735,20 +735,6 @@ fn a_full_queue_is_429_and_strata_clients_retry_it() {
     assert!(m.contains("apiserver_flowcontrol_nominal_limit_seats{priority_level=\"workload-mutating\"} 1"), "{m}");
 }
 
-/// The stock kube-scheduler (k8s.io/kubernetes v1.32.0 `cmd/kube-scheduler`, built from the Go
-/// module proxy by scripts/kube-scheduler-peer.sh, cached), or why there is none here.
-fn stock_kube_scheduler() -> Result<String, String> {
-    if let Ok(bin) = std::env::var("KUBE_SCHEDULER") {
-        return Ok(bin);
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kube-scheduler-peer.sh");
-    let out = Command::new("bash").arg(script).stderr(Stdio::piped()).output().map_err(|e| format!("{script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// A stock kube-scheduler with its default configuration (every default plugin, leader election
 /// through a Lease) on strata's API server: it syncs every informer it starts (PersistentVolumes,
 /// StorageClasses, CSI kinds, CSIStorageCapacity, PodDisruptionBudgets, ...), binds a pod through
@@ -756,11 +742,7 @@ fn stock_kube_scheduler() -> Result<String, String> {
 #[test]
 fn a_stock_kube_scheduler_schedules_pods_through_strata() {
     let _shared = machine::shared();
-    if Command::new("go").arg("version").output().is_err() && std::env::var("KUBE_SCHEDULER").is_err() {
-        eprintln!("no go here and no KUBE_SCHEDULER: the stock kube-scheduler cannot be built on this machine");
-        return;
-    }
-    let bin = stock_kube_scheduler().expect("kube-scheduler");
+    let Some(bin) = common::stock_component("kube-scheduler", "KUBE_SCHEDULER") else { return };
     let s = ApiServer::start(Backend::Embedded);
     sim_node(&s, "sim-stock", "2", "4Gi", "110", &[], &[]);
     let config = s.data_dir().join("kube-scheduler.yaml");

@@ -11,6 +11,7 @@ on_both_backends!(
     a_watcher_that_does_not_read_is_disconnected,
     selector_transitions_are_added_and_deleted,
     bookmarks_carry_the_cache_revision,
+    streaming_lists_end_their_initial_events_with_a_bookmark,
 );
 
 use std::time::{Duration, Instant};
@@ -522,6 +523,70 @@ fn bookmarks_carry_the_cache_revision(backend: Backend) {
         assert!(rv_of(&ev["object"]) >= rv_of(&other), "the bookmark carries the revision reached: {ev}");
         assert!(w.next_within(Duration::from_secs(10)).await.is_none(), "the watch ends at its timeout");
         assert!(started.elapsed() < Duration::from_secs(9));
+    });
+}
+
+/// client-go's streaming lists (the WatchListClient feature kube-controller-manager 1.32 turns
+/// on): a watch with `sendInitialEvents=true&resourceVersionMatch=NotOlderThan` gets the current
+/// state as ADDED events, then a BOOKMARK annotated `k8s.io/initial-events-end` at that state's
+/// revision, then changes; `sendInitialEvents=false` gets only changes; a mismatched query is
+/// 422 as upstream's `validateWatchOptions`, and a revision not reached is too large.
+fn streaming_lists_end_their_initial_events_with_a_bookmark(backend: Backend) {
+    let s = ApiServer::start(backend);
+    s.ok(&["create", "namespace", "sl"]);
+    runtime().block_on(async {
+        let (mut c, _t) = connect(&s, None).await;
+        let base = "/api/v1/namespaces/sl/configmaps";
+        let mut made = 0;
+        for name in ["a", "b"] {
+            let (code, cm) = call(&mut c, "POST", base, Some(configmap(name, serde_json::json!({}), 10))).await;
+            assert_eq!(code, 201, "{cm}");
+            made = rv_of(&cm);
+        }
+        let mut expected = vec!["a".to_string(), "b".to_string()];
+        for (i, rv) in ["", "0", &made.to_string()].into_iter().enumerate() {
+            let q = format!("{base}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={rv}");
+            let mut w = Lines::new(request(&mut c, "GET", &q, None).await);
+            let mut names = Vec::new();
+            let end = loop {
+                let ev = w.next_within(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("rv {rv:?}: no initial-events-end bookmark after {names:?}"));
+                match ev["type"].as_str() {
+                    Some("ADDED") => names.push(ev["object"]["metadata"]["name"].as_str().unwrap_or("").to_string()),
+                    Some("BOOKMARK") => break ev,
+                    _ => panic!("rv {rv:?}: {ev}"),
+                }
+            };
+            expected.sort();
+            assert_eq!(names, expected, "rv {rv:?}");
+            assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true", "{end}");
+            assert!(rv_of(&end["object"]) >= made, "the bookmark carries the state's revision: {end}");
+            // Then the changes after that state.
+            let (code, cm) = call(&mut c, "POST", base, Some(configmap(&format!("after-{i}"), serde_json::json!({}), 10))).await;
+            expected.push(format!("after-{i}"));
+            assert_eq!(code, 201, "{cm}");
+            let ev = w.next_within(Duration::from_secs(10)).await.expect("a later change");
+            assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), cm["metadata"]["name"].as_str()), "{ev}");
+        }
+        // Without the initial state: only what changes from now on.
+        let mut w = Lines::new(request(&mut c, "GET", &format!("{base}?watch=1&sendInitialEvents=false&resourceVersionMatch=NotOlderThan&resourceVersion="), None).await);
+        let (_, cm) = call(&mut c, "POST", base, Some(configmap("later", serde_json::json!({}), 10))).await;
+        let ev = w.next_within(Duration::from_secs(10)).await.expect("the change");
+        assert_eq!((ev["type"].as_str(), ev["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("later")), "{ev} {cm}");
+
+        for (q, want) in [
+            ("sendInitialEvents=true", "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"),
+            ("resourceVersionMatch=NotOlderThan&resourceVersion=1", "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"),
+            ("sendInitialEvents=true&resourceVersionMatch=Exact&resourceVersion=1", "ListOptions.meta.k8s.io \"\" is invalid: [resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan, resourceVersionMatch: Unsupported value: \"Exact\": supported values: \"NotOlderThan\"]"),
+        ] {
+            let (code, st) = call(&mut c, "GET", &format!("{base}?watch=1&{q}"), None).await;
+            assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{q}: {st}");
+            assert_eq!(st["message"], want, "{q}");
+        }
+        let (code, st) = call(&mut c, "GET", &format!("{base}?watch=1&sendInitialEvents=maybe&resourceVersionMatch=NotOlderThan"), None).await;
+        assert_eq!(code, 400, "{st}");
+        let far = made + 1_000_000;
+        let (code, st) = call(&mut c, "GET", &format!("{base}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={far}"), None).await;
+        assert_eq!((code, st["reason"].as_str()), (504, Some("Timeout")), "{st}");
     });
 }
 

@@ -937,10 +937,15 @@ impl Api {
         }
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
-        let start = match q.get("resourceVersion").map(String::as_str) {
-            None | Some("") => Start::Latest,
-            Some("0") => Start::Any,
-            Some(v) => Start::After(rv::resource_version(v)?),
+        let wq = rv::watch_query(|k| q.get(k).cloned())?;
+        let start = match (wq.send_initial_events, wq.resource_version) {
+            (None | Some(true), None) => Start::Latest,
+            (None | Some(true), Some(0)) => Start::Any,
+            (None, Some(n)) => Start::After(n),
+            (Some(true), Some(n)) => Start::NotOlderThan(n),
+            // No initial state asked for: the changes after the latest revision.
+            (Some(false), None | Some(0)) => Start::After(self.store.revision().await?),
+            (Some(false), Some(n)) => Start::After(n),
         };
         let permit = self.long_running.clone().try_acquire_owned().map_err(|_| ApiError::too_many_requests())?;
         let req = WatchRequest {
@@ -953,6 +958,7 @@ impl Api {
             custom: (r.custom || crate::convert::converted(r)).then_some(r),
             transform,
             bookmarks: truthy(q, "allowWatchBookmarks"),
+            initial_events_end: wq.send_initial_events == Some(true),
             timeout: q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs),
             permit: Some(permit),
             close_connection: conn.close.clone(),

@@ -187,6 +187,53 @@ impl ListOptions {
     }
 }
 
+/// What a watch's query asks for: its `resourceVersion` (`None` for "") and
+/// `sendInitialEvents` (client-go's streaming lists: the current state as ADDED events, then a
+/// bookmark annotated `k8s.io/initial-events-end`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchQuery {
+    pub resource_version: Option<u64>,
+    pub send_initial_events: Option<bool>,
+}
+
+/// A watch's query, checked as upstream's `validateWatchOptions`: `sendInitialEvents` needs
+/// `resourceVersionMatch=NotOlderThan`, which a watch takes only with `sendInitialEvents`.
+pub fn watch_query(get: impl Fn(&str) -> Option<String>) -> Result<WatchQuery, ApiError> {
+    let matching = get("resourceVersionMatch").unwrap_or_default();
+    let send_initial_events = match get("sendInitialEvents").as_deref() {
+        None => None,
+        // strconv.ParseBool's spellings, as the query decoder reads them.
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Some(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
+        Some(v) => return Err(ApiError::bad_request(format!("sendInitialEvents: invalid value {v:?}: not a boolean"))),
+    };
+    let forbidden = |message: &str| Cause { reason: "FieldValueForbidden", field: "resourceVersionMatch".into(), message: format!("Forbidden: {message}") };
+    let mut causes = Vec::new();
+    if send_initial_events.is_some() && matching != "NotOlderThan" {
+        causes.push(forbidden("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+    }
+    if !matching.is_empty() {
+        if send_initial_events.is_none() {
+            causes.push(forbidden("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+        }
+        if matching != "NotOlderThan" {
+            let quoted = serde_json::to_string(&matching).unwrap_or_default();
+            causes.push(Cause { reason: "FieldValueNotSupported", field: "resourceVersionMatch".into(), message: format!("Unsupported value: {quoted}: supported values: \"NotOlderThan\"") });
+        }
+        if get("continue").is_some_and(|c| !c.is_empty()) {
+            causes.push(forbidden("resourceVersionMatch is forbidden when continue is provided"));
+        }
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid_kind("meta.k8s.io", "ListOptions", "", causes));
+    }
+    let resource_version = match get("resourceVersion").unwrap_or_default().as_str() {
+        "" => None,
+        v => Some(resource_version(v)?),
+    };
+    Ok(WatchQuery { resource_version, send_initial_events })
+}
+
 fn encode_token(start: &str, rv: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({ "v": TOKEN_VERSION, "rv": rv, "start": start }).to_string())
 }

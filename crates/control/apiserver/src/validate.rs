@@ -394,8 +394,17 @@ fn workload(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
         }
     }
     if kind == "Deployment" {
-        if spec["strategy"].is_null() {
-            spec["strategy"] = json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": "25%", "maxSurge": "25%" } });
+        // Field by field (`SetDefaults_Deployment`): kubectl's typed clients send `strategy: {}`.
+        let strategy = &mut spec["strategy"];
+        if strategy["type"].as_str().is_none_or(str::is_empty) {
+            strategy["type"] = json!("RollingUpdate");
+        }
+        if strategy["type"] == "RollingUpdate" {
+            for k in ["maxUnavailable", "maxSurge"] {
+                if strategy["rollingUpdate"][k].is_null() {
+                    strategy["rollingUpdate"][k] = json!("25%");
+                }
+            }
         }
         for (k, d) in [("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600)] {
             if spec[k].is_null() {
@@ -743,6 +752,26 @@ mod tests {
         let mut mismatch = ok.clone();
         mismatch["spec"]["selector"]["matchLabels"]["app"] = json!("other");
         assert!(validate(d, &mut mismatch).expect_err("mismatch").message.contains("`selector` does not match template `labels`"));
+    }
+
+    /// `SetDefaults_Deployment` defaults the strategy field by field: kubectl's typed clients
+    /// (`kubectl create deployment`) send `strategy: {}`, which a stock kube-controller-manager
+    /// refuses ("unexpected deployment strategy type") unless the server fills it in.
+    #[test]
+    fn deployment_strategy_is_defaulted_field_by_field() {
+        let d = find("apps", "v1", "deployments").expect("d");
+        let with = |strategy: Value| {
+            let mut o = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}}, "strategy": strategy,
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+            validate(d, &mut o).expect("valid");
+            o["spec"]["strategy"].clone()
+        };
+        let full = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
+        assert_eq!(with(json!({})), full);
+        assert_eq!(with(Value::Null), full);
+        assert_eq!(with(json!({"type": ""})), full);
+        assert_eq!(with(json!({"rollingUpdate": {"maxSurge": 2}})), json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 2}}));
+        assert_eq!(with(json!({"type": "Recreate"})), json!({"type": "Recreate"}));
     }
 
     #[test]

@@ -584,6 +584,8 @@ pub enum Start {
     Any,
     /// `N`: the changes after revision `N`.
     After(u64),
+    /// `sendInitialEvents` from `N`: a state at least as new as revision `N`, then changes.
+    NotOlderThan(u64),
 }
 
 /// The state a list served from the cache reflects.
@@ -625,6 +627,9 @@ pub struct WatchRequest {
     /// `PartialObjectMetadata` (a metadata informer).
     pub transform: Transform,
     pub bookmarks: bool,
+    /// After the initial state, a bookmark annotated `k8s.io/initial-events-end` (with
+    /// `bookmarks`: client-go's streaming lists wait for it).
+    pub initial_events_end: bool,
     pub timeout: Option<Duration>,
     /// The long-running request slot the watch holds until it ends.
     pub permit: Option<OwnedSemaphorePermit>,
@@ -997,12 +1002,12 @@ impl WatchCache {
         let wanted = match req.start {
             Start::Latest => self.store.revision().await?,
             Start::Any => 0,
-            Start::After(n) => n,
+            Start::After(n) | Start::NotOlderThan(n) => n,
         };
         let reached = self.wait_for(wanted, FRESHNESS_WAIT).await;
         match (req.start, reached) {
             (_, Ok(_)) => {}
-            (Start::After(n), Err(current)) if self.state().ready => {
+            (Start::After(n) | Start::NotOlderThan(n), Err(current)) if self.state().ready => {
                 let mut e = rv::too_large(n, current);
                 if let Some(d) = e.details.as_mut() {
                     d["retryAfterSeconds"] = json!(1);
@@ -1046,14 +1051,14 @@ impl WatchCache {
         let (id, phase) = {
             let mut st = self.state();
             let phase = match req.start {
-                Start::Latest | Start::Any => {
+                Start::Latest | Start::Any | Start::NotOlderThan(_) => {
                     let objects: Vec<Arc<Object>> = st
                         .objects
                         .range(req.prefix.clone()..)
                         .take_while(|(k, _)| k.starts_with(&req.prefix))
                         .map(|(_, o)| o.clone())
                         .collect();
-                    Phase::Initial(objects.into_iter())
+                    Phase::Initial(objects.into_iter(), st.revision)
                 }
                 Start::After(n) => {
                     if n < st.oldest {
@@ -1088,6 +1093,7 @@ impl WatchCache {
             next_bookmark: None,
             deadline,
             bookmarks: req.bookmarks,
+            initial_events_end: req.bookmarks && req.initial_events_end,
             encoder: Encoder {
                 labels: req.labels,
                 fields: req.fields,
@@ -1117,7 +1123,8 @@ impl WatchCache {
 }
 
 enum Phase {
-    Initial(std::vec::IntoIter<Arc<Object>>),
+    /// The state at a revision, as ADDED events.
+    Initial(std::vec::IntoIter<Arc<Object>>, u64),
     Replay(std::vec::IntoIter<Arc<Event>>),
     Live,
 }
@@ -1203,7 +1210,15 @@ impl Encoder {
     }
 
     fn bookmark(&self, rev: u64, out: &mut VecDeque<Bytes>) {
-        let metadata = json!({ "resourceVersion": rev.to_string() });
+        self.bookmark_with(json!({ "resourceVersion": rev.to_string() }), out);
+    }
+
+    /// The bookmark that ends a watch's initial state (`sendInitialEvents`), at its revision.
+    fn initial_events_end(&self, rev: u64, out: &mut VecDeque<Bytes>) {
+        self.bookmark_with(json!({ "resourceVersion": rev.to_string(), "annotations": { "k8s.io/initial-events-end": "true" } }), out);
+    }
+
+    fn bookmark_with(&self, metadata: Value, out: &mut VecDeque<Bytes>) {
         let object = match self.transform {
             Transform::Partial(v) => output::partial(metadata, v),
             _ => json!({ "kind": self.kind, "apiVersion": self.api_version, "metadata": metadata }),
@@ -1224,6 +1239,7 @@ struct WatchBody {
     next_bookmark: Option<Instant>,
     deadline: Option<Instant>,
     bookmarks: bool,
+    initial_events_end: bool,
     encoder: Encoder,
     /// The long-running request slot, given back when the watch ends.
     _permit: Option<OwnedSemaphorePermit>,
@@ -1256,14 +1272,19 @@ impl WatchBody {
                 return Some(Ok(b));
             }
             match &mut self.phase {
-                Phase::Initial(objects) => match objects.next() {
+                Phase::Initial(objects, rev) => match objects.next() {
                     Some(o) => {
                         if self.encoder.matches(&o) {
                             self.encoder
                                 .emit("ADDED", o.json.clone(), &mut self.pending);
                         }
                     }
-                    None => self.phase = Phase::Live,
+                    None => {
+                        if self.initial_events_end {
+                            self.encoder.initial_events_end(*rev, &mut self.pending);
+                        }
+                        self.phase = Phase::Live;
+                    }
                 },
                 Phase::Replay(events) => match events.next() {
                     Some(e) => self.encoder.event(&e, &mut self.pending),

@@ -189,6 +189,24 @@ pub fn script(name: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// A stock upstream component (k8s.io/kubernetes v1.32.0 `cmd/COMPONENT`: `kube-scheduler`,
+/// `kube-controller-manager`), from `$ENV_VAR` or built from the Go module proxy by
+/// scripts/kube-peer.sh (cached); `None`, said on stderr, when neither `go` nor the variable is
+/// here (the check is then left out, never faked).
+pub fn stock_component(component: &str, env_var: &str) -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os(env_var) {
+        return Some(PathBuf::from(bin));
+    }
+    if Command::new("go").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        eprintln!("no go here and no {env_var}: the stock {component} cannot be built on this machine");
+        return None;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("bash").arg(repo.join("scripts/kube-peer.sh")).arg(component).stderr(Stdio::piped()).output().expect("run scripts/kube-peer.sh");
+    assert!(out.status.success(), "scripts/kube-peer.sh {component} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// The guest kernel tree and the static guest agent of VM-isolated pods: `scripts/guest-kernel.sh`,
 /// and `STRATA_GUEST_AGENT` (scripts/test.sh builds it once) or else `scripts/guest-agent.sh`.
 pub fn vm_guest() -> (PathBuf, PathBuf) {

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Build upstream kube-scheduler (k8s.io/kubernetes cmd/kube-scheduler at a pinned version) from
-# the Go module proxy, for the scheduler benchmark's peer and compatibility run. Prints the
-# binary's path; builds once per version (cached under $STRATA_PEER_DIR, default /var/tmp).
+# Build a stock upstream component (k8s.io/kubernetes cmd/COMPONENT at a pinned version:
+# kube-scheduler, the scheduler benchmark's peer and compatibility run; kube-controller-manager,
+# the controllers' compatibility run) from the Go module proxy. Prints the binary's path; builds
+# once per component and version (cached under $STRATA_PEER_DIR, default /var/tmp).
+#
+# Usage: scripts/kube-peer.sh COMPONENT
 #
 # k8s.io/kubernetes is not meant to be used as a module: its go.mod replaces each staging module
 # (k8s.io/api, apimachinery, client-go, ...) with ./staging/src/..., so a module requiring it
 # must replace each of them with the published v0.X.Y of the same release (read from the
 # module's own go.mod here, not typed by hand).
 set -euo pipefail
+COMPONENT="${1:?usage: kube-peer.sh kube-scheduler|kube-controller-manager}"
+case "$COMPONENT" in
+    kube-scheduler) COMMAND='app.NewSchedulerCommand()' ;;
+    kube-controller-manager) COMMAND='app.NewControllerManagerCommand()' ;;
+    *) echo "kube-peer.sh: no such component: $COMPONENT" >&2; exit 2 ;;
+esac
 VERSION="${KUBE_VERSION:-v1.32.0}"
 STAGING="v0.${VERSION#v1.}"
-DIR="${STRATA_PEER_DIR:-/var/tmp}/strata-kube-scheduler-$VERSION"
-BIN="$DIR/kube-scheduler"
+DIR="${STRATA_PEER_DIR:-/var/tmp}/strata-$COMPONENT-$VERSION"
+BIN="$DIR/$COMPONENT"
 if [ -x "$BIN" ]; then
     echo "$BIN"
     exit 0
@@ -20,7 +29,7 @@ mkdir -p "$DIR/src"
 cd "$DIR/src"
 KMOD="$(go mod download -json "k8s.io/kubernetes@$VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
 {
-    echo "module strata.dev/kube-scheduler-peer"
+    echo "module strata.dev/$COMPONENT-peer"
     echo
     echo "go 1.23"
     echo
@@ -30,19 +39,19 @@ KMOD="$(go mod download -json "k8s.io/kubernetes@$VERSION" | python3 -c 'import 
     grep -E '^\s+k8s\.io/[a-z0-9-]+ => \./staging/src/' "$KMOD/go.mod" | awk -v v="$STAGING" '{print "\t" $1 " => " $1 " " v}'
     echo ")"
 } > go.mod
-cat > main.go <<'GO'
-// The stock kube-scheduler, built as a module (see scripts/kube-scheduler-peer.sh).
+cat > main.go <<GO
+// The stock $COMPONENT, built as a module (see scripts/kube-peer.sh).
 package main
 
 import (
 	"os"
 
 	"k8s.io/component-base/cli"
-	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+	"k8s.io/kubernetes/cmd/$COMPONENT/app"
 )
 
 func main() {
-	os.Exit(cli.Run(app.NewSchedulerCommand()))
+	os.Exit(cli.Run($COMMAND))
 }
 GO
 GOFLAGS=-mod=mod go mod tidy >&2
