@@ -359,3 +359,38 @@ fn metadata_clients_get_partial_object_metadata() {
     assert_eq!(seen, [("MODIFIED", "pom-b"), ("DELETED", "pom-c")], "{out}");
     assert!(events.iter().all(|e| e["object"]["kind"] == "PartialObjectMetadata" && e["object"]["apiVersion"] == "meta.k8s.io/v1" && e["object"].get("data").is_none()), "{out}");
 }
+
+/// A value of a JSON type its field cannot take (`"replicas": "3"`) is refused with 400 as
+/// kube-apiserver's decoder refuses it, and nothing is stored: stored, it broke every typed
+/// client's list and watch of the kind (the Deployment controller's watch failed to decode it).
+/// YAML 1.1 turns an unquoted `n` into `false`, which a string field refuses the same way.
+#[test]
+fn values_of_the_wrong_type_are_refused_and_not_stored() {
+    use common::server::Auth;
+    let s = ApiServer::start(Backend::Embedded);
+    let body = br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"bad"},"spec":{"replicas":"3","selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"x:1"}]}}}}"#;
+    let (code, out) = s.curl("POST", "/apis/apps/v1/namespaces/default/deployments", Auth::Admin, Some("application/json"), Some(body));
+    assert_eq!(code, 400, "{out}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("status");
+    assert_eq!(st["reason"], "BadRequest", "{out}");
+    assert_eq!(st["message"], "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32", "{out}");
+    assert!(s.get_json("/apis/apps/v1/namespaces/default/deployments/bad").is_null(), "a refused Deployment was stored");
+    // kubectl with an unquoted `n` (YAML 1.1's false) where a path string belongs.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: yamlbool}\nspec:\n  containers: [{name: c, image: 'x:1'}]\n  volumes: [{name: d, downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}]\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-", "--validate=false"], Some(pod));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("json: cannot unmarshal bool into Go struct field DownwardAPIVolumeFile.spec.volumes.downwardAPI.items.path of type string"), "{err}");
+    assert!(s.get_json("/api/v1/namespaces/default/pods/yamlbool").is_null());
+    // A patch that would store the wrong type is refused too; the object is unchanged.
+    s.ok(&["create", "deployment", "good", "--image=x:1"]);
+    let (code, out) = s.curl("PATCH", "/apis/apps/v1/namespaces/default/deployments/good", Auth::Admin, Some("application/merge-patch+json"), Some(br#"{"spec":{"replicas":"5"}}"#));
+    assert_eq!(code, 400, "{out}");
+    assert_eq!(s.get_json("/apis/apps/v1/namespaces/default/deployments/good")["spec"]["replicas"], 1);
+    // So is a server-side apply configuration.
+    let cm = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"typed"},"data":{"n":1}}"#;
+    let (code, out) = s.curl("PATCH", "/api/v1/namespaces/default/configmaps/typed?fieldManager=t", Auth::Admin, Some("application/apply-patch+yaml"), Some(cm));
+    assert_eq!(code, 400, "{out}");
+    assert!(out.contains("failed to create typed patch object (default/typed; /v1, Kind=ConfigMap): json: cannot unmarshal number into Go struct field ConfigMap.data of type string"), "{out}");
+    assert!(s.get_json("/api/v1/namespaces/default/configmaps/typed").is_null());
+}

@@ -1295,8 +1295,12 @@ impl Api {
         let group_version = if r.group.is_empty() { format!("/{expected}") } else { expected.clone() };
         let object = format!("{}/{name}; {group_version}, Kind={}", info.namespace.as_deref().unwrap_or(""), r.kind);
         // Unknown fields cannot be typed, whatever fieldValidation asks (as upstream).
-        if let Some(field) = crate::fields::strip_unknown(r, &mut config.clone()).first() {
+        let (unknown, mistyped) = crate::fields::strip_unknown_checked(r, &mut config.clone());
+        if let Some(field) = unknown.first() {
             return Err(ApiError::bad_request(format!("failed to create typed patch object ({object}): .{field}: field not declared in schema")));
+        }
+        if let Some(e) = mistyped {
+            return Err(ApiError::bad_request(format!("failed to create typed patch object ({object}): {e}")));
         }
         for _ in 0..5 {
             let live = match self.load(info).await {

@@ -47,7 +47,7 @@ pub fn prepare(new: &mut Value, old: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let before = list(old);
     for (i, c) in wanted.iter_mut().enumerate() {
-        default(c);
+        crate::validate::container_defaults(c);
         let at = format!("{FIELD}[{i}]");
         let name = c["name"].as_str().unwrap_or("");
         if name.is_empty() {
@@ -100,23 +100,6 @@ pub fn prepare(new: &mut Value, old: &Value) -> Vec<Cause> {
         };
     }
     causes
-}
-
-/// Upstream's container defaults, for an ephemeral container.
-fn default(c: &mut Value) {
-    if !c.is_object() {
-        return;
-    }
-    if c["terminationMessagePath"].is_null() {
-        c["terminationMessagePath"] = json!("/dev/termination-log");
-    }
-    if c["terminationMessagePolicy"].is_null() {
-        c["terminationMessagePolicy"] = json!("File");
-    }
-    if c["imagePullPolicy"].is_null() {
-        let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
-        c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
-    }
 }
 
 #[cfg(test)]

@@ -46,8 +46,10 @@ fn field_of(msg: &str, name: &str) -> Option<F> {
 }
 
 /// Remove unknown fields of `v` (an instance of message `msg`, at `at`) at every depth; a
-/// removed field's path is spelled out, no other.
-fn walk(msg: &str, v: &mut Value, at: Option<&At<'_>>, unknown: &mut Vec<String>) {
+/// removed field's path is spelled out, no other. A value of a JSON type its field's Go type
+/// cannot take is reported in `mistyped` (the first one the walk meets, as Go's decoder keeps
+/// its first).
+fn walk(msg: &str, v: &mut Value, at: Option<&At<'_>>, unknown: &mut Vec<String>, mistyped: &mut Option<String>) {
     let Some(map) = v.as_object_mut() else { return };
     let mut removed: Vec<String> = Vec::new();
     for (key, child) in map.iter_mut() {
@@ -59,20 +61,23 @@ fn walk(msg: &str, v: &mut Value, at: Option<&At<'_>>, unknown: &mut Vec<String>
             removed.push(key.clone());
             continue;
         };
+        if mistyped.is_none() {
+            *mistyped = mismatch(msg, &f, at, key, child);
+        }
         let K::Msg(inner) = f.2 else { continue };
         let here = At { parent: at, step: Step::Key(key) };
         match (f.3, child) {
             (C::Rep, Value::Array(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Index(i) }), unknown);
+                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Index(i) }), unknown, mistyped);
                 }
             }
             (C::Map, Value::Object(entries)) => {
                 for (k, item) in entries.iter_mut() {
-                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Entry(k) }), unknown);
+                    walk(inner, item, Some(&At { parent: Some(&here), step: Step::Entry(k) }), unknown, mistyped);
                 }
             }
-            (C::Keep | C::Omit, child) => walk(inner, child, Some(&here), unknown),
+            (C::Keep | C::Omit, child) => walk(inner, child, Some(&here), unknown, mistyped),
             _ => {}
         }
     }
@@ -85,7 +90,11 @@ fn walk(msg: &str, v: &mut Value, at: Option<&At<'_>>, unknown: &mut Vec<String>
 /// paths of fields the request body had more than once ([`duplicate_fields`]), refused or
 /// warned about with them as upstream's strict decoder does. Returns warnings.
 pub fn check(r: &Resource, obj: &mut Value, mode: FieldValidation, duplicates: &[String]) -> Result<Vec<String>, ApiError> {
-    let unknown = strip_unknown(r, obj);
+    let (unknown, mistyped) = strip_unknown_checked(r, obj);
+    if let Some(e) = mistyped {
+        // Upstream's decoder fails before any field validation (`transformDecodeError`).
+        return Err(ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", r.kind, r.version, r.kind)));
+    }
     if unknown.is_empty() && duplicates.is_empty() {
         return Ok(vec![]);
     }
@@ -235,13 +244,21 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_, '_> {
 /// Remove the fields `r`'s kind does not have; returns their paths
 /// (`spec.template.spec.containers[0].imagee`).
 pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
+    strip_unknown_checked(r, obj).0
+}
+
+/// [`strip_unknown`], and the first value of a JSON type its field cannot take, as Go's
+/// `encoding/json` words it (`json: cannot unmarshal string into Go struct field
+/// DeploymentSpec.spec.replicas of type int32`).
+pub fn strip_unknown_checked(r: &Resource, obj: &mut Value) -> (Vec<String>, Option<String>) {
     let mut unknown = Vec::new();
+    let mut mistyped = None;
     if r.custom {
         // Custom kinds are pruned by their definitions' structural schemas.
-        return crate::crd::prune(r, obj);
+        return (crate::crd::prune(r, obj), None);
     }
     if let Some(msg) = crate::protobuf::message_of(r) {
-        walk(msg, obj, None, &mut unknown);
+        walk(msg, obj, None, &mut unknown, &mut mistyped);
     } else if let Some(map) = obj.as_object_mut() {
         // A kind outside the message table (strata's own): `spec` and `status` at the top, its
         // metadata an ObjectMeta.
@@ -251,13 +268,96 @@ pub fn strip_unknown(r: &Resource, obj: &mut Value) -> Vec<String> {
             unknown.push(k);
         }
         if let Some(meta) = map.get_mut("metadata") {
-            walk("ObjectMeta", meta, Some(&At { parent: None, step: Step::Key("metadata") }), &mut unknown);
+            walk("ObjectMeta", meta, Some(&At { parent: None, step: Step::Key("metadata") }), &mut unknown, &mut mistyped);
         }
         if r.group == "strata.dev" && r.kind == "VirtualMachine" {
             crate::vm::strip_unknown(obj, &mut unknown);
         }
     }
-    unknown
+    (unknown, mistyped)
+}
+
+/// Whether `child`, the value of field `f` of message `msg` (at `at`, named `key`), has a JSON
+/// type the field's Go type cannot take; if so, Go's `UnmarshalTypeError` for it. `null` is
+/// always taken (the zero value). A list's or map's first wrong element is reported with the
+/// element's type, as Go reports it.
+fn mismatch(msg: &str, f: &F, at: Option<&At<'_>>, key: &str, child: &Value) -> Option<String> {
+    let found = match (f.3, child) {
+        (_, Value::Null) => return None,
+        (C::Rep, Value::Array(items)) => items.iter().find_map(|v| wrong(f.2, v)).map(|found| (found, go_type(f.2))),
+        (C::Map, Value::Object(entries)) => entries.values().find_map(|v| wrong(f.2, v)).map(|found| (found, go_type(f.2))),
+        (C::Rep, other) => Some((described(other).to_string(), format!("[]{}", go_type(f.2)))),
+        (C::Map, other) => Some((described(other).to_string(), format!("map[string]{}", go_type(f.2)))),
+        (C::Keep | C::Omit, v) => wrong(f.2, v).map(|found| (found, go_type(f.2))),
+    };
+    let (found, ty) = found?;
+    // Go names the innermost struct and the JSON field path from the top, without indices or
+    // map keys.
+    let mut path = Vec::new();
+    let mut cur = at;
+    while let Some(a) = cur {
+        if let Step::Key(k) = a.step {
+            path.push(k);
+        }
+        cur = a.parent;
+    }
+    path.reverse();
+    path.push(key);
+    Some(format!("json: cannot unmarshal {found} into Go struct field {msg}.{} of type {ty}", path.join(".")))
+}
+
+/// How Go's decoder describes a JSON value it cannot store (`string`, `number 1.5`, ...), or
+/// `None` when a value of kind `k` takes it.
+fn wrong(k: K, v: &Value) -> Option<String> {
+    let fits = match k {
+        K::Str | K::Bytes | K::Time | K::MicroTime => v.is_string(),
+        K::Bool => v.is_boolean(),
+        K::I32 => v.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+        K::I64 => v.is_i64(),
+        K::F64 => v.is_number(),
+        K::Msg(_) | K::Inline(_) => v.is_object(),
+        K::Union(_) => v.is_object() || v.is_boolean() || v.is_array(),
+        K::IntOrStr => v.is_string() || v.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+        K::Quantity => v.is_string() || v.is_number(),
+        K::Raw => true,
+    };
+    if fits || v.is_null() {
+        return None;
+    }
+    Some(match v {
+        // An integer field given a fraction or an out-of-range number: Go quotes the number.
+        Value::Number(n) if matches!(k, K::I32 | K::I64 | K::IntOrStr) => format!("number {n}"),
+        other => described(other).to_string(),
+    })
+}
+
+fn described(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The Go type of a field's element, as `reflect.Type.String()` prints it.
+fn go_type(k: K) -> String {
+    match k {
+        K::Str => "string".into(),
+        K::Bool => "bool".into(),
+        K::I32 => "int32".into(),
+        K::I64 => "int64".into(),
+        K::F64 => "float64".into(),
+        K::Bytes => "[]uint8".into(),
+        K::Msg(m) | K::Union(m) | K::Inline(m) => format!("{}.{m}", crate::protobuf::package_of(m).rsplit('.').next().unwrap_or("v1")),
+        K::Time => "v1.Time".into(),
+        K::MicroTime => "v1.MicroTime".into(),
+        K::IntOrStr => "intstr.IntOrString".into(),
+        K::Quantity => "resource.Quantity".into(),
+        K::Raw => "runtime.RawExtension".into(),
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +365,36 @@ mod tests {
     use super::*;
     use crate::resources::find;
     use serde_json::json;
+
+    /// A value of a JSON type its field cannot take is refused as Go's decoder refuses it (400
+    /// before any validation), at any depth, in lists and maps too; `null` and the types a
+    /// field's Go type takes (IntOrString, Quantity as number or string) pass.
+    #[test]
+    fn values_of_the_wrong_json_type_are_refused_as_go_decodes_them() {
+        let d = find("apps", "v1", "deployments").expect("deployments");
+        let deploy = |spec: serde_json::Value| json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}}, "spec": spec});
+        let refused = |spec: serde_json::Value| check(d, &mut deploy(spec), FieldValidation::Ignore, &[]).expect_err("mistyped").message;
+        let prefix = "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal";
+        assert_eq!(refused(json!({"replicas": "3"})), format!("{prefix} string into Go struct field DeploymentSpec.spec.replicas of type int32"));
+        assert_eq!(refused(json!({"replicas": 1.5})), format!("{prefix} number 1.5 into Go struct field DeploymentSpec.spec.replicas of type int32"));
+        assert_eq!(refused(json!({"replicas": 4294967296u64})), format!("{prefix} number 4294967296 into Go struct field DeploymentSpec.spec.replicas of type int32"));
+        assert_eq!(refused(json!({"paused": "yes"})), format!("{prefix} string into Go struct field DeploymentSpec.spec.paused of type bool"));
+        let containers = |c: serde_json::Value| json!({"template": {"spec": {"containers": [c]}}});
+        assert_eq!(
+            refused(containers(json!({"name": "c", "image": "x", "ports": [{"containerPort": "80"}]}))),
+            format!("{prefix} string into Go struct field ContainerPort.spec.template.spec.containers.ports.containerPort of type int32")
+        );
+        assert_eq!(refused(containers(json!({"name": "c", "args": ["a", 1]}))), format!("{prefix} number into Go struct field Container.spec.template.spec.containers.args of type string"));
+        assert_eq!(refused(json!({"template": {"spec": {"containers": {"name": "c"}}}})), format!("{prefix} object into Go struct field PodSpec.spec.template.spec.containers of type []v1.Container"));
+        assert_eq!(refused(json!({"selector": "app=web"})), format!("{prefix} string into Go struct field DeploymentSpec.spec.selector of type v1.LabelSelector"));
+        let mut labels = deploy(json!({}));
+        labels["metadata"]["labels"]["n"] = json!(1);
+        assert_eq!(check(d, &mut labels, FieldValidation::Ignore, &[]).expect_err("label").message, format!("{prefix} number into Go struct field ObjectMeta.metadata.labels of type string"));
+        // What Go takes.
+        let mut ok = deploy(json!({"replicas": null, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}},
+            "template": {"spec": {"containers": [{"name": "c", "image": "x", "resources": {"limits": {"cpu": 1, "memory": "1Gi"}}}]}}}));
+        check(d, &mut ok, FieldValidation::Strict, &[]).expect("well typed");
+    }
 
     #[test]
     fn duplicate_fields_are_found_with_their_paths() {

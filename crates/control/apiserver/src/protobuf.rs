@@ -195,6 +195,12 @@ pub(crate) fn schema_of(name: &str) -> Option<&'static [F]> {
         .copied()
 }
 
+/// The proto package of a message of the table (`io.k8s.api.apps.v1`); "" if it is not one.
+pub(crate) fn package_of(name: &str) -> &'static str {
+    static INDEX: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    INDEX.get_or_init(|| crate::k8s_messages::MESSAGES.iter().map(|(n, p, _)| (*n, *p)).collect()).get(name).copied().unwrap_or("")
+}
+
 /// The message of a served built-in kind (by its apiVersion and kind); `None` for custom kinds
 /// and kinds outside the table.
 pub fn message_of(r: &crate::resources::Resource) -> Option<&'static str> {

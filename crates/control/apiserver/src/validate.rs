@@ -71,6 +71,7 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
             default_pod_spec(&mut obj["spec"], "spec", &mut causes);
+            pod_defaults(&mut obj["spec"]);
             sysctls(&obj["spec"], "spec", &mut causes);
             default_requests_to_limits(&mut obj["spec"]);
             if obj["spec"]["restartPolicy"].is_null() {
@@ -561,23 +562,8 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(required(&format!("{path}.containers[{i}].image")));
         }
     }
-    if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-        for c in cs {
-            if c["terminationMessagePath"].is_null() {
-                c["terminationMessagePath"] = json!("/dev/termination-log");
-            }
-            if c["imagePullPolicy"].is_null() {
-                let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
-                c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
-            }
-            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
-                for p in ports {
-                    if p["protocol"].is_null() {
-                        p["protocol"] = json!("TCP");
-                    }
-                }
-            }
-        }
+    for c in items_at(spec, &["containers"]) {
+        template_container_defaults(c);
     }
     if spec.is_object() {
         for (k, d) in [("dnsPolicy", json!("ClusterFirst")), ("schedulerName", json!("default-scheduler")), ("terminationGracePeriodSeconds", json!(30))] {
@@ -585,6 +571,120 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
                 spec[k] = d;
             }
         }
+    }
+}
+
+/// The rest of upstream's core/v1 defaults a Pod's spec gets (`SetDefaults_PodSpec`,
+/// `SetDefaults_Pod`, `SetDefaults_Container`, `_Probe`, `_HTTPGetAction`,
+/// `_ObjectFieldSelector`, and the volume sources' `defaultMode` 0644 and `hostPath.type`), on
+/// every container, init and regular. Pod templates do not get these yet: a template stored by
+/// an earlier strata would differ from the same template written now, and every Deployment
+/// would roll out on its next write.
+fn pod_defaults(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    if spec["securityContext"].is_null() {
+        spec["securityContext"] = json!({});
+    }
+    if spec["enableServiceLinks"].is_null() {
+        spec["enableServiceLinks"] = json!(true);
+    }
+    for list in ["initContainers", "containers"] {
+        for c in items_at(spec, &[list]) {
+            container_defaults(c);
+        }
+    }
+    for v in items_at(spec, &["volumes"]) {
+        for source in ["secret", "configMap", "downwardAPI", "projected"] {
+            if let Some(src) = at(v, &[source]).filter(|s| s.is_object() && s["defaultMode"].is_null()) {
+                src["defaultMode"] = json!(0o644);
+            }
+        }
+        if let Some(host) = at(v, &["hostPath"]).filter(|h| h.is_object() && h["type"].is_null()) {
+            host["type"] = json!("");
+        }
+        for item in items_at(v, &["downwardAPI", "items"]) {
+            field_ref_defaults(at(item, &["fieldRef"]));
+        }
+        for p in items_at(v, &["projected", "sources"]) {
+            for item in items_at(p, &["downwardAPI", "items"]) {
+                field_ref_defaults(at(item, &["fieldRef"]));
+            }
+        }
+    }
+}
+
+/// The value at `path` (object members), if there is one; never adds a member (indexing a
+/// `Value` mutably would).
+fn at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    path.iter().try_fold(v, |v, k| v.get_mut(*k))
+}
+
+/// The elements of the array at `path` (none if it is absent or not an array).
+fn items_at<'a>(v: &'a mut Value, path: &[&str]) -> impl Iterator<Item = &'a mut Value> {
+    at(v, path).and_then(Value::as_array_mut).into_iter().flatten()
+}
+
+/// The container defaults pod templates get too: termination message path, pull policy (Always
+/// for `:latest` or no tag), port protocol.
+fn template_container_defaults(c: &mut Value) {
+    if c["terminationMessagePath"].is_null() {
+        c["terminationMessagePath"] = json!("/dev/termination-log");
+    }
+    if c["imagePullPolicy"].is_null() {
+        let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
+        c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+    }
+    for p in items_at(c, &["ports"]) {
+        if p["protocol"].is_null() {
+            p["protocol"] = json!("TCP");
+        }
+    }
+}
+
+/// `SetDefaults_Container` (and its probes', hooks' and field references'), for a Pod's
+/// containers of every kind (ephemeral ones too, `ephemeral.rs`).
+pub(crate) fn container_defaults(c: &mut Value) {
+    if !c.is_object() {
+        return;
+    }
+    template_container_defaults(c);
+    if c["terminationMessagePolicy"].is_null() {
+        c["terminationMessagePolicy"] = json!("File");
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let Some(p) = at(c, &[probe]).filter(|p| p.is_object()) else { continue };
+        for (k, d) in [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)] {
+            if p[k].as_i64().is_none_or(|n| n == 0) {
+                p[k] = json!(d);
+            }
+        }
+        http_get_defaults(at(p, &["httpGet"]));
+    }
+    for hook in ["postStart", "preStop"] {
+        http_get_defaults(at(c, &["lifecycle", hook, "httpGet"]));
+    }
+    for e in items_at(c, &["env"]) {
+        field_ref_defaults(at(e, &["valueFrom", "fieldRef"]));
+    }
+}
+
+/// `SetDefaults_HTTPGetAction`: path `/`, scheme HTTP.
+fn http_get_defaults(get: Option<&mut Value>) {
+    let Some(get) = get.filter(|g| g.is_object()) else { return };
+    if get["path"].as_str().is_none_or(str::is_empty) {
+        get["path"] = json!("/");
+    }
+    if get["scheme"].as_str().is_none_or(str::is_empty) {
+        get["scheme"] = json!("HTTP");
+    }
+}
+
+/// `SetDefaults_ObjectFieldSelector`: apiVersion v1.
+fn field_ref_defaults(field_ref: Option<&mut Value>) {
+    if let Some(f) = field_ref.filter(|f| f.is_object() && f["apiVersion"].as_str().is_none_or(str::is_empty)) {
+        f["apiVersion"] = json!("v1");
     }
 }
 
@@ -772,6 +872,41 @@ mod tests {
         assert_eq!(with(json!({"type": ""})), full);
         assert_eq!(with(json!({"rollingUpdate": {"maxSurge": 2}})), json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 2}}));
         assert_eq!(with(json!({"type": "Recreate"})), json!({"type": "Recreate"}));
+    }
+
+    /// A Pod gets upstream's core/v1 defaults on every container, probe, hook, field
+    /// reference and volume, and nothing it did not have is added beside them.
+    #[test]
+    fn a_pod_gets_upstreams_defaults() {
+        let pods = find("", "v1", "pods").expect("pods");
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [{"name": "i", "image": "busybox"}],
+            "containers": [{"name": "c", "image": "busybox:1.36",
+                "readinessProbe": {"httpGet": {"port": 80}}, "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 5},
+                "lifecycle": {"preStop": {"httpGet": {"port": 80, "path": "/stop"}}},
+                "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, {"name": "X", "value": "1"}]}],
+            "volumes": [{"name": "s", "secret": {"secretName": "x"}}, {"name": "m", "configMap": {"name": "x", "defaultMode": 256}},
+                {"name": "h", "hostPath": {"path": "/tmp"}}, {"name": "e", "emptyDir": {}},
+                {"name": "d", "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"name": "p", "projected": {"sources": [{"downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}}]}});
+        validate(pods, &mut pod).expect("valid");
+        let spec = &pod["spec"];
+        assert_eq!((&spec["securityContext"], &spec["enableServiceLinks"]), (&json!({}), &json!(true)));
+        let init = &spec["initContainers"][0];
+        assert_eq!(init, &json!({"name": "i", "image": "busybox", "imagePullPolicy": "Always", "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}));
+        let c = &spec["containers"][0];
+        assert_eq!(c["terminationMessagePolicy"], "File");
+        assert_eq!(c["readinessProbe"], json!({"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"}, "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}));
+        assert_eq!(c["livenessProbe"], json!({"exec": {"command": ["true"]}, "timeoutSeconds": 1, "periodSeconds": 5, "successThreshold": 1, "failureThreshold": 3}));
+        assert_eq!(c["lifecycle"], json!({"preStop": {"httpGet": {"port": 80, "path": "/stop", "scheme": "HTTP"}}}));
+        assert_eq!(c["env"], json!([{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v1"}}}, {"name": "X", "value": "1"}]));
+        assert!(c.get("startupProbe").is_none());
+        let v = &spec["volumes"];
+        assert_eq!((&v[0]["secret"]["defaultMode"], &v[1]["configMap"]["defaultMode"], &v[2]["hostPath"]["type"]), (&json!(420), &json!(256), &json!("")));
+        assert_eq!(v[3], json!({"name": "e", "emptyDir": {}}));
+        assert_eq!(v[4]["downwardAPI"], json!({"defaultMode": 420, "items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v1"}}]}));
+        assert_eq!(v[5]["projected"]["defaultMode"], 420);
+        assert_eq!(v[5]["projected"]["sources"][0]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"], "v1");
     }
 
     #[test]
