@@ -1468,7 +1468,8 @@ fn pod_gc_collects_terminated_pods_over_the_threshold_orphans_and_unscheduled_te
 }
 
 /// A stock kube-controller-manager (k8s.io/kubernetes v1.32.0, built from the Go module proxy
-/// by scripts/kube-peer.sh, cached) on strata's API server with strata's own controllers off:
+/// by scripts/kube-peer.sh, cached) on strata's API server with strata's own controllers off,
+/// running all its controllers (every informer they start lists and watches without error):
 /// its Deployment and ReplicaSet controllers make a Deployment's ReplicaSet and pods, and its
 /// garbage collector — whose graph is fed by metadata informers, `PartialObjectMetadata` lists
 /// and watches of every deletable resource strata serves, all of which must sync before it acts
@@ -1483,7 +1484,8 @@ fn a_stock_kube_controller_manager_manages_workloads_through_strata() {
     let child = Command::new(&bin)
         .arg("--kubeconfig")
         .arg(s.kubeconfig())
-        .args(["--controllers=deployment-controller,replicaset-controller,garbage-collector-controller", "--leader-elect=false", "--secure-port=0", "--v=2"])
+        // Every controller it has, so that each informer it starts must sync against strata.
+        .args(["--controllers=*", "--leader-elect=false", "--secure-port=0", "--v=2"])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -1535,4 +1537,8 @@ fn a_stock_kube_controller_manager_manages_workloads_through_strata() {
         kcm_log()
     );
     assert_eq!(of("orph").len(), 2, "orphaned pods were deleted");
+    // No informer of any of its controllers failed to list or watch a kind.
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("failed to list") || l.contains("Failed to watch")).collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
