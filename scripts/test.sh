@@ -46,6 +46,13 @@ python3 scripts/gen-k8s-docs.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked
+# The stock upstream components some tests run against strata (tests/scheduler.rs,
+# tests/controllers.rs), built from the Go module proxy once, before the tests rather than
+# while they run (cached under /var/tmp); without Go those tests say so and check nothing.
+if command -v go >/dev/null; then
+  scripts/kube-peer.sh kube-scheduler >/dev/null
+  scripts/kube-peer.sh kube-controller-manager >/dev/null
+fi
 # The static guest agent (/init of VM-isolated pods' microVMs), built once for every test.
 STRATA_GUEST_AGENT="$(scripts/guest-agent.sh)"
 export STRATA_GUEST_AGENT
