@@ -330,6 +330,8 @@ fn metadata_clients_get_partial_object_metadata() {
     };
     let (code, st) = call("GET", &format!("{base}/pom-a"), &[list], None);
     refused(code, &st, "you requested PartialObjectMetadataList, but the requested object is not a list (*core.ConfigMap)");
+    let (code, st) = call("GET", &format!("{base}/nothing"), &[list], None);
+    assert_eq!((code, st["reason"].as_str()), (404, Some("NotFound")), "the object is read before it is transformed: {st}");
     let (code, st) = call("GET", base, &[one], None);
     refused(code, &st, "you requested PartialObjectMetadata, but the requested object is a list (*core.ConfigMapList)");
     let (code, st) = call("GET", &format!("{base}/pom-a"), &["Accept: application/json;as=Secret;g=meta.k8s.io;v=v1"], None);

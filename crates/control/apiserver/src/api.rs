@@ -781,9 +781,6 @@ impl Api {
                 rv::not_older_than(wanted, self.store.revision().await?)?;
             }
         }
-        if let Transform::PartialList(_) = transform {
-            return Err(output::object_as_list(info.resource));
-        }
         let (obj, rev) = self.load(info).await?;
         let obj = with_rv(obj, rev);
         Ok(json_response(StatusCode::OK, &object_as(info.resource, transform, obj)?))
@@ -791,13 +788,15 @@ impl Api {
 
     async fn list(&self, info: &RequestInfo, q: &Query, transform: Transform) -> Result<Response, ApiError> {
         let r = info.resource;
-        if let Transform::Partial(_) = transform {
-            return Err(output::list_as_object(r));
-        }
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
         let prefix = r.list_prefix(info.namespace.as_deref());
         let opts = rv::ListOptions::parse(|k| q.get(k).cloned(), &prefix)?;
+        // Upstream refuses the transform after the list; a list it would serve is not built
+        // only to be refused (a bad query is still its error first).
+        if let Transform::Partial(_) = transform {
+            return Err(output::list_as_object(r));
+        }
         if let Some(served) = self.list_from_cache(r, &opts, &prefix, &labels, &fields, transform).await? {
             return Ok(served);
         }
