@@ -396,3 +396,24 @@ fn values_of_the_wrong_type_are_refused_and_not_stored() {
     assert!(out.contains("failed to create typed patch object (default/typed; /v1, Kind=ConfigMap): json: cannot unmarshal number into Go struct field ConfigMap.data of type string"), "{out}");
     assert!(s.get_json("/api/v1/namespaces/default/configmaps/typed").is_null());
 }
+
+/// kube-apiserver's ConfigMaps in kube-system: `extension-apiserver-authentication` holds the CA
+/// client certificates are checked against (what aggregated API servers and webhook servers that
+/// delegate authentication read), `kube-apiserver-legacy-service-account-token-tracking` the day
+/// tracking began (kube-controller-manager's legacy token cleaner reads it).
+#[test]
+fn the_system_config_maps_are_published() {
+    let s = ApiServer::start(Backend::Embedded);
+    let auth = s.get_json("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication");
+    let ca = std::fs::read_to_string(s.data_dir().join("pki/ca.crt")).expect("the cluster CA");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(auth["data"]["client-ca-file"], ca.as_str(), "{auth}");
+    let tracking = s.get_json("/api/v1/namespaces/kube-system/configmaps/kube-apiserver-legacy-service-account-token-tracking");
+    let since = tracking["data"]["since"].as_str().unwrap_or_default();
+    assert!(chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_ok(), "{tracking}");
+    // The bootstrap policy lets a delegating server read the first.
+    let out = s.kubectl(&["auth", "can-i", "get", "configmaps/extension-apiserver-authentication", "-n", "kube-system", "--as=system:serviceaccount:default:webhook"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no", "only those bound to the reader Role may");
+    let role = s.get_json("/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/extension-apiserver-authentication-reader");
+    assert_eq!(role["rules"][0]["resourceNames"][0], "extension-apiserver-authentication", "{role}");
+}

@@ -593,7 +593,20 @@ fn two_servers_on_one_etcd_elect_one_leader_and_a_killed_leader_is_replaced() {
     assert!(took < Duration::from_secs(35), "replaced within the lease duration and a retry or two: {took:?}");
     assert_eq!(lease_holder(&survivor).1, transitions + 1, "a change of holder counts one transition");
     // The new leader acts.
-    survivor.ok(&["scale", "deploy/one", "--replicas=1"]);
+    let out = survivor.kubectl(&["scale", "deploy/one", "--replicas=1"]);
+    if !out.status.success() {
+        let log = survivor.log();
+        let _ = std::fs::write(format!("/var/tmp/survivor-{}.log", survivor.port), &log);
+        let tail: Vec<&str> = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        let again = survivor.kubectl(&["get", "--raw", "/api", "-v=8"]);
+        let (code, body) = survivor.curl("GET", "/api", common::server::Auth::Admin, None, None);
+        panic!(
+            "scale on the survivor: {}\nits log:\n{}\nkubectl -v=8 get --raw /api:\n{}\ncurl /api: {code} {body}",
+            String::from_utf8_lossy(&out.stderr),
+            tail.join("\n"),
+            String::from_utf8_lossy(&again.stderr)
+        );
+    }
     wait_pods(&survivor, "default", 1);
 }
 

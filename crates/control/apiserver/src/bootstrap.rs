@@ -165,17 +165,36 @@ pub fn cluster_info_kubeconfig(server_url: &str, ca_pem: &[u8]) -> String {
 /// Create or bring up to date `kube-public/cluster-info` (readable anonymously: see the
 /// bootstrap policy's `strata:bootstrap-signer-clusterinfo` Role).
 pub async fn publish_cluster_info(store: &dyn Store, server_url: &str, ca_pem: &[u8]) -> Result<(), strata_store::Error> {
-    let key = "/registry/core/configmaps/kube-public/cluster-info";
-    let kubeconfig = cluster_info_kubeconfig(server_url, ca_pem);
+    publish_config_map(store, "kube-public", "cluster-info", "kubeconfig", &cluster_info_kubeconfig(server_url, ca_pem), true).await
+}
+
+/// The ConfigMaps kube-apiserver keeps in `kube-system` for others to read:
+/// `extension-apiserver-authentication` with the CA its client certificates are checked
+/// against (`client-ca-file`; aggregated API servers and webhook servers that delegate
+/// authentication read it, through the bootstrap policy's
+/// `extension-apiserver-authentication-reader` Role), brought up to date at every start, and
+/// `kube-apiserver-legacy-service-account-token-tracking` with the day tracking began
+/// (`since`, `2006-01-02`), made once: kube-controller-manager's legacy token cleaner reads it.
+pub async fn publish_system_config_maps(store: &dyn Store, client_ca_pem: &[u8]) -> Result<(), strata_store::Error> {
+    let ca = String::from_utf8_lossy(client_ca_pem);
+    publish_config_map(store, "kube-system", "extension-apiserver-authentication", "client-ca-file", &ca, true).await?;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    publish_config_map(store, "kube-system", "kube-apiserver-legacy-service-account-token-tracking", "since", &today, false).await
+}
+
+/// Create ConfigMap `ns/name` with `data[key] = value`; an existing one gets the value only with
+/// `overwrite` (the rest of it is kept).
+async fn publish_config_map(store: &dyn Store, ns: &str, name: &str, key: &str, value: &str, overwrite: bool) -> Result<(), strata_store::Error> {
+    let path = format!("/registry/core/configmaps/{ns}/{name}");
     for _ in 0..5 {
-        match store.get(key).await? {
+        match store.get(&path).await? {
             Some(kv) => {
                 let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
-                if obj["data"]["kubeconfig"] == kubeconfig.as_str() {
+                if !overwrite || obj["data"][key] == value {
                     return Ok(());
                 }
-                obj["data"]["kubeconfig"] = json!(kubeconfig);
-                match store.update(key, crate::object::for_storage(&obj), kv.mod_revision).await {
+                obj["data"][key] = json!(value);
+                match store.update(&path, crate::object::for_storage(&obj), kv.mod_revision).await {
                     Ok(_) => return Ok(()),
                     Err(strata_store::Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
@@ -184,10 +203,10 @@ pub async fn publish_cluster_info(store: &dyn Store, server_url: &str, ca_pem: &
             None => {
                 let obj = json!({
                     "apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": { "name": "cluster-info", "namespace": "kube-public", "uid": crate::object::uuid(), "creationTimestamp": crate::object::now() },
-                    "data": { "kubeconfig": kubeconfig },
+                    "metadata": { "name": name, "namespace": ns, "uid": crate::object::uuid(), "creationTimestamp": crate::object::now() },
+                    "data": { key: value },
                 });
-                match store.create(key, crate::object::for_storage(&obj)).await {
+                match store.create(&path, crate::object::for_storage(&obj)).await {
                     Ok(_) => return Ok(()),
                     Err(strata_store::Error::AlreadyExists(_)) => continue,
                     Err(e) => return Err(e),

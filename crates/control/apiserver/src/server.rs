@@ -229,6 +229,12 @@ impl Server {
         crate::bootstrap::publish_cluster_info(self.api.store.as_ref(), server_url, ca_pem).await.map_err(|e| ServerError::Bootstrap(e.to_string()))
     }
 
+    /// Publish `kube-system/extension-apiserver-authentication` (the client CA) and the legacy
+    /// token tracking date, as kube-apiserver does (see [`crate::bootstrap`]).
+    pub async fn publish_system_config_maps(&self, client_ca_pem: &[u8]) -> Result<(), ServerError> {
+        crate::bootstrap::publish_system_config_maps(self.api.store.as_ref(), client_ca_pem).await.map_err(|e| ServerError::Bootstrap(e.to_string()))
+    }
+
     /// Keep the `default/kubernetes` Service and its endpoints at `ip` and this server's port
     /// (see [`crate::kubernetes_service`]).
     pub fn publish_kubernetes_service(&self, ip: std::net::IpAddr, port: u16) {
@@ -324,7 +330,29 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Local { api, audit, flow, user } = self.clone();
-        Box::pin(async move { Ok(serve_as(api, audit, &flow, LOCAL_PEER, user, Conn::default(), req).await) })
+        // Served on a task of its own, as a request over a socket is: the handler, and the
+        // priority lane seat it holds, run to their end whether or not the caller keeps polling
+        // the response. Run inside the caller's future, a request of a controller that stopped
+        // polling one watcher's stream (busy with another's event) held its seat for good, and
+        // with every read seat so held the controller's next read, and everyone's, waited for
+        // ever. Dropping the response future before it is ready cancels the handler, as a
+        // closed connection does.
+        let task = tokio::spawn(async move { serve_as(api, audit, &flow, LOCAL_PEER, user, Conn::default(), req).await });
+        let cancel = AbortOnDrop(task.abort_handle());
+        Box::pin(async move {
+            let resp = task.await.unwrap_or_else(|e| ApiError::internal(format!("serving an in-process request: {e}")).into_response());
+            drop(cancel);
+            Ok(resp)
+        })
+    }
+}
+
+/// Aborts a task when dropped (a no-op once it has finished).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -430,9 +458,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tower::ServiceExt as _;
 
     async fn server(dir: &std::path::Path) -> Server {
+        server_with(dir, crate::flowcontrol::Limits::default()).await
+    }
+
+    async fn server_with(dir: &std::path::Path, flow_limits: crate::flowcontrol::Limits) -> Server {
         let (pki, _) = crate::pki::ensure(&dir.join("pki"), &crate::pki::Issue::default()).expect("pki");
         let store: Arc<dyn Store> = Arc::new(strata_store::embedded::Embedded::open(&dir.join("db")).expect("store"));
         Server::bind(ServerConfig {
@@ -444,13 +477,35 @@ mod tests {
             audit: None,
             watch_cache: crate::watchcache::Config::default(),
             max_long_running: DEFAULT_MAX_LONG_RUNNING,
-            flow_limits: crate::flowcontrol::Limits::default(),
+            flow_limits,
             default_tolerations: crate::tolerations::Defaults::default(),
             service_account_admission: true,
             local_volumes: dir.join("volumes"),
         })
         .await
         .expect("bind")
+    }
+
+    /// An in-process request runs to its end on its own, as one over a socket does, even when
+    /// its caller stops polling it: its seat comes back. (Served inside the caller's future, a
+    /// controller busy with one watcher's event left another watcher's list holding a read seat;
+    /// with every read seat so held, its own next read, and everyone's, waited for ever: the
+    /// survivor of a leader change answered kubectl 429 for minutes.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_in_process_request_its_caller_stopped_polling_gives_its_seat_back() {
+        use std::future::Future as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = crate::flowcontrol::Limits { readonly: 1, mutating: 1, queued: 10, wait: Duration::from_secs(3) };
+        let s = server_with(dir.path(), limits).await;
+        let admin = s.local("admin", &["system:masters"]);
+        let get = |path: &str| Request::builder().method("GET").uri(path).body(Body::empty()).expect("request");
+        // Polled once (it takes the one read seat), then left alone, not dropped.
+        let mut stalled = admin.clone().oneshot(get("/api/v1/namespaces/default/configmaps"));
+        let waker = futures_util::task::noop_waker();
+        let _ = std::pin::Pin::new(&mut stalled).poll(&mut std::task::Context::from_waker(&waker));
+        let (code, _) = tokio::time::timeout(Duration::from_secs(10), call(&admin, "GET", "/api/v1/namespaces", "")).await.expect("the second read was not starved");
+        assert_eq!(code, 200);
+        drop(stalled);
     }
 
     async fn call(local: &Local, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {

@@ -296,6 +296,8 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     // Joining nodes read the CA here (and check it against their token's hash).
     let ca_pem = std::fs::read(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
     server.publish_cluster_info(&url, &ca_pem).await?;
+    // The one CA signs the clients' certificates too.
+    server.publish_system_config_maps(&ca_pem).await?;
     // The `default/kubernetes` Service's endpoint: the listen address, or this machine's
     // InternalIP when listening on all addresses or on loopback (an Endpoints address may not be
     // a loopback one; pods reach the server there only when it listens on it).
