@@ -205,7 +205,7 @@ roleRef: {kind: Role, name: escalator, apiGroup: rbac.authorization.k8s.io}
     // An aggregationRule can gather anything: it needs full authority, even with no rules.
     s.ok(&["create", "clusterrole", "cr-writer", "--verb=create", "--resource=clusterroles"]);
     s.ok(&["create", "clusterrolebinding", "bob-writes-cr", "--clusterrole=cr-writer", "--user=bob"]);
-    let aggregated = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: gatherer}\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {x: y}}]\n";
+    let aggregated = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: gatherer}\naggregationRule:\n  clusterRoleSelectors: [{matchLabels: {gather: me}}]\n";
     let err = fails_as(&s, "bob-token", &["create", "-f", "-"], Some(aggregated));
     assert!(err.contains(r#"clusterroles.rbac.authorization.k8s.io "gatherer" is forbidden: must have cluster-admin privileges to use the aggregationRule"#), "{err}");
     s.ok_stdin(&["create", "-f", "-"], Some(aggregated));
