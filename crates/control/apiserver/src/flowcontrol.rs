@@ -30,7 +30,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::User;
 
-/// Longest wait for a seat by default (upstream: a quarter of the 60 s request timeout).
+/// How long a request that is not long-running may take by default (kube-apiserver's
+/// `--request-timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for a seat by default (upstream: a quarter of the request timeout).
 pub const QUEUE_WAIT: Duration = Duration::from_secs(15);
 
 /// The group of node identities.
@@ -66,7 +70,11 @@ impl Lane {
 /// Where a request goes: a lane, or no seat at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
+    /// Health probes: no seat, but the request timeout.
     Exempt,
+    /// Watches and streams (exec, attach, port-forward, proxy, log): no seat and no request
+    /// timeout (upstream's long-running requests).
+    LongRunning,
     Seated(Lane),
 }
 
@@ -84,7 +92,7 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>, user: &User) -
     };
     let sub = info.subresource.as_deref();
     if verb == "watch" || matches!(sub, Some("exec" | "attach" | "portforward" | "proxy" | "log")) {
-        return Class::Exempt;
+        return Class::LongRunning;
     }
     let one_object = matches!(verb.as_str(), "get" | "create" | "update" | "patch");
     let r = info.resource;
@@ -112,6 +120,8 @@ pub struct Limits {
     pub queued: usize,
     /// Longest wait in a queue; then 429.
     pub wait: Duration,
+    /// How long a request that is not long-running may take; then 504 (`--request-timeout`).
+    pub request_timeout: Duration,
 }
 
 impl Limits {
@@ -137,7 +147,7 @@ impl Limits {
     /// The defaults for this machine.
     pub fn for_this_machine() -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Limits { readonly: Self::READONLY_PER_CPU * cpus, mutating: Self::MUTATING, queued: 1000, wait: QUEUE_WAIT }
+        Limits { readonly: Self::READONLY_PER_CPU * cpus, mutating: Self::MUTATING, queued: 1000, wait: QUEUE_WAIT, request_timeout: REQUEST_TIMEOUT }
     }
 }
 
@@ -178,6 +188,7 @@ struct LaneState {
 /// The lanes of one server.
 pub struct FlowControl {
     lanes: [LaneState; 4],
+    request_timeout: Duration,
 }
 
 /// A seat held while a request executes; released on drop.
@@ -215,7 +226,13 @@ impl FlowControl {
                 state(Lane::WorkloadMutating, limits.mutating),
                 state(Lane::WorkloadReadOnly, limits.readonly),
             ],
+            request_timeout: limits.request_timeout,
         }
+    }
+
+    /// How long a request that is not long-running may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// A seat in `lane`: at once if one is free, else after waiting in its queue (at most
@@ -278,7 +295,7 @@ mod tests {
         check(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", None, &[], Seated(LeaderElection));
         // Listing or watching leases is no renewal.
         check(Method::GET, "/apis/coordination.k8s.io/v1/leases", None, &[], Seated(WorkloadReadOnly));
-        check(Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Some("watch=1"), &[], Exempt);
+        check(Method::GET, "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", Some("watch=1"), &[], LongRunning);
         check(Method::DELETE, lease, None, &[], Seated(WorkloadMutating));
         // Node heartbeats.
         check(Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1", None, &["system:nodes"], Seated(NodeHigh));
@@ -293,17 +310,17 @@ mod tests {
         check(Method::GET, "/apis", None, &[], Seated(WorkloadReadOnly));
         check(Method::GET, "/api/v1/namespaces/default/pods/nope/nope/nope", None, &[], Seated(WorkloadReadOnly));
         // Long-running requests and probes take no seat.
-        check(Method::GET, "/api/v1/pods", Some("watch=true&resourceVersion=5"), &[], Exempt);
-        check(Method::GET, "/api/v1/namespaces/default/pods/p/log", Some("follow=true"), &[], Exempt);
-        check(Method::POST, "/api/v1/namespaces/default/pods/p/exec", Some("command=sh"), &[], Exempt);
-        check(Method::GET, "/api/v1/namespaces/default/pods/p/portforward", None, &[], Exempt);
+        check(Method::GET, "/api/v1/pods", Some("watch=true&resourceVersion=5"), &[], LongRunning);
+        check(Method::GET, "/api/v1/namespaces/default/pods/p/log", Some("follow=true"), &[], LongRunning);
+        check(Method::POST, "/api/v1/namespaces/default/pods/p/exec", Some("command=sh"), &[], LongRunning);
+        check(Method::GET, "/api/v1/namespaces/default/pods/p/portforward", None, &[], LongRunning);
         check(Method::GET, "/readyz", None, &[], Exempt);
         check(Method::GET, "/healthz/ping", None, &[], Exempt);
     }
 
     #[tokio::test]
     async fn a_full_lane_queues_then_refuses_and_leaves_the_others_free() {
-        let fc = FlowControl::new(Limits { readonly: 1, mutating: 1, queued: 1, wait: QUEUE_WAIT });
+        let fc = FlowControl::new(Limits { readonly: 1, mutating: 1, queued: 1, wait: QUEUE_WAIT, request_timeout: REQUEST_TIMEOUT });
         let first = fc.acquire(Lane::WorkloadMutating).await.expect("a free seat");
         // One request may wait; the next finds the queue full.
         let fc = Arc::new(fc);
@@ -328,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_waits_at_most_the_queue_wait() {
         let wait = Duration::from_millis(200);
-        let fc = FlowControl::new(Limits { readonly: 1, mutating: 1, queued: 10, wait });
+        let fc = FlowControl::new(Limits { readonly: 1, mutating: 1, queued: 10, wait, request_timeout: REQUEST_TIMEOUT });
         let _held = fc.acquire(Lane::WorkloadReadOnly).await.expect("a free seat");
         let started = Instant::now();
         assert_eq!(fc.acquire(Lane::WorkloadReadOnly).await.err(), Some(Rejected::TimedOut("workload-readonly")));
@@ -338,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn zero_seats_is_no_limit() {
-        let fc = FlowControl::new(Limits { readonly: 0, mutating: 0, queued: 0, wait: QUEUE_WAIT });
+        let fc = FlowControl::new(Limits { readonly: 0, mutating: 0, queued: 0, wait: QUEUE_WAIT, request_timeout: REQUEST_TIMEOUT });
         let seats: Vec<_> = futures_util::future::join_all((0..100).map(|_| fc.acquire(Lane::WorkloadMutating))).await;
         assert!(seats.iter().all(Result::is_ok));
     }

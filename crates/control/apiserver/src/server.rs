@@ -413,46 +413,99 @@ async fn serve_one(
     serve_as(api, audit, flow, peer, user, conn, req).await
 }
 
-/// Serve one request of an authenticated `user`.
+/// Serve one request of an authenticated `user`. A request that is not long-running gets an
+/// answer within the request timeout (the server's, or the client's shorter `?timeout=`): past
+/// it, the client is answered 504 and the request's work is dropped where it is waiting (as a
+/// client that hangs up drops it), so it holds no seat beyond its time.
 async fn serve_as<B>(api: Arc<Api>, audit: Option<Arc<crate::audit::Auditor>>, flow: &crate::flowcontrol::FlowControl, peer: SocketAddr, user: User, conn: Conn, req: Request<B>) -> Response<Body>
 where
     B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let path = req.uri().path().to_string();
-    // A seat in the request's lane before its body is read (long-running requests take none).
-    let _seat = match crate::flowcontrol::classify(req.method(), &path, req.uri().query(), &user) {
-        crate::flowcontrol::Class::Exempt => None,
-        crate::flowcontrol::Class::Seated(lane) => match flow.acquire(lane).await {
-            Ok(seat) => Some(seat),
-            Err(e) => {
-                tracing::debug!(method = %req.method(), %path, user = %user.name, reason = %e, "request refused a seat");
-                let resp = ApiError::too_many_requests().into_response();
-                crate::metrics::record_request(req.method(), &path, req.uri().query(), req.headers(), resp.status().as_u16(), std::time::Duration::ZERO);
-                return resp;
-            }
-        },
-    };
-    let (mut parts, body) = req.into_parts();
-    // exec, attach and port-forward switch protocols: the handler takes the upgrade.
-    let conn = Conn { upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(|u| Arc::new(std::sync::Mutex::new(Some(u)))), ..conn };
-    let bytes = match read_body(Body::new(body)).await {
-        Some(b) => b,
-        None => return ApiError::too_large().into_response(),
-    };
     let started = std::time::Instant::now();
-    let audited = audit.and_then(|a| a.begin(&user, &parts, peer, &bytes));
-    let resp = api.handle(&user, parts.method.clone(), &path, parts.uri.query(), &parts.headers, bytes, &conn).await;
-    let resp = match audited {
-        Some(pending) => pending.finish(resp).await,
-        None => resp,
-    };
+    let path = req.uri().path().to_string();
+    let class = crate::flowcontrol::classify(req.method(), &path, req.uri().query(), &user);
+    let (mut parts, body) = req.into_parts();
+    let resp = serve_parts(api, audit, flow, peer, &user, conn, class, &path, &mut parts, body, started).await;
     crate::metrics::record_request(&parts.method, &path, parts.uri.query(), &parts.headers, resp.status().as_u16(), started.elapsed());
     tracing::debug!(method = %parts.method, %path, user = %user.name, status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
     if resp.status() == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::warn!(method = %parts.method, %path, "internal error");
     }
     resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_parts<B>(
+    api: Arc<Api>,
+    audit: Option<Arc<crate::audit::Auditor>>,
+    flow: &crate::flowcontrol::FlowControl,
+    peer: SocketAddr,
+    user: &User,
+    conn: Conn,
+    class: crate::flowcontrol::Class,
+    path: &str,
+    parts: &mut axum::http::request::Parts,
+    body: B,
+    started: std::time::Instant,
+) -> Response<Body>
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    use crate::flowcontrol::Class;
+    let deadline = match class {
+        Class::LongRunning => None,
+        Class::Exempt | Class::Seated(_) => match request_timeout(parts.uri.query(), flow.request_timeout()) {
+            Ok(t) => Some(tokio::time::Instant::from_std(started) + t),
+            Err(e) => return e.into_response(),
+        },
+    };
+    // A seat in the request's lane before its body is read (long-running requests take none).
+    let _seat = match class {
+        Class::LongRunning | Class::Exempt => None,
+        Class::Seated(lane) => match within(deadline, flow.acquire(lane)).await {
+            Err(timeout) => return timeout.into_response(),
+            Ok(Ok(seat)) => Some(seat),
+            Ok(Err(e)) => {
+                tracing::debug!(method = %parts.method, %path, user = %user.name, reason = %e, "request refused a seat");
+                return ApiError::too_many_requests().into_response();
+            }
+        },
+    };
+    // exec, attach and port-forward switch protocols: the handler takes the upgrade.
+    let conn = Conn { upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(|u| Arc::new(std::sync::Mutex::new(Some(u)))), ..conn };
+    let bytes = match within(deadline, read_body(Body::new(body))).await {
+        Err(timeout) => return timeout.into_response(),
+        Ok(Some(b)) => b,
+        Ok(None) => return ApiError::too_large().into_response(),
+    };
+    let audited = audit.and_then(|a| a.begin(user, parts, peer, &bytes));
+    let resp = within(deadline, api.handle(user, parts.method.clone(), path, parts.uri.query(), &parts.headers, bytes, &conn)).await.unwrap_or_else(IntoResponse::into_response);
+    match audited {
+        Some(pending) => pending.finish(resp).await,
+        None => resp,
+    }
+}
+
+/// `fut`, or a 504 when `deadline` passes first.
+async fn within<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> Result<T, ApiError> {
+    match deadline {
+        None => Ok(fut.await),
+        Some(at) => tokio::time::timeout_at(at, fut).await.map_err(|_| ApiError::timeout("request did not complete within the allotted timeout")),
+    }
+}
+
+/// How long a request may take: the server's limit, or the client's `?timeout=` (Go's duration
+/// syntax) when it is positive and shorter, as kube-apiserver's request deadline.
+fn request_timeout(query: Option<&str>, limit: std::time::Duration) -> Result<std::time::Duration, ApiError> {
+    let asked = query.into_iter().flat_map(|q| url::form_urlencoded::parse(q.as_bytes())).find(|(k, _)| k == "timeout").map(|(_, v)| v);
+    let Some(asked) = asked.filter(|v| !v.is_empty()) else { return Ok(limit) };
+    let nanos = strata_cron::duration::parse(&asked).map_err(|e| ApiError::bad_request(format!("invalid timeout specified in the request URL - {e}")))?;
+    Ok(match u64::try_from(nanos) {
+        Ok(n) if n > 0 && std::time::Duration::from_nanos(n) < limit => std::time::Duration::from_nanos(n),
+        _ => limit,
+    })
 }
 
 #[cfg(test)]
@@ -495,7 +548,7 @@ mod tests {
     async fn an_in_process_request_its_caller_stopped_polling_gives_its_seat_back() {
         use std::future::Future as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        let limits = crate::flowcontrol::Limits { readonly: 1, mutating: 1, queued: 10, wait: Duration::from_secs(3) };
+        let limits = crate::flowcontrol::Limits { readonly: 1, mutating: 1, queued: 10, wait: Duration::from_secs(3), ..Default::default() };
         let s = server_with(dir.path(), limits).await;
         let admin = s.local("admin", &["system:masters"]);
         let get = |path: &str| Request::builder().method("GET").uri(path).body(Body::empty()).expect("request");
@@ -506,6 +559,34 @@ mod tests {
         let (code, _) = tokio::time::timeout(Duration::from_secs(10), call(&admin, "GET", "/api/v1/namespaces", "")).await.expect("the second read was not starved");
         assert_eq!(code, 200);
         drop(stalled);
+    }
+
+    /// A request that is not answered within the request timeout (the server's, or the
+    /// client's shorter `?timeout=`) is answered 504 as kube-apiserver does, and leaves the seat
+    /// queue; a `timeout` that is not a duration is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_past_its_timeout_is_answered_504() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = crate::flowcontrol::Limits { readonly: 1, mutating: 1, queued: 10, wait: Duration::from_secs(30), request_timeout: Duration::from_secs(2) };
+        let s = server_with(dir.path(), limits).await;
+        let admin = s.local("admin", &["system:masters"]);
+        let (code, body) = call(&admin, "GET", "/api/v1/namespaces?timeout=abc", "").await;
+        assert_eq!((code, body["reason"].as_str()), (400, Some("BadRequest")), "{body}");
+        assert_eq!(body["message"], r#"invalid timeout specified in the request URL - time: invalid duration "abc""#);
+        // The one read seat is taken: reads wait for it (for up to 30 s), past their time.
+        let held = s.flow.acquire(crate::flowcontrol::Lane::WorkloadReadOnly).await.expect("a free seat");
+        for (query, least, most) in [("", 2000, 6000), ("?timeout=300ms", 300, 1500), ("?timeout=1h", 2000, 6000), ("?timeout=0", 2000, 6000)] {
+            let started = std::time::Instant::now();
+            let (code, body) = call(&admin, "GET", &format!("/api/v1/namespaces{query}"), "").await;
+            let ms = started.elapsed().as_millis();
+            assert_eq!((code, body["reason"].as_str()), (504, Some("Timeout")), "{query}: {body}");
+            assert_eq!(body["message"], "Timeout: request did not complete within the allotted timeout", "{query}");
+            assert!((least..most).contains(&ms), "{query}: answered after {ms} ms");
+        }
+        // The timed-out requests left the queue: with the seat back, the next read is served.
+        drop(held);
+        let (code, body) = tokio::time::timeout(Duration::from_secs(5), call(&admin, "GET", "/api/v1/namespaces?timeout=10s", "")).await.expect("served");
+        assert_eq!((code, body["kind"].as_str()), (200, Some("NamespaceList")), "{body}");
     }
 
     async fn call(local: &Local, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {

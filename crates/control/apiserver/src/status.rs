@@ -209,6 +209,13 @@ impl ApiError {
         e
     }
 
+    /// 504, as kube-apiserver's `NewTimeoutError` (retry at once: empty details).
+    pub fn timeout(message: &str) -> Self {
+        let mut e = Self::new(504, "Timeout", format!("Timeout: {message}"));
+        e.details = Some(json!({}));
+        e
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
     }

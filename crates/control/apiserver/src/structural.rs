@@ -169,31 +169,9 @@ fn format_ok(format: &str, s: &str) -> bool {
         }),
         "hostname" => crate::object::is_dns_subdomain(&s.to_ascii_lowercase()),
         "email" => s.split_once('@').is_some_and(|(u, d)| !u.is_empty() && d.contains('.') && !s.contains(' ')),
-        "duration" => go_duration(s),
+        "duration" => strata_cron::duration::parse(s).is_ok(),
         _ => true,
     }
-}
-
-/// Go's `time.ParseDuration` syntax (`1h30m`, `300ms`, `-1.5s`).
-fn go_duration(s: &str) -> bool {
-    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if s == "0" {
-        return true;
-    }
-    let mut rest = s;
-    let mut any = false;
-    while !rest.is_empty() {
-        let num = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        if num == 0 {
-            return false;
-        }
-        rest = &rest[num..];
-        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"].iter().filter(|u| rest.starts_with(**u)).max_by_key(|u| u.len());
-        let Some(u) = unit else { return false };
-        rest = &rest[u.len()..];
-        any = true;
-    }
-    any
 }
 
 /// Validate `v` (at `path`) against `schema`, pushing one cause per failure.

@@ -13,6 +13,7 @@
 //! time (at second 0) does. A wall time skipped by a DST change never runs, one repeated by it
 //! runs twice (as robfig's). The search gives up after five years (robfig's zero time: `None`).
 
+pub mod duration;
 pub mod zone;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
@@ -103,7 +104,7 @@ fn descriptor(d: &str, zone: Option<Zone>) -> Result<Schedule, ParseError> {
         "@hourly" => spec(1, all(&HOURS), all(&DOM), all(&MONTHS), all(&DOW)),
         _ => match d.strip_prefix("@every ") {
             Some(dur) => {
-                let nanos = go_duration(dur).map_err(|e| ParseError(format!("failed to parse duration {d}: {e}")))?;
+                let nanos = duration::parse(dur).map_err(|e| ParseError(format!("failed to parse duration {d}: {e}")))?;
                 // robfig: less than a second is a second; fractions of a second are dropped.
                 let secs = if nanos < 1_000_000_000 { 1 } else { (nanos / 1_000_000_000) as i64 };
                 Schedule { kind: Kind::Every(secs) }
@@ -195,52 +196,6 @@ fn int(expr: &str) -> Result<u64, ParseError> {
         return err(format!("negative number ({n}) not allowed: {expr}"));
     }
     Ok(n as u64)
-}
-
-/// Go's `time.ParseDuration`, in nanoseconds (errors as Go words them).
-fn go_duration(s: &str) -> Result<i128, String> {
-    let invalid = || format!("time: invalid duration {s:?}");
-    let (neg, mut rest) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest.bytes().take_while(|c| c.is_ascii_digit() || *c == b'.').count();
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(invalid());
-        }
-        rest = &rest[num_len..];
-        let unit_len = rest.bytes().take_while(|c| !(c.is_ascii_digit() || *c == b'.')).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        if unit.is_empty() {
-            return Err(format!("time: missing unit in duration {s:?}"));
-        }
-        let scale: f64 = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {s:?}")),
-        };
-        let v: f64 = num.parse().map_err(|_| invalid())?;
-        total += v * scale;
-    }
-    if total > i64::MAX as f64 {
-        return Err(invalid());
-    }
-    Ok(if neg { -(total as i128) } else { total as i128 })
 }
 
 /// How far a zone's offset can change around one wall time (the largest DST shift is 2 h).

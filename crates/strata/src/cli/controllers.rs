@@ -35,13 +35,13 @@ pub struct ControllersArgs {
 pub struct SettingsArgs {
     /// How long a node may stay silent (no status, no Lease renewal) before it is marked
     /// Unknown, e.g. `40s`.
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = strata_cron::duration::parse_std)]
     pub node_monitor_grace_period: std::time::Duration,
     /// The same for a node that never posted its Ready condition.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = strata_cron::duration::parse_std)]
     pub node_startup_grace_period: std::time::Duration,
     /// How often node health is checked.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = strata_cron::duration::parse_std)]
     pub node_monitor_period: std::time::Duration,
     /// Nodes per second that get NoExecute taints (so their pods are evicted), per zone.
     #[arg(long, default_value = "0.1")]
@@ -70,23 +70,6 @@ impl SettingsArgs {
             root_ca: None,
         }
     }
-}
-
-/// A duration as kube-controller-manager's flags take it: `40s`, `500ms`, `2m`, `1h` (a bare
-/// number is seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration {s:?}: the unit must be ms, s, m or h")),
-    };
-    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration {s:?}"))
 }
 
 pub fn run(a: ControllersArgs) -> anyhow::Result<()> {

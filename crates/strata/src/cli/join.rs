@@ -50,7 +50,7 @@ pub struct CreateArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// How long the token is good for (e.g. 24h, 30m, 1h30m); 0 never expires.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = strata_cron::duration::parse_std)]
     pub ttl: Duration,
     /// A description kept with the token.
     #[arg(long)]
@@ -63,35 +63,6 @@ pub struct DeleteArgs {
     pub client: ClientArgs,
     #[arg(required = true)]
     pub tokens: Vec<String>,
-}
-
-/// Go-style durations: a sequence of <number><unit>, units h, m, s (and a bare 0).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected e.g. 24h, 30m, 1h30m, 90s or 0");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return Err(bad()),
-        };
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
-    }
-    if !num.is_empty() || s.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -244,7 +215,7 @@ pub struct AgentArgs {
     #[arg(long, env = "STRATA_AGENT_DATA_DIR", default_value = "/var/lib/strata/agent")]
     pub data_dir: PathBuf,
     /// How long to wait for the node's certificate to be approved and signed.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, default_value = "2m", value_parser = strata_cron::duration::parse_std)]
     pub join_timeout: Duration,
     /// Most pods the agent runs on this node.
     #[arg(long, default_value = "110")]
@@ -316,17 +287,6 @@ pub fn agent(ctx: &super::Ctx, a: AgentArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "h", "10", "5d", "-1h", "1h30"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn ids_and_names() {

@@ -27,13 +27,13 @@ pub struct SchedulerArgs {
     #[arg(long)]
     pub identity: Option<String>,
     /// How long the Lease stands after its holder's last renewal (kube-scheduler's flag).
-    #[arg(long, default_value = "15s", value_parser = super::controllers::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = strata_cron::duration::parse_std)]
     pub leader_elect_lease_duration: std::time::Duration,
     /// A leader that could not renew for this long stops scheduling.
-    #[arg(long, default_value = "10s", value_parser = super::controllers::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = strata_cron::duration::parse_std)]
     pub leader_elect_renew_deadline: std::time::Duration,
     /// Pause between attempts to acquire or renew the Lease.
-    #[arg(long, default_value = "2s", value_parser = super::controllers::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = strata_cron::duration::parse_std)]
     pub leader_elect_retry_period: std::time::Duration,
     /// Bindings sent and not yet answered, at most: the next pod waits for a slot (the
     /// scheduler logs at info how long it waited, at most every 10 s).

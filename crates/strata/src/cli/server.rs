@@ -121,6 +121,11 @@ pub struct ServerArgs {
     /// 429 and Retry-After (clients retry it).
     #[arg(long, default_value_t = strata_apiserver::flowcontrol::Limits::for_this_machine().queued)]
     pub max_queued_requests: usize,
+    /// How long a request that is not a watch or a stream may take before it is answered 504
+    /// (a client's shorter `?timeout=` wins); a request waits at most a quarter of it for a
+    /// seat. Go's duration syntax, as kube-apiserver's flag.
+    #[arg(long, default_value = "1m", value_parser = strata_cron::duration::parse_std)]
+    pub request_timeout: std::time::Duration,
     /// TEST ONLY: issue serving and client certificates for this many seconds instead of a
     /// year (to exercise renewal without waiting for it).
     #[arg(long, hide = true, env = "STRATA_TEST_ONLY_LEAF_LIFETIME_SECONDS")]
@@ -267,8 +272,10 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         readonly: a.max_requests_inflight.unwrap_or(defaults.readonly),
         mutating: a.max_mutating_requests_inflight.unwrap_or(defaults.mutating),
         queued: a.max_queued_requests,
-        wait: defaults.wait,
+        wait: a.request_timeout / 4,
+        request_timeout: a.request_timeout,
     };
+    anyhow::ensure!(!a.request_timeout.is_zero(), "--request-timeout must be more than 0");
     let server = Server::bind(ServerConfig {
         service_account_admission: !a.disable_admission_plugins.iter().any(|p| p == "ServiceAccount"),
         audit,
