@@ -25,6 +25,7 @@
 set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-v1.32.0}"
 STAGING="v0.${KUBE_VERSION#v1.}"
+. "$(dirname "${BASH_SOURCE[0]}")/kube-gomod.sh"
 WORK="${CONFORMANCE_DIR:-/var/tmp/strata-conformance}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 E2E_DIR="$WORK/e2e-$KUBE_VERSION"
@@ -50,7 +51,7 @@ build_e2e() {
     mkdir -p "$E2E_DIR/src"
     cp "$REPO/scripts/conformance/e2e_test.go" "$E2E_DIR/src/e2e_test.go"
     cd "$E2E_DIR/src"
-    write_gomod conformance
+    write_kube_gomod conformance "$KUBE_VERSION"
     log "go mod tidy (k8s.io/kubernetes@$KUBE_VERSION, staging modules at $STAGING)"
     GOFLAGS=-mod=mod go mod tidy >&2
     log "building e2e.test under nice -n 15 (time and peak memory in $E2E_DIR/build-time.txt)"
@@ -61,25 +62,6 @@ build_e2e() {
     cd "$REPO"
 }
 
-# A module of our own requiring k8s.io/kubernetes@$KUBE_VERSION, every staging module replaced by
-# its published release (k8s.io/kubernetes' go.mod points them at ./staging/src/..., which a
-# module download does not have).
-write_gomod() {
-    local name="$1" kmod
-    kmod="$(cd / && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
-    {
-        echo "module strata.dev/$name"
-        echo
-        echo "go 1.23"
-        echo
-        echo "require k8s.io/kubernetes $KUBE_VERSION"
-        echo
-        echo "replace ("
-        grep -E '^\s+k8s\.io/[a-z0-9-]+ => \./staging/src/' "$kmod/go.mod" | awk -v v="$STAGING" '{print "\t" $1 " => " $1 " " v}'
-        echo ")"
-    } > go.mod
-}
-
 build_agnhost() {
     local dir="$WORK/agnhost-$KUBE_VERSION"
     if [ -x "$dir/agnhost" ]; then
@@ -88,7 +70,7 @@ build_agnhost() {
     need_go
     mkdir -p "$dir/src"
     cd "$dir/src"
-    write_gomod agnhost
+    write_kube_gomod agnhost "$KUBE_VERSION"
     # A blank import makes `go mod tidy` record agnhost's dependencies.
     printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/test/images/agnhost"\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy >&2

@@ -654,7 +654,7 @@ fn invalid(field: &str, value: &Value, why: &str) -> Cause {
 }
 
 fn forbidden(field: &str, why: &str) -> Cause {
-    Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {why}") }
+    Cause::forbidden(field, why)
 }
 
 fn not_supported(field: &str, value: &Value, supported: &[&str]) -> Cause {

@@ -25,7 +25,7 @@ fn resource() -> Option<&'static Resource> {
 }
 
 fn forbidden(field: &str, detail: String) -> Cause {
-    Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+    Cause::forbidden(field, &detail)
 }
 
 /// Defaulting and create validation (upstream's `ValidatePriorityClass`).

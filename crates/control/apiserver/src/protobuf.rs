@@ -187,18 +187,19 @@ pub(crate) fn declared(msg: &'static str, name: &str) -> Option<(&'static str, F
     None
 }
 
+/// A message of the table by name: its proto package and its fields.
+fn table_entry(name: &str) -> Option<(&'static str, &'static [F])> {
+    static INDEX: OnceLock<HashMap<&'static str, (&'static str, &'static [F])>> = OnceLock::new();
+    INDEX.get_or_init(|| crate::k8s_messages::MESSAGES.iter().map(|(n, p, f)| (*n, (*p, *f))).collect()).get(name).copied()
+}
+
 pub(crate) fn schema_of(name: &str) -> Option<&'static [F]> {
-    static INDEX: OnceLock<HashMap<&'static str, &'static [F]>> = OnceLock::new();
-    INDEX
-        .get_or_init(|| crate::k8s_messages::MESSAGES.iter().map(|(n, _, f)| (*n, *f)).collect())
-        .get(name)
-        .copied()
+    table_entry(name).map(|(_, f)| f)
 }
 
 /// The proto package of a message of the table (`io.k8s.api.apps.v1`); "" if it is not one.
 pub(crate) fn package_of(name: &str) -> &'static str {
-    static INDEX: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
-    INDEX.get_or_init(|| crate::k8s_messages::MESSAGES.iter().map(|(n, p, _)| (*n, *p)).collect()).get(name).copied().unwrap_or("")
+    table_entry(name).map_or("", |(p, _)| p)
 }
 
 /// The message of a served built-in kind (by its apiVersion and kind); `None` for custom kinds

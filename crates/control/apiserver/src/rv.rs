@@ -101,7 +101,7 @@ impl ListOptions {
             _ => 0,
         };
         let mut causes = Vec::new();
-        let forbidden = |message: &str| Cause { reason: "FieldValueForbidden", field: "resourceVersionMatch".into(), message: format!("Forbidden: {message}") };
+        let forbidden = |why: &str| Cause::forbidden("resourceVersionMatch", why);
         if !matching.is_empty() {
             if rv.is_empty() {
                 causes.push(forbidden("resourceVersionMatch is forbidden unless resourceVersion is provided"));
@@ -110,19 +110,14 @@ impl ListOptions {
                 causes.push(forbidden("resourceVersionMatch is forbidden when continue is provided"));
             }
             if matching != "Exact" && matching != "NotOlderThan" {
-                let quoted = serde_json::to_string(&matching).unwrap_or_default();
-                causes.push(Cause {
-                    reason: "FieldValueNotSupported",
-                    field: "resourceVersionMatch".into(),
-                    message: format!("Unsupported value: {quoted}: supported values: \"Exact\", \"NotOlderThan\", \"\""),
-                });
+                causes.push(Cause::not_supported("resourceVersionMatch", &Value::from(matching.as_str()), &["Exact", "NotOlderThan", ""]));
             }
             if matching == "Exact" && rv == "0" {
                 causes.push(forbidden("resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
             }
         }
         if get("sendInitialEvents").is_some() {
-            causes.push(Cause { reason: "FieldValueForbidden", field: "sendInitialEvents".into(), message: "Forbidden: sendInitialEvents is forbidden for list".into() });
+            causes.push(Cause::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid_kind("meta.k8s.io", "ListOptions", "", causes));
@@ -207,7 +202,7 @@ pub fn watch_query(get: impl Fn(&str) -> Option<String>) -> Result<WatchQuery, A
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
         Some(v) => return Err(ApiError::bad_request(format!("sendInitialEvents: invalid value {v:?}: not a boolean"))),
     };
-    let forbidden = |message: &str| Cause { reason: "FieldValueForbidden", field: "resourceVersionMatch".into(), message: format!("Forbidden: {message}") };
+    let forbidden = |why: &str| Cause::forbidden("resourceVersionMatch", why);
     let mut causes = Vec::new();
     if send_initial_events.is_some() && matching != "NotOlderThan" {
         causes.push(forbidden("sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
@@ -217,8 +212,7 @@ pub fn watch_query(get: impl Fn(&str) -> Option<String>) -> Result<WatchQuery, A
             causes.push(forbidden("resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
         }
         if matching != "NotOlderThan" {
-            let quoted = serde_json::to_string(&matching).unwrap_or_default();
-            causes.push(Cause { reason: "FieldValueNotSupported", field: "resourceVersionMatch".into(), message: format!("Unsupported value: {quoted}: supported values: \"NotOlderThan\"") });
+            causes.push(Cause::not_supported("resourceVersionMatch", &Value::from(matching.as_str()), &["NotOlderThan"]));
         }
         if get("continue").is_some_and(|c| !c.is_empty()) {
             causes.push(forbidden("resourceVersionMatch is forbidden when continue is provided"));

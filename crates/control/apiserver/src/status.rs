@@ -39,6 +39,11 @@ impl Cause {
         Cause { reason: "FieldValueRequired", field: field.into(), message }
     }
 
+    /// `field.Forbidden`: `Forbidden: why`.
+    pub fn forbidden(field: &str, why: &str) -> Cause {
+        Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {why}") }
+    }
+
     /// `field.Duplicate`: `Duplicate value: VALUE`.
     pub fn duplicate(field: &str, value: &serde_json::Value) -> Cause {
         Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }

@@ -409,7 +409,7 @@ pub fn validate_binding(obj: &mut Value, causes: &mut Vec<Cause>) {
 }
 
 fn forbidden(field: &str, why: &str) -> Cause {
-    Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {why}") }
+    Cause::forbidden(field, why)
 }
 
 fn default_match_resources(mr: &mut Value) {

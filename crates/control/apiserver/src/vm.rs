@@ -37,7 +37,7 @@ fn invalid(field: &str, value: &Value, why: &str) -> Cause {
 }
 
 fn forbidden(field: &str, why: &str) -> Cause {
-    cause("FieldValueForbidden", field, format!("Forbidden: {why}"))
+    Cause::forbidden(field, why)
 }
 
 /// A resource.Quantity in units (bytes), rounded up; `None` when it does not parse.
