@@ -135,6 +135,12 @@ fn deployment_makes_one_replicaset_and_its_pods_and_scales() {
     assert_eq!(owner["blockOwnerDeletion"], true);
     assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash.as_str());
     assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    // The template has a PodSpec's defaults as kube-apiserver gives them (not a Pod's own
+    // enableServiceLinks), and the ReplicaSet the same template.
+    let template = &deploy["spec"]["template"]["spec"];
+    assert_eq!((template["securityContext"].clone(), template["containers"][0]["terminationMessagePolicy"].as_str(), template["restartPolicy"].as_str()), (json!({}), Some("File"), Some("Always")), "{template}");
+    assert!(template["enableServiceLinks"].is_null(), "{template}");
+    assert_eq!(&rs["spec"]["template"]["spec"], template);
     for p in &ps {
         let n = name(p);
         let suffix = n.strip_prefix(&format!("{}-", name(rs))).unwrap_or_else(|| panic!("pod {n} not named after its ReplicaSet"));

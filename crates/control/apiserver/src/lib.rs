@@ -45,6 +45,7 @@ pub mod k8s_messages;
 pub mod kubernetes_service;
 pub mod managed;
 pub mod metrics;
+pub mod migrate;
 pub mod networking;
 pub mod node;
 pub mod object;

@@ -189,6 +189,7 @@ impl Server {
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&cfg.pki)?));
         bootstrap(cfg.store.as_ref()).await?;
         crate::policy::reconcile(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        crate::migrate::default_stored_templates(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(format!("giving stored pod templates their defaults: {e}")))?;
         crate::priority::ensure_system_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         crate::runtimeclass::ensure_default_classes(cfg.store.as_ref()).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         crate::storage::ensure_local_class(cfg.store.as_ref(), &cfg.local_volumes).await.map_err(|e| ServerError::Bootstrap(e.to_string()))?;

@@ -71,7 +71,9 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
         "CronJob" => cronjob(obj, &mut causes),
         "Pod" => {
             default_pod_spec(&mut obj["spec"], "spec", &mut causes);
-            pod_defaults(&mut obj["spec"]);
+            if obj["spec"].is_object() && obj["spec"]["enableServiceLinks"].is_null() {
+                obj["spec"]["enableServiceLinks"] = json!(true);
+            }
             sysctls(&obj["spec"], "spec", &mut causes);
             default_requests_to_limits(&mut obj["spec"]);
             if obj["spec"]["restartPolicy"].is_null() {
@@ -562,33 +564,26 @@ fn default_pod_spec(spec: &mut Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(required(&format!("{path}.containers[{i}].image")));
         }
     }
-    for c in items_at(spec, &["containers"]) {
-        template_container_defaults(c);
-    }
-    if spec.is_object() {
-        for (k, d) in [("dnsPolicy", json!("ClusterFirst")), ("schedulerName", json!("default-scheduler")), ("terminationGracePeriodSeconds", json!(30))] {
-            if spec[k].is_null() {
-                spec[k] = d;
-            }
-        }
-    }
+    pod_spec_defaults(spec);
 }
 
-/// The rest of upstream's core/v1 defaults a Pod's spec gets (`SetDefaults_PodSpec`,
-/// `SetDefaults_Pod`, `SetDefaults_Container`, `_Probe`, `_HTTPGetAction`,
-/// `_ObjectFieldSelector`, and the volume sources' `defaultMode` 0644 and `hostPath.type`), on
-/// every container, init and regular. Pod templates do not get these yet: a template stored by
-/// an earlier strata would differ from the same template written now, and every Deployment
-/// would roll out on its next write.
-fn pod_defaults(spec: &mut Value) {
+/// Upstream's core/v1 defaults of a PodSpec, a Pod's or a template's (`SetDefaults_PodSpec`,
+/// `SetDefaults_Container`, `_Probe`, `_HTTPGetAction`, `_ObjectFieldSelector`, the volume
+/// sources' `defaultMode` 0644 and `hostPath.type`), on every container, init and regular.
+/// (`enableServiceLinks` and requests defaulted to limits are `SetDefaults_Pod`'s: Pods only.)
+/// Templates stored by a strata that defaulted less are brought up to these at start-up
+/// ([`crate::bootstrap::default_stored_templates`]), so no workload rolls out for them.
+pub(crate) fn pod_spec_defaults(spec: &mut Value) {
     if !spec.is_object() {
         return;
     }
+    for (k, d) in [("dnsPolicy", json!("ClusterFirst")), ("schedulerName", json!("default-scheduler")), ("terminationGracePeriodSeconds", json!(30))] {
+        if spec[k].is_null() {
+            spec[k] = d;
+        }
+    }
     if spec["securityContext"].is_null() {
         spec["securityContext"] = json!({});
-    }
-    if spec["enableServiceLinks"].is_null() {
-        spec["enableServiceLinks"] = json!(true);
     }
     for list in ["initContainers", "containers"] {
         for c in items_at(spec, &[list]) {
@@ -626,13 +621,17 @@ fn items_at<'a>(v: &'a mut Value, path: &[&str]) -> impl Iterator<Item = &'a mut
     at(v, path).and_then(Value::as_array_mut).into_iter().flatten()
 }
 
-/// The container defaults pod templates get too: termination message path, pull policy (Always
-/// for `:latest` or no tag), port protocol.
-fn template_container_defaults(c: &mut Value) {
+/// `SetDefaults_Container` (and its probes', hooks' and field references'), for a Pod's
+/// containers of every kind (ephemeral ones too, `ephemeral.rs`).
+pub(crate) fn container_defaults(c: &mut Value) {
+    if !c.is_object() {
+        return;
+    }
     if c["terminationMessagePath"].is_null() {
         c["terminationMessagePath"] = json!("/dev/termination-log");
     }
     if c["imagePullPolicy"].is_null() {
+        // Always for `:latest` or no tag.
         let latest = c["image"].as_str().is_some_and(|i| !i.rsplit('/').next().unwrap_or("").contains(':') || i.ends_with(":latest"));
         c["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
     }
@@ -641,15 +640,6 @@ fn template_container_defaults(c: &mut Value) {
             p["protocol"] = json!("TCP");
         }
     }
-}
-
-/// `SetDefaults_Container` (and its probes', hooks' and field references'), for a Pod's
-/// containers of every kind (ephemeral ones too, `ephemeral.rs`).
-pub(crate) fn container_defaults(c: &mut Value) {
-    if !c.is_object() {
-        return;
-    }
-    template_container_defaults(c);
     if c["terminationMessagePolicy"].is_null() {
         c["terminationMessagePolicy"] = json!("File");
     }
