@@ -263,7 +263,8 @@ impl Drop for Inner {
 /// The store holds every Secret: its file (and its log) is the owner's alone (0600). A new file is created
 /// with that mode (redb then initialises the empty file), so it is never readable by others,
 /// not even for a moment; an existing file with looser bits is tightened before it is opened.
-pub(crate) fn create_private(path: &Path) -> Result<()> {
+/// Returns the file, open for reading and writing.
+pub(crate) fn create_private(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let unavailable = |e: std::io::Error| Error::Unavailable(format!("{}: {e}", path.display()));
     let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path).map_err(unavailable)?;
@@ -272,7 +273,7 @@ pub(crate) fn create_private(path: &Path) -> Result<()> {
         file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)).map_err(unavailable)?;
         tracing::warn!(path = %path.display(), "the store file was readable by others; its mode is now {:o}", mode & 0o700);
     }
-    Ok(())
+    Ok(file)
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {

@@ -59,9 +59,8 @@ impl Wal {
         let mut name = store.as_os_str().to_owned();
         name.push("-wal");
         let path = PathBuf::from(name);
-        crate::embedded::create_private(&path)?;
+        let file = crate::embedded::create_private(&path)?;
         let err = io(&path);
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(&err)?;
         let len = file.metadata().map_err(&err)?.len();
         let mut bytes = vec![0; len as usize];
         file.read_exact_at(&mut bytes, 0).map_err(&err)?;
