@@ -270,32 +270,20 @@ mod lean {
     /// (the watch cache has read all of it already).
     fn splice_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
         std::str::from_utf8(json).ok()?;
-        let (start, end) = member(json, 0, b"metadata")?;
+        let (start, end) = member(json, b"metadata")?;
         if json.get(start) != Some(&b'{') {
             return None;
         }
         // Where `"resourceVersion":"N"` goes: before the first key after it, or at the end.
-        let mut at = start + 1;
-        let mut last: Option<&[u8]> = None;
+        let mut any = false;
         let mut before_key = None;
-        if json.get(at) != Some(&b'}') {
-            loop {
-                let (key, value_start) = key_at(json, at)?;
-                if last.is_some_and(|l| l >= key) || key == b"resourceVersion" {
-                    return None;
-                }
-                if before_key.is_none() && key > b"resourceVersion".as_slice() {
-                    before_key = Some(at);
-                }
-                last = Some(key);
-                at = skip_value(json, value_start)?;
-                match json.get(at) {
-                    Some(b',') => at += 1,
-                    Some(b'}') => break,
-                    _ => return None,
-                }
+        let at = sorted_members(json, start, |key, key_start, _| {
+            if before_key.is_none() && key > b"resourceVersion".as_slice() {
+                before_key = Some(key_start);
             }
-        }
+            any = true;
+            key != b"resourceVersion"
+        })?;
         if at + 1 != end {
             return None;
         }
@@ -310,7 +298,7 @@ mod lean {
             }
             None => {
                 out.extend_from_slice(&json[..at]);
-                if last.is_some() {
+                if any {
                     out.push(b',');
                 }
                 out.extend_from_slice(rv.as_bytes());
@@ -320,31 +308,48 @@ mod lean {
         Some(out)
     }
 
-    /// The value of the top-level member `name` of the object at `at` (start, end), its keys
-    /// checked to be in order and unique; None if it has no such member or does not fit.
-    fn member(json: &[u8], at: usize, name: &[u8]) -> Option<(usize, usize)> {
+    /// The value of the member `name` (start, end) of the object that is all of `json`; None
+    /// if it has no such member or does not fit [`sorted_members`].
+    fn member(json: &[u8], name: &[u8]) -> Option<(usize, usize)> {
+        let mut found = None;
+        let close = sorted_members(json, 0, |key, _, value| {
+            if key == name {
+                found = Some(value);
+            }
+            true
+        })?;
+        if close + 1 != json.len() {
+            return None;
+        }
+        found
+    }
+
+    /// Walk the members of the object at `at`, calling `each(key, where the key starts, the
+    /// value's (start, end))` until it says stop (false); their keys must be unescaped, unique
+    /// and in order. Where the object's closing `}` is; None if it does not fit or `each` stopped.
+    fn sorted_members<'a>(json: &'a [u8], at: usize, mut each: impl FnMut(&'a [u8], usize, (usize, usize)) -> bool) -> Option<usize> {
         if json.get(at) != Some(&b'{') {
             return None;
         }
         let mut at = at + 1;
-        let mut last: Option<&[u8]> = None;
-        let mut found = None;
         if json.get(at) == Some(&b'}') {
-            return None;
+            return Some(at);
         }
+        let mut last: Option<&[u8]> = None;
         loop {
+            let key_start = at;
             let (key, value_start) = key_at(json, at)?;
             if last.is_some_and(|l| l >= key) {
                 return None;
             }
             last = Some(key);
             at = skip_value(json, value_start)?;
-            if key == name {
-                found = Some((value_start, at));
+            if !each(key, key_start, (value_start, at)) {
+                return None;
             }
             match json.get(at) {
                 Some(b',') => at += 1,
-                Some(b'}') if at + 1 == json.len() => return found,
+                Some(b'}') => return Some(at),
                 _ => return None,
             }
         }
