@@ -43,6 +43,8 @@ struct Changed {
     value: Vec<u8>,
     /// The uid of the workload it is rewritten with: its controller's, or its own.
     group: String,
+    /// Where its template's PodSpec is.
+    path: &'static [&'static str],
 }
 
 /// Give every stored pod template the defaults this strata writes; returns how many objects
@@ -58,7 +60,7 @@ pub async fn default_stored_templates(store: &dyn Store) -> Result<usize, strata
                 uids.insert(uid.to_string());
             }
             if let Some((value, group)) = defaulted(obj, path) {
-                changed.push(Changed { key: kv.key, rev: kv.mod_revision, value, group });
+                changed.push(Changed { key: kv.key, rev: kv.mod_revision, value, group, path });
             }
         }
     }
@@ -146,9 +148,8 @@ async fn retry(store: &dyn Store, group: &[Changed]) -> Result<usize, strata_sto
     for c in group {
         let Some(kv) = store.get(&c.key).await? else { continue };
         let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else { continue };
-        let path = TEMPLATES.iter().find(|(g, p, _)| crate::resources::find(g, "v1", p).is_some_and(|r| c.key.starts_with(&r.key_prefix()))).map(|t| t.2);
-        if let Some((value, _)) = path.and_then(|p| defaulted(obj, p)) {
-            fresh.push(Changed { key: c.key.clone(), rev: kv.mod_revision, value, group: c.group.clone() });
+        if let Some((value, _)) = defaulted(obj, c.path) {
+            fresh.push(Changed { key: c.key.clone(), rev: kv.mod_revision, value, group: c.group.clone(), path: c.path });
         }
     }
     match write(store, &fresh.iter().collect::<Vec<_>>()).await {
@@ -240,7 +241,7 @@ mod tests {
         let kv = store.get(&key).await.expect("get").expect("stored");
         let obj: Value = serde_json::from_slice(&kv.value).expect("json");
         let (value, group) = defaulted(obj.clone(), TEMPLATES[0].2).expect("changed");
-        let stale = Changed { key: key.clone(), rev: kv.mod_revision, value, group };
+        let stale = Changed { key: key.clone(), rev: kv.mod_revision, value, group, path: TEMPLATES[0].2 };
         // Someone scales it meanwhile.
         let mut scaled = obj;
         scaled["spec"]["replicas"] = json!(3);
