@@ -146,7 +146,10 @@ struct Server {
 impl Server {
     /// `scheduler`: run the server's own scheduler (`strata server` as shipped).
     fn start(scheduler: bool) -> Server {
-        let dir = tempfile::Builder::new().prefix("strata-schedbench-").tempdir_in("/var/tmp").expect("tempdir");
+        // `BENCH_DIR`: where the server's data directory goes (e.g. a tmpfs, to take the
+        // disk's latency out of an A/B comparison of CPU work; /var/tmp when unset).
+        let parent = std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+        let dir = tempfile::Builder::new().prefix("strata-schedbench-").tempdir_in(parent).expect("tempdir");
         let port = free_port();
         let child = Command::new(strata_bin())
             .args(["server", "--no-agent", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -199,13 +202,11 @@ struct Beats {
     failed: std::sync::atomic::AtomicUsize,
 }
 
-/// Give every simulated node a Lease (as a kubelet does at start), then renew each every
-/// `every` for as long as the task runs, as kubelet's node lease controller does (an update of
-/// the Lease it last wrote; after a conflict, a fresh read). Renewals are spread evenly: every
-/// 100 ms the next nodes' share of the interval, up to 128 at a time; a round that falls behind is
-/// not made up for (counted in neither column).
-async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Duration, beats: Arc<Beats>) {
-    use std::sync::atomic::Ordering::Relaxed;
+/// Give every simulated node a Lease, as a kubelet does when it registers its node. Part of
+/// the nodes' registration, before a row's measured span: 5,000 Lease creates running into it
+/// took up to 2 s of the server's CPU from the pods (the Deployment row's first 10 % of pods
+/// came 0.6-2.4 s after its start, depending on how many Leases were still being made).
+async fn create_leases(client: strata_client::kube::Client, nodes: usize) -> Vec<Lease> {
     let api: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let lease = |i: usize| -> Lease {
         serde_json::from_value(serde_json::json!({
@@ -214,7 +215,7 @@ async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Dur
         }))
         .expect("lease")
     };
-    let mut leases: Vec<Lease> = futures_util::stream::iter(0..nodes)
+    futures_util::stream::iter(0..nodes)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -226,7 +227,17 @@ async fn heartbeat(client: strata_client::kube::Client, nodes: usize, every: Dur
         })
         .buffered(64)
         .collect()
-        .await;
+        .await
+}
+
+/// Renew each node's Lease every `every` for as long as the task runs, as kubelet's node lease
+/// controller does (an update of the Lease it last wrote; after a conflict, a fresh read).
+/// Renewals are spread evenly: every 100 ms the next nodes' share of the interval, up to 128 at
+/// a time; a round that falls behind is not made up for (counted in neither column).
+async fn heartbeat(client: strata_client::kube::Client, mut leases: Vec<Lease>, every: Duration, beats: Arc<Beats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let nodes = leases.len();
+    let api: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let step = Duration::from_millis(100);
     let per_step = ((nodes as f64) * step.as_secs_f64() / every.as_secs_f64()).ceil().max(1.0) as usize;
     let mut tick = tokio::time::interval(step);
@@ -468,8 +479,12 @@ async fn run_one(nodes: usize, pods: usize, workload: &str, scheduler: &Sched, b
             }
         })
         .await;
+    let leases = match heartbeat_interval() {
+        Some(_) => create_leases(client.clone(), nodes).await,
+        None => Vec::new(),
+    };
     let (beats, beats_start): (Arc<Beats>, _) = (Arc::default(), Instant::now());
-    let heartbeats = heartbeat_interval().map(|every| AbortOnDrop(tokio::spawn(heartbeat(client.clone(), nodes, every, beats.clone()))));
+    let heartbeats = heartbeat_interval().map(|every| AbortOnDrop(tokio::spawn(heartbeat(client.clone(), leases, every, beats.clone()))));
     let rss_nodes = rss_kib(server.proc.0.id());
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // e2e: the scheduler runs before the pods come; backlog: it starts once they all exist.
