@@ -52,21 +52,26 @@ pub struct State {
 /// Here a pass that created every pod it meant to lets the next one start where it ended
 /// (at most half a burst, so a pass still has two rounds, and a failure costs no more creates
 /// than upstream's last batch of a pass can); a failed create starts the next pass at 1 again,
-/// and a ReplicaSet with all its replicas is forgotten.
+/// and a ReplicaSet with all its replicas is forgotten, as is one whose last pass ended
+/// [`SLOW_START_KEPT`] ago (a ReplicaSet deleted while it scaled up is never reconciled again).
 #[derive(Default)]
-struct SlowStart(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+struct SlowStart(std::sync::Mutex<std::collections::HashMap<String, (usize, std::time::Instant)>>);
+
+/// How long a pass's end is remembered for the next.
+const SLOW_START_KEPT: Duration = Duration::from_secs(600);
 
 impl SlowStart {
     /// The first batch of a pass.
     fn first(&self, key: &str) -> usize {
-        self.0.lock().ok().and_then(|m| m.get(key).copied()).unwrap_or(1)
+        self.0.lock().ok().and_then(|m| m.get(key).filter(|(_, at)| at.elapsed() < SLOW_START_KEPT).map(|(n, _)| *n)).unwrap_or(1)
     }
 
     /// A pass ended: `Some(n)` its every create succeeded, `n` the largest batch; `None` one failed.
     fn ended(&self, key: &str, largest: Option<usize>) {
         let Ok(mut m) = self.0.lock() else { return };
+        m.retain(|_, (_, at)| at.elapsed() < SLOW_START_KEPT);
         match largest {
-            Some(n) => m.insert(key.to_string(), n.clamp(1, BURST / 2)),
+            Some(n) => m.insert(key.to_string(), (n.clamp(1, BURST / 2), std::time::Instant::now())),
             None => m.remove(key),
         };
     }
@@ -574,6 +579,15 @@ mod tests {
         s.forget(key);
         assert_eq!(s.first(key), 1, "a ReplicaSet with all its replicas is forgotten");
         assert_eq!(s.first("ns/other"), 1, "per ReplicaSet");
+        // A pass that ended long ago (its ReplicaSet deleted meanwhile) is let go by the next
+        // pass of any ReplicaSet.
+        let long_ago = std::time::Instant::now().checked_sub(SLOW_START_KEPT + Duration::from_secs(1));
+        if let (Some(at), Ok(mut m)) = (long_ago, s.0.lock()) {
+            m.insert("ns/deleted".into(), (100, at));
+        }
+        assert_eq!(s.first("ns/deleted"), 1, "too old to go by");
+        s.ended(key, Some(8));
+        assert_eq!(s.0.lock().map(|m| m.len()).ok(), Some(1), "only {key}'s is kept");
     }
 
     fn pod(name: &str, node: Option<&str>, labels: &[(&str, &str)]) -> Pod {
