@@ -205,7 +205,7 @@ struct Beats {
 /// Give every simulated node a Lease, as a kubelet does when it registers its node. Part of
 /// the nodes' registration, before a row's measured span: 5,000 Lease creates running into it
 /// took up to 2 s of the server's CPU from the pods (the Deployment row's first 10 % of pods
-/// came 0.6-2.4 s after its start, depending on how many Leases were still being made).
+/// came 0.6-2.9 s after its start, depending on how many Leases were still being made).
 async fn create_leases(client: strata_client::kube::Client, nodes: usize) -> Vec<Lease> {
     let api: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let lease = |i: usize| -> Lease {
