@@ -25,6 +25,7 @@ fn private_files(data: &Path) -> Vec<(std::path::PathBuf, u32)> {
         (data.join("pki"), 0o700),
         (data.join("store.redb"), 0o600),
         (data.join("store.redb-wal"), 0o600),
+        (data.join("store.redb-wal2"), 0o600),
         (data.join("kubeconfig"), 0o600),
         (data.join("pki/ca.key"), 0o600),
         (data.join("pki/apiserver.key"), 0o600),
@@ -397,9 +398,11 @@ fn secrets_are_encrypted_at_rest_and_keys_rotate() {
     s.ok(&["create", "configmap", "plain", &format!("--from-literal=v={visible}")]);
     assert_eq!(secret_value(&s, "creds"), secret);
     s.stop(false);
-    // The store file and its write-ahead log (where the latest writes may still be).
+    // The store file and its write-ahead log's two files (where the latest writes may still be).
     let mut file = std::fs::read(s.data_dir().join("store.redb")).expect("store file");
-    file.extend(std::fs::read(s.data_dir().join("store.redb-wal")).expect("store log"));
+    for log in ["store.redb-wal", "store.redb-wal2"] {
+        file.extend(std::fs::read(s.data_dir().join(log)).expect("store log"));
+    }
     assert!(!contains(&file, secret.as_bytes()) && !contains(&file, b64(secret.as_bytes()).as_bytes()), "the secret is in the store file");
     assert!(contains(&file, visible.as_bytes()), "ConfigMaps are not in the configuration: stored plain");
     let key = "/registry/core/secrets/default/creds";

@@ -39,21 +39,27 @@
 //!
 //! Checkpoints (etcd's backend commit): the records logged since the last checkpoint are kept in
 //! memory with the index (`unflushed`), and every [`CHECKPOINT_EVERY`] (or [`CHECKPOINT_BYTES`]
-//! of log, sooner) the writer commits them to `revs` in one durable redb transaction that also records
-//! the log's sequence number, then starts the log again from its beginning and lets the
-//! in-memory records go. A read takes a value from `unflushed` when the index names a record
-//! still there (both seen under the index's lock), else from its redb snapshot; a record leaves
-//! `unflushed` only after the commit that holds it. Opening the store replays the log's frames
-//! past the recorded sequence number into `revs` (a crash loses nothing acknowledged) and
-//! checkpoints. A batch costs one append and one sync of a few pages instead of a B-tree
-//! commit; the B-tree's commits are amortised over hundreds of writes.
+//! of log, sooner) the writer hands them (and compaction's removals) to the checkpoint thread,
+//! which commits them to `revs` in one durable redb transaction that also records the log's
+//! sequence number, and goes on writing batches meanwhile, logging them in the log's other file
+//! (the log is two files: [`crate::wal::Log`]). When the commit is done the writer reads `revs`
+//! from the new snapshot and lets the records it holds leave memory; the file they were logged
+//! in is free to be written again from its start. A failed commit leaves all as it was (the
+//! records in memory and in the log) for the next. One checkpoint is under way at a time, and
+//! the writer never waits for one except at the end. A read takes a value from `unflushed` when
+//! the index names a record still there (both seen under the index's lock), else from its redb
+//! snapshot; a record leaves `unflushed` only after the commit that holds it. Opening the store
+//! replays the frames of both log files past the recorded sequence number into `revs` (a crash
+//! loses nothing acknowledged). A batch costs one append and one sync of a few pages instead of
+//! a B-tree commit; the B-tree's commits are amortised over hundreds of writes, and their syncs
+//! no longer hold up the writes behind them.
 //!
 //! Files of the earlier layout (`kv`: key -> value, `log`: each change with the value it
 //! replaced) are converted when opened: the current values are kept, the history is not (the
 //! compaction mark becomes the current revision, so a watch from before it relists).
 //!
-//! Dropping the last handle stops the writer thread (after a last checkpoint) and waits for it,
-//! so the file can be opened again at once (redb refuses to open a file that is already open).
+//! Dropping the last handle stops the writer thread (after a last checkpoint) and waits for it
+//! (and it for the checkpoint thread), so the file can be opened again at once (redb refuses to open a file that is already open).
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
@@ -67,23 +73,28 @@ use futures_util::StreamExt;
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::wal::{Frame, Wal};
+use crate::wal::{Frame, Log};
 use crate::{Compare, Error, Event, EventKind, KeyValue, ListResult, Op, Result, Store, WatchStream};
 
 const REVS: TableDefinition<u128, &[u8]> = TableDefinition::new("revs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout `meta["format"]` names; a file without it is of the first layout (`kv` + `log`).
 /// Format 3 is format 2 with a write-ahead log beside the file (`meta["wal_seq"]`): a strata
-/// that reads format 2 only would miss the log's writes, so it must refuse the file.
-const FORMAT: u64 = 3;
+/// that reads format 2 only would miss the log's writes, so it must refuse the file. Format 4
+/// has two log files (`-wal`, `-wal2`): a strata that reads format 3 would miss the second.
+const FORMAT: u64 = 4;
+/// The format with one log file, read as it is (its log is the first file of format 4's two).
+const FORMAT_ONE_LOG: u64 = 3;
 /// The format a file is converted from as it is (the same tables, no log yet).
 const FORMAT_WITHOUT_LOG: u64 = 2;
-/// Longest time records stay only in the log (and memory) before a checkpoint.
+/// Longest time records stay only in the log (and memory) before a checkpoint begins.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// Log bytes since the last checkpoint that call for one sooner: a checkpoint holds up the
-/// writer while it commits, so this bounds the pause (about 10 ms; at 1 MiB a busy writer's
-/// p99 rose to 20-30 ms, at 4 MiB to 70-80 ms: docs/benchmarks.md, session 17).
+/// Log bytes since the last checkpoint began that call for one sooner. A checkpoint runs on its
+/// own thread while the writer goes on; this bounds the records it commits at once (and so
+/// the time memory holds them twice over).
 const CHECKPOINT_BYTES: u64 = 256 << 10;
+/// How often an idle writer looks whether the checkpoint under way has ended.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(5);
 
 /// How many revisions of history are kept for watches before automatic compaction.
 pub const DEFAULT_HISTORY: u64 = 50_000;
@@ -101,6 +112,12 @@ enum Request {
     /// Stop the writer at once, without a checkpoint (what a crash leaves).
     #[cfg(test)]
     Abandon,
+    /// Make the checkpoints from now on fail (`true`) or work again.
+    #[cfg(test)]
+    FailCheckpoints(bool),
+    /// Begin a checkpoint now if there is something to commit and none is under way.
+    #[cfg(test)]
+    CheckpointNow,
 }
 
 enum Reply {
@@ -390,7 +407,7 @@ fn prepare(db: &Database, path: &Path) -> Result<()> {
         let mut meta = tx.open_table(META).map_err(backend)?;
         match read_meta(&meta, "format")? {
             Some(FORMAT) => {}
-            Some(FORMAT_WITHOUT_LOG) => {
+            Some(FORMAT_WITHOUT_LOG | FORMAT_ONE_LOG) => {
                 meta.insert("format", FORMAT).map_err(backend)?;
             }
             Some(other) => {
@@ -421,8 +438,9 @@ fn prepare(db: &Database, path: &Path) -> Result<()> {
     tx.commit().map_err(backend)
 }
 
-/// Apply the log's frames that the last checkpoint does not hold, in one durable commit.
-/// Returns the sequence number of the last frame now in `revs`.
+/// Apply the log's frames (in sequence order) that the last checkpoint does not hold, in one
+/// durable commit: the consecutive ones from the first after it. Returns the sequence number
+/// of the last frame now in `revs`.
 fn replay(db: &Database, path: &Path, frames: &[Frame]) -> Result<u64> {
     let mut tx = db.begin_write().map_err(backend)?;
     tx.set_durability(Durability::Immediate);
@@ -430,8 +448,15 @@ fn replay(db: &Database, path: &Path, frames: &[Frame]) -> Result<u64> {
         let mut revs = tx.open_table(REVS).map_err(backend)?;
         let mut meta = tx.open_table(META).map_err(backend)?;
         let durable = read_meta(&meta, "wal_seq")?.unwrap_or(0);
-        let todo: Vec<&Frame> = frames.iter().filter(|f| f.seq > durable).collect();
-        let Some(first) = todo.first() else { return Ok(durable) };
+        let newer: Vec<&Frame> = frames.iter().filter(|f| f.seq > durable).collect();
+        let Some(first) = newer.first() else { return Ok(durable) };
+        let run = newer.iter().zip(first.seq..).take_while(|(f, seq)| f.seq == *seq).count();
+        let todo = &newer[..run];
+        if run < newer.len() {
+            // Frames are written in order and each only after the one before it was on disk:
+            // one past a gap was never acknowledged.
+            tracing::warn!(path = %path.display(), after = todo.last().map_or(durable, |f| f.seq), skipped = newer.len() - run, "write-ahead log frames after a gap are not replayed");
+        }
         if first.seq != durable + 1 {
             return Err(Error::Unavailable(format!(
                 "{}: its write-ahead log starts at batch {}, but the store holds batches up to {durable} only",
@@ -439,7 +464,7 @@ fn replay(db: &Database, path: &Path, frames: &[Frame]) -> Result<u64> {
                 first.seq
             )));
         }
-        for frame in &todo {
+        for frame in todo {
             for (at, record) in &frame.puts {
                 revs.insert(*at, record.as_ref()).map_err(backend)?;
             }
@@ -553,14 +578,47 @@ impl Embedded {
         create_private(path)?;
         let db = Database::create(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
         prepare(&db, path)?;
-        let (wal, frames) = Wal::open(path)?;
+        let (mut wal, frames) = Log::open(path)?;
         let seq = replay(&db, path, &frames)?;
+        wal.replayed()?;
         let index = Arc::new(RwLock::new(load_index(&db)?));
         let flushed = open_flushed(&db)?;
         let db = Arc::new(db);
         let (events, _) = broadcast::channel(16 * 1024);
         let (writer, rx) = mpsc::channel::<Job>();
-        let w = Writer { db: db.clone(), index: index.clone(), events: events.clone(), history, wal, seq, checkpointed: seq, removes: Vec::new(), flushed, last_checkpoint: Instant::now() };
+        let (queue, jobs) = mpsc::channel::<Checkpoint>();
+        let (done, answers) = mpsc::channel::<Committed>();
+        let checkpointer = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || {
+                    for checkpoint in jobs {
+                        if done.send(checkpoint.commit(&db)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::Unavailable(format!("starting the store checkpoint thread: {e}")))?
+        };
+        let w = Writer {
+            db: db.clone(),
+            index: index.clone(),
+            events: events.clone(),
+            history,
+            wal,
+            seq,
+            checkpointed: seq,
+            removes: Vec::new(),
+            flushed,
+            last_checkpoint: Instant::now(),
+            running: None,
+            checkpoints: Some((queue, answers)),
+            checkpointer: Some(checkpointer),
+            failing: false,
+            #[cfg(test)]
+            checkpoints_fail: false,
+        };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || w.run(rx))
@@ -586,6 +644,18 @@ impl Embedded {
     #[cfg(test)]
     async fn abandon(self) {
         let _ = self.submit(Request::Abandon).await;
+    }
+
+    /// Make the checkpoints from now on fail without committing (`true`), or work again.
+    #[cfg(test)]
+    async fn fail_checkpoints(&self, fail: bool) {
+        self.submit(Request::FailCheckpoints(fail)).await.expect("fail_checkpoints");
+    }
+
+    /// Begin a checkpoint now (if there is something to commit and none is under way).
+    #[cfg(test)]
+    async fn checkpoint_now(&self) {
+        self.submit(Request::CheckpointNow).await.expect("checkpoint_now");
     }
 
     /// A page of the keys under `prefix` as of `at` (`None`: now), its values read on the
@@ -617,7 +687,7 @@ struct Writer {
     index: Arc<RwLock<Index>>,
     events: broadcast::Sender<Arc<Event>>,
     history: u64,
-    wal: Wal,
+    wal: Log,
     /// The last batch's sequence number in the log.
     seq: u64,
     /// The last sequence number the B-tree holds.
@@ -627,46 +697,166 @@ struct Writer {
     removes: Vec<Loc>,
     /// `revs` as of the last checkpoint.
     flushed: ReadOnlyTable<u128, &'static [u8]>,
+    /// When the last checkpoint began.
     last_checkpoint: Instant,
+    /// The checkpoint under way, if one is.
+    running: Option<Running>,
+    /// The checkpoint thread: what to commit, and each commit's outcome (on failure, with the
+    /// removals it was to make, for the next one).
+    checkpoints: Option<(mpsc::Sender<Checkpoint>, mpsc::Receiver<Committed>)>,
+    checkpointer: Option<JoinHandle<()>>,
+    /// The last checkpoint failed: the next begins on time only, not sooner for the log's size.
+    failing: bool,
+    /// Checkpoints fail without committing anything, as a crash in the middle of one would
+    /// leave the files.
+    #[cfg(test)]
+    checkpoints_fail: bool,
+}
+
+/// A checkpoint under way on the checkpoint thread.
+struct Running {
+    /// The last batch it commits.
+    seq: u64,
+    /// The first location after its records.
+    cut: Loc,
+}
+
+/// A checkpoint's outcome: on failure, the removals it was to make.
+type Committed = std::result::Result<(), (Error, Vec<Loc>)>;
+
+/// What a checkpoint commits: the records logged up to batch `seq` (the store at revision `rev`,
+/// compacted to `compacted`) and the removals of compaction.
+struct Checkpoint {
+    records: Vec<(Loc, Arc<[u8]>)>,
+    removes: Vec<Loc>,
+    rev: u64,
+    compacted: u64,
+    seq: u64,
+    /// Fail without committing anything (what a crash in the middle of it leaves).
+    #[cfg(test)]
+    fail: bool,
+}
+
+impl Checkpoint {
+    /// Commit to `revs`, durably, with the log's sequence number. A failure commits nothing
+    /// and hands back the removals.
+    fn commit(self, db: &Database) -> Committed {
+        #[cfg(test)]
+        if self.fail {
+            return Err((Error::Backend("checkpoints fail (test)".into()), self.removes));
+        }
+        let Checkpoint { records, removes, rev, compacted, seq, .. } = self;
+        let committed = (|| -> Result<()> {
+            let mut tx = db.begin_write().map_err(backend)?;
+            tx.set_durability(Durability::Immediate);
+            {
+                let mut revs = tx.open_table(REVS).map_err(backend)?;
+                let mut meta = tx.open_table(META).map_err(backend)?;
+                for (at, record) in &records {
+                    revs.insert(*at, record.as_ref()).map_err(backend)?;
+                }
+                // After the inserts: compaction may remove a record this commit inserts.
+                for at in &removes {
+                    revs.remove(*at).map_err(backend)?;
+                }
+                meta.insert("rev", rev).map_err(backend)?;
+                meta.insert("compacted", compacted).map_err(backend)?;
+                meta.insert("wal_seq", seq).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })();
+        committed.map_err(|e| (e, removes))
+    }
 }
 
 impl Writer {
     /// Batch, apply, log, index, answer, publish; checkpoint when due, when idle and at the end.
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         loop {
-            let first = if self.seq > self.checkpointed {
-                match rx.recv_timeout(CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed())) {
-                    Ok(job) => job,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.checkpoint();
-                        continue;
-                    }
+            let first = if self.running.is_some() || self.seq > self.checkpointed {
+                let wait = if self.running.is_some() { CHECKPOINT_POLL } else { CHECKPOINT_EVERY.saturating_sub(self.last_checkpoint.elapsed()) };
+                match rx.recv_timeout(wait) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match rx.recv() {
-                    Ok(job) => job,
+                    Ok(job) => Some(job),
                     Err(_) => break,
                 }
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
                 }
+                #[cfg(test)]
+                if self.test_hooks(&mut batch) {
+                    // What a crash leaves: no more checkpoints (the one under way ends as it
+                    // may, so that the file is closed when the caller is answered).
+                    self.stop_checkpointer();
+                    return;
+                }
+                self.write(batch);
             }
-            #[cfg(test)]
-            if batch.iter().any(|job| matches!(job.req, Request::Abandon)) {
-                return;
-            }
-            self.write(batch);
-            if self.seq > self.checkpointed && (self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY || self.wal.used() >= CHECKPOINT_BYTES) {
-                self.checkpoint();
+            self.checkpoint_when_due();
+        }
+        self.finish_checkpoint(true);
+        if self.seq > self.checkpointed {
+            self.begin_checkpoint();
+            self.finish_checkpoint(true);
+        }
+        self.stop_checkpointer();
+    }
+
+    /// Close the checkpoint thread's queue and wait for it to end (so that it lets the
+    /// database go).
+    fn stop_checkpointer(&mut self) {
+        self.checkpoints.take();
+        if let Some(thread) = self.checkpointer.take() {
+            if thread.join().is_err() {
+                tracing::error!("the store checkpoint thread panicked");
             }
         }
-        if self.seq > self.checkpointed {
-            self.checkpoint();
+    }
+
+    /// Take the test-only requests out of `batch`; true if one says to stop as by a crash.
+    #[cfg(test)]
+    fn test_hooks(&mut self, batch: &mut Vec<Job>) -> bool {
+        let mut abandon = false;
+        let mut kept = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            match job.req {
+                Request::Abandon => abandon = true,
+                Request::FailCheckpoints(fail) => {
+                    self.checkpoints_fail = fail;
+                    let _ = job.reply.send(Ok(Reply::Rev(0)));
+                }
+                Request::CheckpointNow => {
+                    if self.running.is_none() && self.seq > self.checkpointed {
+                        self.begin_checkpoint();
+                    }
+                    let _ = job.reply.send(Ok(Reply::Rev(0)));
+                }
+                _ => kept.push(job),
+            }
+        }
+        *batch = kept;
+        abandon
+    }
+
+    /// End the checkpoint under way if it has ended, begin the next if one is due.
+    fn checkpoint_when_due(&mut self) {
+        if self.running.is_some() {
+            self.finish_checkpoint(false);
+        }
+        let due = self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY || (!self.failing && self.wal.used() >= CHECKPOINT_BYTES);
+        if self.running.is_none() && self.seq > self.checkpointed && due {
+            self.begin_checkpoint();
         }
     }
 
@@ -749,42 +939,75 @@ impl Writer {
         }
     }
 
-    /// Commit the records logged since the last checkpoint to `revs` (and the removals
-    /// compaction left), durably, with the log's sequence number; then start the log again and
-    /// let the records in memory go. A failure leaves everything as it was, to be tried again.
-    fn checkpoint(&mut self) {
+    /// Begin a checkpoint of everything logged so far on the checkpoint thread, and go on
+    /// logging in the other file.
+    fn begin_checkpoint(&mut self) {
         self.last_checkpoint = Instant::now();
-        let committed = (|| -> Result<ReadOnlyTable<u128, &'static [u8]>> {
-            let mut tx = self.db.begin_write().map_err(backend)?;
-            tx.set_durability(Durability::Immediate);
-            {
-                let mut revs = tx.open_table(REVS).map_err(backend)?;
-                let mut meta = tx.open_table(META).map_err(backend)?;
-                let index = read(&self.index);
-                for (at, record) in &index.unflushed {
-                    revs.insert(*at, record.as_ref()).map_err(backend)?;
-                }
-                meta.insert("rev", index.rev).map_err(backend)?;
-                meta.insert("compacted", index.compacted).map_err(backend)?;
-                drop(index);
-                for at in &self.removes {
-                    revs.remove(*at).map_err(backend)?;
-                }
-                meta.insert("wal_seq", self.seq).map_err(backend)?;
+        let checkpoint = {
+            let index = read(&self.index);
+            // Only this thread adds records: all of them are of batches up to `seq`.
+            let records = index.unflushed.iter().map(|(at, r)| (*at, r.clone())).collect();
+            Checkpoint {
+                records,
+                removes: std::mem::take(&mut self.removes),
+                rev: index.rev,
+                compacted: index.compacted,
+                seq: self.seq,
+                #[cfg(test)]
+                fail: self.checkpoints_fail,
             }
-            tx.commit().map_err(backend)?;
-            open_flushed(&self.db)
-        })();
-        match committed {
+        };
+        let running = Running { seq: checkpoint.seq, cut: loc(checkpoint.rev + 1, 0) };
+        match &self.checkpoints {
+            Some((queue, _)) => match queue.send(checkpoint) {
+                Ok(()) => {
+                    self.wal.switch(self.checkpointed);
+                    self.running = Some(running);
+                }
+                Err(mpsc::SendError(checkpoint)) => {
+                    tracing::error!("the store checkpoint thread has stopped; the write-ahead log keeps the writes");
+                    self.removes = checkpoint.removes;
+                    self.failing = true;
+                }
+            },
+            None => self.removes = checkpoint.removes,
+        }
+    }
+
+    /// Take the outcome of the checkpoint under way, waiting for it if `wait` (else only if it
+    /// has ended): on success the B-tree holds its records, so they leave memory and the writer
+    /// reads the new `revs`; on failure everything stays (the log keeps the writes) for the next.
+    fn finish_checkpoint(&mut self, wait: bool) {
+        let Some(running) = self.running.take() else { return };
+        let Some((_, answers)) = &self.checkpoints else { return };
+        let outcome = if wait {
+            answers.recv().unwrap_or_else(|_| Err((Error::Backend("the checkpoint thread stopped".into()), Vec::new())))
+        } else {
+            match answers.try_recv() {
+                Ok(outcome) => outcome,
+                Err(mpsc::TryRecvError::Empty) => {
+                    self.running = Some(running);
+                    return;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => Err((Error::Backend("the checkpoint thread stopped".into()), Vec::new())),
+            }
+        };
+        match outcome.and_then(|()| open_flushed(&self.db).map_err(|e| (e, Vec::new()))) {
             Ok(flushed) => {
+                // The new snapshot first: the writer reads what leaves memory from it.
                 self.flushed = flushed;
-                self.removes.clear();
-                self.wal.restart();
-                self.checkpointed = self.seq;
-                // Only this thread adds records: everything in memory is in the commit.
-                write(&self.index).unflushed.clear();
+                self.checkpointed = running.seq;
+                self.failing = false;
+                let mut index = write(&self.index);
+                let newer = index.unflushed.split_off(&running.cut);
+                index.unflushed = newer;
             }
-            Err(e) => tracing::error!(error = %e, "store checkpoint failed; the write-ahead log keeps the writes, retrying"),
+            Err((e, mut removes)) => {
+                tracing::error!(error = %e, "store checkpoint failed; the write-ahead log keeps the writes, retrying");
+                removes.append(&mut self.removes);
+                self.removes = removes;
+                self.failing = true;
+            }
         }
     }
 }
@@ -908,7 +1131,7 @@ fn apply(b: &mut Batch<'_>, req: &Request) -> Result<(Reply, Vec<Event>)> {
         }
         Request::Compact { .. } => Reply::Rev(rev - 1),
         #[cfg(test)]
-        Request::Abandon => Reply::Rev(rev - 1),
+        Request::Abandon | Request::FailCheckpoints(_) | Request::CheckpointNow => Reply::Rev(rev - 1),
     };
     Ok((reply, std::mem::take(&mut b.events)))
 }
@@ -1175,9 +1398,9 @@ mod tests {
             tx.commit().expect("commit");
         }
         match Embedded::open(&path) {
-            Err(Error::Unavailable(m)) => assert!(m.contains("format is 4, this strata reads format 3"), "{m}"),
+            Err(Error::Unavailable(m)) => assert!(m.contains("format is 5, this strata reads format 4"), "{m}"),
             Err(e) => panic!("unexpected error {e}"),
-            Ok(_) => panic!("a file of format 4 was opened"),
+            Ok(_) => panic!("a file of format 5 was opened"),
         }
     }
 
@@ -1268,6 +1491,93 @@ mod tests {
         assert_eq!((s.revision().await.expect("revision"), s.list("/c/", None, 0).await.expect("list").items), (13, listed));
     }
 
+    /// The durable state of the file: the log's sequence number it holds, and whether `revs`
+    /// holds the record at `at`.
+    fn durable(s: &Embedded, at: Loc) -> (u64, bool) {
+        let tx = s.inner.db.begin_read().expect("read");
+        let meta = tx.open_table(META).expect("meta");
+        (read_meta(&meta, "wal_seq").expect("seq").unwrap_or(0), tx.open_table(REVS).expect("revs").get(at).expect("get").is_some())
+    }
+
+    /// Checkpoints run beside the writer: while they fail (or a crash cuts one short) the writes
+    /// go on, in the log's second file once the first awaits its checkpoint, and stay in memory;
+    /// a crash then loses nothing acknowledged (both files are replayed, in order); and once
+    /// checkpoints work again, one commits everything, with the removals of a compaction made
+    /// while they failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_go_on_while_checkpoints_fail_and_a_crash_then_loses_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f.redb");
+        let s = Embedded::open(&path).expect("open");
+        s.fail_checkpoints(true).await;
+        for i in 0..10 {
+            s.create(&format!("/f/{i}"), vec![b'x'; 1000]).await.expect("create");
+        }
+        s.checkpoint_now().await;
+        tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+        for i in 10..15 {
+            s.create(&format!("/f/{i}"), vec![b'y'; 1000]).await.expect("create");
+        }
+        // /f/0's first value (revision 2) replaced twice, then compacted away (the value
+        // the revision after the mark replaced is kept).
+        s.update("/f/0", b"old".to_vec(), 0).await.expect("update");
+        assert_eq!(s.update("/f/0", b"new".to_vec(), 0).await.expect("update"), 18);
+        s.compact(18).await.expect("compact");
+        s.checkpoint_now().await;
+        tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+        assert_eq!(read(&s.inner.index).unflushed.len(), 16, "nothing was committed; the compacted record left memory");
+        assert_eq!(durable(&s, loc(2, 0)), (0, false), "no checkpoint was committed");
+        // A put's record: its key, then its create revision.
+        let put = |key: &str, create: u64| [key.as_bytes(), &create.to_le_bytes()].concat();
+        let files = ["f.redb-wal", "f.redb-wal2"].map(|name| std::fs::read(dir.path().join(name)).expect("log"));
+        assert!(contains(&files[0], &put("/f/1", 3)) && !contains(&files[1], &put("/f/1", 3)), "the first batches are in the first file");
+        assert!(contains(&files[1], &put("/f/14", 16)) && !contains(&files[0], &put("/f/14", 16)), "the writes after the first checkpoint began are in the second file");
+        s.abandon().await;
+
+        let s = Embedded::open(&path).expect("reopen");
+        assert_eq!(s.revision().await.expect("revision"), 18);
+        let listed = s.list("/f/", None, 0).await.expect("list").items;
+        assert_eq!(listed.len(), 15);
+        assert_eq!(s.get("/f/0").await.expect("get").map(|kv| kv.value), Some(b"new".to_vec()));
+        assert!(matches!(s.list_at("/f/", 17, None, 0).await, Err(Error::Compacted { .. })));
+        assert_eq!(durable(&s, loc(2, 0)), (18, false), "the replay committed every batch; the compacted record is not in the file");
+
+        // Failing again, then working: one checkpoint commits both files' batches, with the
+        // removal of the record compacted while they failed.
+        s.fail_checkpoints(true).await;
+        s.update("/f/1", b"one".to_vec(), 0).await.expect("update");
+        s.checkpoint_now().await;
+        tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+        s.update("/f/1", b"two".to_vec(), 0).await.expect("update");
+        s.compact(20).await.expect("compact");
+        s.checkpoint_now().await;
+        tokio::time::sleep(CHECKPOINT_EVERY / 2).await;
+        assert_eq!(durable(&s, loc(3, 0)), (18, true), "nothing committed while checkpoints fail");
+        s.fail_checkpoints(false).await;
+        s.update("/f/2", b"three".to_vec(), 0).await.expect("update");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Batches 19-22: the two updates, the compaction, this update.
+        while durable(&s, loc(3, 0)).0 != 22 {
+            assert!(Instant::now() < deadline, "no checkpoint committed: {:?}", durable(&s, loc(3, 0)));
+            tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+        }
+        assert_eq!(durable(&s, loc(3, 0)), (22, false), "/f/1's first value (revision 3) was compacted away while checkpoints failed");
+        tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+        assert!(read(&s.inner.index).unflushed.is_empty(), "the committed records left memory");
+        s.update("/f/3", b"four".to_vec(), 0).await.expect("update");
+        s.abandon().await;
+        let s = Embedded::open(&path).expect("reopen");
+        let values: Vec<Vec<u8>> = s.list("/f/", None, 0).await.expect("list").items.into_iter().map(|kv| kv.value).collect();
+        assert_eq!((values.len(), s.revision().await.expect("revision")), (15, 22));
+        for want in [&b"new"[..], b"two", b"three", b"four"] {
+            assert!(values.iter().any(|v| v == want), "{:?} lost", String::from_utf8_lossy(want));
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
     /// Readers never pick an entry their snapshot lacks: gets, lists and past reads run while
     /// one key is rewritten and compacted away under them at every write (history 1).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1337,7 +1647,7 @@ mod tests {
         let keys = ["/m/a", "/m/b", "/m/c", "/m/d", "/n/e"];
         // The highest explicit compaction so far.
         let mut compacted = 0;
-        for step in 0..300 {
+        for step in 0..400 {
             let rev = states.len() as u64 - 1;
             let now = states[rev as usize].clone();
             let key = keys[next(keys.len() as u64) as usize].to_string();
@@ -1357,7 +1667,7 @@ mod tests {
                     evs.push(Event { kind: EventKind::Delete, kv: gone, prev: Some(prev) });
                 }
             };
-            match next(10) {
+            match next(11) {
                 0..=2 => match (s.create(&key, value.clone()).await, now.contains_key(&key)) {
                     (Ok(r), false) => {
                         assert_eq!(r, rev + 1);
@@ -1407,6 +1717,15 @@ mod tests {
                     let to = rev.saturating_sub(next(2 * HISTORY));
                     s.compact(to).await.expect("compact");
                     compacted = compacted.max(to);
+                }
+                9 => {
+                    // A checkpoint begins at once, or they start or stop failing (as one cut
+                    // short by a crash would leave the files).
+                    match next(3) {
+                        0 => s.fail_checkpoints(true).await,
+                        1 => s.fail_checkpoints(false).await,
+                        _ => s.checkpoint_now().await,
+                    }
                 }
                 _ => {
                     // Closed, or stopped as by a crash (no checkpoint: the log is replayed).

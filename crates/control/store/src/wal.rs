@@ -5,16 +5,20 @@
 //! [`crate::embedded`]). A sync of a few appended pages costs much less than a B-tree commit
 //! (its pages, its allocator state, its header), which small batches paid once each.
 //!
-//! The file (`<store file>-wal`, 0600) is preallocated ([`SIZE`], written with zeros once, so a
-//! sync of an append never has to commit a new size or newly allocated blocks) and written
-//! from its start again after every checkpoint. Each frame is `payload length (u32) |
-//! CRC-32 of the payload (u32) | payload`, the payload `seq | rev | compacted (u64 each) |
-//! puts (u32) | removes (u32) | each put: location (u128) | record length (u32) | record |
-//! each remove: location (u128)`, all little-endian. Frames carry consecutive sequence
-//! numbers; the checkpoint that makes frames up to `seq` part of the B-tree records `seq` in
-//! the same commit. Reading stops at the first frame that is torn (bad length or CRC) or out of
-//! sequence: bytes after it are left from an earlier round or from a write that was never
-//! acknowledged.
+//! The log is two files ([`Log`]: `<store file>-wal` and `<store file>-wal2`, 0600), so that a
+//! checkpoint can commit the frames of one while new frames go to the other. Each file is
+//! preallocated ([`SIZE`], written with zeros once, so a sync of an append never has to commit
+//! a new size or newly allocated blocks) and written from its start again when the writer
+//! switches to it, which it does only once a checkpoint holds every frame in it. Each frame is
+//! `payload length (u32) | CRC-32 of the payload (u32) | payload`, the payload `seq | rev |
+//! compacted (u64 each) | puts (u32) | removes (u32) | each put: location (u128) | record
+//! length (u32) | record | each remove: location (u128)`, all little-endian. Frames carry
+//! consecutive sequence numbers across both files; the checkpoint that makes frames up to `seq`
+//! part of the B-tree records `seq` in the same commit. Reading a file stops at the first frame
+//! that is torn (bad length or CRC) or out of sequence: bytes after it are left from an earlier
+//! round or from a write that was never acknowledged. The writer never switches files while the
+//! last append failed (its frame may be on disk in part or whole, and is overwritten by the next
+//! append at the same place), so no sequence number is ever in both files with two contents.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -52,12 +56,12 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 impl Wal {
-    /// The log of the store file at `store`: opened (created 0600 and preallocated if new),
-    /// with the frames it holds in order, from its start up to the first torn or out-of-sequence
-    /// one. The next [`Wal::append`] writes at the start.
-    pub(crate) fn open(store: &Path) -> Result<(Self, Vec<Frame>)> {
+    /// The log file `<store><suffix>`: opened (created 0600 and preallocated if new), with the
+    /// frames it holds in order, from its start up to the first torn or out-of-sequence one. The
+    /// next [`Wal::append`] writes at the start.
+    fn open(store: &Path, suffix: &str) -> Result<(Self, Vec<Frame>)> {
         let mut name = store.as_os_str().to_owned();
-        name.push("-wal");
+        name.push(suffix);
         let path = PathBuf::from(name);
         let file = crate::embedded::create_private(&path)?;
         let err = io(&path);
@@ -79,7 +83,7 @@ impl Wal {
     }
 
     /// Write `frame` after the last one and wait until it is on disk.
-    pub(crate) fn append(&mut self, frame: &Frame) -> Result<()> {
+    fn append(&mut self, frame: &Frame) -> Result<()> {
         encode(frame, &mut self.buf)?;
         let err = io(&self.path);
         self.file.write_all_at(&self.buf, self.offset).map_err(&err)?;
@@ -88,14 +92,93 @@ impl Wal {
         Ok(())
     }
 
-    /// Every frame so far is in a durable checkpoint: start again from the beginning.
-    pub(crate) fn restart(&mut self) {
+    /// Every frame in the file is in a durable checkpoint: start again from the beginning.
+    fn restart(&mut self) {
         self.offset = 0;
     }
+}
 
-    /// Bytes written since the last restart.
+/// The two log files and which one is written.
+pub(crate) struct Log {
+    files: [Wal; 2],
+    active: usize,
+    /// The last sequence number appended to each file since it was last started again (or
+    /// found in it when opened).
+    last: [u64; 2],
+    /// The last append failed: its frame may be in the active file, in part or whole, until the
+    /// next append writes over it.
+    failed: bool,
+}
+
+impl Log {
+    /// The log of the store file at `store`, with the frames its files hold in sequence order
+    /// (each file's frames from its start up to the first torn or out-of-sequence one). The next
+    /// [`Log::append`] writes at the start of the first file.
+    pub(crate) fn open(store: &Path) -> Result<(Self, Vec<Frame>)> {
+        let (first, mut frames) = Wal::open(store, "-wal")?;
+        let (second, more) = Wal::open(store, "-wal2")?;
+        let last = [0, more.last().map_or(0, |f| f.seq)];
+        frames.extend(more);
+        frames.sort_by_key(|f| f.seq);
+        let mut merged: Vec<Frame> = Vec::with_capacity(frames.len());
+        for frame in frames {
+            match merged.last() {
+                Some(prev) if prev.seq == frame.seq && *prev == frame => {}
+                Some(prev) if prev.seq == frame.seq => {
+                    return Err(Error::Unavailable(format!(
+                        "{}: its two write-ahead log files hold different batches numbered {}",
+                        store.display(),
+                        frame.seq
+                    )))
+                }
+                _ => merged.push(frame),
+            }
+        }
+        Ok((Log { files: [first, second], active: 0, last, failed: false }, merged))
+    }
+
+    /// The frames [`Log::open`] found are all in a durable checkpoint now: empty the second file
+    /// (its first frame's header zeroed, so no frame of it is read again, not even one after a
+    /// gap that was not replayed) before new frames, which start in the first file, reuse their
+    /// sequence numbers.
+    pub(crate) fn replayed(&mut self) -> Result<()> {
+        let second = &mut self.files[1];
+        let err = io(&second.path);
+        second.file.write_all_at(&[0; HEADER], 0).map_err(&err)?;
+        second.file.sync_data().map_err(&err)?;
+        second.offset = 0;
+        self.last = [0, 0];
+        Ok(())
+    }
+
+    /// Write `frame` after the last one and wait until it is on disk.
+    pub(crate) fn append(&mut self, frame: &Frame) -> Result<()> {
+        let written = self.files[self.active].append(frame);
+        self.failed = written.is_err();
+        if written.is_ok() {
+            self.last[self.active] = frame.seq;
+        }
+        written
+    }
+
+    /// A checkpoint of every frame up to now begins, and the B-tree holds the frames up to
+    /// `durable`: go on in the other file, from its start, if every frame in it is durable and
+    /// the last append did not fail. Returns whether it switched; if not, frames go on after
+    /// the ones being checkpointed, in the same file.
+    pub(crate) fn switch(&mut self, durable: u64) -> bool {
+        let other = 1 - self.active;
+        if self.failed || self.last[other] > durable {
+            return false;
+        }
+        self.active = other;
+        self.files[other].restart();
+        self.last[other] = 0;
+        true
+    }
+
+    /// Bytes written to the active file since it was last started again.
     pub(crate) fn used(&self) -> u64 {
-        self.offset
+        self.files[self.active].offset
     }
 }
 
@@ -198,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("store.redb");
         let path = dir.path().join("store.redb-wal");
-        let (mut wal, found) = Wal::open(&store).expect("open");
+        let (mut wal, found) = Wal::open(&store, "-wal").expect("open");
         assert!(found.is_empty());
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(&path).expect("metadata");
@@ -208,7 +291,7 @@ mod tests {
             wal.append(f).expect("append");
         }
         drop(wal);
-        let (mut wal, found) = Wal::open(&store).expect("reopen");
+        let (mut wal, found) = Wal::open(&store, "-wal").expect("reopen");
         assert_eq!(found, first);
 
         // A new round from the start: two shorter frames over the first round's.
@@ -217,19 +300,73 @@ mod tests {
         for f in &second {
             wal.append(f).expect("append");
         }
-        let end = wal.used();
+        let end = wal.offset;
         drop(wal);
-        assert_eq!(Wal::open(&store).expect("reopen").1, second, "the first round's leftovers are not read");
+        assert_eq!(Wal::open(&store, "-wal").expect("reopen").1, second, "the first round's leftovers are not read");
 
         // The last frame torn: cut in the middle (within its record), or one byte of it changed.
         let bytes = std::fs::read(&path).expect("read");
         let mut cut = bytes.clone();
         cut[end as usize - 40..].fill(0);
         std::fs::write(&path, &cut).expect("write");
-        assert_eq!(Wal::open(&store).expect("reopen").1, second[..1]);
+        assert_eq!(Wal::open(&store, "-wal").expect("reopen").1, second[..1]);
         let mut flipped = bytes;
         flipped[end as usize - 20] ^= 1;
         std::fs::write(&path, &flipped).expect("write");
-        assert_eq!(Wal::open(&store).expect("reopen").1, second[..1]);
+        assert_eq!(Wal::open(&store, "-wal").expect("reopen").1, second[..1]);
+    }
+
+    /// The two files of a [`Log`]: frames go on in the other file after a switch and come back
+    /// merged in sequence order; no switch while the other file holds frames not yet durable;
+    /// both files hold frames numbered the same but different is refused; after a replay the
+    /// second file's frames are gone and new ones start in the first.
+    #[test]
+    fn the_log_switches_files_only_to_a_durable_one_and_reads_both_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store.redb");
+        let (mut log, found) = Log::open(&store).expect("open");
+        assert!(found.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["store.redb-wal", "store.redb-wal2"] {
+            let meta = std::fs::metadata(dir.path().join(name)).expect("metadata");
+            assert_eq!((meta.permissions().mode() & 0o777, meta.len()), (0o600, SIZE), "{name}");
+        }
+        let frames: Vec<Frame> = (1..=6).map(|s| frame(s, 2)).collect();
+        for f in &frames[..3] {
+            log.append(f).expect("append");
+        }
+        // A checkpoint of 1..=3 begins; nothing is durable yet but the other file is empty.
+        assert!(log.switch(0));
+        assert_eq!(log.used(), 0);
+        log.append(&frames[3]).expect("append");
+        // The next checkpoint begins before the first ended: the first file is not free.
+        assert!(!log.switch(0), "the first file holds batches 1-3, not yet durable");
+        log.append(&frames[4]).expect("append");
+        drop(log);
+        let (log, found) = Log::open(&store).expect("reopen");
+        assert_eq!(found, frames[..5]);
+        drop(log);
+
+        // The first file written again from its start (as after a reopen), with a batch 4
+        // that is not the second file's batch 4: which is right cannot be told.
+        let (mut log, _) = Log::open(&store).expect("reopen");
+        for f in &frames[..3] {
+            log.append(f).expect("append");
+        }
+        let mut other = frames[3].clone();
+        other.rev += 100;
+        log.append(&other).expect("append");
+        drop(log);
+        let refused = Log::open(&store).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("different batches numbered 4"), "{refused}");
+
+        // Once replayed, the second file is emptied; new frames start in the first.
+        std::fs::write(dir.path().join("store.redb-wal"), vec![0; SIZE as usize]).expect("clear");
+        let (mut log, found) = Log::open(&store).expect("reopen");
+        assert_eq!(found, frames[3..5]);
+        log.replayed().expect("replayed");
+        log.append(&frames[5]).expect("append");
+        drop(log);
+        assert_eq!(Log::open(&store).expect("reopen").1, frames[5..]);
     }
 }
