@@ -93,6 +93,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// own thread while the writer goes on; this bounds the records it commits at once (and so
 /// the time memory holds them twice over).
 const CHECKPOINT_BYTES: u64 = 256 << 10;
+/// How long opening waits for a file another process has open: one killed a moment ago holds
+/// its lock until the kernel has torn it down (a restart right after `kill -9`).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often an idle writer looks whether the checkpoint under way has ended.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(5);
 
@@ -397,6 +400,31 @@ fn read_meta(meta: &impl ReadableTable<&'static str, u64>, name: &str) -> Result
     Ok(meta.get(name).map_err(backend)?.map(|v| v.value()))
 }
 
+/// Open the redb file at `path`, waiting up to `wait` while another process has it open.
+fn open_database(path: &Path, wait: Duration) -> Result<Database> {
+    let deadline = Instant::now() + wait;
+    let mut waited = false;
+    loop {
+        match Database::create(path) {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                if !waited {
+                    tracing::warn!(path = %path.display(), "the store file is open in another process; waiting up to {wait:?} for it to let go");
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Unavailable(format!(
+                    "{}: the store file is open in another process (another strata server on this data directory?); waited {wait:?}",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::Unavailable(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
 /// Prepare the file's tables: a new file gets the current layout, a file of the first layout is
 /// converted, a file of a later one is refused.
 fn prepare(db: &Database, path: &Path) -> Result<()> {
@@ -576,7 +604,7 @@ impl Embedded {
 
     pub fn open_with_history(path: &Path, history: u64) -> Result<Self> {
         create_private(path)?;
-        let db = Database::create(path).map_err(|e| Error::Unavailable(format!("{}: {e}", path.display())))?;
+        let db = open_database(path, LOCK_WAIT)?;
         prepare(&db, path)?;
         let (mut wal, frames) = Log::open(path)?;
         let seq = replay(&db, path, &frames)?;
@@ -1497,6 +1525,27 @@ mod tests {
         let tx = s.inner.db.begin_read().expect("read");
         let meta = tx.open_table(META).expect("meta");
         (read_meta(&meta, "wal_seq").expect("seq").unwrap_or(0), tx.open_table(REVS).expect("revs").get(at).expect("get").is_some())
+    }
+
+    /// A file another process still has open (as one killed a moment ago does while the kernel
+    /// tears it down) is waited for, briefly: the store opens once the other lets it go.
+    #[test]
+    fn a_file_let_go_a_moment_later_opens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("l.redb");
+        drop(Embedded::open(&path).expect("create"));
+        let held = Database::create(&path).expect("hold");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let opened = Embedded::open(&path);
+        release.join().expect("release");
+        assert!(opened.is_ok(), "{:?}", opened.err().map(|e| e.to_string()));
+        // Held past the wait: a clear error.
+        let _held = Database::create(dir.path().join("m.redb")).expect("hold");
+        let refused = open_database(&dir.path().join("m.redb"), Duration::from_millis(200)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("open in another process"), "{refused}");
     }
 
     /// Checkpoints run beside the writer: while they fail (or a crash cuts one short) the writes
