@@ -49,6 +49,8 @@ pub struct Api {
     pub default_tolerations: crate::tolerations::Defaults,
     /// The ServiceAccount admission plugin is on (upstream's default; `--disable-admission-plugins`).
     pub service_account_admission: bool,
+    /// The managedFields of recent creates, for objects created alike.
+    pub created_fields: managed::CreatedFields,
 }
 
 /// What a request knows of its connection.
@@ -1021,7 +1023,7 @@ impl Api {
         self.admit_create(&reads, r, &mut obj).await?;
         let req = crate::vap::Request { resource: r, subresource: None, operation: "CREATE", namespace: info.namespace.as_deref(), name: name_of(&obj), object: Some(&obj), old: None, user, dry_run };
         warnings.extend(crate::vap::admit(&reads, &req).await?);
-        managed::record_update(r, None, None, &mut obj, manager, &object::now());
+        self.created_fields.record_create(r, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
@@ -2388,6 +2390,7 @@ mod tests {
             kubelet: None,
             default_tolerations: Default::default(),
             service_account_admission: false,
+            created_fields: Default::default(),
         }
     }
 

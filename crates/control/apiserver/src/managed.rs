@@ -1088,6 +1088,111 @@ pub fn record_update(r: &Resource, subresource: Option<&str>, live: Option<&Valu
     set_managed_fields(new, &managed);
 }
 
+/// Fields of an object whose values never reach a field set (only their presence does): the
+/// server sets them on every create, differently each time.
+const PER_OBJECT: [&str; 4] = ["name", "uid", "creationTimestamp", "resourceVersion"];
+/// Objects [`CreatedFields`] remembers; all are forgotten when it is full.
+const CREATED_KEPT: usize = 64;
+
+/// The managedFields of creates, remembered: objects created alike (the pods of one
+/// ReplicaSet: one template, names generated) get the same field set, which [`record_update`]
+/// would build again for each by walking the whole object. A create is looked up by everything
+/// of it but [`PER_OBJECT`]'s values (an exact comparison, not a hash alone); a hit costs a
+/// hash, a comparison and a copy of the remembered managedFields with this create's time.
+#[derive(Default)]
+pub struct CreatedFields {
+    /// (resource, manager, object without the per-object fields' values) hash -> that key and
+    /// the managedFields it got.
+    memo: std::sync::Mutex<std::collections::HashMap<u64, (CreatedKey, Value)>>,
+}
+
+#[derive(PartialEq)]
+struct CreatedKey {
+    resource: (&'static str, &'static str, &'static str),
+    manager: String,
+    /// Which of [`PER_OBJECT`] the object has.
+    present: [bool; 4],
+    object: Value,
+}
+
+impl CreatedFields {
+    /// What [`record_update`] does for a create (no live object, no subresource) by `manager`.
+    pub fn record_create(&self, r: &Resource, new: &mut Value, manager: &str, now: &str) {
+        // Managed fields the client sent take the full path (they may be kept, reset or merged).
+        let sent = new.pointer("/metadata/managedFields").is_some();
+        let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut).filter(|_| !sent) else {
+            return record_update(r, None, None, new, manager, now);
+        };
+        let taken = PER_OBJECT.map(|k| meta.remove(k));
+        let present = taken.each_ref().map(Option::is_some);
+        let resource = (r.group, r.version, r.plural);
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (resource, manager, present).hash(&mut h);
+            hash_value(new, &mut h);
+            h.finish()
+        };
+        let hit = {
+            let memo = self.memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            memo.get(&hash).filter(|(k, _)| k.resource == resource && k.manager == manager && k.present == present && k.object == *new).map(|(_, fields)| fields.clone())
+        };
+        let object = if hit.is_none() { Some(new.clone()) } else { None };
+        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            for (k, v) in PER_OBJECT.iter().zip(taken) {
+                if let Some(v) = v {
+                    meta.insert((*k).to_string(), v);
+                }
+            }
+        }
+        match (hit, object) {
+            (Some(mut fields), _) => {
+                for entry in fields.as_array_mut().into_iter().flatten() {
+                    entry["time"] = Value::String(now.to_string());
+                }
+                if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    match fields {
+                        Value::Null => meta.remove("managedFields"),
+                        fields => meta.insert("managedFields".into(), fields),
+                    };
+                }
+            }
+            (None, object) => {
+                record_update(r, None, None, new, manager, now);
+                let fields = new.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null);
+                let key = CreatedKey { resource, manager: manager.to_string(), present, object: object.unwrap_or(Value::Null) };
+                let mut memo = self.memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if memo.len() >= CREATED_KEPT {
+                    memo.clear();
+                }
+                memo.insert(hash, (key, fields));
+            }
+        }
+    }
+}
+
+/// Feed `v` to `h`: equal values hash equally (maps iterate in key order).
+fn hash_value(v: &Value, h: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.as_u64(), n.as_i64(), n.as_f64().map(f64::to_bits)).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(a) => {
+            (4u8, a.len()).hash(h);
+            a.iter().for_each(|v| hash_value(v, h));
+        }
+        Value::Object(o) => {
+            (5u8, o.len()).hash(h);
+            for (k, v) in o {
+                k.hash(h);
+                hash_value(v, h);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1104,6 +1209,46 @@ mod tests {
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}}}
         })
+    }
+
+    /// Creates alike (one template, names, uids and times of their own) get from the memo what
+    /// `record_update` gives each, with their own time; a create that differs in a label's key,
+    /// a list key, a manager or a client's own managedFields is not served another's fields.
+    #[test]
+    fn remembered_create_fields_are_what_each_create_would_get() {
+        let r = find("", "v1", "pods").expect("pods");
+        let pod = |name: &str, label: &str, container: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "generateName": "web-", "uid": format!("uid-{name}"), "creationTimestamp": "2025-01-01T00:00:00Z",
+                                "namespace": "default", "labels": {label: "web"},
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-1", "controller": true}]},
+                   "spec": {"containers": [{"name": container, "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}})
+        };
+        let memo = CreatedFields::default();
+        let cases = [
+            (pod("web-a", "app", "c"), "rs", "t1"),
+            (pod("web-b", "app", "c"), "rs", "t2"),
+            (pod("web-c", "app", "c"), "rs", "t3"),
+            (pod("web-d", "tier", "c"), "rs", "t4"),
+            (pod("web-e", "app", "d"), "rs", "t5"),
+            (pod("web-f", "app", "c"), "kubectl", "t6"),
+        ];
+        for (obj, manager, now) in &cases {
+            let (mut direct, mut remembered) = (obj.clone(), obj.clone());
+            record_update(r, None, None, &mut direct, manager, now);
+            memo.record_create(r, &mut remembered, manager, now);
+            assert_eq!(remembered, direct, "{manager} at {now}");
+            assert_eq!(direct["metadata"]["managedFields"][0]["time"], json!(now));
+        }
+        assert_eq!(memo.memo.lock().expect("memo").len(), 4, "web-b and web-c were served from web-a's entry");
+        // A create with managedFields of the client's own takes the full path, not the memo.
+        let mut sent = pod("web-g", "app", "c");
+        sent["metadata"]["managedFields"] = json!([{"manager": "mine", "operation": "Update", "apiVersion": "v1", "time": "t0", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]);
+        let mut direct = sent.clone();
+        record_update(r, None, None, &mut direct, "rs", "t7");
+        memo.record_create(r, &mut sent, "rs", "t7");
+        assert_eq!(sent, direct);
+        assert_eq!(memo.memo.lock().expect("memo").len(), 4);
     }
 
     fn entries(obj: &Value) -> Vec<(String, String, String)> {
