@@ -270,3 +270,27 @@ fn a_created_pod_has_its_qos_class_at_once() {
         assert_eq!(created["status"]["qosClass"], class, "{name}: {created}");
     }
 }
+
+/// A create's managedFields hold what its request set (defaults included), not what mutating
+/// admission added after: upstream's create handler runs the field manager before admission,
+/// so a pod's default tolerations and priority (and its ServiceAccount token volume, where that
+/// admission is on) belong to no manager.
+#[test]
+fn a_creates_managed_fields_leave_out_what_admission_added() {
+    let s = ApiServer::start(Backend::Embedded);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: mf, labels: {app: mf}}\nspec:\n  containers:\n  - name: a\n    image: busybox\n";
+    s.ok_stdin(&["create", "-f", "-"], Some(pod));
+    let got = json_of(&s.ok(&["get", "pod", "mf", "-o", "json", "--show-managed-fields"]));
+    assert!(got["spec"]["tolerations"].as_array().is_some_and(|t| !t.is_empty()), "admission added the default tolerations: {got}");
+    assert_eq!(got["spec"]["priority"], 0, "admission set the priority: {got}");
+    let managed = got["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    assert_eq!(managed.len(), 1, "{managed:?}");
+    let spec = &managed[0]["fieldsV1"]["f:spec"];
+    for mine in ["f:containers", "f:dnsPolicy", "f:restartPolicy"] {
+        assert!(spec.get(mine).is_some(), "{mine}: what the request set (and its defaults) is its manager's: {spec}");
+    }
+    assert!(managed[0]["fieldsV1"]["f:metadata"]["f:labels"].get("f:app").is_some(), "{managed:?}");
+    for admitted in ["f:tolerations", "f:priority", "f:volumes"] {
+        assert!(spec.get(admitted).is_none(), "{admitted}: what admission added is nobody's: {spec}");
+    }
+}

@@ -1017,13 +1017,16 @@ impl Api {
         }
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_create(r, &obj)?;
+        // The fields the request sets (defaults included) are its manager's; what mutating
+        // admission adds after (a ServiceAccount's token volume, default tolerations) is not
+        // (upstream's create handler runs the field manager before mutating admission).
+        self.created_fields.record_create(r, &mut obj, manager, &object::now());
         // Admission reads what it needs from the watch cache once it is current (as upstream's
         // plugins read their informers).
         let reads = self.cache.reads().await;
         self.admit_create(&reads, r, &mut obj).await?;
         let req = crate::vap::Request { resource: r, subresource: None, operation: "CREATE", namespace: info.namespace.as_deref(), name: name_of(&obj), object: Some(&obj), old: None, user, dry_run };
         warnings.extend(crate::vap::admit(&reads, &req).await?);
-        self.created_fields.record_create(r, &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
