@@ -1125,19 +1125,21 @@ impl CreatedFields {
         };
         let taken = PER_OBJECT.map(|k| meta.remove(k));
         let present = taken.each_ref().map(Option::is_some);
-        let resource = (r.group, r.version, r.plural);
+        // The object moves into the key for the lookup, and back out of it after.
+        let mut key = CreatedKey { resource: (r.group, r.version, r.plural), manager: manager.to_string(), present, object: std::mem::take(new) };
         let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (resource, manager, present).hash(&mut h);
-            hash_value(new, &mut h);
+            (key.resource, manager, present).hash(&mut h);
+            hash_value(&key.object, &mut h);
             h.finish()
         };
         let hit = {
             let memo = self.memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            memo.get(&hash).filter(|(k, _)| k.resource == resource && k.manager == manager && k.present == present && k.object == *new).map(|(_, fields)| fields.clone())
+            memo.get(&hash).filter(|(k, _)| *k == key).map(|(_, fields)| fields.clone())
         };
-        let object = if hit.is_none() { Some(new.clone()) } else { None };
+        // A miss keeps the key (a copy of the object) to remember what this create gets.
+        *new = if hit.is_some() { std::mem::take(&mut key.object) } else { key.object.clone() };
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             for (k, v) in PER_OBJECT.iter().zip(taken) {
                 if let Some(v) = v {
@@ -1145,8 +1147,8 @@ impl CreatedFields {
                 }
             }
         }
-        match (hit, object) {
-            (Some(mut fields), _) => {
+        match hit {
+            Some(mut fields) => {
                 for entry in fields.as_array_mut().into_iter().flatten() {
                     entry["time"] = Value::String(now.to_string());
                 }
@@ -1157,10 +1159,9 @@ impl CreatedFields {
                     };
                 }
             }
-            (None, object) => {
+            None => {
                 record_update(r, None, None, new, manager, now);
                 let fields = new.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null);
-                let key = CreatedKey { resource, manager: manager.to_string(), present, object: object.unwrap_or(Value::Null) };
                 let mut memo = self.memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if memo.len() >= CREATED_KEPT {
                     memo.clear();

@@ -879,9 +879,7 @@ impl Writer {
 
     /// End the checkpoint under way if it has ended, begin the next if one is due.
     fn checkpoint_when_due(&mut self) {
-        if self.running.is_some() {
-            self.finish_checkpoint(false);
-        }
+        self.finish_checkpoint(false);
         let due = self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY || (!self.failing && self.wal.used() >= CHECKPOINT_BYTES);
         if self.running.is_none() && self.seq > self.checkpointed && due {
             self.begin_checkpoint();
