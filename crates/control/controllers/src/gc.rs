@@ -1,7 +1,9 @@
 //! Garbage collection by ownerReferences (upstream's `garbagecollector`).
 //!
 //! A graph of every object of every listable, watchable, deletable kind the API server
-//! discovers (one watch per kind, objects decoded as their metadata only: [`Meta`]): uid -> owners, dependents, deletion state. Whenever an object, its owners or its
+//! discovers (one watch per kind, objects decoded as their metadata only: [`Meta`]; the pods
+//! come from the controllers' shared pod watch instead, which every pod change already passes
+//! through): uid -> owners, dependents, deletion state. Whenever an object, its owners or its
 //! dependents change, and every 30 s for everything, it is checked:
 //! - an object none of whose owners exists any more (an owner is gone only when the API server
 //!   says so, not because this cache lags) is deleted (background);
@@ -38,10 +40,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
 
 use strata_client::events::EventType;
+use crate::informer::Shared;
 use crate::{Clients, Error};
 
 pub const IDENTITY: &str = "generic-garbage-collector";
@@ -193,18 +198,42 @@ async fn discover(client: &kube::Client) -> Result<Vec<Kind>, Error> {
 
 type Events = futures_util::stream::BoxStream<'static, (usize, Result<watcher::Event<Meta>, watcher::Error>)>;
 
-fn watch_kind(client: &kube::Client, i: usize, k: &Kind) -> Events {
+fn watch_kind(client: &kube::Client, i: usize, k: &Kind, pods: &Shared<Pod>) -> Events {
+    if (k.ar.group.as_str(), k.ar.version.as_str(), k.ar.plural.as_str()) == ("", "v1", "pods") {
+        return from_shared(i, pods);
+    }
     let api: Api<Meta> = Api::all_with(client.clone(), &k.ar);
     kube::runtime::WatchStreamExt::default_backoff(watcher(api, crate::watch_config())).map(move |e| (i, e)).boxed()
 }
 
-pub async fn run(clients: Clients) -> Result<(), Error> {
+/// The pods as the graph reads them, from the shared pod watch: each pod it passes on is, by
+/// the time it is read here, either still in the cache under the same uid (an `Apply` of its
+/// metadata as the cache holds it now) or not (a `Delete` of that uid; a pod of the same name
+/// made since comes next). The shared watch hands a new subscriber the whole cache, and after
+/// a relist every pod of the new list and every pod it no longer holds, so no Init/InitDone is
+/// needed to drop pods deleted while a watch was down.
+fn from_shared(i: usize, pods: &Shared<Pod>) -> Events {
+    let store = pods.store().clone();
+    pods.subscribe()
+        .map(move |p| {
+            let m = &p.metadata;
+            let current = store.get(&ObjectRef::new(m.name.as_deref().unwrap_or_default()).within(m.namespace.as_deref().unwrap_or_default()));
+            let ev = match current.filter(|c| c.metadata.uid == m.uid) {
+                Some(c) => watcher::Event::Apply(Meta { metadata: c.metadata.clone() }),
+                None => watcher::Event::Delete(Meta { metadata: m.clone() }),
+            };
+            (i, Ok(ev))
+        })
+        .boxed()
+}
+
+pub async fn run(clients: Clients, pods: Shared<Pod>) -> Result<(), Error> {
     let kinds = discover(&clients.root).await?;
     let writer = clients.writer(IDENTITY);
     let recorder = strata_client::events::Recorder::with_correlator(writer.clone(), IDENTITY);
     let mut streams = futures_util::stream::SelectAll::new();
     for (i, k) in kinds.iter().enumerate() {
-        streams.push(watch_kind(&clients.root, i, k));
+        streams.push(watch_kind(&clients.root, i, k, &pods));
     }
     let mut gc = Collector { kinds, writer, recorder, graph: Graph::default(), relisting: HashMap::new(), undiscovered: AtomicBool::new(false) };
     let mut discovered_at = tokio::time::Instant::now();
@@ -237,7 +266,7 @@ pub async fn run(clients: Clients) -> Result<(), Error> {
                         for k in found {
                             if !gc.kinds.iter().any(|x| x.ar.group == k.ar.group && x.ar.version == k.ar.version && x.ar.plural == k.ar.plural) {
                                 tracing::info!(group = %k.ar.group, version = %k.ar.version, plural = %k.ar.plural, "garbage collector: watching a new kind");
-                                streams.push(watch_kind(&clients.root, gc.kinds.len(), &k));
+                                streams.push(watch_kind(&clients.root, gc.kinds.len(), &k, &pods));
                                 gc.kinds.push(k);
                             }
                         }
@@ -532,5 +561,68 @@ fn ignore_gone_or_conflict(e: kube::Error) -> Result<(), Error> {
     match e {
         kube::Error::Api(ref s) if s.code == 404 || s.code == 409 => Ok(()),
         e => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn pod(name: &str, uid: &str, owner: Option<&str>) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.namespace = Some("ns".into());
+        p.metadata.name = Some(name.into());
+        p.metadata.uid = Some(uid.into());
+        p.metadata.owner_references = owner.map(|o| vec![OwnerReference { uid: o.into(), controller: Some(true), ..Default::default() }]);
+        p
+    }
+
+    /// What the graph was sent so far: `+uid owner` for an Apply, `-uid` for a Delete.
+    fn drain(s: &mut Events) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(Some((kind, ev))) = s.next().now_or_never() {
+            assert_eq!(kind, 7, "events carry the kind's index");
+            out.push(match ev {
+                Ok(watcher::Event::Apply(m)) => format!("+{} {}", m.metadata.uid.unwrap_or_default(), m.metadata.owner_references.unwrap_or_default().first().map(|o| o.uid.clone()).unwrap_or_default()),
+                Ok(watcher::Event::Delete(m)) => format!("-{}", m.metadata.uid.unwrap_or_default()),
+                other => format!("unexpected {other:?}"),
+            });
+        }
+        out
+    }
+
+    /// The pods reach the graph from the shared watch: as the cache holds them when read, a pod
+    /// gone (or replaced by one of the same name) as the deletion of its uid, and the whole cache
+    /// to a collector (re)started after the first list.
+    #[test]
+    fn pods_come_from_the_shared_watch_as_the_cache_holds_them() {
+        let shared: Shared<Pod> = Shared::new();
+        let mut events = from_shared(7, &shared);
+        shared.apply(watcher::Event::Init);
+        shared.apply(watcher::Event::InitApply(pod("a", "u1", Some("rs1"))));
+        shared.apply(watcher::Event::InitDone);
+        assert_eq!(drain(&mut events), ["+u1 rs1"]);
+
+        // Two changes before the collector reads either: both read as the newest.
+        shared.apply(watcher::Event::Apply(pod("a", "u1", Some("rs2"))));
+        shared.apply(watcher::Event::Apply(pod("a", "u1", None)));
+        assert_eq!(drain(&mut events), ["+u1 ", "+u1 "]);
+
+        // Deleted, then made again under the same name: the old uid goes, the new one comes.
+        shared.apply(watcher::Event::Delete(pod("a", "u1", None)));
+        shared.apply(watcher::Event::Apply(pod("a", "u2", Some("rs1"))));
+        assert_eq!(drain(&mut events), ["-u1", "+u2 rs1"]);
+
+        // A relist that no longer holds a pod (deleted while the watch was down).
+        shared.apply(watcher::Event::Init);
+        shared.apply(watcher::Event::InitApply(pod("b", "u3", None)));
+        shared.apply(watcher::Event::InitDone);
+        let mut got = drain(&mut events);
+        got.sort();
+        assert_eq!(got, ["+u3 ", "-u2"]);
+
+        // A collector started again is handed the whole cache.
+        assert_eq!(drain(&mut from_shared(7, &shared)), ["+u3 "]);
     }
 }

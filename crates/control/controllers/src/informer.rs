@@ -110,7 +110,7 @@ where
     }
 
     /// Apply one watch event to the cache and the index, then send what it touched.
-    fn apply(&self, ev: watcher::Event<K>) {
+    pub(crate) fn apply(&self, ev: watcher::Event<K>) {
         let before = matches!(ev, watcher::Event::InitDone).then(|| self.store().state());
         lock(&self.feed.writer).apply_watcher_event(&ev);
         self.feed.index.apply(&ev);

@@ -170,7 +170,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
             async move {
                 match *name {
                     serviceaccount::IDENTITY => serviceaccount::run(c).await,
-                    gc::IDENTITY => gc::run(c).await,
+                    gc::IDENTITY => gc::run(c, pods).await,
                     replicaset::IDENTITY => replicaset::run(c, pods).await,
                     replicaset::RC_IDENTITY => replicaset::run_kind::<k8s_openapi::api::core::v1::ReplicationController>(c, pods).await,
                     deployment::IDENTITY => deployment::run(c).await,

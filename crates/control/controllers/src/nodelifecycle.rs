@@ -150,9 +150,14 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
     let root = clients.root.clone();
     let (leases, writer) = reflector::store::<Lease>();
     let lease_stream = reflector::reflector(writer, lean::watcher(Api::<Lease>::namespaced(root.clone(), LEASE_NAMESPACE), crate::watch_config())).default_backoff().touched_objects();
-    let node_controller = Controller::new(Api::<Node>::all(root.clone()), crate::watch_config());
+    // One watch of the nodes, read by the taint controller, the eviction's node trigger and the
+    // pod filter below: all three see a node's change in the same order (see `under_no_execute`).
+    let shared_nodes: Shared<Node> = Shared::new();
+    let node_watch = shared_nodes.run(Api::<Node>::all(root.clone()));
+    let node_controller = Controller::for_shared_stream(shared_nodes.subscribe(), shared_nodes.store().clone());
     let nodes = node_controller.store();
-    let pod_controller = Controller::for_shared_stream(shared_pods.subscribe(), shared_pods.store().clone());
+    let pod_stream = under_no_execute(nodes.clone(), shared_pods.subscribe());
+    let pod_controller = Controller::for_shared_stream(pod_stream, shared_pods.store().clone());
     let pods = pod_controller.store();
     let writer = clients.writer(IDENTITY);
     let state = State {
@@ -169,7 +174,7 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
     // A node's change reconsiders every pod bound to it.
     let pods_of = pods.clone();
     let eviction = pod_controller
-        .watches(Api::<Node>::all(root), crate::watch_config(), move |node: Node| {
+        .watches_shared_stream(shared_nodes.subscribe(), move |node: Arc<Node>| {
             let name = node.name_any();
             pods_of.state().into_iter().filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())).map(|p| ObjectRef::from_obj(p.as_ref())).collect::<Vec<_>>()
         })
@@ -179,12 +184,30 @@ pub async fn run(clients: Clients, settings: Settings, shared_pods: Shared<Pod>)
     let leases = lease_stream.for_each(crate::log_watch_failures(IDENTITY, "Lease"));
     let monitor = monitor_loop(ctx);
     tokio::select! {
+        _ = node_watch => {}
         _ = eviction => {}
         _ = no_schedule => {}
         _ = leases => {}
         _ = monitor => {}
     }
     Ok(())
+}
+
+/// The pod changes the taint eviction acts on: those of pods bound to a node with a NoExecute
+/// taint (and all of them until the nodes are listed). A pod on an untainted node needs nothing
+/// (its reconcile only returns), and in a rollout every pod change would otherwise pass through
+/// the controller's queue. The node trigger covers the rest: a node tainted later sends every pod
+/// on it. No change is missed between the two: the node cache is written before its subscribers
+/// hear of the change, so either this filter sees the taint, or the node trigger runs after the
+/// pod was in the pod cache and sends it.
+fn under_no_execute(nodes: Store<Node>, pods: impl futures_util::Stream<Item = Arc<Pod>>) -> impl futures_util::Stream<Item = Arc<Pod>> {
+    pods.filter(move |p| {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+        let wanted = node.is_some_and(|n| {
+            !crate::synced(&nodes) || nodes.get(&ObjectRef::new(n)).is_some_and(|node| node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|ts| ts.iter().any(|t| t.effect == "NoExecute")))
+        });
+        futures_util::future::ready(wanted)
+    })
 }
 
 fn eviction_error(pod: Arc<Pod>, e: &Error, _: Arc<Context<State>>) -> Action {
@@ -707,6 +730,33 @@ mod tests {
 
     fn tol(key: &str, effect: &str, seconds: Option<i64>) -> Toleration {
         Toleration { key: Some(key.into()), operator: Some("Exists".into()), effect: Some(effect.into()), toleration_seconds: seconds, value: None }
+    }
+
+    /// Only pods on a node with a NoExecute taint reach the eviction (every bound pod until the
+    /// nodes are listed); a node tainted after its pod passed by is the node trigger's.
+    #[test]
+    fn the_eviction_hears_only_of_pods_on_no_execute_nodes() {
+        use futures_util::FutureExt;
+        let (store, mut writer) = reflector::store::<Node>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Arc<Pod>>();
+        let mut passed = Box::pin(under_no_execute(store, futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) })));
+        let mut send = |node: Option<&str>| {
+            let mut p = Pod::default();
+            p.metadata.name = Some("p".into());
+            p.spec = Some(k8s_openapi::api::core::v1::PodSpec { node_name: node.map(str::to_string), ..Default::default() });
+            tx.send(Arc::new(p)).expect("send");
+            passed.next().now_or_never().flatten().is_some()
+        };
+        let named = |name: &str, n: Node| Node { metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some(name.into()), ..Default::default() }, ..n };
+        assert!(send(Some("quiet")), "nodes not listed yet: every bound pod");
+        assert!(!send(None), "an unbound pod never");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(named("quiet", node(&[], &[(NOT_READY, "NoSchedule")], false))));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(named("down", node(&[], &[(UNREACHABLE, "NoExecute")], false))));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        assert!(!send(Some("quiet")), "a node without NoExecute taints: nothing to do");
+        assert!(send(Some("down")), "a NoExecute node's pod");
+        assert!(!send(Some("unknown")), "a node not in the cache");
     }
 
     #[test]
