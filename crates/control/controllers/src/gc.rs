@@ -83,6 +83,15 @@ struct Graph {
 
 impl Graph {
     fn upsert(&mut self, uid: String, node: Node, dirty: &mut BTreeSet<String>) {
+        // A change the collector does not read (a pod's binding, its status): nothing to look at
+        // again, as upstream's graph builder only acts on changed references or a new deletion
+        // state. (The 30 s resync looks at everything owned anyway.)
+        if let Some(old) = self.nodes.get_mut(&uid) {
+            if old.kind == node.kind && old.owners == node.owners && old.deleting == node.deleting && old.finalizers == node.finalizers {
+                *old = node;
+                return;
+            }
+        }
         // Its dependents only care whether it exists and whether it is being deleted (how).
         let mut transition = true;
         if let Some(old) = self.nodes.get(&uid) {
@@ -590,6 +599,40 @@ mod tests {
             });
         }
         out
+    }
+
+    fn graph_node(rv: &str, owner: Option<&str>, deleting: bool) -> Node {
+        Node {
+            kind: 0,
+            namespace: Some("ns".into()),
+            name: "p".into(),
+            resource_version: rv.into(),
+            owners: owner.map(|o| OwnerReference { uid: o.into(), ..Default::default() }).into_iter().collect(),
+            deleting,
+            finalizers: Vec::new(),
+        }
+    }
+
+    /// Only what the collector reads wakes it: a new object, changed references, a deletion
+    /// begun; a status change or a binding only updates the graph's resourceVersion.
+    #[test]
+    fn a_change_of_what_the_collector_does_not_read_marks_nothing() {
+        let mut g = Graph::default();
+        let mut dirty = BTreeSet::new();
+        g.upsert("u".into(), graph_node("1", Some("rs"), false), &mut dirty);
+        assert_eq!(dirty.iter().map(String::as_str).collect::<Vec<_>>(), ["rs", "u"], "new: it and its owner");
+        dirty.clear();
+        g.upsert("u".into(), graph_node("2", Some("rs"), false), &mut dirty);
+        assert!(dirty.is_empty(), "bound or status: nothing");
+        assert_eq!(g.nodes.get("u").map(|n| n.resource_version.as_str()), Some("2"), "the graph follows");
+        g.upsert("u".into(), graph_node("3", Some("rs2"), false), &mut dirty);
+        assert_eq!(dirty.iter().map(String::as_str).collect::<Vec<_>>(), ["rs2", "u"], "adopted by another owner");
+        assert!(g.dependents.get("rs").is_none_or(|d| d.is_empty()), "the old owner's dependents follow");
+        dirty.clear();
+        g.upsert("child".into(), graph_node("4", Some("u"), false), &mut dirty);
+        dirty.clear();
+        g.upsert("u".into(), graph_node("5", Some("rs2"), true), &mut dirty);
+        assert!(dirty.contains("child") && dirty.contains("u"), "a deletion begun: its dependents too, {dirty:?}");
     }
 
     /// The pods reach the graph from the shared watch: as the cache holds them when read, a pod
