@@ -12,7 +12,6 @@ use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -307,14 +306,11 @@ impl Containers {
             return Err(format!("container {:?} is not running", req.id));
         };
         let child = self.spawn_exec(&entry, pid, req, Stdio::Capture)?;
+        // Each reader with a copy of its pipe's read end, to see whether it has output left.
         let collect = |f: Option<OwnedFd>| {
-            let (tx, rx) = mpsc::channel();
-            if let Some(fd) = f {
-                let _ = std::thread::Builder::new().name("exec-out".into()).spawn(move || {
-                    let _ = tx.send(read_capped(fd));
-                });
-            }
-            rx
+            let fd = f?;
+            let watched = fd.try_clone().ok()?;
+            std::thread::Builder::new().name("exec-out".into()).spawn(move || read_capped(fd)).ok().map(|h| (watched, h))
         };
         let (out, err) = (collect(child.stdout), collect(child.stderr));
         let timeout = req.timeout_ms.map(Duration::from_millis);
@@ -326,11 +322,13 @@ impl Containers {
                 (self.0.reaper.wait(child.pid, None).unwrap_or(Exit::Signal(libc::SIGKILL)), true)
             }
         };
-        // A background process of the command may hold its output open: do not wait for it long.
-        let grace = Duration::from_secs(1);
+        // A background process of the command may hold its output open: not waited for long.
+        wait_for_output(&[&out, &err].into_iter().flatten().map(|(fd, h)| (fd, h)).collect::<Vec<_>>());
+        // A reader still running (its output held open) is left to end with it; its output is lost.
+        let take = |r: Option<(OwnedFd, std::thread::JoinHandle<Vec<u8>>)>| r.filter(|(_, h)| h.is_finished()).and_then(|(_, h)| h.join().ok()).unwrap_or_default();
         Ok(ExecResult {
-            stdout: out.recv_timeout(grace).unwrap_or_default(),
-            stderr: err.recv_timeout(grace).unwrap_or_default(),
+            stdout: take(out),
+            stderr: take(err),
             exit_code: exit.as_code(),
             timed_out,
         })
@@ -352,6 +350,39 @@ fn mkdir_p(p: &Path) -> Result<(), String> {
 
 fn cstr(s: impl Into<Vec<u8>>) -> Result<CString, String> {
     CString::new(s).map_err(|_| "a string with a NUL byte".to_string())
+}
+
+/// How long a command's output is waited for after the command ended, while a background
+/// process of it holds the output open and writes nothing.
+pub(crate) const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+/// The most a reader that has output left to read (or its end) is waited for: a loaded guest
+/// may not run the reader's thread for a while.
+const OUTPUT_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Wait, after a command ended, until the readers of its output (each with a copy of its pipe's
+/// read end) have finished. Past [`OUTPUT_GRACE`] only while a running reader's pipe still holds
+/// bytes or its end (every writer closed) that the reader has not got to yet, as on a loaded
+/// guest whose reader threads wait their turn; a pipe empty and still open is held by a
+/// background process of the command, which is not waited for.
+pub(crate) fn wait_for_output<T>(readers: &[(&OwnedFd, &std::thread::JoinHandle<T>)]) {
+    let start = std::time::Instant::now();
+    loop {
+        let running: Vec<&OwnedFd> = readers.iter().filter(|(_, h)| !h.is_finished()).map(|(fd, _)| *fd).collect();
+        if running.is_empty() {
+            return;
+        }
+        let unread = running.iter().any(|fd| {
+            let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll(2) of one valid descriptor, without waiting.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
+        });
+        let waited = start.elapsed();
+        if waited >= OUTPUT_WAIT_MAX || (!unread && waited >= OUTPUT_GRACE) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn read_capped(fd: OwnedFd) -> Vec<u8> {
@@ -831,4 +862,51 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
         }
     }
     got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    /// A reader that has not got to its output yet is waited for past the grace (a loaded guest
+    /// may not run it for a while: seen as an exec's output lost under CI load); a pipe held
+    /// open and empty by a background process is waited for only the grace.
+    #[test]
+    fn output_is_waited_for_while_unread_and_a_background_holder_only_the_grace() {
+        // The writer wrote and closed; the reader starts late, past the grace.
+        let (r, w) = pipe().expect("pipe");
+        std::fs::File::from(w).write_all(b"sleep\n").expect("write");
+        let watched = r.try_clone().expect("dup");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(OUTPUT_GRACE + Duration::from_millis(500));
+            read_capped(r)
+        });
+        let start = Instant::now();
+        wait_for_output(&[(&watched, &late)]);
+        assert!(late.is_finished(), "returned after {:?} with the output unread", start.elapsed());
+        assert_eq!(late.join().expect("reader"), b"sleep\n");
+
+        // A background process holds the pipe open and writes nothing: the grace, then on.
+        let (r, w) = pipe().expect("pipe");
+        let watched = r.try_clone().expect("dup");
+        let held = std::thread::spawn(move || read_capped(r));
+        let start = Instant::now();
+        wait_for_output(&[(&watched, &held)]);
+        let waited = start.elapsed();
+        assert!(waited >= OUTPUT_GRACE && waited < OUTPUT_GRACE * 3, "waited {waited:?}");
+        assert!(!held.is_finished());
+        drop(w);
+        assert_eq!(held.join().expect("reader"), b"");
+
+        // Everything read at once: no wait.
+        let (r, w) = pipe().expect("pipe");
+        drop(w);
+        let watched = r.try_clone().expect("dup");
+        let quick = std::thread::spawn(move || read_capped(r));
+        let start = Instant::now();
+        wait_for_output(&[(&watched, &quick)]);
+        assert!(start.elapsed() < OUTPUT_GRACE, "waited {:?}", start.elapsed());
+    }
 }

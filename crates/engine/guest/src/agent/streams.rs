@@ -11,16 +11,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::container::{self, Containers, Stdio};
 use super::reaper::Exit;
 use super::Outbox;
 use crate::protocol::{ExecRequest, GuestMessage, Response, Stream};
-
-/// How long a stream waits, after its process ended, for output still held open by a
-/// background process of it.
-const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 enum In {
     Data { reply: u64, data: Vec<u8> },
@@ -77,14 +73,19 @@ impl Streams {
         let input = input.map(|fd| self.writer(stream, std::fs::File::from(fd), |_| {}));
         let entry = Arc::new(Entry { input: Mutex::new(input), pid: Some(pid), master: child.master, conn: None });
         self.table.lock().unwrap_or_else(|e| e.into_inner()).insert(stream.to_string(), entry);
-        let readers: Vec<_> = [container::forward(out, stream, Stream::Stdout, &self.tx), container::forward(err, stream, Stream::Stderr, &self.tx)].into_iter().flatten().collect();
+        // Each reader with a copy of its pipe's read end, to see whether it has output left.
+        let readers: Vec<(OwnedFd, std::thread::JoinHandle<()>)> = [(out, Stream::Stdout), (err, Stream::Stderr)]
+            .into_iter()
+            .filter_map(|(fd, kind)| {
+                let fd = fd?;
+                let watched = fd.try_clone().ok()?;
+                container::forward(Some(fd), stream, kind, &self.tx).map(|h| (watched, h))
+            })
+            .collect();
         let (me, name) = (self.clone(), stream.to_string());
         let reaped = std::thread::Builder::new().name("exec-stream".into()).spawn(move || {
             let exit = me.containers.reaper().wait(pid, None).unwrap_or(Exit::Signal(libc::SIGKILL));
-            let deadline = Instant::now() + OUTPUT_GRACE;
-            while readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            container::wait_for_output(&readers.iter().map(|(fd, h)| (fd, h)).collect::<Vec<_>>());
             me.table.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             let (code, signal) = match exit {
                 Exit::Code(c) => (Some(c), None),
