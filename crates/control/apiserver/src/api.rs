@@ -1395,18 +1395,35 @@ impl Api {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(r, &name))?;
+            // The first try takes the pod from the watch cache, as upstream's cacher hands its
+            // cached object to the update (no read of the store per binding); the cache may be
+            // behind the store, so anything but a stored binding is decided again on the
+            // store's own copy (the write is conditional on the revision read either way).
+            let cached = if attempt == 1 && !dry_run { self.cache.stored(&key) } else { None };
+            let from_cache = cached.is_some();
+            let (value, mod_revision) = match cached {
+                Some(found) => found,
+                None => {
+                    let kv = self.store.get(&key).await?.ok_or_else(|| ApiError::not_found(r, &name))?;
+                    (kv.value, kv.mod_revision)
+                }
+            };
             let now = object::now();
             // The stored pod changed in place; one the raw path does not take, decoded.
-            let outcome = match crate::binding::assign(&kv.value, &node, uid, &now) {
-                Some(o) => o,
-                None => {
-                    let pod: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))?;
-                    crate::binding::assign_value(pod, &node, uid, &now)?
-                }
+            let outcome = match crate::binding::assign(&value, &node, uid, &now) {
+                Some(o) => Ok(o),
+                None => serde_json::from_slice(&value)
+                    .map_err(|e| ApiError::internal(format!("decoding {key}: {e}")))
+                    .and_then(|pod: Value| crate::binding::assign_value(pod, &node, uid, &now)),
+            };
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(_) if from_cache => continue,
+                Err(e) => return Err(e),
             };
             let bytes = match outcome {
                 crate::binding::Outcome::Bound(bytes) => bytes,
+                _ if from_cache => continue,
                 crate::binding::Outcome::Assigned(current) => return Err(refused(format!("pod {name} is already assigned to node \"{current}\""))),
                 crate::binding::Outcome::Deleting => return Err(refused(format!("pod {name} is being deleted, cannot be assigned to a host"))),
                 crate::binding::Outcome::OtherUid => return Err(ApiError::conflict(r, &name)),
@@ -1414,9 +1431,10 @@ impl Api {
             if dry_run {
                 return Ok(json_response(StatusCode::CREATED, &status::success(None)));
             }
-            match self.store.update(&key, bytes, kv.mod_revision).await {
+            match self.store.update(&key, bytes, mod_revision).await {
                 Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(None))),
                 Err(strata_store::Error::Conflict { .. }) if attempt < 5 => continue,
+                Err(strata_store::Error::NotFound(_)) if from_cache => continue,
                 Err(strata_store::Error::Conflict { .. }) => return Err(ApiError::conflict(r, &name)),
                 Err(strata_store::Error::NotFound(_)) => return Err(ApiError::not_found(r, &name)),
                 Err(e) => return Err(e.into()),
@@ -2383,6 +2401,65 @@ mod tests {
         }
     }
 
+    /// A real store that counts its reads and whose watch drops every event while `deaf`: a
+    /// watch cache over it is left behind the store, as a slow watch leaves one.
+    #[derive(Default)]
+    struct Lagging {
+        inner: Option<Arc<dyn Store>>,
+        gets: std::sync::atomic::AtomicUsize,
+        deaf: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Lagging {
+        fn inner(&self) -> &dyn Store {
+            self.inner.as_deref().expect("a store")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Lagging {
+        async fn get(&self, key: &str) -> strata_store::Result<Option<KeyValue>> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner().get(key).await
+        }
+        async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> strata_store::Result<ListResult> {
+            self.inner().list(prefix, start_after, limit).await
+        }
+        async fn list_at(&self, prefix: &str, revision: u64, start_after: Option<&str>, limit: usize) -> strata_store::Result<ListResult> {
+            self.inner().list_at(prefix, revision, start_after, limit).await
+        }
+        async fn count(&self, prefix: &str) -> strata_store::Result<u64> {
+            self.inner().count(prefix).await
+        }
+        async fn create(&self, key: &str, value: Vec<u8>) -> strata_store::Result<u64> {
+            self.inner().create(key, value).await
+        }
+        async fn update(&self, key: &str, value: Vec<u8>, expected: u64) -> strata_store::Result<u64> {
+            self.inner().update(key, value, expected).await
+        }
+        async fn delete(&self, key: &str, expected: u64) -> strata_store::Result<KeyValue> {
+            self.inner().delete(key, expected).await
+        }
+        async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> strata_store::Result<u64> {
+            self.inner().txn(compares, ops).await
+        }
+        async fn watch(&self, prefix: &str, after: u64) -> strata_store::Result<WatchStream> {
+            use futures_util::StreamExt;
+            let deaf = self.deaf.clone();
+            let events = self.inner().watch(prefix, after).await?;
+            Ok(events.filter(move |_| std::future::ready(!deaf.load(std::sync::atomic::Ordering::SeqCst))).boxed())
+        }
+        async fn revision(&self) -> strata_store::Result<u64> {
+            self.inner().revision().await
+        }
+        async fn compact(&self, revision: u64) -> strata_store::Result<()> {
+            self.inner().compact(revision).await
+        }
+        async fn stale(&self, key: &str) -> strata_store::Result<bool> {
+            self.inner().stale(key).await
+        }
+    }
+
     fn api_over(store: Arc<dyn Store>) -> Api {
         Api {
             cache: crate::watchcache::WatchCache::start(store.clone(), crate::watchcache::Config::default()),
@@ -2445,5 +2522,76 @@ mod tests {
         let api = api_over(racing(&cms.key(Some("default"), "busy"), usize::MAX));
         let e = api.delete(&info("busy"), &json!({}), false).await.expect_err("never wins");
         assert_eq!(e.code, 409);
+    }
+
+    /// A binding takes the pod from the watch cache (no read of the store); when the cache is
+    /// behind, whatever it would refuse is decided again on the store's copy, and a write
+    /// based on it fails its revision check and is made again from the store.
+    #[tokio::test]
+    async fn bindings_read_the_cached_pod_and_the_store_when_the_cache_is_behind() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner: Arc<dyn Store> = Arc::new(strata_store::embedded::Embedded::open(&dir.path().join("s.redb")).expect("store"));
+        let store = Arc::new(Lagging { inner: Some(inner.clone()), ..Default::default() });
+        let api = api_over(store.clone());
+        let pods = crate::resources::find("", "v1", "pods").expect("pods");
+        let key = |name: &str| pods.key(Some("default"), name);
+        let info = |name: &str| RequestInfo { resource: pods, namespace: Some("default".into()), name: Some(name.into()), subresource: Some("binding".into()) };
+        let pod = |name: &str, uid: &str, node: Option<&str>| {
+            let mut spec = json!({ "containers": [{ "image": "i", "name": "c" }] });
+            if let Some(n) = node {
+                spec["nodeName"] = json!(n);
+            }
+            serde_json::to_vec(&json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "namespace": "default", "uid": uid }, "spec": spec })).expect("json")
+        };
+        let binding = |name: &str, uid: &str, node: &str| json!({ "metadata": { "name": name, "uid": uid }, "target": { "kind": "Node", "name": node } });
+        let stored = |name: &str| {
+            let (inner, key) = (inner.clone(), key(name));
+            async move {
+                let kv = inner.get(&key).await.expect("get").expect("stored");
+                serde_json::from_slice::<Value>(&kv.value).expect("json")
+            }
+        };
+        for name in ["fresh", "recreated", "bound", "gone"] {
+            inner.create(&key(name), pod(name, "u1", None)).await.expect("create");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ["fresh", "recreated", "bound", "gone"].iter().any(|n| api.cache.stored(&key(n)).is_none()) {
+            assert!(std::time::Instant::now() < deadline, "the cache never held the pods");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // The cache is current: the binding is written without reading the store.
+        let gets = store.gets.load(Ordering::SeqCst);
+        let resp = api.bind(&info("fresh"), binding("fresh", "u1", "n1"), false).await.expect("bound");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(store.gets.load(Ordering::SeqCst), gets, "no read of the store");
+        let v = stored("fresh").await;
+        assert_eq!((v["spec"]["nodeName"].as_str(), v["metadata"]["uid"].as_str()), (Some("n1"), Some("u1")), "{v}");
+        assert_eq!(v["status"]["conditions"][0]["type"], "PodScheduled", "{v}");
+        assert!(v["metadata"]["resourceVersion"].is_null(), "the stored form has none: {v}");
+
+        // From now on the cache hears nothing.
+        store.deaf.store(true, Ordering::SeqCst);
+        // Deleted and made again with another uid: the cache's copy has the old uid.
+        let rev = inner.get(&key("recreated")).await.expect("get").expect("kv").mod_revision;
+        inner.delete(&key("recreated"), rev).await.expect("delete");
+        inner.create(&key("recreated"), pod("recreated", "u2", None)).await.expect("create");
+        api.bind(&info("recreated"), binding("recreated", "u2", "n2"), false).await.expect("bound to the pod the store holds");
+        let v = stored("recreated").await;
+        assert_eq!((v["spec"]["nodeName"].as_str(), v["metadata"]["uid"].as_str()), (Some("n2"), Some("u2")), "{v}");
+        // Bound meanwhile: the cache's copy is unbound, the store's refuses.
+        let rev = inner.get(&key("bound")).await.expect("get").expect("kv").mod_revision;
+        inner.update(&key("bound"), pod("bound", "u1", Some("x")), rev).await.expect("update");
+        let e = api.bind(&info("bound"), binding("bound", "u1", "n3"), false).await.expect_err("assigned already");
+        assert_eq!(e.code, 409);
+        assert!(e.message.contains("already assigned to node \"x\""), "{}", e.message);
+        assert_eq!(stored("bound").await["spec"]["nodeName"], "x");
+        // Deleted meanwhile: not found, nothing written.
+        let rev = inner.get(&key("gone")).await.expect("get").expect("kv").mod_revision;
+        inner.delete(&key("gone"), rev).await.expect("delete");
+        let e = api.bind(&info("gone"), binding("gone", "u1", "n4"), false).await.expect_err("gone");
+        assert_eq!(e.code, 404);
+        assert!(inner.get(&key("gone")).await.expect("get").is_none(), "nothing written");
     }
 }

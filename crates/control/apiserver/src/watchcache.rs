@@ -93,6 +93,9 @@ pub struct Object {
     pub json: Bytes,
     /// What selectors read ([`selector::attributes`]).
     attrs: Value,
+    /// Where `json` holds the `resourceVersion` member (and its comma) written into the stored
+    /// bytes: cut out, they are the stored bytes again. `None` when `json` was encoded anew.
+    stamp: Option<std::ops::Range<usize>>,
 }
 
 impl Object {
@@ -103,7 +106,7 @@ impl Object {
 
     /// `value` as the cache holds it at revision `rev`.
     pub fn new(value: &Value, rev: u64) -> Object {
-        Object { rev, json: crate::object::to_json(&with_rv(value.clone(), rev)), attrs: selector::attributes(value) }
+        Object { rev, json: crate::object::to_json(&with_rv(value.clone(), rev)), attrs: selector::attributes(value), stamp: None }
     }
 
     /// A field of what selectors read (`spec.nodeName`, `metadata.labels`): `Null` if absent.
@@ -124,7 +127,7 @@ impl Object {
             Ok(v) => {
                 let attrs = selector::attributes(&v);
                 let json = crate::object::to_json(&with_rv(v, rev));
-                Some(Object { rev, json, attrs })
+                Some(Object { rev, json, attrs, stamp: None })
             }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "the watch cache skips a stored value that is not JSON");
@@ -138,8 +141,11 @@ impl Object {
         if !crate::crd::selectable_paths(&picked).is_empty() {
             return None;
         }
-        let json = lean::with_resource_version(value, rev)?;
-        Some(Object { rev, json: Bytes::from(json), attrs: selector::attributes(&picked) })
+        let (json, stamp) = match lean::splice_resource_version(value, rev) {
+            Some((json, at)) => (json, Some(at)),
+            None => (lean::with_resource_version(value, rev)?, None),
+        };
+        Some(Object { rev, json: Bytes::from(json), attrs: selector::attributes(&picked), stamp })
     }
 }
 
@@ -248,7 +254,7 @@ mod lean {
     /// The stored JSON object with `metadata.resourceVersion` set, keys in the order a `Value`
     /// writes them; `None` unless it is an object whose metadata is one.
     pub(super) fn with_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
-        splice_resource_version(json, rev).or_else(|| rebuilt_with_resource_version(json, rev))
+        splice_resource_version(json, rev).map(|(out, _)| out).or_else(|| rebuilt_with_resource_version(json, rev))
     }
 
     /// [`with_resource_version`] for any object: its members and its metadata's read, the
@@ -267,8 +273,9 @@ mod lean {
     /// `metadata`, found in one scan without decoding anything. `None` for anything else (an
     /// escaped key, whitespace, keys out of order or repeated at the top or in `metadata`, a
     /// stored `resourceVersion`), which the general way handles. The value is taken to be JSON
-    /// (the watch cache has read all of it already).
-    fn splice_resource_version(json: &[u8], rev: u64) -> Option<Vec<u8>> {
+    /// (the watch cache has read all of it already). With the copy, where in it the member and
+    /// its comma were written (cut out again, they leave the stored bytes).
+    pub(super) fn splice_resource_version(json: &[u8], rev: u64) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
         std::str::from_utf8(json).ok()?;
         let (start, end) = member(json, b"metadata")?;
         if json.get(start) != Some(&b'{') {
@@ -289,12 +296,13 @@ mod lean {
         }
         let rv = format!("\"resourceVersion\":\"{rev}\"");
         let mut out = Vec::with_capacity(json.len() + rv.len() + 1);
-        match before_key {
+        let written = match before_key {
             Some(pos) => {
                 out.extend_from_slice(&json[..pos]);
                 out.extend_from_slice(rv.as_bytes());
                 out.push(b',');
                 out.extend_from_slice(&json[pos..]);
+                pos..pos + rv.len() + 1
             }
             None => {
                 out.extend_from_slice(&json[..at]);
@@ -303,9 +311,10 @@ mod lean {
                 }
                 out.extend_from_slice(rv.as_bytes());
                 out.extend_from_slice(&json[at..]);
+                at..at + usize::from(any) + rv.len()
             }
-        }
-        Some(out)
+        };
+        Some((out, written))
     }
 
     /// The value of the member `name` (start, end) of the object that is all of `json`; None
@@ -415,9 +424,12 @@ mod lean {
                 r#"{"metadata":{"generation":12,"selfLink":"x"},"spec":"é"}"#,
             ];
             for json in fits {
-                let spliced = splice_resource_version(json.as_bytes(), 42);
-                assert!(spliced.is_some(), "{json} is spliced");
-                assert_eq!(spliced, rebuilt_with_resource_version(json.as_bytes(), 42), "{json}");
+                let (spliced, at) = splice_resource_version(json.as_bytes(), 42).expect("spliced");
+                assert_eq!(Some(&spliced), rebuilt_with_resource_version(json.as_bytes(), 42).as_ref(), "{json}");
+                // What was written, cut out again, leaves the stored bytes.
+                let mut cut = spliced.clone();
+                cut.drain(at);
+                assert_eq!(String::from_utf8(cut).expect("utf-8"), json);
             }
             let others = [
                 r#"{"metadata": {"name":"a"}}"#,
@@ -693,6 +705,21 @@ impl WatchCache {
     /// The object stored under `key` as served (JSON with its `resourceVersion`), if cached.
     pub fn get(&self, key: &str) -> Option<Bytes> {
         self.state().objects.get(key).map(|o| o.json.clone())
+    }
+
+    /// The object stored under `key` as the store held it at the revision of its last change
+    /// (the cache's copy, which may be behind the store), and that revision; `None` if not
+    /// cached or if the cached JSON is not the stored bytes with a `resourceVersion` written in.
+    pub fn stored(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        let (json, at, rev) = {
+            let state = self.state();
+            let o = state.objects.get(key)?;
+            (o.json.clone(), o.stamp.clone()?, o.rev)
+        };
+        let mut out = Vec::with_capacity(json.len().saturating_sub(at.len()));
+        out.extend_from_slice(json.get(..at.start)?);
+        out.extend_from_slice(json.get(at.end..)?);
+        Some((out, rev))
     }
 
     /// Wait (at most `wait`) until the cache, and what its observers derive, reflect the store's
