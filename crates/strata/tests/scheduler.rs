@@ -394,6 +394,71 @@ fn two_schedulers_elect_one_leader_and_the_other_takes_over() {
     assert_eq!(bound(&s, "second"), "sim-le");
 }
 
+/// A leader told to stop (SIGTERM, as `kill`, systemd and Kubernetes stop a process) releases
+/// its Lease on the way out (client-go's `ReleaseOnCancel`): the other candidate takes over at
+/// its next try (every 2-4.4 s), not once the 15 s lease duration has passed.
+#[test]
+fn a_stopped_scheduler_releases_its_lease_and_the_other_takes_over_at_once() {
+    let _shared = machine::shared();
+    let s = ApiServer::start(Backend::Embedded);
+    sim_node(&s, "sim-rel", "4", "8Gi", "110", &[], &[]);
+    let lease = |path: &str| s.ok(&["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", &format!("jsonpath={path}")]);
+    let (mut a, a_log) = start_scheduler(&s, "sched-a", &[]);
+    assert!(eventually(Duration::from_secs(30), || lease("{.spec.holderIdentity}") == "sched-a"), "holder: {}", lease("{.spec.holderIdentity}"));
+    let transitions = lease("{.spec.leaseTransitions}");
+    let _b = start_scheduler(&s, "sched-b", &[]);
+    // b has read the Lease (and seen it renewed) before a stops.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lease("{.spec.holderIdentity}"), "sched-a");
+    let term = Command::new("kill").arg("-TERM").arg(a.0.id().to_string()).status().expect("kill");
+    assert!(term.success());
+    let status = a.0.wait().expect("wait");
+    let stopped = std::time::Instant::now();
+    let a_text = std::fs::read_to_string(&a_log).unwrap_or_default();
+    assert!(status.success(), "the scheduler did not exit cleanly ({status}):\n{a_text}");
+    assert!(a_text.contains("released the lease"), "{a_text}");
+    assert!(eventually(Duration::from_secs(10), || lease("{.spec.holderIdentity}") == "sched-b"), "holder: {}", lease("{.spec.holderIdentity}"));
+    assert!(stopped.elapsed() < Duration::from_secs(12), "sched-b took over only after {:?}", stopped.elapsed());
+    let n: i64 = transitions.parse().unwrap_or(0);
+    assert_eq!(lease("{.spec.leaseTransitions}"), (n + 1).to_string(), "one change of holder; the release kept the count");
+    assert_eq!(lease("{.spec.leaseDurationSeconds}"), "15", "the new holder's duration");
+    create(&s, &plain_pod("after-release", "", ""));
+    assert_eq!(bound(&s, "after-release"), "sim-rel");
+}
+
+/// `strata server` stopped with SIGTERM and started again schedules and reconciles at once: its
+/// scheduler and controllers released their Leases on the way out, so the new process (a new
+/// candidate identity) need not wait 15 s for them to expire.
+#[test]
+fn a_server_stopped_and_started_again_leads_at_once() {
+    let _shared = machine::shared();
+    let mut s = ApiServer::start_opts(Backend::Embedded, Options { scheduler: true, controllers: true, ..Options::default() });
+    sim_node(&s, "sim-again", "4", "8Gi", "110", &[], &[]);
+    let holder = |s: &ApiServer, name: &str| s.ok(&["get", "lease", "-n", "kube-system", name, "-o", "jsonpath={.spec.holderIdentity}"]);
+    create(&s, &plain_pod("before", "", ""));
+    assert_eq!(bound(&s, "before"), "sim-again");
+    assert!(eventually(Duration::from_secs(30), || !holder(&s, "kube-controller-manager").is_empty()), "the controllers never led");
+    let before = (holder(&s, "kube-scheduler"), holder(&s, "kube-controller-manager"));
+    s.restart(false);
+    let started = std::time::Instant::now();
+    // The new process's candidates hold both Leases at their first try.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let now = (holder(&s, "kube-scheduler"), holder(&s, "kube-controller-manager"));
+            !now.0.is_empty() && !now.1.is_empty() && now.0 != before.0 && now.1 != before.1
+        }),
+        "holders {before:?} were not replaced at once: {}",
+        s.ok(&["get", "lease", "-n", "kube-system", "-o", "yaml"])
+    );
+    create(&s, &plain_pod("after", "", ""));
+    assert_eq!(bound(&s, "after"), "sim-again");
+    s.ok(&["create", "deployment", "again", "--image=registry.k8s.io/pause:3.9"]);
+    let pods = || s.ok(&["get", "pods", "-l", "app=again", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    assert!(eventually(Duration::from_secs(10), || pods() == "sim-again"), "pods: {:?}", pods());
+    assert!(started.elapsed() < Duration::from_secs(14), "leading again took {:?}", started.elapsed());
+    assert!(!s.log().contains("did not stop in time"), "{}", s.log());
+}
+
 /// Preemption spares a pod whose eviction would violate a PodDisruptionBudget (upstream's
 /// DefaultPreemption): without the budget the cheaper victim (priority 100 on sim-pa) would go;
 /// with it the other node's pod (priority 200) does.

@@ -3,7 +3,8 @@
 //! `leaseDurationSeconds` (judged by the candidate's own clock, from when it last saw the record
 //! change, never by comparing clocks), the leader renews it every retry period, and a leader that
 //! could not renew for the renew deadline stops acting at once (the work future is dropped)
-//! before anyone else may take over.
+//! before anyone else may take over. A leader told to stop releases the Lease (client-go's
+//! `ReleaseOnCancel`).
 //!
 //! Writes are optimistic (the Lease's resourceVersion), so two candidates never both win the
 //! same term. `acquireTime`, `renewTime`, `leaseTransitions` and `holderIdentity` are kept as
@@ -32,6 +33,10 @@ impl Default for Timing {
         Timing { lease_duration: Duration::from_secs(15), renew_deadline: Duration::from_secs(10), retry_period: Duration::from_secs(2) }
     }
 }
+
+/// How long a stopping leader tries to release its Lease before it gives up (the Lease then
+/// expires as if the leader had died).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One candidate for one Lease.
 pub struct LeaderElector {
@@ -85,29 +90,82 @@ impl LeaderElector {
         &self.identity
     }
 
-    /// Run `lead` whenever this candidate is the leader, forever: wait to acquire the Lease,
-    /// run `lead()` while renewing, and drop it the moment leadership is lost (renewal failed
-    /// for the renew deadline, or `lead` returned), then stand again.
-    pub async fn run<F, Fut>(mut self, mut lead: F)
+    /// Run `lead` whenever this candidate is the leader, until `stop` resolves: wait to acquire
+    /// the Lease, run `lead()` while renewing, and drop it the moment leadership is lost
+    /// (renewal failed for the renew deadline, or `lead` returned), then stand again. When
+    /// `stop` resolves while leading, the work is dropped first and then the Lease is released
+    /// (client-go's `ReleaseOnCancel`: no holder, a duration of 1 s), so that another candidate,
+    /// or this process started again, takes over at once instead of after the lease duration.
+    pub async fn run<F, Fut>(mut self, mut lead: F, stop: impl Future<Output = ()>)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ()>,
     {
+        tokio::pin!(stop);
         loop {
-            self.acquire().await;
+            tokio::select! {
+                _ = self.acquire() => {}
+                _ = &mut stop => return,
+            }
             tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
-            {
+            let stopped = {
                 let work = lead();
                 tokio::pin!(work);
                 tokio::select! {
-                    _ = &mut work => tracing::warn!(lease = %self.name, "the leader's work ended"),
-                    lost = self.renew_until_lost() => match lost {
-                        Lost::Deadline => tracing::error!(lease = %self.name, identity = %self.identity, "leadership lost: could not renew the lease within the renew deadline"),
-                        Lost::Taken(holder) => tracing::warn!(lease = %self.name, identity = %self.identity, %holder, "leadership lost: the lease is held by another candidate"),
-                    },
+                    _ = &mut work => {
+                        tracing::warn!(lease = %self.name, "the leader's work ended");
+                        false
+                    }
+                    lost = self.renew_until_lost() => {
+                        match lost {
+                            Lost::Deadline => tracing::error!(lease = %self.name, identity = %self.identity, "leadership lost: could not renew the lease within the renew deadline"),
+                            Lost::Taken(holder) => tracing::warn!(lease = %self.name, identity = %self.identity, %holder, "leadership lost: the lease is held by another candidate"),
+                        }
+                        false
+                    }
+                    _ = &mut stop => true,
                 }
+            };
+            if stopped {
+                // The work is dropped: nothing acts for this candidate any more.
+                match tokio::time::timeout(RELEASE_TIMEOUT, self.release()).await {
+                    Ok(Ok(true)) => tracing::info!(lease = %self.name, identity = %self.identity, "released the lease"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "leader election: could not release the lease; another candidate takes over when it expires"),
+                    Err(_) => tracing::warn!(lease = %self.name, "leader election: releasing the lease timed out; another candidate takes over when it expires"),
+                }
+                return;
             }
             self.observed = None;
+        }
+    }
+
+    /// Give the Lease up if this candidate still holds it (an optimistic write: a Lease taken
+    /// meanwhile is left alone). The record is client-go's on release: an empty holder, a
+    /// duration of one second, acquire and renew times now, the transitions kept.
+    async fn release(&mut self) -> Result<bool, ElectionError> {
+        let lease_name = self.name.clone();
+        let err = move |e| ElectionError::Api(lease_name.clone(), e);
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(&err)? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.take().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(chrono::Utc::now());
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some(String::new()),
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: spec.lease_transitions,
+            ..Default::default()
+        });
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(err(e)),
         }
     }
 

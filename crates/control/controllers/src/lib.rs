@@ -129,10 +129,11 @@ pub struct Settings {
     pub root_ca: Option<String>,
 }
 
-/// Stand for leadership and run every controller while leading; never returns.
-pub async fn run(clients: Clients, config: Config) {
+/// Stand for leadership and run every controller while leading, until `stop` resolves; a
+/// leader stops every controller and then releases its Lease.
+pub async fn run(clients: Clients, config: Config, stop: impl std::future::Future<Output = ()>) {
     let elector = leader::LeaderElector::new(clients.root.clone(), LEASE_NAMESPACE, LEASE_NAME, &config.identity, config.timing.clone());
-    elector.run(|| run_controllers(clients.clone(), config.settings.clone())).await
+    elector.run(|| run_controllers(clients.clone(), config.settings.clone()), stop).await
 }
 
 /// The watches the controllers share (one each, as kube-controller-manager's informers): the

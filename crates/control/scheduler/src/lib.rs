@@ -65,7 +65,8 @@ impl Default for Config {
     }
 }
 
-/// Run the scheduler (while leading, with leader election) until `stop` resolves.
+/// Run the scheduler (while leading, with leader election) until `stop` resolves; a leader
+/// stops scheduling and then releases its Lease.
 ///
 /// `lease_client` renews the Lease: give it a client of its own (its own connections), as
 /// kube-scheduler gives leader election its own clientset, so a renewal never queues behind
@@ -75,9 +76,5 @@ pub async fn run_elected(client: kube::Client, lease_client: kube::Client, confi
         return run(client, config, stop).await;
     };
     let elector = strata_client::leader::LeaderElector::new(lease_client, LEASE_NAMESPACE, LEASE_NAME, &election.identity, election.timing.clone());
-    let lead = elector.run(|| run(client.clone(), config.clone(), std::future::pending()));
-    tokio::select! {
-        _ = lead => {}
-        _ = stop => {}
-    }
+    elector.run(|| run(client.clone(), config.clone(), std::future::pending()), stop).await
 }

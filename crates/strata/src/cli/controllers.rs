@@ -96,10 +96,11 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
             config.identity = id;
         }
         eprintln!("strata controllers: standing for leadership as {}", config.identity);
-        tokio::select! {
-            _ = strata_controllers::run(strata_controllers::Clients::single(client), config) => {}
-            _ = tokio::signal::ctrl_c() => eprintln!("strata controllers: shutting down"),
-        }
+        strata_controllers::run(strata_controllers::Clients::single(client), config, async {
+            super::shutdown_signal().await;
+            eprintln!("strata controllers: shutting down");
+        })
+        .await;
         Ok(())
     })
 }
@@ -108,7 +109,14 @@ pub fn run(a: ControllersArgs) -> anyhow::Result<()> {
 /// `system:kube-controller-manager`, and each controller writes as its own ServiceAccount user
 /// (`system:serviceaccount:kube-system:<controller>`, which upstream's bootstrap policy binds to
 /// `system:controller:<controller>`), each with a client certificate from the cluster CA.
-pub async fn start_in_server(pki: &pki::Pki, server: &strata_apiserver::server::Server, port: u16, settings: strata_controllers::Settings) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// They run until `stop` resolves, and then release their Lease if they lead.
+pub async fn start_in_server(
+    pki: &pki::Pki,
+    server: &strata_apiserver::server::Server,
+    port: u16,
+    settings: strata_controllers::Settings,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // In-process: each controller is its own user (as with its own client certificate), its
     // requests served without a socket.
     let root = strata_client::in_process(server.local(strata_controllers::MANAGER_USER, &[]), "kube-controller-manager");
@@ -125,5 +133,5 @@ pub async fn start_in_server(pki: &pki::Pki, server: &strata_apiserver::server::
         Some((host, rest)) => format!("{host}_{port}_{rest}"),
         None => format!("{}_{port}", config.identity),
     };
-    Ok(tokio::spawn(strata_controllers::run(clients, config)))
+    Ok(tokio::spawn(strata_controllers::run(clients, config, stop)))
 }

@@ -343,3 +343,22 @@ pub fn human_size(bytes: u64) -> String {
             + units[i]
     }
 }
+
+/// Resolves at the first SIGINT or SIGTERM (what `kill`, systemd and Kubernetes send to stop a
+/// process): the control-plane commands then stop acting and release their leader Leases
+/// before they exit, so the next leader need not wait for the Leases to expire.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

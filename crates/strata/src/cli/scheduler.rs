@@ -97,7 +97,7 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
             None => eprintln!("strata scheduler: scheduling pods of {}", config.scheduler_name),
         }
         strata_scheduler::run_elected(client, lease_client, config, async {
-            let _ = tokio::signal::ctrl_c().await;
+            super::shutdown_signal().await;
             eprintln!("strata scheduler: shutting down");
         })
         .await;
@@ -107,12 +107,12 @@ pub fn run(a: SchedulerArgs) -> anyhow::Result<()> {
 
 /// Start the scheduler inside `strata server`, as `system:kube-scheduler` with a client
 /// certificate from the cluster CA.
-pub async fn start_in_server(server: &strata_apiserver::server::Server, events: &EventRateArgs) -> anyhow::Result<()> {
+/// It runs until `stop` resolves, and then releases its Lease if it leads.
+pub async fn start_in_server(server: &strata_apiserver::server::Server, events: &EventRateArgs, stop: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // In-process: the scheduler's identity, its requests served without a socket.
     let client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler");
     let lease_client = strata_client::in_process(server.local("system:kube-scheduler", &[]), "strata-scheduler/leader-election");
     // Servers sharing one etcd elect one scheduler among them.
     let config = strata_scheduler::Config { event_rate: events.rate(), ..Default::default() };
-    tokio::spawn(strata_scheduler::run_elected(client, lease_client, config, std::future::pending()));
-    Ok(())
+    Ok(tokio::spawn(strata_scheduler::run_elected(client, lease_client, config, stop)))
 }

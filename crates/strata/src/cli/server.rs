@@ -206,7 +206,11 @@ pub fn run(ctx: &super::Ctx, mut a: ServerArgs) -> anyhow::Result<()> {
     // The data dir's paths reach pods (local volumes) and kubeconfigs: absolute from here on.
     a.data_dir = std::path::absolute(&a.data_dir).with_context(|| format!("resolving --data-dir {}", a.data_dir.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(serve(ctx, a))
+    let outcome = rt.block_on(serve(ctx, a));
+    // Dropping the tasks closes the store (its writer checkpoints); a blocking read that would
+    // not end (a container's log followed, a pipe held open) does not hold the exit up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    outcome
 }
 
 async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
@@ -310,8 +314,18 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
     // a loopback one; pods reach the server there only when it listens on it).
     let advertise = if addr.ip().is_unspecified() || addr.ip().is_loopback() { a.node_ip.unwrap_or_else(strata_agent::machine::internal_ip) } else { addr.ip() };
     server.publish_kubernetes_service(advertise, addr.port());
+    // Told to stop, the scheduler and controllers stop acting and release their leader Leases
+    // (so that this server started again, or another one on the same etcd, leads at once).
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut leaders = Vec::new();
     if !a.no_scheduler {
-        super::scheduler::start_in_server(&server, &a.scheduler_events).await?;
+        leaders.push(super::scheduler::start_in_server(&server, &a.scheduler_events, stop()).await?);
     }
     let agent = if a.no_agent {
         None
@@ -329,11 +343,9 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
         a.pod_settings.apply(&mut config);
         Some(super::node::agent_serving_streams(ctx, config, client, &pki, a.kubelet_port).await?)
     };
-    let _controllers = if a.no_controllers {
-        None
-    } else {
-        Some(super::controllers::start_in_server(&pki, &server, addr.port(), a.controller_settings.settings()).await.context("starting the controllers")?)
-    };
+    if !a.no_controllers {
+        leaders.push(super::controllers::start_in_server(&pki, &server, addr.port(), a.controller_settings.settings(), stop()).await.context("starting the controllers")?);
+    }
     eprintln!("strata server listening on https://{addr}");
     eprintln!("kubeconfig: {}", kubeconfig.display());
     eprintln!("  export KUBECONFIG={}", kubeconfig.display());
@@ -343,10 +355,23 @@ async fn serve(ctx: &super::Ctx, a: ServerArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = server.run() => {}
-        r = agent => r.context("node agent")?,
-        _ = tokio::signal::ctrl_c() => eprintln!("strata server: shutting down"),
+    let outcome = tokio::select! {
+        _ = server.run() => Ok(()),
+        r = agent => r.context("node agent"),
+        _ = super::shutdown_signal() => {
+            eprintln!("strata server: shutting down");
+            Ok(())
+        }
+    };
+    let _ = stopping.send(true);
+    // Each gives up releasing after 5 s (the Lease then expires as if the server had died).
+    let released = tokio::time::timeout(std::time::Duration::from_secs(6), async {
+        for leader in leaders {
+            let _ = leader.await;
+        }
+    });
+    if released.await.is_err() {
+        tracing::warn!("the scheduler and controllers did not stop in time");
     }
-    Ok(())
+    outcome
 }
