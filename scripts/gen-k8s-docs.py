@@ -41,48 +41,13 @@ MESSAGES = os.path.join(ROOT, "crates/control/apiserver/src/k8s_messages.rs")
 META_PACKAGE = "io.k8s.apimachinery.pkg.apis.meta.v1"
 ROW_RE = re.compile(r'^    \("([^"]+)", "([^"]+)", &\[')
 
-MAP_RE = re.compile(r"^var map_(\w+) = map\[string\]string\{\s*$")
-ENTRY_RE = re.compile(r'^\s*("(?:[^"\\]|\\.)*")\s*:\s*("(?:[^"\\]|\\.)*"),\s*$')
-
-
-def go_string(literal):
-    """A Go interpreted string literal's value (its escapes are JSON's, bar \\' which Go forbids
-    in double quotes and \\x, \\a ... which swagger docs do not use)."""
-    try:
-        return json.loads(literal)
-    except json.JSONDecodeError as e:
-        sys.exit(f"{SOURCE}: cannot read the Go string {literal[:60]}...: {e}")
-
-
-def read_docs(path):
-    """{(Go type, JSON field): description} of one types_swagger_doc_generated.go."""
-    docs = {}
-    current = None
-    with open(path) as f:
-        for line in f:
-            m = MAP_RE.match(line)
-            if m:
-                current = m.group(1)
-                continue
-            if current is None:
-                continue
-            if line.strip() == "}":
-                current = None
-                continue
-            e = ENTRY_RE.match(line)
-            if not e:
-                sys.exit(f"{path}: unexpected line in map_{current}: {line.rstrip()}")
-            docs[(current, go_string(e.group(1)))] = go_string(e.group(2))
-    return docs
-
-
 def later_docs(package, cache):
     """k8s.io/api v0.37.0's docs of an `io.k8s.api.` package ({} for other packages)."""
     if not package.startswith("io.k8s.api."):
         return {}
     if package not in cache:
         path = os.path.join(gomod.module_dir(*API_LATER), package[len("io.k8s.api."):].replace(".", "/"), DOC_FILE)
-        cache[package] = read_docs(path) if os.path.exists(path) else {}
+        cache[package] = gomod.read_docs(path) if os.path.exists(path) else {}
     return cache[package]
 
 
@@ -100,7 +65,7 @@ def messages():
 
 
 def collect():
-    docs = read_docs(os.path.join(gomod.module_dir(*APIMACHINERY), SOURCE))
+    docs = gomod.read_docs(os.path.join(gomod.module_dir(*APIMACHINERY), SOURCE))
     if ("ObjectMeta", "creationTimestamp") not in docs:
         sys.exit(f"{SOURCE}: no ObjectMeta.creationTimestamp: the file's layout changed")
     with open(os.path.join(gomod.module_dir(*KUBERNETES), SWAGGER)) as f:

@@ -43,6 +43,8 @@ python3 scripts/gen-k8s-messages.py --check
 python3 scripts/gen-k8s-sysctls.py --check
 # And the descriptions of the meta/v1 types (kubectl explain), from k8s.io/apimachinery.
 python3 scripts/gen-k8s-docs.py --check
+# And the Table columns of the built-in kinds (kubectl get), from kube-apiserver's printers.
+python3 scripts/gen-k8s-printers.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked

@@ -42,6 +42,7 @@ pub mod gnostic;
 pub mod k8s_docs;
 pub mod k8s_meta;
 pub mod k8s_messages;
+mod k8s_printers;
 pub mod kubernetes_service;
 pub mod managed;
 pub mod metrics;

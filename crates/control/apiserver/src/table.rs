@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::k8s_printers::Column;
+
 fn age(obj: &Value) -> String {
     since(&obj["metadata"]["creationTimestamp"]).unwrap_or_else(|| "<unknown>".into())
 }
@@ -10,34 +12,55 @@ fn age(obj: &Value) -> String {
 /// How long ago a timestamp was, as kubectl's `translateTimestampSince` (None if it is not one).
 fn since(ts: &Value) -> Option<String> {
     let t = chrono::DateTime::parse_from_rfc3339(ts.as_str()?).ok()?;
-    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    Some(match s {
-        0..=119 => format!("{s}s"),
-        120..=599 => format!("{}m{}s", s / 60, s % 60),
-        600..=10799 => format!("{}m", s / 60),
-        10800..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    })
+    Some(human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()))
 }
 
-/// A label selector as `metav1.FormatLabelSelector` prints it (`<none>` when empty).
+/// A duration as apimachinery's `duration.HumanDuration` writes it: `42s`, `3m20s`, `15m`,
+/// `5h10m`, `20h`, `3d4h`, `30d`, `2y10d`, `9y`.
+fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    let seconds = seconds.max(0);
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let with_rest = |n: i64, unit: &str, rest: i64, rest_unit: &str| if rest == 0 { format!("{n}{unit}") } else { format!("{n}{unit}{rest}{rest_unit}") };
+    match hours {
+        _ if minutes < 10 => with_rest(minutes, "m", seconds % 60, "s"),
+        _ if minutes < 180 => format!("{minutes}m"),
+        0..=7 => with_rest(hours, "h", minutes % 60, "m"),
+        8..=47 => format!("{hours}h"),
+        48..=191 => with_rest(hours / 24, "d", hours % 24, "h"),
+        _ if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
+        _ if hours < 24 * 365 * 8 => with_rest(hours / 24 / 365, "y", (hours / 24) % 365, "d"),
+        _ => format!("{}y", hours / 24 / 365),
+    }
+}
+
+/// A label selector as `metav1.FormatLabelSelector` prints it: requirements sorted by key, a set's
+/// values sorted; `<none>` when empty, `<error>` for an unknown operator.
 fn label_selector(sel: &Value) -> String {
-    let mut parts: Vec<String> = sel["matchLabels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+    let mut parts: Vec<(String, String)> = sel["matchLabels"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or("")))).collect()).unwrap_or_default();
+    for e in items(&sel["matchExpressions"]) {
         let key = s(&e["key"]);
-        let values: Vec<String> = e["values"].as_array().into_iter().flatten().map(s).collect();
-        parts.push(match e["operator"].as_str().unwrap_or("") {
+        let mut values: Vec<String> = items(&e["values"]).iter().map(s).collect();
+        values.sort();
+        let part = match e["operator"].as_str().unwrap_or("") {
             "In" => format!("{key} in ({})", values.join(",")),
             "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key,
+            "Exists" => key.clone(),
             "DoesNotExist" => format!("!{key}"),
-            other => format!("{key} {other}"),
-        });
+            _ => return "<error>".to_string(),
+        };
+        parts.push((key, part));
     }
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
     if parts.is_empty() {
         "<none>".to_string()
     } else {
-        parts.join(",")
+        parts.into_iter().map(|(_, p)| p).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -79,110 +102,55 @@ fn access_modes(v: &Value) -> String {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(short).collect::<Vec<_>>().join(",")).unwrap_or_default()
 }
 
-/// Columns (name, type) and the cells of one object, for a kind.
-fn columns(kind: &str) -> Vec<(&'static str, &'static str)> {
-    let mut c = vec![("Name", "string")];
-    c.extend(match kind {
-        "Pod" => vec![
-            ("Ready", "string"),
-            ("Status", "string"),
-            ("Restarts", "string"),
-            ("Age", "string"),
-            ("IP", "string"),
-            ("Node", "string"),
-            ("Nominated Node", "string"),
-            ("Readiness Gates", "string"),
-        ],
-        "Deployment" => vec![("Ready", "string"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
-        "ReplicaSet" | "ReplicationController" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Age", "string")],
-        "StatefulSet" => vec![("Ready", "string"), ("Age", "string")],
-        "DaemonSet" => vec![("Desired", "integer"), ("Current", "integer"), ("Ready", "integer"), ("Up-to-date", "integer"), ("Available", "integer"), ("Age", "string")],
-        "Service" => vec![("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"), ("Port(s)", "string"), ("Age", "string")],
-        "ConfigMap" => vec![("Data", "integer"), ("Age", "string")],
-        "Secret" => vec![("Type", "string"), ("Data", "integer"), ("Age", "string")],
-        "Namespace" => vec![("Status", "string"), ("Age", "string")],
-        "Node" => vec![
-            ("Status", "string"),
-            ("Roles", "string"),
-            ("Age", "string"),
-            ("Version", "string"),
-            ("Internal-IP", "string"),
-            ("External-IP", "string"),
-            ("OS-Image", "string"),
-            ("Kernel-Version", "string"),
-            ("Container-Runtime", "string"),
-        ],
-        "Job" => vec![("Status", "string"), ("Completions", "string"), ("Age", "string")],
-        "Endpoints" => vec![("Endpoints", "string"), ("Age", "string")],
-        "EndpointSlice" => vec![("AddressType", "string"), ("Ports", "string"), ("Endpoints", "string"), ("Age", "string")],
-        "CronJob" => vec![("Schedule", "string"), ("Timezone", "string"), ("Suspend", "boolean"), ("Active", "integer"), ("Last Schedule", "string"), ("Age", "string")],
-        "Event" => vec![("Type", "string"), ("Reason", "string"), ("Object", "string"), ("Message", "string")],
-        "VirtualMachine" => vec![
-            ("Status", "string"),
-            ("Node", "string"),
-            ("IP", "string"),
-            ("Accelerator", "string"),
-            ("Age", "string"),
-            ("Run-Strategy", "string"),
-            ("CPU", "integer"),
-            ("Memory", "string"),
-            ("Restarts", "integer"),
-        ],
-        // As upstream's printer: the creation time itself, not an age.
-        "CustomResourceDefinition" => vec![("Created At", "date")],
-        "ControllerRevision" => vec![("Controller", "string"), ("Revision", "integer"), ("Age", "string")],
-        "PersistentVolume" => vec![
-            ("Capacity", "string"),
-            ("Access Modes", "string"),
-            ("Reclaim Policy", "string"),
-            ("Status", "string"),
-            ("Claim", "string"),
-            ("StorageClass", "string"),
-            ("VolumeAttributesClass", "string"),
-            ("Reason", "string"),
-            ("Age", "string"),
-            ("VolumeMode", "string"),
-        ],
-        "PersistentVolumeClaim" => vec![
-            ("Status", "string"),
-            ("Volume", "string"),
-            ("Capacity", "string"),
-            ("Access Modes", "string"),
-            ("StorageClass", "string"),
-            ("VolumeAttributesClass", "string"),
-            ("Age", "string"),
-            ("VolumeMode", "string"),
-        ],
-        "StorageClass" => vec![("Provisioner", "string"), ("ReclaimPolicy", "string"), ("VolumeBindingMode", "string"), ("AllowVolumeExpansion", "string"), ("Age", "string")],
-        "PodDisruptionBudget" => vec![("Min Available", "string"), ("Max Unavailable", "string"), ("Allowed Disruptions", "integer"), ("Age", "string")],
-        "RuntimeClass" => vec![("Handler", "string"), ("Age", "string")],
-        "LimitRange" => vec![("Created At", "date")],
-        "PodTemplate" => vec![("Containers", "string"), ("Images", "string"), ("Pod Labels", "string")],
-        "Ingress" => vec![("Class", "string"), ("Hosts", "string"), ("Address", "string"), ("Ports", "string"), ("Age", "string")],
-        "IngressClass" => vec![("Controller", "string"), ("Parameters", "string"), ("Age", "string")],
-        "NetworkPolicy" => vec![("Pod-Selector", "string"), ("Age", "string")],
-        "HorizontalPodAutoscaler" => vec![("Reference", "string"), ("Targets", "string"), ("MinPods", "string"), ("MaxPods", "integer"), ("Replicas", "integer"), ("Age", "string")],
-        "CSIDriver" => vec![
-            ("AttachRequired", "boolean"),
-            ("PodInfoOnMount", "boolean"),
-            ("StorageCapacity", "boolean"),
-            ("TokenRequests", "string"),
-            ("RequiresRepublish", "boolean"),
-            ("Modes", "string"),
-            ("Age", "string"),
-        ],
-        "CSINode" => vec![("Drivers", "integer"), ("Age", "string")],
-        "CSIStorageCapacity" => vec![("StorageClassName", "string"), ("Capacity", "string")],
-        "VolumeAttachment" => vec![("Attacher", "string"), ("PV", "string"), ("Node", "string"), ("Attached", "boolean"), ("Age", "string")],
-        "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration" => vec![("Webhooks", "integer"), ("Age", "string")],
-        "ValidatingAdmissionPolicy" => vec![("Validations", "integer"), ("ParamKind", "string"), ("Age", "string")],
-        "ValidatingAdmissionPolicyBinding" => vec![("PolicyName", "string"), ("ParamRef", "string"), ("Age", "string")],
-        "ResourceQuota" => vec![("Age", "string"), ("Request", "string"), ("Limit", "string")],
-        "PriorityClass" => vec![("Value", "integer"), ("Global-Default", "boolean"), ("Age", "string"), ("PreemptionPolicy", "string")],
-        "CertificateSigningRequest" => vec![("Age", "string"), ("SignerName", "string"), ("Requestor", "string"), ("RequestedDuration", "string"), ("Condition", "string")],
-        _ => vec![("Age", "string")],
-    });
-    c
+/// strata's own kind's columns (after the VirtualMachine printer of KubeVirt's `kubectl get vm`).
+#[rustfmt::skip]
+static VIRTUAL_MACHINE: &[Column] = &[
+    Column { name: "Name", ty: "string", format: "name", priority: 0, description: "" },
+    Column { name: "Status", ty: "string", format: "", priority: 0, description: "The printable status of the machine." },
+    Column { name: "Node", ty: "string", format: "", priority: 0, description: "The node the machine runs on." },
+    Column { name: "IP", ty: "string", format: "", priority: 0, description: "The machine's address." },
+    Column { name: "Accelerator", ty: "string", format: "", priority: 0, description: "kvm, or tcg where the node has no KVM." },
+    Column { name: "Age", ty: "string", format: "", priority: 0, description: "" },
+    Column { name: "Run-Strategy", ty: "string", format: "", priority: 1, description: "When the machine should run." },
+    Column { name: "CPU", ty: "integer", format: "", priority: 1, description: "Virtual CPUs." },
+    Column { name: "Memory", ty: "string", format: "", priority: 1, description: "Guest memory." },
+    Column { name: "Restarts", ty: "integer", format: "", priority: 1, description: "Times the machine was restarted." },
+];
+
+/// kube-aggregator's APIService columns (its registry's own ConvertToTable).
+#[rustfmt::skip]
+static API_SERVICE: &[Column] = &[
+    Column { name: "Name", ty: "string", format: "name", priority: 0, description: "" },
+    Column { name: "Service", ty: "string", format: "", priority: 0, description: "The reference to the service that hosts this API endpoint." },
+    Column { name: "Available", ty: "string", format: "", priority: 0, description: "Whether this service is available." },
+    Column { name: "Age", ty: "string", format: "", priority: 0, description: "" },
+];
+
+/// apiserver's default table convertor, for a built-in kind without a printer (Roles, LimitRanges,
+/// CustomResourceDefinitions ...): the creation time itself, not an age.
+#[rustfmt::skip]
+static DEFAULT: &[Column] = &[
+    Column { name: "Name", ty: "string", format: "name", priority: 0, description: "" },
+    Column { name: "Created At", ty: "date", format: "", priority: 0, description: "" },
+];
+
+/// A custom kind's columns when its definition declares none (the CRD handler's default).
+#[rustfmt::skip]
+static CUSTOM: &[Column] = &[
+    Column { name: "Name", ty: "string", format: "name", priority: 0, description: "" },
+    Column { name: "Age", ty: "string", format: "", priority: 0, description: "" },
+];
+
+/// The columns of `kind` ("" for a custom kind): upstream's printer (generated from
+/// printers.go), or one of the above. The Name and Age columns without a description carry
+/// ObjectMeta's, as upstream's.
+fn columns(kind: &str) -> &'static [Column] {
+    match kind {
+        "" => CUSTOM,
+        "VirtualMachine" => VIRTUAL_MACHINE,
+        "APIService" => API_SERVICE,
+        _ => crate::k8s_printers::columns(kind).unwrap_or(DEFAULT),
+    }
 }
 
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
@@ -192,36 +160,90 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     let mut c = vec![name];
     match kind {
         "Pod" => c.extend(pod_cells(o)),
-        "Deployment" => c.extend([
-            json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))),
-            json!(int(&st["updatedReplicas"])),
-            json!(int(&st["availableReplicas"])),
-            json!(age(o)),
-        ]),
-        "ReplicaSet" | "ReplicationController" => c.extend([json!(sp["replicas"].as_i64().unwrap_or(1)), json!(int(&st["replicas"])), json!(int(&st["readyReplicas"])), json!(age(o))]),
-        "StatefulSet" => c.extend([json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))), json!(age(o))]),
-        "DaemonSet" => c.extend([
-            json!(int(&st["desiredNumberScheduled"])),
-            json!(int(&st["currentNumberScheduled"])),
-            json!(int(&st["numberReady"])),
-            json!(int(&st["updatedNumberScheduled"])),
-            json!(int(&st["numberAvailable"])),
-            json!(age(o)),
-        ]),
+        "Deployment" => {
+            let (names, images) = containers(&sp["template"]);
+            // selector.String(): empty, not <none>, for no selector.
+            let selector = if sp["selector"].is_object() { label_selector(&sp["selector"]) } else { String::new() };
+            c.extend([
+                json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))),
+                json!(int(&st["updatedReplicas"])),
+                json!(int(&st["availableReplicas"])),
+                json!(age(o)),
+                json!(names),
+                json!(images),
+                json!(if selector == "<none>" { String::new() } else { selector }),
+            ]);
+        }
+        "ReplicaSet" | "ReplicationController" => {
+            let (names, images) = containers(&sp["template"]);
+            // A ReplicationController's selector is a plain map.
+            let selector = if kind == "ReplicaSet" { label_selector(&sp["selector"]) } else { label_selector(&json!({ "matchLabels": sp["selector"] })) };
+            c.extend([
+                json!(sp["replicas"].as_i64().unwrap_or(1)),
+                json!(int(&st["replicas"])),
+                json!(int(&st["readyReplicas"])),
+                json!(age(o)),
+                json!(names),
+                json!(images),
+                json!(selector),
+            ]);
+        }
+        "StatefulSet" => {
+            let (names, images) = containers(&sp["template"]);
+            c.extend([json!(format!("{}/{}", int(&st["readyReplicas"]), sp["replicas"].as_i64().unwrap_or(1))), json!(age(o)), json!(names), json!(images)]);
+        }
+        "DaemonSet" => {
+            let (names, images) = containers(&sp["template"]);
+            c.extend([
+                json!(int(&st["desiredNumberScheduled"])),
+                json!(int(&st["currentNumberScheduled"])),
+                json!(int(&st["numberReady"])),
+                json!(int(&st["updatedNumberScheduled"])),
+                json!(int(&st["numberAvailable"])),
+                json!(label_selector(&json!({ "matchLabels": sp["template"]["spec"]["nodeSelector"] }))),
+                json!(age(o)),
+                json!(names),
+                json!(images),
+                json!(label_selector(&sp["selector"])),
+            ]);
+        }
         "Service" => {
             let ports: Vec<String> = sp["ports"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
                 .iter()
-                .map(|p| format!("{}/{}", int(&p["port"]), p["protocol"].as_str().unwrap_or("TCP")))
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                    match int(&p["nodePort"]) {
+                        0 => format!("{}/{protocol}", int(&p["port"])),
+                        node_port => format!("{}:{node_port}/{protocol}", int(&p["port"])),
+                    }
+                })
                 .collect();
+            let ty = sp["type"].as_str().unwrap_or("ClusterIP");
+            let external: Vec<String> = sp["externalIPs"].as_array().into_iter().flatten().map(s).collect();
+            // getServiceExternalIP: a balancer's addresses (sorted, deduplicated) before the external IPs.
+            let external = match ty {
+                "ClusterIP" | "NodePort" if external.is_empty() => "<none>".to_string(),
+                "ClusterIP" | "NodePort" => external.join(","),
+                "LoadBalancer" => {
+                    let mut lb: Vec<String> = st["loadBalancer"]["ingress"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str().filter(|ip| !ip.is_empty()).or(i["hostname"].as_str())).filter(|a| !a.is_empty()).map(str::to_string).collect();
+                    lb.sort();
+                    lb.dedup();
+                    lb.extend(external);
+                    if lb.is_empty() { "<pending>".to_string() } else { lb.join(",") }
+                }
+                "ExternalName" => s(&sp["externalName"]),
+                _ => "<unknown>".to_string(),
+            };
             c.extend([
-                json!(sp["type"].as_str().unwrap_or("ClusterIP")),
-                json!(sp["clusterIP"].as_str().unwrap_or("<none>")),
-                json!("<none>"),
+                json!(ty),
+                json!(sp["clusterIPs"][0].as_str().or(sp["clusterIP"].as_str()).unwrap_or("<none>")),
+                json!(external),
                 json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
                 json!(age(o)),
+                json!(label_selector(&json!({ "matchLabels": sp["selector"] }))),
             ]);
         }
         "ConfigMap" => c.extend([json!(count(&o["data"]) + count(&o["binaryData"])), json!(age(o))]),
@@ -294,9 +316,33 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
         }
         "Job" => {
             let done = int(&st["succeeded"]);
-            let want = sp["completions"].as_i64().unwrap_or(1);
-            let status = if done >= want { "Complete" } else if int(&st["failed"]) > 0 { "Failed" } else { "Running" };
-            c.extend([json!(status), json!(format!("{done}/{want}")), json!(age(o))]);
+            let completions = match (sp["completions"].as_i64(), int(&sp["parallelism"])) {
+                (Some(want), _) => format!("{done}/{want}"),
+                (None, p) if p > 1 => format!("{done}/1 of {p}"),
+                (None, _) => format!("{done}/1"),
+            };
+            let time = |field: &str| st[field].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            let duration = match (time("startTime"), time("completionTime")) {
+                (None, _) => String::new(),
+                (Some(start), None) => human_duration((chrono::Utc::now() - start.with_timezone(&chrono::Utc)).num_seconds()),
+                (Some(start), Some(end)) => human_duration((end - start).num_seconds()),
+            };
+            let condition = |t: &str| items(&st["conditions"]).iter().any(|c| c["type"] == t && c["status"] == "True");
+            let status = if condition("Complete") {
+                "Complete"
+            } else if condition("Failed") {
+                "Failed"
+            } else if o["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else if condition("Suspended") {
+                "Suspended"
+            } else if condition("FailureTarget") {
+                "FailureTarget"
+            } else {
+                "Running"
+            };
+            let (names, images) = containers(&sp["template"]);
+            c.extend([json!(status), json!(completions), json!(duration), json!(age(o)), json!(names), json!(images), json!(label_selector(&sp["selector"]))]);
         }
         "CronJob" => c.extend([
             json!(s(&sp["schedule"])),
@@ -310,13 +356,40 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             json!(st["active"].as_array().map_or(0, Vec::len)),
             json!(since(&st["lastScheduleTime"]).unwrap_or_else(|| "<none>".into())),
             json!(age(o)),
+            json!(containers(&sp["jobTemplate"]["spec"]["template"]).0),
+            json!(containers(&sp["jobTemplate"]["spec"]["template"]).1),
+            json!(label_selector(&sp["jobTemplate"]["spec"]["selector"])),
         ]),
-        "Event" => c.extend([
-            json!(s(&o["type"])),
-            json!(s(&o["reason"])),
-            json!(format!("{}/{}", s(&o["involvedObject"]["kind"]).to_lowercase(), s(&o["involvedObject"]["name"]))),
-            json!(s(&o["message"])),
-        ]),
+        "Event" => {
+            // printEvent: first seen falls back to eventTime, last seen to first seen; a series
+            // gives both the last time and the count; the name comes last.
+            let first = since(&o["firstTimestamp"]).or_else(|| since(&o["eventTime"])).unwrap_or_else(|| "<unknown>".into());
+            let series = &o["series"];
+            let last = if series.is_object() { since(&series["lastObservedTime"]).unwrap_or_else(|| "<unknown>".into()) } else { since(&o["lastTimestamp"]).unwrap_or_else(|| first.clone()) };
+            let count = if series.is_object() { int(&series["count"]) } else { o["count"].as_i64().filter(|n| *n != 0).unwrap_or(1) };
+            let involved = &o["involvedObject"];
+            let kind = s(&involved["kind"]).to_lowercase();
+            let target = match involved["name"].as_str().filter(|n| !n.is_empty()) {
+                Some(name) => format!("{kind}/{name}"),
+                None => kind,
+            };
+            let or = |a: &Value, b: &Value| a.as_str().filter(|v| !v.is_empty()).or(b.as_str()).unwrap_or("").to_string();
+            let (component, host) = (or(&o["source"]["component"], &o["reportingComponent"]), or(&o["source"]["host"], &o["reportingInstance"]));
+            let source = if host.is_empty() { component } else { format!("{component}, {host}") };
+            let name = c.remove(0);
+            c.extend([
+                json!(last),
+                json!(s(&o["type"])),
+                json!(s(&o["reason"])),
+                json!(target),
+                json!(s(&involved["fieldPath"])),
+                json!(source),
+                json!(s(&o["message"]).trim()),
+                json!(first),
+                json!(count),
+                name,
+            ]);
+        }
         "VirtualMachine" => {
             let or_none = |v: &Value| v.as_str().filter(|v| !v.is_empty()).unwrap_or("<none>").to_string();
             let status = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating".to_string() } else { or_none(&st["printableStatus"]) };
@@ -332,7 +405,6 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(int(&st["restartCount"])),
             ]);
         }
-        "CustomResourceDefinition" => c.push(o["metadata"]["creationTimestamp"].clone()),
         "PersistentVolume" => {
             let claim = if sp["claimRef"].is_object() { format!("{}/{}", s(&sp["claimRef"]["namespace"]), s(&sp["claimRef"]["name"])) } else { String::new() };
             c.extend([
@@ -398,14 +470,11 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             c.extend([json!(bound(&sp["minAvailable"])), json!(bound(&sp["maxUnavailable"])), json!(int(&st["disruptionsAllowed"])), json!(age(o))]);
         }
         "RuntimeClass" => c.extend([json!(s(&o["handler"])), json!(age(o))]),
-        "LimitRange" => c.push(o["metadata"]["creationTimestamp"].clone()),
         "PodTemplate" => {
-            let cs = o["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
-            let names: Vec<String> = cs.iter().map(|c| s(&c["name"])).collect();
-            let images: Vec<String> = cs.iter().map(|c| s(&c["image"])).collect();
+            let (names, images) = containers(&o["template"]);
             let mut labels: Vec<String> = o["template"]["metadata"]["labels"].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
             labels.sort();
-            c.extend([json!(names.join(",")), json!(images.join(",")), json!(if labels.is_empty() { "<none>".to_string() } else { labels.join(",") })]);
+            c.extend([json!(names), json!(images), json!(if labels.is_empty() { "<none>".to_string() } else { labels.join(",") })]);
         }
         "Ingress" => {
             let class = o["spec"]["ingressClassName"].as_str().unwrap_or("<none>").to_string();
@@ -453,7 +522,57 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]);
         }
         "CSINode" => c.extend([json!(sp["drivers"].as_array().map_or(0, Vec::len)), json!(age(o))]),
-        "CSIStorageCapacity" => c.extend([json!(s(&o["storageClassName"])), json!(o["capacity"].as_str().unwrap_or("<unset>"))]),
+        "Lease" => c.extend([json!(s(&sp["holderIdentity"])), json!(age(o))]),
+        "ServiceAccount" => c.extend([json!(o["secrets"].as_array().map_or(0, Vec::len)), json!(age(o))]),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = |k: &str| -> String {
+                let names = items(&o["subjects"]).iter().filter(|x| x["kind"] == k);
+                let names: Vec<String> = if k == "ServiceAccount" { names.map(|x| format!("{}/{}", s(&x["namespace"]), s(&x["name"]))).collect() } else { names.map(|x| s(&x["name"])).collect() };
+                names.join(", ")
+            };
+            c.extend([
+                json!(format!("{}/{}", s(&o["roleRef"]["kind"]), s(&o["roleRef"]["name"]))),
+                json!(age(o)),
+                json!(subjects("User")),
+                json!(subjects("Group")),
+                json!(subjects("ServiceAccount")),
+            ]);
+        }
+        "FlowSchema" => {
+            let dangling = items(&st["conditions"]).iter().find(|x| x["type"] == "Dangling").map_or("?".to_string(), |x| s(&x["status"]));
+            c.extend([
+                json!(s(&sp["priorityLevelConfiguration"]["name"])),
+                json!(int(&sp["matchingPrecedence"])),
+                json!(sp["distinguisherMethod"]["type"].as_str().unwrap_or("<none>")),
+                json!(age(o)),
+                json!(dangling),
+            ]);
+        }
+        "PriorityLevelConfiguration" => {
+            let (limited, queuing) = (&sp["limited"], &sp["limited"]["limitResponse"]["queuing"]);
+            let number = |present: bool, v: &Value| if present { json!(int(v)) } else { json!("<none>") };
+            c.extend([
+                json!(s(&sp["type"])),
+                number(limited.is_object(), &limited["nominalConcurrencyShares"]),
+                number(queuing.is_object(), &queuing["queues"]),
+                number(queuing.is_object(), &queuing["handSize"]),
+                number(queuing.is_object(), &queuing["queueLengthLimit"]),
+                json!(age(o)),
+            ]);
+        }
+        "APIService" => {
+            let svc = &sp["service"];
+            let service = if svc.is_object() { format!("{}/{}", s(&svc["namespace"]), s(&svc["name"])) } else { "Local".to_string() };
+            let available = match items(&st["conditions"]).iter().find(|x| x["type"] == "Available") {
+                None => "Unknown".to_string(),
+                Some(x) if x["status"] == "True" => "True".to_string(),
+                Some(x) => match x["reason"].as_str().filter(|r| !r.is_empty()) {
+                    Some(reason) => format!("{} ({reason})", s(&x["status"])),
+                    None => s(&x["status"]),
+                },
+            };
+            c.extend([json!(service), json!(available), json!(age(o))]);
+        }
         "VolumeAttachment" => c.extend([
             json!(s(&sp["attacher"])),
             json!(sp["source"]["persistentVolumeName"].as_str().unwrap_or("")),
@@ -512,9 +631,17 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             };
             c.extend([json!(age(o)), json!(s(&sp["signerName"])), json!(s(&sp["username"])), json!(duration), json!(condition)]);
         }
-        _ => c.push(json!(age(o))),
+        "" => c.push(json!(age(o))),
+        // The default convertor: the creation time (RFC 3339, UTC).
+        _ => c.push(json!(chrono::DateTime::parse_from_rfc3339(&s(&o["metadata"]["creationTimestamp"])).map_or(String::new(), |t| t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string()))),
     }
     c
+}
+
+/// The wide Containers and Images cells of a pod template: names and images, comma-separated.
+fn containers(template: &Value) -> (String, String) {
+    let cs = items(&template["spec"]["containers"]);
+    (cs.iter().map(|c| s(&c["name"])).collect::<Vec<_>>().join(","), cs.iter().map(|c| s(&c["image"])).collect::<Vec<_>>().join(","))
 }
 
 /// A Pod's cells after NAME, as kubectl's pod printer computes them: READY counts running ready
@@ -627,19 +754,16 @@ fn pod_cells(o: &Value) -> Vec<Value> {
 
 /// Render objects as a Table. `list_meta` carries resourceVersion/continue of the list.
 pub fn table(kind: &str, objects: &[Value], list_meta: Value) -> Value {
+    let meta_doc = |field: &str| crate::k8s_docs::doc("ObjectMeta", field).unwrap_or("");
     let defs: Vec<Value> = columns(kind)
         .iter()
-        .enumerate()
-        .map(|(i, (name, ty))| {
-            let wide = match kind {
-                "Pod" => i > 4,
-                "Node" => i > 4,
-                "PersistentVolume" | "PersistentVolumeClaim" => *name == "VolumeMode",
-                "VirtualMachine" => i > 5,
-                _ => false,
+        .map(|c| {
+            let description = match (c.description, c.name) {
+                ("", "Name") => meta_doc("name"),
+                ("", "Age" | "Created At") => meta_doc("creationTimestamp"),
+                (d, _) => d,
             };
-            let priority = if wide { 1 } else { 0 };
-            json!({ "name": name, "type": ty, "format": if i == 0 { "name" } else { "" }, "description": "", "priority": priority })
+            json!({ "name": c.name, "type": c.ty, "format": c.format, "description": description, "priority": c.priority })
         })
         .collect();
     let rows: Vec<Value> = objects
@@ -840,5 +964,75 @@ mod tests {
         assert_eq!(wide, [0, 0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(t["rows"][0]["cells"].as_array().unwrap()[5..], [json!("10.0.0.5"), json!("n1"), json!("<none>"), json!("1/2")]);
         assert_eq!(t["rows"][0]["conditions"], json!([{ "type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully." }]));
+    }
+
+    #[test]
+    fn every_served_kind_has_a_cell_per_column() {
+        let obj = json!({ "metadata": { "name": "x", "creationTimestamp": "2020-01-01T00:00:00Z" } });
+        for r in crate::resources::RESOURCES {
+            let t = table(r.builtin(), &[obj.clone()], json!({}));
+            let (defs, cells) = (t["columnDefinitions"].as_array().unwrap(), t["rows"][0]["cells"].as_array().unwrap());
+            assert_eq!(defs.len(), cells.len(), "{}: columns {defs:?} cells {cells:?}", r.kind);
+            let named: Vec<usize> = defs.iter().enumerate().filter(|(_, d)| d["format"] == "name").map(|(i, _)| i).collect();
+            // (Upstream's VolumeAttachment printer marks its Attacher column a name too.)
+            assert!(!named.is_empty(), "{}: a name column", r.kind);
+            assert_eq!(cells[named[0]], "x", "{}: the first name column holds the name", r.kind);
+            // Described (upstream leaves a few others empty: RuntimeClass's Handler reads a key ObjectMeta lacks).
+            assert!(defs.iter().filter(|d| ["Name", "Age", "Created At"].contains(&d["name"].as_str().unwrap_or(""))).all(|d| d["description"].as_str().is_some_and(|d| !d.is_empty())), "{}: {defs:?}", r.kind);
+        }
+    }
+
+    fn header(kind: &str, wide: bool) -> Vec<String> {
+        let t = table(kind, &[], json!({}));
+        t["columnDefinitions"].as_array().unwrap().iter().filter(|c| wide || c["priority"] == 0).map(|c| s(&c["name"])).collect()
+    }
+
+    #[test]
+    fn columns_are_upstreams_printers() {
+        assert_eq!(header("Event", false), ["Last Seen", "Type", "Reason", "Object", "Message"]);
+        assert_eq!(header("Lease", false), ["Name", "Holder", "Age"]);
+        assert_eq!(header("Deployment", true), ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]);
+        assert_eq!(header("DaemonSet", false), ["Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Node Selector", "Age"]);
+        assert_eq!(header("Job", false), ["Name", "Status", "Completions", "Duration", "Age"]);
+        assert_eq!(header("RoleBinding", true), ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]);
+        // Kinds whose storage uses the default convertor, whatever printers.go has.
+        assert_eq!(header("ClusterRole", false), ["Name", "Created At"]);
+        assert_eq!(header("CSIStorageCapacity", false), ["Name", "Created At"]);
+        assert_eq!(header("", false), ["Name", "Age"]);
+    }
+
+    fn row(kind: &str, o: Value) -> Vec<Value> {
+        table(kind, &[o], json!({}))["rows"][0]["cells"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn cells_as_upstreams_printers() {
+        let ago = |secs: i64| (chrono::Utc::now() - chrono::Duration::seconds(secs)).to_rfc3339();
+        let lease = json!({ "metadata": { "name": "kube-scheduler" }, "spec": { "holderIdentity": "strata-1_ab" } });
+        assert_eq!(row("Lease", lease)[1], "strata-1_ab");
+        let template = json!({ "spec": { "containers": [{ "name": "web", "image": "nginx:1" }, { "name": "log", "image": "busybox" }] } });
+        let selector = json!({ "matchLabels": { "b": "2", "a": "1" }, "matchExpressions": [{ "key": "aa", "operator": "In", "values": ["z", "y"] }] });
+        let deploy = json!({ "metadata": { "name": "web" }, "spec": { "replicas": 3, "selector": selector, "template": template }, "status": { "readyReplicas": 2 } });
+        assert_eq!(row("Deployment", deploy)[1..], [json!("2/3"), json!(0), json!(0), json!("<unknown>"), json!("web,log"), json!("nginx:1,busybox"), json!("a=1,aa in (y,z),b=2")]);
+        let job = |status: Value| row("Job", json!({ "metadata": { "name": "j" }, "spec": { "parallelism": 3, "template": template }, "status": status }));
+        assert_eq!(job(json!({ "startTime": ago(200) }))[1..4], [json!("Running"), json!("0/1 of 3"), json!("3m20s")]);
+        let done = json!({ "startTime": "2020-01-01T00:00:00Z", "completionTime": "2020-01-01T00:00:42Z", "succeeded": 1, "conditions": [{ "type": "Complete", "status": "True" }] });
+        assert_eq!(job(done)[1..4], [json!("Complete"), json!("1/1 of 3"), json!("42s")]);
+        let event = json!({ "metadata": { "name": "web.1" }, "type": "Normal", "reason": "Scheduled", "message": " Assigned \n", "involvedObject": { "kind": "Pod", "name": "web", "fieldPath": "spec.containers{a}" },
+            "firstTimestamp": ago(600), "lastTimestamp": ago(30), "count": 4, "source": { "component": "default-scheduler" }, "reportingInstance": "n1" });
+        assert_eq!(row("Event", event), [json!("30s"), json!("Normal"), json!("Scheduled"), json!("pod/web"), json!("spec.containers{a}"), json!("default-scheduler, n1"), json!("Assigned"), json!("10m"), json!(4), json!("web.1")]);
+        let binding = json!({ "metadata": { "name": "b" }, "roleRef": { "kind": "ClusterRole", "name": "view" },
+            "subjects": [{ "kind": "User", "name": "ann" }, { "kind": "ServiceAccount", "namespace": "ns", "name": "sa" }, { "kind": "User", "name": "bob" }] });
+        assert_eq!(row("RoleBinding", binding)[1..], [json!("ClusterRole/view"), json!("<unknown>"), json!("ann, bob"), json!(""), json!("ns/sa")]);
+        let svc = json!({ "metadata": { "name": "s" }, "spec": { "type": "NodePort", "clusterIPs": ["10.0.0.9"], "ports": [{ "port": 80, "nodePort": 30080, "protocol": "TCP" }], "selector": { "app": "web" } } });
+        assert_eq!(row("Service", svc)[1..], [json!("NodePort"), json!("10.0.0.9"), json!("<none>"), json!("80:30080/TCP"), json!("<unknown>"), json!("app=web")]);
+        assert_eq!(row("Role", json!({ "metadata": { "name": "r", "creationTimestamp": "2020-01-01T01:02:03+01:00" } }))[1], "2020-01-01T00:02:03Z");
+    }
+
+    #[test]
+    fn durations_read_as_apimachinerys() {
+        for (secs, want) in [(-5, "<invalid>"), (-1, "0s"), (119, "119s"), (120, "2m"), (200, "3m20s"), (599, "9m59s"), (600, "10m"), (10_799, "179m"), (10_800, "3h"), (18_600, "5h10m"), (28_800, "8h"), (172_799, "47h"), (172_800, "2d"), (187_200, "2d4h"), (691_200, "8d"), (63_072_000, "2y"), (63_936_000, "2y10d"), (252_288_000, "8y")] {
+            assert_eq!(human_duration(secs), want, "{secs} s");
+        }
     }
 }
