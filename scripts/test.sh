@@ -45,6 +45,8 @@ python3 scripts/gen-k8s-sysctls.py --check
 python3 scripts/gen-k8s-docs.py --check
 # And the Table columns of the built-in kinds (kubectl get), from kube-apiserver's printers.
 python3 scripts/gen-k8s-printers.py --check
+# And the priorities of the built-in group versions' APIServices, from kube-apiserver's.
+python3 scripts/gen-k8s-apiservices.py --check
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/strata-target}"
 cargo build --workspace --all-targets --locked

@@ -1067,3 +1067,58 @@ fn selectable_fields_select_custom_objects() {
     let names = ok(&s, &k33, &["get", "crd", "-o", "name"], None);
     assert!(!names.contains("badselect") && !names.contains("many."), "nothing stored: {names}");
 }
+
+/// The APIServices of the group versions served here, as kube-apiserver's autoregister and
+/// crdregistration controllers keep them: one per built-in group version (upstream's
+/// priorities), one per served version of a definition; Local and Available; put back when
+/// deleted or changed, removed with the definition; a user's own APIService left alone.
+#[test]
+fn local_api_services_follow_the_served_group_versions() {
+    let s = ApiServer::start(Backend::Embedded);
+    let get = |name: &str| -> Value { serde_json::from_slice(&s.kubectl(&["get", "apiservice", name, "-o", "json"]).stdout).unwrap_or(Value::Null) };
+    assert!(common::eventually(Duration::from_secs(10), || get("v1.apps")["spec"]["groupPriorityMinimum"] == 17800), "{}", s.ok(&["get", "apiservices"]));
+    let core = get("v1.");
+    assert_eq!((core["spec"]["group"].as_str(), core["spec"]["version"].as_str(), core["spec"]["versionPriority"].as_i64()), (Some(""), Some("v1"), Some(1)), "{core}");
+    assert_eq!(core["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"], "onstart", "{core}");
+    assert_eq!(get("v2.autoscaling")["spec"]["versionPriority"], 30);
+    let table = s.ok(&["get", "apiservices"]);
+    let apps: Vec<&str> = table.lines().find(|l| l.starts_with("v1.apps ")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    assert_eq!(apps.get(1..3), Some(&["Local", "True"][..]), "{table}");
+
+    // A definition's served versions get theirs (and lose them with it).
+    s.ok_stdin(&["apply", "-f", "-"], Some(&redis_crd("cache.example.com", false)));
+    assert!(common::eventually(Duration::from_secs(10), || get("v1beta1.cache.example.com")["spec"]["groupPriorityMinimum"] == 1000));
+    let v1 = get("v1.cache.example.com");
+    assert_eq!((v1["spec"]["versionPriority"].as_i64(), v1["metadata"]["labels"]["kube-aggregator.kubernetes.io/automanaged"].as_str()), (Some(100), Some("true")), "{v1}");
+    assert_eq!(v1["status"]["conditions"][0]["reason"], "Local", "{v1}");
+
+    // Deleted or changed: put back. A user's own: left alone.
+    s.ok(&["delete", "apiservice", "v1.apps"]);
+    s.ok(&["patch", "apiservice", "v1.batch", "--type=merge", "-p", r#"{"spec":{"groupPriorityMinimum":5}}"#]);
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\nspec: {group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100, service: {namespace: kube-system, name: metrics-server}, insecureSkipTLSVerify: true}\n"));
+    assert!(common::eventually(Duration::from_secs(20), || get("v1.apps")["spec"]["version"] == "v1" && get("v1.batch")["spec"]["groupPriorityMinimum"] == 17400));
+    s.ok(&["delete", "crd", "redisclusters.cache.example.com"]);
+    assert!(common::eventually(Duration::from_secs(20), || get("v1.cache.example.com").is_null() && get("v1beta1.cache.example.com").is_null()), "{}", s.ok(&["get", "apiservices"]));
+    assert_eq!(get("v1beta1.metrics.k8s.io")["spec"]["service"]["name"], "metrics-server");
+    // strata's own group is registered as an out-of-tree one.
+    assert_eq!(get("v1.strata.dev")["spec"]["groupPriorityMinimum"], 1000);
+}
+
+/// Discovery lists groups as kube-aggregator does: its own group first, then by the groups'
+/// APIService priority, then by name (custom groups, at 1000, after the built-ins).
+#[test]
+fn discovery_orders_groups_by_their_priority() {
+    let s = ApiServer::start(Backend::Embedded);
+    s.ok_stdin(&["apply", "-f", "-"], Some(&redis_crd("aaa.example.com", false)));
+    assert!(common::eventually(Duration::from_secs(10), || s.ok(&["api-versions"]).contains("aaa.example.com/v1")));
+    let names = |v: &Value, list: &str, name: &str| -> Vec<String> { v[list].as_array().into_iter().flatten().map(|g| g.pointer(name).and_then(Value::as_str).unwrap_or("").to_string()).collect() };
+    let legacy = names(&s.get_json("/apis"), "groups", "/name");
+    assert_eq!(legacy[..6], ["apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling"], "{legacy:?}");
+    let at = |g: &str| legacy.iter().position(|x| x == g).unwrap_or(usize::MAX);
+    assert!(at("admissionregistration.k8s.io") < at("apiextensions.k8s.io") && at("apiextensions.k8s.io") < at("scheduling.k8s.io"), "{legacy:?}");
+    assert_eq!(legacy[legacy.len() - 2..], ["aaa.example.com", "strata.dev"], "{legacy:?}");
+    // Aggregated discovery (what kubectl 1.30+ reads) in the same order.
+    let (code, body) = s.curl_headers("GET", "/apis", Auth::Admin, &["Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".to_string()], None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(names(&json_of(&body), "items", "/metadata/name"), legacy);
+}

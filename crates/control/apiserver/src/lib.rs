@@ -43,6 +43,8 @@ pub mod k8s_docs;
 pub mod k8s_meta;
 pub mod k8s_messages;
 mod k8s_printers;
+mod k8s_apiservices;
+mod apiservices;
 pub mod kubernetes_service;
 pub mod managed;
 pub mod metrics;

@@ -201,7 +201,7 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .or_else(|| crate::crd::find(group, version, plural))
 }
 
-/// Groups in discovery order (core first, custom groups last).
+/// Groups in discovery order: kube-aggregator's, by group priority ([`crate::apiservices::group_priority`]).
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for r in discoverable() {
@@ -209,6 +209,8 @@ pub fn groups() -> Vec<&'static str> {
             out.push(r.group);
         }
     }
+    // As kube-aggregator lists them: by group priority, highest first, then by name.
+    out.sort_by_key(|g| (std::cmp::Reverse(crate::apiservices::group_priority(g)), *g));
     out
 }
 

@@ -216,6 +216,8 @@ impl Server {
         // Custom kinds are served from the first request on.
         crate::crd::refresh(store.as_ref()).await;
         tokio::spawn(crate::crd::run(store.clone()));
+        // The APIServices of the group versions served here (built-in and custom).
+        tokio::spawn(crate::apiservices::run(store.clone()));
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
         // Node agents serve pod streams only to this identity (kubeadm's name for it).
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
