@@ -99,6 +99,15 @@ fn system_namespaces_and_discovery(backend: Backend) {
     }
     let (code, _) = s.curl("GET", "/healthz", Auth::Anonymous, None, None);
     assert_eq!(code, 200);
+    // The health checks, one by one as kube-apiserver lists them.
+    let ready = s.ok(&["get", "--raw", "/readyz?verbose"]);
+    assert_eq!(ready.lines().last(), Some("readyz check passed"), "{ready}");
+    for check in ["[+]ping ok", "[+]etcd ok", "[+]etcd-readiness ok", "[+]autoregister-completion ok"] {
+        assert!(ready.lines().any(|l| l == check), "{check}: {ready}");
+    }
+    assert_eq!(s.ok(&["get", "--raw", "/livez/etcd"]), "ok");
+    let live = s.ok(&["get", "--raw", "/livez?verbose&exclude=etcd"]);
+    assert!(live.contains("[+]etcd excluded: ok\n") && live.ends_with("livez check passed\n"), "{live}");
 }
 
 fn apply_edit_patch_scale_delete_with_kubectl(backend: Backend) {

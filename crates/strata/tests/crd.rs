@@ -1102,6 +1102,8 @@ fn local_api_services_follow_the_served_group_versions() {
     assert_eq!(get("v1beta1.metrics.k8s.io")["spec"]["service"]["name"], "metrics-server");
     // strata's own group is registered as an out-of-tree one.
     assert_eq!(get("v1.strata.dev")["spec"]["groupPriorityMinimum"], 1000);
+    // The aggregator's own group has none (it is not a delegate's).
+    assert!(get("v1.apiregistration.k8s.io").is_null());
 }
 
 /// Discovery lists groups as kube-aggregator does: its own group first, then by the groups'

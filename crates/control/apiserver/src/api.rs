@@ -51,6 +51,8 @@ pub struct Api {
     pub service_account_admission: bool,
     /// The managedFields of recent creates, for objects created alike.
     pub created_fields: managed::CreatedFields,
+    /// What the readiness checks wait for ([`crate::health`]).
+    pub started: Arc<crate::health::Started>,
 }
 
 /// What a request knows of its connection.
@@ -308,7 +310,7 @@ impl Api {
             self.authorize(user, &Attributes::non_resource(&verb, path_attr)).await?;
         }
         if method == Method::GET {
-            if let Some(r) = self.non_resource(path, accept, headers).await {
+            if let Some(r) = self.non_resource(path, query, accept, headers).await {
                 return Ok(r);
             }
         }
@@ -728,15 +730,11 @@ impl Api {
         Err(ApiError::forbidden_by(user, a))
     }
 
-    async fn non_resource(&self, path: &str, accept: &str, headers: &HeaderMap) -> Option<Response> {
+    async fn non_resource(&self, path: &str, query: Option<&str>, accept: &str, headers: &HeaderMap) -> Option<Response> {
         let ok = |v: Value| Some(json_response(StatusCode::OK, &v));
         match path {
             "/version" => ok(discovery::version()),
             "/metrics" => Some((StatusCode::OK, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render(&self.cache)).into_response()),
-            "/healthz" | "/livez" | "/readyz" => {
-                let healthy = self.store.revision().await.is_ok();
-                Some(if healthy { (StatusCode::OK, "ok").into_response() } else { (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable").into_response() })
-            }
             "/api" | "/apis" => {
                 let core = path == "/api";
                 match discovery::wants_aggregated(accept) {
@@ -752,6 +750,9 @@ impl Api {
             "/openapi/v2" => Some(crate::openapi_v2::serve(headers)),
             "/openapi/v3" => ok(crate::openapi::index()),
             p if p.starts_with("/openapi/v3/") => crate::openapi::document(&p["/openapi/v3/".len()..]).and_then(ok),
+            p if ["/healthz", "/livez", "/readyz"].iter().any(|h| p == *h || p.strip_prefix(h).is_some_and(|rest| rest.starts_with('/'))) => {
+                crate::health::serve(p, &query_pairs(query), self.store.as_ref(), &self.started).await
+            }
             _ => {
                 let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
                 match segs.as_slice() {
@@ -2471,6 +2472,7 @@ mod tests {
             default_tolerations: Default::default(),
             service_account_admission: false,
             created_fields: Default::default(),
+            started: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use strata_store::Store;
 
 const LABEL: &str = "kube-aggregator.kubernetes.io/automanaged";
+const AGGREGATOR: &str = "apiregistration.k8s.io";
 /// How often the served group versions are compared with what was last written.
 const POLL: Duration = Duration::from_secs(2);
 /// How often the stored APIServices are checked anyway (one deleted by hand comes back).
@@ -25,7 +26,7 @@ const RESYNC: Duration = Duration::from_secs(10);
 /// A group's place in discovery (kube-aggregator's): the aggregator's own group first (20001),
 /// then the highest priority of its versions, a custom group's 1000.
 pub fn group_priority(group: &str) -> i32 {
-    if group == "apiregistration.k8s.io" {
+    if group == AGGREGATOR {
         return 20001;
     }
     crate::k8s_apiservices::PRIORITIES.iter().filter(|(g, ..)| *g == group).map(|(_, _, p, _)| *p).max().unwrap_or(CUSTOM.0)
@@ -53,7 +54,8 @@ fn api_service(group: &str, version: &str) -> Value {
 pub fn desired() -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for r in crate::resources::served() {
-        if out.contains_key(&format!("{}.{}", r.version, r.group)) {
+        // The aggregator's own group is not a delegate's: upstream registers no APIService for it.
+        if r.group == AGGREGATOR || out.contains_key(&format!("{}.{}", r.version, r.group)) {
             continue;
         }
         out.insert(format!("{}.{}", r.version, r.group), api_service(r.group, r.version));
@@ -114,13 +116,16 @@ pub async fn reconcile(store: &dyn Store, want: &BTreeMap<String, Value>) -> Res
 
 /// Keep them for the life of the process: at once when the served group versions change (a
 /// CustomResourceDefinition comes or goes), and every [`RESYNC`].
-pub async fn run(store: Arc<dyn Store>) {
+pub async fn run(store: Arc<dyn Store>, started: Arc<crate::health::Started>) {
     let mut last: Option<(BTreeMap<String, Value>, Instant)> = None;
     loop {
         let want = desired();
         if last.as_ref().is_none_or(|(done, at)| *done != want || at.elapsed() >= RESYNC) {
             match reconcile(store.as_ref(), &want).await {
-                Ok(()) => last = Some((want, Instant::now())),
+                Ok(()) => {
+                    last = Some((want, Instant::now()));
+                    started.api_services.store(true, std::sync::atomic::Ordering::Release);
+                }
                 Err(e) => tracing::warn!(error = %e, "keeping the local APIServices"),
             }
         }

@@ -45,6 +45,7 @@ pub mod k8s_messages;
 mod k8s_printers;
 mod k8s_apiservices;
 mod apiservices;
+mod health;
 pub mod kubernetes_service;
 pub mod managed;
 pub mod metrics;

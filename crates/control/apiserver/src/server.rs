@@ -217,13 +217,14 @@ impl Server {
         crate::crd::refresh(store.as_ref()).await;
         tokio::spawn(crate::crd::run(store.clone()));
         // The APIServices of the group versions served here (built-in and custom).
-        tokio::spawn(crate::apiservices::run(store.clone()));
+        let started = Arc::new(crate::health::Started::default());
+        tokio::spawn(crate::apiservices::run(store.clone(), started.clone()));
         let long_running = Arc::new(tokio::sync::Semaphore::new(cfg.max_long_running));
         // Node agents serve pod streams only to this identity (kubeadm's name for it).
         let (cert, key, ca) = crate::pki::component_identity(&cfg.pki, crate::proxy::CLIENT_USER, &[], crate::pki::LEAF_LIFETIME)
             .map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?;
         let kubelet = Some(crate::proxy::KubeletClient::new(&ca, &cert, &key).map_err(|e| ServerError::Tls(format!("node agent client certificate: {e}")))?);
-        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations, service_account_admission: cfg.service_account_admission, created_fields: Default::default() }), audit: cfg.audit, flow: Arc::new(crate::flowcontrol::FlowControl::new(cfg.flow_limits)) })
+        Ok(Self { listener, tls, api: Arc::new(Api { store, authz, authn, cache, long_running, kubelet, default_tolerations: cfg.default_tolerations, service_account_admission: cfg.service_account_admission, created_fields: Default::default(), started }), audit: cfg.audit, flow: Arc::new(crate::flowcontrol::FlowControl::new(cfg.flow_limits)) })
     }
 
     /// Publish the cluster's CA and this server's URL in `kube-public/cluster-info`, where
