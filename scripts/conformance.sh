@@ -294,7 +294,8 @@ strata_bin() {
     fi
     command -v protoc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >&2
     (cd "$REPO" && $NICE cargo build --locked -p strata --bin strata >&2)
-    echo "${CARGO_TARGET_DIR:-$REPO/target}/debug/strata"
+    # Where cargo put it: CARGO_TARGET_DIR, else the repository's .cargo/config.toml target-dir.
+    (cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"] + "/debug/strata")')
 }
 
 cleanup() {

@@ -1119,6 +1119,13 @@ fn discovery_orders_groups_by_their_priority() {
     let at = |g: &str| legacy.iter().position(|x| x == g).unwrap_or(usize::MAX);
     assert!(at("admissionregistration.k8s.io") < at("apiextensions.k8s.io") && at("apiextensions.k8s.io") < at("scheduling.k8s.io"), "{legacy:?}");
     assert_eq!(legacy[legacy.len() - 2..], ["aaa.example.com", "strata.dev"], "{legacy:?}");
+    // Both served versions carry the storage version's hash (upstream's sha256 of
+    // "aaa.example.com/v1/RedisCluster", first 8 bytes, base64).
+    for v in ["v1", "v1beta1"] {
+        let list = s.get_json(&format!("/apis/aaa.example.com/{v}"));
+        let r = list["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "redisclusters").cloned().unwrap_or(Value::Null);
+        assert_eq!(r["storageVersionHash"], "UdVzuEDYJ+Q=", "{list}");
+    }
     // Aggregated discovery (what kubectl 1.30+ reads) in the same order.
     let (code, body) = s.curl_headers("GET", "/apis", Auth::Admin, &["Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".to_string()], None);
     assert_eq!(code, 200, "{body}");

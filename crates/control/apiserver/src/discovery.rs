@@ -59,7 +59,32 @@ fn resource_json(r: &Resource) -> Value {
     if !r.categories.is_empty() {
         v["categories"] = json!(r.categories);
     }
+    if let Some(hash) = storage_version_hash(r) {
+        v["storageVersionHash"] = json!(hash);
+    }
     v
+}
+
+/// A stored kind's `storageVersionHash`, as upstream's `discovery.StorageVersionHash`: the first
+/// eight bytes of the SHA-256 of `group/version/Kind` of the version it is stored at, in base64
+/// (the same for every version a kind is served at). None for the review kinds, never stored.
+fn storage_version_hash(r: &Resource) -> Option<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    if r.verbs() == ["create"] {
+        return None;
+    }
+    let (group, version) = match crate::crd::definition(r) {
+        Some(d) => (d.group.clone(), d.storage.clone()),
+        // The kinds served at two versions are stored at one (convert.rs).
+        None => match (r.group, r.kind) {
+            ("autoscaling", "HorizontalPodAutoscaler") => ("autoscaling".into(), "v2".into()),
+            ("events.k8s.io", "Event") => (String::new(), "v1".into()),
+            _ => (r.group.to_string(), r.version.to_string()),
+        },
+    };
+    let digest = sha2::Sha256::digest(format!("{group}/{version}/{}", r.kind).as_bytes());
+    Some(base64::engine::general_purpose::STANDARD.encode(&digest[..8]))
 }
 
 fn subresource_json(r: &Resource, sub: &str) -> Value {
@@ -190,6 +215,20 @@ fn aggregated_version(g: &str, v: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_version_hashes_are_upstreams() {
+        // Values kube-apiserver v1.32 publishes (kubectl get --raw /api/v1 and /apis/apps/v1).
+        let pods = resources::find("", "v1", "pods").expect("pods");
+        assert_eq!(resource_json(pods)["storageVersionHash"], "xPOwRZ+Yhw8=");
+        let deployments = resources::find("apps", "v1", "deployments").expect("deployments");
+        assert_eq!(resource_json(deployments)["storageVersionHash"], "8aSe+NMegvE=");
+        let v1 = resources::find("autoscaling", "v1", "horizontalpodautoscalers").expect("hpa v1");
+        let v2 = resources::find("autoscaling", "v2", "horizontalpodautoscalers").expect("hpa v2");
+        assert_eq!(resource_json(v1)["storageVersionHash"], resource_json(v2)["storageVersionHash"]);
+        let review = resources::REVIEWS.iter().find(|r| r.kind == "TokenReview").expect("review");
+        assert!(resource_json(review)["storageVersionHash"].is_null());
+    }
 
     #[test]
     fn accept_negotiation() {
