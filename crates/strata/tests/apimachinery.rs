@@ -417,3 +417,328 @@ fn the_system_config_maps_are_published() {
     let role = s.get_json("/apis/rbac.authorization.k8s.io/v1/namespaces/kube-system/roles/extension-apiserver-authentication-reader");
     assert_eq!(role["rules"][0]["resourceNames"][0], "extension-apiserver-authentication", "{role}");
 }
+
+/// An HTTPS admission webhook server on loopback (a self-signed certificate for 127.0.0.1), run
+/// by the test: `/validate` denies ConfigMaps with a `forbidden` key and warns on every review,
+/// `/mutate` labels what it is sent `mutated=<n>` (n counting its calls, so a reinvocation shows),
+/// `/slow` answers after 3 s, `/protect` denies every DELETE. Every review it gets is kept.
+struct WebhookServer {
+    port: u16,
+    ca_bundle: String,
+    reviews: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl WebhookServer {
+    fn start() -> WebhookServer {
+        Self::start_on("127.0.0.1".parse().expect("ip"), &[])
+    }
+
+    /// Listening on `ip`, with a certificate for it and for `names`.
+    fn start_on(ip: std::net::IpAddr, names: &[&str]) -> WebhookServer {
+        use std::sync::{Arc, Mutex};
+        use serde_json::json;
+        let key = rcgen::KeyPair::generate().expect("key");
+        let sans: Vec<String> = std::iter::once(ip.to_string()).chain(names.iter().map(|n| n.to_string())).collect();
+        let cert = rcgen::CertificateParams::new(sans).expect("params").self_signed(&key).expect("self-signed");
+        let ca_bundle = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(cert.pem())
+        };
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let listener = runtime.block_on(tokio::net::TcpListener::bind((ip, 0))).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let reviews: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+        let seen = reviews.clone();
+        runtime.spawn(async move {
+            let mutations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            while let Ok((conn, _)) = listener.accept().await {
+                let (acceptor, seen, mutations) = (acceptor.clone(), seen.clone(), mutations.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(conn).await else { return };
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (seen, mutations) = (seen.clone(), mutations.clone());
+                        async move {
+                            use http_body_util::BodyExt;
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().unwrap_or("").to_string();
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                            seen.lock().expect("reviews").push((format!("{path}?{query}"), review.clone()));
+                            let request = &review["request"];
+                            let uid = request["uid"].clone();
+                            let response = match path.as_str() {
+                                "/validate" => {
+                                    let forbidden = request["object"]["data"].get("forbidden").is_some();
+                                    if forbidden {
+                                        json!({"uid": uid, "allowed": false, "status": {"code": 403, "message": "the key \"forbidden\" is not allowed"}})
+                                    } else {
+                                        json!({"uid": uid, "allowed": true, "warnings": [format!("validated {} {}", request["operation"].as_str().unwrap_or(""), request["name"].as_str().unwrap_or(""))]})
+                                    }
+                                }
+                                "/mutate" => {
+                                    use base64::Engine;
+                                    let n = mutations.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                                    let ops = if request["object"]["metadata"]["labels"].is_object() {
+                                        json!([{"op": "add", "path": "/metadata/labels/mutated", "value": n.to_string()}])
+                                    } else {
+                                        json!([{"op": "add", "path": "/metadata/labels", "value": {"mutated": n.to_string()}}])
+                                    };
+                                    let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+                                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+                                }
+                                "/annotate" => {
+                                    use base64::Engine;
+                                    let ops = if request["object"]["metadata"]["annotations"].is_object() {
+                                        json!([{"op": "add", "path": "/metadata/annotations/annotated", "value": "yes"}])
+                                    } else {
+                                        json!([{"op": "add", "path": "/metadata/annotations", "value": {"annotated": "yes"}}])
+                                    };
+                                    let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+                                    json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+                                }
+                                "/slow" => {
+                                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                                    json!({"uid": uid, "allowed": true})
+                                }
+                                "/protect" if request["operation"] == "DELETE" => json!({"uid": uid, "allowed": false, "status": {"message": "protected"}}),
+                                "/protect" => json!({"uid": uid, "allowed": true}),
+                                _ => json!({"uid": "wrong", "allowed": true}),
+                            };
+                            let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+                            hyper::Response::builder().header("content-type", "application/json").body(http_body_util::Full::new(hyper::body::Bytes::from(out.to_string())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+                });
+            }
+        });
+        WebhookServer { port, ca_bundle, reviews, _runtime: runtime }
+    }
+
+    /// A webhook entry calling `path`, for `resources` and `operations`.
+    fn hook(&self, name: &str, path: &str, resources: &str, operations: &str, extra: &str) -> String {
+        format!(
+            "- name: {name}\n  clientConfig: {{url: \"https://127.0.0.1:{}{path}\", caBundle: \"{}\"}}\n  rules: [{{operations: [{operations}], apiGroups: [\"\"], apiVersions: [v1], resources: [{resources}]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n{extra}",
+            self.port, self.ca_bundle
+        )
+    }
+
+    fn reviews_to(&self, path: &str) -> Vec<serde_json::Value> {
+        self.reviews.lock().expect("reviews").iter().filter(|(p, _)| p.starts_with(&format!("{path}?"))).map(|(_, r)| r.clone()).collect()
+    }
+}
+
+/// Admission webhooks are called (they were stored and ignored before): a validating webhook's
+/// denial is the request's 403 with upstream's message and its warnings reach kubectl; a
+/// mutating webhook's JSONPatch is stored, on create, update, patch and server-side apply,
+/// with the namespaceSelector and objectSelector narrowing what is sent; an IfNeeded webhook is
+/// called again after a later one changed the object; DELETEs are sent with the stored object;
+/// a webhook that cannot be reached or answers late fails the request under failurePolicy Fail
+/// and is skipped under Ignore; webhook configurations themselves are never sent.
+#[test]
+fn admission_webhooks_are_called() {
+    let s = ApiServer::start(Backend::Embedded);
+    let w = WebhookServer::start();
+    s.ok(&["create", "namespace", "hooked"]);
+    s.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    s.ok(&["create", "namespace", "plain"]);
+    let validating = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: check}}\nwebhooks:\n{}",
+        w.hook("validate.strata.test", "/validate", "configmaps", "CREATE, UPDATE", "  namespaceSelector: {matchLabels: {webhooks: \"on\"}}\n")
+    );
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&validating));
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Warning"), "{out:?}");
+    // The configuration takes effect within moments (the server reads it from its watch cache).
+    let denied = |ns: &str, name: &str| {
+        let out = s.kubectl(&["create", "configmap", name, "-n", ns, "--from-literal=forbidden=1"]);
+        (!out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let mut err = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let (refused, e) = denied("hooked", "probe");
+            err = e;
+            refused
+        }),
+        "the validating webhook was never called"
+    );
+    assert!(err.contains("admission webhook \"validate.strata.test\" denied the request: the key \"forbidden\" is not allowed"), "{err}");
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/hooked/configmaps", common::server::Auth::Admin, Some("application/json"), Some(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"raw"},"data":{"forbidden":"1"}}"#));
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!((code, status["reason"].as_str()), (403, Some("Forbidden")), "{body}");
+    assert_eq!(status["message"], "configmaps \"raw\" is forbidden: admission webhook \"validate.strata.test\" denied the request: the key \"forbidden\" is not allowed", "{body}");
+    assert!(s.get_json("/api/v1/namespaces/hooked/configmaps/raw").is_null(), "a denied object was stored");
+    // Admitted: the webhook's warning reaches kubectl; the review is upstream's.
+    let out = s.kubectl(&["create", "configmap", "fine", "-n", "hooked", "--from-literal=a=1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Warning: validated CREATE fine"), "{out:?}");
+    let review = w.reviews_to("/validate").into_iter().rev().find(|r| r["request"]["name"] == "fine").expect("the review of fine");
+    let req = &review["request"];
+    assert_eq!((review["apiVersion"].as_str(), review["kind"].as_str()), (Some("admission.k8s.io/v1"), Some("AdmissionReview")), "{review}");
+    assert_eq!(req["kind"], serde_json::json!({"group": "", "version": "v1", "kind": "ConfigMap"}), "{review}");
+    assert_eq!(req["resource"], serde_json::json!({"group": "", "version": "v1", "resource": "configmaps"}), "{review}");
+    assert_eq!((req["namespace"].as_str(), req["operation"].as_str(), req["dryRun"].as_bool()), (Some("hooked"), Some("CREATE"), Some(false)), "{review}");
+    assert_eq!(req["userInfo"]["username"], "admin", "{review}");
+    assert_eq!(req["object"]["data"]["a"], "1", "{review}");
+    assert_eq!(req["options"]["kind"], "CreateOptions", "{review}");
+    assert!(!req["uid"].as_str().unwrap_or("").is_empty(), "{review}");
+    let sent = w.reviews.lock().expect("reviews").iter().find(|(p, r)| p.starts_with("/validate?") && r["request"]["name"] == "fine").map(|(p, _)| p.clone()).unwrap_or_default();
+    assert_eq!(sent, "/validate?timeout=10s");
+    // Updates and dry runs go too; other namespaces (namespaceSelector) do not.
+    let err = s.fails(&["patch", "configmap", "fine", "-n", "hooked", "--type=merge", "-p", r#"{"data":{"forbidden":"x"}}"#], None);
+    assert!(err.contains("denied the request"), "{err}");
+    let err = s.fails(&["create", "configmap", "dry", "-n", "hooked", "--from-literal=forbidden=1", "--dry-run=server"], None);
+    assert!(err.contains("denied the request"), "{err}");
+    assert!(w.reviews_to("/validate").iter().any(|r| r["request"]["dryRun"] == true && r["request"]["options"]["dryRun"][0] == "All"));
+    s.ok(&["create", "configmap", "free", "-n", "plain", "--from-literal=forbidden=1"]);
+
+    // clientConfig.service: the Service's port is found among its Endpoints' (by name) and a
+    // ready address dialled, the certificate checked for <service>.<namespace>.svc. (The
+    // address is this host's, as the API server advertises it.)
+    let ep = s.get_json("/api/v1/namespaces/default/endpoints/kubernetes");
+    let host_ip: std::net::IpAddr = ep["subsets"][0]["addresses"][0]["ip"].as_str().unwrap_or("").parse().unwrap_or_else(|_| panic!("no address: {ep}"));
+    let behind = WebhookServer::start_on(host_ip, &["hooks.plain.svc"]);
+    s.ok_stdin(&["create", "-f", "-"], Some(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: hooks, namespace: plain}}\nspec:\n  ports: [{{name: https, port: 443, targetPort: {0}}}]\n---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: hooks, namespace: plain}}\nsubsets:\n- addresses: [{{ip: \"{host_ip}\"}}]\n  ports: [{{name: https, port: {0}}}]\n",
+        behind.port
+    )));
+    s.ok_stdin(&["create", "-f", "-"], Some(&format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: by-service}}\nwebhooks:\n- name: service.strata.test\n  clientConfig: {{service: {{namespace: plain, name: hooks, path: /validate}}, caBundle: \"{}\"}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [secrets]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
+        behind.ca_bundle
+    )));
+    let mut err = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let out = s.kubectl(&["create", "secret", "generic", "nope", "-n", "plain", "--from-literal=forbidden=1"]);
+            err = String::from_utf8_lossy(&out.stderr).to_string();
+            !out.status.success()
+        }),
+        "the webhook behind a Service was never called"
+    );
+    assert!(err.contains("admission webhook \"service.strata.test\" denied the request"), "{err}");
+    assert!(behind.reviews_to("/validate").iter().any(|r| r["request"]["name"] == "nope"), "the review did not reach the server behind the Service");
+    s.ok(&["create", "secret", "generic", "yes", "-n", "plain", "--from-literal=a=1"]);
+    s.ok(&["delete", "validatingwebhookconfiguration", "by-service"]);
+
+    // Mutating webhooks: the patch is stored, on every kind of write; objectSelector narrows.
+    let mutating = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: a-label}}\nwebhooks:\n{}",
+        w.hook("mutate.strata.test", "/mutate", "configmaps", "CREATE, UPDATE", "  objectSelector: {matchExpressions: [{key: skip, operator: DoesNotExist}]}\n  reinvocationPolicy: IfNeeded\n")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&mutating));
+    let labels = |name: &str| s.get_json(&format!("/api/v1/namespaces/plain/configmaps/{name}"))["metadata"]["labels"].clone();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let _ = s.kubectl(&["delete", "configmap", "m1", "-n", "plain", "--ignore-not-found"]);
+            s.ok(&["create", "configmap", "m1", "-n", "plain", "--from-literal=a=1"]);
+            labels("m1")["mutated"].is_string()
+        }),
+        "the mutating webhook was never called"
+    );
+    s.ok(&["label", "configmap", "m1", "-n", "plain", "extra=1"]);
+    let l = labels("m1");
+    assert!(l["mutated"].is_string() && l["extra"] == "1", "{l}");
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: applied, namespace: plain}\ndata: {a: \"1\"}\n"));
+    assert!(labels("applied")["mutated"].is_string(), "{}", labels("applied"));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: skipped, namespace: plain, labels: {skip: \"yes\"}}\n"));
+    assert!(labels("skipped")["mutated"].is_null(), "{}", labels("skipped"));
+    // A mutation the validating webhook sees: it gets the mutated object.
+    s.ok(&["create", "configmap", "both", "-n", "hooked", "--from-literal=a=1"]);
+    let review = w.reviews_to("/validate").into_iter().rev().find(|r| r["request"]["name"] == "both").expect("the review of both");
+    assert!(review["request"]["object"]["metadata"]["labels"]["mutated"].is_string(), "{review}");
+
+    // Reinvocation: a later webhook (config "b-annotate") changes the object, so the IfNeeded
+    // one ("a-label") is called a second time in the same request.
+    let annotating = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: b-annotate}}\nwebhooks:\n{}",
+        w.hook("annotate.strata.test", "/annotate", "configmaps", "CREATE", "")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&annotating));
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let _ = s.kubectl(&["delete", "configmap", "twice", "-n", "plain", "--ignore-not-found"]);
+            let before = w.reviews_to("/mutate").len();
+            s.ok(&["create", "configmap", "twice", "-n", "plain", "--from-literal=a=1"]);
+            let cm = s.get_json("/api/v1/namespaces/plain/configmaps/twice");
+            cm["metadata"]["annotations"]["annotated"] == "yes" && w.reviews_to("/mutate").len() == before + 2
+        }),
+        "the IfNeeded webhook was not called again after the later one changed the object"
+    );
+    s.ok(&["delete", "mutatingwebhookconfiguration", "b-annotate"]);
+
+    // DELETE: the stored object is the review's oldObject; a denial keeps the object.
+    let protect = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: protect}}\nwebhooks:\n{}",
+        w.hook("protect.strata.test", "/protect", "configmaps", "DELETE", "  objectSelector: {matchLabels: {protected: \"yes\"}}\n")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&protect));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: plain, labels: {protected: \"yes\"}}\n"));
+    let mut err = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let out = s.kubectl(&["delete", "configmap", "kept", "-n", "plain"]);
+            err = String::from_utf8_lossy(&out.stderr).to_string();
+            !out.status.success()
+        }),
+        "the DELETE webhook was never called"
+    );
+    assert!(err.contains("configmaps \"kept\" is forbidden: admission webhook \"protect.strata.test\" denied the request: protected"), "{err}");
+    assert!(!s.get_json("/api/v1/namespaces/plain/configmaps/kept").is_null(), "a denied delete deleted");
+    // A deletecollection deletes each object as a DELETE of its own.
+    let (code, body) = s.curl("DELETE", "/api/v1/namespaces/plain/configmaps?labelSelector=protected%3Dyes", common::server::Auth::Admin, None, None);
+    assert!(code == 403 && body.contains("denied the request: protected"), "{code} {body}");
+    assert!(!s.get_json("/api/v1/namespaces/plain/configmaps/kept").is_null(), "a denied deletecollection deleted");
+    let review = w.reviews_to("/protect").into_iter().last().expect("a DELETE review");
+    assert_eq!((review["request"]["operation"].as_str(), review["request"]["oldObject"]["metadata"]["name"].as_str()), (Some("DELETE"), Some("kept")), "{review}");
+    assert!(review["request"]["object"].is_null(), "{review}");
+    assert_eq!(review["request"]["options"]["kind"], "DeleteOptions", "{review}");
+    s.ok(&["delete", "configmap", "free", "-n", "plain"]);
+    s.ok(&["delete", "validatingwebhookconfiguration", "protect"]);
+
+    // Failures: nothing listening, or too slow (timeoutSeconds 1): Fail refuses with 500, Ignore admits.
+    let dead = common::free_port();
+    let failing = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: failing}}\nwebhooks:\n- name: dead.strata.test\n  clientConfig: {{url: \"https://127.0.0.1:{dead}/x\", caBundle: \"{}\"}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [secrets]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n{}",
+        w.ca_bundle,
+        w.hook("slow.strata.test", "/slow", "serviceaccounts", "CREATE", "  timeoutSeconds: 1\n")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&failing));
+    let mut err = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let out = s.kubectl(&["create", "secret", "generic", "s1", "-n", "plain", "--from-literal=a=1"]);
+            err = String::from_utf8_lossy(&out.stderr).to_string();
+            !out.status.success()
+        }),
+        "an unreachable webhook did not fail the request"
+    );
+    assert!(err.contains(&format!("Internal error occurred: failed calling webhook \"dead.strata.test\": failed to call webhook: Post \"https://127.0.0.1:{dead}/x?timeout=10s\"")), "{err}");
+    let started = std::time::Instant::now();
+    let err = s.fails(&["create", "serviceaccount", "sa1", "-n", "plain"], None);
+    assert!(err.contains("failed calling webhook \"slow.strata.test\"") && err.contains("context deadline exceeded"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "the 1 s timeout was not kept: {:?}", started.elapsed());
+    s.ok(&["patch", "validatingwebhookconfiguration", "failing", "--type=json", "-p", r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"},{"op":"replace","path":"/webhooks/1/failurePolicy","value":"Ignore"}]"#]);
+    assert!(
+        common::eventually(Duration::from_secs(10), || s.kubectl(&["create", "secret", "generic", "s2", "-n", "plain", "--from-literal=a=1"]).status.success()),
+        "failurePolicy Ignore did not admit"
+    );
+    s.ok(&["create", "serviceaccount", "sa2", "-n", "plain"]);
+    // Webhook configurations are never sent to webhooks: a configuration whose webhook would
+    // refuse everything can still be changed and deleted.
+    let all = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: everything}}\nwebhooks:\n- name: all.strata.test\n  clientConfig: {{url: \"https://127.0.0.1:{dead}/x\", caBundle: \"{}\"}}\n  rules: [{{operations: [\"*\"], apiGroups: [\"*\"], apiVersions: [\"*\"], resources: [\"*\"]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
+        w.ca_bundle
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&all));
+    std::thread::sleep(Duration::from_secs(1));
+    s.ok(&["label", "validatingwebhookconfiguration", "everything", "x=y"]);
+    s.ok(&["delete", "validatingwebhookconfiguration", "everything", "failing", "check"]);
+}

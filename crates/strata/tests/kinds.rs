@@ -458,11 +458,12 @@ fn csi_objects_webhook_configurations_and_events_v1() {
     let err = s.fails(&["create", "-f", "-"], Some(&va.replace("va-1", "va-2").replace("{persistentVolumeName: pv-1}", "{}")));
     assert!(err.contains("spec.source: Required value: must specify exactly one of inlineVolumeSpec and persistentVolumeName"), "{err}");
 
-    // Webhook configurations are stored with upstream's defaults and validation (not called).
+    // Webhook configurations are stored with upstream's defaults and validation
+    // (tests/apimachinery.rs `admission_webhooks_are_called` calls them).
     let hook = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: deny-pods}\nwebhooks:\n- name: deny.pods.example.com\n  clientConfig: {url: \"https://127.0.0.1:1/deny\"}\n  rules: [{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n";
     let out = s.kubectl_stdin(&["create", "-f", "-"], Some(hook));
     let warned = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && warned.contains("Warning: ValidatingWebhookConfiguration is stored but its webhooks are not called"), "{warned}");
+    assert!(out.status.success() && !warned.contains("Warning"), "{warned}");
     let got = s.get_json("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/deny-pods");
     let h = &got["webhooks"][0];
     assert_eq!((h["failurePolicy"].as_str(), h["matchPolicy"].as_str(), h["timeoutSeconds"].as_i64(), h["rules"][0]["scope"].as_str()), (Some("Fail"), Some("Equivalent"), Some(10), Some("*")), "{got}");
@@ -473,8 +474,20 @@ fn csi_objects_webhook_configurations_and_events_v1() {
     let err = s.fails(&["create", "-f", "-"], Some(&hook.replace("deny-pods", "bad").replace("  sideEffects: None\n", "").replace("deny.pods.example.com", "deny")));
     assert!(err.contains("webhooks[0].name: Invalid value: \"deny\": should be a domain with at least three segments separated by dots"), "{err}");
     assert!(err.contains("webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun"), "{err}");
-    // Not called yet: a pod its rule matches is admitted although the webhook cannot answer.
-    s.ok_stdin(&["create", "-f", "-"], Some(&pod("unhooked", "")));
+    // Called: a pod its rule matches is refused while the webhook cannot answer
+    // (failurePolicy Fail), and admitted once the configurations are gone.
+    let mut err = String::new();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || {
+            let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&pod("unhooked", "")));
+            err = String::from_utf8_lossy(&out.stderr).to_string();
+            !out.status.success()
+        }),
+        "a pod was admitted past a webhook that cannot answer"
+    );
+    assert!(err.contains("failed calling webhook \"deny.pods.example.com\""), "{err}");
+    s.ok(&["delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "deny-pods"]);
+    assert!(common::eventually(std::time::Duration::from_secs(10), || s.kubectl_stdin(&["create", "-f", "-"], Some(&pod("unhooked", ""))).status.success()), "the pod was refused after the webhooks were deleted");
 
     // events.k8s.io/v1 is a view of core Events: written in one, read in the other.
     let core = "apiVersion: v1\nkind: Event\nmetadata: {name: started.1}\ninvolvedObject: {kind: Pod, name: unhooked, namespace: default}\nreason: Started\nmessage: container started\ntype: Normal\nsource: {component: kubelet}\ncount: 2\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:01:00Z\"\n";
@@ -725,6 +738,12 @@ fn validating_admission_policies_are_enforced() {
     s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs, namespace: guarded}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: rs}}\n  template:\n    metadata: {labels: {app: rs}}\n    spec: {containers: [{name: c, image: registry.k8s.io/pause:3.9}]}\n"));
     // Updates too.
     let err = s.fails(&["patch", "deployment", "three", "-n", "guarded", "--type=merge", "-p", r#"{"spec":{"replicas":4}}"#], None);
+    assert!(err.contains("odd replicas only in guarded"), "{err}");
+    // And server-side apply, creating and updating (it was not evaluated there before).
+    let err = s.fails(&["apply", "--server-side", "-f", "-"], Some(&deploy("applied", "guarded", 2)));
+    assert!(err.contains("odd replicas only in guarded"), "{err}");
+    s.ok_stdin(&["apply", "--server-side", "-f", "-"], Some(&deploy("applied", "guarded", 3)));
+    let err = s.fails(&["apply", "--server-side", "-f", "-"], Some(&deploy("applied", "guarded", 4)));
     assert!(err.contains("odd replicas only in guarded"), "{err}");
     // Warn instead of Deny: admitted, with kubectl's "Warning:" line.
     s.ok(&["patch", "validatingadmissionpolicybinding", "replicas-binding.example.com", "--type=merge", "-p", r#"{"spec":{"validationActions":["Warn"]}}"#]);

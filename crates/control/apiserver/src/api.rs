@@ -449,9 +449,10 @@ impl Api {
                         }
                     }
                 }
-                self.delete(&info, &opts, dry_run).await
+                let warnings = self.admit_delete(user, &info, &opts, dry_run).await?;
+                Ok(with_warnings(self.delete(&info, &opts, dry_run).await?, &warnings))
             }
-            "deletecollection" => self.delete_collection(&info, &q, dry_run).await,
+            "deletecollection" => self.delete_collection(user, &info, &q, dry_run).await,
             _ => Err(ApiError::method_not_allowed("unsupported verb")),
         }
     }
@@ -635,6 +636,82 @@ impl Api {
 
     /// Admission of a new object beyond validation: a pod's ServiceAccount and token volume, its
     /// priority from its PriorityClass, a PriorityClass's global-default uniqueness (upstream's Priority admission plugin).
+    /// Are there webhook configurations of `kind` (as the watch cache holds them now)? Keeps
+    /// the requests of a cluster without webhooks from reading the configurations at all.
+    fn has_webhooks(&self, kind: crate::admission_webhooks::Kind) -> bool {
+        let prefix = kind.key_prefix();
+        !prefix.is_empty() && self.cache.count(prefix) > 0
+    }
+
+    /// Admission after the built-in plugins, for a CREATE (`old` None) or UPDATE of `obj`:
+    /// mutating webhooks (and then the kind's defaulting and validation again, when one changed
+    /// the object; the server's own metadata fields are kept), then ValidatingAdmissionPolicies
+    /// and validating webhooks on the result. Returns their warnings.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_external(&self, reads: &dyn Store, user: &User, info: &RequestInfo, obj: &mut Value, old: Option<&Value>, dry_run: bool, manager: &str) -> Result<Vec<String>, ApiError> {
+        use crate::admission_webhooks::{self as webhooks, Call, Kind};
+        let r = info.resource;
+        let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+        let options = webhooks::options(operation, dry_run, Some(manager), None);
+        let mut warnings = Vec::new();
+        if self.has_webhooks(Kind::Mutating) {
+            let name = name_of(obj).to_string();
+            let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation, namespace: info.namespace.as_deref(), name: &name, object: None, old, user, dry_run };
+            let before = obj["metadata"].clone();
+            let (changed, w) = webhooks::mutate(reads, &Call { request: &req, options: options.clone() }, obj).await?;
+            warnings.extend(w);
+            if changed {
+                if obj["metadata"]["namespace"] != before["namespace"] {
+                    return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                }
+                for f in ["uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"] {
+                    match (before.get(f), obj["metadata"].as_object_mut()) {
+                        (Some(v), Some(m)) => {
+                            m.insert(f.to_string(), v.clone());
+                        }
+                        (None, Some(m)) => {
+                            m.remove(f);
+                        }
+                        _ => {}
+                    }
+                }
+                crate::validate::validate(r, obj)?;
+                match old {
+                    Some(old) => crate::validate::validate_update(r, obj, old)?,
+                    None => crate::validate::validate_create(r, obj)?,
+                }
+            }
+        }
+        let name = name_of(obj).to_string();
+        let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation, namespace: info.namespace.as_deref(), name: &name, object: Some(obj), old, user, dry_run };
+        warnings.extend(crate::vap::admit(reads, &req).await?);
+        if self.has_webhooks(Kind::Validating) {
+            warnings.extend(webhooks::validate(reads, &Call { request: &req, options }).await?);
+        }
+        Ok(warnings)
+    }
+
+    /// Admission webhooks on a DELETE (its `oldObject` the stored object): Ok(their warnings).
+    async fn admit_delete(&self, user: &User, info: &RequestInfo, opts: &Value, dry_run: bool) -> Result<Vec<String>, ApiError> {
+        use crate::admission_webhooks::{self as webhooks, Call, Kind};
+        let (mutating, validating) = (self.has_webhooks(Kind::Mutating), self.has_webhooks(Kind::Validating));
+        if !mutating && !validating {
+            return Ok(Vec::new());
+        }
+        let (old, _) = self.load(info).await?;
+        let name = info.name.clone().unwrap_or_default();
+        let req = crate::vap::Request { resource: info.resource, subresource: info.subresource.as_deref(), operation: "DELETE", namespace: info.namespace.as_deref(), name: &name, object: None, old: Some(&old), user, dry_run };
+        let call = Call { request: &req, options: webhooks::options("DELETE", dry_run, None, Some(opts)) };
+        let mut warnings = Vec::new();
+        if mutating {
+            warnings.extend(webhooks::mutate_delete(self.store.as_ref(), &call).await?);
+        }
+        if validating {
+            warnings.extend(webhooks::validate(self.store.as_ref(), &call).await?);
+        }
+        Ok(warnings)
+    }
+
     async fn admit_create(&self, reads: &dyn Store, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
         match r.builtin() {
             "Pod" => {
@@ -1010,7 +1087,6 @@ impl Api {
             return Err(ApiError::method_not_allowed(format!("create of {} subresources is not supported yet", r.plural)));
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
-        warnings.extend(crate::webhooks::warning(r));
         warnings.extend(crate::vap::warning(r, &obj));
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         if r.builtin() == "CertificateSigningRequest" {
@@ -1026,8 +1102,7 @@ impl Api {
         // plugins read their informers).
         let reads = self.cache.reads().await;
         self.admit_create(&reads, r, &mut obj).await?;
-        let req = crate::vap::Request { resource: r, subresource: None, operation: "CREATE", namespace: info.namespace.as_deref(), name: name_of(&obj), object: Some(&obj), old: None, user, dry_run };
-        warnings.extend(crate::vap::admit(&reads, &req).await?);
+        warnings.extend(self.admit_external(&reads, user, info, &mut obj, None, dry_run, manager).await?);
         self.check_rbac_write(user, info, &obj, None).await?;
         let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
@@ -1106,14 +1181,12 @@ impl Api {
             return Err(ApiError::conflict(r, &name));
         }
         let mut warnings = crate::fields::check(r, &mut obj, fv, dups)?;
-        warnings.extend(crate::webhooks::warning(r));
         warnings.extend(crate::vap::warning(r, &obj));
         object::prepare_update(r, &mut obj, &old, status_only)?;
         self.prepare_kind_update(user, info, &mut obj, &old).await?;
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_update(r, &obj, &old)?;
-        let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: Some(&obj), old: Some(&old), user, dry_run };
-        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+        warnings.extend(self.admit_external(self.store.as_ref(), user, info, &mut obj, Some(&old), dry_run, manager).await?);
         managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut obj, manager, &object::now());
         self.check_rbac_write(user, info, &obj, Some(&old)).await?;
         Ok(with_warnings(self.write_update(info, obj, &old, expected, dry_run).await?, &warnings))
@@ -1228,8 +1301,7 @@ impl Api {
             self.prepare_kind_update(user, info, &mut new, &old).await?;
             crate::validate::validate(r, &mut new)?;
             crate::validate::validate_update(r, &new, &old)?;
-            let req = crate::vap::Request { resource: r, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: Some(&new), old: Some(&old), user, dry_run };
-            warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+            warnings.extend(self.admit_external(self.store.as_ref(), user, info, &mut new, Some(&old), dry_run, manager).await?);
             managed::record_update(r, info.subresource.as_deref(), Some(&old), &mut new, manager, &object::now());
             self.check_rbac_write(user, info, &new, Some(&old)).await?;
             match self.write_update(info, new, &old, expected, dry_run).await {
@@ -1323,7 +1395,8 @@ impl Api {
                 .map_err(|e| ApiError::from_apply(e, &object))?;
             self.check_rbac_write(user, info, &new, live.as_ref().map(|(v, _)| v)).await?;
             let Some((old, rev)) = live else {
-                return match self.create_applied(info, new, dry_run).await {
+                let mut warnings = warnings.clone();
+                return match self.create_applied(user, info, new, dry_run, manager, &mut warnings).await {
                     Err(e) if e.reason == "AlreadyExists" => continue,
                     other => other.map(|resp| with_warnings(resp, &warnings)),
                 };
@@ -1339,6 +1412,8 @@ impl Api {
             crate::storage::check_update(r, &new, &old)?;
             crate::validate::validate(r, &mut new)?;
             crate::validate::validate_update(r, &new, &old)?;
+            let mut warnings = warnings.clone();
+            warnings.extend(self.admit_external(self.store.as_ref(), user, info, &mut new, Some(&old), dry_run, manager).await?);
             match self.write_update(info, new, &old, rev, dry_run).await {
                 Err(e) if e.reason == "Conflict" => continue,
                 other => return other.map(|resp| with_warnings(resp, &warnings)),
@@ -1360,13 +1435,14 @@ impl Api {
     }
 
     /// Store an object a server-side apply creates (201).
-    async fn create_applied(&self, info: &RequestInfo, mut obj: Value, dry_run: bool) -> Result<Response, ApiError> {
+    async fn create_applied(&self, user: &User, info: &RequestInfo, mut obj: Value, dry_run: bool, manager: &str, warnings: &mut Vec<String>) -> Result<Response, ApiError> {
         let r = info.resource;
         object::prepare_create(r, &mut obj, info.namespace.as_deref())?;
         crate::validate::validate(r, &mut obj)?;
         crate::validate::validate_create(r, &obj)?;
         let reads = self.cache.reads().await;
         self.admit_create(&reads, r, &mut obj).await?;
+        warnings.extend(self.admit_external(&reads, user, info, &mut obj, None, dry_run, manager).await?);
         let (name, key) = self.new_object_key(&reads, r, &obj).await?;
         if dry_run {
             crate::quota::admit(&reads, r, &obj).await?;
@@ -1974,7 +2050,9 @@ impl Api {
         }
     }
 
-    async fn delete_collection(&self, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
+    /// Each selected object is deleted as a DELETE of its own (admission webhooks included: the
+    /// first refusal ends the collection's deletion with that error, as upstream's does).
+    async fn delete_collection(&self, user: &User, info: &RequestInfo, q: &Query, dry_run: bool) -> Result<Response, ApiError> {
         let r = info.resource;
         let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
         let fields = FieldSelector::parse_for(r, &crate::convert::field_selector(r, q.get("fieldSelector").map(String::as_str).unwrap_or(""))).map_err(ApiError::bad_request)?;
@@ -1987,6 +2065,10 @@ impl Api {
             }
             if !dry_run {
                 let one = RequestInfo { resource: r, namespace: v["metadata"]["namespace"].as_str().map(str::to_string), name: Some(name_of(&v).to_string()), subresource: None };
+                match self.admit_delete(user, &one, &json!({}), false).await {
+                    Err(e) if e.code != 404 => return Err(e),
+                    _ => {}
+                }
                 let _ = self.delete(&one, &json!({}), false).await;
             }
             items.push(with_rv(v, kv.mod_revision));

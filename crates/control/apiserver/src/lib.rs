@@ -13,6 +13,7 @@
 //! (it stores bytes under keys), and objects never carry `resourceVersion` in storage: it is
 //! the store's revision, added on the way out.
 
+pub mod admission_webhooks;
 pub mod api;
 pub mod audit;
 pub mod autoscaling;

@@ -81,10 +81,7 @@ pub async fn admit(store: &dyn Store, req: &Request<'_>) -> Result<Vec<String>, 
             continue;
         }
         // Selectors: the object's labels (or the old object's), the namespace's labels.
-        if !constraints.iter().all(|mc| {
-            let sel = &mc["objectSelector"];
-            selects(sel, &labels(req.object)) || selects(sel, &labels(req.old))
-        }) {
+        if !constraints.iter().all(|mc| object_selects(&mc["objectSelector"], req.object, req.old)) {
             continue;
         }
         if namespace_object.is_none() {
@@ -122,8 +119,15 @@ pub async fn admit(store: &dyn Store, req: &Request<'_>) -> Result<Vec<String>, 
     Ok(warnings)
 }
 
+/// An objectSelector: empty, or matching the labels of the object or of the old object (one
+/// that is absent, as the old object of a CREATE, matches nothing: upstream's `matchObject`).
+pub(crate) fn object_selects(selector: &Value, object: Option<&Value>, old: Option<&Value>) -> bool {
+    let empty = selector["matchLabels"].as_object().is_none_or(|m| m.is_empty()) && selector["matchExpressions"].as_array().is_none_or(|e| e.is_empty());
+    empty || [object, old].into_iter().flatten().any(|o| crate::validate::selector_matches(selector, &o["metadata"]["labels"]))
+}
+
 /// A metav1 LabelSelector as admission reads it: an empty one selects everything.
-fn selects(selector: &Value, labels: &Value) -> bool {
+pub(crate) fn selects(selector: &Value, labels: &Value) -> bool {
     let empty = selector["matchLabels"].as_object().is_none_or(|m| m.is_empty()) && selector["matchExpressions"].as_array().is_none_or(|e| e.is_empty());
     empty || crate::validate::selector_matches(selector, labels)
 }
@@ -142,7 +146,7 @@ async fn list(store: &dyn Store, r: &Resource) -> Result<Vec<Value>, ApiError> {
     Ok(page.items.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect())
 }
 
-async fn namespace_of(store: &dyn Store, req: &Request<'_>) -> Result<Value, ApiError> {
+pub(crate) async fn namespace_of(store: &dyn Store, req: &Request<'_>) -> Result<Value, ApiError> {
     let Some(ns) = req.namespace.filter(|_| req.resource.namespaced) else { return Ok(Value::Null) };
     let Some(r) = crate::resources::find("", "v1", "namespaces") else { return Ok(Value::Null) };
     Ok(match store.get(&r.key(None, ns)).await? {
@@ -159,7 +163,7 @@ fn rules_match(mc: &Value, req: &Request<'_>, unset_matches_all: bool) -> bool {
     ((unset && unset_matches_all) || hit("resourceRules")) && !hit("excludeResourceRules")
 }
 
-fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
+pub(crate) fn rule_matches(rule: &Value, req: &Request<'_>) -> bool {
     let has = |f: &str, v: &str| rule[f].as_array().into_iter().flatten().filter_map(Value::as_str).any(|x| x == "*" || x == v);
     let r = req.resource;
     if !has("operations", req.operation) || !has("apiGroups", r.group) || !has("apiVersions", r.version) {
@@ -329,7 +333,7 @@ const VARIABLES: &[&str] = &["object", "oldObject", "request", "params", "namesp
 /// Refuse an expression that does not compile, with upstream's message. One reading
 /// `authorizer` is left to fail when evaluated (Kubernetes' authorizer library is not built in:
 /// the failurePolicy decides then).
-fn compiles(expr: &Value, field: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn compiles(expr: &Value, field: &str, causes: &mut Vec<Cause>) {
     let Some(source) = expr.as_str().filter(|e| !e.trim().is_empty()) else { return };
     if source.contains("authorizer") {
         return;
@@ -453,7 +457,7 @@ fn validate_match_resources(mr: &Value, at: &str, causes: &mut Vec<Cause>) {
 
 /// matchConditions, variables and auditAnnotations: each with a unique, non-empty name (or key)
 /// and an expression; `(key field, expression field, detail of a missing expression)`.
-fn named_expressions(list: &Value, at: &str, (key, expr, detail): (&str, &str, &str), causes: &mut Vec<Cause>) {
+pub(crate) fn named_expressions(list: &Value, at: &str, (key, expr, detail): (&str, &str, &str), causes: &mut Vec<Cause>) {
     let mut names: Vec<&str> = Vec::new();
     for (i, item) in list.as_array().into_iter().flatten().enumerate() {
         let name = item[key].as_str().unwrap_or("");

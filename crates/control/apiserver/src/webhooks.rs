@@ -1,18 +1,10 @@
 //! admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration and
 //! MutatingWebhookConfiguration: defaulted and validated as kube-apiserver does, stored and
-//! served. **The webhooks are not called yet**: admission in strata is its built-in plugins only;
-//! every create or update of a configuration answers with a warning that says so (kubectl
-//! prints it), and ARCHITECTURE.md lists it among the known limits.
+//! served; [`crate::admission_webhooks`] calls their webhooks.
 
 use serde_json::{json, Value};
 
 use crate::status::Cause;
-
-/// The warning a write of a webhook configuration gets.
-pub fn warning(r: &crate::resources::Resource) -> Option<String> {
-    matches!(r.builtin(), "ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
-        .then(|| format!("{} is stored but its webhooks are not called: this server runs only its built-in admission plugins", r.kind))
-}
 
 /// Defaults (`SetDefaults_ValidatingWebhook`/`MutatingWebhook`) and validation of either kind.
 pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
@@ -96,6 +88,16 @@ pub fn validate(kind: &str, obj: &mut Value, causes: &mut Vec<Cause>) {
                     causes.push(Cause::invalid(&format!("{at}.clientConfig.service.port"), &json!(port), "port is not valid: must be between 1 and 65535, inclusive"));
                 }
             }
+        }
+        // matchConditions: named, unique, at most 64, each compiling (upstream's
+        // `validateMatchConditions`).
+        crate::vap::named_expressions(&hook["matchConditions"], &format!("{at}.matchConditions"), ("name", "expression", ""), causes);
+        let conditions = hook["matchConditions"].as_array().map_or(0, Vec::len);
+        if conditions > 64 {
+            causes.push(Cause { reason: "FieldValueTooMany", field: format!("{at}.matchConditions"), message: format!("Too many: {conditions}: must have at most 64 items") });
+        }
+        for (j, c) in hook["matchConditions"].as_array().into_iter().flatten().enumerate() {
+            crate::vap::compiles(&c["expression"], &format!("{at}.matchConditions[{j}].expression"), causes);
         }
         if mutating && !matches!(hook["reinvocationPolicy"].as_str(), Some("Never" | "IfNeeded")) {
             causes.push(Cause::not_supported(&format!("{at}.reinvocationPolicy"), &hook["reinvocationPolicy"], &["IfNeeded", "Never"]));
