@@ -509,6 +509,12 @@ impl WebhookServer {
                                     json!({"uid": uid, "allowed": true})
                                 }
                                 "/protect" if request["operation"] == "DELETE" => json!({"uid": uid, "allowed": false, "status": {"message": "protected"}}),
+                                "/connect" if request["object"]["stdin"] == true => {
+                                    let o = &request["object"];
+                                    let what = format!("{} {} {} {}", request["kind"]["kind"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""), o["container"].as_str().unwrap_or(""), o["command"]);
+                                    json!({"uid": uid, "allowed": false, "status": {"message": format!("no stdin: {what}")}})
+                                }
+                                "/connect" => json!({"uid": uid, "allowed": true}),
                                 "/protect" => json!({"uid": uid, "allowed": true}),
                                 _ => json!({"uid": "wrong", "allowed": true}),
                             };
@@ -702,6 +708,33 @@ fn admission_webhooks_are_called() {
     assert_eq!(review["request"]["options"]["kind"], "DeleteOptions", "{review}");
     s.ok(&["delete", "configmap", "free", "-n", "plain"]);
     s.ok(&["delete", "validatingwebhookconfiguration", "protect"]);
+
+    // CONNECT: a pod's exec and attach are sent with their options object (before the pod's
+    // node is looked for: this pod is never scheduled).
+    let connect = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: connect}}\nwebhooks:\n{}",
+        w.hook("connect.strata.test", "/connect", "pods/exec, pods/attach", "CONNECT", "")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&connect));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: Pod\nmetadata: {name: attached, namespace: plain}\nspec: {containers: [{name: c, image: busybox}]}\n"));
+    let mut body = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let (code, b) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/attach?container=c&stdin=true&stdout=true", common::server::Auth::Admin, None, None);
+            body = b;
+            code == 403
+        }),
+        "the CONNECT webhook was never called: {body}"
+    );
+    assert!(body.contains("denied the request: no stdin: PodAttachOptions PodAttachOptions c null"), "{body}");
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/exec?container=c&stdin=true&command=sh&command=-c&command=id", common::server::Auth::Admin, None, None);
+    assert!(code == 403 && body.contains("no stdin: PodExecOptions PodExecOptions c [\\\"sh\\\",\\\"-c\\\",\\\"id\\\"]"), "{code} {body}");
+    let err = s.fails(&["exec", "-i", "attached", "-n", "plain", "--", "true"], None);
+    assert!(err.contains("admission webhook \"connect.strata.test\" denied the request: no stdin"), "{err}");
+    // Allowed by the webhook, the request goes on (and finds no node).
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/exec?container=c&stdout=true&command=id", common::server::Auth::Admin, None, None);
+    assert!(code == 400 && body.contains("does not have a host assigned"), "{code} {body}");
+    s.ok(&["delete", "validatingwebhookconfiguration", "connect"]);
 
     // Failures: nothing listening, or too slow (timeoutSeconds 1): Fail refuses with 500, Ignore admits.
     let dead = common::free_port();

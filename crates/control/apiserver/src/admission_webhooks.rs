@@ -157,7 +157,9 @@ fn selects(hook: &Value, req: &vap::Request<'_>, object: Option<&Value>, ns_labe
 /// The `request` of an AdmissionReview.
 fn request_of(req: &vap::Request<'_>, object: Option<&Value>, options: &Value, uid: &str) -> Value {
     let r = req.resource;
-    let kind = json!({ "group": r.group, "version": r.version, "kind": r.kind });
+    // A CONNECT's kind is its options object's (PodExecOptions, ...), as upstream's.
+    let kind_name = object.and_then(|o| o["kind"].as_str()).filter(|_| req.operation == "CONNECT").unwrap_or(r.kind);
+    let kind = json!({ "group": r.group, "version": r.version, "kind": kind_name });
     let resource = json!({ "group": r.group, "version": r.version, "resource": r.plural });
     let mut user = json!({ "username": req.user.name, "groups": req.user.groups });
     if !req.user.uid.is_empty() {

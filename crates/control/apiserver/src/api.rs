@@ -367,6 +367,9 @@ impl Api {
             return transformed(resp, info.resource, transform).await;
         }
         if matches!(info.subresource.as_deref(), Some("log" | "exec" | "attach" | "portforward" | "console")) {
+            if info.resource.builtin() == "Pod" && matches!(info.subresource.as_deref(), Some("exec" | "attach" | "portforward")) {
+                self.admit_connect(user, &info, query).await?;
+            }
             return self.node_subresource(&info, &method, query, headers, conn).await;
         }
         if info.subresource.as_deref() == Some("proxy") {
@@ -710,6 +713,30 @@ impl Api {
             warnings.extend(webhooks::validate(self.store.as_ref(), &call).await?);
         }
         Ok(warnings)
+    }
+
+    /// Admission webhooks on a CONNECT (a pod's exec, attach or port-forward): the request's
+    /// options object (PodExecOptions, PodAttachOptions, PodPortForwardOptions) read from its
+    /// query, as upstream's connect handler builds it. A mutating webhook's patch of it has no
+    /// effect on the stream.
+    async fn admit_connect(&self, user: &User, info: &RequestInfo, query: Option<&str>) -> Result<(), ApiError> {
+        use crate::admission_webhooks::{self as webhooks, Call, Kind};
+        let (mutating, validating) = (self.has_webhooks(Kind::Mutating), self.has_webhooks(Kind::Validating));
+        if !mutating && !validating {
+            return Ok(());
+        }
+        let sub = info.subresource.as_deref().unwrap_or("");
+        let mut object = connect_options(sub, &query_pairs(query));
+        let name = info.name.clone().unwrap_or_default();
+        let mut req = crate::vap::Request { resource: info.resource, subresource: Some(sub), operation: "CONNECT", namespace: info.namespace.as_deref(), name: &name, object: None, old: None, user, dry_run: false };
+        if mutating {
+            webhooks::mutate(self.store.as_ref(), &Call { request: &req, options: Value::Null }, &mut object).await?;
+        }
+        if validating {
+            req.object = Some(&object);
+            webhooks::validate(self.store.as_ref(), &Call { request: &req, options: Value::Null }).await?;
+        }
+        Ok(())
     }
 
     async fn admit_create(&self, reads: &dyn Store, r: &'static Resource, obj: &mut Value) -> Result<(), ApiError> {
@@ -2076,6 +2103,36 @@ impl Api {
         let list = json!({ "kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": { "resourceVersion": page.revision.to_string() }, "items": items });
         Ok(json_response(StatusCode::OK, &list))
     }
+}
+
+/// The options object of a pod's CONNECT request, from its query (what upstream decodes into
+/// PodExecOptions, PodAttachOptions or PodPortForwardOptions).
+fn connect_options(sub: &str, pairs: &[(String, String)]) -> Value {
+    let kind = match sub {
+        "exec" => "PodExecOptions",
+        "attach" => "PodAttachOptions",
+        _ => "PodPortForwardOptions",
+    };
+    let mut o = json!({ "kind": kind, "apiVersion": "v1" });
+    for (k, v) in pairs {
+        match (sub, k.as_str()) {
+            ("exec" | "attach", "stdin" | "stdout" | "stderr" | "tty") => o[k.as_str()] = json!(matches!(v.as_str(), "true" | "1")),
+            ("exec" | "attach", "container") => o["container"] = json!(v),
+            ("exec", "command") => match o["command"].as_array_mut() {
+                Some(c) => c.push(json!(v)),
+                None => o["command"] = json!([v]),
+            },
+            ("portforward", "ports") => {
+                let port = v.parse::<i64>().map(|p| json!(p)).unwrap_or_else(|_| json!(v));
+                match o["ports"].as_array_mut() {
+                    Some(p) => p.push(port),
+                    None => o["ports"] = json!([port]),
+                }
+            }
+            _ => {}
+        }
+    }
+    o
 }
 
 /// The grace period of deleting `obj` when that is graceful (kube-apiserver's pod strategy,
