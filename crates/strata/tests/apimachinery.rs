@@ -515,6 +515,11 @@ impl WebhookServer {
                                     json!({"uid": uid, "allowed": false, "status": {"message": format!("no stdin: {what}")}})
                                 }
                                 "/connect" => json!({"uid": uid, "allowed": true}),
+                                "/scale" if request["object"]["spec"]["replicas"].as_i64().unwrap_or(0) > 5 => {
+                                    let what = format!("at most 5, asked {} ({} {})", request["object"]["spec"]["replicas"], request["kind"]["group"].as_str().unwrap_or(""), request["kind"]["kind"].as_str().unwrap_or(""));
+                                    json!({"uid": uid, "allowed": false, "status": {"message": what}})
+                                }
+                                "/scale" => json!({"uid": uid, "allowed": true}),
                                 "/protect" => json!({"uid": uid, "allowed": true}),
                                 _ => json!({"uid": "wrong", "allowed": true}),
                             };
@@ -735,6 +740,27 @@ fn admission_webhooks_are_called() {
     let (code, body) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/exec?container=c&stdout=true&command=id", common::server::Auth::Admin, None, None);
     assert!(code == 400 && body.contains("does not have a host assigned"), "{code} {body}");
     s.ok(&["delete", "validatingwebhookconfiguration", "connect"]);
+
+    // The scale subresource: the webhook is sent the Scale (autoscaling/v1).
+    let scale = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: scale}}\nwebhooks:\n{}",
+        w.hook("scale.strata.test", "/scale", "replicationcontrollers/scale", "UPDATE", "")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&scale));
+    s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc, namespace: plain}\nspec:\n  replicas: 1\n  selector: {app: rc}\n  template:\n    metadata: {labels: {app: rc}}\n    spec: {containers: [{name: c, image: busybox}]}\n"));
+    let mut err = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let out = s.kubectl(&["scale", "rc", "rc", "-n", "plain", "--replicas=9"]);
+            err = String::from_utf8_lossy(&out.stderr).to_string();
+            !out.status.success()
+        }),
+        "the scale webhook was never called"
+    );
+    assert!(err.contains("denied the request: at most 5, asked 9 (autoscaling Scale)"), "{err}");
+    s.ok(&["scale", "rc", "rc", "-n", "plain", "--replicas=3"]);
+    assert_eq!(s.get_json("/api/v1/namespaces/plain/replicationcontrollers/rc")["spec"]["replicas"], 3);
+    s.ok(&["delete", "validatingwebhookconfiguration", "scale"]);
 
     // Failures: nothing listening, or too slow (timeoutSeconds 1): Fail refuses with 500, Ignore admits.
     let dead = common::free_port();

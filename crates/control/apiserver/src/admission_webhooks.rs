@@ -157,9 +157,16 @@ fn selects(hook: &Value, req: &vap::Request<'_>, object: Option<&Value>, ns_labe
 /// The `request` of an AdmissionReview.
 fn request_of(req: &vap::Request<'_>, object: Option<&Value>, options: &Value, uid: &str) -> Value {
     let r = req.resource;
-    // A CONNECT's kind is its options object's (PodExecOptions, ...), as upstream's.
-    let kind_name = object.and_then(|o| o["kind"].as_str()).filter(|_| req.operation == "CONNECT").unwrap_or(r.kind);
-    let kind = json!({ "group": r.group, "version": r.version, "kind": kind_name });
+    // Through a subresource whose object is another kind (a Scale, a CONNECT's PodExecOptions),
+    // the kind is that object's, as upstream's.
+    let own = json!({ "group": r.group, "version": r.version, "kind": r.kind });
+    let kind = match object.filter(|_| req.subresource.is_some()).map(|o| (o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""))) {
+        Some((api_version, kind)) if !kind.is_empty() && kind != r.kind => {
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            json!({ "group": group, "version": version, "kind": kind })
+        }
+        _ => own,
+    };
     let resource = json!({ "group": r.group, "version": r.version, "resource": r.plural });
     let mut user = json!({ "username": req.user.name, "groups": req.user.groups });
     if !req.user.uid.is_empty() {

@@ -355,7 +355,7 @@ impl Api {
         let transform = output::negotiate(accept);
         if info.subresource.as_deref() == Some("scale") {
             let transform = transform?;
-            let resp = self.scale(&info, verb, headers, &body, dry_run, &manager).await?;
+            let resp = self.scale(user, &info, verb, headers, &body, dry_run, &manager).await?;
             return transformed(resp, info.resource, transform).await;
         }
         if info.subresource.as_deref() == Some("token") {
@@ -690,6 +690,27 @@ impl Api {
         warnings.extend(crate::vap::admit(reads, &req).await?);
         if self.has_webhooks(Kind::Validating) {
             warnings.extend(webhooks::validate(reads, &Call { request: &req, options }).await?);
+        }
+        Ok(warnings)
+    }
+
+    /// Admission of an UPDATE through a subresource whose object is not the resource's own
+    /// kind (a Scale): mutating webhooks, then ValidatingAdmissionPolicies and validating
+    /// webhooks, on `obj` with `old` the subresource's current object.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_other_object(&self, user: &User, info: &RequestInfo, obj: &mut Value, old: &Value, dry_run: bool, manager: &str) -> Result<Vec<String>, ApiError> {
+        use crate::admission_webhooks::{self as webhooks, Call, Kind};
+        let name = info.name.clone().unwrap_or_default();
+        let options = webhooks::options("UPDATE", dry_run, Some(manager), None);
+        let mut req = crate::vap::Request { resource: info.resource, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: None, old: Some(old), user, dry_run };
+        let mut warnings = Vec::new();
+        if self.has_webhooks(Kind::Mutating) {
+            warnings.extend(webhooks::mutate(self.store.as_ref(), &Call { request: &req, options: options.clone() }, obj).await?.1);
+        }
+        req.object = Some(obj);
+        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+        if self.has_webhooks(Kind::Validating) {
+            warnings.extend(webhooks::validate(self.store.as_ref(), &Call { request: &req, options }).await?);
         }
         Ok(warnings)
     }
@@ -1899,7 +1920,8 @@ impl Api {
 
     /// The `scale` subresource (`autoscaling/v1 Scale`) of Deployments, ReplicaSets and
     /// StatefulSets: read, replace or patch `spec.replicas`.
-    async fn scale(&self, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
+    #[allow(clippy::too_many_arguments)]
+    async fn scale(&self, user: &User, info: &RequestInfo, verb: &str, headers: &HeaderMap, body: &Bytes, dry_run: bool, manager: &str) -> Result<Response, ApiError> {
         let r = info.resource;
         let name = info.name.clone().unwrap_or_default();
         // A write without a resourceVersion (a patch, or an update that leaves it out, as the
@@ -1909,7 +1931,7 @@ impl Api {
         for _ in 0..16 {
             let (obj, rev) = self.load(info).await?;
             let current = scale_of(r, &obj, rev);
-            let wanted = match verb {
+            let mut wanted = match verb {
                 "get" => return Ok(json_response(StatusCode::OK, &current)),
                 "update" => parse_body(headers, body)?,
                 "patch" => {
@@ -1931,6 +1953,8 @@ impl Api {
                     return Err(ApiError::conflict(r, &name));
                 }
             }
+            // Admission sees the Scale (autoscaling/v1), as upstream's scale subresource sends it.
+            let warnings = self.admit_other_object(user, info, &mut wanted, &current, dry_run, manager).await?;
             let Some(replicas) = wanted["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
                 let c = crate::status::Cause { reason: "FieldValueInvalid", field: "spec.replicas".into(), message: format!("Invalid value: {}: must be greater than or equal to 0", wanted["spec"]["replicas"]) };
                 return Err(ApiError::invalid(r, &name, vec![c]));
@@ -1955,7 +1979,7 @@ impl Api {
                 Err(e) => return Err(e),
                 Ok(_) => {
                     let (obj, rev) = self.load(info).await?;
-                    return Ok(json_response(StatusCode::OK, &scale_of(r, &obj, rev)));
+                    return Ok(with_warnings(json_response(StatusCode::OK, &scale_of(r, &obj, rev)), &warnings));
                 }
             }
         }
