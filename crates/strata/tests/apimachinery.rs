@@ -520,6 +520,10 @@ impl WebhookServer {
                                     json!({"uid": uid, "allowed": false, "status": {"message": what}})
                                 }
                                 "/scale" => json!({"uid": uid, "allowed": true}),
+                                "/deny-all" => {
+                                    let what = format!("no {}/{} {}", request["kind"]["group"].as_str().unwrap_or(""), request["kind"]["kind"].as_str().unwrap_or(""), request["subResource"].as_str().unwrap_or(""));
+                                    json!({"uid": uid, "allowed": false, "status": {"message": what}})
+                                }
                                 "/protect" => json!({"uid": uid, "allowed": true}),
                                 _ => json!({"uid": "wrong", "allowed": true}),
                             };
@@ -740,6 +744,29 @@ fn admission_webhooks_are_called() {
     let (code, body) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/exec?container=c&stdout=true&command=id", common::server::Auth::Admin, None, None);
     assert!(code == 400 && body.contains("does not have a host assigned"), "{code} {body}");
     s.ok(&["delete", "validatingwebhookconfiguration", "connect"]);
+
+    // A pod's binding and eviction are CREATEs of their own objects.
+    let subresources = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: subresources}}\nwebhooks:\n{}",
+        w.hook("subresources.strata.test", "/deny-all", "pods/binding, pods/eviction", "CREATE", "")
+    );
+    s.ok_stdin(&["create", "-f", "-"], Some(&subresources));
+    let binding = br#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"attached"},"target":{"kind":"Node","name":"n1"}}"#;
+    let mut body = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let (code, b) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/binding", common::server::Auth::Admin, Some("application/json"), Some(binding));
+            body = b;
+            code == 403
+        }),
+        "the binding webhook was never called: {body}"
+    );
+    assert!(body.contains("denied the request: no /Binding binding"), "{body}");
+    let eviction = br#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"attached","namespace":"plain"}}"#;
+    let (code, body) = s.curl("POST", "/api/v1/namespaces/plain/pods/attached/eviction", common::server::Auth::Admin, Some("application/json"), Some(eviction));
+    assert!(code == 403 && body.contains("denied the request: no policy/Eviction eviction"), "{code} {body}");
+    assert!(s.get_json("/api/v1/namespaces/plain/pods/attached")["spec"]["nodeName"].is_null(), "a denied binding bound");
+    s.ok(&["delete", "validatingwebhookconfiguration", "subresources"]);
 
     // The scale subresource: the webhook is sent the Scale (autoscaling/v1).
     let scale = format!(

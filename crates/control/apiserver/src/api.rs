@@ -422,12 +422,14 @@ impl Api {
             "list" => self.list(&info, &q, transform).await,
             "watch" => self.watch(&info, &q, transform, conn).await,
             "create" if info.subresource.as_deref() == Some("eviction") => {
-                let obj = parse_body(headers, &body)?;
-                self.evict(&info, obj, dry_run).await
+                let mut obj = parse_body(headers, &body)?;
+                let warnings = self.admit_other_object(user, &info, &mut obj, None, dry_run, &manager).await?;
+                Ok(with_warnings(self.evict(&info, obj, dry_run).await?, &warnings))
             }
             "create" if info.subresource.as_deref() == Some("binding") => {
-                let obj = parse_body(headers, &body)?;
-                self.bind(&info, obj, dry_run).await
+                let mut obj = parse_body(headers, &body)?;
+                let warnings = self.admit_other_object(user, &info, &mut obj, None, dry_run, &manager).await?;
+                Ok(with_warnings(self.bind(&info, obj, dry_run).await?, &warnings))
             }
             "create" => {
                 let obj = parse_body(headers, &body)?;
@@ -694,21 +696,27 @@ impl Api {
         Ok(warnings)
     }
 
-    /// Admission of an UPDATE through a subresource whose object is not the resource's own
-    /// kind (a Scale): mutating webhooks, then ValidatingAdmissionPolicies and validating
-    /// webhooks, on `obj` with `old` the subresource's current object.
+    /// Admission of a write through a subresource whose object is not the resource's own kind:
+    /// the UPDATE of a Scale (`old` the current one), the CREATE of a Binding or an Eviction
+    /// (`old` None). Mutating webhooks, then ValidatingAdmissionPolicies and validating
+    /// webhooks, on `obj`. Policies are looked for only when the watch cache holds a binding of
+    /// one (a pod's binding is the scheduler's hot path).
     #[allow(clippy::too_many_arguments)]
-    async fn admit_other_object(&self, user: &User, info: &RequestInfo, obj: &mut Value, old: &Value, dry_run: bool, manager: &str) -> Result<Vec<String>, ApiError> {
+    async fn admit_other_object(&self, user: &User, info: &RequestInfo, obj: &mut Value, old: Option<&Value>, dry_run: bool, manager: &str) -> Result<Vec<String>, ApiError> {
         use crate::admission_webhooks::{self as webhooks, Call, Kind};
         let name = info.name.clone().unwrap_or_default();
-        let options = webhooks::options("UPDATE", dry_run, Some(manager), None);
-        let mut req = crate::vap::Request { resource: info.resource, subresource: info.subresource.as_deref(), operation: "UPDATE", namespace: info.namespace.as_deref(), name: &name, object: None, old: Some(old), user, dry_run };
+        let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+        let options = webhooks::options(operation, dry_run, Some(manager), None);
+        let mut req = crate::vap::Request { resource: info.resource, subresource: info.subresource.as_deref(), operation, namespace: info.namespace.as_deref(), name: &name, object: None, old, user, dry_run };
         let mut warnings = Vec::new();
         if self.has_webhooks(Kind::Mutating) {
             warnings.extend(webhooks::mutate(self.store.as_ref(), &Call { request: &req, options: options.clone() }, obj).await?.1);
         }
         req.object = Some(obj);
-        warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+        let policies = resources::find("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings").is_some_and(|b| self.cache.count(&b.key_prefix()) > 0);
+        if policies {
+            warnings.extend(crate::vap::admit(self.store.as_ref(), &req).await?);
+        }
         if self.has_webhooks(Kind::Validating) {
             warnings.extend(webhooks::validate(self.store.as_ref(), &Call { request: &req, options }).await?);
         }
@@ -1954,7 +1962,7 @@ impl Api {
                 }
             }
             // Admission sees the Scale (autoscaling/v1), as upstream's scale subresource sends it.
-            let warnings = self.admit_other_object(user, info, &mut wanted, &current, dry_run, manager).await?;
+            let warnings = self.admit_other_object(user, info, &mut wanted, Some(&current), dry_run, manager).await?;
             let Some(replicas) = wanted["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
                 let c = crate::status::Cause { reason: "FieldValueInvalid", field: "spec.replicas".into(), message: format!("Invalid value: {}: must be greater than or equal to 0", wanted["spec"]["replicas"]) };
                 return Err(ApiError::invalid(r, &name, vec![c]));
