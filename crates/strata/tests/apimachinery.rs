@@ -438,20 +438,12 @@ impl WebhookServer {
     fn start_on(ip: std::net::IpAddr, names: &[&str]) -> WebhookServer {
         use std::sync::{Arc, Mutex};
         use serde_json::json;
-        let key = rcgen::KeyPair::generate().expect("key");
         let sans: Vec<String> = std::iter::once(ip.to_string()).chain(names.iter().map(|n| n.to_string())).collect();
-        let cert = rcgen::CertificateParams::new(sans).expect("params").self_signed(&key).expect("self-signed");
+        let (acceptor, pem) = common::tls::self_signed_acceptor(sans);
         let ca_bundle = {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(cert.pem())
+            base64::engine::general_purpose::STANDARD.encode(pem)
         };
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let listener = runtime.block_on(tokio::net::TcpListener::bind((ip, 0))).expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -562,6 +554,20 @@ impl WebhookServer {
 fn admission_webhooks_are_called() {
     let s = ApiServer::start(Backend::Embedded);
     let w = WebhookServer::start();
+    // A configuration takes effect within moments (the server reads it from its watch cache):
+    // kubectl `args` is tried until it fails, and its error returned.
+    let refused = |args: &[&str], what: &str| {
+        let mut err = String::new();
+        assert!(
+            common::eventually(Duration::from_secs(10), || {
+                let out = s.kubectl(args);
+                err = String::from_utf8_lossy(&out.stderr).to_string();
+                !out.status.success()
+            }),
+            "{what}"
+        );
+        err
+    };
     s.ok(&["create", "namespace", "hooked"]);
     s.ok(&["label", "namespace", "hooked", "webhooks=on"]);
     s.ok(&["create", "namespace", "plain"]);
@@ -571,20 +577,7 @@ fn admission_webhooks_are_called() {
     );
     let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&validating));
     assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("Warning"), "{out:?}");
-    // The configuration takes effect within moments (the server reads it from its watch cache).
-    let denied = |ns: &str, name: &str| {
-        let out = s.kubectl(&["create", "configmap", name, "-n", ns, "--from-literal=forbidden=1"]);
-        (!out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
-    };
-    let mut err = String::new();
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let (refused, e) = denied("hooked", "probe");
-            err = e;
-            refused
-        }),
-        "the validating webhook was never called"
-    );
+    let err = refused(&["create", "configmap", "probe", "-n", "hooked", "--from-literal=forbidden=1"], "the validating webhook was never called");
     assert!(err.contains("admission webhook \"validate.strata.test\" denied the request: the key \"forbidden\" is not allowed"), "{err}");
     let (code, body) = s.curl("POST", "/api/v1/namespaces/hooked/configmaps", common::server::Auth::Admin, Some("application/json"), Some(br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"raw"},"data":{"forbidden":"1"}}"#));
     let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -629,15 +622,7 @@ fn admission_webhooks_are_called() {
         "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: by-service}}\nwebhooks:\n- name: service.strata.test\n  clientConfig: {{service: {{namespace: plain, name: hooks, path: /validate}}, caBundle: \"{}\"}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [secrets]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n",
         behind.ca_bundle
     )));
-    let mut err = String::new();
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let out = s.kubectl(&["create", "secret", "generic", "nope", "-n", "plain", "--from-literal=forbidden=1"]);
-            err = String::from_utf8_lossy(&out.stderr).to_string();
-            !out.status.success()
-        }),
-        "the webhook behind a Service was never called"
-    );
+    let err = refused(&["create", "secret", "generic", "nope", "-n", "plain", "--from-literal=forbidden=1"], "the webhook behind a Service was never called");
     assert!(err.contains("admission webhook \"service.strata.test\" denied the request"), "{err}");
     assert!(behind.reviews_to("/validate").iter().any(|r| r["request"]["name"] == "nope"), "the review did not reach the server behind the Service");
     s.ok(&["create", "secret", "generic", "yes", "-n", "plain", "--from-literal=a=1"]);
@@ -696,15 +681,7 @@ fn admission_webhooks_are_called() {
     );
     s.ok_stdin(&["create", "-f", "-"], Some(&protect));
     s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: plain, labels: {protected: \"yes\"}}\n"));
-    let mut err = String::new();
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let out = s.kubectl(&["delete", "configmap", "kept", "-n", "plain"]);
-            err = String::from_utf8_lossy(&out.stderr).to_string();
-            !out.status.success()
-        }),
-        "the DELETE webhook was never called"
-    );
+    let err = refused(&["delete", "configmap", "kept", "-n", "plain"], "the DELETE webhook was never called");
     assert!(err.contains("configmaps \"kept\" is forbidden: admission webhook \"protect.strata.test\" denied the request: protected"), "{err}");
     assert!(!s.get_json("/api/v1/namespaces/plain/configmaps/kept").is_null(), "a denied delete deleted");
     // A deletecollection deletes each object as a DELETE of its own.
@@ -775,15 +752,7 @@ fn admission_webhooks_are_called() {
     );
     s.ok_stdin(&["create", "-f", "-"], Some(&scale));
     s.ok_stdin(&["create", "-f", "-"], Some("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc, namespace: plain}\nspec:\n  replicas: 1\n  selector: {app: rc}\n  template:\n    metadata: {labels: {app: rc}}\n    spec: {containers: [{name: c, image: busybox}]}\n"));
-    let mut err = String::new();
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let out = s.kubectl(&["scale", "rc", "rc", "-n", "plain", "--replicas=9"]);
-            err = String::from_utf8_lossy(&out.stderr).to_string();
-            !out.status.success()
-        }),
-        "the scale webhook was never called"
-    );
+    let err = refused(&["scale", "rc", "rc", "-n", "plain", "--replicas=9"], "the scale webhook was never called");
     assert!(err.contains("denied the request: at most 5, asked 9 (autoscaling Scale)"), "{err}");
     s.ok(&["scale", "rc", "rc", "-n", "plain", "--replicas=3"]);
     assert_eq!(s.get_json("/api/v1/namespaces/plain/replicationcontrollers/rc")["spec"]["replicas"], 3);
@@ -797,15 +766,7 @@ fn admission_webhooks_are_called() {
         w.hook("slow.strata.test", "/slow", "serviceaccounts", "CREATE", "  timeoutSeconds: 1\n")
     );
     s.ok_stdin(&["create", "-f", "-"], Some(&failing));
-    let mut err = String::new();
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let out = s.kubectl(&["create", "secret", "generic", "s1", "-n", "plain", "--from-literal=a=1"]);
-            err = String::from_utf8_lossy(&out.stderr).to_string();
-            !out.status.success()
-        }),
-        "an unreachable webhook did not fail the request"
-    );
+    let err = refused(&["create", "secret", "generic", "s1", "-n", "plain", "--from-literal=a=1"], "an unreachable webhook did not fail the request");
     assert!(err.contains(&format!("Internal error occurred: failed calling webhook \"dead.strata.test\": failed to call webhook: Post \"https://127.0.0.1:{dead}/x?timeout=10s\"")), "{err}");
     let started = std::time::Instant::now();
     let err = s.fails(&["create", "serviceaccount", "sa1", "-n", "plain"], None);

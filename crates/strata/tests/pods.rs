@@ -1196,15 +1196,7 @@ fn tls_server(netns: &std::path::Path, port: u16) -> TlsServer {
     let ready = Arc::new(AtomicBool::new(true));
     let alive = Arc::new(AtomicBool::new(true));
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["web.strata.test".to_string()]).expect("params").self_signed(&key).expect("self-signed");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, _) = common::tls::self_signed_acceptor(vec!["web.strata.test".to_string()]);
     let (r, a, s) = (ready.clone(), alive.clone(), seen.clone());
     serve_in_pod(netns, port, move |conn| {
                 let (r, a, s, acceptor) = (r.clone(), a.clone(), s.clone(), acceptor.clone());

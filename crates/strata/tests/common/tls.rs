@@ -24,3 +24,17 @@ pub fn admin_tls(pki: &Path) -> tokio_rustls::TlsConnector {
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
+
+/// A TLS acceptor with a new self-signed certificate for `names` (DNS names, or IP addresses
+/// as IP SANs), and the certificate as PEM (what a client trusts).
+pub fn self_signed_acceptor(names: Vec<String>) -> (tokio_rustls::TlsAcceptor, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(names).expect("params").self_signed(&key).expect("self-signed");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("server config");
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert.pem())
+}
