@@ -649,8 +649,8 @@ impl Api {
     }
 
     /// Admission after the built-in plugins, for a CREATE (`old` None) or UPDATE of `obj`:
-    /// mutating webhooks (and then the kind's defaulting and validation again, when one changed
-    /// the object; the server's own metadata fields are kept), then ValidatingAdmissionPolicies
+    /// mutating webhooks (and then the kind's pruning, defaulting and validation again, when one
+    /// changed the object; the server's own metadata fields are kept), then ValidatingAdmissionPolicies
     /// and validating webhooks on the result. Returns their warnings.
     #[allow(clippy::too_many_arguments)]
     async fn admit_external(&self, reads: &dyn Store, user: &User, info: &RequestInfo, obj: &mut Value, old: Option<&Value>, dry_run: bool, manager: &str) -> Result<Vec<String>, ApiError> {
@@ -679,6 +679,11 @@ impl Api {
                         }
                         _ => {}
                     }
+                }
+                // Decoded again as upstream decodes a patched object: fields the kind (or a
+                // custom kind's schema) does not have are dropped, a mistyped one is an error.
+                if let (_, Some(e)) = crate::fields::strip_unknown_checked(r, obj) {
+                    return Err(ApiError::internal(e));
                 }
                 crate::validate::validate(r, obj)?;
                 match old {
