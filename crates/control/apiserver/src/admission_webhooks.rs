@@ -325,9 +325,15 @@ async fn invoke(store: &dyn Store, hook: &Value, call: &Call<'_>, object: Option
     });
     let body = serde_json::to_vec(&review).map_err(|e| CallError(format!("could not create admission objects: {e}")))?;
     let timeout = hook["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30);
-    let target = Target::of(store, hook).await.map_err(|e| CallError(format!("failed to call webhook: {e}")))?;
+    // The timeout bounds the whole call: finding the address (a DNS lookup, a service's
+    // endpoints) as well as the exchange.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let target = tokio::time::timeout_at(deadline, Target::of(store, hook))
+        .await
+        .map_err(|_| CallError("failed to call webhook: context deadline exceeded".into()))?
+        .map_err(|e| CallError(format!("failed to call webhook: {e}")))?;
     let url = format!("{}?timeout={timeout}s", target.url());
-    let answer = tokio::time::timeout(Duration::from_secs(timeout), post(&target, hook, &format!("{}?timeout={timeout}s", target.path), body))
+    let answer = tokio::time::timeout_at(deadline, post(&target, hook, &format!("{}?timeout={timeout}s", target.path), body))
         .await
         .map_err(|_| CallError(format!("failed to call webhook: Post \"{url}\": context deadline exceeded")))?
         .map_err(|e| CallError(format!("failed to call webhook: Post \"{url}\": {e}")))?;
