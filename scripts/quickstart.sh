@@ -25,12 +25,22 @@ api() {
 }
 stop() {
   if [[ -f "$DEMO/server.pid" ]] && kill -0 "$(cat "$DEMO/server.pid")" 2>/dev/null; then
-    # Delete the demo's pods first: the node agent stops their containers and removes
-    # everything they had (network namespace, address, mounts, cgroups); then the server stops
-    # (containers outlive the server by design, so this order matters).
-    api -o /dev/null -X DELETE "https://127.0.0.1:$PORT/api/v1/namespaces/default/pods/hello" 2>/dev/null || true
-    for _ in $(seq 1 120); do
-      [[ -z "$("$STRATA" --root "$DEMO/root" ps -a -q 2>/dev/null)" ]] && break
+    # Delete every workload and pod first (the demo's and whatever else was run on it): the node
+    # agent stops their containers and removes everything they had (network namespace, address,
+    # mounts, cgroups); then the server stops (containers outlive the server by design, so this
+    # order matters).
+    local base="https://127.0.0.1:$PORT" ns r
+    for ns in $(api "$base/api/v1/namespaces" 2>/dev/null | python3 -c 'import json,sys; print(" ".join(i["metadata"]["name"] for i in json.load(sys.stdin)["items"]))' 2>/dev/null); do
+      for r in apis/batch/v1/namespaces/$ns/cronjobs apis/batch/v1/namespaces/$ns/jobs \
+               apis/apps/v1/namespaces/$ns/deployments apis/apps/v1/namespaces/$ns/daemonsets \
+               apis/apps/v1/namespaces/$ns/statefulsets apis/apps/v1/namespaces/$ns/replicasets \
+               api/v1/namespaces/$ns/replicationcontrollers api/v1/namespaces/$ns/pods; do
+        api -o /dev/null -X DELETE "$base/$r" 2>/dev/null || true
+      done
+    done
+    # A pod leaves the API once the agent has stopped its containers (at most its grace period).
+    for _ in $(seq 1 180); do
+      [[ "$(api "$base/api/v1/pods" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null)" == 0 ]] && break
       sleep 0.5
     done
     sleep 3 # the pod's sandbox goes after its containers
