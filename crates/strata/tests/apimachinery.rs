@@ -426,6 +426,8 @@ struct WebhookServer {
     port: u16,
     ca_bundle: String,
     reviews: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    /// TLS connections accepted so far.
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -449,12 +451,15 @@ impl WebhookServer {
         let port = listener.local_addr().expect("addr").port();
         let reviews: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
         let seen = reviews.clone();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let accepted = connections.clone();
         runtime.spawn(async move {
             let mutations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             while let Ok((conn, _)) = listener.accept().await {
-                let (acceptor, seen, mutations) = (acceptor.clone(), seen.clone(), mutations.clone());
+                let (acceptor, seen, mutations, accepted) = (acceptor.clone(), seen.clone(), mutations.clone(), accepted.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(conn).await else { return };
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (seen, mutations) = (seen.clone(), mutations.clone());
                         async move {
@@ -528,7 +533,7 @@ impl WebhookServer {
                 });
             }
         });
-        WebhookServer { port, ca_bundle, reviews, _runtime: runtime }
+        WebhookServer { port, ca_bundle, reviews, connections, _runtime: runtime }
     }
 
     /// A webhook entry calling `path`, for `resources` and `operations`.
@@ -602,6 +607,15 @@ fn admission_webhooks_are_called() {
     assert!(!req["uid"].as_str().unwrap_or("").is_empty(), "{review}");
     let sent = w.reviews.lock().expect("reviews").iter().find(|(p, r)| p.starts_with("/validate?") && r["request"]["name"] == "fine").map(|(p, _)| p.clone()).unwrap_or_default();
     assert_eq!(sent, "/validate?timeout=10s");
+    // Connections are kept alive: one request after another reuses one.
+    let (before, reviewed) = (w.connections.load(std::sync::atomic::Ordering::SeqCst), w.reviews_to("/validate").len());
+    for i in 0..8 {
+        let (code, body) = s.curl("POST", "/api/v1/namespaces/hooked/configmaps", common::server::Auth::Admin, Some("application/json"), Some(format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"kept-{i}"}}}}"#).as_bytes()));
+        assert_eq!(code, 201, "{body}");
+    }
+    let opened = w.connections.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(w.reviews_to("/validate").len(), reviewed + 8);
+    assert!(opened <= 1, "8 reviews one after another opened {opened} connections");
     // Updates and dry runs go too; other namespaces (namespaceSelector) do not.
     let err = s.fails(&["patch", "configmap", "fine", "-n", "hooked", "--type=merge", "-p", r#"{"data":{"forbidden":"x"}}"#], None);
     assert!(err.contains("denied the request"), "{err}");

@@ -22,7 +22,8 @@
 //! of the service's ready endpoint addresses (the port named as the service port is), dialled
 //! directly with `<name>.<namespace>.svc` as the TLS server name (kube-apiserver's
 //! `--enable-aggregator-routing` resolution: strata has no cluster IP routing on the server's
-//! host). The server's certificate is checked against `caBundle`, else the host's trust store.
+//! host). The server's certificate is checked against `caBundle`, else the host's trust store;
+//! connections are kept alive for the next call to the same address with the same trust.
 //! Webhook configurations and admission policies are never sent to webhooks (upstream exempts
 //! them, so a broken webhook can always be removed). Not supported: `matchPolicy: Equivalent`
 //! matching a request through another version of its resource (each resource is served at
@@ -420,10 +421,15 @@ fn pick_endpoint(endpoints: &Value, port_name: &str) -> Option<std::net::SocketA
     (!found.is_empty()).then(|| found[rand::random::<usize>() % found.len()])
 }
 
-/// TLS to a webhook: its caBundle, else the host's trust store.
-fn tls(hook: &Value) -> Result<tokio_rustls::TlsConnector, String> {
+/// The TLS configuration for a webhook's trust (its caBundle, else the host's trust store), built
+/// once per distinct trust and kept (bounded).
+fn tls(hook: &Value) -> Result<Arc<rustls::ClientConfig>, String> {
     use base64::Engine;
-    let pem = match hook["clientConfig"]["caBundle"].as_str().filter(|b| !b.is_empty()) {
+    let ca_bundle = hook["clientConfig"]["caBundle"].as_str().unwrap_or("");
+    if let Some(cfg) = CLIENTS.tls.lock().unwrap_or_else(|e| e.into_inner()).get(ca_bundle) {
+        return Ok(cfg.clone());
+    }
+    let pem = match Some(ca_bundle).filter(|b| !b.is_empty()) {
         Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("invalid caBundle: {e}"))?,
         None => std::fs::read(SYSTEM_ROOTS).unwrap_or_default(),
     };
@@ -435,35 +441,139 @@ fn tls(hook: &Value) -> Result<tokio_rustls::TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots).with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+    let cfg = Arc::new(cfg);
+    let mut cache = CLIENTS.tls.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= MAX_TRUSTS {
+        cache.clear();
+    }
+    cache.insert(ca_bundle.to_string(), cfg.clone());
+    Ok(cfg)
 }
 
-/// POST the review; the answer's JSON.
-async fn post(target: &Target, hook: &Value, path: &str, body: Vec<u8>) -> Result<Value, String> {
-    let connector = tls(hook)?;
+/// Connections to webhooks kept alive between calls, as upstream's webhook client keeps them
+/// (a TLS handshake per admitted request otherwise), and the TLS configurations they were
+/// made with. One for the process: what a connection may be reused for is told by its
+/// [`ConnKey`], which includes the trust it was verified with.
+struct Clients {
+    tls: std::sync::Mutex<std::collections::HashMap<String, Arc<rustls::ClientConfig>>>,
+    idle: std::sync::Mutex<std::collections::HashMap<ConnKey, Vec<(tokio::time::Instant, Sender)>>>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<axum::body::Bytes>>;
+
+static CLIENTS: std::sync::LazyLock<Clients> = std::sync::LazyLock::new(|| Clients { tls: Default::default(), idle: Default::default() });
+
+/// Distinct trusts whose TLS configurations are kept.
+const MAX_TRUSTS: usize = 64;
+/// Idle connections kept per webhook address.
+const MAX_IDLE_PER_KEY: usize = 16;
+/// How long an idle connection is kept (Go's http.Transport default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What a kept connection may be reused for: the same address, server name and trust.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ConnKey {
+    addr: std::net::SocketAddr,
+    server_name: String,
+    ca_bundle: String,
+}
+
+impl Clients {
+    /// A kept connection for `key` that is still open, if any.
+    fn take(&self, key: &ConnKey) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        let now = tokio::time::Instant::now();
+        let found = loop {
+            match list.pop() {
+                Some((since, sender)) if now.duration_since(since) < IDLE_TIMEOUT && !sender.is_closed() => break Some(sender),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Keep `sender` for the next call to `key`.
+    fn put(&self, key: ConnKey, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections idle too long go, everywhere (the addresses of webhooks behind services
+        // come and go).
+        idle.retain(|_, list| {
+            list.retain(|(since, s)| now.duration_since(*since) < IDLE_TIMEOUT && !s.is_closed());
+            !list.is_empty()
+        });
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_KEY {
+            list.push((now, sender));
+        }
+    }
+}
+
+/// A new connection to `target`.
+async fn connect(target: &Target, tls: Arc<rustls::ClientConfig>) -> Result<Sender, String> {
     let tcp = tokio::net::TcpStream::connect(target.addr).await.map_err(|e| format!("dial tcp {}: {e}", target.addr))?;
     let _ = tcp.set_nodelay(true);
     let name = match target.server_name.parse::<std::net::IpAddr>() {
         Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
         Err(_) => rustls::pki_types::ServerName::try_from(target.server_name.clone()).map_err(|e| format!("invalid server name {:?}: {e}", target.server_name))?,
     };
-    let stream = connector.connect(name, tcp).await.map_err(|e| format!("tls: failed to verify certificate or handshake: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("tls: failed to verify certificate or handshake: {e}"))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "webhook connection ended");
         }
     });
-    let req = Request::post(path)
-        .header("host", &target.authority)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, */*")
-        .body(Full::new(axum::body::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    Ok(sender)
+}
+
+/// POST the review on a kept connection or a new one; the answer's JSON. A kept connection the
+/// webhook closed before answering (it may close idle ones at any time) is given up and the
+/// review sent once more on a new one, as Go's transport retries a request on a connection the
+/// server closed.
+async fn post(target: &Target, hook: &Value, path: &str, body: Vec<u8>) -> Result<Value, String> {
+    let tls = tls(hook)?;
+    let key = ConnKey { addr: target.addr, server_name: target.server_name.clone(), ca_bundle: hook["clientConfig"]["caBundle"].as_str().unwrap_or("").to_string() };
+    let body = axum::body::Bytes::from(body);
+    let request = || {
+        Request::post(path)
+            .header("host", &target.authority)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, */*")
+            .body(Full::new(body.clone()))
+            .map_err(|e| e.to_string())
+    };
+    let mut kept = CLIENTS.take(&key);
+    let (sender, resp) = loop {
+        let reused = kept.is_some();
+        let mut sender = match kept.take() {
+            Some(s) => s,
+            None => connect(target, tls.clone()).await?,
+        };
+        let sent = match sender.ready().await {
+            Ok(()) => sender.send_request(request()?).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(resp) => break (sender, resp),
+            Err(e) if reused => tracing::debug!(error = %e, webhook = %target.url(), "a kept webhook connection failed; trying a new one"),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     let status = resp.status();
     let limited = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE);
     let bytes = limited.collect().await.map_err(|e| format!("reading the response: {e}"))?.to_bytes();
+    // The whole answer was read: the connection can carry the next review (whether it still
+    // can is asked when it is taken again).
+    CLIENTS.put(key, sender);
     if status != StatusCode::OK && !status.is_success() {
         let text = String::from_utf8_lossy(&bytes);
         let shown = if text.trim().is_empty() { String::new() } else { format!(" ({:?})", text.chars().take(200).collect::<String>()) };
@@ -713,5 +823,97 @@ mod tests {
         assert_eq!(pick_endpoint(&ep, "https"), Some("10.0.0.5:8443".parse().unwrap()));
         assert_eq!(pick_endpoint(&ep, "other"), None);
         assert_eq!(pick_endpoint(&Value::Null, ""), None);
+    }
+
+    /// A TLS server on loopback answering each POST with `{"n": <request number>}`; after
+    /// `close_after` requests on one connection it closes it without saying so first. The
+    /// number of connections it accepted, and the caBundle trusting it.
+    async fn answering_server(close_after: usize) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>, String) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use base64::Engine;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, requests) = (acceptor.clone(), requests.clone());
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    // A plain HTTP/1.1 exchange by hand, so the close is abrupt (no
+                    // `Connection: close`).
+                    for _ in 0..close_after {
+                        let mut got = Vec::new();
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            let Ok(n) = tls.read(&mut buf).await else { return };
+                            if n == 0 {
+                                return;
+                            }
+                            got.extend_from_slice(&buf[..n]);
+                            let text = String::from_utf8_lossy(&got).to_string();
+                            if let Some(end) = text.find("\r\n\r\n") {
+                                let length = text[..end].lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+                                if got.len() >= end + 4 + length {
+                                    break;
+                                }
+                            }
+                        }
+                        let body = format!("{{\"n\":{}}}", requests.fetch_add(1, Ordering::SeqCst) + 1);
+                        let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if tls.write_all(answer.as_bytes()).await.is_err() || tls.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (addr, accepted, base64::engine::general_purpose::STANDARD.encode(cert.pem()))
+    }
+
+    fn target(addr: std::net::SocketAddr) -> Target {
+        Target { addr, server_name: "127.0.0.1".into(), authority: addr.to_string(), path: "/".into() }
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive_and_one_the_webhook_closed_is_replaced() {
+        use std::sync::atomic::Ordering;
+        let (addr, accepted, ca) = answering_server(usize::MAX).await;
+        let hook = json!({"clientConfig": {"caBundle": ca}});
+        for n in 1..=5 {
+            assert_eq!(post(&target(addr), &hook, "/", b"{}".to_vec()).await.unwrap(), json!({"n": n}));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "five calls one after another should share one connection");
+
+        // A webhook that closes each connection after one answer: every call still succeeds,
+        // on a new connection each (a kept one found closed, or failing as it is used, is
+        // replaced).
+        let (addr, accepted, ca) = answering_server(1).await;
+        let hook = json!({"clientConfig": {"caBundle": ca}});
+        for n in 1..=4 {
+            assert_eq!(post(&target(addr), &hook, "/", b"{}".to_vec()).await.unwrap(), json!({"n": n}));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+
+        // Another trust is another connection: one verified with one caBundle is not reused
+        // for a webhook that names another.
+        let (addr, accepted, ca) = answering_server(usize::MAX).await;
+        post(&target(addr), &json!({"clientConfig": {"caBundle": ca}}), "/", b"{}".to_vec()).await.unwrap();
+        let (_, _, other_ca) = answering_server(usize::MAX).await;
+        let err = post(&target(addr), &json!({"clientConfig": {"caBundle": other_ca}}), "/", b"{}".to_vec()).await.unwrap_err();
+        assert!(err.contains("failed to verify certificate"), "{err}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }
