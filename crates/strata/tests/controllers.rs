@@ -1207,7 +1207,19 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "ext", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 5432 }] }] }).to_string()));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
+    assert_eq!(s.get_json("/api/v1/namespaces/ep1/endpoints/ext")["subsets"][0]["ports"][0]["protocol"], "TCP", "the port's protocol defaults to TCP");
     assert!(slices_of(&s, "ep1", "ext").is_empty());
+    // An address may not be the node's or the server's own (loopback, link-local), as upstream
+    // refuses them; nor may a slice's, or a Service's external IP.
+    let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "local", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "127.0.0.1" }], "ports": [{ "port": 2379 }] }] }).to_string()));
+    assert!(err.contains("subsets[0].addresses[0].ip: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)"), "{err}");
+    let err = s.fails(&["patch", "endpoints", "ext", "-n", "ep1", "--type=json", "-p", r#"[{"op":"replace","path":"/subsets/0/addresses/0/ip","value":"169.254.169.254"}]"#], None);
+    assert!(err.contains("may not be in the link-local range (169.254.0.0/16, fe80::/10)"), "{err}");
+    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
+    let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": { "name": "local", "namespace": "ep1" }, "addressType": "IPv4", "endpoints": [{ "addresses": ["127.0.0.1"] }], "ports": [{ "port": 2379 }] }).to_string()));
+    assert!(err.contains("endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range"), "{err}");
+    let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "local", "namespace": "ep1" }, "spec": { "ports": [{ "port": 80 }], "externalIPs": ["0.0.0.0"] } }).to_string()));
+    assert!(err.contains("spec.externalIPs[0]: Invalid value: \"0.0.0.0\": may not be unspecified (0.0.0.0)"), "{err}");
 
     // Deleting the Service takes its Endpoints and slices.
     s.ok(&["delete", "service", "web", "-n", "ep1"]);

@@ -29,6 +29,7 @@ pub mod csi;
 pub mod csr;
 pub mod discovery;
 pub mod encryption;
+pub mod endpoints;
 pub mod ephemeral;
 pub mod eviction;
 pub mod fieldpath;

@@ -84,6 +84,8 @@ pub fn validate(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
             }
         }
         "Service" => service(obj, &mut causes),
+        "Endpoints" => crate::endpoints::validate_endpoints(obj, &mut causes),
+        "EndpointSlice" => crate::endpoints::validate_slice(obj, &mut causes),
         "Secret" => secret(obj, &mut causes),
         "CertificateSigningRequest" => crate::csr::validate(obj, &mut causes),
         "PriorityClass" => crate::priority::validate(obj, &mut causes),
@@ -166,6 +168,9 @@ pub fn validate_create(r: &Resource, obj: &Value) -> Result<(), ApiError> {
         if name.len() > 52 {
             causes.push(invalid("metadata.name", &json!(name), "must be no more than 52 characters"));
         }
+    }
+    if r.builtin() == "EndpointSlice" {
+        crate::endpoints::validate_slice_create(obj, &mut causes);
     }
     if causes.is_empty() {
         Ok(())
@@ -311,6 +316,8 @@ pub fn validate_update(r: &Resource, new: &Value, old: &Value) -> Result<(), Api
         "CSIDriver" => crate::csi::validate_driver_update(new, old, &mut causes),
         "VolumeAttachment" => crate::csi::validate_attachment_update(new, old, &mut causes),
         "CSIStorageCapacity" => crate::csi::validate_capacity_update(new, old, &mut causes),
+        "Endpoints" => crate::endpoints::validate_endpoints_update(new, old, &mut causes),
+        "EndpointSlice" => crate::endpoints::validate_slice_update(new, old, &mut causes),
         _ => {}
     }
     if causes.is_empty() {
@@ -777,6 +784,14 @@ fn service(obj: &mut Value, causes: &mut Vec<Cause>) {
         }
         if ports.len() > 1 && p["name"].as_str().unwrap_or("").is_empty() {
             causes.push(required(&format!("spec.ports[{i}].name")));
+        }
+    }
+    // externalIPs: valid and not special (`ValidateEndpointIP`).
+    for (i, ip) in spec["externalIPs"].as_array().into_iter().flatten().enumerate() {
+        let field = format!("spec.externalIPs[{i}]");
+        match ip.as_str().filter(|s| s.parse::<std::net::IpAddr>().is_ok()) {
+            Some(text) => crate::endpoints::non_special_ip(text, &field, causes),
+            None => causes.push(invalid(&field, ip, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")),
         }
     }
     if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
