@@ -1202,20 +1202,43 @@ fn endpoints_and_slices_follow_pod_readiness_scaling_and_named_ports() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(eventually(LONG, || endpoint_ips(&ep(&s), "addresses") == [ip.clone()] && endpoint_ips(&ep(&s), "notReadyAddresses").is_empty()), "{}", ep(&s));
 
-    // A Service without a selector: its Endpoints are the user's, left alone.
+    // A Service without a selector: its Endpoints are the user's, left alone, and mirrored into
+    // an EndpointSlice (upstream's EndpointSliceMirroring), through create, update and delete.
     s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "ext", "namespace": "ep1" }, "spec": { "ports": [{ "port": 5432 }] } }).to_string()));
-    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "ext", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 5432 }] }] }).to_string()));
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
-    assert_eq!(s.get_json("/api/v1/namespaces/ep1/endpoints/ext")["subsets"][0]["ports"][0]["protocol"], "TCP", "the port's protocol defaults to TCP");
-    assert!(slices_of(&s, "ep1", "ext").is_empty());
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "ext", "namespace": "ep1", "labels": { "tier": "db" } }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "notReadyAddresses": [{ "ip": "192.0.2.11" }], "ports": [{ "port": 5432 }] }] }).to_string()));
+    let ext = s.get_json("/api/v1/namespaces/ep1/endpoints/ext");
+    assert_eq!(ext["subsets"][0]["ports"][0]["protocol"], "TCP", "the port's protocol defaults to TCP");
+    let mirrored = |s: &ApiServer| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = slices_of(s, "ep1", "ext").iter().flat_map(|sl| sl["endpoints"].as_array().cloned().unwrap_or_default()).map(|e| (e["addresses"][0].as_str().unwrap_or("").to_string(), e["conditions"]["ready"] == true)).collect();
+        v.sort();
+        v
+    };
+    assert!(eventually(LONG, || mirrored(&s) == [("192.0.2.10".to_string(), true), ("192.0.2.11".to_string(), false)]), "{:?}", slices_of(&s, "ep1", "ext"));
+    let slices = slices_of(&s, "ep1", "ext");
+    assert_eq!(slices.len(), 1, "{slices:?}");
+    let slice = &slices[0];
+    assert_eq!(slice["metadata"]["labels"], json!({ "tier": "db", "kubernetes.io/service-name": "ext", "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io" }), "{slice}");
+    assert_eq!((slice["addressType"].as_str(), &slice["ports"], slice["metadata"]["ownerReferences"][0]["kind"].as_str(), slice["metadata"]["ownerReferences"][0]["uid"].as_str()), (Some("IPv4"), &json!([{ "name": "", "port": 5432, "protocol": "TCP" }]), Some("Endpoints"), ext["metadata"]["uid"].as_str()), "{slice}");
+    assert!(slice["metadata"]["name"].as_str().unwrap_or("").starts_with("ext-"), "{slice}");
+    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"], "the user's Endpoints are left as they are");
+    s.ok(&["patch", "endpoints", "ext", "-n", "ep1", "--type=json", "-p", r#"[{"op":"replace","path":"/subsets/0/addresses/0/ip","value":"192.0.2.20"}]"#]);
+    assert!(eventually(LONG, || mirrored(&s) == [("192.0.2.11".to_string(), false), ("192.0.2.20".to_string(), true)]), "{:?}", slices_of(&s, "ep1", "ext"));
+    assert_eq!(slices_of(&s, "ep1", "ext")[0]["metadata"]["name"], slice["metadata"]["name"], "the slice is updated in place");
+    // Labelled not to be mirrored: the slice goes; unlabelled again, it comes back.
+    s.ok(&["label", "endpoints", "ext", "-n", "ep1", "endpointslice.kubernetes.io/skip-mirror=true"]);
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "ext").is_empty()), "{:?}", slices_of(&s, "ep1", "ext"));
+    s.ok(&["label", "endpoints", "ext", "-n", "ep1", "endpointslice.kubernetes.io/skip-mirror-"]);
+    assert!(eventually(LONG, || mirrored(&s).len() == 2), "{:?}", slices_of(&s, "ep1", "ext"));
+    s.ok(&["delete", "endpoints", "ext", "-n", "ep1"]);
+    assert!(eventually(LONG, || slices_of(&s, "ep1", "ext").is_empty()), "{:?}", slices_of(&s, "ep1", "ext"));
     // An address may not be the node's or the server's own (loopback, link-local), as upstream
     // refuses them; nor may a slice's, or a Service's external IP.
     let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "local", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "127.0.0.1" }], "ports": [{ "port": 2379 }] }] }).to_string()));
     assert!(err.contains("subsets[0].addresses[0].ip: Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)"), "{err}");
-    let err = s.fails(&["patch", "endpoints", "ext", "-n", "ep1", "--type=json", "-p", r#"[{"op":"replace","path":"/subsets/0/addresses/0/ip","value":"169.254.169.254"}]"#], None);
+    s.ok_stdin(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Endpoints", "metadata": { "name": "remote", "namespace": "ep1" }, "subsets": [{ "addresses": [{ "ip": "192.0.2.10" }], "ports": [{ "port": 5432 }] }] }).to_string()));
+    let err = s.fails(&["patch", "endpoints", "remote", "-n", "ep1", "--type=json", "-p", r#"[{"op":"replace","path":"/subsets/0/addresses/0/ip","value":"169.254.169.254"}]"#], None);
     assert!(err.contains("may not be in the link-local range (169.254.0.0/16, fe80::/10)"), "{err}");
-    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/ext"), "addresses"), ["192.0.2.10"]);
+    assert_eq!(endpoint_ips(&s.get_json("/api/v1/namespaces/ep1/endpoints/remote"), "addresses"), ["192.0.2.10"]);
     let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": { "name": "local", "namespace": "ep1" }, "addressType": "IPv4", "endpoints": [{ "addresses": ["127.0.0.1"] }], "ports": [{ "port": 2379 }] }).to_string()));
     assert!(err.contains("endpoints[0].addresses[0]: Invalid value: \"127.0.0.1\": may not be in the loopback range"), "{err}");
     let err = s.fails(&["create", "-f", "-"], Some(&json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "local", "namespace": "ep1" }, "spec": { "ports": [{ "port": 80 }], "externalIPs": ["0.0.0.0"] } }).to_string()));

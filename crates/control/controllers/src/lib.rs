@@ -24,6 +24,7 @@ pub mod gc;
 pub mod history;
 pub mod informer;
 pub mod job;
+pub mod mirroring;
 pub mod nodelifecycle;
 pub mod owners;
 pub mod podgc;
@@ -66,6 +67,7 @@ pub const CONTROLLERS: &[&str] = &[
     virtualmachine::IDENTITY,
     endpoints::IDENTITY,
     endpoints::SLICE_IDENTITY,
+    mirroring::IDENTITY,
     rootca::IDENTITY,
 ];
 
@@ -187,6 +189,7 @@ pub async fn run_controllers(clients: Clients, settings: Settings) {
                     virtualmachine::IDENTITY => virtualmachine::run(c).await,
                     endpoints::IDENTITY => endpoints::run(c, pods).await,
                     endpoints::SLICE_IDENTITY => endpoints::run_slices(c, pods).await,
+                    mirroring::IDENTITY => mirroring::run(c).await,
                     rootca::IDENTITY => rootca::run(c, settings.root_ca).await,
                     _ => Ok(()),
                 }
