@@ -72,7 +72,7 @@ PACKAGES = [
     (APIMACHINERY, "pkg/apis/meta/v1", None, "v1", [], ["ObjectMeta", "DeleteOptions", "ListMeta", "Status", "WatchEvent", "Patch"]),
     (API, "core/v1", "", "v1", [
         "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Pod", "ResourceQuota", "LimitRange", "Endpoints", "Event",
-        "Node", "PersistentVolumeClaim", "PersistentVolume", "Binding", "ReplicationController", "PodTemplate",
+        "Node", "PersistentVolumeClaim", "PersistentVolume", "Binding", "ReplicationController", "PodTemplate", "ComponentStatus",
     ], []),
     (API, "apps/v1", "apps", "v1", ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ControllerRevision"], []),
     (API, "batch/v1", "batch", "v1", ["Job", "CronJob"], []),

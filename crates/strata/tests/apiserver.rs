@@ -896,3 +896,46 @@ fn explain_describes_built_in_kinds_as_upstream() {
         }
     }
 }
+
+/// `kubectl get componentstatuses` (deprecated upstream, still served): the scheduler and the
+/// controller manager are healthy while someone holds and renews their Lease, the store while it
+/// answers; read only, with upstream's deprecation warning, its Table and its errors.
+#[test]
+fn component_statuses_tell_the_control_planes_health() {
+    // The harness's server runs neither a scheduler nor controllers.
+    let s = ApiServer::start(Backend::Embedded);
+    let out = s.kubectl(&["get", "componentstatuses"]);
+    assert!(out.status.success(), "{out:?}");
+    let (table, warning) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(warning.contains("Warning: v1 ComponentStatus is deprecated in v1.19+"), "{warning}");
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "STATUS", "MESSAGE", "ERROR"], "{table}");
+    assert_eq!(rows[1][..2], ["controller-manager", "Unhealthy"], "{table}");
+    assert!(table.contains("no controller manager has held the kube-system/kube-controller-manager Lease"), "{table}");
+    assert_eq!(rows[2], ["etcd-0", "Healthy", "ok"], "{table}");
+    assert_eq!(rows[3][..2], ["scheduler", "Unhealthy"], "{table}");
+    // A scheduler elsewhere takes the Lease: healthy while it renews.
+    let renew = |when: &str| {
+        format!("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: kube-scheduler, namespace: kube-system}}\nspec: {{holderIdentity: elsewhere_1, leaseDurationSeconds: 15, renewTime: \"{when}\"}}\n")
+    };
+    let fresh = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    s.ok_stdin(&["apply", "-f", "-"], Some(&renew(&fresh)));
+    let one = s.get_json("/api/v1/componentstatuses/scheduler");
+    assert_eq!(one["conditions"], serde_json::json!([{ "type": "Healthy", "status": "True", "message": "ok" }]), "{one}");
+    let stale = (chrono::Utc::now() - chrono::Duration::seconds(60)).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    s.ok_stdin(&["apply", "-f", "-"], Some(&renew(&stale)));
+    let one = s.get_json("/api/v1/componentstatuses/scheduler");
+    assert_eq!(one["conditions"][0]["status"], "False", "{one}");
+    assert!(one["conditions"][0]["error"].as_str().unwrap_or("").starts_with("elsewhere_1 last renewed the kube-system/kube-scheduler Lease 6"), "{one}");
+    // Read only; an unknown component is not found.
+    let err = s.fails(&["delete", "componentstatus", "scheduler"], None);
+    assert!(err.contains("MethodNotAllowed"), "{err}");
+    let err = s.fails(&["get", "cs", "nope"], None);
+    assert!(err.contains("componentstatuses \"nope\" not found"), "{err}");
+    let (code, _) = s.curl("GET", "/api/v1/componentstatuses?watch=true", Auth::Admin, None, None);
+    assert_eq!(code, 405);
+    // Discovery lists it as upstream does: read only, short name cs, never stored.
+    let v1 = s.get_json("/api/v1");
+    let cs = v1["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "componentstatuses").cloned().unwrap_or_default();
+    assert_eq!(cs, serde_json::json!({ "name": "componentstatuses", "singularName": "componentstatus", "namespaced": false, "kind": "ComponentStatus", "verbs": ["get", "list"], "shortNames": ["cs"] }));
+}

@@ -302,6 +302,9 @@ impl Api {
             output::negotiate_untransformed(accept)?;
             return self.review(user, review, ns.as_deref(), parse_body(headers, &body)?).await;
         }
+        if let Some(name) = component_status_path(path) {
+            return self.component_statuses(user, &method, name, &q, accept).await;
+        }
         if is_non_resource(path) {
             // Non-resource paths are authorized by RBAC nonResourceURLs, with the HTTP method
             // (lower case) as the verb, as upstream.
@@ -913,6 +916,44 @@ impl Api {
             }
             None => Err(ApiError::not_found(info.resource, name)),
         }
+    }
+
+    /// ComponentStatuses (`componentstatus.rs`): read only, computed on each read, with
+    /// upstream's deprecation warning.
+    async fn component_statuses(&self, user: &User, method: &Method, name: Option<&str>, q: &Query, accept: &str) -> Result<Response, ApiError> {
+        let r = &crate::resources::COMPONENT_STATUSES;
+        let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+        let verb = match (method.as_str(), name) {
+            ("GET", Some(_)) => "get",
+            ("GET", None) if watch => "watch",
+            ("GET", None) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", None) => "deletecollection",
+            ("DELETE", Some(_)) => "delete",
+            (other, _) => return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({other}) on the requested resource"))),
+        };
+        self.authorize(user, &Attributes::resource(verb, "", r.plural, "", "", name.unwrap_or(""))).await?;
+        if !matches!(verb, "get" | "list") {
+            return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({method}) on the requested resource")));
+        }
+        let transform = output::negotiate(accept)?;
+        let now = chrono::Utc::now();
+        let store = self.store.as_ref();
+        let body = match name {
+            Some(n) => {
+                let obj = crate::componentstatus::status(store, n, now).await.ok_or_else(|| ApiError::not_found(r, n))?;
+                object_as(r, transform, obj)?
+            }
+            None => {
+                let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
+                let fields = FieldSelector::parse_for(r, q.get("fieldSelector").map(String::as_str).unwrap_or("")).map_err(ApiError::bad_request)?;
+                let items = crate::componentstatus::statuses(store, now).await.into_iter().filter(|o| labels.matches(o) && fields.matches(o)).collect();
+                list_as(r, transform, items, json!({}))?
+            }
+        };
+        Ok(with_warnings(json_response(StatusCode::OK, &body), &[crate::componentstatus::DEPRECATION.to_string()]))
     }
 
     async fn get(&self, info: &RequestInfo, q: &Query, transform: Transform) -> Result<Response, ApiError> {
@@ -2311,6 +2352,16 @@ async fn transformed(resp: Response, r: &Resource, transform: Transform) -> Resu
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     Ok(Response::from_parts(parts, Body::from(object::to_json(&out))))
+}
+
+/// `Some(name)` of a path to the ComponentStatuses (`Some(None)`: the collection).
+fn component_status_path(path: &str) -> Option<Option<&str>> {
+    let rest = path.strip_prefix("/api/v1/componentstatuses")?;
+    match rest.strip_prefix('/') {
+        None if rest.is_empty() => Some(None),
+        Some(name) if !name.is_empty() && !name.contains('/') => Some(Some(name)),
+        _ => None,
+    }
 }
 
 fn list_meta(prefix: &str, rev: u64, next: Option<&str>, remaining: Option<u64>) -> Value {

@@ -67,11 +67,12 @@ fn resource_json(r: &Resource) -> Value {
 
 /// A stored kind's `storageVersionHash`, as upstream's `discovery.StorageVersionHash`: the first
 /// eight bytes of the SHA-256 of `group/version/Kind` of the version it is stored at, in base64
-/// (the same for every version a kind is served at). None for the review kinds, never stored.
+/// (the same for every version a kind is served at). None for the kinds never stored (reviews,
+/// component statuses).
 fn storage_version_hash(r: &Resource) -> Option<String> {
     use base64::Engine;
     use sha2::Digest;
-    if r.verbs() == ["create"] {
+    if !crate::resources::is_stored(r) {
         return None;
     }
     let (group, version) = match crate::crd::definition(r) {

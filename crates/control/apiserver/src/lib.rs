@@ -24,6 +24,7 @@ pub mod convert;
 pub mod celenv;
 pub mod celrules;
 pub mod clusterip;
+pub mod componentstatus;
 pub mod crd;
 pub mod csi;
 pub mod csr;

@@ -487,6 +487,15 @@ pub(crate) fn resource_paths(r: &Resource) -> Vec<PathSpec> {
         out.push(PathSpec { path: collection, path_params: scope_params, ops });
         return out;
     }
+    if r.verbs() == ["get", "list"] {
+        // Computed on each read (ComponentStatus): listed and read, nothing else.
+        let list = op("get", "list", format!("list{gv}{scoped}{}", r.kind), LIST_PARAMS, None, list_definition(r), &kind_gvk);
+        out.push(PathSpec { path: collection.clone(), path_params: scope_params.clone(), ops: vec![list] });
+        scope_params.push("name");
+        let read = op("get", "get", format!("read{gv}{scoped}{}", r.kind), GET_PARAMS, None, kind_def, &kind_gvk);
+        out.push(PathSpec { path: format!("{collection}/{{name}}"), path_params: scope_params, ops: vec![read] });
+        return out;
+    }
     let mut ops = vec![
         op("get", "list", format!("list{gv}{scoped}{}", r.kind), LIST_PARAMS, None, list_definition(r), &kind_gvk),
         op("post", "post", format!("create{gv}{scoped}{}", r.kind), WRITE_PARAMS, Some(kind_def.clone()), kind_def.clone(), &kind_gvk),

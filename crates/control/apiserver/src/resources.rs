@@ -78,6 +78,9 @@ impl Resource {
         if REVIEWS.iter().any(|r| r.group == self.group && r.plural == self.plural) {
             return &["create"];
         }
+        if !self.custom && self.group.is_empty() && self.plural == COMPONENT_STATUSES.plural {
+            return &["get", "list"];
+        }
         &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
     }
 }
@@ -172,6 +175,16 @@ pub static REVIEWS: &[Resource] = &[
     res!("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", "tokenreview", false, [], [], []),
 ];
 
+/// ComponentStatus (`kubectl get componentstatuses`, deprecated upstream since v1.19 and still
+/// served): computed on each read (`componentstatus.rs`), never stored, routed before this
+/// table is consulted; read-only.
+pub static COMPONENT_STATUSES: Resource = res!("", "v1", "ComponentStatus", "componentstatuses", "componentstatus", false, ["cs"], [], []);
+
+/// Whether objects of `r` are stored (not a review, not a computed status).
+pub fn is_stored(r: &Resource) -> bool {
+    !matches!(r.verbs(), ["create"] | ["get", "list"])
+}
+
 /// Every served kind: the built-in table, then the custom kinds of the moment.
 pub fn served() -> Vec<&'static Resource> {
     RESOURCES.iter().chain(crate::crd::resources()).collect()
@@ -181,6 +194,7 @@ pub fn served() -> Vec<&'static Resource> {
 pub fn discoverable() -> std::vec::IntoIter<&'static Resource> {
     let mut all = served();
     all.extend(REVIEWS.iter());
+    all.push(&COMPONENT_STATUSES);
     all.into_iter()
 }
 

@@ -292,6 +292,17 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(or_unknown(&info["containerRuntimeVersion"])),
             ]);
         }
+        // printComponentStatus: the Healthy condition's status, message and error.
+        "ComponentStatus" => {
+            let healthy = o["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Healthy");
+            let status = match healthy {
+                Some(c) if c["status"] == "True" => "Healthy",
+                Some(_) => "Unhealthy",
+                None => "Unknown",
+            };
+            let text = |k: &str| healthy.and_then(|c| c[k].as_str()).unwrap_or("").to_string();
+            c.extend([json!(status), json!(text("message")), json!(text("error"))]);
+        }
         // kubectl's formatEndpoints / formatEndpointSlice: three entries, then "+ N more...".
         "Endpoints" => {
             let mut list = Vec::new();
