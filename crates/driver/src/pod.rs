@@ -168,7 +168,7 @@ impl ContainerResourceSpec {
     }
 }
 
-/// A host port forwarded to the pod (Kubernetes `hostPort`, CRI `PortMapping`). TCP only.
+/// A host port forwarded to the pod (Kubernetes `hostPort`, CRI `PortMapping`), TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPortMapping {
     pub container_port: u16,
@@ -176,6 +176,18 @@ pub struct HostPortMapping {
     /// Default: every address (0.0.0.0).
     #[serde(default)]
     pub host_ip: Option<IpAddr>,
+    /// Default: TCP (as a sandbox recorded before UDP was forwarded reads).
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// A host port's protocol (SCTP is not forwarded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
 }
 
 /// Everything needed to create a pod sandbox (CRI `PodSandboxConfig`).

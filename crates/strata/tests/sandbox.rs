@@ -659,11 +659,16 @@ fn logs_select_by_tail_since_and_bytes_and_a_follower_can_be_cancelled() {
 
 #[test]
 fn host_ports_reach_the_pod_and_a_taken_port_is_refused_cleanly() {
-    use strata_driver::pod::HostPortMapping;
+    use strata_driver::pod::{HostPortMapping, PortProtocol};
     let pods = Pods::new();
     let port = common::free_port();
     let mut cfg = sandbox_config("ported");
-    cfg.port_mappings = vec![HostPortMapping { container_port: 8080, host_port: port, host_ip: Some("127.0.0.1".parse().expect("ip")) }];
+    let local = Some("127.0.0.1".parse().expect("ip"));
+    // TCP and UDP on the same host port number are two mappings, no conflict.
+    cfg.port_mappings = vec![
+        HostPortMapping { container_port: 8080, host_port: port, host_ip: local, protocol: PortProtocol::Tcp },
+        HostPortMapping { container_port: 8081, host_port: port, host_ip: local, protocol: PortProtocol::Udp },
+    ];
     let sb = pods.rt.run_pod_sandbox(&cfg).expect("sandbox");
     let web = pods.run(&sb, &pods.container("web", 0, &["httpd", "-f", "-p", "8080", "-h", "/var/www"]));
     pods.wait_state(&web, ContainerState::Running);
@@ -675,6 +680,30 @@ fn host_ports_reach_the_pod_and_a_taken_port_is_refused_cleanly() {
         body.clear();
         s.read_to_string(&mut body).is_ok() && body.contains("hello from strata")
     }), "{body}");
+    // UDP: datagrams relayed to the pod and its replies back (an echo server in the pod's
+    // network namespace, the one this test's sandbox made).
+    let mut echo = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/strata/netns/{sb}"))
+        .args(["python3", "-c", "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',8081))\nwhile True:\n d,a=s.recvfrom(2048)\n s.sendto(b'echo:'+d,a)\n"])
+        .spawn()
+        .expect("nsenter");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+    client.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let mut reply = String::new();
+    let relayed = eventually(Duration::from_secs(10), || {
+        let mut buf = [0u8; 64];
+        let _ = client.send_to(b"ping", ("127.0.0.1", port));
+        match client.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                reply = String::from_utf8_lossy(&buf[..n]).to_string();
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(relayed && reply == "echo:ping", "the UDP host port did not reach the pod: {reply:?}");
     assert_eq!(pods.rt.pod_sandbox_status(&sb).expect("status").port_mappings, cfg.port_mappings);
     let ps = pods.env.ok(&["ps"]);
     assert!(ps.lines().any(|l| l.starts_with(&web[..12]) && l.contains(&format!("127.0.0.1:{port}->8080/tcp"))), "{ps}");
@@ -691,6 +720,7 @@ fn host_ports_reach_the_pod_and_a_taken_port_is_refused_cleanly() {
     // Stopping the sandbox frees its port.
     pods.rt.stop_pod_sandbox(&sb).expect("stop");
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the UDP port is free again");
     pods.rt.remove_pod_sandbox(&sb).expect("remove");
     let traces = pod_traces(pods.env.root(), &sb, &[web]);
     assert!(traces.is_empty(), "left behind: {traces:#?}");

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strata_image::ImageStore;
 use strata_oci::network::{self, BridgeNetwork};
-use strata_supervise::ports::PortForward;
+use strata_supervise::ports::{PortForward, Protocol};
 use strata_oci::attach::AttachClient;
 use strata_oci::shim::{self, ShimConfig};
 use strata_oci::spec::{self, Limits, NetNs, SpecInput};
@@ -389,7 +389,7 @@ impl ContainerDriver {
                     NetworkMode::Bridge => record.ip.unwrap_or(network::ANY_V4),
                     _ => network::ANY_V4,
                 };
-                PortForward { host, container: SocketAddr::new(container_ip, p.container_port) }
+                PortForward { host, container: SocketAddr::new(container_ip, p.container_port), protocol: Protocol::Tcp }
             })
             .collect::<Vec<_>>();
 

@@ -28,7 +28,7 @@ use strata_oci::network::{self, BridgeNetwork};
 use strata_oci::spec::{MountSpec, Namespace, Propagation, Seccomp, SpecExtra};
 use std::net::SocketAddr;
 use strata_oci::{cgroups, infra, ns};
-use strata_supervise::ports::PortForward;
+use strata_supervise::ports::{PortForward, Protocol};
 use strata_supervise::util;
 
 use super::{config, ContainerDriver, Record};
@@ -494,6 +494,10 @@ impl ContainerDriver {
                 .map(|p| PortForward {
                     host: SocketAddr::new(p.host_ip.unwrap_or(network::ANY_V4), p.host_port),
                     container: SocketAddr::new(ip, p.container_port),
+                    protocol: match p.protocol {
+                        crate::pod::PortProtocol::Tcp => Protocol::Tcp,
+                        crate::pod::PortProtocol::Udp => Protocol::Udp,
+                    },
                 })
                 .collect(),
             // On the node's network a host port is the container's own: nothing to forward.
@@ -814,6 +818,9 @@ impl PodRuntime for ContainerDriver {
                 .config
                 .port_mappings
                 .iter()
+                // A container's published ports are TCP ones (`strata ps`, `strata port`); the
+                // sandbox's status has every mapping, UDP ones too.
+                .filter(|p| p.protocol == crate::pod::PortProtocol::Tcp)
                 .map(|p| PortMapping { host_ip: p.host_ip, host_port: p.host_port, container_port: p.container_port })
                 .collect(),
         };

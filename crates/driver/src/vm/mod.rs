@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 
 use strata_oci::network::{self, tap, BridgeNetwork, Lease};
 use strata_supervise::logs;
-use strata_supervise::ports::PortForward;
+use strata_supervise::ports::{PortForward, Protocol};
 use strata_vm::accel::{self, Accel};
 use strata_vm::qemu::{self, Forward, Machine, NetBackend, Nic};
 use strata_vm::qmp::{Qmp, QmpError};
@@ -559,6 +559,7 @@ impl VmDriver {
                     .map(|p| PortForward {
                         host: SocketAddr::new(p.host_ip.unwrap_or(network::ANY_V4), p.host_port),
                         container: SocketAddr::new(lease.address.into(), p.container_port),
+                        protocol: Protocol::Tcp,
                     })
                     .collect(),
                 None => Vec::new(),

@@ -175,7 +175,7 @@ fn run(config: &Config) -> Result<(), String> {
 }
 
 /// Supervise a QEMU that another (dead) supervisor launched.
-fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<(), String> {
+fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<ports::Bound>) -> Result<(), String> {
     let Adopt { qemu_pid, qemu_start } = adopt;
     if !crate::process_alive(qemu_pid, qemu_start) {
         return Err("QEMU is no longer running".into());
@@ -200,7 +200,7 @@ fn run_adopted(config: &Config, adopt: Adopt, listeners: Vec<(std::net::TcpListe
 /// From the moment QEMU is ready until its console closes: the console socket, the console
 /// log, the state file and the ready report, published ports, then the relay. Returns what it
 /// saw of a guest panic.
-fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: Vec<(std::net::TcpListener, std::net::SocketAddr)>) -> Result<PanicWatch, String> {
+fn serve_console(config: &Config, serial: UnixStream, qemu_pid: i32, listeners: Vec<ports::Bound>) -> Result<PanicWatch, String> {
     let listener = UnixListener::bind(CONSOLE_SOCKET).map_err(|e| format!("binding {CONSOLE_SOCKET}: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let writer = LogWriter::open(&config.console_log, config.log_max_size, config.log_max_files)

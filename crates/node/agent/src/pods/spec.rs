@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use strata_driver::pod::{ContainerResourceSpec, ContainerResources, HostPortMapping};
+use strata_driver::pod::{ContainerResourceSpec, ContainerResources, HostPortMapping, PortProtocol};
 
 /// A quantity in thousandths of its unit (`100m` cpu is 100; `1Ki` is 1,024,000), as
 /// apimachinery's `MilliValue`. `None` for what does not parse.
@@ -310,26 +310,30 @@ pub fn pull_credentials(pod: &Pod, secrets: &std::collections::HashMap<String, O
 }
 
 /// The pod's host ports for its sandbox (kubelet's port mappings: the `hostPort`s of its
-/// containers, not of its init containers). Only TCP is forwarded by the driver: UDP and SCTP
+/// containers, not of its init containers), TCP and UDP; the driver forwards no SCTP, so SCTP
 /// ports are left out.
 pub fn host_ports(pod: &Pod) -> Vec<HostPortMapping> {
     pod.spec
         .iter()
         .flat_map(|s| s.containers.iter())
         .flat_map(|c| c.ports.iter().flatten())
-        .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
         .filter_map(|p| {
+            let protocol = match p.protocol.as_deref() {
+                None | Some("TCP") => PortProtocol::Tcp,
+                Some("UDP") => PortProtocol::Udp,
+                Some(_) => return None,
+            };
             let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
-            Some(HostPortMapping { container_port: u16::try_from(p.container_port).ok()?, host_port, host_ip: p.host_ip.as_deref().and_then(|i| i.parse().ok()) })
+            Some(HostPortMapping { container_port: u16::try_from(p.container_port).ok()?, host_port, host_ip: p.host_ip.as_deref().and_then(|i| i.parse().ok()), protocol })
         })
         .collect()
 }
 
-/// Whether two host port mappings (TCP, the only ones mapped) claim the same port: the same
-/// number on the same address, or on every address for either (upstream's `HostPortInfo`).
+/// Whether two host port mappings claim the same port: the same protocol and number on the
+/// same address, or on every address for either (upstream's `HostPortInfo`).
 pub fn host_ports_conflict(a: &HostPortMapping, b: &HostPortMapping) -> bool {
     let every = |ip: &Option<std::net::IpAddr>| ip.is_none_or(|i| i.is_unspecified());
-    a.host_port == b.host_port && (every(&a.host_ip) || every(&b.host_ip) || a.host_ip == b.host_ip)
+    a.protocol == b.protocol && a.host_port == b.host_port && (every(&a.host_ip) || every(&b.host_ip) || a.host_ip == b.host_ip)
 }
 
 /// kubelet's `runAsNonRoot` check (`verifyRunAsNonRoot`) of container `c` whose image runs as
@@ -445,21 +449,25 @@ mod tests {
             "initContainers": [{"name": "i", "ports": [{"containerPort": 1, "hostPort": 1001}]}],
             "containers": [
                 {"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}, {"containerPort": 53, "hostPort": 5353, "protocol": "UDP"}]},
-                {"name": "b", "ports": [{"containerPort": 443, "hostPort": 8443, "hostIP": "127.0.0.1", "protocol": "TCP"}]}
+                {"name": "b", "ports": [{"containerPort": 443, "hostPort": 8443, "hostIP": "127.0.0.1", "protocol": "TCP"}, {"containerPort": 9, "hostPort": 9999, "protocol": "SCTP"}]}
             ]}}))
         .expect("pod");
         assert_eq!(
             host_ports(&pod),
             vec![
-                HostPortMapping { container_port: 80, host_port: 8080, host_ip: None },
-                HostPortMapping { container_port: 443, host_port: 8443, host_ip: Some("127.0.0.1".parse().expect("ip")) },
+                HostPortMapping { container_port: 80, host_port: 8080, host_ip: None, protocol: PortProtocol::Tcp },
+                HostPortMapping { container_port: 53, host_port: 5353, host_ip: None, protocol: PortProtocol::Udp },
+                HostPortMapping { container_port: 443, host_port: 8443, host_ip: Some("127.0.0.1".parse().expect("ip")), protocol: PortProtocol::Tcp },
             ]
         );
     }
 
     #[test]
     fn host_ports_conflict_on_the_same_port_and_overlapping_addresses() {
-        let m = |port: u16, ip: Option<&str>| HostPortMapping { container_port: 80, host_port: port, host_ip: ip.map(|i| i.parse().expect("ip")) };
+        let m = |port: u16, ip: Option<&str>| HostPortMapping { container_port: 80, host_port: port, host_ip: ip.map(|i| i.parse().expect("ip")), protocol: PortProtocol::Tcp };
+        let udp = |port: u16, ip: Option<&str>| HostPortMapping { protocol: PortProtocol::Udp, ..m(port, ip) };
+        assert!(!host_ports_conflict(&m(8080, None), &udp(8080, None)), "TCP and UDP on one port");
+        assert!(host_ports_conflict(&udp(8080, None), &udp(8080, Some("127.0.0.1"))));
         assert!(host_ports_conflict(&m(8080, None), &m(8080, None)));
         assert!(host_ports_conflict(&m(8080, None), &m(8080, Some("127.0.0.1"))), "every address covers one");
         assert!(host_ports_conflict(&m(8080, Some("0.0.0.0")), &m(8080, Some("127.0.0.1"))));
