@@ -296,6 +296,9 @@ fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
     let (code, body) = s.curl("POST", &format!("{base}/web:8080/proxy/cgi-bin/echo?a=1&b=two"), Auth::Admin, Some("text/plain"), Some(b"the-body"));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("query=a=1&b=two") && body.contains("method=POST") && body.contains("the-body"), "{body}");
+    // OPTIONS goes through too, as upstream's proxy takes any method.
+    let (code, body) = s.curl("OPTIONS", &format!("{base}/web:8080/proxy/cgi-bin/echo"), Auth::Admin, None, None);
+    assert!(code == 200 && body.contains("method=OPTIONS"), "{code} {body}");
     let (code, body) = s.curl("GET", &format!("{base}/web:8080/proxy/missing"), Auth::Admin, None, None);
     assert_eq!(code, 404, "the pod's own 404: {body}");
     // A port nothing listens on, a pod that does not exist.

@@ -1274,6 +1274,10 @@ spec:
         let away = seen.iter().find(|(path, _)| path == "/away");
         assert!(away.is_none_or(|(_, h)| h.get("host").and_then(|v| v.to_str().ok()) == Some(&format!("{ip}:8443"))), "{away:?}");
     }
+    // pods/proxy with the https scheme reaches the same TLS server (any certificate, as
+    // upstream's proxy transport).
+    let proxied = c.server.ok(&["get", "--raw", "/api/v1/namespaces/default/pods/https:https-probed:8443/proxy/healthz"]);
+    assert_eq!(proxied.trim(), "ok");
     // Unready when the server says so, ready again after.
     server.ready.store(false, std::sync::atomic::Ordering::SeqCst);
     c.wait_pod("https-probed", "unready on 500", Duration::from_secs(60), |p| condition(p, "Ready") == "False");

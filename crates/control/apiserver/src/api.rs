@@ -250,6 +250,9 @@ fn verb_of(method: &Method, info: &RequestInfo, q: &Query) -> Result<&'static st
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
+        // A proxied request goes with whatever method it has (upstream's verbs for them).
+        ("HEAD", true) if info.subresource.as_deref() == Some("proxy") => "get",
+        ("OPTIONS", true) if info.subresource.as_deref() == Some("proxy") => "options",
         (m, _) => return Err(ApiError::method_not_allowed(format!("the server does not allow this method ({m}) on the requested resource"))),
     })
 }
@@ -1817,7 +1820,7 @@ impl Api {
     /// carried by the agent of the pod's node (its `/podProxy/{ns}/{pod}/{port}/PATH`), which
     /// connects in the pod's network as for port-forward. kube-apiserver dials the pod IP itself;
     /// through the agent, a pod is reached wherever its network is. The name is upstream's
-    /// `[scheme:]name[:port]` (only `http`); without a port, the first port a container
+    /// `[scheme:]name[:port]` (`http` or `https`); without a port, the first port a container
     /// declares, else 80. RBAC was checked on `pods/proxy` with the method's verb.
     async fn pod_proxy(&self, info: &RequestInfo, req: Proxied<'_>) -> Result<Response, ApiError> {
         let id = info.name.as_deref().unwrap_or("");
@@ -1825,9 +1828,6 @@ impl Api {
             return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
         let (scheme, name, port) = crate::proxy::split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid pod proxy name {id:?}")))?;
-        if !scheme.is_empty() && scheme != "http" {
-            return Err(ApiError::bad_request(format!("pods/proxy: scheme {scheme:?} is not supported (only http)")));
-        }
         let target = RequestInfo { resource: info.resource, namespace: info.namespace.clone(), name: Some(name.to_string()), subresource: None };
         let (pod, _) = self.load(&target).await?;
         let port: u16 = match port {
@@ -1840,7 +1840,7 @@ impl Api {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(80),
         };
-        self.proxy_to_pod(info, &pod, port, req).await
+        self.proxy_to_pod(info, &pod, (scheme == "https", port), req).await
     }
 
     /// `services/proxy` (`services/[scheme:]NAME[:PORT]/proxy/PATH`): to one ready endpoint of
@@ -1853,9 +1853,6 @@ impl Api {
     async fn service_proxy(&self, info: &RequestInfo, req: Proxied<'_>) -> Result<Response, ApiError> {
         let id = info.name.as_deref().unwrap_or("");
         let (scheme, name, port) = crate::proxy::split_scheme_name_port(id).ok_or_else(|| ApiError::bad_request(format!("invalid service request {id:?}")))?;
-        if !scheme.is_empty() && scheme != "http" {
-            return Err(ApiError::bad_request(format!("services/proxy: scheme {scheme:?} is not supported (only http)")));
-        }
         let unavailable = |m: String| ApiError::new(503, "ServiceUnavailable", m);
         let mut port_name = port.unwrap_or("").to_string();
         let at = |resource| RequestInfo { resource, namespace: info.namespace.clone(), name: Some(name.to_string()), subresource: None };
@@ -1896,16 +1893,16 @@ impl Api {
                 if !has_ip {
                     continue;
                 }
-                return self.proxy_to_pod(info, &pod, target_port, req).await;
+                return self.proxy_to_pod(info, &pod, (scheme == "https", target_port), req).await;
             }
         }
         Err(unavailable(format!("no endpoints available for service {id:?}")))
     }
 
-    /// Carry a proxied request to `port` of `pod` through its node's agent: what follows
-    /// `/proxy` in the request's path (trailing slash included), its query, method, headers and
-    /// body.
-    async fn proxy_to_pod(&self, info: &RequestInfo, pod: &Value, port: u16, req: Proxied<'_>) -> Result<Response, ApiError> {
+    /// Carry a proxied request to `port` of `pod` (over TLS with `tls`, any certificate
+    /// accepted, as upstream's proxy transport) through its node's agent: what follows `/proxy`
+    /// in the request's path (trailing slash included), its query, method, headers and body.
+    async fn proxy_to_pod(&self, info: &RequestInfo, pod: &Value, (tls, port): (bool, u16), req: Proxied<'_>) -> Result<Response, ApiError> {
         let (ns, name) = (pod["metadata"]["namespace"].as_str().unwrap_or("default"), pod["metadata"]["name"].as_str().unwrap_or(""));
         let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
         if node.is_empty() {
@@ -1914,7 +1911,7 @@ impl Api {
         let marker = format!("/{}/proxy", info.name.as_deref().unwrap_or(""));
         let tail = req.raw_path.find(&marker).map(|i| &req.raw_path[i + marker.len()..]).unwrap_or("");
         let tail = if tail.is_empty() { "/" } else { tail };
-        let mut path = format!("/podProxy/{ns}/{name}/{port}{tail}");
+        let mut path = format!("/podProxy/{ns}/{name}/{}{port}{tail}", if tls { "https:" } else { "" });
         if let Some(q) = req.query.filter(|q| !q.is_empty()) {
             path = format!("{path}?{q}");
         }

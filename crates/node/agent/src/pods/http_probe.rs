@@ -159,7 +159,7 @@ where
 /// The client config of HTTPS probes: any certificate is accepted, as kubelet's
 /// `InsecureSkipVerify` (the pod's certificate is usually for its service name, or self-signed);
 /// the handshake's signatures are still checked against the certificate's key.
-fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -11,7 +11,7 @@
 //! SPDY/3.1 `portforward.k8s.io`, the same tunnelled in WebSocket (`SPDY/3.1+portforward.k8s.io`)
 //! and WebSocket `v4.channel.k8s.io` channels for port-forward.
 //!
-//! `/podProxy/{ns}/{pod}/{port}/{path}` is an HTTP request to a port of the pod (the API server's
+//! `/podProxy/{ns}/{pod}/[https:]{port}/{path}` is an HTTP(S) request to a port of the pod (the API server's
 //! `pods/proxy`; kubelet has no such path: kube-apiserver dials pod IPs itself), sent over a
 //! connection made in the pod's network as port-forward makes it (`proxy.rs`).
 //!
@@ -342,8 +342,15 @@ async fn route(pods: Arc<dyn PodStreams>, req: Request<hyper::body::Incoming>) -
                 Some(q) => format!("{rest}?{q}"),
                 None => rest.to_string(),
             };
-            match port.parse::<u16>() {
-                Ok(port) if port > 0 => proxy::serve(pods, ns.to_string(), pod.to_string(), port, target, req).await,
+            // `https:PORT`: the pod speaks TLS there.
+            let (tls, number) = match port.split_once(':') {
+                Some(("https", n)) => (true, n),
+                Some(("http", n)) => (false, n),
+                Some(_) => return full(StatusCode::BAD_REQUEST, format!("invalid port {port:?}")),
+                None => (false, *port),
+            };
+            match number.parse::<u16>() {
+                Ok(number) if number > 0 => proxy::serve(pods, ns.to_string(), pod.to_string(), proxy::Target { port: number, tls, path: target }, req).await,
                 _ => full(StatusCode::BAD_REQUEST, format!("invalid port {port:?}")),
             }
         }
