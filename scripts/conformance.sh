@@ -226,14 +226,14 @@ build_nautilus_image() {
 }
 
 # The images of build_images, pushed into the registry (its storage is cached: each image and
-# tag once, a marker each).
+# tag once, a marker each, named by the layout's index so that a rebuilt image is pushed again).
 push_images() {
     local l name tag marker
     for l in "$WORK"/images/layout-*; do
         name="$(basename "$l")"; name="${name#layout-}"
         case "$name" in e2e-test-images-*) name="e2e-test-images/${name#e2e-test-images-}" ;; esac
         for tag in $(umoci ls --layout "$l"); do
-            marker="$WORK/registry/pushed-$KUBE_VERSION-$(basename "$l")-$tag"
+            marker="$WORK/registry/pushed-$KUBE_VERSION-$(basename "$l")-$tag-$(sha256sum "$l/index.json" | cut -c1-12)"
             [ -e "$marker" ] && continue
             log "pushing $name:$tag"
             skopeo copy --quiet --dest-tls-verify=false "oci:$l:$tag" "docker://$REGISTRY/$name:$tag" >&2
