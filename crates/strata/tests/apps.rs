@@ -276,7 +276,7 @@ fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
     let (s, _registry, image, node) = agent_cluster("proxy-node");
     let ns = namespace(&s, "podproxy");
     // busybox httpd on 8080 serving a file and a CGI script that echoes its query and body.
-    let script = "mkdir -p /w/cgi-bin && echo hello-from-the-pod > /w/index.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"query=$QUERY_STRING\"\\necho \"method=$REQUEST_METHOD\"\\ncat\\n' > /w/cgi-bin/echo && chmod +x /w/cgi-bin/echo && exec httpd -f -p 8080 -h /w";
+    let script = "mkdir -p /w/cgi-bin && echo hello-from-the-pod > /w/index.html && echo '<a href=\"/rewriteme\">test</a><img src=/i.png>' > /w/page.html && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"query=$QUERY_STRING\"\\necho \"method=$REQUEST_METHOD\"\\ncat\\n' > /w/cgi-bin/echo && chmod +x /w/cgi-bin/echo && exec httpd -f -p 8080 -h /w";
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": ns},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{"name": "web", "image": image, "command": ["sh", "-c", script], "ports": [{"containerPort": 8080}]}]}});
     s.ok_stdin(&["create", "-f", "-"], Some(&pod.to_string()));
@@ -296,6 +296,13 @@ fn pods_proxy_reaches_a_port_of_the_pod_through_its_node() {
     let (code, body) = s.curl("POST", &format!("{base}/web:8080/proxy/cgi-bin/echo?a=1&b=two"), Auth::Admin, Some("text/plain"), Some(b"the-body"));
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("query=a=1&b=two") && body.contains("method=POST") && body.contains("the-body"), "{body}");
+    // An HTML page's links point under the proxy path, as upstream's proxy transport rewrites
+    // them (index.html above has no links: it came back as it was).
+    let page = s.ok(&["get", "--raw", &format!("{base}/web:8080/proxy/page.html")]);
+    assert_eq!(page.trim(), format!("<a href=\"{base}/web:8080/proxy/rewriteme\">test</a><img src={base}/web:8080/proxy/i.png>"));
+    // The proxy's root without its slash redirects there (upstream's handler does).
+    let (code, _) = s.curl("GET", &format!("{base}/web:8080/proxy?x=1"), Auth::Admin, None, None);
+    assert_eq!(code, 301);
     // OPTIONS goes through too, as upstream's proxy takes any method.
     let (code, body) = s.curl("OPTIONS", &format!("{base}/web:8080/proxy/cgi-bin/echo"), Auth::Admin, None, None);
     assert!(code == 200 && body.contains("method=OPTIONS"), "{code} {body}");

@@ -1910,6 +1910,12 @@ impl Api {
         }
         let marker = format!("/{}/proxy", info.name.as_deref().unwrap_or(""));
         let tail = req.raw_path.find(&marker).map(|i| &req.raw_path[i + marker.len()..]).unwrap_or("");
+        if tail.is_empty() && matches!(*req.method, Method::GET | Method::HEAD) {
+            // The proxy's root without its slash: upstream's proxy handler redirects there (so
+            // that the pod's relative links resolve under the proxy path).
+            let query = req.query.filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
+            return Ok((StatusCode::MOVED_PERMANENTLY, [(axum::http::header::LOCATION, format!("{}/{query}", req.raw_path))]).into_response());
+        }
         let tail = if tail.is_empty() { "/" } else { tail };
         let mut path = format!("/podProxy/{ns}/{name}/{}{port}{tail}", if tls { "https:" } else { "" });
         if let Some(q) = req.query.filter(|q| !q.is_empty()) {
@@ -1917,7 +1923,13 @@ impl Api {
         }
         let addr = self.agent_of(node).await?;
         let kubelet = self.kubelet.as_ref().ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "this API server has no client certificate for node agents"))?;
-        kubelet.forward(node, addr, req.method, &path, req.headers, req.body).await
+        let resp = kubelet.forward(node, addr, req.method, &path, req.headers, req.body).await?;
+        // The pod's links and redirects are made to point under the proxy path, as upstream's
+        // proxy transport rewrites them.
+        let prefix = req.raw_path.find(&marker).map(|i| &req.raw_path[..i + marker.len()]).unwrap_or(req.raw_path);
+        let ip = pod["status"]["podIP"].as_str().unwrap_or("");
+        let pod_host = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+        Ok(crate::proxy::rewrite_links(resp, &crate::proxy::LinkRewrite { prefix: prefix.to_string(), pod_host }).await)
     }
 
     /// Where the agent of Node `node` listens: 404 for a Node that does not exist, 503 for one

@@ -299,3 +299,222 @@ mod tests {
         assert!(proxied("accept") && !proxied("authorization") && !proxied("impersonate-user") && !proxied("connection"));
     }
 }
+
+/// Where a proxied pod's links are made to point (upstream's proxy `Transport`): the proxy path
+/// (`/api/v1/namespaces/NS/pods/NAME/proxy`) and the pod's own `host:port`.
+pub struct LinkRewrite {
+    pub prefix: String,
+    pub pod_host: String,
+}
+
+/// Upstream's `atomsToAttrs`: the attributes of each element that hold URLs.
+const URL_ATTRS: &[(&str, &[&str])] = &[
+    ("a", &["href"]),
+    ("applet", &["codebase"]),
+    ("area", &["href"]),
+    ("audio", &["src"]),
+    ("base", &["href"]),
+    ("blockquote", &["cite"]),
+    ("body", &["background"]),
+    ("button", &["formaction"]),
+    ("command", &["icon"]),
+    ("del", &["cite"]),
+    ("embed", &["src"]),
+    ("form", &["action"]),
+    ("frame", &["longdesc", "src"]),
+    ("head", &["profile"]),
+    ("html", &["manifest"]),
+    ("iframe", &["longdesc", "src"]),
+    ("img", &["longdesc", "src", "usemap"]),
+    ("input", &["src", "usemap", "formaction"]),
+    ("ins", &["cite"]),
+    ("link", &["href"]),
+    ("object", &["classid", "codebase", "data", "usemap"]),
+    ("q", &["cite"]),
+    ("script", &["src"]),
+    ("source", &["src"]),
+    ("video", &["poster", "src"]),
+    // Not upstream's, but harmless: the same for `track`.
+    ("track", &["src"]),
+];
+
+/// The most of an HTML page rewritten; a larger one passes as it is.
+pub const MAX_REWRITTEN: usize = 16 << 20;
+
+impl LinkRewrite {
+    /// Upstream's `rewriteURL`: a URL with an absolute path on the pod's own host (or no host)
+    /// is put under the proxy path; relative ones and other hosts' are left alone.
+    pub fn url(&self, target: &str) -> String {
+        let (rest, host) = match target.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                (&rest[end..], Some(&rest[..end]))
+            }
+            Some(_) => return target.to_string(),
+            None if target.starts_with("//") => return target.to_string(),
+            None => (target, None),
+        };
+        if host.is_some_and(|h| h != self.pod_host) || !rest.starts_with('/') {
+            return target.to_string();
+        }
+        if rest.starts_with(&format!("{}/", self.prefix)) || rest == self.prefix {
+            return rest.to_string();
+        }
+        format!("{}{rest}", self.prefix)
+    }
+
+    /// `html` with the URL attributes of its elements rewritten ([`Self::url`]); comments and
+    /// the text of `script` and `style` are left as they are.
+    pub fn html(&self, html: &str) -> String {
+        let b = html.as_bytes();
+        let mut out = String::with_capacity(html.len() + 256);
+        let mut copied = 0;
+        let mut i = 0;
+        while let Some(off) = html[i..].find('<') {
+            let start = i + off;
+            if html[start..].starts_with("<!--") {
+                i = html[start..].find("-->").map_or(b.len(), |e| start + e + 3);
+                continue;
+            }
+            let name_start = start + 1;
+            let name_end = name_start + html[name_start..].find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(html.len() - name_start);
+            if name_end == name_start {
+                i = name_start;
+                continue;
+            }
+            let tag = html[name_start..name_end].to_ascii_lowercase();
+            let attrs = URL_ATTRS.iter().find(|(t, _)| *t == tag).map_or(&[][..], |(_, a)| *a);
+            // Attributes, up to the tag's end.
+            let mut j = name_end;
+            loop {
+                while j < b.len() && (b[j].is_ascii_whitespace() || b[j] == b'/') {
+                    j += 1;
+                }
+                if j >= b.len() || b[j] == b'>' {
+                    break;
+                }
+                let an = j;
+                while j < b.len() && !b[j].is_ascii_whitespace() && !matches!(b[j], b'=' | b'>' | b'/') {
+                    j += 1;
+                }
+                let attr = html[an..j].to_ascii_lowercase();
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if j >= b.len() || b[j] != b'=' {
+                    continue;
+                }
+                j += 1;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                let (vs, ve) = match b.get(j) {
+                    Some(q @ (b'"' | b'\'')) => {
+                        let e = html[j + 1..].find(*q as char).map_or(b.len(), |e| j + 1 + e);
+                        let r = (j + 1, e);
+                        j = (e + 1).min(b.len());
+                        r
+                    }
+                    _ => {
+                        let s = j;
+                        while j < b.len() && !b[j].is_ascii_whitespace() && b[j] != b'>' {
+                            j += 1;
+                        }
+                        (s, j)
+                    }
+                };
+                if attrs.contains(&attr.as_str()) {
+                    let new = self.url(&html[vs..ve]);
+                    if new != html[vs..ve] {
+                        out.push_str(&html[copied..vs]);
+                        out.push_str(&new);
+                        copied = ve;
+                    }
+                }
+            }
+            i = (j + 1).min(b.len());
+            // The text of script and style is not markup.
+            if tag == "script" || tag == "style" {
+                let close = format!("</{tag}");
+                i = html[i..].to_ascii_lowercase().find(&close).map_or(b.len(), |e| i + e);
+            }
+        }
+        out.push_str(&html[copied..]);
+        out
+    }
+}
+
+/// A proxied answer with its links rewritten ([`LinkRewrite`]): the `Location` of any answer,
+/// and the body of an HTML one (plain or gzip, at most [`MAX_REWRITTEN`]; gzip is sent back
+/// decoded). Anything else passes as it is.
+pub async fn rewrite_links(resp: Response<Body>, rw: &LinkRewrite) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(loc) = parts.headers.get(axum::http::header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&rw.url(loc)) {
+            parts.headers.insert(axum::http::header::LOCATION, v);
+        }
+    }
+    let html = parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("text/html"));
+    let encoding = parts.headers.get(axum::http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
+    let small = parts.headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_none_or(|n| n <= MAX_REWRITTEN);
+    if !html || !small || !matches!(encoding.as_str(), "" | "identity" | "gzip") {
+        return Response::from_parts(parts, body);
+    }
+    let bytes = match http_body_util::Limited::new(body, MAX_REWRITTEN).collect().await {
+        Ok(b) => b.to_bytes(),
+        // Too long (without a length) or cut: what was read is lost, so the answer is an error.
+        Err(e) => return axum::response::IntoResponse::into_response(ApiError::new(502, "BadGateway", format!("error reading the pod's answer: {e}"))),
+    };
+    let text = if encoding == "gzip" {
+        use std::io::Read;
+        let mut s = String::new();
+        match flate2::read::GzDecoder::new(&bytes[..]).take(MAX_REWRITTEN as u64).read_to_string(&mut s) {
+            Ok(_) => Some(s),
+            Err(_) => None,
+        }
+    } else {
+        String::from_utf8(bytes.to_vec()).ok()
+    };
+    let Some(text) = text else {
+        // Not UTF-8 (or not gzip after all): as it came.
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_ENCODING);
+    Response::from_parts(parts, Body::from(rw.html(&text)))
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    fn rw() -> LinkRewrite {
+        LinkRewrite { prefix: "/api/v1/namespaces/ns/pods/web:8080/proxy".into(), pod_host: "10.0.0.5:8080".into() }
+    }
+
+    #[test]
+    fn urls_are_rewritten_as_upstreams_transport_rewrites_them() {
+        let r = rw();
+        assert_eq!(r.url("/rewriteme"), "/api/v1/namespaces/ns/pods/web:8080/proxy/rewriteme");
+        assert_eq!(r.url("/a/b/?x=1#f"), "/api/v1/namespaces/ns/pods/web:8080/proxy/a/b/?x=1#f");
+        assert_eq!(r.url("http://10.0.0.5:8080/x"), "/api/v1/namespaces/ns/pods/web:8080/proxy/x");
+        assert_eq!(r.url("http://example.com/x"), "http://example.com/x", "another host");
+        assert_eq!(r.url("relative/path"), "relative/path");
+        assert_eq!(r.url("//cdn.example.com/x.js"), "//cdn.example.com/x.js");
+        assert_eq!(r.url("mailto:a@b"), "mailto:a@b");
+        assert_eq!(r.url("/api/v1/namespaces/ns/pods/web:8080/proxy/x"), "/api/v1/namespaces/ns/pods/web:8080/proxy/x", "already under the prefix");
+    }
+
+    #[test]
+    fn html_attributes_holding_urls_are_rewritten_and_nothing_else() {
+        let r = rw();
+        let page = "<html><body background=/bg.png><a href=\"/rewriteme\">test</a> <A HREF='/x'>X</A>\n<img alt=\"/keep\" src=/i.png>\n<!-- <a href=\"/comment\"> -->\n<script>var s = '<a href=\"/in-script\">';</script><link rel=stylesheet href=\"/s.css\"/><p title=\"/keep\">/text</p></body></html>";
+        let want = "<html><body background=/api/v1/namespaces/ns/pods/web:8080/proxy/bg.png><a href=\"/api/v1/namespaces/ns/pods/web:8080/proxy/rewriteme\">test</a> <A HREF='/api/v1/namespaces/ns/pods/web:8080/proxy/x'>X</A>\n<img alt=\"/keep\" src=/api/v1/namespaces/ns/pods/web:8080/proxy/i.png>\n<!-- <a href=\"/comment\"> -->\n<script>var s = '<a href=\"/in-script\">';</script><link rel=stylesheet href=\"/api/v1/namespaces/ns/pods/web:8080/proxy/s.css\"/><p title=\"/keep\">/text</p></body></html>";
+        assert_eq!(r.html(page), want);
+        // Broken markup ends without a panic.
+        for broken in ["<a href=\"/x", "<a href=", "<", "<a", "<!-- x", "<script>never closed"] {
+            let _ = r.html(broken);
+        }
+    }
+}
