@@ -1909,7 +1909,9 @@ impl Api {
             return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
         }
         let marker = format!("/{}/proxy", info.name.as_deref().unwrap_or(""));
-        let tail = req.raw_path.find(&marker).map(|i| &req.raw_path[i + marker.len()..]).unwrap_or("");
+        // The request's path up to its `/proxy` (the prefix the pod's links go under), and after.
+        let split = req.raw_path.find(&marker).map_or(req.raw_path.len(), |i| i + marker.len());
+        let (prefix, tail) = req.raw_path.split_at(split);
         if tail.is_empty() && matches!(*req.method, Method::GET | Method::HEAD) {
             // The proxy's root without its slash: upstream's proxy handler redirects there (so
             // that the pod's relative links resolve under the proxy path).
@@ -1926,7 +1928,6 @@ impl Api {
         let resp = kubelet.forward(node, addr, req.method, &path, req.headers, req.body).await?;
         // The pod's links and redirects are made to point under the proxy path, as upstream's
         // proxy transport rewrites them.
-        let prefix = req.raw_path.find(&marker).map(|i| &req.raw_path[..i + marker.len()]).unwrap_or(req.raw_path);
         let ip = pod["status"]["podIP"].as_str().unwrap_or("");
         let pod_host = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
         Ok(crate::proxy::rewrite_links(resp, &crate::proxy::LinkRewrite { prefix: prefix.to_string(), pod_host }).await)

@@ -370,12 +370,6 @@ async fn reconcile_slices(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result
         .collect();
     have.sort_by_key(|s| s.name_any());
     let api: Api<EndpointSlice> = Api::namespaced(ctx.writer.clone(), &ns);
-    let conflict = |e: kube::Error| -> Error {
-        match e {
-            kube::Error::Api(ae) if ae.code == 409 || ae.code == 404 => Error::Invalid("endpointslice changed; retrying".into()),
-            e => e.into(),
-        }
-    };
     // Reuse existing slices with the same ports first, then any; create the rest; delete extras.
     let mut used = vec![false; have.len()];
     let mut assigned: Vec<Option<usize>> = vec![None; want.len()];
@@ -408,7 +402,7 @@ async fn reconcile_slices(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result
                 new.address_type = "IPv4".into();
                 new.metadata.labels = Some(labels.clone());
                 new.metadata.owner_references = Some(vec![controller_ref(svc.as_ref())]);
-                api.replace(&cur.name_any(), &PostParams::default(), &new).await.map_err(conflict)?;
+                api.replace(&cur.name_any(), &PostParams::default(), &new).await.map_err(slice_conflict)?;
             }
             None => {
                 let mut prefix = format!("{name}-");
@@ -421,21 +415,34 @@ async fn reconcile_slices(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result
                     endpoints: w.endpoints.clone(),
                     ports: Some(w.ports.clone()),
                 };
-                api.create(&PostParams::default(), &new).await.map_err(conflict)?;
+                api.create(&PostParams::default(), &new).await.map_err(slice_conflict)?;
             }
         }
     }
-    for (j, s) in have.iter().enumerate() {
-        if used[j] {
-            continue;
-        }
+    let extra: Vec<Arc<EndpointSlice>> = have.iter().zip(&used).filter(|(_, u)| !**u).map(|(s, _)| s.clone()).collect();
+    delete_slices(&api, &extra).await?;
+    Ok(Action::await_change())
+}
+
+/// A write of a slice refused because it changed or went meanwhile: retried after the watch
+/// catches up; any other failure as it is.
+pub(crate) fn slice_conflict(e: kube::Error) -> Error {
+    match e {
+        kube::Error::Api(ae) if ae.code == 409 || ae.code == 404 => Error::Invalid("endpointslice changed; retrying".into()),
+        e => e.into(),
+    }
+}
+
+/// Delete `slices` (each as the uid it was seen with; one already gone or replaced is fine).
+pub(crate) async fn delete_slices(api: &Api<EndpointSlice>, slices: &[Arc<EndpointSlice>]) -> Result<(), Error> {
+    for s in slices {
         let dp = DeleteParams { preconditions: Some(Preconditions { uid: s.metadata.uid.clone(), resource_version: None }), ..Default::default() };
         match api.delete(&s.name_any(), &dp).await {
             Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Action::await_change())
+    Ok(())
 }
 
 #[cfg(test)]

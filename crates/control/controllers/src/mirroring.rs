@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
@@ -35,7 +35,7 @@ use kube::ResourceExt;
 use strata_client::events::EventType;
 use strata_client::lean;
 
-use crate::endpoints::{MANAGED_BY, SERVICE_NAME};
+use crate::endpoints::{delete_slices, slice_conflict, MANAGED_BY, SERVICE_NAME};
 use crate::replicaset::controller_ref;
 use crate::{Clients, Context, Error};
 
@@ -200,7 +200,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result<Action
         // A selector (the endpointslice controller's), no Endpoints, or not to be mirrored:
         // whatever was mirrored goes.
         _ => {
-            delete_all(&api, &have).await?;
+            delete_slices(&api, &have).await?;
             return Ok(Action::await_change());
         }
     };
@@ -227,12 +227,6 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result<Action
             *a = Some(j);
         }
     }
-    let conflict = |e: kube::Error| -> Error {
-        match e {
-            kube::Error::Api(ae) if ae.code == 409 || ae.code == 404 => Error::Invalid("endpointslice changed; retrying".into()),
-            e => e.into(),
-        }
-    };
     for (w, a) in want.iter().zip(&assigned) {
         match a {
             Some(j) => {
@@ -252,16 +246,16 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context<State>>) -> Result<Action
                 new.metadata.labels = Some(labels.clone());
                 new.metadata.annotations = Some(annotations.clone());
                 new.metadata.owner_references = Some(vec![owner.clone()]);
-                api.replace(&cur.name_any(), &PostParams::default(), &new).await.map_err(conflict)?;
+                api.replace(&cur.name_any(), &PostParams::default(), &new).await.map_err(slice_conflict)?;
             }
             None if ep.metadata.deletion_timestamp.is_none() => {
-                create(&api, &ep, &ns, w, &labels, &annotations, &owner).await.map_err(conflict)?;
+                create(&api, &ep, &ns, w, &labels, &annotations, &owner).await.map_err(slice_conflict)?;
             }
             None => {}
         }
     }
     let extra: Vec<Arc<EndpointSlice>> = have.iter().zip(&used).filter(|(_, u)| !**u).map(|(s, _)| s.clone()).collect();
-    delete_all(&api, &extra).await?;
+    delete_slices(&api, &extra).await?;
     Ok(Action::await_change())
 }
 
@@ -277,18 +271,6 @@ async fn create(api: &Api<EndpointSlice>, ep: &Endpoints, ns: &str, w: &Mirrored
         ports: Some(w.ports.clone()),
     };
     api.create(&PostParams::default(), &new).await
-}
-
-/// Delete `slices` (each as the uid it was seen with; one already gone is fine).
-async fn delete_all(api: &Api<EndpointSlice>, slices: &[Arc<EndpointSlice>]) -> Result<(), Error> {
-    for s in slices {
-        let dp = DeleteParams { preconditions: Some(Preconditions { uid: s.metadata.uid.clone(), resource_version: None }), ..Default::default() };
-        match api.delete(&s.name_any(), &dp).await {
-            Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404 | 409, .. })) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
